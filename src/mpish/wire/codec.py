@@ -125,8 +125,7 @@ class Codec:
                 if len(value) > most:
                     raise RemoteProtocolError(f"{where}: {len(value)} entries, at most {most}")
                 return {
-                    key_check(k, f"{where} key"): value_check(v, f"{where}[{k!r}]")
-                    for k, v in value.items()
+                    key_check(k, f"{where} key"): value_check(v, f"{where}[{k!r}]") for k, v in value.items()
                 }
 
             return check_dict
@@ -215,7 +214,9 @@ class Codec:
             raise RemoteProtocolError(
                 f"{self.name} {cls.__name__}: {len(values)} fields, expected {len(checks)}"
             )
-        kwargs = {name: check(v, f"{cls.__name__}.{name}") for (name, check), v in zip(checks, values)}
+        kwargs = {
+            name: check(v, f"{cls.__name__}.{name}") for (name, check), v in zip(checks, values, strict=True)
+        }
         return cls(**kwargs)
 
     def types(self) -> dict[int, type[Any]]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -102,10 +103,11 @@ class HashFunctions:
 
     name: str
     hashlen: int
-    constructor: Callable[..., hashlib._Hash]
+    constructor: Callable[..., typing.Any]
 
     def hash(self, data: bytes) -> bytes:
-        return self.constructor(data).digest()
+        digest: bytes = self.constructor(data).digest()
+        return digest
 
     def hmac(self, key: bytes, data: bytes) -> bytes:
         return hmac.new(key, data, self.constructor).digest()
@@ -149,9 +151,7 @@ PATTERNS = {
     p.name: p
     for p in (
         HandshakePattern("NN", (), (), (("e",), ("e", "ee"))),
-        HandshakePattern(
-            "KK", ("s",), ("s",), (("e", "es", "ss"), ("e", "ee", "se"))
-        ),
+        HandshakePattern("KK", ("s",), ("s",), (("e", "es", "ss"), ("e", "ee", "se"))),
         HandshakePattern("IK", (), ("s",), (("e", "es", "s", "ss"), ("e", "ee", "se"))),
         HandshakePattern("XX", (), (), (("e",), ("e", "ee", "s", "es"), ("s", "se"))),
     )

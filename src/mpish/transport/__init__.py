@@ -1,0 +1,1 @@
+"""Adapters that move bytes: MPI, ssh pipes, local pipes."""

@@ -1,0 +1,29 @@
+"""Events a SecureChannel gives its caller; both sides use the same classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete:
+    """The peer proved its static key; ``handshake_hash`` binds this session (Noise §11.2)."""
+
+    remote_static: bytes
+    handshake_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One whole, authenticated application message received on ``channel``."""
+
+    channel: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReceived:
+    """The peer's authenticated close record: it will send nothing more."""
+
+
+Event = HandshakeComplete | Message | CloseReceived
