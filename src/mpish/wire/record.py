@@ -217,7 +217,7 @@ class _Direction:
         session: bytes,
         sender: int,
         receiver: int,
-        limits: Limits,
+        limits: Limits | None,
     ) -> None:
         if len(session) != SESSION_SIZE:
             raise LocalProtocolError(f"a session id is {SESSION_SIZE} bytes")
