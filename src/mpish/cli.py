@@ -1,0 +1,110 @@
+"""The ``mpish`` command line: argument parsing only; the work is done elsewhere.
+
+``mpish [options]`` runs the MPI shell. ``mpish <subcommand> ...`` runs a
+subcommand when the first argument names one (``keygen``, ``keys``). To add a
+subcommand, write ``_add_<name>(parser)`` and ``_run_<name>(args)`` and list them in
+:data:`SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from mpish import keys
+from mpish.wire.errors import MpishError
+
+PROG = "mpish"
+
+
+# --- the main shell ------------------------------------------------------------------
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="A secure remote shell over MPI and SSH.",
+        epilog="subcommands: " + ", ".join(SUBCOMMANDS) + f" (see '{PROG} <subcommand> -h')",
+    )
+    parser.add_argument("-n", "--np", type=int, metavar="INT", help="number of ranks")
+    parser.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND and exit")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output (repeatable)")
+    return parser
+
+
+def run_main(args: argparse.Namespace) -> int:
+    """Run the MPI shell (placeholder until the shell is built)."""
+    print(f"{PROG}: the MPI shell is not built yet", file=sys.stderr)
+    return 2
+
+
+# --- keygen --------------------------------------------------------------------------
+
+
+def _add_keygen(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite an existing identity key")
+    parser.add_argument("-C", dest="comment", metavar="COMMENT", help="key comment")
+
+
+def _run_keygen(args: argparse.Namespace, out: TextIO) -> int:
+    identity = keys.generate_identity(comment=args.comment, overwrite=args.force)
+    home = keys.mpish_home()
+    print(f"Your identification has been saved in {home / keys.PRIVATE_KEY_NAME}", file=out)
+    print(f"Your public key has been saved in {home / keys.PUBLIC_KEY_NAME}", file=out)
+    print("The key fingerprint is:", file=out)
+    print(f"{identity.fingerprint} {identity.comment}".rstrip(), file=out)
+    return 0
+
+
+# --- keys ----------------------------------------------------------------------------
+
+
+def _add_keys(parser: argparse.ArgumentParser) -> None:
+    del parser  # no options yet
+
+
+def _run_keys(args: argparse.Namespace, out: TextIO) -> int:
+    identity = keys.load_identity()
+    print(identity.public_line, file=out)
+    print(f"{identity.fingerprint} {identity.comment}".rstrip(), file=out)
+    authorized = keys.AuthorizedKeys.load()
+    path = keys.mpish_home() / keys.AUTHORIZED_KEYS_NAME
+    print(f"\n{path}: {len(authorized)} key(s)", file=out)
+    for entry in authorized:
+        print(f"  {entry.fingerprint} {entry.comment}".rstrip(), file=out)
+    return 0
+
+
+# --- dispatch ------------------------------------------------------------------------
+
+_Adder = Callable[[argparse.ArgumentParser], None]
+_Runner = Callable[[argparse.Namespace, TextIO], int]
+
+SUBCOMMANDS: dict[str, tuple[str, _Adder, _Runner]] = {
+    "keygen": ("create the identity key (~/.mpish/id_x25519)", _add_keygen, _run_keygen),
+    "keys": ("show the identity key and authorized_keys", _add_keys, _run_keys),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mpish`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            name = argv[0]
+            help_text, add, run = SUBCOMMANDS[name]
+            parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=help_text)
+            add(parser)
+            return run(parser.parse_args(argv[1:]), sys.stdout)
+        return run_main(_main_parser().parse_args(argv))
+    except MpishError as exc:
+        message = str(exc)
+        separator = "\n" if "\n" in message else " "  # a multi-line banner starts on its own line
+        print(f"{PROG}:{separator}{message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130

@@ -1,0 +1,140 @@
+"""The ``mpish`` command line: keygen, keys, and the main-shell placeholder."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from mpish import keys
+from mpish.cli import main
+from mpish.wire.noise import public_bytes
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "mpish-home"
+    monkeypatch.setenv("MPISH_HOME", str(path))
+    return path
+
+
+def test_keygen_creates_key_and_prints_fingerprint(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keygen", "-C", "alice@node1"]) == 0
+    out = capsys.readouterr().out
+    identity = keys.load_identity()
+    assert identity.comment == "alice@node1"
+    assert f"saved in {home / 'id_x25519'}" in out
+    assert f"saved in {home / 'id_x25519.pub'}" in out
+    assert f"{identity.fingerprint} alice@node1" in out
+    assert stat.S_IMODE((home / "id_x25519").stat().st_mode) == 0o600
+
+
+def test_keygen_refuses_overwrite_without_force(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keygen", "-C", "one"]) == 0
+    first = keys.load_identity().public
+    capsys.readouterr()
+    assert main(["keygen", "-C", "two"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mpish: ")
+    assert "already exists" in err and "-f" in err
+    assert "Traceback" not in err
+    assert keys.load_identity().public == first
+    assert main(["keygen", "-f", "-C", "two"]) == 0
+    assert keys.load_identity().public != first
+    assert keys.load_identity().comment == "two"
+
+
+def test_keys_lists_identity_and_authorized(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["keygen", "-C", "me"])
+    friend = public_bytes(X25519PrivateKey.generate())
+    (home / "authorized_keys").write_text(keys.format_public_key(friend, "friend@lab") + "\n")
+    (home / "authorized_keys").chmod(0o600)
+    capsys.readouterr()
+    assert main(["keys"]) == 0
+    out = capsys.readouterr().out
+    me = keys.load_identity()
+    assert me.public_line in out.splitlines()
+    assert f"{me.fingerprint} me" in out
+    assert f"{keys.fingerprint(friend)} friend@lab" in out
+    assert "1 key(s)" in out
+
+
+def test_keys_without_identity_fails_cleanly(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mpish: no mpish identity")
+    assert "mpish keygen" in err
+    assert "Traceback" not in err
+
+
+def test_keys_refuses_unprotected_key(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["keygen", "-C", "me"])
+    os.chmod(home / "id_x25519", 0o644)
+    capsys.readouterr()
+    assert main(["keys"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mpish:\n@@@")
+    assert "WARNING: UNPROTECTED PRIVATE KEY FILE!" in err
+    assert "Permissions 0644" in err
+
+
+def test_main_shell_placeholder(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-n", "4", "-c", "hostname", "--json", "-v"]) == 2
+    assert "the MPI shell is not built yet" in capsys.readouterr().err
+
+
+def test_run_main_receives_parsed_options(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+
+    def fake_run_main(args: object) -> int:
+        seen.update(vars(args))
+        return 0
+
+    monkeypatch.setattr("mpish.cli.run_main", fake_run_main)
+    assert main(["--np", "3", "-c", "ls -l", "-vv"]) == 0
+    assert seen == {"np": 3, "command": "ls -l", "json": False, "verbose": 2}
+
+
+def test_bad_option_is_a_usage_error(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["-n", "many"])
+    assert info.value.code == 2
+    assert "invalid int value" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["keygen", "--bogus"])
+    assert info.value.code == 2
+
+
+def test_python_dash_m_keygen_subprocess(tmp_path: Path) -> None:
+    home = tmp_path / "sub-home"
+    env = {**os.environ, "MPISH_HOME": str(home)}
+    result = subprocess.run(
+        [sys.executable, "-m", "mpish", "keygen", "-C", "sub@proc"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    identity = keys.load_identity(home)
+    assert identity.comment == "sub@proc"
+    assert identity.fingerprint in result.stdout
+    assert stat.S_IMODE((home / "id_x25519").stat().st_mode) == 0o600
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    again = subprocess.run(
+        [sys.executable, "-m", "mpish", "keygen"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 1
+    assert again.stderr.startswith("mpish: ")
+    assert "Traceback" not in again.stderr
