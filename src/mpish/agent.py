@@ -1,0 +1,322 @@
+"""The remote side: ``python -m mpish.agent``, started by :func:`mpish.ssh.connect`.
+
+Theory of operation
+-------------------
+The agent's stdin and stdout are the ssh pipes. It first duplicates them to private
+descriptors for the protocol, then points descriptor 0 at ``/dev/null`` and descriptors
+1 and 2 at two pipes of its own, and makes ``sys.stdout``/``sys.stderr`` write through to
+them. So whatever user code prints (``print``, ``os.write(1, ...)``, a subprocess that
+inherits the descriptors) lands in those pipes, never in the protocol stream; an
+:class:`OutputPump` thread reads them and sends :class:`~mpish.calls.messages.Output`
+frames as the bytes come. Before a result is sent the pump is drained, so all output of a
+call arrives before its result.
+
+A reader thread decodes incoming frames into a small bounded queue; the main thread takes
+calls from it and runs them one at a time (in the main thread, so signals and libraries
+that want it behave). When the client goes away (EOF on stdin) the agent exits, even in
+the middle of a call, so no orphan keeps running after ssh ends.
+
+With ``--data-only`` the agent refuses pickled calls without reading them as pickle: only
+msgpack calls of importable functions (``pkg.mod:func``) run, and cloudpickle is never
+imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import os
+import queue
+import select
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from mpish.calls.messages import (
+    CODEC,
+    ENCODING_MSGPACK,
+    ENCODING_PICKLE,
+    MAX_FRAME,
+    PROTOCOL_VERSION,
+    Call,
+    Failure,
+    Hello,
+    Message,
+    Output,
+    Result,
+)
+from mpish.calls.serialize import (
+    BodyAborted,
+    BodyReader,
+    BodyWriter,
+    describe_exception,
+    read_msgpack,
+    read_pickle,
+    write_msgpack,
+    write_pickle,
+)
+from mpish.transport.ssh import EndOfStream, FrameStream
+from mpish.wire.errors import RemoteProtocolError
+
+OUTPUT_READ = 65536
+
+
+def mpish_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("mpish")
+    except Exception:
+        return "unknown"
+
+
+def run_shell(command: str) -> int:
+    """Run ``command`` with /bin/sh; its output goes to the captured descriptors 1 and 2."""
+    return subprocess.run(command, shell=True, stdin=subprocess.DEVNULL, check=False).returncode  # noqa: S602
+
+
+def resolve(name: str) -> Callable[..., Any]:
+    """The function importable as ``pkg.mod:func``, ``pkg.mod:Class.method`` or ``pkg.mod.func``."""
+    if ":" in name:
+        module_name, _, path = name.partition(":")
+    else:
+        module_name, _, path = name.rpartition(".")
+    if not module_name or not path:
+        raise ValueError(f"not a dotted function name: {name!r}")
+    obj: Any = importlib.import_module(module_name)
+    for attribute in path.split("."):
+        obj = getattr(obj, attribute)
+    if not callable(obj):
+        raise TypeError(f"{name} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+class OutputPump:
+    """Reads the pipes behind descriptors 1 and 2 and sends Output frames."""
+
+    def __init__(self, pipes: dict[int, str], send: Callable[[Message], None]) -> None:
+        self._pipes = pipes
+        self._send = send
+        self._lock = threading.Lock()
+        for fd in pipes:
+            os.set_blocking(fd, False)
+        self._thread = threading.Thread(target=self._loop, name="mpish-output", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            ready, _, _ = select.select(list(self._pipes), [], [])
+            with self._lock:
+                for fd in ready:
+                    self._pump(fd)
+
+    def _pump(self, fd: int) -> None:
+        while True:
+            try:
+                data = os.read(fd, OUTPUT_READ)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            self._send(Output(self._pipes[fd], data))
+
+    def drain(self) -> None:
+        """Send everything written so far (called before a result)."""
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        with self._lock:
+            for fd in self._pipes:
+                self._pump(fd)
+
+
+class Agent:
+    """One agent process: a protocol stream, an output pump and the call loop."""
+
+    def __init__(self, stream: FrameStream, *, data_only: bool) -> None:
+        self.stream = stream
+        self.data_only = data_only
+        self.incoming: queue.Queue[Message | BaseException | None] = queue.Queue(maxsize=4)
+        self.busy = False
+        self.pump: OutputPump | None = None
+
+    def send(self, message: Message) -> None:
+        self.stream.send([CODEC.encode(message)])
+
+    # -- reading
+
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                self.incoming.put(CODEC.decode(self.stream.receive()))
+        except RemoteProtocolError as exc:
+            self.incoming.put(exc)
+        except (EndOfStream, OSError):  # the client is gone
+            pass
+        if self.busy:  # the client left during a call: nobody will read the result
+            os._exit(0)
+        self.incoming.put(None)
+
+    def next_message(self) -> Message:
+        item = self.incoming.get()
+        if item is None:
+            raise EOFError("the client closed the connection")
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    # -- serving
+
+    def serve(self) -> None:
+        self.send(
+            Hello(
+                PROTOCOL_VERSION,
+                mpish_version(),
+                sys.version.split()[0],
+                os.getpid(),
+                socket.gethostname(),
+                self.data_only,
+            )
+        )
+        threading.Thread(target=self._read_loop, name="mpish-reader", daemon=True).start()
+        while True:
+            try:
+                message = self.next_message()
+            except EOFError:
+                return
+            if not isinstance(message, Call):
+                raise RemoteProtocolError(f"expected a call, got {type(message).__name__}")
+            self.handle(message)
+
+    def _skip_body(self, call: Call) -> None:
+        if call.body is None:
+            with contextlib.suppress(BodyAborted):
+                BodyReader(self.next_message).finish()
+
+    def handle(self, call: Call) -> None:
+        try:
+            if call.encoding == ENCODING_PICKLE:
+                if self.data_only:
+                    self._skip_body(call)  # read as chunks only, never unpickled
+                    raise PermissionError(
+                        "this agent runs with --data-only: it never unpickles; "
+                        "use call_data with an importable function name"
+                    )
+                fn, args, kwargs = read_pickle(call.body, self.next_message)
+            elif call.encoding == ENCODING_MSGPACK:
+                fn = resolve(call.target)
+                args, kwargs = _check_data_arguments(read_msgpack(call.body, self.next_message))
+            else:
+                self._skip_body(call)
+                raise ValueError(f"unknown encoding {call.encoding!r}")
+        except (RemoteProtocolError, EOFError):
+            raise
+        except BaseException as exc:  # could not load the call (the body was consumed)
+            self.fail(call.call_id, exc)
+            return
+        try:
+            self.busy = True
+            value = fn(*args, **kwargs)
+        except BaseException as exc:
+            self.busy = False
+            self._drain()
+            self.fail(call.call_id, exc)
+            return
+        finally:
+            self.busy = False
+        self._drain()
+        self.reply(call, value)
+
+    def _drain(self) -> None:
+        if self.pump is not None:
+            self.pump.drain()
+
+    def reply(self, call: Call, value: object) -> None:
+        writer = BodyWriter(lambda body: self.send(Result(call.call_id, call.encoding, body)), self.send)
+        try:
+            if call.encoding == ENCODING_PICKLE:
+                write_pickle(value, writer)
+            else:
+                write_msgpack(value, writer)
+        except BaseException as exc:  # unpicklable result; a broken pipe fails again below
+            writer.abort(f"could not serialise the result: {exc!r}")
+            self.fail(call.call_id, exc)
+            return
+        writer.close()
+
+    def fail(self, call_id: int, exc: BaseException) -> None:
+        name, message, text = describe_exception(exc)
+        self.send(Failure(call_id, name, message, text))
+
+
+def _check_data_arguments(data: object) -> tuple[list[Any], dict[str, Any]]:
+    if (
+        not isinstance(data, list)
+        or len(data) != 2
+        or not isinstance(data[0], list)
+        or not isinstance(data[1], dict)
+        or not all(isinstance(k, str) for k in data[1])
+    ):
+        raise ValueError("a msgpack call body is [args, {name: value}]")
+    return data[0], data[1]
+
+
+def _redirect() -> tuple[int, int, dict[int, str]]:
+    """Keep the ssh pipes for the protocol; give fds 0, 1, 2 to user code."""
+    proto_in = os.dup(0)
+    proto_out = os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    pipes: dict[int, str] = {}
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, fd)
+        os.close(write_end)
+        pipes[read_end] = name
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True, line_buffering=True)
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), write_through=True, line_buffering=True, errors="backslashreplace"
+    )
+    return proto_in, proto_out, pipes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mpish.agent", description="mpish remote agent (speaks frames on stdin/stdout)"
+    )
+    parser.add_argument(
+        "--data-only",
+        action="store_true",
+        help="refuse pickled calls; run only msgpack calls of importable functions",
+    )
+    options = parser.parse_args(argv)
+    diagnostics = os.dup(2)  # ssh's stderr: for the agent's own fatal errors
+    proto_in, proto_out, pipes = _redirect()
+    stream = FrameStream(proto_in, proto_out, max_frame=MAX_FRAME)
+    agent = Agent(stream, data_only=options.data_only)
+    agent.pump = OutputPump(pipes, agent.send)
+    agent.pump.start()
+    status = 0
+    try:
+        agent.serve()
+    except BaseException as exc:
+        text = describe_exception(exc)[2]
+        os.write(diagnostics, f"mpish.agent: fatal: {text}".encode(errors="replace"))
+        status = 2
+    with contextlib.suppress(Exception):
+        agent.pump.drain()
+    # os._exit: threads that user code left running must not keep the agent alive.
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    main()

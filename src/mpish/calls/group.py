@@ -1,0 +1,151 @@
+"""Many hosts at once: one :class:`~.remote.Remote` per host, driven by a thread pool.
+
+Connections are opened in parallel and calls run in parallel, at most ``fanout`` hosts at
+a time. Every operation returns ``{host: HostResult}`` in the order the hosts were given;
+a host that failed (to connect, or in the call) has its exception in ``error`` and does
+not stop the others.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from .remote import OutputCallback, Remote, connect, write_output
+
+HostOutputCallback = Callable[[str, str, bytes], None]
+"""``on_output(host, stream, data)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostResult:
+    """The outcome on one host: ``value`` if ``ok``, else ``error``."""
+
+    host: str
+    value: Any = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def unwrap(self) -> Any:
+        """The value, or raise the host's error."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class Group:
+    """A set of hosts to call in parallel. Use as a context manager (it closes all)."""
+
+    def __init__(
+        self,
+        hosts: Iterable[str],
+        *,
+        fanout: int = 32,
+        on_output: HostOutputCallback | None = None,
+        **connect_options: Any,
+    ) -> None:
+        self.hosts: list[str] = list(dict.fromkeys(hosts))
+        if fanout < 1:
+            raise ValueError("fanout must be at least 1")
+        self.fanout = fanout
+        self.on_output = on_output
+        self.connect_options = connect_options
+        self.remotes: dict[str, Remote] = {}
+        self.connect_errors: dict[str, BaseException] = {}
+        self._lock = threading.Lock()
+        self._connected = False
+
+    def __enter__(self) -> Group:
+        self.connect()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _output_for(self, host: str) -> OutputCallback:
+        callback = self.on_output
+        if callback is None:
+            return write_output
+        return lambda stream, data: callback(host, stream, data)
+
+    def _map(self, hosts: Sequence[str], work: Callable[[str], Any]) -> dict[str, HostResult]:
+        def one(host: str) -> HostResult:
+            try:
+                return HostResult(host, value=work(host))
+            except Exception as exc:
+                return HostResult(host, error=exc)
+
+        if not hosts:
+            return {}
+        with ThreadPoolExecutor(
+            max_workers=min(self.fanout, len(hosts)), thread_name_prefix="mpish-group"
+        ) as pool:
+            results = list(pool.map(one, hosts))
+        return {r.host: r for r in results}
+
+    def connect(self) -> dict[str, HostResult]:
+        """Connect to every host not yet connected; ``value`` is the AgentInfo."""
+        todo = [h for h in self.hosts if h not in self.remotes]
+
+        def start(host: str) -> Any:
+            remote = connect(host, on_output=self._output_for(host), **self.connect_options)
+            with self._lock:
+                self.remotes[host] = remote
+                self.connect_errors.pop(host, None)
+            return remote.info
+
+        results = self._map(todo, start)
+        for host, result in results.items():
+            if result.error is not None:
+                self.connect_errors[host] = result.error
+        self._connected = True
+        return results
+
+    def _each(self, work: Callable[[Remote], Any]) -> dict[str, HostResult]:
+        if not self._connected:
+            self.connect()
+
+        def one(host: str) -> Any:
+            remote = self.remotes.get(host)
+            if remote is None:
+                raise self.connect_errors[host]
+            return work(remote)
+
+        return self._map(self.hosts, one)
+
+    def call(
+        self, fn: Callable[..., Any], /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> dict[str, HostResult]:
+        """``Remote.call`` on every host."""
+        return self._each(lambda r: r.invoke(fn, args, kwargs, timeout=timeout))
+
+    def call_data(
+        self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> dict[str, HostResult]:
+        """``Remote.call_data`` on every host."""
+        return self._each(lambda r: r.invoke_data(name, args, kwargs, timeout=timeout))
+
+    def run(self, obj: Any, *, timeout: float | None = None) -> dict[str, HostResult]:
+        """``Remote.run`` on every host."""
+        return self._each(lambda r: r.run(obj, timeout=timeout))
+
+    def shell(self, command: str, *, timeout: float | None = None) -> dict[str, HostResult]:
+        """Run a shell command on every host; ``value`` is its exit status."""
+        return self._each(lambda r: r.shell(command, timeout=timeout))
+
+    def close(self) -> None:
+        """Close every connection (in parallel, each bounded)."""
+        remotes = list(self.remotes.values())
+        self.remotes.clear()
+        if remotes:
+            with ThreadPoolExecutor(max_workers=min(self.fanout, len(remotes))) as pool:
+                list(pool.map(lambda r: r.close(), remotes))

@@ -1,0 +1,112 @@
+"""The messages of the remote-call protocol, on the msgpack :class:`~mpish.wire.codec.Codec`.
+
+Every frame on the ssh pipes carries exactly one of these messages. A call or a result
+body (a pickle stream, or a msgpack document in data-only mode) travels either inline in
+its :class:`Call` / :class:`Result` (when it fits in one chunk) or as the chunk stream
+``Chunk* End`` that follows it, so that no frame is ever larger than ``CHUNK_SIZE`` plus a
+little framing, whatever the size of the object.
+
+Conversation (client = the side that ran ``ssh``, agent = ``python -m mpish.agent``)::
+
+    agent  -> client   Hello                                   once, first frame
+    client -> agent    Call [Chunk* End]                       one call at a time
+    agent  -> client   Output*  then  Result [Chunk* End]  |  Failure
+                       (an End with aborted=True ends a body the sender could not
+                        finish; a Failure follows it)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from mpish.wire.codec import Codec, MaxLen
+
+PROTOCOL_VERSION = 1
+CHUNK_SIZE = 4 * 1024 * 1024  # largest body piece per frame
+MAX_FRAME = CHUNK_SIZE + 64 * 1024  # a chunk plus its message envelope
+MAX_TEXT = 1024 * 1024  # tracebacks and messages are cut to this many characters
+
+ENCODING_PICKLE = "pickle"  # body = cloudpickle stream of (function, args, kwargs) / the result
+ENCODING_MSGPACK = "msgpack"  # body = msgpack [args, kwargs] / the result; never unpickled
+ENCODINGS = (ENCODING_PICKLE, ENCODING_MSGPACK)
+STREAMS = ("stdout", "stderr")
+
+CODEC = Codec("mpish.calls", max_bytes=CHUNK_SIZE, max_items=64)
+
+Name = Annotated[str, MaxLen(1024)]
+Text = Annotated[str, MaxLen(MAX_TEXT)]
+
+
+@CODEC.message(1)
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The agent's first frame: who it is, so the client can check and report."""
+
+    protocol: int
+    mpish_version: Name
+    python: Name
+    pid: int
+    hostname: Name
+    data_only: bool
+
+
+@CODEC.message(2)
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Run a function. ``target`` is a dotted name (msgpack) or empty (pickle body)."""
+
+    call_id: int
+    encoding: Name
+    target: Name
+    body: bytes | None  # None: the body follows as Chunk* End
+
+
+@CODEC.message(3)
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a streamed body."""
+
+    data: bytes
+
+
+@CODEC.message(4)
+@dataclass(frozen=True, slots=True)
+class End:
+    """The end of a streamed body; ``aborted`` if the sender gave up half way."""
+
+    aborted: bool
+    reason: Text
+
+
+@CODEC.message(5)
+@dataclass(frozen=True, slots=True)
+class Output:
+    """Bytes the remote code wrote to its stdout or stderr (file descriptors 1 and 2)."""
+
+    stream: Name
+    data: bytes
+
+
+@CODEC.message(6)
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The value a call returned."""
+
+    call_id: int
+    encoding: Name
+    body: bytes | None  # None: the body follows as Chunk* End
+
+
+@CODEC.message(7)
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The exception a call raised: its qualified type name, message and traceback."""
+
+    call_id: int
+    type_name: Name
+    message: Text
+    traceback: Text
+
+
+Message = Hello | Call | Chunk | End | Output | Result | Failure

@@ -1,0 +1,360 @@
+"""The client side: a live agent on one host, and the calls made through it.
+
+:func:`connect` starts ``python -m mpish.agent`` through the system ``ssh``
+(:mod:`mpish.transport.ssh`), waits for the agent's :class:`~.messages.Hello` and checks
+its protocol version. :class:`Remote` then makes one call at a time (a lock serialises
+callers): it sends a :class:`~.messages.Call` and reads frames until the
+:class:`~.messages.Result` or :class:`~.messages.Failure`, handing every
+:class:`~.messages.Output` frame to the output callback as soon as it arrives.
+
+A timeout, an interrupt or a broken pipe in the middle of a call leaves the stream in an
+unknown state, so the connection is closed and later calls raise
+:class:`~mpish.wire.errors.TransportClosed`; connect again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from mpish.transport.ssh import ConnectTimeout, SshProcess, ssh_argv
+from mpish.wire.errors import (
+    ProtocolError,
+    RemoteProtocolError,
+    TransportBroken,
+    TransportClosed,
+    TransportError,
+)
+
+from .messages import (
+    CODEC,
+    ENCODING_MSGPACK,
+    ENCODING_PICKLE,
+    MAX_FRAME,
+    PROTOCOL_VERSION,
+    Call,
+    Failure,
+    Hello,
+    Message,
+    Output,
+    Result,
+)
+from .serialize import (
+    BodyAborted,
+    BodyWriter,
+    read_msgpack,
+    read_pickle,
+    remote_error,
+    write_msgpack,
+    write_pickle,
+)
+
+OutputCallback = Callable[[str, bytes], None]
+"""``on_output(stream, data)``: ``stream`` is ``"stdout"`` or ``"stderr"``."""
+
+
+class ProtocolVersionMismatch(RemoteProtocolError):
+    """The remote mpish speaks another protocol version than this one."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """What the agent said about itself in its hello."""
+
+    host: str
+    protocol: int
+    mpish_version: str
+    python: str
+    pid: int
+    hostname: str
+    data_only: bool
+
+
+def write_output(stream: str, data: bytes) -> None:
+    """The default output callback: write to the local sys.stdout / sys.stderr."""
+    target = sys.stderr if stream == "stderr" else sys.stdout
+    binary = getattr(target, "buffer", None)
+    if binary is not None:
+        target.flush()
+        binary.write(data)
+        binary.flush()
+    else:
+        target.write(data.decode("utf-8", "replace"))
+        target.flush()
+
+
+def run_object(obj: Any) -> Any:
+    """Call ``obj.run()`` (what :meth:`Remote.run` sends; imported by the agent)."""
+    return obj.run()
+
+
+class Remote:
+    """A connected agent on one host. Use :func:`connect` to make one."""
+
+    def __init__(
+        self, host: str, process: SshProcess, info: AgentInfo, *, on_output: OutputCallback | None = None
+    ) -> None:
+        self.host = host
+        self.info = info
+        self.on_output: OutputCallback = on_output or write_output
+        self._process = process
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._broken: BaseException | None = None
+
+    # -- life cycle
+
+    @property
+    def closed(self) -> bool:
+        return self._process.closed
+
+    def close(self, wait: float = 5.0) -> None:
+        """End the agent (EOF on its stdin) and ssh; bounded by ``wait`` then killed."""
+        self._process.close(wait)
+
+    def __enter__(self) -> Remote:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"pid {self.info.pid}"
+        return f"<Remote {self.host} ({self.info.hostname}, python {self.info.python}, {state})>"
+
+    # -- calls
+
+    def call(self, fn: Callable[..., Any], /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` on the host and return its result.
+
+        ``fn`` and the arguments travel with cloudpickle (functions, lambdas, closures and
+        classes of ``__main__`` go by value). A remote exception is raised here as a
+        :class:`~mpish.wire.errors.RemoteError` (see :func:`~.serialize.remote_error`).
+        ``timeout`` (seconds) bounds the whole call; on expiry :class:`CallTimeout` is
+        raised and the connection closed. To pass a keyword argument named ``timeout`` to
+        ``fn``, use :meth:`invoke`.
+        """
+        return self.invoke(fn, args, kwargs, timeout=timeout)
+
+    def invoke(
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> Any:
+        """:meth:`call` with explicit ``args``/``kwargs`` and a per-call output callback."""
+        payload = (fn, tuple(args), dict(kwargs or {}))
+        return self._call(ENCODING_PICKLE, "", lambda w: write_pickle(payload, w), timeout, on_output)
+
+    def run(self, obj: Any, *, timeout: float | None = None) -> Any:
+        """Send ``obj`` and call its ``run()`` there; return what ``run()`` returned."""
+        return self.invoke(run_object, (obj,), timeout=timeout)
+
+    def call_data(self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call the function importable as ``name`` (``"pkg.mod.func"`` or
+        ``"pkg.mod:func"``) on the host, with msgpack-only arguments and result.
+
+        No code travels and nothing is unpickled on either side: arguments and result
+        must be plain data (None, bool, int, float, str, bytes, list, dict).
+        """
+        return self.invoke_data(name, args, kwargs, timeout=timeout)
+
+    def invoke_data(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> Any:
+        """:meth:`call_data` with explicit ``args``/``kwargs`` and an output callback."""
+        payload = [list(args), dict(kwargs or {})]
+        return self._call(ENCODING_MSGPACK, name, lambda w: write_msgpack(payload, w), timeout, on_output)
+
+    def shell(
+        self, command: str, *, timeout: float | None = None, on_output: OutputCallback | None = None
+    ) -> int:
+        """Run a shell command there (``/bin/sh -c``); its output streams back like any
+        call's. Returns its exit status (negative: killed by that signal)."""
+        status = self.invoke_data("mpish.agent:run_shell", (command,), timeout=timeout, on_output=on_output)
+        return int(status)
+
+    # -- the exchange
+
+    def _call(
+        self,
+        encoding: str,
+        target: str,
+        write_body: Callable[[BodyWriter], None],
+        timeout: float | None,
+        on_output: OutputCallback | None,
+    ) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        output = on_output or self.on_output
+        with self._lock:
+            self._check_usable()
+            call_id = next(self._ids)
+            clean = False
+            try:
+                writer = BodyWriter(
+                    lambda body: self._send(Call(call_id, encoding, target, body), deadline),
+                    lambda message: self._send(message, deadline),
+                )
+                try:
+                    write_body(writer)
+                except (TransportBroken, TransportClosed):
+                    raise
+                except BaseException as exc:
+                    if not writer.started:  # nothing was sent: the connection is fine
+                        clean = True
+                        raise
+                    writer.abort(f"the client could not serialise the call: {exc!r}")
+                    self._receive_outcome(call_id, encoding, deadline, output, discard=True)
+                    clean = True
+                    raise
+                writer.close()
+                try:
+                    value = self._receive_outcome(call_id, encoding, deadline, output)
+                except (TransportError, ProtocolError):
+                    raise
+                except Exception:  # a remote exception, or a result that cannot load here:
+                    clean = True  # the exchange ended where the protocol says it ends
+                    raise
+                clean = True
+                return value
+            except BaseException as exc:
+                if not clean:
+                    self._broken = exc
+                    self._process.close(wait=0.5)
+                raise
+
+    def _check_usable(self) -> None:
+        if self._process.closed:
+            reason = f" after {type(self._broken).__name__}" if self._broken else ""
+            raise TransportClosed(f"{self.host}: this connection is closed{reason}; connect again")
+
+    def _send(self, message: Message, deadline: float | None) -> None:
+        self._process.send([CODEC.encode(message)], deadline)
+
+    def _next_message(self, deadline: float | None, output: OutputCallback) -> Message:
+        while True:
+            message: Message = CODEC.decode(self._process.receive(deadline))
+            if not isinstance(message, Output):
+                return message
+            output(message.stream, message.data)
+
+    def _receive_outcome(
+        self,
+        call_id: int,
+        encoding: str,
+        deadline: float | None,
+        output: OutputCallback,
+        *,
+        discard: bool = False,
+    ) -> Any:
+        message = self._next_message(deadline, output)
+        if isinstance(message, Failure):
+            self._expect_id(message.call_id, call_id)
+            error = remote_error(message.type_name, message.message, message.traceback)
+            if discard:
+                return None
+            raise error
+        if not isinstance(message, Result):
+            raise RemoteProtocolError(f"{self.host}: expected a result, got {type(message).__name__}")
+        self._expect_id(message.call_id, call_id)
+        if message.encoding != encoding:
+            raise RemoteProtocolError(f"{self.host}: result encoded as {message.encoding!r}")
+
+        def more() -> Message:
+            return self._next_message(deadline, output)
+
+        try:
+            if encoding == ENCODING_PICKLE:
+                return read_pickle(message.body, more)
+            return read_msgpack(message.body, more)
+        except BodyAborted as exc:  # the agent could not serialise the result
+            failure = self._next_message(deadline, output)
+            if not isinstance(failure, Failure):
+                raise RemoteProtocolError(f"{self.host}: no failure after an aborted result") from exc
+            raise remote_error(failure.type_name, failure.message, failure.traceback) from None
+
+    def _expect_id(self, got: int, want: int) -> None:
+        if got != want:
+            raise RemoteProtocolError(f"{self.host}: reply to call {got}, expected {want}")
+
+
+def agent_command(python: str | Sequence[str], *, data_only: bool) -> list[str]:
+    """The remote command line that starts the agent."""
+    words = [python] if isinstance(python, str) else list(python)
+    command = [*words, "-m", "mpish.agent"]
+    if data_only:
+        command.append("--data-only")
+    return ["exec", *command]
+
+
+def connect(
+    host: str,
+    *,
+    python: str | Sequence[str] = "python3",
+    ssh_options: Sequence[str] = (),
+    ssh: str = "ssh",
+    batch_mode: bool = True,
+    timeout: float = 30.0,
+    data_only: bool = False,
+    on_output: OutputCallback | None = None,
+) -> Remote:
+    """Start an agent on ``host`` through the system ssh and return the :class:`Remote`.
+
+    ``python``: the remote interpreter (a path, or argv words such as
+    ``["/opt/venv/bin/python", "-X", "dev"]``); it must be able to import mpish.
+    ``ssh_options`` go to ssh before mpish's own (``-T -o BatchMode=yes``), so they win.
+    ``timeout`` bounds the wait for the agent's hello. ``data_only`` starts an agent that
+    refuses pickled calls (only :meth:`Remote.call_data`). Raises the errors of
+    :mod:`mpish.transport.ssh` (HostUnreachable, AuthenticationRefused,
+    RemotePythonMissing, MpishMissing, ConnectTimeout, ...) or
+    :class:`ProtocolVersionMismatch`.
+    """
+    command = agent_command(python, data_only=data_only)
+    argv = ssh_argv(host, command, ssh=ssh, options=ssh_options, batch_mode=batch_mode)
+    process = SshProcess(host, argv, max_frame=MAX_FRAME)
+    try:
+        info = _handshake(host, process, time.monotonic() + timeout)
+    except BaseException:
+        process.close(wait=0.5)
+        raise
+    process.greeted = True
+    return Remote(host, process, info, on_output=on_output)
+
+
+def _handshake(host: str, process: SshProcess, deadline: float) -> AgentInfo:
+    try:
+        frame = process.receive(deadline, ConnectTimeout)
+        hello = CODEC.decode(frame)
+    except RemoteProtocolError as exc:
+        seen = process.frames.raw_prefix()
+        raise RemoteProtocolError(
+            f"{host}: the remote did not start with an mpish hello ({exc}); first bytes: "
+            f"{seen!r}. Does a shell startup file (.bashrc) print to stdout?"
+        ) from None
+    if not isinstance(hello, Hello):
+        raise RemoteProtocolError(f"{host}: expected a hello, got {type(hello).__name__}")
+    if hello.protocol != PROTOCOL_VERSION:
+        raise ProtocolVersionMismatch(
+            f"{host}: the remote mpish {hello.mpish_version} speaks protocol {hello.protocol}, "
+            f"this one speaks {PROTOCOL_VERSION}; install the same mpish version on both sides"
+        )
+    return AgentInfo(
+        host, hello.protocol, hello.mpish_version, hello.python, hello.pid, hello.hostname, hello.data_only
+    )

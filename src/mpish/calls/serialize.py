@@ -1,0 +1,299 @@
+"""Bodies of calls and results: cloudpickle or msgpack streams cut into chunks.
+
+Why pickle is acceptable here: the only writer of the agent's stdin is the ssh session
+of the user who logged in, who can run any code on that host anyway (THREAT-MODEL "Who
+is trusted": the pipes of an ssh session belong to the authenticated user). Pickle is
+used only for user objects, never for protocol messages (those are msgpack, checked by
+:mod:`mpish.calls.messages`). Users who want no code to travel use the msgpack encoding
+(``data_only=True`` / ``call_data``): then the agent never unpickles.
+
+Large objects: the pickler writes into a :class:`BodyWriter`, which sends 4 MiB chunks as
+they fill; CPython's C pickler hands a large ``bytes``/``bytearray``/PickleBuffer payload
+(NumPy arrays use PickleBuffer with protocol 5) to ``write()`` without copying it, and the
+writer slices it into chunk frames. On the receiving side ``pickle.load`` reads from a
+:class:`BodyReader`, whose ``readinto`` copies each chunk straight into the object being
+built (the C unpickler allocates a large ``bytes`` once and reads into it). So a 256 MiB
+object costs its own size plus a few chunks on each side, never a second copy or one
+giant frame.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import pickle
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from mpish.wire.errors import RemoteError, RemoteProtocolError
+
+from .messages import CHUNK_SIZE, MAX_TEXT, Chunk, End, Message
+
+MAX_DATA_BODY = 1024 * 1024 * 1024  # largest msgpack body (data-only mode) accepted
+
+
+class BodyAborted(Exception):
+    """The sender abandoned the body half way (an End with aborted=True)."""
+
+
+class BodyWriter:
+    """A write-only file that turns a byte stream into ``header [Chunk* End]`` frames.
+
+    ``send_header(body)`` is called once: with the whole body when it fits in one chunk
+    (one frame per call for small objects), or with None before the first Chunk.
+    """
+
+    def __init__(self, send_header: Callable[[bytes | None], None], send: Callable[[Message], None]) -> None:
+        self._send_header = send_header
+        self._send = send
+        self._pending = bytearray()
+        self.started = False
+        self.finished = False
+
+    def write(self, data: bytes | bytearray | memoryview | pickle.PickleBuffer) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        if len(self._pending) + size <= CHUNK_SIZE:
+            self._pending += view
+            return size
+        self._start()
+        if self._pending:
+            take = CHUNK_SIZE - len(self._pending)
+            self._pending += view[:take]
+            view = view[take:]
+            self._send(Chunk(bytes(self._pending)))
+            self._pending.clear()
+        while len(view) > CHUNK_SIZE:
+            self._send(Chunk(view[:CHUNK_SIZE]))  # type: ignore[arg-type]  # msgpack packs views
+            view = view[CHUNK_SIZE:]
+        self._pending += view
+        return size
+
+    def _start(self) -> None:
+        if not self.started:
+            self.started = True
+            self._send_header(None)
+
+    def close(self) -> None:
+        """Send what is left: the inline header, or the last chunk and End."""
+        self.finished = True
+        if not self.started:
+            self.started = True
+            self._send_header(bytes(self._pending))
+        else:
+            if self._pending:
+                self._send(Chunk(bytes(self._pending)))
+            self._send(End(False, ""))
+        self._pending = bytearray()
+
+    def abort(self, reason: str) -> None:
+        """End a started body as abandoned; the receiver drops it."""
+        self.finished = True
+        self._pending = bytearray()
+        if self.started:
+            self._send(End(True, reason[:MAX_TEXT]))
+
+
+class BodyReader:
+    """A read-only file over the ``Chunk* End`` frames of a streamed body."""
+
+    def __init__(self, next_message: Callable[[], Message]) -> None:
+        self._next = next_message
+        self._view = memoryview(b"")
+        self.done = False
+
+    def _fill(self) -> bool:
+        while not self._view:
+            if self.done:
+                return False
+            message = self._next()
+            if isinstance(message, Chunk):
+                self._view = memoryview(message.data)
+            elif isinstance(message, End):
+                self.done = True
+                if message.aborted:
+                    raise BodyAborted(message.reason)
+            else:
+                raise RemoteProtocolError(f"{type(message).__name__} inside a streamed body")
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        out = memoryview(buffer).cast("B")
+        n = 0
+        while n < len(out) and self._fill():
+            k = min(len(out) - n, len(self._view))
+            out[n : n + k] = self._view[:k]
+            self._view = self._view[k:]
+            n += k
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            parts = []
+            while self._fill():
+                parts.append(bytes(self._view))
+                self._view = memoryview(b"")
+            return b"".join(parts)
+        out = bytearray(size)
+        n = self.readinto(out)
+        del out[n:]
+        return bytes(out)
+
+    def readline(self) -> bytes:
+        line = bytearray()
+        while self._fill():
+            view = self._view
+            index = bytes(view[: min(len(view), 65536)]).find(b"\n")
+            if index >= 0:
+                line += view[: index + 1]
+                self._view = view[index + 1 :]
+                return bytes(line)
+            take = min(len(view), 65536)
+            line += view[:take]
+            self._view = view[take:]
+        return bytes(line)
+
+    def finish(self) -> None:
+        """Consume the rest of the body up to End (after the object was loaded)."""
+        while self._fill():
+            self._view = memoryview(b"")
+
+
+# --- pickle and msgpack bodies ----------------------------------------------------------
+
+
+def write_pickle(obj: object, writer: BodyWriter) -> None:
+    """cloudpickle ``obj`` (protocol 5) into ``writer``; raise what pickling raised."""
+    import cloudpickle  # not imported by a data-only agent
+
+    cloudpickle.CloudPickler(writer, protocol=5).dump(obj)
+
+
+def read_pickle(body: bytes | None, next_message: Callable[[], Message]) -> Any:
+    """Unpickle an inline body, or stream one; the whole body is consumed either way."""
+    if body is not None:
+        return pickle.loads(body)  # noqa: S301 - the sender is the ssh-authenticated user
+    reader = BodyReader(next_message)
+    try:
+        value = pickle.load(reader)  # noqa: S301 - see the module docstring
+    except (BodyAborted, RemoteProtocolError):
+        raise
+    except BaseException:
+        _drain(reader)
+        raise
+    reader.finish()
+    return value
+
+
+def write_msgpack(obj: object, writer: BodyWriter) -> None:
+    """msgpack ``obj`` (plain data only: None, bool, int, float, str, bytes, list, dict)."""
+    packed = msgpack.packb(obj, use_bin_type=True)
+    writer.write(packed)
+
+
+def read_msgpack(body: bytes | None, next_message: Callable[[], Message]) -> Any:
+    """Decode a msgpack body (no ext types, bounded size); never unpickles."""
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=False, max_buffer_size=MAX_DATA_BODY, ext_hook=_refuse_ext
+    )
+    if body is not None:
+        unpacker.feed(body)
+    else:
+        reader = BodyReader(next_message)
+        try:
+            while True:
+                data = reader.read(CHUNK_SIZE)
+                if not data:
+                    break
+                unpacker.feed(data)
+        except msgpack.BufferFull:
+            _drain(reader)
+            raise ValueError(f"msgpack body larger than {MAX_DATA_BODY} bytes") from None
+    try:
+        value = unpacker.unpack()
+    except msgpack.OutOfData:
+        raise ValueError("truncated msgpack body") from None
+    except Exception as exc:  # msgpack raises several types; _refuse_ext raises ValueError
+        raise ValueError(f"malformed msgpack body: {exc}") from None
+    return value
+
+
+def _refuse_ext(code: int, data: bytes) -> object:
+    raise ValueError(f"msgpack ext type {code} is not allowed")
+
+
+def _drain(reader: BodyReader) -> None:
+    with contextlib.suppress(BodyAborted):
+        reader.finish()
+
+
+# --- exceptions -------------------------------------------------------------------------
+
+
+def describe_exception(exc: BaseException) -> tuple[str, str, str]:
+    """(qualified type name, message, traceback text) of an exception raised here."""
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<unprintable {name}>"
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > MAX_TEXT:
+        text = "...\n" + text[-(MAX_TEXT - 4) :]
+    return name, message[:MAX_TEXT], text
+
+
+_REBUILT: dict[type[BaseException], type[RemoteError]] = {}
+
+
+def _local_exception_type(name: str) -> type[BaseException] | None:
+    """The local class for a remote type name: builtins, or a module already imported.
+
+    Nothing is imported because of a name the remote sent.
+    """
+    parts = name.split(".")
+    owner: object = builtins if len(parts) == 1 else None
+    path = parts
+    for i in range(len(parts) - 1, 0, -1):  # the longest imported module prefix
+        module = sys.modules.get(".".join(parts[:i]))
+        if module is not None:
+            owner, path = module, parts[i:]
+            break
+    obj = owner
+    for attribute in path:
+        obj = getattr(obj, attribute, None)
+    if isinstance(obj, type) and issubclass(obj, Exception):
+        return obj
+    return None
+
+
+def remote_error(type_name: str, message: str, remote_traceback: str) -> RemoteError:
+    """Rebuild a remote exception as a RemoteError.
+
+    When the remote type is a builtin exception (or a class of a module already imported
+    here), the result is an instance of a class derived from both :class:`RemoteError`
+    and that type, so ``except ValueError`` and ``except RemoteError`` both catch it. Its
+    ``remote_type`` is the remote qualified name and ``remote_traceback`` the remote text.
+    If the type cannot be rebuilt, a plain RemoteError is returned.
+    """
+    base = _local_exception_type(type_name)
+    if base is not None and not issubclass(base, RemoteError):
+        cls = _REBUILT.get(base)
+        if cls is None:
+            try:
+                cls = type(f"Remote{base.__name__}", (RemoteError, base), {"__module__": __name__})
+            except TypeError:
+                cls = None
+            if cls is not None:
+                _REBUILT[base] = cls
+        if cls is not None:
+            try:
+                return cls(message, remote_type=type_name, remote_traceback=remote_traceback)
+            except Exception:  # noqa: S110 - constructors with other signatures
+                pass
+    return RemoteError(f"{type_name}: {message}", remote_type=type_name, remote_traceback=remote_traceback)

@@ -1,0 +1,77 @@
+"""Objects, calls and shells over SSH: the public entry point.
+
+    from mpish.ssh import connect, Group
+
+    with connect("node1", python="/opt/venv/bin/python") as remote:
+        print(remote.call(sum, [1, 2, 3]))          # 6, computed on node1
+        remote.run(MyWorker())                       # calls MyWorker().run() there
+        remote.call_data("os.getloadavg")            # no pickle: msgpack data only
+
+    with Group(["node1", "node2"], fanout=32) as group:
+        for host, outcome in group.call(platform.node).items():
+            print(host, outcome.value if outcome.ok else outcome.error)
+
+:func:`connect` runs ``python -m mpish.agent`` on the host through the system ``ssh``
+(so ``~/.ssh/config``, agents, ProxyJump and ControlMaster work as set up), with
+``BatchMode=yes``: it fails with a clear error rather than prompting.
+
+Security: functions, arguments and results travel with cloudpickle. That is safe here
+because only the ssh-authenticated user can write to the agent's pipes, and that user can
+run code on the host anyway. ``data_only=True`` / ``call_data`` send msgpack only; a
+``data_only`` agent never unpickles.
+
+Errors (all in :mod:`mpish.wire.errors`' tree): :class:`HostUnreachable`,
+:class:`AuthenticationRefused`, :class:`RemotePythonMissing`, :class:`MpishMissing`,
+:class:`AgentDied`, :class:`ConnectTimeout` and :class:`CallTimeout` (both also
+``TimeoutError``) are :class:`~mpish.wire.errors.TransportBroken`;
+:class:`ProtocolVersionMismatch` is a RemoteProtocolError; an exception raised by the
+remote code is a :class:`~mpish.wire.errors.RemoteError`, also an instance of its
+original type when that is a builtin exception (``except KeyError`` works).
+"""
+
+from __future__ import annotations
+
+from mpish.calls.group import Group, HostResult
+from mpish.calls.remote import (
+    AgentInfo,
+    OutputCallback,
+    ProtocolVersionMismatch,
+    Remote,
+    connect,
+)
+from mpish.transport.ssh import (
+    AgentDied,
+    AuthenticationRefused,
+    CallTimeout,
+    ConnectTimeout,
+    HostUnreachable,
+    MpishMissing,
+    RemotePythonMissing,
+    SshError,
+    SshFailed,
+    SshTimeout,
+)
+from mpish.wire.errors import RemoteError, TransportBroken, TransportClosed
+
+__all__ = [
+    "AgentDied",
+    "AgentInfo",
+    "AuthenticationRefused",
+    "CallTimeout",
+    "ConnectTimeout",
+    "Group",
+    "HostResult",
+    "HostUnreachable",
+    "MpishMissing",
+    "OutputCallback",
+    "ProtocolVersionMismatch",
+    "Remote",
+    "RemoteError",
+    "RemotePythonMissing",
+    "SshError",
+    "SshFailed",
+    "SshTimeout",
+    "TransportBroken",
+    "TransportClosed",
+    "connect",
+]
