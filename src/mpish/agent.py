@@ -209,7 +209,15 @@ class Agent:
                         "this agent runs with --data-only: it never unpickles; "
                         "use call_data with an importable function name"
                     )
-                fn, args, kwargs = read_pickle(call.body, self.next_message)
+                try:
+                    fn, args, kwargs = read_pickle(call.body, self.next_message)
+                except ModuleNotFoundError as exc:
+                    raise ModuleNotFoundError(
+                        f"{exc} (while loading the call: the function or an argument refers to a "
+                        "module that this host cannot import; install it here, or ship it with "
+                        "cloudpickle.register_pickle_by_value(module) on the client)",
+                        name=exc.name,
+                    ) from exc
             elif call.encoding == ENCODING_MSGPACK:
                 fn = resolve(call.target)
                 args, kwargs = _check_data_arguments(read_msgpack(call.body, self.next_message))

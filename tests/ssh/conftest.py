@@ -1,0 +1,45 @@
+"""Fixtures: one real OpenSSH sshd on 127.0.0.1 per session, keys made per run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sshd_server import SshServer, find_sshd
+
+from mpish.ssh import Remote, connect
+
+if find_sshd() is None:  # CI installs openssh-server (scripts/setup --test): this must not skip there
+    pytest.skip("OpenSSH sshd is not installed (scripts/setup --test installs it)", allow_module_level=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.ssh)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    server = SshServer(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def connect_options(sshd: SshServer) -> dict[str, object]:
+    """What connect() needs to reach the test sshd with this venv's Python."""
+    return {"python": sys.executable, "ssh_options": sshd.ssh_options}
+
+
+@pytest.fixture(scope="module")
+def remote(sshd: SshServer) -> Iterator[Remote]:
+    with connect("host1", python=sys.executable, ssh_options=sshd.ssh_options) as r:
+        yield r

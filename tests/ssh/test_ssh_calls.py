@@ -1,0 +1,229 @@
+"""Calls, objects, exceptions and streamed output through a real sshd."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+from sshd_server import SshServer
+
+from mpish.ssh import Remote, RemoteError, connect
+
+# This test module is importable here but not on the "remote" side: ship its functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def run_script(code: str, sshd: SshServer, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as __main__ in a fresh interpreter (as a user's script would be)."""
+    env = dict(os.environ, SSH_OPTIONS=" ".join(sshd.ssh_options), PYTHONPATH=str(SRC))
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def test_seed_remote_worker_from_main(sshd: SshServer) -> None:
+    """The seed's example: a class defined in __main__ whose run() prints Hello."""
+    result = run_script(
+        """
+        import os, sys
+        from mpish.ssh import connect
+
+        class RemoteWorker(object):
+            def __init__(self):
+                pass
+
+            def run(self):
+                print("Hello")
+                return os.getpid()
+
+        with connect("host1", python=sys.executable,
+                     ssh_options=os.environ["SSH_OPTIONS"].split()) as remote:
+            pid = remote.run(RemoteWorker())
+            print("ran in", pid, "agent", remote.info.pid, "local", os.getpid())
+        """,
+        sshd,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Hello"
+    _, _, pid, _, agent, _, local = lines[1].split()
+    assert pid == agent and pid != local
+
+
+def test_call_functions_lambdas_closures(remote: Remote) -> None:
+    factor = 3
+    assert remote.call(lambda x: x * factor, 14) == 42
+    assert remote.call(os.getpid) == remote.info.pid != os.getpid()
+    assert remote.call(sorted, [3, 1, 2], reverse=True) == [3, 2, 1]
+    assert remote.invoke(dict, kwargs={"timeout": 5}) == {"timeout": 5}
+
+
+class Accumulator:
+    def __init__(self) -> None:
+        self.items: list[int] = []
+
+    def run(self) -> int:
+        self.items.append(len(self.items))
+        return sum(self.items)
+
+
+def test_run_object_and_state_stays_remote(remote: Remote) -> None:
+    worker = Accumulator()
+    assert remote.run(worker) == 0
+    assert remote.run(worker) == 0  # each call sends a fresh copy
+    assert worker.items == []
+
+
+def failing_function(key: str) -> None:
+    {}[key]
+
+
+def test_remote_exception_rebuilt_with_traceback(remote: Remote) -> None:
+    with pytest.raises(KeyError) as caught:
+        remote.call(failing_function, "missing")
+    error = caught.value
+    assert isinstance(error, RemoteError)
+    assert error.remote_type == "KeyError"
+    assert "failing_function" in error.remote_traceback
+    assert "failing_function" in str(error)
+    assert remote.call(abs, -5) == 5  # the connection is still usable
+
+
+class CustomError(Exception):
+    pass
+
+
+def raise_custom() -> None:
+    raise CustomError("custom failure")
+
+
+def test_non_builtin_exception_is_remote_error(remote: Remote) -> None:
+    with pytest.raises(RemoteError) as caught:
+        remote.call(raise_custom)
+    assert "CustomError" in caught.value.remote_type
+    assert "custom failure" in str(caught.value)
+    assert "raise_custom" in caught.value.remote_traceback
+
+
+def test_unpicklable_result_and_argument(remote: Remote) -> None:
+    with pytest.raises(RemoteError) as caught:
+        remote.call(threading.Lock)
+    assert isinstance(caught.value, TypeError)
+    with pytest.raises(TypeError):
+        remote.call(id, threading.Lock())  # fails here, before anything is sent
+    assert remote.call(abs, -7) == 7
+
+
+def print_slowly() -> str:
+    print("first line")
+    time.sleep(1.0)
+    os.system("echo from-subprocess")  # fd 1 of a child process is captured too
+    print("to stderr", file=sys.stderr)
+    return "done"
+
+
+def test_output_streams_while_call_runs(remote: Remote) -> None:
+    finished = threading.Event()
+    chunks: list[tuple[str, bytes, bool]] = []
+
+    def on_output(stream: str, data: bytes) -> None:
+        chunks.append((stream, data, finished.is_set()))
+
+    assert remote.invoke(print_slowly, on_output=on_output) == "done"
+    finished.set()
+    assert chunks[0] == ("stdout", b"first line\n", False)
+    stdout = b"".join(d for s, d, _ in chunks if s == "stdout")
+    stderr = b"".join(d for s, d, _ in chunks if s == "stderr")
+    assert stdout == b"first line\nfrom-subprocess\n"
+    assert stderr == b"to stderr\n"
+
+
+def write_fake_frame() -> int:
+    os.write(1, b"\x00\x00\x00\x05junk!")  # would corrupt the protocol if fd 1 were the pipe
+    return 1
+
+
+def test_user_output_never_corrupts_the_protocol(remote: Remote) -> None:
+    seen: list[bytes] = []
+    assert remote.invoke(write_fake_frame, on_output=lambda s, d: seen.append(d)) == 1
+    assert b"".join(seen) == b"\x00\x00\x00\x05junk!"
+    assert remote.call(abs, -1) == 1
+
+
+def test_call_data_and_shell(remote: Remote) -> None:
+    assert remote.call_data("math.hypot", 3, 4) == 5.0
+    assert remote.call_data("os:getpid") == remote.info.pid
+    seen: list[tuple[str, bytes]] = []
+    status = remote.shell("echo out; echo err >&2; exit 3", on_output=lambda s, d: seen.append((s, d)))
+    assert status == 3
+    assert b"".join(d for s, d in seen if s == "stdout") == b"out\n"
+    assert b"".join(d for s, d in seen if s == "stderr") == b"err\n"
+    with pytest.raises(ModuleNotFoundError):
+        remote.call_data("no_such_module_xyz.f")
+
+
+class TouchOnUnpickle:
+    """Unpickling this runs os.system(touch ...) on the agent."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.path}",)
+
+
+def test_data_only_agent_never_unpickles(connect_options: dict[str, object], tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    with connect("host2", data_only=True, **connect_options) as remote:  # type: ignore[arg-type]
+        assert remote.info.data_only
+        with pytest.raises(PermissionError, match="data-only"):
+            remote.call(abs, TouchOnUnpickle(str(marker)))
+        big = TouchOnUnpickle(str(marker))
+        with pytest.raises(PermissionError):  # a streamed (multi-chunk) body is refused too
+            remote.call(len, [big, b"x" * (9 * 1024 * 1024)])
+        assert remote.call_data("os.getpid") == remote.info.pid
+    assert not marker.exists()
+    with connect("host2", **connect_options) as normal:  # type: ignore[arg-type]
+        normal.call(abs, 1)
+        assert normal.call(abs, TouchOnUnpickle(str(marker))) == 0  # the payload does run when unpickled
+    assert marker.exists()
+
+
+def test_large_object_round_trip_bounded_memory(sshd: SshServer) -> None:
+    """256 MiB to the remote and back: the local peak grows by the result, not by copies."""
+    result = run_script(
+        """
+        import os, resource, sys
+        from mpish.ssh import connect
+
+        size = 256 * 1024 * 1024
+        data = bytes(range(256)) * (size // 256)
+        with connect("host3", python=sys.executable,
+                     ssh_options=os.environ["SSH_OPTIONS"].split()) as remote:
+            assert remote.call(len, b"warm up") == 7
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            back = remote.call(lambda b: b[::-1][::-1], data)
+            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            print(len(back), back == data, (after - before) // 1024)
+        """,
+        sshd,
+    )
+    assert result.returncode == 0, result.stderr
+    length, equal, grown_mib = result.stdout.split()
+    assert length == str(256 * 1024 * 1024) and equal == "True"
+    # the result itself is 256 MiB; one extra copy (one giant frame, or pickle.dumps) would be 512+
+    assert int(grown_mib) < 256 + 96, f"local peak grew by {grown_mib} MiB"
