@@ -160,5 +160,5 @@ def test_truncated_stream_in_the_middle_of_a_record(make_pair: PairFactory) -> N
 def test_malformed_message_transport_record_sizes(make_pair: PairFactory) -> None:
     pair = make_pair()
     (record,) = pair.initiator.send(b"payload")
-    with pytest.raises(RemoteProtocolError, match="holds a record"):
+    with pytest.raises(RemoteProtocolError, match="header says"):
         pair.responder.receive_record(bytes(record) + b"extra")

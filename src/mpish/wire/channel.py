@@ -261,27 +261,30 @@ class SecureChannel:
 
     # -- sending
 
-    def send(self, data: bytes | bytearray | memoryview, channel: int = 0) -> list[bytearray]:
+    def send(self, data: bytes | bytearray | memoryview, channel: int = 0) -> list[bytes | bytearray]:
         """Seal one message on ``channel``; return its records (several if it is large)."""
-        self._check_usable()
-        if self.state not in CAN_SEND or self._sealer is None:
+        sealer = self._sealer
+        if self.state not in CAN_SEND or sealer is None:
+            self._check_usable()
             raise LocalProtocolError(f"cannot send data in state {self.state.value}")
         if channel == CONTROL_CHANNEL:
             raise LocalProtocolError("channel 0xFFFFFFFF is reserved")
         size = len(data)
         if size > self.max_message:
             raise LocalProtocolError(f"message of {size} bytes exceeds max_message {self.max_message}")
-        view = memoryview(data)
-        records: list[bytearray] = []
         try:
-            for start in range(0, max(size, 1), MAX_RECORD_PAYLOAD):
+            if size <= MAX_RECORD_PAYLOAD:  # the common case: one record
+                return [sealer.seal(data, channel=channel)]
+            view = memoryview(data)
+            records: list[bytes | bytearray] = []
+            for start in range(0, size, MAX_RECORD_PAYLOAD):
                 end = min(start + MAX_RECORD_PAYLOAD, size)
                 flags = FLAG_MORE if end < size else 0
-                records.append(self._sealer.seal(view[start:end], channel=channel, flags=flags))
+                records.append(sealer.seal(view[start:end], channel=channel, flags=flags))
+            return records
         except MpishError as exc:
             self._fail(exc)
             raise
-        return records
 
     def close(self) -> list[bytes | bytearray]:
         """Our authenticated close record: after it we send nothing more."""
@@ -301,8 +304,16 @@ class SecureChannel:
 
     def receive_record(self, record: bytes | bytearray | memoryview) -> list[Event]:
         """Process exactly one record (message transports such as MPI)."""
-        self._check_usable()
         try:
+            opener = self._opener
+            if opener is not None and self.state in CAN_RECEIVE:
+                rtype, flags, channel, counter, plaintext = opener.open_fields(record)
+                if rtype == RecordType.DATA and not flags and channel not in self._pending:
+                    if channel == CONTROL_CHANNEL:
+                        raise RemoteProtocolError("data record on the control channel")
+                    return [Message(channel, plaintext)]  # the common case: a whole message
+                return self._opened(rtype, flags, channel, counter, plaintext)
+            self._check_usable()
             header = parse_header(record)
             if len(record) != HEADER_SIZE + header.length:
                 raise RemoteProtocolError(
@@ -355,31 +366,33 @@ class SecureChannel:
             raise RemoteProtocolError(f"record received in state {self.state.value}")
         if self._opener is None:
             return self._read_handshake(header, memoryview(record)[HEADER_SIZE:])
-        header, plaintext = self._opener.open(record)
-        if header.type is RecordType.CLOSE:
-            if header.channel != CONTROL_CHANNEL or plaintext:
+        return self._opened(*self._opener.open_fields(record))
+
+    def _opened(self, rtype: int, flags: int, channel: int, counter: int, plaintext: bytes) -> list[Event]:
+        """Handle a record that authenticated: close, or a (part of a) message."""
+        if rtype == RecordType.CLOSE:
+            if channel != CONTROL_CHANNEL or plaintext or flags:
                 raise RemoteProtocolError("malformed close record")
             if self._pending:
                 raise TruncatedError("the peer closed in the middle of a message")
             self._move(Input.RECV_CLOSE)
             return [CloseReceived()]
-        if header.channel == CONTROL_CHANNEL:
+        if channel == CONTROL_CHANNEL:
             raise RemoteProtocolError("data record on the control channel")
-        return self._reassemble(header, plaintext)
+        return self._reassemble(channel, counter, flags, plaintext)
 
-    def _reassemble(self, header: Header, plaintext: bytes) -> list[Event]:
-        channel = header.channel
+    def _reassemble(self, channel: int, counter: int, flags: int, plaintext: bytes) -> list[Event]:
         pending = self._pending.get(channel)
         if pending is not None:
-            if header.counter != self._pending_next[channel]:
+            if counter != self._pending_next[channel]:
                 raise RemoteProtocolError("the parts of a message arrived out of order")
             if len(pending) + len(plaintext) > self.max_message:
                 raise RemoteProtocolError(f"message exceeds max_message {self.max_message}")
             pending += plaintext
-        if header.flags & FLAG_MORE:
+        if flags & FLAG_MORE:
             if pending is None:
                 self._pending[channel] = bytearray(plaintext)
-            self._pending_next[channel] = header.counter + 1
+            self._pending_next[channel] = counter + 1
             return []
         if pending is None:
             return [Message(channel, plaintext)]

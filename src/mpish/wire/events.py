@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,9 +14,12 @@ class HandshakeComplete:
     handshake_hash: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One whole, authenticated application message received on ``channel``."""
+class Message(NamedTuple):
+    """One whole, authenticated application message received on ``channel``.
+
+    A NamedTuple rather than a frozen dataclass: it is as immutable and slotted, and
+    three times cheaper to build, which counts on the per-record hot path.
+    """
 
     channel: int
     data: bytes

@@ -68,12 +68,15 @@ def dh(private: X25519PrivateKey, public: bytes) -> bytes:
 # --- §4.2 Cipher functions -----------------------------------------------------------
 
 
+Buffer = bytes | bytearray | memoryview
+
+
 class AEAD(Protocol):
     """The shape shared by AESGCM and ChaCha20Poly1305 in ``cryptography``."""
 
-    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+    def encrypt(self, nonce: bytes, data: Buffer, associated_data: Buffer | None) -> bytes: ...
 
-    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+    def decrypt(self, nonce: bytes, data: Buffer, associated_data: Buffer | None) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)

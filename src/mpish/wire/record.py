@@ -43,6 +43,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 
@@ -62,7 +63,10 @@ MAX_HANDSHAKE_BODY = 65535  # Noise §3
 REPLAY_WINDOW = 8192
 DEFAULT_REKEY_SHIFT = 30  # REKEY every 2**30 records of a channel: <= 2**50 bytes per key
 DEFAULT_MAX_COUNTER = MAX_NONCE - 1  # the last usable counter; MAX_NONCE is reserved for REKEY
-_WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
+_PREFIX_SIZE = 28  # version, type, flags, reserved, session, sender, receiver
+_TAIL = struct.Struct(">IQI")  # channel, counter, length
+_SLOT_MASK = REPLAY_WINDOW - 1  # REPLAY_WINDOW is a power of two
+SMALL_RECORD = 16 * 1024  # below this, one C call (encrypt) beats encrypt_into plus a buffer
 
 
 class RecordType(enum.IntEnum):
@@ -71,8 +75,10 @@ class RecordType(enum.IntEnum):
     CLOSE = 3  # authenticated end of stream
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+_RECORD_TYPES = {int(t): t for t in RecordType}
+
+
+class Header(NamedTuple):
     """A parsed record header (not yet authenticated unless returned by Opener)."""
 
     type: RecordType
@@ -110,10 +116,9 @@ def parse_header(data: bytes | bytearray | memoryview) -> Header:
         raise RemoteProtocolError(f"record version {version}, this mpish speaks {VERSION}")
     if reserved != 0 or flags & ~KNOWN_FLAGS:
         raise RemoteProtocolError("record has unknown flags set")
-    try:
-        kind = RecordType(rtype)
-    except ValueError:
-        raise RemoteProtocolError(f"unknown record type {rtype}") from None
+    kind = _RECORD_TYPES.get(rtype)
+    if kind is None:
+        raise RemoteProtocolError(f"unknown record type {rtype}")
     limit = MAX_HANDSHAKE_BODY if kind is RecordType.HANDSHAKE else MAX_RECORD_PAYLOAD + TAGLEN
     if length > limit:
         raise RemoteProtocolError(f"record length {length} exceeds the maximum of {limit}")
@@ -123,32 +128,49 @@ def parse_header(data: bytes | bytearray | memoryview) -> Header:
 
 
 class ReplayWindow:
-    """WireGuard-style sliding bitmap of the last REPLAY_WINDOW counters (RFC 6479 idea)."""
+    """Sliding window of the last REPLAY_WINDOW counters (RFC 6479's ring of bits).
 
-    __slots__ = ("bits", "top")
+    Bit ``n % REPLAY_WINDOW`` of the ring tells whether counter ``n`` was accepted, for
+    the counters ``top - REPLAY_WINDOW < n <= top``. Accepting the next counter in order
+    costs one bit operation; a jump ahead clears the slots it passes over.
+    """
+
+    __slots__ = ("ring", "top")
 
     def __init__(self) -> None:
         self.top = -1  # highest accepted counter
-        self.bits = 0  # bit i set: counter top - i was accepted
+        self.ring = bytearray(REPLAY_WINDOW // 8)
 
     def check(self, n: int) -> None:
         """Raise ReplayError if ``n`` was accepted before or is too old to tell."""
         if n > self.top:
             return
-        age = self.top - n
-        if age >= REPLAY_WINDOW:
+        if self.top - n >= REPLAY_WINDOW:
             raise ReplayError(f"record counter {n} is older than the replay window")
-        if (self.bits >> age) & 1:
+        slot = n & _SLOT_MASK
+        if self.ring[slot >> 3] & (1 << (slot & 7)):
             raise ReplayError(f"record counter {n} was already received")
 
     def accept(self, n: int) -> None:
-        """Mark ``n`` as received (call only after its tag verified)."""
+        """Mark ``n`` as received (call only after its tag verified and check() passed)."""
+        ring = self.ring
         if n > self.top:
-            shift = n - self.top
-            self.bits = ((self.bits << shift) | 1) & _WINDOW_MASK if shift < REPLAY_WINDOW else 1
+            gap = n - self.top
+            if gap >= REPLAY_WINDOW:
+                ring[:] = bytes(len(ring))
+            else:
+                i = self.top + 1
+                while i < n:  # forget the counters these slots held a window ago
+                    slot = i & _SLOT_MASK
+                    if slot & 7 == 0 and n - i >= 8:
+                        ring[slot >> 3] = 0
+                        i += 8
+                    else:
+                        ring[slot >> 3] &= ~(1 << (slot & 7)) & 0xFF
+                        i += 1
             self.top = n
-        else:
-            self.bits |= 1 << (self.top - n)
+        slot = n & _SLOT_MASK
+        ring[slot >> 3] |= 1 << (slot & 7)
 
 
 class _ChannelKeys:
@@ -186,6 +208,19 @@ class _ChannelKeys:
         self._first_epoch = epoch
 
 
+class _ChannelState:
+    """One channel of one direction: its keys, the current epoch's AEAD, counter, window."""
+
+    __slots__ = ("aead", "counter", "epoch", "keys", "window")
+
+    def __init__(self, keys: _ChannelKeys) -> None:
+        self.keys = keys
+        self.epoch = 0
+        self.aead = keys.aead(0, max_skip=0)
+        self.counter = 0  # Sealer: the next counter to use
+        self.window = ReplayWindow()  # Opener: counters accepted so far
+
+
 def channel_key(hashes: HashFunctions, direction_key: bytes, channel: int) -> bytes:
     """The first key of ``channel``: HKDF(direction key, "mpish channel" || id)."""
     return hashes.hkdf(direction_key, b"mpish channel" + channel.to_bytes(4, "big"), 1)[0][:32]
@@ -207,39 +242,7 @@ DEFAULT_LIMITS = Limits()
 
 
 class _Direction:
-    """What Sealer and Opener share: suite, key, endpoints and per-channel key schedules."""
-
-    def __init__(
-        self,
-        functions: CipherFunctions,
-        hashes: HashFunctions,
-        key: bytes,
-        session: bytes,
-        sender: int,
-        receiver: int,
-        limits: Limits | None,
-    ) -> None:
-        if len(session) != SESSION_SIZE:
-            raise LocalProtocolError(f"a session id is {SESSION_SIZE} bytes")
-        self.functions = functions
-        self.hashes = hashes
-        self._key = key
-        self.session = session
-        self.sender = sender
-        self.receiver = receiver
-        self.limits = limits or DEFAULT_LIMITS
-        self._keys: dict[int, _ChannelKeys] = {}
-        self._nonce = functions.nonce
-        self._shift = self.limits.rekey_shift
-
-    def _new_channel_keys(self, channel: int) -> _ChannelKeys:
-        if not 0 <= channel <= MAX_CHANNEL:
-            raise LocalProtocolError(f"channel id {channel} out of range")
-        return _ChannelKeys(self.functions, channel_key(self.hashes, self._key, channel))
-
-
-class Sealer(_Direction):
-    """Encrypts records in one direction. Counters are per channel, from 0."""
+    """What Sealer and Opener share: suite, key, endpoints and per-channel state."""
 
     def __init__(
         self,
@@ -251,11 +254,56 @@ class Sealer(_Direction):
         receiver: int,
         limits: Limits | None = None,
     ) -> None:
-        super().__init__(functions, hashes, key, session, sender, receiver, limits)
-        self._counters: dict[int, int] = {}
+        if len(session) != SESSION_SIZE:
+            raise LocalProtocolError(f"a session id is {SESSION_SIZE} bytes")
+        self.functions = functions
+        self.hashes = hashes
+        self._key = key
+        self.session = session
+        self.sender = sender
+        self.receiver = receiver
+        self.limits = limits or DEFAULT_LIMITS
+        self._channels: dict[int, _ChannelState] = {}
+        self._nonce = functions.nonce_format.pack  # called as (0, counter)
+        self._shift = self.limits.rekey_shift
+        self._max_counter = self.limits.max_counter
+        # The header fields before the channel id, as they are in every plain DATA record.
+        self._data_prefix = HEADER.pack(VERSION, RecordType.DATA, 0, 0, session, sender, receiver, 0, 0, 0)[
+            :_PREFIX_SIZE
+        ]
+
+    def _new_channel(self, channel: int) -> _ChannelState:
+        if not 0 <= channel <= MAX_CHANNEL:
+            raise LocalProtocolError(f"channel id {channel} out of range")
+        return _ChannelState(_ChannelKeys(self.functions, channel_key(self.hashes, self._key, channel)))
+
+    def _switch_epoch(self, state: _ChannelState, epoch: int, max_skip: int) -> AEAD:
+        aead = state.keys.aead(epoch, max_skip=max_skip)
+        if epoch > state.epoch:
+            state.epoch, state.aead = epoch, aead
+        return aead
+
+
+class Sealer(_Direction):
+    """Encrypts records in one direction. Counters are per channel, from 0."""
 
     def next_counter(self, channel: int) -> int:
-        return self._counters.get(channel, 0)
+        state = self._channels.get(channel)
+        return 0 if state is None else state.counter
+
+    def _next(self, channel: int) -> tuple[_ChannelState, int, AEAD]:
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = self._new_channel(channel)
+        n = state.counter
+        if n > self._max_counter:
+            raise LocalProtocolError(f"record counter of channel {channel} is exhausted; start a new session")
+        aead = state.aead
+        if n >> self._shift != state.epoch:
+            aead = self._switch_epoch(state, n >> self._shift, 1)
+            state.keys.retire_below(state.epoch)
+        state.counter = n + 1
+        return state, n, aead
 
     def seal(
         self,
@@ -264,12 +312,27 @@ class Sealer(_Direction):
         channel: int = 0,
         type: RecordType = RecordType.DATA,
         flags: int = 0,
-    ) -> bytearray:
+    ) -> bytes | bytearray:
         """One record for ``payload`` (at most MAX_RECORD_PAYLOAD bytes)."""
         size = len(payload)
-        out = bytearray(HEADER_SIZE + size + TAGLEN)
-        self.seal_into(out, payload, channel=channel, type=type, flags=flags)
-        return out
+        if size >= SMALL_RECORD:
+            out = bytearray(HEADER_SIZE + size + TAGLEN)
+            self.seal_into(out, payload, channel=channel, type=type, flags=flags)
+            return out
+        state = self._channels.get(channel)
+        if state is None or state.counter >> self._shift != state.epoch or state.counter > self._max_counter:
+            _, n, aead = self._next(channel)  # first record, rekey or exhaustion
+        else:
+            n = state.counter
+            aead = state.aead
+            state.counter = n + 1
+        if type is RecordType.DATA and not flags:
+            header = self._data_prefix + _TAIL.pack(channel, n, size + TAGLEN)
+        else:
+            header = HEADER.pack(
+                VERSION, type, flags, 0, self.session, self.sender, self.receiver, channel, n, size + TAGLEN
+            )
+        return header + aead.encrypt(self._nonce(0, n), payload, header)
 
     def seal_into(
         self,
@@ -284,51 +347,26 @@ class Sealer(_Direction):
         size = len(payload)
         if size > MAX_RECORD_PAYLOAD:
             raise LocalProtocolError(f"record payload of {size} bytes exceeds {MAX_RECORD_PAYLOAD}")
-        counters = self._counters
-        n = counters.get(channel, 0)
-        if n > self.limits.max_counter:
-            raise LocalProtocolError(f"record counter of channel {channel} is exhausted; start a new session")
-        keys = self._keys.get(channel)
-        if keys is None:
-            keys = self._keys[channel] = self._new_channel_keys(channel)
-        epoch = n >> self._shift
-        aead = keys.aead(epoch, max_skip=1)
-        keys.retire_below(epoch)
         total = HEADER_SIZE + size + TAGLEN
+        if len(out) < total:
+            raise LocalProtocolError(f"output buffer of {len(out)} bytes, the record needs {total}")
+        _, n, aead = self._next(channel)
         header = HEADER.pack(
-            VERSION,
-            type,
-            flags,
-            0,
-            self.session,
-            self.sender,
-            self.receiver,
-            channel,
-            n,
-            size + TAGLEN,
+            VERSION, type, flags, 0, self.session, self.sender, self.receiver, channel, n, size + TAGLEN
         )
         view = memoryview(out)
         view[:HEADER_SIZE] = header
-        aead.encrypt_into(self._nonce(n), payload, header, view[HEADER_SIZE:total])  # type: ignore[attr-defined]
-        counters[channel] = n + 1
+        aead.encrypt_into(self._nonce(0, n), payload, header, view[HEADER_SIZE:total])  # type: ignore[attr-defined]
         return total
 
 
 class Opener(_Direction):
-    """Verifies and decrypts records of one direction; enforces the replay window."""
+    """Verifies and decrypts records of one direction; enforces the replay window.
 
-    def __init__(
-        self,
-        functions: CipherFunctions,
-        hashes: HashFunctions,
-        key: bytes,
-        session: bytes,
-        sender: int,
-        receiver: int,
-        limits: Limits | None = None,
-    ) -> None:
-        super().__init__(functions, hashes, key, session, sender, receiver, limits)
-        self._windows: dict[int, ReplayWindow] = {}
+    Nothing unauthenticated is returned or kept: a channel's state is stored only once
+    one of its records verified, so forged records naming new channels cost nothing
+    lasting, and the replay window moves only after a tag verified.
+    """
 
     def check_header(self, header: Header) -> None:
         """Everything about a header that can be checked before its tag."""
@@ -339,20 +377,59 @@ class Opener(_Direction):
                 f"record from endpoint {header.sender} to {header.receiver} arrived on the "
                 f"channel from {self.sender} to {self.receiver}"
             )
-        if header.counter > self.limits.max_counter:
+        if header.counter > self._max_counter:
             raise RemoteProtocolError("record counter beyond the limit")
         if header.type is RecordType.HANDSHAKE:
             raise RemoteProtocolError("handshake record after the handshake")
 
     def open(self, record: bytes | bytearray | memoryview) -> tuple[Header, bytes]:
         """Authenticate and decrypt one whole record; return its header and plaintext."""
-        header, body, keys, aead = self._prepare(record)
+        rtype, flags, channel, counter, plaintext = self.open_fields(record)
+        header = Header(
+            _RECORD_TYPES[rtype],
+            flags,
+            self.session,
+            self.sender,
+            self.receiver,
+            channel,
+            counter,
+            len(plaintext) + TAGLEN,
+        )
+        return header, plaintext
+
+    def open_fields(self, record: bytes | bytearray | memoryview) -> tuple[int, int, int, int, bytes]:
+        """The fast path of :meth:`open`: (type, flags, channel, counter, plaintext)."""
+        if record[:_PREFIX_SIZE] == self._data_prefix and len(record) >= HEADER_SIZE + TAGLEN:
+            # A plain DATA record, next in order on a known channel, same key epoch: the
+            # common case, checked and opened inline. Anything else takes the general path.
+            channel, n, length = _TAIL.unpack_from(record, _PREFIX_SIZE)
+            state = self._channels.get(channel)
+            if (
+                state is not None
+                and n == state.window.top + 1
+                and n >> self._shift == state.epoch
+                and n <= self._max_counter
+                and length == len(record) - HEADER_SIZE
+                and length <= MAX_RECORD_PAYLOAD + TAGLEN
+            ):
+                body = record[HEADER_SIZE:] if length <= SMALL_RECORD else memoryview(record)[HEADER_SIZE:]
+                try:
+                    plaintext = state.aead.decrypt(self._nonce(0, n), body, record[:HEADER_SIZE])
+                except InvalidTag:
+                    raise AuthenticationError("record failed authentication") from None
+                window = state.window
+                slot = n & _SLOT_MASK
+                window.ring[slot >> 3] |= 1 << (slot & 7)  # the slot held counter n - WINDOW
+                window.top = n
+                return RecordType.DATA, 0, channel, n, plaintext
+        state, aead, rtype, flags, channel, n = self._prepare(record)
+        body = memoryview(record)[HEADER_SIZE:]
         try:
-            plaintext = aead.decrypt(self._nonce(header.counter), body, record[:HEADER_SIZE])  # type: ignore[arg-type]
+            plaintext = aead.decrypt(self._nonce(0, n), body, record[:HEADER_SIZE])
         except InvalidTag:
             raise AuthenticationError("record failed authentication") from None
-        self._accept(header, keys)
-        return header, plaintext
+        self._accept(state, channel, n)
+        return rtype, flags, channel, n, plaintext
 
     def open_into(
         self, record: bytes | bytearray | memoryview, out: bytearray | memoryview
@@ -362,43 +439,85 @@ class Opener(_Direction):
         ``out`` is only written after the tag verified (cryptography checks the tag
         before releasing plaintext), so no unauthenticated byte is ever exposed.
         """
-        header, body, keys, aead = self._prepare(record)
-        size = header.length - TAGLEN
+        state, aead, rtype, flags, channel, n = self._prepare(record)
+        size = len(record) - HEADER_SIZE - TAGLEN
+        if len(out) < size:
+            raise LocalProtocolError(f"output buffer of {len(out)} bytes, the record holds {size}")
         try:
             aead.decrypt_into(  # type: ignore[attr-defined]
-                self._nonce(header.counter), body, record[:HEADER_SIZE], memoryview(out)[:size]
+                self._nonce(0, n),
+                memoryview(record)[HEADER_SIZE:],
+                record[:HEADER_SIZE],
+                memoryview(out)[:size],
             )
         except InvalidTag:
             raise AuthenticationError("record failed authentication") from None
-        self._accept(header, keys)
+        self._accept(state, channel, n)
+        header = Header(
+            _RECORD_TYPES[rtype], flags, self.session, self.sender, self.receiver, channel, n, size + TAGLEN
+        )
         return header, size
 
     def _prepare(
         self, record: bytes | bytearray | memoryview
-    ) -> tuple[Header, memoryview, _ChannelKeys, AEAD]:
+    ) -> tuple[_ChannelState, AEAD, int, int, int, int]:
+        if len(record) < HEADER_SIZE + TAGLEN:
+            raise RemoteProtocolError("record shorter than its header and tag")
+        if record[:_PREFIX_SIZE] == self._data_prefix:  # the common case: a plain DATA record
+            rtype, flags = RecordType.DATA, 0
+            channel, n, length = _TAIL.unpack_from(record, _PREFIX_SIZE)
+            if (
+                length != len(record) - HEADER_SIZE
+                or length > MAX_RECORD_PAYLOAD + TAGLEN
+                or n > self._max_counter
+            ):
+                self._explain(record)
+            return (*self._locate(channel, n), rtype, flags, channel, n)
+        version, rtype, flags, reserved, session, sender, receiver, channel, n, length = HEADER.unpack_from(
+            record
+        )
+        if (
+            version != VERSION
+            or reserved
+            or flags & ~KNOWN_FLAGS
+            or (rtype != RecordType.DATA and rtype != RecordType.CLOSE)
+            or length != len(record) - HEADER_SIZE
+            or length > MAX_RECORD_PAYLOAD + TAGLEN
+            or session != self.session
+            or sender != self.sender
+            or receiver != self.receiver
+            or n > self._max_counter
+        ):
+            self._explain(record)  # raises the precise error
+        return (*self._locate(channel, n), rtype, flags, channel, n)
+
+    def _locate(self, channel: int, n: int) -> tuple[_ChannelState, AEAD]:
+        """The channel state and AEAD for counter ``n``, after the replay check."""
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._new_channel(channel)  # kept only if the tag verifies
+        elif n <= state.window.top:
+            state.window.check(n)  # raises ReplayError for a duplicate or a too-old counter
+        epoch = n >> self._shift
+        aead = state.aead
+        if epoch != state.epoch:
+            aead = self._switch_epoch(state, epoch, (REPLAY_WINDOW >> self._shift) + 2)
+        return state, aead
+
+    def _explain(self, record: bytes | bytearray | memoryview) -> None:
         header = parse_header(record)
         if len(record) != HEADER_SIZE + header.length:
             raise RemoteProtocolError(
                 f"record of {len(record)} bytes but its header says {HEADER_SIZE + header.length}"
             )
         self.check_header(header)
-        window = self._windows.get(header.channel)
-        if window is not None:
-            window.check(header.counter)
-        # A channel's keys are kept only once one of its records authenticated, so
-        # forged records naming new channels cost nothing lasting.
-        keys = self._keys.get(header.channel) or self._new_channel_keys(header.channel)
-        max_skip = (REPLAY_WINDOW >> self._shift) + 2
-        aead = keys.aead(header.counter >> self._shift, max_skip=max_skip)
-        return header, memoryview(record)[HEADER_SIZE:], keys, aead
+        raise RemoteProtocolError("malformed record header")  # pragma: no cover - defensive
 
-    def _accept(self, header: Header, keys: _ChannelKeys) -> None:
-        self._keys[header.channel] = keys
-        windows = self._windows
-        window = windows.get(header.channel)
-        if window is None:
-            window = windows[header.channel] = ReplayWindow()
-        window.accept(header.counter)
+    def _accept(self, state: _ChannelState, channel: int, n: int) -> None:
+        window = state.window
+        if channel not in self._channels:
+            self._channels[channel] = state
+        window.accept(n)
         oldest = window.top - REPLAY_WINDOW + 1
-        if oldest > 0:
-            keys.retire_below(oldest >> self._shift)
+        if oldest > 0 and (oldest >> self._shift) > 0:
+            state.keys.retire_below(oldest >> self._shift)
