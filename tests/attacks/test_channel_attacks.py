@@ -9,7 +9,7 @@ import struct
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from conftest import PairFactory
+from wirepair import PairFactory
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import (
     AuthenticationError,

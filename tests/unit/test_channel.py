@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import PATTERNS, SUITES, PairFactory
+from wirepair import PATTERNS, SUITES, PairFactory
 from mpish.wire.channel import CONTROL_CHANNEL, Binding, Role, SecureChannel
 from mpish.wire.errors import (
     AuthenticationError,

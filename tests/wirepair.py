@@ -1,0 +1,91 @@
+"""Two SecureChannels wired back to back through memory (h11's ConnectionPair), for tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from mpish.wire.channel import Binding, Role, SecureChannel
+from mpish.wire.events import Event
+from mpish.wire.noise import generate_keypair, public_bytes
+from mpish.wire.record import Limits
+
+PATTERNS = ("KK", "IK", "XX")
+SUITES = tuple(
+    f"{cipher}_{hash_}"
+    for cipher in ("AESGCM", "ChaChaPoly")
+    for hash_ in ("SHA256", "SHA512", "BLAKE2s", "BLAKE2b")
+)
+
+
+@dataclass
+class Pair:
+    """An initiator and a responder, with the events each one has seen."""
+
+    initiator: SecureChannel
+    responder: SecureChannel
+    initiator_key: X25519PrivateKey
+    responder_key: X25519PrivateKey
+    events: dict[str, list[Event]] = field(default_factory=lambda: {"initiator": [], "responder": []})
+
+    def handshake(self) -> None:
+        """Run the handshake to completion, delivering records one by one."""
+        queue = list(self.initiator.initiate())
+        receiver, sender = self.responder, self.initiator
+        while queue:
+            name = "responder" if receiver is self.responder else "initiator"
+            for record in queue:
+                self.events[name] += receiver.receive_record(record)
+            queue = receiver.records_to_send()
+            receiver, sender = sender, receiver
+
+    def other(self, channel: SecureChannel) -> SecureChannel:
+        return self.responder if channel is self.initiator else self.initiator
+
+
+PairFactory = Callable[..., Pair]
+
+
+@pytest.fixture
+def make_pair() -> PairFactory:
+    def factory(
+        pattern: str = "KK",
+        suite: str = "AESGCM_SHA256",
+        *,
+        session: bytes | None = None,
+        responder_binding: Binding | None = None,
+        limits: Limits | None = None,
+        handshake: bool = True,
+        **options: object,
+    ) -> Pair:
+        k_init, k_resp = generate_keypair(), generate_keypair()
+        binding = Binding(session or os.urandom(16), 0, 1, "test")
+        protocol = f"Noise_{pattern}_25519_{suite}"
+        init = SecureChannel(
+            role=Role.INITIATOR,
+            binding=binding,
+            static_key=k_init,
+            remote_static=public_bytes(k_resp) if pattern in ("KK", "IK") else None,
+            protocol=protocol,
+            limits=limits,
+            **options,  # type: ignore[arg-type]
+        )
+        resp = SecureChannel(
+            role=Role.RESPONDER,
+            binding=responder_binding or binding,
+            static_key=k_resp,
+            remote_static=public_bytes(k_init) if pattern == "KK" else None,
+            protocol=protocol,
+            limits=limits,
+            **options,  # type: ignore[arg-type]
+        )
+        pair = Pair(init, resp, k_init, k_resp)
+        if handshake:
+            pair.handshake()
+        return pair
+
+    return factory
