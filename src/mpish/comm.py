@@ -1,0 +1,1174 @@
+"""``mpish.secure(comm)``: an authenticated, encrypted, replay-proof mpi4py communicator.
+
+Theory of operation
+-------------------
+Setup (collective, :func:`secure`):
+
+1. The user's communicator is duplicated four times: ``p2p`` (point-to-point records;
+   exposed as :attr:`SecureComm.raw` for attack tests), ``p2p_bulk`` (the continuation
+   records of messages larger than one record), ``coll`` and ``coll_bulk`` (the same
+   for collectives). Secure traffic never mixes with the user's own raw traffic, and
+   collectives never match user point-to-point messages.
+2. Rank 0 draws a 16-byte job id and broadcasts it (buffer API). Every rank
+   allgathers its 32-byte X25519 public key (buffer API) and checks every key against
+   its trusted set (own key + ``authorized_keys``) BEFORE any handshake. The verdicts
+   are summed with one ``Allreduce``, so a rank with an untrusted key makes every rank
+   raise :class:`AuthenticationError` naming its fingerprint, instead of hanging.
+3. Every ordered pair (i < j) runs a Noise KK handshake, eagerly, in two
+   ``Alltoall`` rounds of fixed 128-byte slots (message 1 from i to j, message 2 back).
+   The prologue binds protocol name and version, the job id, the ordered pair and the
+   communicator (service ``"mpish.comm:<size>"``). A failed handshake anywhere is
+   agreed on with one more ``Allreduce`` and raised on every rank.
+4. Each pair's two transport keys are expanded per lane (``p2p``, ``coll``) with the
+   suite's HKDF, and each lane has its own session id, so a record moved between the
+   point-to-point and collective lanes fails both the session check and the tag.
+
+Records (record.py): one MPI message carries exactly one record (44-byte header +
+ciphertext + 16-byte tag), sent with the buffer API; the lowercase pickle-based mpi4py
+calls are never used on the internal communicators. The record channel is the MPI
+tag. On receipt the authenticated header must name the MPI status source as sender
+and the MPI status tag as channel, so a record moved to another rank or tag is
+rejected. A message larger than :data:`MAX_RECORD_PAYLOAD` is a first record (on the
+lane's main communicator, so MPI matching applies to it exactly as to a raw message)
+followed by continuation records on the lane's bulk communicator, all flagged MORE
+except the last. First and continuation records share the (direction, tag) counter,
+so the continuation of a message is the records with the next counters: a receiver
+accepts on each (source, tag) only strictly increasing counters, and a continuation
+record only with exactly the next one. (MPI keeps order per (source, tag,
+communicator), so an honest stream is always in order; the replay window of the
+Opener is a second line.) Senders pipeline large messages: ``Isend`` of record k
+while record k+1 is sealed into a second preallocated buffer; receivers decrypt with
+``open_into`` straight into the user's buffer.
+
+Irecv posts a real MPI ``Irecv`` for the first record, so MPI's matching order holds.
+Before a first record from (s, t) is processed, every earlier-posted, still pending
+receive whose envelope matches (s, t) is completed and processed first (MPI
+guarantees it is already matched), so (s, t) counters are processed in send order.
+
+Errors (drop-and-continue): a record that fails any check (bad tag, replay, moved,
+malformed) raises :class:`AuthenticationError`, :class:`ReplayError` or
+:class:`RemoteProtocolError` from the receiving call (``Recv``, ``recv``, ``Wait``,
+a collective...), is counted in :attr:`SecureComm.rejected`, and is never delivered:
+nothing is unpickled or written to the user's buffer before authentication. The
+communicator stays usable: the genuine message, still queued in MPI, is delivered by
+the next receive. A forged record met in the middle of a large message is dropped and
+the rest of the message is drained to keep the stream in step; the call then raises
+and the message is not delivered.
+
+Not thread-safe: like ``MPI_THREAD_SERIALIZED``, one thread at a time per
+communicator. Everything of the mpi4py API that is not implemented here raises
+:class:`NotImplementedError` (never silent plaintext).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import secrets
+import struct
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mpi4py import MPI
+
+from .keys import Identity, fingerprint, load_identity, trusted_keys
+from .wire.channel import Binding
+from .wire.errors import (
+    AuthenticationError,
+    LocalProtocolError,
+    MpishError,
+    RemoteProtocolError,
+    ReplayError,
+)
+from .wire.noise import TAGLEN, HandshakeState, HashFunctions, ProtocolName
+from .wire.record import (
+    FLAG_MORE,
+    HEADER_SIZE,
+    MAX_RECORD_PAYLOAD,
+    Header,
+    Opener,
+    RecordType,
+    Sealer,
+    parse_header,
+)
+
+__all__ = ["SecureComm", "SecureRequest", "secure"]
+
+PROTOCOL = "Noise_KK_25519_AESGCM_SHA256"
+SERVICE = "mpish.comm"
+RECORD_MAX = HEADER_SIZE + MAX_RECORD_PAYLOAD + TAGLEN
+HANDSHAKE_SLOT = 128  # bytes per pair in the handshake Alltoall (a KK message record is 92)
+COLL_TAG = 1  # the one tag of collective traffic (collectives are called in the same order)
+_RECORD_ERRORS = (AuthenticationError, ReplayError, RemoteProtocolError)
+_FORMAT_PREFIX = "@=<>!"
+_LANE_LABELS = (b"p2p", b"coll")
+
+Envelope = tuple[int, int]  # (source, tag) of a received message
+
+
+def _mpi_truncate(message: str) -> Exception:
+    """MPI's own truncation error, as mpi4py raises it for a too-small receive buffer."""
+    exc: Exception = MPI.Exception(MPI.ERR_TRUNCATE)
+    exc.args = (*exc.args, message)
+    return exc
+
+
+def _byte_view(buf: Any, *, writable: bool) -> memoryview:
+    """A flat byte view of an mpi4py buffer argument: ``buf``, ``[buf, dt]`` or ``[buf, n, dt]``."""
+    count: int | None = None
+    datatype: Any = None
+    if isinstance(buf, (list, tuple)):
+        if len(buf) == 2:
+            buf, datatype = buf
+        elif len(buf) == 3:
+            buf, count, datatype = buf
+        else:
+            raise NotImplementedError(
+                "mpish.secure supports buffers as buf, [buf, dtype] or [buf, count, dtype]"
+            )
+    if buf is None or buf is MPI.IN_PLACE or buf is MPI.BOTTOM:
+        raise NotImplementedError("mpish.secure does not support MPI.IN_PLACE / MPI.BOTTOM / None buffers")
+    view = memoryview(buf)
+    if not view.c_contiguous:
+        raise NotImplementedError("mpish.secure needs C-contiguous buffers")
+    if writable and view.readonly:
+        raise ValueError("the receive buffer is read-only")
+    flat = view.cast("B") if (view.format != "B" or view.ndim != 1) else view
+    if datatype is not None and count is not None:
+        if isinstance(datatype, str):
+            datatype = MPI._typedict[datatype.lstrip(_FORMAT_PREFIX)]
+        size = datatype.Get_size()
+        _, extent = datatype.Get_extent()
+        if extent != size:
+            raise NotImplementedError("mpish.secure supports contiguous basic datatypes only")
+        if count * size > len(flat):
+            raise ValueError("buffer count exceeds the buffer size")
+        flat = flat[: count * size]
+    return flat
+
+
+def _typed_spec(buf: Any, storage: Any, nbytes: int) -> list[Any]:
+    """``[storage, count, datatype]`` with the datatype of buffer argument ``buf`` (for Reduce_local)."""
+    datatype: Any
+    if isinstance(buf, (list, tuple)):
+        datatype = buf[-1]
+        if isinstance(datatype, str):
+            datatype = MPI._typedict[datatype.lstrip(_FORMAT_PREFIX)]
+    else:
+        fmt = memoryview(buf).format.lstrip(_FORMAT_PREFIX)
+        datatype = MPI._typedict.get(fmt)
+        if datatype is None:
+            raise NotImplementedError(f"mpish.secure cannot reduce buffers of format {fmt!r}")
+    size = datatype.Get_size()
+    return [storage, nbytes // size, datatype]
+
+
+def _set_status(status: Any, source: int, tag: int, nbytes: int) -> None:
+    if status is not None:
+        status.Set_source(source)
+        status.Set_tag(tag)
+        status.Set_error(MPI.SUCCESS)
+        status.Set_elements(MPI.BYTE, nbytes)
+
+
+def _matches(want_source: int, want_tag: int, source: int, tag: int) -> bool:
+    return (want_source == MPI.ANY_SOURCE or want_source == source) and (
+        want_tag == MPI.ANY_TAG or want_tag == tag
+    )
+
+
+@dataclass
+class _Stats:
+    rejected: int = 0  # records that failed a check and were dropped
+
+
+class _PostedRecv:
+    """An Irecv posted on a lane: the MPI request of its first record and what became of it."""
+
+    __slots__ = ("buf", "done", "error", "obj", "request", "result", "sink", "source", "tag")
+
+    def __init__(self, source: int, tag: int, sink: memoryview | None, size: int) -> None:
+        self.source = source
+        self.tag = tag
+        self.sink = sink  # user buffer, or None for a pickled object
+        self.buf = bytearray(size)
+        self.request: Any = None
+        self.done = False
+        self.result: tuple[int, int, int] | None = None  # (source, tag, nbytes)
+        self.obj: bytes | bytearray | None = None
+        self.error: BaseException | None = None
+
+
+@dataclass
+class _Early:
+    """A message already taken out of MPI (by a probe of a multi-record message)."""
+
+    source: int
+    tag: int
+    data: bytes | bytearray
+
+
+class _Lane:
+    """Records over one pair of internal communicators (main + bulk), one Sealer/Opener per peer."""
+
+    def __init__(
+        self, comm: Any, bulk: Any, sealers: list[Sealer], openers: list[Opener], stats: _Stats
+    ) -> None:
+        self.comm = comm
+        self.bulk = bulk
+        self.rank = comm.Get_rank()
+        self.sealers = sealers
+        self.openers = openers
+        self.stats = stats
+        self._tx = bytearray(HEADER_SIZE + 64 * 1024 + TAGLEN)  # small messages
+        self._pipe: list[bytearray] | None = None  # two RECORD_MAX buffers, allocated on first use
+        self._rx = bytearray(RECORD_MAX)
+        self._rxv = memoryview(self._rx)
+        self._status = MPI.Status()
+        self._last: dict[Envelope, int] = {}  # (source, tag) -> last counter processed
+        self.posted: list[_PostedRecv] = []
+        self.early: list[_Early] = []
+
+    def free(self) -> None:
+        for comm in (self.comm, self.bulk):
+            if comm != MPI.COMM_NULL:
+                comm.Free()
+
+    # -- sending
+
+    def send(self, data: memoryview, dest: int, tag: int) -> None:
+        """Blocking send of one message (one or more records)."""
+        sealer = self.sealers[dest]
+        size = len(data)
+        if size <= len(self._tx) - HEADER_SIZE - TAGLEN:
+            n = sealer.seal_into(self._tx, data, channel=tag)
+            self.comm.Send([self._tx, n, MPI.BYTE], dest, tag)
+            return
+        if self._pipe is None:
+            self._pipe = [bytearray(RECORD_MAX), bytearray(RECORD_MAX)]
+        pipe = self._pipe
+        requests: list[Any] = [None, None]
+        for index, start in enumerate(range(0, size, MAX_RECORD_PAYLOAD)):
+            end = min(start + MAX_RECORD_PAYLOAD, size)
+            slot = index & 1
+            if requests[slot] is not None:
+                requests[slot].Wait()
+            n = sealer.seal_into(
+                pipe[slot], data[start:end], channel=tag, flags=FLAG_MORE if end < size else 0
+            )
+            comm = self.comm if index == 0 else self.bulk
+            requests[slot] = comm.Isend([pipe[slot], n, MPI.BYTE], dest, tag)
+        MPI.Request.Waitall([r for r in requests if r is not None])
+
+    def isend(self, data: memoryview, dest: int, tag: int) -> tuple[list[Any], list[bytes | bytearray]]:
+        """Nonblocking send: every record sealed now into its own buffer, all posted."""
+        sealer = self.sealers[dest]
+        size = len(data)
+        requests: list[Any] = []
+        buffers: list[bytes | bytearray] = []
+        for index, start in enumerate(range(0, max(size, 1), MAX_RECORD_PAYLOAD)):
+            end = min(start + MAX_RECORD_PAYLOAD, size)
+            record = sealer.seal(data[start:end], channel=tag, flags=FLAG_MORE if end < size else 0)
+            comm = self.comm if index == 0 else self.bulk
+            requests.append(comm.Isend([record, MPI.BYTE], dest, tag))
+            buffers.append(record)
+        return requests, buffers
+
+    # -- receiving
+
+    def take_early(self, source: int, tag: int) -> _Early | None:
+        for index, early in enumerate(self.early):
+            if _matches(source, tag, early.source, early.tag):
+                return self.early.pop(index)
+        return None
+
+    def recv(
+        self, source: int, tag: int, sink: memoryview | None
+    ) -> tuple[int, int, int, bytes | bytearray | None]:
+        """Blocking receive of one message into ``sink`` (or as bytes when None).
+
+        Returns (source, tag, nbytes, data-if-sink-is-None).
+        """
+        early = self.take_early(source, tag)
+        if early is not None:
+            return self._deliver_early(early, sink)
+        status = self._status
+        self.comm.Recv([self._rx, MPI.BYTE], source, tag, status)
+        s, t = status.Get_source(), status.Get_tag()
+        count = status.Get_count(MPI.BYTE)
+        self.flush_posted(s, t, len(self.posted))
+        return self.process(self._rxv[:count], s, t, sink)
+
+    def _deliver_early(
+        self, early: _Early, sink: memoryview | None
+    ) -> tuple[int, int, int, bytes | bytearray | None]:
+        n = len(early.data)
+        if sink is None:
+            return early.source, early.tag, n, early.data
+        if n > len(sink):
+            raise _mpi_truncate(f"message of {n} bytes, receive buffer of {len(sink)}")
+        sink[:n] = early.data
+        return early.source, early.tag, n, None
+
+    def post(self, source: int, tag: int, sink: memoryview | None) -> _PostedRecv:
+        """Irecv of a first record (a real MPI Irecv, so MPI's matching order holds)."""
+        capacity = MAX_RECORD_PAYLOAD if sink is None else min(len(sink), MAX_RECORD_PAYLOAD)
+        posted = _PostedRecv(source, tag, sink, HEADER_SIZE + capacity + TAGLEN)
+        early = self.take_early(source, tag)
+        if early is not None:
+            self._finish_early(posted, early)
+            return posted
+        posted.request = self.comm.Irecv([posted.buf, MPI.BYTE], source, tag)
+        self.posted.append(posted)
+        return posted
+
+    def _finish_early(self, posted: _PostedRecv, early: _Early) -> None:
+        try:
+            s, t, n, data = self._deliver_early(early, posted.sink)
+            posted.result, posted.obj = (s, t, n), data
+        except Exception as exc:
+            posted.error = exc
+        posted.done = True
+
+    def complete(self, posted: _PostedRecv, *, block: bool) -> bool:
+        """Complete ``posted`` if its first record arrived (or wait for it when ``block``)."""
+        if posted.done:
+            return True
+        status = MPI.Status()
+        try:
+            if block:
+                posted.request.Wait(status)
+            elif not posted.request.Test(status):
+                return False
+        except MPI.Exception as exc:
+            self.posted.remove(posted)
+            posted.error, posted.done = exc, True
+            return True
+        index = self.posted.index(posted)
+        s, t = status.Get_source(), status.Get_tag()
+        self.flush_posted(s, t, index)
+        self.posted.remove(posted)
+        count = status.Get_count(MPI.BYTE)
+        try:
+            _, _, n, data = self.process(memoryview(posted.buf)[:count], s, t, posted.sink)
+            posted.result, posted.obj = (s, t, n), data
+        except Exception as exc:
+            posted.error = exc
+        posted.buf = bytearray()
+        posted.done = True
+        return True
+
+    def flush_posted(self, source: int, tag: int, before: int) -> None:
+        """Complete earlier-posted receives whose envelope matches (source, tag).
+
+        MPI matched them before the message from (source, tag) just received, so waiting
+        on them cannot block, and processing them first keeps counters in send order.
+        """
+        for posted in list(self.posted[:before]):
+            if not posted.done and _matches(posted.source, posted.tag, source, tag):
+                self.complete(posted, block=True)
+
+    def process(
+        self, record: memoryview, source: int, tag: int, sink: memoryview | None
+    ) -> tuple[int, int, int, bytes | bytearray | None]:
+        """Authenticate a first record from (source, tag), then its continuation records."""
+        key = (source, tag)
+        try:
+            header = self._check(record, source, tag)
+            if header.counter <= self._last.get(key, -1):
+                raise ReplayError(
+                    f"record {header.counter} from rank {source} on tag {tag} is a replay or out of order"
+                )
+            opener = self.openers[source]
+            size = header.length - TAGLEN
+            data: bytes | bytearray | None = None
+            if sink is not None and size <= len(sink):
+                header, n = opener.open_into(record, sink)
+            else:
+                header, plain = opener.open(record)
+                n = len(plain)
+                data = bytearray(plain) if header.flags & FLAG_MORE else plain
+        except _RECORD_ERRORS:
+            self.stats.rejected += 1
+            raise
+        self._last[key] = header.counter
+        truncated = sink is not None and data is not None
+        if header.flags & FLAG_MORE:
+            n, data, truncated = self._continuation(source, tag, sink, n, data, truncated)
+        if truncated:
+            assert sink is not None
+            raise _mpi_truncate(
+                f"message from rank {source} tag {tag} exceeds the receive buffer of {len(sink)}"
+            )
+        return source, tag, n, data
+
+    def _check(self, record: memoryview, source: int, tag: int) -> Header:
+        header = parse_header(record)
+        if header.type is not RecordType.DATA:
+            raise RemoteProtocolError(f"unexpected {header.type.name} record")
+        if header.channel != tag:
+            raise RemoteProtocolError(
+                f"record for tag {header.channel} arrived with MPI tag {tag} (moved record)"
+            )
+        if header.sender != source:
+            raise RemoteProtocolError(
+                f"record from rank {header.sender} arrived from MPI rank {source} (moved record)"
+            )
+        return header
+
+    def _continuation(
+        self,
+        source: int,
+        tag: int,
+        sink: memoryview | None,
+        n: int,
+        data: bytes | bytearray | None,
+        truncated: bool,
+    ) -> tuple[int, bytes | bytearray | None, bool]:
+        """Receive the continuation records of a message from the bulk communicator."""
+        key = (source, tag)
+        status = self._status
+        error: MpishError | None = None
+        more = True
+        while more:
+            self.bulk.Recv([self._rx, MPI.BYTE], source, tag, status)
+            record = self._rxv[: status.Get_count(MPI.BYTE)]
+            try:
+                header = self._check(record, source, tag)
+                last = self._last[key]
+                if header.counter <= last:
+                    raise ReplayError(f"continuation record {header.counter} from rank {source} is a replay")
+                opener = self.openers[source]
+                size = header.length - TAGLEN
+                if header.counter != last + 1:
+                    # Authenticate before believing it: a forged one is just dropped.
+                    header, _ = opener.open(record)
+                    self._last[key] = header.counter
+                    more = bool(header.flags & FLAG_MORE)
+                    error = RemoteProtocolError(
+                        f"a record of a message from rank {source} tag {tag} is missing (moved or dropped)"
+                    )
+                    continue
+                if data is None and sink is not None and n + size <= len(sink):
+                    header, got = opener.open_into(record, sink[n:])
+                else:
+                    header, plain = opener.open(record)
+                    got = len(plain)
+                    if data is None:
+                        truncated = True
+                        data = bytearray()
+                    elif sink is None or truncated:
+                        assert isinstance(data, bytearray)
+                        data += plain
+            except _RECORD_ERRORS as exc:
+                self.stats.rejected += 1
+                error = error or exc
+                continue
+            self._last[key] = header.counter
+            n += got
+            more = bool(header.flags & FLAG_MORE)
+        if error is not None:
+            raise error
+        if sink is not None:
+            data = None
+        return n, data, truncated
+
+    def probe(self, source: int, tag: int, *, block: bool) -> tuple[int, int, int] | None:
+        """(source, tag, nbytes) of the next matching message without receiving it."""
+        for early in self.early:
+            if _matches(source, tag, early.source, early.tag):
+                return early.source, early.tag, len(early.data)
+        status = MPI.Status()
+        if block:
+            self.comm.Probe(source, tag, status)
+        elif not self.comm.Iprobe(source, tag, status):
+            return None
+        s, t = status.Get_source(), status.Get_tag()
+        count = status.Get_count(MPI.BYTE)
+        if count < RECORD_MAX:  # a single-record message: its size is known without reading it
+            return s, t, max(count - HEADER_SIZE - TAGLEN, 0)
+        # A full first record may be followed by more: take the message out of MPI (in
+        # order) to learn its size; receives look at these early messages first.
+        message = MPI.Status()
+        self.comm.Recv([self._rx, MPI.BYTE], s, t, message)
+        self.flush_posted(s, t, len(self.posted))
+        _, _, _, data = self.process(self._rxv[: message.Get_count(MPI.BYTE)], s, t, None)
+        assert data is not None
+        self.early.append(_Early(s, t, data))
+        return s, t, len(data)
+
+
+class SecureRequest:
+    """A request of a secure communicator (the subset of ``MPI.Request`` mpish supports)."""
+
+    def __init__(
+        self,
+        lane: _Lane,
+        *,
+        sends: list[Any] | None = None,
+        buffers: list[bytes | bytearray] | None = None,
+        posted: _PostedRecv | None = None,
+        is_object: bool = False,
+    ) -> None:
+        self._lane = lane
+        self._sends = sends or []
+        self._buffers = buffers  # keep the records alive until the sends complete
+        self._posted = posted
+        self._is_object = is_object
+        self._done = False
+
+    def _finish(self, status: Any) -> None:
+        posted = self._posted
+        if posted is None:
+            _set_status(status, MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+            self._buffers = None
+            self._done = True
+            return
+        self._done = True
+        if posted.error is not None:
+            raise posted.error
+        assert posted.result is not None
+        _set_status(status, *posted.result)
+
+    def Wait(self, status: Any = None) -> bool:
+        if self._posted is not None:
+            self._lane.complete(self._posted, block=True)
+        elif self._sends:
+            MPI.Request.Waitall(self._sends)
+        self._finish(status)
+        return True
+
+    def Test(self, status: Any = None) -> bool:
+        if self._posted is not None:
+            if not self._lane.complete(self._posted, block=False):
+                return False
+        elif self._sends and not MPI.Request.Testall(self._sends):
+            return False
+        self._finish(status)
+        return True
+
+    def wait(self, status: Any = None) -> Any:
+        self.Wait(status)
+        return self._value()
+
+    def test(self, status: Any = None) -> tuple[bool, Any]:
+        if not self.Test(status):
+            return False, None
+        return True, self._value()
+
+    def _value(self) -> Any:
+        if self._posted is None or not self._is_object:
+            return None
+        obj = self._posted.obj
+        assert obj is not None
+        return pickle.loads(obj)  # noqa: S301 - authenticated bytes from a peer holding an authorized key
+
+    @staticmethod
+    def Waitall(requests: Sequence[SecureRequest], statuses: list[Any] | None = None) -> bool:
+        for index, request in enumerate(requests):
+            request.Wait(statuses[index] if statuses is not None else None)
+        return True
+
+    @staticmethod
+    def waitall(requests: Sequence[SecureRequest], statuses: list[Any] | None = None) -> list[Any]:
+        return [r.wait(statuses[i] if statuses is not None else None) for i, r in enumerate(requests)]
+
+    @staticmethod
+    def Testall(requests: Sequence[SecureRequest], statuses: list[Any] | None = None) -> bool:
+        return all([r.Test(statuses[i] if statuses is not None else None) for i, r in enumerate(requests)])
+
+    @staticmethod
+    def Waitany(requests: Sequence[SecureRequest], status: Any = None) -> int:
+        while True:
+            for index, request in enumerate(requests):
+                if request.Test(status):
+                    return index
+
+    def __getattr__(self, name: str) -> Any:
+        raise NotImplementedError(f"SecureRequest.{name} is not supported by mpish.secure")
+
+
+def _derive(hashes: HashFunctions, key: bytes, label: bytes) -> bytes:
+    return hashes.hkdf(key, b"mpish.comm key " + label, 1)[0][:32]
+
+
+def _session(job: bytes, label: bytes) -> bytes:
+    return hashlib.sha256(b"mpish.comm session " + job + b"|" + label).digest()[:16]
+
+
+class SecureComm:
+    """An authenticated, encrypted intracommunicator with mpi4py's methods (see module doc).
+
+    Build one with :func:`secure`.
+    """
+
+    def __init__(
+        self,
+        comms: tuple[Any, Any, Any, Any],
+        job: bytes,
+        pair_keys: list[tuple[bytes, bytes]],
+        protocol: ProtocolName,
+    ) -> None:
+        p2p, p2p_bulk, coll, coll_bulk = comms
+        self._comms = comms
+        self._job = job
+        self._pair_keys = pair_keys  # peer -> (send key, receive key) of this communicator
+        self._protocol = protocol
+        self._derived = 0  # Dup/Split calls so far (equal on every rank: they are collective)
+        self._stats = _Stats()
+        self.rank: int = p2p.Get_rank()
+        self.size: int = p2p.Get_size()
+        lanes = []
+        for label, (main, bulk) in zip(_LANE_LABELS, ((p2p, p2p_bulk), (coll, coll_bulk)), strict=True):
+            session = _session(job, label)
+            sealers, openers = [], []
+            for peer, (send_key, receive_key) in enumerate(pair_keys):
+                cipher, hashes = protocol.cipher, protocol.hash
+                sealers.append(
+                    Sealer(cipher, hashes, _derive(hashes, send_key, label), session, self.rank, peer)
+                )
+                openers.append(
+                    Opener(cipher, hashes, _derive(hashes, receive_key, label), session, peer, self.rank)
+                )
+            lanes.append(_Lane(main, bulk, sealers, openers, self._stats))
+        self._p2p, self._coll = lanes
+
+    # -- introspection
+
+    @property
+    def raw(self) -> Any:
+        """The internal duplicate that carries the point-to-point records (for tests and attacks)."""
+        return self._comms[0]
+
+    @property
+    def rejected(self) -> int:
+        """Records rejected so far (forged, replayed, moved, malformed)."""
+        return self._stats.rejected
+
+    def Get_rank(self) -> int:
+        return self.rank
+
+    def Get_size(self) -> int:
+        return self.size
+
+    def Abort(self, errorcode: int = 0) -> None:
+        self._comms[0].Abort(errorcode)
+
+    def Is_inter(self) -> bool:
+        return False
+
+    def Is_intra(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        raise NotImplementedError(
+            f"{name} is not supported by mpish.secure (only authenticated operations are offered; "
+            "use comm.raw explicitly for unprotected traffic)"
+        )
+
+    # -- point to point: buffers
+
+    def Send(self, buf: Any, dest: int, tag: int = 0) -> None:
+        self._p2p.send(_byte_view(buf, writable=False), dest, tag)
+
+    def Recv(
+        self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None
+    ) -> None:
+        s, t, n, _ = self._p2p.recv(source, tag, _byte_view(buf, writable=True))
+        _set_status(status, s, t, n)
+
+    def Isend(self, buf: Any, dest: int, tag: int = 0) -> SecureRequest:
+        requests, buffers = self._p2p.isend(_byte_view(buf, writable=False), dest, tag)
+        return SecureRequest(self._p2p, sends=requests, buffers=buffers)
+
+    def Irecv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> SecureRequest:
+        return SecureRequest(self._p2p, posted=self._p2p.post(source, tag, _byte_view(buf, writable=True)))
+
+    def Sendrecv(
+        self,
+        sendbuf: Any,
+        dest: int,
+        sendtag: int = 0,
+        recvbuf: Any = None,
+        source: int = MPI.ANY_SOURCE,
+        recvtag: int = MPI.ANY_TAG,
+        status: Any = None,
+    ) -> None:
+        request = self.Isend(sendbuf, dest, sendtag)
+        self.Recv(recvbuf, source, recvtag, status)
+        request.Wait()
+
+    def Probe(self, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None) -> bool:
+        found = self._p2p.probe(source, tag, block=True)
+        assert found is not None
+        _set_status(status, *found)
+        return True
+
+    def Iprobe(self, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None) -> bool:
+        found = self._p2p.probe(source, tag, block=False)
+        if found is None:
+            return False
+        _set_status(status, *found)
+        return True
+
+    # -- point to point: objects (pickled only after the record authenticated)
+
+    def send(self, obj: Any, dest: int, tag: int = 0) -> None:
+        self._p2p.send(memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dest, tag)
+
+    def recv(
+        self, buf: Any = None, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None
+    ) -> Any:
+        s, t, n, data = self._p2p.recv(source, tag, None)
+        _set_status(status, s, t, n)
+        assert data is not None
+        return pickle.loads(data)  # noqa: S301 - authenticated bytes from a peer holding an authorized key
+
+    def isend(self, obj: Any, dest: int, tag: int = 0) -> SecureRequest:
+        data = memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+        requests, buffers = self._p2p.isend(data, dest, tag)
+        return SecureRequest(self._p2p, sends=requests, buffers=buffers)
+
+    def irecv(self, buf: Any = None, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> SecureRequest:
+        return SecureRequest(self._p2p, posted=self._p2p.post(source, tag, None), is_object=True)
+
+    def sendrecv(
+        self,
+        sendobj: Any,
+        dest: int,
+        sendtag: int = 0,
+        recvbuf: Any = None,
+        source: int = MPI.ANY_SOURCE,
+        recvtag: int = MPI.ANY_TAG,
+        status: Any = None,
+    ) -> Any:
+        request = self.isend(sendobj, dest, sendtag)
+        obj = self.recv(None, source, recvtag, status)
+        request.Wait()
+        return obj
+
+    def probe(self, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None) -> bool:
+        return self.Probe(source, tag, status)
+
+    def iprobe(self, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None) -> bool:
+        return self.Iprobe(source, tag, status)
+
+    # -- collectives: on the coll lane, linear or binomial, always with explicit sources
+
+    def _c_send(self, data: memoryview, dest: int) -> None:
+        self._coll.send(data, dest, COLL_TAG)
+
+    def _c_recv_into(self, sink: memoryview, source: int) -> None:
+        _, _, n, _ = self._coll.recv(source, COLL_TAG, sink)
+        if n != len(sink):
+            raise RemoteProtocolError(
+                f"collective block of {n} bytes from rank {source}, expected {len(sink)}"
+            )
+
+    def _c_recv_bytes(self, source: int) -> bytes | bytearray:
+        _, _, _, data = self._coll.recv(source, COLL_TAG, None)
+        assert data is not None
+        return data
+
+    def _tree(self, root: int) -> tuple[int | None, list[int]]:
+        """(parent, children) of this rank in the binomial tree rooted at ``root`` (MPICH's)."""
+        size, rel = self.size, (self.rank - root) % self.size
+        parent: int | None = None
+        mask = 1
+        while mask < size:
+            if rel & mask:
+                parent = (rel - mask + root) % size
+                break
+            mask <<= 1
+        children = []
+        mask >>= 1
+        while mask > 0:
+            if rel + mask < size:
+                children.append((rel + mask + root) % size)
+            mask >>= 1
+        return parent, children
+
+    def _bcast_bytes(self, data: bytes | bytearray | None, root: int) -> bytes | bytearray:
+        parent, children = self._tree(root)
+        if parent is not None:
+            data = self._c_recv_bytes(parent)
+        assert data is not None
+        view = memoryview(data)
+        for child in children:
+            self._c_send(view, child)
+        return data
+
+    def Barrier(self) -> None:
+        empty = memoryview(b"")
+        if self.rank == 0:
+            for source in range(1, self.size):
+                self._c_recv_into(memoryview(bytearray()), source)
+        else:
+            self._c_send(empty, 0)
+        self._bcast_bytes(b"" if self.rank == 0 else None, 0)
+
+    def barrier(self) -> None:
+        self.Barrier()
+
+    def Bcast(self, buf: Any, root: int = 0) -> None:
+        view = _byte_view(buf, writable=self.rank != root)
+        parent, children = self._tree(root)
+        if parent is not None:
+            self._c_recv_into(view, parent)
+        for child in children:
+            self._c_send(view, child)
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL) if self.rank == root else None
+        if self.size == 1:
+            return pickle.loads(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))  # noqa: S301 - own object
+        out = self._bcast_bytes(data, root)
+        return pickle.loads(out)  # noqa: S301 - authenticated bytes from a peer holding an authorized key
+
+    def Gather(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+        send = _byte_view(sendbuf, writable=False)
+        if self.rank != root:
+            self._c_send(send, root)
+            return
+        recv = _byte_view(recvbuf, writable=True)
+        block = len(send)
+        if len(recv) < block * self.size:
+            raise ValueError("Gather: receive buffer too small")
+        for source in range(self.size):
+            target = recv[source * block : (source + 1) * block]
+            if source == root:
+                target[:] = send
+            else:
+                self._c_recv_into(target, source)
+
+    def gather(self, sendobj: Any, root: int = 0) -> list[Any] | None:
+        if self.rank != root:
+            self._c_send(memoryview(pickle.dumps(sendobj, pickle.HIGHEST_PROTOCOL)), root)
+            return None
+        out: list[Any] = []
+        for source in range(self.size):
+            data = (
+                pickle.dumps(sendobj, pickle.HIGHEST_PROTOCOL)
+                if source == root
+                else self._c_recv_bytes(source)
+            )
+            out.append(pickle.loads(data))  # noqa: S301 - authenticated bytes from a peer holding an authorized key
+        return out
+
+    def Scatter(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+        recv = _byte_view(recvbuf, writable=True)
+        if self.rank != root:
+            self._c_recv_into(recv, root)
+            return
+        send = _byte_view(sendbuf, writable=False)
+        block = len(recv)
+        if len(send) < block * self.size:
+            raise ValueError("Scatter: send buffer too small")
+        for dest in range(self.size):
+            chunk = send[dest * block : (dest + 1) * block]
+            if dest == root:
+                recv[:] = chunk
+            else:
+                self._c_send(chunk, dest)
+
+    def scatter(self, sendobj: Any, root: int = 0) -> Any:
+        if self.rank != root:
+            return pickle.loads(self._c_recv_bytes(root))  # noqa: S301 - authenticated, authorized peer
+        items = list(sendobj)
+        if len(items) != self.size:
+            raise ValueError(f"scatter: expected {self.size} items, got {len(items)}")
+        mine: Any = None
+        for dest, item in enumerate(items):
+            data = pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
+            if dest == root:
+                mine = pickle.loads(data)  # noqa: S301 - own object
+            else:
+                self._c_send(memoryview(data), dest)
+        return mine
+
+    def Allgather(self, sendbuf: Any, recvbuf: Any) -> None:
+        self.Gather(sendbuf, recvbuf, 0)
+        self.Bcast(recvbuf, 0)
+
+    def allgather(self, sendobj: Any) -> list[Any]:
+        gathered = self.gather(sendobj, 0)
+        result: list[Any] = self.bcast(gathered, 0)
+        return result
+
+    def Alltoall(self, sendbuf: Any, recvbuf: Any) -> None:
+        send = _byte_view(sendbuf, writable=False)
+        recv = _byte_view(recvbuf, writable=True)
+        size, rank = self.size, self.rank
+        block = len(send) // size
+        if len(recv) < block * size:
+            raise ValueError("Alltoall: receive buffer too small")
+        recv[rank * block : (rank + 1) * block] = send[rank * block : (rank + 1) * block]
+        for step in range(1, size):
+            dest, source = (rank + step) % size, (rank - step) % size
+            requests, _buffers = self._coll.isend(send[dest * block : (dest + 1) * block], dest, COLL_TAG)
+            self._c_recv_into(recv[source * block : (source + 1) * block], source)
+            MPI.Request.Waitall(requests)
+
+    def alltoall(self, sendobj: Any) -> list[Any]:
+        items = list(sendobj)
+        size, rank = self.size, self.rank
+        if len(items) != size:
+            raise ValueError(f"alltoall: expected {size} items, got {len(items)}")
+        out: list[Any] = [None] * size
+        out[rank] = pickle.loads(pickle.dumps(items[rank], pickle.HIGHEST_PROTOCOL))  # noqa: S301 - own
+        for step in range(1, size):
+            dest, source = (rank + step) % size, (rank - step) % size
+            data = memoryview(pickle.dumps(items[dest], pickle.HIGHEST_PROTOCOL))
+            requests, _buffers = self._coll.isend(data, dest, COLL_TAG)
+            out[source] = pickle.loads(self._c_recv_bytes(source))  # noqa: S301 - authenticated peer
+            MPI.Request.Waitall(requests)
+        return out
+
+    def Reduce(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM, root: int = 0) -> None:
+        """Linear: rank 0 folds the contributions in rank order (right for non-commutative ops)."""
+        send = _byte_view(sendbuf, writable=False)
+        nbytes = len(send)
+        if self.rank != 0:
+            self._c_send(send, 0)
+            if self.rank == root:
+                self._c_recv_into(_byte_view(recvbuf, writable=True)[:nbytes], 0)
+            return
+        acc = bytearray(send)
+        incoming = bytearray(nbytes)
+        for source in range(1, self.size):
+            self._c_recv_into(memoryview(incoming), source)
+            # Reduce_local(in, inout): inout = in op inout, i.e. incoming = acc op incoming.
+            op.Reduce_local(_typed_spec(sendbuf, acc, nbytes), _typed_spec(sendbuf, incoming, nbytes))
+            acc, incoming = incoming, acc
+        if root == 0:
+            _byte_view(recvbuf, writable=True)[:nbytes] = acc
+        else:
+            self._c_send(memoryview(acc), root)
+
+    def reduce(self, sendobj: Any, op: Any = MPI.SUM, root: int = 0) -> Any:
+        gathered = self.gather(sendobj, 0)
+        result: Any = None
+        if self.rank == 0:
+            assert gathered is not None
+            result = gathered[0]
+            for item in gathered[1:]:
+                result = op(result, item)
+        if root != 0:
+            if self.rank == 0:
+                self._c_send(memoryview(pickle.dumps(result, pickle.HIGHEST_PROTOCOL)), root)
+            elif self.rank == root:
+                result = pickle.loads(self._c_recv_bytes(0))  # noqa: S301 - authenticated peer
+        return result if self.rank == root else None
+
+    def Allreduce(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
+        self.Reduce(sendbuf, recvbuf, op, 0)
+        self.Bcast(recvbuf, 0)
+
+    def allreduce(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
+        return self.bcast(self.reduce(sendobj, op, 0), 0)
+
+    # -- new communicators (collective): keys derived from this one's, no new handshake
+
+    def _derive_comm(self, comms: tuple[Any, Any, Any, Any], peers: list[int], label: bytes) -> SecureComm:
+        self._derived += 1
+        job = hashlib.sha256(
+            b"mpish.comm derive " + self._job + label + self._derived.to_bytes(8, "big")
+        ).digest()[:16]
+        hashes = self._protocol.hash
+        keys = [
+            (
+                _derive(hashes, self._pair_keys[p][0], b"child " + job),
+                _derive(hashes, self._pair_keys[p][1], b"child " + job),
+            )
+            for p in peers
+        ]
+        return SecureComm(comms, job, keys, self._protocol)
+
+    def Dup(self) -> SecureComm:
+        comms = tuple(c.Dup() for c in self._comms)
+        return self._derive_comm(comms, list(range(self.size)), b"dup")
+
+    def Split(self, color: int = 0, key: int = 0) -> Any:
+        comms = tuple(c.Split(color, key) for c in self._comms)
+        if comms[0] == MPI.COMM_NULL:
+            self._derived += 1  # stay in step with the ranks that got a communicator
+            return MPI.COMM_NULL
+        group, parent = comms[0].Get_group(), self._comms[0].Get_group()
+        peers = list(MPI.Group.Translate_ranks(group, list(range(comms[0].Get_size())), parent))
+        group.Free()
+        parent.Free()
+        return self._derive_comm(comms, peers, b"split" + struct.pack(">q", color))
+
+    def Free(self) -> None:
+        for lane in (self._p2p, self._coll):
+            lane.free()
+
+
+# -- setup -----------------------------------------------------------------------
+
+
+def _agree(comm: Any, ok: bool) -> int:
+    """Number of ranks for which ``ok`` is false (collective)."""
+    mine, total = array("i", [0 if ok else 1]), array("i", [0])
+    comm.Allreduce([mine, MPI.INT], [total, MPI.INT], op=MPI.SUM)
+    return total[0]
+
+
+def _handshake_slot(header: Header, body: bytes) -> bytes:
+    record = header.pack() + body
+    if len(record) > HANDSHAKE_SLOT:
+        raise LocalProtocolError("handshake message larger than its slot")
+    return record.ljust(HANDSHAKE_SLOT, b"\0")
+
+
+def _read_slot(slot: memoryview, job: bytes, sender: int, receiver: int, index: int) -> bytes:
+    header = parse_header(slot)
+    if header.type is not RecordType.HANDSHAKE or header.counter != index:
+        raise AuthenticationError(f"bad handshake message from rank {sender}")
+    if (header.session, header.sender, header.receiver) != (job, sender, receiver):
+        raise AuthenticationError(f"handshake message from rank {sender} is bound to another job or pair")
+    if HEADER_SIZE + header.length > HANDSHAKE_SLOT:
+        raise AuthenticationError(f"oversize handshake message from rank {sender}")
+    return bytes(slot[HEADER_SIZE : HEADER_SIZE + header.length])
+
+
+def _handshakes(
+    comm: Any, job: bytes, identity: Identity, keys: list[bytes], protocol: ProtocolName, service: str
+) -> list[tuple[bytes, bytes]]:
+    """Run the KK handshake with every rank (two Alltoall rounds); return per-peer transport keys."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    name = protocol.name
+    states: dict[int, HandshakeState] = {}
+    errors: list[str] = []
+    pair_keys: list[tuple[bytes, bytes]] = [(b"", b"")] * size
+
+    def state(initiator: int, responder: int) -> HandshakeState:
+        prologue = Binding(job, initiator, responder, service).prologue(name)
+        peer = responder if initiator == rank else initiator
+        return HandshakeState(
+            protocol, initiator=initiator == rank, prologue=prologue, s=identity.private, rs=keys[peer]
+        )
+
+    # This rank with itself: both sides here.
+    me_i = state(rank, rank)
+    me_r = HandshakeState(
+        protocol,
+        initiator=False,
+        prologue=Binding(job, rank, rank, service).prologue(name),
+        s=identity.private,
+        rs=keys[rank],
+    )
+    me_r.read_message(me_i.write_message(b""))
+    me_i.read_message(me_r.write_message(b""))
+    pair_keys[rank] = me_i.transport_keys()[0], me_r.transport_keys()[1]
+
+    out, incoming = bytearray(size * HANDSHAKE_SLOT), bytearray(size * HANDSHAKE_SLOT)
+    view = memoryview(incoming)
+    for peer in range(rank + 1, size):  # round 1: we initiate with every higher rank
+        try:
+            states[peer] = state(rank, peer)
+            body = states[peer].write_message(b"")
+            header = Header(RecordType.HANDSHAKE, 0, job, rank, peer, 0, 0, len(body))
+            out[peer * HANDSHAKE_SLOT : (peer + 1) * HANDSHAKE_SLOT] = _handshake_slot(header, body)
+        except MpishError as exc:
+            errors.append(f"rank {peer}: {exc}")
+    comm.Alltoall([out, MPI.BYTE], [incoming, MPI.BYTE])
+    out = bytearray(size * HANDSHAKE_SLOT)
+    for peer in range(rank):  # round 2: we answer every lower rank
+        try:
+            hs = state(peer, rank)
+            hs.read_message(_read_slot(view[peer * HANDSHAKE_SLOT :], job, peer, rank, 0))
+            body = hs.write_message(b"")
+            header = Header(RecordType.HANDSHAKE, 0, job, rank, peer, 0, 1, len(body))
+            out[peer * HANDSHAKE_SLOT : (peer + 1) * HANDSHAKE_SLOT] = _handshake_slot(header, body)
+            pair_keys[peer] = hs.transport_keys()
+        except MpishError as exc:
+            errors.append(f"rank {peer}: {exc}")
+    comm.Alltoall([out, MPI.BYTE], [incoming, MPI.BYTE])
+    for peer in range(rank + 1, size):
+        try:
+            if peer not in states:
+                continue
+            states[peer].read_message(_read_slot(view[peer * HANDSHAKE_SLOT :], job, peer, rank, 1))
+            pair_keys[peer] = states[peer].transport_keys()
+        except MpishError as exc:
+            errors.append(f"rank {peer}: {exc}")
+    failed = _agree(comm, not errors)
+    if failed:
+        detail = "; ".join(errors) if errors else "this rank's handshakes succeeded"
+        raise AuthenticationError(f"secure(): the handshake failed on {failed} rank(s) ({detail})")
+    return pair_keys
+
+
+def secure(
+    comm: Any,
+    *,
+    home: str | None = None,
+    identity: Identity | None = None,
+    trusted: frozenset[bytes] | set[bytes] | None = None,
+    protocol: str = PROTOCOL,
+) -> SecureComm:
+    """Wrap an mpi4py intracommunicator in an authenticated, encrypted one (collective).
+
+    Keys come from the user's mpish identity (``home``, else ``$MPISH_HOME``, else
+    ``~/.mpish``); the trusted peers are the own key plus ``authorized_keys``.
+    """
+    if comm.Is_inter():
+        raise NotImplementedError("mpish.secure wraps intracommunicators only")
+    p2p = comm.Dup()
+    rank, size = p2p.Get_rank(), p2p.Get_size()
+    # Identity: a rank that cannot load its key makes every rank fail, instead of hanging.
+    local_error: BaseException | None = None
+    try:
+        if identity is None:
+            identity = load_identity(home)
+        if trusted is None:
+            trusted = trusted_keys(identity, home)
+    except MpishError as exc:
+        local_error = exc
+    failed = _agree(p2p, local_error is None)
+    if failed:
+        p2p.Free()
+        if local_error is not None:
+            raise local_error
+        raise AuthenticationError(f"secure(): {failed} rank(s) could not load their mpish identity")
+    assert identity is not None and trusted is not None
+
+    job = bytearray(secrets.token_bytes(16) if rank == 0 else 16)
+    p2p.Bcast([job, MPI.BYTE], root=0)
+    mine = bytearray(identity.public)
+    everyone = bytearray(32 * size)
+    p2p.Allgather([mine, MPI.BYTE], [everyone, MPI.BYTE])
+    keys = [bytes(everyone[32 * r : 32 * (r + 1)]) for r in range(size)]
+
+    # Trust check BEFORE any handshake; the verdicts are summed so every rank agrees.
+    verdict = array("i", [0 if key in trusted else 1 for key in keys])
+    refused = array("i", [0] * size)
+    p2p.Allreduce([verdict, MPI.INT], [refused, MPI.INT], op=MPI.SUM)
+    if any(refused):
+        p2p.Free()
+        lines = [
+            f"rank {r} ({fingerprint(keys[r])}) is not trusted by {refused[r]} of {size} rank(s)"
+            for r in range(size)
+            if refused[r]
+        ]
+        mine_refused = [r for r in range(size) if verdict[r]]
+        local = (
+            f"; this rank (rank {rank}) does not trust rank(s) {mine_refused}: add their public keys to "
+            "authorized_keys"
+            if mine_refused
+            else ""
+        )
+        raise AuthenticationError("secure(): untrusted mpish key: " + "; ".join(lines) + local)
+
+    name = ProtocolName.parse(protocol)
+    service = f"{SERVICE}:{size}"
+    try:
+        pair_keys = _handshakes(p2p, bytes(job), identity, keys, name, service)
+    except BaseException:
+        p2p.Free()
+        raise
+    comms = (p2p, comm.Dup(), comm.Dup(), comm.Dup())
+    return SecureComm(comms, bytes(job), pair_keys, name)
