@@ -32,13 +32,17 @@ def _main_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND and exit")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more output (repeatable)")
+    from mpish.shell.app import add_options
+
+    add_options(parser)  # the shell's own options (-t, -w)
     return parser
 
 
 def run_main(args: argparse.Namespace) -> int:
-    """Run the MPI shell (placeholder until the shell is built)."""
-    print(f"{PROG}: the MPI shell is not built yet", file=sys.stderr)
-    return 2
+    """Run the MPI shell: the console on rank 0 (or the user's process), servers elsewhere."""
+    from mpish.shell.app import main_shell
+
+    return main_shell(args)
 
 
 # --- keygen --------------------------------------------------------------------------

@@ -1,0 +1,351 @@
+"""Starting an MPI shell session: roles, spawn, key check, KK handshakes, clean finalize.
+
+Theory of operation
+-------------------
+Two ways to start, one session protocol:
+
+* ``mpiexec -n N mpish`` (or ``srun mpish``): rank 0 of COMM_WORLD is the console, ranks
+  1..N-1 are shell servers.
+* ``mpish -n K`` (embedded, the default): the user's own process is the console and
+  spawns K shell servers with ``MPI.COMM_SELF.Spawn``, then merges the intercommunicator
+  (parent = rank 0). Spawn rather than re-running under mpiexec because the console must
+  stay the user's process: it owns the terminal (line editing, Ctrl-C, job control),
+  its stdin is not forwarded by an MPI launcher, and no launcher is needed at all.
+  MPICH's singleton init runs ``mpiexec`` from PATH, so the mpiexec of the MPI that
+  mpi4py uses (the mpich wheel's, next to the Python executable) is put first on PATH.
+
+Then, on the session communicator (a Dup, so nobody else's messages mix with ours):
+
+1. ``Gather`` of every rank's 32-byte public key and host name (buffer API).
+2. The console checks each key against its trusted set (own key + authorized_keys) and
+   ``Bcast``s a fresh random 16-byte session id, its own public key and the admission
+   flags. A refused rank is named with its key's fingerprint and never handshakes, so
+   it can never receive a command.
+3. Each server checks the console's key against *its* trusted set; ``Gather`` of the
+   verdicts.
+4. KK handshakes (console = initiator) bound to (session id, 0, rank, "shell").
+5. At the end: every channel closed with an authenticated close record, then a
+   non-blocking barrier polled with backoff (a dead peer cannot hang us forever), then
+   Disconnect (spawned) and Finalize.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mpish import keys
+from mpish.transport.mpi import Backoff, MpiLink, mpi
+from mpish.wire.channel import Binding, Role, SecureChannel
+from mpish.wire.errors import MpishError, TransportBroken
+from mpish.wire.events import HandshakeComplete, Message
+
+from .shell import protocol as p
+
+KEY_SIZE = 32
+HOST_SIZE = 64
+SERVICE = "shell"
+HANDSHAKE_TIMEOUT = 30.0
+FINAL_TIMEOUT = 20.0
+LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_FD", "PMIX_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+
+
+class LaunchError(MpishError):
+    """The session could not be set up (no server left, MPI failure at start)."""
+
+
+@dataclass
+class Peer:
+    """A shell server as the console sees it."""
+
+    rank: int
+    channel: SecureChannel
+    host: str
+    cwd: str = ""
+    alive: bool = True
+    ready: bool = False
+
+
+@dataclass
+class Session:
+    """The console's side of a started session."""
+
+    comm: Any
+    link: MpiLink
+    identity: keys.Identity
+    session_id: bytes
+    peers: dict[int, Peer]
+    refused: dict[int, str] = field(default_factory=dict)  # rank -> reason
+    parent_intercomm: Any = None  # embedded mode: the spawn intercommunicator
+
+    def finish(self) -> None:
+        _finish(self.comm, self.link, self.parent_intercomm)
+
+
+def under_launcher() -> bool:
+    return any(name in os.environ for name in LAUNCHER_VARIABLES)
+
+
+def _prepare_singleton() -> None:
+    """Put the mpich wheel's mpiexec first on PATH (singleton init and Spawn run it)."""
+    bindir = Path(sys.executable).parent
+    if (bindir / "mpiexec").exists():
+        path = os.environ.get("PATH", "")
+        if path.split(os.pathsep)[0] != str(bindir):
+            os.environ["PATH"] = str(bindir) + os.pathsep + path
+
+
+def _load_identity() -> tuple[keys.Identity | None, str]:
+    try:
+        identity, _ = keys.ensure_identity()
+        return identity, ""
+    except MpishError as exc:
+        return None, str(exc)
+
+
+def _host_bytes() -> bytes:
+    return socket.gethostname().encode()[:HOST_SIZE].ljust(HOST_SIZE, b"\0")
+
+
+def start_console(np: int | None, err: Any = None) -> Session:
+    """Start the console side (embedded spawn or rank 0 under mpiexec) and all handshakes."""
+    err = err or sys.stderr
+    embedded = not under_launcher()
+    if embedded:
+        _prepare_singleton()
+    MPI = mpi()
+    parent_intercomm = None
+    world = MPI.COMM_WORLD
+    if world.Get_size() > 1:
+        if np is not None:
+            print(f"mpish: -n {np} ignored: running as rank 0 of {world.Get_size()}", file=err)
+        comm = world.Dup()
+    else:
+        count = np if np is not None else max(1, min(os.cpu_count() or 1, 4))
+        if count < 1:
+            raise LaunchError("-n needs at least one shell server")
+        # the servers must not die of the terminal's Ctrl-C; they ignore SIGINT themselves
+        parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, ["-m", "mpish.launch"], maxprocs=count)
+        comm = parent_intercomm.Merge(high=False)
+    return _console_handshakes(comm, parent_intercomm, err)
+
+
+def _console_handshakes(comm: Any, parent_intercomm: Any, err: Any) -> Session:
+    MPI = mpi()
+    size = comm.Get_size()
+    identity, problem = _load_identity()
+    mine = (identity.public if identity else bytes(KEY_SIZE)) + _host_bytes()
+    gathered = bytearray((KEY_SIZE + HOST_SIZE) * size)
+    comm.Gather([mine, MPI.BYTE], [gathered, MPI.BYTE], root=0)
+    session_id = secrets.token_bytes(16)
+    trusted = keys.trusted_keys(identity) if identity else frozenset()
+    admitted = bytearray(size)
+    refused: dict[int, str] = {}
+    hosts: dict[int, str] = {}
+    server_keys: dict[int, bytes] = {}
+    for rank in range(1, size):
+        entry = gathered[rank * (KEY_SIZE + HOST_SIZE) : (rank + 1) * (KEY_SIZE + HOST_SIZE)]
+        pub, host = bytes(entry[:KEY_SIZE]), bytes(entry[KEY_SIZE:]).rstrip(b"\0").decode(errors="replace")
+        hosts[rank] = host
+        if pub == bytes(KEY_SIZE):
+            refused[rank] = f"rank {rank} ({host}) has no usable mpish key; it is left out"
+        elif pub not in trusted:
+            refused[rank] = (
+                f"rank {rank} ({host}) refused: its key {keys.fingerprint(pub)} is not yours and "
+                "not in authorized_keys; it will run no command"
+            )
+        else:
+            admitted[rank] = 1
+            server_keys[rank] = pub
+    if identity is None:
+        admitted = bytearray(size)
+    console_pub = identity.public if identity else bytes(KEY_SIZE)
+    announce = bytearray(session_id + console_pub + bytes(admitted))
+    comm.Bcast([announce, MPI.BYTE], root=0)
+    verdicts = bytearray(size)
+    comm.Gather([bytearray(1), MPI.BYTE], [verdicts, MPI.BYTE], root=0)
+    for rank in range(1, size):
+        if admitted[rank] and not verdicts[rank]:
+            admitted[rank] = 0
+            refused[rank] = (
+                f"rank {rank} ({hosts[rank]}) refused the console's key "
+                f"{keys.fingerprint(console_pub)} (not in its trusted keys); it is left out"
+            )
+    link = MpiLink(comm)
+    for reason in refused.values():
+        print(f"mpish: {reason}", file=err)
+    if identity is None:
+        _finish(comm, link, parent_intercomm)
+        raise LaunchError(problem)
+    peers: dict[int, Peer] = {}
+    for rank, pub in server_keys.items():
+        if not admitted[rank]:
+            continue
+        channel = SecureChannel(
+            role=Role.INITIATOR,
+            binding=Binding(session_id, 0, rank, SERVICE),
+            static_key=identity.private,
+            remote_static=pub,
+            drop_forged=True,
+        )
+        peers[rank] = Peer(rank, channel, hosts[rank])
+        link.send_all(rank, channel.initiate())
+    session = Session(comm, link, identity, session_id, peers, refused, parent_intercomm)
+    _await_hellos(session, err)
+    return session
+
+
+def _await_hellos(session: Session, err: Any) -> None:
+    """Complete every handshake and read every server's Hello (or give up on it)."""
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+    backoff = Backoff()
+    waiting = set(session.peers)
+    while waiting and time.monotonic() < deadline:
+        item = session.link.poll()
+        if item is None:
+            backoff.wait()
+            continue
+        backoff.activity()
+        source, record = item
+        peer = session.peers.get(source)
+        if peer is None:
+            continue
+        try:
+            events = peer.channel.receive_record(record)
+        except MpishError as exc:
+            if not peer.channel.is_open:
+                print(f"mpish: rank {source}: handshake failed ({exc}); it is left out", file=err)
+                peer.alive = False
+                waiting.discard(source)
+            continue
+        for event in events:
+            if isinstance(event, HandshakeComplete):
+                continue
+            if isinstance(event, Message):
+                with contextlib.suppress(MpishError):
+                    hello = p.CODEC.decode(event.data)
+                    if isinstance(hello, p.Hello):
+                        peer.host, peer.cwd, peer.ready = hello.host, hello.cwd, True
+                        waiting.discard(source)
+    for rank in waiting:
+        print(f"mpish: rank {rank}: no handshake within {HANDSHAKE_TIMEOUT:.0f} s; it is left out", file=err)
+        session.peers[rank].alive = False
+    session.peers = {rank: peer for rank, peer in session.peers.items() if peer.alive}
+
+
+def run_server(comm: Any, parent_intercomm: Any = None) -> int:
+    """A shell server rank: key exchange, handshake, serve, finalize. Returns exit status."""
+    from .shell.server import ShellServer
+
+    MPI = mpi()
+    size, rank = comm.Get_size(), comm.Get_rank()
+    identity, problem = _load_identity()
+    if identity is None:
+        print(f"mpish: rank {rank}: {problem}", file=sys.stderr)
+    mine = (identity.public if identity else bytes(KEY_SIZE)) + _host_bytes()
+    comm.Gather([mine, MPI.BYTE], [bytearray(0), MPI.BYTE], root=0)
+    announce = bytearray(16 + KEY_SIZE + size)
+    comm.Bcast([announce, MPI.BYTE], root=0)
+    session_id, console_pub = bytes(announce[:16]), bytes(announce[16 : 16 + KEY_SIZE])
+    admitted = bool(announce[16 + KEY_SIZE + rank])
+    accept = admitted and identity is not None and console_pub in keys.trusted_keys(identity)
+    comm.Gather([bytearray([1 if accept else 0]), MPI.BYTE], [bytearray(0), MPI.BYTE], root=0)
+    link = MpiLink(comm)
+    status = 0
+    if accept and identity is not None:
+        channel = SecureChannel(
+            role=Role.RESPONDER,
+            binding=Binding(session_id, 0, rank, SERVICE),
+            static_key=identity.private,
+            remote_static=console_pub,
+        )
+        server = ShellServer(link, channel)
+        if _server_handshake(link, channel):
+            server.hello()
+            server.serve()
+        else:
+            status = 1
+    elif admitted:
+        print(f"mpish: rank {rank}: the console's key {keys.fingerprint(console_pub)} is not trusted here",
+              file=sys.stderr)
+    _finish(comm, link, parent_intercomm)
+    return status
+
+
+def _server_handshake(link: MpiLink, channel: SecureChannel) -> bool:
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+    backoff = Backoff()
+    while time.monotonic() < deadline:
+        item = link.poll()
+        if item is None:
+            backoff.wait()
+            continue
+        backoff.activity()
+        source, record = item
+        if source != 0:
+            continue
+        try:
+            events = channel.receive_record(record)
+        except MpishError as exc:
+            print(f"mpish: rank {link.rank}: handshake failed: {exc}", file=sys.stderr)
+            return False
+        link.send_all(0, channel.records_to_send())
+        if any(isinstance(e, HandshakeComplete) for e in events):
+            return True
+    return False
+
+
+def _finish(comm: Any, link: MpiLink, parent_intercomm: Any) -> None:
+    """Wait for every rank (non-blocking barrier with backoff), then disconnect and free."""
+    MPI = mpi()
+    link.flush(timeout=5.0)
+    try:
+        request = comm.Ibarrier()
+        deadline = time.monotonic() + FINAL_TIMEOUT
+        backoff = Backoff()
+        while not request.Test():
+            if time.monotonic() > deadline:
+                print("mpish: a rank did not reach the end of the session; aborting the MPI job",
+                      file=sys.stderr)
+                sys.stderr.flush()
+                comm.Abort(1)
+            for _ in link.drain():  # records nobody reads any more: consume, never deliver
+                pass
+            backoff.wait()
+        link.cancel_pending()
+        comm.Free()
+        if parent_intercomm is not None:
+            parent_intercomm.Disconnect()
+    except MPI.Exception as exc:
+        raise TransportBroken(f"MPI failed while ending the session: {exc}") from exc
+
+
+def server_main() -> int:
+    """Entry point of a spawned server (``python -m mpish.launch``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the console forwards Ctrl-C as Interrupt
+    MPI = mpi()
+    parent = MPI.Comm.Get_parent()
+    if parent == MPI.COMM_NULL:
+        print("mpish.launch: not started by an mpish console", file=sys.stderr)
+        return 2
+    comm = parent.Merge(high=True)
+    return run_server(comm, parent)
+
+
+def world_server_main() -> int:
+    """A rank >= 1 under mpiexec."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    MPI = mpi()
+    return run_server(MPI.COMM_WORLD.Dup())
+
+
+if __name__ == "__main__":
+    sys.exit(server_main())

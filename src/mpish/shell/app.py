@@ -1,0 +1,93 @@
+"""``mpish`` without a subcommand: pick the rank's role, then run ``-c`` or the console."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mpish.wire.errors import MpishError, TransportBroken
+
+from .grouping import Style, make_sink, status_lines
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the shell itself, beyond -n, -c, --json and -v (cli.py owns those)."""
+    parser.add_argument("-t", "--timeout", type=float, default=0.0, metavar="SECONDS",
+                        help="per-command timeout (0 = none)")
+    parser.add_argument("-w", "--targets", default="@all", metavar="TARGETS",
+                        help="target ranks or hosts, e.g. @1-3,7 (default @all)")
+
+
+def main_shell(args: argparse.Namespace) -> int:
+    """Run the rank's role; the console's exit status is returned."""
+    from mpish import launch
+    from mpish.transport.mpi import mpi
+
+    if launch.under_launcher():
+        MPI = mpi()
+        if MPI.COMM_WORLD.Get_rank() != 0:
+            return _guard(MPI, launch.world_server_main)
+    try:
+        session = launch.start_console(args.np)
+    except MpishError as exc:
+        print(f"mpish: {exc}", file=sys.stderr)
+        return 1
+    from .console import Console
+
+    console = Console(session)
+    console.timeout = float(getattr(args, "timeout", 0.0) or 0.0)
+    try:
+        if not console.peers:
+            print("mpish: no shell server accepted the session", file=sys.stderr)
+            status = 1
+        elif args.command is not None:
+            status = run_once(console, args)
+        else:
+            from .interactive import Repl
+
+            status = Repl(console, verbose=args.verbose).loop()
+    except TransportBroken as exc:
+        print(f"mpish: MPI cannot go on: {exc}", file=sys.stderr)
+        sys.stderr.flush()
+        session.comm.Abort(1)
+        return 1
+    console.close()
+    return status
+
+
+def _guard(MPI: Any, entry: Any) -> int:
+    try:
+        status: int = entry()
+        return status
+    except BaseException as exc:
+        print(f"mpish: rank {MPI.COMM_WORLD.Get_rank()}: fatal: {exc!r}", file=sys.stderr)
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)
+        raise
+
+
+def run_once(console: Any, args: argparse.Namespace) -> int:
+    """``-c``: run once on the targets; exit status = the largest remote one (clush -S)."""
+    from .ranks import TargetError, resolve_targets
+
+    try:
+        ranks = resolve_targets(getattr(args, "targets", "@all"), console.hosts)
+    except TargetError as exc:
+        print(f"mpish: {exc}", file=sys.stderr)
+        return 2
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    style = Style.for_stream(sys.stdout)
+    kind = "json" if args.json else "live" if args.verbose else "grouped"
+    sink = make_sink(kind, len(ranks), out, err, style)
+    results = console.run(args.command, ranks, sink)
+    if not args.json:
+        for line in status_lines(results.values(), Style.for_stream(sys.stderr)):
+            print(line, file=sys.stderr)
+    if args.verbose >= 2:
+        from .console import console_rss_kib
+
+        for rank, result in sorted(results.items()):
+            print(f"mpish: rank {rank}: peak RSS {result.peak_rss_kib} KiB", file=sys.stderr)
+        print(f"mpish: console: peak RSS {console_rss_kib()} KiB", file=sys.stderr)
+    return max((r.exit for r in results.values()), default=0)

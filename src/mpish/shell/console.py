@@ -1,0 +1,360 @@
+"""The console: sends commands and files to shell servers and gathers what comes back.
+
+Theory of operation
+-------------------
+The console is single-threaded: it calls MPI only while an operation (a command, a
+put, a get) is in progress, polling with ``Improbe`` and the backoff of
+:mod:`mpish.transport.mpi`, so it never busy-waits in MPI. Ctrl-C during a command
+raises KeyboardInterrupt in that loop; the console then sends :class:`Interrupt` to
+every rank still running and keeps waiting for their ``Done`` (the session goes on).
+
+Bulk bytes are flow-controlled in both directions (protocol.WINDOW per server): the
+console returns :class:`Credit` for output it has written to its sink, and sends a put
+chunk to a server only while that server has credit left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO
+
+from mpish.launch import Peer, Session
+from mpish.transport.mpi import Backoff
+from mpish.wire.errors import MpishError, ProtocolError, TransportBroken
+from mpish.wire.events import CloseReceived, Message
+
+from . import protocol as p
+from .grouping import OutputSink, Result
+from .ranks import format_ranks
+
+CREDIT_BATCH = p.WINDOW // 4
+CLOSE_TIMEOUT = 10.0
+
+Progress = Callable[[int, int], None]  # (bytes done, total)
+
+
+class TransferError(MpishError):
+    """A put or get failed on some rank (checksum, file system)."""
+
+
+class Console:
+    """Run commands and transfers on sets of shell servers over their secure channels."""
+
+    def __init__(self, session: Session, err: IO[str] | None = None) -> None:
+        self.session = session
+        self.link = session.link
+        self.peers: dict[int, Peer] = dict(session.peers)
+        self.err = err or sys.stderr
+        self.timeout = 0.0  # per-command timeout in seconds; 0 = none
+        self._next_id = 0
+        self._owed: dict[int, int] = {}  # rank -> consumed bulk bytes not yet credited
+        self._put_credit: dict[int, int] = {}
+        self._handler: Callable[[int, object], None] = self._ignore
+        self.peak_rss_kib: dict[int, int] = {}
+
+    # -- peers
+
+    @property
+    def hosts(self) -> dict[int, str]:
+        return {rank: peer.host for rank, peer in sorted(self.peers.items()) if peer.alive}
+
+    def cwd(self, ranks: Iterable[int]) -> str:
+        cwds = {self.peers[r].cwd for r in ranks if r in self.peers}
+        if len(cwds) == 1:
+            return cwds.pop()
+        return "(several)" if cwds else "?"
+
+    def _id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _send(self, rank: int, message: object) -> None:
+        peer = self.peers[rank]
+        if not peer.alive:
+            return
+        try:
+            self.link.send_all(rank, peer.channel.send(p.CODEC.encode(message)))
+        except MpishError as exc:
+            self._lost(rank, f"cannot send: {exc}")
+
+    def _lost(self, rank: int, why: str) -> None:
+        peer = self.peers.get(rank)
+        if peer is not None and peer.alive:
+            peer.alive = False
+            print(f"mpish: rank {rank} ({peer.host}) lost: {why}", file=self.err)
+
+    # -- receiving
+
+    @staticmethod
+    def _ignore(rank: int, message: object) -> None:
+        del rank, message
+
+    def _pump_once(self) -> bool:
+        """Handle what has arrived; True if anything did."""
+        busy = False
+        for source, record in self.link.drain():
+            busy = True
+            peer = self.peers.get(source)
+            if peer is None or not peer.alive:
+                continue
+            try:
+                events = peer.channel.receive_record(record)
+            except MpishError as exc:
+                if not peer.channel.is_open:
+                    self._lost(source, f"secure channel failed: {exc}")
+                continue  # a forged record is dropped and counted by the channel
+            for event in events:
+                if isinstance(event, Message):
+                    try:
+                        message = p.CODEC.decode(event.data)
+                    except ProtocolError as exc:
+                        self._lost(source, f"malformed message: {exc}")
+                        break
+                    self._handler(source, message)
+                elif isinstance(event, CloseReceived):
+                    self._lost(source, "the server ended its session")
+        return busy
+
+    def _wait(self, finished: Callable[[], bool], on_interrupt: Callable[[], None] | None = None) -> None:
+        """Pump until ``finished()``; Ctrl-C calls ``on_interrupt`` and keeps waiting."""
+        backoff = Backoff()
+        while True:
+            try:
+                while not finished():
+                    if self._pump_once():
+                        backoff.activity()
+                    else:
+                        backoff.wait()
+                return
+            except KeyboardInterrupt:
+                if on_interrupt is None:
+                    raise
+                on_interrupt()
+                backoff.activity()
+
+    def _consumed(self, rank: int, nbytes: int, final: bool = False) -> None:
+        owed = self._owed.get(rank, 0) + nbytes
+        if owed >= CREDIT_BATCH or (final and owed):
+            self._send(rank, p.Credit(owed))
+            owed = 0
+        self._owed[rank] = owed
+
+    # -- commands
+
+    def run(
+        self, command: str, ranks: Iterable[int], sink: OutputSink, timeout: float | None = None
+    ) -> dict[int, Result]:
+        """Run ``command`` on ``ranks``; output goes to ``sink`` as it arrives."""
+        cmd_id = self._id()
+        targets = [r for r in sorted(set(ranks)) if r in self.peers and self.peers[r].alive]
+        limit = self.timeout if timeout is None else timeout
+        results: dict[int, Result] = {}
+        started = time.monotonic()
+
+        def handle(rank: int, message: object) -> None:
+            if isinstance(message, p.Output) and message.cmd_id == cmd_id:
+                sink.output(rank, message.stream, message.data)
+                self._consumed(rank, len(message.data))
+            elif isinstance(message, p.Done) and message.cmd_id == cmd_id:
+                peer = self.peers[rank]
+                peer.cwd = message.cwd or peer.cwd
+                self.peak_rss_kib[rank] = message.peak_rss_kib
+                result = Result(rank, peer.host, message.exit, message.signal, message.seconds,
+                                message.timed_out, message.error, message.peak_rss_kib)
+                results[rank] = result
+                sink.done(result)
+                self._consumed(rank, 0, final=True)
+
+        def finished() -> bool:
+            return all(r in results or not self.peers[r].alive for r in targets)
+
+        def interrupt() -> None:
+            running = [r for r in targets if r not in results and self.peers[r].alive]
+            print(f"\nmpish: interrupting @{format_ranks(running)}", file=self.err)
+            for rank in running:
+                self._send(rank, p.Interrupt(cmd_id))
+
+        self._handler = handle
+        for rank in targets:
+            self._send(rank, p.Run(cmd_id, command, limit))
+        try:
+            self._wait(finished, interrupt)
+        finally:
+            self._handler = self._ignore
+        for rank in targets:
+            if rank not in results:
+                lost = Result(rank, self.peers[rank].host, 255, 0, time.monotonic() - started,
+                              False, "rank lost")
+                results[rank] = lost
+                sink.done(lost)
+        sink.finish()
+        return results
+
+    # -- file transfer
+
+    def put(self, local: str | os.PathLike[str], remote: str, ranks: Iterable[int],
+            progress: Progress | None = None) -> dict[int, str]:
+        """Copy a local file to ``remote`` on ``ranks``; rank -> error ('' = verified)."""
+        path = Path(local)
+        size = path.stat().st_size
+        mode = path.stat().st_mode & 0o777
+        xfer_id = self._id()
+        targets = [r for r in sorted(set(ranks)) if r in self.peers and self.peers[r].alive]
+        verdicts: dict[int, str] = {}
+        for rank in targets:
+            self._put_credit[rank] = p.WINDOW
+
+        def handle(rank: int, message: object) -> None:
+            if isinstance(message, p.Credit):
+                self._put_credit[rank] = self._put_credit.get(rank, 0) + message.nbytes
+            elif isinstance(message, p.PutDone) and message.xfer_id == xfer_id:
+                verdicts[rank] = message.error or (
+                    "" if message.sha256 == digest.digest() else "checksum mismatch"
+                )
+
+        self._handler = handle
+        digest = hashlib.sha256()
+        sent = 0
+        aborted = False
+        try:
+            for rank in targets:
+                self._send(rank, p.PutStart(xfer_id, remote, size, mode))
+            with path.open("rb") as handle_file:
+                while chunk := handle_file.read(p.CHUNK):
+                    digest.update(chunk)
+                    needed = len(chunk)
+                    self._wait(lambda n=needed: all(  # type: ignore[misc]
+                        self._put_credit[r] >= n or not self.peers[r].alive for r in targets))
+                    for rank in targets:
+                        self._send(rank, p.PutChunk(xfer_id, chunk))
+                        self._put_credit[rank] -= needed
+                    sent += needed
+                    if progress:
+                        progress(sent, size)
+        except KeyboardInterrupt:
+            aborted = True
+        finally:
+            try:
+                for rank in targets:
+                    self._send(rank, p.PutEnd(xfer_id, digest.digest(), aborted))
+                self._wait(lambda: all(r in verdicts or not self.peers[r].alive for r in targets))
+            finally:
+                self._handler = self._ignore
+        for rank in targets:
+            verdicts.setdefault(rank, "rank lost")
+        return verdicts
+
+    def get(self, remote: str, local: str | os.PathLike[str], ranks: Iterable[int],
+            progress: Progress | None = None) -> dict[int, str]:
+        """Copy ``remote`` from ``ranks`` to ``local`` (``local.<rank>`` for several ranks)."""
+        xfer_id = self._id()
+        targets = [r for r in sorted(set(ranks)) if r in self.peers and self.peers[r].alive]
+        base = Path(local)
+        if base.is_dir():
+            base = base / Path(remote).name
+        finals = {r: base if len(targets) == 1 else base.with_name(f"{base.name}.{r}") for r in targets}
+        parts = {r: f.with_name(f".{f.name}.mpish-part") for r, f in finals.items()}
+        handles: dict[int, IO[bytes]] = {}
+        digests = {r: hashlib.sha256() for r in targets}
+        sizes = dict.fromkeys(targets, 0)
+        verdicts: dict[int, str] = {}
+        received = 0
+
+        def handle(rank: int, message: object) -> None:
+            nonlocal received
+            if isinstance(message, p.GetChunk) and message.xfer_id == xfer_id:
+                if rank not in handles:
+                    handles[rank] = parts[rank].open("wb")
+                handles[rank].write(message.data)
+                digests[rank].update(message.data)
+                sizes[rank] += len(message.data)
+                received += len(message.data)
+                self._consumed(rank, len(message.data))
+                if progress:
+                    progress(received, 0)
+            elif isinstance(message, p.GetEnd) and message.xfer_id == xfer_id:
+                self._consumed(rank, 0, final=True)
+                if rank not in handles and not message.error:
+                    handles[rank] = parts[rank].open("wb")
+                if message.error:
+                    verdicts[rank] = message.error
+                elif message.sha256 != digests[rank].digest() or message.size != sizes[rank]:
+                    verdicts[rank] = "checksum mismatch"
+                else:
+                    verdicts[rank] = ""
+                file = handles.pop(rank, None)
+                if file is not None:
+                    file.close()
+                if verdicts[rank]:
+                    with contextlib.suppress(OSError):
+                        parts[rank].unlink()
+                else:
+                    os.replace(parts[rank], finals[rank])
+
+        self._handler = handle
+        try:
+            for rank in targets:
+                self._send(rank, p.GetStart(xfer_id, remote))
+            self._wait(lambda: all(r in verdicts or not self.peers[r].alive for r in targets))
+        finally:
+            self._handler = self._ignore
+            for rank, file in handles.items():
+                file.close()
+                with contextlib.suppress(OSError):
+                    parts[rank].unlink()
+        for rank in targets:
+            verdicts.setdefault(rank, "rank lost")
+        return verdicts
+
+    # -- end
+
+    def close(self) -> None:
+        """End the session: close every channel, wait for the servers' close records."""
+        closing: set[int] = set()
+        for rank, peer in self.peers.items():
+            if peer.alive and peer.channel.is_open:
+                try:
+                    self.link.send_all(rank, peer.channel.close())
+                    closing.add(rank)
+                except MpishError:
+                    peer.alive = False
+
+        closed: set[int] = set()
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        backoff = Backoff()
+        while closing - closed and time.monotonic() < deadline:
+            item = self.link.poll()
+            if item is None:
+                backoff.wait()
+                continue
+            backoff.activity()
+            source, record = item
+            closing_peer = self.peers.get(source)
+            if closing_peer is None or source not in closing:
+                continue
+            try:
+                events = closing_peer.channel.receive_record(record)
+            except MpishError:
+                if not closing_peer.channel.is_open:
+                    closed.add(source)
+                continue
+            if any(isinstance(e, CloseReceived) for e in events):
+                closed.add(source)
+        for rank in closing - closed:
+            print(f"mpish: rank {rank} did not confirm the end of the session", file=self.err)
+        try:
+            self.session.finish()
+        except TransportBroken as exc:
+            print(f"mpish: {exc}", file=self.err)
+
+
+def console_rss_kib() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -1,0 +1,269 @@
+"""The interactive console: prompt, line editing and history, built-ins, targets.
+
+On a terminal the prompt is prompt_toolkit's (line editing, history, Ctrl-R). Under
+mpiexec, whose rank 0 has no terminal on stdin, the console tries ``/dev/tty``; with
+no terminal at all it reads plain lines from stdin (scripts: ``mpish < commands``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import sys
+import time
+from typing import IO, Any, Protocol, TextIO
+
+from mpish import keys
+from mpish.wire.errors import MpishError
+
+from .console import Console
+from .grouping import Style, make_sink, status_lines
+from .ranks import TargetError, describe, format_ranks, resolve_targets
+
+HELP = """\
+Commands run through each target's shell; cd, export, variables, functions and
+aliases persist per rank. Ctrl-C interrupts the running command on every target.
+
+  @TARGETS COMMAND        run one command on other targets (@all, @1-3,7, a host)
+  :targets [TARGETS]      show the servers, or set the default targets
+  :put LOCAL [REMOTE]     copy a file to the targets (SHA-256 verified)
+  :get REMOTE [LOCAL]     copy a file from the targets (LOCAL.<rank> if several)
+  :timeout [SECONDS]      show or set the per-command timeout (0 = none)
+  :mode [grouped|live]    group identical outputs (clush -b) or stream with rank prefixes
+  :help                   this text
+  :quit, exit, Ctrl-D     end the session
+"""
+
+
+class LineReader(Protocol):
+    def read(self, prompt: str) -> str: ...
+
+
+class PlainReader:
+    """Lines from a stream; the prompt is shown only when the stream is a terminal."""
+
+    def __init__(self, stream: IO[str], prompt_to: IO[str] | None) -> None:
+        self.stream, self.prompt_to = stream, prompt_to
+
+    def read(self, prompt: str) -> str:
+        if self.prompt_to is not None:
+            self.prompt_to.write(prompt)
+            self.prompt_to.flush()
+        line = self.stream.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+
+
+class ToolkitReader:
+    """prompt_toolkit's PromptSession: line editing and history on a terminal."""
+
+    def __init__(self, tty: TextIO | None = None) -> None:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+
+        history: History = InMemoryHistory()
+        home = keys.mpish_home()
+        if home.is_dir():
+            history = FileHistory(str(home / "history"))
+        options: dict[str, Any] = {}
+        if tty is not None:
+            from prompt_toolkit.input import create_input
+            from prompt_toolkit.output import create_output
+
+            options = {"input": create_input(stdin=tty), "output": create_output(stdout=tty)}
+        self.session: Any = PromptSession(history=history, **options)
+
+    def read(self, prompt: str) -> str:
+        text: str = self.session.prompt(prompt)
+        return text
+
+
+def make_reader(under_launcher: bool) -> LineReader:
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return ToolkitReader()
+    if under_launcher:
+        with contextlib.suppress(OSError):
+            tty: TextIO = open("/dev/tty", "r+")  # noqa: SIM115 - lives as long as the console
+            if tty.isatty():
+                return ToolkitReader(tty)
+            tty.close()
+    return PlainReader(sys.stdin, sys.stderr if sys.stdin.isatty() else None)
+
+
+class Progress:
+    """A one-line progress bar on a terminal (stderr), nothing otherwise."""
+
+    def __init__(self, label: str, total: int, stream: IO[str]) -> None:
+        self.label, self.total, self.stream = label, total, stream
+        self.enabled = stream.isatty()
+        self.started = self.shown = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.shown < 0.1:
+            return
+        self.shown = now
+        total = total or self.total
+        rate = done / max(now - self.started, 1e-6) / 2**20
+        if total:
+            width = 30
+            filled = width * done // total
+            bar = "#" * filled + "." * (width - filled)
+            text = f"\r{self.label} [{bar}] {100 * done // total:3d}% {rate:7.1f} MiB/s"
+        else:
+            text = f"\r{self.label} {done / 2**20:9.1f} MiB {rate:7.1f} MiB/s"
+        self.stream.write(text)
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+class Repl:
+    """Read commands, run them on the targets, show grouped or live output."""
+
+    def __init__(self, console: Console, verbose: int = 0, reader: LineReader | None = None) -> None:
+        self.console = console
+        self.targets = frozenset(console.hosts)
+        self.mode = "live" if verbose else "grouped"
+        self.reader = reader
+        self.out = sys.stdout.buffer
+        self.err = sys.stderr
+        self.style = Style.for_stream(sys.stdout)
+        self.last_status = 0
+
+    def prompt(self) -> str:
+        self.targets = frozenset(r for r in self.targets if r in self.console.hosts)
+        where = describe(self.targets, self.console.hosts)
+        return f"[{where}] {self.console.cwd(self.targets)}#> "
+
+    def loop(self) -> int:
+        from mpish.launch import under_launcher
+
+        reader = self.reader or make_reader(under_launcher())
+        while self.console.hosts:
+            try:
+                line = reader.read(self.prompt())
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                continue
+            line = line.strip()
+            if not line:
+                continue
+            if line in ("exit", "logout", ":quit", ":q", "quit"):
+                break
+            try:
+                self.handle(line)
+            except (MpishError, OSError, ValueError) as exc:
+                print(self.style.error(f"mpish: {exc}"), file=self.err)
+        return 0
+
+    def handle(self, line: str) -> None:
+        if line.startswith(":"):
+            name, _, rest = line[1:].partition(" ")
+            builtin = getattr(self, f"cmd_{name}", None)
+            if builtin is None:
+                print(f"mpish: unknown built-in :{name} (see :help)", file=self.err)
+                return
+            builtin(rest.strip())
+            return
+        targets = self.targets
+        if line.startswith("@"):
+            spec, _, line = line.partition(" ")
+            targets = resolve_targets(spec, self.console.hosts)
+            if not line.strip():
+                raise TargetError("no command after the targets")
+        self.run(line, targets)
+
+    def run(self, command: str, targets: frozenset[int]) -> None:
+        sink = make_sink(self.mode, len(targets), self.out, sys.stderr.buffer, self.style)
+        results = self.console.run(command, targets, sink)
+        sys.stdout.flush()
+        for text in status_lines(results.values(), Style.for_stream(sys.stderr)):
+            print(text, file=self.err)
+        self.last_status = max((r.exit for r in results.values()), default=0)
+
+    # -- built-ins
+
+    def cmd_help(self, rest: str) -> None:
+        del rest
+        print(HELP, end="", file=sys.stdout)
+        sys.stdout.flush()
+
+    def cmd_targets(self, rest: str) -> None:
+        if rest:
+            self.targets = resolve_targets(rest, self.console.hosts)
+        hosts = self.console.hosts
+        print(f"targets: {describe(self.targets, hosts)} ({len(self.targets)} of {len(hosts)} servers)")
+        by_host: dict[str, list[int]] = {}
+        for rank, host in hosts.items():
+            by_host.setdefault(host, []).append(rank)
+        for host, ranks in sorted(by_host.items()):
+            print(f"  {host}: @{format_ranks(ranks)}")
+        for reason in self.console.session.refused.values():
+            print(f"  refused: {reason}")
+        sys.stdout.flush()
+
+    def cmd_timeout(self, rest: str) -> None:
+        if rest:
+            value = float(rest)
+            if value < 0:
+                raise ValueError("a timeout cannot be negative")
+            self.console.timeout = value
+        shown = f"{self.console.timeout:g} s" if self.console.timeout else "none"
+        print(f"timeout: {shown}")
+        sys.stdout.flush()
+
+    def cmd_mode(self, rest: str) -> None:
+        if rest:
+            if rest not in ("grouped", "live"):
+                raise ValueError("mode is 'grouped' or 'live'")
+            self.mode = rest
+        print(f"mode: {self.mode}")
+        sys.stdout.flush()
+
+    def cmd_put(self, rest: str) -> None:
+        words = shlex.split(rest)
+        if not 1 <= len(words) <= 2:
+            raise ValueError("usage: :put LOCAL [REMOTE]")
+        local = words[0]
+        remote = words[1] if len(words) == 2 else os.path.basename(local)
+        size = os.path.getsize(local)
+        progress = Progress(f"put {os.path.basename(local)}", size, self.err)
+        started = time.monotonic()
+        verdicts = self.console.put(local, remote, self.targets, progress)
+        progress.end()
+        self._report("put", verdicts, size, time.monotonic() - started)
+
+    def cmd_get(self, rest: str) -> None:
+        words = shlex.split(rest)
+        if not 1 <= len(words) <= 2:
+            raise ValueError("usage: :get REMOTE [LOCAL]")
+        remote = words[0]
+        local = words[1] if len(words) == 2 else os.path.basename(remote)
+        progress = Progress(f"get {os.path.basename(remote)}", 0, self.err)
+        started = time.monotonic()
+        verdicts = self.console.get(remote, local, self.targets, progress)
+        progress.end()
+        self._report("get", verdicts, 0, time.monotonic() - started)
+
+    def _report(self, what: str, verdicts: dict[int, str], size: int, seconds: float) -> None:
+        good = [r for r, e in verdicts.items() if not e]
+        if good:
+            extra = f", {size / 2**20 / max(seconds, 1e-6):.1f} MiB/s" if size else ""
+            print(f"mpish: {what} @{format_ranks(good)}: ok, SHA-256 verified ({seconds:.2f} s{extra})")
+        failures: dict[str, list[int]] = {}
+        for rank, error in verdicts.items():
+            if error:
+                failures.setdefault(error, []).append(rank)
+        for error, ranks in failures.items():
+            print(self.style.error(f"mpish: {what} @{format_ranks(ranks)}: {error}"), file=self.err)
+        sys.stdout.flush()
+
+    def cmd_quit(self, rest: str) -> None:  # handled in loop(); here for :help discoverability
+        del rest

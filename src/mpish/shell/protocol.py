@@ -1,0 +1,172 @@
+"""The shell protocol: msgpack messages on the :class:`~mpish.wire.codec.Codec`.
+
+Every message travels inside a :class:`~mpish.wire.channel.SecureChannel` between the
+console (rank 0) and one shell server. Conversation::
+
+    server  -> console  Hello                               once, after the handshake
+    console -> server   Run | Interrupt | Credit | PutStart PutChunk* PutEnd | GetStart | Quit
+    server  -> console  Output*  Done                       for each Run
+                        Credit                              for PutChunk bytes written
+                        GetChunk* GetEnd                    for each GetStart
+                        PutDone                             for each PutEnd
+
+Flow control: a sender of bulk bytes (Output, GetChunk, PutChunk) never has more than
+``WINDOW`` bytes that the other side has not returned with a :class:`Credit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from mpish.wire.codec import Codec, MaxLen
+
+PROTOCOL_VERSION = 1
+CHUNK = (1 << 20) - 256  # bulk bytes per message: one message is one record (record.py)
+WINDOW = 4 * 1024 * 1024  # unacknowledged bulk bytes per server and direction
+STDOUT = 1
+STDERR = 2
+
+CODEC = Codec("mpish.shell", max_bytes=1 << 20, max_items=64)
+
+Text = Annotated[str, MaxLen(1 << 16)]
+Command = Annotated[str, MaxLen(1 << 20)]
+Path = Annotated[str, MaxLen(4096)]
+
+
+@CODEC.message(1)
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The server's first message: who it is and where its shell starts."""
+
+    protocol: int
+    host: Text
+    pid: int
+    cwd: Path
+
+
+@CODEC.message(2)
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Run ``command`` through the rank's persistent shell; ``timeout`` <= 0 means none."""
+
+    cmd_id: int
+    command: Command
+    timeout: float
+
+
+@CODEC.message(3)
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    """Ctrl-C: SIGINT to the command's process group (SIGKILL from the second on)."""
+
+    cmd_id: int
+
+
+@CODEC.message(4)
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """``nbytes`` more bulk bytes may be sent (they were consumed)."""
+
+    nbytes: int
+
+
+@CODEC.message(5)
+@dataclass(frozen=True, slots=True)
+class Output:
+    """Bytes of the command's stdout (stream 1) or stderr (stream 2), as produced."""
+
+    cmd_id: int
+    stream: int
+    data: bytes
+
+
+@CODEC.message(6)
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The command ended. ``signal`` is 0 unless a signal killed it (exit is then 128+sig)."""
+
+    cmd_id: int
+    exit: int
+    signal: int
+    seconds: float
+    cwd: Path
+    timed_out: bool
+    peak_rss_kib: int
+    error: Text
+
+
+@CODEC.message(7)
+@dataclass(frozen=True, slots=True)
+class PutStart:
+    """Start writing ``path`` (relative paths are relative to the shell's cwd)."""
+
+    xfer_id: int
+    path: Path
+    size: int
+    mode: int
+
+
+@CODEC.message(8)
+@dataclass(frozen=True, slots=True)
+class PutChunk:
+    xfer_id: int
+    data: bytes
+
+
+@CODEC.message(9)
+@dataclass(frozen=True, slots=True)
+class PutEnd:
+    """The last chunk was sent; ``sha256`` is the digest of the whole file."""
+
+    xfer_id: int
+    sha256: bytes
+    aborted: bool
+
+
+@CODEC.message(10)
+@dataclass(frozen=True, slots=True)
+class PutDone:
+    """The server's verdict: ``error`` is empty when the file is complete and verified."""
+
+    xfer_id: int
+    size: int
+    sha256: bytes
+    error: Text
+
+
+@CODEC.message(11)
+@dataclass(frozen=True, slots=True)
+class GetStart:
+    xfer_id: int
+    path: Path
+
+
+@CODEC.message(12)
+@dataclass(frozen=True, slots=True)
+class GetChunk:
+    xfer_id: int
+    data: bytes
+
+
+@CODEC.message(13)
+@dataclass(frozen=True, slots=True)
+class GetEnd:
+    """End of a get: ``error`` is empty on success; ``sha256`` covers every chunk sent."""
+
+    xfer_id: int
+    size: int
+    sha256: bytes
+    error: Text
+
+
+@CODEC.message(14)
+@dataclass(frozen=True, slots=True)
+class Quit:
+    """End of the session: the server closes its channel and finalizes."""
+
+
+ShellMessage = (
+    Hello | Run | Interrupt | Credit | Output | Done | PutStart | PutChunk | PutEnd | PutDone
+    | GetStart | GetChunk | GetEnd | Quit
+)

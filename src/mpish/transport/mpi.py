@@ -1,0 +1,174 @@
+"""MPI adapter: one secure record per MPI message, buffer API only, low-CPU waiting.
+
+Theory of operation
+-------------------
+Records move with the buffer API (``Isend`` of a bytes-like object as ``MPI.BYTE``;
+``Improbe`` then ``Message.Recv`` into a buffer of the probed size). No pickle-based
+mpi4py call (lowercase ``send``/``recv``/``bcast``) is used: whatever arrives is only
+bytes, handed to a :class:`~mpish.wire.channel.SecureChannel` that authenticates it.
+A probed size above :data:`MAX_RECORD` is refused before any allocation (the message
+is received into an empty buffer, which MPI truncates, and dropped).
+
+Waiting: MPICH's blocking calls busy-wait, so an idle rank would burn a core. The
+adapter therefore never blocks in MPI: :meth:`MpiLink.poll` runs ``Improbe`` and tests
+pending sends, and :class:`Backoff` says how long to sleep between empty polls: zero for
+a short hot period after the last activity (latency of a command round trip stays far
+below a millisecond), then a sleep that doubles up to :data:`MAX_SLEEP` (10 ms), so an
+idle rank uses ~0% CPU. Callers that also wait on something else (the shell server's
+pipe readers) sleep on their own queue with that timeout, so local events wake them at
+once and only MPI arrivals see the backoff delay.
+
+Only one thread calls MPI (``MPI_THREAD_FUNNELED`` is enough).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpish.wire.errors import TransportBroken
+from mpish.wire.record import HEADER_SIZE, MAX_RECORD_PAYLOAD
+
+MAX_RECORD = HEADER_SIZE + MAX_RECORD_PAYLOAD + 64  # header + body + AEAD tag, with slack
+SHELL_TAG = 0x5348  # "SH": the tag of every shell record on the session communicator
+HOT_SECONDS = 0.02  # keep polling without sleeping this long after the last activity
+FIRST_SLEEP = 50e-6
+MAX_SLEEP = 0.010
+
+
+def mpi() -> Any:
+    """The ``mpi4py.MPI`` module, initialised for one MPI thread (imported late on purpose)."""
+    import mpi4py
+
+    mpi4py.rc.thread_level = "funneled"
+    from mpi4py import MPI
+
+    return MPI
+
+
+@dataclass
+class Backoff:
+    """Sleep length between empty polls: 0 while hot, then doubling up to MAX_SLEEP."""
+
+    last_activity: float = field(default_factory=time.monotonic)
+    sleep: float = 0.0
+
+    def activity(self) -> None:
+        self.last_activity = time.monotonic()
+        self.sleep = 0.0
+
+    def next_sleep(self) -> float:
+        """How long to wait now; call after a poll that found nothing."""
+        if time.monotonic() - self.last_activity < HOT_SECONDS:
+            return 0.0
+        self.sleep = FIRST_SLEEP if self.sleep == 0.0 else min(self.sleep * 2, MAX_SLEEP)
+        return self.sleep
+
+    def wait(self) -> None:
+        delay = self.next_sleep()
+        time.sleep(delay)  # sleep(0) yields the GIL and the CPU while hot
+
+
+class MpiLink:
+    """Send and receive whole records over one communicator on :data:`SHELL_TAG`."""
+
+    def __init__(self, comm: Any, tag: int = SHELL_TAG) -> None:
+        self.MPI = mpi()
+        self.comm = comm
+        self.tag = tag
+        self.rank: int = comm.Get_rank()
+        self.size: int = comm.Get_size()
+        self._pending: list[tuple[Any, Any]] = []  # (request, buffer kept alive until done)
+        self.dropped = 0  # oversize messages refused
+        self.sent_bytes = 0
+        self.received_bytes = 0
+
+    def send(self, dest: int, record: bytes | bytearray) -> None:
+        """Start sending one record; the buffer is kept until MPI is done with it."""
+        try:
+            request = self.comm.Isend([record, self.MPI.BYTE], dest, self.tag)
+        except self.MPI.Exception as exc:
+            raise TransportBroken(f"MPI send to rank {dest} failed: {exc}") from exc
+        self._pending.append((request, record))
+        self.sent_bytes += len(record)
+        if len(self._pending) > 64:
+            self.progress()
+
+    def send_all(self, dest: int, records: list[bytes | bytearray] | list[bytearray]) -> None:
+        for record in records:
+            self.send(dest, record)
+
+    def progress(self) -> bool:
+        """Test pending sends; True if any completed."""
+        if not self._pending:
+            return False
+        try:
+            done = self.MPI.Request.Testsome([r for r, _ in self._pending])
+        except self.MPI.Exception as exc:
+            raise TransportBroken(f"MPI send failed: {exc}") from exc
+        if not done:
+            return False
+        finished = set(done)
+        self._pending = [p for i, p in enumerate(self._pending) if i not in finished]
+        return True
+
+    @property
+    def sends_pending(self) -> int:
+        return len(self._pending)
+
+    def poll(self) -> tuple[int, bytearray] | None:
+        """One record that has arrived, as (source rank, bytes), or None. Never blocks."""
+        MPI = self.MPI
+        status = MPI.Status()
+        try:
+            message = self.comm.Improbe(MPI.ANY_SOURCE, self.tag, status)
+            if message is None:
+                self.progress()
+                return None
+            size = status.Get_count(MPI.BYTE)
+            source: int = status.Get_source()
+            if not 0 <= size <= MAX_RECORD:
+                self.dropped += 1
+                with contextlib.suppress(MPI.Exception):
+                    message.Recv([bytearray(0), MPI.BYTE])  # truncates: refused before allocation
+                return None
+            buf = bytearray(size)
+            message.Recv([buf, MPI.BYTE])
+        except MPI.Exception as exc:
+            raise TransportBroken(f"MPI receive failed: {exc}") from exc
+        self.received_bytes += size
+        return source, buf
+
+    def drain(self) -> Iterator[tuple[int, bytearray]]:
+        """Every record that has arrived now (at most 64, so other work is not starved)."""
+        for _ in range(64):
+            item = self.poll()
+            if item is None:
+                return
+            yield item
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait (with backoff) until every pending send completed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        backoff = Backoff()
+        while self._pending:
+            if self.progress():
+                backoff.activity()
+            elif time.monotonic() > deadline:
+                return False
+            else:
+                backoff.wait()
+        return True
+
+    def cancel_pending(self) -> None:
+        """Give up on sends that cannot complete (the peer is gone)."""
+        for request, _ in self._pending:
+            try:
+                request.Cancel()
+                request.Free()
+            except self.MPI.Exception:
+                pass
+        self._pending = []
