@@ -60,6 +60,7 @@ class Codec:
         self.max_items = max_items
         self._by_id: dict[int, tuple[type[Any], list[tuple[str, Check]]]] = {}
         self._id_of: dict[type[Any], int] = {}
+        self._max_fields = 0
 
     # -- declaring messages
 
@@ -74,6 +75,7 @@ class Codec:
             hints = typing.get_type_hints(cls, include_extras=True)
             checks = [(f.name, self._check_for(hints[f.name])) for f in dataclasses.fields(cls)]
             self._by_id[type_id] = (cls, checks)
+            self._max_fields = max(self._max_fields, len(checks))
             self._id_of[cls] = type_id
             return cls
 
@@ -194,7 +196,7 @@ class Codec:
                 strict_map_key=True,
                 max_str_len=self.max_bytes,
                 max_bin_len=self.max_bytes,
-                max_array_len=self.max_items,
+                max_array_len=max(self.max_items, self._max_fields + 1),
                 max_map_len=self.max_items,
                 max_ext_len=0,
                 ext_hook=_refuse_ext,

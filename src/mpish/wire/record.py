@@ -436,21 +436,23 @@ class Opener(_Direction):
     ) -> tuple[Header, int]:
         """Like :meth:`open`, decrypting into ``out``; return the header and byte count.
 
-        ``out`` is only written after the tag verified (cryptography checks the tag
-        before releasing plaintext), so no unauthenticated byte is ever exposed.
+        cryptography's ``decrypt_into`` decrypts into ``out`` before it checks the tag.
+        On a failed tag this method zeroes the bytes it wrote before raising, so no
+        unauthenticated plaintext is left for the caller to see.
         """
         state, aead, rtype, flags, channel, n = self._prepare(record)
         size = len(record) - HEADER_SIZE - TAGLEN
         if len(out) < size:
             raise LocalProtocolError(f"output buffer of {len(out)} bytes, the record holds {size}")
+        target = memoryview(out)[:size]
         try:
             aead.decrypt_into(  # type: ignore[attr-defined]
-                self._nonce(0, n),
-                memoryview(record)[HEADER_SIZE:],
-                record[:HEADER_SIZE],
-                memoryview(out)[:size],
+                self._nonce(0, n), memoryview(record)[HEADER_SIZE:], record[:HEADER_SIZE], target
             )
         except InvalidTag:
+            # decrypt_into has already written the (unverified, attacker-malleable) CTR
+            # plaintext into ``out`` when the tag fails: wipe it before reporting.
+            target[:] = bytes(size)
             raise AuthenticationError("record failed authentication") from None
         self._accept(state, channel, n)
         header = Header(

@@ -1,0 +1,156 @@
+"""Record layer units: replay window, key epochs out of order, buffers, header checks."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from mpish.wire.errors import AuthenticationError, LocalProtocolError, RemoteProtocolError, ReplayError
+from mpish.wire.noise import CHACHAPOLY_FUNCTIONS, HASHES
+from mpish.wire.record import (
+    HEADER_SIZE,
+    MAX_RECORD_PAYLOAD,
+    REPLAY_WINDOW,
+    Limits,
+    Opener,
+    RecordType,
+    ReplayWindow,
+    Sealer,
+    parse_header,
+)
+
+
+def _pair(limits: Limits | None = None) -> tuple[Sealer, Opener]:
+    key, session = os.urandom(32), os.urandom(16)
+    suite = (CHACHAPOLY_FUNCTIONS, HASHES["BLAKE2s"], key, session, 4, 9, limits)
+    return Sealer(*suite), Opener(*suite)
+
+
+def test_window_in_order_out_of_order_and_jumps() -> None:
+    window = ReplayWindow()
+    accepted: set[int] = set()
+    rng = random.Random(7)
+    counters = list(range(3 * REPLAY_WINDOW))
+    # shuffle locally (within 100), then also jump far ahead once
+    for start in range(0, len(counters), 100):
+        block = counters[start : start + 100]
+        rng.shuffle(block)
+        counters[start : start + 100] = block
+    for n in counters:
+        window.check(n)
+        window.accept(n)
+        accepted.add(n)
+        with pytest.raises(ReplayError):
+            window.check(n)
+    top = window.top
+    for n in range(top - REPLAY_WINDOW + 1, top + 1):
+        with pytest.raises(ReplayError, match="already"):
+            window.check(n)
+    with pytest.raises(ReplayError, match="older"):
+        window.check(top - REPLAY_WINDOW)
+    window.accept(top + 5000)  # a jump clears the slots it passes
+    for n in range(top + 1, top + 5000):
+        window.check(n)  # never seen: fine
+    window.accept(top + 5000 + 3 * REPLAY_WINDOW)  # a jump past the whole window
+    window.check(top + 5000 + 3 * REPLAY_WINDOW - 1)
+
+
+def test_epochs_out_of_order_across_rekeys() -> None:
+    sealer, opener = _pair(Limits(rekey_shift=3))  # a new key every 8 records
+    records = [sealer.seal(f"{i}".encode(), channel=2) for i in range(100)]
+    order = list(range(100))
+    random.Random(3).shuffle(order)
+    for i in order:
+        header, plaintext = opener.open(records[i])
+        assert plaintext == f"{i}".encode() and header.counter == i and header.channel == 2
+    for i in (0, 50, 99):
+        with pytest.raises(ReplayError):
+            opener.open(records[i])
+
+
+def test_seal_into_and_open_into_large() -> None:
+    sealer, opener = _pair()
+    payload = os.urandom(MAX_RECORD_PAYLOAD)
+    buffer = bytearray(HEADER_SIZE + MAX_RECORD_PAYLOAD + 16)
+    size = sealer.seal_into(buffer, payload, channel=1)
+    assert size == len(buffer)
+    out = bytearray(MAX_RECORD_PAYLOAD)
+    header, count = opener.open_into(buffer, out)
+    assert count == MAX_RECORD_PAYLOAD and out == payload and header.type is RecordType.DATA
+    with pytest.raises(LocalProtocolError, match="exceeds"):
+        sealer.seal(bytes(MAX_RECORD_PAYLOAD + 1))
+    with pytest.raises(LocalProtocolError, match="output buffer"):
+        sealer.seal_into(bytearray(10), b"abc")
+    record = sealer.seal(b"abc")
+    with pytest.raises(LocalProtocolError, match="output buffer"):
+        opener.open_into(record, bytearray(2))
+
+
+def test_open_into_leaves_no_unauthenticated_bytes() -> None:
+    # cryptography's decrypt_into writes the CTR plaintext before checking the tag; a
+    # bit flipped in the ciphertext would flip the same bit of that plaintext.
+    sealer, opener = _pair()
+    record = bytearray(sealer.seal(b"secret data"))
+    record[HEADER_SIZE] ^= 1
+    out = bytearray(b"untouched!!...")
+    with pytest.raises(AuthenticationError):
+        opener.open_into(record, out)
+    assert out == bytes(11) + b"..."  # wiped, never the forged plaintext
+
+
+def test_header_checks() -> None:
+    sealer, _ = _pair()
+    record = bytearray(sealer.seal(b"x", type=RecordType.CLOSE))
+    assert parse_header(record).type is RecordType.CLOSE
+    for offset, value, message in ((1, 9, "unknown record type"), (2, 0x80, "flags"), (3, 1, "flags")):
+        bad = bytearray(record)
+        bad[offset] = value
+        with pytest.raises(RemoteProtocolError, match=message):
+            parse_header(bad)
+    with pytest.raises(RemoteProtocolError, match="shorter"):
+        parse_header(record[:10])
+    short_body = bytearray(record)
+    short_body[40:44] = (3).to_bytes(4, "big")
+    with pytest.raises(RemoteProtocolError, match="shorter than its tag"):
+        parse_header(short_body)
+
+
+def test_opener_rejects_handshake_records_and_bad_channels() -> None:
+    sealer, opener = _pair()
+    with pytest.raises(LocalProtocolError, match="out of range"):
+        sealer.seal(b"x", channel=2**32)
+    handshake = bytearray(sealer.seal(b"x"))
+    handshake[1] = RecordType.HANDSHAKE
+    with pytest.raises(RemoteProtocolError, match="handshake record"):
+        opener.open(handshake)
+
+
+def test_next_counter_and_sender_exhaustion() -> None:
+    sealer, opener = _pair(Limits(rekey_shift=1, max_counter=3))
+    assert sealer.next_counter(0) == 0
+    records = [sealer.seal(b"r") for _ in range(4)]
+    assert sealer.next_counter(0) == 4
+    with pytest.raises(LocalProtocolError, match="exhausted"):
+        sealer.seal(b"r")
+    assert [opener.open(r)[1] for r in records] == [b"r"] * 4
+
+
+def test_invalid_limits() -> None:
+    for kwargs in ({"rekey_shift": 0}, {"rekey_shift": 64}, {"max_counter": 0}):
+        with pytest.raises(LocalProtocolError):
+            Limits(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match="session"):
+        Sealer(CHACHAPOLY_FUNCTIONS, HASHES["SHA256"], bytes(32), b"short", 0, 1)
+
+
+def test_retired_epoch_is_rejected() -> None:
+    sealer, opener = _pair(Limits(rekey_shift=1))  # key per 2 records: the window spans many epochs
+    records = [sealer.seal(f"{i}".encode()) for i in range(REPLAY_WINDOW + 10)]
+    for record in records[:5]:
+        opener.open(record)
+    assert opener.open(records[8199])[1] == b"8199"  # epoch 4099: keys derived forward
+    with pytest.raises(ReplayError, match="older"):
+        opener.open(records[5])  # never received, but older than the window
+    assert opener.open(records[9])[1] == b"9"  # inside the window, 4000 epochs back: fine
