@@ -9,7 +9,6 @@ import struct
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from wirepair import PairFactory
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import (
     AuthenticationError,
@@ -24,6 +23,7 @@ from mpish.wire.framing import FrameDecoder
 from mpish.wire.noise import AESGCM_FUNCTIONS, HASHES, generate_keypair, public_bytes, rekey_bytes
 from mpish.wire.record import HEADER, HEADER_SIZE, REPLAY_WINDOW, Limits, channel_key
 from mpish.wire.state import State
+from wirepair import PairFactory
 
 # Offsets of header fields (record.py): version 0, type 1, flags 2, reserved 3,
 # session 4..20, sender 20, receiver 24, channel 28, counter 32, length 40.

@@ -6,7 +6,6 @@ import os
 
 import pytest
 
-from wirepair import PATTERNS, SUITES, PairFactory
 from mpish.wire.channel import CONTROL_CHANNEL, Binding, Role, SecureChannel
 from mpish.wire.errors import (
     AuthenticationError,
@@ -15,9 +14,10 @@ from mpish.wire.errors import (
     TruncatedError,
 )
 from mpish.wire.events import CloseReceived, HandshakeComplete, Message
-from mpish.wire.noise import generate_keypair, public_bytes
-from mpish.wire.record import HEADER_SIZE, MAX_RECORD_PAYLOAD
+from mpish.wire.noise import HandshakeState, generate_keypair, public_bytes
+from mpish.wire.record import FLAG_MORE, HEADER_SIZE, MAX_RECORD_PAYLOAD, Header, RecordType, Sealer
 from mpish.wire.state import State
+from wirepair import PATTERNS, SUITES, PairFactory
 
 
 @pytest.mark.parametrize("suite", SUITES)
@@ -162,3 +162,92 @@ def test_malformed_message_transport_record_sizes(make_pair: PairFactory) -> Non
     (record,) = pair.initiator.send(b"payload")
     with pytest.raises(RemoteProtocolError, match="header says"):
         pair.responder.receive_record(bytes(record) + b"extra")
+
+
+# Records that authenticate but break the channel protocol: a peer holding the key
+# (or a bug) could send them. They are forged here with the sender's own record sealer.
+
+
+def _sealer(channel: SecureChannel) -> Sealer:
+    sealer = channel._sealer
+    assert sealer is not None
+    return sealer
+
+
+def test_authenticated_protocol_violations(make_pair: PairFactory) -> None:
+    cases = [
+        (lambda s: s.seal(b"x", channel=CONTROL_CHANNEL), "data record on the control channel"),
+        (lambda s: s.seal(b"x", channel=CONTROL_CHANNEL, flags=FLAG_MORE), "control channel"),
+        (lambda s: s.seal(b"not empty", channel=CONTROL_CHANNEL, type=RecordType.CLOSE), "malformed close"),
+        (lambda s: s.seal(b"", channel=3, type=RecordType.CLOSE), "malformed close"),
+    ]
+    for make, message in cases:
+        pair = make_pair()
+        with pytest.raises(RemoteProtocolError, match=message):
+            pair.responder.receive_record(make(_sealer(pair.initiator)))
+        assert pair.responder.state is State.ERROR
+
+
+def test_parts_of_a_message_must_be_consecutive(make_pair: PairFactory) -> None:
+    pair = make_pair()
+    sealer = _sealer(pair.initiator)
+    first = sealer.seal(b"part 1", channel=4, flags=FLAG_MORE)
+    sealer.seal(b"lost part", channel=4, flags=FLAG_MORE)
+    third = sealer.seal(b"part 3", channel=4)
+    assert pair.responder.receive_record(first) == []
+    with pytest.raises(RemoteProtocolError, match="out of order"):
+        pair.responder.receive_record(third)
+
+
+def test_reassembly_is_bounded_by_max_message(make_pair: PairFactory) -> None:
+    pair = make_pair(max_message=10)
+    sealer = _sealer(pair.initiator)
+    assert pair.responder.receive_record(sealer.seal(b"123456", flags=FLAG_MORE)) == []
+    with pytest.raises(RemoteProtocolError, match="exceeds max_message"):
+        pair.responder.receive_record(sealer.seal(b"7890123", flags=FLAG_MORE))
+
+
+def test_records_after_the_peer_closed(make_pair: PairFactory) -> None:
+    pair = make_pair()
+    (close,) = pair.initiator.close()
+    pair.responder.receive_record(close)
+    late = _sealer(pair.initiator).seal(b"after close")
+    with pytest.raises(RemoteProtocolError, match="state close-received"):
+        pair.responder.receive_record(late)
+    with pytest.raises(LocalProtocolError, match="cannot close in state close-sent"):
+        pair.initiator.close()
+
+
+def test_handshake_violations(make_pair: PairFactory) -> None:
+    pair = make_pair(handshake=False)
+    (first,) = pair.initiator.initiate()
+    wrong_type = bytearray(first)
+    wrong_type[1] = RecordType.DATA
+    with pytest.raises(RemoteProtocolError, match="before the handshake finished"):
+        pair.responder.receive_record(bytes(wrong_type))
+
+    pair = make_pair(handshake=False)
+    (first,) = pair.initiator.initiate()
+    with pytest.raises(RemoteProtocolError, match="holds a record"):
+        pair.responder.receive_record(bytes(first) + b"x")
+
+
+def test_handshake_payload_is_refused() -> None:
+    # Noise allows payloads in handshake messages; mpish sends none (THREAT-MODEL: no data
+    # in the replayable first message), so a peer that sends one is refused.
+    k0, k1 = generate_keypair(), generate_keypair()
+    binding = Binding(os.urandom(16), 0, 1, "test")
+    responder = SecureChannel(
+        role=Role.RESPONDER, binding=binding, static_key=k1, remote_static=public_bytes(k0)
+    )
+    hs = HandshakeState(
+        "Noise_KK_25519_AESGCM_SHA256",
+        initiator=True,
+        prologue=binding.prologue("Noise_KK_25519_AESGCM_SHA256"),
+        s=k0,
+        rs=public_bytes(k1),
+    )
+    body = hs.write_message(b"early data")
+    header = Header(RecordType.HANDSHAKE, 0, binding.session, 0, 1, 0, 0, len(body))
+    with pytest.raises(RemoteProtocolError, match="carries a payload"):
+        responder.receive_record(header.pack() + body)

@@ -247,8 +247,7 @@ class SecureChannel:
         send_key, receive_key = hs.transport_keys()
         remote = hs.remote_static
         assert remote is not None  # KK, IK and XX all authenticate both sides
-        if self.remote_static is None:
-            self._check_remote(remote)
+        assert self.remote_static == remote  # known in advance (KK, IK) or checked on arrival
         cipher, hashes, b = self.protocol.cipher, self.protocol.hash, self.binding
         self._sealer = Sealer(cipher, hashes, send_key, b.session, self.local_id, self.remote_id, self.limits)
         self._opener = Opener(
