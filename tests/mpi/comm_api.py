@@ -1,0 +1,279 @@
+"""Run under mpiexec: every supported method of mpish.secure(comm) against the same call on raw MPI.
+
+Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts the job.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import numpy as np
+from mpi4py import MPI
+
+import mpish
+
+DTYPES = ("f8", "f4", "i4", "i8", "u1", "c16")
+SIZES = (0, 1, 1000, 300_000)  # 300_000 f8 = 2.4 MB: three records
+
+
+def ok(comm: object, name: str) -> None:
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print(f"OK {name}", flush=True)
+
+
+def check_objects(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    obj = {"rank": r, "data": list(range(r + 3)), "text": "é" * r}
+    big = bytes(range(256)) * 12_000  # 3 MB pickled: several records
+    st, rst = MPI.Status(), MPI.Status()
+    for payload in (obj, big):
+        got = c.sendrecv(payload if payload is obj else payload[r:], dest, 3, None, src, 3, st)
+        want = raw.sendrecv(payload if payload is obj else payload[r:], dest, 3, None, src, 3, rst)
+        assert got == want, (got, want)
+        assert (st.Get_source(), st.Get_tag()) == (rst.Get_source(), rst.Get_tag()) == (src, 3)
+    # send / recv / isend / irecv (irecv posted first, waited after)
+    req = c.irecv(source=src, tag=4)
+    sreq = c.isend(obj, dest, 4)
+    assert req.wait(st) == {"rank": src, "data": list(range(src + 3)), "text": "é" * src}
+    sreq.wait()
+    assert st.Get_source() == src and st.Get_tag() == 4
+    if n > 1:
+        if r == 0:
+            c.send(("hello", r), 1, 5)
+        elif r == 1:
+            assert c.recv(None, 0, 5) == ("hello", 0)
+    ok(c, "objects")
+
+
+def check_buffers(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    st, rst = MPI.Status(), MPI.Status()
+    for dt in DTYPES:
+        for size in SIZES:
+            send = (np.arange(size) * (r + 1)).astype(dt)
+            got, want = np.zeros(size, dt), np.zeros(size, dt)
+            c.Sendrecv(send, dest, 7, got, src, 7, st)
+            raw.Sendrecv(send, dest, 7, want, src, 7, rst)
+            assert np.array_equal(got, want), (dt, size)
+            assert st.Get_count(MPI.BYTE) == rst.Get_count(MPI.BYTE) == size * send.itemsize
+            assert (st.Get_source(), st.Get_tag()) == (rst.Get_source(), rst.Get_tag())
+    # [buf, count, datatype] specs and Send/Recv pairs (blocking, small)
+    if n > 1 and r < 2:
+        peer = 1 - r
+        a = np.arange(8, dtype="f8")
+        b = np.zeros(8, dtype="f8")
+        if r == 0:
+            c.Send([a, 5, MPI.DOUBLE], peer, 8)
+            c.Recv([b, MPI.DOUBLE], peer, 8)
+        else:
+            c.Recv([b, 8, MPI.DOUBLE], peer, 8, st)
+            assert st.Get_count(MPI.DOUBLE) == 5
+            c.Send(a, peer, 8)
+        assert np.array_equal(b[:5], a[:5])
+    ok(c, "buffers")
+
+
+def check_nonblocking(c: mpish.comm.SecureComm) -> None:
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    big = 400_000  # 3.2 MB of f8 per message: first record + continuation records
+    a = [np.zeros(big) for _ in range(3)]
+    # Three receives with the same envelope, posted before the sends, waited in reverse:
+    # MPI matches them in posting order; the continuations must follow their first record.
+    reqs = [c.Irecv(a[k], src, 9) for k in range(3)]
+    small = np.zeros(4, "i4")
+    sreq_small = c.Irecv(small, MPI.ANY_SOURCE, 11)
+    sends = [c.Isend(np.full(big, 10.0 * r + k), dest, 9) for k in range(3)]
+    sends.append(c.Isend(np.arange(4, dtype="i4") + r, dest, 11))
+    st = MPI.Status()
+    for k in (2, 1, 0):
+        reqs[k].Wait(st)
+        assert st.Get_source() == src and st.Get_tag() == 9
+        assert np.all(a[k] == 10.0 * src + k), (k, a[k][:3])
+    while not sreq_small.Test(st):
+        pass
+    assert np.array_equal(small, np.arange(4, dtype="i4") + src) and st.Get_tag() == 11
+    mpish.comm.SecureRequest.Waitall(sends)
+    ok(c, "nonblocking")
+
+
+def check_any(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
+    r, n = c.rank, c.size
+    st = MPI.Status()
+    for comm in (c, raw):
+        if r != 0:
+            comm.send(r * 100, 0, tag=20 + r)
+            comm.Barrier()  # the object phase is over before any buffer is sent
+            comm.Send(np.full(3, r, "i8"), 0, tag=40 + r)
+        else:
+            seen = {}
+            for _ in range(n - 1):
+                value = comm.recv(None, MPI.ANY_SOURCE, MPI.ANY_TAG, st)
+                assert value == st.Get_source() * 100 and st.Get_tag() == 20 + st.Get_source()
+                seen[st.Get_source()] = value
+            assert sorted(seen) == list(range(1, n))
+            comm.Barrier()
+            for _ in range(n - 1):
+                buf = np.zeros(3, "i8")
+                comm.Recv(buf, MPI.ANY_SOURCE, MPI.ANY_TAG, st)
+                assert np.all(buf == st.Get_source()) and st.Get_tag() == 40 + st.Get_source()
+                assert st.Get_count(MPI.INT64_T) == 3
+        comm.Barrier()
+    ok(c, "any_source_any_tag")
+
+
+def check_probe(c: mpish.comm.SecureComm) -> None:
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    st = MPI.Status()
+    for size in (17, 3_000_000):  # one record; several records (probe reads it in advance)
+        data = np.full(size, r % 256, "u1")
+        req = c.Isend(data, dest, 30)
+        c.Probe(src, MPI.ANY_TAG, st)
+        assert st.Get_tag() == 30 and st.Get_source() == src and st.Get_count() == size
+        while not c.Iprobe(src, 30, st):
+            pass
+        assert st.Get_count() == size
+        buf = np.zeros(st.Get_count(), "u1")
+        c.Recv(buf, st.Get_source(), st.Get_tag())
+        assert np.all(buf == src % 256)
+        req.Wait()
+    assert not c.iprobe(MPI.ANY_SOURCE, 31)
+    c.Barrier()
+    ok(c, "probe")
+
+
+def check_collectives(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
+    r, n = c.rank, c.size
+    for root in sorted({0, n - 1}):
+        obj = {"root": root, "x": [1.5, 2]} if r == root else None
+        assert c.bcast(obj, root) == raw.bcast(obj, root)
+        items = [(k, "s" * k) for k in range(n)] if r == root else None
+        assert c.scatter(items, root) == raw.scatter(items, root)
+        assert c.gather((r, "g"), root) == raw.gather((r, "g"), root)
+        assert c.reduce(r + 1, MPI.SUM, root) == raw.reduce(r + 1, MPI.SUM, root)
+        assert c.reduce([r], MPI.SUM, root) == raw.reduce([r], MPI.SUM, root)  # list concat, in rank order
+        for dt in ("f8", "i4", "u1"):
+            for size in (1, 5, 200_000):
+                a = (np.arange(size) % 7 + r).astype(dt)
+                b1, b2 = (
+                    a.copy() if r == root else np.zeros_like(a),
+                    a.copy() if r == root else np.zeros_like(a),
+                )
+                c.Bcast(b1, root)
+                raw.Bcast(b2, root)
+                assert np.array_equal(b1, b2)
+                g1, g2 = np.zeros(size * n, dt), np.zeros(size * n, dt)
+                c.Gather(a, g1, root)
+                raw.Gather(a, g2, root)
+                if r == root:
+                    assert np.array_equal(g1, g2)
+                src = (np.arange(size * n) % 5 + r).astype(dt)
+                s1, s2 = np.zeros(size, dt), np.zeros(size, dt)
+                c.Scatter(src, s1, root)
+                raw.Scatter(src, s2, root)
+                assert np.array_equal(s1, s2)
+                for op in (MPI.SUM, MPI.MAX, MPI.MIN):
+                    r1, r2 = np.zeros_like(a), np.zeros_like(a)
+                    c.Reduce(a, r1, op, root)
+                    raw.Reduce(a, r2, op, root)
+                    if r == root:
+                        assert np.array_equal(r1, r2), (dt, size, op)
+    assert c.allgather(r * 2) == raw.allgather(r * 2)
+    assert c.alltoall([(r, k) for k in range(n)]) == raw.alltoall([(r, k) for k in range(n)])
+    assert c.allreduce(r, MPI.MAX) == raw.allreduce(r, MPI.MAX)
+    assert c.allreduce(float(r)) == raw.allreduce(float(r))
+    c.barrier()
+    c.Barrier()
+    for dt in ("f8", "i8", "c16"):
+        for size in (3, 150_000):
+            a = (np.arange(size) + r).astype(dt)
+            x1, x2 = np.zeros(size * n, dt), np.zeros(size * n, dt)
+            c.Allgather(a, x1)
+            raw.Allgather(a, x2)
+            assert np.array_equal(x1, x2)
+            t = (np.arange(size * n) * (r + 1)).astype(dt)
+            y1, y2 = np.zeros(size * n, dt), np.zeros(size * n, dt)
+            c.Alltoall(t, y1)
+            raw.Alltoall(t, y2)
+            assert np.array_equal(y1, y2)
+            z1, z2 = np.zeros(size, dt), np.zeros(size, dt)
+            c.Allreduce(a, z1, MPI.SUM)
+            raw.Allreduce(a, z2, MPI.SUM)
+            assert np.array_equal(z1, z2)
+    ok(c, "collectives")
+
+
+def check_derived(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
+    r = c.rank
+    d = c.Dup()
+    assert isinstance(d, mpish.comm.SecureComm) and d.size == c.size
+    assert d.allreduce(r) == raw.allreduce(r)
+    assert d.raw is not c.raw
+    color = r % 2
+    s = c.Split(color, -r)
+    rs = raw.Split(color, -r)
+    assert isinstance(s, mpish.comm.SecureComm)
+    assert (s.rank, s.size) == (rs.Get_rank(), rs.Get_size())
+    assert s.allgather(r) == rs.allgather(r)
+    if s.size > 1:
+        s.send(("split", r), (s.rank + 1) % s.size, 2)
+        assert s.recv(None, (s.rank - 1) % s.size, 2)[0] == "split"
+    none = c.Split(MPI.UNDEFINED if r == 0 else 1)
+    assert (none == MPI.COMM_NULL) == (r == 0)
+    if none != MPI.COMM_NULL:
+        assert none.allreduce(1) == c.size - 1
+        none.Free()
+    rs.Free()
+    s.Free()
+    d.Free()
+    ok(c, "dup_split")
+
+
+def check_unsupported(c: mpish.comm.SecureComm) -> None:
+    for name in ("Ssend", "Bsend", "Allgatherv", "Scan", "Ibcast", "Mprobe", "Create_cart"):
+        try:
+            getattr(c, name)
+        except NotImplementedError as exc:
+            assert name in str(exc)
+        else:
+            raise AssertionError(f"{name} did not raise NotImplementedError")
+    try:
+        c.Allreduce(MPI.IN_PLACE, np.zeros(3))
+    except NotImplementedError:
+        pass
+    else:
+        raise AssertionError("IN_PLACE did not raise NotImplementedError")
+    ok(c, "unsupported")
+
+
+def main() -> None:
+    raw = MPI.COMM_WORLD.Dup()
+    c = mpish.secure(MPI.COMM_WORLD)
+    check_objects(c, raw)
+    check_buffers(c, raw)
+    check_nonblocking(c)
+    check_any(c, raw)
+    check_probe(c)
+    check_collectives(c, raw)
+    check_derived(c, raw)
+    check_unsupported(c)
+    assert c.rejected == 0
+    c.Barrier()
+    c.Free()
+    raw.Free()
+    if c.rank == 0:
+        print("ALL OK", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BaseException:
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)

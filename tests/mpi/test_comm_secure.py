@@ -1,0 +1,141 @@
+"""mpish.secure(comm) under the real mpiexec: API parity with raw MPI, attacks, key trust."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mpi4py")
+pytest.importorskip("numpy")
+
+from mpish.keys import AUTHORIZED_KEYS_NAME, ensure_identity
+
+pytestmark = pytest.mark.mpi
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+MPIEXEC = str(BIN / "mpiexec") if (BIN / "mpiexec").exists() else shutil.which("mpiexec")
+TIMEOUT = 110  # below pytest's 120 s per-test timeout, so a hang is reported with its output
+
+
+def _env(home: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("MPISH_HOME", None)
+    if home is not None:
+        env["MPISH_HOME"] = str(home)
+    return env
+
+
+def run(args: list[str], home: Path | None) -> subprocess.CompletedProcess[str]:
+    if MPIEXEC is None:
+        pytest.skip("no mpiexec")
+    try:
+        proc = subprocess.run(
+            [MPIEXEC, *args], env=_env(home), capture_output=True, text=True, timeout=TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"mpiexec timed out\nstdout:\n{exc.stdout!r}\nstderr:\n{exc.stderr!r}")
+    return proc
+
+
+def explain(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "mpish"
+    ensure_identity(path)
+    return path
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+def test_api_matches_raw_mpi(home: Path, ranks: int) -> None:
+    proc = run(["-n", str(ranks), sys.executable, str(HERE / "comm_api.py")], home)
+    assert proc.returncode == 0, explain(proc)
+    for check in (
+        "objects",
+        "buffers",
+        "nonblocking",
+        "any_source_any_tag",
+        "probe",
+        "collectives",
+        "dup_split",
+        "unsupported",
+    ):
+        assert f"OK {check}" in proc.stdout, explain(proc)
+    assert "ALL OK" in proc.stdout, explain(proc)
+
+
+ATTACKS = {
+    "random-bytes": "RemoteProtocolError",
+    "forged-header-pickle": "AuthenticationError",
+    "plaintext-pickle": "RemoteProtocolError",
+    "bitflip-ciphertext": "AuthenticationError",
+    "bitflip-tag": "AuthenticationError",
+    "bitflip-counter": "AuthenticationError",
+    "bitflip-length": "RemoteProtocolError",
+    "replay": "ReplayError",
+    "moved-tag": "RemoteProtocolError",
+    "moved-to-collective": "RemoteProtocolError",
+    "moved-rank": "RemoteProtocolError",
+    "reflected": "RemoteProtocolError",
+    "oversize-length": "RemoteProtocolError",
+    "forged-continuation": "AuthenticationError",
+    "irecv-evil-pickle": "AuthenticationError",
+}
+
+
+def test_attacks_rejected_and_never_delivered(home: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    proc = run(["-n", "2", sys.executable, str(HERE / "comm_attacks.py"), str(marker)], home)
+    assert proc.returncode == 0, explain(proc)
+    for attack, error in ATTACKS.items():
+        assert f"REJECTED {attack} {error}:" in proc.stdout, explain(proc)
+    assert "rejected 14" in proc.stdout and "ALL OK" in proc.stdout, explain(proc)
+    assert not marker.exists(), "a malicious pickle was unpickled"
+
+
+def _mpmd(homes: list[Path], mode: str) -> subprocess.CompletedProcess[str]:
+    args: list[str] = []
+    for index, path in enumerate(homes):
+        if index:
+            args.append(":")
+        args += [
+            "-n",
+            "1",
+            "-env",
+            "MPISH_HOME",
+            str(path),
+            sys.executable,
+            str(HERE / "comm_trust.py"),
+            mode,
+        ]
+    return run(args, None)
+
+
+def test_rank_with_another_users_key_is_refused(tmp_path: Path) -> None:
+    ensure_identity(tmp_path / "alice")
+    mallory, _ = ensure_identity(tmp_path / "mallory")
+    proc = _mpmd([tmp_path / "alice", tmp_path / "alice", tmp_path / "mallory"], "refuse")
+    assert proc.returncode == 0, explain(proc)
+    for rank in range(3):  # every rank raised, none hung (lines of several ranks may interleave)
+        assert f"REFUSED {rank} secure(): untrusted mpish key" in proc.stdout, explain(proc)
+    assert proc.stdout.count(f"rank 2 ({mallory.fingerprint}) is not trusted by 2 of 3") == 3, explain(proc)
+    assert "ACCEPTED" not in proc.stdout
+
+
+def test_authorized_keys_admit_another_key(tmp_path: Path) -> None:
+    alice, _ = ensure_identity(tmp_path / "alice")
+    bob, _ = ensure_identity(tmp_path / "bob")
+    (tmp_path / "alice" / AUTHORIZED_KEYS_NAME).write_text(bob.public_line + "\n")
+    (tmp_path / "bob" / AUTHORIZED_KEYS_NAME).write_text(alice.public_line + "\n")
+    proc = _mpmd([tmp_path / "alice", tmp_path / "bob"], "accept")
+    assert proc.returncode == 0, explain(proc)
+    assert "ACCEPTED 0" in proc.stdout and "ACCEPTED 1" in proc.stdout, explain(proc)
