@@ -38,7 +38,6 @@ from collections.abc import Callable
 from typing import Any
 
 from mpish.calls.messages import (
-    CODEC,
     ENCODING_MSGPACK,
     ENCODING_PICKLE,
     MAX_FRAME,
@@ -49,6 +48,8 @@ from mpish.calls.messages import (
     Message,
     Output,
     Result,
+    decode,
+    encode,
 )
 from mpish.calls.serialize import (
     BodyAborted,
@@ -60,7 +61,7 @@ from mpish.calls.serialize import (
     write_msgpack,
     write_pickle,
 )
-from mpish.transport.ssh import EndOfStream, FrameStream
+from mpish.transport.ssh import EndOfStream, FrameStream, grow_pipe
 from mpish.wire.errors import RemoteProtocolError
 
 OUTPUT_READ = 65536
@@ -148,14 +149,14 @@ class Agent:
         self.pump: OutputPump | None = None
 
     def send(self, message: Message) -> None:
-        self.stream.send([CODEC.encode(message)])
+        self.stream.send(encode(message))
 
     # -- reading
 
     def _read_loop(self) -> None:
         try:
             while True:
-                self.incoming.put(CODEC.decode(self.stream.receive()))
+                self.incoming.put(decode(self.stream.receive()))
         except RemoteProtocolError as exc:
             self.incoming.put(exc)
         except (EndOfStream, OSError):  # the client is gone
@@ -280,6 +281,8 @@ def _redirect() -> tuple[int, int, dict[int, str]]:
     """Keep the ssh pipes for the protocol; give fds 0, 1, 2 to user code."""
     proto_in = os.dup(0)
     proto_out = os.dup(1)
+    for fd in (proto_in, proto_out):
+        grow_pipe(fd)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)

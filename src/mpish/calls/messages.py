@@ -10,6 +10,7 @@ Conversation (client = the side that ran ``ssh``, agent = ``python -m mpish.agen
 
     agent  -> client   Hello                                   once, first frame
     client -> agent    Call [Chunk* End]                       one call at a time
+                       (a Chunk frame is 0x00 + raw bytes; every other frame is msgpack)
     agent  -> client   Output*  then  Result [Chunk* End]  |  Failure
                        (an End with aborted=True ends a body the sender could not
                         finish; a Failure follows it)
@@ -62,12 +63,11 @@ class Call:
     body: bytes | None  # None: the body follows as Chunk* End
 
 
-@CODEC.message(3)
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """A piece of a streamed body."""
+    """A piece of a streamed body. Not a msgpack message: see :func:`chunk_frame`."""
 
-    data: bytes
+    data: bytes | bytearray | memoryview
 
 
 @CODEC.message(4)
@@ -110,3 +110,29 @@ class Failure:
 
 
 Message = Hello | Call | Chunk | End | Output | Result | Failure
+
+RAW_CHUNK = b"\x00"  # first byte of a body-bytes frame; a msgpack array never starts with it
+
+
+def chunk_frame(data: bytes | bytearray | memoryview) -> list[bytes | bytearray | memoryview]:
+    """The frame parts of a Chunk: the marker byte, then the bytes as they are.
+
+    Body bytes skip msgpack so that a 4 MiB piece is neither packed nor unpacked (one copy
+    less on each side); the frame length still bounds it (``MAX_FRAME``).
+    """
+    return [RAW_CHUNK, data]
+
+
+def encode(message: Message) -> list[bytes | bytearray | memoryview]:
+    """The frame parts of any message."""
+    if isinstance(message, Chunk):
+        return chunk_frame(message.data)
+    return [CODEC.encode(message)]
+
+
+def decode(frame: bytes | bytearray) -> Message:
+    """The message in one frame: a raw Chunk, or a checked msgpack message."""
+    if frame[:1] == RAW_CHUNK:
+        return Chunk(memoryview(frame)[1:])
+    message: Message = CODEC.decode(frame)
+    return message

@@ -33,7 +33,6 @@ from mpish.wire.errors import (
 )
 
 from .messages import (
-    CODEC,
     ENCODING_MSGPACK,
     ENCODING_PICKLE,
     MAX_FRAME,
@@ -44,6 +43,8 @@ from .messages import (
     Message,
     Output,
     Result,
+    decode,
+    encode,
 )
 from .serialize import (
     BodyAborted,
@@ -246,11 +247,11 @@ class Remote:
             raise TransportClosed(f"{self.host}: this connection is closed{reason}; connect again")
 
     def _send(self, message: Message, deadline: float | None) -> None:
-        self._process.send([CODEC.encode(message)], deadline)
+        self._process.send(encode(message), deadline)
 
     def _next_message(self, deadline: float | None, output: OutputCallback) -> Message:
         while True:
-            message: Message = CODEC.decode(self._process.receive(deadline))
+            message = decode(self._process.receive(deadline))
             if not isinstance(message, Output):
                 return message
             output(message.stream, message.data)
@@ -341,7 +342,7 @@ def connect(
 def _handshake(host: str, process: SshProcess, deadline: float) -> AgentInfo:
     try:
         frame = process.receive(deadline, ConnectTimeout)
-        hello = CODEC.decode(frame)
+        hello = decode(frame)
     except RemoteProtocolError as exc:
         seen = process.frames.raw_prefix()
         raise RemoteProtocolError(

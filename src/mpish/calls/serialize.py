@@ -65,10 +65,10 @@ class BodyWriter:
             take = CHUNK_SIZE - len(self._pending)
             self._pending += view[:take]
             view = view[take:]
-            self._send(Chunk(bytes(self._pending)))
-            self._pending.clear()
+            self._send(Chunk(self._pending))
+            self._pending = bytearray()
         while len(view) > CHUNK_SIZE:
-            self._send(Chunk(view[:CHUNK_SIZE]))  # type: ignore[arg-type]  # msgpack packs views
+            self._send(Chunk(view[:CHUNK_SIZE]))
             view = view[CHUNK_SIZE:]
         self._pending += view
         return size
@@ -86,7 +86,7 @@ class BodyWriter:
             self._send_header(bytes(self._pending))
         else:
             if self._pending:
-                self._send(Chunk(bytes(self._pending)))
+                self._send(Chunk(self._pending))
             self._send(End(False, ""))
         self._pending = bytearray()
 
