@@ -328,9 +328,18 @@ def _finish(comm: Any, link: MpiLink, parent_intercomm: Any) -> None:
         raise TransportBroken(f"MPI failed while ending the session: {exc}") from exc
 
 
+def _ignore_sigint() -> None:
+    """A server outlives a terminal's Ctrl-C (the console forwards it as an Interrupt).
+
+    A no-op handler, not SIG_IGN: an ignored signal stays ignored across exec, and the
+    user's commands must keep the default SIGINT so that an Interrupt can stop them.
+    """
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+
+
 def server_main() -> int:
     """Entry point of a spawned server (``python -m mpish.launch``)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the console forwards Ctrl-C as Interrupt
+    _ignore_sigint()
     MPI = mpi()
     parent = MPI.Comm.Get_parent()
     if parent == MPI.COMM_NULL:
@@ -342,7 +351,7 @@ def server_main() -> int:
 
 def world_server_main() -> int:
     """A rank >= 1 under mpiexec."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _ignore_sigint()
     MPI = mpi()
     return run_server(MPI.COMM_WORLD.Dup())
 

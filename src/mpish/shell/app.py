@@ -80,7 +80,11 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
     style = Style.for_stream(sys.stdout)
     kind = "json" if args.json else "live" if args.verbose else "grouped"
     sink = make_sink(kind, len(ranks), out, err, style)
-    results = console.run(args.command, ranks, sink)
+    from .interactive import InterruptKeys
+
+    with InterruptKeys() as keys:
+        console.interrupt_key = keys.pressed
+        results = console.run(args.command, ranks, sink)
     if not args.json:
         for line in status_lines(results.values(), Style.for_stream(sys.stderr)):
             print(line, file=sys.stderr)

@@ -57,6 +57,9 @@ class Console:
         self._put_credit: dict[int, int] = {}
         self._handler: Callable[[int, object], None] = self._ignore
         self.peak_rss_kib: dict[int, int] = {}
+        # set by the terminal front end: True when the user typed Ctrl-C (the terminal is
+        # in raw mode during operations, so Ctrl-C is a key here, not a signal to the group)
+        self.interrupt_key: Callable[[], bool] | None = None
 
     # -- peers
 
@@ -124,6 +127,7 @@ class Console:
     def _wait(self, finished: Callable[[], bool], on_interrupt: Callable[[], None] | None = None) -> None:
         """Pump until ``finished()``; Ctrl-C calls ``on_interrupt`` and keeps waiting."""
         backoff = Backoff()
+        next_key_check = 0.0
         while True:
             try:
                 while not finished():
@@ -131,6 +135,10 @@ class Console:
                         backoff.activity()
                     else:
                         backoff.wait()
+                    if self.interrupt_key is not None and time.monotonic() >= next_key_check:
+                        next_key_check = time.monotonic() + 0.02
+                        if self.interrupt_key():
+                            raise KeyboardInterrupt
                 return
             except KeyboardInterrupt:
                 if on_interrupt is None:
@@ -265,6 +273,15 @@ class Console:
         sizes = dict.fromkeys(targets, 0)
         verdicts: dict[int, str] = {}
         received = 0
+        interrupted = False
+
+        def interrupt() -> None:
+            nonlocal interrupted
+            if not interrupted:
+                print("\nmpish: interrupting the get", file=self.err)
+                interrupted = True
+                for rank in targets:
+                    self._send(rank, p.Interrupt(xfer_id))
 
         def handle(rank: int, message: object) -> None:
             nonlocal received
@@ -301,7 +318,7 @@ class Console:
         try:
             for rank in targets:
                 self._send(rank, p.GetStart(xfer_id, remote))
-            self._wait(lambda: all(r in verdicts or not self.peers[r].alive for r in targets))
+            self._wait(lambda: all(r in verdicts or not self.peers[r].alive for r in targets), interrupt)
         finally:
             self._handler = self._ignore
             for rank, file in handles.items():

@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from typing import IO, Any, Protocol, TextIO
 
 from mpish import keys
@@ -63,6 +64,7 @@ class ToolkitReader:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
+        self.tty = tty
         history: History = InMemoryHistory()
         home = keys.mpish_home()
         if home.is_dir():
@@ -90,6 +92,53 @@ def make_reader(under_launcher: bool) -> LineReader:
                 return ToolkitReader(tty)
             tty.close()
     return PlainReader(sys.stdin, sys.stderr if sys.stdin.isatty() else None)
+
+
+class InterruptKeys:
+    """While an operation runs, Ctrl-C is read as a key instead of raising SIGINT.
+
+    The terminal's ISIG is turned off (as ssh does for its session), so Ctrl-C reaches no
+    process group: MPICH's singleton mpiexec, which shares our process group, would
+    otherwise take SIGINT as "abort the job". The console polls the key and forwards it
+    to the servers as an Interrupt. Not a terminal: nothing changes.
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdin
+        self.fd = -1
+        self.saved: list[Any] | None = None
+
+    def __enter__(self) -> InterruptKeys:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if self.stream.isatty():
+                import termios
+
+                self.fd = self.stream.fileno()
+                self.saved = termios.tcgetattr(self.fd)
+                raw = termios.tcgetattr(self.fd)
+                raw[3] &= ~(termios.ISIG | termios.ICANON | termios.ECHO)
+                raw[6][termios.VMIN] = 0
+                raw[6][termios.VTIME] = 0
+                termios.tcsetattr(self.fd, termios.TCSANOW, raw)
+        return self
+
+    def pressed(self) -> bool:
+        """True if Ctrl-C was typed since the last call (other keys are dropped)."""
+        if self.saved is None:
+            return False
+        try:
+            data = os.read(self.fd, 256)
+        except OSError:
+            return False
+        return b"\x03" in data
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            import termios
+
+            with contextlib.suppress(OSError):
+                termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
+            self.saved = None
 
 
 class Progress:
@@ -135,6 +184,7 @@ class Repl:
         self.err = sys.stderr
         self.style = Style.for_stream(sys.stdout)
         self.last_status = 0
+        self.tty: IO[str] | None = None
 
     def prompt(self) -> str:
         self.targets = frozenset(r for r in self.targets if r in self.console.hosts)
@@ -145,6 +195,8 @@ class Repl:
         from mpish.launch import under_launcher
 
         reader = self.reader or make_reader(under_launcher())
+        if isinstance(reader, ToolkitReader):
+            self.tty = reader.tty
         while self.console.hosts:
             try:
                 line = reader.read(self.prompt())
@@ -182,11 +234,22 @@ class Repl:
 
     def run(self, command: str, targets: frozenset[int]) -> None:
         sink = make_sink(self.mode, len(targets), self.out, sys.stderr.buffer, self.style)
-        results = self.console.run(command, targets, sink)
+        with self.keys():
+            results = self.console.run(command, targets, sink)
         sys.stdout.flush()
         for text in status_lines(results.values(), Style.for_stream(sys.stderr)):
             print(text, file=self.err)
         self.last_status = max((r.exit for r in results.values()), default=0)
+
+    @contextlib.contextmanager
+    def keys(self) -> Iterator[None]:
+        """Ctrl-C as a key for the duration of one operation (see InterruptKeys)."""
+        with InterruptKeys(self.tty) as keys_:
+            self.console.interrupt_key = keys_.pressed
+            try:
+                yield
+            finally:
+                self.console.interrupt_key = None
 
     # -- built-ins
 
@@ -236,7 +299,8 @@ class Repl:
         size = os.path.getsize(local)
         progress = Progress(f"put {os.path.basename(local)}", size, self.err)
         started = time.monotonic()
-        verdicts = self.console.put(local, remote, self.targets, progress)
+        with self.keys():
+            verdicts = self.console.put(local, remote, self.targets, progress)
         progress.end()
         self._report("put", verdicts, size, time.monotonic() - started)
 
@@ -248,7 +312,8 @@ class Repl:
         local = words[1] if len(words) == 2 else os.path.basename(remote)
         progress = Progress(f"get {os.path.basename(remote)}", 0, self.err)
         started = time.monotonic()
-        verdicts = self.console.get(remote, local, self.targets, progress)
+        with self.keys():
+            verdicts = self.console.get(remote, local, self.targets, progress)
         progress.end()
         self._report("get", verdicts, 0, time.monotonic() - started)
 

@@ -175,14 +175,15 @@ class ShellServer:
         self.gate = CreditGate(p.WINDOW)
         self.state_dir = Path(tempfile.mkdtemp(prefix=f"mpish-{link.rank}-"))
         self.state = self.state_dir / "state"
-        self.state.write_text(initial_state(dict(os.environ), os.getcwd()))
+        environ = dict(os.environ, MPISH_RANK=str(link.rank), MPISH_SIZE=str(link.size))
+        self.state.write_text(initial_state(environ, os.getcwd()))
         (self.state_dir / "state.cwd").write_text(os.getcwd())
         self.script = _shell_script(self.state)
         self.bash = shutil.which("bash") or "/bin/bash"
         self.command: _Command | None = None
         self.puts: dict[int, _Put] = {}
+        self.gets: dict[int, _Job] = {}
         self.finished = False
-        self._jobs = 0
 
     # -- I/O helpers
 
@@ -278,10 +279,6 @@ class ShellServer:
 
     # -- commands
 
-    def _new_job(self) -> _Job:
-        self._jobs += 1
-        return _Job(self._jobs)
-
     def _start(self, run: p.Run) -> None:
         if self.command is not None:
             self._send(p.Done(run.cmd_id, 125, 0, 0.0, self.cwd, False, _peak_rss(), "a command is running"))
@@ -339,6 +336,8 @@ class ShellServer:
     def _on_event(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
         if kind == "get":
+            if isinstance(event[1], p.GetEnd):
+                self.gets.pop(event[1].xfer_id, None)
             self._send(event[1])
             return
         command = self.command
@@ -393,6 +392,11 @@ class ShellServer:
         return True
 
     def _interrupt(self, cmd_id: int) -> None:
+        get = self.gets.get(cmd_id)
+        if get is not None:
+            get.detached = True  # the get reader stops and sends GetEnd
+            self.gate.wake()
+            return
         command = self.command
         if command is None or command.job.ident != cmd_id or command.exited_at is not None:
             return
@@ -461,7 +465,7 @@ class ShellServer:
 
     def _get_start(self, start: p.GetStart) -> None:
         path = self._resolve(start.path)
-        job = self._new_job()
+        job = self.gets[start.xfer_id] = _Job(start.xfer_id)
         threading.Thread(target=self._get_reader, args=(start.xfer_id, path, job), daemon=True).start()
 
     def _get_reader(self, xfer_id: int, path: Path, job: _Job) -> None:
@@ -483,6 +487,8 @@ class ShellServer:
                     self.events.put(("get", p.GetChunk(xfer_id, data)))
         except OSError as exc:
             error = f"cannot read {path}: {exc.strerror}"
+        if job.detached and not error:
+            error = "interrupted"
         self.events.put(("get", p.GetEnd(xfer_id, size, digest.digest(), error)))
 
     # -- end
