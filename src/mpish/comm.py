@@ -87,6 +87,7 @@ from .wire.record import (
     FLAG_MORE,
     HEADER_SIZE,
     MAX_RECORD_PAYLOAD,
+    SMALL_RECORD,
     Header,
     Opener,
     RecordType,
@@ -242,6 +243,9 @@ class _Lane:
         """Blocking send of one message (one or more records)."""
         sealer = self.sealers[dest]
         size = len(data)
+        if size < SMALL_RECORD:  # one C call to seal, no copy into a buffer
+            self.comm.Send(sealer.seal(data, channel=tag), dest, tag)
+            return
         if size <= len(self._tx) - HEADER_SIZE - TAGLEN:
             n = sealer.seal_into(self._tx, data, channel=tag)
             self.comm.Send([self._tx, n, MPI.BYTE], dest, tag)
@@ -375,6 +379,8 @@ class _Lane:
     ) -> tuple[int, int, int, bytes | bytearray | None]:
         """Authenticate a first record from (source, tag), then its continuation records."""
         key = (source, tag)
+        if len(record) < SMALL_RECORD:
+            return self._process_small(record, source, tag, sink)
         try:
             header = self._check(record, source, tag)
             if header.counter <= self._last.get(key, -1):
@@ -403,6 +409,40 @@ class _Lane:
                 f"message from rank {source} tag {tag} exceeds the receive buffer of {len(sink)}"
             )
         return source, tag, n, data
+
+    def _process_small(
+        self, record: memoryview, source: int, tag: int, sink: memoryview | None
+    ) -> tuple[int, int, int, bytes | bytearray | None]:
+        """The hot path for a record under SMALL_RECORD bytes: open it whole, then check it.
+
+        ``open_fields`` checks session, sender and receiver (the Opener is chosen by the MPI
+        source) and the tag before anything is released; channel, counter order and flags
+        are checked here, on authenticated values.
+        """
+        key = (source, tag)
+        try:
+            _, flags, channel, counter, plain = self.openers[source].open_fields(record)
+            if channel != tag:
+                raise RemoteProtocolError(
+                    f"record for tag {channel} arrived with MPI tag {tag} (moved record)"
+                )
+            if counter <= self._last.get(key, -1):
+                raise ReplayError(
+                    f"record {counter} from rank {source} on tag {tag} is a replay or out of order"
+                )
+        except _RECORD_ERRORS:
+            self.stats.rejected += 1
+            raise
+        self._last[key] = counter
+        n = len(plain)
+        if flags & FLAG_MORE:  # a short first record of a long message: only a broken peer does that
+            raise RemoteProtocolError(f"short record flagged MORE from rank {source}")
+        if sink is None:
+            return source, tag, n, plain
+        if n > len(sink):
+            raise _mpi_truncate(f"message of {n} bytes from rank {source}, receive buffer of {len(sink)}")
+        sink[:n] = plain
+        return source, tag, n, None
 
     def _check(self, record: memoryview, source: int, tag: int) -> Header:
         header = parse_header(record)
