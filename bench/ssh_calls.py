@@ -13,7 +13,9 @@ measures, all through that same sshd and the system ssh:
   connect   mpish: connect + run(obj) + close (what one object costs without reuse)
   bulk      a 256 MiB bytes object to the agent and back (``remote.call(identity, blob)``)
   ssh cat   the same 256 MiB through ``ssh host cat`` (written and read back concurrently,
-            timed after the connection is up): the pipe's ceiling
+            timed after the connection is up): the pipe's ceiling, both directions at once
+  serial    256 MiB up through ssh, then 256 MiB down (``head -c``): the ceiling of a call,
+            whose result cannot start before its argument has arrived
 
 MB/s are 2**20-byte units of the object size over the round-trip time (the same
 definition for bulk and ssh cat). Run: python bench/ssh_calls.py [--calls N] [--mib M]
@@ -22,7 +24,6 @@ definition for bulk and ssh cat). Run: python bench/ssh_calls.py [--calls N] [--
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import statistics
 import struct
@@ -70,27 +71,6 @@ def bench_calls(remote: Remote, n: int) -> dict[str, float]:
         "lambda": median_us(lambda: remote.call(lambda: 1), n),
         "data": median_us(lambda: remote.call_data("operator.neg", 1), n),
     }
-
-
-def bench_execnet(server: SshServer, n: int) -> float | None:
-    try:
-        import execnet
-    except ImportError:
-        return None
-    spec = f"ssh=-F {server.ssh_config} host1//python={sys.executable}"
-    gateway = execnet.makegateway(spec)
-    try:
-        channel = gateway.remote_exec("for item in channel:\n    channel.send(item)\n")
-
-        def echo() -> None:
-            channel.send(1)
-            channel.receive()
-
-        result = median_us(echo, n)
-        channel.close()
-        return result
-    finally:
-        gateway.exit()
 
 
 def bench_seed(server: SshServer, workdir: Path, runs: int) -> float:
@@ -186,26 +166,90 @@ def bench_ssh_cat(server: SshServer, size: int, runs: int) -> float:
     return statistics.median(rates)
 
 
+def bench_ssh_serial(server: SshServer, size: int, runs: int) -> float:
+    """256 MiB up through ssh, then 256 MiB down: what a call's serial round trip can reach."""
+    blob = memoryview(bytes(range(256)) * (size // 256))
+    command = f"echo ready; head -c {size} >/dev/null; echo ok; head -c {size} /dev/zero"
+    rates = []
+    for _ in range(runs):
+        proc = subprocess.Popen(
+            ["ssh", *server.ssh_options, "-T", "host1", command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        assert proc.stdin and proc.stdout
+        assert proc.stdout.read(6) == b"ready\n"
+        t = time.perf_counter()
+        step = 1 << 20
+        for i in range(0, size, step):
+            proc.stdin.write(blob[i : i + step])
+        assert proc.stdout.read(3) == b"ok\n"
+        got = 0
+        while got < size:
+            data = proc.stdout.read(min(1 << 20, size - got))
+            assert data
+            got += len(data)
+        elapsed = time.perf_counter() - t
+        proc.stdin.close()
+        proc.stdout.close()
+        proc.wait()
+        rates.append(size / 2**20 / elapsed)
+    return statistics.median(rates)
+
+
+def open_execnet(server: SshServer) -> tuple[object, object] | None:
+    try:
+        import execnet
+    except ImportError:
+        return None
+    gateway = execnet.makegateway(f"ssh=-F {server.ssh_config} host1//python={sys.executable}")
+    channel = gateway.remote_exec("for item in channel:\n    channel.send(item)\n")
+    return gateway, channel
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000, help="round trips per latency figure")
     parser.add_argument("--mib", type=int, default=256, help="bulk object size in MiB")
     parser.add_argument("--runs", type=int, default=3, help="bulk and ssh cat repetitions")
+    parser.add_argument("--rounds", type=int, default=10, help="latency rounds (methods alternate)")
     options = parser.parse_args()
     size = options.mib * 2**20
+    per_round = max(1, options.calls // options.rounds)
+    latency: dict[str, list[float]] = {"call": [], "lambda": [], "data": [], "execnet": []}
+    bulk_runs: dict[str, list[float]] = {"bulk": [], "cat": [], "serial": []}
     with tempfile.TemporaryDirectory(prefix="mpish-bench-") as tmp:
         server = SshServer(Path(tmp) / "sshd")
         server.start()
         try:
+            ex = open_execnet(server)
             with connect("host1", python=sys.executable, ssh_options=server.ssh_options) as remote:
-                calls = bench_calls(remote, options.calls)
-                bulk = bench_bulk(remote, size, options.runs)
-            execnet_us = bench_execnet(server, options.calls)
+                # rounds alternate between the methods so that machine drift hits all alike
+                for _ in range(options.rounds):
+                    for name, value in bench_calls(remote, per_round).items():
+                        latency[name].append(value)
+                    if ex is not None:
+                        channel = ex[1]
+
+                        def echo(channel: object = channel) -> None:
+                            channel.send(1)  # type: ignore[attr-defined]
+                            channel.receive()  # type: ignore[attr-defined]
+
+                        latency["execnet"].append(median_us(echo, per_round))
+                for _ in range(options.runs):
+                    bulk_runs["bulk"].append(bench_bulk(remote, size, 1))
+                    bulk_runs["cat"].append(bench_ssh_cat(server, size, 1))
+                    bulk_runs["serial"].append(bench_ssh_serial(server, size, 1))
+            if ex is not None:
+                ex[0].exit()  # type: ignore[attr-defined]
             seed_ms = bench_seed(server, Path(tmp), 10)
             connect_ms = bench_connect(server, 10)
-            cat = bench_ssh_cat(server, size, options.runs)
         finally:
             server.stop()
+    calls = {k: statistics.median(v) for k, v in latency.items() if v}
+    execnet_us = calls.get("execnet")
+    bulk, cat, serial = (statistics.median(bulk_runs[k]) for k in ("bulk", "cat", "serial"))
     execnet_text = "n/a (pip install -e '.[bench]')" if execnet_us is None else f"{execnet_us:9.1f} us"
     rows = [
         ("mpish call(abs, -1)", f"{calls['call']:9.1f} us"),
@@ -217,6 +261,8 @@ def main() -> None:
         (f"mpish bulk {options.mib} MiB round trip", f"{bulk:9.1f} MB/s"),
         (f"ssh cat {options.mib} MiB", f"{cat:9.1f} MB/s"),
         ("bulk / ssh cat", f"{100 * bulk / cat:9.1f} %"),
+        (f"ssh up then down {options.mib} MiB", f"{serial:9.1f} MB/s"),
+        ("bulk / ssh up then down", f"{100 * bulk / serial:9.1f} %"),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"{'what':<{width}}  value")
@@ -230,5 +276,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     main()

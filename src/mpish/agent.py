@@ -11,10 +11,10 @@ inherits the descriptors) lands in those pipes, never in the protocol stream; an
 frames as the bytes come. Before a result is sent the pump is drained, so all output of a
 call arrives before its result.
 
-A reader thread decodes incoming frames into a small bounded queue; the main thread takes
-calls from it and runs them one at a time (in the main thread, so signals and libraries
-that want it behave). When the client goes away (EOF on stdin) the agent exits, even in
-the middle of a call, so no orphan keeps running after ssh ends.
+The main thread reads frames and runs calls one at a time (in the main thread, so signals
+and libraries that want it behave). A watcher thread polls the protocol pipe for a
+hang-up: when the client goes away in the middle of a call the agent exits at once, so no
+orphan keeps running after ssh ends.
 
 With ``--data-only`` the agent refuses pickled calls without reading them as pickle: only
 msgpack calls of importable functions (``pkg.mod:func``) run, and cloudpickle is never
@@ -28,12 +28,12 @@ import contextlib
 import importlib
 import io
 import os
-import queue
 import select
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +65,7 @@ from mpish.transport.ssh import EndOfStream, FrameStream, grow_pipe
 from mpish.wire.errors import RemoteProtocolError
 
 OUTPUT_READ = 65536
+POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)  # Linux: the peer closed its end
 
 
 def mpish_version() -> str:
@@ -144,7 +145,6 @@ class Agent:
     def __init__(self, stream: FrameStream, *, data_only: bool) -> None:
         self.stream = stream
         self.data_only = data_only
-        self.incoming: queue.Queue[Message | BaseException | None] = queue.Queue(maxsize=4)
         self.busy = False
         self.pump: OutputPump | None = None
 
@@ -153,25 +153,27 @@ class Agent:
 
     # -- reading
 
-    def _read_loop(self) -> None:
-        try:
-            while True:
-                self.incoming.put(decode(self.stream.receive()))
-        except RemoteProtocolError as exc:
-            self.incoming.put(exc)
-        except (EndOfStream, OSError):  # the client is gone
-            pass
-        if self.busy:  # the client left during a call: nobody will read the result
-            os._exit(0)
-        self.incoming.put(None)
-
     def next_message(self) -> Message:
-        item = self.incoming.get()
-        if item is None:
-            raise EOFError("the client closed the connection")
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        """The next message from the client (read here, in the main thread)."""
+        try:
+            return decode(self.stream.receive())
+        except (EndOfStream, OSError):
+            raise EOFError("the client closed the connection") from None
+
+    def _watch_hangup(self) -> None:
+        """Exit if the client goes away during a call (nobody would read the result).
+
+        poll() reports a hang-up of the protocol pipe (all writers closed) without
+        consuming any data, so the main thread keeps reading frames itself.
+        """
+        poller = select.poll()
+        poller.register(self.stream.read_fd, POLLRDHUP)  # POLLHUP/POLLERR are always reported
+        while True:
+            events = poller.poll()
+            if any(event & (select.POLLHUP | select.POLLERR | POLLRDHUP) for _, event in events):
+                if self.busy:
+                    os._exit(0)
+                time.sleep(0.1)  # idle: the main thread reads the EOF and exits
 
     # -- serving
 
@@ -186,7 +188,7 @@ class Agent:
                 self.data_only,
             )
         )
-        threading.Thread(target=self._read_loop, name="mpish-reader", daemon=True).start()
+        threading.Thread(target=self._watch_hangup, name="mpish-hangup", daemon=True).start()
         while True:
             try:
                 message = self.next_message()
