@@ -17,6 +17,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="per-command timeout (0 = none)")
     parser.add_argument("-w", "--targets", default="@all", metavar="TARGETS",
                         help="target ranks or hosts, e.g. @1-3,7 (default @all)")
+    parser.add_argument("--stats", action="store_true",
+                        help="after -c, print each rank's time and peak RSS on stderr")
 
 
 def main_shell(args: argparse.Namespace) -> int:
@@ -88,10 +90,11 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
     if not args.json:
         for line in status_lines(results.values(), Style.for_stream(sys.stderr)):
             print(line, file=sys.stderr)
-    if args.verbose >= 2:
+    if getattr(args, "stats", False):
         from .console import console_rss_kib
 
         for rank, result in sorted(results.items()):
-            print(f"mpish: rank {rank}: peak RSS {result.peak_rss_kib} KiB", file=sys.stderr)
+            print(f"mpish: rank {rank}: {result.seconds:.3f} s, peak RSS {result.peak_rss_kib} KiB",
+                  file=sys.stderr)
         print(f"mpish: console: peak RSS {console_rss_kib()} KiB", file=sys.stderr)
     return max((r.exit for r in results.values()), default=0)

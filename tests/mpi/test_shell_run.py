@@ -1,0 +1,209 @@
+"""The MPI shell, non-interactive: embedded spawn and mpiexec, keys, grouping, JSON, status."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from shell_util import MPIEXEC, MPISH, make_home, run
+
+pytestmark = pytest.mark.mpi
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return make_home(tmp_path / "home")
+
+
+def test_embedded_grouped_output_and_largest_exit(home: Path, tmp_path: Path) -> None:
+    result = run([MPISH, "-n", "3", "-c", "echo same; echo oops >&2; exit $MPISH_RANK"], home, tmp_path)
+    out = result.stdout.decode()
+    assert out.count("same") == 1, out  # identical outputs shown once
+    assert "@1-3 (3)" in out
+    assert result.returncode == 3  # the largest remote exit status, like clush -S
+    err = result.stderr.decode()
+    assert "oops" in err
+    assert "@1: exit code 1" in err and "@3: exit code 3" in err
+
+
+def test_different_outputs_are_grouped_separately(home: Path, tmp_path: Path) -> None:
+    command = 'if [ "$MPISH_RANK" = 2 ]; then echo two; else echo other; fi'
+    result = run([MPISH, "-n", "3", "-c", command], home, tmp_path)
+    out = result.stdout.decode()
+    assert result.returncode == 0
+    assert "@1,3 (2)" in out and "@2 (1)" in out
+    assert out.count("other") == 1 and out.count("two") == 1
+
+
+def test_json_one_object_per_rank(home: Path, tmp_path: Path) -> None:
+    result = run(
+        [MPISH, "-n", "2", "--json", "-c", "printf out$MPISH_RANK; echo err >&2; exit 5"], home, tmp_path
+    )
+    assert result.returncode == 5
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [r["rank"] for r in lines] == [1, 2]
+    for record in lines:
+        assert set(record) >= {"rank", "host", "exit", "signal", "stdout", "stderr", "seconds"}
+        assert record["stdout"] == f"out{record['rank']}"
+        assert record["stderr"] == "err\n"
+        assert record["exit"] == 5 and record["signal"] is None
+
+
+@pytest.mark.parametrize("size", [2, 4])
+def test_mpiexec_rank0_is_console(home: Path, tmp_path: Path, size: int) -> None:
+    result = run([MPIEXEC, "-n", str(size), MPISH, "--json", "-c", "echo $MPISH_RANK"], home, tmp_path)
+    assert result.returncode == 0, result.stderr
+    ranks = [json.loads(line)["rank"] for line in result.stdout.decode().splitlines()]
+    assert ranks == list(range(1, size))
+
+
+def test_binary_output_is_exact(home: Path, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 4
+    (tmp_path / "blob").write_bytes(data)
+    result = run([MPISH, "-n", "1", "-c", f"cat {tmp_path / 'blob'}"], home, tmp_path)
+    assert result.returncode == 0
+    assert result.stdout == data  # one target: streamed as is, binary-safe
+
+
+def test_refused_rank_never_runs_a_command(tmp_path: Path) -> None:
+    """MPMD with another key on ranks 1-2: refused by fingerprint; the marker is never made."""
+    from mpish import keys
+
+    good = make_home(tmp_path / "a")
+    other = make_home(tmp_path / "b")
+    marker = tmp_path / "marker"
+    command = f"touch {marker}.$MPISH_RANK"
+    args = [
+        MPIEXEC,
+        "-n",
+        "1",
+        "-env",
+        "MPISH_HOME",
+        str(good),
+        MPISH,
+        "-c",
+        command,
+        ":",
+        "-n",
+        "1",
+        "-env",
+        "MPISH_HOME",
+        str(good),
+        MPISH,
+        "-c",
+        command,
+        ":",
+        "-n",
+        "2",
+        "-env",
+        "MPISH_HOME",
+        str(other),
+        MPISH,
+        "-c",
+        command,
+    ]
+    result = run(args, good, tmp_path)
+    err = result.stderr.decode()
+    fp = keys.load_identity(other).fingerprint
+    assert "rank 2 (" in err and "rank 3 (" in err and fp in err, err
+    assert (tmp_path / "marker.1").exists()  # the good rank ran it
+    assert not (tmp_path / "marker.2").exists() and not (tmp_path / "marker.3").exists()
+    assert result.returncode == 0
+
+
+def test_authorized_key_is_accepted(tmp_path: Path) -> None:
+    console = make_home(tmp_path / "a")
+    server = make_home(tmp_path / "b", trust=[console])
+    (console / "authorized_keys").write_text(
+        __import__("mpish.keys", fromlist=["x"]).load_identity(server).public_line + "\n"
+    )
+    args = [
+        MPIEXEC,
+        "-n",
+        "1",
+        "-env",
+        "MPISH_HOME",
+        str(console),
+        MPISH,
+        "--json",
+        "-c",
+        "echo ok",
+        ":",
+        "-n",
+        "1",
+        "-env",
+        "MPISH_HOME",
+        str(server),
+        MPISH,
+        "--json",
+        "-c",
+        "echo ok",
+    ]
+    result = run(args, console, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["stdout"] == "ok\n"
+
+
+def test_timeout_kills_the_process_tree(home: Path, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    command = f"sleep 300 & echo $! > {pidfile}; sleep 300"
+    result = run([MPISH, "-n", "1", "-t", "1", "-c", command], home, tmp_path)
+    assert result.returncode == 128 + 15
+    assert "timed out" in result.stderr.decode()
+    pid = int(pidfile.read_text())
+    for _ in range(100):  # the background sleep was in the killed process group
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError("the background process survived the timeout")
+
+
+def test_gigabyte_of_output_complete_with_bounded_memory(home: Path, tmp_path: Path) -> None:
+    """1 GiB through the secure channel: every byte, right checksum, peak RSS < 200 MiB."""
+    size = 1 << 30
+    command = f"yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde | head -c {size}"
+    out_file = tmp_path / "out"
+    with out_file.open("wb") as sink:
+        import subprocess
+
+        from shell_util import shell_env
+
+        proc = subprocess.run(
+            [MPISH, "-n", "1", "--stats", "-t", "100", "-c", command],
+            env=shell_env(home),
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            timeout=110,
+        )
+    assert proc.returncode == 0, proc.stderr
+    line = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n"
+    expected = hashlib.sha256()
+    whole, rest = divmod(size, len(line))
+    block = line * 1024
+    for _ in range(whole // 1024):
+        expected.update(block)
+    expected.update(line * (whole % 1024) + line[:rest])
+    got = hashlib.sha256()
+    with out_file.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            got.update(chunk)
+    assert out_file.stat().st_size == size
+    assert got.hexdigest() == expected.hexdigest()
+    err = proc.stderr.decode()
+    rss = {
+        line.split(":")[1].strip(): int(line.split()[-2]) for line in err.splitlines() if "peak RSS" in line
+    }
+    print(err)
+    assert set(rss) == {"rank 1", "console"}, err
+    assert max(rss.values()) < 200 * 1024, rss
