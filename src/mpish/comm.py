@@ -227,6 +227,7 @@ class _Lane:
         self._pipe: list[bytearray] | None = None  # two RECORD_MAX buffers, allocated on first use
         self._rx = bytearray(RECORD_MAX)
         self._rxv = memoryview(self._rx)
+        self._rx2: bytearray | None = None  # second buffer for continuation records
         self._status = MPI.Status()
         self._last: dict[Envelope, int] = {}  # (source, tag) -> last counter processed
         self.posted: list[_PostedRecv] = []
@@ -301,9 +302,11 @@ class _Lane:
         status = self._status
         self.comm.Recv([self._rx, MPI.BYTE], source, tag, status)
         s, t = status.Get_source(), status.Get_tag()
-        count = status.Get_count(MPI.BYTE)
-        self.flush_posted(s, t, len(self.posted))
-        return self.process(self._rxv[:count], s, t, sink)
+        record = self._rxv[: status.Get_count(MPI.BYTE)]
+        if self.posted:  # completing earlier receives may reuse the lane's buffers: keep a copy
+            record = memoryview(bytes(record))
+            self.flush_posted(s, t, len(self.posted))
+        return self.process(record, s, t, sink)
 
     def _deliver_early(
         self, early: _Early, sink: memoryview | None
@@ -472,9 +475,26 @@ class _Lane:
         status = self._status
         error: MpishError | None = None
         more = True
+        if self._rx2 is None:
+            self._rx2 = bytearray(RECORD_MAX)
+        buffers = (self._rx, self._rx2)
+        which = 0
+        pending = self.bulk.Irecv([buffers[0], MPI.BYTE], source, tag)
         while more:
-            self.bulk.Recv([self._rx, MPI.BYTE], source, tag, status)
-            record = self._rxv[: status.Get_count(MPI.BYTE)]
+            if pending is None:
+                pending = self.bulk.Irecv([buffers[which], MPI.BYTE], source, tag)
+            pending.Wait(status)
+            record = memoryview(buffers[which])[: status.Get_count(MPI.BYTE)]
+            pending = None
+            # Post the receive of the next record before decrypting this one, so the sender's
+            # transfer overlaps our decryption. Only when this record (unauthenticated) says
+            # MORE: the flag is covered by the tag, so if it lies the record is rejected and
+            # we still need a record, which the posted receive then gets.
+            if len(record) > 2 and record[2] & FLAG_MORE:
+                which ^= 1
+                pending = self.bulk.Irecv([buffers[which], MPI.BYTE], source, tag)
+            else:
+                which ^= 1
             try:
                 header = self._check(record, source, tag)
                 last = self._last[key]
@@ -533,8 +553,9 @@ class _Lane:
         # order) to learn its size; receives look at these early messages first.
         message = MPI.Status()
         self.comm.Recv([self._rx, MPI.BYTE], s, t, message)
+        record = memoryview(bytes(self._rxv[: message.Get_count(MPI.BYTE)]))
         self.flush_posted(s, t, len(self.posted))
-        _, _, _, data = self.process(self._rxv[: message.Get_count(MPI.BYTE)], s, t, None)
+        _, _, _, data = self.process(record, s, t, None)
         assert data is not None
         self.early.append(_Early(s, t, data))
         return s, t, len(data)

@@ -97,6 +97,15 @@ def check_nonblocking(c: mpish.comm.SecureComm) -> None:
         pass
     assert np.array_equal(small, np.arange(4, dtype="i4") + src) and st.Get_tag() == 11
     mpish.comm.SecureRequest.Waitall(sends)
+    # A pending Irecv of a large message, then a blocking Recv that gets the next message
+    # of the same envelope: the Irecv's message (and its continuation) is processed first.
+    first = c.Irecv(a[0], src, 14)
+    sends = [c.Isend(np.full(big, 7.0 + r), dest, 14), c.Isend(np.full(4, r, "i4"), dest, 14)]
+    c.Recv(small, src, 14)
+    assert np.all(small == src)
+    first.Wait()
+    assert np.all(a[0] == 7.0 + src)
+    mpish.comm.SecureRequest.Waitall(sends)
     ok(c, "nonblocking")
 
 
