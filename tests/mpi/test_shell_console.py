@@ -1,0 +1,123 @@
+"""The interactive console driven through a real pseudo-terminal, as a person would type."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+from shell_util import MPISH, make_home, shell_env
+
+pytestmark = pytest.mark.mpi
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class Person:
+    """Types into the console and reads its screen (escape sequences removed)."""
+
+    def __init__(self, child: pexpect.spawn) -> None:
+        self.child = child
+
+    def prompt(self, cwd: str = "") -> str:
+        """Wait for the prompt (optionally showing ``cwd``); return what came before it."""
+        self.child.expect(re.escape(cwd) + r"#>" if cwd else r"#>")
+        time.sleep(0.2)  # a person reads the prompt before typing
+        return ANSI.sub("", self.child.before)
+
+    def type(self, line: str) -> None:
+        self.child.sendline(line)
+        self.child.expect("\r\n")  # prompt_toolkit redraws the accepted line, then a newline
+
+    def run(self, line: str, cwd: str = "") -> str:
+        self.type(line)
+        return self.prompt(cwd)
+
+
+@pytest.fixture
+def person(tmp_path: Path) -> Iterator[Person]:
+    home = make_home(tmp_path / "home")
+    env = shell_env(home, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
+    child = pexpect.spawn(MPISH, ["-n", "2"], env=env, cwd=str(tmp_path), timeout=30,
+                          encoding="utf-8", codec_errors="replace", dimensions=(50, 250))
+    try:
+        yield Person(child)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+        child.close()
+
+
+def test_cd_and_state_persist_and_exit_is_clean(person: Person, tmp_path: Path) -> None:
+    person.prompt()
+    person.run("cd /usr && export GREETING=hello && f() { echo fn-$1; }", cwd="/usr")
+    person.run("alias hi='echo alias-works'")
+    screen = person.run("pwd; echo $GREETING; f x; hi", cwd="/usr")
+    assert "@1-2 (2)" in screen  # identical outputs grouped once
+    assert screen.count("/usr\r\n") == 1 and "hello" in screen and "fn-x" in screen
+    assert "alias-works" in screen
+    screen = person.run("@2 echo only-$MPISH_RANK")
+    assert "only-2" in screen and "only-1" not in screen
+    person.type("exit")
+    person.child.expect(pexpect.EOF)
+    person.child.close()
+    assert person.child.exitstatus == 0
+
+
+def test_ctrl_c_interrupts_every_target_and_session_goes_on(person: Person) -> None:
+    person.prompt()
+    person.run(":mode live")
+    person.type("echo started-$MPISH_RANK; sleep 60; echo not-reached")
+    person.child.expect(["started-1", "started-2"])
+    person.child.expect(["started-1", "started-2"])
+    time.sleep(0.3)
+    person.child.sendcontrol("c")
+    screen = person.prompt()
+    assert "killed by SIGINT" in screen and "@1-2" in screen and "not-reached" not in screen
+    screen = person.run("echo still-alive-$MPISH_RANK")
+    assert "still-alive-1" in screen and "still-alive-2" in screen
+    person.child.sendcontrol("d")
+    person.child.expect(pexpect.EOF)
+    person.child.close()
+    assert person.child.exitstatus == 0
+
+
+def test_timeout_setting_and_garbage_output(person: Person) -> None:
+    person.prompt()
+    person.run(":timeout 1")
+    screen = person.run("sleep 30")
+    assert "timed out" in screen
+    screen = person.run(":timeout 0")
+    screen = person.run("head -c 3000 /dev/urandom; echo; echo survived")
+    assert "survived" in screen
+    person.type(":quit")
+    person.child.expect(pexpect.EOF)
+    person.child.close()
+    assert person.child.exitstatus == 0
+
+
+def test_put_and_get_verify_checksums(person: Person, tmp_path: Path) -> None:
+    data = os.urandom(3 * (1 << 20) + 12345)
+    source = tmp_path / "source.bin"
+    source.write_bytes(data)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    person.prompt()
+    person.run(f"cd {remote}")
+    screen = person.run(f":put {source} copy.bin")
+    assert "put @1-2: ok, SHA-256 verified" in screen
+    assert (remote / "copy.bin").read_bytes() == data
+    person.run("@1 cp copy.bin rank1.bin")
+    screen = person.run(":targets @1")
+    screen = person.run(f":get rank1.bin {tmp_path / 'back.bin'}")
+    assert "get @1: ok, SHA-256 verified" in screen
+    assert hashlib.sha256((tmp_path / "back.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
+    screen = person.run(":get does-not-exist")
+    assert "cannot read" in screen
+    person.type("exit")
+    person.child.expect(pexpect.EOF)
