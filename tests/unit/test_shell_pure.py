@@ -1,0 +1,140 @@
+"""Pure parts of the shell: rank sets, targets, grouping, status lines, protocol codec."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from mpish.shell import protocol as p
+from mpish.shell.grouping import GroupedSink, JsonSink, LiveSink, Result, Style, status_lines
+from mpish.shell.ranks import TargetError, describe, format_ranks, parse_ranks, resolve_targets
+from mpish.shell.server import initial_state
+from mpish.wire.errors import RemoteProtocolError
+
+
+@pytest.mark.parametrize(
+    ("text", "ranks"),
+    [("1", {1}), ("1-3,7", {1, 2, 3, 7}), ("7,1-3", {1, 2, 3, 7}), ("2-2", {2}), ("1,1", {1})],
+)
+def test_parse_ranks(text: str, ranks: set[int]) -> None:
+    assert parse_ranks(text) == ranks
+
+
+@pytest.mark.parametrize("text", ["", "a", "1-", "-1", "3-1", "1,,2", "1-2-3", "0-99999999"])
+def test_parse_ranks_rejects(text: str) -> None:
+    with pytest.raises(TargetError):
+        parse_ranks(text)
+
+
+@pytest.mark.parametrize("ranks", [set(), {1}, {1, 2, 3, 7}, {1, 3, 5}, {4, 5, 6, 10, 11}])
+def test_format_round_trips(ranks: set[int]) -> None:
+    text = format_ranks(ranks)
+    assert (parse_ranks(text) if text else set()) == ranks
+
+
+def test_resolve_targets() -> None:
+    hosts = {1: "n1", 2: "n1", 3: "n2.cluster"}
+    assert resolve_targets("@all", hosts) == {1, 2, 3}
+    assert resolve_targets("@1,3", hosts) == {1, 3}
+    assert resolve_targets("n1", hosts) == {1, 2}
+    assert resolve_targets("@n2", hosts) == {3}  # short host name
+    assert resolve_targets("@1+n2", hosts) == {1, 3}
+    with pytest.raises(TargetError, match="rank"):
+        resolve_targets("@4", hosts)
+    with pytest.raises(TargetError, match="host"):
+        resolve_targets("n9", hosts)
+    assert describe({1, 2, 3}, hosts) == "@all" and describe({1, 2}, hosts) == "@1-2"
+
+
+def test_grouped_sink_shows_identical_outputs_once() -> None:
+    out, err = io.BytesIO(), io.BytesIO()
+    sink = GroupedSink(out, err, Style())
+    for rank in (1, 2, 4):
+        sink.output(rank, p.STDOUT, b"same\n")
+    sink.output(3, p.STDOUT, b"diff")
+    sink.output(3, p.STDOUT, b"erent\n")
+    sink.output(4, p.STDERR, b"warn\n")
+    for rank in (1, 2, 3, 4):
+        sink.done(Result(rank, "h", 0))
+    sink.finish()
+    text = out.getvalue().decode()
+    assert text.count("same") == 2  # rank 4 differs by its stderr
+    assert "@1-2 (2)" in text and "@3 (1)" in text and "@4 (1)" in text
+    assert "different\n" in text
+    assert err.getvalue() == b"warn\n"
+
+
+def test_grouped_sink_spools_large_output_to_disk() -> None:
+    out = io.BytesIO()
+    sink = GroupedSink(out, io.BytesIO(), Style())
+    chunk = b"x" * 65536
+    for _ in range(64):  # 4 MiB per rank: beyond the in-memory spool
+        sink.output(1, p.STDOUT, chunk)
+        sink.output(2, p.STDOUT, chunk)
+    sink.finish()
+    assert out.getvalue().count(b"x") == 4 << 20
+    assert b"@1-2 (2)" in out.getvalue()
+
+
+def test_live_sink_prefixes_whole_lines() -> None:
+    out, err = io.BytesIO(), io.BytesIO()
+    sink = LiveSink(out, err, Style())
+    sink.output(1, p.STDOUT, b"a\nb")
+    sink.output(2, p.STDOUT, b"c\n")
+    sink.output(1, p.STDOUT, b"c\n")
+    sink.output(1, p.STDERR, b"tail")
+    sink.done(Result(1, "h", 0))
+    assert out.getvalue() == b"1: a\n2: c\n1: bc\n"
+    assert err.getvalue() == b"1: tail\n"
+
+
+def test_json_sink_fields() -> None:
+    out = io.BytesIO()
+    sink = JsonSink(out)
+    sink.output(2, p.STDOUT, b"\xffok")
+    sink.done(Result(2, "node", 130, 2, 1.5))
+    sink.finish()
+    record = json.loads(out.getvalue())
+    assert record == {"rank": 2, "host": "node", "exit": 130, "signal": 2, "stdout": "\ufffdok",
+                      "stderr": "", "seconds": 1.5}
+
+
+def test_status_lines_group_by_outcome_and_colour_only_when_asked() -> None:
+    results = [Result(1, "h", 0), Result(2, "h", 1), Result(3, "h", 1), Result(4, "h", 130, 2)]
+    lines = status_lines(results, Style())
+    assert lines == ["mpish: @2-3: exit code 1", "mpish: @4: killed by SIGINT"]
+    assert "\x1b[" in status_lines(results, Style(color=True))[0]
+
+
+def test_style_honours_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert Style.for_stream(Tty()).color
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not Style.for_stream(Tty()).color
+    assert not Style.for_stream(io.StringIO()).color
+
+
+def test_protocol_round_trip_and_validation() -> None:
+    message = p.Run(7, "echo hi", 1.5)
+    assert p.CODEC.decode(p.CODEC.encode(message)) == message
+    done = p.Done(1, 0, 0, 0.1, "/tmp", False, 100, "")
+    assert p.CODEC.decode(p.CODEC.encode(done)) == done
+    import msgpack
+
+    with pytest.raises(RemoteProtocolError):
+        p.CODEC.decode(msgpack.packb([2, "not an int", "cmd", 0.0]))
+    with pytest.raises(RemoteProtocolError):
+        p.CODEC.decode(msgpack.packb([5, 1, 1, "text, not bytes"]))
+
+
+def test_initial_state_quotes_and_strips_launcher_variables() -> None:
+    text = initial_state({"A": "x'; rm -rf /", "PMI_RANK": "3", "BAD-NAME": "1", "HOME": "/h"}, "/tmp/a b")
+    assert "PMI_RANK" not in text and "BAD-NAME" not in text
+    assert "builtin export A='x'\"'\"'; rm -rf /'" in text
+    assert text.startswith("builtin cd -- '/tmp/a b'")
