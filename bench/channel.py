@@ -81,7 +81,7 @@ def main() -> None:
         ops = _ops(size)
         count = max(20, min(20000, 40_000_000 // (size * 20 + 20_000)))
         samples: dict[str, list[float]] = {name: [] for name in ops}
-        for name, op in ops.items():  # warm-up
+        for op in ops.values():  # warm-up
             _time(op, max(5, count // 10))
         for _ in range(args.rounds):
             for name, op in ops.items():
@@ -91,7 +91,8 @@ def main() -> None:
         bare = results[(size, "bare")]
         for name in ops:
             t = results[(size, name)]
-            print(f"{size:>8} {name:>8} {t * 1e6:>10.2f} {1 / t:>12.0f} {size / t / 1e9:>8.3f} {t / bare:>8.2f}")
+            gbps = size / t / 1e9
+            print(f"{size:>8} {name:>8} {t * 1e6:>10.2f} {1 / t:>12.0f} {gbps:>8.3f} {t / bare:>8.2f}")
     mib = 1024 * 1024
     overhead_1k = results[(1024, "channel")] / results[(1024, "bare")]
     gbps_1m = mib / results[(mib, "channel")] / 1e9
