@@ -13,9 +13,6 @@ from sshd_server import SshServer, find_sshd
 
 from mpish.ssh import Remote, connect
 
-if find_sshd() is None:  # CI installs openssh-server (scripts/setup --test): this must not skip there
-    pytest.skip("OpenSSH sshd is not installed (scripts/setup --test installs it)", allow_module_level=True)
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -25,6 +22,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    if find_sshd() is None:  # CI installs openssh-server (scripts/setup --test): no skip there
+        pytest.skip("OpenSSH sshd is not installed (scripts/setup --test installs it)")
     server = SshServer(tmp_path_factory.mktemp("sshd"))
     server.start()
     try:

@@ -30,7 +30,7 @@ from mpish.wire.errors import RemoteProtocolError
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # this module is not importable remotely
 
 
-def test_host_unreachable_when_sshd_is_stopped(tmp_path: Path) -> None:
+def test_host_unreachable_when_sshd_is_stopped(sshd: SshServer, tmp_path: Path) -> None:
     server = SshServer(tmp_path / "stopped")
     server.start()
     server.stop()
