@@ -60,14 +60,16 @@ ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later 
 PIPE_SIZE = 1 << 20  # larger pipes: fewer, larger reads
 STRIP_ENV_PREFIXES = ("PMI_", "PMIX_", "HYDI_", "HYDRA_", "MPIR_", "MPICH_INTERFACE")
 
+# The EXIT trap writes STATE.new and CWD.new and ends STATE.new with a marker line; the
+# server renames them after bash exits, only if the marker is there (no fork of mv).
+STATE_COMPLETE = b"# mpish: state complete\n"
 _SAVE_STATE = r"""
 __mpish_save() {
   __mpish_s=$?
   builtin unset __mpish_c
-  { builtin printf 'builtin cd -- %q\n' "$PWD"; builtin declare -p; builtin declare -f;
-    builtin alias -p; builtin shopt -p; builtin set +o; } > STATE.tmp 2>/dev/null \
-    && builtin printf '%s' "$PWD" > CWD.tmp 2>/dev/null \
-    && builtin command -p mv -f STATE.tmp STATE && builtin command -p mv -f CWD.tmp CWD
+  { builtin printf '%s' "$PWD" > CWD.new; builtin printf 'builtin cd -- %q\n' "$PWD"; builtin declare -p;
+    builtin declare -f; builtin alias -p; builtin shopt -p; builtin set +o;
+    builtin printf '# mpish: state complete\n'; } > STATE.new 2>/dev/null
   builtin unset __mpish_s
   return $__mpish_s
 }
@@ -85,6 +87,23 @@ def _shell_script(state: Path) -> str:
         "builtin shopt -s expand_aliases\n"
         'builtin eval "$__mpish_c"\n'
     )
+
+
+def commit_state(state: Path) -> None:
+    """Adopt the state the last command's EXIT trap wrote, if it was written completely."""
+    new, cwd_new = state.with_name(state.name + ".new"), state.with_name(state.name + ".cwd.new")
+    try:
+        with new.open("rb") as handle:
+            handle.seek(max(0, new.stat().st_size - len(STATE_COMPLETE)))
+            complete = handle.read() == STATE_COMPLETE
+        if complete:
+            os.replace(cwd_new, state.with_name(state.name + ".cwd"))
+            os.replace(new, state)
+    except OSError:
+        pass
+    for leftover in (new, cwd_new):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def initial_state(environ: dict[str, str], cwd: str) -> str:
@@ -374,6 +393,7 @@ class ShellServer:
                 return False
             command.job.detached = True  # a background job holds the pipes: stop waiting
             self.gate.wake()
+        commit_state(self.state)
         code = command.proc.returncode
         sig = -code if code < 0 else 0
         self.command = None

@@ -12,8 +12,9 @@ is received into an empty buffer, which MPI truncates, and dropped).
 Waiting: MPICH's blocking calls busy-wait, so an idle rank would burn a core. The
 adapter therefore never blocks in MPI: :meth:`MpiLink.poll` runs ``Improbe`` and tests
 pending sends, and :class:`Backoff` says how long to sleep between empty polls: zero for
-a short hot period after the last activity (latency of a command round trip stays far
-below a millisecond), then a sleep that doubles up to :data:`MAX_SLEEP` (10 ms), so an
+a short hot period after the last activity, sleeps are 20 us (a round trip stays well
+below a millisecond, and on a small machine the poller does not steal the CPU from the
+command it waits for); then the sleep doubles up to :data:`MAX_SLEEP` (10 ms), so an
 idle rank uses ~0% CPU. Callers that also wait on something else (the shell server's
 pipe readers) sleep on their own queue with that timeout, so local events wake them at
 once and only MPI arrivals see the backoff delay.
@@ -34,7 +35,8 @@ from mpish.wire.record import HEADER_SIZE, MAX_RECORD_PAYLOAD
 
 MAX_RECORD = HEADER_SIZE + MAX_RECORD_PAYLOAD + 64  # header + body + AEAD tag, with slack
 SHELL_TAG = 0x5348  # "SH": the tag of every shell record on the session communicator
-HOT_SECONDS = 0.02  # keep polling without sleeping this long after the last activity
+HOT_SECONDS = 0.02  # keep polling with the shortest sleep this long after the last activity
+HOT_SLEEP = 20e-6  # a real sleep even when hot: spinning would steal the CPU from the work
 FIRST_SLEEP = 50e-6
 MAX_SLEEP = 0.010
 
@@ -63,13 +65,13 @@ class Backoff:
     def next_sleep(self) -> float:
         """How long to wait now; call after a poll that found nothing."""
         if time.monotonic() - self.last_activity < HOT_SECONDS:
-            return 0.0
+            return HOT_SLEEP
         self.sleep = FIRST_SLEEP if self.sleep == 0.0 else min(self.sleep * 2, MAX_SLEEP)
         return self.sleep
 
     def wait(self) -> None:
         delay = self.next_sleep()
-        time.sleep(delay)  # sleep(0) yields the GIL and the CPU while hot
+        time.sleep(delay)
 
 
 class MpiLink:
