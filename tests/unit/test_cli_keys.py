@@ -83,11 +83,6 @@ def test_keys_refuses_unprotected_key(home: Path, capsys: pytest.CaptureFixture[
     assert "Permissions 0644" in err
 
 
-def test_main_shell_placeholder(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["-n", "4", "-c", "hostname", "--json", "-v"]) == 2
-    assert "the MPI shell is not built yet" in capsys.readouterr().err
-
-
 def test_run_main_receives_parsed_options(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = {}
 
@@ -96,8 +91,16 @@ def test_run_main_receives_parsed_options(home: Path, monkeypatch: pytest.Monkey
         return 0
 
     monkeypatch.setattr("mpish.cli.run_main", fake_run_main)
-    assert main(["--np", "3", "-c", "ls -l", "-vv"]) == 0
-    assert seen == {"np": 3, "command": "ls -l", "json": False, "verbose": 2}
+    assert main(["--np", "3", "-c", "ls -l", "-vv", "-t", "2.5", "-w", "@1-2"]) == 0
+    assert seen == {
+        "np": 3,
+        "command": "ls -l",
+        "json": False,
+        "verbose": 2,
+        "timeout": 2.5,
+        "targets": "@1-2",
+        "stats": False,
+    }
 
 
 def test_bad_option_is_a_usage_error(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
