@@ -154,3 +154,18 @@ def test_retired_epoch_is_rejected() -> None:
     with pytest.raises(ReplayError, match="older"):
         opener.open(records[5])  # never received, but older than the window
     assert opener.open(records[9])[1] == b"9"  # inside the window, 4000 epochs back: fine
+
+
+def test_forged_record_of_a_later_epoch_does_not_move_the_epoch() -> None:
+    sealer, opener = _pair(Limits(rekey_shift=3))
+    records = [sealer.seal(f"{i}".encode()) for i in range(12)]
+    opener.open(records[0])
+    forged = bytearray(records[9])  # epoch 1, tag broken
+    forged[-1] ^= 1
+    with pytest.raises(AuthenticationError):
+        opener.open(forged)
+    state = opener._channels[0]
+    assert state.epoch == 0  # unchanged: only authenticated records move it
+    for i in range(1, 12):
+        assert opener.open(records[i])[1] == f"{i}".encode()
+    assert state.epoch == 1

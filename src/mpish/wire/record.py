@@ -503,7 +503,9 @@ class Opener(_Direction):
         epoch = n >> self._shift
         aead = state.aead
         if epoch != state.epoch:
-            aead = self._switch_epoch(state, epoch, (REPLAY_WINDOW >> self._shift) + 2)
+            # derive (bounded) but do not switch: the epoch moves only once a record of it
+            # authenticated (see _accept), so a forged counter cannot move it
+            aead = state.keys.aead(epoch, max_skip=(REPLAY_WINDOW >> self._shift) + 2)
         return state, aead
 
     def _explain(self, record: bytes | bytearray | memoryview) -> None:
@@ -519,6 +521,8 @@ class Opener(_Direction):
         window = state.window
         if channel not in self._channels:
             self._channels[channel] = state
+        if n >> self._shift > state.epoch:
+            self._switch_epoch(state, n >> self._shift, 0)
         window.accept(n)
         oldest = window.top - REPLAY_WINDOW + 1
         if oldest > 0 and (oldest >> self._shift) > 0:
