@@ -159,7 +159,7 @@ class SecureChannel:
         self._handshake_index = 0
         self.remote_static: bytes | None = remote_static
         self.handshake_hash: bytes | None = None
-        self.state = State.IDLE if initiator else State.HANDSHAKE
+        self._set_state(State.IDLE if initiator else State.HANDSHAKE)
         self._sealer: Sealer | None = None
         self._opener: Opener | None = None
         self._outgoing: list[bytes | bytearray] = []
@@ -170,13 +170,19 @@ class SecureChannel:
 
     # -- state
 
+    def _set_state(self, state: State) -> None:
+        self.state = state
+        # cached for the per-record hot paths (an Enum's hash is a Python-level call)
+        self._can_send = state in CAN_SEND
+        self._can_receive = state in CAN_RECEIVE
+
     def _move(self, event: Input) -> None:
-        self.state = next_state(self.state, event)
+        self._set_state(next_state(self.state, event))
 
     def _fail(self, exc: BaseException) -> None:
         if self.state is not State.ERROR:
             self._error = exc
-            self.state = next_state(self.state, Input.FAIL)
+            self._set_state(next_state(self.state, Input.FAIL))
 
     def _check_usable(self) -> None:
         if self.state is State.ERROR:
@@ -186,7 +192,7 @@ class SecureChannel:
 
     @property
     def is_open(self) -> bool:
-        return self.state in CAN_SEND
+        return self._can_send
 
     # -- handshake
 
@@ -263,7 +269,7 @@ class SecureChannel:
     def send(self, data: bytes | bytearray | memoryview, channel: int = 0) -> list[bytes | bytearray]:
         """Seal one message on ``channel``; return its records (several if it is large)."""
         sealer = self._sealer
-        if self.state not in CAN_SEND or sealer is None:
+        if not self._can_send or sealer is None:
             self._check_usable()
             raise LocalProtocolError(f"cannot send data in state {self.state.value}")
         if channel == CONTROL_CHANNEL:
@@ -288,7 +294,7 @@ class SecureChannel:
     def close(self) -> list[bytes | bytearray]:
         """Our authenticated close record: after it we send nothing more."""
         self._check_usable()
-        if self.state not in CAN_SEND or self._sealer is None:
+        if not self._can_send or self._sealer is None:
             raise LocalProtocolError(f"cannot close in state {self.state.value}")
         record = self._sealer.seal(b"", channel=CONTROL_CHANNEL, type=RecordType.CLOSE)
         self._move(Input.SEND_CLOSE)
@@ -305,7 +311,7 @@ class SecureChannel:
         """Process exactly one record (message transports such as MPI)."""
         try:
             opener = self._opener
-            if opener is not None and self.state in CAN_RECEIVE:
+            if opener is not None and self._can_receive:
                 rtype, flags, channel, counter, plaintext = opener.open_fields(record)
                 if rtype == RecordType.DATA and not flags and channel not in self._pending:
                     if channel == CONTROL_CHANNEL:
@@ -361,7 +367,7 @@ class SecureChannel:
         raise exc
 
     def _process(self, header: Header, record: bytes | bytearray | memoryview) -> list[Event]:
-        if self.state not in CAN_RECEIVE:
+        if not self._can_receive:
             raise RemoteProtocolError(f"record received in state {self.state.value}")
         if self._opener is None:
             return self._read_handshake(header, memoryview(record)[HEADER_SIZE:])
