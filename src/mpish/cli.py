@@ -82,6 +82,57 @@ def _run_keys(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# --- ssh ------------------------------------------------------------------------------
+
+
+def _add_ssh(parser: argparse.ArgumentParser) -> None:
+    from mpish.calls.shell_cli import DEFAULT_FANOUT
+
+    parser.add_argument("hosts", metavar="HOSTS", help="hosts: comma lists and ranges, e.g. node[1-8],login1")
+    parser.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND on every host and exit")
+    parser.add_argument(
+        "-f",
+        "--fanout",
+        type=int,
+        default=DEFAULT_FANOUT,
+        metavar="N",
+        help=f"at most N hosts at a time (default {DEFAULT_FANOUT})",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per host per line")
+    parser.add_argument("-v", "--verbose", action="store_true", help="live output, lines prefixed 'host: '")
+    parser.add_argument(
+        "-o",
+        dest="ssh_options",
+        action="append",
+        default=[],
+        metavar="OPTIONS",
+        help="options for ssh, split like a shell (repeatable), e.g. -o '-p 2222 -l admin'",
+    )
+    parser.add_argument("--python", default="python3", help="remote Python interpreter (default python3)")
+    parser.add_argument("-t", "--timeout", type=float, metavar="SECONDS", help="per-host command timeout")
+
+
+def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
+    del out  # the command's output is bytes: written to sys.stdout.buffer
+    from mpish.calls import shell_cli
+
+    if args.fanout < 1:
+        print(f"{PROG} ssh: -f must be at least 1", file=sys.stderr)
+        return 2
+    return shell_cli.main(
+        shell_cli.SshShellOptions(
+            hosts=args.hosts,
+            command=args.command,
+            fanout=args.fanout,
+            json=args.json,
+            verbose=args.verbose,
+            ssh_options=shell_cli.split_ssh_options(args.ssh_options),
+            python=args.python,
+            timeout=args.timeout,
+        )
+    )
+
+
 # --- dispatch ------------------------------------------------------------------------
 
 _Adder = Callable[[argparse.ArgumentParser], None]
@@ -90,6 +141,7 @@ _Runner = Callable[[argparse.Namespace, TextIO], int]
 SUBCOMMANDS: dict[str, tuple[str, _Adder, _Runner]] = {
     "keygen": ("create the identity key (~/.mpish/id_x25519)", _add_keygen, _run_keygen),
     "keys": ("show the identity key and authorized_keys", _add_keys, _run_keys),
+    "ssh": ("run a command on many hosts over ssh (clush-style)", _add_ssh, _run_ssh),
 }
 
 

@@ -51,3 +51,15 @@ def test_group_shell_streams_output_per_host(sshd: SshServer) -> None:
     assert {h: r.value for h, r in results.items()} == dict.fromkeys(hosts, 2)
     assert set(seen) == set(hosts)
     assert all(data.startswith(b"hi from ") for data in seen.values())
+
+
+def test_each_once_connects_runs_and_closes_per_host(sshd: SshServer) -> None:
+    done: list[str] = []
+    group = Group(["host1", "host2", "badkey"], fanout=2, python=sys.executable, ssh_options=sshd.ssh_options)
+    results = group.each_once(
+        lambda remote: remote.call_data("os.getpid"), on_done=lambda r: done.append(r.host)
+    )
+    assert sorted(done) == ["badkey", "host1", "host2"]
+    assert results["host1"].ok and results["host2"].ok and results["host1"].seconds > 0
+    assert isinstance(results["badkey"].error, AuthenticationRefused)
+    assert group.remotes == {}  # nothing stays open

@@ -9,6 +9,7 @@ not stop the others.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class HostResult:
     host: str
     value: Any = None
     error: BaseException | None = None
+    seconds: float = 0.0  # wall time of this host's part of the operation
 
     @property
     def ok(self) -> bool:
@@ -77,19 +79,31 @@ class Group:
             return write_output
         return lambda stream, data: callback(host, stream, data)
 
-    def _map(self, hosts: Sequence[str], work: Callable[[str], Any]) -> dict[str, HostResult]:
+    def _map(
+        self,
+        hosts: Sequence[str],
+        work: Callable[[str], Any],
+        on_done: Callable[[HostResult], None] | None = None,
+    ) -> dict[str, HostResult]:
         def one(host: str) -> HostResult:
+            start = time.monotonic()
             try:
-                return HostResult(host, value=work(host))
+                result = HostResult(host, value=work(host), seconds=time.monotonic() - start)
             except Exception as exc:
-                return HostResult(host, error=exc)
+                result = HostResult(host, error=exc, seconds=time.monotonic() - start)
+            if on_done is not None:
+                on_done(result)
+            return result
 
         if not hosts:
             return {}
-        with ThreadPoolExecutor(
-            max_workers=min(self.fanout, len(hosts)), thread_name_prefix="mpish-group"
-        ) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.fanout, len(hosts)), thread_name_prefix="mpish-group")
+        try:
             results = list(pool.map(one, hosts))
+        except BaseException:  # Ctrl-C: do not wait here for hosts still running
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return {r.host: r for r in results}
 
     def connect(self) -> dict[str, HostResult]:
@@ -110,7 +124,10 @@ class Group:
         self._connected = True
         return results
 
-    def _each(self, work: Callable[[Remote], Any]) -> dict[str, HostResult]:
+    def each(
+        self, work: Callable[[Remote], Any], hosts: Sequence[str] | None = None
+    ) -> dict[str, HostResult]:
+        """``work(remote)`` on every host (or on ``hosts``) in parallel, connecting first if needed."""
         if not self._connected:
             self.connect()
 
@@ -120,27 +137,44 @@ class Group:
                 raise self.connect_errors[host]
             return work(remote)
 
-        return self._map(self.hosts, one)
+        return self._map(self.hosts if hosts is None else list(hosts), one)
 
     def call(
         self, fn: Callable[..., Any], /, *args: Any, timeout: float | None = None, **kwargs: Any
     ) -> dict[str, HostResult]:
         """``Remote.call`` on every host."""
-        return self._each(lambda r: r.invoke(fn, args, kwargs, timeout=timeout))
+        return self.each(lambda r: r.invoke(fn, args, kwargs, timeout=timeout))
 
     def call_data(
         self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
     ) -> dict[str, HostResult]:
         """``Remote.call_data`` on every host."""
-        return self._each(lambda r: r.invoke_data(name, args, kwargs, timeout=timeout))
+        return self.each(lambda r: r.invoke_data(name, args, kwargs, timeout=timeout))
 
     def run(self, obj: Any, *, timeout: float | None = None) -> dict[str, HostResult]:
         """``Remote.run`` on every host."""
-        return self._each(lambda r: r.run(obj, timeout=timeout))
+        return self.each(lambda r: r.run(obj, timeout=timeout))
 
     def shell(self, command: str, *, timeout: float | None = None) -> dict[str, HostResult]:
         """Run a shell command on every host; ``value`` is its exit status."""
-        return self._each(lambda r: r.shell(command, timeout=timeout))
+        return self.each(lambda r: r.shell(command, timeout=timeout))
+
+    def each_once(
+        self, work: Callable[[Remote], Any], on_done: Callable[[HostResult], None] | None = None
+    ) -> dict[str, HostResult]:
+        """Connect, ``work(remote)``, close: host by host, at most ``fanout`` at a time.
+
+        This is clush's model for a one-shot command: a host holds a slot (and an ssh
+        connection) only while it is being worked on, so thousands of hosts need only
+        ``fanout`` connections at once. ``seconds`` includes the connection. ``on_done``
+        is called (in a worker thread) with each host's result as soon as it is known.
+        """
+
+        def one(host: str) -> Any:
+            with connect(host, on_output=self._output_for(host), **self.connect_options) as remote:
+                return work(remote)
+
+        return self._map(self.hosts, one, on_done)
 
     def close(self) -> None:
         """Close every connection (in parallel, each bounded)."""

@@ -1,0 +1,158 @@
+"""``mpish ssh HOSTS [-c CMD]``: node sets, grouping, JSON, live output, exit status, console."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+from sshd_server import SshServer
+
+from mpish.calls.shell_cli import HostsError, expand_hosts, fold_hosts
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def mpish_ssh(sshd: SshServer, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``mpish ssh`` against the test sshd, with this venv's Python on the "remote"."""
+    argv = [
+        sys.executable,
+        "-m",
+        "mpish",
+        "ssh",
+        "-o",
+        " ".join(sshd.ssh_options),
+        "--python",
+        sys.executable,
+    ]
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
+    return subprocess.run(
+        [*argv, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
+def test_node_sets_expand_and_fold() -> None:
+    assert expand_hosts("node[1-3],login1") == ["login1", "node1", "node2", "node3"]
+    assert expand_hosts("host[1-2],host2") == ["host1", "host2"]
+    assert fold_hosts(["host1", "host3", "host2"]) == "host[1-3]"
+    with pytest.raises(HostsError):
+        expand_hosts("node[3-")
+
+
+def test_identical_outputs_are_shown_once_and_the_largest_status_wins(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-4]", "-c", "echo same; echo oops >&2; test $$ -gt 0 && exit 3")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "---------------\nhost[1-4] (4)\n---------------\nsame\n"
+    assert done.stderr.count("oops") == 1
+    assert "mpish: host[1-4]: exit code 3" in done.stderr
+
+
+def test_distinct_outputs_get_their_own_headers(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-3]", "-f", "2", "-c", "echo $$")  # a pid per host
+    assert done.returncode == 0, done.stderr
+    headers = re.findall(r"^(host\d) \(1\)$", done.stdout, re.MULTILINE)
+    assert headers == ["host1", "host2", "host3"]
+
+
+def test_one_host_streams_raw_output_and_its_status(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host1", "-c", "printf 'a\\nb'; exit 7")
+    assert (done.returncode, done.stdout) == (7, "a\nb")
+
+
+def test_json_one_object_per_host_with_errors_as_255(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-2],badkey", "--json", "-c", "echo out; echo err >&2; kill -TERM $$")
+    assert done.returncode == 255
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["host"] for r in records] == ["badkey", "host1", "host2"]
+    for record in records[1:]:
+        assert set(record) == {"host", "exit", "signal", "stdout", "stderr", "seconds"}
+        assert (record["exit"], record["signal"]) == (143, 15)
+        assert (record["stdout"], record["stderr"]) == ("out\n", "err\n")
+        assert record["seconds"] >= 0
+    assert records[0]["exit"] == 255 and "authentication refused" in records[0]["error"]
+
+
+def test_live_output_is_prefixed_by_host(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-2]", "-v", "-c", "echo one; printf two")
+    assert done.returncode == 0, done.stderr
+    lines = sorted(done.stdout.splitlines())
+    assert lines == ["host1: one", "host1: two", "host2: one", "host2: two"]
+
+
+def test_errors_are_reported_per_host_and_count_as_255(sshd: SshServer, tmp_path: Path) -> None:
+    done = mpish_ssh(sshd, "host1,badkey", "-c", "exit 0")
+    assert done.returncode == 255
+    assert re.search(r"^badkey: authentication refused", done.stderr, re.MULTILINE)
+    argv = ["--python", str(tmp_path / "no-python"), "host2", "-c", "true"]
+    missing = mpish_ssh(sshd, *argv)
+    assert missing.returncode == 255
+    assert re.search(r"^host2: the remote Python was not found", missing.stderr, re.MULTILINE)
+    bad = mpish_ssh(sshd, "host[1-", "-c", "true")
+    assert bad.returncode == 1 and "bad host set" in bad.stderr
+
+
+# --- the console, through a real pseudo-terminal ----------------------------------------------
+
+
+@pytest.fixture
+def console(sshd: SshServer, tmp_path: Path) -> Iterator[pexpect.spawn]:
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="dumb")
+    argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", sys.executable, "host[1-2]"]
+    child = pexpect.spawn(
+        sys.executable,
+        argv,
+        env=env,
+        cwd=str(tmp_path),
+        timeout=30,
+        encoding="utf-8",
+        codec_errors="replace",
+        dimensions=(50, 250),
+    )
+    try:
+        yield child
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+        child.close()
+
+
+def test_console_keeps_cwd_and_environment_per_host(console: pexpect.spawn, tmp_path: Path) -> None:
+    console.expect_exact("[host[1-2]] ")
+    console.expect_exact("#> ")
+    console.sendline(f"cd {tmp_path}")
+    console.expect_exact(f"[host[1-2]] {tmp_path}#> ")
+    console.sendline("export MPISH_TEST_VALUE=forty-two")
+    console.expect_exact("#> ")
+    console.sendline("echo value=$MPISH_TEST_VALUE; pwd; exit 4")
+    console.expect_exact(f"{tmp_path}#> ")
+    screen = ANSI.sub("", console.before or "")
+    assert "host[1-2] (2)" in screen
+    assert screen.count("value=forty-two") == 1
+    assert "mpish: host[1-2]: exit code 4" in screen
+    console.sendline(":quit")
+    console.expect(pexpect.EOF)
+    console.close()
+    assert console.exitstatus == 0
+
+
+def test_console_ends_on_ctrl_d_and_exit(console: pexpect.spawn) -> None:
+    console.expect_exact("#> ")
+    console.sendline("exit")
+    console.expect(pexpect.EOF)
+    console.close()
+    assert console.exitstatus == 0
+
+
+def test_console_ends_on_ctrl_d(console: pexpect.spawn) -> None:
+    console.expect_exact("#> ")
+    console.sendeof()
+    console.expect(pexpect.EOF)
+    console.close()
+    assert console.exitstatus == 0
