@@ -56,6 +56,7 @@ class Console:
         self._owed: dict[int, int] = {}  # rank -> consumed bulk bytes not yet credited
         self._put_credit: dict[int, int] = {}
         self._handler: Callable[[int, object], None] = self._ignore
+        self._output: Callable[[int, int, bytes], None] = self._credit_only
         self.peak_rss_kib: dict[int, int] = {}
         # set by the terminal front end: True when the user typed Ctrl-C (the terminal is
         # in raw mode during operations, so Ctrl-C is a key here, not a signal to the group)
@@ -98,6 +99,11 @@ class Console:
     def _ignore(rank: int, message: object) -> None:
         del rank, message
 
+    def _credit_only(self, rank: int, stream: int, data: bytes) -> None:
+        """Output that nobody waits for (cannot happen in order): still return its credit."""
+        del stream
+        self._consumed(rank, len(data))
+
     def _pump_once(self) -> bool:
         """Handle what has arrived; True if anything did."""
         busy = False
@@ -114,6 +120,10 @@ class Console:
                 continue  # a forged record is dropped and counted by the channel
             for event in events:
                 if isinstance(event, Message):
+                    if event.channel != p.CONTROL:
+                        if event.channel in (p.STDOUT, p.STDERR):
+                            self._output(source, event.channel, event.data)
+                        continue
                     try:
                         message = p.CODEC.decode(event.data)
                     except ProtocolError as exc:
@@ -165,11 +175,12 @@ class Console:
         results: dict[int, Result] = {}
         started = time.monotonic()
 
+        def output(rank: int, stream: int, data: bytes) -> None:
+            sink.output(rank, stream, data)
+            self._consumed(rank, len(data))
+
         def handle(rank: int, message: object) -> None:
-            if isinstance(message, p.Output) and message.cmd_id == cmd_id:
-                sink.output(rank, message.stream, message.data)
-                self._consumed(rank, len(message.data))
-            elif isinstance(message, p.Done) and message.cmd_id == cmd_id:
+            if isinstance(message, p.Done) and message.cmd_id == cmd_id:
                 peer = self.peers[rank]
                 peer.cwd = message.cwd or peer.cwd
                 self.peak_rss_kib[rank] = message.peak_rss_kib
@@ -189,12 +200,14 @@ class Console:
                 self._send(rank, p.Interrupt(cmd_id))
 
         self._handler = handle
+        self._output = output
         for rank in targets:
             self._send(rank, p.Run(cmd_id, command, limit))
         try:
             self._wait(finished, interrupt)
         finally:
             self._handler = self._ignore
+            self._output = self._credit_only
         for rank in targets:
             if rank not in results:
                 lost = Result(rank, self.peers[rank].host, 255, 0, time.monotonic() - started,

@@ -5,12 +5,17 @@ console (rank 0) and one shell server. Conversation::
 
     server  -> console  Hello                               once, after the handshake
     console -> server   Run | Interrupt | Credit | PutStart PutChunk* PutEnd | GetStart | Quit
-    server  -> console  Output*  Done                       for each Run
+    server  -> console  (raw output chunks)*  Done          for each Run
                         Credit                              for PutChunk bytes written
                         GetChunk* GetEnd                    for each GetStart
                         PutDone                             for each PutEnd
 
-Flow control: a sender of bulk bytes (Output, GetChunk, PutChunk) never has more than
+These messages travel on channel 0 of the secure channel. A command's output is not
+wrapped: its stdout and stderr bytes are sent raw, as they were read from the pipe, on
+channels :data:`STDOUT` and :data:`STDERR` (no msgpack copy on the bulk path). MPI keeps
+the order of one sender's messages, so every chunk arrives before the command's Done.
+
+Flow control: a sender of bulk bytes (output, GetChunk, PutChunk) never has more than
 ``WINDOW`` bytes that the other side has not returned with a :class:`Credit`.
 """
 
@@ -21,11 +26,12 @@ from typing import Annotated
 
 from mpish.wire.codec import Codec, MaxLen
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: output as raw bytes on channels 1 and 2
 CHUNK = (1 << 20) - 256  # bulk bytes per message: one message is one record (record.py)
 WINDOW = 4 * 1024 * 1024  # unacknowledged bulk bytes per server and direction
-STDOUT = 1
-STDERR = 2
+CONTROL = 0  # secure-channel channel of the msgpack messages below
+STDOUT = 1  # secure-channel channel of raw stdout bytes (also the stream id of a sink)
+STDERR = 2  # secure-channel channel of raw stderr bytes
 
 CODEC = Codec("mpish.shell", max_bytes=1 << 20, max_items=64)
 
@@ -71,14 +77,7 @@ class Credit:
     nbytes: int
 
 
-@CODEC.message(5)
-@dataclass(frozen=True, slots=True)
-class Output:
-    """Bytes of the command's stdout (stream 1) or stderr (stream 2), as produced."""
-
-    cmd_id: int
-    stream: int
-    data: bytes
+# message 5 (Output) was retired in protocol 2: output is raw on channels 1 and 2
 
 
 @CODEC.message(6)
@@ -167,6 +166,6 @@ class Quit:
 
 
 ShellMessage = (
-    Hello | Run | Interrupt | Credit | Output | Done | PutStart | PutChunk | PutEnd | PutDone
+    Hello | Run | Interrupt | Credit | Done | PutStart | PutChunk | PutEnd | PutDone
     | GetStart | GetChunk | GetEnd | Quit
 )

@@ -1,47 +1,79 @@
-"""The shell server: one per rank, runs the console's commands with a persistent shell state.
+"""The shell server: one per rank, runs the console's commands in ONE long-lived bash.
 
 Theory of operation
 -------------------
-Persistent state without a persistent shell: every command runs in its own
-``bash --noprofile --norc`` started in a new session (so a new process group). The
-script first sources the rank's private state file, then ``eval``s the command; an EXIT
-trap dumps the shell state back (``cd`` to ``$PWD``, ``declare -p``, ``declare -f``,
-``alias -p``, ``shopt -p``, ``set +o``) to a temporary file renamed over the state file.
-So ``cd``, ``export``, variables, functions, aliases and options persist as in a
-terminal, while a timeout or Ctrl-C can kill the whole process group without ending
-the session: a command killed before its trap ran leaves the previous state in place.
-bash starts with an empty environment (the state file restores it), so ``unset`` and
-``export -n`` persist too. The state directory is private (mode 0700) and removed at
-exit.
+One bash per rank. ``bash --noprofile --norc`` is started once (in its own session)
+with four pipes: its stdin carries commands, its stdout and stderr are the commands'
+output, and fd 200 is a status pipe. A bootstrap (the first input) defines two shell
+functions and sources the rank's state file. Every command is then one input line::
 
-Waiting on MPI and on processes at once: only the main thread calls MPI. Per command,
-two reader threads block in ``os.read`` on stdout and stderr and a waiter thread blocks
-in ``wait()``; they put events on one queue. The main loop polls MPI (``Improbe``, never
-a blocking MPI call, which would busy-wait in MPICH), handles the queue, and when both
-are empty sleeps *on the queue* with the :class:`~mpish.transport.mpi.Backoff` timeout:
-process output and exit wake it at once, MPI arrivals are seen within the backoff
-(0 when hot, at most 10 ms when idle).
+    \\builtin eval '<command, shell-quoted>' </dev/null >&201 2>&202 200>&- 201>&- 202>&-; \\
+        __mpish_end <marker>
 
-Flow control: readers take credit *before* reading (at most ``WINDOW`` = 4 MiB of output
-read and not yet acknowledged by the console) and stop reading the pipe when out of
-credit, so a command writing 10 GiB keeps memory bounded on both sides and loses no
-byte: the writer simply blocks on the full pipe.
+``eval`` keeps a syntax error from ending the shell; the command's stdin is /dev/null
+(bash's stdin is the command pipe); fds 201/202 are bash's own copies of the output
+pipes, so an ``exec >file`` inside the command cannot divert the end markers, and the
+command's processes inherit no status fd. ``__MPISH_JOB=<marker>`` is put in the
+environment of every process the command starts (its ``eval``'s temporary
+environment), which is how the server finds them later (see Interrupts). Because the
+command is shell-quoted by the server (``shlex.quote``), nothing in it can escape the
+``eval``; no decoding process is forked. ``__mpish_end`` writes the per-command random
+marker (``\\x1f<32 hex>\\x1e``) to stdout and to stderr, then
+``<marker> <status> <cwd>\\0`` to the status fd, then dumps the shell state (``cd``,
+``declare -p``, ``declare -f``, ``alias -p``, ``shopt -p``, ``set +o``) to
+``state.<marker>`` and reports ``saved <marker>\\0``. So ``cd``, ``export``, variables,
+functions, aliases and options persist simply because the shell does; the dump is only
+for recovery. A command is done when its status line has arrived and both output
+streams have reached the marker (everything before it is the command's output; a
+suffix of a read that could be the start of the marker is held back until the next
+read). The dump runs while the console already has the result, so it costs no latency.
+
+Interrupts (Ctrl-C, timeout): the server first stops bash (SIGSTOP), so that it cannot
+go on with the rest of an interrupted command list, then signals every process whose
+environment carries the command's ``__MPISH_JOB`` marker (the whole tree, background
+jobs and double-forked daemons included; jobs of earlier commands are left alone):
+SIGINT, SIGTERM, then SIGKILL on repeated Ctrl-C; SIGTERM and SIGKILL after
+``KILL_GRACE`` on a timeout. Once none of them is left (at once for a builtin loop
+such as ``while :; do :; done``, which runs inside bash itself) bash is killed and a
+new one is started from the last state dump; the command's result says "state restored
+from before the interrupted command". A command that ends the shell itself (``exit``,
+``exec``, ``set -e`` and a failure, ``kill $$``, a crash) is reported with bash's exit
+status and the session continues the same way. Output still in the pipes is
+forwarded; background jobs that still hold an old pipe lose their later output.
+
+Waiting on MPI and on pipes at once, in one thread: the main loop polls MPI
+(``Improbe``, never a blocking MPI call, which would busy-wait in MPICH), then waits in
+``select`` on the status pipe and the output pipes with the
+:class:`~mpish.transport.mpi.Backoff` timeout: process output wakes it at once, MPI
+arrivals are seen within the backoff (20 us when hot, at most 10 ms when idle, so an
+idle server uses ~0% CPU). There are no threads and no queues.
+
+Output path (the bulk of the bytes): each stream is read with ``os.readv`` into a
+preallocated 1 MiB buffer and sealed straight from that buffer as raw bytes on its own
+SecureChannel channel (1 = stdout, 2 = stderr; control messages are msgpack on channel
+0), so a chunk is copied once by the kernel and once by the cipher. MPI keeps message
+order between two ranks, so the console sees every output chunk before the command's
+``Done``. A stream is read only while the server has credit: at most ``WINDOW`` = 4 MiB
+read and not yet acknowledged by the console; without credit the pipe is not read and
+the command blocks on a full pipe, so 10 GiB of output keep memory bounded on both
+sides and lose no byte. ``get`` is read from the file in the same loop, same credit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
-import queue
 import resource
+import secrets
+import select
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,55 +87,34 @@ from mpish.wire.events import CloseReceived, Message
 from . import protocol as p
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on a timeout
-DETACH_AFTER = 0.5  # after the shell exited, stop waiting for EOF once output is quiet this long
 ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later Ctrl-C
 PIPE_SIZE = 1 << 20  # larger pipes: fewer, larger reads
 STRIP_ENV_PREFIXES = ("PMI_", "PMIX_", "HYDI_", "HYDRA_", "MPIR_", "MPICH_INTERFACE")
+STATUS_FD, OUT_FD, ERR_FD = 200, 201, 202
+JOB_VARIABLE = "__MPISH_JOB"
+RESTORED = "state restored from before the interrupted command"
+KILLING_POLL = 0.02  # while killing a command, look at its processes this often
 
-# The EXIT trap writes STATE.new and CWD.new and ends STATE.new with a marker line; the
-# server renames them after bash exits, only if the marker is there (no fork of mv).
-STATE_COMPLETE = b"# mpish: state complete\n"
-_SAVE_STATE = r"""
-__mpish_save() {
+_BOOTSTRAP = r"""
+__mpish_end() {
   __mpish_s=$?
-  builtin unset __mpish_c
-  { builtin printf '%s' "$PWD" > CWD.new; builtin printf 'builtin cd -- %q\n' "$PWD"; builtin declare -p;
-    builtin declare -f; builtin alias -p; builtin shopt -p; builtin set +o;
-    builtin printf '# mpish: state complete\n'; } > STATE.new 2>/dev/null
+  builtin printf '\037%s\036' "$1" >&201
+  builtin printf '\037%s\036' "$1" >&202
+  builtin printf '%s %s %s\0' "$1" "$__mpish_s" "$PWD" >&200
   builtin unset __mpish_s
-  return $__mpish_s
+  __mpish_save "$1"
 }
+__mpish_save() {
+  { builtin printf 'builtin cd -- %q\n' "$PWD"; builtin declare -p; builtin declare -f;
+    builtin alias -p; builtin shopt -p; builtin set +o;
+    builtin printf '# mpish: state complete\n'; } > STATEDIR/state."$1" 2>/dev/null
+  builtin printf 'saved %s\0' "$1" >&200
+}
+exec 201>&1 202>&2
+builtin shopt -s expand_aliases
+builtin . STATEFILE 2>/dev/null
 """
-
-
-def _shell_script(state: Path) -> str:
-    quoted = shlex.quote(str(state))
-    save = _SAVE_STATE.replace("STATE", quoted).replace("CWD", shlex.quote(str(state) + ".cwd"))
-    return (
-        "__mpish_c=$__MPISH_COMMAND; builtin unset __MPISH_COMMAND\n"
-        f"builtin . {quoted} 2>/dev/null\n"
-        f"{save}\n"
-        "builtin trap __mpish_save EXIT\n"
-        "builtin shopt -s expand_aliases\n"
-        'builtin eval "$__mpish_c"\n'
-    )
-
-
-def commit_state(state: Path) -> None:
-    """Adopt the state the last command's EXIT trap wrote, if it was written completely."""
-    new, cwd_new = state.with_name(state.name + ".new"), state.with_name(state.name + ".cwd.new")
-    try:
-        with new.open("rb") as handle:
-            handle.seek(max(0, new.stat().st_size - len(STATE_COMPLETE)))
-            complete = handle.read() == STATE_COMPLETE
-        if complete:
-            os.replace(cwd_new, state.with_name(state.name + ".cwd"))
-            os.replace(new, state)
-    except OSError:
-        pass
-    for leftover in (new, cwd_new):
-        with contextlib.suppress(OSError):
-            leftover.unlink()
+STATE_COMPLETE = b"# mpish: state complete\n"
 
 
 def initial_state(environ: dict[str, str], cwd: str) -> str:
@@ -116,59 +127,176 @@ def initial_state(environ: dict[str, str], cwd: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-class CreditGate:
-    """Bulk-byte credit shared by the readers of one server (flow control, see module doc)."""
+def command_line(command: str, marker: str) -> bytes:
+    """The line bash reads for one command (see the module doc)."""
+    return (
+        f"{JOB_VARIABLE}={marker} \\builtin eval {shlex.quote(command)} "
+        f"</dev/null >&{OUT_FD} 2>&{ERR_FD} {STATUS_FD}>&- {OUT_FD}>&- {ERR_FD}>&-; "
+        f"__mpish_end {marker}\n"
+    ).encode()
 
-    def __init__(self, window: int) -> None:
-        self._credit = window
-        self._cond = threading.Condition()
 
-    def reserve(self, most: int, job: _Job) -> int:
-        """Block until some credit is free; take up to ``most``. 0 if ``job`` was detached."""
-        with self._cond:
-            while self._credit <= 0 and not job.detached:
-                self._cond.wait()
-            if job.detached:
-                return 0
-            taken = min(most, self._credit)
-            self._credit -= taken
-            return taken
+def state_is_complete(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - len(STATE_COMPLETE)))
+            return handle.read() == STATE_COMPLETE
+    except OSError:
+        return False
 
-    def give(self, nbytes: int) -> None:
-        if nbytes > 0:
-            with self._cond:
-                self._credit += nbytes
-                self._cond.notify_all()
 
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+class OutputStream:
+    """One output pipe of bash: a preallocated buffer, and the end-marker search."""
+
+    def __init__(self, stream: int, fd: int) -> None:
+        self.stream = stream
+        self.fd = fd
+        self.buffer = bytearray(p.CHUNK)
+        self.view = memoryview(self.buffer)
+        self.held = 0  # bytes at the start of the buffer that may begin a marker
+        self.ended = False  # the current command's marker was seen
+        self.eof = False
+
+    def read(self, limit: int) -> int:
+        """Read at most ``limit`` bytes after the held ones; bytes now in the buffer."""
+        space = min(limit, len(self.buffer) - self.held)
+        try:
+            count = os.readv(self.fd, [self.view[self.held : self.held + space]])
+        except BlockingIOError:
+            return -1
+        except OSError:
+            count = 0
+        if count == 0:
+            self.eof = True
+        return self.held + count
+
+    def split(self, total: int, marker: bytes) -> int:
+        """Bytes of the buffer (of ``total``) that are output; sets ``ended`` at the marker."""
+        buffer = self.buffer
+        at = buffer.find(marker, 0, total)
+        if at >= 0:
+            self.ended = True
+            self.held = 0
+            return at
+        keep = 0
+        if not self.eof:
+            start = max(0, total - len(marker) + 1)
+            first = buffer.find(marker[:1], start, total)
+            while first >= 0:
+                if buffer.endswith(marker[: total - first], first, total):
+                    keep = total - first
+                    break
+                first = buffer.find(marker[:1], first + 1, total)
+        self.held = keep
+        return total - keep
+
+    def keep_tail(self, total: int) -> None:
+        if self.held:
+            self.buffer[: self.held] = self.buffer[total - self.held : total]
+
+
+class Bash:
+    """The rank's long-lived bash and its pipes."""
+
+    def __init__(self, executable: str, state_dir: Path, state: Path) -> None:
+        status_r, status_w = os.pipe()
+        self.proc = subprocess.Popen(
+            [executable, "--noprofile", "--norc"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={},
+            cwd=state_dir,
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=(status_w,),
+            bufsize=0,
+        )
+        os.close(status_w)
+        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        self.stdin = self.proc.stdin
+        self.status_fd = status_r
+        self.status = bytearray()
+        self.status_eof = False
+        self.out = OutputStream(p.STDOUT, self.proc.stdout.fileno())
+        self.err = OutputStream(p.STDERR, self.proc.stderr.fileno())
+        for fd in (self.out.fd, self.err.fd, self.status_fd, self.stdin.fileno()):
+            if fd != self.stdin.fileno():
+                os.set_blocking(fd, False)
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+        quoted_dir, quoted_state = shlex.quote(str(state_dir)), shlex.quote(str(state))
+        bootstrap = _BOOTSTRAP.replace("STATEDIR", quoted_dir).replace("STATEFILE", quoted_state)
+        bootstrap = f"exec {STATUS_FD}>&{status_w} {status_w}>&-\n" + bootstrap
+        self.write(bootstrap.encode())
 
     @property
-    def exhausted(self) -> bool:
-        return self._credit <= 0
+    def pid(self) -> int:
+        return self.proc.pid
 
+    def write(self, data: bytes) -> bool:
+        """Write to bash's stdin (bash reads it as fast as it parses: no deadlock)."""
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.stdin.fileno(), view) :]
+            return True
+        except OSError:
+            return False
 
-@dataclass(eq=False)
-class _Job:
-    """A running command or get: the threads that feed the queue check ``detached``."""
+    def read_status(self) -> list[bytes]:
+        """Whole status records (NUL-terminated) that have arrived."""
+        while True:
+            try:
+                data = os.read(self.status_fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.status_eof = True
+                break
+            self.status += data
+        *records, rest = bytes(self.status).split(b"\0")
+        self.status = bytearray(rest)
+        return records
 
-    ident: int
-    detached: bool = False
+    def close(self, sig: int = signal.SIGKILL) -> int:
+        """Kill bash (only bash: jobs of earlier commands live on); its wait status."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.proc.pid, sig)
+            os.kill(self.proc.pid, signal.SIGCONT)
+        for closing in (self.stdin, self.proc.stdout, self.proc.stderr):
+            with contextlib.suppress(OSError):
+                if closing is not None:
+                    closing.close()
+        with contextlib.suppress(OSError):
+            os.close(self.status_fd)
+        try:
+            return self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return -signal.SIGKILL
 
 
 @dataclass(eq=False)
 class _Command:
-    job: _Job
-    proc: subprocess.Popen[bytes]
+    cmd_id: int
+    marker: str
     started: float
     deadline: float | None
-    open_streams: int = 2
-    exited_at: float | None = None
-    last_output: float = field(default_factory=time.monotonic)
+    status: int | None = None
+    cwd: str = ""
     interrupts: int = 0
     timed_out: bool = False
-    killed_at: float | None = None
+    killing: bool = False  # bash is stopped and the command's processes are being killed
+    last_signal: int = 0
+    signalled_at: float = 0.0
+    pids: set[int] = field(default_factory=set)
+
+    @property
+    def end(self) -> bytes:
+        """The end marker as __mpish_end writes it to stdout and stderr."""
+        return b"\x1f" + self.marker.encode() + b"\x1e"
 
 
 @dataclass(eq=False)
@@ -183,6 +311,17 @@ class _Put:
     error: str = ""
 
 
+@dataclass(eq=False)
+class _Get:
+    xfer_id: int
+    path: Path
+    handle: IO[bytes] | None
+    error: str = ""
+    size: int = 0
+    interrupted: bool = False
+    digest: Any = field(default_factory=hashlib.sha256)
+
+
 class ShellServer:
     """Serve one console over a secure channel; returns when the console ends the session."""
 
@@ -190,18 +329,17 @@ class ShellServer:
         self.link = link
         self.channel = channel
         self.console = console
-        self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
-        self.gate = CreditGate(p.WINDOW)
+        self.credit = p.WINDOW
         self.state_dir = Path(tempfile.mkdtemp(prefix=f"mpish-{link.rank}-"))
         self.state = self.state_dir / "state"
         environ = dict(os.environ, MPISH_RANK=str(link.rank), MPISH_SIZE=str(link.size))
         self.state.write_text(initial_state(environ, os.getcwd()))
-        (self.state_dir / "state.cwd").write_text(os.getcwd())
-        self.script = _shell_script(self.state)
-        self.bash = shutil.which("bash") or "/bin/bash"
+        self.cwd = os.getcwd()
+        self.executable = shutil.which("bash") or "/bin/bash"
+        self.bash: Bash | None = None
         self.command: _Command | None = None
         self.puts: dict[int, _Put] = {}
-        self.gets: dict[int, _Job] = {}
+        self.gets: dict[int, _Get] = {}
         self.finished = False
 
     # -- I/O helpers
@@ -209,20 +347,21 @@ class ShellServer:
     def _send(self, message: object) -> None:
         self.link.send_all(self.console, self.channel.send(p.CODEC.encode(message)))
 
-    @property
-    def cwd(self) -> str:
-        try:
-            return (self.state_dir / "state.cwd").read_text()
-        except OSError:
-            return ""
-
     def hello(self) -> None:
         self._send(p.Hello(p.PROTOCOL_VERSION, socket.gethostname(), os.getpid(), self.cwd))
+
+    def _start_bash(self) -> Bash | None:
+        try:
+            self.bash = Bash(self.executable, self.state_dir, self.state)
+        except OSError:
+            self.bash = None
+        return self.bash
 
     # -- main loop
 
     def serve(self) -> None:
         backoff = Backoff()
+        self._start_bash()
         try:
             while not self.finished:
                 busy = False
@@ -231,35 +370,77 @@ class ShellServer:
                     if source == self.console:
                         self._on_record(record)
                     # records from any other rank are not ours: dropped unread
-                busy = self._drain_events() or busy
+                busy = self._pump_gets() or busy
+                delay = 0.0 if busy else backoff.next_sleep()
+                if self.command is not None and self.command.killing:
+                    delay = min(delay, KILLING_POLL)
+                busy = self._wait_pipes(delay) or busy
                 busy = self._check_command() or busy
                 if busy:
                     backoff.activity()
-                    continue
-                delay = backoff.next_sleep()
-                if self.command is not None and self.command.killed_at is not None:
-                    delay = min(delay, 0.05)
-                try:
-                    event = self.events.get(timeout=delay) if delay else self.events.get_nowait()
-                except queue.Empty:
-                    if not delay:
-                        time.sleep(0)
-                    continue
-                self._on_event(event)
-                backoff.activity()
         finally:
             self._shutdown()
 
-    def _drain_events(self) -> bool:
-        busy = False
-        for _ in range(256):
-            try:
-                event = self.events.get_nowait()
-            except queue.Empty:
-                break
-            busy = True
-            self._on_event(event)
-        return busy
+    def _wait_pipes(self, delay: float) -> bool:
+        bash = self.bash
+        if bash is None:
+            if delay:
+                time.sleep(delay)
+            return False
+        watched = [] if bash.status_eof else [bash.status_fd]
+        if self.credit > 0:
+            watched += [s.fd for s in (bash.out, bash.err) if not s.eof]
+        if not watched:
+            if delay:
+                time.sleep(delay)
+            return False
+        ready, _, _ = select.select(watched, [], [], delay)
+        if not ready:
+            return False
+        for stream in (bash.out, bash.err):
+            if stream.fd in ready:
+                self._read_output(bash, stream)
+        if bash.status_fd in ready:
+            self._read_status(bash)
+        return True
+
+    def _read_output(self, bash: Bash, stream: OutputStream) -> None:
+        """Read what a pipe has (within credit); forward the current command's part."""
+        while self.credit > 0 and not stream.eof:
+            total = stream.read(self.credit)
+            if total < 0:
+                return
+            command = self.command
+            if command is None or stream.ended:
+                stream.held = 0  # a background job's late output: nobody is listening
+                continue
+            count = stream.split(total, command.end)
+            if count:
+                self.credit -= count
+                self.link.send_all(self.console, self.channel.send(stream.view[:count], stream.stream))
+            stream.keep_tail(total)
+            if stream.ended or total < len(stream.buffer) // 2:
+                return  # the pipe is (nearly) empty: do not spin on EAGAIN
+
+    def _read_status(self, bash: Bash) -> None:
+        for record in bash.read_status():
+            text = record.decode(errors="surrogateescape")
+            if text.startswith("saved "):
+                self._adopt_state(text[6:])
+                continue
+            marker, _, rest = text.partition(" ")
+            status, _, cwd = rest.partition(" ")
+            command = self.command
+            if command is not None and marker == command.marker and status.isdigit():
+                command.status = int(status)
+                command.cwd = cwd
+
+    def _adopt_state(self, marker: str) -> None:
+        saved = self.state_dir / f"state.{marker}"
+        if saved.name != f"state.{marker}" or not state_is_complete(saved):
+            return
+        with contextlib.suppress(OSError):
+            os.replace(saved, self.state)
 
     def _on_record(self, record: bytearray) -> None:
         try:
@@ -282,7 +463,7 @@ class ShellServer:
         if isinstance(message, p.Run):
             self._start(message)
         elif isinstance(message, p.Credit):
-            self.gate.give(message.nbytes)
+            self.credit += message.nbytes
         elif isinstance(message, p.Interrupt):
             self._interrupt(message.cmd_id)
         elif isinstance(message, p.PutStart):
@@ -298,130 +479,142 @@ class ShellServer:
 
     # -- commands
 
+    def _done(self, cmd_id: int, code: int, sig: int, seconds: float, timed_out: bool, why: str) -> None:
+        self._send(p.Done(cmd_id, code, sig, seconds, self.cwd, timed_out, _peak_rss(), why))
+
     def _start(self, run: p.Run) -> None:
         if self.command is not None:
-            self._send(p.Done(run.cmd_id, 125, 0, 0.0, self.cwd, False, _peak_rss(), "a command is running"))
+            self._done(run.cmd_id, 125, 0, 0.0, False, "a command is running")
             return
-        try:
-            proc = subprocess.Popen(
-                [self.bash, "--noprofile", "--norc", "-c", self.script],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env={"__MPISH_COMMAND": run.command},
-                cwd=self.state_dir,
-                start_new_session=True,  # own process group: killpg reaches the whole tree
-                close_fds=True,
-            )
-        except OSError as exc:
-            why = f"cannot start bash: {exc}"
-            self._send(p.Done(run.cmd_id, 127, 0, 0.0, self.cwd, False, _peak_rss(), why))
+        bash = self.bash if self.bash is not None and self.bash.proc.poll() is None else self._restart()
+        if bash is None:
+            self._done(run.cmd_id, 127, 0, 0.0, False, "cannot start bash")
             return
         started = time.monotonic()
         deadline = started + run.timeout if run.timeout > 0 else None
-        job = _Job(run.cmd_id)
-        command = _Command(job, proc, started, deadline)
+        command = _Command(run.cmd_id, secrets.token_hex(16), started, deadline)
+        bash.out.ended = bash.err.ended = False
+        bash.out.held = bash.err.held = 0
         self.command = command
-        assert proc.stdout is not None and proc.stderr is not None
-        for stream, pipe in ((p.STDOUT, proc.stdout), (p.STDERR, proc.stderr)):
-            fd = pipe.fileno()
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-            threading.Thread(target=self._reader, args=(pipe, stream, job), daemon=True).start()
-        threading.Thread(target=self._waiter, args=(proc, job), daemon=True).start()
+        if not bash.write(command_line(run.command, command.marker)):
+            command.status = -1  # bash is gone: _check_command reports it
 
-    def _reader(self, pipe: IO[bytes], stream: int, job: _Job) -> None:
-        fd = pipe.fileno()
-        try:
-            while True:
-                allowed = self.gate.reserve(p.CHUNK, job)
-                data = os.read(fd, allowed or p.CHUNK)
-                if not data:
-                    self.gate.give(allowed)
-                    break
-                if allowed:
-                    self.gate.give(allowed - len(data))
-                    self.events.put(("out", job, stream, data))
-        except OSError:
-            pass
-        finally:
-            pipe.close()
-            self.events.put(("eof", job, stream))
-
-    def _waiter(self, proc: subprocess.Popen[bytes], job: _Job) -> None:
-        proc.wait()
-        self.events.put(("exit", job))
-
-    def _on_event(self, event: tuple[Any, ...]) -> None:
-        kind = event[0]
-        if kind == "get":
-            if isinstance(event[1], p.GetEnd):
-                self.gets.pop(event[1].xfer_id, None)
-            self._send(event[1])
-            return
-        command = self.command
-        job = event[1]
-        if command is None or job is not command.job:
-            return  # a detached command's late event
-        if kind == "out":
-            command.last_output = time.monotonic()
-            self._send(p.Output(job.ident, event[2], event[3]))
-        elif kind == "eof":
-            command.open_streams -= 1
-        elif kind == "exit":
-            command.exited_at = time.monotonic()
-        self._check_command()
+    def _restart(self) -> Bash | None:
+        if self.bash is not None:
+            self.bash.close()
+        return self._start_bash()
 
     def _check_command(self) -> bool:
-        command = self.command
+        command, bash = self.command, self.bash
         if command is None:
             return False
         now = time.monotonic()
-        if command.deadline is not None and now > command.deadline and command.exited_at is None:
+        if command.deadline is not None and now > command.deadline and command.status is None:
             if not command.timed_out:
                 command.timed_out = True
-                command.killed_at = now
-                _killpg(command.proc, signal.SIGTERM)
-            elif command.killed_at is not None and now - command.killed_at > KILL_GRACE:
-                _killpg(command.proc, signal.SIGKILL)
-                command.killed_at = now
-        if command.exited_at is None:
-            return False
-        if command.open_streams > 0:
-            quiet = now - max(command.exited_at, command.last_output)
-            if quiet < DETACH_AFTER or self.gate.exhausted or not self.events.empty():
-                return False
-            command.job.detached = True  # a background job holds the pipes: stop waiting
-            self.gate.wake()
-        commit_state(self.state)
-        code = command.proc.returncode
-        sig = -code if code < 0 else 0
+                self._kill(command, signal.SIGTERM)
+            elif now - command.signalled_at > KILL_GRACE and command.last_signal != signal.SIGKILL:
+                self._kill(command, signal.SIGKILL)
+        if command.killing:
+            return self._check_killed(command)
+        if bash is not None and command.status is not None and bash.out.ended and bash.err.ended:
+            return self._finished(command, now)
+        if bash is None or command.status == -1 or (bash.status_eof and command.status is None):
+            return self._bash_ended(command)
+        if bash.proc.poll() is not None:
+            self._read_status(bash)
+            if command.status is None:
+                return self._bash_ended(command)
+        return False
+
+    def _finished(self, command: _Command, now: float) -> bool:
+        self.cwd = command.cwd or self.cwd
         self.command = None
-        self._send(
-            p.Done(
-                command.job.ident,
-                128 + sig if sig else code,
-                sig,
-                now - command.started,
-                self.cwd,
-                command.timed_out,
-                _peak_rss(),
-                "timed out" if command.timed_out else "",
-            )
-        )
+        code = command.status or 0
+        self._done(command.cmd_id, code, 0, now - command.started, False, "")
         return True
+
+    def _bash_ended(self, command: _Command) -> bool:
+        """Bash exited during the command (``exit``, a crash): report it, start a new one."""
+        bash = self.bash
+        code = -signal.SIGKILL
+        if bash is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                bash.proc.wait(timeout=1)
+            self._flush_output(bash, command)
+            code = bash.close()
+        self.command = None
+        sig = -code if code < 0 else 0
+        self._done(command.cmd_id, 128 + sig if sig else code, sig, time.monotonic() - command.started,
+                   False, "the shell exited; state restored from before this command")
+        self._start_bash()
+        return True
+
+    def _flush_output(self, bash: Bash, command: _Command) -> None:
+        """Forward what the pipes still hold (within credit), then give up on them."""
+        marker = command.end
+        for stream in (bash.out, bash.err):
+            while not stream.ended and not stream.eof and self.credit > 0:
+                total = stream.read(self.credit)
+                if total <= 0:
+                    break
+                count = stream.split(total, marker)
+                if count:
+                    self.credit -= count
+                    self.link.send_all(self.console, self.channel.send(stream.view[:count], stream.stream))
+                stream.keep_tail(total)
 
     def _interrupt(self, cmd_id: int) -> None:
         get = self.gets.get(cmd_id)
         if get is not None:
-            get.detached = True  # the get reader stops and sends GetEnd
-            self.gate.wake()
+            get.interrupted = True
             return
         command = self.command
-        if command is None or command.job.ident != cmd_id or command.exited_at is not None:
+        if command is None or command.cmd_id != cmd_id or command.status is not None:
             return
         command.interrupts += 1
-        _killpg(command.proc, ESCALATION[min(command.interrupts, len(ESCALATION)) - 1])
+        self._kill(command, ESCALATION[min(command.interrupts, len(ESCALATION)) - 1])
+
+    def _kill(self, command: _Command, sig: int) -> None:
+        """Stop bash, signal every process of the command (see the module doc)."""
+        bash = self.bash
+        if bash is None:
+            return
+        if not command.killing:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(bash.pid, signal.SIGSTOP)
+            _wait_stopped(bash.pid)
+            self._read_status(bash)
+            if command.status is not None:  # it had just finished: nothing to interrupt
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(bash.pid, signal.SIGCONT)
+                return
+            command.killing = True
+        command.last_signal = sig
+        command.signalled_at = time.monotonic()
+        command.pids = _job_processes(command.marker)
+        for pid in command.pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    def _check_killed(self, command: _Command) -> bool:
+        bash = self.bash
+        if bash is None:
+            return False
+        command.pids = {pid for pid in command.pids if _alive(pid)} | _job_processes(command.marker)
+        if command.pids:
+            for pid in command.pids:  # started since the last signal: same treatment
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, command.last_signal)
+            return False
+        self._flush_output(bash, command)
+        bash.close()
+        self.command = None
+        sig = command.last_signal
+        why = "" if command.timed_out else RESTORED
+        self._done(command.cmd_id, 128 + sig, sig, time.monotonic() - command.started, command.timed_out, why)
+        self._start_bash()
+        return True
 
     # -- file transfer
 
@@ -430,8 +623,6 @@ class ShellServer:
         return target if target.is_absolute() else Path(self.cwd or os.getcwd()) / target
 
     def _put_start(self, start: p.PutStart) -> None:
-        import hashlib
-
         final = self._resolve(start.path)
         if final.is_dir():
             final = final / Path(start.path).name
@@ -485,44 +676,56 @@ class ShellServer:
 
     def _get_start(self, start: p.GetStart) -> None:
         path = self._resolve(start.path)
-        job = self.gets[start.xfer_id] = _Job(start.xfer_id)
-        threading.Thread(target=self._get_reader, args=(start.xfer_id, path, job), daemon=True).start()
-
-    def _get_reader(self, xfer_id: int, path: Path, job: _Job) -> None:
-        import hashlib
-
-        digest = hashlib.sha256()
-        size = 0
-        error = ""
         try:
-            with path.open("rb") as handle:
-                while True:
-                    allowed = self.gate.reserve(p.CHUNK, job)
-                    data = handle.read(allowed)
-                    self.gate.give(allowed - len(data))
-                    if not data:
-                        break
-                    digest.update(data)
-                    size += len(data)
-                    self.events.put(("get", p.GetChunk(xfer_id, data)))
+            get = _Get(start.xfer_id, path, path.open("rb"))
         except OSError as exc:
-            error = f"cannot read {path}: {exc.strerror}"
-        if job.detached and not error:
-            error = "interrupted"
-        self.events.put(("get", p.GetEnd(xfer_id, size, digest.digest(), error)))
+            get = _Get(start.xfer_id, path, None, f"cannot read {path}: {exc.strerror}")
+        self.gets[start.xfer_id] = get
+
+    def _pump_gets(self) -> bool:
+        """Send the next chunk of each get that has credit; True if anything was done."""
+        busy = False
+        for get in list(self.gets.values()):
+            if get.handle is not None and not get.interrupted and not get.error:
+                if self.credit <= 0:
+                    continue
+                try:
+                    data = get.handle.read(min(p.CHUNK, self.credit))
+                except OSError as exc:
+                    get.error = f"cannot read {get.path}: {exc.strerror}"
+                    data = b""
+                if data:
+                    busy = True
+                    get.digest.update(data)
+                    get.size += len(data)
+                    self.credit -= len(data)
+                    self._send(p.GetChunk(get.xfer_id, data))
+                    continue
+            error = get.error or ("interrupted" if get.interrupted else "")
+            if get.handle is not None:
+                get.handle.close()
+            del self.gets[get.xfer_id]
+            self._send(p.GetEnd(get.xfer_id, get.size, get.digest.digest(), error))
+            busy = True
+        return busy
 
     # -- end
 
     def _shutdown(self) -> None:
         command = self.command
-        if command is not None:
-            _killpg(command.proc, signal.SIGKILL)
-            command.job.detached = True
-            self.gate.wake()
+        if command is not None and self.bash is not None:
+            command.interrupts = len(ESCALATION)
+            self._kill(command, signal.SIGKILL)
+        if self.bash is not None:
+            self.bash.close()
+            self.bash = None
         for put in self.puts.values():
             with contextlib.suppress(OSError):
                 put.handle.close()
                 put.part.unlink()
+        for get in self.gets.values():
+            if get.handle is not None:
+                get.handle.close()
         with contextlib.suppress(MpishError):
             if self.channel.is_open:
                 self.link.send_all(self.console, self.channel.close())
@@ -530,9 +733,43 @@ class ShellServer:
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
-def _killpg(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
+def _wait_stopped(pid: int) -> None:
+    """Wait (briefly) until ``pid`` is really stopped: SIGSTOP is delivered asynchronously."""
+    for _ in range(1000):
+        if _proc_state(pid) in ("T", "t", "Z", ""):
+            return
+        time.sleep(0.0001)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return ""
+    return stat[stat.rfind(b")") + 2 :][:1].decode()
+
+
+def _alive(pid: int) -> bool:
+    return _proc_state(pid) not in ("", "Z", "X")
+
+
+def _job_processes(marker: str) -> set[int]:
+    """Pids of our user's live processes started by the command with this marker."""
+    tag = f"{JOB_VARIABLE}={marker}".encode()
+    found: set[int] = set()
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue
+        if tag + b"\0" in environ and _alive(int(name)):
+            found.add(int(name))
+    return found
 
 
 def _peak_rss() -> int:
