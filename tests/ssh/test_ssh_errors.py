@@ -76,7 +76,7 @@ def test_protocol_version_mismatch(
     connect_options: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(mpish.calls.remote, "PROTOCOL_VERSION", 999)
-    with pytest.raises(ProtocolVersionMismatch, match="protocol 1, this one speaks 999"):
+    with pytest.raises(ProtocolVersionMismatch, match="protocol 2, this one speaks 999"):
         connect("host1", **connect_options)  # type: ignore[arg-type]
 
 

@@ -10,7 +10,9 @@ Conversation (client = the side that ran ``ssh``, agent = ``python -m mpish.agen
 
     agent  -> client   Hello                                   once, first frame
     client -> agent    Call [Chunk* End]                       one call at a time
-                       (a Chunk frame is 0x00 + raw bytes; every other frame is msgpack)
+                       (a Chunk frame is 0x00 + raw bytes; an inline pickle Call or
+                        Result is 0x01/0x02 + 8-byte call id + the pickle bytes;
+                        every other frame is msgpack)
     agent  -> client   Output*  then  Result [Chunk* End]  |  Failure
                        (an End with aborted=True ends a body the sender could not
                         finish; a Failure follows it)
@@ -18,12 +20,14 @@ Conversation (client = the side that ran ``ssh``, agent = ``python -m mpish.agen
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Annotated
 
 from mpish.wire.codec import Codec, MaxLen
+from mpish.wire.errors import RemoteProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: binary inline pickle Call/Result frames
 CHUNK_SIZE = 4 * 1024 * 1024  # largest body piece per frame
 MAX_FRAME = CHUNK_SIZE + 64 * 1024  # a chunk plus its message envelope
 MAX_TEXT = 1024 * 1024  # tracebacks and messages are cut to this many characters
@@ -112,6 +116,9 @@ class Failure:
 Message = Hello | Call | Chunk | End | Output | Result | Failure
 
 RAW_CHUNK = b"\x00"  # first byte of a body-bytes frame; a msgpack array never starts with it
+FAST_CALL = b"\x01"  # + call id + pickle bytes: a Call(id, "pickle", "", body) with an inline body
+FAST_RESULT = b"\x02"  # + call id + pickle bytes: a Result(id, "pickle", body) with an inline body
+CALL_ID = struct.Struct(">Q")
 
 
 def chunk_frame(data: bytes | bytearray | memoryview) -> list[bytes | bytearray | memoryview]:
@@ -124,15 +131,41 @@ def chunk_frame(data: bytes | bytearray | memoryview) -> list[bytes | bytearray 
 
 
 def encode(message: Message) -> list[bytes | bytearray | memoryview]:
-    """The frame parts of any message."""
+    """The frame parts of any message.
+
+    The hot path of a small call (an inline pickle Call, an inline pickle Result) is a
+    fixed binary header instead of msgpack: a marker byte and the call id; the body bytes
+    follow as they are. That saves a msgpack pack/unpack and the codec's field checks on
+    both sides of every call; the header has nothing to check beyond its length.
+    """
     if isinstance(message, Chunk):
         return chunk_frame(message.data)
+    if (
+        isinstance(message, (Call, Result))
+        and message.encoding == ENCODING_PICKLE
+        and message.body is not None
+        and 0 <= message.call_id < 1 << 64
+    ):
+        if isinstance(message, Result):
+            return [FAST_RESULT + CALL_ID.pack(message.call_id), message.body]
+        if not message.target:
+            return [FAST_CALL + CALL_ID.pack(message.call_id), message.body]
     return [CODEC.encode(message)]
 
 
 def decode(frame: bytes | bytearray) -> Message:
-    """The message in one frame: a raw Chunk, or a checked msgpack message."""
-    if frame[:1] == RAW_CHUNK:
+    """The message in one frame: a raw Chunk, an inline pickle Call/Result, or a checked
+    msgpack message."""
+    kind = frame[:1]
+    if kind == RAW_CHUNK:
         return Chunk(memoryview(frame)[1:])
+    if kind in (FAST_CALL, FAST_RESULT):
+        if len(frame) < 1 + CALL_ID.size:
+            raise RemoteProtocolError(f"short inline {'call' if kind == FAST_CALL else 'result'} frame")
+        (call_id,) = CALL_ID.unpack_from(frame, 1)
+        body = bytes(frame[1 + CALL_ID.size :])
+        if kind == FAST_CALL:
+            return Call(call_id, ENCODING_PICKLE, "", body)
+        return Result(call_id, ENCODING_PICKLE, body)
     message: Message = CODEC.decode(frame)
     return message

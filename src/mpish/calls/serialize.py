@@ -24,6 +24,7 @@ import contextlib
 import pickle
 import sys
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -166,8 +167,62 @@ class BodyReader:
 # --- pickle and msgpack bodies ----------------------------------------------------------
 
 
+PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
+PLAIN_MAX_ITEMS = 64  # containers larger than this go through cloudpickle
+PLAIN_MAX_BYTES = 64 * 1024  # as do long strings (they stream in chunks there)
+PLAIN_MAX_DEPTH = 4
+
+
+def _by_reference(fn: object) -> bool:
+    """True if plain pickle would store ``fn`` by name exactly as cloudpickle does.
+
+    A builtin function of a module (``abs``, ``os.getpid``), or a Python function that
+    cloudpickle itself would pickle by reference (importable, not ``__main__``, its module
+    not registered for pickling by value).
+    """
+    if isinstance(fn, types.BuiltinFunctionType):
+        owner = fn.__self__
+        return isinstance(owner, types.ModuleType) and owner.__name__ != "__main__"
+    if isinstance(fn, types.FunctionType):
+        cloudpickle = sys.modules.get("cloudpickle")
+        check = getattr(getattr(cloudpickle, "cloudpickle", None), "_should_pickle_by_reference", None)
+        if check is None:
+            return False
+        try:
+            return bool(check(fn))
+        except Exception:
+            return False
+    return False
+
+
+def _plain(obj: object, depth: int = 0) -> bool:
+    """Small plain data (and functions stored by name): the C pickler gives the same bytes
+    as cloudpickle would, several times faster (no CloudPickler to build per call)."""
+    kind = type(obj)
+    if kind in PLAIN_TYPES:
+        return kind not in (str, bytes) or len(obj) <= PLAIN_MAX_BYTES  # type: ignore[arg-type]
+    if depth >= PLAIN_MAX_DEPTH:
+        return False
+    if kind is tuple or kind is list:
+        items: Any = obj
+        return len(items) <= PLAIN_MAX_ITEMS and all(_plain(item, depth + 1) for item in items)
+    if kind is dict:
+        entries: Any = obj
+        return len(entries) <= PLAIN_MAX_ITEMS and all(
+            type(k) is str and _plain(v, depth + 1) for k, v in entries.items()
+        )
+    return _by_reference(obj)
+
+
 def write_pickle(obj: object, writer: BodyWriter) -> None:
-    """cloudpickle ``obj`` (protocol 5) into ``writer``; raise what pickling raised."""
+    """cloudpickle ``obj`` (protocol 5) into ``writer``; raise what pickling raised.
+
+    Small plain objects (see :func:`_plain`) take the C pickler directly: the hot path of
+    a trivial call and its result.
+    """
+    if _plain(obj):
+        writer.write(pickle.dumps(obj, protocol=5))
+        return
     import cloudpickle  # not imported by a data-only agent
 
     cloudpickle.CloudPickler(writer, protocol=5).dump(obj)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import math
 import os
 import select
 import shlex
@@ -147,6 +148,13 @@ class FrameStream:
         self._scratch = memoryview(bytearray(READ_SIZE))  # reused by every small read
         self._send_lock = threading.Lock()
         self.received_any = False
+        self._read_poll = select.poll()
+        self._read_poll.register(read_fd, select.POLLIN)
+        self._write_poll = select.poll()
+        self._write_poll.register(write_fd, select.POLLOUT)
+        # A non-blocking reader waits before reading an empty buffer: a reply is never there
+        # yet right after a request, so trying the read first would only fail (EAGAIN).
+        self._wait_first = not os.get_blocking(read_fd)
 
     # -- sending
 
@@ -216,6 +224,8 @@ class FrameStream:
         if self._pos and self._pos == len(self._buffer):
             self._buffer.clear()
             self._pos = 0
+        if self._wait_first and not self._buffer:
+            self._wait(self.read_fd, deadline, writable=False)
         n = self._readinto(self._scratch, deadline)
         self._buffer += self._scratch[:n]
 
@@ -233,14 +243,11 @@ class FrameStream:
             self.received_any = True
             return n
 
-    @staticmethod
-    def _wait(fd: int, deadline: float | None, *, writable: bool) -> None:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if writable:
-            _, ready, _ = select.select([], [fd], [], timeout)
-        else:
-            ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready and deadline is not None and time.monotonic() >= deadline:
+    def _wait(self, fd: int, deadline: float | None, *, writable: bool) -> None:
+        """poll() (not select: descriptors above 1024 are common with many hosts)."""
+        poller = self._write_poll if writable else self._read_poll
+        timeout = None if deadline is None else max(0, math.ceil((deadline - time.monotonic()) * 1000))
+        if not poller.poll(timeout) and deadline is not None and time.monotonic() >= deadline:
             raise _Expired
 
 
