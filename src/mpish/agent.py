@@ -71,12 +71,10 @@ POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)  # Linux: the peer closed its e
 
 
 def mpish_version() -> str:
-    try:
-        from importlib.metadata import version
+    """The version of this code (also right when it was shipped by the bootstrap)."""
+    from mpish import __version__
 
-        return version("mpish")
-    except Exception:
-        return "unknown"
+    return __version__
 
 
 def run_shell(command: str) -> int:

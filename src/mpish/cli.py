@@ -9,6 +9,7 @@ subcommand, write ``_add_<name>(parser)`` and ``_run_<name>(args)`` and list the
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable
 from typing import TextIO
@@ -108,7 +109,11 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
         metavar="OPTIONS",
         help="options for ssh, split like a shell (repeatable), e.g. -o '-p 2222 -l admin'",
     )
-    parser.add_argument("--python", default="python3", help="remote Python interpreter (default python3)")
+    parser.add_argument(
+        "--python",
+        default="python3",
+        help="remote Python 3.10+, split like a shell (default python3); mpish need not be installed there",
+    )
     parser.add_argument("-t", "--timeout", type=float, metavar="SECONDS", help="per-host command timeout")
 
 
@@ -127,7 +132,7 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
             json=args.json,
             verbose=args.verbose,
             ssh_options=shell_cli.split_ssh_options(args.ssh_options),
-            python=args.python,
+            python=tuple(shlex.split(args.python)),
             timeout=args.timeout,
         )
     )

@@ -11,9 +11,11 @@
         for host, outcome in group.call(platform.node).items():
             print(host, outcome.value if outcome.ok else outcome.error)
 
-:func:`connect` runs ``python -m mpish.agent`` on the host through the system ``ssh``
-(so ``~/.ssh/config``, agents, ProxyJump and ControlMaster work as set up), with
-``BatchMode=yes``: it fails with a clear error rather than prompting.
+:func:`connect` starts the mpish agent on the host through the system ``ssh`` (so
+``~/.ssh/config``, agents, ProxyJump and ControlMaster work as set up), with
+``BatchMode=yes``: it fails with a clear error rather than prompting. The agent's code is
+sent over stdin to ``python3 -c`` (:mod:`mpish.calls.bootstrap`), so the host needs only
+Python 3.10+, not mpish; ``bootstrap=False`` runs an installed ``python -m mpish.agent``.
 
 Security: functions, arguments and results travel with cloudpickle. That is safe here
 because only the ssh-authenticated user can write to the agent's pipes, and that user can

@@ -98,6 +98,12 @@ def test_errors_are_reported_per_host_and_count_as_255(sshd: SshServer, tmp_path
     assert bad.returncode == 1 and "bad host set" in bad.stderr
 
 
+def test_hosts_without_mpish_get_the_agent_shipped(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "--python", f"{sys.executable} -S -I", "host[1-3]", "-c", "echo bare")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "---------------\nhost[1-3] (3)\n---------------\nbare\n"
+
+
 # --- the console, through a real pseudo-terminal ----------------------------------------------
 
 

@@ -12,6 +12,7 @@ import cloudpickle
 import pytest
 from sshd_server import SshServer
 
+import mpish.calls.bootstrap
 import mpish.calls.remote
 from mpish.ssh import (
     AgentDied,
@@ -56,13 +57,22 @@ def test_remote_python_missing(connect_options: dict[str, object]) -> None:
     assert "python=" in str(caught.value)
 
 
-def test_mpish_missing_on_the_remote(connect_options: dict[str, object]) -> None:
+def test_mpish_missing_on_the_remote_without_bootstrap(connect_options: dict[str, object]) -> None:
     # -S: no site-packages, so this Python cannot import mpish (nor msgpack)
-    options = dict(connect_options, python=[sys.executable, "-S"])
+    options = dict(connect_options, python=[sys.executable, "-S"], bootstrap=False)
     with pytest.raises(MpishMissing) as caught:
         connect("host1", **options)  # type: ignore[arg-type]
     assert "pip install" in str(caught.value)
     assert "No module named" in caught.value.stderr
+
+
+def test_mpish_missing_when_even_the_bootstrap_fails(
+    connect_options: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mpish.calls.bootstrap, "MIN_PYTHON", (99, 0))  # as if this Python were too old
+    with pytest.raises(MpishMissing, match=r"is too old, the mpish agent needs 99\.0 or later") as caught:
+        connect("host1", **connect_options)  # type: ignore[arg-type]
+    assert caught.value.exit_status == 1
 
 
 def test_not_an_agent_is_a_protocol_error(connect_options: dict[str, object]) -> None:

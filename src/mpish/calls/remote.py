@@ -32,6 +32,7 @@ from mpish.wire.errors import (
     TransportError,
 )
 
+from . import bootstrap as _bootstrap
 from .messages import (
     ENCODING_MSGPACK,
     ENCODING_PICKLE,
@@ -296,9 +297,12 @@ class Remote:
             raise RemoteProtocolError(f"{self.host}: reply to call {got}, expected {want}")
 
 
-def agent_command(python: str | Sequence[str], *, data_only: bool) -> list[str]:
-    """The remote command line that starts the agent."""
+def agent_command(python: str | Sequence[str], *, data_only: bool, shipped: int | None = None) -> list[str]:
+    """The remote command line that starts the agent: ``python -m mpish.agent``, or with
+    ``shipped`` (the size of the bootstrap payload) the stub that reads and runs it."""
     words = [python] if isinstance(python, str) else list(python)
+    if shipped is not None:
+        return ["exec", *words, "-c", _bootstrap.stub(shipped)]
     command = [*words, "-m", "mpish.agent"]
     if data_only:
         command.append("--data-only")
@@ -315,11 +319,14 @@ def connect(
     timeout: float = 30.0,
     data_only: bool = False,
     on_output: OutputCallback | None = None,
+    bootstrap: bool = True,
 ) -> Remote:
     """Start an agent on ``host`` through the system ssh and return the :class:`Remote`.
 
     ``python``: the remote interpreter (a path, or argv words such as
-    ``["/opt/venv/bin/python", "-X", "dev"]``); it must be able to import mpish.
+    ``["/opt/venv/bin/python", "-X", "dev"]``), Python 3.10 or later. With ``bootstrap``
+    (the default) the agent's code is sent over stdin (:mod:`.bootstrap`), so mpish need
+    not be installed there; ``bootstrap=False`` runs the installed ``python -m mpish.agent``.
     ``ssh_options`` go to ssh before mpish's own (``-T -o BatchMode=yes``), so they win.
     ``timeout`` bounds the wait for the agent's hello. ``data_only`` starts an agent that
     refuses pickled calls (only :meth:`Remote.call_data`). Raises the errors of
@@ -327,11 +334,15 @@ def connect(
     RemotePythonMissing, MpishMissing, ConnectTimeout, ...) or
     :class:`ProtocolVersionMismatch`.
     """
-    command = agent_command(python, data_only=data_only)
+    code = _bootstrap.payload(data_only) if bootstrap else None
+    command = agent_command(python, data_only=data_only, shipped=None if code is None else len(code))
     argv = ssh_argv(host, command, ssh=ssh, options=ssh_options, batch_mode=batch_mode)
     process = SshProcess(host, argv, max_frame=MAX_FRAME)
+    deadline = time.monotonic() + timeout
     try:
-        info = _handshake(host, process, time.monotonic() + timeout)
+        if code is not None:
+            process.send_raw(code, deadline)
+        info = _handshake(host, process, deadline)
     except BaseException:
         process.close(wait=0.5)
         raise

@@ -320,7 +320,7 @@ class SshShellOptions:
     json: bool = False
     verbose: bool = False
     ssh_options: tuple[str, ...] = ()
-    python: str = "python3"
+    python: tuple[str, ...] = ("python3",)  # the remote interpreter's argv words
     timeout: float | None = None
     connect_timeout: float = 30.0
 
@@ -335,7 +335,7 @@ def _group(options: SshShellOptions, hosts: list[str], sink: HostSink) -> Group:
         hosts,
         fanout=options.fanout,
         on_output=sink.output,
-        python=options.python,
+        python=list(options.python),
         ssh_options=options.ssh_options,
         timeout=options.connect_timeout,
     )
@@ -399,7 +399,7 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes], read_l
         hosts,
         fanout=options.fanout,
         on_output=router.output,
-        python=options.python,
+        python=list(options.python),
         ssh_options=options.ssh_options,
         timeout=options.connect_timeout,
     )

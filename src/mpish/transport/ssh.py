@@ -61,6 +61,7 @@ READ_SIZE = 256 * 1024  # one read() into the small-frame buffer
 PIPE_SIZE = 1024 * 1024  # asked of the kernel for our pipes (fewer wakeups on bulk data)
 F_SETPIPE_SZ = 1031  # Linux fcntl; ignored elsewhere
 STDERR_KEEP = 64 * 1024
+BOOTSTRAP_MARK = "mpish-bootstrap:"  # starts the bootstrap's own error lines on stderr
 
 
 # --- errors a user meets --------------------------------------------------------------
@@ -164,7 +165,13 @@ class FrameStream:
         size = sum(len(v) for v in views)
         if size > self.max_frame:
             raise LocalProtocolError(f"frame of {size} bytes exceeds the maximum of {self.max_frame}")
-        pending = [memoryview(LENGTH.pack(size)), *[v for v in views if len(v)]]
+        self._write_all([memoryview(LENGTH.pack(size)), *[v for v in views if len(v)]], deadline)
+
+    def send_raw(self, data: bytes, deadline: float | None = None) -> None:
+        """Write bytes with no frame header (the agent bootstrap's code, read by length)."""
+        self._write_all([memoryview(data)], deadline)
+
+    def _write_all(self, pending: list[memoryview], deadline: float | None) -> None:
         with self._send_lock:
             while pending:
                 try:
@@ -342,6 +349,15 @@ class SshProcess:
         except EndOfStream:
             raise self.failure() from None
 
+    def send_raw(self, data: bytes, deadline: float | None) -> None:
+        """Unframed bytes to the remote command's stdin (the bootstrap's agent code)."""
+        try:
+            self.frames.send_raw(data, deadline)
+        except _Expired:
+            raise self._timeout(ConnectTimeout) from None
+        except EndOfStream:
+            raise self.failure() from None
+
     def receive(
         self, deadline: float | None, timeout_error: type[SshTimeout] = CallTimeout
     ) -> bytes | bytearray:
@@ -439,6 +455,14 @@ def classify(host: str, status: int | None, stderr: str, *, greeted: bool) -> Ss
             RemotePythonMissing,
             f"{host}: the remote Python was not found (exit 127). Pass python= with a "
             f"path that exists on {host} (e.g. python='/usr/bin/python3').",
+        )
+    if BOOTSTRAP_MARK in stderr:
+        reason = next(line for line in stderr.splitlines() if BOOTSTRAP_MARK in line)
+        return make(
+            MpishMissing,
+            f"{host}: the mpish agent could not start there ({reason.split(BOOTSTRAP_MARK, 1)[1].strip()}). "
+            f"Point python= at a Python 3.10 or later, or install mpish there "
+            f"(`ssh {host} python3 -m pip install --user mpish`).",
         )
     if "no module named" in lowered:
         return make(
