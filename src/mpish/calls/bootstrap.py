@@ -48,6 +48,7 @@ MPISH_MODULES = (
     "mpish.calls.messages",
     "mpish.calls.serialize",
     "mpish.calls.remote",
+    "mpish.calls.bootstrap",
     "mpish.transport",
     "mpish.transport.ssh",
     "mpish.wire",
