@@ -205,12 +205,20 @@ def _plain(obj: object, depth: int = 0) -> bool:
         return False
     if kind is tuple or kind is list:
         items: Any = obj
-        return len(items) <= PLAIN_MAX_ITEMS and all(_plain(item, depth + 1) for item in items)
+        if len(items) > PLAIN_MAX_ITEMS:
+            return False
+        for item in items:  # noqa: SIM110 - a loop, not all(generator): on every call's path
+            if not _plain(item, depth + 1):
+                return False
+        return True
     if kind is dict:
         entries: Any = obj
-        return len(entries) <= PLAIN_MAX_ITEMS and all(
-            type(k) is str and _plain(v, depth + 1) for k, v in entries.items()
-        )
+        if len(entries) > PLAIN_MAX_ITEMS:
+            return False
+        for key, value in entries.items():
+            if type(key) is not str or not _plain(value, depth + 1):
+                return False
+        return True
     return _by_reference(obj)
 
 
