@@ -109,6 +109,21 @@ _LANE_LABELS = (b"p2p", b"coll")
 Envelope = tuple[int, int]  # (source, tag) of a received message
 
 
+def _plain_buffer_types() -> frozenset[type]:
+    """Types whose objects are always a whole buffer (never a list spec, IN_PLACE or BOTTOM)."""
+    types: set[type] = {bytes, bytearray, memoryview}
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - numpy is optional
+        pass
+    else:
+        types.add(numpy.ndarray)
+    return frozenset(types)
+
+
+_PLAIN_BUFFERS = _plain_buffer_types()
+
+
 def _mpi_truncate(message: str) -> Exception:
     """MPI's own truncation error, as mpi4py raises it for a too-small receive buffer."""
     exc: Exception = MPI.Exception(MPI.ERR_TRUNCATE)
@@ -118,6 +133,11 @@ def _mpi_truncate(message: str) -> Exception:
 
 def _byte_view(buf: Any, *, writable: bool) -> memoryview:
     """A flat byte view of an mpi4py buffer argument: ``buf``, ``[buf, dt]`` or ``[buf, n, dt]``."""
+    kind: type = buf.__class__
+    if kind in _PLAIN_BUFFERS:  # the hot path: bytes, bytearray, memoryview, numpy array
+        view = memoryview(buf)
+        if view.c_contiguous and not (writable and view.readonly):
+            return view if view.ndim == 1 and view.format == "B" else view.cast("B")
     count: int | None = None
     datatype: Any = None
     if isinstance(buf, (list, tuple)):
@@ -230,6 +250,14 @@ class _Lane:
         self._rx2: bytearray | None = None  # second buffer for continuation records
         self._status = MPI.Status()
         self._last: dict[Envelope, int] = {}  # (source, tag) -> last counter processed
+        # Prebound methods for the small-message hot path (one lookup at setup, not per call).
+        self.seal_small = [sealer.seal for sealer in sealers]
+        self._open_small = [opener.open_fields for opener in openers]
+        self.mpi_send = comm.Send
+        self._mpi_recv = comm.Recv
+        self._count = self._status.Get_count
+        self._source = self._status.Get_source
+        self._tag = self._status.Get_tag
         self.posted: list[_PostedRecv] = []
         self.early: list[_Early] = []
 
@@ -245,7 +273,7 @@ class _Lane:
         sealer = self.sealers[dest]
         size = len(data)
         if size < SMALL_RECORD:  # one C call to seal, no copy into a buffer
-            self.comm.Send(sealer.seal(data, channel=tag), dest, tag)
+            self.mpi_send(sealer.seal(data, channel=tag), dest, tag)
             return
         if size <= len(self._tx) - HEADER_SIZE - TAGLEN:
             n = sealer.seal_into(self._tx, data, channel=tag)
@@ -296,13 +324,21 @@ class _Lane:
 
         Returns (source, tag, nbytes, data-if-sink-is-None).
         """
-        early = self.take_early(source, tag)
-        if early is not None:
-            return self._deliver_early(early, sink)
-        status = self._status
-        self.comm.Recv([self._rx, MPI.BYTE], source, tag, status)
-        s, t = status.Get_source(), status.Get_tag()
-        record = self._rxv[: status.Get_count(MPI.BYTE)]
+        if self.early:
+            early = self.take_early(source, tag)
+            if early is not None:
+                return self._deliver_early(early, sink)
+        # Straight into the preallocated record buffer: no Status, list or buffer spec per call.
+        self._mpi_recv(self._rx, source, tag, self._status)
+        s, t, count = self._source(), self._tag(), self._count()
+        if count < SMALL_RECORD:
+            # A copy of a small record costs less than a memoryview slice (whose header
+            # comparisons in open_fields are slow), and it survives flush_posted below.
+            small = self._rx[:count]
+            if self.posted:
+                self.flush_posted(s, t, len(self.posted))
+            return self._process_small(small, s, t, sink)
+        record = self._rxv[:count]
         if self.posted:  # completing earlier receives may reuse the lane's buffers: keep a copy
             record = memoryview(bytes(record))
             self.flush_posted(s, t, len(self.posted))
@@ -414,7 +450,7 @@ class _Lane:
         return source, tag, n, data
 
     def _process_small(
-        self, record: memoryview, source: int, tag: int, sink: memoryview | None
+        self, record: memoryview | bytearray, source: int, tag: int, sink: memoryview | None
     ) -> tuple[int, int, int, bytes | bytearray | None]:
         """The hot path for a record under SMALL_RECORD bytes: open it whole, then check it.
 
@@ -423,23 +459,24 @@ class _Lane:
         are checked here, on authenticated values.
         """
         key = (source, tag)
+        last = self._last
         try:
-            _, flags, channel, counter, plain = self.openers[source].open_fields(record)
+            _, flags, channel, counter, plain = self._open_small[source](record)
             if channel != tag:
                 raise RemoteProtocolError(
                     f"record for tag {channel} arrived with MPI tag {tag} (moved record)"
                 )
-            if counter <= self._last.get(key, -1):
+            if counter <= last.get(key, -1):
                 raise ReplayError(
                     f"record {counter} from rank {source} on tag {tag} is a replay or out of order"
                 )
         except _RECORD_ERRORS:
             self.stats.rejected += 1
             raise
-        self._last[key] = counter
-        n = len(plain)
-        if flags & FLAG_MORE:  # a short first record of a long message: only a broken peer does that
+        last[key] = counter
+        if flags:  # a short first record of a long message: only a broken peer does that
             raise RemoteProtocolError(f"short record flagged MORE from rank {source}")
+        n = len(plain)
         if sink is None:
             return source, tag, n, plain
         if n > len(sink):
@@ -732,13 +769,19 @@ class SecureComm:
     # -- point to point: buffers
 
     def Send(self, buf: Any, dest: int, tag: int = 0) -> None:
-        self._p2p.send(_byte_view(buf, writable=False), dest, tag)
+        data = _byte_view(buf, writable=False)
+        if len(data) < SMALL_RECORD and dest >= 0:  # hot path: one seal call, one MPI call
+            lane = self._p2p
+            lane.mpi_send(lane.seal_small[dest](data, channel=tag), dest, tag)
+        else:
+            self._p2p.send(data, dest, tag)
 
     def Recv(
         self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None
     ) -> None:
         s, t, n, _ = self._p2p.recv(source, tag, _byte_view(buf, writable=True))
-        _set_status(status, s, t, n)
+        if status is not None:
+            _set_status(status, s, t, n)
 
     def Isend(self, buf: Any, dest: int, tag: int = 0) -> SecureRequest:
         requests, buffers = self._p2p.isend(_byte_view(buf, writable=False), dest, tag)
