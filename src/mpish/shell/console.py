@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from mpish.launch import Peer, Session
-from mpish.transport.mpi import Backoff
+from mpish.transport.mpi import Backoff, tune_malloc
 from mpish.wire.errors import MpishError, ProtocolError, TransportBroken
 from mpish.wire.events import CloseReceived, Message
 
@@ -61,6 +61,7 @@ class Console:
         # set by the terminal front end: True when the user typed Ctrl-C (the terminal is
         # in raw mode during operations, so Ctrl-C is a key here, not a signal to the group)
         self.interrupt_key: Callable[[], bool] | None = None
+        tune_malloc()  # 1 MiB records: reused heap buffers, no page faults per record
 
     # -- peers
 

@@ -79,7 +79,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from mpish.transport.mpi import Backoff, MpiLink
+from mpish.transport.mpi import Backoff, MpiLink, tune_malloc
 from mpish.wire.channel import SecureChannel
 from mpish.wire.errors import MpishError, ProtocolError
 from mpish.wire.events import CloseReceived, Message
@@ -360,6 +360,7 @@ class ShellServer:
     # -- main loop
 
     def serve(self) -> None:
+        tune_malloc()
         backoff = Backoff()
         self._start_bash()
         try:
@@ -442,7 +443,7 @@ class ShellServer:
         with contextlib.suppress(OSError):
             os.replace(saved, self.state)
 
-    def _on_record(self, record: bytearray) -> None:
+    def _on_record(self, record: bytearray | memoryview) -> None:
         try:
             events = self.channel.receive_record(record)
         except MpishError:

@@ -19,6 +19,11 @@ idle rank uses ~0% CPU. Callers that also wait on something else (the shell serv
 pipe readers) sleep on their own queue with that timeout, so local events wake them at
 once and only MPI arrivals see the backoff delay.
 
+Records are received with ``Improbe`` into a buffer of the probed size. Receives posted
+ahead (``Irecv`` on ANY_SOURCE into fixed buffers) were tried for the console: no
+faster here once large buffers are reused (see :func:`tune_malloc`), and one run in
+ten stalled with MPICH 5.0 ch4, so they are not used.
+
 Only one thread calls MPI (``MPI_THREAD_FUNNELED`` is enough).
 """
 
@@ -39,6 +44,24 @@ HOT_SECONDS = 0.02  # keep polling with the shortest sleep this long after the l
 HOT_SLEEP = 20e-6  # a real sleep even when hot: spinning would steal the CPU from the work
 FIRST_SLEEP = 50e-6
 MAX_SLEEP = 0.010
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def tune_malloc() -> None:
+    """Serve 1 MiB record buffers from the heap, reused, instead of fresh mmaps.
+
+    glibc maps every allocation above its mmap threshold afresh, so each 1 MiB record
+    (sealed, received, decrypted) would cost ~256 page faults and a zero-fill by the
+    kernel. A 4 MiB threshold and a 64 MiB trim threshold keep such buffers in the heap;
+    freed ones are reused. Only glibc has mallopt: elsewhere this does nothing.
+    """
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)
+        libc.mallopt(M_MMAP_THRESHOLD, 4 << 20)
 
 
 def mpi() -> Any:
@@ -121,7 +144,7 @@ class MpiLink:
     def sends_pending(self) -> int:
         return len(self._pending)
 
-    def poll(self) -> tuple[int, bytearray] | None:
+    def poll(self) -> tuple[int, bytearray | memoryview] | None:
         """One record that has arrived, as (source rank, bytes), or None. Never blocks."""
         MPI = self.MPI
         status = MPI.Status()
@@ -144,7 +167,7 @@ class MpiLink:
         self.received_bytes += size
         return source, buf
 
-    def drain(self) -> Iterator[tuple[int, bytearray]]:
+    def drain(self) -> Iterator[tuple[int, bytearray | memoryview]]:
         """Every record that has arrived now (at most 64, so other work is not starved)."""
         for _ in range(64):
             item = self.poll()
