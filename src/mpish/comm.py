@@ -28,17 +28,28 @@ ciphertext + 16-byte tag), sent with the buffer API; the lowercase pickle-based 
 calls are never used on the internal communicators. The record channel is the MPI
 tag. On receipt the authenticated header must name the MPI status source as sender
 and the MPI status tag as channel, so a record moved to another rank or tag is
-rejected. A message larger than :data:`MAX_RECORD_PAYLOAD` is a first record (on the
-lane's main communicator, so MPI matching applies to it exactly as to a raw message)
-followed by continuation records on the lane's bulk communicator, all flagged MORE
-except the last. First and continuation records share the (direction, tag) counter,
+rejected. A message of at most :data:`SINGLE_MAX` (64 KiB) bytes is one record. A
+longer one is an empty first record flagged MORE (on the lane's main communicator, so
+MPI matching applies to it exactly as to a raw message) followed by continuation
+records of 256 KiB to 1 MiB (:func:`_chunk`) on the lane's bulk communicator, all
+flagged MORE except the last. Because every first record is at most 64 KiB of payload,
+an ``Irecv`` buffer always holds it: a long message into a too-small buffer is drained
+(its continuation records received and authenticated, never left queued to be taken
+for a later message) and then raises MPI's own ``ERR_TRUNCATE``, as raw MPI does.
+First and continuation records share the (direction, tag) counter,
 so the continuation of a message is the records with the next counters: a receiver
 accepts on each (source, tag) only strictly increasing counters, and a continuation
 record only with exactly the next one. (MPI keeps order per (source, tag,
 communicator), so an honest stream is always in order; the replay window of the
 Opener is a second line.) Senders pipeline large messages: ``Isend`` of record k
-while record k+1 is sealed into a second preallocated buffer; receivers decrypt with
-``open_into`` straight into the user's buffer.
+while record k+1 is sealed into a second preallocated buffer; receivers post the
+receive of record k+1 before decrypting record k with ``open_into`` straight into the
+user's buffer. (Measured on 2 cores: a thread pool for sealing/opening is slower, not
+faster; see bench/comm.py.)
+
+Small messages take a hot path: ``Send`` seals with one C call and sends the record;
+``Recv`` receives into the lane's preallocated record buffer (no per-call Status,
+list or buffer spec) and opens it with :meth:`Opener.open_fields`.
 
 Irecv posts a real MPI ``Irecv`` for the first record, so MPI's matching order holds.
 Before a first record from (s, t) is processed, every earlier-posted, still pending
@@ -54,6 +65,21 @@ communicator stays usable: the genuine message, still queued in MPI, is delivere
 the next receive. A forged record met in the middle of a large message is dropped and
 the rest of the message is drained to keep the stream in step; the call then raises
 and the message is not delivered.
+
+Requests: ``Isend``/``Irecv``/``isend``/``irecv`` return :class:`SecureRequest`.
+mpi4py's ``MPI.Request.Waitall`` & co. accept only real MPI requests; use the module
+functions :func:`Waitall`, :func:`waitall`, :func:`Testall` and :func:`Waitany` (also
+as ``SecureRequest.Waitall`` ...), which take secure and raw requests alike.
+
+Setup cost: the handshakes are eager, one KK handshake per pair. Each costs each side
+about half of a pair's CPU time (``bench/comm.py`` prints it: ~1.3 ms for both sides
+on the reference 2-core machine), so ``secure()`` costs every rank ~0.65 ms x (size-1)
+of CPU, O(size^2) in total: ~20 ms per rank at 32 ranks, ~6.5 s per rank at 10,000
+ranks (plus two Alltoalls of 128-byte slots, 1.3 MB per rank at 10,000). Lazy per-pair
+handshakes are not implemented on purpose: KK needs a round trip before the first
+record (THREAT-MODEL: no application data in the first handshake message), so a lazy
+first ``Send`` would wait for the receiver to enter a receive call, and the legal MPI
+pattern "both ranks Send (eager), then both Recv" would deadlock.
 
 Not thread-safe: like ``MPI_THREAD_SERIALIZED``, one thread at a time per
 communicator. Everything of the mpi4py API that is not implemented here raises
@@ -95,11 +121,20 @@ from .wire.record import (
     parse_header,
 )
 
-__all__ = ["SecureComm", "SecureRequest", "secure"]
+__all__ = ["SecureComm", "SecureRequest", "Testall", "Waitall", "Waitany", "secure", "waitall"]
 
 PROTOCOL = "Noise_KK_25519_AESGCM_SHA256"
 SERVICE = "mpish.comm"
 RECORD_MAX = HEADER_SIZE + MAX_RECORD_PAYLOAD + TAGLEN
+SINGLE_MAX = 64 * 1024  # a message of at most this many bytes is one record
+# Larger messages: an empty first record flagged MORE, then records of _chunk(size) bytes
+# (a quarter MiB up to 2 MiB, then growing to the 1 MiB cap), so that sealing, the MPI
+# transfer and opening overlap while per-record costs stay small.
+BULK_CHUNK = 256 * 1024
+
+
+def _chunk(size: int) -> int:
+    return min(MAX_RECORD_PAYLOAD, max(BULK_CHUNK, size // 8))
 HANDSHAKE_SLOT = 128  # bytes per pair in the handshake Alltoall (a KK message record is 92)
 COLL_TAG = 1  # the one tag of collective traffic (collectives are called in the same order)
 _RECORD_ERRORS = (AuthenticationError, ReplayError, RemoteProtocolError)
@@ -243,7 +278,7 @@ class _Lane:
         self.sealers = sealers
         self.openers = openers
         self.stats = stats
-        self._tx = bytearray(HEADER_SIZE + 64 * 1024 + TAGLEN)  # small messages
+        self._tx = bytearray(HEADER_SIZE + SINGLE_MAX + TAGLEN)  # one-record messages
         self._pipe: list[bytearray] | None = None  # two RECORD_MAX buffers, allocated on first use
         self._rx = bytearray(RECORD_MAX)
         self._rxv = memoryview(self._rx)
@@ -275,37 +310,46 @@ class _Lane:
         if size < SMALL_RECORD:  # one C call to seal, no copy into a buffer
             self.mpi_send(sealer.seal(data, channel=tag), dest, tag)
             return
-        if size <= len(self._tx) - HEADER_SIZE - TAGLEN:
+        if size <= SINGLE_MAX:
             n = sealer.seal_into(self._tx, data, channel=tag)
             self.comm.Send([self._tx, n, MPI.BYTE], dest, tag)
             return
+        # The empty first record goes through MPI matching like a raw message; the
+        # continuation records follow on the bulk communicator, record k on the wire
+        # while record k+1 is sealed into the other buffer.
+        self.comm.Send(sealer.seal(b"", channel=tag, flags=FLAG_MORE), dest, tag)
         if self._pipe is None:
-            self._pipe = [bytearray(RECORD_MAX), bytearray(RECORD_MAX)]
+            self._pipe = [bytearray(RECORD_MAX) for _ in range(2)]
         pipe = self._pipe
         requests: list[Any] = [None, None]
-        for index, start in enumerate(range(0, size, MAX_RECORD_PAYLOAD)):
-            end = min(start + MAX_RECORD_PAYLOAD, size)
+        bulk_isend = self.bulk.Isend
+        chunk = _chunk(size)
+        for index, start in enumerate(range(0, size, chunk)):
+            end = min(start + chunk, size)
             slot = index & 1
             if requests[slot] is not None:
                 requests[slot].Wait()
             n = sealer.seal_into(
                 pipe[slot], data[start:end], channel=tag, flags=FLAG_MORE if end < size else 0
             )
-            comm = self.comm if index == 0 else self.bulk
-            requests[slot] = comm.Isend([pipe[slot], n, MPI.BYTE], dest, tag)
+            requests[slot] = bulk_isend([pipe[slot], n, MPI.BYTE], dest, tag)
         MPI.Request.Waitall([r for r in requests if r is not None])
 
     def isend(self, data: memoryview, dest: int, tag: int) -> tuple[list[Any], list[bytes | bytearray]]:
         """Nonblocking send: every record sealed now into its own buffer, all posted."""
         sealer = self.sealers[dest]
         size = len(data)
-        requests: list[Any] = []
-        buffers: list[bytes | bytearray] = []
-        for index, start in enumerate(range(0, max(size, 1), MAX_RECORD_PAYLOAD)):
-            end = min(start + MAX_RECORD_PAYLOAD, size)
+        if size <= SINGLE_MAX:
+            record = sealer.seal(data, channel=tag)
+            return [self.comm.Isend([record, MPI.BYTE], dest, tag)], [record]
+        first = sealer.seal(b"", channel=tag, flags=FLAG_MORE)  # same layout as send()
+        requests: list[Any] = [self.comm.Isend([first, MPI.BYTE], dest, tag)]
+        buffers: list[bytes | bytearray] = [first]
+        chunk = _chunk(size)
+        for start in range(0, size, chunk):
+            end = min(start + chunk, size)
             record = sealer.seal(data[start:end], channel=tag, flags=FLAG_MORE if end < size else 0)
-            comm = self.comm if index == 0 else self.bulk
-            requests.append(comm.Isend([record, MPI.BYTE], dest, tag))
+            requests.append(self.bulk.Isend([record, MPI.BYTE], dest, tag))
             buffers.append(record)
         return requests, buffers
 
@@ -357,7 +401,11 @@ class _Lane:
 
     def post(self, source: int, tag: int, sink: memoryview | None) -> _PostedRecv:
         """Irecv of a first record (a real MPI Irecv, so MPI's matching order holds)."""
-        capacity = MAX_RECORD_PAYLOAD if sink is None else min(len(sink), MAX_RECORD_PAYLOAD)
+        # Room for the whole first record of any message that fits ``sink``: a one-record
+        # message (at most SINGLE_MAX bytes) or the empty first record of a longer one. A
+        # longer message into a too-small buffer is then drained before the truncation
+        # error, instead of leaving its continuation records queued.
+        capacity = SINGLE_MAX if sink is None else min(len(sink), SINGLE_MAX)
         posted = _PostedRecv(source, tag, sink, HEADER_SIZE + capacity + TAGLEN)
         early = self.take_early(source, tag)
         if early is not None:
@@ -474,8 +522,8 @@ class _Lane:
             self.stats.rejected += 1
             raise
         last[key] = counter
-        if flags:  # a short first record of a long message: only a broken peer does that
-            raise RemoteProtocolError(f"short record flagged MORE from rank {source}")
+        if flags:  # the first record of a message of several records
+            return self._long(plain, source, tag, sink)
         n = len(plain)
         if sink is None:
             return source, tag, n, plain
@@ -483,6 +531,28 @@ class _Lane:
             raise _mpi_truncate(f"message of {n} bytes from rank {source}, receive buffer of {len(sink)}")
         sink[:n] = plain
         return source, tag, n, None
+
+    def _long(
+        self, first: bytes, source: int, tag: int, sink: memoryview | None
+    ) -> tuple[int, int, int, bytes | bytearray | None]:
+        """The rest of a message whose (authenticated) first record ``first`` was flagged MORE."""
+        n = len(first)
+        data: bytearray | None = None
+        truncated = False
+        if sink is None:
+            data = bytearray(first)
+        elif n <= len(sink):
+            sink[:n] = first
+        else:
+            truncated, data = True, bytearray()
+        n, out, truncated = self._continuation(source, tag, sink, n, data, truncated)
+        if truncated:
+            assert sink is not None
+            raise _mpi_truncate(
+                f"message of {n} bytes from rank {source} tag {tag} exceeds the receive buffer of "
+                f"{len(sink)}"
+            )
+        return source, tag, n, out
 
     def _check(self, record: memoryview, source: int, tag: int) -> Header:
         header = parse_header(record)
@@ -556,7 +626,7 @@ class _Lane:
                     if data is None:
                         truncated = True
                         data = bytearray()
-                    elif sink is None or truncated:
+                    elif sink is None:  # (a truncated message is drained, not kept)
                         assert isinstance(data, bytearray)
                         data += plain
             except _RECORD_ERRORS as exc:
@@ -584,9 +654,9 @@ class _Lane:
             return None
         s, t = status.Get_source(), status.Get_tag()
         count = status.Get_count(MPI.BYTE)
-        if count < RECORD_MAX:  # a single-record message: its size is known without reading it
+        if count != HEADER_SIZE + TAGLEN:  # a one-record message: its size is known unread
             return s, t, max(count - HEADER_SIZE - TAGLEN, 0)
-        # A full first record may be followed by more: take the message out of MPI (in
+        # An empty record may be the first of several: take the message out of MPI (in
         # order) to learn its size; receives look at these early messages first.
         message = MPI.Status()
         self.comm.Recv([self._rx, MPI.BYTE], s, t, message)
@@ -663,29 +733,65 @@ class SecureRequest:
         assert obj is not None
         return pickle.loads(obj)  # noqa: S301 - authenticated bytes from a peer holding an authorized key
 
-    @staticmethod
-    def Waitall(requests: Sequence[SecureRequest], statuses: list[Any] | None = None) -> bool:
-        for index, request in enumerate(requests):
-            request.Wait(statuses[index] if statuses is not None else None)
-        return True
+    # The class-level forms, as in mpi4py (MPI.Request.Waitall): the module functions below.
 
     @staticmethod
-    def waitall(requests: Sequence[SecureRequest], statuses: list[Any] | None = None) -> list[Any]:
-        return [r.wait(statuses[i] if statuses is not None else None) for i, r in enumerate(requests)]
+    def Waitall(requests: Sequence[Any], statuses: list[Any] | None = None) -> bool:
+        return Waitall(requests, statuses)
 
     @staticmethod
-    def Testall(requests: Sequence[SecureRequest], statuses: list[Any] | None = None) -> bool:
-        return all([r.Test(statuses[i] if statuses is not None else None) for i, r in enumerate(requests)])
+    def waitall(requests: Sequence[Any], statuses: list[Any] | None = None) -> list[Any]:
+        return waitall(requests, statuses)
 
     @staticmethod
-    def Waitany(requests: Sequence[SecureRequest], status: Any = None) -> int:
-        while True:
-            for index, request in enumerate(requests):
-                if request.Test(status):
-                    return index
+    def Testall(requests: Sequence[Any], statuses: list[Any] | None = None) -> bool:
+        return Testall(requests, statuses)
+
+    @staticmethod
+    def Waitany(requests: Sequence[Any], status: Any = None) -> int:
+        return Waitany(requests, status)
 
     def __getattr__(self, name: str) -> Any:
         raise NotImplementedError(f"SecureRequest.{name} is not supported by mpish.secure")
+
+
+# -- completing lists of requests ---------------------------------------------------
+# mpi4py's MPI.Request.Waitall and friends need real MPI requests, so they reject
+# SecureRequest objects. These accept SecureRequest and MPI.Request alike (a list may mix
+# secure requests with requests of ``comm.raw`` or of other communicators).
+
+AnyRequest = Any  # SecureRequest or MPI.Request
+
+
+def _status_at(statuses: list[Any] | None, index: int) -> Any:
+    return statuses[index] if statuses is not None else None
+
+
+def Waitall(requests: Sequence[AnyRequest], statuses: list[Any] | None = None) -> bool:
+    """Wait for every request (in order; completing them in order cannot deadlock)."""
+    for index, request in enumerate(requests):
+        request.Wait(_status_at(statuses, index))
+    return True
+
+
+def waitall(requests: Sequence[AnyRequest], statuses: list[Any] | None = None) -> list[Any]:
+    """Wait for every request; return the received objects (None for sends)."""
+    return [request.wait(_status_at(statuses, index)) for index, request in enumerate(requests)]
+
+
+def Testall(requests: Sequence[AnyRequest], statuses: list[Any] | None = None) -> bool:
+    """Test every request (each one is tested, as MPI progresses all of them); all done?"""
+    return all([request.Test(_status_at(statuses, index)) for index, request in enumerate(requests)])
+
+
+def Waitany(requests: Sequence[AnyRequest], status: Any = None) -> int:
+    """Index of a completed request, polling them in turn until one completes."""
+    if not requests:
+        return MPI.UNDEFINED
+    while True:
+        for index, request in enumerate(requests):
+            if request.Test(status):
+                return index
 
 
 def _derive(hashes: HashFunctions, key: bytes, label: bytes) -> bytes:

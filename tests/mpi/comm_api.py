@@ -242,6 +242,63 @@ def check_derived(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
     ok(c, "dup_split")
 
 
+def _truncated(call: object) -> None:
+    """``call()`` must raise MPI's truncation error, as raw MPI does for a too-small buffer."""
+    try:
+        call()  # type: ignore[operator]
+    except MPI.Exception as exc:
+        assert exc.Get_error_class() == MPI.ERR_TRUNCATE, exc
+    else:
+        raise AssertionError("a too-small receive buffer did not raise ERR_TRUNCATE")
+
+
+def check_truncation(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
+    """A too-small buffer raises ERR_TRUNCATE like raw MPI and leaves nothing queued behind."""
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    for comm in (raw, c):
+        for size in (100, 3_000_000):  # one record; several records
+            small = np.zeros(10, "u1")
+            req = comm.Irecv(small, src, 50)
+            sends = [comm.Isend(np.full(size, 1, "u1"), dest, 50)]
+            _truncated(req.Wait)
+            sends.append(comm.Isend(np.full(size, 2, "u1"), dest, 51))
+            _truncated(lambda: comm.Recv(small, src, 51))  # noqa: B023 - called at once
+            # The next messages of both envelopes arrive intact: no continuation record of
+            # the truncated messages was left queued to be taken for theirs.
+            sends += [comm.Isend(np.arange(4, dtype="i4") + r + tag, dest, tag) for tag in (50, 51)]
+            for tag in (50, 51):
+                got = np.zeros(4, "i4")
+                if tag == 50:
+                    comm.Irecv(got, src, tag).Wait()
+                else:
+                    comm.Recv(got, src, tag)
+                assert np.array_equal(got, np.arange(4, dtype="i4") + src + tag), (comm, size, got)
+            mpish.comm.Waitall(sends)
+    ok(c, "truncation")
+
+
+def check_request_helpers(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
+    """mpish.comm.Waitall & co. take SecureRequest and MPI.Request objects in one list."""
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    a, b = np.zeros(3, "i8"), np.zeros(3, "i8")
+    recvs = [c.Irecv(a, src, 60), raw.Irecv(b, src, 60)]
+    sends = [c.Isend(np.full(3, r, "i8"), dest, 60), raw.Isend(np.full(3, r, "i8"), dest, 60)]
+    statuses = [MPI.Status(), MPI.Status()]
+    assert mpish.comm.Waitall(recvs, statuses)
+    assert np.all(a == src) and np.all(b == src)
+    assert [s.Get_source() for s in statuses] == [src, src]
+    while not mpish.comm.Testall(sends):
+        pass
+    objs = [c.irecv(None, src, 61)]
+    sends = [c.isend({"from": r}, dest, 61)]
+    assert mpish.comm.waitall(objs) == [{"from": src}]
+    assert mpish.comm.Waitany(sends) == 0
+    assert mpish.comm.Waitany([]) == MPI.UNDEFINED
+    ok(c, "request_helpers")
+
+
 def check_unsupported(c: mpish.comm.SecureComm) -> None:
     for name in ("Ssend", "Bsend", "Allgatherv", "Scan", "Ibcast", "Mprobe", "Create_cart"):
         try:
@@ -269,6 +326,8 @@ def main() -> None:
     check_probe(c)
     check_collectives(c, raw)
     check_derived(c, raw)
+    check_truncation(c, raw)
+    check_request_helpers(c, raw)
     check_unsupported(c)
     assert c.rejected == 0
     c.Barrier()
