@@ -5,6 +5,11 @@ temporary one is made when it is unset). Rank 0 then launches
 ``mpiexec -n 32 python bench/comm.py --setup`` itself to time ``secure(COMM_WORLD)``
 at 32 ranks. Prints a table, then one RESULT line.
 
+Robust to a loaded machine: for each size the modes run in short rounds, one after the
+other (raw, secure, seed, raw, secure, seed, ...), ROUNDS times; the table shows the
+median round of each mode and every ratio is the median of the per-round ratios, so
+raw and secure are always measured side by side under the same load.
+
 The seed scheme (seeds/004): every message gets a fresh AES-128 key, wrapped with the
 receiver's RSA-2048 key (OAEP), and the payload is sealed with AES-EAX; the pieces go
 through mpi4py's pickle-based ``send``/``recv``.
@@ -13,10 +18,12 @@ through mpi4py's pickle-based ``send``/``recv``.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +31,14 @@ SIZES = (8, 1024, 64 * 1024, 1 << 20, 16 << 20)
 LABELS = {8: "8 B", 1024: "1 KiB", 64 * 1024: "64 KiB", 1 << 20: "1 MiB", 16 << 20: "16 MiB"}
 
 
+ROUNDS = 7
+
+
 def _iterations(size: int, mode: str) -> int:
+    """Round trips per round."""
     if mode == "seed":
-        return {8: 60, 1024: 60, 65536: 40, 1 << 20: 8, 16 << 20: 2}[size]
-    return {8: 3000, 1024: 3000, 65536: 600, 1 << 20: 60, 16 << 20: 8}[size]
+        return {8: 8, 1024: 8, 65536: 6, 1 << 20: 2, 16 << 20: 1}[size]
+    return {8: 500, 1024: 500, 65536: 100, 1 << 20: 12, 16 << 20: 3}[size]
 
 
 def _ensure_home() -> None:
@@ -131,16 +142,14 @@ class Seed:
         return plain
 
 
-def pingpong(mode: str, size: int, raw: Any, sec: Any, seed: Seed) -> float:
-    """Seconds per round trip of ``size`` bytes."""
+def pingpong(mode: str, size: int, raw: Any, sec: Any, seed: Seed) -> Callable[[int], float]:
+    """A function timing ``n`` round trips of ``size`` bytes; returns seconds per round trip."""
     import numpy as np
 
     rank = raw.Get_rank()
     peer = 1 - rank
-    iters = _iterations(size, mode)
     buf = np.zeros(size, dtype="u1")
     payload = bytes(size)
-    warm = max(2, iters // 10)
 
     if mode in ("raw-buf", "secure-buf"):
         comm = raw if mode == "raw-buf" else sec
@@ -172,15 +181,83 @@ def pingpong(mode: str, size: int, raw: Any, sec: Any, seed: Seed) -> float:
             else:
                 seed.send(seed.recv(peer), peer)
 
-    for _ in range(warm):
-        once()
-    raw.Barrier()
+    def timed(n: int) -> float:
+        raw.Barrier()
+        start = time.perf_counter()
+        for _ in range(n):
+            once()
+        elapsed = time.perf_counter() - start
+        result: float = raw.bcast(elapsed / n, 0)
+        return result
+
+    return timed
+
+
+def measure(size: int, modes: tuple[str, ...], raw: Any, sec: Any, seed: Seed) -> dict[str, list[float]]:
+    """Per mode, ROUNDS samples of seconds per round trip, the modes interleaved round by round."""
+    runs = {mode: pingpong(mode, size, raw, sec, seed) for mode in modes}
+    for mode, run in runs.items():  # warm-up
+        run(max(2, _iterations(size, mode) // 5))
+    samples: dict[str, list[float]] = {mode: [] for mode in modes}
+    for _ in range(ROUNDS):
+        for mode, run in runs.items():
+            samples[mode].append(run(_iterations(size, mode)))
+    return samples
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    """Median of the per-round ratios num[i] / den[i] (the rounds ran side by side)."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
+
+
+def _aead_rates(name: str, cls: Any) -> str:
+    """Speeds of one AEAD of ``cryptography`` on one core, and with two threads sealing."""
+    import threading
+
+    data, nonce, ad = bytes(1 << 20), bytes(12), bytes(44)
+    aeads = [cls(bytes(32)), cls(bytes(32))]
+    outs = [bytearray((1 << 20) + 16), bytearray((1 << 20) + 16)]
+
+    def seal(n: int, k: int) -> None:
+        for _ in range(n):
+            aeads[k].encrypt_into(nonce, data, ad, outs[k])
+
+    seal(10, 0)
     start = time.perf_counter()
-    for _ in range(iters):
-        once()
-    elapsed = time.perf_counter() - start
-    result: float = raw.bcast(elapsed / iters, 0)
-    return result
+    seal(200, 0)
+    serial = time.perf_counter() - start
+    opened, sealed = bytearray(1 << 20), aeads[0].encrypt(nonce, data, ad)
+    start = time.perf_counter()
+    for _ in range(200):
+        aeads[0].decrypt_into(nonce, sealed, ad, opened)
+    opening = time.perf_counter() - start
+    threads = [threading.Thread(target=seal, args=(100, k)) for k in range(2)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    parallel = time.perf_counter() - start
+    small = bytes(1024)
+    start = time.perf_counter()
+    for _ in range(20000):
+        aeads[0].encrypt(nonce, small, ad)
+    one_k = (time.perf_counter() - start) / 20000
+    gigabytes = 200 * len(data) / 1e9
+    return (
+        f"{name}: seal {gigabytes / serial:.2f} GB/s, open {gigabytes / opening:.2f} GB/s on one core; "
+        f"1 KiB seal {one_k * 1e6:.2f} us; two threads sealing: x{serial / parallel:.2f}"
+    )
+
+
+def crypto_rates() -> str:
+    """AES-GCM and ChaCha20-Poly1305 speeds (a speedup > 1 with two threads: the GIL is released)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+    return "\n".join(
+        _aead_rates(name, cls)
+        for name, cls in (("AES-256-GCM", AESGCM), ("ChaCha20-Poly1305", ChaCha20Poly1305))
+    )
 
 
 def main() -> None:
@@ -199,14 +276,16 @@ def main() -> None:
     sec = mpish.secure(world)
     seed = Seed(raw)
     modes = ("raw-buf", "raw-obj", "secure-buf", "secure-obj", "seed")
-    table: dict[tuple[str, int], float] = {}
+    samples: dict[tuple[str, int], list[float]] = {}
     for size in SIZES:
-        for mode in modes:
-            table[mode, size] = pingpong(mode, size, raw, sec, seed)
+        for mode, values in measure(size, modes, raw, sec, seed).items():
+            samples[mode, size] = values
+    table = {key: statistics.median(values) for key, values in samples.items()}
     assert sec.rejected == 0
-    setup_ms, pair_ms = float("nan"), float("nan")
+    setup_ms, pair_ms, rates = float("nan"), float("nan"), ""
     if world.Get_rank() == 0:
         pair_ms = pair_handshake_ms()
+        rates = crypto_rates()
         try:
             setup_ms = launch_setup(32)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
@@ -229,10 +308,20 @@ def main() -> None:
         f"(both sides): {pair_ms:.3f} ms, so eager setup costs each rank ~{pair_ms / 2:.2f} ms x (ranks - 1) "
         f"of CPU: ~{pair_ms / 2 * 9999 / 1000:.1f} s at 10,000 ranks"
     )
-    rtt_ratio = table["secure-buf", 1024] / table["raw-buf", 1024]
-    bw_1m = table["raw-buf", 1 << 20] / table["secure-buf", 1 << 20]
-    bw_16m = table["raw-buf", 16 << 20] / table["secure-buf", 16 << 20]
-    speedup = table["seed", 1024] / table["secure-buf", 1024]
+    print(rates)
+    print(f"ratios: median of {ROUNDS} side-by-side rounds (min..max):")
+    for size in SIZES:
+        ratios = sorted(
+            a / b for a, b in zip(samples["secure-buf", size], samples["raw-buf", size], strict=True)
+        )
+        print(
+            f"  {LABELS[size]:>6} secure-buf / raw-buf RTT {statistics.median(ratios):.2f} "
+            f"({ratios[0]:.2f}..{ratios[-1]:.2f})"
+        )
+    rtt_ratio = median_ratio(samples["secure-buf", 1024], samples["raw-buf", 1024])
+    bw_1m = median_ratio(samples["raw-buf", 1 << 20], samples["secure-buf", 1 << 20])
+    bw_16m = median_ratio(samples["raw-buf", 16 << 20], samples["secure-buf", 16 << 20])
+    speedup = median_ratio(samples["seed", 1024], samples["secure-buf", 1024])
     print(
         f"RESULT rtt_ratio_1k={rtt_ratio:.2f} bw_ratio_1m={bw_1m:.2f} bw_ratio_16m={bw_16m:.2f} "
         f"seed_speedup_1k={speedup:.0f} setup_ms_32={setup_ms:.1f}"

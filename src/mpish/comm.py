@@ -14,8 +14,10 @@ Setup (collective, :func:`secure`):
    its trusted set (own key + ``authorized_keys``) BEFORE any handshake. The verdicts
    are summed with one ``Allreduce``, so a rank with an untrusted key makes every rank
    raise :class:`AuthenticationError` naming its fingerprint, instead of hanging.
-3. Every ordered pair (i < j) runs a Noise KK handshake, eagerly, in two
-   ``Alltoall`` rounds of fixed 128-byte slots (message 1 from i to j, message 2 back).
+3. Every pair runs a Noise KK handshake, eagerly, in two ``Alltoall`` rounds of fixed
+   128-byte slots (message 1 from the initiator, message 2 back). Each rank initiates
+   with the half of its peers that follow it round the ring (:func:`_initiates`), so
+   every round costs every rank the same CPU.
    The prologue binds protocol name and version, the job id, the ordered pair and the
    communicator (service ``"mpish.comm:<size>"``). A failed handshake anywhere is
    agreed on with one more ``Allreduce`` and raised on every rank.
@@ -1244,11 +1246,21 @@ def _read_slot(slot: memoryview, job: bytes, sender: int, receiver: int, index: 
     return bytes(slot[HEADER_SIZE : HEADER_SIZE + header.length])
 
 
+def _initiates(rank: int, peer: int, size: int) -> bool:
+    """Whether ``rank`` initiates the handshake with ``peer``: each rank initiates with the
+    half of its peers that follow it round the ring, so every round of ``_handshakes``
+    costs every rank about the same CPU (no rank computes while the others spin)."""
+    distance = (peer - rank) % size
+    return 2 * distance < size or (2 * distance == size and rank < peer)
+
+
 def _handshakes(
     comm: Any, job: bytes, identity: Identity, keys: list[bytes], protocol: ProtocolName, service: str
 ) -> list[tuple[bytes, bytes]]:
     """Run the KK handshake with every rank (two Alltoall rounds); return per-peer transport keys."""
     rank, size = comm.Get_rank(), comm.Get_size()
+    initiated = [peer for peer in range(size) if peer != rank and _initiates(rank, peer, size)]
+    answered = [peer for peer in range(size) if peer != rank and not _initiates(rank, peer, size)]
     name = protocol.name
     states: dict[int, HandshakeState] = {}
     errors: list[str] = []
@@ -1276,7 +1288,7 @@ def _handshakes(
 
     out, incoming = bytearray(size * HANDSHAKE_SLOT), bytearray(size * HANDSHAKE_SLOT)
     view = memoryview(incoming)
-    for peer in range(rank + 1, size):  # round 1: we initiate with every higher rank
+    for peer in initiated:  # round 1: we initiate
         try:
             states[peer] = state(rank, peer)
             body = states[peer].write_message(b"")
@@ -1286,7 +1298,7 @@ def _handshakes(
             errors.append(f"rank {peer}: {exc}")
     comm.Alltoall([out, MPI.BYTE], [incoming, MPI.BYTE])
     out = bytearray(size * HANDSHAKE_SLOT)
-    for peer in range(rank):  # round 2: we answer every lower rank
+    for peer in answered:  # round 2: we answer
         try:
             hs = state(peer, rank)
             hs.read_message(_read_slot(view[peer * HANDSHAKE_SLOT :], job, peer, rank, 0))
@@ -1297,7 +1309,7 @@ def _handshakes(
         except MpishError as exc:
             errors.append(f"rank {peer}: {exc}")
     comm.Alltoall([out, MPI.BYTE], [incoming, MPI.BYTE])
-    for peer in range(rank + 1, size):
+    for peer in initiated:
         try:
             if peer not in states:
                 continue
