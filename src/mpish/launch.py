@@ -27,6 +27,19 @@ Then, on the session communicator (a Dup, so nobody else's messages mix with our
 5. At the end: every channel closed with an authenticated close record, then a
    non-blocking barrier polled with backoff (a dead peer cannot hang us forever), then
    Disconnect (spawned) and Finalize.
+
+A server that dies: by default MPICH's launcher (hydra) kills every process of the job,
+the console included, with SIGKILL, so nothing could be reported. In embedded mode the
+singleton's mpiexec is therefore started through a wrapper, in its own session
+(``setsid``, so that hydra's signals never reach the user's shell or script in our
+process group) and with ``-disable-auto-cleanup`` (through ``HYDRA_CONFIG_FILE``,
+unless the user set one); hydra then tells the other processes with SIGUSR1, which
+the console keeps blocked (so it cannot kill it) and reads as a notice
+(:func:`failure_notice`). The console also looks at its servers' pids (from
+their Hello) on this host; it reports a dead one and goes on with the others. At the
+end MPI cannot finalize with a dead rank, so the console says so and aborts the job
+(non-zero exit, bounded time). A server checks now and then that its console (same
+host) is alive, and ends its session if not.
 """
 
 from __future__ import annotations
@@ -34,6 +47,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -72,6 +87,8 @@ class Peer:
     cwd: str = ""
     alive: bool = True
     ready: bool = False
+    pid: int = 0  # from its Hello
+    lost: str = ""  # why it was lost during the session ("" = not lost)
 
 
 @dataclass
@@ -87,28 +104,96 @@ class Session:
     parent_intercomm: Any = None  # embedded mode: the spawn intercommunicator
 
     def finish(self) -> None:
+        lost = {rank: peer.lost for rank, peer in self.peers.items() if peer.lost}
+        if lost:
+            ranks = ", ".join(str(rank) for rank in sorted(lost))
+            print(f"mpish: rank {ranks} was lost, so MPI cannot end the job normally; aborting it",
+                  file=sys.stderr)
+            sys.stderr.flush()
+            abort(self.comm)
         _finish(self.comm, self.link, self.parent_intercomm)
+
+
+def abort(comm: Any) -> None:
+    """MPI_Abort with exit status 1, failure notices (SIGUSR1) blocked so they cannot kill us first."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    comm.Abort(1)
+
+
+def failure_notice() -> bool:
+    """True (once per notice) if mpiexec signalled a failed process (SIGUSR1, blocked)."""
+    if signal.SIGUSR1 not in signal.sigpending():
+        return False
+    with contextlib.suppress(OSError):
+        signal.sigtimedwait({signal.SIGUSR1}, 0)
+    return True
+
+
+def local_process_alive(pid: int) -> bool:
+    """True unless ``pid`` is gone or a zombie (only meaningful on this host)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
 
 
 def under_launcher() -> bool:
     return any(name in os.environ for name in LAUNCHER_VARIABLES)
 
 
-def _prepare_singleton() -> None:
-    """Put the mpich wheel's mpiexec first on PATH (singleton init and Spawn run it)."""
+def _prepare_singleton() -> Path | None:
+    """Make MPICH's singleton init (which runs ``mpiexec`` from PATH) run the wheel's.
+
+    The mpiexec it starts is wrapped in ``setsid`` and asked for
+    ``-disable-auto-cleanup`` (see the module doc): in our process group, hydra would
+    signal the user's shell or script too (SIGKILL when a server dies; SIGUSR1 at every
+    end of a session without auto-cleanup). Returns the temporary directory of the
+    wrapper and config file, removed once the servers run (None if not made).
+    """
     bindir = Path(sys.executable).parent
-    if (bindir / "mpiexec").exists():
-        path = os.environ.get("PATH", "")
-        if path.split(os.pathsep)[0] != str(bindir):
-            os.environ["PATH"] = str(bindir) + os.pathsep + path
+    real = bindir / "mpiexec"
+    path = os.environ.get("PATH", "")
+    if real.exists() and path.split(os.pathsep)[0] != str(bindir):
+        path = str(bindir) + os.pathsep + path
+    os.environ["PATH"] = path
+    setsid = shutil.which("setsid")
+    if not real.exists() or setsid is None or "HYDRA_CONFIG_FILE" in os.environ:
+        return None
+    import tempfile
+
+    wrapper = Path(tempfile.mkdtemp(prefix="mpish-mpiexec-"))
+    (wrapper / "hydra.conf").write_text("-disable-auto-cleanup\n")
+    script = wrapper / "mpiexec"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"PATH={shlex.quote(path)}; export PATH\n"
+        f"HYDRA_CONFIG_FILE={shlex.quote(str(wrapper / 'hydra.conf'))}; export HYDRA_CONFIG_FILE\n"
+        f'exec {shlex.quote(setsid)} {shlex.quote(str(real))} "$@"\n'
+    )
+    script.chmod(0o700)
+    os.environ["PATH"] = str(wrapper) + os.pathsep + path
+    return wrapper
 
 
-def _load_identity() -> tuple[keys.Identity | None, str]:
+def _load_identity(err: Any = None, who: str = "") -> tuple[keys.Identity | None, str]:
+    """This user's identity, made on first use; a new key is announced on ``err``."""
     try:
-        identity, _ = keys.ensure_identity()
-        return identity, ""
+        identity, created = keys.ensure_identity()
     except MpishError as exc:
         return None, str(exc)
+    if created and err is not None:
+        home = keys.mpish_home()
+        print(
+            f"mpish: {who}created identity key {home / keys.PRIVATE_KEY_NAME} ({identity.fingerprint}); "
+            f"other ranks and hosts trust it through {home} (shared, or its public key in their "
+            f"{keys.AUTHORIZED_KEYS_NAME})",
+            file=err,
+        )
+        with contextlib.suppress(AttributeError, OSError):
+            err.flush()
+    return identity, ""
 
 
 def _host_bytes() -> bytes:
@@ -118,9 +203,14 @@ def _host_bytes() -> bytes:
 def start_console(np: int | None, err: Any = None) -> Session:
     """Start the console side (embedded spawn or rank 0 under mpiexec) and all handshakes."""
     err = err or sys.stderr
+    # before any server starts, so that ranks sharing this home find the key, not race to make one
+    identity = _load_identity(err)
     embedded = not under_launcher()
+    config = None
     if embedded:
-        _prepare_singleton()
+        config = _prepare_singleton()
+        # before MPI starts any thread: hydra's failure notices stay pending, never kill us
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     MPI = mpi()
     parent_intercomm = None
     world = MPI.COMM_WORLD
@@ -133,15 +223,22 @@ def start_console(np: int | None, err: Any = None) -> Session:
         if count < 1:
             raise LaunchError("-n needs at least one shell server")
         # the servers must not die of the terminal's Ctrl-C; they ignore SIGINT themselves
-        parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, ["-m", "mpish.launch"], maxprocs=count)
+        console = [str(os.getpid()), socket.gethostname()]
+        parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, ["-m", "mpish.launch", *console],
+                                               maxprocs=count)
         comm = parent_intercomm.Merge(high=False)
-    return _console_handshakes(comm, parent_intercomm, err)
+    if config is not None:  # the singleton's mpiexec has started: PATH as it was
+        os.environ["PATH"] = os.environ["PATH"].split(os.pathsep, 1)[1]
+        shutil.rmtree(config, ignore_errors=True)
+    return _console_handshakes(comm, parent_intercomm, err, identity)
 
 
-def _console_handshakes(comm: Any, parent_intercomm: Any, err: Any) -> Session:
+def _console_handshakes(
+    comm: Any, parent_intercomm: Any, err: Any, loaded: tuple[keys.Identity | None, str]
+) -> Session:
     MPI = mpi()
     size = comm.Get_size()
-    identity, problem = _load_identity()
+    identity, problem = loaded
     mine = (identity.public if identity else bytes(KEY_SIZE)) + _host_bytes()
     gathered = bytearray((KEY_SIZE + HOST_SIZE) * size)
     comm.Gather([mine, MPI.BYTE], [gathered, MPI.BYTE], root=0)
@@ -234,6 +331,7 @@ def _await_hellos(session: Session, err: Any) -> None:
                     hello = p.CODEC.decode(event.data)
                     if isinstance(hello, p.Hello):
                         peer.host, peer.cwd, peer.ready = hello.host, hello.cwd, True
+                        peer.pid = hello.pid
                         waiting.discard(source)
     for rank in waiting:
         print(f"mpish: rank {rank}: no handshake within {HANDSHAKE_TIMEOUT:.0f} s; it is left out", file=err)
@@ -241,13 +339,13 @@ def _await_hellos(session: Session, err: Any) -> None:
     session.peers = {rank: peer for rank, peer in session.peers.items() if peer.alive}
 
 
-def run_server(comm: Any, parent_intercomm: Any = None) -> int:
+def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) -> int:
     """A shell server rank: key exchange, handshake, serve, finalize. Returns exit status."""
     from .shell.server import ShellServer
 
     MPI = mpi()
     size, rank = comm.Get_size(), comm.Get_rank()
-    identity, problem = _load_identity()
+    identity, problem = _load_identity(sys.stderr, f"rank {rank}: ")
     if identity is None:
         print(f"mpish: rank {rank}: {problem}", file=sys.stderr)
     mine = (identity.public if identity else bytes(KEY_SIZE)) + _host_bytes()
@@ -268,6 +366,8 @@ def run_server(comm: Any, parent_intercomm: Any = None) -> int:
             remote_static=console_pub,
         )
         server = ShellServer(link, channel)
+        if console_pid:
+            server.console_alive = lambda: local_process_alive(console_pid)
         if _server_handshake(link, channel):
             server.hello()
             server.serve()
@@ -316,7 +416,7 @@ def _finish(comm: Any, link: MpiLink, parent_intercomm: Any) -> None:
                 print("mpish: a rank did not reach the end of the session; aborting the MPI job",
                       file=sys.stderr)
                 sys.stderr.flush()
-                comm.Abort(1)
+                abort(comm)
             for _ in link.drain():  # records nobody reads any more: consume, never deliver
                 pass
             backoff.wait()
@@ -346,7 +446,13 @@ def server_main() -> int:
         print("mpish.launch: not started by an mpish console", file=sys.stderr)
         return 2
     comm = parent.Merge(high=True)
-    return run_server(comm, parent)
+    # hydra's notice that another rank failed must not kill this one (a handler, not
+    # SIG_IGN, so that the user's commands start with the default disposition)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+    console_pid = 0
+    if len(sys.argv) >= 3 and sys.argv[1].isdigit() and sys.argv[2] == socket.gethostname():
+        console_pid = int(sys.argv[1])
+    return run_server(comm, parent, console_pid)
 
 
 def world_server_main() -> int:

@@ -79,6 +79,7 @@ def test_ctrl_c_interrupts_every_target_and_session_goes_on(person: Person) -> N
     person.child.sendcontrol("c")
     screen = person.prompt()
     assert "killed by SIGINT" in screen and "@1-2" in screen and "not-reached" not in screen
+    assert "state restored from before the interrupted command" in screen
     screen = person.run("echo still-alive-$MPISH_RANK")
     assert "still-alive-1" in screen and "still-alive-2" in screen
     person.child.sendcontrol("d")
@@ -89,9 +90,14 @@ def test_ctrl_c_interrupts_every_target_and_session_goes_on(person: Person) -> N
 
 def test_timeout_setting_and_garbage_output(person: Person) -> None:
     person.prompt()
+    person.run("cd /usr", cwd="/usr")
     person.run(":timeout 1")
     screen = person.run("sleep 30")
     assert "timed out" in screen
+    screen = person.run("cd /; while :; do :; done")  # a loop inside bash: bash is replaced
+    assert "timed out" in screen
+    screen = person.run("pwd", cwd="/usr")  # ... from the state before that command
+    assert "/usr\r\n" in screen
     screen = person.run(":timeout 0")
     screen = person.run("head -c 3000 /dev/urandom; echo; echo survived")
     assert "survived" in screen
@@ -119,5 +125,23 @@ def test_put_and_get_verify_checksums(person: Person, tmp_path: Path) -> None:
     assert hashlib.sha256((tmp_path / "back.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
     screen = person.run(":get does-not-exist")
     assert "cannot read" in screen
+    person.type("exit")
+    person.child.expect(pexpect.EOF)
+
+
+def test_idle_server_uses_almost_no_cpu(person: Person) -> None:
+    """Over ~3 s at the prompt a server stays far below one core (a sanity bound for busy CI)."""
+    person.prompt()
+    screen = person.run("@1 echo server-pid=$PPID")
+    pid = int(re.search(r"server-pid=(\d+)", screen).group(1))  # type: ignore[union-attr]
+
+    def cpu_ticks() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    before, started = cpu_ticks(), time.monotonic()
+    time.sleep(3)
+    used = (cpu_ticks() - before) / os.sysconf("SC_CLK_TCK")
+    assert used / (time.monotonic() - started) < 0.10, used
     person.type("exit")
     person.child.expect(pexpect.EOF)

@@ -207,3 +207,54 @@ def test_gigabyte_of_output_complete_with_bounded_memory(home: Path, tmp_path: P
     print(err)
     assert set(rss) == {"rank 1", "console"}, err
     assert max(rss.values()) < 200 * 1024, rss
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (waits up to 20 s; a zombie counts as gone)."""
+    for _ in range(200):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_server_that_dies_is_reported_and_the_console_ends(home: Path, tmp_path: Path) -> None:
+    """kill -9 of rank 2's server: named on stderr, rank 1's output shown, bounded non-zero exit."""
+    command = 'if [ "$MPISH_RANK" = 2 ]; then kill -9 $PPID; fi; sleep 1; echo alive-$MPISH_RANK $PPID'
+    result = run([MPISH, "-n", "2", "-c", command], home, tmp_path, timeout=60)
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert "rank 2 (" in err and "lost: its server process" in err and "died" in err, err
+    assert "@2: exit code 255 (rank lost)" in err, err
+    assert "alive-1" in out and "alive-2" not in out, out
+    assert result.returncode != 0
+    survivor = int(out.split("alive-1")[1].split()[0])
+    assert _gone(survivor), "the surviving server outlived the session"
+
+
+def test_builtin_loop_times_out_and_exit_restarts_the_shell(home: Path, tmp_path: Path) -> None:
+    """A loop inside bash itself cannot be signalled apart from bash: killed, bash replaced."""
+    result = run([MPISH, "-n", "1", "-t", "1", "-c", "while :; do :; done"], home, tmp_path)
+    assert result.returncode == 128 + 15, result.stderr
+    assert "timed out" in result.stderr.decode()
+    result = run([MPISH, "-n", "1", "-c", "echo before; exit 7"], home, tmp_path)
+    assert result.returncode == 7 and result.stdout == b"before\n"
+    assert "the shell exited; state restored" in result.stderr.decode()
+
+
+def test_first_run_creates_the_key_and_says_so(tmp_path: Path) -> None:
+    from mpish import keys
+
+    home = tmp_path / "fresh-home"
+    result = run([MPISH, "-n", "1", "-c", "true"], home, tmp_path)
+    assert result.returncode == 0, result.stderr
+    err = result.stderr.decode()
+    identity = keys.load_identity(home)
+    assert f"mpish: created identity key {home / 'id_x25519'} ({identity.fingerprint})" in err, err
+    assert "other ranks and hosts trust it through" in err
+    again = run([MPISH, "-n", "1", "-c", "true"], home, tmp_path)
+    assert again.returncode == 0 and b"created identity key" not in again.stderr
+    assert keys.load_identity(home).public == identity.public

@@ -52,7 +52,7 @@ def main_shell(args: argparse.Namespace) -> int:
     except TransportBroken as exc:
         print(f"mpish: MPI cannot go on: {exc}", file=sys.stderr)
         sys.stderr.flush()
-        session.comm.Abort(1)
+        launch.abort(session.comm)
         return 1
     console.close()
     return status

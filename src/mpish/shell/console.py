@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
-from mpish.launch import Peer, Session
+from mpish.launch import Peer, Session, failure_notice, local_process_alive
 from mpish.transport.mpi import Backoff, tune_malloc
 from mpish.wire.errors import MpishError, ProtocolError, TransportBroken
 from mpish.wire.events import CloseReceived, Message
@@ -35,6 +36,8 @@ from .ranks import format_ranks
 
 CREDIT_BATCH = p.WINDOW // 4
 CLOSE_TIMEOUT = 10.0
+FAILURE_GRACE = 2.0  # seconds to find the dead server after a failure notice
+PID_CHECK = 0.5  # seconds between looks at the servers' pids while waiting
 
 Progress = Callable[[int, int], None]  # (bytes done, total)
 
@@ -58,6 +61,8 @@ class Console:
         self._handler: Callable[[int, object], None] = self._ignore
         self._output: Callable[[int, int, bytes], None] = self._credit_only
         self.peak_rss_kib: dict[int, int] = {}
+        self._next_pid_check = 0.0
+        self._suspect_since = 0.0  # when a failure notice came that no dead server explains yet
         # set by the terminal front end: True when the user typed Ctrl-C (the terminal is
         # in raw mode during operations, so Ctrl-C is a key here, not a signal to the group)
         self.interrupt_key: Callable[[], bool] | None = None
@@ -88,11 +93,36 @@ class Console:
         except MpishError as exc:
             self._lost(rank, f"cannot send: {exc}")
 
-    def _lost(self, rank: int, why: str) -> None:
+    def _lost(self, rank: int, why: str, died: bool = False) -> None:
         peer = self.peers.get(rank)
         if peer is not None and peer.alive:
             peer.alive = False
+            if died:
+                peer.lost = why
             print(f"mpish: rank {rank} ({peer.host}) lost: {why}", file=self.err)
+            self.err.flush()
+
+    def check_failures(self) -> None:
+        """Find servers that died (pid on this host); after mpiexec's failure notice with no
+        dead server found within FAILURE_GRACE seconds, give up on MPI (TransportBroken)."""
+        now = time.monotonic()
+        if failure_notice():
+            self._suspect_since = self._suspect_since or now
+        elif now < self._next_pid_check and not self._suspect_since:
+            return
+        self._next_pid_check = now + PID_CHECK
+        here = socket.gethostname()
+        dead = [rank for rank, peer in self.peers.items()
+                if peer.alive and peer.pid and peer.host == here and not local_process_alive(peer.pid)]
+        for rank in dead:
+            self._lost(rank, f"its server process {self.peers[rank].pid} died", died=True)
+        if dead:
+            self._suspect_since = 0.0
+        elif self._suspect_since and now - self._suspect_since > FAILURE_GRACE:
+            self._suspect_since = 0.0
+            if not any(peer.lost for peer in self.peers.values()):
+                # not one of ours on this host: which rank failed, and MPI's state, are unknown
+                raise TransportBroken("mpiexec reports that a process of the job failed")
 
     # -- receiving
 
@@ -142,6 +172,7 @@ class Console:
         while True:
             try:
                 while not finished():
+                    self.check_failures()
                     if self._pump_once():
                         backoff.activity()
                     else:
@@ -360,6 +391,9 @@ class Console:
         deadline = time.monotonic() + CLOSE_TIMEOUT
         backoff = Backoff()
         while closing - closed and time.monotonic() < deadline:
+            with contextlib.suppress(TransportBroken):
+                self.check_failures()
+            closing = {rank for rank in closing if self.peers[rank].alive}
             item = self.link.poll()
             if item is None:
                 backoff.wait()

@@ -75,6 +75,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -341,6 +342,7 @@ class ShellServer:
         self.puts: dict[int, _Put] = {}
         self.gets: dict[int, _Get] = {}
         self.finished = False
+        self.console_alive: Callable[[], bool] = lambda: True  # set by launch (failure notices)
 
     # -- I/O helpers
 
@@ -362,6 +364,7 @@ class ShellServer:
     def serve(self) -> None:
         tune_malloc()
         backoff = Backoff()
+        next_console_check = 0.0
         self._start_bash()
         try:
             while not self.finished:
@@ -373,6 +376,10 @@ class ShellServer:
                     # records from any other rank are not ours: dropped unread
                 busy = self._pump_gets() or busy
                 delay = 0.0 if busy else backoff.next_sleep()
+                if delay and time.monotonic() > next_console_check:
+                    next_console_check = time.monotonic() + 1.0
+                    if not self.console_alive():
+                        break  # the console died (launch.py): end the session
                 if self.command is not None and self.command.killing:
                     delay = min(delay, KILLING_POLL)
                 busy = self._wait_pipes(delay) or busy
