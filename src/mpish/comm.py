@@ -9,8 +9,9 @@ Setup (collective, :func:`secure`):
    records of messages larger than one record), ``coll`` and ``coll_bulk`` (the same
    for collectives). Secure traffic never mixes with the user's own raw traffic, and
    collectives never match user point-to-point messages.
-2. Rank 0 draws a 16-byte job id and broadcasts it (buffer API). Every rank
-   allgathers its 32-byte X25519 public key (buffer API) and checks every key against
+2. One ``Allgather`` (buffer API) carries, per rank, whether it loaded its key, 16
+   random bytes (rank 0's are the job id) and its 32-byte X25519 public key; a rank
+   that could not load its key makes every rank raise. Every rank checks every key against
    its trusted set (own key + ``authorized_keys``) BEFORE any handshake. The verdicts
    are summed with one ``Allreduce``, so a rank with an untrusted key makes every rank
    raise :class:`AuthenticationError` naming its fingerprint, instead of hanging.
@@ -137,6 +138,9 @@ BULK_CHUNK = 256 * 1024
 
 def _chunk(size: int) -> int:
     return min(MAX_RECORD_PAYLOAD, max(BULK_CHUNK, size // 8))
+
+
+_SETUP_SLOT = 1 + 16 + 32  # per rank in the first Allgather: loaded flag, random bytes, public key
 HANDSHAKE_SLOT = 128  # bytes per pair in the handshake Alltoall (a KK message record is 92)
 COLL_TAG = 1  # the one tag of collective traffic (collectives are called in the same order)
 _RECORD_ERRORS = (AuthenticationError, ReplayError, RemoteProtocolError)
@@ -551,8 +555,7 @@ class _Lane:
         if truncated:
             assert sink is not None
             raise _mpi_truncate(
-                f"message of {n} bytes from rank {source} tag {tag} exceeds the receive buffer of "
-                f"{len(sink)}"
+                f"message of {n} bytes from rank {source} tag {tag} exceeds the receive buffer of {len(sink)}"
             )
         return source, tag, n, out
 
@@ -1350,20 +1353,25 @@ def secure(
             trusted = trusted_keys(identity, home)
     except MpishError as exc:
         local_error = exc
-    failed = _agree(p2p, local_error is None)
+    # One Allgather carries, per rank: a "key loaded" flag, 16 random bytes (rank 0's are
+    # the job id) and the public key (one collective instead of Allreduce, Bcast, Allgather).
+    mine = bytearray(_SETUP_SLOT)
+    if local_error is None:
+        assert identity is not None
+        mine[0] = 1
+        mine[1:17] = secrets.token_bytes(16) if rank == 0 else bytes(16)
+        mine[17:] = identity.public
+    everyone = bytearray(_SETUP_SLOT * size)
+    p2p.Allgather([mine, MPI.BYTE], [everyone, MPI.BYTE])
+    failed = sum(1 for r in range(size) if everyone[r * _SETUP_SLOT] != 1)
     if failed:
         p2p.Free()
         if local_error is not None:
             raise local_error
         raise AuthenticationError(f"secure(): {failed} rank(s) could not load their mpish identity")
     assert identity is not None and trusted is not None
-
-    job = bytearray(secrets.token_bytes(16) if rank == 0 else 16)
-    p2p.Bcast([job, MPI.BYTE], root=0)
-    mine = bytearray(identity.public)
-    everyone = bytearray(32 * size)
-    p2p.Allgather([mine, MPI.BYTE], [everyone, MPI.BYTE])
-    keys = [bytes(everyone[32 * r : 32 * (r + 1)]) for r in range(size)]
+    job = everyone[1:17]
+    keys = [bytes(everyone[r * _SETUP_SLOT + 17 : (r + 1) * _SETUP_SLOT]) for r in range(size)]
 
     # Trust check BEFORE any handshake; the verdicts are summed so every rank agrees.
     verdict = array("i", [0 if key in trusted else 1 for key in keys])
