@@ -433,7 +433,7 @@ class _Lane:
         """Complete ``posted`` if its first record arrived (or wait for it when ``block``)."""
         if posted.done:
             return True
-        status = MPI.Status()
+        status = self._status  # read at once: flush_posted below reuses it
         try:
             if block:
                 posted.request.Wait(status)
@@ -443,11 +443,9 @@ class _Lane:
             self.posted.remove(posted)
             posted.error, posted.done = exc, True
             return True
-        index = self.posted.index(posted)
-        s, t = status.Get_source(), status.Get_tag()
-        self.flush_posted(s, t, index)
+        s, t, count = self._source(), self._tag(), self._count()
+        self.flush_posted(s, t, self.posted.index(posted))
         self.posted.remove(posted)
-        count = status.Get_count(MPI.BYTE)
         try:
             _, _, n, data = self.process(memoryview(posted.buf)[:count], s, t, posted.sink)
             posted.result, posted.obj = (s, t, n), data
