@@ -276,6 +276,7 @@ def main() -> None:
     sec = mpish.secure(world)
     seed = Seed(raw)
     modes = ("raw-buf", "raw-obj", "secure-buf", "secure-obj", "seed")
+    load_before = os.getloadavg()[0]
     samples: dict[tuple[str, int], list[float]] = {}
     for size in SIZES:
         for mode, values in measure(size, modes, raw, sec, seed).items():
@@ -309,6 +310,10 @@ def main() -> None:
         f"of CPU: ~{pair_ms / 2 * 9999 / 1000:.1f} s at 10,000 ranks"
     )
     print(rates)
+    print(
+        f"load average (1 min) {load_before:.1f} before the ping-pongs, {os.getloadavg()[0]:.1f} after, "
+        f"on {os.cpu_count()} cores: above ~1 the raw RTTs rise and every ratio drifts towards 1"
+    )
     print(f"ratios: median of {ROUNDS} side-by-side rounds (min..max):")
     for size in SIZES:
         ratios = sorted(
