@@ -2,7 +2,9 @@
 
 Run: .venv/bin/python bench/shell.py [-n K] [--mib 1024]
 Prints a table, then one RESULT line. The console is this process (embedded spawn of K
-servers, as ``mpish -n K``); keys are made in a temporary MPISH_HOME.
+servers, as ``mpish -n K``); keys are made in a temporary MPISH_HOME. The streaming and
+the local-pipe figures are measured in alternating rounds (--rounds, same bytes in
+total), so that a machine whose load changes during the run affects both alike.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=4, help="shell servers for the fan-out")
     parser.add_argument("--mib", type=int, default=1024, help="MiB to stream")
     parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=4, help="alternating stream/pipe rounds")
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="mpish-bench-")
     os.environ["MPISH_HOME"] = home
@@ -71,22 +74,25 @@ def main() -> int:
             subprocess.run(["bash", "--noprofile", "--norc", "-c", "true"], check=True)
             local.append(time.perf_counter() - start)
         local_ms = median_ms(local)
-        command = f"head -c {size} /dev/zero"
-        sink = CountingSink()
-        start = time.perf_counter()
-        console.run(command, one, sink)
-        stream_s = time.perf_counter() - start
-        assert sink.nbytes == size, sink.nbytes
-        stream = size / stream_s / 1e6
-        start = time.perf_counter()
-        with subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE) as proc:
-            assert proc.stdout is not None
-            got = 0
-            while chunk := proc.stdout.read1(1 << 20):
-                got += len(chunk)
-        pipe_s = time.perf_counter() - start
-        assert got == size
-        pipe = size / pipe_s / 1e6
+        part = size // args.rounds
+        command = f"head -c {part} /dev/zero"
+        stream_s = pipe_s = 0.0
+        for _ in range(args.rounds):
+            sink = CountingSink()
+            start = time.perf_counter()
+            console.run(command, one, sink)
+            stream_s += time.perf_counter() - start
+            assert sink.nbytes == part, sink.nbytes
+            start = time.perf_counter()
+            with subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE) as proc:
+                assert proc.stdout is not None
+                got = 0
+                while chunk := proc.stdout.read1(1 << 20):
+                    got += len(chunk)
+            pipe_s += time.perf_counter() - start
+            assert got == part
+        stream = part * args.rounds / stream_s / 1e6
+        pipe = part * args.rounds / pipe_s / 1e6
         every = list(console.hosts)
         fan = []
         for _ in range(max(5, args.repeat // 2)):

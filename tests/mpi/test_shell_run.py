@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -227,12 +228,14 @@ def test_a_server_that_dies_is_reported_and_the_console_ends(home: Path, tmp_pat
     command = 'if [ "$MPISH_RANK" = 2 ]; then kill -9 $PPID; fi; sleep 1; echo alive-$MPISH_RANK $PPID'
     result = run([MPISH, "-n", "2", "-c", command], home, tmp_path, timeout=60)
     out, err = result.stdout.decode(), result.stderr.decode()
-    assert "rank 2 (" in err and "lost: its server process" in err and "died" in err, err
-    assert "@2: exit code 255 (rank lost)" in err, err
-    assert "alive-1" in out and "alive-2" not in out, out
-    assert result.returncode != 0
-    survivor = int(out.split("alive-1")[1].split()[0])
-    assert _gone(survivor), "the surviving server outlived the session"
+    assert re.search(r"mpish: rank 2 \(.*\) lost: its server process \d+ died", err), err
+    assert re.search(r"@(1-)?2: exit code 255 \(rank lost\)", err), err
+    assert "was lost, so MPI cannot end the job normally; aborting it" in err
+    assert "alive-2" not in out and result.returncode != 0
+    # MPI may take rank 1 down too (then it is reported the same way); if not, its output is there
+    assert "alive-1" in out or "rank 1 (" in err, (out, err)
+    if "alive-1" in out:
+        assert _gone(int(out.split("alive-1")[1].split()[0])), "the surviving server outlived the session"
 
 
 def test_builtin_loop_times_out_and_exit_restarts_the_shell(home: Path, tmp_path: Path) -> None:
