@@ -47,8 +47,10 @@ communicator), so an honest stream is always in order; the replay window of the
 Opener is a second line.) Senders pipeline large messages: ``Isend`` of record k
 while record k+1 is sealed into a second preallocated buffer; receivers post the
 receive of record k+1 before decrypting record k with ``open_into`` straight into the
-user's buffer. (Measured on 2 cores: a thread pool for sealing/opening is slower, not
-faster; see bench/comm.py.)
+user's buffer. No thread pool: cryptography's AEAD calls release the GIL, but with two
+ranks on two cores both cores are already busy (one sealing, one opening) and MPICH
+busy-polls, so sealing/opening 1 MiB records on two threads per rank made a 16 MiB
+one-way transfer slower on the reference machine (8.8 -> 13.9 ms).
 
 Small messages take a hot path: ``Send`` seals with one C call and sends the record;
 ``Recv`` receives into the lane's preallocated record buffer (no per-call Status,
