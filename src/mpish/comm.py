@@ -76,15 +76,17 @@ mpi4py's ``MPI.Request.Waitall`` & co. accept only real MPI requests; use the mo
 functions :func:`Waitall`, :func:`waitall`, :func:`Testall` and :func:`Waitany` (also
 as ``SecureRequest.Waitall`` ...), which take secure and raw requests alike.
 
-Setup cost: the handshakes are eager, one KK handshake per pair. Each costs each side
-about half of a pair's CPU time (``bench/comm.py`` prints it: ~1.3 ms for both sides
-on the reference 2-core machine), so ``secure()`` costs every rank ~0.65 ms x (size-1)
-of CPU, O(size^2) in total: ~20 ms per rank at 32 ranks, ~6.5 s per rank at 10,000
-ranks (plus two Alltoalls of 128-byte slots, 1.3 MB per rank at 10,000). Lazy per-pair
-handshakes are not implemented on purpose: KK needs a round trip before the first
-record (THREAT-MODEL: no application data in the first handshake message), so a lazy
-first ``Send`` would wait for the receiver to enter a receive call, and the legal MPI
-pattern "both ranks Send (eager), then both Recv" would deadlock.
+Setup cost: the handshakes are eager, one KK handshake per pair. ``bench/comm.py``
+prints the CPU time of one (both sides): 0.62 ms on the idle 2-core reference machine,
+up to 1.3 ms when loaded. So ``secure()`` costs every rank ~0.31 ms x (size - 1) of
+CPU, O(size^2) in total: ~10 ms per rank at 32 ranks, ~3 s per rank at 10,000 ranks,
+plus two Alltoalls of 128-byte slots (1.3 MB sent per rank per round at 10,000). The
+measured 32-rank setup (~400-460 ms on 2 cores) is mostly 32 processes sharing 2 cores:
+528 handshakes x 0.62 ms = 330 ms of CPU, and MPICH ranks busy-poll in the collectives
+while they wait. Lazy per-pair handshakes are not implemented on purpose: KK needs a
+round trip before the first record (THREAT-MODEL: no application data in the first
+handshake message), so a lazy first ``Send`` would wait for the receiver to enter a
+receive call, and the legal MPI pattern "both ranks Send (eager), then both Recv" would deadlock.
 
 Not thread-safe: like ``MPI_THREAD_SERIALIZED``, one thread at a time per
 communicator. Everything of the mpi4py API that is not implemented here raises
