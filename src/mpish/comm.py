@@ -144,6 +144,8 @@ def _chunk(size: int) -> int:
     return min(MAX_RECORD_PAYLOAD, max(BULK_CHUNK, size // 8))
 
 
+_CHANNEL = struct.Struct(">I")  # the channel field of a record header (record.py's layout):
+_CHANNEL_OFFSET = HEADER_SIZE - 16  # channel (4 bytes), counter (8) and length (4) end the header
 _SETUP_SLOT = 1 + 16 + 32  # per rank in the first Allgather: loaded flag, random bytes, public key
 HANDSHAKE_SLOT = 128  # bytes per pair in the handshake Alltoall (a KK message record is 92)
 COLL_TAG = 1  # the one tag of collective traffic (collectives are called in the same order)
@@ -517,8 +519,16 @@ class _Lane:
         key = (source, tag)
         last = self._last
         try:
+            # The channel field is compared with the MPI tag BEFORE the record is opened:
+            # opening a moved copy would mark its counter as received on its own channel,
+            # and the original, arriving there later, would be rejected as a replay.
+            if len(record) >= HEADER_SIZE and _CHANNEL.unpack_from(record, _CHANNEL_OFFSET)[0] != tag:
+                channel = _CHANNEL.unpack_from(record, _CHANNEL_OFFSET)[0]
+                raise RemoteProtocolError(
+                    f"record for tag {channel} arrived with MPI tag {tag} (moved record)"
+                )
             _, flags, channel, counter, plain = self._open_small[source](record)
-            if channel != tag:
+            if channel != tag:  # (authenticated now: cannot differ from the field checked above)
                 raise RemoteProtocolError(
                     f"record for tag {channel} arrived with MPI tag {tag} (moved record)"
                 )

@@ -74,8 +74,10 @@ def attacker(c: SecureComm) -> None:
     c.send("genuine 3", 1, 7)
     sync()
     # 4. a genuine record moved to another tag; to the collective lane.
-    raw.Send(sealed(c, pickle.dumps("moved"), 8), 1, 9)
+    moved = sealed(c, pickle.dumps("moved"), 8)
+    raw.Send(moved, 1, 9)  # a copy moved to tag 9, before the original reaches tag 8
     c.send("genuine 4", 1, 9)
+    raw.Send(moved, 1, 8)  # the original, on its own tag: still delivered
     c._comms[2].Send(sealed(c, pickle.dumps("moved"), COLL_TAG), 1, COLL_TAG)
     sync()
     c.bcast("genuine bcast", 0)
@@ -132,6 +134,7 @@ def victim(c: SecureComm) -> None:
     sync()
     expect("moved-tag", lambda: c.recv(None, 0, 9), (RemoteProtocolError,))
     assert c.recv(None, 0, 9) == "genuine 4"
+    assert c.recv(None, 0, 8) == "moved"  # the moved copy did not burn the original's counter
     sync()
     expect("moved-to-collective", lambda: c.bcast(None, 0), (RemoteProtocolError, AuthenticationError))
     assert c.bcast(None, 0) == "genuine bcast"
