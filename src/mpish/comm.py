@@ -513,8 +513,8 @@ class _Lane:
         """The hot path for a record under SMALL_RECORD bytes: open it whole, then check it.
 
         ``open_fields`` checks session, sender and receiver (the Opener is chosen by the MPI
-        source) and the tag before anything is released; channel, counter order and flags
-        are checked here, on authenticated values.
+        source) and the tag before anything is released; the channel is checked here before
+        opening (on the header the tag then covers), counter order and flags after.
         """
         key = (source, tag)
         last = self._last
@@ -527,11 +527,8 @@ class _Lane:
                 raise RemoteProtocolError(
                     f"record for tag {channel} arrived with MPI tag {tag} (moved record)"
                 )
-            _, flags, channel, counter, plain = self._open_small[source](record)
-            if channel != tag:  # (authenticated now: cannot differ from the field checked above)
-                raise RemoteProtocolError(
-                    f"record for tag {channel} arrived with MPI tag {tag} (moved record)"
-                )
+            # (open_fields authenticates the whole header, so the channel is now tag's.)
+            _, flags, _, counter, plain = self._open_small[source](record)
             if counter <= last.get(key, -1):
                 raise ReplayError(
                     f"record {counter} from rank {source} on tag {tag} is a replay or out of order"
