@@ -315,9 +315,23 @@ class _Lane:
 
     # -- sending
 
+    def _sealer_for(self, dest: int) -> Sealer | None:
+        """The sealer of ``dest``; None for MPI.PROC_NULL (nothing is sent).
+
+        Checked explicitly: a negative rank must never select another peer's key through
+        Python's negative indexing.
+        """
+        if 0 <= dest < len(self.sealers):
+            return self.sealers[dest]
+        if dest == MPI.PROC_NULL:
+            return None
+        raise MPI.Exception(MPI.ERR_RANK)
+
     def send(self, data: memoryview, dest: int, tag: int) -> None:
         """Blocking send of one message (one or more records)."""
-        sealer = self.sealers[dest]
+        sealer = self._sealer_for(dest)
+        if sealer is None:
+            return
         size = len(data)
         if size < SMALL_RECORD:  # one C call to seal, no copy into a buffer
             self.mpi_send(sealer.seal(data, channel=tag), dest, tag)
@@ -349,7 +363,9 @@ class _Lane:
 
     def isend(self, data: memoryview, dest: int, tag: int) -> tuple[list[Any], list[bytes | bytearray]]:
         """Nonblocking send: every record sealed now into its own buffer, all posted."""
-        sealer = self.sealers[dest]
+        sealer = self._sealer_for(dest)
+        if sealer is None:
+            return [], []
         size = len(data)
         if size <= SINGLE_MAX:
             record = sealer.seal(data, channel=tag)
@@ -378,8 +394,11 @@ class _Lane:
     ) -> tuple[int, int, int, bytes | bytearray | None]:
         """Blocking receive of one message into ``sink`` (or as bytes when None).
 
-        Returns (source, tag, nbytes, data-if-sink-is-None).
+        Returns (source, tag, nbytes, data-if-sink-is-None); from MPI.PROC_NULL at once
+        (PROC_NULL, ANY_TAG, 0, None), as MPI does.
         """
+        if source == MPI.PROC_NULL:
+            return MPI.PROC_NULL, MPI.ANY_TAG, 0, None
         if self.early:
             early = self.take_early(source, tag)
             if early is not None:
@@ -418,6 +437,10 @@ class _Lane:
         # longer message into a too-small buffer is then drained before the truncation
         # error, instead of leaving its continuation records queued.
         capacity = SINGLE_MAX if sink is None else min(len(sink), SINGLE_MAX)
+        if source == MPI.PROC_NULL:  # completes at once, empty, as in MPI
+            posted = _PostedRecv(source, tag, sink, 0)
+            posted.result, posted.done = (MPI.PROC_NULL, MPI.ANY_TAG, 0), True
+            return posted
         posted = _PostedRecv(source, tag, sink, HEADER_SIZE + capacity + TAGLEN)
         early = self.take_early(source, tag)
         if early is not None:
@@ -744,7 +767,8 @@ class SecureRequest:
         if self._posted is None or not self._is_object:
             return None
         obj = self._posted.obj
-        assert obj is not None
+        if obj is None:  # a receive from MPI.PROC_NULL
+            return None
         return pickle.loads(obj)  # noqa: S301 - authenticated bytes from a peer holding an authorized key
 
     # The class-level forms, as in mpi4py (MPI.Request.Waitall): the module functions below.
@@ -890,11 +914,11 @@ class SecureComm:
 
     def Send(self, buf: Any, dest: int, tag: int = 0) -> None:
         data = _byte_view(buf, writable=False)
-        if len(data) < SMALL_RECORD and dest >= 0:  # hot path: one seal call, one MPI call
-            lane = self._p2p
+        lane = self._p2p
+        if len(data) < SMALL_RECORD and 0 <= dest < self.size:  # hot path: one seal, one MPI call
             lane.mpi_send(lane.seal_small[dest](data, channel=tag), dest, tag)
         else:
-            self._p2p.send(data, dest, tag)
+            lane.send(data, dest, tag)
 
     def Recv(
         self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None
@@ -947,7 +971,8 @@ class SecureComm:
     ) -> Any:
         s, t, n, data = self._p2p.recv(source, tag, None)
         _set_status(status, s, t, n)
-        assert data is not None
+        if data is None:  # from MPI.PROC_NULL
+            return None
         return pickle.loads(data)  # noqa: S301 - authenticated bytes from a peer holding an authorized key
 
     def isend(self, obj: Any, dest: int, tag: int = 0) -> SecureRequest:

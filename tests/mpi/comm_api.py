@@ -299,6 +299,31 @@ def check_request_helpers(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
     ok(c, "request_helpers")
 
 
+def check_proc_null(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
+    """PROC_NULL is a no-op peer, as in MPI; a negative rank never picks another peer's key."""
+    st, rst = MPI.Status(), MPI.Status()
+    for comm, status in ((c, st), (raw, rst)):
+        comm.Send(np.ones(4), MPI.PROC_NULL, 9)
+        comm.send({"x": 1}, MPI.PROC_NULL, 9)
+        buf = np.full(4, 7.0)
+        comm.Recv(buf, MPI.PROC_NULL, 9, status)
+        assert np.array_equal(buf, np.full(4, 7.0))
+        assert comm.recv(None, MPI.PROC_NULL, 9) is None
+        assert comm.irecv(source=MPI.PROC_NULL, tag=9).wait() is None
+        comm.isend("x", MPI.PROC_NULL, 9).wait()
+    assert (st.Get_source(), st.Get_count(MPI.BYTE)) == (rst.Get_source(), rst.Get_count(MPI.BYTE))
+    before = [c._p2p.sealers[p].next_counter(9) for p in range(c.size)]
+    for bad in (-5, c.size):
+        try:
+            c.Send(np.ones(1), bad, 9)
+        except MPI.Exception as exc:
+            assert exc.Get_error_class() == MPI.ERR_RANK
+        else:
+            raise AssertionError(f"Send to rank {bad} did not fail")
+    assert [c._p2p.sealers[p].next_counter(9) for p in range(c.size)] == before  # no key touched
+    ok(c, "proc_null")
+
+
 def check_unsupported(c: mpish.comm.SecureComm) -> None:
     for name in ("Ssend", "Bsend", "Allgatherv", "Scan", "Ibcast", "Mprobe", "Create_cart"):
         try:
@@ -328,6 +353,7 @@ def main() -> None:
     check_derived(c, raw)
     check_truncation(c, raw)
     check_request_helpers(c, raw)
+    check_proc_null(c, raw)
     check_unsupported(c)
     assert c.rejected == 0
     c.Barrier()
