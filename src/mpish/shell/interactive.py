@@ -91,7 +91,9 @@ def make_reader(under_launcher: bool) -> LineReader:
             if tty.isatty():
                 return ToolkitReader(tty)
             tty.close()
-    return PlainReader(sys.stdin, sys.stderr if sys.stdin.isatty() else None)
+    # Under a launcher without a usable /dev/tty, stdin is a pipe from mpiexec but a person
+    # is usually typing at the launcher's terminal: show the prompt on stderr all the same.
+    return PlainReader(sys.stdin, sys.stderr if sys.stdin.isatty() or under_launcher else None)
 
 
 class InterruptKeys:
