@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from mpish import keys
+from mpish.transport.link import Link
 from mpish.transport.mpi import Backoff, MpiLink, mpi
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import MpishError, TransportBroken
@@ -96,7 +97,7 @@ class Session:
     """The console's side of a started session."""
 
     comm: Any
-    link: MpiLink
+    link: Link  # MpiLink here; a pipe link for ssh sessions (shell/ssh_session.py)
     identity: keys.Identity
     session_id: bytes
     peers: dict[int, Peer]
@@ -111,6 +112,7 @@ class Session:
                   file=sys.stderr)
             sys.stderr.flush()
             abort(self.comm)
+        assert isinstance(self.link, MpiLink)
         _finish(self.comm, self.link, self.parent_intercomm)
 
 

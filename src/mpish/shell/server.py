@@ -80,7 +80,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from mpish.transport.mpi import Backoff, MpiLink, tune_malloc
+from mpish.transport.link import Link
+from mpish.transport.mpi import Backoff, tune_malloc
 from mpish.wire.channel import SecureChannel
 from mpish.wire.errors import MpishError, ProtocolError
 from mpish.wire.events import CloseReceived, Message
@@ -326,7 +327,7 @@ class _Get:
 class ShellServer:
     """Serve one console over a secure channel; returns when the console ends the session."""
 
-    def __init__(self, link: MpiLink, channel: SecureChannel, console: int = 0) -> None:
+    def __init__(self, link: Link, channel: SecureChannel, console: int = 0) -> None:
         self.link = link
         self.channel = channel
         self.console = console
@@ -450,7 +451,7 @@ class ShellServer:
         with contextlib.suppress(OSError):
             os.replace(saved, self.state)
 
-    def _on_record(self, record: bytearray | memoryview) -> None:
+    def _on_record(self, record: bytes | bytearray | memoryview) -> None:
         try:
             events = self.channel.receive_record(record)
         except MpishError:
