@@ -3,10 +3,14 @@
 Theory of operation
 -------------------
 HOSTS is a ClusterShell node set (``node[1-8],login1``), expanded with
-:class:`ClusterShell.NodeSet.NodeSet`. With ``-c``, :meth:`Group.each_once` connects to
-each host, runs the command with ``/bin/sh -c`` through the agent, and closes, at most
-``-f`` hosts at a time (clush's fan-out model). Output arrives as the agent's Output
-frames and goes to one sink:
+:class:`ClusterShell.NodeSet.NodeSet`. Both modes run on the MPI shell's machinery over
+ssh pipes (:mod:`mpish.shell.ssh_session`): one ``ssh HOST python3 -m mpish.shell.remote``
+per host, host ``i`` in NodeSet order being rank ``i``, each running the unchanged
+:class:`~mpish.shell.server.ShellServer` (one long-lived bash per host: ``cd``,
+variables, functions, aliases and options persist) behind a Noise KK SecureChannel that
+runs inside ssh. mpish must be installed on the remote hosts (its cryptography is
+compiled); where it is not, that host fails with a message saying how to install it.
+Output arrives per rank and goes, through :class:`RankSink`, to one host sink:
 
 * grouped (default, ``clush -b``): each host's stdout and stderr are spooled (memory up to
   1 MiB, then disk) with a SHA-256; hosts with identical outputs are printed once under
@@ -14,38 +18,34 @@ frames and goes to one sink:
 * live (``-v``): lines as they come, prefixed ``host: ``.
 * JSON (``--json``): one object per host per line: host, exit, signal, stdout, stderr,
   seconds (the MPI shell's fields minus rank, plus host), and ``error`` when ssh or the
-  agent failed.
+  remote side failed.
 
 The exit status is the largest remote one (``clush -S``); a command killed by signal N
 counts as 128+N, and a host that could not run it (unreachable, authentication refused,
-Python missing) is reported as ``host: <message>`` and counts as 255, as with ssh.
+Python or mpish missing, lost during the command) is reported as ``host: <message>``
+and counts as 255, as with ssh. All hosts are connected at once (``-f`` is accepted
+for compatibility and not used).
 
-Without ``-c``, a console keeps one agent per host and reads commands at the prompt
-``[hosts] cwd#>``. Each command runs through :func:`mpish.agent.run_in_session`, which
-keeps each host's working directory and exported environment between commands (a state
-file written by an EXIT trap; see there). ``:quit``, ``exit`` or Ctrl-D end it; Ctrl-C
-during a command drops the connections that ran it and reconnects.
+Without ``-c``, the MPI shell's console (:class:`~mpish.shell.ssh_session.SshRepl`):
+prompt ``[hosts] cwd#>``, targets ``@host2`` / ``@node[1-2]``, ``:put``/``:get``,
+Ctrl-C interrupts the running command on every host and the session goes on;
+``:quit``, ``exit`` or Ctrl-D end it with status 0.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shlex
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
-from mpish.shell.grouping import Style, signal_name
+from mpish.shell.grouping import Result, Style, signal_name
 from mpish.wire.errors import MpishError
-
-from .group import Group, HostResult
-from .remote import Remote
 
 DEFAULT_FANOUT = 64  # clush's default
 SPOOL_IN_MEMORY = 1 << 20
@@ -86,20 +86,6 @@ class HostOutcome:
     signal: int = 0
     seconds: float = 0.0
     error: str = ""  # set when ssh or the agent failed (exit is then 255)
-
-
-def outcome_of(result: HostResult) -> HostOutcome:
-    """A Group result (value: the shell status, negative for a signal) as a HostOutcome."""
-    if result.error is not None:
-        message = str(result.error)
-        prefix = f"{result.host}: "
-        if message.startswith(prefix):  # the ssh errors name their host already
-            message = message[len(prefix) :]
-        return HostOutcome(result.host, FAILED, 0, result.seconds, message or type(result.error).__name__)
-    status, seconds = result.value[:2]  # (shell status, seconds the command took, ...)
-    if status < 0:
-        return HostOutcome(result.host, 128 - status, -status, seconds)
-    return HostOutcome(result.host, status, 0, seconds)
 
 
 # --- where output goes --------------------------------------------------------------------
@@ -330,33 +316,80 @@ def split_ssh_options(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(word for value in values for word in shlex.split(value))
 
 
-def _group(options: SshShellOptions, hosts: list[str], sink: HostSink) -> Group:
-    return Group(
+def _start(options: SshShellOptions, hosts: list[str]) -> Any:
+    from mpish.shell.ssh_session import start_ssh_session
+
+    return start_ssh_session(
         hosts,
-        fanout=options.fanout,
-        on_output=sink.output,
-        python=list(options.python),
+        python=options.python,
         ssh_options=options.ssh_options,
-        timeout=options.connect_timeout,
+        connect_timeout=options.connect_timeout,
     )
+
+
+class RankSink:
+    """The Console's OutputSink (ranks) feeding a HostSink (hosts): rank r is host r."""
+
+    def __init__(self, sink: HostSink, session: Any) -> None:
+        self.sink = sink
+        self.session = session
+        self.outcomes: dict[str, HostOutcome] = {}
+
+    def output(self, rank: int, stream: int, data: bytes) -> None:
+        from mpish.shell import protocol as p
+
+        host = self.session.peers[rank].host
+        self.sink.output(host, "stderr" if stream == p.STDERR else "stdout", data)
+
+    def done(self, result: Result) -> None:
+        peer = self.session.peers[result.rank]
+        if result.error == "rank lost":
+            outcome = HostOutcome(peer.host, FAILED, 0, result.seconds, peer.lost or "connection lost")
+        else:
+            outcome = HostOutcome(peer.host, result.exit, result.signal, result.seconds)
+        self.outcomes[peer.host] = outcome
+        self.sink.done(outcome)
+
+    def finish(self) -> None:
+        self.sink.finish()
+
+
+def _report_failed(session: Any, hosts: list[str], sink: HostSink) -> list[HostOutcome]:
+    """Hosts that could not join (ssh or the remote failed), in NodeSet order."""
+    failed = session.failed
+    outcomes = [HostOutcome(host, FAILED, 0, 0.0, failed[host]) for host in hosts if host in failed]
+    for outcome in outcomes:
+        sink.done(outcome)
+    return outcomes
 
 
 def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int:
     """``-c``: run once everywhere; return the largest exit status (255 for a failed host)."""
+    from mpish.shell.console import Console
+    from mpish.shell.interactive import InterruptKeys
+
     assert options.command is not None
-    command, timeout = options.command, options.timeout
     hosts = expand_hosts(options.hosts)
     kind = "json" if options.json else "live" if options.verbose else "grouped"
     sink = make_sink(kind, hosts, out, err, Style.for_stream(out))
-
-    def work(remote: Remote) -> tuple[int, float]:
-        start = time.monotonic()
-        status = remote.shell(command, timeout=timeout)
-        return status, time.monotonic() - start
-
-    results = _group(options, hosts, sink).each_once(work, on_done=lambda r: sink.done(outcome_of(r)))
-    sink.finish()
-    outcomes = [outcome_of(results[host]) for host in hosts]
+    session = _start(options, hosts)
+    outcomes = _report_failed(session, hosts, sink)
+    if not session.peers:
+        sink.finish()
+        session.finish()
+    else:
+        console = Console(session)
+        console.timeout = options.timeout or 0.0
+        ranks = RankSink(sink, session)
+        try:
+            with InterruptKeys() as keys:
+                console.interrupt_key = keys.pressed
+                console.run(options.command, list(session.peers), ranks)
+        finally:
+            console.close()
+        outcomes += list(ranks.outcomes.values())
+    order = {host: i for i, host in enumerate(hosts)}
+    outcomes.sort(key=lambda o: order.get(o.host, 0))
     if not options.json:
         for line in status_lines(outcomes, Style.for_stream(err)):
             err.write(line.encode() + b"\n")
@@ -366,118 +399,29 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
 
 # --- the interactive console ----------------------------------------------------------------
 
-QUIT_WORDS = frozenset({":quit", ":q", "exit"})
-SESSION_FUNCTION = "mpish.agent:run_in_session"
 
+def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int:
+    """The interactive console (the MPI shell's Repl on ssh pipes); 255 if no host joined."""
+    from mpish.shell.console import Console
+    from mpish.shell.ssh_session import SshRepl
 
-class _Router:
-    """The Group's output callback: forwards to the sink of the command running now."""
-
-    def __init__(self) -> None:
-        self.sink: HostSink | None = None
-
-    def output(self, host: str, stream: str, data: bytes) -> None:
-        sink = self.sink
-        if sink is not None:
-            sink.output(host, stream, data)
-
-
-def _prompt(hosts: Sequence[str], cwds: dict[str, str]) -> str:
-    places = {cwds.get(h, "?") for h in hosts}
-    where = places.pop() if len(places) == 1 else "*"
-    return f"[{fold_hosts(hosts) if hosts else 'no host'}] {where}#> "
-
-
-def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes], read_line: Any = input) -> int:
-    """The interactive loop; returns 0, or 255 when no host could be reached."""
-    with contextlib.suppress(ImportError):
-        import readline  # noqa: F401 - line editing and history for input()
     hosts = expand_hosts(options.hosts)
     style = Style.for_stream(err)
-    router = _Router()
-    group = Group(
-        hosts,
-        fanout=options.fanout,
-        on_output=router.output,
-        python=list(options.python),
-        ssh_options=options.ssh_options,
-        timeout=options.connect_timeout,
-    )
+    session = _start(options, hosts)
+    for host in hosts:
+        if host in session.failed:
+            _report_error(err, HostOutcome(host, FAILED, 0, 0.0, session.failed[host]), style)
+    if not session.peers:
+        session.finish()
+        return FAILED
+    console = Console(session)
+    console.timeout = options.timeout or 0.0
     try:
-        live = _connect_all(group, err, style)
-        if not live:
-            return FAILED
-        found = group.each(lambda r: r.call_data("os.getcwd"), live)
-        cwds = {h: str(r.value) for h, r in found.items() if r.ok}
-        while True:
-            try:
-                line = read_line(_prompt(live, cwds))
-            except EOFError:
-                out.write(b"\n")
-                out.flush()
-                return 0
-            except KeyboardInterrupt:
-                out.write(b"\n")
-                out.flush()
-                continue
-            command = line.strip()
-            if not command:
-                continue
-            if command in QUIT_WORDS:
-                return 0
-            kind = "json" if options.json else "live" if options.verbose else "grouped"
-            sink = router.sink = make_sink(kind, live, out, err, Style.for_stream(out))
-            try:
-                results = group.each(_session_call(command, options.timeout), live)
-            except KeyboardInterrupt:
-                router.sink = None
-                notice = "mpish: interrupted; reconnecting (cwd and environment start afresh)"
-                err.write(style.error(notice).encode() + b"\n")
-                group.close()
-                live = _connect_all(group, err, style)
-                cwds = {}
-                continue
-            outcomes = []
-            for host in live:
-                outcome = outcome_of(results[host])
-                outcomes.append(outcome)
-                sink.done(outcome)
-                value = results[host].value
-                if results[host].ok:
-                    cwds[host] = value[2]
-            sink.finish()
-            router.sink = None
-            if not options.json:
-                for text in status_lines(outcomes, style):
-                    err.write(text.encode() + b"\n")
-            err.flush()
-            live = [h for h in live if results[h].ok or not _connection_lost(results[h])]
+        repl = SshRepl(console, verbose=int(options.verbose))
+        repl.sink_kind = "json" if options.json else repl.mode
+        return repl.loop()
     finally:
-        group.close()
-
-
-def _session_call(command: str, timeout: float | None) -> Any:
-    def work(remote: Remote) -> tuple[int, float, str]:
-        start = time.monotonic()
-        status, cwd = remote.invoke_data(SESSION_FUNCTION, (command,), timeout=timeout)
-        return int(status), time.monotonic() - start, str(cwd)
-
-    return work
-
-
-def _connection_lost(result: HostResult) -> bool:
-    from mpish.wire.errors import TransportError
-
-    return isinstance(result.error, TransportError)
-
-
-def _connect_all(group: Group, err: IO[bytes], style: Style) -> list[str]:
-    """Connect every host not connected yet; report failures; the hosts that are up."""
-    results = group.connect()
-    for result in results.values():
-        if result.error is not None:
-            _report_error(err, outcome_of(result), style)
-    return [h for h in group.hosts if h in group.remotes]
+        console.close()
 
 
 def main(options: SshShellOptions) -> int:

@@ -1,0 +1,110 @@
+"""``mpish ssh``: the MPI shell's console and ShellServer over real ssh pipes (test sshd)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+from sshd_server import SshServer
+from test_ssh_cli import SRC, mpish_ssh
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_c_groups_four_hosts_and_each_host_is_its_rank(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-4]", "-c", "f() { echo same; }; f; exit 2")
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "---------------\nhost[1-4] (4)\n---------------\nsame\n"
+    assert "mpish: host[1-4]: exit code 2" in done.stderr
+
+
+def test_json_and_the_largest_exit_status(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-4]", "--json", "-c", 'echo r$MPISH_RANK; exit "$MPISH_RANK"')
+    assert done.returncode == 4, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["host"], r["exit"], r["stdout"]) for r in records] == [
+        (f"host{i}", i, f"r{i}\n") for i in range(1, 5)
+    ]
+
+
+def test_an_unreachable_host_is_reported_and_the_others_go_on(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-2],nohost.invalid", "-c", "echo up")
+    assert done.returncode == 255
+    assert done.stdout == "---------------\nhost[1-2] (2)\n---------------\nup\n"
+    assert re.search(r"^nohost\.invalid: host unreachable", done.stderr, re.MULTILINE), done.stderr
+
+
+class Person:
+    """Types into the console and reads its screen (escape sequences removed)."""
+
+    def __init__(self, child: pexpect.spawn) -> None:
+        self.child = child
+
+    def prompt(self, text: str = "") -> str:
+        self.child.expect(re.escape(text) + r"#>" if text else r"#>")
+        time.sleep(0.2)  # a person reads the prompt before typing (the line editor is then ready)
+        return ANSI.sub("", self.child.before or "")
+
+    def run(self, line: str, text: str = "") -> str:
+        self.child.sendline(line)
+        self.child.expect("\r\n")  # prompt_toolkit redraws the accepted line, then a newline
+        return self.prompt(text)
+
+
+@pytest.fixture
+def person(sshd: SshServer, tmp_path: Path) -> Iterator[Person]:
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
+    argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", sys.executable,
+            "host[1-2],nohost.invalid"]
+    child = pexpect.spawn(sys.executable, argv, env=env, cwd=str(tmp_path), timeout=30,
+                          encoding="utf-8", codec_errors="replace", dimensions=(50, 250))
+    try:
+        yield Person(child)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+        child.close()
+
+
+def test_console_state_persists_per_host_targets_and_ctrl_c(person: Person, tmp_path: Path) -> None:
+    screen = person.prompt()
+    assert "nohost.invalid: host unreachable" in screen
+    person.run(f"cd {tmp_path} && export GREETING=hello && f() {{ echo fn-$1; }}", f"{tmp_path}")
+    person.run("alias hi='echo alias-works'")
+    screen = person.run("pwd; echo $GREETING; f x; hi", f"{tmp_path}")
+    assert "host[1-2] (2)" in screen
+    for text in (str(tmp_path), "hello", "fn-x", "alias-works"):
+        assert screen.count(text + "\r\n") == 1, screen
+    screen = person.run("@host2 echo only-$MPISH_RANK")
+    assert "only-2" in screen and "only-1" not in screen
+    screen = person.run("@host[1-2] echo both-$MPISH_RANK")
+    assert "both-1" in screen and "both-2" in screen
+    person.run(":mode live")  # output as it comes, so the test sees the command running
+    person.child.sendline("echo started; sleep 60; echo not-reached")
+    seen: set[int] = set()
+    while len(seen) < 2:  # the two hosts' lines come in any order
+        seen.add(person.child.expect(["host1: started", "host2: started"]))
+    person.child.sendcontrol("c")
+    screen = person.prompt()
+    assert "interrupting" in screen and "not-reached" not in screen
+    screen = person.run("f again; echo $GREETING")  # the session went on, state restored
+    assert "fn-again" in screen and "hello" in screen
+    person.child.sendline("exit")
+    person.child.expect(pexpect.EOF)
+    person.child.close()
+    assert person.child.exitstatus == 0
+
+
+def test_console_ends_cleanly_on_ctrl_d(person: Person) -> None:
+    person.prompt()
+    person.child.sendeof()
+    person.child.expect(pexpect.EOF)
+    person.child.close()
+    assert person.child.exitstatus == 0
