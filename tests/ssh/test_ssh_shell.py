@@ -87,7 +87,7 @@ def test_console_state_persists_per_host_targets_and_ctrl_c(person: Person, tmp_
     screen = person.run("@host[1-2] echo both-$MPISH_RANK")
     assert "both-1" in screen and "both-2" in screen
     person.run(":mode live")  # output as it comes, so the test sees the command running
-    person.child.sendline("echo started; sleep 60; echo not-reached")
+    person.child.sendline("echo started; sleep 61.25; echo not-reached")
     seen: set[int] = set()
     while len(seen) < 2:  # the two hosts' lines come in any order
         seen.add(person.child.expect(["host1: started", "host2: started"]))
@@ -96,6 +96,8 @@ def test_console_state_persists_per_host_targets_and_ctrl_c(person: Person, tmp_
     assert "interrupting" in screen and "not-reached" not in screen
     screen = person.run("f again; echo $GREETING")  # the session went on, state restored
     assert "fn-again" in screen and "hello" in screen
+    screen = person.run("@host1 pgrep -fx 'sleep 61.25' || echo none-left")  # not only the 1st command's
+    assert "none-left" in screen, screen
     person.child.sendline("exit")
     person.child.expect(pexpect.EOF)
     person.child.close()
@@ -108,3 +110,14 @@ def test_console_ends_cleanly_on_ctrl_d(person: Person) -> None:
     person.child.expect(pexpect.EOF)
     person.child.close()
     assert person.child.exitstatus == 0
+
+
+def test_a_host_lost_during_the_command_counts_as_255_and_the_others_finish(sshd: SshServer) -> None:
+    # on host2 the command kills its own shell server ($PPID of the server's bash)
+    done = mpish_ssh(sshd, "host[1-3]", "--json", "-c", 'test "$MPISH_RANK" = 2 && kill -9 $PPID; echo ok')
+    assert done.returncode == 255, done.stderr
+    records = {r["host"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert sorted(records) == ["host1", "host2", "host3"]
+    for host in ("host1", "host3"):
+        assert (records[host]["exit"], records[host]["stdout"]) == (0, "ok\n")
+    assert records["host2"]["exit"] == 255 and "ended while in use" in records["host2"]["error"]

@@ -7,18 +7,19 @@ with four pipes: its stdin carries commands, its stdout and stderr are the comma
 output, and fd 200 is a status pipe. A bootstrap (the first input) defines two shell
 functions and sources the rank's state file. Every command is then one input line::
 
-    \\builtin eval '<command, shell-quoted>' </dev/null >&201 2>&202 200>&- 201>&- 202>&-; \\
-        __mpish_end <marker>
+    \\builtin export __MPISH_JOB=<marker>; \\builtin eval '<command, shell-quoted>' \\
+        </dev/null >&201 2>&202 200>&- 201>&- 202>&-; __mpish_end <marker>
 
 ``eval`` keeps a syntax error from ending the shell; the command's stdin is /dev/null
 (bash's stdin is the command pipe); fds 201/202 are bash's own copies of the output
 pipes, so an ``exec >file`` inside the command cannot divert the end markers, and the
-command's processes inherit no status fd. ``__MPISH_JOB=<marker>`` is put in the
-environment of every process the command starts (its ``eval``'s temporary
-environment), which is how the server finds them later (see Interrupts). Because the
-command is shell-quoted by the server (``shlex.quote``), nothing in it can escape the
-``eval``; no decoding process is forked. ``__mpish_end`` writes the per-command random
-marker (``\\x1f<32 hex>\\x1e``) to stdout and to stderr, then
+command's processes inherit no status fd. ``__MPISH_JOB=<marker>`` is exported just
+before the ``eval`` and unset first thing in ``__mpish_end``, so it is in the
+environment of every process the command starts (not only the first one's, as an
+``eval``'s temporary environment would be), which is how the server finds them later
+(see Interrupts). Because the command is shell-quoted by the server (``shlex.quote``),
+nothing in it can escape the ``eval``; no decoding process is forked. ``__mpish_end``
+writes the per-command random marker (``\\x1f<32 hex>\\x1e``) to stdout and to stderr, then
 ``<marker> <status> <cwd>\\0`` to the status fd, then dumps the shell state (``cd``,
 ``declare -p``, ``declare -f``, ``alias -p``, ``shopt -p``, ``set +o``) to
 ``state.<marker>`` and reports ``saved <marker>\\0``. So ``cd``, ``export``, variables,
@@ -100,6 +101,7 @@ KILLING_POLL = 0.02  # while killing a command, look at its processes this often
 _BOOTSTRAP = r"""
 __mpish_end() {
   __mpish_s=$?
+  builtin unset __MPISH_JOB
   builtin printf '\037%s\036' "$1" >&201
   builtin printf '\037%s\036' "$1" >&202
   builtin printf '%s %s %s\0' "$1" "$__mpish_s" "$PWD" >&200
@@ -132,7 +134,7 @@ def initial_state(environ: dict[str, str], cwd: str) -> str:
 def command_line(command: str, marker: str) -> bytes:
     """The line bash reads for one command (see the module doc)."""
     return (
-        f"{JOB_VARIABLE}={marker} \\builtin eval {shlex.quote(command)} "
+        f"\\builtin export {JOB_VARIABLE}={marker}; \\builtin eval {shlex.quote(command)} "
         f"</dev/null >&{OUT_FD} 2>&{ERR_FD} {STATUS_FD}>&- {OUT_FD}>&- {ERR_FD}>&-; "
         f"__mpish_end {marker}\n"
     ).encode()
