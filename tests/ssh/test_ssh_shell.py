@@ -121,3 +121,10 @@ def test_a_host_lost_during_the_command_counts_as_255_and_the_others_finish(sshd
     for host in ("host1", "host3"):
         assert (records[host]["exit"], records[host]["stdout"]) == (0, "ok\n")
     assert records["host2"]["exit"] == 255 and "ended while in use" in records["host2"]["error"]
+
+
+def test_timeout_kills_the_command_and_says_so(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-2]", "-t", "1", "-c", "echo a; sleep 30.5; echo not-reached")
+    assert done.returncode == 143, done.stderr
+    assert done.stdout == "---------------\nhost[1-2] (2)\n---------------\na\n"
+    assert "mpish: host[1-2]: timed out (killed by SIGTERM)" in done.stderr

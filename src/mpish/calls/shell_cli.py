@@ -85,7 +85,8 @@ class HostOutcome:
     exit: int
     signal: int = 0
     seconds: float = 0.0
-    error: str = ""  # set when ssh or the agent failed (exit is then 255)
+    error: str = ""  # set when ssh or the remote side failed (exit is then 255)
+    timed_out: bool = False  # killed by the -t timeout
 
 
 # --- where output goes --------------------------------------------------------------------
@@ -289,6 +290,8 @@ def status_lines(outcomes: Sequence[HostOutcome], style: Style) -> list[str]:
         if outcome.error or not outcome.exit:
             continue  # errors were reported as they happened
         text = f"killed by {signal_name(outcome.signal)}" if outcome.signal else f"exit code {outcome.exit}"
+        if outcome.timed_out:
+            text = f"timed out ({text})"
         by_text.setdefault(text, []).append(outcome.host)
     return [style.error(f"mpish: {fold_hosts(hosts)}: {text}") for text, hosts in by_text.items()]
 
@@ -346,7 +349,8 @@ class RankSink:
         if result.error == "rank lost":
             outcome = HostOutcome(peer.host, FAILED, 0, result.seconds, peer.lost or "connection lost")
         else:
-            outcome = HostOutcome(peer.host, result.exit, result.signal, result.seconds)
+            outcome = HostOutcome(peer.host, result.exit, result.signal, result.seconds,
+                                  timed_out=result.timed_out)
         self.outcomes[peer.host] = outcome
         self.sink.done(outcome)
 
@@ -427,6 +431,11 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
 def main(options: SshShellOptions) -> int:
     """``mpish ssh``: ``-c`` runs once; without it, the console."""
     out, err = sys.stdout.buffer, sys.stderr.buffer
-    if options.command is not None:
-        return run_command(options, out, err)
-    return run_console(options, out, err)
+    try:
+        if options.command is not None:
+            return run_command(options, out, err)
+        return run_console(options, out, err)
+    except KeyboardInterrupt:  # while connecting (later, Ctrl-C interrupts the command)
+        err.write(b"mpish: interrupted\n")
+        err.flush()
+        return 130

@@ -136,7 +136,11 @@ def start_ssh_session(
             link.send_all(rank, peers[rank].channel.initiate())
         except MpishError:
             pass  # the pipe already ended: reported as lost by the link
-    _await_hellos(session, time.monotonic() + connect_timeout + HELLO_TIMEOUT_SLACK)
+    try:
+        _await_hellos(session, time.monotonic() + connect_timeout + HELLO_TIMEOUT_SLACK)
+    except BaseException:  # Ctrl-C while connecting: end every ssh started so far
+        session.finish()
+        raise
     return session
 
 
