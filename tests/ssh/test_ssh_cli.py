@@ -21,7 +21,9 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def mpish_ssh(sshd: SshServer, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def mpish_ssh(
+    sshd: SshServer, *args: str, timeout: float = 60, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``mpish ssh`` against the test sshd, with this venv's Python on the "remote"."""
     argv = [
         sys.executable,
@@ -35,7 +37,7 @@ def mpish_ssh(sshd: SshServer, *args: str, timeout: float = 60) -> subprocess.Co
     ]
     env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
     return subprocess.run(
-        [*argv, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        [*argv, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False, input=input
     )
 
 

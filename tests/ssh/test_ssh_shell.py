@@ -128,3 +128,17 @@ def test_timeout_kills_the_command_and_says_so(sshd: SshServer) -> None:
     assert done.returncode == 143, done.stderr
     assert done.stdout == "---------------\nhost[1-2] (2)\n---------------\na\n"
     assert "mpish: host[1-2]: timed out (killed by SIGTERM)" in done.stderr
+
+
+def test_put_and_get_through_the_console_read_from_stdin(sshd: SshServer, tmp_path: Path) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(3 << 20))
+    (tmp_path / "remote").mkdir()
+    script = (f"cd {tmp_path}/remote\n:put {source} copy.bin\n"
+              f":get {tmp_path}/remote/copy.bin {tmp_path}/back.bin\nsha256sum copy.bin\n")
+    done = mpish_ssh(sshd, "host[1-2]", input=script)
+    assert done.returncode == 0, done.stderr
+    assert "put host[1-2]: ok, SHA-256 verified" in done.stdout
+    assert "get host[1-2]: ok, SHA-256 verified" in done.stdout
+    for rank in (1, 2):
+        assert (tmp_path / f"back.bin.{rank}").read_bytes() == source.read_bytes()
