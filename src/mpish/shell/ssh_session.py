@@ -121,8 +121,7 @@ def start_ssh_session(
             binding=remote_binding(session_id, rank),
             static_key=console_key,
             remote_static=public_bytes(host_key),
-            drop_forged=True,
-        )
+        )  # a byte stream: any bad record fails the channel (no datagram to drop)
         processes[rank] = process
         peers[rank] = Peer(rank, channel, host)
         links[rank] = PipeLink(process.frames.read_fd, process.frames.write_fd, rank=0, size=size, peer=rank)
