@@ -142,3 +142,15 @@ def test_put_and_get_through_the_console_read_from_stdin(sshd: SshServer, tmp_pa
     assert "get host[1-2]: ok, SHA-256 verified" in done.stdout
     for rank in (1, 2):
         assert (tmp_path / f"back.bin.{rank}").read_bytes() == source.read_bytes()
+
+
+def test_the_remote_side_refuses_a_bad_bootstrap_and_writes_nothing_to_stdout() -> None:
+    import subprocess
+
+    from mpish.shell.remote import BOOTSTRAP
+
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    done = subprocess.run([sys.executable, "-m", "mpish.shell.remote"], input=b"x" * BOOTSTRAP.size,
+                          capture_output=True, timeout=60, env=env, check=False)
+    assert done.returncode == 2 and done.stdout == b""
+    assert b"bad bootstrap" in done.stderr
