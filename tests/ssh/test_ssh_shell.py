@@ -154,3 +154,37 @@ def test_the_remote_side_refuses_a_bad_bootstrap_and_writes_nothing_to_stdout() 
                           capture_output=True, timeout=60, env=env, check=False)
     assert done.returncode == 2 and done.stdout == b""
     assert b"bad bootstrap" in done.stderr
+
+
+def test_fanout_bounds_the_hosts_being_connected_at_once(
+    sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mpish.shell import ssh_session
+
+    connecting_at_start: list[int] = []
+    real_connect = ssh_session._connect
+
+    def counting_connect(session: ssh_session.SshSession, rank: int, *args: object) -> bool:
+        connecting_at_start.append(sum(ssh_session._connecting(session, r) for r in session.peers))
+        return real_connect(session, rank, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssh_session, "_connect", counting_connect)
+    session = ssh_session.start_ssh_session(
+        [f"host{i}" for i in range(1, 6)],
+        python=(sys.executable,),
+        ssh_options=sshd.ssh_options,
+        fanout=2,
+    )
+    try:
+        assert sorted(peer.host for peer in session.peers.values()) == [f"host{i}" for i in range(1, 6)]
+        assert not session.failed
+        assert len(connecting_at_start) == 5
+        assert max(connecting_at_start) <= 1  # a third ssh starts only when one of two has joined
+    finally:
+        session.finish()
+
+
+def test_fanout_one_on_the_command_line(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-3]", "-f", "1", "-c", "echo one at a time")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "---------------\nhost[1-3] (3)\n---------------\none at a time\n"

@@ -23,8 +23,8 @@ Output arrives per rank and goes, through :class:`RankSink`, to one host sink:
 The exit status is the largest remote one (``clush -S``); a command killed by signal N
 counts as 128+N, and a host that could not run it (unreachable, authentication refused,
 Python or mpish missing, lost during the command) is reported as ``host: <message>``
-and counts as 255, as with ssh. All hosts are connected at once (``-f`` is accepted
-for compatibility and not used).
+and counts as 255, as with ssh. At most ``-f`` hosts (default 64, as clush) are being
+connected at once; the next one starts when one has joined or failed.
 
 Without ``-c``, the MPI shell's console (:class:`~mpish.shell.ssh_session.SshRepl`):
 prompt ``[hosts] cwd#>``, targets ``@host2`` / ``@node[1-2]``, ``:put``/``:get``,
@@ -327,6 +327,7 @@ def _start(options: SshShellOptions, hosts: list[str]) -> Any:
         python=options.python,
         ssh_options=options.ssh_options,
         connect_timeout=options.connect_timeout,
+        fanout=options.fanout,
     )
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -93,71 +93,116 @@ def start_ssh_session(
     python: Sequence[str] = ("python3",),
     ssh_options: Sequence[str] = (),
     connect_timeout: float = 30.0,
+    fanout: int = 64,
     err: IO[str] | None = None,
 ) -> SshSession:
-    """Connect to every host, handshake, read every Hello; hosts that fail are in ``failed``."""
+    """Connect to every host, handshake, read every Hello; hosts that fail are in ``failed``.
+
+    At most ``fanout`` hosts are being connected at once (clush's ``-f``): the next host's
+    ssh starts when one of them has joined or failed. Joined hosts stay connected.
+    """
+    if fanout < 1:
+        raise ValueError("fanout must be at least 1")
     err = err or sys.stderr
     console_key = X25519PrivateKey.generate()
     identity = keys.Identity(console_key, public_bytes(console_key), "mpish ssh console")
-    session_id = secrets.token_bytes(16)
-    size = len(hosts) + 1
-    command = [*python, "-m", "mpish.shell.remote"]
-    links: dict[int, PipeLink] = {}
-    processes: dict[int, SshProcess] = {}
-    peers: dict[int, Peer] = {}
-    failed: dict[str, str] = {}
-    host_keys: dict[int, bytes] = {}
-    for rank, host in enumerate(hosts, 1):
-        argv = ssh_argv(host, command, options=ssh_options, connect_timeout=connect_timeout)
-        try:
-            process = SshProcess(host, argv, max_frame=0)
-        except SshError as exc:
-            failed[host] = _why(exc)
-            continue
-        host_key = X25519PrivateKey.generate()
-        host_keys[rank] = host_key.private_bytes_raw()
-        channel = SecureChannel(
-            role=Role.INITIATOR,
-            binding=remote_binding(session_id, rank),
-            static_key=console_key,
-            remote_static=public_bytes(host_key),
-        )  # a byte stream: any bad record fails the channel (no datagram to drop)
-        processes[rank] = process
-        peers[rank] = Peer(rank, channel, host)
-        links[rank] = PipeLink(process.frames.read_fd, process.frames.write_fd, rank=0, size=size, peer=rank)
-    session = SshSession(None, MultiLink(links), identity, session_id, peers,
-                         processes=processes, failed=failed, err=err)
+    session = SshSession(
+        None, MultiLink({}), identity, secrets.token_bytes(16), {}, processes={}, failed={}, err=err
+    )
     assert isinstance(session.link, MultiLink)
     session.link.on_lost = session.lost
-    for rank, link in links.items():
-        try:  # the host's key pair travels inside ssh (see the module doc), then handshake 1
-            link.send_raw(pack_bootstrap(session_id, rank, size, identity.public, host_keys[rank]))
-            link.send_all(rank, peers[rank].channel.initiate())
-        except MpishError:
-            pass  # the pipe already ended: reported as lost by the link
+    session.link.size = len(hosts) + 1
+    command = [*python, "-m", "mpish.shell.remote"]
+    pending = list(enumerate(hosts, 1))
+    deadlines: dict[int, float] = {}  # rank -> when its connection attempt gives up
+
+    def start_next() -> None:
+        connecting = sum(1 for rank in deadlines if _connecting(session, rank))
+        while pending and connecting < fanout:
+            rank, host = pending.pop(0)
+            if _connect(session, rank, host, command, ssh_options, connect_timeout):
+                deadlines[rank] = time.monotonic() + connect_timeout + HELLO_TIMEOUT_SLACK
+                connecting += 1
+
     try:
-        _await_hellos(session, time.monotonic() + connect_timeout + HELLO_TIMEOUT_SLACK)
+        start_next()
+        _await_hellos(session, deadlines, start_next, lambda: bool(pending))
     except BaseException:  # Ctrl-C while connecting: end every ssh started so far
         session.finish()
         raise
     return session
 
 
-def _await_hellos(session: SshSession, deadline: float) -> None:
+def _connecting(session: SshSession, rank: int) -> bool:
+    peer = session.peers.get(rank)
+    return peer is not None and peer.alive and not peer.ready
+
+
+def _connect(
+    session: SshSession,
+    rank: int,
+    host: str,
+    command: list[str],
+    ssh_options: Sequence[str],
+    connect_timeout: float,
+) -> bool:
+    """Start ssh to ``host`` as rank ``rank``: bootstrap and first handshake message."""
+    argv = ssh_argv(host, command, options=ssh_options, connect_timeout=connect_timeout)
+    try:
+        process = SshProcess(host, argv, max_frame=0)
+    except SshError as exc:
+        session.failed[host] = _why(exc)
+        return False
+    host_key = X25519PrivateKey.generate()
+    channel = SecureChannel(
+        role=Role.INITIATOR,
+        binding=remote_binding(session.session_id, rank),
+        static_key=session.identity.private,
+        remote_static=public_bytes(host_key),
+    )  # a byte stream: any bad record fails the channel (no datagram to drop)
+    session.processes[rank] = process
+    session.peers[rank] = Peer(rank, channel, host)
+    size = session.link.size
+    link = PipeLink(process.frames.read_fd, process.frames.write_fd, rank=0, size=size, peer=rank)
+    assert isinstance(session.link, MultiLink)
+    session.link.add(rank, link)
+    bootstrap = pack_bootstrap(
+        session.session_id, rank, size, session.identity.public, host_key.private_bytes_raw()
+    )
+    try:  # the host's key pair travels inside ssh (see the module doc), then handshake 1
+        link.send_raw(bootstrap)
+        link.send_all(rank, channel.initiate())
+    except MpishError:
+        pass  # the pipe already ended: reported as lost by the link
+    return True
+
+
+def _await_hellos(
+    session: SshSession,
+    deadlines: dict[int, float],
+    start_next: Callable[[], None],
+    more_to_start: Callable[[], bool],
+) -> None:
     """Complete every handshake and read every Hello, or give up on that host."""
     assert isinstance(session.link, MultiLink)
     link = session.link
-    waiting = {rank for rank, peer in session.peers.items() if peer.alive}
     while True:
-        waiting = {rank for rank in waiting if session.peers[rank].alive}
-        if not waiting or time.monotonic() >= deadline:
+        now = time.monotonic()
+        for rank, deadline in deadlines.items():
+            if _connecting(session, rank) and now >= deadline:
+                late = session.peers[rank]
+                session.failed.setdefault(late.host, "no handshake in time; the connection was closed")
+                late.alive = False
+        start_next()
+        waiting = [rank for rank in deadlines if _connecting(session, rank)]
+        if not waiting and not more_to_start():
             break
         busy = False
         for source, record in link.drain():
             busy = True
-            peer = session.peers.get(source)
-            if peer is None or source not in waiting:
+            if not _connecting(session, source):
                 continue
+            peer = session.peers[source]
             try:
                 events = peer.channel.receive_record(record)
             except MpishError as exc:
@@ -176,13 +221,9 @@ def _await_hellos(session: SshSession, deadline: float) -> None:
                     if isinstance(hello, p.Hello):
                         peer.cwd, peer.ready = hello.cwd, True
                         session.processes[source].greeted = True
-                        waiting.discard(source)
-        if not busy:
-            link.wait(min(0.2, max(0.0, deadline - time.monotonic())))
-    for rank in waiting:
-        peer = session.peers[rank]
-        session.failed.setdefault(peer.host, "no handshake in time; the connection was closed")
-        peer.alive = False
+        if not busy and waiting:
+            soonest = min(deadlines[rank] for rank in waiting)
+            link.wait(min(0.2, max(0.0, soonest - time.monotonic())))
     for rank, peer in list(session.peers.items()):
         if not peer.ready:
             peer.alive = False

@@ -228,6 +228,13 @@ class MultiLink:
             self._poller.register(fd, select.POLLIN)
         self._turn = 0  # round robin start, so one chatty host cannot starve the others
 
+    def add(self, rank: int, link: PipeLink) -> None:
+        """Watch one more peer (hosts are connected in waves of the fan-out)."""
+        self.links[rank] = link
+        self._by_fd[link.read_fd] = rank
+        self._poller.register(link.read_fd, select.POLLIN)
+        self.size = max(self.size, rank + 1)
+
     def send_all(self, dest: int, records: list[bytes | bytearray] | list[bytearray]) -> None:
         link = self.links.get(dest)
         if link is None:
