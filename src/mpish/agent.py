@@ -29,11 +29,9 @@ import importlib
 import io
 import os
 import select
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -80,55 +78,6 @@ def mpish_version() -> str:
 def run_shell(command: str) -> int:
     """Run ``command`` with /bin/sh; its output goes to the captured descriptors 1 and 2."""
     return subprocess.run(command, shell=True, stdin=subprocess.DEVNULL, check=False).returncode  # noqa: S602
-
-
-# The interactive ``mpish ssh`` console's per-connection shell state (cwd and exported
-# environment). Each command runs in a fresh bash started in the saved cwd with the saved
-# environment; an EXIT trap writes the new $PWD and ``env -0`` to a state file (an open
-# temporary file passed as an extra descriptor), which the agent reads back. So ``cd`` and
-# ``export`` persist from one command to the next, as in a login shell, while every command
-# is still a separate process (no long-lived shell that a stuck read could wedge).
-# Shell functions, aliases and unexported variables do not persist.
-SESSION_SCRIPT = (
-    '__mpish_fd=$1; shift; trap \'__mpish_status=$?; { printf "%s\\0" "$PWD"; env -0; } '
-    '>&"$__mpish_fd"; exit $__mpish_status\' EXIT; eval "$1"'
-)
-SESSION_DROP = frozenset({"_", "SHLVL", "__mpish_fd", "__mpish_status"})
-_session: dict[str, Any] = {}
-
-
-def run_in_session(command: str) -> list[object]:
-    """Run ``command`` with bash in this connection's saved cwd and environment.
-
-    Returns ``[exit status, cwd after the command]`` (status negative: killed by that
-    signal). See SESSION_SCRIPT.
-    """
-    cwd: str = _session.get("cwd") or os.getcwd()
-    env: dict[str, str] = _session.get("env") or dict(os.environ)
-    if not os.path.isdir(cwd):
-        cwd = env.get("HOME") or "/"
-    shell = shutil.which("bash", path=env.get("PATH")) or "/bin/sh"
-    with tempfile.TemporaryFile() as state:
-        fd = state.fileno()
-        status = subprocess.run(  # the user's own command, run as that user
-            [shell, "-c", SESSION_SCRIPT, "mpish", str(fd), command],
-            cwd=cwd,
-            env=env,
-            pass_fds=(fd,),
-            stdin=subprocess.DEVNULL,
-            check=False,
-        ).returncode
-        state.seek(0)
-        saved = state.read().split(b"\0")
-    if len(saved) > 1 and saved[0]:  # the trap ran (not killed by a signal)
-        cwd = os.fsdecode(saved[0])
-        env = {}
-        for entry in saved[1:]:
-            name, sep, value = os.fsdecode(entry).partition("=")
-            if sep and name not in SESSION_DROP:
-                env[name] = value
-    _session["cwd"], _session["env"] = cwd, env
-    return [status, cwd]
 
 
 def resolve(name: str) -> Callable[..., Any]:

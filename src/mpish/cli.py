@@ -97,7 +97,7 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_FANOUT,
         metavar="N",
-        help=f"at most N hosts at a time (default {DEFAULT_FANOUT})",
+        help=f"at most N hosts being connected at once (default {DEFAULT_FANOUT})",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per host per line")
     parser.add_argument("-v", "--verbose", action="store_true", help="live output, lines prefixed 'host: '")
@@ -112,7 +112,7 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--python",
         default="python3",
-        help="remote Python 3.10+, split like a shell (default python3); mpish need not be installed there",
+        help="remote Python 3.10+ with mpish installed, split like a shell (default python3)",
     )
     parser.add_argument("-t", "--timeout", type=float, metavar="SECONDS", help="per-host command timeout")
 
