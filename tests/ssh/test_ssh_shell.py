@@ -93,7 +93,7 @@ def test_console_state_persists_per_host_targets_and_ctrl_c(person: Person, tmp_
         seen.add(person.child.expect(["host1: started", "host2: started"]))
     person.child.sendcontrol("c")
     screen = person.prompt()
-    assert "interrupting" in screen and "not-reached" not in screen
+    assert "interrupting host[1-2]" in screen and "not-reached" not in screen
     screen = person.run("f again; echo $GREETING")  # the session went on, state restored
     assert "fn-again" in screen and "hello" in screen
     screen = person.run("@host1 pgrep -fx 'sleep 61.25' || echo none-left")  # not only the 1st command's

@@ -54,6 +54,8 @@ class Console:
         self.link = session.link
         self.peers: dict[int, Peer] = dict(session.peers)
         self.err = err or sys.stderr
+        # how messages name a set of servers: "@1-3" over MPI, host names over ssh
+        self.describe: Callable[[Iterable[int]], str] = lambda ranks: f"@{format_ranks(ranks)}"
         self.timeout = 0.0  # per-command timeout in seconds; 0 = none
         self._next_id = 0
         self._owed: dict[int, int] = {}  # rank -> consumed bulk bytes not yet credited
@@ -227,7 +229,7 @@ class Console:
 
         def interrupt() -> None:
             running = [r for r in targets if r not in results and self.peers[r].alive]
-            print(f"\nmpish: interrupting @{format_ranks(running)}", file=self.err)
+            print(f"\nmpish: interrupting {self.describe(running)}", file=self.err)
             for rank in running:
                 self._send(rank, p.Interrupt(cmd_id))
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -255,9 +255,17 @@ class SshRepl(Repl):
         from mpish.calls.shell_cli import fold_hosts
 
         hosts = self.console.hosts
+        self.console.describe = self.describe
         self.targets = frozenset(r for r in self.targets if r in hosts)
         names = [hosts[r] for r in sorted(self.targets)]
         return f"[{fold_hosts(names) if names else 'no host'}] {self.console.cwd(self.targets)}#> "
+
+    def describe(self, ranks: Iterable[int]) -> str:
+        """Host names (folded as a node set) for the console's messages."""
+        from mpish.calls.shell_cli import fold_hosts
+
+        hosts = self.console.hosts
+        return fold_hosts([hosts[r] for r in ranks if r in hosts])
 
     def handle(self, line: str) -> None:
         if line.startswith("@"):
