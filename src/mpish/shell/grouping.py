@@ -4,6 +4,14 @@ Grouping keeps memory bounded: each rank's stdout and stderr go to a
 ``SpooledTemporaryFile`` (in memory up to 1 MiB, then on disk) while a SHA-256 of each
 is computed; at the end ranks with identical (stdout, stderr) digests are printed once
 under their rank set.
+
+The sinks name servers through a :class:`ServerNames`. The MPI shell's is
+:class:`RankNames`: titles ``@1-3``, live prefixes ``1: ``, JSON records with rank and
+host, errors in the status lines. ``mpish ssh`` runs the same Console over ssh pipes
+(rank r is host r of the node set) with :class:`HostNames`: titles ``host[1-3]`` (folded
+by ClusterShell), prefixes ``host1: ``, JSON records with the host only, and a host's
+error (a lost connection, or ssh's reason when it never joined) printed as
+``host: <why>`` when it comes and counted as exit 255, as ssh does.
 """
 
 from __future__ import annotations
@@ -13,15 +21,20 @@ import json
 import os
 import signal
 import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import IO, Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .protocol import STDERR, STDOUT
 from .ranks import format_ranks
 
+if TYPE_CHECKING:
+    from mpish.launch import Peer
+
 SPOOL_IN_MEMORY = 1 << 20
 LIVE_LINE_LIMIT = 1 << 16  # a live line longer than this is printed in pieces
+FAILED = 255  # the exit status of a host that could not run the command, as with ssh
+RANK_LOST = "rank lost"  # the Console's error for a rank that went away during a command
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,103 @@ class Style:
         return self.paint(text, "33")
 
 
+def fold_hosts(hosts: Iterable[str]) -> str:
+    """Host names as a ClusterShell node set: ``host1,host2,host3`` -> ``host[1-3]``."""
+    from ClusterShell.NodeSet import NodeSet
+
+    return str(NodeSet.fromlist(list(hosts)))
+
+
+class ServerNames(Protocol):
+    """How the sinks name servers and report their results: by rank (MPI) or by host (ssh)."""
+
+    errors_at_once: bool  # print ``host: error`` as a result comes, not in the status lines
+    json_timeouts: bool  # JSON records carry ``"timed_out": true``
+
+    def label(self, ranks: Iterable[int]) -> str:
+        """Several servers: group titles and status lines."""
+        ...
+
+    def prefix(self, rank: int) -> str:
+        """One server: the prefix of its live lines."""
+        ...
+
+    def result(self, result: Result) -> Result:
+        """A result as it is reported."""
+        ...
+
+    def record(self, result: Result) -> dict[str, Any]:
+        """The first fields of a JSON record: those that name the server."""
+        ...
+
+    def timed_out(self, seconds: float, cause: str) -> str:
+        """A status line's text for a command that timed out."""
+        ...
+
+
+class RankNames:
+    """The MPI shell's names: ``@1-3``, ``1: ``, JSON with rank and host."""
+
+    errors_at_once = False
+    json_timeouts = True
+
+    def label(self, ranks: Iterable[int]) -> str:
+        return f"@{format_ranks(ranks)}"
+
+    def prefix(self, rank: int) -> str:
+        return str(rank)
+
+    def result(self, result: Result) -> Result:
+        return result
+
+    def record(self, result: Result) -> dict[str, Any]:
+        return {"rank": result.rank, "host": result.host}
+
+    def timed_out(self, seconds: float, cause: str) -> str:
+        return f"timed out after {seconds:.1f} s"
+
+
+class HostNames:
+    """``mpish ssh``'s names (rank r is host r): ``host[1-3]``, ``host1: ``, JSON with the host.
+
+    A rank lost during a command is reported with the reason its ssh pipe ended, exit 255;
+    a result of a host that never joined (not in ``peers``) is reported as given.
+    """
+
+    errors_at_once = True
+    json_timeouts = False
+
+    def __init__(self, hosts: Mapping[int, str], peers: Mapping[int, Peer]) -> None:
+        self.hosts, self.peers = hosts, peers
+
+    def label(self, ranks: Iterable[int]) -> str:
+        return fold_hosts(self.hosts[rank] for rank in ranks)
+
+    def prefix(self, rank: int) -> str:
+        return self.hosts[rank]
+
+    def result(self, result: Result) -> Result:
+        peer = self.peers.get(result.rank)
+        if peer is None:
+            return result
+        if result.error == RANK_LOST:
+            why = peer.lost or "connection lost"
+            return Result(result.rank, result.host, FAILED, 0, result.seconds, error=why)
+        return replace(result, error="")
+
+    def record(self, result: Result) -> dict[str, Any]:
+        return {"host": result.host}
+
+    def timed_out(self, seconds: float, cause: str) -> str:
+        return f"timed out ({cause})"
+
+
+def report_error(err: IO[bytes], host: str, error: str, style: Style) -> None:
+    """``host: <why>`` on stderr, as ssh says why it could not run a command."""
+    err.write(style.error(f"{host}: {error}").encode() + b"\n")
+    err.flush()
+
+
 class _Spool:
     def __init__(self) -> None:
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
@@ -93,22 +203,54 @@ class _Spool:
         self.file.close()
 
 
-class GroupedSink:
-    """Identical outputs of several ranks shown once under their rank set (``clush -b``)."""
+class _Sink:
+    """Keeps each server's result (``results``, by rank) as its names report it."""
 
-    def __init__(self, out: IO[bytes], err: IO[bytes], style: Style) -> None:
-        self.out, self.err, self.style = out, err, style
-        self._spools: dict[tuple[int, int], _Spool] = {}
+    def __init__(self, names: ServerNames | None) -> None:
+        self.names: ServerNames = names or RankNames()
         self.results: dict[int, Result] = {}
+
+    def done(self, result: Result) -> None:
+        result = self.names.result(result)
+        self.results[result.rank] = result
+        self._ended(result)
+
+    def _ended(self, result: Result) -> None:
+        """The server's result came: its output is complete."""
+
+
+class _TerminalSink(_Sink):
+    """A sink writing to stdout and stderr; errors printed as they come if the names say so."""
+
+    def __init__(
+        self, out: IO[bytes], err: IO[bytes], style: Style | None, names: ServerNames | None
+    ) -> None:
+        super().__init__(names)
+        self.out, self.err, self.style = out, err, style or Style()
+
+    def _ended(self, result: Result) -> None:
+        if result.error and self.names.errors_at_once:
+            report_error(self.err, result.host, result.error, self.style)
+
+    def finish(self) -> None:
+        self.out.flush()
+        self.err.flush()
+
+
+class GroupedSink(_TerminalSink):
+    """Identical outputs of several servers shown once under their names (``clush -b``)."""
+
+    def __init__(
+        self, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None
+    ) -> None:
+        super().__init__(out, err, style, names)
+        self._spools: dict[tuple[int, int], _Spool] = {}
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
         spool = self._spools.get((rank, stream))
         if spool is None:
             spool = self._spools[(rank, stream)] = _Spool()
         spool.write(data)
-
-    def done(self, result: Result) -> None:
-        self.results[result.rank] = result
 
     def groups(self) -> list[tuple[frozenset[int], _Spool | None, _Spool | None]]:
         """(ranks, stdout spool, stderr spool) per distinct output, in rank order."""
@@ -134,7 +276,7 @@ class GroupedSink:
                 continue
             self.err.flush()
             line = "-" * 15
-            title = f"{line}\n@{format_ranks(ranks)} ({len(ranks)})\n{line}\n"
+            title = f"{line}\n{self.names.label(ranks)} ({len(ranks)})\n{line}\n"
             self.out.write(self.style.header(title).encode())
             if out is not None:
                 out.copy_to(self.out)
@@ -148,37 +290,32 @@ class GroupedSink:
         self.out.flush()
 
 
-class RawSink:
+class RawSink(_TerminalSink):
     """One target: its output streamed as is, as ssh would."""
 
-    def __init__(self, out: IO[bytes], err: IO[bytes]) -> None:
-        self.out, self.err = out, err
-        self.results: dict[int, Result] = {}
+    def __init__(
+        self, out: IO[bytes], err: IO[bytes], style: Style | None = None, names: ServerNames | None = None
+    ) -> None:
+        super().__init__(out, err, style, names)
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
         target = self.out if stream == STDOUT else self.err
         target.write(data)
         target.flush()
 
-    def done(self, result: Result) -> None:
-        self.results[result.rank] = result
 
-    def finish(self) -> None:
-        self.out.flush()
-        self.err.flush()
+class LiveSink(_TerminalSink):
+    """Output streamed as produced, each line prefixed with its server (``clush`` without -b)."""
 
-
-class LiveSink:
-    """Output streamed as produced, each line prefixed with its rank (``clush`` without -b)."""
-
-    def __init__(self, out: IO[bytes], err: IO[bytes], style: Style) -> None:
-        self.out, self.err, self.style = out, err, style
+    def __init__(
+        self, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None
+    ) -> None:
+        super().__init__(out, err, style, names)
         self._partial: dict[tuple[int, int], bytes] = {}
-        self.results: dict[int, Result] = {}
 
     def _emit(self, rank: int, stream: int, line: bytes) -> None:
         target = self.out if stream == STDOUT else self.err
-        target.write(self.style.prefix(f"{rank}: ").encode() + line)
+        target.write(self.style.prefix(f"{self.names.prefix(rank)}: ").encode() + line)
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
         buffered = self._partial.pop((rank, stream), b"") + data
@@ -192,49 +329,43 @@ class LiveSink:
             self._partial[(rank, stream)] = rest
         (self.out if stream == STDOUT else self.err).flush()
 
-    def done(self, result: Result) -> None:
+    def _ended(self, result: Result) -> None:
         for stream in (STDOUT, STDERR):
             rest = self._partial.pop((result.rank, stream), b"")
             if rest:
                 self._emit(result.rank, stream, rest + b"\n")
-        self.results[result.rank] = result
-
-    def finish(self) -> None:
-        self.out.flush()
-        self.err.flush()
+                (self.out if stream == STDOUT else self.err).flush()
+        super()._ended(result)
 
 
-class JsonSink:
-    """One JSON object per rank per line: rank, host, exit, signal, stdout, stderr, seconds.
+class JsonSink(_Sink):
+    """One JSON object per server per line, in rank order: its names (rank and host, or
+    host), exit, signal, stdout, stderr, seconds, and timed_out and error when set.
 
     Output is decoded as UTF-8 with U+FFFD for invalid bytes (JSON carries text only);
     it is held in memory, so --json suits commands with modest output.
     """
 
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: IO[bytes], names: ServerNames | None = None) -> None:
+        super().__init__(names)
         self.out = out
         self._data: dict[tuple[int, int], bytearray] = {}
-        self.results: dict[int, Result] = {}
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
         self._data.setdefault((rank, stream), bytearray()).extend(data)
 
-    def done(self, result: Result) -> None:
-        self.results[result.rank] = result
-
     def finish(self) -> None:
         for rank in sorted(self.results):
             result = self.results[rank]
-            record = {
-                "rank": rank,
-                "host": result.host,
-                "exit": result.exit,
-                "signal": result.signal or None,
-                "stdout": bytes(self._data.pop((rank, STDOUT), b"")).decode("utf-8", "replace"),
-                "stderr": bytes(self._data.pop((rank, STDERR), b"")).decode("utf-8", "replace"),
-                "seconds": round(result.seconds, 6),
-            }
-            if result.timed_out:
+            record = self.names.record(result)
+            record.update(
+                exit=result.exit,
+                signal=result.signal or None,
+                stdout=bytes(self._data.pop((rank, STDOUT), b"")).decode("utf-8", "replace"),
+                stderr=bytes(self._data.pop((rank, STDERR), b"")).decode("utf-8", "replace"),
+                seconds=round(result.seconds, 6),
+            )
+            if result.timed_out and self.names.json_timeouts:
                 record["timed_out"] = True
             if result.error:
                 record["error"] = result.error
@@ -249,35 +380,43 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def status_lines(results: Iterable[Result], style: Style) -> list[str]:
-    """One line per distinct non-zero outcome, ranks grouped: ``[2,4] exit code 1``."""
+def _outcome(result: Result, names: ServerNames) -> str:
+    """A status line's text for one result; "" for success or an error already printed."""
+    if names.errors_at_once and (result.error or not result.exit):
+        return ""
+    if result.signal:
+        cause = f"killed by {signal_name(result.signal)}"
+    else:
+        cause = f"exit code {result.exit}" if result.exit else ""
+    if result.timed_out:
+        return names.timed_out(result.seconds, cause)
+    if cause and result.error:
+        cause += f" ({result.error})"
+    return cause
+
+
+def status_lines(results: Iterable[Result], style: Style, names: ServerNames | None = None) -> list[str]:
+    """One line per distinct non-zero outcome, servers grouped: ``mpish: @2,4: exit code 1``."""
+    names = names or RankNames()
     outcomes: dict[str, list[int]] = {}
     for result in results:
-        if result.timed_out:
-            text = f"timed out after {result.seconds:.1f} s"
-        elif result.signal:
-            text = f"killed by {signal_name(result.signal)}"
-        elif result.exit:
-            text = f"exit code {result.exit}"
-        else:
-            continue
-        if result.error and not result.timed_out:
-            text += f" ({result.error})"
-        outcomes.setdefault(text, []).append(result.rank)
-    return [style.error(f"mpish: @{format_ranks(ranks)}: {text}") for text, ranks in outcomes.items()]
+        text = _outcome(result, names)
+        if text:
+            outcomes.setdefault(text, []).append(result.rank)
+    return [style.error(f"mpish: {names.label(ranks)}: {text}") for text, ranks in outcomes.items()]
 
 
 def make_sink(
-    kind: str, targets: int, out: IO[bytes], err: IO[bytes], style: Style
+    kind: str, targets: int, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None
 ) -> GroupedSink | RawSink | LiveSink | JsonSink:
     """The sink for an output mode: ``json``, ``live``, or ``grouped`` (raw for one target)."""
     if kind == "json":
-        return JsonSink(out)
+        return JsonSink(out, names)
     if kind == "live":
-        return LiveSink(out, err, style)
+        return LiveSink(out, err, style, names)
     if targets == 1:
-        return RawSink(out, err)
-    return GroupedSink(out, err, style)
+        return RawSink(out, err, style, names)
+    return GroupedSink(out, err, style, names)
 
 
 SinkFactory = Callable[[int], OutputSink]

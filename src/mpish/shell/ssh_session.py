@@ -41,7 +41,7 @@ from mpish.wire.events import HandshakeComplete, Message
 from mpish.wire.noise import public_bytes
 
 from . import protocol as p
-from .grouping import Style
+from .grouping import HostNames, Style, fold_hosts, make_sink, status_lines
 from .interactive import Repl
 from .remote import binding as remote_binding
 from .remote import pack_bootstrap
@@ -252,8 +252,6 @@ class SshRepl(Repl):
     sink_kind = ""  # "json" for one JSON object per host per command; else the Repl's mode
 
     def prompt(self) -> str:
-        from mpish.calls.shell_cli import fold_hosts
-
         hosts = self.console.hosts
         self.console.describe = self.describe
         self.targets = frozenset(r for r in self.targets if r in hosts)
@@ -262,8 +260,6 @@ class SshRepl(Repl):
 
     def describe(self, ranks: Iterable[int]) -> str:
         """Host names (folded as a node set) for the console's messages."""
-        from mpish.calls.shell_cli import fold_hosts
-
         hosts = self.console.hosts
         return fold_hosts([hosts[r] for r in ranks if r in hosts])
 
@@ -277,23 +273,20 @@ class SshRepl(Repl):
         super().cmd_targets(expand_target_words(rest) if rest else rest)
 
     def run(self, command: str, targets: frozenset[int]) -> None:
-        from mpish.calls.shell_cli import RankSink, make_sink, status_lines
-
-        hosts = [self.console.hosts[r] for r in sorted(targets)]
+        peers = self.console.peers
+        names = HostNames({rank: peer.host for rank, peer in peers.items()}, peers)
         kind = "json" if self.sink_kind == "json" else self.mode
-        sink = RankSink(make_sink(kind, hosts, self.out, sys.stderr.buffer, self.style), self.console.session)
+        sink = make_sink(kind, len(targets), self.out, sys.stderr.buffer, self.style, names)
         with self.keys():
             self.console.run(command, targets, sink)
         sys.stdout.flush()
-        outcomes = list(sink.outcomes.values())
-        for text in status_lines(outcomes, Style.for_stream(sys.stderr)):
+        results = list(sink.results.values())
+        for text in status_lines(results, Style.for_stream(sys.stderr), names):
             print(text, file=self.err)
         self.err.flush()
-        self.last_status = max((o.exit for o in outcomes), default=0)
+        self.last_status = max((r.exit for r in results), default=0)
 
     def _report(self, what: str, verdicts: dict[int, str], size: int, seconds: float) -> None:
-        from mpish.calls.shell_cli import fold_hosts
-
         hosts = {rank: peer.host for rank, peer in self.console.peers.items()}
         good = [hosts[r] for r, e in verdicts.items() if not e]
         if good:
