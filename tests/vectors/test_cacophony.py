@@ -1,7 +1,11 @@
-"""Every vector of ../shared/vectors/noise-cacophony.json, byte for byte.
+"""Every vector of tests/vectors/cacophony.json, byte for byte.
 
 Each handshake message, each transport message and the final handshake hash must be
 exactly the published bytes; both sides are ours, run from the vector's keys.
+
+The vectors are the cacophony project's (public domain: haskell-cryptography/cacophony,
+vectors/cacophony.txt, as also carried by the snow crate), the subset for NN, KK, IK and XX
+over 25519 without PSK or fallback; the file's "source" field says so too.
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from mpish.wire.noise import CipherState, HandshakeState
 
-VECTORS_FILE = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "noise-cacophony.json"
+VECTORS_FILE = Path(__file__).with_name("cacophony.json")
 
 
 def _load() -> list[dict[str, Any]]:
     if not VECTORS_FILE.exists():
-        pytest.fail(f"test vectors missing: {VECTORS_FILE} (shared/ must sit beside the repository)")
+        pytest.fail(f"test vectors missing: {VECTORS_FILE}")
     vectors: list[dict[str, Any]] = json.loads(VECTORS_FILE.read_text())["vectors"]
     return vectors
 
