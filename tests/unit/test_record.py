@@ -169,3 +169,23 @@ def test_forged_record_of_a_later_epoch_does_not_move_the_epoch() -> None:
     for i in range(1, 12):
         assert opener.open(records[i])[1] == f"{i}".encode()
     assert state.epoch == 1
+
+
+def test_key_cache_stays_bounded_under_forged_and_genuine_epochs() -> None:
+    shift = 4  # a new key every 16 records: the replay window spans 512 epochs
+    bound = (REPLAY_WINDOW >> shift) + 2
+    sealer, opener = _pair(Limits(rekey_shift=shift))
+    first = sealer.seal(b"0")
+    opener.open(first)
+    state = opener._channels[0]
+    kept = state.keys._aeads  # the AEADs of the epochs the channel keeps
+    for epochs_ahead in (1, 2, bound - 2, bound):
+        forged = bytearray(first)
+        forged[32:40] = (epochs_ahead << shift).to_bytes(8, "big")
+        with pytest.raises((AuthenticationError, RemoteProtocolError)):
+            opener.open(forged)
+        assert len(kept) == 1 and state.epoch == 0  # nothing of a forged record was kept
+    for _ in range(1, 3 * REPLAY_WINDOW):  # genuine records through 1,500 epochs
+        opener.open(sealer.seal(b"r"))
+        assert len(kept) <= bound
+    assert state.epoch == (3 * REPLAY_WINDOW - 1) >> shift
