@@ -458,9 +458,20 @@ class Opener(_Direction):
     ) -> tuple[Header, int]:
         """Like :meth:`open`, decrypting into ``out``; return the header and byte count.
 
-        cryptography's ``decrypt_into`` decrypts into ``out`` before it checks the tag.
-        On a failed tag this method zeroes the bytes it wrote before raising, so no
-        unauthenticated plaintext is left for the caller to see.
+        What ``out`` holds after a record failed (the method raised):
+
+        - a malformed header, another session or endpoint, a replayed, too old or too far
+          counter, or ``out`` shorter than the record's plaintext: ``out`` is untouched
+          (these are checked before anything is written);
+        - a failed tag: ``out[:n]`` is zero, where ``n`` is the record's length field
+          minus the 16-byte tag (the bytes the record would have filled); the rest of
+          ``out`` is untouched. cryptography's ``decrypt_into`` writes the unverified
+          (attacker-malleable) CTR plaintext into ``out[:n]`` before it checks the tag;
+          it is wiped before this method raises, so it exists only during the call: a
+          caller must not let another thread read ``out`` while this runs.
+
+        :meth:`open` and :meth:`open_fields` return fresh bytes and only after the tag
+        verified; they never write into a caller's buffer.
         """
         state, aead, chain, rtype, flags, channel, n = self._prepare(record)
         size = len(record) - HEADER_SIZE - TAGLEN
