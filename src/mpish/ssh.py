@@ -26,7 +26,8 @@ Errors (all in :mod:`mpish.wire.errors`' tree): :class:`HostUnreachable`,
 :class:`AuthenticationRefused`, :class:`RemotePythonMissing`, :class:`MpishMissing`,
 :class:`AgentDied`, :class:`ConnectTimeout` and :class:`CallTimeout` (both also
 ``TimeoutError``) are :class:`~mpish.wire.errors.TransportBroken`;
-:class:`ProtocolVersionMismatch` is a RemoteProtocolError; an exception raised by the
+:class:`ProtocolVersionMismatch` and :class:`ResultTooLarge` (a data-only result past
+its bounds) are RemoteProtocolErrors; an exception raised by the
 remote code is a :class:`~mpish.wire.errors.RemoteError`, also an instance of its
 original type when that is a builtin exception (``except KeyError`` works).
 """
@@ -39,6 +40,7 @@ from mpish.calls.remote import (
     OutputCallback,
     ProtocolVersionMismatch,
     Remote,
+    ResultTooLarge,
     connect,
 )
 from mpish.transport.ssh import (
@@ -68,6 +70,7 @@ __all__ = [
     "OutputCallback",
     "ProtocolVersionMismatch",
     "Remote",
+    "ResultTooLarge",
     "RemoteError",
     "RemotePythonMissing",
     "SshError",

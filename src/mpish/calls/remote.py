@@ -50,6 +50,7 @@ from .messages import (
 from .serialize import (
     BodyAborted,
     BodyWriter,
+    DataLimitExceeded,
     read_msgpack,
     read_pickle,
     remote_error,
@@ -63,6 +64,11 @@ OutputCallback = Callable[[str, bytes], None]
 
 class ProtocolVersionMismatch(RemoteProtocolError):
     """The remote mpish speaks another protocol version than this one."""
+
+
+class ResultTooLarge(RemoteProtocolError):
+    """A data-only result breaks the bounds of :func:`~.serialize.read_msgpack` (too large,
+    too long, too deep, or expanding to too much memory); the connection is closed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +292,11 @@ class Remote:
             if encoding == ENCODING_PICKLE:
                 return read_pickle(message.body, more)
             return read_msgpack(message.body, more)
+        except DataLimitExceeded as exc:
+            raise ResultTooLarge(
+                f"{self.host}: refused the result of a data-only call: {exc}; "
+                "have the remote function return less, or bytes"
+            ) from None
         except BodyAborted as exc:  # the agent could not serialise the result
             failure = self._next_message(deadline, output)
             if not isinstance(failure, Failure):
