@@ -29,7 +29,9 @@ Errors (all in :mod:`mpish.wire.errors`' tree): :class:`HostUnreachable`,
 :class:`ProtocolVersionMismatch` and :class:`ResultTooLarge` (a data-only result past
 its bounds) are RemoteProtocolErrors; an exception raised by the
 remote code is a :class:`~mpish.wire.errors.RemoteError`, also an instance of its
-original type when that is a builtin exception (``except KeyError`` works).
+original type when that is one of the builtin exceptions of
+:data:`mpish.calls.serialize.REBUILT_TYPES` (``except KeyError`` works; never
+StopIteration, SystemExit or mpish's own errors).
 """
 
 from __future__ import annotations

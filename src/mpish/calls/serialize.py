@@ -19,7 +19,6 @@ giant frame.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import pickle
 import sys
@@ -378,52 +377,79 @@ def describe_exception(exc: BaseException) -> tuple[str, str, str]:
     return name, message[:MAX_TEXT], text
 
 
-_REBUILT: dict[type[BaseException], type[RemoteError]] = {}
-
-
-def _local_exception_type(name: str) -> type[BaseException] | None:
-    """The local class for a remote type name: builtins, or a module already imported.
-
-    Nothing is imported because of a name the remote sent.
-    """
-    parts = name.split(".")
-    owner: object = builtins if len(parts) == 1 else None
-    path = parts
-    for i in range(len(parts) - 1, 0, -1):  # the longest imported module prefix
-        module = sys.modules.get(".".join(parts[:i]))
-        if module is not None:
-            owner, path = module, parts[i:]
-            break
-    obj = owner
-    for attribute in path:
-        obj = getattr(obj, attribute, None)
-    if isinstance(obj, type) and issubclass(obj, Exception):
-        return obj
-    return None
+# The remote exception types rebuilt here, by the exact name the remote sends: builtin
+# Exception subclasses whose meaning does not depend on where they are raised. Left out on
+# purpose: StopIteration and StopAsyncIteration (they end a caller's generator or loop),
+# BaseException-only types (GeneratorExit, KeyboardInterrupt, SystemExit), warnings, and
+# every non-builtin type (mpish's own TransportClosed would fire a caller's handler for a
+# local failure). Nothing is looked up by name: the remote cannot reach any other class,
+# nor a module's ``__getattr__``.
+REBUILT_TYPES: dict[str, type[Exception]] = {
+    kind.__name__: kind
+    for kind in (
+        ArithmeticError,
+        FloatingPointError,
+        OverflowError,
+        ZeroDivisionError,
+        AssertionError,
+        AttributeError,
+        BufferError,
+        EOFError,
+        ImportError,
+        ModuleNotFoundError,
+        LookupError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        NameError,
+        UnboundLocalError,
+        OSError,
+        BlockingIOError,
+        ChildProcessError,
+        ConnectionError,
+        BrokenPipeError,
+        ConnectionAbortedError,
+        ConnectionRefusedError,
+        ConnectionResetError,
+        FileExistsError,
+        FileNotFoundError,
+        InterruptedError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+        ProcessLookupError,
+        TimeoutError,
+        ReferenceError,
+        RuntimeError,
+        NotImplementedError,
+        RecursionError,
+        SyntaxError,
+        IndentationError,
+        TabError,
+        SystemError,
+        TypeError,
+        ValueError,
+        UnicodeError,
+    )
+}
+_REBUILT: dict[type[Exception], type[RemoteError]] = {}
 
 
 def remote_error(type_name: str, message: str, remote_traceback: str) -> RemoteError:
     """Rebuild a remote exception as a RemoteError.
 
-    When the remote type is a builtin exception (or a class of a module already imported
-    here), the result is an instance of a class derived from both :class:`RemoteError`
-    and that type, so ``except ValueError`` and ``except RemoteError`` both catch it. Its
-    ``remote_type`` is the remote qualified name and ``remote_traceback`` the remote text.
-    If the type cannot be rebuilt, a plain RemoteError is returned.
+    When the remote type is one of :data:`REBUILT_TYPES` (builtin exceptions), the result
+    is an instance of a class derived from both :class:`RemoteError` and that type, so
+    ``except ValueError`` and ``except RemoteError`` both catch it. Any other type (a
+    class of the remote's code, StopIteration, SystemExit, mpish's own errors) arrives
+    as a plain RemoteError. Either way ``remote_type`` is the remote qualified name and
+    ``remote_traceback`` the remote text.
     """
-    base = _local_exception_type(type_name)
-    if base is not None and not issubclass(base, RemoteError):
+    base = REBUILT_TYPES.get(type_name)
+    if base is not None:
         cls = _REBUILT.get(base)
         if cls is None:
-            try:
-                cls = type(f"Remote{base.__name__}", (RemoteError, base), {"__module__": __name__})
-            except TypeError:
-                cls = None
-            if cls is not None:
-                _REBUILT[base] = cls
-        if cls is not None:
-            try:
-                return cls(message, remote_type=type_name, remote_traceback=remote_traceback)
-            except Exception:  # noqa: S110 - constructors with other signatures
-                pass
+            cls = type(f"Remote{base.__name__}", (RemoteError, base), {"__module__": __name__})
+            _REBUILT[base] = cls
+        return cls(message, remote_type=type_name, remote_traceback=remote_traceback)
     return RemoteError(f"{type_name}: {message}", remote_type=type_name, remote_traceback=remote_traceback)
