@@ -26,9 +26,12 @@ Errors (all in :mod:`mpish.wire.errors`' tree): :class:`HostUnreachable`,
 :class:`AuthenticationRefused`, :class:`RemotePythonMissing`, :class:`MpishMissing`,
 :class:`AgentDied`, :class:`ConnectTimeout` and :class:`CallTimeout` (both also
 ``TimeoutError``) are :class:`~mpish.wire.errors.TransportBroken`;
-:class:`ProtocolVersionMismatch` is a RemoteProtocolError; an exception raised by the
+:class:`ProtocolVersionMismatch` and :class:`ResultTooLarge` (a data-only result past
+its bounds) are RemoteProtocolErrors; an exception raised by the
 remote code is a :class:`~mpish.wire.errors.RemoteError`, also an instance of its
-original type when that is a builtin exception (``except KeyError`` works).
+original type when that is one of the builtin exceptions of
+:data:`mpish.calls.serialize.REBUILT_TYPES` (``except KeyError`` works; never
+StopIteration, SystemExit or mpish's own errors).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from mpish.calls.remote import (
     OutputCallback,
     ProtocolVersionMismatch,
     Remote,
+    ResultTooLarge,
     connect,
 )
 from mpish.transport.ssh import (
@@ -68,6 +72,7 @@ __all__ = [
     "OutputCallback",
     "ProtocolVersionMismatch",
     "Remote",
+    "ResultTooLarge",
     "RemoteError",
     "RemotePythonMissing",
     "SshError",

@@ -7,7 +7,8 @@ import itertools
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from fuzz_settings import SETTINGS
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mpish.wire.channel import Binding, Role, SecureChannel
@@ -18,7 +19,6 @@ from mpish.wire.framing import FrameDecoder, encode_frame
 from mpish.wire.noise import generate_keypair, public_bytes
 from mpish.wire.record import HEADER_SIZE, MAX_RECORD_PAYLOAD
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 K_INIT, K_RESP = generate_keypair(), generate_keypair()
 BINDING = Binding(bytes(range(16)), 0, 1, "fuzz")
 MAX_BUFFERED = HEADER_SIZE + MAX_RECORD_PAYLOAD + 16

@@ -192,6 +192,9 @@ def test_data_only_agent_never_unpickles(connect_options: dict[str, object], tmp
     marker = tmp_path / "unpickled"
     with connect("host2", data_only=True, **connect_options) as remote:  # type: ignore[arg-type]
         assert remote.info.data_only
+        with pytest.raises(PermissionError, match="host2: connected data-only"):
+            remote.call(abs, TouchOnUnpickle(str(marker)))  # refused here, before sending
+        remote.data_only = False  # send it anyway: the agent refuses it too
         with pytest.raises(PermissionError, match="data-only"):
             remote.call(abs, TouchOnUnpickle(str(marker)))
         big = TouchOnUnpickle(str(marker))
@@ -229,3 +232,72 @@ def test_large_object_round_trip_bounded_memory(sshd: SshServer) -> None:
     assert length == str(256 * 1024 * 1024) and equal == "True"
     # the result itself is 256 MiB; one extra copy (one giant frame, or pickle.dumps) would be 512+
     assert int(grown_mib) < 256 + 96, f"local peak grew by {grown_mib} MiB"
+
+
+HOSTILE_AGENT = """
+import os, sys
+from mpish.calls.messages import CHUNK_SIZE, MAX_FRAME, PROTOCOL_VERSION, Chunk, End, Hello, Result
+from mpish.calls.messages import decode, encode
+from mpish.transport.ssh import FrameStream
+
+frames = FrameStream(0, 1, max_frame=MAX_FRAME)
+frames.send(encode(Hello(PROTOCOL_VERSION, "0", "3", os.getpid(), "hostile", True)))
+call = decode(frames.receive())
+size = 4 * 1024 * 1024  # an array of 4 million empty arrays: ~300 MiB once decoded
+body = b"\\xdd" + (size - 5).to_bytes(4, "big") + b"\\x90" * (size - 5)
+if call.encoding == "pickle":  # a pickled result that runs a command when unpickled
+    payload = b"cos\\nsystem\\n(Vtouch " + sys.argv[1].encode() + b"\\ntR."
+    frames.send(encode(Result(call.call_id, "pickle", payload)))
+else:
+    frames.send(encode(Result(call.call_id, "msgpack", None)))
+    for start in range(0, size, CHUNK_SIZE):
+        frames.send(encode(Chunk(body[start : start + CHUNK_SIZE])))
+    frames.send(encode(End(False, "")))
+os.read(0, 1)  # until the client hangs up
+"""
+
+
+def test_hostile_data_only_result_is_refused_with_bounded_memory(sshd: SshServer, tmp_path: Path) -> None:
+    """A malicious host answers call_data with a 4 MiB body of empty arrays (issue 10, 5)."""
+    agent = tmp_path / "hostile_agent.py"
+    agent.write_text(HOSTILE_AGENT)
+    result = run_script(
+        f"""
+        import os, resource, sys
+        from mpish.ssh import ResultTooLarge, connect
+
+        with connect("host4", python=[sys.executable, {str(agent)!r}], bootstrap=False,
+                     data_only=True, ssh_options=os.environ["SSH_OPTIONS"].split()) as remote:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            try:
+                value = remote.call_data("os.getpid")
+                print("accepted", type(value).__name__, len(value))
+            except ResultTooLarge as exc:
+                print("refused", exc)
+            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            print((after - before) // 1024)
+        """,
+        sshd,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome, grown_mib = result.stdout.splitlines()[-2:]
+    assert outcome.startswith("refused host4: refused the result of a data-only call"), outcome
+    assert "expands to more than" in outcome
+    # decoded in full it took ~300 MiB; the bound stops it at its budget (96 MiB) plus the
+    # outer array's slots (32 MiB) and the body
+    assert int(grown_mib) < 160, f"local peak grew by {grown_mib} MiB"
+
+
+def test_data_only_client_never_unpickles_a_hostile_result(sshd: SshServer, tmp_path: Path) -> None:
+    """A malicious host would answer a pickled call with a pickle that runs code here."""
+    agent = tmp_path / "hostile_agent.py"
+    agent.write_text(HOSTILE_AGENT)
+    marker = tmp_path / "unpickled-on-the-client"
+    python = [sys.executable, str(agent), str(marker)]
+    options = {"python": python, "bootstrap": False, "data_only": True, "ssh_options": sshd.ssh_options}
+    with (
+        connect("host5", **options) as remote,  # type: ignore[arg-type]
+        pytest.raises(PermissionError, match="host5: connected data-only"),
+    ):
+        remote.call(abs, -1)
+    assert not marker.exists()

@@ -100,6 +100,37 @@ def test_open_into_leaves_no_unauthenticated_bytes() -> None:
     assert out == bytes(11) + b"..."  # wiped, never the forged plaintext
 
 
+def test_failed_open_into_leaves_out_as_documented() -> None:
+    # The docstring of open_into: checks before the tag leave ``out`` untouched; a failed
+    # tag leaves zeros where the record's plaintext would go and the rest untouched.
+    sealer, opener = _pair(Limits(rekey_shift=4))
+    payload = os.urandom(64 * 1024)
+    genuine = sealer.seal(payload, channel=1)
+    fill = b"\xa5" * (len(payload) + 100)
+
+    def failed(record: bytes | bytearray, error: type[Exception], size: int | None = None) -> bytearray:
+        out = bytearray(fill[: size or len(fill)])
+        with pytest.raises(error):
+            opener.open_into(record, out)
+        return out
+
+    bad_tag = bytearray(genuine)
+    bad_tag[HEADER_SIZE + 5] ^= 0x40  # a flipped ciphertext bit: decrypt_into wrote the flipped plaintext
+    out = failed(bad_tag, AuthenticationError)
+    assert out == bytes(len(payload)) + fill[len(payload) :]
+    other_session = bytearray(genuine)
+    other_session[4] ^= 1
+    too_far = bytearray(genuine)
+    too_far[32:40] = (10**6 << 4).to_bytes(8, "big")
+    for record, error in ((other_session, RemoteProtocolError), (too_far, RemoteProtocolError)):
+        assert failed(record, error) == fill
+    assert failed(genuine, LocalProtocolError, size=len(payload) - 1) == fill[: len(payload) - 1]
+    out = bytearray(len(payload))
+    opener.open_into(genuine, out)
+    assert out == payload
+    assert failed(genuine, ReplayError) == fill  # a replay writes nothing
+
+
 def test_header_checks() -> None:
     sealer, _ = _pair()
     record = bytearray(sealer.seal(b"x", type=RecordType.CLOSE))
@@ -169,3 +200,23 @@ def test_forged_record_of_a_later_epoch_does_not_move_the_epoch() -> None:
     for i in range(1, 12):
         assert opener.open(records[i])[1] == f"{i}".encode()
     assert state.epoch == 1
+
+
+def test_key_cache_stays_bounded_under_forged_and_genuine_epochs() -> None:
+    shift = 4  # a new key every 16 records: the replay window spans 512 epochs
+    bound = (REPLAY_WINDOW >> shift) + 2
+    sealer, opener = _pair(Limits(rekey_shift=shift))
+    first = sealer.seal(b"0")
+    opener.open(first)
+    state = opener._channels[0]
+    kept = state.keys._aeads  # the AEADs of the epochs the channel keeps
+    for epochs_ahead in (1, 2, bound - 2, bound):
+        forged = bytearray(first)
+        forged[32:40] = (epochs_ahead << shift).to_bytes(8, "big")
+        with pytest.raises((AuthenticationError, RemoteProtocolError)):
+            opener.open(forged)
+        assert len(kept) == 1 and state.epoch == 0  # nothing of a forged record was kept
+    for _ in range(1, 3 * REPLAY_WINDOW):  # genuine records through 1,500 epochs
+        opener.open(sealer.seal(b"r"))
+        assert len(kept) <= bound
+    assert state.epoch == (3 * REPLAY_WINDOW - 1) >> shift

@@ -50,6 +50,7 @@ from .messages import (
 from .serialize import (
     BodyAborted,
     BodyWriter,
+    DataLimitExceeded,
     read_msgpack,
     read_pickle,
     remote_error,
@@ -63,6 +64,11 @@ OutputCallback = Callable[[str, bytes], None]
 
 class ProtocolVersionMismatch(RemoteProtocolError):
     """The remote mpish speaks another protocol version than this one."""
+
+
+class ResultTooLarge(RemoteProtocolError):
+    """A data-only result breaks the bounds of :func:`~.serialize.read_msgpack` (too large,
+    too long, too deep, or expanding to too much memory); the connection is closed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +106,17 @@ class Remote:
     """A connected agent on one host. Use :func:`connect` to make one."""
 
     def __init__(
-        self, host: str, process: SshProcess, info: AgentInfo, *, on_output: OutputCallback | None = None
+        self,
+        host: str,
+        process: SshProcess,
+        info: AgentInfo,
+        *,
+        on_output: OutputCallback | None = None,
+        data_only: bool = False,
     ) -> None:
         self.host = host
         self.info = info
+        self.data_only = data_only  # what the caller asked for, not what the agent says
         self.on_output: OutputCallback = on_output or write_output
         self._process = process
         self._lock = threading.Lock()
@@ -156,6 +169,11 @@ class Remote:
         on_output: OutputCallback | None = None,
     ) -> Any:
         """:meth:`call` with explicit ``args``/``kwargs`` and a per-call output callback."""
+        if self.data_only:  # a hostile agent could answer a pickled call with a pickled result
+            raise PermissionError(
+                f"{self.host}: connected data-only (data_only=True): nothing is pickled or "
+                "unpickled here; use call_data with an importable function name"
+            )
         payload = (fn, tuple(args), dict(kwargs or {}))
         return self._call(ENCODING_PICKLE, "", lambda w: write_pickle(payload, w), timeout, on_output)
 
@@ -286,6 +304,11 @@ class Remote:
             if encoding == ENCODING_PICKLE:
                 return read_pickle(message.body, more)
             return read_msgpack(message.body, more)
+        except DataLimitExceeded as exc:
+            raise ResultTooLarge(
+                f"{self.host}: refused the result of a data-only call: {exc}; "
+                "have the remote function return less, or bytes"
+            ) from None
         except BodyAborted as exc:  # the agent could not serialise the result
             failure = self._next_message(deadline, output)
             if not isinstance(failure, Failure):
@@ -329,7 +352,8 @@ def connect(
     not be installed there; ``bootstrap=False`` runs the installed ``python -m mpish.agent``.
     ``ssh_options`` go to ssh before mpish's own (``-T -o BatchMode=yes``), so they win.
     ``timeout`` bounds the wait for the agent's hello. ``data_only`` starts an agent that
-    refuses pickled calls (only :meth:`Remote.call_data`). Raises the errors of
+    refuses pickled calls (only :meth:`Remote.call_data`); the client then refuses them too,
+    so it never unpickles what the host sends. Raises the errors of
     :mod:`mpish.transport.ssh` (HostUnreachable, AuthenticationRefused,
     RemotePythonMissing, MpishMissing, ConnectTimeout, ...) or
     :class:`ProtocolVersionMismatch`.
@@ -347,7 +371,7 @@ def connect(
         process.close(wait=0.5)
         raise
     process.greeted = True
-    return Remote(host, process, info, on_output=on_output)
+    return Remote(host, process, info, on_output=on_output, data_only=data_only)
 
 
 def _handshake(host: str, process: SshProcess, deadline: float) -> AgentInfo:

@@ -19,7 +19,6 @@ giant frame.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import pickle
 import sys
@@ -35,10 +34,17 @@ from mpish.wire.errors import RemoteError, RemoteProtocolError
 from .messages import CHUNK_SIZE, MAX_TEXT, Chunk, End, Message
 
 MAX_DATA_BODY = 1024 * 1024 * 1024  # largest msgpack body (data-only mode) accepted
+DATA_EXPANSION = 16  # decoded objects may take this many bytes per body byte ...
+DATA_ALLOWANCE = 32 * 1024 * 1024  # ... plus this much, so small results always load ...
+MAX_DATA_MEMORY = 2 * 1024 * 1024 * 1024  # ... and never more than this in all
 
 
 class BodyAborted(Exception):
     """The sender abandoned the body half way (an End with aborted=True)."""
+
+
+class DataLimitExceeded(ValueError):
+    """A msgpack body is larger, longer, deeper or expands to more memory than allowed."""
 
 
 class BodyWriter:
@@ -259,30 +265,90 @@ def write_msgpack(obj: object, writer: BodyWriter) -> None:
 
 
 def read_msgpack(body: bytes | None, next_message: Callable[[], Message]) -> Any:
-    """Decode a msgpack body (no ext types, bounded size); never unpickles."""
-    unpacker = msgpack.Unpacker(
-        raw=False, strict_map_key=False, max_buffer_size=MAX_DATA_BODY, ext_hook=_refuse_ext
-    )
-    if body is not None:
-        unpacker.feed(body)
-    else:
+    """Decode a msgpack body (no ext types, bounded); never unpickles.
+
+    Bounds, so that a hostile sender cannot make the reader exhaust its memory (a 4 MiB
+    body of empty arrays is 4 million lists, ~300 MiB): the body is at most
+    :data:`MAX_DATA_BODY` bytes; no string, bytes, array or map may claim more items than
+    the body has bytes (msgpack's ``max_*_len``, so nothing is preallocated on a lying
+    header); nesting is bounded by msgpack's own stack (1,024 levels); and the objects
+    built may take at most ``DATA_EXPANSION`` bytes per body byte plus
+    ``DATA_ALLOWANCE`` (and at most ``MAX_DATA_MEMORY``), counted as they are built, so
+    decoding stops at the first container past the budget. A breach raises
+    :class:`DataLimitExceeded`; a malformed body ValueError.
+    """
+    data: bytes | bytearray = b"" if body is None else body
+    if body is None:
         reader = BodyReader(next_message)
-        try:
-            while True:
-                data = reader.read(CHUNK_SIZE)
-                if not data:
-                    break
-                unpacker.feed(data)
-        except msgpack.BufferFull:
-            _drain(reader)
-            raise ValueError(f"msgpack body larger than {MAX_DATA_BODY} bytes") from None
+        data = bytearray()
+        while True:
+            piece = reader.read(CHUNK_SIZE)
+            if not piece:
+                break
+            if len(data) + len(piece) > MAX_DATA_BODY:
+                _drain(reader)
+                raise DataLimitExceeded(f"msgpack body larger than {MAX_DATA_BODY} bytes")
+            data += piece
+    size = len(data)
+    budget = _Budget(min(DATA_EXPANSION * size + DATA_ALLOWANCE, MAX_DATA_MEMORY))
     try:
-        value = unpacker.unpack()
-    except msgpack.OutOfData:
-        raise ValueError("truncated msgpack body") from None
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=False,
+            ext_hook=_refuse_ext,
+            max_str_len=size,
+            max_bin_len=size,
+            max_array_len=size,
+            max_map_len=size // 2,
+            max_ext_len=0,
+            list_hook=budget.charge_list,
+            object_hook=budget.charge_map,
+        )
+    except DataLimitExceeded:
+        raise
+    except (msgpack.StackError, RecursionError):
+        raise DataLimitExceeded("msgpack body nests deeper than msgpack's stack allows") from None
     except Exception as exc:  # msgpack raises several types; _refuse_ext raises ValueError
         raise ValueError(f"malformed msgpack body: {exc}") from None
-    return value
+
+
+def _object_cost(value: object, _size: Callable[[object], int] = sys.getsizeof) -> int:
+    """Bytes a decoded scalar took (shared singletons cost nothing; containers count
+    themselves in :class:`_Budget`)."""
+    kind = type(value)
+    if kind is int:
+        return 0 if -5 <= value <= 256 else _size(value)  # type: ignore[operator]
+    if kind is list or kind is dict or kind is bool or value is None:
+        return 0
+    return _size(value)
+
+
+class _Budget:
+    """The memory a msgpack body may still expand to; charged as containers complete."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def _charge(self, cost: int) -> None:
+        self.left -= cost
+        if self.left < 0:
+            raise DataLimitExceeded(
+                f"msgpack body expands to more than {self.limit >> 20} MiB of objects "
+                f"(at most {DATA_EXPANSION} bytes per body byte plus {DATA_ALLOWANCE >> 20} MiB)"
+            )
+
+    def charge_list(self, items: list[Any]) -> list[Any]:
+        self._charge(sys.getsizeof(items) + sum(map(_object_cost, items)))
+        return items
+
+    def charge_map(self, entries: dict[Any, Any]) -> dict[Any, Any]:
+        keys, values = map(_object_cost, entries), map(_object_cost, entries.values())
+        self._charge(sys.getsizeof(entries) + sum(keys) + sum(values))
+        return entries
 
 
 def _refuse_ext(code: int, data: bytes) -> object:
@@ -311,52 +377,79 @@ def describe_exception(exc: BaseException) -> tuple[str, str, str]:
     return name, message[:MAX_TEXT], text
 
 
-_REBUILT: dict[type[BaseException], type[RemoteError]] = {}
-
-
-def _local_exception_type(name: str) -> type[BaseException] | None:
-    """The local class for a remote type name: builtins, or a module already imported.
-
-    Nothing is imported because of a name the remote sent.
-    """
-    parts = name.split(".")
-    owner: object = builtins if len(parts) == 1 else None
-    path = parts
-    for i in range(len(parts) - 1, 0, -1):  # the longest imported module prefix
-        module = sys.modules.get(".".join(parts[:i]))
-        if module is not None:
-            owner, path = module, parts[i:]
-            break
-    obj = owner
-    for attribute in path:
-        obj = getattr(obj, attribute, None)
-    if isinstance(obj, type) and issubclass(obj, Exception):
-        return obj
-    return None
+# The remote exception types rebuilt here, by the exact name the remote sends: builtin
+# Exception subclasses whose meaning does not depend on where they are raised. Left out on
+# purpose: StopIteration and StopAsyncIteration (they end a caller's generator or loop),
+# BaseException-only types (GeneratorExit, KeyboardInterrupt, SystemExit), warnings, and
+# every non-builtin type (mpish's own TransportClosed would fire a caller's handler for a
+# local failure). Nothing is looked up by name: the remote cannot reach any other class,
+# nor a module's ``__getattr__``.
+REBUILT_TYPES: dict[str, type[Exception]] = {
+    kind.__name__: kind
+    for kind in (
+        ArithmeticError,
+        FloatingPointError,
+        OverflowError,
+        ZeroDivisionError,
+        AssertionError,
+        AttributeError,
+        BufferError,
+        EOFError,
+        ImportError,
+        ModuleNotFoundError,
+        LookupError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        NameError,
+        UnboundLocalError,
+        OSError,
+        BlockingIOError,
+        ChildProcessError,
+        ConnectionError,
+        BrokenPipeError,
+        ConnectionAbortedError,
+        ConnectionRefusedError,
+        ConnectionResetError,
+        FileExistsError,
+        FileNotFoundError,
+        InterruptedError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+        ProcessLookupError,
+        TimeoutError,
+        ReferenceError,
+        RuntimeError,
+        NotImplementedError,
+        RecursionError,
+        SyntaxError,
+        IndentationError,
+        TabError,
+        SystemError,
+        TypeError,
+        ValueError,
+        UnicodeError,
+    )
+}
+_REBUILT: dict[type[Exception], type[RemoteError]] = {}
 
 
 def remote_error(type_name: str, message: str, remote_traceback: str) -> RemoteError:
     """Rebuild a remote exception as a RemoteError.
 
-    When the remote type is a builtin exception (or a class of a module already imported
-    here), the result is an instance of a class derived from both :class:`RemoteError`
-    and that type, so ``except ValueError`` and ``except RemoteError`` both catch it. Its
-    ``remote_type`` is the remote qualified name and ``remote_traceback`` the remote text.
-    If the type cannot be rebuilt, a plain RemoteError is returned.
+    When the remote type is one of :data:`REBUILT_TYPES` (builtin exceptions), the result
+    is an instance of a class derived from both :class:`RemoteError` and that type, so
+    ``except ValueError`` and ``except RemoteError`` both catch it. Any other type (a
+    class of the remote's code, StopIteration, SystemExit, mpish's own errors) arrives
+    as a plain RemoteError. Either way ``remote_type`` is the remote qualified name and
+    ``remote_traceback`` the remote text.
     """
-    base = _local_exception_type(type_name)
-    if base is not None and not issubclass(base, RemoteError):
+    base = REBUILT_TYPES.get(type_name)
+    if base is not None:
         cls = _REBUILT.get(base)
         if cls is None:
-            try:
-                cls = type(f"Remote{base.__name__}", (RemoteError, base), {"__module__": __name__})
-            except TypeError:
-                cls = None
-            if cls is not None:
-                _REBUILT[base] = cls
-        if cls is not None:
-            try:
-                return cls(message, remote_type=type_name, remote_traceback=remote_traceback)
-            except Exception:  # noqa: S110 - constructors with other signatures
-                pass
+            cls = type(f"Remote{base.__name__}", (RemoteError, base), {"__module__": __name__})
+            _REBUILT[base] = cls
+        return cls(message, remote_type=type_name, remote_traceback=remote_traceback)
     return RemoteError(f"{type_name}: {message}", remote_type=type_name, remote_traceback=remote_traceback)

@@ -27,8 +27,11 @@ own key from it (HKDF with the suite's hash over the channel id), so a key never
 encrypts more than one channel's counter space. Every ``2**rekey_shift`` records of a
 channel the key is replaced by ``REKEY(k)`` (Noise §11.3); both sides compute the key
 of a counter from the counter alone, so no rekey message is needed and reordering
-across a rekey boundary still works. The last nonce value is reserved (§5.1): at
-``max_counter`` a channel stops with :class:`LocalProtocolError` (attack 12).
+across a rekey boundary still works. A receiver keeps only the epochs an authenticated
+record reached and the replay window still covers; a later epoch's key is derived for
+one tag check and kept only if the tag verified, so forged counters cannot grow the
+cache: nothing derived from a forged record is kept. The last nonce value is reserved
+(§5.1): at ``max_counter`` a channel stops with :class:`LocalProtocolError` (attack 12).
 
 Replay (attacks 3 and 4): each channel keeps a sliding window of the last
 :data:`REPLAY_WINDOW` counters (WireGuard keeps 8,192). A counter seen before, or
@@ -48,7 +51,7 @@ from typing import NamedTuple
 from cryptography.exceptions import InvalidTag
 
 from .errors import AuthenticationError, LocalProtocolError, RemoteProtocolError, ReplayError
-from .noise import AEAD, MAX_NONCE, TAGLEN, CipherFunctions, HashFunctions, rekey_bytes
+from .noise import AEAD, MAX_NONCE, TAGLEN, CipherFunctions, HashFunctions
 
 HEADER = struct.Struct(">BBBB16sIIIQI")
 HEADER_SIZE = HEADER.size  # 44
@@ -174,38 +177,60 @@ class ReplayWindow:
 
 
 class _ChannelKeys:
-    """The key epochs of one channel in one direction: epoch e+1 = REKEY(epoch e)."""
+    """The key epochs of one channel in one direction: epoch e+1 = REKEY(epoch e) (§11.3).
 
-    __slots__ = ("_aeads", "_first_epoch", "_functions", "_last_epoch", "_last_key")
+    Only epochs that an authenticated record reached are kept. A record of a later
+    epoch gets that epoch's AEAD from :meth:`derive`, a chain the caller holds while it
+    checks the tag and hands to :meth:`commit` only if the tag verified; a forged record
+    leaves nothing behind. :meth:`retire_below` drops the epochs the replay window no
+    longer covers, so at most ``(REPLAY_WINDOW >> rekey_shift) + 2`` epochs are kept.
+    """
+
+    __slots__ = ("_aeads", "_floor", "_functions", "current", "epoch")
 
     def __init__(self, functions: CipherFunctions, first_key: bytes) -> None:
         self._functions = functions
-        self._aeads: dict[int, AEAD] = {0: functions.make(first_key)}
-        self._first_epoch = 0
-        self._last_epoch = 0
-        self._last_key = first_key
+        self.epoch = 0  # the highest committed epoch
+        self.current = functions.make(first_key)  # its AEAD
+        self._aeads: dict[int, AEAD] = {0: self.current}  # committed epochs still in use
+        self._floor = 0  # every kept epoch is >= this
 
-    def aead(self, epoch: int, *, max_skip: int) -> AEAD:
+    def kept(self, epoch: int) -> AEAD:
+        """The AEAD of an earlier committed epoch; ReplayError once it was retired."""
         found = self._aeads.get(epoch)
-        if found is not None:
-            return found
-        if epoch < self._last_epoch:
+        if found is None:
             raise ReplayError("record belongs to a key epoch that was already retired")
-        if epoch - self._last_epoch > max_skip:
+        return found
+
+    def derive(self, epoch: int, *, max_skip: int) -> list[AEAD]:
+        """The AEADs of epochs ``self.epoch + 1 .. epoch``, derived but not kept."""
+        if epoch - self.epoch > max_skip:
             raise RemoteProtocolError("record counter jumps too far ahead")
-        while self._last_epoch < epoch:
-            self._last_key = rekey_bytes(self._functions, self._last_key)
-            self._last_epoch += 1
-            self._aeads[self._last_epoch] = self._functions.make(self._last_key)
-        return self._aeads[epoch]
+        functions, aead = self._functions, self.current
+        nonce = functions.nonce(MAX_NONCE)
+        chain = []
+        for _ in range(epoch - self.epoch):
+            # REKEY(k) = ENCRYPT(k, maxnonce, zerolen, zeros)[:32], the same as rekey_bytes
+            aead = functions.make(aead.encrypt(nonce, bytes(32), b"")[:32])
+            chain.append(aead)
+        return chain
+
+    def commit(self, chain: list[AEAD], keep_from: int) -> None:
+        """Adopt a chain from :meth:`derive` once a record of its last epoch verified."""
+        for aead in chain:
+            self.epoch += 1
+            if self.epoch >= keep_from:
+                self._aeads[self.epoch] = aead
+        self.current = chain[-1]
+        self.retire_below(keep_from)
 
     def retire_below(self, epoch: int) -> None:
         """Forget keys of epochs below ``epoch`` (forward secrecy for old records)."""
-        if epoch <= self._first_epoch:
+        if epoch <= self._floor:
             return
         for old in [e for e in self._aeads if e < epoch]:
             del self._aeads[old]
-        self._first_epoch = epoch
+        self._floor = epoch
 
 
 class _ChannelState:
@@ -215,10 +240,14 @@ class _ChannelState:
 
     def __init__(self, keys: _ChannelKeys) -> None:
         self.keys = keys
-        self.epoch = 0
-        self.aead = keys.aead(0, max_skip=0)
+        self.epoch = 0  # = keys.epoch, cached for the hot paths
+        self.aead = keys.current
         self.counter = 0  # Sealer: the next counter to use
         self.window = ReplayWindow()  # Opener: counters accepted so far
+
+    def commit(self, chain: list[AEAD], keep_from: int) -> None:
+        self.keys.commit(chain, keep_from)
+        self.epoch, self.aead = self.keys.epoch, self.keys.current
 
 
 def channel_key(hashes: HashFunctions, direction_key: bytes, channel: int) -> bytes:
@@ -277,12 +306,6 @@ class _Direction:
             raise LocalProtocolError(f"channel id {channel} out of range")
         return _ChannelState(_ChannelKeys(self.functions, channel_key(self.hashes, self._key, channel)))
 
-    def _switch_epoch(self, state: _ChannelState, epoch: int, max_skip: int) -> AEAD:
-        aead = state.keys.aead(epoch, max_skip=max_skip)
-        if epoch > state.epoch:
-            state.epoch, state.aead = epoch, aead
-        return aead
-
 
 class Sealer(_Direction):
     """Encrypts records in one direction. Counters are per channel, from 0."""
@@ -298,12 +321,11 @@ class Sealer(_Direction):
         n = state.counter
         if n > self._max_counter:
             raise LocalProtocolError(f"record counter of channel {channel} is exhausted; start a new session")
-        aead = state.aead
-        if n >> self._shift != state.epoch:
-            aead = self._switch_epoch(state, n >> self._shift, 1)
-            state.keys.retire_below(state.epoch)
+        epoch = n >> self._shift
+        if epoch != state.epoch:
+            state.commit(state.keys.derive(epoch, max_skip=1), epoch)  # our own counter: no check
         state.counter = n + 1
-        return state, n, aead
+        return state, n, state.aead
 
     def seal(
         self,
@@ -422,13 +444,13 @@ class Opener(_Direction):
                 window.ring[slot >> 3] |= 1 << (slot & 7)  # the slot held counter n - WINDOW
                 window.top = n
                 return RecordType.DATA, 0, channel, n, plaintext
-        state, aead, rtype, flags, channel, n = self._prepare(record)
+        state, aead, chain, rtype, flags, channel, n = self._prepare(record)
         body = memoryview(record)[HEADER_SIZE:]
         try:
             plaintext = aead.decrypt(self._nonce(0, n), body, record[:HEADER_SIZE])
         except InvalidTag:
             raise AuthenticationError("record failed authentication") from None
-        self._accept(state, channel, n)
+        self._accept(state, channel, n, chain)
         return rtype, flags, channel, n, plaintext
 
     def open_into(
@@ -436,11 +458,22 @@ class Opener(_Direction):
     ) -> tuple[Header, int]:
         """Like :meth:`open`, decrypting into ``out``; return the header and byte count.
 
-        cryptography's ``decrypt_into`` decrypts into ``out`` before it checks the tag.
-        On a failed tag this method zeroes the bytes it wrote before raising, so no
-        unauthenticated plaintext is left for the caller to see.
+        What ``out`` holds after a record failed (the method raised):
+
+        - a malformed header, another session or endpoint, a replayed, too old or too far
+          counter, or ``out`` shorter than the record's plaintext: ``out`` is untouched
+          (these are checked before anything is written);
+        - a failed tag: ``out[:n]`` is zero, where ``n`` is the record's length field
+          minus the 16-byte tag (the bytes the record would have filled); the rest of
+          ``out`` is untouched. cryptography's ``decrypt_into`` writes the unverified
+          (attacker-malleable) CTR plaintext into ``out[:n]`` before it checks the tag;
+          it is wiped before this method raises, so it exists only during the call: a
+          caller must not let another thread read ``out`` while this runs.
+
+        :meth:`open` and :meth:`open_fields` return fresh bytes and only after the tag
+        verified; they never write into a caller's buffer.
         """
-        state, aead, rtype, flags, channel, n = self._prepare(record)
+        state, aead, chain, rtype, flags, channel, n = self._prepare(record)
         size = len(record) - HEADER_SIZE - TAGLEN
         if len(out) < size:
             raise LocalProtocolError(f"output buffer of {len(out)} bytes, the record holds {size}")
@@ -454,7 +487,7 @@ class Opener(_Direction):
             # plaintext into ``out`` when the tag fails: wipe it before reporting.
             target[:] = bytes(size)
             raise AuthenticationError("record failed authentication") from None
-        self._accept(state, channel, n)
+        self._accept(state, channel, n, chain)
         header = Header(
             _RECORD_TYPES[rtype], flags, self.session, self.sender, self.receiver, channel, n, size + TAGLEN
         )
@@ -462,7 +495,7 @@ class Opener(_Direction):
 
     def _prepare(
         self, record: bytes | bytearray | memoryview
-    ) -> tuple[_ChannelState, AEAD, int, int, int, int]:
+    ) -> tuple[_ChannelState, AEAD, list[AEAD], int, int, int, int]:
         if len(record) < HEADER_SIZE + TAGLEN:
             raise RemoteProtocolError("record shorter than its header and tag")
         if record[:_PREFIX_SIZE] == self._data_prefix:  # the common case: a plain DATA record
@@ -493,20 +526,27 @@ class Opener(_Direction):
             self._explain(record)  # raises the precise error
         return (*self._locate(channel, n), rtype, flags, channel, n)
 
-    def _locate(self, channel: int, n: int) -> tuple[_ChannelState, AEAD]:
-        """The channel state and AEAD for counter ``n``, after the replay check."""
+    def _locate(self, channel: int, n: int) -> tuple[_ChannelState, AEAD, list[AEAD]]:
+        """The channel state and AEAD for counter ``n``, after the replay check.
+
+        A counter of a later epoch than the channel's gets a derived chain of keys that
+        :meth:`_accept` commits once the tag verified; a forged record's chain is garbage
+        when the check fails, so forged counters neither move the epoch nor grow the
+        cache. A channel no authenticated record named is built here and stored only by
+        :meth:`_accept`.
+        """
         state = self._channels.get(channel)
         if state is None:
-            state = self._new_channel(channel)  # kept only if the tag verifies
+            state = self._new_channel(channel)
         elif n <= state.window.top:
             state.window.check(n)  # raises ReplayError for a duplicate or a too-old counter
         epoch = n >> self._shift
-        aead = state.aead
-        if epoch != state.epoch:
-            # derive (bounded) but do not switch: the epoch moves only once a record of it
-            # authenticated (see _accept), so a forged counter cannot move it
-            aead = state.keys.aead(epoch, max_skip=(REPLAY_WINDOW >> self._shift) + 2)
-        return state, aead
+        if epoch == state.epoch:
+            return state, state.aead, []
+        if epoch < state.epoch:
+            return state, state.keys.kept(epoch), []
+        chain = state.keys.derive(epoch, max_skip=(REPLAY_WINDOW >> self._shift) + 2)
+        return state, chain[-1], chain
 
     def _explain(self, record: bytes | bytearray | memoryview) -> None:
         header = parse_header(record)
@@ -517,13 +557,14 @@ class Opener(_Direction):
         self.check_header(header)
         raise RemoteProtocolError("malformed record header")  # pragma: no cover - defensive
 
-    def _accept(self, state: _ChannelState, channel: int, n: int) -> None:
+    def _accept(self, state: _ChannelState, channel: int, n: int, chain: list[AEAD]) -> None:
+        """Record ``n`` authenticated: store its channel, move the window and the epoch."""
         window = state.window
         if channel not in self._channels:
             self._channels[channel] = state
-        if n >> self._shift > state.epoch:
-            self._switch_epoch(state, n >> self._shift, 0)
         window.accept(n)
-        oldest = window.top - REPLAY_WINDOW + 1
-        if oldest > 0 and (oldest >> self._shift) > 0:
-            state.keys.retire_below(oldest >> self._shift)
+        keep_from = max(window.top - REPLAY_WINDOW + 1, 0) >> self._shift  # oldest epoch in the window
+        if chain:
+            state.commit(chain, keep_from)
+        else:
+            state.keys.retire_below(keep_from)
