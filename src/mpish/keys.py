@@ -42,6 +42,17 @@ The files mirror OpenSSH's so that a user already knows how to handle them:
     A malformed line is an error too: skipping it could turn a changed key into an
     "unknown host" that ``accept-new`` would then trust.
 
+Trust checks (OpenSSH's StrictModes): whoever can change a trust file can grant
+themselves access, so the mpish directory, the private key, ``authorized_keys`` and
+``known_hosts`` must be owned by the user (or root) and writable by nobody else; so
+must every directory above the mpish directory up to the user's home directory (as
+sshd walks up to it), except that a sticky directory such as ``/tmp`` is fine above it
+(others cannot rename what is in it), never as the mpish directory itself. A file
+that fails is refused with what is wrong and the command that fixes it. Files are
+opened with ``O_NOFOLLOW | O_NONBLOCK`` and checked with ``fstat`` on the opened
+descriptor (a regular file, checked as opened, not as named), so a symlink is refused
+and a FIFO planted in the directory cannot hang mpish.
+
 Public keys are rejected when they are not valid X25519 points of large order
 (THREAT-MODEL attack 13): a low-order key would make every DH output all zero.
 """
@@ -51,9 +62,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import getpass
 import hashlib
 import os
+import pwd
 import secrets
 import socket
 import stat
@@ -83,6 +96,7 @@ __all__ = [
     "AuthorizedKeys",
     "KnownHosts",
     "mpish_home",
+    "check_home",
     "default_comment",
     "fingerprint",
     "format_public_key",
@@ -158,6 +172,139 @@ def _ensure_home(home: str | os.PathLike[str] | None) -> Path:
     if not path.is_dir():
         raise KeyFileError(f"'{path}' exists and is not a directory")
     return path
+
+
+# --- trust checks (StrictModes) ----------------------------------------------------
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# never follow a link, never block on a FIFO; the descriptor is then checked with fstat
+_O_TRUST = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | _O_CLOEXEC
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # no passwd entry: containers
+        return str(uid)
+
+
+def _user_home() -> Path | None:
+    """The user's home directory as the passwd file has it (where sshd stops walking up)."""
+    try:
+        return Path(os.path.realpath(pwd.getpwuid(os.geteuid()).pw_dir))
+    except KeyError:
+        return None
+
+
+def _owned_by_user(st: os.stat_result) -> bool:
+    return st.st_uid in (os.geteuid(), 0)
+
+
+def _foreign_owner(what: str, path: Path, st: os.stat_result, fix: str) -> KeyPermissionError:
+    me = os.geteuid()
+    return KeyPermissionError(
+        f"{what} '{path}' is owned by {_user_name(st.st_uid)} (uid {st.st_uid}), not by you "
+        f"({_user_name(me)}, uid {me}) or root: its owner can change it and so your keys, "
+        f"so mpish will not use it. To fix it, {fix}"
+    )
+
+
+def _own_directory_advice(user: str, path: Path) -> str:
+    return (
+        "use a directory of your own: mkdir -m 700 DIR and set MPISH_HOME=DIR "
+        f"(or, as root: chown {user} '{path}')"
+    )
+
+
+def check_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """The mpish directory, once it and the directories above it pass sshd's StrictModes.
+
+    The directory (symbolic links resolved, as sshd does) must be owned by the user or
+    root and writable by nobody else; so must each directory above it up to the user's
+    home directory (or ``/``), except that a sticky directory (``/tmp``) may be
+    writable there. A directory that does not exist yet passes (nothing to trust in it).
+    """
+    path = mpish_home(home)
+    real = Path(os.path.realpath(path))
+    user = _user_name(os.geteuid())
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        raise KeyFileError(f"cannot examine the mpish directory '{path}': {exc}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise KeyFileError(f"the mpish directory '{path}' is not a directory")
+    if not _owned_by_user(st):
+        raise _foreign_owner("the mpish directory", real, st, _own_directory_advice(user, real))
+    if st.st_mode & 0o022:
+        raise KeyPermissionError(
+            f"Permissions 0{st.st_mode & 0o7777:03o} for the mpish directory '{real}' are too open: "
+            "group or others can write to it and so replace your keys; mpish will not use it. "
+            f"To fix it, run: chmod 700 '{real}'"
+        )
+    stop = _user_home()
+    for parent in real.parents:
+        try:
+            st = os.stat(parent)
+        except OSError as exc:
+            raise KeyFileError(f"cannot examine '{parent}', above the mpish directory: {exc}") from exc
+        if not _owned_by_user(st):
+            raise _foreign_owner(
+                f"the directory above the mpish directory '{real}',", parent, st,
+                _own_directory_advice(user, parent),
+            )
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise KeyPermissionError(
+                f"bad modes for directory '{parent}' (0{st.st_mode & 0o7777:03o}), above the mpish "
+                f"directory '{real}': group or others can write to it and so replace the mpish "
+                f"directory; mpish will not use it. To fix it, run: chmod go-w '{parent}' "
+                "(or use an mpish directory elsewhere: mkdir -m 700 DIR and set MPISH_HOME=DIR)"
+            )
+        if parent == stop:
+            break
+    return path
+
+
+def _open_trusted(path: Path, what: str, *, private: bool = False, flags: int = os.O_RDONLY) -> int | None:
+    """A descriptor of ``path`` once the opened file passes the trust checks; None if absent.
+
+    ``O_NOFOLLOW | O_NONBLOCK``: a symbolic link is refused and a FIFO cannot block the
+    open; ``fstat`` then checks the file that was opened (a regular file, owned by the
+    user or root, writable by nobody else; ``private``: accessible by nobody else).
+    """
+    try:
+        fd = os.open(path, flags | _O_TRUST, 0o600)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise KeyPermissionError(
+                f"{what} '{path}' is a symbolic link; mpish does not follow links to its trust files. "
+                f"To fix it, replace the link by the file itself: cp --remove-destination "
+                f"\"$(readlink -f '{path}')\" '{path}'"
+            ) from None
+        raise KeyFileError(f"cannot open {what} '{path}': {exc}") from exc
+    try:
+        st = os.fstat(fd)  # the file we opened, not whatever the name points to now
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"{what} '{path}' is not a regular file; remove it: rm '{path}'")
+        if not _owned_by_user(st):
+            user = _user_name(os.geteuid())
+            fix = f"remove it (rm '{path}') and make it again, or as root: chown {user} '{path}'"
+            raise _foreign_owner(what, path, st, fix)
+        if private and st.st_mode & 0o077:
+            raise KeyPermissionError(_unprotected_message(path, st.st_mode))
+        if st.st_mode & 0o022:
+            raise KeyPermissionError(
+                f"Permissions 0{st.st_mode & 0o777:03o} for {what} '{path}' are too open: "
+                "group or others can write to it and so grant themselves access. "
+                f"It will be ignored. To fix it, run: chmod 600 '{path}'"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def default_comment() -> str:
@@ -335,27 +482,12 @@ def _read_limited(fd: int, path: Path) -> bytes:
 
 
 def load_identity(home: str | os.PathLike[str] | None = None) -> Identity:
-    """Load ``<home>/id_x25519``; refuse it if group or others can access it (as OpenSSH)."""
-    path = mpish_home(home) / PRIVATE_KEY_NAME
+    """Load ``<home>/id_x25519``; refuse it if others can access or change it (as OpenSSH)."""
+    path = check_home(home) / PRIVATE_KEY_NAME
+    fd = _open_trusted(path, "the private key file", private=True)
+    if fd is None:
+        raise KeyFileError(f"no mpish identity: '{path}' does not exist; run 'mpish keygen' to create one")
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise KeyFileError(
-            f"no mpish identity: '{path}' does not exist; run 'mpish keygen' to create one"
-        ) from None
-    except OSError as exc:
-        raise KeyFileError(f"cannot read the private key file '{path}': {exc}") from exc
-    try:
-        st = os.fstat(fd)  # the file we opened, not whatever the name points to now
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError(f"the private key file '{path}' is not a regular file")
-        if st.st_uid != os.geteuid():
-            raise KeyPermissionError(
-                f"the private key file '{path}' is owned by uid {st.st_uid}, not by you "
-                f"(uid {os.geteuid()}). This private key will be ignored."
-            )
-        if st.st_mode & 0o077:
-            raise KeyPermissionError(_unprotected_message(path, st.st_mode))
         data = _read_limited(fd, path)
     finally:
         os.close(fd)
@@ -416,7 +548,7 @@ def generate_identity(
 
     Refuses (KeyFileError) to replace an existing private key unless ``overwrite``.
     """
-    directory = _ensure_home(home)
+    directory = check_home(_ensure_home(home))
     comment = _check_comment(default_comment() if comment is None else comment)
     private = X25519PrivateKey.generate()
     identity = Identity(private=private, public=public_bytes(private), comment=comment)
@@ -453,24 +585,12 @@ def ensure_identity(home: str | os.PathLike[str] | None = None) -> tuple[Identit
 # --- authorized_keys ---------------------------------------------------------------
 
 
-def _read_text_file(path: Path, *, refuse_writable_by_others: bool) -> str | None:
-    """The file's text, or None if it does not exist."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
+def _read_text_file(path: Path, what: str) -> str | None:
+    """The trust file's text, or None if it does not exist."""
+    fd = _open_trusted(path, what)
+    if fd is None:
         return None
-    except OSError as exc:
-        raise KeyFileError(f"cannot read '{path}': {exc}") from exc
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError(f"'{path}' is not a regular file")
-        if refuse_writable_by_others and st.st_mode & 0o022:
-            raise KeyPermissionError(
-                f"Permissions 0{st.st_mode & 0o777:03o} for '{path}' are too open: "
-                "group or others can write to it and so grant themselves access. "
-                f"It will be ignored. To fix it, run: chmod 600 '{path}'"
-            )
         data = _read_limited(fd, path)
     finally:
         os.close(fd)
@@ -518,8 +638,8 @@ class AuthorizedKeys:
     @classmethod
     def load(cls, home: str | os.PathLike[str] | None = None) -> AuthorizedKeys:
         """Read ``<home>/authorized_keys``; empty if it does not exist."""
-        path = mpish_home(home) / AUTHORIZED_KEYS_NAME
-        text = _read_text_file(path, refuse_writable_by_others=True)
+        path = check_home(home) / AUTHORIZED_KEYS_NAME
+        text = _read_text_file(path, AUTHORIZED_KEYS_NAME)
         return cls.parse(text or "", path)
 
     @classmethod
@@ -579,7 +699,8 @@ class KnownHosts:
         self.path = self.home / KNOWN_HOSTS_NAME
 
     def _entries(self) -> list[_KnownHost]:
-        text = _read_text_file(self.path, refuse_writable_by_others=False) or ""
+        check_home(self.home)
+        text = _read_text_file(self.path, KNOWN_HOSTS_NAME) or ""
         entries: list[_KnownHost] = []
         problems: list[str] = []
         for number, line in _content_lines(text):
@@ -655,24 +776,20 @@ class KnownHosts:
         )
 
     def _append(self, host: str, pub: bytes) -> None:
-        _ensure_home(self.home)
+        check_home(_ensure_home(self.home))
         entry = f"{host} {KEY_TYPE} {base64.b64encode(pub).decode('ascii')}\n"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(self.path, flags, 0o600)
+            fd = _open_trusted(self.path, KNOWN_HOSTS_NAME, flags=os.O_RDWR | os.O_CREAT | os.O_APPEND)
+            assert fd is not None  # O_CREAT
             try:
                 size = os.fstat(fd).st_size
-                if size and _last_byte(self.path) != b"\n":
+                if size and os.pread(fd, 1, size - 1) != b"\n":
                     entry = "\n" + entry
                 os.write(fd, entry.encode("ascii"))
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        except KeyFileError:
+            raise
         except OSError as exc:
             raise KeyFileError(f"cannot add {host} to '{self.path}': {exc}") from exc
-
-
-def _last_byte(path: Path) -> bytes:
-    with path.open("rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1)

@@ -16,17 +16,30 @@ Two ways to start, one session protocol:
 
 Then, on the session communicator (a Dup, so nobody else's messages mix with ours):
 
-1. ``Gather`` of every rank's 32-byte public key and host name (buffer API).
+1. Each server sends the console its 32-byte public key and host name (one message of
+   fixed size, buffer API).
 2. The console checks each key against its trusted set (own key + authorized_keys) and
-   ``Bcast``s a fresh random 16-byte session id, its own public key and the admission
-   flags. A refused rank is named with its key's fingerprint and never handshakes, so
-   it can never receive a command.
-3. Each server checks the console's key against *its* trusted set; ``Gather`` of the
-   verdicts.
+   sends each server a fresh random 16-byte session id, its own public key and that
+   server's admission flag. A refused rank is named with its key's fingerprint and
+   never handshakes, so it can never receive a command.
+3. Each admitted server checks the console's key against *its* trusted set and sends
+   its verdict.
 4. KK handshakes (console = initiator) bound to (session id, 0, rank, "shell").
 5. At the end: every channel closed with an authenticated close record, then a
    non-blocking barrier polled with backoff (a dead peer cannot hang us forever), then
    Disconnect (spawned) and Finalize.
+
+Steps 1-3 are point-to-point, not Gather/Bcast: in a collective's tree a rank relays
+other ranks' data, and one that sends a wrong size makes the root's call fail for
+everyone. Here each rank speaks only for itself: a message of the wrong size is refused
+before allocation and names its sender, and the console waits for each server at
+each step (key, verdict, handshake and Hello) at most :func:`handshake_timeout`
+seconds (``MPISH_HANDSHAKE_TIMEOUT``), then goes on without it and says which rank
+stalled (THREAT-MODEL attack 10: a rank that claims the user's key and stays silent
+costs the start those seconds, not a hang). Every rank has already entered the
+collective Dup (or Merge) by then, so a genuine server answers within milliseconds.
+Until a handshake completes nothing a rank sent is trusted: its host name only ever
+appears escaped (:func:`mpish.wire.text.escape`).
 
 A server that dies: by default MPICH's launcher (hydra) kills every process of the job,
 the console included, with SIGKILL, so nothing could be reported. In embedded mode the
@@ -45,6 +58,7 @@ host) is alive, and ends its session if not.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shlex
@@ -63,13 +77,18 @@ from mpish.transport.mpi import Backoff, MpiLink, mpi
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import MpishError, TransportBroken
 from mpish.wire.events import HandshakeComplete, Message
+from mpish.wire.text import escape
 
 from .shell import protocol as p
 
 KEY_SIZE = 32
 HOST_SIZE = 64
 SERVICE = "shell"
-HANDSHAKE_TIMEOUT = 30.0
+ENTRY_SIZE = KEY_SIZE + HOST_SIZE  # step 1: public key, host name (NUL-padded)
+ANNOUNCE_SIZE = 16 + KEY_SIZE + 1  # step 2: session id, console key, admitted flag
+KEY_TAG, ANNOUNCE_TAG, VERDICT_TAG = 0x4B59, 0x414E, 0x5644  # "KY" "AN" "VD": steps 1-3
+HANDSHAKE_TIMEOUT = 5.0  # default of handshake_timeout()
+SERVER_WAIT = 60.0  # a server's wait for the console's handshake (the console is trusted)
 FINAL_TIMEOUT = 20.0
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_FD", "PMIX_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 
@@ -202,6 +221,69 @@ def _host_bytes() -> bytes:
     return socket.gethostname().encode()[:HOST_SIZE].ljust(HOST_SIZE, b"\0")
 
 
+def handshake_timeout(err: Any = None) -> float:
+    """Seconds the console waits for each server at each step of the start.
+
+    ``MPISH_HANDSHAKE_TIMEOUT`` overrides the default (:data:`HANDSHAKE_TIMEOUT`); a
+    value that is not a positive number is reported on ``err`` and the default used.
+    """
+    text = os.environ.get("MPISH_HANDSHAKE_TIMEOUT", "").strip()
+    if not text:
+        return HANDSHAKE_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        print(f"mpish: MPISH_HANDSHAKE_TIMEOUT={escape(text)} is not a number of seconds > 0; "
+              f"using {HANDSHAKE_TIMEOUT:g}", file=err or sys.stderr)
+        return HANDSHAKE_TIMEOUT
+    return value
+
+
+def _receive_each(
+    comm: Any, tag: int, size: int, ranks: set[int], timeout: float
+) -> tuple[dict[int, bytes], dict[int, int]]:
+    """One message of ``size`` bytes on ``tag`` from each of ``ranks``, within ``timeout`` s.
+
+    Returns (what each rank sent, the wrong size each misbehaving rank sent). A message
+    of another size is refused before allocation (received into an empty buffer); one
+    from a rank not waited for is dropped. Missing ranks are in neither dict.
+    """
+    MPI = mpi()
+    received: dict[int, bytes] = {}
+    wrong: dict[int, int] = {}
+    waiting = set(ranks)
+    status = MPI.Status()
+    backoff = Backoff()
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        message = comm.Improbe(MPI.ANY_SOURCE, tag, status)
+        if message is None:
+            backoff.wait()
+            continue
+        backoff.activity()
+        source, count = status.Get_source(), status.Get_count(MPI.BYTE)
+        if source in waiting and count == size:
+            buffer = bytearray(size)
+            message.Recv([buffer, MPI.BYTE])
+            received[source] = bytes(buffer)
+        else:
+            with contextlib.suppress(MPI.Exception):  # truncated: nothing is allocated or kept
+                message.Recv([bytearray(0), MPI.BYTE])
+            if source in waiting:
+                wrong[source] = count
+        waiting.discard(source)
+    return received, wrong
+
+
+def _wait_request(request: Any) -> None:
+    """Wait for one MPI request with backoff (MPICH's blocking calls would spin a core)."""
+    backoff = Backoff()
+    while not request.Test():
+        backoff.wait()
+
+
 def start_console(np: int | None, err: Any = None) -> Session:
     """Start the console side (embedded spawn or rank 0 under mpiexec) and all handshakes."""
     err = err or sys.stderr
@@ -241,18 +323,25 @@ def _console_handshakes(
     MPI = mpi()
     size = comm.Get_size()
     identity, problem = loaded
-    mine = (identity.public if identity else bytes(KEY_SIZE)) + _host_bytes()
-    gathered = bytearray((KEY_SIZE + HOST_SIZE) * size)
-    comm.Gather([mine, MPI.BYTE], [gathered, MPI.BYTE], root=0)
+    timeout = handshake_timeout(err)
+    servers = set(range(1, size))
+    entries, wrong = _receive_each(comm, KEY_TAG, ENTRY_SIZE, servers, timeout)
     session_id = secrets.token_bytes(16)
     trusted = keys.trusted_keys(identity) if identity else frozenset()
-    admitted = bytearray(size)
     refused: dict[int, str] = {}
     hosts: dict[int, str] = {}
     server_keys: dict[int, bytes] = {}
-    for rank in range(1, size):
-        entry = gathered[rank * (KEY_SIZE + HOST_SIZE) : (rank + 1) * (KEY_SIZE + HOST_SIZE)]
-        pub, host = bytes(entry[:KEY_SIZE]), bytes(entry[KEY_SIZE:]).rstrip(b"\0").decode(errors="replace")
+    for rank in sorted(servers):
+        if rank in wrong:
+            refused[rank] = (f"rank {rank} sent a malformed key exchange ({wrong[rank]} bytes, "
+                             f"not {ENTRY_SIZE}); it is left out")
+            continue
+        if rank not in entries:
+            refused[rank] = f"rank {rank} sent no key within {timeout:g} s; it is left out"
+            continue
+        entry = entries[rank]
+        # unauthenticated bytes: the host name only ever appears escaped in our messages
+        pub, host = entry[:KEY_SIZE], escape(entry[KEY_SIZE:].rstrip(b"\0"))
         hosts[rank] = host
         if pub == bytes(KEY_SIZE):
             refused[rank] = f"rank {rank} ({host}) has no usable mpish key; it is left out"
@@ -261,23 +350,29 @@ def _console_handshakes(
                 f"rank {rank} ({host}) refused: its key {keys.fingerprint(pub)} is not yours and "
                 "not in authorized_keys; it will run no command"
             )
-        else:
-            admitted[rank] = 1
+        elif identity is not None:
             server_keys[rank] = pub
-    if identity is None:
-        admitted = bytearray(size)
     console_pub = identity.public if identity else bytes(KEY_SIZE)
-    announce = bytearray(session_id + console_pub + bytes(admitted))
-    comm.Bcast([announce, MPI.BYTE], root=0)
-    verdicts = bytearray(size)
-    comm.Gather([bytearray(1), MPI.BYTE], [verdicts, MPI.BYTE], root=0)
-    for rank in range(1, size):
-        if admitted[rank] and not verdicts[rank]:
-            admitted[rank] = 0
-            refused[rank] = (
-                f"rank {rank} ({hosts[rank]}) refused the console's key "
-                f"{keys.fingerprint(console_pub)} (not in its trusted keys); it is left out"
-            )
+    announces = [
+        comm.Isend([session_id + console_pub + bytes([rank in server_keys]), MPI.BYTE], rank, ANNOUNCE_TAG)
+        for rank in sorted(servers)
+    ]
+    verdicts, wrong = _receive_each(comm, VERDICT_TAG, 1, set(server_keys), timeout)
+    for rank in list(server_keys):
+        why = ""
+        if rank in wrong:
+            why = f"sent a malformed verdict ({wrong[rank]} bytes)"
+        elif rank not in verdicts:
+            why = (f"gave no answer within {timeout:g} s (it claimed the key "
+                   f"{keys.fingerprint(server_keys[rank])})")
+        elif verdicts[rank] != b"\1":
+            why = (f"refused the console's key {keys.fingerprint(console_pub)} "
+                   "(not in its trusted keys)")
+        if why:
+            refused[rank] = f"rank {rank} ({hosts[rank]}) {why}; it is left out"
+            del server_keys[rank]
+    for request in announces:
+        _wait_request(request)
     link = MpiLink(comm)
     for reason in refused.values():
         print(f"mpish: {reason}", file=err)
@@ -286,8 +381,6 @@ def _console_handshakes(
         raise LaunchError(problem)
     peers: dict[int, Peer] = {}
     for rank, pub in server_keys.items():
-        if not admitted[rank]:
-            continue
         channel = SecureChannel(
             role=Role.INITIATOR,
             binding=Binding(session_id, 0, rank, SERVICE),
@@ -298,13 +391,13 @@ def _console_handshakes(
         peers[rank] = Peer(rank, channel, hosts[rank])
         link.send_all(rank, channel.initiate())
     session = Session(comm, link, identity, session_id, peers, refused, parent_intercomm)
-    _await_hellos(session, err)
+    _await_hellos(session, err, timeout)
     return session
 
 
-def _await_hellos(session: Session, err: Any) -> None:
-    """Complete every handshake and read every server's Hello (or give up on it)."""
-    deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+def _await_hellos(session: Session, err: Any, timeout: float) -> None:
+    """Complete every handshake and read every server's Hello, each within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
     backoff = Backoff()
     waiting = set(session.peers)
     while waiting and time.monotonic() < deadline:
@@ -315,13 +408,14 @@ def _await_hellos(session: Session, err: Any) -> None:
         backoff.activity()
         source, record = item
         peer = session.peers.get(source)
-        if peer is None:
+        if peer is None or not peer.alive:
             continue
         try:
             events = peer.channel.receive_record(record)
         except MpishError as exc:
             if not peer.channel.is_open:
-                print(f"mpish: rank {source}: handshake failed ({exc}); it is left out", file=err)
+                print(f"mpish: rank {source} ({peer.host}): handshake failed ({exc}); it is left out",
+                      file=err)
                 peer.alive = False
                 waiting.discard(source)
             continue
@@ -332,12 +426,17 @@ def _await_hellos(session: Session, err: Any) -> None:
                 with contextlib.suppress(MpishError):
                     hello = p.CODEC.decode(event.data)
                     if isinstance(hello, p.Hello):
-                        peer.host, peer.cwd, peer.ready = hello.host, hello.cwd, True
+                        peer.host, peer.cwd, peer.ready = escape(hello.host), hello.cwd, True
                         peer.pid = hello.pid
                         waiting.discard(source)
-    for rank in waiting:
-        print(f"mpish: rank {rank}: no handshake within {HANDSHAKE_TIMEOUT:.0f} s; it is left out", file=err)
-        session.peers[rank].alive = False
+    for rank in sorted(waiting):
+        peer = session.peers[rank]
+        claimed = keys.fingerprint(peer.channel.remote_static or bytes(KEY_SIZE))
+        reason = (f"rank {rank} ({peer.host}) did not complete its handshake within {timeout:g} s "
+                  f"(it claimed the key {claimed}); it is left out")
+        print(f"mpish: {reason}", file=err)
+        session.refused[rank] = reason
+        peer.alive = False
     session.peers = {rank: peer for rank, peer in session.peers.items() if peer.alive}
 
 
@@ -346,18 +445,20 @@ def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) ->
     from .shell.server import ShellServer
 
     MPI = mpi()
-    size, rank = comm.Get_size(), comm.Get_rank()
+    rank = comm.Get_rank()
     identity, problem = _load_identity(sys.stderr, f"rank {rank}: ")
     if identity is None:
         print(f"mpish: rank {rank}: {problem}", file=sys.stderr)
     mine = (identity.public if identity else bytes(KEY_SIZE)) + _host_bytes()
-    comm.Gather([mine, MPI.BYTE], [bytearray(0), MPI.BYTE], root=0)
-    announce = bytearray(16 + KEY_SIZE + size)
-    comm.Bcast([announce, MPI.BYTE], root=0)
+    sent = comm.Isend([mine, MPI.BYTE], 0, KEY_TAG)
+    announce = bytearray(ANNOUNCE_SIZE)
+    _wait_request(comm.Irecv([announce, MPI.BYTE], 0, ANNOUNCE_TAG))
+    _wait_request(sent)
     session_id, console_pub = bytes(announce[:16]), bytes(announce[16 : 16 + KEY_SIZE])
-    admitted = bool(announce[16 + KEY_SIZE + rank])
+    admitted = bool(announce[16 + KEY_SIZE])
     accept = admitted and identity is not None and console_pub in keys.trusted_keys(identity)
-    comm.Gather([bytearray([1 if accept else 0]), MPI.BYTE], [bytearray(0), MPI.BYTE], root=0)
+    if admitted:
+        _wait_request(comm.Isend([bytes([1 if accept else 0]), MPI.BYTE], 0, VERDICT_TAG))
     link = MpiLink(comm)
     status = 0
     if accept and identity is not None:
@@ -383,7 +484,7 @@ def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) ->
 
 
 def _server_handshake(link: MpiLink, channel: SecureChannel) -> bool:
-    deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+    deadline = time.monotonic() + SERVER_WAIT
     backoff = Backoff()
     while time.monotonic() < deadline:
         item = link.poll()
@@ -423,11 +524,32 @@ def _finish(comm: Any, link: MpiLink, parent_intercomm: Any) -> None:
                 pass
             backoff.wait()
         link.cancel_pending()
-        comm.Free()
+        _free_session_comm(comm)
         if parent_intercomm is not None:
             parent_intercomm.Disconnect()
     except MPI.Exception as exc:
         raise TransportBroken(f"MPI failed while ending the session: {exc}") from exc
+
+
+def _free_session_comm(comm: Any) -> None:
+    """Free the session communicator, first dropping what nobody will ever receive.
+
+    MPICH refuses to free a communicator with unmatched messages, and any rank of the
+    job (a rogue one) can send those on any tag: they are received into an empty buffer
+    (truncated: nothing allocated or kept). One that lands after the drain only costs
+    the freeing of this communicator, which is logged, not the end of the session.
+    """
+    MPI = mpi()
+    for _ in range(100_000):  # bounded: a flooding rank cannot keep us here
+        message = comm.Improbe(MPI.ANY_SOURCE, MPI.ANY_TAG)
+        if message is None:
+            break
+        with contextlib.suppress(MPI.Exception):
+            message.Recv([bytearray(0), MPI.BYTE])
+    try:
+        comm.Free()
+    except MPI.Exception as exc:
+        logging.getLogger(__name__).debug("the session communicator was not freed: %s", exc)
 
 
 def _ignore_sigint() -> None:

@@ -31,6 +31,7 @@ from mpish.wire.errors import (
     TransportClosed,
     TransportError,
 )
+from mpish.wire.text import escape
 
 from . import bootstrap as _bootstrap
 from .messages import (
@@ -143,7 +144,8 @@ class Remote:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"pid {self.info.pid}"
-        return f"<Remote {self.host} ({self.info.hostname}, python {self.info.python}, {state})>"
+        where = f"{escape(self.info.hostname)}, python {escape(self.info.python)}"  # the agent's words
+        return f"<Remote {self.host} ({where}, {state})>"
 
     # -- calls
 

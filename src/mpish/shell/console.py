@@ -29,6 +29,7 @@ from mpish.launch import Peer, Session, failure_notice, local_process_alive
 from mpish.transport.mpi import Backoff, tune_malloc
 from mpish.wire.errors import MpishError, ProtocolError, TransportBroken
 from mpish.wire.events import CloseReceived, Message
+from mpish.wire.text import escape
 
 from . import protocol as p
 from .grouping import OutputSink, Result
@@ -79,7 +80,7 @@ class Console:
     def cwd(self, ranks: Iterable[int]) -> str:
         cwds = {self.peers[r].cwd for r in ranks if r in self.peers}
         if len(cwds) == 1:
-            return cwds.pop()
+            return escape(cwds.pop())  # a server's directory name, shown in the prompt
         return "(several)" if cwds else "?"
 
     def _id(self) -> int:
@@ -219,7 +220,7 @@ class Console:
                 peer.cwd = message.cwd or peer.cwd
                 self.peak_rss_kib[rank] = message.peak_rss_kib
                 result = Result(rank, peer.host, message.exit, message.signal, message.seconds,
-                                message.timed_out, message.error, message.peak_rss_kib)
+                                message.timed_out, escape(message.error), message.peak_rss_kib)
                 results[rank] = result
                 sink.done(result)
                 self._consumed(rank, 0, final=True)
@@ -269,7 +270,7 @@ class Console:
             if isinstance(message, p.Credit):
                 self._put_credit[rank] = self._put_credit.get(rank, 0) + message.nbytes
             elif isinstance(message, p.PutDone) and message.xfer_id == xfer_id:
-                verdicts[rank] = message.error or (
+                verdicts[rank] = escape(message.error) or (
                     "" if message.sha256 == digest.digest() else "checksum mismatch"
                 )
 
@@ -347,7 +348,7 @@ class Console:
                 if rank not in handles and not message.error:
                     handles[rank] = parts[rank].open("wb")
                 if message.error:
-                    verdicts[rank] = message.error
+                    verdicts[rank] = escape(message.error)
                 elif message.sha256 != digests[rank].digest() or message.size != sizes[rank]:
                     verdicts[rank] = "checksum mismatch"
                 else:

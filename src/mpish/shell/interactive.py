@@ -13,6 +13,7 @@ import shlex
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
 
 from mpish import keys
@@ -57,6 +58,30 @@ class PlainReader:
         return line.rstrip("\n")
 
 
+HISTORY_NAME = "history"
+
+
+def history_file(home: Path) -> Path | None:
+    """``<home>/history``, created 0600 if new (commands can hold secrets); None if unusable.
+
+    As bash does with ``~/.bash_history``: a new file is created 0600 (prompt_toolkit
+    would create it 0666 less the umask), and an existing file keeps the mode its owner
+    gave it. Without the mpish directory, or if the file cannot be created, there is
+    no history file (history in memory only).
+    """
+    if not home.is_dir():
+        return None
+    path = home / HISTORY_NAME
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    return path
+
+
 class ToolkitReader:
     """prompt_toolkit's PromptSession: line editing and history on a terminal."""
 
@@ -66,9 +91,9 @@ class ToolkitReader:
 
         self.tty = tty
         history: History = InMemoryHistory()
-        home = keys.mpish_home()
-        if home.is_dir():
-            history = FileHistory(str(home / "history"))
+        path = history_file(keys.mpish_home())
+        if path is not None:
+            history = FileHistory(str(path))
         options: dict[str, Any] = {}
         if tty is not None:
             from prompt_toolkit.input import create_input

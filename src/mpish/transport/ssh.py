@@ -39,6 +39,7 @@ from collections.abc import Sequence
 
 from mpish.wire.errors import LocalProtocolError, RemoteProtocolError, TransportBroken
 from mpish.wire.framing import LENGTH
+from mpish.wire.text import escape
 
 __all__ = [
     "AgentDied",
@@ -332,7 +333,8 @@ class SshProcess:
                 self._stderr_size -= len(self._stderr_tail.popleft())
 
     def stderr_text(self) -> str:
-        return b"".join(self._stderr_tail).decode("utf-8", "replace").strip()
+        """The end of ssh's stderr (the remote's too), escaped: it goes into our messages."""
+        return escape(b"".join(self._stderr_tail).replace(b"\r\n", b"\n").strip(), keep_newlines=True)
 
     # -- frames with error translation
 

@@ -1,0 +1,57 @@
+"""Peer text made safe for mpish's own messages: control characters shown, never obeyed.
+
+A host name from the unauthenticated key exchange, ssh's stderr or an error text a
+server sends must not move the cursor, erase lines or print a forged line on the
+user's terminal (THREAT-MODEL, "Terminals"). :func:`escape` keeps printable text
+(UTF-8 included) and spells everything else out, as ``ls -b`` and OpenSSH do: an
+ASCII control character or DEL as ``\\x1b``, a byte that is not part of valid UTF-8
+as ``\\xff``, any other non-printable character (C1 controls such as ``\\u009b``,
+bidi overrides, zero-width and line separators) as ``\\u202e``, and a backslash as
+``\\\\``, so that the escaped text reads back to exactly one original.
+
+Only mpish's own messages go through it; the output of a user's command is shown as
+the command wrote it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["escape"]
+
+
+_SURROGATE_ESCAPES = range(0xDC80, 0xDD00)  # how "surrogateescape" spells bytes 0x80-0xff
+
+
+def _escape_char(ch: str, from_bytes: bool) -> str:
+    if ch == "\\":
+        return "\\\\"
+    if ch.isprintable():  # letters, digits, punctuation, space, printable non-ASCII
+        return ch
+    code = ord(ch)
+    if from_bytes and code in _SURROGATE_ESCAPES:  # a byte that is not part of valid UTF-8
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x80:  # C0 controls and DEL
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def escape(text: str | bytes | bytearray, *, keep_newlines: bool = False) -> str:
+    """``text`` with every non-printable character escaped (``\\x1b``, ``\\u202e``, ``\\\\``).
+
+    Bytes are read as UTF-8; a byte that is not part of valid UTF-8 is shown as
+    ``\\xNN``. ``keep_newlines`` keeps ``\\n`` as a line break (for multi-line text such
+    as ssh's stderr); every other control character, ``\\r`` included, is escaped.
+    """
+    if isinstance(text, str):
+        decoded, from_bytes = text, False
+    else:
+        decoded, from_bytes = bytes(text).decode("utf-8", "surrogateescape"), True
+    lines = decoded.split("\n") if keep_newlines else [decoded]
+    return "\n".join(_escape_line(line, from_bytes) for line in lines)
+
+
+def _escape_line(line: str, from_bytes: bool) -> str:
+    if line.isprintable() and "\\" not in line:  # the common case: nothing to do
+        return line
+    return "".join(_escape_char(ch, from_bytes) for ch in line)
