@@ -170,3 +170,10 @@ def test_console_ends_on_ctrl_d(console: pexpect.spawn) -> None:
     console.expect(pexpect.EOF)
     console.close()
     assert console.exitstatus == 0
+
+
+def test_grouped_output_without_a_final_newline_is_not_glued_to_the_next_header(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-2]", "-c", "printf def$MPISH_RANK")
+    assert done.returncode == 0, done.stderr
+    line = "-" * 15
+    assert done.stdout == f"{line}\nhost1 (1)\n{line}\ndef1\n{line}\nhost2 (1)\n{line}\ndef2\n"

@@ -188,3 +188,11 @@ def test_fanout_one_on_the_command_line(sshd: SshServer) -> None:
     done = mpish_ssh(sshd, "host[1-3]", "-f", "1", "-c", "echo one at a time")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "---------------\nhost[1-3] (3)\n---------------\none at a time\n"
+
+
+def test_console_shows_output_without_a_final_newline_and_ends_its_line(person: Person) -> None:
+    person.prompt()
+    screen = person.run("printf nonl-$MPISH_RANK")
+    assert "nonl-1\r\n" in screen and "nonl-2\r\n" in screen, screen
+    screen = person.run("@host1 printf 'a\\nb'")
+    assert "a\r\nb\r\n" in screen, screen

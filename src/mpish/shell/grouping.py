@@ -188,16 +188,23 @@ class _Spool:
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
         self.digest = hashlib.sha256()
         self.size = 0
+        self.last = b""  # the last byte written
 
     def write(self, data: bytes) -> None:
+        if not data:
+            return
         self.file.write(data)
         self.digest.update(data)
         self.size += len(data)
+        self.last = data[-1:]
 
     def copy_to(self, out: IO[bytes]) -> None:
+        """The spooled bytes, then a newline if they do not end with one (as clush does)."""
         self.file.seek(0)
         while chunk := self.file.read(1 << 20):
             out.write(chunk)
+        if self.size and self.last != b"\n":
+            out.write(b"\n")
 
     def close(self) -> None:
         self.file.close()
@@ -291,17 +298,36 @@ class GroupedSink(_TerminalSink):
 
 
 class RawSink(_TerminalSink):
-    """One target: its output streamed as is, as ssh would."""
+    """One target: its output streamed as is, as ssh would.
+
+    With ``end_lines`` (the console, whose prompt follows), a stream whose last byte was
+    not a newline gets one when the command ends, so the text is not lost behind the
+    prompt; without it (``-c``) the bytes are exactly the command's, as with ssh.
+    """
 
     def __init__(
-        self, out: IO[bytes], err: IO[bytes], style: Style | None = None, names: ServerNames | None = None
+        self, out: IO[bytes], err: IO[bytes], style: Style | None = None, names: ServerNames | None = None,
+        end_lines: bool = False,
     ) -> None:
         super().__init__(out, err, style, names)
+        self.end_lines = end_lines
+        self._last: dict[int, bytes] = {}
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
+        if not data:
+            return
         target = self.out if stream == STDOUT else self.err
         target.write(data)
         target.flush()
+        self._last[stream] = data[-1:]
+
+    def finish(self) -> None:
+        if self.end_lines:
+            for stream, last in self._last.items():
+                if last != b"\n":
+                    (self.out if stream == STDOUT else self.err).write(b"\n")
+        self._last.clear()
+        super().finish()
 
 
 class LiveSink(_TerminalSink):
@@ -407,15 +433,17 @@ def status_lines(results: Iterable[Result], style: Style, names: ServerNames | N
 
 
 def make_sink(
-    kind: str, targets: int, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None
+    kind: str, targets: int, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None,
+    end_lines: bool = False,
 ) -> GroupedSink | RawSink | LiveSink | JsonSink:
-    """The sink for an output mode: ``json``, ``live``, or ``grouped`` (raw for one target)."""
+    """The sink for an output mode: ``json``, ``live``, or ``grouped`` (raw for one target;
+    ``end_lines``: the console's, which ends an unfinished last line before the prompt)."""
     if kind == "json":
         return JsonSink(out, names)
     if kind == "live":
         return LiveSink(out, err, style, names)
     if targets == 1:
-        return RawSink(out, err, style, names)
+        return RawSink(out, err, style, names, end_lines)
     return GroupedSink(out, err, style, names)
 
 

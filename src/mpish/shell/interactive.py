@@ -235,7 +235,7 @@ class Repl:
         self.run(line, targets)
 
     def run(self, command: str, targets: frozenset[int]) -> None:
-        sink = make_sink(self.mode, len(targets), self.out, sys.stderr.buffer, self.style)
+        sink = make_sink(self.mode, len(targets), self.out, sys.stderr.buffer, self.style, end_lines=True)
         with self.keys():
             results = self.console.run(command, targets, sink)
         sys.stdout.flush()
