@@ -18,3 +18,13 @@ def test_output_without_a_final_newline_is_shown_and_its_line_ended(person: Pers
     assert "a\r\nb\r\n" in screen, screen
     screen = person.run("printf same; printf err >&2")
     assert "same\r\n" in screen and "err\r\n" in screen, screen
+
+
+def test_dollar_question_mark_is_the_previous_commands_status(person: Person) -> None:
+    person.prompt()
+    person.run("false")
+    screen = person.run("echo status=$?")
+    assert "status=1\r\n" in screen, screen
+    person.run("(exit 7)")
+    screen = person.run("echo status=$?; echo again=$?")
+    assert "status=7\r\n" in screen and "again=0\r\n" in screen, screen

@@ -196,3 +196,10 @@ def test_console_shows_output_without_a_final_newline_and_ends_its_line(person: 
     assert "nonl-1\r\n" in screen and "nonl-2\r\n" in screen, screen
     screen = person.run("@host1 printf 'a\\nb'")
     assert "a\r\nb\r\n" in screen, screen
+
+
+def test_console_keeps_dollar_question_mark_across_commands(person: Person) -> None:
+    person.prompt()
+    person.run("false")
+    screen = person.run("echo status=$?")
+    assert "status=1\r\n" in screen, screen

@@ -7,7 +7,7 @@ with four pipes: its stdin carries commands, its stdout and stderr are the comma
 output, and fd 200 is a status pipe. A bootstrap (the first input) defines two shell
 functions and sources the rank's state file. Every command is then one input line::
 
-    \\builtin export __MPISH_JOB=<marker>; \\builtin eval '<command, shell-quoted>' \\
+    \\builtin export __MPISH_JOB=<marker>; __mpish_status <last>; \\builtin eval '<command>' \\
         </dev/null >&201 2>&202 200>&- 201>&- 202>&-; __mpish_end <marker>
 
 ``eval`` keeps a syntax error from ending the shell; the command's stdin is /dev/null
@@ -17,7 +17,8 @@ command's processes inherit no status fd. ``__MPISH_JOB=<marker>`` is exported j
 before the ``eval`` and unset first thing in ``__mpish_end``, so it is in the
 environment of every process the command starts (not only the first one's, as an
 ``eval``'s temporary environment would be), which is how the server finds them later
-(see Interrupts). Because the command is shell-quoted by the server (``shlex.quote``),
+(see Interrupts). ``__mpish_status`` sets ``$?`` to the previous command's status, as
+an interactive bash shows it. Because the command is shell-quoted by the server (``shlex.quote``),
 nothing in it can escape the ``eval``; no decoding process is forked. ``__mpish_end``
 writes the per-command random marker (``\\x1f<32 hex>\\x1e``) to stdout and to stderr, then
 ``<marker> <status> <cwd>\\0`` to the status fd, then dumps the shell state (``cd``,
@@ -99,6 +100,7 @@ RESTORED = "state restored from before the interrupted command"
 KILLING_POLL = 0.02  # while killing a command, look at its processes this often
 
 _BOOTSTRAP = r"""
+__mpish_status() { builtin return "$1"; }
 __mpish_end() {
   __mpish_s=$?
   builtin unset __MPISH_JOB
@@ -131,10 +133,11 @@ def initial_state(environ: dict[str, str], cwd: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def command_line(command: str, marker: str) -> bytes:
-    """The line bash reads for one command (see the module doc)."""
+def command_line(command: str, marker: str, last_status: int = 0) -> bytes:
+    """The line bash reads for one command (see the module doc); ``$?`` is ``last_status``."""
     return (
-        f"\\builtin export {JOB_VARIABLE}={marker}; \\builtin eval {shlex.quote(command)} "
+        f"\\builtin export {JOB_VARIABLE}={marker}; __mpish_status {last_status & 0xFF}; "
+        f"\\builtin eval {shlex.quote(command)} "
         f"</dev/null >&{OUT_FD} 2>&{ERR_FD} {STATUS_FD}>&- {OUT_FD}>&- {ERR_FD}>&-; "
         f"__mpish_end {marker}\n"
     ).encode()
@@ -342,6 +345,7 @@ class ShellServer:
         self.executable = shutil.which("bash") or "/bin/bash"
         self.bash: Bash | None = None
         self.command: _Command | None = None
+        self.last_status = 0  # the previous command's exit status: its ``$?``
         self.puts: dict[int, _Put] = {}
         self.gets: dict[int, _Get] = {}
         self.finished = False
@@ -491,6 +495,7 @@ class ShellServer:
     # -- commands
 
     def _done(self, cmd_id: int, code: int, sig: int, seconds: float, timed_out: bool, why: str) -> None:
+        self.last_status = code
         self._send(p.Done(cmd_id, code, sig, seconds, self.cwd, timed_out, _peak_rss(), why))
 
     def _start(self, run: p.Run) -> None:
@@ -507,7 +512,7 @@ class ShellServer:
         bash.out.ended = bash.err.ended = False
         bash.out.held = bash.err.held = 0
         self.command = command
-        if not bash.write(command_line(run.command, command.marker)):
+        if not bash.write(command_line(run.command, command.marker, self.last_status)):
             command.status = -1  # bash is gone: _check_command reports it
 
     def _restart(self) -> Bash | None:
