@@ -269,3 +269,9 @@ def test_grouped_output_without_a_final_newline_ends_its_line(home: Path, tmp_pa
     line = "-" * 15
     assert result.stdout.decode() == f"{line}\n@1 (1)\n{line}\nout1\n{line}\n@2 (1)\n{line}\nout2\n"
     assert result.stderr.decode() == "err1\nerr2\n"
+
+
+def test_bash_errors_name_bash_without_a_line_number(home: Path, tmp_path: Path) -> None:
+    result = run([MPISH, "-n", "2", "-c", "nosuchcmd; cd /nonexistent"], home, tmp_path)
+    err = result.stderr.decode()
+    assert err.startswith("bash: nosuchcmd: command not found\nbash: cd: /nonexistent: No such file"), err

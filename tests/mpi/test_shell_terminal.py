@@ -28,3 +28,13 @@ def test_dollar_question_mark_is_the_previous_commands_status(person: Person) ->
     person.run("(exit 7)")
     screen = person.run("echo status=$?; echo again=$?")
     assert "status=7\r\n" in screen and "again=0\r\n" in screen, screen
+
+
+def test_bash_errors_read_as_interactive_and_group_across_ranks(person: Person) -> None:
+    person.prompt()
+    person.run("@1 true")  # rank 1's bash has now read more lines than rank 2's
+    person.run("@1 true")
+    screen = person.run("nosuchcmd")
+    assert "@1-2 (2)" in screen, screen
+    assert screen.count("bash: nosuchcmd: command not found\r\n") == 1, screen
+    assert "line " not in screen and "/bash" not in screen, screen

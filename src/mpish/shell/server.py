@@ -2,33 +2,11 @@
 
 Theory of operation
 -------------------
-One bash per rank. ``bash --noprofile --norc`` is started once (in its own session)
-with four pipes: its stdin carries commands, its stdout and stderr are the commands'
-output, and fd 200 is a status pipe. A bootstrap (the first input) defines two shell
-functions and sources the rank's state file. Every command is then one input line::
-
-    \\builtin export __MPISH_JOB=<marker>; __mpish_status <last>; \\builtin eval '<command>' \\
-        </dev/null >&201 2>&202 200>&- 201>&- 202>&-; __mpish_end <marker>
-
-``eval`` keeps a syntax error from ending the shell; the command's stdin is /dev/null
-(bash's stdin is the command pipe); fds 201/202 are bash's own copies of the output
-pipes, so an ``exec >file`` inside the command cannot divert the end markers, and the
-command's processes inherit no status fd. ``__MPISH_JOB=<marker>`` is exported just
-before the ``eval`` and unset first thing in ``__mpish_end``, so it is in the
-environment of every process the command starts (not only the first one's, as an
-``eval``'s temporary environment would be), which is how the server finds them later
-(see Interrupts). ``__mpish_status`` sets ``$?`` to the previous command's status, as
-an interactive bash shows it. Because the command is shell-quoted by the server (``shlex.quote``),
-nothing in it can escape the ``eval``; no decoding process is forked. ``__mpish_end``
-writes the per-command random marker (``\\x1f<32 hex>\\x1e``) to stdout and to stderr, then
-``<marker> <status> <cwd>\\0`` to the status fd, then dumps the shell state (``cd``,
-``declare -p``, ``declare -f``, ``alias -p``, ``shopt -p``, ``set +o``) to
-``state.<marker>`` and reports ``saved <marker>\\0``. So ``cd``, ``export``, variables,
-functions, aliases and options persist simply because the shell does; the dump is only
-for recovery. A command is done when its status line has arrived and both output
-streams have reached the marker (everything before it is the command's output; a
-suffix of a read that could be the start of the marker is held back until the next
-read). The dump runs while the console already has the result, so it costs no latency.
+One bash per rank (:mod:`mpish.shell.bash`: how it is started, how each command is
+framed with a random end marker, how its pipes are read). ``cd``, ``export``,
+variables, functions, aliases and options persist simply because the shell does; the
+state dump written after each command is only for recovery, and runs while the console
+already has the result, so it costs no latency.
 
 Interrupts (Ctrl-C, timeout): the server first stops bash (SIGSTOP), so that it cannot
 go on with the rest of an interrupted command list, then signals every process whose
@@ -64,13 +42,11 @@ sides and lose no byte. ``get`` is read from the file in the same loop, same cre
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import resource
 import secrets
 import select
-import shlex
 import shutil
 import signal
 import socket
@@ -89,200 +65,12 @@ from mpish.wire.errors import MpishError, ProtocolError
 from mpish.wire.events import CloseReceived, Message
 
 from . import protocol as p
+from .bash import JOB_VARIABLE, Bash, OutputStream, command_line, initial_state, state_is_complete
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on a timeout
 ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later Ctrl-C
-PIPE_SIZE = 1 << 20  # larger pipes: fewer, larger reads
-STRIP_ENV_PREFIXES = ("PMI_", "PMIX_", "HYDI_", "HYDRA_", "MPIR_", "MPICH_INTERFACE")
-STATUS_FD, OUT_FD, ERR_FD = 200, 201, 202
-JOB_VARIABLE = "__MPISH_JOB"
 RESTORED = "state restored from before the interrupted command"
 KILLING_POLL = 0.02  # while killing a command, look at its processes this often
-
-_BOOTSTRAP = r"""
-__mpish_status() { builtin return "$1"; }
-__mpish_end() {
-  __mpish_s=$?
-  builtin unset __MPISH_JOB
-  builtin printf '\037%s\036' "$1" >&201
-  builtin printf '\037%s\036' "$1" >&202
-  builtin printf '%s %s %s\0' "$1" "$__mpish_s" "$PWD" >&200
-  builtin unset __mpish_s
-  __mpish_save "$1"
-}
-__mpish_save() {
-  { builtin printf 'builtin cd -- %q\n' "$PWD"; builtin declare -p; builtin declare -f;
-    builtin alias -p; builtin shopt -p; builtin set +o;
-    builtin printf '# mpish: state complete\n'; } > STATEDIR/state."$1" 2>/dev/null
-  builtin printf 'saved %s\0' "$1" >&200
-}
-exec 201>&1 202>&2
-builtin shopt -s expand_aliases
-builtin . STATEFILE 2>/dev/null
-"""
-STATE_COMPLETE = b"# mpish: state complete\n"
-
-
-def initial_state(environ: dict[str, str], cwd: str) -> str:
-    """The first state file: the server's environment (minus the MPI launcher's) and cwd."""
-    lines = [f"builtin cd -- {shlex.quote(cwd)}"]
-    for name, value in sorted(environ.items()):
-        if not name.isidentifier() or name.startswith(STRIP_ENV_PREFIXES) or name.startswith("BASH_FUNC"):
-            continue
-        lines.append(f"builtin export {name}={shlex.quote(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def command_line(command: str, marker: str, last_status: int = 0) -> bytes:
-    """The line bash reads for one command (see the module doc); ``$?`` is ``last_status``."""
-    return (
-        f"\\builtin export {JOB_VARIABLE}={marker}; __mpish_status {last_status & 0xFF}; "
-        f"\\builtin eval {shlex.quote(command)} "
-        f"</dev/null >&{OUT_FD} 2>&{ERR_FD} {STATUS_FD}>&- {OUT_FD}>&- {ERR_FD}>&-; "
-        f"__mpish_end {marker}\n"
-    ).encode()
-
-
-def state_is_complete(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - len(STATE_COMPLETE)))
-            return handle.read() == STATE_COMPLETE
-    except OSError:
-        return False
-
-
-class OutputStream:
-    """One output pipe of bash: a preallocated buffer, and the end-marker search."""
-
-    def __init__(self, stream: int, fd: int) -> None:
-        self.stream = stream
-        self.fd = fd
-        self.buffer = bytearray(p.CHUNK)
-        self.view = memoryview(self.buffer)
-        self.held = 0  # bytes at the start of the buffer that may begin a marker
-        self.ended = False  # the current command's marker was seen
-        self.eof = False
-
-    def read(self, limit: int) -> int:
-        """Read at most ``limit`` bytes after the held ones; bytes now in the buffer."""
-        space = min(limit, len(self.buffer) - self.held)
-        try:
-            count = os.readv(self.fd, [self.view[self.held : self.held + space]])
-        except BlockingIOError:
-            return -1
-        except OSError:
-            count = 0
-        if count == 0:
-            self.eof = True
-        return self.held + count
-
-    def split(self, total: int, marker: bytes) -> int:
-        """Bytes of the buffer (of ``total``) that are output; sets ``ended`` at the marker."""
-        buffer = self.buffer
-        at = buffer.find(marker, 0, total)
-        if at >= 0:
-            self.ended = True
-            self.held = 0
-            return at
-        keep = 0
-        if not self.eof:
-            start = max(0, total - len(marker) + 1)
-            first = buffer.find(marker[:1], start, total)
-            while first >= 0:
-                if buffer.endswith(marker[: total - first], first, total):
-                    keep = total - first
-                    break
-                first = buffer.find(marker[:1], first + 1, total)
-        self.held = keep
-        return total - keep
-
-    def keep_tail(self, total: int) -> None:
-        if self.held:
-            self.buffer[: self.held] = self.buffer[total - self.held : total]
-
-
-class Bash:
-    """The rank's long-lived bash and its pipes."""
-
-    def __init__(self, executable: str, state_dir: Path, state: Path) -> None:
-        status_r, status_w = os.pipe()
-        self.proc = subprocess.Popen(
-            [executable, "--noprofile", "--norc"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={},
-            cwd=state_dir,
-            start_new_session=True,
-            close_fds=True,
-            pass_fds=(status_w,),
-            bufsize=0,
-        )
-        os.close(status_w)
-        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
-        self.stdin = self.proc.stdin
-        self.status_fd = status_r
-        self.status = bytearray()
-        self.status_eof = False
-        self.out = OutputStream(p.STDOUT, self.proc.stdout.fileno())
-        self.err = OutputStream(p.STDERR, self.proc.stderr.fileno())
-        for fd in (self.out.fd, self.err.fd, self.status_fd, self.stdin.fileno()):
-            if fd != self.stdin.fileno():
-                os.set_blocking(fd, False)
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-        quoted_dir, quoted_state = shlex.quote(str(state_dir)), shlex.quote(str(state))
-        bootstrap = _BOOTSTRAP.replace("STATEDIR", quoted_dir).replace("STATEFILE", quoted_state)
-        bootstrap = f"exec {STATUS_FD}>&{status_w} {status_w}>&-\n" + bootstrap
-        self.write(bootstrap.encode())
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def write(self, data: bytes) -> bool:
-        """Write to bash's stdin (bash reads it as fast as it parses: no deadlock)."""
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.stdin.fileno(), view) :]
-            return True
-        except OSError:
-            return False
-
-    def read_status(self) -> list[bytes]:
-        """Whole status records (NUL-terminated) that have arrived."""
-        while True:
-            try:
-                data = os.read(self.status_fd, 65536)
-            except BlockingIOError:
-                break
-            except OSError:
-                data = b""
-            if not data:
-                self.status_eof = True
-                break
-            self.status += data
-        *records, rest = bytes(self.status).split(b"\0")
-        self.status = bytearray(rest)
-        return records
-
-    def close(self, sig: int = signal.SIGKILL) -> int:
-        """Kill bash (only bash: jobs of earlier commands live on); its wait status."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(self.proc.pid, sig)
-            os.kill(self.proc.pid, signal.SIGCONT)
-        for closing in (self.stdin, self.proc.stdout, self.proc.stderr):
-            with contextlib.suppress(OSError):
-                if closing is not None:
-                    closing.close()
-        with contextlib.suppress(OSError):
-            os.close(self.status_fd)
-        try:
-            return self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return -signal.SIGKILL
 
 
 @dataclass(eq=False)
