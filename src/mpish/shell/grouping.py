@@ -22,7 +22,7 @@ import os
 import signal
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .protocol import STDERR, STDOUT
@@ -49,6 +49,7 @@ class Result:
     timed_out: bool = False
     error: str = ""
     peak_rss_kib: int = 0
+    note: str = ""  # the command ran, and the shell had to be replaced (protocol.Done)
 
 
 class OutputSink(Protocol):
@@ -168,7 +169,7 @@ class HostNames:
         if result.error == RANK_LOST:
             why = peer.lost or "connection lost"
             return Result(result.rank, result.host, FAILED, 0, result.seconds, error=why)
-        return replace(result, error="")
+        return result
 
     def record(self, result: Result) -> dict[str, Any]:
         return {"host": result.host}
@@ -406,10 +407,12 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _outcome(result: Result, names: ServerNames) -> str:
+def _outcome(result: Result, names: ServerNames, notes: bool) -> str:
     """A status line's text for one result; "" for success or an error already printed."""
     if names.errors_at_once and (result.error or not result.exit):
         return ""
+    if notes and result.note:
+        return f"{_outcome(result, names, False) or 'exit code 0'} ({result.note})"
     if result.signal:
         cause = f"killed by {signal_name(result.signal)}"
     else:
@@ -421,12 +424,15 @@ def _outcome(result: Result, names: ServerNames) -> str:
     return cause
 
 
-def status_lines(results: Iterable[Result], style: Style, names: ServerNames | None = None) -> list[str]:
-    """One line per distinct non-zero outcome, servers grouped: ``mpish: @2,4: exit code 1``."""
+def status_lines(
+    results: Iterable[Result], style: Style, names: ServerNames | None = None, notes: bool = False
+) -> list[str]:
+    """One line per distinct non-zero outcome, servers grouped: ``mpish: @2,4: exit code 1``;
+    ``notes`` (the console): with the server's note, e.g. that the shell was replaced."""
     names = names or RankNames()
     outcomes: dict[str, list[int]] = {}
     for result in results:
-        text = _outcome(result, names)
+        text = _outcome(result, names, notes)
         if text:
             outcomes.setdefault(text, []).append(result.rank)
     return [style.error(f"mpish: {names.label(ranks)}: {text}") for text, ranks in outcomes.items()]

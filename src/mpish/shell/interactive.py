@@ -239,7 +239,7 @@ class Repl:
         with self.keys():
             results = self.console.run(command, targets, sink)
         sys.stdout.flush()
-        for text in status_lines(results.values(), Style.for_stream(sys.stderr)):
+        for text in status_lines(results.values(), Style.for_stream(sys.stderr), notes=True):
             print(text, file=self.err)
         self.last_status = max((r.exit for r in results.values()), default=0)
 

@@ -8,15 +8,19 @@ variables, functions, aliases and options persist simply because the shell does;
 state dump written after each command is only for recovery, and runs while the console
 already has the result, so it costs no latency.
 
-Interrupts (Ctrl-C, timeout): the server first stops bash (SIGSTOP), so that it cannot
-go on with the rest of an interrupted command list, then signals every process whose
-environment carries the command's ``__MPISH_JOB`` marker (the whole tree, background
-jobs and double-forked daemons included; jobs of earlier commands are left alone):
-SIGINT, SIGTERM, then SIGKILL on repeated Ctrl-C; SIGTERM and SIGKILL after
-``KILL_GRACE`` on a timeout. Once none of them is left (at once for a builtin loop
-such as ``while :; do :; done``, which runs inside bash itself) bash is killed and a
-new one is started from the last state dump; the command's result says "state restored
-from before the interrupted command". A command that ends the shell itself (``exit``,
+Interrupts (Ctrl-C, timeout) behave as at a terminal. The first Ctrl-C (and a timeout)
+sends SIGINT to bash and to every process whose environment carries the command's
+``__MPISH_JOB`` marker (the whole tree, background jobs and double-forked daemons
+included; jobs of earlier commands are left alone). The interactive bash aborts the
+rest of the command's line, as it would at a terminal, and runs ``__mpish_end``: what
+ran before the interrupted command (``export``, ``cd``) is kept, ``$?`` is 130. A
+builtin loop (``while :; do :; done``) stops the same way. Only when that is not
+enough (the command ignores SIGINT: a second Ctrl-C, or ``KILL_GRACE`` after a
+timeout) does the server stop bash (SIGSTOP, so that it cannot go on with the rest of
+the line), send SIGTERM, then SIGKILL on the next Ctrl-C or after another
+``KILL_GRACE``, and once none of the command's processes is left, replace bash with a
+new one started from the last state dump; the result then says so (:data:`RESTARTED`),
+over MPI and ssh alike. A command that ends the shell itself (``exit``,
 ``exec``, ``set -e`` and a failure, ``kill $$``, a crash) is reported with bash's exit
 status and the session continues the same way. Output still in the pipes is
 forwarded; background jobs that still hold an old pipe lose their later output.
@@ -69,7 +73,8 @@ from .bash import JOB_VARIABLE, Bash, OutputStream, command_line, initial_state,
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on a timeout
 ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later Ctrl-C
-RESTORED = "state restored from before the interrupted command"
+EXITED = "the shell exited; a new one has the state from before this command"
+RESTARTED = "the command ignored SIGINT: the shell was restarted, state restored from before the command"
 KILLING_POLL = 0.02  # while killing a command, look at its processes this often
 
 
@@ -83,6 +88,7 @@ class _Command:
     cwd: str = ""
     interrupts: int = 0
     timed_out: bool = False
+    interrupted: bool = False  # SIGINT was sent to bash and to the command's processes
     killing: bool = False  # bash is stopped and the command's processes are being killed
     last_signal: int = 0
     signalled_at: float = 0.0
@@ -282,9 +288,10 @@ class ShellServer:
 
     # -- commands
 
-    def _done(self, cmd_id: int, code: int, sig: int, seconds: float, timed_out: bool, why: str) -> None:
+    def _done(self, cmd_id: int, code: int, sig: int, seconds: float, timed_out: bool, error: str,
+              note: str = "") -> None:
         self.last_status = code
-        self._send(p.Done(cmd_id, code, sig, seconds, self.cwd, timed_out, _peak_rss(), why))
+        self._send(p.Done(cmd_id, code, sig, seconds, self.cwd, timed_out, _peak_rss(), error, note))
 
     def _start(self, run: p.Run) -> None:
         if self.command is not None:
@@ -316,9 +323,9 @@ class ShellServer:
         if command.deadline is not None and now > command.deadline and command.status is None:
             if not command.timed_out:
                 command.timed_out = True
-                self._kill(command, signal.SIGTERM)
+                self._interrupt_line(command)
             elif now - command.signalled_at > KILL_GRACE and command.last_signal != signal.SIGKILL:
-                self._kill(command, signal.SIGKILL)
+                self._kill(command, signal.SIGKILL if command.killing else signal.SIGTERM)
         if command.killing:
             return self._check_killed(command)
         if bash is not None and command.status is not None and bash.out.ended and bash.err.ended:
@@ -335,7 +342,8 @@ class ShellServer:
         self.cwd = command.cwd or self.cwd
         self.command = None
         code = command.status or 0
-        self._done(command.cmd_id, code, 0, now - command.started, False, "")
+        sig = signal.SIGINT if command.interrupted and code == 128 + signal.SIGINT else 0
+        self._done(command.cmd_id, code, sig, now - command.started, command.timed_out, "")
         return True
 
     def _bash_ended(self, command: _Command) -> bool:
@@ -350,7 +358,7 @@ class ShellServer:
         self.command = None
         sig = -code if code < 0 else 0
         self._done(command.cmd_id, 128 + sig if sig else code, sig, time.monotonic() - command.started,
-                   False, "the shell exited; state restored from before this command")
+                   False, "", EXITED)
         self._start_bash()
         return True
 
@@ -377,7 +385,27 @@ class ShellServer:
         if command is None or command.cmd_id != cmd_id or command.status is not None:
             return
         command.interrupts += 1
-        self._kill(command, ESCALATION[min(command.interrupts, len(ESCALATION)) - 1])
+        if command.interrupts == 1 and not command.killing:
+            self._interrupt_line(command)
+        else:
+            self._kill(command, ESCALATION[min(command.interrupts, len(ESCALATION)) - 1])
+
+    def _interrupt_line(self, command: _Command) -> None:
+        """SIGINT to bash and to the command's processes: bash aborts the line (module doc)."""
+        bash = self.bash
+        if bash is None:
+            return
+        self._read_status(bash)
+        if command.status is not None:
+            return  # it had just finished: nothing to interrupt
+        command.interrupted = True
+        command.last_signal = signal.SIGINT
+        command.signalled_at = time.monotonic()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(bash.pid, signal.SIGINT)
+        for pid in _job_processes(command.marker):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGINT)
 
     def _kill(self, command: _Command, sig: int) -> None:
         """Stop bash, signal every process of the command (see the module doc)."""
@@ -415,8 +443,8 @@ class ShellServer:
         bash.close()
         self.command = None
         sig = command.last_signal
-        why = "" if command.timed_out else RESTORED
-        self._done(command.cmd_id, 128 + sig, sig, time.monotonic() - command.started, command.timed_out, why)
+        self._done(command.cmd_id, 128 + sig, sig, time.monotonic() - command.started, command.timed_out,
+                   "", RESTARTED)
         self._start_bash()
         return True
 

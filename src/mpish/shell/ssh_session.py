@@ -281,7 +281,7 @@ class SshRepl(Repl):
             self.console.run(command, targets, sink)
         sys.stdout.flush()
         results = list(sink.results.values())
-        for text in status_lines(results, Style.for_stream(sys.stderr), names):
+        for text in status_lines(results, Style.for_stream(sys.stderr), names, notes=True):
             print(text, file=self.err)
         self.err.flush()
         self.last_status = max((r.exit for r in results), default=0)
