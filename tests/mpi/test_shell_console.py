@@ -79,7 +79,7 @@ def test_ctrl_c_interrupts_every_target_and_session_goes_on(person: Person) -> N
     person.child.sendcontrol("c")
     screen = person.prompt()
     assert "killed by SIGINT" in screen and "@1-2" in screen and "not-reached" not in screen
-    assert "state restored from before the interrupted command" in screen
+    assert "restarted" not in screen  # SIGINT was enough: the shell and its state go on
     screen = person.run("echo still-alive-$MPISH_RANK")
     assert "still-alive-1" in screen and "still-alive-2" in screen
     person.child.sendcontrol("d")
@@ -94,10 +94,10 @@ def test_timeout_setting_and_garbage_output(person: Person) -> None:
     person.run(":timeout 1")
     screen = person.run("sleep 30")
     assert "timed out" in screen
-    screen = person.run("cd /; while :; do :; done")  # a loop inside bash: bash is replaced
+    screen = person.run("cd /; while :; do :; done", cwd="/")  # a loop inside bash: SIGINT stops it
     assert "timed out" in screen
-    screen = person.run("pwd", cwd="/usr")  # ... from the state before that command
-    assert "/usr\r\n" in screen
+    screen = person.run("pwd", cwd="/")  # ... and what ran before it in the line is kept
+    assert "/\r\n" in screen
     screen = person.run(":timeout 0")
     screen = person.run("head -c 3000 /dev/urandom; echo; echo survived")
     assert "survived" in screen

@@ -261,3 +261,17 @@ def test_first_run_creates_the_key_and_says_so(tmp_path: Path) -> None:
     again = run([MPISH, "-n", "1", "-c", "true"], home, tmp_path)
     assert again.returncode == 0 and b"created identity key" not in again.stderr
     assert keys.load_identity(home).public == identity.public
+
+
+def test_grouped_output_without_a_final_newline_ends_its_line(home: Path, tmp_path: Path) -> None:
+    result = run([MPISH, "-n", "2", "-c", "printf out$MPISH_RANK; printf err$MPISH_RANK >&2"], home, tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = "-" * 15
+    assert result.stdout.decode() == f"{line}\n@1 (1)\n{line}\nout1\n{line}\n@2 (1)\n{line}\nout2\n"
+    assert result.stderr.decode() == "err1\nerr2\n"
+
+
+def test_bash_errors_name_bash_without_a_line_number(home: Path, tmp_path: Path) -> None:
+    result = run([MPISH, "-n", "2", "-c", "nosuchcmd; cd /nonexistent"], home, tmp_path)
+    err = result.stderr.decode()
+    assert err.startswith("bash: nosuchcmd: command not found\nbash: cd: /nonexistent: No such file"), err

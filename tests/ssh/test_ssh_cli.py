@@ -70,13 +70,13 @@ def test_one_host_streams_raw_output_and_its_status(sshd: SshServer) -> None:
 
 
 def test_json_one_object_per_host_with_errors_as_255(sshd: SshServer) -> None:
-    done = mpish_ssh(sshd, "host[1-2],badkey", "--json", "-c", "echo out; echo err >&2; kill -TERM $$")
+    done = mpish_ssh(sshd, "host[1-2],badkey", "--json", "-c", "echo out; echo err >&2; kill -KILL $$")
     assert done.returncode == 255
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["host"] for r in records] == ["badkey", "host1", "host2"]
     for record in records[1:]:
         assert set(record) == {"host", "exit", "signal", "stdout", "stderr", "seconds"}
-        assert (record["exit"], record["signal"]) == (143, 15)
+        assert (record["exit"], record["signal"]) == (137, 9)
         assert (record["stdout"], record["stderr"]) == ("out\n", "err\n")
         assert record["seconds"] >= 0
     assert records[0]["exit"] == 255 and "authentication refused" in records[0]["error"]
@@ -170,3 +170,16 @@ def test_console_ends_on_ctrl_d(console: pexpect.spawn) -> None:
     console.expect(pexpect.EOF)
     console.close()
     assert console.exitstatus == 0
+
+
+def test_grouped_output_without_a_final_newline_is_not_glued_to_the_next_header(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-2]", "-c", "printf def$MPISH_RANK")
+    assert done.returncode == 0, done.stderr
+    line = "-" * 15
+    assert done.stdout == f"{line}\nhost1 (1)\n{line}\ndef1\n{line}\nhost2 (1)\n{line}\ndef2\n"
+
+
+def test_bash_errors_read_as_in_an_interactive_bash(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-2]", "-c", "nosuchcmd")
+    assert done.returncode == 127
+    assert done.stderr.startswith("bash: nosuchcmd: command not found\n"), done.stderr

@@ -125,9 +125,9 @@ def test_a_host_lost_during_the_command_counts_as_255_and_the_others_finish(sshd
 
 def test_timeout_kills_the_command_and_says_so(sshd: SshServer) -> None:
     done = mpish_ssh(sshd, "host[1-2]", "-t", "1", "-c", "echo a; sleep 30.5; echo not-reached")
-    assert done.returncode == 143, done.stderr
+    assert done.returncode == 130, done.stderr
     assert done.stdout == "---------------\nhost[1-2] (2)\n---------------\na\n"
-    assert "mpish: host[1-2]: timed out (killed by SIGTERM)" in done.stderr
+    assert "mpish: host[1-2]: timed out (killed by SIGINT)" in done.stderr
 
 
 def test_put_and_get_through_the_console_read_from_stdin(sshd: SshServer, tmp_path: Path) -> None:
@@ -188,3 +188,44 @@ def test_fanout_one_on_the_command_line(sshd: SshServer) -> None:
     done = mpish_ssh(sshd, "host[1-3]", "-f", "1", "-c", "echo one at a time")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "---------------\nhost[1-3] (3)\n---------------\none at a time\n"
+
+
+def test_console_shows_output_without_a_final_newline_and_ends_its_line(person: Person) -> None:
+    person.prompt()
+    screen = person.run("printf nonl-$MPISH_RANK")
+    assert "nonl-1\r\n" in screen and "nonl-2\r\n" in screen, screen
+    screen = person.run("@host1 printf 'a\\nb'")
+    assert "a\r\nb\r\n" in screen, screen
+
+
+def test_console_keeps_dollar_question_mark_across_commands(person: Person) -> None:
+    person.prompt()
+    person.run("false")
+    screen = person.run("echo status=$?")
+    assert "status=1\r\n" in screen, screen
+
+
+def test_console_ctrl_c_keeps_what_ran_before_the_interrupted_command(person: Person) -> None:
+    person.prompt()
+    person.run(":mode live")
+    person.child.sendline("export X=1; cd /; echo started; sleep 30.75; echo not-reached")
+    person.child.expect(["host1: started", "host2: started"])
+    person.child.expect(["host1: started", "host2: started"])
+    person.child.sendcontrol("c")
+    screen = person.prompt("/")
+    assert "killed by SIGINT" in screen and "not-reached" not in screen and "restarted" not in screen
+    screen = person.run("echo X=$X; pwd", "/")
+    assert screen.count("X=1\r\n") == 2 and screen.count(": /\r\n") == 2, screen
+
+
+def test_console_says_when_the_shell_had_to_be_restarted(person: Person) -> None:
+    person.prompt()
+    person.run(":mode live")
+    person.child.sendline("echo started; sh -c \"trap '' INT; sleep 30.5\"; echo not-reached")
+    person.child.expect(["host1: started", "host2: started"])
+    person.child.expect(["host1: started", "host2: started"])
+    person.child.sendcontrol("c")
+    person.child.expect("interrupting")
+    person.child.sendcontrol("c")
+    screen = person.prompt()
+    assert "killed by SIGTERM (the command ignored SIGINT: the shell was restarted" in screen, screen

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from mpish.shell import protocol as p
+from mpish.shell.bash import initial_state
 from mpish.shell.grouping import GroupedSink, JsonSink, LiveSink, Result, Style, status_lines
 from mpish.shell.ranks import TargetError, describe, format_ranks, parse_ranks, resolve_targets
-from mpish.shell.server import initial_state
 from mpish.wire.errors import RemoteProtocolError
 
 
@@ -123,7 +123,7 @@ def test_style_honours_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_protocol_round_trip_and_validation() -> None:
     message = p.Run(7, "echo hi", 1.5)
     assert p.CODEC.decode(p.CODEC.encode(message)) == message
-    done = p.Done(1, 0, 0, 0.1, "/tmp", False, 100, "")
+    done = p.Done(1, 0, 0, 0.1, "/tmp", False, 100, "", "")
     assert p.CODEC.decode(p.CODEC.encode(done)) == done
     import msgpack
 

@@ -220,7 +220,8 @@ class Console:
                 peer.cwd = message.cwd or peer.cwd
                 self.peak_rss_kib[rank] = message.peak_rss_kib
                 result = Result(rank, peer.host, message.exit, message.signal, message.seconds,
-                                message.timed_out, escape(message.error), message.peak_rss_kib)
+                                message.timed_out, escape(message.error), message.peak_rss_kib,
+                                escape(message.note))
                 results[rank] = result
                 sink.done(result)
                 self._consumed(rank, 0, final=True)

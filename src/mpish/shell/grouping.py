@@ -22,7 +22,7 @@ import os
 import signal
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .protocol import STDERR, STDOUT
@@ -49,6 +49,7 @@ class Result:
     timed_out: bool = False
     error: str = ""
     peak_rss_kib: int = 0
+    note: str = ""  # the command ran, and the shell had to be replaced (protocol.Done)
 
 
 class OutputSink(Protocol):
@@ -168,7 +169,7 @@ class HostNames:
         if result.error == RANK_LOST:
             why = peer.lost or "connection lost"
             return Result(result.rank, result.host, FAILED, 0, result.seconds, error=why)
-        return replace(result, error="")
+        return result
 
     def record(self, result: Result) -> dict[str, Any]:
         return {"host": result.host}
@@ -188,16 +189,23 @@ class _Spool:
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
         self.digest = hashlib.sha256()
         self.size = 0
+        self.last = b""  # the last byte written
 
     def write(self, data: bytes) -> None:
+        if not data:
+            return
         self.file.write(data)
         self.digest.update(data)
         self.size += len(data)
+        self.last = data[-1:]
 
     def copy_to(self, out: IO[bytes]) -> None:
+        """The spooled bytes, then a newline if they do not end with one (as clush does)."""
         self.file.seek(0)
         while chunk := self.file.read(1 << 20):
             out.write(chunk)
+        if self.size and self.last != b"\n":
+            out.write(b"\n")
 
     def close(self) -> None:
         self.file.close()
@@ -291,17 +299,36 @@ class GroupedSink(_TerminalSink):
 
 
 class RawSink(_TerminalSink):
-    """One target: its output streamed as is, as ssh would."""
+    """One target: its output streamed as is, as ssh would.
+
+    With ``end_lines`` (the console, whose prompt follows), a stream whose last byte was
+    not a newline gets one when the command ends, so the text is not lost behind the
+    prompt; without it (``-c``) the bytes are exactly the command's, as with ssh.
+    """
 
     def __init__(
-        self, out: IO[bytes], err: IO[bytes], style: Style | None = None, names: ServerNames | None = None
+        self, out: IO[bytes], err: IO[bytes], style: Style | None = None, names: ServerNames | None = None,
+        end_lines: bool = False,
     ) -> None:
         super().__init__(out, err, style, names)
+        self.end_lines = end_lines
+        self._last: dict[int, bytes] = {}
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
+        if not data:
+            return
         target = self.out if stream == STDOUT else self.err
         target.write(data)
         target.flush()
+        self._last[stream] = data[-1:]
+
+    def finish(self) -> None:
+        if self.end_lines:
+            for stream, last in self._last.items():
+                if last != b"\n":
+                    (self.out if stream == STDOUT else self.err).write(b"\n")
+        self._last.clear()
+        super().finish()
 
 
 class LiveSink(_TerminalSink):
@@ -380,10 +407,12 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _outcome(result: Result, names: ServerNames) -> str:
+def _outcome(result: Result, names: ServerNames, notes: bool) -> str:
     """A status line's text for one result; "" for success or an error already printed."""
     if names.errors_at_once and (result.error or not result.exit):
         return ""
+    if notes and result.note:
+        return f"{_outcome(result, names, False) or 'exit code 0'} ({result.note})"
     if result.signal:
         cause = f"killed by {signal_name(result.signal)}"
     else:
@@ -395,27 +424,32 @@ def _outcome(result: Result, names: ServerNames) -> str:
     return cause
 
 
-def status_lines(results: Iterable[Result], style: Style, names: ServerNames | None = None) -> list[str]:
-    """One line per distinct non-zero outcome, servers grouped: ``mpish: @2,4: exit code 1``."""
+def status_lines(
+    results: Iterable[Result], style: Style, names: ServerNames | None = None, notes: bool = False
+) -> list[str]:
+    """One line per distinct non-zero outcome, servers grouped: ``mpish: @2,4: exit code 1``;
+    ``notes`` (the console): with the server's note, e.g. that the shell was replaced."""
     names = names or RankNames()
     outcomes: dict[str, list[int]] = {}
     for result in results:
-        text = _outcome(result, names)
+        text = _outcome(result, names, notes)
         if text:
             outcomes.setdefault(text, []).append(result.rank)
     return [style.error(f"mpish: {names.label(ranks)}: {text}") for text, ranks in outcomes.items()]
 
 
 def make_sink(
-    kind: str, targets: int, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None
+    kind: str, targets: int, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None,
+    end_lines: bool = False,
 ) -> GroupedSink | RawSink | LiveSink | JsonSink:
-    """The sink for an output mode: ``json``, ``live``, or ``grouped`` (raw for one target)."""
+    """The sink for an output mode: ``json``, ``live``, or ``grouped`` (raw for one target;
+    ``end_lines``: the console's, which ends an unfinished last line before the prompt)."""
     if kind == "json":
         return JsonSink(out, names)
     if kind == "live":
         return LiveSink(out, err, style, names)
     if targets == 1:
-        return RawSink(out, err, style, names)
+        return RawSink(out, err, style, names, end_lines)
     return GroupedSink(out, err, style, names)
 
 

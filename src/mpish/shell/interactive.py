@@ -260,11 +260,11 @@ class Repl:
         self.run(line, targets)
 
     def run(self, command: str, targets: frozenset[int]) -> None:
-        sink = make_sink(self.mode, len(targets), self.out, sys.stderr.buffer, self.style)
+        sink = make_sink(self.mode, len(targets), self.out, sys.stderr.buffer, self.style, end_lines=True)
         with self.keys():
             results = self.console.run(command, targets, sink)
         sys.stdout.flush()
-        for text in status_lines(results.values(), Style.for_stream(sys.stderr)):
+        for text in status_lines(results.values(), Style.for_stream(sys.stderr), notes=True):
             print(text, file=self.err)
         self.last_status = max((r.exit for r in results.values()), default=0)
 

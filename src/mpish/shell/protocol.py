@@ -26,7 +26,7 @@ from typing import Annotated
 
 from mpish.wire.codec import Codec, MaxLen
 
-PROTOCOL_VERSION = 2  # 2: output as raw bytes on channels 1 and 2
+PROTOCOL_VERSION = 3  # 2: output as raw bytes on channels 1 and 2; 3: Done.note
 CHUNK = (1 << 20) - 256  # bulk bytes per message: one message is one record (record.py)
 WINDOW = 4 * 1024 * 1024  # unacknowledged bulk bytes per server and direction
 CONTROL = 0  # secure-channel channel of the msgpack messages below
@@ -83,7 +83,11 @@ class Credit:
 @CODEC.message(6)
 @dataclass(frozen=True, slots=True)
 class Done:
-    """The command ended. ``signal`` is 0 unless a signal killed it (exit is then 128+sig)."""
+    """The command ended. ``signal`` is 0 unless a signal killed it (exit is then 128+sig).
+
+    ``error``: the command could not run; ``note``: it ran, and the shell had to be
+    replaced (it exited, or ignored SIGINT), its state restored from before the command.
+    """
 
     cmd_id: int
     exit: int
@@ -93,6 +97,7 @@ class Done:
     timed_out: bool
     peak_rss_kib: int
     error: Text
+    note: Text
 
 
 @CODEC.message(7)

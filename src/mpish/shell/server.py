@@ -2,42 +2,25 @@
 
 Theory of operation
 -------------------
-One bash per rank. ``bash --noprofile --norc`` is started once (in its own session)
-with four pipes: its stdin carries commands, its stdout and stderr are the commands'
-output, and fd 200 is a status pipe. A bootstrap (the first input) defines two shell
-functions and sources the rank's state file. Every command is then one input line::
+One bash per rank (:mod:`mpish.shell.bash`: how it is started, how each command is
+framed with a random end marker, how its pipes are read). ``cd``, ``export``,
+variables, functions, aliases and options persist simply because the shell does; the
+state dump written after each command is only for recovery, and runs while the console
+already has the result, so it costs no latency.
 
-    \\builtin export __MPISH_JOB=<marker>; \\builtin eval '<command, shell-quoted>' \\
-        </dev/null >&201 2>&202 200>&- 201>&- 202>&-; __mpish_end <marker>
-
-``eval`` keeps a syntax error from ending the shell; the command's stdin is /dev/null
-(bash's stdin is the command pipe); fds 201/202 are bash's own copies of the output
-pipes, so an ``exec >file`` inside the command cannot divert the end markers, and the
-command's processes inherit no status fd. ``__MPISH_JOB=<marker>`` is exported just
-before the ``eval`` and unset first thing in ``__mpish_end``, so it is in the
-environment of every process the command starts (not only the first one's, as an
-``eval``'s temporary environment would be), which is how the server finds them later
-(see Interrupts). Because the command is shell-quoted by the server (``shlex.quote``),
-nothing in it can escape the ``eval``; no decoding process is forked. ``__mpish_end``
-writes the per-command random marker (``\\x1f<32 hex>\\x1e``) to stdout and to stderr, then
-``<marker> <status> <cwd>\\0`` to the status fd, then dumps the shell state (``cd``,
-``declare -p``, ``declare -f``, ``alias -p``, ``shopt -p``, ``set +o``) to
-``state.<marker>`` and reports ``saved <marker>\\0``. So ``cd``, ``export``, variables,
-functions, aliases and options persist simply because the shell does; the dump is only
-for recovery. A command is done when its status line has arrived and both output
-streams have reached the marker (everything before it is the command's output; a
-suffix of a read that could be the start of the marker is held back until the next
-read). The dump runs while the console already has the result, so it costs no latency.
-
-Interrupts (Ctrl-C, timeout): the server first stops bash (SIGSTOP), so that it cannot
-go on with the rest of an interrupted command list, then signals every process whose
-environment carries the command's ``__MPISH_JOB`` marker (the whole tree, background
-jobs and double-forked daemons included; jobs of earlier commands are left alone):
-SIGINT, SIGTERM, then SIGKILL on repeated Ctrl-C; SIGTERM and SIGKILL after
-``KILL_GRACE`` on a timeout. Once none of them is left (at once for a builtin loop
-such as ``while :; do :; done``, which runs inside bash itself) bash is killed and a
-new one is started from the last state dump; the command's result says "state restored
-from before the interrupted command". A command that ends the shell itself (``exit``,
+Interrupts (Ctrl-C, timeout) behave as at a terminal. The first Ctrl-C (and a timeout)
+sends SIGINT to bash and to every process whose environment carries the command's
+``__MPISH_JOB`` marker (the whole tree, background jobs and double-forked daemons
+included; jobs of earlier commands are left alone). The interactive bash aborts the
+rest of the command's line, as it would at a terminal, and runs ``__mpish_end``: what
+ran before the interrupted command (``export``, ``cd``) is kept, ``$?`` is 130. A
+builtin loop (``while :; do :; done``) stops the same way. Only when that is not
+enough (the command ignores SIGINT: a second Ctrl-C, or ``KILL_GRACE`` after a
+timeout) does the server stop bash (SIGSTOP, so that it cannot go on with the rest of
+the line), send SIGTERM, then SIGKILL on the next Ctrl-C or after another
+``KILL_GRACE``, and once none of the command's processes is left, replace bash with a
+new one started from the last state dump; the result then says so (:data:`RESTARTED`),
+over MPI and ssh alike. A command that ends the shell itself (``exit``,
 ``exec``, ``set -e`` and a failure, ``kill $$``, a crash) is reported with bash's exit
 status and the session continues the same way. Output still in the pipes is
 forwarded; background jobs that still hold an old pipe lose their later output.
@@ -63,13 +46,11 @@ sides and lose no byte. ``get`` is read from the file in the same loop, same cre
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import resource
 import secrets
 import select
-import shlex
 import shutil
 import signal
 import socket
@@ -88,198 +69,13 @@ from mpish.wire.errors import MpishError, ProtocolError
 from mpish.wire.events import CloseReceived, Message
 
 from . import protocol as p
+from .bash import JOB_VARIABLE, Bash, OutputStream, command_line, initial_state, state_is_complete
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on a timeout
 ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later Ctrl-C
-PIPE_SIZE = 1 << 20  # larger pipes: fewer, larger reads
-STRIP_ENV_PREFIXES = ("PMI_", "PMIX_", "HYDI_", "HYDRA_", "MPIR_", "MPICH_INTERFACE")
-STATUS_FD, OUT_FD, ERR_FD = 200, 201, 202
-JOB_VARIABLE = "__MPISH_JOB"
-RESTORED = "state restored from before the interrupted command"
+EXITED = "the shell exited; a new one has the state from before this command"
+RESTARTED = "the command ignored SIGINT: the shell was restarted, state restored from before the command"
 KILLING_POLL = 0.02  # while killing a command, look at its processes this often
-
-_BOOTSTRAP = r"""
-__mpish_end() {
-  __mpish_s=$?
-  builtin unset __MPISH_JOB
-  builtin printf '\037%s\036' "$1" >&201
-  builtin printf '\037%s\036' "$1" >&202
-  builtin printf '%s %s %s\0' "$1" "$__mpish_s" "$PWD" >&200
-  builtin unset __mpish_s
-  __mpish_save "$1"
-}
-__mpish_save() {
-  { builtin printf 'builtin cd -- %q\n' "$PWD"; builtin declare -p; builtin declare -f;
-    builtin alias -p; builtin shopt -p; builtin set +o;
-    builtin printf '# mpish: state complete\n'; } > STATEDIR/state."$1" 2>/dev/null
-  builtin printf 'saved %s\0' "$1" >&200
-}
-exec 201>&1 202>&2
-builtin shopt -s expand_aliases
-builtin . STATEFILE 2>/dev/null
-"""
-STATE_COMPLETE = b"# mpish: state complete\n"
-
-
-def initial_state(environ: dict[str, str], cwd: str) -> str:
-    """The first state file: the server's environment (minus the MPI launcher's) and cwd."""
-    lines = [f"builtin cd -- {shlex.quote(cwd)}"]
-    for name, value in sorted(environ.items()):
-        if not name.isidentifier() or name.startswith(STRIP_ENV_PREFIXES) or name.startswith("BASH_FUNC"):
-            continue
-        lines.append(f"builtin export {name}={shlex.quote(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def command_line(command: str, marker: str) -> bytes:
-    """The line bash reads for one command (see the module doc)."""
-    return (
-        f"\\builtin export {JOB_VARIABLE}={marker}; \\builtin eval {shlex.quote(command)} "
-        f"</dev/null >&{OUT_FD} 2>&{ERR_FD} {STATUS_FD}>&- {OUT_FD}>&- {ERR_FD}>&-; "
-        f"__mpish_end {marker}\n"
-    ).encode()
-
-
-def state_is_complete(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - len(STATE_COMPLETE)))
-            return handle.read() == STATE_COMPLETE
-    except OSError:
-        return False
-
-
-class OutputStream:
-    """One output pipe of bash: a preallocated buffer, and the end-marker search."""
-
-    def __init__(self, stream: int, fd: int) -> None:
-        self.stream = stream
-        self.fd = fd
-        self.buffer = bytearray(p.CHUNK)
-        self.view = memoryview(self.buffer)
-        self.held = 0  # bytes at the start of the buffer that may begin a marker
-        self.ended = False  # the current command's marker was seen
-        self.eof = False
-
-    def read(self, limit: int) -> int:
-        """Read at most ``limit`` bytes after the held ones; bytes now in the buffer."""
-        space = min(limit, len(self.buffer) - self.held)
-        try:
-            count = os.readv(self.fd, [self.view[self.held : self.held + space]])
-        except BlockingIOError:
-            return -1
-        except OSError:
-            count = 0
-        if count == 0:
-            self.eof = True
-        return self.held + count
-
-    def split(self, total: int, marker: bytes) -> int:
-        """Bytes of the buffer (of ``total``) that are output; sets ``ended`` at the marker."""
-        buffer = self.buffer
-        at = buffer.find(marker, 0, total)
-        if at >= 0:
-            self.ended = True
-            self.held = 0
-            return at
-        keep = 0
-        if not self.eof:
-            start = max(0, total - len(marker) + 1)
-            first = buffer.find(marker[:1], start, total)
-            while first >= 0:
-                if buffer.endswith(marker[: total - first], first, total):
-                    keep = total - first
-                    break
-                first = buffer.find(marker[:1], first + 1, total)
-        self.held = keep
-        return total - keep
-
-    def keep_tail(self, total: int) -> None:
-        if self.held:
-            self.buffer[: self.held] = self.buffer[total - self.held : total]
-
-
-class Bash:
-    """The rank's long-lived bash and its pipes."""
-
-    def __init__(self, executable: str, state_dir: Path, state: Path) -> None:
-        status_r, status_w = os.pipe()
-        self.proc = subprocess.Popen(
-            [executable, "--noprofile", "--norc"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={},
-            cwd=state_dir,
-            start_new_session=True,
-            close_fds=True,
-            pass_fds=(status_w,),
-            bufsize=0,
-        )
-        os.close(status_w)
-        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
-        self.stdin = self.proc.stdin
-        self.status_fd = status_r
-        self.status = bytearray()
-        self.status_eof = False
-        self.out = OutputStream(p.STDOUT, self.proc.stdout.fileno())
-        self.err = OutputStream(p.STDERR, self.proc.stderr.fileno())
-        for fd in (self.out.fd, self.err.fd, self.status_fd, self.stdin.fileno()):
-            if fd != self.stdin.fileno():
-                os.set_blocking(fd, False)
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-        quoted_dir, quoted_state = shlex.quote(str(state_dir)), shlex.quote(str(state))
-        bootstrap = _BOOTSTRAP.replace("STATEDIR", quoted_dir).replace("STATEFILE", quoted_state)
-        bootstrap = f"exec {STATUS_FD}>&{status_w} {status_w}>&-\n" + bootstrap
-        self.write(bootstrap.encode())
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def write(self, data: bytes) -> bool:
-        """Write to bash's stdin (bash reads it as fast as it parses: no deadlock)."""
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.stdin.fileno(), view) :]
-            return True
-        except OSError:
-            return False
-
-    def read_status(self) -> list[bytes]:
-        """Whole status records (NUL-terminated) that have arrived."""
-        while True:
-            try:
-                data = os.read(self.status_fd, 65536)
-            except BlockingIOError:
-                break
-            except OSError:
-                data = b""
-            if not data:
-                self.status_eof = True
-                break
-            self.status += data
-        *records, rest = bytes(self.status).split(b"\0")
-        self.status = bytearray(rest)
-        return records
-
-    def close(self, sig: int = signal.SIGKILL) -> int:
-        """Kill bash (only bash: jobs of earlier commands live on); its wait status."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(self.proc.pid, sig)
-            os.kill(self.proc.pid, signal.SIGCONT)
-        for closing in (self.stdin, self.proc.stdout, self.proc.stderr):
-            with contextlib.suppress(OSError):
-                if closing is not None:
-                    closing.close()
-        with contextlib.suppress(OSError):
-            os.close(self.status_fd)
-        try:
-            return self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return -signal.SIGKILL
 
 
 @dataclass(eq=False)
@@ -292,6 +88,7 @@ class _Command:
     cwd: str = ""
     interrupts: int = 0
     timed_out: bool = False
+    interrupted: bool = False  # SIGINT was sent to bash and to the command's processes
     killing: bool = False  # bash is stopped and the command's processes are being killed
     last_signal: int = 0
     signalled_at: float = 0.0
@@ -342,6 +139,7 @@ class ShellServer:
         self.executable = shutil.which("bash") or "/bin/bash"
         self.bash: Bash | None = None
         self.command: _Command | None = None
+        self.last_status = 0  # the previous command's exit status: its ``$?``
         self.puts: dict[int, _Put] = {}
         self.gets: dict[int, _Get] = {}
         self.finished = False
@@ -490,8 +288,10 @@ class ShellServer:
 
     # -- commands
 
-    def _done(self, cmd_id: int, code: int, sig: int, seconds: float, timed_out: bool, why: str) -> None:
-        self._send(p.Done(cmd_id, code, sig, seconds, self.cwd, timed_out, _peak_rss(), why))
+    def _done(self, cmd_id: int, code: int, sig: int, seconds: float, timed_out: bool, error: str,
+              note: str = "") -> None:
+        self.last_status = code
+        self._send(p.Done(cmd_id, code, sig, seconds, self.cwd, timed_out, _peak_rss(), error, note))
 
     def _start(self, run: p.Run) -> None:
         if self.command is not None:
@@ -507,7 +307,7 @@ class ShellServer:
         bash.out.ended = bash.err.ended = False
         bash.out.held = bash.err.held = 0
         self.command = command
-        if not bash.write(command_line(run.command, command.marker)):
+        if not bash.write(command_line(run.command, command.marker, self.last_status)):
             command.status = -1  # bash is gone: _check_command reports it
 
     def _restart(self) -> Bash | None:
@@ -523,9 +323,9 @@ class ShellServer:
         if command.deadline is not None and now > command.deadline and command.status is None:
             if not command.timed_out:
                 command.timed_out = True
-                self._kill(command, signal.SIGTERM)
+                self._interrupt_line(command)
             elif now - command.signalled_at > KILL_GRACE and command.last_signal != signal.SIGKILL:
-                self._kill(command, signal.SIGKILL)
+                self._kill(command, signal.SIGKILL if command.killing else signal.SIGTERM)
         if command.killing:
             return self._check_killed(command)
         if bash is not None and command.status is not None and bash.out.ended and bash.err.ended:
@@ -542,7 +342,8 @@ class ShellServer:
         self.cwd = command.cwd or self.cwd
         self.command = None
         code = command.status or 0
-        self._done(command.cmd_id, code, 0, now - command.started, False, "")
+        sig = signal.SIGINT if command.interrupted and code == 128 + signal.SIGINT else 0
+        self._done(command.cmd_id, code, sig, now - command.started, command.timed_out, "")
         return True
 
     def _bash_ended(self, command: _Command) -> bool:
@@ -557,7 +358,7 @@ class ShellServer:
         self.command = None
         sig = -code if code < 0 else 0
         self._done(command.cmd_id, 128 + sig if sig else code, sig, time.monotonic() - command.started,
-                   False, "the shell exited; state restored from before this command")
+                   False, "", EXITED)
         self._start_bash()
         return True
 
@@ -584,7 +385,27 @@ class ShellServer:
         if command is None or command.cmd_id != cmd_id or command.status is not None:
             return
         command.interrupts += 1
-        self._kill(command, ESCALATION[min(command.interrupts, len(ESCALATION)) - 1])
+        if command.interrupts == 1 and not command.killing:
+            self._interrupt_line(command)
+        else:
+            self._kill(command, ESCALATION[min(command.interrupts, len(ESCALATION)) - 1])
+
+    def _interrupt_line(self, command: _Command) -> None:
+        """SIGINT to bash and to the command's processes: bash aborts the line (module doc)."""
+        bash = self.bash
+        if bash is None:
+            return
+        self._read_status(bash)
+        if command.status is not None:
+            return  # it had just finished: nothing to interrupt
+        command.interrupted = True
+        command.last_signal = signal.SIGINT
+        command.signalled_at = time.monotonic()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(bash.pid, signal.SIGINT)
+        for pid in _job_processes(command.marker):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGINT)
 
     def _kill(self, command: _Command, sig: int) -> None:
         """Stop bash, signal every process of the command (see the module doc)."""
@@ -622,8 +443,8 @@ class ShellServer:
         bash.close()
         self.command = None
         sig = command.last_signal
-        why = "" if command.timed_out else RESTORED
-        self._done(command.cmd_id, 128 + sig, sig, time.monotonic() - command.started, command.timed_out, why)
+        self._done(command.cmd_id, 128 + sig, sig, time.monotonic() - command.started, command.timed_out,
+                   "", RESTARTED)
         self._start_bash()
         return True
 

@@ -276,12 +276,12 @@ class SshRepl(Repl):
         peers = self.console.peers
         names = HostNames({rank: peer.host for rank, peer in peers.items()}, peers)
         kind = "json" if self.sink_kind == "json" else self.mode
-        sink = make_sink(kind, len(targets), self.out, sys.stderr.buffer, self.style, names)
+        sink = make_sink(kind, len(targets), self.out, sys.stderr.buffer, self.style, names, end_lines=True)
         with self.keys():
             self.console.run(command, targets, sink)
         sys.stdout.flush()
         results = list(sink.results.values())
-        for text in status_lines(results, Style.for_stream(sys.stderr), names):
+        for text in status_lines(results, Style.for_stream(sys.stderr), names, notes=True):
             print(text, file=self.err)
         self.err.flush()
         self.last_status = max((r.exit for r in results), default=0)

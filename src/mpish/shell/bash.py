@@ -1,0 +1,250 @@
+"""One rank's long-lived bash: how it is started, how a command is framed, its pipes.
+
+Theory of operation
+-------------------
+``bash --noprofile --norc --noediting -i`` is started once per server (in its own
+session), named ``bash`` ($0). It is an interactive bash on purpose: its messages then
+read as a person sees them (``bash: nosuchcmd: command not found``, with no ``line N``
+that would differ between ranks and split identical errors into groups), ``$?`` and
+job state live as at a terminal, and a SIGINT aborts the running command list and
+returns to reading commands with everything that ran before it kept (see the server's
+Interrupts). Its own stdout and stderr are /dev/null (its start-up notes and prompts go
+nowhere); the command's output goes to two pipes held at fds 201 and 202, and fd 200
+is a status pipe. The bootstrap (the first input) turns off history and prompts,
+defines the helper functions and sources the rank's state file. Every command is then
+two input lines::
+
+    \\builtin export __MPISH_JOB=<marker>; __mpish_status <last>; \\builtin eval '<command>' \\
+        </dev/null >&201 2>&202 200>&- 201>&- 202>&-
+    __mpish_end <marker>
+
+``eval`` keeps a syntax error from ending the shell; the command's stdin is /dev/null
+(bash's stdin is the command pipe); the command's processes inherit no status fd.
+``__MPISH_JOB=<marker>`` is exported just before the ``eval`` and unset first thing in
+``__mpish_end``, so every process the command starts carries it in its environment,
+which is how the server finds them. ``__mpish_status`` sets ``$?`` to the previous
+command's status. The command is shell-quoted (``shlex.quote``), so nothing in it can
+escape the ``eval``. ``__mpish_end`` is on its own line so that it runs even when a
+SIGINT aborted the command's line: it writes the per-command random marker
+(``\\x1f<32 hex>\\x1e``) to both output pipes, then ``<marker> <status> <cwd>\\0`` to the
+status fd, then dumps the shell state (``cd``, ``declare -p``, ``declare -f``, ``alias
+-p``, ``shopt -p``, ``set +o``) to ``state.<marker>`` and reports ``saved <marker>\\0``.
+The dump is only for recovery when bash has to be replaced. A command is done when its
+status has arrived and both output streams have reached the marker; a suffix of a read
+that could be the start of the marker is held back until the next read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shlex
+import signal
+import subprocess
+from pathlib import Path
+
+from . import protocol as p
+
+PIPE_SIZE = 1 << 20  # larger pipes: fewer, larger reads
+STRIP_ENV_PREFIXES = ("PMI_", "PMIX_", "HYDI_", "HYDRA_", "MPIR_", "MPICH_INTERFACE")
+STATUS_FD, OUT_FD, ERR_FD = 200, 201, 202
+JOB_VARIABLE = "__MPISH_JOB"
+STATE_COMPLETE = b"# mpish: state complete\n"
+
+_BOOTSTRAP = r"""
+PS1= PS2= PS0= PS4='+ '; builtin unset PROMPT_COMMAND HISTFILE MAILPATH MAILCHECK
+builtin set +o history +H
+__mpish_status() { builtin return "$1"; }
+exit() { builtin exit "$@" 2>/dev/null; }
+__mpish_end() {
+  __mpish_s=$?
+  builtin unset __MPISH_JOB
+  builtin printf '\037%s\036' "$1" >&201
+  builtin printf '\037%s\036' "$1" >&202
+  builtin printf '%s %s %s\0' "$1" "$__mpish_s" "$PWD" >&200
+  builtin unset __mpish_s
+  __mpish_save "$1"
+}
+__mpish_save() {
+  { builtin printf 'builtin cd -- %q\n' "$PWD"; builtin declare -p; builtin declare -f;
+    builtin alias -p; builtin shopt -p; builtin set +o;
+    builtin printf '# mpish: state complete\n'; } > STATEDIR/state."$1" 2>/dev/null
+  builtin printf 'saved %s\0' "$1" >&200
+}
+builtin shopt -s expand_aliases
+builtin . STATEFILE 2>/dev/null
+builtin set +o history +H
+"""
+# ``exit`` is wrapped only to silence the "exit" an interactive bash prints on stderr.
+
+
+def initial_state(environ: dict[str, str], cwd: str) -> str:
+    """The first state file: the server's environment (minus the MPI launcher's) and cwd."""
+    lines = [f"builtin cd -- {shlex.quote(cwd)}"]
+    for name, value in sorted(environ.items()):
+        if not name.isidentifier() or name.startswith(STRIP_ENV_PREFIXES) or name.startswith("BASH_FUNC"):
+            continue
+        lines.append(f"builtin export {name}={shlex.quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def command_line(command: str, marker: str, last_status: int = 0) -> bytes:
+    """The two lines bash reads for one command (see the module doc); ``$?`` is ``last_status``."""
+    return (
+        f"\\builtin export {JOB_VARIABLE}={marker}; __mpish_status {last_status & 0xFF}; "
+        f"\\builtin eval {shlex.quote(command)} "
+        f"</dev/null >&{OUT_FD} 2>&{ERR_FD} {STATUS_FD}>&- {OUT_FD}>&- {ERR_FD}>&-\n"
+        f"__mpish_end {marker}\n"
+    ).encode()
+
+
+def state_is_complete(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - len(STATE_COMPLETE)))
+            return handle.read() == STATE_COMPLETE
+    except OSError:
+        return False
+
+
+class OutputStream:
+    """One output pipe of bash: a preallocated buffer, and the end-marker search."""
+
+    def __init__(self, stream: int, fd: int) -> None:
+        self.stream = stream
+        self.fd = fd
+        self.buffer = bytearray(p.CHUNK)
+        self.view = memoryview(self.buffer)
+        self.held = 0  # bytes at the start of the buffer that may begin a marker
+        self.ended = False  # the current command's marker was seen
+        self.eof = False
+
+    def read(self, limit: int) -> int:
+        """Read at most ``limit`` bytes after the held ones; bytes now in the buffer."""
+        space = min(limit, len(self.buffer) - self.held)
+        try:
+            count = os.readv(self.fd, [self.view[self.held : self.held + space]])
+        except BlockingIOError:
+            return -1
+        except OSError:
+            count = 0
+        if count == 0:
+            self.eof = True
+        return self.held + count
+
+    def split(self, total: int, marker: bytes) -> int:
+        """Bytes of the buffer (of ``total``) that are output; sets ``ended`` at the marker."""
+        buffer = self.buffer
+        at = buffer.find(marker, 0, total)
+        if at >= 0:
+            self.ended = True
+            self.held = 0
+            return at
+        keep = 0
+        if not self.eof:
+            start = max(0, total - len(marker) + 1)
+            first = buffer.find(marker[:1], start, total)
+            while first >= 0:
+                if buffer.endswith(marker[: total - first], first, total):
+                    keep = total - first
+                    break
+                first = buffer.find(marker[:1], first + 1, total)
+        self.held = keep
+        return total - keep
+
+    def keep_tail(self, total: int) -> None:
+        if self.held:
+            self.buffer[: self.held] = self.buffer[total - self.held : total]
+
+
+class Bash:
+    """The rank's long-lived bash and its pipes."""
+
+    def __init__(self, executable: str, state_dir: Path, state: Path) -> None:
+        status_r, status_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                ["bash", "--noprofile", "--norc", "--noediting", "-i"],  # $0 is "bash" in its messages
+                executable=executable,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={},
+                cwd=state_dir,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(status_w, out_w, err_w),
+                bufsize=0,
+            )
+        except OSError:
+            for fd in (status_r, status_w, out_r, out_w, err_r, err_w):
+                os.close(fd)
+            raise
+        for fd in (status_w, out_w, err_w):
+            os.close(fd)
+        assert self.proc.stdin is not None
+        self.stdin = self.proc.stdin
+        self.status_fd = status_r
+        self.status = bytearray()
+        self.status_eof = False
+        self.out = OutputStream(p.STDOUT, out_r)
+        self.err = OutputStream(p.STDERR, err_r)
+        for fd in (self.out.fd, self.err.fd, self.status_fd, self.stdin.fileno()):
+            if fd != self.stdin.fileno():
+                os.set_blocking(fd, False)
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+        quoted_dir, quoted_state = shlex.quote(str(state_dir)), shlex.quote(str(state))
+        bootstrap = _BOOTSTRAP.replace("STATEDIR", quoted_dir).replace("STATEFILE", quoted_state)
+        moves = ((STATUS_FD, status_w), (OUT_FD, out_w), (ERR_FD, err_w))
+        fds = "exec " + " ".join(f"{to}>&{fd} {fd}>&-" for to, fd in moves) + "\n"
+        self.write((fds + bootstrap).encode())
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def write(self, data: bytes) -> bool:
+        """Write to bash's stdin (bash reads it as fast as it parses: no deadlock)."""
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.stdin.fileno(), view) :]
+            return True
+        except OSError:
+            return False
+
+    def read_status(self) -> list[bytes]:
+        """Whole status records (NUL-terminated) that have arrived."""
+        while True:
+            try:
+                data = os.read(self.status_fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.status_eof = True
+                break
+            self.status += data
+        *records, rest = bytes(self.status).split(b"\0")
+        self.status = bytearray(rest)
+        return records
+
+    def close(self, sig: int = signal.SIGKILL) -> int:
+        """Kill bash (only bash: jobs of earlier commands live on); its wait status."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.proc.pid, sig)
+            os.kill(self.proc.pid, signal.SIGCONT)
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        for fd in (self.out.fd, self.err.fd, self.status_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        try:
+            return self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return -signal.SIGKILL

@@ -1,0 +1,72 @@
+"""The console as a terminal user expects it (issue: the shell as clush and ssh users expect it)."""
+
+from __future__ import annotations
+
+import pytest
+from test_shell_console import Person, person
+
+pytestmark = pytest.mark.mpi
+
+__all__ = ["person"]  # the fixture, imported for this module's tests
+
+
+def test_output_without_a_final_newline_is_shown_and_its_line_ended(person: Person) -> None:
+    person.prompt()
+    screen = person.run("printf nonl-$MPISH_RANK")  # grouped: one group per rank
+    assert "nonl-1\r\n" in screen and "nonl-2\r\n" in screen, screen
+    screen = person.run("@1 printf 'a\\nb'")  # one target: streamed raw, then the line ended
+    assert "a\r\nb\r\n" in screen, screen
+    screen = person.run("printf same; printf err >&2")
+    assert "same\r\n" in screen and "err\r\n" in screen, screen
+
+
+def test_dollar_question_mark_is_the_previous_commands_status(person: Person) -> None:
+    person.prompt()
+    person.run("false")
+    screen = person.run("echo status=$?")
+    assert "status=1\r\n" in screen, screen
+    person.run("(exit 7)")
+    screen = person.run("echo status=$?; echo again=$?")
+    assert "status=7\r\n" in screen and "again=0\r\n" in screen, screen
+
+
+def test_bash_errors_read_as_interactive_and_group_across_ranks(person: Person) -> None:
+    person.prompt()
+    person.run("@1 true")  # rank 1's bash has now read more lines than rank 2's
+    person.run("@1 true")
+    screen = person.run("nosuchcmd")
+    assert "@1-2 (2)" in screen, screen
+    assert screen.count("bash: nosuchcmd: command not found\r\n") == 1, screen
+    assert "line " not in screen and "/bash" not in screen, screen
+
+
+def test_ctrl_c_interrupts_the_foreground_command_and_keeps_what_ran_before_it(person: Person) -> None:
+    person.prompt()
+    person.run(":mode live")
+    person.type("export X=1; cd /; echo started-$MPISH_RANK; sleep 30; echo not-reached")
+    person.child.expect(["started-1", "started-2"])
+    person.child.expect(["started-1", "started-2"])
+    person.child.sendcontrol("c")
+    screen = person.prompt("/")
+    assert "killed by SIGINT" in screen and "not-reached" not in screen and "restarted" not in screen
+    screen = person.run("echo X=$X; pwd; echo status=$?", cwd="/")
+    assert screen.count("X=1\r\n") == 2 and screen.count(": /\r\n") == 2, screen
+
+
+def test_a_command_ignoring_sigint_is_ended_by_the_second_ctrl_c_and_the_restart_is_said(
+    person: Person,
+) -> None:
+    person.prompt()
+    person.run(":mode live")
+    person.run("export KEPT=yes")
+    person.type("echo started-$MPISH_RANK; sh -c \"trap '' INT; sleep 30\"; echo not-reached")
+    person.child.expect(["started-1", "started-2"])
+    person.child.expect(["started-1", "started-2"])
+    person.child.sendcontrol("c")
+    person.child.expect("interrupting")
+    person.child.sendcontrol("c")
+    screen = person.prompt()
+    assert "killed by SIGTERM (the command ignored SIGINT: the shell was restarted" in screen, screen
+    assert "not-reached" not in screen
+    screen = person.run("echo KEPT=$KEPT")
+    assert screen.count("KEPT=yes\r\n") == 2, screen
