@@ -1,7 +1,8 @@
 """Run under ``mpiexec -n 2``: rank 0 attacks rank 1 by writing on the raw duplicate.
 
-Each attack is followed by a genuine message that must still be delivered. Rank 1
-prints ``REJECTED <attack> <error type>: <message>`` for each rejection and ``ALL OK``
+Each attack is followed by a genuine message, which the very next call must return:
+forged records are dropped and counted (``on_reject`` collects them), never raised. Rank
+1 prints ``REJECTED <attack> <error type>: <message>`` for each rejection and ``ALL OK``
 at the end; any failure aborts the job. ``sys.argv[1]`` is the marker file a malicious
 pickle would create if it were ever unpickled.
 """
@@ -35,13 +36,16 @@ class Evil:
 EVIL = pickle.dumps(Evil())
 
 
-def expect(name: str, call: object, errors: tuple[type[BaseException], ...]) -> None:
-    try:
-        value = call()  # type: ignore[operator]
-    except errors as exc:
+REJECTED: list[BaseException] = []
+
+
+def expect(name: str, count: int, errors: tuple[type[BaseException], ...]) -> None:
+    """The last ``count`` rejected records (callback) are of ``errors``; print them."""
+    got = REJECTED[-count:] if count else []
+    assert len(REJECTED) >= count and all(isinstance(e, errors) for e in got), (name, REJECTED)
+    for exc in got:
         print(f"REJECTED {name} {type(exc).__name__}: {exc}", flush=True)
-    else:
-        raise AssertionError(f"{name}: delivered {value!r} instead of being rejected")
+    REJECTED.clear()
     assert not os.path.exists(MARKER), "the malicious pickle was unpickled"
 
 
@@ -85,8 +89,8 @@ def attacker(c: SecureComm) -> None:
     # 5. reflection: rank 1 sends rank 0 a record that rank 0 wrote (it is its "sniffer").
     c.send("for rank 1", 1, 10)
     sync()
-    expect("reflected", lambda: c.recv(None, 1, 10), (RemoteProtocolError,))
     assert c.recv(None, 1, 10) == "genuine 5"
+    expect("reflected", 1, (RemoteProtocolError,))
     sync()
     # 6. oversize length field (2**32 - 1): rejected before any allocation.
     raw.Send(
@@ -113,31 +117,30 @@ def attacker(c: SecureComm) -> None:
     raw.Send(record, 1, 13)
     c.send("genuine 8", 1, 13)
     sync()
+    attacker_section3(c)
 
 
 def victim(c: SecureComm) -> None:
+    """Every forged record is dropped and counted; each call returns the genuine message."""
     raw = c.raw
     sync = WORLD.Barrier
     base = c.rejected
-    expect("random-bytes", lambda: c.recv(None, 0, 5), (RemoteProtocolError,))
-    expect("forged-header-pickle", lambda: c.recv(None, 0, 5), (AuthenticationError,))
-    expect("plaintext-pickle", lambda: c.recv(None, 0, 5), (RemoteProtocolError,))
     assert c.recv(None, 0, 5) == "genuine 1"
+    expect("random-bytes-forged-header-plaintext-pickle", 3, (RemoteProtocolError, AuthenticationError))
     sync()
-    for what in ("ciphertext", "tag", "counter", "length"):
-        expect(f"bitflip-{what}", lambda: c.recv(None, 0, 6), (AuthenticationError, RemoteProtocolError))
     assert c.recv(None, 0, 6) == "genuine 2"
+    expect("bitflip", 4, (AuthenticationError, RemoteProtocolError))
     sync()
     assert c.recv(None, 0, 7) == "once"
-    expect("replay", lambda: c.recv(None, 0, 7), (ReplayError,))
     assert c.recv(None, 0, 7) == "genuine 3"
+    expect("replay", 1, (ReplayError,))
     sync()
-    expect("moved-tag", lambda: c.recv(None, 0, 9), (RemoteProtocolError,))
     assert c.recv(None, 0, 9) == "genuine 4"
+    expect("moved-tag", 1, (RemoteProtocolError,))
     assert c.recv(None, 0, 8) == "moved"  # the moved copy did not burn the original's counter
     sync()
-    expect("moved-to-collective", lambda: c.bcast(None, 0), (RemoteProtocolError, AuthenticationError))
     assert c.bcast(None, 0) == "genuine bcast"
+    expect("moved-to-collective", 1, (RemoteProtocolError, AuthenticationError))
     sync()
     # 5. capture rank 0's record to us and move it: to ourselves (another source), back to rank 0.
     buf = bytearray(1024)
@@ -145,31 +148,115 @@ def victim(c: SecureComm) -> None:
     raw.Recv(buf, 0, 10, status)
     captured = buf[: status.Get_count()]
     raw.Send(captured, 1, 10)  # now it comes from rank 1, but says rank 0
-    expect("moved-rank", lambda: c.recv(None, 1, 10), (RemoteProtocolError,))
+    c.send("genuine self", 1, 10)
+    assert c.recv(None, 1, 10) == "genuine self"
+    expect("moved-rank", 1, (RemoteProtocolError,))
     raw.Send(captured, 0, 10)  # reflected to its writer
     c.send("genuine 5", 0, 10)
     sync()
     sync()
-    expect("oversize-length", lambda: c.recv(None, 0, 11), (RemoteProtocolError,))
     assert c.recv(None, 0, 11) == "genuine 6"
+    expect("oversize-length", 1, (RemoteProtocolError,))
     sync()
     big = np.zeros(400_000)
-    expect("forged-continuation", lambda: c.Recv(big, 0, 12), (AuthenticationError, RemoteProtocolError))
+    c.Recv(big, 0, 12)
+    assert np.array_equal(big, np.arange(400_000, dtype="f8"))
     big[:] = 0
     c.Recv(big, 0, 12)
     assert np.array_equal(big, np.arange(400_000, dtype="f8"))
+    expect("forged-continuation", 1, (AuthenticationError, RemoteProtocolError, ReplayError))
     sync()
     request = c.irecv(None, 0, 13)
-    expect("irecv-evil-pickle", lambda: request.wait(), (AuthenticationError,))
-    assert c.irecv(None, 0, 13).wait() == "genuine 8"
+    assert request.wait() == "genuine 8"
+    expect("irecv-evil-pickle", 1, (AuthenticationError,))
     sync()
-    assert c.rejected - base == 14, c.rejected - base
+    victim_section3(c)
     print(f"rejected {c.rejected - base}", flush=True)
+
+
+def victim_section3(c: SecureComm) -> None:
+    sync = WORLD.Barrier
+    # A forged record on the collective lane costs no Bcast and shifts none.
+    first, second = np.zeros(4), np.zeros(4)
+    c.Bcast(first, 0)
+    c.Bcast(second, 0)
+    assert np.all(first == 1) and np.all(second == 2)
+    expect("forged-bcast", 1, (AuthenticationError, RemoteProtocolError))
+    sync()
+    # Three forged records queued on the bulk lane cost no 300 KB message.
+    got = np.zeros(300_000, "u1")
+    c.Recv(got, 0, 14)
+    assert np.all(got == 7)
+    expect("forged-bulk", 3, (AuthenticationError, RemoteProtocolError, ReplayError))
+    sync()
+    # Probe and Iprobe report only authenticated messages (not the forged count).
+    status = MPI.Status()
+    c.Probe(0, 15, status)
+    assert status.Get_count() == 100, status.Get_count()
+    assert c.Iprobe(0, 15, status) and status.Get_count() == 100
+    msg = np.zeros(100, "u1")
+    c.Recv(msg, 0, 15)
+    assert np.all(msg == 3)
+    expect("probe-forged-size", 2, (AuthenticationError, RemoteProtocolError))
+    sync()
+    # A forged record of 20 KiB never touches the user's buffer beyond the genuine message.
+    user = np.full(32_768, 9, "u1")
+    req = c.Irecv(user, 0, 16)
+    req.Wait()
+    assert np.all(user[:100] == 4) and np.all(user[100:] == 9)
+    expect("forged-large-record", 1, (AuthenticationError,))
+    sync()
+    # An oversized raw message (beyond any record): dropped and counted, no ERR_TRUNCATE.
+    assert c.recv(None, 0, 17) == "after oversize"
+    expect("oversized-message", 1, (RemoteProtocolError,))
+    sync()
+
+
+def attacker_section3(c: SecureComm) -> None:
+    raw, bulk, coll = c.raw, c._comms[1], c._comms[2]
+    sync = WORLD.Barrier
+    session = c._p2p.sealers[1].session
+    coll.Send(
+        bytearray(
+            HEADER.pack(1, RecordType.DATA, 0, 0, c._coll.sealers[1].session, 0, 1, COLL_TAG, 5, 48)
+            + os.urandom(48)
+        ),
+        1,
+        COLL_TAG,
+    )
+    c.Bcast(np.full(4, 1.0), 0)
+    c.Bcast(np.full(4, 2.0), 0)
+    sync()
+    for k in range(3):
+        forged = HEADER.pack(1, RecordType.DATA, 1, 0, session, 0, 1, 14, 1 + k, 32) + os.urandom(32)
+        bulk.Send(bytearray(forged), 1, 14)
+    c.Send(np.full(300_000, 7, "u1"), 1, 14)
+    sync()
+    raw.Send(
+        bytearray(HEADER.pack(1, RecordType.DATA, 0, 0, session, 0, 1, 15, 0, 64_000) + os.urandom(64_000)),
+        1,
+        15,
+    )
+    raw.Send(bytearray(HEADER.pack(1, RecordType.DATA, 0, 0, session, 0, 1, 15, 0, 2**31) + bytes(16)), 1, 15)
+    c.Send(np.full(100, 3, "u1"), 1, 15)
+    sync()
+    raw.Send(
+        bytearray(
+            HEADER.pack(1, RecordType.DATA, 0, 0, session, 0, 1, 16, 0, 20_480 + 16) + os.urandom(20_480 + 16)
+        ),
+        1,
+        16,
+    )
+    c.Send(np.full(100, 4, "u1"), 1, 16)
+    sync()
+    raw.Send(bytearray(2 << 20), 1, 17)
+    c.send("after oversize", 1, 17)
+    sync()
 
 
 def main() -> None:
     assert WORLD.Get_size() == 2, "run with mpiexec -n 2"
-    c = mpish.secure(WORLD)
+    c = mpish.secure(WORLD, on_reject=REJECTED.append)
     if c.rank == 0:
         attacker(c)
     else:

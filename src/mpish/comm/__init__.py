@@ -1,0 +1,59 @@
+"""``mpish.secure(comm)``: an authenticated, encrypted, replay-proof mpi4py communicator.
+
+One job per module:
+
+- ``setup.py``: :func:`secure` (collective): identities, trust check, KK handshakes, keys;
+- ``lane.py``: the record engine (sealing, matching, progress, dropping forged records);
+- ``communicator.py``: :class:`SecureComm`, point-to-point, probes, derived communicators;
+- ``collectives.py``: the collectives, built from authenticated point-to-point records;
+- ``requests.py``: :class:`SecureRequest` and :func:`Waitall` & co. for lists of them;
+- ``buffers.py``: mpi4py buffer arguments as byte views; :class:`Unsupported`.
+
+Records (wire/record.py): one MPI message carries exactly one record, sent with the
+buffer API; the lowercase pickle-based mpi4py calls are never used on the internal
+communicators, and user objects are unpickled only after their records authenticated.
+"""
+
+from __future__ import annotations
+
+from .buffers import Unsupported
+from .collectives import ABORT_TAG, COLL_TAG, CollectiveAborted
+from .communicator import SecureComm, SecureMessage
+from .lane import RECORD_MAX, SINGLE_MAX
+from .requests import (
+    SecureRequest,
+    Testall,
+    Testany,
+    Testsome,
+    Waitall,
+    Waitany,
+    Waitsome,
+    testall,
+    waitall,
+    waitany,
+)
+from .setup import HANDSHAKE_SLOT, PROTOCOL, secure
+
+__all__ = [
+    "ABORT_TAG",
+    "COLL_TAG",
+    "HANDSHAKE_SLOT",
+    "PROTOCOL",
+    "RECORD_MAX",
+    "SINGLE_MAX",
+    "CollectiveAborted",
+    "SecureComm",
+    "SecureMessage",
+    "SecureRequest",
+    "Testall",
+    "Testany",
+    "Testsome",
+    "Unsupported",
+    "Waitall",
+    "Waitany",
+    "Waitsome",
+    "secure",
+    "testall",
+    "waitall",
+    "waitany",
+]

@@ -1,0 +1,518 @@
+"""Collective operations of a secure communicator, built from authenticated point-to-point records.
+
+Theory of operation
+-------------------
+Collectives run on their own lane (internal communicators that user point-to-point
+traffic never touches), with one tag, :data:`COLL_TAG`, and explicit sources: MPI
+requires every rank to call the collectives of a communicator in the same order, so
+messages of one collective cannot be taken by another. Algorithms are simple and
+deterministic: binomial trees (MPICH's) for Bcast, linear gathers and scatters at the
+root, a linear fold in rank order at rank 0 for reductions (right for non-commutative
+operations), pairwise exchange for Alltoall, a chain for Scan/Exscan.
+
+No rank left behind: arguments are checked before any message is sent (a bad root is
+MPI's ``ERR_ROOT`` on every rank, since every rank passes the same root). A root that
+finds its own buffers wrong still receives (and drops) what the others send it and sends
+an abort notice (an empty record on tag :data:`ABORT_TAG`) to every rank that waits for
+it, so the others raise :class:`CollectiveAborted` instead of hanging, and no stale
+record is left for a later call.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from mpi4py import MPI
+
+from ..wire.errors import MpishError, RemoteProtocolError
+from .buffers import block_view, byte_view, mpi_error, typed_spec, vector_view
+from .lane import Lane, wait_all
+
+COLL_TAG = 1  # the tag of collective traffic (collectives are called in the same order)
+ABORT_TAG = 2  # an empty record: the collective failed on the sending rank
+
+
+class CollectiveAborted(MpishError):
+    """A collective failed on another rank (that rank raised the cause)."""
+
+
+def _dumps(obj: Any) -> memoryview:
+    return memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+
+
+def _loads(data: bytes | bytearray | memoryview) -> Any:
+    return pickle.loads(data)  # noqa: S301 - authenticated bytes from a peer holding an authorized key
+
+
+class Collectives:
+    """The collective methods of SecureComm (mixin: needs ``rank``, ``size`` and ``_coll``)."""
+
+    rank: int
+    size: int
+    _coll: Lane
+
+    # -- building blocks
+
+    def _root(self, root: int) -> int:
+        if not 0 <= root < self.size:
+            raise mpi_error(MPI.ERR_ROOT, f"invalid root {root} for a communicator of size {self.size}")
+        return root
+
+    def _c_send(self, data: memoryview, dest: int) -> None:
+        self._coll.send(data, dest, COLL_TAG)
+
+    def _c_recv(self, source: int, sink: memoryview | None) -> bytes | bytearray | None:
+        _, tag, n, data = self._coll.recv(source, MPI.ANY_TAG, sink)
+        if tag == ABORT_TAG:
+            raise CollectiveAborted(f"the collective failed on rank {source}")
+        if sink is not None and n != len(sink):
+            raise RemoteProtocolError(
+                f"collective block of {n} bytes from rank {source}, expected {len(sink)}"
+            )
+        return data
+
+    def _c_recv_into(self, sink: memoryview, source: int) -> None:
+        self._c_recv(source, sink)
+
+    def _c_recv_bytes(self, source: int) -> bytes | bytearray:
+        data = self._c_recv(source, None)
+        assert data is not None
+        return data
+
+    def _abort(self, waiting: list[int], sending: list[int]) -> None:
+        """Tell ``waiting`` ranks this collective failed here; drop what ``sending`` ranks send."""
+        for dest in waiting:
+            if dest != self.rank:
+                self._coll.send(memoryview(b""), dest, ABORT_TAG)
+        for source in sending:
+            if source != self.rank:
+                self._coll.recv(source, MPI.ANY_TAG, None)  # an abort notice, too, is just dropped
+
+    def _others(self) -> list[int]:
+        return [r for r in range(self.size) if r != self.rank]
+
+    def _tree(self, root: int) -> tuple[int | None, list[int]]:
+        """(parent, children) of this rank in the binomial tree rooted at ``root`` (MPICH's)."""
+        size, rel = self.size, (self.rank - root) % self.size
+        parent: int | None = None
+        mask = 1
+        while mask < size:
+            if rel & mask:
+                parent = (rel - mask + root) % size
+                break
+            mask <<= 1
+        children = []
+        mask >>= 1
+        while mask > 0:
+            if rel + mask < size:
+                children.append((rel + mask + root) % size)
+            mask >>= 1
+        return parent, children
+
+    def _bcast_view(
+        self, view: memoryview | None, root: int, *, nbytes: bool = False
+    ) -> bytes | bytearray | memoryview:
+        """Broadcast ``view`` from ``root`` along the tree (into ``view`` elsewhere, or as bytes)."""
+        parent, children = self._tree(root)
+        data: Any = view
+        if parent is not None:
+            try:
+                if view is None:
+                    data = self._c_recv_bytes(parent)
+                else:
+                    self._c_recv_into(view, parent)
+            except CollectiveAborted:
+                self._abort(children, [])
+                raise
+        out = memoryview(data)
+        for child in children:
+            self._c_send(out, child)
+        return data  # type: ignore[no-any-return]
+
+    # -- barrier and broadcast
+
+    def Barrier(self) -> None:
+        if self.rank == 0:
+            for source in range(1, self.size):
+                self._c_recv_into(memoryview(bytearray()), source)
+        else:
+            self._c_send(memoryview(b""), 0)
+        self._bcast_view(memoryview(bytearray()), 0)
+
+    def barrier(self) -> None:
+        self.Barrier()
+
+    def Bcast(self, buf: Any, root: int = 0) -> None:
+        self._root(root)
+        try:
+            view = byte_view(buf, writable=self.rank != root)
+        except Exception:
+            if self.rank == root:
+                self._abort(self._tree(root)[1], [])
+            raise
+        self._bcast_view(view, root)
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        self._root(root)
+        data = _dumps(obj) if self.rank == root else None
+        if self.size == 1:
+            assert data is not None
+            return _loads(data)
+        return _loads(self._bcast_view(data, root))
+
+    # -- gather and scatter
+
+    def Gather(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+        self._root(root)
+        size, rank = self.size, self.rank
+        if rank != root:
+            self._c_send(byte_view(sendbuf, writable=False), root)
+            return
+        try:
+            recv, block = block_view(recvbuf, size, writable=True)
+            send = None if sendbuf is MPI.IN_PLACE else byte_view(sendbuf, writable=False)
+            if send is not None and block != len(send):
+                if isinstance(recvbuf, (list, tuple)) or len(recv) < len(send) * size:
+                    raise ValueError(f"Gather: receive blocks of {block} bytes, send buffer of {len(send)}")
+                recv, block = recv[: len(send) * size], len(send)
+        except Exception:
+            self._abort([], self._others())
+            raise
+        for source in range(size):
+            target = recv[source * block : (source + 1) * block]
+            if source != root:
+                self._c_recv_into(target, source)
+            elif send is not None:
+                target[:] = send
+
+    def gather(self, sendobj: Any, root: int = 0) -> list[Any] | None:
+        self._root(root)
+        if self.rank != root:
+            self._c_send(_dumps(sendobj), root)
+            return None
+        return [
+            _loads(_dumps(sendobj) if source == root else self._c_recv_bytes(source))
+            for source in range(self.size)
+        ]
+
+    def Scatter(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+        self._root(root)
+        size, rank = self.size, self.rank
+        if rank != root:
+            self._c_recv_into(byte_view(recvbuf, writable=True), root)
+            return
+        try:
+            send, block = block_view(sendbuf, size, writable=False)
+            recv = None if recvbuf is MPI.IN_PLACE else byte_view(recvbuf, writable=True)
+            if recv is not None and not isinstance(sendbuf, (list, tuple)):
+                block = len(recv)
+                if len(send) < block * size:
+                    raise ValueError("Scatter: send buffer too small")
+            if recv is not None and len(recv) < block:
+                raise ValueError("Scatter: receive buffer too small")
+        except Exception:
+            self._abort(self._others(), [])
+            raise
+        for dest in range(size):
+            chunk = send[dest * block : (dest + 1) * block]
+            if dest != root:
+                self._c_send(chunk, dest)
+            elif recv is not None:
+                recv[:block] = chunk
+
+    def scatter(self, sendobj: Any, root: int = 0) -> Any:
+        self._root(root)
+        if self.rank != root:
+            return _loads(self._c_recv_bytes(root))
+        try:
+            items = list(sendobj)
+            if len(items) != self.size:
+                raise ValueError(f"scatter: expected {self.size} items, got {len(items)}")
+        except Exception:
+            self._abort(self._others(), [])
+            raise
+        mine: Any = None
+        for dest, item in enumerate(items):
+            if dest == self.rank:
+                mine = _loads(_dumps(item))
+            else:
+                self._c_send(_dumps(item), dest)
+        return mine
+
+    def Gatherv(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+        self._root(root)
+        if self.rank != root:
+            self._c_send(byte_view(sendbuf, writable=False), root)
+            return
+        try:
+            recv, counts, displs = vector_view(recvbuf, self.size, writable=True)
+            send = None if sendbuf is MPI.IN_PLACE else byte_view(sendbuf, writable=False)
+        except Exception:
+            self._abort([], self._others())
+            raise
+        for source in range(self.size):
+            target = recv[displs[source] : displs[source] + counts[source]]
+            if source != root:
+                self._c_recv_into(target, source)
+            elif send is not None:
+                target[:] = send[: counts[source]]
+
+    def Scatterv(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+        self._root(root)
+        if self.rank != root:
+            self._c_recv_into(byte_view(recvbuf, writable=True), root)
+            return
+        try:
+            send, counts, displs = vector_view(sendbuf, self.size, writable=False)
+            recv = None if recvbuf is MPI.IN_PLACE else byte_view(recvbuf, writable=True)
+        except Exception:
+            self._abort(self._others(), [])
+            raise
+        for dest in range(self.size):
+            chunk = send[displs[dest] : displs[dest] + counts[dest]]
+            if dest != root:
+                self._c_send(chunk, dest)
+            elif recv is not None:
+                recv[: len(chunk)] = chunk
+
+    # -- all-to-all patterns
+
+    def _gather_to_zero(self, send: memoryview, blocks: list[memoryview]) -> None:
+        """Rank 0 receives block k from rank k (its own from ``send``); the others send theirs."""
+        if self.rank != 0:
+            self._c_send(send, 0)
+            return
+        blocks[0][:] = send[: len(blocks[0])]
+        for source in range(1, self.size):
+            self._c_recv_into(blocks[source], source)
+
+    def Allgather(self, sendbuf: Any, recvbuf: Any) -> None:
+        size, rank = self.size, self.rank
+        recv, block = block_view(recvbuf, size, writable=True)
+        if sendbuf is MPI.IN_PLACE:
+            send = memoryview(bytes(recv[rank * block : (rank + 1) * block]))
+        else:
+            send = byte_view(sendbuf, writable=False)
+            if not isinstance(recvbuf, (list, tuple)):
+                block = len(send)
+                if len(recv) < block * size:
+                    raise ValueError("Allgather: receive buffer too small")
+                recv = recv[: block * size]
+            elif block != len(send):
+                raise ValueError(f"Allgather: receive blocks of {block} bytes, send buffer of {len(send)}")
+        self._gather_to_zero(send, [recv[k * block : (k + 1) * block] for k in range(size)])
+        self._bcast_view(recv, 0)
+
+    def allgather(self, sendobj: Any) -> list[Any]:
+        result: list[Any] = self.bcast(self.gather(sendobj, 0), 0)
+        return result
+
+    def Allgatherv(self, sendbuf: Any, recvbuf: Any) -> None:
+        recv, counts, displs = vector_view(recvbuf, self.size, writable=True)
+        blocks = [recv[displs[k] : displs[k] + counts[k]] for k in range(self.size)]
+        mine = blocks[self.rank]
+        send = memoryview(bytes(mine)) if sendbuf is MPI.IN_PLACE else byte_view(sendbuf, writable=False)
+        self._gather_to_zero(send, blocks)
+        # Broadcast the blocks packed, so the gaps between them stay untouched, as in MPI.
+        packed = bytearray(b"".join(blocks) if self.rank == 0 else sum(counts))
+        self._bcast_view(memoryview(packed), 0)
+        offset = 0
+        for block in blocks:
+            block[:] = packed[offset : offset + len(block)]
+            offset += len(block)
+
+    def _exchange(self, blocks_out: list[memoryview], blocks_in: list[memoryview]) -> None:
+        """Pairwise exchange: block k of ``blocks_out`` to rank k, block k of ``blocks_in`` from it."""
+        rank, size = self.rank, self.size
+        blocks_in[rank][:] = blocks_out[rank]
+        for step in range(1, size):
+            dest, source = (rank + step) % size, (rank - step) % size
+            requests, _buffers = self._coll.isend(blocks_out[dest], dest, COLL_TAG)
+            self._c_recv_into(blocks_in[source], source)
+            wait_all(requests)
+
+    def Alltoall(self, sendbuf: Any, recvbuf: Any) -> None:
+        size = self.size
+        recv, rblock = block_view(recvbuf, size, writable=True)
+        if sendbuf is MPI.IN_PLACE:
+            send, sblock = memoryview(bytes(recv)), rblock
+        else:
+            send, sblock = block_view(sendbuf, size, writable=False)
+            if not isinstance(recvbuf, (list, tuple)):
+                rblock = sblock
+                if len(recv) < rblock * size:
+                    raise ValueError("Alltoall: receive buffer too small")
+        self._exchange(
+            [send[k * sblock : (k + 1) * sblock] for k in range(size)],
+            [recv[k * rblock : (k + 1) * rblock] for k in range(size)],
+        )
+
+    def Alltoallv(self, sendbuf: Any, recvbuf: Any) -> None:
+        size = self.size
+        recv, rcounts, rdispls = vector_view(recvbuf, size, writable=True)
+        if sendbuf is MPI.IN_PLACE:
+            send, scounts, sdispls = memoryview(bytes(recv)), rcounts, rdispls
+        else:
+            send, scounts, sdispls = vector_view(sendbuf, size, writable=False)
+        self._exchange(
+            [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)],
+            [recv[rdispls[k] : rdispls[k] + rcounts[k]] for k in range(size)],
+        )
+
+    def alltoall(self, sendobj: Any) -> list[Any]:
+        items = list(sendobj)
+        size, rank = self.size, self.rank
+        if len(items) != size:
+            raise ValueError(f"alltoall: expected {size} items, got {len(items)}")
+        out: list[Any] = [None] * size
+        out[rank] = _loads(_dumps(items[rank]))
+        for step in range(1, size):
+            dest, source = (rank + step) % size, (rank - step) % size
+            requests, _buffers = self._coll.isend(_dumps(items[dest]), dest, COLL_TAG)
+            out[source] = _loads(self._c_recv_bytes(source))
+            wait_all(requests)
+        return out
+
+    # -- reductions
+
+    def _send_view(self, sendbuf: Any, recvbuf: Any) -> tuple[memoryview, Any]:
+        """(bytes to reduce, buffer argument giving their datatype); IN_PLACE takes recvbuf's."""
+        if sendbuf is MPI.IN_PLACE:
+            return memoryview(bytes(byte_view(recvbuf, writable=True))), recvbuf
+        return byte_view(sendbuf, writable=False), sendbuf
+
+    def _fold(self, send: memoryview, typed: Any, op: Any) -> bytearray | None:
+        """Rank 0: the contributions of all ranks folded in rank order; others: send theirs."""
+        nbytes = len(send)
+        if self.rank != 0:
+            self._c_send(send, 0)
+            return None
+        acc = bytearray(send)
+        incoming = bytearray(nbytes)
+        for source in range(1, self.size):
+            self._c_recv_into(memoryview(incoming), source)
+            # Reduce_local(in, inout): inout = in op inout, i.e. incoming = acc op incoming.
+            op.Reduce_local(typed_spec(typed, acc, nbytes), typed_spec(typed, incoming, nbytes))
+            acc, incoming = incoming, acc
+        return acc
+
+    def Reduce(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM, root: int = 0) -> None:
+        self._root(root)
+        if sendbuf is MPI.IN_PLACE and self.rank != root:
+            raise ValueError("Reduce: MPI.IN_PLACE is valid at the root only")
+        send, typed = self._send_view(sendbuf, recvbuf)
+        acc = self._fold(send, typed, op)
+        nbytes = len(send)
+        if root == 0:
+            if acc is not None:
+                byte_view(recvbuf, writable=True)[:nbytes] = acc
+        elif self.rank == 0:
+            assert acc is not None
+            self._c_send(memoryview(acc), root)
+        elif self.rank == root:
+            self._c_recv_into(byte_view(recvbuf, writable=True)[:nbytes], 0)
+
+    def reduce(self, sendobj: Any, op: Any = MPI.SUM, root: int = 0) -> Any:
+        self._root(root)
+        gathered = self.gather(sendobj, 0)
+        result: Any = None
+        if self.rank == 0:
+            assert gathered is not None
+            result = gathered[0]
+            for item in gathered[1:]:
+                result = op(result, item)
+        if root != 0:
+            if self.rank == 0:
+                self._c_send(_dumps(result), root)
+            elif self.rank == root:
+                result = _loads(self._c_recv_bytes(0))
+        return result if self.rank == root else None
+
+    def Allreduce(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
+        send, typed = self._send_view(sendbuf, recvbuf)
+        recv = byte_view(recvbuf, writable=True)[: len(send)]
+        acc = self._fold(send, typed, op)
+        if acc is not None:
+            recv[:] = acc
+        self._bcast_view(recv, 0)
+
+    def allreduce(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
+        return self.bcast(self.reduce(sendobj, op, 0), 0)
+
+    def Reduce_scatter_block(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
+        if sendbuf is MPI.IN_PLACE:
+            whole, block = block_view(recvbuf, self.size, writable=True)
+            total = bytearray(len(whole))
+            self.Allreduce(_typed(recvbuf, bytes(whole)), _typed(recvbuf, total), op)
+            whole[:block] = total[self.rank * block : (self.rank + 1) * block]
+            return
+        recv = byte_view(recvbuf, writable=True)
+        send = byte_view(sendbuf, writable=False)
+        block = len(send) // self.size
+        total = bytearray(len(send))
+        self.Allreduce(_typed(sendbuf, bytes(send)), _typed(sendbuf, total), op)
+        recv[:block] = total[self.rank * block : (self.rank + 1) * block]
+
+    def Reduce_scatter(self, sendbuf: Any, recvbuf: Any, recvcounts: Any = None, op: Any = MPI.SUM) -> None:
+        source = recvbuf if sendbuf is MPI.IN_PLACE else sendbuf
+        send = byte_view(source, writable=False)
+        itemsize = typed_spec(source, b"", 0)[2].Get_size()
+        if recvcounts is None:
+            counts = [len(send) // itemsize // self.size] * self.size
+        else:
+            counts = [int(c) for c in recvcounts]
+        total = bytearray(len(send))
+        self.Allreduce(_typed(source, bytes(send)), _typed(source, total), op)
+        start = sum(counts[: self.rank]) * itemsize
+        mine = counts[self.rank] * itemsize
+        byte_view(recvbuf, writable=True)[:mine] = total[start : start + mine]
+
+    def _scan(self, sendbuf: Any, recvbuf: Any, op: Any, *, inclusive: bool) -> None:
+        send, typed = self._send_view(sendbuf, recvbuf)
+        nbytes = len(send)
+        recv = byte_view(recvbuf, writable=True)[:nbytes]
+        partial = bytearray(send)  # the prefix up to and including this rank
+        if self.rank > 0:
+            before = bytearray(nbytes)
+            self._c_recv_into(memoryview(before), self.rank - 1)
+            if not inclusive:
+                recv[:] = before
+            op.Reduce_local(typed_spec(typed, before, nbytes), typed_spec(typed, partial, nbytes))
+        if inclusive:
+            recv[:] = partial
+        if self.rank + 1 < self.size:
+            self._c_send(memoryview(partial), self.rank + 1)
+
+    def Scan(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
+        self._scan(sendbuf, recvbuf, op, inclusive=True)
+
+    def Exscan(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
+        self._scan(sendbuf, recvbuf, op, inclusive=False)
+
+    def scan(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
+        partial = sendobj
+        if self.rank > 0:
+            partial = op(_loads(self._c_recv_bytes(self.rank - 1)), sendobj)
+        if self.rank + 1 < self.size:
+            self._c_send(_dumps(partial), self.rank + 1)
+        return partial
+
+    def exscan(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
+        before = None
+        partial = sendobj
+        if self.rank > 0:
+            before = _loads(self._c_recv_bytes(self.rank - 1))
+            partial = op(before, sendobj)
+        if self.rank + 1 < self.size:
+            self._c_send(_dumps(partial), self.rank + 1)
+        return before
+
+
+def _datatype(buf: Any) -> Any:
+    return typed_spec(buf, b"", 0)[2]
+
+
+def _typed(buf: Any, storage: Any) -> list[Any]:
+    """``[storage, datatype]`` with the datatype of buffer argument ``buf``."""
+    return [storage, _datatype(buf)]

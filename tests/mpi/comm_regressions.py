@@ -1,0 +1,293 @@
+"""Run under mpiexec: issue 11's correctness bugs and coverage of mpish.secure(comm), against raw MPI.
+
+Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts the job
+(so a failure never hangs the test run).
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+import warnings
+
+import numpy as np
+from mpi4py import MPI
+
+import mpish
+from mpish.comm import CollectiveAborted, SecureComm
+
+
+def ok(name: str) -> None:
+    MPI.COMM_WORLD.Barrier()
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print(f"OK {name}", flush=True)
+
+
+def check_irecv_send_wait(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """The textbook exchange completes for messages of several records (was a deadlock)."""
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    for size in (60_000, 200_000, 1 << 20, 6 << 20):
+        got = np.zeros(size, "u1")
+        req = c.Irecv(got, src, 3)
+        c.Send(np.full(size, r % 251, "u1"), dest, 3)
+        req.Wait()
+        assert np.all(got == src % 251), size
+    # A posted receive and a blocking call of another kind: a Recv, a collective.
+    big = np.zeros(1 << 20)
+    req = c.Irecv(big, src, 4)
+    c.Send(np.full(1 << 20, float(r)), dest, 4)
+    small = np.zeros(3)
+    c.Sendrecv(np.full(3, float(r)), dest, 5, small, src, 5)
+    c.Barrier()
+    req.Wait()
+    assert np.all(big == src) and np.all(small == src)
+    ok("irecv_send_wait")
+
+
+def check_count_specs(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """In [buf, count, datatype] of Allgather/Alltoall/Gather/Scatter the count is per process."""
+    r, n = c.rank, c.size
+    for comm in (raw, c):
+        send = np.arange(4, dtype="i4") + 10 * r
+        out = np.full(4 * n + 3, -1, "i4")
+        comm.Allgather([send, 4, MPI.INT], [out, 4, MPI.INT])
+        assert np.array_equal(out[: 4 * n], np.concatenate([np.arange(4) + 10 * k for k in range(n)]))
+        assert np.all(out[4 * n :] == -1)
+        a2a = np.arange(2 * n, dtype="i4") + 100 * r
+        back = np.zeros(2 * n, "i4")
+        comm.Alltoall([a2a, 2, MPI.INT], [back, 2, MPI.INT])
+        assert np.array_equal(
+            back, np.concatenate([[100 * k + 2 * r, 100 * k + 2 * r + 1] for k in range(n)])
+        )
+        gathered = np.full(4 * n, -1, "i4")
+        comm.Gather([send, 4, MPI.INT], [gathered, 4, MPI.INT], 0)
+        if r == 0:
+            assert np.array_equal(gathered, out[: 4 * n])
+        part = np.zeros(4, "i4")
+        comm.Scatter([out[: 4 * n] if r == 0 else None, 4, MPI.INT], [part, 4, MPI.INT], 0)
+        assert np.array_equal(part, send)
+    ok("count_specs")
+
+
+def check_requests(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Completed requests are false; a second wait returns None; Waitany ends with UNDEFINED."""
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    for comm in (raw, c):
+        req = comm.irecv(source=src, tag=7)
+        sreq = comm.isend({"r": r}, dest, 7)
+        assert req
+        assert req.wait() == {"r": src}
+        assert not req and req.wait() is None
+        sreq.Wait()
+        assert not sreq
+        bufs = [np.zeros(2) for _ in range(3)]
+        recvs = [comm.Irecv(bufs[k], src, 8 + k) for k in range(3)]
+        sends = [comm.Isend(np.full(2, float(k)), dest, 8 + k) for k in range(3)]
+        waitany = MPI.Request.Waitany if comm is raw else mpish.comm.Waitany
+        seen = sorted(waitany(recvs) for _ in range(3))
+        assert seen == [0, 1, 2], seen
+        assert waitany(recvs) == MPI.UNDEFINED
+        (MPI.Request.Waitall if comm is raw else mpish.comm.Waitall)(sends)
+    ok("requests")
+
+
+def check_introspection(c: SecureComm, raw: MPI.Intracomm) -> None:
+    assert not hasattr(c, "Ibarrier")
+    assert getattr(c, "x", None) is None
+    try:
+        c.Create_cart  # noqa: B018 - the attribute access is what raises
+    except NotImplementedError as exc:
+        assert isinstance(exc, AttributeError)
+    else:
+        raise AssertionError("Create_cart is not supported but did not raise")
+    ok("introspection")
+
+
+def _error_class(call: object) -> int:
+    try:
+        call()  # type: ignore[operator]
+    except MPI.Exception as exc:
+        return int(exc.Get_error_class())
+    raise AssertionError("no MPI error")
+
+
+def check_error_classes(c: SecureComm, raw: MPI.Intracomm) -> None:
+    n = c.size
+    for comm in (raw, c):
+        assert _error_class(lambda: comm.Bcast(np.zeros(1), root=n)) == MPI.ERR_ROOT  # noqa: B023
+        assert _error_class(lambda: comm.Send(np.zeros(1), 0, tag=-5)) == MPI.ERR_TAG  # noqa: B023
+        comm.Send([None, 0, MPI.BYTE], MPI.PROC_NULL)
+        comm.Recv(None, MPI.PROC_NULL)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert comm.recv(bytearray(64), MPI.PROC_NULL) is None
+        assert [str(w.message) for w in caught] == ["the 'buf' argument is deprecated"], caught
+    dup = c.Dup(MPI.INFO_NULL)
+    assert dup.allreduce(1) == n
+    dup.Free()
+    ok("error_classes")
+
+
+def check_no_rank_left_behind(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """IN_PLACE at the root only works; an error at the root fails or drains, never hangs."""
+    r, n = c.rank, c.size
+    for comm in (raw, c):
+        mine = np.full(3, float(r))
+        everyone = np.zeros(3 * n)
+        if r == 0:
+            everyone[:3] = mine
+            comm.Gather(MPI.IN_PLACE, everyone, 0)
+            assert np.array_equal(everyone, np.repeat(np.arange(n, dtype="f8"), 3))
+        else:
+            comm.Gather(mine, None, 0)
+        total = mine.copy()
+        comm.Reduce(MPI.IN_PLACE if r == 0 else mine, total if r == 0 else None, MPI.SUM, 0)
+        if r == 0:
+            assert np.all(total == sum(range(n)))
+    # The root's receive buffer is too small: the root raises; nothing is left queued.
+    try:
+        c.Gather(np.ones(4), np.zeros(1) if r == 0 else None, 0)
+    except ValueError:
+        assert r == 0
+    assert c.allgather(r) == list(range(n))
+    # The root's send buffer is too small for Scatter: every rank raises.
+    try:
+        c.Scatter(np.zeros(1) if r == 0 else None, np.zeros(4), 0)
+    except (ValueError, CollectiveAborted):
+        pass
+    else:
+        raise AssertionError("Scatter with a too-small send buffer did not fail")
+    assert c.allgather(r) == list(range(n))
+    ok("no_rank_left_behind")
+
+
+def check_in_place(c: SecureComm, raw: MPI.Intracomm) -> None:
+    r, n = c.rank, c.size
+    results = []
+    for comm in (raw, c):
+        a = np.arange(5, dtype="f8") + r
+        comm.Allreduce(MPI.IN_PLACE, a, MPI.SUM)
+        g = np.zeros(2 * n)
+        g[2 * r : 2 * r + 2] = r
+        comm.Allgather(MPI.IN_PLACE, g)
+        t = np.arange(n, dtype="f8") * (r + 1)
+        comm.Alltoall(MPI.IN_PLACE, t)
+        s = np.arange(n, dtype="f8") if r == 0 else np.zeros(1)
+        if r == 0:
+            comm.Scatter(s, MPI.IN_PLACE, 0)
+        else:
+            comm.Scatter(None, s, 0)
+        results.append((a, g, t, s))
+    for x, y in zip(*results, strict=True):
+        assert np.array_equal(x, y)
+    ok("in_place")
+
+
+def check_vector_collectives(c: SecureComm, raw: MPI.Intracomm) -> None:
+    r, n = c.rank, c.size
+    counts = [k + 1 for k in range(n)]
+    displs = [sum(counts[:k]) + k for k in range(n)]  # a gap of one element between blocks
+    total = displs[-1] + counts[-1] + 1
+    results = []
+    for comm in (raw, c):
+        mine = np.full(r + 1, float(r))
+        g = np.full(total, -1.0)
+        comm.Gatherv(mine, [g, (counts, displs), MPI.DOUBLE] if r == 0 else None, 0)
+        ag = np.full(total, -1.0)
+        comm.Allgatherv(mine, [ag, (counts, displs), MPI.DOUBLE])
+        sc = np.zeros(r + 1)
+        comm.Scatterv([ag, (counts, displs), MPI.DOUBLE] if r == 0 else None, sc, 0)
+        out = np.arange(sum(counts), dtype="f8") + 100 * r
+        back = np.zeros(n * (r + 1))
+        comm.Alltoallv(
+            [out, (counts, [sum(counts[:k]) for k in range(n)]), MPI.DOUBLE],
+            [back, ([r + 1] * n, [(r + 1) * k for k in range(n)]), MPI.DOUBLE],
+        )
+        results.append((g if r == 0 else None, ag, sc, back))
+    for x, y in zip(*results, strict=True):
+        assert (x is None and y is None) or np.array_equal(x, y)
+    ok("vector_collectives")
+
+
+def check_more_p2p(c: SecureComm, raw: MPI.Intracomm) -> None:
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    for comm in (raw, c):
+        req = comm.Irecv(got := np.zeros(4), src, 20)
+        comm.Ssend(np.full(4, float(r)), dest, 20)
+        req.Wait()
+        assert np.all(got == src)
+        req = comm.irecv(source=src, tag=21)
+        comm.issend(("x", r), dest, 21).wait()
+        assert req.wait() == ("x", src)
+        buf = np.full(300_000, float(r))
+        comm.Sendrecv_replace(buf, dest, 22, src, 22)
+        assert np.all(buf == src)
+        sreq = comm.isend([r], dest, 23)
+        msg = comm.mprobe(src, 23)
+        assert msg.recv() == [src]
+        sreq.wait()
+        group = comm.Get_group()
+        assert group.Get_size() == n
+        group.Free()
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        assert node.allreduce(1) == node.Get_size()
+        node.Free()
+    ok("more_p2p")
+
+
+def check_scans(c: SecureComm, raw: MPI.Intracomm) -> None:
+    r, n = c.rank, c.size
+    results = []
+    for comm in (raw, c):
+        a = np.arange(4, dtype="i8") + r
+        s, e = np.zeros(4, "i8"), np.zeros(4, "i8")
+        comm.Scan(a, s, MPI.SUM)
+        comm.Exscan(a, e, MPI.SUM)
+        rs = np.zeros(2, "i8")
+        comm.Reduce_scatter_block(np.arange(2 * n, dtype="i8") * (r + 1), rs, MPI.SUM)
+        rv = np.zeros(r + 1, "i8")
+        comm.Reduce_scatter(np.arange(n * (n + 1) // 2, dtype="i8"), rv, [k + 1 for k in range(n)], MPI.SUM)
+        scanned, exscanned = comm.scan(r), comm.exscan(r)
+        results.append((s, e if r > 0 else None, rs, rv, scanned, exscanned if r > 0 else None))
+    for x, y in zip(*results, strict=True):
+        assert (x is None and y is None) or np.array_equal(x, y), (x, y)
+    ok("scans")
+
+
+CHECKS = [
+    check_irecv_send_wait,
+    check_count_specs,
+    check_requests,
+    check_introspection,
+    check_error_classes,
+    check_no_rank_left_behind,
+    check_in_place,
+    check_vector_collectives,
+    check_more_p2p,
+    check_scans,
+]
+
+
+def main() -> None:
+    raw = MPI.COMM_WORLD.Dup()
+    c = mpish.secure(MPI.COMM_WORLD)
+    for check in CHECKS:
+        check(c, raw)
+    assert c.rejected == 0
+    c.Free()
+    raw.Free()
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print("ALL OK", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BaseException:
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)
