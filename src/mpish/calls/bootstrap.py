@@ -55,6 +55,7 @@ MPISH_MODULES = (
     "mpish.wire.errors",
     "mpish.wire.framing",
     "mpish.wire.codec",
+    "mpish.wire.text",
 )
 EMPTY_PACKAGES = {"mpish.wire": '"""mpish.wire, as shipped to an agent: only the modules it needs."""\n'}
 FIRST_PACKAGES = ("cloudpickle",)  # shipped copies win over installed ones
