@@ -29,17 +29,10 @@ Then, on the session communicator (a Dup, so nobody else's messages mix with our
    non-blocking barrier polled with backoff (a dead peer cannot hang us forever), then
    Disconnect (spawned) and Finalize.
 
-Steps 1-3 are point-to-point, not Gather/Bcast: in a collective's tree a rank relays
-other ranks' data, and one that sends a wrong size makes the root's call fail for
-everyone. Here each rank speaks only for itself: a message of the wrong size is refused
-before allocation and names its sender, and the console waits for each server at
-each step (key, verdict, handshake and Hello) at most :func:`handshake_timeout`
-seconds (``MPISH_HANDSHAKE_TIMEOUT``), then goes on without it and says which rank
-stalled (THREAT-MODEL attack 10: a rank that claims the user's key and stays silent
-costs the start those seconds, not a hang). Every rank has already entered the
-collective Dup (or Merge) by then, so a genuine server answers within milliseconds.
-Until a handshake completes nothing a rank sent is trusted: its host name only ever
-appears escaped (:func:`mpish.wire.text.escape`).
+Steps 1-3 (admission.py) are point-to-point, each bounded per server; so is step 4
+here (:func:`mpish.admission.handshake_timeout`, ``MPISH_HANDSHAKE_TIMEOUT``): a server
+that has not completed its handshake and sent its Hello in time is left out and named
+with its host and the key it claimed (THREAT-MODEL attack 10).
 
 A server that dies: by default MPICH's launcher (hydra) kills every process of the job,
 the console included, with SIGKILL, so nothing could be reported. In embedded mode the
@@ -60,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import shlex
 import shutil
 import signal
@@ -72,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from mpish import keys
+from mpish.admission import KEY_SIZE, admit_servers, handshake_timeout, join_console
 from mpish.transport.link import Link
 from mpish.transport.mpi import Backoff, MpiLink, mpi
 from mpish.wire.channel import Binding, Role, SecureChannel
@@ -81,13 +74,7 @@ from mpish.wire.text import escape
 
 from .shell import protocol as p
 
-KEY_SIZE = 32
-HOST_SIZE = 64
 SERVICE = "shell"
-ENTRY_SIZE = KEY_SIZE + HOST_SIZE  # step 1: public key, host name (NUL-padded)
-ANNOUNCE_SIZE = 16 + KEY_SIZE + 1  # step 2: session id, console key, admitted flag
-KEY_TAG, ANNOUNCE_TAG, VERDICT_TAG = 0x4B59, 0x414E, 0x5644  # "KY" "AN" "VD": steps 1-3
-HANDSHAKE_TIMEOUT = 5.0  # default of handshake_timeout()
 SERVER_WAIT = 60.0  # a server's wait for the console's handshake (the console is trusted)
 FINAL_TIMEOUT = 20.0
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_FD", "PMIX_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
@@ -217,73 +204,6 @@ def _load_identity(err: Any = None, who: str = "") -> tuple[keys.Identity | None
     return identity, ""
 
 
-def _host_bytes() -> bytes:
-    return socket.gethostname().encode()[:HOST_SIZE].ljust(HOST_SIZE, b"\0")
-
-
-def handshake_timeout(err: Any = None) -> float:
-    """Seconds the console waits for each server at each step of the start.
-
-    ``MPISH_HANDSHAKE_TIMEOUT`` overrides the default (:data:`HANDSHAKE_TIMEOUT`); a
-    value that is not a positive number is reported on ``err`` and the default used.
-    """
-    text = os.environ.get("MPISH_HANDSHAKE_TIMEOUT", "").strip()
-    if not text:
-        return HANDSHAKE_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        print(f"mpish: MPISH_HANDSHAKE_TIMEOUT={escape(text)} is not a number of seconds > 0; "
-              f"using {HANDSHAKE_TIMEOUT:g}", file=err or sys.stderr)
-        return HANDSHAKE_TIMEOUT
-    return value
-
-
-def _receive_each(
-    comm: Any, tag: int, size: int, ranks: set[int], timeout: float
-) -> tuple[dict[int, bytes], dict[int, int]]:
-    """One message of ``size`` bytes on ``tag`` from each of ``ranks``, within ``timeout`` s.
-
-    Returns (what each rank sent, the wrong size each misbehaving rank sent). A message
-    of another size is refused before allocation (received into an empty buffer); one
-    from a rank not waited for is dropped. Missing ranks are in neither dict.
-    """
-    MPI = mpi()
-    received: dict[int, bytes] = {}
-    wrong: dict[int, int] = {}
-    waiting = set(ranks)
-    status = MPI.Status()
-    backoff = Backoff()
-    deadline = time.monotonic() + timeout
-    while waiting and time.monotonic() < deadline:
-        message = comm.Improbe(MPI.ANY_SOURCE, tag, status)
-        if message is None:
-            backoff.wait()
-            continue
-        backoff.activity()
-        source, count = status.Get_source(), status.Get_count(MPI.BYTE)
-        if source in waiting and count == size:
-            buffer = bytearray(size)
-            message.Recv([buffer, MPI.BYTE])
-            received[source] = bytes(buffer)
-        else:
-            with contextlib.suppress(MPI.Exception):  # truncated: nothing is allocated or kept
-                message.Recv([bytearray(0), MPI.BYTE])
-            if source in waiting:
-                wrong[source] = count
-        waiting.discard(source)
-    return received, wrong
-
-
-def _wait_request(request: Any) -> None:
-    """Wait for one MPI request with backoff (MPICH's blocking calls would spin a core)."""
-    backoff = Backoff()
-    while not request.Test():
-        backoff.wait()
-
-
 def start_console(np: int | None, err: Any = None) -> Session:
     """Start the console side (embedded spawn or rank 0 under mpiexec) and all handshakes."""
     err = err or sys.stderr
@@ -320,77 +240,27 @@ def start_console(np: int | None, err: Any = None) -> Session:
 def _console_handshakes(
     comm: Any, parent_intercomm: Any, err: Any, loaded: tuple[keys.Identity | None, str]
 ) -> Session:
-    MPI = mpi()
-    size = comm.Get_size()
     identity, problem = loaded
     timeout = handshake_timeout(err)
-    servers = set(range(1, size))
-    entries, wrong = _receive_each(comm, KEY_TAG, ENTRY_SIZE, servers, timeout)
-    session_id = secrets.token_bytes(16)
-    trusted = keys.trusted_keys(identity) if identity else frozenset()
-    refused: dict[int, str] = {}
-    hosts: dict[int, str] = {}
-    server_keys: dict[int, bytes] = {}
-    for rank in sorted(servers):
-        if rank in wrong:
-            refused[rank] = (f"rank {rank} sent a malformed key exchange ({wrong[rank]} bytes, "
-                             f"not {ENTRY_SIZE}); it is left out")
-            continue
-        if rank not in entries:
-            refused[rank] = f"rank {rank} sent no key within {timeout:g} s; it is left out"
-            continue
-        entry = entries[rank]
-        # unauthenticated bytes: the host name only ever appears escaped in our messages
-        pub, host = entry[:KEY_SIZE], escape(entry[KEY_SIZE:].rstrip(b"\0"))
-        hosts[rank] = host
-        if pub == bytes(KEY_SIZE):
-            refused[rank] = f"rank {rank} ({host}) has no usable mpish key; it is left out"
-        elif pub not in trusted:
-            refused[rank] = (
-                f"rank {rank} ({host}) refused: its key {keys.fingerprint(pub)} is not yours and "
-                "not in authorized_keys; it will run no command"
-            )
-        elif identity is not None:
-            server_keys[rank] = pub
-    console_pub = identity.public if identity else bytes(KEY_SIZE)
-    announces = [
-        comm.Isend([session_id + console_pub + bytes([rank in server_keys]), MPI.BYTE], rank, ANNOUNCE_TAG)
-        for rank in sorted(servers)
-    ]
-    verdicts, wrong = _receive_each(comm, VERDICT_TAG, 1, set(server_keys), timeout)
-    for rank in list(server_keys):
-        why = ""
-        if rank in wrong:
-            why = f"sent a malformed verdict ({wrong[rank]} bytes)"
-        elif rank not in verdicts:
-            why = (f"gave no answer within {timeout:g} s (it claimed the key "
-                   f"{keys.fingerprint(server_keys[rank])})")
-        elif verdicts[rank] != b"\1":
-            why = (f"refused the console's key {keys.fingerprint(console_pub)} "
-                   "(not in its trusted keys)")
-        if why:
-            refused[rank] = f"rank {rank} ({hosts[rank]}) {why}; it is left out"
-            del server_keys[rank]
-    for request in announces:
-        _wait_request(request)
+    admission = admit_servers(comm, identity, timeout)
     link = MpiLink(comm)
-    for reason in refused.values():
+    for reason in admission.refused.values():
         print(f"mpish: {reason}", file=err)
     if identity is None:
         _finish(comm, link, parent_intercomm)
         raise LaunchError(problem)
     peers: dict[int, Peer] = {}
-    for rank, pub in server_keys.items():
+    for rank, pub in admission.server_keys.items():
         channel = SecureChannel(
             role=Role.INITIATOR,
-            binding=Binding(session_id, 0, rank, SERVICE),
+            binding=Binding(admission.session_id, 0, rank, SERVICE),
             static_key=identity.private,
             remote_static=pub,
             drop_forged=True,
         )
-        peers[rank] = Peer(rank, channel, hosts[rank])
+        peers[rank] = Peer(rank, channel, admission.hosts[rank])
         link.send_all(rank, channel.initiate())
-    session = Session(comm, link, identity, session_id, peers, refused, parent_intercomm)
+    session = Session(comm, link, identity, admission.session_id, peers, admission.refused, parent_intercomm)
     _await_hellos(session, err, timeout)
     return session
 
@@ -444,29 +314,19 @@ def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) ->
     """A shell server rank: key exchange, handshake, serve, finalize. Returns exit status."""
     from .shell.server import ShellServer
 
-    MPI = mpi()
     rank = comm.Get_rank()
     identity, problem = _load_identity(sys.stderr, f"rank {rank}: ")
     if identity is None:
         print(f"mpish: rank {rank}: {problem}", file=sys.stderr)
-    mine = (identity.public if identity else bytes(KEY_SIZE)) + _host_bytes()
-    sent = comm.Isend([mine, MPI.BYTE], 0, KEY_TAG)
-    announce = bytearray(ANNOUNCE_SIZE)
-    _wait_request(comm.Irecv([announce, MPI.BYTE], 0, ANNOUNCE_TAG))
-    _wait_request(sent)
-    session_id, console_pub = bytes(announce[:16]), bytes(announce[16 : 16 + KEY_SIZE])
-    admitted = bool(announce[16 + KEY_SIZE])
-    accept = admitted and identity is not None and console_pub in keys.trusted_keys(identity)
-    if admitted:
-        _wait_request(comm.Isend([bytes([1 if accept else 0]), MPI.BYTE], 0, VERDICT_TAG))
+    invitation = join_console(comm, identity)
     link = MpiLink(comm)
     status = 0
-    if accept and identity is not None:
+    if invitation.accepted and identity is not None:
         channel = SecureChannel(
             role=Role.RESPONDER,
-            binding=Binding(session_id, 0, rank, SERVICE),
+            binding=Binding(invitation.session_id, 0, rank, SERVICE),
             static_key=identity.private,
-            remote_static=console_pub,
+            remote_static=invitation.console_pub,
         )
         server = ShellServer(link, channel)
         if console_pid:
@@ -476,9 +336,9 @@ def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) ->
             server.serve()
         else:
             status = 1
-    elif admitted:
-        print(f"mpish: rank {rank}: the console's key {keys.fingerprint(console_pub)} is not trusted here",
-              file=sys.stderr)
+    elif invitation.admitted:
+        print(f"mpish: rank {rank}: the console's key {keys.fingerprint(invitation.console_pub)} "
+              "is not trusted here", file=sys.stderr)
     _finish(comm, link, parent_intercomm)
     return status
 

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from mpi4py import MPI
 
 from mpish import keys
-from mpish.launch import ANNOUNCE_SIZE, ANNOUNCE_TAG, ENTRY_SIZE, HOST_SIZE, KEY_TAG, VERDICT_TAG
+from mpish.admission import ANNOUNCE_SIZE, ANNOUNCE_TAG, ENTRY_SIZE, HOST_SIZE, KEY_TAG, VERDICT_TAG
 from mpish.shell import protocol as p
 from mpish.transport.mpi import MAX_RECORD, SHELL_TAG
 from mpish.wire.noise import public_bytes

@@ -72,3 +72,16 @@ def _read_back(shown: str) -> bytes:
 def test_escaped_bytes_read_back_to_the_original(raw: bytes) -> None:
     """No two byte strings look the same once escaped (nothing can pose as something else)."""
     assert _read_back(escape(raw)) == raw
+
+
+def test_remote_error_text_and_traceback_are_shown_escaped() -> None:
+    """A remote exception's message and traceback (the remote's words) cannot drive the terminal."""
+    from mpish.wire.errors import RemoteError
+
+    error = RemoteError("ValueError: bad\x1b[2K", remote_type="ValueError",
+                        remote_traceback="Traceback:\n  line\r\x1b]0;owned\x07\n")
+    shown = str(error)
+    assert shown == (
+        "ValueError: bad\\x1b[2K\n--- remote traceback ---\nTraceback:\n  line\\x0d\\x1b]0;owned\\x07"
+    )
+    assert error.args == ("ValueError: bad\x1b[2K",)  # the value itself is kept as sent

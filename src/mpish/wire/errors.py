@@ -18,6 +18,8 @@ cause, as h11 splits Local/RemoteProtocolError and trio splits Closed/Broken:
 
 from __future__ import annotations
 
+from .text import escape
+
 
 class MpishError(Exception):
     """Root of every error mpish raises on purpose."""
@@ -76,7 +78,9 @@ class RemoteError(MpishError):
         self.remote_traceback = remote_traceback
 
     def __str__(self) -> str:
-        text = super().__str__()
+        # the remote's words, shown escaped (text.py): they must not drive the terminal
+        text = escape(super().__str__(), keep_newlines=True)
         if self.remote_traceback:
-            return f"{text}\n--- remote traceback ---\n{self.remote_traceback.rstrip()}"
+            remote = escape(self.remote_traceback.rstrip(), keep_newlines=True)
+            return f"{text}\n--- remote traceback ---\n{remote}"
         return text

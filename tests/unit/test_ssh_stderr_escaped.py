@@ -1,0 +1,24 @@
+"""ssh's stderr (and the remote's, which ssh passes on) reaches mpish's error messages escaped."""
+
+from __future__ import annotations
+
+import sys
+
+from mpish.transport.ssh import SshProcess
+
+FORGED = "\r\x1b[2K\x1b[1A\x1b[2Kok\nmpish: all ranks verified\n"
+
+
+def test_remote_stderr_in_the_error_is_escaped() -> None:
+    """A remote that writes terminal controls to stderr and exits: the error shows them, never obeys them."""
+    script = f"import sys; sys.stderr.write('Permission denied\\r\\n' + {FORGED!r}); sys.exit(255)"
+    process = SshProcess("node1", [sys.executable, "-c", script], max_frame=1 << 16)
+    try:
+        message = str(process.failure(wait=10.0))
+    finally:
+        process.close(wait=1.0)
+    ours, marker, theirs = message.partition("\n--- ssh stderr ---\n")
+    assert marker and "all ranks verified" not in ours  # the remote's lines only below the marker
+    assert theirs.startswith("Permission denied\n")  # a line ending stays a line ending
+    assert r"\x0d\x1b[2K\x1b[1A\x1b[2Kok" in theirs
+    assert "\x1b" not in message and "\r" not in message
