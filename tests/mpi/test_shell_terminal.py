@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import re
+import time
+
 import pytest
-from test_shell_console import Person, person
+from test_shell_console import ANSI, Person, person
 
 pytestmark = pytest.mark.mpi
 
@@ -70,3 +74,27 @@ def test_a_command_ignoring_sigint_is_ended_by_the_second_ctrl_c_and_the_restart
     assert "not-reached" not in screen
     screen = person.run("echo KEPT=$KEPT")
     assert screen.count("KEPT=yes\r\n") == 2, screen
+
+
+def test_lines_typed_while_a_command_runs_are_kept_and_run_in_order(person: Person) -> None:
+    person.prompt()
+    screen = io.StringIO()
+    person.child.logfile_read = screen
+    person.type("sleep 1; echo first")
+    person.child.send("echo second\r")  # typed while the first command runs
+    person.child.send("echo third\r")
+    person.child.expect("-\r\nthird\r\n")
+    outputs = re.findall(r"-\r\n(first|second|third)\r\n", ANSI.sub("", screen.getvalue()))
+    assert outputs == ["first", "second", "third"], screen.getvalue()
+
+
+def test_typed_ahead_lines_are_dropped_by_ctrl_c_as_at_a_terminal(person: Person) -> None:
+    person.prompt()
+    person.type("sleep 30; echo not-reached")
+    person.child.send("echo typed-ahead\r")
+    time.sleep(1)
+    person.child.sendcontrol("c")
+    screen = person.prompt()
+    screen += person.run("echo after")
+    assert "after\r\n" in screen
+    assert "typed-ahead" not in screen
