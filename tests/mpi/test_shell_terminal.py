@@ -6,6 +6,7 @@ import io
 import re
 import time
 
+import pexpect
 import pytest
 from test_shell_console import ANSI, Person, person
 
@@ -98,3 +99,21 @@ def test_typed_ahead_lines_are_dropped_by_ctrl_c_as_at_a_terminal(person: Person
     screen += person.run("echo after")
     assert "after\r\n" in screen
     assert "typed-ahead" not in screen
+
+
+def _running(pattern: str) -> bool:
+    import subprocess
+
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, check=False).returncode == 0
+
+
+def test_background_jobs_end_with_the_session(person: Person) -> None:
+    person.prompt()
+    person.run("sleep 100.125 &")
+    assert _running("sleep 100.125")
+    person.type("exit")
+    person.child.expect(pexpect.EOF)
+    deadline = time.monotonic() + 10
+    while _running("sleep 100.125") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running("sleep 100.125")
