@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import re
+import time
+
+import pexpect
 import pytest
-from test_shell_console import Person, person
+from test_shell_console import ANSI, Person, person
 
 pytestmark = pytest.mark.mpi
 
@@ -70,3 +75,45 @@ def test_a_command_ignoring_sigint_is_ended_by_the_second_ctrl_c_and_the_restart
     assert "not-reached" not in screen
     screen = person.run("echo KEPT=$KEPT")
     assert screen.count("KEPT=yes\r\n") == 2, screen
+
+
+def test_lines_typed_while_a_command_runs_are_kept_and_run_in_order(person: Person) -> None:
+    person.prompt()
+    screen = io.StringIO()
+    person.child.logfile_read = screen
+    person.type("sleep 1; echo first")
+    person.child.send("echo second\r")  # typed while the first command runs
+    person.child.send("echo third\r")
+    person.child.expect("-\r\nthird\r\n")
+    outputs = re.findall(r"-\r\n(first|second|third)\r\n", ANSI.sub("", screen.getvalue()))
+    assert outputs == ["first", "second", "third"], screen.getvalue()
+
+
+def test_typed_ahead_lines_are_dropped_by_ctrl_c_as_at_a_terminal(person: Person) -> None:
+    person.prompt()
+    person.type("sleep 30; echo not-reached")
+    person.child.send("echo typed-ahead\r")
+    time.sleep(1)
+    person.child.sendcontrol("c")
+    screen = person.prompt()
+    screen += person.run("echo after")
+    assert "after\r\n" in screen
+    assert "typed-ahead" not in screen
+
+
+def _running(pattern: str) -> bool:
+    import subprocess
+
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, check=False).returncode == 0
+
+
+def test_background_jobs_end_with_the_session(person: Person) -> None:
+    person.prompt()
+    person.run("sleep 100.125 &")
+    assert _running("sleep 100.125")
+    person.type("exit")
+    person.child.expect(pexpect.EOF)
+    deadline = time.monotonic() + 10
+    while _running("sleep 100.125") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running("sleep 100.125")

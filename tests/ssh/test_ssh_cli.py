@@ -183,3 +183,14 @@ def test_bash_errors_read_as_in_an_interactive_bash(sshd: SshServer) -> None:
     done = mpish_ssh(sshd, "host[1-2]", "-c", "nosuchcmd")
     assert done.returncode == 127
     assert done.stderr.startswith("bash: nosuchcmd: command not found\n"), done.stderr
+
+
+def test_background_jobs_end_with_the_session(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-2]", "-c", "sleep 100.375 &")
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if subprocess.run(["pgrep", "-f", "sleep 100.375"], check=False).returncode != 0:
+            break
+        time.sleep(0.1)
+    assert subprocess.run(["pgrep", "-f", "sleep 100.375"], check=False).returncode != 0

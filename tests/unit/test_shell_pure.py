@@ -138,3 +138,14 @@ def test_initial_state_quotes_and_strips_launcher_variables() -> None:
     assert "PMI_RANK" not in text and "BAD-NAME" not in text
     assert "builtin export A='x'\"'\"'; rm -rf /'" in text
     assert text.startswith("builtin cd -- '/tmp/a b'")
+
+
+def test_typed_ahead_keys_become_whole_lines_and_a_partial_one() -> None:
+    from mpish.shell.interactive import TypedAhead
+
+    typed = TypedAhead()
+    typed.feed(b"echo A1\recho B\x7f2\r\x1b[Acd /t")
+    typed.feed(b"mp\rls")
+    assert [typed.next_line(), typed.next_line(), typed.next_line(), typed.next_line()] == [
+        "echo A1", "echo 2", "cd /tmp", None]
+    assert typed.take_partial() == "ls" and typed.take_partial() == ""

@@ -39,7 +39,7 @@ aliases persist per rank. Ctrl-C interrupts the running command on every target.
 
 
 class LineReader(Protocol):
-    def read(self, prompt: str) -> str: ...
+    def read(self, prompt: str, default: str = "") -> str: ...
 
 
 class PlainReader:
@@ -48,7 +48,8 @@ class PlainReader:
     def __init__(self, stream: IO[str], prompt_to: IO[str] | None) -> None:
         self.stream, self.prompt_to = stream, prompt_to
 
-    def read(self, prompt: str) -> str:
+    def read(self, prompt: str, default: str = "") -> str:
+        del default  # not a terminal: nothing was typed ahead
         if self.prompt_to is not None:
             self.prompt_to.write(prompt)
             self.prompt_to.flush()
@@ -102,8 +103,8 @@ class ToolkitReader:
             options = {"input": create_input(stdin=tty), "output": create_output(stdout=tty)}
         self.session: Any = PromptSession(history=history, **options)
 
-    def read(self, prompt: str) -> str:
-        text: str = self.session.prompt(prompt)
+    def read(self, prompt: str, default: str = "") -> str:
+        text: str = self.session.prompt(prompt, default=default)
         return text
 
 
@@ -127,13 +128,17 @@ class InterruptKeys:
     The terminal's ISIG is turned off (as ssh does for its session), so Ctrl-C reaches no
     process group: MPICH's singleton mpiexec, which shares our process group, would
     otherwise take SIGINT as "abort the job". The console polls the key and forwards it
-    to the servers as an Interrupt. Not a terminal: nothing changes.
+    to the servers as an Interrupt. Other keys are kept in ``typed`` (lines typed or
+    pasted while the operation runs), except those before a Ctrl-C, which discards typed-
+    ahead input as a terminal's interrupt does. Not a terminal: nothing changes.
     """
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdin
         self.fd = -1
         self.saved: list[Any] | None = None
+        self.typed = bytearray()
+        self.interrupted = False  # Ctrl-C was typed: earlier typed-ahead lines are void
 
     def __enter__(self) -> InterruptKeys:
         with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -154,18 +159,74 @@ class InterruptKeys:
         if self.saved is None:
             return False
         try:
-            data = os.read(self.fd, 256)
+            data = os.read(self.fd, 4096)
         except OSError:
             return False
-        return b"\x03" in data
+        if b"\x03" in data:
+            self.typed[:] = data[data.rindex(b"\x03") + 1 :]
+            self.interrupted = True
+            return True
+        self.typed += data
+        return False
 
     def __exit__(self, *exc: object) -> None:
         if self.saved is not None:
             import termios
 
+            while True:  # what is still queued was typed after the operation's last poll
+                try:
+                    data = os.read(self.fd, 4096)
+                except OSError:
+                    break
+                if not data:
+                    break
+                self.typed += data
+
             with contextlib.suppress(OSError):
                 termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
             self.saved = None
+
+
+class TypedAhead:
+    """Keys typed while an operation ran: whole lines to run in order, and a partial one.
+
+    Backspace and Ctrl-U edit the line as a terminal's line discipline would; escape
+    sequences (arrow keys) and other control characters are dropped.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.partial = ""
+
+    def feed(self, data: bytes) -> None:
+        text = data.decode("utf-8", "replace")
+        current, i = self.partial, 0
+        while i < len(text):
+            char = text[i]
+            i += 1
+            if char in "\r\n":
+                self.lines.append(current)
+                current = ""
+            elif char in "\x7f\b":
+                current = current[:-1]
+            elif char == "\x15":
+                current = ""
+            elif char == "\x1b":  # ESC [ ... final byte, or ESC O x
+                if i < len(text) and text[i] in "[O":
+                    i += 1
+                    while i < len(text) and not ("@" <= text[i] <= "~"):
+                        i += 1
+                i += 1
+            elif char >= " " or char == "\t":
+                current += char
+        self.partial = current
+
+    def next_line(self) -> str | None:
+        return self.lines.pop(0) if self.lines else None
+
+    def take_partial(self) -> str:
+        partial, self.partial = self.partial, ""
+        return partial
 
 
 class Progress:
@@ -212,6 +273,7 @@ class Repl:
         self.style = Style.for_stream(sys.stdout)
         self.last_status = 0
         self.tty: IO[str] | None = None
+        self.typed_ahead = TypedAhead()
 
     def prompt(self) -> str:
         self.targets = frozenset(r for r in self.targets if r in self.console.hosts)
@@ -226,7 +288,7 @@ class Repl:
             self.tty = reader.tty
         while self.console.hosts:
             try:
-                line = reader.read(self.prompt())
+                line = self._next_line(reader)
             except EOFError:
                 break
             except KeyboardInterrupt:
@@ -241,6 +303,17 @@ class Repl:
             except (MpishError, OSError, ValueError) as exc:
                 print(self.style.error(f"mpish: {exc}"), file=self.err)
         return 0
+
+    def _next_line(self, reader: LineReader) -> str:
+        """A line typed ahead (shown after its prompt, as a terminal echoes it), else read one."""
+        prompt = self.prompt()
+        line = self.typed_ahead.next_line()
+        if line is None:
+            return reader.read(prompt, default=self.typed_ahead.take_partial())
+        screen = self.tty or sys.stdout
+        screen.write(prompt + line + "\n")
+        screen.flush()
+        return line
 
     def handle(self, line: str) -> None:
         if line.startswith(":"):
@@ -271,12 +344,16 @@ class Repl:
     @contextlib.contextmanager
     def keys(self) -> Iterator[None]:
         """Ctrl-C as a key for the duration of one operation (see InterruptKeys)."""
-        with InterruptKeys(self.tty) as keys_:
-            self.console.interrupt_key = keys_.pressed
-            try:
+        keys_ = InterruptKeys(self.tty)
+        try:
+            with keys_:
+                self.console.interrupt_key = keys_.pressed
                 yield
-            finally:
-                self.console.interrupt_key = None
+        finally:
+            self.console.interrupt_key = None
+            if keys_.interrupted:
+                self.typed_ahead = TypedAhead()
+            self.typed_ahead.feed(bytes(keys_.typed))
 
     # -- built-ins
 

@@ -23,7 +23,9 @@ new one started from the last state dump; the result then says so (:data:`RESTAR
 over MPI and ssh alike. A command that ends the shell itself (``exit``,
 ``exec``, ``set -e`` and a failure, ``kill $$``, a crash) is reported with bash's exit
 status and the session continues the same way. Output still in the pipes is
-forwarded; background jobs that still hold an old pipe lose their later output.
+forwarded; background jobs that still hold an old pipe lose their later output. When
+the session ends, every process left in the sessions of the server's shells gets
+SIGHUP, as ssh's hangup does (:func:`hang_up`).
 
 Waiting on MPI and on pipes at once, in one thread: the main loop polls MPI
 (``Improbe``, never a blocking MPI call, which would busy-wait in MPICH), then waits in
@@ -143,6 +145,7 @@ class ShellServer:
         self.puts: dict[int, _Put] = {}
         self.gets: dict[int, _Get] = {}
         self.finished = False
+        self.sessions: set[int] = set()  # every bash started leads its own session
         self.console_alive: Callable[[], bool] = lambda: True  # set by launch (failure notices)
 
     # -- I/O helpers
@@ -156,6 +159,7 @@ class ShellServer:
     def _start_bash(self) -> Bash | None:
         try:
             self.bash = Bash(self.executable, self.state_dir, self.state)
+            self.sessions.add(self.bash.pid)
         except OSError:
             self.bash = None
         return self.bash
@@ -551,6 +555,7 @@ class ShellServer:
         if self.bash is not None:
             self.bash.close()
             self.bash = None
+        hang_up(self.sessions)
         for put in self.puts.values():
             with contextlib.suppress(OSError):
                 put.handle.close()
@@ -563,6 +568,24 @@ class ShellServer:
                 self.link.send_all(self.console, self.channel.close())
         self.link.flush(timeout=5.0)
         shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def hang_up(sessions: set[int]) -> None:
+    """SIGHUP (and SIGCONT) to every process left in the shells' sessions, as ssh's hangup
+    ends a login's jobs: ``sleep 100 &`` ends with the session, ``nohup`` jobs live on."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 3 and int(fields[3]) in sessions:  # field 6 of stat: the session id
+            for sig in (signal.SIGHUP, signal.SIGCONT):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(name), sig)
 
 
 def _wait_stopped(pid: int) -> None:
