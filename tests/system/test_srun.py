@@ -1,0 +1,53 @@
+"""mpish launched by a real Slurm's srun (PMI2), with and without a pseudo-terminal."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pexpect
+from shell_util import MPISH, make_home, shell_env
+from slurm_cluster import SlurmCluster
+
+
+def srun(slurm: SlurmCluster, home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    env = shell_env(home, PWD=str(cwd), **slurm.env)
+    return subprocess.run(
+        [shutil.which("srun") or "srun", "--mpi=pmi2", *args],
+        env=env, cwd=cwd, capture_output=True, timeout=90, check=False, stdin=subprocess.DEVNULL,
+    )
+
+
+def test_srun_c_groups_the_servers_output_and_exits_with_the_largest_status(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    home = make_home(tmp_path / "home")
+    proc = srun(slurm, home, tmp_path, "-n", "3", MPISH, "-c", 'echo "same on every server"; exit 3')
+    out, err = proc.stdout.decode(), proc.stderr.decode()
+    assert proc.returncode == 3, (out, err)
+    assert out.count("same on every server") == 1, (out, err)  # two servers, one group
+    assert "@1-2 (2)" in out, (out, err)
+    assert "mpish: @1-2: exit code 3" in err, (out, err)
+
+
+def test_srun_pty_runs_the_console_on_a_real_terminal(slurm: SlurmCluster, tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    env = shell_env(home, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", PWD=str(tmp_path), **slurm.env)
+    child = pexpect.spawn(
+        shutil.which("srun") or "srun", ["--mpi=pmi2", "-n", "3", "--pty", MPISH],
+        env=env, cwd=str(tmp_path), timeout=60, encoding="utf-8", codec_errors="replace",
+    )
+    try:
+        child.expect(r"#>")
+        child.sendline("echo answer-$((6 * 7))")
+        child.expect(r"@1-2 \(2\)")  # both servers' output, grouped once
+        child.expect("answer-42")  # the typed line shows answer-$((6 * 7)): this is the output
+        child.expect(r"#>")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+        child.close()
+    assert child.exitstatus == 0, child.before
