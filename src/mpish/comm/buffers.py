@@ -73,7 +73,7 @@ def parse(buf: Any, *, writable: bool) -> tuple[memoryview, int | None, int]:
     if buf is None:
         if count not in (None, 0):
             raise ValueError("a None buffer must have count 0")
-        return _EMPTY, 0, 1
+        return (memoryview(bytearray()) if writable else _EMPTY), 0, 1
     try:
         view = memoryview(buf)
     except TypeError:
@@ -173,7 +173,7 @@ def vector_view(buf: Any, size: int, *, writable: bool) -> tuple[memoryview, lis
             counts, displs = rest
         elif len(rest) == 1:
             spec = rest[0]
-            if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], (list, tuple)):
+            if isinstance(spec, tuple) and len(spec) == 2:
                 counts, displs = spec
             else:
                 counts = spec
@@ -187,6 +187,8 @@ def vector_view(buf: Any, size: int, *, writable: bool) -> tuple[memoryview, lis
         counts = [per] * size
     elif isinstance(counts, int):
         counts = [counts] * size
+        if displs is None and counts[0]:
+            displs = [k * counts[0] for k in range(size)]
     counts = [int(c) for c in counts]
     if displs is None:
         displs, offset = [], 0

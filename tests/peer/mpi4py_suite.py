@@ -1,0 +1,201 @@
+"""Run mpi4py's own test modules against the raw and the secure communicator, and compare.
+
+Usage: ``python tests/peer/mpi4py_suite.py [-n 1 2 3 4] [-m test_p2p_obj ...] [--timeout S]``
+
+The sdist matching the installed mpi4py is fetched once with
+``pip download --no-binary :all: --no-deps mpi4py==<version>`` into ``.venv/mpi4py-sdist``
+(``MPISH_PEER_CACHE`` overrides; the first fetch builds the sdist's metadata, about two
+minutes). Its ``test/`` directory is copied, and each listed module is adapted minimally:
+every line ``COMM = MPI.COMM_WORLD`` / ``MPI.COMM_SELF`` (optionally ``.Dup()``) gets the
+communicator through ``mpish.secure(...)`` instead. Each module then runs under mpiexec
+once raw and once adapted, at every size; a run that exceeds the timeout counts as a hang.
+Prints one line per (module, size) and a ``SUMMARY`` line; ``--json`` writes the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+MODULES = (
+    "test_p2p_obj",
+    "test_p2p_buf",
+    "test_cco_obj",
+    "test_cco_buf",
+    "test_comm",
+    "test_msgzero",
+    "test_p2p_obj_matched",
+    "test_p2p_buf_matched",
+    "test_cco_vec",
+    "test_cco_nb_buf",
+)
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+_COMM_LINE = re.compile(r"^(\s*(?:self\.)?COMM = )(MPI\.COMM_(?:WORLD|SELF))(\.Dup\(\))?\s*$")
+PRELUDE = '''
+import mpish as _mpish
+_MPISH_SECURE = {}
+def _mpish_secure(comm):
+    """The secure communicator of comm (one per base communicator: secure() is collective)."""
+    key = "world" if comm == MPI.COMM_WORLD else "self"
+    if key not in _MPISH_SECURE:
+        _MPISH_SECURE[key] = _mpish.secure(comm)
+    return _MPISH_SECURE[key]
+'''
+# Runs one module with unittest on every rank; rank 0 prints its counts as JSON.
+RUNNER = """
+import json, sys, unittest
+sys.path.insert(0, ".")
+from mpi4py import MPI
+module = __import__(sys.argv[1])
+suite = unittest.defaultTestLoader.loadTestsFromModule(module)
+result = unittest.TextTestRunner(stream=open("/dev/null", "w"), verbosity=0).run(suite)
+failed = [str(t) + ": " + tb.strip().splitlines()[-1] for t, tb in result.failures + result.errors]
+if MPI.COMM_WORLD.Get_rank() == 0:
+    print("PEER " + json.dumps({"run": result.testsRun, "failed": len(failed),
+          "skipped": len(result.skipped), "failures": failed}), flush=True)
+"""
+
+
+def mpi4py_version() -> str:
+    import mpi4py
+
+    return str(mpi4py.__version__)
+
+
+def fetch_sdist(cache: Path) -> Path:
+    """The sdist of the installed mpi4py, downloaded once into ``cache``."""
+    version = mpi4py_version()
+    target = cache / f"mpi4py-{version}.tar.gz"
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                f"mpi4py=={version}",
+                "-d",
+                str(cache),
+            ],
+            check=True,
+        )
+    return target
+
+
+def prepare(sdist: Path, work: Path, modules: tuple[str, ...]) -> tuple[Path, Path]:
+    """(raw test dir, adapted test dir) extracted from ``sdist`` into ``work``."""
+    with tarfile.open(sdist) as tar:
+        members = [m for m in tar.getmembers() if "/test/" in m.name and m.isfile()]
+        tar.extractall(work, members=members, filter="data")
+    raw = next(work.glob("mpi4py-*/test"))
+    secure = work / "secure"
+    shutil.copytree(raw, secure)
+    for name in modules:
+        path = secure / f"{name}.py"
+        lines = path.read_text().splitlines(keepends=True)
+        out, prelude_done = [], False
+        for line in lines:
+            match = _COMM_LINE.match(line)
+            if match:
+                line = f"{match[1]}_mpish_secure({match[2]}){match[3] or ''}\n"
+            out.append(line)
+            if not prelude_done and line.startswith("from mpi4py import MPI"):
+                out.append(PRELUDE)
+                prelude_done = True
+        path.write_text("".join(out))
+    return raw, secure
+
+
+def run_module(
+    directory: Path, module: str, size: int, timeout: float, env: dict[str, str]
+) -> dict[str, object]:
+    mpiexec = str(BIN / "mpiexec") if (BIN / "mpiexec").exists() else "mpiexec"
+    try:
+        proc = subprocess.run(
+            [mpiexec, "-n", str(size), sys.executable, "-c", RUNNER, module],
+            cwd=directory,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"run": 0, "failed": 0, "skipped": 0, "failures": [], "hang": True}
+    for line in proc.stdout.splitlines():
+        if line.startswith("PEER "):
+            result: dict[str, object] = json.loads(line[5:])
+            result["hang"] = False
+            return result
+    return {
+        "run": 0,
+        "failed": 0,
+        "skipped": 0,
+        "failures": [proc.stderr[-500:]],
+        "hang": False,
+        "crash": True,
+    }
+
+
+def passed(result: dict[str, object]) -> int:
+    return int(result["run"]) - int(result["failed"]) - int(result["skipped"])  # type: ignore[call-overload]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("-m", nargs="+", default=list(MODULES))
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    cache = Path(os.environ.get("MPISH_PEER_CACHE", ROOT / ".venv" / "mpi4py-sdist"))
+    sdist = fetch_sdist(cache)
+    table = []
+    with tempfile.TemporaryDirectory(prefix="mpish-peer-") as tmp:
+        home = Path(tmp) / "home"
+        from mpish.keys import ensure_identity
+
+        ensure_identity(home)
+        env = dict(os.environ, MPISH_HOME=str(home), PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+        raw_dir, secure_dir = prepare(sdist, Path(tmp), tuple(args.m))
+        for module in args.m:
+            for size in args.n:
+                raw = run_module(raw_dir, module, size, args.timeout, env)
+                sec = run_module(secure_dir, module, size, args.timeout, env)
+                row = {"module": module, "size": size, "raw": raw, "secure": sec}
+                table.append(row)
+                hang = "  HANG" if sec["hang"] else ""
+                raw_counts = f"{passed(raw):4}/{raw['run']:<4}"
+                print(
+                    f"{module:24} -n {size}  raw {raw_counts} secure {passed(sec):4}/{sec['run']:<4}{hang}",
+                    flush=True,
+                )
+    raw_total = sum(passed(r["raw"]) for r in table)  # type: ignore[arg-type]
+    sec_total = sum(passed(r["secure"]) for r in table)  # type: ignore[arg-type]
+    hangs = sum(1 for r in table if r["secure"]["hang"])  # type: ignore[index]
+    ratio = sec_total / raw_total if raw_total else 0.0
+    print(
+        f"SUMMARY raw_passed={raw_total} secure_passed={sec_total} ratio={ratio:.3f} hangs={hangs}",
+        flush=True,
+    )
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""mpi4py's own tests against mpish.secure(comm) (tests/peer/mpi4py_suite.py does the work).
+
+CI runs a subset (two small modules at -n 2) to stay within the suite's time budget; run the
+script itself for the whole matrix: ``python tests/peer/mpi4py_suite.py -n 1 2 3 4``.
+The first run downloads the mpi4py sdist (pip, about two minutes) into .venv/mpi4py-sdist.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mpi4py")
+
+pytestmark = pytest.mark.mpi
+
+SCRIPT = Path(__file__).resolve().parent / "mpi4py_suite.py"
+CI_MODULES = ["test_msgzero", "test_cco_obj"]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.xfail(reason="secure passes well under 90% of what raw passes (README: mpi4py's own tests)")
+def test_secure_passes_nine_tenths_of_what_raw_passes_and_never_hangs() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "-n", "2", "--timeout", "60", "-m", *CI_MODULES],
+        capture_output=True,
+        text=True,
+        timeout=580,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = next(line for line in proc.stdout.splitlines() if line.startswith("SUMMARY"))
+    fields = dict(item.split("=") for item in summary.split()[1:])
+    assert int(fields["hangs"]) == 0, proc.stdout
+    assert float(fields["ratio"]) >= 0.9, proc.stdout
