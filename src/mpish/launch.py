@@ -61,7 +61,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mpish import keys
 from mpish.admission import KEY_SIZE, admit_servers, handshake_timeout, join_console
@@ -77,11 +77,52 @@ from .shell import protocol as p
 SERVICE = "shell"
 SERVER_WAIT = 60.0  # a server's wait for the console's handshake (the console is trusted)
 FINAL_TIMEOUT = 20.0
+SETTLE_TIMEOUT = 5.0  # the console's wait for its servers and their launcher to end (embedded)
+LAUNCHER_PID_FILE = "launcher.pid"
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_FD", "PMIX_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 
 
 class LaunchError(MpishError):
     """The session could not be set up (no server left, MPI failure at start)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP reached the console: end the session as on ``exit``, then exit 128+signum.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way
+    swallows it; the shell's main catches it, closes every channel and finalizes MPI.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def end_on_termination() -> None:
+    """The console ends the whole job on SIGTERM and SIGHUP (raises :class:`Terminated`).
+
+    Without this the console died at once: hydra never heard of its end and, with the
+    console's connection gone unfinalized, mpiexec and its proxy stayed forever. The
+    first signal starts the orderly end; more of them during it are ignored (the end is
+    bounded in time). After a hangup the terminal is gone: output goes to /dev/null.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        del frame
+        for sig in TERMINATION_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        if signum == signal.SIGHUP:
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_WRONLY)
+                for fd in (1, 2):
+                    if os.isatty(fd):
+                        os.dup2(null, fd)
+                os.close(null)
+        raise Terminated(signum)
+
+    for sig in TERMINATION_SIGNALS:
+        signal.signal(sig, handler)
 
 
 @dataclass
@@ -109,6 +150,7 @@ class Session:
     peers: dict[int, Peer]
     refused: dict[int, str] = field(default_factory=dict)  # rank -> reason
     parent_intercomm: Any = None  # embedded mode: the spawn intercommunicator
+    launcher_pid: int = 0  # embedded mode under MPICH: the singleton's mpiexec (0 = unknown)
 
     def finish(self) -> None:
         lost = {rank: peer.lost for rank, peer in self.peers.items() if peer.lost}
@@ -120,6 +162,51 @@ class Session:
             abort(self.comm)
         assert isinstance(self.link, MpiLink)
         _finish(self.comm, self.link, self.parent_intercomm)
+        if self.parent_intercomm is not None:
+            here = socket.gethostname()
+            local = [peer.pid for peer in self.peers.values() if peer.pid and peer.host == here]
+            await_launcher_settled(local, self.launcher_pid)
+
+
+def _proc_state(pid: int) -> str:
+    """The state letter of ``pid`` (R, S, Z, ...), "" if it is gone (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return ""
+    return stat[stat.rfind(b")") + 2 :][:1].decode()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(word) for word in handle.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def await_launcher_settled(servers: list[int], launcher: int, timeout: float = SETTLE_TIMEOUT) -> None:
+    """Outlive the servers' exit and the launcher's handling of it (bounded by ``timeout``).
+
+    With ``-disable-auto-cleanup`` hydra reports every process exit, a clean one too,
+    to mpiexec, which answers by signalling the job's other process groups through the
+    proxy that serves the console. The proxy leaves as soon as the console's connection
+    closes: had the console ended first, mpiexec would write to a proxy already gone and
+    print "HYDU_sock_write ... Broken pipe ... process manager error waiting for
+    completion". So the console ends last: once its (local) servers are gone, it waits
+    until mpiexec and its proxies sleep, i.e. have handled every exit notice, twice in a row.
+    """
+    deadline = time.monotonic() + timeout
+    while any(local_process_alive(pid) for pid in servers) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if not launcher:
+        return
+    quiet = 0
+    while quiet < 2 and time.monotonic() < deadline:
+        launchers = [launcher, *_children(launcher)]
+        quiet = quiet + 1 if all(_proc_state(pid) in ("S", "Z", "") for pid in launchers) else 0
+        time.sleep(0.005)
 
 
 def abort(comm: Any) -> None:
@@ -158,7 +245,9 @@ def _prepare_singleton() -> Path | None:
     ``-disable-auto-cleanup`` (see the module doc): in our process group, hydra would
     signal the user's shell or script too (SIGKILL when a server dies; SIGUSR1 at every
     end of a session without auto-cleanup). Returns the temporary directory of the
-    wrapper and config file, removed once the servers run (None if not made).
+    wrapper, its config file and the pid of the mpiexec it runs (``setsid`` does not
+    fork: the wrapper leads no process group), removed once the servers run (None if
+    not made).
     """
     bindir = Path(sys.executable).parent
     real = bindir / "mpiexec"
@@ -178,11 +267,38 @@ def _prepare_singleton() -> Path | None:
         "#!/bin/sh\n"
         f"PATH={shlex.quote(path)}; export PATH\n"
         f"HYDRA_CONFIG_FILE={shlex.quote(str(wrapper / 'hydra.conf'))}; export HYDRA_CONFIG_FILE\n"
+        f"echo $$ > {shlex.quote(str(wrapper / LAUNCHER_PID_FILE))}\n"
         f'exec {shlex.quote(setsid)} {shlex.quote(str(real))} "$@"\n'
     )
     script.chmod(0o700)
     os.environ["PATH"] = str(wrapper) + os.pathsep + path
     return wrapper
+
+
+def _library(MPI: Any) -> str:
+    """The MPI library's name and version, e.g. "Open MPI v5.0.11" or "MPICH Version: 5.0.2"."""
+    return " ".join(str(MPI.Get_library_version()).splitlines()[0].split(",")[0].split())
+
+
+def _allow_open_mpi_as_root(MPI: Any) -> None:
+    """Open MPI's spawn starts prte, which refuses root unless told twice, like mpiexec.
+
+    Its mpiexec reads OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM) but the prte of a singleton's spawn
+    reads only PRTE_ALLOW_RUN_AS_ROOT(_CONFIRM): the user's consent is passed on, and
+    without it the spawn would fail with MPI_ERR_UNKNOWN, so we say what to set.
+    """
+    if os.geteuid() != 0 or not _library(MPI).startswith("Open MPI"):
+        return
+    consent = ("ALLOW_RUN_AS_ROOT", "ALLOW_RUN_AS_ROOT_CONFIRM")
+    if all(os.environ.get(f"OMPI_{name}") == "1" or os.environ.get(f"PRTE_{name}") == "1"
+           for name in consent):
+        for name in consent:
+            os.environ.setdefault(f"PRTE_{name}", "1")
+        return
+    raise LaunchError(
+        "Open MPI refuses to run as root: set OMPI_ALLOW_RUN_AS_ROOT=1 and "
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 to allow it, or run mpish as another user"
+    )
 
 
 def _load_identity(err: Any = None, who: str = "") -> tuple[keys.Identity | None, str]:
@@ -228,13 +344,26 @@ def start_console(np: int | None, err: Any = None) -> Session:
             raise LaunchError("-n needs at least one shell server")
         # the servers must not die of the terminal's Ctrl-C; they ignore SIGINT themselves
         console = [str(os.getpid()), socket.gethostname()]
-        parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, ["-m", "mpish.launch", *console],
-                                               maxprocs=count)
+        _allow_open_mpi_as_root(MPI)
+        try:
+            parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, ["-m", "mpish.launch", *console],
+                                                   maxprocs=count)
+        except MPI.Exception as exc:
+            raise LaunchError(
+                f"{_library(MPI)} could not spawn {count} shell server(s) ({exc.Get_error_string()}); "
+                f"start them with its launcher instead: mpiexec -n {count + 1} mpish"
+            ) from None
         comm = parent_intercomm.Merge(high=False)
+    launcher_pid = 0
     if config is not None:  # the singleton's mpiexec has started: PATH as it was
         os.environ["PATH"] = os.environ["PATH"].split(os.pathsep, 1)[1]
+        with contextlib.suppress(OSError, ValueError):
+            launcher_pid = int((config / LAUNCHER_PID_FILE).read_text())
         shutil.rmtree(config, ignore_errors=True)
-    return _console_handshakes(comm, parent_intercomm, err, identity)
+    session = _console_handshakes(comm, parent_intercomm, err, identity)
+    session.launcher_pid = launcher_pid
+    end_on_termination()
+    return session
 
 
 def _console_handshakes(
@@ -336,6 +465,8 @@ def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) ->
             server.serve()
         else:
             status = 1
+        if console_pid and not local_process_alive(console_pid):
+            _end_orphaned_job(rank)
     elif invitation.admitted:
         print(f"mpish: rank {rank}: the console's key {keys.fingerprint(invitation.console_pub)} "
               "is not trusted here", file=sys.stderr)
@@ -410,6 +541,46 @@ def _free_session_comm(comm: Any) -> None:
         comm.Free()
     except MPI.Exception as exc:
         logging.getLogger(__name__).debug("the session communicator was not freed: %s", exc)
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        return int(stat[stat.rfind(b")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _end_orphaned_job(rank: int) -> NoReturn:
+    """The console died unannounced (SIGKILL): end this server and the launcher it left.
+
+    MPI cannot finalize with a dead peer, and MPICH's singleton launcher never learns
+    that the console is gone: its proxy and mpiexec would stay forever. They were
+    started for this session alone (the singleton's mpiexec: ``-pmi_args``, its
+    proxy: our parent), so the server kills them, then leaves without finalizing.
+    """
+    print(f"mpish: rank {rank}: the console is gone; ending the session and its launcher",
+          file=sys.stderr)
+    sys.stderr.flush()
+    proxy = os.getppid()
+    launcher = _parent(proxy)
+    proxy_cmd, launcher_cmd = _cmdline(proxy), _cmdline(launcher)
+    if proxy_cmd and proxy_cmd[0].endswith(b"hydra_pmi_proxy"):
+        if launcher_cmd and launcher_cmd[0].endswith(b"mpiexec") and b"-pmi_args" in launcher_cmd:
+            with contextlib.suppress(OSError):
+                os.kill(launcher, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(proxy, signal.SIGKILL)
+    os._exit(1)
 
 
 def _ignore_sigint() -> None:

@@ -54,6 +54,8 @@ def main_shell(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         launch.abort(session.comm)
         return 1
+    except launch.Terminated as exc:  # SIGTERM/SIGHUP: the servers end their commands on close
+        status = 128 + exc.signum
     console.close()
     return status
 

@@ -1,0 +1,163 @@
+"""The end of an embedded session: silent on success; SIGTERM, SIGHUP and SIGKILL leave nothing behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from shell_util import MPISH, make_home, run, shell_env
+
+pytestmark = pytest.mark.mpi
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is no zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` now (children files of /proc, recursively)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(word) for word in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            for child in children:
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def _remaining(pids: set[int], seconds: float) -> set[int]:
+    """The processes of ``pids`` still alive after waiting up to ``seconds`` for them to end."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = {pid for pid in pids if _alive(pid)}
+        if not left:
+            return left
+        time.sleep(0.1)
+    return {pid for pid in pids if _alive(pid)}
+
+
+def _describe(pids: set[int]) -> str:
+    lines = []
+    for pid in sorted(pids):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            lines.append(f"{pid}: {command.decode(errors='replace')}")
+        except OSError:
+            lines.append(f"{pid}: gone")
+    return "\n".join(lines)
+
+
+def _kill_all(processes: dict[int, bytes]) -> None:
+    """SIGKILL what is left of ``processes`` (pid -> command line when seen; a reused pid is spared)."""
+    for pid, command in processes.items():
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == command:
+                os.kill(pid, signal.SIGKILL)
+
+
+def _snapshot(pids: set[int]) -> dict[int, bytes]:
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return found
+
+
+def test_successful_sessions_print_nothing_on_stderr(tmp_path: Path) -> None:
+    """The launcher's 'Broken pipe ... process manager error' lines ended 15-40% of clean runs."""
+    home = make_home(tmp_path / "home")
+    for size in [2] * 12 + [4] * 4:
+        result = run([MPISH, "-n", str(size), "-c", "true"], home, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == b"", f"-n {size}: {result.stderr.decode(errors='replace')}"
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(stat[stat.rfind(b")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _start_session(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[int, bytes]]:
+    """``mpish -n 2 -c 'sleep'`` with both servers' commands running: it and every process of its job.
+
+    The job: the console's descendants (MPICH's singleton mpiexec and everything under it),
+    and each server's shell with its ancestors up to init (Open MPI's prte is no child of the console).
+    """
+    home = make_home(tmp_path / "home")
+    started = tmp_path / "started"
+    started.mkdir()
+    proc = subprocess.Popen(
+        [MPISH, "-n", "2", "-c", f"echo $$ > {started}/$MPISH_RANK.tmp; mv {started}/$MPISH_RANK.tmp "
+         f"{started}/$MPISH_RANK; sleep 600"],
+        env=shell_env(home),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while len([f for f in started.iterdir() if f.suffix != ".tmp"]) < 2:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"the session did not start: {proc.returncode}\n{out!r}\n{err!r}")
+        time.sleep(0.05)
+    job = _descendants(proc.pid) | {proc.pid}
+    for marker in started.iterdir():
+        pid = int(marker.read_text())  # the server's bash, running sleep 600
+        job |= _descendants(pid)
+        while pid > 1 and pid != proc.pid:
+            job.add(pid)
+            pid = _parent(pid)
+    processes = _snapshot(job)
+    # console, launcher, 2 servers with their shells and commands
+    assert len(processes) >= 7, _describe(set(processes))
+    return proc, processes
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_termination_signal_ends_the_whole_job(tmp_path: Path, signum: int) -> None:
+    proc, processes = _start_session(tmp_path)
+    try:
+        os.kill(proc.pid, signum)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("the console did not end on the signal") from None
+        assert proc.returncode == 128 + signum, proc.stderr
+        left = _remaining(set(processes), 10)
+        assert not left, f"left behind after {signal.Signals(signum).name}:\n{_describe(left)}"
+    finally:
+        _kill_all(processes)
+
+
+def test_killed_console_leaves_no_server_or_launcher(tmp_path: Path) -> None:
+    proc, processes = _start_session(tmp_path)
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        left = _remaining(set(processes), 15)
+        assert not left, f"left behind after SIGKILL of the console:\n{_describe(left)}"
+    finally:
+        _kill_all(processes)
