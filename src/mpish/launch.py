@@ -99,6 +99,13 @@ class Terminated(BaseException):
         self.signum = signum
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    """A server's SIGTERM (the launcher ending the job) ends its session: command and shell killed."""
+    del frame
+    signal.signal(signum, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
 def end_on_termination() -> None:
     """The console ends the whole job on SIGTERM and SIGHUP (raises :class:`Terminated`).
 
@@ -462,7 +469,10 @@ def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) ->
             server.console_alive = lambda: local_process_alive(console_pid)
         if _server_handshake(link, channel):
             server.hello()
-            server.serve()
+            try:
+                server.serve()  # its end kills the running command and the shell
+            except Terminated as exc:  # the launcher ends the job (Open MPI: console gone)
+                os._exit(128 + exc.signum)
         else:
             status = 1
         if console_pid and not local_process_alive(console_pid):
@@ -604,6 +614,7 @@ def server_main() -> int:
     # hydra's notice that another rank failed must not kill this one (a handler, not
     # SIG_IGN, so that the user's commands start with the default disposition)
     signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     console_pid = 0
     if len(sys.argv) >= 3 and sys.argv[1].isdigit() and sys.argv[2] == socket.gethostname():
         console_pid = int(sys.argv[1])

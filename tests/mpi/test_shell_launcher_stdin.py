@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from shell_util import MPIEXEC, MPISH, make_home, shell_env
+from shell_util import MPISH, make_home, mpiexec, shell_env
 
 pytestmark = pytest.mark.mpi
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.mpi
 def test_console_reads_stdin_under_mpiexec(tmp_path: Path) -> None:
     home = make_home(tmp_path / "home")
     proc = subprocess.run(
-        [MPIEXEC, "-n", "3", MPISH],
+        mpiexec("-n", "3", MPISH),
         input=b"cd /tmp && export X=persisted\necho $X $(pwd)\nexit\n",
         env=shell_env(home),
         cwd=tmp_path,

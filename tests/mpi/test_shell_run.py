@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from shell_util import MPIEXEC, MPISH, make_home, run
+from shell_util import MPI, MPISH, make_home, mpiexec, run
 
 pytestmark = pytest.mark.mpi
 
@@ -56,7 +56,7 @@ def test_json_one_object_per_rank(home: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("size", [2, 4])
 def test_mpiexec_rank0_is_console(home: Path, tmp_path: Path, size: int) -> None:
-    result = run([MPIEXEC, "-n", str(size), MPISH, "--json", "-c", "echo $MPISH_RANK"], home, tmp_path)
+    result = run([*mpiexec("-n", str(size)), MPISH, "--json", "-c", "echo $MPISH_RANK"], home, tmp_path)
     assert result.returncode == 0, result.stderr
     ranks = [json.loads(line)["rank"] for line in result.stdout.decode().splitlines()]
     assert ranks == list(range(1, size))
@@ -79,30 +79,24 @@ def test_refused_rank_never_runs_a_command(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     command = f"touch {marker}.$MPISH_RANK"
     args = [
-        MPIEXEC,
+        *mpiexec(),
         "-n",
         "1",
-        "-env",
-        "MPISH_HOME",
-        str(good),
+        *MPI.env_option("MPISH_HOME", str(good)),
         MPISH,
         "-c",
         command,
         ":",
         "-n",
         "1",
-        "-env",
-        "MPISH_HOME",
-        str(good),
+        *MPI.env_option("MPISH_HOME", str(good)),
         MPISH,
         "-c",
         command,
         ":",
         "-n",
         "2",
-        "-env",
-        "MPISH_HOME",
-        str(other),
+        *MPI.env_option("MPISH_HOME", str(other)),
         MPISH,
         "-c",
         command,
@@ -123,12 +117,10 @@ def test_authorized_key_is_accepted(tmp_path: Path) -> None:
         __import__("mpish.keys", fromlist=["x"]).load_identity(server).public_line + "\n"
     )
     args = [
-        MPIEXEC,
+        *mpiexec(),
         "-n",
         "1",
-        "-env",
-        "MPISH_HOME",
-        str(console),
+        *MPI.env_option("MPISH_HOME", str(console)),
         MPISH,
         "--json",
         "-c",
@@ -136,9 +128,7 @@ def test_authorized_key_is_accepted(tmp_path: Path) -> None:
         ":",
         "-n",
         "1",
-        "-env",
-        "MPISH_HOME",
-        str(server),
+        *MPI.env_option("MPISH_HOME", str(server)),
         MPISH,
         "--json",
         "-c",

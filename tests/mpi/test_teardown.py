@@ -106,21 +106,23 @@ def _start_session(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[int, b
     home = make_home(tmp_path / "home")
     started = tmp_path / "started"
     started.mkdir()
-    proc = subprocess.Popen(
-        [MPISH, "-n", "2", "-c", f"echo $$ > {started}/$MPISH_RANK.tmp; mv {started}/$MPISH_RANK.tmp "
-         f"{started}/$MPISH_RANK; sleep 600"],
-        env=shell_env(home),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    with (tmp_path / "console.err").open("wb") as console_err:
+        proc = subprocess.Popen(
+            [MPISH, "-n", "2", "-c", f"echo $$ > {started}/$MPISH_RANK.tmp; mv {started}/$MPISH_RANK.tmp "
+             f"{started}/$MPISH_RANK; sleep 600"],
+            env=shell_env(home),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,  # a file, not a pipe: what is left of the job would hold a pipe open
+            stderr=console_err,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 60
     while len([f for f in started.iterdir() if f.suffix != ".tmp"]) < 2:
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            out, err = proc.communicate()
-            raise AssertionError(f"the session did not start: {proc.returncode}\n{out!r}\n{err!r}")
+            proc.wait()
+            err = (tmp_path / "console.err").read_text(errors="replace")
+            raise AssertionError(f"the session did not start: {proc.returncode}\n{err}")
         time.sleep(0.05)
     job = _descendants(proc.pid) | {proc.pid}
     for marker in started.iterdir():
@@ -141,11 +143,11 @@ def test_termination_signal_ends_the_whole_job(tmp_path: Path, signum: int) -> N
     try:
         os.kill(proc.pid, signum)
         try:
-            proc.communicate(timeout=30)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise AssertionError("the console did not end on the signal") from None
-        assert proc.returncode == 128 + signum, proc.stderr
+        assert proc.returncode == 128 + signum, (tmp_path / "console.err").read_text(errors="replace")
         left = _remaining(set(processes), 10)
         assert not left, f"left behind after {signal.Signals(signum).name}:\n{_describe(left)}"
     finally:
@@ -156,7 +158,7 @@ def test_killed_console_leaves_no_server_or_launcher(tmp_path: Path) -> None:
     proc, processes = _start_session(tmp_path)
     try:
         os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
+        proc.wait(timeout=30)
         left = _remaining(set(processes), 15)
         assert not left, f"left behind after SIGKILL of the console:\n{_describe(left)}"
     finally:
