@@ -106,7 +106,7 @@ def regressions(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     """One run of comm_regressions.py per world size; each test below reads its check's line."""
     path = tmp_path_factory.mktemp("home") / "mpish"
     ensure_identity(path)
-    proc = run(["-n", str(request.param), sys.executable, str(HERE / "comm_regressions.py")], path)
+    proc = run(["-n", str(request.param), PYTHON, str(HERE / "comm_regressions.py")], path)
     assert proc.returncode == 0, explain(proc)
     return proc.stdout
 
