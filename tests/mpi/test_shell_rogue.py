@@ -5,11 +5,10 @@ and leave the good server working. The rogue is ``shell_rogue.py``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-from shell_util import MPIEXEC, MPISH, make_home, run
+from shell_util import MPISH, PYTHON, make_home, mpiexec, run
 
 from mpish import keys
 
@@ -27,10 +26,10 @@ def home(tmp_path: Path) -> Path:
 
 def mpmd(rogues: list[str], marker: Path, command: str = COMMAND) -> list[str]:
     """Console (rank 0), one good server (rank 1), then one rogue rank per mode."""
-    args = [MPIEXEC, "-n", "1", MPISH, "-c", command, ":", "-n", "1", MPISH, "-c", command]
+    args = ["-n", "1", MPISH, "-c", command, ":", "-n", "1", MPISH, "-c", command]
     for mode in rogues:
-        args += [":", "-n", "1", sys.executable, ROGUE, mode, str(marker)]
-    return args
+        args += [":", "-n", "1", PYTHON, ROGUE, mode, str(marker)]
+    return mpiexec(*args)
 
 
 def check_good_rank_ran(out: bytes, err: bytes, status: int) -> None:
