@@ -169,6 +169,8 @@ def check_in_place(c: SecureComm, raw: MPI.Intracomm) -> None:
     for comm in (raw, c):
         a = np.arange(5, dtype="f8") + r
         comm.Allreduce(MPI.IN_PLACE, a, MPI.SUM)
+        b = np.arange(5, dtype="f8") - r
+        comm.Allreduce(None, b, MPI.SUM)  # mpi4py reads a None send buffer as MPI.IN_PLACE
         g = np.zeros(2 * n)
         g[2 * r : 2 * r + 2] = r
         comm.Allgather(MPI.IN_PLACE, g)
@@ -179,7 +181,7 @@ def check_in_place(c: SecureComm, raw: MPI.Intracomm) -> None:
             comm.Scatter(s, MPI.IN_PLACE, 0)
         else:
             comm.Scatter(None, s, 0)
-        results.append((a, g, t, s))
+        results.append((a, b, g, t, s))
     for x, y in zip(*results, strict=True):
         assert np.array_equal(x, y)
     ok("in_place")

@@ -59,8 +59,9 @@ module = __import__(sys.argv[1])
 suite = unittest.defaultTestLoader.loadTestsFromModule(module)
 result = unittest.TextTestRunner(stream=open("/dev/null", "w"), verbosity=0).run(suite)
 failed = [str(t) + ": " + tb.strip().splitlines()[-1] for t, tb in result.failures + result.errors]
+tests = {getattr(t, "test_case", t).id() for t, _ in result.failures + result.errors}  # subtests: once
 if MPI.COMM_WORLD.Get_rank() == 0:
-    print("PEER " + json.dumps({"run": result.testsRun, "failed": len(failed),
+    print("PEER " + json.dumps({"run": result.testsRun, "failed": len(tests),
           "skipped": len(result.skipped), "failures": failed}), flush=True)
 """
 

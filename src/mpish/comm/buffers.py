@@ -77,9 +77,7 @@ def parse(buf: Any, *, writable: bool) -> tuple[memoryview, int | None, int]:
     try:
         view = memoryview(buf)
     except TypeError:
-        raise Unsupported(
-            f"mpish.secure supports host-memory buffers only (buffer protocol), not {type(buf).__name__}"
-        ) from None
+        view = _host_view(buf)
     if not view.c_contiguous:
         raise Unsupported("mpish.secure needs C-contiguous buffers")
     if writable and view.readonly:
@@ -93,6 +91,16 @@ def parse(buf: Any, *, writable: bool) -> tuple[memoryview, int | None, int]:
         if extent != size:
             raise Unsupported("mpish.secure supports contiguous basic datatypes only")
     return flat, count, size
+
+
+def _host_view(buf: Any) -> memoryview:
+    """Bytes of a buffer without the buffer protocol (DLPack, CUDA array interface) in host memory."""
+    try:
+        return memoryview(MPI.buffer(buf))  # type: ignore[arg-type]  # the stub lacks __buffer__
+    except Exception:
+        raise Unsupported(
+            f"mpish.secure supports host-memory buffers only, not {type(buf).__name__}"
+        ) from None
 
 
 def byte_view(buf: Any, *, writable: bool) -> memoryview:

@@ -33,6 +33,11 @@ COLL_TAG = 1  # the tag of collective traffic (collectives are called in the sam
 ABORT_TAG = 2  # an empty record: the collective failed on the sending rank
 
 
+def _in_place(buf: Any) -> bool:
+    """MPI.IN_PLACE, or None where mpi4py reads None as MPI.IN_PLACE."""
+    return buf is None or buf is MPI.IN_PLACE
+
+
 class CollectiveAborted(MpishError):
     """A collective failed on another rank (that rank raised the cause)."""
 
@@ -171,7 +176,7 @@ class Collectives:
             return
         try:
             recv, block = block_view(recvbuf, size, writable=True)
-            send = None if sendbuf is MPI.IN_PLACE else byte_view(sendbuf, writable=False)
+            send = None if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
             if send is not None and block != len(send):
                 if isinstance(recvbuf, (list, tuple)) or len(recv) < len(send) * size:
                     raise ValueError(f"Gather: receive blocks of {block} bytes, send buffer of {len(send)}")
@@ -204,7 +209,7 @@ class Collectives:
             return
         try:
             send, block = block_view(sendbuf, size, writable=False)
-            recv = None if recvbuf is MPI.IN_PLACE else byte_view(recvbuf, writable=True)
+            recv = None if _in_place(recvbuf) else byte_view(recvbuf, writable=True)
             if recv is not None and not isinstance(sendbuf, (list, tuple)):
                 block = len(recv)
                 if len(send) < block * size:
@@ -247,7 +252,7 @@ class Collectives:
             return
         try:
             recv, counts, displs = vector_view(recvbuf, self.size, writable=True)
-            send = None if sendbuf is MPI.IN_PLACE else byte_view(sendbuf, writable=False)
+            send = None if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
         except Exception:
             self._abort([], self._others())
             raise
@@ -265,7 +270,7 @@ class Collectives:
             return
         try:
             send, counts, displs = vector_view(sendbuf, self.size, writable=False)
-            recv = None if recvbuf is MPI.IN_PLACE else byte_view(recvbuf, writable=True)
+            recv = None if _in_place(recvbuf) else byte_view(recvbuf, writable=True)
         except Exception:
             self._abort(self._others(), [])
             raise
@@ -290,7 +295,7 @@ class Collectives:
     def Allgather(self, sendbuf: Any, recvbuf: Any) -> None:
         size, rank = self.size, self.rank
         recv, block = block_view(recvbuf, size, writable=True)
-        if sendbuf is MPI.IN_PLACE:
+        if _in_place(sendbuf):
             send = memoryview(bytes(recv[rank * block : (rank + 1) * block]))
         else:
             send = byte_view(sendbuf, writable=False)
@@ -312,7 +317,7 @@ class Collectives:
         recv, counts, displs = vector_view(recvbuf, self.size, writable=True)
         blocks = [recv[displs[k] : displs[k] + counts[k]] for k in range(self.size)]
         mine = blocks[self.rank]
-        send = memoryview(bytes(mine)) if sendbuf is MPI.IN_PLACE else byte_view(sendbuf, writable=False)
+        send = memoryview(bytes(mine)) if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
         self._gather_to_zero(send, blocks)
         # Broadcast the blocks packed, so the gaps between them stay untouched, as in MPI.
         packed = bytearray(b"".join(blocks) if self.rank == 0 else sum(counts))
@@ -335,7 +340,7 @@ class Collectives:
     def Alltoall(self, sendbuf: Any, recvbuf: Any) -> None:
         size = self.size
         recv, rblock = block_view(recvbuf, size, writable=True)
-        if sendbuf is MPI.IN_PLACE:
+        if _in_place(sendbuf):
             send, sblock = memoryview(bytes(recv)), rblock
         else:
             send, sblock = block_view(sendbuf, size, writable=False)
@@ -351,7 +356,7 @@ class Collectives:
     def Alltoallv(self, sendbuf: Any, recvbuf: Any) -> None:
         size = self.size
         recv, rcounts, rdispls = vector_view(recvbuf, size, writable=True)
-        if sendbuf is MPI.IN_PLACE:
+        if _in_place(sendbuf):
             send, scounts, sdispls = memoryview(bytes(recv)), rcounts, rdispls
         else:
             send, scounts, sdispls = vector_view(sendbuf, size, writable=False)
@@ -378,7 +383,7 @@ class Collectives:
 
     def _send_view(self, sendbuf: Any, recvbuf: Any) -> tuple[memoryview, Any]:
         """(bytes to reduce, buffer argument giving their datatype); IN_PLACE takes recvbuf's."""
-        if sendbuf is MPI.IN_PLACE:
+        if _in_place(sendbuf):
             return memoryview(bytes(byte_view(recvbuf, writable=True))), recvbuf
         return byte_view(sendbuf, writable=False), sendbuf
 
@@ -441,7 +446,7 @@ class Collectives:
         return self.bcast(self.reduce(sendobj, op, 0), 0)
 
     def Reduce_scatter_block(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
-        if sendbuf is MPI.IN_PLACE:
+        if _in_place(sendbuf):
             whole, block = block_view(recvbuf, self.size, writable=True)
             total = bytearray(len(whole))
             self.Allreduce(_typed(recvbuf, bytes(whole)), _typed(recvbuf, total), op)
@@ -455,7 +460,7 @@ class Collectives:
         recv[:block] = total[self.rank * block : (self.rank + 1) * block]
 
     def Reduce_scatter(self, sendbuf: Any, recvbuf: Any, recvcounts: Any = None, op: Any = MPI.SUM) -> None:
-        source = recvbuf if sendbuf is MPI.IN_PLACE else sendbuf
+        source = recvbuf if _in_place(sendbuf) else sendbuf
         send = byte_view(source, writable=False)
         itemsize = typed_spec(source, b"", 0)[2].Get_size()
         if recvcounts is None:
