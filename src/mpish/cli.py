@@ -30,7 +30,16 @@ def _main_parser() -> argparse.ArgumentParser:
         epilog="subcommands: " + ", ".join(SUBCOMMANDS) + f" (see '{PROG} <subcommand> -h')",
     )
     parser.add_argument("-n", "--np", type=int, metavar="INT", help="number of ranks")
-    parser.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND and exit")
+    once = parser.add_mutually_exclusive_group()
+    once.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND and exit")
+    once.add_argument(
+        "-C",
+        "--commands-from",
+        dest="commands_from",
+        metavar="FILE",
+        help="run the console lines in FILE ('-' = stdin), read by the console alone, and exit; "
+        "unlike -c, the commands are not in argv, which a launcher sends to other hosts unencrypted",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more output (repeatable)")
     from mpish.shell.app import add_options

@@ -8,6 +8,7 @@ raw pcap file. Only Ethernet frames (lo and veth on Linux) of IPv4/IPv6 are read
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import struct
@@ -57,7 +58,9 @@ def tcpdump(interface: str, pcap: Path, netns: str | None = None) -> Iterator[li
     """
     # --immediate-mode and -U: every packet is in the file when the body ends; -Z root: the
     # file is written as root (tcpdump would drop to its own user)
+    # -B: a 64 MiB kernel buffer, so a busy machine drops nothing (a drop fails the capture)
     command = ["tcpdump", "-i", interface, "-n", "-p", "-s", "0", "--immediate-mode", "-U", "-Z", "root"]
+    command += ["-B", "65536"]
     command += ["-w", str(pcap)]
     if netns is not None:
         command = ["ip", "netns", "exec", netns, *command]
@@ -81,6 +84,10 @@ def tcpdump(interface: str, pcap: Path, netns: str | None = None) -> Iterator[li
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+    report = log.read_text(errors="replace")
+    dropped = re.search(r"(\d+) packets? dropped by kernel", report)
+    if dropped is None or int(dropped.group(1)):
+        raise AssertionError(f"the capture is incomplete, so it proves nothing:\n{report}")
     result.append(Capture(pcap))
 
 

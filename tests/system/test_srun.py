@@ -51,3 +51,14 @@ def test_srun_pty_runs_the_console_on_a_real_terminal(slurm: SlurmCluster, tmp_p
             child.terminate(force=True)
         child.close()
     assert child.exitstatus == 0, child.before
+
+
+def test_srun_input_0_feeds_the_console_commands_on_stdin(slurm: SlurmCluster, tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    env = shell_env(home, PWD=str(tmp_path), **slurm.env)
+    proc = subprocess.run(
+        [shutil.which("srun") or "srun", "--mpi=pmi2", "--input=0", "-n", "3", MPISH, "-C", "-"],
+        input=b"cd /usr\npwd\n", env=env, cwd=tmp_path, capture_output=True, timeout=90, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert b"@1-2 (2)" in proc.stdout and b"/usr\n" in proc.stdout, proc.stdout

@@ -100,7 +100,15 @@ def test_run_main_receives_parsed_options(home: Path, monkeypatch: pytest.Monkey
         "timeout": 2.5,
         "targets": "@1-2",
         "stats": False,
+        "commands_from": None,
     }
+
+
+def test_c_and_commands_from_exclude_each_other(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["-c", "ls", "-C", "-"])
+    assert info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 def test_bad_option_is_a_usage_error(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from typing import Any
 
@@ -44,7 +45,10 @@ def main_shell(args: argparse.Namespace) -> int:
             print("mpish: no shell server accepted the session", file=sys.stderr)
             status = 1
         elif args.command is not None:
+            _warn_if_argv_crossed_hosts(console)
             status = run_once(console, args)
+        elif getattr(args, "commands_from", None) is not None:
+            status = run_lines(console, args)
         else:
             from .interactive import Repl
 
@@ -69,6 +73,44 @@ def _guard(MPI: Any, entry: Any) -> int:
         sys.stderr.flush()
         MPI.COMM_WORLD.Abort(1)
         raise
+
+
+def _warn_if_argv_crossed_hosts(console: Any) -> None:
+    """-c under a launcher spanning hosts: the command went to them in the launcher's clear text."""
+    from mpish import launch
+
+    hosts = set(console.hosts.values()) | {socket.gethostname()}
+    if launch.under_launcher() and len(hosts) > 1:
+        print(f"mpish: warning: -c put the command in argv, which the launcher sent to {len(hosts) - 1} "
+              "other host(s) unencrypted (and ps shows it); use -C FILE or -C - (stdin) instead",
+              file=sys.stderr)
+
+
+def run_lines(console: Any, args: argparse.Namespace) -> int:
+    """``-C FILE``: the lines of FILE (``-``: stdin) as typed at the console, without prompts.
+
+    Only this process opens FILE, so the commands never pass through argv or the
+    environment. The exit status is the last command's (a line that fails with an error: 1).
+    """
+    from .interactive import PlainReader, Repl
+    from .ranks import TargetError, resolve_targets
+
+    try:
+        targets = resolve_targets(getattr(args, "targets", "@all"), console.hosts)
+    except TargetError as exc:
+        print(f"mpish: {exc}", file=sys.stderr)
+        return 2
+    path = args.commands_from
+    try:
+        stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        print(f"mpish: cannot read commands from {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with stream:
+        repl = Repl(console, verbose=args.verbose, reader=PlainReader(stream, None))
+        repl.targets = targets  # -w: the default targets, as :targets would set them
+        repl.loop()
+    return repl.last_status
 
 
 def run_once(console: Any, args: argparse.Namespace) -> int:

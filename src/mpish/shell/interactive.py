@@ -302,6 +302,7 @@ class Repl:
                 self.handle(line)
             except (MpishError, OSError, ValueError) as exc:
                 print(self.style.error(f"mpish: {exc}"), file=self.err)
+                self.last_status = 1
         return 0
 
     def _next_line(self, reader: LineReader) -> str:

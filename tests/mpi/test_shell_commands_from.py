@@ -1,0 +1,46 @@
+"""``mpish -C FILE|-``: console lines read by rank 0 alone (never in argv), without prompts."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from shell_util import MPIEXEC, MPISH, make_home, shell_env
+
+pytestmark = pytest.mark.mpi
+
+
+def launch(args: list[str], tmp_path: Path, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    home = make_home(tmp_path / "home")
+    return subprocess.run(
+        [MPIEXEC, "-n", "3", MPISH, *args], input=stdin, env=shell_env(home, PWD=str(tmp_path)),
+        cwd=tmp_path, capture_output=True, timeout=90, start_new_session=True,
+    )
+
+
+def test_commands_from_a_file_run_as_console_lines_on_the_w_targets_and_exit_with_the_last_status(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "commands"
+    script.write_text("cd /usr\n:timeout 5\npwd\n(exit 4)\n")
+    proc = launch(["-C", str(script), "-w", "@2"], tmp_path)
+    assert proc.returncode == 4, proc.stderr.decode(errors="replace")
+    assert b"@1" not in proc.stdout and b"mpish: @2: exit code 4" in proc.stderr  # -w: rank 2 alone
+    assert b"timeout: 5 s" in proc.stdout  # a built-in
+    assert b"/usr\n" in proc.stdout  # state persists from line to line
+    assert b"#>" not in proc.stderr  # no prompts
+
+
+def test_commands_from_stdin_reach_the_console(tmp_path: Path) -> None:
+    proc = launch(["-C", "-"], tmp_path, stdin=b"echo from-stdin\n")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert b"from-stdin" in proc.stdout and b"@1-2 (2)" in proc.stdout
+
+
+def test_commands_from_a_missing_file_is_one_line_and_status_2(tmp_path: Path) -> None:
+    proc = launch(["-C", str(tmp_path / "absent")], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"mpish: cannot read commands from {tmp_path / 'absent'}: No such file or directory".encode()
+    ]
