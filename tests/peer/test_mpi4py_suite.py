@@ -2,7 +2,7 @@
 
 CI runs a subset (two small modules at -n 2) to stay within the suite's time budget; run the
 script itself for the whole matrix: ``python tests/peer/mpi4py_suite.py -n 1 2 3 4``.
-The first run downloads the mpi4py sdist (pip, about two minutes) into .venv/mpi4py-sdist.
+The first run downloads the mpi4py sdist (pip, a few seconds) into .venv/mpi4py-sdist.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ CI_MODULES = ["test_msgzero", "test_cco_obj"]
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(reason="secure passes well under 90% of what raw passes (README: mpi4py's own tests)")
-def test_secure_passes_nine_tenths_of_what_raw_passes_and_never_hangs() -> None:
+def test_ci_modules_pass_nine_tenths_of_what_raw_passes_and_never_hang() -> None:
+    """The CI subset only; the whole suite is far from it yet (README: mpi4py's own tests)."""
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "-n", "2", "--timeout", "60", "-m", *CI_MODULES],
         capture_output=True,
