@@ -29,7 +29,6 @@ handshake that follows.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import socket
@@ -39,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpish import keys
-from mpish.transport.mpi import Backoff, mpi
+from mpish.transport.mpi import Backoff, discard, mpi
 from mpish.wire.text import escape
 
 KEY_SIZE = 32
@@ -104,8 +103,7 @@ def _receive_each(
             message.Recv([buffer, MPI.BYTE])
             received[source] = bytes(buffer)
         else:
-            with contextlib.suppress(MPI.Exception):  # truncated: nothing is allocated or kept
-                message.Recv([bytearray(0), MPI.BYTE])
+            discard(message, count)  # received and dropped: nothing is kept
             if source in waiting:
                 wrong[source] = count
         waiting.discard(source)

@@ -66,7 +66,7 @@ from typing import Any, NoReturn
 from mpish import keys
 from mpish.admission import KEY_SIZE, admit_servers, handshake_timeout, join_console
 from mpish.transport.link import Link
-from mpish.transport.mpi import Backoff, MpiLink, mpi
+from mpish.transport.mpi import Backoff, MpiLink, discard, mpi
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import MpishError, TransportBroken
 from mpish.wire.events import HandshakeComplete, Message
@@ -536,17 +536,17 @@ def _free_session_comm(comm: Any) -> None:
     """Free the session communicator, first dropping what nobody will ever receive.
 
     MPICH refuses to free a communicator with unmatched messages, and any rank of the
-    job (a rogue one) can send those on any tag: they are received into an empty buffer
-    (truncated: nothing allocated or kept). One that lands after the drain only costs
+    job (a rogue one) can send those on any tag: they are received and dropped
+    (:func:`mpish.transport.mpi.discard`). One that lands after the drain only costs
     the freeing of this communicator, which is logged, not the end of the session.
     """
     MPI = mpi()
+    status = MPI.Status()
     for _ in range(100_000):  # bounded: a flooding rank cannot keep us here
-        message = comm.Improbe(MPI.ANY_SOURCE, MPI.ANY_TAG)
+        message = comm.Improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
         if message is None:
             break
-        with contextlib.suppress(MPI.Exception):
-            message.Recv([bytearray(0), MPI.BYTE])
+        discard(message, status.Get_count(MPI.BYTE))
     try:
         comm.Free()
     except MPI.Exception as exc:

@@ -100,6 +100,25 @@ class Backoff:
         time.sleep(delay)
 
 
+DISCARD_LIMIT = 64 << 20  # an unwanted message up to this size is received whole, then dropped
+
+
+def discard(message: Any, size: int) -> None:
+    """Receive a matched message nobody wants (oversize, forged, left over) and drop it.
+
+    Up to :data:`DISCARD_LIMIT` bytes it is received whole into a scratch buffer freed at
+    once: Open MPI 5 corrupts its heap when a large message is truncated (seen: a rogue
+    rank's 8 MiB message received into an empty buffer over shared memory, then
+    ``free(): invalid pointer`` and the console aborted). A larger one is received into an
+    empty buffer (truncated: MPI reports ERR_TRUNCATE, nothing is allocated); MPICH handles
+    that, Open MPI may not.
+    """
+    MPI = mpi()
+    buffer = bytearray(size) if 0 <= size <= DISCARD_LIMIT else bytearray(0)
+    with contextlib.suppress(MPI.Exception):
+        message.Recv([buffer, MPI.BYTE])
+
+
 class MpiLink:
     """Send and receive whole records over one communicator on :data:`SHELL_TAG`."""
 
@@ -161,8 +180,7 @@ class MpiLink:
             source: int = status.Get_source()
             if not 0 <= size <= MAX_RECORD:
                 self.dropped += 1
-                with contextlib.suppress(MPI.Exception):
-                    message.Recv([bytearray(0), MPI.BYTE])  # truncates: refused before allocation
+                discard(message, size)
                 return None
             if self._receive_buffer is None:
                 self._receive_buffer = bytearray(MAX_RECORD)
