@@ -98,7 +98,7 @@ def test_json_sink_fields() -> None:
     sink.finish()
     record = json.loads(out.getvalue())
     assert record == {"rank": 2, "host": "node", "exit": 130, "signal": 2, "stdout": "\ufffdok",
-                      "stderr": "", "seconds": 1.5}
+                      "stderr": "", "seconds": 1.5, "timed_out": False}
 
 
 def test_status_lines_group_by_outcome_and_colour_only_when_asked() -> None:

@@ -71,7 +71,15 @@ from mpish.wire.errors import MpishError, ProtocolError
 from mpish.wire.events import CloseReceived, Message
 
 from . import protocol as p
-from .bash import JOB_VARIABLE, Bash, OutputStream, command_line, initial_state, state_is_complete
+from .bash import (
+    JOB_VARIABLE,
+    Bash,
+    OutputStream,
+    command_line,
+    initial_state,
+    state_is_complete,
+    write_command,
+)
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on a timeout
 ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later Ctrl-C
@@ -311,7 +319,13 @@ class ShellServer:
         bash.out.ended = bash.err.ended = False
         bash.out.held = bash.err.held = 0
         self.command = command
-        if not bash.write(command_line(run.command, command.marker, self.last_status)):
+        command_file = self.state_dir / "command"
+        try:
+            write_command(command_file, run.command)
+        except OSError:
+            command.status = -1  # _check_command reports it
+            return
+        if not bash.write(command_line(command_file, command.marker, self.last_status)):
             command.status = -1  # bash is gone: _check_command reports it
 
     def _restart(self) -> Bash | None:
@@ -347,6 +361,10 @@ class ShellServer:
         self.command = None
         code = command.status or 0
         sig = signal.SIGINT if command.interrupted and code == 128 + signal.SIGINT else 0
+        if command.timed_out:  # a timeout ends the command's whole tree, background jobs too
+            for pid in _job_processes(command.marker):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
         self._done(command.cmd_id, code, sig, now - command.started, command.timed_out, "")
         return True
 
