@@ -62,14 +62,29 @@ class OutputSink(Protocol):
     def finish(self) -> None: ...
 
 
+COLOR_CHOICES = ("auto", "always", "never")
+_color = {"choice": "auto"}
+
+
+def set_color(choice: str) -> None:
+    """``--color=auto|always|never`` (clush's spelling) for every Style made afterwards."""
+    if choice not in COLOR_CHOICES:
+        raise ValueError(f"--color is one of {', '.join(COLOR_CHOICES)}")
+    _color["choice"] = choice
+
+
 @dataclass(frozen=True)
 class Style:
-    """Terminal styling: colours only on a terminal and when NO_COLOR is not set."""
+    """Terminal styling: ``always``, ``never``, or (``auto``) only when the stream is a
+    terminal and NO_COLOR is not set (https://no-color.org; an explicit ``always`` wins)."""
 
     color: bool = False
 
     @classmethod
     def for_stream(cls, stream: Any) -> Style:
+        choice = _color["choice"]
+        if choice != "auto":
+            return cls(color=choice == "always")
         isatty = getattr(stream, "isatty", None)
         tty = bool(isatty and isatty())
         return cls(color=tty and not os.environ.get("NO_COLOR"))
