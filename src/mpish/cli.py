@@ -124,12 +124,16 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
         help="remote Python 3.10+ with mpish installed, split like a shell (default python3)",
     )
     parser.add_argument("-t", "--timeout", type=float, metavar="SECONDS", help="per-host command timeout")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                        help="colour the output: auto (a terminal and no NO_COLOR), always or never")
 
 
 def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
     del out  # the command's output is bytes: written to sys.stdout.buffer
     from mpish.calls import shell_cli
+    from mpish.shell.grouping import set_color
 
+    set_color(args.color)
     if args.fanout < 1:
         print(f"{PROG} ssh: -f must be at least 1", file=sys.stderr)
         return 2

@@ -75,7 +75,7 @@ def test_json_one_object_per_host_with_errors_as_255(sshd: SshServer) -> None:
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["host"] for r in records] == ["badkey", "host1", "host2"]
     for record in records[1:]:
-        assert set(record) == {"host", "exit", "signal", "stdout", "stderr", "seconds"}
+        assert set(record) == {"rank", "host", "exit", "signal", "stdout", "stderr", "seconds", "timed_out"}
         assert (record["exit"], record["signal"]) == (137, 9)
         assert (record["stdout"], record["stderr"]) == ("out\n", "err\n")
         assert record["seconds"] >= 0
@@ -194,3 +194,13 @@ def test_background_jobs_end_with_the_session(sshd: SshServer) -> None:
             break
         time.sleep(0.1)
     assert subprocess.run(["pgrep", "-f", "sleep 100.375"], check=False).returncode != 0
+
+
+def test_json_has_the_mpi_fields_and_error_only_for_errors(sshd: SshServer) -> None:
+    timed = mpish_ssh(sshd, "host[1-2]", "--json", "-t", "1", "-c", "sleep 30.25")
+    records = [json.loads(line) for line in timed.stdout.splitlines()]
+    assert [(r["rank"], r["host"], r["timed_out"]) for r in records] == [
+        (1, "host1", True), (2, "host2", True)]
+    exited = mpish_ssh(sshd, "host1", "--json", "-c", "exit 3")
+    (record,) = [json.loads(line) for line in exited.stdout.splitlines()]
+    assert record["exit"] == 3 and record["timed_out"] is False and "error" not in record

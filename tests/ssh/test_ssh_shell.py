@@ -141,7 +141,8 @@ def test_put_and_get_through_the_console_read_from_stdin(sshd: SshServer, tmp_pa
     assert "put host[1-2]: ok, SHA-256 verified" in done.stdout
     assert "get host[1-2]: ok, SHA-256 verified" in done.stdout
     for rank in (1, 2):
-        assert (tmp_path / f"back.bin.{rank}").read_bytes() == source.read_bytes()
+        assert (tmp_path / f"back.bin.host{rank}").read_bytes() == source.read_bytes()
+        assert f"  {tmp_path}/back.bin.host{rank}\n" in done.stdout
 
 
 def test_the_remote_side_refuses_a_bad_bootstrap_and_writes_nothing_to_stdout() -> None:

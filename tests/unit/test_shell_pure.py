@@ -98,7 +98,7 @@ def test_json_sink_fields() -> None:
     sink.finish()
     record = json.loads(out.getvalue())
     assert record == {"rank": 2, "host": "node", "exit": 130, "signal": 2, "stdout": "\ufffdok",
-                      "stderr": "", "seconds": 1.5}
+                      "stderr": "", "seconds": 1.5, "timed_out": False}
 
 
 def test_status_lines_group_by_outcome_and_colour_only_when_asked() -> None:
@@ -149,3 +149,29 @@ def test_typed_ahead_keys_become_whole_lines_and_a_partial_one() -> None:
     assert [typed.next_line(), typed.next_line(), typed.next_line(), typed.next_line()] == [
         "echo A1", "echo 2", "cd /tmp", None]
     assert typed.take_partial() == "ls" and typed.take_partial() == ""
+
+
+class _Terminal(io.BytesIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_color_follows_the_choice_then_the_terminal_and_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mpish.shell.grouping import set_color
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    try:
+        set_color("always")
+        assert Style.for_stream(io.BytesIO()).color  # a pipe, but asked for
+        monkeypatch.setenv("NO_COLOR", "1")
+        assert Style.for_stream(io.BytesIO()).color  # an explicit choice wins over NO_COLOR
+        set_color("never")
+        assert not Style.for_stream(_Terminal()).color
+        set_color("auto")
+        assert not Style.for_stream(_Terminal()).color  # NO_COLOR
+        monkeypatch.delenv("NO_COLOR")
+        assert Style.for_stream(_Terminal()).color and not Style.for_stream(io.BytesIO()).color
+        with pytest.raises(ValueError, match="--color is one of"):
+            set_color("sometimes")
+    finally:
+        set_color("auto")

@@ -17,9 +17,9 @@ naming servers by host (:class:`~mpish.shell.grouping.HostNames`):
   1 MiB, then disk) with a SHA-256; hosts with identical outputs are printed once under
   their node set. One host: its output is streamed as is, as ssh would.
 * live (``-v``): lines as they come, prefixed ``host: ``.
-* JSON (``--json``): one object per host per line: host, exit, signal, stdout, stderr,
-  seconds (the MPI shell's fields minus rank), and ``error`` when ssh or the remote side
-  failed.
+* JSON (``--json``): one object per host per line, the MPI shell's fields: rank (the
+  host's place in the node set), host, exit, signal, stdout, stderr, seconds, timed_out,
+  and ``error`` only when ssh or the remote side failed.
 
 The exit status is the largest remote one (``clush -S``); a command killed by signal N
 counts as 128+N, and a host that could not run it (unreachable, authentication refused,

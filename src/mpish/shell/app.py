@@ -9,7 +9,7 @@ from typing import Any
 
 from mpish.wire.errors import MpishError, TransportBroken
 
-from .grouping import Style, make_sink, status_lines
+from .grouping import COLOR_CHOICES, Style, make_sink, set_color, status_lines
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +18,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="per-command timeout (0 = none)")
     parser.add_argument("-w", "--targets", default="@all", metavar="TARGETS",
                         help="target ranks or hosts, e.g. @1-3,7 (default @all)")
+    parser.add_argument("--color", choices=COLOR_CHOICES, default="auto",
+                        help="colour the output: auto (a terminal, no NO_COLOR; never under a "
+                        "launcher such as mpiexec or srun), always or never")
     parser.add_argument("--stats", action="store_true",
                         help="after -c, print each rank's time and peak RSS on stderr")
 
@@ -27,6 +30,10 @@ def main_shell(args: argparse.Namespace) -> int:
     from mpish import launch
     from mpish.transport.mpi import mpi
 
+    color = getattr(args, "color", "auto")
+    # under a launcher, rank 0's stdout may be a pty made by the launcher (Open MPI does)
+    # while the user's end is a pipe or a file: colour only when asked
+    set_color("never" if color == "auto" and launch.under_launcher() else color)
     if launch.under_launcher():
         MPI = mpi()
         if MPI.COMM_WORLD.Get_rank() != 0:

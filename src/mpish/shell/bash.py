@@ -12,19 +12,23 @@ Interrupts). Its own stdout and stderr are /dev/null (its start-up notes and pro
 nowhere); the command's output goes to two pipes held at fds 201 and 202, and fd 200
 is a status pipe. The bootstrap (the first input) turns off history and prompts,
 defines the helper functions and sources the rank's state file. Every command is then
-two input lines::
+two input lines, the command's text being in a file of the server's private state
+directory::
 
-    \\builtin export __MPISH_JOB=<marker>; __mpish_status <last>; \\builtin eval '<command>' \\
+    \\builtin export __MPISH_JOB=<marker>; __mpish_status <last>; \\builtin . <command file> \\
         </dev/null >&201 2>&202 200>&- 201>&- 202>&-
     __mpish_end <marker>
 
-``eval`` keeps a syntax error from ending the shell; the command's stdin is /dev/null
-(bash's stdin is the command pipe); the command's processes inherit no status fd.
+Sourcing the command (rather than ``eval``) runs it as lines typed at the prompt: a
+syntax error ends that command, not the shell; inside ``.`` bash prints no job notices
+(``[1] 4711`` would differ per rank and split groups) while its messages stay those of
+an interactive bash. The command's stdin is /dev/null (bash's stdin is the command
+pipe); the command's processes inherit no status fd.
 ``__MPISH_JOB=<marker>`` is exported just before the ``eval`` and unset first thing in
 ``__mpish_end``, so every process the command starts carries it in its environment,
 which is how the server finds them. ``__mpish_status`` sets ``$?`` to the previous
-command's status. The command is shell-quoted (``shlex.quote``), so nothing in it can
-escape the ``eval``. ``__mpish_end`` is on its own line so that it runs even when a
+command's status. The command's text never passes through bash's input, so nothing in
+it can change how the line is framed. ``__mpish_end`` is on its own line so that it runs even when a
 SIGINT aborted the command's line: it writes the per-command random marker
 (``\\x1f<32 hex>\\x1e``) to both output pipes, then ``<marker> <status> <cwd>\\0`` to the
 status fd, then dumps the shell state (``cd``, ``declare -p``, ``declare -f``, ``alias
@@ -89,14 +93,21 @@ def initial_state(environ: dict[str, str], cwd: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def command_line(command: str, marker: str, last_status: int = 0) -> bytes:
+def command_line(command_file: Path, marker: str, last_status: int = 0) -> bytes:
     """The two lines bash reads for one command (see the module doc); ``$?`` is ``last_status``."""
     return (
         f"\\builtin export {JOB_VARIABLE}={marker}; __mpish_status {last_status & 0xFF}; "
-        f"\\builtin eval {shlex.quote(command)} "
+        f"\\builtin . {shlex.quote(str(command_file))} "
         f"</dev/null >&{OUT_FD} 2>&{ERR_FD} {STATUS_FD}>&- {OUT_FD}>&- {ERR_FD}>&-\n"
         f"__mpish_end {marker}\n"
     ).encode()
+
+
+def write_command(command_file: Path, command: str) -> None:
+    """The command's text, for bash to source (the state directory is the server's, 0700)."""
+    fd = os.open(command_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
+        handle.write(command + "\n")
 
 
 def state_is_complete(path: Path) -> bool:

@@ -34,6 +34,7 @@ from mpish.wire.text import escape
 from . import protocol as p
 from .grouping import OutputSink, Result
 from .ranks import format_ranks
+from .transfer import PartFile, destination, umask
 
 CREDIT_BATCH = p.WINDOW // 4
 CLOSE_TIMEOUT = 10.0
@@ -58,6 +59,7 @@ class Console:
         # how messages name a set of servers: "@1-3" over MPI, host names over ssh
         self.describe: Callable[[Iterable[int]], str] = lambda ranks: f"@{format_ranks(ranks)}"
         self.timeout = 0.0  # per-command timeout in seconds; 0 = none
+        self.file_suffix: Callable[[int], str] = str  # a get's copies: NAME.<rank>; ssh: NAME.<host>
         self._next_id = 0
         self._owed: dict[int, int] = {}  # rank -> consumed bulk bytes not yet credited
         self._put_credit: dict[int, int] = {}
@@ -281,7 +283,7 @@ class Console:
         aborted = False
         try:
             for rank in targets:
-                self._send(rank, p.PutStart(xfer_id, remote, size, mode))
+                self._send(rank, p.PutStart(xfer_id, remote, size, mode, path.name))
             with path.open("rb") as handle_file:
                 while chunk := handle_file.read(p.CHUNK):
                     digest.update(chunk)
@@ -307,17 +309,24 @@ class Console:
             verdicts.setdefault(rank, "rank lost")
         return verdicts
 
+    def get_destinations(
+        self, remote: str, local: str | os.PathLike[str], ranks: Iterable[int]
+    ) -> dict[int, Path]:
+        """Where ``get`` writes each rank's copy: LOCAL (a directory: LOCAL/NAME), and with
+        several ranks ``NAME.<suffix>`` (rank over MPI, host over ssh), as clush --rcopy."""
+        targets = sorted(set(ranks))
+        base = destination(Path(local), Path(remote).name or "unnamed", str(local).endswith("/"))
+        if len(targets) == 1:
+            return {targets[0]: base}
+        return {r: base.with_name(f"{base.name}.{self.file_suffix(r)}") for r in targets}
+
     def get(self, remote: str, local: str | os.PathLike[str], ranks: Iterable[int],
             progress: Progress | None = None) -> dict[int, str]:
         """Copy ``remote`` from ``ranks`` to ``local`` (``local.<rank>`` for several ranks)."""
         xfer_id = self._id()
         targets = [r for r in sorted(set(ranks)) if r in self.peers and self.peers[r].alive]
-        base = Path(local)
-        if base.is_dir():
-            base = base / Path(remote).name
-        finals = {r: base if len(targets) == 1 else base.with_name(f"{base.name}.{r}") for r in targets}
-        parts = {r: f.with_name(f".{f.name}.mpish-part") for r, f in finals.items()}
-        handles: dict[int, IO[bytes]] = {}
+        finals = self.get_destinations(remote, local, targets)
+        handles: dict[int, PartFile] = {}
         digests = {r: hashlib.sha256() for r in targets}
         sizes = dict.fromkeys(targets, 0)
         verdicts: dict[int, str] = {}
@@ -336,7 +345,7 @@ class Console:
             nonlocal received
             if isinstance(message, p.GetChunk) and message.xfer_id == xfer_id:
                 if rank not in handles:
-                    handles[rank] = parts[rank].open("wb")
+                    handles[rank] = PartFile(finals[rank])
                 handles[rank].write(message.data)
                 digests[rank].update(message.data)
                 sizes[rank] += len(message.data)
@@ -347,7 +356,7 @@ class Console:
             elif isinstance(message, p.GetEnd) and message.xfer_id == xfer_id:
                 self._consumed(rank, 0, final=True)
                 if rank not in handles and not message.error:
-                    handles[rank] = parts[rank].open("wb")
+                    handles[rank] = PartFile(finals[rank])
                 if message.error:
                     verdicts[rank] = escape(message.error)
                 elif message.sha256 != digests[rank].digest() or message.size != sizes[rank]:
@@ -355,13 +364,10 @@ class Console:
                 else:
                     verdicts[rank] = ""
                 file = handles.pop(rank, None)
-                if file is not None:
-                    file.close()
-                if verdicts[rank]:
-                    with contextlib.suppress(OSError):
-                        parts[rank].unlink()
-                else:
-                    os.replace(parts[rank], finals[rank])
+                if file is not None and verdicts[rank]:
+                    file.discard()
+                elif file is not None:  # verified again on the part file's own descriptor
+                    verdicts[rank] = file.commit(message.sha256, message.size, 0o666 & ~umask())
 
         self._handler = handle
         try:
@@ -370,10 +376,8 @@ class Console:
             self._wait(lambda: all(r in verdicts or not self.peers[r].alive for r in targets), interrupt)
         finally:
             self._handler = self._ignore
-            for rank, file in handles.items():
-                file.close()
-                with contextlib.suppress(OSError):
-                    parts[rank].unlink()
+            for file in handles.values():
+                file.discard()
         for rank in targets:
             verdicts.setdefault(rank, "rank lost")
         return verdicts

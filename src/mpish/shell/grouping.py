@@ -9,7 +9,7 @@ The sinks name servers through a :class:`ServerNames`. The MPI shell's is
 :class:`RankNames`: titles ``@1-3``, live prefixes ``1: ``, JSON records with rank and
 host, errors in the status lines. ``mpish ssh`` runs the same Console over ssh pipes
 (rank r is host r of the node set) with :class:`HostNames`: titles ``host[1-3]`` (folded
-by ClusterShell), prefixes ``host1: ``, JSON records with the host only, and a host's
+by ClusterShell), prefixes ``host1: ``, JSON records with the same fields, and a host's
 error (a lost connection, or ssh's reason when it never joined) printed as
 ``host: <why>`` when it comes and counted as exit 255, as ssh does.
 """
@@ -62,14 +62,29 @@ class OutputSink(Protocol):
     def finish(self) -> None: ...
 
 
+COLOR_CHOICES = ("auto", "always", "never")
+_color = {"choice": "auto"}
+
+
+def set_color(choice: str) -> None:
+    """``--color=auto|always|never`` (clush's spelling) for every Style made afterwards."""
+    if choice not in COLOR_CHOICES:
+        raise ValueError(f"--color is one of {', '.join(COLOR_CHOICES)}")
+    _color["choice"] = choice
+
+
 @dataclass(frozen=True)
 class Style:
-    """Terminal styling: colours only on a terminal and when NO_COLOR is not set."""
+    """Terminal styling: ``always``, ``never``, or (``auto``) only when the stream is a
+    terminal and NO_COLOR is not set (https://no-color.org; an explicit ``always`` wins)."""
 
     color: bool = False
 
     @classmethod
     def for_stream(cls, stream: Any) -> Style:
+        choice = _color["choice"]
+        if choice != "auto":
+            return cls(color=choice == "always")
         isatty = getattr(stream, "isatty", None)
         tty = bool(isatty and isatty())
         return cls(color=tty and not os.environ.get("NO_COLOR"))
@@ -98,7 +113,6 @@ class ServerNames(Protocol):
     """How the sinks name servers and report their results: by rank (MPI) or by host (ssh)."""
 
     errors_at_once: bool  # print ``host: error`` as a result comes, not in the status lines
-    json_timeouts: bool  # JSON records carry ``"timed_out": true``
 
     def label(self, ranks: Iterable[int]) -> str:
         """Several servers: group titles and status lines."""
@@ -125,7 +139,6 @@ class RankNames:
     """The MPI shell's names: ``@1-3``, ``1: ``, JSON with rank and host."""
 
     errors_at_once = False
-    json_timeouts = True
 
     def label(self, ranks: Iterable[int]) -> str:
         return f"@{format_ranks(ranks)}"
@@ -144,14 +157,13 @@ class RankNames:
 
 
 class HostNames:
-    """``mpish ssh``'s names (rank r is host r): ``host[1-3]``, ``host1: ``, JSON with the host.
+    """``mpish ssh``'s names (rank r is host r): ``host[1-3]``, ``host1: ``, JSON with rank and host.
 
     A rank lost during a command is reported with the reason its ssh pipe ended, exit 255;
     a result of a host that never joined (not in ``peers``) is reported as given.
     """
 
     errors_at_once = True
-    json_timeouts = False
 
     def __init__(self, hosts: Mapping[int, str], peers: Mapping[int, Peer]) -> None:
         self.hosts, self.peers = hosts, peers
@@ -172,7 +184,7 @@ class HostNames:
         return result
 
     def record(self, result: Result) -> dict[str, Any]:
-        return {"host": result.host}
+        return {"rank": result.rank, "host": result.host}
 
     def timed_out(self, seconds: float, cause: str) -> str:
         return f"timed out ({cause})"
@@ -366,8 +378,10 @@ class LiveSink(_TerminalSink):
 
 
 class JsonSink(_Sink):
-    """One JSON object per server per line, in rank order: its names (rank and host, or
-    host), exit, signal, stdout, stderr, seconds, and timed_out and error when set.
+    """One JSON object per server per line, in rank order, the same fields over MPI and
+    ssh: rank, host, exit, signal, stdout, stderr, seconds, timed_out; ``error`` only
+    when the server could not run the command (a note, such as a restarted shell, is not
+    an error and is left out).
 
     Output is decoded as UTF-8 with U+FFFD for invalid bytes (JSON carries text only);
     it is held in memory, so --json suits commands with modest output.
@@ -392,8 +406,7 @@ class JsonSink(_Sink):
                 stderr=bytes(self._data.pop((rank, STDERR), b"")).decode("utf-8", "replace"),
                 seconds=round(result.seconds, 6),
             )
-            if result.timed_out and self.names.json_timeouts:
-                record["timed_out"] = True
+            record["timed_out"] = result.timed_out
             if result.error:
                 record["error"] = result.error
             self.out.write(json.dumps(record).encode() + b"\n")

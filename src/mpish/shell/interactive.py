@@ -25,12 +25,19 @@ from .ranks import TargetError, describe, format_ranks, resolve_targets
 
 HELP = """\
 Commands run through each target's shell; cd, export, variables, functions and
-aliases persist per rank. Ctrl-C interrupts the running command on every target.
+aliases persist per rank. Commands get no terminal (stdin is /dev/null): programs
+such as vim or top cannot run here. Ctrl-C interrupts the running command on every
+target as at a terminal (SIGINT; the rest of the line is dropped, what ran before is
+kept); a second Ctrl-C sends SIGTERM, a third SIGKILL, and the shell is then
+restarted from the state before the command.
 
   @TARGETS COMMAND        run one command on other targets (@all, @1-3,7, a host)
   :targets [TARGETS]      show the servers, or set the default targets
-  :put LOCAL [REMOTE]     copy a file to the targets (SHA-256 verified)
-  :get REMOTE [LOCAL]     copy a file from the targets (LOCAL.<rank> if several)
+  :put LOCAL [REMOTE]     copy a file of the console's cwd to the targets (SHA-256 verified);
+                          a directory REMOTE receives it under its own name, as with cp
+  :get REMOTE [LOCAL]     copy a file from the targets (NAME.<rank> if several, NAME.<host>
+                          over ssh, as clush --rcopy); the paths written are printed
+  @TARGETS :put|:get ...  a transfer for other targets
   :timeout [SECONDS]      show or set the per-command timeout (0 = none)
   :mode [grouped|live]    group identical outputs (clush -b) or stream with rank prefixes
   :help                   this text
@@ -329,8 +336,16 @@ class Repl:
         if line.startswith("@"):
             spec, _, line = line.partition(" ")
             targets = resolve_targets(spec, self.console.hosts)
-            if not line.strip():
+            line = line.strip()
+            if not line:
                 raise TargetError("no command after the targets")
+            if line.startswith(":"):  # a built-in for these targets only: @1 :get FILE
+                saved, self.targets = self.targets, targets
+                try:
+                    self.handle(line)
+                finally:
+                    self.targets = saved
+                return
         self.run(line, targets)
 
     def run(self, command: str, targets: frozenset[int]) -> None:
@@ -379,7 +394,10 @@ class Repl:
 
     def cmd_timeout(self, rest: str) -> None:
         if rest:
-            value = float(rest)
+            try:
+                value = float(rest)
+            except ValueError:
+                raise ValueError(f"usage: :timeout SECONDS (a number, 0 = none), not {rest!r}") from None
             if value < 0:
                 raise ValueError("a timeout cannot be negative")
             self.console.timeout = value
@@ -401,6 +419,9 @@ class Repl:
             raise ValueError("usage: :put LOCAL [REMOTE]")
         local = words[0]
         remote = words[1] if len(words) == 2 else os.path.basename(local)
+        if not os.path.isfile(local):
+            raise ValueError(f":put copies a file of the console's machine: no file {local!r} in the "
+                             f"console's directory {os.getcwd()} (not the targets' cwd)")
         size = os.path.getsize(local)
         progress = Progress(f"put {os.path.basename(local)}", size, self.err)
         started = time.monotonic()
@@ -421,6 +442,11 @@ class Repl:
             verdicts = self.console.get(remote, local, self.targets, progress)
         progress.end()
         self._report("get", verdicts, 0, time.monotonic() - started)
+        written = self.console.get_destinations(remote, local, verdicts)
+        for rank, error in sorted(verdicts.items()):
+            if not error:
+                print(f"  {written[rank]}")
+        sys.stdout.flush()
 
     def _report(self, what: str, verdicts: dict[int, str], size: int, seconds: float) -> None:
         good = [r for r, e in verdicts.items() if not e]

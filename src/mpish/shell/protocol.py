@@ -103,12 +103,14 @@ class Done:
 @CODEC.message(7)
 @dataclass(frozen=True, slots=True)
 class PutStart:
-    """Start writing ``path`` (relative paths are relative to the shell's cwd)."""
+    """Start writing ``path`` (relative paths are relative to the shell's cwd); a directory
+    (or a path ending in ``/``) receives the file under ``name``, as with cp."""
 
     xfer_id: int
     path: Path
     size: int
     mode: int
+    name: Path
 
 
 @CODEC.message(8)

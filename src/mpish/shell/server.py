@@ -71,7 +71,16 @@ from mpish.wire.errors import MpishError, ProtocolError
 from mpish.wire.events import CloseReceived, Message
 
 from . import protocol as p
-from .bash import JOB_VARIABLE, Bash, OutputStream, command_line, initial_state, state_is_complete
+from .bash import (
+    JOB_VARIABLE,
+    Bash,
+    OutputStream,
+    command_line,
+    initial_state,
+    state_is_complete,
+    write_command,
+)
+from .transfer import PartFile, destination, umask
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on a timeout
 ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later Ctrl-C
@@ -106,10 +115,10 @@ class _Command:
 class _Put:
     xfer_id: int
     final: Path
-    part: Path
-    handle: IO[bytes]
+    part: PartFile | None
     size: int
     expected: int
+    mode: int
     digest: Any
     error: str = ""
 
@@ -311,7 +320,13 @@ class ShellServer:
         bash.out.ended = bash.err.ended = False
         bash.out.held = bash.err.held = 0
         self.command = command
-        if not bash.write(command_line(run.command, command.marker, self.last_status)):
+        command_file = self.state_dir / "command"
+        try:
+            write_command(command_file, run.command)
+        except OSError:
+            command.status = -1  # _check_command reports it
+            return
+        if not bash.write(command_line(command_file, command.marker, self.last_status)):
             command.status = -1  # bash is gone: _check_command reports it
 
     def _restart(self) -> Bash | None:
@@ -347,6 +362,10 @@ class ShellServer:
         self.command = None
         code = command.status or 0
         sig = signal.SIGINT if command.interrupted and code == 128 + signal.SIGINT else 0
+        if command.timed_out:  # a timeout ends the command's whole tree, background jobs too
+            for pid in _job_processes(command.marker):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
         self._done(command.cmd_id, code, sig, now - command.started, command.timed_out, "")
         return True
 
@@ -459,17 +478,12 @@ class ShellServer:
         return target if target.is_absolute() else Path(self.cwd or os.getcwd()) / target
 
     def _put_start(self, start: p.PutStart) -> None:
-        final = self._resolve(start.path)
-        if final.is_dir():
-            final = final / Path(start.path).name
-        part = final.with_name(f".{final.name}.mpish-part-{os.getpid()}")
+        name = Path(start.name).name or "unnamed"
+        final = destination(self._resolve(start.path), name, start.path.endswith(("/", "/.")))
+        put = _Put(start.xfer_id, final, None, 0, start.size, start.mode, hashlib.sha256())
         try:
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, start.mode & 0o777)
-            handle = os.fdopen(fd, "wb")
-            put = _Put(start.xfer_id, final, part, handle, 0, start.size, hashlib.sha256())
+            put.part = PartFile(final)
         except OSError as exc:
-            sink = open(os.devnull, "wb")  # noqa: SIM115 - closed in _put_end
-            put = _Put(start.xfer_id, final, part, sink, 0, start.size, hashlib.sha256())
             put.error = f"cannot write {final}: {exc.strerror}"
         self.puts[start.xfer_id] = put
 
@@ -477,9 +491,9 @@ class ShellServer:
         put = self.puts.get(chunk.xfer_id)
         if put is None:
             return
-        if not put.error:
+        if not put.error and put.part is not None:
             try:
-                put.handle.write(chunk.data)
+                put.part.write(chunk.data)
             except OSError as exc:
                 put.error = f"cannot write {put.final}: {exc.strerror}"
         put.digest.update(chunk.data)
@@ -492,22 +506,15 @@ class ShellServer:
             return
         digest = put.digest.digest()
         error = put.error
-        try:
-            put.handle.close()
-        except OSError as exc:
-            error = error or f"cannot write {put.final}: {exc.strerror}"
         if not error and end.aborted:
             error = "the transfer was aborted"
-        if not error and (digest != end.sha256 or put.size != put.expected):
+        if not error and put.size != put.expected:
             error = f"checksum mismatch for {put.final}"
-        if not error:
-            try:
-                os.replace(put.part, put.final)
-            except OSError as exc:
-                error = f"cannot rename to {put.final}: {exc.strerror}"
-        if error:
-            with contextlib.suppress(OSError):
-                put.part.unlink()
+        if put.part is not None:
+            if error:
+                put.part.discard()
+            else:  # verified again on the part file's own descriptor (transfer.py)
+                error = put.part.commit(end.sha256, put.expected, put.mode & ~umask())
         self._send(p.PutDone(end.xfer_id, put.size, digest, error))
 
     def _get_start(self, start: p.GetStart) -> None:
@@ -557,9 +564,8 @@ class ShellServer:
             self.bash = None
         hang_up(self.sessions)
         for put in self.puts.values():
-            with contextlib.suppress(OSError):
-                put.handle.close()
-                put.part.unlink()
+            if put.part is not None:
+                put.part.discard()
         for get in self.gets.values():
             if get.handle is not None:
                 get.handle.close()

@@ -254,6 +254,7 @@ class SshRepl(Repl):
     def prompt(self) -> str:
         hosts = self.console.hosts
         self.console.describe = self.describe
+        self.console.file_suffix = lambda rank: self.console.peers[rank].host
         self.targets = frozenset(r for r in self.targets if r in hosts)
         names = [hosts[r] for r in sorted(self.targets)]
         return f"[{fold_hosts(names) if names else 'no host'}] {self.console.cwd(self.targets)}#> "
