@@ -52,6 +52,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,7 @@ HOST_SIZE = 64
 SERVICE = "shell"
 HANDSHAKE_TIMEOUT = 30.0
 FINAL_TIMEOUT = 20.0
+ORPHAN_GRACE = 3.0  # seconds a server whose console died gives its own end before it is forced
 SETTLE_TIMEOUT = 5.0  # the console's wait for its servers and their launcher to end (embedded)
 LAUNCHER_PID_FILE = "launcher.pid"
 TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -506,6 +508,7 @@ def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) ->
         server = ShellServer(link, channel)
         if console_pid:
             server.console_alive = lambda: local_process_alive(console_pid)
+            _watch_console(console_pid, rank)
         if _server_handshake(link, channel):
             server.hello()
             try:
@@ -609,6 +612,23 @@ def _end_orphaned_job(rank: int) -> NoReturn:
         with contextlib.suppress(OSError):
             os.kill(proxy, signal.SIGKILL)
     os._exit(1)
+
+
+def _watch_console(console_pid: int, rank: int) -> None:
+    """A thread that ends this server and its launcher ORPHAN_GRACE s after the console died.
+
+    The serve loop notices too and ends the command and the shell first; this thread
+    covers an MPI call that never returns once its peer is gone (MPICH over TCP spins in
+    one), and it calls no MPI itself.
+    """
+
+    def watch() -> None:
+        while local_process_alive(console_pid):
+            time.sleep(1.0)
+        time.sleep(ORPHAN_GRACE)
+        _end_orphaned_job(rank)
+
+    threading.Thread(target=watch, name="mpish-console-watch", daemon=True).start()
 
 
 def _ignore_sigint() -> None:
