@@ -72,6 +72,7 @@ HOST_SIZE = 64
 SERVICE = "shell"
 HANDSHAKE_TIMEOUT = 30.0
 FINAL_TIMEOUT = 20.0
+ABORT_GRACE = 5  # seconds MPI_Abort may take before the console exits by itself
 ORPHAN_GRACE = 3.0  # seconds a server whose console died gives its own end before it is forced
 SETTLE_TIMEOUT = 5.0  # the console's wait for its servers and their launcher to end (embedded)
 LAUNCHER_PID_FILE = "launcher.pid"
@@ -213,8 +214,16 @@ def await_launcher_settled(servers: list[int], launcher: int, timeout: float = S
 
 
 def abort(comm: Any) -> None:
-    """MPI_Abort with exit status 1, failure notices (SIGUSR1) blocked so they cannot kill us first."""
+    """MPI_Abort with exit status 1, failure notices (SIGUSR1) blocked so they cannot kill us first.
+
+    Over TCP, MPICH's abort can hang once a peer is gone (holding the GIL): SIGALRM, left
+    to its default action, ends the process after ABORT_GRACE seconds whatever MPI does
+    (the servers' watchdogs then end theirs).
+    """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    sys.stderr.flush()
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(ABORT_GRACE)
     comm.Abort(1)
 
 
