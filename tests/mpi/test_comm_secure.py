@@ -52,11 +52,10 @@ def home(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(
+@pytest.mark.skipif(
     MPI.name == "openmpi",
-    reason="under Open MPI a too-small Irecv buffer makes mpish.secure raise from comm.py's "
-    "_process_small instead of ERR_TRUNCATE (check_truncation; every check before it passes)",
-    strict=True,
+    reason="under Open MPI, check_truncation fails (-n 1: comm.py's _process_small raises instead of "
+    "ERR_TRUNCATE) or hangs (-n 2, 4); every check before it passes: open",
 )
 @pytest.mark.parametrize("ranks", [1, 2, 4])
 def test_api_matches_raw_mpi(home: Path, ranks: int) -> None:
