@@ -58,6 +58,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,8 @@ from .shell import protocol as p
 SERVICE = "shell"
 SERVER_WAIT = 60.0  # a server's wait for the console's handshake (the console is trusted)
 FINAL_TIMEOUT = 20.0
+ABORT_GRACE = 5  # seconds MPI_Abort may take before the console exits by itself
+ORPHAN_GRACE = 3.0  # seconds a server whose console died gives its own end before it is forced
 SETTLE_TIMEOUT = 5.0  # the console's wait for its servers and their launcher to end (embedded)
 LAUNCHER_PID_FILE = "launcher.pid"
 TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -217,8 +220,16 @@ def await_launcher_settled(servers: list[int], launcher: int, timeout: float = S
 
 
 def abort(comm: Any) -> None:
-    """MPI_Abort with exit status 1, failure notices (SIGUSR1) blocked so they cannot kill us first."""
+    """MPI_Abort with exit status 1, failure notices (SIGUSR1) blocked so they cannot kill us first.
+
+    Over TCP, MPICH's abort can hang once a peer is gone (holding the GIL): SIGALRM, left
+    to its default action, ends the process after ABORT_GRACE seconds whatever MPI does
+    (the servers' watchdogs then end theirs).
+    """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    sys.stderr.flush()
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(ABORT_GRACE)
     comm.Abort(1)
 
 
@@ -467,6 +478,7 @@ def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) ->
         server = ShellServer(link, channel)
         if console_pid:
             server.console_alive = lambda: local_process_alive(console_pid)
+            _watch_console(console_pid, rank)
         if _server_handshake(link, channel):
             server.hello()
             try:
@@ -591,6 +603,23 @@ def _end_orphaned_job(rank: int) -> NoReturn:
         with contextlib.suppress(OSError):
             os.kill(proxy, signal.SIGKILL)
     os._exit(1)
+
+
+def _watch_console(console_pid: int, rank: int) -> None:
+    """A thread that ends this server and its launcher ORPHAN_GRACE s after the console died.
+
+    The serve loop notices too and ends the command and the shell first; this thread
+    covers an MPI call that never returns once its peer is gone (MPICH over TCP spins in
+    one), and it calls no MPI itself.
+    """
+
+    def watch() -> None:
+        while local_process_alive(console_pid):
+            time.sleep(1.0)
+        time.sleep(ORPHAN_GRACE)
+        _end_orphaned_job(rank)
+
+    threading.Thread(target=watch, name="mpish-console-watch", daemon=True).start()
 
 
 def _ignore_sigint() -> None:

