@@ -109,6 +109,9 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
         help=f"at most N hosts being connected at once (default {DEFAULT_FANOUT})",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per host per line")
+    parser.add_argument("--nostdin", action="store_true",
+                        help="-c: do not send stdin to the hosts (by default, unless it is a "
+                        "terminal, every host's command reads a copy of it, as with clush)")
     parser.add_argument("-v", "--verbose", action="store_true", help="live output, lines prefixed 'host: '")
     parser.add_argument(
         "-o",
@@ -143,6 +146,7 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
             command=args.command,
             fanout=args.fanout,
             json=args.json,
+            nostdin=args.nostdin,
             verbose=args.verbose,
             ssh_options=shell_cli.split_ssh_options(args.ssh_options),
             python=tuple(shlex.split(args.python)),

@@ -66,7 +66,7 @@ def users_key() -> bytes:
 
 def forged_records(session: bytes, rank: int) -> list[bytes]:
     """Records a rank without the keys can make: each must be refused where it lands."""
-    run = p.CODEC.encode(p.Run(1, f"touch {MARKER}", 0.0))
+    run = p.CODEC.encode(p.Run(1, f"touch {MARKER}", 0.0, False))
     evil = pickle.dumps(Evil())
     out = [os.urandom(120)]
     for sender, receiver in ((0, 1), (1, 0), (rank, 0)):

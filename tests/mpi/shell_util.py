@@ -74,19 +74,21 @@ def shell_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def run(
-    args: list[str], home: Path, cwd: Path, timeout: float = 90, **extra: str
+    args: list[str], home: Path, cwd: Path, timeout: float = 90, input: bytes | None = None, **extra: str
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run a command with MPISH_HOME=home; never hangs (timeout kills the process group)."""
+    """Run a command with MPISH_HOME=home and ``input`` on stdin (none: /dev/null); never
+    hangs (timeout kills the process group)."""
     proc = subprocess.Popen(
         args,
         env=shell_env(home, **extra),
         cwd=cwd,
+        stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
         out, err = proc.communicate()

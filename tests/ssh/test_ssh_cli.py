@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -204,3 +205,20 @@ def test_json_has_the_mpi_fields_and_error_only_for_errors(sshd: SshServer) -> N
     exited = mpish_ssh(sshd, "host1", "--json", "-c", "exit 3")
     (record,) = [json.loads(line) for line in exited.stdout.splitlines()]
     assert record["exit"] == 3 and record["timed_out"] is False and "error" not in record
+
+
+def test_stdin_is_broadcast_to_every_host_and_nostdin_turns_it_off(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-2]", "-c", "cat", input="hi\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "---------------\nhost[1-2] (2)\n---------------\nhi\n"
+    done = mpish_ssh(sshd, "host[1-2]", "--nostdin", "-c", "wc -c", input="hi\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "---------------\nhost[1-2] (2)\n---------------\n0\n"
+
+
+def test_mebibytes_of_stdin_arrive_whole_on_every_host(sshd: SshServer) -> None:
+    data = "".join(f"line {i}\n" for i in range(400_000))  # ~4.6 MiB: more than the credit window
+    done = mpish_ssh(sshd, "host[1-2]", "-c", "sha256sum", input=data)
+    assert done.returncode == 0, done.stderr
+    digest = hashlib.sha256(data.encode()).hexdigest()
+    assert done.stdout == f"---------------\nhost[1-2] (2)\n---------------\n{digest}  -\n"

@@ -100,6 +100,7 @@ def test_run_main_receives_parsed_options(home: Path, monkeypatch: pytest.Monkey
         "timeout": 2.5,
         "targets": "@1-2",
         "stats": False,
+        "nostdin": False,
         "commands_from": None,
         "color": "auto",
     }

@@ -121,7 +121,7 @@ def test_style_honours_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_protocol_round_trip_and_validation() -> None:
-    message = p.Run(7, "echo hi", 1.5)
+    message = p.Run(7, "echo hi", 1.5, False)
     assert p.CODEC.decode(p.CODEC.encode(message)) == message
     done = p.Done(1, 0, 0, 0.1, "/tmp", False, 100, "", "")
     assert p.CODEC.decode(p.CODEC.encode(done)) == done

@@ -76,6 +76,7 @@ class SshShellOptions:
     command: str | None = None
     fanout: int = DEFAULT_FANOUT
     json: bool = False
+    nostdin: bool = False
     verbose: bool = False
     ssh_options: tuple[str, ...] = ()
     python: tuple[str, ...] = ("python3",)  # the remote interpreter's argv words
@@ -107,6 +108,7 @@ def host_names(hosts: Sequence[str], session: Any) -> HostNames:
 
 def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int:
     """``-c``: run once everywhere; return the largest exit status (255 for a failed host)."""
+    from mpish.shell.app import stdin_to_send
     from mpish.shell.console import Console
     from mpish.shell.interactive import InterruptKeys
 
@@ -127,7 +129,8 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         try:
             with InterruptKeys() as keys:
                 console.interrupt_key = keys.pressed
-                console.run(options.command, list(session.peers), sink)
+                console.run(options.command, list(session.peers), sink,
+                            stdin=stdin_to_send(options.nostdin))
         finally:
             console.close()
     results = [sink.results[rank] for rank in sorted(sink.results)]

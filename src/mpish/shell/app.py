@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from typing import Any
@@ -21,6 +22,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--color", choices=COLOR_CHOICES, default="auto",
                         help="colour the output: auto (a terminal, no NO_COLOR; never under a "
                         "launcher such as mpiexec or srun), always or never")
+    parser.add_argument("--nostdin", action="store_true",
+                        help="-c: do not send stdin to the targets (by default, unless it is a "
+                        "terminal, every target's command reads a copy of it, as with clush)")
     parser.add_argument("--stats", action="store_true",
                         help="after -c, print each rank's time and peak RSS on stderr")
 
@@ -120,6 +124,18 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
     return repl.last_status
 
 
+def stdin_to_send(nostdin: bool) -> int | None:
+    """The fd that ``-c`` broadcasts as the command's stdin: 0, unless ``--nostdin``, or
+    stdin is a terminal (as clush: nothing is read from it) or closed."""
+    try:
+        if nostdin or os.isatty(0):
+            return None
+        os.fstat(0)
+    except OSError:
+        return None
+    return 0
+
+
 def run_once(console: Any, args: argparse.Namespace) -> int:
     """``-c``: run once on the targets; exit status = the largest remote one (clush -S)."""
     from .ranks import TargetError, resolve_targets
@@ -137,7 +153,8 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
 
     with InterruptKeys() as keys:
         console.interrupt_key = keys.pressed
-        results = console.run(args.command, ranks, sink)
+        results = console.run(args.command, ranks, sink,
+                              stdin=stdin_to_send(getattr(args, "nostdin", False)))
     if not args.json:
         for line in status_lines(results.values(), Style.for_stream(sys.stderr)):
             print(line, file=sys.stderr)

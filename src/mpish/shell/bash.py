@@ -23,7 +23,8 @@ Sourcing the command (rather than ``eval``) runs it as lines typed at the prompt
 syntax error ends that command, not the shell; inside ``.`` bash prints no job notices
 (``[1] 4711`` would differ per rank and split groups) while its messages stay those of
 an interactive bash. The command's stdin is /dev/null (bash's stdin is the command
-pipe); the command's processes inherit no status fd.
+pipe), or a FIFO fed with the console's stdin (:mod:`mpish.shell.stdin`); the command's
+processes inherit no status fd.
 ``__MPISH_JOB=<marker>`` is exported just before the ``eval`` and unset first thing in
 ``__mpish_end``, so every process the command starts carries it in its environment,
 which is how the server finds them. ``__mpish_status`` sets ``$?`` to the previous
@@ -93,14 +94,21 @@ def initial_state(environ: dict[str, str], cwd: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def command_line(command_file: Path, marker: str, last_status: int = 0) -> bytes:
-    """The two lines bash reads for one command (see the module doc); ``$?`` is ``last_status``."""
-    return (
-        f"\\builtin export {JOB_VARIABLE}={marker}; __mpish_status {last_status & 0xFF}; "
-        f"\\builtin . {shlex.quote(str(command_file))} "
-        f"</dev/null >&{OUT_FD} 2>&{ERR_FD} {STATUS_FD}>&- {OUT_FD}>&- {ERR_FD}>&-\n"
-        f"__mpish_end {marker}\n"
-    ).encode()
+def command_line(command_file: Path, marker: str, last_status: int = 0, stdin: Path | None = None) -> bytes:
+    """The two lines bash reads for one command (see the module doc); ``$?`` is ``last_status``.
+
+    ``stdin``: a FIFO the command reads instead of /dev/null; once bash has opened it,
+    ``stdin <marker>`` is written to the status fd (:mod:`mpish.shell.stdin`)."""
+    source = (
+        f"__mpish_status {last_status & 0xFF}; \\builtin . {shlex.quote(str(command_file))} "
+        f">&{OUT_FD} 2>&{ERR_FD} {STATUS_FD}>&- {OUT_FD}>&- {ERR_FD}>&-"
+    )
+    if stdin is None:
+        run = f"{source} </dev/null"
+    else:
+        run = (f"{{ \\builtin printf 'stdin %s\\0' {marker} >&{STATUS_FD}; {source}; }} "
+               f"<{shlex.quote(str(stdin))}")
+    return f"\\builtin export {JOB_VARIABLE}={marker}; {run}\n__mpish_end {marker}\n".encode()
 
 
 def write_command(command_file: Path, command: str) -> None:

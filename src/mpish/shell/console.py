@@ -11,6 +11,11 @@ every rank still running and keeps waiting for their ``Done`` (the session goes 
 Bulk bytes are flow-controlled in both directions (protocol.WINDOW per server): the
 console returns :class:`Credit` for output it has written to its sink, and sends a put
 chunk to a server only while that server has credit left.
+
+A command's stdin (``run(..., stdin=fd)``, clush's broadcast) is read in the same loop,
+one chunk at a time and only when every rank still running has credit for it, so
+however much comes in, at most ``WINDOW`` bytes per rank are in flight; its end is sent
+as ``Input(eof=True)``, which closes the command's stdin on every rank.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import select
 import socket
 import sys
 import time
@@ -170,15 +176,18 @@ class Console:
                     self._lost(source, "the server ended its session")
         return busy
 
-    def _wait(self, finished: Callable[[], bool], on_interrupt: Callable[[], None] | None = None) -> None:
-        """Pump until ``finished()``; Ctrl-C calls ``on_interrupt`` and keeps waiting."""
+    def _wait(self, finished: Callable[[], bool], on_interrupt: Callable[[], None] | None = None,
+              feed: Callable[[], bool] | None = None) -> None:
+        """Pump until ``finished()``; Ctrl-C calls ``on_interrupt`` and keeps waiting.
+        ``feed`` (a command's stdin) is called in every round; True if it moved bytes."""
         backoff = Backoff()
         next_key_check = 0.0
         while True:
             try:
                 while not finished():
                     self.check_failures()
-                    if self._pump_once():
+                    fed = feed() if feed is not None else False
+                    if self._pump_once() or fed:
                         backoff.activity()
                     else:
                         backoff.wait()
@@ -203,9 +212,13 @@ class Console:
     # -- commands
 
     def run(
-        self, command: str, ranks: Iterable[int], sink: OutputSink, timeout: float | None = None
+        self, command: str, ranks: Iterable[int], sink: OutputSink, timeout: float | None = None,
+        stdin: int | None = None,
     ) -> dict[int, Result]:
-        """Run ``command`` on ``ranks``; output goes to ``sink`` as it arrives."""
+        """Run ``command`` on ``ranks``; output goes to ``sink`` as it arrives.
+
+        ``stdin``: a file descriptor whose bytes, to its end, every rank's command reads
+        as its stdin (else the command's stdin is /dev/null)."""
         cmd_id = self._id()
         targets = [r for r in sorted(set(ranks)) if r in self.peers and self.peers[r].alive]
         limit = self.timeout if timeout is None else timeout
@@ -216,8 +229,32 @@ class Console:
             sink.output(rank, stream, data)
             self._consumed(rank, len(data))
 
+        credit = dict.fromkeys(targets, p.WINDOW)  # stdin bytes each rank may still be sent
+        stdin_open = stdin is not None
+
+        def feed() -> bool:
+            nonlocal stdin_open
+            running = [r for r in targets if r not in results and self.peers[r].alive]
+            if not stdin_open or stdin is None or not running:
+                return False
+            if min(credit[r] for r in running) < p.CHUNK or not select.select([stdin], [], [], 0)[0]:
+                return False
+            try:
+                data = os.read(stdin, p.CHUNK)
+            except OSError as exc:
+                print(f"mpish: cannot read stdin: {exc.strerror}; the command's stdin ends here",
+                      file=self.err)
+                data = b""
+            for rank in running:
+                self._send(rank, p.Input(cmd_id, data, not data))
+                credit[rank] -= len(data)
+            stdin_open = bool(data)
+            return True
+
         def handle(rank: int, message: object) -> None:
-            if isinstance(message, p.Done) and message.cmd_id == cmd_id:
+            if isinstance(message, p.Credit) and rank in credit:
+                credit[rank] += message.nbytes
+            elif isinstance(message, p.Done) and message.cmd_id == cmd_id:
                 peer = self.peers[rank]
                 peer.cwd = message.cwd or peer.cwd
                 self.peak_rss_kib[rank] = message.peak_rss_kib
@@ -240,9 +277,9 @@ class Console:
         self._handler = handle
         self._output = output
         for rank in targets:
-            self._send(rank, p.Run(cmd_id, command, limit))
+            self._send(rank, p.Run(cmd_id, command, limit, stdin is not None))
         try:
-            self._wait(finished, interrupt)
+            self._wait(finished, interrupt, feed)
         finally:
             self._handler = self._ignore
             self._output = self._credit_only

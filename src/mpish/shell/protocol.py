@@ -4,9 +4,9 @@ Every message travels inside a :class:`~mpish.wire.channel.SecureChannel` betwee
 console (rank 0) and one shell server. Conversation::
 
     server  -> console  Hello                               once, after the handshake
-    console -> server   Run | Interrupt | Credit | PutStart PutChunk* PutEnd | GetStart | Quit
+    console -> server   Run Input* | Interrupt | Credit | PutStart PutChunk* PutEnd | GetStart | Quit
     server  -> console  (raw output chunks)*  Done          for each Run
-                        Credit                              for PutChunk bytes written
+                        Credit                              for PutChunk and Input bytes written
                         GetChunk* GetEnd                    for each GetStart
                         PutDone                             for each PutEnd
 
@@ -15,7 +15,7 @@ wrapped: its stdout and stderr bytes are sent raw, as they were read from the pi
 channels :data:`STDOUT` and :data:`STDERR` (no msgpack copy on the bulk path). MPI keeps
 the order of one sender's messages, so every chunk arrives before the command's Done.
 
-Flow control: a sender of bulk bytes (output, GetChunk, PutChunk) never has more than
+Flow control: a sender of bulk bytes (output, GetChunk, PutChunk, Input) never has more than
 ``WINDOW`` bytes that the other side has not returned with a :class:`Credit`.
 """
 
@@ -26,7 +26,7 @@ from typing import Annotated
 
 from mpish.wire.codec import Codec, MaxLen
 
-PROTOCOL_VERSION = 3  # 2: output as raw bytes on channels 1 and 2; 3: Done.note
+PROTOCOL_VERSION = 4  # 2: output as raw bytes on channels 1 and 2; 3: Done.note; 4: stdin
 CHUNK = (1 << 20) - 256  # bulk bytes per message: one message is one record (record.py)
 WINDOW = 4 * 1024 * 1024  # unacknowledged bulk bytes per server and direction
 CONTROL = 0  # secure-channel channel of the msgpack messages below
@@ -54,11 +54,14 @@ class Hello:
 @CODEC.message(2)
 @dataclass(frozen=True, slots=True)
 class Run:
-    """Run ``command`` through the rank's persistent shell; ``timeout`` <= 0 means none."""
+    """Run ``command`` through the rank's persistent shell; ``timeout`` <= 0 means none.
+
+    ``stdin``: the command reads the :class:`Input` chunks that follow (else /dev/null)."""
 
     cmd_id: int
     command: Command
     timeout: float
+    stdin: bool
 
 
 @CODEC.message(3)
@@ -172,7 +175,17 @@ class Quit:
     """End of the session: the server closes its channel and finalizes."""
 
 
+@CODEC.message(15)
+@dataclass(frozen=True, slots=True)
+class Input:
+    """Bytes for the running command's stdin; ``eof``: there are no more (data is empty)."""
+
+    cmd_id: int
+    data: bytes
+    eof: bool
+
+
 ShellMessage = (
     Hello | Run | Interrupt | Credit | Done | PutStart | PutChunk | PutEnd | PutDone
-    | GetStart | GetChunk | GetEnd | Quit
+    | GetStart | GetChunk | GetEnd | Quit | Input
 )

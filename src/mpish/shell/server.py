@@ -80,6 +80,7 @@ from .bash import (
     state_is_complete,
     write_command,
 )
+from .stdin import StdinFeed
 from .transfer import PartFile, destination, umask
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on a timeout
@@ -104,6 +105,7 @@ class _Command:
     last_signal: int = 0
     signalled_at: float = 0.0
     pids: set[int] = field(default_factory=set)
+    stdin: StdinFeed | None = None  # the console's stdin, when the Run asked for it
 
     @property
     def end(self) -> bytes:
@@ -212,13 +214,18 @@ class ShellServer:
         watched = [] if bash.status_eof else [bash.status_fd]
         if self.credit > 0:
             watched += [s.fd for s in (bash.out, bash.err) if not s.eof]
-        if not watched:
+        if not watched and not (self.command is not None and self.command.stdin is not None
+                                and self.command.stdin.wants_write):
             if delay:
                 time.sleep(delay)
             return False
-        ready, _, _ = select.select(watched, [], [], delay)
+        feed = self.command.stdin if self.command is not None else None
+        writing = [feed.fd] if feed is not None and feed.wants_write else []
+        ready, writable, _ = select.select(watched, writing, [], delay)
+        if writable and feed is not None:
+            self._feed(feed)
         if not ready:
-            return False
+            return bool(writable)
         for stream in (bash.out, bash.err):
             if stream.fd in ready:
                 self._read_output(bash, stream)
@@ -249,6 +256,11 @@ class ShellServer:
             text = record.decode(errors="surrogateescape")
             if text.startswith("saved "):
                 self._adopt_state(text[6:])
+                continue
+            if text.startswith("stdin "):
+                command = self.command
+                if command is not None and command.stdin is not None and text[6:] == command.marker:
+                    command.stdin.bash_opened()
                 continue
             marker, _, rest = text.partition(" ")
             status, _, cwd = rest.partition(" ")
@@ -286,6 +298,8 @@ class ShellServer:
             self._start(message)
         elif isinstance(message, p.Credit):
             self.credit += message.nbytes
+        elif isinstance(message, p.Input):
+            self._input(message)
         elif isinstance(message, p.Interrupt):
             self._interrupt(message.cmd_id)
         elif isinstance(message, p.PutStart):
@@ -321,13 +335,45 @@ class ShellServer:
         bash.out.held = bash.err.held = 0
         self.command = command
         command_file = self.state_dir / "command"
+        fifo = self.state_dir / f"stdin.{command.marker}" if run.stdin else None
         try:
             write_command(command_file, run.command)
+            if fifo is not None:
+                command.stdin = StdinFeed(fifo)
         except OSError:
             command.status = -1  # _check_command reports it
             return
-        if not bash.write(command_line(command_file, command.marker, self.last_status)):
+        if not bash.write(command_line(command_file, command.marker, self.last_status, fifo)):
             command.status = -1  # bash is gone: _check_command reports it
+
+    def _input(self, message: p.Input) -> None:
+        """Bytes for the command's stdin (a finished command's are ignored, uncredited:
+        the console stops counting a rank's credit at its Done)."""
+        command = self.command
+        if command is None or command.cmd_id != message.cmd_id or command.stdin is None:
+            return
+        dropped = command.stdin.push(message.data)
+        if message.eof:
+            command.stdin.end()
+        if dropped:
+            self._send(p.Credit(dropped))
+        self._feed(command.stdin)
+
+    def _feed(self, feed: StdinFeed) -> None:
+        try:
+            done = feed.flush()
+        except OSError:
+            done = sum(len(c) for c in feed.pending)
+            feed.close()
+        if done:
+            self._send(p.Credit(done))
+
+    @staticmethod
+    def _end_stdin(command: _Command) -> None:
+        """The command ended: its stdin goes (Input still on its way is then ignored)."""
+        if command.stdin is not None:
+            command.stdin.close()
+            command.stdin = None
 
     def _restart(self) -> Bash | None:
         if self.bash is not None:
@@ -359,6 +405,7 @@ class ShellServer:
 
     def _finished(self, command: _Command, now: float) -> bool:
         self.cwd = command.cwd or self.cwd
+        self._end_stdin(command)
         self.command = None
         code = command.status or 0
         sig = signal.SIGINT if command.interrupted and code == 128 + signal.SIGINT else 0
@@ -378,6 +425,7 @@ class ShellServer:
                 bash.proc.wait(timeout=1)
             self._flush_output(bash, command)
             code = bash.close()
+        self._end_stdin(command)
         self.command = None
         sig = -code if code < 0 else 0
         self._done(command.cmd_id, 128 + sig if sig else code, sig, time.monotonic() - command.started,
@@ -464,6 +512,7 @@ class ShellServer:
             return False
         self._flush_output(bash, command)
         bash.close()
+        self._end_stdin(command)
         self.command = None
         sig = command.last_signal
         self._done(command.cmd_id, 128 + sig, sig, time.monotonic() - command.started, command.timed_out,
@@ -559,6 +608,8 @@ class ShellServer:
         if command is not None and self.bash is not None:
             command.interrupts = len(ESCALATION)
             self._kill(command, signal.SIGKILL)
+        if command is not None:
+            self._end_stdin(command)
         if self.bash is not None:
             self.bash.close()
             self.bash = None
