@@ -52,11 +52,6 @@ def home(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(
-    MPI.name == "openmpi",
-    reason="under Open MPI, check_truncation fails (-n 1: comm.py's _process_small raises instead of "
-    "ERR_TRUNCATE) or hangs (-n 2, 4); every check before it passes: open",
-)
 @pytest.mark.parametrize("ranks", [1, 2, 4])
 def test_api_matches_raw_mpi(home: Path, ranks: int) -> None:
     proc = run(["-n", str(ranks), PYTHON, str(HERE / "comm_api.py")], home)

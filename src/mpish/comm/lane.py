@@ -32,6 +32,14 @@ plaintext and copied; continuation records are decrypted in place only after the
 header (length, counter, flags) matched what the message's authenticated first record
 announced, into the bytes that the genuine record overwrites.
 
+A forged message longer than any record is dropped whole. MPICH truncates it safely
+into the record buffer (ERR_TRUNCATE); Open MPI 5 may crash doing so, so there
+(:data:`MATCH_FIRST`) blocking receives, probes and continuation records match a message
+(Mprobe) before receiving it, and one too long is received whole and dropped
+(``transport.mpi.discard``). A user's posted ``Irecv`` is a real MPI receive into a
+first-record buffer still: under Open MPI a forged message longer than that, matched
+by it, is truncated by Open MPI (open).
+
 A forged first record consumed by a posted ``Irecv`` makes mpish post that receive
 again: if several receives with overlapping envelopes are pending, the genuine messages
 may then complete them in another order than MPI would have matched them.
@@ -47,6 +55,7 @@ from typing import Any
 
 from mpi4py import MPI
 
+from ..transport.mpi import discard
 from ..wire.errors import AuthenticationError, RemoteProtocolError, ReplayError
 from ..wire.noise import TAGLEN
 from ..wire.record import (
@@ -72,6 +81,11 @@ _TOTAL = struct.Struct(">Q")  # payload of the first record of a long message: i
 _CHANNEL = struct.Struct(">I")  # the channel field of a record header (record.py's layout):
 _CHANNEL_OFFSET = HEADER_SIZE - 16  # channel (4 bytes), counter (8) and length (4) end the header
 RECORD_ERRORS = (AuthenticationError, ReplayError, RemoteProtocolError)
+# Open MPI 5 corrupts its heap or crashes when it truncates a large message (btl/sm), and
+# does not report a truncated receive from the process itself: there every blocking
+# receive matches the message first (Mprobe) and drops one larger than any record whole.
+# A receive posted by the user (Irecv) is a real MPI receive still (module doc).
+MATCH_FIRST = MPI.Get_library_version().startswith("Open MPI")
 
 Envelope = tuple[int, int]  # (source, tag) of a received message
 Result = tuple[int, int, int, bytes | bytearray | None]  # source, tag, nbytes, data (if no sink)
@@ -277,6 +291,13 @@ class Lane:
             record: memoryview | bytearray
             if _ACTIVE:
                 record, s, t = self._poll_first(source, tag)
+            elif MATCH_FIRST:
+                message = self._matched(self.comm, source, tag, RECORD_MAX)
+                if message is None:
+                    continue
+                message.Recv([self._rx, MPI.BYTE], self._status)
+                s, t = self._source(), self._tag()
+                record = memoryview(self._rx)[: self._count()]
             else:
                 # Straight into the preallocated record buffer: no Status or buffer spec per call.
                 try:
@@ -299,11 +320,33 @@ class Lane:
             raise exc
         self.stats.reject(RemoteProtocolError("a message larger than any record was dropped"))
 
+    def _matched(self, comm: Any, source: int, tag: int, limit: int) -> Any:
+        """The next matching message (MPI.Message), or None if it was longer than ``limit``:
+        that one is received whole, dropped and counted, never truncated by MPI."""
+        message = comm.Mprobe(source, tag, self._status)
+        return self._within(message, self._status, limit)
+
+    def _within(self, message: Any, status: Any, limit: int) -> Any:
+        count = status.Get_count(MPI.BYTE)
+        if count <= limit:
+            return message
+        discard(message, count)
+        error = RemoteProtocolError(f"a message of {count} bytes, larger than any record, was dropped")
+        self.stats.reject(error)
+        return None
+
     def _poll_first(self, source: int, tag: int) -> tuple[memoryview, int, int]:
         """Receive a first record while progressing posted receives (they come first)."""
         buf = self._spare.pop() if self._spare else bytearray(FIRST_MAX)
         status = MPI.Status()
-        while True:
+        while MATCH_FIRST:
+            message = self.comm.Improbe(source, tag, status)
+            if message is None:
+                progress()
+            elif self._within(message, status, FIRST_MAX) is not None:
+                message.Recv([buf, MPI.BYTE], status)
+                break
+        while not MATCH_FIRST:
             request = self.comm.Irecv([buf, MPI.BYTE], source, tag)
             try:
                 while not request.Test(status):
@@ -483,21 +526,29 @@ class Lane:
         buffers = (self._rx, self._rx2)
         status = self._status
         which, offset, index = 0, 0, 0
-        pending: Any = self.bulk.Irecv([buffers[0], MPI.BYTE], source, tag)
+        pending: Any = None if MATCH_FIRST else self.bulk.Irecv([buffers[0], MPI.BYTE], source, tag)
         while index < records:
-            try:
-                pending.Wait(status)
-            except MPI.Exception as exc:
-                self._oversized(exc)
-                pending = self.bulk.Irecv([buffers[which], MPI.BYTE], source, tag)
-                continue
+            if MATCH_FIRST:  # one record at a time, each matched before it is received
+                message = self._matched(self.bulk, source, tag, RECORD_MAX)
+                if message is None:
+                    continue
+                message.Recv([buffers[which], MPI.BYTE], status)
+            else:
+                try:
+                    pending.Wait(status)
+                except MPI.Exception as exc:
+                    self._oversized(exc)
+                    pending = self.bulk.Irecv([buffers[which], MPI.BYTE], source, tag)
+                    continue
             current = which
             record = memoryview(buffers[current])[: status.Get_count(MPI.BYTE)]
             # Post the receive of the next record before opening this one, so the sender's
             # transfer overlaps our decryption.
             which ^= 1
             pending = (
-                self.bulk.Irecv([buffers[which], MPI.BYTE], source, tag) if index + 1 < records else None
+                self.bulk.Irecv([buffers[which], MPI.BYTE], source, tag)
+                if index + 1 < records and not MATCH_FIRST
+                else None
             )
             size = min(chunk, total - offset)
             try:
@@ -511,7 +562,7 @@ class Lane:
                 )
             except RECORD_ERRORS as exc:
                 self.stats.reject(exc)
-                if pending is None:  # the genuine last record is still to come
+                if pending is None and not MATCH_FIRST:  # the genuine last record is still to come
                     which = current
                     pending = self.bulk.Irecv([buffers[which], MPI.BYTE], source, tag)
                 continue
@@ -551,19 +602,17 @@ class Lane:
         status = MPI.Status()
         while True:
             if block and not _ACTIVE:
-                self.comm.Probe(source, tag, status)
+                message = self.comm.Mprobe(source, tag, status)
             else:
-                while not self.comm.Iprobe(source, tag, status):
+                while (message := self.comm.Improbe(source, tag, status)) is None:
                     if not block:
                         return None
                     progress()
             s, t = status.Get_source(), status.Get_tag()
-            buf = bytearray(min(status.Get_count(MPI.BYTE), FIRST_MAX))
-            try:
-                self.comm.Recv([buf, MPI.BYTE], s, t)
-            except MPI.Exception as exc:
-                self._oversized(exc)
+            if self._within(message, status, FIRST_MAX) is None:
                 continue
+            buf = bytearray(status.Get_count(MPI.BYTE))
+            message.Recv([buf, MPI.BYTE])
             self.flush_posted(s, t, len(self.posted))
             try:
                 _, _, _, data = self.process(buf, s, t, None)
