@@ -57,8 +57,8 @@ import shlex
 import shutil
 import signal
 import socket
+import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +66,8 @@ from typing import Any, NoReturn
 
 from mpish import keys
 from mpish.admission import KEY_SIZE, admit_servers, handshake_timeout, join_console
+from mpish.orphan import alive as local_process_alive
+from mpish.orphan import children, end_session_launcher, proc_state
 from mpish.transport.link import Link
 from mpish.transport.mpi import Backoff, MpiLink, discard, mpi
 from mpish.wire.channel import Binding, Role, SecureChannel
@@ -178,24 +180,6 @@ class Session:
             await_launcher_settled(local, self.launcher_pid)
 
 
-def _proc_state(pid: int) -> str:
-    """The state letter of ``pid`` (R, S, Z, ...), "" if it is gone (Linux /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return ""
-    return stat[stat.rfind(b")") + 2 :][:1].decode()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(word) for word in handle.read().split()]
-    except (OSError, ValueError):
-        return []
-
-
 def await_launcher_settled(servers: list[int], launcher: int, timeout: float = SETTLE_TIMEOUT) -> None:
     """Outlive the servers' exit and the launcher's handling of it (bounded by ``timeout``).
 
@@ -214,8 +198,8 @@ def await_launcher_settled(servers: list[int], launcher: int, timeout: float = S
         return
     quiet = 0
     while quiet < 2 and time.monotonic() < deadline:
-        launchers = [launcher, *_children(launcher)]
-        quiet = quiet + 1 if all(_proc_state(pid) in ("S", "Z", "") for pid in launchers) else 0
+        launchers = [launcher, *children(launcher)]
+        quiet = quiet + 1 if all(proc_state(pid) in ("S", "Z", "") for pid in launchers) else 0
         time.sleep(0.005)
 
 
@@ -240,16 +224,6 @@ def failure_notice() -> bool:
     with contextlib.suppress(OSError):
         signal.sigtimedwait({signal.SIGUSR1}, 0)
     return True
-
-
-def local_process_alive(pid: int) -> bool:
-    """True unless ``pid`` is gone or a zombie (only meaningful on this host)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
 
 
 def under_launcher() -> bool:
@@ -565,23 +539,6 @@ def _free_session_comm(comm: Any) -> None:
         logging.getLogger(__name__).debug("the session communicator was not freed: %s", exc)
 
 
-def _cmdline(pid: int) -> list[bytes]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().split(b"\0")
-    except OSError:
-        return []
-
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-        return int(stat[stat.rfind(b")") + 2 :].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def _end_orphaned_job(rank: int) -> NoReturn:
     """The console died unannounced (SIGKILL): end this server and the launcher it left.
 
@@ -593,33 +550,23 @@ def _end_orphaned_job(rank: int) -> NoReturn:
     print(f"mpish: rank {rank}: the console is gone; ending the session and its launcher",
           file=sys.stderr)
     sys.stderr.flush()
-    proxy = os.getppid()
-    launcher = _parent(proxy)
-    proxy_cmd, launcher_cmd = _cmdline(proxy), _cmdline(launcher)
-    if proxy_cmd and proxy_cmd[0].endswith(b"hydra_pmi_proxy"):
-        if launcher_cmd and launcher_cmd[0].endswith(b"mpiexec") and b"-pmi_args" in launcher_cmd:
-            with contextlib.suppress(OSError):
-                os.kill(launcher, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            os.kill(proxy, signal.SIGKILL)
+    end_session_launcher(os.getpid())
     os._exit(1)
 
 
 def _watch_console(console_pid: int, rank: int) -> None:
-    """A thread that ends this server and its launcher ORPHAN_GRACE s after the console died.
+    """Start :mod:`mpish.orphan`, which ends this server ORPHAN_GRACE s after the console died.
 
-    The serve loop notices too and ends the command and the shell first; this thread
-    covers an MPI call that never returns once its peer is gone (MPICH over TCP spins in
-    one), and it calls no MPI itself.
+    The serve loop notices too and ends the command and the shell first; the watcher is
+    a separate process because this one may be stuck in an MPI call that never returns
+    once its peer is gone (MPICH over TCP spins in one, holding the interpreter, so not
+    even a thread of ours would run). It calls no MPI and ends when this server ends.
     """
-
-    def watch() -> None:
-        while local_process_alive(console_pid):
-            time.sleep(1.0)
-        time.sleep(ORPHAN_GRACE)
-        _end_orphaned_job(rank)
-
-    threading.Thread(target=watch, name="mpish-console-watch", daemon=True).start()
+    del rank
+    subprocess.Popen(
+        [sys.executable, "-m", "mpish.orphan", str(console_pid), str(os.getpid()), str(ORPHAN_GRACE)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+    )
 
 
 def _ignore_sigint() -> None:

@@ -31,7 +31,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
-from mpish.launch import Peer, Session, failure_notice, local_process_alive
+from mpish.launch import Peer, Session, failure_notice
+from mpish.orphan import alive as local_process_alive
 from mpish.transport.mpi import Backoff, tune_malloc
 from mpish.wire.errors import MpishError, ProtocolError, TransportBroken
 from mpish.wire.events import CloseReceived, Message
