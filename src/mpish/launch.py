@@ -66,10 +66,11 @@ from typing import Any, NoReturn
 
 from mpish import keys
 from mpish.admission import KEY_SIZE, admit_servers, handshake_timeout, join_console
-from mpish.orphan import alive as local_process_alive
-from mpish.orphan import children, end_session_launcher, proc_state
+from mpish.orphan import end_session_launcher
 from mpish.transport.link import Link
 from mpish.transport.mpi import Backoff, MpiLink, discard, mpi
+from mpish.transport.procfs import alive as local_process_alive
+from mpish.transport.procfs import children, proc_state
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import MpishError, TransportBroken
 from mpish.wire.events import HandshakeComplete, Message

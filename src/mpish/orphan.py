@@ -20,49 +20,7 @@ import signal
 import sys
 import time
 
-
-def _stat(pid: int) -> bytes:
-    """What follows the command name in /proc/PID/stat (state first), b"" if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return b""
-    return stat[stat.rfind(b")") + 2 :]
-
-
-def proc_state(pid: int) -> str:
-    """The state letter of ``pid`` (R, S, Z, ...), "" if it is gone (Linux /proc)."""
-    return _stat(pid)[:1].decode()
-
-
-def alive(pid: int) -> bool:
-    """True unless ``pid`` is gone or a zombie (only meaningful on this host)."""
-    return proc_state(pid) not in ("", "Z", "X")
-
-
-def parent(pid: int) -> int:
-    """The parent of ``pid``, 0 if unknown."""
-    try:
-        return int(_stat(pid).split()[1])
-    except (ValueError, IndexError):
-        return 0
-
-
-def children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(word) for word in handle.read().split()]
-    except (OSError, ValueError):
-        return []
-
-
-def cmdline(pid: int) -> list[bytes]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().split(b"\0")
-    except OSError:
-        return []
+from mpish.transport.procfs import alive, children, cmdline, parent
 
 
 def end_session_launcher(server: int) -> None:

@@ -173,6 +173,7 @@ def test_gigabyte_of_output_complete_with_bounded_memory(home: Path, tmp_path: P
             [MPISH, "-n", "1", "--stats", "-t", "100", "-c", command],
             env=shell_env(home),
             cwd=tmp_path,
+            stdin=subprocess.DEVNULL,  # -c broadcasts stdin: give it none, whatever pytest's is
             stdout=sink,
             stderr=subprocess.PIPE,
             timeout=110,

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import IO
 
 from mpish.launch import Peer, Session, failure_notice
-from mpish.orphan import alive as local_process_alive
 from mpish.transport.mpi import Backoff, tune_malloc
+from mpish.transport.procfs import alive as local_process_alive
+from mpish.transport.procfs import peak_rss_kib
 from mpish.wire.errors import MpishError, ProtocolError, TransportBroken
 from mpish.wire.events import CloseReceived, Message
 from mpish.wire.text import escape
@@ -466,6 +467,4 @@ class Console:
 
 
 def console_rss_kib() -> int:
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak_rss_kib()

@@ -50,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import resource
 import secrets
 import select
 import shutil
@@ -66,6 +65,7 @@ from typing import IO, Any
 
 from mpish.transport.link import Link
 from mpish.transport.mpi import Backoff, tune_malloc
+from mpish.transport.procfs import alive, peak_rss_kib, proc_state
 from mpish.wire.channel import SecureChannel
 from mpish.wire.errors import MpishError, ProtocolError
 from mpish.wire.events import CloseReceived, Message
@@ -318,7 +318,7 @@ class ShellServer:
     def _done(self, cmd_id: int, code: int, sig: int, seconds: float, timed_out: bool, error: str,
               note: str = "") -> None:
         self.last_status = code
-        self._send(p.Done(cmd_id, code, sig, seconds, self.cwd, timed_out, _peak_rss(), error, note))
+        self._send(p.Done(cmd_id, code, sig, seconds, self.cwd, timed_out, peak_rss_kib(), error, note))
 
     def _start(self, run: p.Run) -> None:
         if self.command is not None:
@@ -504,7 +504,7 @@ class ShellServer:
         bash = self.bash
         if bash is None:
             return False
-        command.pids = {pid for pid in command.pids if _alive(pid)} | _job_processes(command.marker)
+        command.pids = {pid for pid in command.pids if alive(pid)} | _job_processes(command.marker)
         if command.pids:
             for pid in command.pids:  # started since the last signal: same treatment
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -648,22 +648,9 @@ def hang_up(sessions: set[int]) -> None:
 def _wait_stopped(pid: int) -> None:
     """Wait (briefly) until ``pid`` is really stopped: SIGSTOP is delivered asynchronously."""
     for _ in range(1000):
-        if _proc_state(pid) in ("T", "t", "Z", ""):
+        if proc_state(pid) in ("T", "t", "Z", ""):
             return
         time.sleep(0.0001)
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return ""
-    return stat[stat.rfind(b")") + 2 :][:1].decode()
-
-
-def _alive(pid: int) -> bool:
-    return _proc_state(pid) not in ("", "Z", "X")
 
 
 def _job_processes(marker: str) -> set[int]:
@@ -679,10 +666,9 @@ def _job_processes(marker: str) -> set[int]:
                 environ = handle.read()
         except OSError:
             continue
-        if tag + b"\0" in environ and _alive(int(name)):
+        if tag + b"\0" in environ and alive(int(name)):
             found.add(int(name))
     return found
 
 
-def _peak_rss() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
