@@ -50,7 +50,8 @@ def main() -> int:
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="mpish-bench-")
     os.environ["MPISH_HOME"] = home
-    from mpish import keys, launch
+    from mpish import keys
+    from mpish.shell import mpi_session as launch
     from mpish.shell.console import Console
 
     keys.generate_identity(home)

@@ -96,7 +96,7 @@ def _run_keys(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _add_ssh(parser: argparse.ArgumentParser) -> None:
-    from mpish.calls.shell_cli import DEFAULT_FANOUT
+    from mpish.shell.ssh_cli import DEFAULT_FANOUT
 
     parser.add_argument("hosts", metavar="HOSTS", help="hosts: comma lists and ranges, e.g. node[1-8],login1")
     parser.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND on every host and exit")
@@ -133,7 +133,7 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
 
 def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
     del out  # the command's output is bytes: written to sys.stdout.buffer
-    from mpish.calls import shell_cli
+    from mpish.shell import ssh_cli as shell_cli
     from mpish.shell.grouping import set_color
 
     set_color(args.color)

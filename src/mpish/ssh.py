@@ -15,7 +15,7 @@
 ``~/.ssh/config``, agents, ProxyJump and ControlMaster work as set up), with
 ``BatchMode=yes``: it fails with a clear error rather than prompting. The agent's code is
 sent over stdin to ``python3 -c`` (:mod:`mpish.calls.bootstrap`), so the host needs only
-Python 3.10+, not mpish; ``bootstrap=False`` runs an installed ``python -m mpish.agent``.
+Python 3.10+, not mpish; ``bootstrap=False`` runs an installed ``python -m mpish.calls.agent``.
 
 Security: functions, arguments and results travel with cloudpickle. That is safe here
 because only the ssh-authenticated user can write to the agent's pipes, and that user can

@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from mpi4py import MPI
 
 from mpish import keys
-from mpish.admission import ANNOUNCE_SIZE, ANNOUNCE_TAG, ENTRY_SIZE, HOST_SIZE, KEY_TAG, VERDICT_TAG
 from mpish.shell import protocol as p
+from mpish.shell.admission import ANNOUNCE_SIZE, ANNOUNCE_TAG, ENTRY_SIZE, HOST_SIZE, KEY_TAG, VERDICT_TAG
 from mpish.transport.mpi import MAX_RECORD, SHELL_TAG
 from mpish.wire.noise import public_bytes
 from mpish.wire.record import HEADER, RecordType

@@ -25,7 +25,7 @@ def remote_facts() -> dict[str, Any]:
 
     return {
         "no_site": sys.flags.no_site,
-        "agent_origin": sys.modules["mpish.agent"].__spec__.origin,
+        "agent_origin": sys.modules["mpish.calls.agent"].__spec__.origin,
         "msgpack": msgpack.Unpacker.__module__,
         "installed_mpish": importlib.util.find_spec("mpish").origin,
     }
@@ -36,7 +36,7 @@ def test_bootstrap_runs_calls_where_mpish_is_not_installed(sshd: SshServer) -> N
         assert remote.info.mpish_version == mpish.__version__
         facts = remote.call(remote_facts)
         assert facts["no_site"] == 1
-        assert facts["agent_origin"] == "<mpish shipped>/mpish/agent.py"
+        assert facts["agent_origin"] == "<mpish shipped>/mpish/calls/agent.py"
         assert facts["installed_mpish"] == "<mpish shipped>/mpish/__init__.py"
         assert facts["msgpack"] == "msgpack.fallback"  # the shipped pure-Python copy
         assert remote.call(lambda x: x * 2, 21) == 42
@@ -45,7 +45,7 @@ def test_bootstrap_runs_calls_where_mpish_is_not_installed(sshd: SshServer) -> N
         with pytest.raises(ZeroDivisionError):
             remote.call(lambda: 1 / 0)
         with pytest.raises(ValueError) as caught:  # raised inside the shipped agent
-            remote.call_data("mpish.agent:resolve", "nodots")
+            remote.call_data("mpish.calls.agent:resolve", "nodots")
         assert isinstance(caught.value, RemoteError)
         assert 'raise ValueError(f"not a dotted function name' in caught.value.remote_traceback  # linecache
 

@@ -16,7 +16,7 @@ import pexpect
 import pytest
 from sshd_server import SshServer
 
-from mpish.calls.shell_cli import HostsError, expand_hosts, fold_hosts
+from mpish.shell.ssh_cli import HostsError, expand_hosts, fold_hosts
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from mpish.admission import HANDSHAKE_TIMEOUT, handshake_timeout
+from mpish.shell.admission import HANDSHAKE_TIMEOUT, handshake_timeout
 
 
 def test_default_is_a_few_seconds(monkeypatch: pytest.MonkeyPatch) -> None:

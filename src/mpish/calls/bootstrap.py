@@ -43,8 +43,8 @@ MIN_PYTHON = (3, 10)
 # mpish modules the agent imports, directly or when a call refers to them.
 MPISH_MODULES = (
     "mpish",
-    "mpish.agent",
     "mpish.calls",
+    "mpish.calls.agent",
     "mpish.calls.messages",
     "mpish.calls.serialize",
     "mpish.calls.remote",
@@ -90,11 +90,11 @@ def _start_agent(first, last, argv):
     sys.meta_path.insert(0, _ShippedModules(first))
     sys.meta_path.append(_ShippedModules(last))
     try:
-        import mpish.agent
+        import mpish.calls.agent
     except BaseException as exc:
         sys.stderr.write(MARK + " cannot load the shipped agent: " + repr(exc) + "\\n")
         sys.exit(1)
-    mpish.agent.main(argv)
+    mpish.calls.agent.main(argv)
 '''
 
 

@@ -6,7 +6,7 @@ its :class:`Call` / :class:`Result` (when it fits in one chunk) or as the chunk 
 ``Chunk* End`` that follows it, so that no frame is ever larger than ``CHUNK_SIZE`` plus a
 little framing, whatever the size of the object.
 
-Conversation (client = the side that ran ``ssh``, agent = ``python -m mpish.agent``)::
+Conversation (client = the side that ran ``ssh``, agent = ``python -m mpish.calls.agent``)::
 
     agent  -> client   Hello                                   once, first frame
     client -> agent    Call [Chunk* End]                       one call at a time

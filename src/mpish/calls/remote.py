@@ -1,6 +1,6 @@
 """The client side: a live agent on one host, and the calls made through it.
 
-:func:`connect` starts ``python -m mpish.agent`` through the system ``ssh``
+:func:`connect` starts ``python -m mpish.calls.agent`` through the system ``ssh``
 (:mod:`mpish.transport.ssh`), waits for the agent's :class:`~.messages.Hello` and checks
 its protocol version. :class:`Remote` then makes one call at a time (a lock serialises
 callers): it sends a :class:`~.messages.Call` and reads frames until the
@@ -210,7 +210,9 @@ class Remote:
     ) -> int:
         """Run a shell command there (``/bin/sh -c``); its output streams back like any
         call's. Returns its exit status (negative: killed by that signal)."""
-        status = self.invoke_data("mpish.agent:run_shell", (command,), timeout=timeout, on_output=on_output)
+        status = self.invoke_data(
+            "mpish.calls.agent:run_shell", (command,), timeout=timeout, on_output=on_output
+        )
         return int(status)
 
     # -- the exchange
@@ -323,12 +325,12 @@ class Remote:
 
 
 def agent_command(python: str | Sequence[str], *, data_only: bool, shipped: int | None = None) -> list[str]:
-    """The remote command line that starts the agent: ``python -m mpish.agent``, or with
+    """The remote command line that starts the agent: ``python -m mpish.calls.agent``, or with
     ``shipped`` (the size of the bootstrap payload) the stub that reads and runs it."""
     words = [python] if isinstance(python, str) else list(python)
     if shipped is not None:
         return ["exec", *words, "-c", _bootstrap.stub(shipped)]
-    command = [*words, "-m", "mpish.agent"]
+    command = [*words, "-m", "mpish.calls.agent"]
     if data_only:
         command.append("--data-only")
     return ["exec", *command]
@@ -351,7 +353,7 @@ def connect(
     ``python``: the remote interpreter (a path, or argv words such as
     ``["/opt/venv/bin/python", "-X", "dev"]``), Python 3.10 or later. With ``bootstrap``
     (the default) the agent's code is sent over stdin (:mod:`.bootstrap`), so mpish need
-    not be installed there; ``bootstrap=False`` runs the installed ``python -m mpish.agent``.
+    not be installed there; ``bootstrap=False`` runs the installed ``python -m mpish.calls.agent``.
     ``ssh_options`` go to ssh before mpish's own (``-T -o BatchMode=yes``), so they win.
     ``timeout`` bounds the wait for the agent's hello. ``data_only`` starts an agent that
     refuses pickled calls (only :meth:`Remote.call_data`); the client then refuses them too,

@@ -11,6 +11,7 @@ from typing import Any
 from mpish.wire.errors import MpishError, TransportBroken
 
 from .grouping import COLOR_CHOICES, Style, make_sink, set_color, status_lines
+from .session import Terminated
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +32,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def main_shell(args: argparse.Namespace) -> int:
     """Run the rank's role; the console's exit status is returned."""
-    from mpish import launch
     from mpish.transport.mpi import mpi
+
+    from . import mpi_session as launch
 
     color = getattr(args, "color", "auto")
     # under a launcher, rank 0's stdout may be a pty made by the launcher (Open MPI does)
@@ -41,7 +43,9 @@ def main_shell(args: argparse.Namespace) -> int:
     if launch.under_launcher():
         MPI = mpi()
         if MPI.COMM_WORLD.Get_rank() != 0:
-            return _guard(MPI, launch.world_server_main)
+            from .mpi_server import world_server_main
+
+            return _guard(MPI, world_server_main)
     try:
         session = launch.start_console(args.np)
     except MpishError as exc:
@@ -67,9 +71,9 @@ def main_shell(args: argparse.Namespace) -> int:
     except TransportBroken as exc:
         print(f"mpish: MPI cannot go on: {exc}", file=sys.stderr)
         sys.stderr.flush()
-        launch.abort(session.comm)
+        session.abort()
         return 1
-    except launch.Terminated as exc:  # SIGTERM/SIGHUP: the servers end their commands on close
+    except Terminated as exc:  # SIGTERM/SIGHUP: the servers end their commands on close
         status = 128 + exc.signum
     console.close()
     return status
@@ -88,7 +92,7 @@ def _guard(MPI: Any, entry: Any) -> int:
 
 def _warn_if_argv_crossed_hosts(console: Any) -> None:
     """-c under a launcher spanning hosts: the command went to them in the launcher's clear text."""
-    from mpish import launch
+    from . import mpi_session as launch
 
     hosts = set(console.hosts.values()) | {socket.gethostname()}
     if launch.under_launcher() and len(hosts) > 1:

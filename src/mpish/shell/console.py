@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
-from mpish.launch import Peer, Session, failure_notice
 from mpish.transport.mpi import Backoff, tune_malloc
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.transport.procfs import peak_rss_kib
@@ -42,6 +41,7 @@ from mpish.wire.text import escape
 from . import protocol as p
 from .grouping import OutputSink, Result
 from .ranks import format_ranks
+from .session import Peer, Session
 from .transfer import PartFile, destination, umask
 
 CREDIT_BATCH = p.WINDOW // 4
@@ -119,7 +119,7 @@ class Console:
         """Find servers that died (pid on this host); after mpiexec's failure notice with no
         dead server found within FAILURE_GRACE seconds, give up on MPI (TransportBroken)."""
         now = time.monotonic()
-        if failure_notice():
+        if self.session.failure_notice():
             self._suspect_since = self._suspect_since or now
         elif now < self._next_pid_check and not self._suspect_since:
             return

@@ -29,7 +29,7 @@ from .protocol import STDERR, STDOUT
 from .ranks import format_ranks
 
 if TYPE_CHECKING:
-    from mpish.launch import Peer
+    from .session import Peer
 
 SPOOL_IN_MEMORY = 1 << 20
 LIVE_LINE_LIMIT = 1 << 16  # a live line longer than this is printed in pieces

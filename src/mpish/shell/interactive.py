@@ -288,7 +288,7 @@ class Repl:
         return f"[{where}] {self.console.cwd(self.targets)}#> "
 
     def loop(self) -> int:
-        from mpish.launch import under_launcher
+        from .mpi_session import under_launcher
 
         reader = self.reader or make_reader(under_launcher())
         if isinstance(reader, ToolkitReader):

@@ -195,7 +195,7 @@ class ShellServer:
                 if delay and time.monotonic() > next_console_check:
                     next_console_check = time.monotonic() + 1.0
                     if not self.console_alive():
-                        break  # the console died (launch.py): end the session
+                        break  # the console died (shell/mpi_session.py): end the session
                 if self.command is not None and self.command.killing:
                     delay = min(delay, KILLING_POLL)
                 busy = self._wait_pipes(delay) or busy

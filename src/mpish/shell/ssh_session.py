@@ -13,7 +13,7 @@ the host its key pair and the console's public key as the first bytes on ssh's s
 neither side needs an mpish identity; the Noise KK channel then runs inside ssh as it
 runs over MPI (there is no plaintext mode).
 
-The result is an :class:`SshSession`, a :class:`~mpish.launch.Session` whose link is a
+The result is an :class:`SshSession`, a :class:`~mpish.shell.session.Session` whose link is a
 :class:`~mpish.transport.pipe.MultiLink` and whose peers are named by their host
 aliases, so :class:`~mpish.shell.console.Console` and the Repl work on it unchanged. A
 host whose pipe ends is marked lost (its Peer is shared with the Console) with ssh's
@@ -32,7 +32,6 @@ from typing import IO
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from mpish import keys
-from mpish.launch import Peer, Session
 from mpish.transport.pipe import MultiLink, PipeLink
 from mpish.transport.ssh import SshError, SshProcess, ssh_argv
 from mpish.wire.channel import Role, SecureChannel
@@ -45,6 +44,7 @@ from .grouping import HostNames, Style, fold_hosts, make_sink, status_lines
 from .interactive import Repl
 from .remote import binding as remote_binding
 from .remote import pack_bootstrap
+from .session import Peer, Session
 
 HELLO_TIMEOUT_SLACK = 15.0  # beyond ssh's ConnectTimeout: Python start and the handshake
 CLOSE_WAIT = 5.0
@@ -107,7 +107,7 @@ def start_ssh_session(
     console_key = X25519PrivateKey.generate()
     identity = keys.Identity(console_key, public_bytes(console_key), "mpish ssh console")
     session = SshSession(
-        None, MultiLink({}), identity, secrets.token_bytes(16), {}, processes={}, failed={}, err=err
+        MultiLink({}), identity, secrets.token_bytes(16), {}, processes={}, failed={}, err=err
     )
     assert isinstance(session.link, MultiLink)
     session.link.on_lost = session.lost
@@ -234,7 +234,7 @@ def _await_hellos(
 def expand_target_words(spec: str) -> str:
     """Node sets in a target spec (``@node[1-2]``, ``host1,host3``) as ``+``-joined words
     without ``@`` (which :func:`~mpish.shell.ranks.resolve_targets` reads the same way)."""
-    from mpish.calls.shell_cli import expand_hosts
+    from mpish.shell.ssh_cli import expand_hosts
 
     words = []
     for word in spec.replace("+", " ").split():

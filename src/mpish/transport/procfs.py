@@ -1,7 +1,7 @@
 """This host's processes as Linux's /proc shows them: state, parent, children, command line.
 
 Used by the shell server (killing a command's processes), the console (are the servers on
-this host alive) and the orphan watcher (:mod:`mpish.orphan`).
+this host alive) and the orphan watcher (:mod:`mpish.shell.orphan`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Starting an MPI shell session: roles, spawn, key check, KK handshakes, clean finalize.
+"""Starting an MPI shell session, the console's side: roles, spawn, key check, KK handshakes, finalize.
+
+The servers' side is ``shell/mpi_server.py``.
 
 Theory of operation
 -------------------
@@ -29,8 +31,8 @@ Then, on the session communicator (a Dup, so nobody else's messages mix with our
    non-blocking barrier polled with backoff (a dead peer cannot hang us forever), then
    Disconnect (spawned) and Finalize.
 
-Steps 1-3 (admission.py) are point-to-point, each bounded per server; so is step 4
-here (:func:`mpish.admission.handshake_timeout`, ``MPISH_HANDSHAKE_TIMEOUT``): a server
+Steps 1-3 (shell/admission.py) are point-to-point, each bounded per server; so is step 4
+here (:func:`mpish.shell.admission.handshake_timeout`, ``MPISH_HANDSHAKE_TIMEOUT``): a server
 that has not completed its handshake and sent its Hello in time is left out and named
 with its host and the key it claimed (THREAT-MODEL attack 10).
 
@@ -48,6 +50,7 @@ end MPI cannot finalize with a dead rank, so the console says so and aborts the 
 host) is alive, and ends its session if not.
 """
 
+
 from __future__ import annotations
 
 import contextlib
@@ -57,17 +60,13 @@ import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from mpish import keys
-from mpish.admission import KEY_SIZE, admit_servers, handshake_timeout, join_console
-from mpish.orphan import end_session_launcher
-from mpish.transport.link import Link
 from mpish.transport.mpi import Backoff, MpiLink, discard, mpi
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.transport.procfs import children, proc_state
@@ -76,7 +75,9 @@ from mpish.wire.errors import MpishError, TransportBroken
 from mpish.wire.events import HandshakeComplete, Message
 from mpish.wire.text import escape
 
-from .shell import protocol as p
+from . import protocol as p
+from .admission import KEY_SIZE, admit_servers, handshake_timeout
+from .session import Peer, Session, end_on_termination
 
 SERVICE = "shell"
 SERVER_WAIT = 60.0  # a server's wait for the console's handshake (the console is trusted)
@@ -85,7 +86,6 @@ ABORT_GRACE = 5  # seconds MPI_Abort may take before the console exits by itself
 ORPHAN_GRACE = 3.0  # seconds a server whose console died gives its own end before it is forced
 SETTLE_TIMEOUT = 5.0  # the console's wait for its servers and their launcher to end (embedded)
 LAUNCHER_PID_FILE = "launcher.pid"
-TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_FD", "PMIX_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 
 
@@ -93,77 +93,20 @@ class LaunchError(MpishError):
     """The session could not be set up (no server left, MPI failure at start)."""
 
 
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP reached the console: end the session as on ``exit``, then exit 128+signum.
-
-    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way
-    swallows it; the shell's main catches it, closes every channel and finalizes MPI.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    """A server's SIGTERM (the launcher ending the job) ends its session: command and shell killed."""
-    del frame
-    signal.signal(signum, signal.SIG_IGN)
-    raise Terminated(signum)
-
-
-def end_on_termination() -> None:
-    """The console ends the whole job on SIGTERM and SIGHUP (raises :class:`Terminated`).
-
-    Without this the console died at once: hydra never heard of its end and, with the
-    console's connection gone unfinalized, mpiexec and its proxy stayed forever. The
-    first signal starts the orderly end; more of them during it are ignored (the end is
-    bounded in time). After a hangup the terminal is gone: output goes to /dev/null.
-    """
-
-    def handler(signum: int, frame: object) -> None:
-        del frame
-        for sig in TERMINATION_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-        if signum == signal.SIGHUP:
-            with contextlib.suppress(OSError):
-                null = os.open(os.devnull, os.O_WRONLY)
-                for fd in (1, 2):
-                    if os.isatty(fd):
-                        os.dup2(null, fd)
-                os.close(null)
-        raise Terminated(signum)
-
-    for sig in TERMINATION_SIGNALS:
-        signal.signal(sig, handler)
-
-
 @dataclass
-class Peer:
-    """A shell server as the console sees it."""
+class MpiSession(Session):
+    """A session over MPI: the session communicator, and in embedded mode the spawn's."""
 
-    rank: int
-    channel: SecureChannel
-    host: str
-    cwd: str = ""
-    alive: bool = True
-    ready: bool = False
-    pid: int = 0  # from its Hello
-    lost: str = ""  # why it was lost during the session ("" = not lost)
-
-
-@dataclass
-class Session:
-    """The console's side of a started session."""
-
-    comm: Any
-    link: Link  # MpiLink here; a pipe link for ssh sessions (shell/ssh_session.py)
-    identity: keys.Identity
-    session_id: bytes
-    peers: dict[int, Peer]
-    refused: dict[int, str] = field(default_factory=dict)  # rank -> reason
+    link: MpiLink
+    comm: Any = None
     parent_intercomm: Any = None  # embedded mode: the spawn intercommunicator
     launcher_pid: int = 0  # embedded mode under MPICH: the singleton's mpiexec (0 = unknown)
+
+    def failure_notice(self) -> bool:
+        return failure_notice()
+
+    def abort(self) -> None:
+        abort(self.comm)
 
     def finish(self) -> None:
         lost = {rank: peer.lost for rank, peer in self.peers.items() if peer.lost}
@@ -173,8 +116,7 @@ class Session:
                   file=sys.stderr)
             sys.stderr.flush()
             abort(self.comm)
-        assert isinstance(self.link, MpiLink)
-        _finish(self.comm, self.link, self.parent_intercomm)
+        finish_session_comm(self.comm, self.link, self.parent_intercomm)
         if self.parent_intercomm is not None:
             here = socket.gethostname()
             local = [peer.pid for peer in self.peers.values() if peer.pid and peer.host == here]
@@ -294,7 +236,7 @@ def _allow_open_mpi_as_root(MPI: Any) -> None:
     )
 
 
-def _load_identity(err: Any = None, who: str = "") -> tuple[keys.Identity | None, str]:
+def load_identity(err: Any = None, who: str = "") -> tuple[keys.Identity | None, str]:
     """This user's identity, made on first use; a new key is announced on ``err``."""
     try:
         identity, created = keys.ensure_identity()
@@ -313,11 +255,11 @@ def _load_identity(err: Any = None, who: str = "") -> tuple[keys.Identity | None
     return identity, ""
 
 
-def start_console(np: int | None, err: Any = None) -> Session:
+def start_console(np: int | None, err: Any = None) -> MpiSession:
     """Start the console side (embedded spawn or rank 0 under mpiexec) and all handshakes."""
     err = err or sys.stderr
     # before any server starts, so that ranks sharing this home find the key, not race to make one
-    identity = _load_identity(err)
+    identity = load_identity(err)
     embedded = not under_launcher()
     config = None
     if embedded:
@@ -339,7 +281,7 @@ def start_console(np: int | None, err: Any = None) -> Session:
         console = [str(os.getpid()), socket.gethostname()]
         _allow_open_mpi_as_root(MPI)
         try:
-            parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, ["-m", "mpish.launch", *console],
+            parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, ["-m", "mpish.shell.mpi_server", *console],
                                                    maxprocs=count)
         except MPI.Exception as exc:
             raise LaunchError(
@@ -361,7 +303,7 @@ def start_console(np: int | None, err: Any = None) -> Session:
 
 def _console_handshakes(
     comm: Any, parent_intercomm: Any, err: Any, loaded: tuple[keys.Identity | None, str]
-) -> Session:
+) -> MpiSession:
     identity, problem = loaded
     timeout = handshake_timeout(err)
     admission = admit_servers(comm, identity, timeout)
@@ -369,7 +311,7 @@ def _console_handshakes(
     for reason in admission.refused.values():
         print(f"mpish: {reason}", file=err)
     if identity is None:
-        _finish(comm, link, parent_intercomm)
+        finish_session_comm(comm, link, parent_intercomm)
         raise LaunchError(problem)
     peers: dict[int, Peer] = {}
     for rank, pub in admission.server_keys.items():
@@ -382,7 +324,8 @@ def _console_handshakes(
         )
         peers[rank] = Peer(rank, channel, admission.hosts[rank])
         link.send_all(rank, channel.initiate())
-    session = Session(comm, link, identity, admission.session_id, peers, admission.refused, parent_intercomm)
+    session = MpiSession(link, identity, admission.session_id, peers, admission.refused, comm=comm,
+                         parent_intercomm=parent_intercomm)
     _await_hellos(session, err, timeout)
     return session
 
@@ -432,69 +375,7 @@ def _await_hellos(session: Session, err: Any, timeout: float) -> None:
     session.peers = {rank: peer for rank, peer in session.peers.items() if peer.alive}
 
 
-def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) -> int:
-    """A shell server rank: key exchange, handshake, serve, finalize. Returns exit status."""
-    from .shell.server import ShellServer
-
-    rank = comm.Get_rank()
-    identity, problem = _load_identity(sys.stderr, f"rank {rank}: ")
-    if identity is None:
-        print(f"mpish: rank {rank}: {problem}", file=sys.stderr)
-    invitation = join_console(comm, identity)
-    link = MpiLink(comm)
-    status = 0
-    if invitation.accepted and identity is not None:
-        channel = SecureChannel(
-            role=Role.RESPONDER,
-            binding=Binding(invitation.session_id, 0, rank, SERVICE),
-            static_key=identity.private,
-            remote_static=invitation.console_pub,
-        )
-        server = ShellServer(link, channel)
-        if console_pid:
-            server.console_alive = lambda: local_process_alive(console_pid)
-            _watch_console(console_pid, rank)
-        if _server_handshake(link, channel):
-            server.hello()
-            try:
-                server.serve()  # its end kills the running command and the shell
-            except Terminated as exc:  # the launcher ends the job (Open MPI: console gone)
-                os._exit(128 + exc.signum)
-        else:
-            status = 1
-        if console_pid and not local_process_alive(console_pid):
-            _end_orphaned_job(rank)
-    elif invitation.admitted:
-        print(f"mpish: rank {rank}: the console's key {keys.fingerprint(invitation.console_pub)} "
-              "is not trusted here", file=sys.stderr)
-    _finish(comm, link, parent_intercomm)
-    return status
-
-
-def _server_handshake(link: MpiLink, channel: SecureChannel) -> bool:
-    deadline = time.monotonic() + SERVER_WAIT
-    backoff = Backoff()
-    while time.monotonic() < deadline:
-        item = link.poll()
-        if item is None:
-            backoff.wait()
-            continue
-        backoff.activity()
-        source, record = item
-        if source != 0:
-            continue
-        try:
-            events = channel.receive_record(record)
-        except MpishError as exc:
-            print(f"mpish: rank {link.rank}: handshake failed: {exc}", file=sys.stderr)
-            return False
-        link.send_all(0, channel.records_to_send())
-        if any(isinstance(e, HandshakeComplete) for e in events):
-            return True
-    return False
-
-
-def _finish(comm: Any, link: MpiLink, parent_intercomm: Any) -> None:
+def finish_session_comm(comm: Any, link: MpiLink, parent_intercomm: Any) -> None:
     """Wait for every rank (non-blocking barrier with backoff), then disconnect and free."""
     MPI = mpi()
     link.flush(timeout=5.0)
@@ -538,72 +419,3 @@ def _free_session_comm(comm: Any) -> None:
         comm.Free()
     except MPI.Exception as exc:
         logging.getLogger(__name__).debug("the session communicator was not freed: %s", exc)
-
-
-def _end_orphaned_job(rank: int) -> NoReturn:
-    """The console died unannounced (SIGKILL): end this server and the launcher it left.
-
-    MPI cannot finalize with a dead peer, and MPICH's singleton launcher never learns
-    that the console is gone: its proxy and mpiexec would stay forever. They were
-    started for this session alone (the singleton's mpiexec: ``-pmi_args``, its
-    proxy: our parent), so the server kills them, then leaves without finalizing.
-    """
-    print(f"mpish: rank {rank}: the console is gone; ending the session and its launcher",
-          file=sys.stderr)
-    sys.stderr.flush()
-    end_session_launcher(os.getpid())
-    os._exit(1)
-
-
-def _watch_console(console_pid: int, rank: int) -> None:
-    """Start :mod:`mpish.orphan`, which ends this server ORPHAN_GRACE s after the console died.
-
-    The serve loop notices too and ends the command and the shell first; the watcher is
-    a separate process because this one may be stuck in an MPI call that never returns
-    once its peer is gone (MPICH over TCP spins in one, holding the interpreter, so not
-    even a thread of ours would run). It calls no MPI and ends when this server ends.
-    """
-    del rank
-    subprocess.Popen(
-        [sys.executable, "-m", "mpish.orphan", str(console_pid), str(os.getpid()), str(ORPHAN_GRACE)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True,
-    )
-
-
-def _ignore_sigint() -> None:
-    """A server outlives a terminal's Ctrl-C (the console forwards it as an Interrupt).
-
-    A no-op handler, not SIG_IGN: an ignored signal stays ignored across exec, and the
-    user's commands must keep the default SIGINT so that an Interrupt can stop them.
-    """
-    signal.signal(signal.SIGINT, lambda signum, frame: None)
-
-
-def server_main() -> int:
-    """Entry point of a spawned server (``python -m mpish.launch``)."""
-    _ignore_sigint()
-    MPI = mpi()
-    parent = MPI.Comm.Get_parent()
-    if parent == MPI.COMM_NULL:
-        print("mpish.launch: not started by an mpish console", file=sys.stderr)
-        return 2
-    comm = parent.Merge(high=True)
-    # hydra's notice that another rank failed must not kill this one (a handler, not
-    # SIG_IGN, so that the user's commands start with the default disposition)
-    signal.signal(signal.SIGUSR1, lambda signum, frame: None)
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    console_pid = 0
-    if len(sys.argv) >= 3 and sys.argv[1].isdigit() and sys.argv[2] == socket.gethostname():
-        console_pid = int(sys.argv[1])
-    return run_server(comm, parent, console_pid)
-
-
-def world_server_main() -> int:
-    """A rank >= 1 under mpiexec."""
-    _ignore_sigint()
-    MPI = mpi()
-    return run_server(MPI.COMM_WORLD.Dup())
-
-
-if __name__ == "__main__":
-    sys.exit(server_main())

@@ -1,4 +1,4 @@
-"""The remote side: ``python -m mpish.agent``, started by :func:`mpish.ssh.connect`.
+"""The remote side: ``python -m mpish.calls.agent``, started by :func:`mpish.ssh.connect`.
 
 Theory of operation
 -------------------
@@ -312,7 +312,7 @@ def _redirect() -> tuple[int, int, dict[int, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mpish.agent", description="mpish remote agent (speaks frames on stdin/stdout)"
+        prog="python -m mpish.calls.agent", description="mpish remote agent (speaks frames on stdin/stdout)"
     )
     parser.add_argument(
         "--data-only",
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         agent.serve()
     except BaseException as exc:
         text = describe_exception(exc)[2]
-        os.write(diagnostics, f"mpish.agent: fatal: {text}".encode(errors="replace"))
+        os.write(diagnostics, f"mpish.calls.agent: fatal: {text}".encode(errors="replace"))
         status = 2
     with contextlib.suppress(Exception):
         agent.pump.drain()

@@ -7,7 +7,7 @@ and the launcher never learns that the console is gone. The server's own loop no
 ends its command and shell first; but a server stuck inside an MPI call once its peer is
 gone (MPICH over TCP spins in one, holding the interpreter) cannot run even a thread. So
 each such server also starts this module as a separate process,
-``python -m mpish.orphan CONSOLE_PID SERVER_PID GRACE``, which makes no MPI call: once
+``python -m mpish.shell.orphan CONSOLE_PID SERVER_PID GRACE``, which makes no MPI call: once
 the console is gone and the server is still there ``GRACE`` seconds later, it ends the
 launcher, the proxy and the server. It exits as soon as the server is gone.
 """
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
     try:
         console, server, grace = int(argv[0]), int(argv[1]), float(argv[2])
     except (IndexError, ValueError):
-        print("usage: python -m mpish.orphan CONSOLE_PID SERVER_PID GRACE_SECONDS", file=sys.stderr)
+        print("usage: python -m mpish.shell.orphan CONSOLE_PID SERVER_PID GRACE_SECONDS", file=sys.stderr)
         return 2
     watch(console, server, grace)
     return 0

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Steps 1-3 of a session (launch.py), on the session communicator:
+Steps 1-3 of a session (shell/mpi_session.py), on the session communicator:
 
 1. Each server sends the console its 32-byte public key and its host name (one
    message of :data:`ENTRY_SIZE` bytes on :data:`KEY_TAG`).

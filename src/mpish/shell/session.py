@@ -1,0 +1,102 @@
+"""What a console holds of a started session, whatever carries it (MPI or ssh).
+
+:class:`Session` is the console's view: the link to the shell servers, one
+:class:`Peer` per server with its secure channel, and what was refused at the start.
+``shell/mpi_session.py`` starts one over MPI, ``shell/ssh_session.py`` over ssh; the
+console (``shell/console.py``) only uses what is defined here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass, field
+
+from mpish import keys
+from mpish.transport.link import Link
+from mpish.wire.channel import SecureChannel
+
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP reached the console: end the session as on ``exit``, then exit 128+signum.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way
+    swallows it; the shell's main catches it, closes every channel and finalizes MPI.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A server's SIGTERM (the launcher ending the job) ends its session: command and shell killed."""
+    del frame
+    signal.signal(signum, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def end_on_termination() -> None:
+    """The console ends the whole job on SIGTERM and SIGHUP (raises :class:`Terminated`).
+
+    Without this the console died at once: hydra never heard of its end and, with the
+    console's connection gone unfinalized, mpiexec and its proxy stayed forever. The
+    first signal starts the orderly end; more of them during it are ignored (the end is
+    bounded in time). After a hangup the terminal is gone: output goes to /dev/null.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        del frame
+        for sig in TERMINATION_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        if signum == signal.SIGHUP:
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_WRONLY)
+                for fd in (1, 2):
+                    if os.isatty(fd):
+                        os.dup2(null, fd)
+                os.close(null)
+        raise Terminated(signum)
+
+    for sig in TERMINATION_SIGNALS:
+        signal.signal(sig, handler)
+
+
+@dataclass
+class Peer:
+    """A shell server as the console sees it."""
+
+    rank: int
+    channel: SecureChannel
+    host: str
+    cwd: str = ""
+    alive: bool = True
+    ready: bool = False
+    pid: int = 0  # from its Hello
+    lost: str = ""  # why it was lost during the session ("" = not lost)
+
+
+@dataclass
+class Session:
+    """The console's side of a started session."""
+
+    link: Link
+    identity: keys.Identity
+    session_id: bytes
+    peers: dict[int, Peer]
+    refused: dict[int, str] = field(default_factory=dict)  # rank -> reason
+
+    def failure_notice(self) -> bool:
+        """True (once per notice) if the launcher reported a failed server; none by default."""
+        return False
+
+    def abort(self) -> None:
+        """End the session at once after its transport broke (no orderly close possible)."""
+        self.finish()
+
+    def finish(self) -> None:
+        """End the session once every channel is closed."""
+        raise NotImplementedError
