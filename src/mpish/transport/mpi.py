@@ -39,9 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpish.wire.errors import TransportBroken
-from mpish.wire.record import HEADER_SIZE, MAX_RECORD_PAYLOAD
+from mpish.wire.record import MAX_RECORD
 
-MAX_RECORD = HEADER_SIZE + MAX_RECORD_PAYLOAD + 64  # header + body + AEAD tag, with slack
 SHELL_TAG = 0x5348  # "SH": the tag of every shell record on the session communicator
 HOT_SECONDS = 0.02  # keep polling with the shortest sleep this long after the last activity
 HOT_SLEEP = 20e-6  # a real sleep even when hot: spinning would steal the CPU from the work
