@@ -14,32 +14,11 @@ from pathlib import Path
 
 import pexpect
 import pytest
+from ssh_util import SRC, mpish_ssh
 from sshd_server import SshServer
 
 from mpish.shell.ssh_cli import HostsError, expand_hosts, fold_hosts
-
-SRC = Path(__file__).resolve().parents[2] / "src"
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def mpish_ssh(
-    sshd: SshServer, *args: str, timeout: float = 60, input: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``mpish ssh`` against the test sshd, with this venv's Python on the "remote"."""
-    argv = [
-        sys.executable,
-        "-m",
-        "mpish",
-        "ssh",
-        "-o",
-        " ".join(sshd.ssh_options),
-        "--python",
-        sys.executable,
-    ]
-    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
-    return subprocess.run(
-        [*argv, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False, input=input
-    )
+from terminal import ANSI
 
 
 def test_node_sets_expand_and_fold() -> None:
@@ -156,18 +135,14 @@ def test_console_keeps_cwd_and_environment_per_host(console: pexpect.spawn, tmp_
     assert console.exitstatus == 0
 
 
-def test_console_ends_on_ctrl_d_and_exit(console: pexpect.spawn) -> None:
-    console.expect_exact("#> ")
-    console.sendline("exit")
-    console.expect(pexpect.EOF)
-    console.close()
-    assert console.exitstatus == 0
-
-
-def test_console_ends_on_ctrl_d(console: pexpect.spawn) -> None:
+@pytest.mark.parametrize("ending", ["ctrl-d", "exit"])
+def test_console_ends_on_ctrl_d_and_exit(console: pexpect.spawn, ending: str) -> None:
     console.expect_exact("#> ")
     time.sleep(0.3)  # a person reads the prompt before typing (the line editor is then ready)
-    console.sendeof()
+    if ending == "exit":
+        console.sendline("exit")
+    else:
+        console.sendcontrol("d")  # at an empty line: end of input, as in bash
     console.expect(pexpect.EOF)
     console.close()
     assert console.exitstatus == 0
