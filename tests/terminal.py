@@ -5,7 +5,9 @@ Shared by the MPI console tests (tests/mpi) and the ``mpish ssh`` console tests 
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,6 +47,10 @@ def at_terminal(program: str, args: Sequence[str], env: dict[str, str], cwd: str
     try:
         yield Person(child)
     finally:
-        if child.isalive():
+        if child.isalive():  # end it as a closed terminal would: SIGHUP ends the session as exit does
+            child.kill(signal.SIGHUP)
+            with contextlib.suppress(pexpect.ExceptionPexpect):
+                child.expect(pexpect.EOF, timeout=15)
+        if child.isalive():  # a SIGKILLed console leaves its MPI launcher behind: only if it must
             child.terminate(force=True)
         child.close()
