@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, NoReturn
 
 from mpish import keys
 from mpish.report import Reporter, setup_logging
-from mpish.transport.mpi import Backoff, MpiLink, mpi
+from mpish.transport.mpi import MpiLink, mpi
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import MpishError
 from mpish.wire.events import HandshakeComplete
 
 from .admission import join_console
-from .mpi_session import ORPHAN_GRACE, SERVER_WAIT, SERVICE, finish_session_comm, load_identity
+from .mpi_session import ORPHAN_GRACE, SERVER_WAIT, SERVICE, finish_session_comm, load_identity, records_until
 from .orphan import end_session_launcher
 from .session import Terminated, raise_terminated
 
@@ -78,15 +78,7 @@ def run_server(
 
 
 def _server_handshake(link: MpiLink, channel: SecureChannel, report: Reporter) -> bool:
-    deadline = time.monotonic() + SERVER_WAIT
-    backoff = Backoff()
-    while time.monotonic() < deadline:
-        item = link.poll()
-        if item is None:
-            backoff.wait()
-            continue
-        backoff.activity()
-        source, record = item
+    for source, record in records_until(link, time.monotonic() + SERVER_WAIT):
         if source != 0:
             continue
         try:

@@ -62,6 +62,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -340,18 +341,25 @@ def _console_handshakes(
     return session
 
 
-def _await_hellos(session: Session, report: Reporter, timeout: float) -> None:
-    """Complete every handshake and read every server's Hello, each within ``timeout`` s."""
-    deadline = time.monotonic() + timeout
+def records_until(
+    link: MpiLink, deadline: float, wanted: Callable[[], object] = lambda: True
+) -> Iterator[tuple[int, memoryview]]:
+    """Each record that arrives before ``deadline`` (a ``time.monotonic()`` value) while
+    ``wanted()`` is true, as (source, a view valid until the next); waits with :class:`Backoff`."""
     backoff = Backoff()
-    waiting = set(session.peers)
-    while waiting and time.monotonic() < deadline:
-        item = session.link.poll()
+    while wanted() and time.monotonic() < deadline:
+        item = link.poll()
         if item is None:
             backoff.wait()
             continue
         backoff.activity()
-        source, record = item
+        yield item
+
+
+def _await_hellos(session: MpiSession, report: Reporter, timeout: float) -> None:
+    """Complete every handshake and read every server's Hello, each within ``timeout`` s."""
+    waiting = set(session.peers)
+    for source, record in records_until(session.link, time.monotonic() + timeout, lambda: waiting):
         peer = session.peers.get(source)
         if peer is None or not peer.alive:
             continue
