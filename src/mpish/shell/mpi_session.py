@@ -77,7 +77,7 @@ from mpish.wire.errors import MpishError, TransportBroken
 from mpish.wire.events import HandshakeComplete, Message
 from mpish.wire.text import escape
 
-from . import protocol as p
+from . import protocol
 from .admission import KEY_SIZE, admit_servers, handshake_timeout
 from .session import Peer, Session, end_on_termination
 
@@ -376,8 +376,8 @@ def _await_hellos(session: MpiSession, report: Reporter, timeout: float) -> None
                 continue
             if isinstance(event, Message):
                 with contextlib.suppress(MpishError):
-                    hello = p.CODEC.decode(event.data)
-                    if isinstance(hello, p.Hello):
+                    hello = protocol.CODEC.decode(event.data)
+                    if isinstance(hello, protocol.Hello):
                         peer.host, peer.cwd, peer.ready = escape(hello.host), hello.cwd, True
                         peer.pid = hello.pid
                         waiting.discard(source)
