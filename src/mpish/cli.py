@@ -9,6 +9,8 @@ subcommand, write ``_add_<name>(parser)`` and ``_run_<name>(args)`` and list the
 from __future__ import annotations
 
 import argparse
+import logging
+import platform
 import shlex
 import sys
 from collections.abc import Callable
@@ -170,6 +172,14 @@ SUBCOMMANDS: dict[str, tuple[str, _Adder, _Runner]] = {
 }
 
 
+def _start_logging(debug: bool, argv: list[str]) -> None:
+    if report.setup_logging(debug or None):
+        from mpish import __version__
+
+        logging.getLogger(__name__).debug("mpish %s, Python %s: %s %s", __version__,
+                                          platform.python_version(), PROG, shlex.join(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mpish`` console script; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -180,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=help_text)
             add(parser)
             args = parser.parse_args(argv[1:])
-            report.setup_logging(getattr(args, "debug", False) or None)
+            _start_logging(getattr(args, "debug", False), argv)
             return run(args, sys.stdout)
         args = _main_parser().parse_args(argv)
-        report.setup_logging(args.debug or None)
+        _start_logging(args.debug, argv)
         return run_main(args)
     except MpishError as exc:
         report.say(str(exc))

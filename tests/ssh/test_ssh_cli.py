@@ -197,3 +197,11 @@ def test_mebibytes_of_stdin_arrive_whole_on_every_host(sshd: SshServer) -> None:
     assert done.returncode == 0, done.stderr
     digest = hashlib.sha256(data.encode()).hexdigest()
     assert done.stdout == f"---------------\nhost[1-2] (2)\n---------------\n{digest}  -\n"
+
+
+def test_debug_logs_on_stderr_and_the_output_stays_the_same(sshd: SshServer) -> None:
+    quiet = mpish_ssh(sshd, "host1", "-c", "echo out")
+    loud = mpish_ssh(sshd, "--debug", "host1", "-c", "echo out")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "out\n", "")
+    assert (loud.returncode, loud.stdout) == (0, "out\n"), loud.stderr
+    assert re.match(r"mpish\[\d+\] mpish\.cli: mpish \S+, Python \S+: mpish ssh ", loud.stderr), loud.stderr
