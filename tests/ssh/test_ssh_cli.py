@@ -18,7 +18,7 @@ from ssh_util import SRC, mpish_ssh
 from sshd_server import SshServer
 
 from mpish.shell.ssh_cli import HostsError, expand_hosts, fold_hosts
-from terminal import ANSI
+from terminal import ANSI, at_terminal
 
 
 def test_node_sets_expand_and_fold() -> None:
@@ -98,22 +98,8 @@ def test_hosts_without_mpish_are_told_how_to_install_it(sshd: SshServer) -> None
 def console(sshd: SshServer, tmp_path: Path) -> Iterator[pexpect.spawn]:
     env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="dumb")
     argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", sys.executable, "host[1-2]"]
-    child = pexpect.spawn(
-        sys.executable,
-        argv,
-        env=env,
-        cwd=str(tmp_path),
-        timeout=30,
-        encoding="utf-8",
-        codec_errors="replace",
-        dimensions=(50, 250),
-    )
-    try:
-        yield child
-    finally:
-        if child.isalive():
-            child.terminate(force=True)
-        child.close()
+    with at_terminal(sys.executable, argv, env, str(tmp_path)) as person:
+        yield person.child
 
 
 def test_console_keeps_cwd_and_environment_per_host(console: pexpect.spawn, tmp_path: Path) -> None:
