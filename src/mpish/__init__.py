@@ -6,7 +6,10 @@ secure communicator on first use.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # diagnostics: report.setup_logging
 
 __version__ = "0.1.0"
 

@@ -9,15 +9,18 @@ subcommand, write ``_add_<name>(parser)`` and ``_run_<name>(args)`` and list the
 from __future__ import annotations
 
 import argparse
+import logging
+import platform
 import shlex
 import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from mpish import keys
+from mpish import keys, report
 from mpish.wire.errors import MpishError
 
-PROG = "mpish"
+PROG = report.PROG
+DEBUG_HELP = f"diagnostics (logging) on stderr from every process of mpish ({report.DEBUG_VARIABLE}=1 too)"
 
 
 # --- the main shell ------------------------------------------------------------------
@@ -42,6 +45,7 @@ def _main_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more output (repeatable)")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     from mpish.shell.app import add_options
 
     add_options(parser)  # the shell's own options (-t, -w)
@@ -113,6 +117,7 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
                         help="-c: do not send stdin to the hosts (by default, unless it is a "
                         "terminal, every host's command reads a copy of it, as with clush)")
     parser.add_argument("-v", "--verbose", action="store_true", help="live output, lines prefixed 'host: '")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     parser.add_argument(
         "-o",
         dest="ssh_options",
@@ -167,6 +172,14 @@ SUBCOMMANDS: dict[str, tuple[str, _Adder, _Runner]] = {
 }
 
 
+def _start_logging(debug: bool, argv: list[str]) -> None:
+    if report.setup_logging(debug or None):
+        from mpish import __version__
+
+        logging.getLogger(__name__).debug("mpish %s, Python %s: %s %s", __version__,
+                                          platform.python_version(), PROG, shlex.join(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mpish`` console script; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -176,12 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             help_text, add, run = SUBCOMMANDS[name]
             parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=help_text)
             add(parser)
-            return run(parser.parse_args(argv[1:]), sys.stdout)
-        return run_main(_main_parser().parse_args(argv))
+            args = parser.parse_args(argv[1:])
+            _start_logging(getattr(args, "debug", False), argv)
+            return run(args, sys.stdout)
+        args = _main_parser().parse_args(argv)
+        _start_logging(args.debug, argv)
+        return run_main(args)
     except MpishError as exc:
-        message = str(exc)
-        separator = "\n" if "\n" in message else " "  # a multi-line banner starts on its own line
-        print(f"{PROG}:{separator}{message}", file=sys.stderr)
+        report.say(str(exc))
         return 1
     except KeyboardInterrupt:
         print(file=sys.stderr)

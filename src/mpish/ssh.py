@@ -36,8 +36,7 @@ StopIteration, SystemExit or mpish's own errors).
 
 from __future__ import annotations
 
-from mpish.calls.group import Group, HostResult
-from mpish.calls.remote import (
+from mpish.calls.client import (
     AgentInfo,
     OutputCallback,
     ProtocolVersionMismatch,
@@ -45,6 +44,7 @@ from mpish.calls.remote import (
     ResultTooLarge,
     connect,
 )
+from mpish.calls.group import Group, HostResult
 from mpish.transport.ssh import (
     AgentDied,
     AuthenticationRefused,

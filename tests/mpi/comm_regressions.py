@@ -94,6 +94,7 @@ def check_requests(c: SecureComm, raw: MPI.Intracomm) -> None:
 
 
 def check_introspection(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """hasattr and getattr(name, default) on unsupported names."""
     assert not hasattr(c, "Ibarrier")
     assert getattr(c, "x", None) is None
     try:
@@ -114,6 +115,7 @@ def _error_class(call: object) -> int:
 
 
 def check_error_classes(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """ERR_ROOT, ERR_TAG, Dup(info), the recv(buf) warning, None buffers to PROC_NULL."""
     n = c.size
     for comm in (raw, c):
         assert _error_class(lambda: comm.Bcast(np.zeros(1), root=n)) == MPI.ERR_ROOT  # noqa: B023
@@ -164,6 +166,7 @@ def check_no_rank_left_behind(c: SecureComm, raw: MPI.Intracomm) -> None:
 
 
 def check_in_place(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """IN_PLACE in the collectives that take it, as raw MPI."""
     r, n = c.rank, c.size
     results = []
     for comm in (raw, c):
@@ -188,6 +191,7 @@ def check_in_place(c: SecureComm, raw: MPI.Intracomm) -> None:
 
 
 def check_vector_collectives(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """The v-collectives (counts and displacements per rank), as raw MPI."""
     r, n = c.rank, c.size
     counts = [k + 1 for k in range(n)]
     displs = [sum(counts[:k]) + k for k in range(n)]  # a gap of one element between blocks
@@ -214,6 +218,7 @@ def check_vector_collectives(c: SecureComm, raw: MPI.Intracomm) -> None:
 
 
 def check_more_p2p(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Ssend/issend, Sendrecv_replace, mprobe, Get_group, Split_type."""
     r, n = c.rank, c.size
     dest, src = (r + 1) % n, (r - 1) % n
     for comm in (raw, c):
@@ -241,6 +246,7 @@ def check_more_p2p(c: SecureComm, raw: MPI.Intracomm) -> None:
 
 
 def check_scans(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Scan/Exscan/scan/exscan, Reduce_scatter(_block)."""
     r, n = c.rank, c.size
     results = []
     for comm in (raw, c):

@@ -6,51 +6,14 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
-from shell_util import MPISH, make_home, shell_env
+
+from terminal import Person
 
 pytestmark = pytest.mark.mpi
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-class Person:
-    """Types into the console and reads its screen (escape sequences removed)."""
-
-    def __init__(self, child: pexpect.spawn) -> None:
-        self.child = child
-
-    def prompt(self, cwd: str = "") -> str:
-        """Wait for the prompt (optionally showing ``cwd``); return what came before it."""
-        self.child.expect(re.escape(cwd) + r"#>" if cwd else r"#>")
-        time.sleep(0.2)  # a person reads the prompt before typing
-        return ANSI.sub("", self.child.before)
-
-    def type(self, line: str) -> None:
-        self.child.sendline(line)
-        self.child.expect("\r\n")  # prompt_toolkit redraws the accepted line, then a newline
-
-    def run(self, line: str, cwd: str = "") -> str:
-        self.type(line)
-        return self.prompt(cwd)
-
-
-@pytest.fixture
-def person(tmp_path: Path) -> Iterator[Person]:
-    home = make_home(tmp_path / "home")
-    env = shell_env(home, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
-    child = pexpect.spawn(MPISH, ["-n", "2"], env=env, cwd=str(tmp_path), timeout=30,
-                          encoding="utf-8", codec_errors="replace", dimensions=(50, 250))
-    try:
-        yield Person(child)
-    finally:
-        if child.isalive():
-            child.terminate(force=True)
-        child.close()
 
 
 def test_cd_and_state_persist_and_exit_is_clean(person: Person, tmp_path: Path) -> None:

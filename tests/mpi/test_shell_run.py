@@ -282,3 +282,29 @@ def test_background_jobs_print_no_job_notice(home: Path, tmp_path: Path) -> None
     result = run([MPISH, "-n", "2", "-c", "sleep 0.1 & wait; echo done"], home, tmp_path)
     assert result.returncode == 0 and b"[1]" not in result.stderr, result.stderr
     assert result.stdout.decode().count("done") == 1
+
+
+def test_exit_restarts_the_shell_with_the_state_from_before_the_command(home: Path, tmp_path: Path) -> None:
+    lines = (b"cd /usr && export KEPT=yes\necho shell=$$\nexport LOST=1; exit 7\n"
+             b"echo shell=$$ KEPT=$KEPT LOST=$LOST; pwd\n")
+    result = run([MPISH, "-n", "1", "-C", "-"], home, tmp_path, input=lines)
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, err
+    note = "the shell exited; a new one has the state from before this command"
+    assert f"mpish: @1: exit code 7 ({note})" in err, err
+    first, second = re.findall(r"shell=(\d+)", out)
+    assert first != second, out  # another bash answers after the exit ...
+    assert "KEPT=yes LOST=\n/usr\n" in out, out  # ... with the state from before the line that exited
+
+
+def test_debug_logs_from_the_console_and_its_servers_and_is_silent_otherwise(
+    home: Path, tmp_path: Path
+) -> None:
+    quiet = run([MPISH, "-n", "1", "-c", "true"], home, tmp_path)
+    assert (quiet.returncode, quiet.stderr) == (0, b"")
+    result = run([MPISH, "--debug", "-n", "1", "-c", "true"], home, tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.decode().splitlines()
+    console = {line.split("]")[0] for line in lines if "mpish.shell.mpi_session: console:" in line}
+    server = {line.split("]")[0] for line in lines if "mpish.shell.mpi_server: rank 1: handshake" in line}
+    assert len(console) == 1 and len(server) == 1 and console != server, lines  # two processes logged

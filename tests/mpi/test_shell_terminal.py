@@ -8,11 +8,10 @@ import time
 
 import pexpect
 import pytest
-from test_shell_console import ANSI, Person, person
+
+from terminal import ANSI, Person
 
 pytestmark = pytest.mark.mpi
-
-__all__ = ["person"]  # the fixture, imported for this module's tests
 
 
 def test_output_without_a_final_newline_is_shown_and_its_line_ended(person: Person) -> None:

@@ -11,13 +11,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from sshd_server import SshServer, find_sshd
 
+from marks import mark_directory
 from mpish.ssh import Remote, connect
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if Path(str(item.fspath)).parent == Path(__file__).parent:
-            item.add_marker(pytest.mark.ssh)
+pytest_collection_modifyitems = mark_directory(__file__, "ssh")
 
 
 @pytest.fixture(scope="session")

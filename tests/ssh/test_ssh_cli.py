@@ -14,32 +14,11 @@ from pathlib import Path
 
 import pexpect
 import pytest
+from ssh_util import SRC, mpish_ssh
 from sshd_server import SshServer
 
 from mpish.shell.ssh_cli import HostsError, expand_hosts, fold_hosts
-
-SRC = Path(__file__).resolve().parents[2] / "src"
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def mpish_ssh(
-    sshd: SshServer, *args: str, timeout: float = 60, input: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``mpish ssh`` against the test sshd, with this venv's Python on the "remote"."""
-    argv = [
-        sys.executable,
-        "-m",
-        "mpish",
-        "ssh",
-        "-o",
-        " ".join(sshd.ssh_options),
-        "--python",
-        sys.executable,
-    ]
-    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
-    return subprocess.run(
-        [*argv, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False, input=input
-    )
+from terminal import ANSI, at_terminal
 
 
 def test_node_sets_expand_and_fold() -> None:
@@ -119,22 +98,8 @@ def test_hosts_without_mpish_are_told_how_to_install_it(sshd: SshServer) -> None
 def console(sshd: SshServer, tmp_path: Path) -> Iterator[pexpect.spawn]:
     env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="dumb")
     argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", sys.executable, "host[1-2]"]
-    child = pexpect.spawn(
-        sys.executable,
-        argv,
-        env=env,
-        cwd=str(tmp_path),
-        timeout=30,
-        encoding="utf-8",
-        codec_errors="replace",
-        dimensions=(50, 250),
-    )
-    try:
-        yield child
-    finally:
-        if child.isalive():
-            child.terminate(force=True)
-        child.close()
+    with at_terminal(sys.executable, argv, env, str(tmp_path)) as person:
+        yield person.child
 
 
 def test_console_keeps_cwd_and_environment_per_host(console: pexpect.spawn, tmp_path: Path) -> None:
@@ -156,18 +121,14 @@ def test_console_keeps_cwd_and_environment_per_host(console: pexpect.spawn, tmp_
     assert console.exitstatus == 0
 
 
-def test_console_ends_on_ctrl_d_and_exit(console: pexpect.spawn) -> None:
-    console.expect_exact("#> ")
-    console.sendline("exit")
-    console.expect(pexpect.EOF)
-    console.close()
-    assert console.exitstatus == 0
-
-
-def test_console_ends_on_ctrl_d(console: pexpect.spawn) -> None:
+@pytest.mark.parametrize("ending", ["ctrl-d", "exit"])
+def test_console_ends_on_ctrl_d_and_exit(console: pexpect.spawn, ending: str) -> None:
     console.expect_exact("#> ")
     time.sleep(0.3)  # a person reads the prompt before typing (the line editor is then ready)
-    console.sendeof()
+    if ending == "exit":
+        console.sendline("exit")
+    else:
+        console.sendcontrol("d")  # at an empty line: end of input, as in bash
     console.expect(pexpect.EOF)
     console.close()
     assert console.exitstatus == 0
@@ -222,3 +183,11 @@ def test_mebibytes_of_stdin_arrive_whole_on_every_host(sshd: SshServer) -> None:
     assert done.returncode == 0, done.stderr
     digest = hashlib.sha256(data.encode()).hexdigest()
     assert done.stdout == f"---------------\nhost[1-2] (2)\n---------------\n{digest}  -\n"
+
+
+def test_debug_logs_on_stderr_and_the_output_stays_the_same(sshd: SshServer) -> None:
+    quiet = mpish_ssh(sshd, "host1", "-c", "echo out")
+    loud = mpish_ssh(sshd, "--debug", "host1", "-c", "echo out")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "out\n", "")
+    assert (loud.returncode, loud.stdout) == (0, "out\n"), loud.stderr
+    assert re.match(r"mpish\[\d+\] mpish\.cli: mpish \S+, Python \S+: mpish ssh ", loud.stderr), loud.stderr

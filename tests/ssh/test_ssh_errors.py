@@ -13,7 +13,7 @@ import pytest
 from sshd_server import SshServer
 
 import mpish.calls.bootstrap
-import mpish.calls.remote
+import mpish.calls.client
 from mpish.ssh import (
     AgentDied,
     AuthenticationRefused,
@@ -85,7 +85,7 @@ def test_not_an_agent_is_a_protocol_error(connect_options: dict[str, object]) ->
 def test_protocol_version_mismatch(
     connect_options: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mpish.calls.remote, "PROTOCOL_VERSION", 999)
+    monkeypatch.setattr(mpish.calls.client, "PROTOCOL_VERSION", 999)
     with pytest.raises(ProtocolVersionMismatch, match="protocol 2, this one speaks 999"):
         connect("host1", **connect_options)  # type: ignore[arg-type]
 

@@ -6,16 +6,15 @@ import json
 import os
 import re
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
+from ssh_util import SRC, mpish_ssh
 from sshd_server import SshServer
-from test_ssh_cli import SRC, mpish_ssh
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+from terminal import Person, at_terminal
 
 
 def test_c_groups_four_hosts_and_each_host_is_its_rank(sshd: SshServer) -> None:
@@ -41,36 +40,13 @@ def test_an_unreachable_host_is_reported_and_the_others_go_on(sshd: SshServer) -
     assert re.search(r"^nohost\.invalid: host unreachable", done.stderr, re.MULTILINE), done.stderr
 
 
-class Person:
-    """Types into the console and reads its screen (escape sequences removed)."""
-
-    def __init__(self, child: pexpect.spawn) -> None:
-        self.child = child
-
-    def prompt(self, text: str = "") -> str:
-        self.child.expect(re.escape(text) + r"#>" if text else r"#>")
-        time.sleep(0.2)  # a person reads the prompt before typing (the line editor is then ready)
-        return ANSI.sub("", self.child.before or "")
-
-    def run(self, line: str, text: str = "") -> str:
-        self.child.sendline(line)
-        self.child.expect("\r\n")  # prompt_toolkit redraws the accepted line, then a newline
-        return self.prompt(text)
-
-
 @pytest.fixture
 def person(sshd: SshServer, tmp_path: Path) -> Iterator[Person]:
     env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
     argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", sys.executable,
             "host[1-2],nohost.invalid"]
-    child = pexpect.spawn(sys.executable, argv, env=env, cwd=str(tmp_path), timeout=30,
-                          encoding="utf-8", codec_errors="replace", dimensions=(50, 250))
-    try:
-        yield Person(child)
-    finally:
-        if child.isalive():
-            child.terminate(force=True)
-        child.close()
+    with at_terminal(sys.executable, argv, env, str(tmp_path)) as at:
+        yield at
 
 
 def test_console_state_persists_per_host_targets_and_ctrl_c(person: Person, tmp_path: Path) -> None:

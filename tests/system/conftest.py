@@ -8,22 +8,12 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent / "mpi"))  # shell_util: key homes, the shell's env
+sys.path.insert(0, str(Path(__file__).parent))  # this directory's helper (slurm_cluster)
 from slurm_cluster import SlurmCluster, slurm_problem
 
-HERE = Path(__file__).parent
+from marks import mark_directory
 
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slurm: runs a real one-node Slurm (munged, slurmctld, slurmd; root)")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if Path(str(item.fspath)).parent == HERE:
-            item.add_marker(pytest.mark.mpi)
-            item.add_marker(pytest.mark.slurm)
+pytest_collection_modifyitems = mark_directory(__file__, "mpi", "slurm")
 
 
 @pytest.fixture(scope="session")

@@ -97,6 +97,7 @@ def test_run_main_receives_parsed_options(home: Path, monkeypatch: pytest.Monkey
         "command": "ls -l",
         "json": False,
         "verbose": 2,
+        "debug": False,
         "timeout": 2.5,
         "targets": "@1-2",
         "stats": False,

@@ -16,15 +16,21 @@ from mpish.wire.errors import RemoteProtocolError
 
 @pytest.mark.parametrize(
     ("text", "ranks"),
-    [("1", {1}), ("1-3,7", {1, 2, 3, 7}), ("7,1-3", {1, 2, 3, 7}), ("2-2", {2}), ("1,1", {1})],
+    [("1", {1}), ("1-3,7", {1, 2, 3, 7}), ("7,1-3", {1, 2, 3, 7}), ("2-2", {2}), ("1,1", {1}),
+     ("1-9/2", {1, 3, 5, 7, 9})],  # ClusterShell's range sets: steps too
 )
 def test_parse_ranks(text: str, ranks: set[int]) -> None:
     assert parse_ranks(text) == ranks
 
 
-@pytest.mark.parametrize("text", ["", "a", "1-", "-1", "3-1", "1,,2", "1-2-3", "0-99999999"])
-def test_parse_ranks_rejects(text: str) -> None:
-    with pytest.raises(TargetError):
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [("", "empty item"), ("a", "bad rank range 'a'"), ("1-", "bad rank range"), ("-1", "bad rank range"),
+     ("3-1", "1 < 3"), ("1,,2", "empty item"), ("1-2-3", "bad rank range"), ("1_2", "bad rank range"),
+     ("\u0661", "bad rank range"), ("1-5/0", "bad rank set"), ("0-99999999", "more than 100000 ranks")],
+)
+def test_parse_ranks_rejects_and_says_why(text: str, why: str) -> None:
+    with pytest.raises(TargetError, match=why):
         parse_ranks(text)
 
 
@@ -127,10 +133,11 @@ def test_protocol_round_trip_and_validation() -> None:
     assert p.CODEC.decode(p.CODEC.encode(done)) == done
     import msgpack
 
-    with pytest.raises(RemoteProtocolError):
-        p.CODEC.decode(msgpack.packb([2, "not an int", "cmd", 0.0]))
-    with pytest.raises(RemoteProtocolError):
-        p.CODEC.decode(msgpack.packb([5, 1, 1, "text, not bytes"]))
+    with pytest.raises(RemoteProtocolError, match=r"Run\.cmd_id: expected an int, got str"):
+        p.CODEC.decode(msgpack.packb([2, "not an int", "cmd", 0.0, False]))
+    with pytest.raises(RemoteProtocolError, match=r"PutChunk\.data: expected bytes, got str"):
+        p.CODEC.decode(msgpack.packb([8, 1, "text, not bytes"]))
+    assert p.CODEC.decode(msgpack.packb([8, 1, b"bytes"], use_bin_type=True)) == p.PutChunk(1, b"bytes")
 
 
 def test_initial_state_quotes_and_strips_launcher_variables() -> None:

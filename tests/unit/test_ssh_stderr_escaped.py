@@ -22,3 +22,15 @@ def test_remote_stderr_in_the_error_is_escaped() -> None:
     assert theirs.startswith("Permission denied\n")  # a line ending stays a line ending
     assert r"\x0d\x1b[2K\x1b[1A\x1b[2Kok" in theirs
     assert "\x1b" not in message and "\r" not in message
+
+
+def test_a_refused_key_is_an_authentication_error_and_a_transport_one() -> None:
+    from mpish.transport.ssh import AuthenticationRefused, classify
+    from mpish.wire.errors import AuthenticationError, TransportError
+
+    error = classify("node1", 255, "user@node1: Permission denied (publickey).", greeted=False)
+    assert isinstance(error, AuthenticationRefused)
+    try:
+        raise error
+    except AuthenticationError as caught:  # what a caller of mpish.ssh writes for "not allowed in"
+        assert isinstance(caught, TransportError) and caught.host == "node1"  # type: ignore[attr-defined]

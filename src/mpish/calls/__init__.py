@@ -1,5 +1,6 @@
 """Remote objects and function calls over a framed transport (the ssh pipes).
 
 ``messages``: the msgpack protocol; ``serialize``: chunked pickle/msgpack bodies and
-remote exceptions; ``remote``: the client :class:`~.remote.Remote`; ``group``: many hosts.
+remote exceptions; ``client``: the client (:func:`~.client.connect`, :class:`~.client.Remote`);
+``group``: many hosts; ``agent``: the remote side; ``bootstrap``: ships the agent.
 """

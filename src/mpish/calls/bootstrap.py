@@ -47,7 +47,7 @@ MPISH_MODULES = (
     "mpish.calls.agent",
     "mpish.calls.messages",
     "mpish.calls.serialize",
-    "mpish.calls.remote",
+    "mpish.calls.client",
     "mpish.calls.bootstrap",
     "mpish.transport",
     "mpish.transport.ssh",

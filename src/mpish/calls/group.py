@@ -1,4 +1,4 @@
-"""Many hosts at once: one :class:`~.remote.Remote` per host, driven by a thread pool.
+"""Many hosts at once: one :class:`~.client.Remote` per host, driven by a thread pool.
 
 Connections are opened in parallel and calls run in parallel, at most ``fanout`` hosts at
 a time. Every operation returns ``{host: HostResult}`` in the order the hosts were given;
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from .remote import OutputCallback, Remote, connect, write_output
+from .client import OutputCallback, Remote, connect, write_output
 
 HostOutputCallback = Callable[[str, str, bytes], None]
 """``on_output(host, stream, data)``."""

@@ -34,8 +34,6 @@ MAX_TEXT = 1024 * 1024  # tracebacks and messages are cut to this many character
 
 ENCODING_PICKLE = "pickle"  # body = cloudpickle stream of (function, args, kwargs) / the result
 ENCODING_MSGPACK = "msgpack"  # body = msgpack [args, kwargs] / the result; never unpickled
-ENCODINGS = (ENCODING_PICKLE, ENCODING_MSGPACK)
-STREAMS = ("stdout", "stderr")
 
 CODEC = Codec("mpish.calls", max_bytes=CHUNK_SIZE, max_items=64)
 

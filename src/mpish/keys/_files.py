@@ -256,15 +256,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def read_text_file(path: Path, what: str) -> str | None:
-    """The trust file's text, or None if it does not exist."""
-    fd = open_trusted(path, what)
+def read_trusted(path: Path, what: str, *, private: bool = False) -> bytes | None:
+    """The bytes of a key file checked by :func:`open_trusted`, or None if it does not exist."""
+    fd = open_trusted(path, what, private=private)
     if fd is None:
         return None
     try:
-        data = read_limited(fd, path)
+        return read_limited(fd, path)
     finally:
         os.close(fd)
+
+
+def read_text_file(path: Path, what: str) -> str | None:
+    """The trust file's text, or None if it does not exist."""
+    data = read_trusted(path, what)
+    if data is None:
+        return None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -21,8 +21,7 @@ from ._files import (
     check_home,
     ensure_home,
     mpish_home,
-    open_trusted,
-    read_limited,
+    read_trusted,
     write_new_file,
 )
 from .public import KEY_LEN, check_comment, fingerprint, format_public_key
@@ -125,13 +124,9 @@ def _decode_private(text: str, path: Path) -> Identity:
 def load_identity(home: str | os.PathLike[str] | None = None) -> Identity:
     """Load ``<home>/id_x25519``; refuse it if others can access or change it (as OpenSSH)."""
     path = check_home(home) / PRIVATE_KEY_NAME
-    fd = open_trusted(path, "the private key file", private=True)
-    if fd is None:
+    data = read_trusted(path, "the private key file", private=True)
+    if data is None:
         raise KeyFileError(f"no mpish identity: '{path}' does not exist; run 'mpish keygen' to create one")
-    try:
-        data = read_limited(fd, path)
-    finally:
-        os.close(fd)
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:

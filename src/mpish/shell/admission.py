@@ -29,17 +29,21 @@ handshake that follows.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, TextIO
 
 from mpish import keys
+from mpish.report import Reporter
 from mpish.transport.mpi import Backoff, discard, mpi
 from mpish.wire.text import escape
+
+if TYPE_CHECKING:  # mpi4py is imported at run time by mpi() alone: it initialises MPI
+    from mpi4py import MPI
 
 KEY_SIZE = 32
 HOST_SIZE = 64
@@ -49,13 +53,15 @@ ANNOUNCE_SIZE = SESSION_ID_SIZE + KEY_SIZE + 1  # step 2: session id, console ke
 KEY_TAG, ANNOUNCE_TAG, VERDICT_TAG = 0x4B59, 0x414E, 0x5644  # "KY" "AN" "VD": steps 1-3
 HANDSHAKE_TIMEOUT = 5.0  # default of handshake_timeout()
 
+log = logging.getLogger(__name__)
+
 
 def host_bytes() -> bytes:
     """This host's name as sent in step 1: at most 64 bytes, NUL-padded."""
     return socket.gethostname().encode()[:HOST_SIZE].ljust(HOST_SIZE, b"\0")
 
 
-def handshake_timeout(err: Any = None) -> float:
+def handshake_timeout(err: TextIO | None = None) -> float:
     """Seconds the console waits for each server at each step of the start.
 
     ``MPISH_HANDSHAKE_TIMEOUT`` overrides the default (:data:`HANDSHAKE_TIMEOUT`); a
@@ -69,14 +75,14 @@ def handshake_timeout(err: Any = None) -> float:
     except ValueError:
         value = 0.0
     if not 0 < value < float("inf"):
-        print(f"mpish: MPISH_HANDSHAKE_TIMEOUT={escape(text)} is not a number of seconds > 0; "
-              f"using {HANDSHAKE_TIMEOUT:g}", file=err or sys.stderr)
+        Reporter(err).say(f"MPISH_HANDSHAKE_TIMEOUT={escape(text)} is not a number of seconds > 0; "
+                          f"using {HANDSHAKE_TIMEOUT:g}")
         return HANDSHAKE_TIMEOUT
     return value
 
 
 def _receive_each(
-    comm: Any, tag: int, size: int, ranks: set[int], timeout: float
+    comm: MPI.Intracomm, tag: int, size: int, ranks: set[int], timeout: float
 ) -> tuple[dict[int, bytes], dict[int, int]]:
     """One message of ``size`` bytes on ``tag`` from each of ``ranks``, within ``timeout`` s.
 
@@ -110,7 +116,7 @@ def _receive_each(
     return received, wrong
 
 
-def wait_request(request: Any) -> None:
+def wait_request(request: MPI.Request) -> None:
     """Wait for one MPI request with backoff (MPICH's blocking calls would spin a core)."""
     backoff = Backoff()
     while not request.Test():
@@ -127,11 +133,12 @@ class Admission:
     refused: dict[int, str] = field(default_factory=dict)  # rank -> why it is left out
 
 
-def admit_servers(comm: Any, identity: keys.Identity | None, timeout: float) -> Admission:
+def admit_servers(comm: MPI.Intracomm, identity: keys.Identity | None, timeout: float) -> Admission:
     """Steps 1-3 on the console (rank 0); without an identity every server is told no."""
     MPI = mpi()
     servers = set(range(1, comm.Get_size()))
     entries, wrong = _receive_each(comm, KEY_TAG, ENTRY_SIZE, servers, timeout)
+    log.debug("step 1: keys from %d of %d server(s), %d malformed", len(entries), len(servers), len(wrong))
     admission = Admission(secrets.token_bytes(SESSION_ID_SIZE))
     trusted = keys.trusted_keys(identity) if identity else frozenset()
     refused, hosts = admission.refused, admission.hosts
@@ -175,6 +182,7 @@ def admit_servers(comm: Any, identity: keys.Identity | None, timeout: float) -> 
             del admission.server_keys[rank]
     for request in announces:
         wait_request(request)
+    log.debug("steps 2-3: admitted rank(s) %s, refused %s", sorted(admission.server_keys), sorted(refused))
     return admission
 
 
@@ -188,7 +196,7 @@ class Invitation:
     accepted: bool  # ... and this server trusts the console's
 
 
-def join_console(comm: Any, identity: keys.Identity | None) -> Invitation:
+def join_console(comm: MPI.Intracomm, identity: keys.Identity | None) -> Invitation:
     """Steps 1-3 on a server: send the key, read the announce, answer it if admitted."""
     MPI = mpi()
     mine = (identity.public if identity else bytes(KEY_SIZE)) + host_bytes()
@@ -202,4 +210,6 @@ def join_console(comm: Any, identity: keys.Identity | None) -> Invitation:
     accepted = admitted and identity is not None and console_pub in keys.trusted_keys(identity)
     if admitted:
         wait_request(comm.Isend([bytes([accepted]), MPI.BYTE], 0, VERDICT_TAG))
+    log.debug("rank %d: admitted by the console: %s; the console's key trusted here: %s",
+              comm.Get_rank(), admitted, accepted)
     return Invitation(session_id, console_pub, admitted, accepted)

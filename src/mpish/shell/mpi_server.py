@@ -7,35 +7,45 @@ theory of operation are in ``shell/mpi_session.py``.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from mpish import keys
-from mpish.transport.mpi import Backoff, MpiLink, mpi
+from mpish.report import Reporter, setup_logging
+from mpish.transport.mpi import MpiLink, mpi
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import MpishError
 from mpish.wire.events import HandshakeComplete
 
 from .admission import join_console
-from .mpi_session import ORPHAN_GRACE, SERVER_WAIT, SERVICE, finish_session_comm, load_identity
+from .mpi_session import ORPHAN_GRACE, SERVER_WAIT, SERVICE, finish_session_comm, load_identity, records_until
 from .orphan import end_session_launcher
 from .session import Terminated, raise_terminated
 
+if TYPE_CHECKING:  # mpi4py is imported at run time by mpi() alone: it initialises MPI
+    from mpi4py import MPI
 
-def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) -> int:
+log = logging.getLogger("mpish.shell.mpi_server")  # not __name__: run as __main__ too
+
+
+def run_server(
+    comm: MPI.Intracomm, parent_intercomm: MPI.Intercomm | None = None, console_pid: int = 0
+) -> int:
     """A shell server rank: key exchange, handshake, serve, finalize. Returns exit status."""
     from .server import ShellServer
 
     rank = comm.Get_rank()
-    identity, problem = load_identity(sys.stderr, f"rank {rank}: ")
+    report = Reporter(who=f"rank {rank}: ")
+    identity, problem = load_identity(report)
     if identity is None:
-        print(f"mpish: rank {rank}: {problem}", file=sys.stderr)
+        report.say(problem)
     invitation = join_console(comm, identity)
     link = MpiLink(comm)
     status = 0
@@ -49,8 +59,9 @@ def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) ->
         server = ShellServer(link, channel)
         if console_pid:
             server.console_alive = lambda: local_process_alive(console_pid)
-            _watch_console(console_pid, rank)
-        if _server_handshake(link, channel):
+            _watch_console(console_pid)
+        if _server_handshake(link, channel, report):
+            log.debug("rank %d: handshake complete; serving", rank)
             server.hello()
             try:
                 server.serve()  # its end kills the running command and the shell
@@ -61,32 +72,24 @@ def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) ->
         if console_pid and not local_process_alive(console_pid):
             _end_orphaned_job(rank)
     elif invitation.admitted:
-        print(f"mpish: rank {rank}: the console's key {keys.fingerprint(invitation.console_pub)} "
-              "is not trusted here", file=sys.stderr)
+        report.say(f"the console's key {keys.fingerprint(invitation.console_pub)} is not trusted here")
     finish_session_comm(comm, link, parent_intercomm)
     return status
 
 
-def _server_handshake(link: MpiLink, channel: SecureChannel) -> bool:
-    deadline = time.monotonic() + SERVER_WAIT
-    backoff = Backoff()
-    while time.monotonic() < deadline:
-        item = link.poll()
-        if item is None:
-            backoff.wait()
-            continue
-        backoff.activity()
-        source, record = item
+def _server_handshake(link: MpiLink, channel: SecureChannel, report: Reporter) -> bool:
+    for source, record in records_until(link, time.monotonic() + SERVER_WAIT):
         if source != 0:
             continue
         try:
             events = channel.receive_record(record)
         except MpishError as exc:
-            print(f"mpish: rank {link.rank}: handshake failed: {exc}", file=sys.stderr)
+            report.say(f"handshake failed: {exc}")
             return False
         link.send_all(0, channel.records_to_send())
         if any(isinstance(e, HandshakeComplete) for e in events):
             return True
+    log.debug("rank %d: no handshake from the console within %g s", link.rank, SERVER_WAIT)
     return False
 
 
@@ -98,14 +101,12 @@ def _end_orphaned_job(rank: int) -> NoReturn:
     started for this session alone (the singleton's mpiexec: ``-pmi_args``, its
     proxy: our parent), so the server kills them, then leaves without finalizing.
     """
-    print(f"mpish: rank {rank}: the console is gone; ending the session and its launcher",
-          file=sys.stderr)
-    sys.stderr.flush()
+    Reporter(who=f"rank {rank}: ").say("the console is gone; ending the session and its launcher")
     end_session_launcher(os.getpid())
     os._exit(1)
 
 
-def _watch_console(console_pid: int, rank: int) -> None:
+def _watch_console(console_pid: int) -> None:
     """Start :mod:`mpish.shell.orphan`, which ends this server ORPHAN_GRACE s after the console died.
 
     The serve loop notices too and ends the command and the shell first; the watcher is
@@ -113,7 +114,6 @@ def _watch_console(console_pid: int, rank: int) -> None:
     once its peer is gone (MPICH over TCP spins in one, holding the interpreter, so not
     even a thread of ours would run). It calls no MPI and ends when this server ends.
     """
-    del rank
     subprocess.Popen(
         [sys.executable, "-m", "mpish.shell.orphan", str(console_pid), str(os.getpid()), str(ORPHAN_GRACE)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True,
@@ -131,11 +131,12 @@ def _ignore_sigint() -> None:
 
 def server_main() -> int:
     """Entry point of a spawned server (``python -m mpish.shell.mpi_server``)."""
+    setup_logging()  # MPISH_DEBUG, inherited from the console
     _ignore_sigint()
     MPI = mpi()
     parent = MPI.Comm.Get_parent()
     if parent == MPI.COMM_NULL:
-        print("mpish.shell.mpi_server: not started by an mpish console", file=sys.stderr)
+        Reporter(prog="mpish.shell.mpi_server").say("not started by an mpish console")
         return 2
     comm = parent.Merge(high=True)
     # hydra's notice that another rank failed must not kill this one (a handler, not

@@ -62,11 +62,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TextIO
 
 from mpish import keys
+from mpish.report import Reporter
 from mpish.transport.mpi import Backoff, MpiLink, discard, mpi
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.transport.procfs import children, proc_state
@@ -75,9 +77,12 @@ from mpish.wire.errors import MpishError, TransportBroken
 from mpish.wire.events import HandshakeComplete, Message
 from mpish.wire.text import escape
 
-from . import protocol as p
+from . import protocol
 from .admission import KEY_SIZE, admit_servers, handshake_timeout
 from .session import Peer, Session, end_on_termination
+
+if TYPE_CHECKING:  # mpi4py is imported at run time by mpi() alone: it initialises MPI
+    from mpi4py import MPI
 
 SERVICE = "shell"
 SERVER_WAIT = 60.0  # a server's wait for the console's handshake (the console is trusted)
@@ -87,6 +92,8 @@ ORPHAN_GRACE = 3.0  # seconds a server whose console died gives its own end befo
 SETTLE_TIMEOUT = 5.0  # the console's wait for its servers and their launcher to end (embedded)
 LAUNCHER_PID_FILE = "launcher.pid"
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_FD", "PMIX_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+
+log = logging.getLogger(__name__)
 
 
 class LaunchError(MpishError):
@@ -98,23 +105,23 @@ class MpiSession(Session):
     """A session over MPI: the session communicator, and in embedded mode the spawn's."""
 
     link: MpiLink
-    comm: Any = None
-    parent_intercomm: Any = None  # embedded mode: the spawn intercommunicator
+    comm: MPI.Intracomm | None = None
+    parent_intercomm: MPI.Intercomm | None = None  # embedded mode: the spawn intercommunicator
     launcher_pid: int = 0  # embedded mode under MPICH: the singleton's mpiexec (0 = unknown)
 
     def failure_notice(self) -> bool:
         return failure_notice()
 
     def abort(self) -> None:
+        assert self.comm is not None
         abort(self.comm)
 
     def finish(self) -> None:
+        assert self.comm is not None
         lost = {rank: peer.lost for rank, peer in self.peers.items() if peer.lost}
         if lost:
             ranks = ", ".join(str(rank) for rank in sorted(lost))
-            print(f"mpish: rank {ranks} was lost, so MPI cannot end the job normally; aborting it",
-                  file=sys.stderr)
-            sys.stderr.flush()
+            Reporter().say(f"rank {ranks} was lost, so MPI cannot end the job normally; aborting it")
             abort(self.comm)
         finish_session_comm(self.comm, self.link, self.parent_intercomm)
         if self.parent_intercomm is not None:
@@ -146,7 +153,7 @@ def await_launcher_settled(servers: list[int], launcher: int, timeout: float = S
         time.sleep(0.005)
 
 
-def abort(comm: Any) -> None:
+def abort(comm: MPI.Comm) -> None:
     """MPI_Abort with exit status 1, failure notices (SIGUSR1) blocked so they cannot kill us first.
 
     Over TCP, MPICH's abort can hang once a peer is gone (holding the GIL): SIGALRM, left
@@ -210,19 +217,19 @@ def _prepare_singleton() -> Path | None:
     return wrapper
 
 
-def _library(MPI: Any) -> str:
+def _library() -> str:
     """The MPI library's name and version, e.g. "Open MPI v5.0.11" or "MPICH Version: 5.0.2"."""
-    return " ".join(str(MPI.Get_library_version()).splitlines()[0].split(",")[0].split())
+    return " ".join(str(mpi().Get_library_version()).splitlines()[0].split(",")[0].split())
 
 
-def _allow_open_mpi_as_root(MPI: Any) -> None:
+def _allow_open_mpi_as_root() -> None:
     """Open MPI's spawn starts prte, which refuses root unless told twice, like mpiexec.
 
     Its mpiexec reads OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM) but the prte of a singleton's spawn
     reads only PRTE_ALLOW_RUN_AS_ROOT(_CONFIRM): the user's consent is passed on, and
     without it the spawn would fail with MPI_ERR_UNKNOWN, so we say what to set.
     """
-    if os.geteuid() != 0 or not _library(MPI).startswith("Open MPI"):
+    if os.geteuid() != 0 or not _library().startswith("Open MPI"):
         return
     consent = ("ALLOW_RUN_AS_ROOT", "ALLOW_RUN_AS_ROOT_CONFIRM")
     if all(os.environ.get(f"OMPI_{name}") == "1" or os.environ.get(f"PRTE_{name}") == "1"
@@ -236,30 +243,28 @@ def _allow_open_mpi_as_root(MPI: Any) -> None:
     )
 
 
-def load_identity(err: Any = None, who: str = "") -> tuple[keys.Identity | None, str]:
-    """This user's identity, made on first use; a new key is announced on ``err``."""
+def load_identity(report: Reporter) -> tuple[keys.Identity | None, str]:
+    """This user's identity, made on first use (and announced through ``report``)."""
     try:
         identity, created = keys.ensure_identity()
     except MpishError as exc:
         return None, str(exc)
-    if created and err is not None:
+    if created:
         home = keys.mpish_home()
-        print(
-            f"mpish: {who}created identity key {home / keys.PRIVATE_KEY_NAME} ({identity.fingerprint}); "
+        report.say(
+            f"created identity key {home / keys.PRIVATE_KEY_NAME} ({identity.fingerprint}); "
             f"other ranks and hosts trust it through {home} (shared, or its public key in their "
-            f"{keys.AUTHORIZED_KEYS_NAME})",
-            file=err,
+            f"{keys.AUTHORIZED_KEYS_NAME})"
         )
-        with contextlib.suppress(AttributeError, OSError):
-            err.flush()
+    log.debug("identity %s from %s", identity.fingerprint, keys.mpish_home())
     return identity, ""
 
 
-def start_console(np: int | None, err: Any = None) -> MpiSession:
+def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
     """Start the console side (embedded spawn or rank 0 under mpiexec) and all handshakes."""
-    err = err or sys.stderr
+    report = Reporter(err)
     # before any server starts, so that ranks sharing this home find the key, not race to make one
-    identity = load_identity(err)
+    identity = load_identity(report)
     embedded = not under_launcher()
     config = None
     if embedded:
@@ -271,7 +276,8 @@ def start_console(np: int | None, err: Any = None) -> MpiSession:
     world = MPI.COMM_WORLD
     if world.Get_size() > 1:
         if np is not None:
-            print(f"mpish: -n {np} ignored: running as rank 0 of {world.Get_size()}", file=err)
+            report.say(f"-n {np} ignored: running as rank 0 of {world.Get_size()}")
+        log.debug("console: rank 0 of %d under a launcher", world.Get_size())
         comm = world.Dup()
     else:
         count = np if np is not None else max(1, min(os.cpu_count() or 1, 4))
@@ -279,13 +285,14 @@ def start_console(np: int | None, err: Any = None) -> MpiSession:
             raise LaunchError("-n needs at least one shell server")
         # the servers must not die of the terminal's Ctrl-C; they ignore SIGINT themselves
         console = [str(os.getpid()), socket.gethostname()]
-        _allow_open_mpi_as_root(MPI)
+        _allow_open_mpi_as_root()
+        log.debug("console: spawning %d shell server(s) with %s", count, _library())
         try:
             parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, ["-m", "mpish.shell.mpi_server", *console],
                                                    maxprocs=count)
         except MPI.Exception as exc:
             raise LaunchError(
-                f"{_library(MPI)} could not spawn {count} shell server(s) ({exc.Get_error_string()}); "
+                f"{_library()} could not spawn {count} shell server(s) ({exc.Get_error_string()}); "
                 f"start them with its launcher instead: mpiexec -n {count + 1} mpish"
             ) from None
         comm = parent_intercomm.Merge(high=False)
@@ -295,21 +302,24 @@ def start_console(np: int | None, err: Any = None) -> MpiSession:
         with contextlib.suppress(OSError, ValueError):
             launcher_pid = int((config / LAUNCHER_PID_FILE).read_text())
         shutil.rmtree(config, ignore_errors=True)
-    session = _console_handshakes(comm, parent_intercomm, err, identity)
+    session = _console_handshakes(comm, parent_intercomm, report, identity)
     session.launcher_pid = launcher_pid
     end_on_termination()
     return session
 
 
 def _console_handshakes(
-    comm: Any, parent_intercomm: Any, err: Any, loaded: tuple[keys.Identity | None, str]
+    comm: MPI.Intracomm,
+    parent_intercomm: MPI.Intercomm | None,
+    report: Reporter,
+    loaded: tuple[keys.Identity | None, str],
 ) -> MpiSession:
     identity, problem = loaded
-    timeout = handshake_timeout(err)
+    timeout = handshake_timeout(report.stream)
     admission = admit_servers(comm, identity, timeout)
     link = MpiLink(comm)
     for reason in admission.refused.values():
-        print(f"mpish: {reason}", file=err)
+        report.say(reason)
     if identity is None:
         finish_session_comm(comm, link, parent_intercomm)
         raise LaunchError(problem)
@@ -326,22 +336,30 @@ def _console_handshakes(
         link.send_all(rank, channel.initiate())
     session = MpiSession(link, identity, admission.session_id, peers, admission.refused, comm=comm,
                          parent_intercomm=parent_intercomm)
-    _await_hellos(session, err, timeout)
+    _await_hellos(session, report, timeout)
+    log.debug("console: %d server(s) ready", len(session.peers))
     return session
 
 
-def _await_hellos(session: Session, err: Any, timeout: float) -> None:
-    """Complete every handshake and read every server's Hello, each within ``timeout`` s."""
-    deadline = time.monotonic() + timeout
+def records_until(
+    link: MpiLink, deadline: float, wanted: Callable[[], object] = lambda: True
+) -> Iterator[tuple[int, memoryview]]:
+    """Each record that arrives before ``deadline`` (a ``time.monotonic()`` value) while
+    ``wanted()`` is true, as (source, a view valid until the next); waits with :class:`Backoff`."""
     backoff = Backoff()
-    waiting = set(session.peers)
-    while waiting and time.monotonic() < deadline:
-        item = session.link.poll()
+    while wanted() and time.monotonic() < deadline:
+        item = link.poll()
         if item is None:
             backoff.wait()
             continue
         backoff.activity()
-        source, record = item
+        yield item
+
+
+def _await_hellos(session: MpiSession, report: Reporter, timeout: float) -> None:
+    """Complete every handshake and read every server's Hello, each within ``timeout`` s."""
+    waiting = set(session.peers)
+    for source, record in records_until(session.link, time.monotonic() + timeout, lambda: waiting):
         peer = session.peers.get(source)
         if peer is None or not peer.alive:
             continue
@@ -349,8 +367,7 @@ def _await_hellos(session: Session, err: Any, timeout: float) -> None:
             events = peer.channel.receive_record(record)
         except MpishError as exc:
             if not peer.channel.is_open:
-                print(f"mpish: rank {source} ({peer.host}): handshake failed ({exc}); it is left out",
-                      file=err)
+                report.say(f"rank {source} ({peer.host}): handshake failed ({exc}); it is left out")
                 peer.alive = False
                 waiting.discard(source)
             continue
@@ -359,8 +376,8 @@ def _await_hellos(session: Session, err: Any, timeout: float) -> None:
                 continue
             if isinstance(event, Message):
                 with contextlib.suppress(MpishError):
-                    hello = p.CODEC.decode(event.data)
-                    if isinstance(hello, p.Hello):
+                    hello = protocol.CODEC.decode(event.data)
+                    if isinstance(hello, protocol.Hello):
                         peer.host, peer.cwd, peer.ready = escape(hello.host), hello.cwd, True
                         peer.pid = hello.pid
                         waiting.discard(source)
@@ -369,13 +386,13 @@ def _await_hellos(session: Session, err: Any, timeout: float) -> None:
         claimed = keys.fingerprint(peer.channel.remote_static or bytes(KEY_SIZE))
         reason = (f"rank {rank} ({peer.host}) did not complete its handshake within {timeout:g} s "
                   f"(it claimed the key {claimed}); it is left out")
-        print(f"mpish: {reason}", file=err)
+        report.say(reason)
         session.refused[rank] = reason
         peer.alive = False
     session.peers = {rank: peer for rank, peer in session.peers.items() if peer.alive}
 
 
-def finish_session_comm(comm: Any, link: MpiLink, parent_intercomm: Any) -> None:
+def finish_session_comm(comm: MPI.Intracomm, link: MpiLink, parent_intercomm: MPI.Intercomm | None) -> None:
     """Wait for every rank (non-blocking barrier with backoff), then disconnect and free."""
     MPI = mpi()
     link.flush(timeout=5.0)
@@ -385,9 +402,7 @@ def finish_session_comm(comm: Any, link: MpiLink, parent_intercomm: Any) -> None
         backoff = Backoff()
         while not request.Test():
             if time.monotonic() > deadline:
-                print("mpish: a rank did not reach the end of the session; aborting the MPI job",
-                      file=sys.stderr)
-                sys.stderr.flush()
+                Reporter().say("a rank did not reach the end of the session; aborting the MPI job")
                 abort(comm)
             for _ in link.drain():  # records nobody reads any more: consume, never deliver
                 pass
@@ -400,7 +415,7 @@ def finish_session_comm(comm: Any, link: MpiLink, parent_intercomm: Any) -> None
         raise TransportBroken(f"MPI failed while ending the session: {exc}") from exc
 
 
-def _free_session_comm(comm: Any) -> None:
+def _free_session_comm(comm: MPI.Intracomm) -> None:
     """Free the session communicator, first dropping what nobody will ever receive.
 
     MPICH refuses to free a communicator with unmatched messages, and any rank of the
@@ -418,4 +433,4 @@ def _free_session_comm(comm: Any) -> None:
     try:
         comm.Free()
     except MPI.Exception as exc:
-        logging.getLogger(__name__).debug("the session communicator was not freed: %s", exc)
+        log.debug("the session communicator was not freed: %s", exc)

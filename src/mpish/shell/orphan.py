@@ -15,12 +15,16 @@ launcher, the proxy and the server. It exits as soon as the server is gone.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
 import time
 
+from mpish.report import Reporter, setup_logging
 from mpish.transport.procfs import alive, children, cmdline, parent
+
+log = logging.getLogger("mpish.shell.orphan")  # not __name__: run as __main__
 
 
 def end_session_launcher(server: int) -> None:
@@ -44,8 +48,10 @@ def watch(console: int, server: int, grace: float) -> None:
     """Wait while the server lives; once the console is gone, end the server after ``grace``."""
     while alive(server):
         if not alive(console):
+            log.debug("console %d gone; server %d gets %g s to end by itself", console, server, grace)
             time.sleep(grace)
             if alive(server):
+                log.debug("server %d still there: ending it, its shell and its launcher", server)
                 end_session_launcher(server)
                 for child in children(server):  # its shell, if the server could not end it
                     if child == os.getpid():  # this watcher is a child of the server too
@@ -59,10 +65,12 @@ def watch(console: int, server: int, grace: float) -> None:
 
 
 def main(argv: list[str]) -> int:
+    setup_logging()  # MPISH_DEBUG, inherited from the server
     try:
         console, server, grace = int(argv[0]), int(argv[1]), float(argv[2])
     except (IndexError, ValueError):
-        print("usage: python -m mpish.shell.orphan CONSOLE_PID SERVER_PID GRACE_SECONDS", file=sys.stderr)
+        Reporter(prog="mpish.shell.orphan").say("usage: python -m mpish.shell.orphan CONSOLE_PID SERVER_PID "
+                                                "GRACE_SECONDS")
         return 2
     watch(console, server, grace)
     return 0

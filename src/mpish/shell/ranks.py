@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
+from ClusterShell.RangeSet import RangeSet, RangeSetException
+
 from mpish.wire.errors import MpishError
+
+MAX_RANKS = 100_000  # a rank set naming more is refused before it is built
+_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+)(?:/([0-9]+))?)?")  # N, N-M or N-M/STEP: ASCII digits only
 
 
 class TargetError(MpishError):
@@ -12,39 +18,35 @@ class TargetError(MpishError):
 
 
 def parse_ranks(text: str) -> frozenset[int]:
-    """``"1-3,7"`` -> {1, 2, 3, 7}; raise TargetError on bad syntax."""
-    ranks: set[int] = set()
+    """``"1-3,7"`` -> {1, 2, 3, 7}, read as ClusterShell reads a range set (``1-9/2`` too).
+
+    Each comma-separated item must be ``N``, ``N-M`` or ``N-M/STEP`` in ASCII digits
+    (RangeSet alone would also take ``-1``, ``1_0`` or other scripts' digits); a set of
+    more than :data:`MAX_RANKS` ranks is refused before it is built. Raises
+    :class:`TargetError` saying what is wrong.
+    """
+    span = 0
     for part in text.split(","):
-        part = part.strip()
-        if not part:
-            raise TargetError(f"empty item in rank set {text!r}")
-        low, sep, high = part.partition("-")
-        if not low.isdigit() or (sep and not high.isdigit()):
-            raise TargetError(f"bad rank range {part!r} (expected N or N-M)")
-        first, last = int(low), int(high) if sep else int(low)
-        if last < first:
-            raise TargetError(f"bad rank range {part!r}: {last} < {first}")
-        if last - first > 1_000_000:
-            raise TargetError(f"rank range {part!r} is too large")
-        ranks.update(range(first, last + 1))
-    return frozenset(ranks)
+        item = _ITEM.fullmatch(part.strip())
+        if item is None:
+            what = "empty item" if not part.strip() else f"bad rank range {part.strip()!r}"
+            raise TargetError(f"{what} in rank set {text!r} (expected N, N-M or N-M/STEP, comma-separated)")
+        low, high = int(item[1]), int(item[2] or item[1])
+        if high < low:
+            raise TargetError(f"bad rank range {part.strip()!r} in rank set {text!r}: {high} < {low}")
+        span += high - low + 1
+    if span > MAX_RANKS:
+        raise TargetError(f"rank set {text!r} names more than {MAX_RANKS} ranks")
+    try:
+        return frozenset(RangeSet(text).intiter())
+    except RangeSetException as exc:  # e.g. a step of 0
+        raise TargetError(f"bad rank set {text!r}: {exc}") from None
 
 
 def format_ranks(ranks: Iterable[int]) -> str:
-    """{1, 2, 3, 7} -> ``"1-3,7"``: the inverse of :func:`parse_ranks`."""
+    """{1, 2, 3, 7} -> ``"1-3,7"``: the inverse of :func:`parse_ranks` (ClusterShell's folding)."""
     items = sorted(set(ranks))
-    parts: list[str] = []
-    start = prev = None
-    for rank in items:
-        if prev is not None and rank == prev + 1:
-            prev = rank
-            continue
-        if start is not None and prev is not None:
-            parts.append(str(start) if start == prev else f"{start}-{prev}")
-        start = prev = rank
-    if start is not None and prev is not None:
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-    return ",".join(parts)
+    return str(RangeSet(",".join(map(str, items)))) if items else ""
 
 
 def resolve_targets(spec: str, hosts: Mapping[int, str]) -> frozenset[int]:

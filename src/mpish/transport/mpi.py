@@ -36,12 +36,14 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpish.wire.errors import TransportBroken
-from mpish.wire.record import HEADER_SIZE, MAX_RECORD_PAYLOAD
+from mpish.wire.record import MAX_RECORD
 
-MAX_RECORD = HEADER_SIZE + MAX_RECORD_PAYLOAD + 64  # header + body + AEAD tag, with slack
+if TYPE_CHECKING:  # imported at run time by mpi() alone: importing mpi4py.MPI initialises MPI
+    from mpi4py import MPI
+
 SHELL_TAG = 0x5348  # "SH": the tag of every shell record on the session communicator
 HOT_SECONDS = 0.02  # keep polling with the shortest sleep this long after the last activity
 HOT_SLEEP = 20e-6  # a real sleep even when hot: spinning would steal the CPU from the work
@@ -68,7 +70,11 @@ def tune_malloc() -> None:
 
 
 def mpi() -> Any:
-    """The ``mpi4py.MPI`` module, initialised for one MPI thread (imported late on purpose)."""
+    """The ``mpi4py.MPI`` module, initialised for one MPI thread (imported late on purpose).
+
+    Typed ``Any``: a module has no static type. Annotate what it returns (``MPI.Intracomm``,
+    ``MPI.Request``, ...) with the stubs mpi4py ships, imported under ``TYPE_CHECKING``.
+    """
     import mpi4py
 
     mpi4py.rc.thread_level = "funneled"
@@ -103,7 +109,7 @@ class Backoff:
 DISCARD_LIMIT = 64 << 20  # an unwanted message up to this size is received whole, then dropped
 
 
-def discard(message: Any, size: int) -> None:
+def discard(message: MPI.Message, size: int) -> None:
     """Receive a matched message nobody wants (oversize, forged, left over) and drop it.
 
     Up to :data:`DISCARD_LIMIT` bytes it is received whole into a scratch buffer freed at
@@ -122,13 +128,13 @@ def discard(message: Any, size: int) -> None:
 class MpiLink:
     """Send and receive whole records over one communicator on :data:`SHELL_TAG`."""
 
-    def __init__(self, comm: Any, tag: int = SHELL_TAG) -> None:
+    def __init__(self, comm: MPI.Comm, tag: int = SHELL_TAG) -> None:
         self.MPI = mpi()
         self.comm = comm
         self.tag = tag
         self.rank: int = comm.Get_rank()
         self.size: int = comm.Get_size()
-        self._pending: list[tuple[Any, Any]] = []  # (request, buffer kept alive until done)
+        self._pending: list[tuple[MPI.Request, bytes | bytearray]] = []  # buffers kept until sent
         self._receive_buffer: bytearray | None = None  # poll(): records land here, one at a time
         self.dropped = 0  # oversize messages refused
         self.sent_bytes = 0

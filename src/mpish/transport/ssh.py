@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from mpish.wire.errors import LocalProtocolError, RemoteProtocolError, TransportBroken
+from mpish.wire.errors import AuthenticationError, LocalProtocolError, RemoteProtocolError, TransportBroken
 from mpish.wire.framing import LENGTH
 from mpish.wire.text import escape
 
@@ -84,8 +84,9 @@ class HostUnreachable(SshError):
     """ssh could not reach the host (refused, no route, unknown name, timed out)."""
 
 
-class AuthenticationRefused(SshError):
-    """The host refused every key ssh offered (``Permission denied``)."""
+class AuthenticationRefused(SshError, AuthenticationError):
+    """The host refused every key ssh offered (``Permission denied``): an authentication
+    failure (``except AuthenticationError`` sees it) met by the transport."""
 
 
 class RemotePythonMissing(SshError):

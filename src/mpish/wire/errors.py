@@ -13,6 +13,8 @@ cause, as h11 splits Local/RemoteProtocolError and trio splits Closed/Broken:
       TransportError
         TransportClosed         you closed it
         TransportBroken         something outside did (cause in __cause__)
+          SshError ...          transport/ssh.py; its AuthenticationRefused (ssh's "Permission
+                                denied") is an AuthenticationError too
       RemoteError               an exception raised on the other side, with its traceback
 """
 

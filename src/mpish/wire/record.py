@@ -63,6 +63,7 @@ MAX_ENDPOINT = 2**32 - 1
 MAX_CHANNEL = 2**32 - 1
 MAX_RECORD_PAYLOAD = 1 << 20  # plaintext bytes in one record
 MAX_HANDSHAKE_BODY = 65535  # Noise §3
+MAX_RECORD = HEADER_SIZE + MAX_RECORD_PAYLOAD + TAGLEN  # the largest record of any type, in bytes
 REPLAY_WINDOW = 8192
 DEFAULT_REKEY_SHIFT = 30  # REKEY every 2**30 records of a channel: <= 2**50 bytes per key
 DEFAULT_MAX_COUNTER = MAX_NONCE - 1  # the last usable counter; MAX_NONCE is reserved for REKEY

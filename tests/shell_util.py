@@ -1,4 +1,4 @@
-"""Helpers for the MPI shell tests: per-test key homes and bounded subprocess runs."""
+"""Helpers for the tests that run the MPI shell (tests/mpi, net, system): key homes, MPI flavours."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mpish import keys
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,97 @@
+"""What mpish tells its user, and its diagnostics: the one place that formats both.
+
+Two channels, kept apart:
+
+* **Messages for the user** (a refused rank, a lost host, a new key, a bad setting): one
+  line ``mpish: TEXT`` on stderr; a text of several lines starts on a line of its own.
+  :class:`Reporter` writes them (``who`` names the speaker, e.g. ``"rank 3: "``),
+  :func:`message` formats one. Front ends and session modules write through here, so
+  the prefix and the flushing are written once.
+* **Diagnostics** for whoever debugs mpish: the standard :mod:`logging` module, one
+  logger per module (``logging.getLogger(__name__)``, all under ``mpish``; a module
+  also run with ``python -m`` spells its name, as ``__name__`` is then ``__main__``). Silent
+  unless asked: ``--debug`` (``mpish``, ``mpish ssh``) or ``MPISH_DEBUG=1`` makes
+  :func:`setup_logging` send every record, tagged with the process and the module, to
+  stderr. ``--debug`` sets the variable, so the processes mpish starts (spawned shell
+  servers, the orphan watcher) inherit it and log too.
+
+Library code (``calls/``, ``comm/``, ``keys/``, ``wire/``, ``transport/``) never writes
+to the terminal: it raises, or logs. Nothing here imports the rest of mpish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from typing import TextIO
+
+PROG = "mpish"
+DEBUG_VARIABLE = "MPISH_DEBUG"  # "1": diagnostics on stderr, in this process and its children
+LOG_FORMAT = "mpish[%(process)d] %(name)s: %(message)s"
+
+_log = logging.getLogger(PROG)
+
+
+def message(text: str, prog: str = PROG) -> str:
+    """``"mpish: text"``; a multi-line text (a banner, a remote traceback) starts on its own line."""
+    separator = "\n" if "\n" in text else " "
+    return f"{prog}:{separator}{text}"
+
+
+class Reporter:
+    """Writes messages for the user, ``mpish: <who><text>``, one per line, flushed at once.
+
+    ``stream`` defaults to whatever ``sys.stderr`` is when a message is written (so a
+    test's capture, or a redirected stderr, sees it).
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, who: str = "", prog: str = PROG) -> None:
+        self._stream = stream
+        self.who = who
+        self.prog = prog
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream if self._stream is not None else sys.stderr
+
+    def format(self, text: str) -> str:
+        return message(self.who + text, self.prog)
+
+    def say(self, text: str) -> None:
+        """Write one message for the user."""
+        stream = self.stream
+        stream.write(self.format(text) + "\n")
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            stream.flush()
+
+
+def say(text: str, stream: TextIO | None = None) -> None:
+    """Write one message for the user: ``mpish: text`` on ``stream`` (default: stderr)."""
+    Reporter(stream).say(text)
+
+
+def debugging() -> bool:
+    """True when diagnostics were asked for (``MPISH_DEBUG`` set to anything but ``0``)."""
+    return os.environ.get(DEBUG_VARIABLE, "0") not in ("", "0")
+
+
+def setup_logging(debug: bool | None = None) -> bool:
+    """Send mpish's diagnostics to stderr if asked; returns whether they are on.
+
+    ``debug=True`` turns them on here and, through :data:`DEBUG_VARIABLE`, in every
+    process started from now on; ``None`` follows the variable (an entry point of a
+    process mpish started). Calling it twice adds no second handler.
+    """
+    if debug:
+        os.environ[DEBUG_VARIABLE] = "1"
+    if not (debug or (debug is None and debugging())):
+        return False
+    if not any(getattr(handler, "mpish_debug", False) for handler in _log.handlers):
+        handler = logging.StreamHandler()  # sys.stderr when a record is written
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.mpish_debug = True  # type: ignore[attr-defined]
+        _log.addHandler(handler)
+    _log.setLevel(logging.DEBUG)
+    return True

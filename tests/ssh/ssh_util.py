@@ -1,0 +1,32 @@
+"""Helpers for the ``mpish ssh`` tests: run it against the test sshd, this venv's Python on the hosts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sshd_server import SshServer
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def mpish_ssh(
+    sshd: SshServer, *args: str, timeout: float = 60, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``mpish ssh`` against the test sshd, with this venv's Python on the "remote"."""
+    argv = [
+        sys.executable,
+        "-m",
+        "mpish",
+        "ssh",
+        "-o",
+        " ".join(sshd.ssh_options),
+        "--python",
+        sys.executable,
+    ]
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
+    return subprocess.run(
+        [*argv, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False, input=input
+    )
