@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from shell_util import FLAVOURS, MPI, MPISH, make_home, shell_env
 
+from shell_util import FLAVOURS, MPI, MPISH, make_home, shell_env
 from terminal import Person, at_terminal
 
 

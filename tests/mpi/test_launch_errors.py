@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from shell_util import MPI, MPISH, make_home, run
 
 pytestmark = pytest.mark.mpi

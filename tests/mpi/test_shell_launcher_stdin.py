@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from shell_util import MPISH, make_home, mpiexec, shell_env
 
 pytestmark = pytest.mark.mpi

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from shell_util import MPISH, PYTHON, make_home, mpiexec, run
 
 from mpish import keys
+from shell_util import MPISH, PYTHON, make_home, mpiexec, run
 
 pytestmark = pytest.mark.mpi
 

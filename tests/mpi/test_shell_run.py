@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from shell_util import MPI, MPISH, make_home, mpiexec, run
 
 pytestmark = pytest.mark.mpi

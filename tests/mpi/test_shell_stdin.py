@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+
 from shell_util import MPISH, make_home, run
 
 pytestmark = pytest.mark.mpi

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from shell_util import MPISH, make_home, shell_env
 
 pytestmark = pytest.mark.mpi

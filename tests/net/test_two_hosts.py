@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 from jobs import explain, marker, run, write_markers
-from shell_util import MPIEXEC, MPISH, make_home, shell_env
 from twohosts import IFACE, TwoHosts, netns_problem
 from wirecapture import Capture, capture_problem, tcpdump
+
+from shell_util import MPIEXEC, MPISH, make_home, shell_env
 
 HERE = Path(__file__).parent
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from jobs import TCP, explain, marker, run, write_markers
-from shell_util import MPIEXEC, MPISH, make_home, shell_env
 from wirecapture import capture_problem, tcpdump
+
+from shell_util import MPIEXEC, MPISH, make_home, shell_env
 
 HERE = Path(__file__).parent
 

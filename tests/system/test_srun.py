@@ -7,8 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pexpect
-from shell_util import MPISH, make_home, shell_env
 from slurm_cluster import SlurmCluster
+
+from shell_util import MPISH, make_home, shell_env
 
 
 def srun(slurm: SlurmCluster, home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
