@@ -52,10 +52,6 @@ PID_CHECK = 0.5  # seconds between looks at the servers' pids while waiting
 Progress = Callable[[int, int], None]  # (bytes done, total)
 
 
-class TransferError(MpishError):
-    """A put or get failed on some rank (checksum, file system)."""
-
-
 class Console:
     """Run commands and transfers on sets of shell servers over their secure channels."""
 

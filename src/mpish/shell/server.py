@@ -310,8 +310,6 @@ class ShellServer:
             self._put_end(message)
         elif isinstance(message, p.GetStart):
             self._get_start(message)
-        elif isinstance(message, p.Quit):
-            self.finished = True
 
     # -- commands
 
