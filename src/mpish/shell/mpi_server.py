@@ -46,9 +46,9 @@ def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) ->
             static_key=identity.private,
             remote_static=invitation.console_pub,
         )
-        server = ShellServer(link, channel)
+        server = ShellServer(link, channel, console_alive=(lambda: local_process_alive(console_pid))
+                             if console_pid else (lambda: True))
         if console_pid:
-            server.console_alive = lambda: local_process_alive(console_pid)
             _watch_console(console_pid, rank)
         if _server_handshake(link, channel):
             server.hello()
