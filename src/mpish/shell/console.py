@@ -18,8 +18,8 @@ targets from IDLE to RUNNING, PUTTING or GETTING, their answers move them back, 
 operation waits until none of its targets is still in it (or alive). Every record goes
 through the one receive loop (:func:`mpish.shell.receive.receive`) and the table; a
 message the table does not allow in a server's state is dropped and logged. The actions
-are the ``_<action>`` methods below; what an operation gathers is in its ``_Run``,
-``_Put`` or ``_Get``.
+are the ``_<action>`` methods below; what an operation gathers is in its ``Running``,
+``Putting`` or ``Getting``.
 
 A command's stdin (``run(..., stdin=fd)``, clush's broadcast) is read in the same loop,
 one chunk at a time and only when every rank still running has credit for it, so
@@ -38,7 +38,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,6 +50,7 @@ from mpish.wire.text import escape
 from . import protocol as p
 from .conversation import CONSOLE, ConsoleState, Event, Local, Machine, Refused
 from .grouping import OutputSink, Result
+from .operations import Getting, Progress, Putting, Running
 from .ranks import format_ranks
 from .receive import Output, RecordChannel, Waiter, receive
 from .session import Peer, Session
@@ -64,37 +64,8 @@ FAILURE_GRACE = 2.0  # seconds to find the dead server after a failure notice
 PID_CHECK = 0.5  # seconds between looks at the servers' pids while waiting
 KEY_CHECK = 0.02  # seconds between looks at the terminal's Ctrl-C key while waiting
 
-Progress = Callable[[int, int], None]  # (bytes done, total)
 Payload = tuple[int, Any]  # (rank, message or output): what an action receives
 BUSY = (ConsoleState.RUNNING, ConsoleState.PUTTING, ConsoleState.GETTING)
-
-
-@dataclass
-class _Run:
-    cmd_id: int
-    sink: OutputSink
-    credit: dict[int, int]  # stdin bytes each rank may still be sent
-    results: dict[int, Result] = field(default_factory=dict)
-
-
-@dataclass
-class _Put:
-    xfer_id: int
-    credit: dict[int, int]
-    digest: Any = field(default_factory=hashlib.sha256)
-    verdicts: dict[int, str] = field(default_factory=dict)
-
-
-@dataclass
-class _Get:
-    xfer_id: int
-    finals: dict[int, Path]
-    progress: Progress | None
-    digests: dict[int, Any]
-    sizes: dict[int, int]
-    handles: dict[int, PartFile] = field(default_factory=dict)
-    verdicts: dict[int, str] = field(default_factory=dict)
-    received: int = 0
 
 
 class Console:
@@ -112,9 +83,9 @@ class Console:
         self.machines = {rank: Machine(CONSOLE, ConsoleState.IDLE) for rank in self.peers}
         self._next_id = 0
         self._owed: dict[int, int] = {}  # rank -> consumed bulk bytes not yet credited
-        self._run: _Run | None = None
-        self._put: _Put | None = None
-        self._get: _Get | None = None
+        self._run: Running | None = None
+        self._put: Putting | None = None
+        self._get: Getting | None = None
         self.peak_rss_kib: dict[int, int] = {}
         self._next_pid_check = 0.0
         self._suspect_since = 0.0  # when a failure notice came that no dead server explains yet
@@ -361,7 +332,7 @@ class Console:
         targets = self._in(ConsoleState.IDLE, sorted(set(r for r in ranks if r in self.peers)))
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
-        run = self._run = _Run(cmd_id, sink, dict.fromkeys(targets, p.WINDOW))
+        run = self._run = Running(cmd_id, sink, dict.fromkeys(targets, p.WINDOW))
         stdin_open = stdin is not None
 
         def feed() -> bool:
@@ -415,7 +386,7 @@ class Console:
         mode = path.stat().st_mode & 0o777
         xfer_id = self._id()
         targets = self._in(ConsoleState.IDLE, sorted(set(r for r in ranks if r in self.peers)))
-        put = self._put = _Put(xfer_id, dict.fromkeys(targets, p.WINDOW))
+        put = self._put = Putting(xfer_id, dict.fromkeys(targets, p.WINDOW))
         sent = 0
         aborted = False
 
@@ -466,7 +437,7 @@ class Console:
         """Copy ``remote`` from ``ranks`` to ``local`` (``local.<rank>`` for several ranks)."""
         xfer_id = self._id()
         targets = self._in(ConsoleState.IDLE, sorted(set(r for r in ranks if r in self.peers)))
-        get = self._get = _Get(xfer_id, self.get_destinations(remote, local, targets), progress,
+        get = self._get = Getting(xfer_id, self.get_destinations(remote, local, targets), progress,
                                {r: hashlib.sha256() for r in targets}, dict.fromkeys(targets, 0))
         interrupted = False
 
