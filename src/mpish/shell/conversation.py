@@ -100,6 +100,7 @@ StateT = TypeVar("StateT", bound=enum.Enum)
 class Step(Generic[StateT]):
     action: str  # the name of the side's method that acts (see Machine.fire)
     next: StateT
+    method: str  # "_" + action: the attribute looked up, made once (output is on the hot path)
 
 
 def _table(entries: Iterable[tuple[Iterable[StateT], Event, str, StateT | None]]
@@ -109,7 +110,7 @@ def _table(entries: Iterable[tuple[Iterable[StateT], Event, str, StateT | None]]
     for states, event, action, following in entries:
         for state in states:
             assert (state, event) not in table, (state, event)
-            table[(state, event)] = Step(action, state if following is None else following)
+            table[(state, event)] = Step(action, state if following is None else following, f"_{action}")
     return table
 
 
@@ -199,7 +200,7 @@ class Machine(Generic[StateT]):
         The action may raise :class:`Refused` (an id that is not the current one): the
         state then stays as it was."""
         step = self.step(event)
-        act: Callable[[object], None] = getattr(actor, f"_{step.action}")
+        act: Callable[[object], None] = getattr(actor, step.method)
         act(payload)
         self.state = step.next
 
