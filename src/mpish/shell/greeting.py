@@ -64,6 +64,9 @@ def await_hellos(session: Session, greeted: Greeted, failed: Failed, deadline: C
         peer = session.peers.get(rank)
         return peer.channel if peer is not None and peer.alive else None
 
+    def broken(rank: int, why: str) -> None:
+        step(rank, Local.BROKEN, f"handshake failed: {why}")
+
     waiter = Waiter(session.link)
     while True:
         more = tick()
@@ -79,8 +82,7 @@ def await_hellos(session: Session, greeted: Greeted, failed: Failed, deadline: C
         waiting = [rank for rank in waiting if session.peers[rank].alive]
         if not waiting and not more:
             return
-        lost = lambda rank, why: step(rank, Local.BROKEN, f"handshake failed: {why}")  # noqa: E731
-        if receive(session.link, channel_of, step, lost):
+        if receive(session.link, channel_of, step, broken):
             waiter.activity()
         else:
             waiter.wait()
