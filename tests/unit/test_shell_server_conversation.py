@@ -1,5 +1,6 @@
 """A real ShellServer (its bash, a secure channel, pipes) refuses what its state does not
-allow and goes on serving: the conversation table at work, without MPI or ssh."""
+allow and goes on serving, and so does a real Console: the conversation tables at work,
+without MPI or ssh."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from mpish.shell import protocol as p
-from mpish.shell.conversation import Event, Local
+from mpish.shell.console import Console
+from mpish.shell.conversation import ConsoleState, Event, Local
+from mpish.shell.grouping import Result
 from mpish.shell.receive import Output, receive
 from mpish.shell.server import ShellServer
+from mpish.shell.session import Peer, Session
 from mpish.transport.pipe import PipeLink
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.noise import public_bytes
@@ -32,7 +36,7 @@ class Client:
     seen: list[tuple[Event, object]] = field(default_factory=list)
 
     def send(self, message: object) -> None:
-        self.link.send_all(1, self.channel.send(p.CODEC.encode(message)))
+        self.link.send_all(self.link.peer, self.channel.send(p.CODEC.encode(message)))
 
     def until(self, found: Callable[[], bool], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -122,3 +126,66 @@ def test_a_get_while_receiving_a_put_is_refused_and_the_put_completes(client: Cl
     client.until(lambda: any(isinstance(m, p.PutDone) for _, m in client.seen))
     put = next(m for _, m in client.seen if isinstance(m, p.PutDone))
     assert put.error == "" and Path(target).read_bytes() == b"abc"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.out = b""
+        self.results: list[Result] = []
+
+    def output(self, rank: int, stream: int, data: bytes) -> None:
+        self.out += data
+
+    def done(self, result: Result) -> None:
+        self.results.append(result)
+
+    def finish(self) -> None:
+        pass
+
+
+class PipeSession(Session):
+    def finish(self) -> None:
+        pass
+
+
+def test_the_console_drops_answers_out_of_place_and_its_command_still_ends() -> None:
+    """The console's table: a Done of another command, a PutDone and a GetEnd while a command
+    runs are dropped; the real Done ends the command; the next command runs (the server's
+    end is played by hand)."""
+    to_server, to_console = os.pipe(), os.pipe()
+    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    binding = Binding(os.urandom(16), 0, 1, "test")
+    console_channel = SecureChannel(role=Role.INITIATOR, binding=binding, static_key=a,
+                                    remote_static=public_bytes(b))
+    server_channel = SecureChannel(role=Role.RESPONDER, binding=binding, static_key=b,
+                                   remote_static=public_bytes(a))
+    queue, receiver, sender = console_channel.initiate(), server_channel, console_channel
+    while queue:
+        for record in queue:
+            receiver.receive_record(record)
+        queue = receiver.records_to_send()
+        receiver, sender = sender, receiver
+    console_link = PipeLink(to_console[0], to_server[1], rank=0, size=2, peer=1)
+    fake = Client(PipeLink(to_server[0], to_console[1], rank=1, size=2, peer=0), server_channel)
+    peer = Peer(1, console_channel, "fake", ready=True)
+    console = Console(PipeSession(console_link, None, b"", {1: peer}))  # type: ignore[arg-type]
+
+    def serve() -> None:
+        for cmd_id in (1, 2):
+            fake.until(lambda n=cmd_id: any(isinstance(m, p.Run) and m.cmd_id == n for _, m in fake.seen))
+            fake.send(p.Done(cmd_id + 10, 0, 0, 0.0, "/", False, 0, "", ""))  # another command's
+            fake.send(p.PutDone(3, 0, b"", ""))
+            fake.send(p.GetEnd(4, 0, b"", ""))
+            fake.link.send_all(0, server_channel.send(b"out\n", p.STDOUT))
+            fake.send(p.Done(cmd_id, cmd_id, 0, 0.0, "/", False, 0, "", ""))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    for cmd_id in (1, 2):
+        sink = Sink()
+        results = console.run("anything", [1], sink)
+        assert results[1].exit == cmd_id and sink.out == b"out\n"
+        assert peer.alive and console.machines[1].state is ConsoleState.IDLE
+    thread.join(timeout=10)
+    for fd in (*to_server, *to_console):
+        os.close(fd)
