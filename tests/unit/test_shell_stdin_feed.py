@@ -1,11 +1,11 @@
-"""StdinFeed: the FIFO that carries the console's stdin to a command (shell/stdin.py)."""
+"""StdinFeed: the FIFO that carries the console's stdin to a command (shell/server/stdin.py)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from mpish.shell.stdin import StdinFeed
+from mpish.shell.server.stdin import StdinFeed
 
 
 def test_end_before_the_command_opens_its_stdin_delivers_bytes_then_eof(tmp_path: Path) -> None:

@@ -12,6 +12,15 @@ Bulk bytes are flow-controlled in both directions (protocol.WINDOW per server): 
 console returns :class:`Credit` for output it has written to its sink, and sends a put
 chunk to a server only while that server has credit left.
 
+Each server's conversation is a :class:`~mpish.shell.conversation.Machine` on the
+console's table (:data:`~mpish.shell.conversation.CONSOLE`): an operation moves its
+targets from IDLE to RUNNING, PUTTING or GETTING, their answers move them back, and the
+operation waits until none of its targets is still in it (or alive). Every record goes
+through the one receive loop (:func:`mpish.shell.receive.receive`) and the table; a
+message the table does not allow in a server's state is dropped and logged. The actions
+are the ``_<action>`` methods below; what an operation gathers is in its ``Running``,
+``Putting`` or ``Getting``.
+
 A command's stdin (``run(..., stdin=fd)``, clush's broadcast) is read in the same loop,
 one chunk at a time and only when every rank still running has credit for it, so
 however much comes in, at most ``WINDOW`` bytes per rank are in flight; its end is sent
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import select
 import socket
@@ -29,31 +39,33 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from mpish.transport.mpi import Backoff, tune_malloc
+from mpish.transport.mpi import tune_malloc
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.transport.procfs import peak_rss_kib
-from mpish.wire.errors import MpishError, ProtocolError, TransportBroken
-from mpish.wire.events import CloseReceived, Message
+from mpish.wire.errors import MpishError, TransportBroken
 from mpish.wire.text import escape
 
 from . import protocol as p
+from .conversation import CONSOLE, ConsoleState, Event, Local, Machine, Refused
 from .grouping import OutputSink, Result
+from .operations import Getting, Progress, Putting, Running
 from .ranks import format_ranks
+from .receive import Output, RecordChannel, Waiter, receive
 from .session import Peer, Session
 from .transfer import PartFile, destination, umask
+
+log = logging.getLogger(__name__)
 
 CREDIT_BATCH = p.WINDOW // 4
 CLOSE_TIMEOUT = 10.0
 FAILURE_GRACE = 2.0  # seconds to find the dead server after a failure notice
 PID_CHECK = 0.5  # seconds between looks at the servers' pids while waiting
+KEY_CHECK = 0.02  # seconds between looks at the terminal's Ctrl-C key while waiting
 
-Progress = Callable[[int, int], None]  # (bytes done, total)
-
-
-class TransferError(MpishError):
-    """A put or get failed on some rank (checksum, file system)."""
+Payload = tuple[int, Any]  # (rank, message or output): what an action receives
+BUSY = (ConsoleState.RUNNING, ConsoleState.PUTTING, ConsoleState.GETTING)
 
 
 class Console:
@@ -68,11 +80,12 @@ class Console:
         self.describe: Callable[[Iterable[int]], str] = lambda ranks: f"@{format_ranks(ranks)}"
         self.timeout = 0.0  # per-command timeout in seconds; 0 = none
         self.file_suffix: Callable[[int], str] = str  # a get's copies: NAME.<rank>; ssh: NAME.<host>
+        self.machines = {rank: Machine(CONSOLE, ConsoleState.IDLE) for rank in self.peers}
         self._next_id = 0
         self._owed: dict[int, int] = {}  # rank -> consumed bulk bytes not yet credited
-        self._put_credit: dict[int, int] = {}
-        self._handler: Callable[[int, object], None] = self._ignore
-        self._output: Callable[[int, int, bytes], None] = self._credit_only
+        self._run: Running | None = None
+        self._put: Putting | None = None
+        self._get: Getting | None = None
         self.peak_rss_kib: dict[int, int] = {}
         self._next_pid_check = 0.0
         self._suspect_since = 0.0  # when a failure notice came that no dead server explains yet
@@ -97,7 +110,11 @@ class Console:
         self._next_id += 1
         return self._next_id
 
-    def _send(self, rank: int, message: object) -> None:
+    def _in(self, state: ConsoleState, ranks: Iterable[int]) -> list[int]:
+        """The ranks of ``ranks`` whose conversation is in ``state`` and that are alive."""
+        return [r for r in ranks if self.peers[r].alive and self.machines[r].state is state]
+
+    def _send_to(self, rank: int, message: object) -> None:
         peer = self.peers[rank]
         if not peer.alive:
             return
@@ -137,52 +154,29 @@ class Console:
                 # not one of ours on this host: which rank failed, and MPI's state, are unknown
                 raise TransportBroken("mpiexec reports that a process of the job failed")
 
-    # -- receiving
+    # -- receiving: the one loop, and the table
 
-    @staticmethod
-    def _ignore(rank: int, message: object) -> None:
-        del rank, message
+    def _step(self, rank: int, event: Event, payload: object = None) -> None:
+        """One event of one server's conversation through the table; refused ones are dropped."""
+        try:
+            self.machines[rank].fire(event, self, (rank, payload))
+        except Refused as exc:
+            log.info("rank %d: %s", rank, exc)
 
-    def _credit_only(self, rank: int, stream: int, data: bytes) -> None:
-        """Output that nobody waits for (cannot happen in order): still return its credit."""
-        del stream
-        self._consumed(rank, len(data))
+    def _channel_of(self, rank: int) -> RecordChannel | None:
+        peer = self.peers.get(rank)
+        return peer.channel if peer is not None and peer.alive else None
 
     def _pump_once(self) -> bool:
         """Handle what has arrived; True if anything did."""
-        busy = False
-        for source, record in self.link.drain():
-            busy = True
-            peer = self.peers.get(source)
-            if peer is None or not peer.alive:
-                continue
-            try:
-                events = peer.channel.receive_record(record)
-            except MpishError as exc:
-                if not peer.channel.is_open:
-                    self._lost(source, f"secure channel failed: {exc}")
-                continue  # a forged record is dropped and counted by the channel
-            for event in events:
-                if isinstance(event, Message):
-                    if event.channel != p.CONTROL:
-                        if event.channel in (p.STDOUT, p.STDERR):
-                            self._output(source, event.channel, event.data)
-                        continue
-                    try:
-                        message = p.CODEC.decode(event.data)
-                    except ProtocolError as exc:
-                        self._lost(source, f"malformed message: {exc}")
-                        break
-                    self._handler(source, message)
-                elif isinstance(event, CloseReceived):
-                    self._lost(source, "the server ended its session")
-        return busy
+        return receive(self.link, self._channel_of, self._step,
+                       lambda rank, why: self._step(rank, Local.BROKEN, f"secure channel failed: {why}"))
 
     def _wait(self, finished: Callable[[], bool], on_interrupt: Callable[[], None] | None = None,
               feed: Callable[[], bool] | None = None) -> None:
         """Pump until ``finished()``; Ctrl-C calls ``on_interrupt`` and keeps waiting.
         ``feed`` (a command's stdin) is called in every round; True if it moved bytes."""
-        backoff = Backoff()
+        waiter = Waiter(self.link)
         next_key_check = 0.0
         while True:
             try:
@@ -190,11 +184,11 @@ class Console:
                     self.check_failures()
                     fed = feed() if feed is not None else False
                     if self._pump_once() or fed:
-                        backoff.activity()
+                        waiter.activity()
                     else:
-                        backoff.wait()
+                        waiter.wait()
                     if self.interrupt_key is not None and time.monotonic() >= next_key_check:
-                        next_key_check = time.monotonic() + 0.02
+                        next_key_check = time.monotonic() + KEY_CHECK
                         if self.interrupt_key():
                             raise KeyboardInterrupt
                 return
@@ -202,14 +196,127 @@ class Console:
                 if on_interrupt is None:
                     raise
                 on_interrupt()
-                backoff.activity()
+                waiter.activity()
+
+    def _abandon(self, ranks: Iterable[int]) -> None:
+        """An operation ended early (an error here): its servers' late answers are dropped."""
+        for rank in ranks:
+            if self.machines[rank].state in BUSY:
+                self._step(rank, Local.ABANDON)
 
     def _consumed(self, rank: int, nbytes: int, final: bool = False) -> None:
         owed = self._owed.get(rank, 0) + nbytes
         if owed >= CREDIT_BATCH or (final and owed):
-            self._send(rank, p.Credit(owed))
+            self._send_to(rank, p.Credit(owed))
             owed = 0
         self._owed[rank] = owed
+
+    # -- actions (the names in conversation.CONSOLE; each gets (rank, payload))
+
+    def _send(self, payload: Payload) -> None:
+        self._send_to(*payload)
+
+    def _ignore(self, payload: Payload) -> None:
+        del payload
+
+    def _greet(self, payload: Payload) -> None:
+        rank, hello = payload
+        self.peers[rank].cwd, self.peers[rank].ready = hello.cwd, True
+
+    def _lose(self, payload: Payload) -> None:
+        self._lost(*payload)
+
+    def _ended_by_server(self, payload: Payload) -> None:
+        self._lost(payload[0], "the server ended its session")
+
+    def _credit_only(self, payload: Payload) -> None:
+        """Output that nobody waits for (an abandoned command's): still return its credit."""
+        rank, output = payload
+        self._consumed(rank, len(output.data))
+
+    def _show_output(self, payload: tuple[int, Output]) -> None:
+        rank, output = payload
+        if self._run is not None:
+            self._run.sink.output(rank, output.stream, output.data)
+        self._consumed(rank, len(output.data))
+
+    def _stdin_credit(self, payload: tuple[int, p.Credit]) -> None:
+        rank, credit = payload
+        if self._run is not None and rank in self._run.credit:
+            self._run.credit[rank] += credit.nbytes
+
+    def _command_done(self, payload: tuple[int, p.Done]) -> None:
+        rank, done = payload
+        run = self._run
+        if run is None or done.cmd_id != run.cmd_id:
+            raise Refused(f"Done of command {done.cmd_id} refused: it is not the one running")
+        peer = self.peers[rank]
+        peer.cwd = done.cwd or peer.cwd
+        self.peak_rss_kib[rank] = done.peak_rss_kib
+        result = Result(rank, peer.host, done.exit, done.signal, done.seconds, done.timed_out,
+                        escape(done.error), done.peak_rss_kib, escape(done.note))
+        run.results[rank] = result
+        run.sink.done(result)
+        self._consumed(rank, 0, final=True)
+
+    def _put_credit(self, payload: tuple[int, p.Credit]) -> None:
+        rank, credit = payload
+        if self._put is not None:
+            self._put.credit[rank] = self._put.credit.get(rank, 0) + credit.nbytes
+
+    def _put_done(self, payload: tuple[int, p.PutDone]) -> None:
+        rank, done = payload
+        put = self._put
+        if put is None or done.xfer_id != put.xfer_id:
+            raise Refused(f"PutDone of {done.xfer_id} refused: it is not the transfer going on")
+        matches = done.sha256 == put.digest.digest()
+        put.verdicts[rank] = escape(done.error) or ("" if matches else "checksum mismatch")
+
+    def _get_chunk(self, payload: tuple[int, p.GetChunk]) -> None:
+        rank, chunk = payload
+        get = self._get
+        if get is None or chunk.xfer_id != get.xfer_id:
+            raise Refused(f"GetChunk of {chunk.xfer_id} refused: it is not the transfer going on")
+        if rank not in get.handles:
+            get.handles[rank] = PartFile(get.finals[rank])
+        get.handles[rank].write(chunk.data)
+        get.digests[rank].update(chunk.data)
+        get.sizes[rank] += len(chunk.data)
+        get.received += len(chunk.data)
+        self._consumed(rank, len(chunk.data))
+        if get.progress:
+            get.progress(get.received, 0)
+
+    def _get_end(self, payload: tuple[int, p.GetEnd]) -> None:
+        rank, end = payload
+        get = self._get
+        if get is None or end.xfer_id != get.xfer_id:
+            raise Refused(f"GetEnd of {end.xfer_id} refused: it is not the transfer going on")
+        self._consumed(rank, 0, final=True)
+        if rank not in get.handles and not end.error:
+            get.handles[rank] = PartFile(get.finals[rank])
+        if end.error:
+            get.verdicts[rank] = escape(end.error)
+        elif end.sha256 != get.digests[rank].digest() or end.size != get.sizes[rank]:
+            get.verdicts[rank] = "checksum mismatch"
+        else:
+            get.verdicts[rank] = ""
+        file = get.handles.pop(rank, None)
+        if file is not None and get.verdicts[rank]:
+            file.discard()
+        elif file is not None:  # verified again on the part file's own descriptor
+            get.verdicts[rank] = file.commit(end.sha256, end.size, 0o666 & ~umask())
+
+    def _send_close(self, payload: Payload) -> None:
+        rank = payload[0]
+        peer = self.peers[rank]
+        try:
+            self.link.send_all(rank, peer.channel.close())
+        except MpishError:
+            peer.alive = False
+
+    def _closed(self, payload: Payload) -> None:
+        del payload
 
     # -- commands
 
@@ -222,24 +329,18 @@ class Console:
         ``stdin``: a file descriptor whose bytes, to its end, every rank's command reads
         as its stdin (else the command's stdin is /dev/null)."""
         cmd_id = self._id()
-        targets = [r for r in sorted(set(ranks)) if r in self.peers and self.peers[r].alive]
+        targets = self._in(ConsoleState.IDLE, sorted(set(r for r in ranks if r in self.peers)))
         limit = self.timeout if timeout is None else timeout
-        results: dict[int, Result] = {}
         started = time.monotonic()
-
-        def output(rank: int, stream: int, data: bytes) -> None:
-            sink.output(rank, stream, data)
-            self._consumed(rank, len(data))
-
-        credit = dict.fromkeys(targets, p.WINDOW)  # stdin bytes each rank may still be sent
+        run = self._run = Running(cmd_id, sink, dict.fromkeys(targets, p.WINDOW))
         stdin_open = stdin is not None
 
         def feed() -> bool:
             nonlocal stdin_open
-            running = [r for r in targets if r not in results and self.peers[r].alive]
+            running = self._in(ConsoleState.RUNNING, targets)
             if not stdin_open or stdin is None or not running:
                 return False
-            if min(credit[r] for r in running) < p.CHUNK or not select.select([stdin], [], [], 0)[0]:
+            if min(run.credit[r] for r in running) < p.CHUNK or not select.select([stdin], [], [], 0)[0]:
                 return False
             try:
                 data = os.read(stdin, p.CHUNK)
@@ -248,51 +349,32 @@ class Console:
                       file=self.err)
                 data = b""
             for rank in running:
-                self._send(rank, p.Input(cmd_id, data, not data))
-                credit[rank] -= len(data)
+                self._step(rank, Local.STDIN, p.Input(cmd_id, data, not data))
+                run.credit[rank] -= len(data)
             stdin_open = bool(data)
             return True
 
-        def handle(rank: int, message: object) -> None:
-            if isinstance(message, p.Credit) and rank in credit:
-                credit[rank] += message.nbytes
-            elif isinstance(message, p.Done) and message.cmd_id == cmd_id:
-                peer = self.peers[rank]
-                peer.cwd = message.cwd or peer.cwd
-                self.peak_rss_kib[rank] = message.peak_rss_kib
-                result = Result(rank, peer.host, message.exit, message.signal, message.seconds,
-                                message.timed_out, escape(message.error), message.peak_rss_kib,
-                                escape(message.note))
-                results[rank] = result
-                sink.done(result)
-                self._consumed(rank, 0, final=True)
-
-        def finished() -> bool:
-            return all(r in results or not self.peers[r].alive for r in targets)
-
         def interrupt() -> None:
-            running = [r for r in targets if r not in results and self.peers[r].alive]
+            running = self._in(ConsoleState.RUNNING, targets)
             print(f"\nmpish: interrupting {self.describe(running)}", file=self.err)
             for rank in running:
-                self._send(rank, p.Interrupt(cmd_id))
+                self._step(rank, Local.INTERRUPT, p.Interrupt(cmd_id))
 
-        self._handler = handle
-        self._output = output
         for rank in targets:
-            self._send(rank, p.Run(cmd_id, command, limit, stdin is not None))
+            self._step(rank, Local.RUN, p.Run(cmd_id, command, limit, stdin is not None))
         try:
-            self._wait(finished, interrupt, feed)
+            self._wait(lambda: not self._in(ConsoleState.RUNNING, targets), interrupt, feed)
         finally:
-            self._handler = self._ignore
-            self._output = self._credit_only
+            self._abandon(targets)
+            self._run = None
         for rank in targets:
-            if rank not in results:
+            if rank not in run.results:
                 lost = Result(rank, self.peers[rank].host, 255, 0, time.monotonic() - started,
                               False, "rank lost")
-                results[rank] = lost
+                run.results[rank] = lost
                 sink.done(lost)
         sink.finish()
-        return results
+        return run.results
 
     # -- file transfer
 
@@ -303,35 +385,25 @@ class Console:
         size = path.stat().st_size
         mode = path.stat().st_mode & 0o777
         xfer_id = self._id()
-        targets = [r for r in sorted(set(ranks)) if r in self.peers and self.peers[r].alive]
-        verdicts: dict[int, str] = {}
-        for rank in targets:
-            self._put_credit[rank] = p.WINDOW
-
-        def handle(rank: int, message: object) -> None:
-            if isinstance(message, p.Credit):
-                self._put_credit[rank] = self._put_credit.get(rank, 0) + message.nbytes
-            elif isinstance(message, p.PutDone) and message.xfer_id == xfer_id:
-                verdicts[rank] = escape(message.error) or (
-                    "" if message.sha256 == digest.digest() else "checksum mismatch"
-                )
-
-        self._handler = handle
-        digest = hashlib.sha256()
+        targets = self._in(ConsoleState.IDLE, sorted(set(r for r in ranks if r in self.peers)))
+        put = self._put = Putting(xfer_id, dict.fromkeys(targets, p.WINDOW))
         sent = 0
         aborted = False
+
+        def putting() -> list[int]:
+            return self._in(ConsoleState.PUTTING, targets)
+
         try:
             for rank in targets:
-                self._send(rank, p.PutStart(xfer_id, remote, size, mode, path.name))
+                self._step(rank, Local.PUT, p.PutStart(xfer_id, remote, size, mode, path.name))
             with path.open("rb") as handle_file:
                 while chunk := handle_file.read(p.CHUNK):
-                    digest.update(chunk)
+                    put.digest.update(chunk)
                     needed = len(chunk)
-                    self._wait(lambda n=needed: all(  # type: ignore[misc]
-                        self._put_credit[r] >= n or not self.peers[r].alive for r in targets))
-                    for rank in targets:
-                        self._send(rank, p.PutChunk(xfer_id, chunk))
-                        self._put_credit[rank] -= needed
+                    self._wait(lambda n=needed: all(put.credit[r] >= n for r in putting()))  # type: ignore[misc]
+                    for rank in putting():
+                        self._step(rank, Local.PUT_DATA, p.PutChunk(xfer_id, chunk))
+                        put.credit[rank] -= needed
                     sent += needed
                     if progress:
                         progress(sent, size)
@@ -339,14 +411,15 @@ class Console:
             aborted = True
         finally:
             try:
-                for rank in targets:
-                    self._send(rank, p.PutEnd(xfer_id, digest.digest(), aborted))
-                self._wait(lambda: all(r in verdicts or not self.peers[r].alive for r in targets))
+                for rank in putting():
+                    self._step(rank, Local.PUT_DATA, p.PutEnd(xfer_id, put.digest.digest(), aborted))
+                self._wait(lambda: not putting())
             finally:
-                self._handler = self._ignore
+                self._abandon(targets)
+                self._put = None
         for rank in targets:
-            verdicts.setdefault(rank, "rank lost")
-        return verdicts
+            put.verdicts.setdefault(rank, "rank lost")
+        return put.verdicts
 
     def get_destinations(
         self, remote: str, local: str | os.PathLike[str], ranks: Iterable[int]
@@ -363,13 +436,9 @@ class Console:
             progress: Progress | None = None) -> dict[int, str]:
         """Copy ``remote`` from ``ranks`` to ``local`` (``local.<rank>`` for several ranks)."""
         xfer_id = self._id()
-        targets = [r for r in sorted(set(ranks)) if r in self.peers and self.peers[r].alive]
-        finals = self.get_destinations(remote, local, targets)
-        handles: dict[int, PartFile] = {}
-        digests = {r: hashlib.sha256() for r in targets}
-        sizes = dict.fromkeys(targets, 0)
-        verdicts: dict[int, str] = {}
-        received = 0
+        targets = self._in(ConsoleState.IDLE, sorted(set(r for r in ranks if r in self.peers)))
+        get = self._get = Getting(xfer_id, self.get_destinations(remote, local, targets), progress,
+                               {r: hashlib.sha256() for r in targets}, dict.fromkeys(targets, 0))
         interrupted = False
 
         def interrupt() -> None:
@@ -377,88 +446,39 @@ class Console:
             if not interrupted:
                 print("\nmpish: interrupting the get", file=self.err)
                 interrupted = True
-                for rank in targets:
-                    self._send(rank, p.Interrupt(xfer_id))
+                for rank in self._in(ConsoleState.GETTING, targets):
+                    self._step(rank, Local.INTERRUPT, p.Interrupt(xfer_id))
 
-        def handle(rank: int, message: object) -> None:
-            nonlocal received
-            if isinstance(message, p.GetChunk) and message.xfer_id == xfer_id:
-                if rank not in handles:
-                    handles[rank] = PartFile(finals[rank])
-                handles[rank].write(message.data)
-                digests[rank].update(message.data)
-                sizes[rank] += len(message.data)
-                received += len(message.data)
-                self._consumed(rank, len(message.data))
-                if progress:
-                    progress(received, 0)
-            elif isinstance(message, p.GetEnd) and message.xfer_id == xfer_id:
-                self._consumed(rank, 0, final=True)
-                if rank not in handles and not message.error:
-                    handles[rank] = PartFile(finals[rank])
-                if message.error:
-                    verdicts[rank] = escape(message.error)
-                elif message.sha256 != digests[rank].digest() or message.size != sizes[rank]:
-                    verdicts[rank] = "checksum mismatch"
-                else:
-                    verdicts[rank] = ""
-                file = handles.pop(rank, None)
-                if file is not None and verdicts[rank]:
-                    file.discard()
-                elif file is not None:  # verified again on the part file's own descriptor
-                    verdicts[rank] = file.commit(message.sha256, message.size, 0o666 & ~umask())
-
-        self._handler = handle
         try:
             for rank in targets:
-                self._send(rank, p.GetStart(xfer_id, remote))
-            self._wait(lambda: all(r in verdicts or not self.peers[r].alive for r in targets), interrupt)
+                self._step(rank, Local.GET, p.GetStart(xfer_id, remote))
+            self._wait(lambda: not self._in(ConsoleState.GETTING, targets), interrupt)
         finally:
-            self._handler = self._ignore
-            for file in handles.values():
+            self._abandon(targets)
+            self._get = None
+            for file in get.handles.values():
                 file.discard()
         for rank in targets:
-            verdicts.setdefault(rank, "rank lost")
-        return verdicts
+            get.verdicts.setdefault(rank, "rank lost")
+        return get.verdicts
 
     # -- end
 
     def close(self) -> None:
         """End the session: close every channel, wait for the servers' close records."""
-        closing: set[int] = set()
-        for rank, peer in self.peers.items():
-            if peer.alive and peer.channel.is_open:
-                try:
-                    self.link.send_all(rank, peer.channel.close())
-                    closing.add(rank)
-                except MpishError:
-                    peer.alive = False
-
-        closed: set[int] = set()
+        closing = [rank for rank, peer in self.peers.items() if peer.alive and peer.channel.is_open]
+        for rank in closing:
+            self._step(rank, Local.CLOSE)
         deadline = time.monotonic() + CLOSE_TIMEOUT
-        backoff = Backoff()
-        while closing - closed and time.monotonic() < deadline:
+        waiter = Waiter(self.link)
+        while self._in(ConsoleState.CLOSING, closing) and time.monotonic() < deadline:
             with contextlib.suppress(TransportBroken):
                 self.check_failures()
-            closing = {rank for rank in closing if self.peers[rank].alive}
-            item = self.link.poll()
-            if item is None:
-                backoff.wait()
-                continue
-            backoff.activity()
-            source, record = item
-            closing_peer = self.peers.get(source)
-            if closing_peer is None or source not in closing:
-                continue
-            try:
-                events = closing_peer.channel.receive_record(record)
-            except MpishError:
-                if not closing_peer.channel.is_open:
-                    closed.add(source)
-                continue
-            if any(isinstance(e, CloseReceived) for e in events):
-                closed.add(source)
-        for rank in closing - closed:
+            if self._pump_once():
+                waiter.activity()
+            else:
+                waiter.wait()
+        for rank in self._in(ConsoleState.CLOSING, closing):
             print(f"mpish: rank {rank} did not confirm the end of the session", file=self.err)
         try:
             self.session.finish()

@@ -21,7 +21,7 @@ import json
 import os
 import signal
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -464,6 +464,3 @@ def make_sink(
     if targets == 1:
         return RawSink(out, err, style, names, end_lines)
     return GroupedSink(out, err, style, names)
-
-
-SinkFactory = Callable[[int], OutputSink]

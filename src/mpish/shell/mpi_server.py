@@ -56,9 +56,9 @@ def run_server(
             static_key=identity.private,
             remote_static=invitation.console_pub,
         )
-        server = ShellServer(link, channel)
+        server = ShellServer(link, channel, console_alive=(lambda: local_process_alive(console_pid))
+                             if console_pid else (lambda: True))
         if console_pid:
-            server.console_alive = lambda: local_process_alive(console_pid)
             _watch_console(console_pid)
         if _server_handshake(link, channel, report):
             log.debug("rank %d: handshake complete; serving", rank)

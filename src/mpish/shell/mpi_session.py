@@ -74,11 +74,11 @@ from mpish.transport.procfs import alive as local_process_alive
 from mpish.transport.procfs import children, proc_state
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import MpishError, TransportBroken
-from mpish.wire.events import HandshakeComplete, Message
 from mpish.wire.text import escape
 
 from . import protocol
 from .admission import KEY_SIZE, admit_servers, handshake_timeout
+from .greeting import await_hellos
 from .session import Peer, Session, end_on_termination
 
 if TYPE_CHECKING:  # mpi4py is imported at run time by mpi() alone: it initialises MPI
@@ -358,37 +358,25 @@ def records_until(
 
 def _await_hellos(session: MpiSession, report: Reporter, timeout: float) -> None:
     """Complete every handshake and read every server's Hello, each within ``timeout`` s."""
-    waiting = set(session.peers)
-    for source, record in records_until(session.link, time.monotonic() + timeout, lambda: waiting):
-        peer = session.peers.get(source)
-        if peer is None or not peer.alive:
-            continue
-        try:
-            events = peer.channel.receive_record(record)
-        except MpishError as exc:
-            if not peer.channel.is_open:
-                report.say(f"rank {source} ({peer.host}): handshake failed ({exc}); it is left out")
-                peer.alive = False
-                waiting.discard(source)
-            continue
-        for event in events:
-            if isinstance(event, HandshakeComplete):
-                continue
-            if isinstance(event, Message):
-                with contextlib.suppress(MpishError):
-                    hello = protocol.CODEC.decode(event.data)
-                    if isinstance(hello, protocol.Hello):
-                        peer.host, peer.cwd, peer.ready = escape(hello.host), hello.cwd, True
-                        peer.pid = hello.pid
-                        waiting.discard(source)
-    for rank in sorted(waiting):
+    deadline = time.monotonic() + timeout
+
+    def greeted(rank: int, hello: protocol.Hello) -> None:
         peer = session.peers[rank]
+        peer.host, peer.cwd, peer.ready, peer.pid = escape(hello.host), hello.cwd, True, hello.pid
+
+    def failed(rank: int, why: str) -> None:
+        peer = session.peers[rank]
+        peer.alive = False
+        if why:
+            report.say(f"rank {rank} ({peer.host}): {why}; it is left out")
+            return
         claimed = keys.fingerprint(peer.channel.remote_static or bytes(KEY_SIZE))
         reason = (f"rank {rank} ({peer.host}) did not complete its handshake within {timeout:g} s "
                   f"(it claimed the key {claimed}); it is left out")
         report.say(reason)
         session.refused[rank] = reason
-        peer.alive = False
+
+    await_hellos(session, greeted, failed, lambda rank: deadline)
     session.peers = {rank: peer for rank, peer in session.peers.items() if peer.alive}
 
 

@@ -4,7 +4,7 @@ Every message travels inside a :class:`~mpish.wire.channel.SecureChannel` betwee
 console (rank 0) and one shell server. Conversation::
 
     server  -> console  Hello                               once, after the handshake
-    console -> server   Run Input* | Interrupt | Credit | PutStart PutChunk* PutEnd | GetStart | Quit
+    console -> server   Run Input* | Interrupt | Credit | PutStart PutChunk* PutEnd | GetStart
     server  -> console  (raw output chunks)*  Done          for each Run
                         Credit                              for PutChunk and Input bytes written
                         GetChunk* GetEnd                    for each GetStart
@@ -14,6 +14,8 @@ These messages travel on channel 0 of the secure channel. A command's output is 
 wrapped: its stdout and stderr bytes are sent raw, as they were read from the pipe, on
 channels :data:`STDOUT` and :data:`STDERR` (no msgpack copy on the bulk path). MPI keeps
 the order of one sender's messages, so every chunk arrives before the command's Done.
+The session ends with the secure channel's close record. Which message each side may
+receive in which state: :mod:`mpish.shell.conversation`.
 
 Flow control: a sender of bulk bytes (output, GetChunk, PutChunk, Input) never has more than
 ``WINDOW`` bytes that the other side has not returned with a :class:`Credit`.
@@ -169,10 +171,7 @@ class GetEnd:
     error: Text
 
 
-@CODEC.message(14)
-@dataclass(frozen=True, slots=True)
-class Quit:
-    """End of the session: the server closes its channel and finalizes."""
+# message 14 (Quit) was never sent: the session ends with the secure channel's close record
 
 
 @CODEC.message(15)
@@ -187,5 +186,5 @@ class Input:
 
 ShellMessage = (
     Hello | Run | Interrupt | Credit | Done | PutStart | PutChunk | PutEnd | PutDone
-    | GetStart | GetChunk | GetEnd | Quit | Input
+    | GetStart | GetChunk | GetEnd | Input
 )

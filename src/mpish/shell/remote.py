@@ -95,8 +95,7 @@ def serve(read_fd: int, write_fd: int) -> int:
         remote_static=console_public,
     )
     _handshake(link, channel, deadline)
-    server = ShellServer(link, channel)
-    server.console_alive = lambda: not link.broken
+    server = ShellServer(link, channel, console_alive=lambda: not link.broken)
     server.hello()
     try:
         server.serve()

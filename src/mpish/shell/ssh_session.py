@@ -36,10 +36,10 @@ from mpish.transport.pipe import MultiLink, PipeLink
 from mpish.transport.ssh import SshError, SshProcess, ssh_argv
 from mpish.wire.channel import Role, SecureChannel
 from mpish.wire.errors import MpishError
-from mpish.wire.events import HandshakeComplete, Message
 from mpish.wire.noise import public_bytes
 
 from . import protocol as p
+from .greeting import await_hellos
 from .grouping import HostNames, Style, fold_hosts, make_sink, status_lines
 from .interactive import Repl
 from .remote import binding as remote_binding
@@ -184,46 +184,22 @@ def _await_hellos(
     more_to_start: Callable[[], bool],
 ) -> None:
     """Complete every handshake and read every Hello, or give up on that host."""
-    assert isinstance(session.link, MultiLink)
-    link = session.link
-    while True:
-        now = time.monotonic()
-        for rank, deadline in deadlines.items():
-            if _connecting(session, rank) and now >= deadline:
-                late = session.peers[rank]
-                session.failed.setdefault(late.host, "no handshake in time; the connection was closed")
-                late.alive = False
+
+    def greeted(rank: int, hello: p.Hello) -> None:
+        peer = session.peers[rank]
+        peer.cwd, peer.ready = hello.cwd, True
+        session.processes[rank].greeted = True
+
+    def failed(rank: int, why: str) -> None:
+        peer = session.peers[rank]
+        session.failed.setdefault(peer.host, why or "no handshake in time; the connection was closed")
+        peer.alive = False
+
+    def tick() -> bool:
         start_next()
-        waiting = [rank for rank in deadlines if _connecting(session, rank)]
-        if not waiting and not more_to_start():
-            break
-        busy = False
-        for source, record in link.drain():
-            busy = True
-            if not _connecting(session, source):
-                continue
-            peer = session.peers[source]
-            try:
-                events = peer.channel.receive_record(record)
-            except MpishError as exc:
-                if not peer.channel.is_open:
-                    session.failed.setdefault(peer.host, f"handshake failed: {exc}")
-                    peer.alive = False
-                continue
-            for event in events:
-                if isinstance(event, HandshakeComplete):
-                    continue
-                if isinstance(event, Message) and event.channel == p.CONTROL:
-                    try:
-                        hello = p.CODEC.decode(event.data)
-                    except MpishError:
-                        continue
-                    if isinstance(hello, p.Hello):
-                        peer.cwd, peer.ready = hello.cwd, True
-                        session.processes[source].greeted = True
-        if not busy and waiting:
-            soonest = min(deadlines[rank] for rank in waiting)
-            link.wait(min(0.2, max(0.0, soonest - time.monotonic())))
+        return more_to_start()
+
+    await_hellos(session, greeted, failed, lambda rank: deadlines.get(rank, float("inf")), tick)
     for rank, peer in list(session.peers.items()):
         if not peer.ready:
             peer.alive = False

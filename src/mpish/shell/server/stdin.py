@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 bash is started once, so a pipe made for one command cannot be handed to it; instead
 the server makes a FIFO in its private state directory (0700) and the command's line
-reads it (``{ ...; } < FIFO``, see :func:`mpish.shell.bash.command_line`). Opening a
+reads it (``{ ...; } < FIFO``, see :func:`mpish.shell.server.bash.command_line`). Opening a
 FIFO for reading blocks until it has a writer, and opening it for writing without
 ``O_NONBLOCK`` blocks until it has a reader: the server opens a read end first (it
 keeps the FIFO open), then the write end, both non-blocking, so bash's open never

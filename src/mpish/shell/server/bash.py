@@ -23,7 +23,7 @@ Sourcing the command (rather than ``eval``) runs it as lines typed at the prompt
 syntax error ends that command, not the shell; inside ``.`` bash prints no job notices
 (``[1] 4711`` would differ per rank and split groups) while its messages stay those of
 an interactive bash. The command's stdin is /dev/null (bash's stdin is the command
-pipe), or a FIFO fed with the console's stdin (:mod:`mpish.shell.stdin`); the command's
+pipe), or a FIFO fed with the console's stdin (:mod:`mpish.shell.server.stdin`); the command's
 processes inherit no status fd.
 ``__MPISH_JOB=<marker>`` is exported just before the ``eval`` and unset first thing in
 ``__mpish_end``, so every process the command starts carries it in its environment,
@@ -49,7 +49,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from . import protocol as p
+from .. import protocol as p
 
 PIPE_SIZE = 1 << 20  # larger pipes: fewer, larger reads
 STRIP_ENV_PREFIXES = ("PMI_", "PMIX_", "HYDI_", "HYDRA_", "MPIR_", "MPICH_INTERFACE")
@@ -98,7 +98,7 @@ def command_line(command_file: Path, marker: str, last_status: int = 0, stdin: P
     """The two lines bash reads for one command (see the module doc); ``$?`` is ``last_status``.
 
     ``stdin``: a FIFO the command reads instead of /dev/null; once bash has opened it,
-    ``stdin <marker>`` is written to the status fd (:mod:`mpish.shell.stdin`)."""
+    ``stdin <marker>`` is written to the status fd (:mod:`mpish.shell.server.stdin`)."""
     source = (
         f"__mpish_status {last_status & 0xFF}; \\builtin . {shlex.quote(str(command_file))} "
         f">&{OUT_FD} 2>&{ERR_FD} {STATUS_FD}>&- {OUT_FD}>&- {ERR_FD}>&-"

@@ -1,0 +1,100 @@
+"""The one receive loop of the shell, both sides: drain the link, feed the channel, deliver.
+
+:func:`receive` takes every record that has arrived, feeds it to its sender's channel
+and hands each result to the side's conversation (:mod:`mpish.shell.conversation`) as
+an event: a control message (its class is the event), raw output (``Local.OUTPUT``,
+channels STDOUT and STDERR), the peer's close record (``Local.CLOSED``), a message that
+does not decode (``Local.MALFORMED``). A record the channel rejects is dropped (a forged
+datagram over MPI); a channel that the error left unusable is reported once through
+``lost``. Records from a rank without a channel are not ours: dropped unread.
+
+:class:`Waiter` is how a side waits when nothing arrived (the one place to change for a
+link that can wait on its own descriptors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, Protocol
+
+from mpish.transport.link import Link
+from mpish.transport.mpi import Backoff
+from mpish.wire.errors import MpishError, ProtocolError
+from mpish.wire.events import CloseReceived, Message
+
+from . import protocol as p
+from .conversation import Event, Local
+
+
+class RecordChannel(Protocol):
+    """What the shell needs of a channel (SecureChannel, or a plain one inside ssh)."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def send(self, data: bytes | bytearray | memoryview, channel: int = 0) -> list[bytes | bytearray]: ...
+
+    def receive_record(self, record: bytes | bytearray | memoryview) -> Iterable[object]: ...
+
+    def records_to_send(self) -> list[bytes | bytearray]: ...
+
+    def close(self) -> list[bytes | bytearray]: ...
+
+
+class Output(NamedTuple):
+    """Raw output bytes of a command (console side): ``stream`` is STDOUT or STDERR."""
+
+    stream: int
+    data: bytes
+
+
+Deliver = Callable[[int, Event, object], None]  # (rank, event, payload)
+
+
+def receive(link: Link, channel_of: Callable[[int], RecordChannel | None], deliver: Deliver,
+            lost: Callable[[int, str], None]) -> bool:
+    """Handle every record that has arrived; True if any did."""
+    busy = False
+    for source, record in link.drain():
+        busy = True
+        channel = channel_of(source)
+        if channel is None:
+            continue
+        try:
+            events = channel.receive_record(record)
+        except MpishError as exc:
+            if not channel.is_open:
+                lost(source, str(exc))
+            continue  # a forged record is dropped and counted by the channel
+        for event in events:
+            if isinstance(event, Message):
+                if event.channel in (p.STDOUT, p.STDERR):
+                    deliver(source, Local.OUTPUT, Output(event.channel, event.data))
+                    continue
+                try:
+                    message = p.CODEC.decode(event.data)
+                except ProtocolError as exc:
+                    deliver(source, Local.MALFORMED, f"malformed message: {exc}")
+                    continue
+                deliver(source, type(message), message)
+            elif isinstance(event, CloseReceived):
+                deliver(source, Local.CLOSED, None)
+    return busy
+
+
+class Waiter:
+    """Sleep between empty looks at the link: short while busy, longer when idle."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.backoff = Backoff()
+
+    def activity(self) -> None:
+        self.backoff.activity()
+
+    def delay(self) -> float:
+        """How long the next wait may be (a side that also waits on pipes uses it in select)."""
+        return self.backoff.next_sleep()
+
+    def wait(self) -> None:
+        self.backoff.wait()

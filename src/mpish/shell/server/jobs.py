@@ -1,0 +1,350 @@
+"""A server's bash and its commands: start, end marker and status, interrupts, kills, restarts.
+
+No messages here: :class:`Shell` tells the server's loop (:mod:`.loop`) when a command
+ended (:class:`Ended`), and the loop reports it. How interrupts escalate and why bash is
+stopped before the command's processes are killed: the package's doc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mpish.transport.procfs import alive, proc_state
+
+from .. import protocol as p
+from .bash import JOB_VARIABLE, Bash, command_line, initial_state, state_is_complete, write_command
+from .stdin import StdinFeed
+
+KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on a timeout
+ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later Ctrl-C
+EXITED = "the shell exited; a new one has the state from before this command"
+RESTARTED = "the command ignored SIGINT: the shell was restarted, state restored from before the command"
+KILLING_POLL = 0.02  # while killing a command, look at its processes this often
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a command ended, as its Done says; ``restart``: bash must be replaced after."""
+
+    cmd_id: int
+    exit: int
+    signal: int
+    seconds: float
+    timed_out: bool
+    error: str = ""
+    note: str = ""
+    restart: bool = False
+
+
+@dataclass(eq=False)
+class Command:
+    cmd_id: int
+    marker: str
+    started: float
+    deadline: float | None
+    status: int | None = None
+    cwd: str = ""
+    interrupts: int = 0
+    timed_out: bool = False
+    interrupted: bool = False  # SIGINT was sent to bash and to the command's processes
+    killing: bool = False  # bash is stopped and the command's processes are being killed
+    last_signal: int = 0
+    signalled_at: float = 0.0
+    pids: set[int] = field(default_factory=set)
+    stdin: StdinFeed | None = None  # the console's stdin, when the Run asked for it
+    ended: Ended | None = None  # it could not even start
+
+    @property
+    def end(self) -> bytes:
+        """The end marker as __mpish_end writes it to stdout and stderr."""
+        return b"\x1f" + self.marker.encode() + b"\x1e"
+
+    def end_stdin(self) -> None:
+        """The command ended: its stdin goes (Input still on its way is then ignored)."""
+        if self.stdin is not None:
+            self.stdin.close()
+            self.stdin = None
+
+
+Flush = Callable[[Bash, Command], None]  # forward what the pipes still hold
+
+
+class Shell:
+    """One rank's bash, replaced when it ends, and the command running in it."""
+
+    def __init__(self, rank: int, size: int) -> None:
+        self.state_dir = Path(tempfile.mkdtemp(prefix=f"mpish-{rank}-"))
+        self.state = self.state_dir / "state"
+        environ = dict(os.environ, MPISH_RANK=str(rank), MPISH_SIZE=str(size))
+        self.state.write_text(initial_state(environ, os.getcwd()))
+        self.cwd = os.getcwd()
+        self.executable = shutil.which("bash") or "/bin/bash"
+        self.bash: Bash | None = None
+        self.last_status = 0  # the previous command's exit status: its ``$?``
+        self.sessions: set[int] = set()  # every bash started leads its own session
+
+    def start_bash(self) -> Bash | None:
+        try:
+            self.bash = Bash(self.executable, self.state_dir, self.state)
+            self.sessions.add(self.bash.pid)
+        except OSError:
+            self.bash = None
+        return self.bash
+
+    def _restart(self) -> Bash | None:
+        if self.bash is not None:
+            self.bash.close()
+        return self.start_bash()
+
+    def start(self, run: p.Run) -> Command:
+        """Write the command to bash; a command that cannot start has ``ended`` set."""
+        started = time.monotonic()
+        deadline = started + run.timeout if run.timeout > 0 else None
+        command = Command(run.cmd_id, secrets.token_hex(16), started, deadline)
+        bash = self.bash if self.bash is not None and self.bash.proc.poll() is None else self._restart()
+        if bash is None:
+            command.ended = Ended(run.cmd_id, 127, 0, 0.0, False, "cannot start bash")
+            return command
+        bash.out.ended = bash.err.ended = False
+        bash.out.held = bash.err.held = 0
+        command_file = self.state_dir / "command"
+        fifo = self.state_dir / f"stdin.{command.marker}" if run.stdin else None
+        try:
+            write_command(command_file, run.command)
+            if fifo is not None:
+                command.stdin = StdinFeed(fifo)
+        except OSError:
+            command.status = -1  # check() reports it
+            return command
+        if not bash.write(command_line(command_file, command.marker, self.last_status, fifo)):
+            command.status = -1  # bash is gone: check() reports it
+        return command
+
+    def finished(self, ended: Ended) -> None:
+        """The command's end was reported: its status is the next ``$?``; a new bash if needed."""
+        self.last_status = ended.exit
+        if ended.restart:
+            self.start_bash()
+
+    # -- status pipe
+
+    def read_status(self, command: Command | None) -> None:
+        bash = self.bash
+        if bash is None:
+            return
+        for record in bash.read_status():
+            text = record.decode(errors="surrogateescape")
+            if text.startswith("saved "):
+                self._adopt_state(text[6:])
+                continue
+            if text.startswith("stdin "):
+                if command is not None and command.stdin is not None and text[6:] == command.marker:
+                    command.stdin.bash_opened()
+                continue
+            marker, _, rest = text.partition(" ")
+            status, _, cwd = rest.partition(" ")
+            if command is not None and marker == command.marker and status.isdigit():
+                command.status = int(status)
+                command.cwd = cwd
+
+    def _adopt_state(self, marker: str) -> None:
+        saved = self.state_dir / f"state.{marker}"
+        if saved.name != f"state.{marker}" or not state_is_complete(saved):
+            return
+        with contextlib.suppress(OSError):
+            os.replace(saved, self.state)
+
+    # -- the command's end
+
+    def timed_out(self, command: Command) -> bool:
+        return command.deadline is not None and time.monotonic() > command.deadline and command.status is None
+
+    def check(self, command: Command, flush: Flush) -> Ended | None:
+        """How the command ended, if it did (bash replaced as needed); else None."""
+        if command.ended is not None:
+            return command.ended
+        bash = self.bash
+        if command.killing:
+            return self._check_killed(command, flush)
+        if bash is not None and command.status is not None and bash.out.ended and bash.err.ended:
+            return self._finished(command)
+        if bash is None or command.status == -1 or (bash.status_eof and command.status is None):
+            return self._bash_ended(command, flush)
+        if bash.proc.poll() is not None:
+            self.read_status(command)
+            if command.status is None:
+                return self._bash_ended(command, flush)
+        return None
+
+    def _finished(self, command: Command) -> Ended:
+        self.cwd = command.cwd or self.cwd
+        command.end_stdin()
+        code = command.status or 0
+        sig = signal.SIGINT if command.interrupted and code == 128 + signal.SIGINT else 0
+        if command.timed_out:  # a timeout ends the command's whole tree, background jobs too
+            for pid in job_processes(command.marker):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
+        return Ended(command.cmd_id, code, sig, time.monotonic() - command.started, command.timed_out)
+
+    def _bash_ended(self, command: Command, flush: Flush) -> Ended:
+        """Bash exited during the command (``exit``, a crash): report it, start a new one."""
+        bash = self.bash
+        code = -signal.SIGKILL
+        if bash is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                bash.proc.wait(timeout=1)
+            flush(bash, command)
+            code = bash.close()
+        command.end_stdin()
+        sig = -code if code < 0 else 0
+        return Ended(command.cmd_id, 128 + sig if sig else code, sig, time.monotonic() - command.started,
+                     False, "", EXITED, restart=True)
+
+    def _check_killed(self, command: Command, flush: Flush) -> Ended | None:
+        bash = self.bash
+        if bash is None:
+            return None
+        command.pids = {pid for pid in command.pids if alive(pid)} | job_processes(command.marker)
+        if command.pids:
+            for pid in command.pids:  # started since the last signal: same treatment
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, command.last_signal)
+            return None
+        flush(bash, command)
+        bash.close()
+        command.end_stdin()
+        sig = command.last_signal
+        return Ended(command.cmd_id, 128 + sig, sig, time.monotonic() - command.started, command.timed_out,
+                     "", RESTARTED, restart=True)
+
+    # -- interrupts
+
+    def time_out(self, command: Command) -> None:
+        """The deadline passed: interrupt the line, then escalate every KILL_GRACE seconds."""
+        if not command.timed_out:
+            command.timed_out = True
+            self._interrupt_line(command)
+        elif (time.monotonic() - command.signalled_at > KILL_GRACE
+              and command.last_signal != signal.SIGKILL):
+            self._kill(command, signal.SIGKILL if command.killing else signal.SIGTERM)
+
+    def interrupt(self, command: Command) -> None:
+        """Ctrl-C: the first interrupts the line, the next ones escalate (ESCALATION)."""
+        if command.status is not None:
+            return
+        command.interrupts += 1
+        if command.interrupts == 1 and not command.killing:
+            self._interrupt_line(command)
+        else:
+            self._kill(command, ESCALATION[min(command.interrupts, len(ESCALATION)) - 1])
+
+    def _interrupt_line(self, command: Command) -> None:
+        """SIGINT to bash and to the command's processes: bash aborts the line (package doc)."""
+        bash = self.bash
+        if bash is None:
+            return
+        self.read_status(command)
+        if command.status is not None:
+            return  # it had just finished: nothing to interrupt
+        command.interrupted = True
+        command.last_signal = signal.SIGINT
+        command.signalled_at = time.monotonic()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(bash.pid, signal.SIGINT)
+        for pid in job_processes(command.marker):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGINT)
+
+    def _kill(self, command: Command, sig: int) -> None:
+        """Stop bash, signal every process of the command (see the package doc)."""
+        bash = self.bash
+        if bash is None:
+            return
+        if not command.killing:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(bash.pid, signal.SIGSTOP)
+            _wait_stopped(bash.pid)
+            self.read_status(command)
+            if command.status is not None:  # it had just finished: nothing to interrupt
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(bash.pid, signal.SIGCONT)
+                return
+            command.killing = True
+        command.last_signal = sig
+        command.signalled_at = time.monotonic()
+        command.pids = job_processes(command.marker)
+        for pid in command.pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    # -- end
+
+    def close(self, command: Command | None) -> None:
+        """End of the session: the running command killed, bash closed, the sessions hung up."""
+        if command is not None and self.bash is not None:
+            command.interrupts = len(ESCALATION)
+            self._kill(command, signal.SIGKILL)
+        if command is not None:
+            command.end_stdin()
+        if self.bash is not None:
+            self.bash.close()
+            self.bash = None
+        hang_up(self.sessions)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def hang_up(sessions: set[int]) -> None:
+    """SIGHUP (and SIGCONT) to every process left in the shells' sessions, as ssh's hangup
+    ends a login's jobs: ``sleep 100 &`` ends with the session, ``nohup`` jobs live on."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 3 and int(fields[3]) in sessions:  # field 6 of stat: the session id
+            for sig in (signal.SIGHUP, signal.SIGCONT):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(name), sig)
+
+
+def _wait_stopped(pid: int) -> None:
+    """Wait (briefly) until ``pid`` is really stopped: SIGSTOP is delivered asynchronously."""
+    for _ in range(1000):
+        if proc_state(pid) in ("T", "t", "Z", ""):
+            return
+        time.sleep(0.0001)
+
+
+def job_processes(marker: str) -> set[int]:
+    """Pids of our user's live processes started by the command with this marker."""
+    tag = f"{JOB_VARIABLE}={marker}".encode()
+    found: set[int] = set()
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue
+        if tag + b"\0" in environ and alive(int(name)):
+            found.add(int(name))
+    return found

@@ -1,0 +1,312 @@
+"""The shell server's loop: one thread waits on the link and on bash's pipes, and acts.
+
+Every message from the console and every local event (output read, the command's end,
+its deadline, the end of a get, the console gone) goes through the server's
+conversation table (:data:`mpish.shell.conversation.SERVER`); this class only holds the
+actions, each a ``_<action>`` method. A message that the state does not allow is
+refused: a Run, PutStart or GetStart is answered with an error (the console waits for
+that answer), anything else is dropped and logged; the session goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import time
+from collections.abc import Callable
+
+from mpish.transport.link import Link
+from mpish.transport.mpi import tune_malloc
+from mpish.transport.procfs import peak_rss_kib
+from mpish.wire.errors import MpishError
+
+from .. import protocol as p
+from ..conversation import SERVER, Event, Local, Machine, Refused, ServerState
+from ..receive import RecordChannel, Waiter, receive
+from .bash import Bash, OutputStream
+from .jobs import KILLING_POLL, Command, Ended, Shell
+from .stdin import StdinFeed
+from .transfers import Get, Put
+
+log = logging.getLogger(__name__)
+
+CONSOLE_CHECK = 1.0  # seconds between looks at whether the console is alive (when idle)
+
+
+class ShellServer:
+    """Serve one console over a channel; :meth:`serve` returns when the session ends.
+
+    ``console_alive`` is asked now and then while idle; False ends the session (the
+    console died: its pid on this host, or the pipe to it broke)."""
+
+    def __init__(self, link: Link, channel: RecordChannel, console: int = 0,
+                 console_alive: Callable[[], bool] = lambda: True) -> None:
+        self.link = link
+        self.channel = channel
+        self.console = console
+        self.console_alive = console_alive
+        self.credit = p.WINDOW  # bulk bytes we may send before the console returns Credit
+        self.machine = Machine(SERVER, ServerState.IDLE)
+        self.shell = Shell(link.rank, link.size)
+        self.command: Command | None = None
+        self.put: Put | None = None
+        self.get: Get | None = None
+
+    @property
+    def cwd(self) -> str:
+        return self.shell.cwd
+
+    # -- I/O helpers
+
+    def _send(self, message: object) -> None:
+        self.link.send_all(self.console, self.channel.send(p.CODEC.encode(message)))
+
+    def _send_output(self, stream: OutputStream, count: int) -> None:
+        self.credit -= count
+        self.link.send_all(self.console, self.channel.send(stream.view[:count], stream.stream))
+
+    def hello(self) -> None:
+        self._send(p.Hello(p.PROTOCOL_VERSION, socket.gethostname(), os.getpid(), self.cwd))
+
+    # -- the loop
+
+    def serve(self) -> None:
+        tune_malloc()
+        waiter = Waiter(self.link)
+        next_console_check = 0.0
+        self.shell.start_bash()
+        try:
+            while self.machine.state is not ServerState.CLOSED:
+                busy = receive(self.link, self._channel_of, self._on_event, self._on_lost)
+                busy = self._pump_get() or busy
+                delay = 0.0 if busy else waiter.delay()
+                if delay and time.monotonic() > next_console_check:
+                    next_console_check = time.monotonic() + CONSOLE_CHECK
+                    if not self.console_alive():  # the console died: end the session
+                        self._fire(Local.CLOSE, "the console is gone")
+                        break
+                if self.command is not None and self.command.killing:
+                    delay = min(delay, KILLING_POLL)
+                busy = self._wait_pipes(delay) or busy
+                busy = self._check_command() or busy
+                if busy:
+                    waiter.activity()
+        finally:
+            self._shutdown()
+
+    def _channel_of(self, rank: int) -> RecordChannel | None:
+        return self.channel if rank == self.console else None  # other ranks: dropped unread
+
+    def _on_lost(self, rank: int, why: str) -> None:
+        del rank
+        self._fire(Local.BROKEN, why)  # the channel is unusable: nothing more can be trusted
+
+    def _on_event(self, rank: int, event: Event, payload: object) -> None:
+        del rank
+        self._fire(event, payload)
+
+    def _fire(self, event: Event, payload: object = None) -> None:
+        """One event through the table; a refused one is answered or dropped."""
+        try:
+            self.machine.fire(event, self, payload)
+        except Refused as exc:
+            self._refuse(payload, str(exc))
+
+    def _refuse(self, message: object, why: str) -> None:
+        log.info("%s", why)
+        if isinstance(message, p.Run):
+            self._send(p.Done(message.cmd_id, 125, 0, 0.0, self.cwd, False, peak_rss_kib(), why, ""))
+        elif isinstance(message, p.PutStart):
+            self._send(p.PutDone(message.xfer_id, 0, b"", why))
+        elif isinstance(message, p.GetStart):
+            self._send(p.GetEnd(message.xfer_id, 0, b"", why))
+
+    def _wait_pipes(self, delay: float) -> bool:
+        bash = self.shell.bash
+        if bash is None:
+            if delay:
+                time.sleep(delay)
+            return False
+        watched = [] if bash.status_eof else [bash.status_fd]
+        if self.credit > 0:
+            watched += [s.fd for s in (bash.out, bash.err) if not s.eof]
+        feed = self.command.stdin if self.command is not None else None
+        writing = [feed.fd] if feed is not None and feed.wants_write else []
+        if not watched and not writing:
+            if delay:
+                time.sleep(delay)
+            return False
+        ready, writable, _ = select.select(watched, writing, [], delay)
+        if writable and feed is not None:
+            self._feed(feed)
+        if not ready:
+            return bool(writable)
+        for stream in (bash.out, bash.err):
+            if stream.fd in ready:
+                self._read_output(stream)
+        if bash.status_fd in ready:
+            self.shell.read_status(self.command)
+        return True
+
+    def _read_output(self, stream: OutputStream) -> None:
+        """Read what a pipe has (within credit); the table says whether it is forwarded."""
+        while self.credit > 0 and not stream.eof:
+            total = stream.read(self.credit)
+            if total < 0:
+                return
+            self._fire(Local.READ, (stream, total))
+            if stream.ended or total < len(stream.buffer) // 2:
+                return  # the pipe is (nearly) empty: do not spin on EAGAIN
+
+    def _flush_output(self, bash: Bash, command: Command) -> None:
+        """Forward what the pipes still hold (within credit), then give up on them."""
+        del command
+        for stream in (bash.out, bash.err):
+            while not stream.ended and not stream.eof and self.credit > 0:
+                total = stream.read(self.credit)
+                if total <= 0:
+                    break
+                self._fire(Local.READ, (stream, total))
+
+    def _check_command(self) -> bool:
+        command = self.command
+        if command is None:
+            return False
+        if self.shell.timed_out(command):
+            self._fire(Local.TIMEOUT)
+        ended = self.shell.check(command, self._flush_output)
+        if ended is None:
+            return False
+        self._fire(Local.COMMAND_ENDED, ended)
+        return True
+
+    def _pump_get(self) -> bool:
+        """Send the next chunk of the get, within credit; True if anything was done."""
+        get = self.get
+        if get is None or (self.credit <= 0 and not get.finished):
+            return False
+        data = get.read(self.credit)
+        if data:
+            self.credit -= len(data)
+            self._send(p.GetChunk(get.xfer_id, data))
+        else:
+            self._fire(Local.GET_ENDED)
+        return True
+
+    # -- actions (the names in conversation.SERVER)
+
+    def _add_credit(self, message: p.Credit) -> None:
+        self.credit += message.nbytes
+
+    def _drop_stale(self, message: object) -> None:
+        """Stdin or a Ctrl-C for a command that has just ended (they crossed its Done)."""
+        del message
+
+    def _drop_malformed(self, why: str) -> None:
+        log.info("dropped: %s", why)
+
+    def _start_command(self, run: p.Run) -> None:
+        self.command = self.shell.start(run)
+
+    def _feed_stdin(self, message: p.Input) -> None:
+        """Bytes for the command's stdin (a finished command's are ignored, uncredited:
+        the console stops counting a rank's credit at its Done)."""
+        command = self.command
+        if command is None or command.cmd_id != message.cmd_id or command.stdin is None:
+            return
+        dropped = command.stdin.push(message.data)
+        if message.eof:
+            command.stdin.end()
+        if dropped:
+            self._send(p.Credit(dropped))
+        self._feed(command.stdin)
+
+    def _feed(self, feed: StdinFeed) -> None:
+        try:
+            done = feed.flush()
+        except OSError:
+            done = sum(len(c) for c in feed.pending)
+            feed.close()
+        if done:
+            self._send(p.Credit(done))
+
+    def _interrupt_command(self, message: p.Interrupt) -> None:
+        command = self.command
+        if command is None or command.cmd_id != message.cmd_id:
+            raise Refused(f"Interrupt of {message.cmd_id} refused: the command running is another")
+        self.shell.interrupt(command)
+
+    def _time_out(self, payload: None) -> None:
+        if self.command is not None:
+            self.shell.time_out(self.command)
+
+    def _forward_output(self, read: tuple[OutputStream, int]) -> None:
+        stream, total = read
+        command = self.command
+        if command is None or stream.ended:
+            stream.held = 0  # a background job's late output: nobody is listening
+            return
+        count = stream.split(total, command.end)
+        if count:
+            self._send_output(stream, count)
+        stream.keep_tail(total)
+
+    def _drop_output(self, read: tuple[OutputStream, int]) -> None:
+        read[0].held = 0  # a background job's late output: nobody is listening
+
+    def _report_done(self, ended: Ended) -> None:
+        self.command = None
+        self._send(p.Done(ended.cmd_id, ended.exit, ended.signal, ended.seconds, self.cwd, ended.timed_out,
+                          peak_rss_kib(), ended.error, ended.note))
+        self.shell.finished(ended)
+
+    def _start_put(self, start: p.PutStart) -> None:
+        self.put = Put(start, self.cwd)
+
+    def _write_chunk(self, chunk: p.PutChunk) -> None:
+        put = self.put
+        if put is None or chunk.xfer_id != put.xfer_id:
+            raise Refused(f"PutChunk of {chunk.xfer_id} refused: another file is being received")
+        put.write(chunk.data)
+        self._send(p.Credit(len(chunk.data)))
+
+    def _end_put(self, end: p.PutEnd) -> None:
+        put = self.put
+        if put is None or end.xfer_id != put.xfer_id:
+            raise Refused(f"PutEnd of {end.xfer_id} refused: another file is being received")
+        self.put = None
+        self._send(put.finish(end))
+
+    def _start_get(self, start: p.GetStart) -> None:
+        self.get = Get(start, self.cwd)
+
+    def _interrupt_get(self, message: p.Interrupt) -> None:
+        if self.get is None or message.cmd_id != self.get.xfer_id:
+            raise Refused(f"Interrupt of {message.cmd_id} refused: another file is being sent")
+        self.get.interrupted = True
+
+    def _end_get(self, payload: None) -> None:
+        get, self.get = self.get, None
+        if get is not None:
+            self._send(get.end())
+
+    def _close(self, why: object) -> None:
+        log.debug("the session ends: %s", why or "the console closed it")
+
+    # -- end
+
+    def _shutdown(self) -> None:
+        self.shell.close(self.command)
+        if self.put is not None:
+            self.put.discard()
+        if self.get is not None:
+            self.get.close()
+        try:
+            if self.channel.is_open:
+                self.link.send_all(self.console, self.channel.close())
+        except MpishError:
+            pass
+        self.link.flush(timeout=5.0)
+        self.shell.remove()

@@ -1,0 +1,191 @@
+"""A real ShellServer (its bash, a secure channel, pipes) refuses what its state does not
+allow and goes on serving, and so does a real Console: the conversation tables at work,
+without MPI or ssh."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from mpish.shell import protocol as p
+from mpish.shell.console import Console
+from mpish.shell.conversation import ConsoleState, Event, Local
+from mpish.shell.grouping import Result
+from mpish.shell.receive import Output, receive
+from mpish.shell.server import ShellServer
+from mpish.shell.session import Peer, Session
+from mpish.transport.pipe import PipeLink
+from mpish.wire.channel import Binding, Role, SecureChannel
+from mpish.wire.noise import public_bytes
+
+
+@dataclass
+class Client:
+    """The console's end, by hand: sends any message, collects what comes back."""
+
+    link: PipeLink
+    channel: SecureChannel
+    seen: list[tuple[Event, object]] = field(default_factory=list)
+
+    def send(self, message: object) -> None:
+        self.link.send_all(self.link.peer, self.channel.send(p.CODEC.encode(message)))
+
+    def until(self, found: Callable[[], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not found():
+            assert time.monotonic() < deadline, f"nothing matched; seen: {self.seen}"
+            if not receive(self.link, lambda rank: self.channel, self._deliver, self._lost):
+                self.link.wait_readable(0.05)
+
+    def _deliver(self, rank: int, event: Event, payload: object) -> None:
+        self.seen.append((event, payload))
+
+    def _lost(self, rank: int, why: str) -> None:
+        raise AssertionError(f"the server's channel failed: {why}")
+
+    def done(self, cmd_id: int) -> p.Done | None:
+        return next((m for e, m in self.seen if isinstance(m, p.Done) and m.cmd_id == cmd_id), None)
+
+    def output(self) -> bytes:
+        return b"".join(m.data for e, m in self.seen if isinstance(m, Output))
+
+
+@pytest.fixture
+def client() -> Iterator[Client]:
+    to_server, to_console = os.pipe(), os.pipe()
+    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    binding = Binding(os.urandom(16), 0, 1, "test")
+    console = SecureChannel(role=Role.INITIATOR, binding=binding, static_key=a, remote_static=public_bytes(b))
+    server_channel = SecureChannel(role=Role.RESPONDER, binding=binding, static_key=b,
+                                   remote_static=public_bytes(a))
+    queue, receiver, sender = console.initiate(), server_channel, console
+    while queue:  # the handshake, in memory
+        for record in queue:
+            receiver.receive_record(record)
+        queue = receiver.records_to_send()
+        receiver, sender = sender, receiver
+    server_link = PipeLink(to_server[0], to_console[1], rank=1, size=2, peer=0)
+    console_link = PipeLink(to_console[0], to_server[1], rank=0, size=2, peer=1)
+    server = ShellServer(server_link, server_channel)
+    server.hello()
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    client = Client(console_link, console)
+    client.until(lambda: any(isinstance(m, p.Hello) for _, m in client.seen))
+    yield client
+    console_link.send_all(1, console.close())
+    client.until(lambda: any(e is Local.CLOSED for e, _ in client.seen))
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    for fd in (*to_server, *to_console):
+        os.close(fd)
+
+
+def test_a_run_while_a_command_runs_is_refused_with_an_error_and_both_commands_are_answered(
+        client: Client) -> None:
+    client.send(p.Run(1, "sleep 0.5; echo first", 0, False))
+    client.send(p.Run(2, "echo second", 0, False))
+    client.until(lambda: client.done(2) is not None)
+    refused = client.done(2)
+    assert refused is not None and refused.exit == 125 and "running a command" in refused.error
+    client.until(lambda: client.done(1) is not None)
+    first = client.done(1)
+    assert first is not None and first.exit == 0 and first.error == ""
+    assert client.output() == b"first\n"  # the refused command never ran
+
+
+def test_transfer_messages_out_of_place_are_dropped_and_the_session_goes_on(client: Client) -> None:
+    client.send(p.PutChunk(7, b"stray"))  # no put started
+    client.send(p.PutEnd(7, b"", False))
+    client.send(p.Interrupt(99))  # nothing to interrupt
+    client.send(p.Run(3, "echo still here; (exit 3)", 0, False))
+    client.until(lambda: client.done(3) is not None)
+    done = client.done(3)
+    assert done is not None and done.exit == 3
+    assert client.output() == b"still here\n"
+    assert not any(isinstance(m, (p.PutDone, p.Credit)) for _, m in client.seen)
+
+
+def test_a_get_while_receiving_a_put_is_refused_and_the_put_completes(client: Client, tmp_path: Path) -> None:
+    target = str(tmp_path / "f")
+    client.send(p.PutStart(5, target, 3, 0o600, "f"))
+    client.send(p.GetStart(6, target))
+    client.until(lambda: any(isinstance(m, p.GetEnd) for _, m in client.seen))
+    end = next(m for _, m in client.seen if isinstance(m, p.GetEnd))
+    assert end.xfer_id == 6 and "receiving a file" in end.error
+    client.send(p.PutChunk(5, b"abc"))
+    client.send(p.PutEnd(5, hashlib.sha256(b"abc").digest(), False))
+    client.until(lambda: any(isinstance(m, p.PutDone) for _, m in client.seen))
+    put = next(m for _, m in client.seen if isinstance(m, p.PutDone))
+    assert put.error == "" and Path(target).read_bytes() == b"abc"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.out = b""
+        self.results: list[Result] = []
+
+    def output(self, rank: int, stream: int, data: bytes) -> None:
+        self.out += data
+
+    def done(self, result: Result) -> None:
+        self.results.append(result)
+
+    def finish(self) -> None:
+        pass
+
+
+class PipeSession(Session):
+    def finish(self) -> None:
+        pass
+
+
+def test_the_console_drops_answers_out_of_place_and_its_command_still_ends() -> None:
+    """The console's table: a Done of another command, a PutDone and a GetEnd while a command
+    runs are dropped; the real Done ends the command; the next command runs (the server's
+    end is played by hand)."""
+    to_server, to_console = os.pipe(), os.pipe()
+    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    binding = Binding(os.urandom(16), 0, 1, "test")
+    console_channel = SecureChannel(role=Role.INITIATOR, binding=binding, static_key=a,
+                                    remote_static=public_bytes(b))
+    server_channel = SecureChannel(role=Role.RESPONDER, binding=binding, static_key=b,
+                                   remote_static=public_bytes(a))
+    queue, receiver, sender = console_channel.initiate(), server_channel, console_channel
+    while queue:
+        for record in queue:
+            receiver.receive_record(record)
+        queue = receiver.records_to_send()
+        receiver, sender = sender, receiver
+    console_link = PipeLink(to_console[0], to_server[1], rank=0, size=2, peer=1)
+    fake = Client(PipeLink(to_server[0], to_console[1], rank=1, size=2, peer=0), server_channel)
+    peer = Peer(1, console_channel, "fake", ready=True)
+    console = Console(PipeSession(console_link, None, b"", {1: peer}))  # type: ignore[arg-type]
+
+    def serve() -> None:
+        for cmd_id in (1, 2):
+            fake.until(lambda n=cmd_id: any(isinstance(m, p.Run) and m.cmd_id == n for _, m in fake.seen))
+            fake.send(p.Done(cmd_id + 10, 0, 0, 0.0, "/", False, 0, "", ""))  # another command's
+            fake.send(p.PutDone(3, 0, b"", ""))
+            fake.send(p.GetEnd(4, 0, b"", ""))
+            fake.link.send_all(0, server_channel.send(b"out\n", p.STDOUT))
+            fake.send(p.Done(cmd_id, cmd_id, 0, 0.0, "/", False, 0, "", ""))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    for cmd_id in (1, 2):
+        sink = Sink()
+        results = console.run("anything", [1], sink)
+        assert results[1].exit == cmd_id and sink.out == b"out\n"
+        assert peer.alive and console.machines[1].state is ConsoleState.IDLE
+    thread.join(timeout=10)
+    for fd in (*to_server, *to_console):
+        os.close(fd)
