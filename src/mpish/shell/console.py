@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 The console is single-threaded: it calls MPI only while an operation (a command, a
-put, a get) is in progress, polling with ``Improbe`` and the backoff of
-:mod:`mpish.transport.mpi`, so it never busy-waits in MPI. Ctrl-C during a command
+put, a get) is in progress, polling the link and sleeping in its ``wait`` (over MPI
+the backoff of :mod:`mpish.transport.mpi`, so it never busy-waits in MPI; over ssh in
+``poll`` on the pipes). Ctrl-C during a command
 raises KeyboardInterrupt in that loop; the console then sends :class:`Interrupt` to
 every rank still running and keeps waiting for their ``Done`` (the session goes on).
 
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
-from mpish.transport.mpi import Backoff, tune_malloc
+from mpish.transport.memory import tune_malloc
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.transport.procfs import peak_rss_kib
 from mpish.wire.errors import MpishError, ProtocolError, TransportBroken
@@ -48,6 +49,7 @@ CREDIT_BATCH = p.WINDOW // 4
 CLOSE_TIMEOUT = 10.0
 FAILURE_GRACE = 2.0  # seconds to find the dead server after a failure notice
 PID_CHECK = 0.5  # seconds between looks at the servers' pids while waiting
+IDLE_WAIT = 0.01  # longest sleep between looks at stdin and the keyboard (link.wait: sooner on a record)
 
 Progress = Callable[[int, int], None]  # (bytes done, total)
 
@@ -182,17 +184,14 @@ class Console:
               feed: Callable[[], bool] | None = None) -> None:
         """Pump until ``finished()``; Ctrl-C calls ``on_interrupt`` and keeps waiting.
         ``feed`` (a command's stdin) is called in every round; True if it moved bytes."""
-        backoff = Backoff()
         next_key_check = 0.0
         while True:
             try:
                 while not finished():
                     self.check_failures()
                     fed = feed() if feed is not None else False
-                    if self._pump_once() or fed:
-                        backoff.activity()
-                    else:
-                        backoff.wait()
+                    if not self._pump_once() and not fed:
+                        self.link.wait(IDLE_WAIT)
                     if self.interrupt_key is not None and time.monotonic() >= next_key_check:
                         next_key_check = time.monotonic() + 0.02
                         if self.interrupt_key():
@@ -202,7 +201,6 @@ class Console:
                 if on_interrupt is None:
                     raise
                 on_interrupt()
-                backoff.activity()
 
     def _consumed(self, rank: int, nbytes: int, final: bool = False) -> None:
         owed = self._owed.get(rank, 0) + nbytes
@@ -436,16 +434,14 @@ class Console:
 
         closed: set[int] = set()
         deadline = time.monotonic() + CLOSE_TIMEOUT
-        backoff = Backoff()
         while closing - closed and time.monotonic() < deadline:
             with contextlib.suppress(TransportBroken):
                 self.check_failures()
             closing = {rank for rank in closing if self.peers[rank].alive}
             item = self.link.poll()
             if item is None:
-                backoff.wait()
+                self.link.wait(IDLE_WAIT)
                 continue
-            backoff.activity()
             source, record = item
             closing_peer = self.peers.get(source)
             if closing_peer is None or source not in closing:

@@ -27,12 +27,12 @@ forwarded; background jobs that still hold an old pipe lose their later output. 
 the session ends, every process left in the sessions of the server's shells gets
 SIGHUP, as ssh's hangup does (:func:`hang_up`).
 
-Waiting on MPI and on pipes at once, in one thread: the main loop polls MPI
-(``Improbe``, never a blocking MPI call, which would busy-wait in MPICH), then waits in
-``select`` on the status pipe and the output pipes with the
-:class:`~mpish.transport.mpi.Backoff` timeout: process output wakes it at once, MPI
-arrivals are seen within the backoff (20 us when hot, at most 10 ms when idle, so an
-idle server uses ~0% CPU). There are no threads and no queues.
+Waiting on the link and on pipes at once, in one thread: the main loop drains the link,
+then waits in :meth:`Link.wait <mpish.transport.link.Link.wait>` with the status pipe
+and the output pipes: process output wakes it at once; over ssh a record does too (the
+link's pipe is in the same ``poll``); over MPI arrivals are seen within the link's
+backoff (20 us when hot, at most 10 ms when idle, so an idle server uses ~0% CPU).
+There are no threads and no queues.
 
 Output path (the bulk of the bytes): each stream is read with ``os.readv`` into a
 preallocated 1 MiB buffer and sealed straight from that buffer as raw bytes on its own
@@ -51,7 +51,6 @@ import contextlib
 import hashlib
 import os
 import secrets
-import select
 import shutil
 import signal
 import socket
@@ -63,10 +62,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from mpish.transport.link import Link
-from mpish.transport.mpi import Backoff, tune_malloc
+from mpish.transport.link import Channel, Link
+from mpish.transport.memory import tune_malloc
 from mpish.transport.procfs import alive, peak_rss_kib, proc_state
-from mpish.wire.channel import SecureChannel
 from mpish.wire.errors import MpishError, ProtocolError
 from mpish.wire.events import CloseReceived, Message
 
@@ -88,6 +86,7 @@ ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later 
 EXITED = "the shell exited; a new one has the state from before this command"
 RESTARTED = "the command ignored SIGINT: the shell was restarted, state restored from before the command"
 KILLING_POLL = 0.02  # while killing a command, look at its processes this often
+IDLE_WAIT = 0.05  # longest sleep when idle: timeouts and the console's health are checked this often
 
 
 @dataclass(eq=False)
@@ -139,7 +138,7 @@ class _Get:
 class ShellServer:
     """Serve one console over a secure channel; returns when the console ends the session."""
 
-    def __init__(self, link: Link, channel: SecureChannel, console: int = 0) -> None:
+    def __init__(self, link: Link, channel: Channel, console: int = 0) -> None:
         self.link = link
         self.channel = channel
         self.console = console
@@ -179,7 +178,6 @@ class ShellServer:
 
     def serve(self) -> None:
         tune_malloc()
-        backoff = Backoff()
         next_console_check = 0.0
         self._start_bash()
         try:
@@ -191,7 +189,7 @@ class ShellServer:
                         self._on_record(record)
                     # records from any other rank are not ours: dropped unread
                 busy = self._pump_gets() or busy
-                delay = 0.0 if busy else backoff.next_sleep()
+                delay = 0.0 if busy else IDLE_WAIT  # link.wait: sooner on a record (MPI: backoff)
                 if delay and time.monotonic() > next_console_check:
                     next_console_check = time.monotonic() + 1.0
                     if not self.console_alive():
@@ -200,28 +198,24 @@ class ShellServer:
                     delay = min(delay, KILLING_POLL)
                 busy = self._wait_pipes(delay) or busy
                 busy = self._check_command() or busy
-                if busy:
-                    backoff.activity()
         finally:
             self._shutdown()
 
     def _wait_pipes(self, delay: float) -> bool:
         bash = self.bash
         if bash is None:
-            if delay:
-                time.sleep(delay)
+            self.link.wait(delay)
             return False
         watched = [] if bash.status_eof else [bash.status_fd]
         if self.credit > 0:
             watched += [s.fd for s in (bash.out, bash.err) if not s.eof]
         if not watched and not (self.command is not None and self.command.stdin is not None
                                 and self.command.stdin.wants_write):
-            if delay:
-                time.sleep(delay)
+            self.link.wait(delay)
             return False
         feed = self.command.stdin if self.command is not None else None
         writing = [feed.fd] if feed is not None and feed.wants_write else []
-        ready, writable, _ = select.select(watched, writing, [], delay)
+        ready, writable = self.link.wait(delay, watched, writing)
         if writable and feed is not None:
             self._feed(feed)
         if not ready:

@@ -284,7 +284,7 @@ def ssh_argv(
 class SshProcess:
     """A running ``ssh HOST COMMAND`` with framed stdin/stdout and captured stderr."""
 
-    def __init__(self, host: str, argv: Sequence[str], *, max_frame: int) -> None:
+    def __init__(self, host: str, argv: Sequence[str], *, max_frame: int = 0) -> None:
         self.host = host
         self.argv = list(argv)
         try:
@@ -314,7 +314,9 @@ class SshProcess:
             target=self._collect_stderr, name=f"mpish-ssh-stderr-{host}", daemon=True
         )
         self._stderr_thread.start()
-        self.frames = FrameStream(self._stdout.fileno(), self._stdin.fileno(), max_frame=max_frame)
+        self.read_fd = self._stdout.fileno()  # ssh's stdout: what the remote side writes
+        self.write_fd = self._stdin.fileno()
+        self.frames = FrameStream(self.read_fd, self.write_fd, max_frame=max_frame)
         self.greeted = False  # set by the caller once the agent's hello arrived
         self.closed = False
 
