@@ -63,7 +63,8 @@ class Link(Protocol):
         ...
 
     def close(self) -> None:
-        """Release the transport's resources (pipes: the peer then sees the end)."""
+        """Deliver what is queued (bounded: about a second), then release the transport
+        (pipes: the peer reads every record written, then sees the end)."""
         ...
 
 

@@ -216,7 +216,9 @@ class MpiLink:
         return readable, writable
 
     def close(self) -> None:
-        """Give up on sends not done by now (the communicator belongs to the session)."""
+        """Let pending sends complete (for at most a second), then give up on the rest; the
+        communicator belongs to the session, which frees it."""
+        self.flush(1.0)
         self.cancel_pending()
 
     def cancel_pending(self) -> None:

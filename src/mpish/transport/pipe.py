@@ -48,6 +48,7 @@ READ_SIZE = 256 * 1024
 MAX_FRAME = 4 << 20  # a shell record: at most 1 MiB of output or a 1 MiB message, with room
 MAX_QUEUED = 16 << 20  # bytes queued for one peer before a send waits for the pipe
 DRAIN_LIMIT = 64  # records per drain(), so other work is not starved
+CLOSE_FLUSH = 1.0  # seconds close() spends writing what is still queued
 
 LostCallback = Callable[[int, str], None]
 
@@ -225,6 +226,9 @@ class PipeLink:
             poller.poll(max(0, int(timeout * 1000)))
 
     def close(self) -> None:
+        """Write what is queued (for at most :data:`CLOSE_FLUSH` s), then close both ends:
+        the peer reads every record written, then the end of the stream."""
+        self.flush(CLOSE_FLUSH)
         self._break("the link was closed")
         for fd in {self.read_fd, self.write_fd}:
             with contextlib.suppress(OSError):
