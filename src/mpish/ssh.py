@@ -36,6 +36,7 @@ StopIteration, SystemExit or mpish's own errors).
 
 from __future__ import annotations
 
+from mpish.calls.errors import AgentDied, CallTimeout, ConnectTimeout, MpishMissing, SshTimeout
 from mpish.calls.group import Group, HostResult
 from mpish.calls.remote import (
     AgentInfo,
@@ -46,16 +47,11 @@ from mpish.calls.remote import (
     connect,
 )
 from mpish.transport.ssh import (
-    AgentDied,
     AuthenticationRefused,
-    CallTimeout,
-    ConnectTimeout,
     HostUnreachable,
-    MpishMissing,
     RemotePythonMissing,
     SshError,
     SshFailed,
-    SshTimeout,
 )
 from mpish.wire.errors import RemoteError, TransportBroken, TransportClosed
 

@@ -1,7 +1,7 @@
 """The client side: a live agent on one host, and the calls made through it.
 
 :func:`connect` starts ``python -m mpish.calls.agent`` through the system ``ssh``
-(:mod:`mpish.transport.ssh`), waits for the agent's :class:`~.messages.Hello` and checks
+(:mod:`mpish.transport.ssh`, :mod:`.connection`), waits for the agent's :class:`~.messages.Hello` and checks
 its protocol version. :class:`Remote` then makes one call at a time (a lock serialises
 callers): it sends a :class:`~.messages.Call` and reads frames until the
 :class:`~.messages.Result` or :class:`~.messages.Failure`, handing every
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from mpish.transport.ssh import ConnectTimeout, SshProcess, ssh_argv
+from mpish.transport.ssh import ssh_argv
 from mpish.wire.errors import (
     ProtocolError,
     RemoteProtocolError,
@@ -34,6 +34,8 @@ from mpish.wire.errors import (
 from mpish.wire.text import escape
 
 from . import bootstrap as _bootstrap
+from .connection import AgentConnection
+from .errors import ConnectTimeout
 from .messages import (
     ENCODING_MSGPACK,
     ENCODING_PICKLE,
@@ -109,7 +111,7 @@ class Remote:
     def __init__(
         self,
         host: str,
-        process: SshProcess,
+        process: AgentConnection,
         info: AgentInfo,
         *,
         on_output: OutputCallback | None = None,
@@ -365,7 +367,7 @@ def connect(
     code = _bootstrap.payload(data_only) if bootstrap else None
     command = agent_command(python, data_only=data_only, shipped=None if code is None else len(code))
     argv = ssh_argv(host, command, ssh=ssh, options=ssh_options, batch_mode=batch_mode)
-    process = SshProcess(host, argv, max_frame=MAX_FRAME)
+    process = AgentConnection(host, argv, max_frame=MAX_FRAME)
     deadline = time.monotonic() + timeout
     try:
         if code is not None:
@@ -378,7 +380,7 @@ def connect(
     return Remote(host, process, info, on_output=on_output, data_only=data_only)
 
 
-def _handshake(host: str, process: SshProcess, deadline: float) -> AgentInfo:
+def _handshake(host: str, process: AgentConnection, deadline: float) -> AgentInfo:
     try:
         frame = process.receive(deadline, ConnectTimeout)
         hello = decode(frame)

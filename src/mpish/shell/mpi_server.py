@@ -16,7 +16,7 @@ import time
 from typing import Any, NoReturn
 
 from mpish import keys
-from mpish.transport.mpi import Backoff, MpiLink, mpi
+from mpish.transport.mpi import MpiLink, mpi
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import MpishError
@@ -69,13 +69,11 @@ def run_server(comm: Any, parent_intercomm: Any = None, console_pid: int = 0) ->
 
 def _server_handshake(link: MpiLink, channel: SecureChannel) -> bool:
     deadline = time.monotonic() + SERVER_WAIT
-    backoff = Backoff()
     while time.monotonic() < deadline:
         item = link.poll()
         if item is None:
-            backoff.wait()
+            link.wait(deadline - time.monotonic())
             continue
-        backoff.activity()
         source, record = item
         if source != 0:
             continue

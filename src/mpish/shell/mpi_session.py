@@ -333,14 +333,12 @@ def _console_handshakes(
 def _await_hellos(session: Session, err: Any, timeout: float) -> None:
     """Complete every handshake and read every server's Hello, each within ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    backoff = Backoff()
     waiting = set(session.peers)
     while waiting and time.monotonic() < deadline:
         item = session.link.poll()
         if item is None:
-            backoff.wait()
+            session.link.wait(deadline - time.monotonic())
             continue
-        backoff.activity()
         source, record = item
         peer = session.peers.get(source)
         if peer is None or not peer.alive:
