@@ -61,3 +61,23 @@ def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
 @pytest.mark.parametrize("check", CHECKS, ids=[c.__name__.removeprefix("check_") for c in CHECKS])
 def test_pipe_links_conform(pair: Pair, check: Callable[[Pair], None]) -> None:
     check(pair)
+
+
+def test_a_pipe_links_wait_wakes_when_a_record_arrives_during_it(pair: Pair) -> None:
+    """An idle ssh server sleeps in wait(): the console's next record must wake it at once
+    (the MPI link instead returns after its backoff, within 10 ms)."""
+    import threading
+    import time
+
+    def later() -> None:
+        time.sleep(0.3)
+        pair.a.send_all(pair.to_b, [b"late"])
+        pair.a.flush(5.0)
+
+    sender = threading.Thread(target=later)
+    sender.start()
+    started = time.monotonic()
+    pair.b.wait(60.0)
+    sender.join()
+    assert time.monotonic() - started < 30.0, "wait slept through a record that arrived"
+    assert [(source, bytes(record)) for source, record in pair.b.drain()] == [(pair.from_a, b"late")]
