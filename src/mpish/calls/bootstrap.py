@@ -18,10 +18,10 @@ FIRST_PACKAGES = ("cloudpickle",)  # shipped copies win over installed ones
 
 
 def payload(data_only: bool) -> bytes:
-    """The compressed program the stub executes (cached by :func:`mpish.transport.ship.payload`)."""
+    """What the stub reads and runs (cached by :func:`mpish.transport.ship.payload`)."""
     return ship.payload(ENTRY, ("--data-only",) if data_only else (), ALSO, FIRST_PACKAGES)
 
 
-def stub(size: int) -> str:
-    """The ``python -c`` program that reads ``size`` bytes of payload and runs them."""
-    return ship.stub(size)
+def stub() -> str:
+    """The ``python -c`` program that reads the payload and runs it."""
+    return ship.stub()

@@ -326,12 +326,12 @@ class Remote:
             raise RemoteProtocolError(f"{self.host}: reply to call {got}, expected {want}")
 
 
-def agent_command(python: str | Sequence[str], *, data_only: bool, shipped: int | None = None) -> list[str]:
+def agent_command(python: str | Sequence[str], *, data_only: bool, shipped: bool = False) -> list[str]:
     """The remote command line that starts the agent: ``python -m mpish.calls.agent``, or with
-    ``shipped`` (the size of the bootstrap payload) the stub that reads and runs it."""
+    ``shipped`` the stub that reads the bootstrap payload and runs it."""
     words = [python] if isinstance(python, str) else list(python)
-    if shipped is not None:
-        return ["exec", *words, "-c", _bootstrap.stub(shipped)]
+    if shipped:
+        return ["exec", *words, "-c", _bootstrap.stub()]
     command = [*words, "-m", "mpish.calls.agent"]
     if data_only:
         command.append("--data-only")
@@ -364,14 +364,13 @@ def connect(
     RemotePythonMissing, MpishMissing, ConnectTimeout, ...) or
     :class:`ProtocolVersionMismatch`.
     """
-    code = _bootstrap.payload(data_only) if bootstrap else None
-    command = agent_command(python, data_only=data_only, shipped=None if code is None else len(code))
+    command = agent_command(python, data_only=data_only, shipped=bootstrap)
     argv = ssh_argv(host, command, ssh=ssh, options=ssh_options, batch_mode=batch_mode)
     process = AgentConnection(host, argv, max_frame=MAX_FRAME)
     deadline = time.monotonic() + timeout
     try:
-        if code is not None:
-            process.send_raw(code, deadline)
+        if bootstrap:  # built (once per process) while ssh connects
+            process.send_raw(_bootstrap.payload(data_only), deadline)
         info = _handshake(host, process, deadline)
     except BaseException:
         process.close(wait=0.5)

@@ -119,11 +119,16 @@ def start_ssh_session(
 
     def start_next() -> None:
         connecting = sum(1 for rank in deadlines if _connecting(session, rank))
+        started = []
         while pending and connecting < fanout:
             rank, host = pending.pop(0)
             if _connect(session, rank, host, python, ssh_options, connect_timeout):
                 deadlines[rank] = time.monotonic() + connect_timeout + HELLO_TIMEOUT_SLACK
+                started.append(rank)
                 connecting += 1
+        for rank in started:  # every ssh of the wave is connecting while the code is built
+            with contextlib.suppress(MpishError):  # a pipe that ended is reported as lost
+                session.link.links[rank].send_raw(ship.payload(REMOTE_ENTRY))
 
     try:
         start_next()
@@ -147,10 +152,9 @@ def _connect(
     ssh_options: Sequence[str],
     connect_timeout: float,
 ) -> bool:
-    """Start ssh to ``host`` as rank ``rank`` and send it the shell server's code."""
-    code = ship.payload(REMOTE_ENTRY)
+    """Start ssh to ``host`` as rank ``rank`` (its code is sent once the wave has started)."""
     size = session.link.size
-    remote = ship.command(python, code, (str(rank), str(size)))
+    remote = ship.command(python, (str(rank), str(size)))
     argv = ssh_argv(host, remote, options=ssh_options, connect_timeout=connect_timeout)
     try:
         process = SshProcess(host, argv)
@@ -161,8 +165,6 @@ def _connect(
     session.processes[rank] = process
     session.peers[rank] = Peer(rank, link.plain_channel(), host)
     session.link.add(rank, link)
-    with contextlib.suppress(MpishError):  # the pipe already ended: reported as lost by the link
-        link.send_raw(code)  # written as the pipe takes it; the server's Hello follows
     return True
 
 

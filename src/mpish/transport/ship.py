@@ -8,11 +8,13 @@ This is the one way mpish starts a remote side over ssh: the calls agent
 (and bash for the shell), never mpish.
 
 The remote command is ``python3 -c STUB [ARG...]``. The stub is one line with no single
-quote: it checks the Python version, reads exactly N bytes from descriptor 0 with
-``os.read`` (never through a buffered reader, so no byte of the protocol that follows
-is swallowed), and executes them after ``zlib`` decompression. The client writes those
-N bytes right after starting ssh, and may queue its first frames right behind them
-(no round trip is spent on the start): the stub's read ends on the payload's last byte.
+quote: it checks the Python version, reads a 4-byte length N and then exactly N bytes
+from descriptor 0 with ``os.read`` (never through a buffered reader, so no byte of the
+protocol that follows is swallowed), and executes them after ``zlib`` decompression.
+The command does not depend on the payload, so the client starts ssh first and builds
+the payload (cached per process) while ssh connects; it writes it as soon as it is
+ready and may queue its first frames right behind it (no round trip is spent on the
+start): the stub's read ends on the payload's last byte.
 
 The payload is :data:`LOADER` plus the source of the modules the entry needs: the
 closure of its mpish imports at load time (:func:`closure`, read from the source with
@@ -55,12 +57,14 @@ ROOT = "mpish"
 EMPTY_PACKAGES = {"mpish.wire": '"""mpish.wire, as shipped: only the modules the remote side needs."""\n'}
 LAST_PACKAGES = ("msgpack",)  # installed copies win (C speed); the shipped one is the fallback
 
+# No importlib.abc or importlib.util here: importing them costs ~30 ms (importlib.resources,
+# pathlib, re...) on every start; a finder and a loader need only these methods.
 LOADER = '''
-import importlib, importlib.abc, importlib.util, linecache, sys
+import importlib, importlib.machinery, linecache, sys
 
 
-class _ShippedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports modules from source text sent by the mpish client."""
+class _ShippedModules:
+    """Imports modules from source text sent by the mpish client (finder and loader)."""
 
     def __init__(self, modules, owned=()):
         self.modules = modules  # name -> (is_package, file name, source)
@@ -72,7 +76,9 @@ class _ShippedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             if fullname.split(".")[0] in self.owned:
                 raise ModuleNotFoundError(fullname + " was not shipped by the mpish client", name=fullname)
             return None
-        return importlib.util.spec_from_loader(fullname, self, origin=entry[1], is_package=entry[0])
+        spec = importlib.machinery.ModuleSpec(fullname, self, origin=entry[1], is_package=entry[0])
+        spec.has_location = False
+        return spec
 
     def create_module(self, spec):
         return None
@@ -175,7 +181,8 @@ def _package_modules(package: str) -> dict[str, tuple[bool, str, str]]:
 @cache
 def payload(entry: str, argv: tuple[str, ...] = (), also: tuple[str, ...] = (),
             first: tuple[str, ...] = ()) -> bytes:
-    """The compressed program the stub executes: the loader, the modules, the start.
+    """What the client writes first on stdin: the length, then the compressed program the
+    stub executes (the loader, the modules, the start).
 
     ``entry``'s ``main(argv + command line arguments)`` runs; ``also`` are mpish modules
     that may be needed beyond the entry's imports (a pickled call may name them);
@@ -189,11 +196,12 @@ def payload(entry: str, argv: tuple[str, ...] = (), also: tuple[str, ...] = (),
         last.update(_package_modules(package))
     program = (f"MARK = {BOOTSTRAP_MARK!r}\nROOT = {ROOT!r}\n{LOADER}\n"
                f"_start({shipped!r}, {last!r}, {entry!r}, {list(argv)!r} + sys.argv[1:])\n")
-    return zlib.compress(program.encode("utf-8"), 6)
+    code = zlib.compress(program.encode("utf-8"), 6)
+    return len(code).to_bytes(4, "big") + code
 
 
-def stub(size: int) -> str:
-    """The ``python -c`` program: check the version, read ``size`` bytes, run them.
+def stub() -> str:
+    """The ``python -c`` program: check the version, read a length and that many bytes, run them.
 
     One line, no single quote (it travels through the remote login shell).
     """
@@ -204,11 +212,11 @@ def stub(size: int) -> str:
     )
     return (
         f"import os,sys,zlib;sys.version_info<{MIN_PYTHON!r} and sys.exit({too_old});"
-        f'n={size};b=b"";exec("while len(b)<n:b+=os.read(0,n-len(b)) or os._exit(3)");'
-        "exec(zlib.decompress(b))"
+        'n=4;b=b"";w="while len(b)<n:b+=os.read(0,n-len(b)) or os._exit(3)";exec(w);'
+        'n=int.from_bytes(b,"big");b=b"";exec(w);exec(zlib.decompress(b))'
     )
 
 
-def command(python: Sequence[str], code: bytes, args: Sequence[str] = ()) -> list[str]:
-    """The remote command line that reads and runs ``code`` (sent first on stdin)."""
-    return ["exec", *python, "-c", stub(len(code)), *args]
+def command(python: Sequence[str], args: Sequence[str] = ()) -> list[str]:
+    """The remote command line that reads and runs a :func:`payload` (sent first on stdin)."""
+    return ["exec", *python, "-c", stub(), *args]
