@@ -79,7 +79,10 @@ class SshSession(Session):
         peer.lost = reason
 
     def finish(self) -> None:
-        """End every ssh process: stdin closed (the remote ends on EOF), then terminate."""
+        """End every ssh process: stdin closed (the remote ends on EOF), then terminate.
+        Every host hears the end first, so they end together, not one after the other."""
+        for process in self.processes.values():
+            process.hang_up()
         for process in self.processes.values():
             process.close(wait=CLOSE_WAIT)
 

@@ -183,13 +183,17 @@ class SshProcess:
         return classify(self.host, status, self.stderr_text(), greeted=self.greeted, what=self.what,
                         ended=ended, start_failed=start_failed)
 
+    def hang_up(self) -> None:
+        """Close ssh's stdin: the remote side sees the end and exits (close() waits for it)."""
+        with contextlib.suppress(OSError):
+            self._stdin.close()
+
     def close(self, wait: float = 5.0) -> None:
         """End ssh: close its stdin (the remote side exits on EOF), then terminate, then kill."""
         if self.closed:
             return
         self.closed = True
-        with contextlib.suppress(OSError):
-            self._stdin.close()
+        self.hang_up()
         try:
             self.process.wait(wait)
         except subprocess.TimeoutExpired:
