@@ -129,7 +129,7 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--python",
         default="python3",
-        help="remote Python 3.10+ with mpish installed, split like a shell (default python3)",
+        help="remote Python 3.10+ (mpish need not be installed), split like a shell (default python3)",
     )
     parser.add_argument("-t", "--timeout", type=float, metavar="SECONDS", help="per-host command timeout")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",

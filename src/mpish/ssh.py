@@ -44,18 +44,14 @@ from mpish.calls.client import (
     ResultTooLarge,
     connect,
 )
+from mpish.calls.errors import AgentDied, CallTimeout, ConnectTimeout, MpishMissing, SshTimeout
 from mpish.calls.group import Group, HostResult
 from mpish.transport.ssh import (
-    AgentDied,
     AuthenticationRefused,
-    CallTimeout,
-    ConnectTimeout,
     HostUnreachable,
-    MpishMissing,
     RemotePythonMissing,
     SshError,
     SshFailed,
-    SshTimeout,
 )
 from mpish.wire.errors import RemoteError, TransportBroken, TransportClosed
 

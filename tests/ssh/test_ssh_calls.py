@@ -238,7 +238,7 @@ HOSTILE_AGENT = """
 import os, sys
 from mpish.calls.messages import CHUNK_SIZE, MAX_FRAME, PROTOCOL_VERSION, Chunk, End, Hello, Result
 from mpish.calls.messages import decode, encode
-from mpish.transport.ssh import FrameStream
+from mpish.transport.frames import FrameStream
 
 frames = FrameStream(0, 1, max_frame=MAX_FRAME)
 frames.send(encode(Hello(PROTOCOL_VERSION, "0", "3", os.getpid(), "hostile", True)))

@@ -81,16 +81,6 @@ def test_errors_are_reported_per_host_and_count_as_255(sshd: SshServer, tmp_path
     assert bad.returncode == 1 and "bad host set" in bad.stderr
 
 
-def test_hosts_without_mpish_are_told_how_to_install_it(sshd: SshServer) -> None:
-    # the shell server needs mpish (and its compiled cryptography) on the remote host
-    done = mpish_ssh(sshd, "--python", f"{sys.executable} -S -I", "host[1-3]", "-c", "echo bare")
-    assert done.returncode == 255
-    assert done.stdout == ""
-    found = re.findall(r"^(host\d): mpish is not installed for the remote Python", done.stderr, re.MULTILINE)
-    assert found == ["host1", "host2", "host3"]
-    assert "pip install" in done.stderr
-
-
 # --- the console, through a real pseudo-terminal ----------------------------------------------
 
 

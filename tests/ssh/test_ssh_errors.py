@@ -12,8 +12,8 @@ import cloudpickle
 import pytest
 from sshd_server import SshServer
 
-import mpish.calls.bootstrap
 import mpish.calls.client
+import mpish.transport.ship
 from mpish.ssh import (
     AgentDied,
     AuthenticationRefused,
@@ -69,8 +69,8 @@ def test_mpish_missing_on_the_remote_without_bootstrap(connect_options: dict[str
 def test_mpish_missing_when_even_the_bootstrap_fails(
     connect_options: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mpish.calls.bootstrap, "MIN_PYTHON", (99, 0))  # as if this Python were too old
-    with pytest.raises(MpishMissing, match=r"is too old, the mpish agent needs 99\.0 or later") as caught:
+    monkeypatch.setattr(mpish.transport.ship, "MIN_PYTHON", (99, 0))  # as if this Python were too old
+    with pytest.raises(MpishMissing, match=r"is too old, mpish needs 99\.0 or later") as caught:
         connect("host1", **connect_options)  # type: ignore[arg-type]
     assert caught.value.exit_status == 1
 

@@ -121,16 +121,15 @@ def test_put_and_get_through_the_console_read_from_stdin(sshd: SshServer, tmp_pa
         assert f"  {tmp_path}/back.bin.host{rank}\n" in done.stdout
 
 
-def test_the_remote_side_refuses_a_bad_bootstrap_and_writes_nothing_to_stdout() -> None:
+def test_the_remote_side_refuses_a_bad_start_and_writes_nothing_to_stdout() -> None:
     import subprocess
 
-    from mpish.shell.remote import BOOTSTRAP
-
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    done = subprocess.run([sys.executable, "-m", "mpish.shell.remote"], input=b"x" * BOOTSTRAP.size,
-                          capture_output=True, timeout=60, env=env, check=False)
-    assert done.returncode == 2 and done.stdout == b""
-    assert b"bad bootstrap" in done.stderr
+    for args in ([], ["x", "y"], ["0", "2"], ["3", "2"]):
+        done = subprocess.run([sys.executable, "-m", "mpish.shell.remote", *args], input=b"x" * 100,
+                              capture_output=True, timeout=60, env=env, check=False)
+        assert done.returncode == 2 and done.stdout == b""
+        assert b"not started by an mpish ssh console" in done.stderr
 
 
 def test_fanout_bounds_the_hosts_being_connected_at_once(

@@ -1,4 +1,4 @@
-"""PipeLink / MultiLink: records cut from byte streams by their own header, lost peers."""
+"""PipeLink / MultiLink: records framed on byte streams (wire/framing), lost peers."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from mpish.transport.pipe import MultiLink, PipeLink
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import TransportBroken
 from mpish.wire.events import HandshakeComplete, Message
+from mpish.wire.framing import encode_frame
 from mpish.wire.noise import public_bytes
-from mpish.wire.record import HEADER
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_an_oversize_length_breaks_the_peer_before_any_allocation(pipes: list[in
     lost: list[tuple[int, str]] = []
     link = MultiLink({3: PipeLink(r, sink, rank=0, size=4, peer=3)},
                      on_lost=lambda rank, why: lost.append((rank, why)))
-    os.write(w, HEADER.pack(1, 1, 0, 0, bytes(16), 3, 0, 1, 0, 2**32 - 1))
+    os.write(w, struct.pack(">I", 2**32 - 1) + b"mpish")
     assert _pump(link) == []
     assert lost and lost[0][0] == 3 and "malformed" in lost[0][1]
     with pytest.raises(TransportBroken):
@@ -96,7 +96,7 @@ def test_a_closed_pipe_is_a_lost_peer_and_the_others_go_on(pipes: list[int]) -> 
     os.close(w1)
     pipes.remove(w1)
     for record in console_ch.initiate():
-        os.write(w2, record)
+        os.write(w2, encode_frame(record))
     items = _pump(link)
     assert lost == [1]
     assert [source for source, _ in items] == [2]

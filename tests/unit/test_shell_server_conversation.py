@@ -43,7 +43,7 @@ class Client:
         while not found():
             assert time.monotonic() < deadline, f"nothing matched; seen: {self.seen}"
             if not receive(self.link, lambda rank: self.channel, self._deliver, self._lost):
-                self.link.wait_readable(0.05)
+                self.link.wait(0.05)
 
     def _deliver(self, rank: int, event: Event, payload: object) -> None:
         self.seen.append((event, payload))

@@ -12,7 +12,7 @@ FORGED = "\r\x1b[2K\x1b[1A\x1b[2Kok\nmpish: all ranks verified\n"
 def test_remote_stderr_in_the_error_is_escaped() -> None:
     """A remote that writes terminal controls to stderr and exits: the error shows them, never obeys them."""
     script = f"import sys; sys.stderr.write('Permission denied\\r\\n' + {FORGED!r}); sys.exit(255)"
-    process = SshProcess("node1", [sys.executable, "-c", script], max_frame=1 << 16)
+    process = SshProcess("node1", [sys.executable, "-c", script])
     try:
         message = str(process.failure(wait=10.0))
     finally:

@@ -61,7 +61,7 @@ from mpish.calls.serialize import (
     write_msgpack,
     write_pickle,
 )
-from mpish.transport.ssh import EndOfStream, FrameStream, grow_pipe
+from mpish.transport.frames import EndOfStream, FrameStream, grow_pipe
 from mpish.wire.errors import RemoteProtocolError
 
 OUTPUT_READ = 65536

@@ -1,7 +1,7 @@
 """The client side: a live agent on one host, and the calls made through it.
 
 :func:`connect` starts ``python -m mpish.calls.agent`` through the system ``ssh``
-(:mod:`mpish.transport.ssh`), waits for the agent's :class:`~.messages.Hello` and checks
+(:mod:`mpish.transport.ssh`, :mod:`.connection`), waits for the agent's :class:`~.messages.Hello` and checks
 its protocol version. :class:`Remote` then makes one call at a time (a lock serialises
 callers): it sends a :class:`~.messages.Call` and reads frames until the
 :class:`~.messages.Result` or :class:`~.messages.Failure`, handing every
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from mpish.transport.ssh import ConnectTimeout, SshProcess, ssh_argv
+from mpish.transport.ssh import ssh_argv
 from mpish.wire.errors import (
     ProtocolError,
     RemoteProtocolError,
@@ -34,6 +34,8 @@ from mpish.wire.errors import (
 from mpish.wire.text import escape
 
 from . import bootstrap as _bootstrap
+from .connection import AgentConnection
+from .errors import ConnectTimeout
 from .messages import (
     ENCODING_MSGPACK,
     ENCODING_PICKLE,
@@ -109,7 +111,7 @@ class Remote:
     def __init__(
         self,
         host: str,
-        process: SshProcess,
+        process: AgentConnection,
         info: AgentInfo,
         *,
         on_output: OutputCallback | None = None,
@@ -324,12 +326,12 @@ class Remote:
             raise RemoteProtocolError(f"{self.host}: reply to call {got}, expected {want}")
 
 
-def agent_command(python: str | Sequence[str], *, data_only: bool, shipped: int | None = None) -> list[str]:
+def agent_command(python: str | Sequence[str], *, data_only: bool, shipped: bool = False) -> list[str]:
     """The remote command line that starts the agent: ``python -m mpish.calls.agent``, or with
-    ``shipped`` (the size of the bootstrap payload) the stub that reads and runs it."""
+    ``shipped`` the stub that reads the bootstrap payload and runs it."""
     words = [python] if isinstance(python, str) else list(python)
-    if shipped is not None:
-        return ["exec", *words, "-c", _bootstrap.stub(shipped)]
+    if shipped:
+        return ["exec", *words, "-c", _bootstrap.stub()]
     command = [*words, "-m", "mpish.calls.agent"]
     if data_only:
         command.append("--data-only")
@@ -362,14 +364,13 @@ def connect(
     RemotePythonMissing, MpishMissing, ConnectTimeout, ...) or
     :class:`ProtocolVersionMismatch`.
     """
-    code = _bootstrap.payload(data_only) if bootstrap else None
-    command = agent_command(python, data_only=data_only, shipped=None if code is None else len(code))
+    command = agent_command(python, data_only=data_only, shipped=bootstrap)
     argv = ssh_argv(host, command, ssh=ssh, options=ssh_options, batch_mode=batch_mode)
-    process = SshProcess(host, argv, max_frame=MAX_FRAME)
+    process = AgentConnection(host, argv, max_frame=MAX_FRAME)
     deadline = time.monotonic() + timeout
     try:
-        if code is not None:
-            process.send_raw(code, deadline)
+        if bootstrap:  # built (once per process) while ssh connects
+            process.send_raw(_bootstrap.payload(data_only), deadline)
         info = _handshake(host, process, deadline)
     except BaseException:
         process.close(wait=0.5)
@@ -378,7 +379,7 @@ def connect(
     return Remote(host, process, info, on_output=on_output, data_only=data_only)
 
 
-def _handshake(host: str, process: SshProcess, deadline: float) -> AgentInfo:
+def _handshake(host: str, process: AgentConnection, deadline: float) -> AgentInfo:
     try:
         frame = process.receive(deadline, ConnectTimeout)
         hello = decode(frame)

@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 The console is single-threaded: it calls MPI only while an operation (a command, a
-put, a get) is in progress, polling with ``Improbe`` and the backoff of
-:mod:`mpish.transport.mpi`, so it never busy-waits in MPI. Ctrl-C during a command
+put, a get) is in progress, polling the link and sleeping in its ``wait`` (over MPI
+the backoff of :mod:`mpish.transport.mpi`, so it never busy-waits in MPI; over ssh in
+``poll`` on the pipes). Ctrl-C during a command
 raises KeyboardInterrupt in that loop; the console then sends :class:`Interrupt` to
 every rank still running and keeps waiting for their ``Done`` (the session goes on).
 
@@ -41,7 +42,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from mpish.transport.mpi import tune_malloc
+from mpish.transport.memory import tune_malloc
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.transport.procfs import peak_rss_kib
 from mpish.wire.errors import MpishError, TransportBroken
@@ -63,6 +64,7 @@ CLOSE_TIMEOUT = 10.0
 FAILURE_GRACE = 2.0  # seconds to find the dead server after a failure notice
 PID_CHECK = 0.5  # seconds between looks at the servers' pids while waiting
 KEY_CHECK = 0.02  # seconds between looks at the terminal's Ctrl-C key while waiting
+IDLE_WAIT = 0.01  # longest sleep between looks at stdin and the keyboard (link.wait: sooner on a record)
 
 Payload = tuple[int, Any]  # (rank, message or output): what an action receives
 BUSY = (ConsoleState.RUNNING, ConsoleState.PUTTING, ConsoleState.GETTING)
@@ -176,7 +178,7 @@ class Console:
               feed: Callable[[], bool] | None = None) -> None:
         """Pump until ``finished()``; Ctrl-C calls ``on_interrupt`` and keeps waiting.
         ``feed`` (a command's stdin) is called in every round; True if it moved bytes."""
-        waiter = Waiter(self.link)
+        waiter = Waiter(self.link, IDLE_WAIT)
         next_key_check = 0.0
         while True:
             try:
@@ -470,7 +472,7 @@ class Console:
         for rank in closing:
             self._step(rank, Local.CLOSE)
         deadline = time.monotonic() + CLOSE_TIMEOUT
-        waiter = Waiter(self.link)
+        waiter = Waiter(self.link, IDLE_WAIT)
         while self._in(ConsoleState.CLOSING, closing) and time.monotonic() < deadline:
             with contextlib.suppress(TransportBroken):
                 self.check_failures()

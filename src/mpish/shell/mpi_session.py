@@ -345,14 +345,12 @@ def records_until(
     link: MpiLink, deadline: float, wanted: Callable[[], object] = lambda: True
 ) -> Iterator[tuple[int, memoryview]]:
     """Each record that arrives before ``deadline`` (a ``time.monotonic()`` value) while
-    ``wanted()`` is true, as (source, a view valid until the next); waits with :class:`Backoff`."""
-    backoff = Backoff()
+    ``wanted()`` is true, as (source, a view valid until the next); waits with ``link.wait``."""
     while wanted() and time.monotonic() < deadline:
         item = link.poll()
         if item is None:
-            backoff.wait()
+            link.wait(deadline - time.monotonic())
             continue
-        backoff.activity()
         yield item
 
 

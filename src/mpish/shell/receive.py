@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
 from mpish.transport.link import Link
-from mpish.transport.mpi import Backoff
 from mpish.wire.errors import MpishError, ProtocolError
 from mpish.wire.events import CloseReceived, Message
 
 from . import protocol as p
 from .conversation import Event, Local
+
+IDLE_WAIT = 0.05  # longest sleep when idle: timeouts and peers' health are checked this often
 
 
 class RecordChannel(Protocol):
@@ -83,18 +84,20 @@ def receive(link: Link, channel_of: Callable[[int], RecordChannel | None], deliv
 
 
 class Waiter:
-    """Sleep between empty looks at the link: short while busy, longer when idle."""
+    """How a side waits when nothing arrived: in :meth:`Link.wait`, which wakes on a record
+    over pipes and sleeps its own backoff over MPI (hot again after every record)."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, idle: float = IDLE_WAIT) -> None:
         self.link = link
-        self.backoff = Backoff()
+        self.idle = idle
 
     def activity(self) -> None:
-        self.backoff.activity()
+        """Something happened: nothing to do, the link's own wait knows its traffic."""
 
     def delay(self) -> float:
-        """How long the next wait may be (a side that also waits on pipes uses it in select)."""
-        return self.backoff.next_sleep()
+        """How long the next wait may be (a side that also waits on pipes passes them to
+        :meth:`Link.wait` with this timeout)."""
+        return self.idle
 
     def wait(self) -> None:
-        self.backoff.wait()
+        self.link.wait(self.idle)

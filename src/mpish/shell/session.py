@@ -14,8 +14,7 @@ import signal
 from dataclasses import dataclass, field
 
 from mpish import keys
-from mpish.transport.link import Link
-from mpish.wire.channel import SecureChannel
+from mpish.transport.link import Channel, Link
 
 TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -70,7 +69,7 @@ class Peer:
     """A shell server as the console sees it."""
 
     rank: int
-    channel: SecureChannel
+    channel: Channel  # a SecureChannel over MPI, the pipe link's plain channel over ssh
     host: str
     cwd: str = ""
     alive: bool = True

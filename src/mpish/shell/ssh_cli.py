@@ -4,12 +4,11 @@ Theory of operation
 -------------------
 HOSTS is a ClusterShell node set (``node[1-8],login1``), expanded with
 :class:`ClusterShell.NodeSet.NodeSet`. Both modes run on the MPI shell's machinery over
-ssh pipes (:mod:`mpish.shell.ssh_session`): one ``ssh HOST python3 -m mpish.shell.remote``
-per host, host ``i`` in NodeSet order being rank ``i``, each running the unchanged
+ssh pipes (:mod:`mpish.shell.ssh_session`): one ``ssh HOST python3 -c STUB`` per host,
+host ``i`` in NodeSet order being rank ``i``, each running the unchanged
 :class:`~mpish.shell.server.ShellServer` (one long-lived bash per host: ``cd``,
-variables, functions, aliases and options persist) behind a Noise KK SecureChannel that
-runs inside ssh. mpish must be installed on the remote hosts (its cryptography is
-compiled); where it is not, that host fails with a message saying how to install it.
+variables, functions, aliases and options persist), whose code the console sends over
+ssh's stdin (:mod:`mpish.shell.remote`): the hosts need only Python 3.10+ and bash.
 Output arrives per rank and goes to the MPI shell's sinks (:mod:`mpish.shell.grouping`)
 naming servers by host (:class:`~mpish.shell.grouping.HostNames`):
 

@@ -2,16 +2,18 @@
 
 Theory of operation
 -------------------
-:func:`start_ssh_session` runs ``ssh HOST PYTHON -m mpish.shell.remote`` for every host
+:func:`start_ssh_session` runs ``ssh HOST exec PYTHON -c STUB RANK SIZE`` for every host
 (through :class:`~mpish.transport.ssh.SshProcess`: the user's ssh, ``BatchMode``, errors
-classified as unreachable / authentication refused / Python or mpish missing). Host
-``i`` of the node set (in NodeSet order) is rank ``i``; the console is rank 0.
+classified as unreachable / authentication refused / Python missing or too old) and
+writes the shell server's code on its stdin (:mod:`mpish.transport.ship`): the hosts
+need Python 3.10+ and bash, nothing of mpish. Host ``i`` of the node set (in NodeSet
+order) is rank ``i``; the console is rank 0.
 
-Keys: the console makes a fresh X25519 key for itself and one for each host, and sends
-the host its key pair and the console's public key as the first bytes on ssh's stdin
-(see :mod:`mpish.shell.remote`). ssh authenticates the user and protects that pipe, so
-neither side needs an mpish identity; the Noise KK channel then runs inside ssh as it
-runs over MPI (there is no plaintext mode).
+No keys: ssh authenticates the user and protects the pipes (THREAT-MODEL "Over SSH"),
+so each host's records travel on its pipe link's plain channel
+(:meth:`~mpish.transport.pipe.PipeLink.plain_channel`, framing only; see
+:mod:`mpish.shell.remote`). The console's first message to a host is its code, and the
+host's first is its Hello: joining costs no round trip beyond ssh's own.
 
 The result is an :class:`SshSession`, a :class:`~mpish.shell.session.Session` whose link is a
 :class:`~mpish.transport.pipe.MultiLink` and whose peers are named by their host
@@ -22,6 +24,7 @@ classified reason, and the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sys
 import time
@@ -32,9 +35,9 @@ from typing import IO
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from mpish import keys
+from mpish.transport import ship
 from mpish.transport.pipe import MultiLink, PipeLink
 from mpish.transport.ssh import SshError, SshProcess, ssh_argv
-from mpish.wire.channel import Role, SecureChannel
 from mpish.wire.errors import MpishError
 from mpish.wire.noise import public_bytes
 
@@ -42,11 +45,10 @@ from . import protocol as p
 from .greeting import await_hellos
 from .grouping import HostNames, Style, fold_hosts, make_sink, status_lines
 from .interactive import Repl
-from .remote import binding as remote_binding
-from .remote import pack_bootstrap
 from .session import Peer, Session
 
-HELLO_TIMEOUT_SLACK = 15.0  # beyond ssh's ConnectTimeout: Python start and the handshake
+HELLO_TIMEOUT_SLACK = 15.0  # beyond ssh's ConnectTimeout: Python's start and the Hello
+REMOTE_ENTRY = "mpish.shell.remote"  # the module shipped and run on each host
 CLOSE_WAIT = 5.0
 
 
@@ -54,6 +56,7 @@ CLOSE_WAIT = 5.0
 class SshSession(Session):
     """The console's side of an ssh session: one ssh process per host."""
 
+    link: MultiLink
     processes: dict[int, SshProcess] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # host -> why it could not join
     err: IO[str] = field(default_factory=lambda: sys.stderr)
@@ -76,7 +79,10 @@ class SshSession(Session):
         peer.lost = reason
 
     def finish(self) -> None:
-        """End every ssh process: stdin closed (the remote ends on EOF), then terminate."""
+        """End every ssh process: stdin closed (the remote ends on EOF), then terminate.
+        Every host hears the end first, so they end together, not one after the other."""
+        for process in self.processes.values():
+            process.hang_up()
         for process in self.processes.values():
             process.close(wait=CLOSE_WAIT)
 
@@ -104,25 +110,28 @@ def start_ssh_session(
     if fanout < 1:
         raise ValueError("fanout must be at least 1")
     err = err or sys.stderr
-    console_key = X25519PrivateKey.generate()
+    console_key = X25519PrivateKey.generate()  # no use over ssh: Session still asks for one
     identity = keys.Identity(console_key, public_bytes(console_key), "mpish ssh console")
     session = SshSession(
         MultiLink({}), identity, secrets.token_bytes(16), {}, processes={}, failed={}, err=err
     )
-    assert isinstance(session.link, MultiLink)
     session.link.on_lost = session.lost
     session.link.size = len(hosts) + 1
-    command = [*python, "-m", "mpish.shell.remote"]
     pending = list(enumerate(hosts, 1))
     deadlines: dict[int, float] = {}  # rank -> when its connection attempt gives up
 
     def start_next() -> None:
         connecting = sum(1 for rank in deadlines if _connecting(session, rank))
+        started = []
         while pending and connecting < fanout:
             rank, host = pending.pop(0)
-            if _connect(session, rank, host, command, ssh_options, connect_timeout):
+            if _connect(session, rank, host, python, ssh_options, connect_timeout):
                 deadlines[rank] = time.monotonic() + connect_timeout + HELLO_TIMEOUT_SLACK
+                started.append(rank)
                 connecting += 1
+        for rank in started:  # every ssh of the wave is connecting while the code is built
+            with contextlib.suppress(MpishError):  # a pipe that ended is reported as lost
+                session.link.links[rank].send_raw(ship.payload(REMOTE_ENTRY))
 
     try:
         start_next()
@@ -142,38 +151,23 @@ def _connect(
     session: SshSession,
     rank: int,
     host: str,
-    command: list[str],
+    python: Sequence[str],
     ssh_options: Sequence[str],
     connect_timeout: float,
 ) -> bool:
-    """Start ssh to ``host`` as rank ``rank``: bootstrap and first handshake message."""
-    argv = ssh_argv(host, command, options=ssh_options, connect_timeout=connect_timeout)
+    """Start ssh to ``host`` as rank ``rank`` (its code is sent once the wave has started)."""
+    size = session.link.size
+    remote = ship.command(python, (str(rank), str(size)))
+    argv = ssh_argv(host, remote, options=ssh_options, connect_timeout=connect_timeout)
     try:
-        process = SshProcess(host, argv, max_frame=0)
+        process = SshProcess(host, argv)
     except SshError as exc:
         session.failed[host] = _why(exc)
         return False
-    host_key = X25519PrivateKey.generate()
-    channel = SecureChannel(
-        role=Role.INITIATOR,
-        binding=remote_binding(session.session_id, rank),
-        static_key=session.identity.private,
-        remote_static=public_bytes(host_key),
-    )  # a byte stream: any bad record fails the channel (no datagram to drop)
+    link = PipeLink(process.read_fd, process.write_fd, rank=0, size=size, peer=rank)
     session.processes[rank] = process
-    session.peers[rank] = Peer(rank, channel, host)
-    size = session.link.size
-    link = PipeLink(process.frames.read_fd, process.frames.write_fd, rank=0, size=size, peer=rank)
-    assert isinstance(session.link, MultiLink)
+    session.peers[rank] = Peer(rank, link.plain_channel(), host)
     session.link.add(rank, link)
-    bootstrap = pack_bootstrap(
-        session.session_id, rank, size, session.identity.public, host_key.private_bytes_raw()
-    )
-    try:  # the host's key pair travels inside ssh (see the module doc), then handshake 1
-        link.send_raw(bootstrap)
-        link.send_all(rank, channel.initiate())
-    except MpishError:
-        pass  # the pipe already ended: reported as lost by the link
     return True
 
 
@@ -183,7 +177,7 @@ def _await_hellos(
     start_next: Callable[[], None],
     more_to_start: Callable[[], bool],
 ) -> None:
-    """Complete every handshake and read every Hello, or give up on that host."""
+    """Read every Hello, or give up on that host."""
 
     def greeted(rank: int, hello: p.Hello) -> None:
         peer = session.peers[rank]
@@ -192,7 +186,7 @@ def _await_hellos(
 
     def failed(rank: int, why: str) -> None:
         peer = session.peers[rank]
-        session.failed.setdefault(peer.host, why or "no handshake in time; the connection was closed")
+        session.failed.setdefault(peer.host, why or "no Hello in time; the connection was closed")
         peer.alive = False
 
     def tick() -> bool:

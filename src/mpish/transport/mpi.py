@@ -18,9 +18,10 @@ pending sends, and :class:`Backoff` says how long to sleep between empty polls: 
 a short hot period after the last activity, sleeps are 20 us (a round trip stays well
 below a millisecond, and on a small machine the poller does not steal the CPU from the
 command it waits for); then the sleep doubles up to :data:`MAX_SLEEP` (10 ms), so an
-idle rank uses ~0% CPU. Callers that also wait on something else (the shell server's
-pipe readers) sleep on their own queue with that timeout, so local events wake them at
-once and only MPI arrivals see the backoff delay.
+idle rank uses ~0% CPU. :meth:`MpiLink.wait` (the :class:`~mpish.transport.link.Link`
+protocol) sleeps for the link's own backoff, which every record sent or received makes
+hot again; callers that also wait on descriptors (the shell server's pipe readers) pass
+them in, so local events wake them at once and only MPI arrivals see the backoff delay.
 
 Records are received with ``Improbe`` into a buffer of the probed size. Receives posted
 ahead (``Irecv`` on ANY_SOURCE into fixed buffers) were tried for the console: no
@@ -33,8 +34,9 @@ Only one thread calls MPI (``MPI_THREAD_FUNNELED`` is enough).
 from __future__ import annotations
 
 import contextlib
+import select
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,29 +46,16 @@ from mpish.wire.record import MAX_RECORD
 if TYPE_CHECKING:  # imported at run time by mpi() alone: importing mpi4py.MPI initialises MPI
     from mpi4py import MPI
 
+from .link import Ready
+from .memory import tune_malloc
+
+__all__ = ["MAX_RECORD", "SHELL_TAG", "Backoff", "MpiLink", "discard", "mpi", "tune_malloc"]
+
 SHELL_TAG = 0x5348  # "SH": the tag of every shell record on the session communicator
 HOT_SECONDS = 0.02  # keep polling with the shortest sleep this long after the last activity
 HOT_SLEEP = 20e-6  # a real sleep even when hot: spinning would steal the CPU from the work
 FIRST_SLEEP = 50e-6
 MAX_SLEEP = 0.010
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-
-
-def tune_malloc() -> None:
-    """Serve 1 MiB record buffers from the heap, reused, instead of fresh mmaps.
-
-    glibc maps every allocation above its mmap threshold afresh, so each 1 MiB record
-    (sealed, received, decrypted) would cost ~256 page faults and a zero-fill by the
-    kernel. A 4 MiB threshold and a 64 MiB trim threshold keep such buffers in the heap;
-    freed ones are reused. Only glibc has mallopt: elsewhere this does nothing.
-    """
-    import ctypes
-    import ctypes.util
-
-    with contextlib.suppress(OSError, AttributeError, TypeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)
-        libc.mallopt(M_MMAP_THRESHOLD, 4 << 20)
 
 
 def mpi() -> Any:
@@ -137,6 +126,7 @@ class MpiLink:
         self._pending: list[tuple[MPI.Request, bytes | bytearray]] = []  # buffers kept until sent
         self._receive_buffer: bytearray | None = None  # poll(): records land here, one at a time
         self.dropped = 0  # oversize messages refused
+        self._backoff = Backoff()  # wait()'s sleep: hot after every record sent or received
         self.sent_bytes = 0
         self.received_bytes = 0
 
@@ -148,6 +138,7 @@ class MpiLink:
             raise TransportBroken(f"MPI send to rank {dest} failed: {exc}") from exc
         self._pending.append((request, record))
         self.sent_bytes += len(record)
+        self._backoff.activity()
         if len(self._pending) > 64:
             self.progress()
 
@@ -195,6 +186,7 @@ class MpiLink:
         except MPI.Exception as exc:
             raise TransportBroken(f"MPI receive failed: {exc}") from exc
         self.received_bytes += size
+        self._backoff.activity()
         return source, view
 
     def drain(self) -> Iterator[tuple[int, memoryview]]:
@@ -217,6 +209,23 @@ class MpiLink:
             else:
                 backoff.wait()
         return True
+
+    def wait(self, timeout: float, read_fds: Sequence[int] = (), write_fds: Sequence[int] = ()) -> Ready:
+        """Sleep for the backoff (at most ``timeout``), or until a given descriptor is ready:
+        MPI has no descriptor to sleep on, so an arrival is seen at the next poll."""
+        delay = min(timeout, self._backoff.next_sleep()) if timeout > 0 else 0.0
+        if not read_fds and not write_fds:
+            if delay:
+                time.sleep(delay)
+            return [], []
+        readable, writable, _ = select.select(read_fds, write_fds, [], delay)
+        return readable, writable
+
+    def close(self) -> None:
+        """Let pending sends complete (for at most a second), then give up on the rest; the
+        communicator belongs to the session, which frees it."""
+        self.flush(1.0)
+        self.cancel_pending()
 
     def cancel_pending(self) -> None:
         """Give up on sends that cannot complete (the peer is gone)."""

@@ -1,16 +1,16 @@
-"""Records over byte streams: one pipe pair per peer (ssh's stdin/stdout, or the agent's).
+"""Records over byte streams: one pipe pair per peer (ssh's stdin/stdout).
 
 Theory of operation
 -------------------
 A :class:`PipeLink` joins this end to ONE peer over a readable and a writable file
-descriptor, both non-blocking. Records (SecureChannel records: a 44-byte header whose
-length field gives the body size) are cut out of the byte stream by their own header:
-:func:`mpish.wire.record.parse_header` bounds the length before anything is reserved,
-so a corrupt or hostile stream costs at most one record's worth of buffer, and is then
-reported as a broken peer. Sending queues the records and writes what the pipe takes;
-the rest goes out on later calls (:meth:`PipeLink.progress`). The queue is bounded:
-beyond :data:`MAX_QUEUED` bytes a send waits (``poll``, no spinning) until the pipe
-takes some. The shell protocol's credit window keeps it far below that in practice.
+descriptor, both non-blocking. Each record travels as one frame of
+:mod:`mpish.wire.framing` (4-byte length, bounded by ``max_frame`` before anything is
+reserved), cut by its :class:`~mpish.wire.framing.FrameDecoder`: a corrupt or hostile
+stream costs at most one frame's worth of buffer, and is then reported as a broken
+peer. Sending queues the length and the record (``writev``, no copy) and writes what the
+pipe takes; the rest goes out on later calls (:meth:`PipeLink.progress`). The queue is
+bounded: beyond :data:`MAX_QUEUED` bytes a send waits (``poll``, no spinning) until the
+pipe takes some. The shell protocol's credit window keeps it far below that in practice.
 
 A :class:`MultiLink` is the console's side: ranks 1..N are N PipeLinks (one ssh
 process per host). One ``select.poll`` object watches every peer's read end, so an
@@ -19,8 +19,13 @@ EPIPE) or sends garbage is *lost*: it is reported once through ``on_lost`` (like
 rank under MPI), never raised out of ``poll``/``drain``, so the other hosts go on;
 sending to it raises :class:`~mpish.wire.errors.TransportBroken`.
 
-Neither class ever blocks in ``poll``/``drain``: the callers (console, shell server)
-wait with the same backoff as on MPI.
+Neither class blocks in ``poll``/``drain``; :meth:`~PipeLink.wait` sleeps in ``poll`` on
+the read ends (and the caller's descriptors), so a record wakes the waiter at once.
+
+Pipes carry no cryptography: they only ever run inside ssh (THREAT-MODEL "Over SSH").
+The records of a shell session over ssh are those of :class:`PlainChannel`, which only
+:meth:`PipeLink.plain_channel` makes: an MPI link has no such method, so no plaintext
+can reach MPI.
 """
 
 from __future__ import annotations
@@ -28,17 +33,22 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
-from mpish.wire.errors import MpishError, TransportBroken
-from mpish.wire.record import HEADER_SIZE, MAX_RECORD_PAYLOAD, parse_header
+from mpish.wire.errors import LocalProtocolError, MpishError, RemoteProtocolError, TransportBroken
+from mpish.wire.events import CloseReceived, Event, Message
+from mpish.wire.framing import FrameDecoder, frame_header
+
+from .link import Ready, Record
 
 READ_SIZE = 256 * 1024
-MAX_RECORD = HEADER_SIZE + MAX_RECORD_PAYLOAD + 64  # header + body + AEAD tag, with slack
+MAX_FRAME = 4 << 20  # a shell record: at most 1 MiB of output or a 1 MiB message, with room
 MAX_QUEUED = 16 << 20  # bytes queued for one peer before a send waits for the pipe
 DRAIN_LIMIT = 64  # records per drain(), so other work is not starved
+CLOSE_FLUSH = 1.0  # seconds close() spends writing what is still queued
 
 LostCallback = Callable[[int, str], None]
 
@@ -46,21 +56,29 @@ LostCallback = Callable[[int, str], None]
 class PipeLink:
     """Whole records to and from one peer over a pair of non-blocking file descriptors."""
 
-    def __init__(self, read_fd: int, write_fd: int, *, rank: int, size: int, peer: int) -> None:
+    def __init__(self, read_fd: int, write_fd: int, *, rank: int, size: int, peer: int,
+                 max_frame: int = MAX_FRAME) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
         self.rank = rank
         self.size = size
         self.peer = peer
+        self.max_frame = max_frame
         for fd in (read_fd, write_fd):
             os.set_blocking(fd, False)
-        self._in = bytearray()
-        self._start = 0  # first unparsed byte of _in
+        self._frames = FrameDecoder(max_frame=max_frame)
+        self._scratch = bytearray(READ_SIZE)
         self._out: deque[memoryview] = deque()
         self._queued = 0
+        self._poller: select.poll | None = None
         self.broken = ""  # why the pipe ended ("" while it works)
         self.sent_bytes = 0
         self.received_bytes = 0
+
+    def plain_channel(self) -> PlainChannel:
+        """The channel of a session over these pipes: framing only, no cryptography (ssh's
+        pipes are the secure medium). Only a pipe link makes one: never over MPI."""
+        return PlainChannel(self.max_frame - PLAIN_HEADER.size)
 
     # -- sending
 
@@ -70,20 +88,24 @@ class PipeLink:
         if self.broken:
             raise TransportBroken(self.broken)
         for record in records:
+            self._out.append(memoryview(frame_header(len(record), self.max_frame)))
             self._out.append(memoryview(record))
-            self._queued += len(record)
-            self.sent_bytes += len(record)
+            self._queued += len(record) + 4
+            self.sent_bytes += len(record) + 4
         self.progress()
         while self._queued > MAX_QUEUED and not self.broken:
-            self._wait(self.write_fd, select.POLLOUT, 1.0)
+            self._wait_fd(self.write_fd, select.POLLOUT, 1.0)
             self.progress()
         if self.broken:
             raise TransportBroken(self.broken)
 
     def send_raw(self, data: bytes) -> None:
-        """Bytes that are not a record (the bootstrap), queued in order with the records."""
-        records: list[bytes | bytearray] = [data]
-        self.send_all(self.peer, records)
+        """Bytes that are not a frame (the bootstrap's code), queued in order with the frames."""
+        if self.broken:
+            raise TransportBroken(self.broken)
+        self._out.append(memoryview(data))
+        self._queued += len(data)
+        self.progress()
 
     def progress(self) -> bool:
         """Write what the pipe takes now; True if anything was written."""
@@ -120,55 +142,44 @@ class PipeLink:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            self._wait(self.write_fd, select.POLLOUT, left)
+            self._wait_fd(self.write_fd, select.POLLOUT, left)
             self.progress()
         return not self._out
 
     # -- receiving
 
     def fill(self) -> None:
-        """Read what the pipe has now (bounded: one record plus one read at most)."""
-        if self.broken or len(self._in) - self._start >= MAX_RECORD:
+        """Read what the pipe has now (bounded: one frame plus one read at most)."""
+        if self.broken or self._frames.buffered >= self.max_frame:
             return
-        if self._start and self._start == len(self._in):
-            self._in.clear()
-            self._start = 0
-        elif self._start > READ_SIZE:
-            del self._in[: self._start]
-            self._start = 0
+        direct = self._frames.direct_view()
         try:
-            data = os.read(self.read_fd, READ_SIZE)
+            count = os.readv(self.read_fd, [direct if direct is not None else self._scratch])
         except BlockingIOError:
             return
         except OSError as exc:
             self._break(f"cannot read: {exc.strerror or exc}")
             return
-        if not data:
+        if not count:
             self._break("the pipe was closed")
             return
-        self._in += data
-        self.received_bytes += len(data)
+        if direct is not None:
+            self._frames.direct_filled(count)
+        else:
+            self._frames.feed(memoryview(self._scratch)[:count])
+        self.received_bytes += count
 
-    def next_record(self) -> bytes | None:
-        """The next whole record already read, or None; a malformed header breaks the link."""
-        available = len(self._in) - self._start
-        if available < HEADER_SIZE:
-            return None
+    def next_record(self) -> bytes | bytearray | None:
+        """The next whole record already read, or None; a malformed stream breaks the link."""
         try:
-            header = parse_header(bytes(self._in[self._start : self._start + HEADER_SIZE]))
-        except MpishError as exc:
-            self._break(f"malformed stream: {exc}")
-            self._in.clear()
-            self._start = 0
+            return self._frames.next_frame()
+        except RemoteProtocolError as exc:
+            seen = self._frames.peek(60)
+            self._break(f"malformed stream ({exc}); it began {seen!r}")
+            self._frames = FrameDecoder(max_frame=self.max_frame)
             return None
-        total = HEADER_SIZE + header.length
-        if available < total:
-            return None
-        record = bytes(self._in[self._start : self._start + total])
-        self._start += total
-        return record
 
-    def poll(self) -> tuple[int, bytes] | None:
+    def poll(self) -> tuple[int, bytes | bytearray] | None:
         self.progress()
         record = self.next_record()
         if record is None and not self.broken:
@@ -180,17 +191,24 @@ class PipeLink:
             raise TransportBroken(self.broken)
         return None
 
-    def drain(self) -> Iterator[tuple[int, bytes]]:
+    def drain(self) -> Iterator[tuple[int, bytes | bytearray]]:
         for _ in range(DRAIN_LIMIT):
             item = self.poll()
             if item is None:
                 return
             yield item
 
-    def wait_readable(self, timeout: float) -> None:
-        """Sleep until the peer sent something (or ``timeout``): for callers with nothing else to do."""
-        if self.next_record() is None and not self.broken:
-            self._wait(self.read_fd, select.POLLIN, timeout)
+    def wait(self, timeout: float, read_fds: Sequence[int] = (), write_fds: Sequence[int] = ()) -> Ready:
+        """Sleep in ``poll`` until the peer sent something, a given descriptor is ready, or
+        ``timeout``; at once if the pipe ended (call after a poll that found nothing)."""
+        if self.broken:
+            return _ready(read_fds, write_fds, 0.0)
+        if self._out:
+            self.progress()
+        own = [(self.read_fd, select.POLLIN)]
+        if self._out:
+            own.append((self.write_fd, select.POLLOUT))
+        return _wait(own, read_fds, write_fds, timeout)
 
     # -- internals
 
@@ -201,16 +219,47 @@ class PipeLink:
             self._queued = 0
 
     @staticmethod
-    def _wait(fd: int, events: int, timeout: float) -> None:
+    def _wait_fd(fd: int, events: int, timeout: float) -> None:
         poller = select.poll()
         poller.register(fd, events)
         with contextlib.suppress(InterruptedError):
             poller.poll(max(0, int(timeout * 1000)))
 
     def close(self) -> None:
+        """Write what is queued (for at most :data:`CLOSE_FLUSH` s), then close both ends:
+        the peer reads every record written, then the end of the stream."""
+        self.flush(CLOSE_FLUSH)
+        self._break("the link was closed")
         for fd in {self.read_fd, self.write_fd}:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _wait(own: list[tuple[int, int]], read_fds: Sequence[int], write_fds: Sequence[int],
+          timeout: float) -> Ready:
+    """poll() on the link's descriptors and the caller's; the caller's that are ready."""
+    poller = select.poll()
+    for fd, mask in own:
+        poller.register(fd, mask)
+    mine = {fd for fd, _ in own}
+    for fd in read_fds:
+        poller.register(fd, select.POLLIN | (select.POLLOUT if fd in write_fds else 0))
+    for fd in write_fds:
+        if fd not in read_fds:
+            poller.register(fd, select.POLLOUT)
+    try:
+        events: list[tuple[int, int]] = poller.poll(max(0, int(timeout * 1000 + 0.999)))
+    except InterruptedError:
+        events = []
+    readable = [fd for fd, ev in events if fd in read_fds and fd not in mine and ev & ~select.POLLOUT]
+    writable = [fd for fd, ev in events if fd in write_fds and fd not in mine and ev & ~select.POLLIN]
+    return readable, writable
+
+
+def _ready(read_fds: Sequence[int], write_fds: Sequence[int], timeout: float) -> Ready:
+    if not read_fds and not write_fds:
+        return [], []
+    return _wait([], read_fds, write_fds, timeout)
 
 
 class MultiLink:
@@ -256,10 +305,10 @@ class MultiLink:
     def sends_pending(self) -> int:
         return sum(link.sends_pending for link in self.links.values())
 
-    def poll(self) -> tuple[int, bytes] | None:
+    def poll(self) -> tuple[int, bytes | bytearray] | None:
         return next(self.drain(limit=1), None)
 
-    def drain(self, limit: int = DRAIN_LIMIT) -> Iterator[tuple[int, bytes]]:
+    def drain(self, limit: int = DRAIN_LIMIT) -> Iterator[tuple[int, bytes | bytearray]]:
         self.progress()
         with contextlib.suppress(InterruptedError):
             for fd, _ in self._poller.poll(0):
@@ -281,12 +330,11 @@ class MultiLink:
                 if record is None:
                     self._check(rank)  # lost only once every record it sent was read
                     continue
-                if record is not None:
-                    progressed = True
-                    given += 1
-                    yield rank, record
-                    if given >= limit:
-                        return
+                progressed = True
+                given += 1
+                yield rank, record
+                if given >= limit:
+                    return
 
     def flush(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -296,10 +344,22 @@ class MultiLink:
                 done = link.flush(max(0.0, deadline - time.monotonic())) and done
         return done
 
-    def wait(self, timeout: float) -> None:
-        """Sleep until some peer sent something (or ``timeout``)."""
+    def wait(self, timeout: float, read_fds: Sequence[int] = (), write_fds: Sequence[int] = ()) -> Ready:
+        """Sleep until some peer sent something, a given descriptor is ready, or ``timeout``."""
+        if self.progress() or any(link.broken and rank not in self.lost for rank, link in self.links.items()):
+            return _ready(read_fds, write_fds, 0.0)
+        if read_fds or write_fds or self.sends_pending:
+            own = [(fd, select.POLLIN) for fd, rank in self._by_fd.items() if rank not in self.lost]
+            own += [(link.write_fd, select.POLLOUT) for rank, link in self.links.items()
+                    if link.sends_pending and rank not in self.lost]
+            return _wait(own, read_fds, write_fds, timeout)
         with contextlib.suppress(InterruptedError):
-            self._poller.poll(max(0, int(timeout * 1000)))
+            self._poller.poll(max(0, int(timeout * 1000 + 0.999)))
+        return [], []
+
+    def close(self) -> None:
+        for link in self.links.values():
+            link.close()
 
     def _check(self, rank: int) -> None:
         link = self.links[rank]
@@ -314,3 +374,77 @@ class MultiLink:
 def pipe_links(pairs: Sequence[tuple[int, int]], size: int) -> dict[int, PipeLink]:
     """Ranks 1..N over (read fd, write fd) pairs, as seen from the console (rank 0)."""
     return {rank: PipeLink(r, w, rank=0, size=size, peer=rank) for rank, (r, w) in enumerate(pairs, 1)}
+
+
+# --- the records of a session over pipes ---------------------------------------------
+
+PLAIN_HEADER = struct.Struct(">BI")  # kind, channel
+PLAIN_DATA, PLAIN_CLOSE = 0, 1
+
+
+class PlainChannel:
+    """The :class:`~mpish.transport.link.Channel` of a shell session inside ssh: a message
+    is one record, ``kind channel data``; a close record ends the sender's side.
+
+    Same interface and the same end-of-session rules as
+    :class:`~mpish.wire.channel.SecureChannel`, without its cryptography: ssh authenticates
+    the peer and protects the pipes. A malformed record makes it unusable, as a failed
+    record does a SecureChannel on a byte stream. Made only by
+    :meth:`PipeLink.plain_channel`.
+    """
+
+    drop_forged = False
+    remote_static: bytes | None = None  # no keys: ssh authenticated the peer
+
+    def __init__(self, max_message: int) -> None:
+        self.max_message = max_message
+        self._close_sent = False
+        self._close_received = False
+        self._error = ""
+
+    @property
+    def is_open(self) -> bool:
+        return not self._close_sent and not self._error
+
+    def initiate(self) -> list[bytes | bytearray]:
+        return []  # nothing to agree on: ssh did the authentication
+
+    def records_to_send(self) -> list[bytes | bytearray]:
+        return []
+
+    def _check_usable(self) -> None:
+        if self._error:
+            raise LocalProtocolError(f"the channel is unusable after an earlier error: {self._error}")
+
+    def send(self, data: bytes | bytearray | memoryview, channel: int = 0) -> list[bytes | bytearray]:
+        self._check_usable()
+        if self._close_sent:
+            raise LocalProtocolError("cannot send data after the close")
+        if len(data) > self.max_message:
+            raise LocalProtocolError(f"message of {len(data)} bytes exceeds max_message {self.max_message}")
+        return [PLAIN_HEADER.pack(PLAIN_DATA, channel) + data]
+
+    def close(self) -> list[bytes | bytearray]:
+        self._check_usable()
+        if self._close_sent:
+            raise LocalProtocolError("cannot close twice")
+        self._close_sent = True
+        return [PLAIN_HEADER.pack(PLAIN_CLOSE, 0)]
+
+    def receive_record(self, record: Record) -> list[Event]:
+        self._check_usable()
+        try:
+            if len(record) < PLAIN_HEADER.size:
+                raise RemoteProtocolError(f"record of {len(record)} bytes is shorter than its header")
+            if self._close_received:
+                raise RemoteProtocolError("record after the peer's close")
+            kind, channel = PLAIN_HEADER.unpack_from(record)
+            if kind == PLAIN_DATA:
+                return [Message(channel, bytes(record[PLAIN_HEADER.size :]))]
+            if kind == PLAIN_CLOSE and len(record) == PLAIN_HEADER.size:
+                self._close_received = True
+                return [CloseReceived()]
+            raise RemoteProtocolError(f"malformed record (kind {kind})")
+        except MpishError as exc:
+            self._error = str(exc)
+            raise

@@ -1,75 +1,61 @@
-"""Frames over the pipes of the system ``ssh`` binary.
+"""The system ``ssh`` binary as a transport: its command line, its process, its errors.
 
 Theory of operation
 -------------------
-:func:`start` runs ``ssh [user options] -T -o BatchMode=yes -- HOST COMMAND`` as a
+:class:`SshProcess` runs ``ssh [user options] -T -o BatchMode=yes -- HOST COMMAND`` as a
 subprocess with three pipes. Going through the user's own ``ssh`` keeps everything the
 user set up (``~/.ssh/config``, agents, ``ProxyJump``, ``ControlMaster``, certificates);
 ``BatchMode=yes`` makes it fail instead of prompting, so nothing can hang on a password
-or host-key question. ``stdin``/``stdout`` carry length-prefixed frames (the format of
-:mod:`mpish.wire.framing`: 4-byte big-endian length, checked against a maximum before any
-buffer is reserved); ``stderr`` is collected by a thread (the last 64 KiB) for error
-messages.
+or host-key question. ``stdin``/``stdout`` (:attr:`SshProcess.write_fd`,
+:attr:`SshProcess.read_fd`) are left to the caller's framing: the shell's pipe links
+(:mod:`mpish.transport.pipe`) or the calls agent's frame stream
+(:mod:`mpish.transport.frames`); ``stderr`` is collected by a thread (the last 64 KiB)
+for error messages.
 
-:class:`FrameStream` does the framed I/O on a pair of file descriptors and is used on both
-ends (the client on ssh's pipes, the agent on its own stdin/stdout). Frames of a few bytes
-are cut out of a read buffer; a large frame (a 4 MiB body chunk) is read straight into one
-buffer of its exact size with ``readv``, and sent with ``writev`` from the caller's buffers,
-so bulk data is not copied through an intermediate buffer on either side.
-
-Every wait takes a deadline (``None``: wait for the peer, which ends in EOF when ssh or
-the agent dies, so a dead process is always noticed). When the pipes end, :meth:`SshProcess.
-failure` reads ssh's exit status and stderr and turns them into one of the error classes
-below, each saying what happened and what to do.
+When the pipes end, :meth:`SshProcess.failure` reads ssh's exit status and stderr and
+:func:`classify` turns them into one of the error classes below, each saying what
+happened and what to do. The remote side's own kinds of failure (it could not start,
+it ended while in use) are subclassed by each service with its own words
+(:mod:`mpish.calls.errors`).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
-import math
 import os
-import select
 import shlex
 import subprocess
 import threading
-import time
 from collections.abc import Sequence
 
-from mpish.wire.errors import AuthenticationError, LocalProtocolError, RemoteProtocolError, TransportBroken
-from mpish.wire.framing import LENGTH
+from mpish.wire.errors import AuthenticationError, TransportBroken
 from mpish.wire.text import escape
 
+from .frames import grow_pipe
+
 __all__ = [
-    "AgentDied",
     "AuthenticationRefused",
-    "CallTimeout",
-    "ConnectTimeout",
-    "EndOfStream",
-    "FrameStream",
     "HostUnreachable",
-    "MpishMissing",
+    "RemoteEnded",
     "RemotePythonMissing",
+    "RemoteStartFailed",
     "SshError",
     "SshFailed",
     "SshProcess",
-    "SshTimeout",
+    "classify",
     "ssh_argv",
 ]
 
-READ_SIZE = 256 * 1024  # one read() into the small-frame buffer
-PIPE_SIZE = 1024 * 1024  # asked of the kernel for our pipes (fewer wakeups on bulk data)
-F_SETPIPE_SZ = 1031  # Linux fcntl; ignored elsewhere
 STDERR_KEEP = 64 * 1024
-BOOTSTRAP_MARK = "mpish-bootstrap:"  # starts the bootstrap's own error lines on stderr
+BOOTSTRAP_MARK = "mpish-bootstrap:"  # starts the shipped code's own error lines on stderr
 
 
 # --- errors a user meets --------------------------------------------------------------
 
 
 class SshError(TransportBroken):
-    """ssh or the remote agent failed; ``host``, ``exit_status`` and ``stderr`` say how."""
+    """ssh or the remote side failed; ``host``, ``exit_status`` and ``stderr`` say how."""
 
     def __init__(
         self, message: str, *, host: str = "", exit_status: int | None = None, stderr: str = ""
@@ -93,171 +79,16 @@ class RemotePythonMissing(SshError):
     """The Python interpreter named by ``python=`` does not exist on the host (exit 127)."""
 
 
-class MpishMissing(SshError):
-    """The remote Python cannot import mpish (or one of its dependencies)."""
+class RemoteStartFailed(SshError):
+    """The remote side could not start (Python too old, or its code could not load)."""
 
 
-class AgentDied(SshError):
-    """The remote agent, or the ssh connection, ended while it was in use."""
+class RemoteEnded(SshError):
+    """The remote side, or the ssh connection, ended while it was in use."""
 
 
 class SshFailed(SshError):
-    """ssh or the agent failed before the handshake in a way not classified above."""
-
-
-class SshTimeout(SshError, TimeoutError):
-    """A deadline passed; the connection was closed because its state is unknown."""
-
-
-class ConnectTimeout(SshTimeout):
-    """No hello from the agent within the connect timeout."""
-
-
-class CallTimeout(SshTimeout):
-    """A call did not finish within its timeout."""
-
-
-class _Expired(Exception):
-    """Internal: a deadline passed in FrameStream."""
-
-
-class EndOfStream(Exception):
-    """FrameStream: the peer closed its end of the pipe (EOF, or a broken pipe)."""
-
-
-# --- framed I/O on two file descriptors -----------------------------------------------
-
-
-def grow_pipe(fd: int) -> None:
-    """Ask for a 1 MiB pipe buffer (fewer wakeups on bulk data); harmless if refused."""
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
-
-
-class FrameStream:
-    """Length-prefixed frames on a readable and a writable file descriptor.
-
-    Blocking or non-blocking descriptors both work: a non-blocking one is waited on
-    with ``select`` until the deadline (``time.monotonic()`` value, or None for ever).
-    ``send`` may be called from several threads; ``receive`` from one at a time.
-    """
-
-    def __init__(self, read_fd: int, write_fd: int, *, max_frame: int) -> None:
-        self.read_fd = read_fd
-        self.write_fd = write_fd
-        self.max_frame = max_frame
-        self._buffer = bytearray()
-        self._pos = 0
-        self._scratch = memoryview(bytearray(READ_SIZE))  # reused by every small read
-        self._send_lock = threading.Lock()
-        self.received_any = False
-        self._read_poll = select.poll()
-        self._read_poll.register(read_fd, select.POLLIN)
-        self._write_poll = select.poll()
-        self._write_poll.register(write_fd, select.POLLOUT)
-        # A non-blocking reader waits before reading an empty buffer: a reply is never there
-        # yet right after a request, so trying the read first would only fail (EAGAIN).
-        self._wait_first = not os.get_blocking(read_fd)
-
-    # -- sending
-
-    def send(self, parts: Sequence[bytes | bytearray | memoryview], deadline: float | None = None) -> None:
-        """Write one frame whose payload is the concatenation of ``parts``."""
-        views = [memoryview(p).cast("B") for p in parts]
-        size = sum(len(v) for v in views)
-        if size > self.max_frame:
-            raise LocalProtocolError(f"frame of {size} bytes exceeds the maximum of {self.max_frame}")
-        self._write_all([memoryview(LENGTH.pack(size)), *[v for v in views if len(v)]], deadline)
-
-    def send_raw(self, data: bytes, deadline: float | None = None) -> None:
-        """Write bytes with no frame header (the agent bootstrap's code, read by length)."""
-        self._write_all([memoryview(data)], deadline)
-
-    def _write_all(self, pending: list[memoryview], deadline: float | None) -> None:
-        with self._send_lock:
-            while pending:
-                try:
-                    written = os.writev(self.write_fd, pending)
-                except BlockingIOError:
-                    self._wait(self.write_fd, deadline, writable=True)
-                    continue
-                except (BrokenPipeError, ConnectionResetError) as exc:
-                    raise EndOfStream from exc
-                while written:
-                    if written >= len(pending[0]):
-                        written -= len(pending[0])
-                        pending.pop(0)
-                    else:
-                        pending[0] = pending[0][written:]
-                        written = 0
-
-    # -- receiving
-
-    def receive(self, deadline: float | None = None) -> bytes | bytearray:
-        """Read one frame's payload; raise RemoteProtocolError on an oversize length."""
-        while len(self._buffer) - self._pos < LENGTH.size:
-            self._fill(deadline)
-        (size,) = LENGTH.unpack_from(self._buffer, self._pos)
-        if size > self.max_frame:
-            raise RemoteProtocolError(
-                f"frame length {size} exceeds the maximum of {self.max_frame}; "
-                "the stream is corrupt or the peer is not mpish"
-            )
-        start = self._pos + LENGTH.size
-        have = len(self._buffer) - start
-        if have >= size:
-            frame = bytes(self._buffer[start : start + size])
-            self._pos = start + size
-            if self._pos == len(self._buffer):
-                self._buffer.clear()
-                self._pos = 0
-            elif self._pos > READ_SIZE:
-                del self._buffer[: self._pos]
-                self._pos = 0
-            return frame
-        large = bytearray(size)  # size was checked against max_frame above
-        large[:have] = self._buffer[start:]
-        self._buffer.clear()
-        self._pos = 0
-        view = memoryview(large)
-        got = have
-        while got < size:
-            got += self._readinto(view[got:], deadline)
-        return large
-
-    def raw_prefix(self, limit: int = 200) -> bytes:
-        """The first unparsed bytes (to show what a non-mpish peer sent)."""
-        return bytes(self._buffer[self._pos : self._pos + limit])
-
-    def _fill(self, deadline: float | None) -> None:
-        if self._pos and self._pos == len(self._buffer):
-            self._buffer.clear()
-            self._pos = 0
-        if self._wait_first and not self._buffer:
-            self._wait(self.read_fd, deadline, writable=False)
-        n = self._readinto(self._scratch, deadline)
-        self._buffer += self._scratch[:n]
-
-    def _readinto(self, view: memoryview, deadline: float | None) -> int:
-        while True:
-            try:
-                n = os.readv(self.read_fd, [view])
-            except BlockingIOError:
-                self._wait(self.read_fd, deadline, writable=False)
-                continue
-            except ConnectionResetError as exc:
-                raise EndOfStream from exc
-            if n == 0:
-                raise EndOfStream
-            self.received_any = True
-            return n
-
-    def _wait(self, fd: int, deadline: float | None, *, writable: bool) -> None:
-        """poll() (not select: descriptors above 1024 are common with many hosts)."""
-        poller = self._write_poll if writable else self._read_poll
-        timeout = None if deadline is None else max(0, math.ceil((deadline - time.monotonic()) * 1000))
-        if not poller.poll(timeout) and deadline is not None and time.monotonic() >= deadline:
-            raise _Expired
+    """ssh or the remote side failed before it started, in a way not classified above."""
 
 
 # --- the ssh process --------------------------------------------------------------------
@@ -283,9 +114,11 @@ def ssh_argv(
 
 
 class SshProcess:
-    """A running ``ssh HOST COMMAND`` with framed stdin/stdout and captured stderr."""
+    """A running ``ssh HOST COMMAND``: its stdin and stdout for the caller, stderr captured."""
 
-    def __init__(self, host: str, argv: Sequence[str], *, max_frame: int) -> None:
+    def __init__(self, host: str, argv: Sequence[str], *, what: str = "the remote side",
+                 ended: type[RemoteEnded] = RemoteEnded,
+                 start_failed: type[RemoteStartFailed] = RemoteStartFailed) -> None:
         self.host = host
         self.argv = list(argv)
         try:
@@ -315,8 +148,11 @@ class SshProcess:
             target=self._collect_stderr, name=f"mpish-ssh-stderr-{host}", daemon=True
         )
         self._stderr_thread.start()
-        self.frames = FrameStream(self._stdout.fileno(), self._stdin.fileno(), max_frame=max_frame)
-        self.greeted = False  # set by the caller once the agent's hello arrived
+        self.read_fd = self._stdout.fileno()  # ssh's stdout: what the remote side writes
+        self.write_fd = self._stdin.fileno()
+        self.what = what  # how messages name the remote side
+        self._kinds = (ended, start_failed)
+        self.greeted = False  # set by the caller once the remote side's hello arrived
         self.closed = False
 
     def _collect_stderr(self) -> None:
@@ -337,50 +173,6 @@ class SshProcess:
         """The end of ssh's stderr (the remote's too), escaped: it goes into our messages."""
         return escape(b"".join(self._stderr_tail).replace(b"\r\n", b"\n").strip(), keep_newlines=True)
 
-    # -- frames with error translation
-
-    def send(
-        self,
-        parts: Sequence[bytes | bytearray | memoryview],
-        deadline: float | None,
-        timeout_error: type[SshTimeout] = CallTimeout,
-    ) -> None:
-        try:
-            self.frames.send(parts, deadline)
-        except _Expired:
-            raise self._timeout(timeout_error) from None
-        except EndOfStream:
-            raise self.failure() from None
-
-    def send_raw(self, data: bytes, deadline: float | None) -> None:
-        """Unframed bytes to the remote command's stdin (the bootstrap's agent code)."""
-        try:
-            self.frames.send_raw(data, deadline)
-        except _Expired:
-            raise self._timeout(ConnectTimeout) from None
-        except EndOfStream:
-            raise self.failure() from None
-
-    def receive(
-        self, deadline: float | None, timeout_error: type[SshTimeout] = CallTimeout
-    ) -> bytes | bytearray:
-        try:
-            return self.frames.receive(deadline)
-        except _Expired:
-            raise self._timeout(timeout_error) from None
-        except EndOfStream:
-            raise self.failure() from None
-
-    def _timeout(self, kind: type[SshTimeout]) -> SshTimeout:
-        self.close(wait=0.5)
-        what = "the agent's hello" if kind is ConnectTimeout else "the call to finish"
-        return kind(
-            f"{self.host}: timed out waiting for {what}; the connection was closed "
-            "(its state is unknown). Connect again to go on.",
-            host=self.host,
-            stderr=self.stderr_text(),
-        )
-
     def failure(self, wait: float = 5.0) -> SshError:
         """The error that explains why the pipes ended (waits a bounded time for ssh)."""
         try:
@@ -388,15 +180,21 @@ class SshProcess:
         except subprocess.TimeoutExpired:
             status = None
         self._stderr_thread.join(1.0)
-        return classify(self.host, status, self.stderr_text(), greeted=self.greeted)
+        ended, start_failed = self._kinds
+        return classify(self.host, status, self.stderr_text(), greeted=self.greeted, what=self.what,
+                        ended=ended, start_failed=start_failed)
+
+    def hang_up(self) -> None:
+        """Close ssh's stdin: the remote side sees the end and exits (close() waits for it)."""
+        with contextlib.suppress(OSError):
+            self._stdin.close()
 
     def close(self, wait: float = 5.0) -> None:
-        """End ssh: close its stdin (the agent exits on EOF), then terminate, then kill."""
+        """End ssh: close its stdin (the remote side exits on EOF), then terminate, then kill."""
         if self.closed:
             return
         self.closed = True
-        with contextlib.suppress(OSError):
-            self._stdin.close()
+        self.hang_up()
         try:
             self.process.wait(wait)
         except subprocess.TimeoutExpired:
@@ -412,8 +210,18 @@ class SshProcess:
                 pipe.close()
 
 
-def classify(host: str, status: int | None, stderr: str, *, greeted: bool) -> SshError:
-    """Turn ssh's exit status and stderr into the error a user can act on."""
+def classify(
+    host: str,
+    status: int | None,
+    stderr: str,
+    *,
+    greeted: bool,
+    what: str = "the remote side",
+    ended: type[RemoteEnded] = RemoteEnded,
+    start_failed: type[RemoteStartFailed] = RemoteStartFailed,
+) -> SshError:
+    """Turn ssh's exit status and stderr into the error a user can act on; ``what`` names
+    the remote side, ``ended``/``start_failed`` are the service's own error classes."""
     detail = f"\n--- ssh stderr ---\n{stderr}" if stderr else ""
 
     def make(kind: type[SshError], text: str) -> SshError:
@@ -423,8 +231,8 @@ def classify(host: str, status: int | None, stderr: str, *, greeted: bool) -> Ss
     if greeted:
         how = "still running" if status is None else f"exit status {status}"
         return make(
-            AgentDied,
-            f"{host}: the mpish agent ended while in use ({how}); it was killed, "
+            ended,
+            f"{host}: {what} ended while in use ({how}); it was killed, "
             f"crashed, or the connection dropped. Connect again.",
         )
     if status == 255 and "permission denied" in lowered:
@@ -462,14 +270,13 @@ def classify(host: str, status: int | None, stderr: str, *, greeted: bool) -> Ss
     if BOOTSTRAP_MARK in stderr:
         reason = next(line for line in stderr.splitlines() if BOOTSTRAP_MARK in line)
         return make(
-            MpishMissing,
-            f"{host}: the mpish agent could not start there ({reason.split(BOOTSTRAP_MARK, 1)[1].strip()}). "
-            f"Point python= at a Python 3.10 or later, or install mpish there "
-            f"(`ssh {host} python3 -m pip install --user mpish`).",
+            start_failed,
+            f"{host}: {what} could not start there ({reason.split(BOOTSTRAP_MARK, 1)[1].strip()}). "
+            f"Point python= (mpish ssh --python) at a Python 3.10 or later.",
         )
     if "no module named" in lowered:
         return make(
-            MpishMissing,
+            start_failed,
             f"{host}: mpish is not installed for the remote Python. Install it there: "
             f"`ssh {host} python3 -m pip install --user mpish` (or point python= at a "
             f"virtualenv that has it).",
@@ -479,5 +286,5 @@ def classify(host: str, status: int | None, stderr: str, *, greeted: bool) -> Ss
     how = "did not exit" if status is None else f"exit status {status}"
     return make(
         SshFailed,
-        f"{host}: the remote side ended before the mpish handshake ({how}).",
+        f"{host}: {what} ended before it started ({how}).",
     )

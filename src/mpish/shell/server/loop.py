@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import socket
 import time
 from collections.abc import Callable
 
 from mpish.transport.link import Link
-from mpish.transport.mpi import tune_malloc
+from mpish.transport.memory import tune_malloc
 from mpish.transport.procfs import peak_rss_kib
 from mpish.wire.errors import MpishError
 
@@ -126,8 +125,7 @@ class ShellServer:
     def _wait_pipes(self, delay: float) -> bool:
         bash = self.shell.bash
         if bash is None:
-            if delay:
-                time.sleep(delay)
+            self.link.wait(delay)
             return False
         watched = [] if bash.status_eof else [bash.status_fd]
         if self.credit > 0:
@@ -135,10 +133,9 @@ class ShellServer:
         feed = self.command.stdin if self.command is not None else None
         writing = [feed.fd] if feed is not None and feed.wants_write else []
         if not watched and not writing:
-            if delay:
-                time.sleep(delay)
+            self.link.wait(delay)
             return False
-        ready, writable, _ = select.select(watched, writing, [], delay)
+        ready, writable = self.link.wait(delay, watched, writing)
         if writable and feed is not None:
             self._feed(feed)
         if not ready:
