@@ -27,7 +27,7 @@ import select
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -420,6 +420,35 @@ class Console:
         for rank in targets:
             verdicts.setdefault(rank, "rank lost")
         return verdicts
+
+    # -- for operations defined in their own modules (shell/attach.py, shell/completion.py)
+
+    def new_id(self) -> int:
+        return self._id()
+
+    def send(self, rank: int, message: object) -> None:
+        self._send(rank, message)
+
+    def consumed(self, rank: int, nbytes: int) -> None:
+        """``nbytes`` of the rank's output were written out: credit them (in batches)."""
+        self._consumed(rank, nbytes)
+
+    def pump(self) -> bool:
+        """Check for dead servers, handle what has arrived; True if anything did."""
+        self.check_failures()
+        return self._pump_once()
+
+    @contextlib.contextmanager
+    def routed(self, handler: Callable[[int, object], None],
+               output: Callable[[int, int, bytes], None] | None = None) -> Iterator[None]:
+        """Messages and output that arrive meanwhile go to ``handler`` and ``output``."""
+        self._handler = handler
+        self._output = output or self._credit_only
+        try:
+            yield
+        finally:
+            self._handler = self._ignore
+            self._output = self._credit_only
 
     # -- end
 

@@ -80,6 +80,8 @@ from .bash import (
     state_is_complete,
     write_command,
 )
+from .completion import complete_path
+from .pty_session import PtyHost
 from .stdin import StdinFeed
 from .transfer import PartFile, destination, umask
 
@@ -158,11 +160,15 @@ class ShellServer:
         self.finished = False
         self.sessions: set[int] = set()  # every bash started leads its own session
         self.console_alive: Callable[[], bool] = lambda: True  # set by launch (failure notices)
+        self.ptys = PtyHost(self._send, self._send_output, self.executable, self.state)
 
     # -- I/O helpers
 
     def _send(self, message: object) -> None:
         self.link.send_all(self.console, self.channel.send(p.CODEC.encode(message)))
+
+    def _send_output(self, data: bytes) -> None:
+        self.link.send_all(self.console, self.channel.send(data, p.STDOUT))
 
     def hello(self) -> None:
         self._send(p.Hello(p.PROTOCOL_VERSION, socket.gethostname(), os.getpid(), self.cwd))
@@ -200,6 +206,9 @@ class ShellServer:
                     delay = min(delay, KILLING_POLL)
                 busy = self._wait_pipes(delay) or busy
                 busy = self._check_command() or busy
+                used, moved = self.ptys.pump(self.credit)
+                self.credit -= used
+                busy = moved or busy
                 if busy:
                     backoff.activity()
         finally:
@@ -213,7 +222,7 @@ class ShellServer:
             return False
         watched = [] if bash.status_eof else [bash.status_fd]
         if self.credit > 0:
-            watched += [s.fd for s in (bash.out, bash.err) if not s.eof]
+            watched += [s.fd for s in (bash.out, bash.err) if not s.eof] + self.ptys.read_fds()
         if not watched and not (self.command is not None and self.command.stdin is not None
                                 and self.command.stdin.wants_write):
             if delay:
@@ -221,6 +230,7 @@ class ShellServer:
             return False
         feed = self.command.stdin if self.command is not None else None
         writing = [feed.fd] if feed is not None and feed.wants_write else []
+        writing += self.ptys.write_fds()
         ready, writable, _ = select.select(watched, writing, [], delay)
         if writable and feed is not None:
             self._feed(feed)
@@ -312,6 +322,16 @@ class ShellServer:
             self._get_start(message)
         elif isinstance(message, p.Quit):
             self.finished = True
+        elif isinstance(message, p.PtyOpen):
+            self.ptys.open(message, self.cwd, busy=self.command is not None)
+        elif isinstance(message, p.PtyInput):
+            self.ptys.input(message)
+        elif isinstance(message, p.PtyResize):
+            self.ptys.resize(message)
+        elif isinstance(message, p.PtyClose):
+            self.ptys.close(message)
+        elif isinstance(message, p.Complete):
+            self._send(p.Completions(message.req_id, "\0".join(complete_path(message.prefix, self.cwd))))
 
     # -- commands
 
@@ -321,7 +341,7 @@ class ShellServer:
         self._send(p.Done(cmd_id, code, sig, seconds, self.cwd, timed_out, peak_rss_kib(), error, note))
 
     def _start(self, run: p.Run) -> None:
-        if self.command is not None:
+        if self.command is not None or self.ptys.session is not None:
             self._done(run.cmd_id, 125, 0, 0.0, False, "a command is running")
             return
         bash = self.bash if self.bash is not None and self.bash.proc.poll() is None else self._restart()
@@ -604,6 +624,7 @@ class ShellServer:
     # -- end
 
     def _shutdown(self) -> None:
+        self.ptys.shutdown()
         command = self.command
         if command is not None and self.bash is not None:
             command.interrupts = len(ESCALATION)
