@@ -1,0 +1,121 @@
+"""The pty mode (:attach), escape-sequence filtering and Tab completion, through a real pty."""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+from test_shell_console import Person, person
+
+pytestmark = pytest.mark.mpi
+
+__all__ = ["person"]  # the fixture, imported for this module's tests
+
+RAW_KEYS = Path(__file__).with_name("raw_keys.py")
+
+
+def test_attach_gives_a_program_the_terminal_keys_window_size_and_exit_status(
+    person: Person, tmp_path: Path
+) -> None:
+    person.prompt()
+    person.run(f"cd {tmp_path} && export MARK=from-the-rank", cwd=str(tmp_path))
+    screen = io.StringIO()
+    person.child.logfile_read = screen
+    person.type(f":attach @1 {sys.executable} {RAW_KEYS}")
+    person.child.expect(f"tty=True term=xterm cwd={tmp_path} mark=from-the-rank")
+    person.child.expect("size=50x250")  # the console's window
+    person.child.send("a")
+    person.child.expect("key=61")
+    person.child.sendcontrol("c")  # raw on both ends: a key for the program, not a signal
+    person.child.expect("key=03")
+    person.child.send("\x1b[A")  # an arrow key, byte by byte
+    person.child.expect("key=1b\r\nkey=5b\r\nkey=41")
+    person.child.setwinsize(30, 100)  # SIGWINCH -> PtyResize -> TIOCSWINSZ -> SIGWINCH
+    person.child.expect("size=30x100")
+    person.child.send("q")
+    after = person.prompt()
+    assert "mpish: @1: exit code 3" in after, after
+    # the program's own escape sequences reached the terminal unchanged
+    assert "\x1b[1;24r" in screen.getvalue()
+    shown = person.run("echo back-$MPISH_RANK", cwd=str(tmp_path))
+    assert "back-1\r\n" in shown and "back-2\r\n" in shown, shown
+
+
+def test_attach_escape_hangs_up_a_program_that_does_not_end(person: Person) -> None:
+    person.prompt()
+    person.type(":attach @2 sleep 300")
+    time.sleep(1)
+    person.child.send("\r~?")
+    person.child.expect("~. +hang up")
+    person.child.send("~.")
+    screen = person.prompt()
+    assert "mpish: @2: killed by SIGHUP" in screen, screen
+    shown = person.run("@2 echo still-here")
+    assert "still-here" in shown
+
+
+def test_attach_without_a_command_is_the_users_shell_and_needs_one_target(person: Person) -> None:
+    person.prompt()
+    screen = person.run(":attach")
+    assert ":attach runs a program on ONE target" in screen, screen
+    person.type(":attach @1")
+    person.child.sendline("echo in-a-tty-$(tty | cut -c1-8)")
+    person.child.expect("in-a-tty-/dev/pts")
+    person.child.sendline("exit 4")
+    screen = person.prompt()
+    assert "mpish: @1: exit code 4" in screen, screen
+
+
+# what vim and friends print: scroll region, clear, home, window title, alternate screen;
+# the text is spelled with octal escapes so that the typed line does not match the output
+SCREEN_GRAB = r"printf '\033[1;24r\033[2J\033[H\033]0;grabbed\007\033[?1049h\033[31mr\145d\033[0m-\157k\n'"
+TAKEN = ("\x1b[1;24r", "\x1b[2J", "\x1b]0;grabbed", "\x1b[?1049h")
+
+
+def _output_of(person: Person, line: str) -> str:
+    """What the screen got from ``line`` up to the next prompt, escape sequences included."""
+    person.child.sendline(line)
+    person.child.expect("\r\n")
+    person.child.expect("#>")
+    time.sleep(0.2)
+    return person.child.before or ""
+
+
+def test_remote_output_cannot_take_over_the_consoles_screen_unless_raw(person: Person) -> None:
+    person.prompt()
+    for line in (SCREEN_GRAB, f"@1 {SCREEN_GRAB}"):  # grouped, and one target streamed
+        screen = _output_of(person, line)
+        assert "\x1b[31mred\x1b[0m-ok" in screen, screen  # colours are kept
+        assert not [taken for taken in TAKEN if taken in screen], screen
+    person.run(":mode live")
+    screen = _output_of(person, SCREEN_GRAB)
+    assert "red" in screen and not [taken for taken in TAKEN if taken in screen], screen
+    person.run(":raw on")
+    screen = _output_of(person, SCREEN_GRAB)
+    assert all(taken in screen for taken in TAKEN), screen
+
+
+def test_tab_completes_built_ins_and_the_first_targets_paths(person: Person, tmp_path: Path) -> None:
+    person.prompt()
+    remote = tmp_path / "remote-dir"
+    (remote / "unique-subdir").mkdir(parents=True)
+    (remote / "unique-subdir" / "inside-file").write_text("")
+    person.run(f"cd {remote}", cwd=str(remote))
+    person.run("false")
+    for typed in (":tim\t", "@2 ls uniq\t"):
+        person.child.send(typed)
+        time.sleep(1)  # the completion is shown (a remote one waits for its answer)
+        screen = person.run("")
+        assert "timeout: none" in screen or "inside-file" in screen, screen
+    for typed in (f"echo status=$? && cat {tmp_path}/remote-d\t", "uni\t", "insi\t"):
+        person.child.send(typed)  # an absolute path, completed part by part
+        time.sleep(1)
+    screen = person.run(" && echo cat-ok")
+    # rank 1's $? is still its `false`: completing ran nothing in the shells (rank 2 ran ls)
+    assert "status=1\r\ncat-ok\r\n" in screen and "status=0\r\ncat-ok\r\n" in screen, screen
+    person.type("exit")
+    person.child.expect(pexpect.EOF)

@@ -1,0 +1,55 @@
+"""``mpish ssh``'s console: :attach, the screen filter and Tab completion over ssh pipes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from test_ssh_shell import Person, person
+
+__all__ = ["person"]  # the fixture, imported for this module's tests
+
+RAW_KEYS = Path(__file__).parents[1] / "mpi" / "raw_keys.py"
+
+
+def test_attach_over_ssh_gives_keys_window_size_and_exit_status(person: Person, tmp_path: Path) -> None:
+    person.prompt()
+    person.run(f"cd {tmp_path} && export MARK=over-ssh", f"{tmp_path}")
+    person.child.sendline(f":attach @host2 {sys.executable} {RAW_KEYS}")
+    person.child.expect(f"tty=True term=xterm cwd={tmp_path} mark=over-ssh")
+    person.child.expect("size=50x250")
+    person.child.send("z")
+    person.child.expect("key=7a")
+    person.child.sendcontrol("z")
+    person.child.expect("key=1a")
+    person.child.setwinsize(40, 90)
+    person.child.expect("size=40x90")
+    person.child.send("q")
+    screen = person.prompt()
+    assert "mpish: host2: exit code 3" in screen, screen
+    person.child.setwinsize(50, 250)  # the prompt on one line again
+    person.child.sendline(":attach @host1 sleep 300")
+    person.child.expect("\r\n")
+    time.sleep(1)
+    person.child.send("\r~.")
+    screen = person.prompt()
+    assert "mpish: host1: killed by SIGHUP" in screen, screen
+
+
+def test_escape_sequences_filtered_and_paths_completed_over_ssh(person: Person, tmp_path: Path) -> None:
+    person.prompt()
+    (tmp_path / "over-ssh-dir").mkdir()
+    (tmp_path / "over-ssh-dir" / "the-file").write_text("")
+    person.run(f"cd {tmp_path}", f"{tmp_path}")
+    person.child.sendline(r"printf '\033[2J\033[1;24r\033]0;t\007r\145d\n'")
+    person.child.expect("\r\n")
+    person.child.expect("red")
+    person.child.expect("#>")
+    grabbed = person.child.before or ""
+    assert "\x1b[2J" not in grabbed and "\x1b[1;24r" not in grabbed and "\x1b]0;t" not in grabbed
+    time.sleep(0.2)
+    person.child.send("ls over-ss\t")
+    time.sleep(1)
+    screen = person.run("")
+    assert screen.count("the-file") == 1, screen  # grouped: both hosts listed the directory
