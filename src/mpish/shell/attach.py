@@ -69,8 +69,7 @@ class Escapes:
                 if char == b".":
                     return bytes(out), "hangup"
                 if char == b"?":
-                    action = "help"
-                    self.line_start = False
+                    action = "help"  # and another escape may follow at once
                     continue
                 if char != b"~":
                     out += b"~"
