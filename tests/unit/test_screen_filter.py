@@ -83,3 +83,8 @@ def test_paths_complete_in_a_directory_hidden_names_only_for_a_dot(tmp_path) -> 
     assert complete_path("nosuchdir/x", str(tmp_path)) == []
     assert split_line("@2 ls -l sr") == ("@2", ["ls", "-l"], "sr")
     assert split_line(":put ") == ("", [":put"], "")
+
+
+def test_an_unended_string_sequence_does_not_hide_the_lines_after_it() -> None:
+    assert filtered(b"junk\x1b]0;no end\nsurvived\n") == b"junk0;no end\nsurvived\n"
+    assert filtered(b"junk\x1bPno end", b"\nsurvived\n") == b"junkno end\nsurvived\n"

@@ -13,8 +13,11 @@ when output goes to a terminal, :class:`ScreenFilter` keeps only what prints tex
   controls (BEL, backspace, form feed, ...).
 
 A sequence split across chunks is completed by the next one (at most :data:`HOLD`
-bytes are held). Output that goes to a pipe or a file is never filtered (byte-exact, as
-ssh), nor with ``:raw on`` / ``--raw``; ``:attach`` gives a program the real terminal.
+bytes are held). Unlike a terminal, a string sequence (OSC, DCS) that has not ended by
+the next newline is taken for garbage: its ESC and first byte are dropped and the rest
+shown, so that random bytes cannot hide the text that follows them. Output that goes
+to a pipe or a file is never filtered (byte-exact, as ssh), nor with ``:raw on`` /
+``--raw``; ``:attach`` gives a program the real terminal.
 """
 
 from __future__ import annotations
@@ -31,15 +34,14 @@ _SUSPECT = re.compile(rb"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f\xc2]")  # one class: f
 _SEQUENCE = re.compile(
     rb"(\x1b\[[0-9;:]*m)"  # SGR: kept (group 1)
     rb"|\x1b\[[0-?]*[ -/]*[@-~]"  # other CSI
-    rb"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC, ended by BEL or ST
-    rb"|\x1b[PX^_].*?\x1b\\"  # DCS, SOS, PM, APC strings, ended by ST
+    rb"|\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)"  # OSC, ended by BEL or ST (not after a newline)
+    rb"|\x1b[PX^_][^\x1b\n]*\x1b\\"  # DCS, SOS, PM, APC strings, ended by ST (same)
     rb"|\x1b[ -/]*[0-~]"  # ESC x (charset, save cursor, reset, keypad mode, ...)
     rb"|\xc2[\x80-\x9f]"  # C1 controls in UTF-8
     rb"|[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f]",  # C0 but \t \n \r, and an ESC that starts nothing known
-    re.DOTALL,
 )
 _UNFINISHED = re.compile(
-    rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*|[PX^_](?:(?!\x1b\\).)*|[ -/]*)?(?:\x1b)?$|\xc2$", re.DOTALL
+    rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b\n]*|[PX^_][^\x1b\n]*|[ -/]*)?(?:\x1b)?$|\xc2$"
 )
 
 
