@@ -45,6 +45,7 @@ ESCAPE_HELP = (
     "  ~~  send ~\r\n"
 )
 KEYS_CHUNK = 4096
+SANE_SCREEN = b"\x1b7\x1b[r\x1b8\x1b[?25h\x1b[0m\r\n"  # whole-screen scrolling, cursor shown, plain
 
 
 class AttachError(ValueError):
@@ -191,6 +192,8 @@ def attach(console: Console, rank: int, command: str, keys_fd: int, screen_fd: i
                 raise
     finally:
         signal.signal(signal.SIGWINCH, previous)
+    if hung_up:  # the program may have left a scroll region and a hidden cursor behind
+        _write_all(screen_fd, SANE_SCREEN)
     if ended:
         return ended[0]
     return Ended(255, 0, "rank lost")

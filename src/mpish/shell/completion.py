@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from mpish.transport.mpi import Backoff
+from mpish.wire.errors import MpishError
 
 from . import protocol as p
 
@@ -142,7 +143,10 @@ def for_repl(repl: Repl) -> Any:
         except TargetError:
             return []
         alive = sorted(rank for rank in ranks if rank in console.hosts)
-        return remote_completions(console, alive[0], prefix) if alive else []
+        try:
+            return remote_completions(console, alive[0], prefix) if alive else []
+        except MpishError:  # the transport broke: the next command says so, not the line editor
+            return []
 
     builtins = [":" + name[4:] for name in dir(repl) if name.startswith("cmd_")]
     return make_completer(builtins, remote)
