@@ -222,7 +222,8 @@ def terminal_fds(tty_stream: IO[str] | None) -> tuple[int, int]:
         return tty_stream.fileno(), tty_stream.fileno()
     if os.isatty(0) and os.isatty(1):
         return 0, 1
-    raise AttachError(":attach needs the console on a terminal (stdin and stdout are not one)")
+    raise AttachError(":attach needs the console on a terminal, and it has none here (a launcher's rank 0 "
+                      "often has none: start the session with mpish -n K, or srun --pty)")
 
 
 def run_builtin(console: Console, default: frozenset[int], rest: str, tty_stream: IO[str] | None,
