@@ -18,6 +18,12 @@ __all__ = ["person"]  # the fixture, imported for this module's tests
 RAW_KEYS = Path(__file__).with_name("raw_keys.py")
 
 
+def _leave(person: Person) -> None:
+    """End the session with exit (a console killed by the fixture leaves its singleton mpiexec)."""
+    person.type("exit")
+    person.child.expect(pexpect.EOF)
+
+
 def test_attach_gives_a_program_the_terminal_keys_window_size_and_exit_status(
     person: Person, tmp_path: Path
 ) -> None:
@@ -43,6 +49,7 @@ def test_attach_gives_a_program_the_terminal_keys_window_size_and_exit_status(
     assert "\x1b[1;24r" in screen.getvalue()
     shown = person.run("echo back-$MPISH_RANK", cwd=str(tmp_path))
     assert "back-1\r\n" in shown and "back-2\r\n" in shown, shown
+    _leave(person)
 
 
 def test_attach_escape_hangs_up_a_program_that_does_not_end(person: Person) -> None:
@@ -56,18 +63,26 @@ def test_attach_escape_hangs_up_a_program_that_does_not_end(person: Person) -> N
     assert "mpish: @2: killed by SIGHUP" in screen, screen
     shown = person.run("@2 echo still-here")
     assert "still-here" in shown
+    _leave(person)
 
 
-def test_attach_without_a_command_is_the_users_shell_and_needs_one_target(person: Person) -> None:
+def test_attach_without_a_command_is_the_users_shell_and_needs_one_target(
+    person: Person, tmp_path: Path
+) -> None:
     person.prompt()
     screen = person.run(":attach")
     assert ":attach runs a program on ONE target" in screen, screen
+    # the rank's HOME and SHELL: an interactive bash reading this .bashrc (not the tester's)
+    (tmp_path / ".bashrc").write_text("PS1='rank-shell\\$ '\n")
+    person.run(f"export HOME={tmp_path} SHELL=$BASH")
     person.type(":attach @1")
+    person.child.expect("rank-shell")
     person.child.sendline("echo in-a-tty-$(tty | cut -c1-8)")
     person.child.expect("in-a-tty-/dev/pts")
     person.child.sendline("exit 4")
     screen = person.prompt()
     assert "mpish: @1: exit code 4" in screen, screen
+    _leave(person)
 
 
 # what vim and friends print: scroll region, clear, home, window title, alternate screen;
@@ -97,6 +112,7 @@ def test_remote_output_cannot_take_over_the_consoles_screen_unless_raw(person: P
     person.run(":raw on")
     screen = _output_of(person, SCREEN_GRAB)
     assert all(taken in screen for taken in TAKEN), screen
+    _leave(person)
 
 
 def test_tab_completes_built_ins_and_the_first_targets_paths(person: Person, tmp_path: Path) -> None:
@@ -117,5 +133,4 @@ def test_tab_completes_built_ins_and_the_first_targets_paths(person: Person, tmp
     screen = person.run(" && echo cat-ok")
     # rank 1's $? is still its `false`: completing ran nothing in the shells (rank 2 ran ls)
     assert "status=1\r\ncat-ok\r\n" in screen and "status=0\r\ncat-ok\r\n" in screen, screen
-    person.type("exit")
-    person.child.expect(pexpect.EOF)
+    _leave(person)
