@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from pathlib import Path
@@ -42,13 +43,17 @@ def test_escape_sequences_filtered_and_paths_completed_over_ssh(person: Person, 
     (tmp_path / "over-ssh-dir").mkdir()
     (tmp_path / "over-ssh-dir" / "the-file").write_text("")
     person.run(f"cd {tmp_path}", f"{tmp_path}")
-    person.child.sendline(r"printf '\033[2J\033[1;24r\033]0;t\007r\145d\n'")
-    person.child.expect("\r\n")
-    person.child.expect("red")
-    person.child.expect("#>")
-    grabbed = person.child.before or ""
-    assert "\x1b[2J" not in grabbed and "\x1b[1;24r" not in grabbed and "\x1b]0;t" not in grabbed
-    time.sleep(0.2)
+    grab = r"printf '\033[2J\033[1;24r\033]0;t\007\033[31mr\145d\033[0m\n'"
+    for line in (grab, f"@host1 {grab}"):  # grouped, and one host streamed
+        screen = io.StringIO()
+        person.child.logfile_read = screen
+        person.child.sendline(line)
+        person.child.expect("\r\n")
+        person.prompt()
+        person.child.logfile_read = None
+        grabbed = screen.getvalue()
+        assert "\x1b[31mred\x1b[0m" in grabbed, grabbed
+        assert "\x1b[2J" not in grabbed and "\x1b[1;24r" not in grabbed and "\x1b]0;t" not in grabbed
     person.child.send("ls over-ss\t")
     time.sleep(1)
     screen = person.run("")

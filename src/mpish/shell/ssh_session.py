@@ -44,6 +44,7 @@ from .grouping import HostNames, Style, fold_hosts, make_sink, status_lines
 from .interactive import Repl
 from .remote import binding as remote_binding
 from .remote import pack_bootstrap
+from .screen import for_terminal
 from .session import Peer, Session
 
 HELLO_TIMEOUT_SLACK = 15.0  # beyond ssh's ConnectTimeout: Python start and the handshake
@@ -279,7 +280,7 @@ class SshRepl(Repl):
         kind = "json" if self.sink_kind == "json" else self.mode
         sink = make_sink(kind, len(targets), self.out, sys.stderr.buffer, self.style, names, end_lines=True)
         with self.keys():
-            self.console.run(command, targets, sink)
+            self.console.run(command, targets, for_terminal(sink, self.out, self.raw))
         sys.stdout.flush()
         results = list(sink.results.values())
         for text in status_lines(results, Style.for_stream(sys.stderr), names, notes=True):
