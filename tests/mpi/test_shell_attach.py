@@ -134,3 +134,16 @@ def test_tab_completes_built_ins_and_the_first_targets_paths(person: Person, tmp
     # rank 1's $? is still its `false`: completing ran nothing in the shells (rank 2 ran ls)
     assert "status=1\r\ncat-ok\r\n" in screen and "status=0\r\ncat-ok\r\n" in screen, screen
     _leave(person)
+
+
+def test_ctrl_c_says_what_the_next_one_does_for_a_program_that_ignores_it(person: Person) -> None:
+    person.prompt()
+    person.type("@1 sh -c \"trap '' INT; sleep 30\"")  # as vim without a terminal: SIGINT ignored
+    time.sleep(1)
+    person.child.sendcontrol("c")
+    person.child.expect(r"interrupting @1 \(SIGINT; Ctrl-C again: SIGTERM, then SIGKILL\)")
+    person.child.sendcontrol("c")
+    person.child.expect(r"interrupting @1 \(SIGTERM; Ctrl-C again: SIGKILL\)")
+    screen = person.prompt()
+    assert "killed by SIGTERM" in screen, screen
+    _leave(person)

@@ -48,6 +48,8 @@ CREDIT_BATCH = p.WINDOW // 4
 CLOSE_TIMEOUT = 10.0
 FAILURE_GRACE = 2.0  # seconds to find the dead server after a failure notice
 PID_CHECK = 0.5  # seconds between looks at the servers' pids while waiting
+ESCALATION_HINTS = ("(SIGINT; Ctrl-C again: SIGTERM, then SIGKILL)", "(SIGTERM; Ctrl-C again: SIGKILL)",
+                    "(SIGKILL)")  # what the server sends on the 1st, 2nd, later Ctrl-C (server.py)
 
 Progress = Callable[[int, int], None]  # (bytes done, total)
 
@@ -270,9 +272,14 @@ class Console:
         def finished() -> bool:
             return all(r in results or not self.peers[r].alive for r in targets)
 
+        interrupts = 0
+
         def interrupt() -> None:
+            nonlocal interrupts
             running = [r for r in targets if r not in results and self.peers[r].alive]
-            print(f"\nmpish: interrupting {self.describe(running)}", file=self.err)
+            interrupts += 1
+            hint = ESCALATION_HINTS[min(interrupts, len(ESCALATION_HINTS)) - 1]
+            print(f"\nmpish: interrupting {self.describe(running)} {hint}", file=self.err)
             for rank in running:
                 self._send(rank, p.Interrupt(cmd_id))
 
