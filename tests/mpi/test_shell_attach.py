@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -146,4 +147,21 @@ def test_ctrl_c_says_what_the_next_one_does_for_a_program_that_ignores_it(person
     person.child.expect(r"interrupting @1 \(SIGTERM; Ctrl-C again: SIGKILL\)")
     screen = person.prompt()
     assert "killed by SIGTERM" in screen, screen
+    _leave(person)
+
+
+@pytest.mark.skipif(shutil.which("vim") is None, reason="vim is not installed")
+def test_vim_edits_a_file_on_a_target_and_the_console_is_usable_after(person: Person, tmp_path: Path) -> None:
+    person.prompt()
+    person.run(f"cd {tmp_path}", cwd=str(tmp_path))
+    person.type(":attach @2 vim -u NONE -N -n edited.txt")
+    person.child.expect("edited.txt")
+    time.sleep(0.5)
+    person.child.send("ihello from vim\x1b")
+    time.sleep(0.3)
+    person.child.send(":wq\r")
+    person.prompt(str(tmp_path))
+    assert (tmp_path / "edited.txt").read_text() == "hello from vim\n"
+    screen = person.run("@2 cat edited.txt", cwd=str(tmp_path))
+    assert "hello from vim\r\n" in screen, screen
     _leave(person)
