@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
+from shell_util import MPISH, make_home, run, shell_env
 from test_shell_console import Person, person
 
 pytestmark = pytest.mark.mpi
@@ -165,3 +166,27 @@ def test_vim_edits_a_file_on_a_target_and_the_console_is_usable_after(person: Pe
     screen = person.run("@2 cat edited.txt", cwd=str(tmp_path))
     assert "hello from vim\r\n" in screen, screen
     _leave(person)
+
+
+def test_c_with_tty_is_a_one_shot_attach_like_ssh_t(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    env = shell_env(home, TERM="xterm")
+    child = pexpect.spawn(MPISH, ["-n", "2", "-w", "@2", "--tty", "-c", f"{sys.executable} {RAW_KEYS}"],
+                          env=env, cwd=str(tmp_path), timeout=30, encoding="utf-8", dimensions=(33, 111))
+    try:
+        child.expect("tty=True term=xterm")
+        child.expect("size=33x111")
+        child.send("k")
+        child.expect("key=6b")
+        child.send("q")
+        child.expect("mpish: @2: exit code 3")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 3
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+    done = run([MPISH, "-n", "2", "--tty", "-c", "true"], home, tmp_path)
+    assert done.returncode == 2 and b"--tty runs the command on ONE target, not 2" in done.stderr, done
+    done = run([MPISH, "-n", "2", "-w", "@1", "--tty", "-c", "true"], home, tmp_path)
+    assert done.returncode == 2 and b"--tty needs the console on a terminal" in done.stderr, done

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 from pathlib import Path
 
+import pexpect
+from sshd_server import SshServer
+from test_ssh_cli import SRC, mpish_ssh
 from test_ssh_shell import Person, person
 
 __all__ = ["person"]  # the fixture, imported for this module's tests
@@ -58,3 +62,24 @@ def test_escape_sequences_filtered_and_paths_completed_over_ssh(person: Person, 
     time.sleep(1)
     screen = person.run("")
     assert screen.count("the-file") == 1, screen  # grouped: both hosts listed the directory
+
+
+def test_ssh_c_with_tty_runs_the_command_in_a_terminal_like_ssh_t(sshd: SshServer, tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="xterm")
+    argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", sys.executable,
+            "host3", "--tty", "-c", f"{sys.executable} {RAW_KEYS}"]
+    child = pexpect.spawn(sys.executable, argv, env=env, cwd=str(tmp_path), timeout=30,
+                          encoding="utf-8", dimensions=(33, 111))
+    try:
+        child.expect("tty=True term=xterm")
+        child.expect("size=33x111")
+        child.send("q")
+        child.expect("mpish: host3: exit code 3")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 3
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+    done = mpish_ssh(sshd, "host[1-2]", "--tty", "-c", "true")
+    assert done.returncode == 2 and "--tty runs the command on ONE host, not 2" in done.stderr, done

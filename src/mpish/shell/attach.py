@@ -28,7 +28,7 @@ import signal
 import sys
 import termios
 import tty
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -216,21 +216,35 @@ def parse(rest: str, default: frozenset[int], hosts: dict[int, str]) -> tuple[in
     return next(iter(targets)), rest.strip()
 
 
-def terminal_fds(tty_stream: IO[str] | None) -> tuple[int, int]:
+def terminal_fds(tty_stream: IO[str] | None, what: str = ":attach") -> tuple[int, int]:
     """(keys, screen) descriptors of the console's terminal; AttachError if it has none."""
     if tty_stream is not None:
         return tty_stream.fileno(), tty_stream.fileno()
     if os.isatty(0) and os.isatty(1):
         return 0, 1
-    raise AttachError(":attach needs the console on a terminal, and it has none here (a launcher's rank 0 "
-                      "often has none: start the session with mpish -n K, or srun --pty)")
+    raise AttachError(f"{what} needs the console on a terminal, and it has none here (stdin and stdout "
+                      "must be one; a launcher's rank 0 often has none: use mpish -n K, or srun --pty)")
 
 
 def run_builtin(console: Console, default: frozenset[int], rest: str, tty_stream: IO[str] | None,
                 err: IO[str]) -> int:
     """``:attach [@TARGET] [COMMAND]`` at the console; the program's exit status."""
     rank, command = parse(rest, default, console.hosts)
-    keys_fd, screen_fd = terminal_fds(tty_stream)
+    return _run(console, rank, command, tty_stream, err)
+
+
+def one_shot(console: Console, ranks: Iterable[int], command: str, err: IO[str]) -> int:
+    """``-c COMMAND --tty``: COMMAND on the one target in a terminal (as ``ssh -t``); its status.
+    A user's mistake (several targets, no terminal) is an :class:`AttachError`."""
+    targets = sorted(set(ranks))
+    if len(targets) != 1:
+        raise AttachError(f"--tty runs the command on ONE target, not {len(targets)}: choose it with -w")
+    return _run(console, targets[0], command, None, err, "--tty")
+
+
+def _run(console: Console, rank: int, command: str, tty_stream: IO[str] | None, err: IO[str],
+         what: str = ":attach") -> int:
+    keys_fd, screen_fd = terminal_fds(tty_stream, what)
     sys.stdout.flush()
     err.flush()
     ended = attach(console, rank, command, keys_fd, screen_fd)
