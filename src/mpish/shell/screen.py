@@ -30,15 +30,17 @@ from .grouping import OutputSink, Result
 HOLD = 4096  # an unfinished escape sequence held for the next chunk, at most
 RESET = b"\x1b[0m"
 
-_SUSPECT = re.compile(rb"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f\xc2]")  # one class: fast on clean text
-_SEQUENCE = re.compile(
-    rb"(\x1b\[[0-9;:]*m)"  # SGR: kept (group 1)
-    rb"|\x1b\[[0-?]*[ -/]*[@-~]"  # other CSI
+_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f]")  # one class: fast on clean text
+_C1 = re.compile(rb"\xc2[\x80-\x9f]|\xc2$")  # only where 0xC2 is (memchr first): UTF-8 text
+_SGR_AHEAD = rb"(?!\[[0-9;:]*m)"  # after an ESC: not an SGR sequence (those are kept)
+_SEQUENCE = re.compile(  # what is dropped: one pattern, replaced by b"" without a Python call
+    rb"\x1b" + _SGR_AHEAD + rb"\[[0-?]*[ -/]*[@-~]"  # CSI but SGR
     rb"|\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)"  # OSC, ended by BEL or ST (not after a newline)
     rb"|\x1b[PX^_][^\x1b\n]*\x1b\\"  # DCS, SOS, PM, APC strings, ended by ST (same)
-    rb"|\x1b[ -/]*[0-~]"  # ESC x (charset, save cursor, reset, keypad mode, ...)
+    rb"|\x1b[ -/]*[0-Z\\-~]"  # ESC x (charset, save cursor, reset, keypad mode, ...), not ESC [
     rb"|\xc2[\x80-\x9f]"  # C1 controls in UTF-8
-    rb"|[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f]",  # C0 but \t \n \r, and an ESC that starts nothing known
+    rb"|\x1b" + _SGR_AHEAD +  # an ESC that starts nothing known
+    rb"|[\x00-\x08\x0b-\x0c\x0e-\x1a\x1c-\x1f\x7f]",  # C0 but \t \n \r
 )
 _UNFINISHED = re.compile(
     rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b\n]*|[PX^_][^\x1b\n]*|[ -/]*)?(?:\x1b)?$|\xc2$"
@@ -52,20 +54,16 @@ class ScreenFilter:
         self.held = b""
         self.coloured = False  # an SGR sequence went through: reset the attributes at the end
 
-    @staticmethod
-    def _keep(match: re.Match[bytes]) -> bytes:
-        return match.group(1) or b""
-
     def feed(self, data: bytes) -> bytes:
         if self.held:
             data, self.held = self.held + data, b""
-        if not _SUSPECT.search(data):
+        if _CONTROL.search(data) is None and (b"\xc2" not in data or _C1.search(data) is None):
             return data
         unfinished = _UNFINISHED.search(data, max(0, len(data) - HOLD))
         if unfinished is not None and unfinished.start() < len(data):
             self.held = data[unfinished.start() :]
             data = data[: unfinished.start()]
-        cleaned = _SEQUENCE.sub(self._keep, data)
+        cleaned = _SEQUENCE.sub(b"", data)
         self.coloured = self.coloured or b"\x1b[" in cleaned
         return cleaned
 
