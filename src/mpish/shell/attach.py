@@ -14,7 +14,8 @@ with the program's exit status. The keys travel within the bulk window (the serv
 credits them once written to the pty), so a paste never grows a buffer past WINDOW.
 
 Escape from a program that does not end (as ssh's, after Enter or at the start): ``~.``
-hangs up (SIGHUP to the program, SIGKILL a second later) and returns to the prompt, ``~?``
+hangs up (SIGHUP to the program, SIGKILL a second later) and returns to the prompt (after
+:data:`HANGUP_WAIT` at most, should the server not answer), ``~?``
 shows the escapes, ``~~`` sends one ``~``. SIGTERM or SIGHUP of the console hang up the
 program too, on the way out.
 """
@@ -27,6 +28,7 @@ import select
 import signal
 import sys
 import termios
+import time
 import tty
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ ESCAPE_HELP = (
     "  ~~  send ~\r\n"
 )
 KEYS_CHUNK = 4096
+HANGUP_WAIT = 5.0  # seconds the console waits for the program's end after ~.
 SANE_SCREEN = b"\x1b7\x1b[r\x1b8\x1b[?25h\x1b[0m\r\n"  # whole-screen scrolling, cursor shown, plain
 
 
@@ -151,7 +154,7 @@ def attach(console: Console, rank: int, command: str, keys_fd: int, screen_fd: i
     rows, cols = window_size(screen_fd)
     previous = signal.signal(signal.SIGWINCH, on_winch)
     backoff = Backoff()
-    hung_up = False
+    hung_up = 0.0  # when the user (or the terminal's end) hung up
     try:
         with console.routed(handle, output), raw_terminal(keys_fd):
             term = term or os.environ.get("TERM", "xterm")
@@ -159,6 +162,8 @@ def attach(console: Console, rank: int, command: str, keys_fd: int, screen_fd: i
             resized[0] = False
             try:
                 while not ended and peer.alive:
+                    if hung_up and time.monotonic() - hung_up > HANGUP_WAIT:
+                        break  # the server does not answer: give the terminal back all the same
                     busy = console.pump()
                     if resized[0]:
                         resized[0] = False
@@ -173,7 +178,7 @@ def attach(console: Console, rank: int, command: str, keys_fd: int, screen_fd: i
                     if readable:
                         data = os.read(keys_fd, KEYS_CHUNK)
                         if not data:  # the terminal is gone
-                            hung_up = True
+                            hung_up = time.monotonic()
                             console.send(rank, p.PtyClose(pty_id))
                             continue
                         data, action = escapes.feed(data)
@@ -183,7 +188,7 @@ def attach(console: Console, rank: int, command: str, keys_fd: int, screen_fd: i
                         if action == "help":
                             _write_all(screen_fd, ESCAPE_HELP.encode())
                         elif action == "hangup":
-                            hung_up = True
+                            hung_up = time.monotonic()
                             console.send(rank, p.PtyClose(pty_id))
                     if busy or readable:
                         backoff.activity()
@@ -196,7 +201,7 @@ def attach(console: Console, rank: int, command: str, keys_fd: int, screen_fd: i
         _write_all(screen_fd, SANE_SCREEN)
     if ended:
         return ended[0]
-    return Ended(255, 0, "rank lost")
+    return Ended(255, 0, "no answer after the hang-up" if peer.alive else "rank lost")
 
 
 def parse(rest: str, default: frozenset[int], hosts: dict[int, str]) -> tuple[int, str]:
