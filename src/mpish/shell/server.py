@@ -43,6 +43,8 @@ order between two ranks, so the console sees every output chunk before the comma
 read and not yet acknowledged by the console; without credit the pipe is not read and
 the command blocks on a full pipe, so 10 GiB of output keep memory bounded on both
 sides and lose no byte. ``get`` is read from the file in the same loop, same credit.
+So is the pty of an ``:attach`` session (:mod:`mpish.shell.pty_session`): its master is
+selected on with the pipes, and its output is sent raw on channel 1 within the same credit.
 """
 
 from __future__ import annotations
