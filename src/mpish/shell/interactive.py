@@ -27,8 +27,8 @@ from .ranks import TargetError, describe, format_ranks, resolve_targets
 HELP = """\
 Commands run through each target's shell; cd, export, variables, functions and
 aliases persist per rank. Commands get no terminal (stdin is /dev/null): run
-programs such as vim, top or less with :attach. Their output cannot take over the
-console's screen: escape sequences other than colours are removed (:raw on keeps
+programs such as vim, top or less with :attach. Output shown here cannot take over
+the console's screen: escape sequences other than colours are removed (:raw on keeps
 them). Tab completes built-ins and the paths of the first target. Ctrl-C
 interrupts the running command on every target as at a terminal (SIGINT; the rest
 of the line is dropped, what ran before is kept); a second Ctrl-C sends SIGTERM, a
