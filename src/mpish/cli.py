@@ -118,6 +118,8 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
                         "terminal, every host's command reads a copy of it, as with clush)")
     parser.add_argument("-v", "--verbose", action="store_true", help="live output, lines prefixed 'host: '")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    parser.add_argument("--tty", action="store_true",
+                        help="-c on one host: run the command in a terminal of its own, as ssh -t (vim, top)")
     parser.add_argument(
         "-o",
         dest="ssh_options",
@@ -156,6 +158,7 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
             ssh_options=shell_cli.split_ssh_options(args.ssh_options),
             python=tuple(shlex.split(args.python)),
             timeout=args.timeout,
+            tty=args.tty,
         )
     )
 

@@ -102,6 +102,7 @@ def test_run_main_receives_parsed_options(home: Path, monkeypatch: pytest.Monkey
         "targets": "@1-2",
         "stats": False,
         "nostdin": False,
+        "tty": False,
         "commands_from": None,
         "color": "auto",
     }

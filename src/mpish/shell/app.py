@@ -26,6 +26,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nostdin", action="store_true",
                         help="-c: do not send stdin to the targets (by default, unless it is a "
                         "terminal, every target's command reads a copy of it, as with clush)")
+    parser.add_argument("--tty", action="store_true",
+                        help="-c on one target (-w): run the command in a terminal of its own, "
+                        "as ssh -t (vim, top)")
     parser.add_argument("--stats", action="store_true",
                         help="after -c, print each rank's time and peak RSS on stderr")
 
@@ -149,6 +152,14 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
     except TargetError as exc:
         print(f"mpish: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "tty", False):
+        from .attach import AttachError, one_shot
+
+        try:
+            return one_shot(console, ranks, args.command, sys.stderr)
+        except AttachError as exc:
+            print(f"mpish: {exc}", file=sys.stderr)
+            return 2
     out, err = sys.stdout.buffer, sys.stderr.buffer
     style = Style.for_stream(sys.stdout)
     kind = "json" if args.json else "live" if args.verbose else "grouped"

@@ -38,7 +38,7 @@ import select
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -65,9 +65,17 @@ FAILURE_GRACE = 2.0  # seconds to find the dead server after a failure notice
 PID_CHECK = 0.5  # seconds between looks at the servers' pids while waiting
 KEY_CHECK = 0.02  # seconds between looks at the terminal's Ctrl-C key while waiting
 IDLE_WAIT = 0.01  # longest sleep between looks at stdin and the keyboard (link.wait: sooner on a record)
+ESCALATION_HINTS = ("(SIGINT; Ctrl-C again: SIGTERM, then SIGKILL)", "(SIGTERM; Ctrl-C again: SIGKILL)",
+                    "(SIGKILL)")  # what the server sends on the 1st, 2nd, later Ctrl-C (server.py)
 
+Route = tuple[Callable[[int, object], None], Callable[[int, int, bytes], None] | None]
 Payload = tuple[int, Any]  # (rank, message or output): what an action receives
-BUSY = (ConsoleState.RUNNING, ConsoleState.PUTTING, ConsoleState.GETTING)
+BUSY = (ConsoleState.RUNNING, ConsoleState.PUTTING, ConsoleState.GETTING, ConsoleState.ATTACHED,
+        ConsoleState.COMPLETING)
+SENT_EVENTS: dict[type, Event] = {  # what sending each message of attach.py and completion.py is
+    p.PtyOpen: Local.ATTACH, p.PtyInput: Local.PTY_DATA, p.PtyResize: Local.PTY_DATA,
+    p.PtyClose: Local.PTY_DATA, p.Complete: Local.COMPLETE,
+}
 
 
 class Console:
@@ -88,6 +96,7 @@ class Console:
         self._run: Running | None = None
         self._put: Putting | None = None
         self._get: Getting | None = None
+        self._route: Route | None = None  # while attached or completing (routed())
         self.peak_rss_kib: dict[int, int] = {}
         self._next_pid_check = 0.0
         self._suspect_since = 0.0  # when a failure notice came that no dead server explains yet
@@ -242,6 +251,17 @@ class Console:
             self._run.sink.output(rank, output.stream, output.data)
         self._consumed(rank, len(output.data))
 
+    def _route_message(self, payload: Payload) -> None:
+        if self._route is not None:
+            self._route[0](*payload)
+
+    def _route_output(self, payload: tuple[int, Output]) -> None:
+        rank, output = payload
+        if self._route is not None and self._route[1] is not None:
+            self._route[1](rank, output.stream, output.data)  # it credits what it wrote
+        else:
+            self._consumed(rank, len(output.data))
+
     def _stdin_credit(self, payload: tuple[int, p.Credit]) -> None:
         rank, credit = payload
         if self._run is not None and rank in self._run.credit:
@@ -356,9 +376,14 @@ class Console:
             stdin_open = bool(data)
             return True
 
+        interrupts = 0
+
         def interrupt() -> None:
+            nonlocal interrupts
             running = self._in(ConsoleState.RUNNING, targets)
-            print(f"\nmpish: interrupting {self.describe(running)}", file=self.err)
+            interrupts += 1
+            hint = ESCALATION_HINTS[min(interrupts, len(ESCALATION_HINTS)) - 1]
+            print(f"\nmpish: interrupting {self.describe(running)} {hint}", file=self.err)
             for rank in running:
                 self._step(rank, Local.INTERRUPT, p.Interrupt(cmd_id))
 
@@ -463,6 +488,36 @@ class Console:
         for rank in targets:
             get.verdicts.setdefault(rank, "rank lost")
         return get.verdicts
+
+    # -- for operations defined in their own modules (shell/attach.py, shell/completion.py)
+
+    def new_id(self) -> int:
+        return self._id()
+
+    def send(self, rank: int, message: object) -> None:
+        """Send a pty or completion message through the rank's conversation table."""
+        self._step(rank, SENT_EVENTS[type(message)], message)
+
+    def consumed(self, rank: int, nbytes: int) -> None:
+        """``nbytes`` of the rank's output were written out: credit them (in batches)."""
+        self._consumed(rank, nbytes)
+
+    def pump(self) -> bool:
+        """Check for dead servers, handle what has arrived; True if anything did."""
+        self.check_failures()
+        return self._pump_once()
+
+    @contextlib.contextmanager
+    def routed(self, handler: Callable[[int, object], None],
+               output: Callable[[int, int, bytes], None] | None = None) -> Iterator[None]:
+        """While attached or completing, the servers' answers go to ``handler`` and their
+        output to ``output`` (the table's ``route_*`` actions); then late ones are dropped."""
+        self._route = (handler, output)
+        try:
+            yield
+        finally:
+            self._route = None
+            self._abandon(list(self.peers))
 
     # -- end
 

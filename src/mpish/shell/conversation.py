@@ -16,6 +16,9 @@ Server, one conversation with the console::
     IDLE --PutStart--> RECEIVING_PUT --PutEnd (PutDone sent)--> IDLE
     IDLE --GetStart--> SENDING_GET --GET_ENDED (GetEnd sent)--> IDLE
     any state --CLOSED (close record) | CLOSE (console gone) | BROKEN (channel failed)--> CLOSED
+    (the pty of :attach and path completion are served in any state: a pty's output
+    shares the credit; PtyOpen while a command or another pty runs gets a PtyExit error,
+    and a Run while a pty runs is refused)
 
 Console, one conversation per server::
 
@@ -23,6 +26,8 @@ Console, one conversation per server::
     IDLE --RUN (Run sent)--> RUNNING --Done--> IDLE
     IDLE --PUT (PutStart sent)--> PUTTING --PutDone--> IDLE
     IDLE --GET (GetStart sent)--> GETTING --GetEnd--> IDLE
+    IDLE --ATTACH (PtyOpen sent)--> ATTACHED --PtyExit--> IDLE   (:attach, shell/attach.py)
+    IDLE --COMPLETE (Complete sent)--> COMPLETING --Completions--> IDLE   (Tab)
     any state --CLOSE (close record sent)--> CLOSING --CLOSED--> CLOSED
     any other state --CLOSED | MALFORMED | BROKEN--> CLOSED   (the server is lost)
     RUNNING, PUTTING, GETTING --ABANDON--> IDLE   (an error here ended the operation)
@@ -69,6 +74,9 @@ class Local(enum.Enum):
     PUT = "put"  # console: PutStart sent
     PUT_DATA = "put data"  # console: PutChunk or PutEnd sent
     GET = "get"  # console: GetStart sent
+    ATTACH = "attach"  # console: PtyOpen sent
+    PTY_DATA = "pty data"  # console: PtyInput, PtyResize or PtyClose sent
+    COMPLETE = "complete"  # console: Complete sent (Tab)
     ABANDON = "abandon"  # console: the operation ended early (an error on our side); late answers are dropped
 
 
@@ -89,6 +97,8 @@ class ConsoleState(enum.Enum):
     RUNNING = "running a command"
     PUTTING = "sending it a file"
     GETTING = "getting a file from it"
+    ATTACHED = "attached to a program on its pty"
+    COMPLETING = "completing a path"
     CLOSING = "closing"
     CLOSED = "closed"
 
@@ -134,6 +144,11 @@ SERVER: dict[tuple[ServerState, Event], Step[ServerState]] = _table([
     ((_S.RECEIVING_PUT,), p.PutEnd, "end_put", _S.IDLE),
     ((_S.SENDING_GET,), p.Interrupt, "interrupt_get", None),
     ((_S.SENDING_GET,), Local.GET_ENDED, "end_get", _S.IDLE),
+    (_SERVING, p.PtyOpen, "open_pty", None),  # refused with a PtyExit unless idle (pty_session.py)
+    (_SERVING, p.PtyInput, "pty_input", None),
+    (_SERVING, p.PtyResize, "pty_resize", None),
+    (_SERVING, p.PtyClose, "pty_close", None),
+    (_SERVING, p.Complete, "complete", None),
     (_SERVING, Local.MALFORMED, "drop_malformed", None),
     (_SERVING, Local.CLOSED, "close", _S.CLOSED),
     (_SERVING, Local.CLOSE, "close", _S.CLOSED),
@@ -141,7 +156,7 @@ SERVER: dict[tuple[ServerState, Event], Step[ServerState]] = _table([
 ])
 
 _C = ConsoleState
-_OPEN = (_C.IDLE, _C.RUNNING, _C.PUTTING, _C.GETTING)
+_OPEN = (_C.IDLE, _C.RUNNING, _C.PUTTING, _C.GETTING, _C.ATTACHED, _C.COMPLETING)
 
 CONSOLE: dict[tuple[ConsoleState, Event], Step[ConsoleState]] = _table([
     ((_C.GREETING,), p.Hello, "greet", _C.IDLE),
@@ -159,11 +174,19 @@ CONSOLE: dict[tuple[ConsoleState, Event], Step[ConsoleState]] = _table([
     ((_C.PUTTING,), p.PutDone, "put_done", _C.IDLE),
     ((_C.GETTING,), p.GetChunk, "get_chunk", None),
     ((_C.GETTING,), p.GetEnd, "get_end", _C.IDLE),
+    ((_C.IDLE,), Local.ATTACH, "send", _C.ATTACHED),
+    ((_C.ATTACHED,), Local.PTY_DATA, "send", None),
+    ((_C.ATTACHED,), Local.OUTPUT, "route_output", None),
+    ((_C.ATTACHED,), p.Credit, "route_message", None),
+    ((_C.ATTACHED,), p.PtyExit, "route_message", _C.IDLE),
+    ((_C.IDLE,), Local.COMPLETE, "send", _C.COMPLETING),
+    ((_C.COMPLETING,), Local.OUTPUT, "credit_only", None),
+    ((_C.COMPLETING,), p.Completions, "route_message", _C.IDLE),
     ((_C.GREETING, *_OPEN), Local.CLOSE, "send_close", _C.CLOSING),
     ((_C.GREETING, *_OPEN), Local.CLOSED, "ended_by_server", _C.CLOSED),
     ((_C.GREETING, *_OPEN), Local.MALFORMED, "lose", _C.CLOSED),
     ((_C.GREETING, *_OPEN), Local.BROKEN, "lose", _C.CLOSED),
-    ((_C.RUNNING, _C.PUTTING, _C.GETTING), Local.ABANDON, "ignore", _C.IDLE),
+    ((_C.RUNNING, _C.PUTTING, _C.GETTING, _C.ATTACHED, _C.COMPLETING), Local.ABANDON, "ignore", _C.IDLE),
     ((_C.CLOSING,), Local.CLOSED, "closed", _C.CLOSED),
     ((_C.CLOSING,), Local.OUTPUT, "ignore", None),  # what was in flight when we closed
     ((_C.CLOSING,), Local.MALFORMED, "ignore", None),
@@ -173,6 +196,8 @@ CONSOLE: dict[tuple[ConsoleState, Event], Step[ConsoleState]] = _table([
     ((_C.CLOSING,), p.PutDone, "ignore", None),
     ((_C.CLOSING,), p.GetChunk, "ignore", None),
     ((_C.CLOSING,), p.GetEnd, "ignore", None),
+    ((_C.CLOSING,), p.PtyExit, "ignore", None),
+    ((_C.CLOSING,), p.Completions, "ignore", None),
 ])
 
 

@@ -19,17 +19,20 @@ from typing import IO, Any, Protocol, TextIO
 from mpish import keys
 from mpish.wire.errors import MpishError
 
+from . import attach, completion, screen
 from .console import Console
 from .grouping import Style, make_sink, status_lines
 from .ranks import TargetError, describe, format_ranks, resolve_targets
 
 HELP = """\
 Commands run through each target's shell; cd, export, variables, functions and
-aliases persist per rank. Commands get no terminal (stdin is /dev/null): programs
-such as vim or top cannot run here. Ctrl-C interrupts the running command on every
-target as at a terminal (SIGINT; the rest of the line is dropped, what ran before is
-kept); a second Ctrl-C sends SIGTERM, a third SIGKILL, and the shell is then
-restarted from the state before the command.
+aliases persist per rank. Commands get no terminal (stdin is /dev/null): run
+programs such as vim, top or less with :attach. Output shown here cannot take over
+the console's screen: escape sequences other than colours are removed (:raw on keeps
+them). Tab completes built-ins and the paths of the first target. Ctrl-C
+interrupts the running command on every target as at a terminal (SIGINT; the rest
+of the line is dropped, what ran before is kept); a second Ctrl-C sends SIGTERM, a
+third SIGKILL, and the shell is then restarted from the state before the command.
 
   @TARGETS COMMAND        run one command on other targets (@all, @1-3,7, a host)
   :targets [TARGETS]      show the servers, or set the default targets
@@ -40,6 +43,12 @@ restarted from the state before the command.
   @TARGETS :put|:get ...  a transfer for other targets
   :timeout [SECONDS]      show or set the per-command timeout (0 = none)
   :mode [grouped|live]    group identical outputs (clush -b) or stream with rank prefixes
+  :raw [on|off]           show remote output unfiltered, escape sequences included
+  :attach [@TARGET] [COMMAND]
+                          run COMMAND (default: your shell) on one target in a terminal of
+                          its own, as ssh -t: keys, window size and Ctrl-C/Ctrl-Z go to it;
+                          back here with its exit status when it ends. Escapes, after
+                          Enter: ~. hang up (end it), ~? help, ~~ a ~
   :help                   this text
   :quit, exit, Ctrl-D     end the session
 """
@@ -113,6 +122,11 @@ class ToolkitReader:
     def read(self, prompt: str, default: str = "") -> str:
         text: str = self.session.prompt(prompt, default=default)
         return text
+
+    def complete_with(self, repl: Repl) -> None:
+        """Tab completion (on Tab only: a remote path costs a round trip)."""
+        self.session.completer = completion.for_repl(repl)
+        self.session.complete_while_typing = False
 
 
 def make_reader(under_launcher: bool) -> LineReader:
@@ -281,6 +295,7 @@ class Repl:
         self.last_status = 0
         self.tty: IO[str] | None = None
         self.typed_ahead = TypedAhead()
+        self.raw = False  # remote output shown unfiltered (screen.py)
 
     def prompt(self) -> str:
         self.targets = frozenset(r for r in self.targets if r in self.console.hosts)
@@ -293,6 +308,7 @@ class Repl:
         reader = self.reader or make_reader(under_launcher())
         if isinstance(reader, ToolkitReader):
             self.tty = reader.tty
+            reader.complete_with(self)
         while self.console.hosts:
             try:
                 line = self._next_line(reader)
@@ -349,7 +365,8 @@ class Repl:
         self.run(line, targets)
 
     def run(self, command: str, targets: frozenset[int]) -> None:
-        sink = make_sink(self.mode, len(targets), self.out, sys.stderr.buffer, self.style, end_lines=True)
+        made = make_sink(self.mode, len(targets), self.out, sys.stderr.buffer, self.style, end_lines=True)
+        sink = screen.for_terminal(made, self.out, self.raw)
         with self.keys():
             results = self.console.run(command, targets, sink)
         sys.stdout.flush()
@@ -412,6 +429,17 @@ class Repl:
             self.mode = rest
         print(f"mode: {self.mode}")
         sys.stdout.flush()
+
+    def cmd_raw(self, rest: str) -> None:
+        if rest:
+            if rest not in ("on", "off"):
+                raise ValueError("usage: :raw on|off")
+            self.raw = rest == "on"
+        print(f"raw: {'on' if self.raw else 'off'}")
+        sys.stdout.flush()
+
+    def cmd_attach(self, rest: str) -> None:
+        self.last_status = attach.run_builtin(self.console, self.targets, rest, self.tty, self.err)
 
     def cmd_put(self, rest: str) -> None:
         words = shlex.split(rest)

@@ -9,6 +9,11 @@ console (rank 0) and one shell server. Conversation::
                         Credit                              for PutChunk and Input bytes written
                         GetChunk* GetEnd                    for each GetStart
                         PutDone                             for each PutEnd
+    console -> server   PtyOpen (PtyInput | PtyResize)* [PtyClose]   one program in a pty
+    server  -> console  (raw output chunks)* PtyExit        for each PtyOpen
+                        Credit                              for PtyInput bytes written
+    console -> server   Complete
+    server  -> console  Completions                         for each Complete
 
 These messages travel on channel 0 of the secure channel. A command's output is not
 wrapped: its stdout and stderr bytes are sent raw, as they were read from the pipe, on
@@ -28,7 +33,8 @@ from typing import Annotated
 
 from mpish.wire.codec import Codec, MaxLen
 
-PROTOCOL_VERSION = 4  # 2: output as raw bytes on channels 1 and 2; 3: Done.note; 4: stdin
+PROTOCOL_VERSION = 5  # 2: output as raw bytes on channels 1 and 2; 3: Done.note; 4: stdin;
+# 5: pty mode (PtyOpen ... PtyExit), path completion (Complete, Completions)
 CHUNK = (1 << 20) - 256  # bulk bytes per message: one message is one record (record.py)
 WINDOW = 4 * 1024 * 1024  # unacknowledged bulk bytes per server and direction
 CONTROL = 0  # secure-channel channel of the msgpack messages below
@@ -184,7 +190,82 @@ class Input:
     eof: bool
 
 
+
+
+@CODEC.message(16)
+@dataclass(frozen=True, slots=True)
+class PtyOpen:
+    """Run ``command`` (empty: the user's shell) in a pseudo-terminal of ``rows`` x ``cols``,
+    in the shell's cwd and exported environment, ``TERM`` set to ``term``. Its output comes
+    raw on channel STDOUT, then :class:`PtyExit`."""
+
+    pty_id: int
+    command: Command
+    rows: int
+    cols: int
+    term: Text
+
+
+@CODEC.message(17)
+@dataclass(frozen=True, slots=True)
+class PtyInput:
+    """Keys for the pty (within the bulk window: the server returns a Credit once written)."""
+
+    pty_id: int
+    data: bytes
+
+
+@CODEC.message(18)
+@dataclass(frozen=True, slots=True)
+class PtyResize:
+    """The console's window changed (SIGWINCH): TIOCSWINSZ on the pty."""
+
+    pty_id: int
+    rows: int
+    cols: int
+
+
+@CODEC.message(19)
+@dataclass(frozen=True, slots=True)
+class PtyClose:
+    """Hang up (the console's escape ``~.``, or its end): SIGHUP to the pty's session,
+    SIGKILL if it is still there a moment later."""
+
+    pty_id: int
+
+
+@CODEC.message(20)
+@dataclass(frozen=True, slots=True)
+class PtyExit:
+    """The pty's program ended: exit status (128+signal when killed); ``error``: it could
+    not start."""
+
+    pty_id: int
+    exit: int
+    signal: int
+    error: Text
+
+
+@CODEC.message(21)
+@dataclass(frozen=True, slots=True)
+class Complete:
+    """Names that complete ``prefix`` as a path (relative to the shell's cwd, ``~`` expanded)."""
+
+    req_id: int
+    prefix: Path
+
+
+@CODEC.message(22)
+@dataclass(frozen=True, slots=True)
+class Completions:
+    """The completions, NUL-separated (a name cannot hold a NUL); directories end in ``/``."""
+
+    req_id: int
+    names: Command
+
+
 ShellMessage = (
     Hello | Run | Interrupt | Credit | Done | PutStart | PutChunk | PutEnd | PutDone
-    | GetStart | GetChunk | GetEnd | Input
+    | GetStart | GetChunk | GetEnd | Input | PtyOpen | PtyInput | PtyResize | PtyClose
+    | PtyExit | Complete | Completions
 )

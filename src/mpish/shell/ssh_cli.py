@@ -81,6 +81,7 @@ class SshShellOptions:
     python: tuple[str, ...] = ("python3",)  # the remote interpreter's argv words
     timeout: float | None = None
     connect_timeout: float = 30.0
+    tty: bool = False  # -c in a pty of the one host (attach.py)
 
 
 def split_ssh_options(values: Sequence[str]) -> tuple[str, ...]:
@@ -140,6 +141,32 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     return max((r.exit for r in results), default=0)
 
 
+def run_tty(options: SshShellOptions, err: IO[bytes]) -> int:
+    """``-c COMMAND --tty`` on one host: the command in a pty there, as ``ssh -t``."""
+    from mpish.shell.attach import AttachError, one_shot
+    from mpish.shell.console import Console
+
+    assert options.command is not None
+    hosts = expand_hosts(options.hosts)
+    if len(hosts) != 1:
+        err.write(f"mpish ssh: --tty runs the command on ONE host, not {len(hosts)}\n".encode())
+        return 2
+    session = _start(options, hosts)
+    if not session.peers:
+        report_error(err, hosts[0], session.failed.get(hosts[0], "did not join"), Style.for_stream(err))
+        session.finish()
+        return FAILED
+    console = Console(session)
+    console.describe = lambda ranks: hosts[0]
+    try:
+        return one_shot(console, list(session.peers), options.command, sys.stderr)
+    except AttachError as exc:
+        err.write(f"mpish ssh: {exc}\n".encode())
+        return 2
+    finally:
+        console.close()
+
+
 # --- the interactive console ----------------------------------------------------------------
 
 
@@ -170,6 +197,8 @@ def main(options: SshShellOptions) -> int:
     """``mpish ssh``: ``-c`` runs once; without it, the console."""
     out, err = sys.stdout.buffer, sys.stderr.buffer
     try:
+        if options.command is not None and options.tty:
+            return run_tty(options, err)
         if options.command is not None:
             return run_command(options, out, err)
         return run_console(options, out, err)

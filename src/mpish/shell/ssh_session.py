@@ -45,6 +45,7 @@ from . import protocol as p
 from .greeting import await_hellos
 from .grouping import HostNames, Style, fold_hosts, make_sink, status_lines
 from .interactive import Repl
+from .screen import for_terminal
 from .session import Peer, Session
 
 HELLO_TIMEOUT_SLACK = 15.0  # beyond ssh's ConnectTimeout: Python's start and the Hello
@@ -249,7 +250,7 @@ class SshRepl(Repl):
         kind = "json" if self.sink_kind == "json" else self.mode
         sink = make_sink(kind, len(targets), self.out, sys.stderr.buffer, self.style, names, end_lines=True)
         with self.keys():
-            self.console.run(command, targets, sink)
+            self.console.run(command, targets, for_terminal(sink, self.out, self.raw))
         sys.stdout.flush()
         results = list(sink.results.values())
         for text in status_lines(results, Style.for_stream(sys.stderr), names, notes=True):

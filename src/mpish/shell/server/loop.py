@@ -22,7 +22,9 @@ from mpish.transport.procfs import peak_rss_kib
 from mpish.wire.errors import MpishError
 
 from .. import protocol as p
+from ..completion import complete_path
 from ..conversation import SERVER, Event, Local, Machine, Refused, ServerState
+from ..pty_session import PtyHost
 from ..receive import RecordChannel, Waiter, receive
 from .bash import Bash, OutputStream
 from .jobs import KILLING_POLL, Command, Ended, Shell
@@ -52,6 +54,7 @@ class ShellServer:
         self.command: Command | None = None
         self.put: Put | None = None
         self.get: Get | None = None
+        self.ptys = PtyHost(self._send, self._send_pty_output, self.shell.executable, self.shell.state)
 
     @property
     def cwd(self) -> str:
@@ -65,6 +68,9 @@ class ShellServer:
     def _send_output(self, stream: OutputStream, count: int) -> None:
         self.credit -= count
         self.link.send_all(self.console, self.channel.send(stream.view[:count], stream.stream))
+
+    def _send_pty_output(self, data: bytes) -> None:
+        self.link.send_all(self.console, self.channel.send(data, p.STDOUT))
 
     def hello(self) -> None:
         self._send(p.Hello(p.PROTOCOL_VERSION, socket.gethostname(), os.getpid(), self.cwd))
@@ -90,6 +96,9 @@ class ShellServer:
                     delay = min(delay, KILLING_POLL)
                 busy = self._wait_pipes(delay) or busy
                 busy = self._check_command() or busy
+                used, moved = self.ptys.pump(self.credit)
+                self.credit -= used
+                busy = moved or busy
                 if busy:
                     waiter.activity()
         finally:
@@ -129,9 +138,10 @@ class ShellServer:
             return False
         watched = [] if bash.status_eof else [bash.status_fd]
         if self.credit > 0:
-            watched += [s.fd for s in (bash.out, bash.err) if not s.eof]
+            watched += [s.fd for s in (bash.out, bash.err) if not s.eof] + self.ptys.read_fds()
         feed = self.command.stdin if self.command is not None else None
         writing = [feed.fd] if feed is not None and feed.wants_write else []
+        writing += self.ptys.write_fds()
         if not watched and not writing:
             self.link.wait(delay)
             return False
@@ -205,6 +215,8 @@ class ShellServer:
         log.info("dropped: %s", why)
 
     def _start_command(self, run: p.Run) -> None:
+        if self.ptys.session is not None:
+            raise Refused("a command cannot start while a pty session runs (:attach)")
         self.command = self.shell.start(run)
 
     def _feed_stdin(self, message: p.Input) -> None:
@@ -289,12 +301,29 @@ class ShellServer:
         if get is not None:
             self._send(get.end())
 
+    def _open_pty(self, start: p.PtyOpen) -> None:
+        busy = self.machine.state is not ServerState.IDLE or self.command is not None
+        self.ptys.open(start, self.cwd, busy=busy)
+
+    def _pty_input(self, message: p.PtyInput) -> None:
+        self.ptys.input(message)
+
+    def _pty_resize(self, message: p.PtyResize) -> None:
+        self.ptys.resize(message)
+
+    def _pty_close(self, message: p.PtyClose) -> None:
+        self.ptys.close(message)
+
+    def _complete(self, message: p.Complete) -> None:
+        self._send(p.Completions(message.req_id, "\0".join(complete_path(message.prefix, self.cwd))))
+
     def _close(self, why: object) -> None:
         log.debug("the session ends: %s", why or "the console closed it")
 
     # -- end
 
     def _shutdown(self) -> None:
+        self.ptys.shutdown()
         self.shell.close(self.command)
         if self.put is not None:
             self.put.discard()

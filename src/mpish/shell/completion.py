@@ -1,0 +1,148 @@
+"""Tab completion in the console: built-in names, local paths, and the targets' paths.
+
+A remote path is completed by one target (the first of the line's targets): the console
+sends :class:`~mpish.shell.protocol.Complete` with the word under the cursor and waits
+for :class:`~mpish.shell.protocol.Completions` at most :data:`REMOTE_TIMEOUT` (a slow or
+busy target then completes nothing; its late answer is dropped). The server lists the
+directory itself (:func:`complete_path`, relative to its shell's cwd, ``~`` expanded),
+without going through the rank's shell, so ``$?`` and the shell's state stay as they
+were. Words are split at blanks (and a path after ``=``); quoting is not interpreted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from mpish.wire.errors import MpishError
+
+from . import protocol as p
+
+if TYPE_CHECKING:
+    from .console import Console
+    from .interactive import Repl
+
+REMOTE_TIMEOUT = 1.0  # seconds a completion waits for its target
+LIMIT = 1000  # names returned by a target at most
+LOCAL_ARGUMENT = {":put": 0, ":get": 1}  # the argument that is a path of the console's machine
+NO_PATHS = (":targets", ":timeout", ":mode", ":raw", ":help", ":quit", ":q")
+
+
+def complete_path(prefix: str, cwd: str) -> list[str]:
+    """Names in ``prefix``'s directory that start with its last part (directories end in
+    ``/``; hidden ones only for a part starting with a dot); at most :data:`LIMIT`."""
+    head, tail = os.path.split(prefix)
+    if prefix.startswith("~") and "/" not in prefix:
+        return []
+    directory = os.path.expanduser(head) if head else "."
+    if not os.path.isabs(directory):
+        directory = os.path.join(cwd or os.getcwd(), directory)
+    names: list[str] = []
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if not name.startswith(tail) or (name.startswith(".") and not tail.startswith(".")):
+                    continue
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                names.append(name + "/" if is_dir else name)
+                if len(names) >= LIMIT:
+                    break
+    except OSError:
+        return []
+    return sorted(names)
+
+
+def remote_completions(
+    console: Console, rank: int, prefix: str, timeout: float = REMOTE_TIMEOUT
+) -> list[str]:
+    """Ask ``rank`` to complete ``prefix``; [] if it does not answer within ``timeout``."""
+    peer = console.peers.get(rank)
+    if peer is None or not peer.alive:
+        return []
+    req_id = console.new_id()
+    answer: list[str] = []
+    answered = False
+
+    def handle(source: int, message: object) -> None:
+        nonlocal answered
+        if source == rank and isinstance(message, p.Completions) and message.req_id == req_id:
+            answered = True
+            answer.extend(name for name in message.names.split("\0") if name)
+
+    deadline = time.monotonic() + timeout
+    with console.routed(handle):
+        console.send(rank, p.Complete(req_id, prefix))
+        while not answered and peer.alive and time.monotonic() < deadline:
+            if not console.pump():
+                console.link.wait(max(0.0, min(0.01, deadline - time.monotonic())))
+    return answer
+
+
+Remote = Callable[[str, str], Iterable[str]]  # (the line's target word or "", prefix) -> names
+
+
+def split_line(text: str) -> tuple[str, list[str], str]:
+    """(target word or "", the words before the cursor's word, the cursor's word)."""
+    word = "" if not text or text[-1].isspace() else text.split()[-1]
+    before = text[: len(text) - len(word)].split()
+    target = before.pop(0) if before and before[0].startswith("@") else ""
+    return target, before, word
+
+
+def make_completer(builtins: Iterable[str], remote: Remote) -> Any:
+    """A prompt_toolkit completer for the console's lines."""
+    from prompt_toolkit.completion import Completer, Completion, PathCompleter
+    from prompt_toolkit.document import Document
+
+    names = sorted(builtins)
+    local = PathCompleter(expanduser=True)
+
+    class ShellCompleter(Completer):
+        def get_completions(self, document: Document, complete_event: Any) -> Iterator[Completion]:
+            target, before, word = split_line(document.text_before_cursor)
+            if not before and word.startswith(":"):
+                for name in names:
+                    if name.startswith(word):
+                        yield Completion(name, -len(word))
+                return
+            if not before and word.startswith("@") and not target:
+                return  # a target set: nothing to complete from here
+            command = before[0] if before else ""
+            if command in NO_PATHS:
+                return
+            path = word.rpartition("=")[2] if not command.startswith(":") else word
+            if LOCAL_ARGUMENT.get(command) == len(before) - 1:
+                yield from local.get_completions(Document(path), complete_event)
+                return
+            tail = path.rpartition("/")[2]
+            for name in remote(target, path):
+                yield Completion(name, -len(tail), display=name)
+
+    return ShellCompleter()
+
+
+def for_repl(repl: Repl) -> Any:
+    """The console's completer: its built-ins, and remote paths from the line's first target."""
+    from .ranks import TargetError, resolve_targets
+
+    console = repl.console
+
+    def remote(target: str, prefix: str) -> list[str]:
+        try:
+            ranks = resolve_targets(target, console.hosts) if target else repl.targets
+        except TargetError:
+            return []
+        alive = sorted(rank for rank in ranks if rank in console.hosts)
+        try:
+            return remote_completions(console, alive[0], prefix) if alive else []
+        except MpishError:  # the transport broke: the next command says so, not the line editor
+            return []
+
+    builtins = [":" + name[4:] for name in dir(repl) if name.startswith("cmd_")]
+    return make_completer(builtins, remote)

@@ -1,0 +1,113 @@
+"""Remote output shown on the console's terminal cannot take over its screen.
+
+A command's output is the remote program's, written for a terminal it does not have. On
+the console's terminal its control sequences would act on the console itself: ``vim``'s
+scroll region (``ESC[1;24r``), clearing the screen, moving the cursor, switching to the
+alternate screen, setting the window title (OSC), turning off echo-relevant modes. So
+when output goes to a terminal, :class:`ScreenFilter` keeps only what prints text:
+
+* kept: printable bytes (UTF-8 included), ``\\t``, ``\\n``, ``\\r``, and SGR sequences
+  (``ESC[...m``: colours and bold, as ``ls --color`` or ``grep --color`` print them);
+* dropped: every other escape sequence (CSI, OSC, DCS/SOS/PM/APC strings, two-byte
+  ``ESC x``), the C1 controls encoded in UTF-8 (U+0080..U+009F), and the other C0
+  controls (BEL, backspace, form feed, ...).
+
+A sequence split across chunks is completed by the next one (at most :data:`HOLD`
+bytes are held). Unlike a terminal, a string sequence (OSC, DCS) that has not ended by
+the next newline is taken for garbage: its ESC and first byte are dropped and the rest
+shown, so that random bytes cannot hide the text that follows them. Output that goes
+to a pipe or a file is never filtered (byte-exact, as ssh), nor with ``:raw on`` /
+``--raw``; ``:attach`` gives a program the real terminal.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import IO
+
+from .grouping import OutputSink, Result
+
+HOLD = 4096  # an unfinished escape sequence held for the next chunk, at most
+RESET = b"\x1b[0m"
+
+_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f]")  # one class: fast on clean text
+_C1 = re.compile(rb"\xc2[\x80-\x9f]|\xc2$")  # only where 0xC2 is (memchr first): UTF-8 text
+_SGR_AHEAD = rb"(?!\[[0-9;:]*m)"  # after an ESC: not an SGR sequence (those are kept)
+_SEQUENCE = re.compile(  # what is dropped: one pattern, replaced by b"" without a Python call
+    rb"\x1b" + _SGR_AHEAD + rb"\[[0-?]*[ -/]*[@-~]"  # CSI but SGR
+    rb"|\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)"  # OSC, ended by BEL or ST (not after a newline)
+    rb"|\x1b[PX^_][^\x1b\n]*\x1b\\"  # DCS, SOS, PM, APC strings, ended by ST (same)
+    rb"|\x1b[ -/]*[0-Z\\-~]"  # ESC x (charset, save cursor, reset, keypad mode, ...), not ESC [
+    rb"|\xc2[\x80-\x9f]"  # C1 controls in UTF-8
+    rb"|\x1b" + _SGR_AHEAD +  # an ESC that starts nothing known
+    rb"|[\x00-\x08\x0b-\x0c\x0e-\x1a\x1c-\x1f\x7f]",  # C0 but \t \n \r
+)
+_UNFINISHED = re.compile(
+    rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b\n]*|[PX^_][^\x1b\n]*|[ -/]*)?(?:\x1b)?$|\xc2$"
+)
+
+
+class ScreenFilter:
+    """One output stream's filter (keeps the unfinished sequence at a chunk's end)."""
+
+    def __init__(self) -> None:
+        self.held = b""
+        self.coloured = False  # an SGR sequence went through: reset the attributes at the end
+
+    def feed(self, data: bytes) -> bytes:
+        if self.held:
+            data, self.held = self.held + data, b""
+        if _CONTROL.search(data) is None and (b"\xc2" not in data or _C1.search(data) is None):
+            return data
+        unfinished = _UNFINISHED.search(data, max(0, len(data) - HOLD))
+        if unfinished is not None and unfinished.start() < len(data):
+            self.held = data[unfinished.start() :]
+            data = data[: unfinished.start()]
+        cleaned = _SEQUENCE.sub(b"", data)
+        self.coloured = self.coloured or b"\x1b[" in cleaned
+        return cleaned
+
+    def end(self) -> bytes:
+        """The stream ended: an unfinished escape sequence is dropped, a lone byte kept."""
+        held, self.held = self.held, b""
+        return b"" if held.startswith(b"\x1b") else held
+
+
+class ScreenSink:
+    """Wraps a sink: each server's stdout and stderr through its own :class:`ScreenFilter`;
+    at the end, the terminal's attributes are reset if some output set colours."""
+
+    def __init__(self, inner: OutputSink, out: IO[bytes]) -> None:
+        self.inner, self.out = inner, out
+        self.filters: dict[tuple[int, int], ScreenFilter] = {}
+
+    def output(self, rank: int, stream: int, data: bytes) -> None:
+        screen = self.filters.get((rank, stream))
+        if screen is None:
+            screen = self.filters[(rank, stream)] = ScreenFilter()
+        cleaned = screen.feed(data)
+        if cleaned:
+            self.inner.output(rank, stream, cleaned)
+
+    def done(self, result: Result) -> None:
+        for (rank, stream), screen in self.filters.items():
+            rest = screen.end() if rank == result.rank else b""
+            if rest:
+                self.inner.output(rank, stream, rest)
+        self.inner.done(result)
+
+    def finish(self) -> None:
+        self.inner.finish()
+        if any(screen.coloured for screen in self.filters.values()):
+            self.out.write(RESET)
+            self.out.flush()
+        self.filters.clear()
+
+
+def for_terminal(sink: OutputSink, out: IO[bytes], raw: bool) -> OutputSink:
+    """``sink`` filtered when ``out`` is a terminal (and not ``raw``)."""
+    try:
+        terminal = out.isatty()
+    except (ValueError, OSError):
+        terminal = False
+    return ScreenSink(sink, out) if terminal and not raw else sink

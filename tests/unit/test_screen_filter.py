@@ -1,0 +1,90 @@
+"""The console's screen filter (shell/screen.py) and the pty escapes (shell/attach.py)."""
+
+from __future__ import annotations
+
+import io
+
+from mpish.shell.attach import Escapes
+from mpish.shell.completion import complete_path, split_line
+from mpish.shell.grouping import RawSink, Result
+from mpish.shell.protocol import STDOUT
+from mpish.shell.screen import ScreenFilter, ScreenSink, for_terminal
+
+VIM = b"\x1b[?1049h\x1b[22;0;0t\x1b[1;24r\x1b[?12h\x1b[?12l\x1b[27m\x1b[23m\x1b[29m\x1b[m\x1b[H\x1b[2J"
+
+
+def filtered(*chunks: bytes) -> bytes:
+    screen = ScreenFilter()
+    return b"".join(screen.feed(chunk) for chunk in chunks) + screen.end()
+
+
+def test_text_tabs_newlines_and_colours_pass_unchanged() -> None:
+    text = "tab\there\r\nünïcødé ¢ 日本\n\x1b[1;31mred\x1b[0m \x1b[38;5;208mo\x1b[m\n".encode()
+    assert filtered(text) == text
+
+
+def test_cursor_moves_clears_scroll_regions_modes_and_titles_are_dropped() -> None:
+    assert filtered(VIM + b"text\n") == b"\x1b[27m\x1b[23m\x1b[29m\x1b[mtext\n"
+    assert filtered(b"a\x1b]0;title\x07b\x1b]2;t2\x1b\\c\x1bPq#0;2\x1b\\d") == b"abcd"
+    assert filtered(b"\x1b7\x1b8\x1bc\x1b(B\x1b=x\x07\x08\x0c\x7fy") == b"xy"
+    assert filtered("C1: \u009b2J\u009d0;t".encode()) == b"C1: 2J0;t"
+
+
+def test_a_sequence_split_across_chunks_is_still_recognised() -> None:
+    data = b"one \x1b[1;24r two \x1b]0;title\x07 three \x1b[31mred\x1b[0m\n"
+    for cut in range(1, len(data)):
+        assert filtered(data[:cut], data[cut:]) == b"one  two  three \x1b[31mred\x1b[0m\n", cut
+
+
+def test_a_lone_last_byte_is_kept_an_unfinished_sequence_dropped() -> None:
+    assert filtered(b"cent \xc2", b"\xa2") == "cent ¢".encode()
+    assert filtered(b"end\xc2") == b"end\xc2"
+    assert filtered(b"end\x1b[1;2") == b"end"
+
+
+def test_the_sink_filters_only_a_terminal_and_resets_colours_at_the_end() -> None:
+    class Tty(io.BytesIO):
+        def isatty(self) -> bool:
+            return True
+
+    pipe = io.BytesIO()
+    assert for_terminal(RawSink(pipe, pipe), pipe, raw=False).__class__ is RawSink
+    out = Tty()
+    assert isinstance(for_terminal(RawSink(out, out), out, raw=True), RawSink)
+    sink = for_terminal(RawSink(out, out), out, raw=False)
+    assert isinstance(sink, ScreenSink)
+    sink.output(1, STDOUT, b"\x1b[2J\x1b[31mred")
+    sink.done(Result(1, "h", 0))
+    sink.finish()
+    assert out.getvalue() == b"\x1b[31mred\x1b[0m"
+
+
+def test_escapes_after_enter_as_ssh() -> None:
+    keys = Escapes()
+    assert keys.feed(b"~.") == (b"", "hangup")  # at the start
+    keys = Escapes()
+    assert keys.feed(b"a~.b") == (b"a~.b", "")  # not after Enter: plain keys
+    assert keys.feed(b"\r~~x") == (b"\r~x", "")
+    assert keys.feed(b"\r~?") == (b"\r", "help")
+    assert keys.feed(b"~.") == (b"", "hangup")
+    keys = Escapes()
+    assert keys.feed(b"\r~") == (b"\r", "")  # the next key decides
+    assert keys.feed(b"q") == (b"~q", "")
+
+
+def test_paths_complete_in_a_directory_hidden_names_only_for_a_dot(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "alpha").mkdir()
+    (tmp_path / "alpine.txt").write_text("")
+    (tmp_path / ".hidden").write_text("")
+    assert complete_path("al", str(tmp_path)) == ["alpha/", "alpine.txt"]
+    assert complete_path("", str(tmp_path)) == ["alpha/", "alpine.txt"]
+    assert complete_path(".h", str(tmp_path)) == [".hidden"]
+    assert complete_path(f"{tmp_path}/alp", "/") == ["alpha/", "alpine.txt"]
+    assert complete_path("nosuchdir/x", str(tmp_path)) == []
+    assert split_line("@2 ls -l sr") == ("@2", ["ls", "-l"], "sr")
+    assert split_line(":put ") == ("", [":put"], "")
+
+
+def test_an_unended_string_sequence_does_not_hide_the_lines_after_it() -> None:
+    assert filtered(b"junk\x1b]0;no end\nsurvived\n") == b"junk0;no end\nsurvived\n"
+    assert filtered(b"junk\x1bPno end", b"\nsurvived\n") == b"junkno end\nsurvived\n"
