@@ -38,31 +38,18 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
-from mpish.shell.grouping import FAILED, HostNames, Result, Style, make_sink, report_error, status_lines
+from mpish.shell.grouping import FAILED, HostNames, Result, Style, make_sink, status_lines
 from mpish.shell.grouping import fold_hosts as fold_hosts
-from mpish.wire.errors import MpishError
+from mpish.shell.nodes import HostsError as HostsError
+from mpish.shell.nodes import Selection, select_hosts
+from mpish.shell.nodes import expand_hosts as expand_hosts
+from mpish.shell.options import OutputMode, exit_status
 
 DEFAULT_FANOUT = 64  # clush's default
-
-
-class HostsError(MpishError):
-    """The HOSTS argument is not a valid node set."""
-
-
-def expand_hosts(text: str) -> list[str]:
-    """``"node[1-3],login1"`` -> the hosts, in NodeSet order; HostsError if malformed."""
-    from ClusterShell.NodeSet import NodeSet, NodeSetException
-
-    try:
-        hosts = list(NodeSet(text))
-    except (NodeSetException, ValueError) as exc:
-        raise HostsError(f"bad host set {text!r}: {exc}") from None
-    if not hosts:
-        raise HostsError(f"no host in {text!r}")
-    return [str(h) for h in hosts]
+DEFAULT_CONNECT_TIMEOUT = 10.0  # clush's default connect_timeout
 
 
 # --- running ----------------------------------------------------------------------------
@@ -72,16 +59,16 @@ def expand_hosts(text: str) -> list[str]:
 class SshShellOptions:
     """What ``mpish ssh`` was asked (built by cli.py from its arguments)."""
 
-    hosts: str
+    selection: Selection
     command: str | None = None
     fanout: int = DEFAULT_FANOUT
-    json: bool = False
+    mode: OutputMode = field(default_factory=OutputMode)
+    maxrc: bool = True  # -S (the default); False: --no-maxrc, clush's default
     nostdin: bool = False
-    verbose: bool = False
     ssh_options: tuple[str, ...] = ()
     python: tuple[str, ...] = ("python3",)  # the remote interpreter's argv words
-    timeout: float | None = None
-    connect_timeout: float = 30.0
+    timeout: float | None = None  # -u
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT  # -t
 
 
 def split_ssh_options(values: Sequence[str]) -> tuple[str, ...]:
@@ -101,24 +88,39 @@ def _start(options: SshShellOptions, hosts: list[str]) -> Any:
     )
 
 
+def report_failed(session: Any, hosts: Sequence[str], err: IO[bytes], options: SshShellOptions) -> None:
+    """Hosts that never joined: identical reasons folded under one node set (``fold_failures``)."""
+    from mpish.shell.ssh_session import fold_failures
+
+    failed = {host: session.failed[host] for host in hosts if host in session.failed}
+    style = Style.for_stream(err)
+    for line in fold_failures(failed, python_flag=True, ssh_options=options.ssh_options):
+        err.write(style.error(line).encode() + b"\n")
+    err.flush()
+
+
 def host_names(hosts: Sequence[str], session: Any) -> HostNames:
     """The sinks' names for ``mpish ssh``: host ``i`` of the node set is rank ``i + 1``."""
     return HostNames(dict(enumerate(hosts, 1)), session.peers)
 
 
 def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int:
-    """``-c``: run once everywhere; return the largest exit status (255 for a failed host)."""
+    """``-c``: run once everywhere; return the largest exit status (255 for a failed host),
+    or 0 with ``--no-maxrc``."""
     from mpish.shell.app import stdin_to_send
     from mpish.shell.console import Console
     from mpish.shell.interactive import InterruptKeys
 
     assert options.command is not None
-    hosts = expand_hosts(options.hosts)
-    kind = "json" if options.json else "live" if options.verbose else "grouped"
+    hosts = select_hosts(options.selection)
     session = _start(options, hosts)
-    sink = make_sink(kind, len(hosts), out, err, Style.for_stream(out), host_names(hosts, session))
+    sink = make_sink(options.mode, len(hosts), out, err, Style.for_stream(out), host_names(hosts, session))
+    if session.failed and options.mode.kind != "json":
+        report_failed(session, hosts, err, options)
+    if hasattr(sink, "reported"):
+        sink.reported.update(session.failed)  # printed above, folded
     for rank, host in enumerate(hosts, 1):
-        if host in session.failed:  # could not join: reported now, in NodeSet order
+        if host in session.failed:  # could not join: its result, in NodeSet order
             sink.done(Result(rank, host, FAILED, error=session.failed[host]))
     if not session.peers:
         sink.finish()
@@ -134,11 +136,11 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         finally:
             console.close()
     results = [sink.results[rank] for rank in sorted(sink.results)]
-    if not options.json:
-        for line in status_lines(results, Style.for_stream(err), sink.names):
+    if options.mode.kind != "json":
+        for line in status_lines(results, Style.for_stream(err), sink.names, quiet=options.mode.quiet):
             err.write(line.encode() + b"\n")
         err.flush()
-    return max((r.exit for r in results), default=0)
+    return exit_status([r.exit for r in results], options.maxrc)
 
 
 # --- the interactive console ----------------------------------------------------------------
@@ -149,19 +151,17 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     from mpish.shell.console import Console
     from mpish.shell.ssh_session import SshRepl
 
-    hosts = expand_hosts(options.hosts)
+    hosts = select_hosts(options.selection)
     session = _start(options, hosts)
-    for host in hosts:
-        if host in session.failed:
-            report_error(err, host, session.failed[host], Style.for_stream(err))
+    report_failed(session, hosts, err, options)
     if not session.peers:
         session.finish()
         return FAILED
     console = Console(session)
     console.timeout = options.timeout or 0.0
     try:
-        repl = SshRepl(console, verbose=int(options.verbose))
-        repl.sink_kind = "json" if options.json else repl.mode
+        repl = SshRepl(console, verbose=int(options.mode.kind == "live"))
+        repl.sink_kind = "json" if options.mode.kind == "json" else repl.mode
         return repl.loop()
     finally:
         console.close()

@@ -22,10 +22,12 @@ classified reason, and the others go on.
 
 from __future__ import annotations
 
+import re
 import secrets
+import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -85,6 +87,38 @@ def _why(error: SshError) -> str:
     message = str(error)
     prefix = f"{error.host}: "
     return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def cli_advice(message: str, host: str, *, python_flag: bool, ssh_options: Sequence[str]) -> str:
+    """A failure's advice in ``mpish ssh``'s words: ``--python`` for the API's ``python=``, and
+    the user's ssh options in the ``ssh HOST true`` it suggests (so that it reaches the same host)."""
+    if python_flag:
+        message = re.sub(r"\bpython= ?", "--python ", message)
+    if ssh_options:
+        message = message.replace(f"`ssh {host} ", f"`{shlex.join(['ssh', *ssh_options, host])} ")
+    return message
+
+
+def fold_failures(
+    failed: Mapping[str, str], *, python_flag: bool = False, ssh_options: Sequence[str] = ()
+) -> list[str]:
+    """``host: why`` for hosts that could not join, identical reasons once under a node set.
+
+    A reason that names its host (ssh's ``connect to host node3``) is compared with the
+    host's name replaced by ``%h`` (clush's placeholder for it); a group of several hosts
+    is printed that way, one host with its own name.
+    """
+    by_reason: dict[str, list[str]] = {}
+    for host, why in failed.items():
+        why = cli_advice(why, host, python_flag=python_flag, ssh_options=ssh_options)
+        key = re.sub(rf"(?<![\w.-]){re.escape(host)}(?![\w-])", "%h", why) if host else why
+        by_reason.setdefault(key, []).append(host)
+    lines = []
+    for key, hosts in by_reason.items():
+        why = key.replace("%h", hosts[0]) if len(hosts) == 1 else key
+        count = f" ({len(hosts)})" if len(hosts) > 1 else ""
+        lines.append(f"{fold_hosts(hosts)}{count}: {why}")
+    return lines
 
 
 def start_ssh_session(
