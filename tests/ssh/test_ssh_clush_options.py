@@ -212,5 +212,6 @@ def test_o_takes_a_value_that_starts_with_a_dash(sshd: SshServer) -> None:
 def test_python_advice_names_the_option(sshd: SshServer, tmp_path: Path) -> None:
     done = mpish_ssh(sshd, "--python", str(tmp_path / "no-python"), "host[1-2]", "true")
     assert done.returncode == 255
-    assert "host[1-2] (2): the remote Python was not found (exit 127). Pass --python with a path" in done.stderr
+    advice = "host[1-2] (2): the remote Python was not found (exit 127). Pass --python with a path"
+    assert advice in done.stderr
     assert "python=" not in done.stderr
