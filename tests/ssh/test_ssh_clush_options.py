@@ -215,3 +215,16 @@ def test_python_advice_names_the_option(sshd: SshServer, tmp_path: Path) -> None
     advice = "host[1-2] (2): the remote Python was not found (exit 127). Pass --python with a path"
     assert advice in done.stderr
     assert "python=" not in done.stderr
+
+
+def test_f_bounds_the_hosts_running_the_command_at_once(sshd: SshServer, tmp_path: Path) -> None:
+    log = tmp_path / "events"  # every "host" is this machine: one file, appended to atomically
+    command = f"echo start >> {log}; sleep 0.5; echo end >> {log}"
+    done = mpish_ssh(sshd, "host[1-4]", "-f", "2", "--nostdin", "-c", command)
+    assert done.returncode == 0, done.stderr
+    running = most = 0
+    for event in log.read_text().split():
+        running += 1 if event == "start" else -1
+        most = max(most, running)
+    assert log.read_text().split().count("end") == 4
+    assert most == 2  # never more than -f at once, and the window is used

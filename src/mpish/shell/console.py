@@ -215,14 +215,17 @@ class Console:
 
     def run(
         self, command: str, ranks: Iterable[int], sink: OutputSink, timeout: float | None = None,
-        stdin: int | None = None,
+        stdin: int | None = None, fanout: int = 0,
     ) -> dict[int, Result]:
         """Run ``command`` on ``ranks``; output goes to ``sink`` as it arrives.
 
         ``stdin``: a file descriptor whose bytes, to its end, every rank's command reads
-        as its stdin (else the command's stdin is /dev/null)."""
+        as its stdin (else the command's stdin is /dev/null). ``fanout`` (clush's ``-f``):
+        the command runs on at most that many ranks at once, the next starting when one
+        ends; 0, or a stdin to broadcast (one stream for all), starts it everywhere at once."""
         cmd_id = self._id()
         targets = [r for r in sorted(set(ranks)) if r in self.peers and self.peers[r].alive]
+        waiting = targets[fanout:] if fanout > 0 and stdin is None else []
         limit = self.timeout if timeout is None else timeout
         results: dict[int, Result] = {}
         started = time.monotonic()
@@ -266,11 +269,31 @@ class Console:
                 results[rank] = result
                 sink.done(result)
                 self._consumed(rank, 0, final=True)
+                top_up()
+
+        skipped: list[int] = []  # never started: the user interrupted first
+
+        def top_up() -> bool:
+            """-f: start waiting ranks while fewer than ``fanout`` run (a lost one frees its place)."""
+            running = sum(1 for r in targets if r not in waiting and r not in results and self.peers[r].alive)
+            moved = False
+            while waiting and running < fanout:
+                rank = waiting.pop(0)
+                if self.peers[rank].alive:
+                    self._send(rank, p.Run(cmd_id, command, limit, False))
+                    running += 1
+                    moved = True
+            return moved
 
         def finished() -> bool:
-            return all(r in results or not self.peers[r].alive for r in targets)
+            return all(r in results or r in skipped or not self.peers[r].alive for r in targets)
+
+        def feed_and_top_up() -> bool:
+            return feed() | (top_up() if waiting else False)
 
         def interrupt() -> None:
+            skipped.extend(waiting)  # not started: never will be (reported below)
+            waiting.clear()
             running = [r for r in targets if r not in results and self.peers[r].alive]
             print(f"\nmpish: interrupting {self.describe(running)}", file=self.err)
             for rank in running:
@@ -278,17 +301,18 @@ class Console:
 
         self._handler = handle
         self._output = output
-        for rank in targets:
+        for rank in targets[: len(targets) - len(waiting)]:
             self._send(rank, p.Run(cmd_id, command, limit, stdin is not None))
         try:
-            self._wait(finished, interrupt, feed)
+            self._wait(finished, interrupt, feed_and_top_up)
         finally:
             self._handler = self._ignore
             self._output = self._credit_only
         for rank in targets:
             if rank not in results:
+                why = "not run: interrupted before its turn (-f)" if rank in skipped else "rank lost"
                 lost = Result(rank, self.peers[rank].host, 255, 0, time.monotonic() - started,
-                              False, "rank lost")
+                              False, why)
                 results[rank] = lost
                 sink.done(lost)
         sink.finish()

@@ -132,7 +132,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
             with InterruptKeys() as keys:
                 console.interrupt_key = keys.pressed
                 console.run(options.command, list(session.peers), sink,
-                            stdin=stdin_to_send(options.nostdin))
+                            stdin=stdin_to_send(options.nostdin), fanout=options.fanout)
         finally:
             console.close()
     results = [sink.results[rank] for rank in sorted(sink.results)]
