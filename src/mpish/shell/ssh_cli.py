@@ -1,31 +1,37 @@
-"""``mpish ssh HOSTS [-c COMMAND]``: a command on many hosts over ssh, clush-style.
+"""``mpish ssh [HOSTS] [options] [COMMAND ...]``: a command on many hosts over ssh, clush-style.
 
 Theory of operation
 -------------------
-HOSTS is a ClusterShell node set (``node[1-8],login1``), expanded with
-:class:`ClusterShell.NodeSet.NodeSet`. Both modes run on the MPI shell's machinery over
-ssh pipes (:mod:`mpish.shell.ssh_session`): one ``ssh HOST python3 -m mpish.shell.remote``
-per host, host ``i`` in NodeSet order being rank ``i``, each running the unchanged
-:class:`~mpish.shell.server.ShellServer` (one long-lived bash per host: ``cd``,
-variables, functions, aliases and options persist) behind a Noise KK SecureChannel that
-runs inside ssh. mpish must be installed on the remote hosts (its cryptography is
-compiled); where it is not, that host fails with a message saying how to install it.
-Output arrives per rank and goes to the MPI shell's sinks (:mod:`mpish.shell.grouping`)
-naming servers by host (:class:`~mpish.shell.grouping.HostNames`):
+The hosts are chosen as clush chooses them (:mod:`mpish.shell.nodes`: HOSTS or ``-w``,
+``-x``, ``-g``, ``-X``, ``-a``, ``--hostfile``; ClusterShell node sets and the user's
+group configuration), the command is ``-c`` or the words after the options. Both modes run
+on the MPI shell's machinery over ssh pipes (:mod:`mpish.shell.ssh_session`): one ``ssh
+HOST python3 -m mpish.shell.remote`` per host, host ``i`` in NodeSet order being rank
+``i``, each running the unchanged :class:`~mpish.shell.server.ShellServer` (one long-lived
+bash per host: ``cd``, variables, functions, aliases and options persist) behind a Noise
+KK SecureChannel that runs inside ssh. mpish must be installed on the remote hosts (its
+cryptography is compiled); where it is not, that host fails with a message saying how to
+install it. Output arrives per rank and goes to the MPI shell's sinks
+(:mod:`mpish.shell.grouping`) naming servers by host (:class:`~mpish.shell.grouping.HostNames`):
 
 * grouped (default, ``clush -b``): each host's stdout and stderr are spooled (memory up to
-  1 MiB, then disk) with a SHA-256; hosts with identical outputs are printed once under
-  their node set. One host: its output is streamed as is, as ssh would.
+  1 MiB, then disk) with a SHA-256; hosts with identical stdout are printed once under
+  their node set, identical stderr lines once prefixed with theirs. One host: its output
+  is streamed as is, as ssh would. ``-B``, ``-L``, ``-N``, ``-q``, ``--diff``: see
+  :mod:`mpish.shell.options`.
 * live (``-v``): lines as they come, prefixed ``host: ``.
 * JSON (``--json``): one object per host per line, the MPI shell's fields: rank (the
   host's place in the node set), host, exit, signal, stdout, stderr, seconds, timed_out,
   and ``error`` only when ssh or the remote side failed.
 
-The exit status is the largest remote one (``clush -S``); a command killed by signal N
-counts as 128+N, and a host that could not run it (unreachable, authentication refused,
-Python or mpish missing, lost during the command) is reported as ``host: <message>``
-and counts as 255, as with ssh. At most ``-f`` hosts (default 64, as clush) are being
-connected at once; the next one starts when one has joined or failed.
+The exit status is the largest remote one (``clush -S``; ``--no-maxrc``: 0, clush's
+default); a command killed by signal N counts as 128+N, and a host that could not run it
+(unreachable, authentication refused, Python or mpish missing, lost during the command)
+is reported as ``host: <message>`` (identical reasons folded under one node set) and
+counts as 255, as with ssh. At most ``-f`` hosts (default 64, as clush) are being
+connected at once, the next one starting when one has joined or failed, and at most
+``-f`` run a ``-c`` command at once. ``-t``: ssh's ConnectTimeout (default 10 s, as
+clush); ``-u``: the command timeout.
 
 Without ``-c``, the MPI shell's console (:class:`~mpish.shell.ssh_session.SshRepl`):
 prompt ``[hosts] cwd#>``, targets ``@host2`` / ``@node[1-2]``, ``:put``/``:get``,
