@@ -57,6 +57,10 @@ def test_g_runs_on_the_ranks_of_a_groups_hosts(home: Path, tmp_path: Path, group
     err = result.stderr.decode()
     assert err.startswith(f"{host}: two\n"), err  # stderr labelled too
     assert f"mpish: {host}: exit code" in err
+    # -w and -x take groups and node sets too: the ranks on those hosts
+    argv = [MPISH, "-n", "2", "-w", "@here", "-x", "@1", "-L", "echo", "r$MPISH_RANK"]
+    named = run(argv, home, tmp_path, **env)
+    assert named.stdout.decode() == "@2: r2\n", named.stderr
     away = run([MPISH, "-n", "1", "-g", "away", "true"], home, tmp_path, **env)
     assert away.returncode == 2
     assert away.stderr.decode().strip() == "mpish: no shell server on the hosts of away"

@@ -48,19 +48,21 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def choose_targets(args: argparse.Namespace, hosts: Mapping[int, str]) -> frozenset[int]:
     """-w, minus -x, with -g's ranks: TargetError or HostsError when one names nothing."""
-    from .nodes import Selection, ranks_on, select_hosts
+    from .nodes import Selection, expand_target_words, ranks_on, select_hosts
     from .ranks import TargetError, resolve_targets
 
     groups = tuple(getattr(args, "groups", ()))
     targets = getattr(args, "targets", "@all")
-    chosen = set(resolve_targets(targets, hosts)) if targets != "@all" or not groups else set()
+    chosen = set()
+    if targets != "@all" or not groups:
+        chosen = set(resolve_targets(expand_target_words(targets), hosts))
     if groups:
         on_group = ranks_on(select_hosts(Selection(groups=groups)), dict(hosts))
         if not on_group:
             raise TargetError(f"no shell server on the hosts of {', '.join(groups)}")
         chosen |= on_group
     for spec in getattr(args, "exclude", ()):
-        chosen -= resolve_targets(spec, hosts)
+        chosen -= resolve_targets(expand_target_words(spec), hosts)
     if not chosen:
         raise TargetError("no target left to run on")
     return frozenset(chosen)

@@ -61,11 +61,11 @@ def resolver() -> Any:
 
 def _nodeset(text: str) -> Any:
     from ClusterShell.NodeSet import NodeSet, NodeSetException
-    from ClusterShell.NodeUtils import GroupResolverError
+    from ClusterShell.NodeUtils import GroupResolverError, GroupSourceError
 
     try:
         return NodeSet(text, resolver=resolver())
-    except GroupResolverError as exc:
+    except (GroupResolverError, GroupSourceError) as exc:
         raise HostsError(_group_error(text, exc)) from None
     except (NodeSetException, ValueError) as exc:
         raise HostsError(f"bad host set {text!r}: {exc}") from None
@@ -92,11 +92,11 @@ def _group(name: str) -> Any:
 
 def _all_nodes() -> Any:
     from ClusterShell.NodeSet import NodeSet, NodeSetExternalError
-    from ClusterShell.NodeUtils import GroupResolverError
+    from ClusterShell.NodeUtils import GroupResolverError, GroupSourceError
 
     try:
         return NodeSet.fromall(resolver=resolver())
-    except (GroupResolverError, NodeSetExternalError) as exc:
+    except (GroupResolverError, GroupSourceError, NodeSetExternalError) as exc:
         raise HostsError(_group_error("-a (all nodes)", exc)) from None
 
 
@@ -141,6 +141,30 @@ def expand_hosts(text: str) -> list[str]:
     if not hosts:
         raise HostsError(f"no host in {text!r}")
     return hosts
+
+
+def expand_target_words(spec: str) -> str:
+    """Node sets in a target spec (``@node[1-2]``, ``host1,host3``, ``@group``) as
+    ``+``-joined host words without ``@``, which :func:`~mpish.shell.ranks.resolve_targets`
+    reads; rank sets (``@1-3,7``) and ``@all`` are left as they are."""
+    words = []
+    for word in spec.replace("+", " ").split():
+        name = word[1:] if word.startswith("@") else word
+        if name and not name[0].isdigit() and name != "all" and ("[" in name or "," in name):
+            words.extend(expand_hosts(name))
+        elif word.startswith("@") and name and not name[0].isdigit() and name != "all" and _is_group(name):
+            words.extend(str(host) for host in _group(name))
+        else:
+            words.append(name)
+    return "+".join(words)
+
+
+def _is_group(name: str) -> bool:
+    """Whether ``@name`` is a group of the user's configuration (not a host name)."""
+    try:
+        return bool(_nodeset(f"@{name}"))
+    except HostsError:
+        return False
 
 
 def ranks_on(hosts: Sequence[str], by_rank: dict[int, str]) -> set[int]:

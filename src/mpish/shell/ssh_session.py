@@ -268,16 +268,9 @@ def _await_hellos(
 def expand_target_words(spec: str) -> str:
     """Node sets in a target spec (``@node[1-2]``, ``host1,host3``) as ``+``-joined words
     without ``@`` (which :func:`~mpish.shell.ranks.resolve_targets` reads the same way)."""
-    from mpish.shell.ssh_cli import expand_hosts
+    from mpish.shell.nodes import expand_target_words as expand
 
-    words = []
-    for word in spec.replace("+", " ").split():
-        name = word[1:] if word.startswith("@") else word
-        if name and not name[0].isdigit() and name != "all" and ("[" in name or "," in name):
-            words.extend(expand_hosts(name))
-        else:
-            words.append(name)
-    return "+".join(words)
+    return expand(spec)
 
 
 class SshRepl(Repl):
