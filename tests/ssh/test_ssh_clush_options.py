@@ -228,3 +228,12 @@ def test_f_bounds_the_hosts_running_the_command_at_once(sshd: SshServer, tmp_pat
         most = max(most, running)
     assert log.read_text().split().count("end") == 4
     assert most == 2  # never more than -f at once, and the window is used
+
+
+def test_hosts_lost_during_the_command_are_reported_once_folded(sshd: SshServer) -> None:
+    # on hosts 2-4 the command kills its own shell server ($PPID of the server's bash)
+    done = mpish_ssh(sshd, "host[1-4]", "-c", 'test "$MPISH_RANK" != 1 && kill -9 $PPID; echo ok')
+    assert done.returncode == 255
+    assert headers(done.stdout) == ["host1 (1)"]
+    lines = [line for line in done.stderr.splitlines() if "ended while in use" in line]
+    assert lines == [lines[0]] and lines[0].startswith("host[2-4] (3): the mpish agent ended"), done.stderr

@@ -205,6 +205,27 @@ class HostNames:
         return f"timed out ({cause})"
 
 
+def fold_reasons(failed: Mapping[str, str]) -> list[str]:
+    """``host: why`` per failed host, identical reasons once under a node set.
+
+    A reason that names its host (ssh's ``connect to host node3``) is compared with the
+    host's name replaced by ``%h`` (clush's placeholder for it); a group of several hosts
+    is printed that way, one host with its own name.
+    """
+    import re
+
+    by_reason: dict[str, list[str]] = {}
+    for host, why in failed.items():
+        key = re.sub(rf"(?<![\w.-]){re.escape(host)}(?![\w-])", "%h", why) if host else why
+        by_reason.setdefault(key, []).append(host)
+    lines = []
+    for key, hosts in by_reason.items():
+        why = key.replace("%h", hosts[0]) if len(hosts) == 1 else key
+        count = f" ({len(hosts)})" if len(hosts) > 1 else ""
+        lines.append(f"{fold_hosts(hosts)}{count}: {why}")
+    return lines
+
+
 def report_error(err: IO[bytes], host: str, error: str, style: Style) -> None:
     """``host: <why>`` on stderr, as ssh says why it could not run a command."""
     err.write(style.error(f"{host}: {error}").encode() + b"\n")
@@ -263,10 +284,22 @@ class _TerminalSink(_Sink):
         super().__init__(names)
         self.out, self.err, self.style = out, err, style or Style()
         self.reported: set[str] = set()  # hosts whose error was already printed (folded)
+        self.fold_errors = False  # errors printed at the end, identical ones folded
+        self._errors: dict[str, str] = {}
 
     def _ended(self, result: Result) -> None:
         if result.error and self.names.errors_at_once and result.host not in self.reported:
-            report_error(self.err, result.host, result.error, self.style)
+            if self.fold_errors:
+                self._errors[result.host] = result.error
+            else:
+                report_error(self.err, result.host, result.error, self.style)
+
+    def report_folded(self) -> None:
+        """The errors kept by ``fold_errors``, identical ones under one node set."""
+        for line in fold_reasons(self._errors):
+            self.err.write(self.style.error(line).encode() + b"\n")
+        self._errors.clear()
+        self.err.flush()
 
     def finish(self) -> None:
         self.out.flush()

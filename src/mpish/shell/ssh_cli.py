@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from mpish.shell.grouping import FAILED, HostNames, Result, Style, make_sink, status_lines
+from mpish.shell.grouping import FAILED, HostNames, JsonSink, Result, Style, make_sink, status_lines
 from mpish.shell.grouping import fold_hosts as fold_hosts
 from mpish.shell.nodes import HostsError as HostsError
 from mpish.shell.nodes import Selection, select_hosts
@@ -123,8 +123,10 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     sink = make_sink(options.mode, len(hosts), out, err, Style.for_stream(out), host_names(hosts, session))
     if session.failed and options.mode.kind != "json":
         report_failed(session, hosts, err, options)
-    if hasattr(sink, "reported"):
+    if not isinstance(sink, JsonSink):
         sink.reported.update(session.failed)  # printed above, folded
+        sink.fold_errors = True  # hosts lost during the command: folded at the end
+        session.report_losses = False
     for rank, host in enumerate(hosts, 1):
         if host in session.failed:  # could not join: its result, in NodeSet order
             sink.done(Result(rank, host, FAILED, error=session.failed[host]))
@@ -142,6 +144,8 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         finally:
             console.close()
     results = [sink.results[rank] for rank in sorted(sink.results)]
+    if not isinstance(sink, JsonSink):
+        sink.report_folded()
     if options.mode.kind != "json":
         for line in status_lines(results, Style.for_stream(err), sink.names, quiet=options.mode.quiet):
             err.write(line.encode() + b"\n")

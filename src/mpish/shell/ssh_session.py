@@ -42,7 +42,7 @@ from mpish.wire.events import HandshakeComplete, Message
 from mpish.wire.noise import public_bytes
 
 from . import protocol as p
-from .grouping import HostNames, Style, fold_hosts, make_sink, status_lines
+from .grouping import HostNames, Style, fold_hosts, fold_reasons, make_sink, status_lines
 from .interactive import Repl
 from .remote import binding as remote_binding
 from .remote import pack_bootstrap
@@ -59,6 +59,7 @@ class SshSession(Session):
     processes: dict[int, SshProcess] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # host -> why it could not join
     err: IO[str] = field(default_factory=lambda: sys.stderr)
+    report_losses: bool = True  # say "host: lost: why" at once (-c folds them at the end instead)
 
     def lost(self, rank: int, why: str) -> None:
         """MultiLink's report that a host's pipe ended: mark it lost, say why (once)."""
@@ -69,7 +70,7 @@ class SshSession(Session):
         peer = self.peers.get(rank)
         if peer is None:
             return
-        if peer.ready and peer.alive:
+        if peer.ready and peer.alive and self.report_losses:
             print(f"mpish: {peer.host}: lost: {reason}", file=self.err)
             self.err.flush()
         elif not peer.ready:
@@ -102,23 +103,11 @@ def cli_advice(message: str, host: str, *, python_flag: bool, ssh_options: Seque
 def fold_failures(
     failed: Mapping[str, str], *, python_flag: bool = False, ssh_options: Sequence[str] = ()
 ) -> list[str]:
-    """``host: why`` for hosts that could not join, identical reasons once under a node set.
-
-    A reason that names its host (ssh's ``connect to host node3``) is compared with the
-    host's name replaced by ``%h`` (clush's placeholder for it); a group of several hosts
-    is printed that way, one host with its own name.
-    """
-    by_reason: dict[str, list[str]] = {}
-    for host, why in failed.items():
-        why = cli_advice(why, host, python_flag=python_flag, ssh_options=ssh_options)
-        key = re.sub(rf"(?<![\w.-]){re.escape(host)}(?![\w-])", "%h", why) if host else why
-        by_reason.setdefault(key, []).append(host)
-    lines = []
-    for key, hosts in by_reason.items():
-        why = key.replace("%h", hosts[0]) if len(hosts) == 1 else key
-        count = f" ({len(hosts)})" if len(hosts) > 1 else ""
-        lines.append(f"{fold_hosts(hosts)}{count}: {why}")
-    return lines
+    """``host: why`` for hosts that could not join, in ``mpish ssh``'s words
+    (:func:`cli_advice`), identical reasons once under a node set
+    (:func:`~mpish.shell.grouping.fold_reasons`)."""
+    return fold_reasons({host: cli_advice(why, host, python_flag=python_flag, ssh_options=ssh_options)
+                         for host, why in failed.items()})
 
 
 def start_ssh_session(
