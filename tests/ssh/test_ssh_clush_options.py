@@ -142,6 +142,8 @@ def test_B_gathers_stderr_with_stdout(sshd: SshServer) -> None:
     done = mpish_ssh(sshd, "-B", "host[1-2]", "-c", "echo out; echo err >&2")
     assert done.stdout == f"{LINE}\nhost[1-2] (2)\n{LINE}\nout\nerr\n"
     assert done.stderr == ""  # and exit 0: no status line
+    one = mpish_ssh(sshd, "-B", "host1", "-c", "echo out; echo err >&2")
+    assert (one.stdout, one.stderr) == ("out\nerr\n", "")  # one host: as is, both on stdout
 
 
 def test_L_orders_lines_by_host_and_N_drops_the_labels(sshd: SshServer) -> None:

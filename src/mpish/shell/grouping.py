@@ -571,7 +571,7 @@ def make_sink(
     if mode.kind == "live":
         return LiveSink(out, err, style, names, labels=mode.labels)
     if targets == 1 and mode.kind == "grouped" and not mode.diff:
-        return RawSink(out, err, style, names, end_lines)
+        return RawSink(out, out if mode.merge_stderr else err, style, names, end_lines)  # -B: one stream
     return GroupedSink(out, err, style, names, merge_stderr=mode.merge_stderr, labels=mode.labels,
                        counts=not mode.quiet, lines=mode.kind == "lines", diff=mode.diff)
 
