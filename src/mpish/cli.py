@@ -27,11 +27,16 @@ DEBUG_HELP = f"diagnostics (logging) on stderr from every process of mpish ({rep
 
 
 def _main_parser() -> argparse.ArgumentParser:
+    from mpish.shell import options
+
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="A secure remote shell over MPI and SSH.",
+        usage="%(prog)s [options] [COMMAND ...]",
+        description="A secure remote shell over MPI and SSH. The words after the options are a "
+        "command to run on every target (as with clush); without one, the console.",
         epilog="subcommands: " + ", ".join(SUBCOMMANDS) + f" (see '{PROG} <subcommand> -h')",
     )
+    options.add_version(parser)
     parser.add_argument("-n", "--np", type=int, metavar="INT", help="number of ranks")
     once = parser.add_mutually_exclusive_group()
     once.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND and exit")
@@ -48,8 +53,21 @@ def _main_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     from mpish.shell.app import add_options
 
-    add_options(parser)  # the shell's own options (-t, -w)
+    add_options(parser)  # the shell's own options (-u, -t, -w, -x, -g, output modes)
     return parser
+
+
+def _parse_main(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The options, then the command's words (as clush: ``mpish -n 2 ls -l``)."""
+    from mpish.shell.options import split_command
+
+    words, command = split_command(parser, argv)
+    args = parser.parse_args(words)
+    if command:
+        if args.command is not None or args.commands_from is not None:
+            parser.error("give the command either with -c/-C or as the last words, not both")
+        args.command = " ".join(command)
+    return args
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -100,64 +118,113 @@ def _run_keys(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _add_ssh(parser: argparse.ArgumentParser) -> None:
-    from mpish.shell.ssh_cli import DEFAULT_FANOUT
+    from mpish.shell import options
+    from mpish.shell.ssh_cli import DEFAULT_CONNECT_TIMEOUT, DEFAULT_FANOUT
 
-    parser.add_argument("hosts", metavar="HOSTS", help="hosts: comma lists and ranges, e.g. node[1-8],login1")
-    parser.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND on every host and exit")
+    parser.usage = "%(prog)s [HOSTS] [options] [COMMAND ...]"
+    options.add_version(parser)
+    parser.add_argument("hosts", nargs="?", metavar="HOSTS",
+                        help="hosts, a node set: node[1-8],login1 or @group (not needed with -w, -g, "
+                        "-a or --hostfile)")
+    parser.add_argument("-c", dest="command", metavar="COMMAND",
+                        help="run COMMAND on every host and exit (or give it as the last words)")
+    select = parser.add_argument_group("selecting hosts (clush's options)")
+    select.add_argument("-w", dest="nodes", action="append", default=[], metavar="NODES",
+                        help="hosts to run on, a node set (repeatable)")
+    select.add_argument("-x", dest="exclude", action="append", default=[], metavar="NODES",
+                        help="hosts to leave out (repeatable)")
+    select.add_argument("-g", "--group", dest="groups", action="append", default=[], metavar="GROUP",
+                        help="the hosts of a ClusterShell group (repeatable)")
+    select.add_argument("-X", dest="exclude_groups", action="append", default=[], metavar="GROUP",
+                        help="leave out the hosts of a group")
+    select.add_argument("-a", "--all", action="store_true", help="every host of the group configuration")
+    select.add_argument("--hostfile", "--machinefile", dest="hostfiles", action="append", default=[],
+                        metavar="FILE", help="a file of hosts, one node set per line")
     parser.add_argument(
         "-f",
         "--fanout",
         type=int,
         default=DEFAULT_FANOUT,
         metavar="N",
-        help=f"at most N hosts being connected at once (default {DEFAULT_FANOUT})",
+        help=f"at most N hosts being connected, and running the command, at once (default "
+        f"{DEFAULT_FANOUT}; with stdin to broadcast, -c starts everywhere at once)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per host per line")
     parser.add_argument("--nostdin", action="store_true",
-                        help="-c: do not send stdin to the hosts (by default, unless it is a "
+                        help="do not send stdin to the hosts (by default, unless it is a "
                         "terminal, every host's command reads a copy of it, as with clush)")
     parser.add_argument("-v", "--verbose", action="store_true", help="live output, lines prefixed 'host: '")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     parser.add_argument("--tty", action="store_true",
                         help="-c on one host: run the command in a terminal of its own, as ssh -t (vim, top)")
+    options.add_output_options(parser)
     parser.add_argument(
         "-o",
+        "--options",
         dest="ssh_options",
         action="append",
         default=[],
         metavar="OPTIONS",
-        help="options for ssh, split like a shell (repeatable), e.g. -o '-p 2222 -l admin'",
+        help="options for ssh, split like a shell (repeatable), e.g. -o '-p 2222 -l admin' or -o-F/path",
     )
     parser.add_argument(
         "--python",
         default="python3",
         help="remote Python 3.10+ (mpish need not be installed), split like a shell (default python3)",
     )
-    parser.add_argument("-t", "--timeout", type=float, metavar="SECONDS", help="per-host command timeout")
+    options.add_timeouts(parser, f"ssh's ConnectTimeout (default {DEFAULT_CONNECT_TIMEOUT:g})",
+                         DEFAULT_CONNECT_TIMEOUT)
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                         help="colour the output: auto (a terminal and no NO_COLOR), always or never")
+
+
+def _parse_ssh(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """HOSTS first unless -w/-g/-a/--hostfile came before it; the words after: the command."""
+    from mpish.shell.options import split_command
+
+    before, _ = split_command(parser, argv, 0)  # the options before the first positional word
+    first, _ = parser.parse_known_args(before)
+    chosen = first.nodes or first.groups or first.all or first.hostfiles
+    words, command = split_command(parser, argv, 0 if chosen else 1)
+    args = parser.parse_args(words)
+    if command:
+        if args.command is not None:
+            parser.error("give the command either with -c or as the last words, not both")
+        args.command = " ".join(command)
+    return args
 
 
 def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
     del out  # the command's output is bytes: written to sys.stdout.buffer
     from mpish.shell import ssh_cli as shell_cli
     from mpish.shell.grouping import set_color
+    from mpish.shell.nodes import Selection
+    from mpish.shell.options import OutputMode
 
     set_color(args.color)
     if args.fanout < 1:
         print(f"{PROG} ssh: -f must be at least 1", file=sys.stderr)
         return 2
+    if args.connect_timeout is not None and args.connect_timeout <= 0:
+        print(f"{PROG} ssh: -t must be more than 0 seconds", file=sys.stderr)
+        return 2
+    selection = Selection(
+        nodes=(*([args.hosts] if args.hosts else []), *args.nodes), exclude=tuple(args.exclude),
+        groups=tuple(args.groups), exclude_groups=tuple(args.exclude_groups), all=args.all,
+        hostfiles=tuple(args.hostfiles),
+    )
     return shell_cli.main(
         shell_cli.SshShellOptions(
-            hosts=args.hosts,
+            selection=selection,
             command=args.command,
             fanout=args.fanout,
-            json=args.json,
+            mode=OutputMode.from_args(args),
+            maxrc=args.maxrc,
             nostdin=args.nostdin,
-            verbose=args.verbose,
             ssh_options=shell_cli.split_ssh_options(args.ssh_options),
             python=tuple(shlex.split(args.python)),
-            timeout=args.timeout,
+            timeout=args.timeout or None,
+            connect_timeout=args.connect_timeout,
             tty=args.tty,
         )
     )
@@ -192,10 +259,11 @@ def main(argv: list[str] | None = None) -> int:
             help_text, add, run = SUBCOMMANDS[name]
             parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=help_text)
             add(parser)
-            args = parser.parse_args(argv[1:])
+            parse = _parse_ssh if name == "ssh" else lambda p, a: p.parse_args(a)
+            args = parse(parser, argv[1:])
             _start_logging(getattr(args, "debug", False), argv)
             return run(args, sys.stdout)
-        args = _main_parser().parse_args(argv)
+        args = _parse_main(_main_parser(), argv)
         _start_logging(args.debug, argv)
         return run_main(args)
     except MpishError as exc:

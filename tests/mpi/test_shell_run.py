@@ -143,7 +143,7 @@ def test_authorized_key_is_accepted(tmp_path: Path) -> None:
 def test_timeout_kills_the_process_tree(home: Path, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     command = f"sleep 300 & echo $! > {pidfile}; sleep 300"
-    result = run([MPISH, "-n", "1", "-t", "1", "-c", command], home, tmp_path)
+    result = run([MPISH, "-n", "1", "-u", "1", "-c", command], home, tmp_path)
     assert result.returncode == 128 + 2  # SIGINT, as Ctrl-C; the background job then gets SIGTERM
     assert "timed out" in result.stderr.decode()
     pid = int(pidfile.read_text())
@@ -171,7 +171,7 @@ def test_gigabyte_of_output_complete_with_bounded_memory(home: Path, tmp_path: P
         from shell_util import shell_env
 
         proc = subprocess.run(
-            [MPISH, "-n", "1", "--stats", "-t", "100", "-c", command],
+            [MPISH, "-n", "1", "--stats", "-u", "100", "-c", command],
             env=shell_env(home),
             cwd=tmp_path,
             stdin=subprocess.DEVNULL,  # -c broadcasts stdin: give it none, whatever pytest's is
@@ -234,7 +234,7 @@ def test_a_server_that_dies_is_reported_and_the_console_ends(home: Path, tmp_pat
 
 def test_builtin_loop_stops_on_timeout_and_exit_is_no_error(home: Path, tmp_path: Path) -> None:
     """A loop inside bash itself stops on SIGINT; ``exit`` in a one-shot command is no error."""
-    result = run([MPISH, "-n", "1", "-t", "1", "-c", "while :; do :; done"], home, tmp_path)
+    result = run([MPISH, "-n", "1", "-u", "1", "-c", "while :; do :; done"], home, tmp_path)
     assert result.returncode == 128 + 2, result.stderr
     assert "timed out" in result.stderr.decode()
     result = run([MPISH, "-n", "1", "-c", "echo before; exit 7"], home, tmp_path)
@@ -262,13 +262,14 @@ def test_grouped_output_without_a_final_newline_ends_its_line(home: Path, tmp_pa
     assert result.returncode == 0, result.stderr
     line = "-" * 15
     assert result.stdout.decode() == f"{line}\n@1 (1)\n{line}\nout1\n{line}\n@2 (1)\n{line}\nout2\n"
-    assert result.stderr.decode() == "err1\nerr2\n"
+    assert result.stderr.decode() == "@1: err1\n@2: err2\n"  # stderr labelled, line ended
 
 
 def test_bash_errors_name_bash_without_a_line_number(home: Path, tmp_path: Path) -> None:
     result = run([MPISH, "-n", "2", "-c", "nosuchcmd; cd /nonexistent"], home, tmp_path)
     err = result.stderr.decode()
-    assert err.startswith("bash: nosuchcmd: command not found\nbash: cd: /nonexistent: No such file"), err
+    expected = "@1-2: bash: nosuchcmd: command not found\n@1-2: bash: cd: /nonexistent: No such file"
+    assert err.startswith(expected), err
 
 
 def test_json_fields_are_those_of_mpish_ssh_and_exit_is_no_error(home: Path, tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def test_grouped_output_without_a_final_newline_is_not_glued_to_the_next_header(
 def test_bash_errors_read_as_in_an_interactive_bash(sshd: SshServer) -> None:
     done = mpish_ssh(sshd, "host[1-2]", "-c", "nosuchcmd")
     assert done.returncode == 127
-    assert done.stderr.startswith("bash: nosuchcmd: command not found\n"), done.stderr
+    assert done.stderr.startswith("host[1-2]: bash: nosuchcmd: command not found\n"), done.stderr
 
 
 def test_background_jobs_end_with_the_session(sshd: SshServer) -> None:
@@ -149,7 +149,7 @@ def test_background_jobs_end_with_the_session(sshd: SshServer) -> None:
 
 
 def test_json_has_the_mpi_fields_and_error_only_for_errors(sshd: SshServer) -> None:
-    timed = mpish_ssh(sshd, "host[1-2]", "--json", "-t", "1", "-c", "sleep 30.25")
+    timed = mpish_ssh(sshd, "host[1-2]", "--json", "-u", "1", "-c", "sleep 30.25")
     records = [json.loads(line) for line in timed.stdout.splitlines()]
     assert [(r["rank"], r["host"], r["timed_out"]) for r in records] == [
         (1, "host1", True), (2, "host2", True)]

@@ -91,15 +91,26 @@ def test_run_main_receives_parsed_options(home: Path, monkeypatch: pytest.Monkey
         return 0
 
     monkeypatch.setattr("mpish.cli.run_main", fake_run_main)
-    assert main(["--np", "3", "-c", "ls -l", "-vv", "-t", "2.5", "-w", "@1-2"]) == 0
+    assert main(["--np", "3", "-vv", "-u", "2.5", "-t", "4", "-w", "@1-2", "-x", "@2", "-L", "ls", "-l"]) == 0
     assert seen == {
         "np": 3,
-        "command": "ls -l",
+        "command": "ls -l",  # the words after the options, as clush
         "json": False,
         "verbose": 2,
         "debug": False,
         "timeout": 2.5,
+        "connect_timeout": 4.0,
         "targets": "@1-2",
+        "exclude": ["@2"],
+        "groups": [],
+        "label": "rank",
+        "dshbak": False,
+        "merge_stderr": False,
+        "lines": True,
+        "labels": True,
+        "quiet": False,
+        "diff": False,
+        "maxrc": True,
         "stats": False,
         "nostdin": False,
         "tty": False,

@@ -6,6 +6,7 @@ import argparse
 import os
 import socket
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from mpish.wire.errors import MpishError, TransportBroken
@@ -15,11 +16,26 @@ from .session import Terminated
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    """Options of the shell itself, beyond -n, -c, --json and -v (cli.py owns those)."""
-    parser.add_argument("-t", "--timeout", type=float, default=0.0, metavar="SECONDS",
-                        help="per-command timeout (0 = none)")
+    """Options of the shell itself, beyond -n, -c, --json and -v (cli.py owns those).
+
+    Targets, as clush's node selection read for ranks: ``-w`` ranks or hosts (``@1-3,7``,
+    ``node2``), ``-x`` the same left out, ``-g GROUP`` the ranks on the hosts of a
+    ClusterShell group. ``-t`` bounds each start-up step per server, as the connect timeout
+    does for clush (``MPISH_HANDSHAKE_TIMEOUT``); ``-u`` is the command timeout.
+    """
+    from .options import add_output_options, add_timeouts
+
+    add_timeouts(parser, "connect timeout: seconds each server may take per start-up step "
+                 "(default 5, or MPISH_HANDSHAKE_TIMEOUT)", None)
     parser.add_argument("-w", "--targets", default="@all", metavar="TARGETS",
-                        help="target ranks or hosts, e.g. @1-3,7 (default @all)")
+                        help="target ranks or hosts, e.g. @1-3,7 or node2 (default @all)")
+    parser.add_argument("-x", dest="exclude", action="append", default=[], metavar="TARGETS",
+                        help="ranks or hosts to leave out (repeatable)")
+    parser.add_argument("-g", "--group", dest="groups", action="append", default=[], metavar="GROUP",
+                        help="the ranks on the hosts of a ClusterShell group (repeatable)")
+    parser.add_argument("--label", choices=("rank", "host"), default="rank",
+                        help="name servers in headers and prefixes by rank (@1-3, the default) or host")
+    add_output_options(parser)
     parser.add_argument("--color", choices=COLOR_CHOICES, default="auto",
                         help="colour the output: auto (a terminal, no NO_COLOR; never under a "
                         "launcher such as mpiexec or srun), always or never")
@@ -33,6 +49,28 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="after -c, print each rank's time and peak RSS on stderr")
 
 
+def choose_targets(args: argparse.Namespace, hosts: Mapping[int, str]) -> frozenset[int]:
+    """-w, minus -x, with -g's ranks: TargetError or HostsError when one names nothing."""
+    from .nodes import Selection, expand_target_words, ranks_on, select_hosts
+    from .ranks import TargetError, resolve_targets
+
+    groups = tuple(getattr(args, "groups", ()))
+    targets = getattr(args, "targets", "@all")
+    chosen = set()
+    if targets != "@all" or not groups:
+        chosen = set(resolve_targets(expand_target_words(targets), hosts))
+    if groups:
+        on_group = ranks_on(select_hosts(Selection(groups=groups)), dict(hosts))
+        if not on_group:
+            raise TargetError(f"no shell server on the hosts of {', '.join(groups)}")
+        chosen |= on_group
+    for spec in getattr(args, "exclude", ()):
+        chosen -= resolve_targets(expand_target_words(spec), hosts)
+    if not chosen:
+        raise TargetError("no target left to run on")
+    return frozenset(chosen)
+
+
 def main_shell(args: argparse.Namespace) -> int:
     """Run the rank's role; the console's exit status is returned."""
     from mpish.transport.mpi import mpi
@@ -43,6 +81,8 @@ def main_shell(args: argparse.Namespace) -> int:
     # under a launcher, rank 0's stdout may be a pty made by the launcher (Open MPI does)
     # while the user's end is a pipe or a file: colour only when asked
     set_color("never" if color == "auto" and launch.under_launcher() else color)
+    if getattr(args, "connect_timeout", None) is not None:  # -t: read by admission.handshake_timeout
+        os.environ["MPISH_HANDSHAKE_TIMEOUT"] = str(args.connect_timeout)
     if launch.under_launcher():
         MPI = mpi()
         if MPI.COMM_WORLD.Get_rank() != 0:
@@ -111,11 +151,10 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
     environment. The exit status is the last command's (a line that fails with an error: 1).
     """
     from .interactive import PlainReader, Repl
-    from .ranks import TargetError, resolve_targets
 
     try:
-        targets = resolve_targets(getattr(args, "targets", "@all"), console.hosts)
-    except TargetError as exc:
+        targets = choose_targets(args, console.hosts)
+    except MpishError as exc:
         print(f"mpish: {exc}", file=sys.stderr)
         return 2
     path = args.commands_from
@@ -144,12 +183,14 @@ def stdin_to_send(nostdin: bool) -> int | None:
 
 
 def run_once(console: Any, args: argparse.Namespace) -> int:
-    """``-c``: run once on the targets; exit status = the largest remote one (clush -S)."""
-    from .ranks import TargetError, resolve_targets
+    """``-c``: run once on the targets; exit status = the largest remote one (``-S``), or 0
+    (``--no-maxrc``, clush's default)."""
+    from .grouping import RankHostNames, RankNames
+    from .options import OutputMode, exit_status
 
     try:
-        ranks = resolve_targets(getattr(args, "targets", "@all"), console.hosts)
-    except TargetError as exc:
+        ranks = choose_targets(args, console.hosts)
+    except MpishError as exc:
         print(f"mpish: {exc}", file=sys.stderr)
         return 2
     if getattr(args, "tty", False):
@@ -162,8 +203,9 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
             return 2
     out, err = sys.stdout.buffer, sys.stderr.buffer
     style = Style.for_stream(sys.stdout)
-    kind = "json" if args.json else "live" if args.verbose else "grouped"
-    sink = make_sink(kind, len(ranks), out, err, style)
+    mode = OutputMode.from_args(args)
+    names = RankHostNames(console.hosts) if mode.by_host else RankNames()
+    sink = make_sink(mode, len(ranks), out, err, style, names)
     from .interactive import InterruptKeys
 
     with InterruptKeys() as keys:
@@ -171,7 +213,7 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
         results = console.run(args.command, ranks, sink,
                               stdin=stdin_to_send(getattr(args, "nostdin", False)))
     if not args.json:
-        for line in status_lines(results.values(), Style.for_stream(sys.stderr)):
+        for line in status_lines(results.values(), Style.for_stream(sys.stderr), names, quiet=mode.quiet):
             print(line, file=sys.stderr)
     if getattr(args, "stats", False):
         from .console import console_rss_kib
@@ -180,4 +222,4 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
             print(f"mpish: rank {rank}: {result.seconds:.3f} s, peak RSS {result.peak_rss_kib} KiB",
                   file=sys.stderr)
         print(f"mpish: console: peak RSS {console_rss_kib()} KiB", file=sys.stderr)
-    return max((r.exit for r in results.values()), default=0)
+    return exit_status([r.exit for r in results.values()], getattr(args, "maxrc", True))

@@ -344,14 +344,17 @@ class Console:
 
     def run(
         self, command: str, ranks: Iterable[int], sink: OutputSink, timeout: float | None = None,
-        stdin: int | None = None,
+        stdin: int | None = None, fanout: int = 0,
     ) -> dict[int, Result]:
         """Run ``command`` on ``ranks``; output goes to ``sink`` as it arrives.
 
         ``stdin``: a file descriptor whose bytes, to its end, every rank's command reads
-        as its stdin (else the command's stdin is /dev/null)."""
+        as its stdin (else the command's stdin is /dev/null). ``fanout`` (clush's ``-f``):
+        the command runs on at most that many ranks at once, the next starting when one
+        ends; 0, or a stdin to broadcast (one stream for all), starts it everywhere at once."""
         cmd_id = self._id()
         targets = self._in(ConsoleState.IDLE, sorted(set(r for r in ranks if r in self.peers)))
+        waiting = targets[fanout:] if fanout > 0 and stdin is None else []
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
         run = self._run = Running(cmd_id, sink, dict.fromkeys(targets, p.WINDOW))
@@ -376,10 +379,32 @@ class Console:
             stdin_open = bool(data)
             return True
 
+        skipped: list[int] = []  # never started: the user interrupted first
+
+        def top_up() -> bool:
+            """-f: start waiting ranks while fewer than ``fanout`` run (a lost one frees its place)."""
+            running = len(self._in(ConsoleState.RUNNING, targets))
+            moved = False
+            while waiting and running < fanout:
+                rank = waiting.pop(0)
+                if self.peers[rank].alive:
+                    self._step(rank, Local.RUN, p.Run(cmd_id, command, limit, False))
+                    running += 1
+                    moved = True
+            return moved
+
+        def finished() -> bool:
+            return not waiting and not self._in(ConsoleState.RUNNING, targets)
+
+        def feed_and_top_up() -> bool:
+            return feed() | (top_up() if waiting else False)
+
         interrupts = 0
 
         def interrupt() -> None:
             nonlocal interrupts
+            skipped.extend(waiting)  # not started: never will be (reported below)
+            waiting.clear()
             running = self._in(ConsoleState.RUNNING, targets)
             interrupts += 1
             hint = ESCALATION_HINTS[min(interrupts, len(ESCALATION_HINTS)) - 1]
@@ -387,17 +412,18 @@ class Console:
             for rank in running:
                 self._step(rank, Local.INTERRUPT, p.Interrupt(cmd_id))
 
-        for rank in targets:
+        for rank in targets[: len(targets) - len(waiting)]:
             self._step(rank, Local.RUN, p.Run(cmd_id, command, limit, stdin is not None))
         try:
-            self._wait(lambda: not self._in(ConsoleState.RUNNING, targets), interrupt, feed)
+            self._wait(finished, interrupt, feed_and_top_up)
         finally:
             self._abandon(targets)
             self._run = None
         for rank in targets:
             if rank not in run.results:
+                why = "not run: interrupted before its turn (-f)" if rank in skipped else "rank lost"
                 lost = Result(rank, self.peers[rank].host, 255, 0, time.monotonic() - started,
-                              False, "rank lost")
+                              False, why)
                 run.results[rank] = lost
                 sink.done(lost)
         sink.finish()

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from .options import OutputMode
 from .protocol import STDERR, STDOUT
 from .ranks import format_ranks
 
@@ -156,6 +157,20 @@ class RankNames:
         return f"timed out after {seconds:.1f} s"
 
 
+class RankHostNames(RankNames):
+    """The MPI shell's names with ``--label host``: servers named by their host (folded as a
+    node set, a host once however many of its ranks are in the group); JSON as RankNames."""
+
+    def __init__(self, hosts: Mapping[int, str]) -> None:
+        self.hosts = hosts
+
+    def label(self, ranks: Iterable[int]) -> str:
+        return fold_hosts({self.hosts.get(rank, f"rank{rank}") for rank in ranks})
+
+    def prefix(self, rank: int) -> str:
+        return self.hosts.get(rank, f"rank{rank}")
+
+
 class HostNames:
     """``mpish ssh``'s names (rank r is host r): ``host[1-3]``, ``host1: ``, JSON with rank and host.
 
@@ -188,6 +203,27 @@ class HostNames:
 
     def timed_out(self, seconds: float, cause: str) -> str:
         return f"timed out ({cause})"
+
+
+def fold_reasons(failed: Mapping[str, str]) -> list[str]:
+    """``host: why`` per failed host, identical reasons once under a node set.
+
+    A reason that names its host (ssh's ``connect to host node3``) is compared with the
+    host's name replaced by ``%h`` (clush's placeholder for it); a group of several hosts
+    is printed that way, one host with its own name.
+    """
+    import re
+
+    by_reason: dict[str, list[str]] = {}
+    for host, why in failed.items():
+        key = re.sub(rf"(?<![\w.-]){re.escape(host)}(?![\w-])", "%h", why) if host else why
+        by_reason.setdefault(key, []).append(host)
+    lines = []
+    for key, hosts in by_reason.items():
+        why = key.replace("%h", hosts[0]) if len(hosts) == 1 else key
+        count = f" ({len(hosts)})" if len(hosts) > 1 else ""
+        lines.append(f"{fold_hosts(hosts)}{count}: {why}")
+    return lines
 
 
 def report_error(err: IO[bytes], host: str, error: str, style: Style) -> None:
@@ -247,10 +283,23 @@ class _TerminalSink(_Sink):
     ) -> None:
         super().__init__(names)
         self.out, self.err, self.style = out, err, style or Style()
+        self.reported: set[str] = set()  # hosts whose error was already printed (folded)
+        self.fold_errors = False  # errors printed at the end, identical ones folded
+        self._errors: dict[str, str] = {}
 
     def _ended(self, result: Result) -> None:
-        if result.error and self.names.errors_at_once:
-            report_error(self.err, result.host, result.error, self.style)
+        if result.error and self.names.errors_at_once and result.host not in self.reported:
+            if self.fold_errors:
+                self._errors[result.host] = result.error
+            else:
+                report_error(self.err, result.host, result.error, self.style)
+
+    def report_folded(self) -> None:
+        """The errors kept by ``fold_errors``, identical ones under one node set."""
+        for line in fold_reasons(self._errors):
+            self.err.write(self.style.error(line).encode() + b"\n")
+        self._errors.clear()
+        self.err.flush()
 
     def finish(self) -> None:
         self.out.flush()
@@ -258,56 +307,107 @@ class _TerminalSink(_Sink):
 
 
 class GroupedSink(_TerminalSink):
-    """Identical outputs of several servers shown once under their names (``clush -b``)."""
+    """Identical outputs of several servers shown once under their names (``clush -b``).
+
+    stdout is gathered under a header per distinct output; stderr (unless ``merge_stderr``,
+    clush's ``-B``, gathers it with stdout) is gathered apart and each of its lines is
+    prefixed with the servers that wrote it (``host[1-4]: oops``), as clush labels stderr.
+    ``labels=False`` (``-N``): no headers and no prefixes; ``counts=False`` (``-q``): no
+    ``(N)`` after a header; ``lines`` (``-L``): no gathering, each server's lines in
+    server order prefixed with its name; ``diff`` (``--diff``): each gathered stdout shown
+    as a unified diff against the first.
+    """
 
     def __init__(
-        self, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None
+        self, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None, *,
+        merge_stderr: bool = False, labels: bool = True, counts: bool = True, lines: bool = False,
+        diff: bool = False,
     ) -> None:
         super().__init__(out, err, style, names)
         self._spools: dict[tuple[int, int], _Spool] = {}
+        self.merge_stderr, self.labels, self.counts = merge_stderr, labels, counts
+        self.lines, self.diff = lines, diff
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
+        if self.merge_stderr:
+            stream = STDOUT
         spool = self._spools.get((rank, stream))
         if spool is None:
             spool = self._spools[(rank, stream)] = _Spool()
         spool.write(data)
 
-    def groups(self) -> list[tuple[frozenset[int], _Spool | None, _Spool | None]]:
-        """(ranks, stdout spool, stderr spool) per distinct output, in rank order."""
-        by_key: dict[tuple[bytes, bytes], list[int]] = {}
-        ranks = sorted({rank for rank, _ in self._spools} | set(self.results))
-        for rank in ranks:
-            key = tuple(
-                self._spools[(rank, s)].digest.digest() if (rank, s) in self._spools else b""
-                for s in (STDOUT, STDERR)
-            )
-            by_key.setdefault((key[0], key[1]), []).append(rank)
-        found = []
-        for members in by_key.values():
-            first = members[0]
-            found.append(
-                (frozenset(members), self._spools.get((first, STDOUT)), self._spools.get((first, STDERR)))
-            )
-        return found
+    def groups(self, stream: int = STDOUT) -> list[tuple[frozenset[int], _Spool]]:
+        """(ranks, the spool of the first of them) per distinct output of ``stream``, in rank order."""
+        by_digest: dict[bytes, list[int]] = {}
+        for rank, kind in sorted(self._spools):
+            if kind == stream and self._spools[(rank, kind)].size:
+                by_digest.setdefault(self._spools[(rank, kind)].digest.digest(), []).append(rank)
+        return [(frozenset(ranks), self._spools[(ranks[0], stream)]) for ranks in by_digest.values()]
+
+    def _prefix(self, ranks: Iterable[int]) -> bytes:
+        return self.style.prefix(f"{self.names.label(ranks)}: ").encode() if self.labels else b""
+
+    def _prefixed(self, spool: _Spool, prefix: bytes, target: IO[bytes]) -> None:
+        spool.file.seek(0)
+        for line in spool.file:
+            target.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
 
     def finish(self) -> None:
-        for ranks, out, err in self.groups():
-            if out is None and err is None:
-                continue
+        self.out.flush()
+        if self.lines:
+            self._finish_lines()
+        else:
+            for ranks, spool in self.groups(STDERR):
+                self._prefixed(spool, self._prefix(ranks), self.err)
             self.err.flush()
-            line = "-" * 15
-            title = f"{line}\n{self.names.label(ranks)} ({len(ranks)})\n{line}\n"
-            self.out.write(self.style.header(title).encode())
-            if out is not None:
-                out.copy_to(self.out)
-            self.out.flush()
-            if err is not None:
-                err.copy_to(self.err)
-                self.err.flush()
+            if self.diff:
+                self._finish_diff()
+            else:
+                self._finish_gathered()
         for spool in self._spools.values():
             spool.close()
         self._spools.clear()
         self.out.flush()
+        self.err.flush()
+
+    def _header(self, ranks: frozenset[int]) -> bytes:
+        if not self.labels:
+            return b""
+        line = "-" * 15
+        count = f" ({len(ranks)})" if self.counts else ""
+        return self.style.header(f"{line}\n{self.names.label(ranks)}{count}\n{line}\n").encode()
+
+    def _finish_gathered(self) -> None:
+        for ranks, spool in self.groups(STDOUT):
+            self.out.write(self._header(ranks))
+            spool.copy_to(self.out)
+        self.out.flush()
+
+    def _finish_lines(self) -> None:
+        for rank, stream in sorted(self._spools):
+            target = self.out if stream == STDOUT else self.err
+            self._prefixed(self._spools[(rank, stream)], self._prefix([rank]), target)
+            target.flush()
+
+    def _finish_diff(self) -> None:
+        import difflib
+
+        found = self.groups(STDOUT)
+        if not found:
+            return
+        first_ranks, first = found[0]
+        reference = _lines(first)
+        for ranks, spool in found[1:]:
+            names = [self.names.label(r) + (f" ({len(r)})" if self.counts and len(r) > 1 else "")
+                     for r in (first_ranks, ranks)]
+            for line in difflib.unified_diff(reference, _lines(spool), names[0], names[1], lineterm=""):
+                self.out.write(line.encode("utf-8", "surrogateescape") + b"\n")
+        self.out.flush()
+
+
+def _lines(spool: _Spool) -> list[str]:
+    spool.file.seek(0)
+    return [line.rstrip(b"\n").decode("utf-8", "surrogateescape") for line in spool.file]
 
 
 class RawSink(_TerminalSink):
@@ -347,14 +447,17 @@ class LiveSink(_TerminalSink):
     """Output streamed as produced, each line prefixed with its server (``clush`` without -b)."""
 
     def __init__(
-        self, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None
+        self, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None,
+        labels: bool = True,
     ) -> None:
         super().__init__(out, err, style, names)
         self._partial: dict[tuple[int, int], bytes] = {}
+        self.labels = labels
 
     def _emit(self, rank: int, stream: int, line: bytes) -> None:
         target = self.out if stream == STDOUT else self.err
-        target.write(self.style.prefix(f"{self.names.prefix(rank)}: ").encode() + line)
+        prefix = self.style.prefix(f"{self.names.prefix(rank)}: ").encode() if self.labels else b""
+        target.write(prefix + line)
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
         buffered = self._partial.pop((rank, stream), b"") + data
@@ -438,13 +541,17 @@ def _outcome(result: Result, names: ServerNames, notes: bool) -> str:
 
 
 def status_lines(
-    results: Iterable[Result], style: Style, names: ServerNames | None = None, notes: bool = False
+    results: Iterable[Result], style: Style, names: ServerNames | None = None, notes: bool = False,
+    quiet: bool = False,
 ) -> list[str]:
     """One line per distinct non-zero outcome, servers grouped: ``mpish: @2,4: exit code 1``;
-    ``notes`` (the console): with the server's note, e.g. that the shell was replaced."""
+    ``notes`` (the console): with the server's note, e.g. that the shell was replaced;
+    ``quiet`` (``-q``): not for a plain non-zero exit code (signals, timeouts, errors stay)."""
     names = names or RankNames()
     outcomes: dict[str, list[int]] = {}
     for result in results:
+        if quiet and not (result.signal or result.timed_out or result.error):
+            continue
         text = _outcome(result, names, notes)
         if text:
             outcomes.setdefault(text, []).append(result.rank)
@@ -452,15 +559,18 @@ def status_lines(
 
 
 def make_sink(
-    kind: str, targets: int, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None,
-    end_lines: bool = False,
+    kind: str | OutputMode, targets: int, out: IO[bytes], err: IO[bytes], style: Style,
+    names: ServerNames | None = None, end_lines: bool = False,
 ) -> GroupedSink | RawSink | LiveSink | JsonSink:
-    """The sink for an output mode: ``json``, ``live``, or ``grouped`` (raw for one target;
-    ``end_lines``: the console's, which ends an unfinished last line before the prompt)."""
-    if kind == "json":
+    """The sink for an output mode (:class:`~mpish.shell.options.OutputMode`, or its kind:
+    ``json``, ``live``, ``lines``, ``grouped``); one target in grouped mode: raw (``end_lines``:
+    the console's, which ends an unfinished last line before the prompt)."""
+    mode = kind if isinstance(kind, OutputMode) else OutputMode(kind=kind)
+    if mode.kind == "json":
         return JsonSink(out, names)
-    if kind == "live":
-        return LiveSink(out, err, style, names)
-    if targets == 1:
-        return RawSink(out, err, style, names, end_lines)
-    return GroupedSink(out, err, style, names)
+    if mode.kind == "live":
+        return LiveSink(out, err, style, names, labels=mode.labels)
+    if targets == 1 and mode.kind == "grouped" and not mode.diff:
+        return RawSink(out, out if mode.merge_stderr else err, style, names, end_lines)  # -B: one stream
+    return GroupedSink(out, err, style, names, merge_stderr=mode.merge_stderr, labels=mode.labels,
+                       counts=not mode.quiet, lines=mode.kind == "lines", diff=mode.diff)

@@ -1,30 +1,36 @@
-"""``mpish ssh HOSTS [-c COMMAND]``: a command on many hosts over ssh, clush-style.
+"""``mpish ssh [HOSTS] [options] [COMMAND ...]``: a command on many hosts over ssh, clush-style.
 
 Theory of operation
 -------------------
-HOSTS is a ClusterShell node set (``node[1-8],login1``), expanded with
-:class:`ClusterShell.NodeSet.NodeSet`. Both modes run on the MPI shell's machinery over
-ssh pipes (:mod:`mpish.shell.ssh_session`): one ``ssh HOST python3 -c STUB`` per host,
-host ``i`` in NodeSet order being rank ``i``, each running the unchanged
-:class:`~mpish.shell.server.ShellServer` (one long-lived bash per host: ``cd``,
-variables, functions, aliases and options persist), whose code the console sends over
-ssh's stdin (:mod:`mpish.shell.remote`): the hosts need only Python 3.10+ and bash.
-Output arrives per rank and goes to the MPI shell's sinks (:mod:`mpish.shell.grouping`)
+The hosts are chosen as clush chooses them (:mod:`mpish.shell.nodes`: HOSTS or ``-w``,
+``-x``, ``-g``, ``-X``, ``-a``, ``--hostfile``; ClusterShell node sets and the user's
+group configuration), the command is ``-c`` or the words after the options. Both modes
+run on the MPI shell's machinery over ssh pipes (:mod:`mpish.shell.ssh_session`): one
+``ssh HOST python3 -c STUB`` per host, host ``i`` in NodeSet order being rank ``i``, each
+running the unchanged :class:`~mpish.shell.server.ShellServer` (one long-lived bash per
+host: ``cd``, variables, functions, aliases and options persist), whose code the console
+sends over ssh's stdin (:mod:`mpish.shell.remote`): the hosts need only Python 3.10+ and
+bash. Output arrives per rank and goes to the MPI shell's sinks (:mod:`mpish.shell.grouping`)
 naming servers by host (:class:`~mpish.shell.grouping.HostNames`):
 
 * grouped (default, ``clush -b``): each host's stdout and stderr are spooled (memory up to
-  1 MiB, then disk) with a SHA-256; hosts with identical outputs are printed once under
-  their node set. One host: its output is streamed as is, as ssh would.
+  1 MiB, then disk) with a SHA-256; hosts with identical stdout are printed once under
+  their node set, identical stderr lines once prefixed with theirs. One host: its output
+  is streamed as is, as ssh would. ``-B``, ``-L``, ``-N``, ``-q``, ``--diff``: see
+  :mod:`mpish.shell.options`.
 * live (``-v``): lines as they come, prefixed ``host: ``.
 * JSON (``--json``): one object per host per line, the MPI shell's fields: rank (the
   host's place in the node set), host, exit, signal, stdout, stderr, seconds, timed_out,
   and ``error`` only when ssh or the remote side failed.
 
-The exit status is the largest remote one (``clush -S``); a command killed by signal N
-counts as 128+N, and a host that could not run it (unreachable, authentication refused,
-Python or mpish missing, lost during the command) is reported as ``host: <message>``
-and counts as 255, as with ssh. At most ``-f`` hosts (default 64, as clush) are being
-connected at once; the next one starts when one has joined or failed.
+The exit status is the largest remote one (``clush -S``; ``--no-maxrc``: 0, clush's
+default); a command killed by signal N counts as 128+N, and a host that could not run it
+(unreachable, authentication refused, Python or mpish missing, lost during the command)
+is reported as ``host: <message>`` (identical reasons folded under one node set) and
+counts as 255, as with ssh. At most ``-f`` hosts (default 64, as clush) are being
+connected at once, the next one starting when one has joined or failed, and at most
+``-f`` run a ``-c`` command at once. ``-t``: ssh's ConnectTimeout (default 10 s, as
+clush); ``-u``: the command timeout.
 
 Without ``-c``, the MPI shell's console (:class:`~mpish.shell.ssh_session.SshRepl`):
 prompt ``[hosts] cwd#>``, targets ``@host2`` / ``@node[1-2]``, ``:put``/``:get``,
@@ -37,31 +43,18 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
-from mpish.shell.grouping import FAILED, HostNames, Result, Style, make_sink, report_error, status_lines
+from mpish.shell.grouping import FAILED, HostNames, JsonSink, Result, Style, make_sink, status_lines
 from mpish.shell.grouping import fold_hosts as fold_hosts
-from mpish.wire.errors import MpishError
+from mpish.shell.nodes import HostsError as HostsError
+from mpish.shell.nodes import Selection, select_hosts
+from mpish.shell.nodes import expand_hosts as expand_hosts
+from mpish.shell.options import OutputMode, exit_status
 
 DEFAULT_FANOUT = 64  # clush's default
-
-
-class HostsError(MpishError):
-    """The HOSTS argument is not a valid node set."""
-
-
-def expand_hosts(text: str) -> list[str]:
-    """``"node[1-3],login1"`` -> the hosts, in NodeSet order; HostsError if malformed."""
-    from ClusterShell.NodeSet import NodeSet, NodeSetException
-
-    try:
-        hosts = list(NodeSet(text))
-    except (NodeSetException, ValueError) as exc:
-        raise HostsError(f"bad host set {text!r}: {exc}") from None
-    if not hosts:
-        raise HostsError(f"no host in {text!r}")
-    return [str(h) for h in hosts]
+DEFAULT_CONNECT_TIMEOUT = 10.0  # clush's default connect_timeout
 
 
 # --- running ----------------------------------------------------------------------------
@@ -71,16 +64,16 @@ def expand_hosts(text: str) -> list[str]:
 class SshShellOptions:
     """What ``mpish ssh`` was asked (built by cli.py from its arguments)."""
 
-    hosts: str
+    selection: Selection
     command: str | None = None
     fanout: int = DEFAULT_FANOUT
-    json: bool = False
+    mode: OutputMode = field(default_factory=OutputMode)
+    maxrc: bool = True  # -S (the default); False: --no-maxrc, clush's default
     nostdin: bool = False
-    verbose: bool = False
     ssh_options: tuple[str, ...] = ()
     python: tuple[str, ...] = ("python3",)  # the remote interpreter's argv words
-    timeout: float | None = None
-    connect_timeout: float = 30.0
+    timeout: float | None = None  # -u
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT  # -t
     tty: bool = False  # -c in a pty of the one host (attach.py)
 
 
@@ -101,24 +94,41 @@ def _start(options: SshShellOptions, hosts: list[str]) -> Any:
     )
 
 
+def report_failed(session: Any, hosts: Sequence[str], err: IO[bytes], options: SshShellOptions) -> None:
+    """Hosts that never joined: identical reasons folded under one node set (``fold_failures``)."""
+    from mpish.shell.ssh_session import fold_failures
+
+    failed = {host: session.failed[host] for host in hosts if host in session.failed}
+    style = Style.for_stream(err)
+    for line in fold_failures(failed, python_flag=True, ssh_options=options.ssh_options):
+        err.write(style.error(line).encode() + b"\n")
+    err.flush()
+
+
 def host_names(hosts: Sequence[str], session: Any) -> HostNames:
     """The sinks' names for ``mpish ssh``: host ``i`` of the node set is rank ``i + 1``."""
     return HostNames(dict(enumerate(hosts, 1)), session.peers)
 
 
 def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int:
-    """``-c``: run once everywhere; return the largest exit status (255 for a failed host)."""
+    """``-c``: run once everywhere; return the largest exit status (255 for a failed host),
+    or 0 with ``--no-maxrc``."""
     from mpish.shell.app import stdin_to_send
     from mpish.shell.console import Console
     from mpish.shell.interactive import InterruptKeys
 
     assert options.command is not None
-    hosts = expand_hosts(options.hosts)
-    kind = "json" if options.json else "live" if options.verbose else "grouped"
+    hosts = select_hosts(options.selection)
     session = _start(options, hosts)
-    sink = make_sink(kind, len(hosts), out, err, Style.for_stream(out), host_names(hosts, session))
+    sink = make_sink(options.mode, len(hosts), out, err, Style.for_stream(out), host_names(hosts, session))
+    if session.failed and options.mode.kind != "json":
+        report_failed(session, hosts, err, options)
+    if not isinstance(sink, JsonSink):
+        sink.reported.update(session.failed)  # printed above, folded
+        sink.fold_errors = True  # hosts lost during the command: folded at the end
+        session.report_losses = False
     for rank, host in enumerate(hosts, 1):
-        if host in session.failed:  # could not join: reported now, in NodeSet order
+        if host in session.failed:  # could not join: its result, in NodeSet order
             sink.done(Result(rank, host, FAILED, error=session.failed[host]))
     if not session.peers:
         sink.finish()
@@ -130,15 +140,17 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
             with InterruptKeys() as keys:
                 console.interrupt_key = keys.pressed
                 console.run(options.command, list(session.peers), sink,
-                            stdin=stdin_to_send(options.nostdin))
+                            stdin=stdin_to_send(options.nostdin), fanout=options.fanout)
         finally:
             console.close()
     results = [sink.results[rank] for rank in sorted(sink.results)]
-    if not options.json:
-        for line in status_lines(results, Style.for_stream(err), sink.names):
+    if not isinstance(sink, JsonSink):
+        sink.report_folded()
+    if options.mode.kind != "json":
+        for line in status_lines(results, Style.for_stream(err), sink.names, quiet=options.mode.quiet):
             err.write(line.encode() + b"\n")
         err.flush()
-    return max((r.exit for r in results), default=0)
+    return exit_status([r.exit for r in results], options.maxrc)
 
 
 def run_tty(options: SshShellOptions, err: IO[bytes]) -> int:
@@ -147,13 +159,13 @@ def run_tty(options: SshShellOptions, err: IO[bytes]) -> int:
     from mpish.shell.console import Console
 
     assert options.command is not None
-    hosts = expand_hosts(options.hosts)
+    hosts = select_hosts(options.selection)
     if len(hosts) != 1:
         err.write(f"mpish ssh: --tty runs the command on ONE host, not {len(hosts)}\n".encode())
         return 2
     session = _start(options, hosts)
     if not session.peers:
-        report_error(err, hosts[0], session.failed.get(hosts[0], "did not join"), Style.for_stream(err))
+        report_failed(session, hosts, err, options)
         session.finish()
         return FAILED
     console = Console(session)
@@ -175,19 +187,17 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     from mpish.shell.console import Console
     from mpish.shell.ssh_session import SshRepl
 
-    hosts = expand_hosts(options.hosts)
+    hosts = select_hosts(options.selection)
     session = _start(options, hosts)
-    for host in hosts:
-        if host in session.failed:
-            report_error(err, host, session.failed[host], Style.for_stream(err))
+    report_failed(session, hosts, err, options)
     if not session.peers:
         session.finish()
         return FAILED
     console = Console(session)
     console.timeout = options.timeout or 0.0
     try:
-        repl = SshRepl(console, verbose=int(options.verbose))
-        repl.sink_kind = "json" if options.json else repl.mode
+        repl = SshRepl(console, verbose=int(options.mode.kind == "live"))
+        repl.sink_kind = "json" if options.mode.kind == "json" else repl.mode
         return repl.loop()
     finally:
         console.close()

@@ -25,10 +25,12 @@ classified reason, and the others go on.
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
+import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -43,7 +45,7 @@ from mpish.wire.noise import public_bytes
 
 from . import protocol as p
 from .greeting import await_hellos
-from .grouping import HostNames, Style, fold_hosts, make_sink, status_lines
+from .grouping import HostNames, Style, fold_hosts, fold_reasons, make_sink, status_lines
 from .interactive import Repl
 from .screen import for_terminal
 from .session import Peer, Session
@@ -61,6 +63,7 @@ class SshSession(Session):
     processes: dict[int, SshProcess] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # host -> why it could not join
     err: IO[str] = field(default_factory=lambda: sys.stderr)
+    report_losses: bool = True  # say "host: lost: why" at once (-c folds them at the end instead)
 
     def lost(self, rank: int, why: str) -> None:
         """MultiLink's report that a host's pipe ended: mark it lost, say why (once)."""
@@ -71,7 +74,7 @@ class SshSession(Session):
         peer = self.peers.get(rank)
         if peer is None:
             return
-        if peer.ready and peer.alive:
+        if peer.ready and peer.alive and self.report_losses:
             print(f"mpish: {peer.host}: lost: {reason}", file=self.err)
             self.err.flush()
         elif not peer.ready:
@@ -92,6 +95,26 @@ def _why(error: SshError) -> str:
     message = str(error)
     prefix = f"{error.host}: "
     return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def cli_advice(message: str, host: str, *, python_flag: bool, ssh_options: Sequence[str]) -> str:
+    """A failure's advice in ``mpish ssh``'s words: ``--python`` for the API's ``python=``, and
+    the user's ssh options in the ``ssh HOST true`` it suggests (so that it reaches the same host)."""
+    if python_flag:
+        message = re.sub(r"\bpython= ?", "--python ", message)
+    if ssh_options:
+        message = message.replace(f"`ssh {host} ", f"`{shlex.join(['ssh', *ssh_options, host])} ")
+    return message
+
+
+def fold_failures(
+    failed: Mapping[str, str], *, python_flag: bool = False, ssh_options: Sequence[str] = ()
+) -> list[str]:
+    """``host: why`` for hosts that could not join, in ``mpish ssh``'s words
+    (:func:`cli_advice`), identical reasons once under a node set
+    (:func:`~mpish.shell.grouping.fold_reasons`)."""
+    return fold_reasons({host: cli_advice(why, host, python_flag=python_flag, ssh_options=ssh_options)
+                         for host, why in failed.items()})
 
 
 def start_ssh_session(
@@ -205,16 +228,9 @@ def _await_hellos(
 def expand_target_words(spec: str) -> str:
     """Node sets in a target spec (``@node[1-2]``, ``host1,host3``) as ``+``-joined words
     without ``@`` (which :func:`~mpish.shell.ranks.resolve_targets` reads the same way)."""
-    from mpish.shell.ssh_cli import expand_hosts
+    from mpish.shell.nodes import expand_target_words as expand
 
-    words = []
-    for word in spec.replace("+", " ").split():
-        name = word[1:] if word.startswith("@") else word
-        if name and not name[0].isdigit() and name != "all" and ("[" in name or "," in name):
-            words.extend(expand_hosts(name))
-        else:
-            words.append(name)
-    return "+".join(words)
+    return expand(spec)
 
 
 class SshRepl(Repl):

@@ -1,0 +1,173 @@
+"""Node selection as clush does it: ``-w``, ``-x``, ``-g``, ``-X``, ``-a``, ``--hostfile``.
+
+Node sets are ClusterShell's (``node[1-8],login1``, ``@group``). Groups come from the
+user's ClusterShell configuration (``groups.conf``) in the places clush reads it:
+``/etc/clustershell``, ``~/.local/etc/clustershell``, ``$XDG_CONFIG_HOME/clustershell``
+(``~/.config/clustershell``) and ``$CLUSTERSHELL_CFGDIR``, the last one found winning.
+Not the Python installation's ``etc/clustershell``: pip puts ClusterShell's example
+configuration there (``@compute`` = ``example[32-159]``), which describes nobody's cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mpish.wire.errors import MpishError
+
+
+class HostsError(MpishError):
+    """A node set, group or host file names nothing usable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What the user chose: clush's ``-w``, ``-x``, ``-g``, ``-X``, ``-a``, ``--hostfile``."""
+
+    nodes: tuple[str, ...] = ()  # -w (and mpish ssh's positional HOSTS)
+    exclude: tuple[str, ...] = ()  # -x
+    groups: tuple[str, ...] = ()  # -g
+    exclude_groups: tuple[str, ...] = ()  # -X
+    all: bool = False  # -a
+    hostfiles: tuple[str, ...] = ()  # --hostfile
+
+    def __bool__(self) -> bool:
+        return bool(self.nodes or self.groups or self.all or self.hostfiles)
+
+
+def group_config_paths() -> list[str]:
+    """The groups.conf files mpish reads, lowest priority first (see the module doc)."""
+    from ClusterShell.Defaults import config_paths
+
+    example = os.path.join(sys.prefix, "etc/clustershell", "groups.conf")
+    return [path for path in config_paths("groups.conf") if path != example]
+
+
+_resolver: dict[str, Any] = {}
+
+
+def resolver() -> Any:
+    """The ClusterShell group resolver of the user's configuration (made once)."""
+    if "r" not in _resolver:
+        from ClusterShell.NodeUtils import GroupResolverConfig
+
+        _resolver["r"] = GroupResolverConfig(group_config_paths())
+    return _resolver["r"]
+
+
+def _nodeset(text: str) -> Any:
+    from ClusterShell.NodeSet import NodeSet, NodeSetException
+    from ClusterShell.NodeUtils import GroupResolverError, GroupSourceError
+
+    try:
+        return NodeSet(text, resolver=resolver())
+    except (GroupResolverError, GroupSourceError) as exc:
+        raise HostsError(_group_error(text, exc)) from None
+    except (NodeSetException, ValueError) as exc:
+        raise HostsError(f"bad host set {text!r}: {exc}") from None
+
+
+GROUP_CONFIG_HELP = ("groups come from ClusterShell's groups.conf, as for clush: /etc/clustershell, "
+                     "~/.config/clustershell or $CLUSTERSHELL_CFGDIR")
+
+
+def _group_error(text: str, exc: Exception) -> str:
+    found = [path for path in group_config_paths() if Path(path).is_file()]
+    if not found:
+        return f"{text}: no group configuration found ({GROUP_CONFIG_HELP})"
+    return f"{text}: group source error: {exc} (read {', '.join(found)})"
+
+
+def _group(name: str) -> Any:
+    name = name if name.startswith("@") else f"@{name}"
+    found = _nodeset(name)
+    if not found:
+        raise HostsError(f"group {name} is unknown or empty ({GROUP_CONFIG_HELP})")
+    return found
+
+
+def _all_nodes() -> Any:
+    from ClusterShell.NodeSet import NodeSet, NodeSetExternalError
+    from ClusterShell.NodeUtils import GroupResolverError, GroupSourceError
+
+    try:
+        return NodeSet.fromall(resolver=resolver())
+    except (GroupResolverError, GroupSourceError, NodeSetExternalError) as exc:
+        raise HostsError(_group_error("-a (all nodes)", exc)) from None
+
+
+def _hostfile(path: str) -> list[str]:
+    """One node set per line; blank lines and ``#`` comments skipped (as clush)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise HostsError(f"cannot read the host file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise HostsError(f"the host file {path} is not text") from None
+    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def select_hosts(selection: Selection) -> list[str]:
+    """The hosts of ``selection`` in NodeSet order; HostsError if there are none or one is bad."""
+    from ClusterShell.NodeSet import NodeSet
+
+    chosen = NodeSet(resolver=resolver())
+    for text in selection.nodes:
+        chosen.update(_nodeset(text))
+    for name in selection.groups:
+        chosen.update(_group(name))
+    for path in selection.hostfiles:
+        for line in _hostfile(path):
+            chosen.update(_nodeset(line))
+    if selection.all:
+        chosen.update(_all_nodes())
+    for text in selection.exclude:
+        chosen.difference_update(_nodeset(text))
+    for name in selection.exclude_groups:
+        chosen.difference_update(_group(name))
+    if not chosen:
+        raise HostsError("no host left to run on" if selection else
+                         "no host given (HOSTS, -w NODES, -g GROUP, -a or --hostfile FILE)")
+    return [str(host) for host in chosen]
+
+
+def expand_hosts(text: str) -> list[str]:
+    """``"node[1-3],login1"`` -> the hosts, in NodeSet order; HostsError if malformed."""
+    hosts = [str(h) for h in _nodeset(text)]
+    if not hosts:
+        raise HostsError(f"no host in {text!r}")
+    return hosts
+
+
+def expand_target_words(spec: str) -> str:
+    """Node sets in a target spec (``@node[1-2]``, ``host1,host3``, ``@group``) as
+    ``+``-joined host words without ``@``, which :func:`~mpish.shell.ranks.resolve_targets`
+    reads; rank sets (``@1-3,7``) and ``@all`` are left as they are."""
+    words = []
+    for word in spec.replace("+", " ").split():
+        name = word[1:] if word.startswith("@") else word
+        if name and not name[0].isdigit() and name != "all" and ("[" in name or "," in name):
+            words.extend(expand_hosts(name))
+        elif word.startswith("@") and name and not name[0].isdigit() and name != "all" and _is_group(name):
+            words.extend(str(host) for host in _group(name))
+        else:
+            words.append(name)
+    return "+".join(words)
+
+
+def _is_group(name: str) -> bool:
+    """Whether ``@name`` is a group of the user's configuration (not a host name)."""
+    try:
+        return bool(_nodeset(f"@{name}"))
+    except HostsError:
+        return False
+
+
+def ranks_on(hosts: Sequence[str], by_rank: dict[int, str]) -> set[int]:
+    """The ranks whose host is one of ``hosts`` (a short name matches its domain name)."""
+    wanted = set(hosts)
+    return {rank for rank, host in by_rank.items() if host in wanted or host.split(".")[0] in wanted}

@@ -1,0 +1,135 @@
+"""The options clush users reach for, shared by ``mpish`` (MPI) and ``mpish ssh``.
+
+A positional command, as clush: the words after the options are the command, joined with
+spaces (``mpish ssh 'node[1-4]' uptime``, ``mpish -n 2 ls -l /tmp``); everything from the
+first such word on belongs to the command, options included (:func:`split_command`). An
+option's value may start with ``-`` (``-o -F/path``), as optparse lets clush take it.
+
+Output modes (:class:`OutputMode`): ``-b`` gathered (the default), ``-B`` the same with
+stderr gathered with stdout, ``-L`` ordered lines prefixed by their server, ``-N`` no
+labels, ``-q`` quiet, ``--diff`` unified diffs against the first group, ``-v`` live.
+Exit status: ``-S`` the largest remote status (the default), ``--no-maxrc`` clush's
+default (0 unless mpish itself failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import mpish
+
+
+@dataclass(frozen=True, slots=True)
+class OutputMode:
+    """How a command's output is shown (see the module doc)."""
+
+    kind: str = "grouped"  # grouped, lines, live, json
+    merge_stderr: bool = False  # -B
+    labels: bool = True  # not -N
+    quiet: bool = False  # -q
+    diff: bool = False  # --diff
+    by_host: bool = False  # --label host (the MPI shell; mpish ssh always names hosts)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> OutputMode:
+        kind = "json" if args.json else "live" if args.verbose else "lines" if args.lines else "grouped"
+        return cls(kind=kind, merge_stderr=args.merge_stderr, labels=args.labels, quiet=args.quiet,
+                   diff=args.diff, by_host=getattr(args, "label", "rank") == "host")
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"mpish {mpish.__version__}")
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """-b -B -L -N -q --diff -S --no-maxrc (clush's spellings)."""
+    group = parser.add_argument_group("output (clush's options)")
+    group.add_argument("-b", "--dshbak", action="store_true",
+                       help="gather servers with the same output under one header (the default)")
+    group.add_argument("-B", dest="merge_stderr", action="store_true",
+                       help="like -b, with stderr gathered together with stdout")
+    group.add_argument("-L", dest="lines", action="store_true",
+                       help="no header blocks: lines prefixed by their server, in server order")
+    group.add_argument("-N", dest="labels", action="store_false",
+                       help="no labels: no headers, no line prefixes")
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="essential output only: no '(N)' counts, no 'exit code' lines")
+    group.add_argument("--diff", action="store_true",
+                       help="show each gathered output as a unified diff against the first")
+    status = parser.add_mutually_exclusive_group()
+    status.add_argument("-S", "--maxrc", dest="maxrc", action="store_true", default=True,
+                        help="exit with the largest remote status (the default; a server that "
+                        "could not run the command counts as 255)")
+    status.add_argument("--no-maxrc", dest="maxrc", action="store_false",
+                        help="clush's default: exit 0 unless mpish itself failed")
+
+
+def add_timeouts(parser: argparse.ArgumentParser, connect_help: str, connect_default: float | None) -> None:
+    """-u command timeout, -t connect timeout (clush's spellings)."""
+    parser.add_argument("-u", "--command_timeout", "--timeout", dest="timeout", type=float, default=0.0,
+                        metavar="SECONDS", help="per-command timeout (0 = none)")
+    parser.add_argument("-t", "--connect_timeout", dest="connect_timeout", type=float,
+                        default=connect_default, metavar="SECONDS", help=connect_help)
+
+
+def exit_status(statuses: Sequence[int], maxrc: bool) -> int:
+    """-S: the largest remote status; --no-maxrc: 0 (mpish ran; failures were reported)."""
+    return max(statuses, default=0) if maxrc else 0
+
+
+def split_command(
+    parser: argparse.ArgumentParser, argv: Sequence[str], leading: int = 0
+) -> tuple[list[str], list[str]]:
+    """``argv`` as (options and the first ``leading`` positionals, the command's words).
+
+    Walks ``argv`` as ``parser`` would: an option that takes a value takes the next word
+    whatever it looks like (so ``-o -F/path`` works, rewritten ``-o=-F/path``); ``--``
+    ends the options; the first positional after ``leading`` of them starts the command.
+    Unknown options are left for argparse to refuse.
+    """
+    actions = parser._option_string_actions
+    options: list[str] = []
+    positionals = 0
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            rest = list(argv[i + 1 :])
+            if positionals < leading and rest:
+                options.append(rest.pop(0))
+            return options, rest
+        if not word.startswith("-") or word == "-":
+            if positionals >= leading:
+                return options, list(argv[i:])
+            positionals += 1
+            options.append(word)
+            i += 1
+            continue
+        if word.startswith("--"):
+            name = word.split("=", 1)[0]
+            action = actions.get(name)
+            if action is not None and action.nargs != 0 and "=" not in word and i + 1 < len(argv):
+                options.append(f"{name}={argv[i + 1]}")
+                i += 2
+                continue
+            options.append(word)
+            i += 1
+            continue
+        # short options: flags may be bundled (-Sq); one taking a value ends the bundle
+        for at in range(1, len(word)):
+            action = actions.get(f"-{word[at]}")
+            if action is None or action.nargs == 0:
+                continue
+            if at + 1 == len(word) and i + 1 < len(argv):  # its value is the next word
+                options.append(f"{word}{argv[i + 1]}" if at > 1 else f"{word}={argv[i + 1]}")
+                i += 2
+                break
+            options.append(word)
+            i += 1
+            break
+        else:
+            options.append(word)
+            i += 1
+    return options, []

@@ -1,0 +1,83 @@
+"""The MPI shell (``mpish -n K``) with the options clush users reach for first (issue 12).
+
+Targets read clush's node selection for ranks: ``-w`` ranks or hosts, ``-x`` the same left
+out, ``-g GROUP`` the ranks on the hosts of a ClusterShell group.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shell_util import MPISH, make_home, run, shell_env
+
+pytestmark = pytest.mark.mpi
+LINE = "-" * 15
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return make_home(tmp_path / "home")
+
+
+@pytest.fixture
+def groups(tmp_path: Path) -> Path:
+    """A ClusterShell configuration with @here (this host) and @away (another host)."""
+    confdir = tmp_path / "clustershell"
+    confdir.mkdir()
+    (confdir / "groups.conf").write_text(
+        "[Main]\ndefault: local\n\n[local]\n"
+        "map: sed -n 's/^$GROUP:\\(.*\\)/\\1/p' $CFGDIR/groups\n"
+    )
+    (confdir / "groups").write_text(f"here: {socket.gethostname()}\naway: elsewhere[1-2]\n")
+    return confdir
+
+
+def test_words_after_the_options_are_the_command_and_x_leaves_ranks_out(home: Path, tmp_path: Path) -> None:
+    result = run([MPISH, "-n", "3", "-x", "@2", "-L", "echo", "r$MPISH_RANK", "-n"], home, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == "@1: r1 -n\n@3: r3 -n\n"  # -n after the command is the command's
+
+
+def test_version_is_printed(home: Path, tmp_path: Path) -> None:
+    result = run([MPISH, "--version"], home, tmp_path)
+    assert (result.returncode, result.stdout.decode().split()[0]) == (0, "mpish")
+
+
+def test_g_runs_on_the_ranks_of_a_groups_hosts(home: Path, tmp_path: Path, groups: Path) -> None:
+    env = {"CLUSTERSHELL_CFGDIR": str(groups)}
+    script = "echo same; [ $MPISH_RANK = 2 ] && echo two >&2; exit $MPISH_RANK"
+    result = run([MPISH, "-n", "2", "-g", "here", "--label", "host", "--no-maxrc", "-c", script],
+                 home, tmp_path, **env)
+    host = socket.gethostname()
+    assert result.returncode == 0, result.stderr  # --no-maxrc: clush's default status
+    assert result.stdout.decode() == f"{LINE}\n{host} (2)\n{LINE}\nsame\n"  # named by host
+    err = result.stderr.decode()
+    assert err.startswith(f"{host}: two\n"), err  # stderr labelled too
+    assert f"mpish: {host}: exit code" in err
+    # -w and -x take groups and node sets too: the ranks on those hosts
+    argv = [MPISH, "-n", "2", "-w", "@here", "-x", "@1", "-L", "echo", "r$MPISH_RANK"]
+    named = run(argv, home, tmp_path, **env)
+    assert named.stdout.decode() == "@2: r2\n", named.stderr
+    away = run([MPISH, "-n", "1", "-g", "away", "true"], home, tmp_path, **env)
+    assert away.returncode == 2
+    assert away.stderr.decode().strip() == "mpish: no shell server on the hosts of away"
+
+
+def test_u_is_the_command_timeout_and_B_gathers_stderr(home: Path, tmp_path: Path) -> None:
+    command = "echo a; echo b >&2; sleep 30.0625"
+    result = run([MPISH, "-n", "2", "-B", "-u", "1", "-c", command], home, tmp_path)
+    assert result.returncode == 130, result.stderr
+    assert result.stdout.decode() == f"{LINE}\n@1-2 (2)\n{LINE}\na\nb\n"
+    assert "@1-2: timed out after 1.0 s" in result.stderr.decode()
+
+
+def test_c_and_command_words_together_are_refused(home: Path, tmp_path: Path) -> None:
+    env = shell_env(home)
+    done = subprocess.run([MPISH, "-n", "1", "-c", "true", "echo", "x"], env=env, cwd=tmp_path,
+                          capture_output=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert b"either with -c/-C or as the last words" in done.stderr

@@ -1,0 +1,241 @@
+"""``mpish ssh`` with the options clush users reach for first (issue 12), against a real sshd.
+
+Each test runs the command line through a subprocess, as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sshd_server import SshServer
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+LINE = "-" * 15
+
+
+def mpish_ssh(
+    sshd: SshServer, *args: str, ssh_options: str | None = None, env: dict[str, str] | None = None,
+    timeout: float = 60, input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``mpish ssh`` against the test sshd (its ssh_config unless ``ssh_options``), this venv's
+    Python on the "remote", no user ClusterShell configuration unless ``env`` gives one."""
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", ssh_options or " ".join(sshd.ssh_options),
+            "--python", sys.executable, *args]
+    full = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", **(env or {}))
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full, check=False,
+                          input=input)
+
+
+def headers(stdout: str) -> list[str]:
+    return re.findall(rf"^{LINE}\n(.+)\n{LINE}$", stdout, re.MULTILINE)
+
+
+@pytest.fixture
+def no_groups(tmp_path: Path) -> dict[str, str]:
+    """An environment with no ClusterShell configuration of the user's."""
+    return {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HOME": os.environ.get("HOME", "/root")}
+
+
+@pytest.fixture
+def groups(tmp_path: Path) -> dict[str, str]:
+    """A user's ClusterShell group configuration (as clush reads it), with @web and all."""
+    confdir = tmp_path / "clustershell"
+    confdir.mkdir()
+    (confdir / "groups.conf").write_text(
+        "[Main]\ndefault: local\n\n[local]\n"
+        "map: sed -n 's/^$GROUP:\\(.*\\)/\\1/p' $CFGDIR/groups\n"
+        "all: sed -n 's/^all:\\(.*\\)/\\1/p' $CFGDIR/groups\n"
+        "list: sed -n 's/^\\([0-9A-Za-z_-]*\\):.*/\\1/p' $CFGDIR/groups\n"
+    )
+    (confdir / "groups").write_text("web: host[1-2]\ndb: host4\nall: host[1-4]\n")
+    return {"CLUSTERSHELL_CFGDIR": str(confdir), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word (no SSH banner)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield server.getsockname()[1]
+
+
+# --- the command, --version ----------------------------------------------------------------
+
+
+def test_words_after_hosts_and_options_are_the_command(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-2]", "echo", "hi", "$MPISH_RANK")
+    assert done.returncode == 0, done.stderr
+    assert headers(done.stdout) == ["host1 (1)", "host2 (1)"]
+    assert "hi 1\n" in done.stdout and "hi 2\n" in done.stdout
+    # from the first word of the command on, options belong to the command (as clush)
+    done = mpish_ssh(sshd, "-w", "host1", "-L", "ls", "-d", "/")
+    assert (done.returncode, done.stdout) == (0, "host1: /\n"), done.stderr
+
+
+def test_command_given_twice_is_refused_in_one_line(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host1", "-c", "true", "echo", "again")
+    assert done.returncode == 2
+    assert "either with -c or as the last words" in done.stderr
+
+
+def test_version_is_printed() -> None:
+    done = subprocess.run([sys.executable, "-m", "mpish", "ssh", "--version"], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(SRC)), check=False)
+    assert (done.returncode, done.stdout.split()[0]) == (0, "mpish"), done.stderr
+
+
+# --- choosing hosts ------------------------------------------------------------------------------
+
+
+def test_exclude_and_hostfile_choose_the_hosts(sshd: SshServer, tmp_path: Path) -> None:
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("# the test cluster\nhost[1-2]\n\nhost4  # and one more\n")
+    done = mpish_ssh(sshd, "--hostfile", str(hostfile), "-x", "host2", "echo", "x")
+    assert done.returncode == 0, done.stderr
+    assert headers(done.stdout) == ["host[1,4] (2)"]
+    done = mpish_ssh(sshd, "-w", "host[1-4]", "-x", "host[2-3]", "-w", "badkey", "-x", "badkey", "echo", "x")
+    assert headers(done.stdout) == ["host[1,4] (2)"], done.stderr
+
+
+def test_the_venvs_example_groups_are_not_active(sshd: SshServer, no_groups: dict[str, str]) -> None:
+    # pip installs ClusterShell's examples (@compute = example[32-159]) into the venv's etc/
+    done = mpish_ssh(sshd, "@compute", "-c", "true", env=no_groups)
+    assert done.returncode == 1
+    assert "example" not in done.stderr + done.stdout
+    assert re.fullmatch(r"mpish: @compute: no group configuration found \(.*CLUSTERSHELL_CFGDIR\)\n",
+                        done.stderr), done.stderr
+
+
+def test_groups_come_from_the_users_clustershell_configuration(
+    sshd: SshServer, groups: dict[str, str]
+) -> None:
+    done = mpish_ssh(sshd, "-g", "web", "echo", "x", env=groups)
+    assert headers(done.stdout) == ["host[1-2] (2)"], done.stderr
+    done = mpish_ssh(sshd, "@web,@db", "-c", "echo x", env=groups)
+    assert headers(done.stdout) == ["host[1-2,4] (3)"], done.stderr
+    done = mpish_ssh(sshd, "-a", "-X", "web", "echo", "x", env=groups)
+    assert headers(done.stdout) == ["host[3-4] (2)"], done.stderr
+    done = mpish_ssh(sshd, "-g", "nosuch", "true", env=groups)
+    assert done.returncode == 1 and "group @nosuch is unknown or empty" in done.stderr
+
+
+# --- output modes and exit status ------------------------------------------------------------------
+
+SCRIPT = "echo out $MPISH_RANK; echo err >&2; [ $MPISH_RANK = 1 ] && echo extra; exit 2"
+
+
+def test_grouped_stderr_is_labelled_with_its_hosts(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-3]", "-c", SCRIPT)
+    assert done.stderr.splitlines()[0] == "host[1-3]: err"
+    assert headers(done.stdout) == ["host1 (1)", "host2 (1)", "host3 (1)"]
+
+
+def test_B_gathers_stderr_with_stdout(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "-B", "host[1-2]", "-c", "echo out; echo err >&2")
+    assert done.stdout == f"{LINE}\nhost[1-2] (2)\n{LINE}\nout\nerr\n"
+    assert done.stderr == ""  # and exit 0: no status line
+    one = mpish_ssh(sshd, "-B", "host1", "-c", "echo out; echo err >&2")
+    assert (one.stdout, one.stderr) == ("out\nerr\n", "")  # one host: as is, both on stdout
+
+
+def test_L_orders_lines_by_host_and_N_drops_the_labels(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-3]", "-L", "-c", SCRIPT)
+    assert done.stdout == "host1: out 1\nhost1: extra\nhost2: out 2\nhost3: out 3\n"
+    assert done.stderr.startswith("host1: err\nhost2: err\nhost3: err\n")
+    done = mpish_ssh(sshd, "host[1-3]", "-L", "-N", "-c", SCRIPT)
+    assert done.stdout == "out 1\nextra\nout 2\nout 3\n"
+    done = mpish_ssh(sshd, "host[1-2]", "-N", "-c", "echo same")
+    assert done.stdout == "same\n"
+
+
+def test_q_leaves_out_counts_and_exit_code_lines(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-2]", "-q", "-c", "echo same; exit 3")
+    assert (done.returncode, done.stdout) == (3, f"{LINE}\nhost[1-2]\n{LINE}\nsame\n")
+    assert "exit code" not in done.stderr
+
+
+def test_diff_shows_each_output_against_the_first(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-3]", "--diff", "-c", "echo same; [ $MPISH_RANK = 3 ] && echo more; true")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "--- host[1-2] (2)\n+++ host3\n@@ -1 +1,2 @@\n same\n+more\n"
+
+
+def test_exit_status_is_the_largest_unless_no_maxrc(sshd: SshServer) -> None:
+    assert mpish_ssh(sshd, "host[1-2]", "-S", "exit", "$MPISH_RANK").returncode == 2
+    assert mpish_ssh(sshd, "host[1-2]", "exit", "$MPISH_RANK").returncode == 2  # -S is the default
+    done = mpish_ssh(sshd, "host[1-2],badkey", "--no-maxrc", "exit", "$MPISH_RANK")
+    assert done.returncode == 0  # as clush without -S: failures reported, status 0
+    assert "mpish: host1: exit code 2" in done.stderr and "badkey: authentication refused" in done.stderr
+
+
+# --- timeouts, ssh options --------------------------------------------------------------------------
+
+
+def test_u_is_the_command_timeout(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-2]", "-u", "1", "--json", "sleep", "30.125")
+    assert done.stdout.count('"timed_out": true') == 2, done.stdout + done.stderr
+
+
+def test_t_is_ssh_connect_timeout_and_identical_failures_fold(
+    sshd: SshServer, silent_port: int, tmp_path: Path
+) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Include {sshd.ssh_options[1]}\n\nHost silent*\n  HostName 127.0.0.1\n"
+                      f"  Port {silent_port}\n  LogLevel ERROR\n  StrictHostKeyChecking no\n"
+                      "  UserKnownHostsFile /dev/null\n")
+    # a host that accepts and never answers: ssh gives up after -t seconds (not 30 s or more)
+    done = mpish_ssh(sshd, "silent[1-3],host1", "-t", "1", "echo", "ok", ssh_options=f"-F{config}",
+                     timeout=25)
+    assert done.returncode == 255
+    assert headers(done.stdout) == ["host1 (1)"]
+    failures = [line for line in done.stderr.splitlines() if line.startswith("silent")]
+    # one failure on three hosts: said once, under their node set, ssh's words with %h for the host
+    assert failures == ["silent[1-3] (3): host unreachable: ssh could not connect. Check the name, that "
+                        f"sshd runs there and the network/ProxyJump path (`ssh -F{config} %h true`)."]
+    assert "banner exchange" in done.stderr
+
+
+def test_o_takes_a_value_that_starts_with_a_dash(sshd: SshServer) -> None:
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", f"-F{sshd.ssh_options[1]}", "--python",
+            sys.executable, "host1", "echo", "reached"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,
+                          env=dict(os.environ, PYTHONPATH=str(SRC)))
+    assert (done.returncode, done.stdout) == (0, "reached\n"), done.stderr
+
+
+def test_python_advice_names_the_option(sshd: SshServer, tmp_path: Path) -> None:
+    done = mpish_ssh(sshd, "--python", str(tmp_path / "no-python"), "host[1-2]", "true")
+    assert done.returncode == 255
+    advice = "host[1-2] (2): the remote Python was not found (exit 127). Pass --python with a path"
+    assert advice in done.stderr
+    assert "python=" not in done.stderr
+
+
+def test_f_bounds_the_hosts_running_the_command_at_once(sshd: SshServer, tmp_path: Path) -> None:
+    log = tmp_path / "events"  # every "host" is this machine: one file, appended to atomically
+    command = f"echo start >> {log}; sleep 0.5; echo end >> {log}"
+    done = mpish_ssh(sshd, "host[1-4]", "-f", "2", "--nostdin", "-c", command)
+    assert done.returncode == 0, done.stderr
+    running = most = 0
+    for event in log.read_text().split():
+        running += 1 if event == "start" else -1
+        most = max(most, running)
+    assert log.read_text().split().count("end") == 4
+    assert most == 2  # never more than -f at once, and the window is used
+
+
+def test_hosts_lost_during_the_command_are_reported_once_folded(sshd: SshServer) -> None:
+    # on hosts 2-4 the command kills its own shell server ($PPID of the server's bash)
+    done = mpish_ssh(sshd, "host[1-4]", "-c", 'test "$MPISH_RANK" != 1 && kill -9 $PPID; echo ok')
+    assert done.returncode == 255
+    assert headers(done.stdout) == ["host1 (1)"]
+    lines = [line for line in done.stderr.splitlines() if "ended while in use" in line]
+    assert lines == [lines[0]] and lines[0].startswith("host[2-4] (3): the mpish agent ended"), done.stderr
