@@ -94,7 +94,7 @@ def check_requests(c: SecureComm, raw: MPI.Intracomm) -> None:
 
 
 def check_introspection(c: SecureComm, raw: MPI.Intracomm) -> None:
-    assert not hasattr(c, "Ibarrier")
+    assert not hasattr(c, "Create_cart")
     assert getattr(c, "x", None) is None
     try:
         c.Create_cart  # noqa: B018 - the attribute access is what raises
@@ -259,6 +259,77 @@ def check_scans(c: SecureComm, raw: MPI.Intracomm) -> None:
     ok("scans")
 
 
+def check_nonblocking_collectives(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Ibarrier, Ibcast, Iallreduce, Igatherv... return requests that Wait completes (were Unsupported)."""
+    r, n = c.rank, c.size
+    results = []
+    for comm in (raw, c):
+        comm.Ibarrier().Wait()
+        b = np.arange(4, dtype="f8") if r == 0 else np.zeros(4)
+        comm.Ibcast(b, 0).Wait()
+        a = np.zeros(3, "i4")
+        req = comm.Iallreduce(np.full(3, r + 1, "i4"), a, MPI.SUM)
+        req.Wait()
+        assert not req
+        g = np.zeros(n * (n + 1) // 2)
+        comm.Igatherv(np.full(r + 1, float(r)), [g, [k + 1 for k in range(n)]] if r == 0 else None, 0).Wait()
+        s = np.zeros(2, "i8")
+        comm.Iscan(np.full(2, r, "i8"), s, MPI.SUM).Wait()
+        results.append((b, a, g if r == 0 else None, s))
+    for x, y in zip(*results, strict=True):
+        assert (x is None and y is None) or np.array_equal(x, y), (x, y)
+    ok("nonblocking_collectives")
+
+
+def check_persistent_and_isendrecv(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Send_init/Recv_init/Start/Startall, Isendrecv, Isendrecv_replace (were Unsupported)."""
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    for comm in (raw, c):
+        out, got = np.zeros(3), np.zeros(3)
+        send = comm.Send_init(out, dest, 30)
+        recv = comm.Recv_init(got, src, 30)
+        for round_ in range(3):
+            out[:] = 10 * r + round_  # read at each Start
+            (MPI.Prequest.Startall if comm is raw else mpish.comm.Startall)([recv, send])
+            recv.Wait()
+            send.Wait()
+            assert np.all(got == 10 * src + round_), (round_, got)
+            assert recv != MPI.REQUEST_NULL  # a persistent request stays valid until freed
+        send.Free()
+        recv.Free()
+        assert send == MPI.REQUEST_NULL and recv == MPI.REQUEST_NULL
+        back = np.zeros(2, "i4")
+        comm.Isendrecv(np.full(2, r, "i4"), dest, 31, back, src, 31).Wait()
+        assert np.all(back == src)
+        swap = np.full(200_000, float(r))
+        comm.Isendrecv_replace(swap, dest, 32, src, 32).Wait()
+        assert np.all(swap == src)
+    ok("persistent_and_isendrecv")
+
+
+def check_buffer_specs(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """mpi4py's message forms: one int for all counts, an int stride, (count, displ), uneven splits."""
+    r, n = c.rank, c.size
+    results = []
+    for comm in (raw, c):
+        ag = np.full(3 * n, -1, "i4")
+        comm.Allgatherv(np.full(2, r, "i4"), [ag, (2, 3), MPI.INT])  # counts 2 each, stride 3
+        even = np.full(2 * n + 1, -1.0)
+        comm.Allgatherv(np.full(2, float(r)), [even, 2])  # [buf, counts] with one int
+        part = np.full(4, -1, "i4")
+        req = comm.Isend([np.arange(6, dtype="i4") + r, (3, 2), MPI.INT], dest=r, tag=40)  # 3 from #2
+        comm.Recv([part, (3, 1), MPI.INT], source=r, tag=40)
+        req.Wait()
+        msg = comm.mprobe(MPI.PROC_NULL) if comm is c else None
+        if msg is not None:
+            assert isinstance(msg, MPI.Message)
+        results.append((ag, even, part))
+    for x, y in zip(*results, strict=True):
+        assert np.array_equal(x, y), (x, y)
+    ok("buffer_specs")
+
+
 CHECKS = [
     check_irecv_send_wait,
     check_count_specs,
@@ -270,6 +341,9 @@ CHECKS = [
     check_vector_collectives,
     check_more_p2p,
     check_scans,
+    check_nonblocking_collectives,
+    check_persistent_and_isendrecv,
+    check_buffer_specs,
 ]
 
 

@@ -22,9 +22,9 @@ from mpi4py import MPI
 from ..wire.noise import HashFunctions, ProtocolName
 from ..wire.record import SMALL_RECORD, Opener, Sealer
 from .buffers import Unsupported, byte_view, set_status
-from .collectives import Collectives
 from .lane import _ACTIVE, Early, Lane, Stats, deliver_early
-from .requests import SecureRequest
+from .nonblocking import NonBlocking
+from .requests import PersistentRequest, SecureRequest
 
 _LANE_LABELS = (b"p2p", b"coll")
 
@@ -46,8 +46,15 @@ def _warn_buf(buf: Any) -> None:
         warnings.warn("the 'buf' argument is deprecated", UserWarning, stacklevel=3)
 
 
-class SecureMessage:
-    """A message matched by ``Mprobe``/``Improbe`` (already authenticated and taken out of MPI)."""
+class SecureMessage(MPI.Message):
+    """A message matched by ``Mprobe``/``Improbe`` (already authenticated and taken out of MPI).
+
+    An ``MPI.Message`` for ``isinstance`` (its MPI handle stays MPI.MESSAGE_NULL: nothing is
+    left in MPI); equal to MPI.MESSAGE_NULL once received, as mpi4py's messages are.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SecureMessage:
+        return super().__new__(cls)  # MPI.Message's constructor takes no lane
 
     def __init__(self, lane: Lane, early: Early) -> None:
         self._lane = lane
@@ -55,6 +62,16 @@ class SecureMessage:
 
     def __bool__(self) -> bool:
         return self._early is not None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MPI.Message) and not isinstance(other, SecureMessage):
+            return bool(other == MPI.MESSAGE_NULL) and self._early is None
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = object.__hash__
 
     def _take(self) -> Early:
         if self._early is None:
@@ -72,7 +89,7 @@ class SecureMessage:
         assert data is not None
         return _loads(data)
 
-    def Irecv(self, buf: Any) -> SecureRequest:
+    def Irecv(self, buf: Any) -> SecureRequest:  # type: ignore[override]  # not an MPI.Request
         request = SecureRequest(self._lane)
         self.Recv(buf)
         return request
@@ -99,7 +116,7 @@ class _Done:
         return True, self.wait(status)
 
 
-class SecureComm(Collectives):
+class SecureComm(NonBlocking):
     """An authenticated, encrypted intracommunicator with mpi4py's methods (see the package doc).
 
     Build one with :func:`mpish.secure`.
@@ -204,6 +221,47 @@ class SecureComm(Collectives):
 
     def Irecv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> SecureRequest:
         return SecureRequest(self._p2p, posted=self._p2p.post(source, tag, byte_view(buf, writable=True)))
+
+    # -- persistent requests: the buffer is read (sealed) at each Start
+
+    def Send_init(self, buf: Any, dest: int, tag: int = 0) -> PersistentRequest:
+        view = byte_view(buf, writable=False)
+        self._p2p.sealer_for(dest, tag)  # a bad rank or tag raises here, as MPI does
+        return PersistentRequest(self._p2p, lambda: self.Isend(view, dest, tag))
+
+    Ssend_init = Send_init
+    Bsend_init = Send_init
+    Rsend_init = Send_init
+
+    def Recv_init(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> PersistentRequest:
+        view = byte_view(buf, writable=True)
+        return PersistentRequest(self._p2p, lambda: self.Irecv(view, source, tag))
+
+    def Isendrecv(
+        self,
+        sendbuf: Any,
+        dest: int,
+        sendtag: int = 0,
+        recvbuf: Any = None,
+        source: int = MPI.ANY_SOURCE,
+        recvtag: int = MPI.ANY_TAG,
+    ) -> SecureRequest:
+        posted = self._p2p.post(source, recvtag, byte_view(recvbuf, writable=True))
+        requests, buffers = self._p2p.isend(byte_view(sendbuf, writable=False), dest, sendtag)
+        return SecureRequest(self._p2p, sends=requests, buffers=buffers, posted=posted)
+
+    def Isendrecv_replace(
+        self,
+        buf: Any,
+        dest: int,
+        sendtag: int = 0,
+        source: int = MPI.ANY_SOURCE,
+        recvtag: int = MPI.ANY_TAG,
+    ) -> SecureRequest:
+        view = byte_view(buf, writable=True)
+        requests, buffers = self._p2p.isend(memoryview(bytes(view)), dest, sendtag)  # sealed: buf is free
+        posted = self._p2p.post(source, recvtag, view)
+        return SecureRequest(self._p2p, sends=requests, buffers=buffers, posted=posted)
 
     def Sendrecv(
         self,
