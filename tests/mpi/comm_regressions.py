@@ -330,6 +330,34 @@ def check_buffer_specs(c: SecureComm, raw: MPI.Intracomm) -> None:
     ok("buffer_specs")
 
 
+def check_comm_management(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Create, Create_group, Dup_with_info, info/name/topology, the Bsend buffer calls (were Unsupported)."""
+    r, n = c.rank, c.size
+    for comm in (raw, c):
+        group = comm.Get_group()
+        low = group.Range_incl([(0, (n - 1) // 2, 1)])  # the lower half, at least rank 0
+        for child in (comm.Create(low), comm.Create_group(low) if r <= (n - 1) // 2 else MPI.COMM_NULL):
+            if r <= (n - 1) // 2:
+                assert child.allreduce(1) == low.Get_size() and child.Get_rank() == r
+                child.Free()
+                assert child == MPI.COMM_NULL
+            else:
+                assert child == MPI.COMM_NULL
+        low.Free()
+        group.Free()
+        dup = comm.Dup_with_info(MPI.INFO_NULL)
+        info = dup.Get_info()
+        dup.Set_info(info)
+        info.Free()
+        assert dup.is_intra and not dup.is_inter and dup.topology == MPI.UNDEFINED
+        dup.Free()
+        buf = bytearray(1 << 12)
+        comm.Attach_buffer(buf)
+        comm.Flush_buffer()
+        assert comm.Detach_buffer() is not None
+    ok("comm_management")
+
+
 CHECKS = [
     check_irecv_send_wait,
     check_count_specs,
@@ -344,6 +372,7 @@ CHECKS = [
     check_nonblocking_collectives,
     check_persistent_and_isendrecv,
     check_buffer_specs,
+    check_comm_management,
 ]
 
 

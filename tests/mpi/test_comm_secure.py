@@ -127,6 +127,7 @@ def regressions(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         "nonblocking_collectives",  # Ibarrier, Ibcast, Iallreduce, Igatherv, Iscan
         "persistent_and_isendrecv",  # Send_init/Recv_init/Startall, Isendrecv(_replace)
         "buffer_specs",  # mpi4py's count/displacement forms, SecureMessage is an MPI.Message
+        "comm_management",  # Create, Create_group, Dup_with_info, info, Attach_buffer
     ],
 )
 def test_regression_matches_raw_mpi(regressions: str, check: str) -> None:

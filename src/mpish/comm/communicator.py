@@ -137,8 +137,10 @@ class SecureComm(NonBlocking):
         self._protocol = protocol
         self._derived = 0  # Dup/Split calls so far (equal on every rank: they are collective)
         self._stats = stats or Stats()
-        self.rank: int = p2p.Get_rank()
+        self.rank: int = p2p.Get_rank()  # attributes, as mpi4py's properties (read-only there)
         self.size: int = p2p.Get_size()
+        self._freed = False
+        self._bsend_buffer: Any = None
         lanes = []
         for label, (main, bulk) in zip(_LANE_LABELS, ((p2p, p2p_bulk), (coll, coll_bulk)), strict=True):
             session = _session(job, label)
@@ -183,6 +185,58 @@ class SecureComm(NonBlocking):
 
     def Is_intra(self) -> bool:
         return True
+
+    # mpi4py's properties and local settings (no traffic: nothing to protect)
+    is_inter = property(Is_inter)
+    is_intra = property(Is_intra)
+    group = property(Get_group)
+
+    def Get_topology(self) -> int:
+        return int(MPI.UNDEFINED)
+
+    topology = property(Get_topology)
+
+    def Get_info(self) -> Any:
+        return self._comms[0].Get_info()
+
+    def Set_info(self, info: Any) -> None:
+        for comm in self._comms:
+            comm.Set_info(info)
+
+    info = property(Get_info, Set_info)
+
+    def Get_name(self) -> str:
+        return str(self._comms[0].Get_name())
+
+    def Set_name(self, name: str) -> None:
+        self._comms[0].Set_name(name)
+
+    name = property(Get_name, Set_name)
+
+    def Attach_buffer(self, buf: Any) -> None:
+        """Accepted and kept for Detach_buffer: Bsend is a standard send here (it never needs it)."""
+        self._bsend_buffer = buf
+
+    def Detach_buffer(self) -> Any:
+        buf, self._bsend_buffer = self._bsend_buffer, None
+        return buf
+
+    def Flush_buffer(self) -> None:
+        """Buffered sends are standard sends here: nothing is ever pending in a buffer."""
+
+    def Iflush_buffer(self) -> SecureRequest:
+        return SecureRequest(self._p2p)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to MPI.COMM_NULL once freed (as mpi4py's communicators); else identity."""
+        if isinstance(other, MPI.Comm):
+            return bool(other == MPI.COMM_NULL) and self._freed
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = object.__hash__
 
     def __getattr__(self, name: str) -> Any:
         raise Unsupported(
@@ -405,6 +459,18 @@ class SecureComm(NonBlocking):
 
     Clone = Dup
 
+    def Dup_with_info(self, info: Any) -> SecureComm:
+        return self.Dup(info)
+
+    def Create(self, group: Any) -> Any:
+        """The communicator of ``group`` (collective over this one; COMM_NULL outside the group)."""
+        return self._child(tuple(c.Create(group) for c in self._comms), b"create")
+
+    def Create_group(self, group: Any, tag: int = 0) -> Any:
+        """As ``Create``, collective over the members of ``group`` only."""
+        comms = tuple(c.Create_group(group, tag) for c in self._comms)
+        return self._child(comms, b"create_group" + struct.pack(">q", tag))
+
     def Split(self, color: int = 0, key: int = 0) -> Any:
         comms = tuple(c.Split(color, key) for c in self._comms)
         return self._child(comms, b"split" + struct.pack(">q", color))
@@ -426,3 +492,4 @@ class SecureComm(NonBlocking):
     def Free(self) -> None:
         for lane in (self._p2p, self._coll):
             lane.free()
+        self._freed = True
