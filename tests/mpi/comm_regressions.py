@@ -6,6 +6,7 @@ Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts th
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import traceback
 import warnings
@@ -358,6 +359,33 @@ def check_comm_management(c: SecureComm, raw: MPI.Intracomm) -> None:
     ok("comm_management")
 
 
+def check_one_rank_bad_argument(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """A buffer error on one rank only fails the collective without a hang or a stale record.
+
+    (Was: the others waited forever for that rank, or a later collective got its records.)
+    """
+    r, n = c.rank, c.size
+    bad = n - 1  # the last rank passes a wrong buffer
+
+    def attempt(call: object) -> None:
+        errors = (ValueError, TypeError, MPI.Exception, CollectiveAborted, mpish.comm.Unsupported)
+        with contextlib.suppress(*errors):
+            call()  # type: ignore[operator]
+        assert c.allgather(r) == list(range(n))  # in step, nothing left queued
+
+    wrong: object = "not a buffer"
+    attempt(lambda: c.Bcast(wrong if r == bad else np.zeros(2), 0))
+    attempt(lambda: c.Allgather(wrong if r == bad else np.zeros(1), np.zeros(n)))
+    attempt(lambda: c.Allgatherv(np.zeros(1), wrong if r == bad else np.zeros(n)))
+    attempt(lambda: c.Allreduce(np.zeros(2), np.zeros(1) if r == bad else np.zeros(2), MPI.SUM))
+    attempt(lambda: c.Gather(wrong if r == bad else np.zeros(1), np.zeros(n) if r == 0 else None, 0))
+    attempt(lambda: c.Gather(np.zeros(2 if r == bad else 1), np.zeros(n) if r == 0 else None, 0))
+    attempt(lambda: c.Scatter(np.zeros(n) if r == 0 else None, wrong if r == bad else np.zeros(1), 0))
+    attempt(lambda: c.Gatherv(wrong if r == bad else np.zeros(1), [np.zeros(n), 1] if r == 0 else None, 0))
+    attempt(lambda: c.Bcast([np.zeros(4, "i4"), MPI.INT.Create_indexed([1, 1], [0, 2]).Commit()], 0))
+    ok("one_rank_bad_argument")
+
+
 CHECKS = [
     check_irecv_send_wait,
     check_count_specs,
@@ -373,6 +401,7 @@ CHECKS = [
     check_persistent_and_isendrecv,
     check_buffer_specs,
     check_comm_management,
+    check_one_rank_bad_argument,
 ]
 
 

@@ -6,6 +6,7 @@ One job per module:
 - ``lane.py``: the record engine (sealing, matching, progress, dropping forged records);
 - ``communicator.py``: :class:`SecureComm`, point-to-point, probes, derived communicators;
 - ``collectives.py``: the collectives, built from authenticated point-to-point records;
+- ``reductions.py``: Reduce, Allreduce, Reduce_scatter, Scan (folded at rank 0);
 - ``nonblocking.py``: the nonblocking collectives (run at the call, complete requests);
 - ``requests.py``: :class:`SecureRequest`, persistent requests, :func:`Waitall` & co. for lists;
 - ``buffers.py``: mpi4py buffer arguments as byte views; :class:`Unsupported`.

@@ -172,9 +172,10 @@ def _dlpack_format(buf: Any) -> str | None:
     # DLManagedTensor starts with its DLTensor: data (8), device (4+4), ndim (4), dtype (1+1+2).
     code = ctypes.c_uint8.from_address(address + 20).value
     bits = ctypes.c_uint8.from_address(address + 21).value
+    lanes = ctypes.c_uint16.from_address(address + 22).value
     del capsule  # not consumed: its own destructor releases the tensor
     kind = _DLPACK_KINDS.get(code)
-    return None if kind is None or bits % 8 else f"{kind}{bits // 8}"
+    return None if kind is None or bits % 8 or lanes != 1 else f"{kind}{bits // 8}"
 
 
 def byte_view(buf: Any, *, writable: bool) -> memoryview:

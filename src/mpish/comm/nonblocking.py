@@ -19,14 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .collectives import Collectives
+from .reductions import Reductions
 from .requests import SecureRequest
 
 
 def _started(name: str) -> Callable[..., SecureRequest]:
-    blocking = getattr(Collectives, name)
+    blocking = getattr(Reductions, name)
 
-    def start(self: Collectives, *args: Any, **kwargs: Any) -> SecureRequest:
+    def start(self: Reductions, *args: Any, **kwargs: Any) -> SecureRequest:
         blocking(self, *args, **kwargs)
         return SecureRequest(self._coll)
 
@@ -35,8 +35,8 @@ def _started(name: str) -> Callable[..., SecureRequest]:
     return start
 
 
-class NonBlocking(Collectives):
-    """The ``I``-collectives of SecureComm (mixin over :class:`Collectives`)."""
+class NonBlocking(Reductions):
+    """The ``I``-collectives of SecureComm (mixin over :class:`Reductions`)."""
 
     Ibarrier = _started("Barrier")
     Ibcast = _started("Bcast")
