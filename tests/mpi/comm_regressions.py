@@ -253,8 +253,10 @@ def check_scans(c: SecureComm, raw: MPI.Intracomm) -> None:
         comm.Reduce_scatter_block(np.arange(2 * n, dtype="i8") * (r + 1), rs, MPI.SUM)
         rv = np.zeros(r + 1, "i8")
         comm.Reduce_scatter(np.arange(n * (n + 1) // 2, dtype="i8"), rv, [k + 1 for k in range(n)], MPI.SUM)
+        rn = np.zeros(r + 1, "i8")  # no counts: each rank's receive buffer gives its own (mpi4py)
+        comm.Reduce_scatter(np.arange(n * (n + 1) // 2, dtype="i8"), rn, None, MPI.SUM)
         scanned, exscanned = comm.scan(r), comm.exscan(r)
-        results.append((s, e if r > 0 else None, rs, rv, scanned, exscanned if r > 0 else None))
+        results.append((s, e if r > 0 else None, rs, rv, rn, scanned, exscanned if r > 0 else None))
     for x, y in zip(*results, strict=True):
         assert (x is None and y is None) or np.array_equal(x, y), (x, y)
     ok("scans")

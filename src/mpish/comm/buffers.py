@@ -175,6 +175,9 @@ def _dlpack_format(buf: Any) -> str | None:
     lanes = ctypes.c_uint16.from_address(address + 22).value
     del capsule  # not consumed: its own destructor releases the tensor
     kind = _DLPACK_KINDS.get(code)
+    if kind == "f" and lanes == 2:  # a complex number as two floats (complex long double, here)
+        kind, lanes = "c", 1
+        bits *= 2
     return None if kind is None or bits % 8 or lanes != 1 else f"{kind}{bits // 8}"
 
 

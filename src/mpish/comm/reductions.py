@@ -119,8 +119,12 @@ class Reductions(Collectives):
         source = recvbuf if _in_place(sendbuf) else sendbuf
         send = byte_view(source, writable=False)
         itemsize = typed_spec(source, b"", 0)[2].Get_size()
-        if recvcounts is None:
-            counts = [len(send) // itemsize // self.size] * self.size
+        if recvcounts is None:  # as mpi4py: each rank's receive buffer gives its count
+            if _in_place(sendbuf):
+                recv_count = len(send) // itemsize // self.size
+            else:
+                recv_count = len(byte_view(recvbuf, writable=True)) // itemsize
+            counts = [int(c) for c in self.allgather(recv_count)]
         else:
             counts = [int(c) for c in recvcounts]
         total = bytearray(len(send))
