@@ -312,7 +312,7 @@ def check_persistent_and_isendrecv(c: SecureComm, raw: MPI.Intracomm) -> None:
 
 
 def check_buffer_specs(c: SecureComm, raw: MPI.Intracomm) -> None:
-    """mpi4py's message forms: one int for all counts, an int stride, (count, displ), uneven splits."""
+    """mpi4py's message forms: one int for all counts, an int stride, (count, displ); Alltoallw."""
     r, n = c.rank, c.size
     results = []
     for comm in (raw, c):
@@ -327,7 +327,10 @@ def check_buffer_specs(c: SecureComm, raw: MPI.Intracomm) -> None:
         msg = comm.mprobe(MPI.PROC_NULL) if comm is c else None
         if msg is not None:
             assert isinstance(msg, MPI.Message)
-        results.append((ag, even, part))
+        w = np.full(2 * n, -1, "i4")  # Alltoallw: byte displacements, one datatype per peer
+        spec = ([2] * n, [8 * k for k in range(n)])
+        comm.Alltoallw([np.arange(2 * n, dtype="i4") + 10 * r, spec, [MPI.INT] * n], [w, spec, [MPI.INT] * n])
+        results.append((ag, even, part, w))
     for x, y in zip(*results, strict=True):
         assert np.array_equal(x, y), (x, y)
     ok("buffer_specs")

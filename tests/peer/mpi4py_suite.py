@@ -1,6 +1,6 @@
 """Run mpi4py's own test modules against the raw and the secure communicator, and compare.
 
-Usage: ``python tests/peer/mpi4py_suite.py [-n 1 2 3 4] [-m test_p2p_obj ...] [--timeout S]``
+Usage: ``python tests/peer/mpi4py_suite.py [-n 1 2 3 4] [-m test_p2p_obj ...] [--test-timeout S]``
 
 The sdist matching the installed mpi4py is fetched once with
 ``pip download --no-binary mpi4py --no-deps mpi4py==<version>`` into ``.venv/mpi4py-sdist``
@@ -9,6 +9,9 @@ minutes). Its ``test/`` directory is copied, and each listed module is adapted m
 every line ``COMM = MPI.COMM_WORLD`` / ``MPI.COMM_SELF`` (optionally ``.Dup()``) gets the
 communicator through ``mpish.secure(...)`` instead. Each module then runs under mpiexec
 once raw and once adapted, at every size; a run that exceeds the timeout counts as a hang.
+With ``--test-timeout S`` a watchdog ends a run whose test takes longer than S seconds:
+that test counts as hung (and failed), and the module runs again without it, so one hang
+does not hide the rest of the module. The secure run's seconds are printed per line.
 Prints one line per (module, size) and a ``SUMMARY`` line; ``--json`` writes the table.
 """
 
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 MODULES = (
@@ -255,14 +259,17 @@ def main(argv: list[str] | None = None) -> int:
                 empty: dict[str, object] = {"run": 0, "failed": 0, "skipped": 0, "failures": []}
                 empty["hang"] = False
                 raw = empty if args.secure_only else run_module(raw_dir, module, size, args.timeout, env)
+                started = time.monotonic()
                 sec = run_module(secure_dir, module, size, args.timeout, env, args.test_timeout)
+                seconds = time.monotonic() - started
                 row = {"module": module, "size": size, "raw": raw, "secure": sec}
                 table.append(row)
                 hung = len(sec.get("hangs", []))  # type: ignore[arg-type]
                 hang = "  HANG" if sec["hang"] else (f"  hung tests: {hung}" if hung else "")
                 raw_counts = f"{passed(raw):4}/{raw['run']:<4}"
                 print(
-                    f"{module:24} -n {size}  raw {raw_counts} secure {passed(sec):4}/{sec['run']:<4}{hang}",
+                    f"{module:24} -n {size}  raw {raw_counts} secure {passed(sec):4}/{sec['run']:<4}"
+                    f" {seconds:5.1f} s{hang}",
                     flush=True,
                 )
     raw_total = sum(passed(r["raw"]) for r in table)  # type: ignore[arg-type]

@@ -295,3 +295,31 @@ def vector_view(buf: Any, size: int, *, writable: bool) -> tuple[memoryview, lis
         if c < 0 or d < 0 or c + d > len(flat):
             raise ValueError("v-collective: counts and displacements exceed the buffer")
     return flat, byte_counts, byte_displs
+
+
+def typed_vector_view(msg: Any, size: int, *, writable: bool) -> tuple[memoryview, list[int], list[int]]:
+    """(flat bytes, counts in bytes, displacements in bytes) of an ``Alltoallw`` message:
+    ``[buf, (counts, displs), datatypes]`` or ``[buf, counts, displs, datatypes]``, with
+    displacements in bytes and one contiguous datatype per peer."""
+    if not isinstance(msg, (list, tuple)) or len(msg) not in (3, 4):
+        raise ValueError("Alltoallw: expecting [buf, (counts, displs), datatypes]")
+    if len(msg) == 3:
+        buf, (counts, displs), datatypes = msg
+    else:
+        buf, counts, displs, datatypes = msg
+    if buf is MPI.BOTTOM or buf is MPI.IN_PLACE:
+        raise Unsupported("mpish.secure does not support MPI.BOTTOM (absolute addresses) here")
+    flat = parse(buf, writable=writable)[0]
+    byte_counts, byte_displs = [], []
+    for count, displ, datatype in zip(counts, displs, datatypes, strict=True):
+        datatype = datatype_of(datatype)
+        if not _contiguous(datatype):
+            raise Unsupported("mpish.secure supports contiguous datatypes only (pack the data first)")
+        byte_counts.append(int(count) * datatype.Get_size())
+        byte_displs.append(int(displ))
+    if len(byte_counts) != size:
+        raise ValueError(f"Alltoallw: expected {size} counts, displacements and datatypes")
+    for c, d in zip(byte_counts, byte_displs, strict=True):
+        if c < 0 or d < 0 or c + d > len(flat):
+            raise ValueError("Alltoallw: counts and displacements exceed the buffer")
+    return flat, byte_counts, byte_displs

@@ -26,7 +26,7 @@ from typing import Any
 from mpi4py import MPI
 
 from ..wire.errors import MpishError, RemoteProtocolError
-from .buffers import block_view, byte_view, mpi_error, vector_view
+from .buffers import block_view, byte_view, mpi_error, typed_vector_view, vector_view
 from .lane import Lane, wait_all
 
 COLL_TAG = 1  # the tag of collective traffic (collectives are called in the same order)
@@ -416,6 +416,18 @@ class Collectives:
             send, scounts, sdispls = memoryview(bytes(recv)), rcounts, rdispls
         else:
             send, scounts, sdispls = vector_view(sendbuf, size, writable=False)
+        self._exchange(
+            [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)],
+            [recv[rdispls[k] : rdispls[k] + rcounts[k]] for k in range(size)],
+        )
+
+    def Alltoallw(self, sendbuf: Any, recvbuf: Any) -> None:
+        size = self.size
+        recv, rcounts, rdispls = typed_vector_view(recvbuf, size, writable=True)
+        if _in_place(sendbuf):
+            send, scounts, sdispls = memoryview(bytes(recv)), rcounts, rdispls
+        else:
+            send, scounts, sdispls = typed_vector_view(sendbuf, size, writable=False)
         self._exchange(
             [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)],
             [recv[rdispls[k] : rdispls[k] + rcounts[k]] for k in range(size)],

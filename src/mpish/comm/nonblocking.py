@@ -48,6 +48,7 @@ class NonBlocking(Reductions):
     Iallgatherv = _started("Allgatherv")
     Ialltoall = _started("Alltoall")
     Ialltoallv = _started("Alltoallv")
+    Ialltoallw = _started("Alltoallw")
     Ireduce = _started("Reduce")
     Iallreduce = _started("Allreduce")
     Ireduce_scatter_block = _started("Reduce_scatter_block")
