@@ -357,10 +357,10 @@ def check_comm_management(c: SecureComm, raw: MPI.Intracomm) -> None:
         info.Free()
         assert dup.is_intra and not dup.is_inter and dup.topology == MPI.UNDEFINED
         dup.Free()
-        buf = bytearray(1 << 12)
-        comm.Attach_buffer(buf)
-        comm.Flush_buffer()
-        assert comm.Detach_buffer() is not None
+        if comm is c or MPI.Get_version() >= (4, 1):  # per-communicator buffers: MPI 4.1
+            comm.Attach_buffer(bytearray(1 << 12))
+            comm.Flush_buffer()
+            assert comm.Detach_buffer() is not None
     ok("comm_management")
 
 
