@@ -329,7 +329,7 @@ def check_proc_null(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
 
 def check_unsupported(c: mpish.comm.SecureComm) -> None:
     """Unsupported names are NotImplementedError and AttributeError (hasattr/getattr work)."""
-    for name in ("Ibcast", "Create_cart", "Send_init"):
+    for name in ("Ineighbor_alltoall", "Create_cart", "Spawn"):
         assert not hasattr(c, name)
         assert getattr(c, name, None) is None
         try:

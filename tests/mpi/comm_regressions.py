@@ -6,6 +6,7 @@ Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts th
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import traceback
 import warnings
@@ -95,7 +96,7 @@ def check_requests(c: SecureComm, raw: MPI.Intracomm) -> None:
 
 def check_introspection(c: SecureComm, raw: MPI.Intracomm) -> None:
     """hasattr and getattr(name, default) on unsupported names."""
-    assert not hasattr(c, "Ibarrier")
+    assert not hasattr(c, "Create_cart")
     assert getattr(c, "x", None) is None
     try:
         c.Create_cart  # noqa: B018 - the attribute access is what raises
@@ -258,11 +259,142 @@ def check_scans(c: SecureComm, raw: MPI.Intracomm) -> None:
         comm.Reduce_scatter_block(np.arange(2 * n, dtype="i8") * (r + 1), rs, MPI.SUM)
         rv = np.zeros(r + 1, "i8")
         comm.Reduce_scatter(np.arange(n * (n + 1) // 2, dtype="i8"), rv, [k + 1 for k in range(n)], MPI.SUM)
+        rn = np.zeros(r + 1, "i8")  # no counts: each rank's receive buffer gives its own (mpi4py)
+        comm.Reduce_scatter(np.arange(n * (n + 1) // 2, dtype="i8"), rn, None, MPI.SUM)
         scanned, exscanned = comm.scan(r), comm.exscan(r)
-        results.append((s, e if r > 0 else None, rs, rv, scanned, exscanned if r > 0 else None))
+        results.append((s, e if r > 0 else None, rs, rv, rn, scanned, exscanned if r > 0 else None))
     for x, y in zip(*results, strict=True):
         assert (x is None and y is None) or np.array_equal(x, y), (x, y)
     ok("scans")
+
+
+def check_nonblocking_collectives(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Ibarrier, Ibcast, Iallreduce, Igatherv... return requests that Wait completes (were Unsupported)."""
+    r, n = c.rank, c.size
+    results = []
+    for comm in (raw, c):
+        comm.Ibarrier().Wait()
+        b = np.arange(4, dtype="f8") if r == 0 else np.zeros(4)
+        comm.Ibcast(b, 0).Wait()
+        a = np.zeros(3, "i4")
+        req = comm.Iallreduce(np.full(3, r + 1, "i4"), a, MPI.SUM)
+        req.Wait()
+        assert not req
+        g = np.zeros(n * (n + 1) // 2)
+        comm.Igatherv(np.full(r + 1, float(r)), [g, [k + 1 for k in range(n)]] if r == 0 else None, 0).Wait()
+        s = np.zeros(2, "i8")
+        comm.Iscan(np.full(2, r, "i8"), s, MPI.SUM).Wait()
+        results.append((b, a, g if r == 0 else None, s))
+    for x, y in zip(*results, strict=True):
+        assert (x is None and y is None) or np.array_equal(x, y), (x, y)
+    ok("nonblocking_collectives")
+
+
+def check_persistent_and_isendrecv(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Send_init/Recv_init/Start/Startall, Isendrecv, Isendrecv_replace (were Unsupported)."""
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    for comm in (raw, c):
+        out, got = np.zeros(3), np.zeros(3)
+        send = comm.Send_init(out, dest, 30)
+        recv = comm.Recv_init(got, src, 30)
+        for round_ in range(3):
+            out[:] = 10 * r + round_  # read at each Start
+            (MPI.Prequest.Startall if comm is raw else mpish.comm.Startall)([recv, send])
+            recv.Wait()
+            send.Wait()
+            assert np.all(got == 10 * src + round_), (round_, got)
+            assert recv != MPI.REQUEST_NULL  # a persistent request stays valid until freed
+        send.Free()
+        recv.Free()
+        assert send == MPI.REQUEST_NULL and recv == MPI.REQUEST_NULL
+        back = np.zeros(2, "i4")
+        comm.Isendrecv(np.full(2, r, "i4"), dest, 31, back, src, 31).Wait()
+        assert np.all(back == src)
+        swap = np.full(200_000, float(r))
+        comm.Isendrecv_replace(swap, dest, 32, src, 32).Wait()
+        assert np.all(swap == src)
+    ok("persistent_and_isendrecv")
+
+
+def check_buffer_specs(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """mpi4py's message forms: one int for all counts, an int stride, (count, displ); Alltoallw."""
+    r, n = c.rank, c.size
+    results = []
+    for comm in (raw, c):
+        ag = np.full(3 * n, -1, "i4")
+        comm.Allgatherv(np.full(2, r, "i4"), [ag, (2, 3), MPI.INT])  # counts 2 each, stride 3
+        even = np.full(2 * n + 1, -1.0)
+        comm.Allgatherv(np.full(2, float(r)), [even, 2])  # [buf, counts] with one int
+        part = np.full(4, -1, "i4")
+        req = comm.Isend([np.arange(6, dtype="i4") + r, (3, 2), MPI.INT], dest=r, tag=40)  # 3 from #2
+        comm.Recv([part, (3, 1), MPI.INT], source=r, tag=40)
+        req.Wait()
+        msg = comm.mprobe(MPI.PROC_NULL) if comm is c else None
+        if msg is not None:
+            assert isinstance(msg, MPI.Message)
+        w = np.full(2 * n, -1, "i4")  # Alltoallw: byte displacements, one datatype per peer
+        spec = ([2] * n, [8 * k for k in range(n)])
+        comm.Alltoallw([np.arange(2 * n, dtype="i4") + 10 * r, spec, [MPI.INT] * n], [w, spec, [MPI.INT] * n])
+        results.append((ag, even, part, w))
+    for x, y in zip(*results, strict=True):
+        assert np.array_equal(x, y), (x, y)
+    ok("buffer_specs")
+
+
+def check_comm_management(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Create, Create_group, Dup_with_info, info/name/topology, the Bsend buffer calls (were Unsupported)."""
+    r, n = c.rank, c.size
+    for comm in (raw, c):
+        group = comm.Get_group()
+        low = group.Range_incl([(0, (n - 1) // 2, 1)])  # the lower half, at least rank 0
+        for child in (comm.Create(low), comm.Create_group(low) if r <= (n - 1) // 2 else MPI.COMM_NULL):
+            if r <= (n - 1) // 2:
+                assert child.allreduce(1) == low.Get_size() and child.Get_rank() == r
+                child.Free()
+                assert child == MPI.COMM_NULL
+            else:
+                assert child == MPI.COMM_NULL
+        low.Free()
+        group.Free()
+        dup = comm.Dup_with_info(MPI.INFO_NULL)
+        info = dup.Get_info()
+        dup.Set_info(info)
+        info.Free()
+        assert dup.is_intra and not dup.is_inter and dup.topology == MPI.UNDEFINED
+        dup.Free()
+        if comm is c or MPI.Get_version() >= (4, 1):  # per-communicator buffers: MPI 4.1
+            comm.Attach_buffer(bytearray(1 << 12))
+            comm.Flush_buffer()
+            assert comm.Detach_buffer() is not None
+    ok("comm_management")
+
+
+def check_one_rank_bad_argument(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """A buffer error on one rank only fails the collective without a hang or a stale record.
+
+    (Was: the others waited forever for that rank, or a later collective got its records.)
+    """
+    r, n = c.rank, c.size
+    bad = n - 1  # the last rank passes a wrong buffer
+
+    def attempt(call: object) -> None:
+        errors = (ValueError, TypeError, MPI.Exception, CollectiveAborted, mpish.comm.Unsupported)
+        with contextlib.suppress(*errors):
+            call()  # type: ignore[operator]
+        assert c.allgather(r) == list(range(n))  # in step, nothing left queued
+
+    wrong: object = "not a buffer"
+    attempt(lambda: c.Bcast(wrong if r == bad else np.zeros(2), 0))
+    attempt(lambda: c.Allgather(wrong if r == bad else np.zeros(1), np.zeros(n)))
+    attempt(lambda: c.Allgatherv(np.zeros(1), wrong if r == bad else np.zeros(n)))
+    attempt(lambda: c.Allreduce(np.zeros(2), np.zeros(1) if r == bad else np.zeros(2), MPI.SUM))
+    attempt(lambda: c.Gather(wrong if r == bad else np.zeros(1), np.zeros(n) if r == 0 else None, 0))
+    attempt(lambda: c.Gather(np.zeros(2 if r == bad else 1), np.zeros(n) if r == 0 else None, 0))
+    attempt(lambda: c.Scatter(np.zeros(n) if r == 0 else None, wrong if r == bad else np.zeros(1), 0))
+    attempt(lambda: c.Gatherv(wrong if r == bad else np.zeros(1), [np.zeros(n), 1] if r == 0 else None, 0))
+    attempt(lambda: c.Bcast([np.zeros(4, "i4"), MPI.INT.Create_indexed([1, 1], [0, 2]).Commit()], 0))
+    ok("one_rank_bad_argument")
 
 
 CHECKS = [
@@ -276,6 +408,11 @@ CHECKS = [
     check_vector_collectives,
     check_more_p2p,
     check_scans,
+    check_nonblocking_collectives,
+    check_persistent_and_isendrecv,
+    check_buffer_specs,
+    check_comm_management,
+    check_one_rank_bad_argument,
 ]
 
 

@@ -115,6 +115,14 @@ def test_forged_records_are_dropped_and_the_genuine_message_delivered(home: Path
     assert not marker.exists(), "a malicious pickle was unpickled"
 
 
+def test_strict_mode_raises_forged_and_replayed_records_in_the_receiving_call(home: Path) -> None:
+    proc = run(["-n", "2", PYTHON, str(HERE / "comm_strict.py")], home)
+    assert proc.returncode == 0, explain(proc)
+    for case, error in (("forged", "AuthenticationError"), ("replay", "ReplayError"), ("posted", "Error")):
+        assert f"STRICT {case} " in proc.stdout and error in proc.stdout, explain(proc)
+    assert "ALL OK" in proc.stdout, explain(proc)
+
+
 @pytest.fixture(scope="module", params=[1, 3])
 def regressions(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """One run of comm_regressions.py per world size; each test below reads its check's line."""

@@ -1,6 +1,6 @@
 """Run mpi4py's own test modules against the raw and the secure communicator, and compare.
 
-Usage: ``python tests/peer/mpi4py_suite.py [-n 1 2 3 4] [-m test_p2p_obj ...] [--timeout S]``
+Usage: ``python tests/peer/mpi4py_suite.py [-n 1 2 3 4] [-m test_p2p_obj ...] [--test-timeout S]``
 
 The sdist matching the installed mpi4py is fetched once with
 ``pip download --no-binary mpi4py --no-deps mpi4py==<version>`` into ``.venv/mpi4py-sdist``
@@ -9,6 +9,9 @@ minutes). Its ``test/`` directory is copied, and each listed module is adapted m
 every line ``COMM = MPI.COMM_WORLD`` / ``MPI.COMM_SELF`` (optionally ``.Dup()``) gets the
 communicator through ``mpish.secure(...)`` instead. Each module then runs under mpiexec
 once raw and once adapted, at every size; a run that exceeds the timeout counts as a hang.
+With ``--test-timeout S`` a watchdog ends a run whose test takes longer than S seconds:
+that test counts as hung (and failed), and the module runs again without it, so one hang
+does not hide the rest of the module. The secure run's seconds are printed per line.
 Prints one line per (module, size) and a ``SUMMARY`` line; ``--json`` writes the table.
 """
 
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 MODULES = (
@@ -50,17 +54,44 @@ def _mpish_secure(comm):
         _MPISH_SECURE[key] = _mpish.secure(comm)
     return _MPISH_SECURE[key]
 '''
-# Runs one module with unittest on every rank; rank 0 prints its counts as JSON.
+# Runs one module with unittest on every rank; rank 0 prints its counts as JSON. A watchdog
+# ends the whole job when one test exceeds MPISH_PEER_TEST_TIMEOUT seconds (a hang inside MPI
+# cannot be interrupted otherwise); every rank prints "START <rank> <test>" first, so the
+# runner knows which test hung and runs the module again without it (MPISH_PEER_SKIP).
 RUNNER = """
-import json, sys, unittest
+import faulthandler, json, os, sys, unittest
 sys.path.insert(0, ".")
 from mpi4py import MPI
 module = __import__(sys.argv[1])
-suite = unittest.defaultTestLoader.loadTestsFromModule(module)
-result = unittest.TextTestRunner(stream=open("/dev/null", "w"), verbosity=0).run(suite)
+rank = MPI.COMM_WORLD.Get_rank()
+limit = float(os.environ.get("MPISH_PEER_TEST_TIMEOUT", "0"))
+skip = set(filter(None, os.environ.get("MPISH_PEER_SKIP", "").split(",")))
+
+class Result(unittest.TextTestResult):
+    def startTest(self, test):
+        print(f"START {rank} {test.id()}", flush=True)
+        if limit:
+            faulthandler.dump_traceback_later(limit, exit=True)
+        super().startTest(test)
+
+    def stopTest(self, test):
+        if limit:
+            faulthandler.cancel_dump_traceback_later()
+        super().stopTest(test)
+
+def keep(suite):
+    for test in suite:
+        if isinstance(test, unittest.TestSuite):
+            yield from keep(test)
+        elif test.id() not in skip:
+            yield test
+
+suite = unittest.TestSuite(keep(unittest.defaultTestLoader.loadTestsFromModule(module)))
+runner = unittest.TextTestRunner(stream=open("/dev/null", "w"), verbosity=0, resultclass=Result)
+result = runner.run(suite)
 failed = [str(t) + ": " + tb.strip().splitlines()[-1] for t, tb in result.failures + result.errors]
 tests = {getattr(t, "test_case", t).id() for t, _ in result.failures + result.errors}  # subtests: once
-if MPI.COMM_WORLD.Get_rank() == 0:
+if rank == 0:
     print("PEER " + json.dumps({"run": result.testsRun, "failed": len(tests),
           "skipped": len(result.skipped), "failures": failed}), flush=True)
 """
@@ -122,9 +153,50 @@ def prepare(sdist: Path, work: Path, modules: tuple[str, ...]) -> tuple[Path, Pa
 
 
 def run_module(
-    directory: Path, module: str, size: int, timeout: float, env: dict[str, str]
+    directory: Path, module: str, size: int, timeout: float, env: dict[str, str], test_timeout: float = 0.0
+) -> dict[str, object]:
+    """Counts of one module at one size; with ``test_timeout``, a hung test is reported and skipped."""
+    hung: list[str] = []
+    while True:
+        result = _run_once(directory, module, size, timeout, env, test_timeout, hung)
+        culprit = result.pop("hung_test", None)
+        if culprit is None or culprit in hung or len(hung) >= 20:
+            break
+        hung.append(str(culprit))
+    result["hangs"] = hung
+    if hung:  # the hung tests count as run and failed
+        result["run"] = int(result["run"]) + len(hung)  # type: ignore[call-overload]
+        result["failed"] = int(result["failed"]) + len(hung)  # type: ignore[call-overload]
+        result["failures"] = [f"{t}: HANG" for t in hung] + list(result["failures"])  # type: ignore[call-overload]
+    return result
+
+
+def _hung_test(stdout: str) -> str | None:
+    """The test that hung: the earliest of the tests each rank started last."""
+    order: list[str] = []
+    last: dict[str, str] = {}
+    for line in stdout.splitlines():
+        if line.startswith("START "):
+            _, rank, test = line.split(" ", 2)
+            if test not in order:
+                order.append(test)
+            last[rank] = test
+    if not last:
+        return None
+    return min(last.values(), key=order.index)
+
+
+def _run_once(
+    directory: Path,
+    module: str,
+    size: int,
+    timeout: float,
+    env: dict[str, str],
+    test_timeout: float,
+    skip: list[str],
 ) -> dict[str, object]:
     mpiexec = str(BIN / "mpiexec") if (BIN / "mpiexec").exists() else "mpiexec"
+    env = dict(env, MPISH_PEER_SKIP=",".join(skip), MPISH_PEER_TEST_TIMEOUT=str(test_timeout))
     try:
         proc = subprocess.run(
             [mpiexec, "-n", str(size), sys.executable, "-c", RUNNER, module],
@@ -135,20 +207,27 @@ def run_module(
             timeout=timeout,
             check=False,
         )
-    except subprocess.TimeoutExpired:
-        return {"run": 0, "failed": 0, "skipped": 0, "failures": [], "hang": True}
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        hung_test = _hung_test(out)
+        return {"run": 0, "failed": 0, "skipped": 0, "failures": [], "hang": True, "hung_test": hung_test}
     for line in proc.stdout.splitlines():
         if line.startswith("PEER "):
             result: dict[str, object] = json.loads(line[5:])
             result["hang"] = False
             return result
+    culprit = _hung_test(proc.stdout) if test_timeout and "Timeout (" in proc.stderr else None
+    if culprit is not None:
+        log = Path(tempfile.gettempdir()) / f"mpish-peer-hang-{module}-{size}.txt"
+        log.write_text(proc.stderr)
     return {
         "run": 0,
         "failed": 0,
         "skipped": 0,
         "failures": [proc.stderr[-500:]],
         "hang": False,
-        "crash": True,
+        "crash": culprit is None,
+        "hung_test": culprit,
     }
 
 
@@ -161,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("-m", nargs="+", default=list(MODULES))
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--test-timeout", type=float, default=0.0, help="seconds per test (0: none)")
+    parser.add_argument("--secure-only", action="store_true", help="skip the raw runs")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     cache = Path(os.environ.get("MPISH_PEER_CACHE", ROOT / ".venv" / "mpi4py-sdist"))
@@ -175,19 +256,28 @@ def main(argv: list[str] | None = None) -> int:
         raw_dir, secure_dir = prepare(sdist, Path(tmp), tuple(args.m))
         for module in args.m:
             for size in args.n:
-                raw = run_module(raw_dir, module, size, args.timeout, env)
-                sec = run_module(secure_dir, module, size, args.timeout, env)
+                empty: dict[str, object] = {"run": 0, "failed": 0, "skipped": 0, "failures": []}
+                empty["hang"] = False
+                raw = empty if args.secure_only else run_module(raw_dir, module, size, args.timeout, env)
+                started = time.monotonic()
+                sec = run_module(secure_dir, module, size, args.timeout, env, args.test_timeout)
+                seconds = time.monotonic() - started
                 row = {"module": module, "size": size, "raw": raw, "secure": sec}
                 table.append(row)
-                hang = "  HANG" if sec["hang"] else ""
+                hung = len(sec.get("hangs", []))  # type: ignore[arg-type]
+                hang = "  HANG" if sec["hang"] else (f"  hung tests: {hung}" if hung else "")
                 raw_counts = f"{passed(raw):4}/{raw['run']:<4}"
                 print(
-                    f"{module:24} -n {size}  raw {raw_counts} secure {passed(sec):4}/{sec['run']:<4}{hang}",
+                    f"{module:24} -n {size}  raw {raw_counts} secure {passed(sec):4}/{sec['run']:<4}"
+                    f" {seconds:5.1f} s{hang}",
                     flush=True,
                 )
     raw_total = sum(passed(r["raw"]) for r in table)  # type: ignore[arg-type]
     sec_total = sum(passed(r["secure"]) for r in table)  # type: ignore[arg-type]
-    hangs = sum(1 for r in table if r["secure"]["hang"])  # type: ignore[index]
+    hangs = sum(
+        1 if r["secure"]["hang"] else len(r["secure"].get("hangs", []))  # type: ignore[index, attr-defined]
+        for r in table
+    )
     ratio = sec_total / raw_total if raw_total else 0.0
     print(
         f"SUMMARY raw_passed={raw_total} secure_passed={sec_total} ratio={ratio:.3f} hangs={hangs}",

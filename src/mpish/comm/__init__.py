@@ -6,7 +6,9 @@ One job per module:
 - ``lane.py``: the record engine (sealing, matching, progress, dropping forged records);
 - ``communicator.py``: :class:`SecureComm`, point-to-point, probes, derived communicators;
 - ``collectives.py``: the collectives, built from authenticated point-to-point records;
-- ``requests.py``: :class:`SecureRequest` and :func:`Waitall` & co. for lists of them;
+- ``reductions.py``: Reduce, Allreduce, Reduce_scatter, Scan (folded at rank 0);
+- ``nonblocking.py``: the nonblocking collectives (run at the call, complete requests);
+- ``requests.py``: :class:`SecureRequest`, persistent requests, :func:`Waitall` & co. for lists;
 - ``buffers.py``: mpi4py buffer arguments as byte views; :class:`Unsupported`.
 
 Records (wire/record.py): one MPI message carries exactly one record, sent with the
@@ -21,7 +23,9 @@ from .collectives import ABORT_TAG, COLL_TAG, CollectiveAborted
 from .communicator import SecureComm, SecureMessage
 from .lane import RECORD_MAX, SINGLE_MAX
 from .requests import (
+    PersistentRequest,
     SecureRequest,
+    Startall,
     Testall,
     Testany,
     Testsome,
@@ -44,7 +48,9 @@ __all__ = [
     "CollectiveAborted",
     "SecureComm",
     "SecureMessage",
+    "PersistentRequest",
     "SecureRequest",
+    "Startall",
     "Testall",
     "Testany",
     "Testsome",

@@ -53,31 +53,53 @@ def datatype_of(datatype: Any) -> Any:
     return datatype
 
 
-def parse(buf: Any, *, writable: bool) -> tuple[memoryview, int | None, int]:
-    """(flat bytes of the whole buffer, count or None, datatype size) of a buffer argument."""
-    count: int | None = None
+def _is_datatype(obj: Any) -> bool:
+    return isinstance(obj, (MPI.Datatype, str))
+
+
+def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryview, int | None, int]:
+    """(flat bytes of the buffer from its displacement on, count or None, datatype size).
+
+    mpi4py's forms: ``buf``, ``[buf, dtype]``, ``[buf, count]``, ``[buf, count, dtype]``,
+    ``[buf, (count, displ), dtype]`` and ``[buf, count, displ, dtype]`` (displ in entries).
+    ``entries``: the caller counts entries, so the element size must be known (a DLPack or
+    CUDA-interface buffer without a datatype exposes bytes only).
+    """
+    count: Any = None
+    displ: Any = None
     datatype: Any = None
     if isinstance(buf, (list, tuple)):
         if len(buf) == 2:
-            buf, datatype = buf
-            if isinstance(datatype, int) and not isinstance(datatype, bool):
-                count, datatype = datatype, None
+            buf, count = buf
+            if _is_datatype(count):
+                count, datatype = None, count
+            elif isinstance(count, (list, tuple)):
+                count, displ = count
         elif len(buf) == 3:
             buf, count, datatype = buf
-        elif len(buf) == 4:  # [buf, (count, displ), dtype] forms are v-collective specs
-            raise Unsupported("mpish.secure: this buffer specification is only valid in v-collectives")
+            if isinstance(count, (list, tuple)):
+                count, displ = count
+        elif len(buf) == 4:
+            buf, count, displ, datatype = buf
         else:
-            raise Unsupported("mpish.secure supports buffers as buf, [buf, dtype] or [buf, count, dtype]")
+            raise ValueError("message: expecting 2 to 4 items")
     if buf is MPI.IN_PLACE or buf is MPI.BOTTOM:
         raise Unsupported("mpish.secure does not support MPI.IN_PLACE / MPI.BOTTOM here")
     if buf is None:
         if count not in (None, 0):
-            raise ValueError("a None buffer must have count 0")
+            raise ValueError(f"message: buffer is None but count is {count}")
         return (memoryview(bytearray()) if writable else _EMPTY), 0, 1
     try:
         view = memoryview(buf)
     except TypeError:
-        view = _host_view(buf)
+        view, fmt = _host_view(buf)
+        if datatype is None and fmt is not None:
+            datatype = fmt
+        elif datatype is None and (count is not None or displ is not None or entries):
+            raise Unsupported(
+                f"mpish.secure: give the datatype of a {type(buf).__name__} buffer "
+                "([buf, count, MPI.INT]): its element size is not known here"
+            ) from None
     if not view.c_contiguous:
         raise Unsupported("mpish.secure needs C-contiguous buffers")
     if writable and view.readonly:
@@ -88,19 +110,75 @@ def parse(buf: Any, *, writable: bool) -> tuple[memoryview, int | None, int]:
         datatype = datatype_of(datatype)
         size = datatype.Get_size()
         _, extent = datatype.Get_extent()
-        if extent != size:
-            raise Unsupported("mpish.secure supports contiguous basic datatypes only")
+        if extent != size or not _contiguous(datatype):
+            raise Unsupported(
+                "mpish.secure supports contiguous datatypes only (pack the data into a contiguous buffer)"
+            )
+    if count is not None:
+        count = int(count)
+        if count < 0:
+            raise ValueError(f"message: negative count {count}")
+    if displ is not None and int(displ):
+        offset = int(displ) * size
+        if offset > len(flat):
+            raise ValueError(f"message: displacement {displ} out of bounds")
+        flat = flat[offset:]
     return flat, count, size
 
 
-def _host_view(buf: Any) -> memoryview:
-    """Bytes of a buffer without the buffer protocol (DLPack, CUDA array interface) in host memory."""
+def _contiguous(datatype: Any) -> bool:
+    """True if a derived datatype is a gap-free run of bytes (its data are its extent)."""
+    _, extent = datatype.Get_extent()
+    _, true_extent = datatype.Get_true_extent()
+    return bool(datatype.Get_size() == extent == true_extent)
+
+
+def _host_view(buf: Any) -> tuple[memoryview, str | None]:
+    """(bytes, element format or None) of a host buffer without the buffer protocol (DLPack)."""
     try:
-        return memoryview(MPI.buffer(buf))  # type: ignore[arg-type]  # the stub lacks __buffer__
+        view = memoryview(MPI.buffer(buf))  # type: ignore[arg-type]  # the stub lacks __buffer__
     except Exception:
         raise Unsupported(
             f"mpish.secure supports host-memory buffers only, not {type(buf).__name__}"
         ) from None
+    return view, _element_format(buf)
+
+
+_DLPACK_KINDS = {0: "i", 1: "u", 2: "f", 5: "c", 6: "b"}  # DLPack type code -> numpy kind
+
+
+def _element_format(buf: Any) -> str | None:
+    """The element type (a key of ``MPI._typedict``, e.g. ``i4``) of a DLPack or CUDA-interface buffer."""
+    code: str | None = None
+    interface = getattr(buf, "__cuda_array_interface__", None)
+    if isinstance(interface, dict):
+        code = str(interface.get("typestr", "")).lstrip("<>|=")
+    elif hasattr(buf, "__dlpack__"):
+        code = _dlpack_format(buf)
+    return code if code in MPI._typedict else None
+
+
+def _dlpack_format(buf: Any) -> str | None:
+    """The element type of a DLPack tensor, read from its capsule (left unconsumed)."""
+    import ctypes
+
+    try:
+        capsule = buf.__dlpack__()
+        get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+        get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+        address = get_pointer(capsule, b"dltensor")
+    except Exception:
+        return None
+    # DLManagedTensor starts with its DLTensor: data (8), device (4+4), ndim (4), dtype (1+1+2).
+    code = ctypes.c_uint8.from_address(address + 20).value
+    bits = ctypes.c_uint8.from_address(address + 21).value
+    lanes = ctypes.c_uint16.from_address(address + 22).value
+    del capsule  # not consumed: its own destructor releases the tensor
+    kind = _DLPACK_KINDS.get(code)
+    if kind == "f" and lanes == 2:  # a complex number as two floats (complex long double, here)
+        kind, lanes = "c", 1
+        bits *= 2
+    return None if kind is None or bits % 8 or lanes != 1 else f"{kind}{bits // 8}"
 
 
 def byte_view(buf: Any, *, writable: bool) -> memoryview:
@@ -136,10 +214,15 @@ def block_view(buf: Any, blocks: int, *, writable: bool) -> tuple[memoryview, in
 def typed_spec(buf: Any, storage: Any, nbytes: int) -> list[Any]:
     """``[storage, count, datatype]`` with the datatype of buffer argument ``buf`` (for Reduce_local)."""
     datatype: Any
-    if isinstance(buf, (list, tuple)):
+    if isinstance(buf, (list, tuple)) and _is_datatype(buf[-1]):
         datatype = datatype_of(buf[-1])
     else:
-        fmt = memoryview(buf).format.lstrip(_FORMAT_PREFIX)
+        if isinstance(buf, (list, tuple)):
+            buf = buf[0]
+        try:
+            fmt = memoryview(buf).format.lstrip(_FORMAT_PREFIX)
+        except TypeError:
+            fmt = _host_view(buf)[1] or "B"
         datatype = MPI._typedict.get(fmt)
         if datatype is None:
             raise Unsupported(f"mpish.secure cannot reduce buffers of format {fmt!r}")
@@ -164,45 +247,45 @@ def matches(want_source: int, want_tag: int, source: int, tag: int) -> bool:
 def vector_view(buf: Any, size: int, *, writable: bool) -> tuple[memoryview, list[int], list[int]]:
     """(flat bytes, counts in bytes, displacements in bytes) of a v-collective buffer argument.
 
-    Accepts mpi4py's forms: ``buf``, ``[buf, counts]``, ``[buf, (counts, displs)]``,
-    ``[buf, dtype]``, ``[buf, counts, dtype]``, ``[buf, (counts, displs), dtype]`` and
-    ``[buf, counts, displs, dtype]``; displacements default to the packed layout.
+    mpi4py's forms and defaults: ``buf``, ``[buf, dtype]``, ``[buf, counts]``,
+    ``[buf, (counts, displs)]``, ``[buf, counts, dtype]``, ``[buf, (counts, displs), dtype]``,
+    ``[buf, counts, displs, dtype]``; counts may be one int for all; displacements default
+    to the packed layout, and one int is a stride; no counts: the entries split evenly.
     """
     counts: Any = None
     displs: Any = None
     datatype: Any = None
     if isinstance(buf, (list, tuple)):
-        parts = list(buf)
-        buf = parts[0]
-        rest = parts[1:]
-        if rest and isinstance(rest[-1], (MPI.Datatype, str)):
-            datatype = rest.pop()
-        if len(rest) == 2:
-            counts, displs = rest
-        elif len(rest) == 1:
-            spec = rest[0]
-            if isinstance(spec, tuple) and len(spec) == 2:
-                counts, displs = spec
-            else:
-                counts = spec
-        elif rest:
-            raise Unsupported("mpish.secure: unsupported v-collective buffer specification")
+        if len(buf) == 2:
+            buf, counts = buf
+            if _is_datatype(counts):
+                counts, datatype = None, counts
+            elif isinstance(counts, tuple):
+                counts, displs = counts
+        elif len(buf) == 3:
+            buf, counts, datatype = buf
+            if isinstance(counts, tuple):
+                counts, displs = counts
+        elif len(buf) == 4:
+            buf, counts, displs, datatype = buf
+        else:
+            raise ValueError("message: expecting 2 to 4 items")
     if buf is MPI.IN_PLACE or buf is MPI.BOTTOM:
         raise Unsupported("mpish.secure does not support MPI.IN_PLACE / MPI.BOTTOM here")
-    flat, _, itemsize = parse(buf if datatype is None else [buf, datatype], writable=writable)
+    flat, _, itemsize = parse(buf if datatype is None else [buf, datatype], writable=writable, entries=True)
     if counts is None:
-        per = len(flat) // itemsize // size if size else 0
-        counts = [per] * size
+        entries = len(flat) // itemsize
+        counts = [entries // size + (entries % size > k) for k in range(size)]
     elif isinstance(counts, int):
         counts = [counts] * size
-        if displs is None and counts[0]:
-            displs = [k * counts[0] for k in range(size)]
     counts = [int(c) for c in counts]
     if displs is None:
         displs, offset = [], 0
         for c in counts:
             displs.append(offset)
             offset += c
+    elif isinstance(displs, int):
+        displs = [displs * k for k in range(size)]
     displs = [int(d) for d in displs]
     if len(counts) != size or len(displs) != size:
         raise ValueError(f"v-collective: expected {size} counts and displacements")
@@ -211,4 +294,32 @@ def vector_view(buf: Any, size: int, *, writable: bool) -> tuple[memoryview, lis
     for c, d in zip(byte_counts, byte_displs, strict=True):
         if c < 0 or d < 0 or c + d > len(flat):
             raise ValueError("v-collective: counts and displacements exceed the buffer")
+    return flat, byte_counts, byte_displs
+
+
+def typed_vector_view(msg: Any, size: int, *, writable: bool) -> tuple[memoryview, list[int], list[int]]:
+    """(flat bytes, counts in bytes, displacements in bytes) of an ``Alltoallw`` message:
+    ``[buf, (counts, displs), datatypes]`` or ``[buf, counts, displs, datatypes]``, with
+    displacements in bytes and one contiguous datatype per peer."""
+    if not isinstance(msg, (list, tuple)) or len(msg) not in (3, 4):
+        raise ValueError("Alltoallw: expecting [buf, (counts, displs), datatypes]")
+    if len(msg) == 3:
+        buf, (counts, displs), datatypes = msg
+    else:
+        buf, counts, displs, datatypes = msg
+    if buf is MPI.BOTTOM or buf is MPI.IN_PLACE:
+        raise Unsupported("mpish.secure does not support MPI.BOTTOM (absolute addresses) here")
+    flat = parse(buf, writable=writable)[0]
+    byte_counts, byte_displs = [], []
+    for count, displ, datatype in zip(counts, displs, datatypes, strict=True):
+        datatype = datatype_of(datatype)
+        if not _contiguous(datatype):
+            raise Unsupported("mpish.secure supports contiguous datatypes only (pack the data first)")
+        byte_counts.append(int(count) * datatype.Get_size())
+        byte_displs.append(int(displ))
+    if len(byte_counts) != size:
+        raise ValueError(f"Alltoallw: expected {size} counts, displacements and datatypes")
+    for c, d in zip(byte_counts, byte_displs, strict=True):
+        if c < 0 or d < 0 or c + d > len(flat):
+            raise ValueError("Alltoallw: counts and displacements exceed the buffer")
     return flat, byte_counts, byte_displs

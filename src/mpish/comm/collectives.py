@@ -26,7 +26,7 @@ from typing import Any
 from mpi4py import MPI
 
 from ..wire.errors import MpishError, RemoteProtocolError
-from .buffers import block_view, byte_view, mpi_error, typed_spec, vector_view
+from .buffers import block_view, byte_view, mpi_error, typed_vector_view, vector_view
 from .lane import Lane, wait_all
 
 COLL_TAG = 1  # the tag of collective traffic (collectives are called in the same order)
@@ -40,6 +40,10 @@ def _in_place(buf: Any) -> bool:
 
 class CollectiveAborted(MpishError):
     """A collective failed on another rank (that rank raised the cause)."""
+
+
+# What receiving one block of a collective may raise after the record was taken out of MPI.
+_BLOCK_ERRORS = (CollectiveAborted, RemoteProtocolError, MPI.Exception)
 
 
 def _dumps(obj: Any) -> memoryview:
@@ -94,8 +98,49 @@ class Collectives:
             if source != self.rank:
                 self._coll.recv(source, MPI.ANY_TAG, None)  # an abort notice, too, is just dropped
 
+    def _recv_each(self, pairs: list[tuple[int, memoryview]]) -> None:
+        """Receive block after block; after an error (an abort notice, a wrong size) receive
+        (and drop) the rest still, then raise the first error: no record is left behind."""
+        error: BaseException | None = None
+        for source, sink in pairs:
+            try:
+                if error is None:
+                    self._c_recv(source, sink)
+                else:
+                    self._coll.recv(source, MPI.ANY_TAG, None)
+            except _BLOCK_ERRORS as exc:
+                error = exc
+        if error is not None:
+            raise error
+
+    def _fail_gather_bcast(self) -> None:
+        """This rank failed before a gather to rank 0 and a broadcast from it: take part
+        in both with abort notices, so every rank raises and nothing is left queued."""
+        parent, children = self._tree(0)
+        if self.rank != 0:
+            self._coll.send(memoryview(b""), 0, ABORT_TAG)
+        self._abort(children, self._others() if parent is None else [parent])
+
     def _others(self) -> list[int]:
         return [r for r in range(self.size) if r != self.rank]
+
+    def _send_or_abort(self, sendbuf: Any, root: int) -> None:
+        """Send this rank's block to ``root``; an abort notice instead if the buffer is wrong."""
+        try:
+            data = byte_view(sendbuf, writable=False)
+        except Exception:
+            self._coll.send(memoryview(b""), root, ABORT_TAG)
+            raise
+        self._c_send(data, root)
+
+    def _recv_or_drop(self, recvbuf: Any, root: int) -> None:
+        """Receive this rank's block from ``root``; if the buffer is wrong, receive and drop it."""
+        try:
+            sink = byte_view(recvbuf, writable=True)
+        except Exception:
+            self._coll.recv(root, MPI.ANY_TAG, None)
+            raise
+        self._c_recv_into(sink, root)
 
     def _tree(self, root: int) -> tuple[int | None, list[int]]:
         """(parent, children) of this rank in the binomial tree rooted at ``root`` (MPICH's)."""
@@ -127,7 +172,7 @@ class Collectives:
                     data = self._c_recv_bytes(parent)
                 else:
                     self._c_recv_into(view, parent)
-            except CollectiveAborted:
+            except _BLOCK_ERRORS:  # an abort notice, or a block of the wrong size: pass it on
                 self._abort(children, [])
                 raise
         out = memoryview(data)
@@ -153,8 +198,8 @@ class Collectives:
         try:
             view = byte_view(buf, writable=self.rank != root)
         except Exception:
-            if self.rank == root:
-                self._abort(self._tree(root)[1], [])
+            parent, children = self._tree(root)
+            self._abort(children, [] if parent is None else [parent])
             raise
         self._bcast_view(view, root)
 
@@ -172,7 +217,7 @@ class Collectives:
         self._root(root)
         size, rank = self.size, self.rank
         if rank != root:
-            self._c_send(byte_view(sendbuf, writable=False), root)
+            self._send_or_abort(sendbuf, root)
             return
         try:
             recv, block = block_view(recvbuf, size, writable=True)
@@ -184,12 +229,9 @@ class Collectives:
         except Exception:
             self._abort([], self._others())
             raise
-        for source in range(size):
-            target = recv[source * block : (source + 1) * block]
-            if source != root:
-                self._c_recv_into(target, source)
-            elif send is not None:
-                target[:] = send
+        if send is not None:
+            recv[root * block : (root + 1) * block] = send
+        self._recv_each([(k, recv[k * block : (k + 1) * block]) for k in range(size) if k != root])
 
     def gather(self, sendobj: Any, root: int = 0) -> list[Any] | None:
         self._root(root)
@@ -205,7 +247,7 @@ class Collectives:
         self._root(root)
         size, rank = self.size, self.rank
         if rank != root:
-            self._c_recv_into(byte_view(recvbuf, writable=True), root)
+            self._recv_or_drop(recvbuf, root)
             return
         try:
             send, block = block_view(sendbuf, size, writable=False)
@@ -248,7 +290,7 @@ class Collectives:
     def Gatherv(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
         self._root(root)
         if self.rank != root:
-            self._c_send(byte_view(sendbuf, writable=False), root)
+            self._send_or_abort(sendbuf, root)
             return
         try:
             recv, counts, displs = vector_view(recvbuf, self.size, writable=True)
@@ -256,17 +298,16 @@ class Collectives:
         except Exception:
             self._abort([], self._others())
             raise
-        for source in range(self.size):
-            target = recv[displs[source] : displs[source] + counts[source]]
-            if source != root:
-                self._c_recv_into(target, source)
-            elif send is not None:
-                target[:] = send[: counts[source]]
+        if send is not None:
+            recv[displs[root] : displs[root] + counts[root]] = send[: counts[root]]
+        self._recv_each(
+            [(k, recv[displs[k] : displs[k] + counts[k]]) for k in range(self.size) if k != root]
+        )
 
     def Scatterv(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
         self._root(root)
         if self.rank != root:
-            self._c_recv_into(byte_view(recvbuf, writable=True), root)
+            self._recv_or_drop(recvbuf, root)
             return
         try:
             send, counts, displs = vector_view(sendbuf, self.size, writable=False)
@@ -289,10 +330,22 @@ class Collectives:
             self._c_send(send, 0)
             return
         blocks[0][:] = send[: len(blocks[0])]
-        for source in range(1, self.size):
-            self._c_recv_into(blocks[source], source)
+        try:
+            self._recv_each([(k, blocks[k]) for k in range(1, self.size)])
+        except _BLOCK_ERRORS:
+            self._abort(self._tree(0)[1], [])  # the broadcast that follows: abort notices
+            raise
 
     def Allgather(self, sendbuf: Any, recvbuf: Any) -> None:
+        try:
+            send, recv, block = self._allgather_args(sendbuf, recvbuf)
+        except Exception:
+            self._fail_gather_bcast()
+            raise
+        self._gather_to_zero(send, [recv[k * block : (k + 1) * block] for k in range(self.size)])
+        self._bcast_view(recv, 0)
+
+    def _allgather_args(self, sendbuf: Any, recvbuf: Any) -> tuple[memoryview, memoryview, int]:
         size, rank = self.size, self.rank
         recv, block = block_view(recvbuf, size, writable=True)
         if _in_place(sendbuf):
@@ -306,18 +359,21 @@ class Collectives:
                 recv = recv[: block * size]
             elif block != len(send):
                 raise ValueError(f"Allgather: receive blocks of {block} bytes, send buffer of {len(send)}")
-        self._gather_to_zero(send, [recv[k * block : (k + 1) * block] for k in range(size)])
-        self._bcast_view(recv, 0)
+        return send, recv, block
 
     def allgather(self, sendobj: Any) -> list[Any]:
         result: list[Any] = self.bcast(self.gather(sendobj, 0), 0)
         return result
 
     def Allgatherv(self, sendbuf: Any, recvbuf: Any) -> None:
-        recv, counts, displs = vector_view(recvbuf, self.size, writable=True)
-        blocks = [recv[displs[k] : displs[k] + counts[k]] for k in range(self.size)]
-        mine = blocks[self.rank]
-        send = memoryview(bytes(mine)) if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
+        try:
+            recv, counts, displs = vector_view(recvbuf, self.size, writable=True)
+            blocks = [recv[displs[k] : displs[k] + counts[k]] for k in range(self.size)]
+            mine = blocks[self.rank]
+            send = memoryview(bytes(mine)) if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
+        except Exception:
+            self._fail_gather_bcast()
+            raise
         self._gather_to_zero(send, blocks)
         # Broadcast the blocks packed, so the gaps between them stay untouched, as in MPI.
         packed = bytearray(b"".join(blocks) if self.rank == 0 else sum(counts))
@@ -365,6 +421,18 @@ class Collectives:
             [recv[rdispls[k] : rdispls[k] + rcounts[k]] for k in range(size)],
         )
 
+    def Alltoallw(self, sendbuf: Any, recvbuf: Any) -> None:
+        size = self.size
+        recv, rcounts, rdispls = typed_vector_view(recvbuf, size, writable=True)
+        if _in_place(sendbuf):
+            send, scounts, sdispls = memoryview(bytes(recv)), rcounts, rdispls
+        else:
+            send, scounts, sdispls = typed_vector_view(sendbuf, size, writable=False)
+        self._exchange(
+            [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)],
+            [recv[rdispls[k] : rdispls[k] + rcounts[k]] for k in range(size)],
+        )
+
     def alltoall(self, sendobj: Any) -> list[Any]:
         items = list(sendobj)
         size, rank = self.size, self.rank
@@ -378,146 +446,3 @@ class Collectives:
             out[source] = _loads(self._c_recv_bytes(source))
             wait_all(requests)
         return out
-
-    # -- reductions
-
-    def _send_view(self, sendbuf: Any, recvbuf: Any) -> tuple[memoryview, Any]:
-        """(bytes to reduce, buffer argument giving their datatype); IN_PLACE takes recvbuf's."""
-        if _in_place(sendbuf):
-            return memoryview(bytes(byte_view(recvbuf, writable=True))), recvbuf
-        return byte_view(sendbuf, writable=False), sendbuf
-
-    def _fold(self, send: memoryview, typed: Any, op: Any) -> bytearray | None:
-        """Rank 0: the contributions of all ranks folded in rank order; others: send theirs."""
-        nbytes = len(send)
-        if self.rank != 0:
-            self._c_send(send, 0)
-            return None
-        acc = bytearray(send)
-        incoming = bytearray(nbytes)
-        for source in range(1, self.size):
-            self._c_recv_into(memoryview(incoming), source)
-            # Reduce_local(in, inout): inout = in op inout, i.e. incoming = acc op incoming.
-            op.Reduce_local(typed_spec(typed, acc, nbytes), typed_spec(typed, incoming, nbytes))
-            acc, incoming = incoming, acc
-        return acc
-
-    def Reduce(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM, root: int = 0) -> None:
-        self._root(root)
-        if sendbuf is MPI.IN_PLACE and self.rank != root:
-            raise ValueError("Reduce: MPI.IN_PLACE is valid at the root only")
-        send, typed = self._send_view(sendbuf, recvbuf)
-        acc = self._fold(send, typed, op)
-        nbytes = len(send)
-        if root == 0:
-            if acc is not None:
-                byte_view(recvbuf, writable=True)[:nbytes] = acc
-        elif self.rank == 0:
-            assert acc is not None
-            self._c_send(memoryview(acc), root)
-        elif self.rank == root:
-            self._c_recv_into(byte_view(recvbuf, writable=True)[:nbytes], 0)
-
-    def reduce(self, sendobj: Any, op: Any = MPI.SUM, root: int = 0) -> Any:
-        self._root(root)
-        gathered = self.gather(sendobj, 0)
-        result: Any = None
-        if self.rank == 0:
-            assert gathered is not None
-            result = gathered[0]
-            for item in gathered[1:]:
-                result = op(result, item)
-        if root != 0:
-            if self.rank == 0:
-                self._c_send(_dumps(result), root)
-            elif self.rank == root:
-                result = _loads(self._c_recv_bytes(0))
-        return result if self.rank == root else None
-
-    def Allreduce(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
-        send, typed = self._send_view(sendbuf, recvbuf)
-        recv = byte_view(recvbuf, writable=True)[: len(send)]
-        acc = self._fold(send, typed, op)
-        if acc is not None:
-            recv[:] = acc
-        self._bcast_view(recv, 0)
-
-    def allreduce(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
-        return self.bcast(self.reduce(sendobj, op, 0), 0)
-
-    def Reduce_scatter_block(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
-        if _in_place(sendbuf):
-            whole, block = block_view(recvbuf, self.size, writable=True)
-            total = bytearray(len(whole))
-            self.Allreduce(_typed(recvbuf, bytes(whole)), _typed(recvbuf, total), op)
-            whole[:block] = total[self.rank * block : (self.rank + 1) * block]
-            return
-        recv = byte_view(recvbuf, writable=True)
-        send = byte_view(sendbuf, writable=False)
-        block = len(send) // self.size
-        total = bytearray(len(send))
-        self.Allreduce(_typed(sendbuf, bytes(send)), _typed(sendbuf, total), op)
-        recv[:block] = total[self.rank * block : (self.rank + 1) * block]
-
-    def Reduce_scatter(self, sendbuf: Any, recvbuf: Any, recvcounts: Any = None, op: Any = MPI.SUM) -> None:
-        source = recvbuf if _in_place(sendbuf) else sendbuf
-        send = byte_view(source, writable=False)
-        itemsize = typed_spec(source, b"", 0)[2].Get_size()
-        if recvcounts is None:
-            counts = [len(send) // itemsize // self.size] * self.size
-        else:
-            counts = [int(c) for c in recvcounts]
-        total = bytearray(len(send))
-        self.Allreduce(_typed(source, bytes(send)), _typed(source, total), op)
-        start = sum(counts[: self.rank]) * itemsize
-        mine = counts[self.rank] * itemsize
-        byte_view(recvbuf, writable=True)[:mine] = total[start : start + mine]
-
-    def _scan(self, sendbuf: Any, recvbuf: Any, op: Any, *, inclusive: bool) -> None:
-        send, typed = self._send_view(sendbuf, recvbuf)
-        nbytes = len(send)
-        recv = byte_view(recvbuf, writable=True)[:nbytes]
-        partial = bytearray(send)  # the prefix up to and including this rank
-        if self.rank > 0:
-            before = bytearray(nbytes)
-            self._c_recv_into(memoryview(before), self.rank - 1)
-            if not inclusive:
-                recv[:] = before
-            op.Reduce_local(typed_spec(typed, before, nbytes), typed_spec(typed, partial, nbytes))
-        if inclusive:
-            recv[:] = partial
-        if self.rank + 1 < self.size:
-            self._c_send(memoryview(partial), self.rank + 1)
-
-    def Scan(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
-        self._scan(sendbuf, recvbuf, op, inclusive=True)
-
-    def Exscan(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
-        self._scan(sendbuf, recvbuf, op, inclusive=False)
-
-    def scan(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
-        partial = sendobj
-        if self.rank > 0:
-            partial = op(_loads(self._c_recv_bytes(self.rank - 1)), sendobj)
-        if self.rank + 1 < self.size:
-            self._c_send(_dumps(partial), self.rank + 1)
-        return partial
-
-    def exscan(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
-        before = None
-        partial = sendobj
-        if self.rank > 0:
-            before = _loads(self._c_recv_bytes(self.rank - 1))
-            partial = op(before, sendobj)
-        if self.rank + 1 < self.size:
-            self._c_send(_dumps(partial), self.rank + 1)
-        return before
-
-
-def _datatype(buf: Any) -> Any:
-    return typed_spec(buf, b"", 0)[2]
-
-
-def _typed(buf: Any, storage: Any) -> list[Any]:
-    """``[storage, datatype]`` with the datatype of buffer argument ``buf``."""
-    return [storage, _datatype(buf)]

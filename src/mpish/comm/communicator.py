@@ -22,9 +22,9 @@ from mpi4py import MPI
 from ..wire.noise import HashFunctions, ProtocolName
 from ..wire.record import SMALL_RECORD, Opener, Sealer
 from .buffers import Unsupported, byte_view, set_status
-from .collectives import Collectives
 from .lane import _ACTIVE, Early, Lane, Stats, deliver_early
-from .requests import SecureRequest
+from .nonblocking import NonBlocking
+from .requests import PersistentRequest, SecureRequest
 
 _LANE_LABELS = (b"p2p", b"coll")
 
@@ -46,8 +46,15 @@ def _warn_buf(buf: Any) -> None:
         warnings.warn("the 'buf' argument is deprecated", UserWarning, stacklevel=3)
 
 
-class SecureMessage:
-    """A message matched by ``Mprobe``/``Improbe`` (already authenticated and taken out of MPI)."""
+class SecureMessage(MPI.Message):
+    """A message matched by ``Mprobe``/``Improbe`` (already authenticated and taken out of MPI).
+
+    An ``MPI.Message`` for ``isinstance`` (its MPI handle stays MPI.MESSAGE_NULL: nothing is
+    left in MPI); equal to MPI.MESSAGE_NULL once received, as mpi4py's messages are.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SecureMessage:
+        return super().__new__(cls)  # MPI.Message's constructor takes no lane
 
     def __init__(self, lane: Lane, early: Early) -> None:
         self._lane = lane
@@ -55,6 +62,16 @@ class SecureMessage:
 
     def __bool__(self) -> bool:
         return self._early is not None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MPI.Message) and not isinstance(other, SecureMessage):
+            return bool(other == MPI.MESSAGE_NULL) and self._early is None
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = object.__hash__
 
     def _take(self) -> Early:
         if self._early is None:
@@ -72,7 +89,7 @@ class SecureMessage:
         assert data is not None
         return _loads(data)
 
-    def Irecv(self, buf: Any) -> SecureRequest:
+    def Irecv(self, buf: Any) -> SecureRequest:  # type: ignore[override]  # not an MPI.Request
         request = SecureRequest(self._lane)
         self.Recv(buf)
         return request
@@ -99,7 +116,7 @@ class _Done:
         return True, self.wait(status)
 
 
-class SecureComm(Collectives):
+class SecureComm(NonBlocking):
     """An authenticated, encrypted intracommunicator with mpi4py's methods (see the package doc).
 
     Build one with :func:`mpish.secure`.
@@ -120,8 +137,10 @@ class SecureComm(Collectives):
         self._protocol = protocol
         self._derived = 0  # Dup/Split calls so far (equal on every rank: they are collective)
         self._stats = stats or Stats()
-        self.rank: int = p2p.Get_rank()
+        self.rank: int = p2p.Get_rank()  # attributes, as mpi4py's properties (read-only there)
         self.size: int = p2p.Get_size()
+        self._freed = False
+        self._bsend_buffer: Any = None
         lanes = []
         for label, (main, bulk) in zip(_LANE_LABELS, ((p2p, p2p_bulk), (coll, coll_bulk)), strict=True):
             session = _session(job, label)
@@ -167,6 +186,58 @@ class SecureComm(Collectives):
     def Is_intra(self) -> bool:
         return True
 
+    # mpi4py's properties and local settings (no traffic: nothing to protect)
+    is_inter = property(Is_inter)
+    is_intra = property(Is_intra)
+    group = property(Get_group)
+
+    def Get_topology(self) -> int:
+        return int(MPI.UNDEFINED)
+
+    topology = property(Get_topology)
+
+    def Get_info(self) -> Any:
+        return self._comms[0].Get_info()
+
+    def Set_info(self, info: Any) -> None:
+        for comm in self._comms:
+            comm.Set_info(info)
+
+    info = property(Get_info, Set_info)
+
+    def Get_name(self) -> str:
+        return str(self._comms[0].Get_name())
+
+    def Set_name(self, name: str) -> None:
+        self._comms[0].Set_name(name)
+
+    name = property(Get_name, Set_name)
+
+    def Attach_buffer(self, buf: Any) -> None:
+        """Accepted and kept for Detach_buffer: Bsend is a standard send here (it never needs it)."""
+        self._bsend_buffer = buf
+
+    def Detach_buffer(self) -> Any:
+        buf, self._bsend_buffer = self._bsend_buffer, None
+        return buf
+
+    def Flush_buffer(self) -> None:
+        """Buffered sends are standard sends here: nothing is ever pending in a buffer."""
+
+    def Iflush_buffer(self) -> SecureRequest:
+        return SecureRequest(self._p2p)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to MPI.COMM_NULL once freed (as mpi4py's communicators); else identity."""
+        if isinstance(other, MPI.Comm):
+            return bool(other == MPI.COMM_NULL) and self._freed
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = object.__hash__
+
     def __getattr__(self, name: str) -> Any:
         raise Unsupported(
             f"{name} is not supported by mpish.secure (only authenticated operations are offered; "
@@ -204,6 +275,47 @@ class SecureComm(Collectives):
 
     def Irecv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> SecureRequest:
         return SecureRequest(self._p2p, posted=self._p2p.post(source, tag, byte_view(buf, writable=True)))
+
+    # -- persistent requests: the buffer is read (sealed) at each Start
+
+    def Send_init(self, buf: Any, dest: int, tag: int = 0) -> PersistentRequest:
+        view = byte_view(buf, writable=False)
+        self._p2p.sealer_for(dest, tag)  # a bad rank or tag raises here, as MPI does
+        return PersistentRequest(self._p2p, lambda: self.Isend(view, dest, tag))
+
+    Ssend_init = Send_init
+    Bsend_init = Send_init
+    Rsend_init = Send_init
+
+    def Recv_init(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> PersistentRequest:
+        view = byte_view(buf, writable=True)
+        return PersistentRequest(self._p2p, lambda: self.Irecv(view, source, tag))
+
+    def Isendrecv(
+        self,
+        sendbuf: Any,
+        dest: int,
+        sendtag: int = 0,
+        recvbuf: Any = None,
+        source: int = MPI.ANY_SOURCE,
+        recvtag: int = MPI.ANY_TAG,
+    ) -> SecureRequest:
+        posted = self._p2p.post(source, recvtag, byte_view(recvbuf, writable=True))
+        requests, buffers = self._p2p.isend(byte_view(sendbuf, writable=False), dest, sendtag)
+        return SecureRequest(self._p2p, sends=requests, buffers=buffers, posted=posted)
+
+    def Isendrecv_replace(
+        self,
+        buf: Any,
+        dest: int,
+        sendtag: int = 0,
+        source: int = MPI.ANY_SOURCE,
+        recvtag: int = MPI.ANY_TAG,
+    ) -> SecureRequest:
+        view = byte_view(buf, writable=True)
+        requests, buffers = self._p2p.isend(memoryview(bytes(view)), dest, sendtag)  # sealed: buf is free
+        posted = self._p2p.post(source, recvtag, view)
+        return SecureRequest(self._p2p, sends=requests, buffers=buffers, posted=posted)
 
     def Sendrecv(
         self,
@@ -347,6 +459,18 @@ class SecureComm(Collectives):
 
     Clone = Dup
 
+    def Dup_with_info(self, info: Any) -> SecureComm:
+        return self.Dup(info)
+
+    def Create(self, group: Any) -> Any:
+        """The communicator of ``group`` (collective over this one; COMM_NULL outside the group)."""
+        return self._child(tuple(c.Create(group) for c in self._comms), b"create")
+
+    def Create_group(self, group: Any, tag: int = 0) -> Any:
+        """As ``Create``, collective over the members of ``group`` only."""
+        comms = tuple(c.Create_group(group, tag) for c in self._comms)
+        return self._child(comms, b"create_group" + struct.pack(">q", tag))
+
     def Split(self, color: int = 0, key: int = 0) -> Any:
         comms = tuple(c.Split(color, key) for c in self._comms)
         return self._child(comms, b"split" + struct.pack(">q", color))
@@ -368,3 +492,4 @@ class SecureComm(Collectives):
     def Free(self) -> None:
         for lane in (self._p2p, self._coll):
             lane.free()
+        self._freed = True

@@ -12,7 +12,7 @@ returns at once with an empty status (``wait()`` returns None).
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mpi4py import MPI
@@ -64,11 +64,26 @@ class SecureRequest:
             return None
         return pickle.loads(posted.obj)  # noqa: S301 - authenticated bytes from a peer holding an authorized key
 
+    def _pending(self) -> bool:
+        """True while an operation is under way (False once completed, or for an idle persistent one)."""
+        return self._active
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to MPI.REQUEST_NULL once completed (mpi4py sets the handle to null), else identity."""
+        if isinstance(other, MPI.Request) and other == MPI.REQUEST_NULL:
+            return not bool(self)
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = object.__hash__
+
     def _ready(self, *, block: bool) -> bool:
         if not self._active:
             return True
-        if self._posted is not None:
-            return self._lane.complete(self._posted, block=block)
+        if self._posted is not None and not self._lane.complete(self._posted, block=block):
+            return False
         if not self._sends:
             return True
         if block:
@@ -141,8 +156,64 @@ class SecureRequest:
     def waitany(requests: Sequence[Any], status: Any = None) -> tuple[int, Any]:
         return waitany(requests, status)
 
+    @staticmethod
+    def Startall(requests: Sequence[Any]) -> None:
+        Startall(requests)
+
     def __getattr__(self, name: str) -> Any:
-        raise Unsupported(f"SecureRequest.{name} is not supported by mpish.secure")
+        raise Unsupported(
+            f"SecureRequest.{name} is not supported by mpish.secure (MPI.Request's class methods "
+            "cannot complete secure requests: use mpish.comm.Waitall and friends)"
+        )
+
+
+class PersistentRequest(SecureRequest):
+    """A persistent request (``Send_init``/``Recv_init``): each ``Start`` runs the operation again.
+
+    As in MPI it stays valid (true, not equal to MPI.REQUEST_NULL) after completion, until
+    ``Free``; completed or not started, lists of requests skip it (inactive).
+    """
+
+    def __init__(self, lane: Lane, start: Callable[[], SecureRequest]) -> None:
+        super().__init__(lane)
+        self._start = start
+        self._inner: SecureRequest | None = None
+        self._freed = False
+        self._active = False
+
+    def __bool__(self) -> bool:
+        return not self._freed
+
+    def _pending(self) -> bool:
+        return self._inner is not None
+
+    def Start(self) -> None:
+        if self._freed:
+            raise ValueError("Start of a freed persistent request")
+        if self._inner is not None:
+            raise ValueError("Start of a persistent request that is still active")
+        self._inner = self._start()
+
+    def _ready(self, *, block: bool) -> bool:
+        return self._inner is None or self._inner._ready(block=block)
+
+    def _finish(self, status: Any) -> Any:
+        inner, self._inner = self._inner, None
+        if inner is None:
+            set_status(status, MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+            return None
+        return inner._finish(status)
+
+    def Free(self) -> None:
+        if self._inner is not None:
+            self.Wait()
+        self._freed = True
+
+
+def Startall(requests: Sequence[Any]) -> None:
+    """Start every persistent request (secure or raw)."""
+    for request in requests:
+        request.Start()
 
 
 # -- completing lists of requests ---------------------------------------------------
@@ -155,7 +226,9 @@ def _status_at(statuses: list[Any] | None, index: int) -> Any:
 
 
 def _active(request: Any) -> bool:
-    return bool(request)  # SecureRequest.__bool__; MPI.Request: not MPI.REQUEST_NULL
+    if isinstance(request, SecureRequest):
+        return request._pending()
+    return bool(request)  # MPI.Request: not MPI.REQUEST_NULL (an inactive Prequest: see Get_status)
 
 
 def Waitall(requests: Sequence[Any], statuses: list[Any] | None = None) -> bool:
