@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from test_shell_console import Person, person
 
 from shell_util import MPISH, make_home, run, shell_env
+from terminal import Person
 
 pytestmark = pytest.mark.mpi
-
-__all__ = ["person"]  # the fixture, imported for this module's tests
 
 RAW_KEYS = Path(__file__).with_name("raw_keys.py")
 

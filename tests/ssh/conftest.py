@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,10 +10,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from ssh_util import SRC
 from sshd_server import SshServer, find_sshd
 
 from marks import mark_directory
 from mpish.ssh import Remote, connect
+from terminal import Person, at_terminal
 
 pytest_collection_modifyitems = mark_directory(__file__, "ssh")
 
@@ -39,3 +42,13 @@ def connect_options(sshd: SshServer) -> dict[str, object]:
 def remote(sshd: SshServer) -> Iterator[Remote]:
     with connect("host1", python=sys.executable, ssh_options=sshd.ssh_options) as r:
         yield r
+
+
+@pytest.fixture
+def person(sshd: SshServer, tmp_path: Path) -> Iterator[Person]:
+    """A person at the console of ``mpish ssh host[1-2],nohost.invalid`` on a pseudo-terminal."""
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
+    argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", sys.executable,
+            "host[1-2],nohost.invalid"]
+    with at_terminal(sys.executable, argv, env, str(tmp_path)) as at:
+        yield at

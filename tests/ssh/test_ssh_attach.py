@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 
 import pexpect
+from ssh_util import SRC, mpish_ssh
 from sshd_server import SshServer
-from test_ssh_cli import SRC, mpish_ssh
-from test_ssh_shell import Person, person
 
-__all__ = ["person"]  # the fixture, imported for this module's tests
+from terminal import Person
 
 RAW_KEYS = Path(__file__).parents[1] / "mpi" / "raw_keys.py"
 

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pexpect
+from ssh_util import SRC, mpish_ssh
 from sshd_server import SshServer
-from test_ssh_cli import SRC, mpish_ssh
 
 BARE = f"{sys.executable} -S -I"
 

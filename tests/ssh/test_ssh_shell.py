@@ -6,7 +6,6 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
@@ -14,7 +13,7 @@ import pytest
 from ssh_util import SRC, mpish_ssh
 from sshd_server import SshServer
 
-from terminal import Person, at_terminal
+from terminal import Person
 
 
 def test_c_groups_four_hosts_and_each_host_is_its_rank(sshd: SshServer) -> None:
@@ -38,15 +37,6 @@ def test_an_unreachable_host_is_reported_and_the_others_go_on(sshd: SshServer) -
     assert done.returncode == 255
     assert done.stdout == "---------------\nhost[1-2] (2)\n---------------\nup\n"
     assert re.search(r"^nohost\.invalid: host unreachable", done.stderr, re.MULTILINE), done.stderr
-
-
-@pytest.fixture
-def person(sshd: SshServer, tmp_path: Path) -> Iterator[Person]:
-    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
-    argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", sys.executable,
-            "host[1-2],nohost.invalid"]
-    with at_terminal(sys.executable, argv, env, str(tmp_path)) as at:
-        yield at
 
 
 def test_console_state_persists_per_host_targets_and_ctrl_c(person: Person, tmp_path: Path) -> None:
