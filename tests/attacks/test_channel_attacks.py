@@ -21,7 +21,8 @@ from mpish.wire.errors import (
 from mpish.wire.events import Message
 from mpish.wire.framing import FrameDecoder
 from mpish.wire.noise import AESGCM_FUNCTIONS, HASHES, generate_keypair, public_bytes, rekey_bytes
-from mpish.wire.record import HEADER, HEADER_SIZE, REPLAY_WINDOW, Limits, channel_key
+from mpish.wire.record import HEADER, HEADER_SIZE, Limits, channel_key
+from mpish.wire.replay import REPLAY_WINDOW
 from mpish.wire.state import State
 from wirepair import PairFactory
 

@@ -12,14 +12,13 @@ from mpish.wire.noise import CHACHAPOLY_FUNCTIONS, HASHES
 from mpish.wire.record import (
     HEADER_SIZE,
     MAX_RECORD_PAYLOAD,
-    REPLAY_WINDOW,
     Limits,
     Opener,
     RecordType,
-    ReplayWindow,
     Sealer,
     parse_header,
 )
+from mpish.wire.replay import REPLAY_WINDOW, ReplayWindow
 
 
 def _pair(limits: Limits | None = None) -> tuple[Sealer, Opener]:

@@ -6,7 +6,8 @@ import io
 
 from mpish.shell.attach import Escapes
 from mpish.shell.completion import complete_path, split_line
-from mpish.shell.grouping import RawSink, Result
+from mpish.shell.grouping import RawSink
+from mpish.shell.names import Result
 from mpish.shell.protocol import STDOUT
 from mpish.shell.screen import ScreenFilter, ScreenSink, for_terminal
 

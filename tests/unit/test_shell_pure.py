@@ -8,7 +8,8 @@ import json
 import pytest
 
 from mpish.shell import protocol as p
-from mpish.shell.grouping import GroupedSink, JsonSink, LiveSink, Result, Style, status_lines
+from mpish.shell.grouping import GroupedSink, JsonSink, LiveSink, Style, status_lines
+from mpish.shell.names import Result
 from mpish.shell.ranks import TargetError, describe, format_ranks, parse_ranks, resolve_targets
 from mpish.shell.server.bash import initial_state
 from mpish.wire.errors import RemoteProtocolError

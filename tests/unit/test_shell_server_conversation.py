@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from mpish.shell import protocol as p
 from mpish.shell.console import Console
 from mpish.shell.conversation import ConsoleState, Event, Local
-from mpish.shell.grouping import Result
+from mpish.shell.names import Result
 from mpish.shell.receive import Output, receive
 from mpish.shell.server import ShellServer
 from mpish.shell.session import Peer, Session

@@ -185,7 +185,7 @@ def stdin_to_send(nostdin: bool) -> int | None:
 def run_once(console: Any, args: argparse.Namespace) -> int:
     """``-c``: run once on the targets; exit status = the largest remote one (``-S``), or 0
     (``--no-maxrc``, clush's default)."""
-    from .grouping import RankHostNames, RankNames
+    from .names import RankHostNames, RankNames
     from .options import OutputMode, exit_status
 
     try:

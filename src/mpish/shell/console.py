@@ -50,7 +50,8 @@ from mpish.wire.text import escape
 
 from . import protocol as p
 from .conversation import CONSOLE, ConsoleState, Event, Local, Machine, Refused
-from .grouping import OutputSink, Result
+from .grouping import OutputSink
+from .names import Result
 from .operations import Getting, Progress, Putting, Running
 from .ranks import format_ranks
 from .receive import Output, RecordChannel, Waiter, receive

@@ -5,7 +5,7 @@ Grouping keeps memory bounded: each rank's stdout and stderr go to a
 is computed; at the end ranks with identical (stdout, stderr) digests are printed once
 under their rank set.
 
-The sinks name servers through a :class:`ServerNames`. The MPI shell's is
+The sinks name servers through a :class:`~mpish.shell.names.ServerNames`. The MPI shell's is
 :class:`RankNames`: titles ``@1-3``, live prefixes ``1: ``, JSON records with rank and
 host, errors in the status lines. ``mpish ssh`` runs the same Console over ssh pipes
 (rank r is host r of the node set) with :class:`HostNames`: titles ``host[1-3]`` (folded
@@ -21,36 +21,16 @@ import json
 import os
 import signal
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, Any, Protocol
 
+from .names import RankNames, Result, ServerNames, fold_reasons
 from .options import OutputMode
 from .protocol import STDERR, STDOUT
-from .ranks import format_ranks
-
-if TYPE_CHECKING:
-    from .session import Peer
 
 SPOOL_IN_MEMORY = 1 << 20
 LIVE_LINE_LIMIT = 1 << 16  # a live line longer than this is printed in pieces
-FAILED = 255  # the exit status of a host that could not run the command, as with ssh
-RANK_LOST = "rank lost"  # the Console's error for a rank that went away during a command
-
-
-@dataclass(frozen=True)
-class Result:
-    """How a command ended on one rank."""
-
-    rank: int
-    host: str
-    exit: int
-    signal: int = 0
-    seconds: float = 0.0
-    timed_out: bool = False
-    error: str = ""
-    peak_rss_kib: int = 0
-    note: str = ""  # the command ran, and the shell had to be replaced (protocol.Done)
 
 
 class OutputSink(Protocol):
@@ -101,129 +81,6 @@ class Style:
 
     def prefix(self, text: str) -> str:
         return self.paint(text, "33")
-
-
-def fold_hosts(hosts: Iterable[str]) -> str:
-    """Host names as a ClusterShell node set: ``host1,host2,host3`` -> ``host[1-3]``."""
-    from ClusterShell.NodeSet import NodeSet
-
-    return str(NodeSet.fromlist(list(hosts)))
-
-
-class ServerNames(Protocol):
-    """How the sinks name servers and report their results: by rank (MPI) or by host (ssh)."""
-
-    errors_at_once: bool  # print ``host: error`` as a result comes, not in the status lines
-
-    def label(self, ranks: Iterable[int]) -> str:
-        """Several servers: group titles and status lines."""
-        ...
-
-    def prefix(self, rank: int) -> str:
-        """One server: the prefix of its live lines."""
-        ...
-
-    def result(self, result: Result) -> Result:
-        """A result as it is reported."""
-        ...
-
-    def record(self, result: Result) -> dict[str, Any]:
-        """The first fields of a JSON record: those that name the server."""
-        ...
-
-    def timed_out(self, seconds: float, cause: str) -> str:
-        """A status line's text for a command that timed out."""
-        ...
-
-
-class RankNames:
-    """The MPI shell's names: ``@1-3``, ``1: ``, JSON with rank and host."""
-
-    errors_at_once = False
-
-    def label(self, ranks: Iterable[int]) -> str:
-        return f"@{format_ranks(ranks)}"
-
-    def prefix(self, rank: int) -> str:
-        return str(rank)
-
-    def result(self, result: Result) -> Result:
-        return result
-
-    def record(self, result: Result) -> dict[str, Any]:
-        return {"rank": result.rank, "host": result.host}
-
-    def timed_out(self, seconds: float, cause: str) -> str:
-        return f"timed out after {seconds:.1f} s"
-
-
-class RankHostNames(RankNames):
-    """The MPI shell's names with ``--label host``: servers named by their host (folded as a
-    node set, a host once however many of its ranks are in the group); JSON as RankNames."""
-
-    def __init__(self, hosts: Mapping[int, str]) -> None:
-        self.hosts = hosts
-
-    def label(self, ranks: Iterable[int]) -> str:
-        return fold_hosts({self.hosts.get(rank, f"rank{rank}") for rank in ranks})
-
-    def prefix(self, rank: int) -> str:
-        return self.hosts.get(rank, f"rank{rank}")
-
-
-class HostNames:
-    """``mpish ssh``'s names (rank r is host r): ``host[1-3]``, ``host1: ``, JSON with rank and host.
-
-    A rank lost during a command is reported with the reason its ssh pipe ended, exit 255;
-    a result of a host that never joined (not in ``peers``) is reported as given.
-    """
-
-    errors_at_once = True
-
-    def __init__(self, hosts: Mapping[int, str], peers: Mapping[int, Peer]) -> None:
-        self.hosts, self.peers = hosts, peers
-
-    def label(self, ranks: Iterable[int]) -> str:
-        return fold_hosts(self.hosts[rank] for rank in ranks)
-
-    def prefix(self, rank: int) -> str:
-        return self.hosts[rank]
-
-    def result(self, result: Result) -> Result:
-        peer = self.peers.get(result.rank)
-        if peer is None:
-            return result
-        if result.error == RANK_LOST:
-            why = peer.lost or "connection lost"
-            return Result(result.rank, result.host, FAILED, 0, result.seconds, error=why)
-        return result
-
-    def record(self, result: Result) -> dict[str, Any]:
-        return {"rank": result.rank, "host": result.host}
-
-    def timed_out(self, seconds: float, cause: str) -> str:
-        return f"timed out ({cause})"
-
-
-def fold_reasons(failed: Mapping[str, str]) -> list[str]:
-    """``host: why`` per failed host, identical reasons once under a node set.
-
-    A reason that names its host (ssh's ``connect to host node3``) is compared with the
-    host's name replaced by ``%h`` (clush's placeholder for it); a group of several hosts
-    is printed that way, one host with its own name.
-    """
-    import re
-
-    by_reason: dict[str, list[str]] = {}
-    for host, why in failed.items():
-        key = re.sub(rf"(?<![\w.-]){re.escape(host)}(?![\w-])", "%h", why) if host else why
-        by_reason.setdefault(key, []).append(host)
-    lines = []
-    for key, hosts in by_reason.items():
-        why = key.replace("%h", hosts[0]) if len(hosts) == 1 else key
-        count = f" ({len(hosts)})" if len(hosts) > 1 else ""
-        lines.append(f"{fold_hosts(hosts)}{count}: {why}")
-    return lines
 
 
 def report_error(err: IO[bytes], host: str, error: str, style: Style) -> None:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .grouping import OutputSink, Result
+from .grouping import OutputSink
+from .names import Result
 from .transfer import PartFile
 
 Progress = Callable[[int, int], None]  # (bytes done, total)

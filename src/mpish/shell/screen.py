@@ -25,7 +25,8 @@ from __future__ import annotations
 import re
 from typing import IO
 
-from .grouping import OutputSink, Result
+from .grouping import OutputSink
+from .names import Result
 
 HOLD = 4096  # an unfinished escape sequence held for the next chunk, at most
 RESET = b"\x1b[0m"

@@ -11,7 +11,7 @@ running the unchanged :class:`~mpish.shell.server.ShellServer` (one long-lived b
 host: ``cd``, variables, functions, aliases and options persist), whose code the console
 sends over ssh's stdin (:mod:`mpish.shell.remote`): the hosts need only Python 3.10+ and
 bash. Output arrives per rank and goes to the MPI shell's sinks (:mod:`mpish.shell.grouping`)
-naming servers by host (:class:`~mpish.shell.grouping.HostNames`):
+naming servers by host (:class:`~mpish.shell.names.HostNames`):
 
 * grouped (default, ``clush -b``): each host's stdout and stderr are spooled (memory up to
   1 MiB, then disk) with a SHA-256; hosts with identical stdout are printed once under
@@ -46,8 +46,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from mpish.shell.grouping import FAILED, HostNames, JsonSink, Result, Style, make_sink, status_lines
-from mpish.shell.grouping import fold_hosts as fold_hosts
+from mpish.shell.grouping import JsonSink, Style, make_sink, status_lines
+from mpish.shell.names import FAILED, HostNames, Result
+from mpish.shell.names import fold_hosts as fold_hosts
 from mpish.shell.nodes import HostsError as HostsError
 from mpish.shell.nodes import Selection, select_hosts
 from mpish.shell.nodes import expand_hosts as expand_hosts

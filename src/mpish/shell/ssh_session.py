@@ -45,8 +45,9 @@ from mpish.wire.noise import public_bytes
 
 from . import protocol as p
 from .greeting import await_hellos
-from .grouping import HostNames, Style, fold_hosts, fold_reasons, make_sink, status_lines
+from .grouping import Style, make_sink, status_lines
 from .interactive import Repl
+from .names import HostNames, fold_hosts, fold_reasons
 from .screen import for_terminal
 from .session import Peer, Session
 
@@ -112,7 +113,7 @@ def fold_failures(
 ) -> list[str]:
     """``host: why`` for hosts that could not join, in ``mpish ssh``'s words
     (:func:`cli_advice`), identical reasons once under a node set
-    (:func:`~mpish.shell.grouping.fold_reasons`)."""
+    (:func:`~mpish.shell.names.fold_reasons`)."""
     return fold_reasons({host: cli_advice(why, host, python_flag=python_flag, ssh_options=ssh_options)
                          for host, why in failed.items()})
 

@@ -38,7 +38,8 @@ Replay (attacks 3 and 4): each channel keeps a sliding window of the last
 older than the window, raises :class:`ReplayError`; the window moves only after the
 tag verified, so a forged record cannot move it.
 
-Nothing here does I/O. :class:`Sealer` and :class:`Opener` hold one direction each.
+Nothing here does I/O. :class:`Sealer` and :class:`Opener` hold one direction each; the
+window is :mod:`mpish.wire.replay`, a channel's key epochs :mod:`mpish.wire.epochs`.
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 
-from .errors import AuthenticationError, LocalProtocolError, RemoteProtocolError, ReplayError
+from .epochs import EpochKeys
+from .errors import AuthenticationError, LocalProtocolError, RemoteProtocolError
 from .noise import AEAD, MAX_NONCE, TAGLEN, CipherFunctions, HashFunctions
+from .replay import REPLAY_WINDOW, SLOT_MASK, ReplayWindow
 
 HEADER = struct.Struct(">BBBB16sIIIQI")
 HEADER_SIZE = HEADER.size  # 44
@@ -64,12 +67,10 @@ MAX_CHANNEL = 2**32 - 1
 MAX_RECORD_PAYLOAD = 1 << 20  # plaintext bytes in one record
 MAX_HANDSHAKE_BODY = 65535  # Noise §3
 MAX_RECORD = HEADER_SIZE + MAX_RECORD_PAYLOAD + TAGLEN  # the largest record of any type, in bytes
-REPLAY_WINDOW = 8192
 DEFAULT_REKEY_SHIFT = 30  # REKEY every 2**30 records of a channel: <= 2**50 bytes per key
 DEFAULT_MAX_COUNTER = MAX_NONCE - 1  # the last usable counter; MAX_NONCE is reserved for REKEY
 _PREFIX_SIZE = 28  # version, type, flags, reserved, session, sender, receiver
 _TAIL = struct.Struct(">IQI")  # channel, counter, length
-_SLOT_MASK = REPLAY_WINDOW - 1  # REPLAY_WINDOW is a power of two
 SMALL_RECORD = 16 * 1024  # below this, one C call (encrypt) beats encrypt_into plus a buffer
 
 
@@ -131,115 +132,12 @@ def parse_header(data: bytes | bytearray | memoryview) -> Header:
     return Header(kind, flags, session, sender, receiver, channel, counter, length)
 
 
-class ReplayWindow:
-    """Sliding window of the last REPLAY_WINDOW counters (RFC 6479's ring of bits).
-
-    Bit ``n % REPLAY_WINDOW`` of the ring tells whether counter ``n`` was accepted, for
-    the counters ``top - REPLAY_WINDOW < n <= top``. Accepting the next counter in order
-    costs one bit operation; a jump ahead clears the slots it passes over.
-    """
-
-    __slots__ = ("ring", "top")
-
-    def __init__(self) -> None:
-        self.top = -1  # highest accepted counter
-        self.ring = bytearray(REPLAY_WINDOW // 8)
-
-    def check(self, n: int) -> None:
-        """Raise ReplayError if ``n`` was accepted before or is too old to tell."""
-        if n > self.top:
-            return
-        if self.top - n >= REPLAY_WINDOW:
-            raise ReplayError(f"record counter {n} is older than the replay window")
-        slot = n & _SLOT_MASK
-        if self.ring[slot >> 3] & (1 << (slot & 7)):
-            raise ReplayError(f"record counter {n} was already received")
-
-    def accept(self, n: int) -> None:
-        """Mark ``n`` as received (call only after its tag verified and check() passed)."""
-        ring = self.ring
-        if n > self.top:
-            gap = n - self.top
-            if gap >= REPLAY_WINDOW:
-                ring[:] = bytes(len(ring))
-            else:
-                i = self.top + 1
-                while i < n:  # forget the counters these slots held a window ago
-                    slot = i & _SLOT_MASK
-                    if slot & 7 == 0 and n - i >= 8:
-                        ring[slot >> 3] = 0
-                        i += 8
-                    else:
-                        ring[slot >> 3] &= ~(1 << (slot & 7)) & 0xFF
-                        i += 1
-            self.top = n
-        slot = n & _SLOT_MASK
-        ring[slot >> 3] |= 1 << (slot & 7)
-
-
-class _ChannelKeys:
-    """The key epochs of one channel in one direction: epoch e+1 = REKEY(epoch e) (§11.3).
-
-    Only epochs that an authenticated record reached are kept. A record of a later
-    epoch gets that epoch's AEAD from :meth:`derive`, a chain the caller holds while it
-    checks the tag and hands to :meth:`commit` only if the tag verified; a forged record
-    leaves nothing behind. :meth:`retire_below` drops the epochs the replay window no
-    longer covers, so at most ``(REPLAY_WINDOW >> rekey_shift) + 2`` epochs are kept.
-    """
-
-    __slots__ = ("_aeads", "_floor", "_functions", "current", "epoch")
-
-    def __init__(self, functions: CipherFunctions, first_key: bytes) -> None:
-        self._functions = functions
-        self.epoch = 0  # the highest committed epoch
-        self.current = functions.make(first_key)  # its AEAD
-        self._aeads: dict[int, AEAD] = {0: self.current}  # committed epochs still in use
-        self._floor = 0  # every kept epoch is >= this
-
-    def kept(self, epoch: int) -> AEAD:
-        """The AEAD of an earlier committed epoch; ReplayError once it was retired."""
-        found = self._aeads.get(epoch)
-        if found is None:
-            raise ReplayError("record belongs to a key epoch that was already retired")
-        return found
-
-    def derive(self, epoch: int, *, max_skip: int) -> list[AEAD]:
-        """The AEADs of epochs ``self.epoch + 1 .. epoch``, derived but not kept."""
-        if epoch - self.epoch > max_skip:
-            raise RemoteProtocolError("record counter jumps too far ahead")
-        functions, aead = self._functions, self.current
-        nonce = functions.nonce(MAX_NONCE)
-        chain = []
-        for _ in range(epoch - self.epoch):
-            # REKEY(k) = ENCRYPT(k, maxnonce, zerolen, zeros)[:32], the same as rekey_bytes
-            aead = functions.make(aead.encrypt(nonce, bytes(32), b"")[:32])
-            chain.append(aead)
-        return chain
-
-    def commit(self, chain: list[AEAD], keep_from: int) -> None:
-        """Adopt a chain from :meth:`derive` once a record of its last epoch verified."""
-        for aead in chain:
-            self.epoch += 1
-            if self.epoch >= keep_from:
-                self._aeads[self.epoch] = aead
-        self.current = chain[-1]
-        self.retire_below(keep_from)
-
-    def retire_below(self, epoch: int) -> None:
-        """Forget keys of epochs below ``epoch`` (forward secrecy for old records)."""
-        if epoch <= self._floor:
-            return
-        for old in [e for e in self._aeads if e < epoch]:
-            del self._aeads[old]
-        self._floor = epoch
-
-
 class _ChannelState:
     """One channel of one direction: its keys, the current epoch's AEAD, counter, window."""
 
     __slots__ = ("aead", "counter", "epoch", "keys", "window")
 
-    def __init__(self, keys: _ChannelKeys) -> None:
+    def __init__(self, keys: EpochKeys) -> None:
         self.keys = keys
         self.epoch = 0  # = keys.epoch, cached for the hot paths
         self.aead = keys.current
@@ -305,7 +203,7 @@ class _Direction:
     def _new_channel(self, channel: int) -> _ChannelState:
         if not 0 <= channel <= MAX_CHANNEL:
             raise LocalProtocolError(f"channel id {channel} out of range")
-        return _ChannelState(_ChannelKeys(self.functions, channel_key(self.hashes, self._key, channel)))
+        return _ChannelState(EpochKeys(self.functions, channel_key(self.hashes, self._key, channel)))
 
 
 class Sealer(_Direction):
@@ -441,7 +339,7 @@ class Opener(_Direction):
                 except InvalidTag:
                     raise AuthenticationError("record failed authentication") from None
                 window = state.window
-                slot = n & _SLOT_MASK
+                slot = n & SLOT_MASK
                 window.ring[slot >> 3] |= 1 << (slot & 7)  # the slot held counter n - WINDOW
                 window.top = n
                 return RecordType.DATA, 0, channel, n, plaintext

@@ -1,0 +1,158 @@
+"""How a command ended on one server, and how the console names servers: by rank or by host.
+
+:class:`Result` is one server's end of a command. The sinks (``shell/grouping.py``) name
+servers through a :class:`ServerNames`: the MPI shell's :class:`RankNames` (``@1-3``,
+``1: ``) or, with ``--label host``, :class:`RankHostNames`; ``mpish ssh``'s
+:class:`HostNames` (``host[1-3]`` folded by ClusterShell, ``host1: ``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .ranks import format_ranks
+
+if TYPE_CHECKING:
+    from .session import Peer
+
+FAILED = 255  # the exit status of a host that could not run the command, as with ssh
+RANK_LOST = "rank lost"  # the Console's error for a rank that went away during a command
+
+
+@dataclass(frozen=True)
+class Result:
+    """How a command ended on one rank."""
+
+    rank: int
+    host: str
+    exit: int
+    signal: int = 0
+    seconds: float = 0.0
+    timed_out: bool = False
+    error: str = ""
+    peak_rss_kib: int = 0
+    note: str = ""  # the command ran, and the shell had to be replaced (protocol.Done)
+
+
+def fold_hosts(hosts: Iterable[str]) -> str:
+    """Host names as a ClusterShell node set: ``host1,host2,host3`` -> ``host[1-3]``."""
+    from ClusterShell.NodeSet import NodeSet
+
+    return str(NodeSet.fromlist(list(hosts)))
+
+
+class ServerNames(Protocol):
+    """How the sinks name servers and report their results: by rank (MPI) or by host (ssh)."""
+
+    errors_at_once: bool  # print ``host: error`` as a result comes, not in the status lines
+
+    def label(self, ranks: Iterable[int]) -> str:
+        """Several servers: group titles and status lines."""
+        ...
+
+    def prefix(self, rank: int) -> str:
+        """One server: the prefix of its live lines."""
+        ...
+
+    def result(self, result: Result) -> Result:
+        """A result as it is reported."""
+        ...
+
+    def record(self, result: Result) -> dict[str, Any]:
+        """The first fields of a JSON record: those that name the server."""
+        ...
+
+    def timed_out(self, seconds: float, cause: str) -> str:
+        """A status line's text for a command that timed out."""
+        ...
+
+
+class RankNames:
+    """The MPI shell's names: ``@1-3``, ``1: ``, JSON with rank and host."""
+
+    errors_at_once = False
+
+    def label(self, ranks: Iterable[int]) -> str:
+        return f"@{format_ranks(ranks)}"
+
+    def prefix(self, rank: int) -> str:
+        return str(rank)
+
+    def result(self, result: Result) -> Result:
+        return result
+
+    def record(self, result: Result) -> dict[str, Any]:
+        return {"rank": result.rank, "host": result.host}
+
+    def timed_out(self, seconds: float, cause: str) -> str:
+        return f"timed out after {seconds:.1f} s"
+
+
+class RankHostNames(RankNames):
+    """The MPI shell's names with ``--label host``: servers named by their host (folded as a
+    node set, a host once however many of its ranks are in the group); JSON as RankNames."""
+
+    def __init__(self, hosts: Mapping[int, str]) -> None:
+        self.hosts = hosts
+
+    def label(self, ranks: Iterable[int]) -> str:
+        return fold_hosts({self.hosts.get(rank, f"rank{rank}") for rank in ranks})
+
+    def prefix(self, rank: int) -> str:
+        return self.hosts.get(rank, f"rank{rank}")
+
+
+class HostNames:
+    """``mpish ssh``'s names (rank r is host r): ``host[1-3]``, ``host1: ``, JSON with rank and host.
+
+    A rank lost during a command is reported with the reason its ssh pipe ended, exit 255;
+    a result of a host that never joined (not in ``peers``) is reported as given.
+    """
+
+    errors_at_once = True
+
+    def __init__(self, hosts: Mapping[int, str], peers: Mapping[int, Peer]) -> None:
+        self.hosts, self.peers = hosts, peers
+
+    def label(self, ranks: Iterable[int]) -> str:
+        return fold_hosts(self.hosts[rank] for rank in ranks)
+
+    def prefix(self, rank: int) -> str:
+        return self.hosts[rank]
+
+    def result(self, result: Result) -> Result:
+        peer = self.peers.get(result.rank)
+        if peer is None:
+            return result
+        if result.error == RANK_LOST:
+            why = peer.lost or "connection lost"
+            return Result(result.rank, result.host, FAILED, 0, result.seconds, error=why)
+        return result
+
+    def record(self, result: Result) -> dict[str, Any]:
+        return {"rank": result.rank, "host": result.host}
+
+    def timed_out(self, seconds: float, cause: str) -> str:
+        return f"timed out ({cause})"
+
+
+def fold_reasons(failed: Mapping[str, str]) -> list[str]:
+    """``host: why`` per failed host, identical reasons once under a node set.
+
+    A reason that names its host (ssh's ``connect to host node3``) is compared with the
+    host's name replaced by ``%h`` (clush's placeholder for it); a group of several hosts
+    is printed that way, one host with its own name.
+    """
+    by_reason: dict[str, list[str]] = {}
+    for host, why in failed.items():
+        key = re.sub(rf"(?<![\w.-]){re.escape(host)}(?![\w-])", "%h", why) if host else why
+        by_reason.setdefault(key, []).append(host)
+    lines = []
+    for key, hosts in by_reason.items():
+        why = key.replace("%h", hosts[0]) if len(hosts) == 1 else key
+        count = f" ({len(hosts)})" if len(hosts) > 1 else ""
+        lines.append(f"{fold_hosts(hosts)}{count}: {why}")
+    return lines

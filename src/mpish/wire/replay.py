@@ -1,0 +1,61 @@
+"""The replay window of a channel's receiving side (THREAT-MODEL attacks 3 and 4).
+
+Each channel keeps a sliding window of the last :data:`REPLAY_WINDOW` counters, as
+WireGuard does (8,192), in RFC 6479's ring of bits. A counter seen before, or older than
+the window, raises :class:`~mpish.wire.errors.ReplayError`; the window moves only after
+the record's tag verified (the caller's rule, :mod:`mpish.wire.record`), so a forged
+record cannot move it.
+"""
+
+from __future__ import annotations
+
+from .errors import ReplayError
+
+REPLAY_WINDOW = 8192
+SLOT_MASK = REPLAY_WINDOW - 1  # REPLAY_WINDOW is a power of two
+
+
+class ReplayWindow:
+    """Sliding window of the last REPLAY_WINDOW counters (RFC 6479's ring of bits).
+
+    Bit ``n % REPLAY_WINDOW`` of the ring tells whether counter ``n`` was accepted, for
+    the counters ``top - REPLAY_WINDOW < n <= top``. Accepting the next counter in order
+    costs one bit operation; a jump ahead clears the slots it passes over.
+    """
+
+    __slots__ = ("ring", "top")
+
+    def __init__(self) -> None:
+        self.top = -1  # highest accepted counter
+        self.ring = bytearray(REPLAY_WINDOW // 8)
+
+    def check(self, n: int) -> None:
+        """Raise ReplayError if ``n`` was accepted before or is too old to tell."""
+        if n > self.top:
+            return
+        if self.top - n >= REPLAY_WINDOW:
+            raise ReplayError(f"record counter {n} is older than the replay window")
+        slot = n & SLOT_MASK
+        if self.ring[slot >> 3] & (1 << (slot & 7)):
+            raise ReplayError(f"record counter {n} was already received")
+
+    def accept(self, n: int) -> None:
+        """Mark ``n`` as received (call only after its tag verified and check() passed)."""
+        ring = self.ring
+        if n > self.top:
+            gap = n - self.top
+            if gap >= REPLAY_WINDOW:
+                ring[:] = bytes(len(ring))
+            else:
+                i = self.top + 1
+                while i < n:  # forget the counters these slots held a window ago
+                    slot = i & SLOT_MASK
+                    if slot & 7 == 0 and n - i >= 8:
+                        ring[slot >> 3] = 0
+                        i += 8
+                    else:
+                        ring[slot >> 3] &= ~(1 << (slot & 7)) & 0xFF
+                        i += 1
+            self.top = n
+        slot = n & SLOT_MASK
+        ring[slot >> 3] |= 1 << (slot & 7)
