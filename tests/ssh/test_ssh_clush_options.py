@@ -238,4 +238,4 @@ def test_hosts_lost_during_the_command_are_reported_once_folded(sshd: SshServer)
     assert done.returncode == 255
     assert headers(done.stdout) == ["host1 (1)"]
     lines = [line for line in done.stderr.splitlines() if "ended while in use" in line]
-    assert lines == [lines[0]] and lines[0].startswith("host[2-4] (3): the mpish agent ended"), done.stderr
+    assert lines == [lines[0]] and lines[0].startswith("host[2-4] (3): the remote side ended"), done.stderr
