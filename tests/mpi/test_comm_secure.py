@@ -153,7 +153,8 @@ def test_rank_with_another_users_key_is_refused(tmp_path: Path) -> None:
     assert proc.returncode == 0, explain(proc)
     for rank in range(3):  # every rank raised, none hung (lines of several ranks may interleave)
         assert f"REFUSED {rank} secure(): untrusted mpish key" in proc.stdout, explain(proc)
-    assert proc.stdout.count(f"rank 2 ({mallory.fingerprint}) is not trusted by 2 of 3") == 3, explain(proc)
+    # the tree parent's refusal is named first, on every rank (comm/setup.py)
+    assert proc.stdout.count(f"rank 2 ({mallory.fingerprint}) is not trusted by rank 0") == 3, explain(proc)
     assert "ACCEPTED" not in proc.stdout
 
 
@@ -165,3 +166,13 @@ def test_authorized_keys_admit_another_key(tmp_path: Path) -> None:
     proc = _mpmd([tmp_path / "alice", tmp_path / "bob"], "accept")
     assert proc.returncode == 0, explain(proc)
     assert "ACCEPTED 0" in proc.stdout and "ACCEPTED 1" in proc.stdout, explain(proc)
+
+
+def test_replayed_setup_messages_fail_the_setup_on_every_rank(home: Path) -> None:
+    proc = run(["-n", "3", PYTHON, str(HERE / "comm_setup_replay.py")], home)
+    assert proc.returncode == 0, explain(proc)
+    for case in ("hello", "answer", "hello-rebound", "answer-rebound"):
+        for rank in range(3):
+            expected = f"REJECTED {case} {rank} secure(): the setup handshake failed"
+            assert expected in proc.stdout, explain(proc)
+    assert proc.stdout.count("ALL OK") == 3, explain(proc)

@@ -51,7 +51,7 @@ import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from mpi4py import MPI
 
@@ -69,6 +69,7 @@ from ..wire.record import (
     Sealer,
 )
 from .buffers import matches, mpi_error, mpi_truncate
+from .secret import CommSecret
 
 log = logging.getLogger("mpish.comm")
 
@@ -87,6 +88,7 @@ RECORD_ERRORS = (AuthenticationError, ReplayError, RemoteProtocolError)
 # A receive posted by the user (Irecv) is a real MPI receive still (module doc).
 MATCH_FIRST = MPI.Get_library_version().startswith("Open MPI")
 
+T = TypeVar("T")
 Envelope = tuple[int, int]  # (source, tag) of a received message
 Result = tuple[int, int, int, bytes | bytearray | None]  # source, tag, nbytes, data (if no sink)
 
@@ -132,6 +134,18 @@ def wait_all(requests: list[Any]) -> None:
         progress()
 
 
+class PerPeer(dict[int, T]):
+    """Per-peer objects made on first use by ``make(peer)`` (indexed like a list by rank)."""
+
+    def __init__(self, make: Callable[[int], T]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, peer: int) -> T:
+        value = self[peer] = self._make(peer)
+        return value
+
+
 class PostedRecv:
     """An Irecv posted on a lane: the MPI request of its first record and what became of it."""
 
@@ -161,14 +175,14 @@ class Early:
 class Lane:
     """Records over one pair of internal communicators (main + bulk), one Sealer/Opener per peer."""
 
-    def __init__(
-        self, comm: Any, bulk: Any, sealers: list[Sealer], openers: list[Opener], stats: Stats
-    ) -> None:
+    def __init__(self, comm: Any, bulk: Any, keys: CommSecret, label: bytes, stats: Stats) -> None:
         self.comm = comm
         self.bulk = bulk
         self.rank = comm.Get_rank()
-        self.sealers = sealers
-        self.openers = openers
+        self.size = comm.Get_size()
+        # Per peer, made on first use (secret.py): setup costs nothing per peer.
+        self.sealers: PerPeer[Sealer] = PerPeer(lambda peer: keys.sealer(label, peer))
+        self.openers: PerPeer[Opener] = PerPeer(lambda peer: keys.opener(label, peer))
         self.stats = stats
         self._tx = bytearray(FIRST_MAX)  # one-record messages
         self._pool: list[bytearray] = []  # RECORD_MAX buffers of blocking long sends
@@ -177,9 +191,11 @@ class Lane:
         self._spare: list[bytearray] = []  # FIRST_MAX buffers of finished posted receives
         self._status = MPI.Status()
         self._last: dict[Envelope, int] = {}  # (source, tag) -> last counter processed
-        # Prebound methods for the small-message hot path (one lookup at setup, not per call).
-        self.seal_small = [sealer.seal for sealer in sealers]
-        self._open_small = [opener.open_fields for opener in openers]
+        # Prebound methods for the small-message hot path (one lookup per peer, not per call).
+        self.seal_small: PerPeer[Callable[..., bytes | bytearray]] = PerPeer(lambda p: self.sealers[p].seal)
+        self._open_small: PerPeer[Callable[..., tuple[int, int, int, int, bytes]]] = PerPeer(
+            lambda p: self.openers[p].open_fields
+        )
         self.mpi_send = comm.Send
         self._mpi_recv = comm.Recv
         self._count = self._status.Get_count
@@ -204,7 +220,7 @@ class Lane:
         """
         if tag < 0:
             raise mpi_error(MPI.ERR_TAG, f"invalid tag {tag}")
-        if 0 <= dest < len(self.sealers):
+        if 0 <= dest < self.size:
             return self.sealers[dest]
         if dest == MPI.PROC_NULL:
             return None
