@@ -184,10 +184,11 @@ class Lane:
         self.sealers: PerPeer[Sealer] = PerPeer(lambda peer: keys.sealer(label, peer))
         self.openers: PerPeer[Opener] = PerPeer(lambda peer: keys.opener(label, peer))
         self.stats = stats
-        self._tx = bytearray(FIRST_MAX)  # one-record messages
+        # Buffers: only the first-record one now; the others on first use (setup stays cheap).
+        self._tx: bytearray | None = None  # one-record messages of SMALL_RECORD..SINGLE_MAX bytes
         self._pool: list[bytearray] = []  # RECORD_MAX buffers of blocking long sends
-        self._rx = bytearray(RECORD_MAX)
-        self._rx2: bytearray | None = None  # second buffer for continuation records
+        self._rx = bytearray(FIRST_MAX)  # first records (a longer message is forged: truncated, dropped)
+        self._bulk_rx: tuple[bytearray, bytearray] | None = None  # continuation records
         self._spare: list[bytearray] = []  # FIRST_MAX buffers of finished posted receives
         self._status = MPI.Status()
         self._last: dict[Envelope, int] = {}  # (source, tag) -> last counter processed
@@ -236,6 +237,8 @@ class Lane:
             self.mpi_send(sealer.seal(data, channel=tag), dest, tag)
             return
         if size <= SINGLE_MAX:
+            if self._tx is None:
+                self._tx = bytearray(FIRST_MAX)
             n = sealer.seal_into(self._tx, data, channel=tag)
             if _ACTIVE:
                 wait_all([self.comm.Isend([self._tx, n, MPI.BYTE], dest, tag)])
@@ -308,7 +311,7 @@ class Lane:
             if _ACTIVE:
                 record, s, t = self._poll_first(source, tag)
             elif MATCH_FIRST:
-                message = self._matched(self.comm, source, tag, RECORD_MAX)
+                message = self._matched(self.comm, source, tag, FIRST_MAX)
                 if message is None:
                     continue
                 message.Recv([self._rx, MPI.BYTE], self._status)
@@ -537,9 +540,9 @@ class Lane:
         """Receive, check and open the continuation records of a message of ``total`` bytes."""
         chunk = _chunk(total)
         records = -(-total // chunk)
-        if self._rx2 is None:
-            self._rx2 = bytearray(RECORD_MAX)
-        buffers = (self._rx, self._rx2)
+        if self._bulk_rx is None:
+            self._bulk_rx = (bytearray(RECORD_MAX), bytearray(RECORD_MAX))
+        buffers = self._bulk_rx
         status = self._status
         which, offset, index = 0, 0, 0
         pending: Any = None if MATCH_FIRST else self.bulk.Irecv([buffers[0], MPI.BYTE], source, tag)
