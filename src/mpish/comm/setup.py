@@ -215,7 +215,7 @@ def _tree(
             try:
                 assert identity is not None
                 hello = edge.hello(identity, parent_key)
-            except MpishError as exc:
+            except (MpishError, ValueError) as exc:  # ValueError: a degenerate key from cryptography
                 status = FAILED
                 outcome.failures.append(f"rank {rank} with rank {parent}: {exc}")
         sends.append(_post(comm, bytes([status]) + public + hello, parent))
@@ -223,7 +223,7 @@ def _tree(
         if status == OK and down2[0] == OK:
             try:
                 secret = edge.finish(down2[1:])
-            except MpishError as exc:
+            except (MpishError, ValueError) as exc:  # ValueError: a degenerate key from cryptography
                 outcome.failures.append(f"rank {rank} from rank {parent}: {exc}")
     for child in children:
         up = _receive(comm, child)
@@ -239,7 +239,7 @@ def _tree(
                     below = Edge(protocol, job, child, rank, size)
                     answer = below.answer(identity, child_key, up[1 + DHLEN :], secret)
                     status = OK
-                except MpishError as exc:
+                except (MpishError, ValueError) as exc:  # ValueError: a degenerate key from cryptography
                     status = FAILED
                     outcome.failures.append(f"rank {rank} from rank {child}: {exc}")
         sends.append(_post(comm, bytes([status]) + answer, child))
