@@ -176,3 +176,32 @@ def test_replayed_setup_messages_fail_the_setup_on_every_rank(home: Path) -> Non
             expected = f"REJECTED {case} {rank} secure(): the setup handshake failed"
             assert expected in proc.stdout, explain(proc)
     assert proc.stdout.count("ALL OK") == 3, explain(proc)
+
+
+def _rogue_job(case: str, roles: list[str], home: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """MPMD: one program per world rank, ``honest`` (secure()) or ``rogue`` (no key, fakes the setup)."""
+    args: list[str] = []
+    for index, role in enumerate(roles):
+        args += [":"] if index else []
+        args += ["-n", "1", PYTHON, str(HERE / "comm_setup_rogue.py"), role, case, *extra]
+    return run(args, home)
+
+
+def _every_honest_rank_raised(proc: subprocess.CompletedProcess[str], roles: list[str], message: str) -> None:
+    for rank, role in enumerate(roles):
+        if role == "honest":
+            assert f"RAISED {rank} AuthenticationError: secure(): {message}" in proc.stdout, explain(proc)
+    assert "RETURNED" not in proc.stdout and "BLOCKED" not in proc.stdout, explain(proc)
+
+
+def test_keyless_child_cannot_cancel_its_parents_failure_in_the_agreement(home: Path) -> None:
+    roles = ["honest", "rogue"]
+    proc = _rogue_job("lie", roles, home)
+    _every_honest_rank_raised(proc, roles, "the setup handshake failed")
+
+
+def test_child_whose_keyless_parent_withholds_the_secret_raises_authentication_error(home: Path) -> None:
+    identity, _ = ensure_identity(home)
+    roles = ["rogue", "honest"]
+    proc = _rogue_job("withhold", roles, home, identity.public.hex())
+    _every_honest_rank_raised(proc, roles, "a rank got no job secret")

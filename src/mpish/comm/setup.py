@@ -27,8 +27,9 @@ Theory of operation
    secret, lazily (secret.py).
 3. Nobody waits forever: every rank sends every slot it owes (with a status saying
    why not, when it cannot: no key, refused key, failed handshake, or an upstream
-   failure), and one ``Allreduce`` of four counts (ranks without a key, refused keys,
-   failed handshakes, ranks left without the secret) makes every rank raise, or none.
+   failure), and one ``Allreduce`` (op ``MAX``, so that no rank can lower another's
+   flag) of four flags (a rank without a key, a refused key, a failed handshake, a rank
+   left without the secret) makes every rank raise, or none.
    An untrusted key is named on every rank: the first refusal (refusals by a parent first) is agreed with one
    ``Allreduce`` and both keys are broadcast by the refusing rank.
 
@@ -273,31 +274,38 @@ def _refusal_report(comm: Any, outcome: _Outcome, size: int) -> str:
 
 
 def _agree(comm: Any, outcome: _Outcome, local_error: BaseException | None) -> None:
-    """Raise on every rank if the setup failed anywhere (one Allreduce of four counts)."""
-    mine = array("q", [outcome.no_key, len(outcome.refused), len(outcome.failures), outcome.no_secret])
-    total = array("q", [0, 0, 0, 0])
-    comm.Allreduce([mine, MPI.INT64_T], [total, MPI.INT64_T], op=MPI.SUM)
-    no_key, refused, failed, no_secret = total
+    """Raise on every rank if the setup failed anywhere (one ``Allreduce`` of four flags).
+
+    The op is ``MAX``: a rank can raise a flag but not lower another rank's (a keyless
+    rank sending -1 cancelled a failure under ``SUM``). The flags say only *that* and
+    *how* the setup failed somewhere; this rank's own failures raise whatever they say.
+    """
+    mine = array(
+        "q", [outcome.no_key, int(bool(outcome.refused)), int(bool(outcome.failures)), outcome.no_secret]
+    )
+    flags = array("q", [0, 0, 0, 0])
+    comm.Allreduce([mine, MPI.INT64_T], [flags, MPI.INT64_T], op=MPI.MAX)
+    no_key, refused, failed, no_secret = (max(a, b) > 0 for a, b in zip(flags, mine, strict=True))
     if not (no_key or refused or failed or no_secret):
         return
     if local_error is not None:
         raise local_error
     if no_key:
-        raise AuthenticationError(f"secure(): {no_key} rank(s) could not load their mpish identity")
+        raise AuthenticationError("secure(): a rank could not load its mpish identity")
     if refused:
         first = _refusal_report(comm, outcome, comm.Get_size())
         local = ""
         if outcome.refused:
-            names = sorted(b for _, b, _, _ in outcome.refused)
+            names = sorted({b for _, b, _, _ in outcome.refused})
             local = (
                 f"; this rank (rank {comm.Get_rank()}) does not trust rank(s) {names}: add their public keys "
                 "to authorized_keys"
             )
-        raise AuthenticationError(f"secure(): untrusted mpish key: {first} ({refused} refusal(s)){local}")
+        raise AuthenticationError(f"secure(): untrusted mpish key: {first}{local}")
     if not failed:  # only a forged status can leave a rank without the secret and nothing counted
-        raise AuthenticationError(f"secure(): {no_secret} rank(s) got no job secret (a forged setup message)")
+        raise AuthenticationError("secure(): a rank got no job secret (a forged setup message)")
     detail = "; ".join(outcome.failures) if outcome.failures else "this rank's handshakes succeeded"
-    raise AuthenticationError(f"secure(): the setup handshake failed on {failed} edge(s) ({detail})")
+    raise AuthenticationError(f"secure(): the setup handshake failed ({detail})")
 
 
 def secure(
@@ -338,7 +346,9 @@ def secure(
     except BaseException:
         p2p.Free()
         raise
-    assert secret is not None
+    if secret is None:  # _agree raised on every rank: this rank's flag was up (kept as a guard)
+        p2p.Free()
+        raise AuthenticationError("secure(): this rank got no job secret")
     keys = CommSecret(name, secret, job, p2p.Get_rank(), p2p.Get_size())
     comms = (p2p, comm.Dup(), comm.Dup(), comm.Dup())
     return SecureComm(comms, keys, Stats(strict=strict, on_reject=on_reject))
