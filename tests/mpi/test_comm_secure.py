@@ -205,3 +205,9 @@ def test_child_whose_keyless_parent_withholds_the_secret_raises_authentication_e
     roles = ["rogue", "honest"]
     proc = _rogue_job("withhold", roles, home, identity.public.hex())
     _every_honest_rank_raised(proc, roles, "a rank got no job secret")
+
+
+def test_oversized_setup_message_fails_the_setup_on_every_rank_without_a_hang(home: Path) -> None:
+    roles = ["honest", "rogue", "honest"]
+    proc = _rogue_job("oversize", roles, home)
+    _every_honest_rank_raised(proc, roles, "the setup handshake failed")

@@ -29,7 +29,11 @@ Theory of operation
    why not, when it cannot: no key, refused key, failed handshake, or an upstream
    failure), and one ``Allreduce`` (op ``MAX``, so that no rank can lower another's
    flag) of four flags (a rank without a key, a refused key, a failed handshake, a rank
-   left without the secret) makes every rank raise, or none.
+   left without the secret) makes every rank raise, or none. A setup message is
+   matched before it is received (``Mprobe``): one of the wrong size (a rogue rank's) is
+   received whole, dropped, and fails its slot, as does an MPI error, so the rank still
+   sends what it owes and joins the agreement. A rank that sends nothing at all blocks
+   its neighbours (as it could block any collective: a denial of service, not a key).
    An untrusted key is named on every rank: the first refusal (refusals by a parent first) is agreed with one
    ``Allreduce`` and both keys are broadcast by the refusing rank.
 
@@ -71,6 +75,7 @@ from typing import Any
 from mpi4py import MPI
 
 from ..keys import Identity, fingerprint, load_identity, trusted_keys
+from ..transport.mpi import discard
 from ..wire.channel import Binding
 from ..wire.errors import AuthenticationError, LocalProtocolError, MpishError
 from ..wire.noise import DHLEN, HandshakeState, ProtocolName
@@ -175,9 +180,23 @@ def _post(comm: Any, slot: bytes | bytearray, dest: int) -> Any:
     return comm.Isend([bytes(slot).ljust(SLOT, b"\0"), MPI.BYTE], dest, SETUP_TAG)
 
 
-def _receive(comm: Any, source: int) -> memoryview:
-    buf = bytearray(SLOT)
-    comm.Recv([buf, MPI.BYTE], source, SETUP_TAG)
+def _receive(comm: Any, source: int, size: int = SLOT) -> memoryview | None:
+    """The next setup message from ``source``; None (a failed slot) if it is not ``size`` bytes.
+
+    Matched first (``Mprobe``), so that a message of another size is received whole and
+    dropped instead of truncated (an MPI error on this rank, and a hang on the others).
+    """
+    try:
+        status = MPI.Status()
+        message = comm.Mprobe(source, SETUP_TAG, status)
+        count = status.Get_count(MPI.BYTE)
+        if count != size:
+            discard(message, count)
+            return None
+        buf = bytearray(size)
+        message.Recv([buf, MPI.BYTE])
+    except MPI.Exception:
+        return None
     return memoryview(buf)
 
 
@@ -201,6 +220,9 @@ def _tree(
         healthy = identity is not None
     else:
         down1 = _receive(comm, parent)
+        if down1 is None:
+            outcome.failures.append(f"rank {rank}: a malformed setup message from rank {parent}")
+            down1 = memoryview(bytes(SLOT))  # status ABORT: this rank only passes on the failure
         job = bytes(down1[1 : 1 + SESSION_SIZE])
         parent_key = bytes(down1[1 + SESSION_SIZE : 1 + SESSION_SIZE + DHLEN])
         healthy = down1[0] == OK and identity is not None
@@ -221,16 +243,21 @@ def _tree(
                 outcome.failures.append(f"rank {rank} with rank {parent}: {exc}")
         sends.append(_post(comm, bytes([status]) + public + hello, parent))
         down2 = _receive(comm, parent)
-        if status == OK and down2[0] == OK:
+        if down2 is None:
+            outcome.failures.append(f"rank {rank}: a malformed setup message from rank {parent}")
+        elif status == OK and down2[0] == OK:
             try:
                 secret = edge.finish(down2[1:])
             except (MpishError, ValueError) as exc:  # ValueError: a degenerate key from cryptography
                 outcome.failures.append(f"rank {rank} from rank {parent}: {exc}")
     for child in children:
         up = _receive(comm, child)
-        child_key = bytes(up[1 : 1 + DHLEN])
         status, answer = ABORT, b""
-        if secret is not None and up[0] in (OK, REFUSED):  # a child that refused us is checked too
+        if up is None:
+            status = FAILED
+            outcome.failures.append(f"rank {rank}: a malformed setup message from rank {child}")
+        elif secret is not None and up[0] in (OK, REFUSED):
+            child_key = bytes(up[1 : 1 + DHLEN])  # a child that refused us is checked too
             if child_key not in trusted:
                 status = REFUSED
                 outcome.refused.append((rank, child, child_key, public))
