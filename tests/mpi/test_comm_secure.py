@@ -211,3 +211,9 @@ def test_oversized_setup_message_fails_the_setup_on_every_rank_without_a_hang(ho
     roles = ["honest", "rogue", "honest"]
     proc = _rogue_job("oversize", roles, home)
     _every_honest_rank_raised(proc, roles, "the setup handshake failed")
+
+
+def test_keyless_rank_cannot_splice_two_setups_into_one(home: Path) -> None:
+    roles = ["honest", "rogue", "honest"]
+    proc = _rogue_job("splice", roles, home)
+    _every_honest_rank_raised(proc, roles, "")

@@ -121,6 +121,15 @@ def test_a_setup_message_moved_to_another_edge_is_rejected() -> None:
         parent_of_2.answer(alice, bob.public, hello, os.urandom(32))
 
 
+def test_a_hello_relayed_from_another_communicator_of_the_same_size_is_rejected() -> None:
+    """Same job id, pair and size, other processes (world ranks): a keyless relay's splice."""
+    alice, bob = identity(), identity()
+    job = b"j" * 16
+    relayed = Edge(NAME, job, 1, 0, 2, (2, 1, 1)).hello(bob, alice.public)  # Y, child of R in {R, Y}
+    with pytest.raises(AuthenticationError):  # V, parent of R in {V, R}
+        Edge(NAME, job, 1, 0, 2, (1, 0, 0)).answer(alice, bob.public, relayed, os.urandom(32))
+
+
 def test_a_replayed_answer_is_rejected() -> None:
     alice, bob = identity(), identity()
     parent, child = edge_pair()

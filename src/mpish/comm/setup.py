@@ -19,9 +19,16 @@ Theory of operation
      sent only if the parent trusts the child's key and message 1 verified.
 
    The prologue of each handshake binds protocol name and version, the job id, the
-   ordered pair (child, parent) and the communicator size (service
-   ``"mpish.comm.tree:<size>"``, wire/channel.py's :class:`Binding`); the handshake
-   records carry the same in their header (checked as in the old pairwise scheme).
+   ordered pair (child, parent), the communicator size and the ``MPI.COMM_WORLD`` ranks
+   of child, parent and the communicator's rank 0 (service
+   ``"mpish.comm.tree:<size>:<world child>,<world parent>,<world rank 0>"``,
+   wire/channel.py's :class:`Binding`); each side computes the world ranks locally
+   (``Group.Translate_ranks``), so a keyless rank that relays setup messages between two
+   communicators it belongs to (it is a child in one and a parent in the other) fails
+   the prologue check. The handshake records carry job and pair in their header too.
+   An edge between two worlds (a communicator merged from a spawned
+   intercommunicator) cannot be named by world ranks on both sides; it binds
+   ``-1, -1, -1`` instead and keeps only the job id, pair and size.
    A rank forwards DOWN1 to its children as soon as it has its own, so the tree's
    handshakes run in parallel; each rank then derives every key it needs from the
    secret, lazily (secret.py).
@@ -104,8 +111,29 @@ def children_of(rank: int, size: int) -> list[int]:
 # -- one tree edge, sans-I/O: child initiates, parent answers with the secret
 
 
-def _binding(job: bytes, child: int, parent: int, size: int) -> Binding:
-    return Binding(job, child, parent, f"{SERVICE}:{size}")
+def _binding(job: bytes, child: int, parent: int, size: int, world: tuple[int, int, int]) -> Binding:
+    return Binding(job, child, parent, f"{SERVICE}:{size}:" + ",".join(map(str, world)))
+
+
+def world_ranks(comm: Any, ranks: list[int]) -> list[int]:
+    """The ``MPI.COMM_WORLD`` ranks of ``ranks`` of ``comm`` (computed locally; -1 outside this world)."""
+    group, world = comm.Get_group(), MPI.COMM_WORLD.Get_group()
+    try:
+        found = MPI.Group.Translate_ranks(group, ranks, world)
+    finally:
+        group.Free()
+        world.Free()
+    return [-1 if r == MPI.UNDEFINED else r for r in found]
+
+
+def edge_world(comm: Any, child: int, parent: int) -> tuple[int, int, int]:
+    """What an edge binds of the processes: world ranks of child, parent and rank 0.
+
+    Both sides compute it locally, so the same when both are in one ``MPI.COMM_WORLD``;
+    when the edge crosses worlds (``Spawn`` + ``Intercomm.Merge``), each side sees the
+    other as outside its world, and both bind ``(-1, -1, -1)`` (see the module doc)."""
+    wc, wp, w0 = world_ranks(comm, [child, parent, 0])
+    return (-1, -1, -1) if -1 in (wc, wp) else (wc, wp, w0)
 
 
 def _record(job: bytes, sender: int, receiver: int, index: int, body: bytes) -> bytes:
@@ -133,10 +161,12 @@ class Edge:
     child: int
     parent: int
     size: int
+    world: tuple[int, int, int] = (-1, -1, -1)  # COMM_WORLD ranks of child, parent, rank 0 (edge_world)
     state: HandshakeState | None = field(default=None, repr=False)
 
     def _state(self, identity: Identity, peer_key: bytes, *, initiator: bool) -> HandshakeState:
-        prologue = _binding(self.job, self.child, self.parent, self.size).prologue(self.protocol.name)
+        binding = _binding(self.job, self.child, self.parent, self.size, self.world)
+        prologue = binding.prologue(self.protocol.name)
         return HandshakeState(
             self.protocol, initiator=initiator, prologue=prologue, s=identity.private, rs=peer_key
         )
@@ -229,7 +259,7 @@ def _tree(
     for child in children:  # forwarded at once: the subtrees start their handshakes meanwhile
         sends.append(_post(comm, bytes([OK if healthy else ABORT]) + job + public, child))
     if parent is not None:
-        edge = Edge(protocol, job, rank, parent, size)
+        edge = Edge(protocol, job, rank, parent, size, edge_world(comm, rank, parent))
         status, hello = (OK if healthy else ABORT), b""
         if healthy and parent_key not in trusted:
             status = REFUSED
@@ -264,7 +294,7 @@ def _tree(
             elif up[0] == OK:
                 assert identity is not None
                 try:
-                    below = Edge(protocol, job, child, rank, size)
+                    below = Edge(protocol, job, child, rank, size, edge_world(comm, child, rank))
                     answer = below.answer(identity, child_key, up[1 + DHLEN :], secret)
                     status = OK
                 except (MpishError, ValueError) as exc:  # ValueError: a degenerate key from cryptography
