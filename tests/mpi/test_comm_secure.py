@@ -217,3 +217,20 @@ def test_keyless_rank_cannot_splice_two_setups_into_one(home: Path) -> None:
     roles = ["honest", "rogue", "honest"]
     proc = _rogue_job("splice", roles, home)
     _every_honest_rank_raised(proc, roles, "")
+
+
+def test_trust_is_not_transitive_every_rank_checks_every_key(tmp_path: Path) -> None:
+    """alice trusts bob, bob trusts alice and carol, carol trusts bob: carol, bob's tree child, is refused."""
+    alice, _ = ensure_identity(tmp_path / "alice")
+    bob, _ = ensure_identity(tmp_path / "bob")
+    carol, _ = ensure_identity(tmp_path / "carol")
+    (tmp_path / "alice" / AUTHORIZED_KEYS_NAME).write_text(bob.public_line + "\n")
+    (tmp_path / "bob" / AUTHORIZED_KEYS_NAME).write_text(alice.public_line + "\n" + carol.public_line + "\n")
+    (tmp_path / "carol" / AUTHORIZED_KEYS_NAME).write_text(bob.public_line + "\n")
+    proc = _mpmd([tmp_path / name for name in ("alice", "bob", "alice", "carol")], "refuse")
+    assert proc.returncode == 0, explain(proc)
+    for rank in range(4):
+        assert f"REFUSED {rank} secure(): untrusted mpish key" in proc.stdout, explain(proc)
+    for rank in (0, 2):  # alice's ranks name carol's rank
+        assert f"this rank (rank {rank}) does not trust rank(s) [3]" in proc.stdout, explain(proc)
+    assert carol.fingerprint in proc.stdout and "ACCEPTED" not in proc.stdout, explain(proc)

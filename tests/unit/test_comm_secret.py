@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("mpi4py")
 
-from mpish.comm.secret import LANES, CommSecret
+from mpish.comm.secret import LANES, CommSecret, key_report_size, open_keys, seal_keys
 from mpish.comm.setup import PROTOCOL, Edge, children_of, parent_of
 from mpish.keys import Identity
 from mpish.wire.errors import AuthenticationError, RemoteProtocolError
@@ -150,3 +150,25 @@ def test_a_key_the_child_did_not_expect_cannot_answer() -> None:
         p, c = edge_pair()
         with pytest.raises(AuthenticationError):
             c.finish(p.answer(b, bob.public, c.hello(bob, a.public), os.urandom(32)))
+
+
+def test_a_key_report_opens_only_with_the_secret_for_its_ordered_pair() -> None:
+    secret, job, keys = os.urandom(32), b"j" * 16, {b"k" * 32: 3, b"l" * 32: 0}
+    report = seal_keys(NAME, secret, job, 1, 0, keys)
+    assert len(report) == key_report_size(2) and open_keys(NAME, secret, job, 1, 0, report, 4) == keys
+    for other in (
+        (os.urandom(32), job, 1, 0),
+        (secret, b"i" * 16, 1, 0),
+        (secret, job, 0, 1),
+        (secret, job, 2, 0),
+    ):
+        with pytest.raises(AuthenticationError):  # another secret, job, direction or pair
+            open_keys(NAME, other[0], other[1], other[2], other[3], report, 4)
+    stripped = bytearray(report)
+    stripped[4] = 1  # claims one key: the MAC covers the count
+    with pytest.raises(AuthenticationError):
+        open_keys(NAME, secret, job, 1, 0, bytes(stripped[: key_report_size(1) - 32]) + report[-32:], 4)
+    with pytest.raises(AuthenticationError):  # a rank without the secret reports nothing
+        open_keys(NAME, secret, job, 1, 0, seal_keys(NAME, None, job, 1, 0, keys), 4)
+    with pytest.raises(AuthenticationError):  # more keys than ranks
+        open_keys(NAME, secret, job, 1, 0, report, 1)

@@ -24,7 +24,8 @@ per channel (MPI tag) from it (record.py). So:
   another pair, direction, lane or communicator fails both the header check and the tag.
 - Who can derive which key: every rank of the communicator can derive every pair's
   keys, so a rank could forge records "from" another rank. This is the trust unit the
-  design accepts: every rank of a job holds the user's key or one the user authorized,
+  design accepts: every rank of a job holds a key that every rank trusts (its own or
+  one in its ``authorized_keys``; setup.py checks every key on every rank),
   and with such a key any of them could already have run a handshake under any rank
   number (ranks are not separate principals; a rank that misbehaves is the user's own
   program). What an outsider without an authorized key cannot do is learn the secret:
@@ -44,10 +45,11 @@ two children of one parent never share an id.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import struct
 from dataclasses import dataclass, field
 
-from ..wire.errors import LocalProtocolError
+from ..wire.errors import AuthenticationError, LocalProtocolError
 from ..wire.noise import ProtocolName
 from ..wire.record import SESSION_SIZE, Opener, Sealer
 
@@ -97,3 +99,58 @@ class CommSecret:
         """The secret of a communicator derived from this one (see the module doc)."""
         secret, ident = self.protocol.hash.hkdf(self.secret, b"mpish.comm child" + context, 2)
         return CommSecret(self.protocol, secret[:SECRET_SIZE], ident[:SESSION_SIZE], rank, size)
+
+
+# -- the key reports of the setup (setup.py, step 3): which public keys the job holds
+
+KEY_REPORT = struct.Struct(">BI")  # status (1: keys follow, else none), number of keys
+KEY_ENTRY = struct.Struct(">32sI")  # a public key, the least rank known to hold it
+KEY_MAC = 32
+
+
+def key_report_size(size: int) -> int:
+    """The largest key report in a communicator of ``size`` (at most one key per rank)."""
+    return KEY_REPORT.size + KEY_ENTRY.size * size + KEY_MAC
+
+
+def _report_mac(
+    protocol: ProtocolName, secret: bytes, job: bytes, sender: int, receiver: int, body: bytes
+) -> bytes:
+    key = protocol.hash.hkdf(secret, b"mpish.comm setup keys" + job + _PAIR.pack(sender, receiver), 1)[0][:32]
+    return protocol.hash.hmac(key, body)[:KEY_MAC]
+
+
+def seal_keys(
+    protocol: ProtocolName,
+    secret: bytes | None,
+    job: bytes,
+    sender: int,
+    receiver: int,
+    keys: dict[bytes, int] | None,
+) -> bytes:
+    """A key report from ``sender`` to ``receiver``: ``keys`` (key -> rank), MACed with a key of
+    the job secret for this ordered pair; without a secret or keys, an empty report saying so."""
+    if secret is None or keys is None:
+        return KEY_REPORT.pack(0, 0) + bytes(KEY_MAC)
+    body = KEY_REPORT.pack(1, len(keys)) + b"".join(KEY_ENTRY.pack(k, r) for k, r in sorted(keys.items()))
+    return body + _report_mac(protocol, secret, job, sender, receiver, body)
+
+
+def open_keys(
+    protocol: ProtocolName, secret: bytes, job: bytes, sender: int, receiver: int, report: bytes, size: int
+) -> dict[bytes, int]:
+    """The keys of a report from ``sender``; AuthenticationError if it is not one (see :func:`seal_keys`)."""
+    if len(report) < KEY_REPORT.size + KEY_MAC:
+        raise AuthenticationError(f"a malformed key report from rank {sender}")
+    status, count = KEY_REPORT.unpack_from(report)
+    body, mac = report[:-KEY_MAC], report[-KEY_MAC:]
+    if status != 1:
+        raise AuthenticationError(f"rank {sender} sent no key report (its setup failed)")
+    if count > size or len(body) != KEY_REPORT.size + KEY_ENTRY.size * count:
+        raise AuthenticationError(f"a malformed key report from rank {sender}")
+    if not hmac.compare_digest(mac, _report_mac(protocol, secret, job, sender, receiver, body)):
+        raise AuthenticationError(f"a forged key report from rank {sender}")
+    keys: dict[bytes, int] = {}
+    for key, rank in KEY_ENTRY.iter_unpack(body[KEY_REPORT.size :]):
+        keys[key] = min(rank, keys.get(key, rank))
+    return keys

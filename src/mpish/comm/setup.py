@@ -32,7 +32,19 @@ Theory of operation
    A rank forwards DOWN1 to its children as soon as it has its own, so the tree's
    handshakes run in parallel; each rank then derives every key it needs from the
    secret, lazily (secret.py).
-3. Nobody waits forever: every rank sends every slot it owes (with a status saying
+3. The keys: the tree's handshakes prove the keys of both ends of each edge, but each
+   end checks only the other; so with alice trusting bob and bob trusting carol, carol
+   as bob's child would get the secret though alice never trusted her. So after the
+   tree, every rank sends its parent a **key report**: each distinct public key proven
+   in its subtree's handshakes (its own, its children's, their reports'), with the
+   least rank known to hold it, MACed under a key of the job secret for that ordered
+   pair (secret.py: :func:`seal_keys`). Rank 0 forms the union and sends it down the
+   tree the same way; every rank checks every key of the union against its own trusted
+   set, and refuses the ones it does not trust. The rule: **every rank trusts every key
+   in the job, or secure() fails on every rank** (step 4). A report is
+   ``9 + 36 * keys + 32`` bytes: its cost grows with the number of distinct keys
+   (usually one), not with the world size.
+4. Nobody waits forever: every rank sends every slot it owes (with a status saying
    why not, when it cannot: no key, refused key, failed handshake, or an upstream
    failure), and one ``Allreduce`` (op ``MAX``, so that no rank can lower another's
    flag) of four flags (a rank without a key, a refused key, a failed handshake, a rank
@@ -42,33 +54,42 @@ Theory of operation
    sends what it owes and joins the agreement. A rank that sends nothing at all blocks
    its neighbours (as it could block any collective: a denial of service, not a key).
    An untrusted key is named on every rank: the first refusal (refusals by a parent first) is agreed with one
-   ``Allreduce`` and both keys are broadcast by the refusing rank.
+   ``Allreduce`` and both keys are broadcast by the refusing rank (a rogue rank can
+   garble this message, not the verdict).
 
 Why this is sound (the argument; secret.py has the key derivation's):
 
 - Who gets the secret: a rank whose tree parent holds it, accepted its key and whose
   key it accepted (mutual KK authentication with keys from each side's trusted set:
   own key plus ``authorized_keys``). By induction from rank 0, only holders of keys
-  admitted along the path from rank 0 get it. A rank holding the user's key (or one
-  the user authorized) could anyway have joined the job under any rank number, so
-  keys, not ranks, are the trust unit; an outsider's key stops at its first edge.
+  admitted along the path from rank 0 get it; an outsider's key stops at its first
+  edge. A rank holding the user's key (or one the user authorized) could anyway have
+  joined the job under any rank number, so keys, not ranks, are the trust unit.
+- Who is in the job when secure() returns: every key that got the secret was proven
+  in a handshake by a parent holding the secret, which reports it (MACed under the
+  secret: an outsider cannot forge or strip a report); so the union rank 0 hands down
+  holds every key in the job, and every rank checked all of them (step 3). A key one
+  rank does not trust raises its flag, which nobody can lower (``MAX``).
 - Replay of a setup message: message 1 is bound (prologue) to the fresh job id, so a
   message 1 from an earlier job or communicator fails; within the job it is bound to
   its (child, parent) pair, so it cannot be moved to another edge, and each slot is
   received exactly once. Message 2 is bound to the child's fresh ephemeral key of this
   handshake (``ee``), so a replayed message 2 fails to decrypt. A failed check fails
-  the setup on every rank (step 3); it never yields a key. Tested in
+  the setup on every rank (step 4); it never yields a key. Tested in
   ``tests/unit/test_comm_secret.py`` (sans-I/O edges) and ``tests/mpi/comm_setup_replay.py``.
 - Deadlock freedom of the setup: messages flow down the tree and back up one edge at
-  a time; a rank blocks only on its parent (DOWN1, DOWN2) and its children (UP), which
-  never wait on it in turn. No lazy handshake exists later, so the legal MPI pattern
+  a time, then the key reports up and down; a rank blocks only on its parent (DOWN1,
+  DOWN2, the union) and its children (UP, their reports), which never wait on it in
+  turn. No lazy handshake exists later, so the legal MPI pattern
   "both ranks Send, then both Recv" cannot deadlock on keys.
 
 Setup cost per rank: at most three handshakes (one with the parent, one with each of
-two children), a constant number of collectives of constant size, and no per-peer
-work (a pair's keys are derived on its first record): independent of the world size.
-The latency grows with the depth of the tree, ``log2(size)`` levels of three small
-messages. ``bench/comm.py`` prints the CPU per rank at 2, 8 and 32 ranks and the model.
+two children), at most six key reports (HMACs) of one entry per distinct key in the
+job, a constant number of collectives of constant size, and no per-peer work (a pair's
+keys are derived on its first record): independent of the world size. The latency
+grows with the depth of the tree, ``log2(size)`` levels of three small messages, then
+twice ``log2(size)`` levels of one key report. ``bench/comm.py`` prints the CPU per
+rank at 2, 8 and 32 ranks and the model.
 """
 
 from __future__ import annotations
@@ -89,7 +110,7 @@ from ..wire.noise import DHLEN, HandshakeState, ProtocolName
 from ..wire.record import HEADER_SIZE, SESSION_SIZE, Header, RecordType, parse_header
 from .communicator import SecureComm
 from .lane import Stats
-from .secret import SECRET_SIZE, CommSecret
+from .secret import SECRET_SIZE, CommSecret, key_report_size, open_keys, seal_keys
 
 PROTOCOL = "Noise_KK_25519_AESGCM_SHA256"
 SERVICE = "mpish.comm.tree"
@@ -203,6 +224,7 @@ class _Outcome:
     no_secret: int = 0  # 1 if this rank ended without the secret (whatever the reason)
     refused: list[tuple[int, int, bytes, bytes]] = field(default_factory=list)  # refuser, refused, keys
     failures: list[str] = field(default_factory=list)
+    proven: dict[bytes, int] = field(default_factory=dict)  # keys proven in this rank's handshakes -> rank
 
 
 def _post(comm: Any, slot: bytes | bytearray, dest: int) -> Any:
@@ -210,8 +232,13 @@ def _post(comm: Any, slot: bytes | bytearray, dest: int) -> Any:
     return comm.Isend([bytes(slot).ljust(SLOT, b"\0"), MPI.BYTE], dest, SETUP_TAG)
 
 
-def _receive(comm: Any, source: int, size: int = SLOT) -> memoryview | None:
-    """The next setup message from ``source``; None (a failed slot) if it is not ``size`` bytes.
+def _receive(comm: Any, source: int) -> memoryview | None:
+    """The next setup slot from ``source``; None (a failed slot) if it is not :data:`SLOT` bytes."""
+    return _match(comm, source, SLOT, SLOT)
+
+
+def _match(comm: Any, source: int, least: int, most: int) -> memoryview | None:
+    """The next setup message from ``source``; None if it is not ``least`` to ``most`` bytes.
 
     Matched first (``Mprobe``), so that a message of another size is received whole and
     dropped instead of truncated (an MPI error on this rank, and a hang on the others).
@@ -220,10 +247,10 @@ def _receive(comm: Any, source: int, size: int = SLOT) -> memoryview | None:
         status = MPI.Status()
         message = comm.Mprobe(source, SETUP_TAG, status)
         count = status.Get_count(MPI.BYTE)
-        if count != size:
+        if not least <= count <= most:
             discard(message, count)
             return None
-        buf = bytearray(size)
+        buf = bytearray(count)
         message.Recv([buf, MPI.BYTE])
     except MPI.Exception:
         return None
@@ -247,6 +274,7 @@ def _tree(
         job = secrets.token_bytes(SESSION_SIZE)
         if identity is not None:
             secret = secrets.token_bytes(SECRET_SIZE)
+            outcome.proven[identity.public] = rank
         healthy = identity is not None
     else:
         down1 = _receive(comm, parent)
@@ -297,6 +325,7 @@ def _tree(
                     below = Edge(protocol, job, child, rank, size, edge_world(comm, child, rank))
                     answer = below.answer(identity, child_key, up[1 + DHLEN :], secret)
                     status = OK
+                    outcome.proven.setdefault(child_key, child)
                 except (MpishError, ValueError) as exc:  # ValueError: a degenerate key from cryptography
                     status = FAILED
                     outcome.failures.append(f"rank {rank} from rank {child}: {exc}")
@@ -304,6 +333,56 @@ def _tree(
     MPI.Request.Waitall(sends)
     outcome.no_secret = int(secret is None)
     return job, secret
+
+
+def _send_keys(comm: Any, report: bytes, dest: int) -> Any:
+    return comm.Isend([report, MPI.BYTE], dest, SETUP_TAG)
+
+
+def _check_keys(
+    comm: Any,
+    protocol: ProtocolName,
+    job: bytes,
+    secret: bytes | None,
+    trusted: frozenset[bytes] | set[bytes],
+    public: bytes,
+    outcome: _Outcome,
+) -> None:
+    """Step 4: gather the keys proven in the tree's handshakes up to rank 0, hand their union
+    down, and refuse every key of it this rank does not trust (see the module doc)."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    parent, children = parent_of(rank), children_of(rank, size)
+    least, most = key_report_size(0), key_report_size(size)
+    known = dict(outcome.proven)
+    union: dict[bytes, int] | None = None
+    sends: list[Any] = []
+
+    def read(peer: int) -> dict[bytes, int] | None:
+        report = _match(comm, peer, least, most)
+        if secret is None:
+            return None  # this rank's failure is flagged already
+        try:
+            if report is None:
+                raise AuthenticationError(f"a malformed key report from rank {peer}")
+            return open_keys(protocol, secret, job, peer, rank, bytes(report), size)
+        except AuthenticationError as exc:
+            outcome.failures.append(f"rank {rank}: {exc}")
+            return None
+
+    for child in children:
+        for key, holder in (read(child) or {}).items():
+            known[key] = min(holder, known.get(key, holder))
+    if parent is None:
+        union = known if secret is not None else None
+    else:
+        sends.append(_send_keys(comm, seal_keys(protocol, secret, job, rank, parent, known), parent))
+        union = read(parent)
+    for child in children:
+        sends.append(_send_keys(comm, seal_keys(protocol, secret, job, rank, child, union), child))
+    for key, holder in sorted((union or {}).items(), key=lambda item: item[1]):
+        if key not in trusted:
+            outcome.refused.append((rank, holder, key, public))
+    MPI.Request.Waitall(sends)
 
 
 def _refusal_report(comm: Any, outcome: _Outcome, size: int) -> str:
@@ -399,6 +478,8 @@ def secure(
         local_error, identity, outcome.no_key = exc, None, 1
     try:
         job, secret = _tree(p2p, identity, trusted or frozenset(), name, outcome)
+        public = identity.public if identity is not None else bytes(DHLEN)
+        _check_keys(p2p, name, job, secret, trusted or frozenset(), public, outcome)
         _agree(p2p, outcome, local_error)
     except BaseException:
         p2p.Free()
