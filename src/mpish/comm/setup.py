@@ -94,6 +94,7 @@ rank at 2, 8 and 32 ranks and the model.
 
 from __future__ import annotations
 
+import os
 import secrets
 from array import array
 from collections.abc import Callable
@@ -245,7 +246,8 @@ def _match(comm: Any, source: int, least: int, most: int) -> memoryview | None:
     """
     try:
         status = MPI.Status()
-        message = comm.Mprobe(source, SETUP_TAG, status)
+        while (message := comm.Improbe(source, SETUP_TAG, status)) is None:
+            os.sched_yield()  # oversubscribed ranks: let the sender run (a blocking Mprobe spins)
         count = status.Get_count(MPI.BYTE)
         if not least <= count <= most:
             discard(message, count)
