@@ -1,14 +1,32 @@
-"""Ping-pong latency and bandwidth: raw mpi4py vs mpish.secure(comm) vs the seed's RSA+EAX scheme.
+"""mpish.secure(comm) against raw mpi4py, its floor and the seed's RSA+EAX scheme; setup cost.
 
-Run: ``mpiexec -n 2 python bench/comm.py`` (MPISH_HOME must hold an mpish key; a
-temporary one is made when it is unset). Rank 0 then launches
-``mpiexec -n 32 python bench/comm.py --setup`` itself to time ``secure(COMM_WORLD)``
-at 32 ranks. Prints a table, then one RESULT line.
+Run: ``python bench/comm.py`` (not under mpiexec: it launches its own jobs). MPISH_HOME
+must hold an mpish key, else a temporary one is made. One invocation runs:
+
+1. ``mpiexec -n 2`` on shared memory: ping-pongs of raw mpi4py, secure(comm) and the
+   seed's scheme, and the floor of the secure round trip measured in the same rounds;
+2. ``mpiexec -n 2`` over TCP (MPICH: ``MPIR_CVAR_NOLOCAL=1 MPIR_CVAR_CH4_NETMOD=ofi
+   FI_PROVIDER=tcp``): raw and secure ping-pongs;
+3. ``mpiexec -n 2, 8, 32`` (oversubscribed on this machine): ``secure(COMM_WORLD)``,
+   per-rank setup CPU.
 
 Robust to a loaded machine: for each size the modes run in short rounds, one after the
 other (raw, secure, seed, raw, secure, seed, ...), ROUNDS times; the table shows the
 median round of each mode and every ratio is the median of the per-round ratios, so
 raw and secure are always measured side by side under the same load.
+
+The floor of a 1 KiB round trip is the raw round trip plus two seals and two opens of
+1 KiB, timed in the same round with the AEAD object the secure communicator's sealer
+uses (AES-256-GCM with the 44-byte header as associated data); the bandwidth floor is
+min(raw, seal, open). ``floor_rtt_ratio_1k`` is secure / floor: what the record layer,
+matching and Python cost on top of the cipher.
+
+Setup CPU: per rank, the CPU time of ``secure(COMM_WORLD)`` minus the CPU time spent
+inside MPI calls (the communicator is wrapped in a proxy that times them): with 32
+ranks on 2 cores a waiting rank spins in MPI, so its CPU time says nothing about the
+setup's own work. Each rank's figure is its least over 5 runs (interference only adds
+CPU time); the RESULT is the slowest rank's. The model for 10,000
+and 100,000 ranks multiplies what grows with the world size (see comm/setup.py).
 
 The seed scheme (seeds/004): every message gets a fresh AES-128 key, wrapped with the
 receiver's RSA-2048 key (OAEP), and the payload is sealed with AES-EAX; the pieces go
@@ -17,6 +35,9 @@ through mpi4py's pickle-based ``send``/``recv``.
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import os
 import statistics
 import subprocess
@@ -29,9 +50,11 @@ from typing import Any
 
 SIZES = (8, 1024, 64 * 1024, 1 << 20, 16 << 20)
 LABELS = {8: "8 B", 1024: "1 KiB", 64 * 1024: "64 KiB", 1 << 20: "1 MiB", 16 << 20: "16 MiB"}
-
-
 ROUNDS = 7
+SETUP_RANKS = (2, 8, 32)
+TCP_ENV = {"MPIR_CVAR_NOLOCAL": "1", "MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"}
+SHM_MODES = ("raw-buf", "raw-obj", "secure-buf", "secure-obj", "seed")
+TCP_MODES = ("raw-buf", "secure-buf")
 
 
 def _iterations(size: int, mode: str) -> int:
@@ -41,77 +64,64 @@ def _iterations(size: int, mode: str) -> int:
     return {8: 500, 1024: 500, 65536: 100, 1 << 20: 12, 16 << 20: 3}[size]
 
 
-def _ensure_home() -> None:
-    if os.environ.get("MPISH_HOME"):
-        return
-    # One temporary home for all ranks: rank 0's launcher sets it before mpiexec when unset.
-    raise SystemExit("set MPISH_HOME to a directory holding an mpish key (mpish keygen)")
+# -- worker: setup cost (inside mpiexec -n N)
 
 
-def setup_run() -> None:
-    """Inside ``mpiexec -n 32``: time secure(COMM_WORLD) (max over ranks, best of 3)."""
+class _Timed:
+    """A communicator whose MPI calls add their CPU time to ``_Timed.inside``."""
+
+    inside = 0.0
+    _MAKERS = frozenset({"Dup", "Split", "Split_type", "Create", "Create_group"})
+
+    def __init__(self, comm: Any) -> None:
+        self._comm = comm
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._comm, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = time.process_time()
+            try:
+                result = attr(*args, **kwargs)
+            finally:
+                _Timed.inside += time.process_time() - start
+            return _Timed(result) if name in self._MAKERS else result
+
+        return call
+
+
+def setup_run(repeats: int = 5) -> None:
+    """Time secure(COMM_WORLD): per rank, the least CPU outside MPI calls over ``repeats``
+    runs (interference only ever adds CPU time), then the slowest rank and the mean."""
     from mpi4py import MPI
 
     import mpish
 
     world = MPI.COMM_WORLD
-    best = float("inf")
-    for _ in range(3):
+    cpus, walls = [], []
+    for _ in range(repeats):
         world.Barrier()
-        start = time.perf_counter()
-        comm = mpish.secure(world)
-        elapsed = time.perf_counter() - start
-        slowest = world.allreduce(elapsed, op=MPI.MAX)
-        best = min(best, slowest)
+        _Timed.inside = 0.0
+        wall, cpu = time.perf_counter(), time.process_time()
+        comm = mpish.secure(_Timed(world))
+        cpus.append(time.process_time() - cpu - _Timed.inside)
+        walls.append(time.perf_counter() - wall)
         comm.Free()
-    if world.Get_rank() == 0:
-        print(f"SETUP ranks={world.Get_size()} setup_ms={best * 1000:.1f}", flush=True)
+    values = world.gather((min(cpus), min(walls)), 0)
+    if values is not None:
+        best = [c for c, _ in values]
+        result = {
+            "ranks": world.Get_size(),
+            "cpu_ms_max": max(best) * 1000,
+            "cpu_ms_mean": statistics.mean(best) * 1000,
+            "wall_ms": max(w for _, w in values) * 1000,
+        }
+        print("SETUP " + json.dumps(result), flush=True)
 
 
-def pair_handshake_ms(rounds: int = 100) -> float:
-    """CPU time of one KK handshake, both sides, for extrapolating the setup to many ranks."""
-    from mpish.wire.channel import Binding
-    from mpish.wire.noise import HandshakeState, generate_keypair, public_bytes
-
-    name = "Noise_KK_25519_AESGCM_SHA256"
-    a, b = generate_keypair(), generate_keypair()
-    prologue = Binding(b"\0" * 16, 0, 1, "bench").prologue(name)
-    start = time.perf_counter()
-    for _ in range(rounds):
-        i = HandshakeState(name, initiator=True, prologue=prologue, s=a, rs=public_bytes(b))
-        r = HandshakeState(name, initiator=False, prologue=prologue, s=b, rs=public_bytes(a))
-        r.read_message(i.write_message(b""))
-        i.read_message(r.write_message(b""))
-    return (time.perf_counter() - start) / rounds * 1000
-
-
-def launch_setup(ranks: int) -> float:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PMI_", "PMIX_", "HYDRA_", "MPIR_", "MPICH_"))
-    }
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    proc = subprocess.run(
-        [
-            str(mpiexec if mpiexec.exists() else "mpiexec"),
-            "-n",
-            str(ranks),
-            sys.executable,
-            __file__,
-            "--setup",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("SETUP"):
-            fields = dict(item.split("=") for item in line.split()[1:])
-            return float(fields["setup_ms"])
-    raise RuntimeError(f"setup run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+# -- worker: ping-pongs (inside mpiexec -n 2)
 
 
 class Seed:
@@ -142,7 +152,7 @@ class Seed:
         return plain
 
 
-def pingpong(mode: str, size: int, raw: Any, sec: Any, seed: Seed) -> Callable[[int], float]:
+def pingpong(mode: str, size: int, raw: Any, sec: Any, seed: Seed | None) -> Callable[[int], float]:
     """A function timing ``n`` round trips of ``size`` bytes; returns seconds per round trip."""
     import numpy as np
 
@@ -173,6 +183,7 @@ def pingpong(mode: str, size: int, raw: Any, sec: Any, seed: Seed) -> Callable[[
                 comm.send(comm.recv(None, peer, 1), peer, 1)
 
     else:
+        assert seed is not None
 
         def once() -> None:
             if rank == 0:
@@ -193,16 +204,76 @@ def pingpong(mode: str, size: int, raw: Any, sec: Any, seed: Seed) -> Callable[[
     return timed
 
 
-def measure(size: int, modes: tuple[str, ...], raw: Any, sec: Any, seed: Seed) -> dict[str, list[float]]:
-    """Per mode, ROUNDS samples of seconds per round trip, the modes interleaved round by round."""
-    runs = {mode: pingpong(mode, size, raw, sec, seed) for mode in modes}
-    for mode, run in runs.items():  # warm-up
-        run(max(2, _iterations(size, mode) // 5))
-    samples: dict[str, list[float]] = {mode: [] for mode in modes}
-    for _ in range(ROUNDS):
-        for mode, run in runs.items():
-            samples[mode].append(run(_iterations(size, mode)))
-    return samples
+def floor_costs(sec: Any) -> dict[str, float]:
+    """Seconds per 1 KiB seal and open, and per-byte 1 MiB seal and open, with the sealer's AEAD."""
+    sealer = sec._p2p.sealers[1]
+    aead = sealer._channels[1].aead  # the AES-GCM object that seals tag 1 to rank 1
+    nonce, header = bytes(12), bytes(44)
+    small, big = bytes(1024), bytes(1 << 20)
+    sealed_small, sealed_big = aead.encrypt(nonce, small, header), aead.encrypt(nonce, big, header)
+    out, plain = bytearray(len(sealed_big)), bytearray(1 << 20)
+    costs = {}
+    for name, fn, n in (
+        ("seal_1k", lambda: aead.encrypt(nonce, small, header), 2000),
+        ("open_1k", lambda: aead.decrypt(nonce, sealed_small, header), 2000),
+        ("seal_1m", lambda: aead.encrypt_into(nonce, big, header, out), 20),
+        ("open_1m", lambda: aead.decrypt_into(nonce, sealed_big, header, plain), 20),
+    ):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        costs[name] = (time.perf_counter() - start) / n
+    return costs
+
+
+def pingpong_run(modes: tuple[str, ...], rounds: int) -> None:
+    """Per mode and size, ``rounds`` samples of seconds per round trip, modes interleaved."""
+    from mpi4py import MPI
+
+    import mpish
+
+    world = MPI.COMM_WORLD
+    if world.Get_size() != 2:
+        raise SystemExit("the ping-pong runs with mpiexec -n 2")
+    raw = world.Dup()
+    sec = mpish.secure(world)
+    seed = Seed(raw) if "seed" in modes else None
+    samples: dict[str, list[float]] = {}
+    floors: dict[str, list[float]] = {}
+    for size in SIZES:
+        runs = {mode: pingpong(mode, size, raw, sec, seed) for mode in modes}
+        for run in runs.values():  # warm-up
+            run(max(2, _iterations(size, "raw-buf") // 5))
+        for _ in range(rounds):
+            for mode, run in runs.items():
+                samples.setdefault(f"{mode} {size}", []).append(run(_iterations(size, mode)))
+            if size == 1024 and world.Get_rank() == 0:  # the floor, in the same round
+                for key, value in floor_costs(sec).items():
+                    floors.setdefault(key, []).append(value)
+    raw.Barrier()
+    assert sec.rejected == 0
+    if world.Get_rank() == 0:
+        print("SAMPLES " + json.dumps({"samples": samples, "floors": floors}), flush=True)
+    sec.Free()
+    raw.Free()
+
+
+# -- driver (no MPI in this process)
+
+
+def _launch(ranks: int, args: list[str], extra_env: dict[str, str], prefix: str) -> dict[str, Any]:
+    drop = ("PMI_", "PMIX_", "HYDRA_", "MPIR_", "FI_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(extra_env)
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    command = [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(ranks), sys.executable, __file__]
+    proc = subprocess.run(command + args, env=env, capture_output=True, text=True, timeout=900, check=False)
+    for line in proc.stdout.splitlines():
+        if line.startswith(prefix + " "):
+            result: dict[str, Any] = json.loads(line[len(prefix) + 1 :])
+            return result
+    failed = f"{' '.join(command + args)} failed ({proc.returncode})"
+    raise RuntimeError(f"{failed}:\n{proc.stdout}\n{proc.stderr}")
 
 
 def median_ratio(num: list[float], den: list[float]) -> float:
@@ -210,139 +281,134 @@ def median_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den, strict=True))
 
 
-def _aead_rates(name: str, cls: Any) -> str:
-    """Speeds of one AEAD of ``cryptography`` on one core, and with two threads sealing."""
-    import threading
-
-    data, nonce, ad = bytes(1 << 20), bytes(12), bytes(44)
-    aeads = [cls(bytes(32)), cls(bytes(32))]
-    outs = [bytearray((1 << 20) + 16), bytearray((1 << 20) + 16)]
-
-    def seal(n: int, k: int) -> None:
-        for _ in range(n):
-            aeads[k].encrypt_into(nonce, data, ad, outs[k])
-
-    seal(10, 0)
-    start = time.perf_counter()
-    seal(200, 0)
-    serial = time.perf_counter() - start
-    opened, sealed = bytearray(1 << 20), aeads[0].encrypt(nonce, data, ad)
-    start = time.perf_counter()
-    for _ in range(200):
-        aeads[0].decrypt_into(nonce, sealed, ad, opened)
-    opening = time.perf_counter() - start
-    threads = [threading.Thread(target=seal, args=(100, k)) for k in range(2)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    parallel = time.perf_counter() - start
-    small = bytes(1024)
-    start = time.perf_counter()
-    for _ in range(20000):
-        aeads[0].encrypt(nonce, small, ad)
-    one_k = (time.perf_counter() - start) / 20000
-    gigabytes = 200 * len(data) / 1e9
-    return (
-        f"{name}: seal {gigabytes / serial:.2f} GB/s, open {gigabytes / opening:.2f} GB/s on one core; "
-        f"1 KiB seal {one_k * 1e6:.2f} us; two threads sealing: x{serial / parallel:.2f}"
-    )
+def spread(num: list[float], den: list[float]) -> str:
+    ratios = sorted(a / b for a, b in zip(num, den, strict=True))
+    return f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}..{ratios[-1]:.2f})"
 
 
-def crypto_rates() -> str:
-    """AES-GCM and ChaCha20-Poly1305 speeds (a speedup > 1 with two threads: the GIL is released)."""
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+def pair_handshake_ms(rounds: int = 100) -> float:
+    """CPU time of one KK handshake, both sides (what the eager pairwise setup paid per pair)."""
+    from mpish.wire.channel import Binding
+    from mpish.wire.noise import HandshakeState, generate_keypair, public_bytes
 
-    return "\n".join(
-        _aead_rates(name, cls)
-        for name, cls in (("AES-256-GCM", AESGCM), ("ChaCha20-Poly1305", ChaCha20Poly1305))
-    )
+    name = "Noise_KK_25519_AESGCM_SHA256"
+    a, b = generate_keypair(), generate_keypair()
+    prologue = Binding(b"\0" * 16, 0, 1, "bench").prologue(name)
+    start = time.process_time()
+    for _ in range(rounds):
+        i = HandshakeState(name, initiator=True, prologue=prologue, s=a, rs=public_bytes(b))
+        r = HandshakeState(name, initiator=False, prologue=prologue, s=b, rs=public_bytes(a))
+        r.read_message(i.write_message(b""))
+        i.read_message(r.write_message(b""))
+    return (time.process_time() - start) / rounds * 1000
 
 
-def main() -> None:
-    if "--setup" in sys.argv:
-        setup_run()
-        return
-    from mpi4py import MPI
-
-    import mpish
-
-    world = MPI.COMM_WORLD
-    if world.Get_size() != 2:
-        raise SystemExit("run with mpiexec -n 2")
-    _ensure_home()
-    raw = world.Dup()
-    sec = mpish.secure(world)
-    seed = Seed(raw)
-    modes = ("raw-buf", "raw-obj", "secure-buf", "secure-obj", "seed")
-    load_before = os.getloadavg()[0]
-    samples: dict[tuple[str, int], list[float]] = {}
-    for size in SIZES:
-        for mode, values in measure(size, modes, raw, sec, seed).items():
-            samples[mode, size] = values
-    table = {key: statistics.median(values) for key, values in samples.items()}
-    assert sec.rejected == 0
-    setup_ms, pair_ms, rates = float("nan"), float("nan"), ""
-    if world.Get_rank() == 0:
-        pair_ms = pair_handshake_ms()
-        rates = crypto_rates()
-        try:
-            setup_ms = launch_setup(32)
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            print(f"setup run failed: {exc}", file=sys.stderr)
-    request = raw.Ibarrier()  # rank 1 waits without spinning a core while rank 0 runs the 32-rank job
-    while not request.Test():
-        time.sleep(0.01)
-    if world.Get_rank() != 0:
-        return
-
-    print(f"{'size':>8} | " + " | ".join(f"{m + ' RTT us':>16} {'MB/s':>8}" for m in modes))
+def table(name: str, data: dict[str, Any], modes: tuple[str, ...]) -> None:
+    samples = data["samples"]
+    print(f"== {name}: median round trip (us) and bandwidth (2 x size / RTT, MB/s)")
+    print(f"{'size':>8} | " + " | ".join(f"{m + ' us':>14} {'MB/s':>7}" for m in modes))
     for size in SIZES:
         cells = []
         for mode in modes:
-            rtt = table[mode, size]
-            cells.append(f"{rtt * 1e6:16.1f} {2 * size / rtt / 1e6:8.1f}")
+            rtt = statistics.median(samples[f"{mode} {size}"])
+            cells.append(f"{rtt * 1e6:14.1f} {2 * size / rtt / 1e6:7.0f}")
         print(f"{LABELS[size]:>8} | " + " | ".join(cells))
-    print(
-        f"secure(COMM_WORLD) at 32 ranks on {os.cpu_count()} cores: {setup_ms:.1f} ms; one KK handshake "
-        f"(both sides): {pair_ms:.3f} ms, so eager setup costs each rank ~{pair_ms / 2:.2f} ms x (ranks - 1) "
-        f"of CPU: ~{pair_ms / 2 * 9999 / 1000:.1f} s at 10,000 ranks"
-    )
-    print(rates)
-    print(
-        f"load average (1 min) {load_before:.1f} before the ping-pongs, {os.getloadavg()[0]:.1f} after, "
-        f"on {os.cpu_count()} cores: above ~1 the raw RTTs rise and every ratio drifts towards 1"
-    )
-    print(f"ratios: median of {ROUNDS} side-by-side rounds (min..max):")
+    print(f"   secure-buf / raw-buf RTT, median of {len(samples['raw-buf 8'])} rounds (min..max):")
     for size in SIZES:
-        ratios = sorted(
-            a / b for a, b in zip(samples["secure-buf", size], samples["raw-buf", size], strict=True)
-        )
-        print(
-            f"  {LABELS[size]:>6} secure-buf / raw-buf RTT {statistics.median(ratios):.2f} "
-            f"({ratios[0]:.2f}..{ratios[-1]:.2f})"
-        )
-    rtt_ratio = median_ratio(samples["secure-buf", 1024], samples["raw-buf", 1024])
-    bw_1m = median_ratio(samples["raw-buf", 1 << 20], samples["secure-buf", 1 << 20])
-    bw_16m = median_ratio(samples["raw-buf", 16 << 20], samples["secure-buf", 16 << 20])
-    speedup = median_ratio(samples["seed", 1024], samples["secure-buf", 1024])
-    print(
-        f"RESULT rtt_ratio_1k={rtt_ratio:.2f} bw_ratio_1m={bw_1m:.2f} bw_ratio_16m={bw_16m:.2f} "
-        f"seed_speedup_1k={speedup:.0f} setup_ms_32={setup_ms:.1f}"
-    )
-    sec.Free()
-    raw.Free()
+        print(f"  {LABELS[size]:>6} {spread(samples[f'secure-buf {size}'], samples[f'raw-buf {size}'])}")
 
 
-if __name__ == "__main__":
-    if "--setup" not in sys.argv and not os.environ.get("MPISH_HOME") and "PMI_RANK" not in os.environ:
-        # Convenience: `python bench/comm.py` alone re-launches itself under mpiexec -n 2 with a temp key.
+def floor_rtts(data: dict[str, Any]) -> list[float]:
+    floors, raw = data["floors"], data["samples"]["raw-buf 1024"]
+    return [r + 2 * s + 2 * o for r, s, o in zip(raw, floors["seal_1k"], floors["open_1k"], strict=True)]
+
+
+def driver(rounds: int) -> None:
+    if not os.environ.get("MPISH_HOME"):
         from mpish.keys import ensure_identity
 
         home = tempfile.mkdtemp(prefix="mpish-bench-")
         ensure_identity(home)
         os.environ["MPISH_HOME"] = home
-        mpiexec = Path(sys.executable).parent / "mpiexec"
-        raise SystemExit(subprocess.call([str(mpiexec), "-n", "2", sys.executable, __file__]))
+    load_before = os.getloadavg()[0]
+    shm = _launch(2, ["--pingpong", *SHM_MODES, "--rounds", str(rounds)], {}, "SAMPLES")
+    tcp = _launch(2, ["--pingpong", *TCP_MODES, "--rounds", str(rounds)], TCP_ENV, "SAMPLES")
+    setups = {n: _launch(n, ["--setup"], {}, "SETUP") for n in SETUP_RANKS}
+    pair_ms = pair_handshake_ms()
+    load_after = os.getloadavg()[0]
+
+    table("shared memory", shm, SHM_MODES)
+    table("TCP (" + " ".join(f"{k}={v}" for k, v in TCP_ENV.items()) + ")", tcp, TCP_MODES)
+    s, t = shm["samples"], tcp["samples"]
+    floors = floor_rtts(shm)
+    f = shm["floors"]
+    seal_bw = statistics.median(1 / x for x in f["seal_1m"]) * (1 << 20) / 1e9
+    open_bw = statistics.median(1 / x for x in f["open_1m"]) * (1 << 20) / 1e9
+    raw_1k = statistics.median(s["raw-buf 1024"])
+    print(
+        f"floor (shared memory): 1 KiB seal {statistics.median(f['seal_1k']) * 1e6:.2f} us, open "
+        f"{statistics.median(f['open_1k']) * 1e6:.2f} us; raw RTT {raw_1k * 1e6:.1f} us "
+        f"+ 2 seals + 2 opens = {statistics.median(floors) * 1e6:.1f} us; secure / floor "
+        f"{spread(s['secure-buf 1024'], floors)}"
+    )
+    for size in (1 << 20, 16 << 20):
+        raw_bw = 2 * size / statistics.median(s[f"raw-buf {size}"]) / 1e9
+        sec_bw = 2 * size / statistics.median(s[f"secure-buf {size}"]) / 1e9
+        print(
+            f"floor bandwidth {LABELS[size]}: min(raw {raw_bw:.2f}, seal {seal_bw:.2f}, "
+            f"open {open_bw:.2f}) = "
+            f"{min(raw_bw, seal_bw, open_bw):.2f} GB/s; secure {sec_bw:.2f} GB/s"
+        )
+    print("setup: secure(COMM_WORLD), CPU per rank outside MPI calls (each rank's best of 5), wall time")
+    for n, setup in setups.items():
+        print(
+            f"  {n:>3} ranks: CPU max {setup['cpu_ms_max']:.2f} ms, mean {setup['cpu_ms_mean']:.2f} ms; "
+            f"wall {setup['wall_ms']:.1f} ms (oversubscribed on {os.cpu_count()} cores)"
+        )
+    top = setups[SETUP_RANKS[-1]]["cpu_ms_max"]
+    for n in (10_000, 100_000):
+        print(
+            f"  model at {n:,} ranks: CPU per rank {top:.2f} ms (bounded: at most one tree parent and two "
+            f"children, see comm/setup.py), {math.ceil(math.log2(n + 1))} tree levels of latency; the eager "
+            f"pairwise KK setup it replaced: {pair_ms / 2 * (n - 1) / 1000:.1f} s per rank "
+            f"({pair_ms:.3f} ms per handshake, both sides)"
+        )
+    print(
+        f"load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores: "
+        "above ~1 the raw RTTs rise and every ratio drifts towards 1"
+    )
+    result = {
+        "rtt_ratio_1k": median_ratio(s["secure-buf 1024"], s["raw-buf 1024"]),
+        "bw_ratio_1m": median_ratio(s[f"raw-buf {1 << 20}"], s[f"secure-buf {1 << 20}"]),
+        "bw_ratio_16m": median_ratio(s[f"raw-buf {16 << 20}"], s[f"secure-buf {16 << 20}"]),
+        "floor_rtt_ratio_1k": median_ratio(s["secure-buf 1024"], floors),
+        "tcp_rtt_ratio_1k": median_ratio(t["secure-buf 1024"], t["raw-buf 1024"]),
+        "tcp_bw_ratio_1m": median_ratio(t[f"raw-buf {1 << 20}"], t[f"secure-buf {1 << 20}"]),
+        "tcp_bw_ratio_16m": median_ratio(t[f"raw-buf {16 << 20}"], t[f"secure-buf {16 << 20}"]),
+    }
+    line = " ".join(f"{key}={value:.2f}" for key, value in result.items())
+    speedup = median_ratio(s["seed 1024"], s["secure-buf 1024"])
+    print(
+        f"RESULT {line} seed_speedup_1k={speedup:.0f} setup_cpu_ms_2={setups[2]['cpu_ms_max']:.2f} "
+        f"setup_cpu_ms_32={setups[32]['cpu_ms_max']:.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--setup", action="store_true", help="worker: time secure(COMM_WORLD)")
+    parser.add_argument("--pingpong", nargs="+", choices=SHM_MODES, help="worker: ping-pong these modes")
+    args = parser.parse_args()
+    if args.setup:
+        setup_run()
+    elif args.pingpong:
+        pingpong_run(tuple(args.pingpong), args.rounds)
+    elif "PMI_RANK" in os.environ or "PMIX_RANK" in os.environ:
+        raise SystemExit("run python bench/comm.py without mpiexec: it starts its own jobs")
+    else:
+        driver(args.rounds)
+
+
+if __name__ == "__main__":
     main()

@@ -362,6 +362,10 @@ def check_comm_management(c: SecureComm, raw: MPI.Intracomm) -> None:
         dup.Set_info(info)
         info.Free()
         assert dup.is_intra and not dup.is_inter and dup.topology == MPI.UNDEFINED
+        # a Create_group that only some ranks made must not put them out of step with the
+        # others: this Dup's keys agree on every rank (was: the ranks of the group derived
+        # other keys, so every record between them and the rest was dropped as forged)
+        assert dup.allreduce(r) == n * (n - 1) // 2
         dup.Free()
         if comm is c or MPI.Get_version() >= (4, 1):  # per-communicator buffers: MPI 4.1
             comm.Attach_buffer(bytearray(1 << 12))

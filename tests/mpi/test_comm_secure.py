@@ -161,7 +161,8 @@ def test_rank_with_another_users_key_is_refused(tmp_path: Path) -> None:
     assert proc.returncode == 0, explain(proc)
     for rank in range(3):  # every rank raised, none hung (lines of several ranks may interleave)
         assert f"REFUSED {rank} secure(): untrusted mpish key" in proc.stdout, explain(proc)
-    assert proc.stdout.count(f"rank 2 ({mallory.fingerprint}) is not trusted by 2 of 3") == 3, explain(proc)
+    # the tree parent's refusal is named first, on every rank (comm/setup.py)
+    assert proc.stdout.count(f"rank 2 ({mallory.fingerprint}) is not trusted by rank 0") == 3, explain(proc)
     assert "ACCEPTED" not in proc.stdout
 
 
@@ -173,3 +174,71 @@ def test_authorized_keys_admit_another_key(tmp_path: Path) -> None:
     proc = _mpmd([tmp_path / "alice", tmp_path / "bob"], "accept")
     assert proc.returncode == 0, explain(proc)
     assert "ACCEPTED 0" in proc.stdout and "ACCEPTED 1" in proc.stdout, explain(proc)
+
+
+def test_replayed_setup_messages_fail_the_setup_on_every_rank(home: Path) -> None:
+    proc = run(["-n", "3", PYTHON, str(HERE / "comm_setup_replay.py")], home)
+    assert proc.returncode == 0, explain(proc)
+    for case in ("hello", "answer", "hello-rebound", "answer-rebound"):
+        for rank in range(3):
+            expected = f"REJECTED {case} {rank} secure(): the setup handshake failed"
+            assert expected in proc.stdout, explain(proc)
+    assert proc.stdout.count("ALL OK") == 3, explain(proc)
+
+
+def _rogue_job(case: str, roles: list[str], home: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """MPMD: one program per world rank, ``honest`` (secure()) or ``rogue`` (no key, fakes the setup)."""
+    args: list[str] = []
+    for index, role in enumerate(roles):
+        args += [":"] if index else []
+        args += ["-n", "1", PYTHON, str(HERE / "comm_setup_rogue.py"), role, case, *extra]
+    return run(args, home)
+
+
+def _every_honest_rank_raised(proc: subprocess.CompletedProcess[str], roles: list[str], message: str) -> None:
+    for rank, role in enumerate(roles):
+        if role == "honest":
+            assert f"RAISED {rank} AuthenticationError: secure(): {message}" in proc.stdout, explain(proc)
+    assert "RETURNED" not in proc.stdout and "BLOCKED" not in proc.stdout, explain(proc)
+
+
+def test_keyless_child_cannot_cancel_its_parents_failure_in_the_agreement(home: Path) -> None:
+    roles = ["honest", "rogue"]
+    proc = _rogue_job("lie", roles, home)
+    _every_honest_rank_raised(proc, roles, "the setup handshake failed")
+
+
+def test_child_whose_keyless_parent_withholds_the_secret_raises_authentication_error(home: Path) -> None:
+    identity, _ = ensure_identity(home)
+    roles = ["rogue", "honest"]
+    proc = _rogue_job("withhold", roles, home, identity.public.hex())
+    _every_honest_rank_raised(proc, roles, "a rank got no job secret")
+
+
+def test_oversized_setup_message_fails_the_setup_on_every_rank_without_a_hang(home: Path) -> None:
+    roles = ["honest", "rogue", "honest"]
+    proc = _rogue_job("oversize", roles, home)
+    _every_honest_rank_raised(proc, roles, "the setup handshake failed")
+
+
+def test_keyless_rank_cannot_splice_two_setups_into_one(home: Path) -> None:
+    roles = ["honest", "rogue", "honest"]
+    proc = _rogue_job("splice", roles, home)
+    _every_honest_rank_raised(proc, roles, "")
+
+
+def test_trust_is_not_transitive_every_rank_checks_every_key(tmp_path: Path) -> None:
+    """alice trusts bob, bob trusts alice and carol, carol trusts bob: carol, bob's tree child, is refused."""
+    alice, _ = ensure_identity(tmp_path / "alice")
+    bob, _ = ensure_identity(tmp_path / "bob")
+    carol, _ = ensure_identity(tmp_path / "carol")
+    (tmp_path / "alice" / AUTHORIZED_KEYS_NAME).write_text(bob.public_line + "\n")
+    (tmp_path / "bob" / AUTHORIZED_KEYS_NAME).write_text(alice.public_line + "\n" + carol.public_line + "\n")
+    (tmp_path / "carol" / AUTHORIZED_KEYS_NAME).write_text(bob.public_line + "\n")
+    proc = _mpmd([tmp_path / name for name in ("alice", "bob", "alice", "carol")], "refuse")
+    assert proc.returncode == 0, explain(proc)
+    for rank in range(4):
+        assert f"REFUSED {rank} secure(): untrusted mpish key" in proc.stdout, explain(proc)
+    for rank in (0, 2):  # alice's ranks name carol's rank
+        assert f"this rank (rank {rank}) does not trust rank(s) [3]" in proc.stdout, explain(proc)
+    assert carol.fingerprint in proc.stdout and "ACCEPTED" not in proc.stdout, explain(proc)

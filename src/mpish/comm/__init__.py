@@ -2,8 +2,11 @@
 
 One job per module:
 
-- ``setup.py``: :func:`secure` (collective): identities, trust check, KK handshakes, keys;
-- ``lane.py``: the record engine (sealing, matching, progress, dropping forged records);
+- ``setup.py``: :func:`secure` (collective): identities, a job secret down a tree of KK handshakes;
+- ``secret.py``: the per-pair, per-direction, per-lane keys derived from that secret;
+- ``lane.py``: the record engine (sealing, matching, dropping forged records), with
+  ``posted.py`` (posted receives and progress), ``bulk.py`` (messages of several
+  records) and ``limits.py`` (what they share);
 - ``communicator.py``: :class:`SecureComm`, point-to-point, probes, derived communicators;
 - ``collectives.py``: the collectives, built from authenticated point-to-point records;
 - ``reductions.py``: Reduce, Allreduce, Reduce_scatter, Scan (folded at rank 0);

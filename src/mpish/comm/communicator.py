@@ -11,7 +11,6 @@ Everything of the mpi4py API not offered here raises :class:`Unsupported` (both
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import struct
 import warnings
@@ -19,22 +18,12 @@ from typing import Any
 
 from mpi4py import MPI
 
-from ..wire.noise import HashFunctions, ProtocolName
-from ..wire.record import SMALL_RECORD, Opener, Sealer
+from ..wire.record import SMALL_RECORD
 from .buffers import Unsupported, byte_view, set_status
 from .lane import _ACTIVE, Early, Lane, Stats, deliver_early
 from .nonblocking import NonBlocking
 from .requests import PersistentRequest, SecureRequest
-
-_LANE_LABELS = (b"p2p", b"coll")
-
-
-def _derive(hashes: HashFunctions, key: bytes, label: bytes) -> bytes:
-    return hashes.hkdf(key, b"mpish.comm key " + label, 1)[0][:32]
-
-
-def _session(job: bytes, label: bytes) -> bytes:
-    return hashlib.sha256(b"mpish.comm session " + job + b"|" + label).digest()[:16]
+from .secret import LANES, CommSecret
 
 
 def _loads(data: bytes | bytearray) -> Any:
@@ -123,38 +112,20 @@ class SecureComm(NonBlocking):
     """
 
     def __init__(
-        self,
-        comms: tuple[Any, Any, Any, Any],
-        job: bytes,
-        pair_keys: list[tuple[bytes, bytes]],
-        protocol: ProtocolName,
-        stats: Stats | None = None,
+        self, comms: tuple[Any, Any, Any, Any], keys: CommSecret, stats: Stats | None = None
     ) -> None:
         p2p, p2p_bulk, coll, coll_bulk = comms
         self._comms = comms
-        self._job = job
-        self._pair_keys = pair_keys  # peer -> (send key, receive key) of this communicator
-        self._protocol = protocol
+        self._keys = keys  # this communicator's secret: every pair's keys derive from it (secret.py)
         self._derived = 0  # Dup/Split calls so far (equal on every rank: they are collective)
+        self._groups_made: dict[tuple[tuple[int, ...], int], int] = {}  # (members, tag) -> Create_group calls
         self._stats = stats or Stats()
         self.rank: int = p2p.Get_rank()  # attributes, as mpi4py's properties (read-only there)
         self.size: int = p2p.Get_size()
         self._freed = False
         self._bsend_buffer: Any = None
-        lanes = []
-        for label, (main, bulk) in zip(_LANE_LABELS, ((p2p, p2p_bulk), (coll, coll_bulk)), strict=True):
-            session = _session(job, label)
-            sealers, openers = [], []
-            for peer, (send_key, receive_key) in enumerate(pair_keys):
-                cipher, hashes = protocol.cipher, protocol.hash
-                sealers.append(
-                    Sealer(cipher, hashes, _derive(hashes, send_key, label), session, self.rank, peer)
-                )
-                openers.append(
-                    Opener(cipher, hashes, _derive(hashes, receive_key, label), session, peer, self.rank)
-                )
-            lanes.append(Lane(main, bulk, sealers, openers, self._stats))
-        self._p2p, self._coll = lanes
+        self._p2p = Lane(p2p, p2p_bulk, keys, LANES[0], self._stats)
+        self._coll = Lane(coll, coll_bulk, keys, LANES[1], self._stats)
 
     # -- introspection
 
@@ -438,24 +409,31 @@ class SecureComm(NonBlocking):
 
     # -- new communicators (collective): keys derived from this one's, no new handshake
 
-    def _derive_comm(self, comms: tuple[Any, Any, Any, Any], peers: list[int], label: bytes) -> SecureComm:
-        self._derived += 1
-        job = hashlib.sha256(
-            b"mpish.comm derive " + self._job + label + self._derived.to_bytes(8, "big")
-        ).digest()[:16]
-        hashes = self._protocol.hash
-        keys = [
-            (
-                _derive(hashes, self._pair_keys[p][0], b"child " + job),
-                _derive(hashes, self._pair_keys[p][1], b"child " + job),
-            )
-            for p in peers
-        ]
-        return SecureComm(comms, job, keys, self._protocol, self._stats)
+    def _derive_comm(
+        self, comms: tuple[Any, Any, Any, Any], label: bytes, counted: bool = True
+    ) -> SecureComm:
+        """A derived communicator: its secret from this one's and a context every member agrees on.
+
+        The context names this communicator's derivation count, the call and the parent
+        rank of the new rank 0, so disjoint groups of one Split never share keys (secret.py).
+        A call collective over some members only (``counted=False``: Create_group) leaves
+        the count alone, or those members would derive other keys than the rest in every
+        later Dup or Split; its ``label`` is unique by itself (its group and its own count).
+        """
+        if counted:
+            self._derived += 1
+        group, parent = comms[0].Get_group(), self._comms[0].Get_group()
+        leader = MPI.Group.Translate_ranks(group, [0], parent)[0]
+        group.Free()
+        parent.Free()
+        count = self._derived if counted else 0  # counted contexts start at 1: never 0
+        context = struct.pack(">QQ", count, leader) + label
+        keys = self._keys.child(context, comms[0].Get_rank(), comms[0].Get_size())
+        return SecureComm(comms, keys, self._stats)
 
     def Dup(self, info: Any = None) -> SecureComm:
         comms = tuple(c.Dup() for c in self._comms)
-        return self._derive_comm(comms, list(range(self.size)), b"dup")
+        return self._derive_comm(comms, b"dup")
 
     Clone = Dup
 
@@ -467,9 +445,21 @@ class SecureComm(NonBlocking):
         return self._child(tuple(c.Create(group) for c in self._comms), b"create")
 
     def Create_group(self, group: Any, tag: int = 0) -> Any:
-        """As ``Create``, collective over the members of ``group`` only."""
+        """As ``Create``, collective over the members of ``group`` only.
+
+        Its keys' context is the group (its members' ranks here), the tag and how many
+        Create_group of that group and tag this rank made: every member made the same ones,
+        and two calls never share keys."""
         comms = tuple(c.Create_group(group, tag) for c in self._comms)
-        return self._child(comms, b"create_group" + struct.pack(">q", tag))
+        if comms[0] == MPI.COMM_NULL:
+            return MPI.COMM_NULL
+        parent = self._comms[0].Get_group()
+        members = tuple(MPI.Group.Translate_ranks(group, list(range(group.Get_size())), parent))
+        parent.Free()
+        made = self._groups_made.get((members, tag), 0) + 1
+        self._groups_made[(members, tag)] = made
+        label = b"create_group" + struct.pack(f">qQ{len(members)}i", tag, made, *members)
+        return self._derive_comm(comms, label, counted=False)
 
     def Split(self, color: int = 0, key: int = 0) -> Any:
         comms = tuple(c.Split(color, key) for c in self._comms)
@@ -483,11 +473,7 @@ class SecureComm(NonBlocking):
         if comms[0] == MPI.COMM_NULL:
             self._derived += 1  # stay in step with the ranks that got a communicator
             return MPI.COMM_NULL
-        group, parent = comms[0].Get_group(), self._comms[0].Get_group()
-        peers = list(MPI.Group.Translate_ranks(group, list(range(comms[0].Get_size())), parent))
-        group.Free()
-        parent.Free()
-        return self._derive_comm(comms, peers, label)
+        return self._derive_comm(comms, label)
 
     def Free(self) -> None:
         for lane in (self._p2p, self._coll):

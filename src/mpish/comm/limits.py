@@ -1,0 +1,73 @@
+"""What the record engine's modules share: record sizes, the MPI library's quirk, counters,
+and messages already taken out of MPI (by a probe).
+
+Forged traffic (THREAT-MODEL "a forged record may be dropped and counted"): a record
+that fails any check is one of :data:`RECORD_ERRORS`; the engine passes it to
+:meth:`Stats.reject`, which counts it (``comm.rejected``), logs it, hands it to the
+optional ``on_reject`` callback, and raises it only in strict mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mpi4py import MPI
+
+from ..wire.errors import AuthenticationError, RemoteProtocolError, ReplayError
+from ..wire.noise import TAGLEN
+from ..wire.record import HEADER_SIZE, MAX_RECORD_PAYLOAD
+from .buffers import mpi_truncate
+
+log = logging.getLogger("mpish.comm")
+
+RECORD_MAX = HEADER_SIZE + MAX_RECORD_PAYLOAD + TAGLEN
+SINGLE_MAX = 64 * 1024  # a message of at most this many bytes is one record
+FIRST_MAX = HEADER_SIZE + SINGLE_MAX + TAGLEN  # the largest first record
+RECORD_ERRORS = (AuthenticationError, ReplayError, RemoteProtocolError)
+# Open MPI 5 corrupts its heap or crashes when it truncates a large message (btl/sm), and
+# does not report a truncated receive from the process itself: there every blocking
+# receive matches the message first (Mprobe) and drops one larger than any record whole.
+# A receive posted by the user (Irecv) is a real MPI receive still (lane.py's doc).
+MATCH_FIRST = MPI.Get_library_version().startswith("Open MPI")
+
+Envelope = tuple[int, int]  # (source, tag) of a received message
+Result = tuple[int, int, int, bytes | bytearray | None]  # source, tag, nbytes, data (if no sink)
+
+
+@dataclass
+class Stats:
+    """What a communicator (and those derived from it) saw of forged traffic."""
+
+    rejected: int = 0  # records that failed a check and were dropped
+    strict: bool = False  # raise on a rejected record instead of dropping it
+    on_reject: Callable[[BaseException], None] | None = field(default=None, repr=False)
+
+    def reject(self, exc: BaseException) -> None:
+        """Count a rejected record; raise it in strict mode."""
+        self.rejected += 1
+        log.warning("mpish.secure: dropped a record: %s", exc)
+        if self.on_reject is not None:
+            self.on_reject(exc)
+        if self.strict:
+            raise exc
+
+
+@dataclass
+class Early:
+    """A message already taken out of MPI and authenticated (by a probe)."""
+
+    source: int
+    tag: int
+    data: bytes | bytearray
+
+
+def deliver_early(early: Early, sink: memoryview | None) -> Result:
+    n = len(early.data)
+    if sink is None:
+        return early.source, early.tag, n, early.data
+    if n > len(sink):
+        raise mpi_truncate(f"message of {n} bytes, receive buffer of {len(sink)}")
+    sink[:n] = early.data
+    return early.source, early.tag, n, None

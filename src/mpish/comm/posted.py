@@ -1,0 +1,227 @@
+"""Receives posted by the user (Irecv) and the progress that MPI's guarantees need.
+
+Theory of operation
+-------------------
+Progress (MPI's guarantee: every program that completes on the raw communicator
+completes here). A sender posts every record of a message (``Isend``) before it blocks
+on anything, so once a receiver has its first record, the continuation records are
+all on their way and draining them cannot wait on the sender. Receives of first
+records are real MPI receives (``Irecv``), posted when the user posts them. Lanes with
+posted receives are listed in :data:`_ACTIVE`; every blocking call (Send, Recv, Wait,
+Probe, collectives) of any secure communicator polls instead of blocking while that
+list is not empty, and completes any posted receive whose first record arrived,
+draining its continuation records: so a sender waiting for them never waits on a
+receiver that is blocked elsewhere. Without posted receives the calls block in MPI.
+
+A forged first record consumed by a posted ``Irecv`` makes mpish post that receive
+again: if several receives with overlapping envelopes are pending, the genuine messages
+may then complete them in another order than MPI would have matched them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from mpi4py import MPI
+
+from .buffers import matches
+from .limits import FIRST_MAX, MATCH_FIRST, RECORD_ERRORS, Early, Result, Stats, deliver_early
+
+T = TypeVar("T")
+
+_ACTIVE: set[PostedReceives] = set()  # lanes with posted receives, progressed by every blocking call
+
+
+def progress() -> None:
+    """Complete every posted receive (of any secure communicator) whose first record arrived."""
+    for lane in list(_ACTIVE):
+        lane.progress()
+
+
+def wait_all(requests: list[Any]) -> None:
+    """Wait for MPI requests, progressing posted receives meanwhile (see module doc)."""
+    if not _ACTIVE:
+        MPI.Request.Waitall(requests)
+        return
+    while not MPI.Request.Testall(requests):
+        progress()
+
+
+class PerPeer(dict[int, T]):
+    """Per-peer objects made on first use by ``make(peer)`` (indexed like a list by rank)."""
+
+    def __init__(self, make: Callable[[int], T]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, peer: int) -> T:
+        value = self[peer] = self._make(peer)
+        return value
+
+
+class PostedRecv:
+    """An Irecv posted on a lane: the MPI request of its first record and what became of it."""
+
+    __slots__ = ("buf", "done", "error", "obj", "request", "result", "sink", "source", "tag")
+
+    def __init__(self, source: int, tag: int, sink: memoryview | None) -> None:
+        self.source = source
+        self.tag = tag
+        self.sink = sink  # user buffer, or None for a pickled object
+        self.buf = bytearray(0)
+        self.request: Any = None
+        self.done = False
+        self.result: tuple[int, int, int] | None = None  # (source, tag, nbytes)
+        self.obj: bytes | bytearray | None = None
+        self.error: BaseException | None = None
+
+
+class PostedReceives:
+    """The Lane's methods for posted receives (a mixin: the state is the Lane's)."""
+
+    comm: Any
+    stats: Stats
+    posted: list[PostedRecv]
+    _spare: list[bytearray]
+
+    if TYPE_CHECKING:
+
+        def process(
+            self, record: memoryview | bytearray, source: int, tag: int, sink: memoryview | None
+        ) -> Result: ...
+
+        def _oversized(self, exc: Any) -> None: ...
+
+        def _within(self, message: Any, status: Any, limit: int) -> Any: ...
+
+        def take_early(self, source: int, tag: int) -> Early | None: ...
+
+    def _poll_first(self, source: int, tag: int) -> tuple[memoryview, int, int]:
+        """Receive a first record while progressing posted receives (they come first)."""
+        buf = self._spare.pop() if self._spare else bytearray(FIRST_MAX)
+        status = MPI.Status()
+        while MATCH_FIRST:
+            message = self.comm.Improbe(source, tag, status)
+            if message is None:
+                progress()
+            elif self._within(message, status, FIRST_MAX) is not None:
+                message.Recv([buf, MPI.BYTE], status)
+                break
+        while not MATCH_FIRST:
+            request = self.comm.Irecv([buf, MPI.BYTE], source, tag)
+            try:
+                while not request.Test(status):
+                    progress()
+            except MPI.Exception as exc:
+                self._oversized(exc)
+                continue
+            break
+        s, t = status.Get_source(), status.Get_tag()
+        self.flush_posted(s, t, len(self.posted))
+        return memoryview(buf)[: status.Get_count(MPI.BYTE)], s, t
+
+    def post(self, source: int, tag: int, sink: memoryview | None) -> PostedRecv:
+        """Irecv of a first record (a real MPI Irecv, so MPI's matching order holds)."""
+        posted = PostedRecv(source, tag, sink)
+        if source == MPI.PROC_NULL:  # completes at once, empty, as in MPI
+            posted.result, posted.done = (MPI.PROC_NULL, MPI.ANY_TAG, 0), True
+            return posted
+        early = self.take_early(source, tag)
+        if early is not None:
+            try:
+                s, t, n, data = deliver_early(early, sink)
+                posted.result, posted.obj = (s, t, n), data
+            except Exception as exc:
+                posted.error = exc
+            posted.done = True
+            return posted
+        # Room for any first record: a genuine message too long for ``sink`` is received
+        # whole, authenticated and drained, then reported as MPI's ERR_TRUNCATE; an MPI
+        # truncation of this receive is always a forged message.
+        posted.buf = self._spare.pop() if self._spare else bytearray(FIRST_MAX)
+        posted.request = self.comm.Irecv([posted.buf, MPI.BYTE], source, tag)
+        self.posted.append(posted)
+        _ACTIVE.add(self)
+        return posted
+
+    def complete(self, posted: PostedRecv, *, block: bool, once: bool = False) -> bool:
+        """Complete ``posted`` if its first record arrived (or wait for it when ``block``).
+
+        ``once``: stop after one record was processed even if it was rejected (flush).
+        """
+        status = MPI.Status()
+        while not posted.done:
+            request = posted.request
+            if request is None:  # its first record is being processed further up the stack
+                return False
+            try:
+                if once or (block and len(self.posted) == 1 and len(_ACTIVE) == 1):
+                    request.Wait(status)  # matched already (flush), or nothing else to progress
+                elif not request.Test(status):
+                    if not block:
+                        return False
+                    progress()
+                    continue
+            except MPI.Exception as exc:
+                try:
+                    self._oversized(exc)
+                except BaseException as error:  # strict mode, or another MPI error
+                    self._finish(posted, error)
+                    return True
+                posted.request = self.comm.Irecv([posted.buf, MPI.BYTE], posted.source, posted.tag)
+                if once:
+                    return False
+                continue
+            posted.request = None
+            self._first_arrived(posted, status)
+            if once:
+                break
+        return posted.done
+
+    def _first_arrived(self, posted: PostedRecv, status: Any) -> None:
+        s, t, count = status.Get_source(), status.Get_tag(), status.Get_count(MPI.BYTE)
+        self.flush_posted(s, t, self.posted.index(posted))
+        try:
+            _, _, n, data = self.process(memoryview(posted.buf)[:count], s, t, posted.sink)
+        except RECORD_ERRORS as exc:
+            try:
+                self.stats.reject(exc)
+            except BaseException as error:
+                self._finish(posted, error)
+                return
+            # Dropped: wait for the genuine message (posted again, now last in MPI's queue).
+            self.posted.remove(posted)
+            self.posted.append(posted)
+            posted.request = self.comm.Irecv([posted.buf, MPI.BYTE], posted.source, posted.tag)
+            return
+        except Exception as exc:
+            self._finish(posted, exc)
+            return
+        posted.result, posted.obj = (s, t, n), data
+        self._finish(posted, None)
+
+    def _finish(self, posted: PostedRecv, error: BaseException | None) -> None:
+        posted.error, posted.done = error, True
+        if posted in self.posted:
+            self.posted.remove(posted)
+        if not self.posted:
+            _ACTIVE.discard(self)
+        if len(posted.buf) == FIRST_MAX and len(self._spare) < 8:
+            self._spare.append(posted.buf)
+        posted.buf = bytearray(0)
+
+    def flush_posted(self, source: int, tag: int, before: int) -> None:
+        """Complete earlier-posted receives whose envelope matches (source, tag).
+
+        MPI matched them before the message from (source, tag) just received, so waiting
+        on them cannot block, and processing them first keeps counters in send order.
+        """
+        for posted in list(self.posted[:before]):
+            if not posted.done and matches(posted.source, posted.tag, source, tag):
+                self.complete(posted, block=True, once=True)
+
+    def progress(self) -> None:
+        for posted in list(self.posted):
+            if not posted.done:
+                self.complete(posted, block=False)
