@@ -213,6 +213,13 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
         groups=tuple(args.groups), exclude_groups=tuple(args.exclude_groups), all=args.all,
         hostfiles=tuple(args.hostfiles),
     )
+    try:
+        ssh_options = shell_cli.split_ssh_options(args.ssh_options)
+        python = tuple(shlex.split(args.python))
+    except ValueError as exc:  # shlex: an unbalanced quote
+        print(f"{PROG} ssh: -o or --python: {exc} (they are split like a shell's words: "
+              "check the quotes)", file=sys.stderr)
+        return 2
     return shell_cli.main(
         shell_cli.SshShellOptions(
             selection=selection,
@@ -221,8 +228,8 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
             mode=OutputMode.from_args(args),
             maxrc=args.maxrc,
             nostdin=args.nostdin,
-            ssh_options=shell_cli.split_ssh_options(args.ssh_options),
-            python=tuple(shlex.split(args.python)),
+            ssh_options=ssh_options,
+            python=python,
             timeout=args.timeout or None,
             connect_timeout=args.connect_timeout,
             tty=args.tty,

@@ -51,3 +51,14 @@ def test_commands_from_a_missing_file_is_one_line_and_status_2(tmp_path: Path) -
     assert lines == [
         f"mpish: cannot read commands from {tmp_path / 'absent'}: No such file or directory".encode()
     ]
+
+
+def test_exit_with_a_status_ends_the_session_with_it_as_bash_does(tmp_path: Path) -> None:
+    """``exit 3`` was run as a command (the shell restarted, the session went on)."""
+    from shell_util import run
+
+    script = tmp_path / "commands"
+    script.write_text("echo before\nexit 3\necho after\n")
+    proc = run([MPISH, "-n", "1", "-C", str(script)], make_home(tmp_path / "home"), tmp_path)
+    assert proc.returncode == 3, proc.stderr.decode(errors="replace")
+    assert b"before" in proc.stdout and b"after" not in proc.stdout

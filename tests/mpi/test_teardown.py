@@ -166,3 +166,42 @@ def test_killed_console_leaves_no_server_or_launcher(tmp_path: Path) -> None:
         assert not left, f"left behind after SIGKILL of the console:\n{_describe(left)}"
     finally:
         _kill_all(processes)
+
+
+def _with_home(home: Path) -> dict[int, bytes]:
+    """Every live process of this session, found by its MPISH_HOME (whoever its parent now is)."""
+    mark = f"MPISH_HOME={home}".encode() + b"\0"
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if mark in (entry / "environ").read_bytes() and _alive(int(entry.name)):
+                found[int(entry.name)] = (entry / "cmdline").read_bytes()
+    return found
+
+
+@pytest.mark.skipif(MPI.name == "openmpi", reason="not yet checked under Open MPI's prte")
+@pytest.mark.parametrize("delay", [0.3, 0.45, 0.6])
+def test_ctrl_c_while_the_servers_start_leaves_nothing_behind(tmp_path: Path, delay: float) -> None:
+    """Ctrl-C in the first second (servers spawned, not yet admitted) used to leave both servers
+    spinning in MPI and the launcher, re-parented to init, for good."""
+    home = make_home(tmp_path / "home")
+    proc = subprocess.Popen([MPISH, "-n", "2", "-c", "sleep 5"], env=shell_env(home), cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(delay)  # somewhere in the start: spawn, key exchange or handshakes
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 20
+    left = _with_home(home)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = _with_home(home)
+    try:
+        assert not left, f"left behind after Ctrl-C at {delay} s:\n{_describe(set(left))}"
+    finally:
+        _kill_all(left)

@@ -181,3 +181,13 @@ def test_debug_logs_on_stderr_and_the_output_stays_the_same(sshd: SshServer) -> 
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "out\n", "")
     assert (loud.returncode, loud.stdout) == (0, "out\n"), loud.stderr
     assert re.match(r"mpish\[\d+\] mpish\.cli: mpish \S+, Python \S+: mpish ssh ", loud.stderr), loud.stderr
+
+
+def test_an_unbalanced_quote_in_o_or_python_is_one_line_not_a_traceback() -> None:
+    for option in (["-o", "'-p 22"], ["--python", "'python3"]):
+        done = subprocess.run([sys.executable, "-m", "mpish", "ssh", *option, "host1", "true"],
+                              env=dict(os.environ, PYTHONPATH=str(SRC)), capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert done.stderr.startswith("mpish ssh: -o or --python: No closing quotation"), done.stderr

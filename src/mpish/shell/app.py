@@ -166,8 +166,8 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
     with stream:
         repl = Repl(console, verbose=args.verbose, reader=PlainReader(stream, None))
         repl.targets = targets  # -w: the default targets, as :targets would set them
-        repl.loop()
-    return repl.last_status
+        ended = repl.loop()  # exit N in the file: N, as a bash script would
+    return ended or repl.last_status
 
 
 def stdin_to_send(nostdin: bool) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import sys
 import time
@@ -321,6 +322,9 @@ class Repl:
                 continue
             if line in ("exit", "logout", ":quit", ":q", "quit"):
                 break
+            ended = re.fullmatch(r"(?:exit|logout)\s+(\d{1,9})", line)
+            if ended:  # as bash's exit N: the session ends with that status
+                return int(ended.group(1)) & 0xFF
             try:
                 self.handle(line)
             except (MpishError, OSError, ValueError) as exc:

@@ -58,8 +58,6 @@ def run_server(
         )
         server = ShellServer(link, channel, console_alive=(lambda: local_process_alive(console_pid))
                              if console_pid else (lambda: True))
-        if console_pid:
-            _watch_console(console_pid)
         if _server_handshake(link, channel, report):
             log.debug("rank %d: handshake complete; serving", rank)
             server.hello()
@@ -133,6 +131,12 @@ def server_main() -> int:
     """Entry point of a spawned server (``python -m mpish.shell.mpi_server``)."""
     setup_logging()  # MPISH_DEBUG, inherited from the console
     _ignore_sigint()
+    console_pid = 0
+    if len(sys.argv) >= 3 and sys.argv[1].isdigit() and sys.argv[2] == socket.gethostname():
+        console_pid = int(sys.argv[1])
+        # before any MPI call: a console interrupted while this server starts (MPI_Init,
+        # Merge, admission) leaves it waiting in MPI for good, and its launcher with it
+        _watch_console(console_pid)
     MPI = mpi()
     parent = MPI.Comm.Get_parent()
     if parent == MPI.COMM_NULL:
@@ -143,9 +147,6 @@ def server_main() -> int:
     # SIG_IGN, so that the user's commands start with the default disposition)
     signal.signal(signal.SIGUSR1, lambda signum, frame: None)
     signal.signal(signal.SIGTERM, raise_terminated)
-    console_pid = 0
-    if len(sys.argv) >= 3 and sys.argv[1].isdigit() and sys.argv[2] == socket.gethostname():
-        console_pid = int(sys.argv[1])
     return run_server(comm, parent, console_pid)
 
 
