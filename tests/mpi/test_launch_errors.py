@@ -28,3 +28,17 @@ def test_open_mpi_as_root_without_consent_says_what_to_set(
         "mpish: Open MPI refuses to run as root: set OMPI_ALLOW_RUN_AS_ROOT=1 and "
         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 to allow it, or run mpish as another user\n"
     )
+
+
+def test_a_corrupt_key_is_said_once_before_any_server_starts(tmp_path: Path) -> None:
+    """The console, then every server, said it (three times at -n 2), and hydra sometimes added
+    'Broken pipe' errors: the servers were spawned although the console's key was unusable."""
+    home = make_home(tmp_path / "home")
+    key = home / "id_x25519"
+    key.write_text("garbage\n")
+    key.chmod(0o600)
+    result = run([MPISH, "-n", "2", "-c", "true"], home, tmp_path)
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and "is corrupt" in lines[0] and lines[0].startswith("mpish: "), err

@@ -266,6 +266,8 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
     # before any server starts, so that ranks sharing this home find the key, not race to make one
     identity = load_identity(report)
     embedded = not under_launcher()
+    if embedded and identity[0] is None:  # said once, before any server starts and says it again
+        raise LaunchError(identity[1])
     config = None
     if embedded:
         config = _prepare_singleton()
