@@ -88,8 +88,10 @@ def _hijack_attempts(base: Path, tmp_path: Path) -> None:
 
 
 def test_bad_timeout_and_missing_local_file_are_explained(tmp_path: Path) -> None:
-    done = console(tmp_path, ":timeout abc\n:put no-such-file\nexit\n", ranks=1)
+    (tmp_path / "adir").mkdir()
+    done = console(tmp_path, ":timeout abc\n:put no-such-file\n:put adir\nexit\n", ranks=1)
     err = done.stderr.decode()
+    assert "'adir' is a directory on the console's machine" in err, err  # was: "no file 'adir'"
     assert "usage: :timeout SECONDS (a number, 0 = none), not 'abc'" in err, err
     assert f"no file 'no-such-file' in the console's directory {tmp_path}" in err, err
     assert "could not convert" not in err and "Errno" not in err

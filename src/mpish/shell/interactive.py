@@ -451,6 +451,9 @@ class Repl:
             raise ValueError("usage: :put LOCAL [REMOTE]")
         local = words[0]
         remote = words[1] if len(words) == 2 else os.path.basename(local)
+        if os.path.isdir(local):
+            raise ValueError(f":put copies one file: {local!r} is a directory on the console's machine "
+                             "(:put -r is not there yet; tar it, or :put its files)")
         if not os.path.isfile(local):
             raise ValueError(f":put copies a file of the console's machine: no file {local!r} in the "
                              f"console's directory {os.getcwd()} (not the targets' cwd)")
