@@ -410,24 +410,19 @@ class Collectives:
         )
 
     def Alltoallv(self, sendbuf: Any, recvbuf: Any) -> None:
-        size = self.size
-        recv, rcounts, rdispls = vector_view(recvbuf, size, writable=True)
-        if _in_place(sendbuf):
-            send, scounts, sdispls = memoryview(bytes(recv)), rcounts, rdispls
-        else:
-            send, scounts, sdispls = vector_view(sendbuf, size, writable=False)
-        self._exchange(
-            [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)],
-            [recv[rdispls[k] : rdispls[k] + rcounts[k]] for k in range(size)],
-        )
+        self._alltoall_blocks(sendbuf, recvbuf, vector_view)
 
     def Alltoallw(self, sendbuf: Any, recvbuf: Any) -> None:
+        self._alltoall_blocks(sendbuf, recvbuf, typed_vector_view)
+
+    def _alltoall_blocks(self, sendbuf: Any, recvbuf: Any, view: Any) -> None:
+        """Alltoallv/w: ``view`` reads a buffer spec as (bytes, counts, displacements) in bytes."""
         size = self.size
-        recv, rcounts, rdispls = typed_vector_view(recvbuf, size, writable=True)
+        recv, rcounts, rdispls = view(recvbuf, size, writable=True)
         if _in_place(sendbuf):
             send, scounts, sdispls = memoryview(bytes(recv)), rcounts, rdispls
         else:
-            send, scounts, sdispls = typed_vector_view(sendbuf, size, writable=False)
+            send, scounts, sdispls = view(sendbuf, size, writable=False)
         self._exchange(
             [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)],
             [recv[rdispls[k] : rdispls[k] + rcounts[k]] for k in range(size)],

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from mpish.transport.link import Channel
 from mpish.transport.memory import tune_malloc
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.transport.procfs import peak_rss_kib
@@ -54,7 +55,7 @@ from .grouping import OutputSink
 from .names import Result
 from .operations import Getting, Progress, Putting, Running
 from .ranks import format_ranks
-from .receive import Output, RecordChannel, Waiter, receive
+from .receive import Output, Waiter, receive
 from .session import Peer, Session
 from .transfer import PartFile, destination, umask
 
@@ -175,7 +176,7 @@ class Console:
         except Refused as exc:
             log.info("rank %d: %s", rank, exc)
 
-    def _channel_of(self, rank: int) -> RecordChannel | None:
+    def _channel_of(self, rank: int) -> Channel | None:
         peer = self.peers.get(rank)
         return peer.channel if peer is not None and peer.alive else None
 

@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mpish.transport.link import Channel
+
 from . import protocol as p
 from .conversation import CONSOLE, ConsoleState, Event, Local, Machine, Refused
-from .receive import RecordChannel, Waiter, receive
+from .receive import Waiter, receive
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ def await_hellos(session: Session, greeted: Greeted, failed: Failed, deadline: C
         except Refused as exc:
             log.info("rank %d: %s", rank, exc)
 
-    def channel_of(rank: int) -> RecordChannel | None:  # a greeted server's records too: in order
+    def channel_of(rank: int) -> Channel | None:  # a greeted server's records too: in order
         peer = session.peers.get(rank)
         return peer.channel if peer is not None and peer.alive else None
 

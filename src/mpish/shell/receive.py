@@ -14,10 +14,10 @@ link that can wait on its own descriptors).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import NamedTuple, Protocol
+from collections.abc import Callable
+from typing import NamedTuple
 
-from mpish.transport.link import Link
+from mpish.transport.link import Channel, Link
 from mpish.wire.errors import MpishError, ProtocolError
 from mpish.wire.events import CloseReceived, Message
 
@@ -25,21 +25,6 @@ from . import protocol as p
 from .conversation import Event, Local
 
 IDLE_WAIT = 0.05  # longest sleep when idle: timeouts and peers' health are checked this often
-
-
-class RecordChannel(Protocol):
-    """What the shell needs of a channel (SecureChannel, or a plain one inside ssh)."""
-
-    @property
-    def is_open(self) -> bool: ...
-
-    def send(self, data: bytes | bytearray | memoryview, channel: int = 0) -> list[bytes | bytearray]: ...
-
-    def receive_record(self, record: bytes | bytearray | memoryview) -> Iterable[object]: ...
-
-    def records_to_send(self) -> list[bytes | bytearray]: ...
-
-    def close(self) -> list[bytes | bytearray]: ...
 
 
 class Output(NamedTuple):
@@ -52,7 +37,7 @@ class Output(NamedTuple):
 Deliver = Callable[[int, Event, object], None]  # (rank, event, payload)
 
 
-def receive(link: Link, channel_of: Callable[[int], RecordChannel | None], deliver: Deliver,
+def receive(link: Link, channel_of: Callable[[int], Channel | None], deliver: Deliver,
             lost: Callable[[int, str], None]) -> bool:
     """Handle every record that has arrived; True if any did."""
     busy = False

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from mpish.transport.link import Link
+from mpish.transport.link import Channel, Link
 from mpish.transport.memory import tune_malloc
 from mpish.transport.procfs import peak_rss_kib
 from mpish.wire.errors import MpishError
@@ -25,7 +25,7 @@ from .. import protocol as p
 from ..completion import complete_path
 from ..conversation import SERVER, Event, Local, Machine, Refused, ServerState
 from ..pty_session import PtyHost
-from ..receive import RecordChannel, Waiter, receive
+from ..receive import Waiter, receive
 from .bash import Bash, OutputStream
 from .jobs import KILLING_POLL, Command, Ended, Shell
 from .stdin import StdinFeed
@@ -42,7 +42,7 @@ class ShellServer:
     ``console_alive`` is asked now and then while idle; False ends the session (the
     console died: its pid on this host, or the pipe to it broke)."""
 
-    def __init__(self, link: Link, channel: RecordChannel, console: int = 0,
+    def __init__(self, link: Link, channel: Channel, console: int = 0,
                  console_alive: Callable[[], bool] = lambda: True) -> None:
         self.link = link
         self.channel = channel
@@ -104,7 +104,7 @@ class ShellServer:
         finally:
             self._shutdown()
 
-    def _channel_of(self, rank: int) -> RecordChannel | None:
+    def _channel_of(self, rank: int) -> Channel | None:
         return self.channel if rank == self.console else None  # other ranks: dropped unread
 
     def _on_lost(self, rank: int, why: str) -> None:
