@@ -183,6 +183,12 @@ class Remote:
 
     def run(self, obj: Any, *, timeout: float | None = None) -> Any:
         """Send ``obj`` and call its ``run()`` there; return what ``run()`` returned."""
+        if not callable(getattr(obj, "run", None)):  # checked here: a remote AttributeError says less
+            raise TypeError(
+                f"Remote.run sends an object and calls its run() method there; "
+                f"{type(obj).__name__} has none. To run a shell command, use remote.call("
+                "subprocess.run, [...], capture_output=True); for a function, remote.call(fn, ...)"
+            )
         return self.invoke(run_object, (obj,), timeout=timeout)
 
     def call_data(self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
