@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Any
 
@@ -48,6 +49,13 @@ def test_bootstrap_runs_calls_where_mpish_is_not_installed(sshd: SshServer) -> N
             remote.call_data("mpish.calls.agent:resolve", "nodots")
         assert isinstance(caught.value, RemoteError)
         assert 'raise ValueError(f"not a dotted function name' in caught.value.remote_traceback  # linecache
+
+
+def test_python_as_one_string_is_split_into_words_as_mpish_ssh_python_is(sshd: SshServer) -> None:
+    with connect("host1", python=shlex.join(BARE), ssh_options=sshd.ssh_options) as remote:
+        assert remote.call(remote_facts)["no_site"] == 1  # -S reached python as its own word
+    with pytest.raises(ValueError, match=r"No closing quotation.*pass a list of words"):
+        connect("host1", python="python3 'unbalanced", ssh_options=sshd.ssh_options)
 
 
 def test_bootstrap_prefers_an_installed_msgpack(connect_options: dict[str, object]) -> None:

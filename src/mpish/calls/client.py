@@ -15,6 +15,7 @@ unknown state, so the connection is closed and later calls raise
 from __future__ import annotations
 
 import itertools
+import shlex
 import sys
 import threading
 import time
@@ -335,7 +336,13 @@ class Remote:
 def agent_command(python: str | Sequence[str], *, data_only: bool, shipped: bool = False) -> list[str]:
     """The remote command line that starts the agent: ``python -m mpish.calls.agent``, or with
     ``shipped`` the stub that reads the bootstrap payload and runs it."""
-    words = [python] if isinstance(python, str) else list(python)
+    try:  # a string is split as a shell would, as mpish ssh --python does: "/opt/py -X dev"
+        words = shlex.split(python) if isinstance(python, str) else list(python)
+    except ValueError as exc:
+        hint = "quote as a shell would, or pass a list of words"
+        raise ValueError(f"python={python!r}: {exc} ({hint})") from None
+    if not words:
+        raise ValueError("python is empty: give the remote interpreter, e.g. python='python3'")
     if shipped:
         return ["exec", *words, "-c", _bootstrap.stub()]
     command = [*words, "-m", "mpish.calls.agent"]
@@ -358,8 +365,9 @@ def connect(
 ) -> Remote:
     """Start an agent on ``host`` through the system ssh and return the :class:`Remote`.
 
-    ``python``: the remote interpreter (a path, or argv words such as
-    ``["/opt/venv/bin/python", "-X", "dev"]``), Python 3.10 or later. With ``bootstrap``
+    ``python``: the remote interpreter, Python 3.10 or later: a string split as a shell
+    would (``"/opt/venv/bin/python -X dev"``, as ``mpish ssh --python``) or a list of argv
+    words (``["/opt/my python/bin/python3"]`` for a path with spaces). With ``bootstrap``
     (the default) the agent's code is sent over stdin (:mod:`.bootstrap`), so mpish need
     not be installed there; ``bootstrap=False`` runs the installed ``python -m mpish.calls.agent``.
     ``ssh_options`` go to ssh before mpish's own (``-T -o BatchMode=yes``), so they win.
