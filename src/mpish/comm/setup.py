@@ -463,6 +463,13 @@ def secure(
     A forged, replayed or moved record is dropped and counted (``comm.rejected``), then
     passed to ``on_reject`` (and logged); with ``strict=True`` the receiving call raises it.
     """
+    if isinstance(comm, SecureComm):
+        raise TypeError("mpish.secure(comm): comm is already a secure communicator; use it as it is")
+    if not isinstance(comm, MPI.Comm):
+        raise TypeError(
+            "mpish.secure(comm) takes an mpi4py communicator such as MPI.COMM_WORLD, "
+            f"not {type(comm).__name__}"
+        )
     if comm.Is_inter():
         raise NotImplementedError("mpish.secure wraps intracommunicators only")
     name = ProtocolName.parse(protocol)
