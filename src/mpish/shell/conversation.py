@@ -7,8 +7,8 @@ local event (:class:`Local`: output read, the command ended, a timeout, Ctrl-C, 
 A table maps (state, event) to a :class:`Step`: the name of the action to run and the next
 state. A pair that is not in the table is illegal: :meth:`Machine.step` raises
 :class:`Refused` and the state does not change; the session goes on (the server answers
-a refused Run, PutStart or GetStart with an error, so that the console never waits for
-it; anything else is dropped and logged).
+a refused Run, PutStart, GetStart, TreePut or TreeGet with an error, so that the console
+never waits for it; anything else is dropped and logged).
 
 Server, one conversation with the console::
 

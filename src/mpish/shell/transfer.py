@@ -64,11 +64,6 @@ class PartFile:
             except FileExistsError:
                 continue
 
-    @property
-    def path(self) -> Path:
-        """The part file's path (for messages and tests)."""
-        return self.final.with_name(os.path.basename(self.part))
-
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:

@@ -3,9 +3,10 @@
 Every message from the console and every local event (output read, the command's end,
 its deadline, the end of a get, the console gone) goes through the server's
 conversation table (:data:`mpish.shell.conversation.SERVER`); this class only holds the
-actions, each a ``_<action>`` method. A message that the state does not allow is
-refused: a Run, PutStart or GetStart is answered with an error (the console waits for
-that answer), anything else is dropped and logged; the session goes on.
+actions, each a ``_<action>`` method (put's and get's in :class:`.transfers.ServerTransfers`).
+A message that the state does not allow is refused: a Run, PutStart, GetStart, TreePut or
+TreeGet is answered with an error (the console waits for that answer), anything else is
+dropped and logged; the session goes on.
 """
 
 from __future__ import annotations
