@@ -176,3 +176,23 @@ def test_the_reader_sends_a_swapped_in_link_as_a_link_not_its_target(tmp_path: P
     sent = reader.next(p.CHUNK)
     assert sent == p.Entry(1, "x", "link", 0o777, 0, "/etc")
     assert reader.next(p.CHUNK) is None
+
+
+def test_tab_after_put_r_completes_the_local_path_and_after_get_r_the_remote_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from mpish.shell.completion import make_completer
+
+    (tmp_path / "srcdir").mkdir()
+    monkeypatch.chdir(tmp_path)
+    completer = make_completer([":put", ":get"], lambda target, prefix: ["REMOTE/"])
+
+    def names(line: str) -> list[str]:
+        return [c.text for c in completer.get_completions(Document(line), CompleteEvent())]
+
+    assert names(":put -r src") == ["dir"]  # the console's srcdir/, not the target's
+    assert names(":put -r srcdir rem") == ["REMOTE/"]
+    assert names(":get -r rem") == ["REMOTE/"]
+    assert names(":get -r remote src") == ["dir"]
