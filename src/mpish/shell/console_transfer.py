@@ -50,12 +50,16 @@ def put(console: Console, local: str | os.PathLike[str], remote: str, ranks: Ite
     """Copy the local file ``local`` to ``remote`` on ``ranks`` (a directory receives it
     under its own name); each rank's verdict ('' = written and SHA-256 verified)."""
     path = Path(local)
-    info = path.stat()
+    try:
+        handle = path.open("rb")
+        info = os.fstat(handle.fileno())
+    except OSError as exc:
+        raise ValueError(f"cannot read {local} on the console's machine: {exc.strerror}") from None
     xfer_id = console.new_id()
     digest: Any = hashlib.sha256()
 
     def chunks() -> Iterator[object]:
-        with path.open("rb") as handle:
+        with handle:
             while chunk := handle.read(p.CHUNK):
                 digest.update(chunk)
                 yield p.PutChunk(xfer_id, chunk)
@@ -75,7 +79,10 @@ def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks
     """Copy the local tree ``local`` to ``remote`` on ``ranks`` as ``cp -r`` does (an existing
     directory receives it under its own name, else ``remote`` becomes the copy)."""
     xfer_id = console.new_id()
-    reader = TreeReader(local, xfer_id, p.PutChunk)
+    try:
+        reader = TreeReader(local, xfer_id, p.PutChunk)
+    except OSError as exc:
+        raise ValueError(f"cannot read {local} on the console's machine: {exc.strerror}") from None
     files = 0
 
     def entries() -> Iterator[object]:
@@ -128,8 +135,10 @@ def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut,
                 if isinstance(message, p.PutChunk):
                     sent.bytes += len(message.data)
                     progress(sent.bytes)
-        except KeyboardInterrupt:
+        except BaseException as exc:  # Ctrl-C, or the local file failed: the targets discard it
             aborted = True
+            if not isinstance(exc, KeyboardInterrupt):
+                raise
         finally:
             for rank in putting():
                 console.send(rank, end(aborted))
