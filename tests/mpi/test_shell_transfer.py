@@ -173,7 +173,6 @@ def test_errors_half_way_through_a_tree_are_one_line_and_leave_no_partial_file(t
             shutil.copy(tree / name, tmp_path / "remote" / "d2" / name)
         (tmp_path / "remote" / "d2" / "secret").chmod(0)
         screen = person.run("@1 :get -r d2")
-        assert f"mpish: get @1: cannot write {tmp_path}/d2/big.bin: File too large (and 1 more errors)" \
-            in screen, screen
+        assert "mpish: get @1: cannot write d2/big.bin: File too large (and 1 more errors)" in screen, screen
         assert sorted(os.listdir(tmp_path / "d2")) == ["z.txt"]
     assert not list(tmp_path.rglob("*.mpish-part"))

@@ -249,9 +249,10 @@ class TreeWriter:
             self.broken = first
             return
         try:
-            if not parts:
-                self.root_parent = os.open(self.final.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                parent, name = self.root_parent, self.final.name
+            if not parts:  # the root, from its parent (the final path made absolute: "." has no name)
+                root = Path(os.path.abspath(self.final))
+                self.root_parent = os.open(root.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                parent, name = self.root_parent, root.name
             else:
                 parent, name = self._parent(parts[:-1]), parts[-1]
         except OSError as exc:
