@@ -91,7 +91,7 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
                 sent = transfer.put(console, local, remote, targets, progress)
         finally:
             progress.end()
-    files = f"{sent.files} files, " if is_dir else ""
+    files = f"{sent.files} file{'' if sent.files == 1 else 's'}, " if is_dir else ""
     return report(console, "put", sent.verdicts, sent.bytes, time.monotonic() - started, err, files)
 
 
