@@ -1,5 +1,6 @@
-""":put and :get through the console (commands on stdin): cp naming, part files another
-user cannot hijack (a second uid plants links and files where the transfer writes)."""
+""":put and :get through the console (commands on stdin, and at a terminal for -r): cp naming,
+trees, part files another user cannot hijack (a second uid plants links and files where the
+transfer writes), errors half-way."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from shell_util import MPISH, make_home, shell_env
+from terminal import Person, at_terminal
 
 pytestmark = pytest.mark.mpi
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
@@ -95,3 +97,82 @@ def test_bad_timeout_and_missing_local_file_are_explained(tmp_path: Path) -> Non
     assert "usage: :timeout SECONDS (a number, 0 = none), not 'abc'" in err, err
     assert f"no file 'no-such-file' in the console's directory {tmp_path}" in err, err
     assert "could not convert" not in err and "Errno" not in err
+
+
+def make_tree(root: Path) -> Path:
+    """A tree with a nested executable, an empty directory, links in and out of it, 3 MiB."""
+    tree = root / "d"
+    (tree / "sub" / "empty").mkdir(parents=True)
+    (tree / "sub" / "run.sh").write_bytes(b"#!/bin/sh\necho ran\n")
+    (tree / "sub" / "run.sh").chmod(0o755)
+    (tree / "big.bin").write_bytes(os.urandom(3 << 20))
+    (tree / "sub" / "up").symlink_to("../big.bin")
+    (tree / "out").symlink_to("/etc")
+    return tree
+
+
+def same_tree(copy: Path, tree: Path) -> None:
+    names = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+    assert sorted(str(p.relative_to(copy)) for p in copy.rglob("*")) == names, copy
+    assert (copy / "big.bin").read_bytes() == (tree / "big.bin").read_bytes()
+    assert os.access(copy / "sub" / "run.sh", os.X_OK) and (copy / "sub" / "empty").is_dir()
+    assert os.readlink(copy / "out") == "/etc" and os.readlink(copy / "sub" / "up") == "../big.bin"
+
+
+def test_put_r_and_get_r_copy_trees_as_cp_r_at_the_terminal(person: Person, tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "src")
+    remote = tmp_path / "remote"
+    (remote / "dest").mkdir(parents=True)
+    (tmp_path / "back").mkdir()
+    person.prompt()
+    person.run(f"cd {remote}", str(remote))
+    screen = person.run(":put src/d")
+    assert "'src/d' is a directory on the console's machine: use :put -r src/d" in screen, screen
+    assert "ok" in person.run("@1 :put -r src/d dest/")  # an existing directory: dest/d
+    assert "ok" in person.run("@2 :put -r src/d newcopy")  # no such path: it becomes the copy
+    same_tree(remote / "dest" / "d", tree)
+    same_tree(remote / "newcopy", tree)
+    screen = person.run(":get dest/d")
+    assert "is a directory (use :get -r)" in screen, screen
+    screen = person.run(":get -r dest/d back")
+    assert "  back/d.1/\r\n  back/d.2/\r\n" in screen, screen
+    same_tree(tmp_path / "back" / "d.1", tree)
+    same_tree(tmp_path / "back" / "d.2", tree)
+    screen = person.run("@2 :get -r newcopy")
+    assert "mpish: get @2: ok, SHA-256 verified" in screen and "  newcopy/" in screen, screen
+    same_tree(tmp_path / "newcopy", tree)
+    assert not list(tmp_path.rglob("*.mpish-part"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None, reason="root needs setpriv here")
+def test_errors_half_way_through_a_tree_are_one_line_and_leave_no_partial_file(tmp_path: Path) -> None:
+    """A file the reader may not read, one past the file-size limit (as a full disk would fail
+    it): the rest arrives, each target says so in one line, no part file is left."""
+    tree = tmp_path / "d"
+    tree.mkdir()
+    (tree / "a.txt").write_bytes(b"first\n")
+    (tree / "big.bin").write_bytes(os.urandom(40 << 20))  # past ulimit -f below: EFBIG on write
+    (tree / "secret").write_bytes(b"not for you\n")
+    (tree / "secret").chmod(0)
+    (tree / "z.txt").write_bytes(b"last\n")
+    (tmp_path / "remote").mkdir()
+    env = shell_env(make_home(tmp_path / "home"), TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
+    shell = ["bash", "-c", f'ulimit -f {32 << 10}; exec "$0" -n 2', MPISH]  # KiB: 32 MiB
+    if os.geteuid() == 0:  # root reads a mode-0 file: drop the capabilities that let it
+        shell = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *shell]
+    with at_terminal(shell[0], shell[1:], env, str(tmp_path)) as person:
+        person.prompt()
+        person.run("cd remote", "remote")
+        screen = person.run(":put -r d")
+        assert (f"mpish: put @1-2: cannot write {tmp_path}/remote/d/big.bin: File too large "
+                "(and 1 more errors)") in screen, screen
+        assert screen.count("mpish: put") == 1, screen
+        assert sorted(os.listdir(tmp_path / "remote" / "d")) == ["a.txt", "z.txt"]
+        (tmp_path / "remote" / "d2").mkdir()
+        for name in ("big.bin", "secret", "z.txt"):
+            shutil.copy(tree / name, tmp_path / "remote" / "d2" / name)
+        (tmp_path / "remote" / "d2" / "secret").chmod(0)
+        screen = person.run("@1 :get -r d2")
+        assert "mpish: get @1: cannot write d2/big.bin: File too large (and 1 more errors)" in screen, screen
+        assert sorted(os.listdir(tmp_path / "d2")) == ["z.txt"]
+    assert not list(tmp_path.rglob("*.mpish-part"))

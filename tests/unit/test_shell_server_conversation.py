@@ -128,6 +128,24 @@ def test_a_get_while_receiving_a_put_is_refused_and_the_put_completes(client: Cl
     assert put.error == "" and Path(target).read_bytes() == b"abc"
 
 
+def test_a_hostile_tree_put_writes_nothing_outside_its_root_and_says_why(
+        client: Client, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"  # does not exist: it becomes the copy, as cp -r
+    client.send(p.TreePut(5, str(dest), "t"))
+    client.send(p.Entry(5, "", "dir", 0o755, 0, ""))
+    for name, kind, target in (("../outside", "file", ""), ("a", "link", str(tmp_path)), ("a/x", "file", "")):
+        client.send(p.Entry(5, name, kind, 0o644, 1, target))
+        if kind == "file":
+            client.send(p.PutChunk(5, b"x"))
+            client.send(p.FileEnd(5, 1, hashlib.sha256(b"x").digest(), ""))
+    client.send(p.TreeEnd(5, False))
+    client.until(lambda: any(isinstance(m, p.PutDone) for _, m in client.seen))
+    done = next(m for _, m in client.seen if isinstance(m, p.PutDone))
+    assert done.error == "refused the entry name '../outside': not a plain relative path (and 1 more errors)"
+    assert sorted(os.listdir(tmp_path)) == ["dest"] and os.listdir(dest) == ["a"]
+    assert os.readlink(dest / "a") == str(tmp_path)
+
+
 class Sink:
     def __init__(self) -> None:
         self.out = b""

@@ -117,7 +117,8 @@ def make_completer(builtins: Iterable[str], remote: Remote) -> Any:
             if command in NO_PATHS:
                 return
             path = word.rpartition("=")[2] if not command.startswith(":") else word
-            if LOCAL_ARGUMENT.get(command) == len(before) - 1:
+            arguments = [w for w in before[1:] if not w.startswith("-")]  # :put -r LOCAL
+            if LOCAL_ARGUMENT.get(command) == len(arguments):
                 yield from local.get_completions(Document(path), complete_event)
                 return
             tail = path.rpartition("/")[2]

@@ -19,8 +19,10 @@ targets from IDLE to RUNNING, PUTTING or GETTING, their answers move them back, 
 operation waits until none of its targets is still in it (or alive). Every record goes
 through the one receive loop (:func:`mpish.shell.receive.receive`) and the table; a
 message the table does not allow in a server's state is dropped and logged. The actions
-are the ``_<action>`` methods below; what an operation gathers is in its ``Running``,
-``Putting`` or ``Getting``.
+are the ``_<action>`` methods below; what a command gathers is in its ``Running``.
+Operations in modules of their own (transfers: :mod:`.console_transfer`; ``:attach``,
+Tab completion) send through :meth:`Console.send` and get their answers through
+:meth:`Console.routed`.
 
 A command's stdin (``run(..., stdin=fd)``, clush's broadcast) is read in the same loop,
 one chunk at a time and only when every rank still running has credit for it, so
@@ -31,7 +33,6 @@ as ``Input(eof=True)``, which closes the command's stdin on every rank.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import select
@@ -39,7 +40,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import IO, Any
 
 from mpish.transport.link import Channel
@@ -53,11 +53,10 @@ from . import protocol as p
 from .conversation import CONSOLE, ConsoleState, Event, Local, Machine, Refused
 from .grouping import OutputSink
 from .names import Result
-from .operations import Getting, Progress, Putting, Running
+from .operations import Running
 from .ranks import format_ranks
 from .receive import Output, Waiter, receive
 from .session import Peer, Session
-from .transfer import PartFile, destination, umask
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +73,12 @@ Route = tuple[Callable[[int, object], None], Callable[[int, int, bytes], None] |
 Payload = tuple[int, Any]  # (rank, message or output): what an action receives
 BUSY = (ConsoleState.RUNNING, ConsoleState.PUTTING, ConsoleState.GETTING, ConsoleState.ATTACHED,
         ConsoleState.COMPLETING)
-SENT_EVENTS: dict[type, Event] = {  # what sending each message of attach.py and completion.py is
+SENT_EVENTS: dict[type, Event] = {  # what sending each message of an operation's own module is
     p.PtyOpen: Local.ATTACH, p.PtyInput: Local.PTY_DATA, p.PtyResize: Local.PTY_DATA,
     p.PtyClose: Local.PTY_DATA, p.Complete: Local.COMPLETE,
+    p.PutStart: Local.PUT, p.TreePut: Local.PUT, p.PutChunk: Local.PUT_DATA, p.PutEnd: Local.PUT_DATA,
+    p.Entry: Local.PUT_DATA, p.FileEnd: Local.PUT_DATA, p.TreeEnd: Local.PUT_DATA,
+    p.GetStart: Local.GET, p.TreeGet: Local.GET, p.Interrupt: Local.INTERRUPT,
 }
 
 
@@ -96,8 +98,6 @@ class Console:
         self._next_id = 0
         self._owed: dict[int, int] = {}  # rank -> consumed bulk bytes not yet credited
         self._run: Running | None = None
-        self._put: Putting | None = None
-        self._get: Getting | None = None
         self._route: Route | None = None  # while attached or completing (routed())
         self.peak_rss_kib: dict[int, int] = {}
         self._next_pid_check = 0.0
@@ -283,54 +283,6 @@ class Console:
         run.sink.done(result)
         self._consumed(rank, 0, final=True)
 
-    def _put_credit(self, payload: tuple[int, p.Credit]) -> None:
-        rank, credit = payload
-        if self._put is not None:
-            self._put.credit[rank] = self._put.credit.get(rank, 0) + credit.nbytes
-
-    def _put_done(self, payload: tuple[int, p.PutDone]) -> None:
-        rank, done = payload
-        put = self._put
-        if put is None or done.xfer_id != put.xfer_id:
-            raise Refused(f"PutDone of {done.xfer_id} refused: it is not the transfer going on")
-        matches = done.sha256 == put.digest.digest()
-        put.verdicts[rank] = escape(done.error) or ("" if matches else "checksum mismatch")
-
-    def _get_chunk(self, payload: tuple[int, p.GetChunk]) -> None:
-        rank, chunk = payload
-        get = self._get
-        if get is None or chunk.xfer_id != get.xfer_id:
-            raise Refused(f"GetChunk of {chunk.xfer_id} refused: it is not the transfer going on")
-        if rank not in get.handles:
-            get.handles[rank] = PartFile(get.finals[rank])
-        get.handles[rank].write(chunk.data)
-        get.digests[rank].update(chunk.data)
-        get.sizes[rank] += len(chunk.data)
-        get.received += len(chunk.data)
-        self._consumed(rank, len(chunk.data))
-        if get.progress:
-            get.progress(get.received, 0)
-
-    def _get_end(self, payload: tuple[int, p.GetEnd]) -> None:
-        rank, end = payload
-        get = self._get
-        if get is None or end.xfer_id != get.xfer_id:
-            raise Refused(f"GetEnd of {end.xfer_id} refused: it is not the transfer going on")
-        self._consumed(rank, 0, final=True)
-        if rank not in get.handles and not end.error:
-            get.handles[rank] = PartFile(get.finals[rank])
-        if end.error:
-            get.verdicts[rank] = escape(end.error)
-        elif end.sha256 != get.digests[rank].digest() or end.size != get.sizes[rank]:
-            get.verdicts[rank] = "checksum mismatch"
-        else:
-            get.verdicts[rank] = ""
-        file = get.handles.pop(rank, None)
-        if file is not None and get.verdicts[rank]:
-            file.discard()
-        elif file is not None:  # verified again on the part file's own descriptor
-            get.verdicts[rank] = file.commit(end.sha256, end.size, 0o666 & ~umask())
-
     def _send_close(self, payload: Payload) -> None:
         rank = payload[0]
         peer = self.peers[rank]
@@ -431,104 +383,30 @@ class Console:
         sink.finish()
         return run.results
 
-    # -- file transfer
-
-    def put(self, local: str | os.PathLike[str], remote: str, ranks: Iterable[int],
-            progress: Progress | None = None) -> dict[int, str]:
-        """Copy a local file to ``remote`` on ``ranks``; rank -> error ('' = verified)."""
-        path = Path(local)
-        size = path.stat().st_size
-        mode = path.stat().st_mode & 0o777
-        xfer_id = self._id()
-        targets = self._in(ConsoleState.IDLE, sorted(set(r for r in ranks if r in self.peers)))
-        put = self._put = Putting(xfer_id, dict.fromkeys(targets, p.WINDOW))
-        sent = 0
-        aborted = False
-
-        def putting() -> list[int]:
-            return self._in(ConsoleState.PUTTING, targets)
-
-        try:
-            for rank in targets:
-                self._step(rank, Local.PUT, p.PutStart(xfer_id, remote, size, mode, path.name))
-            with path.open("rb") as handle_file:
-                while chunk := handle_file.read(p.CHUNK):
-                    put.digest.update(chunk)
-                    needed = len(chunk)
-                    self._wait(lambda n=needed: all(put.credit[r] >= n for r in putting()))  # type: ignore[misc]
-                    for rank in putting():
-                        self._step(rank, Local.PUT_DATA, p.PutChunk(xfer_id, chunk))
-                        put.credit[rank] -= needed
-                    sent += needed
-                    if progress:
-                        progress(sent, size)
-        except KeyboardInterrupt:
-            aborted = True
-        finally:
-            try:
-                for rank in putting():
-                    self._step(rank, Local.PUT_DATA, p.PutEnd(xfer_id, put.digest.digest(), aborted))
-                self._wait(lambda: not putting())
-            finally:
-                self._abandon(targets)
-                self._put = None
-        for rank in targets:
-            put.verdicts.setdefault(rank, "rank lost")
-        return put.verdicts
-
-    def get_destinations(
-        self, remote: str, local: str | os.PathLike[str], ranks: Iterable[int]
-    ) -> dict[int, Path]:
-        """Where ``get`` writes each rank's copy: LOCAL (a directory: LOCAL/NAME), and with
-        several ranks ``NAME.<suffix>`` (rank over MPI, host over ssh), as clush --rcopy."""
-        targets = sorted(set(ranks))
-        base = destination(Path(local), Path(remote).name or "unnamed", str(local).endswith("/"))
-        if len(targets) == 1:
-            return {targets[0]: base}
-        return {r: base.with_name(f"{base.name}.{self.file_suffix(r)}") for r in targets}
-
-    def get(self, remote: str, local: str | os.PathLike[str], ranks: Iterable[int],
-            progress: Progress | None = None) -> dict[int, str]:
-        """Copy ``remote`` from ``ranks`` to ``local`` (``local.<rank>`` for several ranks)."""
-        xfer_id = self._id()
-        targets = self._in(ConsoleState.IDLE, sorted(set(r for r in ranks if r in self.peers)))
-        get = self._get = Getting(xfer_id, self.get_destinations(remote, local, targets), progress,
-                               {r: hashlib.sha256() for r in targets}, dict.fromkeys(targets, 0))
-        interrupted = False
-
-        def interrupt() -> None:
-            nonlocal interrupted
-            if not interrupted:
-                print("\nmpish: interrupting the get", file=self.err)
-                interrupted = True
-                for rank in self._in(ConsoleState.GETTING, targets):
-                    self._step(rank, Local.INTERRUPT, p.Interrupt(xfer_id))
-
-        try:
-            for rank in targets:
-                self._step(rank, Local.GET, p.GetStart(xfer_id, remote))
-            self._wait(lambda: not self._in(ConsoleState.GETTING, targets), interrupt)
-        finally:
-            self._abandon(targets)
-            self._get = None
-            for file in get.handles.values():
-                file.discard()
-        for rank in targets:
-            get.verdicts.setdefault(rank, "rank lost")
-        return get.verdicts
-
-    # -- for operations defined in their own modules (shell/attach.py, shell/completion.py)
+    # -- for operations defined in their own modules (console_transfer.py, attach.py, completion.py)
 
     def new_id(self) -> int:
         return self._id()
 
+    def idle(self, ranks: Iterable[int]) -> list[int]:
+        """The ranks of ``ranks`` that are alive and idle (an operation's targets), sorted."""
+        return self._in(ConsoleState.IDLE, sorted(set(r for r in ranks if r in self.peers)))
+
+    def in_state(self, state: ConsoleState, ranks: Iterable[int]) -> list[int]:
+        return self._in(state, ranks)
+
+    def wait(self, finished: Callable[[], bool], on_interrupt: Callable[[], None] | None = None) -> None:
+        """Handle what arrives until ``finished()``; Ctrl-C calls ``on_interrupt`` (or raises)."""
+        self._wait(finished, on_interrupt)
+
     def send(self, rank: int, message: object) -> None:
-        """Send a pty or completion message through the rank's conversation table."""
+        """Send an operation's message through the rank's conversation table."""
         self._step(rank, SENT_EVENTS[type(message)], message)
 
-    def consumed(self, rank: int, nbytes: int) -> None:
-        """``nbytes`` of the rank's output were written out: credit them (in batches)."""
-        self._consumed(rank, nbytes)
+    def consumed(self, rank: int, nbytes: int, final: bool = False) -> None:
+        """``nbytes`` of the rank's bulk bytes were written out: credit them (in batches;
+        ``final``: the operation ends, return what is owed now)."""
+        self._consumed(rank, nbytes, final)
 
     def pump(self) -> bool:
         """Check for dead servers, handle what has arrived; True if anything did."""

@@ -7,14 +7,15 @@ local event (:class:`Local`: output read, the command ended, a timeout, Ctrl-C, 
 A table maps (state, event) to a :class:`Step`: the name of the action to run and the next
 state. A pair that is not in the table is illegal: :meth:`Machine.step` raises
 :class:`Refused` and the state does not change; the session goes on (the server answers
-a refused Run, PutStart or GetStart with an error, so that the console never waits for
-it; anything else is dropped and logged).
+a refused Run, PutStart, GetStart, TreePut or TreeGet with an error, so that the console
+never waits for it; anything else is dropped and logged).
 
 Server, one conversation with the console::
 
     IDLE --Run--> RUNNING --COMMAND_ENDED (Done sent)--> IDLE
     IDLE --PutStart--> RECEIVING_PUT --PutEnd (PutDone sent)--> IDLE
-    IDLE --GetStart--> SENDING_GET --GET_ENDED (GetEnd sent)--> IDLE
+    IDLE --TreePut--> RECEIVING_TREE --TreeEnd (PutDone sent)--> IDLE   (:put -r, shell/tree.py)
+    IDLE --GetStart | TreeGet--> SENDING_GET --GET_ENDED (GetEnd sent)--> IDLE
     any state --CLOSED (close record) | CLOSE (console gone) | BROKEN (channel failed)--> CLOSED
     (the pty of :attach and path completion are served in any state: a pty's output
     shares the credit; PtyOpen while a command or another pty runs gets a PtyExit error,
@@ -24,8 +25,9 @@ Console, one conversation per server::
 
     GREETING --Hello--> IDLE
     IDLE --RUN (Run sent)--> RUNNING --Done--> IDLE
-    IDLE --PUT (PutStart sent)--> PUTTING --PutDone--> IDLE
-    IDLE --GET (GetStart sent)--> GETTING --GetEnd--> IDLE
+    IDLE --PUT (PutStart or TreePut sent)--> PUTTING --PutDone--> IDLE
+    IDLE --GET (GetStart or TreeGet sent)--> GETTING --GetEnd--> IDLE
+    (a transfer's answers go to the operation of shell/console_transfer.py: route_message)
     IDLE --ATTACH (PtyOpen sent)--> ATTACHED --PtyExit--> IDLE   (:attach, shell/attach.py)
     IDLE --COMPLETE (Complete sent)--> COMPLETING --Completions--> IDLE   (Tab)
     any state --CLOSE (close record sent)--> CLOSING --CLOSED--> CLOSED
@@ -87,6 +89,7 @@ class ServerState(enum.Enum):
     IDLE = "idle"
     RUNNING = "running a command"
     RECEIVING_PUT = "receiving a file"
+    RECEIVING_TREE = "receiving a tree"
     SENDING_GET = "sending a file"
     CLOSED = "closed"
 
@@ -125,23 +128,30 @@ def _table(entries: Iterable[tuple[Iterable[StateT], Event, str, StateT | None]]
 
 
 _S = ServerState
-_SERVING = (_S.IDLE, _S.RUNNING, _S.RECEIVING_PUT, _S.SENDING_GET)
+_NO_COMMAND = (_S.IDLE, _S.RECEIVING_PUT, _S.RECEIVING_TREE, _S.SENDING_GET)
+_SERVING = (*_NO_COMMAND, _S.RUNNING)
 
 SERVER: dict[tuple[ServerState, Event], Step[ServerState]] = _table([
     ((_S.IDLE,), p.Run, "start_command", _S.RUNNING),
     ((_S.IDLE,), p.PutStart, "start_put", _S.RECEIVING_PUT),
     ((_S.IDLE,), p.GetStart, "start_get", _S.SENDING_GET),
+    ((_S.IDLE,), p.TreePut, "start_tree_put", _S.RECEIVING_TREE),
+    ((_S.IDLE,), p.TreeGet, "start_tree_get", _S.SENDING_GET),
     ((_S.IDLE,), p.Input, "drop_stale", None),  # stdin sent while the command ended
     ((_S.IDLE,), p.Interrupt, "drop_stale", None),  # a Ctrl-C that crossed the Done
     (_SERVING, p.Credit, "add_credit", None),
     ((_S.RUNNING,), p.Input, "feed_stdin", None),
     ((_S.RUNNING,), p.Interrupt, "interrupt_command", None),
     ((_S.RUNNING,), Local.READ, "forward_output", None),
-    ((_S.IDLE, _S.RECEIVING_PUT, _S.SENDING_GET), Local.READ, "drop_output", None),  # late job output
+    (_NO_COMMAND, Local.READ, "drop_output", None),  # late job output
     ((_S.RUNNING,), Local.TIMEOUT, "time_out", None),
     ((_S.RUNNING,), Local.COMMAND_ENDED, "report_done", _S.IDLE),
     ((_S.RECEIVING_PUT,), p.PutChunk, "write_chunk", None),
     ((_S.RECEIVING_PUT,), p.PutEnd, "end_put", _S.IDLE),
+    ((_S.RECEIVING_TREE,), p.Entry, "tree_entry", None),
+    ((_S.RECEIVING_TREE,), p.PutChunk, "tree_chunk", None),
+    ((_S.RECEIVING_TREE,), p.FileEnd, "tree_file_end", None),
+    ((_S.RECEIVING_TREE,), p.TreeEnd, "end_tree_put", _S.IDLE),
     ((_S.SENDING_GET,), p.Interrupt, "interrupt_get", None),
     ((_S.SENDING_GET,), Local.GET_ENDED, "end_get", _S.IDLE),
     (_SERVING, p.PtyOpen, "open_pty", None),  # refused with a PtyExit unless idle (pty_session.py)
@@ -170,10 +180,12 @@ CONSOLE: dict[tuple[ConsoleState, Event], Step[ConsoleState]] = _table([
     ((_C.RUNNING,), p.Done, "command_done", _C.IDLE),
     ((_C.RUNNING, _C.GETTING), Local.INTERRUPT, "send", None),
     ((_C.PUTTING,), Local.PUT_DATA, "send", None),
-    ((_C.PUTTING,), p.Credit, "put_credit", None),
-    ((_C.PUTTING,), p.PutDone, "put_done", _C.IDLE),
-    ((_C.GETTING,), p.GetChunk, "get_chunk", None),
-    ((_C.GETTING,), p.GetEnd, "get_end", _C.IDLE),
+    ((_C.PUTTING,), p.Credit, "route_message", None),
+    ((_C.PUTTING,), p.PutDone, "route_message", _C.IDLE),
+    ((_C.GETTING,), p.GetChunk, "route_message", None),
+    ((_C.GETTING,), p.Entry, "route_message", None),
+    ((_C.GETTING,), p.FileEnd, "route_message", None),
+    ((_C.GETTING,), p.GetEnd, "route_message", _C.IDLE),
     ((_C.IDLE,), Local.ATTACH, "send", _C.ATTACHED),
     ((_C.ATTACHED,), Local.PTY_DATA, "send", None),
     ((_C.ATTACHED,), Local.OUTPUT, "route_output", None),
@@ -196,6 +208,8 @@ CONSOLE: dict[tuple[ConsoleState, Event], Step[ConsoleState]] = _table([
     ((_C.CLOSING,), p.PutDone, "ignore", None),
     ((_C.CLOSING,), p.GetChunk, "ignore", None),
     ((_C.CLOSING,), p.GetEnd, "ignore", None),
+    ((_C.CLOSING,), p.Entry, "ignore", None),
+    ((_C.CLOSING,), p.FileEnd, "ignore", None),
     ((_C.CLOSING,), p.PtyExit, "ignore", None),
     ((_C.CLOSING,), p.Completions, "ignore", None),
 ])

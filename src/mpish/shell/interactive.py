@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shlex
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
@@ -21,6 +19,7 @@ from mpish import keys
 from mpish.wire.errors import MpishError
 
 from . import attach, completion, screen
+from . import console_put_get as put_get
 from .console import Console
 from .grouping import Style, make_sink, status_lines
 from .ranks import TargetError, describe, format_ranks, resolve_targets
@@ -37,9 +36,13 @@ third SIGKILL, and the shell is then restarted from the state before the command
 
   @TARGETS COMMAND        run one command on other targets (@all, @1-3,7, a host)
   :targets [TARGETS]      show the servers, or set the default targets
-  :put LOCAL [REMOTE]     copy a file of the console's cwd to the targets (SHA-256 verified);
-                          a directory REMOTE receives it under its own name, as with cp
-  :get REMOTE [LOCAL]     copy a file from the targets (NAME.<rank> if several, NAME.<host>
+  :put [-r] LOCAL [REMOTE]
+                          copy a file (-r: a directory) of the console's cwd to the targets,
+                          SHA-256 verified; as cp: a directory REMOTE receives it under its
+                          own name; -r keeps modes and empty directories, copies links as
+                          links and never writes through one
+  :get [-r] REMOTE [LOCAL]
+                          the same from the targets (NAME.<rank> if several, NAME.<host>
                           over ssh, as clush --rcopy); the paths written are printed
   @TARGETS :put|:get ...  a transfer for other targets
   :timeout [SECONDS]      show or set the per-command timeout (0 = none)
@@ -251,37 +254,6 @@ class TypedAhead:
         return partial
 
 
-class Progress:
-    """A one-line progress bar on a terminal (stderr), nothing otherwise."""
-
-    def __init__(self, label: str, total: int, stream: IO[str]) -> None:
-        self.label, self.total, self.stream = label, total, stream
-        self.enabled = stream.isatty()
-        self.started = self.shown = time.monotonic()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self.shown < 0.1:
-            return
-        self.shown = now
-        total = total or self.total
-        rate = done / max(now - self.started, 1e-6) / 2**20
-        if total:
-            width = 30
-            filled = width * done // total
-            bar = "#" * filled + "." * (width - filled)
-            text = f"\r{self.label} [{bar}] {100 * done // total:3d}% {rate:7.1f} MiB/s"
-        else:
-            text = f"\r{self.label} {done / 2**20:9.1f} MiB {rate:7.1f} MiB/s"
-        self.stream.write(text)
-        self.stream.flush()
-
-    def end(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-
-
 class Repl:
     """Read commands, run them on the targets, show grouped or live output."""
 
@@ -446,55 +418,10 @@ class Repl:
         self.last_status = attach.run_builtin(self.console, self.targets, rest, self.tty, self.err)
 
     def cmd_put(self, rest: str) -> None:
-        words = shlex.split(rest)
-        if not 1 <= len(words) <= 2:
-            raise ValueError("usage: :put LOCAL [REMOTE]")
-        local = words[0]
-        remote = words[1] if len(words) == 2 else os.path.basename(local)
-        if os.path.isdir(local):
-            raise ValueError(f":put copies one file: {local!r} is a directory on the console's machine "
-                             "(:put -r is not there yet; tar it, or :put its files)")
-        if not os.path.isfile(local):
-            raise ValueError(f":put copies a file of the console's machine: no file {local!r} in the "
-                             f"console's directory {os.getcwd()} (not the targets' cwd)")
-        size = os.path.getsize(local)
-        progress = Progress(f"put {os.path.basename(local)}", size, self.err)
-        started = time.monotonic()
-        with self.keys():
-            verdicts = self.console.put(local, remote, self.targets, progress)
-        progress.end()
-        self._report("put", verdicts, size, time.monotonic() - started)
+        self.last_status = put_get.put_builtin(self.console, self.targets, rest, self.keys, self.err)
 
     def cmd_get(self, rest: str) -> None:
-        words = shlex.split(rest)
-        if not 1 <= len(words) <= 2:
-            raise ValueError("usage: :get REMOTE [LOCAL]")
-        remote = words[0]
-        local = words[1] if len(words) == 2 else os.path.basename(remote)
-        progress = Progress(f"get {os.path.basename(remote)}", 0, self.err)
-        started = time.monotonic()
-        with self.keys():
-            verdicts = self.console.get(remote, local, self.targets, progress)
-        progress.end()
-        self._report("get", verdicts, 0, time.monotonic() - started)
-        written = self.console.get_destinations(remote, local, verdicts)
-        for rank, error in sorted(verdicts.items()):
-            if not error:
-                print(f"  {written[rank]}")
-        sys.stdout.flush()
-
-    def _report(self, what: str, verdicts: dict[int, str], size: int, seconds: float) -> None:
-        good = [r for r, e in verdicts.items() if not e]
-        if good:
-            extra = f", {size / 2**20 / max(seconds, 1e-6):.1f} MiB/s" if size else ""
-            print(f"mpish: {what} @{format_ranks(good)}: ok, SHA-256 verified ({seconds:.2f} s{extra})")
-        failures: dict[str, list[int]] = {}
-        for rank, error in verdicts.items():
-            if error:
-                failures.setdefault(error, []).append(rank)
-        for error, ranks in failures.items():
-            print(self.style.error(f"mpish: {what} @{format_ranks(ranks)}: {error}"), file=self.err)
-        sys.stdout.flush()
+        self.last_status = put_get.get_builtin(self.console, self.targets, rest, self.keys, self.err)
 
     def cmd_quit(self, rest: str) -> None:  # handled in loop(); here for :help discoverability
         del rest

@@ -14,6 +14,11 @@ console (rank 0) and one shell server. Conversation::
                         Credit                              for PtyInput bytes written
     console -> server   Complete
     server  -> console  Completions                         for each Complete
+    console -> server   TreePut (Entry [PutChunk* FileEnd])* TreeEnd      :put -r
+    server  -> console  Credit                              for PutChunk bytes and each Entry
+                        PutDone                             for each TreeEnd
+    console -> server   TreeGet [Interrupt]                 :get -r
+    server  -> console  (Entry [GetChunk* FileEnd])* GetEnd  for each TreeGet
 
 These messages travel on channel 0 of the secure channel. A command's output is not
 wrapped: its stdout and stderr bytes are sent raw, as they were read from the pipe, on
@@ -23,7 +28,9 @@ The session ends with the secure channel's close record. Which message each side
 receive in which state: :mod:`mpish.shell.conversation`.
 
 Flow control: a sender of bulk bytes (output, GetChunk, PutChunk, Input) never has more than
-``WINDOW`` bytes that the other side has not returned with a :class:`Credit`.
+``WINDOW`` bytes that the other side has not returned with a :class:`Credit`; a tree's
+:class:`Entry` counts as :data:`ENTRY_COST` bytes, so a tree of empty directories is
+flow-controlled too.
 """
 
 from __future__ import annotations
@@ -33,13 +40,14 @@ from typing import Annotated
 
 from mpish.wire.codec import Codec, MaxLen
 
-PROTOCOL_VERSION = 5  # 2: output as raw bytes on channels 1 and 2; 3: Done.note; 4: stdin;
-# 5: pty mode (PtyOpen ... PtyExit), path completion (Complete, Completions)
+PROTOCOL_VERSION = 6  # 2: output as raw bytes on channels 1 and 2; 3: Done.note; 4: stdin;
+# 5: pty mode (PtyOpen ... PtyExit), path completion (Complete, Completions); 6: trees (:put -r, :get -r)
 CHUNK = (1 << 20) - 256  # bulk bytes per message: one message is one record (record.py)
 WINDOW = 4 * 1024 * 1024  # unacknowledged bulk bytes per server and direction
 CONTROL = 0  # secure-channel channel of the msgpack messages below
 STDOUT = 1  # secure-channel channel of raw stdout bytes (also the stream id of a sink)
 STDERR = 2  # secure-channel channel of raw stderr bytes
+ENTRY_COST = 512  # bulk bytes an Entry counts for in the window
 
 CODEC = Codec("mpish.shell", max_bytes=1 << 20, max_items=64)
 
@@ -190,8 +198,6 @@ class Input:
     eof: bool
 
 
-
-
 @CODEC.message(16)
 @dataclass(frozen=True, slots=True)
 class PtyOpen:
@@ -264,8 +270,63 @@ class Completions:
     names: Command
 
 
+@CODEC.message(23)
+@dataclass(frozen=True, slots=True)
+class TreePut:
+    """Receive a tree (:put -r) at ``path``: an existing directory receives it as
+    ``path/name``, else ``path`` becomes the copy (as cp -r); ``name`` empty: always ``path``."""
+
+    xfer_id: int
+    path: Path
+    name: Path
+
+
+@CODEC.message(24)
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One entry of a tree, parents first: ``path`` relative to the tree's root ("" is the
+    root), ``kind`` dir, file (its bytes follow as chunks, then :class:`FileEnd`), link
+    (``target`` is the link's text) or skip (not sent: ``target`` says why)."""
+
+    xfer_id: int
+    path: Path
+    kind: Annotated[str, MaxLen(8)]
+    mode: int
+    size: int
+    target: Text
+
+
+@CODEC.message(25)
+@dataclass(frozen=True, slots=True)
+class FileEnd:
+    """The end of a tree's file: the digest of its bytes, or why the sender stopped."""
+
+    xfer_id: int
+    size: int
+    sha256: bytes
+    error: Text
+
+
+@CODEC.message(26)
+@dataclass(frozen=True, slots=True)
+class TreeEnd:
+    """The last entry of a :put -r was sent (or it was aborted); the server answers PutDone."""
+
+    xfer_id: int
+    aborted: bool
+
+
+@CODEC.message(27)
+@dataclass(frozen=True, slots=True)
+class TreeGet:
+    """Send the tree at ``path`` (:get -r; a file is sent as a one-entry tree)."""
+
+    xfer_id: int
+    path: Path
+
+
 ShellMessage = (
     Hello | Run | Interrupt | Credit | Done | PutStart | PutChunk | PutEnd | PutDone
     | GetStart | GetChunk | GetEnd | Input | PtyOpen | PtyInput | PtyResize | PtyClose
-    | PtyExit | Complete | Completions
+    | PtyExit | Complete | Completions | TreePut | Entry | FileEnd | TreeEnd | TreeGet
 )

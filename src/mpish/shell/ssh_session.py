@@ -274,17 +274,3 @@ class SshRepl(Repl):
             print(text, file=self.err)
         self.err.flush()
         self.last_status = max((r.exit for r in results), default=0)
-
-    def _report(self, what: str, verdicts: dict[int, str], size: int, seconds: float) -> None:
-        hosts = {rank: peer.host for rank, peer in self.console.peers.items()}
-        good = [hosts[r] for r, e in verdicts.items() if not e]
-        if good:
-            extra = f", {size / 2**20 / max(seconds, 1e-6):.1f} MiB/s" if size else ""
-            print(f"mpish: {what} {fold_hosts(good)}: ok, SHA-256 verified ({seconds:.2f} s{extra})")
-        failures: dict[str, list[str]] = {}
-        for rank, error in verdicts.items():
-            if error:
-                failures.setdefault(error, []).append(hosts[rank])
-        for error, names in failures.items():
-            print(self.style.error(f"mpish: {what} {fold_hosts(names)}: {error}"), file=self.err)
-        sys.stdout.flush()

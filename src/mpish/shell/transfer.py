@@ -1,7 +1,8 @@
 """Files received by put (on a server) and get (on the console): safe part files, cp naming.
 
 A file being received is written to a part file beside its destination, created with an
-unpredictable name, ``O_EXCL|O_NOFOLLOW`` and mode 0600 (:func:`tempfile.mkstemp`), so
+unpredictable name, ``O_EXCL|O_NOFOLLOW`` and mode 0600 (:func:`tempfile.mkstemp`, or
+the same by hand inside a directory descriptor for a tree, :mod:`mpish.shell.tree`), so
 another user who can write to that directory can neither plant a symlink that the
 transfer would follow nor a file that it would fill and then own. When the last byte
 has arrived, the SHA-256 is computed again over what the file descriptor we own holds,
@@ -14,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
 READ_BACK = 1 << 20
+PART_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def umask() -> int:
@@ -33,15 +36,33 @@ def destination(target: Path, name: str, as_directory: bool) -> Path:
     return target
 
 
-class PartFile:
-    """A file being received (see the module doc); ``commit`` or ``discard`` it."""
+def part_name(name: str) -> str:
+    """An unpredictable name for the part file of ``name`` (short enough for NAME_MAX)."""
+    return f".{name[:96]}.{secrets.token_hex(6)}.mpish-part"
 
-    def __init__(self, final: Path) -> None:
+
+class PartFile:
+    """A file being received (see the module doc); ``commit`` or ``discard`` it.
+
+    ``dir_fd``: the part file and ``final`` are the name ``final.name`` inside that open
+    directory (a tree's, never reached through a link); else ``final`` is a path."""
+
+    def __init__(self, final: Path, dir_fd: int | None = None) -> None:
         self.final = final
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".mpish-part", dir=final.parent)
-        self.fd = fd
-        self.path = Path(name)
+        self.dir_fd = dir_fd
         self.size = 0
+        if dir_fd is None:
+            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".mpish-part", dir=final.parent)
+            self.fd, self.part, self.target = fd, name, str(final)
+            return
+        self.target = final.name
+        while True:
+            self.part = part_name(final.name)
+            try:
+                self.fd = os.open(self.part, PART_FLAGS, 0o600, dir_fd=dir_fd)
+                return
+            except FileExistsError:
+                continue
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -62,7 +83,7 @@ class PartFile:
             os.fchmod(self.fd, mode & 0o7777)
             os.close(self.fd)
             self.fd = -1
-            os.replace(self.path, self.final)
+            os.replace(self.part, self.target, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except OSError as exc:
             self.discard()
             return f"cannot write {self.final}: {exc.strerror}"
@@ -74,4 +95,4 @@ class PartFile:
                 os.close(self.fd)
             self.fd = -1
         with contextlib.suppress(OSError):
-            self.path.unlink()
+            os.unlink(self.part, dir_fd=self.dir_fd)

@@ -3,9 +3,10 @@
 Every message from the console and every local event (output read, the command's end,
 its deadline, the end of a get, the console gone) goes through the server's
 conversation table (:data:`mpish.shell.conversation.SERVER`); this class only holds the
-actions, each a ``_<action>`` method. A message that the state does not allow is
-refused: a Run, PutStart or GetStart is answered with an error (the console waits for
-that answer), anything else is dropped and logged; the session goes on.
+actions, each a ``_<action>`` method (put's and get's in :class:`.transfers.ServerTransfers`).
+A message that the state does not allow is refused: a Run, PutStart, GetStart, TreePut or
+TreeGet is answered with an error (the console waits for that answer), anything else is
+dropped and logged; the session goes on.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ from ..receive import Waiter, receive
 from .bash import Bash, OutputStream
 from .jobs import KILLING_POLL, Command, Ended, Shell
 from .stdin import StdinFeed
-from .transfers import Get, Put
+from .transfers import Get, GetTree, Put, PutTree, ServerTransfers
 
 log = logging.getLogger(__name__)
 
 CONSOLE_CHECK = 1.0  # seconds between looks at whether the console is alive (when idle)
 
 
-class ShellServer:
+class ShellServer(ServerTransfers):
     """Serve one console over a channel; :meth:`serve` returns when the session ends.
 
     ``console_alive`` is asked now and then while idle; False ends the session (the
@@ -52,8 +53,8 @@ class ShellServer:
         self.machine = Machine(SERVER, ServerState.IDLE)
         self.shell = Shell(link.rank, link.size)
         self.command: Command | None = None
-        self.put: Put | None = None
-        self.get: Get | None = None
+        self.put: Put | PutTree | None = None
+        self.get: Get | GetTree | None = None
         self.ptys = PtyHost(self._send, self._send_pty_output, self.shell.executable, self.shell.state)
 
     @property
@@ -126,9 +127,9 @@ class ShellServer:
         log.info("%s", why)
         if isinstance(message, p.Run):
             self._send(p.Done(message.cmd_id, 125, 0, 0.0, self.cwd, False, peak_rss_kib(), why, ""))
-        elif isinstance(message, p.PutStart):
+        elif isinstance(message, (p.PutStart, p.TreePut)):
             self._send(p.PutDone(message.xfer_id, 0, b"", why))
-        elif isinstance(message, p.GetStart):
+        elif isinstance(message, (p.GetStart, p.TreeGet)):
             self._send(p.GetEnd(message.xfer_id, 0, b"", why))
 
     def _wait_pipes(self, delay: float) -> bool:
@@ -187,19 +188,6 @@ class ShellServer:
         if ended is None:
             return False
         self._fire(Local.COMMAND_ENDED, ended)
-        return True
-
-    def _pump_get(self) -> bool:
-        """Send the next chunk of the get, within credit; True if anything was done."""
-        get = self.get
-        if get is None or (self.credit <= 0 and not get.finished):
-            return False
-        data = get.read(self.credit)
-        if data:
-            self.credit -= len(data)
-            self._send(p.GetChunk(get.xfer_id, data))
-        else:
-            self._fire(Local.GET_ENDED)
         return True
 
     # -- actions (the names in conversation.SERVER)
@@ -271,36 +259,6 @@ class ShellServer:
                           peak_rss_kib(), ended.error, ended.note))
         self.shell.finished(ended)
 
-    def _start_put(self, start: p.PutStart) -> None:
-        self.put = Put(start, self.cwd)
-
-    def _write_chunk(self, chunk: p.PutChunk) -> None:
-        put = self.put
-        if put is None or chunk.xfer_id != put.xfer_id:
-            raise Refused(f"PutChunk of {chunk.xfer_id} refused: another file is being received")
-        put.write(chunk.data)
-        self._send(p.Credit(len(chunk.data)))
-
-    def _end_put(self, end: p.PutEnd) -> None:
-        put = self.put
-        if put is None or end.xfer_id != put.xfer_id:
-            raise Refused(f"PutEnd of {end.xfer_id} refused: another file is being received")
-        self.put = None
-        self._send(put.finish(end))
-
-    def _start_get(self, start: p.GetStart) -> None:
-        self.get = Get(start, self.cwd)
-
-    def _interrupt_get(self, message: p.Interrupt) -> None:
-        if self.get is None or message.cmd_id != self.get.xfer_id:
-            raise Refused(f"Interrupt of {message.cmd_id} refused: another file is being sent")
-        self.get.interrupted = True
-
-    def _end_get(self, payload: None) -> None:
-        get, self.get = self.get, None
-        if get is not None:
-            self._send(get.end())
-
     def _open_pty(self, start: p.PtyOpen) -> None:
         busy = self.machine.state is not ServerState.IDLE or self.command is not None
         self.ptys.open(start, self.cwd, busy=busy)
@@ -325,10 +283,7 @@ class ShellServer:
     def _shutdown(self) -> None:
         self.ptys.shutdown()
         self.shell.close(self.command)
-        if self.put is not None:
-            self.put.discard()
-        if self.get is not None:
-            self.get.close()
+        self._discard_transfers()
         try:
             if self.channel.is_open:
                 self.link.send_all(self.console, self.channel.close())

@@ -1,7 +1,11 @@
-"""A server's side of ``put`` and ``get``: the file being written or read, its digest, its verdict.
+"""A server's side of ``put`` and ``get``, of files and of trees (``-r``).
 
-No messages are sent here: the loop (:mod:`.loop`) sends what these return, within its
-credit. Part files and cp naming: :mod:`mpish.shell.transfer`.
+:class:`Put`, :class:`Get`, :class:`PutTree` and :class:`GetTree` hold what is being
+written or read, its digest and its verdict; :class:`ServerTransfers` holds the
+server's actions for them (the ``_<action>`` names of
+:data:`mpish.shell.conversation.SERVER`), mixed into :class:`~.loop.ShellServer`, whose
+loop calls :meth:`ServerTransfers._pump_get` to send the next chunk within its credit.
+Part files and cp naming: :mod:`mpish.shell.transfer`; trees: :mod:`mpish.shell.tree`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import protocol as p
+from ..conversation import Event, Local, Refused
 from ..transfer import PartFile, destination, umask
+from ..tree import TreeReader, TreeWriter, cost, tree_destination
+
+TREE_CREDIT_BATCH = p.WINDOW // 4  # a tree's credit is returned in batches (small files)
 
 
 def resolve(path: str, cwd: str) -> Path:
@@ -70,6 +78,21 @@ class Put:
             self.part = None
 
 
+class PutTree:
+    """A tree being received (:put -r), rebuilt by a :class:`~mpish.shell.tree.TreeWriter`."""
+
+    def __init__(self, start: p.TreePut, cwd: str) -> None:
+        self.xfer_id = start.xfer_id
+        self.writer = TreeWriter(tree_destination(resolve(start.path, cwd), start.name), umask())
+        self.owed = 0  # credit not yet returned
+
+    def finish(self, end: p.TreeEnd) -> p.PutDone:
+        return p.PutDone(end.xfer_id, self.writer.bytes, b"", self.writer.finish(end.aborted))
+
+    def discard(self) -> None:
+        self.writer.close()
+
+
 class Get:
     """A file being sent, chunk by chunk, as credit allows."""
 
@@ -83,11 +106,18 @@ class Get:
         self.handle: IO[bytes] | None = None
         try:
             self.handle = self.path.open("rb")
+        except IsADirectoryError:
+            self.error = f"{self.path} is a directory (use :get -r)"
         except OSError as exc:
             self.error = f"cannot read {self.path}: {exc.strerror}"
 
+    def next_message(self, credit: int) -> p.GetChunk | None:
+        """The next chunk (at most ``credit`` bytes); None at the end, on error or interrupt."""
+        data = self.read(credit)
+        return p.GetChunk(self.xfer_id, data) if data else None
+
     def read(self, credit: int) -> bytes:
-        """The next chunk (at most ``credit`` bytes); b"" at the end, on error or interrupt."""
+        """The next bytes (at most ``credit``); b"" at the end, on error or interrupt."""
         if self.handle is None or self.interrupted or self.error or credit <= 0:
             return b""
         try:
@@ -113,3 +143,158 @@ class Get:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+
+
+class GetTree:
+    """A tree being sent (:get -r): its entries and files' chunks, as credit allows."""
+
+    def __init__(self, start: p.TreeGet, cwd: str) -> None:
+        self.xfer_id = start.xfer_id
+        self.path = resolve(start.path, cwd)
+        self.error = ""
+        self.reader: TreeReader | None = None
+        self.sent = 0
+        self._interrupted = False
+        try:
+            self.reader = TreeReader(self.path, self.xfer_id, p.GetChunk)
+        except OSError as exc:
+            self.error = f"cannot read {self.path}: {exc.strerror}"
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
+
+    @interrupted.setter
+    def interrupted(self, value: bool) -> None:
+        self._interrupted = value
+        if self.reader is not None:
+            self.reader.interrupted = value
+
+    @property
+    def finished(self) -> bool:
+        return self.reader is None
+
+    def next_message(self, credit: int) -> object | None:
+        if self.reader is None or credit <= 0:
+            return None
+        message = self.reader.next(credit)
+        if message is None:
+            self.sent = self.reader.bytes
+            self.close()
+        return message
+
+    def end(self) -> p.GetEnd:
+        self.close()
+        error = self.error or ("interrupted" if self._interrupted else "")
+        return p.GetEnd(self.xfer_id, self.sent, b"", error)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+
+class ServerTransfers:
+    """The transfer actions of the server's table (mixed into ShellServer)."""
+
+    credit: int
+    put: Put | PutTree | None
+    get: Get | GetTree | None
+
+    @property
+    def cwd(self) -> str:
+        raise NotImplementedError
+
+    def _send(self, message: object) -> None:
+        raise NotImplementedError
+
+    def _fire(self, event: Event, payload: object = None) -> None:
+        raise NotImplementedError
+
+    def _pump_get(self) -> bool:
+        """Send the get's next message, within credit; True if anything was done."""
+        get = self.get
+        if get is None or (self.credit <= 0 and not get.finished):
+            return False
+        message = get.next_message(self.credit)
+        if message is not None:
+            self.credit -= cost(message)
+            self._send(message)
+        else:
+            self._fire(Local.GET_ENDED)
+        return True
+
+    def _start_put(self, start: p.PutStart) -> None:
+        self.put = Put(start, self.cwd)
+
+    def _write_chunk(self, chunk: p.PutChunk) -> None:
+        put = self.put
+        if not isinstance(put, Put) or chunk.xfer_id != put.xfer_id:
+            raise Refused(f"PutChunk of {chunk.xfer_id} refused: another file is being received")
+        put.write(chunk.data)
+        self._send(p.Credit(len(chunk.data)))
+
+    def _end_put(self, end: p.PutEnd) -> None:
+        put = self.put
+        if not isinstance(put, Put) or end.xfer_id != put.xfer_id:
+            raise Refused(f"PutEnd of {end.xfer_id} refused: another file is being received")
+        self.put = None
+        self._send(put.finish(end))
+
+    def _start_tree_put(self, start: p.TreePut) -> None:
+        self.put = PutTree(start, self.cwd)
+
+    def _tree(self, message: p.Entry | p.PutChunk | p.FileEnd | p.TreeEnd) -> PutTree:
+        put = self.put
+        if not isinstance(put, PutTree) or message.xfer_id != put.xfer_id:
+            raise Refused(f"{type(message).__name__} of {message.xfer_id} refused: another tree is received")
+        return put
+
+    def _tree_credit(self, put: PutTree, nbytes: int) -> None:
+        put.owed += nbytes
+        if put.owed >= TREE_CREDIT_BATCH:
+            self._send(p.Credit(put.owed))
+            put.owed = 0
+
+    def _tree_entry(self, entry: p.Entry) -> None:
+        put = self._tree(entry)
+        put.writer.entry(entry)
+        self._tree_credit(put, p.ENTRY_COST)
+
+    def _tree_chunk(self, chunk: p.PutChunk) -> None:
+        put = self._tree(chunk)
+        put.writer.write(chunk.data)
+        self._tree_credit(put, len(chunk.data))
+
+    def _tree_file_end(self, end: p.FileEnd) -> None:
+        self._tree(end).writer.end_file(end)
+
+    def _end_tree_put(self, end: p.TreeEnd) -> None:
+        put = self._tree(end)
+        self.put = None
+        self._send(put.finish(end))
+
+    def _start_get(self, start: p.GetStart) -> None:
+        self.get = Get(start, self.cwd)
+
+    def _start_tree_get(self, start: p.TreeGet) -> None:
+        self.get = GetTree(start, self.cwd)
+
+    def _interrupt_get(self, message: p.Interrupt) -> None:
+        if self.get is None or message.cmd_id != self.get.xfer_id:
+            raise Refused(f"Interrupt of {message.cmd_id} refused: another file is being sent")
+        self.get.interrupted = True
+
+    def _end_get(self, payload: None) -> None:
+        get, self.get = self.get, None
+        if get is not None:
+            self._send(get.end())
+
+    def _discard_transfers(self) -> None:
+        """The session ends: a file or tree half received is discarded, one being sent closed."""
+        if self.put is not None:
+            self.put.discard()
+            self.put = None
+        if self.get is not None:
+            self.get.close()
+            self.get = None

@@ -1,0 +1,135 @@
+"""``:put`` and ``:get`` at the console's prompt: their arguments, the local checks, a
+progress bar and the report (the transfers themselves: :mod:`.console_transfer`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from typing import IO
+
+from . import console_transfer as transfer
+from .console import Console
+from .grouping import Style
+
+PUT_USAGE = "usage: :put [-r] LOCAL [REMOTE]"
+GET_USAGE = "usage: :get [-r] REMOTE [LOCAL]"
+Keys = Callable[[], contextlib.AbstractContextManager[None]]  # Ctrl-C as a key while it runs
+
+
+class Progress:
+    """A one-line progress bar on a terminal (stderr), nothing otherwise."""
+
+    def __init__(self, label: str, total: int, stream: IO[str]) -> None:
+        self.label, self.total, self.stream = label, total, stream
+        self.enabled = stream.isatty()
+        self.started = self.shown = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.shown < 0.1:
+            return
+        self.shown = now
+        total = total or self.total
+        rate = done / max(now - self.started, 1e-6) / 2**20
+        if total:
+            width = 30
+            filled = width * done // total
+            bar = "#" * filled + "." * (width - filled)
+            text = f"\r{self.label} [{bar}] {100 * done // total:3d}% {rate:7.1f} MiB/s"
+        else:
+            text = f"\r{self.label} {done / 2**20:9.1f} MiB {rate:7.1f} MiB/s"
+        self.stream.write(text)
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def parse(rest: str, usage: str) -> tuple[bool, list[str]]:
+    """(-r given, the one or two paths) of a :put or :get line; ValueError with the usage."""
+    words = shlex.split(rest)
+    recursive = False
+    while words and words[0].startswith("-") and words[0] != "-":
+        option = words.pop(0)
+        if option == "--":
+            break
+        if option not in ("-r", "-R"):
+            raise ValueError(f"unknown option {option}: {usage}")
+        recursive = True
+    if not 1 <= len(words) <= 2:
+        raise ValueError(usage)
+    return recursive, words
+
+
+def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys, err: IO[str]) -> int:
+    """``:put [-r] LOCAL [REMOTE]``; 0 if every target has its verified copy, else 1."""
+    recursive, words = parse(rest, PUT_USAGE)
+    local = words[0]
+    is_dir = os.path.isdir(local)
+    if is_dir and not recursive:
+        raise ValueError(f"{local!r} is a directory on the console's machine: "
+                         f"use :put -r {shlex.quote(local)} to copy it and what it holds")
+    if not is_dir and not os.path.isfile(local):
+        raise ValueError(f":put copies a file of the console's machine: no file {local!r} in the "
+                         f"console's directory {os.getcwd()} (not the targets' cwd)")
+    progress = Progress(f"put {os.path.basename(os.path.normpath(local))}", 0 if is_dir else
+                        os.path.getsize(local), err)
+    started = time.monotonic()
+    with keys():
+        try:
+            if is_dir:
+                remote = words[1] if len(words) == 2 else "."
+                sent = transfer.put_tree(console, local, remote, targets, progress)
+            else:
+                remote = words[1] if len(words) == 2 else os.path.basename(local)
+                sent = transfer.put(console, local, remote, targets, progress)
+        finally:
+            progress.end()
+    files = f"{sent.files} file{'' if sent.files == 1 else 's'}, " if is_dir else ""
+    return report(console, "put", sent.verdicts, sent.bytes, time.monotonic() - started, err, files)
+
+
+def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys, err: IO[str]) -> int:
+    """``:get [-r] REMOTE [LOCAL]``; the paths written are printed; 0 if all arrived."""
+    recursive, words = parse(rest, GET_USAGE)
+    remote = words[0]
+    local = words[1] if len(words) == 2 else ("." if recursive else os.path.basename(remote))
+    progress = Progress(f"get {os.path.basename(os.path.normpath(remote))}", 0, err)
+    written = transfer.get_destinations(console, remote, local, console.idle(targets), recursive)
+    started = time.monotonic()
+    with keys():
+        try:
+            verdicts = transfer.get(console, remote, local, targets, progress, tree=recursive)
+        finally:
+            progress.end()
+    status = report(console, "get", verdicts, 0, time.monotonic() - started, err)
+    for rank, error in sorted(verdicts.items()):
+        if not error:
+            print(f"  {written[rank]}{'/' if recursive and written[rank].is_dir() else ''}")
+    sys.stdout.flush()
+    return status
+
+
+def report(console: Console, what: str, verdicts: dict[int, str], size: int, seconds: float, err: IO[str],
+           extra: str = "") -> int:
+    """One line for the targets that succeeded, one per distinct error; 0 if none failed."""
+    good = [r for r, e in verdicts.items() if not e]
+    if good:
+        rate = f", {size / 2**20 / max(seconds, 1e-6):.1f} MiB/s" if size else ""
+        print(f"mpish: {what} {console.describe(good)}: ok, SHA-256 verified ({extra}{seconds:.2f} s{rate})")
+    failures: dict[str, list[int]] = {}
+    for rank, error in verdicts.items():
+        if error:
+            failures.setdefault(error, []).append(rank)
+    sys.stdout.flush()
+    style = Style.for_stream(err)
+    for error, ranks in failures.items():
+        print(style.error(f"mpish: {what} {console.describe(ranks)}: {error}"), file=err)
+    err.flush()
+    return 1 if failures else 0

@@ -1,0 +1,280 @@
+"""The console's side of put and get, of a file or a tree (``-r``): send, receive, name the copies.
+
+Theory of operation
+-------------------
+A transfer is an operation on the console's table (:data:`~mpish.shell.conversation.CONSOLE`),
+as ``:attach`` is: sending its start (``PutStart``/``TreePut``, ``GetStart``/``TreeGet``)
+through :meth:`Console.send` moves each target from IDLE to PUTTING or GETTING, every
+answer the table lets through in that state comes to the operation's handler
+(:meth:`Console.routed`), and the verdict (``PutDone``, ``GetEnd``) moves it back.
+
+Sending (put) reads one chunk or one tree entry at a time and sends it to every target
+once all of them have credit for it (each server returns :class:`~mpish.shell.protocol.Credit`
+for what it wrote), so at most ``WINDOW`` bytes per target are in flight and one chunk
+is in memory, however large the file or tree. Receiving (get) writes each chunk as it
+comes and credits it once written. Files land in part files renamed once verified;
+trees are rebuilt without following links (:mod:`mpish.shell.tree`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mpish.wire.text import escape
+
+from . import protocol as p
+from .console import Console
+from .conversation import ConsoleState, Refused
+from .transfer import PartFile, destination, umask
+from .tree import TreeReader, TreeWriter, cost, source_name, tree_destination
+
+Progress = Callable[[int, int], None]  # (bytes done, total; 0 = unknown)
+
+
+@dataclass
+class Sent:
+    """What a put sent: bytes and files (for the report), each target's verdict."""
+
+    bytes: int = 0
+    files: int = 0
+    verdicts: dict[int, str] = field(default_factory=dict)
+
+
+def put(console: Console, local: str | os.PathLike[str], remote: str, ranks: Iterable[int],
+        progress: Progress | None = None) -> Sent:
+    """Copy the local file ``local`` to ``remote`` on ``ranks`` (a directory receives it
+    under its own name); each rank's verdict ('' = written and SHA-256 verified)."""
+    path = Path(local)
+    try:
+        handle = path.open("rb")
+        info = os.fstat(handle.fileno())
+    except OSError as exc:
+        raise ValueError(f"cannot read {local} on the console's machine: {exc.strerror}") from None
+    xfer_id = console.new_id()
+    digest: Any = hashlib.sha256()
+
+    def chunks() -> Iterator[object]:
+        with handle:
+            while chunk := handle.read(p.CHUNK):
+                digest.update(chunk)
+                yield p.PutChunk(xfer_id, chunk)
+
+    def verdict(done: p.PutDone) -> str:
+        return escape(done.error) or ("" if done.sha256 == digest.digest() else "checksum mismatch")
+
+    start = p.PutStart(xfer_id, remote, info.st_size, info.st_mode & 0o777, path.name)
+    sent = _send(console, ranks, start, chunks(), lambda aborted: p.PutEnd(xfer_id, digest.digest(), aborted),
+                 verdict, lambda done: progress(done, info.st_size) if progress else None)
+    sent.files = 1
+    return sent
+
+
+def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks: Iterable[int],
+             progress: Progress | None = None) -> Sent:
+    """Copy the local tree ``local`` to ``remote`` on ``ranks`` as ``cp -r`` does (an existing
+    directory receives it under its own name, else ``remote`` becomes the copy)."""
+    xfer_id = console.new_id()
+    try:
+        reader = TreeReader(local, xfer_id, p.PutChunk)
+    except OSError as exc:
+        raise ValueError(f"cannot read {local} on the console's machine: {exc.strerror}") from None
+    files = 0
+
+    def entries() -> Iterator[object]:
+        nonlocal files
+        while (message := reader.next(p.CHUNK)) is not None:
+            files += isinstance(message, p.Entry) and message.kind == "file"
+            yield message
+
+    start = p.TreePut(xfer_id, remote, source_name(os.fspath(local)))
+    try:
+        sent = _send(console, ranks, start, entries(), lambda aborted: p.TreeEnd(xfer_id, aborted),
+                     lambda done: escape(done.error), lambda done: progress(done, 0) if progress else None)
+    finally:
+        reader.close()
+    sent.files = files
+    return sent
+
+
+def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut, body: Iterator[object],
+          end: Callable[[bool], object], verdict: Callable[[p.PutDone], str],
+          progress: Callable[[int], None]) -> Sent:
+    """Send ``start``, every message of ``body`` within each target's credit, then ``end``;
+    Ctrl-C aborts (the targets discard what they received of the file being sent)."""
+    targets = console.idle(ranks)
+    credit = dict.fromkeys(targets, p.WINDOW)
+    sent = Sent()
+
+    def putting() -> list[int]:
+        return console.in_state(ConsoleState.PUTTING, targets)
+
+    def answer(rank: int, message: object) -> None:
+        if isinstance(message, p.Credit):
+            credit[rank] += message.nbytes
+        elif isinstance(message, p.PutDone):
+            if message.xfer_id != start.xfer_id:
+                raise Refused(f"PutDone of {message.xfer_id} refused: it is not the transfer going on")
+            sent.verdicts[rank] = verdict(message)
+
+    aborted = False
+    with console.routed(answer):
+        try:
+            for rank in targets:
+                console.send(rank, start)
+            for message in body:
+                needed = cost(message)
+                console.wait(lambda n=needed: all(credit[r] >= n for r in putting()))  # type: ignore[misc]
+                for rank in putting():
+                    console.send(rank, message)
+                    credit[rank] -= needed
+                if isinstance(message, p.PutChunk):
+                    sent.bytes += len(message.data)
+                    progress(sent.bytes)
+        except BaseException as exc:  # Ctrl-C, or the local file failed: the targets discard it
+            aborted = True
+            if not isinstance(exc, KeyboardInterrupt):
+                raise
+        finally:
+            for rank in putting():
+                console.send(rank, end(aborted))
+            console.wait(lambda: not putting())
+    for rank in targets:
+        sent.verdicts.setdefault(rank, "rank lost")
+    return sent
+
+
+def get_destinations(console: Console, remote: str, local: str | os.PathLike[str], ranks: Iterable[int],
+                     tree: bool = False) -> dict[int, Path]:
+    """Where ``get`` writes each rank's copy: LOCAL (an existing directory: LOCAL/NAME), and
+    with several ranks ``NAME.<suffix>`` (rank over MPI, host over ssh), as clush --rcopy."""
+    targets = sorted(set(ranks))
+    if tree:
+        name = source_name(remote)
+        if not name and len(targets) > 1:
+            raise ValueError(f"{remote!r} has no name for the copies: give LOCAL, a new directory "
+                             f"(:get -r {remote} DIR makes DIR.<host> for each target)")
+        base = tree_destination(Path(local), name)
+    else:
+        base = destination(Path(local), Path(remote).name or "unnamed", str(local).endswith("/"))
+    if len(targets) == 1:
+        return {targets[0]: base}
+    return {r: base.with_name(f"{base.name}.{console.file_suffix(r)}") for r in targets}
+
+
+class FileCopy:
+    """One target's copy of a file being received: a part file, committed once verified."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.part: PartFile | None = None
+        self.digest: Any = hashlib.sha256()
+        self.size = 0
+        self.error = ""  # writing here failed (a full disk): the rest is only counted
+
+    def write(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.size += len(data)
+        if self.error:
+            return
+        try:
+            if self.part is None:
+                self.part = PartFile(self.final)
+            self.part.write(data)
+        except OSError as exc:
+            self.error = f"cannot write {self.final}: {exc.strerror}"
+            self.close()
+
+    def finish(self, end: p.GetEnd) -> str:
+        if end.error or self.error:
+            self.close()
+            return escape(end.error) or self.error
+        if end.sha256 != self.digest.digest() or end.size != self.size:
+            self.close()
+            return "checksum mismatch"
+        try:
+            part, self.part = self.part or PartFile(self.final), None
+        except OSError as exc:
+            return f"cannot write {self.final}: {exc.strerror}"
+        return part.commit(end.sha256, end.size, 0o666 & ~umask())  # verified again on its descriptor
+
+    def close(self) -> None:
+        if self.part is not None:
+            self.part.discard()
+            self.part = None
+
+
+class TreeCopy:
+    """One target's copy of a tree being received (:class:`~mpish.shell.tree.TreeWriter`)."""
+
+    def __init__(self, final: Path) -> None:
+        self.writer = TreeWriter(final, umask())
+
+    def finish(self, end: p.GetEnd) -> str:
+        if end.error:
+            self.writer.close()
+            return escape(end.error)
+        return escape(self.writer.finish())
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def get(console: Console, remote: str, local: str | os.PathLike[str], ranks: Iterable[int],
+        progress: Progress | None = None, tree: bool = False) -> dict[int, str]:
+    """Copy the file (``tree``: the tree) ``remote`` from ``ranks`` to ``local`` (named as
+    :func:`get_destinations` says); each rank's verdict ('' = written and verified)."""
+    xfer_id = console.new_id()
+    targets = console.idle(ranks)
+    finals = get_destinations(console, remote, local, targets, tree)
+    copies: dict[int, FileCopy | TreeCopy] = {r: (TreeCopy if tree else FileCopy)(finals[r]) for r in targets}
+    verdicts: dict[int, str] = {}
+    received = 0
+    interrupted = False
+
+    def answer(rank: int, message: Any) -> None:
+        nonlocal received
+        if message.xfer_id != xfer_id:
+            raise Refused(f"{type(message).__name__} of {message.xfer_id} refused: another transfer goes on")
+        copy = copies[rank]
+        if isinstance(message, p.GetEnd):
+            console.consumed(rank, 0, final=True)
+            verdicts[rank] = copy.finish(message)
+            return
+        if isinstance(message, p.GetChunk):
+            (copy.writer if isinstance(copy, TreeCopy) else copy).write(message.data)
+            received += len(message.data)
+            if progress:
+                progress(received, 0)
+        elif isinstance(copy, TreeCopy) and isinstance(message, p.Entry):
+            copy.writer.entry(message)
+        elif isinstance(copy, TreeCopy) and isinstance(message, p.FileEnd):
+            copy.writer.end_file(message)
+        else:
+            raise Refused(f"{type(message).__name__} refused: not part of this get")
+        console.consumed(rank, cost(message))
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        if not interrupted:
+            print("\nmpish: interrupting the get", file=console.err)
+            interrupted = True
+            for rank in console.in_state(ConsoleState.GETTING, targets):
+                console.send(rank, p.Interrupt(xfer_id))
+
+    start = p.TreeGet if tree else p.GetStart
+    try:
+        with console.routed(answer):
+            for rank in targets:
+                console.send(rank, start(xfer_id, remote))
+            console.wait(lambda: not console.in_state(ConsoleState.GETTING, targets), interrupt)
+    finally:
+        for copy in copies.values():
+            copy.close()
+    for rank in targets:
+        verdicts.setdefault(rank, "rank lost")
+    return verdicts

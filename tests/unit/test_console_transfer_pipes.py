@@ -1,0 +1,93 @@
+"""A real Console and a real ShellServer over pipes (no MPI, no ssh): :put -r and :get -r
+move a tree larger than the credit window through the transfer machinery, and back."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from mpish.shell import console_transfer as transfer
+from mpish.shell import protocol as p
+from mpish.shell.console import Console
+from mpish.shell.server import ShellServer
+from mpish.shell.session import Peer, Session
+from mpish.transport.pipe import PipeLink
+from mpish.wire.channel import Binding, Role, SecureChannel
+from mpish.wire.noise import public_bytes
+
+
+class PipeSession(Session):
+    def finish(self) -> None:
+        pass
+
+
+@pytest.fixture
+def console() -> Iterator[Console]:
+    to_server, to_console = os.pipe(), os.pipe()
+    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    binding = Binding(os.urandom(16), 0, 1, "test")
+    ours = SecureChannel(role=Role.INITIATOR, binding=binding, static_key=a, remote_static=public_bytes(b))
+    theirs = SecureChannel(role=Role.RESPONDER, binding=binding, static_key=b, remote_static=public_bytes(a))
+    queue, receiver, sender = ours.initiate(), theirs, ours
+    while queue:  # the handshake, in memory
+        for record in queue:
+            receiver.receive_record(record)
+        queue = receiver.records_to_send()
+        receiver, sender = sender, receiver
+    server = ShellServer(PipeLink(to_server[0], to_console[1], rank=1, size=2, peer=0), theirs)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    link = PipeLink(to_console[0], to_server[1], rank=0, size=2, peer=1)
+    made = Console(PipeSession(link, None, b"", {1: Peer(1, ours, "pipehost", ready=True)}))  # type: ignore[arg-type]
+    yield made
+    made.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    for fd in (*to_server, *to_console):
+        os.close(fd)
+
+
+def test_a_tree_larger_than_the_window_goes_there_and_back(console: Console, tmp_path: Path) -> None:
+    tree = tmp_path / "d"
+    (tree / "sub" / "empty").mkdir(parents=True)
+    (tree / "big.bin").write_bytes(os.urandom(3 * p.WINDOW // 2))
+    for n in range(300):
+        (tree / "sub" / f"f{n}").write_bytes(b"%d\n" % n)
+    (tree / "sub" / "run").write_bytes(b"#!/bin/sh\n")
+    (tree / "sub" / "run").chmod(0o750)
+    (tree / "link").symlink_to("sub/run")
+    (tmp_path / "remote").mkdir()
+    sent = transfer.put_tree(console, tree, str(tmp_path / "remote"), [1])
+    assert sent.verdicts == {1: ""} and sent.files == 302
+    copy = tmp_path / "remote" / "d"
+    got = transfer.get(console, str(copy), str(tmp_path / "back"), [1], tree=True)
+    assert got == {1: ""}
+    for root in (copy, tmp_path / "back"):
+        assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == sorted(
+            str(p.relative_to(tree)) for p in tree.rglob("*"))
+        assert (root / "big.bin").read_bytes() == (tree / "big.bin").read_bytes()
+        assert (root / "sub" / "f299").read_bytes() == b"299\n"
+        assert os.stat(root / "sub" / "run").st_mode & 0o777 == 0o750
+        assert os.readlink(root / "link") == "sub/run"
+
+
+def test_a_directory_without_r_and_a_missing_tree_are_one_line_each(console: Console, tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    assert transfer.get(console, str(tmp_path / "d"), str(tmp_path / "x"), [1]) == {
+        1: f"{tmp_path}/d is a directory (use :get -r)"}
+    assert transfer.get(console, str(tmp_path / "none"), str(tmp_path / "y"), [1], tree=True) == {
+        1: f"cannot read {tmp_path}/none: No such file or directory"}
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_an_unreadable_local_file_or_tree_is_one_line_and_nothing_is_sent(
+        console: Console, tmp_path: Path) -> None:
+    for send in (transfer.put, transfer.put_tree):
+        with pytest.raises(ValueError, match=r"cannot read .*none on the console's machine: No such file"):
+            send(console, tmp_path / "none", str(tmp_path / "copy"), [1])
+    assert sorted(os.listdir(tmp_path)) == []

@@ -1,0 +1,198 @@
+"""Trees of :put -r / :get -r (mpish.shell.tree): cp -r naming, hostile names, links never
+written through, modes, empty directories, no partial file under a final name."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from mpish.shell import protocol as p
+from mpish.shell import tree
+from mpish.shell.tree import HostileName, TreeReader, TreeWriter, split_relative
+
+UMASK = 0o022
+
+
+def copy(source: Path, final: Path) -> str:
+    """Send ``source`` through a reader into a writer at ``final``; the writer's verdict."""
+    reader = TreeReader(source, 1, p.PutChunk)
+    writer = TreeWriter(final, UMASK)
+    while (message := reader.next(p.CHUNK)) is not None:
+        feed(writer, message)
+    return writer.finish()
+
+
+def feed(writer: TreeWriter, message: object) -> None:
+    if isinstance(message, p.Entry):
+        writer.entry(message)
+    elif isinstance(message, (p.PutChunk, p.GetChunk)):
+        writer.write(message.data)
+    elif isinstance(message, p.FileEnd):
+        writer.end_file(message)
+
+
+def entry(path: str, kind: str = "file", mode: int = 0o644, target: str = "") -> p.Entry:
+    return p.Entry(1, path, kind, mode, 0, target)
+
+
+def file_end(data: bytes) -> p.FileEnd:
+    return p.FileEnd(1, len(data), hashlib.sha256(data).digest(), "")
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "..", "a/../../x", "a//b", "./a", "a/.", "a\0b", "a/"])
+def test_entry_names_that_could_leave_the_tree_are_refused(name: str) -> None:
+    with pytest.raises(HostileName):
+        split_relative(name)
+
+
+def test_plain_relative_names_are_split_and_the_root_is_empty() -> None:
+    assert split_relative("") == ()
+    assert split_relative("a/b c/..d") == ("a", "b c", "..d")
+
+
+def test_cp_r_naming_an_existing_directory_receives_the_tree_under_its_name(tmp_path: Path) -> None:
+    (tmp_path / "dest").mkdir()
+    assert tree.tree_destination(tmp_path / "dest", "d") == tmp_path / "dest" / "d"
+    assert tree.tree_destination(tmp_path / "new", "d") == tmp_path / "new"  # it becomes the copy
+    assert tree.tree_destination(tmp_path / "dest", "") == tmp_path / "dest"  # :put -r . dest
+    assert [tree.source_name(s) for s in ("a/d/", "d", ".", "..", "/", "/x/y")] == ["d", "d", "", "", "", "y"]
+
+
+def test_a_tree_arrives_with_modes_empty_directories_and_links_as_links(tmp_path: Path) -> None:
+    source = tmp_path / "d"
+    (source / "sub" / "empty").mkdir(parents=True)
+    (source / "sub" / "run.sh").write_bytes(b"#!/bin/sh\necho run\n")
+    (source / "sub" / "run.sh").chmod(0o755)
+    (source / "big.bin").write_bytes(os.urandom(3 * p.CHUNK + 17))
+    (source / "ro").mkdir()
+    (source / "ro" / "kept").write_bytes(b"inside a read-only directory\n")
+    (source / "ro").chmod(0o555)
+    (source / "out").symlink_to("/etc")  # a link out of the tree: copied as a link, never followed
+    os.mkfifo(source / "fifo")
+    final = tmp_path / "copy"
+    verdict = copy(source, final)
+    assert verdict == f"{source}/fifo: not a regular file (not copied)"
+    assert listing(final) == ["big.bin", "out", "ro", "ro/kept", "sub", "sub/empty", "sub/run.sh"]
+    assert (final / "big.bin").read_bytes() == (source / "big.bin").read_bytes()
+    assert stat.S_IMODE((final / "sub" / "run.sh").stat().st_mode) == 0o755
+    assert stat.S_IMODE((final / "ro").stat().st_mode) == 0o555  # set once its entries were written
+    assert os.readlink(final / "out") == "/etc" and (final / "out").is_symlink()
+    assert not [n for n in os.listdir(final) if n.endswith(".mpish-part")]
+
+
+def test_a_link_then_a_file_below_it_is_never_written_through(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    writer = TreeWriter(tmp_path / "copy", UMASK)
+    writer.entry(entry("", "dir", 0o755))
+    writer.entry(entry("a", "link", target=str(outside)))
+    writer.entry(entry("a/passwd"))
+    writer.write(b"owned\n")
+    writer.end_file(file_end(b"owned\n"))
+    verdict = writer.finish()
+    assert "a symbolic link (not followed)" in verdict, verdict
+    assert os.listdir(outside) == []
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/tmp/escaped-abs", "sub/../../escaped"])
+def test_hostile_names_are_refused_and_nothing_is_written_outside(tmp_path: Path, name: str) -> None:
+    final = tmp_path / "t" / "copy"
+    final.parent.mkdir()
+    writer = TreeWriter(final, UMASK)
+    writer.entry(entry("", "dir", 0o755))
+    writer.entry(entry("sub", "dir", 0o755))
+    writer.entry(entry(name))
+    writer.write(b"x")
+    writer.end_file(file_end(b"x"))
+    writer.entry(entry("fine"))
+    writer.write(b"ok")
+    writer.end_file(file_end(b"ok"))
+    assert f"refused the entry name {name!r}" in writer.finish()
+    assert listing(tmp_path / "t") == ["copy", "copy/fine", "copy/sub"]
+    assert not Path("/tmp/escaped-abs").exists()
+
+
+def test_a_link_planted_in_the_destination_is_not_followed(tmp_path: Path) -> None:
+    source = tmp_path / "d"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "f").write_bytes(b"data")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    dest = tmp_path / "dest"
+    (dest / "d").mkdir(parents=True)
+    (dest / "d" / "sub").symlink_to(victim)  # planted by another user where the tree goes
+    verdict = copy(source, dest / "d")
+    assert verdict.startswith(f"cannot write {dest}/d/sub: a symbolic link (not followed)"), verdict
+    assert os.listdir(victim) == []
+    (dest / "d" / "sub").unlink()
+    (dest / "d").rmdir()
+    (dest / "d").symlink_to(victim)  # the root itself planted as a link
+    assert copy(source, dest / "d") == f"cannot write {dest}/d: a symbolic link (not followed)"
+    assert os.listdir(victim) == []
+
+
+def test_a_bad_file_leaves_no_file_under_its_name_and_no_part_file(tmp_path: Path) -> None:
+    final = tmp_path / "copy"
+    writer = TreeWriter(final, UMASK)
+    writer.entry(entry("", "dir", 0o755))
+    writer.entry(entry("wrong-digest"))
+    writer.write(b"abc")
+    writer.end_file(file_end(b"abd"))
+    writer.entry(entry("sender-failed"))
+    writer.write(b"half")
+    writer.end_file(p.FileEnd(1, 4, b"", "cannot read /src/sender-failed: Input/output error"))
+    writer.entry(entry("cut-short"))
+    writer.write(b"partial")
+    verdict = writer.finish(aborted=True)
+    assert verdict == "the transfer was aborted"
+    assert os.listdir(final) == []
+
+
+def test_an_existing_file_where_the_tree_goes_is_one_clear_error(tmp_path: Path) -> None:
+    source = tmp_path / "d"
+    source.mkdir()
+    (source / "f").write_bytes(b"x")
+    (tmp_path / "dest").write_bytes(b"a file")
+    assert copy(source, tmp_path / "dest") == f"cannot write {tmp_path}/dest: exists and is not a directory"
+    assert copy(source, tmp_path / "no" / "such") == f"cannot write {tmp_path}/no: No such file or directory"
+
+
+def test_the_reader_sends_a_swapped_in_link_as_a_link_not_its_target(tmp_path: Path) -> None:
+    source = tmp_path / "d"
+    source.mkdir()
+    (source / "x").mkdir()
+    reader = TreeReader(source, 1, p.PutChunk)
+    assert reader.next(p.CHUNK) == p.Entry(1, "", "dir", 0o755, 0, "")
+    (source / "x").rmdir()
+    (source / "x").symlink_to("/etc")  # between the listing and the visit
+    sent = reader.next(p.CHUNK)
+    assert sent == p.Entry(1, "x", "link", 0o777, 0, "/etc")
+    assert reader.next(p.CHUNK) is None
+
+
+def test_tab_after_put_r_completes_the_local_path_and_after_get_r_the_remote_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from mpish.shell.completion import make_completer
+
+    (tmp_path / "srcdir").mkdir()
+    monkeypatch.chdir(tmp_path)
+    completer = make_completer([":put", ":get"], lambda target, prefix: ["REMOTE/"])
+
+    def names(line: str) -> list[str]:
+        return [c.text for c in completer.get_completions(Document(line), CompleteEvent())]
+
+    assert names(":put -r src") == ["dir"]  # the console's srcdir/, not the target's
+    assert names(":put -r srcdir rem") == ["REMOTE/"]
+    assert names(":get -r rem") == ["REMOTE/"]
+    assert names(":get -r remote src") == ["dir"]
