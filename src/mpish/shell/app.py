@@ -206,7 +206,7 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
     mode = OutputMode.from_args(args)
     names = RankHostNames(console.hosts) if mode.by_host else RankNames()
     sink = make_sink(mode, len(ranks), out, err, style, names)
-    from .interactive import InterruptKeys
+    from .keyboard import InterruptKeys
 
     with InterruptKeys() as keys:
         console.interrupt_key = keys.pressed

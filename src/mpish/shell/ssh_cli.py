@@ -116,7 +116,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     or 0 with ``--no-maxrc``."""
     from mpish.shell.app import stdin_to_send
     from mpish.shell.console import Console
-    from mpish.shell.interactive import InterruptKeys
+    from mpish.shell.keyboard import InterruptKeys
 
     assert options.command is not None
     hosts = select_hosts(options.selection)
