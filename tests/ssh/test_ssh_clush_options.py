@@ -239,3 +239,13 @@ def test_hosts_lost_during_the_command_are_reported_once_folded(sshd: SshServer)
     assert headers(done.stdout) == ["host1 (1)"]
     lines = [line for line in done.stderr.splitlines() if "ended while in use" in line]
     assert lines == [lines[0]] and lines[0].startswith("host[2-4] (3): the remote side ended"), done.stderr
+
+
+def test_console_honours_the_output_options_and_f(sshd: SshServer, tmp_path: Path) -> None:
+    done = mpish_ssh(sshd, "host[1-2]", "-L", input="echo r$MPISH_RANK\n")
+    assert done.stdout == "host1: r1\nhost2: r2\n", done.stderr
+    log = tmp_path / "events"  # -f 1 at the console too, as clush's interactive mode keeps its fan-out
+    done = mpish_ssh(sshd, "host[1-3]", "-f", "1", "-q",
+                     input=f"echo start >> {log}; sleep 0.3; echo end >> {log}\n")
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().split() == ["start", "end"] * 3

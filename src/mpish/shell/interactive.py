@@ -8,6 +8,7 @@ no terminal at all it reads plain lines from stdin (scripts: ``mpish < commands`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shlex
@@ -24,6 +25,8 @@ from . import attach, completion, screen
 from .console import Console
 from .grouping import Style, make_sink, status_lines
 from .keyboard import InterruptKeys, TypedAhead
+from .names import RankHostNames, RankNames, ServerNames
+from .options import OutputMode
 from .ranks import TargetError, describe, format_ranks, resolve_targets
 
 HELP = """\
@@ -44,7 +47,8 @@ third SIGKILL, and the shell is then restarted from the state before the command
                           over ssh, as clush --rcopy); the paths written are printed
   @TARGETS :put|:get ...  a transfer for other targets
   :timeout [SECONDS]      show or set the per-command timeout (0 = none)
-  :mode [grouped|live]    group identical outputs (clush -b) or stream with rank prefixes
+  :mode [MODE]            grouped: identical outputs once (clush -b), lines: each line
+                          prefixed (-L), live: as it comes (-v), json: one object per target
   :raw [on|off]           show remote output unfiltered, escape sequences included
   :attach [@TARGET] [COMMAND]
                           run COMMAND (default: your shell) on one target in a terminal of
@@ -54,6 +58,9 @@ third SIGKILL, and the shell is then restarted from the state before the command
   :help                   this text
   :quit, exit, Ctrl-D     end the session
 """
+
+
+MODES = ("grouped", "lines", "live", "json")  # :mode's choices (OutputMode.kind)
 
 
 class LineReader(Protocol):
@@ -177,12 +184,16 @@ class Progress:
 
 
 class Repl:
-    """Read commands, run them on the targets, show grouped or live output."""
+    """Read commands, run them on the targets, show their output as the command line's
+    output options say (``output``: -b -B -L -N -q --json --label, :mode changes its kind),
+    at most ``fanout`` targets running a command at once (clush's -f; 0: all)."""
 
-    def __init__(self, console: Console, verbose: int = 0, reader: LineReader | None = None) -> None:
+    def __init__(self, console: Console, verbose: int = 0, reader: LineReader | None = None,
+                 output: OutputMode | None = None, fanout: int = 0) -> None:
         self.console = console
         self.targets = frozenset(console.hosts)
-        self.mode = "live" if verbose else "grouped"
+        self.output = output or OutputMode(kind="live" if verbose else "grouped")
+        self.fanout = fanout
         self.reader = reader
         self.out = sys.stdout.buffer
         self.err = sys.stderr
@@ -262,15 +273,24 @@ class Repl:
                 return
         self.run(line, targets)
 
+    def names(self) -> ServerNames:
+        """How output names the servers: by rank, or by host (--label host)."""
+        return RankHostNames(self.console.hosts) if self.output.by_host else RankNames()
+
     def run(self, command: str, targets: frozenset[int]) -> None:
-        made = make_sink(self.mode, len(targets), self.out, sys.stderr.buffer, self.style, end_lines=True)
-        sink = screen.for_terminal(made, self.out, self.raw)
+        names, json = self.names(), self.output.kind == "json"
+        made = make_sink(self.output, len(targets), self.out, sys.stderr.buffer, self.style, names,
+                         end_lines=True)
+        sink = made if json else screen.for_terminal(made, self.out, self.raw)
         with self.keys():
-            results = self.console.run(command, targets, sink)
+            self.console.run(command, targets, sink, fanout=self.fanout)
         sys.stdout.flush()
-        for text in status_lines(results.values(), Style.for_stream(sys.stderr), notes=True):
+        results = made.results.values()  # as the names report them (a lost host: 255)
+        for text in [] if json else status_lines(results, Style.for_stream(sys.stderr), names, notes=True,
+                                                 quiet=self.output.quiet):
             print(text, file=self.err)
-        self.last_status = max((r.exit for r in results.values()), default=0)
+        self.err.flush()
+        self.last_status = max((r.exit for r in results), default=0)
 
     @contextlib.contextmanager
     def keys(self) -> Iterator[None]:
@@ -322,10 +342,10 @@ class Repl:
 
     def cmd_mode(self, rest: str) -> None:
         if rest:
-            if rest not in ("grouped", "live"):
-                raise ValueError("mode is 'grouped' or 'live'")
-            self.mode = rest
-        print(f"mode: {self.mode}")
+            if rest not in MODES:
+                raise ValueError(f"usage: :mode {'|'.join(MODES)}")
+            self.output = dataclasses.replace(self.output, kind=rest)
+        print(f"mode: {self.output.kind}")
         sys.stdout.flush()
 
     def cmd_raw(self, rest: str) -> None:

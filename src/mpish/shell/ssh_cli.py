@@ -197,8 +197,7 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     console = Console(session)
     console.timeout = options.timeout or 0.0
     try:
-        repl = SshRepl(console, verbose=int(options.mode.kind == "live"))
-        repl.sink_kind = "json" if options.mode.kind == "json" else repl.mode
+        repl = SshRepl(console, output=options.mode, fanout=options.fanout)
         return repl.loop()
     finally:
         console.close()
