@@ -112,3 +112,8 @@ def test_console_shows_output_as_the_output_options_say(home: Path, tmp_path: Pa
         screen = person.run("echo hi")
         assert '"rank": 1' in screen and '"rank": 2' in screen and LINE not in screen
         person.type("exit")
+
+
+def test_x_takes_a_list_of_ranks_each_with_its_at(home: Path, tmp_path: Path) -> None:
+    result = run([MPISH, "-n", "3", "-x", "@1,@2", "-L", "echo", "r$MPISH_RANK"], home, tmp_path)
+    assert (result.returncode, result.stdout.decode()) == (0, "@3: r3\n"), result.stderr

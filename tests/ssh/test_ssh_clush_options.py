@@ -108,7 +108,7 @@ def test_exclude_and_hostfile_choose_the_hosts(sshd: SshServer, tmp_path: Path) 
 def test_the_venvs_example_groups_are_not_active(sshd: SshServer, no_groups: dict[str, str]) -> None:
     # pip installs ClusterShell's examples (@compute = example[32-159]) into the venv's etc/
     done = mpish_ssh(sshd, "@compute", "-c", "true", env=no_groups)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "example" not in done.stderr + done.stdout
     assert re.fullmatch(r"mpish: @compute: no group configuration found \(.*CLUSTERSHELL_CFGDIR\)\n",
                         done.stderr), done.stderr
@@ -123,8 +123,12 @@ def test_groups_come_from_the_users_clustershell_configuration(
     assert headers(done.stdout) == ["host[1-2,4] (3)"], done.stderr
     done = mpish_ssh(sshd, "-a", "-X", "web", "echo", "x", env=groups)
     assert headers(done.stdout) == ["host[3-4] (2)"], done.stderr
-    done = mpish_ssh(sshd, "-g", "nosuch", "true", env=groups)
-    assert done.returncode == 1 and "group @nosuch is unknown or empty" in done.stderr
+    for unknown in (["-g", "nosuch"], ["-w", "@nosuch"], ["-w", "host1", "-x", "@web,@nosuch"]):
+        # one line and status 2 wherever the unknown group is, as clush's "No node to run on"
+        done = mpish_ssh(sshd, *unknown, "true", env=groups)
+        assert done.returncode == 2, (unknown, done.stderr)
+        assert done.stderr.startswith("mpish: group @nosuch is unknown or empty (") and \
+            done.stderr.count("\n") == 1, done.stderr
 
 
 # --- output modes and exit status ------------------------------------------------------------------
@@ -249,3 +253,4 @@ def test_console_honours_the_output_options_and_f(sshd: SshServer, tmp_path: Pat
                      input=f"echo start >> {log}; sleep 0.3; echo end >> {log}\n")
     assert done.returncode == 0, done.stderr
     assert log.read_text().split() == ["start", "end"] * 3
+

@@ -212,6 +212,9 @@ def main(options: SshShellOptions) -> int:
         if options.command is not None:
             return run_command(options, out, err)
         return run_console(options, out, err)
+    except HostsError as exc:  # a usage error, as clush's "No node to run on" (status 2)
+        err.write(f"mpish: {exc}\n".encode())
+        return 2
     except KeyboardInterrupt:  # while connecting (later, Ctrl-C interrupts the command)
         err.write(b"mpish: interrupted\n")
         err.flush()
