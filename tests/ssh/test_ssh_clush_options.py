@@ -5,6 +5,7 @@ Each test runs the command line through a subprocess, as a user would.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -254,3 +255,9 @@ def test_console_honours_the_output_options_and_f(sshd: SshServer, tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert log.read_text().split() == ["start", "end"] * 3
 
+
+def test_hosts_are_ranked_in_node_set_order_as_clush_sorts_them(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "-w", "host2,host1", "--json", "-c", "echo $MPISH_RANK")
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    ranked = [(r["rank"], r["host"], r["stdout"]) for r in records]
+    assert ranked == [(1, "host1", "1\n"), (2, "host2", "2\n")]  # @1 is host1 at the console too
