@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
 
-from mpish import keys
+from mpish import keys, report
 from mpish.wire.errors import MpishError
 
 from . import attach, completion, screen
@@ -126,7 +126,7 @@ class ToolkitReader:
             from prompt_toolkit.output import create_output
 
             options = {"input": create_input(stdin=tty), "output": create_output(stdout=tty)}
-        self.session: Any = PromptSession(history=history, **options)
+        self.session: Any = PromptSession(history=history, key_bindings=_no_job_control(), **options)
 
     def read(self, prompt: str, default: str = "") -> str:
         text: str = self.session.prompt(prompt, default=default)
@@ -136,6 +136,23 @@ class ToolkitReader:
         """Tab completion (on Tab only: a remote path costs a round trip)."""
         self.session.completer = completion.for_repl(repl)
         self.session.complete_while_typing = False
+
+
+NO_JOB_CONTROL = "job control is not available at the console; use Ctrl-C"
+
+
+def _no_job_control() -> Any:
+    """Ctrl-Z at the prompt says why it does nothing (prompt_toolkit would insert a ^Z)."""
+    from prompt_toolkit.application import run_in_terminal
+    from prompt_toolkit.key_binding import KeyBindings
+
+    bindings = KeyBindings()
+
+    @bindings.add("c-z")
+    def _(event: Any) -> None:
+        run_in_terminal(lambda: report.say(NO_JOB_CONTROL, event.app.output.stdout))
+
+    return bindings
 
 
 def make_reader(under_launcher: bool) -> LineReader:
