@@ -188,7 +188,7 @@ def stdin_to_send(nostdin: bool) -> int | None:
 def run_once(console: Any, args: argparse.Namespace) -> int:
     """``-c``: run once on the targets; exit status = the largest remote one (``-S``), or 0
     (``--no-maxrc``, clush's default)."""
-    from .names import RankHostNames, RankNames
+    from .names import RankHostNames, RankNames, status_of
     from .options import OutputMode, exit_status
 
     try:
@@ -225,4 +225,4 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
             print(f"mpish: rank {rank}: {result.seconds:.3f} s, peak RSS {result.peak_rss_kib} KiB",
                   file=sys.stderr)
         print(f"mpish: console: peak RSS {console_rss_kib()} KiB", file=sys.stderr)
-    return exit_status([r.exit for r in results.values()], getattr(args, "maxrc", True))
+    return exit_status([status_of(r) for r in results.values()], getattr(args, "maxrc", True))

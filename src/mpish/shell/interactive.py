@@ -25,7 +25,7 @@ from . import attach, completion, screen
 from .console import Console
 from .grouping import Style, make_sink, status_lines
 from .keyboard import InterruptKeys, TypedAhead
-from .names import RankHostNames, RankNames, ServerNames
+from .names import RankHostNames, RankNames, ServerNames, status_of
 from .options import OutputMode
 from .ranks import TargetError, describe, format_ranks, resolve_targets
 
@@ -307,7 +307,7 @@ class Repl:
                                                  quiet=self.output.quiet):
             print(text, file=self.err)
         self.err.flush()
-        self.last_status = max((r.exit for r in results), default=0)
+        self.last_status = max((status_of(r) for r in results), default=0)
 
     @contextlib.contextmanager
     def keys(self) -> Iterator[None]:

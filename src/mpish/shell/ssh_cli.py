@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from mpish.shell.grouping import JsonSink, Style, make_sink, status_lines
-from mpish.shell.names import FAILED, HostNames, Result
+from mpish.shell.names import FAILED, HostNames, Result, status_of
 from mpish.shell.names import fold_hosts as fold_hosts
 from mpish.shell.nodes import HostsError as HostsError
 from mpish.shell.nodes import Selection, select_hosts
@@ -151,7 +151,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         for line in status_lines(results, Style.for_stream(err), sink.names, quiet=options.mode.quiet):
             err.write(line.encode() + b"\n")
         err.flush()
-    return exit_status([r.exit for r in results], options.maxrc)
+    return exit_status([status_of(r) for r in results], options.maxrc)
 
 
 def run_tty(options: SshShellOptions, err: IO[bytes]) -> int:
