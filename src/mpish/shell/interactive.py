@@ -50,7 +50,7 @@ third SIGKILL, and the shell is then restarted from the state before the command
   :mode [MODE]            grouped: identical outputs once (clush -b), lines: each line
                           prefixed (-L), live: as it comes (-v), json: one object per target
   :raw [on|off]           show remote output unfiltered, escape sequences included
-  :attach [@TARGET] [COMMAND]
+  :attach [[@]TARGET] [COMMAND]
                           run COMMAND (default: your shell) on one target in a terminal of
                           its own, as ssh -t: keys, window size and Ctrl-C/Ctrl-Z go to it;
                           back here with its exit status when it ends. Escapes, after
@@ -374,6 +374,10 @@ class Repl:
         sys.stdout.flush()
 
     def cmd_attach(self, rest: str) -> None:
+        first = rest.split(None, 1)[0] if rest.strip() else ""
+        if first and first[0] != "@" and any(first in (host, host.split(".")[0])
+                                             for host in self.console.hosts.values()):
+            rest = f"@{rest.lstrip()}"  # :attach n2 top, as :attach @n2 top (clush names hosts bare)
         self.last_status = attach.run_builtin(self.console, self.targets, rest, self.tty, self.err)
 
     def cmd_put(self, rest: str) -> None:
