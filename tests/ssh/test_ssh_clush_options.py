@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -261,3 +262,18 @@ def test_hosts_are_ranked_in_node_set_order_as_clush_sorts_them(sshd: SshServer)
     records = [json.loads(line) for line in done.stdout.splitlines()]
     ranked = [(r["rank"], r["host"], r["stdout"]) for r in records]
     assert ranked == [(1, "host1", "1\n"), (2, "host2", "2\n")]  # @1 is host1 at the console too
+
+
+def test_json_advice_for_an_unreachable_host_has_the_users_ssh_options(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "nohost.invalid", "--json", "-c", "true")
+    error = json.loads(done.stdout)["error"]
+    assert f"`{shlex.join(['ssh', *sshd.ssh_options, 'nohost.invalid'])} true`" in error, error
+
+
+def test_a_python_option_that_eats_the_code_is_named_without_the_code(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "--python", f"{sys.executable} -X", "host[1-2]", "true")  # -X takes -c's value
+    assert done.returncode == 255
+    assert done.stderr.startswith(f"host[1-2] (2): the remote side could not start: --python "
+                                  f"{shlex.join([sys.executable, '-X'])} did not run the start-up code"), \
+        done.stderr
+    assert "zlib" not in done.stderr and "exec(" not in done.stderr, done.stderr  # none of the code

@@ -195,3 +195,11 @@ def test_console_says_when_the_shell_had_to_be_restarted(person: Person) -> None
     person.child.sendcontrol("c")
     screen = person.prompt()
     assert "killed by SIGTERM (the command ignored SIGINT: the shell was restarted" in screen, screen
+
+
+def test_console_reports_a_host_lost_during_a_command_once(person: Person) -> None:
+    person.prompt()
+    screen = person.run('test "$MPISH_RANK" = 2 && kill -9 $PPID; echo ok')
+    lost = [line for line in screen.splitlines() if "host2" in line and "ended" in line]
+    assert len(lost) == 1, screen
+    assert "ok" in screen and "[host1]" in person.run("true")  # host1 goes on, alone

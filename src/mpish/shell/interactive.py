@@ -299,8 +299,16 @@ class Repl:
         made = make_sink(self.output, len(targets), self.out, sys.stderr.buffer, self.style, names,
                          end_lines=True)
         sink = made if json else screen.for_terminal(made, self.out, self.raw)
-        with self.keys():
-            self.console.run(command, targets, sink, fanout=self.fanout)
+        session: Any = self.console.session  # over ssh, a host lost now is named by its result alone
+        announce = getattr(session, "report_losses", None)
+        try:
+            if announce is not None:
+                session.report_losses = False
+            with self.keys():
+                self.console.run(command, targets, sink, fanout=self.fanout)
+        finally:
+            if announce is not None:
+                session.report_losses = announce
         sys.stdout.flush()
         results = made.results.values()  # as the names report them (a lost host: 255)
         for text in [] if json else status_lines(results, Style.for_stream(sys.stderr), names, notes=True,

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from mpish.shell.grouping import JsonSink, Style, make_sink, status_lines
-from mpish.shell.names import FAILED, HostNames, Result, status_of
+from mpish.shell.names import FAILED, HostNames, Result, fold_reasons, status_of
 from mpish.shell.names import fold_hosts as fold_hosts
 from mpish.shell.nodes import HostsError as HostsError
 from mpish.shell.nodes import Selection, select_hosts
@@ -95,13 +95,26 @@ def _start(options: SshShellOptions, hosts: list[str]) -> Any:
     )
 
 
-def report_failed(session: Any, hosts: Sequence[str], err: IO[bytes], options: SshShellOptions) -> None:
-    """Hosts that never joined: identical reasons folded under one node set (``fold_failures``)."""
-    from mpish.shell.ssh_session import fold_failures
+def advice(why: str, host: str, options: SshShellOptions) -> str:
+    """A host's failure in ``mpish ssh``'s words: ``--python``, the user's ``-o`` in the ``ssh
+    HOST true`` it suggests, and never the start-up code sent with ``-c`` (an option of
+    ``--python`` that takes a value, ``-X`` or ``-W``, took it for its own)."""
+    from mpish.shell.ssh_session import cli_advice
+    from mpish.transport import ship
 
-    failed = {host: session.failed[host] for host in hosts if host in session.failed}
+    text = cli_advice(why, host, python_flag=True, ssh_options=options.ssh_options)
+    text = text.replace("--python (mpish ssh --python)", "--python")
+    if ship.stub()[:24] in text:
+        text = (f"the remote side could not start: --python {shlex.join(options.python)} did not run the "
+                "start-up code given to it with -c (give an interpreter, and only options without a value)")
+    return text
+
+
+def report_failed(session: Any, hosts: Sequence[str], err: IO[bytes], options: SshShellOptions) -> None:
+    """Hosts that never joined: identical reasons folded under one node set (``fold_reasons``)."""
+    failed = {host: advice(session.failed[host], host, options) for host in hosts if host in session.failed}
     style = Style.for_stream(err)
-    for line in fold_failures(failed, python_flag=True, ssh_options=options.ssh_options):
+    for line in fold_reasons(failed):
         err.write(style.error(line).encode() + b"\n")
     err.flush()
 
@@ -130,7 +143,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         session.report_losses = False
     for rank, host in enumerate(hosts, 1):
         if host in session.failed:  # could not join: its result, in NodeSet order
-            sink.done(Result(rank, host, FAILED, error=session.failed[host]))
+            sink.done(Result(rank, host, FAILED, error=advice(session.failed[host], host, options)))
     if not session.peers:
         sink.finish()
         session.finish()
