@@ -219,6 +219,7 @@ class Repl:
         self.tty: IO[str] | None = None
         self.typed_ahead = TypedAhead()
         self.raw = False  # remote output shown unfiltered (screen.py)
+        self.report = report.Reporter(paint=Style.for_stream(sys.stderr).error)  # messages, not output
 
     def prompt(self) -> str:
         self.targets = frozenset(r for r in self.targets if r in self.console.hosts)
@@ -250,7 +251,7 @@ class Repl:
             try:
                 self.handle(line)
             except (MpishError, OSError, ValueError) as exc:
-                print(self.style.error(f"mpish: {exc}"), file=self.err)
+                self.report.say(str(exc))
                 self.last_status = 1
         return 0
 
@@ -270,7 +271,7 @@ class Repl:
             name, _, rest = line[1:].partition(" ")
             builtin = getattr(self, f"cmd_{name}", None)
             if builtin is None:
-                print(f"mpish: unknown built-in :{name} (see :help)", file=self.err)
+                self.report.say(f"unknown built-in :{name} (see :help)")
                 return
             builtin(rest.strip())
             return
