@@ -24,12 +24,13 @@ naming servers by host (:class:`~mpish.shell.names.HostNames`):
   and ``error`` only when ssh or the remote side failed.
 
 The exit status is the largest remote one (``clush -S``; ``--no-maxrc``: 0, clush's
-default); a command killed by signal N counts as 128+N, and a host that could not run it
+default); a command killed by signal N counts as 128+N, one that reached ``-u`` as 255
+("command timeout", as clush), and a host that could not run it
 (unreachable, authentication refused, Python or mpish missing, lost during the command)
 is reported as ``host: <message>`` (identical reasons folded under one node set) and
 counts as 255, as with ssh. At most ``-f`` hosts (default 64, as clush) are being
 connected at once, the next one starting when one has joined or failed, and at most
-``-f`` run a ``-c`` command at once. ``-t``: ssh's ConnectTimeout (default 10 s, as
+``-f`` run a command at once (``-c`` and the console). ``-t``: ssh's ConnectTimeout (default 10 s, as
 clush); ``-u``: the command timeout.
 
 Without ``-c``, the MPI shell's console (:class:`~mpish.shell.ssh_session.SshRepl`):
