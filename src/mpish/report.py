@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 PROG = "mpish"
@@ -44,20 +45,24 @@ class Reporter:
     """Writes messages for the user, ``mpish: <who><text>``, one per line, flushed at once.
 
     ``stream`` defaults to whatever ``sys.stderr`` is when a message is written (so a
-    test's capture, or a redirected stderr, sees it).
+    test's capture, or a redirected stderr, sees it); ``paint`` styles each line (the
+    console's red on a terminal).
     """
 
-    def __init__(self, stream: TextIO | None = None, *, who: str = "", prog: str = PROG) -> None:
+    def __init__(self, stream: TextIO | None = None, *, who: str = "", prog: str = PROG,
+                 paint: Callable[[str], str] | None = None) -> None:
         self._stream = stream
         self.who = who
         self.prog = prog
+        self.paint = paint
 
     @property
     def stream(self) -> TextIO:
         return self._stream if self._stream is not None else sys.stderr
 
     def format(self, text: str) -> str:
-        return message(self.who + text, self.prog)
+        line = message(self.who + text, self.prog)
+        return self.paint(line) if self.paint is not None else line
 
     def say(self, text: str) -> None:
         """Write one message for the user."""

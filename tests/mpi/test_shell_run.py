@@ -144,8 +144,8 @@ def test_timeout_kills_the_process_tree(home: Path, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     command = f"sleep 300 & echo $! > {pidfile}; sleep 300"
     result = run([MPISH, "-n", "1", "-u", "1", "-c", command], home, tmp_path)
-    assert result.returncode == 128 + 2  # SIGINT, as Ctrl-C; the background job then gets SIGTERM
-    assert "timed out" in result.stderr.decode()
+    assert result.returncode == 255  # a timeout, as clush -S (SIGINT as Ctrl-C; the background job: SIGTERM)
+    assert "command timeout" in result.stderr.decode()
     pid = int(pidfile.read_text())
     for _ in range(100):  # the background sleep was in the killed process group
         try:
@@ -235,8 +235,8 @@ def test_a_server_that_dies_is_reported_and_the_console_ends(home: Path, tmp_pat
 def test_builtin_loop_stops_on_timeout_and_exit_is_no_error(home: Path, tmp_path: Path) -> None:
     """A loop inside bash itself stops on SIGINT; ``exit`` in a one-shot command is no error."""
     result = run([MPISH, "-n", "1", "-u", "1", "-c", "while :; do :; done"], home, tmp_path)
-    assert result.returncode == 128 + 2, result.stderr
-    assert "timed out" in result.stderr.decode()
+    assert result.returncode == 255, result.stderr
+    assert "command timeout" in result.stderr.decode()
     result = run([MPISH, "-n", "1", "-c", "echo before; exit 7"], home, tmp_path)
     assert result.returncode == 7 and result.stdout == b"before\n"
     assert result.stderr == b"mpish: @1: exit code 7\n"
@@ -310,3 +310,14 @@ def test_debug_logs_from_the_console_and_its_servers_and_is_silent_otherwise(
     console = {line.split("]")[0] for line in lines if "mpish.shell.mpi_session: console:" in line}
     server = {line.split("]")[0] for line in lines if "mpish.shell.mpi_server: rank 1: handshake" in line}
     assert len(console) == 1 and len(server) == 1 and console != server, lines  # two processes logged
+
+
+def test_a_syntax_error_reads_as_in_an_interactive_bash(home: Path, tmp_path: Path) -> None:
+    result = run([MPISH, "-n", "2", "-c", "echo ran; echo )"], home, tmp_path)
+    assert result.returncode == 2  # as bash's status for a syntax error
+    assert result.stdout == b""  # the line does not run, as at a prompt
+    assert result.stderr.decode().startswith("@1-2: bash: syntax error near unexpected token `)'\n"), \
+        result.stderr  # not the command file's path and a line in it
+    result = run([MPISH, "-n", "1", "-c", "echo 'open"], home, tmp_path)
+    assert result.stderr.decode().startswith("bash: unexpected EOF while looking for matching `''\n"), \
+        result.stderr

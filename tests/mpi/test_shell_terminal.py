@@ -115,3 +115,13 @@ def test_background_jobs_end_with_the_session(person: Person) -> None:
     while _running("sleep 100.125") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _running("sleep 100.125")
+
+
+def test_ctrl_z_at_the_prompt_inserts_nothing_and_says_why(person: Person) -> None:
+    person.prompt()
+    person.child.send("echo a")
+    person.child.sendcontrol("z")
+    person.child.send("b\r")
+    person.child.expect("job control is not available at the console; use Ctrl-C")
+    person.child.expect("\r\nab\r\n")  # the command ran as typed, without a ^Z in it (a\x1ab)
+    person.prompt()

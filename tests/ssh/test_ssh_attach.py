@@ -82,3 +82,11 @@ def test_ssh_c_with_tty_runs_the_command_in_a_terminal_like_ssh_t(sshd: SshServe
             child.terminate(force=True)
     done = mpish_ssh(sshd, "host[1-2]", "--tty", "-c", "true")
     assert done.returncode == 2 and "--tty runs the command on ONE host, not 2" in done.stderr, done
+
+
+def test_attach_takes_a_host_name_without_its_at(person: Person) -> None:
+    person.prompt()
+    person.child.sendline(":attach host2 sh -c 'echo on-$MPISH_RANK; exit 4'")
+    person.child.expect("on-2")
+    screen = person.prompt()
+    assert "mpish: host2: exit code 4" in screen, screen

@@ -78,7 +78,7 @@ def test_errors_are_reported_per_host_and_count_as_255(sshd: SshServer, tmp_path
     assert missing.returncode == 255
     assert re.search(r"^host2: the remote Python was not found", missing.stderr, re.MULTILINE)
     bad = mpish_ssh(sshd, "host[1-", "-c", "true")
-    assert bad.returncode == 1 and "bad host set" in bad.stderr
+    assert bad.returncode == 2 and "bad host set" in bad.stderr  # a usage error, as an unknown group
 
 
 # --- the console, through a real pseudo-terminal ----------------------------------------------

@@ -5,8 +5,10 @@ Each test runs the command line through a subprocess, as a user would.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -108,7 +110,7 @@ def test_exclude_and_hostfile_choose_the_hosts(sshd: SshServer, tmp_path: Path) 
 def test_the_venvs_example_groups_are_not_active(sshd: SshServer, no_groups: dict[str, str]) -> None:
     # pip installs ClusterShell's examples (@compute = example[32-159]) into the venv's etc/
     done = mpish_ssh(sshd, "@compute", "-c", "true", env=no_groups)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "example" not in done.stderr + done.stdout
     assert re.fullmatch(r"mpish: @compute: no group configuration found \(.*CLUSTERSHELL_CFGDIR\)\n",
                         done.stderr), done.stderr
@@ -123,8 +125,12 @@ def test_groups_come_from_the_users_clustershell_configuration(
     assert headers(done.stdout) == ["host[1-2,4] (3)"], done.stderr
     done = mpish_ssh(sshd, "-a", "-X", "web", "echo", "x", env=groups)
     assert headers(done.stdout) == ["host[3-4] (2)"], done.stderr
-    done = mpish_ssh(sshd, "-g", "nosuch", "true", env=groups)
-    assert done.returncode == 1 and "group @nosuch is unknown or empty" in done.stderr
+    for unknown in (["-g", "nosuch"], ["-w", "@nosuch"], ["-w", "host1", "-x", "@web,@nosuch"]):
+        # one line and status 2 wherever the unknown group is, as clush's "No node to run on"
+        done = mpish_ssh(sshd, *unknown, "true", env=groups)
+        assert done.returncode == 2, (unknown, done.stderr)
+        assert done.stderr.startswith("mpish: group @nosuch is unknown or empty (") and \
+            done.stderr.count("\n") == 1, done.stderr
 
 
 # --- output modes and exit status ------------------------------------------------------------------
@@ -239,3 +245,35 @@ def test_hosts_lost_during_the_command_are_reported_once_folded(sshd: SshServer)
     assert headers(done.stdout) == ["host1 (1)"]
     lines = [line for line in done.stderr.splitlines() if "ended while in use" in line]
     assert lines == [lines[0]] and lines[0].startswith("host[2-4] (3): the remote side ended"), done.stderr
+
+
+def test_console_honours_the_output_options_and_f(sshd: SshServer, tmp_path: Path) -> None:
+    done = mpish_ssh(sshd, "host[1-2]", "-L", input="echo r$MPISH_RANK\n")
+    assert done.stdout == "host1: r1\nhost2: r2\n", done.stderr
+    log = tmp_path / "events"  # -f 1 at the console too, as clush's interactive mode keeps its fan-out
+    done = mpish_ssh(sshd, "host[1-3]", "-f", "1", "-q",
+                     input=f"echo start >> {log}; sleep 0.3; echo end >> {log}\n")
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().split() == ["start", "end"] * 3
+
+
+def test_hosts_are_ranked_in_node_set_order_as_clush_sorts_them(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "-w", "host2,host1", "--json", "-c", "echo $MPISH_RANK")
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    ranked = [(r["rank"], r["host"], r["stdout"]) for r in records]
+    assert ranked == [(1, "host1", "1\n"), (2, "host2", "2\n")]  # @1 is host1 at the console too
+
+
+def test_json_advice_for_an_unreachable_host_has_the_users_ssh_options(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "nohost.invalid", "--json", "-c", "true")
+    error = json.loads(done.stdout)["error"]
+    assert f"`{shlex.join(['ssh', *sshd.ssh_options, 'nohost.invalid'])} true`" in error, error
+
+
+def test_a_python_option_that_eats_the_code_is_named_without_the_code(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "--python", f"{sys.executable} -X", "host[1-2]", "true")  # -X takes -c's value
+    assert done.returncode == 255
+    assert done.stderr.startswith(f"host[1-2] (2): the remote side could not start: --python "
+                                  f"{shlex.join([sys.executable, '-X'])} did not run the start-up code"), \
+        done.stderr
+    assert "zlib" not in done.stderr and "exec(" not in done.stderr, done.stderr  # none of the code

@@ -67,3 +67,9 @@ def test_cli_reports_an_mpish_error_in_the_one_format(
     assert cli.main(["keys"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("mpish: ") and err.count("\n") == 1, err
+
+
+def test_reporter_paints_each_message_when_asked() -> None:
+    stream = io.StringIO()
+    report.Reporter(stream, paint=lambda line: f"<{line}>").say("unknown built-in :x (see :help)")
+    assert stream.getvalue() == "<mpish: unknown built-in :x (see :help)>\n"

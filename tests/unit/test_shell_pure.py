@@ -149,7 +149,7 @@ def test_initial_state_quotes_and_strips_launcher_variables() -> None:
 
 
 def test_typed_ahead_keys_become_whole_lines_and_a_partial_one() -> None:
-    from mpish.shell.interactive import TypedAhead
+    from mpish.shell.keyboard import TypedAhead
 
     typed = TypedAhead()
     typed.feed(b"echo A1\recho B\x7f2\r\x1b[Acd /t")

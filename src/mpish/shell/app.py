@@ -105,12 +105,8 @@ def main_shell(args: argparse.Namespace) -> int:
         elif args.command is not None:
             _warn_if_argv_crossed_hosts(console)
             status = run_once(console, args)
-        elif getattr(args, "commands_from", None) is not None:
-            status = run_lines(console, args)
         else:
-            from .interactive import Repl
-
-            status = Repl(console, verbose=args.verbose).loop()
+            status = run_lines(console, args)
     except TransportBroken as exc:
         print(f"mpish: MPI cannot go on: {exc}", file=sys.stderr)
         sys.stderr.flush()
@@ -145,26 +141,33 @@ def _warn_if_argv_crossed_hosts(console: Any) -> None:
 
 
 def run_lines(console: Any, args: argparse.Namespace) -> int:
-    """``-C FILE``: the lines of FILE (``-``: stdin) as typed at the console, without prompts.
+    """The console, or ``-C FILE``: the lines of FILE (``-``: stdin) as typed at the console,
+    without prompts; either way on the ``-w``/``-x``/``-g`` targets, output as the output
+    options say (-b -B -L -N -q --json --label), as ``-c`` shows it.
 
     Only this process opens FILE, so the commands never pass through argv or the
     environment. The exit status is the last command's (a line that fails with an error: 1).
     """
     from .interactive import PlainReader, Repl
+    from .options import OutputMode
 
     try:
         targets = choose_targets(args, console.hosts)
     except MpishError as exc:
         print(f"mpish: {exc}", file=sys.stderr)
         return 2
-    path = args.commands_from
+    path = getattr(args, "commands_from", None)
+    if path is None:
+        repl = Repl(console, output=OutputMode.from_args(args))
+        repl.targets = targets
+        return repl.loop()
     try:
         stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         print(f"mpish: cannot read commands from {path}: {exc.strerror}", file=sys.stderr)
         return 2
     with stream:
-        repl = Repl(console, verbose=args.verbose, reader=PlainReader(stream, None))
+        repl = Repl(console, reader=PlainReader(stream, None), output=OutputMode.from_args(args))
         repl.targets = targets  # -w: the default targets, as :targets would set them
         ended = repl.loop()  # exit N in the file: N, as a bash script would
     return ended or repl.last_status
@@ -185,7 +188,7 @@ def stdin_to_send(nostdin: bool) -> int | None:
 def run_once(console: Any, args: argparse.Namespace) -> int:
     """``-c``: run once on the targets; exit status = the largest remote one (``-S``), or 0
     (``--no-maxrc``, clush's default)."""
-    from .names import RankHostNames, RankNames
+    from .names import RankHostNames, RankNames, status_of
     from .options import OutputMode, exit_status
 
     try:
@@ -206,7 +209,7 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
     mode = OutputMode.from_args(args)
     names = RankHostNames(console.hosts) if mode.by_host else RankNames()
     sink = make_sink(mode, len(ranks), out, err, style, names)
-    from .interactive import InterruptKeys
+    from .keyboard import InterruptKeys
 
     with InterruptKeys() as keys:
         console.interrupt_key = keys.pressed
@@ -222,4 +225,4 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
             print(f"mpish: rank {rank}: {result.seconds:.3f} s, peak RSS {result.peak_rss_kib} KiB",
                   file=sys.stderr)
         print(f"mpish: console: peak RSS {console_rss_kib()} KiB", file=sys.stderr)
-    return exit_status([r.exit for r in results.values()], getattr(args, "maxrc", True))
+    return exit_status([status_of(r) for r in results.values()], getattr(args, "maxrc", True))

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
-from .names import RankNames, Result, ServerNames, fold_reasons
+from .names import TIMEOUT_TEXT, RankNames, Result, ServerNames, fold_reasons
 from .options import OutputMode
 from .protocol import STDERR, STDOUT
 
@@ -391,7 +391,7 @@ def _outcome(result: Result, names: ServerNames, notes: bool) -> str:
     else:
         cause = f"exit code {result.exit}" if result.exit else ""
     if result.timed_out:
-        return names.timed_out(result.seconds, cause)
+        return TIMEOUT_TEXT
     if cause and result.error:
         cause += f" ({result.error})"
     return cause

@@ -8,6 +8,7 @@ no terminal at all it reads plain lines from stdin (scripts: ``mpish < commands`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -15,13 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
 
-from mpish import keys
+from mpish import keys, report
 from mpish.wire.errors import MpishError
 
 from . import attach, completion, screen
 from . import console_put_get as put_get
 from .console import Console
 from .grouping import Style, make_sink, status_lines
+from .keyboard import InterruptKeys, TypedAhead
+from .names import RankHostNames, RankNames, ServerNames, status_of
+from .options import OutputMode
 from .ranks import TargetError, describe, format_ranks, resolve_targets
 
 HELP = """\
@@ -46,9 +50,10 @@ third SIGKILL, and the shell is then restarted from the state before the command
                           over ssh, as clush --rcopy); the paths written are printed
   @TARGETS :put|:get ...  a transfer for other targets
   :timeout [SECONDS]      show or set the per-command timeout (0 = none)
-  :mode [grouped|live]    group identical outputs (clush -b) or stream with rank prefixes
+  :mode [MODE]            grouped: identical outputs once (clush -b), lines: each line
+                          prefixed (-L), live: as it comes (-v), json: one object per target
   :raw [on|off]           show remote output unfiltered, escape sequences included
-  :attach [@TARGET] [COMMAND]
+  :attach [[@]TARGET] [COMMAND]
                           run COMMAND (default: your shell) on one target in a terminal of
                           its own, as ssh -t: keys, window size and Ctrl-C/Ctrl-Z go to it;
                           back here with its exit status when it ends. Escapes, after
@@ -56,6 +61,9 @@ third SIGKILL, and the shell is then restarted from the state before the command
   :help                   this text
   :quit, exit, Ctrl-D     end the session
 """
+
+
+MODES = ("grouped", "lines", "live", "json")  # :mode's choices (OutputMode.kind)
 
 
 class LineReader(Protocol):
@@ -121,7 +129,7 @@ class ToolkitReader:
             from prompt_toolkit.output import create_output
 
             options = {"input": create_input(stdin=tty), "output": create_output(stdout=tty)}
-        self.session: Any = PromptSession(history=history, **options)
+        self.session: Any = PromptSession(history=history, key_bindings=_no_job_control(), **options)
 
     def read(self, prompt: str, default: str = "") -> str:
         text: str = self.session.prompt(prompt, default=default)
@@ -131,6 +139,23 @@ class ToolkitReader:
         """Tab completion (on Tab only: a remote path costs a round trip)."""
         self.session.completer = completion.for_repl(repl)
         self.session.complete_while_typing = False
+
+
+NO_JOB_CONTROL = "job control is not available at the console; use Ctrl-C"
+
+
+def _no_job_control() -> Any:
+    """Ctrl-Z at the prompt says why it does nothing (prompt_toolkit would insert a ^Z)."""
+    from prompt_toolkit.application import run_in_terminal
+    from prompt_toolkit.key_binding import KeyBindings
+
+    bindings = KeyBindings()
+
+    @bindings.add("c-z")
+    def _(event: Any) -> None:
+        run_in_terminal(lambda: report.say(NO_JOB_CONTROL, event.app.output.stdout))
+
+    return bindings
 
 
 def make_reader(under_launcher: bool) -> LineReader:
@@ -147,120 +172,19 @@ def make_reader(under_launcher: bool) -> LineReader:
     return PlainReader(sys.stdin, sys.stderr if sys.stdin.isatty() or under_launcher else None)
 
 
-class InterruptKeys:
-    """While an operation runs, Ctrl-C is read as a key instead of raising SIGINT.
-
-    The terminal's ISIG is turned off (as ssh does for its session), so Ctrl-C reaches no
-    process group: MPICH's singleton mpiexec, which shares our process group, would
-    otherwise take SIGINT as "abort the job". The console polls the key and forwards it
-    to the servers as an Interrupt. Other keys are kept in ``typed`` (lines typed or
-    pasted while the operation runs), except those before a Ctrl-C, which discards typed-
-    ahead input as a terminal's interrupt does. Not a terminal: nothing changes.
-    """
-
-    def __init__(self, stream: IO[str] | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stdin
-        self.fd = -1
-        self.saved: list[Any] | None = None
-        self.typed = bytearray()
-        self.interrupted = False  # Ctrl-C was typed: earlier typed-ahead lines are void
-
-    def __enter__(self) -> InterruptKeys:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            if self.stream.isatty():
-                import termios
-
-                self.fd = self.stream.fileno()
-                self.saved = termios.tcgetattr(self.fd)
-                raw = termios.tcgetattr(self.fd)
-                raw[3] &= ~(termios.ISIG | termios.ICANON | termios.ECHO)
-                raw[6][termios.VMIN] = 0
-                raw[6][termios.VTIME] = 0
-                termios.tcsetattr(self.fd, termios.TCSANOW, raw)
-        return self
-
-    def pressed(self) -> bool:
-        """True if Ctrl-C was typed since the last call (other keys are dropped)."""
-        if self.saved is None:
-            return False
-        try:
-            data = os.read(self.fd, 4096)
-        except OSError:
-            return False
-        if b"\x03" in data:
-            self.typed[:] = data[data.rindex(b"\x03") + 1 :]
-            self.interrupted = True
-            return True
-        self.typed += data
-        return False
-
-    def __exit__(self, *exc: object) -> None:
-        if self.saved is not None:
-            import termios
-
-            while True:  # what is still queued was typed after the operation's last poll
-                try:
-                    data = os.read(self.fd, 4096)
-                except OSError:
-                    break
-                if not data:
-                    break
-                self.typed += data
-
-            with contextlib.suppress(OSError):
-                termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
-            self.saved = None
-
-
-class TypedAhead:
-    """Keys typed while an operation ran: whole lines to run in order, and a partial one.
-
-    Backspace and Ctrl-U edit the line as a terminal's line discipline would; escape
-    sequences (arrow keys) and other control characters are dropped.
-    """
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.partial = ""
-
-    def feed(self, data: bytes) -> None:
-        text = data.decode("utf-8", "replace")
-        current, i = self.partial, 0
-        while i < len(text):
-            char = text[i]
-            i += 1
-            if char in "\r\n":
-                self.lines.append(current)
-                current = ""
-            elif char in "\x7f\b":
-                current = current[:-1]
-            elif char == "\x15":
-                current = ""
-            elif char == "\x1b":  # ESC [ ... final byte, or ESC O x
-                if i < len(text) and text[i] in "[O":
-                    i += 1
-                    while i < len(text) and not ("@" <= text[i] <= "~"):
-                        i += 1
-                i += 1
-            elif char >= " " or char == "\t":
-                current += char
-        self.partial = current
-
-    def next_line(self) -> str | None:
-        return self.lines.pop(0) if self.lines else None
-
-    def take_partial(self) -> str:
-        partial, self.partial = self.partial, ""
-        return partial
 
 
 class Repl:
-    """Read commands, run them on the targets, show grouped or live output."""
+    """Read commands, run them on the targets, show their output as the command line's
+    output options say (``output``: -b -B -L -N -q --json --label, :mode changes its kind),
+    at most ``fanout`` targets running a command at once (clush's -f; 0: all)."""
 
-    def __init__(self, console: Console, verbose: int = 0, reader: LineReader | None = None) -> None:
+    def __init__(self, console: Console, verbose: int = 0, reader: LineReader | None = None,
+                 output: OutputMode | None = None, fanout: int = 0) -> None:
         self.console = console
         self.targets = frozenset(console.hosts)
-        self.mode = "live" if verbose else "grouped"
+        self.output = output or OutputMode(kind="live" if verbose else "grouped")
+        self.fanout = fanout
         self.reader = reader
         self.out = sys.stdout.buffer
         self.err = sys.stderr
@@ -269,6 +193,7 @@ class Repl:
         self.tty: IO[str] | None = None
         self.typed_ahead = TypedAhead()
         self.raw = False  # remote output shown unfiltered (screen.py)
+        self.report = report.Reporter(paint=Style.for_stream(sys.stderr).error)  # messages, not output
 
     def prompt(self) -> str:
         self.targets = frozenset(r for r in self.targets if r in self.console.hosts)
@@ -300,7 +225,7 @@ class Repl:
             try:
                 self.handle(line)
             except (MpishError, OSError, ValueError) as exc:
-                print(self.style.error(f"mpish: {exc}"), file=self.err)
+                self.report.say(str(exc))
                 self.last_status = 1
         return 0
 
@@ -320,7 +245,7 @@ class Repl:
             name, _, rest = line[1:].partition(" ")
             builtin = getattr(self, f"cmd_{name}", None)
             if builtin is None:
-                print(f"mpish: unknown built-in :{name} (see :help)", file=self.err)
+                self.report.say(f"unknown built-in :{name} (see :help)")
                 return
             builtin(rest.strip())
             return
@@ -340,15 +265,32 @@ class Repl:
                 return
         self.run(line, targets)
 
+    def names(self) -> ServerNames:
+        """How output names the servers: by rank, or by host (--label host)."""
+        return RankHostNames(self.console.hosts) if self.output.by_host else RankNames()
+
     def run(self, command: str, targets: frozenset[int]) -> None:
-        made = make_sink(self.mode, len(targets), self.out, sys.stderr.buffer, self.style, end_lines=True)
-        sink = screen.for_terminal(made, self.out, self.raw)
-        with self.keys():
-            results = self.console.run(command, targets, sink)
+        names, json = self.names(), self.output.kind == "json"
+        made = make_sink(self.output, len(targets), self.out, sys.stderr.buffer, self.style, names,
+                         end_lines=True)
+        sink = made if json else screen.for_terminal(made, self.out, self.raw)
+        session: Any = self.console.session  # over ssh, a host lost now is named by its result alone
+        announce = getattr(session, "report_losses", None)
+        try:
+            if announce is not None:
+                session.report_losses = False
+            with self.keys():
+                self.console.run(command, targets, sink, fanout=self.fanout)
+        finally:
+            if announce is not None:
+                session.report_losses = announce
         sys.stdout.flush()
-        for text in status_lines(results.values(), Style.for_stream(sys.stderr), notes=True):
+        results = made.results.values()  # as the names report them (a lost host: 255)
+        for text in [] if json else status_lines(results, Style.for_stream(sys.stderr), names, notes=True,
+                                                 quiet=self.output.quiet):
             print(text, file=self.err)
-        self.last_status = max((r.exit for r in results.values()), default=0)
+        self.err.flush()
+        self.last_status = max((status_of(r) for r in results), default=0)
 
     @contextlib.contextmanager
     def keys(self) -> Iterator[None]:
@@ -400,10 +342,10 @@ class Repl:
 
     def cmd_mode(self, rest: str) -> None:
         if rest:
-            if rest not in ("grouped", "live"):
-                raise ValueError("mode is 'grouped' or 'live'")
-            self.mode = rest
-        print(f"mode: {self.mode}")
+            if rest not in MODES:
+                raise ValueError(f"usage: :mode {'|'.join(MODES)}")
+            self.output = dataclasses.replace(self.output, kind=rest)
+        print(f"mode: {self.output.kind}")
         sys.stdout.flush()
 
     def cmd_raw(self, rest: str) -> None:
@@ -415,6 +357,10 @@ class Repl:
         sys.stdout.flush()
 
     def cmd_attach(self, rest: str) -> None:
+        first = rest.split(None, 1)[0] if rest.strip() else ""
+        if first and first[0] != "@" and any(first in (host, host.split(".")[0])
+                                             for host in self.console.hosts.values()):
+            rest = f"@{rest.lstrip()}"  # :attach n2 top, as :attach @n2 top (clush names hosts bare)
         self.last_status = attach.run_builtin(self.console, self.targets, rest, self.tty, self.err)
 
     def cmd_put(self, rest: str) -> None:

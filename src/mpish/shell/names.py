@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from .session import Peer
 
 FAILED = 255  # the exit status of a host that could not run the command, as with ssh
+TIMED_OUT = 255  # of a command that reached -u or :timeout, as clush -S counts a "command timeout"
+TIMEOUT_TEXT = "command timeout"  # clush's words for it, over MPI and ssh alike
 RANK_LOST = "rank lost"  # the Console's error for a rank that went away during a command
 
 
@@ -35,6 +37,12 @@ class Result:
     error: str = ""
     peak_rss_kib: int = 0
     note: str = ""  # the command ran, and the shell had to be replaced (protocol.Done)
+
+
+def status_of(result: Result) -> int:
+    """The exit status a result counts as: the remote one, or TIMED_OUT (Ctrl-C's 130 and a
+    timeout's SIGINT are told apart, as clush exits 255 after a "command timeout")."""
+    return TIMED_OUT if result.timed_out else result.exit
 
 
 def fold_hosts(hosts: Iterable[str]) -> str:
@@ -65,10 +73,6 @@ class ServerNames(Protocol):
         """The first fields of a JSON record: those that name the server."""
         ...
 
-    def timed_out(self, seconds: float, cause: str) -> str:
-        """A status line's text for a command that timed out."""
-        ...
-
 
 class RankNames:
     """The MPI shell's names: ``@1-3``, ``1: ``, JSON with rank and host."""
@@ -86,9 +90,6 @@ class RankNames:
 
     def record(self, result: Result) -> dict[str, Any]:
         return {"rank": result.rank, "host": result.host}
-
-    def timed_out(self, seconds: float, cause: str) -> str:
-        return f"timed out after {seconds:.1f} s"
 
 
 class RankHostNames(RankNames):
@@ -134,9 +135,6 @@ class HostNames:
 
     def record(self, result: Result) -> dict[str, Any]:
         return {"rank": result.rank, "host": result.host}
-
-    def timed_out(self, seconds: float, cause: str) -> str:
-        return f"timed out ({cause})"
 
 
 def fold_reasons(failed: Mapping[str, str]) -> list[str]:

@@ -111,13 +111,34 @@ def _hostfile(path: str) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
 
 
+def _items(text: str) -> list[str]:
+    """A node set's comma-separated items, commas inside brackets kept: ``a[1,3],@b`` -> 2."""
+    items, depth, start = [], 0, 0
+    for at, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(text[start:at])
+            start = at + 1
+    return [*items, text[start:]]
+
+
+def _named_nodes(text: str) -> Any:
+    """A node set given with -w or -x: each ``@group`` in it must name hosts, as -g's must
+    (ClusterShell reads an unknown group as no host, which left -x @typo without effect)."""
+    for item in _items(text):
+        if item.startswith("@") and not any(op in item for op in "!&^"):
+            _group(item)
+    return _nodeset(text)
+
+
 def select_hosts(selection: Selection) -> list[str]:
-    """The hosts of ``selection`` in NodeSet order; HostsError if there are none or one is bad."""
+    """The hosts of ``selection`` in NodeSet order (sorted, as clush orders them; host ``i``
+    is rank ``@i``); HostsError if there are none or a node set or group names nothing."""
     from ClusterShell.NodeSet import NodeSet
 
     chosen = NodeSet(resolver=resolver())
     for text in selection.nodes:
-        chosen.update(_nodeset(text))
+        chosen.update(_named_nodes(text))
     for name in selection.groups:
         chosen.update(_group(name))
     for path in selection.hostfiles:
@@ -126,7 +147,7 @@ def select_hosts(selection: Selection) -> list[str]:
     if selection.all:
         chosen.update(_all_nodes())
     for text in selection.exclude:
-        chosen.difference_update(_nodeset(text))
+        chosen.difference_update(_named_nodes(text))
     for name in selection.exclude_groups:
         chosen.difference_update(_group(name))
     if not chosen:
@@ -148,11 +169,13 @@ def expand_target_words(spec: str) -> str:
     ``+``-joined host words without ``@``, which :func:`~mpish.shell.ranks.resolve_targets`
     reads; rank sets (``@1-3,7``) and ``@all`` are left as they are."""
     words = []
-    for word in spec.replace("+", " ").split():
-        name = word[1:] if word.startswith("@") else word
-        if name and not name[0].isdigit() and name != "all" and ("[" in name or "," in name):
+    for item in (item for word in spec.replace("+", " ").split() for item in _items(word)):
+        name = item[1:] if item.startswith("@") else item  # @1,@2 as well as @1,2
+        if not name or name[0].isdigit() or name == "all":
+            words.append(name)
+        elif "[" in name:
             words.extend(expand_hosts(name))
-        elif word.startswith("@") and name and not name[0].isdigit() and name != "all" and _is_group(name):
+        elif item.startswith("@") and _is_group(name):
             words.extend(str(host) for host in _group(name))
         else:
             words.append(name)

@@ -8,8 +8,10 @@ option's value may start with ``-`` (``-o -F/path``), as optparse lets clush tak
 Output modes (:class:`OutputMode`): ``-b`` gathered (the default), ``-B`` the same with
 stderr gathered with stdout, ``-L`` ordered lines prefixed by their server, ``-N`` no
 labels, ``-q`` quiet, ``--diff`` unified diffs against the first group, ``-v`` live.
-Exit status: ``-S`` the largest remote status (the default), ``--no-maxrc`` clush's
-default (0 unless mpish itself failed).
+Exit status: ``-S`` the largest remote status (the default; a ``-u`` timeout counts as
+255, as clush -S counts a "command timeout"), ``--no-maxrc`` clush's default (0 unless
+mpish itself failed). The output options apply to ``-c``, ``-C`` and the console alike.
+clush's ``-n`` is its ``--nostdin``, spelled only ``--nostdin`` here: ``-n`` is the rank count.
 """
 
 from __future__ import annotations

@@ -24,12 +24,13 @@ naming servers by host (:class:`~mpish.shell.names.HostNames`):
   and ``error`` only when ssh or the remote side failed.
 
 The exit status is the largest remote one (``clush -S``; ``--no-maxrc``: 0, clush's
-default); a command killed by signal N counts as 128+N, and a host that could not run it
+default); a command killed by signal N counts as 128+N, one that reached ``-u`` as 255
+("command timeout", as clush), and a host that could not run it
 (unreachable, authentication refused, Python or mpish missing, lost during the command)
 is reported as ``host: <message>`` (identical reasons folded under one node set) and
 counts as 255, as with ssh. At most ``-f`` hosts (default 64, as clush) are being
 connected at once, the next one starting when one has joined or failed, and at most
-``-f`` run a ``-c`` command at once. ``-t``: ssh's ConnectTimeout (default 10 s, as
+``-f`` run a command at once (``-c`` and the console). ``-t``: ssh's ConnectTimeout (default 10 s, as
 clush); ``-u``: the command timeout.
 
 Without ``-c``, the MPI shell's console (:class:`~mpish.shell.ssh_session.SshRepl`):
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from mpish.shell.grouping import JsonSink, Style, make_sink, status_lines
-from mpish.shell.names import FAILED, HostNames, Result
+from mpish.shell.names import FAILED, HostNames, Result, fold_reasons, status_of
 from mpish.shell.names import fold_hosts as fold_hosts
 from mpish.shell.nodes import HostsError as HostsError
 from mpish.shell.nodes import Selection, select_hosts
@@ -95,13 +96,26 @@ def _start(options: SshShellOptions, hosts: list[str]) -> Any:
     )
 
 
-def report_failed(session: Any, hosts: Sequence[str], err: IO[bytes], options: SshShellOptions) -> None:
-    """Hosts that never joined: identical reasons folded under one node set (``fold_failures``)."""
-    from mpish.shell.ssh_session import fold_failures
+def advice(why: str, host: str, options: SshShellOptions) -> str:
+    """A host's failure in ``mpish ssh``'s words: ``--python``, the user's ``-o`` in the ``ssh
+    HOST true`` it suggests, and never the start-up code sent with ``-c`` (an option of
+    ``--python`` that takes a value, ``-X`` or ``-W``, took it for its own)."""
+    from mpish.shell.ssh_session import cli_advice
+    from mpish.transport import ship
 
-    failed = {host: session.failed[host] for host in hosts if host in session.failed}
+    text = cli_advice(why, host, python_flag=True, ssh_options=options.ssh_options)
+    text = text.replace("--python (mpish ssh --python)", "--python")
+    if ship.stub()[:24] in text:
+        text = (f"the remote side could not start: --python {shlex.join(options.python)} did not run the "
+                "start-up code given to it with -c (give an interpreter, and only options without a value)")
+    return text
+
+
+def report_failed(session: Any, hosts: Sequence[str], err: IO[bytes], options: SshShellOptions) -> None:
+    """Hosts that never joined: identical reasons folded under one node set (``fold_reasons``)."""
+    failed = {host: advice(session.failed[host], host, options) for host in hosts if host in session.failed}
     style = Style.for_stream(err)
-    for line in fold_failures(failed, python_flag=True, ssh_options=options.ssh_options):
+    for line in fold_reasons(failed):
         err.write(style.error(line).encode() + b"\n")
     err.flush()
 
@@ -116,7 +130,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     or 0 with ``--no-maxrc``."""
     from mpish.shell.app import stdin_to_send
     from mpish.shell.console import Console
-    from mpish.shell.interactive import InterruptKeys
+    from mpish.shell.keyboard import InterruptKeys
 
     assert options.command is not None
     hosts = select_hosts(options.selection)
@@ -130,7 +144,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         session.report_losses = False
     for rank, host in enumerate(hosts, 1):
         if host in session.failed:  # could not join: its result, in NodeSet order
-            sink.done(Result(rank, host, FAILED, error=session.failed[host]))
+            sink.done(Result(rank, host, FAILED, error=advice(session.failed[host], host, options)))
     if not session.peers:
         sink.finish()
         session.finish()
@@ -151,7 +165,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         for line in status_lines(results, Style.for_stream(err), sink.names, quiet=options.mode.quiet):
             err.write(line.encode() + b"\n")
         err.flush()
-    return exit_status([r.exit for r in results], options.maxrc)
+    return exit_status([status_of(r) for r in results], options.maxrc)
 
 
 def run_tty(options: SshShellOptions, err: IO[bytes]) -> int:
@@ -197,8 +211,7 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     console = Console(session)
     console.timeout = options.timeout or 0.0
     try:
-        repl = SshRepl(console, verbose=int(options.mode.kind == "live"))
-        repl.sink_kind = "json" if options.mode.kind == "json" else repl.mode
+        repl = SshRepl(console, output=options.mode, fanout=options.fanout)
         return repl.loop()
     finally:
         console.close()
@@ -213,6 +226,9 @@ def main(options: SshShellOptions) -> int:
         if options.command is not None:
             return run_command(options, out, err)
         return run_console(options, out, err)
+    except HostsError as exc:  # a usage error, as clush's "No node to run on" (status 2)
+        err.write(f"mpish: {exc}\n".encode())
+        return 2
     except KeyboardInterrupt:  # while connecting (later, Ctrl-C interrupts the command)
         err.write(b"mpish: interrupted\n")
         err.flush()

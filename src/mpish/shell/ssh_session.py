@@ -45,10 +45,8 @@ from mpish.wire.noise import public_bytes
 
 from . import protocol as p
 from .greeting import await_hellos
-from .grouping import Style, make_sink, status_lines
 from .interactive import Repl
 from .names import HostNames, fold_hosts, fold_reasons
-from .screen import for_terminal
 from .session import Peer, Session
 
 HELLO_TIMEOUT_SLACK = 15.0  # beyond ssh's ConnectTimeout: Python's start and the Hello
@@ -237,8 +235,6 @@ def expand_target_words(spec: str) -> str:
 class SshRepl(Repl):
     """The MPI shell's Repl, with hosts instead of ranks in the prompt, targets and output."""
 
-    sink_kind = ""  # "json" for one JSON object per host per command; else the Repl's mode
-
     def prompt(self) -> str:
         hosts = self.console.hosts
         self.console.describe = self.describe
@@ -261,16 +257,6 @@ class SshRepl(Repl):
     def cmd_targets(self, rest: str) -> None:
         super().cmd_targets(expand_target_words(rest) if rest else rest)
 
-    def run(self, command: str, targets: frozenset[int]) -> None:
+    def names(self) -> HostNames:
         peers = self.console.peers
-        names = HostNames({rank: peer.host for rank, peer in peers.items()}, peers)
-        kind = "json" if self.sink_kind == "json" else self.mode
-        sink = make_sink(kind, len(targets), self.out, sys.stderr.buffer, self.style, names, end_lines=True)
-        with self.keys():
-            self.console.run(command, targets, for_terminal(sink, self.out, self.raw))
-        sys.stdout.flush()
-        results = list(sink.results.values())
-        for text in status_lines(results, Style.for_stream(sys.stderr), names, notes=True):
-            print(text, file=self.err)
-        self.err.flush()
-        self.last_status = max((r.exit for r in results), default=0)
+        return HostNames({rank: peer.host for rank, peer in peers.items()}, peers)

@@ -1,0 +1,120 @@
+"""The terminal's keys while an operation runs: Ctrl-C as a key, and lines typed ahead.
+
+:class:`InterruptKeys` turns the terminal's ISIG off for the duration of a command or a
+transfer (Ctrl-C is then read, not a signal to the process group); :class:`TypedAhead`
+turns what else was typed meanwhile into whole lines, run in order afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import IO, Any
+
+
+class InterruptKeys:
+    """While an operation runs, Ctrl-C is read as a key instead of raising SIGINT.
+
+    The terminal's ISIG is turned off (as ssh does for its session), so Ctrl-C reaches no
+    process group: MPICH's singleton mpiexec, which shares our process group, would
+    otherwise take SIGINT as "abort the job". The console polls the key and forwards it
+    to the servers as an Interrupt. Other keys are kept in ``typed`` (lines typed or
+    pasted while the operation runs), except those before a Ctrl-C, which discards typed-
+    ahead input as a terminal's interrupt does. Not a terminal: nothing changes.
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdin
+        self.fd = -1
+        self.saved: list[Any] | None = None
+        self.typed = bytearray()
+        self.interrupted = False  # Ctrl-C was typed: earlier typed-ahead lines are void
+
+    def __enter__(self) -> InterruptKeys:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if self.stream.isatty():
+                import termios
+
+                self.fd = self.stream.fileno()
+                self.saved = termios.tcgetattr(self.fd)
+                raw = termios.tcgetattr(self.fd)
+                raw[3] &= ~(termios.ISIG | termios.ICANON | termios.ECHO)
+                raw[6][termios.VMIN] = 0
+                raw[6][termios.VTIME] = 0
+                termios.tcsetattr(self.fd, termios.TCSANOW, raw)
+        return self
+
+    def pressed(self) -> bool:
+        """True if Ctrl-C was typed since the last call (other keys are dropped)."""
+        if self.saved is None:
+            return False
+        try:
+            data = os.read(self.fd, 4096)
+        except OSError:
+            return False
+        if b"\x03" in data:
+            self.typed[:] = data[data.rindex(b"\x03") + 1 :]
+            self.interrupted = True
+            return True
+        self.typed += data
+        return False
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            import termios
+
+            while True:  # what is still queued was typed after the operation's last poll
+                try:
+                    data = os.read(self.fd, 4096)
+                except OSError:
+                    break
+                if not data:
+                    break
+                self.typed += data
+
+            with contextlib.suppress(OSError):
+                termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
+            self.saved = None
+
+
+class TypedAhead:
+    """Keys typed while an operation ran: whole lines to run in order, and a partial one.
+
+    Backspace and Ctrl-U edit the line as a terminal's line discipline would; escape
+    sequences (arrow keys) and other control characters are dropped.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.partial = ""
+
+    def feed(self, data: bytes) -> None:
+        text = data.decode("utf-8", "replace")
+        current, i = self.partial, 0
+        while i < len(text):
+            char = text[i]
+            i += 1
+            if char in "\r\n":
+                self.lines.append(current)
+                current = ""
+            elif char in "\x7f\b":
+                current = current[:-1]
+            elif char == "\x15":
+                current = ""
+            elif char == "\x1b":  # ESC [ ... final byte, or ESC O x
+                if i < len(text) and text[i] in "[O":
+                    i += 1
+                    while i < len(text) and not ("@" <= text[i] <= "~"):
+                        i += 1
+                i += 1
+            elif char >= " " or char == "\t":
+                current += char
+        self.partial = current
+
+    def next_line(self) -> str | None:
+        return self.lines.pop(0) if self.lines else None
+
+    def take_partial(self) -> str:
+        partial, self.partial = self.partial, ""
+        return partial
