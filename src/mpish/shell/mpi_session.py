@@ -43,11 +43,14 @@ singleton's mpiexec is therefore started through a wrapper, in its own session
 process group) and with ``-disable-auto-cleanup`` (through ``HYDRA_CONFIG_FILE``,
 unless the user set one); hydra then tells the other processes with SIGUSR1, which
 the console keeps blocked (so it cannot kill it) and reads as a notice
-(:func:`failure_notice`). The console also looks at its servers' pids (from
+(:func:`failure_notice`). That holds for a server that *exits*; one *killed by a signal*
+made hydra SIGKILL every process anyway, so each server runs under an exit relay
+(``shell/exit_relay.py``). The console also looks at its servers' pids (from
 their Hello) on this host; it reports a dead one and goes on with the others. At the
-end MPI cannot finalize with a dead rank, so the console says so and aborts the job
-(non-zero exit, bounded time). A server checks now and then that its console (same
-host) is alive, and ends its session if not.
+end MPI cannot finalize with a dead rank, so the console says so in one line and ends
+the job (:func:`end_embedded_job`, or MPI_Abort under a launcher; exit status 1, bounded
+time). A server checks now and then that its console (same host) is alive, and ends its
+session if not.
 """
 
 
