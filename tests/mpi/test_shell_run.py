@@ -217,19 +217,35 @@ def _gone(pid: int) -> bool:
 
 @pytest.mark.skipif(MPI.name == "openmpi", reason="Open MPI ends the whole job, console included, "
                     "when a rank dies (its default; not yet handled by mpish)")
-def test_a_server_that_dies_is_reported_and_the_console_ends(home: Path, tmp_path: Path) -> None:
-    """kill -9 of rank 2's server: named on stderr, rank 1's output shown, bounded non-zero exit."""
-    command = 'if [ "$MPISH_RANK" = 2 ]; then kill -9 $PPID; fi; sleep 1; echo alive-$MPISH_RANK $PPID'
-    result = run([MPISH, "-n", "2", "-c", command], home, tmp_path, timeout=60)
+@pytest.mark.parametrize("launcher", ["embedded", "mpiexec -disable-auto-cleanup"])
+def test_a_server_killed_by_a_signal_leaves_the_others_serving(
+    home: Path, tmp_path: Path, launcher: str
+) -> None:
+    """kill -9 of rank 2's server: it alone is reported lost; ranks 1 and 3 finish that command
+    and run the next; the end says in one last line that MPI must abort, and exits non-zero.
+
+    Hydra SIGKILLs every process of the job when one is killed by a signal: before
+    shell/exit_relay.py, all three ranks were lost and nothing was printed.
+    """
+    commands = tmp_path / "commands"
+    first = 'if [ "$MPISH_RANK" = 2 ]; then kill -9 $PPID; fi; sleep 1; echo a-$MPISH_RANK $PPID'
+    commands.write_text(f"{first}\necho b-$MPISH_RANK\n")
+    argv = [MPISH, "-n", "3", "-C", str(commands)]
+    if launcher != "embedded":
+        argv = [*mpiexec("-n", "4", "-disable-auto-cleanup"), MPISH, "-C", str(commands)]
+    result = run(argv, home, tmp_path, timeout=60)
     out, err = result.stdout.decode(), result.stderr.decode()
-    assert re.search(r"mpish: rank 2 \(.*\) lost: its server process \d+ died", err), err
-    assert re.search(r"@(1-)?2: exit code 255 \(rank lost\)", err), err
-    assert "was lost, so MPI cannot end the job normally; aborting it" in err
-    assert "alive-2" not in out and result.returncode != 0
-    # MPI may take rank 1 down too (then it is reported the same way); if not, its output is there
-    assert "alive-1" in out or "rank 1 (" in err, (out, err)
-    if "alive-1" in out:
-        assert _gone(int(out.split("alive-1")[1].split()[0])), "the surviving server outlived the session"
+    assert re.findall(r"mpish: rank (\d+) \(.*\) lost: its server process \d+ died", err) == ["2"], err
+    assert "mpish: @2: exit code 255 (rank lost)" in err, err
+    for line in ("a-1", "a-3", "b-1", "b-3"):
+        assert re.search(rf"^{line}\b", out, re.MULTILINE), (out, err)
+    assert "a-2" not in out and "b-2" not in out
+    assert out.index("a-3") < out.index("b-1")
+    ours = [line for line in err.splitlines() if line.startswith("mpish: ")]
+    assert ours[-1] == "mpish: rank 2 was lost, so MPI cannot end the job normally; aborting it", err
+    assert result.returncode != 0
+    for survivor in ("a-1", "a-3"):
+        assert _gone(int(out.split(survivor)[1].split()[0])), "a surviving server outlived the session"
 
 
 def test_builtin_loop_stops_on_timeout_and_exit_is_no_error(home: Path, tmp_path: Path) -> None:

@@ -84,6 +84,10 @@ def main_shell(args: argparse.Namespace) -> int:
     if getattr(args, "connect_timeout", None) is not None:  # -t: read by admission.handshake_timeout
         os.environ["MPISH_HANDSHAKE_TIMEOUT"] = str(args.connect_timeout)
     if launch.under_launcher():
+        from .exit_relay import relay_exit, under_hydra
+
+        if under_hydra() and os.environ.get("PMI_RANK", "0") != "0":  # a server rank, before MPI starts
+            relay_exit()
         MPI = mpi()
         if MPI.COMM_WORLD.Get_rank() != 0:
             from .mpi_server import world_server_main

@@ -25,6 +25,7 @@ from mpish.wire.errors import MpishError
 from mpish.wire.events import HandshakeComplete
 
 from .admission import join_console
+from .exit_relay import relay_exit, under_hydra
 from .mpi_session import ORPHAN_GRACE, SERVER_WAIT, SERVICE, finish_session_comm, load_identity, records_until
 from .orphan import end_session_launcher
 from .session import Terminated, raise_terminated
@@ -131,6 +132,8 @@ def server_main() -> int:
     """Entry point of a spawned server (``python -m mpish.shell.mpi_server``)."""
     setup_logging()  # MPISH_DEBUG, inherited from the console
     _ignore_sigint()
+    if under_hydra():  # hydra SIGKILLs every server when one is killed by a signal
+        relay_exit()
     console_pid = 0
     if len(sys.argv) >= 3 and sys.argv[1].isdigit() and sys.argv[2] == socket.gethostname():
         console_pid = int(sys.argv[1])

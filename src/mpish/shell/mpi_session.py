@@ -43,11 +43,14 @@ singleton's mpiexec is therefore started through a wrapper, in its own session
 process group) and with ``-disable-auto-cleanup`` (through ``HYDRA_CONFIG_FILE``,
 unless the user set one); hydra then tells the other processes with SIGUSR1, which
 the console keeps blocked (so it cannot kill it) and reads as a notice
-(:func:`failure_notice`). The console also looks at its servers' pids (from
+(:func:`failure_notice`). That holds for a server that *exits*; one *killed by a signal*
+made hydra SIGKILL every process anyway, so each server runs under an exit relay
+(``shell/exit_relay.py``). The console also looks at its servers' pids (from
 their Hello) on this host; it reports a dead one and goes on with the others. At the
-end MPI cannot finalize with a dead rank, so the console says so and aborts the job
-(non-zero exit, bounded time). A server checks now and then that its console (same
-host) is alive, and ends its session if not.
+end MPI cannot finalize with a dead rank, so the console says so in one line and ends
+the job (:func:`end_embedded_job`, or MPI_Abort under a launcher; exit status 1, bounded
+time). A server checks now and then that its console (same host) is alive, and ends its
+session if not.
 """
 
 
@@ -65,13 +68,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from mpish import keys
 from mpish.report import Reporter
 from mpish.transport.mpi import Backoff, MpiLink, discard, mpi
 from mpish.transport.procfs import alive as local_process_alive
-from mpish.transport.procfs import children, proc_state
+from mpish.transport.procfs import children, cmdline, parent, proc_state
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import MpishError, TransportBroken
 from mpish.wire.text import escape
@@ -122,11 +125,17 @@ class MpiSession(Session):
         if lost:
             ranks = ", ".join(str(rank) for rank in sorted(lost))
             Reporter().say(f"rank {ranks} was lost, so MPI cannot end the job normally; aborting it")
-            abort(self.comm)
+            if self.launcher_pid:
+                here = socket.gethostname()
+                survivors = [peer.pid for peer in self.peers.values() if peer.pid and peer.host == here]
+                end_embedded_job(self.launcher_pid, survivors)
+            abort(self.comm, quiet=True)
+        here = socket.gethostname()
+        local = [peer.pid for peer in self.peers.values() if peer.pid and peer.host == here]
+        relays = [parent(pid) for pid in local if cmdline(parent(pid)) == cmdline(pid)]  # shell/exit_relay.py
+        local += relays
         finish_session_comm(self.comm, self.link, self.parent_intercomm)
         if self.parent_intercomm is not None:
-            here = socket.gethostname()
-            local = [peer.pid for peer in self.peers.values() if peer.pid and peer.host == here]
             await_launcher_settled(local, self.launcher_pid)
 
 
@@ -153,15 +162,42 @@ def await_launcher_settled(servers: list[int], launcher: int, timeout: float = S
         time.sleep(0.005)
 
 
-def abort(comm: MPI.Comm) -> None:
+def end_embedded_job(launcher: int, servers: list[int]) -> NoReturn:
+    """End a session MPI cannot finalize (a rank died): its launcher, then its servers, then us.
+
+    MPI_Abort is no good here: with ``-disable-auto-cleanup`` the singleton's mpiexec and
+    its proxy outlive it, and the survivors, left in the final barrier, were ended only by
+    their orphan watchers, each saying so (measured: "rank 3: the console is gone" after
+    our line). Both launcher processes were started for this session alone (checked as
+    :func:`mpish.shell.orphan.end_session_launcher` does); every channel is closed, so the
+    servers' commands and shells have already ended.
+    """
+    command = cmdline(launcher)
+    if command and command[0].endswith(b"mpiexec") and b"-pmi_args" in command:
+        for pid in (*children(launcher), launcher):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    for pid in servers:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def abort(comm: MPI.Comm, quiet: bool = False) -> None:
     """MPI_Abort with exit status 1, failure notices (SIGUSR1) blocked so they cannot kill us first.
 
     Over TCP, MPICH's abort can hang once a peer is gone (holding the GIL): SIGALRM, left
     to its default action, ends the process after ABORT_GRACE seconds whatever MPI does
-    (the servers' watchdogs then end theirs).
+    (the servers' watchdogs then end theirs). ``quiet``: our own line said why, so the
+    library's ("Abort(1) on node 0 ... application called MPI_Abort") goes to /dev/null.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     sys.stderr.flush()
+    if quiet:
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     signal.alarm(ABORT_GRACE)
     comm.Abort(1)

@@ -28,12 +28,14 @@ log = logging.getLogger("mpish.shell.orphan")  # not __name__: run as __main__
 
 
 def end_session_launcher(server: int) -> None:
-    """SIGKILL the proxy above ``server`` and the singleton mpiexec above it, if they are ours.
+    """SIGKILL the proxy above ``server`` (or its exit relay) and the singleton mpiexec above it, if ours.
 
     Only a ``hydra_pmi_proxy`` parent and, above it, an ``mpiexec`` started with
     ``-pmi_args`` (MPICH's singleton launcher, made for one session) are ended.
     """
     proxy = parent(server)
+    if cmdline(proxy) == cmdline(server):  # its exit relay (shell/exit_relay.py), a fork of it
+        proxy = parent(proxy)
     launcher = parent(proxy)
     proxy_cmd, launcher_cmd = cmdline(proxy), cmdline(launcher)
     if proxy_cmd and proxy_cmd[0].endswith(b"hydra_pmi_proxy"):

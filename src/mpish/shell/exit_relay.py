@@ -1,0 +1,73 @@
+"""The parent a shell server rank runs under with MPICH's launcher, so that a signal kills one rank only.
+
+Hydra's proxy (MPICH 4.0 and later, ``src/pm/hydra/proxy/pmip.c``, added as "abort if a
+process dies before PMI initialization") SIGKILLs the process group of every process it
+started as soon as one of them is *killed by a signal*, with or without
+``-disable-auto-cleanup`` and whether PMI was initialised or not. Its process list holds
+every server of the session and, in embedded mode, the singleton's ``mpiexec`` itself
+(MPICH's singleton init gives it the forked child's pid), so ``kill -9`` of one server,
+the OOM killer or a crash took every other server and the launcher with it (measured
+with ``strace -f -e trace=signal``: SIGKILL to every group 0.5 ms after the SIGCHLD).
+A process that *exits* is treated otherwise: its PMI connection closes unfinalized, which
+with ``-disable-auto-cleanup`` is announced to the others with SIGUSR1, and nothing more.
+
+So the process hydra starts for a server rank forks before any MPI call
+(:func:`relay_exit`): the child is the server; the parent makes no MPI call, holds no
+MPI connection and only waits, then exits with the child's status as an exit code
+(128+N for signal N, as a shell reports it). Hydra sees only exits. SIGTERM, SIGHUP and
+SIGQUIT sent to the parent are passed on to the server; SIGINT and SIGUSR1 (hydra's
+notices, sent to the whole process group, which the server receives too) are not.
+Only under hydra (PMI_FD or PMI_PORT without PMIx or Slurm): Open MPI ends the whole job
+when any rank ends unfinalized, so a relay would change nothing there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import NoReturn
+
+FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+SWALLOWED = (signal.SIGINT, signal.SIGUSR1)
+
+
+def under_hydra() -> bool:
+    """True if this process was started by MPICH's hydra (mpiexec, or a spawn through it)."""
+    env = os.environ
+    return ("PMI_FD" in env or "PMI_PORT" in env) and not any(
+        name in env for name in ("PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_ID"))
+
+
+def relay_exit() -> None:
+    """Fork: return in the child (the server); the parent waits and exits with its status.
+
+    Call before MPI is initialised, and only where :func:`under_hydra` is true.
+    """
+    child = os.fork()
+    if child == 0:
+        return
+    _relay(child)
+
+
+def _relay(child: int) -> NoReturn:
+    def forward(signum: int, frame: object) -> None:
+        del frame
+        with contextlib.suppress(OSError):
+            os.kill(child, signum)
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+    for sig in SWALLOWED:
+        signal.signal(sig, lambda signum, frame: None)
+    with contextlib.suppress(KeyError, ValueError, OSError):  # the server's PMI connection, not ours
+        os.close(int(os.environ["PMI_FD"]))
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+        except ChildProcessError:
+            os._exit(1)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            break
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(128 - code if code < 0 else code)

@@ -1,0 +1,56 @@
+"""shell/exit_relay.py: a server killed by a signal reaches its launcher as an exit (no MPI here)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from mpish.shell.exit_relay import under_hydra
+
+RELAYED = "from mpish.shell.exit_relay import relay_exit; relay_exit(); import os, signal, sys; "
+
+
+def test_a_child_killed_by_a_signal_is_an_exit_of_128_plus_n() -> None:
+    result = subprocess.run([sys.executable, "-c", RELAYED + "os.kill(os.getpid(), signal.SIGKILL)"],
+                            timeout=30)
+    assert result.returncode == 128 + signal.SIGKILL  # subprocess says -9 for a process killed by SIGKILL
+
+
+def test_an_exit_status_passes_through_and_only_the_child_runs_the_rest() -> None:
+    result = subprocess.run([sys.executable, "-c", RELAYED + "print('ran'); sys.exit(7)"],
+                            capture_output=True, timeout=30)
+    assert result.returncode == 7
+    assert result.stdout == b"ran\n"  # once: the relay itself never returns from relay_exit
+
+
+def test_sigterm_to_the_relay_reaches_the_server() -> None:
+    code = RELAYED + "print(os.getpid(), flush=True); signal.pause()"
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) as relay:
+        assert relay.stdout is not None
+        server = int(relay.stdout.readline())
+        assert server != relay.pid
+        relay.send_signal(signal.SIGTERM)
+        assert relay.wait(timeout=30) == 128 + signal.SIGTERM  # the server died of it, the relay exited
+    with pytest.raises(ProcessLookupError):
+        os.kill(server, 0)
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"PMI_FD": "5", "PMI_RANK": "1"}, True),  # hydra's mpiexec, or a spawn through it
+    ({"PMI_PORT": "h:1", "PMI_RANK": "1"}, True),
+    ({"PMI_FD": "5", "SLURM_STEP_ID": "0"}, False),  # srun --mpi=pmi2
+    ({"PMIX_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"}, False),  # Open MPI
+    ({}, False),
+])
+def test_only_hydra_gets_a_relay(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: bool
+) -> None:
+    for name in ("PMI_FD", "PMI_PORT", "PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert under_hydra() is expected
