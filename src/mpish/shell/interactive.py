@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
 
-from mpish import keys
 from mpish.wire.errors import MpishError
 
 from . import attach, completion, screen
@@ -106,6 +105,8 @@ class ToolkitReader:
     def __init__(self, tty: TextIO | None = None) -> None:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+
+        from mpish import keys  # here: cryptography is not needed on mpish ssh -c's way
 
         self.tty = tty
         history: History = InMemoryHistory()

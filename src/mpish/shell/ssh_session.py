@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import secrets
 import shlex
 import sys
 import time
@@ -34,14 +33,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-from mpish import keys
 from mpish.transport import ship
 from mpish.transport.pipe import MultiLink, PipeLink
 from mpish.transport.ssh import SshError, SshProcess, ssh_argv
 from mpish.wire.errors import MpishError
-from mpish.wire.noise import public_bytes
 
 from . import protocol as p
 from .greeting import await_hellos
@@ -135,11 +130,7 @@ def start_ssh_session(
     if fanout < 1:
         raise ValueError("fanout must be at least 1")
     err = err or sys.stderr
-    console_key = X25519PrivateKey.generate()  # no use over ssh: Session still asks for one
-    identity = keys.Identity(console_key, public_bytes(console_key), "mpish ssh console")
-    session = SshSession(
-        MultiLink({}), identity, secrets.token_bytes(16), {}, processes={}, failed={}, err=err
-    )
+    session = SshSession(MultiLink({}), {}, processes={}, failed={}, err=err)
     session.link.on_lost = session.lost
     session.link.size = len(hosts) + 1
     pending = list(enumerate(hosts, 1))
