@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
+from mpish import report
 from mpish.transport import ship
 from mpish.transport.pipe import MultiLink, PipeLink
 from mpish.transport.ssh import SshError, SshProcess, ssh_argv
@@ -173,10 +174,11 @@ def _connect(
 ) -> bool:
     """Start ssh to ``host`` as rank ``rank`` (its code is sent once the wave has started)."""
     size = session.link.size
-    remote = ship.command(python, (str(rank), str(size)))
+    debug = report.debugging()
+    remote = ship.command(python, (str(rank), str(size), *([report.DEBUG_FLAG] if debug else [])))
     argv = ssh_argv(host, remote, options=ssh_options, connect_timeout=connect_timeout)
     try:
-        process = SshProcess(host, argv)
+        process = SshProcess(host, argv, echo_stderr=debug)
     except SshError as exc:
         session.failed[host] = _why(exc)
         return False

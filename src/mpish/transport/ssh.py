@@ -118,8 +118,10 @@ class SshProcess:
 
     def __init__(self, host: str, argv: Sequence[str], *, what: str = "the remote side",
                  ended: type[RemoteEnded] = RemoteEnded,
-                 start_failed: type[RemoteStartFailed] = RemoteStartFailed) -> None:
+                 start_failed: type[RemoteStartFailed] = RemoteStartFailed,
+                 echo_stderr: bool = False) -> None:
         self.host = host
+        self.echo_stderr = echo_stderr  # also copy ssh's stderr to ours, each line prefixed "host: "
         self.argv = list(argv)
         try:
             self.process = subprocess.Popen(
@@ -157,11 +159,18 @@ class SshProcess:
 
     def _collect_stderr(self) -> None:
         fd = self._stderr.fileno()
+        partial = b""
         while True:
             try:
                 data = os.read(fd, 65536)
             except OSError:
-                return
+                data = b""
+            if self.echo_stderr and (data or partial):
+                lines = (partial + data).split(b"\n")
+                partial = lines.pop() if data else b""
+                label = f"{self.host}: ".encode(errors="replace")
+                with contextlib.suppress(OSError):
+                    os.write(2, b"".join(label + line + b"\n" for line in lines if line or data))
             if not data:
                 return
             self._stderr_tail.append(data)
