@@ -36,7 +36,7 @@ from typing import IO
 from mpish import report
 from mpish.transport import ship
 from mpish.transport.pipe import MultiLink, PipeLink
-from mpish.transport.ssh import SshError, SshProcess, ssh_argv
+from mpish.transport.ssh import SshError, SshProcess, ssh_argv, wait_for_exits
 from mpish.wire.errors import MpishError
 
 from . import protocol as p
@@ -84,6 +84,7 @@ class SshSession(Session):
         Every host hears the end first, so they end together, not one after the other."""
         for process in self.processes.values():
             process.hang_up()
+        wait_for_exits([process.process for process in self.processes.values()], CLOSE_WAIT)
         for process in self.processes.values():
             process.close(wait=CLOSE_WAIT)
 
