@@ -127,3 +127,11 @@ def test_a_python_with_other_bytecode_compiles_the_shipped_source(cache: Path) -
     program = zlib.compress(loader + b"\0" + marshal.dumps(data, 4))
     hello, status = start_server(len(program).to_bytes(4, "big") + program)
     assert len(hello) > 4 and status != 9  # the shipped code would have exited 9
+
+
+def test_ship_itself_loads_where_it_is_shipped_with_no_file() -> None:
+    """The calls client ships this module too; a shipped module has no ``__file__``."""
+    source = Path(ship.__file__).read_text(encoding="utf-8")
+    namespace = {"__name__": "mpish.transport.ship_copy", "__package__": "mpish.transport"}
+    exec(compile(source, "<mpish shipped>/mpish/transport/ship.py", "exec"), namespace)
+    assert callable(namespace["payload"])

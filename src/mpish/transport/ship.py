@@ -77,7 +77,6 @@ log = logging.getLogger(__name__)
 
 MIN_PYTHON = (3, 10)
 ROOT = "mpish"
-PACKAGE_DIR = Path(__file__).resolve().parent.parent  # mpish's own directory
 EMPTY_PACKAGES = {"mpish.wire": '"""mpish.wire, as shipped: only the modules the remote side needs."""\n'}
 LAST_PACKAGES = ("msgpack",)  # installed copies win (C speed); the shipped one is the fallback
 PAYLOAD_FORMAT = b"mpish payload 2"  # in the cache key: the layout of what the stub reads
@@ -145,9 +144,18 @@ _start(_data, sys.argv[1:])
 Shipped = dict[str, tuple[bool, str, str, bytes]]  # name -> (is package, file name, source, code)
 
 
+@cache
+def _package_dir() -> Path:
+    """mpish's own directory (not from ``__file__``: this module is shipped too, with the
+    calls client, and a shipped module has no file)."""
+    spec = importlib.util.find_spec(ROOT)
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).parent
+
+
 def _path(name: str) -> tuple[Path, bool] | None:
     """The source file of mpish module ``name`` and whether it is a package (no import)."""
-    base = PACKAGE_DIR.joinpath(*name.split(".")[1:])
+    base = _package_dir().joinpath(*name.split(".")[1:])
     if (base / "__init__.py").is_file():
         return base / "__init__.py", True
     if base.with_suffix(".py").is_file():
@@ -251,7 +259,7 @@ def _cache_key(entry: str, argv: tuple[str, ...], also: tuple[str, ...], first: 
     arguments, or the local Python's bytecode gives another key."""
     digest = hashlib.sha256(PAYLOAD_FORMAT + b"\0" + importlib.util.MAGIC_NUMBER)
     digest.update(repr((entry, argv, also, first, LAST_PACKAGES, BOOTSTRAP_MARK)).encode())
-    files = [(ROOT, path) for path in sorted(PACKAGE_DIR.rglob("*.py"))]
+    files = [(ROOT, path) for path in sorted(_package_dir().rglob("*.py"))]
     files += [(package, path) for package in (*first, *LAST_PACKAGES) for path in _package_files(package)]
     for package, path in files:
         content = path.read_bytes()
