@@ -6,12 +6,16 @@ a change in the machine's load hits both alike:
 
   true     ``mpish ssh 'host[1-8]' -c true`` against ``clush -w 'host[1-8]' true``: a whole
            command, from process start to exit (connect, run, gather, print, close)
-  put      ``:put`` of a file to host1 through the console (commands on its stdin) against
-           ``scp`` of the same file to the same place: MB/s of the file's size over the
-           whole command (both include connecting)
+  put      ``:put`` of a file (1 GiB by default) to host1 through the console (commands on
+           its stdin) against ``scp`` of the same file to the same place: MB/s of the
+           file's size over the whole command (both include connecting)
+  get      the same the other way: ``:get`` from host1 against ``scp host1:FILE``
 
 clush is ClusterShell's, installed with mpish (the ``clush`` of this venv), given the same
-ssh options with ``-o``. Run: python bench/ssh_shell.py [--rounds N] [--mib M]
+ssh options with ``-o``. Both run with bytecode caching on (``PYTHONDONTWRITEBYTECODE``
+removed), as an installed clush and mpish do: otherwise mpish, installed editable, would
+compile its modules on every start and clush would not. The ratios: mpish's time over
+clush's, mpish's rate over scp's. Run: python bench/ssh_shell.py [--rounds N] [--mib M]
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def timed(argv: list[str], *, stdin: bytes | None = None, env: dict[str, str] | 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--mib", type=int, default=256, help="size of the file for put/scp")
+    parser.add_argument("--mib", type=int, default=1024, help="size of the file for put/get/scp")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mpish-bench-") as tmp:
@@ -56,6 +60,7 @@ def main() -> None:
         try:
             options = " ".join(server.ssh_options)
             env = dict(os.environ, NO_COLOR="1")
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             mpish = [str(BIN / "mpish"), "ssh", "-o", options, "--python", sys.executable]
             clush = [str(BIN / "clush"), "-o", options, "-w", HOSTS, "-b"]
             payload = work / "payload.bin"
@@ -64,10 +69,15 @@ def main() -> None:
                     out.write(os.urandom(1 << 20))
             target = work / "received.bin"
             put_script = f":put {payload} {target}\nexit\n".encode()
+            fetched = work / "fetched"
+            fetched.mkdir()
+            get_script = f":get {payload} {fetched}/\nexit\n".encode()
             # -O: the scp protocol (the test sshd has no sftp subsystem)
             scp = ["scp", "-O", "-q", *server.ssh_options, str(payload), f"host1:{target}"]
+            scp_get = ["scp", "-O", "-q", *server.ssh_options, f"host1:{payload}", str(target)]
 
-            rows: dict[str, list[float]] = {"mpish true": [], "clush true": [], "mpish put": [], "scp": []}
+            names = ("mpish true", "clush true", "mpish put", "scp put", "mpish get", "scp get")
+            rows: dict[str, list[float]] = {name: [] for name in names}
             for _ in range(args.rounds):
                 rows["mpish true"].append(timed([*mpish, HOSTS, "-c", "true"], env=env))
                 rows["clush true"].append(timed([*clush, "true"], env=env))
@@ -76,7 +86,14 @@ def main() -> None:
                 if target.stat().st_size != payload.stat().st_size:
                     raise SystemExit("bench: :put wrote a file of the wrong size")
                 target.unlink()
-                rows["scp"].append(timed(scp, env=env))
+                rows["scp put"].append(timed(scp, env=env))
+                target.unlink()
+                rows["mpish get"].append(timed([*mpish, "host1"], stdin=get_script, env=env))
+                (got,) = fetched.iterdir()
+                if got.stat().st_size != payload.stat().st_size:
+                    raise SystemExit("bench: :get wrote a file of the wrong size")
+                got.unlink()
+                rows["scp get"].append(timed(scp_get, env=env))
                 target.unlink()
         finally:
             server.stop()
@@ -86,13 +103,16 @@ def main() -> None:
     for name, times in rows.items():
         low, high = min(times) * 1e3, max(times) * 1e3
         print(f"{name:<12} {median[name] * 1e3:>8.0f}ms {low:>8.0f}ms {high:>8.0f}ms")
-    put_mb_s = args.mib / median["mpish put"]
-    scp_mb_s = args.mib / median["scp"]
-    print(f"put {put_mb_s:.0f} MB/s, scp {scp_mb_s:.0f} MB/s ({args.mib} MiB file, whole command)")
+    rate = {name: args.mib / median[name] for name in ("mpish put", "scp put", "mpish get", "scp get")}
+    print(f"put {rate['mpish put']:.0f} MiB/s, scp {rate['scp put']:.0f} MiB/s; get {rate['mpish get']:.0f}"
+          f" MiB/s, scp {rate['scp get']:.0f} MiB/s ({args.mib} MiB file, whole command)")
     print(
         f"RESULT true_ms={median['mpish true'] * 1e3:.0f} clush_true_ms={median['clush true'] * 1e3:.0f}"
         f" true_ratio={median['mpish true'] / median['clush true']:.2f}"
-        f" put_mb_s={put_mb_s:.0f} scp_mb_s={scp_mb_s:.0f} put_ratio={put_mb_s / scp_mb_s:.2f}"
+        f" put_mib_s={rate['mpish put']:.0f} scp_put_mib_s={rate['scp put']:.0f}"
+        f" put_ratio={rate['mpish put'] / rate['scp put']:.2f}"
+        f" get_mib_s={rate['mpish get']:.0f} scp_get_mib_s={rate['scp get']:.0f}"
+        f" get_ratio={rate['mpish get'] / rate['scp get']:.2f}"
     )
 
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from mpish import keys, report
+from mpish import report
 from mpish.wire.errors import MpishError
 
 PROG = report.PROG
@@ -86,6 +86,8 @@ def _add_keygen(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_keygen(args: argparse.Namespace, out: TextIO) -> int:
+    from mpish import keys  # not on mpish ssh's way: cryptography costs ~40 ms to import
+
     identity = keys.generate_identity(comment=args.comment, overwrite=args.force)
     home = keys.mpish_home()
     print(f"Your identification has been saved in {home / keys.PRIVATE_KEY_NAME}", file=out)
@@ -103,6 +105,8 @@ def _add_keys(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_keys(args: argparse.Namespace, out: TextIO) -> int:
+    from mpish import keys
+
     identity = keys.load_identity()
     print(identity.public_line, file=out)
     print(f"{identity.fingerprint} {identity.comment}".rstrip(), file=out)

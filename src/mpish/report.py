@@ -30,6 +30,7 @@ from typing import TextIO
 
 PROG = "mpish"
 DEBUG_VARIABLE = "MPISH_DEBUG"  # "1": diagnostics on stderr, in this process and its children
+DEBUG_FLAG = "--debug"  # the same for a remote side over ssh (which passes no variable), on its command line
 LOG_FORMAT = "mpish[%(process)d] %(name)s: %(message)s"
 
 _log = logging.getLogger(PROG)

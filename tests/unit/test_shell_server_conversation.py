@@ -186,7 +186,7 @@ def test_the_console_drops_answers_out_of_place_and_its_command_still_ends() -> 
     console_link = PipeLink(to_console[0], to_server[1], rank=0, size=2, peer=1)
     fake = Client(PipeLink(to_server[0], to_console[1], rank=1, size=2, peer=0), server_channel)
     peer = Peer(1, console_channel, "fake", ready=True)
-    console = Console(PipeSession(console_link, None, b"", {1: peer}))  # type: ignore[arg-type]
+    console = Console(PipeSession(console_link, {1: peer}))  # type: ignore[arg-type]
 
     def serve() -> None:
         for cmd_id in (1, 2):

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
 
-from mpish import keys, report
+from mpish import report
 from mpish.wire.errors import MpishError
 
 from . import attach, completion, screen
@@ -117,6 +117,8 @@ class ToolkitReader:
     def __init__(self, tty: TextIO | None = None) -> None:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+
+        from mpish import keys  # here: cryptography is not needed on mpish ssh -c's way
 
         self.tty = tty
         history: History = InMemoryHistory()

@@ -372,7 +372,7 @@ def _console_handshakes(
         )
         peers[rank] = Peer(rank, channel, admission.hosts[rank])
         link.send_all(rank, channel.initiate())
-    session = MpiSession(link, identity, admission.session_id, peers, admission.refused, comm=comm,
+    session = MpiSession(link, peers, admission.refused, comm=comm,
                          parent_intercomm=parent_intercomm)
     _await_hellos(session, report, timeout)
     log.debug("console: %d server(s) ready", len(session.peers))

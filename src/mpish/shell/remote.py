@@ -19,7 +19,9 @@ SecureChannel (:mod:`mpish.shell.mpi_server`); a plain channel cannot exist ther
 stdout must carry records only: the pipe ends are duplicated for the link, then fd 1
 is pointed at stderr and fd 0 at /dev/null, so a stray print cannot corrupt the stream.
 The server ends when the console closes its channel, or when the pipe ends (the
-console or ssh died).
+console or ssh died). With ``--debug`` after RANK SIZE (the console's ``--debug`` or
+``MPISH_DEBUG``, which ssh does not pass on) its diagnostics go to stderr, which the
+console shows line by line, each prefixed with the host's name.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ import os
 import signal
 import sys
 
+from mpish import report
 from mpish.transport.pipe import PipeLink
 from mpish.wire.errors import MpishError, TransportBroken
 
 from .server import ShellServer
 
-USAGE = "mpish: not started by an mpish ssh console (expected: RANK SIZE, then records on stdin)"
+USAGE = "mpish: not started by an mpish ssh console (expected: RANK SIZE [--debug], then records on stdin)"
 
 
 def _rank_and_size(argv: list[str]) -> tuple[int, int] | None:
@@ -56,7 +59,11 @@ def serve(read_fd: int, write_fd: int, rank: int, size: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    given = _rank_and_size(sys.argv[1:] if argv is None else argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[2:] == [report.DEBUG_FLAG]:  # diagnostics on stderr, which the console shows labelled
+        words = words[:2]
+        report.setup_logging(True)
+    given = _rank_and_size(words)
     if given is None:
         print(USAGE, file=sys.stderr)
         return 2

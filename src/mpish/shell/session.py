@@ -13,7 +13,6 @@ import os
 import signal
 from dataclasses import dataclass, field
 
-from mpish import keys
 from mpish.transport.link import Channel, Link
 
 TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -83,8 +82,6 @@ class Session:
     """The console's side of a started session."""
 
     link: Link
-    identity: keys.Identity
-    session_id: bytes
     peers: dict[int, Peer]
     refused: dict[int, str] = field(default_factory=dict)  # rank -> reason
 

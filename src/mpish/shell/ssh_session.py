@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import secrets
 import shlex
 import sys
 import time
@@ -34,14 +33,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-from mpish import keys
+from mpish import report
 from mpish.transport import ship
 from mpish.transport.pipe import MultiLink, PipeLink
-from mpish.transport.ssh import SshError, SshProcess, ssh_argv
+from mpish.transport.ssh import SshError, SshProcess, ssh_argv, wait_for_exits
 from mpish.wire.errors import MpishError
-from mpish.wire.noise import public_bytes
 
 from . import protocol as p
 from .greeting import await_hellos
@@ -86,6 +82,7 @@ class SshSession(Session):
         Every host hears the end first, so they end together, not one after the other."""
         for process in self.processes.values():
             process.hang_up()
+        wait_for_exits([process.process for process in self.processes.values()], CLOSE_WAIT)
         for process in self.processes.values():
             process.close(wait=CLOSE_WAIT)
 
@@ -133,11 +130,7 @@ def start_ssh_session(
     if fanout < 1:
         raise ValueError("fanout must be at least 1")
     err = err or sys.stderr
-    console_key = X25519PrivateKey.generate()  # no use over ssh: Session still asks for one
-    identity = keys.Identity(console_key, public_bytes(console_key), "mpish ssh console")
-    session = SshSession(
-        MultiLink({}), identity, secrets.token_bytes(16), {}, processes={}, failed={}, err=err
-    )
+    session = SshSession(MultiLink({}), {}, processes={}, failed={}, err=err)
     session.link.on_lost = session.lost
     session.link.size = len(hosts) + 1
     pending = list(enumerate(hosts, 1))
@@ -180,10 +173,11 @@ def _connect(
 ) -> bool:
     """Start ssh to ``host`` as rank ``rank`` (its code is sent once the wave has started)."""
     size = session.link.size
-    remote = ship.command(python, (str(rank), str(size)))
+    debug = report.debugging()
+    remote = ship.command(python, (str(rank), str(size), *([report.DEBUG_FLAG] if debug else [])))
     argv = ssh_argv(host, remote, options=ssh_options, connect_timeout=connect_timeout)
     try:
-        process = SshProcess(host, argv)
+        process = SshProcess(host, argv, echo_stderr=debug)
     except SshError as exc:
         session.failed[host] = _why(exc)
         return False

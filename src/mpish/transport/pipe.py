@@ -42,9 +42,9 @@ from mpish.wire.errors import LocalProtocolError, MpishError, RemoteProtocolErro
 from mpish.wire.events import CloseReceived, Event, Message
 from mpish.wire.framing import FrameDecoder, frame_header
 
+from .frames import READ_SIZE
 from .link import Ready, Record
 
-READ_SIZE = 256 * 1024
 MAX_FRAME = 4 << 20  # a shell record: at most 1 MiB of output or a 1 MiB message, with room
 MAX_QUEUED = 16 << 20  # bytes queued for one peer before a send waits for the pipe
 DRAIN_LIMIT = 64  # records per drain(), so other work is not starved

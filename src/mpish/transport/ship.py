@@ -10,19 +10,23 @@ This is the one way mpish starts a remote side over ssh: the calls agent
 The remote command is ``python3 -c STUB [ARG...]``. The stub is one line with no single
 quote: it checks the Python version, reads a 4-byte length N and then exactly N bytes
 from descriptor 0 with ``os.read`` (never through a buffered reader, so no byte of the
-protocol that follows is swallowed), and executes them after ``zlib`` decompression.
-The command does not depend on the payload, so the client starts ssh first and builds
-the payload (cached per process) while ssh connects; it writes it as soon as it is
-ready and may queue its first frames right behind it (no round trip is spent on the
-start): the stub's read ends on the payload's last byte.
+protocol that follows is swallowed), decompresses them (``zlib``) and executes the part
+before the first NUL byte: :data:`LOADER`, which reads the rest, a :mod:`marshal` dump
+of builtin values only (readable by any Python 3). The command does not depend on the
+payload, so the client starts ssh first and writes the payload as soon as it has it,
+and may queue its first frames right behind it (no round trip is spent on the start):
+the stub's read ends on the payload's last byte.
 
-The payload is :data:`LOADER` plus the source of the modules the entry needs: the
-closure of its mpish imports at load time (:func:`closure`, read from the source with
-:mod:`ast`; imports inside functions and ``if TYPE_CHECKING:`` blocks are left out, so a
-late import must be named in ``also``; ``mpish.wire``'s package is replaced by an
-empty one, so its cryptographic modules never load), the extra packages the caller
-names (cloudpickle for calls), and msgpack's pure-Python fallback. A meta-path finder
-serves them from memory:
+The payload holds the source of the modules the entry needs: the closure of its mpish
+imports at load time (:func:`closure`, read from the source with :mod:`ast`; imports
+inside functions and ``if TYPE_CHECKING:`` blocks are left out, so a late import must be
+named in ``also``; ``mpish.wire``'s package is replaced by an empty one, so its
+cryptographic modules never load), the extra packages the caller names (cloudpickle for
+calls), and msgpack's pure-Python fallback. Each module also travels compiled by the
+client (``marshal``'d code): a host whose Python has the client's bytecode magic number
+runs that and compiles nothing (compiling the shell server's ~200 kB of source cost
+20-40 ms of CPU on every host, every start); any other Python compiles the source. A
+meta-path finder serves them from memory:
 
 * mpish (and the caller's ``first`` packages) come first on ``sys.meta_path``, and
   the finder owns the whole ``mpish`` name space: a module that was not shipped is
@@ -31,9 +35,19 @@ serves them from memory:
 * msgpack comes last: a msgpack installed on the host (with its C extension) is used
   if there is one; otherwise the shipped pure-Python copy.
 
-Modules are compiled when first imported. A traceback through shipped code shows its
-lines (they are put in linecache under ``<mpish shipped>/...``). The entry module's
-``main(argv)`` runs with the payload's fixed arguments plus the command line's.
+A traceback through shipped code shows its lines (they are put in linecache under
+``<mpish shipped>/...``). The entry module's ``main(argv)`` runs with the payload's
+fixed arguments plus the command line's.
+
+Building a payload (the closure's ``ast`` walk, compiling, compressing) costs the client
+150-400 ms of CPU, on a machine that is at the same time running one ssh per host. So a
+built payload is kept in the user's cache directory (``$XDG_CACHE_HOME/mpish/ship`` or
+``~/.cache/mpish/ship``), named by a SHA-256 over everything it is made of: the source
+of every module of mpish and of the shipped packages, the entry and its arguments, the
+bytecode magic number and the payload format. A change to any of them is a new name; a
+stale file is never used. The file starts with its own SHA-256 (a damaged file is
+rebuilt), and is used only from a directory that belongs to this user and that no one
+else can write (the payload is code that runs on every host).
 
 If even this fails (Python older than 3.10, a broken interpreter, a module missing from
 the closure), the stub or the loader writes one line starting with
@@ -44,7 +58,14 @@ into a one-line error (:func:`mpish.transport.ssh.classify`).
 from __future__ import annotations
 
 import ast
+import contextlib
+import hashlib
 import importlib.util
+import logging
+import marshal
+import os
+import stat
+import tempfile
 import zlib
 from collections.abc import Iterable, Sequence
 from functools import cache
@@ -52,23 +73,31 @@ from pathlib import Path
 
 from .ssh import BOOTSTRAP_MARK
 
+log = logging.getLogger(__name__)
+
 MIN_PYTHON = (3, 10)
 ROOT = "mpish"
 EMPTY_PACKAGES = {"mpish.wire": '"""mpish.wire, as shipped: only the modules the remote side needs."""\n'}
 LAST_PACKAGES = ("msgpack",)  # installed copies win (C speed); the shipped one is the fallback
+PAYLOAD_FORMAT = b"mpish payload 2"  # in the cache key: the layout of what the stub reads
+MARSHAL_VERSION = 4  # of the data part: builtin values only, readable by every Python 3.10+
+CACHE_KEEP = 8  # payloads kept in the cache directory (the newest)
 
 # No importlib.abc or importlib.util here: importing them costs ~30 ms (importlib.resources,
 # pathlib, re...) on every start; a finder and a loader need only these methods.
+# importlib._bootstrap_external is loaded with importlib itself.
 LOADER = '''
-import importlib, importlib.machinery, linecache, sys
+import importlib, importlib.machinery, linecache, marshal, sys
 
 
 class _ShippedModules:
-    """Imports modules from source text sent by the mpish client (finder and loader)."""
+    """Imports modules sent by the mpish client (finder and loader): its compiled code when
+    this Python reads the client's bytecode, else the source."""
 
-    def __init__(self, modules, owned=()):
-        self.modules = modules  # name -> (is_package, file name, source)
+    def __init__(self, modules, owned=(), magic=b""):
+        self.modules = modules  # name -> (is_package, file name, source, marshalled code)
         self.owned = owned  # name spaces served only from here
+        self.compiled = magic == importlib._bootstrap_external.MAGIC_NUMBER
 
     def find_spec(self, fullname, path=None, target=None):
         entry = self.modules.get(fullname)
@@ -84,28 +113,49 @@ class _ShippedModules:
         return None
 
     def exec_module(self, module):
-        is_package, filename, source = self.modules[module.__name__]
+        is_package, filename, source, code = self.modules[module.__name__]
+        self.modules[module.__name__] = (is_package, filename, source, b"")
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        exec(compile(source, filename, "exec"), module.__dict__)
+        if self.compiled and code:
+            code = marshal.loads(code)
+        else:
+            code = compile(source, filename, "exec", dont_inherit=True)
+        exec(code, module.__dict__)
 
 
-def _start(first, last, entry, argv):
-    sys.meta_path.insert(0, _ShippedModules(first, (ROOT,)))
-    sys.meta_path.append(_ShippedModules(last))
+def _start(data, args):
+    magic = data["magic"]
+    sys.meta_path.insert(0, _ShippedModules(data["first"], (ROOT,), magic))
+    sys.meta_path.append(_ShippedModules(data["last"], (), magic))
+    entry = data["entry"]
     try:
         module = importlib.import_module(entry)
     except BaseException as exc:
         sys.stderr.write(MARK + " cannot load the shipped " + entry + ": " + repr(exc) + "\\n")
         sys.exit(1)
-    sys.exit(module.main(argv))
+    sys.exit(module.main(data["argv"] + args))
+
+
+_data = marshal.loads(b[b.index(0) + 1 :])
+del b  # the stub's buffer: the whole payload
+_start(_data, sys.argv[1:])
 '''
+
+Shipped = dict[str, tuple[bool, str, str, bytes]]  # name -> (is package, file name, source, code)
+
+
+@cache
+def _package_dir() -> Path:
+    """mpish's own directory (not from ``__file__``: this module is shipped too, with the
+    calls client, and a shipped module has no file)."""
+    spec = importlib.util.find_spec(ROOT)
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).parent
 
 
 def _path(name: str) -> tuple[Path, bool] | None:
     """The source file of mpish module ``name`` and whether it is a package (no import)."""
-    spec = importlib.util.find_spec(ROOT)
-    assert spec is not None and spec.origin is not None
-    base = Path(spec.origin).parent.joinpath(*name.split(".")[1:])
+    base = _package_dir().joinpath(*name.split(".")[1:])
     if (base / "__init__.py").is_file():
         return base / "__init__.py", True
     if base.with_suffix(".py").is_file():
@@ -155,53 +205,145 @@ def closure(entries: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
-def _module_source(name: str) -> tuple[bool, str, str]:
-    """(is package, shown file name, source) of an installed module."""
+def _module(name: str) -> tuple[bool, str, str, bytes]:
+    """(is package, shown file name, source, marshalled code) of an installed module."""
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
         raise ImportError(f"cannot ship {name}: not found locally")
     is_package = spec.submodule_search_locations is not None
     source = EMPTY_PACKAGES.get(name) or Path(spec.origin).read_text(encoding="utf-8")
     shown = name.replace(".", "/") + ("/__init__" if is_package else "")
-    return is_package, f"<mpish shipped>/{shown}.py", source
+    filename = f"<mpish shipped>/{shown}.py"
+    code = compile(source, filename, "exec", dont_inherit=True, optimize=0)
+    return is_package, filename, source, marshal.dumps(code)
 
 
-def _package_modules(package: str) -> dict[str, tuple[bool, str, str]]:
-    """Every pure-Python module of an installed package (extension modules are left out)."""
-    modules = {package: _module_source(package)}
+def _package_files(package: str) -> list[Path]:
+    """The pure-Python files of an installed package, ``__init__.py`` first (no import)."""
     spec = importlib.util.find_spec(package)
-    assert spec is not None and spec.submodule_search_locations is not None
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError(f"cannot ship {package}: not found locally")
+    files = []
     for location in spec.submodule_search_locations:
-        for path in sorted(Path(location).glob("*.py")):
-            if path.stem != "__init__":
-                modules[f"{package}.{path.stem}"] = _module_source(f"{package}.{path.stem}")
-    return modules
+        files += sorted(Path(location).glob("*.py"), key=lambda path: (path.stem != "__init__", path.name))
+    return files
+
+
+def _package_modules(package: str) -> Shipped:
+    """Every pure-Python module of an installed package (extension modules are left out)."""
+    return {package if path.stem == "__init__" else f"{package}.{path.stem}":
+            _module(package if path.stem == "__init__" else f"{package}.{path.stem}")
+            for path in _package_files(package)}
+
+
+def _build(entry: str, argv: tuple[str, ...], also: tuple[str, ...], first: tuple[str, ...]) -> bytes:
+    """Read, compile and compress everything the remote side runs (the slow part)."""
+    shipped = {name: _module(name) for name in closure((entry, *also))}
+    for package in first:
+        shipped.update(_package_modules(package))
+    last: Shipped = {}
+    for package in LAST_PACKAGES:
+        last.update(_package_modules(package))
+    data = {"magic": importlib.util.MAGIC_NUMBER, "entry": entry, "argv": list(argv),
+            "first": shipped, "last": last}
+    loader = f"MARK = {BOOTSTRAP_MARK!r}\nROOT = {ROOT!r}\n{LOADER}".encode()
+    code = zlib.compress(loader + b"\0" + marshal.dumps(data, MARSHAL_VERSION), 6)
+    return len(code).to_bytes(4, "big") + code
+
+
+# --- the cache ---------------------------------------------------------------------------
+
+
+def _cache_key(entry: str, argv: tuple[str, ...], also: tuple[str, ...], first: tuple[str, ...]) -> str:
+    """SHA-256 of all a payload is made of: any change to mpish or a shipped package, the
+    arguments, or the local Python's bytecode gives another key."""
+    digest = hashlib.sha256(PAYLOAD_FORMAT + b"\0" + importlib.util.MAGIC_NUMBER)
+    digest.update(repr((entry, argv, also, first, LAST_PACKAGES, BOOTSTRAP_MARK)).encode())
+    files = [(ROOT, path) for path in sorted(_package_dir().rglob("*.py"))]
+    files += [(package, path) for package in (*first, *LAST_PACKAGES) for path in _package_files(package)]
+    for package, path in files:
+        content = path.read_bytes()
+        digest.update(f"\0{package}\0{path.name}\0{len(content)}\0".encode() + content)
+    return digest.hexdigest()
+
+
+def cache_dir() -> Path:
+    """Where built payloads are kept: ``$XDG_CACHE_HOME/mpish/ship``, or ``~/.cache/mpish/ship``."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / ROOT / "ship"
+
+
+def _private(st: os.stat_result) -> bool:
+    """Owned by this user and writable by no one else."""
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _read_cache(directory: Path, key: str) -> bytes | None:
+    try:
+        if not _private(os.stat(directory)):
+            log.debug("payload cache %s is not private to this user: not used", directory)
+            return None
+        fd = os.open(directory / key, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with open(fd, "rb") as file:
+        if not _private(os.fstat(fd)):
+            return None
+        stored = file.read()
+    digest, built = stored[:32], stored[32:]
+    if hashlib.sha256(built).digest() != digest:
+        log.debug("payload cache %s: damaged, rebuilt", directory / key)
+        return None
+    return built
+
+
+def _write_cache(directory: Path, key: str, built: bytes) -> None:
+    """Keep ``built`` as ``directory/key`` (atomically); drop all but the newest few."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private(os.stat(directory)):
+            return
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".new-")
+        try:
+            with open(fd, "wb") as file:
+                file.write(hashlib.sha256(built).digest() + built)
+            os.replace(temporary, directory / key)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        entries = sorted(directory.iterdir(), key=lambda path: path.stat().st_mtime, reverse=True)
+        for old in entries[CACHE_KEEP:]:
+            if not old.name.startswith("."):
+                old.unlink()
+    except OSError as exc:  # a read-only or full home: build every time
+        log.debug("payload cache %s: %s", directory, exc)
 
 
 @cache
 def payload(entry: str, argv: tuple[str, ...] = (), also: tuple[str, ...] = (),
             first: tuple[str, ...] = ()) -> bytes:
     """What the client writes first on stdin: the length, then the compressed program the
-    stub executes (the loader, the modules, the start).
+    stub executes (the loader and, after a NUL byte, the modules and the start).
 
     ``entry``'s ``main(argv + command line arguments)`` runs; ``also`` are mpish modules
     that may be needed beyond the entry's imports (a pickled call may name them);
-    ``first`` are other packages shipped whole, ahead of any installed copy.
+    ``first`` are other packages shipped whole, ahead of any installed copy. Kept in
+    :func:`cache_dir`, named by :func:`_cache_key`.
     """
-    shipped = {name: _module_source(name) for name in closure((entry, *also))}
-    for package in first:
-        shipped.update(_package_modules(package))
-    last: dict[str, tuple[bool, str, str]] = {}
-    for package in LAST_PACKAGES:
-        last.update(_package_modules(package))
-    program = (f"MARK = {BOOTSTRAP_MARK!r}\nROOT = {ROOT!r}\n{LOADER}\n"
-               f"_start({shipped!r}, {last!r}, {entry!r}, {list(argv)!r} + sys.argv[1:])\n")
-    code = zlib.compress(program.encode("utf-8"), 6)
-    return len(code).to_bytes(4, "big") + code
+    key = _cache_key(entry, argv, also, first)
+    directory = cache_dir()
+    built = _read_cache(directory, key)
+    if built is None:
+        built = _build(entry, argv, also, first)
+        _write_cache(directory, key, built)
+    return built
 
 
 def stub() -> str:
-    """The ``python -c`` program: check the version, read a length and that many bytes, run them.
+    """The ``python -c`` program: check the version, read a length and that many bytes,
+    decompress them and run the loader they begin with.
 
     One line, no single quote (it travels through the remote login shell).
     """
@@ -213,7 +355,7 @@ def stub() -> str:
     return (
         f"import os,sys,zlib;sys.version_info<{MIN_PYTHON!r} and sys.exit({too_old});"
         'n=4;b=b"";w="while len(b)<n:b+=os.read(0,n-len(b)) or os._exit(3)";exec(w);'
-        'n=int.from_bytes(b,"big");b=b"";exec(w);exec(zlib.decompress(b))'
+        'n=int.from_bytes(b,"big");b=b"";exec(w);b=zlib.decompress(b);exec(b[:b.index(0)])'
     )
 
 

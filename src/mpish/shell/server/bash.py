@@ -45,16 +45,16 @@ that could be the start of the marker is held back until the next read.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shlex
 import signal
 import subprocess
 from pathlib import Path
 
+from mpish.transport.frames import grow_pipe
+
 from .. import protocol as p
 
-PIPE_SIZE = 1 << 20  # larger pipes: fewer, larger reads
 STRIP_ENV_PREFIXES = ("PMI_", "PMIX_", "HYDI_", "HYDRA_", "MPIR_", "MPICH_INTERFACE")
 STATUS_FD, OUT_FD, ERR_FD = 200, 201, 202
 JOB_VARIABLE = "__MPISH_JOB"
@@ -224,8 +224,7 @@ class Bash:
         for fd in (self.out.fd, self.err.fd, self.status_fd, self.stdin.fileno()):
             if fd != self.stdin.fileno():
                 os.set_blocking(fd, False)
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+            grow_pipe(fd)  # larger pipes: fewer, larger reads
         quoted_dir, quoted_state = shlex.quote(str(state_dir)), shlex.quote(str(state))
         bootstrap = _BOOTSTRAP.replace("STATEDIR", quoted_dir).replace("STATEFILE", quoted_state)
         moves = ((STATUS_FD, status_w), (OUT_FD, out_w), (ERR_FD, err_w))
