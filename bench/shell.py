@@ -2,9 +2,17 @@
 
 Run: .venv/bin/python bench/shell.py [-n K] [--mib 1024]
 Prints a table, then one RESULT line. The console is this process (embedded spawn of K
-servers, as ``mpish -n K``); keys are made in a temporary MPISH_HOME. The streaming and
-the local-pipe figures are measured in alternating rounds (--rounds, same bytes in
-total), so that a machine whose load changes during the run affects both alike.
+servers, as ``mpish -n K``); keys are made in a temporary MPISH_HOME. The streaming
+figure (``head -c N /dev/zero`` on one server, its output counted by the console) and
+the local pipe's (``head -c N /dev/zero | cat > /dev/null``) are measured in alternating
+rounds (--rounds, same bytes in total), so that a machine whose load changes during the
+run affects both alike; ``stream_ratio`` is the first over the second.
+
+The floor, measured in the same run: AES-GCM sealing and opening of one record's worth
+(``Sealer.seal_into`` into a reused buffer, ``Opener.open_fields``) in this process, and
+raw MPI bandwidth for records of the same size between two ranks of a separate
+``mpiexec -n 2`` (rank 1 keeps up to 4 ``Isend`` in flight, rank 0 ``Improbe`` and
+``Recv``s into one buffer, as :class:`~mpish.transport.mpi.MpiLink` does), no crypto.
 """
 
 from __future__ import annotations
@@ -41,13 +49,83 @@ def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
+def raw_mpi(total: int, size: int) -> None:
+    """Under ``mpiexec -n 2``: rank 1 sends ``total`` bytes to rank 0 in ``size``-byte
+    messages; rank 0 prints the rate (MB/s)."""
+    from mpish.transport.mpi import mpi
+
+    MPI = mpi()
+    comm = MPI.COMM_WORLD
+    count = max(1, total // size)
+    comm.Barrier()
+    start = time.perf_counter()
+    if comm.Get_rank() == 1:
+        buffers = [bytearray(size) for _ in range(4)]
+        pending: list[object] = []
+        for i in range(count):
+            while len(pending) >= len(buffers):
+                done = set(MPI.Request.Testsome(pending) or ())
+                pending = [r for j, r in enumerate(pending) if j not in done]
+            pending.append(comm.Isend([buffers[i % len(buffers)], MPI.BYTE], 0, 7))
+        MPI.Request.Waitall(pending)
+    elif comm.Get_rank() == 0:
+        buffer = bytearray(size)
+        status = MPI.Status()
+        for _ in range(count):
+            message = None
+            while message is None:
+                message = comm.Improbe(1, 7, status)
+            message.Recv([buffer, MPI.BYTE])
+    comm.Barrier()
+    if comm.Get_rank() == 0:
+        print(f"{count * size / (time.perf_counter() - start) / 1e6:.0f}", flush=True)
+
+
+def raw_mpi_rate(total: int, size: int) -> float:
+    """raw_mpi in a separate ``mpiexec -n 2`` (the venv's, as the session uses)."""
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    command = [str(mpiexec), "-n", "2", sys.executable, __file__, "--raw-mpi", str(total), str(size)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=600).stdout
+    return float(out.split()[-1])
+
+
+def crypto_rates(total: int, payload_size: int) -> tuple[float, float]:
+    """AES-GCM seal and open rates (MB/s) of records as the shell's channels make them:
+    ``seal_into`` reused buffers, ``open_fields`` (its fast path, a fresh plaintext)."""
+    from mpish.wire.noise import ProtocolName
+    from mpish.wire.record import MAX_RECORD, Opener, Sealer
+
+    suite = ProtocolName.parse("Noise_KK_25519_AESGCM_SHA256")
+    key, session = os.urandom(32), os.urandom(16)
+    payload = bytearray(os.urandom(payload_size))
+    records = [bytearray(MAX_RECORD) for _ in range(16)]
+    rounds = max(1, total // payload_size // len(records))
+    seal_s = open_s = 0.0
+    for _ in range(rounds):
+        sealer = Sealer(suite.cipher, suite.hash, key, session, 1, 0)
+        opener = Opener(suite.cipher, suite.hash, key, session, 1, 0)
+        start = time.perf_counter()
+        views = [memoryview(out)[: sealer.seal_into(out, payload, channel=1)] for out in records]
+        seal_s += time.perf_counter() - start
+        start = time.perf_counter()
+        for view in views:
+            opener.open_fields(view)
+        open_s += time.perf_counter() - start
+    done = rounds * len(records) * payload_size / 1e6
+    return done / seal_s, done / open_s
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=4, help="shell servers for the fan-out")
     parser.add_argument("--mib", type=int, default=1024, help="MiB to stream")
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=4, help="alternating stream/pipe rounds")
+    parser.add_argument("--raw-mpi", nargs=2, type=int, metavar=("BYTES", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.raw_mpi:
+        raw_mpi(*args.raw_mpi)
+        return 0
     home = tempfile.mkdtemp(prefix="mpish-bench-")
     os.environ["MPISH_HOME"] = home
     from mpish import keys
@@ -85,13 +163,8 @@ def main() -> int:
             stream_s += time.perf_counter() - start
             assert sink.nbytes == part, sink.nbytes
             start = time.perf_counter()
-            with subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE) as proc:
-                assert proc.stdout is not None
-                got = 0
-                while chunk := proc.stdout.read1(1 << 20):
-                    got += len(chunk)
+            subprocess.run(["bash", "-c", f"{command} | cat > /dev/null"], check=True)
             pipe_s += time.perf_counter() - start
-            assert got == part
         stream = part * args.rounds / stream_s / 1e6
         pipe = part * args.rounds / pipe_s / 1e6
         every = list(console.hosts)
@@ -103,12 +176,24 @@ def main() -> int:
         fan_ms = median_ms(fan)
     finally:
         console.close()
+    from mpish.shell.server.loop import READ_SIZE
+    from mpish.wire.noise import TAGLEN
+    from mpish.wire.record import HEADER_SIZE
+
+    record = HEADER_SIZE + READ_SIZE + TAGLEN  # the server's full records
+    seal, opened = crypto_rates(min(size, 512 << 20), READ_SIZE)
+    raw = raw_mpi_rate(min(size, 1 << 30), record)
+    ratio = stream / pipe
     k = len(every)
     rows = [
         ("round trip 'true', one server (median ms)", f"{true_ms:.2f}"),
         ("local subprocess.run bash -c true (median ms)", f"{local_ms:.2f}"),
         (f"stream {args.mib} MiB server -> console (MB/s)", f"{stream:.0f}"),
-        (f"same {args.mib} MiB through a local pipe (MB/s)", f"{pipe:.0f}"),
+        (f"same {args.mib} MiB, head | cat > /dev/null (MB/s)", f"{pipe:.0f}"),
+        ("stream / pipe", f"{ratio:.2f}"),
+        (f"floor: raw MPI, {record}-byte messages, no crypto (MB/s)", f"{raw:.0f}"),
+        (f"floor: AES-GCM seal, {record}-byte records (MB/s)", f"{seal:.0f}"),
+        (f"floor: AES-GCM open, {record}-byte records (MB/s)", f"{opened:.0f}"),
         (f"'hostname' on all {k} servers (median ms)", f"{fan_ms:.2f}"),
     ]
     width = max(len(name) for name, _ in rows)
@@ -116,7 +201,8 @@ def main() -> int:
         print(f"{name:<{width}}  {value:>10}")
     print(
         f"RESULT true_ms={true_ms:.2f} local_true_ms={local_ms:.2f} stream_mb_s={stream:.0f} "
-        f"pipe_mb_s={pipe:.0f} fanout_ms_{k}={fan_ms:.2f}"
+        f"pipe_mb_s={pipe:.0f} fanout_ms_{k}={fan_ms:.2f} raw_mpi_mb_s={raw:.0f} seal_mb_s={seal:.0f} "
+        f"open_mb_s={opened:.0f} stream_ratio={ratio:.2f}"
     )
     return 0
 

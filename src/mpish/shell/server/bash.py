@@ -165,14 +165,18 @@ class OutputStream:
     def split(self, total: int, marker: bytes) -> int:
         """Bytes of the buffer (of ``total``) that are output; sets ``ended`` at the marker."""
         buffer = self.buffer
-        at = buffer.find(marker, 0, total)
+        first = buffer.find(marker[:1], 0, total)  # memchr: text and zeros hold no \x1f
+        if first < 0:
+            self.held = 0
+            return total
+        at = buffer.find(marker, first, total)
         if at >= 0:
             self.ended = True
             self.held = 0
             return at
         keep = 0
         if not self.eof:
-            start = max(0, total - len(marker) + 1)
+            start = max(first, total - len(marker) + 1)
             first = buffer.find(marker[:1], start, total)
             while first >= 0:
                 if buffer.endswith(marker[: total - first], first, total):

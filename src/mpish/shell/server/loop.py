@@ -35,6 +35,10 @@ from .transfers import Get, GetTree, Put, PutTree, ServerTransfers
 log = logging.getLogger(__name__)
 
 CONSOLE_CHECK = 1.0  # seconds between looks at whether the console is alive (when idle)
+# One read of a command's pipe, one record: at 512 KiB the read buffer and the sealed
+# record fit a core's L2 cache (1 MiB here); reading in 1 MiB pieces took ~20% more CPU
+# per byte (read, marker search, seal; the package doc).
+READ_SIZE = 512 << 10
 
 
 class ShellServer(ServerTransfers):
@@ -161,11 +165,11 @@ class ShellServer(ServerTransfers):
     def _read_output(self, stream: OutputStream) -> None:
         """Read what a pipe has (within credit); the table says whether it is forwarded."""
         while self.credit > 0 and not stream.eof:
-            total = stream.read(self.credit)
+            total = stream.read(min(self.credit, READ_SIZE))
             if total < 0:
                 return
             self._fire(Local.READ, (stream, total))
-            if stream.ended or total < len(stream.buffer) // 2:
+            if stream.ended or total < READ_SIZE // 2:
                 return  # the pipe is (nearly) empty: do not spin on EAGAIN
 
     def _flush_output(self, bash: Bash, command: Command) -> None:
@@ -173,7 +177,7 @@ class ShellServer(ServerTransfers):
         del command
         for stream in (bash.out, bash.err):
             while not stream.ended and not stream.eof and self.credit > 0:
-                total = stream.read(self.credit)
+                total = stream.read(min(self.credit, READ_SIZE))
                 if total <= 0:
                     break
                 self._fire(Local.READ, (stream, total))
