@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("-k", nargs="+", default=[], help="only the tests whose id holds one of these words")
     args = parser.parse_args(argv)
+    # A module run that hits the per-test watchdog once ran its other tests and then waited
+    # test_timeout: it must not be ended as a whole (that hides the rest of the module).
+    args.timeout = max(args.timeout, args.test_timeout + 120)
     cache = Path(os.environ.get("MPISH_PEER_CACHE", ROOT / ".venv" / "mpi4py-sdist"))
     sdist = fetch_sdist(cache)
     table = []
