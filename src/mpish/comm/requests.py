@@ -46,8 +46,7 @@ class SecureRequest:
         self._posted = posted
         self._is_object = is_object
         self._active = True
-        self._cancel = False  # Cancel was called
-        self._cancelled = False  # ... and the operation was cancelled
+        self._cancelled = False  # Cancel cancelled the receive
 
     def __del__(self) -> None:
         """Cancel a receive nobody can wait on any more (module doc)."""
@@ -110,8 +109,6 @@ class SecureRequest:
             return False
         if not self._sends:
             return True
-        if self._cancel:
-            return self._sends_cancelled(block=block)
         if block:
             wait_all(self._sends)
             return True
@@ -119,18 +116,6 @@ class SecureRequest:
             return True
         progress()
         return False
-
-    def _sends_cancelled(self, *, block: bool) -> bool:
-        """Complete sends that Cancel was called on, noting whether MPI cancelled them."""
-        statuses = [MPI.Status() for _ in self._sends]
-        if block:
-            while not MPI.Request.Testall(self._sends, statuses):
-                progress()
-        elif not MPI.Request.Testall(self._sends, statuses):
-            progress()
-            return False
-        self._cancelled = self._cancelled or any(st.Is_cancelled() for st in statuses)
-        return True
 
     def Wait(self, status: Any = None) -> bool:
         self._ready(block=True)
@@ -153,17 +138,15 @@ class SecureRequest:
         return True, self._finish(status)
 
     def Cancel(self) -> None:
-        """Cancel a receive whose first record has not arrived, or sends not yet matched.
+        """Cancel a receive whose first record has not arrived.
 
         As in MPI the request stays active: complete it (Wait, Test, Free); its status then
         says whether it was cancelled (``Is_cancelled``).
         """
         if not self._active:
             return
-        self._cancel = True
-        for request in self._sends:
-            if request:
-                request.Cancel()
+        # Sends are never cancelled (MPI lets a cancel fail; MPICH's cancel of a pending
+        # synchronous send crashed the process here): they complete as usual.
         posted = self._posted
         if posted is None or posted.done or posted.request is None:
             return
