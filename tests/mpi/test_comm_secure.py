@@ -67,7 +67,7 @@ def reported_checks(script: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("script", ["comm_api.py", "comm_regressions.py"])
+@pytest.mark.parametrize("script", ["comm_api.py", "comm_regressions.py", "comm_requests.py"])
 def test_every_check_a_script_defines_is_run_and_reported(script: str) -> None:
     tree = ast.parse((HERE / script).read_text())
     defined = [f.name for f in tree.body if isinstance(f, ast.FunctionDef) and f.name.startswith("check_")]
@@ -83,6 +83,16 @@ def test_api_matches_raw_mpi(home: Path, ranks: int) -> None:
     assert proc.returncode == 0, explain(proc)
     reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
     assert reported == reported_checks("comm_api.py"), explain(proc)  # every check, in order
+    assert "ALL OK" in proc.stdout, explain(proc)
+
+
+@pytest.mark.parametrize("ranks", [1, 3])
+def test_requests_complete_cancel_and_fail_as_mpi4py_requests(home: Path, ranks: int) -> None:
+    """Synchronous sends, Cancel/Get_status, dropped requests, class-level calls, Compare."""
+    proc = run(["-n", str(ranks), PYTHON, str(HERE / "comm_requests.py")], home)
+    assert proc.returncode == 0, explain(proc)
+    reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
+    assert reported == reported_checks("comm_requests.py"), explain(proc)
     assert "ALL OK" in proc.stdout, explain(proc)
 
 

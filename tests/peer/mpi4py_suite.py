@@ -1,6 +1,6 @@
 """Run mpi4py's own test modules against the raw and the secure communicator, and compare.
 
-Usage: ``python tests/peer/mpi4py_suite.py [-n 1 2 3 4] [-m test_p2p_obj ...] [--test-timeout S]``
+Usage: ``python tests/peer/mpi4py_suite.py [-n 1 2 3 4] [-m MODULE ...] [-k WORD ...] [--test-timeout S]``
 
 The sdist matching the installed mpi4py is fetched once with
 ``pip download --no-binary mpi4py --no-deps mpi4py==<version>`` into ``.venv/mpi4py-sdist``
@@ -66,6 +66,7 @@ module = __import__(sys.argv[1])
 rank = MPI.COMM_WORLD.Get_rank()
 limit = float(os.environ.get("MPISH_PEER_TEST_TIMEOUT", "0"))
 skip = set(filter(None, os.environ.get("MPISH_PEER_SKIP", "").split(",")))
+only = list(filter(None, os.environ.get("MPISH_PEER_ONLY", "").split(",")))
 
 class Result(unittest.TextTestResult):
     def startTest(self, test):
@@ -83,7 +84,7 @@ def keep(suite):
     for test in suite:
         if isinstance(test, unittest.TestSuite):
             yield from keep(test)
-        elif test.id() not in skip:
+        elif test.id() not in skip and (not only or any(word in test.id() for word in only)):
             yield test
 
 suite = unittest.TestSuite(keep(unittest.defaultTestLoader.loadTestsFromModule(module)))
@@ -243,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-timeout", type=float, default=0.0, help="seconds per test (0: none)")
     parser.add_argument("--secure-only", action="store_true", help="skip the raw runs")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("-k", nargs="+", default=[], help="only the tests whose id holds one of these words")
     args = parser.parse_args(argv)
+    # A module run that hits the per-test watchdog once ran its other tests and then waited
+    # test_timeout: it must not be ended as a whole (that hides the rest of the module).
+    args.timeout = max(args.timeout, args.test_timeout + 120)
     cache = Path(os.environ.get("MPISH_PEER_CACHE", ROOT / ".venv" / "mpi4py-sdist"))
     sdist = fetch_sdist(cache)
     table = []
@@ -253,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
         ensure_identity(home)
         env = dict(os.environ, MPISH_HOME=str(home), PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+        env["MPISH_PEER_ONLY"] = ",".join(args.k)
         raw_dir, secure_dir = prepare(sdist, Path(tmp), tuple(args.m))
         for module in args.m:
             for size in args.n:

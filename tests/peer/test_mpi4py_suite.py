@@ -1,13 +1,16 @@
 """mpi4py's own tests against mpish.secure(comm) (tests/peer/mpi4py_suite.py does the work).
 
-CI runs the modules that pass above 90% (the collectives and test_msgzero, at -n 2; about ten
-seconds of MPI runs, raw and secure); run the
-script itself for the whole matrix: ``python tests/peer/mpi4py_suite.py -n 1 2 3 4``.
-The first run downloads the mpi4py sdist (pip, a few seconds) into .venv/mpi4py-sdist.
+CI runs every module that passes at least 90% of what passes raw (the four collective
+modules, at -n 2; well under a minute of MPI runs, raw and secure), and holds each of them
+to it; run the script itself for the whole matrix:
+``python tests/peer/mpi4py_suite.py -n 1 2 3 4 --test-timeout 60`` (README: the remaining
+failures and why). The first run downloads the mpi4py sdist (pip, a few seconds) into
+.venv/mpi4py-sdist.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,17 +23,20 @@ pytestmark = pytest.mark.mpi
 
 SCRIPT = Path(__file__).resolve().parent / "mpi4py_suite.py"
 LIMITS = ["--timeout", "60", "--test-timeout", "20"]  # seconds per module run, per test
-CI_MODULES = ["test_msgzero", "test_cco_obj", "test_cco_buf", "test_cco_nb_buf", "test_cco_vec"]
+CI_MODULES = ["test_cco_obj", "test_cco_buf", "test_cco_nb_buf", "test_cco_vec"]
+
+
+def _passed(counts: dict[str, int]) -> int:
+    return counts["run"] - counts["failed"] - counts["skipped"]
 
 
 @pytest.mark.timeout(600)
-def test_ci_modules_pass_nine_tenths_of_what_raw_passes_and_never_hang() -> None:
-    """The CI subset only; the whole suite is not there yet (README: mpi4py's own tests).
-
-    A hung test is ended by the script's per-test watchdog and counted in ``hangs``.
-    """
+def test_ci_modules_each_pass_nine_tenths_of_what_raw_passes_and_never_hang(tmp_path: Path) -> None:
+    """Each CI module on its own, not only their sum; a hung test (ended by the script's
+    per-test watchdog) is counted in ``hangs``."""
+    table = tmp_path / "table.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "-n", "2", *LIMITS, "-m", *CI_MODULES],
+        [sys.executable, str(SCRIPT), "-n", "2", *LIMITS, "--json", str(table), "-m", *CI_MODULES],
         capture_output=True,
         text=True,
         timeout=580,
@@ -38,6 +44,7 @@ def test_ci_modules_pass_nine_tenths_of_what_raw_passes_and_never_hang() -> None
     )
     assert proc.returncode == 0, proc.stderr
     summary = next(line for line in proc.stdout.splitlines() if line.startswith("SUMMARY"))
-    fields = dict(item.split("=") for item in summary.split()[1:])
-    assert int(fields["hangs"]) == 0, proc.stdout
-    assert float(fields["ratio"]) >= 0.9, proc.stdout
+    assert dict(item.split("=") for item in summary.split()[1:])["hangs"] == "0", proc.stdout
+    for row in json.loads(table.read_text()):
+        raw, secure = _passed(row["raw"]), _passed(row["secure"])
+        assert raw > 0 and secure >= 0.9 * raw, (row["module"], secure, raw, row["secure"]["failures"])

@@ -8,6 +8,7 @@ One job per module:
   ``posted.py`` (posted receives and progress), ``bulk.py`` (messages of several
   records) and ``limits.py`` (what they share);
 - ``communicator.py``: :class:`SecureComm`, point-to-point, probes, derived communicators;
+- ``messages.py``: :class:`SecureMessage` (Mprobe), objects out of authenticated bytes;
 - ``collectives.py``: the collectives, built from authenticated point-to-point records;
 - ``reductions.py``: Reduce, Allreduce, Reduce_scatter, Scan (folded at rank 0);
 - ``nonblocking.py``: the nonblocking collectives (run at the call, complete requests);
@@ -23,8 +24,9 @@ from __future__ import annotations
 
 from .buffers import Unsupported
 from .collectives import ABORT_TAG, COLL_TAG, CollectiveAborted
-from .communicator import SecureComm, SecureMessage
+from .communicator import SecureComm
 from .lane import RECORD_MAX, SINGLE_MAX
+from .messages import SecureMessage
 from .requests import (
     PersistentRequest,
     SecureRequest,

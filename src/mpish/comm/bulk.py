@@ -61,7 +61,14 @@ class LongMessages:
         def _matched(self, comm: Any, source: int, tag: int, limit: int) -> Any: ...
 
     def post_long(
-        self, sealer: Sealer, data: memoryview, dest: int, tag: int, *, pooled: bool
+        self,
+        sealer: Sealer,
+        data: memoryview,
+        dest: int,
+        tag: int,
+        *,
+        pooled: bool,
+        synchronous: bool = False,
     ) -> tuple[list[Any], list[Any]]:
         """Seal and post every record of a long message (the first one, then the bulk ones).
 
@@ -70,7 +77,8 @@ class LongMessages:
         """
         size = len(data)
         first = sealer.seal(_TOTAL.pack(size), channel=tag, flags=FLAG_MORE)
-        requests: list[Any] = [self.comm.Isend([first, MPI.BYTE], dest, tag)]
+        isend = self.comm.Issend if synchronous else self.comm.Isend  # Ssend: complete once matched
+        requests: list[Any] = [isend([first, MPI.BYTE], dest, tag)]
         buffers: list[Any] = [first]
         chunk = _chunk(size)
         bulk_isend = self.bulk.Isend

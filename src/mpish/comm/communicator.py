@@ -1,9 +1,10 @@
 """SecureComm: mpi4py's intracommunicator methods over authenticated, encrypted records.
 
 Records and progress are the lane's (lane.py), collectives the mixin's (collectives.py).
-Send and Ssend (and their nonblocking and object forms) share one implementation:
-MPI's synchronous mode is not kept (an ``Ssend`` may complete before the receive
-starts, as a buffered send does), which no correct program can notice except by timing.
+``Ssend``/``Issend`` (and their object and persistent forms) send the first record with
+MPI's synchronous mode, so they complete only once a receive matched it, as in MPI; but
+a probe authenticates a message by receiving it, so a ``Probe``/``Iprobe`` of the
+message completes the synchronous send too (in MPI only the receive does).
 Not thread-safe: like ``MPI_THREAD_SERIALIZED``, one thread at a time per communicator.
 Everything of the mpi4py API not offered here raises :class:`Unsupported` (both
 ``NotImplementedError`` and ``AttributeError``), never silent plaintext.
@@ -20,89 +21,16 @@ from mpi4py import MPI
 
 from ..wire.record import SMALL_RECORD
 from .buffers import Unsupported, byte_view, set_status
-from .lane import _ACTIVE, Early, Lane, Stats, deliver_early
+from .lane import _ACTIVE, Early, Lane, Stats, wait_all
+from .messages import SecureMessage, loads
 from .nonblocking import NonBlocking
 from .requests import PersistentRequest, SecureRequest
 from .secret import LANES, CommSecret
 
 
-def _loads(data: bytes | bytearray) -> Any:
-    return pickle.loads(data)  # noqa: S301 - authenticated bytes from a peer holding an authorized key
-
-
 def _warn_buf(buf: Any) -> None:
     if buf is not None:
         warnings.warn("the 'buf' argument is deprecated", UserWarning, stacklevel=3)
-
-
-class SecureMessage(MPI.Message):
-    """A message matched by ``Mprobe``/``Improbe`` (already authenticated and taken out of MPI).
-
-    An ``MPI.Message`` for ``isinstance`` (its MPI handle stays MPI.MESSAGE_NULL: nothing is
-    left in MPI); equal to MPI.MESSAGE_NULL once received, as mpi4py's messages are.
-    """
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> SecureMessage:
-        return super().__new__(cls)  # MPI.Message's constructor takes no lane
-
-    def __init__(self, lane: Lane, early: Early) -> None:
-        self._lane = lane
-        self._early: Early | None = early
-
-    def __bool__(self) -> bool:
-        return self._early is not None
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, MPI.Message) and not isinstance(other, SecureMessage):
-            return bool(other == MPI.MESSAGE_NULL) and self._early is None
-        return self is other
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    __hash__ = object.__hash__
-
-    def _take(self) -> Early:
-        if self._early is None:
-            raise ValueError("this message was already received")
-        early, self._early = self._early, None
-        return early
-
-    def Recv(self, buf: Any, status: Any = None) -> None:
-        s, t, n, _ = deliver_early(self._take(), byte_view(buf, writable=True))
-        set_status(status, s, t, n)
-
-    def recv(self, status: Any = None) -> Any:
-        s, t, n, data = deliver_early(self._take(), None)
-        set_status(status, s, t, n)
-        assert data is not None
-        return _loads(data)
-
-    def Irecv(self, buf: Any) -> SecureRequest:  # type: ignore[override]  # not an MPI.Request
-        request = SecureRequest(self._lane)
-        self.Recv(buf)
-        return request
-
-    def irecv(self) -> Any:
-        return _Done(self.recv())
-
-
-class _Done:
-    """A request that completed when it was made (the irecv of a probed message)."""
-
-    def __init__(self, value: Any) -> None:
-        self._value = value
-        self._active = True
-
-    def __bool__(self) -> bool:
-        return self._active
-
-    def wait(self, status: Any = None) -> Any:
-        value, self._value, self._active = self._value, None, False
-        return value
-
-    def test(self, status: Any = None) -> tuple[bool, Any]:
-        return True, self.wait(status)
 
 
 class SecureComm(NonBlocking):
@@ -147,6 +75,19 @@ class SecureComm(NonBlocking):
 
     def Get_group(self) -> Any:
         return self._comms[0].Get_group()
+
+    def Compare(self, comm: Any) -> int:
+        """IDENT for this communicator; else MPI's answer for the communicators underneath.
+
+        A secure communicator runs on duplicates of the one it was made from, so it is
+        CONGRUENT to that one and to its own Dup (never IDENT). It has no MPI handle of its
+        own, deliberately: ``MPI.Comm(secure)`` and the class-level ``MPI.Comm.Compare(secure,
+        ...)`` raise TypeError, so no class-level MPI call can send plaintext through it.
+        """
+        if comm is self:
+            return int(MPI.IDENT)
+        other = comm._comms[0] if isinstance(comm, SecureComm) else comm
+        return int(self._comms[0].Compare(other))
 
     def Abort(self, errorcode: int = 0) -> None:
         self._comms[0].Abort(errorcode)
@@ -225,7 +166,11 @@ class SecureComm(NonBlocking):
         else:
             lane.send(data, dest, tag)
 
-    Ssend = Send
+    def Ssend(self, buf: Any, dest: int, tag: int = 0) -> None:
+        """Synchronous: returns once the receiver matched the message (MPI's Issend underneath)."""
+        requests, _ = self._p2p.isend(byte_view(buf, writable=False), dest, tag, synchronous=True)
+        wait_all(requests)
+
     Bsend = Send
     Rsend = Send
 
@@ -240,7 +185,10 @@ class SecureComm(NonBlocking):
         requests, buffers = self._p2p.isend(byte_view(buf, writable=False), dest, tag)
         return SecureRequest(self._p2p, sends=requests, buffers=buffers)
 
-    Issend = Isend
+    def Issend(self, buf: Any, dest: int, tag: int = 0) -> SecureRequest:
+        requests, buffers = self._p2p.isend(byte_view(buf, writable=False), dest, tag, synchronous=True)
+        return SecureRequest(self._p2p, sends=requests, buffers=buffers)
+
     Ibsend = Isend
     Irsend = Isend
 
@@ -254,7 +202,11 @@ class SecureComm(NonBlocking):
         self._p2p.sealer_for(dest, tag)  # a bad rank or tag raises here, as MPI does
         return PersistentRequest(self._p2p, lambda: self.Isend(view, dest, tag))
 
-    Ssend_init = Send_init
+    def Ssend_init(self, buf: Any, dest: int, tag: int = 0) -> PersistentRequest:
+        view = byte_view(buf, writable=False)
+        self._p2p.sealer_for(dest, tag)
+        return PersistentRequest(self._p2p, lambda: self.Issend(view, dest, tag))
+
     Bsend_init = Send_init
     Rsend_init = Send_init
 
@@ -354,7 +306,9 @@ class SecureComm(NonBlocking):
     def send(self, obj: Any, dest: int, tag: int = 0) -> None:
         self._p2p.send(memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dest, tag)
 
-    ssend = send
+    def ssend(self, obj: Any, dest: int, tag: int = 0) -> None:
+        self.Ssend(memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dest, tag)
+
     bsend = send
 
     def recv(
@@ -363,13 +317,15 @@ class SecureComm(NonBlocking):
         _warn_buf(buf)
         s, t, n, data = self._p2p.recv(source, tag, None)
         set_status(status, s, t, n)
-        return None if data is None else _loads(data)  # None: from MPI.PROC_NULL
+        return None if data is None else loads(data)  # None: from MPI.PROC_NULL
 
     def isend(self, obj: Any, dest: int, tag: int = 0) -> SecureRequest:
         requests, buffers = self._p2p.isend(memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dest, tag)
         return SecureRequest(self._p2p, sends=requests, buffers=buffers)
 
-    issend = isend
+    def issend(self, obj: Any, dest: int, tag: int = 0) -> SecureRequest:
+        return self.Issend(memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dest, tag)
+
     ibsend = isend
 
     def irecv(self, buf: Any = None, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> SecureRequest:

@@ -146,15 +146,20 @@ class Lane(PostedReceives, LongMessages):
         requests, _ = self.post_long(sealer, data, dest, tag, pooled=True)
         wait_all(requests)
 
-    def isend(self, data: memoryview, dest: int, tag: int) -> tuple[list[Any], list[Any]]:
-        """Nonblocking send: every record sealed now into its own buffer, all posted."""
+    def isend(
+        self, data: memoryview, dest: int, tag: int, *, synchronous: bool = False
+    ) -> tuple[list[Any], list[Any]]:
+        """Nonblocking send: every record sealed now into its own buffer, all posted.
+
+        ``synchronous``: the first record goes by MPI's Issend (Ssend's mode: complete once matched)."""
         sealer = self.sealer_for(dest, tag)
         if sealer is None:
             return [], []
         if len(data) <= SINGLE_MAX:
             record = sealer.seal(data, channel=tag)
-            return [self.comm.Isend([record, MPI.BYTE], dest, tag)], [record]
-        return self.post_long(sealer, data, dest, tag, pooled=False)
+            isend = self.comm.Issend if synchronous else self.comm.Isend
+            return [isend([record, MPI.BYTE], dest, tag)], [record]
+        return self.post_long(sealer, data, dest, tag, pooled=False, synchronous=synchronous)
 
     # -- receiving
 

@@ -2,11 +2,18 @@
 
 mpi4py's ``MPI.Request.Waitall`` and friends hand the list to MPI, which knows nothing
 of the records behind a :class:`SecureRequest` (MPI's generalized requests cannot be
-progressed from Python while MPI waits), so they raise ``TypeError`` on secure
-requests. The module functions here (``mpish.comm.Waitall``, ``waitall``, ``Testall``,
-``Waitany``...; also as ``SecureRequest.Waitall``...) take secure and raw requests alike.
-As in MPI, a completed request is inactive: it is false, and waiting on it again
-returns at once with an empty status (``wait()`` returns None).
+progressed from Python while MPI waits, and a receive is complete only once its records
+are authenticated and decrypted), so they refuse secure requests before MPI sees any:
+a ``TypeError`` whose message names this module's functions (the class's name carries
+it, as mpi4py's type check prints only that). The module functions here
+(``mpish.comm.Waitall``, ``waitall``, ``Testall``, ``Waitany``...; also as
+``SecureRequest.Waitall``...) take secure and raw requests alike. As in MPI, a completed
+request is inactive: it is false, and waiting on it again returns at once with an empty
+status (``wait()`` returns None).
+
+A secure receive request that is garbage-collected while its receive is still posted is
+cancelled (a message already matched by it is received and dropped): nobody can wait on
+it any more, and a posted receive left behind would take a later receive's message.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any
 from mpi4py import MPI
 
 from .buffers import Unsupported, set_status
-from .lane import Lane, PostedRecv, progress, wait_all
+from .lane import _ACTIVE, Lane, PostedRecv, progress, wait_all
 
 
 class SecureRequest:
@@ -39,6 +46,18 @@ class SecureRequest:
         self._posted = posted
         self._is_object = is_object
         self._active = True
+        self._cancelled = False  # Cancel cancelled the receive
+
+    def __del__(self) -> None:
+        """Cancel a receive nobody can wait on any more (module doc)."""
+        posted = self.__dict__.get("_posted")
+        if posted is None or posted.done or not self.__dict__.get("_active"):
+            return
+        try:
+            if not MPI.Is_finalized():
+                self.Cancel()
+        except Exception:  # noqa: S110 - nothing to report to at collection time
+            pass
 
     def __bool__(self) -> bool:
         """True until completed, as an mpi4py request is until it becomes MPI.REQUEST_NULL."""
@@ -54,13 +73,17 @@ class SecureRequest:
         if posted is None:
             set_status(status, MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
             self._buffers = None
+            if status is not None and self._cancelled:
+                status.Set_cancelled(True)
             return None
         self._posted = None
         if posted.error is not None:
             raise posted.error
         assert posted.result is not None
         set_status(status, *posted.result)
-        if not self._is_object or posted.obj is None:  # a buffer, or a receive from MPI.PROC_NULL
+        if status is not None and self._cancelled:
+            status.Set_cancelled(True)
+        if not self._is_object or not posted.obj:  # a buffer, from MPI.PROC_NULL, or empty (as mpi4py)
             return None
         return pickle.loads(posted.obj)  # noqa: S301 - authenticated bytes from a peer holding an authorized key
 
@@ -115,7 +138,15 @@ class SecureRequest:
         return True, self._finish(status)
 
     def Cancel(self) -> None:
-        """Cancel a pending receive whose first record has not arrived (sends complete anyway)."""
+        """Cancel a receive whose first record has not arrived.
+
+        As in MPI the request stays active: complete it (Wait, Test, Free); its status then
+        says whether it was cancelled (``Is_cancelled``).
+        """
+        if not self._active:
+            return
+        # Sends are never cancelled (MPI lets a cancel fail; MPICH's cancel of a pending
+        # synchronous send crashed the process here): they complete as usual.
         posted = self._posted
         if posted is None or posted.done or posted.request is None:
             return
@@ -124,15 +155,39 @@ class SecureRequest:
         posted.request.Wait(status)
         if status.Is_cancelled():
             self._lane.posted.remove(posted)
+            if not self._lane.posted:
+                _ACTIVE.discard(self._lane)
             posted.done, posted.request = True, None
             posted.result = (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+            self._cancelled = True
         else:  # it had matched a message: process it as usual
+            posted.request = None
             self._lane._first_arrived(posted, status)
+
+    cancel = Cancel
+
+    def Get_status(self, status: Any = None) -> bool:
+        """True if the operation is complete (``status`` set), without completing the request."""
+        if not self._active or not self._ready(block=False):
+            if not self._active:
+                set_status(status, MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+            return not self._active
+        if status is not None:
+            posted = self._posted
+            result = posted.result if posted is not None and posted.result is not None else None
+            set_status(status, *(result or (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)))
+            if self._cancelled:
+                status.Set_cancelled(True)
+        return True
+
+    get_status = Get_status
 
     def Free(self) -> None:
         """Complete the request in the background (here: wait for it), then forget it."""
         if self._active:
             self.Wait()
+
+    free = Free
 
     # The class-level forms, as in mpi4py (MPI.Request.Waitall): the module functions below.
 
@@ -167,6 +222,12 @@ class SecureRequest:
         )
 
 
+# mpi4py's type check (MPI.Request.Waitall(...) and friends) prints only the class's
+# name: let that name say what to use instead (module doc). repr() shows __qualname__.
+_ADVICE = " (secure: MPI.Request's class methods cannot complete it; use mpish.comm.Waitall & co.)"
+SecureRequest.__name__ += _ADVICE
+
+
 class PersistentRequest(SecureRequest):
     """A persistent request (``Send_init``/``Recv_init``): each ``Start`` runs the operation again.
 
@@ -197,6 +258,20 @@ class PersistentRequest(SecureRequest):
     def _ready(self, *, block: bool) -> bool:
         return self._inner is None or self._inner._ready(block=block)
 
+    def Cancel(self) -> None:
+        if self._inner is not None:
+            self._inner.Cancel()
+
+    cancel = Cancel
+
+    def Get_status(self, status: Any = None) -> bool:
+        if self._inner is None:
+            set_status(status, MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+            return True
+        return self._inner.Get_status(status)
+
+    get_status = Get_status
+
     def _finish(self, status: Any) -> Any:
         inner, self._inner = self._inner, None
         if inner is None:
@@ -208,6 +283,11 @@ class PersistentRequest(SecureRequest):
         if self._inner is not None:
             self.Wait()
         self._freed = True
+
+    free = Free
+
+
+PersistentRequest.__name__ += _ADVICE
 
 
 def Startall(requests: Sequence[Any]) -> None:

@@ -1,0 +1,93 @@
+"""Messages matched by ``Mprobe``/``Improbe`` of a secure communicator, and object decoding.
+
+The message is authenticated and taken out of MPI when it is probed (lane.py: a probe
+reports only authenticated messages); its receive only delivers it.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from mpi4py import MPI
+
+from .buffers import byte_view, set_status
+from .lane import Early, Lane, deliver_early
+from .requests import SecureRequest
+
+
+def loads(data: bytes | bytearray) -> Any:
+    """The object of an authenticated message; None for an empty one (as mpi4py's recv)."""
+    if not data:
+        return None
+    return pickle.loads(data)  # noqa: S301 - authenticated bytes from a peer holding an authorized key
+
+
+class SecureMessage(MPI.Message):
+    """A message matched by ``Mprobe``/``Improbe`` (already authenticated and taken out of MPI).
+
+    An ``MPI.Message`` for ``isinstance`` (its MPI handle stays MPI.MESSAGE_NULL: nothing is
+    left in MPI); equal to MPI.MESSAGE_NULL once received, as mpi4py's messages are.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SecureMessage:
+        return super().__new__(cls)  # MPI.Message's constructor takes no lane
+
+    def __init__(self, lane: Lane, early: Early) -> None:
+        self._lane = lane
+        self._early: Early | None = early
+
+    def __bool__(self) -> bool:
+        return self._early is not None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MPI.Message) and not isinstance(other, SecureMessage):
+            return bool(other == MPI.MESSAGE_NULL) and self._early is None
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = object.__hash__
+
+    def _take(self) -> Early:
+        if self._early is None:
+            raise ValueError("this message was already received")
+        early, self._early = self._early, None
+        return early
+
+    def Recv(self, buf: Any, status: Any = None) -> None:
+        s, t, n, _ = deliver_early(self._take(), byte_view(buf, writable=True))
+        set_status(status, s, t, n)
+
+    def recv(self, status: Any = None) -> Any:
+        s, t, n, data = deliver_early(self._take(), None)
+        set_status(status, s, t, n)
+        assert data is not None
+        return loads(data)
+
+    def Irecv(self, buf: Any) -> SecureRequest:  # type: ignore[override]  # not an MPI.Request
+        request = SecureRequest(self._lane)
+        self.Recv(buf)
+        return request
+
+    def irecv(self) -> Any:
+        return _Done(self.recv())
+
+
+class _Done:
+    """A request that completed when it was made (the irecv of a probed message)."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+        self._active = True
+
+    def __bool__(self) -> bool:
+        return self._active
+
+    def wait(self, status: Any = None) -> Any:
+        value, self._value, self._active = self._value, None, False
+        return value
+
+    def test(self, status: Any = None) -> tuple[bool, Any]:
+        return True, self.wait(status)

@@ -1,0 +1,192 @@
+"""Run under mpiexec: requests of mpish.secure(comm) as MPI's (synchronous sends, Cancel,
+Get_status, dropped requests, mpi4py's class-level calls), found by mpi4py's own tests.
+
+Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts the job.
+A receive that should complete is given a deadline (``_completes``), so a message taken
+by the wrong receive fails the check instead of hanging the job.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+import traceback
+
+import numpy as np
+from mpi4py import MPI
+
+import mpish
+from mpish.comm import SecureComm, Waitall
+
+
+def ok(name: str) -> None:
+    MPI.COMM_WORLD.Barrier()
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print(f"OK {name}", flush=True)
+
+
+def _completes(request: object, what: str) -> None:
+    """Test ``request`` until it completes; fail (not hang) after 20 s."""
+    deadline = time.monotonic() + 20
+    while not request.Test():  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, f"{what} never completed"
+
+
+def check_issend_completes_only_once_matched(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Issend/issend/Ssend_init do not complete before a receive matched them, as in MPI."""
+    for comm in (raw, c):
+        for size in (3, 300_000):  # one record; several records
+            request = comm.Issend(np.full(size, 7, "u1"), comm.rank, 11)
+            assert not request.Test() and request, (comm, size)
+            got = np.zeros(size, "u1")
+            comm.Recv(got, comm.rank, 11)
+            _completes(request, "Issend")
+            assert not request and np.all(got == 7)
+        request = comm.issend({"a": 1}, comm.rank, 12)
+        assert not request.test()[0]
+        assert comm.recv(None, comm.rank, 12) == {"a": 1}
+        request.wait()
+        persistent = comm.Ssend_init(np.ones(4), comm.rank, 13)
+        persistent.Start()
+        assert not persistent.Test()
+        comm.Recv(np.zeros(4), comm.rank, 13)
+        persistent.Wait()
+        persistent.Free()
+        # Blocking Ssend in a ring: each rank's receive is posted first.
+        dest, src = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+        got = np.zeros(5)
+        recv = comm.Irecv(got, src, 14)
+        comm.Ssend(np.full(5, float(comm.rank)), dest, 14)
+        recv.Wait()
+        assert np.all(got == src)
+    ok("issend_completes_only_once_matched")
+
+
+def check_cancel_and_get_status(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Cancel of a receive and of an unmatched synchronous send, Get_status without completing."""
+    for comm in (raw, c):
+        status = MPI.Status()
+        request = comm.Irecv(np.zeros(4), comm.rank, 21)
+        assert not request.Get_status()
+        request.Cancel()
+        assert request  # active until completed
+        request.Wait(status)
+        assert status.Is_cancelled() and not request
+        # A later message with that tag goes to a later receive.
+        send = comm.Isend(np.arange(4.0), comm.rank, 21)  # to itself: never a blocking Send
+        got = np.zeros(4)
+        comm.Recv(got, comm.rank, 21)
+        send.Wait()
+        assert np.array_equal(got, np.arange(4.0))
+        # Get_status: complete, not yet completed.
+        request = comm.Irecv(got, comm.rank, 22)
+        send = comm.Isend(np.ones(4), comm.rank, 22)
+        while not request.Get_status(status):
+            pass
+        send.Wait()
+        assert request and status.Get_source() == comm.rank and status.Get_tag() == 22
+        request.Wait()
+        assert not request and np.all(got == 1)
+        # An unmatched Issend: cancelled, or (MPI may refuse) received as usual; as mpi4py's testCancel.
+        request = comm.Issend(np.ones(2), comm.rank, 23)
+        request.Cancel()
+        status = MPI.Status()
+        done = request.Get_status(status)
+        assert request
+        if status.Is_cancelled():
+            assert done
+            request.Free()
+        else:
+            comm.Recv(np.zeros(2), comm.rank, 23)
+            request.Wait()
+        assert not request
+    ok("cancel_and_get_status")
+
+
+def check_dropped_request_leaves_no_posted_receive(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """A request garbage-collected while its receive is posted is cancelled: it takes no later message."""
+    dest, src = (c.rank + 1) % c.size, (c.rank - 1) % c.size
+    request = c.Irecv(np.zeros(8), src, 31)
+    obj_request = c.irecv(None, src, 32)
+    del request, obj_request
+    gc.collect()
+    c.Barrier()  # every rank dropped its receives before any sends
+    sends = [c.Isend(np.full(8, 5.0), dest, 31), c.isend("later", dest, 32)]
+    got = np.zeros(8)
+    _completes(c.Irecv(got, src, 31), "the later Irecv")
+    assert np.all(got == 5.0)
+    assert c.recv(None, src, 32) == "later"
+    Waitall(sends)
+    ok("dropped_request_leaves_no_posted_receive")
+
+
+def check_class_level_request_calls_name_the_module_functions(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """MPI.Request.Waitall(secure requests) fails before MPI sees them, naming mpish.comm.Waitall."""
+    dest, src = (c.rank + 1) % c.size, (c.rank - 1) % c.size
+    got = np.zeros(3)
+    requests = [c.Irecv(got, src, 41), c.Isend(np.full(3, 2.0), dest, 41)]
+    for call in (MPI.Request.Waitall, MPI.Request.Testall, MPI.Request.Waitany, MPI.Request.Testsome):
+        try:
+            call(requests)
+        except TypeError as exc:
+            assert "mpish.comm.Waitall" in str(exc), exc
+        else:
+            raise AssertionError(f"{call.__name__} accepted secure requests")
+    Waitall(requests)
+    assert np.all(got == 2.0) and not any(requests)
+    ok("class_level_request_calls_name_the_module_functions")
+
+
+def check_compare(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Compare: IDENT with itself, CONGRUENT with its Dup and the communicator it was made from."""
+    dup = c.Dup()
+    assert c.Compare(c) == MPI.IDENT
+    assert c.Compare(dup) == MPI.CONGRUENT == dup.Compare(c)
+    assert c.Compare(MPI.COMM_WORLD) == MPI.CONGRUENT
+    dup.Free()
+    ok("compare")
+
+
+def check_empty_message_is_received_as_none(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """recv/irecv/mprobe of an empty message give None, as mpi4py's (was EOFError from pickle)."""
+    for comm in (raw, c):
+        sends = [comm.Isend([None, 0, MPI.BYTE], comm.rank, tag) for tag in (51, 52, 53)]
+        assert comm.recv(None, comm.rank, 51) is None
+        assert comm.irecv(None, comm.rank, 52).wait() is None
+        assert comm.mprobe(comm.rank, 53).recv() is None
+        for send in sends:
+            send.Wait()
+    ok("empty_message_is_received_as_none")
+
+
+CHECKS = [
+    check_issend_completes_only_once_matched,
+    check_cancel_and_get_status,
+    check_dropped_request_leaves_no_posted_receive,
+    check_class_level_request_calls_name_the_module_functions,
+    check_compare,
+    check_empty_message_is_received_as_none,
+]
+
+
+def main() -> None:
+    raw = MPI.COMM_WORLD.Dup()
+    c = mpish.secure(MPI.COMM_WORLD)
+    for check in CHECKS:
+        check(c, raw)
+    assert c.rejected == 0
+    c.Free()
+    raw.Free()
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print("ALL OK", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BaseException:
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)
