@@ -219,3 +219,49 @@ def test_key_cache_stays_bounded_under_forged_and_genuine_epochs() -> None:
         opener.open(sealer.seal(b"r"))
         assert len(kept) <= bound
     assert state.epoch == (3 * REPLAY_WINDOW - 1) >> shift
+
+
+def test_seal_data_matches_seal_across_rekeys_and_stops_at_exhaustion() -> None:
+    key, session = os.urandom(32), os.urandom(16)
+    limits = Limits(rekey_shift=2, max_counter=9)
+    suite = (CHACHAPOLY_FUNCTIONS, HASHES["BLAKE2s"], key, session, 4, 9, limits)
+    fast, general = Sealer(*suite), Sealer(*suite)
+    for i in range(10):  # epochs 0, 1 and 2: the hot path hands every rekey to seal()
+        assert fast.seal_data(f"m{i}".encode(), 3) == general.seal(f"m{i}".encode(), channel=3)
+    with pytest.raises(LocalProtocolError, match="exhausted"):
+        fast.seal_data(b"m", 3)
+
+
+def _received(record: bytes | bytearray) -> tuple[bytearray, int]:
+    """``record`` in a receive buffer with stale bytes after it, as MPI leaves it."""
+    return bytearray(record) + os.urandom(64), len(record)
+
+
+def test_open_next_opens_only_the_next_record_in_order_of_its_channel() -> None:
+    sealer, opener = _pair(Limits(rekey_shift=2))
+    records = [sealer.seal_data(f"m{i}".encode(), 3) for i in range(6)]
+    assert opener.open_next(*_received(records[0]), 3) is None  # a channel no record opened yet
+    assert opener.open_fields(records[0])[4] == b"m0"  # the general path sets it up
+    assert opener.open_next(*_received(records[1]), 4) is None  # moved to another channel
+    assert opener.open_next(*_received(records[2]), 3) is None  # not next: counter 1 is missing
+    assert opener.open_next(*_received(records[1]), 3) == (1, b"m1")
+    assert opener.open_next(*_received(records[1]), 3) is None  # a replay is never next
+    assert opener.open_next(*_received(records[2]), 3) == (2, b"m2")
+    assert opener.open_next(*_received(records[3]), 3) == (3, b"m3")
+    assert opener.open_next(*_received(records[4]), 3) is None  # a new key epoch: the general path
+    buf, count = _received(records[4])
+    assert opener.open_next(buf, count - 1, 3) is None  # length field and MPI count disagree
+    assert opener.open_fields(records[4])[3:] == (4, b"m4")
+    assert opener.open_next(*_received(records[5]), 3) == (5, b"m5")
+
+
+def test_open_next_rejects_a_forged_record_and_keeps_waiting_for_the_genuine_one() -> None:
+    sealer, opener = _pair()
+    first, second = sealer.seal_data(b"first", 0), sealer.seal_data(b"second", 0)
+    opener.open_fields(first)
+    forged = bytearray(second)
+    forged[-1] ^= 1
+    with pytest.raises(AuthenticationError):
+        opener.open_next(*_received(forged), 0)
+    assert opener._channels[0].window.top == 0  # the window did not move
+    assert opener.open_next(*_received(second), 0) == (1, b"second")

@@ -91,9 +91,14 @@ class Lane(PostedReceives, LongMessages):
         self._status = MPI.Status()
         self._last: dict[Envelope, int] = {}  # (source, tag) -> last counter processed
         # Prebound methods for the small-message hot path (one lookup per peer, not per call).
-        self.seal_small: PerPeer[Callable[..., bytes | bytearray]] = PerPeer(lambda p: self.sealers[p].seal)
+        self.seal_small: PerPeer[Callable[..., bytes | bytearray]] = PerPeer(
+            lambda p: self.sealers[p].seal_data
+        )
         self._open_small: PerPeer[Callable[..., tuple[int, int, int, int, bytes]]] = PerPeer(
             lambda p: self.openers[p].open_fields
+        )
+        self._open_next: PerPeer[Callable[[bytearray, int, int], tuple[int, bytes] | None]] = PerPeer(
+            lambda p: self.openers[p].open_next
         )
         self.mpi_send = comm.Send
         self._mpi_recv = comm.Recv
@@ -177,6 +182,10 @@ class Lane(PostedReceives, LongMessages):
         """
         if source == MPI.PROC_NULL:
             return MPI.PROC_NULL, MPI.ANY_TAG, 0, None
+        if not (self.early or _ACTIVE or MATCH_FIRST):
+            result = self._recv_direct(source, tag, sink)
+            if result is not None:
+                return result
         while True:
             if self.early:
                 early = self.take_early(source, tag)
@@ -207,6 +216,38 @@ class Lane(PostedReceives, LongMessages):
                 return self.process(record, s, t, sink)
             except RECORD_ERRORS as exc:
                 self.stats.reject(exc)
+
+    def _recv_direct(self, source: int, tag: int, sink: memoryview | None) -> Result | None:
+        """The hot path of :meth:`recv` (no posted receive, no probed message, MPICH):
+        straight into the record buffer, opened there if it is the next small record in
+        order (Opener.open_next), else processed as :meth:`recv` does. None if the record
+        was rejected (dropped and counted; the caller goes on waiting)."""
+        rx = self._rx
+        try:
+            self._mpi_recv(rx, source, tag, self._status)
+        except MPI.Exception as exc:
+            self._oversized(exc)
+            return None
+        s, t, count = self._source(), self._tag(), self._count()
+        try:
+            opened = self._open_next[s](rx, count, t)
+            if opened is None:
+                record = rx[:count] if count < SMALL_RECORD else memoryview(rx)[:count]
+                return self.process(record, s, t, sink)
+        except RECORD_ERRORS as exc:
+            self.stats.reject(exc)
+            return None
+        # No order check against _last: open_next took only the counter after the window's
+        # top, and _last never exceeds it (it is set only to counters the window accepted).
+        self._last[(s, t)] = opened[0]
+        plain = opened[1]
+        n = len(plain)
+        if sink is None:
+            return s, t, n, plain
+        if n > len(sink):
+            raise mpi_truncate(f"message of {n} bytes from rank {s}, receive buffer of {len(sink)}")
+        sink[:n] = plain
+        return s, t, n, None
 
     def _oversized(self, exc: Any) -> None:
         """An MPI receive of a record failed: a message larger than any record is dropped."""
