@@ -43,7 +43,7 @@ def console() -> Iterator[Console]:
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
     link = PipeLink(to_console[0], to_server[1], rank=0, size=2, peer=1)
-    made = Console(PipeSession(link, None, b"", {1: Peer(1, ours, "pipehost", ready=True)}))  # type: ignore[arg-type]
+    made = Console(PipeSession(link, {1: Peer(1, ours, "pipehost", ready=True)}))
     yield made
     made.close()
     thread.join(timeout=10)
