@@ -80,6 +80,52 @@ def test_a_cache_others_can_write_is_not_used(cache: Path, monkeypatch: pytest.M
     assert builds == [1]
 
 
+def test_a_cache_directory_that_is_a_link_is_neither_used_nor_emptied(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user plants ``mpish/ship`` as a link to the victim's own files (security review)."""
+    thesis = cache / "thesis"
+    thesis.mkdir(mode=0o755)
+    for number in range(12):
+        (thesis / f"chapter{number:02}.tex").write_text("work")
+    (cache / "mpish").mkdir()
+    (cache / "mpish" / "ship").symlink_to(thesis)
+    builds = counting_builds(monkeypatch)
+    for argument in range(10):
+        ship.payload.__wrapped__(ENTRY, (f"--{argument}",))  # type: ignore[attr-defined]
+    assert builds == [1] * 10  # never read from or written to through the link
+    assert sorted(path.name for path in thesis.iterdir()) == [f"chapter{n:02}.tex" for n in range(12)]
+
+
+def test_a_parent_others_can_write_makes_no_cache(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    build()
+    (cache / "mpish").chmod(0o777)  # another user could swap ship/ between our check and our read
+    builds = counting_builds(monkeypatch)
+    build()
+    assert builds == [1]
+
+
+def test_a_payload_moved_under_another_name_is_not_used(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ship.payload.__wrapped__(ENTRY, ("--old",))  # type: ignore[attr-defined]
+    (old,) = (cache / "mpish" / "ship").iterdir()
+    wanted = ship._cache_key(ENTRY, ("--new",), (), ())
+    old.rename(old.with_name(wanted))  # a rollback: an older payload under a newer key
+    builds = counting_builds(monkeypatch)
+    ship.payload.__wrapped__(ENTRY, ("--new",))  # type: ignore[attr-defined]
+    assert builds == [1]
+
+
+def test_only_payload_files_are_ever_removed(cache: Path) -> None:
+    directory = cache / "mpish" / "ship"
+    build()
+    (directory / "notes.txt").write_text("mine")
+    for argument in range(ship.CACHE_KEEP + 2):
+        ship.payload.__wrapped__(ENTRY, (f"--{argument}",))  # type: ignore[attr-defined]
+    names = [path.name for path in directory.iterdir()]
+    assert "notes.txt" in names
+    assert len([name for name in names if len(name) == 64]) == ship.CACHE_KEEP
+
+
 def test_another_entry_or_argument_is_another_cache_file(cache: Path) -> None:
     one = ship.payload.__wrapped__(ENTRY)  # type: ignore[attr-defined]
     other = ship.payload.__wrapped__(ENTRY, ("--x",))  # type: ignore[attr-defined]

@@ -64,8 +64,9 @@ import importlib.util
 import logging
 import marshal
 import os
+import re
+import secrets
 import stat
-import tempfile
 import zlib
 from collections.abc import Iterable, Sequence
 from functools import cache
@@ -259,11 +260,13 @@ def _cache_key(entry: str, argv: tuple[str, ...], also: tuple[str, ...], first: 
     arguments, or the local Python's bytecode gives another key."""
     digest = hashlib.sha256(PAYLOAD_FORMAT + b"\0" + importlib.util.MAGIC_NUMBER)
     digest.update(repr((entry, argv, also, first, LAST_PACKAGES, BOOTSTRAP_MARK)).encode())
-    files = [(ROOT, path) for path in sorted(_package_dir().rglob("*.py"))]
-    files += [(package, path) for package in (*first, *LAST_PACKAGES) for path in _package_files(package)]
-    for package, path in files:
+    files = [(ROOT, _package_dir(), path) for path in sorted(_package_dir().rglob("*.py"))]
+    files += [(package, path.parent, path) for package in (*first, *LAST_PACKAGES)  # flat: *.py
+              for path in _package_files(package)]
+    for package, root, path in files:  # the path inside its package: a moved module is another key
         content = path.read_bytes()
-        digest.update(f"\0{package}\0{path.name}\0{len(content)}\0".encode() + content)
+        where = path.relative_to(root).as_posix()
+        digest.update(f"\0{package}\0{where}\0{len(content)}\0".encode() + content)
     return digest.hexdigest()
 
 
@@ -274,51 +277,116 @@ def cache_dir() -> Path:
     return root / ROOT / "ship"
 
 
+_KEY_NAME = re.compile(r"[0-9a-f]{64}")  # the only names the cache reads, writes or removes
+
+
 def _private(st: os.stat_result) -> bool:
     """Owned by this user and writable by no one else."""
     return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def _read_cache(directory: Path, key: str) -> bytes | None:
+def _safe_parent(st: os.stat_result) -> bool:
+    """A directory on the way that no other user can change: owned by this user or root and
+    writable by no one else, or root's sticky /tmp kind (others cannot rename what we own there)."""
+    if st.st_uid not in (0, os.getuid()):
+        return False
+    others_write = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return not others_write or (st.st_uid == 0 and bool(st.st_mode & stat.S_ISVTX))
+
+
+def _open_cache_dir(directory: Path, create: bool) -> int | None:
+    """A descriptor of ``directory``, reached from ``/`` one component at a time without
+    following a link, every directory on the way checked (:func:`_safe_parent`) and the
+    last ones made private when ``create``; None when any check fails (then no cache)."""
+    if not directory.is_absolute():
+        return None
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if not _private(os.stat(directory)):
+        parts = directory.parts[1:]
+        for index, part in enumerate(parts):
+            st = os.fstat(fd)
+            after_sticky = st.st_mode & stat.S_ISVTX and st.st_mode & stat.S_IWOTH
+            if not _safe_parent(st):
+                where = Path(*directory.parts[: index + 1])
+                log.debug("payload cache: %s is writable by others: not used", where)
+                return None
+            try:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.mkdir(part, 0o700, dir_fd=fd)
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            if after_sticky and os.fstat(fd).st_uid != os.getuid():
+                return None  # below a world-writable sticky directory, only our own
+        if not _private(os.fstat(fd)):
             log.debug("payload cache %s is not private to this user: not used", directory)
             return None
-        fd = os.open(directory / key, os.O_RDONLY | os.O_NOFOLLOW)
+        fd, result = -1, fd
+        return result
+    except OSError as exc:  # a link on the way (ELOOP), not a directory, no permission
+        log.debug("payload cache %s: %s", directory, exc)
+        return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _sealed(key: str, built: bytes) -> bytes:
+    """The check stored before a payload: it holds only under its own name."""
+    return hashlib.sha256(key.encode() + b"\0" + built).digest()
+
+
+def _read_cache(directory: Path, key: str) -> bytes | None:
+    dir_fd = _open_cache_dir(directory, create=False)
+    if dir_fd is None:
+        return None
+    try:
+        fd = os.open(key, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError:
         return None
+    finally:
+        os.close(dir_fd)
     with open(fd, "rb") as file:
-        if not _private(os.fstat(fd)):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not _private(st):
             return None
         stored = file.read()
     digest, built = stored[:32], stored[32:]
-    if hashlib.sha256(built).digest() != digest:
+    if _sealed(key, built) != digest:
         log.debug("payload cache %s: damaged, rebuilt", directory / key)
         return None
     return built
 
 
 def _write_cache(directory: Path, key: str, built: bytes) -> None:
-    """Keep ``built`` as ``directory/key`` (atomically); drop all but the newest few."""
+    """Keep ``built`` as ``directory/key`` (atomically, through the checked directory's
+    descriptor); drop all but the newest few payloads (files named by a key only)."""
+    dir_fd = _open_cache_dir(directory, create=True)
+    if dir_fd is None:
+        return
+    temporary = f".new-{secrets.token_hex(8)}"
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not _private(os.stat(directory)):
-            return
-        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".new-")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
         try:
             with open(fd, "wb") as file:
-                file.write(hashlib.sha256(built).digest() + built)
-            os.replace(temporary, directory / key)
+                file.write(_sealed(key, built) + built)
+            os.replace(temporary, key, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(temporary)
+                os.unlink(temporary, dir_fd=dir_fd)
             raise
-        entries = sorted(directory.iterdir(), key=lambda path: path.stat().st_mtime, reverse=True)
-        for old in entries[CACHE_KEEP:]:
-            if not old.name.startswith("."):
-                old.unlink()
+        with os.scandir(dir_fd) as scan:
+            payloads = [e for e in scan if _KEY_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+        payloads.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime, reverse=True)
+        for old in payloads[CACHE_KEEP:]:
+            os.unlink(old.name, dir_fd=dir_fd)
     except OSError as exc:  # a read-only or full home: build every time
         log.debug("payload cache %s: %s", directory, exc)
+    finally:
+        os.close(dir_fd)
 
 
 @cache
