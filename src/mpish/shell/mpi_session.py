@@ -127,7 +127,8 @@ class MpiSession(Session):
             Reporter().say(f"rank {ranks} was lost, so MPI cannot end the job normally; aborting it")
             if self.launcher_pid:
                 here = socket.gethostname()
-                survivors = [peer.pid for peer in self.peers.values() if peer.pid and peer.host == here]
+                alive = [peer for peer in self.peers.values() if not peer.lost]  # a lost one's pid may
+                survivors = [peer.pid for peer in alive if peer.pid and peer.host == here]  # be reused
                 end_embedded_job(self.launcher_pid, survivors)
             abort(self.comm, quiet=True)
         here = socket.gethostname()
