@@ -326,14 +326,3 @@ def test_debug_logs_from_the_console_and_its_servers_and_is_silent_otherwise(
     console = {line.split("]")[0] for line in lines if "mpish.shell.mpi_session: console:" in line}
     server = {line.split("]")[0] for line in lines if "mpish.shell.mpi_server: rank 1: handshake" in line}
     assert len(console) == 1 and len(server) == 1 and console != server, lines  # two processes logged
-
-
-def test_a_syntax_error_reads_as_in_an_interactive_bash(home: Path, tmp_path: Path) -> None:
-    result = run([MPISH, "-n", "2", "-c", "echo ran; echo )"], home, tmp_path)
-    assert result.returncode == 2  # as bash's status for a syntax error
-    assert result.stdout == b""  # the line does not run, as at a prompt
-    assert result.stderr.decode().startswith("@1-2: bash: syntax error near unexpected token `)'\n"), \
-        result.stderr  # not the command file's path and a line in it
-    result = run([MPISH, "-n", "1", "-c", "echo 'open"], home, tmp_path)
-    assert result.stderr.decode().startswith("bash: unexpected EOF while looking for matching `''\n"), \
-        result.stderr

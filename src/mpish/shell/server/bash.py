@@ -20,14 +20,11 @@ directory::
     __mpish_end <marker>
 
 Sourcing the command (rather than ``eval``) runs it as lines typed at the prompt: a
-syntax error ends that command, not the shell; the text is parsed first, as the body of
-a function that is never called (``__mpish_parses``), so that a syntax error reads as an
-interactive bash says it (``bash: syntax error near unexpected token `)'``, status 2)
-rather than naming the command file and a line in it, and nothing of the text runs;
-inside ``.`` bash prints no job notices (``[1] 4711`` would differ per rank and split
-groups) while its messages stay those of an interactive bash. The command's stdin is
-/dev/null (bash's stdin is the command pipe), or a FIFO fed with the console's stdin
-(:mod:`mpish.shell.server.stdin`); the command's processes inherit no status fd.
+syntax error ends that command, not the shell; inside ``.`` bash prints no job notices
+(``[1] 4711`` would differ per rank and split groups) while its messages stay those of
+an interactive bash. The command's stdin is /dev/null (bash's stdin is the command
+pipe), or a FIFO fed with the console's stdin (:mod:`mpish.shell.server.stdin`); the command's
+processes inherit no status fd.
 ``__MPISH_JOB=<marker>`` is exported just before the ``eval`` and unset first thing in
 ``__mpish_end``, so every process the command starts carries it in its environment,
 which is how the server finds them. ``__mpish_status`` sets ``$?`` to the previous
@@ -64,12 +61,6 @@ _BOOTSTRAP = r"""
 PS1= PS2= PS0= PS4='+ '; builtin unset PROMPT_COMMAND HISTFILE MAILPATH MAILCHECK
 builtin set +o history +H
 __mpish_status() { builtin return "$1"; }
-__mpish_parses() {
-  builtin local __mpish_text
-  builtin read -r -d '' __mpish_text < "$1"
-  builtin eval "__mpish_parse() { $__mpish_text"$'\n'"}" || builtin return 2
-  builtin unset -f __mpish_parse
-}
 exit() { builtin exit "$@" 2>/dev/null; }
 __mpish_end() {
   __mpish_s=$?
@@ -108,10 +99,9 @@ def command_line(command_file: Path, marker: str, last_status: int = 0, stdin: P
 
     ``stdin``: a FIFO the command reads instead of /dev/null; once bash has opened it,
     ``stdin <marker>`` is written to the status fd (:mod:`mpish.shell.server.stdin`)."""
-    file = shlex.quote(str(command_file))
     source = (
-        f"__mpish_parses {file} 2>&{ERR_FD} && {{ __mpish_status {last_status & 0xFF}; \\builtin . {file} "
-        f">&{OUT_FD} 2>&{ERR_FD} {STATUS_FD}>&- {OUT_FD}>&- {ERR_FD}>&-; }}"
+        f"__mpish_status {last_status & 0xFF}; \\builtin . {shlex.quote(str(command_file))} "
+        f">&{OUT_FD} 2>&{ERR_FD} {STATUS_FD}>&- {OUT_FD}>&- {ERR_FD}>&-"
     )
     if stdin is None:
         run = f"{source} </dev/null"
