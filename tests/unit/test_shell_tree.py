@@ -53,6 +53,13 @@ def test_entry_names_that_could_leave_the_tree_are_refused(name: str) -> None:
         split_relative(name)
 
 
+def test_a_tree_deeper_than_the_limit_is_refused_so_descriptors_stay_bounded() -> None:
+    """A hostile host's :get -r of 3000 nested directories held 3000 descriptors (security review)."""
+    assert len(split_relative("/".join(["d"] * tree.MAX_DEPTH))) == tree.MAX_DEPTH
+    with pytest.raises(HostileName, match=f"deeper than {tree.MAX_DEPTH} directory levels"):
+        split_relative("/".join(["d"] * (tree.MAX_DEPTH + 1)))
+
+
 def test_plain_relative_names_are_split_and_the_root_is_empty() -> None:
     assert split_relative("") == ()
     assert split_relative("a/b c/..d") == ("a", "b c", "..d")

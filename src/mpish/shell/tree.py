@@ -43,6 +43,9 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO swapped in never blocks
 
 
+MAX_DEPTH = 128  # directory levels below a tree's root: the receiver holds a descriptor per level
+
+
 class HostileName(ValueError):
     """A tree entry's path that could leave the tree or is not a plain relative path."""
 
@@ -55,6 +58,8 @@ def split_relative(path: str) -> tuple[str, ...]:
     parts = tuple(path.split("/"))
     if path.startswith("/") or "\0" in path or any(part in ("", ".", "..") for part in parts):
         raise HostileName(f"refused the entry name {path!r}: not a plain relative path")
+    if len(parts) > MAX_DEPTH:
+        raise HostileName(f"refused {path[:200]!r}...: deeper than {MAX_DEPTH} directory levels")
     return parts
 
 
