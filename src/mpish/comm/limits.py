@@ -17,12 +17,12 @@ from mpi4py import MPI
 
 from ..wire.errors import AuthenticationError, RemoteProtocolError, ReplayError
 from ..wire.noise import TAGLEN
-from ..wire.record import HEADER_SIZE, MAX_RECORD_PAYLOAD
+from ..wire.record import HEADER_SIZE, MAX_RECORD
 from .buffers import mpi_truncate
 
 log = logging.getLogger("mpish.comm")
 
-RECORD_MAX = HEADER_SIZE + MAX_RECORD_PAYLOAD + TAGLEN
+RECORD_MAX = MAX_RECORD  # the largest record (wire.record's bound, under the lane's name)
 SINGLE_MAX = 64 * 1024  # a message of at most this many bytes is one record
 FIRST_MAX = HEADER_SIZE + SINGLE_MAX + TAGLEN  # the largest first record
 RECORD_ERRORS = (AuthenticationError, ReplayError, RemoteProtocolError)
