@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from mpish import report
 from mpish.wire.errors import MpishError, TransportBroken
 
 from .grouping import COLOR_CHOICES, Style, make_sink, set_color, status_lines
@@ -96,7 +97,7 @@ def main_shell(args: argparse.Namespace) -> int:
     try:
         session = launch.start_console(args.np)
     except MpishError as exc:
-        print(f"mpish: {exc}", file=sys.stderr)
+        report.say(str(exc))
         return 1
     from .console import Console
 
@@ -104,7 +105,7 @@ def main_shell(args: argparse.Namespace) -> int:
     console.timeout = float(getattr(args, "timeout", 0.0) or 0.0)
     try:
         if not console.peers:
-            print("mpish: no shell server accepted the session", file=sys.stderr)
+            report.say("no shell server accepted the session")
             status = 1
         elif args.command is not None:
             _warn_if_argv_crossed_hosts(console)
@@ -112,7 +113,7 @@ def main_shell(args: argparse.Namespace) -> int:
         else:
             status = run_lines(console, args)
     except TransportBroken as exc:
-        print(f"mpish: MPI cannot go on: {exc}", file=sys.stderr)
+        report.say(f"MPI cannot go on: {exc}")
         sys.stderr.flush()
         session.abort()
         return 1
@@ -127,7 +128,7 @@ def _guard(MPI: Any, entry: Any) -> int:
         status: int = entry()
         return status
     except BaseException as exc:
-        print(f"mpish: rank {MPI.COMM_WORLD.Get_rank()}: fatal: {exc!r}", file=sys.stderr)
+        report.say(f"rank {MPI.COMM_WORLD.Get_rank()}: fatal: {exc!r}")
         sys.stderr.flush()
         MPI.COMM_WORLD.Abort(1)
         raise
@@ -158,7 +159,7 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
     try:
         targets = choose_targets(args, console.hosts)
     except MpishError as exc:
-        print(f"mpish: {exc}", file=sys.stderr)
+        report.say(str(exc))
         return 2
     path = getattr(args, "commands_from", None)
     if path is None:
@@ -168,7 +169,7 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
     try:
         stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
-        print(f"mpish: cannot read commands from {path}: {exc.strerror}", file=sys.stderr)
+        report.say(f"cannot read commands from {path}: {exc.strerror}")
         return 2
     with stream:
         repl = Repl(console, reader=PlainReader(stream, None), output=OutputMode.from_args(args))
@@ -198,7 +199,7 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
     try:
         ranks = choose_targets(args, console.hosts)
     except MpishError as exc:
-        print(f"mpish: {exc}", file=sys.stderr)
+        report.say(str(exc))
         return 2
     if getattr(args, "tty", False):
         from .attach import AttachError, one_shot
@@ -206,7 +207,7 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
         try:
             return one_shot(console, ranks, args.command, sys.stderr)
         except AttachError as exc:
-            print(f"mpish: {exc}", file=sys.stderr)
+            report.say(str(exc))
             return 2
     out, err = sys.stdout.buffer, sys.stderr.buffer
     style = Style.for_stream(sys.stdout)
@@ -228,5 +229,5 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
         for rank, result in sorted(results.items()):
             print(f"mpish: rank {rank}: {result.seconds:.3f} s, peak RSS {result.peak_rss_kib} KiB",
                   file=sys.stderr)
-        print(f"mpish: console: peak RSS {console_rss_kib()} KiB", file=sys.stderr)
+        report.say(f"console: peak RSS {console_rss_kib()} KiB")
     return exit_status([status_of(r) for r in results.values()], getattr(args, "maxrc", True))

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
+from mpish import report
 from mpish.transport.link import Channel
 from mpish.transport.memory import tune_malloc
 from mpish.transport.procfs import alive as local_process_alive
@@ -142,7 +143,7 @@ class Console:
             peer.alive = False
             if died:
                 peer.lost = why
-            print(f"mpish: rank {rank} ({peer.host}) lost: {why}", file=self.err)
+            report.say(f"rank {rank} ({peer.host}) lost: {why}", self.err)
             self.err.flush()
 
     def check_failures(self) -> None:
@@ -442,11 +443,11 @@ class Console:
             else:
                 waiter.wait()
         for rank in self._in(ConsoleState.CLOSING, closing):
-            print(f"mpish: rank {rank} did not confirm the end of the session", file=self.err)
+            report.say(f"rank {rank} did not confirm the end of the session", self.err)
         try:
             self.session.finish()
         except TransportBroken as exc:
-            print(f"mpish: {exc}", file=self.err)
+            report.say(str(exc), self.err)
 
 
 def console_rss_kib() -> int:

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return serve(read_fd, write_fd, *given)
     except MpishError as exc:
-        print(f"mpish: {exc}", file=sys.stderr)
+        report.say(str(exc))
         return 1
 
 

@@ -70,7 +70,7 @@ class SshSession(Session):
         if peer is None:
             return
         if peer.ready and peer.alive and self.report_losses:
-            print(f"mpish: {peer.host}: lost: {reason}", file=self.err)
+            report.say(f"{peer.host}: lost: {reason}", self.err)
             self.err.flush()
         elif not peer.ready:
             self.failed.setdefault(peer.host, reason)
