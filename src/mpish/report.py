@@ -26,7 +26,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import IO
 
 PROG = "mpish"
 DEBUG_VARIABLE = "MPISH_DEBUG"  # "1": diagnostics on stderr, in this process and its children
@@ -50,7 +50,7 @@ class Reporter:
     console's red on a terminal).
     """
 
-    def __init__(self, stream: TextIO | None = None, *, who: str = "", prog: str = PROG,
+    def __init__(self, stream: IO[str] | None = None, *, who: str = "", prog: str = PROG,
                  paint: Callable[[str], str] | None = None) -> None:
         self._stream = stream
         self.who = who
@@ -58,7 +58,7 @@ class Reporter:
         self.paint = paint
 
     @property
-    def stream(self) -> TextIO:
+    def stream(self) -> IO[str]:
         return self._stream if self._stream is not None else sys.stderr
 
     def format(self, text: str) -> str:
@@ -73,7 +73,7 @@ class Reporter:
             stream.flush()
 
 
-def say(text: str, stream: TextIO | None = None) -> None:
+def say(text: str, stream: IO[str] | None = None) -> None:
     """Write one message for the user: ``mpish: text`` on ``stream`` (default: stderr)."""
     Reporter(stream).say(text)
 

@@ -35,7 +35,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import IO, TYPE_CHECKING
 
 from mpish import keys
 from mpish.report import Reporter
@@ -61,7 +61,7 @@ def host_bytes() -> bytes:
     return socket.gethostname().encode()[:HOST_SIZE].ljust(HOST_SIZE, b"\0")
 
 
-def handshake_timeout(err: TextIO | None = None) -> float:
+def handshake_timeout(err: IO[str] | None = None) -> float:
     """Seconds the console waits for each server at each step of the start.
 
     ``MPISH_HANDSHAKE_TIMEOUT`` overrides the default (:data:`HANDSHAKE_TIMEOUT`); a
