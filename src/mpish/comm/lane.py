@@ -240,14 +240,7 @@ class Lane(PostedReceives, LongMessages):
         # No order check against _last: open_next took only the counter after the window's
         # top, and _last never exceeds it (it is set only to counters the window accepted).
         self._last[(s, t)] = opened[0]
-        plain = opened[1]
-        n = len(plain)
-        if sink is None:
-            return s, t, n, plain
-        if n > len(sink):
-            raise mpi_truncate(f"message of {n} bytes from rank {s}, receive buffer of {len(sink)}")
-        sink[:n] = plain
-        return s, t, n, None
+        return _deliver(s, t, opened[1], sink)
 
     def _oversized(self, exc: Any) -> None:
         """An MPI receive of a record failed: a message larger than any record is dropped."""
@@ -296,13 +289,7 @@ class Lane(PostedReceives, LongMessages):
         last[key] = counter
         if flags:  # the first record of a message of several records
             return self._long(plain, source, tag, sink)
-        n = len(plain)
-        if sink is None:
-            return source, tag, n, plain
-        if n > len(sink):
-            raise mpi_truncate(f"message of {n} bytes from rank {source}, receive buffer of {len(sink)}")
-        sink[:n] = plain
-        return source, tag, n, None
+        return _deliver(source, tag, plain, sink)
 
     def probe(self, source: int, tag: int, *, block: bool) -> Early | None:
         """The next matching authenticated message, taken out of MPI and kept for the receive.
@@ -337,3 +324,15 @@ class Lane(PostedReceives, LongMessages):
             early = Early(s, t, data)
             self.early.append(early)
             return early
+
+
+def _deliver(source: int, tag: int, plain: Any, sink: memoryview | None) -> Result:
+    """An authenticated one-record message: into ``sink`` (MPI's truncation error if it does
+    not fit), or returned as the object when there is no sink."""
+    n = len(plain)
+    if sink is None:
+        return source, tag, n, plain
+    if n > len(sink):
+        raise mpi_truncate(f"message of {n} bytes from rank {source}, receive buffer of {len(sink)}")
+    sink[:n] = plain
+    return source, tag, n, None

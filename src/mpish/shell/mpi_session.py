@@ -121,18 +121,15 @@ class MpiSession(Session):
 
     def finish(self) -> None:
         assert self.comm is not None
-        lost = {rank: peer.lost for rank, peer in self.peers.items() if peer.lost}
-        if lost:
-            ranks = ", ".join(str(rank) for rank in sorted(lost))
-            Reporter().say(f"rank {ranks} was lost, so MPI cannot end the job normally; aborting it")
-            if self.launcher_pid:
-                here = socket.gethostname()
-                alive = [peer for peer in self.peers.values() if not peer.lost]  # a lost one's pid may
-                survivors = [peer.pid for peer in alive if peer.pid and peer.host == here]  # be reused
-                end_embedded_job(self.launcher_pid, survivors)
-            abort(self.comm, quiet=True)
         here = socket.gethostname()
-        local = [peer.pid for peer in self.peers.values() if peer.pid and peer.host == here]
+        local = [peer.pid for peer in self.peers.values() if peer.pid and peer.host == here and not peer.lost]
+        lost = sorted(rank for rank, peer in self.peers.items() if peer.lost)
+        if lost:
+            ranks = ", ".join(map(str, lost))
+            Reporter().say(f"rank {ranks} was lost, so MPI cannot end the job normally; aborting it")
+            if self.launcher_pid:  # never a lost server: its pid may have been reused by now
+                end_embedded_job(self.launcher_pid, local)
+            abort(self.comm, quiet=True)
         relays = [parent(pid) for pid in local if cmdline(parent(pid)) == cmdline(pid)]  # shell/exit_relay.py
         local += relays
         finish_session_comm(self.comm, self.link, self.parent_intercomm)
