@@ -5,11 +5,9 @@ Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts th
 
 from __future__ import annotations
 
-import sys
-import traceback
-
 import numpy as np
 from mpi4py import MPI
+from mpi_main import run
 
 import mpish
 
@@ -364,10 +362,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        MPI.COMM_WORLD.Abort(1)
+    run(main)

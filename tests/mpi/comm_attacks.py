@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import traceback
 
 import numpy as np
 from mpi4py import MPI
+from mpi_main import run
 
 import mpish
 from mpish.comm import COLL_TAG, SecureComm
@@ -269,10 +269,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        WORLD.Abort(1)
+    run(main)

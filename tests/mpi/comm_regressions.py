@@ -7,12 +7,11 @@ Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts th
 from __future__ import annotations
 
 import contextlib
-import sys
-import traceback
 import warnings
 
 import numpy as np
 from mpi4py import MPI
+from mpi_main import run_checks
 
 import mpish
 from mpish.comm import CollectiveAborted, SecureComm
@@ -420,23 +419,5 @@ CHECKS = [
 ]
 
 
-def main() -> None:
-    raw = MPI.COMM_WORLD.Dup()
-    c = mpish.secure(MPI.COMM_WORLD)
-    for check in CHECKS:
-        check(c, raw)
-    assert c.rejected == 0
-    c.Free()
-    raw.Free()
-    if MPI.COMM_WORLD.Get_rank() == 0:
-        print("ALL OK", flush=True)
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        MPI.COMM_WORLD.Abort(1)
+    run_checks(CHECKS)

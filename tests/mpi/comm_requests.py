@@ -9,14 +9,12 @@ by the wrong receive fails the check instead of hanging the job.
 from __future__ import annotations
 
 import gc
-import sys
 import time
-import traceback
 
 import numpy as np
 from mpi4py import MPI
+from mpi_main import run_checks
 
-import mpish
 from mpish.comm import SecureComm, Waitall
 
 
@@ -170,23 +168,5 @@ CHECKS = [
 ]
 
 
-def main() -> None:
-    raw = MPI.COMM_WORLD.Dup()
-    c = mpish.secure(MPI.COMM_WORLD)
-    for check in CHECKS:
-        check(c, raw)
-    assert c.rejected == 0
-    c.Free()
-    raw.Free()
-    if MPI.COMM_WORLD.Get_rank() == 0:
-        print("ALL OK", flush=True)
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        MPI.COMM_WORLD.Abort(1)
+    run_checks(CHECKS)

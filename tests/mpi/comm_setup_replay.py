@@ -13,11 +13,10 @@ Prints ``REJECTED <case> <rank> <error>`` and ``ALL OK``.
 
 from __future__ import annotations
 
-import sys
-import traceback
 from typing import Any
 
 from mpi4py import MPI
+from mpi_main import run
 
 import mpish
 from mpish.comm import setup
@@ -94,10 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        WORLD.Abort(1)
+    run(main)

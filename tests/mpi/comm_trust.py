@@ -7,9 +7,9 @@ an unexpected exception aborts the job. ``sys.argv[1]`` is ``accept`` or ``refus
 from __future__ import annotations
 
 import sys
-import traceback
 
 from mpi4py import MPI
+from mpi_main import run
 
 import mpish
 from mpish.wire.errors import AuthenticationError
@@ -34,10 +34,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        WORLD.Abort(1)
+    run(main)
