@@ -1,14 +1,17 @@
-"""Two SecureChannels wired back to back through memory (h11's ConnectionPair), for tests."""
+"""Two SecureChannels wired back to back through memory (h11's ConnectionPair), for tests;
+and the same pair across two OS pipes, as a console and a shell server see each other."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from mpish.transport.pipe import PipeLink
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.events import Event
 from mpish.wire.noise import generate_keypair, public_bytes
@@ -89,3 +92,35 @@ def make_pair() -> PairFactory:
         return pair
 
     return factory
+
+
+@dataclass
+class PipePair:
+    """A console (rank 0) and a shell server (rank 1) joined by two OS pipes, their channels
+    already through the KK handshake."""
+
+    console_link: PipeLink
+    server_link: PipeLink
+    console: SecureChannel
+    server: SecureChannel
+
+
+@contextlib.contextmanager
+def pipe_pair() -> Iterator[PipePair]:
+    """The handshake runs in memory; the pipes are closed when the block ends."""
+    to_server, to_console = os.pipe(), os.pipe()
+    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    binding = Binding(os.urandom(16), 0, 1, "test")
+    console = SecureChannel(role=Role.INITIATOR, binding=binding, static_key=a, remote_static=public_bytes(b))
+    server = SecureChannel(role=Role.RESPONDER, binding=binding, static_key=b, remote_static=public_bytes(a))
+    Pair(console, server, a, b).handshake()
+    try:
+        yield PipePair(
+            PipeLink(to_console[0], to_server[1], rank=0, size=2, peer=1),
+            PipeLink(to_server[0], to_console[1], rank=1, size=2, peer=0),
+            console,
+            server,
+        )
+    finally:
+        for fd in (*to_server, *to_console):
+            os.close(fd)

@@ -9,16 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from mpish.shell import console_transfer as transfer
 from mpish.shell import protocol as p
 from mpish.shell.console import Console
 from mpish.shell.server import ShellServer
 from mpish.shell.session import Peer, Session
-from mpish.transport.pipe import PipeLink
-from mpish.wire.channel import Binding, Role, SecureChannel
-from mpish.wire.noise import public_bytes
+from wirepair import pipe_pair
 
 
 class PipeSession(Session):
@@ -28,28 +25,15 @@ class PipeSession(Session):
 
 @pytest.fixture
 def console() -> Iterator[Console]:
-    to_server, to_console = os.pipe(), os.pipe()
-    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
-    binding = Binding(os.urandom(16), 0, 1, "test")
-    ours = SecureChannel(role=Role.INITIATOR, binding=binding, static_key=a, remote_static=public_bytes(b))
-    theirs = SecureChannel(role=Role.RESPONDER, binding=binding, static_key=b, remote_static=public_bytes(a))
-    queue, receiver, sender = ours.initiate(), theirs, ours
-    while queue:  # the handshake, in memory
-        for record in queue:
-            receiver.receive_record(record)
-        queue = receiver.records_to_send()
-        receiver, sender = sender, receiver
-    server = ShellServer(PipeLink(to_server[0], to_console[1], rank=1, size=2, peer=0), theirs)
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    link = PipeLink(to_console[0], to_server[1], rank=0, size=2, peer=1)
-    made = Console(PipeSession(link, {1: Peer(1, ours, "pipehost", ready=True)}))
-    yield made
-    made.close()
-    thread.join(timeout=10)
-    assert not thread.is_alive()
-    for fd in (*to_server, *to_console):
-        os.close(fd)
+    with pipe_pair() as pipes:
+        server = ShellServer(pipes.server_link, pipes.server)
+        thread = threading.Thread(target=server.serve, daemon=True)
+        thread.start()
+        made = Console(PipeSession(pipes.console_link, {1: Peer(1, pipes.console, "pipehost", ready=True)}))
+        yield made
+        made.close()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
 
 
 def test_a_tree_larger_than_the_window_goes_there_and_back(console: Console, tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from mpish.shell import protocol as p
 from mpish.shell.console import Console
@@ -23,8 +22,8 @@ from mpish.shell.receive import Output, receive
 from mpish.shell.server import ShellServer
 from mpish.shell.session import Peer, Session
 from mpish.transport.pipe import PipeLink
-from mpish.wire.channel import Binding, Role, SecureChannel
-from mpish.wire.noise import public_bytes
+from mpish.wire.channel import SecureChannel
+from wirepair import pipe_pair
 
 
 @dataclass
@@ -60,33 +59,18 @@ class Client:
 
 @pytest.fixture
 def client() -> Iterator[Client]:
-    to_server, to_console = os.pipe(), os.pipe()
-    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
-    binding = Binding(os.urandom(16), 0, 1, "test")
-    console = SecureChannel(role=Role.INITIATOR, binding=binding, static_key=a, remote_static=public_bytes(b))
-    server_channel = SecureChannel(role=Role.RESPONDER, binding=binding, static_key=b,
-                                   remote_static=public_bytes(a))
-    queue, receiver, sender = console.initiate(), server_channel, console
-    while queue:  # the handshake, in memory
-        for record in queue:
-            receiver.receive_record(record)
-        queue = receiver.records_to_send()
-        receiver, sender = sender, receiver
-    server_link = PipeLink(to_server[0], to_console[1], rank=1, size=2, peer=0)
-    console_link = PipeLink(to_console[0], to_server[1], rank=0, size=2, peer=1)
-    server = ShellServer(server_link, server_channel)
-    server.hello()
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    client = Client(console_link, console)
-    client.until(lambda: any(isinstance(m, p.Hello) for _, m in client.seen))
-    yield client
-    console_link.send_all(1, console.close())
-    client.until(lambda: any(e is Local.CLOSED for e, _ in client.seen))
-    thread.join(timeout=10)
-    assert not thread.is_alive()
-    for fd in (*to_server, *to_console):
-        os.close(fd)
+    with pipe_pair() as pipes:
+        server = ShellServer(pipes.server_link, pipes.server)
+        server.hello()
+        thread = threading.Thread(target=server.serve, daemon=True)
+        thread.start()
+        client = Client(pipes.console_link, pipes.console)
+        client.until(lambda: any(isinstance(m, p.Hello) for _, m in client.seen))
+        yield client
+        pipes.console_link.send_all(1, pipes.console.close())
+        client.until(lambda: any(e is Local.CLOSED for e, _ in client.seen))
+        thread.join(timeout=10)
+        assert not thread.is_alive()
 
 
 def test_a_run_while_a_command_runs_is_refused_with_an_error_and_both_commands_are_answered(
@@ -170,40 +154,25 @@ def test_the_console_drops_answers_out_of_place_and_its_command_still_ends() -> 
     """The console's table: a Done of another command, a PutDone and a GetEnd while a command
     runs are dropped; the real Done ends the command; the next command runs (the server's
     end is played by hand)."""
-    to_server, to_console = os.pipe(), os.pipe()
-    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
-    binding = Binding(os.urandom(16), 0, 1, "test")
-    console_channel = SecureChannel(role=Role.INITIATOR, binding=binding, static_key=a,
-                                    remote_static=public_bytes(b))
-    server_channel = SecureChannel(role=Role.RESPONDER, binding=binding, static_key=b,
-                                   remote_static=public_bytes(a))
-    queue, receiver, sender = console_channel.initiate(), server_channel, console_channel
-    while queue:
-        for record in queue:
-            receiver.receive_record(record)
-        queue = receiver.records_to_send()
-        receiver, sender = sender, receiver
-    console_link = PipeLink(to_console[0], to_server[1], rank=0, size=2, peer=1)
-    fake = Client(PipeLink(to_server[0], to_console[1], rank=1, size=2, peer=0), server_channel)
-    peer = Peer(1, console_channel, "fake", ready=True)
-    console = Console(PipeSession(console_link, {1: peer}))  # type: ignore[arg-type]
+    with pipe_pair() as pipes:
+        fake = Client(pipes.server_link, pipes.server)
+        peer = Peer(1, pipes.console, "fake", ready=True)
+        console = Console(PipeSession(pipes.console_link, {1: peer}))  # type: ignore[arg-type]
 
-    def serve() -> None:
+        def serve() -> None:
+            for cmd_id in (1, 2):
+                fake.until(lambda n=cmd_id: any(isinstance(m, p.Run) and m.cmd_id == n for _, m in fake.seen))
+                fake.send(p.Done(cmd_id + 10, 0, 0, 0.0, "/", False, 0, "", ""))  # another command's
+                fake.send(p.PutDone(3, 0, b"", ""))
+                fake.send(p.GetEnd(4, 0, b"", ""))
+                fake.link.send_all(0, pipes.server.send(b"out\n", p.STDOUT))
+                fake.send(p.Done(cmd_id, cmd_id, 0, 0.0, "/", False, 0, "", ""))
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
         for cmd_id in (1, 2):
-            fake.until(lambda n=cmd_id: any(isinstance(m, p.Run) and m.cmd_id == n for _, m in fake.seen))
-            fake.send(p.Done(cmd_id + 10, 0, 0, 0.0, "/", False, 0, "", ""))  # another command's
-            fake.send(p.PutDone(3, 0, b"", ""))
-            fake.send(p.GetEnd(4, 0, b"", ""))
-            fake.link.send_all(0, server_channel.send(b"out\n", p.STDOUT))
-            fake.send(p.Done(cmd_id, cmd_id, 0, 0.0, "/", False, 0, "", ""))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    for cmd_id in (1, 2):
-        sink = Sink()
-        results = console.run("anything", [1], sink)
-        assert results[1].exit == cmd_id and sink.out == b"out\n"
-        assert peer.alive and console.machines[1].state is ConsoleState.IDLE
-    thread.join(timeout=10)
-    for fd in (*to_server, *to_console):
-        os.close(fd)
+            sink = Sink()
+            results = console.run("anything", [1], sink)
+            assert results[1].exit == cmd_id and sink.out == b"out\n"
+            assert peer.alive and console.machines[1].state is ConsoleState.IDLE
+        thread.join(timeout=10)
