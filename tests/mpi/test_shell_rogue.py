@@ -84,3 +84,19 @@ def test_key_messages_of_the_wrong_size_are_refused(home: Path, tmp_path: Path) 
     assert "mpish: rank 2 sent a malformed key exchange (200 bytes, not 96); it is left out" in err, err
     assert "mpish: rank 3 sent a malformed key exchange (10 bytes, not 96); it is left out" in err, err
     assert "admitted=0" in err and "admitted=1" not in err
+
+
+def test_a_module_planted_in_the_working_directory_runs_on_no_rank(home: Path, tmp_path: Path) -> None:
+    """``python -m`` puts the working directory first on sys.path: a msgpack.py that another
+    user planted in a shared directory the console is started from must not be imported by
+    the spawned servers or their orphan watchers (it would run as the user on every rank)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    marker = tmp_path / "planted-ran"
+    planted = f"import os\nwith open({str(marker)!r}, 'a') as f:\n    f.write(str(os.getpid()) + '\\n')\n"
+    for name in ("msgpack", "cryptography", "subprocess_planted"):
+        (shared / f"{name}.py").write_text(planted + "raise ImportError('planted')\n")
+    result = run([MPISH, "-n", "2", "-c", "echo ran-$MPISH_RANK"], home, shared)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert b"ran-1" in result.stdout and b"ran-2" in result.stdout, result.stdout
+    assert not marker.exists(), f"a planted module ran in pid(s) {marker.read_text().split()}"

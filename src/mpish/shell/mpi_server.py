@@ -26,7 +26,15 @@ from mpish.wire.events import HandshakeComplete
 
 from .admission import join_console
 from .exit_relay import relay_exit, under_hydra
-from .mpi_session import ORPHAN_GRACE, SERVER_WAIT, SERVICE, finish_session_comm, load_identity, records_until
+from .mpi_session import (
+    ORPHAN_GRACE,
+    SAFE_PATH,
+    SERVER_WAIT,
+    SERVICE,
+    finish_session_comm,
+    load_identity,
+    records_until,
+)
 from .orphan import end_session_launcher
 from .session import Terminated, raise_terminated
 
@@ -114,7 +122,8 @@ def _watch_console(console_pid: int) -> None:
     even a thread of ours would run). It calls no MPI and ends when this server ends.
     """
     subprocess.Popen(
-        [sys.executable, "-m", "mpish.shell.orphan", str(console_pid), str(os.getpid()), str(ORPHAN_GRACE)],
+        [sys.executable, *SAFE_PATH, "-m", "mpish.shell.orphan",
+         str(console_pid), str(os.getpid()), str(ORPHAN_GRACE)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True,
     )
 

@@ -91,6 +91,10 @@ SERVICE = "shell"
 SERVER_WAIT = 60.0  # a server's wait for the console's handshake (the console is trusted)
 FINAL_TIMEOUT = 20.0
 ABORT_GRACE = 5  # seconds MPI_Abort may take before the console exits by itself
+# how the console starts Python for its servers and they for their watchers: never with the
+# working directory first on sys.path (python -m puts it there, so a msgpack.py planted in a
+# shared directory the console was started from would run as the user on every rank)
+SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ("-I",)
 ORPHAN_GRACE = 3.0  # seconds a server whose console died gives its own end before it is forced
 SETTLE_TIMEOUT = 5.0  # the console's wait for its servers and their launcher to end (embedded)
 LAUNCHER_PID_FILE = "launcher.pid"
@@ -324,8 +328,8 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
         _allow_open_mpi_as_root()
         log.debug("console: spawning %d shell server(s) with %s", count, _library())
         try:
-            parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, ["-m", "mpish.shell.mpi_server", *console],
-                                                   maxprocs=count)
+            server = [*SAFE_PATH, "-m", "mpish.shell.mpi_server", *console]
+            parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, server, maxprocs=count)
         except MPI.Exception as exc:
             raise LaunchError(
                 f"{_library()} could not spawn {count} shell server(s) ({exc.Get_error_string()}); "
