@@ -6,7 +6,8 @@ servers, as ``mpish -n K``); keys are made in a temporary MPISH_HOME. The stream
 figure (``head -c N /dev/zero`` on one server, its output counted by the console) and
 the local pipe's (``head -c N /dev/zero | cat > /dev/null``) are measured in alternating
 rounds (--rounds, same bytes in total), so that a machine whose load changes during the
-run affects both alike; ``stream_ratio`` is the first over the second.
+run affects both alike; ``stream_ratio`` is the first over the second. Where the stream's
+time goes: the console's and the server's CPU seconds per GiB (os.times, /proc stat).
 
 The floor, measured in the same run: AES-GCM sealing and opening of one record's worth
 (``Sealer.seal_into`` into a reused buffer, ``Opener.open_fields``) in this process, and
@@ -43,6 +44,25 @@ class CountingSink:
 
     def finish(self) -> None:
         pass
+
+
+def server_cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this console's spawned servers."""
+    mine = str(os.getpid()).encode()
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if b"mpish.shell.mpi_server" in argv and mine in argv:
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def median_ms(samples: list[float]) -> float:
@@ -155,17 +175,22 @@ def main() -> int:
         local_ms = median_ms(local)
         part = size // args.rounds
         command = f"head -c {part} /dev/zero"
-        stream_s = pipe_s = 0.0
+        stream_s = pipe_s = console_cpu = server_cpu = 0.0
         for _ in range(args.rounds):
             sink = CountingSink()
+            cpu, served = os.times(), server_cpu_seconds()
             start = time.perf_counter()
             console.run(command, one, sink)
             stream_s += time.perf_counter() - start
+            after = os.times()
+            console_cpu += after.user + after.system - cpu.user - cpu.system
+            server_cpu += server_cpu_seconds() - served
             assert sink.nbytes == part, sink.nbytes
             start = time.perf_counter()
             subprocess.run(["bash", "-c", f"{command} | cat > /dev/null"], check=True)
             pipe_s += time.perf_counter() - start
         stream = part * args.rounds / stream_s / 1e6
+        gib = part * args.rounds / (1 << 30)
         pipe = part * args.rounds / pipe_s / 1e6
         every = list(console.hosts)
         fan = []
@@ -191,6 +216,9 @@ def main() -> int:
         (f"stream {args.mib} MiB server -> console (MB/s)", f"{stream:.0f}"),
         (f"same {args.mib} MiB, head | cat > /dev/null (MB/s)", f"{pipe:.0f}"),
         ("stream / pipe", f"{ratio:.2f}"),
+        ("stream: wall seconds per GiB", f"{stream_s / gib:.3f}"),
+        ("stream: console CPU seconds per GiB", f"{console_cpu / gib:.3f}"),
+        ("stream: server CPU seconds per GiB (its rank process)", f"{server_cpu / gib:.3f}"),
         (f"floor: raw MPI, {record}-byte messages, no crypto (MB/s)", f"{raw:.0f}"),
         (f"floor: AES-GCM seal, {record}-byte records (MB/s)", f"{seal:.0f}"),
         (f"floor: AES-GCM open, {record}-byte records (MB/s)", f"{opened:.0f}"),
@@ -202,7 +230,8 @@ def main() -> int:
     print(
         f"RESULT true_ms={true_ms:.2f} local_true_ms={local_ms:.2f} stream_mb_s={stream:.0f} "
         f"pipe_mb_s={pipe:.0f} fanout_ms_{k}={fan_ms:.2f} raw_mpi_mb_s={raw:.0f} seal_mb_s={seal:.0f} "
-        f"open_mb_s={opened:.0f} stream_ratio={ratio:.2f}"
+        f"open_mb_s={opened:.0f} console_cpu_s_gib={console_cpu / gib:.3f} "
+        f"server_cpu_s_gib={server_cpu / gib:.3f} stream_ratio={ratio:.2f}"
     )
     return 0
 

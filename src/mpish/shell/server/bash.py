@@ -19,8 +19,15 @@ directory::
         </dev/null >&201 2>&202 200>&- 201>&- 202>&-
     __mpish_end <marker>
 
-Sourcing the command (rather than ``eval``) runs it as lines typed at the prompt: a
-syntax error ends that command, not the shell; inside ``.`` bash prints no job notices
+Before any of this, a child bash checks that the text parses (:class:`SyntaxCheck`,
+with the session's aliases and parse options); if it does not, bash is not written to
+at all: the child's message (``bash: line 1: syntax error near unexpected token `)'``,
+with no file of ours in it, the same on every rank) is the command's stderr and 2 its
+status, and nothing of the text runs. The text is never parsed inside the session
+before it runs (wrapping it in a function, as once tried, let ``true; }; CMD; { true``
+run CMD there). Sourcing the command (rather than ``eval``) runs it as lines typed at
+the prompt: a syntax error that the check let through (text that changes its own
+parsing) ends that command, not the shell; inside ``.`` bash prints no job notices
 (``[1] 4711`` would differ per rank and split groups) while its messages stay those of
 an interactive bash. The command's stdin is /dev/null (bash's stdin is the command
 pipe), or a FIFO fed with the console's stdin (:mod:`mpish.shell.server.stdin`); the command's
@@ -30,7 +37,8 @@ processes inherit no status fd.
 which is how the server finds them. ``__mpish_status`` sets ``$?`` to the previous
 command's status. The command's text never passes through bash's input, so nothing in
 it can change how the line is framed. ``__mpish_end`` is on its own line so that it runs even when a
-SIGINT aborted the command's line: it writes the per-command random marker
+SIGINT aborted the command's line: it writes what the next check needs (``parse``:
+``alias -p`` and the parse options), then the per-command random marker
 (``\\x1f<32 hex>\\x1e``) to both output pipes, then ``<marker> <status> <cwd>\\0`` to the
 status fd, then dumps the shell state (``cd``, ``declare -p``, ``declare -f``, ``alias
 -p``, ``shopt -p``, ``set +o``) to ``state.<marker>`` and reports ``saved <marker>\\0``.
@@ -43,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -56,6 +65,7 @@ STRIP_ENV_PREFIXES = ("PMI_", "PMIX_", "HYDI_", "HYDRA_", "MPIR_", "MPICH_INTERF
 STATUS_FD, OUT_FD, ERR_FD = 200, 201, 202
 JOB_VARIABLE = "__MPISH_JOB"
 STATE_COMPLETE = b"# mpish: state complete\n"
+PARSE_FILE = "parse"  # in the state directory: what the syntax check needs of the session
 
 _BOOTSTRAP = r"""
 PS1= PS2= PS0= PS4='+ '; builtin unset PROMPT_COMMAND HISTFILE MAILPATH MAILCHECK
@@ -65,6 +75,8 @@ exit() { builtin exit "$@" 2>/dev/null; }
 __mpish_end() {
   __mpish_s=$?
   builtin unset __MPISH_JOB
+  { builtin alias -p; builtin shopt -p extglob expand_aliases; builtin shopt -po posix; } \
+    > PARSEFILE 2>/dev/null
   builtin printf '\037%s\036' "$1" >&201
   builtin printf '\037%s\036' "$1" >&202
   builtin printf '%s %s %s\0' "$1" "$__mpish_s" "$PWD" >&200
@@ -125,6 +137,90 @@ def state_is_complete(path: Path) -> bool:
             return handle.read() == STATE_COMPLETE
     except OSError:
         return False
+
+
+class SyntaxCheck:
+    """Is a command's text valid bash? Asked of a child bash, never of the session's.
+
+    The child (``bash -s`` on the command file, an environment of the locale variables
+    and ``BASH_ENV`` only) first sources the session's parse-relevant state, which the
+    session writes in ``__mpish_end`` before it reports a status (so it is never a
+    command behind): its aliases, ``extglob``, ``expand_aliases`` and ``posix``; then
+    ``set -n``: every line after it is read and parsed, none is run. The text cannot end
+    that mode (``set +n`` is not run either), and the child has neither the command pipe
+    nor the status fd, so nothing in the text can reach the session. On a syntax error
+    it prints what bash prints for commands read from stdin (5.2: ``bash: syntax error
+    near unexpected token `)'`` then the offending line; no file, no rank-dependent line)
+    and exits 2: that text is the command's stderr and 2 its status, the same on every
+    rank; nothing of the command runs, as at a prompt.
+
+    A child costs about 1.1 ms of CPU (bash's start), so plain words (``hostname``, ``ls -l
+    /tmp``, ``echo $X``: no quotes, operators or brackets, the first word neither reserved
+    nor an alias) are known to parse and skip it. Any other outcome (exit 0, the child
+    cannot start, is slow, or names a file of ours)
+    lets the session source the text as before. So does a failure when the text itself
+    may change how later lines parse (``shopt``, ``alias``, ``posix``: bash would apply
+    them line by line, the check cannot), so that a valid command is never refused."""
+
+    LIMIT = 64 << 10  # bytes of the message kept (the offending line is quoted in it)
+    TIMEOUT = 10.0  # seconds: a text this slow to parse is left to the session
+    _CHANGES_PARSING = re.compile(r"\b(shopt|alias|posix)\b")
+    _SAFE_PATH = re.compile(r"[A-Za-z0-9/._+-]+")  # BASH_ENV is expanded: no $, `, quotes
+    # words of these characters, $NAME expansions: nothing in them can be a syntax error
+    _WORD = r"(?:[A-Za-z0-9_./:,+@%=~-]|\$[A-Za-z0-9_])+"
+    _PLAIN = re.compile(rf"[ \t]*(?:{_WORD}(?:[ \t]+{_WORD})*)?[ \t]*")
+    _RESERVED = frozenset(("if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while",
+                           "until", "do", "done", "in", "function", "time", "coproc", "{", "}", "!",
+                           "[[", "]]"))
+    _ALIAS_NAME = re.compile(rb"^alias (?:-- )?([^=\s]+)=", re.M)
+
+    def __init__(self, executable: str, state_dir: Path) -> None:
+        self.executable = executable
+        self.state_dir = state_dir
+        self.parse = state_dir / PARSE_FILE  # written by __mpish_end (and here, for a new session)
+        rc = state_dir / "check"
+        self.env = {name: value for name, value in os.environ.items()
+                    if name in ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES")}
+        self.parse.write_text("builtin shopt -s expand_aliases\n")
+        rc.write_text(f"builtin . {shlex.quote(str(self.parse))} >/dev/null 2>&1\nbuiltin set -n\n")
+        if self._SAFE_PATH.fullmatch(str(rc)):
+            self.env["BASH_ENV"] = str(rc)
+            self.argv = ["bash", "-s"]
+        else:  # cannot name the file safely: parse without the session's aliases and options
+            self.argv = ["bash", "-O", "extglob", "-n", "-s"]
+
+    def _plain(self, text: str) -> bool:
+        """One simple command of plain words (``hostname``, ``ls -l /tmp``, ``echo $X``),
+        whose first word is neither a reserved word nor an alias: it parses, no child needed."""
+        if not self._PLAIN.fullmatch(text):
+            return False
+        first = text.split(None, 1)[0] if text.strip() else ""
+        if first in self._RESERVED:
+            return False
+        try:
+            names = self._ALIAS_NAME.findall(self.parse.read_bytes())
+        except OSError:
+            return False
+        return first.encode() not in names
+
+    def error(self, command_file: Path, text: str) -> bytes | None:
+        """bash's message if the text does not parse, else None (then it runs)."""
+        if self._plain(text):
+            return None
+        try:
+            with open(command_file, "rb") as stdin:
+                child = subprocess.run(self.argv, executable=self.executable, stdin=stdin,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env,
+                                       cwd=self.state_dir, close_fds=True, timeout=self.TIMEOUT, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        message = child.stderr
+        if (child.returncode != 2 or not message or str(self.state_dir).encode() in message
+                or self._CHANGES_PARSING.search(text)):
+            return None
+        if len(message) > self.LIMIT:
+            message = message[: self.LIMIT - 4] + b"...\n"
+        return message
 
 
 class OutputStream:
@@ -220,7 +316,9 @@ class Bash:
                 os.set_blocking(fd, False)
             grow_pipe(fd)  # larger pipes: fewer, larger reads
         quoted_dir, quoted_state = shlex.quote(str(state_dir)), shlex.quote(str(state))
-        bootstrap = _BOOTSTRAP.replace("STATEDIR", quoted_dir).replace("STATEFILE", quoted_state)
+        quoted_parse = shlex.quote(str(state_dir / PARSE_FILE))  # read by SyntaxCheck
+        bootstrap = (_BOOTSTRAP.replace("STATEDIR", quoted_dir).replace("STATEFILE", quoted_state)
+                     .replace("PARSEFILE", quoted_parse))
         moves = ((STATUS_FD, status_w), (OUT_FD, out_w), (ERR_FD, err_w))
         fds = "exec " + " ".join(f"{to}>&{fd} {fd}>&-" for to, fd in moves) + "\n"
         self.write((fds + bootstrap).encode())

@@ -22,7 +22,15 @@ from pathlib import Path
 from mpish.transport.procfs import alive, proc_state
 
 from .. import protocol as p
-from .bash import JOB_VARIABLE, Bash, command_line, initial_state, state_is_complete, write_command
+from .bash import (
+    JOB_VARIABLE,
+    Bash,
+    SyntaxCheck,
+    command_line,
+    initial_state,
+    state_is_complete,
+    write_command,
+)
 from .stdin import StdinFeed
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on a timeout
@@ -30,6 +38,7 @@ ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later 
 EXITED = "the shell exited; a new one has the state from before this command"
 RESTARTED = "the command ignored SIGINT: the shell was restarted, state restored from before the command"
 KILLING_POLL = 0.02  # while killing a command, look at its processes this often
+SYNTAX_ERROR = 2  # bash's status for a line that does not parse
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class Command:
     pids: set[int] = field(default_factory=set)
     stdin: StdinFeed | None = None  # the console's stdin, when the Run asked for it
     ended: Ended | None = None  # it could not even start
+    stderr: bytes = b""  # what it said without starting (bash's syntax error): sent before its Done
 
     @property
     def end(self) -> bytes:
@@ -89,6 +99,7 @@ class Shell:
         self.state.write_text(initial_state(environ, os.getcwd()))
         self.cwd = os.getcwd()
         self.executable = shutil.which("bash") or "/bin/bash"
+        self.syntax = SyntaxCheck(self.executable, self.state_dir)
         self.bash: Bash | None = None
         self.last_status = 0  # the previous command's exit status: its ``$?``
         self.sessions: set[int] = set()  # every bash started leads its own session
@@ -121,6 +132,11 @@ class Shell:
         fifo = self.state_dir / f"stdin.{command.marker}" if run.stdin else None
         try:
             write_command(command_file, run.command)
+            error = self.syntax.error(command_file, run.command)
+            if error is not None:  # bash's message and status, and nothing runs (SyntaxCheck)
+                command.stderr = error
+                command.ended = Ended(run.cmd_id, SYNTAX_ERROR, 0, time.monotonic() - started, False)
+                return command
             if fifo is not None:
                 command.stdin = StdinFeed(fifo)
         except OSError:

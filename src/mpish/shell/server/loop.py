@@ -210,6 +210,9 @@ class ShellServer(ServerTransfers):
         if self.ptys.session is not None:
             raise Refused("a command cannot start while a pty session runs (:attach)")
         self.command = self.shell.start(run)
+        if self.command.stderr:  # it did not start (a syntax error): what bash said, then its Done
+            self.credit -= len(self.command.stderr)
+            self.link.send_all(self.console, self.channel.send(self.command.stderr, p.STDERR))
 
     def _feed_stdin(self, message: p.Input) -> None:
         """Bytes for the command's stdin (a finished command's are ignored, uncredited:
