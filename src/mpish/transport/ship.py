@@ -88,7 +88,7 @@ CACHE_KEEP = 8  # payloads kept in the cache directory (the newest)
 # pathlib, re...) on every start; a finder and a loader need only these methods.
 # importlib._bootstrap_external is loaded with importlib itself.
 LOADER = '''
-import importlib, importlib.machinery, linecache, marshal, sys
+import gc, importlib, importlib.machinery, linecache, marshal, sys
 
 
 class _ShippedModules:
@@ -129,11 +129,14 @@ def _start(data, args):
     sys.meta_path.insert(0, _ShippedModules(data["first"], (ROOT,), magic))
     sys.meta_path.append(_ShippedModules(data["last"], (), magic))
     entry = data["entry"]
+    gc.disable()  # loading makes many objects and no garbage: no collection passes over them
     try:
         module = importlib.import_module(entry)
     except BaseException as exc:
         sys.stderr.write(MARK + " cannot load the shipped " + entry + ": " + repr(exc) + "\\n")
         sys.exit(1)
+    gc.freeze()  # what was loaded lives as long as the process: later collections skip it
+    gc.enable()
     sys.exit(module.main(data["argv"] + args))
 
 
