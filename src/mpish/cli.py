@@ -201,11 +201,9 @@ def _parse_ssh(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
 def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
     del out  # the command's output is bytes: written to sys.stdout.buffer
     from mpish.shell import ssh_cli as shell_cli
-    from mpish.shell.grouping import set_color
     from mpish.shell.nodes import Selection
     from mpish.shell.options import OutputMode
 
-    set_color(args.color)
     if args.fanout < 1:
         print(f"{PROG} ssh: -f must be at least 1", file=sys.stderr)
         return 2
@@ -237,6 +235,7 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
             timeout=args.timeout or None,
             connect_timeout=args.connect_timeout,
             tty=args.tty,
+            color=args.color,
         )
     )
 
