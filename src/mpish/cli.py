@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import shlex
 import sys
 from collections.abc import Callable
@@ -254,6 +253,8 @@ SUBCOMMANDS: dict[str, tuple[str, _Adder, _Runner]] = {
 
 def _start_logging(debug: bool, argv: list[str]) -> None:
     if report.setup_logging(debug or None):
+        import platform  # only here: ~1 ms of every start otherwise
+
         from mpish import __version__
 
         logging.getLogger(__name__).debug("mpish %s, Python %s: %s %s", __version__,

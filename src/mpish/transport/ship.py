@@ -65,7 +65,6 @@ import logging
 import marshal
 import os
 import re
-import secrets
 import stat
 import zlib
 from collections.abc import Iterable, Sequence
@@ -367,6 +366,8 @@ def _read_cache(directory: Path, key: str) -> bytes | None:
 def _write_cache(directory: Path, key: str, built: bytes) -> None:
     """Keep ``built`` as ``directory/key`` (atomically, through the checked directory's
     descriptor); drop all but the newest few payloads (files named by a key only)."""
+    import secrets  # only when a payload is built
+
     dir_fd = _open_cache_dir(directory, create=True)
     if dir_fd is None:
         return
