@@ -51,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--mib", type=int, default=1024, help="size of the file for put/get/scp")
+    parser.add_argument("--true-only", action="store_true", help="only the `true` rows (no put/get)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mpish-bench-") as tmp:
@@ -65,7 +66,7 @@ def main() -> None:
             clush = [str(BIN / "clush"), "-o", options, "-w", HOSTS, "-b"]
             payload = work / "payload.bin"
             with open(payload, "wb") as out:
-                for _ in range(args.mib):
+                for _ in range(0 if args.true_only else args.mib):
                     out.write(os.urandom(1 << 20))
             target = work / "received.bin"
             put_script = f":put {payload} {target}\nexit\n".encode()
@@ -81,7 +82,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 rows["mpish true"].append(timed([*mpish, HOSTS, "-c", "true"], env=env))
                 rows["clush true"].append(timed([*clush, "true"], env=env))
-            for _ in range(max(3, args.rounds // 2)):
+            for _ in range(0 if args.true_only else max(3, args.rounds // 2)):
                 rows["mpish put"].append(timed([*mpish, "host1"], stdin=put_script, env=env))
                 if target.stat().st_size != payload.stat().st_size:
                     raise SystemExit("bench: :put wrote a file of the wrong size")
@@ -98,18 +99,22 @@ def main() -> None:
         finally:
             server.stop()
 
+    rows = {name: times for name, times in rows.items() if times}
     median = {name: statistics.median(times) for name, times in rows.items()}
     print(f"{'what':<12} {'median':>10} {'min':>10} {'max':>10}")
     for name, times in rows.items():
         low, high = min(times) * 1e3, max(times) * 1e3
         print(f"{name:<12} {median[name] * 1e3:>8.0f}ms {low:>8.0f}ms {high:>8.0f}ms")
+    true = (f"RESULT true_ms={median['mpish true'] * 1e3:.0f} clush_true_ms={median['clush true'] * 1e3:.0f}"
+            f" true_ratio={median['mpish true'] / median['clush true']:.2f}")
+    if args.true_only:
+        print(true)
+        return
     rate = {name: args.mib / median[name] for name in ("mpish put", "scp put", "mpish get", "scp get")}
     print(f"put {rate['mpish put']:.0f} MiB/s, scp {rate['scp put']:.0f} MiB/s; get {rate['mpish get']:.0f}"
           f" MiB/s, scp {rate['scp get']:.0f} MiB/s ({args.mib} MiB file, whole command)")
     print(
-        f"RESULT true_ms={median['mpish true'] * 1e3:.0f} clush_true_ms={median['clush true'] * 1e3:.0f}"
-        f" true_ratio={median['mpish true'] / median['clush true']:.2f}"
-        f" put_mib_s={rate['mpish put']:.0f} scp_put_mib_s={rate['scp put']:.0f}"
+        f"{true} put_mib_s={rate['mpish put']:.0f} scp_put_mib_s={rate['scp put']:.0f}"
         f" put_ratio={rate['mpish put'] / rate['scp put']:.2f}"
         f" get_mib_s={rate['mpish get']:.0f} scp_get_mib_s={rate['scp get']:.0f}"
         f" get_ratio={rate['mpish get'] / rate['scp get']:.2f}"

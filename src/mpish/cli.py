@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import shlex
 import sys
 from collections.abc import Callable
@@ -201,11 +200,9 @@ def _parse_ssh(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
 def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
     del out  # the command's output is bytes: written to sys.stdout.buffer
     from mpish.shell import ssh_cli as shell_cli
-    from mpish.shell.grouping import set_color
     from mpish.shell.nodes import Selection
     from mpish.shell.options import OutputMode
 
-    set_color(args.color)
     if args.fanout < 1:
         print(f"{PROG} ssh: -f must be at least 1", file=sys.stderr)
         return 2
@@ -237,6 +234,7 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
             timeout=args.timeout or None,
             connect_timeout=args.connect_timeout,
             tty=args.tty,
+            color=args.color,
         )
     )
 
@@ -255,6 +253,8 @@ SUBCOMMANDS: dict[str, tuple[str, _Adder, _Runner]] = {
 
 def _start_logging(debug: bool, argv: list[str]) -> None:
     if report.setup_logging(debug or None):
+        import platform  # only here: ~1 ms of every start otherwise
+
         from mpish import __version__
 
         logging.getLogger(__name__).debug("mpish %s, Python %s: %s %s", __version__,

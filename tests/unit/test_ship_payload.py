@@ -181,3 +181,15 @@ def test_ship_itself_loads_where_it_is_shipped_with_no_file() -> None:
     namespace = {"__name__": "mpish.transport.ship_copy", "__package__": "mpish.transport"}
     exec(compile(source, "<mpish shipped>/mpish/transport/ship.py", "exec"), namespace)
     assert callable(namespace["payload"])
+
+
+def test_the_shipped_code_runs_with_the_garbage_collector_on_and_its_modules_frozen(cache: Path) -> None:
+    """Loading runs with the collector off (no garbage, ~100k objects); it must be back on after."""
+    loader, data = unpack(build())
+    probe = ("import gc, os\ndef main(argv):\n"
+             "    os.write(1, f'{gc.isenabled()} {gc.get_freeze_count() > 0}'.encode())\n    return 0\n")
+    entry = data["first"][ENTRY]  # type: ignore[index]
+    data["first"][ENTRY] = (*entry[:2], probe, marshal.dumps(compile(probe, entry[1], "exec")))  # type: ignore[index]
+    program = zlib.compress(loader + b"\0" + marshal.dumps(data, 4))
+    said, status = start_server(len(program).to_bytes(4, "big") + program)
+    assert (said, status) == (b"True True", 0)

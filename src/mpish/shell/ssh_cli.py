@@ -33,7 +33,7 @@ connected at once, the next one starting when one has joined or failed, and at m
 ``-f`` run a command at once (``-c`` and the console). ``-t``: ssh's ConnectTimeout (default 10 s, as
 clush); ``-u``: the command timeout.
 
-Without ``-c``, the MPI shell's console (:class:`~mpish.shell.ssh_session.SshRepl`):
+Without ``-c``, the MPI shell's console (:class:`~mpish.shell.ssh_repl.SshRepl`):
 prompt ``[hosts] cwd#>``, targets ``@host2`` / ``@node[1-2]``, ``:put``/``:get``,
 Ctrl-C interrupts the running command on every host and the session goes on;
 ``:quit``, ``exit`` or Ctrl-D end it with status 0.
@@ -47,7 +47,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from mpish.shell.grouping import JsonSink, Style, make_sink, status_lines
 from mpish.shell.names import FAILED, HostNames, Result, fold_reasons, status_of
 from mpish.shell.names import fold_hosts as fold_hosts
 from mpish.shell.nodes import HostsError as HostsError
@@ -77,6 +76,7 @@ class SshShellOptions:
     timeout: float | None = None  # -u
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT  # -t
     tty: bool = False  # -c in a pty of the one host (attach.py)
+    color: str = "auto"  # --color (grouping.set_color, once the ssh processes are started)
 
 
 def split_ssh_options(values: Sequence[str]) -> tuple[str, ...]:
@@ -85,15 +85,21 @@ def split_ssh_options(values: Sequence[str]) -> tuple[str, ...]:
 
 
 def _start(options: SshShellOptions, hosts: list[str]) -> Any:
+    """Connect to the hosts; the output machinery is loaded after the ssh processes have
+    started (it costs the console ~20 ms of imports, while each ssh's handshake takes longer)."""
     from mpish.shell.ssh_session import start_ssh_session
 
-    return start_ssh_session(
+    session = start_ssh_session(
         hosts,
         python=options.python,
         ssh_options=options.ssh_options,
         connect_timeout=options.connect_timeout,
         fanout=options.fanout,
     )
+    from mpish.shell.grouping import set_color
+
+    set_color(options.color)
+    return session
 
 
 def advice(why: str, host: str, options: SshShellOptions) -> str:
@@ -113,6 +119,8 @@ def advice(why: str, host: str, options: SshShellOptions) -> str:
 
 def report_failed(session: Any, hosts: Sequence[str], err: IO[bytes], options: SshShellOptions) -> None:
     """Hosts that never joined: identical reasons folded under one node set (``fold_reasons``)."""
+    from mpish.shell.grouping import Style
+
     failed = {host: advice(session.failed[host], host, options) for host in hosts if host in session.failed}
     style = Style.for_stream(err)
     for line in fold_reasons(failed):
@@ -128,13 +136,14 @@ def host_names(hosts: Sequence[str], session: Any) -> HostNames:
 def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int:
     """``-c``: run once everywhere; return the largest exit status (255 for a failed host),
     or 0 with ``--no-maxrc``."""
-    from mpish.shell.app import stdin_to_send
-    from mpish.shell.console import Console
-    from mpish.shell.keyboard import InterruptKeys
-
     assert options.command is not None
     hosts = select_hosts(options.selection)
-    session = _start(options, hosts)
+    session = _start(options, hosts)  # the ssh processes first: the output machinery loads while they connect
+    from mpish.shell.app import stdin_to_send
+    from mpish.shell.console import Console
+    from mpish.shell.grouping import JsonSink, Style, make_sink, status_lines
+    from mpish.shell.keyboard import InterruptKeys
+
     sink = make_sink(options.mode, len(hosts), out, err, Style.for_stream(out), host_names(hosts, session))
     if session.failed and options.mode.kind != "json":
         report_failed(session, hosts, err, options)
@@ -200,7 +209,7 @@ def run_tty(options: SshShellOptions, err: IO[bytes]) -> int:
 def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int:
     """The interactive console (the MPI shell's Repl on ssh pipes); 255 if no host joined."""
     from mpish.shell.console import Console
-    from mpish.shell.ssh_session import SshRepl
+    from mpish.shell.ssh_repl import SshRepl
 
     hosts = select_hosts(options.selection)
     session = _start(options, hosts)

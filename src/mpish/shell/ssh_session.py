@@ -29,9 +29,9 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from mpish import report
 from mpish.transport import ship
@@ -39,11 +39,11 @@ from mpish.transport.pipe import MultiLink, PipeLink
 from mpish.transport.ssh import SshError, SshProcess, ssh_argv, wait_for_exits
 from mpish.wire.errors import MpishError
 
-from . import protocol as p
-from .greeting import await_hellos
-from .interactive import Repl
-from .names import HostNames, fold_hosts, fold_reasons
+from .names import fold_reasons
 from .session import Peer, Session
+
+if TYPE_CHECKING:
+    from . import protocol as p
 
 HELLO_TIMEOUT_SLACK = 15.0  # beyond ssh's ConnectTimeout: Python's start and the Hello
 REMOTE_ENTRY = "mpish.shell.remote"  # the module shipped and run on each host
@@ -195,6 +195,7 @@ def _await_hellos(
     more_to_start: Callable[[], bool],
 ) -> None:
     """Read every Hello, or give up on that host."""
+    from .greeting import await_hellos  # the console's machinery loads while ssh connects
 
     def greeted(rank: int, hello: p.Hello) -> None:
         peer = session.peers[rank]
@@ -216,41 +217,3 @@ def _await_hellos(
             peer.alive = False
             session.processes.pop(rank).close(wait=1.0)
             del session.peers[rank]
-
-
-def expand_target_words(spec: str) -> str:
-    """Node sets in a target spec (``@node[1-2]``, ``host1,host3``) as ``+``-joined words
-    without ``@`` (which :func:`~mpish.shell.ranks.resolve_targets` reads the same way)."""
-    from mpish.shell.nodes import expand_target_words as expand
-
-    return expand(spec)
-
-
-class SshRepl(Repl):
-    """The MPI shell's Repl, with hosts instead of ranks in the prompt, targets and output."""
-
-    def prompt(self) -> str:
-        hosts = self.console.hosts
-        self.console.describe = self.describe
-        self.console.file_suffix = lambda rank: self.console.peers[rank].host
-        self.targets = frozenset(r for r in self.targets if r in hosts)
-        names = [hosts[r] for r in sorted(self.targets)]
-        return f"[{fold_hosts(names) if names else 'no host'}] {self.console.cwd(self.targets)}#> "
-
-    def describe(self, ranks: Iterable[int]) -> str:
-        """Host names (folded as a node set) for the console's messages."""
-        hosts = self.console.hosts
-        return fold_hosts([hosts[r] for r in ranks if r in hosts])
-
-    def handle(self, line: str) -> None:
-        if line.startswith("@"):
-            spec, _, rest = line.partition(" ")
-            line = f"@{expand_target_words(spec)} {rest}"
-        super().handle(line)
-
-    def cmd_targets(self, rest: str) -> None:
-        super().cmd_targets(expand_target_words(rest) if rest else rest)
-
-    def names(self) -> HostNames:
-        peers = self.console.peers
-        return HostNames({rank: peer.host for rank, peer in peers.items()}, peers)

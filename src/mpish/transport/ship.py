@@ -65,7 +65,6 @@ import logging
 import marshal
 import os
 import re
-import secrets
 import stat
 import zlib
 from collections.abc import Iterable, Sequence
@@ -88,7 +87,7 @@ CACHE_KEEP = 8  # payloads kept in the cache directory (the newest)
 # pathlib, re...) on every start; a finder and a loader need only these methods.
 # importlib._bootstrap_external is loaded with importlib itself.
 LOADER = '''
-import importlib, importlib.machinery, linecache, marshal, sys
+import gc, importlib, importlib.machinery, linecache, marshal, sys
 
 
 class _ShippedModules:
@@ -129,11 +128,14 @@ def _start(data, args):
     sys.meta_path.insert(0, _ShippedModules(data["first"], (ROOT,), magic))
     sys.meta_path.append(_ShippedModules(data["last"], (), magic))
     entry = data["entry"]
+    gc.disable()  # loading makes many objects and no garbage: no collection passes over them
     try:
         module = importlib.import_module(entry)
     except BaseException as exc:
         sys.stderr.write(MARK + " cannot load the shipped " + entry + ": " + repr(exc) + "\\n")
         sys.exit(1)
+    gc.freeze()  # what was loaded lives as long as the process: later collections skip it
+    gc.enable()
     sys.exit(module.main(data["argv"] + args))
 
 
@@ -364,6 +366,8 @@ def _read_cache(directory: Path, key: str) -> bytes | None:
 def _write_cache(directory: Path, key: str, built: bytes) -> None:
     """Keep ``built`` as ``directory/key`` (atomically, through the checked directory's
     descriptor); drop all but the newest few payloads (files named by a key only)."""
+    import secrets  # only when a payload is built
+
     dir_fd = _open_cache_dir(directory, create=True)
     if dir_fd is None:
         return
