@@ -15,7 +15,7 @@ clush is ClusterShell's, installed with mpish (the ``clush`` of this venv), give
 ssh options with ``-o``. Both run with bytecode caching on (``PYTHONDONTWRITEBYTECODE``
 removed), as an installed clush and mpish do: otherwise mpish, installed editable, would
 compile its modules on every start and clush would not. The ratios: mpish's time over
-clush's, mpish's rate over scp's. Run: python bench/ssh_shell.py [--rounds N] [--mib M]
+clush's, mpish's rate over scp's. Run: python bench/ssh_shell.py [--rounds N] [--mib M] [--xfer-only]
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--mib", type=int, default=1024, help="size of the file for put/get/scp")
+    parser.add_argument("--xfer-only", action="store_true", help="measure put and get only (no true)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mpish-bench-") as tmp:
@@ -78,7 +79,7 @@ def main() -> None:
 
             names = ("mpish true", "clush true", "mpish put", "scp put", "mpish get", "scp get")
             rows: dict[str, list[float]] = {name: [] for name in names}
-            for _ in range(args.rounds):
+            for _ in range(0 if args.xfer_only else args.rounds):
                 rows["mpish true"].append(timed([*mpish, HOSTS, "-c", "true"], env=env))
                 rows["clush true"].append(timed([*clush, "true"], env=env))
             for _ in range(max(3, args.rounds // 2)):
@@ -98,6 +99,7 @@ def main() -> None:
         finally:
             server.stop()
 
+    rows = {name: times for name, times in rows.items() if times}
     median = {name: statistics.median(times) for name, times in rows.items()}
     print(f"{'what':<12} {'median':>10} {'min':>10} {'max':>10}")
     for name, times in rows.items():
@@ -106,9 +108,11 @@ def main() -> None:
     rate = {name: args.mib / median[name] for name in ("mpish put", "scp put", "mpish get", "scp get")}
     print(f"put {rate['mpish put']:.0f} MiB/s, scp {rate['scp put']:.0f} MiB/s; get {rate['mpish get']:.0f}"
           f" MiB/s, scp {rate['scp get']:.0f} MiB/s ({args.mib} MiB file, whole command)")
+    true = "" if args.xfer_only else (
+        f" true_ms={median['mpish true'] * 1e3:.0f} clush_true_ms={median['clush true'] * 1e3:.0f}"
+        f" true_ratio={median['mpish true'] / median['clush true']:.2f}")
     print(
-        f"RESULT true_ms={median['mpish true'] * 1e3:.0f} clush_true_ms={median['clush true'] * 1e3:.0f}"
-        f" true_ratio={median['mpish true'] / median['clush true']:.2f}"
+        f"RESULT{true}"
         f" put_mib_s={rate['mpish put']:.0f} scp_put_mib_s={rate['scp put']:.0f}"
         f" put_ratio={rate['mpish put'] / rate['scp put']:.2f}"
         f" get_mib_s={rate['mpish get']:.0f} scp_get_mib_s={rate['scp get']:.0f}"
