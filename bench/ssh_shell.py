@@ -15,7 +15,7 @@ clush is ClusterShell's, installed with mpish (the ``clush`` of this venv), give
 ssh options with ``-o``. Both run with bytecode caching on (``PYTHONDONTWRITEBYTECODE``
 removed), as an installed clush and mpish do: otherwise mpish, installed editable, would
 compile its modules on every start and clush would not. The ratios: mpish's time over
-clush's, mpish's rate over scp's. Run: python bench/ssh_shell.py [--rounds N] [--mib M]
+clush's, mpish's rate over scp's. Run: python bench/ssh_shell.py [--rounds N] [--mib M] [--xfer-only]
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--mib", type=int, default=1024, help="size of the file for put/get/scp")
     parser.add_argument("--true-only", action="store_true", help="only the `true` rows (no put/get)")
+    parser.add_argument("--xfer-only", action="store_true", help="measure put and get only (no true)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mpish-bench-") as tmp:
@@ -79,7 +80,7 @@ def main() -> None:
 
             names = ("mpish true", "clush true", "mpish put", "scp put", "mpish get", "scp get")
             rows: dict[str, list[float]] = {name: [] for name in names}
-            for _ in range(args.rounds):
+            for _ in range(0 if args.xfer_only else args.rounds):
                 rows["mpish true"].append(timed([*mpish, HOSTS, "-c", "true"], env=env))
                 rows["clush true"].append(timed([*clush, "true"], env=env))
             for _ in range(0 if args.true_only else max(3, args.rounds // 2)):
@@ -105,16 +106,18 @@ def main() -> None:
     for name, times in rows.items():
         low, high = min(times) * 1e3, max(times) * 1e3
         print(f"{name:<12} {median[name] * 1e3:>8.0f}ms {low:>8.0f}ms {high:>8.0f}ms")
-    true = (f"RESULT true_ms={median['mpish true'] * 1e3:.0f} clush_true_ms={median['clush true'] * 1e3:.0f}"
-            f" true_ratio={median['mpish true'] / median['clush true']:.2f}")
+    true = "" if args.xfer_only else (
+        f" true_ms={median['mpish true'] * 1e3:.0f} clush_true_ms={median['clush true'] * 1e3:.0f}"
+        f" true_ratio={median['mpish true'] / median['clush true']:.2f}")
     if args.true_only:
-        print(true)
+        print(f"RESULT{true}")
         return
     rate = {name: args.mib / median[name] for name in ("mpish put", "scp put", "mpish get", "scp get")}
     print(f"put {rate['mpish put']:.0f} MiB/s, scp {rate['scp put']:.0f} MiB/s; get {rate['mpish get']:.0f}"
           f" MiB/s, scp {rate['scp get']:.0f} MiB/s ({args.mib} MiB file, whole command)")
     print(
-        f"{true} put_mib_s={rate['mpish put']:.0f} scp_put_mib_s={rate['scp put']:.0f}"
+        f"RESULT{true}"
+        f" put_mib_s={rate['mpish put']:.0f} scp_put_mib_s={rate['scp put']:.0f}"
         f" put_ratio={rate['mpish put'] / rate['scp put']:.2f}"
         f" get_mib_s={rate['mpish get']:.0f} scp_get_mib_s={rate['scp get']:.0f}"
         f" get_ratio={rate['mpish get'] / rate['scp get']:.2f}"

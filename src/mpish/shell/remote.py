@@ -33,7 +33,7 @@ import sys
 from typing import NoReturn
 
 from mpish import report
-from mpish.transport.pipe import PipeLink
+from mpish.transport.pipe import PIPE_SIZE, PipeLink
 from mpish.wire.errors import MpishError, TransportBroken
 
 from .server import ShellServer
@@ -50,7 +50,7 @@ def _rank_and_size(argv: list[str]) -> tuple[int, int] | None:
 
 def serve(read_fd: int, write_fd: int, rank: int, size: int) -> int:
     """Serve the console on these pipes; the exit status of this process."""
-    link = PipeLink(read_fd, write_fd, rank=rank, size=size, peer=0)
+    link = PipeLink(read_fd, write_fd, rank=rank, size=size, peer=0, pipe_size=PIPE_SIZE)
     server = ShellServer(link, link.plain_channel(), console_alive=lambda: not link.broken)
     try:
         server.hello()

@@ -31,8 +31,10 @@ can reach MPI.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
+import stat
 import struct
 import time
 from collections import deque
@@ -46,6 +48,7 @@ from .frames import READ_SIZE
 from .link import Ready, Record
 
 MAX_FRAME = 4 << 20  # a shell record: at most 1 MiB of output or a 1 MiB message, with room
+PIPE_SIZE = 1 << 20  # a remote server's pipes to ssh (enlarge_pipe)
 MAX_QUEUED = 16 << 20  # bytes queued for one peer before a send waits for the pipe
 DRAIN_LIMIT = 64  # records per drain(), so other work is not starved
 CLOSE_FLUSH = 1.0  # seconds close() spends writing what is still queued
@@ -53,11 +56,23 @@ CLOSE_FLUSH = 1.0  # seconds close() spends writing what is still queued
 LostCallback = Callable[[int, str], None]
 
 
+def enlarge_pipe(fd: int, size: int) -> None:
+    """Give the pipe ``fd`` a buffer of ``size`` bytes if the kernel allows (Linux; else as is).
+
+    A remote server's two pipes to ssh get :data:`PIPE_SIZE`: with the default 64 KiB,
+    sshd stopped every 64 KiB while the server hashed and wrote a 1 MiB chunk. Not on the
+    console's side: the pipes of all of a user's processes share a soft limit (64 MiB by
+    default), beyond which new pipes get 8 KiB, and a console has two pipes per host."""
+    with contextlib.suppress(OSError, AttributeError):
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+
+
 class PipeLink:
     """Whole records to and from one peer over a pair of non-blocking file descriptors."""
 
     def __init__(self, read_fd: int, write_fd: int, *, rank: int, size: int, peer: int,
-                 max_frame: int = MAX_FRAME) -> None:
+                 max_frame: int = MAX_FRAME, pipe_size: int = 0) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
         self.rank = rank
@@ -66,6 +81,9 @@ class PipeLink:
         self.max_frame = max_frame
         for fd in (read_fd, write_fd):
             os.set_blocking(fd, False)
+        if pipe_size:
+            for fd in {read_fd, write_fd}:
+                enlarge_pipe(fd, pipe_size)
         self._frames = FrameDecoder(max_frame=max_frame)
         self._scratch = bytearray(READ_SIZE)
         self._out: deque[memoryview] = deque()

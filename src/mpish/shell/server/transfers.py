@@ -39,7 +39,6 @@ class Put:
         self.expected = start.size
         self.mode = start.mode
         self.size = 0
-        self.digest: Any = hashlib.sha256()
         self.error = ""
         self.part: PartFile | None = None
         try:
@@ -48,26 +47,26 @@ class Put:
             self.error = f"cannot write {self.final}: {exc.strerror}"
 
     def write(self, data: bytes) -> None:
+        self.size += len(data)
         if not self.error and self.part is not None:
             try:
-                self.part.write(data)
+                self.part.write(data)  # and its digest
             except OSError as exc:
                 self.error = f"cannot write {self.final}: {exc.strerror}"
-        self.digest.update(data)
-        self.size += len(data)
 
     def finish(self, end: p.PutEnd) -> p.PutDone:
         """The verdict: the file committed under its name, or discarded with the reason."""
-        digest = self.digest.digest()
         error = self.error
         if not error and end.aborted:
             error = "the transfer was aborted"
         if not error and self.size != self.expected:
             error = f"checksum mismatch for {self.final}"
+        digest = b""
         if self.part is not None:
+            digest = self.part.digest.digest()
             if error:
                 self.part.discard()
-            else:  # verified again on the part file's own descriptor (transfer.py)
+            else:  # the digest of what was written, and the size the descriptor holds (transfer.py)
                 error = self.part.commit(end.sha256, self.expected, self.mode & ~umask())
             self.part = None
         return p.PutDone(end.xfer_id, self.size, digest, error)
