@@ -26,7 +26,16 @@ from mpish.wire.events import HandshakeComplete
 
 from .admission import join_console
 from .exit_relay import relay_exit, under_hydra
-from .mpi_session import ORPHAN_GRACE, SERVER_WAIT, SERVICE, finish_session_comm, load_identity, records_until
+from .launch_env import forget_launch_variables
+from .mpi_session import (
+    ORPHAN_GRACE,
+    SERVER_WAIT,
+    SERVICE,
+    RankFailed,
+    finish_session_comm,
+    load_identity,
+    records_until,
+)
 from .orphan import end_session_launcher
 from .session import Terminated, raise_terminated
 
@@ -72,7 +81,11 @@ def run_server(
             _end_orphaned_job(rank)
     elif invitation.admitted:
         report.say(f"the console's key {keys.fingerprint(invitation.console_pub)} is not trusted here")
-    finish_session_comm(comm, link, parent_intercomm)
+    try:
+        finish_session_comm(comm, link, parent_intercomm)
+    except RankFailed as exc:  # Open MPI with fault tolerance: the console says it and aborts
+        log.debug("rank %d: %s; leaving without finalizing", rank, exc)
+        os._exit(1)
     return status
 
 
@@ -141,6 +154,7 @@ def server_main() -> int:
         # Merge, admission) leaves it waiting in MPI for good, and its launcher with it
         _watch_console(console_pid)
     MPI = mpi()
+    forget_launch_variables()
     parent = MPI.Comm.Get_parent()
     if parent == MPI.COMM_NULL:
         Reporter(prog="mpish.shell.mpi_server").say("not started by an mpish console")
