@@ -35,8 +35,11 @@ def test_commands_from_a_file_run_as_console_lines_on_the_w_targets_and_exit_wit
 
 def test_commands_from_stdin_reach_the_console(tmp_path: Path) -> None:
     if MPI.name == "openmpi":
-        pytest.skip("Open MPI's mpiexec: -C - with stdin did not end within 90 s (not yet understood; "
-                    "-C FILE works)")
+        # measured with Open MPI 5.0.11 (prterun 3.0.14): `echo hi | mpiexec -n 1 cat` prints hi
+        # and never ends, and rank 0's sys.stdin.read() never returns: prterun forwards stdin's
+        # bytes but never closes rank 0's stdin pipe at EOF, so no reader of it can end
+        pytest.skip("Open MPI 5's mpiexec never passes stdin's EOF to rank 0 (even `cat` hangs): "
+                    "-C - runs the lines but cannot end without an `exit` line; -C FILE works")
     proc = launch(["-C", "-"], tmp_path, stdin=b"echo from-stdin\n")
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert b"from-stdin" in proc.stdout and b"@1-2 (2)" in proc.stdout

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shell_util import MPI, MPISH, make_home, run, shell_env
+from shell_util import MPISH, make_home, run, shell_env
 
 pytestmark = pytest.mark.mpi
 
@@ -155,8 +155,6 @@ def test_termination_signal_ends_the_whole_job(tmp_path: Path, signum: int) -> N
         _kill_all(processes)
 
 
-@pytest.mark.skipif(MPI.name == "openmpi", reason="Open MPI's prte kills the servers at once when the "
-                    "console dies, so their shells' commands are left (not yet handled by mpish)")
 def test_killed_console_leaves_no_server_or_launcher(tmp_path: Path) -> None:
     proc, processes = _start_session(tmp_path)
     try:
@@ -181,7 +179,6 @@ def _with_home(home: Path) -> dict[int, bytes]:
     return found
 
 
-@pytest.mark.skipif(MPI.name == "openmpi", reason="not yet checked under Open MPI's prte")
 @pytest.mark.parametrize("delay", [0.3, 0.45, 0.6])
 def test_ctrl_c_while_the_servers_start_leaves_nothing_behind(tmp_path: Path, delay: float) -> None:
     """Ctrl-C in the first second (servers spawned, not yet admitted) used to leave both servers

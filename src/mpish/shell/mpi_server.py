@@ -26,11 +26,13 @@ from mpish.wire.events import HandshakeComplete
 
 from .admission import join_console
 from .exit_relay import relay_exit, under_hydra
+from .launch_env import forget_launch_variables
 from .mpi_session import (
     ORPHAN_GRACE,
     SAFE_PATH,
     SERVER_WAIT,
     SERVICE,
+    RankFailed,
     finish_session_comm,
     load_identity,
     records_until,
@@ -80,7 +82,11 @@ def run_server(
             _end_orphaned_job(rank)
     elif invitation.admitted:
         report.say(f"the console's key {keys.fingerprint(invitation.console_pub)} is not trusted here")
-    finish_session_comm(comm, link, parent_intercomm)
+    try:
+        finish_session_comm(comm, link, parent_intercomm)
+    except RankFailed as exc:  # Open MPI with fault tolerance: the console says it and aborts
+        log.debug("rank %d: %s; leaving without finalizing", rank, exc)
+        os._exit(1)
     return status
 
 
@@ -150,6 +156,7 @@ def server_main() -> int:
         # Merge, admission) leaves it waiting in MPI for good, and its launcher with it
         _watch_console(console_pid)
     MPI = mpi()
+    forget_launch_variables()
     parent = MPI.Comm.Get_parent()
     if parent == MPI.COMM_NULL:
         Reporter(prog="mpish.shell.mpi_server").say("not started by an mpish console")

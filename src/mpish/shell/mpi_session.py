@@ -45,7 +45,11 @@ unless the user set one); hydra then tells the other processes with SIGUSR1, whi
 the console keeps blocked (so it cannot kill it) and reads as a notice
 (:func:`failure_notice`). That holds for a server that *exits*; one *killed by a signal*
 made hydra SIGKILL every process anyway, so each server runs under an exit relay
-(``shell/exit_relay.py``). The console also looks at its servers' pids (from
+(``shell/exit_relay.py``). Open MPI's prte ends the whole job when a rank dies, unless
+fault tolerance is on (ULFM; ``mpirun --with-ft ulfm``): the embedded console turns it on
+(``shell/launch_env.py``), a wildcard receive then acknowledges a failure
+(:class:`~mpish.transport.mpi.MpiLink`), and the end needs no MPI_Abort
+(:func:`leave_failed_job`). The console also looks at its servers' pids (from
 their Hello) on this host; it reports a dead one and goes on with the others. At the
 end MPI cannot finalize with a dead rank, so the console says so in one line and ends
 the job (:func:`end_embedded_job`, or MPI_Abort under a launcher; exit status 1, bounded
@@ -59,7 +63,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -67,12 +70,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from mpish import keys
 from mpish.report import Reporter
-from mpish.transport.mpi import Backoff, MpiLink, discard, mpi
+from mpish.transport.mpi import Backoff, MpiLink, discard, mpi, proc_failed_classes
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.transport.procfs import children, cmdline, parent, proc_state
 from mpish.wire.channel import Binding, Role, SecureChannel
@@ -82,6 +84,7 @@ from mpish.wire.text import escape
 from . import protocol
 from .admission import KEY_SIZE, admit_servers, handshake_timeout
 from .greeting import await_hellos
+from .launch_env import LAUNCHER_PID_FILE, open_mpi_fault_tolerance, prepare_singleton
 from .session import Peer, Session, end_on_termination
 
 if TYPE_CHECKING:  # mpi4py is imported at run time by mpi() alone: it initialises MPI
@@ -97,7 +100,6 @@ ABORT_GRACE = 5  # seconds MPI_Abort may take before the console exits by itself
 SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ("-I",)
 ORPHAN_GRACE = 3.0  # seconds a server whose console died gives its own end before it is forced
 SETTLE_TIMEOUT = 5.0  # the console's wait for its servers and their launcher to end (embedded)
-LAUNCHER_PID_FILE = "launcher.pid"
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_FD", "PMIX_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,10 @@ log = logging.getLogger(__name__)
 
 class LaunchError(MpishError):
     """The session could not be set up (no server left, MPI failure at start)."""
+
+
+class RankFailed(TransportBroken):
+    """MPI reports a failed rank (ULFM, Open MPI with fault tolerance on): no normal end."""
 
 
 @dataclass
@@ -115,9 +121,13 @@ class MpiSession(Session):
     comm: MPI.Intracomm | None = None
     parent_intercomm: MPI.Intercomm | None = None  # embedded mode: the spawn intercommunicator
     launcher_pid: int = 0  # embedded mode under MPICH: the singleton's mpiexec (0 = unknown)
+    failures_seen: int = 0  # the link's process_failures already reported by failure_notice
 
     def failure_notice(self) -> bool:
-        return failure_notice()
+        """hydra's notice (SIGUSR1), or a process failure MPI reported on the link (ULFM)."""
+        new = self.link.process_failures > self.failures_seen
+        self.failures_seen = self.link.process_failures
+        return failure_notice() or new
 
     def abort(self) -> None:
         assert self.comm is not None
@@ -133,6 +143,8 @@ class MpiSession(Session):
             Reporter().say(f"rank {ranks} was lost, so MPI cannot end the job normally; aborting it")
             if self.launcher_pid:  # never a lost server: its pid may have been reused by now
                 end_embedded_job(self.launcher_pid, local)
+            if failed_ranks(self.comm):
+                leave_failed_job()
             abort(self.comm, quiet=True)
         relays = [parent(pid) for pid in local if cmdline(parent(pid)) == cmdline(pid)]  # shell/exit_relay.py
         local += relays
@@ -187,6 +199,19 @@ def end_embedded_job(launcher: int, servers: list[int]) -> NoReturn:
     os._exit(1)
 
 
+def leave_failed_job() -> NoReturn:
+    """End this process of a job MPI knows has a failed rank (ULFM, Open MPI): exit 1, unfinalized.
+
+    MPI_Abort is not needed there: the launcher keeps the job going through failures, so
+    each process may leave by itself (the servers do once their channel is closed,
+    :class:`RankFailed`). Under ``mpirun`` the abort also had ``mpirun`` print its banner
+    about MPI_ABORT, before or after our own line (its output is forwarded asynchronously).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
 def abort(comm: MPI.Comm, quiet: bool = False) -> None:
     """MPI_Abort with exit status 1, failure notices (SIGUSR1) blocked so they cannot kill us first.
 
@@ -216,43 +241,6 @@ def failure_notice() -> bool:
 
 def under_launcher() -> bool:
     return any(name in os.environ for name in LAUNCHER_VARIABLES)
-
-
-def _prepare_singleton() -> Path | None:
-    """Make MPICH's singleton init (which runs ``mpiexec`` from PATH) run the wheel's.
-
-    The mpiexec it starts is wrapped in ``setsid`` and asked for
-    ``-disable-auto-cleanup`` (see the module doc): in our process group, hydra would
-    signal the user's shell or script too (SIGKILL when a server dies; SIGUSR1 at every
-    end of a session without auto-cleanup). Returns the temporary directory of the
-    wrapper, its config file and the pid of the mpiexec it runs (``setsid`` does not
-    fork: the wrapper leads no process group), removed once the servers run (None if
-    not made).
-    """
-    bindir = Path(sys.executable).parent
-    real = bindir / "mpiexec"
-    path = os.environ.get("PATH", "")
-    if real.exists() and path.split(os.pathsep)[0] != str(bindir):
-        path = str(bindir) + os.pathsep + path
-    os.environ["PATH"] = path
-    setsid = shutil.which("setsid")
-    if not real.exists() or setsid is None or "HYDRA_CONFIG_FILE" in os.environ:
-        return None
-    import tempfile
-
-    wrapper = Path(tempfile.mkdtemp(prefix="mpish-mpiexec-"))
-    (wrapper / "hydra.conf").write_text("-disable-auto-cleanup\n")
-    script = wrapper / "mpiexec"
-    script.write_text(
-        "#!/bin/sh\n"
-        f"PATH={shlex.quote(path)}; export PATH\n"
-        f"HYDRA_CONFIG_FILE={shlex.quote(str(wrapper / 'hydra.conf'))}; export HYDRA_CONFIG_FILE\n"
-        f"echo $$ > {shlex.quote(str(wrapper / LAUNCHER_PID_FILE))}\n"
-        f'exec {shlex.quote(setsid)} {shlex.quote(str(real))} "$@"\n'
-    )
-    script.chmod(0o700)
-    os.environ["PATH"] = str(wrapper) + os.pathsep + path
-    return wrapper
 
 
 def _library() -> str:
@@ -308,7 +296,8 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
         raise LaunchError(identity[1])
     config = None
     if embedded:
-        config = _prepare_singleton()
+        config = prepare_singleton()
+        open_mpi_fault_tolerance()
         # before MPI starts any thread: hydra's failure notices stay pending, never kill us
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     MPI = mpi()
@@ -422,6 +411,10 @@ def finish_session_comm(comm: MPI.Intracomm, link: MpiLink, parent_intercomm: MP
     """Wait for every rank (non-blocking barrier with backoff), then disconnect and free."""
     MPI = mpi()
     link.flush(timeout=5.0)
+    failed = failed_ranks(comm)
+    if failed:  # the barrier would fail, and Open MPI print its own line about it
+        ranks = ", ".join(map(str, failed))
+        raise RankFailed(f"MPI reports rank {ranks} failed; the session cannot end normally")
     try:
         request = comm.Ibarrier()
         deadline = time.monotonic() + FINAL_TIMEOUT
@@ -438,7 +431,27 @@ def finish_session_comm(comm: MPI.Intracomm, link: MpiLink, parent_intercomm: MP
         if parent_intercomm is not None:
             parent_intercomm.Disconnect()
     except MPI.Exception as exc:
+        if exc.Get_error_class() in proc_failed_classes(MPI):  # a rank failed during the barrier
+            raise RankFailed(f"MPI reports a failed rank while ending the session: {exc}") from exc
         raise TransportBroken(f"MPI failed while ending the session: {exc}") from exc
+
+
+def failed_ranks(comm: MPI.Intracomm) -> list[int]:
+    """The ranks of ``comm`` MPI knows to have failed (ULFM's MPIX_Comm_get_failed), [] if none
+    or if this MPI does not say (without fault tolerance a failure ends the job anyway)."""
+    MPI = mpi()
+    try:
+        group = comm.Get_failed()
+        try:
+            count = group.Get_size()
+            if not count:
+                return []
+            ranks = MPI.Group.Translate_ranks(group, list(range(count)), comm.Get_group())
+        finally:
+            group.Free()
+    except (MPI.Exception, NotImplementedError, AttributeError):
+        return []
+    return sorted(rank for rank in ranks if rank >= 0)
 
 
 def _free_session_comm(comm: MPI.Intracomm) -> None:

@@ -49,7 +49,9 @@ if TYPE_CHECKING:  # imported at run time by mpi() alone: importing mpi4py.MPI i
 from .link import Ready
 from .memory import tune_malloc
 
-__all__ = ["MAX_RECORD", "SHELL_TAG", "Backoff", "MpiLink", "discard", "mpi", "tune_malloc"]
+__all__ = [
+    "MAX_RECORD", "SHELL_TAG", "Backoff", "MpiLink", "discard", "mpi", "proc_failed_classes", "tune_malloc",
+]
 
 SHELL_TAG = 0x5348  # "SH": the tag of every shell record on the session communicator
 HOT_SECONDS = 0.02  # keep polling with the shortest sleep this long after the last activity
@@ -114,6 +116,12 @@ def discard(message: MPI.Message, size: int) -> None:
         message.Recv([buffer, MPI.BYTE])
 
 
+def proc_failed_classes(MPI: Any) -> tuple[int, ...]:
+    """MPI's error classes for a failed process (ULFM), those this MPI defines."""
+    names = ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING")
+    return tuple(getattr(MPI, name) for name in names if hasattr(MPI, name))
+
+
 class MpiLink:
     """Send and receive whole records over one communicator on :data:`SHELL_TAG`."""
 
@@ -126,6 +134,7 @@ class MpiLink:
         self._pending: list[tuple[MPI.Request, bytes | bytearray]] = []  # buffers kept until sent
         self._receive_buffer: bytearray | None = None  # poll(): records land here, one at a time
         self.dropped = 0  # oversize messages refused
+        self.process_failures = 0  # failures MPI reported and this link acknowledged (ULFM)
         self._backoff = Backoff()  # wait()'s sleep: hot after every record sent or received
         self.sent_bytes = 0
         self.received_bytes = 0
@@ -169,7 +178,7 @@ class MpiLink:
         MPI = self.MPI
         status = MPI.Status()
         try:
-            message = self.comm.Improbe(MPI.ANY_SOURCE, self.tag, status)
+            message = self._improbe(status)
             if message is None:
                 self.progress()
                 return None
@@ -188,6 +197,25 @@ class MpiLink:
         self.received_bytes += size
         self._backoff.activity()
         return source, view
+
+    def _improbe(self, status: MPI.Status) -> MPI.Message | None:
+        """``Improbe`` on any source; a process failure MPI reports (ULFM) is acknowledged.
+
+        Under Open MPI with fault tolerance on (``mpi_ft_enable``, ``mpirun --with-ft ulfm``)
+        a wildcard probe fails with MPI_ERR_PROC_FAILED(_PENDING) once any rank of the
+        communicator died, and keeps failing until the failure is acknowledged
+        (``MPIX_Comm_failure_ack``). The dead rank itself is found and reported by the
+        session (its pid, :attr:`process_failures`); the others go on being heard.
+        """
+        MPI = self.MPI
+        try:
+            return self.comm.Improbe(MPI.ANY_SOURCE, self.tag, status)
+        except MPI.Exception as exc:
+            if exc.Get_error_class() not in proc_failed_classes(MPI):
+                raise
+            self.comm.Ack_failed()
+            self.process_failures += 1
+            return self.comm.Improbe(MPI.ANY_SOURCE, self.tag, status)
 
     def drain(self) -> Iterator[tuple[int, memoryview]]:
         """Every record that has arrived now (at most 64, so other work is not starved)."""

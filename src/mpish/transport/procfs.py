@@ -6,6 +6,12 @@ this host alive) and the orphan watcher (:mod:`mpish.shell.orphan`).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
+import signal
+from collections.abc import Callable
+
 
 def _stat(pid: int) -> bytes:
     """What follows the command name in /proc/PID/stat (state first), b"" if gone."""
@@ -69,3 +75,42 @@ def peak_rss_kib() -> int:
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def pidfd(pid: int) -> int | None:
+    """A pidfd for ``pid`` (``os.pidfd_open``), None if there is no such process.
+
+    Signals sent through it (:func:`signal_pidfd`) reach that process or nobody: once it
+    has exited, a new process given the same pid is not reached.
+    """
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+def exited(fd: int, timeout: float = 0.0) -> bool:
+    """True once the process of pidfd ``fd`` has exited (a zombie counts), waiting up to ``timeout``."""
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def signal_pidfd(fd: int, signum: int) -> None:
+    """Send ``signum`` through pidfd ``fd``; nothing if that process has already exited."""
+    with contextlib.suppress(OSError):
+        signal.pidfd_send_signal(fd, signum)
+
+
+def signal_if(pid: int, wanted: Callable[[int], bool], signum: int) -> None:
+    """Send ``signum`` to ``pid`` if ``wanted(pid)`` (read from /proc) is true of that very process.
+
+    The pidfd is opened first and the process checked as still running afterwards, so what
+    was read belongs to the process signalled, never to one that reused its pid.
+    """
+    fd = pidfd(pid) if pid > 0 else None
+    if fd is None:
+        return
+    try:
+        if wanted(pid) and not exited(fd):
+            signal_pidfd(fd, signum)
+    finally:
+        os.close(fd)
