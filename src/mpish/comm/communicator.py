@@ -21,6 +21,7 @@ from mpi4py import MPI
 
 from ..wire.record import SMALL_RECORD
 from .buffers import Unsupported, byte_view, set_status
+from .handles import lock_public_methods
 from .lane import _ACTIVE, Early, Lane, Stats, wait_all
 from .messages import SecureMessage, loads
 from .nonblocking import NonBlocking
@@ -435,3 +436,6 @@ class SecureComm(NonBlocking):
         for lane in (self._p2p, self._coll):
             lane.free()
         self._freed = True
+
+
+lock_public_methods(SecureComm)  # secure code runs in one thread at a time (handles.py)
