@@ -132,7 +132,8 @@ def check_mpi_class_level_calls_complete_secure_requests(c: SecureComm, raw: MPI
     assert MPI.Request.Waitall(requests, statuses) is True
     assert np.all(got == 2.0) and np.all(got_raw == 5.0) and not any(requests)
     assert all(r == MPI.REQUEST_NULL for r in requests)
-    assert (statuses[0].Get_source(), statuses[0].Get_tag(), statuses[0].Get_count(MPI.DOUBLE)) == (src, 41, 3)
+    first = statuses[0]
+    assert (first.Get_source(), first.Get_tag(), first.Get_count(MPI.DOUBLE)) == (src, 41, 3)
     # objects, to oneself, received by a call that blocks inside MPI (the progress thread's work)
     receives = [c.irecv(source=c.rank, tag=43 + i) for i in range(3)]
     sends = [c.isend({"n": i, "big": b"x" * (i * 200_000)}, c.rank, 43 + i) for i in (2, 1, 0)]
@@ -156,7 +157,7 @@ def check_mpi_class_level_calls_complete_secure_requests(c: SecureComm, raw: MPI
     done: dict[int, object] = {}
     while len(done) < 2:
         indices, objects = MPI.Request.waitsome(receives)
-        done.update(zip(indices, objects))
+        done.update(zip(indices, objects, strict=True))
     assert done == {0: "a", 1: "b"}, done
     assert MPI.Request.Waitany(receives) == MPI.UNDEFINED
     # a persistent request cannot be started or completed by MPI: an error, never a hang

@@ -46,21 +46,47 @@ _STOP = threading.Event()
 _MIN_DELAY, _MAX_DELAY = 20e-6, 2e-3  # seconds between polls: doubles while idle
 
 
+_DEPTH = [0]  # nesting of locked calls in the thread holding LOCK
+
+
 def locked(function: F) -> F:
-    """``function`` run holding :data:`LOCK`."""
+    """``function`` run holding :data:`LOCK`; on the way out of the outermost call, every
+    handle whose operation finished meanwhile is completed, so that MPI's class-level
+    calls made right after see it complete (as MPI would), without waiting for the thread."""
 
     @functools.wraps(function)
     def call(*args: Any, **kwargs: Any) -> Any:
         with LOCK:
-            return function(*args, **kwargs)
+            _DEPTH[0] += 1
+            try:
+                return function(*args, **kwargs)
+            finally:
+                _DEPTH[0] -= 1
+                if not _DEPTH[0] and _WATCHED:
+                    _poll_watched()
 
     return call  # type: ignore[return-value]
+
+
+def _poll_watched() -> bool:
+    """Complete the handles whose operation finished (holding LOCK); True if any did."""
+    _DEPTH[0] += 1  # a request collected meanwhile must not poll again
+    requests: list[Any] = []
+    try:
+        with _COND:
+            requests = list(_WATCHED)
+        return any([request._poll_handle() for request in requests])
+    except Exception:  # reported by the request's own wait
+        return False
+    finally:
+        requests.clear()  # a request collected here is cancelled holding the lock
+        _DEPTH[0] -= 1
 
 
 def lock_public_methods(cls: type) -> None:
     """Wrap every public method ``cls`` has (its own and inherited ones) with :func:`locked`."""
     for name in dir(cls):
-        if name.startswith("_") and name not in ("__del__",):
+        if name.startswith("_"):
             continue
         value = getattr(cls, name, None)
         raw = _own_attr(cls, name)
@@ -142,13 +168,7 @@ def _run() -> None:
             try:
                 if _STOP.is_set() or MPI.Is_finalized():
                     return
-                with _COND:
-                    requests = list(_WATCHED)
-                for request in requests:
-                    done = request._poll_handle() or done
-                del requests  # a request collected here is cancelled holding the lock
-            except Exception:  # noqa: S110 - reported by the request's own wait
-                pass
+                done = _poll_watched()
             finally:
                 LOCK.release()
         delay = _MIN_DELAY if done else min(2 * delay, _MAX_DELAY)
