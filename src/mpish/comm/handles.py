@@ -12,7 +12,10 @@ which is mpish's code: while the program sits inside MPI (``MPI_Waitall``, which
 the GIL), a progress thread does that work. It runs only while some secure request's
 handle is not yet complete, polls with a short back-off, and does its work holding
 :data:`LOCK`, which every public entry point of the secure communicator, its requests and
-messages also holds: secure code never runs in two threads at once, and the thread never
+messages also holds once the thread exists (the thread is started by the first
+nonblocking request; until then the program has one thread and pays nothing; the call that
+starts it holds no lock, so the thread waits until the starting thread has left this
+package's code): secure code never runs in two threads at once, and the thread never
 blocks in MPI (it only tests). The object of a lowercase receive is handed to MPI's handle
 (``complete(obj)``), so ``MPI.Request.waitall`` returns it, and the handle's query
 callback reports the status (source, tag, count, cancelled) MPI gives the caller.
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
+import sys
 import threading
 import time
 import weakref
@@ -47,25 +52,71 @@ _MIN_DELAY, _MAX_DELAY = 20e-6, 2e-3  # seconds between polls: doubles while idl
 
 
 _DEPTH = [0]  # nesting of locked calls in the thread holding LOCK
+_CLASSES: list[type] = []  # their public methods take LOCK once the thread exists
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def locked(function: F) -> F:
     """``function`` run holding :data:`LOCK`; on the way out of the outermost call, every
     handle whose operation finished meanwhile is completed, so that MPI's class-level
     calls made right after see it complete (as MPI would), without waiting for the thread."""
+    acquire, release, depth = LOCK.acquire, LOCK.release, _DEPTH
+    watched = _WATCHED.data  # type: ignore[attr-defined]  # the live references: a cheap test
 
     @functools.wraps(function)
     def call(*args: Any, **kwargs: Any) -> Any:
-        with LOCK:
-            _DEPTH[0] += 1
+        acquire()
+        depth[0] += 1
+        try:
+            result = function(*args, **kwargs)
+        finally:
+            depth[0] -= 1
             try:
-                return function(*args, **kwargs)
-            finally:
-                _DEPTH[0] -= 1
-                if not _DEPTH[0] and _WATCHED:
+                if not depth[0] and watched:
                     _poll_watched()
+            finally:
+                release()
+        return result
 
     return call  # type: ignore[return-value]
+
+
+def lock_public_methods(cls: type) -> None:
+    """Have every public method of ``cls`` take :data:`LOCK`, from the moment the progress
+    thread starts (before it, there is one thread: no lock, no cost on the hot paths)."""
+    _CLASSES.append(cls)
+    if _THREAD:
+        _wrap(cls)
+
+
+def _wrap(cls: type) -> None:
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        raw = _own_attr(cls, name)
+        value = getattr(cls, name, None)
+        if isinstance(raw, (staticmethod, classmethod, property)) or not callable(value):
+            continue
+        if not hasattr(value, "__code__") or getattr(value, "__wrapped__", None) is not None:
+            continue  # MPI's own (C) methods, or wrapped already
+        setattr(cls, name, locked(value))
+
+
+def _own_attr(cls: type, name: str) -> Any:
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    return None
+
+
+def _in_secure_code(thread_id: int) -> bool:
+    """True while that thread runs code of this package (it may hold no lock yet)."""
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_HERE):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _poll_watched() -> bool:
@@ -81,27 +132,6 @@ def _poll_watched() -> bool:
     finally:
         requests.clear()  # a request collected here is cancelled holding the lock
         _DEPTH[0] -= 1
-
-
-def lock_public_methods(cls: type) -> None:
-    """Wrap every public method ``cls`` has (its own and inherited ones) with :func:`locked`."""
-    for name in dir(cls):
-        if name.startswith("_"):
-            continue
-        value = getattr(cls, name, None)
-        raw = _own_attr(cls, name)
-        if isinstance(raw, (staticmethod, classmethod, property)) or not callable(value):
-            continue
-        if not hasattr(value, "__code__") or getattr(value, "__wrapped__", None) is not None:
-            continue  # MPI's own (C) methods, or wrapped already
-        setattr(cls, name, locked(value))
-
-
-def _own_attr(cls: type, name: str) -> Any:
-    for klass in cls.__mro__:
-        if name in vars(klass):
-            return vars(klass)[name]
-    return None
 
 
 class HandleState:
@@ -125,6 +155,7 @@ def _query(status: Any, state: HandleState) -> None:
     status.Set_cancelled(state.cancelled)
 
 
+@functools.cache
 def threads_ok() -> bool:
     return bool(MPI.Query_thread() >= MPI.THREAD_MULTIPLE)
 
@@ -142,8 +173,11 @@ def watch(request: Any) -> None:
         return
     with _COND:
         _WATCHED.add(request)
-        if not _THREAD:
-            thread = threading.Thread(target=_run, name="mpish-progress", daemon=True)
+        if not _THREAD:  # secure calls take the lock from now on; this one has not
+            for cls in _CLASSES:
+                _wrap(cls)
+            starter = threading.get_ident()
+            thread = threading.Thread(target=_run, args=(starter,), name="mpish-progress", daemon=True)
             _THREAD.append(thread)
             thread.start()
         _COND.notify()
@@ -154,7 +188,9 @@ def unwatch(request: Any) -> None:
         _WATCHED.discard(request)
 
 
-def _run() -> None:
+def _run(starter: int) -> None:
+    while _in_secure_code(starter) and not _STOP.is_set():  # the call that started us holds no lock
+        time.sleep(_MIN_DELAY)
     delay = _MIN_DELAY
     while True:
         with _COND:
