@@ -137,13 +137,14 @@ def _poll_watched() -> bool:
 class HandleState:
     """What the handle's query callback reports (kept apart from the request: no cycle)."""
 
-    __slots__ = ("cancelled", "error", "refuse", "result")
+    __slots__ = ("cancelled", "completed", "error", "refuse", "result")
 
     def __init__(self) -> None:
         self.result: tuple[int, int, int] = (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
         self.error: BaseException | None = None
         self.cancelled = False
         self.refuse = False  # MPI's class-level calls may not complete this request
+        self.completed = False  # Grequest.complete was called
 
 
 def _query(status: Any, state: HandleState) -> None:
@@ -161,10 +162,27 @@ def threads_ok() -> bool:
 
 
 def start_handle(state: HandleState) -> Any:
-    """A new generalized request reporting ``state``; refused by MPI without thread support."""
+    """A new generalized request reporting ``state``; without thread support it is complete
+    at once and its query fails (MPI's waits raise ERR_REQUEST, never hang)."""
+    request = MPI.Grequest.Start(_query, None, None, args=(state,))
     if not threads_ok():
-        state.refuse = True
-    return MPI.Grequest.Start(_query, None, None, args=(state,))
+        refuse(request, state)
+    return request
+
+
+def refuse(request: Any, state: HandleState) -> None:
+    """Complete ``request``'s handle now, with a query that fails (ERR_REQUEST)."""
+    state.refuse = True
+    if not state.completed:
+        state.completed = True
+        MPI.Grequest.Complete(request)
+
+
+def complete(request: Any, state: HandleState, obj: Any) -> None:
+    """Complete ``request``'s handle with the received object (mpi4py's waitall returns it)."""
+    if not state.completed:
+        state.completed = True
+        MPI.Grequest.complete(request, obj)
 
 
 def watch(request: Any) -> None:

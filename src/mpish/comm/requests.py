@@ -24,7 +24,17 @@ from typing import Any, Literal
 from mpi4py import MPI
 
 from .buffers import Unsupported, set_status
-from .handles import LOCK, HandleState, lock_public_methods, locked, start_handle, unwatch, watch
+from .handles import (
+    LOCK,
+    HandleState,
+    complete,
+    lock_public_methods,
+    locked,
+    refuse,
+    start_handle,
+    unwatch,
+    watch,
+)
 from .lane import _ACTIVE, Lane, PostedRecv, progress, wait_all
 
 
@@ -75,9 +85,7 @@ class SecureRequest(MPI.Grequest):
                 if posted is not None and not posted.done:
                     self.Cancel()
                 if MPI.Request.__bool__(self):
-                    if self._outcome is None:
-                        self._state.refuse = True
-                        MPI.Grequest.Complete(self)
+                    refuse(self, self._state)
                     MPI.Request.Free(self)
         except Exception:  # noqa: S110 - nothing to report to at collection time
             pass
@@ -114,7 +122,7 @@ class SecureRequest(MPI.Grequest):
         state = self._state
         state.result, state.error, state.cancelled = result, error, self._cancelled
         unwatch(self)
-        MPI.Grequest.complete(self, obj)
+        complete(self, state, obj)
 
     def _poll_handle(self) -> bool:
         """The progress thread's test: complete the handle if the operation finished."""
@@ -284,8 +292,8 @@ class PersistentRequest(SecureRequest):
     """
 
     def __init__(self, lane: Lane, start: Callable[[], SecureRequest]) -> None:
-        self._state.refuse = True  # MPI's class-level calls cannot Start or complete it (README)
         super().__init__(lane)
+        refuse(self, self._state)  # MPI's class-level calls cannot Start or complete it (README)
         self._start = start
         self._inner: SecureRequest | None = None
         self._freed = False
