@@ -400,6 +400,19 @@ def check_one_rank_bad_argument(c: SecureComm, raw: MPI.Intracomm) -> None:
     ok("one_rank_bad_argument")
 
 
+def check_bcast_of_a_derived_datatype_with_gaps(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Bcast([buf, 1, indexed_block]) fills every other element, as MPI (was Unsupported)."""
+    for comm in (raw, c):
+        for root in range(comm.size):
+            buf = np.arange(10, dtype="i4") if comm.rank == root else np.full(10, -1, "i4")
+            gaps = MPI.INT.Create_indexed_block(1, list(range(0, 10, 2))).Commit()
+            comm.Bcast([buf, 1, gaps], root=root)
+            gaps.Free()
+            want = np.arange(10) if comm.rank == root else np.where(np.arange(10) % 2, -1, np.arange(10))
+            assert np.array_equal(buf, want), (comm, root, buf)
+    ok("bcast_of_a_derived_datatype_with_gaps")
+
+
 CHECKS = [
     check_irecv_send_wait,
     check_count_specs,
@@ -416,6 +429,7 @@ CHECKS = [
     check_buffer_specs,
     check_comm_management,
     check_one_rank_bad_argument,
+    check_bcast_of_a_derived_datatype_with_gaps,
 ]
 
 

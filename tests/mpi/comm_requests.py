@@ -1,5 +1,5 @@
 """Run under mpiexec: requests of mpish.secure(comm) as MPI's (synchronous sends, Cancel,
-Get_status, dropped requests, mpi4py's class-level calls), found by mpi4py's own tests.
+Get_status, dropped requests, MPI.Request's class-level calls), found by mpi4py's own tests.
 
 Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts the job.
 A receive that should complete is given a deadline (``_completes``), so a message taken
@@ -119,21 +119,55 @@ def check_dropped_request_leaves_no_posted_receive(c: SecureComm, raw: MPI.Intra
     ok("dropped_request_leaves_no_posted_receive")
 
 
-def check_class_level_request_calls_name_the_module_functions(c: SecureComm, raw: MPI.Intracomm) -> None:
-    """MPI.Request.Waitall(secure requests) fails before MPI sees them, naming mpish.comm.Waitall."""
+def check_mpi_class_level_calls_complete_secure_requests(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """MPI.Request.Waitall/waitall/Testall/waitany/testany/Waitsome/testsome complete secure
+    requests, mixed with raw ones, with objects and statuses as mpi4py's (were TypeErrors)."""
     dest, src = (c.rank + 1) % c.size, (c.rank - 1) % c.size
-    got = np.zeros(3)
-    requests = [c.Irecv(got, src, 41), c.Isend(np.full(3, 2.0), dest, 41)]
-    for call in (MPI.Request.Waitall, MPI.Request.Testall, MPI.Request.Waitany, MPI.Request.Testsome):
-        try:
-            call(requests)
-        except TypeError as exc:
-            assert "mpish.comm.Waitall" in str(exc), exc
-        else:
-            raise AssertionError(f"{call.__name__} accepted secure requests")
-    Waitall(requests)
-    assert np.all(got == 2.0) and not any(requests)
-    ok("class_level_request_calls_name_the_module_functions")
+    got, got_raw = np.zeros(3), np.zeros(3)
+    requests = [c.Irecv(got, src, 41), c.Isend(np.full(3, 2.0), dest, 41),
+                raw.Irecv(got_raw, src, 42), raw.Isend(np.full(3, 5.0), dest, 42)]
+    statuses = [MPI.Status() for _ in requests]
+    assert MPI.Request.Waitall(requests, statuses) is True
+    assert np.all(got == 2.0) and np.all(got_raw == 5.0) and not any(requests)
+    assert all(r == MPI.REQUEST_NULL for r in requests)
+    first = statuses[0]
+    assert (first.Get_source(), first.Get_tag(), first.Get_count(MPI.DOUBLE)) == (src, 41, 3)
+    # objects, to oneself, received by a call that blocks inside MPI (the progress thread's work)
+    receives = [c.irecv(source=c.rank, tag=43 + i) for i in range(3)]
+    sends = [c.isend({"n": i, "big": b"x" * (i * 200_000)}, c.rank, 43 + i) for i in (2, 1, 0)]
+    assert [o["n"] for o in MPI.Request.waitall(receives)] == [0, 1, 2]
+    MPI.Request.Waitall(sends)
+    request = c.irecv(source=c.rank, tag=47)
+    assert MPI.Request.testany([request]) == (MPI.UNDEFINED, False, None)
+    assert MPI.Request.Testall([request]) is False
+    c.send("late", c.rank, 47)
+    deadline = time.monotonic() + 20
+    while True:
+        index, flag, obj = MPI.Request.testany([request])
+        if flag:
+            break
+        assert time.monotonic() < deadline, "testany never completed"
+    assert (index, obj, bool(request)) == (0, "late", False)
+    assert request.wait() is None  # completed by MPI: inactive
+    receives = [c.irecv(source=src, tag=48), c.irecv(source=src, tag=49)]
+    c.send("a", dest, 48)
+    c.send("b", dest, 49)
+    done: dict[int, object] = {}
+    while len(done) < 2:
+        indices, objects = MPI.Request.waitsome(receives)
+        done.update(zip(indices, objects, strict=True))
+    assert done == {0: "a", 1: "b"}, done
+    assert MPI.Request.Waitany(receives) == MPI.UNDEFINED
+    # a persistent request cannot be started or completed by MPI: an error, never a hang
+    persistent = c.Recv_init(got, src, 50)
+    try:
+        MPI.Prequest.Startall([persistent])
+    except MPI.Exception:
+        pass
+    else:
+        raise AssertionError("MPI.Prequest.Startall accepted a secure persistent request")
+    persistent.Free()
+    ok("mpi_class_level_calls_complete_secure_requests")
 
 
 def check_compare(c: SecureComm, raw: MPI.Intracomm) -> None:
@@ -162,7 +196,7 @@ CHECKS = [
     check_issend_completes_only_once_matched,
     check_cancel_and_get_status,
     check_dropped_request_leaves_no_posted_receive,
-    check_class_level_request_calls_name_the_module_functions,
+    check_mpi_class_level_calls_complete_secure_requests,
     check_compare,
     check_empty_message_is_received_as_none,
 ]

@@ -13,6 +13,7 @@ One job per module:
 - ``reductions.py``: Reduce, Allreduce, Reduce_scatter, Scan (folded at rank 0);
 - ``nonblocking.py``: the nonblocking collectives (run at the call, complete requests);
 - ``requests.py``: :class:`SecureRequest`, persistent requests, :func:`Waitall` & co. for lists;
+- ``handles.py``: secure requests as MPI generalized requests (``MPI.Request.Waitall`` works);
 - ``buffers.py``: mpi4py buffer arguments as byte views; :class:`Unsupported`.
 
 Records (wire/record.py): one MPI message carries exactly one record, sent with the

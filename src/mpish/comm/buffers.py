@@ -126,6 +126,29 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
     return flat, count, size
 
 
+def derived(buf: Any) -> tuple[Any, int] | None:
+    """``(buf, bytes)`` if ``buf`` is ``[buf, count, datatype]`` with a datatype that is not a
+    gap-free run of bytes (e.g. ``Create_indexed_block``), else None: such data travel packed."""
+    if not (isinstance(buf, (list, tuple)) and len(buf) == 3 and isinstance(buf[2], MPI.Datatype)):
+        return None
+    datatype, count = buf[2], buf[1]
+    if not isinstance(count, int) or _contiguous(datatype):
+        return None
+    return buf, count * datatype.Get_size()
+
+
+def pack(spec: Any, nbytes: int) -> memoryview:
+    """The data of a derived-datatype message, packed by MPI (a copy inside this process)."""
+    out = bytearray(nbytes)
+    MPI.COMM_SELF.Sendrecv(spec, 0, 0, [out, MPI.PACKED], 0, 0)
+    return memoryview(out)
+
+
+def unpack(data: Any, spec: Any) -> None:
+    """Scatter packed bytes into a derived-datatype message (a copy inside this process)."""
+    MPI.COMM_SELF.Sendrecv([data, MPI.PACKED], 0, 0, spec, 0, 0)
+
+
 def _contiguous(datatype: Any) -> bool:
     """True if a derived datatype is a gap-free run of bytes (its data are its extent)."""
     _, extent = datatype.Get_extent()

@@ -26,7 +26,7 @@ from typing import Any
 from mpi4py import MPI
 
 from ..wire.errors import MpishError, RemoteProtocolError
-from .buffers import block_view, byte_view, mpi_error, typed_vector_view, vector_view
+from .buffers import block_view, byte_view, derived, mpi_error, pack, typed_vector_view, unpack, vector_view
 from .lane import Lane, wait_all
 
 COLL_TAG = 1  # the tag of collective traffic (collectives are called in the same order)
@@ -195,13 +195,19 @@ class Collectives:
 
     def Bcast(self, buf: Any, root: int = 0) -> None:
         self._root(root)
+        spec = derived(buf)  # a derived datatype with gaps travels packed
         try:
-            view = byte_view(buf, writable=self.rank != root)
+            if spec is None:
+                view = byte_view(buf, writable=self.rank != root)
+            else:
+                view = pack(*spec) if self.rank == root else memoryview(bytearray(spec[1]))
         except Exception:
             parent, children = self._tree(root)
             self._abort(children, [] if parent is None else [parent])
             raise
         self._bcast_view(view, root)
+        if spec is not None and self.rank != root:
+            unpack(view, spec[0])
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
         self._root(root)

@@ -5,7 +5,10 @@ Records and progress are the lane's (lane.py), collectives the mixin's (collecti
 MPI's synchronous mode, so they complete only once a receive matched it, as in MPI; but
 a probe authenticates a message by receiving it, so a ``Probe``/``Iprobe`` of the
 message completes the synchronous send too (in MPI only the receive does).
-Not thread-safe: like ``MPI_THREAD_SERIALIZED``, one thread at a time per communicator.
+Its public methods hold one lock (handles.py: a progress thread completes requests while the
+program waits inside MPI), so calls from several threads run one at a time; a blocking call
+holds it while it blocks, so threads must not wait on each other's secure calls (as under
+``MPI_THREAD_SERIALIZED``).
 Everything of the mpi4py API not offered here raises :class:`Unsupported` (both
 ``NotImplementedError`` and ``AttributeError``), never silent plaintext.
 """
@@ -21,6 +24,7 @@ from mpi4py import MPI
 
 from ..wire.record import SMALL_RECORD
 from .buffers import Unsupported, byte_view, set_status
+from .handles import lock_public_methods
 from .lane import _ACTIVE, Early, Lane, Stats, wait_all
 from .messages import SecureMessage, loads
 from .nonblocking import NonBlocking
@@ -435,3 +439,6 @@ class SecureComm(NonBlocking):
         for lane in (self._p2p, self._coll):
             lane.free()
         self._freed = True
+
+
+lock_public_methods(SecureComm)  # secure code runs in one thread at a time (handles.py)

@@ -12,6 +12,7 @@ from typing import Any
 from mpi4py import MPI
 
 from .buffers import byte_view, set_status
+from .handles import lock_public_methods
 from .lane import Early, Lane, deliver_early
 from .requests import SecureRequest
 
@@ -66,28 +67,12 @@ class SecureMessage(MPI.Message):
         assert data is not None
         return loads(data)
 
-    def Irecv(self, buf: Any) -> SecureRequest:  # type: ignore[override]  # not an MPI.Request
-        request = SecureRequest(self._lane)
+    def Irecv(self, buf: Any) -> SecureRequest:
         self.Recv(buf)
-        return request
+        return SecureRequest(self._lane)  # complete already
 
-    def irecv(self) -> Any:
-        return _Done(self.recv())
+    def irecv(self) -> SecureRequest:
+        return SecureRequest(self._lane, value=self.recv())  # complete already
 
 
-class _Done:
-    """A request that completed when it was made (the irecv of a probed message)."""
-
-    def __init__(self, value: Any) -> None:
-        self._value = value
-        self._active = True
-
-    def __bool__(self) -> bool:
-        return self._active
-
-    def wait(self, status: Any = None) -> Any:
-        value, self._value, self._active = self._value, None, False
-        return value
-
-    def test(self, status: Any = None) -> tuple[bool, Any]:
-        return True, self.wait(status)
+lock_public_methods(SecureMessage)

@@ -1,15 +1,14 @@
 """Requests of a secure communicator, and the functions that complete lists of them.
 
-mpi4py's ``MPI.Request.Waitall`` and friends hand the list to MPI, which knows nothing
-of the records behind a :class:`SecureRequest` (MPI's generalized requests cannot be
-progressed from Python while MPI waits, and a receive is complete only once its records
-are authenticated and decrypted), so they refuse secure requests before MPI sees any:
-a ``TypeError`` whose message names this module's functions (the class's name carries
-it, as mpi4py's type check prints only that). The module functions here
-(``mpish.comm.Waitall``, ``waitall``, ``Testall``, ``Waitany``...; also as
-``SecureRequest.Waitall``...) take secure and raw requests alike. As in MPI, a completed
-request is inactive: it is false, and waiting on it again returns at once with an empty
-status (``wait()`` returns None).
+A :class:`SecureRequest` is an ``MPI.Grequest`` whose handle MPI considers complete once
+the secure operation is (handles.py): mpi4py's ``MPI.Request.Waitall``, ``waitany``,
+``Testsome``... complete lists that mix secure and raw requests. The module functions
+here (``mpish.comm.Waitall``, ``waitall``, ``Testall``, ``Waitany``...) do the same
+without MPI's help (and without the progress thread). As in MPI, a completed request is
+inactive: it is false, and waiting on it again returns at once with an empty status
+(``wait()`` returns None). Persistent requests are not generalized requests MPI can
+start: ``MPI.Prequest.Startall`` and MPI's class-level completion calls refuse them
+(``ERR_REQUEST``); use their methods and ``mpish.comm.Startall``/``Waitall``.
 
 A secure receive request that is garbage-collected while its receive is still posted is
 cancelled (a message already matched by it is received and dropped): nobody can wait on
@@ -20,16 +19,35 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from mpi4py import MPI
 
 from .buffers import Unsupported, set_status
+from .handles import (
+    LOCK,
+    HandleState,
+    complete,
+    lock_public_methods,
+    locked,
+    refuse,
+    start_handle,
+    unwatch,
+    watch,
+)
 from .lane import _ACTIVE, Lane, PostedRecv, progress, wait_all
 
 
-class SecureRequest:
-    """A request of a secure communicator (the subset of ``MPI.Request`` mpish supports)."""
+class SecureRequest(MPI.Grequest):
+    """A request of a secure communicator: an ``MPI.Request`` whose handle is real (handles.py)."""
+
+    _state: HandleState
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SecureRequest:
+        state = HandleState()
+        request = super().__new__(cls, start_handle(state))
+        request._state = state  # set before __init__
+        return request
 
     def __init__(
         self,
@@ -39,6 +57,7 @@ class SecureRequest:
         buffers: list[Any] | None = None,
         posted: PostedRecv | None = None,
         is_object: bool = False,
+        value: Any = None,
     ) -> None:
         self._lane = lane
         self._sends = sends or []
@@ -47,54 +66,98 @@ class SecureRequest:
         self._is_object = is_object
         self._active = True
         self._cancelled = False  # Cancel cancelled the receive
+        self._outcome: tuple[Any, ...] | None = None  # (result, obj, error) once settled
+        self._value = value
+        if not self._sends and posted is None:
+            self._settle()  # complete already (a collective run at the call, a probed message)
+        else:
+            watch(self)
 
     def __del__(self) -> None:
-        """Cancel a receive nobody can wait on any more (module doc)."""
-        posted = self.__dict__.get("_posted")
-        if posted is None or posted.done or not self.__dict__.get("_active"):
+        """Cancel a receive nobody can wait on any more (module doc); release the handle."""
+        if not self.__dict__.get("_active") or "_state" not in self.__dict__:
             return
         try:
-            if not MPI.Is_finalized():
-                self.Cancel()
+            if MPI.Is_finalized():
+                return
+            with LOCK:
+                posted = self._posted
+                if posted is not None and not posted.done:
+                    self.Cancel()
+                if MPI.Request.__bool__(self):
+                    refuse(self, self._state)
+                    MPI.Request.Free(self)
         except Exception:  # noqa: S110 - nothing to report to at collection time
             pass
 
+    def _consumed(self) -> bool:
+        """True once completed (by mpish, or by MPI's class-level calls on the handle)."""
+        if self._active and self._outcome is not None and not MPI.Request.__bool__(self):
+            self._active = False  # MPI completed and freed the handle (MPI.Request.Waitall...)
+        return not self._active
+
     def __bool__(self) -> bool:
         """True until completed, as an mpi4py request is until it becomes MPI.REQUEST_NULL."""
-        return self._active
+        return not self._consumed()
+
+    def _settle(self) -> None:
+        """Record the outcome of a finished operation and complete the MPI handle with it."""
+        if self._outcome is not None:
+            return
+        posted, self._posted = self._posted, None
+        obj, error, result = self._value, None, (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+        self._value = None
+        if posted is not None:
+            error = posted.error
+            if error is None:
+                assert posted.result is not None
+                result = posted.result
+                if self._is_object and posted.obj:  # else a buffer, from PROC_NULL, or empty: None
+                    try:
+                        obj = pickle.loads(posted.obj)  # noqa: S301 - authenticated bytes (lane.py)
+                    except Exception as exc:
+                        error = exc
+        self._buffers = None
+        self._outcome = (result, obj, error)
+        state = self._state
+        state.result, state.error, state.cancelled = result, error, self._cancelled
+        unwatch(self)
+        complete(self, state, obj)
+
+    def _poll_handle(self) -> bool:
+        """The progress thread's test: complete the handle if the operation finished."""
+        if self._outcome is not None or not self._active or not self._ready(block=False):
+            return False
+        self._settle()
+        return True
 
     def _finish(self, status: Any) -> Any:
         """Mark complete; set ``status``; return the received object (for wait/test)."""
-        if not self._active:
+        if self._consumed():
             set_status(status, MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
             return None
+        self._settle()
         self._active = False
-        posted = self._posted
-        if posted is None:
-            set_status(status, MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
-            self._buffers = None
-            if status is not None and self._cancelled:
-                status.Set_cancelled(True)
-            return None
-        self._posted = None
-        if posted.error is not None:
-            raise posted.error
-        assert posted.result is not None
-        set_status(status, *posted.result)
+        assert self._outcome is not None
+        result, obj, error = self._outcome
+        self._outcome = (result, None, None)
+        if MPI.Request.__bool__(self):
+            MPI.Request.Free(self)  # completed: MPI frees it at once
+        if error is not None:
+            raise error
+        set_status(status, *result)
         if status is not None and self._cancelled:
             status.Set_cancelled(True)
-        if not self._is_object or not posted.obj:  # a buffer, from MPI.PROC_NULL, or empty (as mpi4py)
-            return None
-        return pickle.loads(posted.obj)  # noqa: S301 - authenticated bytes from a peer holding an authorized key
+        return obj
 
     def _pending(self) -> bool:
         """True while an operation is under way (False once completed, or for an idle persistent one)."""
-        return self._active
+        return not self._consumed()
 
     def __eq__(self, other: object) -> bool:
         """Equal to MPI.REQUEST_NULL once completed (mpi4py sets the handle to null), else identity."""
-        if isinstance(other, MPI.Request) and other == MPI.REQUEST_NULL:
-            return not bool(self)
+        if isinstance(other, MPI.Request) and not isinstance(other, SecureRequest):
+            return bool(other == MPI.REQUEST_NULL) and not bool(self)
         return self is other
 
     def __ne__(self, other: object) -> bool:
@@ -103,7 +166,7 @@ class SecureRequest:
     __hash__ = object.__hash__
 
     def _ready(self, *, block: bool) -> bool:
-        if not self._active:
+        if self._consumed() or self._outcome is not None:
             return True
         if self._posted is not None and not self._lane.complete(self._posted, block=block):
             return False
@@ -117,7 +180,7 @@ class SecureRequest:
         progress()
         return False
 
-    def Wait(self, status: Any = None) -> bool:
+    def Wait(self, status: Any = None) -> Literal[True]:
         self._ready(block=True)
         self._finish(status)
         return True
@@ -143,7 +206,7 @@ class SecureRequest:
         As in MPI the request stays active: complete it (Wait, Test, Free); its status then
         says whether it was cancelled (``Is_cancelled``).
         """
-        if not self._active:
+        if self._consumed() or self._outcome is not None:
             return
         # Sends are never cancelled (MPI lets a cancel fail; MPICH's cancel of a pending
         # synchronous send crashed the process here): they complete as usual.
@@ -168,23 +231,23 @@ class SecureRequest:
 
     def Get_status(self, status: Any = None) -> bool:
         """True if the operation is complete (``status`` set), without completing the request."""
-        if not self._active or not self._ready(block=False):
-            if not self._active:
-                set_status(status, MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
-            return not self._active
-        if status is not None:
-            posted = self._posted
-            result = posted.result if posted is not None and posted.result is not None else None
-            set_status(status, *(result or (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)))
-            if self._cancelled:
-                status.Set_cancelled(True)
+        if self._consumed():
+            set_status(status, MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+            return True
+        if not self._ready(block=False):
+            return False
+        self._settle()
+        assert self._outcome is not None
+        set_status(status, *self._outcome[0])
+        if status is not None and self._cancelled:
+            status.Set_cancelled(True)
         return True
 
     get_status = Get_status
 
     def Free(self) -> None:
         """Complete the request in the background (here: wait for it), then forget it."""
-        if self._active:
+        if not self._consumed():
             self.Wait()
 
     free = Free
@@ -192,7 +255,7 @@ class SecureRequest:
     # The class-level forms, as in mpi4py (MPI.Request.Waitall): the module functions below.
 
     @staticmethod
-    def Waitall(requests: Sequence[Any], statuses: list[Any] | None = None) -> bool:
+    def Waitall(requests: Sequence[Any], statuses: list[Any] | None = None) -> Literal[True]:
         return Waitall(requests, statuses)
 
     @staticmethod
@@ -217,15 +280,8 @@ class SecureRequest:
 
     def __getattr__(self, name: str) -> Any:
         raise Unsupported(
-            f"SecureRequest.{name} is not supported by mpish.secure (MPI.Request's class methods "
-            "cannot complete secure requests: use mpish.comm.Waitall and friends)"
+            f"SecureRequest.{name} is not supported by mpish.secure"
         )
-
-
-# mpi4py's type check (MPI.Request.Waitall(...) and friends) prints only the class's
-# name: let that name say what to use instead (module doc). repr() shows __qualname__.
-_ADVICE = " (secure: MPI.Request's class methods cannot complete it; use mpish.comm.Waitall & co.)"
-SecureRequest.__name__ += _ADVICE
 
 
 class PersistentRequest(SecureRequest):
@@ -237,6 +293,7 @@ class PersistentRequest(SecureRequest):
 
     def __init__(self, lane: Lane, start: Callable[[], SecureRequest]) -> None:
         super().__init__(lane)
+        refuse(self, self._state)  # MPI's class-level calls cannot Start or complete it (README)
         self._start = start
         self._inner: SecureRequest | None = None
         self._freed = False
@@ -248,7 +305,7 @@ class PersistentRequest(SecureRequest):
     def _pending(self) -> bool:
         return self._inner is not None
 
-    def Start(self) -> None:
+    def Start(self) -> None:  # type: ignore[override]  # MPI.Grequest.Start is a class method
         if self._freed:
             raise ValueError("Start of a freed persistent request")
         if self._inner is not None:
@@ -283,13 +340,15 @@ class PersistentRequest(SecureRequest):
         if self._inner is not None:
             self.Wait()
         self._freed = True
+        if MPI.Request.__bool__(self):
+            MPI.Request.Free(self)
 
     free = Free
 
 
-PersistentRequest.__name__ += _ADVICE
 
 
+@locked
 def Startall(requests: Sequence[Any]) -> None:
     """Start every persistent request (secure or raw)."""
     for request in requests:
@@ -311,13 +370,15 @@ def _active(request: Any) -> bool:
     return bool(request)  # MPI.Request: not MPI.REQUEST_NULL (an inactive Prequest: see Get_status)
 
 
-def Waitall(requests: Sequence[Any], statuses: list[Any] | None = None) -> bool:
+@locked
+def Waitall(requests: Sequence[Any], statuses: list[Any] | None = None) -> Literal[True]:
     """Wait for every request (in order; each wait progresses the others)."""
     for index, request in enumerate(requests):
         request.Wait(_status_at(statuses, index))
     return True
 
 
+@locked
 def waitall(requests: Sequence[Any], statuses: list[Any] | None = None) -> list[Any]:
     """Wait for every request; return the received objects (None for sends)."""
     return [request.wait(_status_at(statuses, index)) for index, request in enumerate(requests)]
@@ -333,6 +394,7 @@ def _all_ready(requests: Sequence[Any]) -> bool:
     return True
 
 
+@locked
 def Testall(requests: Sequence[Any], statuses: list[Any] | None = None) -> bool:
     """If every request is done, complete them all and return True; else False (none completed)."""
     if not _all_ready(requests):
@@ -341,6 +403,7 @@ def Testall(requests: Sequence[Any], statuses: list[Any] | None = None) -> bool:
     return Waitall(requests, statuses)
 
 
+@locked
 def testall(requests: Sequence[Any], statuses: list[Any] | None = None) -> tuple[bool, list[Any] | None]:
     """(True, received objects) if every request is done, else (False, None)."""
     if not _all_ready(requests):
@@ -364,6 +427,7 @@ def _first_done(requests: Sequence[Any]) -> int | None:
     return None if any_active else MPI.UNDEFINED
 
 
+@locked
 def Waitany(requests: Sequence[Any], status: Any = None) -> int:
     """Index of a completed request (now inactive), or MPI.UNDEFINED if none is active."""
     while True:
@@ -377,6 +441,7 @@ def Waitany(requests: Sequence[Any], status: Any = None) -> int:
         progress()
 
 
+@locked
 def waitany(requests: Sequence[Any], status: Any = None) -> tuple[int, Any]:
     """(index, object) of a completed request; (MPI.UNDEFINED, None) if none is active."""
     while True:
@@ -388,6 +453,7 @@ def waitany(requests: Sequence[Any], status: Any = None) -> tuple[int, Any]:
         progress()
 
 
+@locked
 def Testany(requests: Sequence[Any], status: Any = None) -> tuple[int, bool]:
     """(index, True) if one completed, (UNDEFINED, True) if none is active, else (UNDEFINED, False)."""
     index = _first_done(requests)
@@ -398,6 +464,7 @@ def Testany(requests: Sequence[Any], status: Any = None) -> tuple[int, bool]:
     return index, True
 
 
+@locked
 def Waitsome(requests: Sequence[Any], statuses: list[Any] | None = None) -> list[int] | None:
     """Indices of the requests that completed (at least one), or None if none is active."""
     first = Waitany(requests)
@@ -416,6 +483,7 @@ def Waitsome(requests: Sequence[Any], statuses: list[Any] | None = None) -> list
     return sorted(done)
 
 
+@locked
 def Testsome(requests: Sequence[Any], statuses: list[Any] | None = None) -> list[int] | None:
     """Indices of the requests that completed now ([] if none), or None if none is active."""
     if not any(_active(r) for r in requests):
@@ -425,3 +493,7 @@ def Testsome(requests: Sequence[Any], statuses: list[Any] | None = None) -> list
         if _active(request) and request.Test(_status_at(statuses, index)):
             done.append(index)
     return done
+
+
+for _cls in (SecureRequest, PersistentRequest):
+    lock_public_methods(_cls)

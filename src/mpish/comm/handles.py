@@ -1,0 +1,239 @@
+"""Real MPI handles for secure requests, so that ``MPI.Request.Waitall`` & co. complete them.
+
+Theory of operation
+-------------------
+mpi4py's class-level calls (``MPI.Request.Waitall/Testall/Waitany/Testsome``, their
+lowercase object forms, ``MPI.Request.Wait(req)``) take the MPI handle of every request in
+the list and give the whole list to MPI. A secure request is an ``MPI.Grequest`` (a
+generalized request, MPI's own mechanism for operations that the library completes):
+its handle is real, and MPI considers it complete once mpish calls ``Grequest.complete``.
+A secure operation completes only once its records are authenticated and decrypted,
+which is mpish's code: while the program sits inside MPI (``MPI_Waitall``, which releases
+the GIL), a progress thread does that work. It runs only while some secure request's
+handle is not yet complete, polls with a short back-off, and does its work holding
+:data:`LOCK`, which every public entry point of the secure communicator, its requests and
+messages also holds once the thread exists (the thread is started by the first
+nonblocking request; until then the program has one thread and pays nothing; the call that
+starts it holds no lock, so the thread waits until the starting thread has left this
+package's code): secure code never runs in two threads at once, and the thread never
+blocks in MPI (it only tests). The object of a lowercase receive is handed to MPI's handle
+(``complete(obj)``), so ``MPI.Request.waitall`` returns it, and the handle's query
+callback reports the status (source, tag, count, cancelled) MPI gives the caller.
+
+This needs ``MPI_THREAD_MULTIPLE`` (mpi4py's default). Under a lower thread level there
+is no thread, and a handle given to MPI's class-level calls fails with MPI's
+``ERR_REQUEST`` (never a hang, never a silent success): use ``mpish.comm.Waitall`` & co.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from mpi4py import MPI
+
+from .buffers import set_status
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+LOCK = threading.RLock()  # held by all secure code (module doc)
+_COND = threading.Condition(threading.Lock())  # guards _WATCHED and _THREAD
+_WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()  # requests whose handle is not complete yet
+_THREAD: list[threading.Thread] = []
+_STOP = threading.Event()
+_MIN_DELAY, _MAX_DELAY = 20e-6, 2e-3  # seconds between polls: doubles while idle
+
+
+_DEPTH = [0]  # nesting of locked calls in the thread holding LOCK
+_CLASSES: list[type] = []  # their public methods take LOCK once the thread exists
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def locked(function: F) -> F:
+    """``function`` run holding :data:`LOCK`; on the way out of the outermost call, every
+    handle whose operation finished meanwhile is completed, so that MPI's class-level
+    calls made right after see it complete (as MPI would), without waiting for the thread."""
+    acquire, release, depth = LOCK.acquire, LOCK.release, _DEPTH
+    watched = _WATCHED.data  # type: ignore[attr-defined]  # the live references: a cheap test
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        acquire()
+        depth[0] += 1
+        try:
+            result = function(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+            try:
+                if not depth[0] and watched:
+                    _poll_watched()
+            finally:
+                release()
+        return result
+
+    return call  # type: ignore[return-value]
+
+
+def lock_public_methods(cls: type) -> None:
+    """Have every public method of ``cls`` take :data:`LOCK`, from the moment the progress
+    thread starts (before it, there is one thread: no lock, no cost on the hot paths)."""
+    _CLASSES.append(cls)
+    if _THREAD:
+        _wrap(cls)
+
+
+def _wrap(cls: type) -> None:
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        raw = _own_attr(cls, name)
+        value = getattr(cls, name, None)
+        if isinstance(raw, (staticmethod, classmethod, property)) or not callable(value):
+            continue
+        if not hasattr(value, "__code__") or getattr(value, "__wrapped__", None) is not None:
+            continue  # MPI's own (C) methods, or wrapped already
+        setattr(cls, name, locked(value))
+
+
+def _own_attr(cls: type, name: str) -> Any:
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    return None
+
+
+def _in_secure_code(thread_id: int) -> bool:
+    """True while that thread runs code of this package (it may hold no lock yet)."""
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_HERE):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _poll_watched() -> bool:
+    """Complete the handles whose operation finished (holding LOCK); True if any did."""
+    _DEPTH[0] += 1  # a request collected meanwhile must not poll again
+    requests: list[Any] = []
+    try:
+        with _COND:
+            requests = list(_WATCHED)
+        return any([request._poll_handle() for request in requests])
+    except Exception:  # reported by the request's own wait
+        return False
+    finally:
+        requests.clear()  # a request collected here is cancelled holding the lock
+        _DEPTH[0] -= 1
+
+
+class HandleState:
+    """What the handle's query callback reports (kept apart from the request: no cycle)."""
+
+    __slots__ = ("cancelled", "completed", "error", "refuse", "result")
+
+    def __init__(self) -> None:
+        self.result: tuple[int, int, int] = (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+        self.error: BaseException | None = None
+        self.cancelled = False
+        self.refuse = False  # MPI's class-level calls may not complete this request
+        self.completed = False  # Grequest.complete was called
+
+
+def _query(status: Any, state: HandleState) -> None:
+    if state.refuse:
+        raise MPI.Exception(MPI.ERR_REQUEST)
+    if state.error is not None:
+        raise state.error if isinstance(state.error, MPI.Exception) else MPI.Exception(MPI.ERR_OTHER)
+    set_status(status, *state.result)
+    status.Set_cancelled(state.cancelled)
+
+
+@functools.cache
+def threads_ok() -> bool:
+    return bool(MPI.Query_thread() >= MPI.THREAD_MULTIPLE)
+
+
+def start_handle(state: HandleState) -> Any:
+    """A new generalized request reporting ``state``; without thread support it is complete
+    at once and its query fails (MPI's waits raise ERR_REQUEST, never hang)."""
+    request = MPI.Grequest.Start(_query, None, None, args=(state,))
+    if not threads_ok():
+        refuse(request, state)
+    return request
+
+
+def refuse(request: Any, state: HandleState) -> None:
+    """Complete ``request``'s handle now, with a query that fails (ERR_REQUEST)."""
+    state.refuse = True
+    if not state.completed:
+        state.completed = True
+        MPI.Grequest.Complete(request)
+
+
+def complete(request: Any, state: HandleState, obj: Any) -> None:
+    """Complete ``request``'s handle with the received object (mpi4py's waitall returns it)."""
+    if not state.completed:
+        state.completed = True
+        MPI.Grequest.complete(request, obj)
+
+
+def watch(request: Any) -> None:
+    """Have the progress thread complete ``request``'s handle while MPI waits on it."""
+    if not threads_ok():
+        return
+    with _COND:
+        _WATCHED.add(request)
+        if not _THREAD:  # secure calls take the lock from now on; this one has not
+            for cls in _CLASSES:
+                _wrap(cls)
+            starter = threading.get_ident()
+            thread = threading.Thread(target=_run, args=(starter,), name="mpish-progress", daemon=True)
+            _THREAD.append(thread)
+            thread.start()
+        _COND.notify()
+
+
+def unwatch(request: Any) -> None:
+    with _COND:
+        _WATCHED.discard(request)
+
+
+def _run(starter: int) -> None:
+    while _in_secure_code(starter) and not _STOP.is_set():  # the call that started us holds no lock
+        time.sleep(_MIN_DELAY)
+    delay = _MIN_DELAY
+    while True:
+        with _COND:
+            while not _WATCHED and not _STOP.is_set():
+                _COND.wait()
+            if _STOP.is_set():
+                return
+        time.sleep(delay)
+        done = False
+        if LOCK.acquire(blocking=False):
+            try:
+                if _STOP.is_set() or MPI.Is_finalized():
+                    return
+                done = _poll_watched()
+            finally:
+                LOCK.release()
+        delay = _MIN_DELAY if done else min(2 * delay, _MAX_DELAY)
+
+
+@atexit.register
+def _stop() -> None:
+    """Stop the thread before mpi4py finalizes MPI (atexit runs this first: registered later)."""
+    _STOP.set()
+    with _COND:
+        _COND.notify_all()
+        threads = list(_THREAD)
+    for thread in threads:
+        thread.join(timeout=5)

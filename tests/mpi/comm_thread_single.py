@@ -1,0 +1,53 @@
+"""Run under mpiexec: with MPI initialized below MPI_THREAD_MULTIPLE there is no progress
+thread, so MPI's class-level calls refuse a secure request that is not complete yet
+(``ERR_REQUEST``) instead of hanging; mpish.comm.Waitall still completes it.
+
+Prints ``OK <check>`` and ``ALL OK``; any failure aborts the job.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import traceback
+
+import mpi4py
+
+mpi4py.rc.thread_level = "single"
+
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+import mpish  # noqa: E402
+from mpish.comm import Waitall  # noqa: E402
+
+
+def main() -> None:
+    assert MPI.Query_thread() < MPI.THREAD_MULTIPLE
+    c = mpish.secure(MPI.COMM_WORLD)
+    got = np.zeros(4)
+    receive = c.Irecv(got, c.rank, 5)  # nothing sent yet: only mpish can complete it
+    try:
+        MPI.Request.Waitall([receive])
+    except MPI.Exception as exc:  # MPI_Waitall reports the request's error in its status
+        assert exc.Get_error_class() in (MPI.ERR_REQUEST, MPI.ERR_IN_STATUS), exc
+    else:
+        raise AssertionError("MPI.Request.Waitall returned on an incomplete secure request")
+    assert not any(t.name == "mpish-progress" for t in threading.enumerate())
+    c.Send(np.full(4, 3.0), c.rank, 5)
+    Waitall([receive])
+    assert np.all(got == 3.0) and not receive
+    c.Free()
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print("OK class_level_calls_refuse_without_thread_support", flush=True)
+        print("ALL OK", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BaseException:
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)
