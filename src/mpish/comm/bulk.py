@@ -10,9 +10,19 @@ MORE except the last. First and continuation records share the (direction, tag)
 counter, so a receiver accepts on each (source, tag) only increasing counters, and a
 continuation record only with exactly the next counter and exactly the expected length.
 A sender posts every record (``Isend``) before it blocks on anything (posted.py's
-progress argument). Continuation records are decrypted in place only after their
-header (length, counter, flags) matched what the authenticated first record announced,
-into the bytes that the genuine record overwrites.
+progress argument). A receiver keeps up to :data:`_DEPTH` continuation receives posted.
+A record is opened only after its header (length, counter, flags) matched what the
+authenticated first record announced, and is decrypted into the lane's scratch buffer
+(256 KiB, in cache); the plaintext is copied into the user's buffer only after the tag
+verified, so a forged record's bytes never reach user memory, even during the call.
+
+Speed (MPICH shared memory, 2026-12-04): MPICH moves a message of 8 KiB or more with
+CMA (process_vm_readv), done by the receiving process. The receiving core therefore
+copies every record and decrypts it, while the sender's core only seals; a bare
+prototype of this pipeline (no checks) timed 256 KiB records at about 30 us to arrive
+and 15 us to open, against 16 us per 256 KiB for a raw 16 MiB message. Reaching 0.6 of
+raw at 16 MiB needs the receiver's copy gone (e.g. the sender sealing into a shared
+memory window), not more overlap.
 """
 
 from __future__ import annotations
