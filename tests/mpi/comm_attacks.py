@@ -19,8 +19,9 @@ from mpi_main import run
 
 import mpish
 from mpish.comm import COLL_TAG, SecureComm
+from mpish.comm.bulk import BULK_CHUNK
 from mpish.wire.errors import AuthenticationError, RemoteProtocolError, ReplayError
-from mpish.wire.record import HEADER, HEADER_SIZE, RecordType
+from mpish.wire.record import FLAG_MORE, HEADER, HEADER_SIZE, RecordType
 
 MARKER = sys.argv[1]
 WORLD = MPI.COMM_WORLD
@@ -210,6 +211,18 @@ def victim_section3(c: SecureComm) -> None:
     assert c.recv(None, 0, 17) == "after oversize"
     expect("oversized-message", 1, (RemoteProtocolError,))
     sync()
+    # Continuation records forged with the expected counters, lengths and flags, then a
+    # replayed genuine one, among a pipelined receive's posted records: the genuine
+    # messages arrive intact and nothing of the forged ones is in the user's buffer.
+    user = np.full(1 << 20, 9, "u1")
+    c.Recv(user, 0, 18)
+    assert np.all(user == 5)
+    expect("forged-continuations", 2, (AuthenticationError, ReplayError))
+    sync()
+    c.Recv(user, 0, 18)
+    assert np.all(user == 6)
+    expect("replayed-continuation", 1, (ReplayError,))
+    sync()
 
 
 def attacker_section3(c: SecureComm) -> None:
@@ -251,6 +264,21 @@ def attacker_section3(c: SecureComm) -> None:
     sync()
     raw.Send(bytearray(2 << 20), 1, 17)
     c.send("after oversize", 1, 17)
+    sync()
+    first = c._p2p.sealers[1].next_counter(18)  # the genuine message's first record
+    forged = []  # sent with Isend: a record this large is received only once its receive is posted
+    for k in (1, 2):  # its first two continuation records, as an attacker would guess them
+        body = BULK_CHUNK + 16
+        header = HEADER.pack(1, RecordType.DATA, FLAG_MORE, 0, session, 0, 1, 18, first + k, body)
+        forged.append(bytearray(header + os.urandom(body)))
+    requests = [bulk.Isend(record, 1, 18) for record in forged]
+    c.Send(np.full(1 << 20, 5, "u1"), 1, 18)
+    MPI.Request.Waitall(requests)
+    replay = bytearray(c._p2p._pool[1][: HEADER_SIZE + BULK_CHUNK + 16])  # its second continuation record
+    sync()
+    request = bulk.Isend(replay, 1, 18)
+    c.Send(np.full(1 << 20, 6, "u1"), 1, 18)
+    request.Wait()
     sync()
 
 

@@ -86,7 +86,8 @@ class Lane(PostedReceives, LongMessages):
         self._tx: bytearray | None = None  # one-record messages of SMALL_RECORD..SINGLE_MAX bytes
         self._pool: list[bytearray] = []  # RECORD_MAX buffers of blocking long sends
         self._rx = bytearray(FIRST_MAX)  # first records (a longer message is forged: truncated, dropped)
-        self._bulk_rx: tuple[bytearray, bytearray] | None = None  # continuation records
+        self._bulk_rx: list[bytearray] | None = None  # continuation records (bulk.py)
+        self._scratch = bytearray(0)  # their plaintext before it is copied to the user (bulk.py)
         self._spare: list[bytearray] = []  # FIRST_MAX buffers of finished posted receives
         self._status = MPI.Status()
         self._last: dict[Envelope, int] = {}  # (source, tag) -> last counter processed
