@@ -86,18 +86,26 @@ def _encode_private(identity: Identity) -> str:
     return "\n".join([_ARMOUR_BEGIN, *lines, _ARMOUR_END]) + "\n"
 
 
+_REPLACE_HINT = (
+    "move it away (keep it if it may be repaired) and run 'mpish keygen' for a new identity; "
+    "hosts and ranks that trusted the old key must then be given the new one"
+)
+
+
 def _decode_private(text: str, path: Path) -> Identity:
-    corrupt = f"the private key file '{path}' is corrupt"
+    def corrupt(why: str) -> KeyFormatError:
+        return KeyFormatError(f"the private key file '{path}' is corrupt: {why}; {_REPLACE_HINT}")
+
     lines = [ln.strip() for ln in text.strip().splitlines()]
     if len(lines) < 3 or lines[0] != _ARMOUR_BEGIN or lines[-1] != _ARMOUR_END:
-        raise KeyFormatError(f"{corrupt}: not an mpish private key (missing armour lines)")
+        raise corrupt("not an mpish private key (missing armour lines)")
     try:
         blob = base64.b64decode("".join(lines[1:-1]).encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
-        raise KeyFormatError(f"{corrupt}: invalid base64") from exc
+        raise corrupt("invalid base64") from exc
     head = len(_MAGIC) + 1
     if len(blob) < head or blob[: len(_MAGIC)] != _MAGIC:
-        raise KeyFormatError(f"{corrupt}: bad magic")
+        raise corrupt("bad magic")
     if blob[len(_MAGIC)] != _BLOB_VERSION:
         raise KeyFormatError(
             f"the private key file '{path}' has format version {blob[len(_MAGIC)]}, "
@@ -105,19 +113,19 @@ def _decode_private(text: str, path: Path) -> Identity:
         )
     fixed = head + 2 * KEY_LEN + 2
     if len(blob) < fixed:
-        raise KeyFormatError(f"{corrupt}: truncated")
+        raise corrupt("truncated")
     raw_private = blob[head : head + KEY_LEN]
     stored_public = blob[head + KEY_LEN : head + 2 * KEY_LEN]
     (comment_len,) = struct.unpack(">H", blob[fixed - 2 : fixed])
     if len(blob) != fixed + comment_len:
-        raise KeyFormatError(f"{corrupt}: wrong length")
+        raise corrupt("wrong length")
     try:
         comment = check_comment(blob[fixed:].decode("utf-8"))
     except (UnicodeDecodeError, KeyFormatError) as exc:
-        raise KeyFormatError(f"{corrupt}: bad comment") from exc
+        raise corrupt("bad comment") from exc
     private = X25519PrivateKey.from_private_bytes(raw_private)
     if public_bytes(private) != stored_public:
-        raise KeyFormatError(f"{corrupt}: its public part does not match its private part")
+        raise corrupt("its public part does not match its private part")
     return Identity(private=private, public=stored_public, comment=comment)
 
 
@@ -130,7 +138,7 @@ def load_identity(home: str | os.PathLike[str] | None = None) -> Identity:
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
-        raise KeyFormatError(f"the private key file '{path}' is corrupt: not text") from None
+        raise KeyFormatError(f"the private key file '{path}' is corrupt: not text; {_REPLACE_HINT}") from None
     return _decode_private(text, path)
 
 
