@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import stat
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -178,16 +179,21 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
     return ended or repl.last_status
 
 
-def stdin_to_send(nostdin: bool) -> int | None:
-    """The fd that ``-c`` broadcasts as the command's stdin: 0, unless ``--nostdin``, or
-    stdin is a terminal (as clush: nothing is read from it) or closed."""
+def stdin_to_send(nostdin: bool, fd: int = 0) -> int | None:
+    """The fd that ``-c`` broadcasts as the command's stdin: ``fd``, unless ``--nostdin``, or
+    it is a terminal (as clush: nothing is read from it), closed, ``/dev/null`` or an empty
+    file (cron's and CI's stdin: nothing to send, so ``-f`` keeps its fan-out limit)."""
     try:
-        if nostdin or os.isatty(0):
+        if nostdin or os.isatty(fd):
             return None
-        os.fstat(0)
+        info = os.fstat(fd)
+        if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
+            return None
+        if stat.S_ISREG(info.st_mode) and info.st_size <= os.lseek(fd, 0, os.SEEK_CUR):
+            return None
     except OSError:
         return None
-    return 0
+    return fd
 
 
 def run_once(console: Any, args: argparse.Namespace) -> int:
