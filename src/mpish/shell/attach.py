@@ -223,8 +223,9 @@ def terminal_fds(tty_stream: IO[str] | None, what: str = ":attach") -> tuple[int
         return tty_stream.fileno(), tty_stream.fileno()
     if os.isatty(0) and os.isatty(1):
         return 0, 1
-    raise AttachError(f"{what} needs the console on a terminal, and it has none here (stdin and stdout "
-                      "must be one; a launcher's rank 0 often has none: use mpish -n K, or srun --pty)")
+    raise AttachError(f"{what} needs the console on a terminal, and it has none here: run it from a "
+                      "terminal, with stdin and stdout on it (under an MPI launcher rank 0 often has "
+                      "none: use mpish -n K, or srun --pty)")
 
 
 def run_builtin(console: Console, default: frozenset[int], rest: str, tty_stream: IO[str] | None,
