@@ -226,10 +226,14 @@ def victim_section3(c: SecureComm) -> None:
     sync()
     # A record moved between the main and the bulk communicator (its role is authenticated):
     # dropped unopened and counted; the genuine message and the next one still arrive.
-    for tag, name in ((19, "moved-continuation"), (20, "moved-first-record")):
+    cases = ((19, "moved-continuation"), (20, "moved-first-record"), (21, "moved-continuation-irecv"))
+    for tag, name in cases:
         got = np.zeros(len(MOVED), "u1")
         status = MPI.Status()
-        c.Recv(got, 0, tag, status)
+        if tag == 21:
+            c.Irecv(got, 0, tag).Wait(status)
+        else:
+            c.Recv(got, 0, tag, status)
         assert status.Get_count(MPI.BYTE) == len(MOVED) and got.tobytes() == MOVED, (name, status.Get_count())
         expect(name, 1, (RemoteProtocolError,))
         assert c.recv(None, 0, tag) == "after moved"
@@ -302,14 +306,15 @@ def attacker_moved_roles(c: SecureComm) -> None:
     """A long message's genuine records, sealed as post_long seals them; the "network" delivers
     a copy of one on the other communicator first: (tag 19) the last continuation record (44 KiB,
     not flagged MORE: shaped like a one-record message) on the main communicator before the
-    first record; (tag 20) the first record on the bulk communicator before the continuations."""
+    first record (tag 21: the same, received by a posted Irecv); (tag 20) the first record on the
+    bulk communicator before the continuations."""
     raw, bulk = c.raw, c._comms[1]
     sealer = c._p2p.sealers[1]
-    for tag in (19, 20):
+    for tag in (19, 20, 21):
         first = sealer.seal(struct.pack(">Q", len(MOVED)), channel=tag, flags=FLAG_MORE)
         more = sealer.seal(MOVED[:BULK_CHUNK], channel=tag, flags=FLAG_MORE | FLAG_CONTINUATION)
         last = sealer.seal(MOVED[BULK_CHUNK:], channel=tag, flags=FLAG_CONTINUATION)
-        if tag == 19:
+        if tag != 20:
             raw.Send(last, 1, tag)  # the captured bulk record, early on the main communicator
             raw.Send(first, 1, tag)
         else:
