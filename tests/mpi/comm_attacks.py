@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import sys
 
 import numpy as np
@@ -21,7 +22,7 @@ import mpish
 from mpish.comm import COLL_TAG, SecureComm
 from mpish.comm.bulk import BULK_CHUNK
 from mpish.wire.errors import AuthenticationError, RemoteProtocolError, ReplayError
-from mpish.wire.record import FLAG_MORE, HEADER, HEADER_SIZE, RecordType
+from mpish.wire.record import FLAG_CONTINUATION, FLAG_MORE, HEADER, HEADER_SIZE, RecordType
 
 MARKER = sys.argv[1]
 WORLD = MPI.COMM_WORLD
@@ -223,6 +224,20 @@ def victim_section3(c: SecureComm) -> None:
     assert np.all(user == 6)
     expect("replayed-continuation", 1, (ReplayError,))
     sync()
+    # A record moved between the main and the bulk communicator (its role is authenticated):
+    # dropped unopened and counted; the genuine message and the next one still arrive.
+    cases = ((19, "moved-continuation"), (20, "moved-first-record"), (21, "moved-continuation-irecv"))
+    for tag, name in cases:
+        got = np.zeros(len(MOVED), "u1")
+        status = MPI.Status()
+        if tag == 21:
+            c.Irecv(got, 0, tag).Wait(status)
+        else:
+            c.Recv(got, 0, tag, status)
+        assert status.Get_count(MPI.BYTE) == len(MOVED) and got.tobytes() == MOVED, (name, status.Get_count())
+        expect(name, 1, (RemoteProtocolError,))
+        assert c.recv(None, 0, tag) == "after moved"
+        sync()
 
 
 def attacker_section3(c: SecureComm) -> None:
@@ -269,7 +284,8 @@ def attacker_section3(c: SecureComm) -> None:
     forged = []  # sent with Isend: a record this large is received only once its receive is posted
     for k in (1, 2):  # its first two continuation records, as an attacker would guess them
         body = BULK_CHUNK + 16
-        header = HEADER.pack(1, RecordType.DATA, FLAG_MORE, 0, session, 0, 1, 18, first + k, body)
+        flags = FLAG_MORE | FLAG_CONTINUATION
+        header = HEADER.pack(1, RecordType.DATA, flags, 0, session, 0, 1, 18, first + k, body)
         forged.append(bytearray(header + os.urandom(body)))
     requests = [bulk.Isend(record, 1, 18) for record in forged]
     c.Send(np.full(1 << 20, 5, "u1"), 1, 18)
@@ -280,6 +296,34 @@ def attacker_section3(c: SecureComm) -> None:
     c.Send(np.full(1 << 20, 6, "u1"), 1, 18)
     request.Wait()
     sync()
+    attacker_moved_roles(c)
+
+
+MOVED = bytes(range(256)) * 1200  # 300 KiB: a first record, a continuation of BULK_CHUNK and one of 44 KiB
+
+
+def attacker_moved_roles(c: SecureComm) -> None:
+    """A long message's genuine records, sealed as post_long seals them; the "network" delivers
+    a copy of one on the other communicator first: (tag 19) the last continuation record (44 KiB,
+    not flagged MORE: shaped like a one-record message) on the main communicator before the
+    first record (tag 21: the same, received by a posted Irecv); (tag 20) the first record on the
+    bulk communicator before the continuations."""
+    raw, bulk = c.raw, c._comms[1]
+    sealer = c._p2p.sealers[1]
+    for tag in (19, 20, 21):
+        first = sealer.seal(struct.pack(">Q", len(MOVED)), channel=tag, flags=FLAG_MORE)
+        more = sealer.seal(MOVED[:BULK_CHUNK], channel=tag, flags=FLAG_MORE | FLAG_CONTINUATION)
+        last = sealer.seal(MOVED[BULK_CHUNK:], channel=tag, flags=FLAG_CONTINUATION)
+        if tag != 20:
+            raw.Send(last, 1, tag)  # the captured bulk record, early on the main communicator
+            raw.Send(first, 1, tag)
+        else:
+            raw.Send(first, 1, tag)
+            bulk.Send(first, 1, tag)  # a copy of the first record, early on the bulk communicator
+        bulk.Send(more, 1, tag)
+        bulk.Send(last, 1, tag)
+        c.send("after moved", 1, tag)  # a later genuine message on the same tag
+        WORLD.Barrier()
 
 
 def main() -> None:

@@ -10,6 +10,8 @@ import pytest
 from mpish.wire.errors import AuthenticationError, LocalProtocolError, RemoteProtocolError, ReplayError
 from mpish.wire.noise import CHACHAPOLY_FUNCTIONS, HASHES
 from mpish.wire.record import (
+    FLAG_CONTINUATION,
+    FLAG_MORE,
     HEADER_SIZE,
     MAX_RECORD_PAYLOAD,
     Limits,
@@ -265,3 +267,26 @@ def test_open_next_rejects_a_forged_record_and_keeps_waiting_for_the_genuine_one
         opener.open_next(*_received(forged), 0)
     assert opener._channels[0].window.top == 0  # the window did not move
     assert opener.open_next(*_received(second), 0) == (1, b"second")
+
+
+def test_the_continuation_flag_is_authenticated_and_never_taken_by_the_fast_paths() -> None:
+    """A record's role (first or continuation, comm/bulk.py) is in the authenticated header:
+    clearing or setting FLAG_CONTINUATION in transit fails the tag without moving the window,
+    and a continuation record is never opened as a plain one by open_next."""
+    sealer, opener = _pair()
+    opener.open_fields(sealer.seal_data(b"set up channel 5", 5))
+    for flags in (FLAG_CONTINUATION, FLAG_CONTINUATION | FLAG_MORE):
+        record = sealer.seal(b"part", channel=5, flags=flags)
+        assert parse_header(record).flags == flags
+        assert opener.open_next(*_received(record), 5) is None  # not a plain DATA record
+        for flipped in (flags & ~FLAG_CONTINUATION, flags ^ FLAG_MORE):
+            moved = bytearray(record)
+            moved[2] = flipped
+            with pytest.raises(AuthenticationError):
+                opener.open_fields(moved)
+        assert opener.open_fields(record)[1:2] == (flags,)
+    first = bytearray(sealer.seal(b"total", channel=5, flags=FLAG_MORE))
+    first[2] |= FLAG_CONTINUATION  # a first record made to look like a continuation
+    with pytest.raises(AuthenticationError):
+        opener.open(first)
+    assert opener._channels[5].window.top == 2  # no forged record moved the window

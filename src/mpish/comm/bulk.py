@@ -6,7 +6,11 @@ A message of at most :data:`SINGLE_MAX` bytes is one record. A longer one is a f
 record flagged MORE whose 8-byte payload is the message length, on the lane's main
 communicator (so MPI matching applies to it as to a raw message), followed by
 continuation records of ``_chunk(length)`` bytes on the bulk communicator, all flagged
-MORE except the last. First and continuation records share the (direction, tag)
+CONTINUATION, and MORE except the last. The flags are in the authenticated header, so
+a record's role cannot be changed in transit: a continuation record moved to the main
+communicator is refused there unopened (lane.py's ``process``), and a first record moved
+to the bulk one is refused by the drain, so neither burns a counter of the genuine
+message (THREAT-MODEL attack 5). First and continuation records share the (direction, tag)
 counter, so a receiver accepts on each (source, tag) only increasing counters, and a
 continuation record only with exactly the next counter and exactly the expected length.
 A sender posts every record (``Isend``) before it blocks on anything (posted.py's
@@ -35,7 +39,15 @@ from mpi4py import MPI
 
 from ..wire.errors import RemoteProtocolError, ReplayError
 from ..wire.noise import TAGLEN
-from ..wire.record import FLAG_MORE, HEADER, HEADER_SIZE, MAX_RECORD_PAYLOAD, RecordType, Sealer
+from ..wire.record import (
+    FLAG_CONTINUATION,
+    FLAG_MORE,
+    HEADER,
+    HEADER_SIZE,
+    MAX_RECORD_PAYLOAD,
+    RecordType,
+    Sealer,
+)
 from .buffers import mpi_truncate
 from .limits import MATCH_FIRST, RECORD_ERRORS, Envelope, Result, Stats
 from .posted import PerPeer
@@ -49,6 +61,7 @@ _DEPTH = 4  # continuation records a receiver has posted (Irecv) at once
 _TOTAL = struct.Struct(">Q")  # payload of the first record of a long message: its length
 assert BULK_CHUNK <= MAX_RECORD_PAYLOAD
 _RECORD = HEADER_SIZE + BULK_CHUNK + TAGLEN  # the largest continuation record
+_CONTINUED = FLAG_CONTINUATION | FLAG_MORE  # the flags of a continuation record but the last
 
 
 def _chunk(size: int) -> int:
@@ -109,7 +122,8 @@ class LongMessages:
                 out = pool[index]
             else:
                 out = bytearray(HEADER_SIZE + end - start + TAGLEN)
-            n = sealer.seal_into(out, data[start:end], channel=tag, flags=FLAG_MORE if end < size else 0)
+            flags = _CONTINUED if end < size else FLAG_CONTINUATION
+            n = sealer.seal_into(out, data[start:end], channel=tag, flags=flags)
             requests.append(bulk_isend([out, n, MPI.BYTE], dest, tag))
             buffers.append(out)
         return requests, buffers
@@ -202,8 +216,9 @@ class LongMessages:
             )
         _, rtype, flags, _, _, _, _, channel, counter, _ = HEADER.unpack_from(record)
         key = (source, tag)
-        if rtype != RecordType.DATA or channel != tag or flags != (FLAG_MORE if more else 0):
-            raise RemoteProtocolError(f"unexpected continuation record from rank {source} tag {tag}")
+        if rtype != RecordType.DATA or channel != tag or flags != (_CONTINUED if more else FLAG_CONTINUATION):
+            what = "a first record" if not flags & FLAG_CONTINUATION else "an unexpected record"
+            raise RemoteProtocolError(f"{what} from rank {source} tag {tag} where a continuation is due")
         if counter != self._last[key] + 1:
             raise ReplayError(f"continuation record {counter} from rank {source} is a replay or out of order")
         # Decrypted into the lane's scratch (in cache) and copied to the user's memory only

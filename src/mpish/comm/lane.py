@@ -34,7 +34,7 @@ from mpi4py import MPI
 
 from ..transport.mpi import discard
 from ..wire.errors import RemoteProtocolError, ReplayError
-from ..wire.record import HEADER_SIZE, SMALL_RECORD, Opener, Sealer
+from ..wire.record import FLAG_CONTINUATION, HEADER_SIZE, SMALL_RECORD, Opener, Sealer
 from .buffers import matches, mpi_error, mpi_truncate
 from .bulk import LongMessages
 from .limits import (
@@ -68,6 +68,7 @@ __all__ = [
 
 _CHANNEL = struct.Struct(">I")  # the channel field of a record header (record.py's layout):
 _CHANNEL_OFFSET = HEADER_SIZE - 16  # channel (4 bytes), counter (8) and length (4) end the header
+_FLAGS_OFFSET = 2  # version, type, then the flags byte
 
 
 class Lane(PostedReceives, LongMessages):
@@ -283,6 +284,13 @@ class Lane(PostedReceives, LongMessages):
             raise RemoteProtocolError(f"record for tag {channel} arrived with MPI tag {tag} (moved record)")
         if len(record) > FIRST_MAX:
             raise RemoteProtocolError(f"first record of {len(record)} bytes, more than any first record")
+        # Likewise a continuation record (bulk.py) moved here from the bulk communicator is
+        # refused unopened: its flag is authenticated, and opening it would burn the counter
+        # of its message's genuine records.
+        if len(record) > _FLAGS_OFFSET and record[_FLAGS_OFFSET] & FLAG_CONTINUATION:
+            raise RemoteProtocolError(
+                f"continuation record from rank {source} tag {tag} where a first record is due (moved record)"
+            )
         # (open_fields authenticates the whole header, so the channel is now tag's.)
         _, flags, _, counter, plain = self._open_small[source](record)
         if counter <= last.get(key, -1):

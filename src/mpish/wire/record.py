@@ -7,7 +7,8 @@ Every record is a fixed 44-byte header followed by a body::
     offset size field
          0    1 version        (1)
          1    1 type           HANDSHAKE=1, DATA=2, CLOSE=3
-         2    1 flags          bit 0: MORE, the message continues in the next record
+         2    1 flags          bit 0: MORE, the message continues in the next record;
+                               bit 1: CONTINUATION, not the first record of its message
          3    1 reserved       (0)
          4   16 session id     random per job / connection, bound in the handshake prologue
         20    4 sender         endpoint id (MPI rank) of the writer
@@ -60,7 +61,8 @@ HEADER = struct.Struct(">BBBB16sIIIQI")
 HEADER_SIZE = HEADER.size  # 44
 VERSION = 1
 FLAG_MORE = 0x01
-KNOWN_FLAGS = FLAG_MORE
+FLAG_CONTINUATION = 0x02  # authenticated (in the header): a record's role cannot be changed in transit
+KNOWN_FLAGS = FLAG_MORE | FLAG_CONTINUATION
 SESSION_SIZE = 16
 MAX_ENDPOINT = 2**32 - 1
 MAX_CHANNEL = 2**32 - 1
