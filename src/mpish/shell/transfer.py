@@ -86,12 +86,21 @@ class PartFile:
                 self.discard()
                 return f"checksum mismatch for {self.final}"
             os.fchmod(self.fd, mode & 0o7777)
+            written = os.fstat(self.fd)
             os.close(self.fd)
             self.fd = -1
             os.replace(self.part, self.target, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            placed = os.lstat(self.target, dir_fd=self.dir_fd)
         except OSError as exc:
             self.discard()
             return f"cannot write {self.final}: {exc.strerror}"
+        if (placed.st_dev, placed.st_ino) != (written.st_dev, written.st_ino):
+            # the rename is by name: someone who can write the directory put another file
+            # under the part name; what our rename placed at the target is theirs, remove it
+            with contextlib.suppress(OSError):
+                os.unlink(self.target, dir_fd=self.dir_fd)
+            return (f"cannot write {self.final}: the part file was replaced by someone else during "
+                    f"the transfer ({self.final.parent} is writable by others); nothing was written")
         return ""
 
     def discard(self) -> None:
