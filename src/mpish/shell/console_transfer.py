@@ -30,7 +30,7 @@ from mpish.wire.text import escape
 from . import protocol as p
 from .console import Console
 from .conversation import ConsoleState, Refused
-from .transfer import PartFile, destination, umask
+from .transfer import PartFile, destination, open_regular, umask
 from .tree import TreeReader, TreeWriter, cost, source_name, tree_destination
 
 Progress = Callable[[int, int], None]  # (bytes done, total; 0 = unknown)
@@ -51,7 +51,7 @@ def put(console: Console, local: str | os.PathLike[str], remote: str, ranks: Ite
     under its own name); each rank's verdict ('' = written and SHA-256 verified)."""
     path = Path(local)
     try:
-        handle = path.open("rb")
+        handle = open_regular(path)
         info = os.fstat(handle.fileno())
     except OSError as exc:
         raise ValueError(f"cannot read {local} on the console's machine: {exc.strerror}") from None
