@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mpish.shell.transfer import PartFile
+from mpish.shell.transfer import PartFile, shared_warning
 
 DATA = b"genuine results\n" * 100
 
@@ -60,3 +60,14 @@ def test_a_part_file_left_alone_is_committed(tmp_path: Path) -> None:
     part.write(DATA)
     assert part.commit(hashlib.sha256(DATA).digest(), len(DATA), 0o644) == ""
     assert (tmp_path / "results.sh").read_bytes() == DATA
+
+
+def test_only_a_directory_others_can_write_and_not_sticky_is_warned_about(tmp_path: Path) -> None:
+    for name, mode in (("shared", 0o777), ("group", 0o2770), ("sticky", 0o1777), ("own", 0o755)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name).chmod(mode)
+    warning = shared_warning(tmp_path / name for name in ("shared", "group", "sticky", "own", "shared"))
+    assert warning.count(str(tmp_path / "shared")) == 1 and str(tmp_path / "group") in warning
+    assert "sticky" not in warning.split(":")[0] and str(tmp_path / "own") not in warning
+    assert "\n" not in warning
+    assert shared_warning([tmp_path / "sticky", tmp_path / "own"]) == ""

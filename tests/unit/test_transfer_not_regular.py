@@ -3,6 +3,7 @@ line, at both ends: the server rank of :get and the console of :put never block 
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -91,3 +92,14 @@ def test_put_of_a_local_fifo_with_no_writer_is_refused_with_one_line(
     outcome = guarded(lambda: transfer.put(console, fifo, str(tmp_path / "remote"), [1]), fifo)
     assert outcome == f"cannot read {fifo} on the console's machine: not a regular file"
     assert not (tmp_path / "remote").exists()
+
+
+def test_get_into_a_directory_others_can_write_warns_once(console: Console, tmp_path: Path) -> None:
+    (tmp_path / "real").write_bytes(b"real\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    console.err = io.StringIO()
+    assert transfer.get(console, str(tmp_path / "real"), str(shared / "got"), [1]) == {1: ""}
+    lines = console.err.getvalue().splitlines()
+    assert len(lines) == 1 and f"warning: {shared} can be written by other users" in lines[0]

@@ -25,6 +25,7 @@ import os
 import secrets
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,6 +49,25 @@ def open_regular(path: Path) -> IO[bytes]:
     except BaseException:
         os.close(fd)
         raise
+
+
+def shared_directory(path: Path) -> bool:
+    """``path`` is a directory that group or others can write and that is not sticky: there
+    another user can rename a part file away and put hers under its name (see commit)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISDIR(mode) and bool(mode & 0o022) and not mode & stat.S_ISVTX
+
+
+def shared_warning(directories: Iterable[Path]) -> str:
+    """One line warning of the :func:`shared_directory` among ``directories``, or ""."""
+    shared = sorted({str(d) for d in directories if shared_directory(d)})
+    if not shared:
+        return ""
+    return (f"warning: {', '.join(shared)} can be written by other users and is not sticky: "
+            "another user could swap a file there while it is received")
 
 
 def umask() -> int:
