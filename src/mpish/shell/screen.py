@@ -10,7 +10,9 @@ when output goes to a terminal, :class:`ScreenFilter` keeps only what prints tex
   (``ESC[...m``: colours and bold, as ``ls --color`` or ``grep --color`` print them);
 * dropped: every other escape sequence (CSI, OSC, DCS/SOS/PM/APC strings, two-byte
   ``ESC x``), the C1 controls encoded in UTF-8 (U+0080..U+009F), and the other C0
-  controls (BEL, backspace, form feed, ...).
+  controls (BEL, backspace, form feed, ...); a 0xC2 byte is kept only with the byte of
+  U+00A0..U+00BF after it, so that dropping what followed it cannot join it to a later
+  0x80..0x9F into a C1 control (nor can the next chunk or the next command's output).
 
 A sequence split across chunks is completed by the next one (at most :data:`HOLD`
 bytes are held). Unlike a terminal, a string sequence (OSC, DCS) that has not ended by

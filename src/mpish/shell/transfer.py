@@ -8,7 +8,14 @@ transfer would follow nor a file that it would fill and then own. The SHA-256 is
 computed over the bytes as they are written to that descriptor; when the last byte has
 arrived it must match the sender's, and the size the descriptor holds must be the size
 sent; the final mode is set on that descriptor, and only then is the part file renamed
-over the destination (a rename replaces a planted link, never follows it).
+over the destination (a rename replaces a planted link, never follows it). The rename
+is by name: in a directory others can write that is not sticky, another user can rename
+the part file away and put hers under its name, so after the rename the inode at the
+destination must be the descriptor's; if not, what our rename put there is removed and
+the transfer fails (a :get into such a directory is warned about beforehand).
+
+A file to send is opened non-blocking and must be a regular file (:func:`open_regular`):
+a FIFO planted under its name would otherwise block the open forever.
 
 The file is not read back to be hashed a second time: only its owner (and root) can
 open a 0600 part file with an unpredictable name, and whoever can do that can as well
