@@ -37,9 +37,9 @@ def test_a_sequence_split_across_chunks_is_still_recognised() -> None:
         assert filtered(data[:cut], data[cut:]) == b"one  two  three \x1b[31mred\x1b[0m\n", cut
 
 
-def test_a_lone_last_byte_is_kept_an_unfinished_sequence_dropped() -> None:
+def test_a_split_character_is_joined_a_lone_last_lead_byte_and_an_unfinished_sequence_dropped() -> None:
     assert filtered(b"cent \xc2", b"\xa2") == "cent ¢".encode()
-    assert filtered(b"end\xc2") == b"end\xc2"
+    assert filtered(b"end\xc2") == b"end"  # kept, it would join the next output's \x9b into a C1 CSI
     assert filtered(b"end\x1b[1;2") == b"end"
 
 
@@ -89,3 +89,11 @@ def test_paths_complete_in_a_directory_hidden_names_only_for_a_dot(tmp_path) -> 
 def test_an_unended_string_sequence_does_not_hide_the_lines_after_it() -> None:
     assert filtered(b"junk\x1b]0;no end\nsurvived\n") == b"junk0;no end\nsurvived\n"
     assert filtered(b"junk\x1bPno end", b"\nsurvived\n") == b"junkno end\nsurvived\n"
+
+
+def test_a_control_dropped_between_0xc2_and_0x9b_does_not_join_them_into_a_c1_control() -> None:
+    for payload in (b"\xc2\x07\x9b2J", b"\xc2\x1b\x9d0;title\xc2\x07\x9c", b"\xc2\x7f\x9b?1049h"):
+        out = filtered(payload)
+        assert b"\xc2" not in out, payload
+    screen = ScreenFilter()  # across chunks: 0xC2 at one chunk's end, a dropped control next
+    assert b"\xc2" not in screen.feed(b"a\xc2") + screen.feed(b"\x07\x9b2J") + screen.end()

@@ -30,7 +30,7 @@ from mpish.wire.text import escape
 from . import protocol as p
 from .console import Console
 from .conversation import ConsoleState, Refused
-from .transfer import PartFile, destination, umask
+from .transfer import PartFile, destination, open_regular, shared_warning, umask
 from .tree import TreeReader, TreeWriter, cost, source_name, tree_destination
 
 Progress = Callable[[int, int], None]  # (bytes done, total; 0 = unknown)
@@ -51,7 +51,7 @@ def put(console: Console, local: str | os.PathLike[str], remote: str, ranks: Ite
     under its own name); each rank's verdict ('' = written and SHA-256 verified)."""
     path = Path(local)
     try:
-        handle = path.open("rb")
+        handle = open_regular(path)
         info = os.fstat(handle.fileno())
     except OSError as exc:
         raise ValueError(f"cannot read {local} on the console's machine: {exc.strerror}") from None
@@ -231,6 +231,9 @@ def get(console: Console, remote: str, local: str | os.PathLike[str], ranks: Ite
     targets = console.idle(ranks)
     finals = get_destinations(console, remote, local, targets, tree)
     copies: dict[int, FileCopy | TreeCopy] = {r: (TreeCopy if tree else FileCopy)(finals[r]) for r in targets}
+    warning = shared_warning(final.parent for final in finals.values())
+    if warning:
+        print(f"mpish: {warning}", file=console.err)
     verdicts: dict[int, str] = {}
     received = 0
     interrupted = False

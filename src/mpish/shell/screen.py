@@ -10,7 +10,9 @@ when output goes to a terminal, :class:`ScreenFilter` keeps only what prints tex
   (``ESC[...m``: colours and bold, as ``ls --color`` or ``grep --color`` print them);
 * dropped: every other escape sequence (CSI, OSC, DCS/SOS/PM/APC strings, two-byte
   ``ESC x``), the C1 controls encoded in UTF-8 (U+0080..U+009F), and the other C0
-  controls (BEL, backspace, form feed, ...).
+  controls (BEL, backspace, form feed, ...); a 0xC2 byte is kept only with the byte of
+  U+00A0..U+00BF after it, so that dropping what followed it cannot join it to a later
+  0x80..0x9F into a C1 control (nor can the next chunk or the next command's output).
 
 A sequence split across chunks is completed by the next one (at most :data:`HOLD`
 bytes are held). Unlike a terminal, a string sequence (OSC, DCS) that has not ended by
@@ -32,14 +34,16 @@ HOLD = 4096  # an unfinished escape sequence held for the next chunk, at most
 RESET = b"\x1b[0m"
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f]")  # one class: fast on clean text
-_C1 = re.compile(rb"\xc2[\x80-\x9f]|\xc2$")  # only where 0xC2 is (memchr first): UTF-8 text
+# 0xC2 is kept only as the first byte of U+00A0..U+00BF: with anything else after it (a C1
+# control, a control dropped from between, or the chunk's end) it could join what follows
+_C1 = re.compile(rb"\xc2(?![\xa0-\xbf])")  # only where 0xC2 is (memchr first): UTF-8 text
 _SGR_AHEAD = rb"(?!\[[0-9;:]*m)"  # after an ESC: not an SGR sequence (those are kept)
 _SEQUENCE = re.compile(  # what is dropped: one pattern, replaced by b"" without a Python call
     rb"\x1b" + _SGR_AHEAD + rb"\[[0-?]*[ -/]*[@-~]"  # CSI but SGR
     rb"|\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)"  # OSC, ended by BEL or ST (not after a newline)
     rb"|\x1b[PX^_][^\x1b\n]*\x1b\\"  # DCS, SOS, PM, APC strings, ended by ST (same)
     rb"|\x1b[ -/]*[0-Z\\-~]"  # ESC x (charset, save cursor, reset, keypad mode, ...), not ESC [
-    rb"|\xc2[\x80-\x9f]"  # C1 controls in UTF-8
+    rb"|\xc2(?:[\x80-\x9f]|(?![\xa0-\xbf]))"  # C1 controls in UTF-8 (and a lead byte they could be joined to)
     rb"|\x1b" + _SGR_AHEAD +  # an ESC that starts nothing known
     rb"|[\x00-\x08\x0b-\x0c\x0e-\x1a\x1c-\x1f\x7f]",  # C0 but \t \n \r
 )
@@ -69,9 +73,10 @@ class ScreenFilter:
         return cleaned
 
     def end(self) -> bytes:
-        """The stream ended: an unfinished escape sequence is dropped, a lone byte kept."""
-        held, self.held = self.held, b""
-        return b"" if held.startswith(b"\x1b") else held
+        """The stream ended: an unfinished escape sequence is dropped, and so is a lone 0xC2
+        (it would join a C1 control out of the next output)."""
+        self.held = b""
+        return b""
 
 
 class ScreenSink:

@@ -8,7 +8,14 @@ transfer would follow nor a file that it would fill and then own. The SHA-256 is
 computed over the bytes as they are written to that descriptor; when the last byte has
 arrived it must match the sender's, and the size the descriptor holds must be the size
 sent; the final mode is set on that descriptor, and only then is the part file renamed
-over the destination (a rename replaces a planted link, never follows it).
+over the destination (a rename replaces a planted link, never follows it). The rename
+is by name: in a directory others can write that is not sticky, another user can rename
+the part file away and put hers under its name, so after the rename the inode at the
+destination must be the descriptor's; if not, what our rename put there is removed and
+the transfer fails (a :get into such a directory is warned about beforehand).
+
+A file to send is opened non-blocking and must be a regular file (:func:`open_regular`):
+a FIFO planted under its name would otherwise block the open forever.
 
 The file is not read back to be hashed a second time: only its owner (and root) can
 open a 0600 part file with an unpredictable name, and whoever can do that can as well
@@ -19,14 +26,55 @@ pass over the file (half a second of CPU per GiB) and proved nothing more.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
+import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 PART_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """``path`` opened to be sent, as cp does (a link followed), if it is a regular file:
+    opened non-blocking so that a FIFO planted under its name cannot block the open, checked
+    on the descriptor, then made blocking. A directory raises IsADirectoryError, another
+    non-regular file OSError "not a regular file"."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def shared_directory(path: Path) -> bool:
+    """``path`` is a directory that group or others can write and that is not sticky: there
+    another user can rename a part file away and put hers under its name (see commit)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISDIR(mode) and bool(mode & 0o022) and not mode & stat.S_ISVTX
+
+
+def shared_warning(directories: Iterable[Path]) -> str:
+    """One line warning of the :func:`shared_directory` among ``directories``, or ""."""
+    shared = sorted({str(d) for d in directories if shared_directory(d)})
+    if not shared:
+        return ""
+    return (f"warning: {', '.join(shared)} can be written by other users and is not sticky: "
+            "another user could swap a file there while it is received")
 
 
 def umask() -> int:
@@ -86,12 +134,21 @@ class PartFile:
                 self.discard()
                 return f"checksum mismatch for {self.final}"
             os.fchmod(self.fd, mode & 0o7777)
+            written = os.fstat(self.fd)
             os.close(self.fd)
             self.fd = -1
             os.replace(self.part, self.target, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            placed = os.lstat(self.target, dir_fd=self.dir_fd)
         except OSError as exc:
             self.discard()
             return f"cannot write {self.final}: {exc.strerror}"
+        if (placed.st_dev, placed.st_ino) != (written.st_dev, written.st_ino):
+            # the rename is by name: someone who can write the directory put another file
+            # under the part name; what our rename placed at the target is theirs, remove it
+            with contextlib.suppress(OSError):
+                os.unlink(self.target, dir_fd=self.dir_fd)
+            return (f"cannot write {self.final}: the part file was replaced by someone else during "
+                    f"the transfer ({self.final.parent} is writable by others); nothing was written")
         return ""
 
     def discard(self) -> None:

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from .. import protocol as p
 from ..conversation import Event, Local, Refused
-from ..transfer import PartFile, destination, umask
+from ..transfer import PartFile, destination, open_regular, umask
 from ..tree import TreeReader, TreeWriter, cost, tree_destination
 
 TREE_CREDIT_BATCH = p.WINDOW // 4  # a tree's credit is returned in batches (small files)
@@ -104,7 +104,7 @@ class Get:
         self.digest: Any = hashlib.sha256()
         self.handle: IO[bytes] | None = None
         try:
-            self.handle = self.path.open("rb")
+            self.handle = open_regular(self.path)
         except IsADirectoryError:
             self.error = f"{self.path} is a directory (use :get -r)"
         except OSError as exc:

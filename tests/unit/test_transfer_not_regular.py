@@ -1,0 +1,105 @@
+"""A FIFO (or another non-regular file) under the name of a file to send is refused with one
+line, at both ends: the server rank of :get and the console of :put never block in open()."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mpish.shell import console_transfer as transfer
+from mpish.shell import protocol as p
+from mpish.shell.console import Console
+from mpish.shell.server import ShellServer
+from mpish.shell.server.transfers import Get
+from mpish.shell.session import Peer, Session
+from wirepair import pipe_pair
+
+
+class PipeSession(Session):
+    def finish(self) -> None:
+        pass
+
+
+@pytest.fixture
+def console() -> Iterator[Console]:
+    with pipe_pair() as pipes:
+        server = ShellServer(pipes.server_link, pipes.server)
+        thread = threading.Thread(target=server.serve, daemon=True)
+        thread.start()
+        made = Console(PipeSession(pipes.console_link, {1: Peer(1, pipes.console, "pipehost", ready=True)}))
+        yield made
+        made.close()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+
+
+def test_the_server_refuses_to_send_a_fifo_as_not_a_regular_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "results"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer: the old open() returned, no hang
+    try:
+        os.write(writer, b"planted\n")
+        get = Get(p.GetStart(1, fifo), str(tmp_path))
+        assert get.error == f"cannot read {fifo}: not a regular file"
+        assert get.finished and get.read(p.CHUNK) == b""
+    finally:
+        os.close(writer)
+
+
+def guarded(call: Callable[[], object], fifo: Path) -> object:
+    """``call()``, in a thread: the old code blocked forever in open(); after a while a writer
+    opens the FIFO, so that a test on the old code fails instead of hanging."""
+    outcome: list[object] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(call())
+        except ValueError as exc:
+            outcome.append(str(exc))
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(timeout=30)
+    return outcome[0] if outcome else "hung"
+
+
+def test_get_of_a_fifo_with_no_writer_answers_one_line_and_leaves_the_server_usable(
+    console: Console, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "real").write_bytes(b"real\n")
+    verdicts = guarded(lambda: transfer.get(console, str(fifo), str(tmp_path / "got"), [1]), fifo)
+    assert verdicts == {1: f"cannot read {fifo}: not a regular file"}
+    assert not (tmp_path / "got").exists()
+    assert transfer.get(console, str(tmp_path / "real"), str(tmp_path / "got"), [1]) == {1: ""}
+    assert (tmp_path / "got").read_bytes() == b"real\n"
+
+
+def test_put_of_a_local_fifo_with_no_writer_is_refused_with_one_line(
+    console: Console, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    outcome = guarded(lambda: transfer.put(console, fifo, str(tmp_path / "remote"), [1]), fifo)
+    assert outcome == f"cannot read {fifo} on the console's machine: not a regular file"
+    assert not (tmp_path / "remote").exists()
+
+
+def test_get_into_a_directory_others_can_write_warns_once(console: Console, tmp_path: Path) -> None:
+    (tmp_path / "real").write_bytes(b"real\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    console.err = io.StringIO()
+    assert transfer.get(console, str(tmp_path / "real"), str(shared / "got"), [1]) == {1: ""}
+    lines = console.err.getvalue().splitlines()
+    assert len(lines) == 1 and f"warning: {shared} can be written by other users" in lines[0]
