@@ -75,3 +75,22 @@ def test_an_unreadable_local_file_or_tree_is_one_line_and_nothing_is_sent(
         with pytest.raises(ValueError, match=r"cannot read .*none on the console's machine: No such file"):
             send(console, tmp_path / "none", str(tmp_path / "copy"), [1])
     assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_get_into_a_missing_local_directory_is_one_line_naming_it_and_nothing_is_sent(
+        console: Console, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """New-user review: ``:get f.txt gotdir/`` without gotdir printed one line per target, in
+    any order; it is one line naming the directory and where LOCAL is resolved."""
+    import contextlib
+    import io
+
+    from mpish.shell.console_put_get import get_builtin
+
+    (tmp_path / "f.txt").write_text("data\n")
+    err = io.StringIO()
+    words = f"{tmp_path}/f.txt {tmp_path}/gotdir/"
+    status = get_builtin(console, frozenset({1}), words, contextlib.nullcontext, err)
+    assert status == 1
+    assert err.getvalue().count("\n") == 1, err.getvalue()
+    assert f"the local directory {tmp_path}/gotdir does not exist" in err.getvalue()
+    assert not (tmp_path / "gotdir").exists() and capsys.readouterr().out == ""

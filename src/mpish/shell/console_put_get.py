@@ -102,6 +102,13 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     local = words[1] if len(words) == 2 else ("." if recursive else os.path.basename(remote))
     progress = Progress(f"get {os.path.basename(os.path.normpath(remote))}", 0, err)
     written = transfer.get_destinations(console, remote, local, console.idle(targets), recursive)
+    missing = sorted({str(path.parent) for path in written.values() if not path.parent.is_dir()})
+    if missing:  # one line, before anything is sent (it used to be one per target, in any order)
+        print(Style.for_stream(err).error(
+            f"mpish: get: the local directory {missing[0]} does not exist (LOCAL is on the console's side, "
+            f"relative to {os.getcwd()}); make it first, or give an existing one"), file=err)
+        err.flush()
+        return 1
     started = time.monotonic()
     with keys():
         try:
@@ -129,7 +136,7 @@ def report(console: Console, what: str, verdicts: dict[int, str], size: int, sec
             failures.setdefault(error, []).append(rank)
     sys.stdout.flush()
     style = Style.for_stream(err)
-    for error, ranks in failures.items():
+    for error, ranks in sorted(failures.items(), key=lambda item: min(item[1])):  # in rank order
         print(style.error(f"mpish: {what} {console.describe(ranks)}: {error}"), file=err)
     err.flush()
     return 1 if failures else 0
