@@ -144,7 +144,8 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     from mpish.shell.grouping import JsonSink, Style, make_sink, status_lines
     from mpish.shell.keyboard import InterruptKeys
 
-    sink = make_sink(options.mode, len(hosts), out, err, Style.for_stream(out), host_names(hosts, session))
+    names = host_names(hosts, session)
+    sink = make_sink(options.mode, len(hosts), out, err, Style.for_stream(out), names)
     if session.failed and options.mode.kind != "json":
         report_failed(session, hosts, err, options)
     if not isinstance(sink, JsonSink):
@@ -159,6 +160,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         session.finish()
     else:
         console = Console(session)
+        console.describe = names.label  # "interrupting host[1-2]", as the console says it
         console.timeout = options.timeout or 0.0
         try:
             with InterruptKeys() as keys:

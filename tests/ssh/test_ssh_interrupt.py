@@ -1,0 +1,32 @@
+"""``mpish ssh -c`` interrupted: the hosts are named as the console names them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ssh_util import SRC
+from sshd_server import SshServer
+
+
+def test_sigint_during_c_names_the_hosts_being_interrupted(sshd: SshServer) -> None:
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python",
+            sys.executable, "host[1-2]", "-c", "echo started; sleep 100.25"]
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          stdin=subprocess.DEVNULL) as child:
+        assert child.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # grouped: nothing shows before the end; wait for the sleeps
+            found = subprocess.run(["pgrep", "-fx", "sleep 100.25"], capture_output=True, text=True,
+                                   check=False).stdout.split()
+            if len(found) == 2:
+                break
+            time.sleep(0.2)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    assert "mpish: interrupting host[1-2] " in err, err
+    assert "@1-2" not in err, err
