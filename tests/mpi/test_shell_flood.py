@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
+from shell_util import MPISH, make_home, shell_env
 from terminal import Person
 
 pytestmark = pytest.mark.mpi
@@ -32,3 +35,18 @@ def test_ctrl_c_interrupts_a_command_flooding_output_and_the_prompt_returns(
     screen = person.run("echo after-$MPISH_RANK")
     assert "after-1" in screen and "after-2" in screen, screen
     assert "not-reached" not in screen
+
+
+def _processes(pattern: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+    return found.stdout.split()
+
+
+def test_stdout_closed_by_head_ends_the_command_quietly_with_the_sigpipe_status(tmp_path: Path) -> None:
+    env = shell_env(make_home(tmp_path / "home"))
+    script = f'"{MPISH}" -n 1 -c "yes flood-{tmp_path.name}" | head -2; echo "status=${{PIPESTATUS[0]}}"'
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                          timeout=120, check=False)
+    assert done.stdout == f"flood-{tmp_path.name}\n" * 2 + "status=141\n", (done.stdout[-500:], done.stderr)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert not _processes(f"yes flood-{tmp_path.name}")

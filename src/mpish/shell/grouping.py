@@ -16,6 +16,7 @@ error (a lost connection, or ssh's reason when it never joined) printed as
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -443,6 +444,39 @@ def status_lines(
         if text:
             outcomes.setdefault(text, []).append(result.rank)
     return [style.error(f"mpish: {names.label(ranks)}: {text}") for text, ranks in outcomes.items()]
+
+
+STDOUT_CLOSED = 128 + signal.SIGPIPE  # exit status when stdout's reader left: a shell's for yes | head
+
+
+class PipeGuard:
+    """A sink whose stdout may be closed by its reader (``mpish -c yes | head -2``): the
+    first EPIPE sets ``closed`` (the console then interrupts the command, quietly) and stdout
+    becomes /dev/null, so later output is dropped and results are still kept. No traceback,
+    as ``yes | head``."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        self.sink = sink
+        self.closed = False
+
+    def _guard(self, call: Callable[[], None]) -> None:
+        try:
+            call()
+        except BrokenPipeError:
+            self.closed = True
+            with contextlib.suppress(OSError):  # nothing more reaches it, not even at exit
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.close(devnull)
+
+    def output(self, rank: int, stream: int, data: bytes) -> None:
+        self._guard(lambda: self.sink.output(rank, stream, data))
+
+    def done(self, result: Result) -> None:
+        self._guard(lambda: self.sink.done(result))
+
+    def finish(self) -> None:
+        self._guard(self.sink.finish)
 
 
 def make_sink(

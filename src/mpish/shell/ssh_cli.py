@@ -141,7 +141,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     session = _start(options, hosts)  # the ssh processes first: the output machinery loads while they connect
     from mpish.shell.app import stdin_to_send
     from mpish.shell.console import Console
-    from mpish.shell.grouping import JsonSink, Style, make_sink, status_lines
+    from mpish.shell.grouping import STDOUT_CLOSED, JsonSink, PipeGuard, Style, make_sink, status_lines
     from mpish.shell.keyboard import InterruptKeys
 
     names = host_names(hosts, session)
@@ -160,15 +160,18 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         session.finish()
     else:
         console = Console(session)
+        guard = PipeGuard(sink)
         console.describe = names.label  # "interrupting host[1-2]", as the console says it
         console.timeout = options.timeout or 0.0
         try:
             with InterruptKeys() as keys:
                 console.interrupt_key = keys.pressed
-                console.run(options.command, list(session.peers), sink,
+                console.run(options.command, list(session.peers), guard,
                             stdin=stdin_to_send(options.nostdin), fanout=options.fanout)
         finally:
             console.close()
+        if guard.closed:  # stdout's reader left (| head): the command was interrupted; quiet
+            return STDOUT_CLOSED
     results = [sink.results[rank] for rank in sorted(sink.results)]
     if not isinstance(sink, JsonSink):
         sink.report_folded()
