@@ -352,18 +352,21 @@ class Console:
             return not waiting and not self._in(ConsoleState.RUNNING, targets)
 
         def feed_and_top_up() -> bool:
+            if getattr(sink, "closed", False) and not interrupts:  # stdout's reader left: as SIGPIPE would
+                interrupt(quiet=True)
             return feed() | (top_up() if waiting else False)
 
         interrupts = 0
 
-        def interrupt() -> None:
+        def interrupt(quiet: bool = False) -> None:
             nonlocal interrupts
             skipped.extend(waiting)  # not started: never will be (reported below)
             waiting.clear()
             running = self._in(ConsoleState.RUNNING, targets)
             interrupts += 1
             hint = ESCALATION_HINTS[min(interrupts, len(ESCALATION_HINTS)) - 1]
-            print(f"\nmpish: interrupting {self.describe(running)} {hint}", file=self.err)
+            if not quiet:
+                print(f"\nmpish: interrupting {self.describe(running)} {hint}", file=self.err)
             for rank in running:
                 self._step(rank, Local.INTERRUPT, p.Interrupt(cmd_id))
 

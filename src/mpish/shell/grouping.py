@@ -16,12 +16,13 @@ error (a lost connection, or ssh's reason when it never joined) printed as
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import signal
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
@@ -89,6 +90,17 @@ def report_error(err: IO[bytes], host: str, error: str, style: Style) -> None:
     err.flush()
 
 
+SHOW_PIECE = 1 << 16  # gathered output is shown in pieces this big, Ctrl-C checked between them
+
+
+class _Stopped(Exception):
+    """The person stopped the display of gathered output (Ctrl-C)."""
+
+
+def _never() -> bool:
+    return False
+
+
 class _Spool:
     def __init__(self) -> None:
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
@@ -104,11 +116,14 @@ class _Spool:
         self.size += len(data)
         self.last = data[-1:]
 
-    def copy_to(self, out: IO[bytes]) -> None:
-        """The spooled bytes, then a newline if they do not end with one (as clush does)."""
+    def copy_to(self, out: IO[bytes], stop: Callable[[], bool]) -> None:
+        """The spooled bytes, then a newline if they do not end with one (as clush does);
+        ``stop()`` is asked between pieces (a person's Ctrl-C ends a long display)."""
         self.file.seek(0)
-        while chunk := self.file.read(1 << 20):
+        while chunk := self.file.read(SHOW_PIECE):
             out.write(chunk)
+            if stop():
+                raise _Stopped
         if self.size and self.last != b"\n":
             out.write(b"\n")
 
@@ -184,6 +199,8 @@ class GroupedSink(_TerminalSink):
         self._spools: dict[tuple[int, int], _Spool] = {}
         self.merge_stderr, self.labels, self.counts = merge_stderr, labels, counts
         self.lines, self.diff = lines, diff
+        # the console's Ctrl-C key: the display of what was gathered (after a flood: gigabytes) ends
+        self.stop: Callable[[], bool] = _never
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
         if self.merge_stderr:
@@ -206,10 +223,29 @@ class GroupedSink(_TerminalSink):
 
     def _prefixed(self, spool: _Spool, prefix: bytes, target: IO[bytes]) -> None:
         spool.file.seek(0)
+        shown = 0
         for line in spool.file:
             target.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
+            shown += len(line) + len(prefix)
+            if shown >= SHOW_PIECE:
+                shown = 0
+                if self.stop():
+                    raise _Stopped
 
     def finish(self) -> None:
+        try:
+            self._show()
+        except _Stopped:
+            self.out.flush()
+            self.err.write(self.style.error("\nmpish: display of the gathered output stopped (Ctrl-C)")
+                           .encode() + b"\n")
+        for spool in self._spools.values():
+            spool.close()
+        self._spools.clear()
+        self.out.flush()
+        self.err.flush()
+
+    def _show(self) -> None:
         self.out.flush()
         if self.lines:
             self._finish_lines()
@@ -221,11 +257,6 @@ class GroupedSink(_TerminalSink):
                 self._finish_diff()
             else:
                 self._finish_gathered()
-        for spool in self._spools.values():
-            spool.close()
-        self._spools.clear()
-        self.out.flush()
-        self.err.flush()
 
     def _header(self, ranks: frozenset[int]) -> bytes:
         if not self.labels:
@@ -237,7 +268,7 @@ class GroupedSink(_TerminalSink):
     def _finish_gathered(self) -> None:
         for ranks, spool in self.groups(STDOUT):
             self.out.write(self._header(ranks))
-            spool.copy_to(self.out)
+            spool.copy_to(self.out, self.stop)
         self.out.flush()
 
     def _finish_lines(self) -> None:
@@ -413,6 +444,39 @@ def status_lines(
         if text:
             outcomes.setdefault(text, []).append(result.rank)
     return [style.error(f"mpish: {names.label(ranks)}: {text}") for text, ranks in outcomes.items()]
+
+
+STDOUT_CLOSED = 128 + signal.SIGPIPE  # exit status when stdout's reader left: a shell's for yes | head
+
+
+class PipeGuard:
+    """A sink whose stdout may be closed by its reader (``mpish -c yes | head -2``): the
+    first EPIPE sets ``closed`` (the console then interrupts the command, quietly) and stdout
+    becomes /dev/null, so later output is dropped and results are still kept. No traceback,
+    as ``yes | head``."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        self.sink = sink
+        self.closed = False
+
+    def _guard(self, call: Callable[[], None]) -> None:
+        try:
+            call()
+        except BrokenPipeError:
+            self.closed = True
+            with contextlib.suppress(OSError):  # nothing more reaches it, not even at exit
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.close(devnull)
+
+    def output(self, rank: int, stream: int, data: bytes) -> None:
+        self._guard(lambda: self.sink.output(rank, stream, data))
+
+    def done(self, result: Result) -> None:
+        self._guard(lambda: self.sink.done(result))
+
+    def finish(self) -> None:
+        self._guard(self.sink.finish)
 
 
 def make_sink(

@@ -22,7 +22,7 @@ from mpish.wire.errors import MpishError
 from . import attach, completion, screen
 from . import console_put_get as put_get
 from .console import Console
-from .grouping import Style, make_sink, status_lines
+from .grouping import GroupedSink, Style, make_sink, status_lines
 from .keyboard import InterruptKeys, TypedAhead
 from .names import RankHostNames, RankNames, ServerNames, status_of
 from .options import OutputMode
@@ -271,10 +271,16 @@ class Repl:
         """How output names the servers: by rank, or by host (--label host)."""
         return RankHostNames(self.console.hosts) if self.output.by_host else RankNames()
 
+    def _ctrl_c(self) -> bool:
+        key = self.console.interrupt_key
+        return key is not None and key()
+
     def run(self, command: str, targets: frozenset[int]) -> None:
         names, json = self.names(), self.output.kind == "json"
         made = make_sink(self.output, len(targets), self.out, sys.stderr.buffer, self.style, names,
                          end_lines=True)
+        if isinstance(made, GroupedSink):  # Ctrl-C also ends a long display of what was gathered
+            made.stop = self._ctrl_c
         sink = made if json else screen.for_terminal(made, self.out, self.raw)
         session: Any = self.console.session  # over ssh, a host lost now is named by its result alone
         announce = getattr(session, "report_losses", None)

@@ -14,16 +14,18 @@ link that can wait on its own descriptors).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from mpish.transport.link import Channel, Link
+from mpish.transport.link import Channel, Link, Record
 from mpish.wire.errors import MpishError, ProtocolError
 from mpish.wire.events import CloseReceived, Message
 
 from . import protocol as p
 from .conversation import Event, Local
 
+ROUND = 0.05  # longest receive round: a steady stream must not keep a side from its other work
 IDLE_WAIT = 0.05  # longest sleep when idle: timeouts and peers' health are checked this often
 
 
@@ -38,34 +40,44 @@ Deliver = Callable[[int, Event, object], None]  # (rank, event, payload)
 
 
 def receive(link: Link, channel_of: Callable[[int], Channel | None], deliver: Deliver,
-            lost: Callable[[int, str], None]) -> bool:
-    """Handle every record that has arrived; True if any did."""
+            lost: Callable[[int, str], None], budget: float = ROUND) -> bool:
+    """Handle the records that have arrived, for at most about ``budget`` seconds (output
+    flooding in, with credit returned as it is shown, never runs dry: the caller's Ctrl-C
+    key and timeouts are checked between rounds); True if any did."""
     busy = False
+    deadline = time.monotonic() + budget
     for source, record in link.drain():
         busy = True
-        channel = channel_of(source)
-        if channel is None:
-            continue
-        try:
-            events = channel.receive_record(record)
-        except MpishError as exc:
-            if not channel.is_open:
-                lost(source, str(exc))
-            continue  # a forged record is dropped and counted by the channel
-        for event in events:
-            if isinstance(event, Message):
-                if event.channel in (p.STDOUT, p.STDERR):
-                    deliver(source, Local.OUTPUT, Output(event.channel, event.data))
-                    continue
-                try:
-                    message = p.CODEC.decode(event.data)
-                except ProtocolError as exc:
-                    deliver(source, Local.MALFORMED, f"malformed message: {exc}")
-                    continue
-                deliver(source, type(message), message)
-            elif isinstance(event, CloseReceived):
-                deliver(source, Local.CLOSED, None)
+        _handle(source, record, channel_of, deliver, lost)
+        if time.monotonic() >= deadline:
+            break  # the next record is not taken yet: it waits for the next round
     return busy
+
+
+def _handle(source: int, record: Record, channel_of: Callable[[int], Channel | None], deliver: Deliver,
+            lost: Callable[[int, str], None]) -> None:
+    channel = channel_of(source)
+    if channel is None:
+        return
+    try:
+        events = channel.receive_record(record)
+    except MpishError as exc:
+        if not channel.is_open:
+            lost(source, str(exc))
+        return  # a forged record is dropped and counted by the channel
+    for event in events:
+        if isinstance(event, Message):
+            if event.channel in (p.STDOUT, p.STDERR):
+                deliver(source, Local.OUTPUT, Output(event.channel, event.data))
+                continue
+            try:
+                message = p.CODEC.decode(event.data)
+            except ProtocolError as exc:
+                deliver(source, Local.MALFORMED, f"malformed message: {exc}")
+                continue
+            deliver(source, type(message), message)
+        elif isinstance(event, CloseReceived):
+            deliver(source, Local.CLOSED, None)
 
 
 class Waiter:

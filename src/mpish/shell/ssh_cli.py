@@ -141,10 +141,11 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     session = _start(options, hosts)  # the ssh processes first: the output machinery loads while they connect
     from mpish.shell.app import stdin_to_send
     from mpish.shell.console import Console
-    from mpish.shell.grouping import JsonSink, Style, make_sink, status_lines
+    from mpish.shell.grouping import STDOUT_CLOSED, JsonSink, PipeGuard, Style, make_sink, status_lines
     from mpish.shell.keyboard import InterruptKeys
 
-    sink = make_sink(options.mode, len(hosts), out, err, Style.for_stream(out), host_names(hosts, session))
+    names = host_names(hosts, session)
+    sink = make_sink(options.mode, len(hosts), out, err, Style.for_stream(out), names)
     if session.failed and options.mode.kind != "json":
         report_failed(session, hosts, err, options)
     if not isinstance(sink, JsonSink):
@@ -159,14 +160,18 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         session.finish()
     else:
         console = Console(session)
+        guard = PipeGuard(sink)
+        console.describe = names.label  # "interrupting host[1-2]", as the console says it
         console.timeout = options.timeout or 0.0
         try:
             with InterruptKeys() as keys:
                 console.interrupt_key = keys.pressed
-                console.run(options.command, list(session.peers), sink,
+                console.run(options.command, list(session.peers), guard,
                             stdin=stdin_to_send(options.nostdin), fanout=options.fanout)
         finally:
             console.close()
+        if guard.closed:  # stdout's reader left (| head): the command was interrupted; quiet
+            return STDOUT_CLOSED
     results = [sink.results[rank] for rank in sorted(sink.results)]
     if not isinstance(sink, JsonSink):
         sink.report_folded()

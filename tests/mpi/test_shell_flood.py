@@ -1,0 +1,52 @@
+"""Ctrl-C and a closed stdout while output floods in (new-user review)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from shell_util import MPISH, make_home, shell_env
+from terminal import Person
+
+pytestmark = pytest.mark.mpi
+
+
+@pytest.mark.parametrize("mode", ["live", "grouped"])
+def test_ctrl_c_interrupts_a_command_flooding_output_and_the_prompt_returns(
+    person: Person, mode: str
+) -> None:
+    person.prompt()
+    person.run(f":mode {mode}")
+    person.type("echo started-$MPISH_RANK; yes | head -c 3000000000; echo not-reached")
+    if mode == "live":
+        person.child.expect(["started-1", "started-2"])
+        person.child.expect(["started-1", "started-2"])
+    else:  # grouped: nothing is shown until the command ends; let output pile up at the console
+        time.sleep(3)
+    person.child.sendcontrol("c")  # read at full speed meanwhile: pexpect keeps a small window
+    person.child.expect("interrupting", timeout=30, searchwindowsize=4096)
+    if mode == "grouped":  # what was gathered (hundreds of MB) is being shown: Ctrl-C ends that too
+        person.child.expect("y\r\n", timeout=30)
+        person.child.sendcontrol("c")
+    person.child.expect(r"#>", timeout=60, searchwindowsize=4096)  # what was in flight is shown
+    screen = person.run("echo after-$MPISH_RANK")
+    assert "after-1" in screen and "after-2" in screen, screen
+    assert "not-reached" not in screen
+
+
+def _processes(pattern: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+    return found.stdout.split()
+
+
+def test_stdout_closed_by_head_ends_the_command_quietly_with_the_sigpipe_status(tmp_path: Path) -> None:
+    env = shell_env(make_home(tmp_path / "home"))
+    script = f'"{MPISH}" -n 1 -c "yes flood-{tmp_path.name}" | head -2; echo "status=${{PIPESTATUS[0]}}"'
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                          timeout=120, check=False)
+    assert done.stdout == f"flood-{tmp_path.name}\n" * 2 + "status=141\n", (done.stdout[-500:], done.stderr)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert not _processes(f"yes flood-{tmp_path.name}")

@@ -1,0 +1,45 @@
+"""``mpish ssh -c`` interrupted: the hosts are named as the console names them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ssh_util import SRC
+from sshd_server import SshServer
+
+
+def test_sigint_during_c_names_the_hosts_being_interrupted(sshd: SshServer) -> None:
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python",
+            sys.executable, "host[1-2]", "-c", "echo started; sleep 100.25"]
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          stdin=subprocess.DEVNULL) as child:
+        assert child.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # grouped: nothing shows before the end; wait for the sleeps
+            found = subprocess.run(["pgrep", "-fx", "sleep 100.25"], capture_output=True, text=True,
+                                   check=False).stdout.split()
+            if len(found) == 2:
+                break
+            time.sleep(0.2)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    assert "mpish: interrupting host[1-2] " in err, err
+    assert "@1-2" not in err, err
+
+
+def test_stdout_closed_by_head_ends_the_command_quietly_with_the_sigpipe_status(sshd: SshServer) -> None:
+    ssh = f'"{sys.executable}" -m mpish ssh -o "{" ".join(sshd.ssh_options)}" --python "{sys.executable}"'
+    script = f'{ssh} host1 -c "yes flood-ssh-{os.getpid()}" | head -2; echo "status=${{PIPESTATUS[0]}}"'
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                          check=False)
+    assert done.stdout == f"flood-ssh-{os.getpid()}\n" * 2 + "status=141\n", (done.stdout[-500:], done.stderr)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    leftover = subprocess.run(["pgrep", "-f", f"yes flood-ssh-{os.getpid()}"], capture_output=True, text=True,
+                              check=False).stdout
+    assert not leftover, leftover
