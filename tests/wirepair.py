@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from mpish.shell.console import Console
+from mpish.shell.server import ShellServer
+from mpish.shell.session import Peer, Session
 from mpish.transport.pipe import PipeLink
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.events import Event
@@ -124,3 +128,25 @@ def pipe_pair() -> Iterator[PipePair]:
     finally:
         for fd in (*to_server, *to_console):
             os.close(fd)
+
+
+class PipeSession(Session):
+    """A console's session over a pipe pair: nothing to end but the pipes, which pipe_pair closes."""
+
+    def finish(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def served_console() -> Iterator[Console]:
+    """A real Console and a real ShellServer (rank 1, "pipehost", in a thread) over pipe_pair();
+    the server has ended when the block ends."""
+    with pipe_pair() as pipes:
+        server = ShellServer(pipes.server_link, pipes.server)
+        thread = threading.Thread(target=server.serve, daemon=True)
+        thread.start()
+        made = Console(PipeSession(pipes.console_link, {1: Peer(1, pipes.console, "pipehost", ready=True)}))
+        yield made
+        made.close()
+        thread.join(timeout=10)
+        assert not thread.is_alive()

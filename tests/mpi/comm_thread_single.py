@@ -7,9 +7,7 @@ Prints ``OK <check>`` and ``ALL OK``; any failure aborts the job.
 
 from __future__ import annotations
 
-import sys
 import threading
-import traceback
 
 import mpi4py
 
@@ -17,6 +15,7 @@ mpi4py.rc.thread_level = "single"
 
 import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
+from mpi_main import run  # noqa: E402
 
 import mpish  # noqa: E402
 from mpish.comm import Waitall  # noqa: E402
@@ -44,10 +43,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        MPI.COMM_WORLD.Abort(1)
+    run(main)

@@ -4,8 +4,6 @@ move a tree larger than the credit window through the transfer machinery, and ba
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,27 +11,6 @@ import pytest
 from mpish.shell import console_transfer as transfer
 from mpish.shell import protocol as p
 from mpish.shell.console import Console
-from mpish.shell.server import ShellServer
-from mpish.shell.session import Peer, Session
-from wirepair import pipe_pair
-
-
-class PipeSession(Session):
-    def finish(self) -> None:
-        pass
-
-
-@pytest.fixture
-def console() -> Iterator[Console]:
-    with pipe_pair() as pipes:
-        server = ShellServer(pipes.server_link, pipes.server)
-        thread = threading.Thread(target=server.serve, daemon=True)
-        thread.start()
-        made = Console(PipeSession(pipes.console_link, {1: Peer(1, pipes.console, "pipehost", ready=True)}))
-        yield made
-        made.close()
-        thread.join(timeout=10)
-        assert not thread.is_alive()
 
 
 def test_a_tree_larger_than_the_window_goes_there_and_back(console: Console, tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ from mpish.shell.conversation import ConsoleState, Event, Local
 from mpish.shell.names import Result
 from mpish.shell.receive import Output, receive
 from mpish.shell.server import ShellServer
-from mpish.shell.session import Peer, Session
+from mpish.shell.session import Peer
 from mpish.transport.pipe import PipeLink
 from mpish.wire.channel import SecureChannel
-from wirepair import pipe_pair
+from wirepair import PipeSession, pipe_pair
 
 
 @dataclass
@@ -144,10 +144,6 @@ class Sink:
     def finish(self) -> None:
         pass
 
-
-class PipeSession(Session):
-    def finish(self) -> None:
-        pass
 
 
 def test_the_console_drops_answers_out_of_place_and_its_command_still_ends() -> None:

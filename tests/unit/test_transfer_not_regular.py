@@ -6,36 +6,13 @@ from __future__ import annotations
 import io
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from mpish.shell import console_transfer as transfer
 from mpish.shell import protocol as p
 from mpish.shell.console import Console
-from mpish.shell.server import ShellServer
 from mpish.shell.server.transfers import Get
-from mpish.shell.session import Peer, Session
-from wirepair import pipe_pair
-
-
-class PipeSession(Session):
-    def finish(self) -> None:
-        pass
-
-
-@pytest.fixture
-def console() -> Iterator[Console]:
-    with pipe_pair() as pipes:
-        server = ShellServer(pipes.server_link, pipes.server)
-        thread = threading.Thread(target=server.serve, daemon=True)
-        thread.start()
-        made = Console(PipeSession(pipes.console_link, {1: Peer(1, pipes.console, "pipehost", ready=True)}))
-        yield made
-        made.close()
-        thread.join(timeout=10)
-        assert not thread.is_alive()
 
 
 def test_the_server_refuses_to_send_a_fifo_as_not_a_regular_file(tmp_path: Path) -> None:
