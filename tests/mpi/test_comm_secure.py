@@ -67,7 +67,9 @@ def reported_checks(script: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("script", ["comm_api.py", "comm_regressions.py", "comm_requests.py"])
+@pytest.mark.parametrize(
+    "script", ["comm_api.py", "comm_regressions.py", "comm_requests.py", "comm_hot_path.py"]
+)
 def test_every_check_a_script_defines_is_run_and_reported(script: str) -> None:
     tree = ast.parse((HERE / script).read_text())
     defined = [f.name for f in tree.body if isinstance(f, ast.FunctionDef) and f.name.startswith("check_")]
@@ -83,6 +85,14 @@ def test_api_matches_raw_mpi(home: Path, ranks: int) -> None:
     assert proc.returncode == 0, explain(proc)
     reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
     assert reported == reported_checks("comm_api.py"), explain(proc)  # every check, in order
+    assert "ALL OK" in proc.stdout, explain(proc)
+
+
+def test_small_message_hot_paths_deliver_what_raw_mpi_does_with_reused_arrays(home: Path) -> None:
+    proc = run(["-n", "2", PYTHON, str(HERE / "comm_hot_path.py")], home)
+    assert proc.returncode == 0, explain(proc)
+    reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
+    assert reported == reported_checks("comm_hot_path.py"), explain(proc)
     assert "ALL OK" in proc.stdout, explain(proc)
 
 

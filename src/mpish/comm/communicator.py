@@ -23,13 +23,17 @@ from typing import Any
 from mpi4py import MPI
 
 from ..wire.record import SMALL_RECORD
+from .buffers import _PLAIN_BUFFERS as PLAIN_BUFFERS
 from .buffers import Unsupported, byte_view, set_status
 from .handles import lock_public_methods
 from .lane import _ACTIVE, Early, Lane, Stats, wait_all
-from .messages import SecureMessage, loads
+from .messages import SecureMessage
 from .nonblocking import NonBlocking
 from .requests import PersistentRequest, SecureRequest
 from .secret import LANES, CommSecret
+
+_EMPTY = memoryview(b"")
+_KEPT = PLAIN_BUFFERS - {bytes, bytearray, memoryview}  # numpy's ndarray, if numpy is installed
 
 
 def _warn_buf(buf: Any) -> None:
@@ -58,6 +62,11 @@ class SecureComm(NonBlocking):
         self._bsend_buffer: Any = None
         self._p2p = Lane(p2p, p2p_bulk, keys, LANES[0], self._stats)
         self._coll = Lane(coll, coll_bulk, keys, LANES[1], self._stats)
+        # The last small numpy array sent / received into, and its flat byte view (_small_view).
+        self._sent: Any = None
+        self._sent_view = _EMPTY
+        self._into: Any = None
+        self._into_view = _EMPTY
 
     # -- introspection
 
@@ -154,21 +163,44 @@ class SecureComm(NonBlocking):
 
     __hash__ = object.__hash__
 
-    def __getattr__(self, name: str) -> Any:
-        raise Unsupported(
-            f"{name} is not supported by mpish.secure (only authenticated operations are offered; "
-            "use comm.raw explicitly for unprotected traffic)"
-        )
-
     # -- point to point: buffers
 
     def Send(self, buf: Any, dest: int, tag: int = 0) -> None:
-        data = byte_view(buf, writable=False)
         lane = self._p2p
-        if len(data) < SMALL_RECORD and 0 <= dest < self.size and tag >= 0 and not _ACTIVE:
-            lane.mpi_send(lane.seal_small[dest](data, channel=tag), dest, tag)  # hot path
-        else:
-            lane.send(data, dest, tag)
+        if 0 <= dest < self.size and tag >= 0 and not _ACTIVE:  # the hot path: small messages
+            data = self._sent_view if buf is self._sent else self._small_view(buf, writable=False)
+            if data is not None:
+                lane.mpi_send(lane.seal_small[dest](data, tag), dest, tag)
+                return
+        lane.send(byte_view(buf, writable=False), dest, tag)
+
+    def _small_view(self, buf: Any, *, writable: bool) -> memoryview | None:
+        """byte_view's hot path for a message of fewer than SMALL_RECORD bytes: its flat bytes,
+        or None (anything else: byte_view says why it is refused, or the general path sends it).
+
+        A numpy array's view is kept for the next call with that array (the last one sent
+        and the last one received into, each): its memory cannot move while the view
+        exists (numpy refuses to resize an array whose buffer is exported), and a view
+        costs as much as a tenth of a small message's Python work. The price: the array
+        is kept alive and cannot be resized until another array takes its place (or the
+        communicator is freed).
+        """
+        kind: type = buf.__class__
+        if kind not in PLAIN_BUFFERS:
+            return None
+        view = memoryview(buf)
+        if not view.c_contiguous or (writable and view.readonly):
+            return None
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
+        if len(view) >= SMALL_RECORD:
+            return None
+        if kind in _KEPT:
+            if writable:
+                self._into, self._into_view = buf, view
+            else:
+                self._sent, self._sent_view = buf, view
+        return view
 
     def Ssend(self, buf: Any, dest: int, tag: int = 0) -> None:
         """Synchronous: returns once the receiver matched the message (MPI's Issend underneath)."""
@@ -181,7 +213,14 @@ class SecureComm(NonBlocking):
     def Recv(
         self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None
     ) -> None:
-        s, t, n, _ = self._p2p.recv(source, tag, byte_view(buf, writable=True))
+        sink: memoryview | None
+        if buf is self._into and buf.flags.writeable:  # numpy's own flag, as memoryview reads it
+            sink = self._into_view
+        else:
+            sink = self._small_view(buf, writable=True)
+        if sink is None:
+            sink = byte_view(buf, writable=True)
+        s, t, n, _ = self._p2p.recv(source, tag, sink)
         if status is not None:
             set_status(status, s, t, n)
 
@@ -308,7 +347,12 @@ class SecureComm(NonBlocking):
     # -- point to point: objects (unpickled only after the record authenticated)
 
     def send(self, obj: Any, dest: int, tag: int = 0) -> None:
-        self._p2p.send(memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dest, tag)
+        data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+        lane = self._p2p
+        if len(data) < SMALL_RECORD and 0 <= dest < self.size and tag >= 0 and not _ACTIVE:
+            lane.mpi_send(lane.seal_small[dest](data, tag), dest, tag)  # the hot path, as Send's
+        else:
+            lane.send(memoryview(data), dest, tag)
 
     def ssend(self, obj: Any, dest: int, tag: int = 0) -> None:
         self.Ssend(memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dest, tag)
@@ -318,10 +362,13 @@ class SecureComm(NonBlocking):
     def recv(
         self, buf: Any = None, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None
     ) -> Any:
-        _warn_buf(buf)
+        if buf is not None:
+            _warn_buf(buf)
         s, t, n, data = self._p2p.recv(source, tag, None)
-        set_status(status, s, t, n)
-        return None if data is None else loads(data)  # None: from MPI.PROC_NULL
+        if status is not None:
+            set_status(status, s, t, n)
+        # Authenticated bytes from a peer holding an authorized key; None: empty, or PROC_NULL.
+        return pickle.loads(data) if data else None  # noqa: S301
 
     def isend(self, obj: Any, dest: int, tag: int = 0) -> SecureRequest:
         requests, buffers = self._p2p.isend(memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dest, tag)
@@ -440,5 +487,29 @@ class SecureComm(NonBlocking):
             lane.free()
         self._freed = True
 
+
+class _Unsupported:
+    """An mpi4py name SecureComm does not offer: reading it raises :class:`Unsupported`.
+
+    One per name, on the class (not a ``__getattr__``: a class with one gets no specialised
+    attribute lookups from CPython, which cost every method call of the hot paths ~0.2 us).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        raise Unsupported(
+            f"{self.name} is not supported by mpish.secure (only authenticated operations are offered; "
+            "use comm.raw explicitly for unprotected traffic)"
+        )
+
+
+for _kind in (MPI.Intracomm, MPI.Intercomm, MPI.Cartcomm, MPI.Graphcomm, MPI.Distgraphcomm):
+    for _name in dir(_kind):
+        if not _name.startswith("_") and not hasattr(SecureComm, _name):
+            setattr(SecureComm, _name, _Unsupported(_name))
 
 lock_public_methods(SecureComm)  # secure code runs in one thread at a time (handles.py)

@@ -69,6 +69,23 @@ __all__ = [
 _CHANNEL = struct.Struct(">I")  # the channel field of a record header (record.py's layout):
 _CHANNEL_OFFSET = HEADER_SIZE - 16  # channel (4 bytes), counter (8) and length (4) end the header
 _FLAGS_OFFSET = 2  # version, type, then the flags byte
+_PROC_NULL = MPI.PROC_NULL
+_BODIES = 256  # views of the record buffer's body kept per lane, one per record size
+
+
+class _Bodies(dict[int, memoryview]):
+    """``rx[HEADER_SIZE:count]`` as a view, per count: made once (a slice per record costs
+    about as much as a quarter of a 1 KiB record's decryption)."""
+
+    def __init__(self, rx: bytearray) -> None:
+        super().__init__()
+        self._view = memoryview(rx)
+
+    def __missing__(self, count: int) -> memoryview:
+        body = self._view[HEADER_SIZE:count]
+        if len(self) < _BODIES:
+            self[count] = body
+        return body
 
 
 class Lane(PostedReceives, LongMessages):
@@ -99,9 +116,10 @@ class Lane(PostedReceives, LongMessages):
         self._open_small: PerPeer[Callable[..., tuple[int, int, int, int, bytes]]] = PerPeer(
             lambda p: self.openers[p].open_fields
         )
-        self._open_next: PerPeer[Callable[[bytearray, int, int], tuple[int, bytes] | None]] = PerPeer(
+        self._open_next: PerPeer[Callable[..., tuple[int, bytes] | None]] = PerPeer(
             lambda p: self.openers[p].open_next
         )
+        self._bodies = _Bodies(self._rx)
         self.mpi_send = comm.Send
         self._mpi_recv = comm.Recv
         self._count = self._status.Get_count
@@ -181,13 +199,47 @@ class Lane(PostedReceives, LongMessages):
 
         Returns (source, tag, nbytes, data-if-sink-is-None); from MPI.PROC_NULL at once
         (PROC_NULL, ANY_TAG, 0, None), as MPI does. Rejected records are dropped (module doc).
+
+        The hot path (no posted receive, no probed message, MPICH): straight into the
+        record buffer, opened there if it is the next small record in order
+        (Opener.open_next), else processed as the general loop does.
         """
+        if self.early or _ACTIVE or MATCH_FIRST or source == _PROC_NULL:
+            return self._recv_loop(source, tag, sink)
+        rx = self._rx
+        try:
+            self._mpi_recv(rx, source, tag, self._status)
+        except MPI.Exception as exc:
+            self._oversized(exc)
+            return self._recv_loop(source, tag, sink)
+        count = self._count()
+        s = source if source >= 0 else self._source()  # MPI matched the source and tag asked for
+        t = tag if tag >= 0 else self._tag()
+        try:
+            opened = self._open_next[s](rx, count, t, self._bodies[count])
+            if opened is None:
+                return self.process(
+                    rx[:count] if count < SMALL_RECORD else memoryview(rx)[:count], s, t, sink
+                )
+        except RECORD_ERRORS as exc:
+            self.stats.reject(exc)
+            return self._recv_loop(source, tag, sink)
+        # No order check against _last: open_next took only the counter after the window's
+        # top, and _last never exceeds it (it is set only to counters the window accepted).
+        n, plain = opened
+        self._last[(s, t)] = n
+        size = len(plain)
+        if sink is None:
+            return s, t, size, plain
+        if size > len(sink):
+            raise mpi_truncate(f"message of {size} bytes from rank {s}, receive buffer of {len(sink)}")
+        sink[:size] = plain
+        return s, t, size, None
+
+    def _recv_loop(self, source: int, tag: int, sink: memoryview | None) -> Result:
+        """:meth:`recv`'s general path: until a message authenticated (or PROC_NULL)."""
         if source == MPI.PROC_NULL:
             return MPI.PROC_NULL, MPI.ANY_TAG, 0, None
-        if not (self.early or _ACTIVE or MATCH_FIRST):
-            result = self._recv_direct(source, tag, sink)
-            if result is not None:
-                return result
         while True:
             if self.early:
                 early = self.take_early(source, tag)
@@ -218,31 +270,6 @@ class Lane(PostedReceives, LongMessages):
                 return self.process(record, s, t, sink)
             except RECORD_ERRORS as exc:
                 self.stats.reject(exc)
-
-    def _recv_direct(self, source: int, tag: int, sink: memoryview | None) -> Result | None:
-        """The hot path of :meth:`recv` (no posted receive, no probed message, MPICH):
-        straight into the record buffer, opened there if it is the next small record in
-        order (Opener.open_next), else processed as :meth:`recv` does. None if the record
-        was rejected (dropped and counted; the caller goes on waiting)."""
-        rx = self._rx
-        try:
-            self._mpi_recv(rx, source, tag, self._status)
-        except MPI.Exception as exc:
-            self._oversized(exc)
-            return None
-        s, t, count = self._source(), self._tag(), self._count()
-        try:
-            opened = self._open_next[s](rx, count, t)
-            if opened is None:
-                record = rx[:count] if count < SMALL_RECORD else memoryview(rx)[:count]
-                return self.process(record, s, t, sink)
-        except RECORD_ERRORS as exc:
-            self.stats.reject(exc)
-            return None
-        # No order check against _last: open_next took only the counter after the window's
-        # top, and _last never exceeds it (it is set only to counters the window accepted).
-        self._last[(s, t)] = opened[0]
-        return _deliver(s, t, opened[1], sink)
 
     def _oversized(self, exc: Any) -> None:
         """An MPI receive of a record failed: a message larger than any record is dropped."""

@@ -73,6 +73,8 @@ DEFAULT_REKEY_SHIFT = 30  # REKEY every 2**30 records of a channel: <= 2**50 byt
 DEFAULT_MAX_COUNTER = MAX_NONCE - 1  # the last usable counter; MAX_NONCE is reserved for REKEY
 _PREFIX_SIZE = 28  # version, type, flags, reserved, session, sender, receiver
 _TAIL = struct.Struct(">IQI")  # channel, counter, length
+_HEAD_SIZE = _PREFIX_SIZE + 4  # the prefix and the channel
+_HEAD = struct.Struct(f">{_HEAD_SIZE}sQI")  # head, counter, length: a whole header
 SMALL_RECORD = 16 * 1024  # below this, one C call (encrypt) beats encrypt_into plus a buffer
 
 
@@ -137,10 +139,11 @@ def parse_header(data: bytes | bytearray | memoryview) -> Header:
 class _ChannelState:
     """One channel of one direction: its keys, the current epoch's AEAD, counter, window."""
 
-    __slots__ = ("aead", "cap", "counter", "epoch", "keys", "limit", "shift", "window")
+    __slots__ = ("aead", "cap", "counter", "epoch", "head", "keys", "limit", "shift", "window")
 
-    def __init__(self, keys: EpochKeys, shift: int, max_counter: int) -> None:
+    def __init__(self, keys: EpochKeys, shift: int, max_counter: int, head: bytes) -> None:
         self.keys = keys
+        self.head = head  # a plain DATA record's header up to its counter: _Direction._new_channel
         self.shift = shift
         self.cap = max_counter + 1
         self.epoch = 0  # = keys.epoch, cached for the hot paths
@@ -212,7 +215,8 @@ class _Direction:
         if not 0 <= channel <= MAX_CHANNEL:
             raise LocalProtocolError(f"channel id {channel} out of range")
         keys = EpochKeys(self.functions, channel_key(self.hashes, self._key, channel))
-        return _ChannelState(keys, self._shift, self._max_counter)
+        head = self._data_prefix + channel.to_bytes(4, "big")
+        return _ChannelState(keys, self._shift, self._max_counter, head)
 
 
 class Sealer(_Direction):
@@ -249,31 +253,24 @@ class Sealer(_Direction):
             out = bytearray(HEADER_SIZE + size + TAGLEN)
             self.seal_into(out, payload, channel=channel, type=type, flags=flags)
             return out
-        state = self._channels.get(channel)
-        if state is None or state.counter >> self._shift != state.epoch or state.counter > self._max_counter:
-            _, n, aead = self._next(channel)  # first record, rekey or exhaustion
-        else:
-            n = state.counter
-            aead = state.aead
-            state.counter = n + 1
-        if type is RecordType.DATA and not flags:
-            header = self._data_prefix + _TAIL.pack(channel, n, size + TAGLEN)
-        else:
-            header = HEADER.pack(
-                VERSION, type, flags, 0, self.session, self.sender, self.receiver, channel, n, size + TAGLEN
-            )
+        _, n, aead = self._next(channel)  # (plain DATA records in order: seal_data)
+        header = HEADER.pack(
+            VERSION, type, flags, 0, self.session, self.sender, self.receiver, channel, n, size + TAGLEN
+        )
         return header + aead.encrypt(self._nonce(0, n), payload, header)
 
     def seal_data(self, payload: bytes | bytearray | memoryview, channel: int) -> bytes | bytearray:
         """:meth:`seal` of a plain DATA record of fewer than SMALL_RECORD bytes (the hot path:
         a known channel in its current key epoch; anything else goes through :meth:`seal`)."""
         state = self._channels.get(channel)
-        if state is None or state.counter >= state.limit or len(payload) >= SMALL_RECORD:
+        size = len(payload)
+        if state is None or state.counter >= state.limit or size >= SMALL_RECORD:
             return self.seal(payload, channel=channel)
         n = state.counter
+        header = _HEAD.pack(state.head, n, size + TAGLEN)
+        record = header + state.aead.encrypt(self._nonce(0, n), payload, header)
         state.counter = n + 1
-        header = self._data_prefix + _TAIL.pack(channel, n, len(payload) + TAGLEN)
-        return header + state.aead.encrypt(self._nonce(0, n), payload, header)
+        return record
 
     def seal_into(
         self,
@@ -372,32 +369,32 @@ class Opener(_Direction):
         self._accept(state, channel, n, chain)
         return rtype, flags, channel, n, plaintext
 
-    def open_next(self, buf: bytearray, count: int, channel: int) -> tuple[int, bytes] | None:
+    def open_next(
+        self, buf: bytearray, count: int, channel: int, body: memoryview | None = None
+    ) -> tuple[int, bytes] | None:
         """(counter, plaintext) of ``buf[:count]`` if it is the next plain DATA record of
         ``channel`` in order, in the current key epoch, of fewer than SMALL_RECORD bytes;
         None if it is anything else (then nothing was checked or changed: the caller
         takes the general path). Raises AuthenticationError if its tag fails.
 
-        The hot path of :meth:`open_fields` for a receive buffer: no copy of the record,
-        no slice of it but the header (the associated data) and the body.
+        The hot path of :meth:`open_fields` for a receive buffer: no copy of the record.
+        ``body``: a view of ``buf[HEADER_SIZE:count]`` that the caller keeps (else sliced).
         """
-        if not buf.startswith(self._data_prefix) or not HEADER_SIZE + TAGLEN <= count < SMALL_RECORD:
+        state = self._channels.get(channel)
+        if state is None or not HEADER_SIZE + TAGLEN <= count < SMALL_RECORD:
             return None
-        found, n, length = _TAIL.unpack_from(buf, _PREFIX_SIZE)
-        state = self._channels.get(found)
-        if (
-            state is None
-            or found != channel
-            or n != state.window.top + 1
-            or n >= state.limit
-            or length != count - HEADER_SIZE
-        ):
+        window = state.window
+        n = window.top + 1
+        # The header such a record has: one comparison checks every field of it.
+        header = _HEAD.pack(state.head, n, count - HEADER_SIZE)
+        if n >= state.limit or not buf.startswith(header):
             return None
         try:
-            plaintext = state.aead.decrypt(self._nonce(0, n), buf[HEADER_SIZE:count], buf[:HEADER_SIZE])
+            if body is None:
+                body = memoryview(buf)[HEADER_SIZE:count]
+            plaintext = state.aead.decrypt(self._nonce(0, n), body, header)
         except InvalidTag:
             raise AuthenticationError("record failed authentication") from None
-        window = state.window
         slot = n & SLOT_MASK
         window.ring[slot >> 3] |= 1 << (slot & 7)  # the slot held counter n - WINDOW
         window.top = n
