@@ -50,13 +50,14 @@ from ..wire.record import (
 )
 from .buffers import mpi_truncate
 from .limits import MATCH_FIRST, RECORD_ERRORS, Envelope, Result, Stats
-from .posted import PerPeer
+from .posted import _ACTIVE, PerPeer, wait_all
 
 if TYPE_CHECKING:
     from ..wire.record import Opener
 
 BULK_CHUNK = 256 * 1024  # continuation record payload: a record and its plaintext stay in L2
-_POOL = 64  # record buffers kept per lane for blocking sends (16 MiB at most)
+_POOL = 64  # record buffers kept per lane for blocking sends that post every record (16 MiB)
+_RING = 8  # records in flight of a blocking send that may wait on them (2 MiB, stays in L3)
 _DEPTH = 4  # continuation records a receiver has posted (Irecv) at once
 _TOTAL = struct.Struct(">Q")  # payload of the first record of a long message: its length
 assert BULK_CHUNK <= MAX_RECORD_PAYLOAD
@@ -90,6 +91,34 @@ class LongMessages:
         def _oversized(self, exc: Any) -> None: ...
 
         def _matched(self, comm: Any, source: int, tag: int, limit: int) -> Any: ...
+
+    def send_long(self, sealer: Sealer, data: memoryview, dest: int, tag: int) -> None:
+        """Blocking send of a long message, its records sealed into a ring of :data:`_RING`
+        buffers reused as MPI completes them (module doc: why, and why only without posted
+        receives); with posted receives, every record is posted before anything blocks."""
+        if _ACTIVE:
+            requests, _ = self.post_long(sealer, data, dest, tag, pooled=True)
+            wait_all(requests)
+            return
+        size = len(data)
+        first = sealer.seal(_TOTAL.pack(size), channel=tag, flags=FLAG_MORE)
+        head = self.comm.Isend([first, MPI.BYTE], dest, tag)
+        pool = self._pool
+        while len(pool) < _RING:
+            pool.append(bytearray(_RECORD))
+        ring: list[Any] = [None] * _RING
+        chunk = _chunk(size)
+        bulk_isend = self.bulk.Isend
+        for index, start in enumerate(range(0, size, chunk)):
+            slot = index % _RING
+            if ring[slot] is not None:
+                ring[slot].Wait()  # the receiver has this record: its buffer is free again
+            end = min(start + chunk, size)
+            out = pool[slot]
+            flags = _CONTINUED if end < size else FLAG_CONTINUATION
+            n = sealer.seal_into(out, data[start:end], channel=tag, flags=flags)
+            ring[slot] = bulk_isend([out, n, MPI.BYTE], dest, tag)
+        MPI.Request.Waitall([head, *(r for r in ring if r is not None)])
 
     def post_long(
         self,
