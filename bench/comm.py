@@ -18,7 +18,11 @@ raw and secure are always measured side by side under the same load.
 The floor of a 1 KiB round trip is the raw round trip plus two seals and two opens of
 1 KiB, timed in the same round with the AEAD object the secure communicator's sealer
 uses (AES-256-GCM with the 44-byte header as associated data); the bandwidth floor is
-min(raw, seal, open). ``floor_rtt_ratio_1k`` is secure / floor: what the record layer,
+min(raw, seal, open). The receiving core's cap (``bw_cap_*``): MPICH's shared memory
+copies a large message in the receiving process (CMA), so a secure receiver does, in
+series for every record, MPI's copy (at best at the raw rate), the open of 256 KiB and
+the copy to the user's buffer; the bandwidth of that sum, over raw, is the most a secure
+transfer over MPI can reach (comm/bulk.py). ``floor_rtt_ratio_1k`` is secure / floor: what the record layer,
 matching and Python cost on top of the cipher.
 
 Setup CPU: per rank, the CPU time of ``secure(COMM_WORLD)`` minus the CPU time spent
