@@ -413,6 +413,28 @@ def check_bcast_of_a_derived_datatype_with_gaps(c: SecureComm, raw: MPI.Intracom
     ok("bcast_of_a_derived_datatype_with_gaps")
 
 
+def check_a_blocking_long_send_reuses_a_ring_of_record_buffers(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """A blocking 16 MiB Send (no posted receive) seals into 8 reused record buffers, not 64,
+    and arrives intact, also while the receiver has a posted Irecv for a later message."""
+    fresh = mpish.secure(raw)  # a lane whose record pool only this check fills
+    if fresh.size > 1 and fresh.rank < 2:
+        size, peer = 16 << 20, 1 - fresh.rank
+        data = np.arange(size, dtype="u1") if fresh.rank == 0 else np.zeros(size, "u1")
+        if fresh.rank == 0:
+            fresh.Send(data, peer, 8)
+            assert len(fresh._p2p._pool) == 8, len(fresh._p2p._pool)
+            fresh.Send(data[:10], peer, 9)
+        else:
+            later = np.zeros(10, "u1")
+            req = fresh.Irecv(later, peer, 9)
+            fresh.Recv(data, peer, 8)
+            req.Wait()
+            assert np.array_equal(data, np.arange(size, dtype="u1")) and np.array_equal(later, np.arange(10))
+    assert fresh.rejected == 0
+    fresh.Free()
+    ok("a_blocking_long_send_reuses_a_ring_of_record_buffers")
+
+
 CHECKS = [
     check_irecv_send_wait,
     check_count_specs,
@@ -430,6 +452,7 @@ CHECKS = [
     check_comm_management,
     check_one_rank_bad_argument,
     check_bcast_of_a_derived_datatype_with_gaps,
+    check_a_blocking_long_send_reuses_a_ring_of_record_buffers,
 ]
 
 

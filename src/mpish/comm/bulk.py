@@ -13,20 +13,45 @@ to the bulk one is refused by the drain, so neither burns a counter of the genui
 message (THREAT-MODEL attack 5). First and continuation records share the (direction, tag)
 counter, so a receiver accepts on each (source, tag) only increasing counters, and a
 continuation record only with exactly the next counter and exactly the expected length.
-A sender posts every record (``Isend``) before it blocks on anything (posted.py's
-progress argument). A receiver keeps up to :data:`_DEPTH` continuation receives posted.
+A sender with posted receives (posted.py's ``_ACTIVE``), and every nonblocking send,
+posts every record (``Isend``) before it blocks on anything (posted.py's progress
+argument). A blocking send with no posted receive anywhere in the process seals into a
+ring of :data:`_RING` record buffers instead, waiting in MPI for record k to be received
+before it seals record k + _RING into its buffer: it then waits only on its own
+receiver draining this message, as a raw rendezvous send waits on its receive, and it
+never drains anything itself, so no two such senders can each wait, nested in a drain,
+for the other (the exchange of check_irecv_send_wait, where both ranks have a posted
+Irecv, takes the post-everything path). A receiver keeps up to :data:`_DEPTH`
+continuation receives posted.
 A record is opened only after its header (length, counter, flags) matched what the
 authenticated first record announced, and is decrypted into the lane's scratch buffer
 (256 KiB, in cache); the plaintext is copied into the user's buffer only after the tag
 verified, so a forged record's bytes never reach user memory, even during the call.
 
-Speed (MPICH shared memory, 2026-12-04): MPICH moves a message of 8 KiB or more with
-CMA (process_vm_readv), done by the receiving process. The receiving core therefore
-copies every record and decrypts it, while the sender's core only seals; a bare
-prototype of this pipeline (no checks) timed 256 KiB records at about 30 us to arrive
-and 15 us to open, against 16 us per 256 KiB for a raw 16 MiB message. Reaching 0.6 of
-raw at 16 MiB needs the receiver's copy gone (e.g. the sender sealing into a shared
-memory window), not more overlap.
+Speed (MPICH shared memory, 2026-12-04). Per 256 KiB record, quiet: seal and open
+about 11 us each (24 GB/s), MPI's copy at the raw rate 13-18 us. MPICH moves a message
+of 8 KiB or more with CMA (process_vm_readv), done by the receiving process, so the
+receiving core does MPI's copy, the open and the copy to the user one after the other
+for every record, while the sender's core only seals. bench/comm.py measures that
+serial sum in the same run and prints it as the bandwidth no secure transfer over MPI
+can beat (``bw_cap_*``; an upper bound: its open and copy run in a warm cache). With
+quiet raw rates (14.6 and 20 GB/s) it is about 0.55 and 0.46 of raw, below the 0.6
+target; without MPI's copy it would be above 0.8. 16 MiB ran worse than 1 MiB because a
+blocking send sealed into 64 fresh record buffers: 16 MiB of ciphertext written out of
+cache and read back by the receiver's copy, on top of the two 16 MiB user buffers in
+a 32 MiB L3 (hence the ring).
+
+A shared-memory window (``Win.Allocate_shared``) that the sender seals into and the
+receiver opens from would remove MPI's copy, but not safely as such: AES-GCM
+implementations may read a ciphertext block twice (once for GHASH, once for CTR), so a
+process able to write the window while the receiver decrypts could have a tag verify
+over one ciphertext while other bytes are decrypted: unchecked (malleable) plaintext
+would be accepted. It is sound only if nothing but the sender can write the window (an
+MPI that maps it for this uid alone, where a writer could ptrace the ranks anyway), or
+if the receiver first copies the ciphertext out, which is the copy it was to remove.
+The other way past the cap, not taken yet: cryptography releases the GIL in AEAD calls
+of 2 KiB or more, so a second thread could open record k while MPI copies record k + 1
+(the sender's core is idle two thirds of the time).
 """
 
 from __future__ import annotations
@@ -50,13 +75,14 @@ from ..wire.record import (
 )
 from .buffers import mpi_truncate
 from .limits import MATCH_FIRST, RECORD_ERRORS, Envelope, Result, Stats
-from .posted import PerPeer
+from .posted import _ACTIVE, PerPeer, wait_all
 
 if TYPE_CHECKING:
     from ..wire.record import Opener
 
 BULK_CHUNK = 256 * 1024  # continuation record payload: a record and its plaintext stay in L2
-_POOL = 64  # record buffers kept per lane for blocking sends (16 MiB at most)
+_POOL = 64  # record buffers kept per lane for blocking sends that post every record (16 MiB)
+_RING = 8  # records in flight of a blocking send that may wait on them (2 MiB, stays in L3)
 _DEPTH = 4  # continuation records a receiver has posted (Irecv) at once
 _TOTAL = struct.Struct(">Q")  # payload of the first record of a long message: its length
 assert BULK_CHUNK <= MAX_RECORD_PAYLOAD
@@ -90,6 +116,34 @@ class LongMessages:
         def _oversized(self, exc: Any) -> None: ...
 
         def _matched(self, comm: Any, source: int, tag: int, limit: int) -> Any: ...
+
+    def send_long(self, sealer: Sealer, data: memoryview, dest: int, tag: int) -> None:
+        """Blocking send of a long message, its records sealed into a ring of :data:`_RING`
+        buffers reused as MPI completes them (module doc: why, and why only without posted
+        receives); with posted receives, every record is posted before anything blocks."""
+        if _ACTIVE:
+            requests, _ = self.post_long(sealer, data, dest, tag, pooled=True)
+            wait_all(requests)
+            return
+        size = len(data)
+        first = sealer.seal(_TOTAL.pack(size), channel=tag, flags=FLAG_MORE)
+        head = self.comm.Isend([first, MPI.BYTE], dest, tag)
+        pool = self._pool
+        while len(pool) < _RING:
+            pool.append(bytearray(_RECORD))
+        ring: list[Any] = [None] * _RING
+        chunk = _chunk(size)
+        bulk_isend = self.bulk.Isend
+        for index, start in enumerate(range(0, size, chunk)):
+            slot = index % _RING
+            if ring[slot] is not None:
+                ring[slot].Wait()  # the receiver has this record: its buffer is free again
+            end = min(start + chunk, size)
+            out = pool[slot]
+            flags = _CONTINUED if end < size else FLAG_CONTINUATION
+            n = sealer.seal_into(out, data[start:end], channel=tag, flags=flags)
+            ring[slot] = bulk_isend([out, n, MPI.BYTE], dest, tag)
+        MPI.Request.Waitall([head, *(r for r in ring if r is not None)])
 
     def post_long(
         self,

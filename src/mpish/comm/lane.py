@@ -168,8 +168,7 @@ class Lane(PostedReceives, LongMessages):
             else:
                 self.comm.Send([self._tx, n, MPI.BYTE], dest, tag)
             return
-        requests, _ = self.post_long(sealer, data, dest, tag, pooled=True)
-        wait_all(requests)
+        self.send_long(sealer, data, dest, tag)
 
     def isend(
         self, data: memoryview, dest: int, tag: int, *, synchronous: bool = False
