@@ -325,6 +325,33 @@ def check_proc_null(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
     ok(c, "proc_null")
 
 
+def _at_addresses(buf: np.ndarray, n: int) -> list[MPI.Datatype]:
+    """One datatype per peer: n entries of row k of ``buf``, at its absolute address."""
+    base, dt = MPI.Get_address(buf), MPI.INT64_T
+    return [MPI.Datatype.Create_struct([n], [base + k * n * 8], [dt]).Commit() for k in range(len(buf))]
+
+
+def check_alltoallw_bottom(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
+    """Alltoallw with MPI.BOTTOM (datatypes at absolute addresses), as raw MPI (was Unsupported)."""
+    size, n = c.size, 3
+    results = []
+    for comm in (raw, c):
+        sbuf = np.array([[100 * c.rank + k] * n for k in range(size)], "i8")
+        rbuf, plain = np.full((size, n), -1, "i8"), np.full((size, n), -1, "i8")
+        stypes, rtypes = _at_addresses(sbuf, n), _at_addresses(rbuf, n)
+        ones, zeros = [1] * size, [0] * size
+        comm.Alltoallw((MPI.BOTTOM, (ones, zeros), stypes), (MPI.BOTTOM, (ones, zeros), rtypes))
+        counts, displs = [n] * size, [k * n * 8 for k in range(size)]
+        comm.Alltoallw((MPI.BOTTOM, (ones, zeros), stypes), (plain, (counts, displs), [MPI.INT64_T] * size))
+        for t in stypes + rtypes:
+            t.Free()
+        assert np.array_equal(rbuf, plain)
+        results.append(rbuf)
+    assert np.array_equal(results[0], results[1])
+    assert [row[0] for row in results[1]] == [100 * k + c.rank for k in range(size)]
+    ok(c, "alltoallw_bottom")
+
+
 def check_unsupported(c: mpish.comm.SecureComm) -> None:
     """Unsupported names are NotImplementedError and AttributeError (hasattr/getattr work)."""
     for name in ("Ineighbor_alltoall", "Create_cart", "Spawn"):
@@ -352,6 +379,7 @@ def main() -> None:
     check_truncation(c, raw)
     check_request_helpers(c, raw)
     check_proc_null(c, raw)
+    check_alltoallw_bottom(c, raw)
     check_unsupported(c)
     assert c.rejected == 0
     c.Barrier()

@@ -158,16 +158,41 @@ def check_mpi_class_level_calls_complete_secure_requests(c: SecureComm, raw: MPI
         done.update(zip(indices, objects, strict=True))
     assert done == {0: "a", 1: "b"}, done
     assert MPI.Request.Waitany(receives) == MPI.UNDEFINED
-    # a persistent request cannot be started or completed by MPI: an error, never a hang
-    persistent = c.Recv_init(got, src, 50)
-    try:
-        MPI.Prequest.Startall([persistent])
-    except MPI.Exception:
-        pass
-    else:
-        raise AssertionError("MPI.Prequest.Startall accepted a secure persistent request")
-    persistent.Free()
     ok("mpi_class_level_calls_complete_secure_requests")
+
+
+def check_mpi_starts_and_completes_persistent_requests(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """MPI.Prequest.Startall starts secure persistent requests, MPI.Prequest.Waitany completes
+    them (was ERR_REQUEST), MPI.Prequest(request) copies one, as mpi4py's testPersistent and
+    testConstructor do; the request's own Wait still gives the message's status."""
+    dest, src = (c.rank + 1) % c.size, (c.rank - 1) % c.size
+    for comm in (raw, c):
+        got = np.zeros(4)
+        send = comm.Send_init(np.full(4, 3.0), dest, 50)
+        recv = comm.Recv_init(got, src, 50)
+        for _ in range(3):
+            got[:] = 0
+            MPI.Prequest.Startall([send, recv])
+            done = [MPI.Prequest.Waitany([send, recv]) for _ in range(2)]
+            assert sorted(done) == [0, 1], (comm, done)
+            assert MPI.Prequest.Waitany([send, recv]) == MPI.UNDEFINED
+            assert np.all(got == 3.0) and send and recv != MPI.REQUEST_NULL
+        got[:] = 0
+        recv.Start()
+        send.Start()
+        MPI.Request.Waitall([send, recv])
+        assert np.all(got == 3.0)
+        MPI.Prequest.Startall([recv, send])
+        status = MPI.Status()
+        recv.Wait(status)
+        send.Wait()
+        assert (status.Get_source(), status.Get_tag(), status.Get_count(MPI.DOUBLE)) == (src, 50, 4)
+        dupe = MPI.Prequest(send)
+        assert type(dupe) is MPI.Prequest and dupe == send and MPI.Request(send) == send
+        send.Free()
+        recv.Free()
+        assert send == MPI.REQUEST_NULL and recv == MPI.REQUEST_NULL and not send
+    ok("mpi_starts_and_completes_persistent_requests")
 
 
 def check_compare(c: SecureComm, raw: MPI.Intracomm) -> None:
@@ -197,6 +222,7 @@ CHECKS = [
     check_cancel_and_get_status,
     check_dropped_request_leaves_no_posted_receive,
     check_mpi_class_level_calls_complete_secure_requests,
+    check_mpi_starts_and_completes_persistent_requests,
     check_compare,
     check_empty_message_is_received_as_none,
 ]

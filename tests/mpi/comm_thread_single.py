@@ -1,6 +1,7 @@
 """Run under mpiexec: with MPI initialized below MPI_THREAD_MULTIPLE there is no progress
 thread, so MPI's class-level calls refuse a secure request that is not complete yet
-(``ERR_REQUEST``) instead of hanging; mpish.comm.Waitall still completes it.
+(``ERR_REQUEST``) instead of hanging, and MPI.Prequest.Startall a secure persistent request;
+mpish.comm.Waitall and the requests' own methods still complete them.
 
 Prints ``OK <check>`` and ``ALL OK``; any failure aborts the job.
 """
@@ -36,6 +37,18 @@ def main() -> None:
     c.Send(np.full(4, 3.0), c.rank, 5)
     Waitall([receive])
     assert np.all(got == 3.0) and not receive
+    persistent = c.Recv_init(got, c.rank, 6)  # MPI cannot start it: no thread would notice
+    try:
+        MPI.Prequest.Startall([persistent])
+    except MPI.Exception:
+        pass
+    else:
+        raise AssertionError("MPI.Prequest.Startall accepted a persistent request without a thread")
+    persistent.Start()
+    c.Send(np.full(4, 4.0), c.rank, 6)
+    persistent.Wait()
+    persistent.Free()
+    assert np.all(got == 4.0)
     c.Free()
     if MPI.COMM_WORLD.Get_rank() == 0:
         print("OK class_level_calls_refuse_without_thread_support", flush=True)

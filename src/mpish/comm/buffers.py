@@ -149,6 +149,31 @@ def unpack(data: Any, spec: Any) -> None:
     MPI.COMM_SELF.Sendrecv([data, MPI.PACKED], 0, 0, spec, 0, 0)
 
 
+def bottom_blocks(msg: Any, size: int) -> list[tuple[Any, int]] | None:
+    """Per peer ``([MPI.BOTTOM, 1, datatype], bytes)`` of an ``Alltoallw`` message at absolute
+    addresses (``[MPI.BOTTOM, (counts, displs), datatypes]``), else None. Such blocks travel
+    packed (:func:`pack`); the caller frees the datatypes (:func:`free_blocks`)."""
+    if not (isinstance(msg, (list, tuple)) and len(msg) in (3, 4) and msg[0] is MPI.BOTTOM):
+        return None
+    if len(msg) == 3:
+        _, (counts, displs), datatypes = msg
+    else:
+        _, counts, displs, datatypes = msg
+    if not len(counts) == len(displs) == len(datatypes) == size:
+        raise ValueError(f"Alltoallw: expected {size} counts, displacements and datatypes")
+    blocks = []
+    for count, displ, datatype in zip(counts, displs, datatypes, strict=True):
+        datatype = datatype_of(datatype)
+        block = MPI.Datatype.Create_struct([int(count)], [int(displ)], [datatype]).Commit()
+        blocks.append(([MPI.BOTTOM, 1, block], int(count) * datatype.Get_size()))
+    return blocks
+
+
+def free_blocks(blocks: list[tuple[Any, int]] | None) -> None:
+    for spec, _ in blocks or []:
+        spec[2].Free()
+
+
 def _contiguous(datatype: Any) -> bool:
     """True if a derived datatype is a gap-free run of bytes (its data are its extent)."""
     _, extent = datatype.Get_extent()

@@ -26,7 +26,18 @@ from typing import Any
 from mpi4py import MPI
 
 from ..wire.errors import MpishError, RemoteProtocolError
-from .buffers import block_view, byte_view, derived, mpi_error, pack, typed_vector_view, unpack, vector_view
+from .buffers import (
+    block_view,
+    bottom_blocks,
+    byte_view,
+    derived,
+    free_blocks,
+    mpi_error,
+    pack,
+    typed_vector_view,
+    unpack,
+    vector_view,
+)
 from .lane import Lane, wait_all
 
 COLL_TAG = 1  # the tag of collective traffic (collectives are called in the same order)
@@ -419,7 +430,35 @@ class Collectives:
         self._alltoall_blocks(sendbuf, recvbuf, vector_view)
 
     def Alltoallw(self, sendbuf: Any, recvbuf: Any) -> None:
-        self._alltoall_blocks(sendbuf, recvbuf, typed_vector_view)
+        """Blocks at absolute addresses (MPI.BOTTOM) travel packed by MPI inside this process."""
+        out = None if _in_place(sendbuf) else bottom_blocks(sendbuf, self.size)
+        into = bottom_blocks(recvbuf, self.size)
+        if out is None and into is None:
+            self._alltoall_blocks(sendbuf, recvbuf, typed_vector_view)
+            return
+        try:
+            self._alltoall_bottom(sendbuf, recvbuf, out, into)
+        finally:
+            free_blocks(out)
+            free_blocks(into)
+
+    def _alltoall_bottom(self, sendbuf: Any, recvbuf: Any, out: Any, into: Any) -> None:
+        size = self.size
+        if into is None:
+            recv, rcounts, rdispls = typed_vector_view(recvbuf, size, writable=True)
+            blocks_in = [recv[rdispls[k] : rdispls[k] + rcounts[k]] for k in range(size)]
+        else:
+            blocks_in = [memoryview(bytearray(n)) for _, n in into]
+        if out is not None:
+            blocks_out = [pack(spec, n) for spec, n in out]
+        elif _in_place(sendbuf):
+            blocks_out = [pack(spec, n) for spec, n in into]  # in place: the receive blocks
+        else:
+            send, scounts, sdispls = typed_vector_view(sendbuf, size, writable=False)
+            blocks_out = [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)]
+        self._exchange(blocks_out, blocks_in)
+        for (spec, _), data in zip(into or [], blocks_in, strict=False):
+            unpack(data, spec)
 
     def _alltoall_blocks(self, sendbuf: Any, recvbuf: Any, view: Any) -> None:
         """Alltoallv/w: ``view`` reads a buffer spec as (bytes, counts, displacements) in bytes."""

@@ -6,9 +6,8 @@ the secure operation is (handles.py): mpi4py's ``MPI.Request.Waitall``, ``waitan
 here (``mpish.comm.Waitall``, ``waitall``, ``Testall``, ``Waitany``...) do the same
 without MPI's help (and without the progress thread). As in MPI, a completed request is
 inactive: it is false, and waiting on it again returns at once with an empty status
-(``wait()`` returns None). Persistent requests are not generalized requests MPI can
-start: ``MPI.Prequest.Startall`` and MPI's class-level completion calls refuse them
-(``ERR_REQUEST``); use their methods and ``mpish.comm.Startall``/``Waitall``.
+(``wait()`` returns None). Persistent requests are MPI persistent requests whose start
+runs the secure operation (persistent.py): ``MPI.Prequest.Startall`` starts them.
 
 A secure receive request that is garbage-collected while its receive is still posted is
 cancelled (a message already matched by it is received and dropped): nobody can wait on
@@ -18,7 +17,7 @@ it any more, and a posted receive left behind would take a later receive's messa
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from mpi4py import MPI
@@ -36,6 +35,7 @@ from .handles import (
     watch,
 )
 from .lane import _ACTIVE, Lane, PostedRecv, progress, wait_all
+from .persistent import PersistentRequest as PersistentRequest  # re-exported: communicator.py
 
 
 class SecureRequest(MPI.Grequest):
@@ -284,68 +284,7 @@ class SecureRequest(MPI.Grequest):
         )
 
 
-class PersistentRequest(SecureRequest):
-    """A persistent request (``Send_init``/``Recv_init``): each ``Start`` runs the operation again.
-
-    As in MPI it stays valid (true, not equal to MPI.REQUEST_NULL) after completion, until
-    ``Free``; completed or not started, lists of requests skip it (inactive).
-    """
-
-    def __init__(self, lane: Lane, start: Callable[[], SecureRequest]) -> None:
-        super().__init__(lane)
-        refuse(self, self._state)  # MPI's class-level calls cannot Start or complete it (README)
-        self._start = start
-        self._inner: SecureRequest | None = None
-        self._freed = False
-        self._active = False
-
-    def __bool__(self) -> bool:
-        return not self._freed
-
-    def _pending(self) -> bool:
-        return self._inner is not None
-
-    def Start(self) -> None:  # type: ignore[override]  # MPI.Grequest.Start is a class method
-        if self._freed:
-            raise ValueError("Start of a freed persistent request")
-        if self._inner is not None:
-            raise ValueError("Start of a persistent request that is still active")
-        self._inner = self._start()
-
-    def _ready(self, *, block: bool) -> bool:
-        return self._inner is None or self._inner._ready(block=block)
-
-    def Cancel(self) -> None:
-        if self._inner is not None:
-            self._inner.Cancel()
-
-    cancel = Cancel
-
-    def Get_status(self, status: Any = None) -> bool:
-        if self._inner is None:
-            set_status(status, MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
-            return True
-        return self._inner.Get_status(status)
-
-    get_status = Get_status
-
-    def _finish(self, status: Any) -> Any:
-        inner, self._inner = self._inner, None
-        if inner is None:
-            set_status(status, MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
-            return None
-        return inner._finish(status)
-
-    def Free(self) -> None:
-        if self._inner is not None:
-            self.Wait()
-        self._freed = True
-        if MPI.Request.__bool__(self):
-            MPI.Request.Free(self)
-
-    free = Free
-
-
+_SECURE = (SecureRequest, PersistentRequest)  # requests whose completion is mpish's
 
 
 @locked
@@ -365,7 +304,7 @@ def _status_at(statuses: list[Any] | None, index: int) -> Any:
 
 
 def _active(request: Any) -> bool:
-    if isinstance(request, SecureRequest):
+    if isinstance(request, _SECURE):
         return request._pending()
     return bool(request)  # MPI.Request: not MPI.REQUEST_NULL (an inactive Prequest: see Get_status)
 
@@ -386,7 +325,7 @@ def waitall(requests: Sequence[Any], statuses: list[Any] | None = None) -> list[
 
 def _all_ready(requests: Sequence[Any]) -> bool:
     for request in requests:
-        if isinstance(request, SecureRequest):
+        if isinstance(request, _SECURE):
             if not request._ready(block=False):
                 return False
         elif _active(request) and not request.Get_status():
@@ -419,7 +358,7 @@ def _first_done(requests: Sequence[Any]) -> int | None:
         if not _active(request):
             continue
         any_active = True
-        if isinstance(request, SecureRequest):
+        if isinstance(request, _SECURE):
             if request._ready(block=False):
                 return index
         elif request.Get_status():
@@ -473,7 +412,7 @@ def Waitsome(requests: Sequence[Any], statuses: list[Any] | None = None) -> list
     done = [first]
     for index, request in enumerate(requests):
         if index != first and _active(request):
-            if isinstance(request, SecureRequest):
+            if isinstance(request, _SECURE):
                 finished = request._ready(block=False)
             else:
                 finished = bool(request.Get_status())
@@ -495,5 +434,4 @@ def Testsome(requests: Sequence[Any], statuses: list[Any] | None = None) -> list
     return done
 
 
-for _cls in (SecureRequest, PersistentRequest):
-    lock_public_methods(_cls)
+lock_public_methods(SecureRequest)

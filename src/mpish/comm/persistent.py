@@ -1,0 +1,285 @@
+"""Persistent requests of a secure communicator (``Send_init``, ``Recv_init``...) as MPI's own.
+
+Theory of operation
+-------------------
+``MPI_Start``/``MPI_Startall`` (``MPI.Prequest.Startall``) accept only MPI's persistent
+requests, so the handle of a secure persistent request is one: a persistent synchronous send
+of an empty message to this process, on a private duplicate of ``MPI.COMM_SELF`` (the
+*trigger*, one tag per request). Starting it, by the request's ``Start`` or by MPI, only
+puts that empty message in this process's queue; nothing leaves the process. mpish notices
+the start by probing for the message (at once in ``Start``; else in the progress thread of
+handles.py, which watches every persistent request until it is freed; a probe, because
+testing the handle while MPI waits on it in another thread is not safe), and runs the secure
+operation (``Isend``, ``Issend`` or ``Irecv``: records sealed and authenticated as any
+other). Once that operation completed, mpish receives the empty message, which completes
+the synchronous send, so MPI's ``Waitany``/``Waitall``... return the request as done, and
+only then.
+
+The request's own methods (``Wait``, ``Test``, ``Get_status``...) and ``mpish.comm.Waitall``
+& co. report the operation's status (source, tag, count). MPI's class-level calls report the
+handle's: a persistent receive completed by ``MPI.Request.Waitall(requests, statuses)`` gets
+the trigger's status there (that of an empty send), not the message's.
+
+Without ``MPI_THREAD_MULTIPLE`` there is no thread to notice a start made by MPI, so the
+handle is instead a completed generalized request whose query fails: ``MPI.Prequest.Startall``
+and MPI's completion calls raise MPI's ``ERR_REQUEST`` (never a hang); the request's methods
+and ``mpish.comm.Startall``/``Waitall`` work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable
+from typing import Any, Literal
+
+from mpi4py import MPI
+
+from .buffers import set_status
+from .handles import HandleState, lock_public_methods, start_handle, threads_ok, unwatch, watch
+from .posted import _ACTIVE
+
+IDLE, RUNNING, DONE = 0, 1, 2  # the request's phase (DONE: finished, trigger sent, not yet delivered)
+_EMPTY = [None, 0, MPI.BYTE]
+_COMM: list[Any] = []  # the trigger communicator, made on first use
+_FREE_TAGS: list[int] = []
+_NEXT_TAG = [0]
+
+
+def _trigger_comm() -> Any:
+    if not _COMM:
+        _COMM.append(MPI.COMM_SELF.Dup())
+    return _COMM[0]
+
+
+class _Starts:
+    """Listed in posted's ``_ACTIVE`` while persistent requests live, so every blocking secure
+    call polls and notices a start made by MPI: a call blocked holding the lock would
+    otherwise wait for an operation that only mpish can run (``MPI.Prequest.Startall`` of a
+    send to itself, then ``Recv``)."""
+
+    def progress(self) -> None:
+        for request in list(_LIVE):
+            request._sync()
+        if not _LIVE:  # the last ones were dropped without Free
+            _ACTIVE.discard(self)
+
+
+_LIVE: weakref.WeakSet[PersistentRequest] = weakref.WeakSet()
+_STARTS = _Starts()
+
+
+def _live(request: PersistentRequest, alive: bool) -> None:
+    if alive:
+        _LIVE.add(request)
+    else:
+        _LIVE.discard(request)
+    if _LIVE:
+        _ACTIVE.add(_STARTS)  # type: ignore[arg-type]  # it has the one method progress() calls
+    else:
+        _ACTIVE.discard(_STARTS)
+
+
+class Trigger:
+    """The MPI handle of a persistent request: a persistent synchronous empty send to this
+    process. Its start puts a message in the trigger communicator, which mpish's probe
+    notices (it never touches the handle MPI may be waiting on in another thread); the send
+    completes when mpish receives that message, once the secure operation completed."""
+
+    def __init__(self) -> None:
+        self.real = threads_ok()
+        self.message: Any = None  # the start's message, matched, received when the operation is done
+        self.tag = -1
+        if self.real:
+            self.tag = _FREE_TAGS.pop() if _FREE_TAGS else _NEXT_TAG[0]
+            if self.tag == _NEXT_TAG[0]:
+                _NEXT_TAG[0] += 1
+            self.request = _trigger_comm().Ssend_init(_EMPTY, 0, self.tag)
+        else:  # refused: MPI's calls raise ERR_REQUEST (module doc)
+            self.request = MPI.Prequest.fromhandle(start_handle(HandleState()).handle)
+
+    def started(self, *, block: bool) -> bool:
+        """True if a start's message is there (taken: matched, not received yet)."""
+        comm = _trigger_comm()
+        self.message = comm.Mprobe(0, self.tag) if block else comm.Improbe(0, self.tag)
+        return self.message is not None
+
+    def fire(self) -> None:
+        """Complete the handle: receive the start's message (the synchronous send completes)."""
+        message, self.message = self.message, None
+        message.Recv(_EMPTY)
+
+    def release(self) -> None:
+        if self.real and self.message is None:
+            _FREE_TAGS.append(self.tag)
+
+
+class PersistentRequest(MPI.Prequest):
+    """A persistent request: each start (its ``Start``, ``mpish.comm.Startall`` or MPI's
+    ``MPI.Prequest.Startall``) runs the secure operation again (module doc).
+
+    As in MPI it stays valid (true, not equal to MPI.REQUEST_NULL) after completion, until
+    ``Free``; not started or completed, lists of requests skip it (inactive).
+    """
+
+    _trigger: Trigger
+    __hash__ = object.__hash__  # MPI.Request compares handles and has none (handles.py keeps a set)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> PersistentRequest:
+        trigger = Trigger()
+        request = super().__new__(cls, trigger.request)
+        request._trigger = trigger
+        return request
+
+    def __init__(self, lane: Any, start: Callable[[], Any]) -> None:
+        self._start = start  # starts the secure operation: a SecureRequest
+        self._inner: Any = None
+        self._phase = IDLE
+        self._outcome: tuple[Any, ...] | None = None  # ((source, tag, nbytes), obj, error, cancelled)
+        self._freed = False
+        if self._trigger.real:
+            watch(self)
+            _live(self, True)
+
+    # -- the phases
+
+    def _sync(self) -> None:
+        """Notice a start made by MPI: its trigger message is there."""
+        if self._phase == RUNNING or self._freed or not self._trigger.real:
+            return
+        if self._trigger.started(block=False):
+            self._run()
+
+    def _run(self) -> None:
+        self._outcome = None
+        self._inner = self._start()
+        self._phase = RUNNING
+
+    def _advance(self, *, block: bool) -> bool:
+        """True unless the operation is still running (then it is kept, its handle completed)."""
+        self._sync()
+        if self._phase != RUNNING:
+            return True
+        inner = self._inner
+        if not inner._ready(block=block):
+            return False
+        status, obj, error = MPI.Status(), None, None
+        try:
+            obj = inner._finish(status)
+        except Exception as exc:
+            error = exc
+        result = (status.Get_source(), status.Get_tag(), status.Get_count(MPI.BYTE))
+        self._outcome = (result, obj, error, status.Is_cancelled())
+        self._inner, self._phase = None, DONE
+        if self._trigger.real:
+            self._trigger.fire()
+        return True
+
+    def _deliver(self, status: Any) -> Any:
+        """Complete the request (its handle too: at once, the trigger was sent); the outcome."""
+        if self._phase == DONE:
+            if self._trigger.real:
+                MPI.Prequest.Wait(self)  # returns at once, also if MPI completed it already
+            self._phase = IDLE
+        outcome, self._outcome = self._outcome, None
+        if outcome is None:
+            set_status(status, MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+            return None
+        result, obj, error, cancelled = outcome
+        if error is not None:
+            raise error
+        set_status(status, *result)
+        if status is not None and cancelled:
+            status.Set_cancelled(True)
+        return obj
+
+    def _poll_handle(self) -> bool:
+        """The progress thread's work: notice a start by MPI, complete a finished operation."""
+        phase = self._phase
+        if not self._freed:
+            self._advance(block=False)
+        return self._phase != phase
+
+    # what requests.py's list functions ask of a secure request
+    def _ready(self, *, block: bool) -> bool:
+        return self._advance(block=block)
+
+    def _pending(self) -> bool:
+        self._sync()
+        return self._phase != IDLE
+
+    # -- mpi4py's methods
+
+    def Start(self) -> None:
+        if self._freed:
+            raise ValueError("Start of a freed persistent request")
+        self._sync()
+        if self._phase == RUNNING:
+            raise ValueError("Start of a persistent request that is still active")
+        if self._trigger.real:
+            if self._phase == DONE:
+                MPI.Prequest.Wait(self)  # the last run's handle completion, if nobody took it
+            MPI.Prequest.Start(self)
+            self._trigger.started(block=True)  # its own message: to this process, there at once
+        self._run()
+
+    def Wait(self, status: Any = None) -> Literal[True]:
+        self._advance(block=True)
+        self._deliver(status)
+        return True
+
+    def wait(self, status: Any = None) -> Any:
+        self._advance(block=True)
+        return self._deliver(status)
+
+    def Test(self, status: Any = None) -> bool:
+        if not self._advance(block=False):
+            return False
+        self._deliver(status)
+        return True
+
+    def test(self, status: Any = None) -> tuple[bool, Any]:
+        if not self._advance(block=False):
+            return False, None
+        return True, self._deliver(status)
+
+    def Get_status(self, status: Any = None) -> bool:
+        """True if not running (``status`` set), without completing the request."""
+        if not self._advance(block=False):
+            return False
+        if self._outcome is None:
+            set_status(status, MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+        else:
+            result, _, _, cancelled = self._outcome
+            set_status(status, *result)
+            if status is not None and cancelled:
+                status.Set_cancelled(True)
+        return True
+
+    get_status = Get_status
+
+    def Cancel(self) -> None:
+        self._sync()
+        if self._phase == RUNNING:
+            self._inner.Cancel()
+
+    cancel = Cancel
+
+    def Free(self) -> None:
+        """Complete a started operation (here: wait for it), then release the handle."""
+        if self._freed:
+            return
+        if self._pending():
+            with contextlib.suppress(Exception):  # MPI_Request_free reports nothing either
+                self.Wait()
+        self._freed = True
+        unwatch(self)
+        _live(self, False)
+        if MPI.Request.__bool__(self):
+            MPI.Request.Free(self)
+        self._trigger.release()
+
+    free = Free
+
+
+lock_public_methods(PersistentRequest)
