@@ -457,6 +457,8 @@ class Console:
             self._step(rank, Local.CLOSE)
         deadline = time.monotonic() + CLOSE_TIMEOUT
         waiter = Waiter(self.link, IDLE_WAIT)
+        if not self.session.awaits_close:  # finish() waits for the servers' ends instead (ssh)
+            closing = []
         while self._in(ConsoleState.CLOSING, closing) and time.monotonic() < deadline:
             with contextlib.suppress(TransportBroken):
                 self.check_failures()

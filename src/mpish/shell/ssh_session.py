@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, ClassVar
 
 from mpish import report
 from mpish.transport import ship
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 HELLO_TIMEOUT_SLACK = 15.0  # beyond ssh's ConnectTimeout: Python's start and the Hello
 REMOTE_ENTRY = "mpish.shell.remote"  # the module shipped and run on each host
 CLOSE_WAIT = 5.0
+FLUSH_WAIT = 1.0  # for the close records still queued to all hosts (a host that reads nothing: EOF anyway)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class SshSession(Session):
     failed: dict[str, str] = field(default_factory=dict)  # host -> why it could not join
     err: IO[str] = field(default_factory=lambda: sys.stderr)
     report_losses: bool = True  # say "host: lost: why" at once (-c folds them at the end instead)
+    awaits_close: ClassVar[bool] = False  # finish() waits until each ssh has exited: no round trip more
     sent_first: list[int] = field(default_factory=list)  # ranks whose code was followed by ``first``
     early: list[tuple[int, Event, object]] = field(default_factory=list)  # their answers before all greeted
 
@@ -86,7 +88,10 @@ class SshSession(Session):
 
     def finish(self) -> None:
         """End every ssh process: stdin closed (the remote ends on EOF), then terminate.
-        Every host hears the end first, so they end together, not one after the other."""
+        Every host hears the end first, so they end together, not one after the other; what
+        was queued for them (the console's close records) is written before."""
+        with contextlib.suppress(MpishError):
+            self.link.flush(FLUSH_WAIT)
         for process in self.processes.values():
             process.hang_up()
         wait_for_exits([process.process for process in self.processes.values()], CLOSE_WAIT)
