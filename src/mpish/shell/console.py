@@ -62,6 +62,7 @@ from .session import Peer, Session
 log = logging.getLogger(__name__)
 
 CREDIT_BATCH = p.WINDOW // 4
+FIRST_RUN_ID = 1  # the id of a console's first command
 CLOSE_TIMEOUT = 10.0
 FAILURE_GRACE = 2.0  # seconds to find the dead server after a failure notice
 PID_CHECK = 0.5  # seconds between looks at the servers' pids while waiting
@@ -228,7 +229,9 @@ class Console:
     # -- actions (the names in conversation.CONSOLE; each gets (rank, payload))
 
     def _send(self, payload: Payload) -> None:
-        self._send_to(*payload)
+        rank, message = payload
+        if message is not None:  # None: already sent (a Run pipelined with the server's code)
+            self._send_to(rank, message)
 
     def _ignore(self, payload: Payload) -> None:
         del payload
@@ -299,17 +302,27 @@ class Console:
 
     def run(
         self, command: str, ranks: Iterable[int], sink: OutputSink, timeout: float | None = None,
-        stdin: int | None = None, fanout: int = 0,
+        stdin: int | None = None, fanout: int = 0, sent: Iterable[int] = (),
+        early: Iterable[tuple[int, Event, object]] = (),
     ) -> dict[int, Result]:
         """Run ``command`` on ``ranks``; output goes to ``sink`` as it arrives.
 
         ``stdin``: a file descriptor whose bytes, to its end, every rank's command reads
         as its stdin (else the command's stdin is /dev/null). ``fanout`` (clush's ``-f``):
         the command runs on at most that many ranks at once, the next starting when one
-        ends; 0, or a stdin to broadcast (one stream for all), starts it everywhere at once."""
+        ends; 0, or a stdin to broadcast (one stream for all), starts it everywhere at once.
+
+        ``sent``: ranks that already got this Run (id :data:`FIRST_RUN_ID`, the console's first
+        command; ``mpish ssh -c`` sends it with the server's code), ``early`` what they
+        answered before this console existed, handled first, in order."""
         cmd_id = self._id()
-        targets = self._in(ConsoleState.IDLE, sorted(set(r for r in ranks if r in self.peers)))
-        waiting = targets[fanout:] if fanout > 0 and stdin is None else []
+        sent = set(sent)
+        if sent and cmd_id != FIRST_RUN_ID:
+            raise ValueError("only the console's first command can have been sent ahead")
+        targets = [r for r in sorted(set(r for r in ranks if r in self.peers))  # sent: even if lost since
+                   if self.machines[r].state is ConsoleState.IDLE and (self.peers[r].alive or r in sent)]
+        unsent = [rank for rank in targets if rank not in sent]  # sent ones run already: they count
+        waiting = unsent[max(0, fanout - len(targets) + len(unsent)):] if fanout > 0 and stdin is None else []
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
         run = self._run = Running(cmd_id, sink, dict.fromkeys(targets, p.WINDOW))
@@ -370,8 +383,14 @@ class Console:
             for rank in running:
                 self._step(rank, Local.INTERRUPT, p.Interrupt(cmd_id))
 
-        for rank in targets[: len(targets) - len(waiting)]:
-            self._step(rank, Local.RUN, p.Run(cmd_id, command, limit, stdin is not None))
+        queued = set(waiting)
+        message = p.Run(cmd_id, command, limit, stdin is not None)
+        for rank in targets:
+            if rank not in queued:
+                self._step(rank, Local.RUN, None if rank in sent else message)
+        for rank, event, answer in early:
+            if rank in self.machines:
+                self._step(rank, event, answer)
         try:
             self._wait(finished, interrupt, feed_and_top_up)
         finally:
@@ -438,6 +457,8 @@ class Console:
             self._step(rank, Local.CLOSE)
         deadline = time.monotonic() + CLOSE_TIMEOUT
         waiter = Waiter(self.link, IDLE_WAIT)
+        if not self.session.awaits_close:  # finish() waits for the servers' ends instead (ssh)
+            closing = []
         while self._in(ConsoleState.CLOSING, closing) and time.monotonic() < deadline:
             with contextlib.suppress(TransportBroken):
                 self.check_failures()

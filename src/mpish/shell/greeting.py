@@ -19,7 +19,7 @@ from mpish.transport.link import Channel
 
 from . import protocol as p
 from .conversation import CONSOLE, ConsoleState, Event, Local, Machine, Refused
-from .receive import Waiter, receive
+from .receive import Deliver, Waiter, receive
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -46,16 +46,22 @@ class _Greeter:
 
 
 def await_hellos(session: Session, greeted: Greeted, failed: Failed, deadline: Callable[[int], float],
-                 tick: Callable[[], bool] = lambda: False) -> None:
+                 tick: Callable[[], bool] = lambda: False, early: Deliver | None = None) -> None:
     """Until every server has sent its Hello or failed (``failed`` must mark it not alive).
 
-    ``tick`` is called in every round; True while it has more servers to start."""
+    ``tick`` is called in every round; True while it has more servers to start. ``early``
+    gets what a greeted server sends after its Hello (the answers to a Run sent with its
+    code, ``mpish ssh -c``), to hand to the console in order; without it they go through
+    the table (a server says nothing before it is asked)."""
     machines: dict[int, Machine[ConsoleState]] = {}
     greeter = _Greeter(greeted, failed)
 
     def step(rank: int, event: Event, payload: object) -> None:
         machine = machines.get(rank)
         if machine is None:
+            return
+        if early is not None and machine.state is not ConsoleState.GREETING:
+            early(rank, event, payload)
             return
         try:
             machine.fire(event, greeter, (rank, payload))

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from mpish.transport.link import Channel, Link
 
@@ -84,6 +85,9 @@ class Session:
     link: Link
     peers: dict[int, Peer]
     refused: dict[int, str] = field(default_factory=dict)  # rank -> reason
+    # The console waits for each server's close record before finish(); not when finish()
+    # itself waits until the servers have ended (ssh: each ssh process exits after its server).
+    awaits_close: ClassVar[bool] = True
 
     def failure_notice(self) -> bool:
         """True (once per notice) if the launcher reported a failed server; none by default."""

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -84,9 +84,11 @@ def split_ssh_options(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(word for value in values for word in shlex.split(value))
 
 
-def _start(options: SshShellOptions, hosts: list[str]) -> Any:
+def _start(options: SshShellOptions, hosts: list[str], first: Callable[[], bytes] | None = None,
+           report_losses: bool = True) -> Any:
     """Connect to the hosts; the output machinery is loaded after the ssh processes have
-    started (it costs the console ~20 ms of imports, while each ssh's handshake takes longer)."""
+    started (it costs the console ~20 ms of imports, while each ssh's handshake takes longer).
+    ``first``: the message each host gets right behind its code (``-c``'s Run)."""
     from mpish.shell.ssh_session import start_ssh_session
 
     session = start_ssh_session(
@@ -95,6 +97,8 @@ def _start(options: SshShellOptions, hosts: list[str]) -> Any:
         ssh_options=options.ssh_options,
         connect_timeout=options.connect_timeout,
         fanout=options.fanout,
+        first=first,
+        report_losses=report_losses,
     )
     from mpish.shell.grouping import set_color
 
@@ -137,8 +141,21 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     """``-c``: run once everywhere; return the largest exit status (255 for a failed host),
     or 0 with ``--no-maxrc``."""
     assert options.command is not None
+    command = options.command
     hosts = select_hosts(options.selection)
-    session = _start(options, hosts)  # the ssh processes first: the output machinery loads while they connect
+    stdin: list[int | None] = []
+
+    def first_run() -> bytes:
+        """The Run, sent with each host's code: the command starts in ssh's first round trip."""
+        from mpish.shell import protocol as p
+        from mpish.shell.app import stdin_to_send
+        from mpish.shell.console import FIRST_RUN_ID
+
+        stdin.append(stdin_to_send(options.nostdin))
+        return p.CODEC.encode(p.Run(FIRST_RUN_ID, command, options.timeout or 0.0, stdin[0] is not None))
+
+    # ssh first: the output machinery loads meanwhile; hosts lost once joined are folded at the end
+    session = _start(options, hosts, first_run, report_losses=options.mode.kind == "json")
     from mpish.shell.app import stdin_to_send
     from mpish.shell.console import Console
     from mpish.shell.grouping import STDOUT_CLOSED, JsonSink, PipeGuard, Style, make_sink, status_lines
@@ -166,8 +183,9 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         try:
             with InterruptKeys() as keys:
                 console.interrupt_key = keys.pressed
-                console.run(options.command, list(session.peers), guard,
-                            stdin=stdin_to_send(options.nostdin), fanout=options.fanout)
+                console.run(command, list(session.peers), guard, stdin=stdin[0] if stdin else
+                            stdin_to_send(options.nostdin), fanout=options.fanout,
+                            sent=session.sent_first, early=session.early)
         finally:
             console.close()
         if guard.closed:  # stdout's reader left (| head): the command was interrupted; quiet

@@ -13,7 +13,11 @@ No keys: ssh authenticates the user and protects the pipes (THREAT-MODEL "Over S
 so each host's records travel on its pipe link's plain channel
 (:meth:`~mpish.transport.pipe.PipeLink.plain_channel`, framing only; see
 :mod:`mpish.shell.remote`). The console's first message to a host is its code, and the
-host's first is its Hello: joining costs no round trip beyond ssh's own.
+host's first is its Hello: joining costs no round trip beyond ssh's own. ``mpish ssh -c``
+also queues its Run right behind the code (``first``), so each host starts the command in
+ssh's first round trip instead of after its Hello; what a host answers before every host
+has greeted is kept (``early``) and handed to the console in order
+(:meth:`~mpish.shell.console.Console.run`'s ``sent``).
 
 The result is an :class:`SshSession`, a :class:`~mpish.shell.session.Session` whose link is a
 :class:`~mpish.transport.pipe.MultiLink` and whose peers are named by their host
@@ -31,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, ClassVar
 
 from mpish import report
 from mpish.transport import ship
@@ -44,10 +48,12 @@ from .session import Peer, Session
 
 if TYPE_CHECKING:
     from . import protocol as p
+    from .conversation import Event
 
 HELLO_TIMEOUT_SLACK = 15.0  # beyond ssh's ConnectTimeout: Python's start and the Hello
 REMOTE_ENTRY = "mpish.shell.remote"  # the module shipped and run on each host
 CLOSE_WAIT = 5.0
+FLUSH_WAIT = 1.0  # for the close records still queued to all hosts (a host that reads nothing: EOF anyway)
 
 
 @dataclass
@@ -59,6 +65,9 @@ class SshSession(Session):
     failed: dict[str, str] = field(default_factory=dict)  # host -> why it could not join
     err: IO[str] = field(default_factory=lambda: sys.stderr)
     report_losses: bool = True  # say "host: lost: why" at once (-c folds them at the end instead)
+    awaits_close: ClassVar[bool] = False  # finish() waits until each ssh has exited: no round trip more
+    sent_first: list[int] = field(default_factory=list)  # ranks whose code was followed by ``first``
+    early: list[tuple[int, Event, object]] = field(default_factory=list)  # their answers before all greeted
 
     def lost(self, rank: int, why: str) -> None:
         """MultiLink's report that a host's pipe ended: mark it lost, say why (once)."""
@@ -79,7 +88,10 @@ class SshSession(Session):
 
     def finish(self) -> None:
         """End every ssh process: stdin closed (the remote ends on EOF), then terminate.
-        Every host hears the end first, so they end together, not one after the other."""
+        Every host hears the end first, so they end together, not one after the other; what
+        was queued for them (the console's close records) is written before."""
+        with contextlib.suppress(MpishError):
+            self.link.flush(FLUSH_WAIT)
         for process in self.processes.values():
             process.hang_up()
         wait_for_exits([process.process for process in self.processes.values()], CLOSE_WAIT)
@@ -121,16 +133,24 @@ def start_ssh_session(
     connect_timeout: float = 30.0,
     fanout: int = 64,
     err: IO[str] | None = None,
+    first: Callable[[], bytes] | None = None,
+    report_losses: bool = True,
 ) -> SshSession:
     """Connect to every host, handshake, read every Hello; hosts that fail are in ``failed``.
 
     At most ``fanout`` hosts are being connected at once (clush's ``-f``): the next host's
     ssh starts when one of them has joined or failed. Joined hosts stay connected.
+    ``first``: the encoded message each host gets right behind its code (called once, after
+    the first wave's ssh processes have started); those hosts are in ``sent_first``, and
+    what they send after their Hello while others are still greeting is in ``early``.
+    ``report_losses``: say at once that a joined host was lost (else the caller does).
     """
     if fanout < 1:
         raise ValueError("fanout must be at least 1")
+    if len(hosts) > fanout:
+        first = None  # -f: a host must not start the command before one of the first wave is done
     err = err or sys.stderr
-    session = SshSession(MultiLink({}), {}, processes={}, failed={}, err=err)
+    session = SshSession(MultiLink({}), {}, processes={}, failed={}, err=err, report_losses=report_losses)
     session.link.on_lost = session.lost
     session.link.size = len(hosts) + 1
     pending = list(enumerate(hosts, 1))
@@ -148,10 +168,25 @@ def start_ssh_session(
         for rank in started:  # every ssh of the wave is connecting while the code is built
             with contextlib.suppress(MpishError):  # a pipe that ended is reported as lost
                 session.link.links[rank].send_raw(ship.payload(REMOTE_ENTRY))
+        message = first_message() if started else None
+        if message is not None:  # right behind the code: no round trip before the command starts
+            for rank in started:
+                with contextlib.suppress(MpishError):
+                    session.link.send_all(rank, session.peers[rank].channel.send(message))
+                    session.sent_first.append(rank)
+
+    built: list[bytes] = []
+
+    def first_message() -> bytes | None:
+        if first is None:
+            return None
+        if not built:
+            built.append(first())
+        return built[0]
 
     try:
         start_next()
-        _await_hellos(session, deadlines, start_next, lambda: bool(pending))
+        _await_hellos(session, deadlines, start_next, lambda: bool(pending), first is not None)
     except BaseException:  # Ctrl-C while connecting: end every ssh started so far
         session.finish()
         raise
@@ -193,8 +228,10 @@ def _await_hellos(
     deadlines: dict[int, float],
     start_next: Callable[[], None],
     more_to_start: Callable[[], bool],
+    keep_early: bool = False,
 ) -> None:
-    """Read every Hello, or give up on that host."""
+    """Read every Hello, or give up on that host (``keep_early``: a greeted host's next
+    records go to ``session.early``)."""
     from .greeting import await_hellos  # the console's machinery loads while ssh connects
 
     def greeted(rank: int, hello: p.Hello) -> None:
@@ -211,7 +248,11 @@ def _await_hellos(
         start_next()
         return more_to_start()
 
-    await_hellos(session, greeted, failed, lambda rank: deadlines.get(rank, float("inf")), tick)
+    def early(rank: int, event: Event, payload: object) -> None:
+        session.early.append((rank, event, payload))
+
+    await_hellos(session, greeted, failed, lambda rank: deadlines.get(rank, float("inf")), tick,
+                 early if keep_early else None)
     for rank, peer in list(session.peers.items()):
         if not peer.ready:
             peer.alive = False
