@@ -10,14 +10,15 @@ Part files and cp naming: :mod:`mpish.shell.transfer`; trees: :mod:`mpish.shell.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import IO, Any
 
+from mpish.transport.link import Channel
+
 from .. import protocol as p
 from ..conversation import Event, Local, Refused
-from ..transfer import PartFile, destination, open_regular, umask
+from ..transfer import PartFile, changed, destination, digests_needed, new_digest, open_regular, umask
 from ..tree import TreeReader, TreeWriter, cost, tree_destination
 
 TREE_CREDIT_BATCH = p.WINDOW // 4  # a tree's credit is returned in batches (small files)
@@ -32,7 +33,7 @@ def resolve(path: str, cwd: str) -> Path:
 class Put:
     """A file being received: written to a part file, committed once verified."""
 
-    def __init__(self, start: p.PutStart, cwd: str) -> None:
+    def __init__(self, start: p.PutStart, cwd: str, verify: bool = True) -> None:
         name = Path(start.name).name or "unnamed"
         self.xfer_id = start.xfer_id
         self.final = destination(resolve(start.path, cwd), name, start.path.endswith(("/", "/.")))
@@ -42,7 +43,7 @@ class Put:
         self.error = ""
         self.part: PartFile | None = None
         try:
-            self.part = PartFile(self.final)
+            self.part = PartFile(self.final, verify=verify)
         except OSError as exc:
             self.error = f"cannot write {self.final}: {exc.strerror}"
 
@@ -95,16 +96,17 @@ class PutTree:
 class Get:
     """A file being sent, chunk by chunk, as credit allows."""
 
-    def __init__(self, start: p.GetStart, cwd: str) -> None:
+    def __init__(self, start: p.GetStart, cwd: str, verify: bool = True) -> None:
         self.xfer_id = start.xfer_id
         self.path = resolve(start.path, cwd)
         self.error = ""
         self.size = 0
         self.interrupted = False
-        self.digest: Any = hashlib.sha256()
+        self.digest: Any = new_digest(verify)
         self.handle: IO[bytes] | None = None
         try:
             self.handle = open_regular(self.path)
+            self.opened = os.fstat(self.handle.fileno())
         except IsADirectoryError:
             self.error = f"{self.path} is a directory (use :get -r)"
         except OSError as exc:
@@ -124,6 +126,8 @@ class Get:
         except OSError as exc:
             self.error = f"cannot read {self.path}: {exc.strerror}"
             return b""
+        if not data:  # the end: a file written to meanwhile may hold old and new bytes mixed
+            self.error = changed(self.handle.fileno(), self.opened, self.path)
         self.digest.update(data)
         self.size += len(data)
         return data
@@ -197,6 +201,7 @@ class ServerTransfers:
     """The transfer actions of the server's table (mixed into ShellServer)."""
 
     credit: int
+    channel: Channel  # over ssh files are not hashed (transfer.digests_needed)
     put: Put | PutTree | None
     get: Get | GetTree | None
 
@@ -224,7 +229,7 @@ class ServerTransfers:
         return True
 
     def _start_put(self, start: p.PutStart) -> None:
-        self.put = Put(start, self.cwd)
+        self.put = Put(start, self.cwd, digests_needed(self.channel))
 
     def _write_chunk(self, chunk: p.PutChunk) -> None:
         put = self.put
@@ -274,7 +279,7 @@ class ServerTransfers:
         self._send(put.finish(end))
 
     def _start_get(self, start: p.GetStart) -> None:
-        self.get = Get(start, self.cwd)
+        self.get = Get(start, self.cwd, digests_needed(self.channel))
 
     def _start_tree_get(self, start: p.TreeGet) -> None:
         self.get = GetTree(start, self.cwd)
