@@ -34,6 +34,7 @@ from .transfer import (
     changed,
     destination,
     digests_needed,
+    extra_window,
     new_digest,
     open_regular,
     shared_warning,
@@ -128,7 +129,7 @@ def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut,
     """Send ``start``, every message of ``body`` within each target's credit, then ``end``;
     Ctrl-C aborts (the targets discard what they received of the file being sent)."""
     targets = console.idle(ranks)
-    credit = dict.fromkeys(targets, p.WINDOW)
+    credit = {rank: p.WINDOW + extra_window(console.peers[rank].channel) for rank in targets}
     sent = Sent()
 
     def putting() -> list[int]:

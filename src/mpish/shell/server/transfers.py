@@ -18,7 +18,16 @@ from mpish.transport.link import Channel
 
 from .. import protocol as p
 from ..conversation import Event, Local, Refused
-from ..transfer import PartFile, changed, destination, digests_needed, new_digest, open_regular, umask
+from ..transfer import (
+    PartFile,
+    changed,
+    destination,
+    digests_needed,
+    extra_window,
+    new_digest,
+    open_regular,
+    umask,
+)
 from ..tree import TreeReader, TreeWriter, cost, tree_destination
 
 TREE_CREDIT_BATCH = p.WINDOW // 4  # a tree's credit is returned in batches (small files)
@@ -218,9 +227,10 @@ class ServerTransfers:
     def _pump_get(self) -> bool:
         """Send the get's next message, within credit; True if anything was done."""
         get = self.get
-        if get is None or (self.credit <= 0 and not get.finished):
+        credit = self.credit + extra_window(self.channel)  # the console credits it all back
+        if get is None or (credit <= 0 and not get.finished):
             return False
-        message = get.next_message(self.credit)
+        message = get.next_message(credit)
         if message is not None:
             self.credit -= cost(message)
             self._send(message)
