@@ -4,6 +4,7 @@ move a tree larger than the credit window through the transfer machinery, and ba
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,34 @@ def test_a_file_changed_while_get_reads_it_is_not_kept(console: Console, tmp_pat
     got = transfer.get(console, str(source), str(tmp_path / "local"), [1], rewrite)
     assert got == {1: f"{source} changed while it was read: nothing was written (copy it again)"}
     assert list((tmp_path / "local").iterdir()) == []
+
+
+def test_over_ssh_a_get_sends_16_mib_before_any_credit_and_no_more(tmp_path: Path) -> None:
+    # over ssh the bytes in flight wait in pipes and ssh's buffers: the server may send
+    # WINDOW + SSH_EXTRA_WINDOW without credit (4 MiB stalled it), and then stops
+    from mpish.shell.transfer import SSH_EXTRA_WINDOW
+
+    allowance = p.WINDOW + SSH_EXTRA_WINDOW
+    source = tmp_path / "src.bin"
+    source.write_bytes(os.urandom(allowance + 3 * p.CHUNK))
+    received: list[int] = []
+    ended: list[p.GetEnd] = []
+
+    def answer(rank: int, message: object) -> None:
+        if isinstance(message, p.GetChunk):
+            received.append(len(message.data))
+        elif isinstance(message, p.GetEnd):
+            ended.append(message)
+
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the server stopped before 16 MiB"))
+    signal.alarm(60)  # a guard against a hang, not a timing assertion
+    try:
+        with served_console(plain=True) as console, console.routed(answer):
+            console.send(1, p.GetStart(console.new_id(), str(source)))
+            console.wait(lambda: sum(received) >= allowance)
+            assert sum(received) == allowance  # not a byte more without credit
+            console.consumed(1, sum(received), final=True)
+            console.wait(lambda: bool(ended))
+    finally:
+        signal.alarm(0)
+    assert sum(received) == source.stat().st_size and ended[0].error == ""
