@@ -138,14 +138,16 @@ class PipeSession(Session):
 
 
 @contextlib.contextmanager
-def served_console() -> Iterator[Console]:
+def served_console(plain: bool = False) -> Iterator[Console]:
     """A real Console and a real ShellServer (rank 1, "pipehost", in a thread) over pipe_pair();
-    the server has ended when the block ends."""
+    the server has ended when the block ends. ``plain``: the pipes' plain channels, as over ssh."""
     with pipe_pair() as pipes:
-        server = ShellServer(pipes.server_link, pipes.server)
+        channels = (pipes.console_link.plain_channel(), pipes.server_link.plain_channel()) if plain else (
+            pipes.console, pipes.server)
+        server = ShellServer(pipes.server_link, channels[1])
         thread = threading.Thread(target=server.serve, daemon=True)
         thread.start()
-        made = Console(PipeSession(pipes.console_link, {1: Peer(1, pipes.console, "pipehost", ready=True)}))
+        made = Console(PipeSession(pipes.console_link, {1: Peer(1, channels[0], "pipehost", ready=True)}))
         yield made
         made.close()
         thread.join(timeout=10)

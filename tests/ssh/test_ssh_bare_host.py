@@ -46,8 +46,8 @@ def test_console_puts_and_gets_files_on_bare_hosts(sshd: SshServer, tmp_path: Pa
               f":get {tmp_path}/remote/copy.bin {tmp_path}/back.bin\nsha256sum copy.bin\n")
     done = mpish_ssh(sshd, "--python", BARE, "host[1-2]", input=script)
     assert done.returncode == 0, done.stderr
-    assert "put host[1-2]: ok, SHA-256 verified" in done.stdout
-    assert "get host[1-2]: ok, SHA-256 verified" in done.stdout
+    assert "put host[1-2]: ok, size verified, bytes authenticated by ssh" in done.stdout
+    assert "get host[1-2]: ok, size verified, bytes authenticated by ssh" in done.stdout
     assert hashlib.sha256(source.read_bytes()).hexdigest() + "  copy.bin" in done.stdout
     for rank in (1, 2):
         assert (tmp_path / f"back.bin.host{rank}").read_bytes() == source.read_bytes()

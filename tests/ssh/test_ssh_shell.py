@@ -104,8 +104,8 @@ def test_put_and_get_through_the_console_read_from_stdin(sshd: SshServer, tmp_pa
               f":get {tmp_path}/remote/copy.bin {tmp_path}/back.bin\nsha256sum copy.bin\n")
     done = mpish_ssh(sshd, "host[1-2]", input=script)
     assert done.returncode == 0, done.stderr
-    assert "put host[1-2]: ok, SHA-256 verified" in done.stdout
-    assert "get host[1-2]: ok, SHA-256 verified" in done.stdout
+    assert "put host[1-2]: ok, size verified, bytes authenticated by ssh" in done.stdout
+    assert "get host[1-2]: ok, size verified, bytes authenticated by ssh" in done.stdout
     for rank in (1, 2):
         assert (tmp_path / f"back.bin.host{rank}").read_bytes() == source.read_bytes()
         assert f"  {tmp_path}/back.bin.host{rank}\n" in done.stdout

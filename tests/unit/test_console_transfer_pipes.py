@@ -4,6 +4,7 @@ move a tree larger than the credit window through the transfer machinery, and ba
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from mpish.shell import console_transfer as transfer
 from mpish.shell import protocol as p
 from mpish.shell.console import Console
+from wirepair import served_console
 
 
 def test_a_tree_larger_than_the_window_goes_there_and_back(console: Console, tmp_path: Path) -> None:
@@ -71,3 +73,102 @@ def test_get_into_a_missing_local_directory_is_one_line_naming_it_and_nothing_is
     assert err.getvalue().count("\n") == 1, err.getvalue()
     assert f"the local directory {tmp_path}/gotdir does not exist" in err.getvalue()
     assert not (tmp_path / "gotdir").exists() and capsys.readouterr().out == ""
+
+
+def _aged(path: Path, data: bytes) -> Path:
+    """``path`` holding ``data``, its times in the past: a write now changes its mtime."""
+    path.write_bytes(data)
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    return path
+
+
+def test_over_the_plain_channel_of_ssh_a_file_is_not_hashed_and_arrives_whole(tmp_path: Path) -> None:
+    # ssh's MAC authenticates the bytes in transit: no digest on either end (PutDone's is
+    # b""), the sizes are still checked, and what arrives is the file; over a secure
+    # channel (MPI) the SHA-256 stays
+    data = os.urandom(3 * p.CHUNK + 17)
+    source = _aged(tmp_path / "src.bin", data)
+    (tmp_path / "remote").mkdir()
+    with served_console(plain=True) as console:
+        assert not transfer.verifies(console)
+        done: list[p.PutDone] = []
+
+        def answer(rank: int, message: object) -> None:
+            if isinstance(message, p.PutDone):
+                done.append(message)
+
+        with console.routed(answer):
+            xfer = console.new_id()
+            console.send(1, p.PutStart(xfer, str(tmp_path / "remote"), len(data), 0o644, "raw.bin"))
+            console.send(1, p.PutChunk(xfer, data[:100]))
+            console.send(1, p.PutEnd(xfer, b"", False))
+            console.wait(lambda: bool(done))
+        assert done[0].sha256 == b""  # not hashed
+        assert transfer.put(console, source, str(tmp_path / "remote"), [1]).verdicts == {1: ""}
+        assert (tmp_path / "remote" / "src.bin").read_bytes() == data
+        back = transfer.get(console, str(tmp_path / "remote" / "src.bin"), str(tmp_path / "back"), [1])
+        assert back == {1: ""} and (tmp_path / "back").read_bytes() == data
+    with served_console() as console:
+        assert transfer.verifies(console)
+
+
+def test_a_file_changed_while_put_reads_it_is_not_written(console: Console, tmp_path: Path) -> None:
+    source = _aged(tmp_path / "src.bin", os.urandom(3 * p.CHUNK))
+    (tmp_path / "remote").mkdir()
+
+    def rewrite(done: int, total: int) -> None:  # after the first chunk: same size, new bytes
+        if done == p.CHUNK:
+            with open(source, "r+b") as out:
+                out.seek(2 * p.CHUNK)
+                out.write(b"changed")
+
+    sent = transfer.put(console, source, str(tmp_path / "remote"), [1], rewrite)
+    assert sent.verdicts == {1: f"{source} changed while it was read: nothing was written (copy it again)"}
+    assert list((tmp_path / "remote").iterdir()) == []  # no copy, no part file left
+
+
+def test_a_file_changed_while_get_reads_it_is_not_kept(console: Console, tmp_path: Path) -> None:
+    # larger than the credit window: the server cannot have read to its end at the first chunk
+    source = _aged(tmp_path / "src.bin", os.urandom(2 * p.WINDOW))
+    (tmp_path / "local").mkdir()
+
+    def rewrite(done: int, total: int) -> None:
+        if done == p.CHUNK:
+            with open(source, "r+b") as out:
+                out.seek(2 * p.WINDOW - 7)
+                out.write(b"changed")
+
+    got = transfer.get(console, str(source), str(tmp_path / "local"), [1], rewrite)
+    assert got == {1: f"{source} changed while it was read: nothing was written (copy it again)"}
+    assert list((tmp_path / "local").iterdir()) == []
+
+
+def test_over_ssh_a_get_sends_16_mib_before_any_credit_and_no_more(tmp_path: Path) -> None:
+    # over ssh the bytes in flight wait in pipes and ssh's buffers: the server may send
+    # WINDOW + SSH_EXTRA_WINDOW without credit (4 MiB stalled it), and then stops
+    from mpish.shell.transfer import SSH_EXTRA_WINDOW
+
+    allowance = p.WINDOW + SSH_EXTRA_WINDOW
+    source = tmp_path / "src.bin"
+    source.write_bytes(os.urandom(allowance + 3 * p.CHUNK))
+    received: list[int] = []
+    ended: list[p.GetEnd] = []
+
+    def answer(rank: int, message: object) -> None:
+        if isinstance(message, p.GetChunk):
+            received.append(len(message.data))
+        elif isinstance(message, p.GetEnd):
+            ended.append(message)
+
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the server stopped before 16 MiB"))
+    signal.alarm(60)  # a guard against a hang, not a timing assertion
+    try:
+        with served_console(plain=True) as console, console.routed(answer):
+            console.send(1, p.GetStart(console.new_id(), str(source)))
+            console.wait(lambda: sum(received) >= allowance)
+            assert sum(received) == allowance  # not a byte more without credit
+            console.consumed(1, sum(received), final=True)
+            console.wait(lambda: bool(ended))
+    finally:
+        signal.alarm(0)
+    assert sum(received) == source.stat().st_size and ended[0].error == ""

@@ -18,7 +18,6 @@ trees are rebuilt without following links (:mod:`mpish.shell.tree`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +29,17 @@ from mpish.wire.text import escape
 from . import protocol as p
 from .console import Console
 from .conversation import ConsoleState, Refused
-from .transfer import PartFile, destination, open_regular, shared_warning, umask
+from .transfer import (
+    PartFile,
+    changed,
+    destination,
+    digests_needed,
+    extra_window,
+    new_digest,
+    open_regular,
+    shared_warning,
+    umask,
+)
 from .tree import TreeReader, TreeWriter, cost, source_name, tree_destination
 
 Progress = Callable[[int, int], None]  # (bytes done, total; 0 = unknown)
@@ -56,22 +65,35 @@ def put(console: Console, local: str | os.PathLike[str], remote: str, ranks: Ite
     except OSError as exc:
         raise ValueError(f"cannot read {local} on the console's machine: {exc.strerror}") from None
     xfer_id = console.new_id()
-    digest: Any = hashlib.sha256()
+    digest: Any = new_digest(verifies(console))
+    problem = ""  # the file changed while it was read: the targets discard what they got
 
     def chunks() -> Iterator[object]:
+        nonlocal problem
         with handle:
             while chunk := handle.read(p.CHUNK):
                 digest.update(chunk)
                 yield p.PutChunk(xfer_id, chunk)
+            problem = changed(handle.fileno(), info, local)
 
     def verdict(done: p.PutDone) -> str:
-        return escape(done.error) or ("" if done.sha256 == digest.digest() else "checksum mismatch")
+        mismatch = "" if done.sha256 == digest.digest() else "checksum mismatch"
+        return problem or escape(done.error) or mismatch
+
+    def end(aborted: bool) -> p.PutEnd:
+        return p.PutEnd(xfer_id, digest.digest(), aborted or bool(problem))
 
     start = p.PutStart(xfer_id, remote, info.st_size, info.st_mode & 0o777, path.name)
-    sent = _send(console, ranks, start, chunks(), lambda aborted: p.PutEnd(xfer_id, digest.digest(), aborted),
-                 verdict, lambda done: progress(done, info.st_size) if progress else None)
+    sent = _send(console, ranks, start, chunks(), end, verdict,
+                 lambda done: progress(done, info.st_size) if progress else None)
     sent.files = 1
     return sent
+
+
+def verifies(console: Console) -> bool:
+    """Whether this session's files are hashed end to end: over MPI, not over ssh
+    (:func:`~mpish.shell.transfer.digests_needed`)."""
+    return any(digests_needed(peer.channel) for peer in console.peers.values())
 
 
 def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks: Iterable[int],
@@ -107,7 +129,7 @@ def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut,
     """Send ``start``, every message of ``body`` within each target's credit, then ``end``;
     Ctrl-C aborts (the targets discard what they received of the file being sent)."""
     targets = console.idle(ranks)
-    credit = dict.fromkeys(targets, p.WINDOW)
+    credit = {rank: p.WINDOW + extra_window(console.peers[rank].channel) for rank in targets}
     sent = Sent()
 
     def putting() -> list[int]:
@@ -169,8 +191,9 @@ def get_destinations(console: Console, remote: str, local: str | os.PathLike[str
 class FileCopy:
     """One target's copy of a file being received: a part file, committed once verified."""
 
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, verify: bool = True) -> None:
         self.final = final
+        self.verify = verify
         self.part: PartFile | None = None  # made at the first chunk; it computes the digest
         self.size = 0
         self.error = ""  # writing here failed (a full disk): the rest is only counted
@@ -181,7 +204,7 @@ class FileCopy:
             return
         try:
             if self.part is None:
-                self.part = PartFile(self.final)
+                self.part = PartFile(self.final, verify=self.verify)
             self.part.write(data)
         except OSError as exc:
             self.error = f"cannot write {self.final}: {exc.strerror}"
@@ -195,7 +218,7 @@ class FileCopy:
             self.close()
             return "checksum mismatch"
         try:
-            part, self.part = self.part or PartFile(self.final), None
+            part, self.part = self.part or PartFile(self.final, verify=self.verify), None
         except OSError as exc:
             return f"cannot write {self.final}: {exc.strerror}"
         # the digest of what was written must be the sender's, the descriptor hold its size
@@ -230,7 +253,9 @@ def get(console: Console, remote: str, local: str | os.PathLike[str], ranks: Ite
     xfer_id = console.new_id()
     targets = console.idle(ranks)
     finals = get_destinations(console, remote, local, targets, tree)
-    copies: dict[int, FileCopy | TreeCopy] = {r: (TreeCopy if tree else FileCopy)(finals[r]) for r in targets}
+    verify = verifies(console)
+    copies: dict[int, FileCopy | TreeCopy] = {
+        r: TreeCopy(finals[r]) if tree else FileCopy(finals[r], verify) for r in targets}
     warning = shared_warning(final.parent for final in finals.values())
     if warning:
         print(f"mpish: {warning}", file=console.err)

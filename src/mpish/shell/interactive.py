@@ -42,9 +42,10 @@ third SIGKILL, and the shell is then restarted from the state before the command
   :targets [TARGETS]      show the servers, or set the default targets
   :put [-r] LOCAL [REMOTE]
                           copy a file (-r: a directory) of the console's cwd to the targets,
-                          SHA-256 verified; as cp: a directory REMOTE receives it under its
-                          own name; -r keeps modes and empty directories, copies links as
-                          links and never writes through one
+                          verified (SHA-256; a file over ssh: its size, ssh's MAC the bytes);
+                          as cp: a directory REMOTE receives it under its own name; -r keeps
+                          modes and empty directories, copies links as links and never
+                          writes through one
   :get [-r] REMOTE [LOCAL]
                           the same from the targets (NAME.<rank> if several, NAME.<host>
                           over ssh, as clush --rcopy); the paths written are printed

@@ -21,6 +21,16 @@ The file is not read back to be hashed a second time: only its owner (and root) 
 open a 0600 part file with an unpredictable name, and whoever can do that can as well
 change the file after its rename; reading it back cost a second digest and a second
 pass over the file (half a second of CPU per GiB) and proved nothing more.
+
+Over ssh the file is not hashed at all (:func:`digests_needed`): ssh's MAC already
+authenticates every byte in transit, in order, and the pipes to ssh are the kernel's, so
+the end-to-end SHA-256 only checked mpish's own copying, at half a second of CPU per GiB
+on each end, which was the whole gap to scp on two cores (bench/ssh_shell.py). What it
+was said to protect against is checked without it: a short or failed write by the size
+the sender counted and the size the descriptor holds; a source that grows or shrinks by
+that count against the size sent; a source changed in place while it was read (which a
+stream digest never saw: both ends hash the bytes that were read) by :func:`changed`. A
+tree's files (many, mostly small) and every transfer over MPI keep the SHA-256.
 """
 
 from __future__ import annotations
@@ -36,6 +46,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from mpish.transport.pipe import PlainChannel
+
+SSH_EXTRA_WINDOW = 12 << 20  # bulk bytes a file transfer over ssh may have in flight beyond WINDOW
 PART_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -56,6 +69,52 @@ def open_regular(path: Path) -> IO[bytes]:
     except BaseException:
         os.close(fd)
         raise
+
+
+def digests_needed(channel: object) -> bool:
+    """Whether a file sent over ``channel`` is hashed end to end (not over ssh: module doc)."""
+    return not isinstance(channel, PlainChannel)
+
+
+def extra_window(channel: object) -> int:
+    """Bulk bytes a file's sender may have in flight over ``channel`` beyond the protocol's
+    WINDOW: :data:`SSH_EXTRA_WINDOW` over ssh, 0 over MPI. Over ssh the bytes in flight
+    wait in the kernel's pipes and ssh's buffers (ssh's own window bounds those), not in
+    the receiver, and a 4 MiB window (10 ms at 400 MiB/s) stalled the sender whenever a
+    process of the chain was descheduled; over MPI they would wait in the receiver's
+    unexpected-message queue, so the window stays as it is."""
+    return 0 if digests_needed(channel) else SSH_EXTRA_WINDOW
+
+
+class Unhashed:
+    """The digest of a file that is not hashed (over ssh): it is b"" on both ends."""
+
+    def update(self, data: object) -> None:
+        pass
+
+    def digest(self) -> bytes:
+        return b""
+
+
+def new_digest(verify: bool) -> Any:
+    """A SHA-256 if ``verify``, else :class:`Unhashed`."""
+    return hashlib.sha256() if verify else Unhashed()
+
+
+def identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when a file is written to or replaced in place (atime aside)."""
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+def changed(fd: int, before: os.stat_result, path: object) -> str:
+    """An error text if the open file ``fd`` was written to since ``before`` (its fstat when
+    it was opened): the copy may hold old and new bytes mixed. "" if it is as it was."""
+    try:
+        if identity(os.fstat(fd)) == identity(before):
+            return ""
+    except OSError:
+        pass
+    return f"{path} changed while it was read: nothing was written (copy it again)"
 
 
 def shared_directory(path: Path) -> bool:
@@ -101,11 +160,11 @@ class PartFile:
     ``dir_fd``: the part file and ``final`` are the name ``final.name`` inside that open
     directory (a tree's, never reached through a link); else ``final`` is a path."""
 
-    def __init__(self, final: Path, dir_fd: int | None = None) -> None:
+    def __init__(self, final: Path, dir_fd: int | None = None, verify: bool = True) -> None:
         self.final = final
         self.dir_fd = dir_fd
         self.size = 0
-        self.digest: Any = hashlib.sha256()  # of the bytes written
+        self.digest: Any = new_digest(verify)  # of the bytes written
         if dir_fd is None:
             fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".mpish-part", dir=final.parent)
             self.fd, self.part, self.target = fd, name, str(final)

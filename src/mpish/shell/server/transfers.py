@@ -10,14 +10,24 @@ Part files and cp naming: :mod:`mpish.shell.transfer`; trees: :mod:`mpish.shell.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import IO, Any
 
+from mpish.transport.link import Channel
+
 from .. import protocol as p
 from ..conversation import Event, Local, Refused
-from ..transfer import PartFile, destination, open_regular, umask
+from ..transfer import (
+    PartFile,
+    changed,
+    destination,
+    digests_needed,
+    extra_window,
+    new_digest,
+    open_regular,
+    umask,
+)
 from ..tree import TreeReader, TreeWriter, cost, tree_destination
 
 TREE_CREDIT_BATCH = p.WINDOW // 4  # a tree's credit is returned in batches (small files)
@@ -32,7 +42,7 @@ def resolve(path: str, cwd: str) -> Path:
 class Put:
     """A file being received: written to a part file, committed once verified."""
 
-    def __init__(self, start: p.PutStart, cwd: str) -> None:
+    def __init__(self, start: p.PutStart, cwd: str, verify: bool = True) -> None:
         name = Path(start.name).name or "unnamed"
         self.xfer_id = start.xfer_id
         self.final = destination(resolve(start.path, cwd), name, start.path.endswith(("/", "/.")))
@@ -42,7 +52,7 @@ class Put:
         self.error = ""
         self.part: PartFile | None = None
         try:
-            self.part = PartFile(self.final)
+            self.part = PartFile(self.final, verify=verify)
         except OSError as exc:
             self.error = f"cannot write {self.final}: {exc.strerror}"
 
@@ -95,16 +105,17 @@ class PutTree:
 class Get:
     """A file being sent, chunk by chunk, as credit allows."""
 
-    def __init__(self, start: p.GetStart, cwd: str) -> None:
+    def __init__(self, start: p.GetStart, cwd: str, verify: bool = True) -> None:
         self.xfer_id = start.xfer_id
         self.path = resolve(start.path, cwd)
         self.error = ""
         self.size = 0
         self.interrupted = False
-        self.digest: Any = hashlib.sha256()
+        self.digest: Any = new_digest(verify)
         self.handle: IO[bytes] | None = None
         try:
             self.handle = open_regular(self.path)
+            self.opened = os.fstat(self.handle.fileno())
         except IsADirectoryError:
             self.error = f"{self.path} is a directory (use :get -r)"
         except OSError as exc:
@@ -124,6 +135,8 @@ class Get:
         except OSError as exc:
             self.error = f"cannot read {self.path}: {exc.strerror}"
             return b""
+        if not data:  # the end: a file written to meanwhile may hold old and new bytes mixed
+            self.error = changed(self.handle.fileno(), self.opened, self.path)
         self.digest.update(data)
         self.size += len(data)
         return data
@@ -197,6 +210,7 @@ class ServerTransfers:
     """The transfer actions of the server's table (mixed into ShellServer)."""
 
     credit: int
+    channel: Channel  # over ssh files are not hashed (transfer.digests_needed)
     put: Put | PutTree | None
     get: Get | GetTree | None
 
@@ -213,9 +227,10 @@ class ServerTransfers:
     def _pump_get(self) -> bool:
         """Send the get's next message, within credit; True if anything was done."""
         get = self.get
-        if get is None or (self.credit <= 0 and not get.finished):
+        credit = self.credit + extra_window(self.channel)  # the console credits it all back
+        if get is None or (credit <= 0 and not get.finished):
             return False
-        message = get.next_message(self.credit)
+        message = get.next_message(credit)
         if message is not None:
             self.credit -= cost(message)
             self._send(message)
@@ -224,7 +239,7 @@ class ServerTransfers:
         return True
 
     def _start_put(self, start: p.PutStart) -> None:
-        self.put = Put(start, self.cwd)
+        self.put = Put(start, self.cwd, digests_needed(self.channel))
 
     def _write_chunk(self, chunk: p.PutChunk) -> None:
         put = self.put
@@ -274,7 +289,7 @@ class ServerTransfers:
         self._send(put.finish(end))
 
     def _start_get(self, start: p.GetStart) -> None:
-        self.get = Get(start, self.cwd)
+        self.get = Get(start, self.cwd, digests_needed(self.channel))
 
     def _start_tree_get(self, start: p.TreeGet) -> None:
         self.get = GetTree(start, self.cwd)
