@@ -129,8 +129,11 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("hosts", nargs="?", metavar="HOSTS",
                         help="hosts, a node set: node[1-8],login1 or @group (not needed with -w, -g, "
                         "-a or --hostfile)")
-    parser.add_argument("-c", dest="command", metavar="COMMAND",
-                        help="run COMMAND on every host and exit (or give it as the last words)")
+    once = parser.add_mutually_exclusive_group()
+    once.add_argument("-c", dest="command", metavar="COMMAND",
+                      help="run COMMAND on every host and exit (or give it as the last words)")
+    once.add_argument("-C", "--commands-from", dest="commands_from", metavar="FILE",
+                      help="run the console lines in FILE ('-' = stdin) and exit, as the MPI shell's -C")
     select = parser.add_argument_group("selecting hosts (clush's options)")
     select.add_argument("-w", dest="nodes", action="append", default=[], metavar="NODES",
                         help="hosts to run on, a node set (repeatable)")
@@ -191,8 +194,8 @@ def _parse_ssh(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     words, command = split_command(parser, argv, 0 if chosen else 1)
     args = parser.parse_args(words)
     if command:
-        if args.command is not None:
-            parser.error("give the command either with -c or as the last words, not both")
+        if args.command is not None or args.commands_from is not None:
+            parser.error("give the command either with -c/-C or as the last words, not both")
         args.command = " ".join(command)
     return args
 
@@ -225,6 +228,7 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
         shell_cli.SshShellOptions(
             selection=selection,
             command=args.command,
+            commands_from=args.commands_from,
             fanout=args.fanout,
             mode=OutputMode.from_args(args),
             maxrc=args.maxrc,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -49,3 +52,25 @@ def test_stdout_closed_by_head_ends_the_command_quietly_with_the_sigpipe_status(
     assert done.stdout == f"flood-{tmp_path.name}\n" * 2 + "status=141\n", (done.stdout[-500:], done.stderr)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
     assert not _processes(f"yes flood-{tmp_path.name}")
+
+
+@pytest.mark.parametrize("mode", [[], ["-b"], ["-L"]])
+def test_stdout_closed_while_several_ranks_gather_ends_the_command_with_the_sigpipe_status(
+    tmp_path: Path, mode: list[str]
+) -> None:
+    """Grouped output writes nothing before the command ends, so it never met the EPIPE:
+    ``mpish -n 2 -c yes | true`` gathered (on disk) for good."""
+    env = shell_env(make_home(tmp_path / "home"))
+    command = f'"{MPISH}" -n 2 {" ".join(mode)} -c "yes flood-{tmp_path.name}"'
+    script = f'{command} | true; echo "status=${{PIPESTATUS[0]}}"'
+    try:
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                              cwd=str(tmp_path), timeout=120, check=False)
+    finally:
+        leftover = _processes(f"yes flood-{tmp_path.name}")
+        for pid in leftover:
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+    assert done.stdout == "status=141\n", (done.stdout[-500:], done.stderr)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert not leftover

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from shell_util import MPI, MPISH, make_home, mpiexec, run
+from terminal import Person
 
 pytestmark = pytest.mark.mpi
 
@@ -330,3 +331,17 @@ def test_debug_logs_from_the_console_and_its_servers_and_is_silent_otherwise(
     console = {line.split("]")[0] for line in lines if "mpish.shell.mpi_session: console:" in line}
     server = {line.split("]")[0] for line in lines if "mpish.shell.mpi_server: rank 1: handshake" in line}
     assert len(console) == 1 and len(server) == 1 and console != server, lines  # two processes logged
+
+
+def test_targeting_a_lost_rank_says_so_in_one_line_and_the_others_still_serve(person: Person) -> None:
+    """At the console, after rank 2's server was killed: ``@2 echo x`` is one line naming rank
+    2 as lost (no command sent, no traceback), and ``@1 echo y`` runs as before."""
+    person.prompt()
+    person.run("@2 kill -9 $PPID; sleep 1")  # the server of rank 2, whose shell runs the command
+    screen = person.run("@2 echo x")
+    said = [line.strip() for line in screen.splitlines() if line.strip().startswith("mpish:")]
+    assert len(said) == 1 and "2" in said[0] and "lost" in said[0], screen
+    assert "Traceback" not in screen and "\nx\r" not in screen, screen
+    screen = person.run("@1 echo y")
+    assert re.search(r"^y\r?$", screen, re.MULTILINE), screen
+    assert "Traceback" not in screen, screen

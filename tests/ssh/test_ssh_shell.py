@@ -203,3 +203,18 @@ def test_console_reports_a_host_lost_during_a_command_once(person: Person) -> No
     lost = [line for line in screen.splitlines() if "host2" in line and "ended" in line]
     assert len(lost) == 1, screen
     assert "ok" in screen and "[host1]" in person.run("true")  # host1 goes on, alone
+
+
+def test_C_runs_the_lines_of_a_file_or_of_stdin_as_the_mpi_shells_C(sshd: SshServer, tmp_path: Path) -> None:
+    """``mpish ssh HOSTS -C FILE`` and ``-C -``, as the MPI shell has them; a missing FILE is one line."""
+    script = tmp_path / "lines"
+    script.write_text("x=7\necho got-$x\nfalse\n")
+    done = mpish_ssh(sshd, "host[1-2]", "-C", str(script))
+    assert "got-7" in done.stdout, (done.stdout, done.stderr)
+    assert done.returncode == 1, done.stderr  # the last line's status, as with -C over MPI
+    done = mpish_ssh(sshd, "host[1-2]", "-C", "-", input="echo from-stdin\n")
+    assert done.returncode == 0 and "from-stdin" in done.stdout, (done.stdout, done.stderr)
+    done = mpish_ssh(sshd, "host[1-2]", "-C", str(tmp_path / "missing"))  # one line, no host reached
+    assert done.returncode == 2
+    missing = tmp_path / "missing"
+    assert done.stderr == f"mpish: cannot read commands from {missing}: No such file or directory\n"

@@ -365,14 +365,18 @@ class Console:
             return not waiting and not self._in(ConsoleState.RUNNING, targets)
 
         def feed_and_top_up() -> bool:
-            if getattr(sink, "closed", False) and not interrupts:  # stdout's reader left: as SIGPIPE would
+            # stdout's reader left: as SIGPIPE would; again a second later (an Interrupt that
+            # came before the command started, as after `| true`, found nothing to stop)
+            if getattr(sink, "closed", False) and time.monotonic() >= quiet_again and interrupts < 3:
                 interrupt(quiet=True)
             return feed() | (top_up() if waiting else False)
 
         interrupts = 0
+        quiet_again = 0.0
 
         def interrupt(quiet: bool = False) -> None:
-            nonlocal interrupts
+            nonlocal interrupts, quiet_again
+            quiet_again = time.monotonic() + 1.0
             skipped.extend(waiting)  # not started: never will be (reported below)
             waiting.clear()
             running = self._in(ConsoleState.RUNNING, targets)

@@ -20,8 +20,11 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import signal
+import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
@@ -90,6 +93,7 @@ def report_error(err: IO[bytes], host: str, error: str, style: Style) -> None:
     err.flush()
 
 
+HANGUP_CHECK = 0.05  # seconds between PipeGuard's looks at stdout's reader
 SHOW_PIECE = 1 << 16  # gathered output is shown in pieces this big, Ctrl-C checked between them
 
 
@@ -453,21 +457,40 @@ class PipeGuard:
     """A sink whose stdout may be closed by its reader (``mpish -c yes | head -2``): the
     first EPIPE sets ``closed`` (the console then interrupts the command, quietly) and stdout
     becomes /dev/null, so later output is dropped and results are still kept. No traceback,
-    as ``yes | head``."""
+    as ``yes | head``. A gathering sink writes nothing before the command ends, so it never
+    met the EPIPE: ``closed`` also polls stdout (a pipe or socket) for POLLERR/POLLHUP, what
+    poll says of a pipe whose reader left, at most every HANGUP_CHECK seconds."""
 
-    def __init__(self, sink: OutputSink) -> None:
+    def __init__(self, sink: OutputSink, fd: int = 1) -> None:
         self.sink = sink
-        self.closed = False
+        self._closed = False
+        self._poll: select.poll | None = None
+        self._next_check = 0.0
+        with contextlib.suppress(OSError):
+            if stat.S_ISFIFO(mode := os.fstat(fd).st_mode) or stat.S_ISSOCK(mode):
+                self._poll = select.poll()
+                self._poll.register(fd, 0)  # POLLERR and POLLHUP are always reported
+
+    @property
+    def closed(self) -> bool:
+        if not self._closed and self._poll is not None and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + HANGUP_CHECK
+            if any(events & (select.POLLERR | select.POLLHUP) for _, events in self._poll.poll(0)):
+                self._close()
+        return self._closed
+
+    def _close(self) -> None:
+        self._closed, self._poll = True, None
+        with contextlib.suppress(OSError):  # nothing more reaches it, not even at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
 
     def _guard(self, call: Callable[[], None]) -> None:
         try:
             call()
         except BrokenPipeError:
-            self.closed = True
-            with contextlib.suppress(OSError):  # nothing more reaches it, not even at exit
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, 1)
-                os.close(devnull)
+            self._close()
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
         self._guard(lambda: self.sink.output(rank, stream, data))

@@ -255,7 +255,8 @@ class Repl:
         targets = self.targets
         if line.startswith("@"):
             spec, _, line = line.partition(" ")
-            targets = resolve_targets(spec, self.console.hosts)
+            lost = [rank for rank, peer in self.console.peers.items() if peer.lost]
+            targets = resolve_targets(spec, self.console.hosts, lost)
             line = line.strip()
             if not line:
                 raise TargetError("no command after the targets")

@@ -8,13 +8,26 @@ anything (:func:`forget_launch_variables`). The reasons are in ``shell/mpi_sessi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import TracebackType
+
+from mpish.report import Reporter
+from mpish.transport.procfs import children
+
+from .orphan import end_launcher_tree, is_proxy, read_launcher_pid, started_process_ended, watch_command
 
 LAUNCHER_PID_FILE = "launcher.pid"
+LAUNCHER_GRACE = 4.0  # seconds the launcher of a console that died gets to end by itself (> ORPHAN_GRACE)
+SPAWN_POLL = 0.02  # the console's look at its launcher while MPI spawns the servers
+SETTLE = 0.3  # after a server ended at start-up: time for its last words to pass the launcher
 
 
 def prepare_singleton() -> Path | None:
@@ -52,6 +65,83 @@ def prepare_singleton() -> Path | None:
     script.chmod(0o700)
     os.environ["PATH"] = str(wrapper) + os.pathsep + path
     return wrapper
+
+
+def start_launcher_watch(wrapper: Path) -> subprocess.Popen[bytes] | None:
+    """Start the watcher that ends this console's launcher once the console is gone
+    (:func:`mpish.shell.orphan.watch_launcher`); it removes ``wrapper`` then. Before the spawn:
+    a console killed while its servers start (or fail to) has no server to do it."""
+    try:
+        return subprocess.Popen(
+            watch_command(os.getpid(), wrapper, LAUNCHER_GRACE), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    except OSError:
+        return None
+
+
+class SpawnWatch:
+    """While MPI spawns the servers (the console's thread is inside MPI_Comm_spawn, which
+    releases the interpreter), a thread watches the singleton's launcher: once a server it
+    started has ended, the spawn can never complete (MPICH waits for every server, and hydra's
+    proxy then spins forever). ``failed(why)`` is called then, in the thread; it must not return.
+    """
+
+    def __init__(self, wrapper: Path, failed: Callable[[int], None]) -> None:
+        self.wrapper = wrapper
+        self.failed = failed
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="mpish-spawn-watch", daemon=True)
+
+    def __enter__(self) -> SpawnWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        launcher = 0
+        while not self.done.wait(SPAWN_POLL):
+            launcher = launcher or read_launcher_pid(self.wrapper)
+            proxies = [pid for pid in children(launcher) if is_proxy(pid)] if launcher else []
+            if any(started_process_ended(proxy) for proxy in proxies):
+                if not self.done.wait(SETTLE):  # the spawn did not return meanwhile after all
+                    self.failed(launcher)
+                return
+
+
+_launcher_watch: subprocess.Popen[bytes] | None = None  # kept: it outlives the console
+
+
+def launcher_watched() -> bool:
+    return _launcher_watch is not None and _launcher_watch.poll() is None
+
+
+@contextlib.contextmanager
+def owned_launcher(wrapper: Path | None, server: str) -> Iterator[None]:
+    """Around the spawn under MPICH (``wrapper``: :func:`prepare_singleton`'s directory; None:
+    not MPICH's singleton): the console owns the launcher from its start. A watcher ends it
+    if the console dies (:func:`start_launcher_watch`); a server that ends before the spawn
+    completes (``server``: its command) ends it and the console, with one line (:class:`SpawnWatch`).
+    """
+    global _launcher_watch
+    if wrapper is None:
+        yield
+        return
+    _launcher_watch = start_launcher_watch(wrapper)
+
+    def failed(launcher: int) -> None:
+        Reporter().say(f"a shell server ended while it started (its own error, if any, is above), "
+                       f"so there is no session; check that this runs here: {server}")
+        end_launcher_tree(launcher)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    with SpawnWatch(wrapper, failed):
+        yield
 
 
 # Open MPI (read by its MPI library and by the prte a singleton's spawn starts; MPICH ignores

@@ -84,7 +84,13 @@ from mpish.wire.text import escape
 from . import protocol
 from .admission import KEY_SIZE, admit_servers, handshake_timeout
 from .greeting import await_hellos
-from .launch_env import LAUNCHER_PID_FILE, open_mpi_fault_tolerance, prepare_singleton
+from .launch_env import (
+    LAUNCHER_PID_FILE,
+    launcher_watched,
+    open_mpi_fault_tolerance,
+    owned_launcher,
+    prepare_singleton,
+)
 from .session import Peer, Session, end_on_termination
 
 if TYPE_CHECKING:  # mpi4py is imported at run time by mpi() alone: it initialises MPI
@@ -316,9 +322,11 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
         console = [str(os.getpid()), socket.gethostname()]
         _allow_open_mpi_as_root()
         log.debug("console: spawning %d shell server(s) with %s", count, _library())
+        server = [*SAFE_PATH, "-m", "mpish.shell.mpi_server", *console]
         try:
-            server = [*SAFE_PATH, "-m", "mpish.shell.mpi_server", *console]
-            parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, server, maxprocs=count)
+            with owned_launcher(config if _library().startswith("MPICH") else None,
+                                " ".join([sys.executable, *server[:3]])):
+                parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, server, maxprocs=count)
         except MPI.Exception as exc:
             raise LaunchError(
                 f"{_library()} could not spawn {count} shell server(s) ({exc.Get_error_string()}); "
@@ -330,7 +338,8 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
         os.environ["PATH"] = os.environ["PATH"].split(os.pathsep, 1)[1]
         with contextlib.suppress(OSError, ValueError):
             launcher_pid = int((config / LAUNCHER_PID_FILE).read_text())
-        shutil.rmtree(config, ignore_errors=True)
+        if not launcher_watched():  # else the watcher removes it once the console is gone
+            shutil.rmtree(config, ignore_errors=True)
     session = _console_handshakes(comm, parent_intercomm, report, identity)
     session.launcher_pid = launcher_pid
     end_on_termination()

@@ -11,15 +11,25 @@ each such server also starts this module as a separate process,
 the console is gone and the server is still there ``GRACE`` seconds later, it ends the
 launcher, the proxy and the server. It exits as soon as the server is gone. It holds
 both as pidfds, so it never signals a process that took the server's pid.
+
+The console itself starts the same module in its other mode, :func:`watch_launcher`, before
+it spawns anything: the launcher must not outlive a console killed while no server runs
+yet (servers that die at start-up, or still starting), as hydra's proxy then spins for good
+(measured: 60-96% of a core, polling its closed stdin). That watcher runs with ``-I -S``
+(no site, no sitecustomize, no PYTHON* variables: :func:`watch_command`), so what keeps the
+servers from starting cannot keep it from starting too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
+import shutil
 import signal
 import sys
+from pathlib import Path
 
 from mpish.report import Reporter, setup_logging
 from mpish.transport.procfs import children, cmdline, exited, parent, pidfd, signal_if, signal_pidfd
@@ -38,18 +48,102 @@ def end_session_launcher(server: int) -> None:
     if cmdline(proxy) == cmdline(server):  # its exit relay (shell/exit_relay.py), a fork of it
         proxy = parent(proxy)
     launcher = parent(proxy)
-
-    def is_proxy(pid: int) -> bool:
-        command = cmdline(pid)
-        return bool(command) and command[0].endswith(b"hydra_pmi_proxy")
-
-    def is_singleton_launcher(pid: int) -> bool:
-        command = cmdline(pid)
-        return bool(command) and command[0].endswith(b"mpiexec") and b"-pmi_args" in command
-
     if is_proxy(proxy):
         signal_if(launcher, is_singleton_launcher, signal.SIGKILL)
         signal_if(proxy, is_proxy, signal.SIGKILL)
+
+
+def is_proxy(pid: int) -> bool:
+    command = cmdline(pid)
+    return bool(command) and command[0].endswith(b"hydra_pmi_proxy")
+
+
+def is_singleton_launcher(pid: int) -> bool:
+    """MPICH's singleton ``mpiexec -pmi_args PORT INTERFACE KEY PID``, PID being its own."""
+    command = [word for word in cmdline(pid) if word]
+    return (len(command) >= 6 and command[0].endswith(b"mpiexec") and command[1] == b"-pmi_args"
+            and command[-1] == str(pid).encode())
+
+
+def started_process_ended(proxy: int) -> bool:
+    """True once ``proxy`` has reaped a process it started (a rank ended).
+
+    Read from /proc/PID/stat: the minor faults of the children it waited for (cminflt)
+    are 0 until then; any program that ran (a Python that died at import) made
+    thousands. It catches a rank that lived a few ms between two looks at the proxy's
+    children; nothing else of the proxy's is ever reaped.
+    """
+    try:
+        with open(f"/proc/{proxy}/stat", "rb") as handle:
+            stat = handle.read()
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        return int(fields[8]) + int(fields[10]) > 0  # cminflt, cmajflt (after state, ppid, ...)
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def end_launcher_tree(launcher: int) -> None:
+    """SIGKILL an embedded session's singleton ``launcher``, its proxies and the servers under them."""
+    if not is_singleton_launcher(launcher):
+        return
+    for proxy in children(launcher):
+        for rank in children(proxy):
+            signal_if(rank, lambda pid: b"mpish.shell.mpi_server" in cmdline(pid), signal.SIGKILL)
+        signal_if(proxy, is_proxy, signal.SIGKILL)
+    signal_if(launcher, is_singleton_launcher, signal.SIGKILL)
+
+
+def read_launcher_pid(wrapper: Path) -> int:
+    """The pid the mpiexec wrapper wrote (``shell/launch_env.py``), 0 if none yet."""
+    with contextlib.suppress(OSError, ValueError):
+        return int((wrapper / "launcher.pid").read_text())
+    return 0
+
+
+def watch_command(console: int, wrapper: Path, grace: float) -> list[str]:
+    """The command line of :func:`watch_launcher`: the interpreter with ``-I -S``, and the
+    directory that holds ``mpish`` put on sys.path by hand (no site-packages without site)."""
+    root = str(Path(__file__).resolve().parents[2])
+    boot = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+            "from mpish.shell.orphan import main; sys.exit(main(sys.argv[1:]))")
+    return [sys.executable, "-I", "-S", "-c", boot, root, "--launcher", str(console), str(wrapper),
+            str(grace)]
+
+
+def watch_launcher(console: int, wrapper: Path, grace: float) -> None:
+    """The console's own watcher: once the console is gone, its launcher gets ``grace``
+    seconds to end by itself (it does at once after a normal end), then it is ended with
+    its proxy and any server still under it; the wrapper's directory is removed.
+
+    The launcher's pid is read only then, from the file its wrapper wrote, and the process
+    checked: a singleton mpiexec whose environment names this very wrapper's config file.
+    """
+    console_fd = pidfd(console)
+    try:
+        if console_fd is not None and os.getppid() == console:  # else it is gone already
+            select.select([console_fd], [], [])
+        launcher = read_launcher_pid(wrapper)
+        config = f"HYDRA_CONFIG_FILE={wrapper / 'hydra.conf'}".encode()
+        launcher_fd = pidfd(launcher) if launcher else None
+        if launcher_fd is not None:
+            try:
+                if not exited(launcher_fd, grace) and config in _environ(launcher):
+                    log.debug("console %d gone; ending its launcher %d", console, launcher)
+                    end_launcher_tree(launcher)
+            finally:
+                os.close(launcher_fd)
+    finally:
+        if console_fd is not None:
+            os.close(console_fd)
+        shutil.rmtree(wrapper, ignore_errors=True)
+
+
+def _environ(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return handle.read().split(b"\0")
+    except OSError:
+        return []
 
 
 def watch(console: int, server: int, grace: float) -> None:
@@ -85,6 +179,14 @@ def watch(console: int, server: int, grace: float) -> None:
 
 def main(argv: list[str]) -> int:
     setup_logging()  # MPISH_DEBUG, inherited from the server
+    if argv[:1] == ["--launcher"]:
+        try:
+            watch_launcher(int(argv[1]), Path(argv[2]), float(argv[3]))
+        except (IndexError, ValueError):
+            Reporter(prog="mpish.shell.orphan").say("usage: python -m mpish.shell.orphan --launcher "
+                                                    "CONSOLE_PID WRAPPER_DIR GRACE_SECONDS")
+            return 2
+        return 0
     try:
         console, server, grace = int(argv[0]), int(argv[1]), float(argv[2])
     except (IndexError, ValueError):

@@ -49,7 +49,7 @@ def format_ranks(ranks: Iterable[int]) -> str:
     return str(RangeSet(",".join(map(str, items)))) if items else ""
 
 
-def resolve_targets(spec: str, hosts: Mapping[int, str]) -> frozenset[int]:
+def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Iterable[int] = ()) -> frozenset[int]:
     """The ranks a target spec names, among the live servers ``hosts`` (rank -> host).
 
     ``spec`` is a comma-free list of words separated by whitespace or ``+``; each word is
@@ -68,6 +68,9 @@ def resolve_targets(spec: str, hosts: Mapping[int, str]) -> frozenset[int]:
         if name and name[0].isdigit():
             ranks = parse_ranks(name)
             missing = ranks - set(hosts)
+            if missing and missing <= set(lost):  # ``lost``: ranks whose server is gone
+                raise TargetError(f"rank {format_ranks(missing)} was lost (its server is gone); "
+                                  "the others still serve (@all)")
             if missing:
                 raise TargetError(f"no shell server on rank(s) {format_ranks(missing)}")
             chosen.update(ranks)

@@ -67,6 +67,7 @@ class SshShellOptions:
 
     selection: Selection
     command: str | None = None
+    commands_from: str | None = None  # -C FILE ('-': stdin): the console's lines, without prompts
     fanout: int = DEFAULT_FANOUT
     mode: OutputMode = field(default_factory=OutputMode)
     maxrc: bool = True  # -S (the default); False: --no-maxrc, clush's default
@@ -232,8 +233,15 @@ def run_tty(options: SshShellOptions, err: IO[bytes]) -> int:
 def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int:
     """The interactive console (the MPI shell's Repl on ssh pipes); 255 if no host joined."""
     from mpish.shell.console import Console
+    from mpish.shell.interactive import PlainReader
     from mpish.shell.ssh_repl import SshRepl
 
+    path = options.commands_from
+    try:  # -C: before any host is reached, as a bad -c would be
+        stream = None if path is None else sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        err.write(f"mpish: cannot read commands from {path}: {exc.strerror}\n".encode())
+        return 2
     hosts = select_hosts(options.selection)
     session = _start(options, hosts)
     report_failed(session, hosts, err, options)
@@ -243,8 +251,13 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     console = Console(session)
     console.timeout = options.timeout or 0.0
     try:
-        repl = SshRepl(console, output=options.mode, fanout=options.fanout)
-        return repl.loop()
+        if stream is None:
+            return SshRepl(console, output=options.mode, fanout=options.fanout).loop()
+        with stream:
+            repl = SshRepl(console, reader=PlainReader(stream, None), output=options.mode,
+                           fanout=options.fanout)
+            ended = repl.loop()  # exit N in the file: N, as a bash script would
+        return ended or repl.last_status
     finally:
         console.close()
 

@@ -1,0 +1,125 @@
+"""The embedded console owns its launcher from the start: servers that die or hang while they
+start, and a console killed meanwhile, leave no mpiexec or hydra_pmi_proxy spinning behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from shell_util import MPI, MPISH, make_home, shell_env
+
+pytestmark = [
+    pytest.mark.mpi,
+    pytest.mark.skipif(MPI.name == "openmpi", reason="MPICH's singleton launcher (hydra)"),
+]
+
+# a sitecustomize that only the servers run into (the console's argv names no mpi_server):
+# a missing dependency, or a server stuck before its first MPI call
+DIES = ("import os, sys\n"
+        "if 'mpish.shell.mpi_server' in sys.orig_argv:\n"
+        "    sys.stderr.write(\"ModuleNotFoundError: No module named 'planted'\\n\")\n"
+        "    sys.stderr.flush()\n"
+        "    os._exit(1)\n")
+HANGS = ("import sys, time\n"
+         "if 'mpish.shell.mpi_server' in sys.orig_argv:\n"
+         "    time.sleep(600)\n")
+
+
+def _session_processes(home: Path) -> dict[int, bytes]:
+    """Every live process of the session, found by its MPISH_HOME (whoever its parent now is)."""
+    mark = f"MPISH_HOME={home}".encode() + b"\0"
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_bytes()
+            if stat[stat.rfind(b")") + 2 :][:1] in (b"Z", b"X"):
+                continue
+            if mark in (entry / "environ").read_bytes():
+                found[int(entry.name)] = (entry / "cmdline").read_bytes()
+    return found
+
+
+def _left_after(home: Path, seconds: float) -> dict[int, bytes]:
+    deadline = time.monotonic() + seconds
+    left = _session_processes(home)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = _session_processes(home)
+    return left
+
+
+def _kill(processes: dict[int, bytes]) -> None:
+    for pid, command in processes.items():
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == command:
+                os.kill(pid, signal.SIGKILL)
+
+
+def _describe(processes: dict[int, bytes]) -> str:
+    return "\n".join(f"{pid}: {b' '.join(command.split(bytes(1))).decode(errors='replace')}"
+                     for pid, command in sorted(processes.items()))
+
+
+def _start(tmp_path: Path, sitecustomize: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    home = make_home(tmp_path / "home")
+    plant = tmp_path / "plant"
+    plant.mkdir()
+    (plant / "sitecustomize.py").write_text(sitecustomize)
+    err = tmp_path / "console.err"
+    with err.open("wb") as stream:  # a file, not a pipe: what is left of the job would hold a pipe open
+        proc = subprocess.Popen([MPISH, "-n", "2", "-c", "echo ran"],
+                                env=shell_env(home, PYTHONPATH=str(plant)), cwd=tmp_path,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stream,
+                                start_new_session=True)
+    return proc, home, err
+
+
+def test_servers_that_die_at_start_up_end_the_console_and_its_launcher_with_one_line(tmp_path: Path) -> None:
+    """The console waited in MPI's spawn for good, and hydra's proxy spun at 60-96% of a core."""
+    proc, home, err = _start(tmp_path, DIES)
+    try:
+        try:
+            status = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError("the console waited for servers that had died") from None
+        text = err.read_text(errors="replace")
+        assert status == 1, text
+        ours = [line for line in text.splitlines() if line.startswith("mpish:")]
+        assert len(ours) == 1 and "a shell server ended while it started" in ours[0], text
+        assert "-m mpish.shell.mpi_server" in ours[0], text
+        assert "Traceback" not in text, text
+        left = _left_after(home, 30)
+        assert not left, f"left behind:\n{_describe(left)}"
+    finally:
+        _kill(_session_processes(home))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_console_killed_while_its_servers_start_leaves_no_launcher(tmp_path: Path, signum: int) -> None:
+    """No server ran far enough to start its orphan watcher: the singleton's mpiexec and
+    hydra_pmi_proxy (each in a session of its own) stayed, the proxy spinning, for good."""
+    proc, home, err = _start(tmp_path, HANGS)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(b"mpish.shell.mpi_server" in command for command in _session_processes(home).values()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text(errors="replace")
+            time.sleep(0.05)
+        launcher = {pid: command for pid, command in _session_processes(home).items()
+                    if b"mpiexec" in command.split(b"\0")[0] or b"hydra_pmi_proxy" in command}
+        assert len(launcher) >= 2, _describe(_session_processes(home))
+        os.killpg(proc.pid, signum)  # as a test timeout does
+        proc.wait(timeout=30)
+        left = _left_after(home, 30)
+        assert not left, f"left behind after {signal.Signals(signum).name}:\n{_describe(left)}"
+    finally:
+        _kill(_session_processes(home))
