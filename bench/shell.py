@@ -5,9 +5,11 @@ Prints a table, then one RESULT line. The console is this process (embedded spaw
 servers, as ``mpish -n K``); keys are made in a temporary MPISH_HOME. The streaming
 figure (``head -c N /dev/zero`` on one server, its output counted by the console) and
 the local pipe's (``head -c N /dev/zero | cat > /dev/null``) are measured in alternating
-rounds (--rounds, same bytes in total), so that a machine whose load changes during the
-run affects both alike; ``stream_ratio`` is the first over the second. Where the stream's
-time goes: the console's and the server's CPU seconds per GiB (os.times, /proc stat).
+rounds (--rounds, each round N bytes both ways), and every sample is printed; the rates
+reported are the medians, and ``stream_ratio`` is the median stream rate over the median
+pipe rate, so one pipe sample that the scheduler happened to favour (the pipe's rate swings
+2-6 GB/s on a 2-core machine) does not decide the ratio. Where the stream's time goes: the
+console's and the server's CPU seconds per GiB over all rounds (os.times, /proc stat).
 
 The floor, measured in the same run: AES-GCM sealing and opening of one record's worth
 (``Sealer.seal_into`` into a reused buffer, ``Opener.open_fields``) in this process, and
@@ -140,7 +142,7 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=4, help="shell servers for the fan-out")
     parser.add_argument("--mib", type=int, default=1024, help="MiB to stream")
     parser.add_argument("--repeat", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=4, help="alternating stream/pipe rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating stream/pipe rounds of --mib each")
     parser.add_argument("--raw-mpi", nargs=2, type=int, metavar=("BYTES", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_mpi:
@@ -173,25 +175,33 @@ def main() -> int:
             subprocess.run(["bash", "--noprofile", "--norc", "-c", "true"], check=True)
             local.append(time.perf_counter() - start)
         local_ms = median_ms(local)
-        part = size // args.rounds
-        command = f"head -c {part} /dev/zero"
-        stream_s = pipe_s = console_cpu = server_cpu = 0.0
-        for _ in range(args.rounds):
-            sink = CountingSink()
-            cpu, served = os.times(), server_cpu_seconds()
-            start = time.perf_counter()
-            console.run(command, one, sink)
-            stream_s += time.perf_counter() - start
-            after = os.times()
-            console_cpu += after.user + after.system - cpu.user - cpu.system
-            server_cpu += server_cpu_seconds() - served
-            assert sink.nbytes == part, sink.nbytes
-            start = time.perf_counter()
-            subprocess.run(["bash", "-c", f"{command} | cat > /dev/null"], check=True)
-            pipe_s += time.perf_counter() - start
-        stream = part * args.rounds / stream_s / 1e6
-        gib = part * args.rounds / (1 << 30)
-        pipe = part * args.rounds / pipe_s / 1e6
+        command = f"head -c {size} /dev/zero"
+        stream_s = console_cpu = server_cpu = 0.0
+        streams: list[float] = []
+        pipes: list[float] = []
+        for turn in range(args.rounds):
+            # alternate which goes first, so neither always runs right after the other
+            order = ("stream", "pipe") if turn % 2 == 0 else ("pipe", "stream")
+            for what in order:
+                if what == "pipe":
+                    start = time.perf_counter()
+                    subprocess.run(["bash", "-c", f"{command} | cat > /dev/null"], check=True)
+                    pipes.append(size / (time.perf_counter() - start) / 1e6)
+                    continue
+                sink = CountingSink()
+                cpu, served = os.times(), server_cpu_seconds()
+                start = time.perf_counter()
+                console.run(command, one, sink)
+                took = time.perf_counter() - start
+                stream_s += took
+                streams.append(size / took / 1e6)
+                after = os.times()
+                console_cpu += after.user + after.system - cpu.user - cpu.system
+                server_cpu += server_cpu_seconds() - served
+                assert sink.nbytes == size, sink.nbytes
+        stream = statistics.median(streams)
+        pipe = statistics.median(pipes)
+        gib = size * args.rounds / (1 << 30)
         every = list(console.hosts)
         fan = []
         for _ in range(max(5, args.repeat // 2)):
@@ -213,9 +223,9 @@ def main() -> int:
     rows = [
         ("round trip 'true', one server (median ms)", f"{true_ms:.2f}"),
         ("local subprocess.run bash -c true (median ms)", f"{local_ms:.2f}"),
-        (f"stream {args.mib} MiB server -> console (MB/s)", f"{stream:.0f}"),
-        (f"same {args.mib} MiB, head | cat > /dev/null (MB/s)", f"{pipe:.0f}"),
-        ("stream / pipe", f"{ratio:.2f}"),
+        (f"stream {args.mib} MiB server -> console (MB/s, median of {len(streams)})", f"{stream:.0f}"),
+        (f"same {args.mib} MiB, head | cat > /dev/null (MB/s, median of {len(pipes)})", f"{pipe:.0f}"),
+        ("stream / pipe (medians)", f"{ratio:.2f}"),
         ("stream: wall seconds per GiB", f"{stream_s / gib:.3f}"),
         ("stream: console CPU seconds per GiB", f"{console_cpu / gib:.3f}"),
         ("stream: server CPU seconds per GiB (its rank process)", f"{server_cpu / gib:.3f}"),
@@ -227,11 +237,15 @@ def main() -> int:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:>10}")
+    print("samples in run order (MB/s): stream " + " ".join(f"{x:.0f}" for x in streams)
+          + " | pipe " + " ".join(f"{x:.0f}" for x in pipes))
     print(
         f"RESULT true_ms={true_ms:.2f} local_true_ms={local_ms:.2f} stream_mb_s={stream:.0f} "
         f"pipe_mb_s={pipe:.0f} fanout_ms_{k}={fan_ms:.2f} raw_mpi_mb_s={raw:.0f} seal_mb_s={seal:.0f} "
         f"open_mb_s={opened:.0f} console_cpu_s_gib={console_cpu / gib:.3f} "
-        f"server_cpu_s_gib={server_cpu / gib:.3f} stream_ratio={ratio:.2f}"
+        f"server_cpu_s_gib={server_cpu / gib:.3f} stream_min_mb_s={min(streams):.0f} "
+        f"stream_max_mb_s={max(streams):.0f} pipe_min_mb_s={min(pipes):.0f} pipe_max_mb_s={max(pipes):.0f} "
+        f"stream_ratio={ratio:.2f}"
     )
     return 0
 
