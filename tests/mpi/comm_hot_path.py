@@ -108,11 +108,24 @@ def check_every_buffer_kind_and_wildcard_arrives_as_over_raw_mpi(c: SecureComm, 
     ok("every_buffer_kind_and_wildcard_arrives_as_over_raw_mpi")
 
 
+def check_none_with_proc_null_on_a_fresh_communicator_is_an_empty_message(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Send(None)/Recv(None) to and from PROC_NULL, before any array was kept, work as raw MPI's do."""
+    status = MPI.Status()
+    c.Recv(None, MPI.PROC_NULL, 5, status)  # before any array was kept: no kept array to mistake it for
+    assert (status.Get_source(), status.Get_count()) == (MPI.PROC_NULL, 0)
+    c.Send(None, MPI.PROC_NULL, 5)
+    c.Recv([None, 0, MPI.BYTE], MPI.PROC_NULL)
+    ok("none_with_proc_null_on_a_fresh_communicator_is_an_empty_message")
+
+
 def main() -> None:
     if MPI.COMM_WORLD.Get_size() != 2:
         raise SystemExit("run with mpiexec -n 2")
     run_checks(
         [
+            check_none_with_proc_null_on_a_fresh_communicator_is_an_empty_message,  # first: nothing kept yet
             check_a_reused_array_carries_its_current_content,
             check_a_reused_receive_array_gets_each_message_until_it_is_read_only,
             check_every_buffer_kind_and_wildcard_arrives_as_over_raw_mpi,

@@ -33,6 +33,7 @@ from .requests import PersistentRequest, SecureRequest
 from .secret import LANES, CommSecret
 
 _EMPTY = memoryview(b"")
+_NO_BUFFER = object()
 _KEPT = PLAIN_BUFFERS - {bytes, bytearray, memoryview}  # numpy's ndarray, if numpy is installed
 
 
@@ -63,9 +64,10 @@ class SecureComm(NonBlocking):
         self._p2p = Lane(p2p, p2p_bulk, keys, LANES[0], self._stats)
         self._coll = Lane(coll, coll_bulk, keys, LANES[1], self._stats)
         # The last small numpy array sent / received into, and its flat byte view (_small_view).
-        self._sent: Any = None
+        # Both start as a private object that no caller can pass (None is a legal buffer).
+        self._sent: Any = _NO_BUFFER
         self._sent_view = _EMPTY
-        self._into: Any = None
+        self._into: Any = _NO_BUFFER
         self._into_view = _EMPTY
 
     # -- introspection
