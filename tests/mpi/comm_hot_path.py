@@ -23,6 +23,18 @@ def ok(name: str) -> None:
         print(f"OK {name}", flush=True)
 
 
+def check_none_with_proc_null_on_a_fresh_communicator_is_an_empty_message(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Send(None)/Recv(None) to and from PROC_NULL, before any array was kept, work as raw MPI's do."""
+    status = MPI.Status()
+    c.Recv(None, MPI.PROC_NULL, 5, status)  # before any array was kept: no kept array to mistake it for
+    assert (status.Get_source(), status.Get_count()) == (MPI.PROC_NULL, 0)
+    c.Send(None, MPI.PROC_NULL, 5)
+    c.Recv([None, 0, MPI.BYTE], MPI.PROC_NULL)
+    ok("none_with_proc_null_on_a_fresh_communicator_is_an_empty_message")
+
+
 def check_a_reused_array_carries_its_current_content(c: SecureComm, raw: MPI.Intracomm) -> None:
     """Sending one array again after changing it (in place, its dtype, its shape) sends the new bytes."""
     a, b = np.arange(100, dtype="u1"), np.arange(50, dtype="f8")
@@ -106,18 +118,6 @@ def check_every_buffer_kind_and_wildcard_arrives_as_over_raw_mpi(c: SecureComm, 
             assert comm.recv(None, MPI.ANY_SOURCE, MPI.ANY_TAG, status) == {"k": 1}
             assert (status.Get_source(), status.Get_tag()) == (0, 30)
     ok("every_buffer_kind_and_wildcard_arrives_as_over_raw_mpi")
-
-
-def check_none_with_proc_null_on_a_fresh_communicator_is_an_empty_message(
-    c: SecureComm, raw: MPI.Intracomm
-) -> None:
-    """Send(None)/Recv(None) to and from PROC_NULL, before any array was kept, work as raw MPI's do."""
-    status = MPI.Status()
-    c.Recv(None, MPI.PROC_NULL, 5, status)  # before any array was kept: no kept array to mistake it for
-    assert (status.Get_source(), status.Get_count()) == (MPI.PROC_NULL, 0)
-    c.Send(None, MPI.PROC_NULL, 5)
-    c.Recv([None, 0, MPI.BYTE], MPI.PROC_NULL)
-    ok("none_with_proc_null_on_a_fresh_communicator_is_an_empty_message")
 
 
 def main() -> None:
