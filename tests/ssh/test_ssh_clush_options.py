@@ -85,7 +85,7 @@ def test_words_after_hosts_and_options_are_the_command(sshd: SshServer) -> None:
 def test_command_given_twice_is_refused_in_one_line(sshd: SshServer) -> None:
     done = mpish_ssh(sshd, "host1", "-c", "true", "echo", "again")
     assert done.returncode == 2
-    assert "either with -c or as the last words" in done.stderr
+    assert "either with -c/-C or as the last words" in done.stderr
 
 
 def test_version_is_printed() -> None:
