@@ -161,6 +161,23 @@ def check_mpi_class_level_calls_complete_secure_requests(c: SecureComm, raw: MPI
     ok("mpi_class_level_calls_complete_secure_requests")
 
 
+def check_thousands_of_pending_requests_complete_through_mpi_waitall(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """3000 receives and 3000 sends pending at once (an unstructured halo, a master with one
+    Irecv per task) all complete through MPI.Request.Waitall with the right data; the handles'
+    polling takes a bounded batch per call (tests/unit/test_handle_polling.py), so posting them
+    no longer costs time in the square of their number."""
+    dest, src = (c.rank + 1) % c.size, (c.rank - 1) % c.size
+    count = 3000
+    buffers = [np.zeros(2) for _ in range(count)]
+    receives = [c.Irecv(buffers[i], src, 1000 + i) for i in range(count)]
+    sends = [c.Isend(np.array([i, c.rank], "d"), dest, 1000 + i) for i in range(count)]
+    MPI.Request.Waitall(receives + sends)
+    assert all(b[0] == i and b[1] == src for i, b in enumerate(buffers))
+    ok("thousands_of_pending_requests_complete_through_mpi_waitall")
+
+
 def check_mpi_starts_and_completes_persistent_requests(c: SecureComm, raw: MPI.Intracomm) -> None:
     """MPI.Prequest.Startall starts secure persistent requests, MPI.Prequest.Waitany completes
     them (was ERR_REQUEST), MPI.Prequest(request) copies one, as mpi4py's testPersistent and
@@ -222,6 +239,7 @@ CHECKS = [
     check_cancel_and_get_status,
     check_dropped_request_leaves_no_posted_receive,
     check_mpi_class_level_calls_complete_secure_requests,
+    check_thousands_of_pending_requests_complete_through_mpi_waitall,
     check_mpi_starts_and_completes_persistent_requests,
     check_compare,
     check_empty_message_is_received_as_none,

@@ -28,6 +28,7 @@ is no thread, and a handle given to MPI's class-level calls fails with MPI's
 from __future__ import annotations
 
 import atexit
+import collections
 import functools
 import os
 import sys
@@ -46,6 +47,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 LOCK = threading.RLock()  # held by all secure code (module doc)
 _COND = threading.Condition(threading.Lock())  # guards _WATCHED and _THREAD
 _WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()  # requests whose handle is not complete yet
+# _WATCHED in polling order, oldest first; may hold references to requests no longer watched
+# (dropped when their turn comes). Each poll takes a bounded batch from the front, so a call's
+# cost does not grow with the number of pending requests (thousands in a real halo or master).
+_ORDER: collections.deque[weakref.ref[Any]] = collections.deque()
+_CALL_BATCH, _THREAD_BATCH = 16, 64  # requests polled on the way out of a call, and per thread round
 _THREAD: list[threading.Thread] = []
 _STOP = threading.Event()
 _MIN_DELAY, _MAX_DELAY = 20e-6, 2e-3  # seconds between polls: doubles while idle
@@ -73,7 +79,7 @@ def locked(function: F) -> F:
             depth[0] -= 1
             try:
                 if not depth[0] and watched:
-                    _poll_watched()
+                    _poll_watched(_CALL_BATCH)
             finally:
                 release()
         return result
@@ -119,13 +125,19 @@ def _in_secure_code(thread_id: int) -> bool:
     return False
 
 
-def _poll_watched() -> bool:
-    """Complete the handles whose operation finished (holding LOCK); True if any did."""
+def _poll_watched(batch: int) -> bool:
+    """Complete the handles whose operation finished, testing at most ``batch`` of them, in
+    turn (holding LOCK); True if any did."""
     _DEPTH[0] += 1  # a request collected meanwhile must not poll again
     requests: list[Any] = []
     try:
         with _COND:
-            requests = list(_WATCHED)
+            for _ in range(min(batch, len(_ORDER))):
+                ref = _ORDER.popleft()
+                request = ref()
+                if request is not None and request in _WATCHED:
+                    requests.append(request)
+                    _ORDER.append(ref)  # its next turn
         return any([request._poll_handle() for request in requests])
     except Exception:  # reported by the request's own wait
         return False
@@ -190,7 +202,9 @@ def watch(request: Any) -> None:
     if not threads_ok():
         return
     with _COND:
-        _WATCHED.add(request)
+        if request not in _WATCHED:
+            _WATCHED.add(request)
+            _ORDER.append(weakref.ref(request))
         if not _THREAD:  # secure calls take the lock from now on; this one has not
             for cls in _CLASSES:
                 _wrap(cls)
@@ -222,7 +236,7 @@ def _run(starter: int) -> None:
             try:
                 if _STOP.is_set() or MPI.Is_finalized():
                     return
-                done = _poll_watched()
+                done = _poll_watched(_THREAD_BATCH)
             finally:
                 LOCK.release()
         delay = _MIN_DELAY if done else min(2 * delay, _MAX_DELAY)
