@@ -173,6 +173,8 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
         metavar="OPTIONS",
         help="options for ssh, split like a shell (repeatable), e.g. -o '-p 2222 -l admin' or -o-F/path",
     )
+    parser.add_argument("-l", "--user", metavar="USER",
+                        help="log in as USER on every host (ssh -l, as clush -l); USER@HOST wins")
     parser.add_argument(
         "--python",
         default="python3",
@@ -219,6 +221,8 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
     )
     try:
         ssh_options = shell_cli.split_ssh_options(args.ssh_options)
+        if args.user:
+            ssh_options = (*ssh_options, "-l", args.user)
         python = tuple(shlex.split(args.python))
     except ValueError as exc:  # shlex: an unbalanced quote
         print(f"{PROG} ssh: -o or --python: {exc} (they are split like a shell's words: "

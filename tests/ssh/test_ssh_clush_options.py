@@ -88,6 +88,15 @@ def test_command_given_twice_is_refused_in_one_line(sshd: SshServer) -> None:
     assert "either with -c/-C or as the last words" in done.stderr
 
 
+def test_l_logs_in_as_that_user_as_clush_l_does(sshd: SshServer) -> None:
+    me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    done = mpish_ssh(sshd, "host1", "-l", me, "-c", "whoami")
+    assert (done.returncode, done.stdout.strip()) == (0, me), done.stderr
+    refused = mpish_ssh(sshd, "host1", "-l", "nosuchuser-mpish", "-c", "whoami")  # ssh got it
+    assert refused.returncode != 0 and "host1" in refused.stderr, refused.stderr
+    assert me not in refused.stdout
+
+
 def test_version_is_printed() -> None:
     done = subprocess.run([sys.executable, "-m", "mpish", "ssh", "--version"], capture_output=True,
                           text=True, env=dict(os.environ, PYTHONPATH=str(SRC)), check=False)
