@@ -413,6 +413,31 @@ def check_bcast_of_a_derived_datatype_with_gaps(c: SecureComm, raw: MPI.Intracom
     ok("bcast_of_a_derived_datatype_with_gaps")
 
 
+def check_a_matrix_column_travels_with_a_vector_datatype(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Send([A, 1, column]) of a vector datatype (a halo column) arrives as over raw MPI, into a
+    contiguous buffer and into a column of another matrix (the sender raised Unsupported and
+    the receiver hung)."""
+    for comm in (raw, c):
+        if comm.size < 2 or comm.rank > 1:
+            continue
+        column = MPI.DOUBLE.Create_vector(4, 1, 4).Commit()
+        a = np.arange(16, dtype="d").reshape(4, 4)
+        if comm.rank == 0:
+            comm.Send([a, 1, column], 1, 61)
+            comm.Send([a.reshape(-1)[1:], 1, column], 1, 62)  # the second column
+        else:
+            flat, b = np.zeros(4), np.full((4, 4), -1.0)
+            status = MPI.Status()
+            comm.Recv([flat, 4, MPI.DOUBLE], 0, 61)
+            comm.Recv([b.reshape(-1)[2:], 1, column], 0, 62, status)  # into the third
+            assert flat.tolist() == [0.0, 4.0, 8.0, 12.0], (comm, flat)
+            assert b[:, 2].tolist() == [1.0, 5.0, 9.0, 13.0], (comm, b)
+            assert (b[:, [0, 1, 3]] == -1).all(), (comm, b)  # the gaps untouched
+            assert status.Get_count(column) == 1, (comm, status.Get_count(column))
+        column.Free()
+    ok("a_matrix_column_travels_with_a_vector_datatype")
+
+
 def check_a_blocking_long_send_reuses_a_ring_of_record_buffers(c: SecureComm, raw: MPI.Intracomm) -> None:
     """A blocking 16 MiB Send (no posted receive) seals into 8 reused record buffers, not 64,
     and arrives intact, also while the receiver has a posted Irecv for a later message."""
@@ -452,6 +477,7 @@ CHECKS = [
     check_comm_management,
     check_one_rank_bad_argument,
     check_bcast_of_a_derived_datatype_with_gaps,
+    check_a_matrix_column_travels_with_a_vector_datatype,
     check_a_blocking_long_send_reuses_a_ring_of_record_buffers,
 ]
 

@@ -230,12 +230,17 @@ def _dlpack_format(buf: Any) -> str | None:
 
 
 def byte_view(buf: Any, *, writable: bool) -> memoryview:
-    """A flat byte view of an mpi4py buffer argument (the count, when given, is the total)."""
+    """A flat byte view of an mpi4py buffer argument (the count, when given, is the total); a
+    send buffer ``[buf, count, datatype]`` with gaps is packed into a copy (:func:`derived`)."""
     kind: type = buf.__class__
     if kind in _PLAIN_BUFFERS:  # the hot path: bytes, bytearray, memoryview, numpy array
         view = memoryview(buf)
         if view.c_contiguous and not (writable and view.readonly):
             return view if view.ndim == 1 and view.format == "B" else view.cast("B")
+    if not writable:
+        spec = derived(buf)
+        if spec is not None:  # a datatype with gaps (a matrix column...): sent packed, as MPI does
+            return pack(*spec)
     flat, count, size = parse(buf, writable=writable)
     if count is not None:
         if count * size > len(flat):

@@ -24,7 +24,7 @@ from mpi4py import MPI
 
 from ..wire.record import SMALL_RECORD
 from .buffers import _PLAIN_BUFFERS as PLAIN_BUFFERS
-from .buffers import Unsupported, byte_view, set_status
+from .buffers import Unsupported, byte_view, derived, set_status, unpack
 from .handles import lock_public_methods
 from .lane import _ACTIVE, Early, Lane, Stats, wait_all
 from .messages import SecureMessage
@@ -220,9 +220,12 @@ class SecureComm(NonBlocking):
             sink = self._into_view
         else:
             sink = self._small_view(buf, writable=True)
+        spec = None if sink is not None else derived(buf)  # gaps: received packed, scattered by MPI
         if sink is None:
-            sink = byte_view(buf, writable=True)
+            sink = byte_view(buf, writable=True) if spec is None else memoryview(bytearray(spec[1]))
         s, t, n, _ = self._p2p.recv(source, tag, sink)
+        if spec is not None:
+            unpack(sink[:n], spec[0])
         if status is not None:
             set_status(status, s, t, n)
 
