@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -94,3 +95,26 @@ def run(
         out, err = proc.communicate()
         raise AssertionError(f"timed out: {args}\nstdout: {out[-2000:]!r}\nstderr: {err[-2000:]!r}") from None
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is no zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+
+
+def session_processes(home: Path) -> dict[int, bytes]:
+    """Every live process of a session, found by its MPISH_HOME (whoever its parent now is):
+    pid -> command line."""
+    mark = f"MPISH_HOME={home}".encode() + b"\0"
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if mark in (entry / "environ").read_bytes() and alive(int(entry.name)):
+                found[int(entry.name)] = (entry / "cmdline").read_bytes()
+    return found

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shell_util import MPI, MPISH, make_home, shell_env
+from shell_util import MPI, MPISH, make_home, session_processes, shell_env
 
 pytestmark = [
     pytest.mark.mpi,
@@ -31,28 +31,12 @@ HANGS = ("import sys, time\n"
          "    time.sleep(600)\n")
 
 
-def _session_processes(home: Path) -> dict[int, bytes]:
-    """Every live process of the session, found by its MPISH_HOME (whoever its parent now is)."""
-    mark = f"MPISH_HOME={home}".encode() + b"\0"
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            stat = (entry / "stat").read_bytes()
-            if stat[stat.rfind(b")") + 2 :][:1] in (b"Z", b"X"):
-                continue
-            if mark in (entry / "environ").read_bytes():
-                found[int(entry.name)] = (entry / "cmdline").read_bytes()
-    return found
-
-
 def _left_after(home: Path, seconds: float) -> dict[int, bytes]:
     deadline = time.monotonic() + seconds
-    left = _session_processes(home)
+    left = session_processes(home)
     while left and time.monotonic() < deadline:
         time.sleep(0.2)
-        left = _session_processes(home)
+        left = session_processes(home)
     return left
 
 
@@ -101,7 +85,7 @@ def test_servers_that_die_at_start_up_end_the_console_and_its_launcher_with_one_
         left = _left_after(home, 30)
         assert not left, f"left behind:\n{_describe(left)}"
     finally:
-        _kill(_session_processes(home))
+        _kill(session_processes(home))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
@@ -111,15 +95,15 @@ def test_console_killed_while_its_servers_start_leaves_no_launcher(tmp_path: Pat
     proc, home, err = _start(tmp_path, HANGS)
     try:
         deadline = time.monotonic() + 60
-        while sum(b"mpish.shell.mpi_server" in command for command in _session_processes(home).values()) < 2:
+        while sum(b"mpish.shell.mpi_server" in command for command in session_processes(home).values()) < 2:
             assert proc.poll() is None and time.monotonic() < deadline, err.read_text(errors="replace")
             time.sleep(0.05)
-        launcher = {pid: command for pid, command in _session_processes(home).items()
+        launcher = {pid: command for pid, command in session_processes(home).items()
                     if b"mpiexec" in command.split(b"\0")[0] or b"hydra_pmi_proxy" in command}
-        assert len(launcher) >= 2, _describe(_session_processes(home))
+        assert len(launcher) >= 2, _describe(session_processes(home))
         os.killpg(proc.pid, signum)  # as a test timeout does
         proc.wait(timeout=30)
         left = _left_after(home, 30)
         assert not left, f"left behind after {signal.Signals(signum).name}:\n{_describe(left)}"
     finally:
-        _kill(_session_processes(home))
+        _kill(session_processes(home))

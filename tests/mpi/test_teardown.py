@@ -11,18 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from shell_util import MPISH, make_home, run, shell_env
+from shell_util import MPISH, alive, make_home, run, session_processes, shell_env
 
 pytestmark = pytest.mark.mpi
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is no zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
 
 
 def _descendants(pid: int) -> set[int]:
@@ -47,11 +38,11 @@ def _remaining(pids: set[int], seconds: float) -> set[int]:
     """The processes of ``pids`` still alive after waiting up to ``seconds`` for them to end."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        left = {pid for pid in pids if _alive(pid)}
+        left = {pid for pid in pids if alive(pid)}
         if not left:
             return left
         time.sleep(0.1)
-    return {pid for pid in pids if _alive(pid)}
+    return {pid for pid in pids if alive(pid)}
 
 
 def _describe(pids: set[int]) -> str:
@@ -166,19 +157,6 @@ def test_killed_console_leaves_no_server_or_launcher(tmp_path: Path) -> None:
         _kill_all(processes)
 
 
-def _with_home(home: Path) -> dict[int, bytes]:
-    """Every live process of this session, found by its MPISH_HOME (whoever its parent now is)."""
-    mark = f"MPISH_HOME={home}".encode() + b"\0"
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if mark in (entry / "environ").read_bytes() and _alive(int(entry.name)):
-                found[int(entry.name)] = (entry / "cmdline").read_bytes()
-    return found
-
-
 @pytest.mark.parametrize("delay", [0.3, 0.45, 0.6])
 def test_ctrl_c_while_the_servers_start_leaves_nothing_behind(tmp_path: Path, delay: float) -> None:
     """Ctrl-C in the first second (servers spawned, not yet admitted) used to leave both servers
@@ -194,10 +172,10 @@ def test_ctrl_c_while_the_servers_start_leaves_nothing_behind(tmp_path: Path, de
         proc.kill()
         proc.wait()
     deadline = time.monotonic() + 20
-    left = _with_home(home)
+    left = session_processes(home)
     while left and time.monotonic() < deadline:
         time.sleep(0.2)
-        left = _with_home(home)
+        left = session_processes(home)
     try:
         assert not left, f"left behind after Ctrl-C at {delay} s:\n{_describe(set(left))}"
     finally:

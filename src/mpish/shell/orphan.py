@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from mpish.report import Reporter, setup_logging
-from mpish.transport.procfs import children, cmdline, exited, parent, pidfd, signal_if, signal_pidfd
+from mpish.transport.procfs import children, cmdline, environ, exited, parent, pidfd, signal_if, signal_pidfd
 
 log = logging.getLogger("mpish.shell.orphan")  # not __name__: run as __main__
 
@@ -127,7 +127,7 @@ def watch_launcher(console: int, wrapper: Path, grace: float) -> None:
         launcher_fd = pidfd(launcher) if launcher else None
         if launcher_fd is not None:
             try:
-                if not exited(launcher_fd, grace) and config in _environ(launcher):
+                if not exited(launcher_fd, grace) and config in environ(launcher):
                     log.debug("console %d gone; ending its launcher %d", console, launcher)
                     end_launcher_tree(launcher)
             finally:
@@ -136,14 +136,6 @@ def watch_launcher(console: int, wrapper: Path, grace: float) -> None:
         if console_fd is not None:
             os.close(console_fd)
         shutil.rmtree(wrapper, ignore_errors=True)
-
-
-def _environ(pid: int) -> list[bytes]:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as handle:
-            return handle.read().split(b"\0")
-    except OSError:
-        return []
 
 
 def watch(console: int, server: int, grace: float) -> None:

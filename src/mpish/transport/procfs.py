@@ -50,8 +50,17 @@ def children(pid: int) -> list[int]:
 
 
 def cmdline(pid: int) -> list[bytes]:
+    return _nul_separated(pid, "cmdline")
+
+
+def environ(pid: int) -> list[bytes]:
+    return _nul_separated(pid, "environ")
+
+
+def _nul_separated(pid: int, name: str) -> list[bytes]:
+    """The NUL-separated words of /proc/PID/NAME (none if it cannot be read)."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        with open(f"/proc/{pid}/{name}", "rb") as handle:
             return handle.read().split(b"\0")
     except OSError:
         return []
