@@ -321,8 +321,9 @@ class Console:
             raise ValueError("only the console's first command can have been sent ahead")
         targets = [r for r in sorted(set(r for r in ranks if r in self.peers))  # sent: even if lost since
                    if self.machines[r].state is ConsoleState.IDLE and (self.peers[r].alive or r in sent)]
-        unsent = [rank for rank in targets if rank not in sent]  # sent ones run already: they count
-        waiting = unsent[max(0, fanout - len(targets) + len(unsent)):] if fanout > 0 and stdin is None else []
+        unsent = [rank for rank in targets if rank not in sent]
+        ahead = len(targets) - len(unsent)  # sent with the code: running already, they count in -f
+        waiting = unsent[max(0, fanout - ahead):] if fanout > 0 and stdin is None else []
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
         run = self._run = Running(cmd_id, sink, dict.fromkeys(targets, p.WINDOW))
