@@ -35,10 +35,10 @@ flow-controlled too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from mpish.wire.codec import Codec, MaxLen
+from mpish.wire.message import Frozen, frozen
 
 PROTOCOL_VERSION = 6  # 2: output as raw bytes on channels 1 and 2; 3: Done.note; 4: stdin;
 # 5: pty mode (PtyOpen ... PtyExit), path completion (Complete, Completions); 6: trees (:put -r, :get -r)
@@ -57,8 +57,8 @@ Path = Annotated[str, MaxLen(4096)]
 
 
 @CODEC.message(1)
-@dataclass(frozen=True, slots=True)
-class Hello:
+@frozen
+class Hello(Frozen):
     """The server's first message: who it is and where its shell starts."""
 
     protocol: int
@@ -68,8 +68,8 @@ class Hello:
 
 
 @CODEC.message(2)
-@dataclass(frozen=True, slots=True)
-class Run:
+@frozen
+class Run(Frozen):
     """Run ``command`` through the rank's persistent shell; ``timeout`` <= 0 means none.
 
     ``stdin``: the command reads the :class:`Input` chunks that follow (else /dev/null)."""
@@ -81,16 +81,16 @@ class Run:
 
 
 @CODEC.message(3)
-@dataclass(frozen=True, slots=True)
-class Interrupt:
+@frozen
+class Interrupt(Frozen):
     """Ctrl-C: SIGINT to the command's process group (SIGKILL from the second on)."""
 
     cmd_id: int
 
 
 @CODEC.message(4)
-@dataclass(frozen=True, slots=True)
-class Credit:
+@frozen
+class Credit(Frozen):
     """``nbytes`` more bulk bytes may be sent (they were consumed)."""
 
     nbytes: int
@@ -100,8 +100,8 @@ class Credit:
 
 
 @CODEC.message(6)
-@dataclass(frozen=True, slots=True)
-class Done:
+@frozen
+class Done(Frozen):
     """The command ended. ``signal`` is 0 unless a signal killed it (exit is then 128+sig).
 
     ``error``: the command could not run; ``note``: it ran, and the shell had to be
@@ -120,8 +120,8 @@ class Done:
 
 
 @CODEC.message(7)
-@dataclass(frozen=True, slots=True)
-class PutStart:
+@frozen
+class PutStart(Frozen):
     """Start writing ``path`` (relative paths are relative to the shell's cwd); a directory
     (or a path ending in ``/``) receives the file under ``name``, as with cp."""
 
@@ -133,15 +133,15 @@ class PutStart:
 
 
 @CODEC.message(8)
-@dataclass(frozen=True, slots=True)
-class PutChunk:
+@frozen
+class PutChunk(Frozen):
     xfer_id: int
     data: bytes
 
 
 @CODEC.message(9)
-@dataclass(frozen=True, slots=True)
-class PutEnd:
+@frozen
+class PutEnd(Frozen):
     """The last chunk was sent; ``sha256`` is the digest of the whole file."""
 
     xfer_id: int
@@ -150,8 +150,8 @@ class PutEnd:
 
 
 @CODEC.message(10)
-@dataclass(frozen=True, slots=True)
-class PutDone:
+@frozen
+class PutDone(Frozen):
     """The server's verdict: ``error`` is empty when the file is complete and verified."""
 
     xfer_id: int
@@ -161,22 +161,22 @@ class PutDone:
 
 
 @CODEC.message(11)
-@dataclass(frozen=True, slots=True)
-class GetStart:
+@frozen
+class GetStart(Frozen):
     xfer_id: int
     path: Path
 
 
 @CODEC.message(12)
-@dataclass(frozen=True, slots=True)
-class GetChunk:
+@frozen
+class GetChunk(Frozen):
     xfer_id: int
     data: bytes
 
 
 @CODEC.message(13)
-@dataclass(frozen=True, slots=True)
-class GetEnd:
+@frozen
+class GetEnd(Frozen):
     """End of a get: ``error`` is empty on success; ``sha256`` covers every chunk sent."""
 
     xfer_id: int
@@ -189,8 +189,8 @@ class GetEnd:
 
 
 @CODEC.message(15)
-@dataclass(frozen=True, slots=True)
-class Input:
+@frozen
+class Input(Frozen):
     """Bytes for the running command's stdin; ``eof``: there are no more (data is empty)."""
 
     cmd_id: int
@@ -199,8 +199,8 @@ class Input:
 
 
 @CODEC.message(16)
-@dataclass(frozen=True, slots=True)
-class PtyOpen:
+@frozen
+class PtyOpen(Frozen):
     """Run ``command`` (empty: the user's shell) in a pseudo-terminal of ``rows`` x ``cols``,
     in the shell's cwd and exported environment, ``TERM`` set to ``term``. Its output comes
     raw on channel STDOUT, then :class:`PtyExit`."""
@@ -213,8 +213,8 @@ class PtyOpen:
 
 
 @CODEC.message(17)
-@dataclass(frozen=True, slots=True)
-class PtyInput:
+@frozen
+class PtyInput(Frozen):
     """Keys for the pty (within the bulk window: the server returns a Credit once written)."""
 
     pty_id: int
@@ -222,8 +222,8 @@ class PtyInput:
 
 
 @CODEC.message(18)
-@dataclass(frozen=True, slots=True)
-class PtyResize:
+@frozen
+class PtyResize(Frozen):
     """The console's window changed (SIGWINCH): TIOCSWINSZ on the pty."""
 
     pty_id: int
@@ -232,8 +232,8 @@ class PtyResize:
 
 
 @CODEC.message(19)
-@dataclass(frozen=True, slots=True)
-class PtyClose:
+@frozen
+class PtyClose(Frozen):
     """Hang up (the console's escape ``~.``, or its end): SIGHUP to the pty's session,
     SIGKILL if it is still there a moment later."""
 
@@ -241,8 +241,8 @@ class PtyClose:
 
 
 @CODEC.message(20)
-@dataclass(frozen=True, slots=True)
-class PtyExit:
+@frozen
+class PtyExit(Frozen):
     """The pty's program ended: exit status (128+signal when killed); ``error``: it could
     not start."""
 
@@ -253,8 +253,8 @@ class PtyExit:
 
 
 @CODEC.message(21)
-@dataclass(frozen=True, slots=True)
-class Complete:
+@frozen
+class Complete(Frozen):
     """Names that complete ``prefix`` as a path (relative to the shell's cwd, ``~`` expanded)."""
 
     req_id: int
@@ -262,8 +262,8 @@ class Complete:
 
 
 @CODEC.message(22)
-@dataclass(frozen=True, slots=True)
-class Completions:
+@frozen
+class Completions(Frozen):
     """The completions, NUL-separated (a name cannot hold a NUL); directories end in ``/``."""
 
     req_id: int
@@ -271,8 +271,8 @@ class Completions:
 
 
 @CODEC.message(23)
-@dataclass(frozen=True, slots=True)
-class TreePut:
+@frozen
+class TreePut(Frozen):
     """Receive a tree (:put -r) at ``path``: an existing directory receives it as
     ``path/name``, else ``path`` becomes the copy (as cp -r); ``name`` empty: always ``path``."""
 
@@ -282,8 +282,8 @@ class TreePut:
 
 
 @CODEC.message(24)
-@dataclass(frozen=True, slots=True)
-class Entry:
+@frozen
+class Entry(Frozen):
     """One entry of a tree, parents first: ``path`` relative to the tree's root ("" is the
     root), ``kind`` dir, file (its bytes follow as chunks, then :class:`FileEnd`), link
     (``target`` is the link's text) or skip (not sent: ``target`` says why)."""
@@ -297,8 +297,8 @@ class Entry:
 
 
 @CODEC.message(25)
-@dataclass(frozen=True, slots=True)
-class FileEnd:
+@frozen
+class FileEnd(Frozen):
     """The end of a tree's file: the digest of its bytes, or why the sender stopped."""
 
     xfer_id: int
@@ -308,8 +308,8 @@ class FileEnd:
 
 
 @CODEC.message(26)
-@dataclass(frozen=True, slots=True)
-class TreeEnd:
+@frozen
+class TreeEnd(Frozen):
     """The last entry of a :put -r was sent (or it was aborted); the server answers PutDone."""
 
     xfer_id: int
@@ -317,8 +317,8 @@ class TreeEnd:
 
 
 @CODEC.message(27)
-@dataclass(frozen=True, slots=True)
-class TreeGet:
+@frozen
+class TreeGet(Frozen):
     """Send the tree at ``path`` (:get -r; a file is sent as a one-entry tree)."""
 
     xfer_id: int

@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
-import secrets
 import stat
 import tempfile
 from collections.abc import Iterable
@@ -98,6 +96,8 @@ class Unhashed:
 
 def new_digest(verify: bool) -> Any:
     """A SHA-256 if ``verify``, else :class:`Unhashed`."""
+    import hashlib  # late: a shell server that transfers nothing does not load OpenSSL's hashes
+
     return hashlib.sha256() if verify else Unhashed()
 
 
@@ -151,6 +151,8 @@ def destination(target: Path, name: str, as_directory: bool) -> Path:
 
 def part_name(name: str) -> str:
     """An unpredictable name for the part file of ``name`` (short enough for NAME_MAX)."""
+    import secrets  # late, as hashlib above
+
     return f".{name[:96]}.{secrets.token_hex(6)}.mpish-part"
 
 

@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
 from . import protocol as p
-from .transfer import PartFile, part_name
+from .transfer import PartFile, new_digest, part_name
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO swapped in never blocks
@@ -125,7 +124,7 @@ class TreeReader:
             self.pending: p.Entry | None = p.Entry(xfer_id, "", "dir", info.st_mode & 0o777, 0, "")
         elif stat.S_ISREG(info.st_mode):
             fd = os.open(self.root, FILE_FLAGS & ~os.O_NOFOLLOW)
-            self.file = (fd, hashlib.sha256(), 0, self.root)
+            self.file = (fd, new_digest(True), 0, self.root)
             self.pending = p.Entry(xfer_id, "", "file", info.st_mode & 0o777, info.st_size, "")
         else:
             raise OSError(errno.EINVAL, "not a directory or a regular file")
@@ -197,7 +196,7 @@ class TreeReader:
                 return special
         except OSError as exc:
             return p.Entry(self.xfer_id, relative, "skip", 0, 0, f"cannot read {shown}: {_why(exc)}")
-        self.file = (fd, hashlib.sha256(), 0, shown)
+        self.file = (fd, new_digest(True), 0, shown)
         return p.Entry(self.xfer_id, relative, "file", info.st_mode & 0o777, info.st_size, "")
 
     def close(self) -> None:

@@ -59,24 +59,23 @@ class Codec:
         self.max_bytes = max_bytes
         self.max_items = max_items
         self._by_id: dict[int, tuple[type[Any], list[tuple[str, Check]]]] = {}
-        self._id_of: dict[type[Any], int] = {}
+        self._id_of: dict[type[Any], tuple[int, tuple[str, ...]]] = {}
         self._max_fields = 0
 
     # -- declaring messages
 
     def message(self, type_id: int) -> Callable[[type[T]], type[T]]:
-        """Class decorator: register a frozen dataclass as message ``type_id``."""
+        """Class decorator: register a frozen dataclass or Frozen class as message ``type_id``."""
 
         def register(cls: type[T]) -> type[T]:
-            if not dataclasses.is_dataclass(cls):
-                raise TypeError(f"{cls.__name__} must be a dataclass")
+            names = _field_names(cls)
             if type_id in self._by_id:
                 raise ValueError(f"{self.name}: type id {type_id} is already {self._by_id[type_id][0]}")
             hints = typing.get_type_hints(cls, include_extras=True)
-            checks = [(f.name, self._check_for(hints[f.name])) for f in dataclasses.fields(cls)]
+            checks = [(name, self._check_for(hints[name])) for name in names]
             self._by_id[type_id] = (cls, checks)
             self._max_fields = max(self._max_fields, len(checks))
-            self._id_of[cls] = type_id
+            self._id_of[cls] = (type_id, names)
             return cls
 
         return register
@@ -177,10 +176,11 @@ class Codec:
 
     def encode(self, message: object) -> bytes:
         """The msgpack bytes of a registered message."""
-        type_id = self._id_of.get(type(message))
-        if type_id is None:
+        known = self._id_of.get(type(message))
+        if known is None:
             raise LocalProtocolError(f"{type(message).__name__} is not a {self.name} message")
-        values = [getattr(message, f.name) for f in dataclasses.fields(message)]  # type: ignore[arg-type]
+        type_id, names = known
+        values = [getattr(message, name) for name in names]
         packed: bytes = msgpack.packb([type_id, *values], use_bin_type=True)
         return packed
 
@@ -224,6 +224,17 @@ class Codec:
     def types(self) -> dict[int, type[Any]]:
         """The registered message classes by type id."""
         return {i: c for i, (c, _) in self._by_id.items()}
+
+
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    """A message class's fields in order: a dataclass's, or a :class:`~mpish.wire.message.Frozen`
+    class's ``__match_args__``."""
+    if dataclasses.is_dataclass(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+    names = getattr(cls, "__match_args__", None)
+    if not isinstance(names, tuple) or not all(isinstance(name, str) for name in names):
+        raise TypeError(f"{cls.__name__} must be a dataclass or a Frozen message class")
+    return names
 
 
 def _refuse_ext(code: int, data: bytes) -> object:

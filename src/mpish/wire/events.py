@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
+from .message import Frozen, frozen
 
-@dataclass(frozen=True, slots=True)
-class HandshakeComplete:
+
+@frozen
+class HandshakeComplete(Frozen):
     """The peer proved its static key; ``handshake_hash`` binds this session (Noise §11.2)."""
 
     remote_static: bytes
@@ -25,8 +26,8 @@ class Message(NamedTuple):
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class CloseReceived:
+@frozen
+class CloseReceived(Frozen):
     """The peer's authenticated close record: it will send nothing more."""
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -121,7 +120,7 @@ class Shell:
         """Write the command to bash; a command that cannot start has ``ended`` set."""
         started = time.monotonic()
         deadline = started + run.timeout if run.timeout > 0 else None
-        command = Command(run.cmd_id, secrets.token_hex(16), started, deadline)
+        command = Command(run.cmd_id, os.urandom(16).hex(), started, deadline)
         bash = self.bash if self.bash is not None and self.bash.proc.poll() is None else self._restart()
         if bash is None:
             command.ended = Ended(run.cmd_id, 127, 0, 0.0, False, "cannot start bash")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 
@@ -78,7 +77,7 @@ class ShellServer(ServerTransfers):
         self.link.send_all(self.console, self.channel.send(data, p.STDOUT))
 
     def hello(self) -> None:
-        self._send(p.Hello(p.PROTOCOL_VERSION, socket.gethostname(), os.getpid(), self.cwd))
+        self._send(p.Hello(p.PROTOCOL_VERSION, os.uname().nodename, os.getpid(), self.cwd))
 
     # -- the loop
 
