@@ -1,0 +1,84 @@
+"""What the shipped ``mpish ssh`` server costs at start-up: it loads only what a command needs.
+
+Over ssh a server lives for one session, often for one ``true`` on each of many hosts, so
+its start-up CPU is the bulk of its work (clush's remote side is ``sh -c true``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+
+from mpish.shell import protocol as p
+from mpish.transport import ship
+from mpish.wire.message import Frozen
+
+ENTRY = "mpish.shell.remote"
+# Modules a `true` never needs: transfers' hashes and random names, the host name's socket
+# module (os.uname() gives it), OpenSSL's bindings.
+NOT_AT_START = ("socket", "secrets", "hashlib", "_hashlib", "hmac")
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path
+
+
+def modules_loaded_by_the_shipped_server() -> set[str]:
+    """Start the shipped server as ssh does (payload on stdin, then end of input) under
+    ``-X importtime``: the names of every module it imported before it ended."""
+    payload = ship.payload.__wrapped__(ENTRY)  # type: ignore[attr-defined]
+    argv = ship.command([sys.executable, "-I", "-X", "importtime"], ("1", "2"))[1:]
+    done = subprocess.run(argv, input=payload, capture_output=True, timeout=60, check=False)
+    lines = done.stderr.decode(errors="replace").splitlines()
+    names = {line.rpartition("|")[2].strip() for line in lines if line.startswith("import time:")}
+    assert "mpish.shell.server.loop" in names, done.stderr[-2000:]  # it did start
+    return names
+
+
+def test_the_shipped_server_loads_no_socket_hashes_or_random_names_to_start(cache: Path) -> None:
+    loaded = modules_loaded_by_the_shipped_server()
+    assert sorted(loaded.intersection(NOT_AT_START)) == []
+
+
+def test_protocol_messages_share_methods_written_once_instead_of_generated_code() -> None:
+    for cls in p.CODEC.types().values():
+        assert issubclass(cls, Frozen), cls
+        for method in ("__init__", "__eq__", "__hash__", "__repr__", "__setattr__"):
+            assert getattr(cls, method) is getattr(Frozen, method), (cls, method)
+        assert not hasattr(cls, "__dataclass_fields__")
+
+
+def test_a_frozen_message_behaves_as_the_frozen_dataclass_did() -> None:
+    run = p.Run(7, "true", 0.0, False)
+    assert run == p.Run(cmd_id=7, command="true", timeout=0.0, stdin=False)
+    assert run != p.Run(8, "true", 0.0, False) and p.Credit(3) != p.Interrupt(3)
+    assert hash(run) == hash(p.Run(7, "true", 0.0, False))
+    assert repr(run) == "Run(cmd_id=7, command='true', timeout=0.0, stdin=False)"
+    assert not hasattr(run, "__dict__")
+    with pytest.raises(AttributeError, match="frozen"):
+        run.cmd_id = 8  # type: ignore[misc]
+    match run:
+        case p.Run(cmd_id, command):
+            assert (cmd_id, command) == (7, "true")
+        case _:
+            pytest.fail("no positional match")
+    with pytest.raises(TypeError, match="missing arguments: stdin"):
+        p.Run(7, "true", 0.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nope'"):
+        p.Credit(nbytes=1, nope=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="multiple values"):
+        p.Credit(1, nbytes=1)  # type: ignore[misc]
+
+
+def test_every_protocol_message_round_trips_through_the_codec() -> None:
+    samples: dict[object, object] = {int: 5, float: 1.5, bool: True, str: "s", bytes: b"b"}
+    for cls in p.CODEC.types().values():
+        hints = typing.get_type_hints(cls)  # Annotated[str, MaxLen(n)] is str here
+        message = cls(*[samples[hints[name]] for name in cls.__match_args__])
+        assert p.CODEC.decode(p.CODEC.encode(message)) == message
