@@ -15,13 +15,18 @@ clush is ClusterShell's, installed with mpish (the ``clush`` of this venv), give
 ssh options with ``-o``. Both run with bytecode caching on (``PYTHONDONTWRITEBYTECODE``
 removed), as an installed clush and mpish do: otherwise mpish, installed editable, would
 compile its modules on every start and clush would not. The ratios: mpish's time over
-clush's, mpish's rate over scp's. Run: python bench/ssh_shell.py [--rounds N] [--mib M] [--xfer-only]
+clush's, mpish's rate over scp's. For `true`, the CPU of each side is printed too (medians per
+command, all 8 hosts): the client's (the command's process tree: the console or clush, and
+its ssh clients) and the hosts' (what sshd reaped: sshd's session processes and the remote
+programs, the shipped shell server and its bash, or clush's ``sh -c true``), from sshd's
+cutime/cstime in /proc. Run: python bench/ssh_shell.py [--rounds N] [--mib M] [--xfer-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,11 +41,29 @@ BIN = Path(sys.executable).parent
 HOSTS = "host[1-8]"
 
 
-def timed(argv: list[str], *, stdin: bytes | None = None, env: dict[str, str] | None = None) -> float:
-    """Seconds from start to exit of one command, which must succeed."""
+def children_cpu() -> float:
+    """CPU seconds of this process's reaped children (and theirs)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def reaped_cpu(pid: int) -> float:
+    """CPU seconds of the children that process ``pid`` reaped (cutime + cstime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(argv: list[str], *, stdin: bytes | None = None, env: dict[str, str] | None = None,
+          cpu: list[float] | None = None, sshd: int = 0) -> float:
+    """Seconds from start to exit of one command, which must succeed; with ``cpu``, append
+    the CPU seconds of the command's processes and of what sshd (``sshd``'s pid) reaped."""
+    before, hosts_before = children_cpu(), reaped_cpu(sshd) if sshd else 0.0
     start = time.perf_counter()
     done = subprocess.run(argv, input=stdin, capture_output=True, env=env, check=False)
     seconds = time.perf_counter() - start
+    if cpu is not None:
+        time.sleep(0.05)  # sshd reaps its session processes just after the client saw them end
+        cpu += [children_cpu() - before, reaped_cpu(sshd) - hosts_before]
     if done.returncode != 0:
         reason = done.stderr.decode(errors="replace")
         raise SystemExit(f"bench: {argv[0]} failed ({done.returncode}): {reason}")
@@ -80,9 +103,13 @@ def main() -> None:
 
             names = ("mpish true", "clush true", "mpish put", "scp put", "mpish get", "scp get")
             rows: dict[str, list[float]] = {name: [] for name in names}
+            cpu: dict[str, list[float]] = {"mpish true": [], "clush true": []}
+            assert server.process is not None
+            sshd = server.process.pid
             for _ in range(0 if args.xfer_only else args.rounds):
-                rows["mpish true"].append(timed([*mpish, HOSTS, "-c", "true"], env=env))
-                rows["clush true"].append(timed([*clush, "true"], env=env))
+                rows["mpish true"].append(timed([*mpish, HOSTS, "-c", "true"], env=env,
+                                                cpu=cpu["mpish true"], sshd=sshd))
+                rows["clush true"].append(timed([*clush, "true"], env=env, cpu=cpu["clush true"], sshd=sshd))
             for _ in range(0 if args.true_only else max(3, args.rounds // 2)):
                 rows["mpish put"].append(timed([*mpish, "host1"], stdin=put_script, env=env))
                 if target.stat().st_size != payload.stat().st_size:
@@ -106,9 +133,17 @@ def main() -> None:
     for name, times in rows.items():
         low, high = min(times) * 1e3, max(times) * 1e3
         print(f"{name:<12} {median[name] * 1e3:>8.0f}ms {low:>8.0f}ms {high:>8.0f}ms")
-    true = "" if args.xfer_only else (
-        f" true_ms={median['mpish true'] * 1e3:.0f} clush_true_ms={median['clush true'] * 1e3:.0f}"
-        f" true_ratio={median['mpish true'] / median['clush true']:.2f}")
+    true = ""
+    if not args.xfer_only:
+        used = {name: (statistics.median(samples[0::2]) * 1e3, statistics.median(samples[1::2]) * 1e3)
+                for name, samples in cpu.items()}
+        for name, (client, hosts) in used.items():
+            print(f"{name:<12} CPU: client {client:.0f} ms, hosts {hosts:.0f} ms ({hosts / 8:.0f} per host)")
+        true = (
+            f" true_ms={median['mpish true'] * 1e3:.0f} clush_true_ms={median['clush true'] * 1e3:.0f}"
+            f" true_ratio={median['mpish true'] / median['clush true']:.2f}"
+            f" client_cpu_ms={used['mpish true'][0]:.0f} clush_client_cpu_ms={used['clush true'][0]:.0f}"
+            f" host_cpu_ms={used['mpish true'][1]:.0f} clush_host_cpu_ms={used['clush true'][1]:.0f}")
     if args.true_only:
         print(f"RESULT{true}")
         return
