@@ -15,12 +15,13 @@ import pytest
 
 from mpish.shell import protocol as p
 from mpish.transport import ship
-from mpish.wire.message import Frozen
+from mpish.wire.message import Frozen, frozen
 
 ENTRY = "mpish.shell.remote"
 # Modules a `true` never needs: transfers' hashes and random names, the host name's socket
-# module (os.uname() gives it), OpenSSL's bindings.
-NOT_AT_START = ("socket", "secrets", "hashlib", "_hashlib", "hmac")
+# module (os.uname() gives it), OpenSSL's bindings; dataclasses (with inspect, ast, dis) and
+# the code it generates for each class.
+NOT_AT_START = ("socket", "secrets", "hashlib", "_hashlib", "hmac", "dataclasses", "inspect", "ast")
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def modules_loaded_by_the_shipped_server() -> set[str]:
     return names
 
 
-def test_the_shipped_server_loads_no_socket_hashes_or_random_names_to_start(cache: Path) -> None:
+def test_the_shipped_server_loads_no_socket_hashes_random_names_or_dataclasses_to_start(cache: Path) -> None:
     loaded = modules_loaded_by_the_shipped_server()
     assert sorted(loaded.intersection(NOT_AT_START)) == []
 
@@ -82,3 +83,20 @@ def test_every_protocol_message_round_trips_through_the_codec() -> None:
         hints = typing.get_type_hints(cls)  # Annotated[str, MaxLen(n)] is str here
         message = cls(*[samples[hints[name]] for name in cls.__match_args__])
         assert p.CODEC.decode(p.CODEC.encode(message)) == message
+
+
+def test_a_frozen_class_takes_defaults_and_generic_bases_as_a_dataclass_does() -> None:
+    from mpish.shell.conversation import Step
+    from mpish.shell.server.jobs import Ended
+
+    ended = Ended(3, 1, 0, 0.5, False, note="restarted")
+    assert (ended.error, ended.note, ended.restart) == ("", "restarted", False)
+    assert ended == Ended(3, 1, 0, 0.5, False, "", "restarted", False)
+    step = Step("run", 1, "_run")
+    assert step == Step("run", 1, "_run") and step.method == "_run"
+    with pytest.raises(TypeError, match="without a default follows"):
+
+        @frozen
+        class Wrong(Frozen):
+            first: int = 0
+            second: int

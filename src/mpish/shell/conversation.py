@@ -42,10 +42,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from mpish.wire.errors import ProtocolError
+from mpish.wire.message import Frozen, frozen
 
 from . import protocol as p
 
@@ -109,8 +109,8 @@ class ConsoleState(enum.Enum):
 StateT = TypeVar("StateT", bound=enum.Enum)
 
 
-@dataclass(frozen=True, slots=True)
-class Step(Generic[StateT]):
+@frozen
+class Step(Frozen, Generic[StateT]):
     action: str  # the name of the side's method that acts (see Machine.fire)
     next: StateT
     method: str  # "_" + action: the attribute looked up, made once (output is on the hot path)

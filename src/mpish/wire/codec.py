@@ -24,16 +24,15 @@ says which field was wrong; nothing half-checked reaches the caller.
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgpack
 
 from .errors import LocalProtocolError, RemoteProtocolError
+from .message import Frozen, frozen
 
 T = TypeVar("T")
 
@@ -41,8 +40,8 @@ INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
 
 
-@dataclass(frozen=True, slots=True)
-class MaxLen:
+@frozen
+class MaxLen(Frozen):
     """``Annotated[str, MaxLen(n)]``: at most n characters / bytes / items."""
 
     limit: int
@@ -229,7 +228,9 @@ class Codec:
 def _field_names(cls: type[Any]) -> tuple[str, ...]:
     """A message class's fields in order: a dataclass's, or a :class:`~mpish.wire.message.Frozen`
     class's ``__match_args__``."""
-    if dataclasses.is_dataclass(cls):
+    if hasattr(cls, "__dataclass_fields__"):  # so dataclasses is loaded already
+        import dataclasses
+
         return tuple(f.name for f in dataclasses.fields(cls))
     names = getattr(cls, "__match_args__", None)
     if not isinstance(names, tuple) or not all(isinstance(name, str) for name in names):

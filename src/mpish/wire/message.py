@@ -15,8 +15,9 @@ nothing::
 
 behaves as the frozen dataclass did: positional or keyword construction (every field
 required), equality and hash by class and field values, a dataclass-like ``repr``,
-assignment refused, ``match`` patterns by position. Fields have no defaults. mypy
-checks it as a dataclass (``dataclass_transform``). :class:`mpish.wire.codec.Codec`
+assignment refused, ``match`` patterns by position. A field may have a default (the
+fields after it too, as in a dataclass); the class may also derive from ``Generic[T]``.
+mypy checks it as a dataclass (``dataclass_transform``). :class:`mpish.wire.codec.Codec`
 takes such classes as messages (their fields are ``__match_args__``).
 """
 
@@ -41,6 +42,7 @@ class Frozen:
 
     __slots__ = ()
     __match_args__: ClassVar[tuple[str, ...]] = ()
+    _defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         names = self.__match_args__
@@ -57,6 +59,8 @@ class Frozen:
             if name in values:
                 raise TypeError(f"{type(self).__name__}() got multiple values for argument {name!r}")
             values[name] = value
+        for name, value in self._defaults.items():
+            values.setdefault(name, value)
         missing = [name for name in names if name not in values]
         if missing:
             raise TypeError(f"{type(self).__name__}() missing arguments: {', '.join(missing)}")
@@ -88,15 +92,20 @@ class Frozen:
 
 def frozen(cls: type[T]) -> type[T]:
     """The slotted class of a :class:`Frozen` subclass: its annotated names are its fields,
-    in order (made again with ``__slots__``, as ``dataclass(slots=True)`` does)."""
-    if cls.__bases__ != (Frozen,):
-        raise TypeError(f"{cls.__name__} must derive from Frozen only")
+    in order, a value given in the class body their default (made again with
+    ``__slots__``, as ``dataclass(slots=True)`` does)."""
+    if Frozen not in cls.__bases__:
+        raise TypeError(f"{cls.__name__} must derive from Frozen")
     names = tuple(cls.__annotations__)  # its own (Python 3.10+), in order
+    defaults = {name: cls.__dict__[name] for name in names if name in cls.__dict__}
+    if list(defaults) != list(names[len(names) - len(defaults):]):
+        raise TypeError(f"{cls.__name__}: a field without a default follows one with a default")
     namespace = {key: value for key, value in cls.__dict__.items() if key not in names}
     namespace.pop("__dict__", None)
     namespace.pop("__weakref__", None)
     namespace["__slots__"] = names
     namespace["__match_args__"] = names
+    namespace["_defaults"] = defaults
     made = type(cls.__name__, cls.__bases__, namespace)
     made.__qualname__ = cls.__qualname__
     return made

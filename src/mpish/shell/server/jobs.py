@@ -15,10 +15,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from mpish.transport.procfs import alive, proc_state
+from mpish.wire.message import Frozen, frozen
 
 from .. import protocol as p
 from .bash import (
@@ -40,8 +40,8 @@ KILLING_POLL = 0.02  # while killing a command, look at its processes this often
 SYNTAX_ERROR = 2  # bash's status for a line that does not parse
 
 
-@dataclass(frozen=True)
-class Ended:
+@frozen
+class Ended(Frozen):
     """How a command ended, as its Done says; ``restart``: bash must be replaced after."""
 
     cmd_id: int
@@ -54,8 +54,7 @@ class Ended:
     restart: bool = False
 
 
-@dataclass(eq=False)
-class Command:
+class Command:  # a plain class, not a dataclass: nothing generated when a server starts
     cmd_id: int
     marker: str
     started: float
@@ -68,10 +67,17 @@ class Command:
     killing: bool = False  # bash is stopped and the command's processes are being killed
     last_signal: int = 0
     signalled_at: float = 0.0
-    pids: set[int] = field(default_factory=set)
+    pids: set[int]  # set in __init__ (one set per command)
     stdin: StdinFeed | None = None  # the console's stdin, when the Run asked for it
     ended: Ended | None = None  # it could not even start
     stderr: bytes = b""  # what it said without starting (bash's syntax error): sent before its Done
+
+    def __init__(self, cmd_id: int, marker: str, started: float, deadline: float | None) -> None:
+        self.cmd_id = cmd_id
+        self.marker = marker
+        self.started = started
+        self.deadline = deadline
+        self.pids = set()
 
     @property
     def end(self) -> bytes:
