@@ -33,7 +33,8 @@ Flow control: a sender of bulk bytes (output, GetChunk, PutChunk, Input) never h
 flow-controlled too.
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": the codec reads these annotations (get_type_hints),
+# and as objects they need no compile of their text on every start of a shell server.
 
 from typing import Annotated
 

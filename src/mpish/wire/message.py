@@ -21,7 +21,8 @@ mypy checks it as a dataclass (``dataclass_transform``). :class:`mpish.wire.code
 takes such classes as messages (their fields are ``__match_args__``).
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": a message class's hints (the codec reads them with
+# get_type_hints) include Frozen's, which as text would be compiled again for every class.
 
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
