@@ -6,6 +6,8 @@ its start-up CPU is the bulk of its work (clush's remote side is ``sh -c true``)
 
 from __future__ import annotations
 
+import copy
+import pickle
 import subprocess
 import sys
 import typing
@@ -62,6 +64,7 @@ def test_a_frozen_message_behaves_as_the_frozen_dataclass_did() -> None:
     assert hash(run) == hash(p.Run(7, "true", 0.0, False))
     assert repr(run) == "Run(cmd_id=7, command='true', timeout=0.0, stdin=False)"
     assert not hasattr(run, "__dict__")
+    assert pickle.loads(pickle.dumps(run)) == run and copy.copy(run) == run
     with pytest.raises(AttributeError, match="frozen"):
         run.cmd_id = 8  # type: ignore[misc]
     match run:

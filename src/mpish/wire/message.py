@@ -84,6 +84,9 @@ class Frozen:
     def __hash__(self) -> int:
         return hash(self._values())
 
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:  # pickle and copy: by the constructor
+        return type(self), self._values()
+
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"cannot assign to field {name!r} of a frozen {type(self).__name__}")
 
