@@ -114,32 +114,74 @@ class _Inside:
         cls.cpu += time.process_time() - start
 
 
+def _opcodes(run: Callable[[], Any]) -> tuple[Any, int]:
+    """``run()`` and the Python opcodes it executed outside waiting: a count of the setup's own
+    work that, unlike CPU time, time slicing cannot inflate (C work such as X25519 is not in
+    it). Waiting is setup's poll loop (``_await``) and this file's MPI call wrappers."""
+    from mpish.comm import setup
+
+    wait = getattr(setup, "_await", None)  # absent before the poll loop had its own function
+    skip, count = getattr(wait, "__code__", None), [0]
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        count[0] += event == "opcode"
+        return local
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is skip or frame.f_code.co_filename == __file__:
+            return None
+        frame.f_trace_opcodes = True
+        return local
+
+    sys.settrace(tracer)
+    try:
+        result = run()
+    finally:
+        sys.settrace(None)
+    return result, count[0]
+
+
 def setup_run(repeats: int = 5) -> None:
     """Time secure(COMM_WORLD): per rank, the least CPU outside MPI calls over ``repeats``
-    runs (interference only ever adds CPU time), then the slowest rank and the mean."""
+    runs (interference only ever adds CPU time), then the slowest rank and the mean; beside
+    it each rank's work (opcodes, one more untimed run) and involuntary context switches."""
+    import resource
+
     from mpi4py import MPI
 
     import mpish
 
     world = MPI.COMM_WORLD
     os.sched_yield = _Inside.sched_yield  # counted as waiting, see _Inside
-    cpus, walls = [], []
+    cpus, walls, switches = [], [], []
     for _ in range(repeats):
         world.Barrier()
         _Inside.cpu = 0.0
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
         wall, cpu = time.perf_counter(), time.process_time()
         comm = mpish.secure(_timed(world))
         cpus.append(time.process_time() - cpu - _Inside.cpu)
         walls.append(time.perf_counter() - wall)
+        switches.append(resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - before)
         comm.Free()
-    values = world.gather((min(cpus), min(walls)), 0)
+    world.Barrier()
+    comm, ops = _opcodes(lambda: mpish.secure(_timed(world)))
+    comm.Free()
+    best = cpus.index(min(cpus))
+    values = world.gather((cpus[best], min(walls), ops, switches[best]), 0)
     if values is not None:
-        best = [c for c, _ in values]
+        slowest = max(range(len(values)), key=lambda r: values[r][0])
         result = {
             "ranks": world.Get_size(),
-            "cpu_ms_max": max(best) * 1000,
-            "cpu_ms_mean": statistics.mean(best) * 1000,
-            "wall_ms": max(w for _, w in values) * 1000,
+            "cpu_ms_max": values[slowest][0] * 1000,
+            "cpu_ms_mean": statistics.mean(v[0] for v in values) * 1000,
+            "wall_ms": max(v[1] for v in values) * 1000,
+            "ops_max": max(v[2] for v in values),
+            "ops_min": min(v[2] for v in values),
+            "ops_slowest": values[slowest][2],
+            "switches_slowest": values[slowest][3],
+            # the rank with the least work (a leaf: one handshake, as at 2 ranks) and its CPU
+            "cpu_ms_least_work": min(v[0] for v in values if v[2] == min(w[2] for w in values)) * 1000,
         }
         print("SETUP " + json.dumps(result), flush=True)
 
@@ -415,6 +457,18 @@ def driver(rounds: int) -> None:
             f"  {n:>3} ranks: CPU max {setup['cpu_ms_max']:.2f} ms, mean {setup['cpu_ms_mean']:.2f} ms; "
             f"wall {setup['wall_ms']:.1f} ms (oversubscribed on {os.cpu_count()} cores)"
         )
+        print(
+            f"       work: opcodes outside waiting {setup['ops_min']}..{setup['ops_max']} per rank "
+            f"(slowest rank {setup['ops_slowest']}, {setup['switches_slowest']} involuntary context "
+            f"switches); least-work rank {setup['cpu_ms_least_work']:.2f} ms of CPU"
+        )
+    work = setups[32]["ops_max"] / setups[2]["ops_max"]
+    slicing = setups[32]["cpu_ms_least_work"] / setups[2]["cpu_ms_least_work"]
+    print(
+        f"  32 over 2 ranks: work (opcodes) x{work:.2f} (an inner rank runs 3 handshakes, a 2-rank job's "
+        f"1; X25519 in C, not counted, x3); CPU of the same work (least-work ranks) x{slicing:.2f}: "
+        "time slicing (32 ranks on 2 cores: cold caches after each switch), not work"
+    )
     top = setups[SETUP_RANKS[-1]]["cpu_ms_max"]
     for n in (10_000, 100_000):
         print(
@@ -440,7 +494,8 @@ def driver(rounds: int) -> None:
     speedup = median_ratio(s["seed 1024"], s["secure-buf 1024"])
     print(
         f"RESULT {line} seed_speedup_1k={speedup:.0f} setup_cpu_ms_2={setups[2]['cpu_ms_max']:.2f} "
-        f"setup_cpu_ms_32={setups[32]['cpu_ms_max']:.2f} bw_cap_1m={caps[1 << 20]:.2f} "
+        f"setup_cpu_ms_32={setups[32]['cpu_ms_max']:.2f} setup_work_ratio_32={work:.2f} "
+        f"setup_slicing_ratio_32={slicing:.2f} bw_cap_1m={caps[1 << 20]:.2f} "
         f"bw_cap_16m={caps[16 << 20]:.2f}"
     )
 

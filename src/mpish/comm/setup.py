@@ -83,13 +83,10 @@ Why this is sound (the argument; secret.py has the key derivation's):
   turn. No lazy handshake exists later, so the legal MPI pattern
   "both ranks Send, then both Recv" cannot deadlock on keys.
 
-Setup cost per rank: at most three handshakes (one with the parent, one with each of
-two children), at most six key reports (HMACs) of one entry per distinct key in the
-job, a constant number of collectives of constant size, and no per-peer work (a pair's
-keys are derived on its first record): independent of the world size. The latency
-grows with the depth of the tree, ``log2(size)`` levels of three small messages, then
-twice ``log2(size)`` levels of one key report. ``bench/comm.py`` prints the CPU per
-rank at 2, 8 and 32 ranks and the model.
+Setup cost per rank: one handshake at a leaf, three at an inner rank (so from 7 ranks on
+the busiest rank does 3 where a 2-rank job does 1), six key reports at most, constant-size
+collectives, no per-peer work (a pair's keys come on its first record). Latency: three
+times ``log2(size)`` tree levels. ``bench/comm.py`` prints the CPU beside the work (opcodes).
 """
 
 from __future__ import annotations
@@ -150,14 +147,12 @@ def world_ranks(comm: Any, ranks: list[int]) -> list[int]:
     return [-1 if r == MPI.UNDEFINED else r for r in found]
 
 
-def edge_world(comm: Any, child: int, parent: int) -> tuple[int, int, int]:
-    """What an edge binds of the processes: world ranks of child, parent and rank 0.
-
-    Both sides compute it locally, so the same when both are in one ``MPI.COMM_WORLD``;
-    when the edge crosses worlds (``Spawn`` + ``Intercomm.Merge``), each side sees the
-    other as outside its world, and both bind ``(-1, -1, -1)`` (see the module doc)."""
-    wc, wp, w0 = world_ranks(comm, [child, parent, 0])
-    return (-1, -1, -1) if -1 in (wc, wp) else (wc, wp, w0)
+def edge_worlds(comm: Any, edges: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """What each edge ``(child, parent)`` binds: world ranks of child, parent and rank 0, computed
+    locally (one ``Translate_ranks`` for all); ``(-1, -1, -1)`` across worlds (module doc)."""
+    ranks = sorted({0, *(r for edge in edges for r in edge)})
+    world = dict(zip(ranks, world_ranks(comm, ranks), strict=True))
+    return [(-1, -1, -1) if -1 in (world[c], world[p]) else (world[c], world[p], world[0]) for c, p in edges]
 
 
 def _record(job: bytes, sender: int, receiver: int, index: int, body: bytes) -> bytes:
@@ -240,17 +235,20 @@ def _receive(comm: Any, source: int) -> memoryview | None:
     return _match(comm, source, SLOT, SLOT)
 
 
-def _match(comm: Any, source: int, least: int, most: int) -> memoryview | None:
-    """The next setup message from ``source``; None if it is not ``least`` to ``most`` bytes.
+def _await(comm: Any, source: int, status: Any) -> Any:
+    """Match the next setup message from ``source``: waiting, polled with a yield (a blocking
+    ``Mprobe`` spins in MPICH: 32 ranks on 2 cores took 575-660 ms of wall time, not 90)."""
+    while (message := comm.Improbe(source, SETUP_TAG, status)) is None:
+        os.sched_yield()
+    return message
 
-    Matched first (``Mprobe``), so that a message of another size is received whole and
-    dropped instead of truncated (an MPI error on this rank, and a hang on the others).
-    """
+
+def _match(comm: Any, source: int, least: int, most: int) -> memoryview | None:
+    """The next setup message from ``source``; None if it is not ``least`` to ``most`` bytes
+    (matched first, so that one of another size is received whole and dropped, not truncated)."""
     try:
         status = MPI.Status()
-        while (message := comm.Improbe(source, SETUP_TAG, status)) is None:
-            os.sched_yield()  # oversubscribed ranks: let the sender run (a blocking Mprobe spins)
-        count = status.Get_count(MPI.BYTE)
+        message, count = _await(comm, source, status), status.Get_count(MPI.BYTE)
         if not least <= count <= most:
             discard(message, count)
             return None
@@ -290,8 +288,10 @@ def _tree(
         healthy = down1[0] == OK and identity is not None
     for child in children:  # forwarded at once: the subtrees start their handshakes meanwhile
         sends.append(_post(comm, bytes([OK if healthy else ABORT]) + job + public, child))
+    down = [(child, rank) for child in children]
+    worlds = edge_worlds(comm, down if parent is None else [(rank, parent), *down])
     if parent is not None:
-        edge = Edge(protocol, job, rank, parent, size, edge_world(comm, rank, parent))
+        edge = Edge(protocol, job, rank, parent, size, worlds.pop(0))
         status, hello = (OK if healthy else ABORT), b""
         if healthy and parent_key not in trusted:
             status = REFUSED
@@ -312,7 +312,7 @@ def _tree(
                 secret = edge.finish(down2[1:])
             except (MpishError, ValueError) as exc:  # ValueError: a degenerate key from cryptography
                 outcome.failures.append(f"rank {rank} from rank {parent}: {exc}")
-    for child in children:
+    for child, world in zip(children, worlds, strict=True):
         up = _receive(comm, child)
         status, answer = ABORT, b""
         if up is None:
@@ -326,7 +326,7 @@ def _tree(
             elif up[0] == OK:
                 assert identity is not None
                 try:
-                    below = Edge(protocol, job, child, rank, size, edge_world(comm, child, rank))
+                    below = Edge(protocol, job, child, rank, size, world)
                     answer = below.answer(identity, child_key, up[1 + DHLEN :], secret)
                     status = OK
                     outcome.proven.setdefault(child_key, child)
