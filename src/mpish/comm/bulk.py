@@ -49,9 +49,17 @@ over one ciphertext while other bytes are decrypted: unchecked (malleable) plain
 would be accepted. It is sound only if nothing but the sender can write the window (an
 MPI that maps it for this uid alone, where a writer could ptrace the ranks anyway), or
 if the receiver first copies the ciphertext out, which is the copy it was to remove.
-The other way past the cap, not taken yet: cryptography releases the GIL in AEAD calls
-of 2 KiB or more, so a second thread could open record k while MPI copies record k + 1
-(the sender's core is idle two thirds of the time).
+The other way past the cap, tried and not taken (2026-12-04, comm-bw): a helper thread
+opening record k (decrypt_into releases the GIL: measured, a sleeping thread wakes in
+0.07 ms while another decrypts 256 KiB records in a loop) while the lane's thread is in
+MPI receiving record k + 1. Jobs ran in arrival order on one thread, so the same records
+were accepted and rejected. It needs a core the ping-pong does not leave: MPICH's waiting
+rank spins, so two threads of the receiving rank opened at 0.99 x one thread's rate
+(bench/comm.py's ``open_threads_x2``), the receiver's CPU stayed equal to the wall time,
+and side by side (load 2-5) it lost to this sequential drain at 16 MiB (ratio 0.15-0.21
+against 0.21-0.35), also with the sender yielding or sleeping in its waits. On nodes with
+a spare core per rank it may pay; the copy to the user must then also leave the GIL
+(a memoryview copy holds it).
 """
 
 from __future__ import annotations
