@@ -19,7 +19,9 @@ from collections.abc import Callable
 
 from mpish.transport.link import Channel, Link
 from mpish.transport.memory import tune_malloc
+from mpish.transport.mpi import MpiLink
 from mpish.transport.procfs import peak_rss_kib
+from mpish.wire.channel import SecureChannel
 from mpish.wire.errors import MpishError
 
 from .. import protocol as p
@@ -60,6 +62,10 @@ class ShellServer(ServerTransfers):
         self.put: Put | PutTree | None = None
         self.get: Get | GetTree | None = None
         self.ptys = PtyHost(self._send, self._send_pty_output, self.shell.executable, self.shell.state)
+        # output sealed straight into the link's reused record buffers, where both can
+        # (MPI and a SecureChannel: no allocation and zero-fill per record); else channel.send
+        self._sealed: tuple[MpiLink, SecureChannel] | None = (
+            (link, channel) if isinstance(link, MpiLink) and isinstance(channel, SecureChannel) else None)
 
     @property
     def cwd(self) -> str:
@@ -72,6 +78,12 @@ class ShellServer(ServerTransfers):
 
     def _send_output(self, stream: OutputStream, count: int) -> None:
         self.credit -= count
+        if self._sealed is not None:
+            link, channel = self._sealed
+            buffer = link.record_buffer()
+            size = channel.send_into(buffer, stream.view[:count], stream.stream)
+            link.send_buffer(self.console, buffer, size)
+            return
         self.link.send_all(self.console, self.channel.send(stream.view[:count], stream.stream))
 
     def _send_pty_output(self, data: bytes) -> None:
