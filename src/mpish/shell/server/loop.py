@@ -16,12 +16,11 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from mpish.transport.link import Channel, Link
 from mpish.transport.memory import tune_malloc
-from mpish.transport.mpi import MpiLink
 from mpish.transport.procfs import peak_rss_kib
-from mpish.wire.channel import SecureChannel
 from mpish.wire.errors import MpishError
 
 from .. import protocol as p
@@ -41,6 +40,22 @@ CONSOLE_CHECK = 1.0  # seconds between looks at whether the console is alive (wh
 # record fit a core's L2 cache (1 MiB here); reading in 1 MiB pieces took ~20% more CPU
 # per byte (read, marker search, seal; the package doc).
 READ_SIZE = 512 << 10
+
+
+@runtime_checkable
+class BufferLink(Protocol):
+    """A link that lends reused record buffers (:class:`~mpish.transport.mpi.MpiLink`)."""
+
+    def record_buffer(self) -> bytearray: ...
+
+    def send_buffer(self, dest: int, buffer: bytearray, size: int) -> None: ...
+
+
+@runtime_checkable
+class SealingChannel(Protocol):
+    """A channel that seals into a given buffer (:class:`~mpish.wire.channel.SecureChannel`)."""
+
+    def send_into(self, out: bytearray, data: memoryview, channel: int) -> int: ...
 
 
 class ShellServer(ServerTransfers):
@@ -64,8 +79,9 @@ class ShellServer(ServerTransfers):
         self.ptys = PtyHost(self._send, self._send_pty_output, self.shell.executable, self.shell.state)
         # output sealed straight into the link's reused record buffers, where both can
         # (MPI and a SecureChannel: no allocation and zero-fill per record); else channel.send
-        self._sealed: tuple[MpiLink, SecureChannel] | None = (
-            (link, channel) if isinstance(link, MpiLink) and isinstance(channel, SecureChannel) else None)
+        # (duck-typed: a bare ssh host has neither mpi4py nor cryptography to import)
+        self._sealed: tuple[BufferLink, SealingChannel] | None = (
+            (link, channel) if isinstance(link, BufferLink) and isinstance(channel, SealingChannel) else None)
 
     @property
     def cwd(self) -> str:
