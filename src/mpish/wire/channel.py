@@ -291,6 +291,22 @@ class SecureChannel:
             self._fail(exc)
             raise
 
+    def send_into(self, out: bytearray | memoryview, data: bytes | bytearray | memoryview,
+                  channel: int) -> int:
+        """:meth:`send` of a message that fits one record, sealed into ``out`` (a reused
+        buffer: no allocation, no zero-fill); return the record's size."""
+        sealer = self._sealer
+        if not self._can_send or sealer is None:
+            self._check_usable()
+            raise LocalProtocolError(f"cannot send data in state {self.state.value}")
+        if channel == CONTROL_CHANNEL:
+            raise LocalProtocolError("channel 0xFFFFFFFF is reserved")
+        try:
+            return sealer.seal_into(out, data, channel=channel)
+        except MpishError as exc:
+            self._fail(exc)
+            raise
+
     def close(self) -> list[bytes | bytearray]:
         """Our authenticated close record: after it we send nothing more."""
         self._check_usable()

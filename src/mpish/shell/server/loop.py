@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from mpish.transport.link import Channel, Link
 from mpish.transport.memory import tune_malloc
@@ -40,6 +41,22 @@ CONSOLE_CHECK = 1.0  # seconds between looks at whether the console is alive (wh
 READ_SIZE = 512 << 10
 
 
+@runtime_checkable
+class BufferLink(Protocol):
+    """A link that lends reused record buffers (:class:`~mpish.transport.mpi.MpiLink`)."""
+
+    def record_buffer(self) -> bytearray: ...
+
+    def send_buffer(self, dest: int, buffer: bytearray, size: int) -> None: ...
+
+
+@runtime_checkable
+class SealingChannel(Protocol):
+    """A channel that seals into a given buffer (:class:`~mpish.wire.channel.SecureChannel`)."""
+
+    def send_into(self, out: bytearray, data: memoryview, channel: int) -> int: ...
+
+
 class ShellServer(ServerTransfers):
     """Serve one console over a channel; :meth:`serve` returns when the session ends.
 
@@ -59,6 +76,11 @@ class ShellServer(ServerTransfers):
         self.put: Put | PutTree | None = None
         self.get: Get | GetTree | None = None
         self.ptys = PtyHost(self._send, self._send_pty_output, self.shell.executable, self.shell.state)
+        # output sealed straight into the link's reused record buffers, where both can
+        # (MPI and a SecureChannel: no allocation and zero-fill per record); else channel.send
+        # (duck-typed: a bare ssh host has neither mpi4py nor cryptography to import)
+        self._sealed: tuple[BufferLink, SealingChannel] | None = (
+            (link, channel) if isinstance(link, BufferLink) and isinstance(channel, SealingChannel) else None)
 
     @property
     def cwd(self) -> str:
@@ -71,6 +93,12 @@ class ShellServer(ServerTransfers):
 
     def _send_output(self, stream: OutputStream, count: int) -> None:
         self.credit -= count
+        if self._sealed is not None:
+            link, channel = self._sealed
+            buffer = link.record_buffer()
+            size = channel.send_into(buffer, stream.view[:count], stream.stream)
+            link.send_buffer(self.console, buffer, size)
+            return
         self.link.send_all(self.console, self.channel.send(stream.view[:count], stream.stream))
 
     def _send_pty_output(self, data: bytes) -> None:
