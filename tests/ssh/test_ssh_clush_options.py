@@ -5,10 +5,12 @@ Each test runs the command line through a subprocess, as a user would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -286,3 +288,25 @@ def test_a_python_option_that_eats_the_code_is_named_without_the_code(sshd: SshS
                                   f"{shlex.join([sys.executable, '-X'])} did not run the start-up code"), \
         done.stderr
     assert "zlib" not in done.stderr and "exec(" not in done.stderr, done.stderr  # none of the code
+
+
+def test_an_endless_grouped_command_gives_way_to_labelled_lines_so_head_ends_it(sshd: SshServer) -> None:
+    """``mpish ssh 'host[1-2]' -c yes | head -2`` ran for ever: grouped output waited for the end."""
+    word = f"flood{os.getpid()}"
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python",
+            sys.executable, "--gather-limit", "1", "host[1-2]", "-c", f"yes {word}"]
+    script = f"{shlex.join(argv)} | head -2; echo status=${{PIPESTATUS[0]}}"
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
+    try:
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                              check=False)
+    finally:
+        found = subprocess.run(["pgrep", "-f", f"^yes {word}$"], capture_output=True, text=True, check=False)
+        for pid in found.stdout.split():  # this test's own commands, by id
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+    *shown, status = done.stdout.splitlines()
+    assert status == "status=141", (done.stdout[-300:], done.stderr)
+    assert len(shown) == 2 and all(line in (f"host1: {word}", f"host2: {word}") for line in shown), shown
+    assert done.stderr.count("more than 1 MiB of output gathered") == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
