@@ -310,3 +310,10 @@ def test_an_endless_grouped_command_gives_way_to_labelled_lines_so_head_ends_it(
     assert len(shown) == 2 and all(line in (f"host1: {word}", f"host2: {word}") for line in shown), shown
     assert done.stderr.count("more than 1 MiB of output gathered") == 1, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_b_with_one_host_prints_its_header_as_clush_does(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "-b", "host1", "-c", "echo hi")
+    assert (done.returncode, done.stdout) == (0, f"{LINE}\nhost1 (1)\n{LINE}\nhi\n"), done.stderr
+    done = mpish_ssh(sshd, "host1", "-c", "echo hi")
+    assert (done.returncode, done.stdout) == (0, "hi\n"), done.stderr  # the default: as ssh shows it

@@ -466,14 +466,15 @@ def make_sink(
     names: ServerNames | None = None, end_lines: bool = False,
 ) -> GroupedSink | RawSink | LiveSink | JsonSink:
     """The sink for an output mode (:class:`~mpish.shell.options.OutputMode`, or its kind:
-    ``json``, ``live``, ``lines``, ``grouped``); one target in grouped mode: raw (``end_lines``:
-    the console's, which ends an unfinished last line before the prompt)."""
+    ``json``, ``live``, ``lines``, ``grouped``); one target in grouped mode: raw, as ssh
+    shows it (``end_lines``: the console's, which ends an unfinished last line before the
+    prompt), unless ``-b`` or ``-B`` asked for a header, as clush prints one for one node."""
     mode = kind if isinstance(kind, OutputMode) else OutputMode(kind=kind)
     if mode.kind == "json":
         return JsonSink(out, names)
     if mode.kind == "live":
         return LiveSink(out, err, style, names, labels=mode.labels)
-    if targets == 1 and mode.kind == "grouped" and not mode.diff:
+    if targets == 1 and mode.kind == "grouped" and not mode.diff and not mode.gathered:
         return RawSink(out, out if mode.merge_stderr else err, style, names, end_lines)  # -B: one stream
     return GroupedSink(out, err, style, names, merge_stderr=mode.merge_stderr, labels=mode.labels,
                        counts=not mode.quiet, lines=mode.kind == "lines", diff=mode.diff,

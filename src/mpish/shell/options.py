@@ -38,13 +38,14 @@ class OutputMode:
     diff: bool = False  # --diff
     by_host: bool = False  # --label host (the MPI shell; mpish ssh always names hosts)
     gather_limit: int = GATHER_LIMIT  # --gather-limit, in bytes; 0: gather whatever the size
+    gathered: bool = False  # -b or -B given: one target's output under a header too, as clush's
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> OutputMode:
         kind = "json" if args.json else "live" if args.verbose else "lines" if args.lines else "grouped"
         return cls(kind=kind, merge_stderr=args.merge_stderr, labels=args.labels, quiet=args.quiet,
                    diff=args.diff, by_host=getattr(args, "label", "rank") == "host",
-                   gather_limit=round(args.gather_limit * 2**20))
+                   gather_limit=round(args.gather_limit * 2**20), gathered=args.dshbak or args.merge_stderr)
 
 
 def gather_limit(text: str) -> float:
