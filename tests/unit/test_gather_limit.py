@@ -96,3 +96,16 @@ def test_ctrl_c_while_what_was_gathered_is_shown_stops_it_and_interrupts_like_th
     sink.output(2, p.STDOUT, b"later\n")  # what comes next is shown as it comes
     sink.finish()
     assert out.getvalue().endswith(b"@2: later\n")
+
+
+def test_a_command_that_handled_the_interrupt_gets_a_status_line_even_when_quiet() -> None:
+    from mpish.shell.names import HostNames
+    from mpish.shell.outcome import HANDLED, status_lines
+
+    handled = Result(1, "h", 0, interrupted=True)
+    assert status_lines([handled], Style()) == [f"mpish: @1: {HANDLED}"]
+    assert status_lines([handled], Style(), quiet=True) == [f"mpish: @1: {HANDLED}"]
+    assert status_lines([Result(1, "h", 0)], Style()) == []  # not interrupted: nothing to say
+    assert status_lines([Result(1, "h", 130, interrupted=True)], Style()) == ["mpish: @1: exit code 130"]
+    assert status_lines([Result(1, "host1", 0, interrupted=True)], Style(), HostNames({1: "host1"}, {})) == [
+        f"mpish: host1: {HANDLED}"]

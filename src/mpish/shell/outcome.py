@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .grouping import OutputSink, Style
 
 HANGUP_CHECK = 0.05  # seconds between PipeGuard's looks at stdout's reader
+HANDLED = "interrupted (SIGINT): the command handled it and exited 0"
 
 
 def signal_name(number: int) -> str:
@@ -30,6 +31,8 @@ def signal_name(number: int) -> str:
 
 def _outcome(result: Result, names: ServerNames, notes: bool) -> str:
     """A status line's text for one result; "" for success or an error already printed."""
+    if result.interrupted and not (result.exit or result.signal or result.timed_out or result.error):
+        return HANDLED  # a command that traps SIGINT: Ctrl-C must not look like a plain success
     if names.errors_at_once and (result.error or not result.exit):
         return ""
     if notes and result.note:
@@ -55,7 +58,7 @@ def status_lines(
     names = names or RankNames()
     outcomes: dict[str, list[int]] = {}
     for result in results:
-        if quiet and not (result.signal or result.timed_out or result.error):
+        if quiet and not (result.signal or result.timed_out or result.error or result.interrupted):
             continue
         text = _outcome(result, names, notes)
         if text:
