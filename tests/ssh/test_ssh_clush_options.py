@@ -160,7 +160,7 @@ def test_B_gathers_stderr_with_stdout(sshd: SshServer) -> None:
     assert done.stdout == f"{LINE}\nhost[1-2] (2)\n{LINE}\nout\nerr\n"
     assert done.stderr == ""  # and exit 0: no status line
     one = mpish_ssh(sshd, "-B", "host1", "-c", "echo out; echo err >&2")
-    assert (one.stdout, one.stderr) == ("out\nerr\n", "")  # one host: as is, both on stdout
+    assert (one.stdout, one.stderr) == (f"{LINE}\nhost1 (1)\n{LINE}\nout\nerr\n", "")  # a header, as clush -B
 
 
 def test_L_orders_lines_by_host_and_N_drops_the_labels(sshd: SshServer) -> None:
