@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from shell_util import MPISH, make_home, run, shell_env
-from terminal import at_terminal
+from terminal import Person, at_terminal
 
 pytestmark = pytest.mark.mpi
 LINE = "-" * 15
@@ -117,3 +118,41 @@ def test_console_shows_output_as_the_output_options_say(home: Path, tmp_path: Pa
 def test_x_takes_a_list_of_ranks_each_with_its_at(home: Path, tmp_path: Path) -> None:
     result = run([MPISH, "-n", "3", "-x", "@1,@2", "-L", "echo", "r$MPISH_RANK"], home, tmp_path)
     assert (result.returncode, result.stdout.decode()) == (0, "@3: r3\n"), result.stderr
+
+
+def test_b_with_one_target_prints_its_header_as_clush_does_and_the_default_stays_raw(
+    home: Path, tmp_path: Path
+) -> None:
+    for option in ("-b", "-B"):
+        result = run([MPISH, "-n", "2", "-w", "@2", option, "-c", "echo r$MPISH_RANK"], home, tmp_path)
+        expected = (0, f"{LINE}\n@2 (1)\n{LINE}\nr2\n")
+        assert (result.returncode, result.stdout.decode()) == expected, result.stderr
+    result = run([MPISH, "-n", "2", "-w", "@2", "-c", "echo r$MPISH_RANK"], home, tmp_path)
+    assert (result.returncode, result.stdout.decode()) == (0, "r2\n"), result.stderr  # as ssh shows it
+
+
+def test_x_naming_ranks_or_hosts_that_are_not_there_leaves_out_nothing_as_clush_x(
+    home: Path, tmp_path: Path
+) -> None:
+    excluded = ["-x", "@5", "-x", "@2-7", "-x", "nosuchhost"]
+    result = run([MPISH, "-n", "2", *excluded, "-L", "echo", "r$MPISH_RANK"], home, tmp_path)
+    assert (result.returncode, result.stdout.decode(), result.stderr.decode()) == (0, "@1: r1\n", "")
+    result = run([MPISH, "-n", "2", "-x", "@3-1", "-c", "true"], home, tmp_path)  # a bad rank set still is
+    assert result.returncode != 0 and "3-1" in result.stderr.decode() and b"Traceback" not in result.stderr
+
+
+def test_ctrl_c_on_a_command_that_traps_sigint_says_it_handled_it_not_silence(person: Person) -> None:
+    """A command that traps SIGINT ends with status 0: Ctrl-C must not look like a success."""
+    person.prompt()
+    person.run(":mode live")
+    person.type("trap 'echo caught-$MPISH_RANK' INT; echo started-$MPISH_RANK; sleep 60 & wait $!; kill $!; "
+                "trap - INT")
+    person.child.expect(["started-1", "started-2"])
+    person.child.expect(["started-1", "started-2"])
+    time.sleep(0.3)
+    person.child.sendcontrol("c")
+    screen = person.prompt()
+    assert "caught-1" in screen and "caught-2" in screen, screen
+    assert "@1-2: interrupted (SIGINT): the command handled it and exited 0" in screen, screen
+    screen = person.run("echo again-$MPISH_RANK")  # a later command that ends alone says nothing more
+    assert "again-1" in screen and "interrupted" not in screen, screen

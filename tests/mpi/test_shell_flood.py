@@ -74,3 +74,37 @@ def test_stdout_closed_while_several_ranks_gather_ends_the_command_with_the_sigp
     assert done.stdout == "status=141\n", (done.stdout[-500:], done.stderr)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
     assert not leftover
+
+
+def test_an_endless_grouped_command_gives_way_to_labelled_lines_so_head_ends_it_with_sigpipe(
+    tmp_path: Path,
+) -> None:
+    """Grouped output waits for the end: ``mpish -n 2 -c yes | head -2`` ran for ever (and
+    filled /tmp). Past the gather limit (64 MiB by default) the lines flow, labelled."""
+    env = shell_env(make_home(tmp_path / "home"))
+    word = f"flood-{tmp_path.name}"
+    script = f'"{MPISH}" -n 2 -c "yes {word}" | head -2; echo "status=${{PIPESTATUS[0]}}"'
+    try:
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                              cwd=str(tmp_path), timeout=120, check=False)
+    finally:
+        leftover = _processes(f"yes {word}")
+        for pid in leftover:
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+    *shown, status = done.stdout.splitlines()
+    assert status == "status=141", (done.stdout[-500:], done.stderr)
+    assert len(shown) == 2 and all(line in (f"@1: {word}", f"@2: {word}") for line in shown), shown
+    assert done.stderr.count("more than 64 MiB of output gathered") == 1, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert not leftover
+
+
+def test_grouped_output_below_the_gather_limit_is_gathered_as_before(tmp_path: Path) -> None:
+    env = shell_env(make_home(tmp_path / "home"))
+    done = subprocess.run([str(MPISH), "-n", "2", "--gather-limit", "1", "-c", "seq 3; echo oops >&2"],
+                          capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "---------------\n@1-2 (2)\n---------------\n1\n2\n3\n", done.stdout
+    assert done.stderr == "@1-2: oops\n", done.stderr

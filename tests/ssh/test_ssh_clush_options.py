@@ -5,10 +5,12 @@ Each test runs the command line through a subprocess, as a user would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -158,7 +160,7 @@ def test_B_gathers_stderr_with_stdout(sshd: SshServer) -> None:
     assert done.stdout == f"{LINE}\nhost[1-2] (2)\n{LINE}\nout\nerr\n"
     assert done.stderr == ""  # and exit 0: no status line
     one = mpish_ssh(sshd, "-B", "host1", "-c", "echo out; echo err >&2")
-    assert (one.stdout, one.stderr) == ("out\nerr\n", "")  # one host: as is, both on stdout
+    assert (one.stdout, one.stderr) == (f"{LINE}\nhost1 (1)\n{LINE}\nout\nerr\n", "")  # a header, as clush -B
 
 
 def test_L_orders_lines_by_host_and_N_drops_the_labels(sshd: SshServer) -> None:
@@ -286,3 +288,32 @@ def test_a_python_option_that_eats_the_code_is_named_without_the_code(sshd: SshS
                                   f"{shlex.join([sys.executable, '-X'])} did not run the start-up code"), \
         done.stderr
     assert "zlib" not in done.stderr and "exec(" not in done.stderr, done.stderr  # none of the code
+
+
+def test_an_endless_grouped_command_gives_way_to_labelled_lines_so_head_ends_it(sshd: SshServer) -> None:
+    """``mpish ssh 'host[1-2]' -c yes | head -2`` ran for ever: grouped output waited for the end."""
+    word = f"flood{os.getpid()}"
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python",
+            sys.executable, "--gather-limit", "1", "host[1-2]", "-c", f"yes {word}"]
+    script = f"{shlex.join(argv)} | head -2; echo status=${{PIPESTATUS[0]}}"
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
+    try:
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                              check=False)
+    finally:
+        found = subprocess.run(["pgrep", "-f", f"^yes {word}$"], capture_output=True, text=True, check=False)
+        for pid in found.stdout.split():  # this test's own commands, by id
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+    *shown, status = done.stdout.splitlines()
+    assert status == "status=141", (done.stdout[-300:], done.stderr)
+    assert len(shown) == 2 and all(line in (f"host1: {word}", f"host2: {word}") for line in shown), shown
+    assert done.stderr.count("more than 1 MiB of output gathered") == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_b_with_one_host_prints_its_header_as_clush_does(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "-b", "host1", "-c", "echo hi")
+    assert (done.returncode, done.stdout) == (0, f"{LINE}\nhost1 (1)\n{LINE}\nhi\n"), done.stderr
+    done = mpish_ssh(sshd, "host1", "-c", "echo hi")
+    assert (done.returncode, done.stdout) == (0, "hi\n"), done.stderr  # the default: as ssh shows it

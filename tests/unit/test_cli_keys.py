@@ -110,6 +110,7 @@ def test_run_main_receives_parsed_options(home: Path, monkeypatch: pytest.Monkey
         "labels": True,
         "quiet": False,
         "diff": False,
+        "gather_limit": 64.0,
         "maxrc": True,
         "stats": False,
         "nostdin": False,

@@ -67,7 +67,7 @@ def choose_targets(args: argparse.Namespace, hosts: Mapping[int, str]) -> frozen
             raise TargetError(f"no shell server on the hosts of {', '.join(groups)}")
         chosen |= on_group
     for spec in getattr(args, "exclude", ()):
-        chosen -= resolve_targets(expand_target_words(spec), hosts)
+        chosen -= resolve_targets(expand_target_words(spec), hosts, excluding=True)  # as clush -x
     if not chosen:
         raise TargetError("no target left to run on")
     return frozenset(chosen)

@@ -282,7 +282,7 @@ class Console:
         peer.cwd = done.cwd or peer.cwd
         self.peak_rss_kib[rank] = done.peak_rss_kib
         result = Result(rank, peer.host, done.exit, done.signal, done.seconds, done.timed_out,
-                        escape(done.error), done.peak_rss_kib, escape(done.note))
+                        escape(done.error), done.peak_rss_kib, escape(done.note), rank in run.interrupted)
         run.results[rank] = result
         run.sink.done(result)
         self._consumed(rank, 0, final=True)
@@ -385,6 +385,7 @@ class Console:
             hint = ESCALATION_HINTS[min(interrupts, len(ESCALATION_HINTS)) - 1]
             if not quiet:
                 print(f"\nmpish: interrupting {self.describe(running)} {hint}", file=self.err)
+                run.interrupted.update(running)  # a command that handles it is said to (outcome.py)
             for rank in running:
                 self._step(rank, Local.INTERRUPT, p.Interrupt(cmd_id))
 

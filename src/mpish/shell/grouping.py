@@ -5,6 +5,13 @@ Grouping keeps memory bounded: each rank's stdout and stderr go to a
 is computed; at the end ranks with identical (stdout, stderr) digests are printed once
 under their rank set.
 
+Gathering waits for the end, so an endless command (``mpish -n 2 -c yes | head -2``)
+showed nothing and filled the disk. Once more than ``gather_limit`` bytes (64 MiB by
+default, ``--gather-limit MIB``, 0 for none) are gathered in all, grouped output gives
+way to line output: one line on stderr says so, what was gathered is shown line by line,
+each line labelled with its server (as ``-L``), and the rest as it comes (as ``-v``), so
+``head`` gets its lines and leaves, and the command ends with the SIGPIPE status.
+
 The sinks name servers through a :class:`~mpish.shell.names.ServerNames`. The MPI shell's is
 :class:`RankNames`: titles ``@1-3``, live prefixes ``1: ``, JSON records with rank and
 host, errors in the status lines. ``mpish ssh`` runs the same Console over ssh pipes
@@ -16,22 +23,21 @@ error (a lost connection, or ssh's reason when it never joined) printed as
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import select
-import signal
-import stat
 import tempfile
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
-from .names import TIMEOUT_TEXT, RankNames, Result, ServerNames, fold_reasons
-from .options import OutputMode
+from .names import RankNames, Result, ServerNames, fold_reasons
+from .options import GATHER_LIMIT, OutputMode
+from .outcome import STDOUT_CLOSED, PipeGuard, signal_name, status_lines
 from .protocol import STDERR, STDOUT
+
+__all__ = ["STDOUT_CLOSED", "GroupedSink", "JsonSink", "LiveSink", "OutputSink", "PipeGuard", "RawSink",
+           "Style", "make_sink", "set_color", "signal_name", "status_lines"]
 
 SPOOL_IN_MEMORY = 1 << 20
 LIVE_LINE_LIMIT = 1 << 16  # a live line longer than this is printed in pieces
@@ -93,7 +99,6 @@ def report_error(err: IO[bytes], host: str, error: str, style: Style) -> None:
     err.flush()
 
 
-HANGUP_CHECK = 0.05  # seconds between PipeGuard's looks at stdout's reader
 SHOW_PIECE = 1 << 16  # gathered output is shown in pieces this big, Ctrl-C checked between them
 
 
@@ -197,7 +202,7 @@ class GroupedSink(_TerminalSink):
     def __init__(
         self, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None, *,
         merge_stderr: bool = False, labels: bool = True, counts: bool = True, lines: bool = False,
-        diff: bool = False,
+        diff: bool = False, limit: int = GATHER_LIMIT,
     ) -> None:
         super().__init__(out, err, style, names)
         self._spools: dict[tuple[int, int], _Spool] = {}
@@ -205,14 +210,56 @@ class GroupedSink(_TerminalSink):
         self.lines, self.diff = lines, diff
         # the console's Ctrl-C key: the display of what was gathered (after a flood: gigabytes) ends
         self.stop: Callable[[], bool] = _never
+        self.limit = limit  # 0: no limit
+        self.gathered = 0
+        self.live: LiveSink | None = None  # past the limit: lines as they come (module doc)
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
         if self.merge_stderr:
             stream = STDOUT
+        if self.live is not None:
+            self.live.output(rank, stream, data)
+            return
         spool = self._spools.get((rank, stream))
         if spool is None:
             spool = self._spools[(rank, stream)] = _Spool()
         spool.write(data)
+        self.gathered += len(data)
+        if self.limit and self.gathered > self.limit:
+            self._give_way()
+
+    def _give_way(self) -> None:
+        """Past the limit: say so once, show what was gathered as labelled lines, go live."""
+        self.err.write(self.style.error(
+            f"mpish: more than {self.limit / 2**20:g} MiB of output gathered: the rest is shown as it "
+            f"comes, each line labelled with its server (as -L); --gather-limit MIB raises the limit "
+            f"(0: none)").encode() + b"\n")
+        self.err.flush()
+        self.live = LiveSink(self.out, self.out if self.merge_stderr else self.err, self.style, self.names,
+                             labels=self.labels)
+        self.live.name_of = lambda rank: self.names.label([rank])  # labelled as -L labels them
+        stopped = False
+        while self._spools:
+            (rank, stream), spool = min(self._spools.items())
+            del self._spools[(rank, stream)]
+            try:
+                spool.file.seek(0)
+                while not stopped and (chunk := spool.file.read(SHOW_PIECE)):
+                    self.live.output(rank, stream, chunk)
+                    stopped = self.stop()
+            finally:
+                spool.close()
+            if rank in self.results and not stopped:  # it ended already: end its unfinished line
+                self.live.end_lines(rank)
+        if stopped:  # the console's Ctrl-C key, read here: the command is interrupted as by the key
+            self.err.write(self.style.error("\nmpish: display of the gathered output stopped (Ctrl-C)")
+                           .encode() + b"\n")
+            raise KeyboardInterrupt
+
+    def _ended(self, result: Result) -> None:
+        if self.live is not None:
+            self.live.end_lines(result.rank)
+        super()._ended(result)
 
     def groups(self, stream: int = STDOUT) -> list[tuple[frozenset[int], _Spool]]:
         """(ranks, the spool of the first of them) per distinct output of ``stream``, in rank order."""
@@ -238,7 +285,8 @@ class GroupedSink(_TerminalSink):
 
     def finish(self) -> None:
         try:
-            self._show()
+            if self.live is None:
+                self._show()
         except _Stopped:
             self.out.flush()
             self.err.write(self.style.error("\nmpish: display of the gathered output stopped (Ctrl-C)")
@@ -345,10 +393,11 @@ class LiveSink(_TerminalSink):
         super().__init__(out, err, style, names)
         self._partial: dict[tuple[int, int], bytes] = {}
         self.labels = labels
+        self.name_of: Callable[[int], str] = self.names.prefix  # a line's label
 
     def _emit(self, rank: int, stream: int, line: bytes) -> None:
         target = self.out if stream == STDOUT else self.err
-        prefix = self.style.prefix(f"{self.names.prefix(rank)}: ").encode() if self.labels else b""
+        prefix = self.style.prefix(f"{self.name_of(rank)}: ").encode() if self.labels else b""
         target.write(prefix + line)
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
@@ -363,12 +412,16 @@ class LiveSink(_TerminalSink):
             self._partial[(rank, stream)] = rest
         (self.out if stream == STDOUT else self.err).flush()
 
-    def _ended(self, result: Result) -> None:
+    def end_lines(self, rank: int) -> None:
+        """The server's output is complete: its unfinished last lines are shown, ended."""
         for stream in (STDOUT, STDERR):
-            rest = self._partial.pop((result.rank, stream), b"")
+            rest = self._partial.pop((rank, stream), b"")
             if rest:
-                self._emit(result.rank, stream, rest + b"\n")
+                self._emit(rank, stream, rest + b"\n")
                 (self.out if stream == STDOUT else self.err).flush()
+
+    def _ended(self, result: Result) -> None:
+        self.end_lines(result.rank)
         super()._ended(result)
 
 
@@ -408,113 +461,21 @@ class JsonSink(_Sink):
         self.out.flush()
 
 
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _outcome(result: Result, names: ServerNames, notes: bool) -> str:
-    """A status line's text for one result; "" for success or an error already printed."""
-    if names.errors_at_once and (result.error or not result.exit):
-        return ""
-    if notes and result.note:
-        return f"{_outcome(result, names, False) or 'exit code 0'} ({result.note})"
-    if result.signal:
-        cause = f"killed by {signal_name(result.signal)}"
-    else:
-        cause = f"exit code {result.exit}" if result.exit else ""
-    if result.timed_out:
-        return TIMEOUT_TEXT
-    if cause and result.error:
-        cause += f" ({result.error})"
-    return cause
-
-
-def status_lines(
-    results: Iterable[Result], style: Style, names: ServerNames | None = None, notes: bool = False,
-    quiet: bool = False,
-) -> list[str]:
-    """One line per distinct non-zero outcome, servers grouped: ``mpish: @2,4: exit code 1``;
-    ``notes`` (the console): with the server's note, e.g. that the shell was replaced;
-    ``quiet`` (``-q``): not for a plain non-zero exit code (signals, timeouts, errors stay)."""
-    names = names or RankNames()
-    outcomes: dict[str, list[int]] = {}
-    for result in results:
-        if quiet and not (result.signal or result.timed_out or result.error):
-            continue
-        text = _outcome(result, names, notes)
-        if text:
-            outcomes.setdefault(text, []).append(result.rank)
-    return [style.error(f"mpish: {names.label(ranks)}: {text}") for text, ranks in outcomes.items()]
-
-
-STDOUT_CLOSED = 128 + signal.SIGPIPE  # exit status when stdout's reader left: a shell's for yes | head
-
-
-class PipeGuard:
-    """A sink whose stdout may be closed by its reader (``mpish -c yes | head -2``): the
-    first EPIPE sets ``closed`` (the console then interrupts the command, quietly) and stdout
-    becomes /dev/null, so later output is dropped and results are still kept. No traceback,
-    as ``yes | head``. A gathering sink writes nothing before the command ends, so it never
-    met the EPIPE: ``closed`` also polls stdout (a pipe or socket) for POLLERR/POLLHUP, what
-    poll says of a pipe whose reader left, at most every HANGUP_CHECK seconds."""
-
-    def __init__(self, sink: OutputSink, fd: int = 1) -> None:
-        self.sink = sink
-        self._closed = False
-        self._poll: select.poll | None = None
-        self._next_check = 0.0
-        with contextlib.suppress(OSError):
-            if stat.S_ISFIFO(mode := os.fstat(fd).st_mode) or stat.S_ISSOCK(mode):
-                self._poll = select.poll()
-                self._poll.register(fd, 0)  # POLLERR and POLLHUP are always reported
-
-    @property
-    def closed(self) -> bool:
-        if not self._closed and self._poll is not None and time.monotonic() >= self._next_check:
-            self._next_check = time.monotonic() + HANGUP_CHECK
-            if any(events & (select.POLLERR | select.POLLHUP) for _, events in self._poll.poll(0)):
-                self._close()
-        return self._closed
-
-    def _close(self) -> None:
-        self._closed, self._poll = True, None
-        with contextlib.suppress(OSError):  # nothing more reaches it, not even at exit
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.close(devnull)
-
-    def _guard(self, call: Callable[[], None]) -> None:
-        try:
-            call()
-        except BrokenPipeError:
-            self._close()
-
-    def output(self, rank: int, stream: int, data: bytes) -> None:
-        self._guard(lambda: self.sink.output(rank, stream, data))
-
-    def done(self, result: Result) -> None:
-        self._guard(lambda: self.sink.done(result))
-
-    def finish(self) -> None:
-        self._guard(self.sink.finish)
-
-
 def make_sink(
     kind: str | OutputMode, targets: int, out: IO[bytes], err: IO[bytes], style: Style,
     names: ServerNames | None = None, end_lines: bool = False,
 ) -> GroupedSink | RawSink | LiveSink | JsonSink:
     """The sink for an output mode (:class:`~mpish.shell.options.OutputMode`, or its kind:
-    ``json``, ``live``, ``lines``, ``grouped``); one target in grouped mode: raw (``end_lines``:
-    the console's, which ends an unfinished last line before the prompt)."""
+    ``json``, ``live``, ``lines``, ``grouped``); one target in grouped mode: raw, as ssh
+    shows it (``end_lines``: the console's, which ends an unfinished last line before the
+    prompt), unless ``-b`` or ``-B`` asked for a header, as clush prints one for one node."""
     mode = kind if isinstance(kind, OutputMode) else OutputMode(kind=kind)
     if mode.kind == "json":
         return JsonSink(out, names)
     if mode.kind == "live":
         return LiveSink(out, err, style, names, labels=mode.labels)
-    if targets == 1 and mode.kind == "grouped" and not mode.diff:
+    if targets == 1 and mode.kind == "grouped" and not mode.diff and not mode.gathered:
         return RawSink(out, out if mode.merge_stderr else err, style, names, end_lines)  # -B: one stream
     return GroupedSink(out, err, style, names, merge_stderr=mode.merge_stderr, labels=mode.labels,
-                       counts=not mode.quiet, lines=mode.kind == "lines", diff=mode.diff)
+                       counts=not mode.quiet, lines=mode.kind == "lines", diff=mode.diff,
+                       limit=mode.gather_limit)

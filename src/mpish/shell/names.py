@@ -37,6 +37,7 @@ class Result:
     error: str = ""
     peak_rss_kib: int = 0
     note: str = ""  # the command ran, and the shell had to be replaced (protocol.Done)
+    interrupted: bool = False  # the console sent it the user's Ctrl-C (SIGINT)
 
 
 def status_of(result: Result) -> int:

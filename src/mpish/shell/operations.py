@@ -16,3 +16,4 @@ class Running:
     sink: OutputSink
     credit: dict[int, int]  # stdin bytes each rank may still be sent
     results: dict[int, Result] = field(default_factory=dict)
+    interrupted: set[int] = field(default_factory=set)  # ranks sent the user's Ctrl-C

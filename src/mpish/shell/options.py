@@ -7,7 +7,9 @@ option's value may start with ``-`` (``-o -F/path``), as optparse lets clush tak
 
 Output modes (:class:`OutputMode`): ``-b`` gathered (the default), ``-B`` the same with
 stderr gathered with stdout, ``-L`` ordered lines prefixed by their server, ``-N`` no
-labels, ``-q`` quiet, ``--diff`` unified diffs against the first group, ``-v`` live.
+labels, ``-q`` quiet, ``--diff`` unified diffs against the first group, ``-v`` live;
+``--gather-limit MIB``: past that much gathered output, grouped output gives way to
+labelled lines as they come (:mod:`mpish.shell.grouping`; clush would gather for ever).
 Exit status: ``-S`` the largest remote status (the default; a ``-u`` timeout counts as
 255, as clush -S counts a "command timeout"), ``--no-maxrc`` clush's default (0 unless
 mpish itself failed). The output options apply to ``-c``, ``-C`` and the console alike.
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 
 import mpish
 
+GATHER_LIMIT = 64 << 20  # bytes of gathered output before grouped output gives way to lines
+
 
 @dataclass(frozen=True, slots=True)
 class OutputMode:
@@ -33,12 +37,26 @@ class OutputMode:
     quiet: bool = False  # -q
     diff: bool = False  # --diff
     by_host: bool = False  # --label host (the MPI shell; mpish ssh always names hosts)
+    gather_limit: int = GATHER_LIMIT  # --gather-limit, in bytes; 0: gather whatever the size
+    gathered: bool = False  # -b or -B given: one target's output under a header too, as clush's
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> OutputMode:
         kind = "json" if args.json else "live" if args.verbose else "lines" if args.lines else "grouped"
         return cls(kind=kind, merge_stderr=args.merge_stderr, labels=args.labels, quiet=args.quiet,
-                   diff=args.diff, by_host=getattr(args, "label", "rank") == "host")
+                   diff=args.diff, by_host=getattr(args, "label", "rank") == "host",
+                   gather_limit=round(args.gather_limit * 2**20), gathered=args.dshbak or args.merge_stderr)
+
+
+def gather_limit(text: str) -> float:
+    """--gather-limit's value: MiB, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size in MiB (a number, 0 for no limit)")
+    return value
 
 
 def add_version(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +78,9 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                        help="essential output only: no '(N)' counts, no 'exit code' lines")
     group.add_argument("--diff", action="store_true",
                        help="show each gathered output as a unified diff against the first")
+    group.add_argument("--gather-limit", type=gather_limit, default=GATHER_LIMIT / 2**20, metavar="MIB",
+                       help="past this much gathered output (in all), show the rest as labelled lines "
+                       f"as it comes, as -L (default {GATHER_LIMIT >> 20}; 0: no limit)")
     status = parser.add_mutually_exclusive_group()
     status.add_argument("-S", "--maxrc", dest="maxrc", action="store_true", default=True,
                         help="exit with the largest remote status (the default; a server that "

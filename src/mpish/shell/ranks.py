@@ -49,12 +49,15 @@ def format_ranks(ranks: Iterable[int]) -> str:
     return str(RangeSet(",".join(map(str, items)))) if items else ""
 
 
-def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Iterable[int] = ()) -> frozenset[int]:
+def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Iterable[int] = (),
+                    excluding: bool = False) -> frozenset[int]:
     """The ranks a target spec names, among the live servers ``hosts`` (rank -> host).
 
     ``spec`` is a comma-free list of words separated by whitespace or ``+``; each word is
     ``@all``, ``@<rank set>``, or a host name (with or without ``@``), which names every
-    rank on that host. A rank that is not a live server is an error.
+    rank on that host. A rank that is not a live server is an error, unless ``excluding``
+    (``-x``): as clush -x ignores nodes that are not in the set, ranks and hosts that
+    are not there are left out of nothing (a bad rank set is still an error).
     """
     words = spec.replace("+", " ").split()
     if not words:
@@ -68,6 +71,9 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Iterable[int] = (
         if name and name[0].isdigit():
             ranks = parse_ranks(name)
             missing = ranks - set(hosts)
+            if excluding:
+                chosen.update(ranks - missing)
+                continue
             if missing and missing <= set(lost):  # ``lost``: ranks whose server is gone
                 raise TargetError(f"rank {format_ranks(missing)} was lost (its server is gone); "
                                   "the others still serve (@all)")
@@ -76,7 +82,7 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Iterable[int] = (
             chosen.update(ranks)
             continue
         on_host = {rank for rank, host in hosts.items() if host == name or host.split(".")[0] == name}
-        if not on_host:
+        if not on_host and not excluding:
             raise TargetError(f"no shell server on host {name!r}")
         chosen.update(on_host)
     return frozenset(chosen)

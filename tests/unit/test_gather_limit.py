@@ -1,0 +1,111 @@
+"""Grouped output past its gather limit gives way to labelled lines as they come (grouping.py)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import pytest
+
+from mpish.shell import protocol as p
+from mpish.shell.grouping import GroupedSink, Style, make_sink
+from mpish.shell.names import Result
+from mpish.shell.options import GATHER_LIMIT, OutputMode, add_output_options
+
+
+def test_past_the_limit_what_was_gathered_and_what_follows_are_shown_as_labelled_lines_at_once() -> None:
+    out, err = io.BytesIO(), io.BytesIO()
+    sink = GroupedSink(out, err, Style(), limit=20)
+    sink.output(1, p.STDOUT, b"one\ntw")
+    sink.output(2, p.STDOUT, b"alpha\n")
+    sink.output(2, p.STDERR, b"oops\n")
+    assert out.getvalue() == b"" and err.getvalue() == b""  # 15 bytes: still gathering
+    sink.output(1, p.STDOUT, b"o\nthree\n")  # 23 bytes gathered: past the limit
+    assert out.getvalue() == b"@1: one\n@1: two\n@1: three\n@2: alpha\n"
+    notice, rest = err.getvalue().split(b"\n", 1)
+    assert b"more than" in notice and b"--gather-limit" in notice and rest == b"@2: oops\n"
+    sink.output(2, p.STDOUT, b"beta\n")  # later output is written as it comes, not gathered
+    assert out.getvalue().endswith(b"@2: beta\n")
+    sink.output(1, p.STDOUT, b"no newline")
+    sink.done(Result(1, "h", 0))
+    sink.done(Result(2, "h", 0))
+    sink.finish()
+    assert out.getvalue().endswith(b"@1: no newline\n")
+    assert err.getvalue().count(b"more than") == 1  # said once
+
+
+def test_a_rank_that_ended_before_the_limit_gets_its_unfinished_line_ended() -> None:
+    out, err = io.BytesIO(), io.BytesIO()
+    sink = GroupedSink(out, err, Style(), limit=8)
+    sink.output(1, p.STDOUT, b"last")
+    sink.done(Result(1, "h", 0))
+    sink.output(2, p.STDOUT, b"0123456789\n")
+    sink.finish()
+    assert out.getvalue() == b"@1: last\n@2: 0123456789\n"
+
+
+def test_below_the_limit_grouped_output_is_unchanged() -> None:
+    shown = []
+    for limit in (0, 1 << 20):
+        out, err = io.BytesIO(), io.BytesIO()
+        sink = GroupedSink(out, err, Style(), limit=limit)
+        for rank in (1, 2):
+            sink.output(rank, p.STDOUT, b"same\n")
+            sink.done(Result(rank, "h", 0))
+        sink.finish()
+        shown.append((out.getvalue(), err.getvalue()))
+    assert shown[0] == shown[1]
+    assert shown[0][0] == b"---------------\n@1-2 (2)\n---------------\nsame\n" and shown[0][1] == b""
+
+
+def test_no_labels_and_merged_stderr_are_kept_past_the_limit() -> None:
+    out, err = io.BytesIO(), io.BytesIO()
+    sink = GroupedSink(out, err, Style(), merge_stderr=True, labels=False, limit=4)
+    sink.output(1, p.STDERR, b"err\n")
+    sink.output(1, p.STDOUT, b"out\n")
+    sink.finish()
+    assert out.getvalue() == b"err\nout\n"
+
+
+def test_gather_limit_option_sets_the_sinks_limit_in_mib_and_refuses_nonsense(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_output_options(parser)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("-v", dest="verbose", action="store_true")
+    assert OutputMode.from_args(parser.parse_args([])).gather_limit == GATHER_LIMIT == 64 << 20
+    mode = OutputMode.from_args(parser.parse_args(["--gather-limit", "0.5"]))
+    sink = make_sink(mode, 2, io.BytesIO(), io.BytesIO(), Style())
+    assert isinstance(sink, GroupedSink) and sink.limit == 1 << 19
+    assert OutputMode.from_args(parser.parse_args(["--gather-limit", "0"])).gather_limit == 0
+    for bad in ("-1", "abc", "nan"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--gather-limit", bad])
+    assert "is not a size in MiB" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_what_was_gathered_is_shown_stops_it_and_interrupts_like_the_key() -> None:
+    out, err = io.BytesIO(), io.BytesIO()
+    sink = GroupedSink(out, err, Style(), limit=1 << 16)
+    sink.stop = lambda: True  # the console's key: Ctrl-C was typed
+    sink.output(1, p.STDOUT, b"y\n" * (1 << 15))  # 64 KiB: at the limit, still gathered
+    with pytest.raises(KeyboardInterrupt):  # 128 KiB: two pieces of the display
+        sink.output(1, p.STDOUT, b"y\n" * (1 << 15))
+    assert out.getvalue().count(b"@1: y\n") == 1 << 15  # one piece shown, then it stopped
+    assert b"stopped (Ctrl-C)" in err.getvalue()
+    sink.output(2, p.STDOUT, b"later\n")  # what comes next is shown as it comes
+    sink.finish()
+    assert out.getvalue().endswith(b"@2: later\n")
+
+
+def test_a_command_that_handled_the_interrupt_gets_a_status_line_even_when_quiet() -> None:
+    from mpish.shell.names import HostNames
+    from mpish.shell.outcome import HANDLED, status_lines
+
+    handled = Result(1, "h", 0, interrupted=True)
+    assert status_lines([handled], Style()) == [f"mpish: @1: {HANDLED}"]
+    assert status_lines([handled], Style(), quiet=True) == [f"mpish: @1: {HANDLED}"]
+    assert status_lines([Result(1, "h", 0)], Style()) == []  # not interrupted: nothing to say
+    assert status_lines([Result(1, "h", 130, interrupted=True)], Style()) == ["mpish: @1: exit code 130"]
+    assert status_lines([Result(1, "host1", 0, interrupted=True)], Style(), HostNames({1: "host1"}, {})) == [
+        f"mpish: host1: {HANDLED}"]
