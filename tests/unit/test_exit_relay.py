@@ -39,6 +39,24 @@ def test_sigterm_to_the_relay_reaches_the_server() -> None:
         os.kill(server, 0)
 
 
+def test_a_sigterm_before_the_relay_has_its_handlers_still_reaches_the_server() -> None:
+    # The relay installs its handlers slowly here (0.2 s each), so the SIGTERM lands between the
+    # fork and the handlers: unblocked, it killed the relay by default and orphaned the server.
+    slow = ("import signal, time; _install = signal.signal; "
+            "signal.signal = lambda sig, handler: (time.sleep(0.2), _install(sig, handler))[1]; ")
+    code = slow + RELAYED + "print(os.getpid(), flush=True); signal.pause()"
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) as relay:
+        assert relay.stdout is not None
+        server = int(relay.stdout.readline())
+        relay.send_signal(signal.SIGTERM)
+        status = relay.wait(timeout=30)
+        if status != 128 + signal.SIGTERM:
+            os.kill(server, signal.SIGKILL)  # do not leave the orphan behind
+        assert status == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):
+        os.kill(server, 0)
+
+
 @pytest.mark.parametrize(("env", "expected"), [
     ({"PMI_FD": "5", "PMI_RANK": "1"}, True),  # hydra's mpiexec, or a spawn through it
     ({"PMI_PORT": "h:1", "PMI_RANK": "1"}, True),

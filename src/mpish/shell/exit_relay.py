@@ -44,13 +44,17 @@ def relay_exit() -> None:
 
     Call before MPI is initialised, and only where :func:`under_hydra` is true.
     """
+    # A signal that arrived between the fork and the parent's handlers would kill the relay by
+    # its default action and orphan the server: both hold these signals blocked until then.
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED + SWALLOWED)
     child = os.fork()
     if child == 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
         return
-    _relay(child)
+    _relay(child, before)
 
 
-def _relay(child: int) -> NoReturn:
+def _relay(child: int, mask: set[int | signal.Signals]) -> NoReturn:
     def forward(signum: int, frame: object) -> None:
         del frame
         with contextlib.suppress(OSError):
@@ -60,6 +64,7 @@ def _relay(child: int) -> NoReturn:
         signal.signal(sig, forward)
     for sig in SWALLOWED:
         signal.signal(sig, lambda signum, frame: None)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # what came meanwhile is handled now
     with contextlib.suppress(KeyError, ValueError, OSError):  # the server's PMI connection, not ours
         os.close(int(os.environ["PMI_FD"]))
     while True:
