@@ -198,9 +198,28 @@ def open_mpi_fault_tolerance() -> None:
         os.environ[SET_FOR_LAUNCH] = ",".join(set_here)
 
 
+# an embedded session is on this host alone: MPI's network listeners on loopback only (UCX,
+# MPICH's default netmod in the wheel; libfabric's tcp provider). What stays on 0.0.0.0 cannot be
+# moved: MPICH's singleton PMI port (the console's) and hydra's control port (mpiexec's) are bound
+# by MPL_listen_anyport with use_loopback=0, compiled in (mpl_sockaddr.c, pmi_v1.c, hydra's sock.c)
+LOOPBACK = {"UCX_NET_DEVICES": "lo", "FI_TCP_IFACE": "lo"}
+
+
+def loopback_only() -> None:
+    """Embedded mode: MPI's transports listen on 127.0.0.1, not on every address of the host
+    (measured with ``ss -ltnp``: each rank listened on the host's other address too). Variables
+    the user set are left alone; those set here are named in MPISH_SET_FOR_LAUNCH."""
+    set_here = [name for name in LOOPBACK if name not in os.environ]
+    for name in set_here:
+        os.environ[name] = LOOPBACK[name]
+    if set_here:
+        already = [name for name in os.environ.get(SET_FOR_LAUNCH, "").split(",") if name]
+        os.environ[SET_FOR_LAUNCH] = ",".join([*already, *set_here])
+
+
 def forget_launch_variables() -> None:
     """Drop the variables the console set for MPI's start (after MPI_Init; a server's commands
     must see the user's environment, not an Open MPI with fault tolerance turned on)."""
     for name in os.environ.pop(SET_FOR_LAUNCH, "").split(","):
-        if name in (*FAULT_TOLERANCE, "OPAL_PREFIX"):
+        if name in (*FAULT_TOLERANCE, *LOOPBACK, "OPAL_PREFIX"):
             os.environ.pop(name, None)

@@ -87,6 +87,7 @@ from .greeting import await_hellos
 from .launch_env import (
     LAUNCHER_PID_FILE,
     launcher_watched,
+    loopback_only,
     open_mpi_fault_tolerance,
     owned_launcher,
     prepare_singleton,
@@ -310,6 +311,7 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
             raise LaunchError(planted)
         config = prepare_singleton()
         open_mpi_fault_tolerance()
+        loopback_only()
         # before MPI starts any thread: hydra's failure notices stay pending, never kill us
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     MPI = mpi()
