@@ -15,14 +15,16 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
 from mpish.report import Reporter
-from mpish.transport.procfs import children
+from mpish.transport.procfs import children, descendants
 
 from .orphan import end_launcher_tree, is_proxy, read_launcher_pid, started_process_ended, watch_command
+from .segments import foreign_names_since, foreign_segments, mapped_segments, owner, remove_ours
 
 LAUNCHER_PID_FILE = "launcher.pid"
 LAUNCHER_GRACE = 4.0  # seconds the launcher of a console that died gets to end by itself (> ORPHAN_GRACE)
@@ -83,12 +85,16 @@ class SpawnWatch:
     """While MPI spawns the servers (the console's thread is inside MPI_Comm_spawn, which
     releases the interpreter), a thread watches the singleton's launcher: once a server it
     started has ended, the spawn can never complete (MPICH waits for every server, and hydra's
-    proxy then spins forever). ``failed(why)`` is called then, in the thread; it must not return.
+    proxy then spins forever); a server that has mapped shared memory of another user spins in
+    MPI_Init for good (``shell/segments.py``). ``failed(launcher, why)`` is called then, in the
+    thread, ``why`` being the line to print; it must not return.
     """
 
-    def __init__(self, wrapper: Path, failed: Callable[[int], None]) -> None:
+    def __init__(self, wrapper: Path, failed: Callable[[int, str], None], server: str) -> None:
         self.wrapper = wrapper
         self.failed = failed
+        self.server = server
+        self.started = time.time() - 1.0  # ctimes are whole ticks: a second's margin
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="mpish-spawn-watch", daemon=True)
 
@@ -106,10 +112,28 @@ class SpawnWatch:
         while not self.done.wait(SPAWN_POLL):
             launcher = launcher or read_launcher_pid(self.wrapper)
             proxies = [pid for pid in children(launcher) if is_proxy(pid)] if launcher else []
+            foreign = foreign_segments([pid for proxy in proxies for pid in descendants(proxy)])
+            if foreign:
+                segment, uid = foreign[0]
+                self.failed(launcher, f"a shell server is stuck on {segment.path}, MPICH's shared memory "
+                                      f"for this session, which belongs to {owner(uid)}, not you (planted "
+                                      f"there first), so there is no session; ask root to remove it, "
+                                      f"then run mpish again")
+                return
             if any(started_process_ended(proxy) for proxy in proxies):
                 if not self.done.wait(SETTLE):  # the spawn did not return meanwhile after all
-                    self.failed(launcher)
+                    self.failed(launcher, self._ended())
                 return
+
+    def _ended(self) -> str:
+        planted = foreign_names_since(self.started)
+        if planted:  # MPI_Init of a server failed on it ("Out of memory"): MPICH says no more
+            name, uid = planted[0]
+            return (f"a shell server ended while it started, and {name}, a name MPICH gives shared "
+                    f"memory, was made meanwhile by {owner(uid)}, not you, so there is no session; "
+                    f"ask root to remove it, then run mpish again")
+        return (f"a shell server ended while it started (its own error, if any, is above), so there "
+                f"is no session; check that this runs here: {self.server}")
 
 
 _launcher_watch: subprocess.Popen[bytes] | None = None  # kept: it outlives the console
@@ -132,15 +156,16 @@ def owned_launcher(wrapper: Path | None, server: str) -> Iterator[None]:
         return
     _launcher_watch = start_launcher_watch(wrapper)
 
-    def failed(launcher: int) -> None:
-        Reporter().say(f"a shell server ended while it started (its own error, if any, is above), "
-                       f"so there is no session; check that this runs here: {server}")
+    def failed(launcher: int, why: str) -> None:
+        Reporter().say(why)
+        segments = mapped_segments([os.getpid(), *descendants(launcher)])  # no finalize will remove them
         end_launcher_tree(launcher)
+        remove_ours(segments)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
 
-    with SpawnWatch(wrapper, failed):
+    with SpawnWatch(wrapper, failed, server):
         yield
 
 
@@ -173,9 +198,28 @@ def open_mpi_fault_tolerance() -> None:
         os.environ[SET_FOR_LAUNCH] = ",".join(set_here)
 
 
+# an embedded session is on this host alone: MPI's network listeners on loopback only (UCX,
+# MPICH's default netmod in the wheel; libfabric's tcp provider). What stays on 0.0.0.0 cannot be
+# moved: MPICH's singleton PMI port (the console's) and hydra's control port (mpiexec's) are bound
+# by MPL_listen_anyport with use_loopback=0, compiled in (mpl_sockaddr.c, pmi_v1.c, hydra's sock.c)
+LOOPBACK = {"UCX_NET_DEVICES": "lo", "FI_TCP_IFACE": "lo"}
+
+
+def loopback_only() -> None:
+    """Embedded mode: MPI's transports listen on 127.0.0.1, not on every address of the host
+    (measured with ``ss -ltnp``: each rank listened on the host's other address too). Variables
+    the user set are left alone; those set here are named in MPISH_SET_FOR_LAUNCH."""
+    set_here = [name for name in LOOPBACK if name not in os.environ]
+    for name in set_here:
+        os.environ[name] = LOOPBACK[name]
+    if set_here:
+        already = [name for name in os.environ.get(SET_FOR_LAUNCH, "").split(",") if name]
+        os.environ[SET_FOR_LAUNCH] = ",".join([*already, *set_here])
+
+
 def forget_launch_variables() -> None:
     """Drop the variables the console set for MPI's start (after MPI_Init; a server's commands
     must see the user's environment, not an Open MPI with fault tolerance turned on)."""
     for name in os.environ.pop(SET_FOR_LAUNCH, "").split(","):
-        if name in (*FAULT_TOLERANCE, "OPAL_PREFIX"):
+        if name in (*FAULT_TOLERANCE, *LOOPBACK, "OPAL_PREFIX"):
             os.environ.pop(name, None)

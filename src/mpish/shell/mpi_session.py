@@ -87,10 +87,12 @@ from .greeting import await_hellos
 from .launch_env import (
     LAUNCHER_PID_FILE,
     launcher_watched,
+    loopback_only,
     open_mpi_fault_tolerance,
     owned_launcher,
     prepare_singleton,
 )
+from .segments import clear_own_names, mapped_segments, remove_ours
 from .session import Peer, Session, end_on_termination
 
 if TYPE_CHECKING:  # mpi4py is imported at run time by mpi() alone: it initialises MPI
@@ -192,6 +194,7 @@ def end_embedded_job(launcher: int, servers: list[int]) -> NoReturn:
     :func:`mpish.shell.orphan.end_session_launcher` does); every channel is closed, so the
     servers' commands and shells have already ended.
     """
+    segments = mapped_segments([os.getpid(), *servers])  # no finalize will remove them
     command = cmdline(launcher)
     if command and command[0].endswith(b"mpiexec") and b"-pmi_args" in command:
         for pid in (*children(launcher), launcher):
@@ -200,6 +203,7 @@ def end_embedded_job(launcher: int, servers: list[int]) -> NoReturn:
     for pid in servers:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+    remove_ours(segments)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
@@ -302,8 +306,12 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
         raise LaunchError(identity[1])
     config = None
     if embedded:
+        planted = clear_own_names()  # before MPI_Init opens them (shell/segments.py)
+        if planted:
+            raise LaunchError(planted)
         config = prepare_singleton()
         open_mpi_fault_tolerance()
+        loopback_only()
         # before MPI starts any thread: hydra's failure notices stay pending, never kill us
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     MPI = mpi()

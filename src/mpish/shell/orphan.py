@@ -15,7 +15,8 @@ both as pidfds, so it never signals a process that took the server's pid.
 The console itself starts the same module in its other mode, :func:`watch_launcher`, before
 it spawns anything: the launcher must not outlive a console killed while no server runs
 yet (servers that die at start-up, or still starting), as hydra's proxy then spins for good
-(measured: 60-96% of a core, polling its closed stdin). That watcher runs with ``-I -S``
+(measured: 60-96% of a core, polling its closed stdin). It also removes the session's MPICH
+shared memory, which only MPI's finalize would have (``shell/segments.py``). That watcher runs with ``-I -S``
 (no site, no sitecustomize, no PYTHON* variables: :func:`watch_command`), so what keeps the
 servers from starting cannot keep it from starting too.
 """
@@ -32,7 +33,19 @@ import sys
 from pathlib import Path
 
 from mpish.report import Reporter, setup_logging
-from mpish.transport.procfs import children, cmdline, environ, exited, parent, pidfd, signal_if, signal_pidfd
+from mpish.transport.procfs import (
+    children,
+    cmdline,
+    descendants,
+    environ,
+    exited,
+    parent,
+    pidfd,
+    signal_if,
+    signal_pidfd,
+)
+
+from .segments import mapped_segments, remove_ours
 
 log = logging.getLogger("mpish.shell.orphan")  # not __name__: run as __main__
 
@@ -119,19 +132,27 @@ def watch_launcher(console: int, wrapper: Path, grace: float) -> None:
     checked: a singleton mpiexec whose environment names this very wrapper's config file.
     """
     console_fd = pidfd(console)
+    segments = []
     try:
         if console_fd is not None and os.getppid() == console:  # else it is gone already
+            segments = mapped_segments([console])  # MPI has started in the console: its own
             select.select([console_fd], [], [])
         launcher = read_launcher_pid(wrapper)
         config = f"HYDRA_CONFIG_FILE={wrapper / 'hydra.conf'}".encode()
         launcher_fd = pidfd(launcher) if launcher else None
         if launcher_fd is not None:
             try:
+                if config in environ(launcher):  # the servers' world, while they still have it mapped
+                    segments += mapped_segments(descendants(launcher))
                 if not exited(launcher_fd, grace) and config in environ(launcher):
                     log.debug("console %d gone; ending its launcher %d", console, launcher)
                     end_launcher_tree(launcher)
             finally:
                 os.close(launcher_fd)
+        # a session MPI did not finalize leaves its shared memory behind: the segments its
+        # console and servers had mapped, each if still that very file of ours (shell/segments.py)
+        for name in remove_ours(segments):
+            log.debug("removed %s, left by console %d's session", name, console)
     finally:
         if console_fd is not None:
             os.close(console_fd)

@@ -49,6 +49,16 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (its children, theirs, ...), parents before their children."""
+    found: list[int] = []
+    below = children(pid)
+    while below:
+        found += below
+        below = [grandchild for child in below for grandchild in children(child)]
+    return found
+
+
 def cmdline(pid: int) -> list[bytes]:
     return _nul_separated(pid, "cmdline")
 

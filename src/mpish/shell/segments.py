@@ -1,0 +1,146 @@
+"""MPICH's shared-memory segments in /dev/shm for an embedded session (``mpish -n K``).
+
+Theory of operation
+-------------------
+MPICH (ch4, 4.x and 5.x; ``src/mpid/ch4/shm/posix/posix_init.c`` and ``MPL_initshm_open``)
+names the shared memory of each MPI world ``/dev/shm/mpich_shm_<world id in hex>_<node id>``
+(``mpich_vci_...`` beside it with several VCIs). The first process of the node creates it with
+``shm_open(O_CREAT | O_EXCL, 0600)``; every other one opens what is there ``O_RDWR`` and
+spins, holding the interpreter, until the creator marks it ready. The world id of a singleton
+(the embedded console) is its pid; that of the spawned servers' world a 32-bit FNV hash of
+hydra's kvs name ``kvs_<mpiexec pid>_<pgid>_<rand() seeded with the time>_<host>``. Both can
+be guessed by another user of the host, who can create the file first: mode 0600 makes
+MPI_Init fail with MPICH's "Out of memory" stack; a file of the right size that we may open
+makes it spin for good (and, were it marked ready, MPI would use memory that user can read
+and write). No MPICH variable changes the name or the directory (checked in 5.0: the name
+is compiled in, glibc's shm_open always uses /dev/shm).
+
+So, without a way to avoid the names:
+
+* the console checks its own names before MPI starts (:func:`clear_own_names`): one named
+  after its pid that it owns was left by a dead process that had this pid (removed); one
+  owned by another user, or anything but a regular file, is refused in one line;
+* while the servers start, a server that has mapped a segment another user owns is named,
+  with its owner (:func:`foreign_segments`, read from ``/proc/PID/maps``);
+* a session ended without MPI's finalize (a console or server killed) leaves its segments
+  behind (measured: 1.6 GB of them on one host): whoever ends it removes those its processes
+  had mapped, and only if the name is still the very file they mapped (same inode) and it
+  belongs to us (:func:`remove_ours`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+SHM_DIR = Path("/dev/shm")  # noqa: S108 -- where MPICH puts them; nothing is made here
+PREFIXES = ("mpich_shm_", "mpich_vci_")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A /dev/shm file a process had mapped: its name and inode (which proves it is that file)."""
+
+    path: str
+    inode: int
+
+
+def own_names(pid: int) -> list[Path]:
+    """The names MPICH gives the segments of the singleton world of process ``pid`` (node 0)."""
+    return [SHM_DIR / f"{prefix}{pid:x}_0" for prefix in PREFIXES]
+
+
+def owner(uid: int) -> str:
+    """``uid 1001 (mallory)``, or ``uid 1001`` if it has no name."""
+    with contextlib.suppress(KeyError):
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    return f"uid {uid}"
+
+
+def clear_own_names(pid: int | None = None) -> str:
+    """Before MPI starts in this process: remove a stale segment of ours named after our pid;
+    return a one-line problem if such a name is held by another user (or is not a plain file)."""
+    pid = os.getpid() if pid is None else pid
+    for path in own_names(pid):
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if info.st_uid == os.geteuid() and (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+            # named after this very process, which has not made it: a dead one with our pid did
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                continue
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "a file"
+        whose = "of yours" if info.st_uid == os.geteuid() else f"of {owner(info.st_uid)}, not yours"
+        return (f"{path}, the name MPICH gives this process's shared memory, is {kind} {whose}, "
+                f"so MPI would fail or hang on it; run mpish again (another process gets another "
+                f"name) and ask root to remove it")
+    return ""
+
+
+def mapped_segments(pids: list[int]) -> list[Segment]:
+    """The MPICH segments (by name and inode) that the processes ``pids`` have mapped."""
+    found: set[Segment] = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps", "rb") as handle:
+                lines = handle.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split(maxsplit=5)
+            if len(fields) < 6 or not fields[5].startswith(str(SHM_DIR).encode() + b"/mpich_"):
+                continue
+            name = fields[5].decode(errors="replace")
+            if name.endswith(" (deleted)"):
+                continue
+            with contextlib.suppress(ValueError):
+                found.add(Segment(name, int(fields[4])))
+    return sorted(found, key=lambda segment: segment.path)
+
+
+def foreign_segments(pids: list[int]) -> list[tuple[Segment, int]]:
+    """The segments mapped by ``pids`` that belong to another user, with that user's uid."""
+    foreign = []
+    for segment in mapped_segments(pids):
+        with contextlib.suppress(OSError):
+            info = os.stat(segment.path)
+            if info.st_ino == segment.inode and info.st_uid != os.geteuid():
+                foreign.append((segment, info.st_uid))
+    return foreign
+
+
+def foreign_names_since(when: float) -> list[tuple[str, int]]:
+    """MPICH segment names in /dev/shm that another user made (or changed) at ``when`` or later,
+    with that user's uid: while a session starts, one of them may be the name MPICH chose for it."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(SHM_DIR):
+            if not entry.name.startswith(PREFIXES):
+                continue
+            with contextlib.suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                if info.st_uid != os.geteuid() and info.st_ctime >= when:
+                    found.append((entry.path, info.st_uid))
+    return sorted(found)
+
+
+def remove_ours(segments: list[Segment]) -> list[str]:
+    """Unlink each segment still named by the very file that was mapped (same inode), if it is a
+    plain file of ours; returns the names removed."""
+    removed = []
+    for segment in segments:
+        try:
+            info = os.lstat(segment.path)
+            if (stat.S_ISREG(info.st_mode) and info.st_ino == segment.inode
+                    and info.st_uid == os.geteuid()):
+                os.unlink(segment.path)
+                removed.append(segment.path)
+        except OSError:
+            continue
+    return removed

@@ -1,0 +1,89 @@
+"""What an embedded session (``mpish -n 2``) listens on: MPI's transports on loopback only; the
+two wildcard ports MPICH binds with INADDR_ANY compiled in are the only others (launch_env.LOOPBACK)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from shell_util import MPI, MPISH, make_home, session_processes, shell_env
+
+pytestmark = pytest.mark.mpi
+
+
+def _listeners() -> dict[int, str]:
+    """Every listening TCP socket of the host (IPv4): inode -> "address:port"."""
+    found = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] != "0A":  # LISTEN
+            continue
+        address, port = fields[1].split(":")
+        ip = socket.inet_ntoa(struct.pack("<I", int(address, 16)))
+        found[int(fields[9])] = f"{ip}:{int(port, 16)}"
+    return found
+
+
+def _held_by(pids: list[int]) -> dict[int, set[int]]:
+    """Socket inode -> the pids (of ``pids``) holding it."""
+    held: dict[int, set[int]] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        held.setdefault(int(target[8:-1]), set()).add(pid)
+    return held
+
+
+def test_an_embedded_session_listens_on_no_address_of_the_host_but_loopback(tmp_path: Path) -> None:
+    """Every rank's transport (UCX) listened on the host's other address as well as 127.0.0.1."""
+    home = make_home(tmp_path / "home")
+    err = tmp_path / "console.err"
+    with err.open("wb") as stream:
+        proc = subprocess.Popen([MPISH, "-n", "2", "-c", "sleep 5"], env=shell_env(home), cwd=tmp_path,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stream,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(command.startswith(b"sleep\0") for command in session_processes(home).values()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text(errors="replace")
+            time.sleep(0.05)
+        processes = session_processes(home)
+        listeners = _listeners()
+        ours = {listeners[inode]: holders for inode, holders in _held_by(list(processes)).items()
+                if inode in listeners}
+        assert ours, processes  # the session's transports do listen
+        elsewhere = {address: holders for address, holders in ours.items()
+                     if not address.startswith(("127.", "0.0.0.0:"))}
+        assert not elsewhere, elsewhere
+        if MPI.name != "openmpi":  # MPICH's singleton PMI port (the console's), hydra's control port
+            assert len([address for address in ours if address.startswith("0.0.0.0:")]) <= 2, ours
+        assert proc.wait(timeout=60) == 0, err.read_text(errors="replace")
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid, command_line in session_processes(home).items():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == command_line:
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_the_servers_commands_see_the_users_environment_not_the_loopback_settings(tmp_path: Path) -> None:
+    """UCX_NET_DEVICES=lo is for MPI's start only: a user's own MPI program run from the shell
+    must not be confined to loopback."""
+    home = make_home(tmp_path / "home")
+    env = {k: v for k, v in shell_env(home).items() if k not in ("UCX_NET_DEVICES", "FI_TCP_IFACE")}
+    result = subprocess.run([MPISH, "-n", "1", "-c", "echo ucx=${UCX_NET_DEVICES-unset}"], env=env,
+                            cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, timeout=90)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert result.stdout.decode().splitlines()[-1] == "ucx=unset", result.stdout

@@ -1,0 +1,146 @@
+"""MPICH's shared memory in /dev/shm and the embedded session (``mpish -n 2``): a name held by
+another user is said in one line, never a hang or MPICH's stack; a stale one of ours is removed;
+a killed session leaves none of its segments (shell/segments.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from shell_util import MPI, MPISH, make_home, session_processes, shell_env
+
+pytestmark = [
+    pytest.mark.mpi,
+    pytest.mark.skipif(MPI.name == "openmpi", reason="MPICH's /dev/shm segment names"),
+]
+
+SEGMENT_SIZE = 1061440  # what MPICH 5.0 makes for a singleton world (measured)
+NOBODY = 65534
+# the console is started through sh, which plants the segment named after its own pid and then
+# execs mpish in that very process: "$1" is how, "$2" the file mode, "$3" its owner
+PLANT = ('f=/dev/shm/mpich_shm_$(printf %x $$)_0; echo "$f"; '
+         f'case "$1" in zeros) head -c {SEGMENT_SIZE} /dev/zero > "$f";; link) ln -s /dev/null "$f";; esac; '
+         '[ "$1" = link ] || chmod "$2" "$f"; chown -h "$3" "$f"; '
+         'shift 3; exec "$@"')
+
+
+def _planted_console(tmp_path: Path, how: str, mode: str, uid: int,
+                     command: str = "echo ran") -> tuple[subprocess.CompletedProcess[bytes], Path, Path]:
+    home = make_home(tmp_path / "home")
+    args = ["sh", "-c", PLANT, "plant", how, mode, str(uid), MPISH, "-n", "2", "-c", command]
+    proc = subprocess.Popen(args, env=shell_env(home), cwd=tmp_path, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    hung = False
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        hung = True
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    finally:
+        for pid, command_line in session_processes(home).items():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == command_line:
+                    os.kill(pid, signal.SIGKILL)
+    planted = Path(out.decode().splitlines()[0])
+    if hung:
+        with contextlib.suppress(OSError):
+            planted.unlink()
+        raise AssertionError(f"mpish hung on the planted segment: {err.decode(errors='replace')}")
+    return subprocess.CompletedProcess(args, proc.returncode, out, err), planted, home
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting a file of another user needs root")
+@pytest.mark.parametrize(("how", "mode"), [("zeros", "0666"), ("zeros", "0600"), ("link", "-")])
+def test_the_consoles_segment_name_held_by_another_user_is_said_in_one_line_before_mpi_starts(
+        tmp_path: Path, how: str, mode: str) -> None:
+    """MPI_Init opened the other user's file and spun for good (0666, right size), or died with
+    MPICH's "Out of memory" stack (0600): another user on the host could stop every mpish -n."""
+    result, planted, _ = _planted_console(tmp_path, how, mode, NOBODY)
+    try:
+        err = result.stderr.decode(errors="replace")
+        assert result.returncode == 1, err
+        assert err.count("\n") == 1 and err.startswith(f"mpish: {planted}, the name MPICH gives"), err
+        assert "uid 65534 (nobody), not yours" in err and "run mpish again" in err, err
+        assert b"ran" not in result.stdout
+    finally:
+        with contextlib.suppress(OSError):
+            planted.unlink()
+
+
+def test_a_stale_segment_of_ours_named_after_the_console_is_removed_and_the_session_runs(
+        tmp_path: Path) -> None:
+    """A segment left by a killed session whose pid the console now has: MPI_Init opened it and
+    waited for good for a ready mark that nobody would set."""
+    result, planted, _ = _planted_console(tmp_path, "zeros", "0600", os.geteuid())
+    try:
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+        out = result.stdout.decode()
+        assert "@1-2 (2)" in out and out.splitlines()[-1] == "ran", out  # both servers ran it
+        assert not planted.exists()
+    finally:
+        with contextlib.suppress(OSError):
+            planted.unlink()
+
+
+def _segments_of(pids: list[int]) -> dict[str, int]:
+    """The /dev/shm/mpich_* files the processes have mapped: name -> inode."""
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].startswith("/dev/shm/mpich_"):
+                    found[fields[5]] = int(fields[4])
+    return found
+
+
+def _still_there(segments: dict[str, int]) -> list[str]:
+    left = []
+    for name, inode in segments.items():
+        with contextlib.suppress(OSError):
+            if os.stat(name).st_ino == inode:
+                left.append(name)
+    return left
+
+
+@pytest.mark.parametrize("victim", ["console", "server"])
+def test_a_session_killed_with_sigkill_leaves_none_of_its_shared_memory(tmp_path: Path, victim: str) -> None:
+    """kill -9 of the console (or of a server) left the session's /dev/shm/mpich_shm_* files for
+    good (1-2 MB each; 1.6 GB of them were found on one host)."""
+    home = make_home(tmp_path / "home")
+    err = tmp_path / "console.err"
+    with err.open("wb") as stream:
+        proc = subprocess.Popen([MPISH, "-n", "2", "-c", "sleep 4"], env=shell_env(home),
+                                cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stream, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(command.startswith(b"sleep\0") for command in session_processes(home).values()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text(errors="replace")
+            time.sleep(0.05)  # until the command runs on both ranks
+        processes = session_processes(home)
+        servers = [pid for pid, command in processes.items() if b"mpish.shell.mpi_server" in command]
+        segments = _segments_of(list(processes))
+        console_name = f"/dev/shm/mpich_shm_{proc.pid:x}_0"
+        assert console_name in segments and len(segments) >= 2, segments  # the console's and the servers'
+        os.kill(proc.pid if victim == "console" else max(servers), signal.SIGKILL)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while (session_processes(home) or _still_there(segments)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not session_processes(home)
+        assert not _still_there(segments), err.read_text(errors="replace")
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid, command_line in session_processes(home).items():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == command_line:
+                    os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,76 @@
+"""shell/segments.py against real processes and real /dev/shm files: what a session's processes have
+mapped is found by name and inode; another user's is named; only ours, the very file mapped, is removed."""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mpish.shell.segments import Segment, foreign_segments, mapped_segments, remove_ours
+
+MAPS = ("import mmap, sys, time\n"
+        "with open(sys.argv[1], 'r+b') as f:\n"
+        "    m = mmap.mmap(f.fileno(), 4096)\n"
+        "print('mapped', flush=True)\n"
+        "time.sleep(60)\n")
+
+
+@pytest.fixture
+def segment() -> Iterator[Path]:
+    path = Path(f"/dev/shm/mpich_shm_mpishtest{os.getpid():x}_0")
+    path.write_bytes(bytes(mmap.PAGESIZE))
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def _mapping(path: Path) -> Iterator[int]:
+    """A process that has ``path`` mapped, while the block runs: its pid."""
+    with subprocess.Popen([sys.executable, "-c", MAPS, str(path)], stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "mapped\n"
+            yield proc.pid
+        finally:
+            proc.kill()
+
+
+def test_the_segments_a_process_has_mapped_are_found_by_name_and_inode(segment: Path) -> None:
+    with _mapping(segment) as pid:
+        assert Segment(str(segment), segment.stat().st_ino) in mapped_segments([pid, os.getpid()])
+        assert foreign_segments([pid]) == []  # ours
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user needs root")
+def test_a_segment_of_another_user_that_a_process_mapped_is_named_with_its_owner(segment: Path) -> None:
+    """What a server stuck in MPI_Init on a planted segment looks like from the console."""
+    os.chown(segment, 65534, 65534)
+    with _mapping(segment) as pid:
+        assert foreign_segments([pid]) == [(Segment(str(segment), segment.stat().st_ino), 65534)]
+        assert remove_ours(mapped_segments([pid])) == []  # never another user's
+        assert segment.exists()
+
+
+def test_only_the_very_file_that_was_mapped_is_removed(segment: Path) -> None:
+    """A name reused since (another file, another inode) is left alone."""
+    with _mapping(segment) as pid:
+        seen = mapped_segments([pid])
+    segment.unlink()
+    segment.write_bytes(b"another session's")
+    deadline = time.monotonic() + 5
+    while segment.stat().st_ino == seen[0].inode and time.monotonic() < deadline:  # tmpfs may reuse it
+        segment.unlink()
+        segment.write_bytes(b"another session's")
+    assert remove_ours(seen) == [] and segment.exists()
+    fresh = Segment(str(segment), segment.stat().st_ino)
+    assert remove_ours([fresh]) == [str(segment)] and not segment.exists()
