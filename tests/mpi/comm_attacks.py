@@ -13,6 +13,7 @@ import os
 import pickle
 import struct
 import sys
+import time
 
 import numpy as np
 from mpi4py import MPI
@@ -21,6 +22,7 @@ from mpi_main import run
 import mpish
 from mpish.comm import COLL_TAG, SecureComm
 from mpish.comm.bulk import BULK_CHUNK
+from mpish.comm.synchronous import ACK_TAG
 from mpish.wire.errors import AuthenticationError, RemoteProtocolError, ReplayError
 from mpish.wire.record import FLAG_CONTINUATION, FLAG_MORE, HEADER, HEADER_SIZE, RecordType
 
@@ -173,6 +175,7 @@ def victim(c: SecureComm) -> None:
     expect("irecv-evil-pickle", 1, (AuthenticationError,))
     sync()
     victim_section3(c)
+    victim_acks(c)
     print(f"rejected {c.rejected - base}", flush=True)
 
 
@@ -324,6 +327,58 @@ def attacker_moved_roles(c: SecureComm) -> None:
         bulk.Send(last, 1, tag)
         c.send("after moved", 1, tag)  # a later genuine message on the same tag
         WORLD.Barrier()
+    attacker_acks(c)
+
+
+FORGED_ACKS = 7
+
+
+def attacker_acks(c: SecureComm) -> None:
+    """Acknowledgements that must not complete rank 1's Issend (comm/synchronous.py), sent on
+    the acknowledgements' own communicator and tag, after its message was probed, not received."""
+    acks, sync = c._p2p.acks, WORLD.Barrier
+    assert acks is not None
+    got = np.zeros(8, "u1")
+    c.Recv(got, 1, 22)  # the first Issend, received: a genuine acknowledgement, captured here
+    genuine = bytes(acks._sending[-1][1])
+    c.Probe(1, 23)  # the second one, probed only
+    counter = c._p2p._last[(1, 23)]  # its first record's counter, as the acknowledgement names it
+    body = struct.pack(">IQ", 23, counter)
+    flipped = bytearray(acks.sealers[1].seal(body, channel=0))
+    flipped[HEADER_SIZE + 3] ^= 0x01
+    forged = [
+        os.urandom(len(genuine)),  # random bytes of an acknowledgement's size
+        os.urandom(100),  # another size
+        flipped,  # a bit flipped in an acknowledgement of the probed send
+        c._p2p.sealers[1].seal(body, channel=0),  # a data-lane record moved to the acknowledgements
+        acks.sealers[0].seal(body, channel=0),  # an acknowledgement of another pair (0 -> 0)
+        genuine,  # a replay of the first send's genuine acknowledgement
+        acks.sealers[1].seal(struct.pack(">IQ", 23, counter + 1), channel=0),  # of a send not made yet
+    ]
+    assert len(forged) == FORGED_ACKS
+    for record in forged:
+        c._comms[3].Send(bytearray(record), 1, ACK_TAG)
+    sync()  # rank 1 checks that its Issend is still pending
+    sync()
+    c.Recv(got, 1, 23)  # now received: its genuine acknowledgement completes it
+    assert np.all(got == 2)
+    sync()
+
+
+def victim_acks(c: SecureComm) -> None:
+    sync = WORLD.Barrier
+    c.Issend(np.full(8, 1, "u1"), 0, 22).Wait()
+    request = c.Issend(np.full(8, 2, "u1"), 0, 23)
+    sync()
+    deadline = time.monotonic() + 20
+    while len(REJECTED) < FORGED_ACKS:  # Test takes the acknowledgements that arrived
+        assert not request.Test() and request, "a forged acknowledgement completed an Issend"
+        assert time.monotonic() < deadline, REJECTED
+    assert not request.Test() and request, "a forged acknowledgement completed an Issend"
+    expect("forged-ack", FORGED_ACKS, (AuthenticationError, RemoteProtocolError, ReplayError))
+    sync()
+    request.Wait()
+    sync()
 
 
 def main() -> None:

@@ -61,6 +61,88 @@ def check_issend_completes_only_once_matched(c: SecureComm, raw: MPI.Intracomm) 
     ok("issend_completes_only_once_matched")
 
 
+def check_a_probe_does_not_complete_a_synchronous_send(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Issend/issend (one record and several) probed by Probe, Iprobe, Mprobe stay pending until
+    the receive: the receiver acknowledges (comm/synchronous.py). Was: the probe completed them."""
+    dest, src = (c.rank + 1) % c.size, (c.rank - 1) % c.size
+    for comm in (raw, c):
+        cases = ((8, "Probe"), (300_000, "Probe"), (8, "Iprobe"), (8, "Mprobe"), (300_000, "Mprobe"))
+        for size, how in cases:
+            request = comm.Issend(np.full(size, comm.rank % 250, "u1"), dest, 60)
+            status = MPI.Status()
+            message = None
+            if how == "Probe":
+                comm.Probe(src, 60, status)
+            elif how == "Iprobe":
+                while not comm.Iprobe(src, 60, status):
+                    pass
+            else:
+                message = comm.Mprobe(src, 60, status)
+            assert status.Get_count(MPI.BYTE) == size
+            MPI.COMM_WORLD.Barrier()  # every rank has probed its message, none received it
+            for _ in range(3):
+                assert not request.Test() and request, (comm, size, how)
+            MPI.COMM_WORLD.Barrier()
+            got = np.zeros(size, "u1")
+            if message is None:
+                comm.Recv(got, src, 60)
+            else:
+                message.Recv(got)
+            _completes(request, f"Issend probed by {how}")
+            assert not request and np.all(got == src % 250)
+        request = comm.issend({"to": dest}, dest, 61)
+        assert comm.probe(src, 61) and not request.test()[0]
+        MPI.COMM_WORLD.Barrier()
+        assert not request.test()[0]
+        MPI.COMM_WORLD.Barrier()
+        assert comm.recv(None, src, 61) == {"to": c.rank}
+        request.wait()
+    ok("a_probe_does_not_complete_a_synchronous_send")
+
+
+def check_textbook_synchronous_programs_complete(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Every rank Issends then Recvs then Waits; Ssend to itself with a posted Irecv; an Ssend
+    whose receive was posted before the receiver blocked in another secure call, or in a raw
+    MPI call (the progress thread receives and acknowledges it): all complete, as on MPI."""
+    dest, src = (c.rank + 1) % c.size, (c.rank - 1) % c.size
+    for comm in (raw, c):
+        for size in (8, 300_000):
+            request = comm.Issend(np.full(size, 3, "u1"), dest, 62)
+            got = np.zeros(size, "u1")
+            comm.Recv(got, src, 62)
+            request.Wait()
+            assert np.all(got == 3)
+        got = np.zeros(4)
+        posted = comm.Irecv(got, comm.rank, 63)
+        comm.Ssend(np.full(4, 5.0), comm.rank, 63)
+        posted.Wait()
+        assert np.all(got == 5.0)
+        # Every rank's receive is posted, then every rank is in its own Ssend (a secure call)
+        # when the message for that receive arrives.
+        posted = comm.Irecv(got, src, 64)
+        comm.Ssend(np.full(4, 6.0), dest, 64)
+        send = comm.Isend(np.full(4, 7.0), dest, 65)  # (a blocking Send to itself may never return)
+        later = np.zeros(4)
+        comm.Recv(later, src, 65)
+        posted.Wait()
+        send.Wait()
+        assert np.all(got == 6.0) and np.all(later == 7.0)
+    # The receiver waits in a raw MPI Barrier while the sender is in Ssend: only the progress
+    # thread, watching the posted Irecv, can receive and acknowledge it.
+    got = np.zeros(4)
+    posted = c.Irecv(got, src, 66)
+    raw.Barrier()  # every receive is posted
+    if c.rank % 2 == 0:
+        c.Ssend(np.full(4, 8.0), dest, 66)
+        raw.Barrier()
+    else:
+        raw.Barrier()
+        c.Ssend(np.full(4, 8.0), dest, 66)
+    posted.Wait()
+    assert np.all(got == 8.0)
+    ok("textbook_synchronous_programs_complete")
+
+
 def check_cancel_and_get_status(c: SecureComm, raw: MPI.Intracomm) -> None:
     """Cancel of a receive and of an unmatched synchronous send, Get_status without completing."""
     for comm in (raw, c):
@@ -236,6 +318,8 @@ def check_empty_message_is_received_as_none(c: SecureComm, raw: MPI.Intracomm) -
 
 CHECKS = [
     check_issend_completes_only_once_matched,
+    check_a_probe_does_not_complete_a_synchronous_send,
+    check_textbook_synchronous_programs_complete,
     check_cancel_and_get_status,
     check_dropped_request_leaves_no_posted_receive,
     check_mpi_class_level_calls_complete_secure_requests,

@@ -50,3 +50,23 @@ def test_ci_modules_each_pass_nine_tenths_of_what_raw_passes_and_never_hang(tmp_
     for row in json.loads(table.read_text()):
         raw, secure = _passed(row["raw"]), _passed(row["secure"])
         assert raw > 0 and secure >= 0.9 * raw, (row["module"], secure, raw, row["secure"]["failures"])
+
+
+@pytest.mark.timeout(300)
+def test_mpi4pys_probe_tests_pass_a_probe_never_completes_a_synchronous_send(tmp_path: Path) -> None:
+    """mpi4py's testProbe and testProbeCancel (test_p2p_obj, test_p2p_buf): Issend, Probe, the
+    request still pending, then the receive completes it (comm/synchronous.py; they failed
+    while a probe completed the Issend)."""
+    table = tmp_path / "table.json"
+    only = ["-k", "testProbe", "-m", "test_p2p_obj", "test_p2p_buf"]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "-n", "2", *LIMITS, "--json", str(table), *only],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for row in json.loads(table.read_text()):
+        raw, secure = _passed(row["raw"]), _passed(row["secure"])
+        assert raw > 0 and secure == raw, (row["module"], secure, raw, row["secure"]["failures"])

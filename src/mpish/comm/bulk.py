@@ -75,6 +75,7 @@ from ..wire.noise import TAGLEN
 from ..wire.record import (
     FLAG_CONTINUATION,
     FLAG_MORE,
+    FLAG_SYNC,
     HEADER,
     HEADER_SIZE,
     MAX_RECORD_PAYLOAD,
@@ -169,9 +170,9 @@ class LongMessages:
         receiver that got the first record can always drain the rest (module doc).
         """
         size = len(data)
-        first = sealer.seal(_TOTAL.pack(size), channel=tag, flags=FLAG_MORE)
-        isend = self.comm.Issend if synchronous else self.comm.Isend  # Ssend: complete once matched
-        requests: list[Any] = [isend([first, MPI.BYTE], dest, tag)]
+        flags = FLAG_MORE | FLAG_SYNC if synchronous else FLAG_MORE  # SYNC: acknowledged (synchronous.py)
+        first = sealer.seal(_TOTAL.pack(size), channel=tag, flags=flags)
+        requests: list[Any] = [self.comm.Isend([first, MPI.BYTE], dest, tag)]
         buffers: list[Any] = [first]
         chunk = _chunk(size)
         bulk_isend = self.bulk.Isend

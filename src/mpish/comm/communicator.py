@@ -1,10 +1,8 @@
 """SecureComm: mpi4py's intracommunicator methods over authenticated, encrypted records.
 
 Records and progress are the lane's (lane.py), collectives the mixin's (collectives.py).
-``Ssend``/``Issend`` (and their object and persistent forms) send the first record with
-MPI's synchronous mode, so they complete only once a receive matched it, as in MPI; but
-a probe authenticates a message by receiving it, so a ``Probe``/``Iprobe`` of the
-message completes the synchronous send too (in MPI only the receive does).
+``Ssend``/``Issend`` (and their object and persistent forms) complete once the receiver's
+receive (not a probe) took the message, as in MPI: it acknowledges it (synchronous.py).
 Its public methods hold one lock (handles.py: a progress thread completes requests while the
 program waits inside MPI), so calls from several threads run one at a time; a blocking call
 holds it while it blocks, so threads must not wait on each other's secure calls (as under
@@ -26,11 +24,12 @@ from ..wire.record import SMALL_RECORD
 from .buffers import _PLAIN_BUFFERS as PLAIN_BUFFERS
 from .buffers import Unsupported, byte_view, derived, set_status, unpack
 from .handles import lock_public_methods
-from .lane import _ACTIVE, Early, Lane, Stats, wait_all
+from .lane import _ACTIVE, Early, Lane, Stats
 from .messages import SecureMessage
 from .nonblocking import NonBlocking
 from .requests import PersistentRequest, SecureRequest
 from .secret import LANES, CommSecret
+from .synchronous import Acks, issend, ssend
 
 _EMPTY = memoryview(b"")
 _NO_BUFFER = object()
@@ -63,6 +62,7 @@ class SecureComm(NonBlocking):
         self._bsend_buffer: Any = None
         self._p2p = Lane(p2p, p2p_bulk, keys, LANES[0], self._stats)
         self._coll = Lane(coll, coll_bulk, keys, LANES[1], self._stats)
+        self._p2p.acks = Acks(coll_bulk, keys, self._stats)  # on coll_bulk: synchronous.py says why
         # The last small numpy array sent / received into, and its flat byte view (_small_view).
         # Both start as a private object that no caller can pass (None is a legal buffer).
         self._sent: Any = _NO_BUFFER
@@ -205,9 +205,8 @@ class SecureComm(NonBlocking):
         return view
 
     def Ssend(self, buf: Any, dest: int, tag: int = 0) -> None:
-        """Synchronous: returns once the receiver matched the message (MPI's Issend underneath)."""
-        requests, _ = self._p2p.isend(byte_view(buf, writable=False), dest, tag, synchronous=True)
-        wait_all(requests)
+        """Synchronous: returns once the receiver's receive took the message (synchronous.py)."""
+        ssend(self._p2p, byte_view(buf, writable=False), dest, tag)
 
     Bsend = Send
     Rsend = Send
@@ -234,8 +233,8 @@ class SecureComm(NonBlocking):
         return SecureRequest(self._p2p, sends=requests, buffers=buffers)
 
     def Issend(self, buf: Any, dest: int, tag: int = 0) -> SecureRequest:
-        requests, buffers = self._p2p.isend(byte_view(buf, writable=False), dest, tag, synchronous=True)
-        return SecureRequest(self._p2p, sends=requests, buffers=buffers)
+        requests, buffers, ack = issend(self._p2p, byte_view(buf, writable=False), dest, tag)
+        return SecureRequest(self._p2p, sends=requests, buffers=buffers, ack=ack)
 
     Ibsend = Isend
     Irsend = Isend

@@ -34,7 +34,7 @@ from mpi4py import MPI
 
 from ..transport.mpi import discard
 from ..wire.errors import RemoteProtocolError, ReplayError
-from ..wire.record import FLAG_CONTINUATION, HEADER_SIZE, SMALL_RECORD, Opener, Sealer
+from ..wire.record import FLAG_CONTINUATION, FLAG_MORE, FLAG_SYNC, HEADER_SIZE, SMALL_RECORD, Opener, Sealer
 from .buffers import matches, mpi_error, mpi_truncate
 from .bulk import LongMessages
 from .limits import (
@@ -51,6 +51,7 @@ from .limits import (
 )
 from .posted import _ACTIVE, PerPeer, PostedReceives, PostedRecv, progress, wait_all
 from .secret import CommSecret
+from .synchronous import Acks, acknowledge, owed
 
 __all__ = [
     "FIRST_MAX",
@@ -127,9 +128,12 @@ class Lane(PostedReceives, LongMessages):
         self._tag = self._status.Get_tag
         self.posted: list[PostedRecv] = []
         self.early: list[Early] = []
+        self.acks: Acks | None = None  # the point-to-point lane's synchronous sends (synchronous.py)
 
     def free(self) -> None:
         _ACTIVE.discard(self)
+        if self.acks is not None:
+            self.acks.free()
         for comm in (self.comm, self.bulk):
             if comm != MPI.COMM_NULL:
                 comm.Free()
@@ -175,14 +179,13 @@ class Lane(PostedReceives, LongMessages):
     ) -> tuple[list[Any], list[Any]]:
         """Nonblocking send: every record sealed now into its own buffer, all posted.
 
-        ``synchronous``: the first record goes by MPI's Issend (Ssend's mode: complete once matched)."""
+        ``synchronous``: the first record is flagged SYNC (its receive acknowledges it: synchronous.py)."""
         sealer = self.sealer_for(dest, tag)
         if sealer is None:
             return [], []
         if len(data) <= SINGLE_MAX:
-            record = sealer.seal(data, channel=tag)
-            isend = self.comm.Issend if synchronous else self.comm.Isend
-            return [isend([record, MPI.BYTE], dest, tag)], [record]
+            record = sealer.seal(data, channel=tag, flags=FLAG_SYNC if synchronous else 0)
+            return [self.comm.Isend([record, MPI.BYTE], dest, tag)], [record]
         return self.post_long(sealer, data, dest, tag, pooled=False, synchronous=synchronous)
 
     # -- receiving
@@ -292,9 +295,16 @@ class Lane(PostedReceives, LongMessages):
         return None
 
     def process(
-        self, record: memoryview | bytearray, source: int, tag: int, sink: memoryview | None
+        self,
+        record: memoryview | bytearray,
+        source: int,
+        tag: int,
+        sink: memoryview | None,
+        probing: bool = False,
     ) -> Result:
         """Authenticate a first record from (source, tag), then its continuation records.
+
+        A synchronous message is acknowledged here, unless a probe (``probing``) took it.
 
         ``open_fields`` checks session, sender and receiver (the Opener is chosen by the MPI
         source) and the tag before anything is released; the channel is checked here before
@@ -322,8 +332,11 @@ class Lane(PostedReceives, LongMessages):
         if counter <= last.get(key, -1):
             raise ReplayError(f"record {counter} from rank {source} on tag {tag} is a replay or out of order")
         last[key] = counter
-        if flags:  # the first record of a message of several records
-            return self._long(plain, source, tag, sink)
+        if flags:  # synchronous, or the first record of a message of several records
+            if flags & FLAG_SYNC and not probing:
+                acknowledge(self, source, tag, counter)
+            if flags & FLAG_MORE:
+                return self._long(plain, source, tag, sink)
         return _deliver(source, tag, plain, sink)
 
     def probe(self, source: int, tag: int, *, block: bool) -> Early | None:
@@ -351,12 +364,12 @@ class Lane(PostedReceives, LongMessages):
             message.Recv([buf, MPI.BYTE])
             self.flush_posted(s, t, len(self.posted))
             try:
-                _, _, _, data = self.process(buf, s, t, None)
+                _, _, _, data = self.process(buf, s, t, None, probing=True)
             except RECORD_ERRORS as exc:
                 self.stats.reject(exc)
                 continue
             assert data is not None
-            early = Early(s, t, data)
+            early = Early(s, t, data, owed(self, buf, s, t))  # its receive acknowledges a synchronous one
             self.early.append(early)
             return early
 

@@ -61,9 +61,14 @@ class Early:
     source: int
     tag: int
     data: bytes | bytearray
+    ack: Callable[[], None] | None = None  # a synchronous message: its receive acknowledges it
 
 
 def deliver_early(early: Early, sink: memoryview | None) -> Result:
+    """Receive a probed message (into ``sink``, or as bytes when None)."""
+    if early.ack is not None:  # received now, even if it does not fit (MPI's receive matched it)
+        ack, early.ack = early.ack, None
+        ack()
     n = len(early.data)
     if sink is None:
         return early.source, early.tag, n, early.data

@@ -36,6 +36,7 @@ from .handles import (
 )
 from .lane import _ACTIVE, Lane, PostedRecv, progress, wait_all
 from .persistent import PersistentRequest as PersistentRequest  # re-exported: communicator.py
+from .synchronous import Pending
 
 
 class SecureRequest(MPI.Grequest):
@@ -58,9 +59,11 @@ class SecureRequest(MPI.Grequest):
         posted: PostedRecv | None = None,
         is_object: bool = False,
         value: Any = None,
+        ack: Pending | None = None,
     ) -> None:
         self._lane = lane
         self._sends = sends or []
+        self._ack = ack  # a synchronous send: complete once its receiver acknowledged it
         self._buffers = buffers  # keep the records alive until the sends complete
         self._posted = posted
         self._is_object = is_object
@@ -68,7 +71,7 @@ class SecureRequest(MPI.Grequest):
         self._cancelled = False  # Cancel cancelled the receive
         self._outcome: tuple[Any, ...] | None = None  # (result, obj, error) once settled
         self._value = value
-        if not self._sends and posted is None:
+        if not self._sends and posted is None and ack is None:
             self._settle()  # complete already (a collective run at the call, a probed message)
         else:
             watch(self)
@@ -170,12 +173,13 @@ class SecureRequest(MPI.Grequest):
             return True
         if self._posted is not None and not self._lane.complete(self._posted, block=block):
             return False
-        if not self._sends:
-            return True
-        if block:
-            wait_all(self._sends)
-            return True
-        if MPI.Request.Testall(self._sends):
+        if self._sends:
+            if block:
+                wait_all(self._sends)
+            elif not MPI.Request.Testall(self._sends):
+                progress()
+                return False
+        if self._ack is None or self._ack.arrived(block=block):
             return True
         progress()
         return False

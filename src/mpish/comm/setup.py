@@ -21,7 +21,7 @@ Theory of operation
    The prologue of each handshake binds protocol name and version, the job id, the
    ordered pair (child, parent), the communicator size and the ``MPI.COMM_WORLD`` ranks
    of child, parent and the communicator's rank 0 (service
-   ``"mpish.comm.tree.v2:<size>:<world child>,<world parent>,<world rank 0>"``,
+   ``"mpish.comm.tree.v3:<size>:<world child>,<world parent>,<world rank 0>"``,
    wire/channel.py's :class:`Binding`); each side computes the world ranks locally
    (``Group.Translate_ranks``), so a keyless rank that relays setup messages between two
    communicators it belongs to (it is a child in one and a parent in the other) fails
@@ -112,8 +112,9 @@ from .secret import SECRET_SIZE, CommSecret, key_report_size, open_keys, seal_ke
 
 PROTOCOL = "Noise_KK_25519_AESGCM_SHA256"
 # the record format secure() speaks is part of the name: ranks of an mpish whose records differ
-# (v2: continuation records carry FLAG_CONTINUATION) fail the setup instead of losing long messages
-SERVICE = "mpish.comm.tree.v2"
+# (v2: continuation records carry FLAG_CONTINUATION; v3: synchronous sends await the receiver's
+# acknowledgement) fail the setup instead of losing long messages or hanging in Ssend
+SERVICE = "mpish.comm.tree.v3"
 SETUP_TAG = 1
 SLOT = 160  # bytes per setup message: status, a public key or job id and key, a handshake record
 HANDSHAKE_SLOT = SLOT

@@ -8,7 +8,8 @@ Every record is a fixed 44-byte header followed by a body::
          0    1 version        (1)
          1    1 type           HANDSHAKE=1, DATA=2, CLOSE=3
          2    1 flags          bit 0: MORE, the message continues in the next record;
-                               bit 1: CONTINUATION, not the first record of its message
+                               bit 1: CONTINUATION, not the first record of its message;
+                               bit 2: SYNC, its receiver acknowledges it (comm/synchronous.py)
          3    1 reserved       (0)
          4   16 session id     random per job / connection, bound in the handshake prologue
         20    4 sender         endpoint id (MPI rank) of the writer
@@ -62,7 +63,8 @@ HEADER_SIZE = HEADER.size  # 44
 VERSION = 1
 FLAG_MORE = 0x01
 FLAG_CONTINUATION = 0x02  # authenticated (in the header): a record's role cannot be changed in transit
-KNOWN_FLAGS = FLAG_MORE | FLAG_CONTINUATION
+FLAG_SYNC = 0x04  # authenticated too: a synchronous send's first record, acknowledged when received
+KNOWN_FLAGS = FLAG_MORE | FLAG_CONTINUATION | FLAG_SYNC
 SESSION_SIZE = 16
 MAX_ENDPOINT = 2**32 - 1
 MAX_CHANNEL = 2**32 - 1
