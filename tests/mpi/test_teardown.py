@@ -157,6 +157,28 @@ def test_killed_console_leaves_no_server_or_launcher(tmp_path: Path) -> None:
         _kill_all(processes)
 
 
+def test_a_killed_console_whose_servers_cannot_end_their_shells_leaves_no_command_behind(
+    tmp_path: Path,
+) -> None:
+    """Stopped servers cannot end their shells, so the watchers kill them: the shells' commands
+    (``sleep 600``) went with them only if the watchers read the whole tree first (a loaded
+    machine showed the same as a rare leftover of the plain SIGKILL test)."""
+    proc, processes = _start_session(tmp_path)
+    try:
+        named = {pid for pid, command in processes.items() if b"mpish.shell.mpi_server" in command}
+        relays = {_parent(pid) for pid in named} & named  # under hydra each server has an exit relay
+        servers = named - relays
+        assert servers, _describe(set(processes))
+        for server in servers:
+            os.kill(server, signal.SIGSTOP)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        left = _remaining(set(processes), 30)
+        assert not left, f"left behind after SIGKILL of the console:\n{_describe(left)}"
+    finally:
+        _kill_all(processes)
+
+
 @pytest.mark.parametrize("delay", [0.3, 0.45, 0.6])
 def test_ctrl_c_while_the_servers_start_leaves_nothing_behind(tmp_path: Path, delay: float) -> None:
     """Ctrl-C in the first second (servers spawned, not yet admitted) used to leave both servers

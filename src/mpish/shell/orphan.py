@@ -101,9 +101,24 @@ def end_launcher_tree(launcher: int) -> None:
         return
     for proxy in children(launcher):
         for rank in children(proxy):
+            if b"mpish.shell.mpi_server" in cmdline(rank):
+                end_below(rank)
             signal_if(rank, lambda pid: b"mpish.shell.mpi_server" in cmdline(pid), signal.SIGKILL)
         signal_if(proxy, is_proxy, signal.SIGKILL)
     signal_if(launcher, is_singleton_launcher, signal.SIGKILL)
+
+
+def end_below(server: int) -> None:
+    """SIGKILL every process under ``server`` but this one: its shell and what the shell runs.
+
+    The whole tree is read before anything is killed: a command whose shell died first would
+    be re-parented out of it and outlive the session (``sleep 600`` left behind when the
+    console's watcher killed a server that had not ended its shell in time).
+    """
+    me = os.getpid()
+    for pid in descendants(server):
+        if pid != me:
+            signal_if(pid, lambda candidate: candidate != me, signal.SIGKILL)
 
 
 def read_launcher_pid(wrapper: Path) -> int:
@@ -176,14 +191,22 @@ def watch(console: int, server: int, grace: float) -> None:
             if server_fd in ready:
                 return
         log.debug("console %d gone; server %d gets %g s to end by itself", console, server, grace)
-        if exited(server_fd, grace):
-            return
-        log.debug("server %d still there: ending it, its shell and its launcher", server)
-        end_session_launcher(server)
-        for child in children(server):  # its shell, if the server could not end it
-            if child != os.getpid():  # this watcher is a child of the server too
-                signal_if(child, lambda pid: parent(pid) == server, signal.SIGKILL)
-        signal_pidfd(server_fd, signal.SIGKILL)
+        # its shell and the shell's commands, read now: if the server is killed before it has
+        # ended them (hydra's proxy SIGKILLs its process group once mpiexec is gone), they are
+        # re-parented out of its tree, and only these pidfds still reach them
+        me = os.getpid()
+        below = [fd for pid in descendants(server) if pid != me and (fd := pidfd(pid)) is not None]
+        try:
+            if not exited(server_fd, grace):
+                log.debug("server %d still there: ending it, its shell and its launcher", server)
+                end_session_launcher(server)
+                signal_pidfd(server_fd, signal.SIGKILL)
+            for fd in below:  # what the server did not end, whether it ended by itself or not
+                if not exited(fd):
+                    signal_pidfd(fd, signal.SIGKILL)
+        finally:
+            for fd in below:
+                os.close(fd)
     finally:
         for fd in (server_fd, console_fd):
             if fd is not None:
