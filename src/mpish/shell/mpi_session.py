@@ -69,7 +69,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from mpish import keys
@@ -92,7 +92,7 @@ from .launch_env import (
     owned_launcher,
     prepare_singleton,
 )
-from .segments import clear_own_names, mapped_segments, remove_ours
+from .segments import Segment, clear_own_names, mapped_segments, remove_ours
 from .session import Peer, Session, end_on_termination
 
 if TYPE_CHECKING:  # mpi4py is imported at run time by mpi() alone: it initialises MPI
@@ -130,6 +130,7 @@ class MpiSession(Session):
     parent_intercomm: MPI.Intercomm | None = None  # embedded mode: the spawn intercommunicator
     launcher_pid: int = 0  # embedded mode under MPICH: the singleton's mpiexec (0 = unknown)
     failures_seen: int = 0  # the link's process_failures already reported by failure_notice
+    segments: list[Segment] = field(default_factory=list)  # embedded: MPICH's, mapped at the start
 
     def failure_notice(self) -> bool:
         """hydra's notice (SIGUSR1), or a process failure MPI reported on the link (ULFM)."""
@@ -150,7 +151,7 @@ class MpiSession(Session):
             ranks = ", ".join(map(str, lost))
             Reporter().say(f"rank {ranks} was lost, so MPI cannot end the job normally; aborting it")
             if self.launcher_pid:  # never a lost server: its pid may have been reused by now
-                end_embedded_job(self.launcher_pid, local)
+                end_embedded_job(self.launcher_pid, local, self.segments)
             if failed_ranks(self.comm):
                 leave_failed_job()
             abort(self.comm, quiet=True)
@@ -184,7 +185,7 @@ def await_launcher_settled(servers: list[int], launcher: int, timeout: float = S
         time.sleep(0.005)
 
 
-def end_embedded_job(launcher: int, servers: list[int]) -> NoReturn:
+def end_embedded_job(launcher: int, servers: list[int], known: list[Segment]) -> NoReturn:
     """End a session MPI cannot finalize (a rank died): its launcher, then its servers, then us.
 
     MPI_Abort is no good here: with ``-disable-auto-cleanup`` the singleton's mpiexec and
@@ -192,9 +193,11 @@ def end_embedded_job(launcher: int, servers: list[int]) -> NoReturn:
     their orphan watchers, each saying so (measured: "rank 3: the console is gone" after
     our line). Both launcher processes were started for this session alone (checked as
     :func:`mpish.shell.orphan.end_session_launcher` does); every channel is closed, so the
-    servers' commands and shells have already ended.
+    servers' commands and shells have already ended. The shared memory removed is what the
+    session had mapped at its start (``known``: a segment only the lost rank mapped, as over
+    TCP, is no longer in any living process's maps) and what the living ones map now.
     """
-    segments = mapped_segments([os.getpid(), *servers])  # no finalize will remove them
+    segments = [*known, *mapped_segments([os.getpid(), *servers])]  # no finalize will remove them
     command = cmdline(launcher)
     if command and command[0].endswith(b"mpiexec") and b"-pmi_args" in command:
         for pid in (*children(launcher), launcher):
@@ -350,6 +353,10 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
             shutil.rmtree(config, ignore_errors=True)
     session = _console_handshakes(comm, parent_intercomm, report, identity)
     session.launcher_pid = launcher_pid
+    if launcher_pid:  # what the session mapped, read while every server lives (end_embedded_job)
+        here = socket.gethostname()
+        session.segments = mapped_segments(
+            [os.getpid(), *(peer.pid for peer in session.peers.values() if peer.pid and peer.host == here)])
     end_on_termination()
     return session
 
