@@ -19,8 +19,8 @@ def test_a_lost_servers_pid_is_never_signalled_at_the_end(monkeypatch: pytest.Mo
     """Its pid may have been reused by an unrelated process since it died (security review)."""
     ended: list[Any] = []
 
-    def end(launcher: int, servers: list[int]) -> None:
-        ended.append((launcher, servers))
+    def end(launcher: int, servers: list[int], known: list[Any]) -> None:
+        ended.append((launcher, servers, known))
         raise Ended
 
     monkeypatch.setattr(mpi_session, "end_embedded_job", end)
@@ -34,4 +34,4 @@ def test_a_lost_servers_pid_is_never_signalled_at_the_end(monkeypatch: pytest.Mo
     session = mpi_session.MpiSession(link=None, peers=peers, comm=object(), launcher_pid=99)  # type: ignore[arg-type]
     with pytest.raises(Ended):
         session.finish()
-    assert ended == [(99, [4101])]
+    assert ended == [(99, [4101], [])]  # no segments recorded at this session's start
