@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -118,3 +119,14 @@ def session_processes(home: Path) -> dict[int, bytes]:
             if mark in (entry / "environ").read_bytes() and alive(int(entry.name)):
                 found[int(entry.name)] = (entry / "cmdline").read_bytes()
     return found
+def kill_session(console_group: int, home: Path) -> None:
+    """SIGKILL the console's process group and every process left of its session (by MPISH_HOME),
+    each only if still the process found (a reused pid is spared)."""
+    with contextlib.suppress(OSError):
+        os.killpg(console_group, signal.SIGKILL)
+    for pid, command_line in session_processes(home).items():
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == command_line:
+                os.kill(pid, signal.SIGKILL)
+
+

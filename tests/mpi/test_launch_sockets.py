@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shell_util import MPI, MPISH, make_home, session_processes, shell_env
+from shell_util import MPI, MPISH, kill_session, make_home, session_processes, shell_env
 
 pytestmark = pytest.mark.mpi
 
@@ -70,12 +69,7 @@ def test_an_embedded_session_listens_on_no_address_of_the_host_but_loopback(tmp_
             assert len([address for address in ours if address.startswith("0.0.0.0:")]) <= 2, ours
         assert proc.wait(timeout=60) == 0, err.read_text(errors="replace")
     finally:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        for pid, command_line in session_processes(home).items():
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}/cmdline").read_bytes() == command_line:
-                    os.kill(pid, signal.SIGKILL)
+        kill_session(proc.pid, home)
 
 
 def test_the_servers_commands_see_the_users_environment_not_the_loopback_settings(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shell_util import MPI, MPISH, make_home, session_processes, shell_env
+from shell_util import MPI, MPISH, kill_session, make_home, session_processes, shell_env
 
 pytestmark = [
     pytest.mark.mpi,
@@ -138,9 +138,4 @@ def test_a_session_killed_with_sigkill_leaves_none_of_its_shared_memory(tmp_path
         assert not session_processes(home)
         assert not _still_there(segments), err.read_text(errors="replace")
     finally:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        for pid, command_line in session_processes(home).items():
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}/cmdline").read_bytes() == command_line:
-                    os.kill(pid, signal.SIGKILL)
+        kill_session(proc.pid, home)

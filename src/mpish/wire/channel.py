@@ -266,14 +266,19 @@ class SecureChannel:
 
     # -- sending
 
-    def send(self, data: bytes | bytearray | memoryview, channel: int = 0) -> list[bytes | bytearray]:
-        """Seal one message on ``channel``; return its records (several if it is large)."""
+    def _data_sealer(self, channel: int) -> Sealer:
+        """The sealer, if user data may be sent now on ``channel``; else the error that says why."""
         sealer = self._sealer
         if not self._can_send or sealer is None:
             self._check_usable()
             raise LocalProtocolError(f"cannot send data in state {self.state.value}")
         if channel == CONTROL_CHANNEL:
             raise LocalProtocolError("channel 0xFFFFFFFF is reserved")
+        return sealer
+
+    def send(self, data: bytes | bytearray | memoryview, channel: int = 0) -> list[bytes | bytearray]:
+        """Seal one message on ``channel``; return its records (several if it is large)."""
+        sealer = self._data_sealer(channel)
         size = len(data)
         if size > self.max_message:
             raise LocalProtocolError(f"message of {size} bytes exceeds max_message {self.max_message}")
@@ -295,12 +300,7 @@ class SecureChannel:
                   channel: int) -> int:
         """:meth:`send` of a message that fits one record, sealed into ``out`` (a reused
         buffer: no allocation, no zero-fill); return the record's size."""
-        sealer = self._sealer
-        if not self._can_send or sealer is None:
-            self._check_usable()
-            raise LocalProtocolError(f"cannot send data in state {self.state.value}")
-        if channel == CONTROL_CHANNEL:
-            raise LocalProtocolError("channel 0xFFFFFFFF is reserved")
+        sealer = self._data_sealer(channel)
         try:
             return sealer.seal_into(out, data, channel=channel)
         except MpishError as exc:
