@@ -5,6 +5,7 @@ without MPI or ssh."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 import time
@@ -172,3 +173,49 @@ def test_the_console_drops_answers_out_of_place_and_its_command_still_ends() -> 
             assert results[1].exit == cmd_id and sink.out == b"out\n"
             assert peer.alive and console.machines[1].state is ConsoleState.IDLE
         thread.join(timeout=10)
+
+
+def test_output_in_flight_at_a_ctrl_c_is_not_shown_and_what_the_command_writes_after_the_signal_is() -> None:
+    """The console's side of Signalled: output sent between the user's Ctrl-C and the server's
+    Signalled (in flight when the key was typed: millions of lines of ``yes`` behind a window)
+    is counted, not shown, as a terminal discards its output queue; what follows is shown and
+    the amount dropped is said once the command ends (the server is played by hand)."""
+    with pipe_pair() as pipes:
+        fake = Client(pipes.server_link, pipes.server)
+        peer = Peer(1, pipes.console, "fake", ready=True)
+        err = io.StringIO()
+        console = Console(PipeSession(pipes.console_link, {1: peer}), err=err)  # type: ignore[arg-type]
+        sink = Sink()
+        console.interrupt_key = lambda: sink.out == b"before\n"  # Ctrl-C once the first line is shown
+
+        def serve() -> None:
+            fake.until(lambda: any(isinstance(m, p.Run) for _, m in fake.seen))
+            fake.link.send_all(0, pipes.server.send(b"before\n", p.STDOUT))
+            fake.until(lambda: any(isinstance(m, p.Interrupt) for _, m in fake.seen))
+            fake.link.send_all(0, pipes.server.send(b"in flight\n" * 1000, p.STDOUT))
+            fake.link.send_all(0, pipes.server.send(b"in flight too\n", p.STDERR))
+            fake.send(p.Signalled(1))
+            fake.link.send_all(0, pipes.server.send(b"after the signal\n", p.STDOUT))
+            fake.send(p.Done(1, 130, 0, 0.0, "/", False, 0, "", ""))
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        results = console.run("yes", [1], sink)
+        thread.join(timeout=10)
+    assert results[1].exit == 130
+    assert sink.out == b"before\nafter the signal\n"
+    assert "interrupting @1" in err.getvalue()
+    assert "@1: 10014 bytes of output in flight at the Ctrl-C not shown" in err.getvalue()
+
+
+def test_a_server_answers_an_interrupt_with_signalled_before_the_commands_done(client: Client) -> None:
+    # "started" comes from the program itself: it has exec'd when the Interrupt comes (a Ctrl-C
+    # while bash is between its builtin echo and the fork of sleep is lost, as at a terminal)
+    client.send(p.Run(1, "sh -c 'echo started; exec sleep 30'", 0, False))
+    client.until(lambda: b"started" in client.output())
+    client.send(p.Interrupt(1))
+    client.until(lambda: client.done(1) is not None)
+    kinds = [type(m) for _, m in client.seen if isinstance(m, (p.Signalled, p.Done))]
+    assert kinds == [p.Signalled, p.Done]
+    done = client.done(1)
+    assert done is not None and (done.exit, done.signal) == (130, 2), done

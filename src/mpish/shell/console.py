@@ -8,6 +8,11 @@ the backoff of :mod:`mpish.transport.mpi`, so it never busy-waits in MPI; over s
 ``poll`` on the pipes). Ctrl-C during a command
 raises KeyboardInterrupt in that loop; the console then sends :class:`Interrupt` to
 every rank still running and keeps waiting for their ``Done`` (the session goes on).
+Output that was in flight at the Ctrl-C (up to a window per server: millions of lines
+of ``yes``) is discarded, as a terminal discards its output queue: from the Interrupt
+until the server's :class:`Signalled` (sent once it has signalled the command, after
+everything it had sent before) a rank's output is counted, not shown, and the amount is
+said once the command ends. What the command writes after the signal is shown.
 
 Bulk bytes are flow-controlled in both directions (protocol.WINDOW per server): the
 console returns :class:`Credit` for output it has written to its sink, and sends a put
@@ -253,9 +258,16 @@ class Console:
 
     def _show_output(self, payload: tuple[int, Output]) -> None:
         rank, output = payload
-        if self._run is not None:
-            self._run.sink.output(rank, output.stream, output.data)
+        run = self._run
+        if run is not None and not run.in_flight_at_interrupt(rank, len(output.data)):
+            run.sink.output(rank, output.stream, output.data)
         self._consumed(rank, len(output.data))
+
+    def _signalled(self, payload: tuple[int, p.Signalled]) -> None:
+        rank, message = payload
+        if self._run is None or message.cmd_id != self._run.cmd_id:
+            raise Refused(f"Signalled of command {message.cmd_id} refused: it is not the one running")
+        self._run.signalled(rank)
 
     def _route_message(self, payload: Payload) -> None:
         if self._route is not None:
@@ -386,6 +398,8 @@ class Console:
             if not quiet:
                 print(f"\nmpish: interrupting {self.describe(running)} {hint}", file=self.err)
                 run.interrupted.update(running)  # a command that handles it is said to (outcome.py)
+                for rank in running:  # until its Signalled, what comes was in flight: not shown
+                    run.unsignalled[rank] = run.unsignalled.get(rank, 0) + 1
             for rank in running:
                 self._step(rank, Local.INTERRUPT, p.Interrupt(cmd_id))
 
@@ -410,6 +424,8 @@ class Console:
                 run.results[rank] = lost
                 sink.done(lost)
         sink.finish()
+        if run.discarded:
+            print(f"mpish: {self.describe(sorted(run.discarded))}: {run.discarded_amount()}", file=self.err)
         return run.results
 
     # -- for operations defined in their own modules (console_transfer.py, attach.py, completion.py)

@@ -178,6 +178,7 @@ CONSOLE: dict[tuple[ConsoleState, Event], Step[ConsoleState]] = _table([
     ((_C.RUNNING,), Local.STDIN, "send", None),
     ((_C.RUNNING,), p.Credit, "stdin_credit", None),
     ((_C.RUNNING,), p.Done, "command_done", _C.IDLE),
+    ((_C.RUNNING,), p.Signalled, "signalled", None),
     ((_C.RUNNING, _C.GETTING), Local.INTERRUPT, "send", None),
     ((_C.PUTTING,), Local.PUT_DATA, "send", None),
     ((_C.PUTTING,), p.Credit, "route_message", None),

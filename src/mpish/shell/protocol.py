@@ -6,6 +6,7 @@ console (rank 0) and one shell server. Conversation::
     server  -> console  Hello                               once, after the handshake
     console -> server   Run Input* | Interrupt | Credit | PutStart PutChunk* PutEnd | GetStart
     server  -> console  (raw output chunks)*  Done          for each Run
+                        Signalled                           for each Interrupt of the running command
                         Credit                              for PutChunk and Input bytes written
                         GetChunk* GetEnd                    for each GetStart
                         PutDone                             for each PutEnd
@@ -41,8 +42,9 @@ from typing import Annotated
 from mpish.wire.codec import Codec, MaxLen
 from mpish.wire.message import Frozen, frozen
 
-PROTOCOL_VERSION = 6  # 2: output as raw bytes on channels 1 and 2; 3: Done.note; 4: stdin;
-# 5: pty mode (PtyOpen ... PtyExit), path completion (Complete, Completions); 6: trees (:put -r, :get -r)
+PROTOCOL_VERSION = 7  # 2: output as raw bytes on channels 1 and 2; 3: Done.note; 4: stdin;
+# 5: pty mode (PtyOpen ... PtyExit), path completion (Complete, Completions); 6: trees (:put -r, :get -r);
+# 7: Signalled (output sent before it was in flight at the Ctrl-C: the console discards it)
 CHUNK = (1 << 20) - 256  # bulk bytes per message: one message is one record (record.py)
 WINDOW = 4 * 1024 * 1024  # unacknowledged bulk bytes per server and direction
 CONTROL = 0  # secure-channel channel of the msgpack messages below
@@ -326,8 +328,17 @@ class TreeGet(Frozen):
     path: Path
 
 
+@CODEC.message(28)
+@frozen
+class Signalled(Frozen):
+    """The server has signalled the command (an :class:`Interrupt` of ``cmd_id``): the output
+    sent before this was in flight when the user typed Ctrl-C, what follows was read after."""
+
+    cmd_id: int
+
+
 ShellMessage = (
     Hello | Run | Interrupt | Credit | Done | PutStart | PutChunk | PutEnd | PutDone
     | GetStart | GetChunk | GetEnd | Input | PtyOpen | PtyInput | PtyResize | PtyClose
-    | PtyExit | Complete | Completions | TreePut | Entry | FileEnd | TreeEnd | TreeGet
+    | PtyExit | Complete | Completions | TreePut | Entry | FileEnd | TreeEnd | TreeGet | Signalled
 )

@@ -124,7 +124,7 @@ class ShellServer(ServerTransfers):
                     if not self.console_alive():  # the console died: end the session
                         self._fire(Local.CLOSE, "the console is gone")
                         break
-                if self.command is not None and self.command.killing:
+                if self.command is not None and (self.command.killing or self.command.forks):
                     delay = min(delay, KILLING_POLL)
                 busy = self._wait_pipes(delay) or busy
                 busy = self._check_command() or busy
@@ -268,6 +268,7 @@ class ShellServer(ServerTransfers):
         if command is None or command.cmd_id != message.cmd_id:
             raise Refused(f"Interrupt of {message.cmd_id} refused: the command running is another")
         self.shell.interrupt(command)
+        self._send(p.Signalled(message.cmd_id))  # what was sent before it is discarded (console.py)
 
     def _time_out(self, payload: None) -> None:
         if self.command is not None:
