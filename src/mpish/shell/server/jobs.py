@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mpish.transport.procfs import alive, children, proc_state
+from mpish.transport.procfs import alive, proc_state
 from mpish.wire.message import Frozen, frozen
 
 from .. import protocol as p
 from .bash import (
-    JOB_VARIABLE,
     Bash,
     SyntaxCheck,
     command_line,
@@ -30,6 +29,7 @@ from .bash import (
     state_is_complete,
     write_command,
 )
+from .sigint import LineInterrupt, job_processes
 from .stdin import StdinFeed
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on a timeout
@@ -37,8 +37,6 @@ ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later 
 EXITED = "the shell exited; a new one has the state from before this command"
 RESTARTED = "the command ignored SIGINT: the shell was restarted, state restored from before the command"
 KILLING_POLL = 0.02  # while killing a command, look at its processes this often
-FORK_CHASE = 2.0  # at most this long after a Ctrl-C, a fork caught before its exec is signalled again
-_JOB_TAG = f"{JOB_VARIABLE}=".encode()
 SYNTAX_ERROR = 2  # bash's status for a line that does not parse
 
 
@@ -70,8 +68,7 @@ class Command:  # a plain class, not a dataclass: nothing generated when a serve
     last_signal: int = 0
     signalled_at: float = 0.0
     pids: set[int]  # set in __init__ (one set per command)
-    forks: set[int]  # bash's forks caught before their exec by the Ctrl-C: signalled again once exec'd
-    forks_until: float = 0.0
+    chasing: LineInterrupt | None = None  # the first Ctrl-C's late children are being signalled (sigint.py)
     stdin: StdinFeed | None = None  # the console's stdin, when the Run asked for it
     ended: Ended | None = None  # it could not even start
     stderr: bytes = b""  # what it said without starting (bash's syntax error): sent before its Done
@@ -82,7 +79,6 @@ class Command:  # a plain class, not a dataclass: nothing generated when a serve
         self.started = started
         self.deadline = deadline
         self.pids = set()
-        self.forks = set()
 
     @property
     def end(self) -> bytes:
@@ -199,8 +195,8 @@ class Shell:
         """How the command ended, if it did (bash replaced as needed); else None."""
         if command.ended is not None:
             return command.ended
-        if command.forks:
-            _chase_forks(command)
+        if command.chasing is not None and not command.chasing.chase(command.status is not None):
+            command.chasing = None
         bash = self.bash
         if command.killing:
             return self._check_killed(command, flush)
@@ -288,13 +284,7 @@ class Shell:
         command.interrupted = True
         command.last_signal = signal.SIGINT
         command.signalled_at = time.monotonic()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(bash.pid, signal.SIGINT)  # first: a bash that has it forks nothing more for the line
-        forks, marked = line_children(bash.pid, command.marker)
-        for pid in forks | marked | job_processes(command.marker):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGINT)
-        command.forks, command.forks_until = forks, time.monotonic() + FORK_CHASE
+        command.chasing = LineInterrupt(bash.pid, command.marker)
 
     def _kill(self, command: Command, sig: int) -> None:
         """Stop bash, signal every process of the command (see the package doc)."""
@@ -360,70 +350,3 @@ def _wait_stopped(pid: int) -> None:
         if proc_state(pid) in ("T", "t", "Z", ""):
             return
         time.sleep(0.0001)
-
-
-def line_children(bash_pid: int, marker: str) -> tuple[set[int], set[int]]:
-    """Bash's children that run this command's line: (forks with no marker yet, children
-    with its marker). At a terminal the whole foreground group gets the Ctrl-C at once;
-    found by a /proc scan alone, a ``sleep`` forked just before the SIGINT and exec'd during
-    the scan escaped it, and bash, seeing its child not killed by SIGINT, ran the line on.
-    (Earlier background jobs carry their own command's marker; bash without job control
-    runs them with SIGINT ignored anyway.)"""
-    forks: set[int] = set()
-    marked: set[int] = set()
-    for pid in children(bash_pid):
-        environ = _environ(pid)
-        if environ is None:
-            continue
-        if _JOB_TAG not in environ:
-            forks.add(pid)
-        elif _job_tag(marker) in environ:
-            marked.add(pid)
-    return forks, marked
-
-
-def _chase_forks(command: Command) -> None:
-    """A fork signalled before its exec got the SIGINT in bash's handler, which the exec
-    forgets: once it has exec'd the command's program (it carries the marker), signal it
-    again (the server looks every KILLING_POLL while forks are chased). Subshells never
-    exec: they are let go when they end or after FORK_CHASE seconds."""
-    if time.monotonic() > command.forks_until:
-        command.forks.clear()
-    ours = _job_tag(command.marker)
-    for pid in list(command.forks):
-        environ = _environ(pid)
-        if environ is None or _JOB_TAG in environ:
-            command.forks.discard(pid)
-        if environ is not None and ours in environ:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGINT)
-
-
-def _environ(pid: int) -> bytes | None:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as handle:
-            return handle.read()
-    except OSError:
-        return None
-
-
-def _job_tag(marker: str) -> bytes:
-    return f"{JOB_VARIABLE}={marker}\0".encode()
-
-
-def job_processes(marker: str) -> set[int]:
-    """Pids of our user's live processes started by the command with this marker."""
-    tag = _job_tag(marker)[:-1]
-    found: set[int] = set()
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as handle:
-                environ = handle.read()
-        except OSError:
-            continue
-        if tag + b"\0" in environ and alive(int(name)):
-            found.add(int(name))
-    return found

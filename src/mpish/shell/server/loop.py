@@ -124,7 +124,7 @@ class ShellServer(ServerTransfers):
                     if not self.console_alive():  # the console died: end the session
                         self._fire(Local.CLOSE, "the console is gone")
                         break
-                if self.command is not None and (self.command.killing or self.command.forks):
+                if self.command is not None and (self.command.killing or self.command.chasing):
                     delay = min(delay, KILLING_POLL)
                 busy = self._wait_pipes(delay) or busy
                 busy = self._check_command() or busy
