@@ -58,6 +58,7 @@ import subprocess
 from pathlib import Path
 
 from mpish.transport.frames import grow_pipe
+from mpish.transport.memory import tune_malloc
 
 from .. import protocol as p
 
@@ -65,6 +66,7 @@ STRIP_ENV_PREFIXES = ("PMI_", "PMIX_", "HYDI_", "HYDRA_", "MPIR_", "MPICH_INTERF
 STATUS_FD, OUT_FD, ERR_FD = 200, 201, 202
 JOB_VARIABLE = "__MPISH_JOB"
 STATE_COMPLETE = b"# mpish: state complete\n"
+FIRST_BUFFER = 64 << 10  # an output pipe's first buffer; CHUNK once a read fills it
 PARSE_FILE = "parse"  # in the state directory: what the syntax check needs of the session
 
 _BOOTSTRAP = r"""
@@ -224,19 +226,27 @@ class SyntaxCheck:
 
 
 class OutputStream:
-    """One output pipe of bash: a preallocated buffer, and the end-marker search."""
+    """One output pipe of bash: a reused buffer, and the end-marker search.
+
+    The buffer starts small (:data:`FIRST_BUFFER`: a ``true`` writes only its end marker)
+    and becomes the full record size (``CHUNK``) once a read fills it: bulk output then
+    goes in large reads, and a session that never has any allocates (and zero-fills)
+    no 2 MiB for it."""
 
     def __init__(self, stream: int, fd: int) -> None:
         self.stream = stream
         self.fd = fd
-        self.buffer = bytearray(p.CHUNK)
+        self.buffer = bytearray(FIRST_BUFFER)
         self.view = memoryview(self.buffer)
         self.held = 0  # bytes at the start of the buffer that may begin a marker
         self.ended = False  # the current command's marker was seen
         self.eof = False
+        self.filled = False  # the last read filled all the space it had: grow before the next
 
     def read(self, limit: int) -> int:
         """Read at most ``limit`` bytes after the held ones; bytes now in the buffer."""
+        if self.filled and len(self.buffer) < p.CHUNK:
+            self._grow()
         space = min(limit, len(self.buffer) - self.held)
         try:
             count = os.readv(self.fd, [self.view[self.held : self.held + space]])
@@ -246,7 +256,16 @@ class OutputStream:
             count = 0
         if count == 0:
             self.eof = True
+        self.filled = count == len(self.buffer) - self.held
         return self.held + count
+
+    def _grow(self) -> None:
+        """The full-size buffer, holding the held bytes; malloc tuned for bulk from now on."""
+        tune_malloc()
+        bigger = bytearray(p.CHUNK)
+        bigger[: self.held] = self.buffer[: self.held]
+        self.buffer = bigger
+        self.view = memoryview(bigger)
 
     def split(self, total: int, marker: bytes) -> int:
         """Bytes of the buffer (of ``total``) that are output; sets ``ended`` at the marker."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mpish.transport.link import Channel
+from mpish.transport.memory import tune_malloc
 
 from .. import protocol as p
 from ..conversation import Event, Local, Refused
@@ -239,6 +240,7 @@ class ServerTransfers:
         return True
 
     def _start_put(self, start: p.PutStart) -> None:
+        tune_malloc()  # 1 MiB chunks from now on (a no-op once done)
         self.put = Put(start, self.cwd, digests_needed(self.channel))
 
     def _write_chunk(self, chunk: p.PutChunk) -> None:
@@ -256,6 +258,7 @@ class ServerTransfers:
         self._send(put.finish(end))
 
     def _start_tree_put(self, start: p.TreePut) -> None:
+        tune_malloc()
         self.put = PutTree(start, self.cwd)
 
     def _tree(self, message: p.Entry | p.PutChunk | p.FileEnd | p.TreeEnd) -> PutTree:
@@ -289,9 +292,11 @@ class ServerTransfers:
         self._send(put.finish(end))
 
     def _start_get(self, start: p.GetStart) -> None:
+        tune_malloc()
         self.get = Get(start, self.cwd, digests_needed(self.channel))
 
     def _start_tree_get(self, start: p.TreeGet) -> None:
+        tune_malloc()
         self.get = GetTree(start, self.cwd)
 
     def _interrupt_get(self, message: p.Interrupt) -> None:
