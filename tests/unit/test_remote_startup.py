@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from mpish.shell import protocol as p
+from mpish.shell.ssh_session import REMOTE_ALSO
 from mpish.transport import ship
 from mpish.transport.pipe import PipeLink
 from mpish.wire.events import Message
@@ -31,9 +32,11 @@ NOT_AT_START = ("socket", "secrets", "hashlib", "_hashlib", "hmac", "dataclasses
 # Nor for a whole session that runs `true`: logging (with traceback, linecache, tokenize) while
 # nothing is logged; linecache for the shipped sources (the finder gives them to a traceback);
 # tempfile (random) and shutil (bz2, lzma, fnmatch) for the state directory and bash's path;
-# ctypes, for glibc's malloc tuning, until bulk data flows.
+# ctypes, for glibc's malloc tuning, until bulk data flows; pathlib (urllib.parse, ipaddress)
+# and the transfer modules until a put or get.
 NOT_FOR_TRUE = ("logging", "traceback", "linecache", "tokenize", "tempfile", "random", "shutil", "bz2",
-                "lzma", "ctypes")
+                "lzma", "ctypes", "pathlib", "mpish.shell.server.transfer_files", "mpish.shell.transfer",
+                "mpish.shell.tree")
 
 
 @pytest.fixture
@@ -63,7 +66,7 @@ def modules_loaded_by_a_session_running_true() -> tuple[set[str], list[object]]:
     """Run the shipped server as ``mpish ssh -c true`` does, under ``-X importtime``: the
     payload, the Run right behind it, the answers read, then the close record and the
     hang-up. The modules it imported in all, and the messages it sent."""
-    payload = ship.payload.__wrapped__(ENTRY)  # type: ignore[attr-defined]
+    payload = ship.payload.__wrapped__(ENTRY, also=REMOTE_ALSO)  # type: ignore[attr-defined]
     argv = ship.command([sys.executable, "-I", "-X", "importtime"], ("1", "2"))[1:]
     server = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert server.stdin is not None and server.stdout is not None
@@ -95,7 +98,7 @@ def modules_loaded_by_a_session_running_true() -> tuple[set[str], list[object]]:
     return names, messages
 
 
-def test_a_shipped_server_running_true_loads_no_logging_linecache_tempfile_or_ctypes(cache: Path) -> None:
+def test_a_shipped_server_running_true_loads_no_logging_tempfile_ctypes_or_pathlib(cache: Path) -> None:
     loaded, messages = modules_loaded_by_a_session_running_true()
     assert [type(m).__name__ for m in messages] == ["Hello", "Done"]
     done = messages[1]
@@ -158,3 +161,8 @@ def test_a_frozen_class_takes_defaults_and_generic_bases_as_a_dataclass_does() -
         class Wrong(Frozen):
             first: int = 0
             second: int
+
+
+def test_the_modules_a_server_imports_at_its_first_transfer_are_shipped_too() -> None:
+    shipped = set(ship.closure((ENTRY, *REMOTE_ALSO)))
+    assert {"mpish.shell.server.transfer_files", "mpish.shell.transfer", "mpish.shell.tree"} <= shipped

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from mpish.transport.procfs import alive, proc_state
 from mpish.wire.message import Frozen, frozen
@@ -27,6 +26,7 @@ from .bash import (
     initial_state,
     state_is_complete,
     write_command,
+    write_text,
 )
 from .stdin import StdinFeed
 
@@ -97,9 +97,9 @@ class Shell:
 
     def __init__(self, rank: int, size: int) -> None:
         self.state_dir = private_directory(f"mpish-{rank}-")
-        self.state = self.state_dir / "state"
+        self.state = os.path.join(self.state_dir, "state")
         environ = dict(os.environ, MPISH_RANK=str(rank), MPISH_SIZE=str(size))
-        self.state.write_text(initial_state(environ, os.getcwd()))
+        write_text(self.state, initial_state(environ, os.getcwd()))
         self.cwd = os.getcwd()
         self.executable = which("bash") or "/bin/bash"
         self.syntax = SyntaxCheck(self.executable, self.state_dir)
@@ -131,8 +131,8 @@ class Shell:
             return command
         bash.out.ended = bash.err.ended = False
         bash.out.held = bash.err.held = 0
-        command_file = self.state_dir / "command"
-        fifo = self.state_dir / f"stdin.{command.marker}" if run.stdin else None
+        command_file = os.path.join(self.state_dir, "command")
+        fifo = os.path.join(self.state_dir, f"stdin.{command.marker}") if run.stdin else None
         try:
             write_command(command_file, run.command)
             error = self.syntax.error(command_file, run.command)
@@ -177,8 +177,8 @@ class Shell:
                 command.cwd = cwd
 
     def _adopt_state(self, marker: str) -> None:
-        saved = self.state_dir / f"state.{marker}"
-        if saved.name != f"state.{marker}" or not state_is_complete(saved):
+        saved = os.path.join(self.state_dir, f"state.{marker}")
+        if "/" in marker or not marker or not state_is_complete(saved):  # a name in the directory only
             return
         with contextlib.suppress(OSError):
             os.replace(saved, self.state)
@@ -347,7 +347,7 @@ def temporary_bases() -> list[str]:
     return [os.path.abspath(base) for base in (*named, *shared)] + [os.getcwd()]
 
 
-def private_directory(prefix: str) -> Path:
+def private_directory(prefix: str) -> str:
     """A new directory that only this user can enter, with an unpredictable name (mkdtemp's)."""
     failure: OSError | None = None
     for base in temporary_bases():
@@ -360,7 +360,7 @@ def private_directory(prefix: str) -> Path:
             except OSError as exc:  # not there, not writable: the next base
                 failure = exc
                 break
-            return Path(path)
+            return path
     raise FileNotFoundError(f"no usable temporary directory in {temporary_bases()} ({failure})")
 
 

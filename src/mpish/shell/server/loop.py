@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from mpish.report import Diagnostics
 from mpish.transport.link import Channel, Link
@@ -30,7 +30,10 @@ from ..receive import Waiter, receive
 from .bash import Bash, OutputStream
 from .jobs import KILLING_POLL, Command, Ended, Shell
 from .stdin import StdinFeed
-from .transfers import Get, GetTree, Put, PutTree, ServerTransfers
+from .transfers import ServerTransfers
+
+if TYPE_CHECKING:
+    from .transfer_files import Get, GetTree, Put, PutTree
 
 log = Diagnostics(__name__)
 
