@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "ssh"))
 from sshd_server import SshServer
 
+from mpish.shell import ssh_session
 from mpish.shell.ssh_session import REMOTE_ENTRY
 from mpish.transport import ship
 
@@ -60,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    payload = ship.payload(REMOTE_ENTRY)
+    payload = ship.payload(REMOTE_ENTRY, also=getattr(ssh_session, "REMOTE_ALSO", ()))  # as mpish ssh does
     with tempfile.TemporaryDirectory(prefix="mpish-bench-") as tmp:
         server = SshServer(Path(tmp) / "sshd")
         server.start()

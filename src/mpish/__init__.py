@@ -6,10 +6,9 @@ secure communicator on first use.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())  # diagnostics: report.setup_logging
+# Diagnostics (report.Diagnostics, silent unless report.setup_logging) load logging when needed.
 
 __version__ = "0.1.0"
 

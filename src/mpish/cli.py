@@ -9,7 +9,6 @@ subcommand, write ``_add_<name>(parser)`` and ``_run_<name>(args)`` and list the
 from __future__ import annotations
 
 import argparse
-import logging
 import shlex
 import sys
 from collections.abc import Callable
@@ -265,8 +264,8 @@ def _start_logging(debug: bool, argv: list[str]) -> None:
 
         from mpish import __version__
 
-        logging.getLogger(__name__).debug("mpish %s, Python %s: %s %s", __version__,
-                                          platform.python_version(), PROG, shlex.join(argv))
+        report.Diagnostics(__name__).debug("mpish %s, Python %s: %s %s", __version__,
+                                           platform.python_version(), PROG, shlex.join(argv))
 
 
 def main(argv: list[str] | None = None) -> int:

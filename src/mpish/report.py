@@ -8,8 +8,8 @@ Two channels, kept apart:
   :func:`message` formats one. Front ends and session modules write through here, so
   the prefix and the flushing are written once.
 * **Diagnostics** for whoever debugs mpish: the standard :mod:`logging` module, one
-  logger per module (``logging.getLogger(__name__)``, all under ``mpish``; a module
-  also run with ``python -m`` spells its name, as ``__name__`` is then ``__main__``). Silent
+  logger per module (``Diagnostics(__name__)``, all under ``mpish``; a module also run
+  with ``python -m`` spells its name, as ``__name__`` is then ``__main__``). Silent
   unless asked: ``--debug`` (``mpish``, ``mpish ssh``) or ``MPISH_DEBUG=1`` makes
   :func:`setup_logging` send every record, tagged with the process and the module, to
   stderr. ``--debug`` sets the variable, so the processes mpish starts (spawned shell
@@ -17,23 +17,75 @@ Two channels, kept apart:
 
 Library code (``calls/``, ``comm/``, ``keys/``, ``wire/``, ``transport/``) never writes
 to the terminal: it raises, or logs. Nothing here imports the rest of mpish.
+
+:mod:`logging` itself is imported only once a record may go somewhere (:class:`Diagnostics`):
+with :mod:`traceback`, :mod:`linecache` and :mod:`tokenize` it costs ~3-5 ms of CPU, paid by
+the shipped ``mpish ssh`` server on every host at every start, where a ``true`` logs nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import logging
 
 PROG = "mpish"
 DEBUG_VARIABLE = "MPISH_DEBUG"  # "1": diagnostics on stderr, in this process and its children
 DEBUG_FLAG = "--debug"  # the same for a remote side over ssh (which passes no variable), on its command line
 LOG_FORMAT = "mpish[%(process)d] %(name)s: %(message)s"
 
-_log = logging.getLogger(PROG)
+
+
+def logger(name: str) -> logging.Logger:
+    """The :mod:`logging` logger ``name`` (imports logging); mpish's own records are
+    silent until :func:`setup_logging` (a NullHandler on ``mpish``: no ``lastResort`` output)."""
+    import logging
+
+    root = logging.getLogger(PROG)
+    if not any(isinstance(handler, logging.NullHandler) for handler in root.handlers):
+        root.addHandler(logging.NullHandler())
+    return logging.getLogger(name)
+
+
+class Diagnostics:
+    """One module's diagnostics: its :mod:`logging` logger, looked up at the first record
+    and only if logging is loaded at all.
+
+    While nothing has imported logging, nothing can have configured a handler, and mpish's
+    NullHandler (:func:`logger`) would drop the record: so the record is dropped here, and
+    a process that never logs (the shipped ssh server running ``true``) never loads logging.
+    """
+
+    __slots__ = ("_logger", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._logger: logging.Logger | None = None
+
+    def _target(self) -> logging.Logger | None:
+        if self._logger is None and "logging" in sys.modules:
+            self._logger = logger(self.name)
+        return self._logger
+
+    def debug(self, msg: str, *args: object) -> None:
+        target = self._target()
+        if target is not None:
+            target.debug(msg, *args, stacklevel=2)
+
+    def info(self, msg: str, *args: object) -> None:
+        target = self._target()
+        if target is not None:
+            target.info(msg, *args, stacklevel=2)
+
+    def warning(self, msg: str, *args: object) -> None:
+        target = self._target()
+        if target is not None:
+            target.warning(msg, *args, stacklevel=2)
 
 
 def message(text: str, prog: str = PROG) -> str:
@@ -94,6 +146,9 @@ def setup_logging(debug: bool | None = None) -> bool:
         os.environ[DEBUG_VARIABLE] = "1"
     if not (debug or (debug is None and debugging())):
         return False
+    import logging
+
+    _log = logger(PROG)
     if not any(getattr(handler, "mpish_debug", False) for handler in _log.handlers):
         handler = logging.StreamHandler()  # sys.stderr when a record is written
         handler.setFormatter(logging.Formatter(LOG_FORMAT))

@@ -3,13 +3,15 @@ up to its end marker, whatever the bytes hold (\\x1f, a marker's beginning, bina
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 from fuzz_settings import SETTINGS
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mpish.shell.server.bash import OutputStream
+from mpish.shell import protocol as p
+from mpish.shell.server.bash import FIRST_BUFFER, OutputStream
 
 MARKER = b"\x1f" + b"0123456789abcdef0123456789abcdef" + b"\x1e"
 PIECES = st.one_of(
@@ -18,10 +20,13 @@ PIECES = st.one_of(
 )
 
 
-def read_until_marker(data: bytes, after: bytes, limits: list[int]) -> tuple[bytes, bool]:
-    """Write ``data``, the marker and ``after`` into a pipe; read as the server does."""
+def read_until_marker(data: bytes, after: bytes, limits: list[int],
+                      sizes: list[int] | None = None) -> tuple[bytes, bool]:
+    """Write ``data``, the marker and ``after`` into a pipe; read as the server does
+    (``sizes``: the buffer's size after each read is appended)."""
     read_end, write_end = os.pipe()
     try:
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)  # room for all of it before any read
         os.write(write_end, data + MARKER + after)
         os.close(write_end)
         write_end = -1
@@ -31,6 +36,8 @@ def read_until_marker(data: bytes, after: bytes, limits: list[int]) -> tuple[byt
         while not stream.ended and not stream.eof:
             total = stream.read(limits[step % len(limits)])
             step += 1
+            if sizes is not None:
+                sizes.append(len(stream.buffer))
             count = stream.split(total, MARKER)
             out += stream.view[:count]
             stream.keep_tail(total)
@@ -56,3 +63,16 @@ def test_output_before_the_marker_comes_out_exactly_for_any_bytes_and_read_sizes
 def test_text_without_a_unit_separator_is_forwarded_whole() -> None:
     data = b"a log line with 0123456789abcdef in it\n" * 1000
     assert read_until_marker(data, b"late", [len(data) + len(MARKER)]) == (data, True)
+
+
+def test_the_buffer_grows_to_a_record_once_a_read_fills_it_keeping_a_held_marker_start() -> None:
+    data = os.urandom(FIRST_BUFFER - 5).replace(b"\x1f", b"x")  # the marker straddles the first buffer
+    sizes: list[int] = []
+    assert read_until_marker(data, b"late", [512 << 10], sizes) == (data, True)
+    assert sizes == [FIRST_BUFFER, p.CHUNK]
+
+
+def test_short_output_never_grows_the_buffer() -> None:
+    sizes: list[int] = []
+    assert read_until_marker(b"hello\n", b"", [512 << 10], sizes) == (b"hello\n", True)
+    assert sizes == [FIRST_BUFFER]

@@ -18,10 +18,10 @@ MAX_LINES = 520  # "~500": a module may pass 500 by a docstring paragraph, not b
 ALLOWED = {
     "wire": set(),
     "keys": {"wire"},
-    "transport": {"wire"},
+    "transport": {"wire", "report"},  # report: only its Diagnostics (logging loaded when needed)
     "report": set(),
     "calls": {"wire", "transport", "__version__"},
-    "comm": {"wire", "transport", "keys"},
+    "comm": {"wire", "transport", "keys", "report"},
     "shell": {"wire", "transport", "keys", "report"},
     "ssh": {"calls", "wire", "transport"},
     "cli": {"wire", "keys", "report", "shell", "__version__"},

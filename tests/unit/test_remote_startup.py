@@ -7,16 +7,21 @@ its start-up CPU is the bulk of its work (clush's remote side is ``sh -c true``)
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 import subprocess
 import sys
+import time
 import typing
 from pathlib import Path
 
 import pytest
 
 from mpish.shell import protocol as p
+from mpish.shell.ssh_session import REMOTE_ALSO
 from mpish.transport import ship
+from mpish.transport.pipe import PipeLink
+from mpish.wire.events import Message
 from mpish.wire.message import Frozen, frozen
 
 ENTRY = "mpish.shell.remote"
@@ -24,6 +29,14 @@ ENTRY = "mpish.shell.remote"
 # module (os.uname() gives it), OpenSSL's bindings; dataclasses (with inspect, ast, dis) and
 # the code it generates for each class.
 NOT_AT_START = ("socket", "secrets", "hashlib", "_hashlib", "hmac", "dataclasses", "inspect", "ast")
+# Nor for a whole session that runs `true`: logging (with traceback, linecache, tokenize) while
+# nothing is logged; linecache for the shipped sources (the finder gives them to a traceback);
+# tempfile (random) and shutil (bz2, lzma, fnmatch) for the state directory and bash's path;
+# ctypes, for glibc's malloc tuning, until bulk data flows; pathlib (urllib.parse, ipaddress)
+# and the transfer modules until a put or get.
+NOT_FOR_TRUE = ("logging", "traceback", "linecache", "tokenize", "tempfile", "random", "shutil", "bz2",
+                "lzma", "ctypes", "pathlib", "mpish.shell.server.transfer_files", "mpish.shell.transfer",
+                "mpish.shell.tree")
 
 
 @pytest.fixture
@@ -47,6 +60,51 @@ def modules_loaded_by_the_shipped_server() -> set[str]:
 def test_the_shipped_server_loads_no_socket_hashes_random_names_or_dataclasses_to_start(cache: Path) -> None:
     loaded = modules_loaded_by_the_shipped_server()
     assert sorted(loaded.intersection(NOT_AT_START)) == []
+
+
+def modules_loaded_by_a_session_running_true() -> tuple[set[str], list[object]]:
+    """Run the shipped server as ``mpish ssh -c true`` does, under ``-X importtime``: the
+    payload, the Run right behind it, the answers read, then the close record and the
+    hang-up. The modules it imported in all, and the messages it sent."""
+    payload = ship.payload.__wrapped__(ENTRY, also=REMOTE_ALSO)  # type: ignore[attr-defined]
+    argv = ship.command([sys.executable, "-I", "-X", "importtime"], ("1", "2"))[1:]
+    server = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert server.stdin is not None and server.stdout is not None
+    link = PipeLink(os.dup(server.stdout.fileno()), os.dup(server.stdin.fileno()), rank=0, size=2, peer=1)
+    channel = link.plain_channel()
+    messages: list[object] = []
+    try:
+        link.send_raw(payload)
+        link.send_all(1, channel.send(p.CODEC.encode(p.Run(1, "true", 0.0, False))))
+        deadline = time.monotonic() + 60
+        while not any(isinstance(m, p.Done) for m in messages) and time.monotonic() < deadline:
+            link.progress()
+            link.wait(0.5)
+            for _, record in link.drain():
+                messages += [p.CODEC.decode(event.data) for event in channel.receive_record(record)
+                             if isinstance(event, Message) and event.channel == 0]
+        link.send_all(1, channel.close())
+        link.flush()
+    finally:
+        link.close()
+        server.stdin.close()
+        server.stdout.close()
+        assert server.stderr is not None
+        err = server.stderr.read()  # to its end: the server has exited
+        server.stderr.close()
+        server.wait(timeout=60)
+    names = {line.rpartition("|")[2].strip() for line in err.decode(errors="replace").splitlines()
+             if line.startswith("import time:")}
+    return names, messages
+
+
+def test_a_shipped_server_running_true_loads_no_logging_tempfile_ctypes_or_pathlib(cache: Path) -> None:
+    loaded, messages = modules_loaded_by_a_session_running_true()
+    assert [type(m).__name__ for m in messages] == ["Hello", "Done"]
+    done = messages[1]
+    assert isinstance(done, p.Done) and (done.cmd_id, done.exit, done.error) == (1, 0, "")
+    assert "mpish.shell.server.loop" in loaded
+    assert sorted(loaded.intersection(NOT_FOR_TRUE)) == []
 
 
 def test_protocol_messages_share_methods_written_once_instead_of_generated_code() -> None:
@@ -103,3 +161,8 @@ def test_a_frozen_class_takes_defaults_and_generic_bases_as_a_dataclass_does() -
         class Wrong(Frozen):
             first: int = 0
             second: int
+
+
+def test_the_modules_a_server_imports_at_its_first_transfer_are_shipped_too() -> None:
+    shipped = set(ship.closure((ENTRY, *REMOTE_ALSO)))
+    assert {"mpish.shell.server.transfer_files", "mpish.shell.transfer", "mpish.shell.tree"} <= shipped

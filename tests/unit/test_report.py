@@ -73,3 +73,27 @@ def test_reporter_paints_each_message_when_asked() -> None:
     stream = io.StringIO()
     report.Reporter(stream, paint=lambda line: f"<{line}>").say("unknown built-in :x (see :help)")
     assert stream.getvalue() == "<mpish: unknown built-in :x (see :help)>\n"
+
+
+DIAGNOSTICS = """
+import sys
+from mpish import report
+from mpish.comm import limits  # a library module with a warning (a dropped record)
+assert "logging" not in sys.modules, "loaded before any record"
+limits.log.warning("dropped before logging was loaded")
+assert "logging" not in sys.modules, "loaded for a record nobody can see"
+import logging
+limits.log.warning("no handler: silent, not Python's last resort")
+logging.basicConfig(format="%(name)s %(message)s")
+limits.log.warning("an application's handler sees it")
+report.setup_logging(True)
+report.Diagnostics("mpish.x").debug("debug %s", "on")
+"""
+
+
+def test_diagnostics_load_logging_only_when_a_record_can_be_seen_and_stay_silent_without_handlers() -> None:
+    child = subprocess.run([sys.executable, "-c", DIAGNOSTICS], capture_output=True, text=True, check=True)
+    lines = child.stderr.splitlines()
+    assert lines[0] == "mpish.comm an application's handler sees it", child.stderr
+    assert any(line.endswith("mpish.x: debug on") for line in lines[1:]), child.stderr
+    assert "silent" not in child.stderr and "before" not in child.stderr

@@ -11,7 +11,7 @@ import pytest
 
 from mpish.shell import protocol as p
 from mpish.shell.console_transfer import FileCopy
-from mpish.shell.server.transfers import Put
+from mpish.shell.server.transfer_files import Put
 from mpish.shell.transfer import PartFile
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from mpish.shell import console_transfer as transfer
 from mpish.shell import protocol as p
 from mpish.shell.console import Console
-from mpish.shell.server.transfers import Get
+from mpish.shell.server.transfer_files import Get
 
 
 def test_the_server_refuses_to_send_a_fifo_as_not_a_regular_file(tmp_path: Path) -> None:

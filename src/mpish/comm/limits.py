@@ -9,18 +9,19 @@ optional ``on_reject`` callback, and raises it only in strict mode.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mpi4py import MPI
+
+from mpish.report import Diagnostics
 
 from ..wire.errors import AuthenticationError, RemoteProtocolError, ReplayError
 from ..wire.noise import TAGLEN
 from ..wire.record import HEADER_SIZE, MAX_RECORD
 from .buffers import mpi_truncate
 
-log = logging.getLogger("mpish.comm")
+log = Diagnostics("mpish.comm")
 
 RECORD_MAX = MAX_RECORD  # the largest record (wire.record's bound, under the lane's name)
 SINGLE_MAX = 64 * 1024  # a message of at most this many bytes is one record

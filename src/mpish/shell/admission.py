@@ -29,7 +29,6 @@ handshake that follows.
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import socket
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
 from mpish import keys
-from mpish.report import Reporter
+from mpish.report import Diagnostics, Reporter
 from mpish.transport.mpi import Backoff, discard, mpi
 from mpish.wire.text import escape
 
@@ -53,7 +52,7 @@ ANNOUNCE_SIZE = SESSION_ID_SIZE + KEY_SIZE + 1  # step 2: session id, console ke
 KEY_TAG, ANNOUNCE_TAG, VERDICT_TAG = 0x4B59, 0x414E, 0x5644  # "KY" "AN" "VD": steps 1-3
 HANDSHAKE_TIMEOUT = 5.0  # default of handshake_timeout()
 
-log = logging.getLogger(__name__)
+log = Diagnostics(__name__)
 
 
 def host_bytes() -> bytes:

@@ -38,7 +38,6 @@ as ``Input(eof=True)``, which closes the command's stdin on every rank.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import socket
@@ -48,6 +47,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from mpish import report
+from mpish.report import Diagnostics
 from mpish.transport.link import Channel
 from mpish.transport.memory import tune_malloc
 from mpish.transport.procfs import alive as local_process_alive
@@ -64,7 +64,7 @@ from .ranks import format_ranks
 from .receive import Output, Waiter, receive
 from .session import Peer, Session
 
-log = logging.getLogger(__name__)
+log = Diagnostics(__name__)
 
 CREDIT_BATCH = p.WINDOW // 4
 FIRST_RUN_ID = 1  # the id of a console's first command

@@ -10,11 +10,11 @@ each server's deadline, and (ssh's fan-out) a ``tick`` that starts more servers.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from mpish.report import Diagnostics
 from mpish.transport.link import Channel
 
 from . import protocol as p
@@ -22,7 +22,7 @@ from .conversation import CONSOLE, ConsoleState, Event, Local, Machine, Refused
 from .receive import Deliver, Waiter, receive
 from .session import Session
 
-log = logging.getLogger(__name__)
+log = Diagnostics(__name__)
 
 Greeted = Callable[[int, p.Hello], None]
 Failed = Callable[[int, str], None]

@@ -7,7 +7,6 @@ theory of operation are in ``shell/mpi_session.py``.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
@@ -17,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, NoReturn
 
 from mpish import keys
-from mpish.report import Reporter, setup_logging
+from mpish.report import Diagnostics, Reporter, setup_logging
 from mpish.transport.mpi import MpiLink, mpi
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.wire.channel import Binding, Role, SecureChannel
@@ -43,7 +42,7 @@ from .session import Terminated, raise_terminated
 if TYPE_CHECKING:  # mpi4py is imported at run time by mpi() alone: it initialises MPI
     from mpi4py import MPI
 
-log = logging.getLogger("mpish.shell.mpi_server")  # not __name__: run as __main__ too
+log = Diagnostics("mpish.shell.mpi_server")  # not __name__: run as __main__ too
 
 
 def run_server(

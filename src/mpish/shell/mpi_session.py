@@ -61,7 +61,6 @@ session if not.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import signal
@@ -73,7 +72,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from mpish import keys
-from mpish.report import Reporter
+from mpish.report import Diagnostics, Reporter
 from mpish.transport.mpi import Backoff, MpiLink, discard, mpi, proc_failed_classes
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.transport.procfs import children, cmdline, parent, proc_state
@@ -110,7 +109,7 @@ ORPHAN_GRACE = 3.0  # seconds a server whose console died gives its own end befo
 SETTLE_TIMEOUT = 5.0  # the console's wait for its servers and their launcher to end (embedded)
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_FD", "PMIX_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 
-log = logging.getLogger(__name__)
+log = Diagnostics(__name__)
 
 
 class LaunchError(MpishError):

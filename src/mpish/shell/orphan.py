@@ -24,7 +24,6 @@ servers from starting cannot keep it from starting too.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import shutil
@@ -32,7 +31,7 @@ import signal
 import sys
 from pathlib import Path
 
-from mpish.report import Reporter, setup_logging
+from mpish.report import Diagnostics, Reporter, setup_logging
 from mpish.transport.procfs import (
     children,
     cmdline,
@@ -47,7 +46,7 @@ from mpish.transport.procfs import (
 
 from .segments import mapped_segments, remove_ours
 
-log = logging.getLogger("mpish.shell.orphan")  # not __name__: run as __main__
+log = Diagnostics("mpish.shell.orphan")  # not __name__: run as __main__
 
 
 def end_session_launcher(server: int) -> None:

@@ -35,7 +35,6 @@ import subprocess
 import termios
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from . import protocol as p
 
@@ -68,7 +67,7 @@ def _controlling_terminal() -> None:  # pragma: no cover - runs in the child bef
 class PtySession:
     """One program on a pty."""
 
-    def __init__(self, start: p.PtyOpen, executable: str, state: Path, cwd: str) -> None:
+    def __init__(self, start: p.PtyOpen, executable: str, state: str, cwd: str) -> None:
         self.pty_id = start.pty_id
         master, slave = os.openpty()
         try:
@@ -168,7 +167,7 @@ class PtyHost:
     """
 
     def __init__(self, send: Callable[[object], None], send_output: Callable[[bytes], None],
-                 executable: str, state: Path) -> None:
+                 executable: str, state: str) -> None:
         self.send, self.send_output = send, send_output
         self.executable, self.state = executable, state
         self.session: PtySession | None = None

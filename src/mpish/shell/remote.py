@@ -51,7 +51,8 @@ def _rank_and_size(argv: list[str]) -> tuple[int, int] | None:
 def serve(read_fd: int, write_fd: int, rank: int, size: int) -> int:
     """Serve the console on these pipes; the exit status of this process."""
     link = PipeLink(read_fd, write_fd, rank=rank, size=size, peer=0, pipe_size=PIPE_SIZE)
-    server = ShellServer(link, link.plain_channel(), console_alive=lambda: not link.broken)
+    server = ShellServer(link, link.plain_channel(), console_alive=lambda: not link.broken,
+                         tune_memory_now=False)  # ctypes and mallopt once bulk data flows
     try:
         server.hello()
         server.serve()

@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 
 HELLO_TIMEOUT_SLACK = 15.0  # beyond ssh's ConnectTimeout: Python's start and the Hello
 REMOTE_ENTRY = "mpish.shell.remote"  # the module shipped and run on each host
+# shipped too, imported by the server only at a session's first transfer (ship.closure
+# follows only the imports a module makes when it loads)
+REMOTE_ALSO = ("mpish.shell.server.transfer_files",)
 CLOSE_WAIT = 5.0
 FLUSH_WAIT = 1.0  # for the close records still queued to all hosts (a host that reads nothing: EOF anyway)
 
@@ -167,7 +170,7 @@ def start_ssh_session(
                 connecting += 1
         for rank in started:  # every ssh of the wave is connecting while the code is built
             with contextlib.suppress(MpishError):  # a pipe that ended is reported as lost
-                session.link.links[rank].send_raw(ship.payload(REMOTE_ENTRY))
+                session.link.links[rank].send_raw(ship.payload(REMOTE_ENTRY, also=REMOTE_ALSO))
         message = first_message() if started else None
         if message is not None:  # right behind the code: no round trip before the command starts
             for rank in started:

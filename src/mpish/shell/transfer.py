@@ -39,7 +39,6 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -168,6 +167,8 @@ class PartFile:
         self.size = 0
         self.digest: Any = new_digest(verify)  # of the bytes written
         if dir_fd is None:
+            import tempfile  # here: its import (random...) costs every ssh server's start
+
             fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".mpish-part", dir=final.parent)
             self.fd, self.part, self.target = fd, name, str(final)
             return

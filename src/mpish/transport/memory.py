@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+_tuned: list[bool] = []  # one True once done: tune_malloc runs once per process
 
 
 def tune_malloc() -> None:
@@ -18,7 +19,12 @@ def tune_malloc() -> None:
     ``mallopt`` is looked up in the process's own symbols (``dlopen(NULL)``: libc is
     loaded already), not through ``ctypes.util.find_library``, which runs ``ldconfig -p``
     (a fork and exec, ~13 ms of CPU on every start of every shell server and console).
+    Only the first call does anything; ctypes (~1.5 ms to import, more to dlopen) is
+    imported then, so a process may call this where bulk data first flows.
     """
+    if _tuned:
+        return
+    _tuned.append(True)
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError, TypeError):

@@ -35,9 +35,10 @@ meta-path finder serves them from memory:
 * msgpack comes last: a msgpack installed on the host (with its C extension) is used
   if there is one; otherwise the shipped pure-Python copy.
 
-A traceback through shipped code shows its lines (they are put in linecache under
-``<mpish shipped>/...``). The entry module's ``main(argv)`` runs with the payload's
-fixed arguments plus the command line's.
+A traceback through shipped code shows its lines (under ``<mpish shipped>/...``: the
+finder's ``get_source`` serves them to :mod:`linecache` when a traceback is formatted, so
+linecache, with tokenize and re, is not loaded to start). The entry module's
+``main(argv)`` runs with the payload's fixed arguments plus the command line's.
 
 Building a payload (the closure's ``ast`` walk, compiling, compressing) costs the client
 150-400 ms of CPU, on a machine that is at the same time running one ssh per host. So a
@@ -61,7 +62,6 @@ import ast
 import contextlib
 import hashlib
 import importlib.util
-import logging
 import marshal
 import os
 import re
@@ -71,9 +71,11 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
 
+from mpish.report import Diagnostics
+
 from .ssh import BOOTSTRAP_MARK
 
-log = logging.getLogger(__name__)
+log = Diagnostics(__name__)
 
 MIN_PYTHON = (3, 10)
 ROOT = "mpish"
@@ -87,7 +89,7 @@ CACHE_KEEP = 8  # payloads kept in the cache directory (the newest)
 # pathlib, re...) on every start; a finder and a loader need only these methods.
 # importlib._bootstrap_external is loaded with importlib itself.
 LOADER = '''
-import gc, importlib, importlib.machinery, linecache, marshal, sys
+import gc, importlib, importlib.machinery, marshal, sys
 
 
 class _ShippedModules:
@@ -112,10 +114,12 @@ class _ShippedModules:
     def create_module(self, spec):
         return None
 
+    def get_source(self, fullname):
+        return self.modules[fullname][2]  # for linecache: a traceback shows shipped lines
+
     def exec_module(self, module):
         is_package, filename, source, code = self.modules[module.__name__]
         self.modules[module.__name__] = (is_package, filename, source, b"")
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         if self.compiled and code:
             code = marshal.loads(code)
         else:

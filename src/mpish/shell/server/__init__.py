@@ -41,8 +41,9 @@ arrivals are seen within the backoff (20 us when hot, at most 10 ms when idle, s
 idle server uses ~0% CPU). There are no threads and no queues.
 
 Output path (the bulk of the bytes): each stream is read with ``os.readv`` into a
-preallocated 1 MiB buffer, at most 512 KiB a read (:data:`.loop.READ_SIZE`: buffer and
-record stay in a core's L2 cache), and sealed straight from that buffer as raw bytes on
+reused 1 MiB buffer (64 KiB until a read fills that: :class:`.bash.OutputStream`), at
+most 512 KiB a read (:data:`.loop.READ_SIZE`: buffer and record stay in a core's L2
+cache), and sealed straight from that buffer as raw bytes on
 its own SecureChannel channel (1 = stdout, 2 = stderr; control messages are msgpack on
 channel 0), so a chunk is copied once by the kernel and once by the cipher; the end
 marker is looked for with ``memchr`` first (text and zeros hold no ``\x1f``). MPI keeps message

@@ -55,9 +55,9 @@ import re
 import shlex
 import signal
 import subprocess
-from pathlib import Path
 
 from mpish.transport.frames import grow_pipe
+from mpish.transport.memory import tune_malloc
 
 from .. import protocol as p
 
@@ -65,6 +65,7 @@ STRIP_ENV_PREFIXES = ("PMI_", "PMIX_", "HYDI_", "HYDRA_", "MPIR_", "MPICH_INTERF
 STATUS_FD, OUT_FD, ERR_FD = 200, 201, 202
 JOB_VARIABLE = "__MPISH_JOB"
 STATE_COMPLETE = b"# mpish: state complete\n"
+FIRST_BUFFER = 64 << 10  # an output pipe's first buffer; CHUNK once a read fills it
 PARSE_FILE = "parse"  # in the state directory: what the syntax check needs of the session
 
 _BOOTSTRAP = r"""
@@ -106,7 +107,7 @@ def initial_state(environ: dict[str, str], cwd: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def command_line(command_file: Path, marker: str, last_status: int = 0, stdin: Path | None = None) -> bytes:
+def command_line(command_file: str, marker: str, last_status: int = 0, stdin: str | None = None) -> bytes:
     """The two lines bash reads for one command (see the module doc); ``$?`` is ``last_status``.
 
     ``stdin``: a FIFO the command reads instead of /dev/null; once bash has opened it,
@@ -123,20 +124,26 @@ def command_line(command_file: Path, marker: str, last_status: int = 0, stdin: P
     return f"\\builtin export {JOB_VARIABLE}={marker}; {run}\n__mpish_end {marker}\n".encode()
 
 
-def write_command(command_file: Path, command: str) -> None:
+def write_command(command_file: str, command: str) -> None:
     """The command's text, for bash to source (the state directory is the server's, 0700)."""
     fd = os.open(command_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
         handle.write(command + "\n")
 
 
-def state_is_complete(path: Path) -> bool:
+def state_is_complete(path: str) -> bool:
     try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - len(STATE_COMPLETE)))
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - len(STATE_COMPLETE)))
             return handle.read() == STATE_COMPLETE
     except OSError:
         return False
+
+
+def write_text(path: str, text: str) -> None:
+    """``text`` as the whole of file ``path`` (Path.write_text's, without importing pathlib)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 class SyntaxCheck:
@@ -174,17 +181,17 @@ class SyntaxCheck:
                            "[[", "]]"))
     _ALIAS_NAME = re.compile(rb"^alias (?:-- )?([^=\s]+)=", re.M)
 
-    def __init__(self, executable: str, state_dir: Path) -> None:
+    def __init__(self, executable: str, state_dir: str) -> None:
         self.executable = executable
         self.state_dir = state_dir
-        self.parse = state_dir / PARSE_FILE  # written by __mpish_end (and here, for a new session)
-        rc = state_dir / "check"
+        self.parse = os.path.join(state_dir, PARSE_FILE)  # written by __mpish_end (and here, at the start)
+        rc = os.path.join(state_dir, "check")
         self.env = {name: value for name, value in os.environ.items()
                     if name in ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES")}
-        self.parse.write_text("builtin shopt -s expand_aliases\n")
-        rc.write_text(f"builtin . {shlex.quote(str(self.parse))} >/dev/null 2>&1\nbuiltin set -n\n")
-        if self._SAFE_PATH.fullmatch(str(rc)):
-            self.env["BASH_ENV"] = str(rc)
+        write_text(self.parse, "builtin shopt -s expand_aliases\n")
+        write_text(rc, f"builtin . {shlex.quote(self.parse)} >/dev/null 2>&1\nbuiltin set -n\n")
+        if self._SAFE_PATH.fullmatch(rc):
+            self.env["BASH_ENV"] = rc
             self.argv = ["bash", "-s"]
         else:  # cannot name the file safely: parse without the session's aliases and options
             self.argv = ["bash", "-O", "extglob", "-n", "-s"]
@@ -198,12 +205,13 @@ class SyntaxCheck:
         if first in self._RESERVED:
             return False
         try:
-            names = self._ALIAS_NAME.findall(self.parse.read_bytes())
+            with open(self.parse, "rb") as handle:
+                names = self._ALIAS_NAME.findall(handle.read())
         except OSError:
             return False
         return first.encode() not in names
 
-    def error(self, command_file: Path, text: str) -> bytes | None:
+    def error(self, command_file: str, text: str) -> bytes | None:
         """bash's message if the text does not parse, else None (then it runs)."""
         if self._plain(text):
             return None
@@ -224,19 +232,27 @@ class SyntaxCheck:
 
 
 class OutputStream:
-    """One output pipe of bash: a preallocated buffer, and the end-marker search."""
+    """One output pipe of bash: a reused buffer, and the end-marker search.
+
+    The buffer starts small (:data:`FIRST_BUFFER`: a ``true`` writes only its end marker)
+    and becomes the full record size (``CHUNK``) once a read fills it: bulk output then
+    goes in large reads, and a session that never has any allocates (and zero-fills)
+    no 2 MiB for it."""
 
     def __init__(self, stream: int, fd: int) -> None:
         self.stream = stream
         self.fd = fd
-        self.buffer = bytearray(p.CHUNK)
+        self.buffer = bytearray(FIRST_BUFFER)
         self.view = memoryview(self.buffer)
         self.held = 0  # bytes at the start of the buffer that may begin a marker
         self.ended = False  # the current command's marker was seen
         self.eof = False
+        self.filled = False  # the last read filled all the space it had: grow before the next
 
     def read(self, limit: int) -> int:
         """Read at most ``limit`` bytes after the held ones; bytes now in the buffer."""
+        if self.filled and len(self.buffer) < p.CHUNK:
+            self._grow()
         space = min(limit, len(self.buffer) - self.held)
         try:
             count = os.readv(self.fd, [self.view[self.held : self.held + space]])
@@ -246,7 +262,16 @@ class OutputStream:
             count = 0
         if count == 0:
             self.eof = True
+        self.filled = count == len(self.buffer) - self.held
         return self.held + count
+
+    def _grow(self) -> None:
+        """The full-size buffer, holding the held bytes; malloc tuned for bulk from now on."""
+        tune_malloc()
+        bigger = bytearray(p.CHUNK)
+        bigger[: self.held] = self.buffer[: self.held]
+        self.buffer = bigger
+        self.view = memoryview(bigger)
 
     def split(self, total: int, marker: bytes) -> int:
         """Bytes of the buffer (of ``total``) that are output; sets ``ended`` at the marker."""
@@ -280,7 +305,7 @@ class OutputStream:
 class Bash:
     """The rank's long-lived bash and its pipes."""
 
-    def __init__(self, executable: str, state_dir: Path, state: Path) -> None:
+    def __init__(self, executable: str, state_dir: str, state: str) -> None:
         status_r, status_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -316,7 +341,7 @@ class Bash:
                 os.set_blocking(fd, False)
             grow_pipe(fd)  # larger pipes: fewer, larger reads
         quoted_dir, quoted_state = shlex.quote(str(state_dir)), shlex.quote(str(state))
-        quoted_parse = shlex.quote(str(state_dir / PARSE_FILE))  # read by SyntaxCheck
+        quoted_parse = shlex.quote(os.path.join(state_dir, PARSE_FILE))  # read by SyntaxCheck
         bootstrap = (_BOOTSTRAP.replace("STATEDIR", quoted_dir).replace("STATEFILE", quoted_state)
                      .replace("PARSEFILE", quoted_parse))
         moves = ((STATUS_FD, status_w), (OUT_FD, out_w), (ERR_FD, err_w))

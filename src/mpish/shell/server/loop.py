@@ -11,12 +11,12 @@ dropped and logged; the session goes on.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from mpish.report import Diagnostics
 from mpish.transport.link import Channel, Link
 from mpish.transport.memory import tune_malloc
 from mpish.transport.procfs import peak_rss_kib
@@ -30,9 +30,12 @@ from ..receive import Waiter, receive
 from .bash import Bash, OutputStream
 from .jobs import KILLING_POLL, Command, Ended, Shell
 from .stdin import StdinFeed
-from .transfers import Get, GetTree, Put, PutTree, ServerTransfers
+from .transfers import ServerTransfers
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from .transfer_files import Get, GetTree, Put, PutTree
+
+log = Diagnostics(__name__)
 
 CONSOLE_CHECK = 1.0  # seconds between looks at whether the console is alive (when idle)
 # One read of a command's pipe, one record: at 512 KiB the read buffer and the sealed
@@ -61,11 +64,15 @@ class ShellServer(ServerTransfers):
     """Serve one console over a channel; :meth:`serve` returns when the session ends.
 
     ``console_alive`` is asked now and then while idle; False ends the session (the
-    console died: its pid on this host, or the pipe to it broke)."""
+    console died: its pid on this host, or the pipe to it broke). ``tune_memory_now``
+    False (the ssh server, whose start-up is most of a ``true``'s cost) leaves glibc's malloc
+    tuning (:func:`~mpish.transport.memory.tune_malloc`) until output or a transfer needs
+    large buffers."""
 
     def __init__(self, link: Link, channel: Channel, console: int = 0,
-                 console_alive: Callable[[], bool] = lambda: True) -> None:
+                 console_alive: Callable[[], bool] = lambda: True, tune_memory_now: bool = True) -> None:
         self.link = link
+        self.tune_memory_now = tune_memory_now  # else when bulk data first flows (output, a transfer)
         self.channel = channel
         self.console = console
         self.console_alive = console_alive
@@ -110,7 +117,8 @@ class ShellServer(ServerTransfers):
     # -- the loop
 
     def serve(self) -> None:
-        tune_malloc()
+        if self.tune_memory_now:
+            tune_malloc()
         waiter = Waiter(self.link)
         next_console_check = 0.0
         self.shell.start_bash()

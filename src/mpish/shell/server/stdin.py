@@ -24,13 +24,12 @@ import contextlib
 import errno
 import os
 from collections import deque
-from pathlib import Path
 
 
 class StdinFeed:
     """The write side of one command's stdin FIFO."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str) -> None:
         os.mkfifo(path, 0o600)
         self.path = path
         self.reader = -1
@@ -102,7 +101,7 @@ class StdinFeed:
                 os.close(self.reader)
             self.reader = -1
         with contextlib.suppress(OSError):
-            self.path.unlink()
+            os.unlink(self.path)
 
     def _close_writer(self) -> None:
         if self.fd >= 0:
