@@ -208,7 +208,7 @@ def _gone(pid: int) -> bool:
     for _ in range(200):
         try:
             state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone before or while /proc was read (ESRCH)
             return True
         if state in ("Z", "X"):
             return True

@@ -71,6 +71,7 @@ FIRST_RUN_ID = 1  # the id of a console's first command
 CLOSE_TIMEOUT = 10.0
 FAILURE_GRACE = 2.0  # seconds to find the dead server after a failure notice
 PID_CHECK = 0.5  # seconds between looks at the servers' pids while waiting
+READ_BEFORE_LOSS = 16  # reads (of up to 64 records each) before a server whose pid is gone is lost
 KEY_CHECK = 0.02  # seconds between looks at the terminal's Ctrl-C key while waiting
 IDLE_WAIT = 0.01  # longest sleep between looks at stdin and the keyboard (link.wait: sooner on a record)
 ESCALATION_HINTS = ("(SIGINT; Ctrl-C again: SIGTERM, then SIGKILL)", "(SIGTERM; Ctrl-C again: SIGKILL)",
@@ -161,9 +162,12 @@ class Console:
         elif now < self._next_pid_check and not self._suspect_since:
             return
         self._next_pid_check = now + PID_CHECK
-        here = socket.gethostname()
-        dead = [rank for rank, peer in self.peers.items()
-                if peer.alive and peer.pid and peer.host == here and not local_process_alive(peer.pid)]
+        dead = self._dead_here()
+        if dead:  # what a server sent before it ended is read first: its close record, say
+            for _ in range(READ_BEFORE_LOSS):
+                if not self._pump_once():
+                    break
+            dead = self._dead_here()
         for rank in dead:
             self._lost(rank, f"its server process {self.peers[rank].pid} died", died=True)
         if dead:
@@ -173,6 +177,18 @@ class Console:
             if not any(peer.lost for peer in self.peers.values()):
                 # not one of ours on this host: which rank failed, and MPI's state, are unknown
                 raise TransportBroken("mpiexec reports that a process of the job failed")
+
+    def _dead_here(self) -> list[int]:
+        """The servers on this host whose process is gone and whose session had not ended.
+
+        One that sent its close record and then left is not lost: under Open MPI with fault
+        tolerance, once another rank has died, a server leaves without the final barrier
+        (``RankFailed``), often before the console has read that record.
+        """
+        here = socket.gethostname()
+        return [rank for rank, peer in self.peers.items()
+                if peer.alive and peer.pid and peer.host == here and self.machines[rank].state is not
+                ConsoleState.CLOSED and not local_process_alive(peer.pid)]
 
     # -- receiving: the one loop, and the table
 

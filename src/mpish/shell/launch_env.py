@@ -4,14 +4,22 @@ MPICH: its singleton init runs ``mpiexec`` from PATH, made the wheel's and wrapp
 (:func:`prepare_singleton`). Open MPI: fault tolerance turned on
 (:func:`open_mpi_fault_tolerance`), which the servers drop again before running
 anything (:func:`forget_launch_variables`). The reasons are in ``shell/mpi_session.py``.
+
+The spawn itself is watched by a thread (:class:`SpawnWatch`): MPI_Comm_spawn has no time
+limit and Python cannot act on Ctrl-C inside it, so servers stuck at start-up would keep
+the console there for good. Ctrl-C, the time limit, and (MPICH) a server that ended, end the
+launcher, the servers and the console with one line (:func:`end_start`); so does Ctrl-C
+after the spawn, until the session is up (:func:`abandon_start`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -19,17 +27,27 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import NoReturn
 
 from mpish.report import Reporter
 from mpish.transport.procfs import children, descendants
 
-from .orphan import end_launcher_tree, is_proxy, read_launcher_pid, started_process_ended, watch_command
+from .orphan import (
+    end_launcher_tree,
+    end_spawn_launcher,
+    is_proxy,
+    read_launcher_pid,
+    started_process_ended,
+    watch_command,
+)
 from .segments import foreign_names_since, foreign_segments, mapped_segments, owner, remove_ours
 
 LAUNCHER_PID_FILE = "launcher.pid"
 LAUNCHER_GRACE = 4.0  # seconds the launcher of a console that died gets to end by itself (> ORPHAN_GRACE)
 SPAWN_POLL = 0.02  # the console's look at its launcher while MPI spawns the servers
 SETTLE = 0.3  # after a server ended at start-up: time for its last words to pass the launcher
+SPAWN_STEPS = 4  # the spawn's time limit, in start-up steps (-t): the servers' Python, MPI_Init, launcher
+INTERRUPTED = "interrupted while the shell servers started, so there is no session"
 
 
 def prepare_singleton() -> Path | None:
@@ -83,22 +101,42 @@ def start_launcher_watch(wrapper: Path) -> subprocess.Popen[bytes] | None:
 
 class SpawnWatch:
     """While MPI spawns the servers (the console's thread is inside MPI_Comm_spawn, which
-    releases the interpreter), a thread watches the singleton's launcher: once a server it
-    started has ended, the spawn can never complete (MPICH waits for every server, and hydra's
-    proxy then spins forever); a server that has mapped shared memory of another user spins in
-    MPI_Init for good (``shell/segments.py``). ``failed(launcher, why)`` is called then, in the
-    thread, ``why`` being the line to print; it must not return.
+    releases the interpreter), a thread watches the start, as nothing else can:
+
+    * Ctrl-C: Python runs its SIGINT handler only once the spawn returns, which a server stuck
+      at start-up never lets it do. Python's own C handler writes the signal's number to a
+      wakeup pipe (``signal.set_wakeup_fd``), which this thread reads.
+    * the start-up time limit (``limit`` seconds; MPI's spawn has none).
+    * under MPICH's singleton (``wrapper``, :func:`prepare_singleton`), the launcher: once a
+      server it started has ended, the spawn can never complete (MPICH waits for every server,
+      and hydra's proxy then spins forever); a server that has mapped shared memory of another
+      user spins in MPI_Init for good (``shell/segments.py``).
+
+    ``failed(launcher, why, status)`` is called then, in the thread, ``launcher`` being the
+    singleton's mpiexec (0: unknown, or not MPICH) and ``why`` the line to print; it must not return.
     """
 
-    def __init__(self, wrapper: Path, failed: Callable[[int, str], None], server: str) -> None:
+    def __init__(self, wrapper: Path | None, failed: Callable[[int, str, int], None], server: str,
+                 limit: float) -> None:
         self.wrapper = wrapper
         self.failed = failed
         self.server = server
+        self.limit = limit
         self.started = time.time() - 1.0  # ctimes are whole ticks: a second's margin
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="mpish-spawn-watch", daemon=True)
+        self._wakeup: tuple[int, int] | None = None  # the pipe Python's signal handler writes to
+        self._previous_wakeup = -1
 
     def __enter__(self) -> SpawnWatch:
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        try:
+            self._previous_wakeup = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+            self._wakeup = (read, write)
+        except ValueError:  # not the main thread: Ctrl-C is not ours to handle
+            os.close(read)
+            os.close(write)
         self.thread.start()
         return self
 
@@ -106,11 +144,42 @@ class SpawnWatch:
                  trace: TracebackType | None) -> None:
         self.done.set()
         self.thread.join()
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            for fd in self._wakeup:
+                os.close(fd)
+            self._wakeup = None
+
+    def _interrupted(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s; True if a SIGINT arrived meanwhile."""
+        if self._wakeup is None:
+            self.done.wait(timeout)
+            return False
+        if not select.select([self._wakeup[0]], [], [], timeout)[0]:
+            return False
+        try:
+            return signal.SIGINT in os.read(self._wakeup[0], 64)
+        except BlockingIOError:
+            return False
 
     def _run(self) -> None:
         launcher = 0
-        while not self.done.wait(SPAWN_POLL):
-            launcher = launcher or read_launcher_pid(self.wrapper)
+        deadline = time.monotonic() + self.limit
+        while not self.done.is_set():
+            interrupted = self._interrupted(SPAWN_POLL)
+            if self.done.is_set():  # the spawn returned: the console takes over (a Ctrl-C included)
+                return
+            launcher = launcher or (read_launcher_pid(self.wrapper) if self.wrapper else 0)
+            if interrupted:
+                self.failed(launcher, INTERRUPTED, 130)
+                return
+            if time.monotonic() > deadline:
+                self.failed(launcher, f"the shell servers did not start within {self.limit:g} s, so there is "
+                                      f"no session; check that this runs here: {self.server} "
+                                      f"(-t SECONDS gives each start-up step longer)", 1)
+                return
+            if self.wrapper is None:
+                continue
             proxies = [pid for pid in children(launcher) if is_proxy(pid)] if launcher else []
             foreign = foreign_segments([pid for proxy in proxies for pid in descendants(proxy)])
             if foreign:
@@ -118,11 +187,11 @@ class SpawnWatch:
                 self.failed(launcher, f"a shell server is stuck on {segment.path}, MPICH's shared memory "
                                       f"for this session, which belongs to {owner(uid)}, not you (planted "
                                       f"there first), so there is no session; ask root to remove it, "
-                                      f"then run mpish again")
+                                      f"then run mpish again", 1)
                 return
             if any(started_process_ended(proxy) for proxy in proxies):
                 if not self.done.wait(SETTLE):  # the spawn did not return meanwhile after all
-                    self.failed(launcher, self._ended())
+                    self.failed(launcher, self._ended(), 1)
                 return
 
     def _ended(self) -> str:
@@ -143,30 +212,62 @@ def launcher_watched() -> bool:
     return _launcher_watch is not None and _launcher_watch.poll() is None
 
 
-@contextlib.contextmanager
-def owned_launcher(wrapper: Path | None, server: str) -> Iterator[None]:
-    """Around the spawn under MPICH (``wrapper``: :func:`prepare_singleton`'s directory; None:
-    not MPICH's singleton): the console owns the launcher from its start. A watcher ends it
-    if the console dies (:func:`start_launcher_watch`); a server that ends before the spawn
-    completes (``server``: its command) ends it and the console, with one line (:class:`SpawnWatch`).
-    """
-    global _launcher_watch
-    if wrapper is None:
-        yield
-        return
-    _launcher_watch = start_launcher_watch(wrapper)
+def end_start(launcher: int, why: str, status: int) -> NoReturn:
+    """End a start that cannot complete: say ``why``, end the launcher and the servers, exit.
 
-    def failed(launcher: int, why: str) -> None:
-        Reporter().say(why)
+    ``launcher``: MPICH's singleton mpiexec (0: not known yet, its watcher ends it once the
+    console is gone, :func:`start_launcher_watch`; or not MPICH: the prte Open MPI started).
+    """
+    Reporter().say(why)
+    if launcher:
         segments = mapped_segments([os.getpid(), *descendants(launcher)])  # no finalize will remove them
         end_launcher_tree(launcher)
         remove_ours(segments)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+    else:
+        end_spawn_launcher(os.getpid())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
-    with SpawnWatch(wrapper, failed, server):
+
+def abandon_start(wrapper: Path | None, launcher: int = 0) -> NoReturn:
+    """Ctrl-C after the spawn returned, before the session is up (merge, admission, handshakes)."""
+    end_start(launcher or (read_launcher_pid(wrapper) if wrapper else 0), INTERRUPTED, 130)
+
+
+@contextlib.contextmanager
+def owned_launcher(wrapper: Path | None, server: str, limit: float) -> Iterator[None]:
+    """Around the spawn: the console owns the launcher from its start (``wrapper``:
+    :func:`prepare_singleton`'s directory under MPICH's singleton, else None). A watcher ends it
+    if the console dies (:func:`start_launcher_watch`); a server that ends before the spawn
+    completes (``server``: its command), Ctrl-C, or ``limit`` seconds without the spawn
+    completing end the launcher, its servers and the console, with one line (:class:`SpawnWatch`).
+    """
+    global _launcher_watch
+    if wrapper is not None:
+        _launcher_watch = start_launcher_watch(wrapper)
+    with SpawnWatch(wrapper, end_start, server, limit):
         yield
+
+
+def allow_open_mpi_as_root(library: str) -> str:
+    """Open MPI's spawn starts prte, which refuses root unless told twice, like mpiexec.
+
+    Its mpiexec reads OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM) but the prte of a singleton's spawn
+    reads only PRTE_ALLOW_RUN_AS_ROOT(_CONFIRM): the user's consent is passed on, and
+    without it the spawn would fail with MPI_ERR_UNKNOWN, so we say what to set (the line
+    returned; "" when all is well). ``library``: the MPI library's name and version.
+    """
+    if os.geteuid() != 0 or not library.startswith("Open MPI"):
+        return ""
+    consent = ("ALLOW_RUN_AS_ROOT", "ALLOW_RUN_AS_ROOT_CONFIRM")
+    if all(os.environ.get(f"OMPI_{name}") == "1" or os.environ.get(f"PRTE_{name}") == "1"
+           for name in consent):
+        for name in consent:
+            os.environ.setdefault(f"PRTE_{name}", "1")
+        return ""
+    return ("Open MPI refuses to run as root: set OMPI_ALLOW_RUN_AS_ROOT=1 and "
+            "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 to allow it, or run mpish as another user")
 
 
 # Open MPI (read by its MPI library and by the prte a singleton's spawn starts; MPICH ignores

@@ -85,6 +85,9 @@ from .admission import KEY_SIZE, admit_servers, handshake_timeout
 from .greeting import await_hellos
 from .launch_env import (
     LAUNCHER_PID_FILE,
+    SPAWN_STEPS,
+    abandon_start,
+    allow_open_mpi_as_root,
     launcher_watched,
     loopback_only,
     open_mpi_fault_tolerance,
@@ -260,27 +263,6 @@ def _library() -> str:
     return " ".join(str(mpi().Get_library_version()).splitlines()[0].split(",")[0].split())
 
 
-def _allow_open_mpi_as_root() -> None:
-    """Open MPI's spawn starts prte, which refuses root unless told twice, like mpiexec.
-
-    Its mpiexec reads OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM) but the prte of a singleton's spawn
-    reads only PRTE_ALLOW_RUN_AS_ROOT(_CONFIRM): the user's consent is passed on, and
-    without it the spawn would fail with MPI_ERR_UNKNOWN, so we say what to set.
-    """
-    if os.geteuid() != 0 or not _library().startswith("Open MPI"):
-        return
-    consent = ("ALLOW_RUN_AS_ROOT", "ALLOW_RUN_AS_ROOT_CONFIRM")
-    if all(os.environ.get(f"OMPI_{name}") == "1" or os.environ.get(f"PRTE_{name}") == "1"
-           for name in consent):
-        for name in consent:
-            os.environ.setdefault(f"PRTE_{name}", "1")
-        return
-    raise LaunchError(
-        "Open MPI refuses to run as root: set OMPI_ALLOW_RUN_AS_ROOT=1 and "
-        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 to allow it, or run mpish as another user"
-    )
-
-
 def load_identity(report: Reporter) -> tuple[keys.Identity | None, str]:
     """This user's identity, made on first use (and announced through ``report``)."""
     try:
@@ -301,6 +283,7 @@ def load_identity(report: Reporter) -> tuple[keys.Identity | None, str]:
 def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
     """Start the console side (embedded spawn or rank 0 under mpiexec) and all handshakes."""
     report = Reporter(err)
+    timeout = handshake_timeout(report.stream)
     # before any server starts, so that ranks sharing this home find the key, not race to make one
     identity = load_identity(report)
     embedded = not under_launcher()
@@ -330,19 +313,23 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
             raise LaunchError("-n needs at least one shell server")
         # the servers must not die of the terminal's Ctrl-C; they ignore SIGINT themselves
         console = [str(os.getpid()), socket.gethostname()]
-        _allow_open_mpi_as_root()
+        refused = allow_open_mpi_as_root(_library())
+        if refused:
+            raise LaunchError(refused)
         log.debug("console: spawning %d shell server(s) with %s", count, _library())
         server = [*SAFE_PATH, "-m", "mpish.shell.mpi_server", *console]
-        try:
+        try:  # Ctrl-C from here until the session is up ends it all, with one line
             with owned_launcher(config if _library().startswith("MPICH") else None,
-                                " ".join([sys.executable, *server[:3]])):
+                                " ".join([sys.executable, *server[:3]]), SPAWN_STEPS * timeout):
                 parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, server, maxprocs=count)
+            comm = parent_intercomm.Merge(high=False)
         except MPI.Exception as exc:
             raise LaunchError(
                 f"{_library()} could not spawn {count} shell server(s) ({exc.Get_error_string()}); "
                 f"start them with its launcher instead: mpiexec -n {count + 1} mpish"
             ) from None
-        comm = parent_intercomm.Merge(high=False)
+        except KeyboardInterrupt:
+            abandon_start(config)
     launcher_pid = 0
     if config is not None:  # the singleton's mpiexec has started: PATH as it was
         os.environ["PATH"] = os.environ["PATH"].split(os.pathsep, 1)[1]
@@ -350,7 +337,12 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
             launcher_pid = int((config / LAUNCHER_PID_FILE).read_text())
         if not launcher_watched():  # else the watcher removes it once the console is gone
             shutil.rmtree(config, ignore_errors=True)
-    session = _console_handshakes(comm, parent_intercomm, report, identity)
+    try:
+        session = _console_handshakes(comm, parent_intercomm, report, identity, timeout)
+    except KeyboardInterrupt:
+        if parent_intercomm is None:  # under a launcher: it forwards the Ctrl-C to every rank
+            raise
+        abandon_start(None, launcher_pid)
     session.launcher_pid = launcher_pid
     if launcher_pid:  # what the session mapped, read while every server lives (end_embedded_job)
         here = socket.gethostname()
@@ -365,9 +357,9 @@ def _console_handshakes(
     parent_intercomm: MPI.Intercomm | None,
     report: Reporter,
     loaded: tuple[keys.Identity | None, str],
+    timeout: float,
 ) -> MpiSession:
     identity, problem = loaded
-    timeout = handshake_timeout(report.stream)
     admission = admit_servers(comm, identity, timeout)
     link = MpiLink(comm)
     for reason in admission.refused.values():

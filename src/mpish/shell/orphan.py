@@ -107,6 +107,22 @@ def end_launcher_tree(launcher: int) -> None:
     signal_if(launcher, is_singleton_launcher, signal.SIGKILL)
 
 
+def is_prte(pid: int) -> bool:
+    command = cmdline(pid)
+    return bool(command) and os.path.basename(command[0]) == b"prte"
+
+
+def end_spawn_launcher(console: int) -> None:
+    """SIGKILL the ``prte`` Open MPI started for ``console``'s spawn, and everything under it
+    (the servers, their shells and commands: the tree is read before anything is killed)."""
+    for launcher in children(console):
+        if is_prte(launcher):
+            below = descendants(launcher)
+            signal_if(launcher, is_prte, signal.SIGKILL)
+            for pid in below:
+                signal_if(pid, lambda candidate: candidate != os.getpid(), signal.SIGKILL)
+
+
 def end_below(server: int) -> None:
     """SIGKILL every process under ``server`` but this one: its shell and what the shell runs.
 

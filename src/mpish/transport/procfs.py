@@ -42,11 +42,20 @@ def parent(pid: int) -> int:
 
 
 def children(pid: int) -> list[int]:
+    """The children of ``pid``, whichever of its threads started them (Open MPI's prte forks
+    the ranks from a thread of its own, not from its main thread)."""
+    found: list[int] = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(word) for word in handle.read().split()]
-    except (OSError, ValueError):
-        return []
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found += [int(word) for word in handle.read().split()]
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def descendants(pid: int) -> list[int]:
