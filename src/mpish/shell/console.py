@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -50,7 +49,6 @@ from mpish import report
 from mpish.report import Diagnostics
 from mpish.transport.link import Channel
 from mpish.transport.memory import tune_malloc
-from mpish.transport.procfs import alive as local_process_alive
 from mpish.transport.procfs import peak_rss_kib
 from mpish.wire.errors import MpishError, TransportBroken
 from mpish.wire.text import escape
@@ -58,6 +56,7 @@ from mpish.wire.text import escape
 from . import protocol as p
 from .conversation import CONSOLE, ConsoleState, Event, Local, Machine, Refused
 from .grouping import OutputSink
+from .health import FailureWatch
 from .names import Result
 from .operations import Running
 from .ranks import format_ranks
@@ -69,9 +68,6 @@ log = Diagnostics(__name__)
 CREDIT_BATCH = p.WINDOW // 4
 FIRST_RUN_ID = 1  # the id of a console's first command
 CLOSE_TIMEOUT = 10.0
-FAILURE_GRACE = 2.0  # seconds to find the dead server after a failure notice
-PID_CHECK = 0.5  # seconds between looks at the servers' pids while waiting
-READ_BEFORE_LOSS = 16  # reads (of up to 64 records each) before a server whose pid is gone is lost
 KEY_CHECK = 0.02  # seconds between looks at the terminal's Ctrl-C key while waiting
 IDLE_WAIT = 0.01  # longest sleep between looks at stdin and the keyboard (link.wait: sooner on a record)
 ESCALATION_HINTS = ("(SIGINT; Ctrl-C again: SIGTERM, then SIGKILL)", "(SIGTERM; Ctrl-C again: SIGKILL)",
@@ -108,8 +104,7 @@ class Console:
         self._run: Running | None = None
         self._route: Route | None = None  # while attached or completing (routed())
         self.peak_rss_kib: dict[int, int] = {}
-        self._next_pid_check = 0.0
-        self._suspect_since = 0.0  # when a failure notice came that no dead server explains yet
+        self._failures = FailureWatch(session, self.peers, self.machines)
         # set by the terminal front end: True when the user typed Ctrl-C (the terminal is
         # in raw mode during operations, so Ctrl-C is a key here, not a signal to the group)
         self.interrupt_key: Callable[[], bool] | None = None
@@ -154,41 +149,8 @@ class Console:
             self.err.flush()
 
     def check_failures(self) -> None:
-        """Find servers that died (pid on this host); after mpiexec's failure notice with no
-        dead server found within FAILURE_GRACE seconds, give up on MPI (TransportBroken)."""
-        now = time.monotonic()
-        if self.session.failure_notice():
-            self._suspect_since = self._suspect_since or now
-        elif now < self._next_pid_check and not self._suspect_since:
-            return
-        self._next_pid_check = now + PID_CHECK
-        dead = self._dead_here()
-        if dead:  # what a server sent before it ended is read first: its close record, say
-            for _ in range(READ_BEFORE_LOSS):
-                if not self._pump_once():
-                    break
-            dead = self._dead_here()
-        for rank in dead:
-            self._lost(rank, f"its server process {self.peers[rank].pid} died", died=True)
-        if dead:
-            self._suspect_since = 0.0
-        elif self._suspect_since and now - self._suspect_since > FAILURE_GRACE:
-            self._suspect_since = 0.0
-            if not any(peer.lost for peer in self.peers.values()):
-                # not one of ours on this host: which rank failed, and MPI's state, are unknown
-                raise TransportBroken("mpiexec reports that a process of the job failed")
-
-    def _dead_here(self) -> list[int]:
-        """The servers on this host whose process is gone and whose session had not ended.
-
-        One that sent its close record and then left is not lost: under Open MPI with fault
-        tolerance, once another rank has died, a server leaves without the final barrier
-        (``RankFailed``), often before the console has read that record.
-        """
-        here = socket.gethostname()
-        return [rank for rank, peer in self.peers.items()
-                if peer.alive and peer.pid and peer.host == here and self.machines[rank].state is not
-                ConsoleState.CLOSED and not local_process_alive(peer.pid)]
+        """Find servers that died (:mod:`.health`); TransportBroken if MPI failed otherwise."""
+        self._failures.check(self._pump_once, lambda rank, why: self._lost(rank, why, died=True))
 
     # -- receiving: the one loop, and the table
 
