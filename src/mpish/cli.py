@@ -268,9 +268,21 @@ def _start_logging(debug: bool, argv: list[str]) -> None:
                                            platform.python_version(), PROG, shlex.join(argv))
 
 
+def subcommand_first(argv: list[str]) -> list[str]:
+    """``mpish --debug ssh HOST ...`` is ``mpish ssh --debug HOST ...`` (as ``git --no-pager
+    log``): a subcommand after options that it takes too moves first. After any other
+    option the words are a command for the ranks, as clush reads them (``mpish -n 2 ssh h``)."""
+    at = 0
+    while at < len(argv) and argv[at] == "--debug":
+        at += 1
+    if 0 < at < len(argv) and argv[at] == "ssh":
+        return [argv[at], *argv[:at], *argv[at + 1:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mpish`` console script; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = subcommand_first(sys.argv[1:] if argv is None else list(argv))
     try:
         if argv and argv[0] in SUBCOMMANDS:
             name = argv[0]
