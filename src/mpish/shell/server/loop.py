@@ -27,6 +27,7 @@ from ..completion import complete_path
 from ..conversation import SERVER, Event, Local, Machine, Refused, ServerState
 from ..pty_session import PtyHost
 from ..receive import Waiter, receive
+from ..transfer import send_chunk
 from .bash import Bash, OutputStream
 from .jobs import KILLING_POLL, Command, Ended, Shell
 from .stdin import StdinFeed
@@ -89,7 +90,19 @@ class ShellServer(ServerTransfers):
     # -- I/O helpers
 
     def _send(self, message: object) -> None:
+        if isinstance(message, p.Chunk):  # a file's bytes: raw on channel FILE, not msgpack
+            self._send_chunk(bytes(message.data))
+            return
         self.link.send_all(self.console, self.channel.send(p.CODEC.encode(message)))
+
+    def _send_chunk(self, data: bytes) -> None:
+        if self._sealed is not None:  # MPI: sealed straight into a reused record buffer
+            link, channel = self._sealed
+            buffer = link.record_buffer()
+            size = channel.send_into(buffer, memoryview(data), p.FILE)
+            link.send_buffer(self.console, buffer, size)
+            return
+        send_chunk(self.link, self.channel, self.console, data)
 
     def _send_output(self, stream: OutputStream, count: int) -> None:
         self.credit -= count

@@ -56,7 +56,7 @@ class Put:
         except OSError as exc:
             self.error = f"cannot write {self.final}: {exc.strerror}"
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         if not self.error and self.part is not None:
             try:
@@ -121,10 +121,10 @@ class Get:
         except OSError as exc:
             self.error = f"cannot read {self.path}: {exc.strerror}"
 
-    def next_message(self, credit: int) -> p.GetChunk | None:
+    def next_message(self, credit: int) -> p.Chunk | None:
         """The next chunk (at most ``credit`` bytes); None at the end, on error or interrupt."""
         data = self.read(credit)
-        return p.GetChunk(self.xfer_id, data) if data else None
+        return p.Chunk(data) if data else None
 
     def read(self, credit: int) -> bytes:
         """The next bytes (at most ``credit``); b"" at the end, on error or interrupt."""
@@ -168,7 +168,7 @@ class GetTree:
         self.sent = 0
         self._interrupted = False
         try:
-            self.reader = TreeReader(self.path, self.xfer_id, p.GetChunk)
+            self.reader = TreeReader(self.path, self.xfer_id)
         except OSError as exc:
             self.error = f"cannot read {self.path}: {exc.strerror}"
 
@@ -241,10 +241,10 @@ class ServerTransfers:
     def _start_put(self, start: p.PutStart) -> None:
         self.put = Put(start, self.cwd, digests_needed(self.channel))
 
-    def _write_chunk(self, chunk: p.PutChunk) -> None:
-        put = self.put
-        if not isinstance(put, Put) or chunk.xfer_id != put.xfer_id:
-            raise Refused(f"PutChunk of {chunk.xfer_id} refused: another file is being received")
+    def _write_chunk(self, chunk: p.Chunk) -> None:
+        put = self.put  # a chunk belongs to the put going on (the table: RECEIVING_PUT)
+        if not isinstance(put, Put):
+            raise Refused("Chunk refused: no file is being received")
         put.write(chunk.data)
         self._send(p.Credit(len(chunk.data)))
 
@@ -258,9 +258,11 @@ class ServerTransfers:
     def _start_tree_put(self, start: p.TreePut) -> None:
         self.put = PutTree(start, self.cwd)
 
-    def _tree(self, message: p.Entry | p.PutChunk | p.FileEnd | p.TreeEnd) -> PutTree:
+    def _tree(self, message: p.Entry | p.Chunk | p.FileEnd | p.TreeEnd) -> PutTree:
         put = self.put
-        if not isinstance(put, PutTree) or message.xfer_id != put.xfer_id:
+        if not isinstance(put, PutTree):
+            raise Refused(f"{type(message).__name__} refused: no tree is being received")
+        if not isinstance(message, p.Chunk) and message.xfer_id != put.xfer_id:  # a chunk has no id
             raise Refused(f"{type(message).__name__} of {message.xfer_id} refused: another tree is received")
         return put
 
@@ -275,7 +277,7 @@ class ServerTransfers:
         put.writer.entry(entry)
         self._tree_credit(put, p.ENTRY_COST)
 
-    def _tree_chunk(self, chunk: p.PutChunk) -> None:
+    def _tree_chunk(self, chunk: p.Chunk) -> None:
         put = self._tree(chunk)
         put.writer.write(chunk.data)
         self._tree_credit(put, len(chunk.data))
