@@ -19,7 +19,9 @@ clush's, mpish's rate over scp's. For `true`, the CPU of each side is printed to
 command, all 8 hosts): the client's (the command's process tree: the console or clush, and
 its ssh clients) and the hosts' (what sshd reaped: sshd's session processes and the remote
 programs, the shipped shell server and its bash, or clush's ``sh -c true``), from sshd's
-cutime/cstime in /proc. Run: python bench/ssh_shell.py [--rounds N] [--mib M] [--xfer-only]
+cutime/cstime in /proc. For put and get the same two, per GiB moved (the console or scp and
+its ssh; sshd's session and the shell server or ``scp -t``/``-f``), medians.
+Run: python bench/ssh_shell.py [--rounds N] [--mib M] [--xfer-only]
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def main() -> None:
 
             names = ("mpish true", "clush true", "mpish put", "scp put", "mpish get", "scp get")
             rows: dict[str, list[float]] = {name: [] for name in names}
-            cpu: dict[str, list[float]] = {"mpish true": [], "clush true": []}
+            cpu: dict[str, list[float]] = {name: [] for name in names}
             assert server.process is not None
             sshd = server.process.pid
             for _ in range(0 if args.xfer_only else args.rounds):
@@ -111,18 +113,20 @@ def main() -> None:
                                                 cpu=cpu["mpish true"], sshd=sshd))
                 rows["clush true"].append(timed([*clush, "true"], env=env, cpu=cpu["clush true"], sshd=sshd))
             for _ in range(0 if args.true_only else max(3, args.rounds // 2)):
-                rows["mpish put"].append(timed([*mpish, "host1"], stdin=put_script, env=env))
+                rows["mpish put"].append(timed([*mpish, "host1"], stdin=put_script, env=env,
+                                               cpu=cpu["mpish put"], sshd=sshd))
                 if target.stat().st_size != payload.stat().st_size:
                     raise SystemExit("bench: :put wrote a file of the wrong size")
                 target.unlink()
-                rows["scp put"].append(timed(scp, env=env))
+                rows["scp put"].append(timed(scp, env=env, cpu=cpu["scp put"], sshd=sshd))
                 target.unlink()
-                rows["mpish get"].append(timed([*mpish, "host1"], stdin=get_script, env=env))
+                rows["mpish get"].append(timed([*mpish, "host1"], stdin=get_script, env=env,
+                                               cpu=cpu["mpish get"], sshd=sshd))
                 (got,) = fetched.iterdir()
                 if got.stat().st_size != payload.stat().st_size:
                     raise SystemExit("bench: :get wrote a file of the wrong size")
                 got.unlink()
-                rows["scp get"].append(timed(scp_get, env=env))
+                rows["scp get"].append(timed(scp_get, env=env, cpu=cpu["scp get"], sshd=sshd))
                 target.unlink()
         finally:
             server.stop()
@@ -134,10 +138,12 @@ def main() -> None:
         low, high = min(times) * 1e3, max(times) * 1e3
         print(f"{name:<12} {median[name] * 1e3:>8.0f}ms {low:>8.0f}ms {high:>8.0f}ms")
     true = ""
+    used = {name: (statistics.median(samples[0::2]) * 1e3, statistics.median(samples[1::2]) * 1e3)
+            for name, samples in cpu.items() if samples}
     if not args.xfer_only:
-        used = {name: (statistics.median(samples[0::2]) * 1e3, statistics.median(samples[1::2]) * 1e3)
-                for name, samples in cpu.items()}
         for name, (client, hosts) in used.items():
+            if not name.endswith("true"):
+                continue
             print(f"{name:<12} CPU: client {client:.0f} ms, hosts {hosts:.0f} ms ({hosts / 8:.0f} per host)")
         true = (
             f" true_ms={median['mpish true'] * 1e3:.0f} clush_true_ms={median['clush true'] * 1e3:.0f}"
@@ -148,6 +154,11 @@ def main() -> None:
         print(f"RESULT{true}")
         return
     rate = {name: args.mib / median[name] for name in ("mpish put", "scp put", "mpish get", "scp get")}
+    gib = args.mib / 1024
+    per_gib = {name: (client / gib, hosts / gib) for name, (client, hosts) in used.items()
+               if not name.endswith("true")}
+    for name, (client, hosts) in per_gib.items():
+        print(f"{name:<12} CPU per GiB: client {client:.0f} ms, host {hosts:.0f} ms (whole command)")
     print(f"put {rate['mpish put']:.0f} MiB/s, scp {rate['scp put']:.0f} MiB/s; get {rate['mpish get']:.0f}"
           f" MiB/s, scp {rate['scp get']:.0f} MiB/s ({args.mib} MiB file, whole command)")
     print(
@@ -156,6 +167,8 @@ def main() -> None:
         f" put_ratio={rate['mpish put'] / rate['scp put']:.2f}"
         f" get_mib_s={rate['mpish get']:.0f} scp_get_mib_s={rate['scp get']:.0f}"
         f" get_ratio={rate['mpish get'] / rate['scp get']:.2f}"
+        + "".join(f" {name.replace(' ', '_')}_cpu_ms_per_gib={client + hosts:.0f}"
+                  for name, (client, hosts) in per_gib.items())
     )
 
 

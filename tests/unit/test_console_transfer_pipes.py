@@ -100,7 +100,7 @@ def test_over_the_plain_channel_of_ssh_a_file_is_not_hashed_and_arrives_whole(tm
         with console.routed(answer):
             xfer = console.new_id()
             console.send(1, p.PutStart(xfer, str(tmp_path / "remote"), len(data), 0o644, "raw.bin"))
-            console.send(1, p.PutChunk(xfer, data[:100]))
+            console.send(1, p.Chunk(data[:100]))
             console.send(1, p.PutEnd(xfer, b"", False))
             console.wait(lambda: bool(done))
         assert done[0].sha256 == b""  # not hashed
@@ -155,7 +155,7 @@ def test_over_ssh_a_get_sends_16_mib_before_any_credit_and_no_more(tmp_path: Pat
     ended: list[p.GetEnd] = []
 
     def answer(rank: int, message: object) -> None:
-        if isinstance(message, p.GetChunk):
+        if isinstance(message, p.Chunk):
             received.append(len(message.data))
         elif isinstance(message, p.GetEnd):
             ended.append(message)

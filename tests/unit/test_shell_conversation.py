@@ -24,8 +24,8 @@ from mpish.shell.server import ShellServer
 from mpish.wire.errors import ProtocolError
 
 MESSAGES: list[Event] = [
-    p.Hello, p.Run, p.Interrupt, p.Credit, p.Done, p.PutStart, p.PutChunk, p.PutEnd, p.PutDone,
-    p.GetStart, p.GetChunk, p.GetEnd, p.Input,
+    p.Hello, p.Run, p.Interrupt, p.Credit, p.Done, p.PutStart, p.Chunk, p.PutEnd, p.PutDone,
+    p.GetStart, p.GetEnd, p.Input,
 ]
 EVENTS: list[Event] = [*MESSAGES, *Local]
 SIDES = {"server": (SERVER, ServerState), "console": (CONSOLE, ConsoleState)}
@@ -122,10 +122,10 @@ def test_the_server_takes_one_command_or_one_transfer_at_a_time() -> None:
 
 
 SERVER_PATH = [p.Run, Local.READ, p.Credit, p.Input, p.Interrupt, Local.TIMEOUT, Local.COMMAND_ENDED,
-               p.Interrupt, p.PutStart, p.PutChunk, p.PutEnd, p.GetStart, p.Credit, Local.GET_ENDED,
+               p.Interrupt, p.PutStart, p.Chunk, p.PutEnd, p.GetStart, p.Credit, Local.GET_ENDED,
                Local.CLOSED]
 CONSOLE_PATH = [p.Hello, Local.RUN, Local.STDIN, Local.OUTPUT, p.Credit, Local.INTERRUPT, p.Done, Local.PUT,
-                Local.PUT_DATA, p.Credit, p.PutDone, Local.GET, p.GetChunk, p.GetEnd, Local.CLOSE, p.Done,
+                Local.PUT_DATA, p.Credit, p.PutDone, Local.GET, p.Chunk, p.GetEnd, Local.CLOSE, p.Done,
                 Local.CLOSED]
 
 

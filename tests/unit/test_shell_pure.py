@@ -136,9 +136,12 @@ def test_protocol_round_trip_and_validation() -> None:
 
     with pytest.raises(RemoteProtocolError, match=r"Run\.cmd_id: expected an int, got str"):
         p.CODEC.decode(msgpack.packb([2, "not an int", "cmd", 0.0, False]))
-    with pytest.raises(RemoteProtocolError, match=r"PutChunk\.data: expected bytes, got str"):
-        p.CODEC.decode(msgpack.packb([8, 1, "text, not bytes"]))
-    assert p.CODEC.decode(msgpack.packb([8, 1, b"bytes"], use_bin_type=True)) == p.PutChunk(1, b"bytes")
+    with pytest.raises(RemoteProtocolError, match=r"Input\.data: expected bytes, got str"):
+        p.CODEC.decode(msgpack.packb([15, 1, "text, not bytes", False]))
+    packed = msgpack.packb([15, 1, b"bytes", False], use_bin_type=True)
+    assert p.CODEC.decode(packed) == p.Input(1, b"bytes", False)
+    with pytest.raises(RemoteProtocolError):  # PutChunk (8) and GetChunk (12) were retired: raw Chunks
+        p.CODEC.decode(msgpack.packb([8, 1, b"bytes"], use_bin_type=True))
 
 
 def test_initial_state_quotes_and_strips_launcher_variables() -> None:

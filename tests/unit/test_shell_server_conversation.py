@@ -36,6 +36,9 @@ class Client:
     seen: list[tuple[Event, object]] = field(default_factory=list)
 
     def send(self, message: object) -> None:
+        if isinstance(message, p.Chunk):  # a file's bytes: raw on channel FILE
+            self.link.send_all(self.link.peer, self.channel.send(message.data, p.FILE))
+            return
         self.link.send_all(self.link.peer, self.channel.send(p.CODEC.encode(message)))
 
     def until(self, found: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -88,7 +91,7 @@ def test_a_run_while_a_command_runs_is_refused_with_an_error_and_both_commands_a
 
 
 def test_transfer_messages_out_of_place_are_dropped_and_the_session_goes_on(client: Client) -> None:
-    client.send(p.PutChunk(7, b"stray"))  # no put started
+    client.send(p.Chunk(b"stray"))  # no put started
     client.send(p.PutEnd(7, b"", False))
     client.send(p.Interrupt(99))  # nothing to interrupt
     client.send(p.Run(3, "echo still here; (exit 3)", 0, False))
@@ -106,7 +109,7 @@ def test_a_get_while_receiving_a_put_is_refused_and_the_put_completes(client: Cl
     client.until(lambda: any(isinstance(m, p.GetEnd) for _, m in client.seen))
     end = next(m for _, m in client.seen if isinstance(m, p.GetEnd))
     assert end.xfer_id == 6 and "receiving a file" in end.error
-    client.send(p.PutChunk(5, b"abc"))
+    client.send(p.Chunk(b"abc"))
     client.send(p.PutEnd(5, hashlib.sha256(b"abc").digest(), False))
     client.until(lambda: any(isinstance(m, p.PutDone) for _, m in client.seen))
     put = next(m for _, m in client.seen if isinstance(m, p.PutDone))
@@ -121,7 +124,7 @@ def test_a_hostile_tree_put_writes_nothing_outside_its_root_and_says_why(
     for name, kind, target in (("../outside", "file", ""), ("a", "link", str(tmp_path)), ("a/x", "file", "")):
         client.send(p.Entry(5, name, kind, 0o644, 1, target))
         if kind == "file":
-            client.send(p.PutChunk(5, b"x"))
+            client.send(p.Chunk(b"x"))
             client.send(p.FileEnd(5, 1, hashlib.sha256(b"x").digest(), ""))
     client.send(p.TreeEnd(5, False))
     client.until(lambda: any(isinstance(m, p.PutDone) for _, m in client.seen))

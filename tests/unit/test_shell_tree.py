@@ -19,7 +19,7 @@ UMASK = 0o022
 
 def copy(source: Path, final: Path) -> str:
     """Send ``source`` through a reader into a writer at ``final``; the writer's verdict."""
-    reader = TreeReader(source, 1, p.PutChunk)
+    reader = TreeReader(source, 1)
     writer = TreeWriter(final, UMASK)
     while (message := reader.next(p.CHUNK)) is not None:
         feed(writer, message)
@@ -29,7 +29,7 @@ def copy(source: Path, final: Path) -> str:
 def feed(writer: TreeWriter, message: object) -> None:
     if isinstance(message, p.Entry):
         writer.entry(message)
-    elif isinstance(message, (p.PutChunk, p.GetChunk)):
+    elif isinstance(message, p.Chunk):
         writer.write(message.data)
     elif isinstance(message, p.FileEnd):
         writer.end_file(message)
@@ -176,7 +176,7 @@ def test_the_reader_sends_a_swapped_in_link_as_a_link_not_its_target(tmp_path: P
     source = tmp_path / "d"
     source.mkdir()
     (source / "x").mkdir()
-    reader = TreeReader(source, 1, p.PutChunk)
+    reader = TreeReader(source, 1)
     assert reader.next(p.CHUNK) == p.Entry(1, "", "dir", 0o755, 0, "")
     (source / "x").rmdir()
     (source / "x").symlink_to("/etc")  # between the listing and the visit

@@ -62,6 +62,7 @@ from .operations import Running
 from .ranks import format_ranks
 from .receive import Output, Waiter, receive
 from .session import Peer, Session
+from .transfer import send_chunk
 
 log = Diagnostics(__name__)
 
@@ -80,7 +81,7 @@ BUSY = (ConsoleState.RUNNING, ConsoleState.PUTTING, ConsoleState.GETTING, Consol
 SENT_EVENTS: dict[type, Event] = {  # what sending each message of an operation's own module is
     p.PtyOpen: Local.ATTACH, p.PtyInput: Local.PTY_DATA, p.PtyResize: Local.PTY_DATA,
     p.PtyClose: Local.PTY_DATA, p.Complete: Local.COMPLETE,
-    p.PutStart: Local.PUT, p.TreePut: Local.PUT, p.PutChunk: Local.PUT_DATA, p.PutEnd: Local.PUT_DATA,
+    p.PutStart: Local.PUT, p.TreePut: Local.PUT, p.Chunk: Local.PUT_DATA, p.PutEnd: Local.PUT_DATA,
     p.Entry: Local.PUT_DATA, p.FileEnd: Local.PUT_DATA, p.TreeEnd: Local.PUT_DATA,
     p.GetStart: Local.GET, p.TreeGet: Local.GET, p.Interrupt: Local.INTERRUPT,
 }
@@ -135,7 +136,10 @@ class Console:
         if not peer.alive:
             return
         try:
-            self.link.send_all(rank, peer.channel.send(p.CODEC.encode(message)))
+            if isinstance(message, p.Chunk):  # a file's bytes: raw on channel FILE, not msgpack
+                send_chunk(self.link, peer.channel, rank, bytes(message.data))
+            else:
+                self.link.send_all(rank, peer.channel.send(p.CODEC.encode(message)))
         except MpishError as exc:
             self._lost(rank, f"cannot send: {exc}")
 

@@ -73,7 +73,7 @@ def put(console: Console, local: str | os.PathLike[str], remote: str, ranks: Ite
         with handle:
             while chunk := handle.read(p.CHUNK):
                 digest.update(chunk)
-                yield p.PutChunk(xfer_id, chunk)
+                yield p.Chunk(chunk)
             problem = changed(handle.fileno(), info, local)
 
     def verdict(done: p.PutDone) -> str:
@@ -102,7 +102,7 @@ def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks
     directory receives it under its own name, else ``remote`` becomes the copy)."""
     xfer_id = console.new_id()
     try:
-        reader = TreeReader(local, xfer_id, p.PutChunk)
+        reader = TreeReader(local, xfer_id)
     except OSError as exc:
         raise ValueError(f"cannot read {local} on the console's machine: {exc.strerror}") from None
     files = 0
@@ -154,7 +154,7 @@ def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut,
                 for rank in putting():
                     console.send(rank, message)
                     credit[rank] -= needed
-                if isinstance(message, p.PutChunk):
+                if isinstance(message, p.Chunk):
                     sent.bytes += len(message.data)
                     progress(sent.bytes)
         except BaseException as exc:  # Ctrl-C, or the local file failed: the targets discard it
@@ -198,7 +198,7 @@ class FileCopy:
         self.size = 0
         self.error = ""  # writing here failed (a full disk): the rest is only counted
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         if self.error:
             return
@@ -265,14 +265,15 @@ def get(console: Console, remote: str, local: str | os.PathLike[str], ranks: Ite
 
     def answer(rank: int, message: Any) -> None:
         nonlocal received
-        if message.xfer_id != xfer_id:
+        # a chunk has no id: the table gives it to the get going on (protocol doc)
+        if not isinstance(message, p.Chunk) and message.xfer_id != xfer_id:
             raise Refused(f"{type(message).__name__} of {message.xfer_id} refused: another transfer goes on")
         copy = copies[rank]
         if isinstance(message, p.GetEnd):
             console.consumed(rank, 0, final=True)
             verdicts[rank] = copy.finish(message)
             return
-        if isinstance(message, p.GetChunk):
+        if isinstance(message, p.Chunk):
             (copy.writer if isinstance(copy, TreeCopy) else copy).write(message.data)
             received += len(message.data)
             if progress:

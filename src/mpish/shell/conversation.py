@@ -74,7 +74,7 @@ class Local(enum.Enum):
     STDIN = "stdin"  # console: Input sent
     INTERRUPT = "interrupt"  # console: Ctrl-C, Interrupt sent
     PUT = "put"  # console: PutStart sent
-    PUT_DATA = "put data"  # console: PutChunk or PutEnd sent
+    PUT_DATA = "put data"  # console: a Chunk, Entry, FileEnd, PutEnd or TreeEnd sent
     GET = "get"  # console: GetStart sent
     ATTACH = "attach"  # console: PtyOpen sent
     PTY_DATA = "pty data"  # console: PtyInput, PtyResize or PtyClose sent
@@ -146,10 +146,10 @@ SERVER: dict[tuple[ServerState, Event], Step[ServerState]] = _table([
     (_NO_COMMAND, Local.READ, "drop_output", None),  # late job output
     ((_S.RUNNING,), Local.TIMEOUT, "time_out", None),
     ((_S.RUNNING,), Local.COMMAND_ENDED, "report_done", _S.IDLE),
-    ((_S.RECEIVING_PUT,), p.PutChunk, "write_chunk", None),
+    ((_S.RECEIVING_PUT,), p.Chunk, "write_chunk", None),
     ((_S.RECEIVING_PUT,), p.PutEnd, "end_put", _S.IDLE),
     ((_S.RECEIVING_TREE,), p.Entry, "tree_entry", None),
-    ((_S.RECEIVING_TREE,), p.PutChunk, "tree_chunk", None),
+    ((_S.RECEIVING_TREE,), p.Chunk, "tree_chunk", None),
     ((_S.RECEIVING_TREE,), p.FileEnd, "tree_file_end", None),
     ((_S.RECEIVING_TREE,), p.TreeEnd, "end_tree_put", _S.IDLE),
     ((_S.SENDING_GET,), p.Interrupt, "interrupt_get", None),
@@ -183,7 +183,7 @@ CONSOLE: dict[tuple[ConsoleState, Event], Step[ConsoleState]] = _table([
     ((_C.PUTTING,), Local.PUT_DATA, "send", None),
     ((_C.PUTTING,), p.Credit, "route_message", None),
     ((_C.PUTTING,), p.PutDone, "route_message", _C.IDLE),
-    ((_C.GETTING,), p.GetChunk, "route_message", None),
+    ((_C.GETTING,), p.Chunk, "route_message", None),
     ((_C.GETTING,), p.Entry, "route_message", None),
     ((_C.GETTING,), p.FileEnd, "route_message", None),
     ((_C.GETTING,), p.GetEnd, "route_message", _C.IDLE),
@@ -207,7 +207,7 @@ CONSOLE: dict[tuple[ConsoleState, Event], Step[ConsoleState]] = _table([
     ((_C.CLOSING,), p.Credit, "ignore", None),
     ((_C.CLOSING,), p.Done, "ignore", None),
     ((_C.CLOSING,), p.PutDone, "ignore", None),
-    ((_C.CLOSING,), p.GetChunk, "ignore", None),
+    ((_C.CLOSING,), p.Chunk, "ignore", None),
     ((_C.CLOSING,), p.GetEnd, "ignore", None),
     ((_C.CLOSING,), p.Entry, "ignore", None),
     ((_C.CLOSING,), p.FileEnd, "ignore", None),

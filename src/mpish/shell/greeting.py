@@ -4,7 +4,8 @@ Each server not yet ready starts in GREETING (:data:`mpish.shell.conversation.CO
 records go through the one receive loop (:func:`mpish.shell.receive.receive`), which
 completes the handshake, and the Hello moves the server to IDLE. What differs between
 the sessions is passed in: what a Hello tells (``greeted``), how a failure is reported
-(``failed``: channel failed, server ended, malformed message, no Hello by its deadline),
+(``failed``: channel failed, server ended, malformed message, no Hello by its deadline,
+a Hello of another shell protocol version),
 each server's deadline, and (ssh's fan-out) a ``tick`` that starts more servers.
 """
 
@@ -36,7 +37,12 @@ class _Greeter:
         self.failed = failed
 
     def _greet(self, payload: tuple[int, p.Hello]) -> None:
-        self.greeted(*payload)
+        rank, hello = payload
+        if hello.protocol != p.PROTOCOL_VERSION:  # its messages (a file's bytes) are not ours
+            self.failed(rank, f"its mpish speaks shell protocol {hello.protocol}, this console "
+                              f"{p.PROTOCOL_VERSION}: install the same mpish version on both sides")
+            return
+        self.greeted(rank, hello)
 
     def _lose(self, payload: tuple[int, str]) -> None:
         self.failed(*payload)

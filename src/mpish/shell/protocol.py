@@ -4,31 +4,38 @@ Every message travels inside a :class:`~mpish.wire.channel.SecureChannel` betwee
 console (rank 0) and one shell server. Conversation::
 
     server  -> console  Hello                               once, after the handshake
-    console -> server   Run Input* | Interrupt | Credit | PutStart PutChunk* PutEnd | GetStart
+    console -> server   Run Input* | Interrupt | Credit | PutStart Chunk* PutEnd | GetStart
     server  -> console  (raw output chunks)*  Done          for each Run
                         Signalled                           for each Interrupt of the running command
-                        Credit                              for PutChunk and Input bytes written
-                        GetChunk* GetEnd                    for each GetStart
+                        Credit                              for Chunk and Input bytes written
+                        Chunk* GetEnd                       for each GetStart
                         PutDone                             for each PutEnd
     console -> server   PtyOpen (PtyInput | PtyResize)* [PtyClose]   one program in a pty
     server  -> console  (raw output chunks)* PtyExit        for each PtyOpen
                         Credit                              for PtyInput bytes written
     console -> server   Complete
     server  -> console  Completions                         for each Complete
-    console -> server   TreePut (Entry [PutChunk* FileEnd])* TreeEnd      :put -r
-    server  -> console  Credit                              for PutChunk bytes and each Entry
+    console -> server   TreePut (Entry [Chunk* FileEnd])* TreeEnd      :put -r
+    server  -> console  Credit                              for Chunk bytes and each Entry
                         PutDone                             for each TreeEnd
     console -> server   TreeGet [Interrupt]                 :get -r
-    server  -> console  (Entry [GetChunk* FileEnd])* GetEnd  for each TreeGet
+    server  -> console  (Entry [Chunk* FileEnd])* GetEnd  for each TreeGet
 
 These messages travel on channel 0 of the secure channel. A command's output is not
 wrapped: its stdout and stderr bytes are sent raw, as they were read from the pipe, on
-channels :data:`STDOUT` and :data:`STDERR` (no msgpack copy on the bulk path). MPI keeps
-the order of one sender's messages, so every chunk arrives before the command's Done.
+channels :data:`STDOUT` and :data:`STDERR` (no msgpack copy on the bulk path). A file's
+bytes (:class:`Chunk`) travel the same way on channel :data:`FILE`: the record's data is the
+chunk, nothing else (no msgpack, no copy behind a header over ssh). A chunk carries no
+transfer id: a conversation has one transfer at a time, and its chunks come between its
+start and its end; each side takes a chunk only in a state that receives one
+(:mod:`mpish.shell.conversation`), and the size (and over MPI the SHA-256) in the end
+message is checked against what was written. MPI keeps the order of one sender's
+messages, as the pipes of ssh do, so every chunk arrives before the command's Done or the
+transfer's end.
 The session ends with the secure channel's close record. Which message each side may
 receive in which state: :mod:`mpish.shell.conversation`.
 
-Flow control: a sender of bulk bytes (output, GetChunk, PutChunk, Input) never has more than
+Flow control: a sender of bulk bytes (output, Chunk, Input) never has more than
 ``WINDOW`` bytes that the other side has not returned with a :class:`Credit`; a tree's
 :class:`Entry` counts as :data:`ENTRY_COST` bytes, so a tree of empty directories is
 flow-controlled too.
@@ -37,19 +44,21 @@ flow-controlled too.
 # No "from __future__ import annotations": the codec reads these annotations (get_type_hints),
 # and as objects they need no compile of their text on every start of a shell server.
 
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from mpish.wire.codec import Codec, MaxLen
 from mpish.wire.message import Frozen, frozen
 
 PROTOCOL_VERSION = 7  # 2: output as raw bytes on channels 1 and 2; 3: Done.note; 4: stdin;
 # 5: pty mode (PtyOpen ... PtyExit), path completion (Complete, Completions); 6: trees (:put -r, :get -r);
-# 7: Signalled (output sent before it was in flight at the Ctrl-C: the console discards it)
+# 7: a file's bytes raw on channel 3 (Chunk), no longer the msgpack messages PutChunk and GetChunk;
+# Signalled (output sent before it was in flight at the Ctrl-C: the console discards it)
 CHUNK = (1 << 20) - 256  # bulk bytes per message: one message is one record (record.py)
 WINDOW = 4 * 1024 * 1024  # unacknowledged bulk bytes per server and direction
 CONTROL = 0  # secure-channel channel of the msgpack messages below
 STDOUT = 1  # secure-channel channel of raw stdout bytes (also the stream id of a sink)
 STDERR = 2  # secure-channel channel of raw stderr bytes
+FILE = 3  # secure-channel channel of a file's raw bytes (Chunk), either way
 ENTRY_COST = 512  # bulk bytes an Entry counts for in the window
 
 CODEC = Codec("mpish.shell", max_bytes=1 << 20, max_items=64)
@@ -135,11 +144,15 @@ class PutStart(Frozen):
     name: Path
 
 
-@CODEC.message(8)
-@frozen
-class PutChunk(Frozen):
-    xfer_id: int
-    data: bytes
+class Chunk(NamedTuple):
+    """Bytes of the file being sent (put: to the server; get: to the console), raw on
+    channel :data:`FILE`: not a msgpack message (the module doc). ``data`` may be a view
+    of the record it arrived in."""
+
+    data: bytes | memoryview
+
+
+# message 8 (PutChunk) was retired in protocol 7: a file's bytes are a raw Chunk on channel FILE
 
 
 @CODEC.message(9)
@@ -170,11 +183,7 @@ class GetStart(Frozen):
     path: Path
 
 
-@CODEC.message(12)
-@frozen
-class GetChunk(Frozen):
-    xfer_id: int
-    data: bytes
+# message 12 (GetChunk) was retired in protocol 7, as PutChunk (8)
 
 
 @CODEC.message(13)
@@ -338,7 +347,7 @@ class Signalled(Frozen):
 
 
 ShellMessage = (
-    Hello | Run | Interrupt | Credit | Done | PutStart | PutChunk | PutEnd | PutDone
-    | GetStart | GetChunk | GetEnd | Input | PtyOpen | PtyInput | PtyResize | PtyClose
+    Hello | Run | Interrupt | Credit | Done | PutStart | PutEnd | PutDone
+    | GetStart | GetEnd | Input | PtyOpen | PtyInput | PtyResize | PtyClose
     | PtyExit | Complete | Completions | TreePut | Entry | FileEnd | TreeEnd | TreeGet | Signalled
 )

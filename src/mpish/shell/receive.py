@@ -3,10 +3,12 @@
 :func:`receive` takes every record that has arrived, feeds it to its sender's channel
 and hands each result to the side's conversation (:mod:`mpish.shell.conversation`) as
 an event: a control message (its class is the event), raw output (``Local.OUTPUT``,
-channels STDOUT and STDERR), the peer's close record (``Local.CLOSED``), a message that
-does not decode (``Local.MALFORMED``). A record the channel rejects is dropped (a forged
-datagram over MPI); a channel that the error left unusable is reported once through
-``lost``. Records from a rank without a channel are not ours: dropped unread.
+channels STDOUT and STDERR), a file's raw bytes (:class:`~mpish.shell.protocol.Chunk`,
+channel FILE: handed on as they came, a view of the record over ssh), the peer's close
+record (``Local.CLOSED``), a message that does not decode (``Local.MALFORMED``). A
+record the channel rejects is dropped (a forged datagram over MPI); a channel that the
+error left unusable is reported once through ``lost``. Records from a rank without a
+channel are not ours: dropped unread.
 
 :class:`Waiter` is how a side waits when nothing arrived (the one place to change for a
 link that can wait on its own descriptors).
@@ -67,8 +69,13 @@ def _handle(source: int, record: Record, channel_of: Callable[[int], Channel | N
         return  # a forged record is dropped and counted by the channel
     for event in events:
         if isinstance(event, Message):
+            data = event.data
+            if event.channel == p.FILE:
+                deliver(source, p.Chunk, p.Chunk(data))
+                continue
             if event.channel in (p.STDOUT, p.STDERR):
-                deliver(source, Local.OUTPUT, Output(event.channel, event.data))
+                output = data if isinstance(data, bytes) else bytes(data)  # the sinks keep bytes
+                deliver(source, Local.OUTPUT, Output(event.channel, output))
                 continue
             try:
                 message = p.CODEC.decode(event.data)

@@ -43,7 +43,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from mpish.transport.pipe import PlainChannel
+from mpish.transport.link import Channel, Link
+from mpish.transport.pipe import MultiLink, PipeLink, PlainChannel
+
+from . import protocol as p
 
 SSH_EXTRA_WINDOW = 12 << 20  # bulk bytes a file transfer over ssh may have in flight beyond WINDOW
 PART_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -66,6 +69,17 @@ def open_regular(path: Path) -> IO[bytes]:
     except BaseException:
         os.close(fd)
         raise
+
+
+def send_chunk(link: Link, channel: Channel, dest: int, data: bytes) -> None:
+    """A file's bytes to ``dest``, raw on channel FILE (:class:`~mpish.shell.protocol.Chunk`).
+    Over ssh the plain channel's 5-byte header and ``data`` go to ``writev`` as two pieces
+    of one frame: 1 MiB is not copied behind a header (``data`` is immutable, so it may
+    wait in the pipe's queue)."""
+    if isinstance(channel, PlainChannel) and isinstance(link, (PipeLink, MultiLink)):
+        link.send_frame(dest, channel.send_parts(data, p.FILE))
+    else:
+        link.send_all(dest, channel.send(data, p.FILE))
 
 
 def digests_needed(channel: object) -> bool:

@@ -77,7 +77,7 @@ def tree_destination(target: Path, name: str) -> Path:
 
 def cost(message: object) -> int:
     """What a message of a tree counts for in the credit window."""
-    if isinstance(message, (p.PutChunk, p.GetChunk)):
+    if isinstance(message, p.Chunk):
         return len(message.data)
     return p.ENTRY_COST if isinstance(message, p.Entry) else 0
 
@@ -101,13 +101,12 @@ def _why(exc: OSError) -> str:
 class TreeReader:
     """The messages that send the tree at ``root``, one at a time (:meth:`next`).
 
-    ``chunk``: the message class of file bytes (PutChunk from the console, GetChunk from
-    a server). Raises OSError if the root cannot be read."""
+    A file's bytes are :class:`~mpish.shell.protocol.Chunk` s (raw on channel FILE, either
+    way). Raises OSError if the root cannot be read."""
 
-    def __init__(self, root: str | os.PathLike[str], xfer_id: int, chunk: type[Any]) -> None:
+    def __init__(self, root: str | os.PathLike[str], xfer_id: int) -> None:
         self.root = os.fspath(root)
         self.xfer_id = xfer_id
-        self.chunk = chunk
         self.stack: list[tuple[int, str, list[str]]] = []  # (dir fd, relative path, names left)
         self.file: tuple[int, Any, int, str] | None = None  # (fd, digest, size, shown path)
         self.interrupted = False
@@ -163,8 +162,7 @@ class TreeReader:
                 digest.update(data)
                 self.file = (fd, digest, size + len(data), shown)
                 self.bytes += len(data)
-                chunk: object = self.chunk(self.xfer_id, data)
-                return chunk
+                return p.Chunk(data)
         os.close(fd)
         self.file = None
         return p.FileEnd(self.xfer_id, size, digest.digest(), error)
@@ -318,7 +316,7 @@ class TreeWriter:
         finally:
             os.close(fd)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self.part is not None:
             try:
                 self.part.write(data)

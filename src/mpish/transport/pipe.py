@@ -117,6 +117,26 @@ class PipeLink:
         if self.broken:
             raise TransportBroken(self.broken)
 
+    def send_frame(self, dest: int, parts: Sequence[bytes]) -> None:
+        """One frame whose payload is ``parts`` one after the other, queued as they are
+        (``writev``: no copy into one buffer); they are immutable, so they can wait in the
+        queue. A file's chunk goes this way (:meth:`PlainChannel.send_parts`)."""
+        if dest != self.peer:
+            raise TransportBroken(f"no pipe to rank {dest}")
+        if self.broken:
+            raise TransportBroken(self.broken)
+        size = sum(len(part) for part in parts)
+        self._out.append(memoryview(frame_header(size, self.max_frame)))
+        self._out.extend(memoryview(part) for part in parts)
+        self._queued += size + 4
+        self.sent_bytes += size + 4
+        self.progress()
+        while self._queued > MAX_QUEUED and not self.broken:
+            self._wait_fd(self.write_fd, select.POLLOUT, 1.0)
+            self.progress()
+        if self.broken:
+            raise TransportBroken(self.broken)
+
     def send_raw(self, data: bytes) -> None:
         """Bytes that are not a frame (the bootstrap's code), queued in order with the frames."""
         if self.broken:
@@ -312,6 +332,17 @@ class MultiLink:
             self._check(dest)
             raise
 
+    def send_frame(self, dest: int, parts: Sequence[bytes]) -> None:
+        """One frame of ``parts`` to ``dest`` (:meth:`PipeLink.send_frame`)."""
+        link = self.links.get(dest)
+        if link is None:
+            raise TransportBroken(f"no shell server at rank {dest}")
+        try:
+            link.send_frame(dest, parts)
+        except TransportBroken:
+            self._check(dest)
+            raise
+
     def progress(self) -> bool:
         wrote = False
         for rank, link in self.links.items():
@@ -442,6 +473,16 @@ class PlainChannel:
             raise LocalProtocolError(f"message of {len(data)} bytes exceeds max_message {self.max_message}")
         return [PLAIN_HEADER.pack(PLAIN_DATA, channel) + data]
 
+    def send_parts(self, data: bytes, channel: int) -> list[bytes]:
+        """The one record of ``data`` as its parts (header, data), for
+        :meth:`PipeLink.send_frame`: bulk bytes are not copied behind a header."""
+        self._check_usable()
+        if self._close_sent:
+            raise LocalProtocolError("cannot send data after the close")
+        if len(data) > self.max_message:
+            raise LocalProtocolError(f"message of {len(data)} bytes exceeds max_message {self.max_message}")
+        return [PLAIN_HEADER.pack(PLAIN_DATA, channel), data]
+
     def close(self) -> list[bytes | bytearray]:
         self._check_usable()
         if self._close_sent:
@@ -458,7 +499,7 @@ class PlainChannel:
                 raise RemoteProtocolError("record after the peer's close")
             kind, channel = PLAIN_HEADER.unpack_from(record)
             if kind == PLAIN_DATA:
-                return [Message(channel, bytes(record[PLAIN_HEADER.size :]))]
+                return [Message(channel, memoryview(record)[PLAIN_HEADER.size :])]  # no copy
             if kind == PLAIN_CLOSE and len(record) == PLAIN_HEADER.size:
                 self._close_received = True
                 return [CloseReceived()]

@@ -19,11 +19,13 @@ class Message(NamedTuple):
     """One whole, authenticated application message received on ``channel``.
 
     A NamedTuple rather than a frozen dataclass: it is as immutable and slotted, and
-    three times cheaper to build, which counts on the per-record hot path.
+    three times cheaper to build, which counts on the per-record hot path. ``data`` is
+    bytes, or a memoryview over the record it came in (the plain channel inside ssh: no
+    copy of bulk bytes); the record is never reused, so the view stays valid.
     """
 
     channel: int
-    data: bytes
+    data: bytes | memoryview
 
 
 @frozen

@@ -96,7 +96,21 @@ class ShellServer(ServerTransfers):
     # -- I/O helpers
 
     def _send(self, message: object) -> None:
+        if isinstance(message, p.Chunk):  # a file's bytes: raw on channel FILE, not msgpack
+            self._send_chunk(bytes(message.data))
+            return
         self.link.send_all(self.console, self.channel.send(p.CODEC.encode(message)))
+
+    def _send_chunk(self, data: bytes) -> None:
+        if self._sealed is not None:  # MPI: sealed straight into a reused record buffer
+            link, channel = self._sealed
+            buffer = link.record_buffer()
+            size = channel.send_into(buffer, memoryview(data), p.FILE)
+            link.send_buffer(self.console, buffer, size)
+            return
+        from ..transfer import send_chunk  # at the first transfer: not when a server starts (pathlib)
+
+        send_chunk(self.link, self.channel, self.console, data)
 
     def _send_output(self, stream: OutputStream, count: int) -> None:
         self.credit -= count

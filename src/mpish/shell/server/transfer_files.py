@@ -49,7 +49,7 @@ class Put:
         except OSError as exc:
             self.error = f"cannot write {self.final}: {exc.strerror}"
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         if not self.error and self.part is not None:
             try:
@@ -114,10 +114,10 @@ class Get:
         except OSError as exc:
             self.error = f"cannot read {self.path}: {exc.strerror}"
 
-    def next_message(self, credit: int) -> p.GetChunk | None:
+    def next_message(self, credit: int) -> p.Chunk | None:
         """The next chunk (at most ``credit`` bytes); None at the end, on error or interrupt."""
         data = self.read(credit)
-        return p.GetChunk(self.xfer_id, data) if data else None
+        return p.Chunk(data) if data else None
 
     def read(self, credit: int) -> bytes:
         """The next bytes (at most ``credit``); b"" at the end, on error or interrupt."""
@@ -161,7 +161,7 @@ class GetTree:
         self.sent = 0
         self._interrupted = False
         try:
-            self.reader = TreeReader(self.path, self.xfer_id, p.GetChunk)
+            self.reader = TreeReader(self.path, self.xfer_id)
         except OSError as exc:
             self.error = f"cannot read {self.path}: {exc.strerror}"
 

@@ -68,12 +68,12 @@ class ServerTransfers:
 
         self.put = Put(start, self.cwd, digests_needed(self.channel))
 
-    def _write_chunk(self, chunk: p.PutChunk) -> None:
+    def _write_chunk(self, chunk: p.Chunk) -> None:
         from .transfer_files import Put
 
-        put = self.put
-        if not isinstance(put, Put) or chunk.xfer_id != put.xfer_id:
-            raise Refused(f"PutChunk of {chunk.xfer_id} refused: another file is being received")
+        put = self.put  # a chunk belongs to the put going on (the table: RECEIVING_PUT)
+        if not isinstance(put, Put):
+            raise Refused("Chunk refused: no file is being received")
         put.write(chunk.data)
         self._send(p.Credit(len(chunk.data)))
 
@@ -92,11 +92,13 @@ class ServerTransfers:
 
         self.put = PutTree(start, self.cwd)
 
-    def _tree(self, message: p.Entry | p.PutChunk | p.FileEnd | p.TreeEnd) -> PutTree:
+    def _tree(self, message: p.Entry | p.Chunk | p.FileEnd | p.TreeEnd) -> PutTree:
         from .transfer_files import PutTree
 
         put = self.put
-        if not isinstance(put, PutTree) or message.xfer_id != put.xfer_id:
+        if not isinstance(put, PutTree):
+            raise Refused(f"{type(message).__name__} refused: no tree is being received")
+        if not isinstance(message, p.Chunk) and message.xfer_id != put.xfer_id:  # a chunk has no id
             raise Refused(f"{type(message).__name__} of {message.xfer_id} refused: another tree is received")
         return put
 
@@ -111,7 +113,7 @@ class ServerTransfers:
         put.writer.entry(entry)
         self._tree_credit(put, p.ENTRY_COST)
 
-    def _tree_chunk(self, chunk: p.PutChunk) -> None:
+    def _tree_chunk(self, chunk: p.Chunk) -> None:
         put = self._tree(chunk)
         put.writer.write(chunk.data)
         self._tree_credit(put, len(chunk.data))
