@@ -63,7 +63,7 @@ from typing import Any, NamedTuple
 from cryptography.exceptions import InvalidTag
 
 from .epochs import DEFAULT_LIMITS as DEFAULT_LIMITS  # re-exported: the record layer's limits
-from .epochs import EpochKeys, ChannelState
+from .epochs import ChannelState, EpochKeys
 from .epochs import Limits as Limits
 from .epochs import channel_key as channel_key
 from .errors import AuthenticationError, LocalProtocolError, RemoteProtocolError
