@@ -3,10 +3,9 @@
 Records and progress are the lane's (lane.py), collectives the mixin's (collectives.py).
 ``Ssend``/``Issend`` (and their object and persistent forms) complete once the receiver's
 receive (not a probe) took the message, as in MPI: it acknowledges it (synchronous.py).
-Its public methods hold one lock (handles.py: a progress thread completes requests while the
-program waits inside MPI), so calls from several threads run one at a time; a blocking call
-holds it while it blocks, so threads must not wait on each other's secure calls (as under
-``MPI_THREAD_SERIALIZED``).
+Its public methods hold one lock under ``MPI_THREAD_MULTIPLE`` (handles.py), so calls from
+several threads run one at a time; once a second thread exists, blocking calls poll and let
+the other threads' calls run while they wait, so threads may wait on each other's calls.
 Everything of the mpi4py API not offered here raises :class:`Unsupported` (both
 ``NotImplementedError`` and ``AttributeError``), never silent plaintext.
 """
