@@ -113,6 +113,21 @@ def test_without_thread_support_mpi_class_level_calls_refuse_a_pending_secure_re
     assert "ALL OK" in proc.stdout, explain(proc)
 
 
+def test_threads_of_one_rank_send_receive_and_run_collectives_at_once_and_every_message_arrives(
+    home: Path,
+) -> None:
+    """Four threads per rank under MPI_THREAD_MULTIPLE, each waiting on the peer's same thread:
+    no record is sealed twice or into a buffer in flight, none is rejected, nothing hangs."""
+    proc = run(["-n", "2", PYTHON, str(HERE / "comm_threads.py")], home)
+    assert proc.returncode == 0, explain(proc)
+    assert [line for line in proc.stdout.splitlines() if line.startswith("OK ")] == [
+        "OK blocking_ping_pongs_in_threads",
+        "OK nonblocking_and_object_messages_in_threads",
+        "OK collectives_in_threads_each_on_its_duplicate",
+    ], explain(proc)
+    assert "ALL OK" in proc.stdout, explain(proc)
+
+
 ATTACKS = {
     "random-bytes-forged-header-plaintext-pickle": 3,
     "bitflip": 4,

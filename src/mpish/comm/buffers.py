@@ -7,6 +7,7 @@ buffers, derived datatypes) raises :class:`Unsupported` with a one-line reason.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from mpi4py import MPI
@@ -376,3 +377,9 @@ def typed_vector_view(msg: Any, size: int, *, writable: bool) -> tuple[memoryvie
         if c < 0 or d < 0 or c + d > len(flat):
             raise ValueError("Alltoallw: counts and displacements exceed the buffer")
     return flat, byte_counts, byte_displs
+
+
+def warn_buf(buf: Any) -> None:
+    """mpi4py's warning for the deprecated ``buf`` argument of ``recv`` and friends."""
+    if buf is not None:
+        warnings.warn("the 'buf' argument is deprecated", UserWarning, stacklevel=3)

@@ -132,7 +132,13 @@ class LongMessages:
         receives); with posted receives, every record is posted before anything blocks."""
         if _ACTIVE:
             requests, _ = self.post_long(sealer, data, dest, tag, pooled=True)
-            wait_all(requests)
+            # In flight: a send that runs during wait_all's polls (another thread's:
+            # handles.py) seals into buffers of its own, not into these.
+            pool, self._pool = self._pool, []
+            try:
+                wait_all(requests)
+            finally:
+                self._pool = pool
             return
         size = len(data)
         first = sealer.seal(_TOTAL.pack(size), channel=tag, flags=FLAG_MORE)

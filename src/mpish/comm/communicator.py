@@ -3,10 +3,8 @@
 Records and progress are the lane's (lane.py), collectives the mixin's (collectives.py).
 ``Ssend``/``Issend`` (and their object and persistent forms) complete once the receiver's
 receive (not a probe) took the message, as in MPI: it acknowledges it (synchronous.py).
-Its public methods hold one lock (handles.py: a progress thread completes requests while the
-program waits inside MPI), so calls from several threads run one at a time; a blocking call
-holds it while it blocks, so threads must not wait on each other's secure calls (as under
-``MPI_THREAD_SERIALIZED``).
+Calls from several threads run one at a time under one lock, and may wait on each other's
+calls: once a second thread exists, blocking calls poll and let the others run (handles.py).
 Everything of the mpi4py API not offered here raises :class:`Unsupported` (both
 ``NotImplementedError`` and ``AttributeError``), never silent plaintext.
 """
@@ -15,15 +13,14 @@ from __future__ import annotations
 
 import pickle
 import struct
-import warnings
 from typing import Any
 
 from mpi4py import MPI
 
 from ..wire.record import SMALL_RECORD
 from .buffers import _PLAIN_BUFFERS as PLAIN_BUFFERS
-from .buffers import Unsupported, byte_view, derived, set_status, unpack
-from .handles import lock_public_methods
+from .buffers import Unsupported, byte_view, derived, set_status, unpack, warn_buf
+from .handles import _OWNED, _PY_THREADS, lock_public_methods
 from .lane import _ACTIVE, Early, Lane, Stats
 from .messages import SecureMessage
 from .nonblocking import NonBlocking
@@ -34,11 +31,6 @@ from .synchronous import Acks, issend, ssend
 _EMPTY = memoryview(b"")
 _NO_BUFFER = object()
 _KEPT = PLAIN_BUFFERS - {bytes, bytearray, memoryview}  # numpy's ndarray, if numpy is installed
-
-
-def _warn_buf(buf: Any) -> None:
-    if buf is not None:
-        warnings.warn("the 'buf' argument is deprecated", UserWarning, stacklevel=3)
 
 
 class SecureComm(NonBlocking):
@@ -168,6 +160,8 @@ class SecureComm(NonBlocking):
     # -- point to point: buffers
 
     def Send(self, buf: Any, dest: int, tag: int = 0) -> None:
+        if len(_PY_THREADS) > 1 and not _OWNED():  # the lock, unless this is the only thread
+            return _LOCKED["Send"](self, buf, dest, tag)
         lane = self._p2p
         if 0 <= dest < self.size and tag >= 0 and not _ACTIVE:  # the hot path: small messages
             data = self._sent_view if buf is self._sent else self._small_view(buf, writable=False)
@@ -214,6 +208,8 @@ class SecureComm(NonBlocking):
     def Recv(
         self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None
     ) -> None:
+        if len(_PY_THREADS) > 1 and not _OWNED():
+            return _LOCKED["Recv"](self, buf, source, tag, status)
         sink: memoryview | None
         if buf is self._into and buf.flags.writeable:  # numpy's own flag, as memoryview reads it
             sink = self._into_view
@@ -351,6 +347,8 @@ class SecureComm(NonBlocking):
     # -- point to point: objects (unpickled only after the record authenticated)
 
     def send(self, obj: Any, dest: int, tag: int = 0) -> None:
+        if len(_PY_THREADS) > 1 and not _OWNED():
+            return _LOCKED["send"](self, obj, dest, tag)
         data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
         lane = self._p2p
         if len(data) < SMALL_RECORD and 0 <= dest < self.size and tag >= 0 and not _ACTIVE:
@@ -366,8 +364,10 @@ class SecureComm(NonBlocking):
     def recv(
         self, buf: Any = None, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None
     ) -> Any:
+        if len(_PY_THREADS) > 1 and not _OWNED():
+            return _LOCKED["recv"](self, buf, source, tag, status)
         if buf is not None:
-            _warn_buf(buf)
+            warn_buf(buf)
         s, t, n, data = self._p2p.recv(source, tag, None)
         if status is not None:
             set_status(status, s, t, n)
@@ -396,7 +396,7 @@ class SecureComm(NonBlocking):
         recvtag: int = MPI.ANY_TAG,
         status: Any = None,
     ) -> Any:
-        _warn_buf(recvbuf)
+        warn_buf(recvbuf)
         request = self.isend(sendobj, dest, sendtag)
         obj = self.recv(None, source, recvtag, status)
         request.Wait()
@@ -516,4 +516,5 @@ for _kind in (MPI.Intracomm, MPI.Intercomm, MPI.Cartcomm, MPI.Graphcomm, MPI.Dis
         if not _name.startswith("_") and not hasattr(SecureComm, _name):
             setattr(SecureComm, _name, _Unsupported(_name))
 
-lock_public_methods(SecureComm)  # secure code runs in one thread at a time (handles.py)
+# One thread at a time in secure code (handles.py); the hot methods lock only with a second thread.
+_LOCKED = lock_public_methods(SecureComm, hot=("Send", "Recv", "send", "recv"))

@@ -20,6 +20,29 @@ blocks in MPI (it only tests). The object of a lowercase receive is handed to MP
 (``complete(obj)``), so ``MPI.Request.waitall`` returns it, and the handle's query
 callback reports the status (source, tag, count, cancelled) MPI gives the caller.
 
+Threads. Under ``MPI_THREAD_MULTIPLE`` a program may call secure code from several
+threads, and secure code is not safe to run in two threads at once: a lane's record
+buffers, its replay state and the order of its records (a counter drawn and its record
+posted must stay in that order per (peer, tag), else the receiver rejects the later one)
+are shared. So ``secure()`` calls :func:`guard_threads`, and from then on every public
+method takes :data:`LOCK` (the progress thread is not needed for that); the hot
+Send/Recv/send/recv take it themselves, whenever a second Python thread exists (the
+progress thread included), so a single-threaded program's 1 KiB round trip pays no wrapper. A blocking call
+that held the lock while it waited in MPI would keep out another thread whose call the
+wait needs (a ping-pong in each of two threads of two ranks), so once the outermost
+secure call of any thread finds a second Python thread (besides the progress thread),
+:class:`_Shared` joins posted's ``_ACTIVE`` for good: every blocking secure call then
+polls instead of blocking in MPI, and each poll releases the lock (all its levels) for a
+``sched_yield``, so the other threads' calls run in between. A call posts each record
+from its own buffer while that can happen (lane.py, bulk.py). Deciding at the call's
+entry is race-free: a thread that finds itself alone cannot be joined by another Python
+thread before it leaves (only a running thread starts one; the progress thread does not
+count). A thread started from C without ``threading`` is not seen. Two threads receiving
+on the same (source, tag) at once may take their messages out of order, and then the
+later counter's record makes the earlier one a replay (rejected): give threads their own
+tags, as most MPI programs do. Single-threaded programs keep the hot paths (blocking in
+MPI), paying only the lock.
+
 This needs ``MPI_THREAD_MULTIPLE`` (mpi4py's default). Under a lower thread level there
 is no thread, and a handle given to MPI's class-level calls fails with MPI's
 ``ERR_REQUEST`` (never a hang, never a silent success): use ``mpish.comm.Waitall`` & co.
@@ -41,6 +64,7 @@ from typing import Any, TypeVar
 from mpi4py import MPI
 
 from .buffers import set_status
+from .posted import _ACTIVE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,6 +82,10 @@ _MIN_DELAY, _MAX_DELAY = 20e-6, 2e-3  # seconds between polls: doubles while idl
 
 
 _DEPTH = [0]  # nesting of locked calls in the thread holding LOCK
+_GUARDED: list[bool] = []  # guard_threads ran: public methods take LOCK from the start
+_SHARED: list[Any] = []  # a second Python thread called secure code: blocking calls poll (module doc)
+_PY_THREADS: dict[int, Any] = threading._active  # type: ignore[attr-defined]  # a cheap count of threads
+_OWNED = LOCK._is_owned  # type: ignore[attr-defined]  # this thread holds LOCK
 _CLASSES: list[type] = []  # their public methods take LOCK once the thread exists
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -65,15 +93,19 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 def locked(function: F) -> F:
     """``function`` run holding :data:`LOCK`; on the way out of the outermost call, every
     handle whose operation finished meanwhile is completed, so that MPI's class-level
-    calls made right after see it complete (as MPI would), without waiting for the thread."""
+    calls made right after see it complete (as MPI would), without waiting for the thread.
+    The outermost call also notices a second Python thread (threads in the module doc)."""
     acquire, release, depth = LOCK.acquire, LOCK.release, _DEPTH
     watched = _WATCHED.data  # type: ignore[attr-defined]  # the live references: a cheap test
+    threads, shared, progress_thread = _PY_THREADS, _SHARED, _THREAD
 
     @functools.wraps(function)
     def call(*args: Any, **kwargs: Any) -> Any:
         acquire()
         depth[0] += 1
         try:
+            if depth[0] == 1 and not shared and len(threads) > 1 + len(progress_thread):
+                _share()
             result = function(*args, **kwargs)
         finally:
             depth[0] -= 1
@@ -87,12 +119,52 @@ def locked(function: F) -> F:
     return call  # type: ignore[return-value]
 
 
-def lock_public_methods(cls: type) -> None:
+def lock_public_methods(cls: type, hot: tuple[str, ...] = ()) -> dict[str, Callable[..., None]]:
     """Have every public method of ``cls`` take :data:`LOCK`, from the moment the progress
-    thread starts (before it, there is one thread: no lock, no cost on the hot paths)."""
+    thread starts or :func:`guard_threads` says user threads may call it.
+
+    The ``hot`` methods (communicator.py's Send/Recv/send/recv) are left alone: each takes
+    the lock itself, only while a second Python thread exists, through the locked version
+    returned here (a wrapper's call costs a few percent of a 1 KiB round trip). Alone, a
+    thread cannot be joined by another during its call, so it needs no lock. (Typed as
+    returning None, the type of the methods' returns as mypy reads ``return`` in them.)"""
+    for name in hot:
+        getattr(cls, name)._self_locking = True
     _CLASSES.append(cls)
-    if _THREAD:
+    if _THREAD or _GUARDED:
         _wrap(cls)
+    return {name: locked(getattr(cls, name)) for name in hot}
+
+
+def guard_threads() -> None:
+    """Under ``MPI_THREAD_MULTIPLE``, secure calls take :data:`LOCK` from now on (called by
+    ``secure()`` before any secure communicator exists: no call is under way unlocked)."""
+    if threads_ok() and not _GUARDED:
+        with _COND:
+            for cls in _CLASSES:
+                _wrap(cls)
+            _GUARDED.append(True)
+
+
+class _Shared:
+    """Listed in posted's ``_ACTIVE`` once a second Python thread called secure code: every
+    blocking secure call then polls, and each poll lets the other threads' calls run."""
+
+    def progress(self) -> None:
+        if not LOCK._is_owned():  # type: ignore[attr-defined]
+            return
+        depth, _DEPTH[0] = _DEPTH[0], 0  # the nesting is this thread's: kept aside meanwhile
+        state = LOCK._release_save()  # type: ignore[attr-defined]  # all levels (as Condition.wait)
+        try:
+            os.sched_yield()
+        finally:
+            LOCK._acquire_restore(state)  # type: ignore[attr-defined]
+            _DEPTH[0] = depth
+
+
+def _share() -> None:
+    _SHARED.append(_Shared())
+    _ACTIVE.add(_SHARED[0])  # it has the one method progress() calls
 
 
 def _wrap(cls: type) -> None:
@@ -105,6 +177,8 @@ def _wrap(cls: type) -> None:
             continue
         if not hasattr(value, "__code__") or getattr(value, "__wrapped__", None) is not None:
             continue  # MPI's own (C) methods, or wrapped already
+        if getattr(value, "_self_locking", False):
+            continue
         setattr(cls, name, locked(value))
 
 
@@ -205,10 +279,10 @@ def watch(request: Any) -> None:
         if request not in _WATCHED:
             _WATCHED.add(request)
             _ORDER.append(weakref.ref(request))
-        if not _THREAD:  # secure calls take the lock from now on; this one has not
+        if not _THREAD:  # secure calls take the lock from now on; this one may not have
             for cls in _CLASSES:
                 _wrap(cls)
-            starter = threading.get_ident()
+            starter = None if _GUARDED else threading.get_ident()
             thread = threading.Thread(target=_run, args=(starter,), name="mpish-progress", daemon=True)
             _THREAD.append(thread)
             thread.start()
@@ -220,8 +294,9 @@ def unwatch(request: Any) -> None:
         _WATCHED.discard(request)
 
 
-def _run(starter: int) -> None:
-    while _in_secure_code(starter) and not _STOP.is_set():  # the call that started us holds no lock
+def _run(starter: int | None) -> None:
+    # The call that started us holds no lock (None: it does, guard_threads wrapped the methods).
+    while starter is not None and _in_secure_code(starter) and not _STOP.is_set():
         time.sleep(_MIN_DELAY)
     delay = _MIN_DELAY
     while True:

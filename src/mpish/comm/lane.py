@@ -160,6 +160,11 @@ class Lane(PostedReceives, LongMessages):
         if sealer is None:
             return
         size = len(data)
+        if size <= SINGLE_MAX and _ACTIVE:
+            # Polled, never blocked in MPI (posted.py); in its own buffer: the poll may let
+            # another thread's send run meanwhile (handles.py: threads).
+            wait_all([self.comm.Isend([sealer.seal(data, channel=tag), MPI.BYTE], dest, tag)])
+            return
         if size < SMALL_RECORD:  # one C call to seal, no copy into a buffer
             self.mpi_send(sealer.seal(data, channel=tag), dest, tag)
             return
@@ -167,10 +172,7 @@ class Lane(PostedReceives, LongMessages):
             if self._tx is None:
                 self._tx = bytearray(FIRST_MAX)
             n = sealer.seal_into(self._tx, data, channel=tag)
-            if _ACTIVE:
-                wait_all([self.comm.Isend([self._tx, n, MPI.BYTE], dest, tag)])
-            else:
-                self.comm.Send([self._tx, n, MPI.BYTE], dest, tag)
+            self.comm.Send([self._tx, n, MPI.BYTE], dest, tag)
             return
         self.send_long(sealer, data, dest, tag)
 

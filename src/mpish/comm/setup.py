@@ -107,6 +107,7 @@ from ..wire.errors import AuthenticationError, LocalProtocolError, MpishError
 from ..wire.noise import DHLEN, HandshakeState, ProtocolName
 from ..wire.record import HEADER_SIZE, SESSION_SIZE, Header, RecordType, parse_header
 from .communicator import SecureComm
+from .handles import guard_threads
 from .lane import Stats
 from .secret import SECRET_SIZE, CommSecret, key_report_size, open_keys, seal_keys
 
@@ -501,4 +502,5 @@ def secure(
         raise AuthenticationError("secure(): this rank got no job secret")
     keys = CommSecret(name, secret, job, p2p.Get_rank(), p2p.Get_size())
     comms = (p2p, comm.Dup(), comm.Dup(), comm.Dup())
+    guard_threads()  # before the first secure communicator exists (handles.py: threads)
     return SecureComm(comms, keys, Stats(strict=strict, on_reject=on_reject))

@@ -1,4 +1,5 @@
-"""The key epochs of one channel in one direction (Noise §11.3 REKEY), kept only once earned.
+"""The key epochs of one channel in one direction (Noise §11.3 REKEY), kept only once earned;
+the per-channel state of the record layer (:mod:`mpish.wire.record`) built on them.
 
 Every ``2**rekey_shift`` records a channel's key is replaced by ``REKEY(k)``; both sides
 compute the key of a counter from the counter alone (:mod:`mpish.wire.record`). Here is
@@ -8,8 +9,15 @@ finding 1: forged far-future counters once grew this cache without bound).
 
 from __future__ import annotations
 
-from .errors import RemoteProtocolError, ReplayError
-from .noise import AEAD, MAX_NONCE, CipherFunctions
+import itertools
+from dataclasses import dataclass
+
+from .errors import LocalProtocolError, RemoteProtocolError, ReplayError
+from .noise import AEAD, MAX_NONCE, CipherFunctions, HashFunctions
+from .replay import ReplayWindow
+
+DEFAULT_REKEY_SHIFT = 30  # REKEY every 2**30 records of a channel: <= 2**50 bytes per key
+DEFAULT_MAX_COUNTER = MAX_NONCE - 1  # the last usable counter; MAX_NONCE is reserved for REKEY
 
 
 class EpochKeys:
@@ -67,3 +75,51 @@ class EpochKeys:
         for old in [e for e in self._aeads if e < epoch]:
             del self._aeads[old]
         self._floor = epoch
+
+
+class ChannelState:
+    """One channel of one direction: its keys, the current epoch's AEAD, counter, window."""
+
+    __slots__ = ("aead", "cap", "counts", "draw", "epoch", "head", "keys", "limit", "shift", "window")
+
+    def __init__(self, keys: EpochKeys, shift: int, max_counter: int, head: bytes) -> None:
+        self.keys = keys
+        self.head = head  # a plain DATA record's header up to its counter: _Direction._new_channel
+        self.shift = shift
+        self.cap = max_counter + 1
+        self.epoch = 0  # = keys.epoch, cached for the hot paths
+        self.aead = keys.current
+        # The first counter the hot paths leave to the general ones: the next epoch's
+        # first (a rekey) or the first beyond the limit, whichever comes first.
+        self.limit = min(1 << shift, self.cap)
+        # Sealer: the counters, drawn by one C call (itertools.count's next), so that no two
+        # records ever get the same counter, whatever threads seal at once (record.py: threads).
+        self.counts = itertools.count()
+        self.draw = self.counts.__next__
+        self.window = ReplayWindow()  # Opener: counters accepted so far
+
+    def commit(self, chain: list[AEAD], keep_from: int) -> None:
+        self.keys.commit(chain, keep_from)
+        # In this order (Sealer reads them without a lock: record.py): epoch, AEAD, limit.
+        self.epoch, self.aead = self.keys.epoch, self.keys.current
+        self.limit = min((self.epoch + 1) << self.shift, self.cap)
+
+
+def channel_key(hashes: HashFunctions, direction_key: bytes, channel: int) -> bytes:
+    """The first key of ``channel``: HKDF(direction key, "mpish channel" || id)."""
+    return hashes.hkdf(direction_key, b"mpish channel" + channel.to_bytes(4, "big"), 1)[0][:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Counter limits shared by both sides (fixed by the protocol version; smaller in tests)."""
+
+    rekey_shift: int = DEFAULT_REKEY_SHIFT
+    max_counter: int = DEFAULT_MAX_COUNTER
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rekey_shift <= 63 or not 1 <= self.max_counter <= DEFAULT_MAX_COUNTER:
+            raise LocalProtocolError("invalid record limits")
+
+
+DEFAULT_LIMITS = Limits()

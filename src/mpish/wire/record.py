@@ -40,6 +40,15 @@ Replay (attacks 3 and 4): each channel keeps a sliding window of the last
 older than the window, raises :class:`ReplayError`; the window moves only after the
 tag verified, so a forged record cannot move it.
 
+Threads: a record's counter is drawn by one C call (``itertools.count``'s ``next``, atomic
+under the GIL) before anything else uses it, so two threads sealing on one channel at once
+never get the same counter: a (key, nonce) pair is never used twice, which under AES-GCM
+would leak the key stream and allow forgeries. Whether the receiver accepts two such
+records depends on the order they travel in (it rejects a counter lower than one it has
+taken: ``comm/lane.py``): a caller that sends from several threads draws and sends under
+one lock (``comm/handles.py``). An :class:`Opener` is not safe to use from several threads
+at once (its replay window moves after the tag check): its caller holds a lock.
+
 Nothing here does I/O. :class:`Sealer` and :class:`Opener` hold one direction each; the
 window is :mod:`mpish.wire.replay`, a channel's key epochs :mod:`mpish.wire.epochs`.
 """
@@ -48,15 +57,18 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
-from typing import NamedTuple
+import threading
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 
-from .epochs import EpochKeys
+from .epochs import DEFAULT_LIMITS as DEFAULT_LIMITS  # re-exported: the record layer's limits
+from .epochs import ChannelState, EpochKeys
+from .epochs import Limits as Limits
+from .epochs import channel_key as channel_key
 from .errors import AuthenticationError, LocalProtocolError, RemoteProtocolError
-from .noise import AEAD, MAX_NONCE, TAGLEN, CipherFunctions, HashFunctions
-from .replay import REPLAY_WINDOW, SLOT_MASK, ReplayWindow
+from .noise import AEAD, TAGLEN, CipherFunctions, HashFunctions
+from .replay import REPLAY_WINDOW, SLOT_MASK
 
 HEADER = struct.Struct(">BBBB16sIIIQI")
 HEADER_SIZE = HEADER.size  # 44
@@ -71,8 +83,6 @@ MAX_CHANNEL = 2**32 - 1
 MAX_RECORD_PAYLOAD = 1 << 20  # plaintext bytes in one record
 MAX_HANDSHAKE_BODY = 65535  # Noise §3
 MAX_RECORD = HEADER_SIZE + MAX_RECORD_PAYLOAD + TAGLEN  # the largest record of any type, in bytes
-DEFAULT_REKEY_SHIFT = 30  # REKEY every 2**30 records of a channel: <= 2**50 bytes per key
-DEFAULT_MAX_COUNTER = MAX_NONCE - 1  # the last usable counter; MAX_NONCE is reserved for REKEY
 _PREFIX_SIZE = 28  # version, type, flags, reserved, session, sender, receiver
 _TAIL = struct.Struct(">IQI")  # channel, counter, length
 _HEAD_SIZE = _PREFIX_SIZE + 4  # the prefix and the channel
@@ -138,50 +148,6 @@ def parse_header(data: bytes | bytearray | memoryview) -> Header:
     return Header(kind, flags, session, sender, receiver, channel, counter, length)
 
 
-class _ChannelState:
-    """One channel of one direction: its keys, the current epoch's AEAD, counter, window."""
-
-    __slots__ = ("aead", "cap", "counter", "epoch", "head", "keys", "limit", "shift", "window")
-
-    def __init__(self, keys: EpochKeys, shift: int, max_counter: int, head: bytes) -> None:
-        self.keys = keys
-        self.head = head  # a plain DATA record's header up to its counter: _Direction._new_channel
-        self.shift = shift
-        self.cap = max_counter + 1
-        self.epoch = 0  # = keys.epoch, cached for the hot paths
-        self.aead = keys.current
-        # The first counter the hot paths leave to the general ones: the next epoch's
-        # first (a rekey) or the first beyond the limit, whichever comes first.
-        self.limit = min(1 << shift, self.cap)
-        self.counter = 0  # Sealer: the next counter to use
-        self.window = ReplayWindow()  # Opener: counters accepted so far
-
-    def commit(self, chain: list[AEAD], keep_from: int) -> None:
-        self.keys.commit(chain, keep_from)
-        self.epoch, self.aead = self.keys.epoch, self.keys.current
-        self.limit = min((self.epoch + 1) << self.shift, self.cap)
-
-
-def channel_key(hashes: HashFunctions, direction_key: bytes, channel: int) -> bytes:
-    """The first key of ``channel``: HKDF(direction key, "mpish channel" || id)."""
-    return hashes.hkdf(direction_key, b"mpish channel" + channel.to_bytes(4, "big"), 1)[0][:32]
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Counter limits shared by both sides (fixed by the protocol version; smaller in tests)."""
-
-    rekey_shift: int = DEFAULT_REKEY_SHIFT
-    max_counter: int = DEFAULT_MAX_COUNTER
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.rekey_shift <= 63 or not 1 <= self.max_counter <= DEFAULT_MAX_COUNTER:
-            raise LocalProtocolError("invalid record limits")
-
-
-DEFAULT_LIMITS = Limits()
-
-
 class _Direction:
     """What Sealer and Opener share: suite, key, endpoints and per-channel state."""
 
@@ -204,7 +170,7 @@ class _Direction:
         self.sender = sender
         self.receiver = receiver
         self.limits = limits or DEFAULT_LIMITS
-        self._channels: dict[int, _ChannelState] = {}
+        self._channels: dict[int, ChannelState] = {}
         self._nonce = functions.nonce_format.pack  # called as (0, counter)
         self._shift = self.limits.rekey_shift
         self._max_counter = self.limits.max_counter
@@ -213,33 +179,47 @@ class _Direction:
             :_PREFIX_SIZE
         ]
 
-    def _new_channel(self, channel: int) -> _ChannelState:
+    def _new_channel(self, channel: int) -> ChannelState:
         if not 0 <= channel <= MAX_CHANNEL:
             raise LocalProtocolError(f"channel id {channel} out of range")
         keys = EpochKeys(self.functions, channel_key(self.hashes, self._key, channel))
         head = self._data_prefix + channel.to_bytes(4, "big")
-        return _ChannelState(keys, self._shift, self._max_counter, head)
+        return ChannelState(keys, self._shift, self._max_counter, head)
 
 
 class Sealer(_Direction):
     """Encrypts records in one direction. Counters are per channel, from 0."""
 
-    def next_counter(self, channel: int) -> int:
-        state = self._channels.get(channel)
-        return 0 if state is None else state.counter
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rekeying = threading.Lock()
 
-    def _next(self, channel: int) -> tuple[_ChannelState, int, AEAD]:
+    def next_counter(self, channel: int) -> int:
+        """The counter the next record of ``channel`` gets (if no other thread seals first)."""
         state = self._channels.get(channel)
-        if state is None:
-            state = self._channels[channel] = self._new_channel(channel)
-        n = state.counter
+        return 0 if state is None else int(repr(state.counts)[6:-1])  # "count(N)": peeks, draws nothing
+
+    def _next(self, channel: int, n: int | None = None) -> tuple[ChannelState, int, AEAD]:
+        """The channel's state, a counter drawn now (or ``n``, drawn by the caller) and its AEAD."""
+        state = self._channels.get(channel)
+        if state is None:  # setdefault: two threads naming a new channel at once share one state
+            state = self._channels.setdefault(channel, self._new_channel(channel))
+        if n is None:
+            n = state.draw()
         if n > self._max_counter:
             raise LocalProtocolError(f"record counter of channel {channel} is exhausted; start a new session")
         epoch = n >> self._shift
-        if epoch != state.epoch:
-            state.commit(state.keys.derive(epoch, max_skip=1), epoch)  # our own counter: no check
-        state.counter = n + 1
-        return state, n, state.aead
+        aead = state.aead  # before the epoch: a rekey writes the epoch first, then the AEAD
+        if state.epoch == epoch:
+            return state, n, aead
+        with self._rekeying:  # a rekey (rare): threads that drew counters around it agree here
+            if epoch > state.epoch:
+                # Our own counter: no check. The previous epoch's key is kept until the next
+                # rekey, for a thread that drew its counter before this one but seals after.
+                state.commit(state.keys.derive(epoch, max_skip=epoch - state.epoch), epoch - 1)
+            if epoch < state.epoch:  # a thread that drew two rekeys ago: refused, never a reused nonce
+                return state, n, state.keys.kept(epoch)
+            return state, n, state.aead
 
     def seal(
         self,
@@ -255,7 +235,19 @@ class Sealer(_Direction):
             out = bytearray(HEADER_SIZE + size + TAGLEN)
             self.seal_into(out, payload, channel=channel, type=type, flags=flags)
             return out
-        _, n, aead = self._next(channel)  # (plain DATA records in order: seal_data)
+        # (plain DATA records in order take seal_data)
+        return self._seal_small(payload, channel, type, flags, None)
+
+    def _seal_small(
+        self,
+        payload: bytes | bytearray | memoryview,
+        channel: int,
+        type: RecordType,
+        flags: int,
+        n: int | None,
+    ) -> bytes:
+        _, n, aead = self._next(channel, n)
+        size = len(payload)
         header = HEADER.pack(
             VERSION, type, flags, 0, self.session, self.sender, self.receiver, channel, n, size + TAGLEN
         )
@@ -263,16 +255,23 @@ class Sealer(_Direction):
 
     def seal_data(self, payload: bytes | bytearray | memoryview, channel: int) -> bytes | bytearray:
         """:meth:`seal` of a plain DATA record of fewer than SMALL_RECORD bytes (the hot path:
-        a known channel in its current key epoch; anything else goes through :meth:`seal`)."""
+        a known channel in its current key epoch; anything else goes through :meth:`seal`).
+
+        The counter is drawn first, by one C call, and used once (module doc: threads)."""
         state = self._channels.get(channel)
         size = len(payload)
-        if state is None or state.counter >= state.limit or size >= SMALL_RECORD:
+        if state is None or size >= SMALL_RECORD:
             return self.seal(payload, channel=channel)
-        n = state.counter
+        # The limit, then the AEAD, then the counter (commit writes the AEAD before the
+        # limit): a counter below the limit read is of the AEAD's epoch, even if another
+        # thread rekeyed meanwhile (it drew a counter >= that limit before it did).
+        limit = state.limit
+        aead = state.aead
+        n = state.draw()
+        if n >= limit:  # a rekey, or the end of the counters: the general path, with this n
+            return self._seal_small(payload, channel, RecordType.DATA, 0, n)
         header = _HEAD.pack(state.head, n, size + TAGLEN)
-        record = header + state.aead.encrypt(self._nonce(0, n), payload, header)
-        state.counter = n + 1
-        return record
+        return header + aead.encrypt(self._nonce(0, n), payload, header)
 
     def seal_into(
         self,
@@ -444,7 +443,7 @@ class Opener(_Direction):
 
     def _prepare(
         self, record: bytes | bytearray | memoryview
-    ) -> tuple[_ChannelState, AEAD, list[AEAD], int, int, int, int]:
+    ) -> tuple[ChannelState, AEAD, list[AEAD], int, int, int, int]:
         if len(record) < HEADER_SIZE + TAGLEN:
             raise RemoteProtocolError("record shorter than its header and tag")
         if record[:_PREFIX_SIZE] == self._data_prefix:  # the common case: a plain DATA record
@@ -475,7 +474,7 @@ class Opener(_Direction):
             self._explain(record)  # raises the precise error
         return (*self._locate(channel, n), rtype, flags, channel, n)
 
-    def _locate(self, channel: int, n: int) -> tuple[_ChannelState, AEAD, list[AEAD]]:
+    def _locate(self, channel: int, n: int) -> tuple[ChannelState, AEAD, list[AEAD]]:
         """The channel state and AEAD for counter ``n``, after the replay check.
 
         A counter of a later epoch than the channel's gets a derived chain of keys that
@@ -506,7 +505,7 @@ class Opener(_Direction):
         self.check_header(header)
         raise RemoteProtocolError("malformed record header")  # pragma: no cover - defensive
 
-    def _accept(self, state: _ChannelState, channel: int, n: int, chain: list[AEAD]) -> None:
+    def _accept(self, state: ChannelState, channel: int, n: int, chain: list[AEAD]) -> None:
         """Record ``n`` authenticated: store its channel, move the window and the epoch."""
         window = state.window
         if channel not in self._channels:
