@@ -29,6 +29,7 @@ import select
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from mpish.report import Diagnostics, Reporter, setup_logging
@@ -95,16 +96,34 @@ def started_process_ended(proxy: int) -> bool:
 
 
 def end_launcher_tree(launcher: int) -> None:
-    """SIGKILL an embedded session's singleton ``launcher``, its proxies and the servers under them."""
+    """SIGKILL an embedded session's singleton ``launcher``, its proxies and the servers under them.
+
+    The tree is read, then stopped from the top (SIGSTOP: nobody notices a peer gone while
+    the others are still running), then killed: killed from the bottom, hydra saw its proxy's
+    socket close and printed four lines of its internal errors on the user's terminal after
+    mpish's own one line (``control_cb ... assert (!closed) failed``)."""
     if not is_singleton_launcher(launcher):
         return
+    tree: list[tuple[int, Callable[[int], bool]]] = [(launcher, is_singleton_launcher)]
     for proxy in children(launcher):
+        tree.append((proxy, is_proxy))
         for rank in children(proxy):
             if b"mpish.shell.mpi_server" in cmdline(rank):
-                end_below(rank)
-            signal_if(rank, lambda pid: b"mpish.shell.mpi_server" in cmdline(pid), signal.SIGKILL)
-        signal_if(proxy, is_proxy, signal.SIGKILL)
-    signal_if(launcher, is_singleton_launcher, signal.SIGKILL)
+                tree.append((rank, lambda pid: b"mpish.shell.mpi_server" in cmdline(pid)))
+                tree.extend((pid, _not_me) for pid in descendants(rank))
+    _stop_then_kill(tree)
+
+
+def _not_me(pid: int) -> bool:
+    return pid != os.getpid()
+
+
+def _stop_then_kill(tree: list[tuple[int, Callable[[int], bool]]]) -> None:
+    """SIGSTOP every process of ``tree`` (pid, what it must still be), parents first, then SIGKILL them."""
+    for pid, wanted in tree:
+        signal_if(pid, wanted, signal.SIGSTOP)
+    for pid, wanted in tree:
+        signal_if(pid, wanted, signal.SIGKILL)
 
 
 def is_prte(pid: int) -> bool:
@@ -114,13 +133,10 @@ def is_prte(pid: int) -> bool:
 
 def end_spawn_launcher(console: int) -> None:
     """SIGKILL the ``prte`` Open MPI started for ``console``'s spawn, and everything under it
-    (the servers, their shells and commands: the tree is read before anything is killed)."""
+    (the servers, their shells and commands: the tree is read, stopped, then killed)."""
     for launcher in children(console):
         if is_prte(launcher):
-            below = descendants(launcher)
-            signal_if(launcher, is_prte, signal.SIGKILL)
-            for pid in below:
-                signal_if(pid, lambda candidate: candidate != os.getpid(), signal.SIGKILL)
+            _stop_then_kill([(launcher, is_prte), *((pid, _not_me) for pid in descendants(launcher))])
 
 
 def end_below(server: int) -> None:

@@ -2,6 +2,7 @@
 
 Modules: :mod:`.loop` (:class:`ShellServer`: the loop and the conversation's actions),
 :mod:`.jobs` (bash and the command: end, interrupts, kills via /proc, restarts, hangup),
+:mod:`.sigint` (how the first Ctrl-C reaches the line),
 :mod:`.bash` (how bash is started and a command framed), :mod:`.stdin` (a command's
 stdin), :mod:`.transfers` (put and get). Which message is allowed when:
 :data:`mpish.shell.conversation.SERVER`.
@@ -17,7 +18,8 @@ already has the result, so it costs no latency.
 Interrupts (Ctrl-C, timeout) behave as at a terminal. The first Ctrl-C (and a timeout)
 sends SIGINT to bash and to every process whose environment carries the command's
 ``__MPISH_JOB`` marker (the whole tree, background jobs and double-forked daemons
-included; jobs of earlier commands are left alone). The interactive bash aborts the
+included; jobs of earlier commands are left alone), and chases the processes bash was
+forking at that instant (:mod:`.sigint`). The interactive bash aborts the
 rest of the command's line, as it would at a terminal, and runs ``__mpish_end``: what
 ran before the interrupted command (``export``, ``cd``) is kept, ``$?`` is 130. A
 builtin loop (``while :; do :; done``) stops the same way. Only when that is not
