@@ -135,6 +135,8 @@ def test_a_hostile_tree_put_writes_nothing_outside_its_root_and_says_why(
 
 
 class Sink:
+    """A gathering sink (as grouped output or --json): nothing is shown before the end."""
+
     def __init__(self) -> None:
         self.out = b""
         self.results: list[Result] = []
@@ -148,6 +150,10 @@ class Sink:
     def finish(self) -> None:
         pass
 
+
+
+class StreamingSink(Sink):
+    streams = True  # as LiveSink and RawSink: output shown as it comes
 
 
 def test_the_console_drops_answers_out_of_place_and_its_command_still_ends() -> None:
@@ -188,7 +194,7 @@ def test_output_in_flight_at_a_ctrl_c_is_not_shown_and_what_the_command_writes_a
         peer = Peer(1, pipes.console, "fake", ready=True)
         err = io.StringIO()
         console = Console(PipeSession(pipes.console_link, {1: peer}), err=err)  # type: ignore[arg-type]
-        sink = Sink()
+        sink = StreamingSink()
         console.interrupt_key = lambda: sink.out == b"before\n"  # Ctrl-C once the first line is shown
 
         def serve() -> None:
@@ -209,6 +215,34 @@ def test_output_in_flight_at_a_ctrl_c_is_not_shown_and_what_the_command_writes_a
     assert sink.out == b"before\nafter the signal\n"
     assert "interrupting @1" in err.getvalue()
     assert "@1: 10014 bytes of output in flight at the Ctrl-C not shown" in err.getvalue()
+
+
+def test_a_gathering_sink_keeps_the_output_in_flight_at_a_ctrl_c() -> None:
+    """Grouped output and --json show nothing before the command ends: dropping would leave a
+    gap in the middle of what is gathered (and split identical ranks into groups)."""
+    with pipe_pair() as pipes:
+        fake = Client(pipes.server_link, pipes.server)
+        peer = Peer(1, pipes.console, "fake", ready=True)
+        err = io.StringIO()
+        console = Console(PipeSession(pipes.console_link, {1: peer}), err=err)  # type: ignore[arg-type]
+        sink = Sink()
+        console.interrupt_key = lambda: sink.out == b"before\n"
+
+        def serve() -> None:
+            fake.until(lambda: any(isinstance(m, p.Run) for _, m in fake.seen))
+            fake.link.send_all(0, pipes.server.send(b"before\n", p.STDOUT))
+            fake.until(lambda: any(isinstance(m, p.Interrupt) for _, m in fake.seen))
+            fake.link.send_all(0, pipes.server.send(b"in flight\n", p.STDOUT))
+            fake.send(p.Signalled(1))
+            fake.link.send_all(0, pipes.server.send(b"after the signal\n", p.STDOUT))
+            fake.send(p.Done(1, 130, 0, 0.0, "/", False, 0, "", ""))
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        console.run("yes", [1], sink)
+        thread.join(timeout=10)
+    assert sink.out == b"before\nin flight\nafter the signal\n"
+    assert "not shown" not in err.getvalue()
 
 
 def test_a_server_answers_an_interrupt_with_signalled_before_the_commands_done(client: Client) -> None:

@@ -380,7 +380,8 @@ class Console:
             if not quiet:
                 print(f"\nmpish: interrupting {self.describe(running)} {hint}", file=self.err)
                 run.interrupted.update(running)  # a command that handles it is said to (outcome.py)
-                for rank in running:  # until its Signalled, what comes was in flight: not shown
+            if getattr(sink, "streams", False):  # until its Signalled, what comes was in flight: dropped
+                for rank in running:
                     run.unsignalled[rank] = run.unsignalled.get(rank, 0) + 1
             for rank in running:
                 self._step(rank, Local.INTERRUPT, p.Interrupt(cmd_id))
@@ -406,7 +407,7 @@ class Console:
                 run.results[rank] = lost
                 sink.done(lost)
         sink.finish()
-        if run.discarded:
+        if run.discarded and run.interrupted and not getattr(sink, "closed", False):
             print(f"mpish: {self.describe(sorted(run.discarded))}: {run.discarded_amount()}", file=self.err)
         return run.results
 

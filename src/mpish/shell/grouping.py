@@ -358,6 +358,8 @@ class RawSink(_TerminalSink):
     prompt; without it (``-c``) the bytes are exactly the command's, as with ssh.
     """
 
+    streams = True  # output is written as it comes: what was in flight at a Ctrl-C is dropped
+
     def __init__(
         self, out: IO[bytes], err: IO[bytes], style: Style | None = None, names: ServerNames | None = None,
         end_lines: bool = False,
@@ -385,6 +387,8 @@ class RawSink(_TerminalSink):
 
 class LiveSink(_TerminalSink):
     """Output streamed as produced, each line prefixed with its server (``clush`` without -b)."""
+
+    streams = True  # output is written as it comes: what was in flight at a Ctrl-C is dropped
 
     def __init__(
         self, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None,

@@ -218,6 +218,9 @@ def end_start(launcher: int, why: str, status: int) -> NoReturn:
     ``launcher``: MPICH's singleton mpiexec (0: not known yet, its watcher ends it once the
     console is gone, :func:`start_launcher_watch`; or not MPICH: the prte Open MPI started).
     """
+    if threading.current_thread() is threading.main_thread():  # a second Ctrl-C must not cut it short
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
     Reporter().say(why)
     if launcher:
         segments = mapped_segments([os.getpid(), *descendants(launcher)])  # no finalize will remove them

@@ -119,10 +119,11 @@ def _not_me(pid: int) -> bool:
 
 
 def _stop_then_kill(tree: list[tuple[int, Callable[[int], bool]]]) -> None:
-    """SIGSTOP every process of ``tree`` (pid, what it must still be), parents first, then SIGKILL them."""
+    """SIGSTOP every process of ``tree`` (pid, what it must still be), parents first, then SIGKILL
+    them, children first (stopped, none of them runs again to notice another's death)."""
     for pid, wanted in tree:
         signal_if(pid, wanted, signal.SIGSTOP)
-    for pid, wanted in tree:
+    for pid, wanted in reversed(tree):  # the launcher last: its death would wake a console's spawn
         signal_if(pid, wanted, signal.SIGKILL)
 
 

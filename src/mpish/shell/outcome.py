@@ -95,6 +95,10 @@ class PipeGuard:
                 self._close()
         return self._closed
 
+    @property
+    def streams(self) -> bool:
+        return bool(getattr(self.sink, "streams", False))
+
     def _close(self) -> None:
         self._closed, self._poll = True, None
         with contextlib.suppress(OSError):  # nothing more reaches it, not even at exit

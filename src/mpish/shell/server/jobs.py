@@ -14,7 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from mpish.transport.procfs import alive, proc_state
+from mpish.transport.procfs import alive, children, proc_state
 from mpish.wire.message import Frozen, frozen
 
 from .. import protocol as p
@@ -67,6 +67,7 @@ class Command:  # a plain class, not a dataclass: nothing generated when a serve
     signalled_at: float = 0.0
     pids: set[int]  # set in __init__ (one set per command)
     chasing: LineInterrupt | None = None  # the first Ctrl-C's late children are being signalled (sigint.py)
+    earlier: frozenset[int] = frozenset()  # bash's children before the command: earlier jobs, not its forks
     stdin: StdinFeed | None = None  # the console's stdin, when the Run asked for it
     ended: Ended | None = None  # it could not even start
     stderr: bytes = b""  # what it said without starting (bash's syntax error): sent before its Done
@@ -146,6 +147,7 @@ class Shell:
         except OSError:
             command.status = -1  # check() reports it
             return command
+        command.earlier = frozenset(children(bash.pid))  # one small read: /proc/PID/task/PID/children
         if not bash.write(command_line(command_file, command.marker, self.last_status, fifo)):
             command.status = -1  # bash is gone: check() reports it
         return command
@@ -282,7 +284,7 @@ class Shell:
         command.interrupted = True
         command.last_signal = signal.SIGINT
         command.signalled_at = time.monotonic()
-        command.chasing = LineInterrupt(bash.pid, command.marker)
+        command.chasing = LineInterrupt(bash.pid, command.marker, command.earlier)
 
     def _kill(self, command: Command, sig: int) -> None:
         """Stop bash, signal every process of the command (see the package doc)."""

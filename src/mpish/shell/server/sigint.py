@@ -58,14 +58,18 @@ class LineInterrupt:
     """The first Ctrl-C of one command: sent to bash and the line's processes, then the
     late ones are chased (module doc) until :meth:`chase` says it is over."""
 
-    def __init__(self, bash_pid: int, marker: str) -> None:
+    def __init__(self, bash_pid: int, marker: str, earlier: frozenset[int] = frozenset()) -> None:
+        """``earlier``: bash's children before the command started (background jobs of earlier
+        commands, a subshell loop among them, which never execs): never taken for its forks."""
         self.bash_pid = bash_pid
         self.ours = job_tag(marker)
         self.until = time.monotonic() + CHASE
         _sigint(bash_pid)  # first: a bash that has it forks nothing more for the line once it sees it
-        self.known: set[int] = set()  # bash's children already signalled or let go
+        self.known: set[int] = set(earlier)  # bash's children already signalled or let go
         self.forks: set[int] = set()  # signalled before their exec: again once they carry the marker
         for pid in children(bash_pid):
+            if pid in self.known:
+                continue
             self.known.add(pid)
             found = environ(pid)
             if found is None:
@@ -77,7 +81,8 @@ class LineInterrupt:
                 _sigint(pid)
         for pid in job_processes(marker):  # the rest of the tree, background jobs, daemons
             _sigint(pid)
-        self.watch_new = not self.forks and not any(self.ours in (environ(pid) or b"") for pid in self.known)
+        line = self.known - earlier  # the command's own children at the Ctrl-C
+        self.watch_new = not self.forks and not any(self.ours in (environ(pid) or b"") for pid in line)
 
     def chase(self, status_known: bool) -> bool:
         """One look at bash's children; False once there is nothing more to chase."""
