@@ -214,6 +214,12 @@ class GroupedSink(_TerminalSink):
         self.gathered = 0
         self.live: LiveSink | None = None  # past the limit: lines as they come (module doc)
 
+    @property
+    def streams(self) -> bool:
+        """Past the gather limit output is shown as it comes: what was in flight at a Ctrl-C
+        is dropped then (console.py), as by a LiveSink; below it everything is gathered."""
+        return self.live is not None
+
     def output(self, rank: int, stream: int, data: bytes) -> None:
         if self.merge_stderr:
             stream = STDOUT

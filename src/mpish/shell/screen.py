@@ -87,6 +87,10 @@ class ScreenSink:
         self.inner, self.out = inner, out
         self.filters: dict[tuple[int, int], ScreenFilter] = {}
 
+    @property
+    def streams(self) -> bool:  # console.py: a streaming sink drops what was in flight at a Ctrl-C
+        return bool(getattr(self.inner, "streams", False))
+
     def output(self, rank: int, stream: int, data: bytes) -> None:
         screen = self.filters.get((rank, stream))
         if screen is None:
