@@ -152,6 +152,19 @@ class Sink:
 
 
 
+def ctrl_c_once(when: Callable[[], bool]) -> Callable[[], bool]:
+    """The console's Ctrl-C key, typed once, as soon as ``when()`` (a key read every 20 ms)."""
+    typed = []
+
+    def key() -> bool:
+        if typed or not when():
+            return False
+        typed.append(True)
+        return True
+
+    return key
+
+
 class StreamingSink(Sink):
     streams = True  # as LiveSink and RawSink: output shown as it comes
 
@@ -195,7 +208,7 @@ def test_output_in_flight_at_a_ctrl_c_is_not_shown_and_what_the_command_writes_a
         err = io.StringIO()
         console = Console(PipeSession(pipes.console_link, {1: peer}), err=err)  # type: ignore[arg-type]
         sink = StreamingSink()
-        console.interrupt_key = lambda: sink.out == b"before\n"  # Ctrl-C once the first line is shown
+        console.interrupt_key = ctrl_c_once(lambda: sink.out == b"before\n")  # once the first line is shown
 
         def serve() -> None:
             fake.until(lambda: any(isinstance(m, p.Run) for _, m in fake.seen))
@@ -226,7 +239,7 @@ def test_a_gathering_sink_keeps_the_output_in_flight_at_a_ctrl_c() -> None:
         err = io.StringIO()
         console = Console(PipeSession(pipes.console_link, {1: peer}), err=err)  # type: ignore[arg-type]
         sink = Sink()
-        console.interrupt_key = lambda: sink.out == b"before\n"
+        console.interrupt_key = ctrl_c_once(lambda: sink.out == b"before\n")
 
         def serve() -> None:
             fake.until(lambda: any(isinstance(m, p.Run) for _, m in fake.seen))
