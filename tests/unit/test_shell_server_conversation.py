@@ -197,25 +197,25 @@ def test_the_console_drops_answers_out_of_place_and_its_command_still_ends() -> 
         thread.join(timeout=10)
 
 
-def test_output_in_flight_at_a_ctrl_c_is_not_shown_and_what_the_command_writes_after_the_signal_is() -> None:
-    """The console's side of Signalled: output sent between the user's Ctrl-C and the server's
-    Signalled (in flight when the key was typed: millions of lines of ``yes`` behind a window)
-    is counted, not shown, as a terminal discards its output queue; what follows is shown and
-    the amount dropped is said once the command ends (the server is played by hand)."""
+def _ctrl_c_after_the_first_line(
+    sink: Sink, in_flight: list[tuple[bytes, int]]
+) -> tuple[dict[int, Result], str]:
+    """Run a command against a server played by hand; Ctrl-C once "before" is shown. The
+    server then sends ``in_flight`` (data, stream), Signalled, "after the signal", Done.
+    Returns the results and what the console said on stderr."""
     with pipe_pair() as pipes:
         fake = Client(pipes.server_link, pipes.server)
         peer = Peer(1, pipes.console, "fake", ready=True)
         err = io.StringIO()
         console = Console(PipeSession(pipes.console_link, {1: peer}), err=err)  # type: ignore[arg-type]
-        sink = StreamingSink()
         console.interrupt_key = ctrl_c_once(lambda: sink.out == b"before\n")  # once the first line is shown
 
         def serve() -> None:
             fake.until(lambda: any(isinstance(m, p.Run) for _, m in fake.seen))
             fake.link.send_all(0, pipes.server.send(b"before\n", p.STDOUT))
             fake.until(lambda: any(isinstance(m, p.Interrupt) for _, m in fake.seen))
-            fake.link.send_all(0, pipes.server.send(b"in flight\n" * 1000, p.STDOUT))
-            fake.link.send_all(0, pipes.server.send(b"in flight too\n", p.STDERR))
+            for data, stream in in_flight:
+                fake.link.send_all(0, pipes.server.send(data, stream))
             fake.send(p.Signalled(1))
             fake.link.send_all(0, pipes.server.send(b"after the signal\n", p.STDOUT))
             fake.send(p.Done(1, 130, 0, 0.0, "/", False, 0, "", ""))
@@ -224,38 +224,30 @@ def test_output_in_flight_at_a_ctrl_c_is_not_shown_and_what_the_command_writes_a
         thread.start()
         results = console.run("yes", [1], sink)
         thread.join(timeout=10)
+    return results, err.getvalue()
+
+
+def test_output_in_flight_at_a_ctrl_c_is_not_shown_and_what_the_command_writes_after_the_signal_is() -> None:
+    """The console's side of Signalled: output sent between the user's Ctrl-C and the server's
+    Signalled (in flight when the key was typed: millions of lines of ``yes`` behind a window)
+    is counted, not shown, as a terminal discards its output queue; what follows is shown and
+    the amount dropped is said once the command ends (the server is played by hand)."""
+    sink = StreamingSink()
+    results, err = _ctrl_c_after_the_first_line(sink, [(b"in flight\n" * 1000, p.STDOUT),
+                                                      (b"in flight too\n", p.STDERR)])
     assert results[1].exit == 130
     assert sink.out == b"before\nafter the signal\n"
-    assert "interrupting @1" in err.getvalue()
-    assert "@1: 10014 bytes of output in flight at the Ctrl-C not shown" in err.getvalue()
+    assert "interrupting @1" in err
+    assert "@1: 10014 bytes of output in flight at the Ctrl-C not shown" in err
 
 
 def test_a_gathering_sink_keeps_the_output_in_flight_at_a_ctrl_c() -> None:
     """Grouped output and --json show nothing before the command ends: dropping would leave a
     gap in the middle of what is gathered (and split identical ranks into groups)."""
-    with pipe_pair() as pipes:
-        fake = Client(pipes.server_link, pipes.server)
-        peer = Peer(1, pipes.console, "fake", ready=True)
-        err = io.StringIO()
-        console = Console(PipeSession(pipes.console_link, {1: peer}), err=err)  # type: ignore[arg-type]
-        sink = Sink()
-        console.interrupt_key = ctrl_c_once(lambda: sink.out == b"before\n")
-
-        def serve() -> None:
-            fake.until(lambda: any(isinstance(m, p.Run) for _, m in fake.seen))
-            fake.link.send_all(0, pipes.server.send(b"before\n", p.STDOUT))
-            fake.until(lambda: any(isinstance(m, p.Interrupt) for _, m in fake.seen))
-            fake.link.send_all(0, pipes.server.send(b"in flight\n", p.STDOUT))
-            fake.send(p.Signalled(1))
-            fake.link.send_all(0, pipes.server.send(b"after the signal\n", p.STDOUT))
-            fake.send(p.Done(1, 130, 0, 0.0, "/", False, 0, "", ""))
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        console.run("yes", [1], sink)
-        thread.join(timeout=10)
+    sink = Sink()
+    _, err = _ctrl_c_after_the_first_line(sink, [(b"in flight\n", p.STDOUT)])
     assert sink.out == b"before\nin flight\nafter the signal\n"
-    assert "not shown" not in err.getvalue()
+    assert "not shown" not in err
 
 
 def test_a_server_answers_an_interrupt_with_signalled_before_the_commands_done(client: Client) -> None:

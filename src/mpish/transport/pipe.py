@@ -323,22 +323,22 @@ class MultiLink:
         self.size = max(self.size, rank + 1)
 
     def send_all(self, dest: int, records: list[bytes | bytearray] | list[bytearray]) -> None:
-        link = self.links.get(dest)
-        if link is None:
-            raise TransportBroken(f"no shell server at rank {dest}")
-        try:
+        with self._sending(dest) as link:
             link.send_all(dest, records)
-        except TransportBroken:
-            self._check(dest)
-            raise
 
     def send_frame(self, dest: int, parts: Sequence[bytes]) -> None:
         """One frame of ``parts`` to ``dest`` (:meth:`PipeLink.send_frame`)."""
+        with self._sending(dest) as link:
+            link.send_frame(dest, parts)
+
+    @contextlib.contextmanager
+    def _sending(self, dest: int) -> Iterator[PipeLink]:
+        """``dest``'s link; a send that breaks it has the server's end checked first."""
         link = self.links.get(dest)
         if link is None:
             raise TransportBroken(f"no shell server at rank {dest}")
         try:
-            link.send_frame(dest, parts)
+            yield link
         except TransportBroken:
             self._check(dest)
             raise
