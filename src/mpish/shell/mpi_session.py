@@ -94,7 +94,7 @@ from .launch_env import (
     owned_launcher,
     prepare_singleton,
 )
-from .segments import Segment, clear_own_names, mapped_segments, remove_ours
+from .segments import Segment, clear_own_names, drop_singleton_segments, mapped_segments, remove_ours
 from .session import Peer, Session, end_on_termination
 
 if TYPE_CHECKING:  # mpi4py is imported at run time by mpi() alone: it initialises MPI
@@ -344,6 +344,9 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
             raise
         abandon_start(None, launcher_pid)
     session.launcher_pid = launcher_pid
+    if parent_intercomm is not None:  # every server has spoken: Open MPI's name is of no more use
+        for name in drop_singleton_segments():
+            log.debug("removed %s, the console's own segment, which Open MPI leaves behind", name)
     if launcher_pid:  # what the session mapped, read while every server lives (end_embedded_job)
         here = socket.gethostname()
         session.segments = mapped_segments(
