@@ -282,3 +282,20 @@ def test_a_ctrl_c_right_after_a_commands_first_output_is_never_lost(client: Clie
         assert done is not None and done.exit == 130, (cmd_id, done)
     assert not os.listdir(tmp_path)  # no program ran to its end
     assert b"next" not in client.output()
+
+
+def test_set_e_keeps_the_shell_and_the_status_of_a_command_that_succeeded(client: Client) -> None:
+    # `set -euo pipefail` opens careful scripts; ssh reports 0 for `set -e; echo hi`, and an
+    # interactive bash under errexit goes on after a command that did not fail
+    client.send(p.Run(1, "set -e; echo hi", 0, False))
+    client.until(lambda: client.done(1) is not None)
+    first = client.done(1)
+    assert first is not None and (first.exit, first.note) == (0, "")
+    client.send(p.Run(2, "! true", 0, False))  # status 1 that errexit ignores
+    client.until(lambda: client.done(2) is not None)
+    client.send(p.Run(3, "echo $? $-", 1, False))  # the previous status, errexit still on
+    client.until(lambda: client.done(3) is not None)
+    third = client.done(3)
+    assert third is not None and (third.exit, third.note) == (0, "")
+    status, flags = client.output().split(b"\n")[1].split()
+    assert status == b"1" and b"e" in flags
