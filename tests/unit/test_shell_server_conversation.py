@@ -17,6 +17,7 @@ import pytest
 
 from mpish.shell import protocol as p
 from mpish.shell.console import Console
+from mpish.shell.console_transfer import FileCopy
 from mpish.shell.conversation import ConsoleState, Event, Local
 from mpish.shell.names import Result
 from mpish.shell.receive import Output, receive
@@ -183,7 +184,7 @@ def test_the_console_drops_answers_out_of_place_and_its_command_still_ends() -> 
                 fake.until(lambda n=cmd_id: any(isinstance(m, p.Run) and m.cmd_id == n for _, m in fake.seen))
                 fake.send(p.Done(cmd_id + 10, 0, 0, 0.0, "/", False, 0, "", ""))  # another command's
                 fake.send(p.PutDone(3, 0, b"", ""))
-                fake.send(p.GetEnd(4, 0, b"", ""))
+                fake.send(p.GetEnd(4, 0, b"", "", 0))
                 fake.link.send_all(0, pipes.server.send(b"out\n", p.STDOUT))
                 fake.send(p.Done(cmd_id, cmd_id, 0, 0.0, "/", False, 0, "", ""))
 
@@ -299,3 +300,19 @@ def test_set_e_keeps_the_shell_and_the_status_of_a_command_that_succeeded(client
     assert third is not None and (third.exit, third.note) == (0, "")
     status, flags = client.output().split(b"\n")[1].split()
     assert status == b"1" and b"e" in flags
+
+
+def test_a_file_got_keeps_its_permission_bits_so_a_private_file_stays_private(
+        client: Client, tmp_path: Path) -> None:
+    # :get of a 0600 file (a key, a token) wrote a 0644 copy: cp and scp keep the mode
+    source = tmp_path / "key"
+    source.write_bytes(b"secret")
+    source.chmod(0o600)
+    client.send(p.GetStart(8, str(source)))
+    client.until(lambda: any(isinstance(m, p.GetEnd) for _, m in client.seen))
+    end = next(m for _, m in client.seen if isinstance(m, p.GetEnd))
+    copy = FileCopy(tmp_path / "copy")
+    copy.write(b"".join(m.data for _, m in client.seen if isinstance(m, p.Chunk)))
+    assert copy.finish(end) == ""
+    assert (tmp_path / "copy").read_bytes() == b"secret"
+    assert (tmp_path / "copy").stat().st_mode & 0o777 == 0o600
