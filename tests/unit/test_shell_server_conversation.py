@@ -316,3 +316,23 @@ def test_a_file_got_keeps_its_permission_bits_so_a_private_file_stays_private(
     assert copy.finish(end) == ""
     assert (tmp_path / "copy").read_bytes() == b"secret"
     assert (tmp_path / "copy").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_command_that_execs_a_program_runs_until_the_program_ends(client: Client) -> None:
+    # `exec PROGRAM` closes bash's status fd at once: the program was killed a second later
+    # (SIGKILL, its output lost); ssh runs it to its end and reports its status
+    client.send(p.Run(1, "exec sh -c 'sleep 1.5; echo finished; exit 4'", 0, False))
+    client.until(lambda: client.done(1) is not None)
+    done = client.done(1)
+    assert done is not None and (done.exit, done.signal) == (4, 0)
+    assert client.output() == b"finished\n"
+    client.send(p.Run(2, "echo next", 0, False))  # a new bash serves the next command
+    client.until(lambda: client.done(2) is not None)
+    assert client.output() == b"finished\nnext\n"
+
+
+def test_a_timeout_of_a_program_bash_execd_into_is_reported_as_a_timeout(client: Client) -> None:
+    client.send(p.Run(1, "exec sleep 30", 0.5, False))
+    client.until(lambda: client.done(1) is not None)
+    done = client.done(1)
+    assert done is not None and done.timed_out
