@@ -17,6 +17,7 @@ import pytest
 
 from mpish.shell import protocol as p
 from mpish.shell.console import Console
+from mpish.shell.console_transfer import FileCopy
 from mpish.shell.conversation import ConsoleState, Event, Local
 from mpish.shell.names import Result
 from mpish.shell.receive import Output, receive
@@ -183,7 +184,7 @@ def test_the_console_drops_answers_out_of_place_and_its_command_still_ends() -> 
                 fake.until(lambda n=cmd_id: any(isinstance(m, p.Run) and m.cmd_id == n for _, m in fake.seen))
                 fake.send(p.Done(cmd_id + 10, 0, 0, 0.0, "/", False, 0, "", ""))  # another command's
                 fake.send(p.PutDone(3, 0, b"", ""))
-                fake.send(p.GetEnd(4, 0, b"", ""))
+                fake.send(p.GetEnd(4, 0, b"", "", 0))
                 fake.link.send_all(0, pipes.server.send(b"out\n", p.STDOUT))
                 fake.send(p.Done(cmd_id, cmd_id, 0, 0.0, "/", False, 0, "", ""))
 
@@ -282,3 +283,56 @@ def test_a_ctrl_c_right_after_a_commands_first_output_is_never_lost(client: Clie
         assert done is not None and done.exit == 130, (cmd_id, done)
     assert not os.listdir(tmp_path)  # no program ran to its end
     assert b"next" not in client.output()
+
+
+def test_set_e_keeps_the_shell_and_the_status_of_a_command_that_succeeded(client: Client) -> None:
+    # `set -euo pipefail` opens careful scripts; ssh reports 0 for `set -e; echo hi`, and an
+    # interactive bash under errexit goes on after a command that did not fail
+    client.send(p.Run(1, "set -e; echo hi", 0, False))
+    client.until(lambda: client.done(1) is not None)
+    first = client.done(1)
+    assert first is not None and (first.exit, first.note) == (0, "")
+    client.send(p.Run(2, "! true", 0, False))  # status 1 that errexit ignores
+    client.until(lambda: client.done(2) is not None)
+    client.send(p.Run(3, "echo $? $-", 1, False))  # the previous status, errexit still on
+    client.until(lambda: client.done(3) is not None)
+    third = client.done(3)
+    assert third is not None and (third.exit, third.note) == (0, "")
+    status, flags = client.output().split(b"\n")[1].split()
+    assert status == b"1" and b"e" in flags
+
+
+def test_a_file_got_keeps_its_permission_bits_so_a_private_file_stays_private(
+        client: Client, tmp_path: Path) -> None:
+    # :get of a 0600 file (a key, a token) wrote a 0644 copy: cp and scp keep the mode
+    source = tmp_path / "key"
+    source.write_bytes(b"secret")
+    source.chmod(0o600)
+    client.send(p.GetStart(8, str(source)))
+    client.until(lambda: any(isinstance(m, p.GetEnd) for _, m in client.seen))
+    end = next(m for _, m in client.seen if isinstance(m, p.GetEnd))
+    copy = FileCopy(tmp_path / "copy")
+    copy.write(b"".join(m.data for _, m in client.seen if isinstance(m, p.Chunk)))
+    assert copy.finish(end) == ""
+    assert (tmp_path / "copy").read_bytes() == b"secret"
+    assert (tmp_path / "copy").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_command_that_execs_a_program_runs_until_the_program_ends(client: Client) -> None:
+    # `exec PROGRAM` closes bash's status fd at once: the program was killed a second later
+    # (SIGKILL, its output lost); ssh runs it to its end and reports its status
+    client.send(p.Run(1, "exec sh -c 'sleep 1.5; echo finished; exit 4'", 0, False))
+    client.until(lambda: client.done(1) is not None)
+    done = client.done(1)
+    assert done is not None and (done.exit, done.signal) == (4, 0)
+    assert client.output() == b"finished\n"
+    client.send(p.Run(2, "echo next", 0, False))  # a new bash serves the next command
+    client.until(lambda: client.done(2) is not None)
+    assert client.output() == b"finished\nnext\n"
+
+
+def test_a_timeout_of_a_program_bash_execd_into_is_reported_as_a_timeout(client: Client) -> None:
+    client.send(p.Run(1, "exec sleep 30", 0.5, False))
+    client.until(lambda: client.done(1) is not None)
+    done = client.done(1)
+    assert done is not None and done.timed_out

@@ -203,3 +203,22 @@ def test_tab_after_put_r_completes_the_local_path_and_after_get_r_the_remote_one
     assert names(":put -r srcdir rem") == ["REMOTE/"]
     assert names(":get -r rem") == ["REMOTE/"]
     assert names(":get -r remote src") == ["dir"]
+
+
+def test_tab_inserts_a_remote_name_with_a_blank_escaped_so_the_line_names_that_one_file(
+        tmp_path: Path) -> None:
+    # `rm /data/my<Tab>` became `rm /data/my file`: two other files; bash inserts `my\ file`
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from mpish.shell.completion import complete_path, make_completer
+
+    (tmp_path / "my file").write_text("x")
+    (tmp_path / "it's $HOME").write_text("x")
+    completer = make_completer([], lambda target, prefix: complete_path(prefix, str(tmp_path)))
+
+    def texts(line: str) -> list[str]:
+        return [c.text for c in completer.get_completions(Document(line), CompleteEvent())]
+
+    assert texts("rm my") == ["my\\ file"]
+    assert texts("cat it") == ["it\\'s\\ \\$HOME"]

@@ -40,7 +40,7 @@ def test_a_put_that_arrived_intact_is_committed_with_the_digest_of_its_bytes(tmp
 def test_a_get_whose_bytes_are_not_the_senders_is_refused_and_leaves_no_file(tmp_path: Path) -> None:
     copy = FileCopy(tmp_path / "f")
     copy.write(b"abd")
-    verdict = copy.finish(p.GetEnd(1, 3, sha(b"abc"), ""))
+    verdict = copy.finish(p.GetEnd(1, 3, sha(b"abc"), "", 0o644))
     assert verdict == f"checksum mismatch for {tmp_path / 'f'}"
     assert os.listdir(tmp_path) == []
 

@@ -6,12 +6,15 @@ for :class:`~mpish.shell.protocol.Completions` at most :data:`REMOTE_TIMEOUT` (a
 busy target then completes nothing; its late answer is dropped). The server lists the
 directory itself (:func:`complete_path`, relative to its shell's cwd, ``~`` expanded),
 without going through the rank's shell, so ``$?`` and the shell's state stay as they
-were. Words are split at blanks (and a path after ``=``); quoting is not interpreted.
+were. Words are split at blanks (and a path after ``=``); quoting is not interpreted, but
+a remote name is inserted with the shell's special characters escaped (``a\\ file.txt``), as
+bash completes it, so that the line runs on the file completed and not on its pieces.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -28,6 +31,12 @@ REMOTE_TIMEOUT = 1.0  # seconds a completion waits for its target
 LIMIT = 1000  # names returned by a target at most
 LOCAL_ARGUMENT = {":put": 0, ":get": 1}  # the argument that is a path of the console's machine
 NO_PATHS = (":targets", ":timeout", ":mode", ":raw", ":help", ":quit", ":q")
+_SPECIAL = re.compile(r"([^\w@%+=:,./-])")  # what bash's completion escapes with a backslash
+
+
+def shell_escaped(name: str) -> str:
+    """``name`` as bash's completion inserts it: blanks, quotes, ``$``, ``*``... escaped."""
+    return _SPECIAL.sub(r"\\\1", name)
 
 
 def complete_path(prefix: str, cwd: str) -> list[str]:
@@ -123,7 +132,7 @@ def make_completer(builtins: Iterable[str], remote: Remote) -> Any:
                 return
             tail = path.rpartition("/")[2]
             for name in remote(target, path):
-                yield Completion(name, -len(tail), display=name)
+                yield Completion(shell_escaped(name), -len(tail), display=name)
 
     return ShellCompleter()
 

@@ -222,7 +222,7 @@ class FileCopy:
         except OSError as exc:
             return f"cannot write {self.final}: {exc.strerror}"
         # the digest of what was written must be the sender's, the descriptor hold its size
-        return part.commit(end.sha256, end.size, 0o666 & ~umask())
+        return part.commit(end.sha256, end.size, end.mode & 0o777 & ~umask())
 
     def close(self) -> None:
         if self.part is not None:

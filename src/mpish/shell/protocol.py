@@ -49,10 +49,11 @@ from typing import Annotated, NamedTuple
 from mpish.wire.codec import Codec, MaxLen
 from mpish.wire.message import Frozen, frozen
 
-PROTOCOL_VERSION = 7  # 2: output as raw bytes on channels 1 and 2; 3: Done.note; 4: stdin;
+PROTOCOL_VERSION = 8  # 2: output as raw bytes on channels 1 and 2; 3: Done.note; 4: stdin;
 # 5: pty mode (PtyOpen ... PtyExit), path completion (Complete, Completions); 6: trees (:put -r, :get -r);
 # 7: a file's bytes raw on channel 3 (Chunk), no longer the msgpack messages PutChunk and GetChunk;
-# Signalled (output sent before it was in flight at the Ctrl-C: the console discards it)
+# Signalled (output sent before it was in flight at the Ctrl-C: the console discards it);
+# 8: GetEnd.mode (a file got with :get keeps its permission bits, as cp and scp)
 CHUNK = (1 << 20) - 256  # bulk bytes per message: one message is one record (record.py)
 WINDOW = 4 * 1024 * 1024  # unacknowledged bulk bytes per server and direction
 CONTROL = 0  # secure-channel channel of the msgpack messages below
@@ -189,12 +190,14 @@ class GetStart(Frozen):
 @CODEC.message(13)
 @frozen
 class GetEnd(Frozen):
-    """End of a get: ``error`` is empty on success; ``sha256`` covers every chunk sent."""
+    """End of a get: ``error`` is empty on success; ``sha256`` covers every chunk sent;
+    ``mode``: a file's permission bits (the copy gets them less the umask, as cp and scp)."""
 
     xfer_id: int
     size: int
     sha256: bytes
     error: Text
+    mode: int
 
 
 # message 14 (Quit) was never sent: the session ends with the secure channel's close record

@@ -15,7 +15,7 @@ defines the helper functions and sources the rank's state file. Every command is
 two input lines, the command's text being in a file of the server's private state
 directory::
 
-    \\builtin export __MPISH_JOB=<marker>; __mpish_status <last>; \\builtin . <command file> \\
+    \\builtin export __MPISH_JOB=<marker>; __mpish_status <last> && :; \\builtin . <command file> \\
         </dev/null >&201 2>&202 200>&- 201>&- 202>&-
     __mpish_end <marker>
 
@@ -77,7 +77,7 @@ __mpish_end() {
   __mpish_s=$?
   builtin unset __MPISH_JOB
   { builtin alias -p; builtin shopt -p extglob expand_aliases; builtin shopt -po posix; } \
-    > PARSEFILE 2>/dev/null
+    > PARSEFILE 2>/dev/null || :
   builtin printf '\037%s\036' "$1" >&201
   builtin printf '\037%s\036' "$1" >&202
   builtin printf '%s %s %s\0' "$1" "$__mpish_s" "$PWD" >&200
@@ -95,6 +95,10 @@ builtin . STATEFILE 2>/dev/null
 builtin set +o history +H
 """
 # ``exit`` is wrapped only to silence the "exit" an interactive bash prints on stderr.
+# Under the user's ``set -e`` (errexit) nothing of ours may fail as a simple command, or
+# bash exits: ``shopt -p`` fails when an option it prints is off (``|| :``), and
+# ``__mpish_status N`` sets a non-zero ``$?`` as the first part of an ``&&`` list, where
+# errexit does not apply.
 
 
 def initial_state(environ: dict[str, str], cwd: str) -> str:
@@ -113,7 +117,7 @@ def command_line(command_file: str, marker: str, last_status: int = 0, stdin: st
     ``stdin``: a FIFO the command reads instead of /dev/null; once bash has opened it,
     ``stdin <marker>`` is written to the status fd (:mod:`mpish.shell.server.stdin`)."""
     source = (
-        f"__mpish_status {last_status & 0xFF}; \\builtin . {shlex.quote(str(command_file))} "
+        f"__mpish_status {last_status & 0xFF} && :; \\builtin . {shlex.quote(str(command_file))} "
         f">&{OUT_FD} 2>&{ERR_FD} {STATUS_FD}>&- {OUT_FD}>&- {ERR_FD}>&-"
     )
     if stdin is None:

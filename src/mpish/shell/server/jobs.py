@@ -202,8 +202,10 @@ class Shell:
             return self._check_killed(command, flush)
         if bash is not None and command.status is not None and bash.out.ended and bash.err.ended:
             return self._finished(command)
-        if bash is None or command.status == -1 or (bash.status_eof and command.status is None):
+        if bash is None or command.status == -1:
             return self._bash_ended(command, flush)
+        if bash.status_eof and command.status is None and bash.proc.poll() is None:
+            return None  # `exec PROGRAM`: bash is that program now, which runs until it ends
         if bash.proc.poll() is not None:
             self.read_status(command)
             if command.status is None:
@@ -233,7 +235,7 @@ class Shell:
         command.end_stdin()
         sig = -code if code < 0 else 0
         return Ended(command.cmd_id, 128 + sig if sig else code, sig, time.monotonic() - command.started,
-                     False, "", EXITED, restart=True)
+                     command.timed_out, "", EXITED, restart=True)
 
     def _check_killed(self, command: Command, flush: Flush) -> Ended | None:
         bash = self.bash

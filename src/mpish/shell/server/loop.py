@@ -183,7 +183,7 @@ class ShellServer(ServerTransfers):
         elif isinstance(message, (p.PutStart, p.TreePut)):
             self._send(p.PutDone(message.xfer_id, 0, b"", why))
         elif isinstance(message, (p.GetStart, p.TreeGet)):
-            self._send(p.GetEnd(message.xfer_id, 0, b"", why))
+            self._send(p.GetEnd(message.xfer_id, 0, b"", why, 0))
 
     def _wait_pipes(self, delay: float) -> bool:
         bash = self.shell.bash

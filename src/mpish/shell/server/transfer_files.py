@@ -106,9 +106,11 @@ class Get:
         self.interrupted = False
         self.digest: Any = new_digest(verify)
         self.handle: IO[bytes] | None = None
+        self.mode = 0  # the file's permission bits, for the copy (GetEnd.mode)
         try:
             self.handle = open_regular(self.path)
             self.opened = os.fstat(self.handle.fileno())
+            self.mode = self.opened.st_mode & 0o777
         except IsADirectoryError:
             self.error = f"{self.path} is a directory (use :get -r)"
         except OSError as exc:
@@ -142,7 +144,7 @@ class Get:
     def end(self) -> p.GetEnd:
         self.close()
         error = self.error or ("interrupted" if self.interrupted else "")
-        return p.GetEnd(self.xfer_id, self.size, self.digest.digest(), error)
+        return p.GetEnd(self.xfer_id, self.size, self.digest.digest(), error, self.mode)
 
     def close(self) -> None:
         if self.handle is not None:
@@ -191,7 +193,7 @@ class GetTree:
     def end(self) -> p.GetEnd:
         self.close()
         error = self.error or ("interrupted" if self._interrupted else "")
-        return p.GetEnd(self.xfer_id, self.sent, b"", error)
+        return p.GetEnd(self.xfer_id, self.sent, b"", error, 0)
 
     def close(self) -> None:
         if self.reader is not None:
