@@ -218,7 +218,7 @@ class PartFile:
         except OSError as exc:
             self.discard()
             return f"cannot write {self.final}: {exc.strerror}"
-        if (placed.st_dev, placed.st_ino) != (written.st_dev, written.st_ino):
+        if (placed.st_dev, placed.st_ino) != (written.st_dev, written.st_ino) and not self._same_copy(placed):
             # the rename is by name: someone who can write the directory put another file
             # under the part name; what our rename placed at the target is theirs, remove it
             with contextlib.suppress(OSError):
@@ -226,6 +226,28 @@ class PartFile:
             return (f"cannot write {self.final}: the part file was replaced by someone else during "
                     f"the transfer ({self.final.parent} is writable by others); nothing was written")
         return ""
+
+    def _same_copy(self, placed: os.stat_result) -> bool:
+        """Whether the other file at the target (not the one we wrote) is a copy of the same
+        bytes of ours: several ranks on one file system (``mpish -n K``, a shared home) write
+        the same destination, and a sibling's rename came between ours and our check. As two
+        ``cp`` to one name, the last one stays; removing it, as the check did, lost the file.
+        Only a plain file of our user with the same size, and the same SHA-256 when one is kept."""
+        if not stat.S_ISREG(placed.st_mode) or placed.st_uid != os.geteuid() or placed.st_size != self.size:
+            return False
+        if isinstance(self.digest, Unhashed):
+            return True
+        import hashlib
+
+        try:
+            fd = os.open(self.target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+        except OSError:
+            return False
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "rb") as handle:  # hashlib.file_digest is 3.11's; hosts may have 3.10
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        return digest.digest() == self.digest.digest()
 
     def discard(self) -> None:
         if self.fd >= 0:
