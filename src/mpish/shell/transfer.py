@@ -247,7 +247,7 @@ class PartFile:
         with os.fdopen(fd, "rb") as handle:  # hashlib.file_digest is 3.11's; hosts may have 3.10
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
-        return digest.digest() == self.digest.digest()
+        return bool(digest.digest() == self.digest.digest())
 
     def discard(self) -> None:
         if self.fd >= 0:
