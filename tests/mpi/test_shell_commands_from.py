@@ -65,3 +65,22 @@ def test_exit_with_a_status_ends_the_session_with_it_as_bash_does(tmp_path: Path
     proc = run([MPISH, "-n", "1", "-C", str(script)], make_home(tmp_path / "home"), tmp_path)
     assert proc.returncode == 3, proc.stderr.decode(errors="replace")
     assert b"before" in proc.stdout and b"after" not in proc.stdout
+
+
+def test_a_block_in_a_commands_file_runs_as_one_command_as_bash_reads_a_script(tmp_path: Path) -> None:
+    """Lines were commands one by one: for...do...done, a function and a here-document were
+    syntax errors, and the line guarded by a false if ran."""
+    keep = tmp_path / "keepme"
+    keep.mkdir()
+    script = tmp_path / "commands"
+    script.write_text(f"if [ -e /nonexistent ]; then\n  rmdir {keep}\nfi\n"
+                      "for i in 1 2; do\n  echo i=$i\ndone\n"
+                      "f() {\n  echo in-f\n}\nf\n"
+                      "cat <<EOF\n  kept as typed\nEOF\n"
+                      "echo a \\\n  b\n")
+    proc = launch(["-C", str(script), "-w", "@1", "-b"], tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert keep.is_dir()
+    assert b"syntax error" not in proc.stderr, proc.stderr
+    for expected in (b"i=1\ni=2\n", b"in-f\n", b"  kept as typed\n", b"a b\n"):
+        assert expected in proc.stdout, proc.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import time
+from pathlib import Path
 
 import pexpect
 import pytest
@@ -85,6 +86,27 @@ def test_lines_typed_while_a_command_runs_are_kept_and_run_in_order(person: Pers
     person.child.expect("-\r\nthird\r\n")
     outputs = re.findall(r"-\r\n(first|second|third)\r\n", ANSI.sub("", screen.getvalue()))
     assert outputs == ["first", "second", "third"], screen.getvalue()
+
+
+def test_a_pasted_block_is_read_to_its_end_as_bash_does_and_its_guarded_line_does_not_run(
+        person: Person, tmp_path: Path) -> None:
+    """A pasted if-block ran line by line: a syntax error, then the guarded rmdir ran, then
+    another syntax error; a here-document's body ran as commands."""
+    keep = tmp_path / "keepme"
+    keep.mkdir()
+    person.prompt()
+    screen = io.StringIO()
+    person.child.logfile_read = screen
+    person.child.send(f"if [ -e /nonexistent ]; then\r  rmdir {keep}\rfi\recho after-$?\r")  # one paste
+    person.child.expect("-\r\nafter-0\r\n")
+    person.prompt()
+    person.child.send("cat <<EOF\r  indented\rrmdir " + str(keep) + "\rEOF\r")
+    person.child.expect(f"-\r\n  indented\r\nrmdir {keep}\r\n")
+    person.prompt()
+    shown = ANSI.sub("", screen.getvalue())
+    assert keep.is_dir(), shown
+    assert "syntax error" not in shown, shown
+    assert "\r\n> " in shown, shown  # bash's continuation prompt, PS2
 
 
 def test_typed_ahead_lines_are_dropped_by_ctrl_c_as_at_a_terminal(person: Person) -> None:

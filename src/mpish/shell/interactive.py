@@ -22,6 +22,7 @@ from mpish.wire.errors import MpishError
 from . import attach, completion, screen
 from . import console_put_get as put_get
 from .console import Console
+from .continuation import needs_more
 from .grouping import GroupedSink, Style, make_sink, status_lines
 from .keyboard import InterruptKeys, TypedAhead
 from .names import RankHostNames, RankNames, ServerNames, status_of
@@ -65,6 +66,7 @@ third SIGKILL, and the shell is then restarted from the state before the command
 
 
 MODES = ("grouped", "lines", "live", "json")  # :mode's choices (OutputMode.kind)
+CONTINUATION_PROMPT = "> "  # bash's PS2: the command goes on (shell/continuation.py)
 
 
 class LineReader(Protocol):
@@ -226,15 +228,36 @@ class Repl:
             if ended:  # as bash's exit N: the session ends with that status
                 return int(ended.group(1)) & 0xFF
             try:
+                line = self._whole(reader, line)
+            except KeyboardInterrupt:  # the block is dropped, as bash drops it
+                continue
+            try:
                 self.handle(line)
             except (MpishError, OSError, ValueError) as exc:
                 self.report.say(str(exc))
                 self.last_status = 1
         return 0
 
-    def _next_line(self, reader: LineReader) -> str:
+    def _whole(self, reader: LineReader, line: str) -> str:
+        """The line and those bash would read after it as one command (an open ``if``, quote,
+        here-document, trailing ``\\`` or ``&&``; shell/continuation.py), each read after the
+        continuation prompt. A built-in is one line. At the end of input the text is sent as it
+        is (the server then reports bash's "unexpected end of file", as bash would)."""
+        command = line.partition(" ")[2] if line.startswith("@") else line
+        if command.lstrip().startswith(":"):
+            return line
+        while needs_more(command):
+            try:
+                more = self._next_line(reader, CONTINUATION_PROMPT)
+            except EOFError:
+                break
+            line += "\n" + more
+            command += "\n" + more
+        return line
+
+    def _next_line(self, reader: LineReader, prompt: str = "") -> str:
         """A line typed ahead (shown after its prompt, as a terminal echoes it), else read one."""
-        prompt = self.prompt()
+        prompt = prompt or self.prompt()
         line = self.typed_ahead.next_line()
         if line is None:
             return reader.read(prompt, default=self.typed_ahead.take_partial())
