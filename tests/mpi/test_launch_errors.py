@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,37 @@ def test_a_corrupt_key_is_said_once_before_any_server_starts(tmp_path: Path) -> 
     assert result.returncode == 1, err
     lines = err.splitlines()
     assert len(lines) == 1 and "is corrupt" in lines[0] and lines[0].startswith("mpish: "), err
+
+
+def _plant_stale_prte_session_dirs(tmp: Path) -> None:
+    """What a SIGKILLed Open MPI session leaves in TMPDIR: prte's session directory, named after its
+    pid, with PMIx's rendezvous file in it; here for every pid the next prte can get."""
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    host = socket.gethostname()
+    for pid in range(1, pid_max + 1):
+        stale = tmp / f"prte.{pid}"
+        stale.mkdir()
+        (stale / f"pmix.{host}.tool").write_text("stale\n")
+
+
+@pytest.mark.skipif(MPI.name != "openmpi", reason="prte's session directories are Open MPI's")
+@pytest.mark.skipif(int(Path("/proc/sys/kernel/pid_max").read_text()) > 65536,
+                    reason="a stale directory for every pid would be too many")
+def test_stale_prte_session_directories_of_killed_sessions_do_not_fail_the_spawn(tmp_path: Path) -> None:
+    """prte made its session directory in TMPDIR, named after its pid: when a killed session's was
+    still there for that pid, PMIx's rendezvous file in it existed (O_EXCL) and the spawn failed
+    ("The PMIx server's listener thread failed to start", then MPI_ERR_UNKNOWN): pids come round."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    try:
+        _plant_stale_prte_session_dirs(tmp)
+        home = make_home(tmp_path / "home")
+        result = run([MPISH, "-n", "2", "-c", "echo started"], home, tmp_path, TMPDIR=str(tmp))
+        left = list(tmp.glob("mpish-*"))
+    finally:  # 2 x pid_max inodes and 4 KiB a directory: not kept with pytest's last runs
+        shutil.rmtree(tmp, ignore_errors=True)
+    err = result.stderr.decode()
+    assert result.returncode == 0, err
+    out = result.stdout.decode()
+    assert "@1-2 (2)" in out and "started" in out, out + err  # both servers ran it
+    assert left == [], "the console left its directory for prte behind"

@@ -228,6 +228,7 @@ def end_start(launcher: int, why: str, status: int) -> NoReturn:
         remove_ours(segments)
     else:
         end_spawn_launcher(os.getpid())
+        remove_prte_tmpdir()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
@@ -271,6 +272,44 @@ def allow_open_mpi_as_root(library: str) -> str:
         return ""
     return ("Open MPI refuses to run as root: set OMPI_ALLOW_RUN_AS_ROOT=1 and "
             "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 to allow it, or run mpish as another user")
+
+
+PRTE_TMPDIR = "PRTE_MCA_prte_tmpdir_base"  # where the prte of Open MPI's spawn makes its session directory
+_prte_tmpdir: Path | None = None  # ours, made for this console's spawn (private_prte_tmpdir)
+
+
+def private_prte_tmpdir(library: str) -> None:
+    """Open MPI: the prte its spawn starts makes its session directory in a new directory of
+    this console's, not in /tmp (or TMPDIR), where it is named after prte's pid alone.
+
+    A prte that is killed (SIGKILL; also ours, :func:`end_start`) leaves that directory behind
+    with PMIx's rendezvous files in it, which PMIx creates with O_EXCL: the next prte that gets
+    the same pid failed to start ("The PMIx server's listener thread failed to start", then
+    MPI_ERR_UNKNOWN from the spawn). Pids come round again (pid_max is 32768 on many hosts), so
+    a host where sessions were killed had sessions fail to start now and then; a plain file of
+    that name (anyone's, in a shared /tmp) failed it too. The directory is removed once the
+    servers run (:func:`remove_prte_tmpdir`). A PRTE_MCA_prte_tmpdir_base of the user's is left
+    alone; the one set here is named in MPISH_SET_FOR_LAUNCH.
+    """
+    global _prte_tmpdir
+    if not library.startswith("Open MPI") or PRTE_TMPDIR in os.environ:
+        return
+    import tempfile
+
+    _prte_tmpdir = Path(tempfile.mkdtemp(prefix="mpish-prte-"))
+    os.environ[PRTE_TMPDIR] = str(_prte_tmpdir)
+    already = [name for name in os.environ.get(SET_FOR_LAUNCH, "").split(",") if name]
+    os.environ[SET_FOR_LAUNCH] = ",".join([*already, PRTE_TMPDIR])
+
+
+def remove_prte_tmpdir() -> None:
+    """Remove the directory :func:`private_prte_tmpdir` made, once the spawn has returned (prte
+    has no further use for its files: its servers have started; the next prte, if any, is of
+    another console) or the start was given up."""
+    global _prte_tmpdir
+    if _prte_tmpdir is not None:
+        shutil.rmtree(_prte_tmpdir, ignore_errors=True)
+        _prte_tmpdir = None
 
 
 # Open MPI (read by its MPI library and by the prte a singleton's spawn starts; MPICH ignores
@@ -325,5 +364,5 @@ def forget_launch_variables() -> None:
     """Drop the variables the console set for MPI's start (after MPI_Init; a server's commands
     must see the user's environment, not an Open MPI with fault tolerance turned on)."""
     for name in os.environ.pop(SET_FOR_LAUNCH, "").split(","):
-        if name in (*FAULT_TOLERANCE, *LOOPBACK, "OPAL_PREFIX"):
+        if name in (*FAULT_TOLERANCE, *LOOPBACK, "OPAL_PREFIX", PRTE_TMPDIR):
             os.environ.pop(name, None)

@@ -93,6 +93,8 @@ from .launch_env import (
     open_mpi_fault_tolerance,
     owned_launcher,
     prepare_singleton,
+    private_prte_tmpdir,
+    remove_prte_tmpdir,
 )
 from .segments import Segment, clear_own_names, drop_singleton_segments, mapped_segments, remove_ours
 from .session import Peer, Session, end_on_termination
@@ -316,12 +318,16 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
         refused = allow_open_mpi_as_root(_library())
         if refused:
             raise LaunchError(refused)
+        private_prte_tmpdir(_library())
         log.debug("console: spawning %d shell server(s) with %s", count, _library())
         server = [*SAFE_PATH, "-m", "mpish.shell.mpi_server", *console]
         try:  # Ctrl-C from here until the session is up ends it all, with one line
             with owned_launcher(config if _library().startswith("MPICH") else None,
                                 " ".join([sys.executable, *server[:3]]), SPAWN_STEPS * timeout):
-                parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, server, maxprocs=count)
+                try:
+                    parent_intercomm = MPI.COMM_SELF.Spawn(sys.executable, server, maxprocs=count)
+                finally:
+                    remove_prte_tmpdir()
             comm = parent_intercomm.Merge(high=False)
         except MPI.Exception as exc:
             raise LaunchError(
