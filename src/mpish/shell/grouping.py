@@ -24,9 +24,7 @@ error (a lost connection, or ssh's reason when it never joined) printed as
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
@@ -112,6 +110,8 @@ def _never() -> bool:
 
 class _Spool:
     def __init__(self) -> None:
+        import tempfile  # at the first output: a command that prints nothing never needs it (~3 ms)
+
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
         self.digest = hashlib.sha256()
         self.size = 0
@@ -467,6 +467,8 @@ class JsonSink(_Sink):
             record["timed_out"] = result.timed_out
             if result.error:
                 record["error"] = result.error
+            import json  # --json only
+
             self.out.write(json.dumps(record).encode() + b"\n")
         self.out.flush()
 

@@ -14,7 +14,6 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mpish.wire.errors import MpishError
@@ -76,7 +75,7 @@ GROUP_CONFIG_HELP = ("groups come from ClusterShell's groups.conf, as for clush:
 
 
 def _group_error(text: str, exc: Exception) -> str:
-    found = [path for path in group_config_paths() if Path(path).is_file()]
+    found = [path for path in group_config_paths() if os.path.isfile(path)]
     if not found:
         return f"{text}: no group configuration found ({GROUP_CONFIG_HELP})"
     return f"{text}: group source error: {exc} (read {', '.join(found)})"
@@ -102,6 +101,8 @@ def _all_nodes() -> Any:
 
 def _hostfile(path: str) -> list[str]:
     """One node set per line; blank lines and ``#`` comments skipped (as clush)."""
+    from pathlib import Path  # not before the ssh processes of a plain `mpish ssh HOSTS` start
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
