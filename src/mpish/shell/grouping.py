@@ -26,8 +26,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import IO, Any, Protocol
+
+from mpish.wire.message import Frozen, frozen
 
 from .names import RankNames, Result, ServerNames, fold_reasons
 from .options import GATHER_LIMIT, OutputMode
@@ -62,8 +63,8 @@ def set_color(choice: str) -> None:
     _color["choice"] = choice
 
 
-@dataclass(frozen=True)
-class Style:
+@frozen
+class Style(Frozen):
     """Terminal styling: ``always``, ``never``, or (``auto``) only when the stream is a
     terminal and NO_COLOR is not set (https://no-color.org; an explicit ``always`` wins)."""
 

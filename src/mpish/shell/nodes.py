@@ -13,18 +13,18 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from mpish.wire.errors import MpishError
+from mpish.wire.message import Frozen, frozen
 
 
 class HostsError(MpishError):
     """A node set, group or host file names nothing usable."""
 
 
-@dataclass(frozen=True, slots=True)
-class Selection:
+@frozen
+class Selection(Frozen):
     """What the user chose: clush's ``-w``, ``-x``, ``-g``, ``-X``, ``-a``, ``--hostfile``."""
 
     nodes: tuple[str, ...] = ()  # -w (and mpish ssh's positional HOSTS)
