@@ -11,6 +11,7 @@ configuration there (``@compute`` = ``example[32-159]``), which describes nobody
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -132,9 +133,40 @@ def _named_nodes(text: str) -> Any:
     return _nodeset(text)
 
 
+# One host name or one range of them, ``host[1-8]`` / ``node[01-16,20]-ib``: read without
+# ClusterShell's NodeSet (whose import, with logging and configparser, costs ~8 ms before any
+# ssh starts). Digits in the text around the brackets, several items or brackets, groups and
+# operators go to NodeSet. The names are NodeSet's: a range is a ClusterShell RangeSet (sorted,
+# zero padding kept), a name is left as it is.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_ONE_RANGE = re.compile(r"([A-Za-z_.-]*)\[([0-9][0-9,-]*)\]([A-Za-z_.-]*)")
+
+
+def _one_range(selection: Selection) -> list[str] | None:
+    """The hosts of a selection that is one host name or one range (see above), else None."""
+    if len(selection.nodes) != 1 or selection != Selection(selection.nodes):
+        return None
+    text = selection.nodes[0]
+    if _PLAIN_NAME.fullmatch(text):
+        return [text]
+    found = _ONE_RANGE.fullmatch(text)
+    if found is None:
+        return None
+    from ClusterShell.RangeSet import RangeSet, RangeSetException
+
+    prefix, ranges, suffix = found.groups()
+    try:
+        return [f"{prefix}{index}{suffix}" for index in RangeSet(ranges)] or None
+    except (RangeSetException, ValueError):
+        return None  # NodeSet says what is wrong
+
+
 def select_hosts(selection: Selection) -> list[str]:
     """The hosts of ``selection`` in NodeSet order (sorted, as clush orders them; host ``i``
     is rank ``@i``); HostsError if there are none or a node set or group names nothing."""
+    simple = _one_range(selection)
+    if simple is not None:
+        return simple
     from ClusterShell.NodeSet import NodeSet
 
     chosen = NodeSet(resolver=resolver())
