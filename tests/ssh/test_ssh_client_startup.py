@@ -23,9 +23,10 @@ NOT_BEFORE_SSH = ("hashlib", "_hashlib", "pathlib", "urllib.parse")
 # Not imported at all for a command that prints nothing: the grouped output's spool files
 # (tempfile, with random and shutil's friends), the JSON encoder (--json only), and dataclasses
 # (with inspect, ast and dis; ~7 ms, and ~0.6 ms of generated code per class); for one range
-# of hosts, ClusterShell's NodeSet (with logging and configparser, ~8 ms).
+# of hosts, ClusterShell's NodeSet (with logging and configparser, ~8 ms); shutil (bz2, lzma),
+# which argparse imports to find the terminal's width for its help.
 NOT_FOR_TRUE = ("tempfile", "random", "json", "dataclasses", "inspect", "ClusterShell.NodeSet", "logging",
-                "configparser")
+                "configparser", "shutil")
 
 # Runs mpish's command line with an audit hook: the modules loaded when the first ssh process
 # was started, and all the modules loaded by the end, written as JSON to the file in argv[1].
