@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import stat
 import sys
 from collections.abc import Mapping
@@ -137,6 +136,8 @@ def _guard(MPI: Any, entry: Any) -> int:
 
 def _warn_if_argv_crossed_hosts(console: Any) -> None:
     """-c under a launcher spanning hosts: the command went to them in the launcher's clear text."""
+    import socket  # only here: mpish ssh -c imports this module (stdin_to_send)
+
     from . import mpi_session as launch
 
     hosts = set(console.hosts.values()) | {socket.gethostname()}

@@ -24,12 +24,11 @@ error (a lost connection, or ssh's reason when it never joined) printed as
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import IO, Any, Protocol
+
+from mpish.wire.message import Frozen, frozen
 
 from .names import RankNames, Result, ServerNames, fold_reasons
 from .options import GATHER_LIMIT, OutputMode
@@ -64,8 +63,8 @@ def set_color(choice: str) -> None:
     _color["choice"] = choice
 
 
-@dataclass(frozen=True)
-class Style:
+@frozen
+class Style(Frozen):
     """Terminal styling: ``always``, ``never``, or (``auto``) only when the stream is a
     terminal and NO_COLOR is not set (https://no-color.org; an explicit ``always`` wins)."""
 
@@ -112,6 +111,8 @@ def _never() -> bool:
 
 class _Spool:
     def __init__(self) -> None:
+        import tempfile  # at the first output: a command that prints nothing never needs it (~3 ms)
+
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
         self.digest = hashlib.sha256()
         self.size = 0
@@ -467,6 +468,8 @@ class JsonSink(_Sink):
             record["timed_out"] = result.timed_out
             if result.error:
                 record["error"] = result.error
+            import json  # --json only
+
             self.out.write(json.dumps(record).encode() + b"\n")
         self.out.flush()
 

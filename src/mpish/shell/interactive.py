@@ -8,7 +8,6 @@ no terminal at all it reads plain lines from stdin (scripts: ``mpish < commands`
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import sys
@@ -18,6 +17,7 @@ from typing import IO, Any, Protocol, TextIO
 
 from mpish import report
 from mpish.wire.errors import MpishError
+from mpish.wire.message import replace
 
 from . import attach, completion, screen
 from . import console_put_get as put_get
@@ -377,7 +377,7 @@ class Repl:
         if rest:
             if rest not in MODES:
                 raise ValueError(f"usage: :mode {'|'.join(MODES)}")
-            self.output = dataclasses.replace(self.output, kind=rest)
+            self.output = replace(self.output, kind=rest)
         print(f"mode: {self.output.kind}")
         sys.stdout.flush()
 

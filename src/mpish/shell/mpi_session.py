@@ -129,7 +129,10 @@ class RankFailed(TransportBroken):
 class MpiSession(Session):
     """A session over MPI: the session communicator, and in embedded mode the spawn's."""
 
+    # Session is not a dataclass (mpish ssh's console loads no dataclasses): its fields again
     link: MpiLink
+    peers: dict[int, Peer]
+    refused: dict[int, str] = field(default_factory=dict)  # rank -> reason
     comm: MPI.Intracomm | None = None
     parent_intercomm: MPI.Intercomm | None = None  # embedded mode: the spawn intercommunicator
     launcher_pid: int = 0  # embedded mode under MPICH: the singleton's mpiexec (0 = unknown)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+from mpish.wire.message import Frozen, frozen
 
 from .ranks import format_ranks
 
@@ -24,8 +25,8 @@ TIMEOUT_TEXT = "command timeout"  # clush's words for it, over MPI and ssh alike
 RANK_LOST = "rank lost"  # the Console's error for a rank that went away during a command
 
 
-@dataclass(frozen=True)
-class Result:
+@frozen
+class Result(Frozen):
     """How a command ended on one rank."""
 
     rank: int

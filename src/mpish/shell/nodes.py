@@ -11,21 +11,21 @@ configuration there (``@compute`` = ``example[32-159]``), which describes nobody
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mpish.wire.errors import MpishError
+from mpish.wire.message import Frozen, frozen
 
 
 class HostsError(MpishError):
     """A node set, group or host file names nothing usable."""
 
 
-@dataclass(frozen=True, slots=True)
-class Selection:
+@frozen
+class Selection(Frozen):
     """What the user chose: clush's ``-w``, ``-x``, ``-g``, ``-X``, ``-a``, ``--hostfile``."""
 
     nodes: tuple[str, ...] = ()  # -w (and mpish ssh's positional HOSTS)
@@ -76,7 +76,7 @@ GROUP_CONFIG_HELP = ("groups come from ClusterShell's groups.conf, as for clush:
 
 
 def _group_error(text: str, exc: Exception) -> str:
-    found = [path for path in group_config_paths() if Path(path).is_file()]
+    found = [path for path in group_config_paths() if os.path.isfile(path)]
     if not found:
         return f"{text}: no group configuration found ({GROUP_CONFIG_HELP})"
     return f"{text}: group source error: {exc} (read {', '.join(found)})"
@@ -102,6 +102,8 @@ def _all_nodes() -> Any:
 
 def _hostfile(path: str) -> list[str]:
     """One node set per line; blank lines and ``#`` comments skipped (as clush)."""
+    from pathlib import Path  # not before the ssh processes of a plain `mpish ssh HOSTS` start
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -131,9 +133,40 @@ def _named_nodes(text: str) -> Any:
     return _nodeset(text)
 
 
+# One host name or one range of them, ``host[1-8]`` / ``node[01-16,20]-ib``: read without
+# ClusterShell's NodeSet (whose import, with logging and configparser, costs ~8 ms before any
+# ssh starts). Digits in the text around the brackets, several items or brackets, groups and
+# operators go to NodeSet. The names are NodeSet's: a range is a ClusterShell RangeSet (sorted,
+# zero padding kept), a name is left as it is.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_ONE_RANGE = re.compile(r"([A-Za-z_.-]*)\[([0-9][0-9,-]*)\]([A-Za-z_.-]*)")
+
+
+def _one_range(selection: Selection) -> list[str] | None:
+    """The hosts of a selection that is one host name or one range (see above), else None."""
+    if len(selection.nodes) != 1 or selection != Selection(selection.nodes):
+        return None
+    text = selection.nodes[0]
+    if _PLAIN_NAME.fullmatch(text):
+        return [text]
+    found = _ONE_RANGE.fullmatch(text)
+    if found is None:
+        return None
+    from ClusterShell.RangeSet import RangeSet, RangeSetException
+
+    prefix, ranges, suffix = found.groups()
+    try:
+        return [f"{prefix}{index}{suffix}" for index in RangeSet(ranges)] or None
+    except (RangeSetException, ValueError):
+        return None  # NodeSet says what is wrong
+
+
 def select_hosts(selection: Selection) -> list[str]:
     """The hosts of ``selection`` in NodeSet order (sorted, as clush orders them; host ``i``
     is rank ``@i``); HostsError if there are none or a node set or group names nothing."""
+    simple = _one_range(selection)
+    if simple is not None:
+        return simple
     from ClusterShell.NodeSet import NodeSet
 
     chosen = NodeSet(resolver=resolver())

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from mpish.wire.message import Fields
 
 from .grouping import OutputSink
 from .names import Result
 
 
-@dataclass
-class Running:
+class Running(Fields):
     """A command: its sink, each rank's stdin credit, the results so far."""
 
-    cmd_id: int
-    sink: OutputSink
-    credit: dict[int, int]  # stdin bytes each rank may still be sent
-    results: dict[int, Result] = field(default_factory=dict)
-    interrupted: set[int] = field(default_factory=set)  # ranks sent the user's Ctrl-C
-    unsignalled: dict[int, int] = field(default_factory=dict)  # Interrupts sent, no Signalled back yet
-    discarded: dict[int, int] = field(default_factory=dict)  # output bytes in flight at a Ctrl-C, not shown
+    __match_args__ = ("cmd_id", "sink", "credit", "results", "interrupted", "unsignalled", "discarded")
+
+    def __init__(self, cmd_id: int, sink: OutputSink, credit: dict[int, int],
+                 results: dict[int, Result] | None = None, interrupted: set[int] | None = None,
+                 unsignalled: dict[int, int] | None = None, discarded: dict[int, int] | None = None) -> None:
+        self.cmd_id = cmd_id
+        self.sink = sink
+        self.credit = credit  # stdin bytes each rank may still be sent
+        self.results: dict[int, Result] = {} if results is None else results
+        self.interrupted: set[int] = set() if interrupted is None else interrupted  # sent the user's Ctrl-C
+        # Interrupts sent, no Signalled back yet; output bytes in flight at a Ctrl-C, not shown
+        self.unsignalled: dict[int, int] = {} if unsignalled is None else unsignalled
+        self.discarded: dict[int, int] = {} if discarded is None else discarded
 
     def in_flight_at_interrupt(self, rank: int, nbytes: int) -> bool:
         """Output of ``rank`` sent before its server signalled the command: counted, not shown

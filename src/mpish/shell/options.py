@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import mpish
+from mpish.wire.message import Frozen, frozen
 
 GATHER_LIMIT = 64 << 20  # bytes of gathered output before grouped output gives way to lines
 
 
-@dataclass(frozen=True, slots=True)
-class OutputMode:
+@frozen
+class OutputMode(Frozen):
     """How a command's output is shown (see the module doc)."""
 
     kind: str = "grouped"  # grouped, lines, live, json

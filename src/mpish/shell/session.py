@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from dataclasses import dataclass, field
 from typing import ClassVar
 
 from mpish.transport.link import Channel, Link
+from mpish.wire.message import Fields
 
 TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -64,27 +64,33 @@ def end_on_termination() -> None:
         signal.signal(sig, handler)
 
 
-@dataclass
-class Peer:
+class Peer(Fields):
     """A shell server as the console sees it."""
 
-    rank: int
-    channel: Channel  # a SecureChannel over MPI, the pipe link's plain channel over ssh
-    host: str
-    cwd: str = ""
-    alive: bool = True
-    ready: bool = False
-    pid: int = 0  # from its Hello
-    lost: str = ""  # why it was lost during the session ("" = not lost)
+    __match_args__ = ("rank", "channel", "host", "cwd", "alive", "ready", "pid", "lost")
+
+    def __init__(self, rank: int, channel: Channel, host: str, cwd: str = "", alive: bool = True,
+                 ready: bool = False, pid: int = 0, lost: str = "") -> None:
+        self.rank = rank
+        self.channel = channel  # a SecureChannel over MPI, the pipe link's plain channel over ssh
+        self.host = host
+        self.cwd = cwd
+        self.alive = alive
+        self.ready = ready
+        self.pid = pid  # from its Hello
+        self.lost = lost  # why it was lost during the session ("" = not lost)
 
 
-@dataclass
-class Session:
-    """The console's side of a started session."""
+class Session(Fields):
+    """The console's side of a started session (its subclasses add their own fields)."""
 
-    link: Link
-    peers: dict[int, Peer]
-    refused: dict[int, str] = field(default_factory=dict)  # rank -> reason
+    __match_args__: ClassVar[tuple[str, ...]] = ("link", "peers", "refused")
+
+    def __init__(self, link: Link, peers: dict[int, Peer], refused: dict[int, str] | None = None) -> None:
+        self.link = link
+        self.peers = peers
+        self.refused: dict[int, str] = {} if refused is None else refused  # rank -> reason
+
     # The console waits for each server's close record before finish(); not when finish()
     # itself waits until the servers have ended (ssh: each ssh process exits after its server).
     awaits_close: ClassVar[bool] = True

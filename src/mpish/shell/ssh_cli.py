@@ -44,7 +44,6 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 from mpish.shell.names import FAILED, HostNames, Result, fold_reasons, status_of
@@ -53,6 +52,7 @@ from mpish.shell.nodes import HostsError as HostsError
 from mpish.shell.nodes import Selection, select_hosts
 from mpish.shell.nodes import expand_hosts as expand_hosts
 from mpish.shell.options import OutputMode, exit_status
+from mpish.wire.message import Frozen, frozen
 
 DEFAULT_FANOUT = 64  # clush's default
 DEFAULT_CONNECT_TIMEOUT = 10.0  # clush's default connect_timeout
@@ -61,15 +61,15 @@ DEFAULT_CONNECT_TIMEOUT = 10.0  # clush's default connect_timeout
 # --- running ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SshShellOptions:
+@frozen
+class SshShellOptions(Frozen):
     """What ``mpish ssh`` was asked (built by cli.py from its arguments)."""
 
     selection: Selection
     command: str | None = None
     commands_from: str | None = None  # -C FILE ('-': stdin): the console's lines, without prompts
     fanout: int = DEFAULT_FANOUT
-    mode: OutputMode = field(default_factory=OutputMode)
+    mode: OutputMode = OutputMode()  # shared: it is immutable
     maxrc: bool = True  # -S (the default); False: --no-maxrc, clush's default
     nostdin: bool = False
     ssh_options: tuple[str, ...] = ()

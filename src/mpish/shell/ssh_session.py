@@ -34,7 +34,6 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, ClassVar
 
 from mpish import report
@@ -59,18 +58,34 @@ CLOSE_WAIT = 5.0
 FLUSH_WAIT = 1.0  # for the close records still queued to all hosts (a host that reads nothing: EOF anyway)
 
 
-@dataclass
 class SshSession(Session):
     """The console's side of an ssh session: one ssh process per host."""
 
+    __match_args__ = ("link", "peers", "refused", "processes", "failed", "err", "report_losses", "sent_first",
+                      "early")
     link: MultiLink
-    processes: dict[int, SshProcess] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)  # host -> why it could not join
-    err: IO[str] = field(default_factory=lambda: sys.stderr)
-    report_losses: bool = True  # say "host: lost: why" at once (-c folds them at the end instead)
     awaits_close: ClassVar[bool] = False  # finish() waits until each ssh has exited: no round trip more
-    sent_first: list[int] = field(default_factory=list)  # ranks whose code was followed by ``first``
-    early: list[tuple[int, Event, object]] = field(default_factory=list)  # their answers before all greeted
+
+    def __init__(
+        self,
+        link: MultiLink,
+        peers: dict[int, Peer],
+        refused: dict[int, str] | None = None,
+        processes: dict[int, SshProcess] | None = None,
+        failed: dict[str, str] | None = None,
+        err: IO[str] | None = None,
+        report_losses: bool = True,
+        sent_first: list[int] | None = None,
+        early: list[tuple[int, Event, object]] | None = None,
+    ) -> None:
+        super().__init__(link, peers, refused)
+        self.processes: dict[int, SshProcess] = {} if processes is None else processes
+        self.failed: dict[str, str] = {} if failed is None else failed  # host -> why it could not join
+        self.err: IO[str] = sys.stderr if err is None else err
+        self.report_losses = report_losses  # say "host: lost: why" at once (-c folds them at the end instead)
+        # ranks whose code was followed by ``first``, and their answers before every host greeted
+        self.sent_first: list[int] = [] if sent_first is None else sent_first
+        self.early: list[tuple[int, Event, object]] = [] if early is None else early
 
     def lost(self, rank: int, why: str) -> None:
         """MultiLink's report that a host's pipe ended: mark it lost, say why (once)."""

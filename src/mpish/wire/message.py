@@ -94,6 +94,30 @@ class Frozen:
         raise AttributeError(f"cannot delete field {name!r} of a frozen {type(self).__name__}")
 
 
+def replace(value: T, **changes: Any) -> T:
+    """A copy of a :class:`Frozen` value with some fields changed (``dataclasses.replace``)."""
+    fields = dict(zip(value.__match_args__, value._values(), strict=True))
+    return type(value)(**{**fields, **changes})
+
+
+class Fields:
+    """``repr``, ``==`` and ``match`` by position for a mutable class whose ``__init__`` sets the
+    fields named in ``__match_args__``, as ``@dataclass`` gives them (unhashable, as a
+    dataclass with ``eq`` is), without generating and compiling code for each class."""
+
+    __match_args__: ClassVar[tuple[str, ...]] = ()
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
+        return f"{type(self).__qualname__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__match_args__)
+
+
 def frozen(cls: type[T]) -> type[T]:
     """The slotted class of a :class:`Frozen` subclass: its annotated names are its fields,
     in order, a value given in the class body their default (made again with
