@@ -345,3 +345,18 @@ def test_targeting_a_lost_rank_says_so_in_one_line_and_the_others_still_serve(pe
     screen = person.run("@1 echo y")
     assert re.search(r"^y\r?$", screen, re.MULTILINE), screen
     assert "Traceback" not in screen, screen
+
+
+def test_an_exit_trap_runs_when_the_session_ends_as_at_the_end_of_an_ssh_command(
+        home: Path, tmp_path: Path) -> None:
+    """bash was SIGKILLed at the end: a cleanup `trap ... EXIT` never ran (its files stayed)."""
+    mark = tmp_path / "cleaned"
+    result = run([MPISH, "-n", "2", "-c", f'trap "touch {mark}.$MPISH_RANK" EXIT; echo x'], home, tmp_path)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert result.stdout.decode().splitlines()[-1] == "x"
+    assert (tmp_path / "cleaned.1").exists() and (tmp_path / "cleaned.2").exists()
+    # at the console's exit too
+    result = run([MPISH, "-n", "1", "-C", "-"], home, tmp_path,
+                 input=f'trap "touch {mark}.console" EXIT\necho y\nexit\n'.encode())
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert (tmp_path / "cleaned.console").exists()

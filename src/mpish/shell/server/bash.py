@@ -383,8 +383,18 @@ class Bash:
         self.status = bytearray(rest)
         return records
 
-    def close(self, sig: int = signal.SIGKILL) -> int:
-        """Kill bash (only bash: jobs of earlier commands live on); its wait status."""
+    def close(self, sig: int = signal.SIGKILL, grace: float = 0.0) -> int:
+        """Kill bash (only bash: jobs of earlier commands live on); its wait status.
+
+        With a ``grace`` (the end of a session, bash idle at its prompt): first its input is
+        closed, so that it ends as a shell does at the end of its input, running the user's
+        ``trap ... EXIT`` (cleanup of temporary files, say); it is killed only if it has not
+        ended within ``grace`` seconds. What the trap prints is not shown (no command runs)."""
+        if grace > 0:
+            with contextlib.suppress(OSError):
+                self.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=grace)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(self.proc.pid, sig)
             os.kill(self.proc.pid, signal.SIGCONT)

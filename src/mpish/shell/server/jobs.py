@@ -35,6 +35,7 @@ ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later 
 EXITED = "the shell exited; a new one has the state from before this command"
 RESTARTED = "the command ignored SIGINT: the shell was restarted, state restored from before the command"
 KILLING_POLL = 0.02  # while killing a command, look at its processes this often
+EXIT_TRAP_GRACE = 2.0  # seconds an idle bash gets at the end of the session to run its EXIT trap
 SYNTAX_ERROR = 2  # bash's status for a line that does not parse
 
 
@@ -319,8 +320,8 @@ class Shell:
             self._kill(command, signal.SIGKILL)
         if command is not None:
             command.end_stdin()
-        if self.bash is not None:
-            self.bash.close()
+        if self.bash is not None:  # idle at the end: the user's EXIT trap runs, as at ssh's end
+            self.bash.close(grace=EXIT_TRAP_GRACE if command is None else 0.0)
             self.bash = None
         hang_up(self.sessions)
 
