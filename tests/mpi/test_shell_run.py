@@ -360,3 +360,15 @@ def test_an_exit_trap_runs_when_the_session_ends_as_at_the_end_of_an_ssh_command
                  input=f'trap "touch {mark}.console" EXIT\necho y\nexit\n'.encode())
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert (tmp_path / "cleaned.console").exists()
+
+
+def test_ulimit_n_below_the_shells_own_descriptors_is_refused_in_one_line_not_a_hang(
+        home: Path, tmp_path: Path) -> None:
+    """`ulimit -n 5` in the session's bash cut it off from its status descriptor (200): the
+    command never ended (and Ctrl-C at the console printed "200: Bad file descriptor")."""
+    result = run([MPISH, "-n", "1", "-c", "ulimit -n 5; echo next; (ulimit -n 5 && ulimit -n); "
+                  "ulimit -Sn 1000 && ulimit -Sn"], home, tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert result.stdout.decode().splitlines()[-3:] == ["next", "5", "1000"], result.stdout
+    err = result.stderr.decode()
+    assert err.count("\n") == 1 and "bash: ulimit: an open-files limit below 203" in err, err

@@ -73,6 +73,18 @@ PS1= PS2= PS0= PS4='+ '; builtin unset PROMPT_COMMAND HISTFILE MAILPATH MAILCHEC
 builtin set +o history +H
 __mpish_status() { builtin return "$1"; }
 exit() { builtin exit "$@" 2>/dev/null; }
+ulimit() {
+  if (( BASH_SUBSHELL == 0 )); then
+    builtin local __mpish_n
+    __mpish_n=$(builtin ulimit "$@" >/dev/null 2>&1 && builtin ulimit -Sn) || :
+    if [[ $__mpish_n =~ ^[0-9]+$ ]] && (( __mpish_n < FDLIMIT )); then
+      builtin printf '%s%s\n' "bash: ulimit: an open-files limit below FDLIMIT would cut this shell off " \
+        "from mpish (descriptors 200-202): not set; in a subshell it works, e.g. (ulimit $* && COMMAND)" >&2
+      builtin return 1
+    fi
+  fi
+  builtin ulimit "$@"
+}
 __mpish_end() {
   __mpish_s=$?
   builtin unset __MPISH_JOB
@@ -95,6 +107,9 @@ builtin . STATEFILE 2>/dev/null
 builtin set +o history +H
 """
 # ``exit`` is wrapped only to silence the "exit" an interactive bash prints on stderr.
+# ``ulimit`` is wrapped so that the session's own bash cannot lower its open-files limit
+# below the descriptors it reports on: bash then fails to write its status (``200: Bad file
+# descriptor``) and the command never ended (a subshell's limit is its own: allowed).
 # Under the user's ``set -e`` (errexit) nothing of ours may fail as a simple command, or
 # bash exits: ``shopt -p`` fails when an option it prints is off (``|| :``), and
 # ``__mpish_status N`` sets a non-zero ``$?`` as the first part of an ``&&`` list, where
@@ -347,7 +362,7 @@ class Bash:
         quoted_dir, quoted_state = shlex.quote(str(state_dir)), shlex.quote(str(state))
         quoted_parse = shlex.quote(os.path.join(state_dir, PARSE_FILE))  # read by SyntaxCheck
         bootstrap = (_BOOTSTRAP.replace("STATEDIR", quoted_dir).replace("STATEFILE", quoted_state)
-                     .replace("PARSEFILE", quoted_parse))
+                     .replace("PARSEFILE", quoted_parse).replace("FDLIMIT", str(ERR_FD + 1)))
         moves = ((STATUS_FD, status_w), (OUT_FD, out_w), (ERR_FD, err_w))
         fds = "exec " + " ".join(f"{to}>&{fd} {fd}>&-" for to, fd in moves) + "\n"
         self.write((fds + bootstrap).encode())
