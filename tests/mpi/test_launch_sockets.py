@@ -81,3 +81,45 @@ def test_the_servers_commands_see_the_users_environment_not_the_loopback_setting
                             cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, timeout=90)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert result.stdout.decode().splitlines()[-1] == "ucx=unset", result.stdout
+
+
+@pytest.mark.skipif(MPI.name == "openmpi", reason="hydra's control port: MPICH's launcher")
+@pytest.mark.xfail(
+    strict=True,
+    reason="hydra (MPICH's mpiexec, started by an embedded session) listens for its proxies on "
+    "0.0.0.0 with no authentication: whoever connects first as proxy 0 is sent the job's "
+    "environment and command (and may then send PMI commands as that proxy); fixing it needs "
+    "another launcher for embedded sessions (open)",
+)
+def test_whoever_reaches_hydras_control_port_before_its_proxy_gets_no_part_of_the_sessions_environment(
+    tmp_path: Path,
+) -> None:
+    """Another user (or host) polls /proc/net/tcp (world-readable) for a new listening port and
+    connects to it between hydra's listen and its proxy's connect. HYDRA_LAUNCHER=manual holds
+    the proxy back, so that this test wins the race every time, as an attacker may."""
+    home = make_home(tmp_path / "home")
+    secret = "s3cret-" + os.urandom(8).hex()
+    env = shell_env(home, HYDRA_LAUNCHER="manual", MY_API_TOKEN=secret)
+    proc = subprocess.Popen([MPISH, "-n", "1", "-c", "true"], env=env, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        leaked = b""
+        deadline = time.monotonic() + 60
+        while not leaked and time.monotonic() < deadline:
+            time.sleep(0.2)
+            processes = session_processes(home)
+            launchers = [pid for pid, command in processes.items() if b"mpiexec" in command.split(b"\0")[0]]
+            listeners = _listeners()
+            ports = {int(listeners[inode].rsplit(":", 1)[1])
+                     for inode in _held_by(launchers) if inode in listeners}
+            for port in ports:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as sock:
+                    sock.sendall(b"HYD\0" + struct.pack("=ii", 0, 0))  # hydra's init header: pgid 0, proxy 0
+                    with contextlib.suppress(OSError):
+                        while chunk := sock.recv(65536):
+                            leaked += chunk
+        assert leaked, "no control port was found"
+        assert secret.encode() not in leaked, "the session's environment was sent to a stranger"
+    finally:
+        kill_session(proc.pid, home)
