@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
@@ -32,6 +32,7 @@ from typing import NoReturn
 from mpish.report import Reporter
 from mpish.transport.procfs import children, descendants
 
+from . import protocol
 from .orphan import (
     end_launcher_tree,
     end_spawn_launcher,
@@ -319,6 +320,27 @@ def loopback_only() -> None:
     if set_here:
         already = [name for name in os.environ.get(SET_FOR_LAUNCH, "").split(",") if name]
         os.environ[SET_FOR_LAUNCH] = ",".join([*already, *set_here])
+
+
+def environ_messages(environ: Mapping[bytes, bytes]) -> list[protocol.Environ]:
+    """The console's environment as :class:`~mpish.shell.protocol.Environ` messages, for the
+    servers it spawned (their launcher was given the launch environment only)."""
+    data = b"".join(name + b"=" + value + b"\0" for name, value in environ.items())
+    step = protocol.ENVIRON_PIECE
+    starts = range(0, len(data), step) if data else range(1)
+    return [protocol.Environ(data[start:start + step], start + step >= len(data)) for start in starts]
+
+
+def adopt_console_environ(data: bytes) -> None:
+    """A spawned server: the console's environment (:func:`environ_messages`, joined) over the
+    one its launcher gave it, then without the variables set for the launch
+    (:func:`forget_launch_variables`); the launcher's own (PMI's) stay. Before its shell starts,
+    so that every command sees the user's environment, as the console has it."""
+    for entry in data.split(b"\0")[:-1]:
+        name, equals, value = entry.partition(b"=")
+        if name and equals:
+            os.environb[name] = value
+    forget_launch_variables()
 
 
 def forget_launch_variables() -> None:

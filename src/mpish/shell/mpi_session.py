@@ -88,6 +88,7 @@ from .launch_env import (
     SPAWN_STEPS,
     abandon_start,
     allow_open_mpi_as_root,
+    environ_messages,
     launcher_watched,
     loopback_only,
     open_mpi_fault_tolerance,
@@ -399,12 +400,19 @@ def records_until(
 
 
 def _await_hellos(session: MpiSession, report: Reporter, timeout: float) -> None:
-    """Complete every handshake and read every server's Hello, each within ``timeout`` s."""
+    """Complete every handshake and read every server's Hello, each within ``timeout`` s.
+
+    Servers this console spawned are sent its environment then (their launcher was given
+    the launch environment only: ``shell/launch_env.py``)."""
     deadline = time.monotonic() + timeout
+    environ = [protocol.CODEC.encode(message) for message in environ_messages(os.environb)
+               ] if session.parent_intercomm is not None else []
 
     def greeted(rank: int, hello: protocol.Hello) -> None:
         peer = session.peers[rank]
         peer.host, peer.cwd, peer.ready, peer.pid = escape(hello.host), hello.cwd, True, hello.pid
+        for message in environ:
+            session.link.send_all(rank, peer.channel.send(message))
 
     def failed(rank: int, why: str) -> None:
         peer = session.peers[rank]
