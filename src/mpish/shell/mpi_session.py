@@ -295,9 +295,9 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
         planted = clear_own_names()  # before MPI_Init opens them (shell/segments.py)
         if planted:
             raise LaunchError(planted)
-        config = prepare_singleton()
         open_mpi_fault_tolerance()
         loopback_only()
+        config = prepare_singleton()  # after the variables set for the launch: it passes them on
         # before MPI starts any thread: hydra's failure notices stay pending, never kill us
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     MPI = mpi()
