@@ -15,6 +15,10 @@ Two ways to start, one session protocol:
   its stdin is not forwarded by an MPI launcher, and no launcher is needed at all.
   MPICH's singleton init runs ``mpiexec`` from PATH, so the mpiexec of the MPI that
   mpi4py uses (the mpich wheel's, next to the Python executable) is put first on PATH.
+  It is given the launch environment only: hydra hands its environment to whoever reaches
+  its control port first (0.0.0.0, no authentication). Each spawned server takes the
+  console's environment from the console itself, over its secure channel, after its Hello
+  and before its shell starts (``protocol.Environ``; ``shell/launch_env.py``).
 
 Then, on the session communicator (a Dup, so nobody else's messages mix with ours):
 
