@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mpish.shell.server.bash import STRIP_ENV_PREFIXES
 from shell_util import MPI, MPISH, kill_session, make_home, session_processes, shell_env
 
 pytestmark = pytest.mark.mpi
@@ -81,3 +82,69 @@ def test_the_servers_commands_see_the_users_environment_not_the_loopback_setting
                             cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, timeout=90)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert result.stdout.decode().splitlines()[-1] == "ucx=unset", result.stdout
+
+
+@pytest.mark.skipif(MPI.name == "openmpi", reason="hydra's control port: MPICH's launcher")
+def test_whoever_reaches_hydras_control_port_before_its_proxy_gets_no_part_of_the_sessions_environment(
+    tmp_path: Path,
+) -> None:
+    """Another user (or host) polls /proc/net/tcp (world-readable) for a new listening port and
+    connects to it between hydra's listen and its proxy's connect. HYDRA_LAUNCHER=manual holds
+    the proxy back, so that this test wins the race every time, as an attacker may. hydra (0.0.0.0,
+    no authentication) then sends it the job's environment and command: the singleton's mpiexec
+    is given the launch environment only (launch_env.launch_environment_names), the user's
+    variables reach the servers over the secure channel (protocol.Environ)."""
+    home = make_home(tmp_path / "home")
+    secret = "s3cret-" + os.urandom(8).hex()
+    env = shell_env(home, HYDRA_LAUNCHER="manual", MY_API_TOKEN=secret)
+    proc = subprocess.Popen([MPISH, "-n", "1", "-c", "true"], env=env, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        leaked = b""
+        deadline = time.monotonic() + 60
+        while not leaked and time.monotonic() < deadline:
+            time.sleep(0.2)
+            processes = session_processes(home)
+            launchers = [pid for pid, command in processes.items() if b"mpiexec" in command.split(b"\0")[0]]
+            listeners = _listeners()
+            ports = {int(listeners[inode].rsplit(":", 1)[1])
+                     for inode in _held_by(launchers) if inode in listeners}
+            for port in ports:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as sock:
+                    sock.sendall(b"HYD\0" + struct.pack("=ii", 0, 0))  # hydra's init header: pgid 0, proxy 0
+                    with contextlib.suppress(OSError):
+                        while chunk := sock.recv(65536):
+                            leaked += chunk
+        assert leaked, "no control port was found"
+        assert secret.encode() not in leaked, "the session's environment was sent to a stranger"
+    finally:
+        kill_session(proc.pid, home)
+        proc.wait(timeout=30)
+
+
+def test_a_spawned_servers_commands_see_the_users_environment_exactly(tmp_path: Path) -> None:
+    """The servers' launcher is given the launch environment only; the rest comes from the
+    console after the handshake (protocol.Environ): every variable of the user's, with its value
+    byte for byte (spaces, newlines, quotes, unicode), PATH in its order, none added but mpish's."""
+    home = make_home(tmp_path / "home")
+    odd = "two  spaces\n\ttab and newline 'single' \"double\" $HOME `true` \\ ünïcödé ✓ =x"
+    path = os.pathsep.join([str(Path(MPISH).parent), "/nonexistent/first", "/usr/local/bin", "/usr/bin",
+                            "/bin", "/nonexistent/last"])
+    env = shell_env(home, MY_ODD_VALUE=odd, MY_API_TOKEN="s3cret", MY_EMPTY="", PATH=path)
+    env = {k: v for k, v in env.items() if k not in ("UCX_NET_DEVICES", "FI_TCP_IFACE")}
+    result = subprocess.run([MPISH, "-n", "2", "-c", "env -0 > env.$MPISH_RANK"], env=env, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, capture_output=True, timeout=90)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    mpish_own = {"MPISH_RANK", "MPISH_SIZE", "__MPISH_JOB", "PWD", "OLDPWD", "SHLVL", "_"}
+    for rank in (1, 2):
+        entries = (tmp_path / f"env.{rank}").read_bytes().split(b"\0")[:-1]
+        seen = dict(entry.decode().split("=", 1) for entry in entries)
+        assert seen["MY_ODD_VALUE"] == odd
+        assert seen["PATH"] == path
+        assert seen["MY_EMPTY"] == ""
+        missing = {k for k in env
+                   if k.isidentifier() and k not in seen and not k.startswith(STRIP_ENV_PREFIXES)}
+        assert not missing, missing  # (the MPI launcher's own variables are not the user's, as before)
+        changed = {k: (v, seen[k]) for k, v in env.items() if seen.get(k, v) != v and k not in mpish_own}
+        assert not changed, changed

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import shlex
 import shutil
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
@@ -32,6 +33,7 @@ from typing import NoReturn
 from mpish.report import Reporter
 from mpish.transport.procfs import children, descendants
 
+from . import protocol
 from .orphan import (
     end_launcher_tree,
     end_spawn_launcher,
@@ -56,7 +58,12 @@ def prepare_singleton() -> Path | None:
     The mpiexec it starts is wrapped in ``setsid`` and asked for
     ``-disable-auto-cleanup`` (see ``shell/mpi_session.py``): in our process group, hydra would
     signal the user's shell or script too (SIGKILL when a server dies; SIGUSR1 at every
-    end of a session without auto-cleanup). Returns the temporary directory of the
+    end of a session without auto-cleanup). It also gets only the launch environment
+    (:func:`launch_environment_names`, ``env -i``): hydra sends its whole environment to
+    whoever reaches its unauthenticated control port first, so the user's variables reach
+    the servers over the secure channel instead (``protocol.Environ``). Call it last before
+    MPI starts: the variables the console sets for the launch must be set by then.
+    Returns the temporary directory of the
     wrapper, its config file and the pid of the mpiexec it runs (``setsid`` does not
     fork: the wrapper leads no process group), removed once the servers run (None if
     not made).
@@ -68,23 +75,45 @@ def prepare_singleton() -> Path | None:
         path = str(bindir) + os.pathsep + path
     os.environ["PATH"] = path
     setsid = shutil.which("setsid")
-    if not real.exists() or setsid is None or "HYDRA_CONFIG_FILE" in os.environ:
+    env = shutil.which("env")
+    if not real.exists() or setsid is None or env is None or "HYDRA_CONFIG_FILE" in os.environ:
         return None
     import tempfile
 
     wrapper = Path(tempfile.mkdtemp(prefix="mpish-mpiexec-"))
     (wrapper / "hydra.conf").write_text("-disable-auto-cleanup\n")
     script = wrapper / "mpiexec"
+    kept = " ".join(f'${{{name}+"{name}=${name}"}}'  # set: one word, as it is; unset: none
+                    for name in sorted({*launch_environment_names(os.environ), "PATH", "HYDRA_CONFIG_FILE"}))
     script.write_text(
         "#!/bin/sh\n"
         f"PATH={shlex.quote(path)}; export PATH\n"
         f"HYDRA_CONFIG_FILE={shlex.quote(str(wrapper / 'hydra.conf'))}; export HYDRA_CONFIG_FILE\n"
         f"echo $$ > {shlex.quote(str(wrapper / LAUNCHER_PID_FILE))}\n"
-        f'exec {shlex.quote(setsid)} {shlex.quote(str(real))} "$@"\n'
+        f'exec {shlex.quote(env)} -i {kept} {shlex.quote(setsid)} {shlex.quote(str(real))} "$@"\n'
     )
     script.chmod(0o700)
     os.environ["PATH"] = str(wrapper) + os.pathsep + path
     return wrapper
+
+
+# What the singleton's mpiexec (and through it every server, before the console's Environ)
+# is given of the console's environment: what hydra, MPI's start in the servers (its MPICH,
+# libfabric, UCX settings, the loopback and fault-tolerance variables set here), their Python
+# (the interpreter's own variables, the library path, the locale) and their key loading (HOME,
+# MPISH_HOME) need; nothing a user keeps secrets in. PATH is the wrapper's.
+LAUNCH_NAMES = frozenset(("HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "LANGUAGE", "LD_LIBRARY_PATH",
+                          "LD_PRELOAD", "OPAL_PREFIX"))
+LAUNCH_PREFIXES = ("LC_", "PYTHON", "MPISH_", "HYDRA_", "MPIEXEC_", "MPIR_CVAR_", "MPICH_", "FI_", "UCX_",
+                   "OMPI_MCA_", "PRTE_MCA_", "PRTE_ALLOW_")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def launch_environment_names(environ: Mapping[str, str]) -> list[str]:
+    """The names of ``environ`` that the singleton's mpiexec is started with (LAUNCH_NAMES,
+    LAUNCH_PREFIXES); every other variable reaches the servers over the secure channel only."""
+    return sorted(name for name in environ if _NAME.fullmatch(name)
+                  and (name in LAUNCH_NAMES or name.startswith(LAUNCH_PREFIXES)))
 
 
 def start_launcher_watch(wrapper: Path) -> subprocess.Popen[bytes] | None:
@@ -358,6 +387,27 @@ def loopback_only() -> None:
     if set_here:
         already = [name for name in os.environ.get(SET_FOR_LAUNCH, "").split(",") if name]
         os.environ[SET_FOR_LAUNCH] = ",".join([*already, *set_here])
+
+
+def environ_messages(environ: Mapping[bytes, bytes]) -> list[protocol.Environ]:
+    """The console's environment as :class:`~mpish.shell.protocol.Environ` messages, for the
+    servers it spawned (their launcher was given the launch environment only)."""
+    data = b"".join(name + b"=" + value + b"\0" for name, value in environ.items())
+    step = protocol.ENVIRON_PIECE
+    starts = range(0, len(data), step) if data else range(1)
+    return [protocol.Environ(data[start:start + step], start + step >= len(data)) for start in starts]
+
+
+def adopt_console_environ(data: bytes) -> None:
+    """A spawned server: the console's environment (:func:`environ_messages`, joined) over the
+    one its launcher gave it, then without the variables set for the launch
+    (:func:`forget_launch_variables`); the launcher's own (PMI's) stay. Before its shell starts,
+    so that every command sees the user's environment, as the console has it."""
+    for entry in data.split(b"\0")[:-1]:
+        name, equals, value = entry.partition(b"=")
+        if name and equals:
+            os.environb[name] = value
+    forget_launch_variables()
 
 
 def forget_launch_variables() -> None:

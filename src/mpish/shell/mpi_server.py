@@ -20,12 +20,13 @@ from mpish.report import Diagnostics, Reporter, setup_logging
 from mpish.transport.mpi import MpiLink, mpi
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.wire.channel import Binding, Role, SecureChannel
-from mpish.wire.errors import MpishError
-from mpish.wire.events import HandshakeComplete
+from mpish.wire.errors import MpishError, RemoteProtocolError
+from mpish.wire.events import CloseReceived, HandshakeComplete, Message
 
+from . import protocol as p
 from .admission import join_console
 from .exit_relay import relay_exit, under_hydra
-from .launch_env import forget_launch_variables
+from .launch_env import adopt_console_environ, forget_launch_variables
 from .mpi_session import (
     ORPHAN_GRACE,
     SAFE_PATH,
@@ -48,8 +49,13 @@ log = Diagnostics("mpish.shell.mpi_server")  # not __name__: run as __main__ too
 def run_server(
     comm: MPI.Intracomm, parent_intercomm: MPI.Intercomm | None = None, console_pid: int = 0
 ) -> int:
-    """A shell server rank: key exchange, handshake, serve, finalize. Returns exit status."""
+    """A shell server rank: key exchange, handshake, serve, finalize. Returns exit status.
+
+    A spawned server (``parent_intercomm``) sends its Hello, then takes the console's
+    environment (:class:`~mpish.shell.protocol.Environ`) before its shell starts: its
+    launcher was given the launch environment only (``shell/launch_env.py``)."""
     from .server import ShellServer
+    from .server.loop import hello_message
 
     rank = comm.Get_rank()
     report = Reporter(who=f"rank {rank}: ")
@@ -66,11 +72,17 @@ def run_server(
             static_key=identity.private,
             remote_static=invitation.console_pub,
         )
-        server = ShellServer(link, channel, console_alive=(lambda: local_process_alive(console_pid))
-                             if console_pid else (lambda: True))
-        if _server_handshake(link, channel, report):
+        spawned = parent_intercomm is not None
+        ready = _server_handshake(link, channel, report)
+        if ready and spawned:
+            link.send_all(0, channel.send(p.CODEC.encode(hello_message(os.getcwd()))))
+            ready = _adopt_console_environ(link, channel, report)
+        if ready:
+            server = ShellServer(link, channel, console_alive=(lambda: local_process_alive(console_pid))
+                                 if console_pid else (lambda: True))
             log.debug("rank %d: handshake complete; serving", rank)
-            server.hello()
+            if not spawned:
+                server.hello()
             try:
                 server.serve()  # its end kills the running command and the shell
             except Terminated as exc:  # the launcher ends the job (Open MPI: console gone)
@@ -102,6 +114,37 @@ def _server_handshake(link: MpiLink, channel: SecureChannel, report: Reporter) -
         if any(isinstance(e, HandshakeComplete) for e in events):
             return True
     log.debug("rank %d: no handshake from the console within %g s", link.rank, SERVER_WAIT)
+    return False
+
+
+def _adopt_console_environ(link: MpiLink, channel: SecureChannel, report: Reporter) -> bool:
+    """Read the console's Environ messages (the first after the Hello) and take that
+    environment; False if it did not come whole within SERVER_WAIT (or the console ended)."""
+    data = bytearray()
+    for source, record in records_until(link, time.monotonic() + SERVER_WAIT):
+        if source != 0:
+            continue
+        try:
+            events = channel.receive_record(record)
+            for event in events:
+                if isinstance(event, CloseReceived):
+                    return False
+                if not isinstance(event, Message) or event.channel != p.CONTROL:
+                    raise RemoteProtocolError("the console sent something before its environment")
+                message = p.CODEC.decode(event.data)
+                if not isinstance(message, p.Environ):
+                    raise RemoteProtocolError(f"the console sent {type(message).__name__} "
+                                              f"before its environment")
+                data += message.data
+                if len(data) > p.ENVIRON_MAX:
+                    raise RemoteProtocolError(f"the console's environment exceeds {p.ENVIRON_MAX} bytes")
+                if message.last:
+                    adopt_console_environ(bytes(data))
+                    return True
+        except MpishError as exc:
+            report.say(f"no environment from the console: {exc}")
+            return False
+    log.debug("rank %d: no environment from the console within %g s", link.rank, SERVER_WAIT)
     return False
 
 

@@ -15,6 +15,10 @@ Two ways to start, one session protocol:
   its stdin is not forwarded by an MPI launcher, and no launcher is needed at all.
   MPICH's singleton init runs ``mpiexec`` from PATH, so the mpiexec of the MPI that
   mpi4py uses (the mpich wheel's, next to the Python executable) is put first on PATH.
+  It is given the launch environment only: hydra hands its environment to whoever reaches
+  its control port first (0.0.0.0, no authentication). Each spawned server takes the
+  console's environment from the console itself, over its secure channel, after its Hello
+  and before its shell starts (``protocol.Environ``; ``shell/launch_env.py``).
 
 Then, on the session communicator (a Dup, so nobody else's messages mix with ours):
 
@@ -88,6 +92,7 @@ from .launch_env import (
     SPAWN_STEPS,
     abandon_start,
     allow_open_mpi_as_root,
+    environ_messages,
     launcher_watched,
     loopback_only,
     open_mpi_fault_tolerance,
@@ -299,9 +304,9 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
         planted = clear_own_names()  # before MPI_Init opens them (shell/segments.py)
         if planted:
             raise LaunchError(planted)
-        config = prepare_singleton()
         open_mpi_fault_tolerance()
         loopback_only()
+        config = prepare_singleton()  # after the variables set for the launch: it passes them on
         # before MPI starts any thread: hydra's failure notices stay pending, never kill us
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     MPI = mpi()
@@ -411,12 +416,19 @@ def records_until(
 
 
 def _await_hellos(session: MpiSession, report: Reporter, timeout: float) -> None:
-    """Complete every handshake and read every server's Hello, each within ``timeout`` s."""
+    """Complete every handshake and read every server's Hello, each within ``timeout`` s.
+
+    Servers this console spawned are sent its environment then (their launcher was given
+    the launch environment only: ``shell/launch_env.py``)."""
     deadline = time.monotonic() + timeout
+    environ = [protocol.CODEC.encode(message) for message in environ_messages(os.environb)
+               ] if session.parent_intercomm is not None else []
 
     def greeted(rank: int, hello: protocol.Hello) -> None:
         peer = session.peers[rank]
         peer.host, peer.cwd, peer.ready, peer.pid = escape(hello.host), hello.cwd, True, hello.pid
+        for message in environ:
+            session.link.send_all(rank, peer.channel.send(message))
 
     def failed(rank: int, why: str) -> None:
         peer = session.peers[rank]

@@ -4,6 +4,7 @@ Every message travels inside a :class:`~mpish.wire.channel.SecureChannel` betwee
 console (rank 0) and one shell server. Conversation::
 
     server  -> console  Hello                               once, after the handshake
+    console -> server   Environ* (the last with ``last``)   once, after the Hello (embedded MPI only)
     console -> server   Run Input* | Interrupt | Credit | PutStart Chunk* PutEnd | GetStart
     server  -> console  (raw output chunks)*  Done          for each Run
                         Signalled                           for each Interrupt of the running command
@@ -53,7 +54,8 @@ PROTOCOL_VERSION = 8  # 2: output as raw bytes on channels 1 and 2; 3: Done.note
 # 5: pty mode (PtyOpen ... PtyExit), path completion (Complete, Completions); 6: trees (:put -r, :get -r);
 # 7: a file's bytes raw on channel 3 (Chunk), no longer the msgpack messages PutChunk and GetChunk;
 # Signalled (output sent before it was in flight at the Ctrl-C: the console discards it);
-# 8: GetEnd.mode (a file got with :get keeps its permission bits, as cp and scp)
+# 8: GetEnd.mode (a file got with :get keeps its permission bits, as cp and scp); Environ, the
+#    embedded console's environment for its spawned servers (never through the launcher)
 CHUNK = (1 << 20) - 256  # bulk bytes per message: one message is one record (record.py)
 WINDOW = 4 * 1024 * 1024  # unacknowledged bulk bytes per server and direction
 CONTROL = 0  # secure-channel channel of the msgpack messages below
@@ -61,6 +63,8 @@ STDOUT = 1  # secure-channel channel of raw stdout bytes (also the stream id of 
 STDERR = 2  # secure-channel channel of raw stderr bytes
 FILE = 3  # secure-channel channel of a file's raw bytes (Chunk), either way
 ENTRY_COST = 512  # bulk bytes an Entry counts for in the window
+ENVIRON_PIECE = 512 << 10  # bytes of the console's environment per Environ message
+ENVIRON_MAX = 16 << 20  # bytes of environment a server takes in all
 
 CODEC = Codec("mpish.shell", max_bytes=1 << 20, max_items=64)
 
@@ -349,8 +353,23 @@ class Signalled(Frozen):
     cmd_id: int
 
 
+@CODEC.message(29)
+@frozen
+class Environ(Frozen):
+    """Part of the embedded console's environment, for the servers it spawned: ``data`` is a
+    piece of its ``NAME=VALUE`` entries, each ended by a NUL (as in /proc/PID/environ, bytes
+    as they are); ``last``: the final piece. Only over the secure channel, never through
+    MPI's launcher, which gives its environment to whoever reaches its control port first
+    (``shell/launch_env.py``). A server reads it after its Hello, before it starts its shell
+    (``shell/mpi_server.py``): the table of :mod:`mpish.shell.conversation` never sees it."""
+
+    data: Annotated[bytes, MaxLen(ENVIRON_PIECE)]
+    last: bool
+
+
 ShellMessage = (
     Hello | Run | Interrupt | Credit | Done | PutStart | PutEnd | PutDone
     | GetStart | GetEnd | Input | PtyOpen | PtyInput | PtyResize | PtyClose
     | PtyExit | Complete | Completions | TreePut | Entry | FileEnd | TreeEnd | TreeGet | Signalled
+    | Environ
 )

@@ -44,6 +44,11 @@ CONSOLE_CHECK = 1.0  # seconds between looks at whether the console is alive (wh
 READ_SIZE = 512 << 10
 
 
+def hello_message(cwd: str) -> p.Hello:
+    """The server's first message: this protocol's version, host, pid, and its shell's cwd."""
+    return p.Hello(p.PROTOCOL_VERSION, os.uname().nodename, os.getpid(), cwd)
+
+
 @runtime_checkable
 class BufferLink(Protocol):
     """A link that lends reused record buffers (:class:`~mpish.transport.mpi.MpiLink`)."""
@@ -126,7 +131,7 @@ class ShellServer(ServerTransfers):
         self.link.send_all(self.console, self.channel.send(data, p.STDOUT))
 
     def hello(self) -> None:
-        self._send(p.Hello(p.PROTOCOL_VERSION, os.uname().nodename, os.getpid(), self.cwd))
+        self._send(hello_message(self.cwd))
 
     # -- the loop
 
