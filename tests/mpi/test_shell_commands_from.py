@@ -77,10 +77,13 @@ def test_a_block_in_a_commands_file_runs_as_one_command_as_bash_reads_a_script(t
                       "for i in 1 2; do\n  echo i=$i\ndone\n"
                       "f() {\n  echo in-f\n}\nf\n"
                       "cat <<EOF\n  kept as typed\nEOF\n"
-                      "echo a \\\n  b\n")
+                      "echo a \\\n  b\n"
+                      f": <<'COMMENT'\ntouch {tmp_path}/commented-out\nCOMMENT\n"
+                      "# a path in a comment, C:\\\n:timeout 7\n")
     proc = launch(["-C", str(script), "-w", "@1", "-b"], tmp_path)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    assert keep.is_dir()
-    assert b"syntax error" not in proc.stderr, proc.stderr
+    assert keep.is_dir() and not (tmp_path / "commented-out").exists()  # a block comment: nothing ran
+    assert b"syntax error" not in proc.stderr and b"unknown built-in" not in proc.stderr, proc.stderr
+    assert b"timeout: 7 s" in proc.stdout  # the line after a comment ending in \\ is its own
     for expected in (b"i=1\ni=2\n", b"in-f\n", b"  kept as typed\n", b"a b\n"):
         assert expected in proc.stdout, proc.stdout

@@ -22,7 +22,7 @@ from mpish.wire.message import replace
 from . import attach, completion, screen
 from . import console_put_get as put_get
 from .console import Console
-from .continuation import needs_more
+from .continuation import Block
 from .grouping import GroupedSink, Style, make_sink, status_lines
 from .keyboard import InterruptKeys, TypedAhead
 from .names import RankHostNames, RankNames, ServerNames, status_of
@@ -179,6 +179,13 @@ def make_reader(under_launcher: bool) -> LineReader:
 
 
 
+def builtin_name(line: str) -> str:
+    """``put`` for ``:put FILE``: a line naming a built-in (a known one or a typo of one);
+    "" for bash's own ``:`` (``: <<'EOF'`` block comments, ``: ${X:=y}``)."""
+    named = re.match(r":(\w+)", line)
+    return named.group(1) if named else ""
+
+
 class Repl:
     """Read commands, run them on the targets, show their output as the command line's
     output options say (``output``: -b -B -L -N -q --json --label, :mode changes its kind),
@@ -219,12 +226,12 @@ class Repl:
                 break
             except KeyboardInterrupt:
                 continue
-            line = line.strip()
-            if not line:
+            line = line.lstrip()  # trailing blanks stay: "echo a \\ " ends in an escaped blank
+            if not line.rstrip():
                 continue
-            if line in ("exit", "logout", ":quit", ":q", "quit"):
+            if line.rstrip() in ("exit", "logout", ":quit", ":q", "quit"):
                 break
-            ended = re.fullmatch(r"(?:exit|logout)\s+(\d{1,9})", line)
+            ended = re.fullmatch(r"(?:exit|logout)\s+(\d{1,9})\s*", line)
             if ended:  # as bash's exit N: the session ends with that status
                 return int(ended.group(1)) & 0xFF
             try:
@@ -244,15 +251,16 @@ class Repl:
         continuation prompt. A built-in is one line. At the end of input the text is sent as it
         is (the server then reports bash's "unexpected end of file", as bash would)."""
         command = line.partition(" ")[2] if line.startswith("@") else line
-        if command.lstrip().startswith(":"):
-            return line
-        while needs_more(command):
+        if builtin_name(command.lstrip()):
+            return line.rstrip()
+        block = Block()
+        more = command
+        while block.add(more):
             try:
                 more = self._next_line(reader, CONTINUATION_PROMPT)
             except EOFError:
                 break
             line += "\n" + more
-            command += "\n" + more
         return line
 
     def _next_line(self, reader: LineReader, prompt: str = "") -> str:
@@ -267,7 +275,7 @@ class Repl:
         return line
 
     def handle(self, line: str) -> None:
-        if line.startswith(":"):
+        if builtin_name(line):
             name, _, rest = line[1:].partition(" ")
             builtin = getattr(self, f"cmd_{name}", None)
             if builtin is None:
@@ -283,7 +291,7 @@ class Repl:
             line = line.strip()
             if not line:
                 raise TargetError("no command after the targets")
-            if line.startswith(":"):  # a built-in for these targets only: @1 :get FILE
+            if builtin_name(line):  # a built-in for these targets only: @1 :get FILE
                 saved, self.targets = self.targets, targets
                 try:
                     self.handle(line)
