@@ -176,3 +176,16 @@ def test_errors_half_way_through_a_tree_are_one_line_and_leave_no_partial_file(t
         assert "mpish: get @1: cannot write d2/big.bin: File too large (and 1 more errors)" in screen, screen
         assert sorted(os.listdir(tmp_path / "d2")) == ["z.txt"]
     assert not list(tmp_path.rglob("*.mpish-part"))
+
+
+def test_put_r_to_ranks_sharing_a_file_system_gives_one_copy_as_cp_r_decided_before_any_write(
+        tmp_path: Path) -> None:
+    """Each rank read "does dest exist?" when its start arrived: the first one's mkdir made the
+    others write dest/src/f beside dest/f (-n 3, one file system)."""
+    tree = make_tree(tmp_path / "src")
+    for attempt in range(3):
+        dest = tmp_path / f"dest{attempt}"
+        result = console(tmp_path, f":put -r {tree} {dest}\nexit\n", ranks=3)
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+        assert not (dest / tree.name).exists(), sorted(path.name for path in dest.iterdir())
+        same_tree(dest, tree)  # dest did not exist: it became the copy, on every rank

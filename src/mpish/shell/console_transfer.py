@@ -116,7 +116,8 @@ def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks
     start = p.TreePut(xfer_id, remote, source_name(os.fspath(local)))
     try:
         sent = _send(console, ranks, start, entries(), lambda aborted: p.TreeEnd(xfer_id, aborted),
-                     lambda done: escape(done.error), lambda done: progress(done, 0) if progress else None)
+                     lambda done: escape(done.error), lambda done: progress(done, 0) if progress else None,
+                     decided=True)
     finally:
         reader.close()
     sent.files = files
@@ -125,17 +126,25 @@ def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks
 
 def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut, body: Iterator[object],
           end: Callable[[bool], object], verdict: Callable[[p.PutDone], str],
-          progress: Callable[[int], None]) -> Sent:
+          progress: Callable[[int], None], decided: bool = False) -> Sent:
     """Send ``start``, every message of ``body`` within each target's credit, then ``end``;
-    Ctrl-C aborts (the targets discard what they received of the file being sent)."""
+    Ctrl-C aborts (the targets discard what they received of the file being sent).
+
+    ``decided`` (a tree): nothing after ``start`` goes out before every target has answered it
+    (its first Credit, or its PutDone if it refused): each has then read where the tree goes
+    (an existing directory receives it under its name, as cp -r), before any target made a
+    directory. Ranks on one file system decided one after another's mkdir: ``dest/f`` from
+    one rank, ``dest/d/f`` from the others."""
     targets = console.idle(ranks)
     credit = {rank: p.WINDOW + extra_window(console.peers[rank].channel) for rank in targets}
+    answered: set[int] = set()
     sent = Sent()
 
     def putting() -> list[int]:
         return console.in_state(ConsoleState.PUTTING, targets)
 
     def answer(rank: int, message: object) -> None:
+        answered.add(rank)
         if isinstance(message, p.Credit):
             credit[rank] += message.nbytes
         elif isinstance(message, p.PutDone):
@@ -148,6 +157,8 @@ def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut,
         try:
             for rank in targets:
                 console.send(rank, start)
+            if decided:
+                console.wait(lambda: all(rank in answered for rank in putting()))
             for message in body:
                 needed = cost(message)
                 console.wait(lambda n=needed: all(credit[r] >= n for r in putting()))  # type: ignore[misc]

@@ -91,6 +91,10 @@ class ServerTransfers:
         from .transfer_files import PutTree
 
         self.put = PutTree(start, self.cwd)
+        # its destination is decided (cp -r's rule, read now): the console writes nothing of the
+        # tree to any target before every target has decided, so that ranks sharing a file
+        # system all read it before any of them made the directory (console_transfer.put_tree)
+        self._send(p.Credit(0))
 
     def _tree(self, message: p.Entry | p.Chunk | p.FileEnd | p.TreeEnd) -> PutTree:
         from .transfer_files import PutTree
