@@ -42,7 +42,14 @@ from .orphan import (
     started_process_ended,
     watch_command,
 )
-from .segments import foreign_names_since, foreign_segments, mapped_segments, owner, remove_ours
+from .segments import (
+    drop_singleton_segments,
+    foreign_names_since,
+    foreign_segments,
+    mapped_segments,
+    owner,
+    remove_ours,
+)
 
 LAUNCHER_PID_FILE = "launcher.pid"
 LAUNCHER_GRACE = 4.0  # seconds the launcher of a console that died gets to end by itself (> ORPHAN_GRACE)
@@ -258,6 +265,7 @@ def end_start(launcher: int, why: str, status: int) -> NoReturn:
     else:
         end_spawn_launcher(os.getpid())
         remove_prte_tmpdir()
+        drop_singleton_segments()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
@@ -338,6 +346,8 @@ def remove_prte_tmpdir() -> None:
     global _prte_tmpdir
     if _prte_tmpdir is not None:
         shutil.rmtree(_prte_tmpdir, ignore_errors=True)
+        if os.environ.get(PRTE_TMPDIR) == str(_prte_tmpdir):  # not left naming a removed directory
+            os.environ.pop(PRTE_TMPDIR)
         _prte_tmpdir = None
 
 

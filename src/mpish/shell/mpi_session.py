@@ -102,6 +102,7 @@ from .launch_env import (
     remove_prte_tmpdir,
 )
 from .segments import Segment, clear_own_names, drop_singleton_segments, mapped_segments, remove_ours
+from .segments import remember_singleton_segments as note_own_segments
 from .session import Peer, Session, end_on_termination
 
 if TYPE_CHECKING:  # mpi4py is imported at run time by mpi() alone: it initialises MPI
@@ -327,6 +328,7 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
         if refused:
             raise LaunchError(refused)
         private_prte_tmpdir(_library())
+        note_own_segments()
         log.debug("console: spawning %d shell server(s) with %s", count, _library())
         server = [*SAFE_PATH, "-m", "mpish.shell.mpi_server", *console]
         try:  # Ctrl-C from here until the session is up ends it all, with one line
@@ -338,6 +340,7 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
                     remove_prte_tmpdir()
             comm = parent_intercomm.Merge(high=False)
         except MPI.Exception as exc:
+            drop_singleton_segments()  # no server will come: the console's alone, Open MPI leaves it
             raise LaunchError(
                 f"{_library()} could not spawn {count} shell server(s) ({exc.Get_error_string()}); "
                 f"start them with its launcher instead: mpiexec -n {count + 1} mpish"

@@ -160,8 +160,20 @@ def remove_ours(segments: list[Segment]) -> list[str]:
     return removed
 
 
+_singleton: list[Segment] = []  # the console's own Open MPI segments, read before its spawn
+
+
+def remember_singleton_segments() -> None:
+    """In an Open MPI singleton after MPI_Init, before it spawns anything: note the shared
+    memory of its own one-process job (mapped at MPI_Init), and only that, for
+    :func:`drop_singleton_segments` (none under MPICH, which removes its own)."""
+    _singleton[:] = mapped_segments([os.getpid()], OPEN_MPI_PREFIXES)
+
+
 def drop_singleton_segments() -> list[str]:
-    """In an Open MPI singleton once its spawned servers have all spoken to it: remove the
-    shared memory of its own one-process job, which Open MPI never removes (see above); the
-    mapping stays valid. Returns the names removed (none under MPICH, which removes its own)."""
-    return remove_ours(mapped_segments([os.getpid()], OPEN_MPI_PREFIXES))
+    """Once the spawned servers have all spoken to the console, or the start was given up:
+    remove the segments :func:`remember_singleton_segments` noted, which Open MPI never
+    removes (see above); the mapping stays valid. Returns the names removed."""
+    removed = remove_ours(_singleton)
+    _singleton.clear()
+    return removed

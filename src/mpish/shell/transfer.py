@@ -243,6 +243,10 @@ class PartFile:
             fd = os.open(self.target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
         except OSError:
             return False
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (placed.st_dev, placed.st_ino):  # replaced since: not judged
+            os.close(fd)
+            return False
         digest = hashlib.sha256()
         with os.fdopen(fd, "rb") as handle:  # hashlib.file_digest is 3.11's; hosts may have 3.10
             while chunk := handle.read(1 << 20):

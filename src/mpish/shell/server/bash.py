@@ -56,10 +56,13 @@ import shlex
 import signal
 import subprocess
 
+from mpish.report import Diagnostics
 from mpish.transport.frames import grow_pipe
 from mpish.transport.memory import tune_malloc
 
 from .. import protocol as p
+
+log = Diagnostics(__name__)
 
 STRIP_ENV_PREFIXES = ("PMI_", "PMIX_", "HYDI_", "HYDRA_", "MPIR_", "MPICH_INTERFACE")
 STATUS_FD, OUT_FD, ERR_FD = 200, 201, 202
@@ -76,7 +79,7 @@ exit() { builtin exit "$@" 2>/dev/null; }
 ulimit() {
   if (( BASH_SUBSHELL == 0 )); then
     builtin local __mpish_n
-    __mpish_n=$(builtin ulimit "$@" >/dev/null 2>&1 && builtin ulimit -Sn) || :
+    __mpish_n=$(builtin ulimit "$@" >/dev/null 2>&1; builtin ulimit -Sn) || :
     if [[ $__mpish_n =~ ^[0-9]+$ ]] && (( __mpish_n < FDLIMIT )); then
       builtin printf '%s%s\n' "bash: ulimit: an open-files limit below FDLIMIT would cut this shell off " \
         "from mpish (descriptors 200-202): not set; in a subshell it works, e.g. (ulimit $* && COMMAND)" >&2
@@ -408,8 +411,11 @@ class Bash:
         if grace > 0:
             with contextlib.suppress(OSError):
                 self.stdin.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            try:
                 self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                log.debug("bash %d did not end within %g s of its input's end (its EXIT trap?): killed",
+                          self.proc.pid, grace)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(self.proc.pid, sig)
             os.kill(self.proc.pid, signal.SIGCONT)
