@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import stat
 from pathlib import Path
 
@@ -222,3 +223,21 @@ def test_tab_inserts_a_remote_name_with_a_blank_escaped_so_the_line_names_that_o
 
     assert texts("rm my") == ["my\\ file"]
     assert texts("cat it") == ["it\\'s\\ \\$HOME"]
+
+
+def test_tab_inserts_a_local_name_for_put_with_its_blanks_escaped_as_put_splits_its_words(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `:put my<Tab>` became `:put my file`: "no file my" (:put splits its words as shlex does)
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from mpish.shell.completion import make_completer
+
+    (tmp_path / "my file.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    completer = make_completer([":put"], lambda target, prefix: [])
+    line = ":put my"
+    completions = list(completer.get_completions(Document(line), CompleteEvent()))
+    assert [c.text for c in completions] == ["\\ file.txt"]
+    completed = line + completions[0].text
+    assert shlex.split(completed) == [":put", "my file.txt"]

@@ -128,7 +128,9 @@ def make_completer(builtins: Iterable[str], remote: Remote) -> Any:
             path = word.rpartition("=")[2] if not command.startswith(":") else word
             arguments = [w for w in before[1:] if not w.startswith("-")]  # :put -r LOCAL
             if LOCAL_ARGUMENT.get(command) == len(arguments):
-                yield from local.get_completions(Document(path), complete_event)
+                for found in local.get_completions(Document(path), complete_event):  # :put reads it
+                    yield Completion(shell_escaped(found.text), found.start_position,  # as shlex does
+                                     display=found.display)
                 return
             tail = path.rpartition("/")[2]
             for name in remote(target, path):
