@@ -93,8 +93,8 @@ def test_live_sink_prefixes_whole_lines() -> None:
     sink.output(1, p.STDOUT, b"c\n")
     sink.output(1, p.STDERR, b"tail")
     sink.done(Result(1, "h", 0))
-    assert out.getvalue() == b"1: a\n2: c\n1: bc\n"
-    assert err.getvalue() == b"1: tail\n"
+    assert out.getvalue() == b"@1: a\n@2: c\n@1: bc\n"  # labelled as -L labels lines
+    assert err.getvalue() == b"@1: tail\n"
 
 
 def test_json_sink_fields() -> None:

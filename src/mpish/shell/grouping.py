@@ -13,7 +13,7 @@ each line labelled with its server (as ``-L``), and the rest as it comes (as ``-
 ``head`` gets its lines and leaves, and the command ends with the SIGPIPE status.
 
 The sinks name servers through a :class:`~mpish.shell.names.ServerNames`. The MPI shell's is
-:class:`RankNames`: titles ``@1-3``, live prefixes ``1: ``, JSON records with rank and
+:class:`RankNames`: titles ``@1-3``, live prefixes ``@1: ``, JSON records with rank and
 host, errors in the status lines. ``mpish ssh`` runs the same Console over ssh pipes
 (rank r is host r of the node set) with :class:`HostNames`: titles ``host[1-3]`` (folded
 by ClusterShell), prefixes ``host1: ``, JSON records with the same fields, and a host's

@@ -85,7 +85,7 @@ class RankNames:
         return f"@{format_ranks(ranks)}"
 
     def prefix(self, rank: int) -> str:
-        return str(rank)
+        return f"@{rank}"  # as -L labels a line and as a target is written
 
     def result(self, result: Result) -> Result:
         return result
