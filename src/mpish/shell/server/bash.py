@@ -354,6 +354,7 @@ class Bash:
         assert self.proc.stdin is not None
         self.stdin = self.proc.stdin
         self.status_fd = status_r
+        self.program = self._program()  # bash's executable, as the kernel has it (execed)
         self.status = bytearray()
         self.status_eof = False
         self.out = OutputStream(p.STDOUT, out_r)
@@ -383,6 +384,19 @@ class Bash:
             return True
         except OSError:
             return False
+
+    def _program(self) -> str:
+        try:
+            return os.readlink(f"/proc/{self.proc.pid}/exe")
+        except OSError:
+            return ""
+
+    def execed(self) -> bool:
+        """Whether bash has become another program (``exec PROGRAM``: its status descriptor
+        closed with the exec), rather than lost that descriptor while still bash (a Ctrl-C
+        at the wrong moment of its redirections: then it is replaced, as a bash that exited)."""
+        now = self._program()
+        return bool(now and self.program and now != self.program)
 
     def read_status(self) -> list[bytes]:
         """Whole status records (NUL-terminated) that have arrived."""

@@ -206,7 +206,9 @@ class Shell:
         if bash is None or command.status == -1:
             return self._bash_ended(command, flush)
         if bash.status_eof and command.status is None and bash.proc.poll() is None:
-            return None  # `exec PROGRAM`: bash is that program now, which runs until it ends
+            if bash.execed():
+                return None  # `exec PROGRAM`: bash is that program now, which runs until it ends
+            return self._bash_ended(command, flush)  # a bash that lost its status descriptor
         if bash.proc.poll() is not None:
             self.read_status(command)
             if command.status is None:
