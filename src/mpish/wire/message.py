@@ -37,8 +37,31 @@ else:  # typing has it from 3.11 only; at run time it only marks the class for c
 T = TypeVar("T", bound="Frozen")
 
 
+class Fields:
+    """``repr``, ``==`` and ``match`` by position for a mutable class whose ``__init__`` sets the
+    fields named in ``__match_args__``, as ``@dataclass`` gives them (unhashable, as a
+    dataclass with ``eq`` is), without generating and compiling code for each class."""
+
+    __slots__ = ()
+    __match_args__: ClassVar[tuple[str, ...]] = ()
+    __hash__ = None  # type: ignore[assignment]
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__match_args__)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
+        return f"{type(self).__qualname__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Fields)
+        return self._values() == other._values()
+
+
 @dataclass_transform(eq_default=True, frozen_default=True)
-class Frozen:
+class Frozen(Fields):
     """The methods of every frozen message; the subclass's fields are ``__match_args__``."""
 
     __slots__ = ()
@@ -68,20 +91,7 @@ class Frozen:
         for name in names:
             object.__setattr__(self, name, values[name])
 
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__match_args__)
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
-        return f"{type(self).__qualname__}({fields})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, Frozen)
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # type: ignore[override]  # frozen: hashable, unlike Fields
         return hash(self._values())
 
     def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:  # pickle and copy: by the constructor
@@ -98,24 +108,6 @@ def replace(value: T, **changes: Any) -> T:
     """A copy of a :class:`Frozen` value with some fields changed (``dataclasses.replace``)."""
     fields = dict(zip(value.__match_args__, value._values(), strict=True))
     return type(value)(**{**fields, **changes})
-
-
-class Fields:
-    """``repr``, ``==`` and ``match`` by position for a mutable class whose ``__init__`` sets the
-    fields named in ``__match_args__``, as ``@dataclass`` gives them (unhashable, as a
-    dataclass with ``eq`` is), without generating and compiling code for each class."""
-
-    __match_args__: ClassVar[tuple[str, ...]] = ()
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
-        return f"{type(self).__qualname__}({fields})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__match_args__)
 
 
 def frozen(cls: type[T]) -> type[T]:
