@@ -130,3 +130,26 @@ def kill_session(console_group: int, home: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+
+
+def mapped_shm(pids: list[int], prefix: str) -> dict[str, int]:
+    """The /dev/shm files named ``prefix``... that the processes have mapped: name -> inode
+    (a removed one keeps its " (deleted)" suffix)."""
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].startswith(f"/dev/shm/{prefix}"):
+                    found[fields[5]] = int(fields[4])
+    return found
+
+
+def still_there(segments: dict[str, int]) -> list[str]:
+    """Those of ``segments`` still named by the very file (same inode)."""
+    left = []
+    for name, inode in segments.items():
+        with contextlib.suppress(OSError):
+            if os.stat(name).st_ino == inode:
+                left.append(name)
+    return left

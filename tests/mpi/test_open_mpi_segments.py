@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from shell_util import MPI, MPISH, kill_session, make_home, session_processes, shell_env
+from shell_util import (
+    MPI,
+    MPISH,
+    kill_session,
+    make_home,
+    mapped_shm,
+    session_processes,
+    shell_env,
+    still_there,
+)
 
 pytestmark = [
     pytest.mark.mpi,
@@ -23,31 +32,11 @@ pytestmark = [
 SETTLE = 20.0  # seconds prte may take to remove the servers' segments once their job ends
 
 
-def _segments_of(pid: int) -> dict[str, int]:
-    """The Open MPI segments process ``pid`` has mapped: name -> inode, " (deleted)" kept."""
-    found = {}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
-            fields = line.split(maxsplit=5)
-            if len(fields) == 6 and fields[5].startswith("/dev/shm/sm_segment."):
-                found[fields[5]] = int(fields[4])
-    return found
-
-
-def _still_there(segments: dict[str, int]) -> list[str]:
-    left = []
-    for name, inode in segments.items():
-        with contextlib.suppress(OSError):
-            if os.stat(name).st_ino == inode:
-                left.append(name)
-    return left
-
-
 def _left_after(segments: dict[str, int]) -> list[str]:
     deadline = time.monotonic() + SETTLE
-    while _still_there(segments) and time.monotonic() < deadline:
+    while still_there(segments) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return _still_there(segments)
+    return still_there(segments)
 
 
 @pytest.mark.parametrize("end", ["normal", "console killed", "server killed"])
@@ -65,14 +54,14 @@ def test_an_embedded_open_mpi_session_leaves_none_of_its_shared_memory(tmp_path:
         while sum(command.startswith(b"sleep\0") for command in session_processes(home).values()) < 2:
             assert proc.poll() is None and time.monotonic() < deadline, err.read_text(errors="replace")
             time.sleep(0.05)  # until the command runs on both ranks: the session is up
-        console = _segments_of(proc.pid)
+        console = mapped_shm([proc.pid], "sm_segment.")
         assert console, "the console maps no Open MPI segment: nothing to prove"
         segments = {**console}
         for pid in session_processes(home):
-            segments.update(_segments_of(pid))
+            segments.update(mapped_shm([pid], "sm_segment."))
         assert set(segments) - set(console), "the servers map no Open MPI segment"
         # the console's own is gone already (its mapping stays): a killed console cannot leak it
-        assert not _still_there(console), console
+        assert not still_there(console), console
         if end != "normal":  # kill -9 of one process, as a user or the OOM killer does
             servers = [pid for pid, command in session_processes(home).items()
                        if b"mpish.shell.mpi_server" in command]

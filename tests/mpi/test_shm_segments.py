@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from shell_util import MPI, MPISH, kill_session, make_home, session_processes, shell_env
+from shell_util import (
+    MPI,
+    MPISH,
+    kill_session,
+    make_home,
+    mapped_shm,
+    session_processes,
+    shell_env,
+    still_there,
+)
 
 pytestmark = [
     pytest.mark.mpi,
@@ -89,27 +98,6 @@ def test_a_stale_segment_of_ours_named_after_the_console_is_removed_and_the_sess
             planted.unlink()
 
 
-def _segments_of(pids: list[int]) -> dict[str, int]:
-    """The /dev/shm/mpich_* files the processes have mapped: name -> inode."""
-    found = {}
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
-                fields = line.split(maxsplit=5)
-                if len(fields) == 6 and fields[5].startswith("/dev/shm/mpich_"):
-                    found[fields[5]] = int(fields[4])
-    return found
-
-
-def _still_there(segments: dict[str, int]) -> list[str]:
-    left = []
-    for name, inode in segments.items():
-        with contextlib.suppress(OSError):
-            if os.stat(name).st_ino == inode:
-                left.append(name)
-    return left
-
-
 @pytest.mark.parametrize("victim", ["console", "server"])
 def test_a_session_killed_with_sigkill_leaves_none_of_its_shared_memory(tmp_path: Path, victim: str) -> None:
     """kill -9 of the console (or of a server) left the session's /dev/shm/mpich_shm_* files for
@@ -127,15 +115,15 @@ def test_a_session_killed_with_sigkill_leaves_none_of_its_shared_memory(tmp_path
             time.sleep(0.05)  # until the command runs on both ranks
         processes = session_processes(home)
         servers = [pid for pid, command in processes.items() if b"mpish.shell.mpi_server" in command]
-        segments = _segments_of(list(processes))
+        segments = mapped_shm(list(processes), "mpich_")
         console_name = f"/dev/shm/mpich_shm_{proc.pid:x}_0"
         assert console_name in segments and len(segments) >= 2, segments  # the console's and the servers'
         os.kill(proc.pid if victim == "console" else max(servers), signal.SIGKILL)
         proc.wait(timeout=60)
         deadline = time.monotonic() + 30
-        while (session_processes(home) or _still_there(segments)) and time.monotonic() < deadline:
+        while (session_processes(home) or still_there(segments)) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not session_processes(home)
-        assert not _still_there(segments), err.read_text(errors="replace")
+        assert not still_there(segments), err.read_text(errors="replace")
     finally:
         kill_session(proc.pid, home)
