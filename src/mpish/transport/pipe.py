@@ -110,12 +110,7 @@ class PipeLink:
             self._out.append(memoryview(record))
             self._queued += len(record) + 4
             self.sent_bytes += len(record) + 4
-        self.progress()
-        while self._queued > MAX_QUEUED and not self.broken:
-            self._wait_fd(self.write_fd, select.POLLOUT, 1.0)
-            self.progress()
-        if self.broken:
-            raise TransportBroken(self.broken)
+        self._drain_to_limit()
 
     def send_frame(self, dest: int, parts: Sequence[bytes]) -> None:
         """One frame whose payload is ``parts`` one after the other, queued as they are
@@ -130,6 +125,10 @@ class PipeLink:
         self._out.extend(memoryview(part) for part in parts)
         self._queued += size + 4
         self.sent_bytes += size + 4
+        self._drain_to_limit()
+
+    def _drain_to_limit(self) -> None:
+        """Write what the pipe takes; block while more than MAX_QUEUED bytes wait."""
         self.progress()
         while self._queued > MAX_QUEUED and not self.broken:
             self._wait_fd(self.write_fd, select.POLLOUT, 1.0)
