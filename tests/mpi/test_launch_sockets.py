@@ -1,5 +1,6 @@
 """What an embedded session (``mpish -n 2``) listens on: MPI's transports on loopback only; the
-two wildcard ports MPICH binds with INADDR_ANY compiled in are the only others (launch_env.LOOPBACK)."""
+console's singleton PMI port, which MPICH binds with INADDR_ANY compiled in, is the only other
+(launch_env.LOOPBACK); its launcher (mpiexec.gforker) listens on none."""
 
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def test_an_embedded_session_listens_on_no_address_of_the_host_but_loopback(tmp_
         elsewhere = {address: holders for address, holders in ours.items()
                      if not address.startswith(("127.", "0.0.0.0:"))}
         assert not elsewhere, elsewhere
-        if MPI.name != "openmpi":  # MPICH's singleton PMI port (the console's), hydra's control port
-            assert len([address for address in ours if address.startswith("0.0.0.0:")]) <= 2, ours
+        if MPI.name != "openmpi":  # MPICH's singleton PMI port (the console's); its launcher has none
+            assert len([address for address in ours if address.startswith("0.0.0.0:")]) <= 1, ours
         assert proc.wait(timeout=60) == 0, err.read_text(errors="replace")
     finally:
         kill_session(proc.pid, home)
@@ -84,40 +85,48 @@ def test_the_servers_commands_see_the_users_environment_not_the_loopback_setting
     assert result.stdout.decode().splitlines()[-1] == "ucx=unset", result.stdout
 
 
-@pytest.mark.skipif(MPI.name == "openmpi", reason="hydra's control port: MPICH's launcher")
-def test_whoever_reaches_hydras_control_port_before_its_proxy_gets_no_part_of_the_sessions_environment(
-    tmp_path: Path,
-) -> None:
-    """Another user (or host) polls /proc/net/tcp (world-readable) for a new listening port and
-    connects to it between hydra's listen and its proxy's connect. HYDRA_LAUNCHER=manual holds
-    the proxy back, so that this test wins the race every time, as an attacker may. hydra (0.0.0.0,
-    no authentication) then sends it the job's environment and command: the singleton's mpiexec
-    is given the launch environment only (launch_env.launch_environment_names), the user's
-    variables reach the servers over the secure channel (protocol.Environ)."""
+@pytest.mark.skipif(MPI.name == "openmpi", reason="MPICH's singleton launcher")
+def test_the_embedded_sessions_launcher_listens_on_no_port_of_its_own(tmp_path: Path) -> None:
+    """hydra (MPICH's mpiexec) listened for its proxy on 0.0.0.0 with no authentication: whoever
+    connected first (a local user polling the world-readable /proc/net/tcp, then sending hydra's
+    12-byte init header) got the job's environment and could have hydra run programs as the user
+    (PMI spawn). The embedded session's launcher is mpiexec.gforker, which forks the servers and
+    speaks PMI over socketpairs: the only listening sockets it holds are the console's, inherited
+    (MPICH's singleton PMI port, which the console has already accepted its launcher on). The
+    attack is made as well: a connection to each port the launcher holds, hydra's header sent,
+    gets no byte of the session's environment."""
     home = make_home(tmp_path / "home")
     secret = "s3cret-" + os.urandom(8).hex()
-    env = shell_env(home, HYDRA_LAUNCHER="manual", MY_API_TOKEN=secret)
-    proc = subprocess.Popen([MPISH, "-n", "1", "-c", "true"], env=env, cwd=tmp_path,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    err = tmp_path / "console.err"
+    with err.open("wb") as stream:
+        proc = subprocess.Popen([MPISH, "-n", "2", "-c", "sleep 5"], env=shell_env(home, MY_API_TOKEN=secret),
+                                cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stream, start_new_session=True)
     try:
-        leaked = b""
         deadline = time.monotonic() + 60
-        while not leaked and time.monotonic() < deadline:
-            time.sleep(0.2)
-            processes = session_processes(home)
-            launchers = [pid for pid, command in processes.items() if b"mpiexec" in command.split(b"\0")[0]]
-            listeners = _listeners()
-            ports = {int(listeners[inode].rsplit(":", 1)[1])
-                     for inode in _held_by(launchers) if inode in listeners}
-            for port in ports:
+        while sum(command.startswith(b"sleep\0") for command in session_processes(home).values()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text(errors="replace")
+            time.sleep(0.05)
+        processes = session_processes(home)
+        launchers = [pid for pid, command in processes.items() if b"mpiexec" in command.split(b"\0")[0]]
+        assert launchers, processes
+        listeners = _listeners()
+        held = _held_by([proc.pid, *launchers])
+        launchers_own = {listeners[inode] for inode, holders in held.items()
+                         if inode in listeners and proc.pid not in holders}
+        assert not launchers_own, f"the launcher listens on {launchers_own}"
+        leaked = b""
+        for inode, holders in held.items():
+            if inode in listeners and holders & set(launchers):
+                port = int(listeners[inode].rsplit(":", 1)[1])
                 with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as sock:
+                    sock.settimeout(2)
                     sock.sendall(b"HYD\0" + struct.pack("=ii", 0, 0))  # hydra's init header: pgid 0, proxy 0
                     with contextlib.suppress(OSError):
                         while chunk := sock.recv(65536):
                             leaked += chunk
-        assert leaked, "no control port was found"
         assert secret.encode() not in leaked, "the session's environment was sent to a stranger"
+        assert proc.wait(timeout=60) == 0, err.read_text(errors="replace")
     finally:
         kill_session(proc.pid, home)
         proc.wait(timeout=30)

@@ -1,5 +1,6 @@
 """The embedded console owns its launcher from the start: servers that die or hang while they
-start, and a console killed meanwhile, leave no mpiexec or hydra_pmi_proxy spinning behind."""
+start, and a console killed meanwhile, leave no launcher behind (mpiexec.gforker; hydra's mpiexec
+and hydra_pmi_proxy spun)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from shell_util import MPI, MPISH, make_home, session_processes, shell_env
 
 pytestmark = [
     pytest.mark.mpi,
-    pytest.mark.skipif(MPI.name == "openmpi", reason="MPICH's singleton launcher (hydra)"),
+    pytest.mark.skipif(MPI.name == "openmpi", reason="MPICH's singleton launcher"),
 ]
 
 # a sitecustomize that only the servers run into (the console's argv names no mpi_server):
@@ -100,7 +101,7 @@ def test_console_killed_while_its_servers_start_leaves_no_launcher(tmp_path: Pat
             time.sleep(0.05)
         launcher = {pid: command for pid, command in session_processes(home).items()
                     if b"mpiexec" in command.split(b"\0")[0] or b"hydra_pmi_proxy" in command}
-        assert len(launcher) >= 2, _describe(session_processes(home))
+        assert launcher, _describe(session_processes(home))
         os.killpg(proc.pid, signum)  # as a test timeout does
         proc.wait(timeout=30)
         left = _left_after(home, 30)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,34 @@ def test_only_hydra_gets_a_relay(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert under_hydra() is expected
+
+
+@pytest.mark.parametrize("launcher", ["mpiexec.gforker", "mpiexec.hydra"])
+def test_gforkers_end_of_the_job_sigint_then_sigquit_leaves_a_relay_and_its_server_running(
+    tmp_path: Path, launcher: str
+) -> None:
+    """gforker, when one of its processes ends abnormally, sends every other SIGINT, then
+    SIGQUIT: under it the relay ignores both (the other servers live on, as under hydra). Under
+    another parent SIGQUIT still reaches the server, as SIGTERM does. The launcher is played by
+    this interpreter under the launcher's name (its argv[0], which is what the relay reads)."""
+    fake = tmp_path / launcher
+    fake.symlink_to(sys.executable)
+    relayed = RELAYED + "print(os.getpid(), flush=True); signal.pause()"
+    play = ("import contextlib, os, signal, subprocess, sys, time\n"
+            "relay = subprocess.Popen([sys.executable, '-c', sys.argv[1]], stdout=subprocess.PIPE)\n"
+            "server = int(relay.stdout.readline())\n"
+            "relay.send_signal(signal.SIGINT); time.sleep(0.3)\n"
+            "relay.send_signal(signal.SIGQUIT); time.sleep(0.5)\n"
+            "print(relay.poll(), server, flush=True)\n"
+            "with contextlib.suppress(ProcessLookupError):\n"
+            "    os.kill(server, signal.SIGKILL)\n"
+            "print(relay.wait(timeout=30), flush=True)\n")
+    result = subprocess.run([str(fake), "-c", play, relayed], capture_output=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    lines = result.stdout.decode().split()
+    assert len(lines) == 3, result.stderr.decode(errors="replace")
+    if launcher == "mpiexec.gforker":
+        assert lines[0] == "None"  # both signals ignored: the relay (and its server) still run
+        assert int(lines[2]) == 128 + signal.SIGKILL  # the server's own death still passes through
+    else:
+        assert int(lines[0]) == 128 + signal.SIGQUIT  # forwarded: the server died of it

@@ -17,6 +17,12 @@ MPI connection and only waits, then exits with the child's status as an exit cod
 (128+N for signal N, as a shell reports it). Hydra sees only exits. SIGTERM, SIGHUP and
 SIGQUIT sent to the parent are passed on to the server; SIGINT and SIGUSR1 (hydra's
 notices, sent to the whole process group, which the server receives too) are not.
+
+Under ``mpiexec.gforker`` (the embedded session's launcher where MPICH has it,
+``shell/launch_env.py``) the relay is the process gforker forked. When one of its processes
+ends abnormally (a signal, or an exit without PMI's finalize) gforker ends every other:
+SIGINT, a second later SIGQUIT, to each process it forked. The relay ignores both there, so
+the other servers go on and the console reports the dead one, as under hydra.
 Only under hydra (PMI_FD or PMI_PORT without PMIx or Slurm): Open MPI ends the whole job
 when any rank ends unfinalized, so a relay would change nothing there.
 """
@@ -27,6 +33,14 @@ import contextlib
 import os
 import signal
 from typing import NoReturn
+
+from mpish.transport.procfs import cmdline
+
+
+def is_forker(pid: int) -> bool:
+    """MPICH's ``mpiexec.gforker``: it forks the job's processes itself (no proxy)."""
+    command = cmdline(pid)
+    return bool(command) and command[0].endswith(b"mpiexec.gforker")
 
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 SWALLOWED = (signal.SIGINT, signal.SIGUSR1)
@@ -47,14 +61,16 @@ def relay_exit() -> None:
     # A signal that arrived between the fork and the parent's handlers would kill the relay by
     # its default action and orphan the server: both hold these signals blocked until then.
     before = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED + SWALLOWED)
+    swallowed = SWALLOWED + ((signal.SIGQUIT,) if is_forker(os.getppid()) else ())
     child = os.fork()
     if child == 0:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
         return
-    _relay(child, before)
+    _relay(child, before, swallowed)
 
 
-def _relay(child: int, mask: set[int | signal.Signals]) -> NoReturn:
+def _relay(child: int, mask: set[int | signal.Signals], swallowed: tuple[signal.Signals, ...] = SWALLOWED,
+           ) -> NoReturn:
     def forward(signum: int, frame: object) -> None:
         del frame
         with contextlib.suppress(OSError):
@@ -62,7 +78,7 @@ def _relay(child: int, mask: set[int | signal.Signals]) -> NoReturn:
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
-    for sig in SWALLOWED:
+    for sig in swallowed:
         signal.signal(sig, lambda signum, frame: None)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # what came meanwhile is handled now
     with contextlib.suppress(KeyError, ValueError, OSError):  # the server's PMI connection, not ours

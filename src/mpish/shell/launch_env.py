@@ -31,13 +31,13 @@ from types import TracebackType
 from typing import NoReturn
 
 from mpish.report import Reporter
-from mpish.transport.procfs import children, descendants
+from mpish.transport.procfs import descendants
 
 from . import protocol
 from .orphan import (
     end_launcher_tree,
     end_spawn_launcher,
-    is_proxy,
+    rank_starters,
     read_launcher_pid,
     started_process_ended,
     watch_command,
@@ -52,6 +52,7 @@ from .segments import (
 )
 
 LAUNCHER_PID_FILE = "launcher.pid"
+LAUNCHER_MARK = "MPISH_LAUNCHER_DIR"  # in the launcher's environment: the wrapper it was started by
 LAUNCHER_GRACE = 4.0  # seconds the launcher of a console that died gets to end by itself (> ORPHAN_GRACE)
 SPAWN_POLL = 0.02  # the console's look at its launcher while MPI spawns the servers
 SETTLE = 0.3  # after a server ended at start-up: time for its last words to pass the launcher
@@ -60,20 +61,27 @@ INTERRUPTED = "interrupted while the shell servers started, so there is no sessi
 
 
 def prepare_singleton() -> Path | None:
-    """Make MPICH's singleton init (which runs ``mpiexec`` from PATH) run the wheel's.
+    """Make MPICH's singleton init (which runs ``mpiexec`` from PATH) run the wheel's launcher.
 
-    The mpiexec it starts is wrapped in ``setsid`` and asked for
-    ``-disable-auto-cleanup`` (see ``shell/mpi_session.py``): in our process group, hydra would
-    signal the user's shell or script too (SIGKILL when a server dies; SIGUSR1 at every
-    end of a session without auto-cleanup). It also gets only the launch environment
-    (:func:`launch_environment_names`, ``env -i``): hydra sends its whole environment to
-    whoever reaches its unauthenticated control port first, so the user's variables reach
-    the servers over the secure channel instead (``protocol.Environ``). Call it last before
-    MPI starts: the variables the console sets for the launch must be set by then.
-    Returns the temporary directory of the
-    wrapper, its config file and the pid of the mpiexec it runs (``setsid`` does not
-    fork: the wrapper leads no process group), removed once the servers run (None if
-    not made).
+    That launcher is ``mpiexec.gforker`` where the MPI has it (the mpich wheel does): it forks
+    the servers itself and speaks PMI with each over a socketpair, so nothing of the session
+    listens on a port but the console's own singleton PMI port. Hydra (``mpiexec``, the
+    fallback) listens for its proxy on a TCP port of every address, unauthenticated: whoever
+    reaches it first gets the job's environment and can have hydra run programs as the user
+    (PMI ``spawn``). The launcher is started through a wrapper, in its own session
+    (``setsid``, so that its signals never reach the user's shell or script in our process
+    group), with /dev/null as its input (gforker's servers inherit it; the terminal is the
+    console's) and with the launch environment only (:func:`launch_environment_names`, ``env
+    -i``): the user's variables reach the servers over the secure channel
+    (``protocol.Environ``). gforker signals every process of the job (SIGINT, then SIGQUIT)
+    when one ends abnormally, the singleton too: the wrapper gives it pid 0 for the console
+    (which it then leaves alone), and the servers' exit relays ignore both
+    (``shell/exit_relay.py``). Hydra gets ``-disable-auto-cleanup`` (see
+    ``shell/mpi_session.py``). Call it last before MPI starts: the variables the console sets
+    for the launch must be set by then.
+    Returns the temporary directory of the wrapper, its config file and the pid of the
+    launcher it runs (``setsid`` does not fork: the wrapper leads no process group), removed
+    once the servers run (None if not made).
     """
     bindir = Path(sys.executable).parent
     real = bindir / "mpiexec"
@@ -87,18 +95,27 @@ def prepare_singleton() -> Path | None:
         return None
     import tempfile
 
+    forker = bindir / "mpiexec.gforker"
     wrapper = Path(tempfile.mkdtemp(prefix="mpish-mpiexec-"))
     (wrapper / "hydra.conf").write_text("-disable-auto-cleanup\n")
     script = wrapper / "mpiexec"
     kept = " ".join(f'${{{name}+"{name}=${name}"}}'  # set: one word, as it is; unset: none
-                    for name in sorted({*launch_environment_names(os.environ), "PATH", "HYDRA_CONFIG_FILE"}))
-    script.write_text(
-        "#!/bin/sh\n"
-        f"PATH={shlex.quote(path)}; export PATH\n"
-        f"HYDRA_CONFIG_FILE={shlex.quote(str(wrapper / 'hydra.conf'))}; export HYDRA_CONFIG_FILE\n"
-        f"echo $$ > {shlex.quote(str(wrapper / LAUNCHER_PID_FILE))}\n"
-        f'exec {shlex.quote(env)} -i {kept} {shlex.quote(setsid)} {shlex.quote(str(real))} "$@"\n'
-    )
+                    for name in sorted({*launch_environment_names(os.environ), "PATH", "HYDRA_CONFIG_FILE",
+                                        LAUNCHER_MARK}))
+    lines = [
+        "#!/bin/sh",
+        f"PATH={shlex.quote(path)}; export PATH",
+        f"HYDRA_CONFIG_FILE={shlex.quote(str(wrapper / 'hydra.conf'))}; export HYDRA_CONFIG_FILE",
+        f"{LAUNCHER_MARK}={shlex.quote(str(wrapper))}; export {LAUNCHER_MARK}",
+        f"echo $$ > {shlex.quote(str(wrapper / LAUNCHER_PID_FILE))}",
+    ]
+    if forker.exists():  # -pmi_args PORT INTERFACE KEY PID: the console is signalled as PID
+        lines.append('[ "$1" = -pmi_args ] && [ $# -eq 5 ] && set -- "$1" "$2" "$3" "$4" 0')
+        lines.append(f'exec {shlex.quote(env)} -i {kept} {shlex.quote(setsid)} '
+                     f'{shlex.quote(str(forker))} "$@" < /dev/null')
+    else:
+        lines.append(f'exec {shlex.quote(env)} -i {kept} {shlex.quote(setsid)} {shlex.quote(str(real))} "$@"')
+    script.write_text("\n".join(lines) + "\n")
     script.chmod(0o700)
     os.environ["PATH"] = str(wrapper) + os.pathsep + path
     return wrapper
@@ -145,8 +162,8 @@ class SpawnWatch:
     * the start-up time limit (``limit`` seconds; MPI's spawn has none).
     * under MPICH's singleton (``wrapper``, :func:`prepare_singleton`), the launcher: once a
       server it started has ended, the spawn can never complete (MPICH waits for every server,
-      and hydra's proxy then spins forever); a server that has mapped shared memory of another
-      user spins in MPI_Init for good (``shell/segments.py``).
+      and neither gforker nor hydra's proxy says so; hydra's spins); a server that has mapped
+      shared memory of another user spins in MPI_Init for good (``shell/segments.py``).
 
     ``failed(launcher, why, status)`` is called then, in the thread, ``launcher`` being the
     singleton's mpiexec (0: unknown, or not MPICH) and ``why`` the line to print; it must not return.
@@ -216,8 +233,8 @@ class SpawnWatch:
                 return
             if self.wrapper is None:
                 continue
-            proxies = [pid for pid in children(launcher) if is_proxy(pid)] if launcher else []
-            foreign = foreign_segments([pid for proxy in proxies for pid in descendants(proxy)])
+            starters = rank_starters(launcher) if launcher else []  # gforker, or hydra's proxies
+            foreign = foreign_segments([pid for starter in starters for pid in descendants(starter)])
             if foreign:
                 segment, uid = foreign[0]
                 self.failed(launcher, f"a shell server is stuck on {segment.path}, MPICH's shared memory "
@@ -225,7 +242,7 @@ class SpawnWatch:
                                       f"there first), so there is no session; ask root to remove it, "
                                       f"then run mpish again", 1)
                 return
-            if any(started_process_ended(proxy) for proxy in proxies):
+            if any(started_process_ended(starter) for starter in starters):
                 if not self.done.wait(SETTLE):  # the spawn did not return meanwhile after all
                     self.failed(launcher, self._ended(), 1)
                 return

@@ -13,12 +13,14 @@ Two ways to start, one session protocol:
   (parent = rank 0). Spawn rather than re-running under mpiexec because the console must
   stay the user's process: it owns the terminal (line editing, Ctrl-C, job control),
   its stdin is not forwarded by an MPI launcher, and no launcher is needed at all.
-  MPICH's singleton init runs ``mpiexec`` from PATH, so the mpiexec of the MPI that
-  mpi4py uses (the mpich wheel's, next to the Python executable) is put first on PATH.
-  It is given the launch environment only: hydra hands its environment to whoever reaches
-  its control port first (0.0.0.0, no authentication). Each spawned server takes the
-  console's environment from the console itself, over its secure channel, after its Hello
-  and before its shell starts (``protocol.Environ``; ``shell/launch_env.py``).
+  MPICH's singleton init runs ``mpiexec`` from PATH, so a wrapper that runs the MPI's
+  ``mpiexec.gforker`` (the mpich wheel's, next to the Python executable; hydra's ``mpiexec``
+  where there is none) is put first on PATH. gforker listens on no port; hydra listens on
+  0.0.0.0 with no authentication, and hands the job's environment, and the right to have
+  programs run as the user, to whoever connects first. The launcher is given the launch
+  environment only. Each spawned server takes the console's environment from the console
+  itself, over its secure channel, after its Hello and before its shell starts
+  (``protocol.Environ``; ``shell/launch_env.py``).
 
 Then, on the session communicator (a Dup, so nobody else's messages mix with ours):
 
@@ -40,20 +42,19 @@ here (:func:`mpish.shell.admission.handshake_timeout`, ``MPISH_HANDSHAKE_TIMEOUT
 that has not completed its handshake and sent its Hello in time is left out and named
 with its host and the key it claimed (THREAT-MODEL attack 10).
 
-A server that dies: by default MPICH's launcher (hydra) kills every process of the job,
-the console included, with SIGKILL, so nothing could be reported. In embedded mode the
-singleton's mpiexec is therefore started through a wrapper, in its own session
-(``setsid``, so that hydra's signals never reach the user's shell or script in our
-process group) and with ``-disable-auto-cleanup`` (through ``HYDRA_CONFIG_FILE``,
-unless the user set one); hydra then tells the other processes with SIGUSR1, which
-the console keeps blocked (so it cannot kill it) and reads as a notice
-(:func:`failure_notice`). That holds for a server that *exits*; one *killed by a signal*
-made hydra SIGKILL every process anyway, so each server runs under an exit relay
-(``shell/exit_relay.py``). Open MPI's prte ends the whole job when a rank dies, unless
-fault tolerance is on (ULFM; ``mpirun --with-ft ulfm``): the embedded console turns it on
-(``shell/launch_env.py``), a wildcard receive then acknowledges a failure
-(:class:`~mpish.transport.mpi.MpiLink`), and the end needs no MPI_Abort
-(:func:`leave_failed_job`). The console also looks at its servers' pids (from
+A server that dies: by default MPICH's launchers end every process of the job, the
+console included (gforker: SIGINT, then SIGQUIT; hydra: SIGKILL), so nothing could be
+reported. In embedded mode the singleton's launcher is therefore started through a
+wrapper, in its own session (``setsid``, so that its signals never reach the user's shell
+or script in our process group); gforker is told that the console's pid is 0 (it then
+signals only the servers, whose exit relays ignore it: ``shell/exit_relay.py``); hydra gets
+``-disable-auto-cleanup`` and tells the others with SIGUSR1, which the console keeps
+blocked and reads as a notice (:func:`failure_notice`); one *killed by a signal* made
+hydra SIGKILL every process anyway, hence the exit relay there too. Open MPI's prte
+ends the whole job when a rank dies, unless fault tolerance is on (ULFM; ``mpirun
+--with-ft ulfm``): the embedded console turns it on (``shell/launch_env.py``), a
+wildcard receive then acknowledges a failure (:class:`~mpish.transport.mpi.MpiLink`), and
+the end needs no MPI_Abort (:func:`leave_failed_job`). The console also looks at its servers' pids (from
 their Hello) on this host; it reports a dead one and goes on with the others. At the
 end MPI cannot finalize with a dead rank, so the console says so in one line and ends
 the job (:func:`end_embedded_job`, or MPI_Abort under a launcher; exit status 1, bounded
@@ -101,6 +102,7 @@ from .launch_env import (
     private_prte_tmpdir,
     remove_prte_tmpdir,
 )
+from .orphan import is_singleton_launcher
 from .segments import Segment, clear_own_names, drop_singleton_segments, mapped_segments, remove_ours
 from .segments import remember_singleton_segments as note_own_segments
 from .session import Peer, Session, end_on_termination
@@ -211,8 +213,7 @@ def end_embedded_job(launcher: int, servers: list[int], known: list[Segment]) ->
     TCP, is no longer in any living process's maps) and what the living ones map now.
     """
     segments = [*known, *mapped_segments([os.getpid(), *servers])]  # no finalize will remove them
-    command = cmdline(launcher)
-    if command and command[0].endswith(b"mpiexec") and b"-pmi_args" in command:
+    if is_singleton_launcher(launcher):
         for pid in (*children(launcher), launcher):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)

@@ -2,7 +2,7 @@
 
 A server of an embedded session (``mpish -n K``) whose console died unannounced (SIGKILL)
 must end itself and the launcher started for that session alone (the singleton's
-``mpiexec -pmi_args`` and its ``hydra_pmi_proxy``): MPI cannot finalize with a dead peer
+``mpiexec.gforker -pmi_args``, or hydra's and its ``hydra_pmi_proxy``): MPI cannot finalize with a dead peer
 and the launcher never learns that the console is gone. The server's own loop notices and
 ends its command and shell first; but a server stuck inside an MPI call once its peer is
 gone (MPICH over TCP spins in one, holding the interpreter) cannot run even a thread. So
@@ -45,25 +45,28 @@ from mpish.transport.procfs import (
     signal_pidfd,
 )
 
+from .exit_relay import is_forker
 from .segments import mapped_segments, remove_ours
 
 log = Diagnostics("mpish.shell.orphan")  # not __name__: run as __main__
 
 
 def end_session_launcher(server: int) -> None:
-    """SIGKILL the proxy above ``server`` (or its exit relay) and the singleton mpiexec above it, if ours.
+    """SIGKILL the singleton launcher above ``server`` (or its exit relay), if ours: ``mpiexec.gforker``
+    (the relay's parent), or hydra's ``mpiexec`` and its ``hydra_pmi_proxy`` between them.
 
-    Only a ``hydra_pmi_proxy`` parent and, above it, an ``mpiexec`` started with
-    ``-pmi_args`` (MPICH's singleton launcher, made for one session) are ended; each is
-    checked and signalled through a pidfd (:func:`mpish.transport.procfs.signal_if`).
+    Only a launcher started with ``-pmi_args`` (MPICH's singleton launcher, made for one
+    session) is ended; each is checked and signalled through a pidfd
+    (:func:`mpish.transport.procfs.signal_if`).
     """
-    proxy = parent(server)
-    if cmdline(proxy) == cmdline(server):  # its exit relay (shell/exit_relay.py), a fork of it
-        proxy = parent(proxy)
-    launcher = parent(proxy)
-    if is_proxy(proxy):
-        signal_if(launcher, is_singleton_launcher, signal.SIGKILL)
-        signal_if(proxy, is_proxy, signal.SIGKILL)
+    above = parent(server)
+    if cmdline(above) == cmdline(server):  # its exit relay (shell/exit_relay.py), a fork of it
+        above = parent(above)
+    if is_proxy(above):
+        signal_if(parent(above), is_singleton_launcher, signal.SIGKILL)
+        signal_if(above, is_proxy, signal.SIGKILL)
+    else:
+        signal_if(above, is_singleton_launcher, signal.SIGKILL)
 
 
 def is_proxy(pid: int) -> bool:
@@ -72,10 +75,20 @@ def is_proxy(pid: int) -> bool:
 
 
 def is_singleton_launcher(pid: int) -> bool:
-    """MPICH's singleton ``mpiexec -pmi_args PORT INTERFACE KEY PID``, PID being its own."""
+    """MPICH's singleton ``mpiexec -pmi_args PORT INTERFACE KEY PID``, PID being its own (hydra), or
+    ``mpiexec.gforker`` with PID 0 (``shell/launch_env.py``'s wrapper: gforker signals that pid)."""
     command = [word for word in cmdline(pid) if word]
-    return (len(command) >= 6 and command[0].endswith(b"mpiexec") and command[1] == b"-pmi_args"
-            and command[-1] == str(pid).encode())
+    return len(command) >= 6 and command[1] == b"-pmi_args" and (
+        (command[0].endswith(b"mpiexec") and command[-1] == str(pid).encode())
+        or (is_forker(pid) and command[-1] == b"0"))
+
+
+def rank_starters(launcher: int) -> list[int]:
+    """The processes that start and reap the ranks of a singleton ``launcher``: gforker itself,
+    or hydra's proxies under it."""
+    if is_forker(launcher):
+        return [launcher]
+    return [pid for pid in children(launcher) if is_proxy(pid)]
 
 
 def started_process_ended(proxy: int) -> bool:
@@ -105,9 +118,10 @@ def end_launcher_tree(launcher: int) -> None:
     if not is_singleton_launcher(launcher):
         return
     tree: list[tuple[int, Callable[[int], bool]]] = [(launcher, is_singleton_launcher)]
-    for proxy in children(launcher):
-        tree.append((proxy, is_proxy))
-        for rank in children(proxy):
+    for starter in rank_starters(launcher):
+        if starter != launcher:
+            tree.append((starter, is_proxy))
+        for rank in children(starter):
             if b"mpish.shell.mpi_server" in cmdline(rank):
                 tree.append((rank, lambda pid: b"mpish.shell.mpi_server" in cmdline(pid)))
                 tree.extend((pid, _not_me) for pid in descendants(rank))
@@ -185,7 +199,7 @@ def watch_launcher(console: int, wrapper: Path, grace: float) -> None:
             segments = mapped_segments([console])  # MPI has started in the console: its own
             select.select([console_fd], [], [])
         launcher = read_launcher_pid(wrapper)
-        config = f"HYDRA_CONFIG_FILE={wrapper / 'hydra.conf'}".encode()
+        config = f"MPISH_LAUNCHER_DIR={wrapper}".encode()  # shell/launch_env.py's LAUNCHER_MARK
         launcher_fd = pidfd(launcher) if launcher else None
         if launcher_fd is not None:
             try:

@@ -64,7 +64,7 @@ from .. import protocol as p
 
 log = Diagnostics(__name__)
 
-STRIP_ENV_PREFIXES = ("PMI_", "PMIX_", "HYDI_", "HYDRA_", "MPIR_", "MPICH_INTERFACE")
+STRIP_ENV_PREFIXES = ("PMI_", "PMIX_", "HYDI_", "HYDRA_", "MPIR_", "MPICH_INTERFACE", "MPISH_LAUNCHER_DIR")
 STATUS_FD, OUT_FD, ERR_FD = 200, 201, 202
 JOB_VARIABLE = "__MPISH_JOB"
 STATE_COMPLETE = b"# mpish: state complete\n"
