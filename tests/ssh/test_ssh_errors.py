@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 import time
@@ -40,6 +41,8 @@ def test_host_unreachable_when_sshd_is_stopped(sshd: SshServer, tmp_path: Path) 
     assert isinstance(caught.value, TransportBroken)
     assert caught.value.exit_status == 255
     assert "unreachable" in str(caught.value) and "Connection refused" in str(caught.value)
+    # the command it suggests reaches the same host: the user's ssh options are in it
+    assert f"`{shlex.join(['ssh', *server.ssh_options, 'host1'])} true`" in str(caught.value)
 
 
 def test_authentication_refused_with_an_unauthorized_key(sshd: SshServer) -> None:

@@ -193,7 +193,14 @@ class SshProcess:
         self._stderr_thread.join(1.0)
         ended, start_failed = self._kinds
         return classify(self.host, status, self.stderr_text(), greeted=self.greeted, what=self.what,
-                        ended=ended, start_failed=start_failed)
+                        ended=ended, start_failed=start_failed, probe=self.probe())
+
+    def probe(self) -> str:
+        """``ssh [the user's options] HOST``, as a failure's advice suggests trying it: the options
+        of an :func:`ssh_argv` command line (before its ``-T``), so that it reaches the same host."""
+        argv = self.argv
+        options = argv[1:argv.index("-T")] if "-T" in argv and "--" in argv else []
+        return shlex.join([argv[0], *options, self.host])
 
     def hang_up(self) -> None:
         """Close ssh's stdin: the remote side sees the end and exits (close() waits for it)."""
@@ -257,12 +264,16 @@ def classify(
     what: str = "the remote side",
     ended: type[RemoteEnded] = RemoteEnded,
     start_failed: type[RemoteStartFailed] = RemoteStartFailed,
+    probe: str = "",
 ) -> SshError:
     """Turn ssh's exit status and stderr into the error a user can act on; ``what`` names
-    the remote side, ``ended``/``start_failed`` are the service's own error classes."""
+    the remote side, ``ended``/``start_failed`` are the service's own error classes, ``probe``
+    the ssh command the advice suggests (``ssh HOST`` with the user's options)."""
     detail = f"\n--- ssh stderr ---\n{stderr}" if stderr else ""
 
     def make(kind: type[SshError], text: str) -> SshError:
+        if probe:
+            text = text.replace(f"`ssh {host} ", f"`{probe} ")
         return kind(text + detail, host=host, exit_status=status, stderr=stderr)
 
     lowered = stderr.lower()
