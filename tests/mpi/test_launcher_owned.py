@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shell_util import MPI, MPISH, make_home, session_processes, shell_env
+from shell_util import MPI, MPISH, kill_session, make_home, session_processes, shell_env
 
 pytestmark = [
     pytest.mark.mpi,
@@ -108,3 +108,44 @@ def test_console_killed_while_its_servers_start_leaves_no_launcher(tmp_path: Pat
         assert not left, f"left behind after {signal.Signals(signum).name}:\n{_describe(left)}"
     finally:
         _kill(session_processes(home))
+
+
+def test_a_users_mpiexec_timeout_does_not_end_an_interactive_session(tmp_path: Path) -> None:
+    """MPIEXEC_TIMEOUT (for the user's MPI jobs) reached the session's launcher: hydra ended the
+    servers after that many seconds; gforker left them running and the console crashed in MPI's
+    end (exit 139, "Segmentation fault"). The servers' commands still see the variable."""
+    home = make_home(tmp_path / "home")
+    result = subprocess.run([MPISH, "-n", "1", "-c", "sleep 3; echo survived $MPIEXEC_TIMEOUT"],
+                            env=shell_env(home, MPIEXEC_TIMEOUT="1"), cwd=tmp_path, stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=90)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert result.stdout.decode().splitlines()[-1] == "survived 1", result.stdout
+
+
+def test_a_launcher_killed_during_the_session_ends_it_with_one_line_not_a_crash(tmp_path: Path) -> None:
+    """MPICH's finalize without its launcher crashed the console (exit 139) after the output."""
+    home = make_home(tmp_path / "home")
+    err = tmp_path / "console.err"
+    with err.open("wb") as stream:
+        proc = subprocess.Popen([MPISH, "-n", "2", "-c", "sleep 3; echo after"], env=shell_env(home),
+                                cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stream,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(command.startswith(b"sleep\0") for command in session_processes(home).values()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text(errors="replace")
+            time.sleep(0.05)
+        launchers = [pid for pid, command in session_processes(home).items()
+                     if b"mpiexec" in command.split(b"\0")[0]]
+        assert len(launchers) == 1, _describe(session_processes(home))
+        os.kill(launchers[0], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=60)
+        text = err.read_text(errors="replace")
+        assert proc.returncode == 1, text
+        assert out.decode().splitlines()[-1] == "after"  # the command's output came first, whole
+        ours = [line for line in text.splitlines() if line.startswith("mpish:")]
+        assert ours == [f"mpish: the session's MPI launcher ({launchers[0]}) is gone: ending the job"], text
+        left = _left_after(home, 30)
+        assert not left, f"left behind:\n{_describe(left)}"
+    finally:
+        kill_session(proc.pid, home)

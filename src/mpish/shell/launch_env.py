@@ -130,13 +130,18 @@ LAUNCH_NAMES = frozenset(("HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "LANGUAGE
                           "LD_PRELOAD", "OPAL_PREFIX"))
 LAUNCH_PREFIXES = ("LC_", "PYTHON", "MPISH_", "HYDRA_", "MPIEXEC_", "MPIR_CVAR_", "MPICH_", "FI_", "UCX_",
                    "OMPI_MCA_", "PRTE_MCA_", "PRTE_ALLOW_")
+# a limit the user set for MPI jobs (mpiexec ends a job after that many seconds) is not one on
+# an interactive session: its launcher ended the servers, or (gforker) left them running and the
+# console crashing in MPI's end; the servers still have it in their environment (protocol.Environ)
+NOT_FOR_LAUNCH = frozenset(("MPIEXEC_TIMEOUT",))
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def launch_environment_names(environ: Mapping[str, str]) -> list[str]:
     """The names of ``environ`` that the singleton's mpiexec is started with (LAUNCH_NAMES,
-    LAUNCH_PREFIXES); every other variable reaches the servers over the secure channel only."""
-    return sorted(name for name in environ if _NAME.fullmatch(name)
+    LAUNCH_PREFIXES, but not NOT_FOR_LAUNCH); every other variable reaches the servers over the
+    secure channel only."""
+    return sorted(name for name in environ if _NAME.fullmatch(name) and name not in NOT_FOR_LAUNCH
                   and (name in LAUNCH_NAMES or name.startswith(LAUNCH_PREFIXES)))
 
 

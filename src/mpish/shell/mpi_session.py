@@ -42,24 +42,24 @@ here (:func:`mpish.shell.admission.handshake_timeout`, ``MPISH_HANDSHAKE_TIMEOUT
 that has not completed its handshake and sent its Hello in time is left out and named
 with its host and the key it claimed (THREAT-MODEL attack 10).
 
-A server that dies: by default MPICH's launchers end every process of the job, the
-console included (gforker: SIGINT, then SIGQUIT; hydra: SIGKILL), so nothing could be
-reported. In embedded mode the singleton's launcher is therefore started through a
-wrapper, in its own session (``setsid``, so that its signals never reach the user's shell
-or script in our process group); gforker is told that the console's pid is 0 (it then
-signals only the servers, whose exit relays ignore it: ``shell/exit_relay.py``); hydra gets
-``-disable-auto-cleanup`` and tells the others with SIGUSR1, which the console keeps
-blocked and reads as a notice (:func:`failure_notice`); one *killed by a signal* made
-hydra SIGKILL every process anyway, hence the exit relay there too. Open MPI's prte
-ends the whole job when a rank dies, unless fault tolerance is on (ULFM; ``mpirun
---with-ft ulfm``): the embedded console turns it on (``shell/launch_env.py``), a
-wildcard receive then acknowledges a failure (:class:`~mpish.transport.mpi.MpiLink`), and
-the end needs no MPI_Abort (:func:`leave_failed_job`). The console also looks at its servers' pids (from
-their Hello) on this host; it reports a dead one and goes on with the others. At the
-end MPI cannot finalize with a dead rank, so the console says so in one line and ends
-the job (:func:`end_embedded_job`, or MPI_Abort under a launcher; exit status 1, bounded
-time). A server checks now and then that its console (same host) is alive, and ends its
-session if not.
+A server that dies: by default MPICH's launchers end every process of the job, the console
+included (gforker: SIGINT, then SIGQUIT; hydra: SIGKILL), so nothing could be reported. In
+embedded mode the launcher is therefore started through a wrapper, in its own session
+(``setsid``: its signals never reach the user's shell or script in our process group);
+gforker is told that the console's pid is 0 (it then signals only the servers, whose exit
+relays ignore it: ``shell/exit_relay.py``); hydra gets ``-disable-auto-cleanup`` and tells
+the others with SIGUSR1, which the console keeps blocked and reads as a notice
+(:func:`failure_notice`); one *killed by a signal* made hydra SIGKILL every process
+anyway, hence the exit relay there too. Open MPI's prte ends the whole job when a rank
+dies, unless fault tolerance is on (ULFM; ``mpirun --with-ft ulfm``): the embedded console
+turns it on (``shell/launch_env.py``), a wildcard receive then acknowledges a failure
+(:class:`~mpish.transport.mpi.MpiLink`), and the end needs no MPI_Abort
+(:func:`leave_failed_job`). The console also looks at its servers' pids (from their Hello)
+on this host; it reports a dead one and goes on with the others. At the end MPI cannot
+finalize with a dead rank, or without its launcher (MPICH's finalize then crashes), so the
+console says so in one line and ends the job (:func:`end_embedded_job`, or MPI_Abort under
+a launcher; exit status 1, bounded time). A server checks now and then that its console
+(same host) is alive, and ends its session if not.
 """
 
 
@@ -162,6 +162,9 @@ class MpiSession(Session):
         here = socket.gethostname()
         local = [peer.pid for peer in self.peers.values() if peer.pid and peer.host == here and not peer.lost]
         lost = sorted(rank for rank, peer in self.peers.items() if peer.lost)
+        if self.launcher_pid and not local_process_alive(self.launcher_pid):  # MPICH's end would crash
+            Reporter().say(f"the session's MPI launcher ({self.launcher_pid}) is gone: ending the job")
+            end_embedded_job(0, local, self.segments)
         if lost:
             ranks = ", ".join(map(str, lost))
             Reporter().say(f"rank {ranks} was lost, so MPI cannot end the job normally; aborting it")
@@ -180,13 +183,12 @@ class MpiSession(Session):
 def await_launcher_settled(servers: list[int], launcher: int, timeout: float = SETTLE_TIMEOUT) -> None:
     """Outlive the servers' exit and the launcher's handling of it (bounded by ``timeout``).
 
-    With ``-disable-auto-cleanup`` hydra reports every process exit, a clean one too,
-    to mpiexec, which answers by signalling the job's other process groups through the
-    proxy that serves the console. The proxy leaves as soon as the console's connection
-    closes: had the console ended first, mpiexec would write to a proxy already gone and
-    print "HYDU_sock_write ... Broken pipe ... process manager error waiting for
-    completion". So the console ends last: once its (local) servers are gone, it waits
-    until mpiexec and its proxies sleep, i.e. have handled every exit notice, twice in a row.
+    With ``-disable-auto-cleanup`` hydra reports every process exit, a clean one too, to
+    mpiexec, which answers by signalling the job's other process groups through the proxy
+    that serves the console, which leaves once the console's connection closes: had the
+    console ended first, mpiexec would print "HYDU_sock_write ... Broken pipe ...". So the
+    console ends last: once its (local) servers are gone, it waits until the launcher and
+    its children sleep, i.e. have handled every exit, twice in a row (gforker: the same).
     """
     deadline = time.monotonic() + timeout
     while any(local_process_alive(pid) for pid in servers) and time.monotonic() < deadline:
