@@ -149,3 +149,24 @@ def test_a_launcher_killed_during_the_session_ends_it_with_one_line_not_a_crash(
         assert not left, f"left behind:\n{_describe(left)}"
     finally:
         kill_session(proc.pid, home)
+
+
+def test_with_pmi_debug_a_lost_rank_still_ends_the_launcher(tmp_path: Path) -> None:
+    """PMI_DEBUG=1 makes MPICH start its launcher as ``mpiexec -v -pmi_args ...``: the wrapper did
+    not give gforker pid 0 for the console, and the launcher was not recognised as the session's,
+    so after a lost rank gforker stayed, orphaned, at 100% of a core."""
+    home = make_home(tmp_path / "home")
+    script = 'if [ "$MPISH_RANK" = 1 ]; then kill -9 $PPID; fi; sleep 2; echo done'
+    err = tmp_path / "console.err"
+    with err.open("wb") as stream:  # a file, not a pipe: a launcher left behind would hold a pipe open
+        result = subprocess.run([MPISH, "-n", "2", "-c", script], env=shell_env(home, PMI_DEBUG="1"),
+                                cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stream, timeout=90)
+    text = err.read_text(errors="replace")
+    assert result.returncode == 1, text
+    assert "rank 1 was lost" in text, text
+    left = _left_after(home, 30)
+    try:
+        assert not left, f"left behind:\n{_describe(left)}"
+    finally:
+        _kill(left)

@@ -109,8 +109,10 @@ def prepare_singleton() -> Path | None:
         f"{LAUNCHER_MARK}={shlex.quote(str(wrapper))}; export {LAUNCHER_MARK}",
         f"echo $$ > {shlex.quote(str(wrapper / LAUNCHER_PID_FILE))}",
     ]
-    if forker.exists():  # -pmi_args PORT INTERFACE KEY PID: the console is signalled as PID
-        lines.append('[ "$1" = -pmi_args ] && [ $# -eq 5 ] && set -- "$1" "$2" "$3" "$4" 0')
+    if forker.exists():  # [-v] -pmi_args PORT INTERFACE KEY PID: the console is signalled as PID
+        lines += ['i=0; at=0; for word; do i=$((i + 1)); [ "$word" = -pmi_args ] && at=$((i + 4)); done',
+                  'i=0; n=$#; while [ $i -lt $n ]; do word=$1; shift; i=$((i + 1)); '
+                  '[ $i -eq $at ] && word=0; set -- "$@" "$word"; done']
         lines.append(f'exec {shlex.quote(env)} -i {kept} {shlex.quote(setsid)} '
                      f'{shlex.quote(str(forker))} "$@" < /dev/null')
     else:

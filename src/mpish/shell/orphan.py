@@ -75,12 +75,14 @@ def is_proxy(pid: int) -> bool:
 
 
 def is_singleton_launcher(pid: int) -> bool:
-    """MPICH's singleton ``mpiexec -pmi_args PORT INTERFACE KEY PID``, PID being its own (hydra), or
+    """MPICH's singleton ``mpiexec [-v] -pmi_args PORT INTERFACE KEY PID``, PID being its own (hydra), or
     ``mpiexec.gforker`` with PID 0 (``shell/launch_env.py``'s wrapper: gforker signals that pid)."""
     command = [word for word in cmdline(pid) if word]
-    return len(command) >= 6 and command[1] == b"-pmi_args" and (
-        (command[0].endswith(b"mpiexec") and command[-1] == str(pid).encode())
-        or (is_forker(pid) and command[-1] == b"0"))
+    at = command.index(b"-pmi_args") if b"-pmi_args" in command else 0  # after -v with PMI_DEBUG
+    if not at or len(command) <= at + 4:
+        return False
+    return ((command[0].endswith(b"mpiexec") and command[at + 4] == str(pid).encode())
+            or (is_forker(pid) and command[at + 4] == b"0"))
 
 
 def rank_starters(launcher: int) -> list[int]:
