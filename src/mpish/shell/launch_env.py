@@ -42,6 +42,7 @@ from .orphan import (
     started_process_ended,
     watch_command,
 )
+from .pmi_port import Stdio, foreign_peer
 from .segments import (
     drop_singleton_segments,
     foreign_names_since,
@@ -187,8 +188,11 @@ class SpawnWatch:
         self.thread = threading.Thread(target=self._run, name="mpish-spawn-watch", daemon=True)
         self._wakeup: tuple[int, int] | None = None  # the pipe Python's signal handler writes to
         self._previous_wakeup = -1
+        self.stdio: Stdio | None = None  # MPICH's singleton: descriptors 0-2 as they were (pmi_port.py)
 
     def __enter__(self) -> SpawnWatch:
+        if self.wrapper is not None:
+            self.stdio = Stdio()
         read, write = os.pipe()
         os.set_blocking(write, False)
         try:
@@ -204,6 +208,10 @@ class SpawnWatch:
                  trace: TracebackType | None) -> None:
         self.done.set()
         self.thread.join()
+        if self.stdio is not None:
+            if kind is None:  # the spawn returned: through our launcher, or a stranger's servers
+                self._stranger(read_launcher_pid(self.wrapper) if self.wrapper else 0)
+            self.stdio.close()
         if self._wakeup is not None:
             signal.set_wakeup_fd(self._previous_wakeup)
             for fd in self._wakeup:
@@ -230,6 +238,8 @@ class SpawnWatch:
             if self.done.is_set():  # the spawn returned: the console takes over (a Ctrl-C included)
                 return
             launcher = launcher or (read_launcher_pid(self.wrapper) if self.wrapper else 0)
+            if self.stdio is not None:
+                self._stranger(launcher)
             if interrupted:
                 self.failed(launcher, INTERRUPTED, 130)
                 return
@@ -253,6 +263,23 @@ class SpawnWatch:
                 if not self.done.wait(SETTLE):  # the spawn did not return meanwhile after all
                     self.failed(launcher, self._ended(), 1)
                 return
+
+    def _stranger(self, launcher: int) -> None:
+        """End the start if the console's singleton PMI connection is not its launcher's
+        (``shell/pmi_port.py``): descriptors 0-2 put back, one line, no session."""
+        stranger = foreign_peer(os.getpid(), launcher)
+        if stranger and not launcher and self.wrapper is not None:  # its pid file half-written?
+            launcher = read_launcher_pid(self.wrapper)
+            stranger = foreign_peer(os.getpid(), launcher)
+        if not stranger:
+            return
+        assert self.stdio is not None
+        self.stdio.restore()
+        self.failed(launcher, f"{stranger} connected to this console's MPI start-up port (MPICH's "
+                              f"singleton PMI port, open on every address) before its launcher did, to "
+                              f"take the start over, so no session was started and your terminal is "
+                              f"yours again; run mpish again, and if this repeats, someone on this host "
+                              f"is attacking your sessions: tell its administrators", 1)
 
     def _ended(self) -> str:
         planted = foreign_names_since(self.started)
