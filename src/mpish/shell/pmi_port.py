@@ -28,6 +28,7 @@ import contextlib
 import os
 import socket
 import struct
+import time
 
 from .segments import owner
 
@@ -84,11 +85,25 @@ def _wildcard(address: tuple[str, int]) -> bool:
     return address[0] in ("0.0.0.0", "::")  # noqa: S104 (read, not bound)
 
 
-def foreign_peer(console: int, launcher: int) -> str:
+def foreign_peer(console: int, launcher: int, looks: int = 3) -> str:
     """Who holds the other end of ``console``'s connection on its singleton PMI port, if that
     is not ``launcher`` (0: not started yet, so any connection is foreign); "" if there is
     none yet or it is the launcher's. The port is the console's listening socket on the
-    wildcard address (its transports listen on loopback only: ``launch_env.LOOPBACK``)."""
+    wildcard address (its transports listen on loopback only: ``launch_env.LOOPBACK``).
+    A stranger is named only if ``looks`` reads of the socket table, 5 ms apart, agree: the
+    kernel writes /proc/net/tcp in pieces, and a read while sockets come and go can miss a
+    line (measured: the launcher's own socket, once in about 20 starts)."""
+    verdict = ""
+    for look in range(looks):
+        if look:
+            time.sleep(0.005)
+        verdict = _peer(console, launcher)
+        if not verdict:
+            return ""
+    return verdict
+
+
+def _peer(console: int, launcher: int) -> str:
     table = tcp_sockets()
     mine = [table[inode] for inode in socket_inodes(console) if inode in table]
     ports = {entry.local[1] for entry in mine if entry.state == LISTEN and _wildcard(entry.local)}
