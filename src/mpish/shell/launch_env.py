@@ -208,9 +208,8 @@ class SpawnWatch:
                  trace: TracebackType | None) -> None:
         self.done.set()
         self.thread.join()
-        if self.stdio is not None:
-            if kind is None:  # the spawn returned: through our launcher, or a stranger's servers
-                self._stranger(read_launcher_pid(self.wrapper) if self.wrapper else 0)
+        if self.stdio is not None:  # the spawn returned or failed: through our launcher, or a stranger?
+            self._stranger(read_launcher_pid(self.wrapper) if self.wrapper else 0)
             self.stdio.close()
         if self._wakeup is not None:
             signal.set_wakeup_fd(self._previous_wakeup)
@@ -267,14 +266,17 @@ class SpawnWatch:
     def _stranger(self, launcher: int) -> None:
         """End the start if the console's singleton PMI connection is not its launcher's
         (``shell/pmi_port.py``): descriptors 0-2 put back, one line, no session."""
+        assert self.stdio is not None
+        replaced = self.stdio.restore()  # MPICH's launchers answer stdio=no: a stranger asked for them
         stranger = foreign_peer(os.getpid(), launcher)
         if stranger and not launcher and self.wrapper is not None:  # its pid file half-written?
             launcher = read_launcher_pid(self.wrapper)
             stranger = foreign_peer(os.getpid(), launcher)
+        if replaced and not stranger:
+            stranger = "a process that was not its launcher (it took the console's stdin, stdout and stderr)"
         if not stranger:
             return
-        assert self.stdio is not None
-        self.stdio.restore()
+        self.stdio.take_back()
         self.failed(launcher, f"{stranger} connected to this console's MPI start-up port (MPICH's "
                               f"singleton PMI port, open on every address) before its launcher did, to "
                               f"take the start over, so no session was started and your terminal is "

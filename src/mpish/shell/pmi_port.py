@@ -16,10 +16,13 @@ What it does instead: while the spawn runs, the console's start-up watch
 (:class:`~mpish.shell.launch_env.SpawnWatch`) asks :func:`foreign_peer` whether the
 connection the console holds on that port comes from its own launcher (the socket at the
 other end is one of the launcher's descriptors, found through ``/proc/net/tcp`` and
-``/proc/PID/fd``). If it does not, the console's own descriptors 0-2 are put back
-(:class:`Stdio`) and the start ends at once with one line naming the stranger: no
-session starts (the servers the stranger could have made start would have failed mpish's
-key admission anyway), and the user is told, instead of a 20 s wait in silence.
+``/proc/PID/fd``), and whether descriptors 0-2 are still what they were (MPICH's
+launchers answer ``stdio=no``). If not, the listening socket is shut down (MPICH accepts
+nothing more), the console's descriptors 0-2 are put back and its message goes to a copy
+of stderr taken before the spawn (:class:`Stdio`), and the start ends at once with one line
+naming the stranger: no session starts (the servers the stranger could have made start
+would have failed mpish's key admission anyway), and the user is told, instead of a 20 s
+wait in silence. The launcher, refused, may add a line of its own ("Unexpected cmd").
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ import contextlib
 import os
 import socket
 import struct
+import sys
 import time
 
 from .segments import owner
 
-LISTEN, ESTABLISHED = "0A", "01"
+LISTEN, ESTABLISHED, CLOSE_WAIT = "0A", "01", "08"
 
 
 class Socket:
@@ -107,7 +111,8 @@ def _peer(console: int, launcher: int) -> str:
     table = tcp_sockets()
     mine = [table[inode] for inode in socket_inodes(console) if inode in table]
     ports = {entry.local[1] for entry in mine if entry.state == LISTEN and _wildcard(entry.local)}
-    accepted = [entry for entry in mine if entry.state == ESTABLISHED and entry.local[1] in ports]
+    accepted = [entry for entry in mine
+                if entry.state in (ESTABLISHED, CLOSE_WAIT) and entry.local[1] in ports]
     if not accepted:
         return ""
     ours = socket_inodes(launcher) if launcher else set()
@@ -115,6 +120,8 @@ def _peer(console: int, launcher: int) -> str:
         peers = [other for other in table.values()
                  if other.local == entry.remote and other.remote == entry.local]
         if not peers:
+            if entry.state == CLOSE_WAIT:  # closed by the other end, now gone: whoever it was
+                continue
             return f"a process at {entry.remote[0]} port {entry.remote[1]} (not of this host's)"
         peer = peers[0]
         if peer.inode not in ours:
@@ -150,6 +157,27 @@ class Stdio:
                     os.dup2(copy, fd)
                     replaced = True
         return replaced
+
+    def take_back(self) -> None:
+        """After a stranger was found: stop MPICH from accepting any more of its connections
+        (the listening socket shut down: its ``accept`` fails), put 0-2 back, and send what
+        Python writes to stderr to the saved copy, which no late ``dup2`` of MPICH's can
+        replace. The process is about to end."""
+        table = tcp_sockets()
+        with contextlib.suppress(OSError):
+            for name in os.listdir("/proc/self/fd"):
+                with contextlib.suppress(OSError, ValueError):
+                    target = os.readlink(f"/proc/self/fd/{name}")
+                    entry = table.get(int(target[8:-1])) if target.startswith("socket:[") else None
+                    if entry is not None and entry.state == LISTEN and _wildcard(entry.local):
+                        with socket.socket(fileno=os.dup(int(name))) as listener:
+                            listener.shutdown(socket.SHUT_RDWR)
+        self.restore()
+        for fd, copy, _ in self.saved:
+            if fd == 2:
+                with contextlib.suppress(OSError):
+                    sys.stderr = open(os.dup(copy), "w", encoding=sys.stderr.encoding,  # noqa: SIM115
+                                      errors="backslashreplace", closefd=True)
 
     def close(self) -> None:
         for _, copy, _ in self.saved:
