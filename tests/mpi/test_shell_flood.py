@@ -111,3 +111,39 @@ def test_grouped_output_below_the_gather_limit_is_gathered_as_before(tmp_path: P
     assert done.returncode == 0, done.stderr
     assert done.stdout == "---------------\n@1-2 (2)\n---------------\n1\n2\n3\n", done.stdout
     assert done.stderr == "@1-2: oops\n", done.stderr
+
+
+@pytest.mark.parametrize("mode", [[], ["-L"]])
+def test_ctrl_c_on_a_terminal_ends_a_one_shot_command_while_its_gathered_output_is_being_shown(
+    tmp_path: Path, mode: list[str]
+) -> None:
+    """``mpish -n 2 -c yes`` at a terminal: past the gather limit what was gathered is shown as
+    labelled lines before the rest flows, and that display never looked at the keyboard in -c
+    mode (only the interactive console's did): Ctrl-C did nothing until 64 MiB had been written
+    to the terminal (a minute and more there). Here the limit is 8 MiB and the screen is read
+    only once the display began: after the Ctrl-C, far less than what was gathered comes."""
+    import pexpect
+
+    env = shell_env(make_home(tmp_path / "home"))
+    word = f"flood-{tmp_path.name}"
+    child = pexpect.spawn(MPISH, ["-n", "2", "--gather-limit", "8", *mode, "-c", f"yes {word}"], env=env,
+                          cwd=str(tmp_path), timeout=60, dimensions=(50, 250))
+    try:
+        child.expect(b"more than 8 MiB of output gathered")
+        child.sendcontrol("c")
+        after = 0
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                after += len(child.read_nonblocking(65536, timeout=30))
+            except pexpect.EOF:
+                break
+        child.close()
+        assert child.exitstatus is not None or child.signalstatus is not None
+        assert after < (4 << 20), f"{after} bytes shown after the Ctrl-C"
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+        for pid in _processes(f"yes {word}"):
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)

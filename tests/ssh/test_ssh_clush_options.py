@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -310,6 +311,39 @@ def test_an_endless_grouped_command_gives_way_to_labelled_lines_so_head_ends_it(
     assert len(shown) == 2 and all(line in (f"host1: {word}", f"host2: {word}") for line in shown), shown
     assert done.stderr.count("more than 1 MiB of output gathered") == 1, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_ctrl_c_on_a_terminal_ends_a_one_shot_command_while_its_gathered_output_is_being_shown(
+    sshd: SshServer,
+) -> None:
+    """As ``mpish -n 2 -c yes`` (tests/mpi/test_shell_flood.py): the display of what was gathered,
+    past the gather limit, did not look at the keyboard in mpish ssh's -c mode."""
+    import pexpect
+
+    word = f"flood{os.getpid()}c"
+    argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", sys.executable,
+            "--gather-limit", "8", "host[1-2]", "-c", f"yes {word}"]
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
+    child = pexpect.spawn(sys.executable, argv, env=env, timeout=60, dimensions=(50, 250))
+    try:
+        child.expect(b"more than 8 MiB of output gathered")
+        child.sendcontrol("c")
+        after = 0
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                after += len(child.read_nonblocking(65536, timeout=30))
+            except pexpect.EOF:
+                break
+        child.close()
+        assert after < (4 << 20), f"{after} bytes shown after the Ctrl-C"
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+        found = subprocess.run(["pgrep", "-f", f"^yes {word}$"], capture_output=True, text=True, check=False)
+        for pid in found.stdout.split():
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
 
 
 def test_b_with_one_host_prints_its_header_as_clush_does(sshd: SshServer) -> None:

@@ -12,7 +12,16 @@ from typing import Any
 from mpish import report
 from mpish.wire.errors import MpishError, TransportBroken
 
-from .grouping import COLOR_CHOICES, STDOUT_CLOSED, PipeGuard, Style, make_sink, set_color, status_lines
+from .grouping import (
+    COLOR_CHOICES,
+    STDOUT_CLOSED,
+    GroupedSink,
+    PipeGuard,
+    Style,
+    make_sink,
+    set_color,
+    status_lines,
+)
 from .session import Terminated
 
 
@@ -220,11 +229,14 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
     style = Style.for_stream(sys.stdout)
     mode = OutputMode.from_args(args)
     names = RankHostNames(console.hosts) if mode.by_host else RankNames()
-    sink = PipeGuard(make_sink(mode, len(ranks), out, err, style, names))
+    made = make_sink(mode, len(ranks), out, err, style, names)
+    sink = PipeGuard(made)
     from .keyboard import InterruptKeys
 
     with InterruptKeys() as keys:
         console.interrupt_key = keys.pressed
+        if isinstance(made, GroupedSink):  # Ctrl-C also ends a long display of what was gathered
+            made.stop = keys.pressed
         results = console.run(args.command, ranks, sink,
                               stdin=stdin_to_send(getattr(args, "nostdin", False)))
     if sink.closed:  # stdout's reader left (| head): the command was interrupted; quiet, as yes | head

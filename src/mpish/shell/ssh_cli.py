@@ -159,7 +159,15 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     session = _start(options, hosts, first_run, report_losses=options.mode.kind == "json")
     from mpish.shell.app import stdin_to_send
     from mpish.shell.console import Console
-    from mpish.shell.grouping import STDOUT_CLOSED, JsonSink, PipeGuard, Style, make_sink, status_lines
+    from mpish.shell.grouping import (
+        STDOUT_CLOSED,
+        GroupedSink,
+        JsonSink,
+        PipeGuard,
+        Style,
+        make_sink,
+        status_lines,
+    )
     from mpish.shell.keyboard import InterruptKeys
 
     names = host_names(hosts, session)
@@ -184,6 +192,8 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         try:
             with InterruptKeys() as keys:
                 console.interrupt_key = keys.pressed
+                if isinstance(sink, GroupedSink):  # Ctrl-C also ends a long display of what was gathered
+                    sink.stop = keys.pressed
                 console.run(command, list(session.peers), guard, stdin=stdin[0] if stdin else
                             stdin_to_send(options.nostdin), fanout=options.fanout,
                             sent=session.sent_first, early=session.early)
