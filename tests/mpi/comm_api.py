@@ -216,6 +216,7 @@ def check_collectives(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
 
 def check_derived(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
     r = c.rank
+    assert c.Get_name() == c.name == MPI.COMM_WORLD.Get_name() == "MPI_COMM_WORLD"  # the wrapped one's
     d = c.Dup()
     assert isinstance(d, mpish.comm.SecureComm) and d.size == c.size
     assert d.allreduce(r) == raw.allreduce(r)

@@ -502,5 +502,6 @@ def secure(
         raise AuthenticationError("secure(): this rank got no job secret")
     keys = CommSecret(name, secret, job, p2p.Get_rank(), p2p.Get_size())
     comms = (p2p, comm.Dup(), comm.Dup(), comm.Dup())
+    p2p.Set_name(comm.Get_name())  # secure(COMM_WORLD).Get_name() is "MPI_COMM_WORLD", as a drop-in
     guard_threads()  # before the first secure communicator exists (handles.py: threads)
     return SecureComm(comms, keys, Stats(strict=strict, on_reject=on_reject))
