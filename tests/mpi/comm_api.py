@@ -217,6 +217,24 @@ def check_collectives(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
 def check_derived(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
     r = c.rank
     assert c.Get_name() == c.name == MPI.COMM_WORLD.Get_name() == "MPI_COMM_WORLD"  # the wrapped one's
+    assert c.Get_attr(MPI.TAG_UB) == raw.Get_attr(MPI.TAG_UB) > 0  # local queries, as the raw comm
+    assert c.Get_errhandler() == raw.Get_errhandler()
+    top = c.Get_attr(MPI.TAG_UB)  # every tag up to it travels
+    request = c.isend(("top tag", r), (r + 1) % c.size, top)  # not send: to itself at -n 1 (MPICH)
+    assert c.recv(None, (r - 1) % c.size, top) == ("top tag", (r - 1) % c.size)
+    request.wait()
+    keyval = MPI.Comm.Create_keyval()
+    c.Set_attr(keyval, "mine")
+    assert c.Get_attr(keyval) == "mine"
+    c.Delete_attr(keyval)
+    assert c.Get_attr(keyval) is None
+    MPI.Comm.Free_keyval(keyval)
+    try:
+        c.Set_errhandler(MPI.ERRORS_ARE_FATAL)
+    except mpish.comm.Unsupported:
+        pass
+    else:
+        raise AssertionError("Set_errhandler must stay unsupported (a forged message would end the job)")
     d = c.Dup()
     assert isinstance(d, mpish.comm.SecureComm) and d.size == c.size
     assert d.allreduce(r) == raw.allreduce(r)

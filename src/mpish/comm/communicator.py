@@ -26,6 +26,7 @@ from .messages import SecureMessage
 from .nonblocking import NonBlocking
 from .requests import PersistentRequest, SecureRequest
 from .secret import LANES, CommSecret
+from .settings import LocalSettings
 from .synchronous import Acks, issend, ssend
 
 _EMPTY = memoryview(b"")
@@ -33,7 +34,7 @@ _NO_BUFFER = object()
 _KEPT = PLAIN_BUFFERS - {bytes, bytearray, memoryview}  # numpy's ndarray, if numpy is installed
 
 
-class SecureComm(NonBlocking):
+class SecureComm(LocalSettings, NonBlocking):
     """An authenticated, encrypted intracommunicator with mpi4py's methods (see the package doc).
 
     Build one with :func:`mpish.secure`.
@@ -109,28 +110,6 @@ class SecureComm(NonBlocking):
     is_inter = property(Is_inter)
     is_intra = property(Is_intra)
     group = property(Get_group)
-
-    def Get_topology(self) -> int:
-        return int(MPI.UNDEFINED)
-
-    topology = property(Get_topology)
-
-    def Get_info(self) -> Any:
-        return self._comms[0].Get_info()
-
-    def Set_info(self, info: Any) -> None:
-        for comm in self._comms:
-            comm.Set_info(info)
-
-    info = property(Get_info, Set_info)
-
-    def Get_name(self) -> str:
-        return str(self._comms[0].Get_name())
-
-    def Set_name(self, name: str) -> None:
-        self._comms[0].Set_name(name)
-
-    name = property(Get_name, Set_name)
 
     def Attach_buffer(self, buf: Any) -> None:
         """Accepted and kept for Detach_buffer: Bsend is a standard send here (it never needs it)."""

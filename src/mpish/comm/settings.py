@@ -1,0 +1,56 @@
+"""SecureComm's local settings and queries: nothing crosses the network, so nothing to protect.
+
+Each is answered by the internal duplicate that carries the point-to-point records
+(``_comms[0]``), which has the wrapped communicator's name (``setup.py``) and MPI's
+predefined attributes (``TAG_UB``: every tag up to it is usable, each record carries its
+tag in its authenticated header). The error handler is read, not set: mpish relies on MPI's
+errors being returned (an oversized forged message is an ``ERR_TRUNCATE`` it drops), so
+``Set_errhandler`` stays unsupported rather than let ``ERRORS_ARE_FATAL`` turn a forged
+message into the end of the job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mpi4py import MPI
+
+
+class LocalSettings:
+    """Topology, info, name, attributes and error handler of a SecureComm (a mixin)."""
+
+    _comms: tuple[Any, Any, Any, Any]
+
+    def Get_topology(self) -> int:
+        return int(MPI.UNDEFINED)
+
+    topology = property(Get_topology)
+
+    def Get_info(self) -> Any:
+        return self._comms[0].Get_info()
+
+    def Set_info(self, info: Any) -> None:
+        for comm in self._comms:
+            comm.Set_info(info)
+
+    info = property(Get_info, Set_info)
+
+    def Get_attr(self, keyval: int) -> Any:
+        return self._comms[0].Get_attr(keyval)
+
+    def Set_attr(self, keyval: int, attrval: Any) -> None:
+        self._comms[0].Set_attr(keyval, attrval)
+
+    def Delete_attr(self, keyval: int) -> None:
+        self._comms[0].Delete_attr(keyval)
+
+    def Get_errhandler(self) -> Any:
+        return self._comms[0].Get_errhandler()
+
+    def Get_name(self) -> str:
+        return str(self._comms[0].Get_name())
+
+    def Set_name(self, name: str) -> None:
+        self._comms[0].Set_name(name)
+
+    name = property(Get_name, Set_name)
