@@ -42,6 +42,17 @@ def test_ctrl_c_interrupts_a_command_flooding_output_and_the_prompt_returns(
     assert "not-reached" not in screen
 
 
+def test_a_long_display_of_gathered_output_says_that_ctrl_c_stops_it(person: Person) -> None:
+    """Ctrl-C of a flood at the console: megabytes gathered before the key were then shown for
+    20-50 s at a slow terminal, with no word that a second Ctrl-C ends that display."""
+    person.prompt()
+    person.type("yes | head -c 3000000")
+    person.child.expect(r"mpish: [\d.]+ MiB of output gathered; showing it \(Ctrl-C stops it\)", timeout=60)
+    person.child.expect(r"#>", timeout=60, searchwindowsize=4096)
+    screen = person.run("echo after-$MPISH_RANK")
+    assert "after-1" in screen and "after-2" in screen, screen
+
+
 def _processes(pattern: str) -> list[str]:
     found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
     return found.stdout.split()

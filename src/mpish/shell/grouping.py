@@ -99,6 +99,7 @@ def report_error(err: IO[bytes], host: str, error: str, style: Style) -> None:
 
 
 SHOW_PIECE = 1 << 16  # gathered output is shown in pieces this big, Ctrl-C checked between them
+SHOW_NOTICE = 1 << 20  # gathered output at least this big is announced at a terminal (Ctrl-C stops it)
 
 
 class _Stopped(Exception):
@@ -107,6 +108,11 @@ class _Stopped(Exception):
 
 def _never() -> bool:
     return False
+
+
+def _at_terminal() -> bool:
+    """The process's stdout and stderr are a terminal (the console's sys.stdout may be a proxy)."""
+    return os.isatty(1) and os.isatty(2)
 
 
 class _Spool:
@@ -306,6 +312,11 @@ class GroupedSink(_TerminalSink):
 
     def _show(self) -> None:
         self.out.flush()
+        if self.stop is not _never and self.gathered >= SHOW_NOTICE and _at_terminal():
+            size = self.gathered / 2**20
+            notice = f"mpish: {size:.1f} MiB of output gathered; showing it (Ctrl-C stops it)"
+            self.err.write(self.style.error(notice).encode() + b"\n")
+            self.err.flush()
         if self.lines:
             self._finish_lines()
         else:
