@@ -382,6 +382,13 @@ def check_unsupported(c: mpish.comm.SecureComm) -> None:
             assert name in str(exc) and isinstance(exc, AttributeError)
         else:
             raise AssertionError(f"{name} did not raise NotImplementedError")
+    for send in (c.Send, MPI.COMM_WORLD.Send):  # not a buffer at all: a TypeError, as mpi4py's
+        try:
+            send("not a buffer", c.rank, 3)
+        except TypeError as exc:
+            assert not isinstance(exc, NotImplementedError), exc
+        else:
+            raise AssertionError("Send of a str did not raise TypeError")
     ok(c, "unsupported")
 
 

@@ -187,6 +187,10 @@ def _host_view(buf: Any) -> tuple[memoryview, str | None]:
     try:
         view = memoryview(MPI.buffer(buf))  # type: ignore[arg-type]  # the stub lacks __buffer__
     except Exception:
+        if not any(hasattr(buf, name) for name in ("__dlpack__", "__cuda_array_interface__")):
+            raise TypeError(  # not a buffer at all (a str, say): mpi4py's TypeError too
+                f"message: expecting a buffer or a list [buf, count, datatype], not {type(buf).__name__}"
+            ) from None
         raise Unsupported(
             f"mpish.secure supports host-memory buffers only, not {type(buf).__name__}"
         ) from None
