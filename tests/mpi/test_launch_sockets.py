@@ -9,6 +9,7 @@ import os
 import socket
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -157,3 +158,31 @@ def test_a_spawned_servers_commands_see_the_users_environment_exactly(tmp_path: 
         assert not missing, missing  # (the MPI launcher's own variables are not the user's, as before)
         changed = {k: (v, seen[k]) for k, v in env.items() if seen.get(k, v) != v and k not in mpish_own}
         assert not changed, changed
+
+
+@pytest.mark.skipif(MPI.name == "openmpi", reason="MPICH's singleton launcher")
+def test_without_gforker_a_session_starts_under_hydra_as_before(tmp_path: Path) -> None:
+    """An MPICH with no mpiexec.gforker beside its Python (a plain build: hydra only) falls back
+    to hydra. There hydra's proxy, not mpiexec, connects to the console's singleton port, and the
+    check of whose that connection is (shell/pmi_port.py) named it a stranger: no start at all.
+    The MPICH here is played by a copy of this virtual environment without gforker."""
+    real = Path(sys.executable).parent.parent
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "lib").symlink_to(real / "lib")
+    (venv / "pyvenv.cfg").write_text((real / "pyvenv.cfg").read_text())
+    for name in os.listdir(real / "bin"):
+        if name != "mpiexec.gforker":
+            target = real / "bin" / name
+            python_itself = name.startswith("python")
+            (venv / "bin" / name).symlink_to(os.path.realpath(target) if python_itself else target)
+    python = venv / "bin" / "python"
+    home = make_home(tmp_path / "home")
+    above = "p=$$; for step in 1 2 3; do p=$(ps -o ppid= -p $p | tr -d ' '); done; ps -o comm= -p $p"
+    result = subprocess.run([str(python), "-m", "mpish", "-n", "2", "-c", f"echo ran; {above}"],
+                            env=shell_env(home), cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True,
+                            timeout=120)
+    text = result.stderr.decode(errors="replace")
+    assert result.returncode == 0, text
+    assert "connected to this console's MPI start-up port" not in text, text
+    assert result.stdout.decode().splitlines()[-2:] == ["ran", "hydra_pmi_proxy"], result.stdout

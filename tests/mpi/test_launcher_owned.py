@@ -165,6 +165,7 @@ def test_with_pmi_debug_a_lost_rank_still_ends_the_launcher(tmp_path: Path) -> N
     text = err.read_text(errors="replace")
     assert result.returncode == 1, text
     assert "rank 1 was lost" in text, text
+    assert "Starting mpiexec with" in text, text  # MPICH's PMI_DEBUG line: its launcher did get -v
     left = _left_after(home, 30)
     try:
         assert not left, f"left behind:\n{_describe(left)}"

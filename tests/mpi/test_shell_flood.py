@@ -150,7 +150,6 @@ def test_ctrl_c_on_a_terminal_ends_a_one_shot_command_while_its_gathered_output_
             except pexpect.EOF:
                 break
         child.close()
-        assert child.exitstatus is not None or child.signalstatus is not None
         assert after < (4 << 20), f"{after} bytes shown after the Ctrl-C"
     finally:
         if child.isalive():

@@ -25,6 +25,7 @@ def test_a_lost_servers_pid_is_never_signalled_at_the_end(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(mpi_session, "end_embedded_job", end)
     monkeypatch.setattr(mpi_session.Reporter, "say", lambda self, text: None)
+    monkeypatch.setattr(mpi_session, "local_process_alive", lambda pid: True)  # launcher 99 is up
     here = socket.gethostname()
     peers = {
         1: Peer(1, None, here, pid=4101),  # type: ignore[arg-type]

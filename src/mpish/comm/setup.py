@@ -480,6 +480,9 @@ def secure(
     if name.pattern.name != "KK":
         raise LocalProtocolError(f"secure(comm) runs Noise KK handshakes, not {name.pattern.name}")
     p2p = comm.Dup()
+    # errors returned, whatever the wrapped communicator's handler (a Dup inherits it): a forged
+    # oversized message is an ERR_TRUNCATE that mpish drops, never the end of the job
+    p2p.Set_errhandler(MPI.ERRORS_RETURN)
     outcome = _Outcome()
     local_error: BaseException | None = None
     try:
@@ -503,5 +506,7 @@ def secure(
     keys = CommSecret(name, secret, job, p2p.Get_rank(), p2p.Get_size())
     comms = (p2p, comm.Dup(), comm.Dup(), comm.Dup())
     p2p.Set_name(comm.Get_name())  # secure(COMM_WORLD).Get_name() is "MPI_COMM_WORLD", as a drop-in
+    for internal in comms[1:]:
+        internal.Set_errhandler(MPI.ERRORS_RETURN)
     guard_threads()  # before the first secure communicator exists (handles.py: threads)
     return SecureComm(comms, keys, Stats(strict=strict, on_reject=on_reject))

@@ -241,9 +241,11 @@ class Console:
     def _show_output(self, payload: tuple[int, Output]) -> None:
         rank, output = payload
         run = self._run
-        if run is not None and not run.in_flight_at_interrupt(rank, len(output.data)):
-            run.sink.output(rank, output.stream, output.data)
-        self._consumed(rank, len(output.data))
+        try:
+            if run is not None and not run.in_flight_at_interrupt(rank, len(output.data)):
+                run.sink.output(rank, output.stream, output.data)  # may raise KeyboardInterrupt (Ctrl-C)
+        finally:  # credited in any case: a chunk uncredited would shrink the server's window for good
+            self._consumed(rank, len(output.data))
 
     def _signalled(self, payload: tuple[int, p.Signalled]) -> None:
         rank, message = payload

@@ -111,8 +111,9 @@ def _never() -> bool:
 
 
 def _at_terminal() -> bool:
-    """The process's stdout and stderr are a terminal (the console's sys.stdout may be a proxy)."""
-    return os.isatty(1) and os.isatty(2)
+    """The process's stdin, stdout and stderr are a terminal (the console's sys.stdout may be a
+    proxy; without a terminal on stdin no Ctrl-C key is read, the signal ends mpish instead)."""
+    return os.isatty(0) and os.isatty(1) and os.isatty(2)
 
 
 class _Spool:

@@ -56,6 +56,7 @@ LAUNCHER_PID_FILE = "launcher.pid"
 LAUNCHER_MARK = "MPISH_LAUNCHER_DIR"  # in the launcher's environment: the wrapper it was started by
 LAUNCHER_GRACE = 4.0  # seconds the launcher of a console that died gets to end by itself (> ORPHAN_GRACE)
 SPAWN_POLL = 0.02  # the console's look at its launcher while MPI spawns the servers
+STRANGER_EVERY = 5  # polls between two looks at whose is the console's PMI connection (pmi_port.py)
 SETTLE = 0.3  # after a server ended at start-up: time for its last words to pass the launcher
 SPAWN_STEPS = 4  # the spawn's time limit, in start-up steps (-t): the servers' Python, MPI_Init, launcher
 INTERRUPTED = "interrupted while the shell servers started, so there is no session"
@@ -230,14 +231,15 @@ class SpawnWatch:
             return False
 
     def _run(self) -> None:
-        launcher = 0
+        launcher = looks = 0
         deadline = time.monotonic() + self.limit
         while not self.done.is_set():
             interrupted = self._interrupted(SPAWN_POLL)
             if self.done.is_set():  # the spawn returned: the console takes over (a Ctrl-C included)
                 return
             launcher = launcher or (read_launcher_pid(self.wrapper) if self.wrapper else 0)
-            if self.stdio is not None:
+            looks += 1
+            if self.stdio is not None and looks % STRANGER_EVERY == 0:  # reads the whole socket table
                 self._stranger(launcher)
             if interrupted:
                 self.failed(launcher, INTERRUPTED, 130)

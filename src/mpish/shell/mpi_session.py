@@ -80,7 +80,7 @@ from mpish import keys
 from mpish.report import Diagnostics, Reporter
 from mpish.transport.mpi import Backoff, MpiLink, discard, mpi, proc_failed_classes
 from mpish.transport.procfs import alive as local_process_alive
-from mpish.transport.procfs import children, cmdline, parent, proc_state
+from mpish.transport.procfs import children, cmdline, parent, proc_state, signal_if
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import MpishError, TransportBroken
 from mpish.wire.text import escape
@@ -219,9 +219,9 @@ def end_embedded_job(launcher: int, servers: list[int], known: list[Segment]) ->
         for pid in (*children(launcher), launcher):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-    for pid in servers:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+    for pid in servers:  # each only if still a server (a reused pid is spared)
+        signal_if(pid, lambda candidate: b"mpish.shell.mpi_server" in b" ".join(cmdline(candidate)),
+                  signal.SIGKILL)
     remove_ours(segments)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -17,9 +17,9 @@ What it does instead: while the spawn runs, the console's start-up watch
 connection the console holds on that port comes from its own launcher (the socket at the
 other end is one of the launcher's descriptors, found through ``/proc/net/tcp`` and
 ``/proc/PID/fd``), and whether descriptors 0-2 are still what they were (MPICH's
-launchers answer ``stdio=no``). If not, the listening socket is shut down (MPICH accepts
-nothing more), the console's descriptors 0-2 are put back and its message goes to a copy
-of stderr taken before the spawn (:class:`Stdio`), and the start ends at once with one line
+launchers answer ``stdio=no``). If not, the console's descriptors 0-2 are put back and
+its message goes to a copy of stderr taken before the spawn (:class:`Stdio`: MPICH may
+still ``dup2`` the stranger's connections over them meanwhile), and the start ends at once with one line
 naming the stranger: no session starts (the servers the stranger could have made start
 would have failed mpish's key admission anyway), and the user is told, instead of a 20 s
 wait in silence. The launcher, refused, may add a line of its own ("Unexpected cmd").
@@ -28,11 +28,14 @@ wait in silence. The launcher, refused, may add a line of its own ("Unexpected c
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 import struct
 import sys
 import time
+
+from mpish.transport.procfs import descendants
 
 from .segments import owner
 
@@ -55,7 +58,9 @@ def _address(text: str) -> tuple[str, int]:
     if len(data) == 4:
         return socket.inet_ntop(socket.AF_INET, struct.pack("<I", int(raw, 16))), int(port, 16)
     words = struct.unpack("<4I", data)  # four host-order words
-    return socket.inet_ntop(socket.AF_INET6, struct.pack(">4I", *words)), int(port, 16)
+    address = ipaddress.IPv6Address(struct.pack(">4I", *words))
+    mapped = address.ipv4_mapped  # ::ffff:a.b.c.d: the IPv4 peer's line says a.b.c.d
+    return str(mapped) if mapped is not None else str(address), int(port, 16)
 
 
 def tcp_sockets() -> dict[int, Socket]:
@@ -115,12 +120,16 @@ def _peer(console: int, launcher: int) -> str:
                 if entry.state in (ESTABLISHED, CLOSE_WAIT) and entry.local[1] in ports]
     if not accepted:
         return ""
-    ours = socket_inodes(launcher) if launcher else set()
+    ours: set[int] = set()  # the launcher's and its children's (hydra's proxy is the one that connects)
+    for pid in [launcher, *descendants(launcher)] if launcher else []:
+        ours |= socket_inodes(pid)
     for entry in accepted:
         peers = [other for other in table.values()
                  if other.local == entry.remote and other.remote == entry.local]
         if not peers:
-            if entry.state == CLOSE_WAIT:  # closed by the other end, now gone: whoever it was
+            # closed by the other end and gone, or a line the read missed (a loopback peer is
+            # always in this host's table): nothing to say yet; the next look decides
+            if entry.state == CLOSE_WAIT or ipaddress.ip_address(entry.remote[0]).is_loopback:
                 continue
             return f"a process at {entry.remote[0]} port {entry.remote[1]} (not of this host's)"
         peer = peers[0]
@@ -159,19 +168,11 @@ class Stdio:
         return replaced
 
     def take_back(self) -> None:
-        """After a stranger was found: stop MPICH from accepting any more of its connections
-        (the listening socket shut down: its ``accept`` fails), put 0-2 back, and send what
-        Python writes to stderr to the saved copy, which no late ``dup2`` of MPICH's can
-        replace. The process is about to end."""
-        table = tcp_sockets()
-        with contextlib.suppress(OSError):
-            for name in os.listdir("/proc/self/fd"):
-                with contextlib.suppress(OSError, ValueError):
-                    target = os.readlink(f"/proc/self/fd/{name}")
-                    entry = table.get(int(target[8:-1])) if target.startswith("socket:[") else None
-                    if entry is not None and entry.state == LISTEN and _wildcard(entry.local):
-                        with socket.socket(fileno=os.dup(int(name))) as listener:
-                            listener.shutdown(socket.SHUT_RDWR)
+        """After a stranger was found: put 0-2 back, and send what Python writes to stderr to
+        the saved copy, which no late ``dup2`` of MPICH's (still accepting the stranger's
+        stdio connections in the main thread) can replace. The process is about to end. The
+        listening socket is left alone: MPICH exits (status 255, its own words) on an accept
+        that fails, which would race the console's line."""
         self.restore()
         for fd, copy, _ in self.saved:
             if fd == 2:
