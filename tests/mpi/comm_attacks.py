@@ -7,6 +7,7 @@ at the end; any failure aborts the job. ``sys.argv[1]`` is the marker file a mal
 pickle would create if it were ever unpickled.
 """
 
+# ruff: noqa: E402 (mpi4py's rc must be set before MPI is imported, by this module or another)
 from __future__ import annotations
 
 import os
@@ -15,7 +16,10 @@ import struct
 import sys
 import time
 
+import mpi4py
 import numpy as np
+
+mpi4py.rc.errors = "fatal"  # every communicator mpi4py makes (Dup too) gets MPI's fatal handler
 from mpi4py import MPI
 from mpi_main import run
 
@@ -383,7 +387,13 @@ def victim_acks(c: SecureComm) -> None:
 
 def main() -> None:
     assert WORLD.Get_size() == 2, "run with mpiexec -n 2"
-    c = mpish.secure(WORLD, on_reject=REJECTED.append)
+    # Errors are fatal here (a program's choice: mpi4py.rc.errors above, and the wrapped
+    # communicator's own handler): the internal duplicates would have them too, and the oversized
+    # message below (an ERR_TRUNCATE mpish drops) would end the job; secure() returns errors on
+    # its own communicators whatever the program chose.
+    wrapped = WORLD.Dup()
+    wrapped.Set_errhandler(MPI.ERRORS_ARE_FATAL)
+    c = mpish.secure(wrapped, on_reject=REJECTED.append)
     if c.rank == 0:
         attacker(c)
     else:
@@ -393,6 +403,7 @@ def main() -> None:
     if c.rank == 1:
         print("ALL OK", flush=True)
     c.Free()
+    wrapped.Free()
 
 
 if __name__ == "__main__":
