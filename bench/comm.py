@@ -42,9 +42,11 @@ through mpi4py's pickle-based ``send``/``recv``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -431,6 +433,7 @@ def driver(rounds: int) -> None:
         from mpish.keys import ensure_identity
 
         home = tempfile.mkdtemp(prefix="mpish-bench-")
+        atexit.register(shutil.rmtree, home, True)  # its private key is of this run only
         ensure_identity(home)
         os.environ["MPISH_HOME"] = home
     load_before = os.getloadavg()[0]

@@ -21,7 +21,9 @@ raw MPI bandwidth for records of the same size between two ranks of a separate
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -149,6 +151,7 @@ def main() -> int:
         raw_mpi(*args.raw_mpi)
         return 0
     home = tempfile.mkdtemp(prefix="mpish-bench-")
+    atexit.register(shutil.rmtree, home, True)  # its private key is of this run only
     os.environ["MPISH_HOME"] = home
     from mpish import keys
     from mpish.shell import mpi_session as launch
