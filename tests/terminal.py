@@ -54,3 +54,18 @@ def at_terminal(program: str, args: Sequence[str], env: dict[str, str], cwd: str
         if child.isalive():  # a SIGKILLed console leaves its MPI launcher behind: only if it must
             child.terminate(force=True)
         child.close()
+
+
+def shown_after_ctrl_c(child: pexpect.spawn, seconds: float = 90) -> int:
+    """Type Ctrl-C, then read the screen at full speed to the program's end (at most
+    ``seconds``); the number of bytes shown after the key. The child is closed."""
+    child.sendcontrol("c")
+    after = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            after += len(child.read_nonblocking(65536, timeout=30))
+        except pexpect.EOF:
+            break
+    child.close()
+    return after

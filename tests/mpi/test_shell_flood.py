@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shell_util import MPISH, make_home, shell_env
-from terminal import Person
+from terminal import Person, shown_after_ctrl_c
 
 pytestmark = pytest.mark.mpi
 
@@ -141,15 +141,7 @@ def test_ctrl_c_on_a_terminal_ends_a_one_shot_command_while_its_gathered_output_
                           cwd=str(tmp_path), timeout=60, dimensions=(50, 250))
     try:
         child.expect(b"more than 8 MiB of output gathered")
-        child.sendcontrol("c")
-        after = 0
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                after += len(child.read_nonblocking(65536, timeout=30))
-            except pexpect.EOF:
-                break
-        child.close()
+        after = shown_after_ctrl_c(child)
         assert after < (4 << 20), f"{after} bytes shown after the Ctrl-C"
     finally:
         if child.isalive():

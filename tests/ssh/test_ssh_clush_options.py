@@ -14,12 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sshd_server import SshServer
+
+from terminal import shown_after_ctrl_c
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 LINE = "-" * 15
@@ -327,15 +328,7 @@ def test_ctrl_c_on_a_terminal_ends_a_one_shot_command_while_its_gathered_output_
     child = pexpect.spawn(sys.executable, argv, env=env, timeout=60, dimensions=(50, 250))
     try:
         child.expect(b"more than 8 MiB of output gathered")
-        child.sendcontrol("c")
-        after = 0
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                after += len(child.read_nonblocking(65536, timeout=30))
-            except pexpect.EOF:
-                break
-        child.close()
+        after = shown_after_ctrl_c(child)
         assert after < (4 << 20), f"{after} bytes shown after the Ctrl-C"
     finally:
         if child.isalive():
