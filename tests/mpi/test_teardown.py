@@ -89,7 +89,7 @@ def _parent(pid: int) -> int:
         return 0
 
 
-def _start_session(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[int, bytes]]:
+def _start_session(tmp_path: Path, **extra: str) -> tuple[subprocess.Popen[bytes], dict[int, bytes]]:
     """``mpish -n 2 -c 'sleep'`` with both servers' commands running: it and every process of its job.
 
     The job: the console's descendants (MPICH's singleton mpiexec and everything under it),
@@ -102,7 +102,7 @@ def _start_session(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[int, b
         proc = subprocess.Popen(
             [MPISH, "-n", "2", "-c", f"echo $$ > {started}/$MPISH_RANK.tmp; mv {started}/$MPISH_RANK.tmp "
              f"{started}/$MPISH_RANK; sleep 600"],
-            env=shell_env(home),
+            env=shell_env(home, **extra),
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,  # a file, not a pipe: what is left of the job would hold a pipe open
             stderr=console_err,
@@ -177,6 +177,38 @@ def test_a_killed_console_whose_servers_cannot_end_their_shells_leaves_no_comman
         assert not left, f"left behind after SIGKILL of the console:\n{_describe(left)}"
     finally:
         _kill_all(processes)
+
+
+def test_the_state_directories_of_servers_killed_with_sigkill_are_swept_by_the_next_session(
+    tmp_path: Path,
+) -> None:
+    """A server killed with SIGKILL (here by its watcher, its console killed) cannot remove its
+    state directory, a copy of the user's exported environment: 1,086 had piled up in /tmp.
+    The next session's servers remove those whose owner is gone (shell/scratch.py)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc, processes = _start_session(tmp_path, TMPDIR=str(tmp))
+    try:
+        named = {pid for pid, command in processes.items() if b"mpish.shell.mpi_server" in command}
+        for server in named - {_parent(pid) for pid in named}:  # not the exit relays above them
+            os.kill(server, signal.SIGSTOP)  # they cannot end by themselves: their watchers kill them
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        left = _remaining(set(processes), 30)
+        assert not left, f"left behind after SIGKILL of the console:\n{_describe(left)}"
+    finally:
+        _kill_all(processes)
+    killed = sorted(tmp.glob("mpish-shell-*"))
+    assert len(killed) == 2, killed  # one per server: SIGKILL removed nothing
+    old = time.time() - 120  # older than a directory still being made (scratch.MIN_AGE)
+    for directory in killed:
+        os.utime(directory, (old, old))
+    result = run([MPISH, "-n", "2", "-c", "true"], tmp_path / "home", tmp_path, TMPDIR=str(tmp))
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 15  # the launcher's directory: its watcher removes it after the console
+    while any(tmp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sorted(tmp.iterdir()) == [], "left in TMPDIR after the next session"
 
 
 @pytest.mark.parametrize("delay", [0.3, 0.45, 0.6])

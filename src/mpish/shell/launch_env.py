@@ -14,6 +14,7 @@ after the spawn, until the session is up (:func:`abandon_start`).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -43,6 +44,7 @@ from .orphan import (
     watch_command,
 )
 from .pmi_port import Stdio, foreign_peer
+from .scratch import LAUNCH_PREFIX, HeldDirectory
 from .segments import (
     drop_singleton_segments,
     foreign_names_since,
@@ -83,7 +85,9 @@ def prepare_singleton() -> Path | None:
     for the launch must be set by then.
     Returns the temporary directory of the wrapper, its config file and the pid of the
     launcher it runs (``setsid`` does not fork: the wrapper leads no process group), removed
-    once the servers run (None if not made).
+    once the servers run (None if not made). It is locked while the console or its watcher
+    lives, so one left by a console killed at the wrong moment is swept by a later start
+    (``shell/scratch.py``).
     """
     bindir = Path(sys.executable).parent
     real = bindir / "mpiexec"
@@ -95,10 +99,11 @@ def prepare_singleton() -> Path | None:
     env = shutil.which("env")
     if not real.exists() or setsid is None or env is None or "HYDRA_CONFIG_FILE" in os.environ:
         return None
-    import tempfile
-
+    global _wrapper
     forker = bindir / "mpiexec.gforker"
-    wrapper = Path(tempfile.mkdtemp(prefix="mpish-mpiexec-"))
+    _wrapper = HeldDirectory(LAUNCH_PREFIX)  # locked until the console and its watcher are gone
+    atexit.register(remove_wrapper)  # a start that failed (LaunchError) has nothing else to do it
+    wrapper = Path(_wrapper.path)
     (wrapper / "hydra.conf").write_text("-disable-auto-cleanup\n")
     script = wrapper / "mpiexec"
     kept = " ".join(f'${{{name}+"{name}=${name}"}}'  # set: one word, as it is; unset: none
@@ -151,12 +156,15 @@ def launch_environment_names(environ: Mapping[str, str]) -> list[str]:
 
 def start_launcher_watch(wrapper: Path) -> subprocess.Popen[bytes] | None:
     """Start the watcher that ends this console's launcher once the console is gone
-    (:func:`mpish.shell.orphan.watch_launcher`); it removes ``wrapper`` then. Before the spawn:
-    a console killed while its servers start (or fail to) has no server to do it."""
+    (:func:`mpish.shell.orphan.watch_launcher`); it removes ``wrapper`` then, and holds its
+    lock until it has. Before the spawn: a console killed while its servers start (or fail
+    to) has no server to do it."""
+    held = () if _wrapper is None or _wrapper.fd is None else (_wrapper.fd,)
     try:
         return subprocess.Popen(
             watch_command(os.getpid(), wrapper, LAUNCHER_GRACE), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+            pass_fds=held)
     except OSError:
         return None
 
@@ -297,10 +305,23 @@ class SpawnWatch:
 
 
 _launcher_watch: subprocess.Popen[bytes] | None = None  # kept: it outlives the console
+_wrapper: HeldDirectory | None = None  # prepare_singleton's directory, while the console has it
 
 
 def launcher_watched() -> bool:
     return _launcher_watch is not None and _launcher_watch.poll() is None
+
+
+def remove_wrapper() -> None:
+    """The servers run (or never will): :func:`prepare_singleton`'s directory goes, unless the
+    launcher's watcher removes it once the console is gone (the launcher may still read it)."""
+    global _wrapper
+    if _wrapper is not None:
+        if launcher_watched():
+            _wrapper.release()  # the watcher holds the lock on
+        else:
+            _wrapper.remove()
+        _wrapper = None
 
 
 def end_start(launcher: int, why: str, status: int) -> NoReturn:
@@ -321,6 +342,7 @@ def end_start(launcher: int, why: str, status: int) -> NoReturn:
         end_spawn_launcher(os.getpid())
         remove_prte_tmpdir()
         drop_singleton_segments()
+    remove_wrapper()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -94,13 +93,13 @@ from .launch_env import (
     abandon_start,
     allow_open_mpi_as_root,
     environ_messages,
-    launcher_watched,
     loopback_only,
     open_mpi_fault_tolerance,
     owned_launcher,
     prepare_singleton,
     private_prte_tmpdir,
     remove_prte_tmpdir,
+    remove_wrapper,
 )
 from .orphan import is_singleton_launcher
 from .segments import Segment, clear_own_names, drop_singleton_segments, mapped_segments, remove_ours
@@ -355,8 +354,7 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
         os.environ["PATH"] = os.environ["PATH"].split(os.pathsep, 1)[1]
         with contextlib.suppress(OSError, ValueError):
             launcher_pid = int((config / LAUNCHER_PID_FILE).read_text())
-        if not launcher_watched():  # else the watcher removes it once the console is gone
-            shutil.rmtree(config, ignore_errors=True)
+        remove_wrapper()  # or its watcher does, once the console is gone
     try:
         session = _console_handshakes(comm, parent_intercomm, report, identity, timeout)
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from mpish.transport.procfs import alive, children, proc_state
 from mpish.wire.message import Frozen, frozen
 
 from .. import protocol as p
+from ..scratch import SHELL_PREFIX, HeldDirectory
 from .bash import (
     Bash,
     SyntaxCheck,
@@ -99,7 +100,9 @@ class Shell:
     """One rank's bash, replaced when it ends, and the command running in it."""
 
     def __init__(self, rank: int, size: int) -> None:
-        self.state_dir = private_directory(f"mpish-{rank}-")
+        # locked while this server lives; one left by a server killed with SIGKILL is swept
+        self.scratch = HeldDirectory(SHELL_PREFIX, f"{rank}-")
+        self.state_dir = self.scratch.path
         self.state = os.path.join(self.state_dir, "state")
         environ = dict(os.environ, MPISH_RANK=str(rank), MPISH_SIZE=str(size))
         write_text(self.state, initial_state(environ, os.getcwd()))
@@ -328,46 +331,12 @@ class Shell:
         hang_up(self.sessions)
 
     def remove(self) -> None:
-        """The state directory goes (it holds files and FIFOs only, one level)."""
-        try:
-            with os.scandir(self.state_dir) as entries:
-                for entry in entries:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
-            os.rmdir(self.state_dir)
-        except OSError:  # something else in it (a directory?): the general way
-            import shutil
-
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+        """The state directory goes, and its lock with it (``shell/scratch.py``)."""
+        self.scratch.remove()
 
 
-# The shipped ssh server starts with a Shell: these three stand in for tempfile.mkdtemp and
-# shutil.which, whose modules (random, bz2, lzma, fnmatch...) cost ~3 ms of CPU to import on
-# every host at every start.
-
-
-def temporary_bases() -> list[str]:
-    """Where temporary files may go, in tempfile.gettempdir's order."""
-    named = [os.environ[name] for name in ("TMPDIR", "TEMP", "TMP") if os.environ.get(name)]
-    shared = ("/tmp", "/var/tmp", "/usr/tmp")  # noqa: S108 (mkdir 0700, a new random name: no race)
-    return [os.path.abspath(base) for base in (*named, *shared)] + [os.getcwd()]
-
-
-def private_directory(prefix: str) -> str:
-    """A new directory that only this user can enter, with an unpredictable name (mkdtemp's)."""
-    failure: OSError | None = None
-    for base in temporary_bases():
-        for _ in range(100):
-            path = os.path.join(base, prefix + os.urandom(6).hex())
-            try:
-                os.mkdir(path, 0o700)
-            except FileExistsError:
-                continue
-            except OSError as exc:  # not there, not writable: the next base
-                failure = exc
-                break
-            return path
-    raise FileNotFoundError(f"no usable temporary directory in {temporary_bases()} ({failure})")
+# The shipped ssh server starts with a Shell: this stands in for shutil.which, whose modules
+# (random, bz2, lzma, fnmatch...) cost ~3 ms of CPU to import on every host at every start.
 
 
 def which(program: str) -> str | None:

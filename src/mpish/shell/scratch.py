@@ -1,0 +1,153 @@
+"""Private scratch directories that do not outlive their owner, even one killed with SIGKILL.
+
+Theory of operation
+-------------------
+A shell server keeps its bash's state in a directory of its own (``mpish-shell-RANK-...``:
+the exported environment, functions, the command being run), and an embedded console keeps
+the wrapper its MPI launcher runs in another (``mpish-launch-...``). Both are removed at a
+normal end. A process killed with SIGKILL (the OOM killer, a batch system at the end of a
+job's time, the orphan watcher) removes nothing: such directories piled up by the thousand
+in ``/tmp`` on a machine that ran many sessions, each with a copy of the user's exported
+environment in it (readable by the user alone, but kept for good).
+
+So the owner holds a lock for as long as it uses its directory: an exclusive ``flock`` on a
+descriptor of the directory itself, opened ``O_CLOEXEC`` (the programs it starts do not
+hold it; a process it hands the directory to, the console's watcher, is given the
+descriptor). The kernel drops the lock with the last descriptor, however the process ends.
+Every start of the same kind then sweeps (:func:`sweep`): each entry of that prefix in the
+same temporary directory that belongs to this user, is a directory (not a link), is older
+than :data:`MIN_AGE` (by its mtime, which only its owner can set back: its maker takes the
+lock right after ``mkdir``), and whose lock can be
+taken without waiting has no living owner, and is removed. A live owner's lock is never
+taken; a lock taken by another sweeper makes this one skip the entry. Other users' entries
+are never touched, and nobody else can rename ours in a sticky ``/tmp`` or write in them
+(mode 0700), so what was checked is what is removed.
+
+On a shared file system (a ``TMPDIR`` on NFS, several hosts) the locks are the server's
+(NFSv4 and Lustre hold flock locks for the whole cluster; a file system without them fails
+``flock`` with ENOLCK, and nothing is then swept there).
+
+This module is shipped to ssh hosts with the shell server (``transport/ship.py``): standard
+modules that load fast only (no ``tempfile``, whose imports cost ~3 ms of CPU per start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+import time
+
+MIN_AGE = 60.0  # seconds: an entry younger than this may still be on its way to being locked
+SHELL_PREFIX = "mpish-shell-"  # a shell server's state directory: mpish-shell-RANK-RANDOM
+LAUNCH_PREFIX = "mpish-launch-"  # an embedded console's launcher wrapper: mpish-launch-RANDOM
+
+
+def temporary_bases() -> list[str]:
+    """Where temporary files may go, in tempfile.gettempdir's order."""
+    named = [os.environ[name] for name in ("TMPDIR", "TEMP", "TMP") if os.environ.get(name)]
+    shared = ("/tmp", "/var/tmp", "/usr/tmp")  # noqa: S108 (mkdir 0700, a new random name: no race)
+    return [os.path.abspath(base) for base in (*named, *shared)] + [os.getcwd()]
+
+
+def private_directory(prefix: str) -> str:
+    """A new directory that only this user can enter, with an unpredictable name (mkdtemp's)."""
+    failure: OSError | None = None
+    for base in temporary_bases():
+        for _ in range(100):
+            path = os.path.join(base, prefix + os.urandom(6).hex())
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                continue
+            except OSError as exc:  # not there, not writable: the next base
+                failure = exc
+                break
+            return path
+    raise FileNotFoundError(f"no usable temporary directory in {temporary_bases()} ({failure})")
+
+
+class HeldDirectory:
+    """A :func:`private_directory` locked for as long as :attr:`fd` is open (see the module's doc).
+
+    ``kind`` is the sweep's prefix (:data:`SHELL_PREFIX`, :data:`LAUNCH_PREFIX`); ``name`` what
+    follows it before the random part. Left behind ones of the same kind are swept first."""
+
+    def __init__(self, kind: str, name: str = "") -> None:
+        self.path = private_directory(kind + name)
+        self.fd: int | None = lock(self.path)
+        sweep(os.path.dirname(self.path), kind)
+
+    def remove(self) -> None:
+        """Remove the directory (files and FIFOs, one level deep; anything else the general
+        way, links not followed), then let the lock go."""
+        remove_tree(self.path)
+        self.release()
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def lock(path: str) -> int | None:
+    """An ``O_CLOEXEC`` descriptor of directory ``path`` holding an exclusive flock on it (None
+    where the file system has no locks: the directory is then simply never swept)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def sweep(base: str, kind: str, now: float | None = None) -> list[str]:
+    """Remove the directories of ``kind`` in ``base`` whose owner is gone; the paths removed."""
+    removed: list[str] = []
+    uid = os.geteuid()
+    now = time.time() if now is None else now
+    try:
+        entries = [entry for entry in os.scandir(base) if entry.name.startswith(kind)]
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if info.st_uid != uid or not stat.S_ISDIR(info.st_mode) or now - info.st_mtime < MIN_AGE:
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live owner: OSError
+            if os.fstat(fd).st_ino != info.st_ino:  # not the entry looked at
+                continue
+            remove_tree(entry.path)
+            removed.append(entry.path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
+
+
+def remove_tree(path: str) -> None:
+    """Remove directory ``path``: its files and FIFOs, one level deep (all a state directory
+    holds), and anything else with ``shutil.rmtree`` (which never follows links)."""
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:  # something else in it (a directory?): the general way
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
