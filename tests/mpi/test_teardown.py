@@ -81,6 +81,19 @@ def test_successful_sessions_print_nothing_on_stderr(tmp_path: Path) -> None:
         assert result.stderr == b"", f"-n {size}: {result.stderr.decode(errors='replace')}"
 
 
+def test_a_session_leaves_nothing_in_tmpdir(tmp_path: Path) -> None:
+    """Open MPI's singleton console left its session directory (ompi.HOST.UID/jf.0/JOB) in
+    TMPDIR after every session (2,374 in /tmp): its finalize removes the last level only."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    result = run([MPISH, "-n", "2", "-c", "true"], make_home(tmp_path / "home"), tmp_path, TMPDIR=str(tmp))
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 15  # the launcher's directory: its watcher removes it after the console
+    while any(tmp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sorted(path.relative_to(tmp) for path in tmp.rglob("*")) == []
+
+
 def _parent(pid: int) -> int:
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
@@ -201,7 +214,7 @@ def test_the_state_directories_of_servers_killed_with_sigkill_are_swept_by_the_n
     killed = sorted(tmp.glob("mpish-shell-*"))
     assert len(killed) == 2, killed  # one per server: SIGKILL removed nothing
     old = time.time() - 120  # older than a directory still being made (scratch.MIN_AGE)
-    for directory in killed:
+    for directory in tmp.iterdir():  # with the console's own (shell/segments.py: mpi_start_directory)
         os.utime(directory, (old, old))
     result = run([MPISH, "-n", "2", "-c", "true"], tmp_path / "home", tmp_path, TMPDIR=str(tmp))
     assert result.returncode == 0, result.stderr

@@ -79,7 +79,7 @@ from mpish import keys
 from mpish.report import Diagnostics, Reporter
 from mpish.transport.mpi import Backoff, MpiLink, discard, mpi, proc_failed_classes
 from mpish.transport.procfs import alive as local_process_alive
-from mpish.transport.procfs import children, cmdline, parent, proc_state, signal_if
+from mpish.transport.procfs import children, cmdline, parent, signal_if
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import MpishError, TransportBroken
 from mpish.wire.text import escape
@@ -101,8 +101,15 @@ from .launch_env import (
     remove_prte_tmpdir,
     remove_wrapper,
 )
-from .orphan import is_singleton_launcher
-from .segments import Segment, clear_own_names, drop_singleton_segments, mapped_segments, remove_ours
+from .orphan import await_launcher_settled, is_singleton_launcher
+from .segments import (
+    Segment,
+    clear_own_names,
+    drop_singleton_segments,
+    mapped_segments,
+    mpi_start_directory,
+    remove_ours,
+)
 from .segments import remember_singleton_segments as note_own_segments
 from .session import Peer, Session, end_on_termination
 
@@ -176,29 +183,7 @@ class MpiSession(Session):
         local += relays
         finish_session_comm(self.comm, self.link, self.parent_intercomm)
         if self.parent_intercomm is not None:
-            await_launcher_settled(local, self.launcher_pid)
-
-
-def await_launcher_settled(servers: list[int], launcher: int, timeout: float = SETTLE_TIMEOUT) -> None:
-    """Outlive the servers' exit and the launcher's handling of it (bounded by ``timeout``).
-
-    With ``-disable-auto-cleanup`` hydra reports every process exit, a clean one too, to
-    mpiexec, which answers by signalling the job's other process groups through the proxy
-    that serves the console, which leaves once the console's connection closes: had the
-    console ended first, mpiexec would print "HYDU_sock_write ... Broken pipe ...". So the
-    console ends last: once its (local) servers are gone, it waits until the launcher and
-    its children sleep, i.e. have handled every exit, twice in a row (gforker: the same).
-    """
-    deadline = time.monotonic() + timeout
-    while any(local_process_alive(pid) for pid in servers) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    if not launcher:
-        return
-    quiet = 0
-    while quiet < 2 and time.monotonic() < deadline:
-        launchers = [launcher, *children(launcher)]
-        quiet = quiet + 1 if all(proc_state(pid) in ("S", "Z", "") for pid in launchers) else 0
-        time.sleep(0.005)
+            await_launcher_settled(local, self.launcher_pid, SETTLE_TIMEOUT)
 
 
 def end_embedded_job(launcher: int, servers: list[int], known: list[Segment]) -> NoReturn:
@@ -312,7 +297,8 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
         config = prepare_singleton()  # after the variables set for the launch: it passes them on
         # before MPI starts any thread: hydra's failure notices stay pending, never kill us
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-    MPI = mpi()
+    with mpi_start_directory() if embedded else contextlib.nullcontext():
+        MPI = mpi()
     parent_intercomm = None
     world = MPI.COMM_WORLD
     if world.Get_size() > 1:

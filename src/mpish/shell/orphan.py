@@ -29,11 +29,13 @@ import select
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from mpish.report import Diagnostics, Reporter, setup_logging
 from mpish.transport.procfs import (
+    alive,
     children,
     cmdline,
     descendants,
@@ -41,6 +43,7 @@ from mpish.transport.procfs import (
     exited,
     parent,
     pidfd,
+    proc_state,
     signal_if,
     signal_pidfd,
 )
@@ -167,6 +170,28 @@ def end_below(server: int) -> None:
     for pid in descendants(server):
         if pid != me:
             signal_if(pid, lambda candidate: candidate != me, signal.SIGKILL)
+
+
+def await_launcher_settled(servers: list[int], launcher: int, timeout: float) -> None:
+    """Outlive the servers' exit and the launcher's handling of it (bounded by ``timeout``).
+
+    With ``-disable-auto-cleanup`` hydra reports every process exit, a clean one too, to
+    mpiexec, which answers by signalling the job's other process groups through the proxy
+    that serves the console, which leaves once the console's connection closes: had the
+    console ended first, mpiexec would print "HYDU_sock_write ... Broken pipe ...". So the
+    console ends last: once its (local) servers are gone, it waits until the launcher and
+    its children sleep, i.e. have handled every exit, twice in a row (gforker: the same).
+    """
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in servers) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if not launcher:
+        return
+    quiet = 0
+    while quiet < 2 and time.monotonic() < deadline:
+        launchers = [launcher, *children(launcher)]
+        quiet = quiet + 1 if all(proc_state(pid) in ("S", "Z", "") for pid in launchers) else 0
+        time.sleep(0.005)
 
 
 def read_launcher_pid(wrapper: Path) -> int:

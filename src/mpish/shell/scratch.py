@@ -42,6 +42,7 @@ import time
 MIN_AGE = 60.0  # seconds: an entry younger than this may still be on its way to being locked
 SHELL_PREFIX = "mpish-shell-"  # a shell server's state directory: mpish-shell-RANK-RANDOM
 LAUNCH_PREFIX = "mpish-launch-"  # an embedded console's launcher wrapper: mpish-launch-RANDOM
+MPI_PREFIX = "mpish-mpi-"  # an embedded console's TMPDIR while MPI starts (shell/segments.py)
 
 
 def temporary_bases() -> list[str]:

@@ -36,16 +36,27 @@ join a singleton's job (spawned servers are a job of their own, whose segments p
 so once every server has spoken to the console the name is of no more use: the console
 removes its own (:func:`drop_singleton_segments`), keeping the mapping, as a killed console
 then leaves nothing.
+
+Files too: Open MPI's singleton makes its session directory at MPI_Init in ``TMPDIR`` (or
+/tmp), ``ompi.<host>.<uid>/jf.0/<job id>/0``, and its finalize removes the last level only:
+every ``mpish -n K`` on Open MPI left a directory behind (2,374 in /tmp on the test machine).
+The console's MPI starts with ``TMPDIR`` naming a directory of its own (:func:`mpi_start_directory`,
+``TMPDIR`` as it was once MPI runs), which it removes at exit, or a later start sweeps if the
+console was killed (``shell/scratch.py``).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pwd
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from .scratch import MPI_PREFIX, HeldDirectory
 
 SHM_DIR = Path("/dev/shm")  # noqa: S108 -- where MPICH puts them; nothing is made here
 PREFIXES = ("mpich_shm_", "mpich_vci_")
@@ -177,3 +188,21 @@ def drop_singleton_segments() -> list[str]:
     removed = remove_ours(_singleton)
     _singleton.clear()
     return removed
+
+
+@contextlib.contextmanager
+def mpi_start_directory() -> Iterator[None]:
+    """Around MPI's start in the embedded console: ``TMPDIR`` names a new directory of the
+    console's (for Open MPI's singleton session directory), removed at exit (before MPI's own
+    finalize, which does not miss it) or swept by a later start (see the module's doc)."""
+    held = HeldDirectory(MPI_PREFIX)
+    atexit.register(held.remove)
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = held.path
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before
