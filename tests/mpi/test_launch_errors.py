@@ -22,6 +22,7 @@ def test_open_mpi_as_root_without_consent_says_what_to_set(
     for name in [*MPI.env, "PRTE_ALLOW_RUN_AS_ROOT", "PRTE_ALLOW_RUN_AS_ROOT_CONFIRM"]:
         monkeypatch.delitem(MPI.env, name, raising=False)
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MPISH_ALLOW_PRTE", "1")  # the other refusal (the next test)
     home = make_home(tmp_path / "home")
     result = run([MPISH, "-n", "1", "-c", "true"], home, tmp_path)
     err = result.stderr.decode()
@@ -30,6 +31,44 @@ def test_open_mpi_as_root_without_consent_says_what_to_set(
         "mpish: Open MPI refuses to run as root: set OMPI_ALLOW_RUN_AS_ROOT=1 and "
         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 to allow it, or run mpish as another user\n"
     )
+
+
+def _own_processes_named(word: bytes) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if command and os.path.basename(command[0]) == word and entry.stat().st_uid == os.geteuid():
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(MPI.name != "openmpi", reason="Open MPI's launcher, prte")
+def test_open_mpi_embedded_start_refuses_to_start_prte_whose_port_believes_any_claimed_uid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Security review (HIGH): another local user connected to the embedded session's prte (PMIx
+    over TCP on 127.0.0.1), claimed the victim's uid in PMIx's native credential, which prte
+    believes, and had it spawn `id` as the victim. Without MPISH_ALLOW_PRTE=1 nothing starts,
+    and the console's own Open MPI shared memory is not left behind either."""
+    monkeypatch.delitem(MPI.env, "MPISH_ALLOW_PRTE")
+    monkeypatch.delenv("MPISH_ALLOW_PRTE", raising=False)
+    before = _own_processes_named(b"prte")
+    segments = {path.name for path in Path("/dev/shm").iterdir()}
+    home = make_home(tmp_path / "home")
+    result = run([MPISH, "-n", "2", "-c", "echo started"], home, tmp_path)
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    assert result.stdout == b"", "a server started"
+    assert err.startswith("mpish: not starting Open MPI's launcher (prte): any local user who claims")
+    assert "MPISH_ALLOW_PRTE=1" in err and len(err.splitlines()) == 1, err
+    assert _own_processes_named(b"prte") - before == set()
+    left = {name for path in Path("/dev/shm").iterdir() if (name := path.name) not in segments
+            and name.startswith("sm_segment.") and path.stat().st_uid == os.geteuid()}
+    assert left == set(), "the refused console left its shared memory"
 
 
 def test_a_corrupt_key_is_said_once_before_any_server_starts(tmp_path: Path) -> None:

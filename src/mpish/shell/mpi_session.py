@@ -91,15 +91,18 @@ from .launch_env import (
     LAUNCHER_PID_FILE,
     SPAWN_STEPS,
     abandon_start,
-    allow_open_mpi_as_root,
     environ_messages,
     loopback_only,
-    open_mpi_fault_tolerance,
     owned_launcher,
     prepare_singleton,
+    remove_wrapper,
+)
+from .open_mpi import (
+    allow_open_mpi_as_root,
+    open_mpi_fault_tolerance,
+    open_mpi_spawn_refused,
     private_prte_tmpdir,
     remove_prte_tmpdir,
-    remove_wrapper,
 )
 from .orphan import await_launcher_settled, is_singleton_launcher
 from .segments import (
@@ -312,8 +315,10 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
             raise LaunchError("-n needs at least one shell server")
         # the servers must not die of the terminal's Ctrl-C; they ignore SIGINT themselves
         console = [str(os.getpid()), socket.gethostname()]
-        refused = allow_open_mpi_as_root(_library())
+        refused = open_mpi_spawn_refused(_library()) or allow_open_mpi_as_root(_library())
         if refused:
+            note_own_segments()  # Open MPI's singleton leaves its own: removed, nothing spawned
+            drop_singleton_segments()
             raise LaunchError(refused)
         private_prte_tmpdir(_library())
         note_own_segments()
