@@ -127,3 +127,36 @@ def test_a_session_killed_with_sigkill_leaves_none_of_its_shared_memory(tmp_path
         assert not still_there(segments), err.read_text(errors="replace")
     finally:
         kill_session(proc.pid, home)
+
+
+def _sysv_segments_made_by(pids: set[int]) -> dict[int, int]:
+    """shmid -> permission bits of the SysV shared memory segments that ``pids`` created."""
+    found = {}
+    for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[4]) in pids:  # cpid
+            found[int(fields[1])] = int(fields[2], 8) & 0o777
+    return found
+
+
+def test_a_session_makes_no_shared_memory_the_users_group_can_open(tmp_path: Path) -> None:
+    """Security review (MEDIUM): UCX made SysV segments with mode 0660 (compiled in), which a
+    member of the user's group attached, read, then scribbled on: the console died of SIGSEGV.
+    mpish turns UCX's sysv transport off (UCX_TLS=^sysv) unless the user set UCX_TLS; the
+    user's commands do not inherit it."""
+    home = make_home(tmp_path / "home")
+    proc = subprocess.Popen([MPISH, "-n", "2", "-c", "echo UCX_TLS=${UCX_TLS-unset}; sleep 4"],
+                            env=shell_env(home), cwd=tmp_path, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(command.startswith(b"sleep\0") for command in session_processes(home).values()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the session did not start"
+            time.sleep(0.05)
+        made = _sysv_segments_made_by(set(session_processes(home)))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        kill_session(proc.pid, home)
+    assert proc.returncode == 0, err
+    assert {shmid: oct(mode) for shmid, mode in made.items() if mode & 0o077} == {}
+    assert b"UCX_TLS=unset" in out, out

@@ -42,7 +42,9 @@ Only one thread calls MPI (``MPI_THREAD_FUNNELED`` is enough).
 from __future__ import annotations
 
 import contextlib
+import os
 import select
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -78,8 +80,23 @@ def mpi() -> Any:
     import mpi4py
 
     mpi4py.rc.thread_level = "funneled"
-    from mpi4py import MPI
+    if "mpi4py.MPI" in sys.modules:
+        from mpi4py import MPI
 
+        return MPI
+    # UCX (the mpich wheel's netmod) makes its SysV shared memory readable and writable by the
+    # user's group (mode 0660, compiled in: mm_sysv.c): a group member attached it, read the
+    # ciphertext, then wrote to it and the console died of SIGSEGV. Its POSIX segments are
+    # 0600. Off for mpish's own processes, unless the user chose UCX_TLS; read at MPI_Init only,
+    # so no command of theirs inherits it.
+    unset = "UCX_TLS" not in os.environ
+    if unset:
+        os.environ["UCX_TLS"] = "^sysv"
+    try:
+        from mpi4py import MPI
+    finally:
+        if unset:
+            os.environ.pop("UCX_TLS", None)
     return MPI
 
 
