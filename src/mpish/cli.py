@@ -308,6 +308,7 @@ def subcommand_first(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mpish`` console script; returns the exit status."""
+    report.open_standard_streams()
     argv = subcommand_first(sys.argv[1:] if argv is None else list(argv))
     try:
         if argv and argv[0] in SUBCOMMANDS:

@@ -156,3 +156,22 @@ def setup_logging(debug: bool | None = None) -> bool:
         _log.addHandler(handler)
     _log.setLevel(logging.DEBUG)
     return True
+
+
+def open_standard_streams() -> None:
+    """Descriptors 0, 1 and 2 closed by the caller (``mpish -c CMD >&-``) become /dev/null, as
+    OpenSSH's ``sanitise_stdfd`` does: else the first file or socket mpish (or MPI) opens would
+    take the number, and output would go into it; and Python, which left ``sys.stdout`` None,
+    ended in a traceback. What goes to a closed stdout is dropped, as with ``ssh host CMD >&-``."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:  # the lowest free number: this one, unless a lower one is closed too
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115

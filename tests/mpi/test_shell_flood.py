@@ -149,3 +149,38 @@ def test_ctrl_c_on_a_terminal_ends_a_one_shot_command_while_its_gathered_output_
         for pid in _processes(f"yes {word}"):
             with contextlib.suppress(OSError):
                 os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(("mode", "command"), [(["-n", "2"], "echo hi"), (["-n", "2", "--json"], "echo hi"),
+                                               (["-n", "1"], "echo hi; sleep 1000.5")])
+def test_a_full_stdout_ends_the_command_with_one_line_and_status_1(
+    tmp_path: Path, mode: list[str], command: str
+) -> None:
+    """``mpish -c 'echo hi' > /dev/full`` ended in a traceback (OSError: No space left on
+    device, from the sink's write): now one line and status 1, as cat's "write error"; a
+    command still running when its output cannot be written is interrupted (one target's
+    output is streamed)."""
+    env = shell_env(make_home(tmp_path / "home"))
+    script = f'"{MPISH}" {" ".join(mode)} -c "{command}" > /dev/full'
+    try:
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                              cwd=str(tmp_path), timeout=120, check=False)
+    finally:
+        leftover = _processes("sleep 1000.5")
+        for pid in leftover:
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "mpish: cannot write the output: No space left on device\n"
+    assert not leftover
+
+
+def test_a_closed_stdout_drops_the_output_as_ssh_does_without_a_traceback(tmp_path: Path) -> None:
+    """``mpish -c CMD >&-`` ended in AttributeError ('NoneType' object has no attribute
+    'buffer'): fds 0-2 closed by the caller are now /dev/null, as OpenSSH makes them."""
+    env = shell_env(make_home(tmp_path / "home"))
+    script = f'"{MPISH}" -n 2 -c "echo out; echo err >&2; exit 3" >&-'
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                          cwd=str(tmp_path), timeout=120, check=False)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr and "err" in done.stderr, done.stderr

@@ -43,3 +43,19 @@ def test_stdout_closed_by_head_ends_the_command_quietly_with_the_sigpipe_status(
     leftover = subprocess.run(["pgrep", "-f", f"yes flood-ssh-{os.getpid()}"], capture_output=True, text=True,
                               check=False).stdout
     assert not leftover, leftover
+
+
+def test_a_full_or_closed_stdout_gives_one_line_or_nothing_never_a_traceback(sshd: SshServer) -> None:
+    """``> /dev/full`` ended in OSError (No space left on device) and ``>&-`` in AttributeError,
+    each with a traceback: now one line and status 1, as cat's write error; and, for a closed
+    stdout, the output dropped as ``ssh host CMD >&-`` drops it."""
+    ssh = f'"{sys.executable}" -m mpish ssh -o "{" ".join(sshd.ssh_options)}" --python "{sys.executable}"'
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
+    full = subprocess.run(["bash", "-c", f"{ssh} 'host[1-2]' -c 'echo hi' > /dev/full"], capture_output=True,
+                          text=True, env=env, timeout=120, check=False)
+    assert full.returncode == 1, full.stderr
+    assert full.stderr == "mpish ssh: cannot write the output: No space left on device\n"
+    closed = subprocess.run(["bash", "-c", f"{ssh} host1 -c 'echo hi; echo err >&2; exit 3' >&-"],
+                            capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert closed.returncode == 3, closed.stderr
+    assert "Traceback" not in closed.stderr and "err" in closed.stderr, closed.stderr

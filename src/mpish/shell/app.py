@@ -240,6 +240,9 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
         results = console.run(args.command, ranks, sink,
                               stdin=stdin_to_send(getattr(args, "nostdin", False)))
     if sink.closed:  # stdout's reader left (| head): the command was interrupted; quiet, as yes | head
+        if sink.failure_line():  # or it could not be written to (a full disk)
+            report.say(sink.failure_line())
+            return 1
         return STDOUT_CLOSED
     if not args.json:
         for line in status_lines(results.values(), Style.for_stream(sys.stderr), names, quiet=mode.quiet):

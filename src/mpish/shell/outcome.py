@@ -75,11 +75,14 @@ class PipeGuard:
     becomes /dev/null, so later output is dropped and results are still kept. No traceback,
     as ``yes | head``. A gathering sink writes nothing before the command ends, so it never
     met the EPIPE: ``closed`` also polls stdout (a pipe or socket) for POLLERR/POLLHUP, what
-    poll says of a pipe whose reader left, at most every HANGUP_CHECK seconds."""
+    poll says of a pipe whose reader left, at most every HANGUP_CHECK seconds. Any other
+    failure to write (a full disk, an I/O error) ends the command the same way, and is kept in
+    ``failure`` for one line (:meth:`failure_line`), as ``cat`` says "write error" and exits 1."""
 
     def __init__(self, sink: OutputSink, fd: int = 1) -> None:
         self.sink = sink
         self._closed = False
+        self.failure: OSError | None = None
         self._poll: select.poll | None = None
         self._next_check = 0.0
         with contextlib.suppress(OSError):
@@ -111,6 +114,16 @@ class PipeGuard:
             call()
         except BrokenPipeError:
             self._close()
+        except OSError as exc:  # ENOSPC, EIO...: nothing more can be shown
+            self.failure = self.failure or exc
+            self._close()
+
+    def failure_line(self) -> str:
+        """What :attr:`failure` was, for the user ("" if none)."""
+        if self.failure is None:
+            return ""
+        reason = self.failure.strerror or str(self.failure)
+        return f"cannot write the output: {reason}"  # a command still running was interrupted
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
         self._guard(lambda: self.sink.output(rank, stream, data))

@@ -200,6 +200,9 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         finally:
             console.close()
         if guard.closed:  # stdout's reader left (| head): the command was interrupted; quiet
+            if guard.failure_line():  # or it could not be written to (a full disk)
+                err.write(f"mpish ssh: {guard.failure_line()}\n".encode())
+                return 1
             return STDOUT_CLOSED
     results = [sink.results[rank] for rank in sorted(sink.results)]
     if not isinstance(sink, JsonSink):
