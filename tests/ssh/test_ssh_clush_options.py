@@ -146,6 +146,20 @@ def test_groups_come_from_the_users_clustershell_configuration(
             done.stderr.count("\n") == 1, done.stderr
 
 
+def test_a_broken_groups_conf_is_named_in_one_line(sshd: SshServer, tmp_path: Path) -> None:
+    """A groups.conf configparser cannot read ended in MissingSectionHeaderError's traceback."""
+    confdir = tmp_path / "broken"
+    confdir.mkdir()
+    (confdir / "groups.conf").write_text("[Main\n")
+    env = {"CLUSTERSHELL_CFGDIR": str(confdir), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    for selection in (["-g", "compute"], ["-a"], ["-w", "host1,@web"], ["-w", "host1", "-x", "@web"]):
+        done = mpish_ssh(sshd, *selection, "true", env=env)
+        assert done.returncode == 2, (selection, done.stderr)
+        assert "group source error: File contains no section headers." in done.stderr, done.stderr
+        assert f"(read {confdir / 'groups.conf'})" in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr
+
+
 # --- output modes and exit status ------------------------------------------------------------------
 
 SCRIPT = "echo out $MPISH_RANK; echo err >&2; [ $MPISH_RANK = 1 ] && echo extra; exit 2"

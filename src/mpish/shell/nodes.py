@@ -60,12 +60,14 @@ def resolver() -> Any:
 
 
 def _nodeset(text: str) -> Any:
+    import configparser  # loaded by ClusterShell anyway, and not before
+
     from ClusterShell.NodeSet import NodeSet, NodeSetException
     from ClusterShell.NodeUtils import GroupResolverError, GroupSourceError
 
     try:
         return NodeSet(text, resolver=resolver())
-    except (GroupResolverError, GroupSourceError) as exc:
+    except (GroupResolverError, GroupSourceError, configparser.Error) as exc:  # a broken groups.conf
         raise HostsError(_group_error(text, exc)) from None
     except (NodeSetException, ValueError) as exc:
         raise HostsError(f"bad host set {text!r}: {exc}") from None
@@ -79,7 +81,8 @@ def _group_error(text: str, exc: Exception) -> str:
     found = [path for path in group_config_paths() if os.path.isfile(path)]
     if not found:
         return f"{text}: no group configuration found ({GROUP_CONFIG_HELP})"
-    return f"{text}: group source error: {exc} (read {', '.join(found)})"
+    reason = " ".join(str(exc).split())  # configparser's errors span lines
+    return f"{text}: group source error: {reason} (read {', '.join(found)})"
 
 
 def _group(name: str) -> Any:
@@ -91,12 +94,14 @@ def _group(name: str) -> Any:
 
 
 def _all_nodes() -> Any:
+    import configparser
+
     from ClusterShell.NodeSet import NodeSet, NodeSetExternalError
     from ClusterShell.NodeUtils import GroupResolverError, GroupSourceError
 
     try:
         return NodeSet.fromall(resolver=resolver())
-    except (GroupResolverError, GroupSourceError, NodeSetExternalError) as exc:
+    except (GroupResolverError, GroupSourceError, NodeSetExternalError, configparser.Error) as exc:
         raise HostsError(_group_error("-a (all nodes)", exc)) from None
 
 
