@@ -141,6 +141,18 @@ def test_x_naming_ranks_or_hosts_that_are_not_there_leaves_out_nothing_as_clush_
     assert result.returncode != 0 and "3-1" in result.stderr.decode() and b"Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("option", ["-x", "-w"])
+def test_an_at_name_that_is_no_group_and_no_host_is_an_error_in_one_line_as_in_mpish_ssh(
+    home: Path, tmp_path: Path, option: str
+) -> None:
+    """``-x @typo`` (a misspelt group) left out nothing and ran on every rank, with status 0;
+    ``mpish ssh`` says it in one line with status 2, as the README says both do."""
+    result = run([MPISH, "-n", "2", option, "@typo", "-L", "echo", "r$MPISH_RANK"], home, tmp_path)
+    assert (result.returncode, result.stdout) == (2, b""), result.stderr
+    assert result.stderr.decode() == ("mpish: @typo is no group (ClusterShell's groups.conf, as for clush) "
+                                      "and no host of a shell server\n")
+
+
 def test_ctrl_c_on_a_command_that_traps_sigint_says_it_handled_it_not_silence(person: Person) -> None:
     """A command that traps SIGINT ends with status 0: Ctrl-C must not look like a success."""
     person.prompt()

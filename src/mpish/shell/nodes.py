@@ -216,7 +216,7 @@ def expand_target_words(spec: str) -> str:
         elif item.startswith("@") and _is_group(name):
             words.extend(str(host) for host in _group(name))
         else:
-            words.append(name)
+            words.append(item)  # @host keeps its @: a typo of a group is an error, even in -x
     return "+".join(words)
 
 

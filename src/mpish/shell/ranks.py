@@ -57,7 +57,8 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Iterable[int] = (
     ``@all``, ``@<rank set>``, or a host name (with or without ``@``), which names every
     rank on that host. A rank that is not a live server is an error, unless ``excluding``
     (``-x``): as clush -x ignores nodes that are not in the set, ranks and hosts that
-    are not there are left out of nothing (a bad rank set is still an error).
+    are not there are left out of nothing (a bad rank set is still an error, and so is an
+    ``@name`` that names no host, as an unknown group is in ``mpish ssh``).
     """
     words = spec.replace("+", " ").split()
     if not words:
@@ -82,6 +83,9 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Iterable[int] = (
             chosen.update(ranks)
             continue
         on_host = {rank for rank, host in hosts.items() if host == name or host.split(".")[0] == name}
+        if not on_host and word.startswith("@"):  # -x @typo left out nothing, silently
+            raise TargetError(f"{word} is no group (ClusterShell's groups.conf, as for clush) and no "
+                              "host of a shell server")
         if not on_host and not excluding:
             raise TargetError(f"no shell server on host {name!r}")
         chosen.update(on_host)
