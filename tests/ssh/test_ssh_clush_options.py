@@ -160,6 +160,24 @@ def test_a_broken_groups_conf_is_named_in_one_line(sshd: SshServer, tmp_path: Pa
         assert done.stderr.count("\n") == 1, done.stderr
 
 
+def test_a_login_that_prints_to_stdout_is_named_with_what_it_printed(tmp_path: Path) -> None:
+    """A chatty .bashrc or forced command before the remote side: "host1: the remote side ended
+    before it started (did not exit)", which said neither why nor what to check."""
+    server = SshServer(tmp_path / "noisy")
+    key = server.authorized_keys.read_text()
+    server.authorized_keys.write_text('command="echo login-banner; eval \\"$SSH_ORIGINAL_COMMAND\\"" ' + key)
+    server.start()
+    try:
+        done = mpish_ssh(server, "host[1-2]", "-c", "uptime")
+    finally:
+        server.stop()
+    assert done.returncode == 255 and done.stdout == "", done.stderr
+    assert done.stderr.startswith("host[1-2] (2): its output did not start with mpish's hello but with "
+                                  "b'login-banner\\n': does a shell startup file (.bashrc) or a forced "
+                                  "command print to stdout?"), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+
+
 # --- output modes and exit status ------------------------------------------------------------------
 
 SCRIPT = "echo out $MPISH_RANK; echo err >&2; [ $MPISH_RANK = 1 ] && echo extra; exit 2"

@@ -13,8 +13,8 @@ from .names import HostNames, fold_hosts
 
 
 def expand_target_words(spec: str) -> str:
-    """Node sets in a target spec (``@node[1-2]``, ``host1,host3``) as ``+``-joined words
-    without ``@`` (which :func:`~mpish.shell.ranks.resolve_targets` reads the same way)."""
+    """Node sets in a target spec (``@node[1-2]``, ``host1,host3``) as ``+``-joined words, which
+    :func:`~mpish.shell.ranks.resolve_targets` reads (a host with or without ``@``)."""
     from mpish.shell.nodes import expand_target_words as expand
 
     return expand(spec)
@@ -39,7 +39,8 @@ class SshRepl(Repl):
     def handle(self, line: str) -> None:
         if line.startswith("@"):
             spec, _, rest = line.partition(" ")
-            line = f"@{expand_target_words(spec)} {rest}"
+            words = expand_target_words(spec)  # its first word may keep its @ (nodes.py)
+            line = f"{words if words.startswith('@') else '@' + words} {rest}"
         super().handle(line)
 
     def cmd_targets(self, rest: str) -> None:

@@ -38,7 +38,7 @@ from typing import IO, TYPE_CHECKING, ClassVar
 
 from mpish import report
 from mpish.transport import ship
-from mpish.transport.pipe import MultiLink, PipeLink
+from mpish.transport.pipe import MALFORMED, MultiLink, PipeLink
 from mpish.transport.ssh import SshError, SshProcess, ssh_argv, wait_for_exits
 from mpish.wire.errors import MpishError
 
@@ -91,7 +91,12 @@ class SshSession(Session):
         """MultiLink's report that a host's pipe ended: mark it lost, say why (once)."""
         process = self.processes.get(rank)
         reason = why
-        if process is not None:
+        if process is not None and why.startswith(MALFORMED) and not process.greeted:
+            began = why.rpartition("; it began ")[2]  # PipeLink's words: the bytes, escaped
+            reason = (f"its output did not start with mpish's hello but with {began}: does a shell "
+                      "startup file (.bashrc) or a forced command print to stdout? "
+                      f"(`ssh {process.host} true` must print nothing)")
+        elif process is not None:
             reason = _why(process.failure(wait=2.0))
         peer = self.peers.get(rank)
         if peer is None:

@@ -47,6 +47,8 @@ from mpish.wire.framing import FrameDecoder, frame_header
 from .frames import READ_SIZE
 from .link import Ready, Record
 
+MALFORMED = "malformed stream"  # how `broken` starts when the peer sent what is not mpish
+
 MAX_FRAME = 4 << 20  # a shell record: at most 1 MiB of output or a 1 MiB message, with room
 PIPE_SIZE = 1 << 20  # a remote server's pipes to ssh (enlarge_pipe)
 MAX_QUEUED = 16 << 20  # bytes queued for one peer before a send waits for the pipe
@@ -212,7 +214,7 @@ class PipeLink:
             return self._frames.next_frame()
         except RemoteProtocolError as exc:
             seen = self._frames.peek(60)
-            self._break(f"malformed stream ({exc}); it began {seen!r}")
+            self._break(f"{MALFORMED} ({exc}); it began {seen!r}")
             self._frames = FrameDecoder(max_frame=self.max_frame)
             return None
 

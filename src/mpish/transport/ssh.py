@@ -332,8 +332,6 @@ def classify(
         )
     if status == 255:
         return make(SshFailed, f"{host}: ssh failed (exit status 255).")
-    how = "did not exit" if status is None else f"exit status {status}"
-    return make(
-        SshFailed,
-        f"{host}: {what} ended before it started ({how}).",
-    )
+    if status is None:  # the pipe ended, ssh still runs
+        return make(SshFailed, f"{host}: {what} stopped answering before it started (ssh still running).")
+    return make(SshFailed, f"{host}: {what} ended before it started (exit status {status}).")
