@@ -316,6 +316,45 @@ def check_empty_message_is_received_as_none(c: SecureComm, raw: MPI.Intracomm) -
     ok("empty_message_is_received_as_none")
 
 
+def _nbx(comm: MPI.Intracomm | SecureComm) -> list[int]:
+    """The NBX sparse exchange (synchronous sends, then Ibarrier while probing), the last
+    rank sending late: the sources heard from, in order."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    targets = sorted({(rank + 1) % size, (rank + 2) % size} - {rank})
+    late = rank == size - 1 and size > 1  # receives at once, sends 0.3 s later: once the
+    start = time.monotonic()  # others' sends are all received and their barriers started
+    sends = [] if late else [comm.issend(rank, dest, 21) for dest in targets]
+    heard: list[int] = []
+    barrier = None
+    deadline = time.monotonic() + 30
+    while True:
+        assert time.monotonic() < deadline, f"NBX did not complete on rank {rank}: heard {heard}"
+        status = MPI.Status()
+        if comm.iprobe(MPI.ANY_SOURCE, 21, status):
+            heard.append(comm.recv(None, status.Get_source(), 21))
+        if late and time.monotonic() > start + 0.3:
+            sends, late = [comm.issend(rank, dest, 21) for dest in targets], False
+        if barrier is None:
+            if not late and all(send.Test() for send in sends):
+                barrier = comm.Ibarrier()
+        elif barrier.Test():
+            return sorted(heard)
+
+
+def check_nbx_sparse_exchange_completes_with_a_late_sender(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Ibarrier ran a blocking Barrier at the call: a rank done with its own sends could no
+    longer receive a late rank's issend, and NBX (PETSc's two-sided exchange) hung."""
+    assert _nbx(c) == _nbx(raw)
+    # the barrier's records are never taken by a collective started before it completes
+    request = c.Ibarrier()
+    value = c.bcast({"from": 0} if c.rank == 0 else None, 0)
+    assert value == {"from": 0} and c.allreduce(c.rank) == sum(range(c.size))
+    request.Wait()
+    assert not request
+    c.Ibarrier().Wait()
+    ok("nbx_sparse_exchange_completes_with_a_late_sender")
+
+
 CHECKS = [
     check_issend_completes_only_once_matched,
     check_a_probe_does_not_complete_a_synchronous_send,
@@ -327,6 +366,7 @@ CHECKS = [
     check_mpi_starts_and_completes_persistent_requests,
     check_compare,
     check_empty_message_is_received_as_none,
+    check_nbx_sparse_exchange_completes_with_a_late_sender,
 ]
 
 

@@ -55,6 +55,7 @@ class SecureComm(LocalSettings, NonBlocking):
         self._bsend_buffer: Any = None
         self._p2p = Lane(p2p, p2p_bulk, keys, LANES[0], self._stats)
         self._coll = Lane(coll, coll_bulk, keys, LANES[1], self._stats)
+        self._started: list[Any] = []  # started Ibarriers (nonblocking.py)
         self._p2p.acks = Acks(coll_bulk, keys, self._stats)  # on coll_bulk: synchronous.py says why
         # The last small numpy array sent / received into, and its flat byte view (_small_view).
         # Both start as a private object that no caller can pass (None is a legal buffer).

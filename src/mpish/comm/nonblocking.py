@@ -1,17 +1,30 @@
-"""Nonblocking collectives of a secure communicator: each runs its blocking form at the call.
+"""Nonblocking collectives of a secure communicator: Ibarrier is one; the others run at the call.
 
 Theory of operation
 -------------------
 MPI lets a nonblocking collective progress at any time between its start and its
 completion, and requires every rank to start the collectives of a communicator in the
-same order. mpish runs the blocking algorithm (collectives.py) when the operation is
-started and returns a request that is already complete: ``Wait``/``Test`` return at
-once, the buffers may be reused as soon as the call returns. This is correct for every
-program in which each rank starts the collective before it blocks on something another
-rank does only after starting it (the usual overlap pattern: start, compute or
-point-to-point, wait). A program that relies on starting a collective and then
-blocking in a receive that another rank only satisfies before starting the same
-collective would hang here, where it completes on MPI (README: remaining differences).
+same order.
+
+``Ibarrier`` is truly nonblocking (:class:`StartedBarrier`): it sends and receives the
+blocking Barrier's messages (every rank to 0, then 0's tree broadcast, collectives.py) as
+they can be, in ``Test``/``Wait`` and the progress thread. The NBX sparse exchange
+(``issend``s, then ``Ibarrier`` while probing for messages until the barrier completes;
+PETSc builds its two-sided exchanges on it) hung when Ibarrier waited for every rank at the
+call: a rank that had finished could not receive a late rank's message. The collective lane
+delivers a source's records in order, and a later collective's first record from a rank can
+only come after that rank's barrier messages: so before this rank starts any other
+collective of the communicator, it completes its started barriers' messages (blocking, as
+that collective would block anyway), and the barrier's records are never taken by another.
+
+The other nonblocking collectives run the blocking algorithm when started and return a
+request that is already complete: ``Wait``/``Test`` return at once, the buffers may be
+reused as soon as the call returns. This is correct for every program in which each rank
+starts the collective before it blocks on something another rank does only after starting
+it (the usual overlap pattern: start, compute or point-to-point, wait). A program that
+starts one and then blocks in a receive that another rank only satisfies before starting
+the same collective would hang here, where it completes on MPI (README: remaining
+differences).
 """
 
 from __future__ import annotations
@@ -19,8 +32,47 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mpi4py import MPI
+
+from .collectives import COLL_TAG
 from .reductions import Reductions
 from .requests import SecureRequest
+
+
+class StartedBarrier:
+    """One rank's part of a started Ibarrier: the blocking Barrier's messages, each sent or
+    received when it can be (:meth:`step`)."""
+
+    def __init__(self, comm: Reductions) -> None:
+        self.lane = comm._coll
+        self.waiting = list(range(1, comm.size)) if comm.rank == 0 else []  # root: whose arrival
+        self.parent, self.children = comm._tree(0)
+        self.done = False
+        if comm.rank != 0:
+            self.lane.send(memoryview(b""), 0, COLL_TAG)  # an empty record: MPI sends it eagerly
+
+    def _arrived(self, source: int, block: bool) -> bool:
+        if not block and self.lane.probe(source, MPI.ANY_TAG, block=False) is None:
+            return False
+        self.lane.recv(source, MPI.ANY_TAG, memoryview(bytearray()))
+        return True
+
+    def step(self, block: bool) -> bool:
+        """Go as far as possible (to the end if ``block``); True once this rank's part is done."""
+        while not self.done:
+            if self.waiting:
+                if not self._arrived(self.waiting[0], block):
+                    return False
+                self.waiting.pop(0)
+            elif self.parent is not None:
+                if not self._arrived(self.parent, block):
+                    return False
+                self.parent = None
+            else:
+                for child in self.children:
+                    self.lane.send(memoryview(b""), child, COLL_TAG)
+                self.done = True
+        return True
 
 
 def _started(name: str) -> Callable[..., SecureRequest]:
@@ -38,7 +90,14 @@ def _started(name: str) -> Callable[..., SecureRequest]:
 class NonBlocking(Reductions):
     """The ``I``-collectives of SecureComm (mixin over :class:`Reductions`)."""
 
-    Ibarrier = _started("Barrier")
+    def Ibarrier(self) -> SecureRequest:
+        """Barrier, started: complete once every rank has started it (module doc)."""
+        self._settle_started()
+        barrier = StartedBarrier(self)
+        self._started.append(barrier)
+        return SecureRequest(self._coll, steps=barrier.step)
+
+    ibarrier = Ibarrier
     Ibcast = _started("Bcast")
     Igather = _started("Gather")
     Igatherv = _started("Gatherv")

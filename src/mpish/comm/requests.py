@@ -17,7 +17,7 @@ it any more, and a posted receive left behind would take a later receive's messa
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from mpi4py import MPI
@@ -60,8 +60,10 @@ class SecureRequest(MPI.Grequest):
         is_object: bool = False,
         value: Any = None,
         ack: Pending | None = None,
+        steps: Callable[[bool], bool] | None = None,
     ) -> None:
         self._lane = lane
+        self._steps = steps  # an operation of its own (Ibarrier): its next steps, True once done
         self._sends = sends or []
         self._ack = ack  # a synchronous send: complete once its receiver acknowledged it
         self._buffers = buffers  # keep the records alive until the sends complete
@@ -71,7 +73,7 @@ class SecureRequest(MPI.Grequest):
         self._cancelled = False  # Cancel cancelled the receive
         self._outcome: tuple[Any, ...] | None = None  # (result, obj, error) once settled
         self._value = value
-        if not self._sends and posted is None and ack is None:
+        if not self._sends and posted is None and ack is None and (steps is None or steps(False)):
             self._settle()  # complete already (a collective run at the call, a probed message)
         else:
             watch(self)
@@ -171,6 +173,9 @@ class SecureRequest(MPI.Grequest):
     def _ready(self, *, block: bool) -> bool:
         if self._consumed() or self._outcome is not None:
             return True
+        if self._steps is not None and not self._steps(block):
+            progress()
+            return False
         if self._posted is not None and not self._lane.complete(self._posted, block=block):
             return False
         if self._sends:
