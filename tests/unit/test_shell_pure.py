@@ -186,3 +186,32 @@ def test_color_follows_the_choice_then_the_terminal_and_no_color(monkeypatch: py
             set_color("sometimes")
     finally:
         set_color("auto")
+
+
+class _Terminal(io.BytesIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("color", ["never", "always"])
+def test_a_ranks_unreset_conceal_code_cannot_hide_the_next_header_on_a_terminal(color: str) -> None:
+    """Remote output keeps its colour codes on a terminal: rank 1's trailing ESC[8m (conceal)
+    hid the @2 header that followed, so rank 2's output read as rank 1's (security review)."""
+    from mpish.shell.grouping import set_color
+
+    set_color(color)
+    try:
+        out, err = _Terminal(), _Terminal()
+        sink = GroupedSink(out, err, Style.for_stream(out))
+        sink.output(1, p.STDOUT, b"rank1 output\x1b[8m\n")
+        sink.output(2, p.STDOUT, b"rank2 output\n")
+        sink.done(Result(1, "h", 3))
+        sink.done(Result(2, "h", 4))
+        sink.finish()
+    finally:
+        set_color("auto")
+    shown = out.getvalue()
+    second = shown.index(b"@2 (1)")
+    header_start = shown.rindex(b"\n", 0, shown.rindex(b"-" * 15, 0, second)) + 1
+    assert shown[header_start:].startswith(b"\x1b[0m"), shown
+    assert Style.for_stream(io.BytesIO()).paint("x", "1") == "x"  # a pipe or a file: unchanged

@@ -66,21 +66,28 @@ def set_color(choice: str) -> None:
 @frozen
 class Style(Frozen):
     """Terminal styling: ``always``, ``never``, or (``auto``) only when the stream is a
-    terminal and NO_COLOR is not set (https://no-color.org; an explicit ``always`` wins)."""
+    terminal and NO_COLOR is not set (https://no-color.org; an explicit ``always`` wins).
+
+    On a terminal every styled piece (a header, a label, mpish's own lines) starts by resetting
+    the attributes (``reset``), colours or not: remote output keeps its colour codes on a
+    terminal, and a rank's unreset "conceal" (ESC[8m) hid the next header, making the next
+    group's output read as this rank's (security review, LOW)."""
 
     color: bool = False
+    reset: bool = False
 
     @classmethod
     def for_stream(cls, stream: Any) -> Style:
-        choice = _color["choice"]
-        if choice != "auto":
-            return cls(color=choice == "always")
         isatty = getattr(stream, "isatty", None)
         tty = bool(isatty and isatty())
-        return cls(color=tty and not os.environ.get("NO_COLOR"))
+        choice = _color["choice"]
+        if choice != "auto":
+            return cls(color=choice == "always", reset=tty)
+        return cls(color=tty and not os.environ.get("NO_COLOR"), reset=tty)
 
     def paint(self, text: str, code: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+        lead = "\x1b[0m" if self.reset or self.color else ""
+        return f"{lead}\x1b[{code}m{text}\x1b[0m" if self.color else lead + text
 
     def header(self, text: str) -> str:
         return self.paint(text, "1;36")
