@@ -172,7 +172,10 @@ class SshProcess:
                 partial = lines.pop() if data else b""
                 label = f"{self.host}: ".encode(errors="replace")
                 with contextlib.suppress(OSError):
-                    os.write(2, b"".join(label + line + b"\n" for line in lines if line or data))
+                    # escaped, as everything of the peer's inside mpish's own lines (a host's
+                    # escape sequences must not pose as mpish's words: security review)
+                    shown = (label + escape(line).encode() + b"\n" for line in lines if line or data)
+                    os.write(2, b"".join(shown))
             if not data:
                 return
             self._stderr_tail.append(data)
