@@ -293,6 +293,24 @@ def test_bash_errors_name_bash_without_a_line_number(home: Path, tmp_path: Path)
     assert err.startswith(expected), err
 
 
+def test_oldpwd_is_not_the_servers_state_directory(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cd -`` went into the server's private state directory (``$TMPDIR/mpish-...``: its
+    check, command, parse and state files), left in OLDPWD by the shell's first cd (new user).
+    Without an OLDPWD of the user's, there is none, as in ``bash -c``; after a restart the
+    one from before is back."""
+    monkeypatch.delenv("OLDPWD", raising=False)
+    result = run([MPISH, "-n", "1", "-c", "echo OLDPWD=${OLDPWD-unset}"], home, tmp_path)
+    assert result.stdout == b"OLDPWD=unset\n", result.stderr
+    script = b"cd /usr\nexec true\necho OLDPWD=$OLDPWD\n"
+    result = run([MPISH, "-n", "1", "-C", "-"], home, tmp_path, input=script)
+    assert f"OLDPWD={tmp_path}\n".encode() in result.stdout, result.stdout + result.stderr
+    # a stale PWD in the environment (the parent changed directory since) is not the shell's
+    result = run([MPISH, "-n", "1", "-c", "echo PWD=$PWD"], home, tmp_path, PWD="/nonexistent")
+    assert result.stdout == f"PWD={tmp_path}\n".encode(), result.stderr
+
+
 def test_json_fields_are_those_of_mpish_ssh_and_exit_is_no_error(home: Path, tmp_path: Path) -> None:
     result = run([MPISH, "-n", "2", "--json", "-c", "exit 3"], home, tmp_path)
     assert result.returncode == 3

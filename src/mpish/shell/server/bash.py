@@ -100,7 +100,7 @@ __mpish_end() {
   __mpish_save "$1"
 }
 __mpish_save() {
-  { builtin printf 'builtin cd -- %q\n' "$PWD"; builtin declare -p; builtin declare -f;
+  { builtin printf 'builtin cd -- %q\nbuiltin unset OLDPWD\n' "$PWD"; builtin declare -p; builtin declare -f;
     builtin alias -p; builtin shopt -p; builtin set +o;
     builtin printf '# mpish: state complete\n'; } > STATEDIR/state."$1" 2>/dev/null
   builtin printf 'saved %s\0' "$1" >&200
@@ -121,10 +121,13 @@ builtin set +o history +H
 
 def initial_state(environ: dict[str, str], cwd: str) -> str:
     """The first state file: the server's environment (minus the MPI launcher's) and cwd."""
-    lines = [f"builtin cd -- {shlex.quote(cwd)}"]
+    # bash starts in the state directory: the cd would leave it in OLDPWD (`cd -` went there)
+    lines = [f"builtin cd -- {shlex.quote(cwd)}", "builtin unset OLDPWD"]
     for name, value in sorted(environ.items()):
         if not name.isidentifier() or name.startswith(STRIP_ENV_PREFIXES) or name.startswith("BASH_FUNC"):
             continue
+        if name == "PWD":  # the cd sets it; a stale one (a parent that changed directory) made
+            continue  # $PWD, and then `cd`'s OLDPWD, name a directory the shell was never in
         lines.append(f"builtin export {name}={shlex.quote(value)}")
     return "\n".join(lines) + "\n"
 
