@@ -438,6 +438,27 @@ def check_a_matrix_column_travels_with_a_vector_datatype(c: SecureComm, raw: MPI
     ok("a_matrix_column_travels_with_a_vector_datatype")
 
 
+def check_a_padded_struct_travels_in_the_buf_datatype_form(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """``[buf, datatype]`` with a padded struct (a numpy record array's layout) raised
+    Unsupported where ``[buf, count, datatype]`` worked (HPC porter): the count is the buffer's
+    size over the extent, as mpi4py counts it."""
+    record = np.dtype([("i", "i4"), ("d", "f8")], align=True)  # 4 bytes of padding after i
+    struct = MPI.Datatype.Create_struct([1, 1], [0, 8], [MPI.INT, MPI.DOUBLE])
+    padded = struct.Create_resized(0, record.itemsize).Commit()
+    for comm in (raw, c):
+        mine = np.array([(7, 1.5), (8, 2.5)], dtype=record)
+        if comm.size > 1 and comm.rank < 2:
+            got = np.zeros(2, dtype=record)
+            comm.Sendrecv([mine, padded], 1 - comm.rank, 63, [got, padded], 1 - comm.rank, 63)
+            assert got.tolist() == [(7, 1.5), (8, 2.5)], (comm, got)
+        shared = mine if comm.rank == 0 else np.zeros(2, dtype=record)
+        comm.Bcast([shared, padded], 0)
+        assert shared.tolist() == [(7, 1.5), (8, 2.5)], (comm, shared)
+    padded.Free()
+    struct.Free()
+    ok("a_padded_struct_travels_in_the_buf_datatype_form")
+
+
 def check_a_blocking_long_send_reuses_a_ring_of_record_buffers(c: SecureComm, raw: MPI.Intracomm) -> None:
     """A blocking 16 MiB Send (no posted receive) seals into 8 reused record buffers, not 64,
     and arrives intact, also while the receiver has a posted Irecv for a later message."""
@@ -479,6 +500,7 @@ CHECKS = [
     check_bcast_of_a_derived_datatype_with_gaps,
     check_a_matrix_column_travels_with_a_vector_datatype,
     check_a_blocking_long_send_reuses_a_ring_of_record_buffers,
+    check_a_padded_struct_travels_in_the_buf_datatype_form,
 ]
 
 

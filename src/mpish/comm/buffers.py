@@ -128,12 +128,27 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
 
 
 def derived(buf: Any) -> tuple[Any, int] | None:
-    """``(buf, bytes)`` if ``buf`` is ``[buf, count, datatype]`` with a datatype that is not a
-    gap-free run of bytes (e.g. ``Create_indexed_block``), else None: such data travel packed."""
-    if not (isinstance(buf, (list, tuple)) and len(buf) == 3 and isinstance(buf[2], MPI.Datatype)):
+    """``(buf, bytes)`` if ``buf`` is ``[buf, count, datatype]`` or ``[buf, datatype]`` with a
+    datatype that is not a gap-free run of bytes (e.g. ``Create_indexed_block``, a padded
+    struct), else None: such data travel packed. Without a count, the buffer holds as many as
+    fit, as mpi4py counts them (its size over the datatype's extent)."""
+    if not isinstance(buf, (list, tuple)) or len(buf) not in (2, 3) or not isinstance(buf[-1], MPI.Datatype):
         return None
-    datatype, count = buf[2], buf[1]
-    if not isinstance(count, int) or _contiguous(datatype):
+    datatype = buf[-1]
+    if _contiguous(datatype):
+        return None
+    if len(buf) == 2:
+        try:
+            nbytes = memoryview(buf[0]).nbytes
+        except TypeError:
+            return None
+        _, extent = datatype.Get_extent()
+        if extent <= 0 or nbytes % extent:
+            raise ValueError(f"message: cannot infer count, buffer length {nbytes} is not a multiple "
+                             f"of datatype extent {extent}")
+        buf = [buf[0], nbytes // extent, datatype]
+    count = buf[1]
+    if not isinstance(count, int):
         return None
     return buf, count * datatype.Get_size()
 
