@@ -79,6 +79,7 @@ _CALL_BATCH, _THREAD_BATCH = 16, 64  # requests polled on the way out of a call,
 _THREAD: list[threading.Thread] = []
 _STOP = threading.Event()
 _MIN_DELAY, _MAX_DELAY = 20e-6, 2e-3  # seconds between polls: doubles while idle
+_NEWS = threading.Event()  # the thread started an operation: its next poll comes soon
 
 
 _DEPTH = [0]  # nesting of locked calls in the thread holding LOCK
@@ -279,6 +280,12 @@ def watch(request: Any) -> None:
         if request not in _WATCHED:
             _WATCHED.add(request)
             _ORDER.append(weakref.ref(request))
+        if _THREAD and threading.current_thread() is _THREAD[0]:
+            # the thread itself started an operation (a persistent request MPI.Prequest.Startall
+            # started): its completion is near, poll again soon (it waited up to 2 ms: 2 ms per
+            # halo round). Not for the program's own requests: the thread would compete with
+            # its Wait for the interpreter (measured: a Wait loop 57 -> 128 us per round).
+            _NEWS.set()
         if not _THREAD:  # secure calls take the lock from now on; this one may not have
             for cls in _CLASSES:
                 _wrap(cls)
@@ -305,7 +312,9 @@ def _run(starter: int | None) -> None:
                 _COND.wait()
             if _STOP.is_set():
                 return
-        time.sleep(delay)
+        if _NEWS.wait(delay):  # its last round started operations: their handles are waited on
+            _NEWS.clear()
+            delay = _MIN_DELAY
         done = False
         if LOCK.acquire(blocking=False):
             try:
