@@ -15,6 +15,10 @@ from mpish.shell.console import Console
 from wirepair import served_console
 
 
+def changed_text(source: object) -> str:
+    return (f"{source} changed while it was read: nothing was written (copy it again; a file that is "
+            "still being written, a live log, copies as a snapshot made first: cp FILE FILE.copy)")
+
 def test_a_tree_larger_than_the_window_goes_there_and_back(console: Console, tmp_path: Path) -> None:
     tree = tmp_path / "d"
     (tree / "sub" / "empty").mkdir(parents=True)
@@ -123,7 +127,7 @@ def test_a_file_changed_while_put_reads_it_is_not_written(console: Console, tmp_
                 out.write(b"changed")
 
     sent = transfer.put(console, source, str(tmp_path / "remote"), [1], rewrite)
-    assert sent.verdicts == {1: f"{source} changed while it was read: nothing was written (copy it again)"}
+    assert sent.verdicts == {1: changed_text(source)}
     assert list((tmp_path / "remote").iterdir()) == []  # no copy, no part file left
 
 
@@ -139,7 +143,7 @@ def test_a_file_changed_while_get_reads_it_is_not_kept(console: Console, tmp_pat
                 out.write(b"changed")
 
     got = transfer.get(console, str(source), str(tmp_path / "local"), [1], rewrite)
-    assert got == {1: f"{source} changed while it was read: nothing was written (copy it again)"}
+    assert got == {1: changed_text(source)}
     assert list((tmp_path / "local").iterdir()) == []
 
 

@@ -127,7 +127,8 @@ def changed(fd: int, before: os.stat_result, path: object) -> str:
             return ""
     except OSError:
         pass
-    return f"{path} changed while it was read: nothing was written (copy it again)"
+    return (f"{path} changed while it was read: nothing was written (copy it again; a file "
+            f"that is still being written, a live log, copies as a snapshot made first: cp FILE FILE.copy)")
 
 
 def shared_directory(path: Path) -> bool:
