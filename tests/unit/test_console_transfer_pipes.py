@@ -19,6 +19,7 @@ def changed_text(source: object) -> str:
     return (f"{source} changed while it was read: nothing was written (copy it again; a file that is "
             "still being written, a live log, copies as a snapshot made first: cp FILE FILE.copy)")
 
+
 def test_a_tree_larger_than_the_window_goes_there_and_back(console: Console, tmp_path: Path) -> None:
     tree = tmp_path / "d"
     (tree / "sub" / "empty").mkdir(parents=True)
@@ -77,6 +78,28 @@ def test_get_into_a_missing_local_directory_is_one_line_naming_it_and_nothing_is
     assert err.getvalue().count("\n") == 1, err.getvalue()
     assert f"the local directory {tmp_path}/gotdir does not exist" in err.getvalue()
     assert not (tmp_path / "gotdir").exists() and capsys.readouterr().out == ""
+
+
+def test_a_tree_got_in_part_is_still_named_where_it_was_written(
+        console: Console, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """New user: ``:get -r tree`` of a tree holding a FIFO printed only the FIFO's line: the copy
+    of everything else was written, but nothing said so or where."""
+    import contextlib
+    import io
+
+    from mpish.shell.console_put_get import get_builtin
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "kept.txt").write_text("kept\n")
+    os.mkfifo(tree / "fifo")
+    (tmp_path / "got").mkdir()
+    err = io.StringIO()
+    status = get_builtin(console, frozenset({1}), f"-r {tree} {tmp_path}/got", contextlib.nullcontext, err)
+    assert status == 1
+    assert err.getvalue() == f"mpish: get @1: {tree}/fifo: not a regular file (not copied)\n"
+    assert capsys.readouterr().out == f"  {tmp_path}/got/tree/ (written, but see the error above)\n"
+    assert (tmp_path / "got" / "tree" / "kept.txt").read_text() == "kept\n"
 
 
 def _aged(path: Path, data: bytes) -> Path:

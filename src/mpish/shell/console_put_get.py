@@ -119,8 +119,11 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     status = report(console, "get", verdicts, 0, time.monotonic() - started, err,
                     check=check(console, recursive))
     for rank, error in sorted(verdicts.items()):
+        path = written[rank]
         if not error:
-            print(f"  {written[rank]}{'/' if recursive and written[rank].is_dir() else ''}")
+            print(f"  {path}{'/' if recursive and path.is_dir() else ''}")
+        elif recursive and path.is_dir() and error != "nothing was received":
+            print(f"  {path}/ (written, but see the error above)")  # a tree copied in part
     sys.stdout.flush()
     return status
 
