@@ -215,3 +215,14 @@ def test_a_ranks_unreset_conceal_code_cannot_hide_the_next_header_on_a_terminal(
     header_start = shown.rindex(b"\n", 0, shown.rindex(b"-" * 15, 0, second)) + 1
     assert shown[header_start:].startswith(b"\x1b[0m"), shown
     assert Style.for_stream(io.BytesIO()).paint("x", "1") == "x"  # a pipe or a file: unchanged
+
+
+def test_an_unclosed_quote_in_put_or_get_says_where_and_how_names_are_read() -> None:
+    """``:put '/tmp/new`` said only shlex's "No closing quotation"."""
+    from mpish.shell.console_put_get import GET_USAGE, PUT_USAGE, parse
+
+    with pytest.raises(ValueError) as raised:
+        parse("'/tmp/new line.txt nl.txt", PUT_USAGE)
+    assert str(raised.value) == ("No closing quotation in \"'/tmp/new line.txt nl.txt\" (quotes are read as "
+                                 "a shell reads them, on one line: usage: :put [-r] LOCAL [REMOTE])")
+    assert parse("-r 'a b' \"c d\"", GET_USAGE) == (True, ["a b", "c d"])

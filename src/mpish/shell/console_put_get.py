@@ -52,8 +52,15 @@ class Progress:
 
 
 def parse(rest: str, usage: str) -> tuple[bool, list[str]]:
-    """(-r given, the one or two paths) of a :put or :get line; ValueError with the usage."""
-    words = shlex.split(rest)
+    """(-r given, the one or two paths) of a :put or :get line; ValueError with the usage.
+
+    The words are read as a POSIX shell reads quotes ('...', "...", backslashes), without
+    expansions: no $VAR, $'...' or glob (a name is given as it is)."""
+    try:
+        words = shlex.split(rest)
+    except ValueError as exc:  # shlex's "No closing quotation", alone, said neither where nor what
+        raise ValueError(f"{exc.args[0] if exc.args else exc} in {rest.strip()!r} (quotes are read as "
+                         f"a shell reads them, on one line: {usage})") from None
     recursive = False
     while words and words[0].startswith("-") and words[0] != "-":
         option = words.pop(0)
