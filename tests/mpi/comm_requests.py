@@ -355,6 +355,36 @@ def check_nbx_sparse_exchange_completes_with_a_late_sender(c: SecureComm, raw: M
     ok("nbx_sparse_exchange_completes_with_a_late_sender")
 
 
+def check_started_ibarriers_keep_their_records_from_collectives_and_from_each_other(
+        c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Review: Alltoall (whose blocks go straight to the lane) took a pending Ibarrier's release
+    record (MPI "Message truncated"); a second Ibarrier waited at its start for the first to
+    complete everywhere, so a rank that sends only after its two Ibarriers deadlocked its peer."""
+    for comm in (raw, c):
+        r, n = comm.Get_rank(), comm.Get_size()
+        pending = comm.Ibarrier()
+        send, got = np.arange(n, dtype="i4") + 10 * r, np.zeros(n, dtype="i4")
+        comm.Alltoall(send, got)
+        assert list(got) == [10 * k + r for k in range(n)], (comm, got)
+        assert comm.gather(r, 0) == (list(range(n)) if r == 0 else None)
+        assert comm.scatter(list(range(n)) if r == 0 else None, 0) == r
+        value = np.array([r], dtype="i4")
+        comm.Ibcast(value, 0).Wait()
+        assert value[0] == 0
+        pending.Wait()
+        if r == 1:  # rank 1 starts its barriers only once rank 0 has started both and sent
+            assert comm.recv(None, 0, 31) == "after two barriers"
+        first, second = comm.Ibarrier(), comm.Ibarrier()
+        if n > 1 and r == 0:
+            comm.send("after two barriers", 1, 31)
+        _completes(second, "the second Ibarrier")
+        _completes(first, "the first Ibarrier")
+        for request in reversed([comm.Ibarrier() for _ in range(5)]):
+            request.Wait()
+        assert comm.allreduce(1) == n
+    ok("started_ibarriers_keep_their_records_from_collectives_and_from_each_other")
+
+
 CHECKS = [
     check_issend_completes_only_once_matched,
     check_a_probe_does_not_complete_a_synchronous_send,
@@ -367,6 +397,7 @@ CHECKS = [
     check_compare,
     check_empty_message_is_received_as_none,
     check_nbx_sparse_exchange_completes_with_a_late_sender,
+    check_started_ibarriers_keep_their_records_from_collectives_and_from_each_other,
 ]
 
 

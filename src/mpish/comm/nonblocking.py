@@ -15,7 +15,9 @@ call: a rank that had finished could not receive a late rank's message. The coll
 delivers a source's records in order, and a later collective's first record from a rank can
 only come after that rank's barrier messages: so before this rank starts any other
 collective of the communicator, it completes its started barriers' messages (blocking, as
-that collective would block anyway), and the barrier's records are never taken by another.
+that collective would block anyway; every public collective does so at its entry,
+:data:`COLLECTIVES`), and the barrier's records are never taken by another. Several started
+Ibarriers go in the order they were started, none waiting for another at its start.
 
 The other nonblocking collectives run the blocking algorithm when started and return a
 request that is already complete: ``Wait``/``Test`` return at once, the buffers may be
@@ -43,12 +45,14 @@ class StartedBarrier:
     """One rank's part of a started Ibarrier: the blocking Barrier's messages, each sent or
     received when it can be (:meth:`step`)."""
 
-    def __init__(self, comm: Reductions) -> None:
+    def __init__(self, comm: Reductions, before: StartedBarrier | None) -> None:
         self.lane = comm._coll
+        self.before = before  # the Ibarrier started just before, not done yet: its records come first
         self.waiting = list(range(1, comm.size)) if comm.rank == 0 else []  # root: whose arrival
         self.parent, self.children = comm._tree(0)
         self.done = False
-        if comm.rank != 0:
+        self.busy = False  # in step: the progress thread must not step it at the same time
+        if comm.rank != 0:  # after the earlier barriers' arrivals: MPI keeps one sender's order
             self.lane.send(memoryview(b""), 0, COLL_TAG)  # an empty record: MPI sends it eagerly
 
     def _arrived(self, source: int, block: bool) -> bool:
@@ -58,7 +62,23 @@ class StartedBarrier:
         return True
 
     def step(self, block: bool) -> bool:
-        """Go as far as possible (to the end if ``block``); True once this rank's part is done."""
+        """Go as far as possible (to the end if ``block``); True once this rank's part is done.
+        An earlier started barrier goes first (its records come first from every rank)."""
+        if self.done:
+            return True
+        if self.busy:  # another thread is inside (the program's Wait, unlocked while it polls)
+            return False
+        self.busy = True
+        try:
+            if self.before is not None:
+                if not self.before.step(block):
+                    return False
+                self.before = None
+            return self._own_steps(block)
+        finally:
+            self.busy = False
+
+    def _own_steps(self, block: bool) -> bool:
         while not self.done:
             if self.waiting:
                 if not self._arrived(self.waiting[0], block):
@@ -76,10 +96,8 @@ class StartedBarrier:
 
 
 def _started(name: str) -> Callable[..., SecureRequest]:
-    blocking = getattr(Reductions, name)
-
     def start(self: Reductions, *args: Any, **kwargs: Any) -> SecureRequest:
-        blocking(self, *args, **kwargs)
+        getattr(self, name)(*args, **kwargs)  # the public form: after any started Ibarrier
         return SecureRequest(self._coll)
 
     start.__name__ = "I" + name[0].lower() + name[1:]
@@ -87,13 +105,29 @@ def _started(name: str) -> Callable[..., SecureRequest]:
     return start
 
 
+COLLECTIVES = ("Barrier", "barrier", "Bcast", "bcast", "Gather", "gather", "Gatherv", "Scatter", "scatter",
+               "Scatterv", "Allgather", "allgather", "Allgatherv", "Alltoall", "alltoall", "Alltoallv",
+               "Alltoallw", "Reduce", "reduce", "Allreduce", "allreduce", "Reduce_scatter",
+               "Reduce_scatter_block", "Scan", "scan", "Exscan", "exscan")
+
+
+def _after_started_barriers(method: Callable[..., Any]) -> Callable[..., Any]:
+    def collective(self: Reductions, *args: Any, **kwargs: Any) -> Any:
+        if self._started:
+            self._settle_started()
+        return method(self, *args, **kwargs)
+
+    collective.__name__, collective.__doc__ = method.__name__, method.__doc__
+    return collective
+
+
 class NonBlocking(Reductions):
     """The ``I``-collectives of SecureComm (mixin over :class:`Reductions`)."""
 
     def Ibarrier(self) -> SecureRequest:
         """Barrier, started: complete once every rank has started it (module doc)."""
-        self._settle_started()
-        barrier = StartedBarrier(self)
+        self._started[:] = [started for started in self._started if not started.done]
+        barrier = StartedBarrier(self, self._started[-1] if self._started else None)
         self._started.append(barrier)
         return SecureRequest(self._coll, steps=barrier.step)
 
@@ -114,3 +148,7 @@ class NonBlocking(Reductions):
     Ireduce_scatter = _started("Reduce_scatter")
     Iscan = _started("Scan")
     Iexscan = _started("Exscan")
+
+
+for _name in COLLECTIVES:  # each public collective first finishes the started Ibarriers' records
+    setattr(NonBlocking, _name, _after_started_barriers(getattr(NonBlocking, _name)))
