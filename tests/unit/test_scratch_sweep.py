@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mpish.shell.scratch import LAUNCH_PREFIX, MIN_AGE, SHELL_PREFIX, HeldDirectory, sweep
+from mpish.shell.scratch import LAUNCH_PREFIX, MIN_AGE, SHELL_PREFIX, HeldDirectory, host_tag, sweep
 
 # a process that makes a held directory, says its path, and waits to be killed
 OWNER = textwrap.dedent("""
@@ -32,7 +32,7 @@ def start_owner(tmp: Path, kind: str) -> tuple[subprocess.Popen[str], Path]:
                              env={**os.environ, "TMPDIR": str(tmp)})
     assert owner.stdout is not None
     path = Path(owner.stdout.readline().strip())
-    assert path.parent == tmp and path.name.startswith(kind + "7-"), path
+    assert path.parent == tmp and path.name.startswith(f"{kind}{host_tag()}-7-"), path
     return owner, path
 
 
@@ -110,3 +110,38 @@ def test_another_users_directory_of_the_same_name_is_not_touched(tmp_path: Path)
     os.chown(theirs, 65534, 65534)
     assert sweep(str(tmp_path), SHELL_PREFIX, now=later()) == []
     assert (theirs / "state").read_text() == "theirs"
+
+
+def test_another_hosts_directories_in_a_shared_tmpdir_are_never_swept(tmp_path: Path) -> None:
+    """On a TMPDIR shared by hosts (NFS), a directory lock may be this host's alone: another
+    host's live directory looked free here (review). A sweep looks at this host's names only."""
+    theirs = tmp_path / f"{SHELL_PREFIX}{'0' * 8 if host_tag() != '0' * 8 else '1' * 8}-3-abc"
+    theirs.mkdir()
+    ours = tmp_path / f"{SHELL_PREFIX}{host_tag()}-3-abc"
+    ours.mkdir()
+    for directory in (theirs, ours):
+        os.utime(directory, (1_000_000_000, 1_000_000_000))
+    assert sweep(str(tmp_path), f"{SHELL_PREFIX}{host_tag()}-") == [str(ours)]
+    assert theirs.is_dir() and not ours.exists()
+
+
+def test_removal_never_follows_a_link_planted_where_the_directory_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a base directory others can write (a group's project directory, not sticky), a group
+    member renamed the live directory away and planted a link to ~/important in its place:
+    the session's end deleted every file there (review)."""
+    important = tmp_path / "important"
+    important.mkdir()
+    (important / "data").write_text("keep")
+    base = tmp_path / "shared"
+    base.mkdir()
+    monkeypatch.setenv("TMPDIR", str(base))
+    held = HeldDirectory(SHELL_PREFIX, "1-")
+    Path(held.path, "state").write_text("ours")
+    moved = tmp_path / "moved"
+    os.rename(held.path, moved)
+    os.symlink(important, held.path)
+    held.remove()
+    assert (important / "data").read_text() == "keep"
+    assert Path(held.path).is_symlink()  # the planted name is left alone, not removed through
+    assert list(moved.iterdir()) == []  # what was ours is gone, through the descriptor

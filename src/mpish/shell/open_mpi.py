@@ -10,10 +10,10 @@ its session directory in (:func:`private_prte_tmpdir`), and ULFM fault tolerance
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+from .scratch import PRTE_PREFIX, HeldDirectory
 
 ALLOW_PRTE = "MPISH_ALLOW_PRTE"  # =1: this host is the user's alone; the embedded Open MPI may start prte
 
@@ -55,7 +55,7 @@ def allow_open_mpi_as_root(library: str) -> str:
 
 
 PRTE_TMPDIR = "PRTE_MCA_prte_tmpdir_base"  # where the prte of Open MPI's spawn makes its session directory
-_prte_tmpdir: Path | None = None  # ours, made for this console's spawn (private_prte_tmpdir)
+_prte_tmpdir: HeldDirectory | None = None  # ours, made for this console's spawn (private_prte_tmpdir)
 
 
 def private_prte_tmpdir(library: str) -> None:
@@ -74,8 +74,8 @@ def private_prte_tmpdir(library: str) -> None:
     global _prte_tmpdir
     if not library.startswith("Open MPI") or PRTE_TMPDIR in os.environ:
         return
-    _prte_tmpdir = Path(tempfile.mkdtemp(prefix="mpish-prte-"))
-    os.environ[PRTE_TMPDIR] = str(_prte_tmpdir)
+    _prte_tmpdir = HeldDirectory(PRTE_PREFIX)  # one a killed console left is swept (scratch.py)
+    os.environ[PRTE_TMPDIR] = _prte_tmpdir.path
     already = [name for name in os.environ.get(SET_FOR_LAUNCH, "").split(",") if name]
     os.environ[SET_FOR_LAUNCH] = ",".join([*already, PRTE_TMPDIR])
 
@@ -86,8 +86,8 @@ def remove_prte_tmpdir() -> None:
     another console) or the start was given up."""
     global _prte_tmpdir
     if _prte_tmpdir is not None:
-        shutil.rmtree(_prte_tmpdir, ignore_errors=True)
-        if os.environ.get(PRTE_TMPDIR) == str(_prte_tmpdir):  # not left naming a removed directory
+        _prte_tmpdir.remove()
+        if os.environ.get(PRTE_TMPDIR) == _prte_tmpdir.path:  # not left naming a removed directory
             os.environ.pop(PRTE_TMPDIR)
         _prte_tmpdir = None
 

@@ -23,9 +23,16 @@ taken; a lock taken by another sweeper makes this one skip the entry. Other user
 are never touched, and nobody else can rename ours in a sticky ``/tmp`` or write in them
 (mode 0700), so what was checked is what is removed.
 
-On a shared file system (a ``TMPDIR`` on NFS, several hosts) the locks are the server's
-(NFSv4 and Lustre hold flock locks for the whole cluster; a file system without them fails
-``flock`` with ENOLCK, and nothing is then swept there).
+Each name carries this host's boot id (:func:`host_tag`), and a sweep looks at this host's
+names only: on a ``TMPDIR`` shared by several hosts (NFS, Lustre) a lock on a directory may be
+this host's alone (Linux NFS has no directory locks: flock then locks locally), so another
+host's live directory would look free here. Its mtime is the file server's clock, which
+only the (microseconds long) time between ``mkdir`` and ``flock`` depends on.
+
+Removal goes through a descriptor of the directory itself (``unlink`` relative to it), so a
+link planted where the directory was (a base directory writable by others and not sticky: a
+group's project directory) is never followed; the empty directory is removed by name only if
+that name still is the directory (device and inode).
 
 This module is shipped to ssh hosts with the shell server (``transport/ship.py``): standard
 modules that load fast only (no ``tempfile``, whose imports cost ~3 ms of CPU per start).
@@ -40,9 +47,22 @@ import stat
 import time
 
 MIN_AGE = 60.0  # seconds: an entry younger than this may still be on its way to being locked
-SHELL_PREFIX = "mpish-shell-"  # a shell server's state directory: mpish-shell-RANK-RANDOM
-LAUNCH_PREFIX = "mpish-launch-"  # an embedded console's launcher wrapper: mpish-launch-RANDOM
+SHELL_PREFIX = "mpish-shell-"  # a shell server's state directory: mpish-shell-HOST-RANK-RANDOM
+LAUNCH_PREFIX = "mpish-launch-"  # an embedded console's launcher wrapper: mpish-launch-HOST-RANDOM
 MPI_PREFIX = "mpish-mpi-"  # an embedded console's TMPDIR while MPI starts (shell/segments.py)
+PRTE_PREFIX = "mpish-prte-"  # the session directory of the prte Open MPI's spawn starts (open_mpi.py)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def host_tag() -> str:
+    """8 hex digits naming this host since its boot (the kernel's boot id; else the host name's)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as handle:
+            return handle.read().strip().replace(b"-", b"")[:8].decode("ascii", "replace")
+    except OSError:
+        import hashlib
+
+        return hashlib.sha256(os.uname().nodename.encode()).hexdigest()[:8]
 
 
 def temporary_bases() -> list[str]:
@@ -76,14 +96,15 @@ class HeldDirectory:
     follows it before the random part. Left behind ones of the same kind are swept first."""
 
     def __init__(self, kind: str, name: str = "") -> None:
-        self.path = private_directory(kind + name)
+        ours = f"{kind}{host_tag()}-"
+        self.path = private_directory(ours + name)
         self.fd: int | None = lock(self.path)
-        sweep(os.path.dirname(self.path), kind)
+        sweep(os.path.dirname(self.path), ours)
 
     def remove(self) -> None:
-        """Remove the directory (files and FIFOs, one level deep; anything else the general
-        way, links not followed), then let the lock go."""
-        remove_tree(self.path)
+        """Remove the directory and what it holds (through its descriptor: module doc), then
+        let the lock go."""
+        remove_tree(self.path, self.fd)
         self.release()
 
     def release(self) -> None:
@@ -95,7 +116,7 @@ class HeldDirectory:
 def lock(path: str) -> int | None:
     """An ``O_CLOEXEC`` descriptor of directory ``path`` holding an exclusive flock on it (None
     where the file system has no locks: the directory is then simply never swept)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(path, _DIR_FLAGS)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -105,7 +126,8 @@ def lock(path: str) -> int | None:
 
 
 def sweep(base: str, kind: str, now: float | None = None) -> list[str]:
-    """Remove the directories of ``kind`` in ``base`` whose owner is gone; the paths removed."""
+    """Remove the directories named ``kind``... in ``base`` (a kind and this host's tag:
+    :class:`HeldDirectory`) whose owner is gone; the paths removed."""
     removed: list[str] = []
     uid = os.geteuid()
     now = time.time() if now is None else now
@@ -121,14 +143,15 @@ def sweep(base: str, kind: str, now: float | None = None) -> list[str]:
         if info.st_uid != uid or not stat.S_ISDIR(info.st_mode) or now - info.st_mtime < MIN_AGE:
             continue
         try:
-            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(entry.path, _DIR_FLAGS)
         except OSError:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live owner: OSError
-            if os.fstat(fd).st_ino != info.st_ino:  # not the entry looked at
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):  # not the entry looked at
                 continue
-            remove_tree(entry.path)
+            remove_tree(entry.path, fd)
             removed.append(entry.path)
         except OSError:
             continue
@@ -137,18 +160,46 @@ def sweep(base: str, kind: str, now: float | None = None) -> list[str]:
     return removed
 
 
-def remove_tree(path: str) -> None:
-    """Remove directory ``path``: its files and FIFOs, one level deep (all a state directory
-    holds), and anything else with ``shutil.rmtree`` (which never follows links)."""
+def remove_tree(path: str, fd: int | None = None) -> None:
+    """Remove directory ``path`` and what it holds, through a descriptor of it (``fd``, else
+    one opened here without following a link): nothing outside it is reached, whatever was
+    put in its place meanwhile; its name is removed only while it still is that directory."""
+    own = fd is None
     try:
-        with os.scandir(path) as entries:
-            for entry in entries:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-        os.rmdir(path)
-    except FileNotFoundError:
+        if fd is None:
+            fd = os.open(path, _DIR_FLAGS)
+    except OSError:
+        return
+    try:
+        _empty(fd)
+        here, there = os.fstat(fd), os.lstat(path)
+        if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+            os.rmdir(path)
+    except OSError:
         pass
-    except OSError:  # something else in it (a directory?): the general way
-        import shutil
+    finally:
+        if own:
+            os.close(fd)
 
-        shutil.rmtree(path, ignore_errors=True)
+
+def _empty(fd: int, depth: int = 0) -> None:
+    """Remove what directory ``fd`` holds (files, FIFOs, links as themselves; directories in
+    them the same way, through their own descriptors)."""
+    for name in os.listdir(fd):
+        try:
+            os.unlink(name, dir_fd=fd)
+        except IsADirectoryError:
+            if depth > 32:
+                continue
+            try:
+                inner = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                continue
+            try:
+                _empty(inner, depth + 1)
+            finally:
+                os.close(inner)
+            with contextlib.suppress(OSError):
+                os.rmdir(name, dir_fd=fd)
+        except OSError:
+            continue
