@@ -309,6 +309,12 @@ def test_oldpwd_is_not_the_servers_state_directory(
     # a stale PWD in the environment (the parent changed directory since) is not the shell's
     result = run([MPISH, "-n", "1", "-c", "echo PWD=$PWD"], home, tmp_path, PWD="/nonexistent")
     assert result.stdout == f"PWD={tmp_path}\n".encode(), result.stderr
+    # one that names the directory through a link is kept, as bash -c keeps it (/home -> /gpfs)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    link = str(tmp_path / "link")
+    result = run([MPISH, "-n", "1", "-c", "echo PWD=$PWD"], home, tmp_path / "real", PWD=link)
+    assert result.stdout == f"PWD={tmp_path / 'link'}\n".encode(), result.stderr
 
 
 def test_json_fields_are_those_of_mpish_ssh_and_exit_is_no_error(home: Path, tmp_path: Path) -> None:

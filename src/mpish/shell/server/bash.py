@@ -120,7 +120,13 @@ builtin set +o history +H
 
 
 def initial_state(environ: dict[str, str], cwd: str) -> str:
-    """The first state file: the server's environment (minus the MPI launcher's) and cwd."""
+    """The first state file: the server's environment (minus the MPI launcher's) and cwd.
+
+    An inherited ``PWD`` that names ``cwd`` (a path through a symbolic link: /home -> /gpfs/home)
+    is where the shell goes, as ``bash -c`` keeps it; a stale one is not exported."""
+    pwd = environ.get("PWD", "")
+    if pwd.startswith("/") and _same_directory(pwd, cwd):
+        cwd = pwd
     # bash starts in the state directory: the cd would leave it in OLDPWD (`cd -` went there)
     lines = [f"builtin cd -- {shlex.quote(cwd)}", "builtin unset OLDPWD"]
     for name, value in sorted(environ.items()):
@@ -130,6 +136,14 @@ def initial_state(environ: dict[str, str], cwd: str) -> str:
             continue  # $PWD, and then `cd`'s OLDPWD, name a directory the shell was never in
         lines.append(f"builtin export {name}={shlex.quote(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _same_directory(one: str, other: str) -> bool:
+    try:
+        first, second = os.stat(one), os.stat(other)
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def command_line(command_file: str, marker: str, last_status: int = 0, stdin: str | None = None) -> bytes:
