@@ -120,8 +120,8 @@ class Reporter:
     def say(self, text: str) -> None:
         """Write one message for the user."""
         stream = self.stream
-        stream.write(self.format(text) + "\n")
-        with contextlib.suppress(AttributeError, OSError, ValueError):
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # a full or closed stderr
+            stream.write(self.format(text) + "\n")
             stream.flush()
 
 

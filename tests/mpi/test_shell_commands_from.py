@@ -67,6 +67,18 @@ def test_exit_with_a_status_ends_the_session_with_it_as_bash_does(tmp_path: Path
     assert b"before" in proc.stdout and b"after" not in proc.stdout
 
 
+def test_exit_0_after_a_failed_command_and_a_console_on_a_pipe_end_with_bash_s_status(tmp_path: Path) -> None:
+    """``exit 0`` after a failed line ended with that line's status (``ended or last_status``),
+    and a console reading a pipe ended 0 whatever its commands did (review)."""
+    from shell_util import run
+
+    home = make_home(tmp_path / "home")
+    explicit = run([MPISH, "-n", "1", "-C", "-"], home, tmp_path, input=b"false\nexit 0\n")
+    assert explicit.returncode == 0, explicit.stderr.decode(errors="replace")
+    piped = run([MPISH, "-n", "1"], home, tmp_path, input=b"true\nfalse\n")
+    assert piped.returncode == 1, piped.stderr.decode(errors="replace")
+
+
 def test_a_block_in_a_commands_file_runs_as_one_command_as_bash_reads_a_script(tmp_path: Path) -> None:
     """Lines were commands one by one: for...do...done, a function and a here-document were
     syntax errors, and the line guarded by a false if ran."""

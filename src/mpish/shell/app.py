@@ -176,7 +176,7 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
     if path is None:
         repl = Repl(console, output=OutputMode.from_args(args))
         repl.targets = targets
-        return repl.loop()
+        return repl.loop()  # exit N: N; exit or the end of input: the last command's, as bash
     try:
         stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
@@ -185,8 +185,7 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
     with stream:
         repl = Repl(console, reader=PlainReader(stream, None), output=OutputMode.from_args(args))
         repl.targets = targets  # -w: the default targets, as :targets would set them
-        ended = repl.loop()  # exit N in the file: N, as a bash script would
-    return ended or repl.last_status
+        return repl.loop()  # exit N in the file: N, as a bash script would; else the last status
 
 
 def stdin_to_send(nostdin: bool, fd: int = 0) -> int | None:

@@ -66,12 +66,9 @@ def set_color(choice: str) -> None:
 @frozen
 class Style(Frozen):
     """Terminal styling: ``always``, ``never``, or (``auto``) only when the stream is a
-    terminal and NO_COLOR is not set (https://no-color.org; an explicit ``always`` wins).
-
-    On a terminal every styled piece (a header, a label, mpish's own lines) starts by resetting
-    the attributes (``reset``), colours or not: remote output keeps its colour codes on a
-    terminal, and a rank's unreset "conceal" (ESC[8m) hid the next header, making the next
-    group's output read as this rank's (security review, LOW)."""
+    terminal and NO_COLOR is not set (https://no-color.org; an explicit ``always`` wins). At a
+    terminal headers, mpish's lines and labels after a line with an escape sequence start with
+    a reset: a rank's unreset ESC[8m (conceal) hid the next header (security review)."""
 
     color: bool = False
     reset: bool = False
@@ -95,8 +92,9 @@ class Style(Frozen):
     def error(self, text: str) -> str:
         return self.paint(text, "1;31")
 
-    def prefix(self, text: str) -> str:
-        return self.paint(text, "33")
+    def prefix(self, text: str, after_escape: bool = False) -> str:  # after a line with an ESC
+        painted = f"\x1b[33m{text}\x1b[0m" if self.color else text
+        return "\x1b[0m" + painted if after_escape and (self.reset or self.color) else painted
 
 
 def report_error(err: IO[bytes], host: str, error: str, style: Style) -> None:
@@ -290,14 +288,19 @@ class GroupedSink(_TerminalSink):
                 by_digest.setdefault(self._spools[(rank, kind)].digest.digest(), []).append(rank)
         return [(frozenset(ranks), self._spools[(ranks[0], stream)]) for ranks in by_digest.values()]
 
-    def _prefix(self, ranks: Iterable[int]) -> bytes:
-        return self.style.prefix(f"{self.names.label(ranks)}: ").encode() if self.labels else b""
+    def _prefix(self, ranks: Iterable[int], after_escape: bool = False) -> bytes:
+        if not self.labels:
+            return b""
+        return self.style.prefix(f"{self.names.label(ranks)}: ", after_escape).encode()
 
-    def _prefixed(self, spool: _Spool, prefix: bytes, target: IO[bytes]) -> None:
+    def _prefixed(self, spool: _Spool, ranks: Iterable[int], target: IO[bytes]) -> None:
         spool.file.seek(0)
         shown = 0
+        clean, after_escape = self._prefix(ranks), self._prefix(ranks, True)
+        prefix = clean
         for line in spool.file:
             target.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
+            prefix = after_escape if b"\x1b" in line else clean
             shown += len(line) + len(prefix)
             if shown >= SHOW_PIECE:
                 shown = 0
@@ -329,7 +332,7 @@ class GroupedSink(_TerminalSink):
             self._finish_lines()
         else:
             for ranks, spool in self.groups(STDERR):
-                self._prefixed(spool, self._prefix(ranks), self.err)
+                self._prefixed(spool, ranks, self.err)
             self.err.flush()
             if self.diff:
                 self._finish_diff()
@@ -352,7 +355,7 @@ class GroupedSink(_TerminalSink):
     def _finish_lines(self) -> None:
         for rank, stream in sorted(self._spools):
             target = self.out if stream == STDOUT else self.err
-            self._prefixed(self._spools[(rank, stream)], self._prefix([rank]), target)
+            self._prefixed(self._spools[(rank, stream)], [rank], target)
             target.flush()
 
     def _finish_diff(self) -> None:
@@ -422,13 +425,16 @@ class LiveSink(_TerminalSink):
     ) -> None:
         super().__init__(out, err, style, names)
         self._partial: dict[tuple[int, int], bytes] = {}
+        self._escaped: dict[int, bool] = {}  # per stream: its last line held an escape sequence
         self.labels = labels
         self.name_of: Callable[[int], str] = self.names.prefix  # a line's label
 
     def _emit(self, rank: int, stream: int, line: bytes) -> None:
         target = self.out if stream == STDOUT else self.err
-        prefix = self.style.prefix(f"{self.name_of(rank)}: ").encode() if self.labels else b""
+        after_escape = self._escaped.get(stream, False)  # the last line on this stream held one
+        prefix = self.style.prefix(f"{self.name_of(rank)}: ", after_escape).encode() if self.labels else b""
         target.write(prefix + line)
+        self._escaped[stream] = b"\x1b" in line
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
         buffered = self._partial.pop((rank, stream), b"") + data

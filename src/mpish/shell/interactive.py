@@ -243,7 +243,7 @@ class Repl:
             except (MpishError, OSError, ValueError) as exc:
                 self.report.say(str(exc))
                 self.last_status = 1
-        return 0
+        return self.last_status  # exit, or the end of input: the last command's, as bash's
 
     def _whole(self, reader: LineReader, line: str) -> str:
         """The line and those bash would read after it as one command (an open ``if``, quote,

@@ -41,6 +41,7 @@ Ctrl-C interrupts the running command on every host and the session goes on;
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -201,7 +202,9 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
             console.close()
         if guard.closed:  # stdout's reader left (| head): the command was interrupted; quiet
             if guard.failure_line():  # or it could not be written to (a full disk)
-                err.write(f"mpish ssh: {guard.failure_line()}\n".encode())
+                with contextlib.suppress(OSError):  # stderr may be the full one
+                    err.write(f"mpish ssh: {guard.failure_line()}\n".encode())
+                    err.flush()
                 return 1
             return STDOUT_CLOSED
     results = [sink.results[rank] for rank in sorted(sink.results)]
@@ -269,8 +272,7 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         with stream:
             repl = SshRepl(console, reader=PlainReader(stream, None), output=options.mode,
                            fanout=options.fanout)
-            ended = repl.loop()  # exit N in the file: N, as a bash script would
-        return ended or repl.last_status
+            return repl.loop()  # exit N in the file: N, as a bash script would; else the last status
     finally:
         console.close()
 
