@@ -226,3 +226,21 @@ def test_an_unclosed_quote_in_put_or_get_says_where_and_how_names_are_read() -> 
     assert str(raised.value) == ("No closing quotation in \"'/tmp/new line.txt nl.txt\" (quotes are read as "
                                  "a shell reads them, on one line: usage: :put [-r] LOCAL [REMOTE])")
     assert parse("-r 'a b' \"c d\"", GET_USAGE) == (True, ["a b", "c d"])
+
+
+def test_a_label_resets_attributes_only_after_a_line_that_held_an_escape_sequence() -> None:
+    """-L at a terminal: rank 1's concealed line must not hide rank 2's label; plain lines keep
+    their labels as they were (4 more bytes a line pushed a flood past what Ctrl-C may show)."""
+    from mpish.shell.grouping import set_color
+
+    set_color("never")
+    try:
+        out, err = _Terminal(), _Terminal()
+        sink = LiveSink(out, err, Style.for_stream(out))
+        sink.output(1, p.STDOUT, b"plain\n")
+        sink.output(1, p.STDOUT, b"hidden\x1b[8m\n")
+        sink.output(2, p.STDOUT, b"seen\n")
+        sink.output(2, p.STDOUT, b"again\n")
+    finally:
+        set_color("auto")
+    assert out.getvalue() == b"@1: plain\n@1: hidden\x1b[8m\n\x1b[0m@2: seen\n@2: again\n"
