@@ -61,7 +61,8 @@ third SIGKILL, and the shell is then restarted from the state before the command
                           back here with its exit status when it ends. Escapes, after
                           Enter: ~. hang up (end it), ~? help, ~~ a ~
   :help                   this text
-  :quit, exit, Ctrl-D     end the session
+  :quit, exit, Ctrl-D     end the session (:quit with status 0, exit and Ctrl-D with the
+                          last command's, as bash; exit N with N)
 """
 
 
@@ -229,7 +230,9 @@ class Repl:
             line = line.lstrip()  # trailing blanks stay: "echo a \\ " ends in an escaped blank
             if not line.rstrip():
                 continue
-            if line.rstrip() in ("exit", "logout", ":quit", ":q", "quit"):
+            if line.rstrip() in (":quit", ":q", "quit"):  # the console's own quit: a clean end
+                return 0
+            if line.rstrip() in ("exit", "logout"):  # as bash's: the last command's status
                 break
             ended = re.fullmatch(r"(?:exit|logout)\s+(\d{1,9})\s*", line)
             if ended:  # as bash's exit N: the session ends with that status
