@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 
 from .scratch import PRTE_PREFIX, HeldDirectory
@@ -55,6 +56,7 @@ def allow_open_mpi_as_root(library: str) -> str:
 
 
 PRTE_TMPDIR = "PRTE_MCA_prte_tmpdir_base"  # where the prte of Open MPI's spawn makes its session directory
+_PRTE_LOCK = threading.Lock()  # remove_prte_tmpdir: from the main thread and the spawn's watch
 _prte_tmpdir: HeldDirectory | None = None  # ours, made for this console's spawn (private_prte_tmpdir)
 
 
@@ -83,13 +85,15 @@ def private_prte_tmpdir(library: str) -> None:
 def remove_prte_tmpdir() -> None:
     """Remove the directory :func:`private_prte_tmpdir` made, once the spawn has returned (prte
     has no further use for its files: its servers have started; the next prte, if any, is of
-    another console) or the start was given up."""
+    another console) or the start was given up. The main thread (the spawn returned) and the
+    spawn's watch thread (the start was given up: end_start) may both call it: one removes."""
     global _prte_tmpdir
-    if _prte_tmpdir is not None:
-        _prte_tmpdir.remove()
-        if os.environ.get(PRTE_TMPDIR) == _prte_tmpdir.path:  # not left naming a removed directory
-            os.environ.pop(PRTE_TMPDIR)
-        _prte_tmpdir = None
+    with _PRTE_LOCK:
+        held, _prte_tmpdir = _prte_tmpdir, None
+    if held is not None:
+        held.remove()
+        if os.environ.get(PRTE_TMPDIR) == held.path:  # not left naming a removed directory
+            os.environ.pop(PRTE_TMPDIR, None)
 
 
 # Open MPI (read by its MPI library and by the prte a singleton's spawn starts; MPICH ignores
