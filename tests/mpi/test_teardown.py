@@ -81,6 +81,14 @@ def test_successful_sessions_print_nothing_on_stderr(tmp_path: Path) -> None:
         assert result.stderr == b"", f"-n {size}: {result.stderr.decode(errors='replace')}"
 
 
+def _await_empty(tmp: Path, seconds: float = 15) -> None:
+    """Until ``tmp`` is empty, at most ``seconds``: the launcher's directory goes once its
+    watcher sees the console gone."""
+    deadline = time.monotonic() + seconds
+    while any(tmp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def test_a_session_leaves_nothing_in_tmpdir(tmp_path: Path) -> None:
     """Open MPI's singleton console left its session directory (ompi.HOST.UID/jf.0/JOB) in
     TMPDIR after every session (2,374 in /tmp): its finalize removes the last level only."""
@@ -88,9 +96,7 @@ def test_a_session_leaves_nothing_in_tmpdir(tmp_path: Path) -> None:
     tmp.mkdir()
     result = run([MPISH, "-n", "2", "-c", "true"], make_home(tmp_path / "home"), tmp_path, TMPDIR=str(tmp))
     assert result.returncode == 0, result.stderr
-    deadline = time.monotonic() + 15  # the launcher's directory: its watcher removes it after the console
-    while any(tmp.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _await_empty(tmp)
     assert sorted(path.relative_to(tmp) for path in tmp.rglob("*")) == []
 
 
@@ -176,7 +182,13 @@ def test_a_killed_console_whose_servers_cannot_end_their_shells_leaves_no_comman
     """Stopped servers cannot end their shells, so the watchers kill them: the shells' commands
     (``sleep 600``) went with them only if the watchers read the whole tree first (a loaded
     machine showed the same as a rare leftover of the plain SIGKILL test)."""
-    proc, processes = _start_session(tmp_path)
+    _kill_the_console_of_stopped_servers(tmp_path)
+
+
+def _kill_the_console_of_stopped_servers(tmp_path: Path, **extra: str) -> None:
+    """A session whose servers are stopped (they cannot end by themselves: their watchers kill
+    them), its console killed with SIGKILL: nothing of the job may be left."""
+    proc, processes = _start_session(tmp_path, **extra)
     try:
         named = {pid for pid, command in processes.items() if b"mpish.shell.mpi_server" in command}
         relays = {_parent(pid) for pid in named} & named  # under hydra each server has an exit relay
@@ -200,17 +212,7 @@ def test_the_state_directories_of_servers_killed_with_sigkill_are_swept_by_the_n
     The next session's servers remove those whose owner is gone (shell/scratch.py)."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    proc, processes = _start_session(tmp_path, TMPDIR=str(tmp))
-    try:
-        named = {pid for pid, command in processes.items() if b"mpish.shell.mpi_server" in command}
-        for server in named - {_parent(pid) for pid in named}:  # not the exit relays above them
-            os.kill(server, signal.SIGSTOP)  # they cannot end by themselves: their watchers kill them
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        left = _remaining(set(processes), 30)
-        assert not left, f"left behind after SIGKILL of the console:\n{_describe(left)}"
-    finally:
-        _kill_all(processes)
+    _kill_the_console_of_stopped_servers(tmp_path, TMPDIR=str(tmp))
     killed = sorted(tmp.glob("mpish-shell-*"))
     assert len(killed) == 2, killed  # one per server: SIGKILL removed nothing
     old = time.time() - 120  # older than a directory still being made (scratch.MIN_AGE)
@@ -218,9 +220,7 @@ def test_the_state_directories_of_servers_killed_with_sigkill_are_swept_by_the_n
         os.utime(directory, (old, old))
     result = run([MPISH, "-n", "2", "-c", "true"], tmp_path / "home", tmp_path, TMPDIR=str(tmp))
     assert result.returncode == 0, result.stderr
-    deadline = time.monotonic() + 15  # the launcher's directory: its watcher removes it after the console
-    while any(tmp.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _await_empty(tmp)
     assert sorted(tmp.iterdir()) == [], "left in TMPDIR after the next session"
 
 
