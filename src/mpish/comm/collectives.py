@@ -81,17 +81,16 @@ class Collectives:
         return root
 
     def _settle_started(self) -> None:
-        """Before another collective: finish the messages of started Ibarriers (nonblocking.py)."""
+        """Before another collective (each public one calls it first: nonblocking.COLLECTIVES):
+        finish the messages of started Ibarriers."""
         while self._started:
             self._started[0].step(block=True)
             self._started.pop(0)
 
     def _c_send(self, data: memoryview, dest: int) -> None:
-        self._settle_started()
         self._coll.send(data, dest, COLL_TAG)
 
     def _c_recv(self, source: int, sink: memoryview | None) -> bytes | bytearray | None:
-        self._settle_started()
         _, tag, n, data = self._coll.recv(source, MPI.ANY_TAG, sink)
         if tag == ABORT_TAG:
             raise CollectiveAborted(f"the collective failed on rank {source}")
@@ -111,7 +110,6 @@ class Collectives:
 
     def _abort(self, waiting: list[int], sending: list[int]) -> None:
         """Tell ``waiting`` ranks this collective failed here; drop what ``sending`` ranks send."""
-        self._settle_started()
         for dest in waiting:
             if dest != self.rank:
                 self._coll.send(memoryview(b""), dest, ABORT_TAG)
@@ -122,7 +120,6 @@ class Collectives:
     def _recv_each(self, pairs: list[tuple[int, memoryview]]) -> None:
         """Receive block after block; after an error (an abort notice, a wrong size) receive
         (and drop) the rest still, then raise the first error: no record is left behind."""
-        self._settle_started()
         error: BaseException | None = None
         for source, sink in pairs:
             try:
