@@ -68,7 +68,8 @@ def reported_checks(script: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "script", ["comm_api.py", "comm_regressions.py", "comm_requests.py", "comm_hot_path.py"]
+    "script",
+    ["comm_api.py", "comm_regressions.py", "comm_requests.py", "comm_hot_path.py", "comm_topology.py"],
 )
 def test_every_check_a_script_defines_is_run_and_reported(script: str) -> None:
     tree = ast.parse((HERE / script).read_text())
@@ -85,6 +86,15 @@ def test_api_matches_raw_mpi(home: Path, ranks: int) -> None:
     assert proc.returncode == 0, explain(proc)
     reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
     assert reported == reported_checks("comm_api.py"), explain(proc)  # every check, in order
+    assert "ALL OK" in proc.stdout, explain(proc)
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4])  # 1 and 2: a periodic grid's two sides are one rank
+def test_topologies_and_neighbour_collectives_match_raw_mpi(home: Path, ranks: int) -> None:
+    proc = run(["-n", str(ranks), PYTHON, str(HERE / "comm_topology.py")], home)
+    assert proc.returncode == 0, explain(proc)
+    reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
+    assert reported == reported_checks("comm_topology.py"), explain(proc)
     assert "ALL OK" in proc.stdout, explain(proc)
 
 

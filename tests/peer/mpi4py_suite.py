@@ -40,6 +40,9 @@ MODULES = (
     "test_p2p_buf_matched",
     "test_cco_vec",
     "test_cco_nb_buf",
+    "test_cco_ngh_obj",
+    "test_cco_ngh_buf",
+    "test_comm_topo",
 )
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from mpi4py import MPI
 
 from ..wire.record import SMALL_RECORD
 from .buffers import _PLAIN_BUFFERS as PLAIN_BUFFERS
-from .buffers import Unsupported, byte_view, derived, set_status, unpack, warn_buf
+from .buffers import byte_view, derived, refuse_unoffered, set_status, unpack, warn_buf
 from .handles import _OWNED, _PY_THREADS, lock_public_methods
 from .lane import _ACTIVE, Early, Lane, Stats
 from .messages import SecureMessage
@@ -28,13 +28,14 @@ from .requests import PersistentRequest, SecureRequest
 from .secret import LANES, CommSecret
 from .settings import LocalSettings
 from .synchronous import Acks, issend, ssend
+from .topology import Cartesian, Constructors, DistGraph, Graph
 
 _EMPTY = memoryview(b"")
 _NO_BUFFER = object()
 _KEPT = PLAIN_BUFFERS - {bytes, bytearray, memoryview}  # numpy's ndarray, if numpy is installed
 
 
-class SecureComm(LocalSettings, NonBlocking):
+class SecureComm(LocalSettings, Constructors, NonBlocking):
     """An authenticated, encrypted intracommunicator with mpi4py's methods (see the package doc).
 
     Build one with :func:`mpish.secure`.
@@ -404,8 +405,8 @@ class SecureComm(LocalSettings, NonBlocking):
     # -- new communicators (collective): keys derived from this one's, no new handshake
 
     def _derive_comm(
-        self, comms: tuple[Any, Any, Any, Any], label: bytes, counted: bool = True
-    ) -> SecureComm:
+        self, comms: tuple[Any, ...], label: bytes, counted: bool = True, kind: type | None = None
+    ) -> Any:
         """A derived communicator: its secret from this one's and a context every member agrees on.
 
         The context names this communicator's derivation count, the call and the parent
@@ -423,15 +424,15 @@ class SecureComm(LocalSettings, NonBlocking):
         count = self._derived if counted else 0  # counted contexts start at 1: never 0
         context = struct.pack(">QQ", count, leader) + label
         keys = self._keys.child(context, comms[0].Get_rank(), comms[0].Get_size())
-        return SecureComm(comms, keys, self._stats)
+        return (kind or SecureComm)(comms, keys, self._stats)
 
-    def Dup(self, info: Any = None) -> SecureComm:
+    def Dup(self, info: Any = None) -> Any:
         comms = tuple(c.Dup() for c in self._comms)
-        return self._derive_comm(comms, b"dup")
+        return self._derive_comm(comms, b"dup", kind=type(self))  # a topology's Dup keeps it (MPI)
 
     Clone = Dup
 
-    def Dup_with_info(self, info: Any) -> SecureComm:
+    def Dup_with_info(self, info: Any) -> Any:
         return self.Dup(info)
 
     def Create(self, group: Any) -> Any:
@@ -463,11 +464,11 @@ class SecureComm(LocalSettings, NonBlocking):
         comms = tuple(c.Split_type(split_type, key, info) for c in self._comms)
         return self._child(comms, b"split_type" + struct.pack(">q", split_type))
 
-    def _child(self, comms: tuple[Any, ...], label: bytes) -> Any:
+    def _child(self, comms: tuple[Any, ...], label: bytes, kind: type | None = None) -> Any:
         if comms[0] == MPI.COMM_NULL:
             self._derived += 1  # stay in step with the ranks that got a communicator
             return MPI.COMM_NULL
-        return self._derive_comm(comms, label)
+        return self._derive_comm(comms, label, kind=kind)
 
     def Free(self) -> None:
         for lane in (self._p2p, self._coll):
@@ -475,29 +476,24 @@ class SecureComm(LocalSettings, NonBlocking):
         self._freed = True
 
 
-class _Unsupported:
-    """An mpi4py name SecureComm does not offer: reading it raises :class:`Unsupported`.
-
-    One per name, on the class (not a ``__getattr__``: a class with one gets no specialised
-    attribute lookups from CPython, which cost every method call of the hot paths ~0.2 us).
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: Any, owner: Any = None) -> Any:
-        if obj is None:
-            return self
-        raise Unsupported(
-            f"{self.name} is not supported by mpish.secure (only authenticated operations are offered; "
-            "use comm.raw explicitly for unprotected traffic)"
-        )
+class SecureCartcomm(Cartesian, SecureComm):
+    """A secure Cartesian grid (topology.py): ``Create_cart`` of a secure communicator."""
 
 
-for _kind in (MPI.Intracomm, MPI.Intercomm, MPI.Cartcomm, MPI.Graphcomm, MPI.Distgraphcomm):
-    for _name in dir(_kind):
-        if not _name.startswith("_") and not hasattr(SecureComm, _name):
-            setattr(SecureComm, _name, _Unsupported(_name))
+class SecureGraphcomm(Graph, SecureComm):
+    """A secure graph (topology.py): ``Create_graph`` of a secure communicator."""
+
+
+class SecureDistgraphcomm(DistGraph, SecureComm):
+    """A secure distributed graph (topology.py): ``Create_dist_graph(_adjacent)``."""
+
+
+SecureComm.topologies = {"Create_cart": SecureCartcomm, "Create_graph": SecureGraphcomm}
+for _call in ("Create_dist_graph", "Create_dist_graph_adjacent"):
+    SecureComm.topologies[_call] = SecureDistgraphcomm
+refuse_unoffered(SecureComm)  # the topologies inherit the refusals of what they do not offer
 
 # One thread at a time in secure code (handles.py); the hot methods lock only with a second thread.
 _LOCKED = lock_public_methods(SecureComm, hot=("Send", "Recv", "send", "recv"))
+for _kind in (SecureCartcomm, SecureGraphcomm, SecureDistgraphcomm):
+    lock_public_methods(_kind)

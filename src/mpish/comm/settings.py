@@ -25,6 +25,15 @@ class LocalSettings:
         return int(MPI.UNDEFINED)
 
     topology = property(Get_topology)
+    is_topo = property(lambda self: False, doc="False: no virtual topology (Create_cart makes one)")
+
+    def Cart_map(self, dims: Any, periods: Any = None) -> int:
+        """MPI's placement on a grid (computed locally: nothing is sent)."""
+        return int(self._comms[0].Cart_map(dims, periods))
+
+    def Graph_map(self, index: Any, edges: Any) -> int:
+        """MPI's placement on a graph (computed locally: nothing is sent)."""
+        return int(self._comms[0].Graph_map(index, edges))
 
     def Get_info(self) -> Any:
         return self._comms[0].Get_info()

@@ -1,0 +1,318 @@
+"""Virtual topologies of a secure communicator: Cartesian grids, graphs, distributed graphs.
+
+Theory of operation
+-------------------
+``Create_cart``, ``Create_graph``, ``Create_dist_graph(_adjacent)`` and ``Sub`` make the
+same topology on each of the four internal communicators (communicator.py), with
+``reorder`` off: MPI only *allows* a reordering, and four calls left free to reorder could
+disagree on the ranks. The new communicator's keys derive from the parent's like Split's.
+
+What a topology answers locally (coordinates, ``Shift``, neighbours, degrees) is MPI's
+answer for the internal communicator that carries point-to-point records: nothing crosses
+the network. Neighbour collectives travel on the collective lane as authenticated records
+on one tag, matched in order (MPI's non-overtaking rule): a rank sends its blocks to its
+out-neighbours in MPI's order and receives from its in-neighbours in MPI's order. For a
+graph, the k-th edge from p to q is the k-th of each list, as MPI matches them. A
+Cartesian grid needs one more step: the block a rank sends to its ``-`` neighbour in
+dimension d arrives in that neighbour's ``+`` slot, and where both neighbours are one rank
+(a periodic dimension of size 1 or 2) its two blocks come in the sender's order, ``-``
+first, so a rank receives its ``+`` slot of each dimension before its ``-`` slot.
+``MPI.PROC_NULL`` neighbours (the edges of a grid that is not periodic) send and receive
+nothing; their receive blocks are left as they were (``None`` in the object forms).
+
+No rank left behind: a rank whose buffers are wrong sends an abort notice instead of
+each block and drops what its in-neighbours send, so its neighbours raise
+:class:`CollectiveAborted` rather than wait (collectives.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from mpi4py import MPI
+
+from .buffers import (
+    block_view,
+    bottom_blocks,
+    byte_view,
+    free_blocks,
+    pack,
+    typed_vector_view,
+    unpack,
+    vector_view,
+)
+from .collectives import ABORT_TAG, _dumps, _in_place, _loads
+from .lane import wait_all
+from .nonblocking import NonBlocking, _after_started_barriers, _started
+
+_PROC_NULL = MPI.PROC_NULL
+
+
+def _local(kind: type, name: str) -> Any:
+    """Attribute ``name`` of ``kind`` read from the internal communicator (a local query)."""
+    if inspect.isdatadescriptor(getattr(kind, name)):
+        return property(lambda self: getattr(self._comms[0], name), doc=f"MPI's {name} (a local query)")
+
+    def query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._comms[0], name)(*args, **kwargs)
+
+    query.__name__, query.__doc__ = name, f"MPI's {name} (a local query: nothing is sent)"
+    return query
+
+
+class Constructors:
+    """``Create_cart``, ``Create_graph``, ``Create_dist_graph(_adjacent)`` (a mixin of SecureComm,
+    which sets ``topologies``, the secure class each makes); never reordered (module doc)."""
+
+    topologies: dict[str, type]
+    _comms: tuple[Any, Any, Any, Any]
+    _child: Any
+
+    def Create_cart(self, dims: Any, periods: Any = None, reorder: bool = False) -> Any:
+        return self._topology("Create_cart", dims, periods, False)
+
+    def Create_graph(self, index: Any, edges: Any, reorder: bool = False) -> Any:
+        return self._topology("Create_graph", index, edges, False)
+
+    def Create_dist_graph_adjacent(self, sources: Any, destinations: Any, *args: Any, **kwargs: Any) -> Any:
+        """mpi4py's arguments: weights, info; ``reorder`` is not used."""
+        kwargs.pop("reorder", None)
+        return self._topology("Create_dist_graph_adjacent", sources, destinations, *args[:3], **kwargs)
+
+    def Create_dist_graph(
+        self, sources: Any, degrees: Any, destinations: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        """mpi4py's arguments: weights, info; ``reorder`` is not used."""
+        kwargs.pop("reorder", None)
+        return self._topology("Create_dist_graph", sources, degrees, destinations, *args[:2], **kwargs)
+
+    def _topology(self, call: str, *args: Any, **kwargs: Any) -> Any:
+        comms = tuple(getattr(c, call)(*args, **kwargs) for c in self._comms)
+        return self._child(comms, call.encode(), self.topologies[call])
+
+
+class Topology(NonBlocking):
+    """Neighbour collectives and local topology queries (a mixin of the secure topology classes)."""
+
+    _comms: tuple[Any, Any, Any, Any]
+
+    def Get_topology(self) -> int:
+        return int(self._comms[0].Get_topology())
+
+    topology = property(Get_topology)
+
+    def _order(self) -> tuple[list[int], list[tuple[int, int]]]:
+        """(out-neighbours in sending order, (slot, in-neighbour) in receiving order)."""
+        sources, dests = self._comms[0].inoutedges
+        return dests, list(enumerate(sources))
+
+    def _neighbour_exchange(self, blocks_out: list[Any] | None, slots: list[Any]) -> None:
+        """Send block k to out-neighbour k and receive slot j from in-neighbour j (``None`` in
+        ``blocks_out``: this rank failed, and sends abort notices; ``None`` slots: bytes kept)."""
+        dests, order = self._order()
+        requests = []
+        for k, dest in enumerate(dests):
+            if dest != _PROC_NULL:
+                block = memoryview(b"") if blocks_out is None else blocks_out[k]
+                tag = ABORT_TAG if blocks_out is None else 1  # COLL_TAG
+                requests.extend(self._coll.isend(block, dest, tag)[0])
+        try:
+            pairs = [(source, slot) for slot, source in order if source != _PROC_NULL]
+            if blocks_out is None:
+                for source, _ in pairs:
+                    self._coll.recv(source, MPI.ANY_TAG, None)
+                return
+            self._receive_slots(pairs, slots)
+        finally:
+            wait_all(requests)
+
+    def _receive_slots(self, pairs: list[tuple[int, int]], slots: list[Any]) -> None:
+        error: BaseException | None = None
+        for source, slot in pairs:
+            try:
+                if error is not None:
+                    self._coll.recv(source, MPI.ANY_TAG, None)
+                elif isinstance(slots[slot], memoryview):
+                    self._c_recv_into(slots[slot], source)
+                else:
+                    slots[slot] = self._c_recv_bytes(source)
+            except Exception as exc:  # the rest is still received, then this raises
+                error = exc
+        if error is not None:
+            raise error
+
+    def _checked(self, make_blocks: Any) -> Any:
+        """``make_blocks()``; if it raises, take part with abort notices, then raise."""
+        try:
+            return make_blocks()
+        except Exception:
+            self._neighbour_exchange(None, [])
+            raise
+
+    def _degrees(self) -> tuple[int, int]:
+        sources, dests = self._comms[0].inoutedges
+        return len(sources), len(dests)
+
+    def Neighbor_allgather(self, sendbuf: Any, recvbuf: Any) -> None:
+        indegree, outdegree = self._degrees()
+
+        def blocks() -> tuple[list[memoryview], list[memoryview]]:
+            send = byte_view(sendbuf, writable=False)
+            recv, block = block_view(recvbuf, indegree, writable=True)
+            if len(send) != block:
+                raise ValueError(f"Neighbor_allgather: {len(send)} bytes to send, {block} per receive block")
+            return [send] * outdegree, [recv[j * block : (j + 1) * block] for j in range(indegree)]
+
+        out, slots = self._checked(blocks)
+        self._neighbour_exchange(out, slots)
+
+    def Neighbor_allgatherv(self, sendbuf: Any, recvbuf: Any) -> None:
+        indegree, outdegree = self._degrees()
+
+        def blocks() -> tuple[list[memoryview], list[memoryview]]:
+            send = byte_view(sendbuf, writable=False)
+            recv, counts, displs = vector_view(recvbuf, indegree, writable=True)
+            return [send] * outdegree, [recv[displs[j] : displs[j] + counts[j]] for j in range(indegree)]
+
+        out, slots = self._checked(blocks)
+        self._neighbour_exchange(out, slots)
+
+    def Neighbor_alltoall(self, sendbuf: Any, recvbuf: Any) -> None:
+        indegree, outdegree = self._degrees()
+
+        def blocks() -> tuple[list[memoryview], list[memoryview]]:
+            if _in_place(sendbuf):
+                raise ValueError("Neighbor_alltoall: MPI.IN_PLACE is not valid in neighbour collectives")
+            send, sblock = block_view(sendbuf, outdegree, writable=False)
+            recv, rblock = block_view(recvbuf, indegree, writable=True)
+            if not isinstance(recvbuf, (list, tuple)):  # a plain buffer: blocks of the send's size
+                rblock = sblock
+                if len(recv) < rblock * indegree:
+                    raise ValueError("Neighbor_alltoall: receive buffer too small")
+            return (
+                [send[k * sblock : (k + 1) * sblock] for k in range(outdegree)],
+                [recv[j * rblock : (j + 1) * rblock] for j in range(indegree)],
+            )
+
+        out, slots = self._checked(blocks)
+        self._neighbour_exchange(out, slots)
+
+    def Neighbor_alltoallv(self, sendbuf: Any, recvbuf: Any) -> None:
+        indegree, outdegree = self._degrees()
+
+        def blocks() -> tuple[list[memoryview], list[memoryview]]:
+            send, scounts, sdispls = vector_view(sendbuf, outdegree, writable=False)
+            recv, rcounts, rdispls = vector_view(recvbuf, indegree, writable=True)
+            return (
+                [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(outdegree)],
+                [recv[rdispls[j] : rdispls[j] + rcounts[j]] for j in range(indegree)],
+            )
+
+        out, slots = self._checked(blocks)
+        self._neighbour_exchange(out, slots)
+
+    def Neighbor_alltoallw(self, sendbuf: Any, recvbuf: Any) -> None:
+        """Blocks at absolute addresses (MPI.BOTTOM) travel packed by MPI inside this process."""
+        indegree, outdegree = self._degrees()
+        specs: list[Any] = []
+
+        def blocks() -> tuple[list[memoryview], list[memoryview]]:
+            specs[:] = [bottom_blocks(sendbuf, outdegree), bottom_blocks(recvbuf, indegree)]
+            out_specs, into_specs = specs
+            if into_specs is None:
+                recv, rcounts, rdispls = typed_vector_view(recvbuf, indegree, writable=True)
+                slots = [recv[rdispls[j] : rdispls[j] + rcounts[j]] for j in range(indegree)]
+            else:
+                slots = [memoryview(bytearray(n)) for _, n in into_specs]
+            if out_specs is not None:
+                return [pack(spec, n) for spec, n in out_specs], slots
+            send, scounts, sdispls = typed_vector_view(sendbuf, outdegree, writable=False)
+            return [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(outdegree)], slots
+
+        try:
+            out, slots = self._checked(blocks)
+            self._neighbour_exchange(out, slots)
+            for (spec, _), data in zip(specs[1], slots, strict=True) if specs[1] else ():
+                unpack(data, spec)
+        finally:
+            for blocks_of in specs:
+                free_blocks(blocks_of)
+
+    def neighbor_allgather(self, sendobj: Any) -> list[Any]:
+        indegree, outdegree = self._degrees()
+        data = self._checked(lambda: _dumps(sendobj))
+        slots: list[Any] = [None] * indegree
+        self._neighbour_exchange([data] * outdegree, slots)
+        return [None if slot is None else _loads(slot) for slot in slots]
+
+    def neighbor_alltoall(self, sendobj: Any) -> list[Any]:
+        indegree, outdegree = self._degrees()
+
+        def blocks() -> list[memoryview]:
+            objs = list(sendobj)
+            if len(objs) != outdegree:
+                raise ValueError(f"neighbor_alltoall: {len(objs)} objects for {outdegree} out-neighbours")
+            return [_dumps(obj) for obj in objs]
+
+        out = self._checked(blocks)
+        slots: list[Any] = [None] * indegree
+        self._neighbour_exchange(out, slots)
+        return [None if slot is None else _loads(slot) for slot in slots]
+
+    Ineighbor_allgather = _started("Neighbor_allgather")
+    Ineighbor_allgatherv = _started("Neighbor_allgatherv")
+    Ineighbor_alltoall = _started("Neighbor_alltoall")
+    Ineighbor_alltoallv = _started("Neighbor_alltoallv")
+    Ineighbor_alltoallw = _started("Neighbor_alltoallw")
+
+
+for _name in ("Neighbor_allgather", "Neighbor_allgatherv", "Neighbor_alltoall", "Neighbor_alltoallv",
+              "Neighbor_alltoallw", "neighbor_allgather", "neighbor_alltoall"):
+    setattr(Topology, _name, _after_started_barriers(getattr(Topology, _name)))
+
+
+class Cartesian(Topology):
+    """A Cartesian grid's queries and ``Sub`` (needs the secure communicator's ``_child``)."""
+
+    _child: Any
+
+    def _order(self) -> tuple[list[int], list[tuple[int, int]]]:
+        sources, dests = self._comms[0].inoutedges
+        order = []
+        for d in range(len(sources) // 2):  # the + slot first (module doc)
+            order += [(2 * d + 1, sources[2 * d + 1]), (2 * d, sources[2 * d])]
+        return dests, order
+
+    def Sub(self, remain_dims: Any) -> Any:
+        """The sub-grids keeping the dimensions ``remain_dims`` marks (collective)."""
+        keep = [bool(x) for x in remain_dims]
+        comms = tuple(c.Sub(keep) for c in self._comms)
+        return self._child(comms, b"cart_sub" + bytes(keep), type(self))
+
+
+def _forward(cls: type, kind: type, names: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in vars(cls):
+            setattr(cls, name, _local(kind, name))
+
+
+_TOPO = ("is_topo", "degrees", "indegree", "outdegree", "inoutedges", "inedges", "outedges")
+_forward(Cartesian, MPI.Cartcomm, (*_TOPO, "Get_dim", "dim", "ndim", "Get_topo", "topo", "dims", "periods",
+                                           "coords", "Get_cart_rank", "Get_coords", "Shift"))
+
+
+class Graph(Topology):
+    """A graph's queries (MPI_Graph_create's topology)."""
+
+
+_forward(Graph, MPI.Graphcomm, (*_TOPO, "Get_dims", "dims", "nnodes", "nedges", "Get_topo", "topo", "index",
+                                        "edges", "Get_neighbors_count", "nneighbors", "Get_neighbors",
+                                        "neighbors"))
+
+
+class DistGraph(Topology):
+    """A distributed graph's queries (MPI_Dist_graph_create(_adjacent)'s topology)."""
+
+
+_forward(DistGraph, MPI.Distgraphcomm, (*_TOPO, "Get_dist_neighbors_count", "Get_dist_neighbors"))
