@@ -15,7 +15,7 @@ import numpy as np
 from mpi4py import MPI
 from mpi_main import run_checks
 
-from mpish.comm import SecureComm, Waitall
+from mpish.comm import SecureComm, Startall, Waitall
 
 
 def ok(name: str) -> None:
@@ -294,6 +294,35 @@ def check_mpi_starts_and_completes_persistent_requests(c: SecureComm, raw: MPI.I
     ok("mpi_starts_and_completes_persistent_requests")
 
 
+def check_persistent_collectives_run_at_each_start_and_mpi_startall_refuses_them(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Bcast_init & co. (MPI 4): each Start (own or mpish.comm.Startall) runs the collective on
+    the buffers' data of that moment; MPI's Startall refuses them with ERR_REQUEST (nonblocking.py
+    says why), and leaves them usable."""
+    got, total, mine = np.zeros(3), np.zeros(3), np.zeros(3)
+    bcast, allreduce = c.Bcast_init(got, root=c.size - 1), c.Allreduce_init(mine, total, MPI.SUM)
+    for round_ in range(3):
+        mine[:] = c.rank + round_
+        if c.rank == c.size - 1:
+            got[:] = 10 + round_
+        Startall([allreduce, bcast]) if round_ % 2 else (allreduce.Start(), bcast.Start())
+        Waitall([allreduce, bcast])
+        assert np.all(total == sum(range(c.size)) + round_ * c.size) and np.all(got == 10 + round_), total
+    try:
+        MPI.Prequest.Startall([bcast])
+    except MPI.Exception as exc:
+        assert exc.Get_error_class() == MPI.ERR_REQUEST, exc
+    else:
+        raise AssertionError("MPI.Prequest.Startall started a persistent collective")
+    bcast.Start()
+    bcast.Wait()
+    bcast.Free()
+    allreduce.Free()
+    assert bcast == MPI.REQUEST_NULL
+    ok("persistent_collectives_run_at_each_start_and_mpi_startall_refuses_them")
+
+
 def check_compare(c: SecureComm, raw: MPI.Intracomm) -> None:
     """Compare: IDENT with itself, CONGRUENT with its Dup and the communicator it was made from."""
     dup = c.Dup()
@@ -394,6 +423,7 @@ CHECKS = [
     check_mpi_class_level_calls_complete_secure_requests,
     check_thousands_of_pending_requests_complete_through_mpi_waitall,
     check_mpi_starts_and_completes_persistent_requests,
+    check_persistent_collectives_run_at_each_start_and_mpi_startall_refuses_them,
     check_compare,
     check_empty_message_is_received_as_none,
     check_nbx_sparse_exchange_completes_with_a_late_sender,

@@ -43,6 +43,10 @@ MODULES = (
     "test_cco_ngh_obj",
     "test_cco_ngh_buf",
     "test_comm_topo",
+    "test_cco_nb_vec",
+    "test_cco_pr_buf",
+    "test_cco_pr_vec",
+    "test_cco_pr_ngh_buf",
 )
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]

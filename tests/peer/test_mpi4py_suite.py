@@ -1,8 +1,8 @@
 """mpi4py's own tests against mpish.secure(comm) (tests/peer/mpi4py_suite.py does the work).
 
-CI runs every module that passes at least 90% of what passes raw (the four collective
-modules, the two neighbour-collective ones, test_p2p_obj, test_p2p_buf and test_msgzero, at -n 2; about a minute of MPI runs, raw and
-secure), and holds each of them to it; run the script itself for the whole matrix:
+CI runs every module that passes at least 90% of what passes raw (CI_MODULES below, at -n 2;
+a few minutes of MPI runs, raw and secure), and holds each of them to it; run the script
+itself for the whole matrix:
 ``python tests/peer/mpi4py_suite.py -n 1 2 3 4 --test-timeout 60`` (README: the remaining
 failures and why). The first run downloads the mpi4py sdist (pip, a few seconds) into
 .venv/mpi4py-sdist.
@@ -26,7 +26,8 @@ LIMITS = ["--timeout", "60", "--test-timeout", "20"]  # seconds per module run, 
 CI_MODULES = ["test_cco_obj", "test_cco_buf", "test_cco_nb_buf", "test_cco_vec"]
 CI_MODULES += ["test_p2p_obj", "test_msgzero"]  # since secure requests are MPI requests (handles.py)
 CI_MODULES += ["test_p2p_buf"]  # since persistent requests are MPI persistent requests (persistent.py)
-CI_MODULES += ["test_cco_ngh_obj", "test_cco_ngh_buf"]  # since topology.py
+CI_MODULES += ["test_cco_ngh_obj", "test_cco_ngh_buf", "test_cco_nb_vec"]  # since topology.py
+CI_MODULES += ["test_cco_pr_buf", "test_cco_pr_vec", "test_cco_pr_ngh_buf"]  # persistent collectives
 
 
 def _passed(counts: dict[str, int]) -> int:

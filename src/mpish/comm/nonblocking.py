@@ -27,6 +27,12 @@ it (the usual overlap pattern: start, compute or point-to-point, wait). A progra
 starts one and then blocks in a receive that another rank only satisfies before starting
 the same collective would hang here, where it completes on MPI (README: remaining
 differences).
+
+Persistent collectives (``Bcast_init``...: MPI 4) are persistent requests (persistent.py)
+whose every start runs the nonblocking form. They start by their own ``Start`` or
+``mpish.comm.Startall``, in the caller's order; MPI's ``MPI.Prequest.Startall`` refuses
+them with ``ERR_REQUEST``, since the progress thread that notices MPI's starts could run two
+of them in another order than another rank.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any
 from mpi4py import MPI
 
 from .collectives import COLL_TAG
+from .persistent import PersistentRequest
 from .reductions import Reductions
 from .requests import SecureRequest
 
@@ -105,6 +112,20 @@ def _started(name: str) -> Callable[..., SecureRequest]:
     return start
 
 
+def persistent(name: str) -> Callable[..., PersistentRequest]:
+    """``<name>_init``: each start runs the ``I``-form (module doc). MPI's own Start/Startall
+    refuse it (ERR_REQUEST): noticed by the progress thread, two started at once could run
+    in another order on another rank, and collectives must run in one order everywhere."""
+    start_name = "I" + name[0].lower() + name[1:]
+
+    def init(self: Reductions, *args: Any, **kwargs: Any) -> PersistentRequest:
+        return PersistentRequest(self._coll, lambda: getattr(self, start_name)(*args, **kwargs), by_mpi=False)
+
+    init.__name__ = name + "_init"
+    init.__doc__ = f"Persistent {name}: each Start runs it (its own Start or mpish.comm.Startall)."
+    return init
+
+
 COLLECTIVES = ("Barrier", "barrier", "Bcast", "bcast", "Gather", "gather", "Gatherv", "Scatter", "scatter",
                "Scatterv", "Allgather", "allgather", "Allgatherv", "Alltoall", "alltoall", "Alltoallv",
                "Alltoallw", "Reduce", "reduce", "Allreduce", "allreduce", "Reduce_scatter",
@@ -152,3 +173,5 @@ class NonBlocking(Reductions):
 
 for _name in COLLECTIVES:  # each public collective first finishes the started Ibarriers' records
     setattr(NonBlocking, _name, _after_started_barriers(getattr(NonBlocking, _name)))
+    if _name[0].isupper():
+        setattr(NonBlocking, _name + "_init", persistent(_name))

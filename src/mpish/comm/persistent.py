@@ -86,8 +86,8 @@ class Trigger:
     notices (it never touches the handle MPI may be waiting on in another thread); the send
     completes when mpish receives that message, once the secure operation completed."""
 
-    def __init__(self) -> None:
-        self.real = threads_ok()
+    def __init__(self, by_mpi: bool = True) -> None:
+        self.real = by_mpi and threads_ok()
         self.message: Any = None  # the start's message, matched, received when the operation is done
         self.tag = -1
         if self.real:
@@ -125,13 +125,14 @@ class PersistentRequest(MPI.Prequest):
     _trigger: Trigger
     __hash__ = object.__hash__  # MPI.Request compares handles and has none (handles.py keeps a set)
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> PersistentRequest:
-        trigger = Trigger()
+    def __new__(cls, *args: Any, by_mpi: bool = True, **kwargs: Any) -> PersistentRequest:
+        trigger = Trigger(by_mpi)
         request = super().__new__(cls, trigger.request)
         request._trigger = trigger
         return request
 
-    def __init__(self, lane: Any, start: Callable[[], Any]) -> None:
+    def __init__(self, lane: Any, start: Callable[[], Any], by_mpi: bool = True) -> None:
+        """``by_mpi=False``: MPI's own Start/Startall refuse it (ERR_REQUEST), as without threads."""
         self._start = start  # starts the secure operation: a SecureRequest
         self._inner: Any = None
         self._phase = IDLE

@@ -44,7 +44,7 @@ from .buffers import (
 )
 from .collectives import ABORT_TAG, _dumps, _in_place, _loads
 from .lane import wait_all
-from .nonblocking import NonBlocking, _after_started_barriers, _started
+from .nonblocking import NonBlocking, _after_started_barriers, _started, persistent
 
 _PROC_NULL = MPI.PROC_NULL
 
@@ -270,6 +270,8 @@ class Topology(NonBlocking):
 for _name in ("Neighbor_allgather", "Neighbor_allgatherv", "Neighbor_alltoall", "Neighbor_alltoallv",
               "Neighbor_alltoallw", "neighbor_allgather", "neighbor_alltoall"):
     setattr(Topology, _name, _after_started_barriers(getattr(Topology, _name)))
+    if _name[0].isupper():
+        setattr(Topology, _name + "_init", persistent(_name))
 
 
 class Cartesian(Topology):
