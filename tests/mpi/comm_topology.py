@@ -87,6 +87,9 @@ def check_a_grid_smaller_than_the_world_leaves_the_others_out_and_in_step(
 ) -> None:
     s, w = c.Create_cart([1]), raw.Create_cart([1])
     assert (s == MPI.COMM_NULL) == (w == MPI.COMM_NULL) == (c.rank != 0)
+    assert type(c.Split(MPI.UNDEFINED)) is type(raw.Split(MPI.UNDEFINED)) is MPI.Intracomm  # the null's class
+    if c.rank != 0:
+        assert type(s) is type(w) is MPI.Cartcomm
     assert c.Dup().allreduce(c.rank) == sum(range(c.size))  # the derivation count stayed in step
     ok("a_grid_smaller_than_the_world_leaves_the_others_out_and_in_step")
 

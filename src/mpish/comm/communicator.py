@@ -447,7 +447,7 @@ class SecureComm(LocalSettings, Constructors, NonBlocking):
         and two calls never share keys."""
         comms = tuple(c.Create_group(group, tag) for c in self._comms)
         if comms[0] == MPI.COMM_NULL:
-            return MPI.COMM_NULL
+            return comms[0]  # MPI's null of mpi4py's class (Intracomm), as raw mpi4py returns
         parent = self._comms[0].Get_group()
         members = tuple(MPI.Group.Translate_ranks(group, list(range(group.Get_size())), parent))
         parent.Free()
@@ -467,7 +467,7 @@ class SecureComm(LocalSettings, Constructors, NonBlocking):
     def _child(self, comms: tuple[Any, ...], label: bytes, kind: type | None = None) -> Any:
         if comms[0] == MPI.COMM_NULL:
             self._derived += 1  # stay in step with the ranks that got a communicator
-            return MPI.COMM_NULL
+            return comms[0]  # MPI's null, of the class raw mpi4py returns (Intracomm, Cartcomm...)
         return self._derive_comm(comms, label, kind=kind)
 
     def Free(self) -> None:
