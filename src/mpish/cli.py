@@ -87,6 +87,8 @@ def _parse_main(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Na
 
     words, command = split_command(parser, argv)
     args = parser.parse_args(words)
+    if args.np is not None and args.np < 1:
+        parser.error(f"-n {args.np}: give at least one shell server")
     if command:
         if args.command is not None or args.commands_from is not None:
             parser.error("give the command either with -c/-C or as the last words, not both")

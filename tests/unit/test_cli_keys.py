@@ -137,6 +137,16 @@ def test_bad_option_is_a_usage_error(home: Path, capsys: pytest.CaptureFixture[s
     assert info.value.code == 2
 
 
+@pytest.mark.parametrize("count", ["0", "-2"])
+def test_fewer_than_one_rank_is_a_usage_error_before_any_launch(
+    home: Path, capsys: pytest.CaptureFixture[str], count: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["-n", count, "-c", "true"])
+    assert info.value.code == 2
+    assert f"-n {count}: give at least one shell server" in capsys.readouterr().err
+
+
 def test_python_dash_m_keygen_subprocess(tmp_path: Path) -> None:
     home = tmp_path / "sub-home"
     env = {**os.environ, "MPISH_HOME": str(home)}
