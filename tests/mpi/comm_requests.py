@@ -301,7 +301,16 @@ def check_persistent_collectives_run_at_each_start_and_mpi_startall_refuses_them
     the buffers' data of that moment; MPI's Startall refuses them with ERR_REQUEST (nonblocking.py
     says why), and leaves them usable."""
     got, total, mine = np.zeros(3), np.zeros(3), np.zeros(3)
-    bcast, allreduce = c.Bcast_init(got, root=c.size - 1), c.Allreduce_init(mine, total, MPI.SUM)
+    # mpi4py's arguments, info included (positional or by name); a bad root fails at the call
+    bcast = c.Bcast_init(got, c.size - 1, MPI.INFO_NULL)
+    allreduce = c.Allreduce_init(mine, total, info=MPI.INFO_NULL)
+    for bad in (lambda: c.Bcast_init(got, root=c.size), lambda: c.Reduce_init(mine, total, MPI.SUM, -1)):
+        try:
+            bad()
+        except MPI.Exception as exc:
+            assert exc.Get_error_class() == MPI.ERR_ROOT, exc
+        else:
+            raise AssertionError("a persistent collective with a bad root was made")
     for round_ in range(3):
         mine[:] = c.rank + round_
         if c.rank == c.size - 1:

@@ -6,6 +6,7 @@ Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts th
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +25,8 @@ def ok(name: str) -> None:
 
 def _pairs(c: SecureComm, raw: MPI.Intracomm) -> Iterator[tuple[str, Any, Any]]:
     """(name, secure, raw) of each topology of the world: grids periodic or not in 1 to 3
-    dimensions, a ring graph (both neighbours one rank at -n 2), an asymmetric distributed graph."""
+    dimensions, a ring graph (both neighbours one rank at -n 2), asymmetric distributed graphs
+    (self-edges; a pipeline whose ends have no in- or no out-edge)."""
     r, n = c.rank, c.size
     for ndim in (1, 2, 3):
         dims = MPI.Compute_dims(n, [0] * ndim)
@@ -41,6 +43,10 @@ def _pairs(c: SecureComm, raw: MPI.Intracomm) -> Iterator[tuple[str, Any, Any]]:
     yield "dist_graph", c.Create_dist_graph([r], [2], [(r + 1) % n, (r + 3) % n]), raw.Create_dist_graph(
         [r], [2], [(r + 1) % n, (r + 3) % n]
     )
+    # A pipeline: the first rank has no in-edge, the last no out-edge (in- and out-degree differ).
+    sources, dests = ([r - 1] if r else []), ([r + 1] if r < n - 1 else [])
+    pipeline = c.Create_dist_graph_adjacent(sources, dests)
+    yield "pipeline", pipeline, raw.Create_dist_graph_adjacent(sources, dests)
 
 
 def _edges(comm: Any, name: str) -> Any:
@@ -54,7 +60,7 @@ def _slots(comm: Any, name: str, got: Any) -> Any:
     """What each in-neighbour delivered, as the topology orders it (dist_graph: by source)."""
     blocks = got
     if isinstance(got, np.ndarray):
-        blocks = [tuple(x) for x in got.reshape(comm.indegree, -1)]
+        blocks = [tuple(x) for x in got.reshape(comm.indegree, -1)] if comm.indegree else []
     pairs = list(zip(comm.inedges, blocks, strict=True))
     return sorted(pairs, key=repr) if name == "dist_graph" else pairs
 
@@ -90,7 +96,10 @@ def check_a_grid_smaller_than_the_world_leaves_the_others_out_and_in_step(
     assert type(c.Split(MPI.UNDEFINED)) is type(raw.Split(MPI.UNDEFINED)) is MPI.Intracomm  # the null's class
     if c.rank != 0:
         assert type(s) is type(w) is MPI.Cartcomm
-    assert c.Dup().allreduce(c.rank) == sum(range(c.size))  # the derivation count stayed in step
+    # The derivation count stayed in step: every rank derived the same keys for the next Dup
+    # (compared over raw MPI, so a drift fails here instead of hanging on dropped records).
+    idents = raw.allgather(c.Dup()._keys.ident)
+    assert len(set(idents)) == 1, idents
     ok("a_grid_smaller_than_the_world_leaves_the_others_out_and_in_step")
 
 
@@ -116,6 +125,20 @@ def _buffers(s: Any, w: Any, k: int, fill: int) -> list[tuple[str, Any, Any]]:
         _wait(getattr(s, call)(send, got))
         w.Neighbor_alltoall(send, want)
         out.append((call, got, want))
+    # v-forms with explicit counts and displacements (blocks of 2 doubles at a stride of 3),
+    # against raw's v-forms
+    displs_in, displs_out = [3 * j for j in range(indegree)], [2 * k for k in range(outdegree)]
+    for call in ("Neighbor_allgatherv", "Neighbor_alltoallv"):
+        got, want = np.full(3 * indegree, fill, "f8"), np.full(3 * indegree, fill, "f8")
+        into = ([2] * indegree, displs_in)
+        if call == "Neighbor_allgatherv":
+            pair = np.array([r, k], "f8")
+            s.Neighbor_allgatherv([pair, 2, MPI.DOUBLE], [got, into, MPI.DOUBLE])
+            w.Neighbor_allgatherv([pair, 2, MPI.DOUBLE], [want, into, MPI.DOUBLE])
+        else:
+            s.Neighbor_alltoallv([send, ([2] * outdegree, displs_out), MPI.DOUBLE], [got, into, MPI.DOUBLE])
+            w.Neighbor_alltoallv([send, ([2] * outdegree, displs_out), MPI.DOUBLE], [want, into, MPI.DOUBLE])
+        out.append((call + " with counts and displacements", got, want))
     got, want = np.full(2 * indegree, fill, "f8"), np.full(2 * indegree, fill, "f8")
     displs = [16 * j for j in range(max(outdegree, indegree))]
     spec_out = [send, ([2] * outdegree, displs[:outdegree]), [MPI.DOUBLE] * outdegree]
@@ -125,8 +148,15 @@ def _buffers(s: Any, w: Any, k: int, fill: int) -> list[tuple[str, Any, Any]]:
     objs = [("to", j, r, k) for j in range(outdegree)]
     out.append(("neighbor_alltoall", s.neighbor_alltoall(objs), w.neighbor_alltoall(objs)))
     out.append(("neighbor_allgather", s.neighbor_allgather((r, k)), w.neighbor_allgather((r, k))))
-    if s.Get_topology() == MPI.CART and s.Get_topo()[1][0]:  # periodic: both sides of each dimension differ
-        assert len({tuple(obj) for obj in out[-2][1]}) == len(out[-2][1]), out[-2]
+    got, want = np.full(3 * indegree, fill, "i8"), np.full(3 * indegree, fill, "i8")
+    persistent = s.Neighbor_allgather_init(mine, got)  # started again on new data
+    for round_ in range(2):
+        mine[:] = np.arange(3) + 100 * r + k + round_
+        persistent.Start()
+        persistent.Wait()
+    persistent.Free()
+    w.Neighbor_allgather(mine, want)
+    out.append(("Neighbor_allgather_init", got, want))
     return out
 
 
@@ -138,6 +168,44 @@ def check_neighbour_collectives_deliver_what_raw_mpi_delivers(c: SecureComm, raw
     ok("neighbour_collectives_deliver_what_raw_mpi_delivers")
 
 
+def check_alltoallw_at_absolute_addresses_leaves_a_grids_edge_untouched(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Neighbor_alltoallw with MPI.BOTTOM on a grid that is not periodic: a block from
+    MPI.PROC_NULL is not written (it was, with zeros), the others are as raw MPI's."""
+    n = c.size
+    for comm in (c.Create_cart([n], [False]), raw.Create_cart([n], [False])):
+        send, got = np.arange(4, dtype="f8") + 10 * c.rank, np.full(4, -7.0)
+        out = [MPI.BOTTOM, ([2, 2], [MPI.Get_address(send), MPI.Get_address(send) + 16]), [MPI.DOUBLE] * 2]
+        into = [MPI.BOTTOM, ([2, 2], [MPI.Get_address(got), MPI.Get_address(got) + 16]), [MPI.DOUBLE] * 2]
+        comm.Neighbor_alltoallw(out, into)
+        left, right = comm.Shift(0, 1)
+        want_left = [-7.0, -7.0] if left == MPI.PROC_NULL else [10.0 * left + 2, 10.0 * left + 3]
+        want_right = [-7.0, -7.0] if right == MPI.PROC_NULL else [10.0 * right, 10.0 * right + 1]
+        assert got.tolist() == want_left + want_right, (comm, got)
+    ok("alltoallw_at_absolute_addresses_leaves_a_grids_edge_untouched")
+
+
+def check_new_communicators_keys_differ_from_their_parents_and_siblings(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """A grid, its Dup, a graph and each Sub have their own keys (their own id), the same on
+    every member: no two of them can open each other's records."""
+    cart = c.Create_cart(MPI.Compute_dims(c.size, [0, 0]), [True, True])
+    sub = cart.Sub([True, False])
+    mine = [c._keys.ident, cart._keys.ident, cart.Dup()._keys.ident, sub._keys.ident,
+            c.Create_graph([1] * c.size, list(range(c.size)))._keys.ident]
+    assert len(set(mine)) == len(mine), mine
+    everyone = raw.allgather((mine[:3], sub._keys.ident, cart.coords[1]))
+    assert all(other[0] == mine[:3] for other in everyone)  # one id per communicator on every rank
+    ids_by_subgrid: dict[int, set[bytes]] = {}  # Sub([True, False]): a sub-grid per coords[1]
+    for _, ident, column in everyone:
+        ids_by_subgrid.setdefault(column, set()).add(ident)
+    assert all(len(ids) == 1 for ids in ids_by_subgrid.values()), ids_by_subgrid
+    assert len(set.union(*ids_by_subgrid.values())) == len(ids_by_subgrid), ids_by_subgrid
+    ok("new_communicators_keys_differ_from_their_parents_and_siblings")
+
+
 def check_a_wrong_buffer_on_one_rank_fails_its_neighbours_and_leaves_nothing_behind(
     c: SecureComm, raw: MPI.Intracomm
 ) -> None:
@@ -146,10 +214,18 @@ def check_a_wrong_buffer_on_one_rank_fails_its_neighbours_and_leaves_nothing_beh
     degree = ring.indegree
     neighbours = set(ring.inedges) - {r}
     try:
-        got = np.zeros(1 if r == 0 else 2 * degree, "f8")  # too small on rank 0 only
+        got: Any = bytes(16 * degree) if r == 0 else np.zeros(2 * degree, "f8")  # read-only on rank 0
         ring.Neighbor_alltoall(np.ones(2 * degree, "f8"), got)
-    except ValueError:
-        assert r == 0
+    except ValueError as exc:
+        assert r == 0 and "read-only" in str(exc), exc
+    except CollectiveAborted as exc:
+        assert r != 0 and 0 in neighbours, (r, exc)
+    else:
+        assert r != 0 and 0 not in neighbours, r
+    try:  # an object that cannot be pickled, on rank 0 only, in the object form
+        ring.neighbor_alltoall([(lambda: r) if r == 0 else r] * degree)
+    except (AttributeError, TypeError, pickle.PicklingError) as exc:
+        assert r == 0, exc
     except CollectiveAborted as exc:
         assert r != 0 and 0 in neighbours, (r, exc)
     else:
@@ -167,6 +243,8 @@ if __name__ == "__main__":
             check_topology_queries_answer_as_raw_mpi,
             check_a_grid_smaller_than_the_world_leaves_the_others_out_and_in_step,
             check_neighbour_collectives_deliver_what_raw_mpi_delivers,
+            check_alltoallw_at_absolute_addresses_leaves_a_grids_edge_untouched,
+            check_new_communicators_keys_differ_from_their_parents_and_siblings,
             check_a_wrong_buffer_on_one_rank_fails_its_neighbours_and_leaves_nothing_behind,
         ]
     )

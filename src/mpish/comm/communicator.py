@@ -19,7 +19,7 @@ from mpi4py import MPI
 
 from ..wire.record import SMALL_RECORD
 from .buffers import _PLAIN_BUFFERS as PLAIN_BUFFERS
-from .buffers import byte_view, derived, refuse_unoffered, set_status, unpack, warn_buf
+from .buffers import byte_view, derived, set_status, unpack, warn_buf
 from .handles import _OWNED, _PY_THREADS, lock_public_methods
 from .lane import _ACTIVE, Early, Lane, Stats
 from .messages import SecureMessage
@@ -29,6 +29,7 @@ from .secret import LANES, CommSecret
 from .settings import LocalSettings
 from .synchronous import Acks, issend, ssend
 from .topology import Cartesian, Constructors, DistGraph, Graph
+from .unsupported import refuse_unoffered
 
 _EMPTY = memoryview(b"")
 _NO_BUFFER = object()
@@ -488,9 +489,9 @@ class SecureDistgraphcomm(DistGraph, SecureComm):
     """A secure distributed graph (topology.py): ``Create_dist_graph(_adjacent)``."""
 
 
-SecureComm.topologies = {"Create_cart": SecureCartcomm, "Create_graph": SecureGraphcomm}
+SecureComm._topologies = {"Create_cart": SecureCartcomm, "Create_graph": SecureGraphcomm}
 for _call in ("Create_dist_graph", "Create_dist_graph_adjacent"):
-    SecureComm.topologies[_call] = SecureDistgraphcomm
+    SecureComm._topologies[_call] = SecureDistgraphcomm
 refuse_unoffered(SecureComm)  # the topologies inherit the refusals of what they do not offer
 
 # One thread at a time in secure code (handles.py); the hot methods lock only with a second thread.

@@ -37,6 +37,7 @@ of them in another order than another rank.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -117,9 +118,16 @@ def persistent(name: str) -> Callable[..., PersistentRequest]:
     refuse it (ERR_REQUEST): noticed by the progress thread, two started at once could run
     in another order on another rank, and collectives must run in one order everywhere."""
     start_name = "I" + name[0].lower() + name[1:]
+    signature = inspect.signature(getattr(MPI.Cartcomm if name.startswith("Neighbor") else MPI.Intracomm,
+                                          name + "_init"))  # mpi4py's: its names are ours too
 
     def init(self: Reductions, *args: Any, **kwargs: Any) -> PersistentRequest:
-        return PersistentRequest(self._coll, lambda: getattr(self, start_name)(*args, **kwargs), by_mpi=False)
+        arguments = signature.bind(self, *args, **kwargs).arguments  # a wrong call fails here, as mpi4py's
+        arguments.pop("self")
+        arguments.pop("info", None)  # hints only
+        if "root" in arguments:
+            self._root(arguments["root"])  # ERR_ROOT at the call, as MPI checks it
+        return PersistentRequest(self._coll, lambda: getattr(self, start_name)(**arguments), by_mpi=False)
 
     init.__name__ = name + "_init"
     init.__doc__ = f"Persistent {name}: each Start runs it (its own Start or mpish.comm.Startall)."

@@ -23,7 +23,8 @@ the trigger's status there (that of an empty send), not the message's.
 Without ``MPI_THREAD_MULTIPLE`` there is no thread to notice a start made by MPI, so the
 handle is instead a completed generalized request whose query fails: ``MPI.Prequest.Startall``
 and MPI's completion calls raise MPI's ``ERR_REQUEST`` (never a hang); the request's methods
-and ``mpish.comm.Startall``/``Waitall`` work.
+and ``mpish.comm.Startall``/``Waitall`` work. Persistent collectives (nonblocking.py) always
+have such a handle (``by_mpi=False``): their operation must run in the caller's thread.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def _live(request: PersistentRequest, alive: bool) -> None:
 
 class Trigger:
     """The MPI handle of a persistent request: a persistent synchronous empty send to this
-    process. Its start puts a message in the trigger communicator, which mpish's probe
+    process (or, without threads or with ``by_mpi=False``, a completed generalized request
+    that MPI's calls refuse). Its start puts a message in the trigger communicator, which mpish's probe
     notices (it never touches the handle MPI may be waiting on in another thread); the send
     completes when mpish receives that message, once the secure operation completed."""
 
@@ -115,8 +117,8 @@ class Trigger:
 
 
 class PersistentRequest(MPI.Prequest):
-    """A persistent request: each start (its ``Start``, ``mpish.comm.Startall`` or MPI's
-    ``MPI.Prequest.Startall``) runs the secure operation again (module doc).
+    """A persistent request: each start (its ``Start``, ``mpish.comm.Startall``, or MPI's
+    ``MPI.Prequest.Startall`` unless ``by_mpi=False``) runs the secure operation again (module doc).
 
     As in MPI it stays valid (true, not equal to MPI.REQUEST_NULL) after completion, until
     ``Free``; not started or completed, lists of requests skip it (inactive).

@@ -298,9 +298,17 @@ _SECURE = (SecureRequest, PersistentRequest)  # requests whose completion is mpi
 
 @locked
 def Startall(requests: Sequence[Any]) -> None:
-    """Start every persistent request (secure or raw)."""
+    """Start every persistent request (secure or raw); if some fail, the others are started
+    still, then the first error raises (a rank that stopped at a failed neighbour collective
+    would leave another rank waiting in the next request's collective)."""
+    error: BaseException | None = None
     for request in requests:
-        request.Start()
+        try:
+            request.Start()
+        except Exception as exc:
+            error = error or exc
+    if error is not None:
+        raise error
 
 
 # -- completing lists of requests ---------------------------------------------------

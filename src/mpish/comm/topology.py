@@ -21,8 +21,9 @@ first, so a rank receives its ``+`` slot of each dimension before its ``-`` slot
 nothing; their receive blocks are left as they were (``None`` in the object forms).
 
 No rank left behind: a rank whose buffers are wrong sends an abort notice instead of
-each block and drops what its in-neighbours send, so its neighbours raise
-:class:`CollectiveAborted` rather than wait (collectives.py).
+each block and drops what its in-neighbours send, so its out-neighbours raise
+:class:`CollectiveAborted` rather than wait (collectives.py); its in-neighbours, whose
+blocks it dropped, return as usual.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .buffers import (
     unpack,
     vector_view,
 )
-from .collectives import ABORT_TAG, _dumps, _in_place, _loads
+from .collectives import ABORT_TAG, COLL_TAG, _dumps, _in_place, _loads
 from .lane import wait_all
 from .nonblocking import NonBlocking, _after_started_barriers, _started, persistent
 
@@ -63,9 +64,9 @@ def _local(kind: type, name: str) -> Any:
 
 class Constructors:
     """``Create_cart``, ``Create_graph``, ``Create_dist_graph(_adjacent)`` (a mixin of SecureComm,
-    which sets ``topologies``, the secure class each makes); never reordered (module doc)."""
+    which sets ``_topologies``, the secure class each makes); never reordered (module doc)."""
 
-    topologies: dict[str, type]
+    _topologies: dict[str, type]
     _comms: tuple[Any, Any, Any, Any]
     _child: Any
 
@@ -89,7 +90,7 @@ class Constructors:
 
     def _topology(self, call: str, *args: Any, **kwargs: Any) -> Any:
         comms = tuple(getattr(c, call)(*args, **kwargs) for c in self._comms)
-        return self._child(comms, call.encode(), self.topologies[call])
+        return self._child(comms, call.encode(), self._topologies[call])
 
 
 class Topology(NonBlocking):
@@ -102,23 +103,27 @@ class Topology(NonBlocking):
 
     topology = property(Get_topology)
 
-    def _order(self) -> tuple[list[int], list[tuple[int, int]]]:
-        """(out-neighbours in sending order, (slot, in-neighbour) in receiving order)."""
+    def _edges(self) -> tuple[list[int], list[int]]:
+        """(in-neighbours, out-neighbours) in MPI's order: the internal communicator's."""
         sources, dests = self._comms[0].inoutedges
-        return dests, list(enumerate(sources))
+        return sources, dests
 
-    def _neighbour_exchange(self, blocks_out: list[Any] | None, slots: list[Any]) -> None:
+    def _order(self, sources: list[int]) -> list[tuple[int, int]]:
+        """(slot, in-neighbour) in receiving order."""
+        return list(enumerate(sources))
+
+    def _neighbour_exchange(self, edges: Any, blocks_out: list[Any] | None, slots: list[Any]) -> None:
         """Send block k to out-neighbour k and receive slot j from in-neighbour j (``None`` in
         ``blocks_out``: this rank failed, and sends abort notices; ``None`` slots: bytes kept)."""
-        dests, order = self._order()
+        sources, dests = edges
         requests = []
         for k, dest in enumerate(dests):
             if dest != _PROC_NULL:
                 block = memoryview(b"") if blocks_out is None else blocks_out[k]
-                tag = ABORT_TAG if blocks_out is None else 1  # COLL_TAG
+                tag = ABORT_TAG if blocks_out is None else COLL_TAG
                 requests.extend(self._coll.isend(block, dest, tag)[0])
         try:
-            pairs = [(source, slot) for slot, source in order if source != _PROC_NULL]
+            pairs = [(source, slot) for slot, source in self._order(sources) if source != _PROC_NULL]
             if blocks_out is None:
                 for source, _ in pairs:
                     self._coll.recv(source, MPI.ANY_TAG, None)
@@ -142,64 +147,62 @@ class Topology(NonBlocking):
         if error is not None:
             raise error
 
-    def _checked(self, make_blocks: Any) -> Any:
+    def _checked(self, edges: Any, make_blocks: Any) -> Any:
         """``make_blocks()``; if it raises, take part with abort notices, then raise."""
         try:
             return make_blocks()
         except Exception:
-            self._neighbour_exchange(None, [])
+            self._neighbour_exchange(edges, None, [])
             raise
 
-    def _degrees(self) -> tuple[int, int]:
-        sources, dests = self._comms[0].inoutedges
-        return len(sources), len(dests)
+    # Blocks as mpi4py lays them out: a receive buffer holds in-degree blocks of equal size
+    # (its size over the in-degree), a send buffer out-degree blocks; a receive whose block
+    # does not have the size the neighbour sent fails there (collectives._c_recv).
 
     def Neighbor_allgather(self, sendbuf: Any, recvbuf: Any) -> None:
-        indegree, outdegree = self._degrees()
+        edges = self._edges()
+        indegree, outdegree = len(edges[0]), len(edges[1])
 
         def blocks() -> tuple[list[memoryview], list[memoryview]]:
             send = byte_view(sendbuf, writable=False)
             recv, block = block_view(recvbuf, indegree, writable=True)
-            if len(send) != block:
-                raise ValueError(f"Neighbor_allgather: {len(send)} bytes to send, {block} per receive block")
             return [send] * outdegree, [recv[j * block : (j + 1) * block] for j in range(indegree)]
 
-        out, slots = self._checked(blocks)
-        self._neighbour_exchange(out, slots)
+        out, slots = self._checked(edges, blocks)
+        self._neighbour_exchange(edges, out, slots)
 
     def Neighbor_allgatherv(self, sendbuf: Any, recvbuf: Any) -> None:
-        indegree, outdegree = self._degrees()
+        edges = self._edges()
+        indegree, outdegree = len(edges[0]), len(edges[1])
 
         def blocks() -> tuple[list[memoryview], list[memoryview]]:
             send = byte_view(sendbuf, writable=False)
             recv, counts, displs = vector_view(recvbuf, indegree, writable=True)
             return [send] * outdegree, [recv[displs[j] : displs[j] + counts[j]] for j in range(indegree)]
 
-        out, slots = self._checked(blocks)
-        self._neighbour_exchange(out, slots)
+        out, slots = self._checked(edges, blocks)
+        self._neighbour_exchange(edges, out, slots)
 
     def Neighbor_alltoall(self, sendbuf: Any, recvbuf: Any) -> None:
-        indegree, outdegree = self._degrees()
+        edges = self._edges()
+        indegree, outdegree = len(edges[0]), len(edges[1])
 
         def blocks() -> tuple[list[memoryview], list[memoryview]]:
             if _in_place(sendbuf):
                 raise ValueError("Neighbor_alltoall: MPI.IN_PLACE is not valid in neighbour collectives")
             send, sblock = block_view(sendbuf, outdegree, writable=False)
             recv, rblock = block_view(recvbuf, indegree, writable=True)
-            if not isinstance(recvbuf, (list, tuple)):  # a plain buffer: blocks of the send's size
-                rblock = sblock
-                if len(recv) < rblock * indegree:
-                    raise ValueError("Neighbor_alltoall: receive buffer too small")
             return (
                 [send[k * sblock : (k + 1) * sblock] for k in range(outdegree)],
                 [recv[j * rblock : (j + 1) * rblock] for j in range(indegree)],
             )
 
-        out, slots = self._checked(blocks)
-        self._neighbour_exchange(out, slots)
+        out, slots = self._checked(edges, blocks)
+        self._neighbour_exchange(edges, out, slots)
 
     def Neighbor_alltoallv(self, sendbuf: Any, recvbuf: Any) -> None:
-        indegree, outdegree = self._degrees()
+        edges = self._edges()
+        indegree, outdegree = len(edges[0]), len(edges[1])
 
         def blocks() -> tuple[list[memoryview], list[memoryview]]:
             send, scounts, sdispls = vector_view(sendbuf, outdegree, writable=False)
@@ -209,55 +212,62 @@ class Topology(NonBlocking):
                 [recv[rdispls[j] : rdispls[j] + rcounts[j]] for j in range(indegree)],
             )
 
-        out, slots = self._checked(blocks)
-        self._neighbour_exchange(out, slots)
+        out, slots = self._checked(edges, blocks)
+        self._neighbour_exchange(edges, out, slots)
 
     def Neighbor_alltoallw(self, sendbuf: Any, recvbuf: Any) -> None:
-        """Blocks at absolute addresses (MPI.BOTTOM) travel packed by MPI inside this process."""
-        indegree, outdegree = self._degrees()
-        specs: list[Any] = []
+        """Blocks at absolute addresses (MPI.BOTTOM) travel packed by MPI inside this process;
+        a block from MPI.PROC_NULL is left as it was (never unpacked)."""
+        edges = self._edges()
+        sources, dests = edges
+        specs: list[Any] = []  # the datatypes made here, freed whatever happens
 
         def blocks() -> tuple[list[memoryview], list[memoryview]]:
-            specs[:] = [bottom_blocks(sendbuf, outdegree), bottom_blocks(recvbuf, indegree)]
-            out_specs, into_specs = specs
+            specs.append(bottom_blocks(recvbuf, len(sources)))
+            specs.append(bottom_blocks(sendbuf, len(dests)))
+            into_specs, out_specs = specs
             if into_specs is None:
-                recv, rcounts, rdispls = typed_vector_view(recvbuf, indegree, writable=True)
-                slots = [recv[rdispls[j] : rdispls[j] + rcounts[j]] for j in range(indegree)]
+                recv, rcounts, rdispls = typed_vector_view(recvbuf, len(sources), writable=True)
+                slots = [recv[rdispls[j] : rdispls[j] + rcounts[j]] for j in range(len(sources))]
             else:
                 slots = [memoryview(bytearray(n)) for _, n in into_specs]
             if out_specs is not None:
                 return [pack(spec, n) for spec, n in out_specs], slots
-            send, scounts, sdispls = typed_vector_view(sendbuf, outdegree, writable=False)
-            return [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(outdegree)], slots
+            send, scounts, sdispls = typed_vector_view(sendbuf, len(dests), writable=False)
+            return [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(len(dests))], slots
 
         try:
-            out, slots = self._checked(blocks)
-            self._neighbour_exchange(out, slots)
-            for (spec, _), data in zip(specs[1], slots, strict=True) if specs[1] else ():
-                unpack(data, spec)
+            out, slots = self._checked(edges, blocks)
+            self._neighbour_exchange(edges, out, slots)
+            if specs[0] is not None:
+                for (spec, _), data, source in zip(specs[0], slots, sources, strict=True):
+                    if source != _PROC_NULL:
+                        unpack(data, spec)
         finally:
-            for blocks_of in specs:
-                free_blocks(blocks_of)
+            for made in specs:
+                free_blocks(made)
 
     def neighbor_allgather(self, sendobj: Any) -> list[Any]:
-        indegree, outdegree = self._degrees()
-        data = self._checked(lambda: _dumps(sendobj))
-        slots: list[Any] = [None] * indegree
-        self._neighbour_exchange([data] * outdegree, slots)
+        edges = self._edges()
+        data = self._checked(edges, lambda: _dumps(sendobj))
+        slots: list[Any] = [None] * len(edges[0])
+        self._neighbour_exchange(edges, [data] * len(edges[1]), slots)
         return [None if slot is None else _loads(slot) for slot in slots]
 
     def neighbor_alltoall(self, sendobj: Any) -> list[Any]:
-        indegree, outdegree = self._degrees()
+        """``sendobj``: one object per out-neighbour; ``None`` sends None to each (as mpi4py)."""
+        edges = self._edges()
+        outdegree = len(edges[1])
 
         def blocks() -> list[memoryview]:
-            objs = list(sendobj)
+            objs = [None] * outdegree if sendobj is None else list(sendobj)
             if len(objs) != outdegree:
                 raise ValueError(f"neighbor_alltoall: {len(objs)} objects for {outdegree} out-neighbours")
             return [_dumps(obj) for obj in objs]
 
-        out = self._checked(blocks)
-        slots: list[Any] = [None] * indegree
-        self._neighbour_exchange(out, slots)
+        out = self._checked(edges, blocks)
+        slots: list[Any] = [None] * len(edges[0])
+        self._neighbour_exchange(edges, out, slots)
         return [None if slot is None else _loads(slot) for slot in slots]
 
     Ineighbor_allgather = _started("Neighbor_allgather")
@@ -279,12 +289,11 @@ class Cartesian(Topology):
 
     _child: Any
 
-    def _order(self) -> tuple[list[int], list[tuple[int, int]]]:
-        sources, dests = self._comms[0].inoutedges
+    def _order(self, sources: list[int]) -> list[tuple[int, int]]:
         order = []
         for d in range(len(sources) // 2):  # the + slot first (module doc)
             order += [(2 * d + 1, sources[2 * d + 1]), (2 * d, sources[2 * d])]
-        return dests, order
+        return order
 
     def Sub(self, remain_dims: Any) -> Any:
         """The sub-grids keeping the dimensions ``remain_dims`` marks (collective)."""
