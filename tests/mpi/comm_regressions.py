@@ -382,7 +382,8 @@ def check_one_rank_bad_argument(c: SecureComm, raw: MPI.Intracomm) -> None:
     bad = n - 1  # the last rank passes a wrong buffer
 
     def attempt(call: object) -> None:
-        errors = (ValueError, TypeError, MPI.Exception, CollectiveAborted, mpish.comm.Unsupported)
+        errors = (ValueError, TypeError, AttributeError, MPI.Exception, CollectiveAborted)
+        errors += (mpish.comm.Unsupported,)
         with contextlib.suppress(*errors):
             call()  # type: ignore[operator]
         assert c.allgather(r) == list(range(n))  # in step, nothing left queued
@@ -397,6 +398,11 @@ def check_one_rank_bad_argument(c: SecureComm, raw: MPI.Intracomm) -> None:
     attempt(lambda: c.Scatter(np.zeros(n) if r == 0 else None, wrong if r == bad else np.zeros(1), 0))
     attempt(lambda: c.Gatherv(wrong if r == bad else np.zeros(1), [np.zeros(n), 1] if r == 0 else None, 0))
     attempt(lambda: c.Bcast([np.zeros(4, "i4"), MPI.INT.Create_indexed([1, 1], [0, 2]).Commit()], 0))
+    # object forms: a wrong count or an object that cannot be pickled on one rank only
+    attempt(lambda: c.alltoall(list(range(n + 1 if r == bad else n))))
+    attempt(lambda: c.alltoall([(lambda: 0) if r == bad else 0] * n))
+    attempt(lambda: c.scatter([lambda: 0] * n if r == 0 else None, 0))
+    assert c.alltoall(None) == [None] * n and c.scatter(None, 0) is None  # None: None to all, as mpi4py
     ok("one_rank_bad_argument")
 
 

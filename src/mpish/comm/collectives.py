@@ -297,20 +297,18 @@ class Collectives:
         self._root(root)
         if self.rank != root:
             return _loads(self._c_recv_bytes(root))
-        try:
-            items = list(sendobj)
+        try:  # None sends None to every rank (as mpi4py); every item pickled before any is sent
+            items = [None] * self.size if sendobj is None else list(sendobj)
             if len(items) != self.size:
                 raise ValueError(f"scatter: expected {self.size} items, got {len(items)}")
+            blocks = [_dumps(item) for item in items]
         except Exception:
             self._abort(self._others(), [])
             raise
-        mine: Any = None
-        for dest, item in enumerate(items):
-            if dest == self.rank:
-                mine = _loads(_dumps(item))
-            else:
-                self._c_send(_dumps(item), dest)
-        return mine
+        for dest, block in enumerate(blocks):
+            if dest != self.rank:
+                self._c_send(block, dest)
+        return _loads(blocks[self.rank])
 
     def Gatherv(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
         self._root(root)
@@ -482,15 +480,32 @@ class Collectives:
         )
 
     def alltoall(self, sendobj: Any) -> list[Any]:
-        items = list(sendobj)
+        """``None`` sends None to every rank (as mpi4py). A rank whose items are wrong (count,
+        pickling) sends abort notices instead; the others then raise CollectiveAborted, after
+        the whole exchange, so no record is left for a later call."""
         size, rank = self.size, self.rank
-        if len(items) != size:
-            raise ValueError(f"alltoall: expected {size} items, got {len(items)}")
+        try:
+            items = [None] * size if sendobj is None else list(sendobj)
+            if len(items) != size:
+                raise ValueError(f"alltoall: expected {size} items, got {len(items)}")
+            blocks = [_dumps(item) for item in items]
+        except Exception:
+            self._abort(self._others(), self._others())
+            raise
         out: list[Any] = [None] * size
-        out[rank] = _loads(_dumps(items[rank]))
+        out[rank] = _loads(blocks[rank])
+        error: BaseException | None = None
         for step in range(1, size):
             dest, source = (rank + step) % size, (rank - step) % size
-            requests, _buffers = self._coll.isend(_dumps(items[dest]), dest, COLL_TAG)
-            out[source] = _loads(self._c_recv_bytes(source))
+            requests, _buffers = self._coll.isend(blocks[dest], dest, COLL_TAG)
+            try:
+                if error is None:
+                    out[source] = _loads(self._c_recv_bytes(source))
+                else:
+                    self._coll.recv(source, MPI.ANY_TAG, None)
+            except _BLOCK_ERRORS as exc:
+                error = exc
             wait_all(requests)
+        if error is not None:
+            raise error
         return out
