@@ -382,7 +382,7 @@ def check_one_rank_bad_argument(c: SecureComm, raw: MPI.Intracomm) -> None:
     bad = n - 1  # the last rank passes a wrong buffer
 
     def attempt(call: object) -> None:
-        errors = (ValueError, TypeError, AttributeError, MPI.Exception, CollectiveAborted)
+        errors = (ValueError, TypeError, AttributeError, ZeroDivisionError, MPI.Exception, CollectiveAborted)
         errors += (mpish.comm.Unsupported,)
         with contextlib.suppress(*errors):
             call()  # type: ignore[operator]
@@ -402,6 +402,14 @@ def check_one_rank_bad_argument(c: SecureComm, raw: MPI.Intracomm) -> None:
     attempt(lambda: c.alltoall(list(range(n + 1 if r == bad else n))))
     attempt(lambda: c.alltoall([(lambda: 0) if r == bad else 0] * n))
     attempt(lambda: c.scatter([lambda: 0] * n if r == 0 else None, 0))
+    unpicklable = lambda: 0  # noqa: E731 - a local function: pickle refuses it
+    attempt(lambda: c.bcast(unpicklable if r == bad else None, bad))
+    attempt(lambda: c.gather(unpicklable if r == 0 else r, bad))
+    attempt(lambda: c.allgather(unpicklable if r == bad else r))
+    attempt(lambda: c.reduce(r, lambda a, b: 1 / 0, bad))  # the operation fails at rank 0
+    attempt(lambda: c.allreduce(unpicklable if r == bad else r))
+    attempt(lambda: c.scan(unpicklable if r == 0 else r))
+    attempt(lambda: c.exscan(r, lambda a, b: 1 / 0))
     assert c.alltoall(None) == [None] * n and c.scatter(None, 0) is None  # None: None to all, as mpi4py
     ok("one_rank_bad_argument")
 

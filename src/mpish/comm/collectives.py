@@ -228,14 +228,6 @@ class Collectives:
         if spec is not None and self.rank != root:
             unpack(view, spec[0])
 
-    def bcast(self, obj: Any, root: int = 0) -> Any:
-        self._root(root)
-        data = _dumps(obj) if self.rank == root else None
-        if self.size == 1:
-            assert data is not None
-            return _loads(data)
-        return _loads(self._bcast_view(data, root))
-
     # -- gather and scatter
 
     def Gather(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
@@ -257,16 +249,6 @@ class Collectives:
         if send is not None:
             recv[root * block : (root + 1) * block] = send
         self._recv_each([(k, recv[k * block : (k + 1) * block]) for k in range(size) if k != root])
-
-    def gather(self, sendobj: Any, root: int = 0) -> list[Any] | None:
-        self._root(root)
-        if self.rank != root:
-            self._c_send(_dumps(sendobj), root)
-            return None
-        return [
-            _loads(_dumps(sendobj) if source == root else self._c_recv_bytes(source))
-            for source in range(self.size)
-        ]
 
     def Scatter(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
         self._root(root)
@@ -292,23 +274,6 @@ class Collectives:
                 self._c_send(chunk, dest)
             elif recv is not None:
                 recv[:block] = chunk
-
-    def scatter(self, sendobj: Any, root: int = 0) -> Any:
-        self._root(root)
-        if self.rank != root:
-            return _loads(self._c_recv_bytes(root))
-        try:  # None sends None to every rank (as mpi4py); every item pickled before any is sent
-            items = [None] * self.size if sendobj is None else list(sendobj)
-            if len(items) != self.size:
-                raise ValueError(f"scatter: expected {self.size} items, got {len(items)}")
-            blocks = [_dumps(item) for item in items]
-        except Exception:
-            self._abort(self._others(), [])
-            raise
-        for dest, block in enumerate(blocks):
-            if dest != self.rank:
-                self._c_send(block, dest)
-        return _loads(blocks[self.rank])
 
     def Gatherv(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
         self._root(root)
@@ -383,10 +348,6 @@ class Collectives:
             elif block != len(send):
                 raise ValueError(f"Allgather: receive blocks of {block} bytes, send buffer of {len(send)}")
         return send, recv, block
-
-    def allgather(self, sendobj: Any) -> list[Any]:
-        result: list[Any] = self.bcast(self.gather(sendobj, 0), 0)
-        return result
 
     def Allgatherv(self, sendbuf: Any, recvbuf: Any) -> None:
         try:
@@ -478,34 +439,3 @@ class Collectives:
             [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)],
             [recv[rdispls[k] : rdispls[k] + rcounts[k]] for k in range(size)],
         )
-
-    def alltoall(self, sendobj: Any) -> list[Any]:
-        """``None`` sends None to every rank (as mpi4py). A rank whose items are wrong (count,
-        pickling) sends abort notices instead; the others then raise CollectiveAborted, after
-        the whole exchange, so no record is left for a later call."""
-        size, rank = self.size, self.rank
-        try:
-            items = [None] * size if sendobj is None else list(sendobj)
-            if len(items) != size:
-                raise ValueError(f"alltoall: expected {size} items, got {len(items)}")
-            blocks = [_dumps(item) for item in items]
-        except Exception:
-            self._abort(self._others(), self._others())
-            raise
-        out: list[Any] = [None] * size
-        out[rank] = _loads(blocks[rank])
-        error: BaseException | None = None
-        for step in range(1, size):
-            dest, source = (rank + step) % size, (rank - step) % size
-            requests, _buffers = self._coll.isend(blocks[dest], dest, COLL_TAG)
-            try:
-                if error is None:
-                    out[source] = _loads(self._c_recv_bytes(source))
-                else:
-                    self._coll.recv(source, MPI.ANY_TAG, None)
-            except _BLOCK_ERRORS as exc:
-                error = exc
-            wait_all(requests)
-        if error is not None:
-            raise error
-        return out

@@ -15,11 +15,12 @@ from typing import Any
 from mpi4py import MPI
 
 from .buffers import block_view, byte_view, typed_spec
-from .collectives import _BLOCK_ERRORS, Collectives, _dumps, _in_place, _loads
+from .collectives import _BLOCK_ERRORS, ABORT_TAG, _dumps, _in_place, _loads
+from .objects import ObjectCollectives
 
 
-class Reductions(Collectives):
-    """The reductions of SecureComm (mixin over :class:`Collectives`)."""
+class Reductions(ObjectCollectives):
+    """The reductions of SecureComm (mixin over :class:`ObjectCollectives`)."""
 
     # -- reductions
 
@@ -65,14 +66,23 @@ class Reductions(Collectives):
             self._c_recv_into(byte_view(recvbuf, writable=True)[:nbytes], 0)
 
     def reduce(self, sendobj: Any, op: Any = MPI.SUM, root: int = 0) -> Any:
+        """Gathered at rank 0, folded there in rank order, sent on to ``root``; a failure at
+        rank 0 (an operation that raised, an abort notice) reaches ``root`` as a notice."""
         self._root(root)
-        gathered = self.gather(sendobj, 0)
         result: Any = None
-        if self.rank == 0:
-            assert gathered is not None
-            result = gathered[0]
-            for item in gathered[1:]:
-                result = op(result, item)
+        try:
+            gathered = self.gather(sendobj, 0)
+            if self.rank == 0:
+                assert gathered is not None
+                result = gathered[0]
+                for item in gathered[1:]:
+                    result = op(result, item)
+        except Exception:
+            if root != 0 and self.rank == 0:
+                self._coll.send(memoryview(b""), root, ABORT_TAG)
+            elif root != 0 and self.rank == root:
+                self._coll.recv(0, MPI.ANY_TAG, None)  # rank 0's notice: dropped
+            raise
         if root != 0:
             if self.rank == 0:
                 self._c_send(_dumps(result), root)
@@ -99,7 +109,12 @@ class Reductions(Collectives):
         self._bcast_view(recv, 0)
 
     def allreduce(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
-        return self.bcast(self.reduce(sendobj, op, 0), 0)
+        try:
+            result = self.reduce(sendobj, op, 0)
+        except Exception:
+            self._abort_bcast(0)  # the broadcast that follows still hears of it
+            raise
+        return self.bcast(result, 0)
 
     def Reduce_scatter_block(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
         if _in_place(sendbuf):
@@ -156,22 +171,28 @@ class Reductions(Collectives):
         self._scan(sendbuf, recvbuf, op, inclusive=False)
 
     def scan(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
-        partial = sendobj
-        if self.rank > 0:
-            partial = op(_loads(self._c_recv_bytes(self.rank - 1)), sendobj)
-        if self.rank + 1 < self.size:
-            self._c_send(_dumps(partial), self.rank + 1)
-        return partial
+        return self._chain(sendobj, op)[1]
 
     def exscan(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
-        before = None
-        partial = sendobj
-        if self.rank > 0:
-            before = _loads(self._c_recv_bytes(self.rank - 1))
-            partial = op(before, sendobj)
-        if self.rank + 1 < self.size:
-            self._c_send(_dumps(partial), self.rank + 1)
-        return before
+        return self._chain(sendobj, op)[0]
+
+    def _chain(self, sendobj: Any, op: Any) -> tuple[Any, Any]:
+        """(the fold of the ranks before this one, that fold with this rank's object), along
+        the chain of ranks; a failure here goes on down the chain as an abort notice."""
+        rank, before, partial, data = self.rank, None, sendobj, None
+        try:
+            if rank > 0:
+                before = _loads(self._c_recv_bytes(rank - 1))
+                partial = op(before, sendobj)
+            if rank + 1 < self.size:
+                data = _dumps(partial)
+        except Exception:
+            if rank + 1 < self.size:
+                self._coll.send(memoryview(b""), rank + 1, ABORT_TAG)
+            raise
+        if data is not None:
+            self._c_send(data, rank + 1)
+        return before, partial
 
 
 def _datatype(buf: Any) -> Any:
