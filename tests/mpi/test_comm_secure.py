@@ -69,7 +69,8 @@ def reported_checks(script: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "script",
-    ["comm_api.py", "comm_regressions.py", "comm_requests.py", "comm_hot_path.py", "comm_topology.py"],
+    ["comm_api.py", "comm_regressions.py", "comm_requests.py", "comm_hot_path.py", "comm_topology.py",
+     "comm_intercomm.py"],
 )
 def test_every_check_a_script_defines_is_run_and_reported(script: str) -> None:
     tree = ast.parse((HERE / script).read_text())
@@ -95,6 +96,15 @@ def test_topologies_and_neighbour_collectives_match_raw_mpi(home: Path, ranks: i
     assert proc.returncode == 0, explain(proc)
     reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
     assert reported == reported_checks("comm_topology.py"), explain(proc)
+    assert "ALL OK" in proc.stdout, explain(proc)
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_intercommunicators_and_mpi4py_futures_work_on_secure_communicators(home: Path, ranks: int) -> None:
+    proc = run(["-n", str(ranks), PYTHON, str(HERE / "comm_intercomm.py")], home)
+    assert proc.returncode == 0, explain(proc)
+    reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
+    assert reported == reported_checks("comm_intercomm.py"), explain(proc)
     assert "ALL OK" in proc.stdout, explain(proc)
 
 

@@ -21,6 +21,7 @@ from ..wire.record import SMALL_RECORD
 from .buffers import _PLAIN_BUFFERS as PLAIN_BUFFERS
 from .buffers import byte_view, derived, set_status, unpack, warn_buf
 from .handles import _OWNED, _PY_THREADS, lock_public_methods
+from .intercomm import Bridges, Intercomm
 from .lane import _ACTIVE, Early, Lane, Stats
 from .messages import SecureMessage
 from .nonblocking import NonBlocking
@@ -36,7 +37,7 @@ _NO_BUFFER = object()
 _KEPT = PLAIN_BUFFERS - {bytes, bytearray, memoryview}  # numpy's ndarray, if numpy is installed
 
 
-class SecureComm(LocalSettings, Constructors, NonBlocking):
+class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
     """An authenticated, encrypted intracommunicator with mpi4py's methods (see the package doc).
 
     Build one with :func:`mpish.secure`.
@@ -489,12 +490,17 @@ class SecureDistgraphcomm(DistGraph, SecureComm):
     """A secure distributed graph (topology.py): ``Create_dist_graph(_adjacent)``."""
 
 
-SecureComm._topologies = {"Create_cart": SecureCartcomm, "Create_graph": SecureGraphcomm}
+class SecureIntercomm(Intercomm, SecureComm):
+    """A secure intercommunicator (intercomm.py): ``Create_intercomm`` of a secure communicator."""
+
+
+SecureComm._kinds = {"Create_cart": SecureCartcomm, "Create_graph": SecureGraphcomm}
+SecureComm._kinds.update(Create_intercomm=SecureIntercomm, Merge=SecureComm)
 for _call in ("Create_dist_graph", "Create_dist_graph_adjacent"):
-    SecureComm._topologies[_call] = SecureDistgraphcomm
+    SecureComm._kinds[_call] = SecureDistgraphcomm
 refuse_unoffered(SecureComm)  # the topologies inherit the refusals of what they do not offer
 
 # One thread at a time in secure code (handles.py); the hot methods lock only with a second thread.
 _LOCKED = lock_public_methods(SecureComm, hot=("Send", "Recv", "send", "recv"))
-for _kind in (SecureCartcomm, SecureGraphcomm, SecureDistgraphcomm):
+for _kind in (SecureCartcomm, SecureGraphcomm, SecureDistgraphcomm, SecureIntercomm):
     lock_public_methods(_kind)

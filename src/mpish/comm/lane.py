@@ -96,7 +96,7 @@ class Lane(PostedReceives, LongMessages):
         self.comm = comm
         self.bulk = bulk
         self.rank = comm.Get_rank()
-        self.size = comm.Get_size()
+        self.size: int = comm.Get_remote_size() if comm.Is_inter() else comm.Get_size()  # the peers
         # Per peer, made on first use (secret.py): setup costs nothing per peer.
         self.sealers: PerPeer[Sealer] = PerPeer(lambda peer: keys.sealer(label, peer))
         self.openers: PerPeer[Opener] = PerPeer(lambda peer: keys.opener(label, peer))

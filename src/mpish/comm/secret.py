@@ -101,6 +101,31 @@ class CommSecret:
         return CommSecret(self.protocol, secret[:SECRET_SIZE], ident[:SESSION_SIZE], rank, size)
 
 
+@dataclass(frozen=True)
+class InterSecret(CommSecret):
+    """The keys of an intercommunicator (intercomm.py): ``rank`` and ``size`` number both
+    groups in one sequence (the low group first), and a peer, a rank of the other group, is
+    ``remote_offset + peer`` in it. So each direction of each pair has its own key, and a
+    record reflected back to its sender names the wrong sender and receiver."""
+
+    remote_offset: int = 0
+
+    def sealer(self, lane: bytes, peer: int) -> Sealer:
+        me, them = self.rank, self.remote_offset + peer
+        key = self.key(lane, me, them)
+        return Sealer(self.protocol.cipher, self.protocol.hash, key, self.session(lane), me, them)
+
+    def opener(self, lane: bytes, peer: int) -> Opener:
+        me, them = self.rank, self.remote_offset + peer
+        key = self.key(lane, them, me)
+        return Opener(self.protocol.cipher, self.protocol.hash, key, self.session(lane), them, me)
+
+    def child(self, context: bytes, rank: int = 0, size: int = 0) -> InterSecret:
+        """The keys of a Dup of the intercommunicator: same numbering (``rank``, ``size`` unused)."""
+        base = CommSecret.child(self, context, self.rank, self.size)
+        return InterSecret(self.protocol, base.secret, base.ident, self.rank, self.size, self.remote_offset)
+
+
 # -- the key reports of the setup (setup.py, step 3): which public keys the job holds
 
 KEY_REPORT = struct.Struct(">BI")  # status (1: keys follow, else none), number of keys

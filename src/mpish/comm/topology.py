@@ -64,9 +64,9 @@ def _local(kind: type, name: str) -> Any:
 
 class Constructors:
     """``Create_cart``, ``Create_graph``, ``Create_dist_graph(_adjacent)`` (a mixin of SecureComm,
-    which sets ``_topologies``, the secure class each makes); never reordered (module doc)."""
+    which sets ``_kinds``, the secure class each makes); never reordered (module doc)."""
 
-    _topologies: dict[str, type]
+    _kinds: dict[str, type]
     _comms: tuple[Any, Any, Any, Any]
     _child: Any
 
@@ -90,7 +90,7 @@ class Constructors:
 
     def _topology(self, call: str, *args: Any, **kwargs: Any) -> Any:
         comms = tuple(getattr(c, call)(*args, **kwargs) for c in self._comms)
-        return self._child(comms, call.encode(), self._topologies[call])
+        return self._child(comms, call.encode(), self._kinds[call])
 
 
 class Topology(NonBlocking):
