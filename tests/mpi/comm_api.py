@@ -373,7 +373,7 @@ def check_alltoallw_bottom(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None
 
 def check_unsupported(c: mpish.comm.SecureComm) -> None:
     """Unsupported names are NotImplementedError and AttributeError (hasattr/getattr work)."""
-    for name in ("Ineighbor_alltoall", "Create_intercomm", "Spawn"):
+    for name in ("Ineighbor_alltoall", "Accept", "Spawn"):
         assert not hasattr(c, name)
         assert getattr(c, name, None) is None
         try:

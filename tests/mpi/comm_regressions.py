@@ -95,14 +95,14 @@ def check_requests(c: SecureComm, raw: MPI.Intracomm) -> None:
 
 def check_introspection(c: SecureComm, raw: MPI.Intracomm) -> None:
     """hasattr and getattr(name, default) on unsupported names."""
-    assert not hasattr(c, "Create_intercomm")
+    assert not hasattr(c, "Accept")
     assert getattr(c, "x", None) is None
     try:
-        c.Create_intercomm  # noqa: B018 - the attribute access is what raises
+        c.Accept  # noqa: B018 - the attribute access is what raises
     except NotImplementedError as exc:
         assert isinstance(exc, AttributeError)
     else:
-        raise AssertionError("Create_intercomm is not supported but did not raise")
+        raise AssertionError("Accept is not supported but did not raise")
     ok("introspection")
 
 

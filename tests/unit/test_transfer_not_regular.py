@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from mpish.shell import console_transfer as transfer
 from mpish.shell import protocol as p
 from mpish.shell.console import Console
@@ -80,3 +82,43 @@ def test_get_into_a_directory_others_can_write_warns_once(console: Console, tmp_
     assert transfer.get(console, str(tmp_path / "real"), str(shared / "got"), [1]) == {1: ""}
     lines = console.err.getvalue().splitlines()
     assert len(lines) == 1 and f"warning: {shared} can be written by other users" in lines[0]
+
+
+def _sha256(data: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(data).digest()
+
+
+def test_a_file_received_into_dev_null_is_written_into_it_and_dev_null_stays_a_device(tmp_path: Path) -> None:
+    """`:get results /dev/null` and `:put f /dev/null` (as cp and scp: the bytes are thrown
+    away); renaming the part file over it replaced the machine's /dev/null with a file.
+    A /dev/null of its own (the same device, 1:3), so that a regression cannot break the host's."""
+    import stat
+
+    from mpish.shell.transfer import PartFile
+
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root (CAP_MKNOD)")
+    part = PartFile(null)
+    part.write(b"thrown away\n")
+    assert part.commit(_sha256(b"thrown away\n"), 12, 0o644) == ""
+    assert stat.S_ISCHR(os.lstat(null).st_mode) and os.lstat(null).st_rdev == os.makedev(1, 3)
+    assert os.listdir(tmp_path) == ["null"]  # no part file left, nothing renamed
+
+
+def test_a_fifo_at_the_destination_is_refused_not_replaced(tmp_path: Path) -> None:
+    from mpish.shell.transfer import PartFile
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    try:
+        PartFile(fifo)
+    except OSError as exc:
+        assert "it is a FIFO, not replaced" in exc.strerror
+    else:
+        raise AssertionError("a part file was made for a FIFO destination")
+    assert os.path.exists(fifo) and not fifo.is_file() and os.listdir(tmp_path) == ["pipe"]

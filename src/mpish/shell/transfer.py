@@ -181,7 +181,12 @@ class PartFile:
         self.dir_fd = dir_fd
         self.size = 0
         self.digest: Any = new_digest(verify)  # of the bytes written
+        self.device = False
         if dir_fd is None:
+            device = _device(final)
+            if device is not None:  # /dev/null and the like: written into, as cp does, never replaced
+                self.fd, self.part, self.target, self.device = device, "", str(final), True
+                return
             import tempfile  # here: its import (random...) costs every ssh server's start
 
             fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".mpish-part", dir=final.parent)
@@ -206,6 +211,10 @@ class PartFile:
     def commit(self, sha256: bytes, size: int, mode: int) -> str:
         """Check the digest of what was written and the size the descriptor holds, set
         ``mode``, rename; an error text or ""."""
+        if self.device:
+            ok = self.size == size and self.digest.digest() == sha256
+            self.discard()
+            return "" if ok else f"checksum mismatch for {self.final}"
         try:
             if self.size != size or self.digest.digest() != sha256 or os.fstat(self.fd).st_size != size:
                 self.discard()
@@ -259,5 +268,26 @@ class PartFile:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = -1
+        if self.device:
+            return
         with contextlib.suppress(OSError):
             os.unlink(self.part, dir_fd=self.dir_fd)
+
+
+def _device(final: Path) -> int | None:
+    """A descriptor open for writing if ``final`` itself (not through a link) is a character
+    device, such as /dev/null; None if it is missing, a regular file, a directory or a link
+    (a link is replaced, never followed). Renaming a part file over /dev/null replaced the
+    system's /dev/null with a regular file: a FIFO, socket or block device is refused."""
+    try:
+        info = os.lstat(final)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISCHR(info.st_mode):
+        return os.open(final, os.O_WRONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+    kinds = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFBLK: "a block device"}
+    kind = kinds.get(stat.S_IFMT(info.st_mode))
+    if kind is not None:
+        raise OSError(errno.EINVAL, f"it is {kind}, not replaced (mpish writes regular files and devices "
+                                    "such as /dev/null)")
+    return None
