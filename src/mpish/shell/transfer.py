@@ -275,19 +275,37 @@ class PartFile:
 
 
 def _device(final: Path) -> int | None:
-    """A descriptor open for writing if ``final`` itself (not through a link) is a character
-    device, such as /dev/null; None if it is missing, a regular file, a directory or a link
-    (a link is replaced, never followed). Renaming a part file over /dev/null replaced the
-    system's /dev/null with a regular file: a FIFO, socket or block device is refused."""
+    """A descriptor open for writing if ``final`` is a character device of root's or ours, such
+    as /dev/null, or our or root's link to one (/dev/stdout); None if it is missing, a regular
+    file, a directory or another link (such a link is replaced, never followed). Renaming a
+    part file over /dev/null replaced the system's /dev/null with a regular file: a FIFO,
+    socket, block device or another user's device is refused."""
     try:
         info = os.lstat(final)
+        if stat.S_ISLNK(info.st_mode) and info.st_uid in (0, os.geteuid()):  # not planted by another
+            resolved = Path(os.path.realpath(final))  # /dev/stdout -> /proc/self/fd/1 -> /dev/pts/N
+            reached = os.lstat(resolved)
+            if stat.S_ISCHR(reached.st_mode) and reached.st_uid in (0, os.geteuid()):
+                final, info = resolved, reached  # written into, as cp does; else the link is replaced
     except FileNotFoundError:
         return None
-    if stat.S_ISCHR(info.st_mode):
-        return os.open(final, os.O_WRONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
     kinds = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFBLK: "a block device"}
     kind = kinds.get(stat.S_IFMT(info.st_mode))
+    if stat.S_ISCHR(info.st_mode) and info.st_uid not in (0, os.geteuid()):
+        kind = "another user's device"  # unprivileged users can make some (0:0) in a shared directory
     if kind is not None:
         raise OSError(errno.EINVAL, f"it is {kind}, not replaced (mpish writes regular files and devices "
                                     "such as /dev/null)")
-    return None
+    if not stat.S_ISCHR(info.st_mode):
+        return None
+    # Opened by name: what is opened must be what lstat saw (another user swapping files in a
+    # shared directory between the two calls), and never block (a FIFO swapped in).
+    fd = os.open(final, os.O_WRONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK)
+    opened = os.fstat(fd)
+    if (opened.st_mode, opened.st_dev, opened.st_ino, opened.st_rdev) != (
+        info.st_mode, info.st_dev, info.st_ino, info.st_rdev
+    ):
+        os.close(fd)
+        raise OSError(errno.EAGAIN, "it was replaced while it was opened; nothing was written")
+    os.set_blocking(fd, True)
+    return fd
