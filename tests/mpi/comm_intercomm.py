@@ -87,6 +87,46 @@ def check_a_record_reflected_back_to_its_sender_is_refused(c: SecureComm, raw: M
     ok("a_record_reflected_back_to_its_sender_is_refused")
 
 
+def check_a_pending_user_message_on_the_peer_is_not_taken_for_a_key_half(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """The other group's leader sent rank 0 a 32-byte message on the tag that Create_intercomm
+    then uses; rank 0 had not received it yet. The leaders' halves go elsewhere (both groups
+    derived other keys and hung, and the user's recv got a key half)."""
+    peer = c.Dup()
+    other_leader = (c.size + 1) // 2
+    if c.rank == other_leader:
+        peer.send(b"U" * 32, 0, 7)
+    _, inter = _halves(peer)
+    inter.Barrier()
+    assert inter.allreduce(1) == inter.Get_remote_size()
+    if c.rank == 0:
+        assert peer.recv(None, other_leader, 7) == b"U" * 32
+    ok("a_pending_user_message_on_the_peer_is_not_taken_for_a_key_half")
+
+
+def check_a_wrong_buffer_in_an_intercommunicator_collective_leaves_nothing_behind(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    color, inter = _halves(c.Dup())
+    rank, remote = inter.Get_rank(), inter.Get_remote_size()
+    readonly = bytes(16)
+    try:  # the other group's rank 0 receives into a read-only buffer
+        inter.Bcast(np.zeros(2) if color == 0 else (readonly if rank == 0 else np.zeros(2)),
+                    (MPI.ROOT if rank == 0 else MPI.PROC_NULL) if color == 0 else 0)
+    except ValueError:
+        assert color == 1 and rank == 0
+    try:  # one rank's receive buffer is read-only: the other group raises, nobody waits
+        inter.Allreduce(np.ones(2), readonly if (color, rank) == (0, 0) else np.zeros(2), MPI.SUM)
+    except ValueError:
+        assert (color, rank) == (0, 0)
+    except mpish.comm.CollectiveAborted:
+        assert color == 1
+    inter.Barrier()  # a record left queued above would be taken here, and the sums shift
+    assert inter.allreduce(1) == remote and inter.allreduce([rank]) == list(range(remote))
+    ok("a_wrong_buffer_in_an_intercommunicator_collective_leaves_nothing_behind")
+
+
 def check_what_an_intercommunicator_cannot_do_raises_unsupported(c: SecureComm, raw: MPI.Intracomm) -> None:
     _, inter = _halves(c)
     for name in ("Gather", "Alltoall", "Split", "Create_cart", "Bcast_init", "Ireduce"):
@@ -117,6 +157,8 @@ if __name__ == "__main__":
         [
             check_intercommunicators_deliver_what_raw_mpi_delivers,
             check_a_record_reflected_back_to_its_sender_is_refused,
+            check_a_pending_user_message_on_the_peer_is_not_taken_for_a_key_half,
+            check_a_wrong_buffer_in_an_intercommunicator_collective_leaves_nothing_behind,
             check_what_an_intercommunicator_cannot_do_raises_unsupported,
             check_mpi4py_futures_runs_tasks_over_the_secure_communicator,
         ]

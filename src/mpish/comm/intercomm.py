@@ -6,10 +6,12 @@ Theory of operation
 Keys. An intercommunicator joins two groups, each with a secure intracommunicator of its
 own, and a peer communicator that holds both leaders; it must be a secure one. The two
 leaders each draw 32 random bytes and exchange them over the peer communicator (as
-authenticated, encrypted records: nobody else learns them), and each leader broadcasts
-both halves to its group over its own secure communicator. The intercommunicator's secret
-and id are ``HKDF(low half, "mpish.comm intercomm" || high half)``, where the low half is
-that of the leader with the lower rank in the peer communicator. For the record keys
+authenticated, encrypted records, on its internal collective lane with a tag of their own,
+so no pending user message or receive can take a half's place: nobody else learns them),
+derive the intercommunicator's secret and id as ``HKDF(low half, "mpish.comm intercomm" ||
+high half)`` (the low half is the lesser of the two, the same decision on both sides),
+confirm to each other that they derived the same id, and broadcast the result to their
+groups over their own secure communicators (a failure too: every rank raises). For the record keys
 (secret.py) both groups are numbered in one sequence, the low group first
 (:class:`~mpish.comm.secret.InterSecret`): each direction of each pair has its own key,
 and a record reflected back to its sender is refused. MPI's own intercommunicators (one per
@@ -30,22 +32,29 @@ call. The other collectives, ``Create``/``Split`` and topologies raise ``Unsuppo
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import os
 import pickle
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from mpi4py import MPI
 
+from ..wire.errors import RemoteProtocolError
 from ..wire.record import SESSION_SIZE
 from .buffers import Unsupported, byte_view, mpi_error, typed_spec
-from .collectives import COLL_TAG, _dumps, _loads
+from .collectives import ABORT_TAG, COLL_TAG, _dumps, _loads
 from .lane import Lane, Stats, wait_all
 from .requests import SecureRequest
 from .secret import SECRET_SIZE, CommSecret, InterSecret
 from .unsupported import _Unsupported
 
 _HALF = 32
+INTERCOMM_TAG = 3  # the leaders' key halves, on the peer's collective lane (COLL_TAG, ABORT_TAG: 1, 2)
+_TAGGED = struct.Struct(">q")  # the user's tag, sent with each half: both leaders must name the same
 
 
 class Bridges:
@@ -60,21 +69,17 @@ class Bridges:
     bcast: Any
 
     def Create_intercomm(self, local_leader: int, peer_comm: Any, remote_leader: int, tag: int = 0) -> Any:
-        halves: Any = None
+        agreed: Any = None
         if self.rank == local_leader:
-            if not hasattr(peer_comm, "_keys"):
-                halves = "the peer communicator of Create_intercomm must be a secure one (mpish.secure)"
-            else:
-                mine = os.urandom(_HALF)
-                theirs = peer_comm.sendrecv(mine, remote_leader, tag, None, remote_leader, tag)
-                if not isinstance(theirs, bytes) or len(theirs) != _HALF:
-                    halves = "the other group's leader sent no key half"
-                else:
-                    halves = (mine, theirs, peer_comm.rank < remote_leader)
-        halves = self.bcast(halves, local_leader)
-        if isinstance(halves, str):
-            raise Unsupported(halves)
-        mine, theirs, low = halves
+            try:
+                agreed = _leaders_exchange(self._keys.protocol, peer_comm, remote_leader, tag)
+            except Unsupported as exc:  # the group hears of it (the bcast below), then every rank raises
+                agreed = (None, str(exc), True)
+            except Exception as exc:
+                agreed = (None, f"Create_intercomm: the leaders could not agree on keys: {exc}", False)
+        secret, ident, low = self.bcast(agreed, local_leader)
+        if secret is None:
+            raise Unsupported(ident) if low else mpi_error(MPI.ERR_OTHER, ident)
         comms = tuple(
             c.Create_intercomm(
                 local_leader, peer_comm._comms[2] if self.rank == local_leader else c, remote_leader, tag
@@ -82,17 +87,45 @@ class Bridges:
             for c in self._comms
         )
         n_local, n_remote = comms[0].Get_size(), comms[0].Get_remote_size()
-        low_half, high_half = (mine, theirs) if low else (theirs, mine)
-        secret, ident = self._keys.protocol.hash.hkdf(low_half, b"mpish.comm intercomm" + high_half, 2)
         keys = InterSecret(
             self._keys.protocol,
-            secret[:SECRET_SIZE],
-            ident[:SESSION_SIZE],
+            secret,
+            ident,
             (0 if low else n_remote) + comms[0].Get_rank(),
             n_local + n_remote,
             n_local if low else 0,
         )
         return self._kinds["Create_intercomm"](comms, keys, self._stats)
+
+
+def _leaders_exchange(
+    protocol: Any, peer_comm: Any, remote_leader: int, tag: int
+) -> tuple[bytes, bytes, bool]:
+    """(secret, id, whether this leader's group is the low one), agreed with the other leader
+    over the peer communicator's internal collective lane, on a tag of its own (never the
+    user's point-to-point records, which a pending message or receive would mix in); each
+    leader then checks that the other derived the same id (a key confirmation)."""
+    if not hasattr(peer_comm, "_coll"):
+        raise Unsupported("the peer communicator of Create_intercomm must be a secure one (mpish.secure)")
+    lane = peer_comm._coll
+    mine = os.urandom(_HALF)
+
+    def swap(data: bytes) -> bytes:
+        requests, _ = lane.isend(memoryview(_TAGGED.pack(tag) + data), remote_leader, INTERCOMM_TAG)
+        _, _, _, got = lane.recv(remote_leader, INTERCOMM_TAG, None)
+        wait_all(requests)
+        if len(got) != _TAGGED.size + len(data) or _TAGGED.unpack_from(got)[0] != tag:
+            raise RemoteProtocolError("the other leader sent another tag or a malformed key half")
+        return bytes(got[_TAGGED.size :])
+
+    theirs = swap(mine)
+    low = mine < theirs  # the same decision on both sides, whatever the peer communicator
+    low_half, high_half = (mine, theirs) if low else (theirs, mine)
+    secret, ident = protocol.hash.hkdf(low_half, b"mpish.comm intercomm" + high_half, 2)
+    confirm = hashlib.sha256(b"mpish.comm intercomm confirm" + ident[:SESSION_SIZE]).digest()
+    if not hmac.compare_digest(swap(confirm), confirm):
+        raise RemoteProtocolError("the two leaders derived different keys")
+    return secret[:SECRET_SIZE], ident[:SESSION_SIZE], low
 
 
 class Intercomm:
@@ -147,19 +180,40 @@ class Intercomm:
     def _remotes(self) -> range:
         return range(self._coll.size)
 
-    def _to_every_remote(self, data: memoryview) -> list[Any]:
-        requests = []
+    def _exchange_all(self, out: memoryview | None, receive: Callable[[int, Any], None]) -> None:
+        """Send ``out`` to every rank of the other group (None: an abort notice) and hand the
+        record of each, in rank order, to ``receive``; after an error the rest are received
+        and dropped, then the first error raises (nothing is left for a later call)."""
+        requests: list[Any] = []
         for peer in self._remotes():
-            requests.extend(self._coll.isend(data, peer, COLL_TAG)[0])
-        return requests
-
-    def Barrier(self) -> None:
-        requests = self._to_every_remote(memoryview(b""))
+            block = memoryview(b"") if out is None else out
+            requests.extend(self._coll.isend(block, peer, ABORT_TAG if out is None else COLL_TAG)[0])
+        error: BaseException | None = None
         try:
             for peer in self._remotes():
-                self._c_recv_bytes(peer)
+                try:
+                    if error is None:
+                        receive(peer, self._c_recv_bytes(peer))
+                    else:
+                        self._coll.recv(peer, MPI.ANY_TAG, None)
+                except Exception as exc:
+                    error = error or exc
         finally:
             wait_all(requests)
+        if error is not None:
+            raise error
+
+    def _failed_exchange(self) -> None:
+        """This rank's arguments were wrong: take part with abort notices (the caller raises)."""
+        with contextlib.suppress(Exception):
+            self._exchange_all(None, lambda peer, data: None)
+
+    def Barrier(self) -> None:
+        def entered(peer: int, data: Any) -> None:
+            if len(data):
+                raise RemoteProtocolError(f"a barrier record of {len(data)} bytes from rank {peer}")
+
+        self._exchange_all(memoryview(b""), entered)
 
     barrier = Barrier
 
@@ -178,51 +232,76 @@ class Intercomm:
             raise mpi_error(MPI.ERR_ROOT, f"invalid root {root} for a remote group of {self._coll.size}")
         return "receive"
 
+    def _send_all(self, make: Callable[[], memoryview]) -> None:
+        try:
+            data = make()
+        except Exception:
+            for peer in self._remotes():
+                self._coll.send(memoryview(b""), peer, ABORT_TAG)
+            raise
+        requests: list[Any] = []
+        for peer in self._remotes():
+            requests.extend(self._coll.isend(data, peer, COLL_TAG)[0])
+        wait_all(requests)
+
     def Bcast(self, buf: Any, root: int = 0) -> None:
         role = self._root_role(root)
         if role == "send":
-            wait_all(self._to_every_remote(byte_view(buf, writable=False)))
+            self._send_all(lambda: byte_view(buf, writable=False))
         elif role == "receive":
-            self._c_recv_into(byte_view(buf, writable=True), root)
+            try:
+                sink = byte_view(buf, writable=True)
+            except Exception:
+                self._coll.recv(root, MPI.ANY_TAG, None)  # the root's record: dropped
+                raise
+            self._c_recv_into(sink, root)
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
         role = self._root_role(root)
         if role == "send":
-            wait_all(self._to_every_remote(_dumps(obj)))
+            self._send_all(lambda: _dumps(obj))
         elif role == "receive":
             return _loads(self._c_recv_bytes(root))
         return None
 
     def Allreduce(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
-        send = byte_view(sendbuf, writable=False)
-        recv = byte_view(recvbuf, writable=True)[: len(send)]
-        requests = self._to_every_remote(send)
         try:
-            acc: bytearray | None = None
-            incoming = bytearray(len(send))
-            for peer in self._remotes():
-                self._c_recv_into(memoryview(incoming), peer)
-                if acc is None:
-                    acc, incoming = incoming, bytearray(len(send))
-                    continue
-                # Reduce_local(in, inout): inout = in op inout (rank order: acc op incoming)
-                op.Reduce_local(typed_spec(sendbuf, acc, len(send)), typed_spec(sendbuf, incoming, len(send)))
-                acc, incoming = incoming, acc
-            if acc is not None:
-                recv[:] = acc
-        finally:
-            wait_all(requests)
+            send = byte_view(sendbuf, writable=False)
+            recv = byte_view(recvbuf, writable=True)[: len(send)]
+            typed_spec(sendbuf, bytearray(len(send)), len(send))  # a datatype MPI can reduce, or raise now
+        except Exception:
+            self._failed_exchange()
+            raise
+        size = len(send)
+        acc: list[bytearray] = []
+
+        def fold(peer: int, data: Any) -> None:  # in rank order; Reduce_local(in, inout): inout = in op inout
+            if len(data) != size:
+                raise RemoteProtocolError(f"Allreduce: {len(data)} bytes from rank {peer}, expected {size}")
+            incoming = bytearray(data)
+            if acc:
+                op.Reduce_local(typed_spec(sendbuf, acc[0], size), typed_spec(sendbuf, incoming, size))
+                acc[0] = incoming
+            else:
+                acc.append(incoming)
+
+        self._exchange_all(send, fold)
+        if len(recv) != size:
+            raise ValueError(f"Allreduce: receive buffer of {len(recv)} bytes, send buffer {size}")
+        recv[:] = acc[0]
 
     def allreduce(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
-        requests = self._to_every_remote(_dumps(sendobj))
         try:
-            result: Any = None
-            for index, peer in enumerate(self._remotes()):
-                item = _loads(self._c_recv_bytes(peer))
-                result = item if index == 0 else op(result, item)
-            return result
-        finally:
-            wait_all(requests)
+            data = _dumps(sendobj)
+        except Exception:
+            self._failed_exchange()
+            raise
+        items: list[Any] = []
+        self._exchange_all(data, lambda peer, record: items.append(_loads(record)))
+        result = items[0]
+        for item in items[1:]:
+            result = op(result, item)
+        return result
 
     # -- new communicators
 
