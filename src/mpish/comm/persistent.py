@@ -23,8 +23,12 @@ the trigger's status there (that of an empty send), not the message's.
 Without ``MPI_THREAD_MULTIPLE`` there is no thread to notice a start made by MPI, so the
 handle is instead a completed generalized request whose query fails: ``MPI.Prequest.Startall``
 and MPI's completion calls raise MPI's ``ERR_REQUEST`` (never a hang); the request's methods
-and ``mpish.comm.Startall``/``Waitall`` work. Persistent collectives (nonblocking.py) always
-have such a handle (``by_mpi=False``): their operation must run in the caller's thread.
+and ``mpish.comm.Startall``/``Waitall`` work. Persistent collectives (nonblocking.py,
+``by_mpi=False``) run their operation to completion in the caller's ``Start``: their handle
+is a generalized request completed at once with a status that MPI accepts, so MPI's waits
+(``MPI.Request.Waitall``...) return at once, rightly, and free that handle (the request's
+own methods and later starts go on without it); ``MPI.Prequest.Startall`` refuses it
+(``ERR_REQUEST``): MPI cannot start what only the caller's thread may run.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Any, Literal
 from mpi4py import MPI
 
 from .buffers import set_status
-from .handles import HandleState, lock_public_methods, start_handle, threads_ok, unwatch, watch
+from .handles import HandleState, complete, lock_public_methods, start_handle, threads_ok, unwatch, watch
 from .posted import _ACTIVE
 
 IDLE, RUNNING, DONE = 0, 1, 2  # the request's phase (DONE: finished, trigger sent, not yet delivered)
@@ -97,8 +101,14 @@ class Trigger:
             if self.tag == _NEXT_TAG[0]:
                 _NEXT_TAG[0] += 1
             self.request = _trigger_comm().Ssend_init(_EMPTY, 0, self.tag)
-        else:  # refused: MPI's calls raise ERR_REQUEST (module doc)
+        elif by_mpi:  # refused: MPI's calls raise ERR_REQUEST (module doc)
             self.request = MPI.Prequest.fromhandle(start_handle(HandleState()).handle)
+        else:  # the operation completes in Start: MPI's waits return at once (module doc)
+            state = HandleState()
+            handle = start_handle(state)
+            if not state.completed:
+                complete(handle, state, None)
+            self.request = MPI.Prequest.fromhandle(handle.handle)
 
     def started(self, *, block: bool) -> bool:
         """True if a start's message is there (taken: matched, not received yet)."""
@@ -217,6 +227,8 @@ class PersistentRequest(MPI.Prequest):
         if self._freed:
             raise ValueError("Start of a freed persistent request")
         self._sync()
+        if self._phase == RUNNING and not self._trigger.real and self._advance(block=False):
+            self._phase = IDLE  # done in its Start and completed by MPI's own wait (module doc)
         if self._phase == RUNNING:
             raise ValueError("Start of a persistent request that is still active")
         if self._trigger.real:
