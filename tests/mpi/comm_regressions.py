@@ -495,6 +495,31 @@ def check_a_blocking_long_send_reuses_a_ring_of_record_buffers(c: SecureComm, ra
     ok("a_blocking_long_send_reuses_a_ring_of_record_buffers")
 
 
+def check_fortran_ordered_arrays_travel_and_buffer_errors_are_mpi4pys(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """A Fortran-ordered array is sent and received whole, as raw mpi4py does (was refused);
+    a strided view and a read-only receive buffer raise mpi4py's BufferError (still also
+    Unsupported and ValueError); Set_errhandler(ERRORS_RETURN) is accepted."""
+    r, n = c.rank, c.size
+    for comm in (raw, c):
+        sent = np.asfortranarray(np.arange(20.0).reshape(4, 5)) + r
+        got = np.zeros((4, 5), order="F")
+        request = comm.Isend(sent, (r + 1) % n, 21)
+        comm.Recv(got, (r - 1) % n, 21)
+        request.Wait()
+        assert np.array_equal(got, np.arange(20.0).reshape(4, 5) + (r - 1) % n), (comm, got)
+    for call in (lambda: c.Send(np.zeros((4, 4))[:, 1], r, 22), lambda: c.Recv(bytes(8), r, 22)):
+        try:
+            call()
+        except BufferError as exc:
+            assert isinstance(exc, (mpish.comm.Unsupported, ValueError)), exc
+        else:
+            raise AssertionError("a strided or read-only buffer was taken")
+    c.Set_errhandler(MPI.ERRORS_RETURN)
+    ok("fortran_ordered_arrays_travel_and_buffer_errors_are_mpi4pys")
+
+
 CHECKS = [
     check_irecv_send_wait,
     check_count_specs,
@@ -515,6 +540,7 @@ CHECKS = [
     check_a_matrix_column_travels_with_a_vector_datatype,
     check_a_blocking_long_send_reuses_a_ring_of_record_buffers,
     check_a_padded_struct_travels_in_the_buf_datatype_form,
+    check_fortran_ordered_arrays_travel_and_buffer_errors_are_mpi4pys,
 ]
 
 

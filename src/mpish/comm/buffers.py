@@ -20,6 +20,14 @@ class Unsupported(NotImplementedError, AttributeError):
     AttributeError, so ``hasattr(comm, name)`` and ``getattr(comm, name, default)`` work)."""
 
 
+class NotContiguous(Unsupported, BufferError):
+    """A strided buffer (mpi4py raises BufferError for one)."""
+
+
+class ReadOnlyBuffer(BufferError, ValueError):
+    """A receive buffer that cannot be written (mpi4py's BufferError; a ValueError as before)."""
+
+
 def _plain_buffer_types() -> frozenset[type]:
     """Types whose objects are always a whole buffer (never a list spec, IN_PLACE or BOTTOM)."""
     types: set[type] = {bytes, bytearray, memoryview}
@@ -101,10 +109,15 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
                 f"mpish.secure: give the datatype of a {type(buf).__name__} buffer "
                 "([buf, count, MPI.INT]): its element size is not known here"
             ) from None
+    if not view.c_contiguous and view.f_contiguous and hasattr(buf, "T"):
+        view = memoryview(buf.T)  # a Fortran-ordered array: its transpose is the same memory, C-ordered
     if not view.c_contiguous:
-        raise Unsupported("mpish.secure needs C-contiguous buffers")
+        raise NotContiguous(
+            "mpish.secure needs contiguous buffers, not a strided view (copy it with "
+            "numpy.ascontiguousarray, or describe it with a derived datatype in Send/Recv/Sendrecv)"
+        )
     if writable and view.readonly:
-        raise ValueError("the receive buffer is read-only")
+        raise ReadOnlyBuffer("the receive buffer is read-only")
     flat = view.cast("B") if (view.format != "B" or view.ndim != 1) else view
     size = view.itemsize
     if datatype is not None:

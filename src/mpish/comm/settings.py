@@ -15,6 +15,8 @@ from typing import Any
 
 from mpi4py import MPI
 
+from .buffers import Unsupported
+
 
 class LocalSettings:
     """Topology, info, name, attributes and error handler of a SecureComm (a mixin)."""
@@ -55,6 +57,15 @@ class LocalSettings:
 
     def Get_errhandler(self) -> Any:
         return self._comms[0].Get_errhandler()
+
+    def Set_errhandler(self, errhandler: Any) -> None:
+        """``MPI.ERRORS_RETURN`` (mpi4py's exceptions) is what mpish runs with: accepted, a no-op.
+        Any other handler is Unsupported (module doc: a forged message must not end the job)."""
+        if errhandler != MPI.ERRORS_RETURN:
+            raise Unsupported(
+                "mpish.secure runs with MPI.ERRORS_RETURN (errors raise MPI.Exception): another error "
+                "handler would let a forged oversized message end the job"
+            )
 
     def Get_name(self) -> str:
         return str(self._comms[0].Get_name())
