@@ -180,14 +180,23 @@ def unpack(data: Any, spec: Any) -> None:
 
 def bottom_blocks(msg: Any, size: int) -> list[tuple[Any, int]] | None:
     """Per peer ``([MPI.BOTTOM, 1, datatype], bytes)`` of an ``Alltoallw`` message at absolute
-    addresses (``[MPI.BOTTOM, (counts, displs), datatypes]``), else None. Such blocks travel
+    addresses (``[MPI.BOTTOM, (counts, displs), datatypes]``), or of a buffer whose datatypes
+    have gaps (a halo's subarrays: displacements from its start), else None. Such blocks travel
     packed (:func:`pack`); the caller frees the datatypes (:func:`free_blocks`)."""
-    if not (isinstance(msg, (list, tuple)) and len(msg) in (3, 4) and msg[0] is MPI.BOTTOM):
+    try:
+        if len(msg) == 3:
+            base, (counts, displs), datatypes = msg
+        else:
+            base, counts, displs, datatypes = msg
+    except (TypeError, ValueError):
+        return None  # not this form: typed_vector_view says what is wrong
+    if base is None or base is MPI.IN_PLACE or not isinstance(datatypes, (list, tuple)):
         return None
-    if len(msg) == 3:
-        _, (counts, displs), datatypes = msg
-    else:
-        _, counts, displs, datatypes = msg
+    if base is not MPI.BOTTOM:  # a buffer: blocks at byte displacements from its start
+        if all(_contiguous(datatype_of(d)) for d in datatypes):
+            return None  # plain bytes: typed_vector_view's path
+        address = MPI.Get_address(base)  # a halo's subarray or vector types: packed, as at BOTTOM
+        displs = [address + int(displ) for displ in displs]
     if not len(counts) == len(displs) == len(datatypes) == size:
         raise ValueError(f"Alltoallw: expected {size} counts, displacements and datatypes")
     blocks = []

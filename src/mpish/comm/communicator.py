@@ -222,7 +222,12 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
     Irsend = Isend
 
     def Irecv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> SecureRequest:
-        return SecureRequest(self._p2p, posted=self._p2p.post(source, tag, byte_view(buf, writable=True)))
+        spec = derived(buf)  # gaps (a halo's subarray): received packed, scattered by MPI at completion
+        if spec is None:
+            return SecureRequest(self._p2p, posted=self._p2p.post(source, tag, byte_view(buf, writable=True)))
+        sink = memoryview(bytearray(spec[1]))
+        posted = self._p2p.post(source, tag, sink)
+        return SecureRequest(self._p2p, posted=posted, unpack=lambda n: unpack(sink[:n], spec[0]))
 
     # -- persistent requests: the buffer is read (sealed) at each Start
 

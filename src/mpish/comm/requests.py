@@ -61,8 +61,10 @@ class SecureRequest(MPI.Grequest):
         value: Any = None,
         ack: Pending | None = None,
         steps: Callable[[bool], bool] | None = None,
+        unpack: Callable[[int], None] | None = None,
     ) -> None:
         self._lane = lane
+        self._unpack = unpack  # a receive into a datatype with gaps: scatter the bytes received
         self._steps = steps  # an operation of its own (Ibarrier): its next steps, True once done
         self._sends = sends or []
         self._ack = ack  # a synchronous send: complete once its receiver acknowledged it
@@ -122,6 +124,12 @@ class SecureRequest(MPI.Grequest):
                         obj = pickle.loads(posted.obj)  # noqa: S301 - authenticated bytes (lane.py)
                     except Exception as exc:
                         error = exc
+                elif self._unpack is not None:
+                    try:
+                        self._unpack(result[2])
+                    except Exception as exc:
+                        error = exc
+        self._unpack = None
         self._buffers = None
         self._outcome = (result, obj, error)
         state = self._state
