@@ -20,6 +20,9 @@ class Unsupported(NotImplementedError, AttributeError):
     AttributeError, so ``hasattr(comm, name)`` and ``getattr(comm, name, default)`` work)."""
 
 
+_PADDED_PAIRS = (MPI.DOUBLE_INT, MPI.LONG_DOUBLE_INT, MPI.LONG_INT, MPI.SHORT_INT)  # MINLOC's, padded
+
+
 class NotContiguous(Unsupported, BufferError):
     """A strided buffer (mpi4py raises BufferError for one)."""
 
@@ -125,6 +128,11 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
         size = datatype.Get_size()
         _, extent = datatype.Get_extent()
         if extent != size or not _contiguous(datatype):
+            if datatype in _PADDED_PAIRS:
+                raise Unsupported(
+                    f"mpish.secure cannot take {datatype.Get_name()}, a pair type with padding: use MPI.2INT "
+                    "or MPI.FLOAT_INT, or the object form, comm.allreduce((value, rank), op=MPI.MAXLOC)"
+                )
             raise Unsupported(
                 "mpish.secure supports contiguous datatypes only (pack the data into a contiguous buffer)"
             )
