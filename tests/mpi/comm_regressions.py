@@ -386,7 +386,7 @@ def check_one_rank_bad_argument(c: SecureComm, raw: MPI.Intracomm) -> None:
         errors += (mpish.comm.Unsupported,)
         with contextlib.suppress(*errors):
             call()  # type: ignore[operator]
-        assert c.allgather(r) == list(range(n))  # in step, nothing left queued
+        assert c.alltoall(list(range(n))) == [r] * n  # in step, nothing left queued (between any two ranks)
 
     wrong: object = "not a buffer"
     attempt(lambda: c.Bcast(wrong if r == bad else np.zeros(2), 0))
@@ -410,6 +410,15 @@ def check_one_rank_bad_argument(c: SecureComm, raw: MPI.Intracomm) -> None:
     attempt(lambda: c.allreduce(unpicklable if r == bad else r))
     attempt(lambda: c.scan(unpicklable if r == 0 else r))
     attempt(lambda: c.exscan(r, lambda a, b: 1 / 0))
+    # buffer reductions: a read-only or wrong buffer, a datatype MPI cannot reduce, on one rank
+    readonly = bytes(16)
+    attempt(lambda: c.Reduce(np.ones(2), readonly if r == bad else np.zeros(2), MPI.SUM, bad))
+    attempt(lambda: c.Reduce(wrong if r == 0 else np.ones(2), np.zeros(2), MPI.SUM, bad))
+    attempt(lambda: c.Allreduce(np.zeros(2, "f8,i4") if r == 0 else np.ones(2), np.zeros(2), MPI.SUM))
+    attempt(lambda: c.Scan(np.ones(2), readonly if r == 0 else np.zeros(2), MPI.SUM))
+    attempt(lambda: c.Exscan(np.ones(2), readonly if r == bad else np.zeros(2), MPI.SUM))
+    attempt(lambda: c.Reduce_scatter_block(np.ones(2 * n), readonly if r == bad else np.zeros(2), MPI.SUM))
+    attempt(lambda: c.Reduce_scatter(np.ones(2 * n), readonly if r == bad else np.zeros(2), None, MPI.SUM))
     assert c.alltoall(None) == [None] * n and c.scatter(None, 0) is None  # None: None to all, as mpi4py
     ok("one_rank_bad_argument")
 

@@ -15,7 +15,7 @@ from typing import Any
 from mpi4py import MPI
 
 from .buffers import block_view, byte_view, typed_spec
-from .collectives import _BLOCK_ERRORS, ABORT_TAG, _dumps, _in_place, _loads
+from .collectives import ABORT_TAG, _dumps, _in_place, _loads
 from .objects import ObjectCollectives
 
 
@@ -41,35 +41,60 @@ class Reductions(ObjectCollectives):
         for source in range(1, self.size):
             try:
                 self._c_recv_into(memoryview(incoming), source)
-            except _BLOCK_ERRORS:
+                # Reduce_local(in, inout): inout = in op inout, i.e. incoming = acc op incoming.
+                op.Reduce_local(typed_spec(typed, acc, nbytes), typed_spec(typed, incoming, nbytes))
+            except Exception:  # an abort notice, a wrong block, an operation MPI refuses
                 self._recv_each([(k, memoryview(incoming)) for k in range(source + 1, self.size)])
                 raise
-            # Reduce_local(in, inout): inout = in op inout, i.e. incoming = acc op incoming.
-            op.Reduce_local(typed_spec(typed, acc, nbytes), typed_spec(typed, incoming, nbytes))
             acc, incoming = incoming, acc
         return acc
 
     def Reduce(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM, root: int = 0) -> None:
+        """Folded at rank 0 (_fold), sent on to ``root``; an error on any rank reaches the
+        others as abort notices (no rank left behind)."""
         self._root(root)
-        if sendbuf is MPI.IN_PLACE and self.rank != root:
-            raise ValueError("Reduce: MPI.IN_PLACE is valid at the root only")
-        send, typed = self._send_view(sendbuf, recvbuf)
-        acc = self._fold(send, typed, op)
-        nbytes = len(send)
+        rank = self.rank
+        try:
+            if sendbuf is MPI.IN_PLACE and rank != root:
+                raise ValueError("Reduce: MPI.IN_PLACE is valid at the root only")
+            send, typed = self._send_view(sendbuf, recvbuf)
+            _datatype(typed)  # one MPI can reduce, or raise before anything is sent
+            sink = byte_view(recvbuf, writable=True)[: len(send)] if rank == root else None
+        except Exception:
+            if rank != 0:
+                self._coll.send(memoryview(b""), 0, ABORT_TAG)  # in place of this rank's contribution
+            else:
+                self._abort([], self._others())
+            self._pass_on_to_root(root)
+            raise
+        try:
+            acc = self._fold(send, typed, op)
+        except Exception:
+            self._pass_on_to_root(root)
+            raise
         if root == 0:
-            if acc is not None:
-                byte_view(recvbuf, writable=True)[:nbytes] = acc
-        elif self.rank == 0:
+            if acc is not None and sink is not None:
+                sink[:] = acc
+        elif rank == 0:
             assert acc is not None
             self._c_send(memoryview(acc), root)
-        elif self.rank == root:
-            self._c_recv_into(byte_view(recvbuf, writable=True)[:nbytes], 0)
+        elif rank == root:
+            assert sink is not None
+            self._c_recv_into(sink, 0)
+
+    def _pass_on_to_root(self, root: int) -> None:
+        """Reduce failed here: rank 0 tells a root elsewhere; that root drops rank 0's notice."""
+        if root != 0 and self.rank == 0:
+            self._coll.send(memoryview(b""), root, ABORT_TAG)
+        elif root != 0 and self.rank == root:
+            self._coll.recv(0, MPI.ANY_TAG, None)
 
     def reduce(self, sendobj: Any, op: Any = MPI.SUM, root: int = 0) -> Any:
         """Gathered at rank 0, folded there in rank order, sent on to ``root``; a failure at
         rank 0 (an operation that raised, an abort notice) reaches ``root`` as a notice."""
         self._root(root)
         result: Any = None
+        data = None
         try:
             gathered = self.gather(sendobj, 0)
             if self.rank == 0:
@@ -77,15 +102,14 @@ class Reductions(ObjectCollectives):
                 result = gathered[0]
                 for item in gathered[1:]:
                     result = op(result, item)
+                data = _dumps(result) if root != 0 else None
         except Exception:
-            if root != 0 and self.rank == 0:
-                self._coll.send(memoryview(b""), root, ABORT_TAG)
-            elif root != 0 and self.rank == root:
-                self._coll.recv(0, MPI.ANY_TAG, None)  # rank 0's notice: dropped
+            self._pass_on_to_root(root)
             raise
         if root != 0:
             if self.rank == 0:
-                self._c_send(_dumps(result), root)
+                assert data is not None
+                self._c_send(data, root)
             elif self.rank == root:
                 result = _loads(self._c_recv_bytes(0))
         return result if self.rank == root else None
@@ -96,12 +120,13 @@ class Reductions(ObjectCollectives):
             recv = byte_view(recvbuf, writable=True)[: len(send)]
             if len(recv) != len(send):
                 raise ValueError(f"Allreduce: receive buffer of {len(recv)} bytes, send buffer {len(send)}")
+            _datatype(typed)  # one MPI can reduce, or raise before anything is sent
         except Exception:
             self._fail_gather_bcast()
             raise
         try:
             acc = self._fold(send, typed, op)
-        except _BLOCK_ERRORS:
+        except Exception:
             self._abort(self._tree(0)[1], [])
             raise
         if acc is not None:
@@ -117,52 +142,75 @@ class Reductions(ObjectCollectives):
         return self.bcast(result, 0)
 
     def Reduce_scatter_block(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
-        if _in_place(sendbuf):
-            whole, block = block_view(recvbuf, self.size, writable=True)
-            total = bytearray(len(whole))
-            self.Allreduce(_typed(recvbuf, bytes(whole)), _typed(recvbuf, total), op)
-            whole[:block] = total[self.rank * block : (self.rank + 1) * block]
-            return
-        recv = byte_view(recvbuf, writable=True)
-        send = byte_view(sendbuf, writable=False)
-        block = len(send) // self.size
+        try:  # every local check before the Allreduce, whose failure protocol covers this rank
+            if _in_place(sendbuf):
+                recv, block = block_view(recvbuf, self.size, writable=True)
+                source, send = recvbuf, memoryview(bytes(recv))
+            else:
+                recv = byte_view(recvbuf, writable=True)
+                source, send = sendbuf, byte_view(sendbuf, writable=False)
+                block = len(send) // self.size
+            _datatype(source)
+        except Exception:
+            self._fail_gather_bcast()
+            raise
         total = bytearray(len(send))
-        self.Allreduce(_typed(sendbuf, bytes(send)), _typed(sendbuf, total), op)
+        self.Allreduce(_typed(source, bytes(send)), _typed(source, total), op)
         recv[:block] = total[self.rank * block : (self.rank + 1) * block]
 
     def Reduce_scatter(self, sendbuf: Any, recvbuf: Any, recvcounts: Any = None, op: Any = MPI.SUM) -> None:
-        source = recvbuf if _in_place(sendbuf) else sendbuf
-        send = byte_view(source, writable=False)
-        itemsize = typed_spec(source, b"", 0)[2].Get_size()
+        try:  # every local check before the collectives, whose failure protocols cover this rank
+            source = recvbuf if _in_place(sendbuf) else sendbuf
+            send = byte_view(source, writable=False)
+            itemsize = _datatype(source).Get_size()
+            recv = byte_view(recvbuf, writable=True)
+            whole = len(send) // self.size if _in_place(sendbuf) else len(recv)  # this rank's block
+            local_count = whole // itemsize
+        except Exception:
+            if recvcounts is None:
+                self.allgather(0)  # in step with the others' count exchange
+            self._fail_gather_bcast()
+            raise
         if recvcounts is None:  # as mpi4py: each rank's receive buffer gives its count
-            if _in_place(sendbuf):
-                recv_count = len(send) // itemsize // self.size
-            else:
-                recv_count = len(byte_view(recvbuf, writable=True)) // itemsize
-            counts = [int(c) for c in self.allgather(recv_count)]
+            counts = [int(c) for c in self.allgather(local_count)]
         else:
             counts = [int(c) for c in recvcounts]
         total = bytearray(len(send))
         self.Allreduce(_typed(source, bytes(send)), _typed(source, total), op)
         start = sum(counts[: self.rank]) * itemsize
         mine = counts[self.rank] * itemsize
-        byte_view(recvbuf, writable=True)[:mine] = total[start : start + mine]
+        recv[:mine] = total[start : start + mine]
 
     def _scan(self, sendbuf: Any, recvbuf: Any, op: Any, *, inclusive: bool) -> None:
-        send, typed = self._send_view(sendbuf, recvbuf)
-        nbytes = len(send)
-        recv = byte_view(recvbuf, writable=True)[:nbytes]
+        """Along the chain of ranks; a failure here goes on down the chain as an abort notice."""
+        rank, last = self.rank, self.rank + 1 >= self.size
+        try:
+            send, typed = self._send_view(sendbuf, recvbuf)
+            nbytes = len(send)
+            recv = byte_view(recvbuf, writable=True)[:nbytes]
+            _datatype(typed)
+        except Exception:
+            if rank > 0:
+                self._coll.recv(rank - 1, MPI.ANY_TAG, None)  # the prefix (or a notice): dropped
+            if not last:
+                self._coll.send(memoryview(b""), rank + 1, ABORT_TAG)
+            raise
         partial = bytearray(send)  # the prefix up to and including this rank
-        if self.rank > 0:
-            before = bytearray(nbytes)
-            self._c_recv_into(memoryview(before), self.rank - 1)
-            if not inclusive:
-                recv[:] = before
-            op.Reduce_local(typed_spec(typed, before, nbytes), typed_spec(typed, partial, nbytes))
+        try:
+            if rank > 0:
+                before = bytearray(nbytes)
+                self._c_recv_into(memoryview(before), rank - 1)
+                if not inclusive:
+                    recv[:] = before
+                op.Reduce_local(typed_spec(typed, before, nbytes), typed_spec(typed, partial, nbytes))
+        except Exception:
+            if not last:
+                self._coll.send(memoryview(b""), rank + 1, ABORT_TAG)
+            raise
         if inclusive:
             recv[:] = partial
-        if self.rank + 1 < self.size:
-            self._c_send(memoryview(partial), self.rank + 1)
+        if not last:
+            self._c_send(memoryview(partial), rank + 1)
 
     def Scan(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
         self._scan(sendbuf, recvbuf, op, inclusive=True)
