@@ -279,8 +279,8 @@ if __name__ == "__main__":
             check_a_grid_smaller_than_the_world_leaves_the_others_out_and_in_step,
             check_neighbour_collectives_deliver_what_raw_mpi_delivers,
             check_alltoallw_at_absolute_addresses_leaves_a_grids_edge_untouched,
-            check_new_communicators_keys_differ_from_their_parents_and_siblings,
             check_a_halo_of_subarray_datatypes_travels_by_irecv_and_by_neighbor_alltoallw,
+            check_new_communicators_keys_differ_from_their_parents_and_siblings,
             check_a_wrong_buffer_on_one_rank_fails_its_neighbours_and_leaves_nothing_behind,
         ]
     )
