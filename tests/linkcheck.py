@@ -17,7 +17,7 @@ from mpish.transport.link import Link
 from mpish.wire.errors import TransportBroken
 
 LARGE = 1 << 20  # a record as large as the shell sends (1 MiB of output)
-PATIENCE = 10.0  # seconds before a check gives up waiting for records
+PATIENCE = 60.0  # seconds before a check gives up waiting for records (a hang guard: load is not a failure)
 
 
 @dataclass
