@@ -97,6 +97,28 @@ def test_live_sink_prefixes_whole_lines() -> None:
     assert err.getvalue() == b"@1: tail\n"
 
 
+class _CountingWriter(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: object) -> int:  # type: ignore[override]
+        self.writes += 1
+        return super().write(data)  # type: ignore[arg-type]
+
+
+def test_line_mode_writes_a_chunk_of_lines_at_once_not_a_line_at_a_time() -> None:
+    """-L and the output past --gather-limit: a system call per line ran short lines at
+    0.4 MB/s (new user, 115 MB of seq); the chunk's lines now go out in one write."""
+    out, err = _CountingWriter(), io.BytesIO()
+    sink = LiveSink(out, err, Style())
+    sink.output(1, p.STDOUT, b"".join(b"%d\n" % k for k in range(1000)) + b"tail")
+    assert out.writes == 1
+    assert out.getvalue().splitlines()[:2] == [b"@1: 0", b"@1: 1"] and out.getvalue().count(b"@1: ") == 1000
+    sink.output(1, p.STDOUT, b"\x1b[8mhidden\nshown\n")  # the reset after an escape still applies
+    assert out.getvalue().endswith(b"@1: tail\x1b[8mhidden\n@1: shown\n")
+
+
 def test_json_sink_fields() -> None:
     out = io.BytesIO()
     sink = JsonSink(out)

@@ -13,7 +13,6 @@ from mpish import report
 from mpish.wire.errors import MpishError, TransportBroken
 
 from .grouping import (
-    COLOR_CHOICES,
     STDOUT_CLOSED,
     GroupedSink,
     PipeGuard,
@@ -23,6 +22,7 @@ from .grouping import (
     status_lines,
 )
 from .session import Terminated
+from .style import COLOR_CHOICES
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

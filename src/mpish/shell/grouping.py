@@ -26,14 +26,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable
-from typing import IO, Any, Protocol
-
-from mpish.wire.message import Frozen, frozen
+from typing import IO, Protocol
 
 from .names import RankNames, Result, ServerNames, fold_reasons
 from .options import GATHER_LIMIT, OutputMode
 from .outcome import STDOUT_CLOSED, PipeGuard, signal_name, status_lines
 from .protocol import STDERR, STDOUT
+from .style import Style, report_error, set_color
 
 __all__ = ["STDOUT_CLOSED", "GroupedSink", "JsonSink", "LiveSink", "OutputSink", "PipeGuard", "RawSink",
            "Style", "make_sink", "set_color", "signal_name", "status_lines"]
@@ -50,57 +49,6 @@ class OutputSink(Protocol):
     def done(self, result: Result) -> None: ...
 
     def finish(self) -> None: ...
-
-
-COLOR_CHOICES = ("auto", "always", "never")
-_color = {"choice": "auto"}
-
-
-def set_color(choice: str) -> None:
-    """``--color=auto|always|never`` (clush's spelling) for every Style made afterwards."""
-    if choice not in COLOR_CHOICES:
-        raise ValueError(f"--color is one of {', '.join(COLOR_CHOICES)}")
-    _color["choice"] = choice
-
-
-@frozen
-class Style(Frozen):
-    """Terminal styling: ``always``, ``never``, or (``auto``) only when the stream is a
-    terminal and NO_COLOR is not set (https://no-color.org; an explicit ``always`` wins). At a
-    terminal headers, mpish's lines and labels after a line with an escape sequence start with
-    a reset: a rank's unreset ESC[8m (conceal) hid the next header (security review)."""
-
-    color: bool = False
-    reset: bool = False
-
-    @classmethod
-    def for_stream(cls, stream: Any) -> Style:
-        isatty = getattr(stream, "isatty", None)
-        tty = bool(isatty and isatty())
-        choice = _color["choice"]
-        if choice != "auto":
-            return cls(color=choice == "always", reset=tty)
-        return cls(color=tty and not os.environ.get("NO_COLOR"), reset=tty)
-
-    def paint(self, text: str, code: str) -> str:
-        lead = "\x1b[0m" if self.reset or self.color else ""
-        return f"{lead}\x1b[{code}m{text}\x1b[0m" if self.color else lead + text
-
-    def header(self, text: str) -> str:
-        return self.paint(text, "1;36")
-
-    def error(self, text: str) -> str:
-        return self.paint(text, "1;31")
-
-    def prefix(self, text: str, after_escape: bool = False) -> str:  # after a line with an ESC
-        painted = f"\x1b[33m{text}\x1b[0m" if self.color else text
-        return "\x1b[0m" + painted if after_escape and (self.reset or self.color) else painted
-
-
-def report_error(err: IO[bytes], host: str, error: str, style: Style) -> None:
-    """``host: <why>`` on stderr, as ssh says why it could not run a command."""
-    err.write(style.error(f"{host}: {error}").encode() + b"\n")
-    err.flush()
 
 
 SHOW_PIECE = 1 << 16  # gathered output is shown in pieces this big, Ctrl-C checked between them
@@ -298,14 +246,17 @@ class GroupedSink(_TerminalSink):
         shown = 0
         clean, after_escape = self._prefix(ranks), self._prefix(ranks, True)
         prefix = clean
+        parts: list[bytes] = []  # written a piece at a time, not a line at a time
         for line in spool.file:
-            target.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
+            parts += (prefix, line if line.endswith(b"\n") else line + b"\n")
             prefix = after_escape if b"\x1b" in line else clean
             shown += len(line) + len(prefix)
             if shown >= SHOW_PIECE:
-                shown = 0
+                target.write(b"".join(parts))
+                parts, shown = [], 0
                 if self.stop():
                     raise _Stopped
+        target.write(b"".join(parts))
 
     def finish(self) -> None:
         try:
@@ -429,18 +380,27 @@ class LiveSink(_TerminalSink):
         self.labels = labels
         self.name_of: Callable[[int], str] = self.names.prefix  # a line's label
 
-    def _emit(self, rank: int, stream: int, line: bytes) -> None:
-        target = self.out if stream == STDOUT else self.err
+    def _emit(self, rank: int, stream: int, *lines: bytes) -> None:
+        """Write ``lines`` of one server, each with its label, in one write (a write per line
+        was a system call per line: 0.4 MB/s of short lines)."""
         after_escape = self._escaped.get(stream, False)  # the last line on this stream held one
-        prefix = self.style.prefix(f"{self.name_of(rank)}: ", after_escape).encode() if self.labels else b""
-        target.write(prefix + line)
-        self._escaped[stream] = b"\x1b" in line
+        if self.labels:
+            name = f"{self.name_of(rank)}: "
+            clean, reset = self.style.prefix(name).encode(), self.style.prefix(name, True).encode()
+            parts: list[bytes] = []
+            for line in lines:
+                parts += (reset if after_escape else clean, line)
+                after_escape = b"\x1b" in line
+        else:
+            parts, after_escape = list(lines), b"\x1b" in lines[-1]
+        (self.out if stream == STDOUT else self.err).write(b"".join(parts))
+        self._escaped[stream] = after_escape
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
         buffered = self._partial.pop((rank, stream), b"") + data
         *lines, rest = buffered.split(b"\n")
-        for line in lines:
-            self._emit(rank, stream, line + b"\n")
+        if lines:
+            self._emit(rank, stream, *(line + b"\n" for line in lines))
         if len(rest) > LIVE_LINE_LIMIT:
             self._emit(rank, stream, rest + b"\n")
             rest = b""
