@@ -220,6 +220,10 @@ def _parse_ssh(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     before, _ = split_command(parser, argv, 0)  # the options before the first positional word
     first, _ = parser.parse_known_args(before)
     chosen = first.nodes or first.groups or first.all or first.hostfiles
+    if not chosen and (first.exclude or first.exclude_groups):
+        # `mpish ssh -x node3 reboot` took "reboot" for the hosts; clush says "No node to run on"
+        parser.error("-x/-X only leave hosts out: name the hosts first, with -w or as the first word "
+                     "(mpish ssh -w 'node[1-4]' -x node3 CMD)")
     words, command = split_command(parser, argv, 0 if chosen else 1)
     args = parser.parse_args(words)
     if command:

@@ -175,3 +175,13 @@ def test_python_dash_m_keygen_subprocess(tmp_path: Path) -> None:
     assert again.returncode == 1
     assert again.stderr.startswith("mpish: ")
     assert "Traceback" not in again.stderr
+
+
+def test_ssh_with_only_an_exclusion_is_a_usage_error_not_a_host_named_after_the_command(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mpish ssh -x node3 reboot` took "reboot" for the hosts (clush: No node to run on)."""
+    with pytest.raises(SystemExit) as info:
+        main(["ssh", "-x", "host1", "uptime"])
+    assert info.value.code == 2
+    assert "-x/-X only leave hosts out: name the hosts first" in capsys.readouterr().err
