@@ -135,11 +135,11 @@ def test_put_r_and_get_r_copy_trees_as_cp_r_at_the_terminal(person: Person, tmp_
     screen = person.run(":get dest/d")
     assert "is a directory (use :get -r)" in screen, screen
     screen = person.run(":get -r dest/d back")
-    assert "  back/d.1/\r\n  back/d.2/\r\n" in screen, screen
+    assert f"  {tmp_path}/back/d.1/\r\n  {tmp_path}/back/d.2/\r\n" in screen, screen  # absolute
     same_tree(tmp_path / "back" / "d.1", tree)
     same_tree(tmp_path / "back" / "d.2", tree)
     screen = person.run("@2 :get -r newcopy")
-    assert "mpish: get @2: ok, SHA-256 verified" in screen and "  newcopy/" in screen, screen
+    assert "mpish: get @2: ok, SHA-256 verified" in screen and f"  {tmp_path}/newcopy/" in screen, screen
     same_tree(tmp_path / "newcopy", tree)
     assert not list(tmp_path.rglob("*.mpish-part"))
 

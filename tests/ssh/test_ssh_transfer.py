@@ -34,7 +34,7 @@ def test_put_r_and_get_r_on_bare_hosts_name_copies_by_host(sshd: SshServer, tmp_
         assert "mpish: put host1: ok, SHA-256 verified (2 files" in screen, screen
         screen = person.run(":get -r copy")
         assert "mpish: get host[1-2]: ok, SHA-256 verified" in screen, screen
-        assert "  copy.host1/\r\n  copy.host2/\r\n" in screen, screen
+        assert f"  {tmp_path}/copy.host1/\r\n  {tmp_path}/copy.host2/\r\n" in screen, screen  # absolute
     for copy in (tmp_path / "remote" / "copy", tmp_path / "copy.host1", tmp_path / "copy.host2"):
         assert sorted(str(p.relative_to(copy)) for p in copy.rglob("*")) == [
             "data.bin", "out", "sub", "sub/empty", "sub/run.sh"]

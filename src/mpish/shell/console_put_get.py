@@ -83,8 +83,9 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
         raise ValueError(f"{local!r} is a directory on the console's machine: "
                          f"use :put -r {shlex.quote(local)} to copy it and what it holds")
     if not is_dir and not os.path.isfile(local):
-        raise ValueError(f":put copies a file of the console's machine: no file {local!r} in the "
-                         f"console's directory {os.getcwd()} (not the targets' cwd)")
+        where = f" in the console's directory {os.getcwd()} (not the targets')"
+        where = "" if os.path.isabs(local) else where
+        raise ValueError(f":put copies a file of the console's machine: no file {local!r}{where}")
     progress = Progress(f"put {os.path.basename(os.path.normpath(local))}", 0 if is_dir else
                         os.path.getsize(local), err)
     started = time.monotonic()
@@ -126,7 +127,7 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     status = report(console, "get", verdicts, 0, time.monotonic() - started, err,
                     check=check(console, recursive))
     for rank, error in sorted(verdicts.items()):
-        path = written[rank]
+        path = written[rank].absolute()  # the console's cwd is not the prompt's remote one
         if not error:
             print(f"  {path}{'/' if recursive and path.is_dir() else ''}")
         elif recursive and path.is_dir() and error != "nothing was received":
