@@ -119,6 +119,13 @@ def test_line_mode_writes_a_chunk_of_lines_at_once_not_a_line_at_a_time() -> Non
     assert out.getvalue().endswith(b"@1: tail\x1b[8mhidden\n@1: shown\n")
 
 
+def test_status_lines_come_in_rank_order_whatever_order_the_servers_ended_in() -> None:
+    """Over MPI the results come as the servers end (@3, @2, @1); over ssh in host order."""
+    ended = [Result(3, "h", 3), Result(2, "h", 2), Result(1, "h", 1), Result(4, "h", 2)]
+    assert status_lines(ended, Style()) == [
+        "mpish: @1: exit code 1", "mpish: @2,4: exit code 2", "mpish: @3: exit code 3"]
+
+
 def test_json_sink_fields() -> None:
     out = io.BytesIO()
     sink = JsonSink(out)

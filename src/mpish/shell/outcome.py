@@ -57,7 +57,7 @@ def status_lines(
     ``quiet`` (``-q``): not for a plain non-zero exit code (signals, timeouts, errors stay)."""
     names = names or RankNames()
     outcomes: dict[str, list[int]] = {}
-    for result in results:
+    for result in sorted(results, key=lambda result: result.rank):  # in rank order, as over ssh
         if quiet and not (result.signal or result.timed_out or result.error or result.interrupted):
             continue
         text = _outcome(result, names, notes)
