@@ -185,3 +185,17 @@ def test_ssh_with_only_an_exclusion_is_a_usage_error_not_a_host_named_after_the_
         main(["ssh", "-x", "host1", "uptime"])
     assert info.value.code == 2
     assert "-x/-X only leave hosts out: name the hosts first" in capsys.readouterr().err
+
+
+def test_a_rank_beyond_n_is_refused_before_any_server_starts(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mpish -n 3 -w @5 hostname` started 3 servers (seconds) before saying rank 5 has none."""
+    from mpish.shell import mpi_session
+
+    def no_launch(*args: object) -> None:
+        raise AssertionError("servers were started for a rank set that -n cannot have")
+
+    monkeypatch.setattr(mpi_session, "start_console", no_launch)
+    assert main(["-n", "3", "-w", "@2,5-6", "-c", "true"]) == 2
+    assert "no shell server on rank(s) 5-6: -n 3 starts @1-3" in capsys.readouterr().err

@@ -81,6 +81,24 @@ def choose_targets(args: argparse.Namespace, hosts: Mapping[int, str]) -> frozen
     return frozenset(chosen)
 
 
+def _ranks_beyond(targets: str, count: int | None) -> str:
+    """The ranks of ``-w`` that ``-n count`` servers cannot have ("" if none, or no ``-n``)."""
+    from .nodes import expand_target_words
+    from .ranks import TargetError, format_ranks, parse_ranks
+
+    if not count or count < 1:
+        return ""
+    beyond: set[int] = set()
+    for word in expand_target_words(targets).replace("+", " ").split():
+        name = word.lstrip("@")
+        if name[:1].isdigit():
+            try:
+                beyond |= {rank for rank in parse_ranks(name) if rank > count}
+            except TargetError:
+                return ""  # said after the start, with the other target errors
+    return format_ranks(beyond) if beyond else ""
+
+
 def main_shell(args: argparse.Namespace) -> int:
     """Run the rank's role; the console's exit status is returned."""
     from mpish.transport.mpi import mpi
@@ -103,6 +121,10 @@ def main_shell(args: argparse.Namespace) -> int:
             from .mpi_server import world_server_main
 
             return _guard(MPI, world_server_main)
+    beyond = _ranks_beyond(getattr(args, "targets", "@all"), args.np)
+    if beyond:  # before anything starts (servers took seconds to start, then this was said)
+        report.say(f"no shell server on rank(s) {beyond}: -n {args.np} starts @1-{args.np}")
+        return 2
     try:
         session = launch.start_console(args.np)
     except MpishError as exc:
