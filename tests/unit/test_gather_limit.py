@@ -109,3 +109,40 @@ def test_a_command_that_handled_the_interrupt_gets_a_status_line_even_when_quiet
     assert status_lines([Result(1, "h", 130, interrupted=True)], Style()) == ["mpish: @1: exit code 130"]
     assert status_lines([Result(1, "host1", 0, interrupted=True)], Style(), HostNames({1: "host1"}, {})) == [
         f"mpish: host1: {HANDLED}"]
+
+
+def test_after_a_ctrl_c_at_a_terminal_only_the_tail_of_each_gathered_output_is_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """New user: Ctrl-C during a flood stopped the commands, then 37-49 s of what they had
+    printed scrolled by. After an interrupt, at a terminal: the last 64 KiB of each output,
+    from a line's start, and one line saying how much was left out."""
+    from mpish.shell import grouping
+
+    monkeypatch.setattr(grouping, "_at_terminal", lambda: True)
+    out, err = io.BytesIO(), io.BytesIO()
+    sink = GroupedSink(out, err, Style())
+    lines = b"".join(b"line %07d\n" % k for k in range(200_000))  # 2.6 MB per rank
+    for rank in (1, 2):
+        sink.output(rank, p.STDOUT, lines)
+        sink.done(Result(rank, "h", 130, interrupted=True))
+    sink.finish()
+    shown = out.getvalue()
+    assert len(shown) < 2 * (1 << 16) and b"line 0199999\n" in shown and b"line 0000000" not in shown
+    assert shown.split(b"\n")[3].startswith(b"line ")  # after the header: a whole line
+    assert b"MiB of the gathered output left out; the last 64 KiB of each output follow" in err.getvalue()
+
+
+def test_without_an_interrupt_all_gathered_output_is_shown_at_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mpish.shell import grouping
+
+    monkeypatch.setattr(grouping, "_at_terminal", lambda: True)
+    out, err = io.BytesIO(), io.BytesIO()
+    sink = GroupedSink(out, err, Style())
+    lines = b"".join(b"line %07d\n" % k for k in range(200_000))
+    sink.output(1, p.STDOUT, lines)
+    sink.done(Result(1, "h", 0))
+    sink.finish()
+    assert lines in out.getvalue() and b"left out" not in err.getvalue()

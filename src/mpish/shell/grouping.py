@@ -52,6 +52,7 @@ class OutputSink(Protocol):
 
 
 SHOW_PIECE = 1 << 16  # gathered output is shown in pieces this big, Ctrl-C checked between them
+INTERRUPTED_TAIL = 1 << 16  # after a Ctrl-C, at a terminal, only this much of each output is shown
 SHOW_NOTICE = 1 << 20  # gathered output at least this big is announced at a terminal (Ctrl-C stops it)
 
 
@@ -77,6 +78,7 @@ class _Spool:
         self.digest = hashlib.sha256()
         self.size = 0
         self.last = b""  # the last byte written
+        self.start = 0  # where the display starts (keep_tail)
 
     def write(self, data: bytes) -> None:
         if not data:
@@ -89,13 +91,23 @@ class _Spool:
     def copy_to(self, out: IO[bytes], stop: Callable[[], bool]) -> None:
         """The spooled bytes, then a newline if they do not end with one (as clush does);
         ``stop()`` is asked between pieces (a person's Ctrl-C ends a long display)."""
-        self.file.seek(0)
+        self.file.seek(self.start)
         while chunk := self.file.read(SHOW_PIECE):
             out.write(chunk)
             if stop():
                 raise _Stopped
         if self.size and self.last != b"\n":
             out.write(b"\n")
+
+    def keep_tail(self, limit: int) -> int:
+        """Show only about the last ``limit`` bytes, from a line's start; the bytes left out."""
+        if self.size <= limit:
+            return 0
+        self.file.seek(self.size - limit)
+        head = self.file.read(limit)
+        newline = head.find(b"\n")
+        self.start = self.size - limit + (newline + 1 if 0 <= newline < len(head) - 1 else 0)
+        return self.start
 
     def close(self) -> None:
         self.file.close()
@@ -242,7 +254,7 @@ class GroupedSink(_TerminalSink):
         return self.style.prefix(f"{self.names.label(ranks)}: ", after_escape).encode()
 
     def _prefixed(self, spool: _Spool, ranks: Iterable[int], target: IO[bytes]) -> None:
-        spool.file.seek(0)
+        spool.file.seek(spool.start)
         shown = 0
         clean, after_escape = self._prefix(ranks), self._prefix(ranks, True)
         prefix = clean
@@ -274,6 +286,14 @@ class GroupedSink(_TerminalSink):
 
     def _show(self) -> None:
         self.out.flush()
+        if _at_terminal() and not self.diff and any(r.interrupted for r in self.results.values()):
+            # Ctrl-C: the user wants it to stop, not tens of seconds of what it printed before
+            left_out = sum(spool.keep_tail(INTERRUPTED_TAIL) for spool in self._spools.values())
+            if left_out:
+                self.gathered -= left_out
+                self.err.write(self.style.error(
+                    f"mpish: interrupted: {left_out / 2**20:.1f} MiB of the gathered output left out; "
+                    f"the last {INTERRUPTED_TAIL >> 10} KiB of each output follow").encode() + b"\n")
         if self.stop is not _never and self.gathered >= SHOW_NOTICE and _at_terminal():
             size = self.gathered / 2**20
             notice = f"mpish: {size:.1f} MiB of output gathered; showing it (Ctrl-C stops it)"
