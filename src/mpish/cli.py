@@ -217,11 +217,12 @@ def _parse_ssh(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     """HOSTS first unless -w/-g/-a/--hostfile came before it; the words after: the command."""
     from mpish.shell.options import split_command
 
-    before, _ = split_command(parser, argv, 0)  # the options before the first positional word
+    before, after = split_command(parser, argv, 0)  # the options before the first positional word
     first, _ = parser.parse_known_args(before)
     chosen = first.nodes or first.groups or first.all or first.hostfiles
-    if not chosen and (first.exclude or first.exclude_groups):
+    if not chosen and (first.exclude or first.exclude_groups) and len(after) < 2:
         # `mpish ssh -x node3 reboot` took "reboot" for the hosts; clush says "No node to run on"
+        # (`mpish ssh -x node3 'node[1-4]' uptime` names them: HOSTS, then the command)
         parser.error("-x/-X only leave hosts out: name the hosts first, with -w or as the first word "
                      "(mpish ssh -w 'node[1-4]' -x node3 CMD)")
     words, command = split_command(parser, argv, 0 if chosen else 1)

@@ -414,7 +414,9 @@ def check_one_rank_bad_argument(c: SecureComm, raw: MPI.Intracomm) -> None:
     readonly = bytes(16)
     attempt(lambda: c.Reduce(np.ones(2), readonly if r == bad else np.zeros(2), MPI.SUM, bad))
     attempt(lambda: c.Reduce(wrong if r == 0 else np.ones(2), np.zeros(2), MPI.SUM, bad))
-    attempt(lambda: c.Allreduce(np.zeros(2, "f8,i4") if r == 0 else np.ones(2), np.zeros(2), MPI.SUM))
+    attempt(lambda: c.Allreduce(np.zeros(1, "f8,f8") if r == 0 else np.ones(2), np.zeros(2), MPI.SUM))
+    attempt(lambda: c.Scan(np.ones(2), np.zeros(1) if r == 0 else np.zeros(2), MPI.SUM))  # too short
+    attempt(lambda: c.Reduce(wrong if r in (0, bad) else np.ones(2), np.zeros(2), MPI.SUM, bad))  # two fail
     attempt(lambda: c.Scan(np.ones(2), readonly if r == 0 else np.zeros(2), MPI.SUM))
     attempt(lambda: c.Exscan(np.ones(2), readonly if r == bad else np.zeros(2), MPI.SUM))
     attempt(lambda: c.Reduce_scatter_block(np.ones(2 * n), readonly if r == bad else np.zeros(2), MPI.SUM))

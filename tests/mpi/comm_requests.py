@@ -304,6 +304,10 @@ def check_persistent_collectives_run_at_each_start_and_mpi_waits_them_but_cannot
     # mpi4py's arguments, info included (positional or by name); a bad root fails at the call
     bcast = c.Bcast_init(got, c.size - 1, MPI.INFO_NULL)
     allreduce = c.Allreduce_init(mine, total, info=MPI.INFO_NULL)
+    # idle, it is inactive for MPI's calls (Waitany took it for done), and true, as MPI's
+    receive = c.Irecv(np.zeros(1), (c.rank - 1) % c.size, 31)
+    c.Send(np.ones(1), (c.rank + 1) % c.size, 31)
+    assert MPI.Request.Waitany([allreduce, receive]) == 1 and allreduce and allreduce != MPI.REQUEST_NULL
     for bad in (lambda: c.Bcast_init(got, root=c.size), lambda: c.Reduce_init(mine, total, MPI.SUM, -1)):
         try:
             bad()

@@ -204,7 +204,10 @@ def _halo(comm: Any, neighbour_collective: bool) -> Any:
     else:
         requests = [cart.Irecv([u, 1, recvs[0]], left, 5), cart.Irecv([u, 1, recvs[1]], right, 6)]
         requests += [cart.Isend([u, 1, sends[1]], right, 5), cart.Isend([u, 1, sends[0]], left, 6)]
+        for datatype in sends + recvs:  # MPI lets a program free them before the wait
+            datatype.Free()
         MPI.Request.Waitall(requests)
+        return u
     for datatype in sends + recvs:
         datatype.Free()
     return u

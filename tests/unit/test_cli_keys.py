@@ -185,6 +185,14 @@ def test_ssh_with_only_an_exclusion_is_a_usage_error_not_a_host_named_after_the_
         main(["ssh", "-x", "host1", "uptime"])
     assert info.value.code == 2
     assert "-x/-X only leave hosts out: name the hosts first" in capsys.readouterr().err
+    import argparse
+
+    from mpish.cli import _add_ssh, _parse_ssh
+
+    parser = argparse.ArgumentParser(prog="mpish ssh")
+    _add_ssh(parser)
+    args = _parse_ssh(parser, ["-x", "node3", "node[1-4]", "uptime"])  # hosts, then the command
+    assert (args.hosts, args.exclude, args.command) == ("node[1-4]", ["node3"], "uptime")
 
 
 def test_a_rank_beyond_n_is_refused_before_any_server_starts(

@@ -146,3 +146,18 @@ def test_without_an_interrupt_all_gathered_output_is_shown_at_a_terminal(
     sink.done(Result(1, "h", 0))
     sink.finish()
     assert lines in out.getvalue() and b"left out" not in err.getvalue()
+
+
+def test_the_tail_shown_after_a_ctrl_c_starts_at_a_line_even_one_that_starts_on_the_boundary() -> None:
+    from mpish.shell.grouping import _Spool
+
+    cases = [
+        (b"a" * 9 + b"\n" + b"0123456789", 10),  # size 20; a line starts exactly 10 from the end
+        (b"abc\ndefghijklmnop", 7),  # no line start in the last 10: the last 10 bytes
+        (b"xxxxxxxxxx\nyy\nzzzzz", 11),  # the first line start inside the tail
+    ]
+    for data, start in cases:
+        spool = _Spool()
+        spool.write(data)
+        assert spool.keep_tail(10) == start == spool.start, data
+        spool.close()

@@ -113,7 +113,9 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
                 "([buf, count, MPI.INT]): its element size is not known here"
             ) from None
     if not view.c_contiguous and view.f_contiguous and hasattr(buf, "T"):
-        view = memoryview(buf.T)  # a Fortran-ordered array: its transpose is the same memory, C-ordered
+        transposed = memoryview(buf.T)  # a Fortran-ordered array: its transpose is C-ordered
+        if transposed.c_contiguous and MPI.Get_address(transposed) == MPI.Get_address(view):
+            view = transposed  # the same memory (never a copy a receive would land in)
     if not view.c_contiguous:
         raise NotContiguous(
             "mpish.secure needs contiguous buffers, not a strided view (copy it with "
@@ -174,19 +176,33 @@ def derived(buf: Any) -> tuple[Any, int] | None:
     return buf, count * datatype.Get_size()
 
 
+_SELF: list[Any] = []  # a private duplicate of COMM_SELF: never matched with the user's own messages
+
+
+def _self() -> Any:
+    if not _SELF:
+        _SELF.append(MPI.COMM_SELF.Dup())
+    return _SELF[0]
+
+
 def pack(spec: Any, nbytes: int) -> memoryview:
     """The data of a derived-datatype message, packed by MPI (a copy inside this process)."""
     out = bytearray(nbytes)
-    MPI.COMM_SELF.Sendrecv(spec, 0, 0, [out, MPI.PACKED], 0, 0)
+    _self().Sendrecv(spec, 0, 0, [out, MPI.PACKED], 0, 0)
     return memoryview(out)
 
 
-def unpack(data: Any, spec: Any) -> None:
-    """Scatter packed bytes into a derived-datatype message (a copy inside this process)."""
-    MPI.COMM_SELF.Sendrecv([data, MPI.PACKED], 0, 0, spec, 0, 0)
+def unpack(data: Any, spec: Any, *, free: bool = False) -> None:
+    """Scatter packed bytes into a derived-datatype message (a copy inside this process);
+    ``free``: the spec's datatype is mpish's own copy, freed once used."""
+    try:
+        _self().Sendrecv([data, MPI.PACKED], 0, 0, spec, 0, 0)
+    finally:
+        if free:
+            spec[-1].Free()
 
 
-def bottom_blocks(msg: Any, size: int) -> list[tuple[Any, int]] | None:
+def bottom_blocks(msg: Any, size: int, *, writable: bool = False) -> list[tuple[Any, int]] | None:
     """Per peer ``([MPI.BOTTOM, 1, datatype], bytes)`` of an ``Alltoallw`` message at absolute
     addresses (``[MPI.BOTTOM, (counts, displs), datatypes]``), or of a buffer whose datatypes
     have gaps (a halo's subarrays: displacements from its start), else None. Such blocks travel
@@ -203,7 +219,17 @@ def bottom_blocks(msg: Any, size: int) -> list[tuple[Any, int]] | None:
     if base is not MPI.BOTTOM:  # a buffer: blocks at byte displacements from its start
         if all(_contiguous(datatype_of(d)) for d in datatypes):
             return None  # plain bytes: typed_vector_view's path
-        address = MPI.Get_address(base)  # a halo's subarray or vector types: packed, as at BOTTOM
+        flat = parse(base, writable=writable)[0]  # a read-only receive buffer is refused here too
+        if not len(counts) == len(displs) == len(datatypes) == size:
+            raise ValueError(f"Alltoallw: expected {size} counts, displacements and datatypes")
+        for count, displ, datatype in zip(counts, displs, datatypes, strict=True):
+            _, extent = datatype_of(datatype).Get_extent()
+            true_lb, true_extent = datatype_of(datatype).Get_true_extent()
+            end = int(displ) + true_lb + (int(count) - 1) * extent + true_extent
+            if int(count) and (int(displ) + true_lb < 0 or end > len(flat)):
+                raise ValueError(f"Alltoallw: a block of {count} at byte {displ} goes past the buffer "
+                                 f"of {len(flat)} bytes")
+        address = MPI.Get_address(flat)  # a halo's subarray or vector types: packed, as at BOTTOM
         displs = [address + int(displ) for displ in displs]
     if not len(counts) == len(displs) == len(datatypes) == size:
         raise ValueError(f"Alltoallw: expected {size} counts, displacements and datatypes")

@@ -399,7 +399,7 @@ class Collectives:
     def Alltoallw(self, sendbuf: Any, recvbuf: Any) -> None:
         """Blocks at absolute addresses (MPI.BOTTOM) travel packed by MPI inside this process."""
         out = None if _in_place(sendbuf) else bottom_blocks(sendbuf, self.size)
-        into = bottom_blocks(recvbuf, self.size)
+        into = bottom_blocks(recvbuf, self.size, writable=True)
         if out is None and into is None:
             self._alltoall_blocks(sendbuf, recvbuf, typed_vector_view)
             return

@@ -225,9 +225,9 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         spec = derived(buf)  # gaps (a halo's subarray): received packed, scattered by MPI at completion
         if spec is None:
             return SecureRequest(self._p2p, posted=self._p2p.post(source, tag, byte_view(buf, writable=True)))
-        sink = memoryview(bytearray(spec[1]))
-        posted = self._p2p.post(source, tag, sink)
-        return SecureRequest(self._p2p, posted=posted, unpack=lambda n: unpack(sink[:n], spec[0]))
+        sink, into = memoryview(bytearray(spec[1])), [*spec[0][:-1], spec[0][-1].Dup()]  # MPI lets
+        posted = self._p2p.post(source, tag, sink)  # the user free the datatype before the wait
+        return SecureRequest(self._p2p, posted=posted, unpack=lambda n: unpack(sink[:n], into, free=True))
 
     # -- persistent requests: the buffer is read (sealed) at each Start
 

@@ -24,11 +24,12 @@ Without ``MPI_THREAD_MULTIPLE`` there is no thread to notice a start made by MPI
 handle is instead a completed generalized request whose query fails: ``MPI.Prequest.Startall``
 and MPI's completion calls raise MPI's ``ERR_REQUEST`` (never a hang); the request's methods
 and ``mpish.comm.Startall``/``Waitall`` work. Persistent collectives (nonblocking.py,
-``by_mpi=False``) run their operation to completion in the caller's ``Start``: their handle
-is a generalized request completed at once with a status that MPI accepts, so MPI's waits
-(``MPI.Request.Waitall``...) return at once, rightly, and free that handle (the request's
-own methods and later starts go on without it); ``MPI.Prequest.Startall`` refuses it
-(``ERR_REQUEST``): MPI cannot start what only the caller's thread may run.
+``by_mpi=False``) run their operation to completion in the caller's ``Start``: their MPI
+handle is null, so MPI's completion calls (``MPI.Request.Waitall``, ``Waitany``...) treat
+them as inactive requests, rightly, since each is complete once its Start returned (not as
+complete requests: ``Waitany`` must not pick an idle one), and ``MPI.Prequest.Startall``
+refuses them (``ERR_REQUEST``): MPI cannot start what only the caller's thread may run. The
+request itself stays true and unequal to ``MPI.REQUEST_NULL`` until ``Free``, as MPI's.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any, Literal
 from mpi4py import MPI
 
 from .buffers import set_status
-from .handles import HandleState, complete, lock_public_methods, start_handle, threads_ok, unwatch, watch
+from .handles import HandleState, lock_public_methods, start_handle, threads_ok, unwatch, watch
 from .posted import _ACTIVE
 
 IDLE, RUNNING, DONE = 0, 1, 2  # the request's phase (DONE: finished, trigger sent, not yet delivered)
@@ -103,12 +104,8 @@ class Trigger:
             self.request = _trigger_comm().Ssend_init(_EMPTY, 0, self.tag)
         elif by_mpi:  # refused: MPI's calls raise ERR_REQUEST (module doc)
             self.request = MPI.Prequest.fromhandle(start_handle(HandleState()).handle)
-        else:  # the operation completes in Start: MPI's waits return at once (module doc)
-            state = HandleState()
-            handle = start_handle(state)
-            if not state.completed:
-                complete(handle, state, None)
-            self.request = MPI.Prequest.fromhandle(handle.handle)
+        else:  # the operation completes in Start: MPI's calls see an inactive request (module doc)
+            self.request = MPI.Prequest()
 
     def started(self, *, block: bool) -> bool:
         """True if a start's message is there (taken: matched, not received yet)."""
@@ -136,6 +133,23 @@ class PersistentRequest(MPI.Prequest):
 
     _trigger: Trigger
     __hash__ = object.__hash__  # MPI.Request compares handles and has none (handles.py keeps a set)
+
+    def __bool__(self) -> bool:
+        """True until Free, as an MPI persistent request (a persistent collective's handle is null)."""
+        return not self.__dict__.get("_freed", False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MPI.Request):
+            return NotImplemented
+        null = [r for r in (self, other) if isinstance(r, PersistentRequest) and not r._trigger.real]
+        if not null:
+            return bool(MPI.Request.__eq__(self, other))  # handles, as MPI's
+        if isinstance(other, PersistentRequest):
+            return other is self
+        return not self and bool(other == MPI.REQUEST_NULL)  # a null handle by design (module doc)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
 
     def __new__(cls, *args: Any, by_mpi: bool = True, **kwargs: Any) -> PersistentRequest:
         trigger = Trigger(by_mpi)
@@ -228,7 +242,7 @@ class PersistentRequest(MPI.Prequest):
             raise ValueError("Start of a freed persistent request")
         self._sync()
         if self._phase == RUNNING and not self._trigger.real and self._advance(block=False):
-            self._phase = IDLE  # done in its Start and completed by MPI's own wait (module doc)
+            self._phase = IDLE  # done in its Start; a wait by MPI's calls saw it inactive (module doc)
         if self._phase == RUNNING:
             raise ValueError("Start of a persistent request that is still active")
         if self._trigger.real:

@@ -188,6 +188,8 @@ class Reductions(ObjectCollectives):
             send, typed = self._send_view(sendbuf, recvbuf)
             nbytes = len(send)
             recv = byte_view(recvbuf, writable=True)[:nbytes]
+            if len(recv) != nbytes:
+                raise ValueError(f"Scan: receive buffer of {len(recv)} bytes, send buffer {nbytes}")
             _datatype(typed)
         except Exception:
             if rank > 0:

@@ -223,7 +223,7 @@ class Topology(NonBlocking):
         specs: list[Any] = []  # the datatypes made here, freed whatever happens
 
         def blocks() -> tuple[list[memoryview], list[memoryview]]:
-            specs.append(bottom_blocks(recvbuf, len(sources)))
+            specs.append(bottom_blocks(recvbuf, len(sources), writable=True))
             specs.append(bottom_blocks(sendbuf, len(dests)))
             into_specs, out_specs = specs
             if into_specs is None:

@@ -103,10 +103,10 @@ class _Spool:
         """Show only about the last ``limit`` bytes, from a line's start; the bytes left out."""
         if self.size <= limit:
             return 0
-        self.file.seek(self.size - limit)
-        head = self.file.read(limit)
+        self.file.seek(self.size - limit - 1)  # one byte before: a line may start right there
+        head = self.file.read(limit + 1)
         newline = head.find(b"\n")
-        self.start = self.size - limit + (newline + 1 if 0 <= newline < len(head) - 1 else 0)
+        self.start = self.size - limit + (newline if 0 <= newline < limit else 0)
         return self.start
 
     def close(self) -> None:
@@ -288,7 +288,9 @@ class GroupedSink(_TerminalSink):
         self.out.flush()
         if _at_terminal() and not self.diff and any(r.interrupted for r in self.results.values()):
             # Ctrl-C: the user wants it to stop, not tens of seconds of what it printed before
-            left_out = sum(spool.keep_tail(INTERRUPTED_TAIL) for spool in self._spools.values())
+            shown = self._spools.values() if self.lines else [
+                spool for stream in (STDOUT, STDERR) for _, spool in self.groups(stream)]
+            left_out = sum(spool.keep_tail(INTERRUPTED_TAIL) for spool in shown)
             if left_out:
                 self.gathered -= left_out
                 self.err.write(self.style.error(
