@@ -44,9 +44,12 @@ def _pairs(c: SecureComm, raw: MPI.Intracomm) -> Iterator[tuple[str, Any, Any]]:
         [r], [2], [(r + 1) % n, (r + 3) % n]
     )
     # A pipeline: the first rank has no in-edge, the last no out-edge (in- and out-degree differ).
-    sources, dests = ([r - 1] if r else []), ([r + 1] if r < n - 1 else [])
-    pipeline = c.Create_dist_graph_adjacent(sources, dests)
-    yield "pipeline", pipeline, raw.Create_dist_graph_adjacent(sources, dests)
+    # Not under Open MPI 5.0: its own neighbour collectives fail there, so it is no yardstick
+    # (Neighbor_alltoall of plain buffers: ERR_TRUNCATE; Neighbor_allgatherv: hangs; measured).
+    if "Open MPI" not in MPI.Get_library_version():
+        sources, dests = ([r - 1] if r else []), ([r + 1] if r < n - 1 else [])
+        pipeline = c.Create_dist_graph_adjacent(sources, dests)
+        yield "pipeline", pipeline, raw.Create_dist_graph_adjacent(sources, dests)
 
 
 def _edges(comm: Any, name: str) -> Any:
@@ -122,8 +125,10 @@ def _buffers(s: Any, w: Any, k: int, fill: int) -> list[tuple[str, Any, Any]]:
     send = np.arange(2 * outdegree, dtype="f8") + 1000 * r + k  # each out-neighbour its own block
     for call in ("Neighbor_alltoall", "Ineighbor_alltoall", "Neighbor_alltoallv", "Ineighbor_alltoallv"):
         got, want = np.full(2 * indegree, fill, "f8"), np.full(2 * indegree, fill, "f8")
-        _wait(getattr(s, call)(send, got))
-        w.Neighbor_alltoall(send, want)
+        # counts given: with in- and out-degrees that differ (the pipeline), Open MPI and
+        # mpi4py infer other counts from plain buffers and raw MPI itself fails (ERR_TRUNCATE)
+        _wait(getattr(s, call)([send, 2, MPI.DOUBLE], [got, 2, MPI.DOUBLE]))
+        w.Neighbor_alltoall([send, 2, MPI.DOUBLE], [want, 2, MPI.DOUBLE])
         out.append((call, got, want))
     # v-forms with explicit counts and displacements (blocks of 2 doubles at a stride of 3),
     # against raw's v-forms
