@@ -81,49 +81,39 @@ def test_every_check_a_script_defines_is_run_and_reported(script: str) -> None:
     assert len(names) == len(defined) == len(set(names)), (names, defined)  # one OK line per check
 
 
-@pytest.mark.parametrize("ranks", [1, 2, 4])
-def test_api_matches_raw_mpi(home: Path, ranks: int) -> None:
-    proc = run(["-n", str(ranks), PYTHON, str(HERE / "comm_api.py")], home)
+def every_check_passes(script: str, ranks: int, home: Path) -> None:
+    """Run a check script at ``ranks``: it must end well, report every check it defines, in
+    order, and ALL OK."""
+    proc = run(["-n", str(ranks), PYTHON, str(HERE / script)], home)
     assert proc.returncode == 0, explain(proc)
     reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
-    assert reported == reported_checks("comm_api.py"), explain(proc)  # every check, in order
+    assert reported == reported_checks(script), explain(proc)  # every check, in order
     assert "ALL OK" in proc.stdout, explain(proc)
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+def test_api_matches_raw_mpi(home: Path, ranks: int) -> None:
+    every_check_passes("comm_api.py", ranks, home)
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3, 4])  # 1 and 2: a periodic grid's two sides are one rank
 def test_topologies_and_neighbour_collectives_match_raw_mpi(home: Path, ranks: int) -> None:
-    proc = run(["-n", str(ranks), PYTHON, str(HERE / "comm_topology.py")], home)
-    assert proc.returncode == 0, explain(proc)
-    reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
-    assert reported == reported_checks("comm_topology.py"), explain(proc)
-    assert "ALL OK" in proc.stdout, explain(proc)
+    every_check_passes("comm_topology.py", ranks, home)
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_intercommunicators_and_mpi4py_futures_work_on_secure_communicators(home: Path, ranks: int) -> None:
-    proc = run(["-n", str(ranks), PYTHON, str(HERE / "comm_intercomm.py")], home)
-    assert proc.returncode == 0, explain(proc)
-    reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
-    assert reported == reported_checks("comm_intercomm.py"), explain(proc)
-    assert "ALL OK" in proc.stdout, explain(proc)
+    every_check_passes("comm_intercomm.py", ranks, home)
 
 
 def test_small_message_hot_paths_deliver_what_raw_mpi_does_with_reused_arrays(home: Path) -> None:
-    proc = run(["-n", "2", PYTHON, str(HERE / "comm_hot_path.py")], home)
-    assert proc.returncode == 0, explain(proc)
-    reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
-    assert reported == reported_checks("comm_hot_path.py"), explain(proc)
-    assert "ALL OK" in proc.stdout, explain(proc)
+    every_check_passes("comm_hot_path.py", 2, home)
 
 
 @pytest.mark.parametrize("ranks", [1, 3])
 def test_requests_complete_cancel_and_fail_as_mpi4py_requests(home: Path, ranks: int) -> None:
     """Synchronous sends, Cancel/Get_status, dropped requests, class-level calls, Compare."""
-    proc = run(["-n", str(ranks), PYTHON, str(HERE / "comm_requests.py")], home)
-    assert proc.returncode == 0, explain(proc)
-    reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
-    assert reported == reported_checks("comm_requests.py"), explain(proc)
-    assert "ALL OK" in proc.stdout, explain(proc)
+    every_check_passes("comm_requests.py", ranks, home)
 
 
 def test_without_thread_support_mpi_class_level_calls_refuse_a_pending_secure_request(home: Path) -> None:
