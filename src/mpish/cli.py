@@ -83,13 +83,14 @@ def _main_parser() -> argparse.ArgumentParser:
 
 def _parse_main(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """The options, then the command's words (as clush: ``mpish -n 2 ls -l``)."""
-    from mpish.shell.options import split_command
+    from mpish.shell.options import copy_request, split_command
 
     words, command = split_command(parser, argv)
     args = parser.parse_args(words)
     if args.np is not None and args.np < 1:
         parser.error(f"-n {args.np}: give at least one shell server")
-    if command:
+    args.copy_request = copy_request(parser, args, command)
+    if command and args.copy_request is None:
         if args.command is not None or args.commands_from is not None:
             parser.error("give the command either with -c/-C or as the last words, not both")
         args.command = " ".join(command)
@@ -207,6 +208,7 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
         default="python3",
         help="remote Python 3.10+ (mpish need not be installed), split like a shell (default python3)",
     )
+    options.add_copy_options(parser)
     options.add_timeouts(parser, f"ssh's ConnectTimeout (default {DEFAULT_CONNECT_TIMEOUT:g})",
                          DEFAULT_CONNECT_TIMEOUT)
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
@@ -215,7 +217,7 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
 
 def _parse_ssh(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """HOSTS first unless -w/-g/-a/--hostfile came before it; the words after: the command."""
-    from mpish.shell.options import split_command
+    from mpish.shell.options import copy_request, split_command
 
     before, after = split_command(parser, argv, 0)  # the options before the first positional word
     first, _ = parser.parse_known_args(before)
@@ -227,7 +229,8 @@ def _parse_ssh(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
                      "(mpish ssh -w 'node[1-4]' -x node3 CMD)")
     words, command = split_command(parser, argv, 0 if chosen else 1)
     args = parser.parse_args(words)
-    if command:
+    args.copy_request = copy_request(parser, args, command)
+    if command and args.copy_request is None:
         if args.command is not None or args.commands_from is not None:
             parser.error("give the command either with -c/-C or as the last words, not both")
         args.command = " ".join(command)
@@ -265,6 +268,7 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
             selection=selection,
             command=args.command,
             commands_from=args.commands_from,
+            copy=args.copy_request,
             fanout=args.fanout,
             mode=OutputMode.from_args(args),
             maxrc=args.maxrc,

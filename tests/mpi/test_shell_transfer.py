@@ -189,3 +189,58 @@ def test_put_r_to_ranks_sharing_a_file_system_gives_one_copy_as_cp_r_decided_bef
         assert result.returncode == 0, result.stderr.decode(errors="replace")
         assert not (dest / tree.name).exists(), sorted(path.name for path in dest.iterdir())
         same_tree(dest, tree)  # dest did not exist: it became the copy, on every rank
+
+
+def test_copy_and_rcopy_options_copy_files_and_trees_once_and_name_copies_as_clush(tmp_path: Path) -> None:
+    """clush's --copy/--rcopy/--dest: the words after the options are the files; a tree goes as
+    one; --rcopy names each copy NAME.<rank>, from one target too; the default directory is
+    the source's own; a missing one is said, with status 1."""
+    tree, data = make_tree(tmp_path), tmp_path / "data.bin"
+    data.write_bytes(os.urandom(70000))
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "back").mkdir()
+    make_home(tmp_path / "home")
+    env = shell_env(tmp_path / "home")
+
+    def mpish(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([MPISH, *argv], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=90, start_new_session=True)
+
+    done = mpish("-n", "2", "--copy", "data.bin", "d", "--dest", str(tmp_path / "remote"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "remote" / "data.bin").read_bytes() == data.read_bytes()
+    same_tree(tmp_path / "remote" / "d", tree)
+    assert done.stdout.count("mpish: put @1-2: ok, SHA-256 verified") == 2, done.stdout
+    done = mpish("-n", "2", "-w", "@2", "--rcopy", str(tmp_path / "remote" / "data.bin"),
+                 str(tmp_path / "remote" / "d"), "--dest", "back")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "back" / "data.bin.2").read_bytes() == data.read_bytes()  # suffixed, from one target
+    same_tree(tmp_path / "back" / "d.2", tree)
+    assert f"  {tmp_path}/back/data.bin.2\n" in done.stdout and f"  {tmp_path}/back/d.2/\n" in done.stdout
+    done = mpish("-n", "1", "--rcopy", str(tmp_path / "remote" / "data.bin"))  # into the source's directory
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "remote" / "data.bin.1").read_bytes() == data.read_bytes()
+    done = mpish("-n", "1", "--copy", "data.bin", "--dest", str(tmp_path / "nowhere"))
+    assert done.returncode == 1
+    assert f"cannot write {tmp_path}/nowhere/data.bin: No such file or directory" in done.stderr, done.stderr
+    done = mpish("-n", "1", "--rcopy", "data.bin", "--dest", "nowhere")
+    assert done.returncode == 1
+    assert "--rcopy: nowhere is not a directory of this machine" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_lcd_moves_where_put_reads_and_get_writes_and_explains_a_bad_directory(tmp_path: Path) -> None:
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "note.txt").write_text("from here\n")
+    (tmp_path / "remote").mkdir()
+    script = (f"cd {tmp_path}/remote\n:lcd here\n:put note.txt\n:lcd {tmp_path}/remote\n:lcd ../no such\n"
+              f":lcd '../no such'\n@1 :get note.txt copy.txt\nexit\n")
+    done = console(tmp_path, script, ranks=1)
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert f"local directory: {tmp_path}/here\n" in out, out
+    assert (tmp_path / "remote" / "note.txt").read_text() == "from here\n"  # read from the new directory
+    assert (tmp_path / "remote" / "copy.txt").read_text() == "from here\n"  # written where :lcd went
+    assert f"  {tmp_path}/remote/copy.txt\n" in out, out
+    assert "usage: :lcd [DIR] (one directory; quote a name with blanks)" in err, err
+    assert ":lcd: ../no such: No such file or directory (on the console's machine)" in err, err
+    assert "Errno" not in err and "Traceback" not in err

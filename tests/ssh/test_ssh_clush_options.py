@@ -376,3 +376,38 @@ def test_b_with_one_host_prints_its_header_as_clush_does(sshd: SshServer) -> Non
     assert (done.returncode, done.stdout) == (0, f"{LINE}\nhost1 (1)\n{LINE}\nhi\n"), done.stderr
     done = mpish_ssh(sshd, "host1", "-c", "echo hi")
     assert (done.returncode, done.stdout) == (0, "hi\n"), done.stderr  # the default: as ssh shows it
+
+
+# --- --copy, --rcopy -------------------------------------------------------------------------
+
+
+def test_copy_and_rcopy_copy_files_and_trees_and_name_copies_by_host_as_clush(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    tree = tmp_path / "d"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "run.sh").write_bytes(b"#!/bin/sh\necho ran\n")
+    (tree / "sub" / "run.sh").chmod(0o755)
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(300000))
+    remote, back = tmp_path / "remote", tmp_path / "back"
+    remote.mkdir()
+    back.mkdir()
+    done = mpish_ssh(sshd, "host1", "--copy", str(data), str(tree), "--dest", str(remote))
+    assert done.returncode == 0, done.stderr
+    assert (remote / "data.bin").read_bytes() == data.read_bytes()
+    assert (remote / "d" / "sub" / "run.sh").read_bytes() == b"#!/bin/sh\necho ran\n"
+    assert os.access(remote / "d" / "sub" / "run.sh", os.X_OK)
+    done = mpish_ssh(sshd, "-w", "host[1-2]", "--rcopy", str(remote / "data.bin"), str(remote / "d"),
+                     "--dest", str(back))
+    assert done.returncode == 0, done.stderr
+    for host in ("host1", "host2"):
+        assert (back / f"data.bin.{host}").read_bytes() == data.read_bytes()
+        assert (back / f"d.{host}" / "sub" / "run.sh").read_bytes() == b"#!/bin/sh\necho ran\n"
+        assert f"  {back}/data.bin.{host}\n" in done.stdout, done.stdout
+    done = mpish_ssh(sshd, "host2", "--rcopy", str(remote / "data.bin"))  # one host: still NAME.host
+    assert done.returncode == 0, done.stderr
+    assert (remote / "data.bin.host2").read_bytes() == data.read_bytes()
+    done = mpish_ssh(sshd, "host1", "--copy", str(data), "--dest", str(tmp_path / "nowhere"))
+    assert done.returncode == 1
+    assert f"mpish: put host1: cannot write {tmp_path}/nowhere/data.bin" in done.stderr, done.stderr

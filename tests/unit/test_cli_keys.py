@@ -117,7 +117,34 @@ def test_run_main_receives_parsed_options(home: Path, monkeypatch: pytest.Monkey
         "tty": False,
         "commands_from": None,
         "color": "auto",
+        "copy": False,
+        "rcopy": False,
+        "dest": None,
+        "copy_request": None,
     }
+
+
+def test_copy_takes_the_words_as_files_and_dest_after_them_as_clush_does(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mpish.shell.options import CopyRequest
+
+    seen = []
+    monkeypatch.setattr("mpish.cli.run_main", lambda args: seen.append(args.copy_request) or 0)
+    assert main(["-n", "2", "--copy", "a", "b c", "--dest", "/tmp"]) == 0
+    assert main(["-n", "2", "--dest=/srv", "--rcopy", "/etc/motd"]) == 0
+    assert main(["-n", "2", "--copy", "a", "--dest=/x"]) == 0
+    assert seen == [CopyRequest(("a", "b c"), "/tmp", False), CopyRequest(("/etc/motd",), "/srv", True),
+                    CopyRequest(("a",), "/x", False)]
+    for argv, said in ((["--copy"], "--copy needs the files to copy"),
+                       (["--rcopy", "-c", "ls", "f"], "give no command (-c or -C)"),
+                       (["--copy", "f", "--dest"], "--dest needs a directory"),
+                       (["--dest", "/tmp", "ls"], "--dest goes with --copy or --rcopy"),
+                       (["--copy", "--rcopy", "f"], "not allowed with argument")):
+        with pytest.raises(SystemExit) as info:
+            main(["-n", "2", *argv])
+        assert info.value.code == 2, argv
+        assert said in capsys.readouterr().err, argv
 
 
 def test_c_and_commands_from_exclude_each_other(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -33,7 +33,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     ClusterShell group. ``-t`` bounds each start-up step per server, as the connect timeout
     does for clush (``MPISH_HANDSHAKE_TIMEOUT``); ``-u`` is the command timeout.
     """
-    from .options import add_output_options, add_timeouts
+    from .options import add_copy_options, add_output_options, add_timeouts
 
     add_timeouts(parser, "connect timeout: seconds each server may take per start-up step "
                  "(default 5, or MPISH_HANDSHAKE_TIMEOUT)", None)
@@ -57,6 +57,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         "as ssh -t (vim, top)")
     parser.add_argument("--stats", action="store_true",
                         help="after -c, print each rank's time and peak RSS on stderr")
+    add_copy_options(parser)
 
 
 def choose_targets(args: argparse.Namespace, hosts: Mapping[int, str]) -> frozenset[int]:
@@ -138,6 +139,8 @@ def main_shell(args: argparse.Namespace) -> int:
         if not console.peers:
             report.say("no shell server accepted the session")
             status = 1
+        elif getattr(args, "copy_request", None) is not None:
+            status = run_copy(console, args)
         elif args.command is not None:
             _warn_if_argv_crossed_hosts(console)
             status = run_once(console, args)
@@ -152,6 +155,20 @@ def main_shell(args: argparse.Namespace) -> int:
         status = 128 + exc.signum
     console.close()
     return status
+
+
+def run_copy(console: Any, args: argparse.Namespace) -> int:
+    """``--copy``/``--rcopy`` on the ``-w``/``-x``/``-g`` targets (console_put_get.copy_files)."""
+    from .console_put_get import copy_files
+    from .interactive import Repl
+
+    try:
+        targets = choose_targets(args, console.hosts)
+    except MpishError as exc:
+        report.say(str(exc))
+        return 2
+    repl = Repl(console)  # for Ctrl-C as a key during the transfers
+    return copy_files(console, targets, args.copy_request, repl.keys, repl.err)
 
 
 def _guard(MPI: Any, entry: Any) -> int:

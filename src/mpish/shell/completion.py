@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 REMOTE_TIMEOUT = 1.0  # seconds a completion waits for its target
 LIMIT = 1000  # names returned by a target at most
-LOCAL_ARGUMENT = {":put": 0, ":get": 1}  # the argument that is a path of the console's machine
+LOCAL_ARGUMENT = {":put": 0, ":get": 1, ":lcd": 0}  # the argument that is a path of the console's machine
 NO_PATHS = (":targets", ":timeout", ":mode", ":raw", ":help", ":quit", ":q")
 _SPECIAL = re.compile(r"([^\w@%+=:,./-])")  # what bash's completion escapes with a backslash
 

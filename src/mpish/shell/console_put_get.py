@@ -14,6 +14,7 @@ from typing import IO
 from . import console_transfer as transfer
 from .console import Console
 from .grouping import Style
+from .options import CopyRequest
 
 PUT_USAGE = "usage: :put [-r] LOCAL [REMOTE]"
 GET_USAGE = "usage: :get [-r] REMOTE [LOCAL]"
@@ -56,11 +57,7 @@ def parse(rest: str, usage: str) -> tuple[bool, list[str]]:
 
     The words are read as a POSIX shell reads quotes ('...', "...", backslashes), without
     expansions: no $VAR, $'...' or glob (a name is given as it is)."""
-    try:
-        words = shlex.split(rest)
-    except ValueError as exc:  # shlex's "No closing quotation", alone, said neither where nor what
-        raise ValueError(f"{exc.args[0] if exc.args else exc} in {rest.strip()!r} (quotes are read as "
-                         f"a shell reads them, on one line: {usage})") from None
+    words = parse_words(rest, usage)
     recursive = False
     while words and words[0].startswith("-") and words[0] != "-":
         option = words.pop(0)
@@ -72,6 +69,15 @@ def parse(rest: str, usage: str) -> tuple[bool, list[str]]:
     if not 1 <= len(words) <= 2:
         raise ValueError(usage)
     return recursive, words
+
+
+def parse_words(rest: str, usage: str) -> list[str]:
+    """A built-in's words, read as a POSIX shell reads quotes, without expansions."""
+    try:
+        return shlex.split(rest)
+    except ValueError as exc:  # shlex's "No closing quotation", alone, said neither where nor what
+        raise ValueError(f"{exc.args[0] if exc.args else exc} in {rest.strip()!r} (quotes are read as "
+                         f"a shell reads them, on one line: {usage})") from None
 
 
 def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys, err: IO[str]) -> int:
@@ -104,13 +110,15 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
                   check(console, is_dir))
 
 
-def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys, err: IO[str]) -> int:
-    """``:get [-r] REMOTE [LOCAL]``; the paths written are printed; 0 if all arrived."""
+def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys, err: IO[str],
+                suffixed: bool = False) -> int:
+    """``:get [-r] REMOTE [LOCAL]``; the paths written are printed; 0 if all arrived.
+    ``suffixed``: NAME.<target> even from one target (clush's --rcopy)."""
     recursive, words = parse(rest, GET_USAGE)
     remote = words[0]
     local = words[1] if len(words) == 2 else ("." if recursive else os.path.basename(remote))
     progress = Progress(f"get {os.path.basename(os.path.normpath(remote))}", 0, err)
-    written = transfer.get_destinations(console, remote, local, console.idle(targets), recursive)
+    written = transfer.get_destinations(console, remote, local, console.idle(targets), recursive, suffixed)
     missing = sorted({str(path.parent) for path in written.values() if not path.parent.is_dir()})
     if missing:  # one line, before anything is sent (it used to be one per target, in any order)
         print(Style.for_stream(err).error(
@@ -121,7 +129,8 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     started = time.monotonic()
     with keys():
         try:
-            verdicts = transfer.get(console, remote, local, targets, progress, tree=recursive)
+            verdicts = transfer.get(console, remote, local, targets, progress, tree=recursive,
+                                    suffixed=suffixed)
         finally:
             progress.end()
     status = report(console, "get", verdicts, 0, time.monotonic() - started, err,
@@ -133,6 +142,31 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
         elif recursive and path.is_dir() and error != "nothing was received":
             print(f"  {path}/ (written, but see the error above)")  # a tree copied in part
     sys.stdout.flush()
+    return status
+
+
+def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, keys: Keys,
+               err: IO[str]) -> int:
+    """``--copy``/``--rcopy`` (clush's): each source as ``:put -r``/``:get -r`` into the
+    request's directory (default: the source's own, made absolute here, as clush does), a
+    file or a tree alike; 0 if every source reached (or came from) every target, else 1."""
+    status = 0
+    for source in request.sources:
+        dest = request.dest or os.path.dirname(os.path.abspath(source))
+        try:
+            if request.reverse:
+                if not os.path.isdir(dest):
+                    raise ValueError(f"--rcopy: {dest} is not a directory of this machine (--dest names "
+                                     "an existing one; the copies are NAME.<target> in it)")
+                line = shlex.join(["-r", source, dest])
+                status = max(status, get_builtin(console, targets, line, keys, err, suffixed=True))
+            else:  # a trailing / : the directory must exist on the targets (clush's --dest)
+                line = shlex.join(["-r", source, dest.rstrip("/") + "/"])
+                status = max(status, put_builtin(console, targets, line, keys, err))
+        except ValueError as exc:
+            print(Style.for_stream(err).error(f"mpish: {exc}"), file=err)
+            err.flush()
+            status = 1
     return status
 
 

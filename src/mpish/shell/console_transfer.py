@@ -182,9 +182,10 @@ def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut,
 
 
 def get_destinations(console: Console, remote: str, local: str | os.PathLike[str], ranks: Iterable[int],
-                     tree: bool = False) -> dict[int, Path]:
+                     tree: bool = False, suffixed: bool = False) -> dict[int, Path]:
     """Where ``get`` writes each rank's copy: LOCAL (an existing directory: LOCAL/NAME), and
-    with several ranks ``NAME.<suffix>`` (rank over MPI, host over ssh), as clush --rcopy."""
+    with several ranks (or ``suffixed``) ``NAME.<suffix>`` (rank over MPI, host over ssh), as
+    clush --rcopy."""
     targets = sorted(set(ranks))
     if tree:
         name = source_name(remote)
@@ -194,7 +195,7 @@ def get_destinations(console: Console, remote: str, local: str | os.PathLike[str
         base = tree_destination(Path(local), name)
     else:
         base = destination(Path(local), Path(remote).name or "unnamed", str(local).endswith("/"))
-    if len(targets) == 1:
+    if len(targets) == 1 and not suffixed:
         return {targets[0]: base}
     return {r: base.with_name(f"{base.name}.{console.file_suffix(r)}") for r in targets}
 
@@ -258,12 +259,12 @@ class TreeCopy:
 
 
 def get(console: Console, remote: str, local: str | os.PathLike[str], ranks: Iterable[int],
-        progress: Progress | None = None, tree: bool = False) -> dict[int, str]:
+        progress: Progress | None = None, tree: bool = False, suffixed: bool = False) -> dict[int, str]:
     """Copy the file (``tree``: the tree) ``remote`` from ``ranks`` to ``local`` (named as
     :func:`get_destinations` says); each rank's verdict ('' = written and verified)."""
     xfer_id = console.new_id()
     targets = console.idle(ranks)
-    finals = get_destinations(console, remote, local, targets, tree)
+    finals = get_destinations(console, remote, local, targets, tree, suffixed)
     verify = verifies(console)
     copies: dict[int, FileCopy | TreeCopy] = {
         r: TreeCopy(finals[r]) if tree else FileCopy(finals[r], verify) for r in targets}

@@ -51,6 +51,8 @@ third SIGKILL, and the shell is then restarted from the state before the command
                           the same from the targets (NAME.<rank> if several, NAME.<host>
                           over ssh, as clush --rcopy); the paths written are printed
   @TARGETS :put|:get ...  a transfer for other targets
+  :lcd [DIR]              change the console's own directory (where :put reads and :get
+                          writes; default: your home), and show it
   :timeout [SECONDS]      show or set the per-command timeout (0 = none)
   :mode [MODE]            grouped: identical outputs once (clush -b), lines: each line
                           prefixed (-L), live: as it comes (-v), json: one object per target
@@ -412,6 +414,19 @@ class Repl:
 
     def cmd_get(self, rest: str) -> None:
         self.last_status = put_get.get_builtin(self.console, self.targets, rest, self.keys, self.err)
+
+    def cmd_lcd(self, rest: str) -> None:
+        words = put_get.parse_words(rest, "usage: :lcd [DIR]")
+        if len(words) > 1:
+            raise ValueError("usage: :lcd [DIR] (one directory; quote a name with blanks)")
+        where = os.path.expanduser(words[0] if words else "~")
+        try:
+            os.chdir(where)
+        except OSError as exc:
+            raise ValueError(f":lcd: {where}: {exc.strerror} (on the console's machine)") from None
+        print(f"local directory: {os.getcwd()}")
+        sys.stdout.flush()
+        self.last_status = 0
 
     def cmd_quit(self, rest: str) -> None:  # handled in loop(); here for :help discoverability
         del rest

@@ -97,6 +97,58 @@ def add_timeouts(parser: argparse.ArgumentParser, connect_help: str, connect_def
                         default=connect_default, metavar="SECONDS", help=connect_help)
 
 
+@frozen
+class CopyRequest(Frozen):
+    """``--copy``/``--rcopy`` (clush's): the sources and the directory they go to."""
+
+    sources: tuple[str, ...]
+    dest: str  # a directory: on the targets (--copy), on this machine (--rcopy)
+    reverse: bool  # --rcopy: from the targets, each copy named NAME.<rank> (NAME.<host> over ssh)
+
+
+def add_copy_options(parser: argparse.ArgumentParser) -> None:
+    """--copy, --rcopy, --dest (clush's spellings; -c is mpish's command, so --copy only)."""
+    group = parser.add_argument_group("copying files (clush's options)")
+    way = group.add_mutually_exclusive_group()
+    way.add_argument("--copy", action="store_true",
+                     help="copy the files or directories named by the words after the options to "
+                     "the targets, verified, and exit (as :put -r)")
+    way.add_argument("--rcopy", action="store_true",
+                     help="copy them from the targets here, each copy named NAME.<target> (as clush)")
+    group.add_argument("--dest", metavar="DIR",
+                       help="the existing directory they go to (default: each source's own directory, "
+                       "as clush: --copy /etc/motd writes /etc/motd on the targets)")
+
+
+def copy_request(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                 words: Sequence[str]) -> CopyRequest | None:
+    """``args``' copy as a :class:`CopyRequest`, ``words`` (the words after the options) being
+    its sources; None without --copy/--rcopy. ``--dest DIR`` may come after the sources, as
+    clush takes it (``--copy a b --dest /tmp``). Usage errors exit through ``parser``."""
+    if not (getattr(args, "copy", False) or getattr(args, "rcopy", False)):
+        if args.dest is not None:
+            parser.error("--dest goes with --copy or --rcopy")
+        return None
+    if args.command is not None or args.commands_from is not None:
+        parser.error("--copy/--rcopy take the files as their words: give no command (-c or -C)")
+    sources, dest, rest = [], args.dest, list(words)
+    while rest:
+        word = rest.pop(0)
+        if word == "--dest" and rest:
+            dest = rest.pop(0)
+        elif word.startswith("--dest="):
+            dest = word.partition("=")[2]
+        elif word == "--dest":
+            parser.error("--dest needs a directory")
+        else:
+            sources.append(word)
+    if not sources:
+        parser.error(f"--{'rcopy' if args.rcopy else 'copy'} needs the files to copy (as its last words)")
+    if dest == "":
+        parser.error("--dest needs a directory")
+    return CopyRequest(tuple(sources), dest or "", bool(args.rcopy))
+
+
 def exit_status(statuses: Sequence[int], maxrc: bool) -> int:
     """-S: the largest remote status; --no-maxrc: 0 (mpish ran; failures were reported)."""
     return max(statuses, default=0) if maxrc else 0

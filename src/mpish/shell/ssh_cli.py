@@ -52,7 +52,7 @@ from mpish.shell.names import fold_hosts as fold_hosts
 from mpish.shell.nodes import HostsError as HostsError
 from mpish.shell.nodes import Selection, select_hosts
 from mpish.shell.nodes import expand_hosts as expand_hosts
-from mpish.shell.options import OutputMode, exit_status
+from mpish.shell.options import CopyRequest, OutputMode, exit_status
 from mpish.wire.message import Frozen, frozen
 
 DEFAULT_FANOUT = 64  # clush's default
@@ -69,6 +69,7 @@ class SshShellOptions(Frozen):
     selection: Selection
     command: str | None = None
     commands_from: str | None = None  # -C FILE ('-': stdin): the console's lines, without prompts
+    copy: CopyRequest | None = None  # --copy/--rcopy
     fanout: int = DEFAULT_FANOUT
     mode: OutputMode = OutputMode()  # shared: it is immutable
     maxrc: bool = True  # -S (the default); False: --no-maxrc, clush's default
@@ -252,7 +253,7 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     from mpish.shell.interactive import PlainReader
     from mpish.shell.ssh_repl import SshRepl
 
-    path = options.commands_from
+    path = options.commands_from if options.copy is None else None
     try:  # -C: before any host is reached, as a bad -c would be
         stream = None if path is None else sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
@@ -267,6 +268,12 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     console = Console(session)
     console.timeout = options.timeout or 0.0
     try:
+        if options.copy is not None:  # --copy/--rcopy: :put -r/:get -r of each source (console_put_get)
+            from mpish.shell.console_put_get import copy_files
+
+            repl = SshRepl(console, output=options.mode, fanout=options.fanout)
+            status = copy_files(console, repl.targets, options.copy, repl.keys, repl.err)
+            return max(status, 1 if session.failed else 0)  # a host never reached has no copy
         if stream is None:
             return SshRepl(console, output=options.mode, fanout=options.fanout).loop()
         with stream:

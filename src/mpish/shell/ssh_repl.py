@@ -7,6 +7,7 @@ console) does not load the Repl before its ssh processes are connecting.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from .interactive import Repl
 from .names import HostNames, fold_hosts
@@ -23,10 +24,13 @@ def expand_target_words(spec: str) -> str:
 class SshRepl(Repl):
     """The MPI shell's Repl, with hosts instead of ranks in the prompt, targets and output."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.console.describe = self.describe  # hosts in the messages, NAME.<host> for :get's copies
+        self.console.file_suffix = lambda rank: self.console.peers[rank].host
+
     def prompt(self) -> str:
         hosts = self.console.hosts
-        self.console.describe = self.describe
-        self.console.file_suffix = lambda rank: self.console.peers[rank].host
         self.targets = frozenset(r for r in self.targets if r in hosts)
         names = [hosts[r] for r in sorted(self.targets)]
         return f"[{fold_hosts(names) if names else 'no host'}] {self.console.cwd(self.targets)}#> "
