@@ -126,6 +126,8 @@ class PipeGuard:
         return f"cannot write the output: {reason}"  # a command still running was interrupted
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
+        if self._closed:  # dropped here, not formatted for /dev/null: what arrived before the
+            return  # interrupt (a flood's window, `mpish ssh -c yes | head`'s) took seconds to show
         self._guard(lambda: self.sink.output(rank, stream, data))
 
     def done(self, result: Result) -> None:
