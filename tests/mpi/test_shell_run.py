@@ -344,6 +344,21 @@ def test_exit_restarts_the_shell_with_the_state_from_before_the_command(home: Pa
     assert "KEPT=yes LOST=\n/usr\n" in out, out  # ... with the state from before the line that exited
 
 
+def test_exit_with_a_bad_argument_says_what_bash_says_and_keeps_or_ends_the_shell_as_bash(
+    home: Path, tmp_path: Path
+) -> None:
+    """`exit 3 4` and `exit abc` were silent (the wrapper that hides bash's "exit" hid them)."""
+    lines = (b"set -u; export KEPT=yes; echo shell=$$\nexit 3 4; echo not-run\necho status=$? shell=$$\n"
+             b"exit -- 5 6\nexit abc\necho shell=$$ KEPT=$KEPT\n")
+    result = run([MPISH, "-n", "1", "-C", "-"], home, tmp_path, input=lines)
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert err.count("bash: exit: too many arguments\nmpish: @1: exit code 1\n") == 2, err
+    assert "bash: exit: abc: numeric argument required\nmpish: @1: exit code 2 (the shell exited" in err, err
+    first, same, other = re.findall(r"shell=(\d+)", out)
+    assert first == same != other, out  # too many arguments: the shell goes on; abc: it exited
+    assert "not-run" not in out and "status=1 " in out and "KEPT=yes" in out, out
+
+
 def test_debug_logs_from_the_console_and_its_servers_and_is_silent_otherwise(
     home: Path, tmp_path: Path
 ) -> None:

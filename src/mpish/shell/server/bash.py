@@ -75,7 +75,15 @@ _BOOTSTRAP = r"""
 PS1= PS2= PS0= PS4='+ '; builtin unset PROMPT_COMMAND HISTFILE MAILPATH MAILCHECK
 builtin set +o history +H
 __mpish_status() { builtin return "$1"; }
-exit() { builtin exit "$@" 2>/dev/null; }
+exit() {
+  [[ ${1-} == -- ]] && builtin shift
+  if (( $# )) && [[ $1 != *([[:space:]])?([-+])+([0-9])*([[:space:]]) ]]; then
+    builtin printf 'bash: exit: %s: numeric argument required\n' "$1" >&2
+  elif (( $# > 1 )); then
+    builtin printf 'bash: exit: too many arguments\n' >&2
+  fi
+  builtin exit "$@" 2>/dev/null
+}
 ulimit() {
   if (( BASH_SUBSHELL == 0 )); then
     builtin local __mpish_n
@@ -109,7 +117,9 @@ builtin shopt -s expand_aliases
 builtin . STATEFILE 2>/dev/null
 builtin set +o history +H
 """
-# ``exit`` is wrapped only to silence the "exit" an interactive bash prints on stderr.
+# ``exit`` is wrapped to silence the "exit" an interactive bash prints on stderr; its errors
+# are then said by the wrapper, in bash's words (``exit 3 4``: too many arguments, status 1,
+# the shell goes on; ``exit abc``: numeric argument required, the shell exits with 2).
 # ``ulimit`` is wrapped so that the session's own bash cannot lower its open-files limit
 # below the descriptors it reports on: bash then fails to write its status (``200: Bad file
 # descriptor``) and the command never ended (a subshell's limit is its own: allowed).
