@@ -32,7 +32,6 @@ call. The other collectives, ``Create``/``Split`` and topologies raise ``Unsuppo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import os
@@ -46,7 +45,8 @@ from mpi4py import MPI
 from ..wire.errors import RemoteProtocolError
 from ..wire.record import SESSION_SIZE
 from .buffers import Unsupported, byte_view, mpi_error, typed_spec
-from .collectives import ABORT_TAG, COLL_TAG, _dumps, _loads
+from .collectives import _dumps, _loads
+from .intercomm_collectives import InterCollectives, _folder
 from .lane import Lane, Stats, wait_all
 from .requests import SecureRequest
 from .secret import SECRET_SIZE, CommSecret, InterSecret
@@ -128,7 +128,7 @@ def _leaders_exchange(
     return secret[:SECRET_SIZE], ident[:SESSION_SIZE], low
 
 
-class Intercomm:
+class Intercomm(InterCollectives):
     """What a secure intercommunicator does differently (a mixin over SecureComm)."""
 
     _comms: tuple[Any, Any, Any, Any]
@@ -175,38 +175,12 @@ class Intercomm:
     Bsend = Rsend = Send
     bsend = send
 
-    # -- collectives (module doc)
+    # -- collectives (module doc; their building blocks: intercomm_collectives.py)
 
-    def _remotes(self) -> range:
-        return range(self._coll.size)
-
-    def _exchange_all(self, out: memoryview | None, receive: Callable[[int, Any], None]) -> None:
-        """Send ``out`` to every rank of the other group (None: an abort notice) and hand the
-        record of each, in rank order, to ``receive``; after an error the rest are received
-        and dropped, then the first error raises (nothing is left for a later call)."""
-        requests: list[Any] = []
-        for peer in self._remotes():
-            block = memoryview(b"") if out is None else out
-            requests.extend(self._coll.isend(block, peer, ABORT_TAG if out is None else COLL_TAG)[0])
-        error: BaseException | None = None
-        try:
-            for peer in self._remotes():
-                try:
-                    if error is None:
-                        receive(peer, self._c_recv_bytes(peer))
-                    else:
-                        self._coll.recv(peer, MPI.ANY_TAG, None)
-                except Exception as exc:
-                    error = error or exc
-        finally:
-            wait_all(requests)
-        if error is not None:
-            raise error
-
-    def _failed_exchange(self) -> None:
-        """This rank's arguments were wrong: take part with abort notices (the caller raises)."""
-        with contextlib.suppress(Exception):
-            self._exchange_all(None, lambda peer, data: None)
+    def _exchange_all(self, out: memoryview, receive: Callable[[int, Any], None]) -> None:
+        """Send ``out`` to every rank of the other group and hand the record of each, in rank
+        order, to ``receive``; nothing is left for a later call (``_exchange_each``)."""
+        self._exchange_each([out] * self._coll.size, receive)
 
     def Barrier(self) -> None:
         def entered(peer: int, data: Any) -> None:
@@ -233,28 +207,14 @@ class Intercomm:
         return "receive"
 
     def _send_all(self, make: Callable[[], memoryview]) -> None:
-        try:
-            data = make()
-        except Exception:
-            for peer in self._remotes():
-                self._coll.send(memoryview(b""), peer, ABORT_TAG)
-            raise
-        requests: list[Any] = []
-        for peer in self._remotes():
-            requests.extend(self._coll.isend(data, peer, COLL_TAG)[0])
-        wait_all(requests)
+        self._send_each(lambda: [make()] * self._coll.size)
 
     def Bcast(self, buf: Any, root: int = 0) -> None:
         role = self._root_role(root)
         if role == "send":
             self._send_all(lambda: byte_view(buf, writable=False))
         elif role == "receive":
-            try:
-                sink = byte_view(buf, writable=True)
-            except Exception:
-                self._coll.recv(root, MPI.ANY_TAG, None)  # the root's record: dropped
-                raise
-            self._c_recv_into(sink, root)
+            self._recv_from_root(buf, root)  # the root's record is dropped if ``buf`` is wrong
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
         role = self._root_role(root)
@@ -273,18 +233,7 @@ class Intercomm:
             self._failed_exchange()
             raise
         size = len(send)
-        acc: list[bytearray] = []
-
-        def fold(peer: int, data: Any) -> None:  # in rank order; Reduce_local(in, inout): inout = in op inout
-            if len(data) != size:
-                raise RemoteProtocolError(f"Allreduce: {len(data)} bytes from rank {peer}, expected {size}")
-            incoming = bytearray(data)
-            if acc:
-                op.Reduce_local(typed_spec(sendbuf, acc[0], size), typed_spec(sendbuf, incoming, size))
-                acc[0] = incoming
-            else:
-                acc.append(incoming)
-
+        fold, acc = _folder(sendbuf, size, op, "Allreduce")  # in rank order
         self._exchange_all(send, fold)
         if len(recv) != size:
             raise ValueError(f"Allreduce: receive buffer of {len(recv)} bytes, send buffer {size}")
