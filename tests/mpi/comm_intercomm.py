@@ -15,6 +15,7 @@ from mpi_main import run_checks
 
 import mpish
 from mpish.comm import SecureComm
+from mpish.wire.errors import RemoteProtocolError
 
 
 def ok(name: str) -> None:
@@ -66,6 +67,113 @@ def check_intercommunicators_deliver_what_raw_mpi_delivers(c: SecureComm, raw: M
         results.append(got)
     assert results[0] == results[1], results
     ok("intercommunicators_deliver_what_raw_mpi_delivers")
+
+
+def _root_for(inter: Any, color: int, root_color: int, root_rank: int) -> int:
+    """MPI's root argument on this rank: MPI.ROOT on the root, MPI.PROC_NULL on the rest of its
+    group, the root's rank in the other group."""
+    if color == root_color:
+        return MPI.ROOT if inter.Get_rank() == root_rank else MPI.PROC_NULL
+    return root_rank
+
+
+def _rooted_results(comm: Any) -> list[Any]:
+    """What every rooted collective delivers on this rank, with the root in either group."""
+    color, inter = _halves(comm)
+    rank, remote, me = inter.Get_rank(), inter.Get_remote_size(), comm.Get_rank()
+    got: list[Any] = []
+    for root_color in (0, 1):
+        root_rank = 0 if root_color == 0 else (comm.Get_size() // 2) - 1  # the upper half's last rank
+        root = _root_for(inter, color, root_color, root_rank)
+        is_root = root == MPI.ROOT
+        # Gather / Gatherv / gather: the root takes the other group's blocks, in its rank order
+        recv = np.full(2 * remote, -1.0) if is_root else None
+        inter.Gather(None if is_root else np.full(2, 10.0 * me + 1), recv, root)
+        got.append(None if recv is None else recv.tolist())
+        counts, displs = [k + 1 for k in range(remote)], [3 * k for k in range(remote)]
+        vrecv = np.full(3 * remote, -1.0) if is_root else None
+        inter.Gatherv(None if is_root else np.full(rank + 1, float(me)),
+                      [vrecv, counts, displs, MPI.DOUBLE] if is_root else None, root)
+        got.append(None if vrecv is None else vrecv.tolist())  # the gaps stay -1
+        got.append(inter.gather({"rank": rank, "world": me}, root))
+        # Scatter / Scatterv / scatter: rank k of the other group gets block k
+        piece = np.full(2, -1.0)
+        inter.Scatter(np.arange(2.0 * remote) + 100 * me if is_root else None,
+                      None if is_root else piece, root)
+        got.append(piece.tolist())
+        vpiece = np.full(rank + 1, -1.0)
+        inter.Scatterv([np.arange(3.0 * remote) + me, counts, displs, MPI.DOUBLE] if is_root else None,
+                       None if is_root else vpiece, root)
+        got.append(vpiece.tolist())
+        got.append(inter.scatter([("to", k, me) for k in range(remote)] if is_root else None, root))
+        # Reduce / reduce: the root gets the other group's reduction (list +: in rank order)
+        total = np.full(3, -1.0) if is_root else None
+        inter.Reduce(None if is_root else np.full(3, float(me + 1)), total, MPI.SUM, root)
+        got.append(None if total is None else total.tolist())
+        peak = np.zeros(2, dtype="i") if is_root else None
+        inter.Reduce(None if is_root else np.array([me, -me], dtype="i"), peak, MPI.MAX, root)
+        got.append(None if peak is None else peak.tolist())
+        got.append(inter.reduce([me], MPI.SUM, root))
+    return got
+
+
+def check_rooted_collectives_from_mpi_root_deliver_what_raw_mpi_delivers(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Gather(v)/gather, Scatter(v)/scatter, Reduce/reduce with MPI.ROOT in either group (its
+    other ranks MPI.PROC_NULL): on every rank, what raw MPI's intercommunicator delivers."""
+    expected, got = _rooted_results(raw), _rooted_results(c)
+    assert got == expected, (c.rank, got, expected)
+    ok("rooted_collectives_from_mpi_root_deliver_what_raw_mpi_delivers")
+
+
+def _all_to_all_results(comm: Any) -> list[Any]:
+    """What every all-to-all collective delivers on this rank (each group the other's blocks)."""
+    color, inter = _halves(comm)
+    rank, size, remote, me = inter.Get_rank(), inter.Get_size(), inter.Get_remote_size(), comm.Get_rank()
+    got: list[Any] = []
+    recv = np.full(2 * remote, -1.0)
+    inter.Allgather(np.array([me, 10.0 * color]), recv)
+    got.append(recv.tolist())
+    recv = np.full(2 * remote, -1, dtype="i")
+    inter.Allgather([np.array([me, rank], dtype="i"), 2, MPI.INT], [recv, 2, MPI.INT])
+    got.append(recv.tolist())
+    got.append(inter.allgather(("from", color, rank)))
+    counts, displs = [k + 1 for k in range(remote)], [3 * k + 1 for k in range(remote)]
+    vrecv = np.full(3 * remote + 1, -1.0)
+    inter.Allgatherv(np.full(rank + 1, float(me)), [vrecv, (counts, displs), MPI.DOUBLE])
+    got.append(vrecv.tolist())  # the gaps stay -1
+    out = np.array([100.0 * me + k for k in range(2 * remote)])
+    recv = np.full(2 * remote, -1.0)
+    inter.Alltoall(out, recv)
+    got.append(recv.tolist())
+    got.append(inter.alltoall([(me, "to", k) for k in range(remote)]))
+    # Alltoallv: rank r of one group sends r + k + 1 values to rank k of the other
+    scounts = [rank + k + 1 for k in range(remote)]
+    sdispls = [sum(scounts[:k]) for k in range(remote)]
+    out = np.arange(float(sum(scounts))) + 1000 * me
+    rcounts = [k + rank + 1 for k in range(remote)]
+    rdispls = [sum(rcounts[:k]) + k for k in range(remote)]  # a gap of one before each block
+    vrecv = np.full(sum(rcounts) + remote, -1.0)
+    inter.Alltoallv([out, (scounts, sdispls), MPI.DOUBLE], [vrecv, (rcounts, rdispls), MPI.DOUBLE])
+    got.append(vrecv.tolist())
+    # Reduce_scatter_block: both groups reduce vectors of size * remote * 2 values; the other
+    # group's reduction is scattered in blocks of remote * 2 values over this group's ranks
+    vector = np.arange(float(size * remote * 2)) * (me + 1)
+    block = np.full(remote * 2, -1.0)
+    inter.Reduce_scatter_block(vector, block, MPI.SUM)
+    got.append(block.tolist())
+    return got
+
+
+def check_all_to_all_collectives_give_each_group_the_other_groups_blocks_as_raw_mpi(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Allgather(v)/allgather, Alltoall(v)/alltoall, Reduce_scatter_block: each group receives
+    the other group's contributions in its rank order, on every rank as raw MPI delivers them."""
+    expected, got = _all_to_all_results(raw), _all_to_all_results(c)
+    assert got == expected, (c.rank, got, expected)
+    ok("all_to_all_collectives_give_each_group_the_other_groups_blocks_as_raw_mpi")
 
 
 def check_a_record_reflected_back_to_its_sender_is_refused(c: SecureComm, raw: MPI.Intracomm) -> None:
@@ -127,9 +235,64 @@ def check_a_wrong_buffer_in_an_intercommunicator_collective_leaves_nothing_behin
     ok("a_wrong_buffer_in_an_intercommunicator_collective_leaves_nothing_behind")
 
 
+def _raises(call: Any, *errors: type[BaseException]) -> type[BaseException] | None:
+    """Which of ``errors`` ``call()`` raised (the first it is an instance of), or None if it returned."""
+    try:
+        call()
+    except errors as exc:
+        return next(error for error in errors if isinstance(exc, error))
+    return None
+
+
+def check_a_wrong_argument_in_a_rooted_or_all_to_all_intercollective_leaves_nothing_behind(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """A wrong buffer, item count or block size on one rank: that rank raises, so does every rank
+    that waited for a block from it (CollectiveAborted, or a wrong size: RemoteProtocolError),
+    the others return; then the next collectives still match (no record was left queued)."""
+    color, inter = _halves(c.Dup())
+    rank, remote = inter.Get_rank(), inter.Get_remote_size()
+    aborted = mpish.comm.CollectiveAborted
+    root = _root_for(inter, color, 0, 0)
+    me = (color, rank)
+    readonly = bytes(8 * 2 * remote)
+    # Gather: the root's receive buffer is read-only; it drops the blocks and raises alone
+    got = _raises(lambda: inter.Gather(None if root == MPI.ROOT else np.ones(2),
+                                       readonly if root == MPI.ROOT else None, root), ValueError)
+    assert got == (ValueError if me == (0, 0) else None), (me, got)
+    # Scatter: the root's count is past its buffer; every rank of the other group is told
+    bad = [np.zeros(2), 5, MPI.DOUBLE]
+    got = _raises(lambda: inter.Scatter(bad if root == MPI.ROOT else None, np.zeros(5), root),
+                  ValueError, aborted)
+    assert got == {(0, 0): ValueError, (0, 1): None}.get(me, aborted), (me, got)
+    # Reduce: one contribution (the other group's rank 0) is wrong; the root raises too
+    send = bad if me == (1, 0) else np.ones(2)
+    got = _raises(lambda: inter.Reduce(None if root == MPI.ROOT else send, np.zeros(2), MPI.SUM, root),
+                  ValueError, aborted)
+    assert got == {(0, 0): aborted, (1, 0): ValueError}.get(me), (me, got)
+    # Gather: one block of another size than the root's blocks; the root drops the rest
+    send = np.ones(3 if me == (1, 0) else 2)
+    got = _raises(lambda: inter.Gather(None if root == MPI.ROOT else send,
+                                       np.zeros(2 * remote) if root == MPI.ROOT else None, root),
+                  RemoteProtocolError)
+    assert got == (RemoteProtocolError if me == (0, 0) else None), (me, got)
+    # alltoall: one rank gives a list of the wrong length; the other group hears of it
+    items = list(range(remote + (1 if me == (0, 0) else 0)))
+    got = _raises(lambda: inter.alltoall(items), ValueError, aborted)
+    assert got == (ValueError if me == (0, 0) else aborted if color == 1 else None), (me, got)
+    # Alltoall: one rank's receive buffer is read-only; it still sends, and drops what it gets
+    recv = bytes(16 * remote) if me == (1, 0) else np.zeros(2 * remote)
+    got = _raises(lambda: inter.Alltoall(np.ones(2 * remote), recv), ValueError, aborted)
+    assert got == (ValueError if me == (1, 0) else aborted if color == 0 else None), (me, got)
+    inter.Barrier()  # a record left queued above would be taken here, and the results shift
+    assert inter.allgather(rank) == list(range(remote))
+    assert inter.gather(rank, root) == (list(range(remote)) if root == MPI.ROOT else None)
+    ok("a_wrong_argument_in_a_rooted_or_all_to_all_intercollective_leaves_nothing_behind")
+
+
 def check_what_an_intercommunicator_cannot_do_raises_unsupported(c: SecureComm, raw: MPI.Intracomm) -> None:
     _, inter = _halves(c)
-    for name in ("Gather", "Alltoall", "Split", "Create_cart", "Bcast_init", "Ireduce"):
+    for name in ("Alltoallw", "Reduce_scatter", "Scan", "Split", "Create_cart", "Bcast_init", "Ireduce"):
         assert not hasattr(inter, name), name
     ok("what_an_intercommunicator_cannot_do_raises_unsupported")
 
@@ -156,9 +319,12 @@ if __name__ == "__main__":
     run_checks(
         [
             check_intercommunicators_deliver_what_raw_mpi_delivers,
+            check_rooted_collectives_from_mpi_root_deliver_what_raw_mpi_delivers,
+            check_all_to_all_collectives_give_each_group_the_other_groups_blocks_as_raw_mpi,
             check_a_record_reflected_back_to_its_sender_is_refused,
             check_a_pending_user_message_on_the_peer_is_not_taken_for_a_key_half,
             check_a_wrong_buffer_in_an_intercommunicator_collective_leaves_nothing_behind,
+            check_a_wrong_argument_in_a_rooted_or_all_to_all_intercollective_leaves_nothing_behind,
             check_what_an_intercommunicator_cannot_do_raises_unsupported,
             check_mpi4py_futures_runs_tasks_over_the_secure_communicator,
         ]

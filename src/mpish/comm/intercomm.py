@@ -23,11 +23,14 @@ Collectives (MPI's intercommunicator semantics): ``Barrier`` returns once every 
 the other group has entered it; ``Bcast``/``bcast`` from ``MPI.ROOT`` in one group to the
 ranks of the other, which name the root's rank (its group's other ranks pass
 ``MPI.PROC_NULL`` and take no part); ``Allreduce``/``allreduce`` gives each group the
-reduction of the other group's contributions, folded in rank order. Each rank sends to
-every rank of the other group directly (no local communicator is needed; fine for the
-small groups an intercommunicator usually joins). ``Ibarrier`` runs the barrier at the
-call. The other collectives, ``Create``/``Split`` and topologies raise ``Unsupported``;
-``Dup`` and ``Merge`` work.
+reduction of the other group's contributions, folded in rank order. The rooted gathers,
+scatters and reductions, ``Allgather(v)``, ``Alltoall(v)``, ``Reduce_scatter_block`` and
+their object forms, with the building blocks all of them share, are in
+intercomm_collectives.py (its theory of operation). Each rank sends to every rank of the
+other group directly (no local communicator is needed; fine for the small groups an
+intercommunicator usually joins). ``Ibarrier`` runs the barrier at the call.
+``Alltoallw``, ``Reduce_scatter``, the other nonblocking and the persistent collectives,
+``Create``/``Split`` and topologies raise ``Unsupported``; ``Dup`` and ``Merge`` work.
 """
 
 from __future__ import annotations
@@ -175,7 +178,7 @@ class Intercomm(InterCollectives):
     Bsend = Rsend = Send
     bsend = send
 
-    # -- collectives (module doc; their building blocks: intercomm_collectives.py)
+    # -- collectives (module doc; the others and their building blocks: intercomm_collectives.py)
 
     def _exchange_all(self, out: memoryview, receive: Callable[[int, Any], None]) -> None:
         """Send ``out`` to every rank of the other group and hand the record of each, in rank
@@ -274,9 +277,7 @@ class Intercomm(InterCollectives):
         self.Free()  # type: ignore[attr-defined]
 
 
-for _name in ("Gather", "gather", "Gatherv", "Scatter", "scatter", "Scatterv", "Allgather", "allgather",
-              "Allgatherv", "Alltoall", "alltoall", "Alltoallv", "Alltoallw", "Reduce", "reduce",
-              "Reduce_scatter", "Reduce_scatter_block", "Scan", "scan", "Exscan", "exscan", "Create",
+for _name in ("Alltoallw", "Reduce_scatter", "Scan", "scan", "Exscan", "exscan", "Create",
               "Create_group", "Split", "Split_type", "Create_cart", "Create_graph", "Create_dist_graph",
               "Create_dist_graph_adjacent", "Create_intercomm", "Dup_with_info", "Ibcast", "Igather",
               "Igatherv", "Iscatter", "Iscatterv", "Iallgather", "Iallgatherv", "Ialltoall", "Ialltoallv",
