@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 
@@ -53,6 +54,18 @@ def test_resolve_targets() -> None:
     with pytest.raises(TargetError, match="host"):
         resolve_targets("n9", hosts)
     assert describe({1, 2, 3}, hosts) == "@all" and describe({1, 2}, hosts) == "@1-2"
+
+
+def test_a_target_naming_a_lost_server_says_it_was_lost_by_rank_or_host() -> None:
+    """`:attach @2` and `@host2 cmd` on a lost server said "no shell server" or "no group"."""
+    hosts, lost = {1: "n1", 3: "n3"}, {2: "n2.cluster"}
+    for spec, said in (("@2", "rank 2 was lost"), ("n2", "n2 was lost"), ("@n2", "n2 was lost"),
+                       ("@n2.cluster", "n2.cluster was lost"), ("@9", "no shell server on rank(s) 9"),
+                       ("@n9", "@n9 is no group")):
+        with pytest.raises(TargetError, match=re.escape(said)):
+            resolve_targets(spec, hosts, lost)
+    assert resolve_targets("@1+n3", hosts, lost) == {1, 3}
+    assert resolve_targets("n2", hosts, lost, excluding=True) == set()  # -x n2: nothing left out
 
 
 def test_grouped_sink_shows_identical_outputs_once() -> None:

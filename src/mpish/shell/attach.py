@@ -30,7 +30,7 @@ import sys
 import termios
 import time
 import tty
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO
 
@@ -200,14 +200,16 @@ def attach(console: Console, rank: int, command: str, keys_fd: int, screen_fd: i
     return Ended(255, 0, "no answer after the hang-up" if peer.alive else "rank lost")
 
 
-def parse(rest: str, default: frozenset[int], hosts: dict[int, str]) -> tuple[int, str]:
-    """``[@TARGET] [COMMAND]`` -> (rank, command); the target must be one server."""
+def parse(rest: str, default: frozenset[int], hosts: dict[int, str],
+          lost: Mapping[int, str] | None = None) -> tuple[int, str]:
+    """``[@TARGET] [COMMAND]`` -> (rank, command); the target must be one live server (``lost``:
+    the servers lost, rank -> host, named as such)."""
     from .ranks import describe, resolve_targets
 
     words = rest.split(None, 1)
     targets = default
     if words and words[0].startswith("@"):
-        targets = resolve_targets(words[0], hosts)
+        targets = resolve_targets(words[0], hosts, lost or {})
         rest = words[1] if len(words) > 1 else ""
     if len(targets) != 1:
         raise AttachError(
@@ -231,7 +233,7 @@ def terminal_fds(tty_stream: IO[str] | None, what: str = ":attach") -> tuple[int
 def run_builtin(console: Console, default: frozenset[int], rest: str, tty_stream: IO[str] | None,
                 err: IO[str]) -> int:
     """``:attach [@TARGET] [COMMAND]`` at the console; the program's exit status."""
-    rank, command = parse(rest, default, console.hosts)
+    rank, command = parse(rest, default, console.hosts, console.lost)
     return _run(console, rank, command, tty_stream, err)
 
 

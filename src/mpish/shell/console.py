@@ -117,6 +117,11 @@ class Console:
     def hosts(self) -> dict[int, str]:
         return {rank: peer.host for rank, peer in sorted(self.peers.items()) if peer.alive}
 
+    @property
+    def lost(self) -> dict[int, str]:
+        """The servers lost during the session (rank -> host): named as such in target errors."""
+        return {rank: peer.host for rank, peer in sorted(self.peers.items()) if peer.lost}
+
     def cwd(self, ranks: Iterable[int]) -> str:
         cwds = {self.peers[r].cwd for r in ranks if r in self.peers}
         if len(cwds) == 1:

@@ -291,8 +291,7 @@ class Repl:
         targets = self.targets
         if line.startswith("@"):
             spec, _, line = line.partition(" ")
-            lost = [rank for rank, peer in self.console.peers.items() if peer.lost]
-            targets = resolve_targets(spec, self.console.hosts, lost)
+            targets = resolve_targets(spec, self.console.hosts, self.console.lost)
             line = line.strip()
             if not line:
                 raise TargetError("no command after the targets")
@@ -361,7 +360,7 @@ class Repl:
 
     def cmd_targets(self, rest: str) -> None:
         if rest:
-            self.targets = resolve_targets(rest, self.console.hosts)
+            self.targets = resolve_targets(rest, self.console.hosts, self.console.lost)
         hosts = self.console.hosts
         print(f"targets: {describe(self.targets, hosts)} ({len(self.targets)} of {len(hosts)} servers)")
         by_host: dict[str, list[int]] = {}
@@ -404,8 +403,8 @@ class Repl:
 
     def cmd_attach(self, rest: str) -> None:
         first = rest.split(None, 1)[0] if rest.strip() else ""
-        if first and first[0] != "@" and any(first in (host, host.split(".")[0])
-                                             for host in self.console.hosts.values()):
+        named = [*self.console.hosts.values(), *self.console.lost.values()]  # a lost one: said so
+        if first and first[0] != "@" and any(first in (host, host.split(".")[0]) for host in named):
             rest = f"@{rest.lstrip()}"  # :attach n2 top, as :attach @n2 top (clush names hosts bare)
         self.last_status = attach.run_builtin(self.console, self.targets, rest, self.tty, self.err)
 

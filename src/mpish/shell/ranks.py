@@ -49,7 +49,7 @@ def format_ranks(ranks: Iterable[int]) -> str:
     return str(RangeSet(",".join(map(str, items)))) if items else ""
 
 
-def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Iterable[int] = (),
+def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Mapping[int, str] | Iterable[int] = (),
                     excluding: bool = False) -> frozenset[int]:
     """The ranks a target spec names, among the live servers ``hosts`` (rank -> host).
 
@@ -58,8 +58,11 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Iterable[int] = (
     rank on that host. A rank that is not a live server is an error, unless ``excluding``
     (``-x``): as clush -x ignores nodes that are not in the set, ranks and hosts that
     are not there are left out of nothing (a bad rank set is still an error, and so is an
-    ``@name`` that names no host, as an unknown group is in ``mpish ssh``).
+    ``@name`` that names no host, as an unknown group is in ``mpish ssh``). ``lost``: the
+    servers lost during the session (ranks, or rank -> host): a target that names only such
+    is said to be lost, not to have no server.
     """
+    lost_hosts = set(lost.values()) if isinstance(lost, Mapping) else set()
     words = spec.replace("+", " ").split()
     if not words:
         raise TargetError("no target given")
@@ -83,6 +86,9 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Iterable[int] = (
             chosen.update(ranks)
             continue
         on_host = {rank for rank, host in hosts.items() if host == name or host.split(".")[0] == name}
+        if not on_host and not excluding and any(host == name or host.split(".")[0] == name
+                                                 for host in lost_hosts):
+            raise TargetError(f"{name} was lost (its server is gone); the others still serve (@all)")
         if not on_host and word.startswith("@"):  # -x @typo left out nothing, silently
             raise TargetError(f"{word} is no group (ClusterShell's groups.conf, as for clush) and no "
                               "host of a shell server")
