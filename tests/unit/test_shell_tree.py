@@ -241,3 +241,32 @@ def test_tab_inserts_a_local_name_for_put_with_its_blanks_escaped_as_put_splits_
     assert [c.text for c in completions] == ["\\ file.txt"]
     completed = line + completions[0].text
     assert shlex.split(completed) == [":put", "my file.txt"]
+
+
+def test_a_tree_copy_writes_into_a_device_at_its_root_or_inside_and_refuses_a_fifo(tmp_path: Path) -> None:
+    """`:get -r results /dev/null` (and --rcopy, which always takes -r) renamed the part file
+    over the device node: as root, the machine's /dev/null became a regular file. As cp -r,
+    the bytes now go into it; a FIFO there is refused with one line, never replaced."""
+    source, run = tmp_path / "results", tmp_path / "run"
+    source.write_bytes(b"thrown away\n")
+    run.mkdir()
+    (run / "results").write_bytes(b"thrown away too\n")
+    null, fifo, dest = tmp_path / "null", tmp_path / "fifo", tmp_path / "dest"
+    dest.mkdir()
+    try:
+        for node in (null, dest / "results"):
+            os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root (CAP_MKNOD)")
+    os.mkfifo(fifo)
+    (tmp_path / "link").symlink_to(null)  # our link to a device, named by the user: followed
+    for final in (null, tmp_path / "link"):  # the root of the copy is the device
+        assert copy(source, final) == "", final
+    assert copy(run, dest) == ""  # a file of the tree where a device is: written into it
+    assert copy(source, fifo).endswith("it is a FIFO, not replaced (mpish writes regular files and devices "
+                                       "such as /dev/null)")
+    for node in (null, dest / "results"):
+        assert stat.S_ISCHR(os.lstat(node).st_mode) and os.lstat(node).st_rdev == os.makedev(1, 3), node
+    assert (tmp_path / "link").is_symlink() and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["dest", "fifo", "link", "null", "results", "run"]  # no part file
+    assert os.listdir(dest) == ["results"]

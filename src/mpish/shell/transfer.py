@@ -174,19 +174,23 @@ class PartFile:
     """A file being received (see the module doc); ``commit`` or ``discard`` it.
 
     ``dir_fd``: the part file and ``final`` are the name ``final.name`` inside that open
-    directory (a tree's, never reached through a link); else ``final`` is a path."""
+    directory (a tree's, never reached through a link); else ``final`` is a path. A character
+    device at ``final`` (/dev/null) is written into, as cp does, never replaced (:func:`_device`;
+    ``follow``: a link of ours or root's to one is followed, as for a path the user named: a
+    tree's root)."""
 
-    def __init__(self, final: Path, dir_fd: int | None = None, verify: bool = True) -> None:
+    def __init__(self, final: Path, dir_fd: int | None = None, verify: bool = True,
+                 follow: bool = False) -> None:
         self.final = final
         self.dir_fd = dir_fd
         self.size = 0
         self.digest: Any = new_digest(verify)  # of the bytes written
         self.device = False
+        device = _device(final) if dir_fd is None or follow else _device(final, dir_fd)
+        if device is not None:  # /dev/null and the like: written into, as cp does, never replaced
+            self.fd, self.part, self.target, self.device = device, "", str(final), True
+            return
         if dir_fd is None:
-            device = _device(final)
-            if device is not None:  # /dev/null and the like: written into, as cp does, never replaced
-                self.fd, self.part, self.target, self.device = device, "", str(final), True
-                return
             import tempfile  # here: its import (random...) costs every ssh server's start
 
             fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".mpish-part", dir=final.parent)
@@ -274,19 +278,21 @@ class PartFile:
             os.unlink(self.part, dir_fd=self.dir_fd)
 
 
-def _device(final: Path) -> int | None:
+def _device(final: Path, dir_fd: int | None = None) -> int | None:
     """A descriptor open for writing if ``final`` is a character device of root's or ours, such
     as /dev/null, or our or root's link to one (/dev/stdout); None if it is missing, a regular
     file, a directory or another link (such a link is replaced, never followed). Renaming a
     part file over /dev/null replaced the system's /dev/null with a regular file: a FIFO,
-    socket, block device or another user's device is refused."""
+    socket, block device or another user's device is refused. ``dir_fd``: ``final.name``
+    inside that directory (a tree's entry), where no link is followed."""
+    name: Path | str = final if dir_fd is None else final.name
     try:
-        info = os.lstat(final)
-        if stat.S_ISLNK(info.st_mode) and info.st_uid in (0, os.geteuid()):  # not planted by another
+        info = os.lstat(name, dir_fd=dir_fd)
+        if dir_fd is None and stat.S_ISLNK(info.st_mode) and info.st_uid in (0, os.geteuid()):  # not planted
             resolved = Path(os.path.realpath(final))  # /dev/stdout -> /proc/self/fd/1 -> /dev/pts/N
             reached = os.lstat(resolved)
             if stat.S_ISCHR(reached.st_mode) and reached.st_uid in (0, os.geteuid()):
-                final, info = resolved, reached  # written into, as cp does; else the link is replaced
+                name, info = resolved, reached  # written into, as cp does; else the link is replaced
     except FileNotFoundError:
         return None
     kinds = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFBLK: "a block device"}
@@ -300,7 +306,7 @@ def _device(final: Path) -> int | None:
         return None
     # Opened by name: what is opened must be what lstat saw (another user swapping files in a
     # shared directory between the two calls), and never block (a FIFO swapped in).
-    fd = os.open(final, os.O_WRONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK)
+    fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
     opened = os.fstat(fd)
     if (opened.st_mode, opened.st_dev, opened.st_ino, opened.st_rdev) != (
         info.st_mode, info.st_dev, info.st_ino, info.st_rdev
