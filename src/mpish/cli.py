@@ -83,13 +83,13 @@ def _main_parser() -> argparse.ArgumentParser:
 
 def _parse_main(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """The options, then the command's words (as clush: ``mpish -n 2 ls -l``)."""
-    from mpish.shell.options import copy_request, split_command
+    from mpish.shell.options import parse_copy, split_command
 
     words, command = split_command(parser, argv)
-    args = parser.parse_args(words)
+    args, copy = parse_copy(parser, argv, words, command)
+    args.copy_request = copy
     if args.np is not None and args.np < 1:
         parser.error(f"-n {args.np}: give at least one shell server")
-    args.copy_request = copy_request(parser, args, command)
     if command and args.copy_request is None:
         if args.command is not None or args.commands_from is not None:
             parser.error("give the command either with -c/-C or as the last words, not both")
@@ -217,7 +217,7 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
 
 def _parse_ssh(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """HOSTS first unless -w/-g/-a/--hostfile came before it; the words after: the command."""
-    from mpish.shell.options import copy_request, split_command
+    from mpish.shell.options import parse_copy, split_command
 
     before, after = split_command(parser, argv, 0)  # the options before the first positional word
     first, _ = parser.parse_known_args(before)
@@ -228,8 +228,8 @@ def _parse_ssh(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
         parser.error("-x/-X only leave hosts out: name the hosts first, with -w or as the first word "
                      "(mpish ssh -w 'node[1-4]' -x node3 CMD)")
     words, command = split_command(parser, argv, 0 if chosen else 1)
-    args = parser.parse_args(words)
-    args.copy_request = copy_request(parser, args, command)
+    args, copy = parse_copy(parser, argv, words, command)
+    args.copy_request = copy
     if command and args.copy_request is None:
         if args.command is not None or args.commands_from is not None:
             parser.error("give the command either with -c/-C or as the last words, not both")

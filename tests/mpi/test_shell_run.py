@@ -349,11 +349,13 @@ def test_exit_with_a_bad_argument_says_what_bash_says_and_keeps_or_ends_the_shel
 ) -> None:
     """`exit 3 4` and `exit abc` were silent (the wrapper that hides bash's "exit" hid them)."""
     lines = (b"set -u; export KEPT=yes; echo shell=$$\nexit 3 4; echo not-run\necho status=$? shell=$$\n"
-             b"exit -- 5 6\nexit abc\necho shell=$$ KEPT=$KEPT\n")
+             b"exit -- 5 6\nexit abc\necho shell=$$ KEPT=$KEPT\nfalse || exit\n(exit 4); exit --\n")
     result = run([MPISH, "-n", "1", "-C", "-"], home, tmp_path, input=lines)
     out, err = result.stdout.decode(), result.stderr.decode()
     assert err.count("bash: exit: too many arguments\nmpish: @1: exit code 1\n") == 2, err
     assert "bash: exit: abc: numeric argument required\nmpish: @1: exit code 2 (the shell exited" in err, err
+    assert "mpish: @1: exit code 1 (the shell exited" in err, err  # a bare exit: the last status, as bash
+    assert "mpish: @1: exit code 4 (the shell exited" in err, err
     first, same, other = re.findall(r"shell=(\d+)", out)
     assert first == same != other, out  # too many arguments: the shell goes on; abc: it exited
     assert "not-run" not in out and "status=1 " in out and "KEPT=yes" in out, out

@@ -223,6 +223,14 @@ def test_copy_and_rcopy_options_copy_files_and_trees_once_and_name_copies_as_clu
     done = mpish("-n", "1", "--copy", "data.bin", "--dest", str(tmp_path / "nowhere"))
     assert done.returncode == 1
     assert f"cannot write {tmp_path}/nowhere/data.bin: No such file or directory" in done.stderr, done.stderr
+    done = mpish("-n", "1", "--copy", "d", "--dest", str(tmp_path / "nowhere"))  # a tree too (not cp -r's)
+    assert done.returncode == 1 and not (tmp_path / "nowhere").exists(), done.stdout
+    assert f"cannot write {tmp_path}/nowhere: No such file or directory" in done.stderr, done.stderr
+    (tmp_path / "-lead").write_bytes(b"dash\n")  # a file named like an option, after --
+    done = mpish("-n", "2", "--copy", "--dest", str(tmp_path / "remote"), "-x", "@2", "--", "-lead")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "remote" / "-lead").read_bytes() == b"dash\n", done.stdout
+    assert "put @1: ok" in done.stdout, done.stdout
     done = mpish("-n", "1", "--rcopy", "data.bin", "--dest", "nowhere")
     assert done.returncode == 1
     assert "--rcopy: nowhere is not a directory of this machine" in done.stderr, done.stderr

@@ -136,9 +136,21 @@ def test_copy_takes_the_words_as_files_and_dest_after_them_as_clush_does(
     assert main(["-n", "2", "--copy", "a", "--dest=/x"]) == 0
     assert seen == [CopyRequest(("a", "b c"), "/tmp", False), CopyRequest(("/etc/motd",), "/srv", True),
                     CopyRequest(("a",), "/x", False)]
+    # options between and after the files are options, as clush 1.9 reads them after --copy
+    # (`-x @2` after the files copied to @2 anyway and then looked for a file '@2')
+    seen.clear()
+    monkeypatch.setattr("mpish.cli.run_main", lambda args: seen.append((args.copy_request, args.exclude,
+                                                                        args.targets)) or 0)
+    assert main(["-n", "2", "--copy", "a", "-x", "@2", "b", "--dest", "/d", "-w", "@1-2"]) == 0
+    assert main(["-n", "2", "--copy", "--", "-f", "--dest", "-x"]) == 0  # after --: files
+    assert main(["-n", "2", "--copy", "a", "-x", "@1", "--", "-b", "-c"]) == 0
+    assert seen == [(CopyRequest(("a", "b"), "/d", False), ["@2"], "@1-2"),
+                    (CopyRequest(("-f", "--dest", "-x"), "", False), [], "@all"),
+                    (CopyRequest(("a", "-b", "-c"), "", False), ["@1"], "@all")]
     for argv, said in ((["--copy"], "--copy needs the files to copy"),
                        (["--rcopy", "-c", "ls", "f"], "give no command (-c or -C)"),
-                       (["--copy", "f", "--dest"], "--dest needs a directory"),
+                       (["--copy", "f", "--dest"], "argument --dest: expected one argument"),
+                       (["--copy", "f", "--dest="], "--dest needs a directory"),
                        (["--dest", "/tmp", "ls"], "--dest goes with --copy or --rcopy"),
                        (["--copy", "--rcopy", "f"], "not allowed with argument")):
         with pytest.raises(SystemExit) as info:

@@ -10,7 +10,7 @@ import textwrap
 PROGRAM = textwrap.dedent("""
     import sys
     from mpish.shell.grouping import LiveSink, PipeGuard, Style
-    from mpish.shell.protocol import STDOUT
+    from mpish.shell.protocol import STDERR, STDOUT
 
     sys.stdin.read(1)  # the reader has left: stdout's pipe has no reader now
     calls = []
@@ -20,6 +20,7 @@ PROGRAM = textwrap.dedent("""
     guard = PipeGuard(sink)
     for _ in range(1000):
         guard.output(1, STDOUT, b"y\\n" * 4096)
+    guard.output(1, STDERR, b"an error\\n")  # stderr is still shown
     print(f"closed={guard.closed} formatted={len(calls)}", file=sys.stderr)
 """)
 
@@ -31,5 +32,5 @@ def test_output_after_the_reader_left_is_dropped_unformatted() -> None:
     child.stdout.close()  # as head does once it has its lines
     _, err = child.communicate(b"x", timeout=60)
     assert child.returncode == 0, err
-    # the first output met the EPIPE; none of the 999 after it was formatted
-    assert err.decode().strip() == "closed=True formatted=1", err
+    # the first output met the EPIPE; none of the 999 after it was formatted; stderr was shown
+    assert err.decode() == "@1: an error\nclosed=True formatted=2\n", err

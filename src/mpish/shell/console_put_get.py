@@ -8,7 +8,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO
 
 from . import console_transfer as transfer
@@ -18,7 +18,7 @@ from .options import CopyRequest
 
 PUT_USAGE = "usage: :put [-r] LOCAL [REMOTE]"
 GET_USAGE = "usage: :get [-r] REMOTE [LOCAL]"
-Keys = Callable[[], contextlib.AbstractContextManager[None]]  # Ctrl-C as a key while it runs
+Keys = Callable[[], contextlib.AbstractContextManager[object]]  # Ctrl-C as a key while it runs
 
 
 class Progress:
@@ -80,8 +80,10 @@ def parse_words(rest: str, usage: str) -> list[str]:
                          f"a shell reads them, on one line: {usage})") from None
 
 
-def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys, err: IO[str]) -> int:
-    """``:put [-r] LOCAL [REMOTE]``; 0 if every target has its verified copy, else 1."""
+def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys, err: IO[str],
+                into: bool = False) -> int:
+    """``:put [-r] LOCAL [REMOTE]``; 0 if every target has its verified copy, else 1. ``into``:
+    a tree goes to REMOTE/NAME, REMOTE being an existing directory (clush's --copy --dest)."""
     recursive, words = parse(rest, PUT_USAGE)
     local = words[0]
     is_dir = os.path.isdir(local)
@@ -99,7 +101,7 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
         try:
             if is_dir:
                 remote = words[1] if len(words) == 2 else "."
-                sent = transfer.put_tree(console, local, remote, targets, progress)
+                sent = transfer.put_tree(console, local, remote, targets, progress, into)
             else:
                 remote = words[1] if len(words) == 2 else os.path.basename(local)
                 sent = transfer.put(console, local, remote, targets, progress)
@@ -148,25 +150,46 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
 def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, keys: Keys,
                err: IO[str]) -> int:
     """``--copy``/``--rcopy`` (clush's): each source as ``:put -r``/``:get -r`` into the
-    request's directory (default: the source's own, made absolute here, as clush does), a
-    file or a tree alike; 0 if every source reached (or came from) every target, else 1."""
-    status = 0
-    for source in request.sources:
+    request's directory, which must exist (default: the source's own, made absolute here, as
+    clush does), a file or a tree alike; 0 if every source reached (or came from) every
+    target, else 1; a Ctrl-C ends the copy there (130, as cp: the later sources are not sent)."""
+    status, interrupted = 0, False
+
+    @contextlib.contextmanager
+    def watched() -> Iterator[None]:
+        nonlocal interrupted
+        with keys() as pressed:
+            try:
+                yield
+            finally:
+                interrupted = interrupted or bool(getattr(pressed, "interrupted", False))
+
+    style = Style.for_stream(err)
+    for at, source in enumerate(request.sources):
         dest = request.dest or os.path.dirname(os.path.abspath(source))
         try:
             if request.reverse:
                 if not os.path.isdir(dest):
                     raise ValueError(f"--rcopy: {dest} is not a directory of this machine (--dest names "
                                      "an existing one; the copies are NAME.<target> in it)")
-                line = shlex.join(["-r", source, dest])
-                status = max(status, get_builtin(console, targets, line, keys, err, suffixed=True))
-            else:  # a trailing / : the directory must exist on the targets (clush's --dest)
-                line = shlex.join(["-r", source, dest.rstrip("/") + "/"])
-                status = max(status, put_builtin(console, targets, line, keys, err))
+                line = shlex.join(["-r", "--", source, dest])
+                status = max(status, get_builtin(console, targets, line, watched, err, suffixed=True))
+            else:  # a trailing / and into: the directory must exist on the targets (clush's --dest)
+                if not os.path.lexists(source):
+                    raise ValueError(f"--copy: no file or directory {source!r} on this machine"
+                                     f"{'' if os.path.isabs(source) else f' (in {os.getcwd()})'}")
+                line = shlex.join(["-r", "--", source, dest.rstrip("/") + "/"])
+                status = max(status, put_builtin(console, targets, line, watched, err, into=True))
         except ValueError as exc:
-            print(Style.for_stream(err).error(f"mpish: {exc}"), file=err)
+            print(style.error(f"mpish: {exc}"), file=err)
             err.flush()
             status = 1
+        if interrupted:
+            left = len(request.sources) - at - 1
+            if left:
+                print(style.error(f"mpish: interrupted: {left} more file(s) not copied"), file=err)
+                err.flush()
+            return 130
     return status
 
 

@@ -97,9 +97,10 @@ def verifies(console: Console) -> bool:
 
 
 def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks: Iterable[int],
-             progress: Progress | None = None) -> Sent:
+             progress: Progress | None = None, into: bool = False) -> Sent:
     """Copy the local tree ``local`` to ``remote`` on ``ranks`` as ``cp -r`` does (an existing
-    directory receives it under its own name, else ``remote`` becomes the copy)."""
+    directory receives it under its own name, else ``remote`` becomes the copy); ``into``:
+    always as ``remote/NAME``, ``remote`` being an existing directory (clush --copy --dest)."""
     xfer_id = console.new_id()
     try:
         reader = TreeReader(local, xfer_id)
@@ -113,7 +114,7 @@ def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks
             files += isinstance(message, p.Entry) and message.kind == "file"
             yield message
 
-    start = p.TreePut(xfer_id, remote, source_name(os.fspath(local)))
+    start = p.TreePut(xfer_id, remote, source_name(os.fspath(local)), into)
     try:
         sent = _send(console, ranks, start, entries(), lambda aborted: p.TreeEnd(xfer_id, aborted),
                      lambda done: escape(done.error), lambda done: progress(done, 0) if progress else None,

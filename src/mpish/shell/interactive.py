@@ -338,13 +338,14 @@ class Repl:
         self.last_status = max((status_of(r) for r in results), default=0)
 
     @contextlib.contextmanager
-    def keys(self) -> Iterator[None]:
-        """Ctrl-C as a key for the duration of one operation (see InterruptKeys)."""
+    def keys(self) -> Iterator[InterruptKeys]:
+        """Ctrl-C as a key for the duration of one operation (see InterruptKeys, given: its
+        ``interrupted`` says afterwards whether Ctrl-C was typed)."""
         keys_ = InterruptKeys(self.tty)
         try:
             with keys_:
                 self.console.interrupt_key = keys_.pressed
-                yield
+                yield keys_
         finally:
             self.console.interrupt_key = None
             if keys_.interrupted:

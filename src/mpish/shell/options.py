@@ -120,33 +120,38 @@ def add_copy_options(parser: argparse.ArgumentParser) -> None:
                        "as clush: --copy /etc/motd writes /etc/motd on the targets)")
 
 
-def copy_request(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                 words: Sequence[str]) -> CopyRequest | None:
-    """``args``' copy as a :class:`CopyRequest`, ``words`` (the words after the options) being
-    its sources; None without --copy/--rcopy. ``--dest DIR`` may come after the sources, as
-    clush takes it (``--copy a b --dest /tmp``). Usage errors exit through ``parser``."""
-    if not (getattr(args, "copy", False) or getattr(args, "rcopy", False)):
+def parse_copy(parser: argparse.ArgumentParser, argv: Sequence[str], options: list[str],
+               words: Sequence[str]) -> tuple[argparse.Namespace, CopyRequest | None]:
+    """The arguments of ``options`` (the words of ``argv`` before the command ``words``), and
+    with ``--copy`` or ``--rcopy`` among them a :class:`CopyRequest` whose sources are
+    ``words``: there, as clush 1.9 reads them after --copy, options may come between and
+    after the files (``--copy a b --dest /tmp -x node3``), and ``--`` makes every later word
+    a file. Usage errors exit through ``parser``."""
+    args = parser.parse_args(options)
+    if not (args.copy or args.rcopy):
         if args.dest is not None:
             parser.error("--dest goes with --copy or --rcopy")
-        return None
+        return args, None
+    rest, literal = list(words), []  # literal: the words after a --, all files
+    if rest and len(argv) > len(rest) and argv[-len(rest) - 1] == "--":  # split_command took a --
+        rest, literal = [], rest
+    elif "--" in rest:
+        at = rest.index("--")
+        rest, literal = rest[:at], rest[at + 1 :]
+    sources: list[str] = []
+    while rest:
+        sources.append(rest[0])
+        more, rest = split_command(parser, rest[1:])  # the options up to the next file
+        options += more
+    sources += literal
+    args = parser.parse_args(options)
     if args.command is not None or args.commands_from is not None:
         parser.error("--copy/--rcopy take the files as their words: give no command (-c or -C)")
-    sources, dest, rest = [], args.dest, list(words)
-    while rest:
-        word = rest.pop(0)
-        if word == "--dest" and rest:
-            dest = rest.pop(0)
-        elif word.startswith("--dest="):
-            dest = word.partition("=")[2]
-        elif word == "--dest":
-            parser.error("--dest needs a directory")
-        else:
-            sources.append(word)
     if not sources:
         parser.error(f"--{'rcopy' if args.rcopy else 'copy'} needs the files to copy (as its last words)")
-    if dest == "":
+    if args.dest == "":
         parser.error("--dest needs a directory")
-    return CopyRequest(tuple(sources), dest or "", bool(args.rcopy))
+    return args, CopyRequest(tuple(sources), args.dest or "", bool(args.rcopy))
 
 
 def exit_status(statuses: Sequence[int], maxrc: bool) -> int:

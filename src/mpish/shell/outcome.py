@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .names import TIMEOUT_TEXT, RankNames, Result, ServerNames
+from .protocol import STDOUT
 
 if TYPE_CHECKING:
     from .grouping import OutputSink, Style
@@ -126,8 +127,8 @@ class PipeGuard:
         return f"cannot write the output: {reason}"  # a command still running was interrupted
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
-        if self._closed:  # dropped here, not formatted for /dev/null: what arrived before the
-            return  # interrupt (a flood's window, `mpish ssh -c yes | head`'s) took seconds to show
+        if self._closed and stream == STDOUT:  # dropped here, not formatted for /dev/null: what
+            return  # arrived before the interrupt (`mpish ssh -c yes | head`'s window) took seconds
         self._guard(lambda: self.sink.output(rank, stream, data))
 
     def done(self, result: Result) -> None:

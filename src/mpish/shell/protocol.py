@@ -293,11 +293,13 @@ class Completions(Frozen):
 @frozen
 class TreePut(Frozen):
     """Receive a tree (:put -r) at ``path``: an existing directory receives it as
-    ``path/name``, else ``path`` becomes the copy (as cp -r); ``name`` empty: always ``path``."""
+    ``path/name``, else ``path`` becomes the copy (as cp -r); ``name`` empty: always ``path``.
+    ``into``: always ``path/name``, ``path`` being an existing directory (--copy's --dest)."""
 
     xfer_id: int
     path: Path
     name: Path
+    into: bool = False
 
 
 @CODEC.message(24)

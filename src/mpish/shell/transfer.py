@@ -306,7 +306,8 @@ def _device(final: Path, dir_fd: int | None = None) -> int | None:
         return None
     # Opened by name: what is opened must be what lstat saw (another user swapping files in a
     # shared directory between the two calls), and never block (a FIFO swapped in).
-    fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = os.open(name, flags, dir_fd=dir_fd)
     opened = os.fstat(fd)
     if (opened.st_mode, opened.st_dev, opened.st_ino, opened.st_rdev) != (
         info.st_mode, info.st_dev, info.st_ino, info.st_rdev

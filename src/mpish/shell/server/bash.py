@@ -76,12 +76,14 @@ PS1= PS2= PS0= PS4='+ '; builtin unset PROMPT_COMMAND HISTFILE MAILPATH MAILCHEC
 builtin set +o history +H
 __mpish_status() { builtin return "$1"; }
 exit() {
+  builtin local __mpish_x=$?
   [[ ${1-} == -- ]] && builtin shift
   if (( $# )) && [[ $1 != *([[:space:]])?([-+])+([0-9])*([[:space:]]) ]]; then
     builtin printf 'bash: exit: %s: numeric argument required\n' "$1" >&2
   elif (( $# > 1 )); then
     builtin printf 'bash: exit: too many arguments\n' >&2
   fi
+  (( $# )) || builtin set -- "$__mpish_x"
   builtin exit "$@" 2>/dev/null
 }
 ulimit() {
@@ -119,7 +121,8 @@ builtin set +o history +H
 """
 # ``exit`` is wrapped to silence the "exit" an interactive bash prints on stderr; its errors
 # are then said by the wrapper, in bash's words (``exit 3 4``: too many arguments, status 1,
-# the shell goes on; ``exit abc``: numeric argument required, the shell exits with 2).
+# the shell goes on; ``exit abc``: numeric argument required, the shell exits with 2); a bare
+# ``exit`` leaves with the status of the command before it, kept before the wrapper's tests.
 # ``ulimit`` is wrapped so that the session's own bash cannot lower its open-files limit
 # below the descriptors it reports on: bash then fails to write its status (``200: Bad file
 # descriptor``) and the command never ended (a subshell's limit is its own: allowed).

@@ -85,7 +85,9 @@ class PutTree:
 
     def __init__(self, start: p.TreePut, cwd: str) -> None:
         self.xfer_id = start.xfer_id
-        self.writer = TreeWriter(tree_destination(resolve(start.path, cwd), start.name), umask())
+        target = resolve(start.path, cwd)  # into: its parent must exist, or the root entry fails
+        final = target / start.name if start.into else tree_destination(target, start.name)
+        self.writer = TreeWriter(final, umask())
         self.owed = 0  # credit not yet returned
 
     def finish(self, end: p.TreeEnd) -> p.PutDone:
