@@ -32,7 +32,10 @@ with abort notices where its blocks were due, and receives and drops what was se
 a rank that receives a notice, a block of the wrong size, or cannot fold or unpickle one,
 receives and drops the rest of the collective's records, then raises. So the failing rank
 raises, and so does every rank that waited for a block from it; nothing is left queued for
-a later call. A root outside the other group is MPI's ``ERR_ROOT`` on that rank.
+a later call. A root outside the other group is MPI's ``ERR_ROOT`` on that rank; that rank
+then takes no part (it cannot tell which record is its own), so a root value wrong on one
+rank only, which MPI calls an erroneous program, may leave the root's record queued or the
+root waiting: free the communicator after such an error.
 """
 
 from __future__ import annotations
