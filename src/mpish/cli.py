@@ -218,9 +218,19 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
 def _parse_ssh(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """HOSTS first unless -w/-g/-a/--hostfile came before it; the words after: the command."""
     from mpish.shell.options import parse_copy, split_command
+    from mpish.wire.message import replace
 
     before, after = split_command(parser, argv, 0)  # the options before the first positional word
     first, _ = parser.parse_known_args(before)
+    if first.copy or first.rcopy:  # options anywhere among the files (`--copy f -w node1`, as clush)
+        args, copy = parse_copy(parser, argv, before, after)
+        if not (args.nodes or args.groups or args.all or args.hostfiles) and copy is not None:
+            args.hosts, sources = copy.sources[0], copy.sources[1:]  # --copy HOSTS FILE...
+            if not sources:
+                parser.error("--copy/--rcopy: name the hosts (-w, or HOSTS before the files) and the files")
+            copy = replace(copy, sources=sources)
+        args.copy_request = copy
+        return args
     chosen = first.nodes or first.groups or first.all or first.hostfiles
     if not chosen and (first.exclude or first.exclude_groups) and len(after) < 2:
         # `mpish ssh -x node3 reboot` took "reboot" for the hosts; clush says "No node to run on"

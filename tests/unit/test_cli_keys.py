@@ -234,6 +234,22 @@ def test_ssh_with_only_an_exclusion_is_a_usage_error_not_a_host_named_after_the_
     assert (args.hosts, args.exclude, args.command) == ("node[1-4]", ["node3"], "uptime")
 
 
+def test_ssh_copy_takes_hosts_from_w_anywhere_or_as_the_first_word() -> None:
+    import argparse
+
+    from mpish.cli import _add_ssh, _parse_ssh
+    from mpish.shell.options import CopyRequest
+
+    parser = argparse.ArgumentParser(prog="mpish ssh")
+    _add_ssh(parser)
+    for argv, hosts, nodes in ((["--copy", "f", "g", "-w", "n1", "--dest", "/d"], None, ["n1"]),
+                               (["n[1-2]", "--copy", "f", "g", "--dest", "/d"], "n[1-2]", []),
+                               (["--copy", "n[1-2]", "f", "g", "--dest=/d"], "n[1-2]", [])):
+        args = _parse_ssh(parser, argv)
+        expected = (hosts, nodes, CopyRequest(("f", "g"), "/d", False))
+        assert (args.hosts, args.nodes, args.copy_request) == expected, argv
+
+
 def test_a_rank_beyond_n_is_refused_before_any_server_starts(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
