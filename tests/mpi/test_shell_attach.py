@@ -55,7 +55,7 @@ def test_attach_gives_a_program_the_terminal_keys_window_size_and_exit_status(
 
 def test_attach_escape_hangs_up_a_program_that_does_not_end(person: Person) -> None:
     person.prompt()
-    person.type(":attach @2 sleep 300")
+    person.type(":attach 2 sleep 300")  # a bare rank, as the help's [[@]TARGET] (it said "ONE target")
     time.sleep(1)
     person.child.send("\r~?")
     person.child.expect("~. +hang up")

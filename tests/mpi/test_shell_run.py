@@ -361,6 +361,30 @@ def test_exit_with_a_bad_argument_says_what_bash_says_and_keeps_or_ends_the_shel
     assert "not-run" not in out and "status=1 " in out and "KEPT=yes" in out, out
 
 
+def test_exit_typed_at_the_console_ends_it_with_bashs_status_for_signs_words_and_dollar_question(
+    home: Path, tmp_path: Path
+) -> None:
+    """`exit -1` and `exit +3` ran on the ranks (each shell restarted, the console stayed: the
+    next lines, meant for the user's own shell, ran on every rank); `exit abc` too."""
+    abc = "mpish: exit: abc: numeric argument required"
+    for line, status, said in (("exit -1", 255, ""), ("exit +3", 3, ""), ("logout -- 300", 44, ""),
+                               ("exit $?", 1, ""), ("exit abc", 2, abc)):
+        lines = f"false\n{line}\necho stayed\n".encode()
+        result = run([MPISH, "-n", "1", "-C", "-"], home, tmp_path, input=lines)
+        assert (result.returncode, b"stayed" in result.stdout) == (status, False), (line, result.stderr)
+        assert said in result.stderr.decode() and "shell exited" not in result.stderr.decode(), line
+
+
+def test_console_targets_read_rank_lists_as_w_and_x_do(home: Path, tmp_path: Path) -> None:
+    """`@1,@3 cmd` and `:targets @1,@3` said "bad rank range '@3'"; -x @1,@3 took them."""
+    lines = b"@1,@3 echo picked $MPISH_RANK\n:targets @1,@3\necho default $MPISH_RANK\n"
+    result = run([MPISH, "-n", "3", "-C", "-"], home, tmp_path, input=lines)
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert sorted(re.findall(r"picked (\d)", out)) == ["1", "3"], out
+    assert sorted(re.findall(r"default (\d)", out)) == ["1", "3"] and "targets: @1,3 (2 of 3" in out, out
+
+
 def test_debug_logs_from_the_console_and_its_servers_and_is_silent_otherwise(
     home: Path, tmp_path: Path
 ) -> None:

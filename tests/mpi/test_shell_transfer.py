@@ -91,8 +91,10 @@ def _hijack_attempts(base: Path, tmp_path: Path) -> None:
 
 def test_bad_timeout_and_missing_local_file_are_explained(tmp_path: Path) -> None:
     (tmp_path / "adir").mkdir()
-    done = console(tmp_path, ":timeout abc\n:put no-such-file\n:put adir\nexit\n", ranks=1)
+    os.mkfifo(tmp_path / "fifo")
+    done = console(tmp_path, ":timeout abc\n:put no-such-file\n:put adir\n:put fifo\nexit\n", ranks=1)
     err = done.stderr.decode()
+    assert "'fifo' is not a regular file (a FIFO, device or socket)" in err, err  # was: "no file 'fifo'"
     assert "'adir' is a directory on the console's machine" in err, err  # was: "no file 'adir'"
     assert "usage: :timeout SECONDS (a number, 0 = none), not 'abc'" in err, err
     assert f"no file 'no-such-file' in the console's directory {tmp_path}" in err, err
@@ -241,8 +243,8 @@ def test_lcd_moves_where_put_reads_and_get_writes_and_explains_a_bad_directory(t
     (tmp_path / "here").mkdir()
     (tmp_path / "here" / "note.txt").write_text("from here\n")
     (tmp_path / "remote").mkdir()
-    script = (f"cd {tmp_path}/remote\n:lcd here\n:put note.txt\n:lcd {tmp_path}/remote\n:lcd ../no such\n"
-              f":lcd '../no such'\n@1 :get note.txt copy.txt\nexit\n")
+    script = (f"cd {tmp_path}/remote\n:lcd -\n:lcd here\n:put note.txt\n:lcd {tmp_path}/remote\n"
+              f":lcd ../no such\n:lcd '../no such'\n@1 :get note.txt copy.txt\n:lcd -\nexit\n")
     done = console(tmp_path, script, ranks=1)
     out, err = done.stdout.decode(), done.stderr.decode()
     assert f"local directory: {tmp_path}/here\n" in out, out
@@ -251,4 +253,6 @@ def test_lcd_moves_where_put_reads_and_get_writes_and_explains_a_bad_directory(t
     assert f"  {tmp_path}/remote/copy.txt\n" in out, out
     assert "usage: :lcd [DIR] (one directory; quote a name with blanks)" in err, err
     assert ":lcd: ../no such: No such file or directory (on the console's machine)" in err, err
+    assert ":lcd: no previous local directory" in err, err  # :lcd - before any :lcd
+    assert out.endswith(f"local directory: {tmp_path}/here\n"), out  # :lcd -: back to the one before
     assert "Errno" not in err and "Traceback" not in err

@@ -161,3 +161,19 @@ def test_the_tail_shown_after_a_ctrl_c_starts_at_a_line_even_one_that_starts_on_
         spool.write(data)
         assert spool.keep_tail(10) == start == spool.start, data
         spool.close()
+
+
+@pytest.mark.parametrize(("labels", "lines", "said"), [
+    (True, False, b"each line labelled with its server, as -L;"),
+    (False, False, b"unlabelled (-N);"),
+    (True, True, b"no longer in server order, each line labelled with its server;"),
+])
+def test_the_notice_says_how_the_rest_is_shown_in_the_mode_asked(
+    labels: bool, lines: bool, said: bytes
+) -> None:
+    """Under -N it promised labels (as -L) and showed none; under -L it said "as -L"."""
+    out, err = io.BytesIO(), io.BytesIO()
+    sink = GroupedSink(out, err, Style(), limit=4, labels=labels, lines=lines)
+    sink.output(1, p.STDOUT, b"12345\n")
+    assert said in err.getvalue(), err.getvalue()
+    assert out.getvalue() == (b"@1: 12345\n" if labels else b"12345\n")

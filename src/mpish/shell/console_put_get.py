@@ -90,6 +90,9 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     if is_dir and not recursive:
         raise ValueError(f"{local!r} is a directory on the console's machine: "
                          f"use :put -r {shlex.quote(local)} to copy it and what it holds")
+    if not is_dir and os.path.exists(local) and not os.path.isfile(local):  # as scp says it
+        raise ValueError(f"{local!r} is not a regular file (a FIFO, device or socket): :put copies "
+                         "regular files, and directories with -r")
     if not is_dir and not os.path.isfile(local):
         where = f" in the console's directory {os.getcwd()} (not the targets')"
         where = "" if os.path.isabs(local) else where
@@ -165,6 +168,11 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
                 interrupted = interrupted or bool(getattr(pressed, "interrupted", False))
 
     style = Style.for_stream(err)
+    if request.reverse and request.dest and not os.path.isdir(request.dest):  # said once, not per file
+        print(style.error(f"mpish: --rcopy: {request.dest} is not a directory of this machine (--dest "
+                          "names an existing one; the copies are NAME.<target> in it)"), file=err)
+        err.flush()
+        return 1
     for at, source in enumerate(request.sources):
         dest = request.dest or os.path.dirname(os.path.abspath(source))
         try:

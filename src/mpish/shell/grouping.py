@@ -209,10 +209,11 @@ class GroupedSink(_TerminalSink):
 
     def _give_way(self) -> None:
         """Past the limit: say so once, show what was gathered as labelled lines, go live."""
+        how = "each line labelled with its server" if self.labels else "unlabelled (-N)"
+        how = f"no longer in server order, {how}" if self.lines else f"{how}, as -L" if self.labels else how
         self.err.write(self.style.error(
             f"mpish: more than {self.limit / 2**20:g} MiB of output gathered: the rest is shown as it "
-            f"comes, each line labelled with its server (as -L); --gather-limit MIB raises the limit "
-            f"(0: none)").encode() + b"\n")
+            f"comes, {how}; --gather-limit MIB raises the limit (0: none)").encode() + b"\n")
         self.err.flush()
         self.live = LiveSink(self.out, self.out if self.merge_stderr else self.err, self.style, self.names,
                              labels=self.labels)

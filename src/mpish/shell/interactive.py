@@ -52,7 +52,7 @@ third SIGKILL, and the shell is then restarted from the state before the command
                           over ssh, as clush --rcopy); the paths written are printed
   @TARGETS :put|:get ...  a transfer for other targets
   :lcd [DIR]              change the console's own directory (where :put reads and :get
-                          writes; default: your home), and show it
+                          writes; default: your home; -: the one before), and show it
   :timeout [SECONDS]      show or set the per-command timeout (0 = none)
   :mode [MODE]            grouped: identical outputs once (clush -b), lines: each line
                           prefixed (-L), live: as it comes (-v), json: one object per target
@@ -189,6 +189,15 @@ def builtin_name(line: str) -> str:
     return named.group(1) if named else ""
 
 
+def target_words(spec: str) -> str:
+    """A target spec with its node sets and groups expanded (``@node[1-2]``, ``@1,@3``, as
+    ``-w`` and ``-x`` read them: nodes.expand_target_words), for resolve_targets."""
+    from .nodes import expand_target_words
+
+    words = expand_target_words(spec)  # its first word may keep its @ (nodes.py)
+    return words if words.startswith("@") else "@" + words
+
+
 class Repl:
     """Read commands, run them on the targets, show their output as the command line's
     output options say (``output``: -b -B -L -N -q --json --label, :mode changes its kind),
@@ -208,6 +217,7 @@ class Repl:
         self.tty: IO[str] | None = None
         self.typed_ahead = TypedAhead()
         self.raw = False  # remote output shown unfiltered (screen.py)
+        self.old_lcd: str | None = None  # the console's directory before the last :lcd (:lcd -)
         self.report = report.Reporter(paint=Style.for_stream(sys.stderr).error)  # messages, not output
 
     def prompt(self) -> str:
@@ -236,9 +246,9 @@ class Repl:
                 return 0
             if line.rstrip() in ("exit", "logout"):  # as bash's: the last command's status
                 break
-            ended = re.fullmatch(r"(?:exit|logout)\s+(\d{1,9})\s*", line)
-            if ended:  # as bash's exit N: the session ends with that status
-                return int(ended.group(1)) & 0xFF
+            ended = self._exit_status(line)
+            if ended is not None:  # as bash's exit N: the session ends with that status
+                return ended
             try:
                 line = self._whole(reader, line)
             except KeyboardInterrupt:  # the block is dropped, as bash drops it
@@ -249,6 +259,24 @@ class Repl:
                 self.report.say(str(exc))
                 self.last_status = 1
         return self.last_status  # exit, or the end of input: the last command's, as bash's
+
+    def _exit_status(self, line: str) -> int | None:
+        """The console's status for ``exit N`` (``logout N``) typed alone, as bash's: N modulo 256
+        (``exit -1``: 255, ``exit +3``: 3), ``exit $?`` the last command's; a plain word that is
+        no number is bash's "numeric argument required" (status 2). None: not such a line (it
+        runs on the targets: ``exit 3 4``, ``exit $rc``, inside a compound)."""
+        ended = re.fullmatch(r"(?:exit|logout)\s+(?:--\s+)?([\w.+$?-]+)\s*", line)
+        if ended is None:
+            return None
+        word = ended.group(1)
+        if re.fullmatch(r"[-+]?\d{1,18}", word):
+            return int(word) & 0xFF
+        if word == "$?":
+            return self.last_status
+        if "$" in word:
+            return None
+        self.report.say(f"exit: {word}: numeric argument required")
+        return 2
 
     def _whole(self, reader: LineReader, line: str) -> str:
         """The line and those bash would read after it as one command (an open ``if``, quote,
@@ -291,7 +319,7 @@ class Repl:
         targets = self.targets
         if line.startswith("@"):
             spec, _, line = line.partition(" ")
-            targets = resolve_targets(spec, self.console.hosts, self.console.lost)
+            targets = resolve_targets(target_words(spec), self.console.hosts, self.console.lost)
             line = line.strip()
             if not line:
                 raise TargetError("no command after the targets")
@@ -361,7 +389,7 @@ class Repl:
 
     def cmd_targets(self, rest: str) -> None:
         if rest:
-            self.targets = resolve_targets(rest, self.console.hosts, self.console.lost)
+            self.targets = resolve_targets(target_words(rest), self.console.hosts, self.console.lost)
         hosts = self.console.hosts
         print(f"targets: {describe(self.targets, hosts)} ({len(self.targets)} of {len(hosts)} servers)")
         by_host: dict[str, list[int]] = {}
@@ -405,7 +433,9 @@ class Repl:
     def cmd_attach(self, rest: str) -> None:
         first = rest.split(None, 1)[0] if rest.strip() else ""
         named = [*self.console.hosts.values(), *self.console.lost.values()]  # a lost one: said so
-        if first and first[0] != "@" and any(first in (host, host.split(".")[0]) for host in named):
+        ranks = [*self.console.hosts, *self.console.lost]
+        if first and first[0] != "@" and (any(first in (host, host.split(".")[0]) for host in named)
+                                          or (first.isdigit() and int(first) in ranks)):  # :attach 2
             rest = f"@{rest.lstrip()}"  # :attach n2 top, as :attach @n2 top (clush names hosts bare)
         self.last_status = attach.run_builtin(self.console, self.targets, rest, self.tty, self.err)
 
@@ -420,10 +450,16 @@ class Repl:
         if len(words) > 1:
             raise ValueError("usage: :lcd [DIR] (one directory; quote a name with blanks)")
         where = os.path.expanduser(words[0] if words else "~")
+        if where == "-":  # as cd -: back where :lcd was before
+            if self.old_lcd is None:
+                raise ValueError(":lcd: no previous local directory (:lcd - goes back after an :lcd)")
+            where = self.old_lcd
+        before = os.getcwd()
         try:
             os.chdir(where)
         except OSError as exc:
             raise ValueError(f":lcd: {where}: {exc.strerror} (on the console's machine)") from None
+        self.old_lcd = before
         print(f"local directory: {os.getcwd()}")
         sys.stdout.flush()
         self.last_status = 0

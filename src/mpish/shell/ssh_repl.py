@@ -13,14 +13,6 @@ from .interactive import Repl
 from .names import HostNames, fold_hosts
 
 
-def expand_target_words(spec: str) -> str:
-    """Node sets in a target spec (``@node[1-2]``, ``host1,host3``) as ``+``-joined words, which
-    :func:`~mpish.shell.ranks.resolve_targets` reads (a host with or without ``@``)."""
-    from mpish.shell.nodes import expand_target_words as expand
-
-    return expand(spec)
-
-
 class SshRepl(Repl):
     """The MPI shell's Repl, with hosts instead of ranks in the prompt, targets and output."""
 
@@ -39,16 +31,6 @@ class SshRepl(Repl):
         """Host names (folded as a node set) for the console's messages."""
         hosts = self.console.hosts
         return fold_hosts([hosts[r] for r in ranks if r in hosts])
-
-    def handle(self, line: str) -> None:
-        if line.startswith("@"):
-            spec, _, rest = line.partition(" ")
-            words = expand_target_words(spec)  # its first word may keep its @ (nodes.py)
-            line = f"{words if words.startswith('@') else '@' + words} {rest}"
-        super().handle(line)
-
-    def cmd_targets(self, rest: str) -> None:
-        super().cmd_targets(expand_target_words(rest) if rest else rest)
 
     def names(self) -> HostNames:
         peers = self.console.peers
