@@ -252,6 +252,9 @@ def test_t_is_ssh_connect_timeout_and_identical_failures_fold(
     assert failures == ["silent[1-3] (3): host unreachable: ssh could not connect. Check the name, that "
                         f"sshd runs there and the network/ProxyJump path (`ssh -F{config} %h true`)."]
     assert "banner exchange" in done.stderr
+    # ssh's own words, below, are as ssh wrote them for the first host (%h was put into them)
+    assert "--- ssh stderr of silent1 (the others' the same, of their own name) ---\n" in done.stderr
+    assert "%h" not in done.stderr.partition("--- ssh stderr of")[2], done.stderr
 
 
 def test_o_takes_a_value_that_starts_with_a_dash(sshd: SshServer) -> None:

@@ -139,6 +139,9 @@ class HostNames:
         return {"rank": result.rank, "host": result.host}
 
 
+_SSH_STDERR = "\n--- ssh stderr ---\n"  # what transport/ssh.py puts before ssh's own stderr
+
+
 def fold_reasons(failed: Mapping[str, str]) -> list[str]:
     """``host: why`` per failed host, identical reasons once under a node set.
 
@@ -153,6 +156,10 @@ def fold_reasons(failed: Mapping[str, str]) -> list[str]:
     lines = []
     for key, hosts in by_reason.items():
         why = key.replace("%h", hosts[0]) if len(hosts) == 1 else key
+        ours, marker, theirs = why.partition(_SSH_STDERR)
+        if marker and len(hosts) > 1:  # ssh's own words stay as ssh wrote them, for the first host
+            why = f"{ours}\n--- ssh stderr of {hosts[0]} (the others' the same, of their own name) ---\n"
+            why += theirs.replace("%h", hosts[0])
         count = f" ({len(hosts)})" if len(hosts) > 1 else ""
         lines.append(f"{fold_hosts(hosts)}{count}: {why}")
     return lines
