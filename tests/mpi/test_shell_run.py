@@ -234,7 +234,7 @@ def test_a_server_killed_by_a_signal_leaves_the_others_serving(
     """
     commands = tmp_path / "commands"
     first = 'if [ "$MPISH_RANK" = 2 ]; then kill -9 $PPID; fi; sleep 1; echo a-$MPISH_RANK $PPID'
-    commands.write_text(f"{first}\necho b-$MPISH_RANK\n")
+    commands.write_text(f"{first}\necho b-$MPISH_RANK\n@2 true\n:targets\n")
     argv = [MPISH, "-n", "3", "-C", str(commands)]
     if launcher != "embedded":
         argv = [*mpiexec("-n", "4", *KEEP_GOING), MPISH, "-C", str(commands)]
@@ -246,6 +246,8 @@ def test_a_server_killed_by_a_signal_leaves_the_others_serving(
         assert re.search(rf"^{line}\b", out, re.MULTILINE), (out, err)
     assert "a-2" not in out and "b-2" not in out
     assert out.index("a-3") < out.index("b-1")
+    assert "mpish: rank 2 was lost (its server is gone); the others still serve (@all)" in err, err
+    assert "  lost: @2 (their servers are gone)\n" in out, out  # :targets names it
     ours = [line for line in err.splitlines() if line.startswith("mpish: ")]
     assert ours[-1] == "mpish: rank 2 was lost, so MPI cannot end the job normally; aborting it", err
     assert result.returncode != 0

@@ -397,6 +397,8 @@ class Repl:
             by_host.setdefault(host, []).append(rank)
         for host, ranks in sorted(by_host.items()):
             print(f"  {host}: @{format_ranks(ranks)}")
+        if self.console.lost:
+            print(f"  lost: {describe(self.console.lost, ())} (their servers are gone)")
         for reason in self.console.session.refused.values():
             print(f"  refused: {reason}")
         sys.stdout.flush()
