@@ -439,3 +439,10 @@ def test_ulimit_n_below_the_shells_own_descriptors_is_refused_in_one_line_not_a_
     assert result.stdout.decode().splitlines()[-3:] == ["next", "5", "1000"], result.stdout
     err = result.stderr.decode()  # the second: -n 100 applied, then -n 500 failed, leaving 100
     assert err.count("\n") == 2 and err.count("bash: ulimit: an open-files limit below 203") == 2, err
+
+
+def test_reconnect_is_refused_in_one_line_over_mpi(home: Path, tmp_path: Path) -> None:
+    done = run([MPISH, "-n", "1", "-C", "-"], home, tmp_path, input=b":reconnect\n")
+    assert done.returncode == 1
+    assert done.stderr.decode() == ("mpish: :reconnect is for mpish ssh: an MPI rank that was lost cannot be "
+                                    "started again in its job (start a new session)\n")

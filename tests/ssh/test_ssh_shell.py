@@ -218,3 +218,16 @@ def test_C_runs_the_lines_of_a_file_or_of_stdin_as_the_mpi_shells_C(sshd: SshSer
     assert done.returncode == 2
     missing = tmp_path / "missing"
     assert done.stderr == f"mpish: cannot read commands from {missing}: No such file or directory\n"
+
+
+def test_reconnect_brings_a_lost_host_back_as_the_same_rank_with_a_new_shell(sshd: SshServer) -> None:
+    """A host whose server died stayed out of the session for good; clush's next command reaches it."""
+    script = ("export KEEP=1\n[ $MPISH_RANK = 2 ] && kill -9 $PPID; true\n@host2 true\n:reconnect\n"
+              ":reconnect\necho back-$MPISH_RANK KEEP=${KEEP:-gone}\n")
+    done = mpish_ssh(sshd, "host[1-2]", "-C", "-", input=script)
+    assert done.returncode == 0, done.stderr
+    assert "mpish: host2 was lost (its server is gone)" in done.stderr, done.stderr  # before :reconnect
+    assert "host2: reconnected, with a new shell" in done.stdout, done.stdout
+    assert "nothing to reconnect: no host was lost" in done.stdout, done.stdout
+    assert "back-1 KEEP=1" in done.stdout and "back-2 KEEP=gone" in done.stdout, done.stdout  # rank 2 again
+

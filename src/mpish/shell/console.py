@@ -122,6 +122,15 @@ class Console:
         """The servers lost during the session (rank -> host): named as such in target errors."""
         return {rank: peer.host for rank, peer in sorted(self.peers.items()) if peer.lost}
 
+    def rejoin(self, ranks: Iterable[int]) -> list[int]:
+        """Take back the session's new servers of these lost ranks (ssh's reconnect), idle."""
+        back = [rank for rank in ranks if rank in self.session.peers and self.session.peers[rank].ready]
+        for rank in back:
+            self.peers[rank] = self.session.peers[rank]
+            self.machines[rank] = Machine(CONSOLE, ConsoleState.IDLE)
+            self._owed.pop(rank, None)
+        return back
+
     def cwd(self, ranks: Iterable[int]) -> str:
         cwds = {self.peers[r].cwd for r in ranks if r in self.peers}
         if len(cwds) == 1:

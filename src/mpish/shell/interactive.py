@@ -62,6 +62,8 @@ third SIGKILL, and the shell is then restarted from the state before the command
                           its own, as ssh -t: keys, window size and Ctrl-C/Ctrl-Z go to it;
                           back here with its exit status when it ends. Escapes, after
                           Enter: ~. hang up (end it), ~? help, ~~ a ~
+  :reconnect [HOSTS]      mpish ssh: connect again to hosts that were lost (default: all of
+                          them), each with a new shell
   :help                   this text
   :quit, exit, Ctrl-D     end the session (:quit with status 0, exit and Ctrl-D with the
                           last command's, as bash; exit N with N)
@@ -465,6 +467,28 @@ class Repl:
         print(f"local directory: {os.getcwd()}")
         sys.stdout.flush()
         self.last_status = 0
+
+    def cmd_reconnect(self, rest: str) -> None:
+        reconnect = getattr(self.console.session, "reconnect", None)
+        if reconnect is None:
+            raise ValueError(":reconnect is for mpish ssh: an MPI rank that was lost cannot be started "
+                             "again in its job (start a new session)")
+        lost = self.console.lost
+        ranks = sorted(resolve_targets(target_words(rest), lost) if rest else lost)
+        if not ranks:
+            print("nothing to reconnect: no host was lost")
+            sys.stdout.flush()
+            return
+        failed = reconnect(ranks)
+        back = self.console.rejoin(ranks)
+        self.targets |= frozenset(back)
+        for rank in back:
+            print(f"{self.console.peers[rank].host}: reconnected, with a new shell (the lost one's cwd, "
+                  "variables and functions are gone)")
+        sys.stdout.flush()
+        for rank, why in sorted(failed.items()):
+            self.report.say(f"{lost[rank]}: not reconnected: {why}")
+        self.last_status = 1 if failed else 0
 
     def cmd_quit(self, rest: str) -> None:  # handled in loop(); here for :help discoverability
         del rest

@@ -86,6 +86,30 @@ class SshSession(Session):
         # ranks whose code was followed by ``first``, and their answers before every host greeted
         self.sent_first: list[int] = [] if sent_first is None else sent_first
         self.early: list[tuple[int, Event, object]] = [] if early is None else early
+        # how the hosts were reached (start_ssh_session), to reach a lost one again (reconnect)
+        self.connect_args: tuple[Sequence[str], Sequence[str], float] = (("python3",), (), 30.0)
+
+    def reconnect(self, ranks: Sequence[int]) -> dict[int, str]:
+        """Connect again to the hosts of these lost ranks, each as the same rank, with a new
+        shell server (its shell starts afresh: the old one's cwd and variables are gone with
+        it); rank -> why for those that could not join (the others are ready in ``peers``)."""
+        python, ssh_options, connect_timeout = self.connect_args
+        hosts = {rank: self.peers[rank].host for rank in ranks}
+        deadlines: dict[int, float] = {}
+        for rank, host in hosts.items():
+            self.link.remove(rank)
+            process = self.processes.pop(rank, None)
+            if process is not None:
+                process.close(wait=1.0)
+            del self.peers[rank]
+            self.failed.pop(host, None)
+            if _connect(self, rank, host, python, ssh_options, connect_timeout):
+                deadlines[rank] = time.monotonic() + connect_timeout + HELLO_TIMEOUT_SLACK
+                with contextlib.suppress(MpishError):  # a pipe that ended: failed below
+                    self.link.links[rank].send_raw(ship.payload(REMOTE_ENTRY, also=REMOTE_ALSO))
+        _await_hellos(self, deadlines, lambda: None, lambda: False)
+        return {rank: self.failed.get(host, "it did not join") for rank, host in hosts.items()
+                if rank not in self.peers}
 
     def lost(self, rank: int, why: str) -> None:
         """MultiLink's report that a host's pipe ended: mark it lost, say why (once)."""
@@ -176,6 +200,7 @@ def start_ssh_session(
     session = SshSession(MultiLink({}), {}, processes={}, failed={}, err=err, report_losses=report_losses)
     session.link.on_lost = session.lost
     session.link.size = len(hosts) + 1
+    session.connect_args = (python, ssh_options, connect_timeout)
     pending = list(enumerate(hosts, 1))
     deadlines: dict[int, float] = {}  # rank -> when its connection attempt gives up
 

@@ -323,6 +323,14 @@ class MultiLink:
         self._poller.register(link.read_fd, select.POLLIN)
         self.size = max(self.size, rank + 1)
 
+    def remove(self, rank: int) -> None:
+        """Stop watching a peer (a lost host, before it is connected again as the same rank)."""
+        link = self.links.pop(rank, None)
+        if link is not None and self._by_fd.pop(link.read_fd, None) is not None:
+            with contextlib.suppress(KeyError):  # a lost peer's may be gone already
+                self._poller.unregister(link.read_fd)
+        self.lost.pop(rank, None)
+
     def send_all(self, dest: int, records: list[bytes | bytearray] | list[bytearray]) -> None:
         with self._sending(dest) as link:
             link.send_all(dest, records)
