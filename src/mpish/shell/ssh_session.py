@@ -107,7 +107,15 @@ class SshSession(Session):
                 deadlines[rank] = time.monotonic() + connect_timeout + HELLO_TIMEOUT_SLACK
                 with contextlib.suppress(MpishError):  # a pipe that ended: failed below
                     self.link.links[rank].send_raw(ship.payload(REMOTE_ENTRY, also=REMOTE_ALSO))
-        _await_hellos(self, deadlines, lambda: None, lambda: False)
+        try:
+            _await_hellos(self, deadlines, lambda: None, lambda: False)
+        except KeyboardInterrupt:  # Ctrl-C while they connect: those not greeted yet are given up
+            for rank, host in hosts.items():
+                if rank in self.peers and not self.peers[rank].ready:
+                    self.link.remove(rank)
+                    self.processes.pop(rank).close(wait=1.0)
+                    del self.peers[rank]
+                    self.failed[host] = "interrupted while connecting"
         return {rank: self.failed.get(host, "it did not join") for rank, host in hosts.items()
                 if rank not in self.peers}
 
