@@ -351,7 +351,7 @@ def test_exit_with_a_bad_argument_says_what_bash_says_and_keeps_or_ends_the_shel
 ) -> None:
     """`exit 3 4` and `exit abc` were silent (the wrapper that hides bash's "exit" hid them)."""
     lines = (b"set -u; export KEPT=yes; echo shell=$$\nexit 3 4; echo not-run\necho status=$? shell=$$\n"
-             b"exit -- 5 6\nexit abc\necho shell=$$ KEPT=$KEPT\nfalse || exit\n(exit 4); exit --\n")
+             b"exit -- 5 6\ntrue && exit abc\necho shell=$$ KEPT=$KEPT\nfalse || exit\n(exit 4); exit --\n")
     result = run([MPISH, "-n", "1", "-C", "-"], home, tmp_path, input=lines)
     out, err = result.stdout.decode(), result.stderr.decode()
     assert err.count("bash: exit: too many arguments\nmpish: @1: exit code 1\n") == 2, err
@@ -370,7 +370,8 @@ def test_exit_typed_at_the_console_ends_it_with_bashs_status_for_signs_words_and
     next lines, meant for the user's own shell, ran on every rank); `exit abc` too."""
     abc = "mpish: exit: abc: numeric argument required"
     for line, status, said in (("exit -1", 255, ""), ("exit +3", 3, ""), ("logout -- 300", 44, ""),
-                               ("exit $?", 1, ""), ("exit abc", 2, abc)):
+                               ("exit $?", 1, ""), ("exit --", 1, ""), ("exit 9223372036854775807", 255, ""),
+                               ("exit abc", 2, abc)):
         lines = f"false\n{line}\necho stayed\n".encode()
         result = run([MPISH, "-n", "1", "-C", "-"], home, tmp_path, input=lines)
         assert (result.returncode, b"stayed" in result.stdout) == (status, False), (line, result.stderr)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 from ssh_util import SRC, mpish_ssh
 from sshd_server import SshServer
 
-from terminal import Person
+from terminal import Person, at_terminal
 
 
 def test_c_groups_four_hosts_and_each_host_is_its_rank(sshd: SshServer) -> None:
@@ -220,14 +222,52 @@ def test_C_runs_the_lines_of_a_file_or_of_stdin_as_the_mpi_shells_C(sshd: SshSer
     assert done.stderr == f"mpish: cannot read commands from {missing}: No such file or directory\n"
 
 
-def test_reconnect_brings_a_lost_host_back_as_the_same_rank_with_a_new_shell(sshd: SshServer) -> None:
-    """A host whose server died stayed out of the session for good; clush's next command reaches it."""
-    script = ("export KEEP=1\n[ $MPISH_RANK = 2 ] && kill -9 $PPID; true\n@host2 true\n:reconnect\n"
-              ":reconnect\necho back-$MPISH_RANK KEEP=${KEEP:-gone}\n")
-    done = mpish_ssh(sshd, "host[1-2]", "-C", "-", input=script)
-    assert done.returncode == 0, done.stderr
-    assert "mpish: host2 was lost (its server is gone)" in done.stderr, done.stderr  # before :reconnect
-    assert "host2: reconnected, with a new shell" in done.stdout, done.stdout
-    assert "nothing to reconnect: no host was lost" in done.stdout, done.stdout
-    assert "back-1 KEEP=1" in done.stdout and "back-2 KEEP=gone" in done.stdout, done.stdout  # rank 2 again
+def test_reconnect_brings_a_lost_host_back_as_the_same_rank_with_a_new_shell(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """A host whose server died stayed out of the session for good (clush's next command would
+    reach it). A failed :reconnect leaves it lost and can be tried again (that was a KeyError);
+    a host chosen out of the targets before it was lost stays out of them when it is back."""
+    config = tmp_path / "ssh_config"  # host2 made unreachable, then reachable again, from the session
+    include = f"Include {sshd.ssh_options[1]}\n"
+    config.write_text(include)
+    unreachable = shlex.quote(f"Host host2\n  Port 1\n\n{include}")
+    script = "\n".join([
+        "export KEEP=1", ":targets host1", "@all [ $MPISH_RANK = 2 ] && kill -9 $PPID; true", "@host2 true",
+        f"printf %s {unreachable} > {config}", ":reconnect", ":targets",
+        f"printf %s {shlex.quote(include)} > {config}", ":reconnect host1", ":reconnect host2", ":reconnect",
+        "echo chosen-$MPISH_RANK", "@all echo back-$MPISH_RANK KEEP=${KEEP:-gone}", ""])
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", f"-F {config}", "--python", sys.executable,
+            "host[1-2]", "-C", "-"]
+    done = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1"), check=False)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 0, err
+    assert "mpish: host2 was lost (its server is gone)" in err, err  # before :reconnect
+    assert "host2: not reconnected: host unreachable" in err and "port 1: Connection refused" in err, err
+    assert "  lost: @2 (host2): its server is gone" in out, out
+    assert "@1 (host1): connected, not lost" in err, err
+    assert out.count("host2: reconnected, with a new shell") == 1, out
+    assert "nothing to reconnect: no host was lost" in out, out
+    assert "chosen-1" in out and "chosen-2" not in out, out  # the targets chosen before stay so
+    assert "back-1 KEEP=1" in out and "back-2 KEEP=gone" in out, out  # rank 2 again, a new shell
 
+
+def test_at_a_terminal_a_console_whose_every_host_was_lost_stays_for_reconnect(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """`mpish ssh host1` whose one server died ended the session at once, where :reconnect
+    (the README's remedy, and a dropped network's) could not be typed."""
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
+    argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", sys.executable, "host1"]
+    with at_terminal(sys.executable, argv, env, str(tmp_path)) as person:
+        person.prompt()
+        screen = person.run("kill -9 $PPID")
+        assert "host1: the remote side ended while in use" in screen, screen
+        screen = person.run("echo lost")
+        assert "every host was lost: :reconnect brings them back (or :quit)" in screen, screen
+        screen = person.run(":reconnect")
+        assert "host1: reconnected, with a new shell" in screen, screen
+        assert "reached-1" in person.run("echo reached-$MPISH_RANK"), screen
+        person.type(":quit")
+        person.child.expect(pexpect.EOF)

@@ -217,7 +217,7 @@ class Intercomm(InterCollectives):
         if role == "send":
             self._send_all(lambda: byte_view(buf, writable=False))
         elif role == "receive":
-            self._recv_from_root(buf, root)  # the root's record is dropped if ``buf`` is wrong
+            self._recv_or_drop(buf, root)  # the root's record is dropped if ``buf`` is wrong
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
         role = self._root_role(root)

@@ -101,6 +101,7 @@ class InterCollectives:
     _coll: Lane
     _c_recv_into: Any
     _c_recv_bytes: Any
+    _recv_or_drop: Any  # collectives.py: this rank's block from ``root``, dropped if the buffer is wrong
     _root_role: Any  # intercomm.py: "send" (this rank is the root), "receive" (the root is remote), "none"
 
     # -- building blocks
@@ -164,15 +165,6 @@ class InterCollectives:
             raise
         self._coll.send(data, root, COLL_TAG)
 
-    def _recv_from_root(self, recvbuf: Any, root: int) -> None:
-        """This rank's block from the root in the other group; dropped if ``recvbuf`` is wrong."""
-        try:
-            sink = byte_view(recvbuf, writable=True)
-        except Exception:
-            self._coll.recv(root, MPI.ANY_TAG, None)
-            raise
-        self._c_recv_into(sink, root)
-
     def _failed_exchange(self) -> None:
         """This rank's arguments were wrong: take part with abort notices (the caller raises)."""
         with contextlib.suppress(Exception):
@@ -221,7 +213,7 @@ class InterCollectives:
         if role == "send":
             self._send_each(blocks)
         elif role == "receive":
-            self._recv_from_root(recvbuf, root)
+            self._recv_or_drop(recvbuf, root)  # collectives.py: dropped if recvbuf is wrong
 
     def Scatter(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
         n = self._coll.size

@@ -122,14 +122,16 @@ class Console:
         """The servers lost during the session (rank -> host): named as such in target errors."""
         return {rank: peer.host for rank, peer in sorted(self.peers.items()) if peer.lost}
 
-    def rejoin(self, ranks: Iterable[int]) -> list[int]:
-        """Take back the session's new servers of these lost ranks (ssh's reconnect), idle."""
-        back = [rank for rank in ranks if rank in self.session.peers and self.session.peers[rank].ready]
-        for rank in back:
+    def reconnect(self, ranks: Iterable[int]) -> dict[int, str]:
+        """ssh: connect again to these lost ranks' hosts (SshSession.reconnect), each back idle
+        with a new server; rank -> why for those that could not (they stay lost)."""
+        hosts = {rank: self.peers[rank].host for rank in ranks}
+        failed: dict[int, str] = self.session.reconnect(hosts, others=self._step)  # type: ignore[attr-defined]
+        for rank in hosts.keys() - failed.keys():
             self.peers[rank] = self.session.peers[rank]
             self.machines[rank] = Machine(CONSOLE, ConsoleState.IDLE)
             self._owed.pop(rank, None)
-        return back
+        return failed
 
     def cwd(self, ranks: Iterable[int]) -> str:
         cwds = {self.peers[r].cwd for r in ranks if r in self.peers}

@@ -52,19 +52,23 @@ class _Greeter:
 
 
 def await_hellos(session: Session, greeted: Greeted, failed: Failed, deadline: Callable[[int], float],
-                 tick: Callable[[], bool] = lambda: False, early: Deliver | None = None) -> None:
+                 tick: Callable[[], bool] = lambda: False, early: Deliver | None = None,
+                 others: Deliver | None = None) -> None:
     """Until every server has sent its Hello or failed (``failed`` must mark it not alive).
 
     ``tick`` is called in every round; True while it has more servers to start. ``early``
     gets what a greeted server sends after its Hello (the answers to a Run sent with its
     code, ``mpish ssh -c``), to hand to the console in order; without it they go through
-    the table (a server says nothing before it is asked)."""
+    the table (a server says nothing before it is asked). ``others`` gets what servers
+    greeted before this call send meanwhile (ssh's reconnect: the live hosts' late records)."""
     machines: dict[int, Machine[ConsoleState]] = {}
     greeter = _Greeter(greeted, failed)
 
     def step(rank: int, event: Event, payload: object) -> None:
         machine = machines.get(rank)
         if machine is None:
+            if others is not None:
+                others(rank, event, payload)
             return
         if early is not None and machine.state is not ConsoleState.GREETING:
             early(rank, event, payload)

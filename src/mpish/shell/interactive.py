@@ -11,7 +11,7 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
 
@@ -25,7 +25,7 @@ from .console import Console
 from .continuation import Block
 from .grouping import GroupedSink, Style, make_sink, status_lines
 from .keyboard import InterruptKeys, TypedAhead
-from .names import RankHostNames, RankNames, ServerNames, status_of
+from .names import RankHostNames, RankNames, ServerNames, fold_hosts, status_of
 from .options import OutputMode
 from .ranks import TargetError, describe, format_ranks, resolve_targets
 
@@ -220,10 +220,19 @@ class Repl:
         self.typed_ahead = TypedAhead()
         self.raw = False  # remote output shown unfiltered (screen.py)
         self.old_lcd: str | None = None  # the console's directory before the last :lcd (:lcd -)
+        self.pruned: set[int] = set()  # default targets lost since they were chosen (live_targets)
         self.report = report.Reporter(paint=Style.for_stream(sys.stderr).error)  # messages, not output
 
+    def live_targets(self) -> frozenset[int]:
+        """The default targets less the servers lost since; those are kept in ``pruned``, to
+        be targets again if :reconnect brings them back (until :targets chooses anew)."""
+        gone = self.targets - set(self.console.hosts)
+        self.pruned |= gone
+        self.targets -= gone
+        return self.targets
+
     def prompt(self) -> str:
-        self.targets = frozenset(r for r in self.targets if r in self.console.hosts)
+        self.live_targets()
         where = describe(self.targets, self.console.hosts)
         return f"[{where}] {self.console.cwd(self.targets)}#> "
 
@@ -234,7 +243,9 @@ class Repl:
         if isinstance(reader, ToolkitReader):
             self.tty = reader.tty
             reader.complete_with(self)
-        while self.console.hosts:
+        # at a terminal over ssh, a session whose every host was lost stays for :reconnect
+        stays = isinstance(reader, ToolkitReader) and hasattr(self.console.session, "reconnect")
+        while self.console.hosts or (stays and self.console.lost):
             try:
                 line = self._next_line(reader)
             except EOFError:
@@ -267,11 +278,13 @@ class Repl:
         (``exit -1``: 255, ``exit +3``: 3), ``exit $?`` the last command's; a plain word that is
         no number is bash's "numeric argument required" (status 2). None: not such a line (it
         runs on the targets: ``exit 3 4``, ``exit $rc``, inside a compound)."""
-        ended = re.fullmatch(r"(?:exit|logout)\s+(?:--\s+)?([\w.+$?-]+)\s*", line)
+        ended = re.fullmatch(r"(?:exit|logout)\s+(?:--(?:\s+|$))?([\w.+$?-]*)\s*", line)
         if ended is None:
             return None
         word = ended.group(1)
-        if re.fullmatch(r"[-+]?\d{1,18}", word):
+        if not word:  # exit --
+            return self.last_status
+        if re.fullmatch(r"[-+]?\d+", word) and -(2**63) <= int(word) < 2**63:  # bash's intmax_t
             return int(word) & 0xFF
         if word == "$?":
             return self.last_status
@@ -332,6 +345,8 @@ class Repl:
                 finally:
                     self.targets = saved
                 return
+        if not self.console.hosts:
+            raise TargetError("every host was lost: :reconnect brings them back (or :quit)")
         self.run(line, targets)
 
     def names(self) -> ServerNames:
@@ -392,6 +407,8 @@ class Repl:
     def cmd_targets(self, rest: str) -> None:
         if rest:
             self.targets = resolve_targets(target_words(rest), self.console.hosts, self.console.lost)
+            every = self.targets == set(self.console.hosts)  # @all: the lost ones too, if they come back
+            self.pruned = set(self.console.lost) if every else set()
         hosts = self.console.hosts
         print(f"targets: {describe(self.targets, hosts)} ({len(self.targets)} of {len(hosts)} servers)")
         by_host: dict[str, list[int]] = {}
@@ -400,7 +417,7 @@ class Repl:
         for host, ranks in sorted(by_host.items()):
             print(f"  {host}: @{format_ranks(ranks)}")
         if self.console.lost:
-            print(f"  lost: {describe(self.console.lost, ())} (their servers are gone)")
+            print(f"  lost: {self.describe_all(self.console.lost)}: its server is gone (:reconnect over ssh)")
         for reason in self.console.session.refused.values():
             print(f"  refused: {reason}")
         sys.stdout.flush()
@@ -469,19 +486,25 @@ class Repl:
         self.last_status = 0
 
     def cmd_reconnect(self, rest: str) -> None:
-        reconnect = getattr(self.console.session, "reconnect", None)
-        if reconnect is None:
+        if not hasattr(self.console.session, "reconnect"):
             raise ValueError(":reconnect is for mpish ssh: an MPI rank that was lost cannot be started "
                              "again in its job (start a new session)")
-        lost = self.console.lost
-        ranks = sorted(resolve_targets(target_words(rest), lost) if rest else lost)
+        lost, live = self.console.lost, self.console.hosts
+        ranks = sorted(resolve_targets(target_words(rest), {**live, **lost}) if rest else lost)
+        if any(rank in live for rank in ranks):
+            raise ValueError(f"{self.describe_all([r for r in ranks if r in live])}: connected, not lost "
+                             "(:reconnect is for the hosts :targets lists as lost)")
         if not ranks:
             print("nothing to reconnect: no host was lost")
             sys.stdout.flush()
             return
-        failed = reconnect(ranks)
-        back = self.console.rejoin(ranks)
-        self.targets |= frozenset(back)
+        self.live_targets()
+        print(f"connecting to {self.describe_all(ranks)} (Ctrl-C gives up)...", file=self.err)
+        self.err.flush()
+        failed = self.console.reconnect(ranks)
+        back = [rank for rank in ranks if rank not in failed]
+        self.targets |= self.pruned & set(back)  # back among the targets if it was one of them
+        self.pruned -= set(back)
         for rank in back:
             print(f"{self.console.peers[rank].host}: reconnected, with a new shell (the lost one's cwd, "
                   "variables and functions are gone)")
@@ -489,6 +512,11 @@ class Repl:
         for rank, why in sorted(failed.items()):
             self.report.say(f"{lost[rank]}: not reconnected: {why}")
         self.last_status = 1 if failed else 0
+
+    def describe_all(self, ranks: Iterable[int]) -> str:
+        """Ranks as ``@2`` (their hosts), lost ones too (console.describe names only live ones)."""
+        hosts = {**self.console.lost, **self.console.hosts}
+        return f"@{format_ranks(ranks)} ({fold_hosts(sorted({hosts[r] for r in ranks if r in hosts}))})"
 
     def cmd_quit(self, rest: str) -> None:  # handled in loop(); here for :help discoverability
         del rest

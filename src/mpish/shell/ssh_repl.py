@@ -23,7 +23,7 @@ class SshRepl(Repl):
 
     def prompt(self) -> str:
         hosts = self.console.hosts
-        self.targets = frozenset(r for r in self.targets if r in hosts)
+        self.live_targets()
         names = [hosts[r] for r in sorted(self.targets)]
         return f"[{fold_hosts(names) if names else 'no host'}] {self.console.cwd(self.targets)}#> "
 

@@ -48,6 +48,7 @@ from .session import Peer, Session
 if TYPE_CHECKING:
     from . import protocol as p
     from .conversation import Event
+    from .receive import Deliver
 
 HELLO_TIMEOUT_SLACK = 15.0  # beyond ssh's ConnectTimeout: Python's start and the Hello
 REMOTE_ENTRY = "mpish.shell.remote"  # the module shipped and run on each host
@@ -89,35 +90,40 @@ class SshSession(Session):
         # how the hosts were reached (start_ssh_session), to reach a lost one again (reconnect)
         self.connect_args: tuple[Sequence[str], Sequence[str], float] = (("python3",), (), 30.0)
 
-    def reconnect(self, ranks: Sequence[int]) -> dict[int, str]:
-        """Connect again to the hosts of these lost ranks, each as the same rank, with a new
-        shell server (its shell starts afresh: the old one's cwd and variables are gone with
-        it); rank -> why for those that could not join (the others are ready in ``peers``)."""
+    def reconnect(self, hosts: Mapping[int, str], others: Deliver | None = None) -> dict[int, str]:
+        """Connect again to these hosts (rank -> host, lost ranks), each as the same rank, with
+        a new shell server (its shell starts afresh: the old one's cwd and variables are gone
+        with it); rank -> why for those that could not join (the others are ready in ``peers``;
+        the failed ones are in neither ``peers`` nor the link). ``others``: what the live hosts
+        send meanwhile (late output of an abandoned command: its credit must be returned).
+        A Ctrl-C gives up the hosts not greeted yet."""
         python, ssh_options, connect_timeout = self.connect_args
-        hosts = {rank: self.peers[rank].host for rank in ranks}
         deadlines: dict[int, float] = {}
         for rank, host in hosts.items():
-            self.link.remove(rank)
-            process = self.processes.pop(rank, None)
-            if process is not None:
-                process.close(wait=1.0)
-            del self.peers[rank]
+            self._drop(rank)
             self.failed.pop(host, None)
             if _connect(self, rank, host, python, ssh_options, connect_timeout):
                 deadlines[rank] = time.monotonic() + connect_timeout + HELLO_TIMEOUT_SLACK
                 with contextlib.suppress(MpishError):  # a pipe that ended: failed below
                     self.link.links[rank].send_raw(ship.payload(REMOTE_ENTRY, also=REMOTE_ALSO))
         try:
-            _await_hellos(self, deadlines, lambda: None, lambda: False)
-        except KeyboardInterrupt:  # Ctrl-C while they connect: those not greeted yet are given up
+            _await_hellos(self, deadlines, lambda: None, lambda: False, others=others)
+        except KeyboardInterrupt:
             for rank, host in hosts.items():
                 if rank in self.peers and not self.peers[rank].ready:
-                    self.link.remove(rank)
-                    self.processes.pop(rank).close(wait=1.0)
-                    del self.peers[rank]
+                    self._drop(rank)
                     self.failed[host] = "interrupted while connecting"
-        return {rank: self.failed.get(host, "it did not join") for rank, host in hosts.items()
-                if rank not in self.peers}
+        return {rank: cli_advice(self.failed.get(host, "it did not join"), host, python_flag=True,
+                                 ssh_options=ssh_options)
+                for rank, host in hosts.items() if rank not in self.peers}
+
+    def _drop(self, rank: int) -> None:
+        """Forget a host's connection: unwatched, its ssh ended, no peer."""
+        self.link.remove(rank)
+        process = self.processes.pop(rank, None)
+        if process is not None:
+            process.close(wait=1.0)
+        self.peers.pop(rank, None)
 
     def lost(self, rank: int, why: str) -> None:
         """MultiLink's report that a host's pipe ended: mark it lost, say why (once)."""
@@ -285,9 +291,10 @@ def _await_hellos(
     start_next: Callable[[], None],
     more_to_start: Callable[[], bool],
     keep_early: bool = False,
+    others: Deliver | None = None,
 ) -> None:
     """Read every Hello, or give up on that host (``keep_early``: a greeted host's next
-    records go to ``session.early``)."""
+    records go to ``session.early``; ``others``: what hosts greeted before send meanwhile)."""
     from .greeting import await_hellos  # the console's machinery loads while ssh connects
 
     def greeted(rank: int, hello: p.Hello) -> None:
@@ -308,9 +315,8 @@ def _await_hellos(
         session.early.append((rank, event, payload))
 
     await_hellos(session, greeted, failed, lambda rank: deadlines.get(rank, float("inf")), tick,
-                 early if keep_early else None)
+                 early if keep_early else None, others)
     for rank, peer in list(session.peers.items()):
         if not peer.ready:
             peer.alive = False
-            session.processes.pop(rank).close(wait=1.0)
-            del session.peers[rank]
+            session._drop(rank)
