@@ -485,33 +485,10 @@ class Repl:
         sys.stdout.flush()
         self.last_status = 0
 
-    def cmd_reconnect(self, rest: str) -> None:
-        if not hasattr(self.console.session, "reconnect"):
-            raise ValueError(":reconnect is for mpish ssh: an MPI rank that was lost cannot be started "
-                             "again in its job (start a new session)")
-        lost, live = self.console.lost, self.console.hosts
-        ranks = sorted(resolve_targets(target_words(rest), {**live, **lost}) if rest else lost)
-        if any(rank in live for rank in ranks):
-            raise ValueError(f"{self.describe_all([r for r in ranks if r in live])}: connected, not lost "
-                             "(:reconnect is for the hosts :targets lists as lost)")
-        if not ranks:
-            print("nothing to reconnect: no host was lost")
-            sys.stdout.flush()
-            return
-        self.live_targets()
-        print(f"connecting to {self.describe_all(ranks)} (Ctrl-C gives up)...", file=self.err)
-        self.err.flush()
-        failed = self.console.reconnect(ranks)
-        back = [rank for rank in ranks if rank not in failed]
-        self.targets |= self.pruned & set(back)  # back among the targets if it was one of them
-        self.pruned -= set(back)
-        for rank in back:
-            print(f"{self.console.peers[rank].host}: reconnected, with a new shell (the lost one's cwd, "
-                  "variables and functions are gone)")
-        sys.stdout.flush()
-        for rank, why in sorted(failed.items()):
-            self.report.say(f"{lost[rank]}: not reconnected: {why}")
-        self.last_status = 1 if failed else 0
+    def cmd_reconnect(self, rest: str) -> None:  # mpish ssh's: ssh_repl.py
+        del rest
+        raise ValueError(":reconnect is for mpish ssh: an MPI rank that was lost cannot be started "
+                         "again in its job (start a new session)")
 
     def describe_all(self, ranks: Iterable[int]) -> str:
         """Ranks as ``@2`` (their hosts), lost ones too (console.describe names only live ones)."""

@@ -1,4 +1,5 @@
-"""``mpish ssh``'s console: the MPI shell's Repl with hosts instead of ranks.
+"""``mpish ssh``'s console: the MPI shell's Repl with hosts instead of ranks, and
+``:reconnect`` for hosts lost during the session (an MPI rank cannot be started again).
 
 Apart from :mod:`mpish.shell.ssh_session` so that ``mpish ssh -c`` (and the start of the
 console) does not load the Repl before its ssh processes are connecting.
@@ -6,11 +7,13 @@ console) does not load the Repl before its ssh processes are connecting.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
-from .interactive import Repl
+from .interactive import Repl, target_words
 from .names import HostNames, fold_hosts
+from .ranks import resolve_targets
 
 
 class SshRepl(Repl):
@@ -35,3 +38,29 @@ class SshRepl(Repl):
     def names(self) -> HostNames:
         peers = self.console.peers
         return HostNames({rank: peer.host for rank, peer in peers.items()}, peers)
+
+    def cmd_reconnect(self, rest: str) -> None:
+        """:reconnect [HOSTS]: the lost hosts (all by default) connected again, each with a new shell."""
+        lost, live = self.console.lost, self.console.hosts
+        ranks = sorted(resolve_targets(target_words(rest), {**live, **lost}) if rest else lost)
+        if any(rank in live for rank in ranks):
+            raise ValueError(f"{self.describe_all([r for r in ranks if r in live])}: connected, not lost "
+                             "(:reconnect is for the hosts :targets lists as lost)")
+        if not ranks:
+            print("nothing to reconnect: no host was lost")
+            sys.stdout.flush()
+            return
+        self.live_targets()
+        print(f"connecting to {self.describe_all(ranks)} (Ctrl-C gives up)...", file=self.err)
+        self.err.flush()
+        failed = self.console.reconnect(ranks)
+        back = [rank for rank in ranks if rank not in failed]
+        self.targets |= self.pruned & set(back)  # back among the targets if it was one of them
+        self.pruned -= set(back)
+        for rank in back:
+            print(f"{self.console.peers[rank].host}: reconnected, with a new shell (the lost one's cwd, "
+                  "variables and functions are gone)")
+        sys.stdout.flush()
+        for rank, why in sorted(failed.items()):
+            self.report.say(f"{lost[rank]}: not reconnected: {why}")
+        self.last_status = 1 if failed else 0
