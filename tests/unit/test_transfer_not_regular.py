@@ -181,3 +181,47 @@ def test_our_link_to_a_device_is_written_through_not_replaced(tmp_path: Path) ->
     assert part.commit(_sha256(b"x"), 1, 0o644) == ""
     assert link.is_symlink() and os.readlink(link) == str(device)
     assert sorted(os.listdir(tmp_path)) == ["null", "stdout"]
+
+
+def test_a_device_other_than_dev_null_zero_or_full_is_refused_even_through_our_own_link(
+    tmp_path: Path,
+) -> None:
+    """A remote host's bytes went raw into a terminal (or, as root, any device a link named:
+    /dev/mem, /dev/watchdog): --rcopy's NAME.<host> was our link, left by an earlier tree copy
+    from that host, to /dev/pts/N, and the copy was reported "ok, SHA-256 verified" (security
+    review). Only /dev/null, /dev/zero and /dev/full are written into; others are refused."""
+    import stat
+
+    from mpish.shell.transfer import PartFile
+    from mpish.shell.tree import TreeWriter
+
+    other = tmp_path / "random"  # 1:8, /dev/random's numbers: harmless if a regression writes to it
+    try:
+        os.mknod(other, stat.S_IFCHR | 0o666, os.makedev(1, 8))
+    except PermissionError:
+        pytest.skip("making a device node needs root (CAP_MKNOD)")
+    (tmp_path / "log.1").symlink_to(other)
+    with pytest.raises(OSError, match="a character device other than /dev/null, /dev/zero or /dev/full"):
+        PartFile(other)
+    with pytest.raises(OSError, match="symbolic link, neither followed"):
+        PartFile(tmp_path / "log.1")
+    writer = TreeWriter(tmp_path / "log.1", 0o022)  # --rcopy's root, where our link is
+    writer.entry(p.Entry(1, "", "file", 0o644, 0, ""))
+    assert "symbolic link, neither followed" in writer.finish(), writer.first_error
+    assert (tmp_path / "log.1").is_symlink() and stat.S_ISCHR(os.lstat(other).st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["log.1", "random"]  # no part file
+
+
+def test_our_link_through_another_users_link_is_not_followed(tmp_path: Path) -> None:
+    """Our link into a shared directory, where another user's link names /dev/null: the copy
+    vanished into it, reported ok (security review). A chain is followed only by our or root's links."""
+    from mpish.shell.transfer import PartFile
+
+    device, hers, ours = tmp_path / "null", tmp_path / "current", tmp_path / "log"
+    _device_node(device)
+    hers.symlink_to(device)
+    os.lchown(hers, 65534, 65534)
+    ours.symlink_to(hers)
+    with pytest.raises(OSError, match="symbolic link, neither followed"):
+        PartFile(ours)
+    assert ours.is_symlink() and hers.is_symlink()

@@ -278,27 +278,40 @@ class PartFile:
             os.unlink(self.part, dir_fd=self.dir_fd)
 
 
+DISCARDING = frozenset({os.makedev(1, 3), os.makedev(1, 5), os.makedev(1, 7)})  # /dev/null, zero, full
+
+
 def _device(final: Path, dir_fd: int | None = None) -> int | None:
-    """A descriptor open for writing if ``final`` is a character device of root's or ours, such
-    as /dev/null, or our or root's link to one (/dev/stdout); None if it is missing, a regular
-    file, a directory or another link (such a link is replaced, never followed). Renaming a
-    part file over /dev/null replaced the system's /dev/null with a regular file: a FIFO,
-    socket, block device or another user's device is refused. ``dir_fd``: ``final.name``
-    inside that directory (a tree's entry), where no link is followed."""
+    """A descriptor open for writing if ``final`` is /dev/null, /dev/zero or /dev/full (a device
+    of root's or ours with their numbers: written into and the bytes dropped, as cp does), or
+    a chain of our or root's links to one; None if it is missing, a regular file, a directory
+    or another user's link (such a link is replaced, never followed). Refused (OSError): any
+    other character device (a terminal: a peer's bytes must never reach one raw; /dev/mem...),
+    a FIFO, socket or block device, and our or root's link to anything but those three (it is
+    neither followed nor replaced: /dev/stdout as root). Renaming a part file over /dev/null
+    replaced the system's /dev/null with a regular file. ``dir_fd``: ``final.name`` inside that
+    directory (a tree's entry below its root), where no link is followed: it is replaced."""
     name: Path | str = final if dir_fd is None else final.name
     try:
         info = os.lstat(name, dir_fd=dir_fd)
-        if dir_fd is None and stat.S_ISLNK(info.st_mode) and info.st_uid in (0, os.geteuid()):  # not planted
-            resolved = Path(os.path.realpath(final))  # /dev/stdout -> /proc/self/fd/1 -> /dev/pts/N
-            reached = os.lstat(resolved)
-            if stat.S_ISCHR(reached.st_mode) and reached.st_uid in (0, os.geteuid()):
-                name, info = resolved, reached  # written into, as cp does; else the link is replaced
     except FileNotFoundError:
         return None
+    ours = (0, os.geteuid())
+    if stat.S_ISLNK(info.st_mode):
+        if dir_fd is not None or info.st_uid not in ours:
+            return None  # planted by another, or inside a tree: replaced, never followed
+        end = _owned_end(final)
+        if end is None or not (stat.S_ISCHR(end[1].st_mode) and end[1].st_rdev in DISCARDING):
+            raise OSError(errno.EINVAL, "it is a symbolic link, neither followed (mpish writes through a "
+                          "link only to /dev/null, /dev/zero or /dev/full, by links of yours or root's) nor "
+                          "replaced: give the file itself")
+        name, info = end
     kinds = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFBLK: "a block device"}
     kind = kinds.get(stat.S_IFMT(info.st_mode))
-    if stat.S_ISCHR(info.st_mode) and info.st_uid not in (0, os.geteuid()):
+    if stat.S_ISCHR(info.st_mode) and info.st_uid not in ours:
         kind = "another user's device"  # unprivileged users can make some (0:0) in a shared directory
+    elif stat.S_ISCHR(info.st_mode) and info.st_rdev not in DISCARDING:
+        kind = "a character device other than /dev/null, /dev/zero or /dev/full (a terminal, say)"
     if kind is not None:
         raise OSError(errno.EINVAL, f"it is {kind}, not replaced (mpish writes regular files and devices "
                                     "such as /dev/null)")
@@ -316,3 +329,20 @@ def _device(final: Path, dir_fd: int | None = None) -> int | None:
         raise OSError(errno.EAGAIN, "it was replaced while it was opened; nothing was written")
     os.set_blocking(fd, True)
     return fd
+
+
+def _owned_end(link: Path) -> tuple[Path, os.stat_result] | None:
+    """Where a chain of links ends, with its lstat, if every link on the way is root's or ours
+    (one planted by another user is never followed); None otherwise, or past 40 links."""
+    path = link
+    for _ in range(40):
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return None
+        if not stat.S_ISLNK(info.st_mode):
+            return path, info
+        if info.st_uid not in (0, os.geteuid()):
+            return None
+        path = Path(os.path.join(os.path.dirname(path), os.readlink(path)))
+    return None

@@ -279,7 +279,7 @@ class TreeWriter:
                 mode = None  # an existing directory keeps its mode, as with cp
             self.stack.append((parts, open_directory(name, parent), mode))
         elif entry.kind == "file":
-            self.part = PartFile(self.shown(parts), parent, follow=not parts)  # the root: named by the user
+            self.part = PartFile(self.shown(parts), parent, follow=not parts)  # the root: as a named path
             self.mode = entry.mode & 0o777 & ~self.umask
         elif entry.kind == "link" and parts:
             temporary = part_name(name)
