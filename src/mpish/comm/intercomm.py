@@ -28,9 +28,12 @@ scatters and reductions, ``Allgather(v)``, ``Alltoall(v)``, ``Reduce_scatter_blo
 their object forms, with the building blocks all of them share, are in
 intercomm_collectives.py (its theory of operation). Each rank sends to every rank of the
 other group directly (no local communicator is needed; fine for the small groups an
-intercommunicator usually joins). ``Ibarrier`` runs the barrier at the call.
-``Alltoallw``, ``Reduce_scatter``, the other nonblocking and the persistent collectives,
-``Create``/``Split`` and topologies raise ``Unsupported``; ``Dup`` and ``Merge`` work.
+intercommunicator usually joins). ``Ibarrier`` is nonblocking (:class:`StartedInterBarrier`:
+an empty record to each rank of the other group at the start, one from each received in
+``Test``/``Wait``; every other collective first completes the started ones, as on an
+intracommunicator, nonblocking.py); the other ``I``-forms run at the call. ``Alltoallw``,
+``Reduce_scatter``, ``Scan``/``Exscan``, the persistent collectives, ``Create``/``Split`` and
+topologies raise ``Unsupported``; ``Dup``, ``Merge`` and persistent point to point work.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ from mpi4py import MPI
 from ..wire.errors import RemoteProtocolError
 from ..wire.record import SESSION_SIZE
 from .buffers import Unsupported, byte_view, mpi_error, typed_spec
-from .collectives import _dumps, _loads
+from .collectives import COLL_TAG, _dumps, _loads
 from .intercomm_collectives import InterCollectives, _folder
 from .lane import Lane, Stats, wait_all
+from .nonblocking import COLLECTIVES, StartedBarrier, _after_started_barriers
 from .requests import SecureRequest
 from .secret import SECRET_SIZE, CommSecret, InterSecret
 from .unsupported import _Unsupported
@@ -145,6 +149,7 @@ class Intercomm(InterCollectives):
     size: int
     _c_recv_into: Any
     _c_recv_bytes: Any
+    _started: list[Any]  # started Ibarriers not done yet (nonblocking.py), oldest first
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -195,8 +200,12 @@ class Intercomm(InterCollectives):
     barrier = Barrier
 
     def Ibarrier(self) -> SecureRequest:
-        self.Barrier()
-        return SecureRequest(self._coll)
+        """Barrier, started: complete once every rank of the other group has started it, as the
+        intracommunicator's (nonblocking.py: the NBX exchange needs it not to wait at the call)."""
+        self._started[:] = [started for started in self._started if not started.done]
+        barrier = StartedInterBarrier(self, self._started[-1] if self._started else None)
+        self._started.append(barrier)
+        return SecureRequest(self._coll, steps=barrier.step)
 
     ibarrier = Ibarrier
 
@@ -277,13 +286,27 @@ class Intercomm(InterCollectives):
         self.Free()  # type: ignore[attr-defined]
 
 
+class StartedInterBarrier(StartedBarrier):
+    """One rank's part of a started intercommunicator Ibarrier: an empty record to every rank
+    of the other group at the start, then one from each, received as they can be (``step``)."""
+
+    def __init__(self, comm: Any, before: StartedBarrier | None) -> None:  # not the tree's: no super()
+        self.lane, self.before = comm._coll, before
+        self.waiting, self.parent, self.children = list(range(comm._coll.size)), None, []
+        self.done = self.busy = False
+        for peer in self.waiting:  # empty records: MPI sends them eagerly
+            self.lane.send(memoryview(b""), peer, COLL_TAG)
+
+
+for _name in COLLECTIVES:  # a started Ibarrier's records are taken before another collective's
+    if _name in vars(Intercomm) or _name in vars(InterCollectives):
+        setattr(Intercomm, _name, _after_started_barriers(getattr(Intercomm, _name)))
+# The I-forms of the collectives above run them at the call (SecureComm's, nonblocking.py).
 for _name in ("Alltoallw", "Reduce_scatter", "Scan", "scan", "Exscan", "exscan", "Create",
               "Create_group", "Split", "Split_type", "Create_cart", "Create_graph", "Create_dist_graph",
-              "Create_dist_graph_adjacent", "Create_intercomm", "Dup_with_info", "Ibcast", "Igather",
-              "Igatherv", "Iscatter", "Iscatterv", "Iallgather", "Iallgatherv", "Ialltoall", "Ialltoallv",
-              "Ialltoallw", "Ireduce", "Iallreduce", "Ireduce_scatter_block", "Ireduce_scatter", "Iscan",
-              "Iexscan", "Cart_map", "Graph_map"):
+              "Create_dist_graph_adjacent", "Create_intercomm", "Dup_with_info", "Ialltoallw",
+              "Ireduce_scatter", "Iscan", "Iexscan", "Cart_map", "Graph_map"):
     setattr(Intercomm, _name, _Unsupported(_name))
-for _name in [n for n in dir(MPI.Intracomm) if n.endswith("_init") and not n.endswith("send_init")]:
-    if _name != "Recv_init":
-        setattr(Intercomm, _name, _Unsupported(_name))
+_P2P_INIT = ("Send_init", "Ssend_init", "Bsend_init", "Rsend_init", "Recv_init")  # Send_init was refused
+for _name in [n for n in dir(MPI.Intracomm) if n.endswith("_init") and n not in _P2P_INIT]:
+    setattr(Intercomm, _name, _Unsupported(_name))
