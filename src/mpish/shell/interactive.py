@@ -417,7 +417,7 @@ class Repl:
         for host, ranks in sorted(by_host.items()):
             print(f"  {host}: @{format_ranks(ranks)}")
         if self.console.lost:
-            print(f"  lost: {self.describe_all(self.console.lost)}: its server is gone (:reconnect over ssh)")
+            print(f"  lost: {self.describe_all(self.console.lost)}: its server is gone{self.lost_hint}")
         for reason in self.console.session.refused.values():
             print(f"  refused: {reason}")
         sys.stdout.flush()
@@ -484,6 +484,8 @@ class Repl:
         print(f"local directory: {os.getcwd()}")
         sys.stdout.flush()
         self.last_status = 0
+
+    lost_hint = ""  # after a lost server in :targets (mpish ssh: how to bring it back)
 
     def cmd_reconnect(self, rest: str) -> None:  # mpish ssh's: ssh_repl.py
         del rest

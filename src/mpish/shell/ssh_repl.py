@@ -39,6 +39,8 @@ class SshRepl(Repl):
         peers = self.console.peers
         return HostNames({rank: peer.host for rank, peer in peers.items()}, peers)
 
+    lost_hint = " (:reconnect brings it back)"
+
     def cmd_reconnect(self, rest: str) -> None:
         """:reconnect [HOSTS]: the lost hosts (all by default) connected again, each with a new shell."""
         lost, live = self.console.lost, self.console.hosts
