@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,12 +9,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ssh_util import SRC
+from ssh_util import console_at_terminal
 from sshd_server import SshServer, find_sshd
 
 from marks import mark_directory
 from mpish.ssh import Remote, connect
-from terminal import Person, at_terminal
+from terminal import Person
 
 pytest_collection_modifyitems = mark_directory(__file__, "ssh")
 
@@ -47,8 +46,5 @@ def remote(sshd: SshServer) -> Iterator[Remote]:
 @pytest.fixture
 def person(sshd: SshServer, tmp_path: Path) -> Iterator[Person]:
     """A person at the console of ``mpish ssh host[1-2],nohost.invalid`` on a pseudo-terminal."""
-    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
-    argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", sys.executable,
-            "host[1-2],nohost.invalid"]
-    with at_terminal(sys.executable, argv, env, str(tmp_path)) as at:
+    with console_at_terminal(sshd, "host[1-2],nohost.invalid", tmp_path) as at:
         yield at

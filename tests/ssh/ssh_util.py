@@ -5,11 +5,26 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sshd_server import SshServer
 
+from terminal import Person, at_terminal
+
 SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@contextmanager
+def console_at_terminal(
+    sshd: SshServer, hosts: str, cwd: Path, python: str = sys.executable
+) -> Iterator[Person]:
+    """A person at the console of ``mpish ssh HOSTS`` (the test sshd) on a pseudo-terminal."""
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
+    argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", python, hosts]
+    with at_terminal(sys.executable, argv, env, str(cwd)) as person:
+        yield person
 
 
 def mpish_ssh(

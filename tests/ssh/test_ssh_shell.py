@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from ssh_util import SRC, mpish_ssh
+from ssh_util import SRC, console_at_terminal, mpish_ssh
 from sshd_server import SshServer
 
-from terminal import Person, at_terminal
+from terminal import Person
 
 
 def test_c_groups_four_hosts_and_each_host_is_its_rank(sshd: SshServer) -> None:
@@ -258,9 +258,7 @@ def test_at_a_terminal_a_console_whose_every_host_was_lost_stays_for_reconnect(
 ) -> None:
     """`mpish ssh host1` whose one server died ended the session at once, where :reconnect
     (the README's remedy, and a dropped network's) could not be typed."""
-    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
-    argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", sys.executable, "host1"]
-    with at_terminal(sys.executable, argv, env, str(tmp_path)) as person:
+    with console_at_terminal(sshd, "host1", tmp_path) as person:
         person.prompt()
         screen = person.run("kill -9 $PPID")
         assert "host1: the remote side ended while in use" in screen, screen

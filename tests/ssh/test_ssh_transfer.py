@@ -7,10 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from ssh_util import SRC
+from ssh_util import console_at_terminal
 from sshd_server import SshServer
-
-from terminal import at_terminal
 
 BARE = f"{sys.executable} -S -I"
 
@@ -23,9 +21,7 @@ def test_put_r_and_get_r_on_bare_hosts_name_copies_by_host(sshd: SshServer, tmp_
     (tree / "data.bin").write_bytes(os.urandom(2 << 20))
     (tree / "out").symlink_to("/etc")
     (tmp_path / "remote").mkdir()
-    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
-    argv = ["-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python", BARE, "host[1-2]"]
-    with at_terminal(sys.executable, argv, env, str(tmp_path)) as person:
+    with console_at_terminal(sshd, "host[1-2]", tmp_path, python=BARE) as person:
         person.prompt()
         person.run(f"cd {tmp_path}/remote", "remote")
         screen = person.run(":put d")

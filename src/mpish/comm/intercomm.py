@@ -38,6 +38,7 @@ topologies raise ``Unsupported``; ``Dup``, ``Merge`` and persistent point to poi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -252,17 +253,8 @@ class Intercomm(InterCollectives):
         recv[:] = acc[0]
 
     def allreduce(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
-        try:
-            data = _dumps(sendobj)
-        except Exception:
-            self._failed_exchange()
-            raise
-        items: list[Any] = []
-        self._exchange_all(data, lambda peer, record: items.append(_loads(record)))
-        result = items[0]
-        for item in items[1:]:
-            result = op(result, item)
-        return result
+        """The other group's objects (allgather), folded with ``op`` in their rank order."""
+        return functools.reduce(op, self.allgather(sendobj))
 
     # -- new communicators
 

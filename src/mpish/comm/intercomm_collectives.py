@@ -41,6 +41,7 @@ root waiting: free the communicator after such an error.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -263,12 +264,7 @@ class InterCollectives:
 
     def reduce(self, sendobj: Any, op: Any = MPI.SUM, root: int = 0) -> Any:
         items = self.gather(sendobj, root)
-        if items is None:
-            return None
-        result = items[0]
-        for item in items[1:]:
-            result = op(result, item)
-        return result
+        return None if items is None else functools.reduce(op, items)  # in rank order
 
     # -- all to all
 
