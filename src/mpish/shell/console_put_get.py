@@ -168,18 +168,20 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
                 interrupted = interrupted or bool(getattr(pressed, "interrupted", False))
 
     style = Style.for_stream(err)
+    def no_directory(dest: str) -> str:
+        return (f"--rcopy: {dest} is not a directory of this machine (--dest names an existing one; "
+                "the copies are NAME.<target> in it)")
+
     if request.reverse and request.dest and not os.path.isdir(request.dest):  # said once, not per file
-        print(style.error(f"mpish: --rcopy: {request.dest} is not a directory of this machine (--dest "
-                          "names an existing one; the copies are NAME.<target> in it)"), file=err)
+        print(style.error(f"mpish: {no_directory(request.dest)}"), file=err)
         err.flush()
         return 1
     for at, source in enumerate(request.sources):
         dest = request.dest or os.path.dirname(os.path.abspath(source))
         try:
             if request.reverse:
-                if not os.path.isdir(dest):
-                    raise ValueError(f"--rcopy: {dest} is not a directory of this machine (--dest names "
-                                     "an existing one; the copies are NAME.<target> in it)")
+                if not os.path.isdir(dest):  # the source's own directory
+                    raise ValueError(no_directory(dest))
                 line = shlex.join(["-r", "--", source, dest])
                 status = max(status, get_builtin(console, targets, line, watched, err, suffixed=True))
             else:  # a trailing / and into: the directory must exist on the targets (clush's --dest)
