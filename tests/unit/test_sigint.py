@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from mpish.shell.server.sigint import LineInterrupt
+from mpish.shell.server.sigint import LineInterrupt, SignalLoop
 from mpish.transport.procfs import children
 
 
@@ -35,3 +35,33 @@ def test_a_background_subshell_of_an_earlier_command_is_not_taken_for_a_fork_of_
         bash.wait()
         if bash.stdout is not None:
             bash.stdout.close()
+
+
+def _spins_within(loop: SignalLoop, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if loop.spinning():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_signal_loop_tells_a_process_spinning_in_the_kernel_from_one_asleep_or_busy_in_user_space() -> None:
+    """Bash caught in its SIGINT handler spends its time raising SIGINT (kernel time). ``dd``
+    from /dev/zero spends its time in the kernel as well; ``sleep`` uses no CPU; a loop of
+    the user's runs in user space: only the first is taken for the loop, so a bash busy with
+    a loop that traps INT is not restarted."""
+    kernel = subprocess.Popen(["dd", "if=/dev/zero", "of=/dev/null", "bs=1M"], stderr=subprocess.DEVNULL)
+    asleep = subprocess.Popen(["sleep", "60"])
+    user = subprocess.Popen(["perl", "-e", "1 while 1"])
+    try:
+        loops = {name: SignalLoop(proc.pid) for name, proc in
+                 (("kernel", kernel), ("asleep", asleep), ("user", user))}
+        assert _spins_within(loops["kernel"], 30)
+        assert not _spins_within(loops["asleep"], 1.6)
+        assert not _spins_within(loops["user"], 1.6)
+    finally:
+        for proc in (kernel, asleep, user):
+            proc.kill()
+            proc.wait()
+    assert not SignalLoop(kernel.pid).spinning()  # gone: nothing to restart

@@ -28,6 +28,15 @@ def proc_state(pid: int) -> str:
     return _stat(pid)[:1].decode()
 
 
+def cpu_ticks(pid: int) -> tuple[int, int] | None:
+    """The user and system CPU time of ``pid`` so far, in clock ticks; None if it is gone."""
+    fields = _stat(pid).split()
+    try:
+        return int(fields[11]), int(fields[12])  # utime and stime: stat's 14th and 15th fields
+    except (ValueError, IndexError):
+        return None
+
+
 def alive(pid: int) -> bool:
     """True unless ``pid`` is gone or a zombie (only meaningful on this host)."""
     return proc_state(pid) not in ("", "Z", "X")

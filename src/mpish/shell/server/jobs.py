@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
+from mpish.report import Diagnostics
 from mpish.transport.procfs import alive, children, proc_state
 from mpish.wire.message import Frozen, frozen
 
@@ -28,13 +29,17 @@ from .bash import (
     write_command,
     write_text,
 )
-from .sigint import LineInterrupt, job_processes
+from .sigint import LineInterrupt, SignalLoop, job_processes
 from .stdin import StdinFeed
+
+log = Diagnostics(__name__)
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on a timeout
 ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later Ctrl-C
 EXITED = "the shell exited; a new one has the state from before this command"
 RESTARTED = "the command ignored SIGINT: the shell was restarted, state restored from before the command"
+STUCK = ("bash did not come back from the Ctrl-C (a race in its SIGINT handler): the shell was restarted, "
+         "state restored from before the command")
 KILLING_POLL = 0.02  # while killing a command, look at its processes this often
 EXIT_TRAP_GRACE = 2.0  # seconds an idle bash gets at the end of the session to run its EXIT trap
 SYNTAX_ERROR = 2  # bash's status for a line that does not parse
@@ -69,6 +74,8 @@ class Command:  # a plain class, not a dataclass: nothing generated when a serve
     signalled_at: float = 0.0
     pids: set[int]  # set in __init__ (one set per command)
     chasing: LineInterrupt | None = None  # the first Ctrl-C's late children are being signalled (sigint.py)
+    spin: SignalLoop | None = None  # after the first Ctrl-C: is bash caught in its SIGINT handler
+    stuck: bool = False  # it was: bash is being replaced
     earlier: frozenset[int] = frozenset()  # bash's children before the command: earlier jobs, not its forks
     stdin: StdinFeed | None = None  # the console's stdin, when the Run asked for it
     ended: Ended | None = None  # it could not even start
@@ -202,6 +209,9 @@ class Shell:
         if command.chasing is not None and not command.chasing.chase(command.status is not None):
             command.chasing = None
         bash = self.bash
+        spin = command.spin
+        if spin is not None and not command.killing and command.status is None and spin.spinning():
+            self._restart_stuck(command)
         if command.killing:
             return self._check_killed(command, flush)
         if bash is not None and command.status is not None and bash.out.ended and bash.err.ended:
@@ -256,9 +266,9 @@ class Shell:
         flush(bash, command)
         bash.close()
         command.end_stdin()
-        sig = command.last_signal
+        sig, note = (signal.SIGINT, STUCK) if command.stuck else (command.last_signal, RESTARTED)
         return Ended(command.cmd_id, 128 + sig, sig, time.monotonic() - command.started, command.timed_out,
-                     "", RESTARTED, restart=True)
+                     "", note, restart=True)
 
     # -- interrupts
 
@@ -293,6 +303,15 @@ class Shell:
         command.last_signal = signal.SIGINT
         command.signalled_at = time.monotonic()
         command.chasing = LineInterrupt(bash.pid, command.marker, command.earlier)
+        command.spin = SignalLoop(bash.pid)
+
+    def _restart_stuck(self, command: Command) -> None:
+        """Bash spins in its SIGINT handler (sigint.py): replaced, as after a third Ctrl-C."""
+        log.warning("bash %d spins in its SIGINT handler since command %d was interrupted: restarted",
+                    self.bash.pid if self.bash else 0, command.cmd_id)
+        command.stuck = True
+        command.interrupts = len(ESCALATION)
+        self._kill(command, signal.SIGKILL)
 
     def _kill(self, command: Command, sig: int) -> None:
         """Stop bash, signal every process of the command (see the package doc)."""
