@@ -22,7 +22,9 @@ min(raw, seal, open). The receiving core's cap (``bw_cap_*``): MPICH's shared me
 copies a large message in the receiving process (CMA), so a secure receiver does, in
 series for every record, MPI's copy (at best at the raw rate) and the open of 256 KiB
 into its place in a 16 MiB receive buffer; the bandwidth of that sum, over raw, is the
-most a secure transfer over MPI can reach (comm/bulk.py). ``floor_rtt_ratio_1k`` is
+most a secure transfer over MPI can reach (comm/bulk.py). ``tcp_bw_cap_*``: over
+loopback TCP each core does its socket copy (at the raw rate) and its seal or open in
+series, the same sum with the slower of the two ciphers. ``floor_rtt_ratio_1k`` is
 secure / floor: what the record layer, matching and Python cost on top of the cipher.
 ``open_threads_x2``: two threads of rank 0 opening 256 KiB records at once, over one
 thread's rate, while rank 1 waits in MPI: the room a helper thread would have to open
@@ -486,6 +488,21 @@ def driver(rounds: int) -> None:
             f"(secure reached {sec_bw / raw_bw:.2f}); without MPI's copy (a shared window) "
             f"{open_user:.2f} GB/s, {open_user / raw_bw:.2f} of raw"
         )
+    # Over loopback TCP the socket copies are the cores' own work (the sender's send copies
+    # into the kernel, the receiver's recv copies out), at the raw rate; each core then also
+    # seals or opens every byte: the same serial sum, with the slower of seal and open.
+    tcp_caps = {}
+    crypto = min(seal_bw, open_user)
+    for size in (1 << 20, 16 << 20):
+        raw_bw = 2 * size / statistics.median(t[f"raw-buf {size}"]) / 1e9
+        sec_bw = 2 * size / statistics.median(t[f"secure-buf {size}"]) / 1e9
+        cap = 1 / (1 / raw_bw + 1 / crypto)
+        tcp_caps[size] = cap / raw_bw
+        print(
+            f"  TCP {LABELS[size]}: socket copies at the raw rate {raw_bw:.2f} + seal or open "
+            f"{crypto:.2f} GB/s on each core in series = at most {cap:.2f} GB/s, {cap / raw_bw:.2f} of raw "
+            f"(secure reached {sec_bw / raw_bw:.2f})"
+        )
     print("setup: secure(COMM_WORLD), CPU per rank outside MPI calls (each rank's best of 5), wall time")
     for n, setup in setups.items():
         print(
@@ -531,7 +548,8 @@ def driver(rounds: int) -> None:
         f"RESULT {line} seed_speedup_1k={speedup:.0f} setup_cpu_ms_2={setups[2]['cpu_ms_max']:.2f} "
         f"setup_cpu_ms_32={setups[32]['cpu_ms_max']:.2f} setup_work_ratio_32={work:.2f} "
         f"setup_slicing_ratio_32={slicing:.2f} bw_cap_1m={caps[1 << 20]:.2f} "
-        f"bw_cap_16m={caps[16 << 20]:.2f} open_threads_x2={threads_x2:.2f}"
+        f"bw_cap_16m={caps[16 << 20]:.2f} tcp_bw_cap_1m={tcp_caps[1 << 20]:.2f} "
+        f"tcp_bw_cap_16m={tcp_caps[16 << 20]:.2f} open_threads_x2={threads_x2:.2f}"
     )
 
 
