@@ -180,8 +180,9 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_FANOUT,
         metavar="N",
-        help=f"at most N hosts being connected, and running the command, at once (default "
-        f"{DEFAULT_FANOUT}; with stdin to broadcast, -c starts everywhere at once)",
+        help=f"at most N hosts being connected, running the command, or sending or receiving a "
+        f"--copy/--rcopy, at once (default {DEFAULT_FANOUT}; with stdin to broadcast, -c starts "
+        "everywhere at once)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per host per line")
     parser.add_argument("--nostdin", action="store_true",

@@ -152,7 +152,8 @@ def test_copy_takes_the_words_as_files_and_dest_after_them_as_clush_does(
                        (["--copy", "f", "--dest"], "argument --dest: expected one argument"),
                        (["--copy", "f", "--dest="], "--dest needs a directory"),
                        (["--dest", "/tmp", "ls"], "--dest goes with --copy or --rcopy"),
-                       (["--copy", "--rcopy", "f"], "not allowed with argument")):
+                       (["--copy", "--rcopy", "f"], "not allowed with argument"),
+                       (["--json", "--copy", "f"], "--json reports commands; --copy/--rcopy say how")):
         with pytest.raises(SystemExit) as info:
             main(["-n", "2", *argv])
         assert info.value.code == 2, argv

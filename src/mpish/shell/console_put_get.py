@@ -151,12 +151,17 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
 
 
 def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, keys: Keys,
-               err: IO[str]) -> int:
+               err: IO[str], fanout: int = 0) -> int:
     """``--copy``/``--rcopy`` (clush's): each source as ``:put -r``/``:get -r`` into the
     request's directory, which must exist (default: the source's own, made absolute here, as
     clush does), a file or a tree alike; 0 if every source reached (or came from) every
-    target, else 1; a Ctrl-C ends the copy there (130, as cp: the later sources are not sent)."""
+    target, else 1; a Ctrl-C ends the copy there (130, as cp: the later sources are not sent).
+    ``fanout`` (clush's ``-f``; 0: all): each source goes to (or comes from) at most that
+    many targets at once, batch after batch in rank order."""
     status, interrupted = 0, False
+    ordered = sorted(targets)
+    step = fanout if fanout > 0 else max(1, len(ordered))
+    batches = [frozenset(ordered[at : at + step]) for at in range(0, len(ordered), step)] or [targets]
 
     @contextlib.contextmanager
     def watched() -> Iterator[None]:
@@ -183,13 +188,19 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
                 if not os.path.isdir(dest):  # the source's own directory
                     raise ValueError(no_directory(dest))
                 line = shlex.join(["-r", "--", source, dest])
-                status = max(status, get_builtin(console, targets, line, watched, err, suffixed=True))
+                for batch in batches:
+                    status = max(status, get_builtin(console, batch, line, watched, err, suffixed=True))
+                    if interrupted:
+                        break
             else:  # a trailing / and into: the directory must exist on the targets (clush's --dest)
                 if not os.path.lexists(source):
                     raise ValueError(f"--copy: no file or directory {source!r} on this machine"
                                      f"{'' if os.path.isabs(source) else f' (in {os.getcwd()})'}")
                 line = shlex.join(["-r", "--", source, dest.rstrip("/") + "/"])
-                status = max(status, put_builtin(console, targets, line, watched, err, into=True))
+                for batch in batches:
+                    status = max(status, put_builtin(console, batch, line, watched, err, into=True))
+                    if interrupted:
+                        break
         except ValueError as exc:
             print(style.error(f"mpish: {exc}"), file=err)
             err.flush()

@@ -151,6 +151,9 @@ def parse_copy(parser: argparse.ArgumentParser, argv: Sequence[str], options: li
         parser.error(f"--{'rcopy' if args.rcopy else 'copy'} needs the files to copy (as its last words)")
     if args.dest == "":
         parser.error("--dest needs a directory")
+    if getattr(args, "json", False):
+        parser.error("--json reports commands; --copy/--rcopy say how each copy went in a line on "
+                     "stderr, and exit 1 if any failed")
     return args, CopyRequest(tuple(sources), args.dest or "", bool(args.rcopy))
 
 

@@ -272,7 +272,7 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
             from mpish.shell.console_put_get import copy_files
 
             repl = SshRepl(console, output=options.mode, fanout=options.fanout)
-            status = copy_files(console, repl.targets, options.copy, repl.keys, repl.err)
+            status = copy_files(console, repl.targets, options.copy, repl.keys, repl.err, options.fanout)
             return max(status, 1 if session.failed else 0)  # a host never reached has no copy
         if stream is None:
             return SshRepl(console, output=options.mode, fanout=options.fanout).loop()
