@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 from mpish.shell.server.sigint import LineInterrupt, SignalLoop
@@ -42,26 +43,43 @@ def _spins_within(loop: SignalLoop, seconds: float) -> bool:
     while time.monotonic() < deadline:
         if loop.spinning():
             return True
-        time.sleep(0.05)
+        time.sleep(0.002)
     return False
 
 
-def test_signal_loop_tells_a_process_spinning_in_the_kernel_from_one_asleep_or_busy_in_user_space() -> None:
-    """Bash caught in its SIGINT handler spends its time raising SIGINT (kernel time). ``dd``
-    from /dev/zero spends its time in the kernel as well; ``sleep`` uses no CPU; a loop of
-    the user's runs in user space: only the first is taken for the loop, so a bash busy with
-    a loop that traps INT is not restarted."""
-    kernel = subprocess.Popen(["dd", "if=/dev/zero", "of=/dev/null", "bs=1M"], stderr=subprocess.DEVNULL)
+# bash's loop, made here: a SIGINT handler that raises SIGINT again (libc's raise() itself
+# installed as the handler, through ctypes: the handler runs in C, as bash's does)
+_RAISING = """
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None)
+libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.signal(signal.SIGINT, ctypes.cast(getattr(libc, "raise"), ctypes.c_void_p))
+sys.stdout.write("ready\\n"); sys.stdout.flush()
+os.kill(os.getpid(), signal.SIGINT)
+"""
+
+
+def test_signal_loop_tells_a_process_raising_sigint_for_ever_from_one_asleep_busy_or_in_syscalls() -> None:
+    """Bash caught in its SIGINT handler (server/sigint.py) raises SIGINT again and again:
+    kernel time and a SIGINT pending. Neither a sleeping process, nor a user-space loop, nor
+    one living on system calls (``dd`` from /dev/zero: kernel time, no SIGINT: a ``while
+    read`` loop of the user's that traps INT) is taken for it: restarting bash for them
+    would throw away a session that was working."""
+    looping = subprocess.Popen([sys.executable, "-c", _RAISING], stdout=subprocess.PIPE)
+    kernel = subprocess.Popen(["dd", "if=/dev/zero", "of=/dev/null", "bs=64k"], stderr=subprocess.DEVNULL)
     asleep = subprocess.Popen(["sleep", "60"])
     user = subprocess.Popen(["perl", "-e", "1 while 1"])
     try:
+        assert looping.stdout is not None and looping.stdout.readline() == b"ready\n"
         loops = {name: SignalLoop(proc.pid) for name, proc in
-                 (("kernel", kernel), ("asleep", asleep), ("user", user))}
-        assert _spins_within(loops["kernel"], 30)
-        assert not _spins_within(loops["asleep"], 1.6)
-        assert not _spins_within(loops["user"], 1.6)
+                 (("looping", looping), ("kernel", kernel), ("asleep", asleep), ("user", user))}
+        assert _spins_within(loops["looping"], 30)
+        for name in ("kernel", "asleep", "user"):
+            assert not _spins_within(loops[name], 1.6), name
     finally:
-        for proc in (kernel, asleep, user):
+        for proc in (looping, kernel, asleep, user):
             proc.kill()
             proc.wait()
-    assert not SignalLoop(kernel.pid).spinning()  # gone: nothing to restart
+        if looping.stdout is not None:
+            looping.stdout.close()
+    assert not _spins_within(SignalLoop(looping.pid), 1.1)  # gone: nothing to restart

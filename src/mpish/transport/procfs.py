@@ -37,6 +37,21 @@ def cpu_ticks(pid: int) -> tuple[int, int] | None:
         return None
 
 
+def pending_signals(pid: int) -> int:
+    """The signals pending for ``pid`` (its thread's and the process's), as a mask with bit
+    ``n - 1`` for signal n; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return 0
+    mask = 0
+    for line in lines:
+        if line.startswith((b"SigPnd:", b"ShdPnd:")):
+            mask |= int(line.split()[1], 16)
+    return mask
+
+
 def alive(pid: int) -> bool:
     """True unless ``pid`` is gone or a zombie (only meaningful on this host)."""
     return proc_state(pid) not in ("", "Z", "X")
