@@ -24,26 +24,27 @@ for the other (the exchange of check_irecv_send_wait, where both ranks have a po
 Irecv, takes the post-everything path). A receiver keeps up to :data:`_DEPTH`
 continuation receives posted.
 A record is opened only after its header (length, counter, flags) matched what the
-authenticated first record announced, and is decrypted straight into its place in the
-receive buffer (the message's own bytearray for an object). A record whose tag fails has
-that place wiped (zeros) before the error is seen (``Opener.open_into``), and the call
-goes on waiting for the genuine record, which fills the same place: what the call
-delivers is only authenticated plaintext, and a forged record's bytes exist only in a
-buffer that MPI's rules forbid the program to read before the receive completes, and
-only until the wipe. (Until 2026-12-05 records were decrypted into a 256 KiB scratch
-buffer and copied after the tag verified: that copy cost 12% at 1 MiB and 24% at 16 MiB
-of the bandwidth, measured side by side on MPICH shared memory, quiet: 3.37 -> 3.79 and
-3.05 -> 3.78 GB/s. A message being drained after ERR_TRUNCATE still goes through the
-scratch buffer: nothing of it is kept.)
+authenticated first record announced, and is decrypted into the lane's scratch buffer
+(256 KiB, in cache); the plaintext is copied into the user's buffer only after the tag
+verified, so a forged record's bytes never reach user memory, even during the call.
+Decrypting straight into the receive buffer (and wiping the place when the tag fails)
+was tried on 2026-12-05 and reverted the same day: it saved the copy (+12% bandwidth at
+1 MiB, +24% at 16 MiB), but an attacker who knows a genuine record's plaintext can flip
+its ciphertext so the unverified CTR output is text of its choosing, and that text then
+sat in the user's memory until the wipe. A security review made it stay: a Python signal
+handler raising (a SIGALRM timeout, Ctrl-C) between the failed tag and the wipe left
+``FORGED!!`` in the buffer after the call (30 of 200 tries); a buffer that is a shared file
+mapping (numpy.memmap) kept it in the file when the process was killed mid-receive (7 of
+15). The scratch buffer is private, and it is gone with the call.
 
 Speed (MPICH shared memory, 2026-12-04). Per 256 KiB record, quiet: seal and open
 about 11 us each (24 GB/s), MPI's copy at the raw rate 13-18 us. MPICH moves a message
 of 8 KiB or more with CMA (process_vm_readv), done by the receiving process, so the
-receiving core does MPI's copy and the open one after the other for every record
-(until 2026-12-05 also a copy from a scratch buffer to the user's), while the sender's
-core only seals. bench/comm.py measures that serial sum in the same run and prints it as
-the bandwidth no secure transfer over MPI can beat (``bw_cap_*``). With the copy, at
-quiet raw rates (14.6 and 20 GB/s), it was about 0.55 and 0.46 of raw, below the 0.6
+receiving core does MPI's copy, the open and the copy to the user one after the other
+for every record, while the sender's core only seals. bench/comm.py measures that
+serial sum in the same run and prints it as the bandwidth no secure transfer over MPI
+can beat (``bw_cap_*``; an upper bound: its open and copy run in a warm cache). With
+quiet raw rates (14.6 and 20 GB/s) it is about 0.55 and 0.46 of raw, below the 0.6
 target; without MPI's copy it would be above 0.8. 16 MiB ran worse than 1 MiB because a
 blocking send sealed into 64 fresh record buffers: 16 MiB of ciphertext written out of
 cache and read back by the receiver's copy, on top of the two 16 MiB user buffers in
@@ -298,7 +299,9 @@ class LongMessages:
             raise RemoteProtocolError(f"{what} from rank {source} tag {tag} where a continuation is due")
         if counter != self._last[key] + 1:
             raise ReplayError(f"continuation record {counter} from rank {source} is a replay or out of order")
-        # Decrypted in place; a failed tag wipes ``out`` before it raises (module doc).
-        # None: draining a truncated message, nothing is kept.
-        self.openers[source].open_into(record, self._scratch if out is None else out)
+        # Decrypted into the lane's scratch (in cache) and copied to the user's memory only
+        # after the tag verified: a forged record's bytes never reach ``out``.
+        self.openers[source].open_into(record, self._scratch)
+        if out is not None:  # None: draining a truncated message, nothing is kept
+            out[:] = memoryview(self._scratch)[:size]
         self._last[key] = counter

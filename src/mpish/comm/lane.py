@@ -8,13 +8,12 @@ and one Opener per peer, made on first use from the communicator's secret (secre
 Receives posted by the user and the progress they need are posted.py's.
 
 Forged traffic (THREAT-MODEL "a forged record may be dropped and counted"): a record
-that fails any check (bad tag, replay, moved, malformed, oversized) is dropped, counted
-in ``rejected`` (and logged, and passed to the optional ``on_reject`` callback), and the
-call goes on waiting for the genuine message: a failed check of the header leaves the
-user's memory untouched; a continuation record that fails its tag has the place it was
-decrypted into wiped, then filled by the genuine record (bulk.py). In strict mode the
-call raises the error instead. Nothing is unpickled or delivered before authentication.
-Single records are opened into a fresh plaintext and copied; continuation records: bulk.py.
+that fails any check (bad tag, replay, moved, malformed, oversized) is dropped before
+anything is written to the user's memory, counted in ``rejected`` (and logged, and
+passed to the optional ``on_reject`` callback), and the call goes on waiting for the
+genuine message. In strict mode the call raises the error instead. Nothing is
+unpickled or delivered before authentication. Single records are opened into a fresh
+plaintext and copied; continuation records: bulk.py.
 
 A forged message longer than any record is dropped whole. MPICH truncates it safely
 into the record buffer (ERR_TRUNCATE); Open MPI 5 may crash doing so, so there
@@ -107,7 +106,7 @@ class Lane(PostedReceives, LongMessages):
         self._pool: list[bytearray] = []  # RECORD_MAX buffers of blocking long sends
         self._rx = bytearray(FIRST_MAX)  # first records (a longer message is forged: truncated, dropped)
         self._bulk_rx: list[bytearray] | None = None  # continuation records (bulk.py)
-        self._scratch = bytearray(0)  # where a message drained after ERR_TRUNCATE is opened (bulk.py)
+        self._scratch = bytearray(0)  # their plaintext before it is copied to the user (bulk.py)
         self._spare: list[bytearray] = []  # FIRST_MAX buffers of finished posted receives
         self._status = MPI.Status()
         self._last: dict[Envelope, int] = {}  # (source, tag) -> last counter processed
