@@ -46,7 +46,14 @@ class Stats:
     on_reject: Callable[[BaseException], None] | None = field(default=None, repr=False)
 
     def reject(self, exc: BaseException) -> None:
-        """Count a rejected record; raise it in strict mode."""
+        """Count a rejected record; raise it in strict mode. Once per error: in strict mode a
+        continuation record's error, raised where it was found (bulk.py), passes through the
+        receive that called it, which must not count it again."""
+        if getattr(exc, "_mpish_rejected", False):
+            if self.strict:
+                raise exc
+            return
+        exc._mpish_rejected = True  # type: ignore[attr-defined]
         self.rejected += 1
         log.warning("mpish.secure: dropped a record: %s", exc)
         if self.on_reject is not None:
