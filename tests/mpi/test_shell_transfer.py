@@ -212,7 +212,8 @@ def test_copy_and_rcopy_options_copy_files_and_trees_once_and_name_copies_as_clu
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "remote" / "data.bin").read_bytes() == data.read_bytes()
     same_tree(tmp_path / "remote" / "d", tree)
-    assert done.stdout.count("mpish: put @1-2: ok, SHA-256 verified") == 2, done.stdout
+    assert "mpish: put data.bin to @1-2: ok, SHA-256 verified" in done.stdout, done.stdout
+    assert "mpish: put d to @1-2: ok, SHA-256 verified" in done.stdout, done.stdout
     done = mpish("-n", "2", "-w", "@2", "--rcopy", str(tmp_path / "remote" / "data.bin"),
                  str(tmp_path / "remote" / "d"), "--dest", "back")
     assert done.returncode == 0, done.stderr
@@ -232,7 +233,7 @@ def test_copy_and_rcopy_options_copy_files_and_trees_once_and_name_copies_as_clu
     done = mpish("-n", "2", "--copy", "--dest", str(tmp_path / "remote"), "-x", "@2", "--", "-lead")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "remote" / "-lead").read_bytes() == b"dash\n", done.stdout
-    assert "put @1: ok" in done.stdout, done.stdout
+    assert "put -lead to @1: ok" in done.stdout, done.stdout
     done = mpish("-n", "1", "--rcopy", "data.bin", "--dest", "nowhere")
     assert done.returncode == 1
     assert "--rcopy: nowhere is not a directory of this machine" in done.stderr, done.stderr

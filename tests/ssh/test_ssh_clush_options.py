@@ -401,9 +401,11 @@ def test_copy_and_rcopy_copy_files_and_trees_and_name_copies_by_host_as_clush(
     assert (remote / "data.bin").read_bytes() == data.read_bytes()
     assert (remote / "d" / "sub" / "run.sh").read_bytes() == b"#!/bin/sh\necho ran\n"
     assert os.access(remote / "d" / "sub" / "run.sh", os.X_OK)
-    done = mpish_ssh(sshd, "-w", "host[1-2]", "--rcopy", str(remote / "data.bin"), str(remote / "d"),
-                     "--dest", str(back))
+    done = mpish_ssh(sshd, "-w", "host[1-2]", "-f", "1", "--rcopy", str(remote / "data.bin"),
+                     str(remote / "d"), "--dest", str(back))  # -f 1: a host at a time, a report per file
     assert done.returncode == 0, done.stderr
+    assert done.stdout.count(f"mpish: get {remote}/data.bin from host[1-2]: ok") == 1, done.stdout
+    assert done.stdout.count(f"mpish: get {remote}/d from host[1-2]: ok") == 1, done.stdout
     for host in ("host1", "host2"):
         assert (back / f"data.bin.{host}").read_bytes() == data.read_bytes()
         assert (back / f"d.{host}" / "sub" / "run.sh").read_bytes() == b"#!/bin/sh\necho ran\n"
@@ -413,4 +415,4 @@ def test_copy_and_rcopy_copy_files_and_trees_and_name_copies_by_host_as_clush(
     assert (remote / "data.bin.host2").read_bytes() == data.read_bytes()
     done = mpish_ssh(sshd, "host1", "--copy", str(data), "--dest", str(tmp_path / "nowhere"))
     assert done.returncode == 1
-    assert f"mpish: put host1: cannot write {tmp_path}/nowhere/data.bin" in done.stderr, done.stderr
+    assert f"mpish: put {data} to host1: cannot write {tmp_path}/nowhere/data.bin" in done.stderr, done.stderr

@@ -1,17 +1,19 @@
-"""--copy/--rcopy's loop over the files (console_put_get.copy_files), with the transfers
-replaced: a Ctrl-C during one file ends the copy there, as cp and scp stop."""
+"""--copy/--rcopy's loop over the files and -f batches (console_put_get.copy_files), with the
+transfers replaced: a Ctrl-C ends the copy there, as cp and scp stop; each file gets one
+report for all its batches, naming it."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mpish.shell import console_put_get
+from mpish.shell.console_put_get import Tally
 from mpish.shell.options import CopyRequest
 
 
@@ -19,8 +21,23 @@ class Pressed:
     interrupted = False
 
 
+class Console:
+    """What the report asks of the console: a name for a set of targets."""
+
+    @staticmethod
+    def describe(ranks: Iterable[int]) -> str:
+        return "@" + ",".join(str(rank) for rank in sorted(ranks))
+
+
+def keys_of(pressed: Pressed) -> Any:
+    @contextlib.contextmanager
+    def keys() -> Iterator[Pressed]:
+        yield pressed
+    return keys
+
+
 def test_a_ctrl_c_during_one_file_ends_the_copy_with_130_and_says_how_many_were_left(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     files = [tmp_path / name for name in ("a", "b", "c")]
     for path in files:
@@ -28,53 +45,92 @@ def test_a_ctrl_c_during_one_file_ends_the_copy_with_130_and_says_how_many_were_
     sent: list[str] = []
     pressed = Pressed()
 
-    @contextlib.contextmanager
-    def keys() -> Iterator[Pressed]:
-        yield pressed
-
-    def put(console: Any, targets: Any, line: str, keys_: Any, err: Any, into: bool = False) -> int:
+    def put(console: Any, targets: Any, line: str, keys_: Any, err: Any, into: bool = False,
+            tally: Tally | None = None) -> int:
         with keys_():
             sent.append(line)
             pressed.interrupted = len(sent) == 2  # Ctrl-C typed during the second file
-        return 1
+        assert tally is not None
+        verdict = "the transfer was aborted" if pressed.interrupted else ""
+        return tally.add({1: verdict}, 1, 0.1, "", "checked")
 
     monkeypatch.setattr(console_put_get, "put_builtin", put)
     err = io.StringIO()
     request = CopyRequest(tuple(map(str, files)), str(tmp_path / "dest"), False)
-    assert console_put_get.copy_files(None, frozenset({1}), request, keys, err) == 130  # type: ignore[arg-type]
+    assert console_put_get.copy_files(Console(), frozenset({1}), request, keys_of(pressed), err) == 130  # type: ignore[arg-type]
     assert sent == [f"-r -- {files[0]} {tmp_path}/dest/", f"-r -- {files[1]} {tmp_path}/dest/"]
-    assert err.getvalue() == "mpish: interrupted: 1 more file(s) not copied\n"
+    assert f"mpish: put {files[0]} to @1: ok, checked" in capsys.readouterr().out
+    assert err.getvalue() == (f"mpish: put {files[1]} to @1: the transfer was aborted\n"
+                              "mpish: interrupted: 1 more file(s) not copied\n")
 
 
-def test_fanout_sends_and_gets_each_file_to_at_most_that_many_targets_at_once_in_rank_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_fanout_sends_and_gets_each_file_to_at_most_that_many_targets_at_once_and_reports_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # clush's -f holds for its copies too: a 1 GiB file to 128 hosts went to all at once
+    # clush's -f holds for its copies too: a 1 GiB file to 128 hosts went to all at once; the
+    # batches' reports were one line each, naming no file (a reviewer: 100 lines per file at -f 1)
     source = tmp_path / "f"
     source.write_bytes(b"x")
     calls: list[tuple[str, list[int]]] = []
 
-    @contextlib.contextmanager
-    def keys() -> Iterator[Pressed]:
-        yield Pressed()
-
-    def put(console: Any, targets: Any, line: str, keys_: Any, err: Any, into: bool = False) -> int:
+    def put(console: Any, targets: Any, line: str, keys_: Any, err: Any, into: bool = False,
+            tally: Tally | None = None) -> int:
         calls.append(("put", sorted(targets)))
-        return 0
+        assert tally is not None
+        return tally.add(dict.fromkeys(targets, ""), 1, 0.1, "", "checked")
 
-    def get(console: Any, targets: Any, line: str, keys_: Any, err: Any, suffixed: bool = False) -> int:
+    def get(console: Any, targets: Any, line: str, keys_: Any, err: Any, suffixed: bool = False,
+            tally: Tally | None = None) -> int:
         calls.append(("get", sorted(targets)))
-        return 1 if 5 in targets else 0
+        assert tally is not None
+        tally.written += [f"  {source}.{rank}" for rank in sorted(targets) if rank != 5]
+        verdicts = {rank: "no such file" if rank == 5 else "" for rank in targets}
+        return tally.add(verdicts, 0, 0.1, "", "checked")
 
     monkeypatch.setattr(console_put_get, "put_builtin", put)
     monkeypatch.setattr(console_put_get, "get_builtin", get)
     targets = frozenset({5, 1, 4, 2, 3})
+    keys = keys_of(Pressed())
     put_request = CopyRequest((str(source),), str(tmp_path), False)
     get_request = CopyRequest((str(source),), str(tmp_path), True)
     err = io.StringIO()
-    assert console_put_get.copy_files(None, targets, put_request, keys, err, fanout=2) == 0  # type: ignore[arg-type]
-    assert console_put_get.copy_files(None, targets, get_request, keys, err, fanout=2) == 1  # type: ignore[arg-type]
-    assert console_put_get.copy_files(None, targets, put_request, keys, err) == 0  # type: ignore[arg-type]
+    assert console_put_get.copy_files(Console(), targets, put_request, keys, err, fanout=2) == 0  # type: ignore[arg-type]
+    assert console_put_get.copy_files(Console(), targets, get_request, keys, err, fanout=2) == 1  # type: ignore[arg-type]
+    assert console_put_get.copy_files(Console(), targets, put_request, keys, err) == 0  # type: ignore[arg-type]
     assert calls == [("put", [1, 2]), ("put", [3, 4]), ("put", [5]),
                      ("get", [1, 2]), ("get", [3, 4]), ("get", [5]),
                      ("put", [1, 2, 3, 4, 5])]  # without -f: all at once
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"mpish: put {source} to @1,2,3,4,5: ok, checked (")
+    assert out[1].startswith(f"mpish: get {source} from @1,2,3,4: ok, checked (")
+    assert out[2:6] == [f"  {source}.{rank}" for rank in (1, 2, 3, 4)]
+    assert out[6].startswith(f"mpish: put {source} to @1,2,3,4,5: ok")
+    assert len(out) == 7
+    assert err.getvalue() == f"mpish: get {source} from @5: no such file\n"
+
+
+def test_a_ctrl_c_while_a_batch_awaits_its_answers_says_what_may_and_what_did_not_arrive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the Ctrl-C escaped as a bare "mpish: interrupted" (the file had in fact arrived)
+    source = tmp_path / "f"
+    source.write_bytes(b"x")
+
+    def put(console: Any, targets: Any, line: str, keys_: Any, err: Any, into: bool = False,
+            tally: Tally | None = None) -> int:
+        assert tally is not None
+        if 3 in targets:
+            raise KeyboardInterrupt  # as console.wait raises it for a Ctrl-C key
+        return tally.add(dict.fromkeys(targets, ""), 1, 0.1, "", "checked")
+
+    monkeypatch.setattr(console_put_get, "put_builtin", put)
+    err = io.StringIO()
+    request = CopyRequest((str(source), str(source)), str(tmp_path), False)
+    status = console_put_get.copy_files(Console(), frozenset(range(1, 7)), request, keys_of(Pressed()),  # type: ignore[arg-type]
+                                        err, fanout=2)
+    assert status == 130
+    assert capsys.readouterr().out.startswith(f"mpish: put {source} to @1,2: ok")
+    assert err.getvalue() == (
+        f"mpish: put {source} to @3,4: interrupted before its answer came (the copy may be complete)\n"
+        f"mpish: interrupted: {source} was not sent to @5,6\n"
+        "mpish: interrupted: 1 more file(s) not copied\n")

@@ -9,6 +9,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import IO
 
 from . import console_transfer as transfer
@@ -19,6 +20,32 @@ from .options import CopyRequest
 PUT_USAGE = "usage: :put [-r] LOCAL [REMOTE]"
 GET_USAGE = "usage: :get [-r] REMOTE [LOCAL]"
 Keys = Callable[[], contextlib.AbstractContextManager[object]]  # Ctrl-C as a key while it runs
+
+
+@dataclass
+class Tally:
+    """One --copy/--rcopy source's results over its -f batches, reported once for all."""
+
+    verdicts: dict[int, str] = field(default_factory=dict)
+    size: int = 0
+    seconds: float = 0.0
+    extra: str = ""
+    check: str = ""
+    written: list[str] = field(default_factory=list)  # get: the lines naming the local copies
+
+    def add(self, verdicts: dict[int, str], size: int, seconds: float, extra: str, check: str) -> int:
+        self.verdicts.update(verdicts)
+        self.size, self.seconds, self.extra, self.check = size, self.seconds + seconds, extra, check
+        return 1 if any(verdicts.values()) else 0
+
+    def report(self, console: Console, what: str, err: IO[str]) -> int:
+        if not self.verdicts:
+            return 0
+        status = report(console, what, self.verdicts, self.size, self.seconds, err, self.extra, self.check)
+        for line in self.written:
+            print(line)
+        sys.stdout.flush()
+        return status
 
 
 class Progress:
@@ -81,9 +108,10 @@ def parse_words(rest: str, usage: str) -> list[str]:
 
 
 def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys, err: IO[str],
-                into: bool = False) -> int:
+                into: bool = False, tally: Tally | None = None) -> int:
     """``:put [-r] LOCAL [REMOTE]``; 0 if every target has its verified copy, else 1. ``into``:
-    a tree goes to REMOTE/NAME, REMOTE being an existing directory (clush's --copy --dest)."""
+    a tree goes to REMOTE/NAME, REMOTE being an existing directory (clush's --copy --dest).
+    With a ``tally`` the results are added to it, for one report later (copy_files)."""
     recursive, words = parse(rest, PUT_USAGE)
     local = words[0]
     is_dir = os.path.isdir(local)
@@ -111,14 +139,17 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
         finally:
             progress.end()
     files = f"{sent.files} file{'' if sent.files == 1 else 's'}, " if is_dir else ""
+    if tally is not None:
+        return tally.add(sent.verdicts, sent.bytes, time.monotonic() - started, files, check(console, is_dir))
     return report(console, "put", sent.verdicts, sent.bytes, time.monotonic() - started, err, files,
                   check(console, is_dir))
 
 
 def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys, err: IO[str],
-                suffixed: bool = False) -> int:
+                suffixed: bool = False, tally: Tally | None = None) -> int:
     """``:get [-r] REMOTE [LOCAL]``; the paths written are printed; 0 if all arrived.
-    ``suffixed``: NAME.<target> even from one target (clush's --rcopy)."""
+    ``suffixed``: NAME.<target> even from one target (clush's --rcopy). With a ``tally`` the
+    results are added to it, for one report later (copy_files)."""
     recursive, words = parse(rest, GET_USAGE)
     remote = words[0]
     local = words[1] if len(words) == 2 else ("." if recursive else os.path.basename(remote))
@@ -138,14 +169,20 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
                                     suffixed=suffixed)
         finally:
             progress.end()
-    status = report(console, "get", verdicts, 0, time.monotonic() - started, err,
-                    check=check(console, recursive))
+    lines = []
     for rank, error in sorted(verdicts.items()):
         path = written[rank].absolute()  # the console's cwd is not the prompt's remote one
         if not error:
-            print(f"  {path}{'/' if recursive and path.is_dir() else ''}")
+            lines.append(f"  {path}{'/' if recursive and path.is_dir() else ''}")
         elif recursive and path.is_dir() and error != "nothing was received":
-            print(f"  {path}/ (written, but see the error above)")  # a tree copied in part
+            lines.append(f"  {path}/ (written, but see the error above)")  # a tree copied in part
+    if tally is not None:
+        tally.written += lines
+        return tally.add(verdicts, 0, time.monotonic() - started, "", check(console, recursive))
+    status = report(console, "get", verdicts, 0, time.monotonic() - started, err,
+                    check=check(console, recursive))
+    for line in lines:
+        print(line)
     sys.stdout.flush()
     return status
 
@@ -157,7 +194,7 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
     clush does), a file or a tree alike; 0 if every source reached (or came from) every
     target, else 1; a Ctrl-C ends the copy there (130, as cp: the later sources are not sent).
     ``fanout`` (clush's ``-f``; 0: all): each source goes to (or comes from) at most that
-    many targets at once, batch after batch in rank order."""
+    many targets at once, batch after batch in rank order; one report per source, naming it."""
     status, interrupted = 0, False
     ordered = sorted(targets)
     step = fanout if fanout > 0 else max(1, len(ordered))
@@ -166,50 +203,63 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
     @contextlib.contextmanager
     def watched() -> Iterator[None]:
         nonlocal interrupted
-        with keys() as pressed:
-            try:
+        pressed = None
+        try:
+            with keys() as pressed:
                 yield
-            finally:
-                interrupted = interrupted or bool(getattr(pressed, "interrupted", False))
+        finally:  # after the keys' end: a Ctrl-C typed after the transfer's last look counts
+            interrupted = interrupted or bool(getattr(pressed, "interrupted", False))
 
     style = Style.for_stream(err)
+
+    def say(text: str) -> None:
+        print(style.error(f"mpish: {text}"), file=err)
+        err.flush()
+
     def no_directory(dest: str) -> str:
         return (f"--rcopy: {dest} is not a directory of this machine (--dest names an existing one; "
                 "the copies are NAME.<target> in it)")
 
     if request.reverse and request.dest and not os.path.isdir(request.dest):  # said once, not per file
-        print(style.error(f"mpish: {no_directory(request.dest)}"), file=err)
-        err.flush()
+        say(no_directory(request.dest))
         return 1
     for at, source in enumerate(request.sources):
         dest = request.dest or os.path.dirname(os.path.abspath(source))
+        tally = Tally()
+        what = f"get {source} from" if request.reverse else f"put {source} to"
         try:
-            if request.reverse:
-                if not os.path.isdir(dest):  # the source's own directory
-                    raise ValueError(no_directory(dest))
-                line = shlex.join(["-r", "--", source, dest])
-                for batch in batches:
-                    status = max(status, get_builtin(console, batch, line, watched, err, suffixed=True))
-                    if interrupted:
-                        break
-            else:  # a trailing / and into: the directory must exist on the targets (clush's --dest)
-                if not os.path.lexists(source):
-                    raise ValueError(f"--copy: no file or directory {source!r} on this machine"
-                                     f"{'' if os.path.isabs(source) else f' (in {os.getcwd()})'}")
-                line = shlex.join(["-r", "--", source, dest.rstrip("/") + "/"])
-                for batch in batches:
-                    status = max(status, put_builtin(console, batch, line, watched, err, into=True))
-                    if interrupted:
-                        break
+            if request.reverse and not os.path.isdir(dest):  # the source's own directory
+                raise ValueError(no_directory(dest))
+            if not request.reverse and not os.path.lexists(source):
+                raise ValueError(f"--copy: no file or directory {source!r} on this machine"
+                                 f"{'' if os.path.isabs(source) else f' (in {os.getcwd()})'}")
+            for batch in batches:
+                # a trailing / and into: the directory must exist on the targets (clush's --dest)
+                try:
+                    if request.reverse:
+                        line = shlex.join(["-r", "--", source, dest])
+                        get_builtin(console, batch, line, watched, err, suffixed=True, tally=tally)
+                    else:
+                        line = shlex.join(["-r", "--", source, dest.rstrip("/") + "/"])
+                        put_builtin(console, batch, line, watched, err, into=True, tally=tally)
+                except KeyboardInterrupt:  # Ctrl-C while the batch's last answers were awaited
+                    interrupted = True
+                    for rank in batch - set(tally.verdicts):
+                        tally.verdicts[rank] = "interrupted before its answer came (the copy may be complete)"
+                if interrupted:
+                    break
         except ValueError as exc:
-            print(style.error(f"mpish: {exc}"), file=err)
-            err.flush()
+            say(str(exc))
             status = 1
+        status = max(status, tally.report(console, what, err))
         if interrupted:
+            missed = sorted(set(targets) - set(tally.verdicts))
+            if missed:
+                say(f"interrupted: {source} was not {'got from' if request.reverse else 'sent to'} "
+                    f"{console.describe(missed)}")
             left = len(request.sources) - at - 1
             if left:
-                print(style.error(f"mpish: interrupted: {left} more file(s) not copied"), file=err)
-                err.flush()
+                say(f"interrupted: {left} more file(s) not copied")
             return 130
     return status
 

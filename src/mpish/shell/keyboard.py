@@ -72,6 +72,9 @@ class InterruptKeys:
                 if not data:
                     break
                 self.typed += data
+            if b"\x03" in self.typed:  # a Ctrl-C after the last poll: as one during the operation
+                self.typed[:] = self.typed[self.typed.rindex(b"\x03") + 1 :]
+                self.interrupted = True
 
             with contextlib.suppress(OSError):
                 termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)

@@ -38,7 +38,7 @@ KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on a timeout
 ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later Ctrl-C
 EXITED = "the shell exited; a new one has the state from before this command"
 RESTARTED = "the command ignored SIGINT: the shell was restarted, state restored from before the command"
-STUCK = ("bash did not come back from the Ctrl-C (a race in its SIGINT handler): the shell was restarted, "
+STUCK = ("the shell spun in its own SIGINT handler after the interrupt, a bash race: it was restarted, "
          "state restored from before the command")
 KILLING_POLL = 0.02  # while killing a command, look at its processes this often
 EXIT_TRAP_GRACE = 2.0  # seconds an idle bash gets at the end of the session to run its EXIT trap
@@ -307,11 +307,13 @@ class Shell:
 
     def _restart_stuck(self, command: Command) -> None:
         """Bash spins in its SIGINT handler (sigint.py): replaced, as after a third Ctrl-C."""
-        log.warning("bash %d spins in its SIGINT handler since command %d was interrupted: restarted",
-                    self.bash.pid if self.bash else 0, command.cmd_id)
-        command.stuck = True
+        pid = self.bash.pid if self.bash else 0
         command.interrupts = len(ESCALATION)
         self._kill(command, signal.SIGKILL)
+        if command.killing:  # else its status had just arrived: it ends as it is
+            command.stuck = True
+            log.warning("bash %d spun in its SIGINT handler since command %d was interrupted: restarted",
+                        pid, command.cmd_id)
 
     def _kill(self, command: Command, sig: int) -> None:
         """Stop bash, signal every process of the command (see the package doc)."""

@@ -24,7 +24,7 @@ The server keeps chasing for at most :data:`CHASE` seconds, looking every ``KILL
 ours is): when bash starts waiting for a child it installs its waiting handler and only
 then records the handler it replaced. A SIGINT that lands in between finds no handler to
 go back to, and the waiting handler raises SIGINT again, for ever: bash spins in the
-kernel and never ends the line (measured: 1 in about 1,300 Ctrl-Cs sent as a command's
+kernel and never ends the line (measured: 1 in 1,300 to 3,000 Ctrl-Cs sent as a command's
 first output arrived, on a loaded machine; the command's status never came). Two
 defences: bash gets its SIGINT once it sleeps (in ``wait4``, past that window) or after
 :data:`SETTLE` seconds of running; and :class:`SignalLoop` tells when bash spins that way
