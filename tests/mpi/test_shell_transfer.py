@@ -92,11 +92,13 @@ def _hijack_attempts(base: Path, tmp_path: Path) -> None:
 def test_bad_timeout_and_missing_local_file_are_explained(tmp_path: Path) -> None:
     (tmp_path / "adir").mkdir()
     os.mkfifo(tmp_path / "fifo")
-    done = console(tmp_path, ":timeout abc\n:put no-such-file\n:put adir\n:put fifo\nexit\n", ranks=1)
+    done = console(tmp_path, ":timeout abc\n:timeout nan\n:put no-such-file\n:put adir\n:put fifo\nexit\n",
+                   ranks=1)
     err = done.stderr.decode()
     assert "'fifo' is not a regular file (a FIFO, device or socket)" in err, err  # was: "no file 'fifo'"
     assert "'adir' is a directory on the console's machine" in err, err  # was: "no file 'adir'"
-    assert "usage: :timeout SECONDS (a number, 0 = none), not 'abc'" in err, err
+    assert "usage: :timeout SECONDS: 'abc' is not a timeout: seconds, a number from 0 (none) up" in err, err
+    assert "usage: :timeout SECONDS: 'nan' is not a timeout" in err, err  # was taken: "timeout: nan s"
     assert f"no file 'no-such-file' in the console's directory {tmp_path}" in err, err
     assert "could not convert" not in err and "Errno" not in err
 

@@ -153,7 +153,11 @@ def test_copy_takes_the_words_as_files_and_dest_after_them_as_clush_does(
                        (["--copy", "f", "--dest="], "--dest needs a directory"),
                        (["--dest", "/tmp", "ls"], "--dest goes with --copy or --rcopy"),
                        (["--copy", "--rcopy", "f"], "not allowed with argument"),
-                       (["--json", "--copy", "f"], "--json reports commands; --copy/--rcopy say how")):
+                       (["--json", "--copy", "f"], "--json reports commands; --copy/--rcopy say how"),
+                       (["-u", "-1", "true"], "'-1' is not a timeout: seconds, a number from 0 (none) up"),
+                       (["-u", "nan", "true"], "'nan' is not a timeout"),  # both ran with no timeout
+                       (["-u", "inf", "true"], "'inf' is not a timeout"),
+                       (["-t", "-5", "true"], "'-5' is not a timeout")):
         with pytest.raises(SystemExit) as info:
             main(["-n", "2", *argv])
         assert info.value.code == 2, argv

@@ -26,7 +26,7 @@ from .continuation import Block
 from .grouping import GroupedSink, Style, make_sink, status_lines
 from .keyboard import InterruptKeys, TypedAhead
 from .names import RankHostNames, RankNames, ServerNames, fold_hosts, status_of
-from .options import OutputMode
+from .options import OutputMode, seconds
 from .ranks import TargetError, describe, format_ranks, resolve_targets
 
 HELP = """\
@@ -425,11 +425,9 @@ class Repl:
     def cmd_timeout(self, rest: str) -> None:
         if rest:
             try:
-                value = float(rest)
-            except ValueError:
-                raise ValueError(f"usage: :timeout SECONDS (a number, 0 = none), not {rest!r}") from None
-            if value < 0:
-                raise ValueError("a timeout cannot be negative")
+                value = seconds(rest.strip())
+            except ValueError as exc:
+                raise ValueError(f"usage: :timeout SECONDS: {exc}") from None
             self.console.timeout = value
         shown = f"{self.console.timeout:g} s" if self.console.timeout else "none"
         print(f"timeout: {shown}")

@@ -89,11 +89,30 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                         help="clush's default: exit 0 unless mpish itself failed")
 
 
+def seconds(text: str) -> float:
+    """A timeout as given: a number of seconds, 0 or more and finite (``-u -1``, ``nan`` and
+    ``inf`` were taken as no timeout, silently); ValueError says what is expected."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e9:  # False for nan; a billion seconds is 31 years
+        raise ValueError(f"{text!r} is not a timeout: seconds, a number from 0 (none) up")
+    return value
+
+
+def _seconds_option(text: str) -> float:
+    try:
+        return seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_timeouts(parser: argparse.ArgumentParser, connect_help: str, connect_default: float | None) -> None:
     """-u command timeout, -t connect timeout (clush's spellings)."""
-    parser.add_argument("-u", "--command_timeout", "--timeout", dest="timeout", type=float, default=0.0,
-                        metavar="SECONDS", help="per-command timeout (0 = none)")
-    parser.add_argument("-t", "--connect_timeout", dest="connect_timeout", type=float,
+    parser.add_argument("-u", "--command_timeout", "--timeout", dest="timeout", type=_seconds_option,
+                        default=0.0, metavar="SECONDS", help="per-command timeout (0 = none)")
+    parser.add_argument("-t", "--connect_timeout", dest="connect_timeout", type=_seconds_option,
                         default=connect_default, metavar="SECONDS", help=connect_help)
 
 
