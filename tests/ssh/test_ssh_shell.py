@@ -245,12 +245,38 @@ def test_reconnect_brings_a_lost_host_back_as_the_same_rank_with_a_new_shell(
     assert done.returncode == 0, err
     assert "mpish: host2 was lost (its server is gone)" in err, err  # before :reconnect
     assert "host2: not reconnected: host unreachable" in err and "port 1: Connection refused" in err, err
-    assert "  lost: @2 (host2): its server is gone" in out, out
-    assert "@1 (host1): connected, not lost" in err, err
+    assert "  lost: host2: its server is gone (:reconnect brings it back)" in out, out
+    assert "host1: connected, not lost" in err, err
     assert out.count("host2: reconnected, with a new shell") == 1, out
     assert "nothing to reconnect: no host was lost" in out, out
     assert "chosen-1" in out and "chosen-2" not in out, out  # the targets chosen before stay so
     assert "back-1 KEEP=1" in out and "back-2 KEEP=gone" in out, out  # rank 2 again, a new shell
+
+
+def test_a_host_down_when_the_console_starts_is_kept_lost_and_reconnect_brings_it_in(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """`mpish ssh 'host1,nosuch'`: the host that could not be reached was dropped for the whole
+    session (`:reconnect nosuch` said "@nosuch is no group"), where clush's interactive mode
+    keeps a node that is still booting in its set. It is now lost from the start: :targets
+    names it, :reconnect tries it, and once back it is a target as the others."""
+    config = tmp_path / "ssh_config"
+    include = f"Include {sshd.ssh_options[1]}\n"
+    config.write_text(f"Host host3\n  Port 1\nHost *\n  {include}")  # host3 is down at the start
+    script = "\n".join([":targets", ":reconnect host3", f"printf %s {shlex.quote(include)} > {config}",
+                        ":reconnect host3", "echo up-$MPISH_RANK", ":targets", ""])
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", f"-F {config}", "--python", sys.executable,
+            "host1,host3"]  # the console, its commands from a pipe (no -C)
+    done = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1"), check=False)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 0, err
+    assert "  lost: host3: not reached at the start (:reconnect brings it back)" in out, out
+    assert "host3: not reconnected: host unreachable" in err, err  # the first try: still down
+    assert out.count("host3: reconnected, with a new shell") == 1, out
+    assert "up-1" in out and "up-2" in out, out  # a target once back
+    assert out.count("lost:") == 1, out  # the last :targets: nothing lost
+    assert "no group" not in err, err
 
 
 def test_at_a_terminal_a_console_whose_every_host_was_lost_stays_for_reconnect(

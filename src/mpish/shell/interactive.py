@@ -28,6 +28,7 @@ from .keyboard import InterruptKeys, TypedAhead
 from .names import RankHostNames, RankNames, ServerNames, fold_hosts, status_of
 from .options import OutputMode, seconds
 from .ranks import TargetError, describe, format_ranks, resolve_targets
+from .session import NOT_REACHED
 
 HELP = """\
 Commands run through each target's shell; cd, export, variables, functions and
@@ -416,8 +417,12 @@ class Repl:
             by_host.setdefault(host, []).append(rank)
         for host, ranks in sorted(by_host.items()):
             print(f"  {host}: @{format_ranks(ranks)}")
-        if self.console.lost:
-            print(f"  lost: {self.describe_all(self.console.lost)}: its server is gone{self.lost_hint}")
+        unreached = [rank for rank in self.console.lost if self.console.peers[rank].lost == NOT_REACHED]
+        gone = [rank for rank in self.console.lost if rank not in unreached]
+        if gone:
+            print(f"  lost: {self.describe_all(gone)}: its server is gone{self.lost_hint}")
+        if unreached:
+            print(f"  lost: {self.describe_all(unreached)}: {NOT_REACHED}{self.lost_hint}")
         for reason in self.console.session.refused.values():
             print(f"  refused: {reason}")
         sys.stdout.flush()

@@ -64,6 +64,9 @@ def end_on_termination() -> None:
         signal.signal(sig, handler)
 
 
+NOT_REACHED = "not reached at the start"  # Peer.lost of an ssh host down when the console began
+
+
 class Peer(Fields):
     """A shell server as the console sees it."""
 

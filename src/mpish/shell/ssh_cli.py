@@ -265,6 +265,8 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     if not session.peers:
         session.finish()
         return FAILED
+    if options.copy is None and stream is None:  # the console: hosts down now may come up
+        session.keep_unreached(hosts)
     console = Console(session)
     console.timeout = options.timeout or 0.0
     try:

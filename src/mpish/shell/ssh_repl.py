@@ -23,6 +23,7 @@ class SshRepl(Repl):
         super().__init__(*args, **kwargs)
         self.console.describe = self.describe  # hosts in the messages, NAME.<host> for :get's copies
         self.console.file_suffix = lambda rank: self.console.peers[rank].host
+        self.pruned = set(self.console.lost)  # hosts not reached at the start: targets once reconnected
 
     def prompt(self) -> str:
         hosts = self.console.hosts
@@ -34,6 +35,11 @@ class SshRepl(Repl):
         """Host names (folded as a node set) for the console's messages."""
         hosts = self.console.hosts
         return fold_hosts([hosts[r] for r in ranks if r in hosts])
+
+    def describe_all(self, ranks: Iterable[int]) -> str:
+        """Host names, lost ones too (a rank number means nothing over ssh)."""
+        hosts = {**self.console.lost, **self.console.hosts}
+        return fold_hosts(sorted({hosts[r] for r in ranks if r in hosts}))
 
     def names(self) -> HostNames:
         peers = self.console.peers

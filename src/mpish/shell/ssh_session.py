@@ -38,12 +38,12 @@ from typing import IO, TYPE_CHECKING, ClassVar
 
 from mpish import report
 from mpish.transport import ship
-from mpish.transport.pipe import MALFORMED, MultiLink, PipeLink
+from mpish.transport.pipe import MALFORMED, MultiLink, PipeLink, PlainChannel
 from mpish.transport.ssh import SshError, SshProcess, ssh_argv, wait_for_exits
 from mpish.wire.errors import MpishError
 
 from .names import fold_reasons
-from .session import Peer, Session
+from .session import NOT_REACHED, Peer, Session
 
 if TYPE_CHECKING:
     from . import protocol as p
@@ -116,6 +116,16 @@ class SshSession(Session):
         return {rank: cli_advice(self.failed.get(host, "it did not join"), host, python_flag=True,
                                  ssh_options=ssh_options)
                 for rank, host in hosts.items() if rank not in self.peers}
+
+    def keep_unreached(self, hosts: Sequence[str]) -> None:
+        """Hosts that could not be reached at the start, kept as lost peers of their ranks (the
+        order of ``hosts``): the console's :targets names them and :reconnect tries them again,
+        as clush's interactive mode keeps a node that was down in its set."""
+        for rank, host in enumerate(hosts, 1):
+            if rank not in self.peers and host in self.failed:
+                channel = PlainChannel(0)
+                channel.close()  # never used: a peer that is not alive is sent nothing
+                self.peers[rank] = Peer(rank, channel, host, alive=False, lost=NOT_REACHED)
 
     def _drop(self, rank: int) -> None:
         """Forget a host's connection: unwatched, its ssh ended, no peer."""
@@ -274,7 +284,8 @@ def _connect(
     remote = ship.command(python, (str(rank), str(size), *([report.DEBUG_FLAG] if debug else [])))
     argv = ssh_argv(host, remote, options=ssh_options, connect_timeout=connect_timeout)
     try:
-        process = SshProcess(host, argv, echo_stderr=debug)
+        process = SshProcess(host, argv, echo_stderr=debug,
+                             again="At the mpish ssh console, :reconnect connects to it again.")
     except SshError as exc:
         session.failed[host] = _why(exc)
         return False

@@ -121,8 +121,9 @@ class SshProcess:
     def __init__(self, host: str, argv: Sequence[str], *, what: str = "the remote side",
                  ended: type[RemoteEnded] = RemoteEnded,
                  start_failed: type[RemoteStartFailed] = RemoteStartFailed,
-                 echo_stderr: bool = False) -> None:
+                 echo_stderr: bool = False, again: str = "Connect again.") -> None:
         self.host = host
+        self.again = again  # the advice after a loss in use (the shell's console has :reconnect)
         self.echo_stderr = echo_stderr  # also copy ssh's stderr to ours, each line prefixed "host: "
         self.argv = list(argv)
         try:
@@ -196,7 +197,7 @@ class SshProcess:
         self._stderr_thread.join(1.0)
         ended, start_failed = self._kinds
         return classify(self.host, status, self.stderr_text(), greeted=self.greeted, what=self.what,
-                        ended=ended, start_failed=start_failed, probe=self.probe())
+                        ended=ended, start_failed=start_failed, probe=self.probe(), again=self.again)
 
     def probe(self) -> str:
         """``ssh [the user's options] HOST``, as a failure's advice suggests trying it: the options
@@ -268,6 +269,7 @@ def classify(
     ended: type[RemoteEnded] = RemoteEnded,
     start_failed: type[RemoteStartFailed] = RemoteStartFailed,
     probe: str = "",
+    again: str = "Connect again.",
 ) -> SshError:
     """Turn ssh's exit status and stderr into the error a user can act on; ``what`` names
     the remote side, ``ended``/``start_failed`` are the service's own error classes, ``probe``
@@ -285,7 +287,7 @@ def classify(
         return make(
             ended,
             f"{host}: {what} ended while in use ({how}); it was killed, "
-            f"crashed, or the connection dropped. Connect again.",
+            f"crashed, or the connection dropped. {again}",
         )
     if status == 255 and "permission denied" in lowered:
         return make(
