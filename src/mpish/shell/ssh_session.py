@@ -38,7 +38,7 @@ from typing import IO, TYPE_CHECKING, ClassVar
 
 from mpish import report
 from mpish.transport import ship
-from mpish.transport.pipe import MALFORMED, MultiLink, PipeLink, PlainChannel
+from mpish.transport.pipe import MALFORMED, MultiLink, PipeLink, closed_channel
 from mpish.transport.ssh import SshError, SshProcess, ssh_argv, wait_for_exits
 from mpish.wire.errors import MpishError
 
@@ -123,9 +123,7 @@ class SshSession(Session):
         as clush's interactive mode keeps a node that was down in its set."""
         for rank, host in enumerate(hosts, 1):
             if rank not in self.peers and host in self.failed:
-                channel = PlainChannel(0)
-                channel.close()  # never used: a peer that is not alive is sent nothing
-                self.peers[rank] = Peer(rank, channel, host, alive=False, lost=NOT_REACHED)
+                self.peers[rank] = Peer(rank, closed_channel(), host, alive=False, lost=NOT_REACHED)
 
     def _drop(self, rank: int) -> None:
         """Forget a host's connection: unwatched, its ssh ended, no peer."""

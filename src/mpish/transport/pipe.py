@@ -21,7 +21,6 @@ sending to it raises :class:`~mpish.wire.errors.TransportBroken`.
 
 Neither class blocks in ``poll``/``drain``; :meth:`~PipeLink.wait` sleeps in ``poll`` on
 the read ends (and the caller's descriptors), so a record wakes the waiter at once.
-
 Pipes carry no cryptography: they only ever run inside ssh (THREAT-MODEL "Over SSH").
 The records of a shell session over ssh are those of :class:`PlainChannel`, which only
 :meth:`PipeLink.plain_channel` makes: an MPI link has no such method, so no plaintext
@@ -48,7 +47,6 @@ from .frames import READ_SIZE
 from .link import Ready, Record
 
 MALFORMED = "malformed stream"  # how `broken` starts when the peer sent what is not mpish
-
 MAX_FRAME = 4 << 20  # a shell record: at most 1 MiB of output or a 1 MiB message, with room
 PIPE_SIZE = 1 << 20  # a remote server's pipes to ssh (enlarge_pipe)
 MAX_QUEUED = 16 << 20  # bytes queued for one peer before a send waits for the pipe
@@ -61,10 +59,10 @@ LostCallback = Callable[[int, str], None]
 def enlarge_pipe(fd: int, size: int) -> None:
     """Give the pipe ``fd`` a buffer of ``size`` bytes if the kernel allows (Linux; else as is).
 
-    A remote server's two pipes to ssh get :data:`PIPE_SIZE`: with the default 64 KiB,
-    sshd stopped every 64 KiB while the server hashed and wrote a 1 MiB chunk. Not on the
-    console's side: the pipes of all of a user's processes share a soft limit (64 MiB by
-    default), beyond which new pipes get 8 KiB, and a console has two pipes per host."""
+    A remote server's two pipes to ssh get :data:`PIPE_SIZE`: with the default 64 KiB, sshd
+    stopped every 64 KiB while the server hashed and wrote a 1 MiB chunk. Not on the console's
+    side: the pipes of all of a user's processes share a soft limit (64 MiB by default), past
+    which new pipes get 8 KiB, and a console has two pipes per host."""
     with contextlib.suppress(OSError, AttributeError):
         if stat.S_ISFIFO(os.fstat(fd).st_mode):
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
@@ -435,9 +433,13 @@ def pipe_links(pairs: Sequence[tuple[int, int]], size: int) -> dict[int, PipeLin
 
 
 # --- the records of a session over pipes ---------------------------------------------
-
 PLAIN_HEADER = struct.Struct(">BI")  # kind, channel
 PLAIN_DATA, PLAIN_CLOSE = 0, 1
+
+
+def closed_channel() -> PlainChannel:
+    """Closed from the start: an ssh host never reached (its peer is sent nothing)."""
+    return PlainChannel(0, closed=True)
 
 
 class PlainChannel:
@@ -454,9 +456,9 @@ class PlainChannel:
     drop_forged = False
     remote_static: bytes | None = None  # no keys: ssh authenticated the peer
 
-    def __init__(self, max_message: int) -> None:
+    def __init__(self, max_message: int, closed: bool = False) -> None:
         self.max_message = max_message
-        self._close_sent = False
+        self._close_sent = closed
         self._close_received = False
         self._error = ""
 
