@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mpish.wire.errors import MpishError
-from mpish.wire.message import Frozen, frozen
+from mpish.wire.message import Frozen, frozen, replace
 
 
 class HostsError(MpishError):
@@ -166,9 +166,53 @@ def _one_range(selection: Selection) -> list[str] | None:
         return None  # NodeSet says what is wrong
 
 
+_RANK_WORD = re.compile(r"@[0-9][0-9,/@-]*")  # -w @2, -x @1,@3, -x @2-4: hosts by their number
+
+
 def select_hosts(selection: Selection) -> list[str]:
     """The hosts of ``selection`` in NodeSet order (sorted, as clush orders them; host ``i``
-    is rank ``@i``); HostsError if there are none or a node set or group names nothing."""
+    is rank ``@i``); HostsError if there are none or a node set or group names nothing.
+
+    A -w or -x word that is a rank list (``@2``, ``@1,@3``, ``@2-4``) picks or leaves out hosts
+    by their number among the hosts named without it (HOSTS, -w names, -g, -a, --hostfile; -x
+    names and -X groups leave theirs out too), as the console's ``@2`` does."""
+    pick = [word for word in selection.nodes if _RANK_WORD.fullmatch(word)]
+    drop = [word for word in selection.exclude if _RANK_WORD.fullmatch(word)]
+    if not pick and not drop:
+        return _select(selection)
+    named = replace(selection, nodes=tuple(w for w in selection.nodes if w not in pick),
+                    exclude=tuple(w for w in selection.exclude if w not in drop))
+    if not named:
+        raise HostsError(f"{(pick + drop)[0]}: a host's number among the hosts given; give the hosts too "
+                         "(HOSTS, -w NODES, -g GROUP, -a or --hostfile FILE), or name them")
+    numbered = _select(replace(named, exclude=(), exclude_groups=()))
+    kept = set(_select(named))
+    picked, dropped = _numbers(pick, len(numbered)), _numbers(drop, len(numbered))
+    chosen = [host for number, host in enumerate(numbered, 1)
+              if host in kept and (not pick or number in picked) and number not in dropped]
+    if not chosen:
+        raise HostsError("no host left to run on")
+    return chosen
+
+
+def _numbers(words: Sequence[str], count: int) -> set[int]:
+    """The host numbers of rank words (``@1,@3``), each within 1..``count``."""
+    from .ranks import TargetError, parse_ranks
+
+    found: set[int] = set()
+    for word in words:
+        try:
+            numbers = parse_ranks(word.replace("@", ""))
+        except TargetError as exc:
+            raise HostsError(f"{word}: {exc}") from None
+        beyond = sorted(n for n in numbers if not 1 <= n <= count)
+        if beyond:
+            raise HostsError(f"{word}: there is no host @{beyond[0]}: the hosts given are @1-{count}")
+        found |= numbers
+    return found
+
+
+def _select(selection: Selection) -> list[str]:
     simple = _one_range(selection)
     if simple is not None:
         return simple

@@ -1,0 +1,32 @@
+"""mpish ssh's -w/-x with rank lists (nodes.select_hosts): ``-x @2`` leaves out the second
+host, as the console's ``@2`` names it (it was read as a group: "no group configuration")."""
+
+from __future__ import annotations
+
+import pytest
+
+from mpish.shell.nodes import HostsError, Selection, select_hosts
+
+
+@pytest.mark.parametrize(("selection", "hosts"), [
+    (Selection(nodes=("host[1-4]",), exclude=("@2",)), ["host1", "host3", "host4"]),
+    (Selection(nodes=("host[1-4]", "@1,@3")), ["host1", "host3"]),
+    (Selection(nodes=("host[1-4]", "@2-4")), ["host2", "host3", "host4"]),
+    (Selection(nodes=("host[1-4]",), exclude=("@1,@2", "host4")), ["host3"]),  # numbers before -x names
+    (Selection(nodes=("b1,a1,a2",), exclude=("@1",)), ["a2", "b1"]),  # numbered in node-set order: a1 is @1
+])
+def test_rank_words_pick_or_leave_out_hosts_by_their_number_among_the_hosts_named(
+        selection: Selection, hosts: list[str]) -> None:
+    assert select_hosts(selection) == hosts
+
+
+@pytest.mark.parametrize(("selection", "said"), [
+    (Selection(nodes=("@1",)), "@1: a host's number among the hosts given; give the hosts too"),
+    (Selection(nodes=("host[1-2]",), exclude=("@5",)), "@5: there is no host @5: the hosts given are @1-2"),
+    (Selection(nodes=("host[1-2]",), exclude=("@1,@2",)), "no host left to run on"),
+    (Selection(nodes=("host[1-2]",), exclude=("@2-1",)), "@2-1: bad rank range"),
+])
+def test_a_rank_word_that_names_no_host_says_why(selection: Selection, said: str) -> None:
+    with pytest.raises(HostsError) as info:
+        select_hosts(selection)
+    assert said in str(info.value)
