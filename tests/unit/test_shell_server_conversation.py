@@ -309,6 +309,34 @@ def test_a_bash_caught_in_its_sigint_handler_is_restarted_and_the_command_report
     assert client.output().endswith(b"[1] /\n")
 
 
+def test_what_the_pipes_held_at_a_ctrl_c_is_sent_before_the_signalled_so_the_console_drops_it(
+        client: Client) -> None:
+    """A console drops what a server sent before its Signalled (in flight at the Ctrl-C). `yes`
+    had filled its pipe (1 MiB per stream): that was read and shown after the Signalled, 2
+    million lines of `@N: y` after the console had said the display stopped (a new user)."""
+    client.send(p.Run(1, "yes", 0, False))
+
+    def received() -> int:
+        return sum(len(m.data) for _, m in client.seen if isinstance(m, Output))
+
+    client.until(lambda: received() >= p.WINDOW)  # the server waits for credit: the pipe fills
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # what the server still had room for arrives meanwhile
+        client.until(lambda: True)
+    client.send(p.Interrupt(1))
+    credited = 0
+    while client.done(1) is None:  # credit what arrived, as a console does
+        client.until(lambda seen=credited: received() > seen or client.done(1) is not None)
+        if received() > credited:
+            client.send(p.Credit(received() - credited))
+            credited = received()
+    at = next(i for i, (_, m) in enumerate(client.seen) if isinstance(m, p.Signalled))
+    after = sum(len(m.data) for _, m in client.seen[at:] if isinstance(m, Output))
+    before = sum(len(m.data) for _, m in client.seen[:at] if isinstance(m, Output))
+    assert before > p.WINDOW  # the pipe's content came before the Signalled
+    assert after < 64 << 10, after  # only what `yes` wrote between the signal and its end
+
+
 def test_set_e_keeps_the_shell_and_the_status_of_a_command_that_succeeded(client: Client) -> None:
     # `set -euo pipefail` opens careful scripts; ssh reports 0 for `set -e; echo hi`, and an
     # interactive bash under errexit goes on after a command that did not fail

@@ -350,7 +350,8 @@ class TreeGet(Frozen):
 @frozen
 class Signalled(Frozen):
     """The server has signalled the command (an :class:`Interrupt` of ``cmd_id``): the output
-    sent before this was in flight when the user typed Ctrl-C, what follows was read after."""
+    sent before this was in flight when the user typed Ctrl-C (including what the command's
+    pipes held at the signal: it is sent once that was read), what follows was written after."""
 
     cmd_id: int
 

@@ -11,7 +11,9 @@ dropped and logged; the session goes on.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -88,6 +90,9 @@ class ShellServer(ServerTransfers):
         self.put: Put | PutTree | None = None
         self.get: Get | GetTree | None = None
         self.ptys = PtyHost(self._send, self._send_pty_output, self.shell.executable, self.shell.state)
+        # each Interrupt's Signalled waits until what the pipes held at the signal was sent:
+        # (cmd_id, pipe fd -> bytes still to read of it), in order (_send_signalled)
+        self._signals: list[tuple[int, dict[int, int]]] = []
         # output sealed straight into the link's reused record buffers, where both can
         # (MPI and a SecureChannel: no allocation and zero-fill per record); else channel.send
         # (duck-typed: a bare ssh host has neither mpi4py nor cryptography to import)
@@ -219,10 +224,13 @@ class ShellServer(ServerTransfers):
     def _read_output(self, stream: OutputStream) -> None:
         """Read what a pipe has (within credit); the table says whether it is forwarded."""
         while self.credit > 0 and not stream.eof:
+            before = stream.held
             total = stream.read(min(self.credit, READ_SIZE))
             if total < 0:
                 return
             self._fire(Local.READ, (stream, total))
+            if self._signals:
+                self._read_since_signal(stream, total - before)
             if stream.ended or total < READ_SIZE // 2:
                 return  # the pipe is (nearly) empty: do not spin on EAGAIN
 
@@ -295,7 +303,36 @@ class ShellServer(ServerTransfers):
         if command is None or command.cmd_id != message.cmd_id:
             raise Refused(f"Interrupt of {message.cmd_id} refused: the command running is another")
         self.shell.interrupt(command)
-        self._send(p.Signalled(message.cmd_id))  # what was sent before it is discarded (console.py)
+        # What was sent before the Signalled is discarded (console.py), and so is what the pipes
+        # hold now: written before the signal (a pipe of `yes`: 1 MiB per stream, shown after
+        # the console had said the display stopped)
+        self._signals.append((message.cmd_id, self._queued()))
+        self._send_signalled()
+
+    def _queued(self) -> dict[int, int]:
+        """Bytes in each of the command's pipes now (FIONREAD)."""
+        import fcntl
+        import termios
+
+        bash, queued = self.shell.bash, {}
+        for stream in (bash.out, bash.err) if bash is not None else ():
+            if not (stream.eof or stream.ended):
+                with contextlib.suppress(OSError):
+                    queued[stream.fd] = int.from_bytes(fcntl.ioctl(stream.fd, termios.FIONREAD, bytes(4)),
+                                                       sys.byteorder)
+        return queued
+
+    def _read_since_signal(self, stream: OutputStream, count: int) -> None:
+        for _, queued in self._signals:
+            if stream.fd in queued:
+                queued[stream.fd] = 0 if stream.eof or stream.ended else queued[stream.fd] - count
+        self._send_signalled()
+
+    def _send_signalled(self, every: bool = False) -> None:
+        """The Signalled of each Interrupt whose pipes' earlier bytes were all read (``every``:
+        all of them, before a Done)."""
+        while self._signals and (every or all(n <= 0 for n in self._signals[0][1].values())):
+            self._send(p.Signalled(self._signals.pop(0)[0]))
 
     def _time_out(self, payload: None) -> None:
         if self.command is not None:
@@ -316,6 +353,7 @@ class ShellServer(ServerTransfers):
         read[0].held = 0  # a background job's late output: nobody is listening
 
     def _report_done(self, ended: Ended) -> None:
+        self._send_signalled(every=True)  # the console wants each before the Done
         self.command = None
         self._send(p.Done(ended.cmd_id, ended.exit, ended.signal, ended.seconds, self.cwd, ended.timed_out,
                           peak_rss_kib(), ended.error, ended.note))
