@@ -97,7 +97,7 @@ def test_a_tree_got_in_part_is_still_named_where_it_was_written(
     err = io.StringIO()
     status = get_builtin(console, frozenset({1}), f"-r {tree} {tmp_path}/got", contextlib.nullcontext, err)
     assert status == 1
-    assert err.getvalue() == f"mpish: get @1: {tree}/fifo: not a regular file (not copied)\n"
+    assert err.getvalue() == f"mpish: get @1: {tree}/fifo: not a regular file (not copied); 1 file copied\n"
     assert capsys.readouterr().out == f"  {tmp_path}/got/tree/ (written, but see the error above)\n"
     assert (tmp_path / "got" / "tree" / "kept.txt").read_text() == "kept\n"
 

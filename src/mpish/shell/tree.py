@@ -354,9 +354,11 @@ class TreeWriter:
             return "the transfer was aborted"
         if not self.started:
             return "nothing was received"
-        if self.errors > 1:
-            return f"{self.first_error} (and {self.errors - 1} more errors)"
-        return self.first_error
+        if not self.errors:
+            return ""
+        more = f" (and {self.errors - 1} more errors)" if self.errors > 1 else ""
+        copied = f"; {self.files} file{'' if self.files == 1 else 's'} copied" if self.files else ""
+        return f"{self.first_error}{more}{copied}"  # a FIFO left out: say the rest came
 
     def close(self) -> None:
         self._drop_part()
