@@ -31,12 +31,16 @@ def test_ctrl_c_interrupts_a_command_flooding_output_and_the_prompt_returns(
         time.sleep(3)
     person.child.sendcontrol("c")  # read at full speed meanwhile: pexpect keeps a small window
     person.child.expect("interrupting", timeout=30, searchwindowsize=4096)
-    if mode == "grouped":  # what was gathered (hundreds of MB) is being shown: Ctrl-C ends that too
-        person.child.expect("y\r\n", timeout=30)
-        person.child.sendcontrol("c")
+    prompt = False
+    if mode == "grouped":  # what was gathered (hundreds of MB) is being shown: Ctrl-C ends that too;
+        # past the gather limit (64 MiB in 3 s) it was shown as it came, and the rest is dropped
+        prompt = person.child.expect(["y\r\n", r"#>"], timeout=60, searchwindowsize=4096) == 1
+        if not prompt:
+            person.child.sendcontrol("c")
     if mode == "live":  # what was in flight (up to a window per rank) is dropped, as a terminal does
         person.child.expect("of output in flight at the Ctrl-C not shown", timeout=60, searchwindowsize=4096)
-    person.child.expect(r"#>", timeout=60, searchwindowsize=4096)
+    if not prompt:
+        person.child.expect(r"#>", timeout=60, searchwindowsize=4096)
     screen = person.run("echo after-$MPISH_RANK")
     assert "after-1" in screen and "after-2" in screen, screen
     assert "not-reached" not in screen

@@ -302,11 +302,12 @@ class ShellServer(ServerTransfers):
         command = self.command
         if command is None or command.cmd_id != message.cmd_id:
             raise Refused(f"Interrupt of {message.cmd_id} refused: the command running is another")
-        self.shell.interrupt(command)
         # What was sent before the Signalled is discarded (console.py), and so is what the pipes
-        # hold now: written before the signal (a pipe of `yes`: 1 MiB per stream, shown after
-        # the console had said the display stopped)
-        self._signals.append((message.cmd_id, self._queued()))
+        # hold before the signal (a pipe of `yes`: 1 MiB per stream, shown after the console had
+        # said the display stopped); looked at first: a trap's output after the signal is shown
+        queued = self._queued()
+        self.shell.interrupt(command)
+        self._signals.append((message.cmd_id, queued))
         self._send_signalled()
 
     def _queued(self) -> dict[int, int]:
