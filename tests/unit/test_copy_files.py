@@ -134,3 +134,26 @@ def test_a_ctrl_c_while_a_batch_awaits_its_answers_says_what_may_and_what_did_no
         f"mpish: put {source} to @3,4: interrupted before its answer came (the copy may be complete)\n"
         f"mpish: interrupted: {source} was not sent to @5,6\n"
         "mpish: interrupted: 1 more file(s) not copied\n")
+
+
+def test_a_host_lost_between_batches_is_reported_lost_and_the_copy_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a rank lost during an earlier batch was left out of its own (the transfer only takes the
+    # idle ones): no verdict, so "put f to @1-3: ok" and status 0 (a reviewer)
+    source = tmp_path / "f"
+    source.write_bytes(b"x")
+
+    def put(console: Any, targets: Any, line: str, keys_: Any, err: Any, into: bool = False,
+            tally: Tally | None = None) -> int:
+        assert tally is not None
+        return tally.add({rank: "" for rank in targets if rank != 4}, 1, 0.1, "", "checked")  # 4: gone
+
+    monkeypatch.setattr(console_put_get, "put_builtin", put)
+    err = io.StringIO()
+    request = CopyRequest((str(source),), str(tmp_path), False)
+    status = console_put_get.copy_files(Console(), frozenset(range(1, 5)), request, keys_of(Pressed()),  # type: ignore[arg-type]
+                                        err, fanout=2)
+    assert status == 1
+    assert capsys.readouterr().out.startswith(f"mpish: put {source} to @1,2,3: ok")
+    assert err.getvalue() == f"mpish: put {source} to @4: rank lost\n"

@@ -337,6 +337,35 @@ def test_what_the_pipes_held_at_a_ctrl_c_is_sent_before_the_signalled_so_the_con
     assert after < 64 << 10, after  # only what `yes` wrote between the signal and its end
 
 
+def test_what_a_trap_writes_after_the_ctrl_c_follows_the_signalled_even_behind_a_full_pipe(
+        client: Client) -> None:
+    """The other half of the test above: the pipe's earlier megabyte and a trap's line written
+    after the signal share the pipe; a read that took both sent the trap's line before the
+    Signalled, and the console dropped it (a reviewer's reproduction)."""
+    client.send(p.Run(1, "trap 'echo caught' INT; yes; echo end", 0, False))
+
+    def received() -> int:
+        return sum(len(m.data) for _, m in client.seen if isinstance(m, Output))
+
+    client.until(lambda: received() >= p.WINDOW)  # no credit: the pipe fills behind the window
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        client.until(lambda: True)
+    client.send(p.Interrupt(1))
+    client.send(p.Credit(333_333))  # an odd amount more: no read ends where the earlier bytes end
+    credited = 0
+    while client.done(1) is None:
+        client.until(lambda seen=credited: received() > seen or client.done(1) is not None)
+        if received() > credited:
+            client.send(p.Credit(received() - credited))
+            credited = received()
+    at = next(i for i, (_, m) in enumerate(client.seen) if isinstance(m, p.Signalled))
+    before = b"".join(m.data for _, m in client.seen[:at] if isinstance(m, Output))
+    after = b"".join(m.data for _, m in client.seen[at:] if isinstance(m, Output))
+    assert len(before) > p.WINDOW and b"caught" not in before
+    assert after.endswith(b"caught\nend\n") and len(after) < 64 << 10, after[-200:]
+
+
 def test_set_e_keeps_the_shell_and_the_status_of_a_command_that_succeeded(client: Client) -> None:
     # `set -euo pipefail` opens careful scripts; ssh reports 0 for `set -e; echo hi`, and an
     # interactive bash under errexit goes on after a command that did not fail

@@ -245,9 +245,11 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
                 except KeyboardInterrupt:  # Ctrl-C while the batch's last answers were awaited
                     interrupted = True
                     for rank in batch - set(tally.verdicts):
-                        tally.verdicts[rank] = "interrupted before its answer came (the copy may be complete)"
+                        tally.verdicts[rank] = transfer.NO_ANSWER
                 if interrupted:
                     break
+                for rank in batch - set(tally.verdicts):  # lost before or during its batch
+                    tally.verdicts[rank] = "rank lost"
         except ValueError as exc:
             say(str(exc))
             status = 1

@@ -125,6 +125,9 @@ def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks
     return sent
 
 
+NO_ANSWER = "interrupted before its answer came (the copy may be complete)"
+
+
 def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut, body: Iterator[object],
           end: Callable[[bool], object], verdict: Callable[[p.PutDone], str],
           progress: Callable[[int], None], decided: bool = False) -> Sent:
@@ -176,7 +179,11 @@ def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut,
         finally:
             for rank in putting():
                 console.send(rank, end(aborted))
-            console.wait(lambda: not putting())
+            try:
+                console.wait(lambda: not putting())
+            except KeyboardInterrupt:  # a Ctrl-C while the last answers come: those that came stand
+                for rank in putting():
+                    sent.verdicts.setdefault(rank, NO_ANSWER)
     for rank in targets:
         sent.verdicts.setdefault(rank, "rank lost")
     return sent

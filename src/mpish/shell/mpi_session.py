@@ -314,8 +314,9 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
         if count < 1:
             raise LaunchError("-n needs at least one shell server")
         if not embedded and np is None:  # `mpiexec -n 1 mpish`: no rank to serve, servers of its own
-            report.say(f"one rank under the launcher is the console alone: starting {count} shell servers "
-                       "of its own (-n N chooses how many; mpiexec -n N+1 makes ranks 1..N the servers)")
+            report.say(f"one rank under the launcher is the console alone: starting {count} shell "
+                       f"server{'' if count == 1 else 's'} of its own (-n N chooses how many; "
+                       "mpiexec -n N+1 makes ranks 1..N the servers)")
         # the servers must not die of the terminal's Ctrl-C; they ignore SIGINT themselves
         console = [str(os.getpid()), socket.gethostname()]
         refused = open_mpi_spawn_refused(_library()) or allow_open_mpi_as_root(_library())

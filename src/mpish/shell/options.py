@@ -19,6 +19,7 @@ clush's ``-n`` is its ``--nostdin``, spelled only ``--nostdin`` here: ``-n`` is 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 
 import mpish
@@ -89,15 +90,17 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                         help="clush's default: exit 0 unless mpish itself failed")
 
 
-def seconds(text: str) -> float:
-    """A timeout as given: a number of seconds, 0 or more and finite (``-u -1``, ``nan`` and
-    ``inf`` were taken as no timeout, silently); ValueError says what is expected."""
+def seconds(text: str, none: bool = True) -> float:
+    """A timeout as given: a number of seconds, finite, 0 or more (``none``: 0 is no timeout)
+    or more than 0 (``-u -1``, ``nan`` and ``inf`` were taken as no timeout, silently);
+    ValueError says what is expected."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 <= value < 1e9:  # False for nan; a billion seconds is 31 years
-        raise ValueError(f"{text!r} is not a timeout: seconds, a number from 0 (none) up")
+    if not (math.isfinite(value) and (value >= 0 if none else value > 0)):
+        raise ValueError(f"{text!r} is not a timeout: seconds, "
+                         f"{'a number from 0 (none) up' if none else 'a number above 0'}")
     return value
 
 
@@ -108,11 +111,18 @@ def _seconds_option(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _connect_seconds_option(text: str) -> float:  # -t 0 has no meaning: there is always a wait
+    try:
+        return seconds(text, none=False)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_timeouts(parser: argparse.ArgumentParser, connect_help: str, connect_default: float | None) -> None:
     """-u command timeout, -t connect timeout (clush's spellings)."""
     parser.add_argument("-u", "--command_timeout", "--timeout", dest="timeout", type=_seconds_option,
                         default=0.0, metavar="SECONDS", help="per-command timeout (0 = none)")
-    parser.add_argument("-t", "--connect_timeout", dest="connect_timeout", type=_seconds_option,
+    parser.add_argument("-t", "--connect_timeout", dest="connect_timeout", type=_connect_seconds_option,
                         default=connect_default, metavar="SECONDS", help=connect_help)
 
 

@@ -224,25 +224,43 @@ class ShellServer(ServerTransfers):
     def _read_output(self, stream: OutputStream) -> None:
         """Read what a pipe has (within credit); the table says whether it is forwarded."""
         while self.credit > 0 and not stream.eof:
-            before = stream.held
-            total = stream.read(min(self.credit, READ_SIZE))
+            total, limit = self._read_once(stream)
             if total < 0:
                 return
-            self._fire(Local.READ, (stream, total))
-            if self._signals:
-                self._read_since_signal(stream, total - before)
-            if stream.ended or total < READ_SIZE // 2:
+            if stream.ended or total < limit // 2:
                 return  # the pipe is (nearly) empty: do not spin on EAGAIN
+
+    def _read_once(self, stream: OutputStream) -> tuple[int, int]:
+        """One read of ``stream`` (bytes in its buffer, or -1: nothing now) and its limit.
+
+        While an Interrupt's Signalled waits for what the pipes held before the signal, a
+        read takes no more than that: what the command wrote after the signal (a trap's
+        words) must follow the Signalled, or the console drops it as in flight; a pipe whose
+        earlier bytes are all read waits for the other's (_send_signalled)."""
+        limit = min(self.credit, READ_SIZE)
+        if self._signals:
+            left = self._signals[0][1].get(stream.fd)
+            if left is not None and left <= 0:
+                return -1, limit
+            limit = limit if left is None else min(limit, left)
+        before = stream.held
+        total = stream.read(limit)
+        if total < 0:
+            return total, limit
+        self._fire(Local.READ, (stream, total))
+        if self._signals:
+            self._read_since_signal(stream, total - before)
+        return total, limit
 
     def _flush_output(self, bash: Bash, command: Command) -> None:
         """Forward what the pipes still hold (within credit), then give up on them."""
         del command
-        for stream in (bash.out, bash.err):
-            while not stream.ended and not stream.eof and self.credit > 0:
-                total = stream.read(min(self.credit, READ_SIZE))
-                if total <= 0:
-                    break
-                self._fire(Local.READ, (stream, total))
+        for _ in range(2):  # twice: a Signalled sent once the first pipe's earlier bytes were read
+            for stream in (bash.out, bash.err):
+                while not stream.ended and not stream.eof and self.credit > 0:
+                    total, _limit = self._read_once(stream)
+                    if total <= 0:
+                        break
 
     def _check_command(self) -> bool:
         command = self.command
