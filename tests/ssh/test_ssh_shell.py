@@ -222,6 +222,14 @@ def test_C_runs_the_lines_of_a_file_or_of_stdin_as_the_mpi_shells_C(sshd: SshSer
     assert done.stderr == f"mpish: cannot read commands from {missing}: No such file or directory\n"
 
 
+def console_reading(config: Path, hosts: str, script: str, *more: str) -> subprocess.CompletedProcess[str]:
+    """`mpish ssh HOSTS` through the ssh config ``config``, its console reading ``script``."""
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", f"-F {config}", "--python", sys.executable,
+            hosts, *more]
+    return subprocess.run(argv, input=script, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1"), check=False)
+
+
 def test_reconnect_brings_a_lost_host_back_as_the_same_rank_with_a_new_shell(
     sshd: SshServer, tmp_path: Path
 ) -> None:
@@ -237,10 +245,7 @@ def test_reconnect_brings_a_lost_host_back_as_the_same_rank_with_a_new_shell(
         f"printf %s {unreachable} > {config}", ":reconnect", ":targets",
         f"printf %s {shlex.quote(include)} > {config}", ":reconnect host1", ":reconnect host2", ":reconnect",
         "echo chosen-$MPISH_RANK", "@all echo back-$MPISH_RANK KEEP=${KEEP:-gone}", ""])
-    argv = [sys.executable, "-m", "mpish", "ssh", "-o", f"-F {config}", "--python", sys.executable,
-            "host[1-2]", "-C", "-"]
-    done = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1"), check=False)
+    done = console_reading(config, "host[1-2]", script, "-C", "-")
     out, err = done.stdout, done.stderr
     assert done.returncode == 0, err
     assert "mpish: host2 was lost (its server is gone)" in err, err  # before :reconnect
@@ -265,10 +270,7 @@ def test_a_host_down_when_the_console_starts_is_kept_lost_and_reconnect_brings_i
     config.write_text(f"Host host3\n  Port 1\nHost *\n  {include}")  # host3 is down at the start
     script = "\n".join([":targets", ":reconnect host3", f"printf %s {shlex.quote(include)} > {config}",
                         ":reconnect host3", "echo up-$MPISH_RANK", ":targets", ""])
-    argv = [sys.executable, "-m", "mpish", "ssh", "-o", f"-F {config}", "--python", sys.executable,
-            "host1,host3"]  # the console, its commands from a pipe (no -C)
-    done = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1"), check=False)
+    done = console_reading(config, "host1,host3", script)  # the console, its commands from a pipe (no -C)
     out, err = done.stdout, done.stderr
     assert done.returncode == 0, err
     assert "  lost: host3: not reached at the start (:reconnect brings it back)" in out, out

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,18 @@ def keys_of(pressed: Pressed) -> Any:
     def keys() -> Iterator[Pressed]:
         yield pressed
     return keys
+
+
+def batch_put(verdicts: Callable[[frozenset[int]], dict[int, str]],
+              calls: list[tuple[str, list[int]]] | None = None) -> Any:
+    """A stand-in for put_builtin: each batch's verdicts (or its KeyboardInterrupt) go to the tally."""
+    def put(console: Any, targets: frozenset[int], line: str, keys_: Any, err: Any, into: bool = False,
+            tally: Tally | None = None) -> int:
+        if calls is not None:
+            calls.append(("put", sorted(targets)))
+        assert tally is not None
+        return tally.add(verdicts(targets), 1, 0.1, "", "checked")
+    return put
 
 
 def test_a_ctrl_c_during_one_file_ends_the_copy_with_130_and_says_how_many_were_left(
@@ -73,12 +85,6 @@ def test_fanout_sends_and_gets_each_file_to_at_most_that_many_targets_at_once_an
     source.write_bytes(b"x")
     calls: list[tuple[str, list[int]]] = []
 
-    def put(console: Any, targets: Any, line: str, keys_: Any, err: Any, into: bool = False,
-            tally: Tally | None = None) -> int:
-        calls.append(("put", sorted(targets)))
-        assert tally is not None
-        return tally.add(dict.fromkeys(targets, ""), 1, 0.1, "", "checked")
-
     def get(console: Any, targets: Any, line: str, keys_: Any, err: Any, suffixed: bool = False,
             tally: Tally | None = None) -> int:
         calls.append(("get", sorted(targets)))
@@ -87,7 +93,8 @@ def test_fanout_sends_and_gets_each_file_to_at_most_that_many_targets_at_once_an
         verdicts = {rank: "no such file" if rank == 5 else "" for rank in targets}
         return tally.add(verdicts, 0, 0.1, "", "checked")
 
-    monkeypatch.setattr(console_put_get, "put_builtin", put)
+    all_ok = batch_put(lambda batch: dict.fromkeys(batch, ""), calls)
+    monkeypatch.setattr(console_put_get, "put_builtin", all_ok)
     monkeypatch.setattr(console_put_get, "get_builtin", get)
     targets = frozenset({5, 1, 4, 2, 3})
     keys = keys_of(Pressed())
@@ -116,14 +123,12 @@ def test_a_ctrl_c_while_a_batch_awaits_its_answers_says_what_may_and_what_did_no
     source = tmp_path / "f"
     source.write_bytes(b"x")
 
-    def put(console: Any, targets: Any, line: str, keys_: Any, err: Any, into: bool = False,
-            tally: Tally | None = None) -> int:
-        assert tally is not None
-        if 3 in targets:
+    def verdicts(batch: frozenset[int]) -> dict[int, str]:
+        if 3 in batch:
             raise KeyboardInterrupt  # as console.wait raises it for a Ctrl-C key
-        return tally.add(dict.fromkeys(targets, ""), 1, 0.1, "", "checked")
+        return dict.fromkeys(batch, "")
 
-    monkeypatch.setattr(console_put_get, "put_builtin", put)
+    monkeypatch.setattr(console_put_get, "put_builtin", batch_put(verdicts))
     err = io.StringIO()
     request = CopyRequest((str(source), str(source)), str(tmp_path), False)
     status = console_put_get.copy_files(Console(), frozenset(range(1, 7)), request, keys_of(Pressed()),  # type: ignore[arg-type]
@@ -144,12 +149,8 @@ def test_a_host_lost_between_batches_is_reported_lost_and_the_copy_fails(
     source = tmp_path / "f"
     source.write_bytes(b"x")
 
-    def put(console: Any, targets: Any, line: str, keys_: Any, err: Any, into: bool = False,
-            tally: Tally | None = None) -> int:
-        assert tally is not None
-        return tally.add({rank: "" for rank in targets if rank != 4}, 1, 0.1, "", "checked")  # 4: gone
-
-    monkeypatch.setattr(console_put_get, "put_builtin", put)
+    gone = batch_put(lambda batch: {rank: "" for rank in batch if rank != 4})  # 4: no verdict, gone
+    monkeypatch.setattr(console_put_get, "put_builtin", gone)
     err = io.StringIO()
     request = CopyRequest((str(source),), str(tmp_path), False)
     status = console_put_get.copy_files(Console(), frozenset(range(1, 5)), request, keys_of(Pressed()),  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from typing import IO
 from . import console_transfer as transfer
 from .console import Console
 from .grouping import Style
+from .names import RANK_LOST
 from .options import CopyRequest
 
 PUT_USAGE = "usage: :put [-r] LOCAL [REMOTE]"
@@ -249,7 +250,7 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
                 if interrupted:
                     break
                 for rank in batch - set(tally.verdicts):  # lost before or during its batch
-                    tally.verdicts[rank] = "rank lost"
+                    tally.verdicts[rank] = RANK_LOST
         except ValueError as exc:
             say(str(exc))
             status = 1

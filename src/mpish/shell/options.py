@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import mpish
 from mpish.wire.message import Frozen, frozen
@@ -104,26 +104,22 @@ def seconds(text: str, none: bool = True) -> float:
     return value
 
 
-def _seconds_option(text: str) -> float:
-    try:
-        return seconds(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _connect_seconds_option(text: str) -> float:  # -t 0 has no meaning: there is always a wait
-    try:
-        return seconds(text, none=False)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _seconds_option(none: bool) -> Callable[[str], float]:
+    """:func:`seconds` as an argparse type (its error as argparse's usage error)."""
+    def parse(text: str) -> float:
+        try:
+            return seconds(text, none)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
 
 
 def add_timeouts(parser: argparse.ArgumentParser, connect_help: str, connect_default: float | None) -> None:
     """-u command timeout, -t connect timeout (clush's spellings)."""
-    parser.add_argument("-u", "--command_timeout", "--timeout", dest="timeout", type=_seconds_option,
+    parser.add_argument("-u", "--command_timeout", "--timeout", dest="timeout", type=_seconds_option(True),
                         default=0.0, metavar="SECONDS", help="per-command timeout (0 = none)")
-    parser.add_argument("-t", "--connect_timeout", dest="connect_timeout", type=_connect_seconds_option,
-                        default=connect_default, metavar="SECONDS", help=connect_help)
+    parser.add_argument("-t", "--connect_timeout", dest="connect_timeout", type=_seconds_option(False),
+                        default=connect_default, metavar="SECONDS", help=connect_help)  # -t 0: no meaning
 
 
 @frozen
