@@ -10,10 +10,13 @@ import time
 
 from mpi4py import MPI
 
-from mpish.transport.mpi import POOL_KEEP, MpiLink
-from mpish.wire.record import MAX_RECORD
+from mpish.transport.mpi import BUFFER_STEP, POOL_BYTES, MpiLink, buffer_size
+from mpish.wire.noise import TAGLEN
+from mpish.wire.record import HEADER_SIZE
 
 LARGE = 900 * 1024  # a large record (MPI's rendezvous path: the send stays pending until received)
+LARGE_BUFFER = buffer_size(HEADER_SIZE + LARGE + TAGLEN)
+KEEP = POOL_BYTES // LARGE_BUFFER  # idle large buffers the pool keeps
 
 
 def loopback() -> MpiLink:
@@ -39,8 +42,8 @@ def check_a_buffer_is_not_lent_again_while_its_send_is_pending() -> None:
     link = loopback()
     lent = []
     for i in range(12):
-        buffer = link.record_buffer()
-        assert len(buffer) == MAX_RECORD
+        buffer = link.record_buffer(LARGE)
+        assert len(buffer) == LARGE_BUFFER
         assert all(buffer is not other for other in lent), "a buffer was lent again before its send completed"
         lent.append(buffer)
         buffer[:LARGE] = bytes([i + 1]) * LARGE
@@ -56,8 +59,8 @@ def check_a_buffer_is_not_lent_again_while_its_send_is_pending() -> None:
 def check_a_sent_buffer_is_reused_and_the_idle_ones_are_bounded() -> None:
     link = loopback()
     seen: list[bytearray] = []
-    for i in range(3 * POOL_KEEP):  # one at a time: each comes back before the next is lent
-        buffer = link.record_buffer()
+    for i in range(3 * KEEP):  # one at a time: each comes back before the next is lent
+        buffer = link.record_buffer(4)
         if all(buffer is not other for other in seen):
             seen.append(buffer)
         buffer[:4] = i.to_bytes(4, "big")
@@ -65,22 +68,36 @@ def check_a_sent_buffer_is_reused_and_the_idle_ones_are_bounded() -> None:
         assert take(link, 1) == [i.to_bytes(4, "big")]
         assert link.flush(5.0)
     assert len(seen) == 1, f"{len(seen)} buffers for one record at a time"
-    many = [link.record_buffer() for _ in range(2 * POOL_KEEP)]
+    many = [link.record_buffer(LARGE) for _ in range(2 * KEEP)]
     for buffer in many:
         link.send_buffer(0, buffer, LARGE)
     take(link, len(many))
     assert link.flush(5.0)
     kept = []
     while True:  # the pool gives back what it kept, then fresh buffers
-        buffer = link.record_buffer()
+        buffer = link.record_buffer(LARGE)
         if all(buffer is not other for other in many):
             break
         kept.append(buffer)
-    assert len(kept) == POOL_KEEP, f"{len(kept)} idle buffers kept (at most {POOL_KEEP})"
+    assert len(kept) == KEEP, f"{len(kept)} idle buffers kept ({KEEP} fit in {POOL_BYTES} bytes)"
+
+
+def check_a_small_record_does_not_pin_a_large_buffer() -> None:
+    """While MPI sends a 4-byte record, it holds one buffer step, not a large idle buffer;
+    a large record reuses the large one."""
+    link = loopback()
+    large = link.record_buffer(LARGE)
+    link.send_buffer(0, large, LARGE)
+    take(link, 1)
+    assert link.flush(5.0)
+    small = link.record_buffer(4)
+    assert small is not large and len(small) == BUFFER_STEP, len(small)
+    assert link.record_buffer(LARGE - BUFFER_STEP) is large
 
 
 CHECKS = [check_a_buffer_is_not_lent_again_while_its_send_is_pending,
-          check_a_sent_buffer_is_reused_and_the_idle_ones_are_bounded]
+          check_a_sent_buffer_is_reused_and_the_idle_ones_are_bounded,
+          check_a_small_record_does_not_pin_a_large_buffer]
 
 
 def main() -> int:

@@ -26,7 +26,7 @@ class LendingPipeLink(PipeLink):
         self.lent: list[bytearray] = []
         self.sent_from_buffers = 0
 
-    def record_buffer(self) -> bytearray:
+    def record_buffer(self, payload: int) -> bytearray:
         return self.lent.pop() if self.lent else bytearray(1 << 21)
 
     def send_buffer(self, dest: int, buffer: bytearray, size: int) -> None:

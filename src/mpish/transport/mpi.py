@@ -29,18 +29,24 @@ faster here once large buffers are reused (see :func:`tune_malloc`), and one run
 ten stalled with MPICH 5.0 ch4, so they are not used.
 
 Sending bulk output without an allocation per record: :meth:`MpiLink.record_buffer`
-lends a buffer of MAX_RECORD bytes that the caller seals a record into and sends with
-:meth:`MpiLink.send_buffer`; the buffer goes back to the link's pool once MPI completed
-that send (never earlier: MPI may read it until then). A fresh 1 MiB record cost a
-zero-fill (``bytearray``) per record, ~5% of a streaming server's CPU. The pool holds
-at most :data:`POOL_KEEP` idle buffers; how many are lent at once is bounded by the
-caller's flow control (the shell's window).
+lends a buffer that holds a record of the payload asked for; the caller seals the record
+into it and sends it with :meth:`MpiLink.send_buffer`; the buffer goes back to the link's
+:class:`BufferPool` once MPI completed that send (never earlier: MPI may read it until
+then). A fresh 1 MiB record cost a zero-fill (``bytearray``) per record, ~5% of a
+streaming server's CPU. A lent buffer is at most twice the record's size (in steps of
+:data:`BUFFER_STEP`): the caller's flow control bounds the *bytes* in flight (the shell's
+4 MiB window), and sends of small records can be many. With every buffer 1 MiB, 40 sends
+of ~64 KiB records in flight (a command writing as fast as it is read) pinned 40 MiB, and
+the buffers the pool could not keep were freed and zero-filled anew (a server streaming
+1 GiB peaked at 90-210 MiB RSS, varying run to run; 45-60 MiB now). The pool keeps at most
+:data:`POOL_BYTES` of idle buffers; before allocating, finished sends are collected.
 
 Only one thread calls MPI (``MPI_THREAD_FUNNELED`` is enough).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import select
@@ -51,7 +57,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mpish.wire.errors import TransportBroken
-from mpish.wire.record import MAX_RECORD
+from mpish.wire.noise import TAGLEN
+from mpish.wire.record import HEADER_SIZE, MAX_RECORD
 
 if TYPE_CHECKING:  # imported at run time by mpi() alone: importing mpi4py.MPI initialises MPI
     from mpi4py import MPI
@@ -60,7 +67,8 @@ from .link import Ready
 from .memory import tune_malloc
 
 __all__ = [
-    "MAX_RECORD", "SHELL_TAG", "Backoff", "MpiLink", "discard", "mpi", "proc_failed_classes", "tune_malloc",
+    "MAX_RECORD", "SHELL_TAG", "Backoff", "BufferPool", "MpiLink", "buffer_size", "discard", "mpi",
+    "proc_failed_classes", "tune_malloc",
 ]
 
 SHELL_TAG = 0x5348  # "SH": the tag of every shell record on the session communicator
@@ -68,7 +76,8 @@ HOT_SECONDS = 0.02  # keep polling with the shortest sleep this long after the l
 HOT_SLEEP = 20e-6  # a real sleep even when hot: spinning would steal the CPU from the work
 FIRST_SLEEP = 50e-6
 MAX_SLEEP = 0.010
-POOL_KEEP = 16  # idle record buffers kept for reuse (16 MiB at most)
+POOL_BYTES = 16 << 20  # idle record buffers kept for reuse, in bytes
+BUFFER_STEP = 64 << 10  # record buffers are allocated in multiples of this
 
 
 def mpi() -> Any:
@@ -148,6 +157,37 @@ def proc_failed_classes(MPI: Any) -> tuple[int, ...]:
     return tuple(getattr(MPI, name) for name in names if hasattr(MPI, name))
 
 
+class BufferPool:
+    """Idle record buffers, best fit first: :meth:`take` finds one that holds ``size``
+    bytes and is at most twice :func:`buffer_size` of it (a small record does not pin a
+    large buffer while MPI sends it); :meth:`give` keeps at most ``keep`` bytes."""
+
+    def __init__(self, keep: int = POOL_BYTES) -> None:
+        self.keep = keep
+        self._idle: list[bytearray] = []  # sorted by length
+        self.idle_bytes = 0
+
+    def take(self, size: int) -> bytearray | None:
+        idle = self._idle
+        at = bisect.bisect_left(idle, size, key=len)
+        if at == len(idle) or len(idle[at]) > 2 * buffer_size(size):
+            return None
+        buffer = idle.pop(at)
+        self.idle_bytes -= len(buffer)
+        return buffer
+
+    def give(self, buffer: bytearray) -> None:
+        if self.idle_bytes + len(buffer) <= self.keep:
+            bisect.insort(self._idle, buffer, key=len)
+            self.idle_bytes += len(buffer)
+
+
+def buffer_size(size: int) -> int:
+    """The length to allocate for a record of ``size`` bytes (a multiple of BUFFER_STEP,
+    or MAX_RECORD)."""
+    return min(MAX_RECORD, -(-size // BUFFER_STEP) * BUFFER_STEP)
+
+
 class MpiLink:
     """Send and receive whole records over one communicator on :data:`SHELL_TAG`."""
 
@@ -159,7 +199,7 @@ class MpiLink:
         self.size: int = comm.Get_size()
         # buffers kept until sent, and the pooled buffer (or None) to give back when sent
         self._pending: list[tuple[MPI.Request, bytes | bytearray | memoryview, bytearray | None]] = []
-        self._pool: list[bytearray] = []  # idle record buffers (record_buffer, send_buffer)
+        self._pool = BufferPool()  # idle record buffers (record_buffer, send_buffer)
         self._receive_buffer: bytearray | None = None  # poll(): records land here, one at a time
         self.dropped = 0  # oversize messages refused
         self.process_failures = 0  # failures MPI reported and this link acknowledged (ULFM)
@@ -179,10 +219,14 @@ class MpiLink:
         if len(self._pending) > 64:
             self.progress()
 
-    def record_buffer(self) -> bytearray:
-        """A buffer of MAX_RECORD bytes to seal one record into, then :meth:`send_buffer`
+    def record_buffer(self, payload: int) -> bytearray:
+        """A buffer to seal one record of ``payload`` bytes into, then :meth:`send_buffer`
         (or simply drop it); reused once MPI is done with an earlier send of it."""
-        return self._pool.pop() if self._pool else bytearray(MAX_RECORD)
+        size = HEADER_SIZE + payload + TAGLEN
+        buffer = self._pool.take(size)
+        if buffer is None and self._pending and self.progress():
+            buffer = self._pool.take(size)
+        return buffer if buffer is not None else bytearray(buffer_size(size))
 
     def send_buffer(self, dest: int, buffer: bytearray, size: int) -> None:
         """Start sending the record in ``buffer[:size]`` (a :meth:`record_buffer`); the
@@ -190,7 +234,7 @@ class MpiLink:
         try:
             request = self.comm.Isend([buffer, size, self.MPI.BYTE], dest, self.tag)
         except self.MPI.Exception as exc:
-            self._pool.append(buffer)
+            self._pool.give(buffer)
             raise TransportBroken(f"MPI send to rank {dest} failed: {exc}") from exc
         self._pending.append((request, buffer, buffer))
         self.sent_bytes += size
@@ -213,11 +257,10 @@ class MpiLink:
         if not done:
             return False
         finished = set(done)
-        pool = self._pool
         for i in finished:
             pooled = self._pending[i][2]
-            if pooled is not None and len(pool) < POOL_KEEP:
-                pool.append(pooled)
+            if pooled is not None:
+                self._pool.give(pooled)
         self._pending = [p for i, p in enumerate(self._pending) if i not in finished]
         return True
 

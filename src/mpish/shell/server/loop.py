@@ -55,7 +55,7 @@ def hello_message(cwd: str) -> p.Hello:
 class BufferLink(Protocol):
     """A link that lends reused record buffers (:class:`~mpish.transport.mpi.MpiLink`)."""
 
-    def record_buffer(self) -> bytearray: ...
+    def record_buffer(self, payload: int) -> bytearray: ...
 
     def send_buffer(self, dest: int, buffer: bytearray, size: int) -> None: ...
 
@@ -114,7 +114,7 @@ class ShellServer(ServerTransfers):
     def _send_chunk(self, data: bytes) -> None:
         if self._sealed is not None:  # MPI: sealed straight into a reused record buffer
             link, channel = self._sealed
-            buffer = link.record_buffer()
+            buffer = link.record_buffer(len(data))
             size = channel.send_into(buffer, memoryview(data), p.FILE)
             link.send_buffer(self.console, buffer, size)
             return
@@ -126,7 +126,7 @@ class ShellServer(ServerTransfers):
         self.credit -= count
         if self._sealed is not None:
             link, channel = self._sealed
-            buffer = link.record_buffer()
+            buffer = link.record_buffer(count)
             size = channel.send_into(buffer, stream.view[:count], stream.stream)
             link.send_buffer(self.console, buffer, size)
             return
