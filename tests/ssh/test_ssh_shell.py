@@ -268,12 +268,14 @@ def test_a_host_down_when_the_console_starts_is_kept_lost_and_reconnect_brings_i
     config = tmp_path / "ssh_config"
     include = f"Include {sshd.ssh_options[1]}\n"
     config.write_text(f"Host host3\n  Port 1\nHost *\n  {include}")  # host3 is down at the start
-    script = "\n".join([":targets", ":reconnect host3", f"printf %s {shlex.quote(include)} > {config}",
-                        ":reconnect host3", "echo up-$MPISH_RANK", ":targets", ""])
+    script = "\n".join([":targets", "@host3 true", ":reconnect host3",
+                        f"printf %s {shlex.quote(include)} > {config}", ":reconnect host3",
+                        "echo up-$MPISH_RANK", ":targets", ""])
     done = console_reading(config, "host1,host3", script)  # the console, its commands from a pipe (no -C)
     out, err = done.stdout, done.stderr
     assert done.returncode == 0, err
     assert "  lost: host3: not reached at the start (:reconnect brings it back)" in out, out
+    assert "mpish: host3 was not reached at the start (:reconnect tries again)" in err, err
     assert "host3: not reconnected: host unreachable" in err, err  # the first try: still down
     assert out.count("host3: reconnected, with a new shell") == 1, out
     assert "up-1" in out and "up-2" in out, out  # a target once back

@@ -68,6 +68,17 @@ def test_a_target_naming_a_lost_server_says_it_was_lost_by_rank_or_host() -> Non
     assert resolve_targets("n2", hosts, lost, excluding=True) == set()  # -x n2: nothing left out
 
 
+def test_a_target_naming_a_host_never_reached_says_so_not_that_its_server_is_gone() -> None:
+    """mpish ssh keeps hosts down at the start as lost placeholders; `@host3 ls` on one said
+    "host3 was lost (its server is gone)", as if a server had run there."""
+    hosts, lost = {1: "n1"}, {2: "n2", 3: "n3"}
+    for spec, said in (("@3", "rank 3 was not reached at the start (:reconnect tries again)"),
+                       ("n3", "n3 was not reached at the start"), ("n2", "n2 was lost (its server is gone)"),
+                       ("@2-3", "rank 2-3 was lost")):
+        with pytest.raises(TargetError, match=re.escape(said)):
+            resolve_targets(spec, hosts, lost, unreached={3})
+
+
 def test_grouped_sink_shows_identical_outputs_once() -> None:
     out, err = io.BytesIO(), io.BytesIO()
     sink = GroupedSink(out, err, Style())

@@ -335,7 +335,8 @@ class Repl:
         targets = self.targets
         if line.startswith("@"):
             spec, _, line = line.partition(" ")
-            targets = resolve_targets(target_words(spec), self.console.hosts, self.console.lost)
+            targets = resolve_targets(target_words(spec), self.console.hosts, self.console.lost,
+                                      unreached=self.unreached())
             line = line.strip()
             if not line:
                 raise TargetError("no command after the targets")
@@ -407,7 +408,8 @@ class Repl:
 
     def cmd_targets(self, rest: str) -> None:
         if rest:
-            self.targets = resolve_targets(target_words(rest), self.console.hosts, self.console.lost)
+            self.targets = resolve_targets(target_words(rest), self.console.hosts, self.console.lost,
+                                           unreached=self.unreached())
             every = self.targets == set(self.console.hosts)  # @all: the lost ones too, if they come back
             self.pruned = set(self.console.lost) if every else set()
         hosts = self.console.hosts
@@ -417,7 +419,7 @@ class Repl:
             by_host.setdefault(host, []).append(rank)
         for host, ranks in sorted(by_host.items()):
             print(f"  {host}: @{format_ranks(ranks)}")
-        unreached = [rank for rank in self.console.lost if self.console.peers[rank].lost == NOT_REACHED]
+        unreached = sorted(self.unreached())
         gone = [rank for rank in self.console.lost if rank not in unreached]
         if gone:
             print(f"  lost: {self.describe_all(gone)}: its server is gone{self.lost_hint}")
@@ -494,6 +496,10 @@ class Repl:
         del rest
         raise ValueError(":reconnect is for mpish ssh: an MPI rank that was lost cannot be started "
                          "again in its job (start a new session)")
+
+    def unreached(self) -> frozenset[int]:
+        """The lost servers never reached (mpish ssh: hosts down when the console started)."""
+        return frozenset(rank for rank in self.console.lost if self.console.peers[rank].lost == NOT_REACHED)
 
     def describe_all(self, ranks: Iterable[int]) -> str:
         """Ranks as ``@2`` (their hosts), lost ones too (console.describe names only live ones)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from ClusterShell.RangeSet import RangeSet, RangeSetException
 
@@ -43,6 +43,13 @@ def parse_ranks(text: str) -> frozenset[int]:
         raise TargetError(f"bad rank set {text!r}: {exc}") from None
 
 
+def _lost(ranks: Collection[int], unreached: Collection[int]) -> str:
+    """How a target error says that ``ranks`` (all lost) are gone."""
+    if all(rank in unreached for rank in ranks):
+        return "was not reached at the start (:reconnect tries again); the others serve (@all)"
+    return "was lost (its server is gone); the others still serve (@all)"
+
+
 def format_ranks(ranks: Iterable[int]) -> str:
     """{1, 2, 3, 7} -> ``"1-3,7"``: the inverse of :func:`parse_ranks` (ClusterShell's folding)."""
     items = sorted(set(ranks))
@@ -50,7 +57,7 @@ def format_ranks(ranks: Iterable[int]) -> str:
 
 
 def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Mapping[int, str] | Iterable[int] = (),
-                    excluding: bool = False) -> frozenset[int]:
+                    excluding: bool = False, unreached: Collection[int] = ()) -> frozenset[int]:
     """The ranks a target spec names, among the live servers ``hosts`` (rank -> host).
 
     ``spec`` is a comma-free list of words separated by whitespace or ``+``; each word is
@@ -60,9 +67,10 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Mapping[int, str]
     are not there are left out of nothing (a bad rank set is still an error, and so is an
     ``@name`` that names no host, as an unknown group is in ``mpish ssh``). ``lost``: the
     servers lost during the session (ranks, or rank -> host): a target that names only such
-    is said to be lost, not to have no server.
+    is said to be lost, not to have no server; ``unreached``: those of them never reached
+    (ssh hosts down when the console started), said so.
     """
-    lost_hosts = set(lost.values()) if isinstance(lost, Mapping) else set()
+    lost_hosts: Mapping[int, str] = lost if isinstance(lost, Mapping) else {}
     words = spec.replace("+", " ").split()
     if not words:
         raise TargetError("no target given")
@@ -79,16 +87,16 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Mapping[int, str]
                 chosen.update(ranks - missing)
                 continue
             if missing and missing <= set(lost):  # ``lost``: ranks whose server is gone
-                raise TargetError(f"rank {format_ranks(missing)} was lost (its server is gone); "
-                                  "the others still serve (@all)")
+                raise TargetError(f"rank {format_ranks(missing)} {_lost(missing, unreached)}")
             if missing:
                 raise TargetError(f"no shell server on rank(s) {format_ranks(missing)}")
             chosen.update(ranks)
             continue
         on_host = {rank for rank, host in hosts.items() if host == name or host.split(".")[0] == name}
         if not on_host and not excluding and any(host == name or host.split(".")[0] == name
-                                                 for host in lost_hosts):
-            raise TargetError(f"{name} was lost (its server is gone); the others still serve (@all)")
+                                                 for host in lost_hosts.values()):
+            gone = {rank for rank, host in lost_hosts.items() if host == name or host.split(".")[0] == name}
+            raise TargetError(f"{name} {_lost(gone, unreached)}")
         if not on_host and word.startswith("@"):  # -x @typo left out nothing, silently
             raise TargetError(f"{word} is no group (ClusterShell's groups.conf, as for clush) and no "
                               "host of a shell server")
