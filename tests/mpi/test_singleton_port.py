@@ -11,6 +11,7 @@ loses runs normally, so the test tries until the racer wins.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -98,14 +99,23 @@ def racer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return where / "racer"
 
 
+def _favoured() -> None:
+    """The racer runs at a higher priority where allowed (root): on a loaded 2-core machine
+    (a CI run beside other work) it lost all 10 starts, seeing the port only after the
+    launcher had connected. An attacker may renice only down; this makes the test's race
+    likely, it does not make the defence any easier."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, -15)
+
+
 def test_a_stranger_who_reaches_the_singleton_port_first_is_named_and_the_terminal_is_given_back(
     tmp_path: Path, racer: Path
 ) -> None:
     """Before: no output at all for 20 s, then exit 1, the console's messages sent to the
     stranger's socket (or MPICH's assertion, exit 134, on a short spawn reply)."""
     home = make_home(tmp_path / "home")
-    for attempt in range(10):
-        race = subprocess.Popen([str(racer)], stdout=subprocess.PIPE, text=True)
+    for attempt in range(20):
+        race = subprocess.Popen([str(racer)], stdout=subprocess.PIPE, text=True, preexec_fn=_favoured)
         assert race.stdout is not None and race.stdout.readline() == "ready\n"
         err = tmp_path / f"console.{attempt}.err"
         with err.open("wb") as stream:
@@ -139,7 +149,7 @@ def test_a_stranger_who_reaches_the_singleton_port_first_is_named_and_the_termin
             time.sleep(0.2)
         assert not session_processes(home), "left behind"
         return
-    pytest.fail("the racer never reached the port before the launcher in 10 starts")
+    pytest.fail("the racer never reached the port before the launcher in 20 starts")
 
 
 def test_foreign_peer_knows_the_launchers_connection_from_anyone_elses(tmp_path: Path) -> None:
