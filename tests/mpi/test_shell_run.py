@@ -6,12 +6,14 @@ import hashlib
 import json
 import os
 import re
+import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from shell_util import MPI, MPISH, make_home, mpiexec, run
+from shell_util import MPI, MPISH, make_home, mpiexec, run, shell_env
 from terminal import Person
 
 pytestmark = pytest.mark.mpi
@@ -241,7 +243,7 @@ def test_a_server_killed_by_a_signal_leaves_the_others_serving(
     result = run(argv, home, tmp_path, timeout=60)
     out, err = result.stdout.decode(), result.stderr.decode()
     assert re.findall(r"mpish: rank (\d+) \(.*\) lost: its server process \d+ died", err) == ["2"], err
-    assert "mpish: @2: exit code 255 (rank lost)" in err, err
+    assert re.search(r"^mpish: @2: exit code 255 \(its server process \d+ died\)$", err, re.MULTILINE), err
     for line in ("a-1", "a-3", "b-1", "b-3"):
         assert re.search(rf"^{line}\b", out, re.MULTILINE), (out, err)
     assert "a-2" not in out and "b-2" not in out
@@ -253,6 +255,41 @@ def test_a_server_killed_by_a_signal_leaves_the_others_serving(
     assert result.returncode != 0
     for survivor in ("a-1", "a-3"):
         assert _gone(int(out.split(survivor)[1].split()[0])), "a surviving server outlived the session"
+
+
+def test_a_server_that_stops_answering_is_given_up_after_its_timeout_and_the_others_are_shown(
+    home: Path, tmp_path: Path
+) -> None:
+    """Rank 2's server stopped (SIGSTOP: a frozen host) during a command with -u 4: the
+    console waited for ever, and ranks 1 and 3's results with it (clush's own timer ends at
+    the deadline). Now rank 2 is given up ANSWER_GRACE seconds after its timeout, named with
+    why, the others' output is shown, and its stopped server is killed, not left behind."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    mine = f"{pids}/$MPISH_RANK"
+    command = f"echo $PPID > {mine}.tmp && mv {mine}.tmp {mine}; sleep 2; echo done-$MPISH_RANK"
+    with (tmp_path / "out").open("wb") as out, (tmp_path / "err").open("wb") as err:
+        proc = subprocess.Popen([MPISH, "-n", "3", "-u", "4", "-c", command], env=shell_env(home),
+                                cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+    server = 0
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids / "2").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        server = int((pids / "2").read_text())
+        os.kill(server, signal.SIGSTOP)
+        proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if server and not _gone(server):
+            os.kill(server, signal.SIGKILL)
+            raise AssertionError("the stopped server was left behind")
+    out_text, err_text = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+    assert "done-1" in out_text and "done-3" in out_text and "done-2" not in out_text, (out_text, err_text)
+    assert re.search(r"^mpish: @2: exit code 255 \(no answer 10 s after its 4 s timeout: its server or host "
+                     r"stopped answering .*; given up\)$", err_text, re.MULTILINE), err_text
+    assert proc.returncode != 0  # a lost rank: MPI cannot end the job normally (it is aborted)
 
 
 def test_builtin_loop_stops_on_timeout_and_exit_is_no_error(home: Path, tmp_path: Path) -> None:

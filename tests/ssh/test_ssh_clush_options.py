@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -233,6 +234,41 @@ def test_exit_status_is_the_largest_unless_no_maxrc(sshd: SshServer) -> None:
 def test_u_is_the_command_timeout(sshd: SshServer) -> None:
     done = mpish_ssh(sshd, "host[1-2]", "-u", "1", "--json", "sleep", "30.125")
     assert done.stdout.count('"timed_out": true') == 2, done.stdout + done.stderr
+
+
+def test_u_gives_up_a_host_whose_server_stopped_answering_and_shows_the_others(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """host2's server stopped (SIGSTOP: a frozen host, a network partition) during `-u 4`:
+    mpish waited for ever and held host1's and host3's output back with it, where clush's own
+    timer returns at the deadline. Now host2 is given up 10 s after its timeout, with why."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    mine = f"{pids}/$MPISH_RANK"
+    command = f"echo $PPID > {mine}.tmp && mv {mine}.tmp {mine}; sleep 2; echo done-$MPISH_RANK"
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options),
+            "--python", sys.executable, "host[1-3]", "-u", "4", "-c", command]
+    proc = subprocess.Popen(argv, env=dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1"), text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    server = 0
+    try:
+        for _ in range(1200):
+            if (pids / "2").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        server = int((pids / "2").read_text())
+        os.kill(server, signal.SIGSTOP)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if server:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server, signal.SIGKILL)  # over ssh it is left as it is (unreachable)
+    assert proc.returncode == 255, err
+    assert "done-1" in out and "done-3" in out and "done-2" not in out, (out, err)
+    assert re.search(r"^host2: no answer 10 s after its 4 s timeout: its server or host stopped answering "
+                     r".*; given up$", out + err, re.MULTILINE), (out, err)
 
 
 def test_t_is_ssh_connect_timeout_and_identical_failures_fold(

@@ -62,6 +62,7 @@ from .operations import Running
 from .ranks import format_ranks
 from .receive import Output, Waiter, receive
 from .session import Peer, Session
+from .silence import ESCALATION_HINTS, SilenceWatch
 from .transfer import send_chunk
 
 log = Diagnostics(__name__)
@@ -71,8 +72,6 @@ FIRST_RUN_ID = 1  # the id of a console's first command
 CLOSE_TIMEOUT = 10.0
 KEY_CHECK = 0.02  # seconds between looks at the terminal's Ctrl-C key while waiting
 IDLE_WAIT = 0.01  # longest sleep between looks at stdin and the keyboard (link.wait: sooner on a record)
-ESCALATION_HINTS = ("(SIGINT; Ctrl-C again: SIGTERM, then SIGKILL)", "(SIGTERM; Ctrl-C again: SIGKILL)",
-                    "(SIGKILL)")  # what the server sends on the 1st, 2nd, later Ctrl-C (server.py)
 
 Route = tuple[Callable[[int, object], None], Callable[[int, int, bytes], None] | None]
 Payload = tuple[int, Any]  # (rank, message or output): what an action receives
@@ -103,6 +102,7 @@ class Console:
         self._next_id = 0
         self._owed: dict[int, int] = {}  # rank -> consumed bulk bytes not yet credited
         self._run: Running | None = None
+        self._silence: SilenceWatch | None = None  # while a command runs: who stopped answering
         self._route: Route | None = None  # while attached or completing (routed())
         self.peak_rss_kib: dict[int, int] = {}
         self._failures = FailureWatch(session, self.peers, self.machines)
@@ -187,8 +187,13 @@ class Console:
 
     def _pump_once(self) -> bool:
         """Handle what has arrived; True if anything did."""
-        return receive(self.link, self._channel_of, self._step,
+        return receive(self.link, self._channel_of, self._heard,
                        lambda rank, why: self._step(rank, Local.BROKEN, f"secure channel failed: {why}"))
+
+    def _heard(self, rank: int, event: Event, payload: object) -> None:
+        if self._silence is not None:
+            self._silence.heard_from(rank, time.monotonic())
+        self._step(rank, event, payload)
 
     def _wait(self, finished: Callable[[], bool], on_interrupt: Callable[[], None] | None = None,
               feed: Callable[[], bool] | None = None) -> None:
@@ -339,6 +344,7 @@ class Console:
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
         run = self._run = Running(cmd_id, sink, dict.fromkeys(targets, p.WINDOW))
+        watch = self._silence = SilenceWatch(limit, started)
         stdin_open = stdin is not None
 
         def feed() -> bool:
@@ -370,6 +376,7 @@ class Console:
                 rank = waiting.pop(0)
                 if self.peers[rank].alive:
                     self._step(rank, Local.RUN, p.Run(cmd_id, command, limit, False))
+                    watch.started([rank], time.monotonic())
                     running += 1
                     moved = True
             return moved
@@ -382,6 +389,9 @@ class Console:
             # came before the command started, as after `| true`, found nothing to stop)
             if getattr(sink, "closed", False) and time.monotonic() >= quiet_again and interrupts < 3:
                 interrupt(quiet=True)
+            for rank, why in watch.silent(self._in(ConsoleState.RUNNING, targets), time.monotonic()).items():
+                self.peers[rank].alive, self.peers[rank].lost = False, why  # said in its result
+                self.session.give_up(rank)  # silent past its deadline (silence.py)
             return feed() | (top_up() if waiting else False)
 
         interrupts = 0
@@ -394,6 +404,8 @@ class Console:
             waiting.clear()
             running = self._in(ConsoleState.RUNNING, targets)
             interrupts += 1
+            if interrupts >= len(ESCALATION_HINTS):
+                watch.killed(time.monotonic())
             hint = ESCALATION_HINTS[min(interrupts, len(ESCALATION_HINTS)) - 1]
             if not quiet:
                 print(f"\nmpish: interrupting {self.describe(running)} {hint}", file=self.err)
@@ -409,6 +421,7 @@ class Console:
         for rank in targets:
             if rank not in queued:
                 self._step(rank, Local.RUN, None if rank in sent else message)
+        watch.started([rank for rank in targets if rank not in queued], started)
         for rank, event, answer in early:
             if rank in self.machines:
                 self._step(rank, event, answer)
@@ -416,10 +429,11 @@ class Console:
             self._wait(finished, interrupt, feed_and_top_up)
         finally:
             self._abandon(targets)
-            self._run = None
+            self._run = self._silence = None
         for rank in targets:
             if rank not in run.results:
-                why = "not run: interrupted before its turn (-f)" if rank in skipped else "rank lost"
+                why = ("not run: interrupted before its turn (-f)" if rank in skipped
+                       else self.peers[rank].lost or "rank lost")
                 lost = Result(rank, self.peers[rank].host, 255, 0, time.monotonic() - started,
                               False, why)
                 run.results[rank] = lost

@@ -166,6 +166,10 @@ class MpiSession(Session):
         assert self.comm is not None
         abort(self.comm)
 
+    def give_up(self, rank: int) -> None:  # here: killed (a stopped one would outlive the job)
+        if self.peers[rank].pid and self.peers[rank].host == socket.gethostname():
+            signal_if(self.peers[rank].pid, is_server, signal.SIGKILL)
+
     def finish(self) -> None:
         assert self.comm is not None
         here = socket.gethostname()
@@ -189,6 +193,10 @@ class MpiSession(Session):
             await_launcher_settled(local, self.launcher_pid, SETTLE_TIMEOUT)
 
 
+def is_server(pid: int) -> bool:
+    return b"mpish.shell.mpi_server" in b" ".join(cmdline(pid))
+
+
 def end_embedded_job(launcher: int, servers: list[int], known: list[Segment]) -> NoReturn:
     """End a session MPI cannot finalize (a rank died): its launcher, then its servers, then us.
 
@@ -207,8 +215,7 @@ def end_embedded_job(launcher: int, servers: list[int], known: list[Segment]) ->
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
     for pid in servers:  # each only if still a server (a reused pid is spared)
-        signal_if(pid, lambda candidate: b"mpish.shell.mpi_server" in b" ".join(cmdline(candidate)),
-                  signal.SIGKILL)
+        signal_if(pid, is_server, signal.SIGKILL)
     remove_ours(segments)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -106,6 +106,10 @@ class Session(Fields):
         """End the session at once after its transport broke (no orderly close possible)."""
         self.finish()
 
+    def give_up(self, rank: int) -> None:
+        """A server that stopped answering was declared lost (silence.py): end what can be
+        ended of it, so that it cannot come back half-way; nothing by default."""
+
     def finish(self) -> None:
         """End the session once every channel is closed."""
         raise NotImplementedError

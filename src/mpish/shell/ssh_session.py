@@ -133,6 +133,14 @@ class SshSession(Session):
             process.close(wait=1.0)
         self.peers.pop(rank, None)
 
+    def give_up(self, rank: int) -> None:
+        """A host that stopped answering: unwatched and its ssh ended (the remote side ends at
+        the hang-up once it runs again); its peer stays, lost, for :reconnect."""
+        self.link.remove(rank)
+        process = self.processes.pop(rank, None)
+        if process is not None:
+            process.close(wait=0.2)
+
     def lost(self, rank: int, why: str) -> None:
         """MultiLink's report that a host's pipe ended: mark it lost, say why (once)."""
         process = self.processes.get(rank)

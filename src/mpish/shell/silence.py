@@ -1,0 +1,64 @@
+"""Servers that stopped answering: the console's own deadline for a command.
+
+A command's timeout (``-u``, ``:timeout``) is enforced by its server (SIGINT at the deadline,
+SIGTERM and SIGKILL :data:`~mpish.shell.server.jobs.KILL_GRACE` seconds apart), and so is a
+Ctrl-C's escalation. A server that cannot answer (its process stopped, its host frozen or cut
+off by a network partition: the pipe or MPI stays open, nothing arrives) enforced nothing,
+and the console waited for it for ever, with every other target's result held back behind
+it; clush's own timer returns at the deadline and names the host.
+
+:class:`SilenceWatch` is that timer. A running server is *due* at its command's deadline
+(counted from when its ``Run`` was sent) or at the user's third Ctrl-C (the SIGKILL), whichever
+comes first. Once due, a server from which nothing at all has arrived (no output, no credit,
+no answer) for :data:`ANSWER_GRACE` seconds is given up: the console declares it lost, says
+why, and its result is exit 255, as ssh's for a connection that died. A server that is slow
+but alive is heard (its Signalled, its output, its credit) and never given up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+ANSWER_GRACE = 10.0  # seconds of silence, once due, before a server is given up
+# what the console says at the 1st, 2nd, later Ctrl-C (the server's escalation: server/jobs.py)
+ESCALATION_HINTS = ("(SIGINT; Ctrl-C again: SIGTERM, then SIGKILL)", "(SIGTERM; Ctrl-C again: SIGKILL)",
+                    f"(SIGKILL; a server that does not answer in {ANSWER_GRACE:g} s is given up)")
+
+
+class SilenceWatch:
+    """When each running server is due, when each was last heard (module doc)."""
+
+    def __init__(self, timeout: float, now: float) -> None:
+        self.timeout = timeout  # 0: no deadline of the command's own
+        self.due: dict[int, float] = {}
+        self.heard: dict[int, float] = {}
+        self.since = now
+        self.killed_at = 0.0  # the third Ctrl-C (SIGKILL), or 0
+
+    def started(self, ranks: Iterable[int], now: float) -> None:
+        """``Run`` was sent to ``ranks`` now."""
+        for rank in ranks:
+            self.due[rank] = now + self.timeout if self.timeout else math.inf
+
+    def heard_from(self, rank: int, now: float) -> None:
+        self.heard[rank] = now
+
+    def killed(self, now: float) -> None:
+        """The user's third Ctrl-C: every running server was asked to SIGKILL its command."""
+        self.killed_at = self.killed_at or now
+
+    def silent(self, running: Iterable[int], now: float) -> dict[int, str]:
+        """The running servers to give up now, each with why."""
+        gone: dict[int, str] = {}
+        for rank in running:
+            due = self.due.get(rank, math.inf)
+            if self.killed_at:
+                due = min(due, self.killed_at)
+            if now - max(due, self.heard.get(rank, self.since)) < ANSWER_GRACE:
+                continue
+            after = (f"its {self.timeout:g} s timeout" if due != self.killed_at
+                     else "the SIGKILL of the third Ctrl-C")
+            gone[rank] = (f"no answer {ANSWER_GRACE:g} s after {after}: its server or host stopped "
+                          "answering (a stopped process, a frozen host, a network partition?); given up")
+        return gone
