@@ -420,6 +420,46 @@ def test_b_with_one_host_prints_its_header_as_clush_does(sshd: SshServer) -> Non
 # --- --copy, --rcopy -------------------------------------------------------------------------
 
 
+CUT_PROXY = r"""
+import os, select, socket, sys
+peer = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+left = int(sys.argv[2])  # bytes from ssh to pass on: then the connection is cut (a host lost)
+while True:
+    ready = select.select([0, peer], [], [])[0]
+    if 0 in ready:
+        data = os.read(0, 65536)
+        left -= len(data)
+        if not data or left < 0:
+            os._exit(0)
+        peer.sendall(data)
+    if peer in ready:
+        data = peer.recv(65536)
+        if not data:
+            os._exit(0)
+        os.write(1, data)
+"""
+
+
+def test_a_host_lost_during_a_copy_is_named_in_its_report(sshd: SshServer, tmp_path: Path) -> None:
+    """host2's connection cut while --copy sends it a file: its report read "put data.bin to :
+    rank lost" (the lost host's name was dropped); the copy fails, host1's copy is whole."""
+    proxy = tmp_path / "cut.py"
+    proxy.write_text(CUT_PROXY)
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host host2\n  ProxyCommand {sys.executable} {proxy} {sshd.port} 2000000\n"
+                      f"Host *\n  Include {sshd.ssh_options[1]}\n")
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(8 << 20))
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    done = mpish_ssh(sshd, "host[1-2]", "--copy", str(data), "--dest", str(remote),
+                     ssh_options=f"-F {config}")
+    assert done.returncode == 1, done.stderr
+    assert re.search(rf"^mpish: put {data} to host2: .+", done.stdout + done.stderr, re.MULTILINE), done
+    assert " to :" not in done.stdout + done.stderr, done
+    assert f"mpish: put {data} to host1: ok" in done.stdout, done
+
+
 def test_copy_and_rcopy_copy_files_and_trees_and_name_copies_by_host_as_clush(
     sshd: SshServer, tmp_path: Path
 ) -> None:

@@ -32,14 +32,12 @@ class SshRepl(Repl):
         return f"[{fold_hosts(names) if names else 'no host'}] {self.console.cwd(self.targets)}#> "
 
     def describe(self, ranks: Iterable[int]) -> str:
-        """Host names (folded as a node set) for the console's messages."""
-        hosts = self.console.hosts
-        return fold_hosts([hosts[r] for r in ranks if r in hosts])
+        """Host names (folded as a node set) for the console's messages, lost ones too (a
+        copy's report on a host lost during it said "put F to : rank lost")."""
+        peers = self.console.peers
+        return fold_hosts(sorted({peers[r].host for r in ranks if r in peers}))
 
-    def describe_all(self, ranks: Iterable[int]) -> str:
-        """Host names, lost ones too (a rank number means nothing over ssh)."""
-        hosts = {**self.console.lost, **self.console.hosts}
-        return fold_hosts(sorted({hosts[r] for r in ranks if r in hosts}))
+    describe_all = describe  # a rank number means nothing over ssh
 
     def names(self) -> HostNames:
         peers = self.console.peers
