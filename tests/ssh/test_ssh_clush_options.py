@@ -348,6 +348,24 @@ def test_hosts_are_ranked_in_node_set_order_as_clush_sorts_them(sshd: SshServer)
     assert ranked == [(1, "host1", "1\n"), (2, "host2", "2\n")]  # @1 is host1 at the console too
 
 
+def test_console_commands_from_a_file_or_a_pipe_exit_255_when_a_host_was_unreachable(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """`-C FILE` and commands piped in exited with the last line's status, 0, with a host down:
+    a cron job could not tell (clush -S: 255, as mpish's -c)."""
+    commands = tmp_path / "commands"
+    commands.write_text("echo hi\n")
+    for args, given in ((["-C", str(commands)], None), ([], "echo hi\n")):
+        done = mpish_ssh(sshd, "host1,nohost.invalid", *args, input=given)
+        assert done.returncode == 255, (args, done.stderr)
+        assert done.stdout.splitlines()[-1] == "hi", done.stdout
+        assert "nohost.invalid: host unreachable" in done.stderr, done.stderr
+    done = mpish_ssh(sshd, "host1,nohost.invalid", "--no-maxrc", "-C", str(commands))
+    assert done.returncode == 0, done.stderr  # clush's default: failures reported, status 0
+    done = mpish_ssh(sshd, "host[1-2]", "-C", str(commands))
+    assert done.returncode == 0, done.stderr
+
+
 def test_json_advice_for_an_unreachable_host_has_the_users_ssh_options(sshd: SshServer) -> None:
     done = mpish_ssh(sshd, "nohost.invalid", "--json", "-c", "true")
     error = json.loads(done.stdout)["error"]

@@ -277,13 +277,20 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
             status = copy_files(console, repl.targets, options.copy, repl.keys, repl.err, options.fanout)
             return max(status, 1 if session.failed else 0)  # a host never reached has no copy
         if stream is None:
-            return SshRepl(console, output=options.mode, fanout=options.fanout).loop()
-        with stream:
-            repl = SshRepl(console, reader=PlainReader(stream, None), output=options.mode,
-                           fanout=options.fanout)
-            return repl.loop()  # exit N in the file: N, as a bash script would; else the last status
+            status = SshRepl(console, output=options.mode, fanout=options.fanout).loop()
+        else:
+            with stream:
+                repl = SshRepl(console, reader=PlainReader(stream, None), output=options.mode,
+                               fanout=options.fanout)
+                status = repl.loop()  # exit N in the file: N, as a bash script would; else the last status
     finally:
         console.close()
+    # commands from a file or a pipe: a host never reached, or lost and not brought back, ran
+    # nothing: 255, as under -c (clush -S), not the last line's status (a cron job read 0 while
+    # a node was down); at a terminal, the user was told and `exit` ends as typed
+    scripted = stream is not None or not sys.stdin.isatty()
+    missed = console.lost or set(session.failed) - {peer.host for peer in session.peers.values()}
+    return max(status, FAILED) if scripted and missed and options.maxrc else status
 
 
 def main(options: SshShellOptions) -> int:
