@@ -208,6 +208,13 @@ def test_L_orders_lines_by_host_and_N_drops_the_labels(sshd: SshServer) -> None:
     assert done.stdout == "same\n"
 
 
+def test_bL_gathers_identical_lines_under_their_hosts_as_clush_bL(sshd: SshServer) -> None:
+    """-b with -L printed each host's lines apart (-L won); clush -bL gathers: host[1-2]: o."""
+    done = mpish_ssh(sshd, "host[1-3]", "-bL", "-c", "echo o; [ $MPISH_RANK = 3 ] && echo x; true")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "host[1-2]: o\nhost3: o\nhost3: x\n"
+
+
 def test_q_leaves_out_counts_and_exit_code_lines(sshd: SshServer) -> None:
     done = mpish_ssh(sshd, "host[1-2]", "-q", "-c", "echo same; exit 3")
     assert (done.returncode, done.stdout) == (3, f"{LINE}\nhost[1-2]\n{LINE}\nsame\n")

@@ -158,7 +158,9 @@ def test_copy_takes_the_words_as_files_and_dest_after_them_as_clush_does(
                        (["-u", "nan", "true"], "'nan' is not a timeout"),  # both ran with no timeout
                        (["-u", "inf", "true"], "'inf' is not a timeout"),
                        (["-t", "-5", "true"], "'-5' is not a timeout"),
-                       (["-t", "0", "true"], "'0' is not a timeout: seconds, a number above 0")):
+                       (["-t", "0", "true"], "'0' is not a timeout: seconds, a number above 0"),
+                       (["--diff", "-L", "true"], "--diff compares gathered outputs: not with -L"),
+                       (["--diff", "--json", "true"], "--diff compares gathered outputs")):
         with pytest.raises(SystemExit) as info:
             main(["-n", "2", *argv])
         assert info.value.code == 2, argv

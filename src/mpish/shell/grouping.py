@@ -168,19 +168,20 @@ class GroupedSink(_TerminalSink):
     prefixed with the servers that wrote it (``host[1-4]: oops``), as clush labels stderr.
     ``labels=False`` (``-N``): no headers and no prefixes; ``counts=False`` (``-q``): no
     ``(N)`` after a header; ``lines`` (``-L``): no gathering, each server's lines in
-    server order prefixed with its name; ``diff`` (``--diff``): each gathered stdout shown
-    as a unified diff against the first.
+    server order prefixed with its name; ``prefixed`` (``-bL``, as clush): gathered, each
+    line prefixed with its group's servers (``host[1-2]: o``), no header; ``diff`` (``--diff``):
+    each gathered stdout shown as a unified diff against the first.
     """
 
     def __init__(
         self, out: IO[bytes], err: IO[bytes], style: Style, names: ServerNames | None = None, *,
         merge_stderr: bool = False, labels: bool = True, counts: bool = True, lines: bool = False,
-        diff: bool = False, limit: int = GATHER_LIMIT,
+        diff: bool = False, limit: int = GATHER_LIMIT, prefixed: bool = False,
     ) -> None:
         super().__init__(out, err, style, names)
         self._spools: dict[tuple[int, int], _Spool] = {}
         self.merge_stderr, self.labels, self.counts = merge_stderr, labels, counts
-        self.lines, self.diff = lines, diff
+        self.lines, self.diff, self.prefixed = lines, diff, prefixed
         # the console's Ctrl-C key: the display of what was gathered (after a flood: gigabytes) ends
         self.stop: Callable[[], bool] = _never
         self.limit = limit  # 0: no limit
@@ -322,6 +323,9 @@ class GroupedSink(_TerminalSink):
 
     def _finish_gathered(self) -> None:
         for ranks, spool in self.groups(STDOUT):
+            if self.prefixed and self.labels:
+                self._prefixed(spool, ranks, self.out)
+                continue
             self.out.write(self._header(ranks))
             spool.copy_to(self.out, self.stop)
         self.out.flush()
@@ -498,5 +502,5 @@ def make_sink(
     if targets == 1 and mode.kind == "grouped" and not mode.diff and not mode.gathered:
         return RawSink(out, out if mode.merge_stderr else err, style, names, end_lines)  # -B: one stream
     return GroupedSink(out, err, style, names, merge_stderr=mode.merge_stderr, labels=mode.labels,
-                       counts=not mode.quiet, lines=mode.kind == "lines", diff=mode.diff,
-                       limit=mode.gather_limit)
+                       counts=not mode.quiet, lines=mode.kind == "lines" and not mode.gathered,
+                       diff=mode.diff, limit=mode.gather_limit, prefixed=mode.kind == "lines")

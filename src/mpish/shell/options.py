@@ -72,7 +72,8 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-B", dest="merge_stderr", action="store_true",
                        help="like -b, with stderr gathered together with stdout")
     group.add_argument("-L", dest="lines", action="store_true",
-                       help="no header blocks: lines prefixed by their server, in server order")
+                       help="no header blocks: lines prefixed by their server, in server order "
+                       "(-bL: gathered, prefixed by their servers)")
     group.add_argument("-N", dest="labels", action="store_false",
                        help="no labels: no headers, no line prefixes")
     group.add_argument("-q", "--quiet", action="store_true",
@@ -153,6 +154,8 @@ def parse_copy(parser: argparse.ArgumentParser, argv: Sequence[str], options: li
     after the files (``--copy a b --dest /tmp -x node3``), and ``--`` makes every later word
     a file. Usage errors exit through ``parser``."""
     args = parser.parse_args(options)
+    if args.diff and (args.lines or args.json or args.verbose):  # it was dropped, silently
+        parser.error("--diff compares gathered outputs: not with -L, -v or --json (clush: option mismatch)")
     if not (args.copy or args.rcopy):
         if args.dest is not None:
             parser.error("--dest goes with --copy or --rcopy")
