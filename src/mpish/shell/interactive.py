@@ -444,7 +444,8 @@ class Repl:
         if rest:
             if rest not in MODES:
                 raise ValueError(f"usage: :mode {'|'.join(MODES)}")
-            self.output = replace(self.output, kind=rest)
+            gathered = self.output.gathered and rest != "lines"  # :mode lines is -L's, not -bL's
+            self.output = replace(self.output, kind=rest, gathered=gathered)
         print(f"mode: {self.output.kind}")
         sys.stdout.flush()
 
