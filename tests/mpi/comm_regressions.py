@@ -531,6 +531,32 @@ def check_fortran_ordered_arrays_travel_and_buffer_errors_are_mpi4pys(
     ok("fortran_ordered_arrays_travel_and_buffer_errors_are_mpi4pys")
 
 
+def check_objects_travel_with_the_serializer_set_in_mpi_pickle(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """A program that sets MPI.pickle to cloudpickle (mpi4py's documented hook) ships lambdas
+    with send, bcast, gather and isend; secure ignored the setting and raised PicklingError."""
+    import pickle
+
+    import cloudpickle
+
+    r, n = c.rank, c.size
+    MPI.pickle.__init__(cloudpickle.dumps, cloudpickle.loads)
+    try:
+        offset = 3
+        for comm in (raw, c):
+            f = comm.bcast((lambda x: x + offset) if r == 0 else None, root=0)
+            assert f(1) == 4, comm
+            funcs = comm.gather(lambda x, k=r: x * k, root=0)
+            if r == 0:
+                assert [g(2) for g in funcs] == [2 * k for k in range(n)], comm
+            request = comm.isend(lambda: r, (r + 1) % n, 23)
+            got = comm.recv(source=(r - 1) % n, tag=23)
+            request.wait()
+            assert got() == (r - 1) % n, comm
+    finally:
+        MPI.pickle.__init__(pickle.dumps, pickle.loads, pickle.HIGHEST_PROTOCOL)
+    ok("objects_travel_with_the_serializer_set_in_mpi_pickle")
+
+
 CHECKS = [
     check_irecv_send_wait,
     check_count_specs,
@@ -552,6 +578,7 @@ CHECKS = [
     check_a_blocking_long_send_reuses_a_ring_of_record_buffers,
     check_a_padded_struct_travels_in_the_buf_datatype_form,
     check_fortran_ordered_arrays_travel_and_buffer_errors_are_mpi4pys,
+    check_objects_travel_with_the_serializer_set_in_mpi_pickle,
 ]
 
 

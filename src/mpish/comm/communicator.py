@@ -11,13 +11,13 @@ Everything of the mpi4py API not offered here raises :class:`Unsupported` (both
 
 from __future__ import annotations
 
-import pickle
 import struct
 from typing import Any
 
 from mpi4py import MPI
 
 from ..wire.record import SMALL_RECORD
+from . import serial
 from .buffers import _PLAIN_BUFFERS as PLAIN_BUFFERS
 from .buffers import byte_view, derived, set_status, unpack, warn_buf
 from .handles import _OWNED, _PY_THREADS, lock_public_methods
@@ -340,7 +340,7 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
     def send(self, obj: Any, dest: int, tag: int = 0) -> None:
         if len(_PY_THREADS) > 1 and not _OWNED():
             return _LOCKED["send"](self, obj, dest, tag)
-        data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+        data = MPI.pickle.dumps(obj)  # as serial.dumps, bytes for the hot path
         lane = self._p2p
         if len(data) < SMALL_RECORD and 0 <= dest < self.size and tag >= 0 and not _ACTIVE:
             lane.mpi_send(lane.seal_small[dest](data, tag), dest, tag)  # the hot path, as Send's
@@ -348,7 +348,7 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
             lane.send(memoryview(data), dest, tag)
 
     def ssend(self, obj: Any, dest: int, tag: int = 0) -> None:
-        self.Ssend(memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dest, tag)
+        self.Ssend(serial.dumps(obj), dest, tag)
 
     bsend = send
 
@@ -363,14 +363,14 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         if status is not None:
             set_status(status, s, t, n)
         # Authenticated bytes from a peer holding an authorized key; None: empty, or PROC_NULL.
-        return pickle.loads(data) if data else None  # noqa: S301
+        return serial.loads(data) if data else None
 
     def isend(self, obj: Any, dest: int, tag: int = 0) -> SecureRequest:
-        requests, buffers = self._p2p.isend(memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dest, tag)
+        requests, buffers = self._p2p.isend(serial.dumps(obj), dest, tag)
         return SecureRequest(self._p2p, sends=requests, buffers=buffers)
 
     def issend(self, obj: Any, dest: int, tag: int = 0) -> SecureRequest:
-        return self.Issend(memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dest, tag)
+        return self.Issend(serial.dumps(obj), dest, tag)
 
     ibsend = isend
 

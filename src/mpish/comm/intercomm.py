@@ -42,7 +42,6 @@ import functools
 import hashlib
 import hmac
 import os
-import pickle
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -51,6 +50,7 @@ from mpi4py import MPI
 
 from ..wire.errors import RemoteProtocolError
 from ..wire.record import SESSION_SIZE
+from . import serial
 from .buffers import Unsupported, byte_view, mpi_error, typed_spec
 from .collectives import COLL_TAG, _dumps, _loads
 from .intercomm_collectives import InterCollectives, _folder
@@ -179,7 +179,7 @@ class Intercomm(InterCollectives):
         self._p2p.send(byte_view(buf, writable=False), dest, tag)
 
     def send(self, obj: Any, dest: int, tag: int = 0) -> None:
-        self._p2p.send(memoryview(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dest, tag)
+        self._p2p.send(serial.dumps(obj), dest, tag)
 
     Bsend = Rsend = Send
     bsend = send

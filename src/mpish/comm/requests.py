@@ -16,12 +16,12 @@ it any more, and a posted receive left behind would take a later receive's messa
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from mpi4py import MPI
 
+from . import serial
 from .buffers import Unsupported, set_status
 from .handles import (
     LOCK,
@@ -121,7 +121,7 @@ class SecureRequest(MPI.Grequest):
                 result = posted.result
                 if self._is_object and posted.obj:  # else a buffer, from PROC_NULL, or empty: None
                     try:
-                        obj = pickle.loads(posted.obj)  # noqa: S301 - authenticated bytes (lane.py)
+                        obj = serial.loads(posted.obj)  # authenticated bytes (lane.py)
                     except Exception as exc:
                         error = exc
                 elif self._unpack is not None:
