@@ -428,6 +428,26 @@ def check_started_ibarriers_keep_their_records_from_collectives_and_from_each_ot
     ok("started_ibarriers_keep_their_records_from_collectives_and_from_each_other")
 
 
+def check_a_freed_send_completes_in_the_background(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Isend, then Free before the peer's Recv (legal MPI: the send completes on its own): Free
+    waited for the send, so every rank waited in Free for a receive posted after it (a porter's
+    fire-and-forget idiom: a deadlock at -n 1 and -n 2 under both MPIs)."""
+    r, n = c.rank, c.size
+    for comm in (raw, c):
+        for count in (1000, 200_000):  # one record, and a long message (continuation records)
+            sent = np.full(count, float(r))
+            request = comm.Isend(sent, (r + 1) % n, 31)
+            request.Free()
+            assert not request, comm
+            got = np.zeros(count)
+            comm.Recv(got, (r - 1) % n, 31)
+            assert (got == float((r - 1) % n)).all(), (comm, count)
+            del sent
+            gc.collect()
+        comm.Barrier()
+    ok("a_freed_send_completes_in_the_background")
+
+
 CHECKS = [
     check_issend_completes_only_once_matched,
     check_a_probe_does_not_complete_a_synchronous_send,
@@ -442,6 +462,7 @@ CHECKS = [
     check_empty_message_is_received_as_none,
     check_nbx_sparse_exchange_completes_with_a_late_sender,
     check_started_ibarriers_keep_their_records_from_collectives_and_from_each_other,
+    check_a_freed_send_completes_in_the_background,
 ]
 
 

@@ -31,12 +31,26 @@ from .limits import FIRST_MAX, MATCH_FIRST, RECORD_ERRORS, Early, Result, Stats,
 T = TypeVar("T")
 
 _ACTIVE: set[PostedReceives] = set()  # lanes with posted receives, progressed by every blocking call
+_DETACHED: list[tuple[list[Any], Any]] = []  # the MPI sends of freed requests, and what they send
 
 
 def progress() -> None:
     """Complete every posted receive (of any secure communicator) whose first record arrived."""
+    if _DETACHED:
+        _sweep()
     for lane in list(_ACTIVE):
         lane.progress()
+
+
+def detach(sends: list[Any], keep: Any) -> None:
+    """A freed request's MPI sends go on in the background (``Request.Free``, as MPI's): their
+    records (``keep``) stay alive until MPI is done with them, looked at by every progress."""
+    _sweep()
+    _DETACHED.append((sends, keep))
+
+
+def _sweep() -> None:
+    _DETACHED[:] = [(sends, keep) for sends, keep in _DETACHED if not MPI.Request.Testall(sends)]
 
 
 def wait_all(requests: list[Any]) -> None:

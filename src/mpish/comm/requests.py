@@ -36,6 +36,7 @@ from .handles import (
 )
 from .lane import _ACTIVE, Lane, PostedRecv, progress, wait_all
 from .persistent import PersistentRequest as PersistentRequest  # re-exported: communicator.py
+from .posted import detach
 from .synchronous import Pending
 
 
@@ -263,9 +264,16 @@ class SecureRequest(MPI.Grequest):
     get_status = Get_status
 
     def Free(self) -> None:
-        """Complete the request in the background (here: wait for it), then forget it."""
-        if not self._consumed():
-            self.Wait()
+        """Forget the request; its operation completes in the background, as MPI's Free. A
+        send's records go on (posted.detach keeps them alive until MPI is done with them):
+        ``Isend`` then ``Free`` before the peer's receive waited here for that receive, a
+        deadlock. A receive, a synchronous send or an operation of its own is waited for."""
+        if self._consumed():
+            return
+        if self._sends and self._posted is None and self._ack is None and self._steps is None:
+            detach(self._sends, self._buffers)
+            self._sends = []
+        self.Wait()
 
     free = Free
 
