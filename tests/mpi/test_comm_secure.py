@@ -327,3 +327,14 @@ def test_abort_ends_the_job_with_its_error_code_as_comm_world_abort_does(home: P
             path = shm / name
             if name.startswith(("mpich_shm_", "mpich_vci_")) and path.stat().st_uid == os.geteuid():
                 path.unlink(missing_ok=True)
+
+
+def test_ranks_that_finished_first_wait_at_exit_for_a_sender_still_completing_its_long_isend(
+    home: Path,
+) -> None:
+    """A 24 MB Isend/Recv/Wait ring at -n 3: a rank that had all its data finalized while its
+    sender waited for acknowledgements MPICH had queued: that sender hung in Wait (6 of 6 runs
+    of a porter's program). At exit each rank now progresses MPI until the others end."""
+    proc = run(["-n", "3", PYTHON, str(HERE / "comm_exit_ring.py")], home)
+    assert proc.returncode == 0, explain(proc)
+    assert sorted(proc.stdout.split("\n")[:3]) == ["ok 0", "ok 1", "ok 2"], explain(proc)
