@@ -1,7 +1,8 @@
 """Run under mpiexec: with MPI initialized below MPI_THREAD_MULTIPLE there is no progress
-thread, so MPI's class-level calls refuse a secure request that is not complete yet
-(``ERR_REQUEST``) instead of hanging, and MPI.Prequest.Startall a secure persistent request;
-mpish.comm.Waitall and the requests' own methods still complete them.
+thread (the first secure request warns once, on the program's line, naming the level), so
+MPI's class-level calls refuse a secure request that is not complete yet (``ERR_REQUEST``)
+instead of hanging, and MPI.Prequest.Startall a secure persistent request; mpish.comm.Waitall
+and the requests' own methods still complete them.
 
 Prints ``OK <check>`` and ``ALL OK``; any failure aborts the job.
 """
@@ -9,6 +10,7 @@ Prints ``OK <check>`` and ``ALL OK``; any failure aborts the job.
 from __future__ import annotations
 
 import threading
+import warnings
 
 import mpi4py
 
@@ -26,7 +28,12 @@ def main() -> None:
     assert MPI.Query_thread() < MPI.THREAD_MULTIPLE
     c = mpish.secure(MPI.COMM_WORLD)
     got = np.zeros(4)
-    receive = c.Irecv(got, c.rank, 5)  # nothing sent yet: only mpish can complete it
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        receive = c.Irecv(got, c.rank, 5)  # nothing sent yet: only mpish can complete it
+        c.Irecv(np.zeros(4), MPI.PROC_NULL, 5).Wait()
+    assert len(said) == 1 and "thread level 'single'" in str(said[0].message), said  # once, named
+    assert "mpish.comm.Waitall" in str(said[0].message) and said[0].filename == __file__, said[0]
     try:
         MPI.Request.Waitall([receive])
     except MPI.Exception as exc:  # MPI_Waitall reports the request's error in its status

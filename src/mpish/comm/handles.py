@@ -57,6 +57,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -253,8 +254,29 @@ def start_handle(state: HandleState) -> Any:
     at once and its query fails (MPI's waits raise ERR_REQUEST, never hang)."""
     request = MPI.Grequest.Start(_query, None, None, args=(state,))
     if not threads_ok():
+        _warn_thread_level()
         refuse(request, state)
     return request
+
+
+@functools.cache
+def _warn_thread_level() -> None:
+    """Once: MPI's class-level waits will fail on secure requests, and what to use instead
+    (a porter with mpi4py.rc.thread_level = "funneled" saw only "See the MPI_ERROR field")."""
+    level = {MPI.THREAD_SINGLE: "single", MPI.THREAD_FUNNELED: "funneled",
+             MPI.THREAD_SERIALIZED: "serialized"}.get(MPI.Query_thread(), str(MPI.Query_thread()))
+    warnings.warn(f"mpish.secure: MPI runs at thread level {level!r}, not MPI_THREAD_MULTIPLE: "
+                  "MPI.Request.Waitall, Testall, Waitany... cannot complete secure requests (they "
+                  "fail with ERR_REQUEST); use each request's Wait/Test, or mpish.comm.Waitall and co.",
+                  RuntimeWarning, stacklevel=_outside_mpish())
+
+
+def _outside_mpish() -> int:
+    """The stacklevel of the caller's first frame outside mpish (the program's line)."""
+    root, level, frame = os.path.dirname(_HERE.rstrip(os.sep)), 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(root):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def refuse(request: Any, state: HandleState) -> None:
