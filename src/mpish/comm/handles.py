@@ -273,7 +273,8 @@ def _warn_thread_level() -> None:
 
 def _outside_mpish() -> int:
     """The stacklevel of the caller's first frame outside mpish (the program's line)."""
-    root, level, frame = os.path.dirname(_HERE.rstrip(os.sep)), 1, sys._getframe(1)
+    root, level = os.path.dirname(_HERE.rstrip(os.sep)), 1
+    frame: Any = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(root):
         level, frame = level + 1, frame.f_back
     return level

@@ -107,7 +107,6 @@ class Lane(PostedReceives, LongMessages):
         self._rx = bytearray(FIRST_MAX)  # first records (a longer message is forged: truncated, dropped)
         self._bulk_rx: list[bytearray] | None = None  # continuation records (bulk.py)
         self._scratch = bytearray(0)  # their plaintext before it is copied to the user (bulk.py)
-        self._spare: list[bytearray] = []  # FIRST_MAX buffers of finished posted receives
         self._status = MPI.Status()
         self._last: dict[Envelope, int] = {}  # (source, tag) -> last counter processed
         # Prebound methods for the small-message hot path (one lookup per peer, not per call).

@@ -34,7 +34,7 @@ from .handles import (
     unwatch,
     watch,
 )
-from .lane import _ACTIVE, Lane, PostedRecv, progress, wait_all
+from .lane import Lane, PostedRecv, progress, wait_all
 from .persistent import PersistentRequest as PersistentRequest  # re-exported: communicator.py
 from .posted import detach
 from .synchronous import Pending
@@ -235,10 +235,8 @@ class SecureRequest(MPI.Grequest):
         status = MPI.Status()
         posted.request.Wait(status)
         if status.Is_cancelled():
-            self._lane.posted.remove(posted)
-            if not self._lane.posted:
-                _ACTIVE.discard(self._lane)
-            posted.done, posted.request = True, None
+            posted.request = None
+            self._lane._finish(posted, None)  # off the lane, its landing given back
             posted.result = (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
             self._cancelled = True
         else:  # it had matched a message: process it as usual
