@@ -334,8 +334,9 @@ def test_hosts_lost_during_the_command_are_reported_once_folded(sshd: SshServer)
     done = mpish_ssh(sshd, "host[1-4]", "-c", 'test "$MPISH_RANK" != 1 && kill -9 $PPID; echo ok')
     assert done.returncode == 255
     assert headers(done.stdout) == ["host1 (1)"]
-    lines = [line for line in done.stderr.splitlines() if "ended while in use" in line]
+    lines = [line for line in done.stderr.splitlines() if "ended unexpectedly" in line]
     assert lines == [lines[0]] and lines[0].startswith("host[2-4] (3): the remote side ended"), done.stderr
+    assert lines[0].endswith("Run it again.") and ":reconnect" not in done.stderr, done.stderr  # no console
 
 
 def test_console_honours_the_output_options_and_f(sshd: SshServer, tmp_path: Path) -> None:

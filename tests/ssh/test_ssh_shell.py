@@ -88,7 +88,7 @@ def test_a_host_lost_during_the_command_counts_as_255_and_the_others_finish(sshd
     assert sorted(records) == ["host1", "host2", "host3"]
     for host in ("host1", "host3"):
         assert (records[host]["exit"], records[host]["stdout"]) == (0, "ok\n")
-    assert records["host2"]["exit"] == 255 and "ended while in use" in records["host2"]["error"]
+    assert records["host2"]["exit"] == 255 and "ended unexpectedly" in records["host2"]["error"]
 
 
 def test_timeout_kills_the_command_and_says_so(sshd: SshServer) -> None:
@@ -291,7 +291,7 @@ def test_at_a_terminal_a_console_whose_every_host_was_lost_stays_for_reconnect(
     with console_at_terminal(sshd, "host1", tmp_path) as person:
         person.prompt()
         screen = person.run("kill -9 $PPID")
-        assert "host1: the remote side ended while in use" in screen, screen
+        assert "host1: the remote side ended unexpectedly" in screen, screen
         screen = person.run("echo lost")
         assert "every host was lost: :reconnect brings them back (or :quit)" in screen, screen
         screen = person.run(":reconnect")

@@ -92,7 +92,7 @@ def _start(options: SshShellOptions, hosts: list[str], first: Callable[[], bytes
     """Connect to the hosts; the output machinery is loaded after the ssh processes have
     started (it costs the console ~20 ms of imports, while each ssh's handshake takes longer).
     ``first``: the message each host gets right behind its code (``-c``'s Run)."""
-    from mpish.shell.ssh_session import start_ssh_session
+    from mpish.shell.ssh_session import RECONNECT_HINT, start_ssh_session
 
     session = start_ssh_session(
         hosts,
@@ -102,6 +102,7 @@ def _start(options: SshShellOptions, hosts: list[str], first: Callable[[], bytes
         fanout=options.fanout,
         first=first,
         report_losses=report_losses,
+        again="Run it again." if options.command is not None or options.copy is not None else RECONNECT_HINT,
     )
     from mpish.shell.grouping import set_color
 

@@ -59,6 +59,9 @@ CLOSE_WAIT = 5.0
 FLUSH_WAIT = 1.0  # for the close records still queued to all hosts (a host that reads nothing: EOF anyway)
 
 
+RECONNECT_HINT = "At the mpish ssh console, :reconnect connects to it again."
+
+
 class SshSession(Session):
     """The console's side of an ssh session: one ssh process per host."""
 
@@ -89,6 +92,7 @@ class SshSession(Session):
         self.early: list[tuple[int, Event, object]] = [] if early is None else early
         # how the hosts were reached (start_ssh_session), to reach a lost one again (reconnect)
         self.connect_args: tuple[Sequence[str], Sequence[str], float] = (("python3",), (), 30.0)
+        self.again = RECONNECT_HINT  # what a lost host's message advises
 
     def reconnect(self, hosts: Mapping[int, str], others: Deliver | None = None) -> dict[int, str]:
         """Connect again to these hosts (rank -> host, lost ranks), each as the same rank, with
@@ -212,6 +216,7 @@ def start_ssh_session(
     err: IO[str] | None = None,
     first: Callable[[], bytes] | None = None,
     report_losses: bool = True,
+    again: str = RECONNECT_HINT,
 ) -> SshSession:
     """Connect to every host, handshake, read every Hello; hosts that fail are in ``failed``.
 
@@ -221,6 +226,7 @@ def start_ssh_session(
     the first wave's ssh processes have started); those hosts are in ``sent_first``, and
     what they send after their Hello while others are still greeting is in ``early``.
     ``report_losses``: say at once that a joined host was lost (else the caller does).
+    ``again``: the advice after a host's connection ended (:reconnect only at the console).
     """
     if fanout < 1:
         raise ValueError("fanout must be at least 1")
@@ -231,6 +237,7 @@ def start_ssh_session(
     session.link.on_lost = session.lost
     session.link.size = len(hosts) + 1
     session.connect_args = (python, ssh_options, connect_timeout)
+    session.again = again
     pending = list(enumerate(hosts, 1))
     deadlines: dict[int, float] = {}  # rank -> when its connection attempt gives up
 
@@ -291,7 +298,7 @@ def _connect(
     argv = ssh_argv(host, remote, options=ssh_options, connect_timeout=connect_timeout)
     try:
         process = SshProcess(host, argv, echo_stderr=debug,
-                             again="At the mpish ssh console, :reconnect connects to it again.")
+                             again=session.again)
     except SshError as exc:
         session.failed[host] = _why(exc)
         return False

@@ -15,7 +15,7 @@ for error messages.
 When the pipes end, :meth:`SshProcess.failure` reads ssh's exit status and stderr and
 :func:`classify` turns them into one of the error classes below, each saying what
 happened and what to do. The remote side's own kinds of failure (it could not start,
-it ended while in use) are subclassed by each service with its own words
+it ended unexpectedly) are subclassed by each service with its own words
 (:mod:`mpish.calls.errors`).
 """
 
@@ -286,7 +286,7 @@ def classify(
         how = "still running" if status is None else f"exit status {status}"
         return make(
             ended,
-            f"{host}: {what} ended while in use ({how}); it was killed, "
+            f"{host}: {what} ended unexpectedly ({how}); it was killed, "
             f"crashed, or the connection dropped. {again}",
         )
     if status == 255 and "permission denied" in lowered:
