@@ -52,6 +52,20 @@ def test_authentication_refused_with_an_unauthorized_key(sshd: SshServer) -> Non
     assert "authentication refused" in str(caught.value)
 
 
+def test_an_unverified_host_key_is_named_with_what_to_do(sshd: SshServer, tmp_path: Path) -> None:
+    """A host whose key ssh does not trust (strict checking, not in known_hosts) was reported
+    only as "ssh failed (exit status 255)" (a clush user)."""
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host strict\n  HostName 127.0.0.1\n  Port {sshd.port}\n"
+                      f"  IdentityFile {sshd.user_key}\n  IdentitiesOnly yes\n  StrictHostKeyChecking yes\n  UserKnownHostsFile /dev/null\n"
+                      "  GlobalKnownHostsFile /dev/null\n  BatchMode yes\n")
+    with pytest.raises(AuthenticationRefused) as caught:
+        connect("strict", python=sys.executable, ssh_options=("-F", str(config)), timeout=30)
+    assert "Host key verification failed" in caught.value.stderr
+    assert "strict: host key not verified" in str(caught.value), caught.value
+    assert f"`ssh -F {config} strict true`" in str(caught.value)
+
+
 def test_remote_python_missing(connect_options: dict[str, object]) -> None:
     options = dict(connect_options, python="/nonexistent/python3")
     with pytest.raises(RemotePythonMissing) as caught:

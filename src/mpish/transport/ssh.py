@@ -296,6 +296,13 @@ def classify(
             f"Check `ssh {host} true` works without a prompt (ssh-copy-id, ssh-add, "
             f"IdentityFile in ~/.ssh/config).",
         )
+    if status == 255 and "host key verification failed" in lowered:  # unknown, or changed
+        return make(
+            AuthenticationRefused,
+            f"{host}: host key not verified: ssh does not trust the key {host} presented (not in "
+            f"known_hosts, or different from the one there). Run `ssh {host} true` to see "
+            f"which; accept a new key only after checking its fingerprint.",
+        )
     if status == 255 and any(
         s in lowered
         for s in (
