@@ -56,9 +56,10 @@ def test_an_unverified_host_key_is_named_with_what_to_do(sshd: SshServer, tmp_pa
     """A host whose key ssh does not trust (strict checking, not in known_hosts) was reported
     only as "ssh failed (exit status 255)" (a clush user)."""
     config = tmp_path / "ssh_config"
-    config.write_text(f"Host strict\n  HostName 127.0.0.1\n  Port {sshd.port}\n"
-                      f"  IdentityFile {sshd.user_key}\n  IdentitiesOnly yes\n  StrictHostKeyChecking yes\n  UserKnownHostsFile /dev/null\n"
-                      "  GlobalKnownHostsFile /dev/null\n  BatchMode yes\n")
+    lines = ["Host strict", "HostName 127.0.0.1", f"Port {sshd.port}", f"IdentityFile {sshd.user_key}",
+             "IdentitiesOnly yes", "StrictHostKeyChecking yes", "UserKnownHostsFile /dev/null",
+             "GlobalKnownHostsFile /dev/null", "BatchMode yes"]
+    config.write_text("\n  ".join(lines) + "\n")
     with pytest.raises(AuthenticationRefused) as caught:
         connect("strict", python=sys.executable, ssh_options=("-F", str(config)), timeout=30)
     assert "Host key verification failed" in caught.value.stderr
