@@ -280,7 +280,9 @@ def report(console: Console, what: str, verdicts: dict[int, str], size: int, sec
     """One line for the targets that succeeded, one per distinct error; 0 if none failed."""
     good = [r for r, e in verdicts.items() if not e]
     if good:
-        rate = f", {size / 2**20 / max(seconds, 1e-6):.1f} MiB/s" if size else ""
+        per_second = size / max(seconds, 1e-6)
+        rate = "" if not size else (f", {per_second / 2**20:.1f} MiB/s" if per_second >= 2**20
+                                    else f", {per_second / 2**10:.1f} KiB/s")  # not "0.0 MiB/s"
         print(f"mpish: {what} {console.describe(good)}: ok, {check} ({extra}{seconds:.2f} s{rate})")
     failures: dict[str, list[int]] = {}
     for rank, error in verdicts.items():
