@@ -206,7 +206,11 @@ class Console:
                 while not finished():
                     self.check_failures()
                     fed = feed() if feed is not None else False
-                    if self._pump_once() or fed:
+                    looked = time.monotonic()
+                    got = self._pump_once()
+                    if not got and self._silence is not None:  # all there was is read (silence.py)
+                        self._silence.listened(looked)
+                    if got or fed:
                         waiter.activity()
                     else:
                         waiter.wait()
@@ -389,7 +393,7 @@ class Console:
             # came before the command started, as after `| true`, found nothing to stop)
             if getattr(sink, "closed", False) and time.monotonic() >= quiet_again and interrupts < 3:
                 interrupt(quiet=True)
-            for rank, why in watch.silent(self._in(ConsoleState.RUNNING, targets), time.monotonic()).items():
+            for rank, why in watch.silent(self._in(ConsoleState.RUNNING, targets)).items():
                 self.peers[rank].alive, self.peers[rank].lost = False, why  # said in its result
                 self.session.give_up(rank)  # silent past its deadline (silence.py)
             return feed() | (top_up() if waiting else False)

@@ -13,6 +13,11 @@ comes first. Once due, a server from which nothing at all has arrived (no output
 no answer) for :data:`ANSWER_GRACE` seconds is given up: the console declares it lost, says
 why, and its result is exit 255, as ssh's for a connection that died. A server that is slow
 but alive is heard (its Signalled, its output, its credit) and never given up.
+
+Silence is counted up to the last time the console found nothing more to read
+(:meth:`SilenceWatch.listened`), not up to now: a console that could not read for a while
+(its terminal paused with Ctrl-S, a slow pipe) has records waiting from servers that did
+answer, and must read them before it may call anyone silent.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class SilenceWatch:
         self.due: dict[int, float] = {}
         self.heard: dict[int, float] = {}
         self.since = now
+        self.drained = now  # the last time the console had read everything that had arrived
         self.killed_at = 0.0  # the third Ctrl-C (SIGKILL), or 0
 
     def started(self, ranks: Iterable[int], now: float) -> None:
@@ -44,12 +50,17 @@ class SilenceWatch:
     def heard_from(self, rank: int, now: float) -> None:
         self.heard[rank] = now
 
+    def listened(self, now: float) -> None:
+        """The console looked and nothing had arrived: every server's last word was heard."""
+        self.drained = now
+
     def killed(self, now: float) -> None:
         """The user's third Ctrl-C: every running server was asked to SIGKILL its command."""
         self.killed_at = self.killed_at or now
 
-    def silent(self, running: Iterable[int], now: float) -> dict[int, str]:
-        """The running servers to give up now, each with why."""
+    def silent(self, running: Iterable[int]) -> dict[int, str]:
+        """The running servers to give up, each with why (silent up to the last drain)."""
+        now = self.drained
         gone: dict[int, str] = {}
         for rank in running:
             due = self.due.get(rank, math.inf)
