@@ -136,7 +136,10 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
                     "or MPI.FLOAT_INT, or the object form, comm.allreduce((value, rank), op=MPI.MAXLOC)"
                 )
             raise Unsupported(
-                "mpish.secure supports contiguous datatypes only (pack the data into a contiguous buffer)"
+                f"mpish.secure takes a datatype with gaps ({datatype.Get_name() or 'derived'}: a vector, "
+                "subarray, resized or padded type) in point-to-point calls (Send, Recv, Sendrecv...), "
+                "Bcast, Alltoallw and Neighbor_alltoallw, not in this call: pack the data into a "
+                "contiguous buffer (numpy, or datatype.Pack(..., comm.raw)) or send the blocks point to point"
             )
     if count is not None:
         count = int(count)
