@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shlex
 import signal
 import socket
@@ -372,6 +373,37 @@ def test_console_commands_from_a_file_or_a_pipe_exit_255_when_a_host_was_unreach
     assert done.returncode == 0, done.stderr  # clush's default: failures reported, status 0
     done = mpish_ssh(sshd, "host[1-2]", "-C", str(commands))
     assert done.returncode == 0, done.stderr
+
+
+def test_more_hosts_than_descriptors_fail_with_a_reason_not_a_traceback(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """Each host's ssh takes three pipes: past the descriptor limit mpish printed a Python
+    traceback (OSError: Too many open files), near 330 hosts under a soft limit of 1,024. Now
+    the soft limit is raised to the hard one, and past that each host that cannot start says
+    why, folded; the others run."""
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host n*\n  HostName 127.0.0.1\n  Port {sshd.port}\n  IdentityFile {sshd.user_key}\n"
+                      "  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+                      "  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", f"-F {config}", "--python", sys.executable,
+            "n[1-16]", "-c", "echo hi"]
+
+    def limited(soft: int, hard: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
+                              env=dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1"),
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+
+    done = limited(40, 4096)  # a low soft limit: raised, every host runs
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith("n[1-16] (16)\n---------------\nhi\n"), done.stdout
+    done = limited(40, 40)  # a low hard limit: some hosts cannot start, and say why
+    assert done.returncode == 255, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    said = (r"^n\[\d+-16\] \(\d+\): cannot start ssh: Too many open files \(too many connections at "
+            r"once for this process's limits: lower the fan-out, -f, or raise `ulimit -n`")
+    assert re.search(said, done.stderr, re.MULTILINE), done.stderr
+    assert "hi" in done.stdout
 
 
 def test_json_advice_for_an_unreachable_host_has_the_users_ssh_options(sshd: SshServer) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import os
 import select
 import shlex
@@ -126,6 +127,7 @@ class SshProcess:
         self.again = again  # the advice after a loss in use (the shell's console has :reconnect)
         self.echo_stderr = echo_stderr  # also copy ssh's stderr to ours, each line prefixed "host: "
         self.argv = list(argv)
+        raise_descriptor_limit()  # once per process
         try:
             self.process = subprocess.Popen(
                 self.argv,
@@ -140,6 +142,10 @@ class SshProcess:
                 f"cannot run {self.argv[0]!r}: {exc.strerror}; install the OpenSSH client or pass ssh=",
                 host=host,
             ) from exc
+        except OSError as exc:  # out of descriptors or processes: this many hosts at once
+            raise SshFailed(f"{host}: cannot start ssh: {exc.strerror} (too many connections at once "
+                            "for this process's limits: lower the fan-out, -f, or raise `ulimit -n`/"
+                            "`ulimit -u`)", host=host) from exc
         assert self.process.stdin and self.process.stdout and self.process.stderr
         self._stdin = self.process.stdin
         self._stdout = self.process.stdout
@@ -152,7 +158,16 @@ class SshProcess:
         self._stderr_thread = threading.Thread(
             target=self._collect_stderr, name=f"mpish-ssh-stderr-{host}", daemon=True
         )
-        self._stderr_thread.start()
+        try:
+            self._stderr_thread.start()
+        except RuntimeError as exc:  # "can't start new thread"
+            self.process.kill()
+            self.process.wait()
+            for pipe in (self._stdin, self._stdout, self._stderr):
+                with contextlib.suppress(OSError):
+                    pipe.close()
+            raise SshFailed(f"{host}: cannot start ssh: {exc} (too many connections at once: lower "
+                            "the fan-out, -f)", host=host) from exc
         self.read_fd = self._stdout.fileno()  # ssh's stdout: what the remote side writes
         self.write_fd = self._stdin.fileno()
         self.what = what  # how messages name the remote side
@@ -230,6 +245,22 @@ class SshProcess:
         for pipe in (self._stdout, self._stderr):
             with contextlib.suppress(OSError):
                 pipe.close()
+
+
+@functools.cache
+def raise_descriptor_limit() -> None:
+    """Let this process open as many files as it is allowed to (the soft limit up to the hard
+    one): each host's ssh takes three pipes, and a soft limit of 1,024 (a common default)
+    ran out near 330 hosts, with a Python traceback."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard  # Linux's own ceiling (nr_open)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ImportError, OSError, ValueError):
+        pass
 
 
 def wait_for_exits(processes: Sequence[subprocess.Popen[bytes]], timeout: float) -> None:
