@@ -338,3 +338,19 @@ def test_ranks_that_finished_first_wait_at_exit_for_a_sender_still_completing_it
     proc = run(["-n", "3", PYTHON, str(HERE / "comm_exit_ring.py")], home)
     assert proc.returncode == 0, explain(proc)
     assert sorted(proc.stdout.split("\n")[:3]) == ["ok 0", "ok 1", "ok 2"], explain(proc)
+
+
+@pytest.mark.parametrize("mode", ["raise", "finalize", "drop"])
+def test_programs_end_as_they_do_raw(home: Path, mode: str) -> None:
+    """raise: an exception under `python -m mpi4py` aborts the job (the exit barrier of the
+    first ending.py hung it); finalize: a rank's own MPI.Finalize() does not hang the other;
+    drop: a long Isend whose request is dropped arrives intact (its records were freed while
+    MPI read them: MPICH's process_vm_readv failed, Open MPI crashed)."""
+    under = ["-m", "mpi4py"] if mode == "raise" else []
+    args = ["-n", "2", PYTHON, *under, str(HERE / "comm_ending.py"), mode]
+    proc = run(args, home)
+    if mode == "raise":
+        assert proc.returncode != 0 and "boom (on purpose)" in proc.stderr, explain(proc)
+        return
+    assert proc.returncode == 0, explain(proc)
+    assert proc.stdout.count("ended") == 2, explain(proc)

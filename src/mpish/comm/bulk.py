@@ -128,6 +128,8 @@ class LongMessages:
     _scratch: bytearray
     _status: Any
     _last: dict[Envelope, int]
+    long_to: set[int]
+    long_from: set[int]
 
     if TYPE_CHECKING:
 
@@ -150,6 +152,7 @@ class LongMessages:
                 self._pool = pool
             return
         size = len(data)
+        self.long_to.add(dest)
         first = sealer.seal(_TOTAL.pack(size), channel=tag, flags=FLAG_MORE)
         head = self.comm.Isend([first, MPI.BYTE], dest, tag)
         pool = self._pool
@@ -185,6 +188,7 @@ class LongMessages:
         receiver that got the first record can always drain the rest (module doc).
         """
         size = len(data)
+        self.long_to.add(dest)
         flags = FLAG_MORE | FLAG_SYNC if synchronous else FLAG_MORE  # SYNC: acknowledged (synchronous.py)
         first = sealer.seal(_TOTAL.pack(size), channel=tag, flags=flags)
         requests: list[Any] = [self.comm.Isend([first, MPI.BYTE], dest, tag)]
@@ -211,6 +215,7 @@ class LongMessages:
         if len(first) != _TOTAL.size:
             raise RemoteProtocolError(f"malformed first record from rank {source}")  # authentic: a bug there
         total = _TOTAL.unpack(first)[0]
+        self.long_from.add(source)
         data: bytearray | None = None
         if sink is None:
             data = bytearray(total)  # the length comes from an authenticated, authorized peer

@@ -60,7 +60,7 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         self._coll = Lane(coll, coll_bulk, keys, LANES[1], self._stats)
         self._started: list[Any] = []  # started Ibarriers (nonblocking.py)
         self._p2p.acks = Acks(coll_bulk, keys, self._stats)  # on coll_bulk: synchronous.py says why
-        ending.register(coll)  # at exit, it waits for the others progressing MPI (ending.py)
+        ending.register(self)  # at exit: a receiver of long messages waits for their senders (ending.py)
         # The last small numpy array sent / received into, and its flat byte view (_small_view).
         # Both start as a private object that no caller can pass (None is a legal buffer).
         self._sent: Any = _NO_BUFFER
@@ -479,7 +479,7 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         return self._derive_comm(comms, label, kind=kind)
 
     def Free(self) -> None:
-        ending.unregister(self._comms[2])
+        ending.unregister(self)
         for lane in (self._p2p, self._coll):
             lane.free()
         self._freed = True

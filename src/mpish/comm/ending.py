@@ -1,5 +1,5 @@
-"""The end of a process that used secure communicators: it waits for their other members,
-progressing MPI, before mpi4py finalizes MPI.
+"""The end of a process that used secure communicators: a receiver of long messages stays,
+progressing MPI, until their senders are done, before mpi4py finalizes MPI.
 
 Theory of operation
 -------------------
@@ -13,14 +13,21 @@ and its sender waited in ``Wait`` for ever (a porter's ring of 24 MB ``Isend``/`
 of 256 KiB hangs the same way, one big message does not).
 
 So at exit (an ``atexit`` handler registered after mpi4py's, so it runs before MPI is
-finalized) a process starts an ``Ibarrier`` on an internal duplicate of each secure
-communicator it has not freed (nothing of the program's can match it there) and progresses
-MPI until every one completed: a member still waiting for its sends to complete keeps the
-others progressing until it too reaches its end, which is what its finalize would wait for
-anyway. The barriers are nonblocking, all started at once, so overlapping communicators
-cannot deadlock on their order. A process that finalized MPI itself, or an MPI error (a
-dead member under fault tolerance), ends the wait; a sleep of up to 10 ms between looks
-keeps the waiting ranks off the cores the others need.
+finalized or aborted), on each secure communicator not freed, a process
+
+1. completes what it still sends (the records of freed or dropped requests: posted.py's
+   detached sends),
+2. sends an empty notice (tag :data:`ENDING_TAG` on the collective lane's internal
+   communicator) to every peer it sent a long message to: "my sends are done",
+3. waits, progressing MPI, for that notice from every peer it received a long message from,
+   at most :data:`ENDING_WAIT` seconds; a notice that does not come in time is cancelled.
+
+Only pairs that exchanged long messages wait for each other, and for a bounded time: a
+process that raised (``python -m mpi4py`` then aborts the job), finalized MPI itself, or was
+spawned and left before its manager costs its peers at most that wait, never a hang (an
+earlier version waited in a barrier over every member: any member that did not take part
+hung the others). A notice carries nothing and is not authenticated: a forged one can only
+make a receiver leave early, which is where the program stood without this module.
 """
 
 from __future__ import annotations
@@ -31,8 +38,13 @@ from typing import Any
 
 from mpi4py import MPI
 
-_LIVE: dict[int, Any] = {}  # id -> an internal communicator of each secure one not freed
+from .posted import finish_detached
+
+ENDING_TAG = 4  # on the collective lane's bulk communicator (COLL_TAG 1, ABORT_TAG 2, ACK_TAG 3)
+ENDING_WAIT = 10.0  # seconds a process waits for its senders' notices at most
 MAX_SLEEP = 0.010
+
+_LIVE: dict[int, Any] = {}  # id(comm) -> the secure communicator, until it is freed
 
 
 def register(comm: Any) -> None:
@@ -45,16 +57,38 @@ def unregister(comm: Any) -> None:
 
 @atexit.register
 def settle() -> None:
-    """Wait for every other member of the live secure communicators to reach its end."""
+    """The exit protocol above, on every live secure communicator at once."""
     comms = list(_LIVE.values())
     _LIVE.clear()
     if not comms or MPI.Is_finalized() or not MPI.Is_initialized():
         return
+    deadline = time.monotonic() + ENDING_WAIT
     try:
-        requests = [comm.Ibarrier() for comm in comms]
+        finish_detached(deadline)
+        sends: list[Any] = []
+        receives: list[Any] = []
+        for comm in comms:
+            lanes = (comm._p2p, comm._coll)
+            notices = comm._comms[3]  # the collective lane's bulk communicator
+            for peer in set().union(*(lane.long_to for lane in lanes)):
+                sends.append(notices.Isend([b"", MPI.BYTE], peer, ENDING_TAG))
+            for peer in set().union(*(lane.long_from for lane in lanes)):
+                receives.append(notices.Irecv([bytearray(0), MPI.BYTE], peer, ENDING_TAG))
         delay = 1e-5
-        while not MPI.Request.Testall(requests):
+        while not _done(receives) and time.monotonic() < deadline:
             time.sleep(delay)
             delay = min(2 * delay, MAX_SLEEP)
+        for request in receives:  # a sender that did not end in time: not waited for
+            if request:
+                request.Cancel()
+                request.Wait()
+        MPI.Request.Testall(sends)  # empty: sent at once; what is left, MPI's finalize takes
     except MPI.Exception:
         return
+
+
+def _done(receives: list[Any]) -> bool:
+    try:
+        return bool(MPI.Request.Testall(receives))
+    except MPI.Exception:  # a forged, longer "notice" (truncated): the wait ends as if it came
+        return True

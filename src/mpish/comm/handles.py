@@ -237,6 +237,8 @@ class HandleState:
 
 def _query(status: Any, state: HandleState) -> None:
     if state.refuse:
+        if not threads_ok():
+            _warn_thread_level()  # MPI itself asks: the program gave it a secure request
         raise MPI.Exception(MPI.ERR_REQUEST)
     if state.error is not None:
         raise state.error if isinstance(state.error, MPI.Exception) else MPI.Exception(MPI.ERR_OTHER)
@@ -254,15 +256,15 @@ def start_handle(state: HandleState) -> Any:
     at once and its query fails (MPI's waits raise ERR_REQUEST, never hang)."""
     request = MPI.Grequest.Start(_query, None, None, args=(state,))
     if not threads_ok():
-        _warn_thread_level()
         refuse(request, state)
     return request
 
 
 @functools.cache
 def _warn_thread_level() -> None:
-    """Once: MPI's class-level waits will fail on secure requests, and what to use instead
-    (a porter with mpi4py.rc.thread_level = "funneled" saw only "See the MPI_ERROR field")."""
+    """Once, when a program gives a secure request to one of MPI's class-level calls under a
+    thread level that has no progress thread: why it fails, and what to use instead (a
+    porter with mpi4py.rc.thread_level = "funneled" saw only "See the MPI_ERROR field")."""
     level = {MPI.THREAD_SINGLE: "single", MPI.THREAD_FUNNELED: "funneled",
              MPI.THREAD_SERIALIZED: "serialized"}.get(MPI.Query_thread(), str(MPI.Query_thread()))
     warnings.warn(f"mpish.secure: MPI runs at thread level {level!r}, not MPI_THREAD_MULTIPLE: "
@@ -273,7 +275,7 @@ def _warn_thread_level() -> None:
 
 def _outside_mpish() -> int:
     """The stacklevel of the caller's first frame outside mpish (the program's line)."""
-    root, level = os.path.dirname(_HERE.rstrip(os.sep)), 1
+    root, level = os.path.dirname(_HERE.rstrip(os.sep)) + os.sep, 1
     frame: Any = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(root):
         level, frame = level + 1, frame.f_back

@@ -128,6 +128,8 @@ class Lane(PostedReceives, LongMessages):
         self.posted: list[PostedRecv] = []
         self.early: list[Early] = []
         self.acks: Acks | None = None  # the point-to-point lane's synchronous sends (synchronous.py)
+        self.long_to: set[int] = set()  # peers sent a message of several records (ending.py)
+        self.long_from: set[int] = set()  # peers that sent us one: they may wait on our MPI
 
     def free(self) -> None:
         _ACTIVE.discard(self)

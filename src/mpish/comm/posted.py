@@ -21,6 +21,7 @@ may then complete them in another order than MPI would have matched them.
 from __future__ import annotations
 
 import mmap
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,21 +41,36 @@ _DETACHED: list[tuple[list[Any], Any]] = []  # the MPI sends of freed requests, 
 
 def progress() -> None:
     """Complete every posted receive (of any secure communicator) whose first record arrived."""
-    if _DETACHED:
+    if len(_DETACHED) >= _SWEEP_AT[0]:
         _sweep()
     for lane in list(_ACTIVE):
         lane.progress()
 
 
 def detach(sends: list[Any], keep: Any) -> None:
-    """A freed request's MPI sends go on in the background (``Request.Free``, as MPI's): their
-    records (``keep``) stay alive until MPI is done with them, looked at by every progress."""
-    _sweep()
+    """A freed or dropped request's MPI sends go on in the background (``Request.Free``, as
+    MPI's): their records (``keep``, mpish's own sealed copies) stay alive until MPI is done
+    with them. Swept by progress once their number doubled since the last sweep (a sweep per
+    detach made N detaches cost N^2 tests), and at exit (ending.py)."""
     _DETACHED.append((sends, keep))
+    if len(_DETACHED) >= _SWEEP_AT[0]:
+        _sweep()
+
+
+_SWEEP_AT = [64]
 
 
 def _sweep() -> None:
     _DETACHED[:] = [(sends, keep) for sends, keep in _DETACHED if not MPI.Request.Testall(sends)]
+    _SWEEP_AT[0] = max(64, 2 * len(_DETACHED))
+
+
+def finish_detached(deadline: float) -> None:
+    """At exit: the detached sends completed, progressing MPI, until ``deadline``."""
+    while _DETACHED and time.monotonic() < deadline:
+        _sweep()
+        if _DETACHED:
+            time.sleep(0.001)
 
 
 def wait_all(requests: list[Any]) -> None:
@@ -79,7 +95,7 @@ class Landings:
 
     def take(self) -> memoryview:
         if not self._free:
-            slab = mmap.mmap(-1, SLOT * SLAB_SLOTS)
+            slab = mmap.mmap(-1, SLOT * SLAB_SLOTS, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             whole = memoryview(slab)
             self._free += [(slab, at, whole[at : at + FIRST_MAX]) for at in range(0, len(slab), SLOT)][::-1]
         landing = self._free.pop()

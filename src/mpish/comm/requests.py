@@ -89,6 +89,8 @@ class SecureRequest(MPI.Grequest):
             if MPI.Is_finalized():
                 return
             with LOCK:
+                if self._sends and self._outcome is None:  # dropped while sending: the records
+                    detach(self._sends, self._buffers)  # live on until MPI is done with them
                 posted = self._posted
                 if posted is not None and not posted.done:
                     self.Cancel()
