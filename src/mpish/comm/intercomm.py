@@ -50,7 +50,6 @@ from mpi4py import MPI
 
 from ..wire.errors import RemoteProtocolError
 from ..wire.record import SESSION_SIZE
-from . import serial
 from .buffers import Unsupported, byte_view, mpi_error, typed_spec
 from .collectives import COLL_TAG, _dumps, _loads
 from .intercomm_collectives import InterCollectives, _folder
@@ -179,7 +178,7 @@ class Intercomm(InterCollectives):
         self._p2p.send(byte_view(buf, writable=False), dest, tag)
 
     def send(self, obj: Any, dest: int, tag: int = 0) -> None:
-        self._p2p.send(serial.dumps(obj), dest, tag)
+        self._p2p.send(_dumps(obj), dest, tag)
 
     Bsend = Rsend = Send
     bsend = send

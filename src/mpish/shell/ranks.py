@@ -43,6 +43,11 @@ def parse_ranks(text: str) -> frozenset[int]:
         raise TargetError(f"bad rank set {text!r}: {exc}") from None
 
 
+def _named(host: str, name: str) -> bool:
+    """``name`` names ``host``: the whole name, or its short form (``n2`` for n2.cluster)."""
+    return host == name or host.split(".")[0] == name
+
+
 def _lost(ranks: Collection[int], unreached: Collection[int]) -> str:
     """How a target error says that ``ranks`` (all lost) are gone."""
     if all(rank in unreached for rank in ranks):
@@ -92,10 +97,9 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Mapping[int, str]
                 raise TargetError(f"no shell server on rank(s) {format_ranks(missing)}")
             chosen.update(ranks)
             continue
-        on_host = {rank for rank, host in hosts.items() if host == name or host.split(".")[0] == name}
-        if not on_host and not excluding and any(host == name or host.split(".")[0] == name
-                                                 for host in lost_hosts.values()):
-            gone = {rank for rank, host in lost_hosts.items() if host == name or host.split(".")[0] == name}
+        on_host = {rank for rank, host in hosts.items() if _named(host, name)}
+        gone = {rank for rank, host in lost_hosts.items() if _named(host, name)}
+        if not on_host and not excluding and gone:
             raise TargetError(f"{name} {_lost(gone, unreached)}")
         if not on_host and word.startswith("@"):  # -x @typo left out nothing, silently
             raise TargetError(f"{word} is no group (ClusterShell's groups.conf, as for clush) and no "
