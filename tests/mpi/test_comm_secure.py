@@ -337,7 +337,8 @@ def test_ranks_that_finished_first_wait_at_exit_for_a_sender_still_completing_it
     of a porter's program). At exit each rank now progresses MPI until the others end."""
     proc = run(["-n", "3", PYTHON, str(HERE / "comm_exit_ring.py")], home)
     assert proc.returncode == 0, explain(proc)
-    assert sorted(proc.stdout.split("\n")[:3]) == ["ok 0", "ok 1", "ok 2"], explain(proc)
+    # the ranks' lines may interleave in mpiexec's forwarding ("ok 0ok 2"): count the words
+    assert sorted(re.findall(r"ok (\d)", proc.stdout)) == ["0", "1", "2"], explain(proc)
 
 
 @pytest.mark.parametrize("mode", ["raise", "finalize", "drop"])
