@@ -12,22 +12,22 @@ import pytest
 pytest.importorskip("mpi4py")
 
 from mpish.comm.limits import FIRST_MAX
-from mpish.comm.posted import SLAB_SLOTS, Landings
+from mpish.comm.posted import SLAB_SLOTS, SLOT, Landings
 
 
-def resident_kib(view: memoryview) -> int:
-    """Rss of the mapping that holds ``view`` (/proc/self/smaps)."""
+def resident_kib(view: memoryview, length: int) -> int:
+    """KiB of the ``length`` bytes from ``view``'s start (page aligned) that are resident, by
+    mincore(2): the kernel may merge neighbouring anonymous mappings into one, so smaps' Rss of
+    "the" mapping can count other memory too."""
     address = ctypes.addressof(ctypes.c_char.from_buffer(view))
-    inside = False
-    with open("/proc/self/smaps") as smaps:
-        for line in smaps:
-            head = line.split()[0]
-            if "-" in head and all(c in "0123456789abcdef-" for c in head):
-                low, high = (int(part, 16) for part in head.split("-"))
-                inside = low <= address < high
-            elif inside and line.startswith("Rss:"):
-                return int(line.split()[1])
-    raise AssertionError("no mapping holds the landing")
+    assert address % mmap.PAGESIZE == 0
+    pages = (length + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    vector = (ctypes.c_ubyte * pages)()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    if libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(length), vector) != 0:
+        raise OSError(ctypes.get_errno(), "mincore failed")
+    return sum(byte & 1 for byte in vector) * mmap.PAGESIZE // 1024
 
 
 def test_landings_hold_any_first_record_and_are_reused_once_given_back() -> None:
@@ -45,5 +45,5 @@ def test_only_the_pages_records_were_written_to_are_resident() -> None:
     views = [landings.take() for _ in range(SLAB_SLOTS)]  # one mapping's worth
     for view in views:
         view[:68] = b"r" * 68  # a first record of 8 bytes of data
-    per_landing = resident_kib(views[0]) / SLAB_SLOTS
+    per_landing = resident_kib(views[0], SLOT * SLAB_SLOTS) / SLAB_SLOTS
     assert per_landing <= 2 * mmap.PAGESIZE / 1024, per_landing  # a page each, not 64 KiB

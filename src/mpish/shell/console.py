@@ -64,6 +64,7 @@ from .receive import Output, Waiter, receive
 from .session import Peer, Session
 from .silence import ESCALATION_HINTS, SilenceWatch
 from .transfer import send_chunk
+from .turns import Turns
 
 log = Diagnostics(__name__)
 
@@ -144,8 +145,10 @@ class Console:
         return self._next_id
 
     def _in(self, state: ConsoleState, ranks: Iterable[int]) -> list[int]:
-        """The ranks of ``ranks`` whose conversation is in ``state`` and that are alive."""
-        return [r for r in ranks if self.peers[r].alive and self.machines[r].state is state]
+        """The ranks of ``ranks`` whose conversation is in ``state`` and that are alive (a
+        target of ``-f`` not connected yet, turns.py, has neither)."""
+        return [r for r in ranks if (peer := self.peers.get(r)) is not None and peer.alive
+                and self.machines[r].state is state]
 
     def _send_to(self, rank: int, message: object) -> None:
         peer = self.peers[rank]
@@ -340,15 +343,19 @@ class Console:
         sent = set(sent)
         if sent and cmd_id != FIRST_RUN_ID:
             raise ValueError("only the console's first command can have been sent ahead")
+        later = sorted(set(r for r in ranks if r in self.session.later))  # connected in their turn
         targets = [r for r in sorted(set(r for r in ranks if r in self.peers))  # sent: even if lost since
                    if self.machines[r].state is ConsoleState.IDLE and (self.peers[r].alive or r in sent)]
         unsent = [rank for rank in targets if rank not in sent]
         ahead = len(targets) - len(unsent)  # sent with the code: running already, they count in -f
         waiting = unsent[max(0, fanout - ahead):] if fanout > 0 and stdin is None else []
+        targets = sorted(targets + later)
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
         run = self._run = Running(cmd_id, sink, dict.fromkeys(targets, p.WINDOW))
         watch = self._silence = SilenceWatch(limit, started)
+        message = p.Run(cmd_id, command, limit, stdin is not None)
+        turns = Turns(self, run, targets, waiting + later, fanout if stdin is None else 0, message, watch)
         stdin_open = stdin is not None
 
         def feed() -> bool:
@@ -370,24 +377,6 @@ class Console:
             stdin_open = bool(data)
             return True
 
-        skipped: list[int] = []  # never started: the user interrupted first
-
-        def top_up() -> bool:
-            """-f: start waiting ranks while fewer than ``fanout`` run (a lost one frees its place)."""
-            running = len(self._in(ConsoleState.RUNNING, targets))
-            moved = False
-            while waiting and running < fanout:
-                rank = waiting.pop(0)
-                if self.peers[rank].alive:
-                    self._step(rank, Local.RUN, p.Run(cmd_id, command, limit, False))
-                    watch.started([rank], time.monotonic())
-                    running += 1
-                    moved = True
-            return moved
-
-        def finished() -> bool:
-            return not waiting and not self._in(ConsoleState.RUNNING, targets)
-
         def feed_and_top_up() -> bool:
             # stdout's reader left: as SIGPIPE would; again a second later (an Interrupt that
             # came before the command started, as after `| true`, found nothing to stop)
@@ -396,7 +385,7 @@ class Console:
             for rank, why in watch.silent(self._in(ConsoleState.RUNNING, targets)).items():
                 self.peers[rank].alive, self.peers[rank].lost = False, why  # said in its result
                 self.session.give_up(rank)  # silent past its deadline (silence.py)
-            return feed() | (top_up() if waiting else False)
+            return feed() | (turns.top_up() if turns.waiting or turns.open else False)
 
         interrupts = 0
         quiet_again = 0.0
@@ -404,9 +393,8 @@ class Console:
         def interrupt(quiet: bool = False) -> None:
             nonlocal interrupts, quiet_again
             quiet_again = time.monotonic() + 1.0
-            skipped.extend(waiting)  # not started: never will be (reported below)
-            waiting.clear()
-            running = self._in(ConsoleState.RUNNING, targets)
+            turns.skip()  # not started: never will be (reported below)
+            running = turns.active()
             interrupts += 1
             if interrupts >= len(ESCALATION_HINTS):
                 watch.killed(time.monotonic())
@@ -420,8 +408,7 @@ class Console:
             for rank in running:
                 self._step(rank, Local.INTERRUPT, p.Interrupt(cmd_id))
 
-        queued = set(waiting)
-        message = p.Run(cmd_id, command, limit, stdin is not None)
+        queued = set(turns.waiting)
         for rank in targets:
             if rank not in queued:
                 self._step(rank, Local.RUN, None if rank in sent else message)
@@ -430,16 +417,16 @@ class Console:
             if rank in self.machines:
                 self._step(rank, event, answer)
         try:
-            self._wait(finished, interrupt, feed_and_top_up)
+            self._wait(turns.finished, interrupt, feed_and_top_up)
+            turns.top_up()  # the last ones done: hung up now
         finally:
-            self._abandon(targets)
+            self._abandon(r for r in targets if r in self.machines)
             self._run = self._silence = None
         for rank in targets:
             if rank not in run.results:
-                why = ("not run: interrupted before its turn (-f)" if rank in skipped
+                why = ("not run: interrupted before its turn (-f)" if rank in turns.skipped
                        else self.peers[rank].lost or "rank lost")
-                lost = Result(rank, self.peers[rank].host, 255, 0, time.monotonic() - started,
-                              False, why)
+                lost = Result(rank, turns.host(rank), 255, 0, time.monotonic() - started, False, why)
                 run.results[rank] = lost
                 sink.done(lost)
         sink.finish()
@@ -451,6 +438,19 @@ class Console:
 
     def new_id(self) -> int:
         return self._id()
+
+    def send_run(self, rank: int, message: p.Run) -> None:
+        """A waiting target's turn (turns.py)."""
+        self._step(rank, Local.RUN, message)
+
+    def send_event(self, rank: int, event: Event) -> None:
+        self._step(rank, event)
+
+    def joining(self, rank: int) -> None:
+        """A target the session has just connected, its Run sent with its code (turns.py)."""
+        self.peers[rank] = self.session.peers[rank]
+        self.machines[rank] = Machine(CONSOLE, ConsoleState.JOINING)
+        self._owed.pop(rank, None)
 
     def idle(self, ranks: Iterable[int]) -> list[int]:
         """The ranks of ``ranks`` that are alive and idle (an operation's targets), sorted."""

@@ -25,6 +25,7 @@ Console, one conversation per server::
 
     GREETING --Hello--> IDLE
     IDLE --RUN (Run sent)--> RUNNING --Done--> IDLE
+    JOINING --Hello--> RUNNING   (a host connected in its turn of -f, its Run sent with its code)
     IDLE --PUT (PutStart or TreePut sent)--> PUTTING --PutDone--> IDLE
     IDLE --GET (GetStart or TreeGet sent)--> GETTING --GetEnd--> IDLE
     (a transfer's answers go to the operation of shell/console_transfer.py: route_message)
@@ -96,6 +97,7 @@ class ServerState(enum.Enum):
 
 class ConsoleState(enum.Enum):
     GREETING = "waiting for its Hello"
+    JOINING = "connecting, its command sent with its code"
     IDLE = "idle"
     RUNNING = "running a command"
     PUTTING = "sending it a file"
@@ -170,6 +172,8 @@ _OPEN = (_C.IDLE, _C.RUNNING, _C.PUTTING, _C.GETTING, _C.ATTACHED, _C.COMPLETING
 
 CONSOLE: dict[tuple[ConsoleState, Event], Step[ConsoleState]] = _table([
     ((_C.GREETING,), p.Hello, "greet", _C.IDLE),
+    ((_C.JOINING,), p.Hello, "greet", _C.RUNNING),
+    ((_C.JOINING,), Local.INTERRUPT, "send", None),  # queued behind its Run
     ((_C.IDLE,), Local.RUN, "send", _C.RUNNING),
     ((_C.IDLE,), Local.PUT, "send", _C.PUTTING),
     ((_C.IDLE,), Local.GET, "send", _C.GETTING),
@@ -195,10 +199,10 @@ CONSOLE: dict[tuple[ConsoleState, Event], Step[ConsoleState]] = _table([
     ((_C.IDLE,), Local.COMPLETE, "send", _C.COMPLETING),
     ((_C.COMPLETING,), Local.OUTPUT, "credit_only", None),
     ((_C.COMPLETING,), p.Completions, "route_message", _C.IDLE),
-    ((_C.GREETING, *_OPEN), Local.CLOSE, "send_close", _C.CLOSING),
-    ((_C.GREETING, *_OPEN), Local.CLOSED, "ended_by_server", _C.CLOSED),
-    ((_C.GREETING, *_OPEN), Local.MALFORMED, "lose", _C.CLOSED),
-    ((_C.GREETING, *_OPEN), Local.BROKEN, "lose", _C.CLOSED),
+    ((_C.GREETING, _C.JOINING, *_OPEN), Local.CLOSE, "send_close", _C.CLOSING),
+    ((_C.GREETING, _C.JOINING, *_OPEN), Local.CLOSED, "ended_by_server", _C.CLOSED),
+    ((_C.GREETING, _C.JOINING, *_OPEN), Local.MALFORMED, "lose", _C.CLOSED),
+    ((_C.GREETING, _C.JOINING, *_OPEN), Local.BROKEN, "lose", _C.CLOSED),
     ((_C.RUNNING, _C.PUTTING, _C.GETTING, _C.ATTACHED, _C.COMPLETING), Local.ABANDON, "ignore", _C.IDLE),
     ((_C.CLOSING,), Local.CLOSED, "closed", _C.CLOSED),
     ((_C.CLOSING,), Local.OUTPUT, "ignore", None),  # what was in flight when we closed

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import ClassVar
 
 from mpish.transport.link import Channel, Link
@@ -97,6 +99,8 @@ class Session(Fields):
     # The console waits for each server's close record before finish(); not when finish()
     # itself waits until the servers have ended (ssh: each ssh process exits after its server).
     awaits_close: ClassVar[bool] = True
+    # servers connected only when their turn of -f comes (ssh -c: rank -> host; join())
+    later: Mapping[int, str] = MappingProxyType({})
 
     def failure_notice(self) -> bool:
         """True (once per notice) if the launcher reported a failed server; none by default."""
@@ -109,6 +113,25 @@ class Session(Fields):
     def give_up(self, rank: int) -> None:
         """A server that stopped answering was declared lost (silence.py): end what can be
         ended of it, so that it cannot come back half-way; nothing by default."""
+
+    def join(self, rank: int, first: bytes) -> str:
+        """Connect a server of ``later`` now, ``first`` (its command) sent with its code: "" if
+        it is connecting (its Peer, not ready yet, is in ``peers``), else why it cannot."""
+        del first
+        return f"rank {rank} cannot be connected during the session"
+
+    def overdue(self, now: float) -> dict[int, str]:
+        """Joining servers whose Hello did not come in time, each with why (given up)."""
+        del now
+        return {}
+
+    def release(self, rank: int) -> None:
+        """A joined server's turn is over (done, or lost): hang up its connection now, so that
+        at most -f are open at once; its close record was queued."""
+
+    def closing(self) -> int:
+        """Released connections not ended yet: they still count against -f."""
+        return 0
 
     def finish(self) -> None:
         """End the session once every channel is closed."""

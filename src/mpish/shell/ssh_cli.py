@@ -28,10 +28,11 @@ default); a command killed by signal N counts as 128+N, one that reached ``-u`` 
 ("command timeout", as clush), and a host that could not run it
 (unreachable, authentication refused, Python or mpish missing, lost during the command)
 is reported as ``host: <message>`` (identical reasons folded under one node set) and
-counts as 255, as with ssh. At most ``-f`` hosts (default 64, as clush) are being
-connected at once, the next one starting when one has joined or failed, and at most
-``-f`` run a command at once (``-c`` and the console). ``-t``: ssh's ConnectTimeout (default 10 s, as
-clush); ``-u``: the command timeout.
+counts as 255, as with ssh. Under ``-c``, at most ``-f`` ssh connections (default 64, as
+clush) are open at once: a host beyond the first ``-f`` is connected when one is done, and
+each is hung up as soon as its command is (:mod:`mpish.shell.turns`); at the console, which
+keeps every host connected, ``-f`` bounds the hosts being connected and running at once.
+``-t``: ssh's ConnectTimeout (default 10 s, as clush); ``-u``: the command timeout.
 
 Without ``-c``, the MPI shell's console (:class:`~mpish.shell.ssh_repl.SshRepl`):
 prompt ``[hosts] cwd#>``, targets ``@host2`` / ``@node[1-2]``, ``:put``/``:get``,
@@ -88,10 +89,11 @@ def split_ssh_options(values: Sequence[str]) -> tuple[str, ...]:
 
 
 def _start(options: SshShellOptions, hosts: list[str], first: Callable[[], bytes] | None = None,
-           report_losses: bool = True) -> Any:
+           report_losses: bool = True, rolling: bool = False) -> Any:
     """Connect to the hosts; the output machinery is loaded after the ssh processes have
     started (it costs the console ~20 ms of imports, while each ssh's handshake takes longer).
-    ``first``: the message each host gets right behind its code (``-c``'s Run)."""
+    ``first``: the message each host gets right behind its code (``-c``'s Run); ``rolling``:
+    the first ``-f`` hosts now, each other one in its turn (ssh_session.py)."""
     from mpish.shell.ssh_session import RECONNECT_HINT, start_ssh_session
 
     session = start_ssh_session(
@@ -102,6 +104,7 @@ def _start(options: SshShellOptions, hosts: list[str], first: Callable[[], bytes
         fanout=options.fanout,
         first=first,
         report_losses=report_losses,
+        rolling=rolling,
         again="Run it again." if options.command is not None or options.copy is not None else RECONNECT_HINT,
     )
     from mpish.shell.grouping import set_color
@@ -158,8 +161,12 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         stdin.append(stdin_to_send(options.nostdin))
         return p.CODEC.encode(p.Run(FIRST_RUN_ID, command, options.timeout or 0.0, stdin[0] is not None))
 
+    # more hosts than -f, nothing to broadcast: at most -f connections open at once (clush's
+    # fan-out), each host connected in its turn and hung up when done (turns.py)
+    rolling = len(hosts) > options.fanout and _nothing_to_broadcast(options)
     # ssh first: the output machinery loads meanwhile; hosts lost once joined are folded at the end
-    session = _start(options, hosts, first_run, report_losses=options.mode.kind == "json")
+    session = _start(options, hosts, first_run, report_losses=options.mode.kind == "json", rolling=rolling)
+    session.advise = lambda why, host: advice(why, host, options)
     from mpish.shell.app import stdin_to_send
     from mpish.shell.console import Console
     from mpish.shell.grouping import (
@@ -184,7 +191,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     for rank, host in enumerate(hosts, 1):
         if host in session.failed:  # could not join: its result, in NodeSet order
             sink.done(Result(rank, host, FAILED, error=advice(session.failed[host], host, options)))
-    if not session.peers:
+    if not session.peers and not session.later:
         sink.finish()
         session.finish()
     else:
@@ -197,7 +204,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
                 console.interrupt_key = keys.pressed
                 if isinstance(sink, GroupedSink):  # Ctrl-C also ends a long display of what was gathered
                     sink.stop = keys.pressed
-                console.run(command, list(session.peers), guard, stdin=stdin[0] if stdin else
+                console.run(command, [*session.peers, *session.later], guard, stdin=stdin[0] if stdin else
                             stdin_to_send(options.nostdin), fanout=options.fanout,
                             sent=session.sent_first, early=session.early)
         finally:
@@ -217,6 +224,13 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
             err.write(line.encode() + b"\n")
         err.flush()
     return exit_status([status_of(r) for r in results], options.maxrc)
+
+
+def _nothing_to_broadcast(options: SshShellOptions) -> bool:
+    """No stdin for the command (one stream for all hosts needs them all connected at once)."""
+    from mpish.shell.app import stdin_to_send
+
+    return stdin_to_send(options.nostdin) is None
 
 
 def run_tty(options: SshShellOptions, err: IO[bytes]) -> int:

@@ -19,6 +19,15 @@ ssh's first round trip instead of after its Hello; what a host answers before ev
 has greeted is kept (``early``) and handed to the console in order
 (:meth:`~mpish.shell.console.Console.run`'s ``sent``).
 
+``-f`` (clush's fan-out) bounds the hosts being connected at once; under ``-c`` with more
+hosts than that (``rolling``), it bounds the connections *open* at once, as clush does: only
+the first ``-f`` hosts are connected at the start, the others wait in ``later``, and the
+console connects each when a place frees (:meth:`SshSession.join`: code and Run in one
+write, the host JOINING until its Hello) and hangs a host up as soon as its command is done
+or it is lost (:meth:`SshSession.release`: its close record, then EOF; the ssh process is
+reaped as it exits; it holds its place in ``-f`` until then, :meth:`SshSession.closing`).
+2,000 hosts at ``-f 64`` are at most 64 ssh processes, not 2,000.
+
 The result is an :class:`SshSession`, a :class:`~mpish.shell.session.Session` whose link is a
 :class:`~mpish.transport.pipe.MultiLink` and whose peers are named by their host
 aliases, so :class:`~mpish.shell.console.Console` and the Repl work on it unchanged. A
@@ -56,6 +65,7 @@ REMOTE_ENTRY = "mpish.shell.remote"  # the module shipped and run on each host
 # follows only the imports a module makes when it loads)
 REMOTE_ALSO = ("mpish.shell.server.transfer_files",)
 CLOSE_WAIT = 5.0
+NO_HELLO = "no Hello in time; the connection was closed"
 FLUSH_WAIT = 1.0  # for the close records still queued to all hosts (a host that reads nothing: EOF anyway)
 
 
@@ -68,6 +78,7 @@ class SshSession(Session):
     __match_args__ = ("link", "peers", "refused", "processes", "failed", "err", "report_losses", "sent_first",
                       "early")
     link: MultiLink
+    later: dict[int, str]
     awaits_close: ClassVar[bool] = False  # finish() waits until each ssh has exited: no round trip more
 
     def __init__(
@@ -93,6 +104,76 @@ class SshSession(Session):
         # how the hosts were reached (start_ssh_session), to reach a lost one again (reconnect)
         self.connect_args: tuple[Sequence[str], Sequence[str], float] = (("python3",), (), 30.0)
         self.again = RECONNECT_HINT  # what a lost host's message advises
+        # a joining host's failure in the caller's words (mpish ssh: --python, its -o options)
+        self.advise: Callable[[str, str], str] = lambda why, host: why
+        self.later: dict[int, str] = {}  # rank -> host: connected in its turn (start_ssh_session)
+        self.deadlines: dict[int, float] = {}  # joining rank -> when it is given up without a Hello
+        self.ending: list[tuple[SshProcess, float]] = []  # released, hung up (when), not reaped yet
+
+    def join(self, rank: int, first: bytes) -> str:
+        """Connect the host of ``later[rank]`` now (the code, then ``first``, in one write)."""
+        self._reap()
+        host = self.later.pop(rank)
+        python, ssh_options, connect_timeout = self.connect_args
+        if not _connect(self, rank, host, python, ssh_options, connect_timeout):
+            return self.advise(self.failed[host], host)
+        self.deadlines[rank] = time.monotonic() + connect_timeout + HELLO_TIMEOUT_SLACK
+        with contextlib.suppress(MpishError):  # a pipe that ended is reported as lost
+            self.link.links[rank].send_raw(ship.payload(REMOTE_ENTRY, also=REMOTE_ALSO))
+            self.link.send_all(rank, self.peers[rank].channel.send(first))
+        return ""
+
+    def overdue(self, now: float) -> dict[int, str]:
+        """Joining hosts without a Hello by their deadline (ssh's ConnectTimeout and
+        :data:`HELLO_TIMEOUT_SLACK`), as :func:`start_ssh_session` gives them up."""
+        gone: dict[int, str] = {}
+        for rank, deadline in list(self.deadlines.items()):
+            peer, process = self.peers.get(rank), self.processes.get(rank)
+            if peer is None or process is None or not peer.alive or peer.ready:
+                if process is not None and peer is not None and peer.ready:
+                    process.greeted = True  # its losses are told as a joined host's
+                del self.deadlines[rank]
+            elif now >= deadline:
+                del self.deadlines[rank]
+                self.failed.setdefault(peer.host, NO_HELLO)
+                gone[rank] = self.advise(NO_HELLO, peer.host)
+        return gone
+
+    def release(self, rank: int) -> None:
+        """Hang up a host whose turn is over: its queued close record written (if it still
+        reads), EOF on its stdin; the ssh process is reaped once it has exited."""
+        peer = self.peers.get(rank)
+        link = self.link.links.get(rank)
+        if link is not None and peer is not None and peer.alive:
+            with contextlib.suppress(MpishError):
+                link.flush(FLUSH_WAIT)
+        self.link.remove(rank)
+        self.deadlines.pop(rank, None)
+        process = self.processes.pop(rank, None)
+        if process is not None:
+            process.hang_up()
+            self.ending.append((process, time.monotonic()))
+        self._reap()
+
+    def closing(self) -> int:
+        self._reap()
+        return len(self.ending)
+
+    def _reap(self) -> None:
+        """Close the released ssh processes that have exited (their pipes and thread); end
+        one still there :data:`CLOSE_WAIT` s after its hang-up (a host that froze after its
+        Done: its place in -f is not held for ever)."""
+        still = []
+        now = time.monotonic()
+        for process, since in self.ending:
+            if process.ended():
+                process.close(wait=0.0)
+                continue
+            if now - since > CLOSE_WAIT:
+                with contextlib.suppress(OSError):
+                    process.process.kill()
+            still.append((process, since))
+        self.ending = still
 
     def reconnect(self, hosts: Mapping[int, str], others: Deliver | None = None) -> dict[int, str]:
         """Connect again to these hosts (rank -> host, lost ranks), each as the same rank, with
@@ -164,6 +245,7 @@ class SshSession(Session):
             self.err.flush()
         elif not peer.ready:
             self.failed.setdefault(peer.host, reason)
+            reason = self.advise(reason, peer.host)  # a joining host's result says it so
         peer.alive = False
         peer.lost = reason
 
@@ -173,11 +255,13 @@ class SshSession(Session):
         was queued for them (the console's close records) is written before."""
         with contextlib.suppress(MpishError):
             self.link.flush(FLUSH_WAIT)
-        for process in self.processes.values():
+        processes = [*self.processes.values(), *(process for process, _ in self.ending)]
+        for process in processes:
             process.hang_up()
-        wait_for_exits([process.process for process in self.processes.values()], CLOSE_WAIT)
-        for process in self.processes.values():
+        wait_for_exits([process.process for process in processes], CLOSE_WAIT)
+        for process in processes:
             process.close(wait=CLOSE_WAIT)
+        self.ending = []
 
 
 def _why(error: SshError) -> str:
@@ -217,6 +301,7 @@ def start_ssh_session(
     first: Callable[[], bytes] | None = None,
     report_losses: bool = True,
     again: str = RECONNECT_HINT,
+    rolling: bool = False,
 ) -> SshSession:
     """Connect to every host, handshake, read every Hello; hosts that fail are in ``failed``.
 
@@ -227,10 +312,12 @@ def start_ssh_session(
     what they send after their Hello while others are still greeting is in ``early``.
     ``report_losses``: say at once that a joined host was lost (else the caller does).
     ``again``: the advice after a host's connection ended (:reconnect only at the console).
+    ``rolling`` (``-c``): only the first ``fanout`` hosts are connected now, with ``first``;
+    the others are in ``later``, for the console to connect in their turn (module doc).
     """
     if fanout < 1:
         raise ValueError("fanout must be at least 1")
-    if len(hosts) > fanout:
+    if len(hosts) > fanout and not rolling:
         first = None  # -f: a host must not start the command before one of the first wave is done
     err = err or sys.stderr
     session = SshSession(MultiLink({}), {}, processes={}, failed={}, err=err, report_losses=report_losses)
@@ -239,6 +326,9 @@ def start_ssh_session(
     session.connect_args = (python, ssh_options, connect_timeout)
     session.again = again
     pending = list(enumerate(hosts, 1))
+    if rolling:
+        session.later = dict(pending[fanout:])
+        del pending[fanout:]
     deadlines: dict[int, float] = {}  # rank -> when its connection attempt gives up
 
     def start_next() -> None:
@@ -328,7 +418,7 @@ def _await_hellos(
 
     def failed(rank: int, why: str) -> None:
         peer = session.peers[rank]
-        session.failed.setdefault(peer.host, why or "no Hello in time; the connection was closed")
+        session.failed.setdefault(peer.host, why or NO_HELLO)
         peer.alive = False
 
     def tick() -> bool:

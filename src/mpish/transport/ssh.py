@@ -221,6 +221,10 @@ class SshProcess:
         options = argv[1:argv.index("-T")] if "-T" in argv and "--" in argv else []
         return shlex.join([argv[0], *options, self.host])
 
+    def ended(self) -> bool:
+        """ssh has exited and its stderr is read to the end (close() will not wait)."""
+        return self.process.poll() is not None and not self._stderr_thread.is_alive()
+
     def hang_up(self) -> None:
         """Close ssh's stdin: the remote side sees the end and exits (close() waits for it)."""
         with contextlib.suppress(OSError):

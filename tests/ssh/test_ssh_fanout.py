@@ -1,0 +1,98 @@
+"""``mpish ssh -f N -c``: at most N ssh connections open at once, as clush's fan-out
+(shell/turns.py): each host beyond the first N is connected in its turn and hung up when done.
+Before, -f bounded the commands running, and every host stayed connected: 2,000 hosts were
+2,000 local ssh processes and 2,000 remote Pythons at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sshd_server import SshServer
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def start_mpish_ssh(ssh_options: str, *args: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", ssh_options, "--python", sys.executable, *args]
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def ssh_children(pid: int) -> int:
+    """The ssh client processes ``pid`` has now."""
+    found = subprocess.run(["pgrep", "-P", str(pid), "-x", "ssh"], capture_output=True, text=True,
+                           check=False)
+    return len(found.stdout.split())
+
+
+def most_ssh_children(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    """Sample the ssh children every 10 ms until ``process`` ends: the most seen, its output."""
+    most = 0
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        most = max(most, ssh_children(process.pid))
+        time.sleep(0.01)
+    out, err = process.communicate(timeout=10)
+    return most, out, err
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word (no SSH banner)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield server.getsockname()[1]
+
+
+def test_f_bounds_the_ssh_connections_open_at_once_not_only_the_commands_running(sshd: SshServer) -> None:
+    process = start_mpish_ssh(" ".join(sshd.ssh_options), "host[1-6]", "-f", "2", "-c",
+                              "sleep 0.3; echo ran on $MPISH_RANK")
+    most, out, err = most_ssh_children(process)
+    assert process.returncode == 0, err
+    assert sorted(line for line in out.splitlines() if line.startswith("ran on")) == [
+        f"ran on {rank}" for rank in range(1, 7)]
+    assert most == 2, f"{most} ssh processes at once with -f 2 (each host stayed connected?)"
+
+
+def test_hosts_that_fail_in_their_turn_are_reported_folded_and_do_not_hold_the_others(
+    sshd: SshServer, silent_port: int, tmp_path: Path
+) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Include {sshd.ssh_options[1]}\n\nHost silent*\n  HostName 127.0.0.1\n"
+                      f"  Port {silent_port}\n  LogLevel ERROR\n  StrictHostKeyChecking no\n"
+                      "  UserKnownHostsFile /dev/null\n")
+    # node set order: host1, host2, then the silent ones, each reached only in its turn (-f 1)
+    process = start_mpish_ssh(f"-F{config}", "silent[1-2],host[1-2]", "-f", "1", "-t", "1", "-c", "echo ok")
+    most, out, err = most_ssh_children(process)
+    assert process.returncode == 255, err
+    assert most == 1
+    assert out.splitlines()[1] == "host[1-2] (2)" and out.splitlines()[-1] == "ok", out
+    failures = [line for line in err.splitlines() if line.startswith("silent")]
+    assert len(failures) == 1 and failures[0].startswith("silent[1-2] (2): host unreachable"), err
+
+
+def test_ctrl_c_leaves_the_hosts_whose_turn_had_not_come_unreached_and_says_so(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    process = start_mpish_ssh(" ".join(sshd.ssh_options), "host[1-3]", "-f", "1", "-c",
+                              f"echo $MPISH_RANK >> {marker}; sleep 30")
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the first host's command did not start"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert marker.read_text().split() == ["1"]  # host2 and host3 never ran it
+    assert "host[2-3] (2): not run: interrupted before its turn (-f)" in err, err
+    assert process.returncode == 255, err
