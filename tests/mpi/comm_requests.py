@@ -448,6 +448,42 @@ def check_a_freed_send_completes_in_the_background(c: SecureComm, raw: MPI.Intra
     ok("a_freed_send_completes_in_the_background")
 
 
+def check_freed_receives_synchronous_and_persistent_sends_complete_in_the_background(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Irecv, Issend or a started Send_init, then Free, then the exchange the peer's side needs
+    (legal MPI: a freed operation completes on its own): Free waited for the operation, so
+    every rank waited in Free for a call made after it (a reviewer's free1.py: deadlock at
+    -n 1 and -n 2 under both MPIs). A freed receive still lands in its buffer."""
+    r, n = c.rank, c.size
+    right, left = (r + 1) % n, (r - 1) % n
+    base = c.rejected
+    for comm in (raw, c):
+        for count in (1000, 200_000):  # one record, and a long message (continuation records)
+            sent, got = np.full(count, float(r)), np.zeros(count)
+            request = comm.Irecv(got, left, 32)
+            request.Free()
+            assert not request, comm
+            comm.Send(sent, right, 32)
+            rounds = 0
+            while not comm.allreduce(bool((got == float(left)).all()), op=MPI.LAND):
+                rounds += 1  # every call progresses the freed receive (its message is there)
+                assert rounds < 10_000, (comm, count, "a freed receive never completed")
+            request = comm.Issend(sent, right, 33)
+            request.Free()
+            assert not request, comm
+            comm.Recv(got, left, 33)
+            request = comm.Send_init(sent, right, 34)
+            request.Start()
+            request.Free()
+            comm.Recv(got, left, 34)
+            assert (got == float(left)).all(), (comm, count)
+        comm.Barrier()
+    c.Barrier()  # the acknowledgements of the freed Issends are taken, not rejected
+    assert c.rejected == base, c.rejected - base
+    ok("freed_receives_synchronous_and_persistent_sends_complete_in_the_background")
+
+
 CHECKS = [
     check_issend_completes_only_once_matched,
     check_a_probe_does_not_complete_a_synchronous_send,
@@ -463,6 +499,7 @@ CHECKS = [
     check_nbx_sparse_exchange_completes_with_a_late_sender,
     check_started_ibarriers_keep_their_records_from_collectives_and_from_each_other,
     check_a_freed_send_completes_in_the_background,
+    check_freed_receives_synchronous_and_persistent_sends_complete_in_the_background,
 ]
 
 

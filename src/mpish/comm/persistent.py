@@ -295,10 +295,17 @@ class PersistentRequest(MPI.Prequest):
     cancel = Cancel
 
     def Free(self) -> None:
-        """Complete a started operation (here: wait for it), then release the handle."""
+        """Release the handle; a started send or receive completes in the background
+        (SecureRequest.Free), other started operations are waited for."""
         if self._freed:
             return
         if self._pending():
+            inner = self._inner
+            if self._phase == RUNNING and inner.frees_in_background():
+                inner.Free()
+                self._inner, self._phase = None, DONE
+                if self._trigger.real:
+                    self._trigger.fire()  # MPI's handle of this run completes
             with contextlib.suppress(Exception):  # MPI_Request_free reports nothing either
                 self.Wait()
         self._freed = True

@@ -264,16 +264,31 @@ class SecureRequest(MPI.Grequest):
     get_status = Get_status
 
     def Free(self) -> None:
-        """Forget the request; its operation completes in the background, as MPI's Free. A
-        send's records go on (posted.detach keeps them alive until MPI is done with them):
-        ``Isend`` then ``Free`` before the peer's receive waited here for that receive, a
-        deadlock. A receive, a synchronous send or an operation of its own is waited for."""
+        """Forget the request; its operation completes in the background, as MPI's Free
+        (waiting here deadlocked: ``Isend`` or ``Irecv``, ``Free``, then the exchange that the
+        peer's side of it needs). A send's records go on (posted.detach keeps them alive until
+        MPI is done with them); a synchronous send's acknowledgement is taken by a later poll,
+        as if awaited; a receive stays posted on its lane and completes into its buffer at
+        the progress of any later call (posted.py), as MPI's own. Only a receive into a
+        datatype with gaps (its bytes are scattered once complete) and an operation of its
+        own (Ibarrier) are waited for."""
         if self._consumed():
             return
-        if self._sends and self._posted is None and self._ack is None and self._steps is None:
+        if not self.frees_in_background():
+            self.Wait()
+            return
+        if self._sends:
             detach(self._sends, self._buffers)
-            self._sends = []
-        self.Wait()
+        self._sends, self._buffers, self._ack, self._posted = [], None, None, None
+        self._active = False
+        unwatch(self)
+        if MPI.Request.__bool__(self):  # the handle: complete (nobody can wait on it), then freed
+            refuse(self, self._state)
+            MPI.Request.Free(self)
+
+    def frees_in_background(self) -> bool:
+        """True if :meth:`Free` leaves the operation to complete on its own (not waited for)."""
+        return self._steps is None and self._unpack is None
 
     free = Free
 
