@@ -557,6 +557,34 @@ def check_objects_travel_with_the_serializer_set_in_mpi_pickle(c: SecureComm, ra
     ok("objects_travel_with_the_serializer_set_in_mpi_pickle")
 
 
+def check_an_object_larger_than_the_buffer_given_to_recv_is_a_truncation_as_raw(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """recv(buf), irecv(buf) and sendrecv(recvbuf=...) with a buffer smaller than the pickled
+    object: mpi4py raises MPI's ERR_TRUNCATE; secure returned the object (B6). The message is
+    consumed, and the next one arrives as sent."""
+    r, n = c.rank, c.size
+    right, left = (r + 1) % n, (r - 1) % n
+    big = list(range(1000))  # ~2.7 KB pickled
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "the 'buf' argument is deprecated"
+        for comm in (raw, c):
+            request = comm.isend(big, right, 41)
+            assert _error_class(lambda: comm.recv(bytearray(16), left, 41)) == MPI.ERR_TRUNCATE, comm  # noqa: B023
+            request.wait()
+            request = comm.isend(big, right, 42)
+            assert _error_class(lambda: comm.irecv(bytearray(16), left, 42).wait()) == MPI.ERR_TRUNCATE, comm  # noqa: B023
+            request.wait()
+            assert _error_class(
+                lambda: comm.sendrecv(big, right, 43, recvbuf=bytearray(16), source=left, recvtag=43)  # noqa: B023
+            ) == MPI.ERR_TRUNCATE, comm
+            request = comm.isend(big, right, 44)
+            assert comm.recv(bytearray(1 << 16), left, 44) == big, comm  # a buffer large enough
+            request.wait()
+            comm.Barrier()
+    ok("an_object_larger_than_the_buffer_given_to_recv_is_a_truncation_as_raw")
+
+
 CHECKS = [
     check_irecv_send_wait,
     check_count_specs,
@@ -579,6 +607,7 @@ CHECKS = [
     check_a_padded_struct_travels_in_the_buf_datatype_form,
     check_fortran_ordered_arrays_travel_and_buffer_errors_are_mpi4pys,
     check_objects_travel_with_the_serializer_set_in_mpi_pickle,
+    check_an_object_larger_than_the_buffer_given_to_recv_is_a_truncation_as_raw,
 ]
 
 

@@ -457,7 +457,18 @@ def typed_vector_view(msg: Any, size: int, *, writable: bool) -> tuple[memoryvie
     return flat, byte_counts, byte_displs
 
 
-def warn_buf(buf: Any) -> None:
-    """mpi4py's warning for the deprecated ``buf`` argument of ``recv`` and friends."""
-    if buf is not None:
-        warnings.warn("the 'buf' argument is deprecated", UserWarning, stacklevel=3)
+def warn_buf(buf: Any) -> int | None:
+    """mpi4py's warning for the deprecated ``buf`` argument of ``recv`` and friends; the
+    buffer's size in bytes, which bounds the pickled message as in mpi4py (None: no buffer)."""
+    if buf is None:
+        return None
+    warnings.warn("the 'buf' argument is deprecated", UserWarning, stacklevel=3)
+    return byte_view(buf, writable=True).nbytes
+
+
+def check_fits(nbytes: int, limit: int | None) -> None:
+    """MPI's ERR_TRUNCATE, as mpi4py's ``recv(buf)`` raises it, for an object whose pickle is
+    longer than the buffer given (the message is consumed, as MPI's truncated receive)."""
+    if limit is not None and nbytes > limit:
+        raise mpi_truncate(f"a message of {nbytes} bytes (the pickled object) does not fit the "
+                           f"{limit}-byte buffer given to recv: give a larger one, or none")

@@ -19,7 +19,7 @@ from mpi4py import MPI
 from ..wire.record import SMALL_RECORD
 from . import ending, serial
 from .buffers import _PLAIN_BUFFERS as PLAIN_BUFFERS
-from .buffers import byte_view, derived, set_status, unpack, warn_buf
+from .buffers import byte_view, check_fits, derived, set_status, unpack, warn_buf
 from .handles import _OWNED, _PY_THREADS, lock_public_methods
 from .intercomm import Bridges, Intercomm
 from .lane import _ACTIVE, Early, Lane, Stats
@@ -358,11 +358,11 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
     ) -> Any:
         if len(_PY_THREADS) > 1 and not _OWNED():
             return _LOCKED["recv"](self, buf, source, tag, status)
-        if buf is not None:
-            warn_buf(buf)
+        limit = None if buf is None else warn_buf(buf)
         s, t, n, data = self._p2p.recv(source, tag, None)
         if status is not None:
             set_status(status, s, t, n)
+        check_fits(n, limit)
         # Authenticated bytes from a peer holding an authorized key; None: empty, or PROC_NULL.
         return serial.loads(data) if data else None
 
@@ -376,7 +376,8 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
     ibsend = isend
 
     def irecv(self, buf: Any = None, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> SecureRequest:
-        return SecureRequest(self._p2p, posted=self._p2p.post(source, tag, None), is_object=True)
+        limit = None if buf is None else warn_buf(buf)
+        return SecureRequest(self._p2p, posted=self._p2p.post(source, tag, None), is_object=True, limit=limit)
 
     def sendrecv(
         self,
@@ -388,10 +389,13 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         recvtag: int = MPI.ANY_TAG,
         status: Any = None,
     ) -> Any:
-        warn_buf(recvbuf)
+        limit = warn_buf(recvbuf)
         request = self.isend(sendobj, dest, sendtag)
-        obj = self.recv(None, source, recvtag, status)
+        inner = MPI.Status()
+        obj = self.recv(None, source, recvtag, inner)
         request.Wait()
+        set_status(status, inner.Get_source(), inner.Get_tag(), inner.Get_count(MPI.BYTE))
+        check_fits(inner.Get_count(MPI.BYTE), limit)
         return obj
 
     def probe(self, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None) -> bool:

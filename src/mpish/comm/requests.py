@@ -22,7 +22,7 @@ from typing import Any, Literal
 from mpi4py import MPI
 
 from . import serial
-from .buffers import Unsupported, set_status
+from .buffers import Unsupported, check_fits, set_status
 from .handles import (
     LOCK,
     HandleState,
@@ -63,8 +63,10 @@ class SecureRequest(MPI.Grequest):
         ack: Pending | None = None,
         steps: Callable[[bool], bool] | None = None,
         unpack: Callable[[int], None] | None = None,
+        limit: int | None = None,
     ) -> None:
         self._lane = lane
+        self._limit = limit  # irecv(buf): the pickle must fit buf's bytes (ERR_TRUNCATE), as mpi4py
         self._unpack = unpack  # a receive into a datatype with gaps: scatter the bytes received
         self._steps = steps  # an operation of its own (Ibarrier): its next steps, True once done
         self._sends = sends or []
@@ -124,6 +126,7 @@ class SecureRequest(MPI.Grequest):
                 result = posted.result
                 if self._is_object and posted.obj:  # else a buffer, from PROC_NULL, or empty: None
                     try:
+                        check_fits(len(posted.obj), self._limit)
                         obj = serial.loads(posted.obj)  # authenticated bytes (lane.py)
                     except Exception as exc:
                         error = exc
