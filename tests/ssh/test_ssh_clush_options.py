@@ -12,11 +12,9 @@ import re
 import resource
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,15 +62,6 @@ def groups(tmp_path: Path) -> dict[str, str]:
     )
     (confdir / "groups").write_text("web: host[1-2]\ndb: host4\nall: host[1-4]\n")
     return {"CLUSTERSHELL_CFGDIR": str(confdir), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A TCP port that accepts connections and never says a word (no SSH banner)."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(64)
-        yield server.getsockname()[1]
 
 
 # --- the command, --version ----------------------------------------------------------------

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sshd_server import SshServer
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -43,15 +40,6 @@ def most_ssh_children(process: subprocess.Popen[str], timeout: float = 60) -> tu
         time.sleep(0.01)
     out, err = process.communicate(timeout=10)
     return most, out, err
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A TCP port that accepts connections and never says a word (no SSH banner)."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(64)
-        yield server.getsockname()[1]
 
 
 def test_f_bounds_the_ssh_connections_open_at_once_not_only_the_commands_running(sshd: SshServer) -> None:
