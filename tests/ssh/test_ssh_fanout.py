@@ -5,6 +5,7 @@ Before, -f bounded the commands running, and every host stayed connected: 2,000 
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sshd_server import SshServer
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -84,3 +86,35 @@ def test_ctrl_c_leaves_the_hosts_whose_turn_had_not_come_unreached_and_says_so(
     assert marker.read_text().split() == ["1"]  # host2 and host3 never ran it
     assert "host[2-3] (2): not run: interrupted before its turn (-f)" in err, err
     assert process.returncode == 255, err
+
+
+def test_a_host_without_a_hello_by_its_deadline_in_its_turn_is_given_up_and_frees_its_place(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host reached in its turn whose remote side never greets (its key's forced command
+    sleeps instead of running Python) is given up at ssh's ConnectTimeout plus the slack for
+    Python's start, as at the start of a session, and the next host runs in its place."""
+    from mpish.shell import ssh_cli, ssh_session
+    from mpish.shell.nodes import Selection
+
+    key = tmp_path / "stuck_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    with sshd.authorized_keys.open("a") as keys:  # a key of its own, whose login only sleeps
+        keys.write(f'command="sleep 300.25" {key.with_suffix(".pub").read_text()}')
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Include {sshd.ssh_options[1]}\n\nHost stuck*\n  HostName 127.0.0.1\n"
+                      f"  Port {sshd.port}\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
+                      "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+    monkeypatch.setattr(ssh_session, "HELLO_TIMEOUT_SLACK", 3.0)  # 15 s by default
+    options = ssh_cli.SshShellOptions(selection=Selection(nodes=("host[1-2],stuck1",)), command="echo ok",
+                                      fanout=1, connect_timeout=5.0, ssh_options=("-F", str(config)),
+                                      python=(sys.executable,), nostdin=True)
+    out, err = io.BytesIO(), io.BytesIO()
+    started = time.monotonic()
+    try:
+        assert ssh_cli.run_command(options, out, err) == 255
+    finally:  # the forced command outlives its connection (no terminal, no SIGHUP), as any would
+        subprocess.run(["pkill", "-f", "^sleep 300.25$"], check=False)
+    assert time.monotonic() - started < 60  # the deadline (5 + 3 s), not the forced command's 300 s
+    assert out.getvalue().decode().splitlines()[1:] == ["host[1-2] (2)", "-" * 15, "ok"], err.getvalue()
+    assert f"stuck1: {ssh_session.NO_HELLO}" in err.getvalue().decode()

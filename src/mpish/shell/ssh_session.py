@@ -152,6 +152,9 @@ class SshSession(Session):
         process = self.processes.pop(rank, None)
         if process is not None:
             process.hang_up()
+            if peer is None or not peer.alive:  # lost or given up: nothing more will be read from it
+                with contextlib.suppress(OSError):
+                    process.process.terminate()
             self.ending.append((process, time.monotonic()))
         self._reap()
 
