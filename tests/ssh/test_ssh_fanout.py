@@ -118,3 +118,30 @@ def test_a_host_without_a_hello_by_its_deadline_in_its_turn_is_given_up_and_free
     assert time.monotonic() - started < 60  # the deadline (5 + 3 s), not the forced command's 300 s
     assert out.getvalue().decode().splitlines()[1:] == ["host[1-2] (2)", "-" * 15, "ok"], err.getvalue()
     assert f"stuck1: {ssh_session.NO_HELLO}" in err.getvalue().decode()
+
+
+def test_copy_and_rcopy_keep_at_most_f_connections_open(sshd: SshServer, tmp_path: Path) -> None:
+    """--copy/--rcopy to more hosts than -f: a batch of -f hosts at a time is connected, gets
+    every source, and is hung up before the next (they kept every host connected)."""
+    data, tree = tmp_path / "data.bin", tmp_path / "d"
+    data.write_bytes(os.urandom(200_000))
+    tree.mkdir()
+    (tree / "f").write_text("in a tree\n")
+    remote, back = tmp_path / "remote", tmp_path / "back"
+    remote.mkdir()
+    back.mkdir()
+    options = " ".join(sshd.ssh_options)
+    process = start_mpish_ssh(options, "host[1-5]", "-f", "2", "--copy", str(data), str(tree),
+                              "--dest", str(remote))
+    most, out, err = most_ssh_children(process)
+    assert process.returncode == 0, err
+    assert most == 2
+    assert f"mpish: put {data} to host[1-5]: ok" in out and f"mpish: put {tree} to host[1-5]: ok" in out, out
+    assert (remote / "data.bin").read_bytes() == data.read_bytes()
+    process = start_mpish_ssh(options, "host[1-5]", "-f", "2", "--rcopy", str(remote / "data.bin"),
+                              "--dest", str(back))
+    most, out, err = most_ssh_children(process)
+    assert process.returncode == 0, err
+    assert most == 2
+    assert out.count(f"mpish: get {remote}/data.bin from host[1-5]: ok") == 1, out
+    assert all((back / f"data.bin.host{i}").read_bytes() == data.read_bytes() for i in range(1, 6))

@@ -126,7 +126,8 @@ class Console:
     def reconnect(self, ranks: Iterable[int]) -> dict[int, str]:
         """ssh: connect again to these lost ranks' hosts (SshSession.reconnect), each back idle
         with a new server; rank -> why for those that could not (they stay lost)."""
-        hosts = {rank: self.peers[rank].host for rank in ranks}
+        hosts = {rank: self.peers[rank].host if rank in self.peers else self.session.later.pop(rank)  # type: ignore[attr-defined]
+                 for rank in ranks}  # lost ones, or (a copy's -f batch) hosts never connected yet
         failed: dict[int, str] = self.session.reconnect(hosts, others=self._step)  # type: ignore[attr-defined]
         for rank in hosts.keys() - failed.keys():
             self.peers[rank] = self.session.peers[rank]

@@ -8,15 +8,17 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
 from . import console_transfer as transfer
 from .console import Console
+from .conversation import Local
 from .grouping import Style
 from .names import RANK_LOST
 from .options import CopyRequest
+from .session import INTERRUPTED_CONNECTING
 
 PUT_USAGE = "usage: :put [-r] LOCAL [REMOTE]"
 GET_USAGE = "usage: :get [-r] REMOTE [LOCAL]"
@@ -193,10 +195,15 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
     """``--copy``/``--rcopy`` (clush's): each source as ``:put -r``/``:get -r`` into the
     request's directory, which must exist (default: the source's own, made absolute here, as
     clush does), a file or a tree alike; 0 if every source reached (or came from) every
-    target, else 1; a Ctrl-C ends the copy there (130, as cp: the later sources are not sent).
-    ``fanout`` (clush's ``-f``; 0: all): each source goes to (or comes from) at most that
-    many targets at once, batch after batch in rank order; one report per source, naming it."""
+    target, else 1; a Ctrl-C ends the copy there (130, as cp: what was not sent is named).
+    ``fanout`` (clush's ``-f``; 0: all): at most that many targets at once, batch after batch
+    in rank order, every source to (or from) a batch before the next. Over ssh with more hosts
+    than that, a batch's hosts not connected yet (the session's ``later``) are connected for
+    it and every host is hung up after it: at most ``fanout`` connections open, as clush's.
+    One report per source, naming it, once every batch is done."""
     status, interrupted = 0, False
+    session = console.session
+    rolling = bool(session.later)
     ordered = sorted(targets)
     step = fanout if fanout > 0 else max(1, len(ordered))
     batches = [frozenset(ordered[at : at + step]) for at in range(0, len(ordered), step)] or [targets]
@@ -224,47 +231,69 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
     if request.reverse and request.dest and not os.path.isdir(request.dest):  # said once, not per file
         say(no_directory(request.dest))
         return 1
-    for at, source in enumerate(request.sources):
+    copies: list[tuple[str, str, Tally]] = []  # each source checked here, before any transfer
+    for source in request.sources:
         dest = request.dest or os.path.dirname(os.path.abspath(source))
-        tally = Tally()
-        what = f"get {source} from" if request.reverse else f"put {source} to"
-        try:
-            if request.reverse and not os.path.isdir(dest):  # the source's own directory
-                raise ValueError(no_directory(dest))
-            if not request.reverse and not os.path.lexists(source):
-                raise ValueError(f"--copy: no file or directory {source!r} on this machine"
-                                 f"{'' if os.path.isabs(source) else f' (in {os.getcwd()})'}")
-            for batch in batches:
-                # a trailing / and into: the directory must exist on the targets (clush's --dest)
-                try:
-                    if request.reverse:
-                        line = shlex.join(["-r", "--", source, dest])
-                        get_builtin(console, batch, line, watched, err, suffixed=True, tally=tally)
-                    else:
-                        line = shlex.join(["-r", "--", source, dest.rstrip("/") + "/"])
-                        put_builtin(console, batch, line, watched, err, into=True, tally=tally)
-                except KeyboardInterrupt:  # Ctrl-C while the batch's last answers were awaited
-                    interrupted = True
-                    for rank in batch - set(tally.verdicts):
-                        tally.verdicts[rank] = transfer.NO_ANSWER
-                if interrupted:
-                    break
-                for rank in batch - set(tally.verdicts):  # lost before or during its batch
-                    tally.verdicts[rank] = RANK_LOST
-        except ValueError as exc:
-            say(str(exc))
+        if request.reverse and not os.path.isdir(dest):  # the source's own directory
+            say(no_directory(dest))
             status = 1
-        status = max(status, tally.report(console, what, err))
+        elif not request.reverse and not os.path.lexists(source):
+            say(f"--copy: no file or directory {source!r} on this machine"
+                f"{'' if os.path.isabs(source) else f' (in {os.getcwd()})'}")
+            status = 1
+        else:
+            copies.append((source, dest, Tally()))
+    for batch in batches if copies else []:
+        while rolling and session.closing():  # the last batch's ssh processes hold their places
+            time.sleep(0.005)  # (those still there after ssh_session.CLOSE_WAIT are killed)
+        if rolling and (joining := sorted(rank for rank in batch if rank in session.later)):
+            for rank, why in console.reconnect(joining).items():  # could not connect: its verdict
+                interrupted = interrupted or why == INTERRUPTED_CONNECTING
+                for _, _, tally in copies:
+                    tally.verdicts[rank] = why
+        for source, dest, tally in copies if not interrupted else []:
+            reach = batch - set(tally.verdicts)
+            try:  # a trailing / and into: the directory must exist on the targets (clush's --dest)
+                if request.reverse:
+                    line = shlex.join(["-r", "--", source, dest])
+                    get_builtin(console, reach, line, watched, err, suffixed=True, tally=tally)
+                else:
+                    line = shlex.join(["-r", "--", source, dest.rstrip("/") + "/"])
+                    put_builtin(console, reach, line, watched, err, into=True, tally=tally)
+            except KeyboardInterrupt:  # Ctrl-C while the batch's last answers were awaited
+                interrupted = True
+                for rank in reach - set(tally.verdicts):
+                    tally.verdicts[rank] = transfer.NO_ANSWER
+            except ValueError as exc:
+                say(str(exc))
+                status = 1
+            if interrupted:
+                break
+            for rank in reach - set(tally.verdicts):  # lost before or during its batch
+                tally.verdicts[rank] = RANK_LOST
+        if rolling:
+            hang_up(console, batch)
         if interrupted:
-            missed = sorted(set(targets) - set(tally.verdicts))
-            if missed:
-                say(f"interrupted: {source} was not {'got from' if request.reverse else 'sent to'} "
-                    f"{console.describe(missed)}")
-            left = len(request.sources) - at - 1
-            if left:
-                say(f"interrupted: {left} more file(s) not copied")
-            return 130
-    return status
+            break
+    for source, _, tally in copies:
+        what = f"get {source} from" if request.reverse else f"put {source} to"
+        status = max(status, tally.report(console, what, err))
+        missed = sorted(set(targets) - set(tally.verdicts))
+        if interrupted and missed:
+            say(f"interrupted: {source} was not {'got from' if request.reverse else 'sent to'} "
+                f"{console.describe(missed)}")
+    return 130 if interrupted else status
+
+
+def hang_up(console: Console, ranks: Iterable[int]) -> None:
+    """The end of a copy's batch over ssh: each host's close record, then its connection ended."""
+    for rank in ranks:
+        peer = console.peers.get(rank)
+        if peer is None:
+            continue
+        if peer.alive:
+            console.send_event(rank, Local.CLOSE)
+        console.session.release(rank)
 
 
 def check(console: Console, tree: bool) -> str:

@@ -66,6 +66,7 @@ def end_on_termination() -> None:
         signal.signal(sig, handler)
 
 
+INTERRUPTED_CONNECTING = "interrupted while connecting"  # a reconnect the user gave up (Ctrl-C)
 NOT_REACHED = "not reached at the start"  # Peer.lost of an ssh host down when the console began
 
 

@@ -275,9 +275,11 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         err.write(f"mpish: cannot read commands from {path}: {exc.strerror}\n".encode())
         return 2
     hosts = select_hosts(options.selection)
-    session = _start(options, hosts)
+    # --copy/--rcopy to more hosts than -f: at most -f connected at once (console_put_get.copy_files)
+    session = _start(options, hosts, rolling=options.copy is not None and len(hosts) > options.fanout)
+    session.advise = lambda why, host: advice(why, host, options)
     report_failed(session, hosts, err, options)
-    if not session.peers:
+    if not session.peers and not session.later:
         session.finish()
         return FAILED
     if options.copy is None and stream is None:  # the console: hosts down now may come up
@@ -289,7 +291,8 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
             from mpish.shell.console_put_get import copy_files
 
             repl = SshRepl(console, output=options.mode, fanout=options.fanout)
-            status = copy_files(console, repl.targets, options.copy, repl.keys, repl.err, options.fanout)
+            every = frozenset(repl.targets | set(session.later))  # later: connected in their batch
+            status = copy_files(console, every, options.copy, repl.keys, repl.err, options.fanout)
             return max(status, 1 if session.failed else 0)  # a host never reached has no copy
         if stream is None:
             status = SshRepl(console, output=options.mode, fanout=options.fanout).loop()

@@ -24,6 +24,8 @@ class SshRepl(Repl):
         self.console.describe = self.describe  # hosts in the messages, NAME.<host> for :get's copies
         self.console.file_suffix = lambda rank: self.console.peers[rank].host
         self.pruned = set(self.console.lost)  # hosts not reached at the start: targets once reconnected
+        # every host's name, those a copy's -f batch connects later too (and ones that then fail)
+        self.known = {**{r: p.host for r, p in self.console.peers.items()}, **self.console.session.later}
 
     def prompt(self) -> str:
         hosts = self.console.hosts
@@ -34,8 +36,9 @@ class SshRepl(Repl):
     def describe(self, ranks: Iterable[int]) -> str:
         """Host names (folded as a node set) for the console's messages, lost ones too (a
         copy's report on a host lost during it said "put F to : rank lost")."""
-        peers = self.console.peers
-        return fold_hosts(sorted({peers[r].host for r in ranks if r in peers}))
+        peers, known = self.console.peers, self.known
+        return fold_hosts(sorted({peers[r].host if r in peers else known[r] for r in ranks
+                                  if r in peers or r in known}))
 
     describe_all = describe  # a rank number means nothing over ssh
 

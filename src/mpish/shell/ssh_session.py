@@ -52,7 +52,7 @@ from mpish.transport.ssh import SshError, SshProcess, ssh_argv, wait_for_exits
 from mpish.wire.errors import MpishError
 
 from .names import fold_reasons
-from .session import NOT_REACHED, Peer, Session
+from .session import INTERRUPTED_CONNECTING, NOT_REACHED, Peer, Session
 
 if TYPE_CHECKING:
     from . import protocol as p
@@ -200,7 +200,7 @@ class SshSession(Session):
             for rank, host in hosts.items():
                 if rank in self.peers and not self.peers[rank].ready:
                     self._drop(rank)
-                    self.failed[host] = "interrupted while connecting"
+                    self.failed[host] = INTERRUPTED_CONNECTING
         return {rank: cli_advice(self.failed.get(host, "it did not join"), host, python_flag=True,
                                  ssh_options=ssh_options)
                 for rank, host in hosts.items() if rank not in self.peers}
