@@ -8,6 +8,7 @@ import contextlib
 import io
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,7 +23,10 @@ class Pressed:
 
 
 class Console:
-    """What the report asks of the console: a name for a set of targets."""
+    """What the copy asks of the console: a name for a set of targets, and its session (no
+    host to connect in a later batch: over MPI, or ssh within -f)."""
+
+    session = SimpleNamespace(later={})
 
     @staticmethod
     def describe(ranks: Iterable[int]) -> str:
@@ -73,7 +77,7 @@ def test_a_ctrl_c_during_one_file_ends_the_copy_with_130_and_says_how_many_were_
     assert sent == [f"-r -- {files[0]} {tmp_path}/dest/", f"-r -- {files[1]} {tmp_path}/dest/"]
     assert f"mpish: put {files[0]} to @1: ok, checked" in capsys.readouterr().out
     assert err.getvalue() == (f"mpish: put {files[1]} to @1: the transfer was aborted\n"
-                              "mpish: interrupted: 1 more file(s) not copied\n")
+                              f"mpish: interrupted: {files[2]} was not sent to @1\n")
 
 
 def test_fanout_sends_and_gets_each_file_to_at_most_that_many_targets_at_once_and_reports_it_once(
@@ -134,11 +138,12 @@ def test_a_ctrl_c_while_a_batch_awaits_its_answers_says_what_may_and_what_did_no
     status = console_put_get.copy_files(Console(), frozenset(range(1, 7)), request, keys_of(Pressed()),  # type: ignore[arg-type]
                                         err, fanout=2)
     assert status == 130
-    assert capsys.readouterr().out.startswith(f"mpish: put {source} to @1,2: ok")
+    out = capsys.readouterr().out.splitlines()  # batch after batch, each file to a batch before the next
+    assert [line.split(": ok")[0] for line in out] == [f"mpish: put {source} to @1,2"] * 2
     assert err.getvalue() == (
         f"mpish: put {source} to @3,4: interrupted before its answer came (the copy may be complete)\n"
         f"mpish: interrupted: {source} was not sent to @5,6\n"
-        "mpish: interrupted: 1 more file(s) not copied\n")
+        f"mpish: interrupted: {source} was not sent to @3,4,5,6\n")
 
 
 def test_a_host_lost_between_batches_is_reported_lost_and_the_copy_fails(
