@@ -566,9 +566,12 @@ def check_an_object_larger_than_the_buffer_given_to_recv_is_a_truncation_as_raw(
     r, n = c.rank, c.size
     right, left = (r + 1) % n, (r - 1) % n
     big = list(range(1000))  # ~2.7 KB pickled
+    # raw Open MPI 5 writes a truncated message past the receive's buffer (a segfault at -n 1)
+    # and hangs in the truncated sendrecv: there, only the secure side is checked
+    sides = (c,) if MPI.get_vendor()[0] == "Open MPI" else (raw, c)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "the 'buf' argument is deprecated"
-        for comm in (raw, c):
+        for comm in sides:
             request = comm.isend(big, right, 41)
             assert _error_class(lambda: comm.recv(bytearray(16), left, 41)) == MPI.ERR_TRUNCATE, comm  # noqa: B023
             request.wait()

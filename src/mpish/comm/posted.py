@@ -20,6 +20,8 @@ may then complete them in another order than MPI would have matched them.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import mmap
 import time
 from collections.abc import Callable
@@ -34,6 +36,7 @@ T = TypeVar("T")
 
 _ACTIVE: set[PostedReceives] = set()  # lanes with posted receives, progressed by every blocking call
 SLOT = -(-FIRST_MAX // mmap.PAGESIZE) * mmap.PAGESIZE  # a landing's place in its mapping
+STRIDE = SLOT + mmap.PAGESIZE  # and the guard page after it (Landings)
 SLAB_SLOTS = 64  # landings per anonymous mapping
 KEEP_WARM = 64  # free landings whose pages stay resident (the rest are given back to the kernel)
 _DETACHED: list[tuple[list[Any], Any]] = []  # the MPI sends of freed requests, and what they send
@@ -87,7 +90,14 @@ class Landings:
     anonymous mappings: a page becomes resident only once a record is written into it (a
     record of 8 bytes of data touches one page of the 17), where a ``bytearray`` zero-filled
     all 64 KiB: a porter's 8,000 posted Irecvs of 8 bytes took 616 MiB (raw MPI: 55 MiB).
-    A landing given back past :data:`KEEP_WARM` free ones has its pages dropped (MADV_DONTNEED)."""
+    A landing given back past :data:`KEEP_WARM` free ones has its pages dropped (MADV_DONTNEED).
+
+    Each landing is followed by a guard page no process may touch (PROT_NONE): Open MPI 5,
+    truncating a forged oversized message into a posted receive, wrote up to ~210 KB past the
+    receive's buffer (a reviewer's overflow3.py), into the next landings (the genuine records
+    there were then rejected and their receives hung) or, past a mapping's end, into whatever
+    memory followed. Such a write now stops at the guard: a SIGSEGV of that process (the job
+    ends loudly) instead of memory written by another rank's choice."""
 
     def __init__(self) -> None:
         self._free: list[tuple[mmap.mmap, int, memoryview]] = []
@@ -95,9 +105,10 @@ class Landings:
 
     def take(self) -> memoryview:
         if not self._free:
-            slab = mmap.mmap(-1, SLOT * SLAB_SLOTS, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            slab = mmap.mmap(-1, STRIDE * SLAB_SLOTS, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            _guard(slab)
             whole = memoryview(slab)
-            self._free += [(slab, at, whole[at : at + FIRST_MAX]) for at in range(0, len(slab), SLOT)][::-1]
+            self._free += [(slab, at, whole[at : at + FIRST_MAX]) for at in range(0, len(slab), STRIDE)][::-1]
         landing = self._free.pop()
         self._by_view[id(landing[2])] = landing
         return landing[2]
@@ -111,6 +122,27 @@ class Landings:
         self._free.append(landing)
 
 
+def _guard(slab: mmap.mmap) -> None:
+    """The last page of every STRIDE of ``slab`` made inaccessible (Landings' doc); where
+    mprotect is unavailable the landings work without guards."""
+    try:
+        libc = _libc()
+        base = ctypes.addressof(ctypes.c_char.from_buffer(slab))  # the export ends with the statement
+        for at in range(SLOT, len(slab), STRIDE):
+            if libc.mprotect(ctypes.c_void_p(base + at), ctypes.c_size_t(mmap.PAGESIZE), 0) != 0:
+                raise OSError(ctypes.get_errno(), "mprotect failed")
+    except (OSError, AttributeError) as exc:
+        _GUARDLESS.append(exc)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
+
+_GUARDLESS: list[BaseException] = []  # why guard pages could not be set (none on Linux)
 LANDINGS = Landings()
 
 
