@@ -118,6 +118,7 @@ __mpish_save() {
 builtin shopt -s expand_aliases
 builtin . STATEFILE 2>/dev/null
 builtin set +o history +H
+builtin history -c
 """
 # ``exit`` is wrapped to silence the "exit" an interactive bash prints on stderr; its errors
 # are then said by the wrapper, in bash's words (``exit 3 4``: too many arguments, status 1,
