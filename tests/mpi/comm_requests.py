@@ -484,6 +484,29 @@ def check_freed_receives_synchronous_and_persistent_sends_complete_in_the_backgr
     ok("freed_receives_synchronous_and_persistent_sends_complete_in_the_background")
 
 
+def check_a_freed_receive_completes_while_its_rank_waits_in_mpi_waitall(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Rank 1 frees an Irecv of a long message, then waits in MPI.Request.Waitall for a later
+    small one; rank 0 sends both. The freed receive was progressed only by blocking secure
+    calls, which rank 1 never made: rank 0's long Send waited for it to be drained, for ever
+    (a porter; N >= 10,000 doubles). The progress thread now completes freed receives too."""
+    count = 100_000
+    for comm in (raw, c) if c.size > 1 else ():
+        if comm.rank == 1:
+            big, small = np.zeros(count), np.zeros(1)
+            request = comm.Irecv(big, 0, 51)
+            request.Free()
+            MPI.Request.Waitall([comm.Irecv(small, 0, 52)])
+            assert small[0] == 1.0
+        elif comm.rank == 0:
+            time.sleep(0.2)
+            comm.Send(np.arange(count, dtype="f8"), 1, 51)
+            comm.Send(np.ones(1), 1, 52)
+        comm.Barrier()
+    ok("a_freed_receive_completes_while_its_rank_waits_in_mpi_waitall")
+
+
 CHECKS = [
     check_issend_completes_only_once_matched,
     check_a_probe_does_not_complete_a_synchronous_send,
@@ -500,6 +523,7 @@ CHECKS = [
     check_started_ibarriers_keep_their_records_from_collectives_and_from_each_other,
     check_a_freed_send_completes_in_the_background,
     check_freed_receives_synchronous_and_persistent_sends_complete_in_the_background,
+    check_a_freed_receive_completes_while_its_rank_waits_in_mpi_waitall,
 ]
 
 

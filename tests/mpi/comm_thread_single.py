@@ -60,10 +60,40 @@ def main() -> None:
     persistent.Wait()
     persistent.Free()
     assert np.all(got == 4.0)
+    test_loops_progress_the_other_posted_receives(c)
     c.Free()
     if MPI.COMM_WORLD.Get_rank() == 0:
         print("OK class_level_calls_refuse_without_thread_support", flush=True)
         print("ALL OK", flush=True)
+
+
+def test_loops_progress_the_other_posted_receives(c: mpish.SecureComm) -> None:
+    """The poll-and-compute loop ``while not r.Test(): ...`` while another posted Irecv, q, is
+    matched by a synchronous send: without a thread, only a blocking secure call progressed q,
+    so the Ssend was never acknowledged and the Test loop spun for ever (a porter). A Test, as
+    MPI's, progresses every posted receive; so do Iprobe, Testany and Testsome."""
+    if c.size < 2 or c.rank > 1:
+        return
+    for poll in ("Test", "Iprobe"):
+        if c.rank == 1:
+            first, last = np.zeros(4), np.zeros(1)
+            q = c.Irecv(first, 0, 21)
+            r = c.Irecv(last, 0, 22)
+            if poll == "Test":
+                while not r.Test():
+                    pass
+                c.Recv(np.zeros(1), 0, 23)
+            else:
+                while not c.Iprobe(0, 23):
+                    pass
+                c.Recv(np.zeros(1), 0, 23)
+                r.Wait()
+            q.Wait()
+            assert np.all(first == 7.0) and last[0] == 1.0
+        else:
+            c.Ssend(np.full(4, 7.0), 1, 21)  # acknowledged only once rank 1's q took it
+            c.Send(np.ones(1), 1, 22)
+            c.Send(np.ones(1), 1, 23)
 
 
 if __name__ == "__main__":

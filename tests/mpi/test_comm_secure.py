@@ -118,7 +118,7 @@ def test_requests_complete_cancel_and_fail_as_mpi4py_requests(home: Path, ranks:
 
 def test_without_thread_support_mpi_class_level_calls_refuse_a_pending_secure_request(home: Path) -> None:
     """Below MPI_THREAD_MULTIPLE: ERR_REQUEST from MPI.Request.Waitall, not a hang."""
-    proc = run(["-n", "1", PYTHON, str(HERE / "comm_thread_single.py")], home)
+    proc = run(["-n", "2", PYTHON, str(HERE / "comm_thread_single.py")], home)
     assert proc.returncode == 0, explain(proc)
     assert "ALL OK" in proc.stdout, explain(proc)
 

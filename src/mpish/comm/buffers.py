@@ -463,6 +463,8 @@ def warn_buf(buf: Any) -> int | None:
     if buf is None:
         return None
     warnings.warn("the 'buf' argument is deprecated", UserWarning, stacklevel=3)
+    if isinstance(buf, int):  # mpi4py takes a byte count for a buffer it allocates
+        return buf
     return byte_view(buf, writable=True).nbytes
 
 

@@ -65,7 +65,7 @@ from typing import Any, TypeVar
 from mpi4py import MPI
 
 from .buffers import set_status
-from .posted import _ACTIVE
+from .posted import _ACTIVE, FREED, progress_freed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -311,13 +311,33 @@ def watch(request: Any) -> None:
             # halo round). Not for the program's own requests: the thread would compete with
             # its Wait for the interpreter (measured: a Wait loop 57 -> 128 us per round).
             _NEWS.set()
-        if not _THREAD:  # secure calls take the lock from now on; this one may not have
-            for cls in _CLASSES:
-                _wrap(cls)
-            starter = None if _GUARDED else threading.get_ident()
-            thread = threading.Thread(target=_run, args=(starter,), name="mpish-progress", daemon=True)
-            _THREAD.append(thread)
-            thread.start()
+        if len(_ORDER) > 2 * len(_WATCHED) + 64:  # references to requests done (Sendrecv's own)
+            live = [ref for ref in _ORDER if ref() is not None and ref() in _WATCHED]
+            _ORDER.clear()
+            _ORDER.extend(live)
+        _start_thread()
+        _COND.notify()
+
+
+def _start_thread() -> None:
+    """Start the progress thread (holding _COND) if it is not running."""
+    if not _THREAD:  # secure calls take the lock from now on; this one may not have
+        for cls in _CLASSES:
+            _wrap(cls)
+        starter = None if _GUARDED else threading.get_ident()
+        thread = threading.Thread(target=_run, args=(starter,), name="mpish-progress", daemon=True)
+        _THREAD.append(thread)
+        thread.start()
+
+
+def free_receive(lane: Any, posted: Any) -> None:
+    """A receive whose request was freed: completed by any later call's progress, and by the
+    progress thread (started if need be) while the program waits elsewhere."""
+    FREED.append((lane, posted))
+    if not threads_ok():
+        return
+    with _COND:
+        _start_thread()
         _COND.notify()
 
 
@@ -333,7 +353,7 @@ def _run(starter: int | None) -> None:
     delay = _MIN_DELAY
     while True:
         with _COND:
-            while not _WATCHED and not _STOP.is_set():
+            while not _WATCHED and not FREED and not _STOP.is_set():
                 _COND.wait()
             if _STOP.is_set():
                 return
@@ -346,6 +366,8 @@ def _run(starter: int | None) -> None:
                 if _STOP.is_set() or MPI.Is_finalized():
                     return
                 done = _poll_watched(_THREAD_BATCH)
+                if FREED:
+                    done = progress_freed() or done
             finally:
                 LOCK.release()
         delay = _MIN_DELAY if done else min(2 * delay, _MAX_DELAY)

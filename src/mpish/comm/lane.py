@@ -357,9 +357,9 @@ class Lane(PostedReceives, LongMessages):
                 message = self.comm.Mprobe(source, tag, status)
             else:
                 while (message := self.comm.Improbe(source, tag, status)) is None:
+                    progress()  # an Iprobe too, as MPI's: a sender may wait on a posted receive
                     if not block:
                         return None
-                    progress()
             s, t = status.Get_source(), status.Get_tag()
             if self._within(message, status, FIRST_MAX) is None:
                 continue

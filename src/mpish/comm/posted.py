@@ -40,6 +40,8 @@ STRIDE = SLOT + mmap.PAGESIZE  # and the guard page after it (Landings)
 SLAB_SLOTS = 64  # landings per anonymous mapping
 KEEP_WARM = 64  # free landings whose pages stay resident (the rest are given back to the kernel)
 _DETACHED: list[tuple[list[Any], Any]] = []  # the MPI sends of freed requests, and what they send
+# receives whose request was freed (Request.Free): the progress thread completes them too
+FREED: list[tuple[PostedReceives, PostedRecv]] = []
 
 
 def progress() -> None:
@@ -48,6 +50,18 @@ def progress() -> None:
         _sweep()
     for lane in list(_ACTIVE):
         lane.progress()
+
+
+def progress_freed() -> bool:
+    """Complete the freed receives whose first record arrived (into their buffers, as MPI's
+    freed receive); True if any did. The progress thread's work (handles.py): a program that
+    waits in MPI's calls, or computes, makes no secure call that would progress them, and a
+    sender of a long message waits for them to drain it."""
+    still = [(lane, posted) for lane, posted in FREED
+             if not posted.done and not lane.complete(posted, block=False)]
+    moved = len(still) != len(FREED)
+    FREED[:] = still
+    return moved
 
 
 def detach(sends: list[Any], keep: Any) -> None:

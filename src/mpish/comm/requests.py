@@ -27,6 +27,7 @@ from .handles import (
     LOCK,
     HandleState,
     complete,
+    free_receive,
     lock_public_methods,
     locked,
     refuse,
@@ -210,6 +211,7 @@ class SecureRequest(MPI.Grequest):
 
     def Test(self, status: Any = None) -> bool:
         if not self._ready(block=False):
+            progress()  # as MPI's Test: the other posted receives too (a sender may wait on them)
             return False
         self._finish(status)
         return True
@@ -220,6 +222,7 @@ class SecureRequest(MPI.Grequest):
 
     def test(self, status: Any = None) -> tuple[bool, Any]:
         if not self._ready(block=False):
+            progress()
             return False, None
         return True, self._finish(status)
 
@@ -282,6 +285,8 @@ class SecureRequest(MPI.Grequest):
             return
         if self._sends:
             detach(self._sends, self._buffers)
+        if self._posted is not None and not self._posted.done:
+            free_receive(self._lane, self._posted)
         self._sends, self._buffers, self._ack, self._posted = [], None, None, None
         self._active = False
         unwatch(self)
@@ -448,6 +453,7 @@ def Testany(requests: Sequence[Any], status: Any = None) -> tuple[int, bool]:
     """(index, True) if one completed, (UNDEFINED, True) if none is active, else (UNDEFINED, False)."""
     index = _first_done(requests)
     if index is None:
+        progress()
         return MPI.UNDEFINED, False
     if index != MPI.UNDEFINED:
         requests[index].Wait(status)
@@ -482,6 +488,8 @@ def Testsome(requests: Sequence[Any], statuses: list[Any] | None = None) -> list
     for index, request in enumerate(requests):
         if _active(request) and request.Test(_status_at(statuses, index)):
             done.append(index)
+    if not done:
+        progress()
     return done
 
 
