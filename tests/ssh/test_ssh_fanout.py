@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,36 +89,64 @@ def test_ctrl_c_leaves_the_hosts_whose_turn_had_not_come_unreached_and_says_so(
     assert process.returncode == 255, err
 
 
-def test_a_host_without_a_hello_by_its_deadline_in_its_turn_is_given_up_and_frees_its_place(
-    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A host reached in its turn whose remote side never greets (its key's forced command
-    sleeps instead of running Python) is given up at ssh's ConnectTimeout plus the slack for
-    Python's start, as at the start of a session, and the next host runs in its place."""
-    from mpish.shell import ssh_cli, ssh_session
-    from mpish.shell.nodes import Selection
-
+@pytest.fixture
+def stuck_config(sshd: SshServer, tmp_path: Path) -> Iterator[Path]:
+    """An ssh_config with the test hosts and ``hang*``: hosts whose login never runs Python
+    (their key's forced command sleeps), so they never greet."""
     key = tmp_path / "stuck_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     with sshd.authorized_keys.open("a") as keys:  # a key of its own, whose login only sleeps
         keys.write(f'command="sleep 300.25" {key.with_suffix(".pub").read_text()}')
     config = tmp_path / "ssh_config"
-    config.write_text(f"Include {sshd.ssh_options[1]}\n\nHost stuck*\n  HostName 127.0.0.1\n"
+    config.write_text(f"Include {sshd.ssh_options[1]}\n\nHost hang*\n  HostName 127.0.0.1\n"
                       f"  Port {sshd.port}\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
                       "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
-    monkeypatch.setattr(ssh_session, "HELLO_TIMEOUT_SLACK", 3.0)  # 15 s by default
-    options = ssh_cli.SshShellOptions(selection=Selection(nodes=("host[1-2],stuck1",)), command="echo ok",
-                                      fanout=1, connect_timeout=5.0, ssh_options=("-F", str(config)),
+    try:
+        yield config
+    finally:  # the forced command outlives its connection (no terminal, no SIGHUP), as any would
+        subprocess.run(["pkill", "-f", "^sleep 300.25$"], check=False)
+
+
+def test_a_host_without_a_hello_by_its_deadline_in_its_turn_is_given_up_and_frees_its_place(
+    stuck_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host reached in its turn whose remote side never greets is given up at ssh's
+    ConnectTimeout plus the slack for Python's start, as at the start of a session, and the
+    next host runs in its place."""
+    from mpish.shell import ssh_cli, ssh_session
+    from mpish.shell.nodes import Selection
+
+    monkeypatch.setattr(ssh_session, "HELLO_TIMEOUT_SLACK", 3.0)  # 30 s by default
+    options = ssh_cli.SshShellOptions(selection=Selection(nodes=("hang1,host[1-2]",)), command="echo ok",
+                                      fanout=1, connect_timeout=5.0, ssh_options=("-F", str(stuck_config)),
                                       python=(sys.executable,), nostdin=True)
     out, err = io.BytesIO(), io.BytesIO()
     started = time.monotonic()
-    try:
-        assert ssh_cli.run_command(options, out, err) == 255
-    finally:  # the forced command outlives its connection (no terminal, no SIGHUP), as any would
-        subprocess.run(["pkill", "-f", "^sleep 300.25$"], check=False)
+    assert ssh_cli.run_command(options, out, err) == 255
     assert time.monotonic() - started < 60  # the deadline (5 + 3 s), not the forced command's 300 s
     assert out.getvalue().decode().splitlines()[1:] == ["host[1-2] (2)", "-" * 15, "ok"], err.getvalue()
-    assert f"stuck1: {ssh_session.NO_HELLO}" in err.getvalue().decode()
+    assert f"hang1: {ssh_session.NO_HELLO}" in err.getvalue().decode()
+
+
+def test_a_ctrl_c_while_a_host_of_the_first_wave_never_greets_keeps_the_others_results(
+    stuck_config: Path, tmp_path: Path
+) -> None:
+    """The first -f hosts were connected as a barrier (every Hello awaited before any result): a
+    host whose login hung held the others' results back, and a Ctrl-C then lost them all ("mpish:
+    interrupted", a clush user). Every host now joins in its turn; the others' results stand."""
+    marker = tmp_path / "ran"
+    # hang1 comes first in the node set: it is in the first wave (-f 3) with host1 and host2
+    process = start_mpish_ssh(f"-F{stuck_config}", "hang1,host[1-4]", "-f", "3", "-c",
+                              f"echo did-it; echo $MPISH_RANK >> {marker}")
+    deadline = time.monotonic() + 30
+    while (not marker.exists() or len(marker.read_text().split()) < 4) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # their results are read
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert "host[1-4] (4)" in out and "did-it" in out, (out, err)
+    assert "hang1" in err, err
+    assert process.returncode == 255, err
 
 
 def test_copy_and_rcopy_keep_at_most_f_connections_open(sshd: SshServer, tmp_path: Path) -> None:
@@ -145,3 +174,22 @@ def test_copy_and_rcopy_keep_at_most_f_connections_open(sshd: SshServer, tmp_pat
     assert most == 2
     assert out.count(f"mpish: get {remote}/data.bin from host[1-5]: ok") == 1, out
     assert all((back / f"data.bin.host{i}").read_bytes() == data.read_bytes() for i in range(1, 6))
+
+
+def test_nohup_jobs_started_by_a_command_outlive_its_hosts_hang_up(sshd: SshServer) -> None:
+    """Each host is hung up as soon as its command is done under -f: a ``nohup`` job the command
+    had just started could get the session's SIGHUP before nohup ignored it (7 of 32 died under
+    load, a clush user); it now has JOB_SETTLE to get there, and lives on as after ssh."""
+    word = f"6{os.getpid() % 1000}.125"
+    # the job reaches nohup a moment after the command's end (a wrapper that prepares first)
+    command = f"{{ sleep 0.1; exec nohup sleep {word}$MPISH_RANK >/dev/null 2>&1; }} & echo ok"
+    process = start_mpish_ssh(" ".join(sshd.ssh_options), "host[1-4]", "-f", "1", "-c", command)
+    _, _, err = most_ssh_children(process)
+    try:
+        assert process.returncode == 0, err
+        time.sleep(0.5)
+        alive = subprocess.run(["pgrep", "-f", f"^sleep {word}[1-4]$"], capture_output=True, text=True,
+                               check=False).stdout.split()
+        assert len(alive) == 4, alive
+    finally:
+        subprocess.run(["pkill", "-f", f"^sleep {word}[1-4]$"], check=False)

@@ -99,7 +99,8 @@ class Console:
         self.describe: Callable[[Iterable[int]], str] = lambda ranks: f"@{format_ranks(ranks)}"
         self.timeout = 0.0  # per-command timeout in seconds; 0 = none
         self.file_suffix: Callable[[int], str] = str  # a get's copies: NAME.<rank>; ssh: NAME.<host>
-        self.machines = {rank: Machine(CONSOLE, ConsoleState.IDLE) for rank in self.peers}
+        self.machines = {rank: Machine(CONSOLE, ConsoleState.IDLE if peer.ready else ConsoleState.JOINING)
+                         for rank, peer in self.peers.items()}  # JOINING: its Run went with its code
         self._next_id = 0
         self._owed: dict[int, int] = {}  # rank -> consumed bulk bytes not yet credited
         self._run: Running | None = None
@@ -323,7 +324,6 @@ class Console:
     def _closed(self, payload: Payload) -> None:
         del payload
 
-    # -- commands
 
     def run(
         self, command: str, ranks: Iterable[int], sink: OutputSink, timeout: float | None = None,
@@ -346,7 +346,7 @@ class Console:
             raise ValueError("only the console's first command can have been sent ahead")
         later = sorted(set(r for r in ranks if r in self.session.later))  # connected in their turn
         targets = [r for r in sorted(set(r for r in ranks if r in self.peers))  # sent: even if lost since
-                   if self.machines[r].state is ConsoleState.IDLE and (self.peers[r].alive or r in sent)]
+                   if (self.machines[r].state is ConsoleState.IDLE and self.peers[r].alive) or r in sent]
         unsent = [rank for rank in targets if rank not in sent]
         ahead = len(targets) - len(unsent)  # sent with the code: running already, they count in -f
         waiting = unsent[max(0, fanout - ahead):] if fanout > 0 and stdin is None else []
@@ -383,7 +383,7 @@ class Console:
             # came before the command started, as after `| true`, found nothing to stop)
             if getattr(sink, "closed", False) and time.monotonic() >= quiet_again and interrupts < 3:
                 interrupt(quiet=True)
-            for rank, why in watch.silent(self._in(ConsoleState.RUNNING, targets)).items():
+            for rank, why in watch.silent(turns.active()).items():  # connecting ones too (turns.py)
                 self.peers[rank].alive, self.peers[rank].lost = False, why  # said in its result
                 self.session.give_up(rank)  # silent past its deadline (silence.py)
             return feed() | (turns.top_up() if turns.waiting or turns.open else False)
@@ -394,7 +394,7 @@ class Console:
         def interrupt(quiet: bool = False) -> None:
             nonlocal interrupts, quiet_again
             quiet_again = time.monotonic() + 1.0
-            turns.skip()  # not started: never will be (reported below)
+            turns.skip()  # not started (or not greeted yet): never will be (reported below)
             running = turns.active()
             interrupts += 1
             if interrupts >= len(ESCALATION_HINTS):
@@ -411,7 +411,7 @@ class Console:
 
         queued = set(turns.waiting)
         for rank in targets:
-            if rank not in queued:
+            if rank not in queued and self.machines[rank].state is ConsoleState.IDLE:
                 self._step(rank, Local.RUN, None if rank in sent else message)
         watch.started([rank for rank in targets if rank not in queued], started)
         for rank, event, answer in early:
@@ -444,7 +444,7 @@ class Console:
         """A waiting target's turn (turns.py)."""
         self._step(rank, Local.RUN, message)
 
-    def send_event(self, rank: int, event: Event) -> None:
+    def send_event(self, rank: int, event: Event) -> None:  # a table's event (turns.py's CLOSE)
         self._step(rank, event)
 
     def joining(self, rank: int) -> None:

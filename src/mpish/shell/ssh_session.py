@@ -20,9 +20,9 @@ has greeted is kept (``early``) and handed to the console in order
 (:meth:`~mpish.shell.console.Console.run`'s ``sent``).
 
 ``-f`` (clush's fan-out) bounds the hosts being connected at once; under ``-c`` with more
-hosts than that (``rolling``), it bounds the connections *open* at once, as clush does: only
-the first ``-f`` hosts are connected at the start, the others wait in ``later``, and the
-console connects each when a place frees (:meth:`SshSession.join`: code and Run in one
+hosts than that (``rolling``), it bounds the connections *open* at once, as clush does: the
+first ``-f`` hosts are started (not awaited: they greet the console), the others wait in
+``later`` and the console connects each when a place frees (:meth:`SshSession.join`: code and Run in one
 write, the host JOINING until its Hello) and hangs a host up as soon as its command is done
 or it is lost (:meth:`SshSession.release`: its close record, then EOF; the ssh process is
 reaped as it exits; it holds its place in ``-f`` until then, :meth:`SshSession.closing`).
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from .conversation import Event
     from .receive import Deliver
 
-HELLO_TIMEOUT_SLACK = 15.0  # beyond ssh's ConnectTimeout: Python's start and the Hello
+HELLO_TIMEOUT_SLACK = 30.0  # beyond ssh's ConnectTimeout: Python's start and the Hello (a loaded node)
 REMOTE_ENTRY = "mpish.shell.remote"  # the module shipped and run on each host
 # shipped too, imported by the server only at a session's first transfer (ship.closure
 # follows only the imports a module makes when it loads)
@@ -315,8 +315,9 @@ def start_ssh_session(
     what they send after their Hello while others are still greeting is in ``early``.
     ``report_losses``: say at once that a joined host was lost (else the caller does).
     ``again``: the advice after a host's connection ended (:reconnect only at the console).
-    ``rolling`` (``-c``): only the first ``fanout`` hosts are connected now, with ``first``;
-    the others are in ``later``, for the console to connect in their turn (module doc).
+    ``rolling`` (``-c``): the first ``fanout`` hosts are started with ``first`` and not
+    awaited (the console's JOINING: their Hellos come to it); the others are in ``later``, for
+    the console to connect in their turn (module doc).
     """
     if fanout < 1:
         raise ValueError("fanout must be at least 1")
@@ -329,7 +330,7 @@ def start_ssh_session(
     session.connect_args = (python, ssh_options, connect_timeout)
     session.again = again
     pending = list(enumerate(hosts, 1))
-    if rolling:
+    if rolling:  # the others join in their turn (turns.py)
         session.later = dict(pending[fanout:])
         del pending[fanout:]
     deadlines: dict[int, float] = {}  # rank -> when its connection attempt gives up
@@ -364,6 +365,9 @@ def start_ssh_session(
 
     try:
         start_next()
+        if rolling and first is not None:  # -c: no barrier on the first wave's slowest Hello: they
+            session.deadlines.update(deadlines)  # greet the console (JOINING), results kept at a Ctrl-C
+            return session
         _await_hellos(session, deadlines, start_next, lambda: bool(pending), first is not None)
     except BaseException:  # Ctrl-C while connecting: end every ssh started so far
         session.finish()

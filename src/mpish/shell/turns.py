@@ -28,6 +28,7 @@ from . import protocol as p
 from .conversation import ConsoleState, Local
 from .names import FAILED, Result
 from .operations import Running
+from .session import INTERRUPTED_CONNECTING
 from .silence import SilenceWatch
 
 if TYPE_CHECKING:
@@ -63,9 +64,14 @@ class Turns:
         return not self.waiting and not self.active()
 
     def skip(self) -> None:
-        """Ctrl-C: the waiting targets never start."""
+        """Ctrl-C: the waiting targets never start, and those still connecting are given up (a
+        login that hangs would hold the command's end until its Hello deadline)."""
         self.skipped.extend(self.waiting)
         self.waiting.clear()
+        for rank in self.console.in_state(ConsoleState.JOINING, self.targets):
+            peer = self.console.peers[rank]
+            peer.alive, peer.lost = False, INTERRUPTED_CONNECTING
+            self.session.give_up(rank)
 
     def top_up(self) -> bool:
         """Release the targets whose turn is over, start waiting ones while fewer than

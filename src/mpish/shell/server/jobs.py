@@ -35,6 +35,7 @@ from .stdin import StdinFeed
 log = Diagnostics(__name__)
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on a timeout
+JOB_SETTLE = 0.3  # seconds a job started by the last command has before the session's hang-up
 ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)  # 1st, 2nd, later Ctrl-C
 EXITED = "the shell exited; a new one has the state from before this command"
 RESTARTED = "the command ignored SIGINT: the shell was restarted, state restored from before the command"
@@ -118,6 +119,7 @@ class Shell:
         self.syntax = SyntaxCheck(self.executable, self.state_dir)
         self.bash: Bash | None = None
         self.last_status = 0  # the previous command's exit status: its ``$?``
+        self.ended_at = 0.0  # when the last command ended (monotonic): its jobs settle (hang_up)
         self.sessions: set[int] = set()  # every bash started leads its own session
 
     def start_bash(self) -> Bash | None:
@@ -166,6 +168,7 @@ class Shell:
     def finished(self, ended: Ended) -> None:
         """The command's end was reported: its status is the next ``$?``; a new bash if needed."""
         self.last_status = ended.exit
+        self.ended_at = time.monotonic()
         if ended.restart:
             self.start_bash()
 
@@ -349,7 +352,7 @@ class Shell:
         if self.bash is not None:  # idle at the end: the user's EXIT trap runs, as at ssh's end
             self.bash.close(grace=EXIT_TRAP_GRACE if command is None else 0.0)
             self.bash = None
-        hang_up(self.sessions)
+        hang_up(self.sessions, self.ended_at + JOB_SETTLE)
 
     def remove(self) -> None:
         """The state directory goes, and its lock with it (``shell/scratch.py``)."""
@@ -369,21 +372,29 @@ def which(program: str) -> str | None:
     return None
 
 
-def hang_up(sessions: set[int]) -> None:
+def hang_up(sessions: set[int], settle_until: float = 0.0) -> None:
     """SIGHUP (and SIGCONT) to every process left in the shells' sessions, as ssh's hangup
     ends a login's jobs: ``sleep 100 &`` ends with the session, ``nohup`` jobs live on.
 
-    Each process's session id comes from ``getsid``, one system call (reading every
-    ``/proc/PID/stat`` cost ~15 times more, on every host at every session's end)."""
+    A job started by a command that has just ended may not have reached nohup's
+    ``signal(SIGHUP, SIG_IGN)`` yet (``mpish ssh -f`` hangs each host up right after its
+    command: 7 of 32 ``nohup sleep &`` died under load): if any is left, the hang-up waits
+    until ``settle_until`` (monotonic). Each process's session id comes from ``getsid``, one
+    system call (reading every ``/proc/PID/stat`` cost ~15 times more, on every host at every
+    session's end)."""
+    left = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         pid = int(name)
         try:
-            if os.getsid(pid) not in sessions:
-                continue
+            if os.getsid(pid) in sessions:
+                left.append(pid)
         except OSError:  # gone meanwhile
             continue
+    if left and (wait := settle_until - time.monotonic()) > 0:
+        time.sleep(wait)
+    for pid in left:
         for sig in (signal.SIGHUP, signal.SIGCONT):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
