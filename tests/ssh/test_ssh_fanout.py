@@ -41,6 +41,8 @@ def most_ssh_children(process: subprocess.Popen[str], timeout: float = 60) -> tu
     while process.poll() is None and time.monotonic() < deadline:
         most = max(most, ssh_children(process.pid))
         time.sleep(0.01)
+    if process.poll() is None:  # hung: ended here, not left running past the test
+        process.kill()
     out, err = process.communicate(timeout=10)
     return most, out, err
 
