@@ -42,6 +42,16 @@ def silent_port() -> Iterator[int]:
 
 
 @pytest.fixture
+def silent_config(sshd: SshServer, silent_port: int, tmp_path: Path) -> Path:
+    """An ssh_config with the test hosts and ``silent*``: hosts whose port accepts and never speaks."""
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Include {sshd.ssh_options[1]}\n\nHost silent*\n  HostName 127.0.0.1\n"
+                      f"  Port {silent_port}\n  LogLevel ERROR\n  StrictHostKeyChecking no\n"
+                      "  UserKnownHostsFile /dev/null\n")
+    return config
+
+
+@pytest.fixture
 def connect_options(sshd: SshServer) -> dict[str, object]:
     """What connect() needs to reach the test sshd with this venv's Python."""
     return {"python": sys.executable, "ssh_options": sshd.ssh_options}

@@ -269,21 +269,17 @@ def test_u_gives_up_a_host_whose_server_stopped_answering_and_shows_the_others(
 
 
 def test_t_is_ssh_connect_timeout_and_identical_failures_fold(
-    sshd: SshServer, silent_port: int, tmp_path: Path
+    sshd: SshServer, silent_config: Path
 ) -> None:
-    config = tmp_path / "ssh_config"
-    config.write_text(f"Include {sshd.ssh_options[1]}\n\nHost silent*\n  HostName 127.0.0.1\n"
-                      f"  Port {silent_port}\n  LogLevel ERROR\n  StrictHostKeyChecking no\n"
-                      "  UserKnownHostsFile /dev/null\n")
     # a host that accepts and never answers: ssh gives up after -t seconds (not 30 s or more)
-    done = mpish_ssh(sshd, "silent[1-3],host1", "-t", "1", "echo", "ok", ssh_options=f"-F{config}",
+    done = mpish_ssh(sshd, "silent[1-3],host1", "-t", "1", "echo", "ok", ssh_options=f"-F{silent_config}",
                      timeout=25)
     assert done.returncode == 255
     assert headers(done.stdout) == ["host1 (1)"]
     failures = [line for line in done.stderr.splitlines() if line.startswith("silent")]
     # one failure on three hosts: said once, under their node set, ssh's words with %h for the host
     assert failures == ["silent[1-3] (3): host unreachable: ssh could not connect. Check the name, that "
-                        f"sshd runs there and the network/ProxyJump path (`ssh -F{config} %h true`)."]
+                        f"sshd runs there and the network/ProxyJump path (`ssh -F{silent_config} %h true`)."]
     assert "banner exchange" in done.stderr
     # ssh's own words, below, are as ssh wrote them for the first host (%h was put into them)
     assert "--- ssh stderr of silent1 (the others' the same, of their own name) ---\n" in done.stderr

@@ -58,14 +58,11 @@ def test_f_bounds_the_ssh_connections_open_at_once_not_only_the_commands_running
 
 
 def test_hosts_that_fail_in_their_turn_are_reported_folded_and_do_not_hold_the_others(
-    sshd: SshServer, silent_port: int, tmp_path: Path
+    silent_config: Path,
 ) -> None:
-    config = tmp_path / "ssh_config"
-    config.write_text(f"Include {sshd.ssh_options[1]}\n\nHost silent*\n  HostName 127.0.0.1\n"
-                      f"  Port {silent_port}\n  LogLevel ERROR\n  StrictHostKeyChecking no\n"
-                      "  UserKnownHostsFile /dev/null\n")
     # node set order: host1, host2, then the silent ones, each reached only in its turn (-f 1)
-    process = start_mpish_ssh(f"-F{config}", "silent[1-2],host[1-2]", "-f", "1", "-t", "1", "-c", "echo ok")
+    process = start_mpish_ssh(f"-F{silent_config}", "silent[1-2],host[1-2]", "-f", "1", "-t", "1",
+                              "-c", "echo ok")
     most, out, err = most_ssh_children(process)
     assert process.returncode == 255, err
     assert most == 1
