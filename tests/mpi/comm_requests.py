@@ -507,6 +507,55 @@ def check_a_freed_receive_completes_while_its_rank_waits_in_mpi_waitall(
     ok("a_freed_receive_completes_while_its_rank_waits_in_mpi_waitall")
 
 
+def check_mpi_waitall_completes_secure_requests_next_to_null_and_completed_requests(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """The non-periodic halo exchange: ``[MPI.REQUEST_NULL] * 4`` filled for the neighbours that
+    exist, then ``MPI.Request.Waitall``; also a raw request already complete in the list, and
+    objects through ``MPI.Request.waitall``. MPICH aborted the job on its own assertion
+    (``kind != MPIR_REQUEST_KIND__GREQUEST``) for a pending generalized request next to a null;
+    secure handles are MPICH's extended generalized requests now (comm/extended.py), which its
+    Waitall completes first. A truncated receive completed by MPI reports ERR_TRUNCATE."""
+    left = c.rank - 1 if c.rank > 0 else MPI.PROC_NULL
+    right = c.rank + 1 if c.rank < c.size - 1 else MPI.PROC_NULL
+    for round_ in range(50):
+        from_left, from_right = np.full(8, -1.0), np.full(8, -1.0)
+        requests = [MPI.REQUEST_NULL] * 4
+        if left != MPI.PROC_NULL:
+            requests[0] = c.Irecv(from_left, left, 61)
+            requests[2] = c.Isend(np.full(8, float(c.rank * 100 + round_)), left, 62)
+        if right != MPI.PROC_NULL:
+            requests[1] = c.Irecv(from_right, right, 62)
+            requests[3] = c.Isend(np.full(8, float(c.rank * 100 + round_)), right, 61)
+        statuses = [MPI.Status() for _ in requests]
+        MPI.Request.Waitall(requests, statuses)
+        if left != MPI.PROC_NULL:
+            assert np.all(from_left == left * 100 + round_), from_left
+            assert (statuses[0].Get_source(), statuses[0].Get_tag(), statuses[0].Get_count(MPI.DOUBLE)) == (
+                left, 61, 8)
+        if right != MPI.PROC_NULL:
+            assert np.all(from_right == right * 100 + round_), from_right
+    done = raw.Isend(b"", c.rank, 63)  # complete, not yet waited on, next to pending secure ones
+    late = raw.Irecv(bytearray(0), c.rank, 63)
+    while not done.Get_status():
+        pass
+    receive = c.irecv(source=c.rank, tag=64)
+    send = c.isend({"halo": c.rank}, c.rank, 64)
+    objects = MPI.Request.waitall([MPI.REQUEST_NULL, done, receive, MPI.REQUEST_NULL, send, late])
+    assert objects[2] == {"halo": c.rank}, objects
+    small = bytearray(2)
+    truncated = c.Irecv(small, c.rank, 65)
+    c.Send(b"far too long", c.rank, 65)
+    statuses = [MPI.Status(), MPI.Status()]
+    try:
+        MPI.Request.Waitall([MPI.REQUEST_NULL, truncated], statuses)
+    except MPI.Exception as exc:
+        assert exc.Get_error_class() in (MPI.ERR_IN_STATUS, MPI.ERR_TRUNCATE), exc
+    else:
+        raise AssertionError("a truncated secure receive completed by MPI_Waitall reported no error")
+    ok("mpi_waitall_completes_secure_requests_next_to_null_and_completed_requests")
+
+
 CHECKS = [
     check_issend_completes_only_once_matched,
     check_a_probe_does_not_complete_a_synchronous_send,
@@ -524,6 +573,7 @@ CHECKS = [
     check_a_freed_send_completes_in_the_background,
     check_freed_receives_synchronous_and_persistent_sends_complete_in_the_background,
     check_a_freed_receive_completes_while_its_rank_waits_in_mpi_waitall,
+    check_mpi_waitall_completes_secure_requests_next_to_null_and_completed_requests,
 ]
 
 

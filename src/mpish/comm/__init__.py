@@ -14,6 +14,7 @@ One job per module:
 - ``nonblocking.py``: the nonblocking collectives (run at the call, complete requests);
 - ``requests.py``: :class:`SecureRequest`, persistent requests, :func:`Waitall` & co. for lists;
 - ``handles.py``: secure requests as MPI generalized requests (``MPI.Request.Waitall`` works);
+- ``extended.py``: MPICH's extended generalized requests (its waits call mpish back);
 - ``buffers.py``: mpi4py buffer arguments as byte views; :class:`Unsupported`.
 
 Records (wire/record.py): one MPI message carries exactly one record, sent with the

@@ -18,7 +18,10 @@ starts it holds no lock, so the thread waits until the starting thread has left 
 package's code): secure code never runs in two threads at once, and the thread never
 blocks in MPI (it only tests). The object of a lowercase receive is handed to MPI's handle
 (``complete(obj)``), so ``MPI.Request.waitall`` returns it, and the handle's query
-callback reports the status (source, tag, count, cancelled) MPI gives the caller.
+callback reports the status (source, tag, count, cancelled) MPI gives the caller. Under
+MPICH the handle is an extended generalized request (extended.py): MPICH's waits and tests
+call :func:`_step`/:func:`_wait` in the waiting thread, which poll the request there and
+then (never blocking on the lock, as the thread), so the thread is only the fallback.
 
 Threads. Under ``MPI_THREAD_MULTIPLE`` a program may call secure code from several
 threads, and secure code is not safe to run in two threads at once: a lane's record
@@ -64,6 +67,7 @@ from typing import Any, TypeVar
 
 from mpi4py import MPI
 
+from . import extended
 from .buffers import set_status
 from .posted import _ACTIVE, FREED, progress_freed
 
@@ -225,7 +229,7 @@ def _poll_watched(batch: int) -> bool:
 class HandleState:
     """What the handle's query callback reports (kept apart from the request: no cycle)."""
 
-    __slots__ = ("cancelled", "completed", "error", "refuse", "result")
+    __slots__ = ("cancelled", "completed", "error", "owner", "refuse", "result")
 
     def __init__(self) -> None:
         self.result: tuple[int, int, int] = (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
@@ -233,17 +237,56 @@ class HandleState:
         self.cancelled = False
         self.refuse = False  # MPI's class-level calls may not complete this request
         self.completed = False  # Grequest.complete was called
+        self.owner: weakref.ref[Any] | None = None  # the request (MPICH's wait_fn/poll_fn poll it)
 
 
-def _query(status: Any, state: HandleState) -> None:
+def _report(state: HandleState, status: Any) -> int:
+    """The handle's status and error code, as MPI asks them (query callback)."""
     if state.refuse:
         if not threads_ok():
             _warn_thread_level()  # MPI itself asks: the program gave it a secure request
-        raise MPI.Exception(MPI.ERR_REQUEST)
+        return int(MPI.ERR_REQUEST)
     if state.error is not None:
-        raise state.error if isinstance(state.error, MPI.Exception) else MPI.Exception(MPI.ERR_OTHER)
+        return state.error.Get_error_code() if isinstance(state.error, MPI.Exception) else int(MPI.ERR_OTHER)
     set_status(status, *state.result)
     status.Set_cancelled(state.cancelled)
+    return int(MPI.SUCCESS)
+
+
+def _query(status: Any, state: HandleState) -> None:
+    code = _report(state, status)
+    if code != MPI.SUCCESS:
+        raise state.error if isinstance(state.error, MPI.Exception) else MPI.Exception(code)
+
+
+def _step(state: HandleState) -> None:
+    """One poll of the handle's operation, in the thread MPI tests or waits in (MPICH's
+    poll_fn/wait_fn, extended.py); never blocks on the lock (the progress thread's rule)."""
+    request = state.owner() if state.owner is not None else None
+    if request is None or state.completed or not LOCK.acquire(blocking=False):
+        return
+    _DEPTH[0] += 1
+    try:
+        if _DEPTH[0] == 1 and not _SHARED and len(_PY_THREADS) > 1 + len(_THREAD):
+            _share()
+        request._poll_handle()
+    except Exception as exc:  # MPI's wait reports it (query) instead of spinning for ever
+        state.error = exc
+        complete(request, state, None)
+    finally:
+        _DEPTH[0] -= 1
+        LOCK.release()
+
+
+def _wait(state: HandleState) -> None:
+    """MPI waits on the handle (MPICH's wait_fn, from MPI_Waitall): poll until complete."""
+    while not state.completed and state.owner is not None and state.owner() is not None:
+        _step(state)
+        if not state.completed:
+            os.sched_yield()
+
+
+_EXTENDED = extended.Callbacks(_report, _step, _wait)
 
 
 @functools.cache
@@ -254,6 +297,8 @@ def threads_ok() -> bool:
 def start_handle(state: HandleState) -> Any:
     """A new generalized request reporting ``state``; without thread support it is complete
     at once and its query fails (MPI's waits raise ERR_REQUEST, never hang)."""
+    if threads_ok() and extended.available():  # MPICH: its waits complete the handle (extended.py)
+        return extended.start(state, _EXTENDED)
     request = MPI.Grequest.Start(_query, None, None, args=(state,))
     if not threads_ok():
         refuse(request, state)

@@ -16,6 +16,7 @@ it any more, and a posted receive left behind would take a later receive's messa
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -50,6 +51,7 @@ class SecureRequest(MPI.Grequest):
         state = HandleState()
         request = super().__new__(cls, start_handle(state))
         request._state = state  # set before __init__
+        state.owner = weakref.ref(request)
         return request
 
     def __init__(
