@@ -127,15 +127,18 @@ def test_a_host_without_a_hello_by_its_deadline_in_its_turn_is_given_up_and_free
     assert f"hang1: {ssh_session.NO_HELLO}" in err.getvalue().decode()
 
 
+@pytest.mark.parametrize("fanout", [["-f", "3"], []], ids=["more_hosts_than_f", "hosts_within_f"])
 def test_a_ctrl_c_while_a_host_of_the_first_wave_never_greets_keeps_the_others_results(
-    stuck_config: Path, tmp_path: Path
+    stuck_config: Path, tmp_path: Path, fanout: list[str]
 ) -> None:
     """The first -f hosts were connected as a barrier (every Hello awaited before any result): a
     host whose login hung held the others' results back, and a Ctrl-C then lost them all ("mpish:
-    interrupted", a clush user). Every host now joins in its turn; the others' results stand."""
+    interrupted", a clush user). Every host now joins in its turn; the others' results stand,
+    also when every host is in the first wave (5 hosts, the default -f 64: still a barrier
+    until the Hellos of a -c with hosts within -f were left to the console as well)."""
     marker = tmp_path / "ran"
     # hang1 comes first in the node set: it is in the first wave (-f 3) with host1 and host2
-    process = start_mpish_ssh(f"-F{stuck_config}", "hang1,host[1-4]", "-f", "3", "-c",
+    process = start_mpish_ssh(f"-F{stuck_config}", "hang1,host[1-4]", *fanout, "-c",
                               f"echo did-it; echo $MPISH_RANK >> {marker}")
     deadline = time.monotonic() + 30
     while (not marker.exists() or len(marker.read_text().split()) < 4) and time.monotonic() < deadline:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mpish.shell.app import stdin_to_send
+from mpish.shell.options import stdin_to_send
 
 
 def test_dev_null_and_an_empty_or_consumed_file_are_nothing_to_broadcast(tmp_path: Path) -> None:

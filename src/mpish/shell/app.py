@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +20,7 @@ from .grouping import (
     set_color,
     status_lines,
 )
+from .options import stdin_to_send
 from .session import Terminated
 from .style import COLOR_CHOICES
 
@@ -184,7 +184,7 @@ def _guard(MPI: Any, entry: Any) -> int:
 
 def _warn_if_argv_crossed_hosts(console: Any) -> None:
     """-c under a launcher spanning hosts: the command went to them in the launcher's clear text."""
-    import socket  # only here: mpish ssh -c imports this module (stdin_to_send)
+    import socket  # only here: the other paths through this module need no socket
 
     from . import mpi_session as launch
 
@@ -225,23 +225,6 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
         repl = Repl(console, reader=PlainReader(stream, None), output=OutputMode.from_args(args))
         repl.targets = targets  # -w: the default targets, as :targets would set them
         return repl.loop()  # exit N in the file: N, as a bash script would; else the last status
-
-
-def stdin_to_send(nostdin: bool, fd: int = 0) -> int | None:
-    """The fd that ``-c`` broadcasts as the command's stdin: ``fd``, unless ``--nostdin``, or
-    it is a terminal (as clush: nothing is read from it), closed, ``/dev/null`` or an empty
-    file (cron's and CI's stdin: nothing to send, so ``-f`` keeps its fan-out limit)."""
-    try:
-        if nostdin or os.isatty(fd):
-            return None
-        info = os.fstat(fd)
-        if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
-            return None
-        if stat.S_ISREG(info.st_mode) and info.st_size <= os.lseek(fd, 0, os.SEEK_CUR):
-            return None
-    except OSError:
-        return None
-    return fd
 
 
 def run_once(console: Any, args: argparse.Namespace) -> int:

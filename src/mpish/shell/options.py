@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import stat
 from collections.abc import Callable, Sequence
 
 import mpish
@@ -244,3 +246,20 @@ def split_command(
             options.append(word)
             i += 1
     return options, []
+
+
+def stdin_to_send(nostdin: bool, fd: int = 0) -> int | None:
+    """The fd that ``-c`` broadcasts as the command's stdin: ``fd``, unless ``--nostdin``, or
+    it is a terminal (as clush: nothing is read from it), closed, ``/dev/null`` or an empty
+    file (cron's and CI's stdin: nothing to send, so ``-f`` keeps its fan-out limit)."""
+    try:
+        if nostdin or os.isatty(fd):
+            return None
+        info = os.fstat(fd)
+        if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
+            return None
+        if stat.S_ISREG(info.st_mode) and info.st_size <= os.lseek(fd, 0, os.SEEK_CUR):
+            return None
+    except OSError:
+        return None
+    return fd

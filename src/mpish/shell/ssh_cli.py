@@ -53,7 +53,7 @@ from mpish.shell.names import fold_hosts as fold_hosts
 from mpish.shell.nodes import HostsError as HostsError
 from mpish.shell.nodes import Selection, select_hosts
 from mpish.shell.nodes import expand_hosts as expand_hosts
-from mpish.shell.options import CopyRequest, OutputMode, exit_status
+from mpish.shell.options import CopyRequest, OutputMode, exit_status, stdin_to_send
 from mpish.wire.message import Frozen, frozen
 
 DEFAULT_FANOUT = 64  # clush's default
@@ -155,19 +155,18 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     def first_run() -> bytes:
         """The Run, sent with each host's code: the command starts in ssh's first round trip."""
         from mpish.shell import protocol as p
-        from mpish.shell.app import stdin_to_send
         from mpish.shell.console import FIRST_RUN_ID
 
         stdin.append(stdin_to_send(options.nostdin))
         return p.CODEC.encode(p.Run(FIRST_RUN_ID, command, options.timeout or 0.0, stdin[0] is not None))
 
-    # more hosts than -f, nothing to broadcast: at most -f connections open at once (clush's
-    # fan-out), each host connected in its turn and hung up when done (turns.py)
-    rolling = len(hosts) > options.fanout and _nothing_to_broadcast(options)
+    # nothing to broadcast: the first -f hosts start the command with their code and greet the
+    # console (no barrier on the slowest login); with more hosts than -f, at most -f connections
+    # are open at once (clush's fan-out), each host connected in its turn and hung up when done
+    rolling = _nothing_to_broadcast(options)
     # ssh first: the output machinery loads meanwhile; hosts lost once joined are folded at the end
     session = _start(options, hosts, first_run, report_losses=options.mode.kind == "json", rolling=rolling)
     session.advise = lambda why, host: advice(why, host, options)
-    from mpish.shell.app import stdin_to_send
     from mpish.shell.console import Console
     from mpish.shell.grouping import (
         STDOUT_CLOSED,
@@ -228,8 +227,6 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
 
 def _nothing_to_broadcast(options: SshShellOptions) -> bool:
     """No stdin for the command (one stream for all hosts needs them all connected at once)."""
-    from mpish.shell.app import stdin_to_send
-
     return stdin_to_send(options.nostdin) is None
 
 

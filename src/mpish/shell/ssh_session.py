@@ -19,9 +19,10 @@ ssh's first round trip instead of after its Hello; what a host answers before ev
 has greeted is kept (``early``) and handed to the console in order
 (:meth:`~mpish.shell.console.Console.run`'s ``sent``).
 
-``-f`` (clush's fan-out) bounds the hosts being connected at once; under ``-c`` with more
-hosts than that (``rolling``), it bounds the connections *open* at once, as clush does: the
-first ``-f`` hosts are started (not awaited: they greet the console), the others wait in
+``-f`` (clush's fan-out) bounds the hosts being connected at once; under ``-c`` with
+nothing to broadcast on stdin (``rolling``), it bounds the connections *open* at once, as
+clush does: the first ``-f`` hosts are started (not awaited: they greet the console, so a
+host whose login hangs holds back nobody's result, whatever the number of hosts), the others wait in
 ``later`` and the console connects each when a place frees (:meth:`SshSession.join`: code and Run in one
 write, the host JOINING until its Hello) and hangs a host up as soon as its command is done
 or it is lost (:meth:`SshSession.release`: its close record, then EOF; the ssh process is
@@ -233,6 +234,9 @@ class SshSession(Session):
         """MultiLink's report that a host's pipe ended: mark it lost, say why (once)."""
         process = self.processes.get(rank)
         reason = why
+        link = self.link.links.get(rank)
+        if process is not None and link is not None and link.received_bytes and not why.startswith(MALFORMED):
+            process.greeted = True  # its Hello was read (a joining host's: the console has not seen it yet)
         if process is not None and why.startswith(MALFORMED) and not process.greeted:
             began = why.rpartition("; it began ")[2]  # PipeLink's words: the bytes, escaped
             reason = (f"its output did not start with mpish's hello but with {began}: does a shell "
@@ -243,10 +247,11 @@ class SshSession(Session):
         peer = self.peers.get(rank)
         if peer is None:
             return
-        if peer.ready and peer.alive and self.report_losses:
+        joined = peer.ready or (process is not None and process.greeted)
+        if joined and peer.alive and self.report_losses:
             report.say(f"{peer.host}: lost: {reason}", self.err)
             self.err.flush()
-        elif not peer.ready:
+        elif not joined:
             self.failed.setdefault(peer.host, reason)
             reason = self.advise(reason, peer.host)  # a joining host's result says it so
         peer.alive = False
