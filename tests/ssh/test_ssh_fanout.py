@@ -5,11 +5,13 @@ Before, -f bounded the commands running, and every host stayed connected: 2,000 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +22,10 @@ from sshd_server import SshServer
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-def start_mpish_ssh(ssh_options: str, *args: str) -> subprocess.Popen[str]:
+def start_mpish_ssh(ssh_options: str, *args: str, stdin: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "mpish", "ssh", "-o", ssh_options, "--python", sys.executable, *args]
     env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
 
 
@@ -55,6 +57,49 @@ def test_f_bounds_the_ssh_connections_open_at_once_not_only_the_commands_running
     assert sorted(line for line in out.splitlines() if line.startswith("ran on")) == [
         f"ran on {rank}" for rank in range(1, 7)]
     assert most == 2, f"{most} ssh processes at once with -f 2 (each host stayed connected?)"
+
+
+def test_stdin_from_a_pipe_reaches_every_host_in_its_turn_and_f_still_bounds_the_connections(
+    sshd: SshServer,
+) -> None:
+    """Data on stdin made every host connect at once (one stream for all), so -f was ignored
+    whenever stdin was a pipe (`true |`, cron, CI: 200 ssh processes at -f 8, a clush user).
+    stdin is now spooled and each host gets it from its first byte in its turn (shell/spool.py)."""
+    data = b"".join(b"line %d of the piped input\n" % i for i in range(20_000))  # 0.5 MB: several chunks
+    reader, writer = os.pipe()
+    process = start_mpish_ssh(" ".join(sshd.ssh_options), "host[1-5]", "-f", "2", "-c", "sha256sum",
+                              stdin=reader)
+    os.close(reader)
+
+    def write() -> None:
+        with os.fdopen(writer, "wb") as pipe:
+            pipe.write(data)
+
+    feeder = threading.Thread(target=write)
+    feeder.start()
+    most, out, err = most_ssh_children(process)
+    feeder.join(timeout=10)
+    assert process.returncode == 0, err
+    digest = hashlib.sha256(data).hexdigest()
+    assert out.count(f"{digest}  -") == 1 and "host[1-5] (5)" in out, out  # every host, every byte
+    assert most == 2, f"{most} ssh processes at once with -f 2 and a pipe on stdin"
+
+
+def test_a_stdin_pipe_that_never_closes_holds_back_no_command_that_does_not_read_it(sshd: SshServer) -> None:
+    """ssh without -n in a script: stdin stays open for ever. The hosts' commands that do not
+    read it end, and each host's turn comes (nothing waits for stdin's end before starting)."""
+    reader, writer = os.pipe()
+    try:
+        process = start_mpish_ssh(" ".join(sshd.ssh_options), "host[1-4]", "-f", "2", "-c",
+                                  "echo ran on $MPISH_RANK", stdin=reader)
+        os.close(reader)
+        most, out, err = most_ssh_children(process)
+    finally:
+        os.close(writer)
+    assert process.returncode == 0, err
+    assert sorted(line for line in out.splitlines() if line.startswith("ran on")) == [
+        f"ran on {rank}" for rank in range(1, 5)], (out, err)
+    assert most == 2
 
 
 def test_hosts_that_fail_in_their_turn_are_reported_folded_and_do_not_hold_the_others(

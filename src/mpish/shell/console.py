@@ -29,17 +29,16 @@ Operations in modules of their own (transfers: :mod:`.console_transfer`; ``:atta
 Tab completion) send through :meth:`Console.send` and get their answers through
 :meth:`Console.routed`.
 
-A command's stdin (``run(..., stdin=fd)``, clush's broadcast) is read in the same loop,
-one chunk at a time and only when every rank still running has credit for it, so
-however much comes in, at most ``WINDOW`` bytes per rank are in flight; its end is sent
-as ``Input(eof=True)``, which closes the command's stdin on every rank.
+A command's stdin (``run(..., stdin=fd)``, clush's broadcast) is read in the same loop
+into a spool (spool.py) that every rank gets from its first byte, also one whose turn of
+``-f`` comes late; a chunk goes to a rank only when it has credit for it, so however much
+comes in, at most ``WINDOW`` bytes per rank are in flight; its end is sent as
+``Input(eof=True)``, which closes the command's stdin on that rank.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import select
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -63,6 +62,7 @@ from .ranks import format_ranks
 from .receive import Output, Waiter, receive
 from .session import Peer, Session
 from .silence import ESCALATION_HINTS, SilenceWatch
+from .spool import StdinSpool
 from .transfer import send_chunk
 from .turns import Turns
 
@@ -333,9 +333,9 @@ class Console:
         """Run ``command`` on ``ranks``; output goes to ``sink`` as it arrives.
 
         ``stdin``: a file descriptor whose bytes, to its end, every rank's command reads
-        as its stdin (else the command's stdin is /dev/null). ``fanout`` (clush's ``-f``):
-        the command runs on at most that many ranks at once, the next starting when one
-        ends; 0, or a stdin to broadcast (one stream for all), starts it everywhere at once.
+        as its stdin, each from its first byte (spool.py; else the command's stdin is
+        /dev/null). ``fanout`` (clush's ``-f``): the command runs on at most that many ranks
+        at once, the next starting when one ends; 0 starts it everywhere at once.
 
         ``sent``: ranks that already got this Run (id :data:`FIRST_RUN_ID`, the console's first
         command; ``mpish ssh -c`` sends it with the server's code), ``early`` what they
@@ -349,34 +349,31 @@ class Console:
                    if (self.machines[r].state is ConsoleState.IDLE and self.peers[r].alive) or r in sent]
         unsent = [rank for rank in targets if rank not in sent]
         ahead = len(targets) - len(unsent)  # sent with the code: running already, they count in -f
-        waiting = unsent[max(0, fanout - ahead):] if fanout > 0 and stdin is None else []
+        waiting = unsent[max(0, fanout - ahead):] if fanout > 0 else []
         targets = sorted(targets + later)
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
         run = self._run = Running(cmd_id, sink, dict.fromkeys(targets, p.WINDOW))
         watch = self._silence = SilenceWatch(limit, started)
         message = p.Run(cmd_id, command, limit, stdin is not None)
-        turns = Turns(self, run, targets, waiting + later, fanout if stdin is None else 0, message, watch)
-        stdin_open = stdin is not None
+        turns = Turns(self, run, targets, waiting + later, fanout, message, watch)
+        spool = StdinSpool(stdin, p.CHUNK) if stdin is not None else None
 
         def feed() -> bool:
-            nonlocal stdin_open
             running = self._in(ConsoleState.RUNNING, targets)
-            if not stdin_open or stdin is None or not running:
+            if spool is None or not running:
                 return False
-            if min(run.credit[r] for r in running) < p.CHUNK or not select.select([stdin], [], [], 0)[0]:
-                return False
-            try:
-                data = os.read(stdin, p.CHUNK)
-            except OSError as exc:
-                print(f"mpish: cannot read stdin: {exc.strerror}; the command's stdin ends here",
-                      file=self.err)
-                data = b""
+            moved = any(spool.caught_up(r) and run.credit[r] >= p.CHUNK for r in running) and spool.pump()
+            if spool.error:
+                print(f"mpish: {spool.error}", file=self.err)
+                spool.error = ""
             for rank in running:
-                self._step(rank, Local.STDIN, p.Input(cmd_id, data, not data))
-                run.credit[rank] -= len(data)
-            stdin_open = bool(data)
-            return True
+                chunk = spool.next_chunk(rank, run.credit[rank])
+                if chunk is not None:
+                    self._step(rank, Local.STDIN, p.Input(cmd_id, *chunk))
+                    run.credit[rank] -= len(chunk[0])
+                    moved = True
+            return moved
 
         def feed_and_top_up() -> bool:
             # stdout's reader left: as SIGPIPE would; again a second later (an Interrupt that
@@ -423,6 +420,8 @@ class Console:
         finally:
             self._abandon(r for r in targets if r in self.machines)
             self._run = self._silence = None
+            if spool is not None:
+                spool.close()
         for rank in targets:
             if rank not in run.results:
                 why = ("not run: interrupted before its turn (-f)" if rank in turns.skipped

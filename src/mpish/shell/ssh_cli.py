@@ -160,12 +160,11 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         stdin.append(stdin_to_send(options.nostdin))
         return p.CODEC.encode(p.Run(FIRST_RUN_ID, command, options.timeout or 0.0, stdin[0] is not None))
 
-    # nothing to broadcast: the first -f hosts start the command with their code and greet the
-    # console (no barrier on the slowest login); with more hosts than -f, at most -f connections
-    # are open at once (clush's fan-out), each host connected in its turn and hung up when done
-    rolling = _nothing_to_broadcast(options)
-    # ssh first: the output machinery loads meanwhile; hosts lost once joined are folded at the end
-    session = _start(options, hosts, first_run, report_losses=options.mode.kind == "json", rolling=rolling)
+    # rolling: the first -f hosts start the command with their code and greet the console (no
+    # barrier on the slowest login); with more hosts than -f, at most -f connections are open at
+    # once (clush's fan-out), each host connected in its turn, given stdin from its first byte
+    # (spool.py), and hung up when done. ssh first: the output machinery loads meanwhile.
+    session = _start(options, hosts, first_run, report_losses=options.mode.kind == "json", rolling=True)
     session.advise = lambda why, host: advice(why, host, options)
     from mpish.shell.console import Console
     from mpish.shell.grouping import (
@@ -223,11 +222,6 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
             err.write(line.encode() + b"\n")
         err.flush()
     return exit_status([status_of(r) for r in results], options.maxrc)
-
-
-def _nothing_to_broadcast(options: SshShellOptions) -> bool:
-    """No stdin for the command (one stream for all hosts needs them all connected at once)."""
-    return stdin_to_send(options.nostdin) is None
 
 
 def run_tty(options: SshShellOptions, err: IO[bytes]) -> int:

@@ -1,0 +1,90 @@
+"""A command's stdin, given to every target from its own start (clush's stdin broadcast).
+
+``-c`` broadcasts the console's stdin to every target's command. Under ``-f`` the targets
+do not all run at once: a host connected in its turn must still get the stream from its
+first byte. So what is read from stdin is kept in a *spool*, an unlinked temporary file
+(a regular file given as stdin is its own spool: read in place), and each target has its
+own offset into it: a target that starts late replays the spool, then follows the stream.
+
+Memory stays bounded (the spool is on disk; a chunk at a time is in memory), and stdin is
+read only when some running target has caught up with the spool and has credit for more:
+the stream is read as fast as the fastest reader takes it, never ahead of every reader (an
+endless ``yes |`` fills nothing while no command reads). A pipe that never closes (ssh
+without ``-n`` in a script) holds nothing back: a command that does not read its stdin ends
+without it, and its host is released as any other.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import stat
+
+
+class StdinSpool:
+    """stdin (``fd``) as seen by each target: :meth:`next_chunk` per target, :meth:`pump` to read on."""
+
+    def __init__(self, fd: int, chunk: int) -> None:
+        self.fd = fd
+        self.chunk = chunk
+        self.error = ""  # why reading stdin stopped early, in words (said once by the caller)
+        self.offsets: dict[int, int] = {}  # target -> bytes of the spool sent to it
+        self.ended: set[int] = set()  # targets that were sent the end
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode):  # read in place: the file is the spool
+            self._base = os.lseek(fd, 0, os.SEEK_CUR)
+            self._spool: int | None = fd
+            self.size, self.eof, self._own = max(0, info.st_size - self._base), True, False
+        else:
+            self._base, self._spool, self.size, self.eof, self._own = 0, None, 0, False, True
+
+    def caught_up(self, target: int) -> bool:
+        """True if ``target`` was sent everything read so far and more may come."""
+        return not self.eof and self.offsets.get(target, 0) >= self.size
+
+    def pump(self) -> bool:
+        """Read one chunk that stdin has ready into the spool; True if stdin moved (data or its end)."""
+        if self.eof or not select.select([self.fd], [], [], 0)[0]:
+            return False
+        try:
+            data = os.read(self.fd, self.chunk)
+        except OSError as exc:
+            self.error = f"cannot read stdin: {exc.strerror or exc}; the command's stdin ends here"
+            data = b""
+        if not data:
+            self.eof = True
+            return True
+        if self._spool is None:
+            import tempfile  # only for a pipe's data (a command that prints nothing loads none)
+
+            with tempfile.TemporaryFile(prefix="mpish-stdin-") as spool:
+                self._spool = os.dup(spool.fileno())  # unlinked at once: nothing left behind
+        os.pwrite(self._spool, data, self.size)
+        self.size += len(data)
+        return True
+
+    def next_chunk(self, target: int, room: int) -> tuple[bytes, bool] | None:
+        """What ``target`` gets next, at most ``room`` bytes: (data, False), or (b"", True)
+        for the end; None if it has nothing to get now (caught up, or no room)."""
+        if target in self.ended:
+            return None
+        offset = self.offsets.get(target, 0)
+        if offset >= self.size:
+            if not self.eof:
+                return None
+            self.ended.add(target)
+            return b"", True
+        size = min(self.chunk, room, self.size - offset)
+        if size <= 0 or self._spool is None:
+            return None
+        data = os.pread(self._spool, size, self._base + offset)
+        if not data:  # a regular file that shrank meanwhile: its end
+            self.size = offset
+            return self.next_chunk(target, room)
+        self.offsets[target] = offset + len(data)
+        return data, False
+
+    def close(self) -> None:
+        if self._own and self._spool is not None:
+            os.close(self._spool)
+        self._spool = None
