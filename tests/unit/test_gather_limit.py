@@ -149,7 +149,7 @@ def test_without_an_interrupt_all_gathered_output_is_shown_at_a_terminal(
 
 
 def test_the_tail_shown_after_a_ctrl_c_starts_at_a_line_even_one_that_starts_on_the_boundary() -> None:
-    from mpish.shell.grouping import _Spool
+    from mpish.shell.gathered import Gathered
 
     cases = [
         (b"a" * 9 + b"\n" + b"0123456789", 10),  # size 20; a line starts exactly 10 from the end
@@ -157,7 +157,7 @@ def test_the_tail_shown_after_a_ctrl_c_starts_at_a_line_even_one_that_starts_on_
         (b"xxxxxxxxxx\nyy\nzzzzz", 11),  # the first line start inside the tail
     ]
     for data, start in cases:
-        spool = _Spool()
+        spool = Gathered()
         spool.write(data)
         assert spool.keep_tail(10) == start == spool.start, data
         spool.close()
@@ -177,3 +177,25 @@ def test_the_notice_says_how_the_rest_is_shown_in_the_mode_asked(
     sink.output(1, p.STDOUT, b"12345\n")
     assert said in err.getvalue(), err.getvalue()
     assert out.getvalue() == (b"@1: 12345\n" if labels else b"12345\n")
+
+
+def test_the_limit_counts_distinct_output_so_identical_floods_stay_gathered() -> None:
+    """40 hosts printing the same 20 MB (`cat` of one file everywhere) were 800 MB against the
+    64 MiB limit: labelled lines where clush gathered one block (a clush user). Identical output
+    is stored once (gathered.py) and the limit counts distinct bytes."""
+    out, err = io.BytesIO(), io.BytesIO()
+    sink = GroupedSink(out, err, Style(), limit=4 << 20)
+    block = b"".join(b"the same line %06d\n" % k for k in range(50_000))  # 1 MiB
+    for piece in range(0, len(block), 65_536):  # as it comes, interleaved between servers
+        for rank in range(1, 41):
+            sink.output(rank, p.STDOUT, block[piece : piece + 65_536])
+    assert sink.live is None and b"more than" not in err.getvalue()
+    assert sink.gathered == len(block)  # 40 MiB written, 1 MiB stored
+    for rank in range(1, 41):
+        sink.done(Result(rank, "h", 0))
+    sink.finish()
+    assert out.getvalue() == b"---------------\n@1-40 (40)\n---------------\n" + block
+    distinct = GroupedSink(io.BytesIO(), err, Style(), limit=4 << 20)
+    for rank in range(1, 6):  # five different megabytes: past 4 MiB of distinct output
+        distinct.output(rank, p.STDOUT, block.replace(b"line", b"L%03d" % rank))
+    assert distinct.live is not None

@@ -1,13 +1,13 @@
 """Where command output goes on the console: grouped (like ``clush -b``), live, or JSON.
 
-Grouping keeps memory bounded: each rank's stdout and stderr go to a
-``SpooledTemporaryFile`` (in memory up to 1 MiB, then on disk) while a SHA-256 of each
-is computed; at the end ranks with identical (stdout, stderr) digests are printed once
-under their rank set.
+Grouping keeps memory bounded: each rank's stdout and stderr are gathered (gathered.py:
+in memory up to 1 MiB, then on disk; identical outputs stored once) while a SHA-256 of
+each is computed; at the end ranks with identical (stdout, stderr) digests are printed
+once under their rank set.
 
 Gathering waits for the end, so an endless command (``mpish -n 2 -c yes | head -2``)
 showed nothing and filled the disk. Once more than ``gather_limit`` bytes (64 MiB by
-default, ``--gather-limit MIB``, 0 for none) are gathered in all, grouped output gives
+default, ``--gather-limit MIB``, 0 for none) of distinct output are gathered, grouped output gives
 way to line output: one line on stderr says so, what was gathered is shown line by line,
 each line labelled with its server (as ``-L``), and the rest as it comes (as ``-v``), so
 ``head`` gets its lines and leaves, and the command ends with the SIGPIPE status.
@@ -23,11 +23,11 @@ error (a lost connection, or ssh's reason when it never joined) printed as
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable
 from typing import IO, Protocol
 
+from .gathered import SHOW_PIECE, Gathered, Stopped, Store
 from .names import RankNames, Result, ServerNames, fold_reasons
 from .options import GATHER_LIMIT, OutputMode
 from .outcome import STDOUT_CLOSED, PipeGuard, signal_name, status_lines
@@ -37,7 +37,6 @@ from .style import Style, report_error, set_color
 __all__ = ["STDOUT_CLOSED", "GroupedSink", "JsonSink", "LiveSink", "OutputSink", "PipeGuard", "RawSink",
            "Style", "make_sink", "set_color", "signal_name", "status_lines"]
 
-SPOOL_IN_MEMORY = 1 << 20
 LIVE_LINE_LIMIT = 1 << 16  # a live line longer than this is printed in pieces
 
 
@@ -51,13 +50,8 @@ class OutputSink(Protocol):
     def finish(self) -> None: ...
 
 
-SHOW_PIECE = 1 << 16  # gathered output is shown in pieces this big, Ctrl-C checked between them
 INTERRUPTED_TAIL = 1 << 16  # after a Ctrl-C, at a terminal, only this much of each output is shown
 SHOW_NOTICE = 1 << 20  # gathered output at least this big is announced at a terminal (Ctrl-C stops it)
-
-
-class _Stopped(Exception):
-    """The person stopped the display of gathered output (Ctrl-C)."""
 
 
 def _never() -> bool:
@@ -68,49 +62,6 @@ def _at_terminal() -> bool:
     """The process's stdin, stdout and stderr are a terminal (the console's sys.stdout may be a
     proxy; without a terminal on stdin no Ctrl-C key is read, the signal ends mpish instead)."""
     return os.isatty(0) and os.isatty(1) and os.isatty(2)
-
-
-class _Spool:
-    def __init__(self) -> None:
-        import tempfile  # at the first output: a command that prints nothing never needs it (~3 ms)
-
-        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
-        self.digest = hashlib.sha256()
-        self.size = 0
-        self.last = b""  # the last byte written
-        self.start = 0  # where the display starts (keep_tail)
-
-    def write(self, data: bytes) -> None:
-        if not data:
-            return
-        self.file.write(data)
-        self.digest.update(data)
-        self.size += len(data)
-        self.last = data[-1:]
-
-    def copy_to(self, out: IO[bytes], stop: Callable[[], bool]) -> None:
-        """The spooled bytes, then a newline if they do not end with one (as clush does);
-        ``stop()`` is asked between pieces (a person's Ctrl-C ends a long display)."""
-        self.file.seek(self.start)
-        while chunk := self.file.read(SHOW_PIECE):
-            out.write(chunk)
-            if stop():
-                raise _Stopped
-        if self.size and self.last != b"\n":
-            out.write(b"\n")
-
-    def keep_tail(self, limit: int) -> int:
-        """Show only about the last ``limit`` bytes, from a line's start; the bytes left out."""
-        if self.size <= limit:
-            return 0
-        self.file.seek(self.size - limit - 1)  # one byte before: a line may start right there
-        head = self.file.read(limit + 1)
-        newline = head.find(b"\n")
-        self.start = self.size - limit + (newline if 0 <= newline < limit else 0)
-        return self.start
-
-    def close(self) -> None:
-        self.file.close()
 
 
 class _Sink:
@@ -179,7 +130,8 @@ class GroupedSink(_TerminalSink):
         diff: bool = False, limit: int = GATHER_LIMIT, prefixed: bool = False,
     ) -> None:
         super().__init__(out, err, style, names)
-        self._spools: dict[tuple[int, int], _Spool] = {}
+        self._spools: dict[tuple[int, int], Gathered] = {}
+        self._roots: dict[int, Store] = {}  # per stream: the store every server starts on
         self.merge_stderr, self.labels, self.counts = merge_stderr, labels, counts
         self.lines, self.diff, self.prefixed = lines, diff, prefixed
         # the console's Ctrl-C key: the display of what was gathered (after a flood: gigabytes) ends
@@ -202,9 +154,9 @@ class GroupedSink(_TerminalSink):
             return
         spool = self._spools.get((rank, stream))
         if spool is None:
-            spool = self._spools[(rank, stream)] = _Spool()
-        spool.write(data)
-        self.gathered += len(data)
+            spool = self._spools[(rank, stream)] = Gathered(self._roots.get(stream))
+            self._roots.setdefault(stream, spool.store)
+        self.gathered += spool.write(data)  # distinct bytes (gathered.py)
         if self.limit and self.gathered > self.limit:
             self._give_way()
 
@@ -224,10 +176,10 @@ class GroupedSink(_TerminalSink):
             (rank, stream), spool = min(self._spools.items())
             del self._spools[(rank, stream)]
             try:
-                spool.file.seek(0)
-                while not stopped and (chunk := spool.file.read(SHOW_PIECE)):
+                for chunk in spool.chunks():
                     self.live.output(rank, stream, chunk)
-                    stopped = self.stop()
+                    if stopped := self.stop():
+                        break
             finally:
                 spool.close()
             if rank in self.results and not stopped:  # it ended already: end its unfinished line
@@ -242,7 +194,7 @@ class GroupedSink(_TerminalSink):
             self.live.end_lines(result.rank)
         super()._ended(result)
 
-    def groups(self, stream: int = STDOUT) -> list[tuple[frozenset[int], _Spool]]:
+    def groups(self, stream: int = STDOUT) -> list[tuple[frozenset[int], Gathered]]:
         """(ranks, the spool of the first of them) per distinct output of ``stream``, in rank order."""
         by_digest: dict[bytes, list[int]] = {}
         for rank, kind in sorted(self._spools):
@@ -255,13 +207,12 @@ class GroupedSink(_TerminalSink):
             return b""
         return self.style.prefix(f"{self.names.label(ranks)}: ", after_escape).encode()
 
-    def _prefixed(self, spool: _Spool, ranks: Iterable[int], target: IO[bytes]) -> None:
-        spool.file.seek(spool.start)
+    def _prefixed(self, spool: Gathered, ranks: Iterable[int], target: IO[bytes]) -> None:
         shown = 0
         clean, after_escape = self._prefix(ranks), self._prefix(ranks, True)
         prefix = clean
         parts: list[bytes] = []  # written a piece at a time, not a line at a time
-        for line in spool.file:
+        for line in spool.lines():
             parts += (prefix, line if line.endswith(b"\n") else line + b"\n")
             prefix = after_escape if b"\x1b" in line else clean
             shown += len(line) + len(prefix)
@@ -269,14 +220,14 @@ class GroupedSink(_TerminalSink):
                 target.write(b"".join(parts))
                 parts, shown = [], 0
                 if self.stop():
-                    raise _Stopped
+                    raise Stopped
         target.write(b"".join(parts))
 
     def finish(self) -> None:
         try:
             if self.live is None:
                 self._show()
-        except _Stopped:
+        except Stopped:
             self.out.flush()
             self.err.write(self.style.error("\nmpish: display of the gathered output stopped (Ctrl-C)")
                            .encode() + b"\n")
@@ -352,9 +303,8 @@ class GroupedSink(_TerminalSink):
         self.out.flush()
 
 
-def _lines(spool: _Spool) -> list[str]:
-    spool.file.seek(0)
-    return [line.rstrip(b"\n").decode("utf-8", "surrogateescape") for line in spool.file]
+def _lines(spool: Gathered) -> list[str]:
+    return [line.rstrip(b"\n").decode("utf-8", "surrogateescape") for line in spool.lines()]
 
 
 class RawSink(_TerminalSink):
