@@ -177,9 +177,10 @@ class GroupedSink(_TerminalSink):
             del self._spools[(rank, stream)]
             try:
                 for chunk in spool.chunks():
-                    self.live.output(rank, stream, chunk)
-                    if stopped := self.stop():
+                    if stopped:  # asked once: the key is read (and gone) when stop() says so
                         break
+                    self.live.output(rank, stream, chunk)
+                    stopped = self.stop()
             finally:
                 spool.close()
             if rank in self.results and not stopped:  # it ended already: end its unfinished line
