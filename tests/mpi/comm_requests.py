@@ -556,6 +556,31 @@ def check_mpi_waitall_completes_secure_requests_next_to_null_and_completed_reque
     ok("mpi_waitall_completes_secure_requests_next_to_null_and_completed_requests")
 
 
+def check_mpi_request_cancel_cancels_a_secure_receive_as_a_raw_one(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """``MPI.Request.Cancel(request)`` (mpi4py's class-level call, MPI_Cancel on the handle) did
+    nothing to a secure Irecv: it never completed, and stayed posted, taking the next message
+    (a porter). It is the request's own Cancel now: completed by MPI's Test/Waitall, cancelled."""
+    for comm in (raw, c):
+        for complete in ("test", "waitall"):
+            into = np.zeros(4)
+            request = comm.Irecv(into, comm.rank, 66)
+            MPI.Request.Cancel(request)
+            status = MPI.Status()
+            if complete == "test":
+                deadline = time.monotonic() + 20
+                while not MPI.Request.Test(request, status):
+                    assert time.monotonic() < deadline, f"{type(comm).__name__}: a cancelled Irecv hung"
+            else:
+                MPI.Request.Waitall([MPI.REQUEST_NULL, request], [MPI.Status(), status])
+            assert status.Is_cancelled(), (type(comm).__name__, complete)
+            send = comm.Isend(np.ones(4), comm.rank, 66)  # not for the cancelled receive any more
+            later = np.zeros(4)
+            comm.Recv(later, comm.rank, 66)
+            send.Wait()
+            assert np.all(later == 1.0) and np.all(into == 0.0), (type(comm).__name__, into)
+    ok("mpi_request_cancel_cancels_a_secure_receive_as_a_raw_one")
+
+
 CHECKS = [
     check_issend_completes_only_once_matched,
     check_a_probe_does_not_complete_a_synchronous_send,
@@ -574,6 +599,7 @@ CHECKS = [
     check_freed_receives_synchronous_and_persistent_sends_complete_in_the_background,
     check_a_freed_receive_completes_while_its_rank_waits_in_mpi_waitall,
     check_mpi_waitall_completes_secure_requests_next_to_null_and_completed_requests,
+    check_mpi_request_cancel_cancels_a_secure_receive_as_a_raw_one,
 ]
 
 

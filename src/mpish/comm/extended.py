@@ -28,7 +28,15 @@ is found: Open MPI's function of that name takes other arguments. The callbacks 
 the status MPI passes to ``poll_fn``/``wait_fn`` (MPICH passes ``MPI_STATUSES_IGNORE``'s
 entries there); ``query_fn`` copies a status mpi4py filled, so no field layout is assumed.
 The ``extra_state`` is a key into :data:`_STATES` (never a Python pointer), dropped by
-``free_fn``. A callback never raises into C: errors become MPI error codes.
+``free_fn``. A callback never raises into C: errors become MPI error codes, and a Ctrl-C
+that Python would raise in a callback is delivered again once MPI has returned (as raw
+MPI's wait, which a Ctrl-C does not end; within about a millisecond of the return, so the
+KeyboardInterrupt may surface a few statements after the wait). ``MPI_Cancel`` on the
+handle (``MPI.Request.Cancel``) is the request's own Cancel.
+
+MPICH reports a failed query as ``MPI_ERR_OTHER`` (its ``**userquery``, naming our code):
+a truncated receive completed by ``MPI.Request.Waitall`` raises ``ERR_IN_STATUS`` as raw,
+but its status holds ``ERR_OTHER`` where raw's holds ``ERR_TRUNCATE``.
 """
 
 from __future__ import annotations
@@ -36,6 +44,9 @@ from __future__ import annotations
 import ctypes
 import functools
 import itertools
+import signal
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +66,10 @@ _WAIT = ctypes.CFUNCTYPE(
 )
 
 _STATES: dict[int, Any] = {}  # extra_state key -> the handle's state (handles.HandleState)
+_RUNNING = [0]  # callbacks running now (in any thread)
+_DEFERRED = threading.Event()  # a Ctrl-C is to be delivered again once MPI returned
+_CODES: set[Any] = set()  # other callbacks whose Ctrl-C is deferred (handles.py's query)
+_GUARDED: list[bool] = []
 _KEYS = itertools.count(1)  # 0 would reach the callbacks as None
 
 
@@ -62,55 +77,119 @@ class Callbacks:
     """What the handle's callbacks do with its state (handles.py provides them)."""
 
     def __init__(self, query: Callable[[Any, Any], int], poll: Callable[[Any], None],
-                 wait: Callable[[Any], None]) -> None:
-        self.query, self.poll, self.wait = query, poll, wait
+                 wait: Callable[[Any], None], cancel: Callable[[Any], None]) -> None:
+        self.query, self.poll, self.wait, self.cancel = query, poll, wait, cancel
+
+
+def _callback(what: str, action: Callable[[], int]) -> int:
+    """Run a callback's ``action`` for C: never raises (an error is an MPI error code), and a
+    Ctrl-C that Python raises in it is deferred until MPI returns (:func:`_defer_interrupt`)."""
+    _RUNNING[0] += 1
+    try:
+        while True:
+            try:
+                return action()
+            except KeyboardInterrupt:
+                _defer_interrupt()  # and go on: raw MPI's wait does not end at a Ctrl-C either
+    except BaseException as exc:  # never into C
+        log.warning("%s of a secure request failed: %r", what, exc)
+        return int(MPI.ERR_OTHER)
+    finally:
+        _RUNNING[0] -= 1
+
+
+def _defer_interrupt() -> None:
+    """A Ctrl-C landed in a callback, inside MPI's wait. Raw MPI waits on and Python raises
+    KeyboardInterrupt once the wait returned; here Python raised it in the callback, and
+    swallowing it would lose it. So a thread sends SIGINT to the main thread again whenever
+    no callback runs: once MPI has returned, Python raises it in the program, as for raw MPI
+    (while MPI still waits, it lands in the next callback and is deferred again)."""
+    if not _DEFERRED.is_set():
+        _DEFERRED.set()
+        threading.Thread(target=_redeliver, name="mpish-interrupt", daemon=True).start()
+
+
+def guard_sigint(*callbacks: Callable[..., Any]) -> None:
+    """Python runs its SIGINT handler at the next instruction of the main thread, and inside
+    MPI's wait that is a callback's first one, before any ``try`` (ctypes then returns MPI a
+    garbage code; mpi4py's own callbacks turn it into an MPI error). So the handler is
+    wrapped: in a callback (these, or this module's), the Ctrl-C is deferred
+    (:func:`_defer_interrupt`); elsewhere the program's handler runs as before. Installed once,
+    from the main thread only (Python's rule), over a Python-level handler only."""
+    _CODES.update(callback.__code__ for callback in callbacks)
+    current = signal.getsignal(signal.SIGINT)
+    if _GUARDED or threading.current_thread() is not threading.main_thread() or not callable(current):
+        return
+    _GUARDED.append(True)
+
+    def guard(signum: int, frame: Any) -> Any:
+        if _RUNNING[0] or _in_callback(frame):
+            _defer_interrupt()
+            return None
+        return current(signum, frame)
+
+    signal.signal(signal.SIGINT, guard)
+
+
+def _in_callback(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename == __file__ or frame.f_code in _CODES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _redeliver() -> None:
+    time.sleep(0.001)
+    while _RUNNING[0]:
+        time.sleep(0.001)
+    _DEFERRED.clear()
+    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
 
 def _query_fn(key: int | None, status: int | None) -> int:
-    try:
+    def query() -> int:
         state = _STATES.get(key or 0)
         if state is None:
-            return MPI.ERR_REQUEST
+            return int(MPI.ERR_REQUEST)
         filled = MPI.Status()
         code = _CALLBACKS[0].query(state, filled)
         if status:
             ctypes.memmove(status, MPI._addressof(filled), MPI._sizeof(MPI.Status))
         return code
-    except BaseException as exc:  # never into C
-        log.warning("query of a secure request's handle failed: %r", exc)
-        return MPI.ERR_OTHER
+
+    return _callback("the query", query)
 
 
 def _free_fn(key: int | None) -> int:
     _STATES.pop(key or 0, None)
-    return MPI.SUCCESS
+    return int(MPI.SUCCESS)
+
+
+def _on_state(what: str, key: int | None, act: Callable[[Any], None]) -> int:
+    def action() -> int:
+        state = _STATES.get(key or 0)
+        if state is not None:
+            act(state)
+        return int(MPI.SUCCESS)
+
+    return _callback(what, action)
 
 
 def _cancel_fn(key: int | None, complete: int) -> int:
-    return MPI.SUCCESS  # a secure receive is cancelled by its own Cancel (requests.py)
+    return _on_state("MPI_Cancel", key, lambda state: _CALLBACKS[0].cancel(state))  # its own Cancel
 
 
 def _poll_fn(key: int | None, status: int | None) -> int:
-    try:
-        state = _STATES.get(key or 0)
-        if state is not None:
-            _CALLBACKS[0].poll(state)
-        return MPI.SUCCESS
-    except BaseException as exc:
-        log.warning("progress of a secure request in MPI's test failed: %r", exc)
-        return MPI.ERR_OTHER
+    return _on_state("progress in MPI's test", key, lambda state: _CALLBACKS[0].poll(state))
 
 
 def _wait_fn(count: int, keys: Any, timeout: float, status: int | None) -> int:
-    try:
-        for i in range(count):
-            state = _STATES.get(keys[i] or 0)
-            if state is not None:
-                _CALLBACKS[0].wait(state)
-        return MPI.SUCCESS
-    except BaseException as exc:
-        log.warning("progress of a secure request in MPI's wait failed: %r", exc)
-        return MPI.ERR_OTHER
+    for i in range(count):
+        code = _on_state("progress in MPI's wait", keys[i], lambda state: _CALLBACKS[0].wait(state))
+        if code != MPI.SUCCESS:
+            return code
+    return int(MPI.SUCCESS)
 
 
 # The C functions: kept referenced for the life of the process (MPI may call them any time).
@@ -149,6 +228,7 @@ def start(state: Any, callbacks: Callbacks) -> Any:
     function, handle_type = found
     if not _CALLBACKS:
         _CALLBACKS.append(callbacks)
+
     key = next(_KEYS)
     _STATES[key] = state
     handle = handle_type()

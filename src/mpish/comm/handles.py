@@ -278,6 +278,19 @@ def _step(state: HandleState) -> None:
         LOCK.release()
 
 
+def _cancel(state: HandleState) -> None:
+    """MPI_Cancel of the handle (``MPI.Request.Cancel(request)``, mpi4py's class-level call):
+    the request's own Cancel; the handle completes at the next poll, its status cancelled."""
+    request = state.owner() if state.owner is not None else None
+    if request is not None and not state.completed:
+        with LOCK:
+            request.Cancel()
+
+
+def _cancel_function(completed: bool, state: HandleState) -> None:  # mpi4py's Grequest.Start
+    _cancel(state)
+
+
 def _wait(state: HandleState) -> None:
     """MPI waits on the handle (MPICH's wait_fn, from MPI_Waitall): poll until complete."""
     while not state.completed and state.owner is not None and state.owner() is not None:
@@ -286,7 +299,7 @@ def _wait(state: HandleState) -> None:
             os.sched_yield()
 
 
-_EXTENDED = extended.Callbacks(_report, _step, _wait)
+_EXTENDED = extended.Callbacks(_report, _step, _wait, _cancel)
 
 
 @functools.cache
@@ -297,9 +310,11 @@ def threads_ok() -> bool:
 def start_handle(state: HandleState) -> Any:
     """A new generalized request reporting ``state``; without thread support it is complete
     at once and its query fails (MPI's waits raise ERR_REQUEST, never hang)."""
-    if threads_ok() and extended.available():  # MPICH: its waits complete the handle (extended.py)
-        return extended.start(state, _EXTENDED)
-    request = MPI.Grequest.Start(_query, None, None, args=(state,))
+    if threads_ok():
+        extended.guard_sigint(_query, _cancel_function)  # a Ctrl-C in them: once MPI returned
+        if extended.available():  # MPICH: its waits complete the handle (extended.py)
+            return extended.start(state, _EXTENDED)
+    request = MPI.Grequest.Start(_query, None, _cancel_function, args=(state,))
     if not threads_ok():
         refuse(request, state)
     return request
