@@ -46,9 +46,10 @@ later counter's record makes the earlier one a replay (rejected): give threads t
 tags, as most MPI programs do. Single-threaded programs keep the hot paths (blocking in
 MPI), paying only the lock.
 
-This needs ``MPI_THREAD_MULTIPLE`` (mpi4py's default). Under a lower thread level there
-is no thread, and a handle given to MPI's class-level calls fails with MPI's
+Outside MPICH this needs ``MPI_THREAD_MULTIPLE`` (mpi4py's default). Under a lower thread
+level there is no thread, and a handle given to MPI's class-level calls fails with MPI's
 ``ERR_REQUEST`` (never a hang, never a silent success): use ``mpish.comm.Waitall`` & co.
+Under MPICH the extended handles need no thread: they work at every thread level.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ def _poll_watched(batch: int) -> bool:
 class HandleState:
     """What the handle's query callback reports (kept apart from the request: no cycle)."""
 
-    __slots__ = ("cancelled", "completed", "error", "owner", "refuse", "result")
+    __slots__ = ("cancelled", "completed", "error", "owner", "queried", "refuse", "result")
 
     def __init__(self) -> None:
         self.result: tuple[int, int, int] = (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
@@ -238,10 +239,12 @@ class HandleState:
         self.refuse = False  # MPI's class-level calls may not complete this request
         self.completed = False  # Grequest.complete was called
         self.owner: weakref.ref[Any] | None = None  # the request (MPICH's wait_fn/poll_fn poll it)
+        self.queried = False  # MPI asked the status: it completed the handle (requests.py)
 
 
 def _report(state: HandleState, status: Any) -> int:
     """The handle's status and error code, as MPI asks them (query callback)."""
+    state.queried = True
     if state.refuse:
         if not threads_ok():
             _warn_thread_level()  # MPI itself asks: the program gave it a secure request
@@ -308,15 +311,25 @@ def threads_ok() -> bool:
 
 
 def start_handle(state: HandleState) -> Any:
-    """A new generalized request reporting ``state``; without thread support it is complete
-    at once and its query fails (MPI's waits raise ERR_REQUEST, never hang)."""
-    if threads_ok():
+    """A new generalized request reporting ``state`` (whose ``owner`` the caller sets). Under
+    MPICH an extended one, which MPI's waits and tests complete in the waiting thread, at any
+    thread level (extended.py); else, without thread support, it is complete at once and its
+    query fails (MPI's waits raise ERR_REQUEST, never hang)."""
+    if extended.available() or threads_ok():
         extended.guard_sigint(_query, _cancel_function)  # a Ctrl-C in them: once MPI returned
-        if extended.available():  # MPICH: its waits complete the handle (extended.py)
-            return extended.start(state, _EXTENDED)
+    if extended.available():
+        return extended.start(state, _EXTENDED)
     request = MPI.Grequest.Start(_query, None, _cancel_function, args=(state,))
     if not threads_ok():
         refuse(request, state)
+    return request
+
+
+def refused_handle() -> Any:
+    """A handle MPI's calls refuse (ERR_REQUEST): complete at once, its query failing."""
+    state = HandleState()
+    request = MPI.Grequest.Start(_query, None, None, args=(state,))
+    refuse(request, state)
     return request
 
 

@@ -42,7 +42,7 @@ from typing import Any, Literal
 from mpi4py import MPI
 
 from .buffers import set_status
-from .handles import HandleState, lock_public_methods, start_handle, threads_ok, unwatch, watch
+from .handles import lock_public_methods, refused_handle, threads_ok, unwatch, watch
 from .posted import _ACTIVE
 
 IDLE, RUNNING, DONE = 0, 1, 2  # the request's phase (DONE: finished, trigger sent, not yet delivered)
@@ -103,7 +103,7 @@ class Trigger:
                 _NEXT_TAG[0] += 1
             self.request = _trigger_comm().Ssend_init(_EMPTY, 0, self.tag)
         elif by_mpi:  # refused: MPI's calls raise ERR_REQUEST (module doc)
-            self.request = MPI.Prequest.fromhandle(start_handle(HandleState()).handle)
+            self.request = MPI.Prequest.fromhandle(refused_handle().handle)
         else:  # the operation completes in Start: MPI's calls see an inactive request (module doc)
             self.request = MPI.Prequest()
 

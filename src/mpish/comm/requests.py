@@ -99,11 +99,17 @@ class SecureRequest(MPI.Grequest):
                 posted = self._posted
                 if posted is not None and not posted.done:
                     self.Cancel()
-                if MPI.Request.__bool__(self):
+                if self._handle_held():
                     refuse(self, self._state)
                     MPI.Request.Free(self)
         except Exception:  # noqa: S110 - nothing to report to at collection time
             pass
+
+    def _handle_held(self) -> bool:
+        """True while the MPI handle is ours to free: set, and not completed by MPI already (an
+        error in MPI's Waitsome leaves mpi4py's handle set on a request MPI freed: freeing it
+        again crashed the process; after MPI_Request_get_status the handle is left, not freed)."""
+        return bool(MPI.Request.__bool__(self)) and not self._state.queried
 
     def _consumed(self) -> bool:
         """True once completed (by mpish, or by MPI's class-level calls on the handle)."""
@@ -163,7 +169,7 @@ class SecureRequest(MPI.Grequest):
         assert self._outcome is not None
         result, obj, error = self._outcome
         self._outcome = (result, None, None)
-        if MPI.Request.__bool__(self):
+        if self._handle_held():
             MPI.Request.Free(self)  # completed: MPI frees it at once
         if error is not None:
             raise error
@@ -292,7 +298,7 @@ class SecureRequest(MPI.Grequest):
         self._sends, self._buffers, self._ack, self._posted = [], None, None, None
         self._active = False
         unwatch(self)
-        if MPI.Request.__bool__(self):  # the handle: complete (nobody can wait on it), then freed
+        if self._handle_held():  # the handle: complete (nobody can wait on it), then freed
             refuse(self, self._state)
             MPI.Request.Free(self)
 
