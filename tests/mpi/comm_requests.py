@@ -581,6 +581,35 @@ def check_mpi_request_cancel_cancels_a_secure_receive_as_a_raw_one(c: SecureComm
     ok("mpi_request_cancel_cancels_a_secure_receive_as_a_raw_one")
 
 
+def check_a_communicator_freed_with_receives_pending_still_delivers_them(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """MPI's Comm_free leaves the operations under way to complete: rank 1 posts an Irecv,
+    frees the communicator, then waits; rank 0 sends later. Secure: MPICH said "Invalid
+    communicator" (and a long message's sender hung), Open MPI aborted (Mprobe on
+    MPI_COMM_NULL): the lanes' communicators went at once (a porter). They go once the last
+    posted receive is done now."""
+    if c.size < 2:
+        return
+    for count in (4, 100_000):  # one record; several (continuation records on the bulk lane)
+        for base in (raw, c):
+            comm = base.Dup()
+            if comm.rank == 1:
+                got = np.zeros(count)
+                request = comm.Irecv(got, 0, 67)
+                comm.Free()
+                request.Wait()
+                assert got[-1] == count - 1, (type(base).__name__, count, got[-3:])
+            elif comm.rank == 0:
+                time.sleep(0.2)
+                comm.Send(np.arange(count, dtype="f8"), 1, 67)
+                comm.Free()
+            else:
+                comm.Free()
+            base.Barrier()
+    ok("a_communicator_freed_with_receives_pending_still_delivers_them")
+
+
 CHECKS = [
     check_issend_completes_only_once_matched,
     check_a_probe_does_not_complete_a_synchronous_send,
@@ -600,6 +629,7 @@ CHECKS = [
     check_a_freed_receive_completes_while_its_rank_waits_in_mpi_waitall,
     check_mpi_waitall_completes_secure_requests_next_to_null_and_completed_requests,
     check_mpi_request_cancel_cancels_a_secure_receive_as_a_raw_one,
+    check_a_communicator_freed_with_receives_pending_still_delivers_them,
 ]
 
 

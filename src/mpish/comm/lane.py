@@ -132,9 +132,14 @@ class Lane(PostedReceives, LongMessages):
         self.long_from: set[int] = set()  # peers that sent us one: they may wait on our MPI
 
     def free(self) -> None:
-        _ACTIVE.discard(self)
+        """MPI's Comm_free: operations under way still complete. A posted receive takes its
+        records from these communicators, so they are freed once none is left (posted.py)."""
+        self.freeing = True
         if self.acks is not None:
             self.acks.free()
+        if self.posted:
+            return
+        _ACTIVE.discard(self)
         for comm in (self.comm, self.bulk):
             if comm != MPI.COMM_NULL:
                 comm.Free()

@@ -195,6 +195,7 @@ class PostedReceives:
     comm: Any
     stats: Stats
     posted: list[PostedRecv]
+    freeing = False  # freed by the program: the communicators go once no receive is posted
 
     if TYPE_CHECKING:
 
@@ -207,6 +208,8 @@ class PostedReceives:
         def _within(self, message: Any, status: Any, limit: int) -> Any: ...
 
         def take_early(self, source: int, tag: int) -> Early | None: ...
+
+        def free(self) -> None: ...
 
     def _poll_first(self, source: int, tag: int) -> tuple[memoryview, int, int]:
         """Receive a first record while progressing posted receives (they come first)."""
@@ -318,6 +321,8 @@ class PostedReceives:
             self.posted.remove(posted)
         if not self.posted:
             _ACTIVE.discard(self)
+            if self.freeing:  # Comm.Free came while receives were pending: now it can be done
+                self.free()
         if isinstance(posted.buf, memoryview):
             LANDINGS.give(posted.buf)
         posted.buf = bytearray(0)
