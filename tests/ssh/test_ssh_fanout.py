@@ -102,6 +102,24 @@ def test_a_stdin_pipe_that_never_closes_holds_back_no_command_that_does_not_read
     assert most == 2
 
 
+def test_copy_failures_of_later_batches_are_folded_under_one_node_set(
+    silent_config: Path, tmp_path: Path
+) -> None:
+    """--copy in batches of -f: hosts unreachable in later batches were reported one by one, three
+    lines each (ssh's words name the host, so no two were equal; a clush user): folded now, as
+    -c folds them, ssh's own words given once for the first host."""
+    data = tmp_path / "data.txt"
+    data.write_text("copied\n")
+    (tmp_path / "into").mkdir()
+    process = start_mpish_ssh(f"-F{silent_config}", "host[1-2],silent[1-3]", "-f", "2", "-t", "1",
+                              "--copy", str(data), "--dest", str(tmp_path / "into"))
+    _, out, err = most_ssh_children(process)
+    assert process.returncode == 1, err
+    assert f"mpish: put {data} to host[1-2]: ok" in out, out
+    failed = [line for line in err.splitlines() if line.startswith("mpish: put")]
+    assert len(failed) == 1 and failed[0].startswith(f"mpish: put {data} to silent[1-3]: "), err
+
+
 def test_hosts_that_fail_in_their_turn_are_reported_folded_and_do_not_hold_the_others(
     silent_config: Path,
 ) -> None:

@@ -16,7 +16,7 @@ from . import console_transfer as transfer
 from .console import Console
 from .conversation import Local
 from .grouping import Style
-from .names import RANK_LOST
+from .names import RANK_LOST, fold_by_reason
 from .options import CopyRequest
 from .session import INTERRUPTED_CONNECTING
 
@@ -313,13 +313,11 @@ def report(console: Console, what: str, verdicts: dict[int, str], size: int, sec
         rate = "" if not size else (f", {per_second / 2**20:.1f} MiB/s" if per_second >= 2**20
                                     else f", {per_second / 2**10:.1f} KiB/s")  # not "0.0 MiB/s"
         print(f"mpish: {what} {console.describe(good)}: ok, {check} ({extra}{seconds:.2f} s{rate})")
-    failures: dict[str, list[int]] = {}
-    for rank, error in verdicts.items():
-        if error:
-            failures.setdefault(error, []).append(rank)
+    # identical errors folded, also those naming their host (ssh's words): as "%h" (names.py)
+    failures = fold_by_reason((rank, console.describe([rank]), why) for rank, why in verdicts.items() if why)
     sys.stdout.flush()
     style = Style.for_stream(err)
-    for error, ranks in sorted(failures.items(), key=lambda item: min(item[1])):  # in rank order
+    for ranks, error in sorted(failures, key=lambda item: min(item[0])):  # in rank order
         print(style.error(f"mpish: {what} {console.describe(ranks)}: {error}"), file=err)
     err.flush()
     return 1 if failures else 0

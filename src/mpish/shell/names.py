@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mpish.wire.message import Frozen, frozen
 
@@ -140,6 +140,7 @@ class HostNames:
 
 
 _SSH_STDERR = "\n--- ssh stderr ---\n"  # what transport/ssh.py puts before ssh's own stderr
+K = TypeVar("K")
 
 
 def fold_reasons(failed: Mapping[str, str]) -> list[str]:
@@ -149,17 +150,24 @@ def fold_reasons(failed: Mapping[str, str]) -> list[str]:
     host's name replaced by ``%h`` (clush's placeholder for it); a group of several hosts
     is printed that way, one host with its own name.
     """
-    by_reason: dict[str, list[str]] = {}
-    for host, why in failed.items():
-        key = re.sub(rf"(?<![\w.-]){re.escape(host)}(?![\w-])", "%h", why) if host else why
-        by_reason.setdefault(key, []).append(host)
-    lines = []
-    for key, hosts in by_reason.items():
-        why = key.replace("%h", hosts[0]) if len(hosts) == 1 else key
+    return [f"{fold_hosts(hosts)}{f' ({len(hosts)})' if len(hosts) > 1 else ''}: {why}"
+            for hosts, why in fold_by_reason([(host, host, why) for host, why in failed.items()])]
+
+
+def fold_by_reason(failed: Iterable[tuple[K, str, str]]) -> list[tuple[list[K], str]]:
+    """(keys, reason) per distinct reason of (key, host, reason) items, in first-seen order; a
+    reason naming its host is compared with ``%h`` for it (see :func:`fold_reasons`)."""
+    by_reason: dict[str, list[tuple[K, str]]] = {}
+    for key, host, why in failed:
+        shape = re.sub(rf"(?<![\w.-]){re.escape(host)}(?![\w-])", "%h", why) if host else why
+        by_reason.setdefault(shape, []).append((key, host))
+    folded = []
+    for shape, members in by_reason.items():
+        first = members[0][1]
+        why = shape.replace("%h", first) if len(members) == 1 else shape
         ours, marker, theirs = why.partition(_SSH_STDERR)
-        if marker and len(hosts) > 1:  # ssh's own words stay as ssh wrote them, for the first host
-            why = f"{ours}\n--- ssh stderr of {hosts[0]} (the others' the same, of their own name) ---\n"
-            why += theirs.replace("%h", hosts[0])
-        count = f" ({len(hosts)})" if len(hosts) > 1 else ""
-        lines.append(f"{fold_hosts(hosts)}{count}: {why}")
-    return lines
+        if marker and len(members) > 1:  # ssh's own words stay as ssh wrote them, for the first host
+            why = f"{ours}\n--- ssh stderr of {first} (the others' the same, of their own name) ---\n"
+            why += theirs.replace("%h", first)
+        folded.append(([key for key, _ in members], why))
+    return folded
