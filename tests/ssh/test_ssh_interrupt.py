@@ -30,6 +30,7 @@ def test_sigint_during_c_names_the_hosts_being_interrupted(sshd: SshServer) -> N
         _, err = child.communicate(timeout=60)
     assert "mpish: interrupting host[1-2] " in err, err
     assert "@1-2" not in err, err
+    assert child.returncode == 130, err
 
 
 def test_stdout_closed_by_head_ends_the_command_quietly_with_the_sigpipe_status(sshd: SshServer) -> None:

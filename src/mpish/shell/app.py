@@ -275,4 +275,5 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
             print(f"mpish: rank {rank}: {result.seconds:.3f} s, peak RSS {result.peak_rss_kib} KiB",
                   file=sys.stderr)
         report.say(f"console: peak RSS {console_rss_kib()} KiB")
-    return exit_status([status_of(r) for r in results.values()], getattr(args, "maxrc", True))
+    return exit_status([status_of(r) for r in results.values()], getattr(args, "maxrc", True),
+                       any(r.interrupted for r in results.values()))

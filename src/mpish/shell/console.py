@@ -397,7 +397,7 @@ class Console:
             if interrupts >= len(ESCALATION_HINTS):
                 watch.killed(time.monotonic())
             hint = ESCALATION_HINTS[min(interrupts, len(ESCALATION_HINTS)) - 1]
-            if not quiet:
+            if not quiet and running:
                 print(f"\nmpish: interrupting {self.describe(running)} {hint}", file=self.err)
                 run.interrupted.update(running)  # a command that handles it is said to (outcome.py)
             if getattr(sink, "streams", False):  # until its Signalled, what comes was in flight: dropped
@@ -426,7 +426,8 @@ class Console:
             if rank not in run.results:
                 why = ("not run: interrupted before its turn (-f)" if rank in turns.skipped
                        else self.peers[rank].lost or "rank lost")
-                lost = Result(rank, turns.host(rank), 255, 0, time.monotonic() - started, False, why)
+                lost = Result(rank, turns.host(rank), 255, 0, time.monotonic() - started, False, why,
+                              interrupted=rank in turns.skipped or rank in turns.given_up)
                 run.results[rank] = lost
                 sink.done(lost)
         sink.finish()

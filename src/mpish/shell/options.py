@@ -187,8 +187,12 @@ def parse_copy(parser: argparse.ArgumentParser, argv: Sequence[str], options: li
     return args, CopyRequest(tuple(sources), args.dest or "", bool(args.rcopy))
 
 
-def exit_status(statuses: Sequence[int], maxrc: bool) -> int:
-    """-S: the largest remote status; --no-maxrc: 0 (mpish ran; failures were reported)."""
+def exit_status(statuses: Sequence[int], maxrc: bool, interrupted: bool = False) -> int:
+    """-S: the largest remote status; --no-maxrc: 0 (mpish ran; failures were reported); 130
+    after a Ctrl-C, whatever the commands did with it, as clush (a host not reached because
+    of it counted 255, and a command that handled it exited 0)."""
+    if interrupted:
+        return 130
     return max(statuses, default=0) if maxrc else 0
 
 

@@ -221,7 +221,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         for line in status_lines(results, Style.for_stream(err), sink.names, quiet=options.mode.quiet):
             err.write(line.encode() + b"\n")
         err.flush()
-    return exit_status([status_of(r) for r in results], options.maxrc)
+    return exit_status([status_of(r) for r in results], options.maxrc, any(r.interrupted for r in results))
 
 
 def run_tty(options: SshShellOptions, err: IO[bytes]) -> int:

@@ -46,6 +46,7 @@ class Turns:
         self.run, self.targets, self.waiting = run, targets, waiting
         self.fanout, self.message, self.watch = fanout, message, watch
         self.skipped: list[int] = []
+        self.given_up: list[int] = []  # connecting at a Ctrl-C: given up (skip)
         self.rolling = any(rank in self.session.later for rank in waiting)
         # rolling: targets connected and not yet released
         self.open: set[int] = {r for r in targets if r in console.peers} if self.rolling else set()
@@ -72,6 +73,7 @@ class Turns:
             peer = self.console.peers[rank]
             peer.alive, peer.lost = False, INTERRUPTED_CONNECTING
             self.session.give_up(rank)
+            self.given_up.append(rank)
 
     def top_up(self) -> bool:
         """Release the targets whose turn is over, start waiting ones while fewer than
