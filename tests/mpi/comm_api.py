@@ -317,6 +317,16 @@ def check_request_helpers(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
     assert mpish.comm.waitall(objs) == [{"from": src}]
     assert mpish.comm.Waitany(sends) == 0
     assert mpish.comm.Waitany([]) == MPI.UNDEFINED
+    # Waitsome: the status of every completed request is set, the first one's too (it was not)
+    recvs = [c.Irecv(a, src, 62), MPI.REQUEST_NULL, raw.Irecv(b, src, 63)]
+    sends = [c.Isend(np.full(3, r, "i8"), dest, 62), raw.Isend(np.full(3, r, "i8"), dest, 63)]
+    statuses = [MPI.Status() for _ in recvs]
+    done: list[int] = []
+    while (indices := mpish.comm.Waitsome(recvs, statuses)) is not None:
+        done += indices
+    assert sorted(done) == [0, 2], done
+    assert [(statuses[i].Get_source(), statuses[i].Get_tag()) for i in (0, 2)] == [(src, 62), (src, 63)]
+    mpish.comm.Waitall(sends)
     ok(c, "request_helpers")
 
 

@@ -470,10 +470,13 @@ def Testany(requests: Sequence[Any], status: Any = None) -> tuple[int, bool]:
 
 @locked
 def Waitsome(requests: Sequence[Any], statuses: list[Any] | None = None) -> list[int] | None:
-    """Indices of the requests that completed (at least one), or None if none is active."""
-    first = Waitany(requests)
+    """Indices of the requests that completed (at least one), or None if none is active;
+    ``statuses[i]`` is set for each completed ``requests[i]``."""
+    while (first := _first_done(requests)) is None:
+        progress()
     if first == MPI.UNDEFINED:
         return None
+    requests[first].Wait(_status_at(statuses, first))  # its status too (it was left unset)
     done = [first]
     for index, request in enumerate(requests):
         if index != first and _active(request):
