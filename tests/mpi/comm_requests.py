@@ -638,6 +638,28 @@ def check_receives_posted_first_match_first_beside_a_thousand_pending_ones(
     ok("receives_posted_first_match_first_beside_a_thousand_pending_ones")
 
 
+def check_free_of_a_completed_or_freed_request_is_err_request_as_raw(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """A completed request is MPI's null, and MPI_Request_free refuses it (ERR_REQUEST); secure
+    requests were silent (a porter). So is a second Free of a persistent request."""
+    for comm in (raw, c):
+        send = comm.Isend(np.ones(2), comm.rank, 71)
+        receive = comm.Irecv(np.zeros(2), comm.rank, 71)
+        receive.Wait()
+        send.Wait()
+        persistent = comm.Send_init(np.ones(2), comm.rank, 72)
+        persistent.Free()
+        for request in (send, receive, persistent):
+            try:
+                request.Free()
+            except MPI.Exception as exc:
+                assert exc.Get_error_class() == MPI.ERR_REQUEST, (type(comm).__name__, exc)
+            else:
+                raise AssertionError(f"{type(comm).__name__}: Free of a null request was silent")
+    ok("free_of_a_completed_or_freed_request_is_err_request_as_raw")
+
+
 CHECKS = [
     check_issend_completes_only_once_matched,
     check_a_probe_does_not_complete_a_synchronous_send,
@@ -659,6 +681,7 @@ CHECKS = [
     check_mpi_request_cancel_cancels_a_secure_receive_as_a_raw_one,
     check_a_communicator_freed_with_receives_pending_still_delivers_them,
     check_receives_posted_first_match_first_beside_a_thousand_pending_ones,
+    check_free_of_a_completed_or_freed_request_is_err_request_as_raw,
 ]
 
 

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from mpi4py import MPI
 
-from .buffers import set_status
+from .buffers import mpi_error, set_status
 from .handles import lock_public_methods, refused_handle, threads_ok, unwatch, watch
 from .posted import _ACTIVE
 
@@ -297,8 +297,8 @@ class PersistentRequest(MPI.Prequest):
     def Free(self) -> None:
         """Release the handle; a started send or receive completes in the background
         (SecureRequest.Free), other started operations are waited for."""
-        if self._freed:
-            return
+        if self._freed:  # MPI's null now: MPI_Request_free refuses it, as raw
+            raise mpi_error(MPI.ERR_REQUEST, "Free of a persistent request freed already")
         if self._pending():
             inner = self._inner
             if self._phase == RUNNING and inner.frees_in_background():

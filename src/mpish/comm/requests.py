@@ -23,7 +23,7 @@ from typing import Any, Literal
 from mpi4py import MPI
 
 from . import serial
-from .buffers import Unsupported, check_fits, set_status
+from .buffers import Unsupported, check_fits, mpi_error, set_status
 from .handles import (
     LOCK,
     HandleState,
@@ -285,9 +285,10 @@ class SecureRequest(MPI.Grequest):
         as if awaited; a receive stays posted on its lane and completes into its buffer at
         the progress of any later call (posted.py), as MPI's own. Only a receive into a
         datatype with gaps (its bytes are scattered once complete) and an operation of its
-        own (Ibarrier) are waited for."""
+        own (Ibarrier) are waited for. A request completed or freed already is MPI's null:
+        freeing it is MPI's ERR_REQUEST, as raw."""
         if self._consumed():
-            return
+            raise mpi_error(MPI.ERR_REQUEST, "Free of a request completed or freed already")
         if not self.frees_in_background():
             self.Wait()
             return
