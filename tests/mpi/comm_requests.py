@@ -479,6 +479,17 @@ def check_freed_receives_synchronous_and_persistent_sends_complete_in_the_backgr
             comm.Recv(got, left, 34)
             assert (got == float(left)).all(), (comm, count)
             comm.Barrier()  # every freed send was received: its buffer may go (raw MPI reads it late)
+        strided = MPI.DOUBLE.Create_vector(1000, 1, 2).Commit()  # a datatype with gaps: was waited for
+        got = np.zeros(2000)
+        request = comm.Irecv([got, 1, strided], left, 35)
+        request.Free()
+        comm.Send(np.full(1000, float(r)), right, 35)  # Free waited for this send's message: deadlock
+        rounds = 0
+        while not comm.allreduce(bool((got[::2] == float(left)).all()), op=MPI.LAND):
+            rounds += 1
+            assert rounds < 10_000, (comm, "a freed receive into a strided datatype never completed")
+        assert not got[1::2].any(), comm  # the gaps untouched
+        strided.Free()
     c.Barrier()  # the acknowledgements of the freed Issends are taken, not rejected
     assert c.rejected == base, c.rejected - base
     ok("freed_receives_synchronous_and_persistent_sends_complete_in_the_background")

@@ -20,6 +20,7 @@ may then complete them in another order than MPI would have matched them.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import mmap
@@ -181,7 +182,7 @@ class PerPeer(dict[int, T]):
 class PostedRecv:
     """An Irecv posted on a lane: the MPI request of its first record and what became of it."""
 
-    __slots__ = ("buf", "done", "error", "obj", "request", "result", "sink", "source", "tag")
+    __slots__ = ("buf", "done", "error", "obj", "request", "result", "sink", "source", "tag", "then")
 
     def __init__(self, source: int, tag: int, sink: memoryview | None) -> None:
         self.source = source
@@ -193,6 +194,7 @@ class PostedRecv:
         self.result: tuple[int, int, int] | None = None  # (source, tag, nbytes)
         self.obj: bytes | bytearray | None = None
         self.error: BaseException | None = None
+        self.then: Callable[[int], None] | None = None  # a freed receive's last step (its byte count)
 
 
 class PostedReceives:
@@ -327,6 +329,10 @@ class PostedReceives:
 
     def _finish(self, posted: PostedRecv, error: BaseException | None) -> None:
         posted.error, posted.done = error, True
+        then, posted.then = posted.then, None
+        if then is not None and error is None and posted.result is not None:
+            with contextlib.suppress(Exception):  # freed: nobody is there to be told
+                then(posted.result[2])  # a datatype with gaps: the bytes go to their places
         if posted in self.posted:
             self.posted.remove(posted)
             key = _envelope(posted.source, posted.tag)

@@ -16,6 +16,7 @@ it any more, and a posted receive left behind would take a later receive's messa
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -283,9 +284,9 @@ class SecureRequest(MPI.Grequest):
         peer's side of it needs). A send's records go on (posted.detach keeps them alive until
         MPI is done with them); a synchronous send's acknowledgement is taken by a later poll,
         as if awaited; a receive stays posted on its lane and completes into its buffer at
-        the progress of any later call (posted.py), as MPI's own. Only a receive into a
-        datatype with gaps (its bytes are scattered once complete) and an operation of its
-        own (Ibarrier) are waited for. A request completed or freed already is MPI's null:
+        the progress of any later call (posted.py), as MPI's own, into a datatype with gaps
+        too (its bytes are scattered once it completed). Only an operation of its own
+        (Ibarrier) is waited for. A request completed or freed already is MPI's null:
         freeing it is MPI's ERR_REQUEST, as raw."""
         if self._consumed():
             raise mpi_error(MPI.ERR_REQUEST, "Free of a request completed or freed already")
@@ -294,8 +295,13 @@ class SecureRequest(MPI.Grequest):
             return
         if self._sends:
             detach(self._sends, self._buffers)
-        if self._posted is not None and not self._posted.done:
-            free_receive(self._lane, self._posted)
+        posted, unpack, self._unpack = self._posted, self._unpack, None
+        if posted is not None and not posted.done:
+            posted.then = unpack  # a datatype with gaps: scattered once it completed (posted.py)
+            free_receive(self._lane, posted)
+        elif posted is not None and unpack is not None and posted.error is None and posted.result:
+            with contextlib.suppress(Exception):  # freed: nobody is there to be told
+                unpack(posted.result[2])
         self._sends, self._buffers, self._ack, self._posted = [], None, None, None
         self._active = False
         unwatch(self)
@@ -305,7 +311,7 @@ class SecureRequest(MPI.Grequest):
 
     def frees_in_background(self) -> bool:
         """True if :meth:`Free` leaves the operation to complete on its own (not waited for)."""
-        return self._steps is None and self._unpack is None
+        return self._steps is None
 
     free = Free
 
