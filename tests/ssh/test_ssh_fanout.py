@@ -120,6 +120,27 @@ def test_copy_failures_of_later_batches_are_folded_under_one_node_set(
     assert len(failed) == 1 and failed[0].startswith(f"mpish: put {data} to silent[1-3]: "), err
 
 
+def test_under_v_a_host_that_fails_in_its_turn_is_reported_as_it_fails(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """-v shows everything as it comes (clush's -v): a host unreachable in its turn was told
+    only at the end, folded, after every later host's output (a clush user)."""
+    included = Path(sshd.ssh_options[1]).read_text()
+    host1 = included.split("Host host1\n", 1)[1].split("\nHost ", 1)[0]
+    config = tmp_path / "ssh_config"  # turns in node set order: host1, iota1 (unreachable), kappa1
+    config.write_text(f"Include {sshd.ssh_options[1]}\n\nHost kappa1\n{host1}\n\nHost iota*\n"
+                      "  HostName 127.0.0.1\n  Port 9\n  LogLevel ERROR\n")
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", f"-F{config}", "--python", sys.executable,
+            "host1,iota1,kappa1", "-f", "1", "-v", "-c", "sleep 0.5; echo done"]
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env=env, timeout=120, check=False)
+    lines = done.stdout.splitlines()
+    failed = [i for i, line in enumerate(lines) if line.startswith("iota1: host unreachable")]
+    assert done.returncode == 255 and failed and "kappa1: done" in lines, done.stdout
+    assert failed[0] < lines.index("kappa1: done"), done.stdout  # told when it failed, not at the end
+
+
 def test_hosts_that_fail_in_their_turn_are_reported_folded_and_do_not_hold_the_others(
     silent_config: Path,
 ) -> None:

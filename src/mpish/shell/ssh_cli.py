@@ -184,7 +184,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         report_failed(session, hosts, err, options)
     if not isinstance(sink, JsonSink):
         sink.reported.update(session.failed)  # printed above, folded
-        sink.fold_errors = True  # hosts lost during the command: folded at the end
+        sink.fold_errors = options.mode.kind != "live"  # lost hosts folded at the end; -v: as they come
         session.report_losses = False
     for rank, host in enumerate(hosts, 1):
         if host in session.failed:  # could not join: its result, in NodeSet order

@@ -47,6 +47,8 @@ class Turns:
         self.fanout, self.message, self.watch = fanout, message, watch
         self.skipped: list[int] = []
         self.given_up: list[int] = []  # connecting at a Ctrl-C: given up (skip)
+        self.begun = time.monotonic()
+        self.since: dict[int, float] = {}  # when each later target's turn began (its seconds)
         self.rolling = any(rank in self.session.later for rank in waiting)
         # rolling: targets connected and not yet released
         self.open: set[int] = {r for r in targets if r in console.peers} if self.rolling else set()
@@ -107,6 +109,7 @@ class Turns:
             return False
         self.console.joining(rank)
         self.open.add(rank)
+        self.since[rank] = time.monotonic()
         return True
 
     def _release(self) -> bool:
@@ -118,6 +121,12 @@ class Turns:
             peer = self.console.peers[rank]
             if peer.alive and rank not in self.run.results:
                 continue
+            if rank not in self.run.results:  # lost: its result now (-v tells it as it comes)
+                seconds = time.monotonic() - self.since.get(rank, self.begun)
+                lost = Result(rank, peer.host, FAILED, 0, seconds, False, peer.lost or "connection lost",
+                              interrupted=rank in self.given_up)
+                self.run.results[rank] = lost
+                self.run.sink.done(lost)
             self.open.discard(rank)
             if peer.alive:  # done: the close record, then the hang-up
                 self.console.send_event(rank, Local.CLOSE)
