@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
+
+from mpi_job import run_job
 
 ITERATIONS = 500
 MODES = ("waitall", "startall", "wait_each", "sendrecv")
@@ -92,25 +88,7 @@ def main() -> None:
     if args.rank_main:
         rank_main(args.rounds)
         return
-    env = dict(os.environ)
-    made = None
-    if not env.get("MPISH_HOME"):
-        from mpish.keys import ensure_identity
-
-        made = tempfile.mkdtemp(prefix="mpish-bench-home-")
-        ensure_identity(Path(made))
-        env["MPISH_HOME"] = made
-    try:
-        mpiexec = str(Path(sys.executable).parent / "mpiexec")
-        done = subprocess.run([mpiexec, "-n", str(args.ranks), sys.executable, __file__, "--rank-main",
-                               "--rounds", str(args.rounds)], env=env, capture_output=True, text=True,
-                              check=False, timeout=600)
-    finally:
-        if made:
-            shutil.rmtree(made, ignore_errors=True)
-    if done.returncode != 0:
-        raise SystemExit(f"bench: the MPI job failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    samples = json.loads(done.stdout.strip().splitlines()[-1])
+    samples = run_job(__file__, args.ranks, ["--rounds", str(args.rounds)])
     print(f"{args.ranks} ranks, {ITERATIONS} iterations per round, {args.rounds} rounds")
     print(f"{'pattern':<10} {'raw us':>8} {'secure us':>10} {'ratio':>7}")
     ratios = {}

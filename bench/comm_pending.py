@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
+
+from mpi_job import run_job
 
 ROUND_TRIPS = 300
 PENDING = (0, 100, 1000)
@@ -73,25 +69,7 @@ def main() -> None:
     if args.rank_main:
         rank_main(args.rounds)
         return
-    env = dict(os.environ)
-    made = None
-    if not env.get("MPISH_HOME"):
-        from mpish.keys import ensure_identity
-
-        made = tempfile.mkdtemp(prefix="mpish-bench-home-")
-        ensure_identity(Path(made))
-        env["MPISH_HOME"] = made
-    try:
-        mpiexec = str(Path(sys.executable).parent / "mpiexec")
-        done = subprocess.run([mpiexec, "-n", "2", sys.executable, __file__, "--rank-main",
-                               "--rounds", str(args.rounds)], env=env, capture_output=True, text=True,
-                              check=False, timeout=600)
-    finally:
-        if made:
-            shutil.rmtree(made, ignore_errors=True)
-    if done.returncode != 0:
-        raise SystemExit(f"bench: the MPI job failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    samples = json.loads(done.stdout.strip().splitlines()[-1])
+    samples = run_job(__file__, 2, ["--rounds", str(args.rounds)])
     print(f"2 ranks, {ROUND_TRIPS} round trips of 1 KiB per round, {args.rounds} rounds")
     print(f"{'pending':>8} {'raw us':>8} {'secure us':>10} {'ratio':>7}")
     ratios, secure = {}, {}
