@@ -181,8 +181,8 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_FANOUT,
         metavar="N",
         help=f"at most N hosts being connected, running the command, or sending or receiving a "
-        f"--copy/--rcopy, at once (default {DEFAULT_FANOUT}; with stdin to broadcast, -c starts "
-        "everywhere at once)",
+        f"--copy/--rcopy, at once (default {DEFAULT_FANOUT}; -c's stdin reaches each host from "
+        "its first byte in its turn)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per host per line")
     parser.add_argument("--nostdin", action="store_true",
