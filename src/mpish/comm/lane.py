@@ -126,7 +126,6 @@ class Lane(PostedReceives, LongMessages):
         self._source = self._status.Get_source
         self._tag = self._status.Get_tag
         self.posted: list[PostedRecv] = []
-        self.envelopes: dict[tuple[int, int], int] = {}  # of the posted receives (posted.py)
         self.early: list[Early] = []
         self.acks: Acks | None = None  # the point-to-point lane's synchronous sends (synchronous.py)
         self.long_to: set[int] = set()  # peers sent a message of several records (ending.py)
