@@ -116,9 +116,11 @@ def guard_sigint(*callbacks: Callable[..., Any]) -> None:
     wrapped: in a callback (these, or this module's), the Ctrl-C is deferred
     (:func:`_defer_interrupt`); elsewhere the program's handler runs as before. Installed once,
     from the main thread only (Python's rule), over a Python-level handler only."""
+    if _GUARDED:  # asked at every secure request's start: once installed, nothing to do
+        return
     _CODES.update(callback.__code__ for callback in callbacks)
     current = signal.getsignal(signal.SIGINT)
-    if _GUARDED or threading.current_thread() is not threading.main_thread() or not callable(current):
+    if threading.current_thread() is not threading.main_thread() or not callable(current):
         return
     _GUARDED.append(True)
 

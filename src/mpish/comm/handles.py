@@ -262,10 +262,15 @@ def _query(status: Any, state: HandleState) -> None:
         raise state.error if isinstance(state.error, MPI.Exception) else MPI.Exception(code)
 
 
+def _owner(state: HandleState) -> Any:
+    """The request whose handle this is, if it lives (None for a handle without one)."""
+    return state.owner() if state.owner is not None else None
+
+
 def _step(state: HandleState) -> None:
     """One poll of the handle's operation, in the thread MPI tests or waits in (MPICH's
     poll_fn/wait_fn, extended.py); never blocks on the lock (the progress thread's rule)."""
-    request = state.owner() if state.owner is not None else None
+    request = _owner(state)
     if request is None or state.completed or not LOCK.acquire(blocking=False):
         return
     _DEPTH[0] += 1
@@ -284,7 +289,7 @@ def _step(state: HandleState) -> None:
 def _cancel(state: HandleState) -> None:
     """MPI_Cancel of the handle (``MPI.Request.Cancel(request)``, mpi4py's class-level call):
     the request's own Cancel; the handle completes at the next poll, its status cancelled."""
-    request = state.owner() if state.owner is not None else None
+    request = _owner(state)
     if request is not None and not state.completed:
         with LOCK:
             request.Cancel()
@@ -296,7 +301,7 @@ def _cancel_function(completed: bool, state: HandleState) -> None:  # mpi4py's G
 
 def _wait(state: HandleState) -> None:
     """MPI waits on the handle (MPICH's wait_fn, from MPI_Waitall): poll until complete."""
-    while not state.completed and state.owner is not None and state.owner() is not None:
+    while not state.completed and _owner(state) is not None:
         _step(state)
         if not state.completed:
             os.sched_yield()
