@@ -262,6 +262,42 @@ def test_copy_and_rcopy_keep_at_most_f_connections_open(sshd: SshServer, tmp_pat
     assert all((back / f"data.bin.host{i}").read_bytes() == data.read_bytes() for i in range(1, 6))
 
 
+def test_copy_f_is_a_sliding_window_a_host_whose_login_hangs_holds_one_place_not_its_batch(
+    sshd: SshServer, silent_port: int, tmp_path: Path
+) -> None:
+    """--copy/--rcopy over ssh went in fixed batches of -f, each waiting for its slowest login:
+    with -f 2, host1 shared a batch with a host that never answers, and host2..4 waited for its
+    connect timeout (40 hosts, 9 silent, -f 8: 16 s where clush took 7 s). Now the silent host
+    holds one place while the others are copied through the other; a Ctrl-C then ends the copy
+    (130), the silent host named as given up."""
+    config = tmp_path / "ssh_config"  # alpha1 comes first in node set order: rank 1
+    config.write_text(f"Include {sshd.ssh_options[1]}\n\nHost alpha1\n  HostName 127.0.0.1\n"
+                      f"  Port {silent_port}\n  LogLevel ERROR\n  StrictHostKeyChecking no\n"
+                      "  UserKnownHostsFile /dev/null\n")
+    data, into = tmp_path / "data.txt", tmp_path / "into"
+    data.write_text("copied\n")
+    into.mkdir()
+    copies = [into / f"data.txt.host{i}" for i in range(1, 5)]  # --rcopy: NAME.<host>, once verified
+    process = start_mpish_ssh(f"-F{config}", "alpha1,host[1-4]", "-f", "2", "-t", "120", "--rcopy",
+                              str(data), "--dest", str(into))
+    try:  # every host's copy lands while alpha1's login still hangs (-t 120: it cannot have failed)
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline and not all(c.exists() for c in copies):
+            time.sleep(0.02)
+        assert process.poll() is None, process.communicate(timeout=10)
+        assert all(c.exists() for c in copies), f"copied while alpha1 hung: {sorted(into.iterdir())}"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 130, err
+    assert f"mpish: get {data} from host[1-4]: ok" in out, (out, err)
+    assert f"mpish: get {data} from alpha1: interrupted while connecting" in err, err
+    assert all(c.read_text() == "copied\n" for c in copies)
+
+
 def test_nohup_jobs_started_by_a_command_outlive_its_hosts_hang_up(sshd: SshServer) -> None:
     """Each host is hung up as soon as its command is done under -f: a ``nohup`` job the command
     had just started could get the session's SIGHUP before nohup ignored it (7 of 32 died under

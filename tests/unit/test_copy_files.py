@@ -1,5 +1,5 @@
-"""--copy/--rcopy's loop over the files and -f batches (console_put_get.copy_files), with the
-transfers replaced: a Ctrl-C ends the copy there, as cp and scp stop; each file gets one
+"""--copy/--rcopy's loop over the files and -f batches of connected targets
+(copying.copy_files), with the transfers replaced: a Ctrl-C ends the copy there, as cp and scp stop; each file gets one
 report for all its batches, naming it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mpish.shell import console_put_get
+from mpish.shell import copying
 from mpish.shell.console_put_get import Tally
 from mpish.shell.options import CopyRequest
 
@@ -70,10 +70,10 @@ def test_a_ctrl_c_during_one_file_ends_the_copy_with_130_and_says_how_many_were_
         verdict = "the transfer was aborted" if pressed.interrupted else ""
         return tally.add({1: verdict}, 1, 0.1, "", "checked")
 
-    monkeypatch.setattr(console_put_get, "put_builtin", put)
+    monkeypatch.setattr(copying, "put_builtin", put)
     err = io.StringIO()
     request = CopyRequest(tuple(map(str, files)), str(tmp_path / "dest"), False)
-    assert console_put_get.copy_files(Console(), frozenset({1}), request, keys_of(pressed), err) == 130  # type: ignore[arg-type]
+    assert copying.copy_files(Console(), frozenset({1}), request, keys_of(pressed), err) == 130  # type: ignore[arg-type]
     assert sent == [f"-r -- {files[0]} {tmp_path}/dest/", f"-r -- {files[1]} {tmp_path}/dest/"]
     assert f"mpish: put {files[0]} to @1: ok, checked" in capsys.readouterr().out
     assert err.getvalue() == (f"mpish: put {files[1]} to @1: the transfer was aborted\n"
@@ -98,16 +98,16 @@ def test_fanout_sends_and_gets_each_file_to_at_most_that_many_targets_at_once_an
         return tally.add(verdicts, 0, 0.1, "", "checked")
 
     all_ok = batch_put(lambda batch: dict.fromkeys(batch, ""), calls)
-    monkeypatch.setattr(console_put_get, "put_builtin", all_ok)
-    monkeypatch.setattr(console_put_get, "get_builtin", get)
+    monkeypatch.setattr(copying, "put_builtin", all_ok)
+    monkeypatch.setattr(copying, "get_builtin", get)
     targets = frozenset({5, 1, 4, 2, 3})
     keys = keys_of(Pressed())
     put_request = CopyRequest((str(source),), str(tmp_path), False)
     get_request = CopyRequest((str(source),), str(tmp_path), True)
     err = io.StringIO()
-    assert console_put_get.copy_files(Console(), targets, put_request, keys, err, fanout=2) == 0  # type: ignore[arg-type]
-    assert console_put_get.copy_files(Console(), targets, get_request, keys, err, fanout=2) == 1  # type: ignore[arg-type]
-    assert console_put_get.copy_files(Console(), targets, put_request, keys, err) == 0  # type: ignore[arg-type]
+    assert copying.copy_files(Console(), targets, put_request, keys, err, fanout=2) == 0  # type: ignore[arg-type]
+    assert copying.copy_files(Console(), targets, get_request, keys, err, fanout=2) == 1  # type: ignore[arg-type]
+    assert copying.copy_files(Console(), targets, put_request, keys, err) == 0  # type: ignore[arg-type]
     assert calls == [("put", [1, 2]), ("put", [3, 4]), ("put", [5]),
                      ("get", [1, 2]), ("get", [3, 4]), ("get", [5]),
                      ("put", [1, 2, 3, 4, 5])]  # without -f: all at once
@@ -132,10 +132,10 @@ def test_a_ctrl_c_while_a_batch_awaits_its_answers_says_what_may_and_what_did_no
             raise KeyboardInterrupt  # as console.wait raises it for a Ctrl-C key
         return dict.fromkeys(batch, "")
 
-    monkeypatch.setattr(console_put_get, "put_builtin", batch_put(verdicts))
+    monkeypatch.setattr(copying, "put_builtin", batch_put(verdicts))
     err = io.StringIO()
     request = CopyRequest((str(source), str(source)), str(tmp_path), False)
-    status = console_put_get.copy_files(Console(), frozenset(range(1, 7)), request, keys_of(Pressed()),  # type: ignore[arg-type]
+    status = copying.copy_files(Console(), frozenset(range(1, 7)), request, keys_of(Pressed()),  # type: ignore[arg-type]
                                         err, fanout=2)
     assert status == 130
     out = capsys.readouterr().out.splitlines()  # batch after batch, each file to a batch before the next
@@ -155,10 +155,10 @@ def test_a_host_lost_between_batches_is_reported_lost_and_the_copy_fails(
     source.write_bytes(b"x")
 
     gone = batch_put(lambda batch: {rank: "" for rank in batch if rank != 4})  # 4: no verdict, gone
-    monkeypatch.setattr(console_put_get, "put_builtin", gone)
+    monkeypatch.setattr(copying, "put_builtin", gone)
     err = io.StringIO()
     request = CopyRequest((str(source),), str(tmp_path), False)
-    status = console_put_get.copy_files(Console(), frozenset(range(1, 5)), request, keys_of(Pressed()),  # type: ignore[arg-type]
+    status = copying.copy_files(Console(), frozenset(range(1, 5)), request, keys_of(Pressed()),  # type: ignore[arg-type]
                                         err, fanout=2)
     assert status == 1
     assert capsys.readouterr().out.startswith(f"mpish: put {source} to @1,2,3: ok")

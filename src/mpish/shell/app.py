@@ -158,8 +158,8 @@ def main_shell(args: argparse.Namespace) -> int:
 
 
 def run_copy(console: Any, args: argparse.Namespace) -> int:
-    """``--copy``/``--rcopy`` on the ``-w``/``-x``/``-g`` targets (console_put_get.copy_files)."""
-    from .console_put_get import copy_files
+    """``--copy``/``--rcopy`` on the ``-w``/``-x``/``-g`` targets (copying.copy_files)."""
+    from .copying import copy_files
     from .interactive import Repl
 
     try:

@@ -53,7 +53,7 @@ from mpish.wire.errors import MpishError, TransportBroken
 from mpish.wire.text import escape
 
 from . import protocol as p
-from .conversation import CONSOLE, ConsoleState, Event, Local, Machine, Refused
+from .conversation import CONSOLE, ConsoleState, Event, Local, Machine, Refused, first_state
 from .grouping import OutputSink
 from .health import FailureWatch
 from .names import Result
@@ -99,8 +99,9 @@ class Console:
         self.describe: Callable[[Iterable[int]], str] = lambda ranks: f"@{format_ranks(ranks)}"
         self.timeout = 0.0  # per-command timeout in seconds; 0 = none
         self.file_suffix: Callable[[int], str] = str  # a get's copies: NAME.<rank>; ssh: NAME.<host>
-        self.machines = {rank: Machine(CONSOLE, ConsoleState.IDLE if peer.ready else ConsoleState.JOINING)
-                         for rank, peer in self.peers.items()}  # JOINING: its Run went with its code
+        sent = set(getattr(session, "sent_first", ()))  # ssh -c: their Run went with their code
+        self.machines = {rank: Machine(CONSOLE, first_state(peer.ready, rank in sent))
+                         for rank, peer in self.peers.items()}
         self._next_id = 0
         self._owed: dict[int, int] = {}  # rank -> consumed bulk bytes not yet credited
         self._run: Running | None = None
@@ -127,8 +128,7 @@ class Console:
     def reconnect(self, ranks: Iterable[int]) -> dict[int, str]:
         """ssh: connect again to these lost ranks' hosts (SshSession.reconnect), each back idle
         with a new server; rank -> why for those that could not (they stay lost)."""
-        hosts = {rank: self.peers[rank].host if rank in self.peers else self.session.later.pop(rank)  # type: ignore[attr-defined]
-                 for rank in ranks}  # lost ones, or (a copy's -f batch) hosts never connected yet
+        hosts = {rank: self.peers[rank].host for rank in ranks}
         failed: dict[int, str] = self.session.reconnect(hosts, others=self._step)  # type: ignore[attr-defined]
         for rank in hosts.keys() - failed.keys():
             self.peers[rank] = self.session.peers[rank]
@@ -447,10 +447,10 @@ class Console:
     def send_event(self, rank: int, event: Event) -> None:  # a table's event (turns.py's CLOSE)
         self._step(rank, event)
 
-    def joining(self, rank: int) -> None:
-        """A target the session has just connected, its Run sent with its code (turns.py)."""
+    def joining(self, rank: int, state: ConsoleState = ConsoleState.JOINING) -> None:
+        """A target the session has just connected, its Run sent with its code (turns.py; GREETING: none)."""
         self.peers[rank] = self.session.peers[rank]
-        self.machines[rank] = Machine(CONSOLE, ConsoleState.JOINING)
+        self.machines[rank] = Machine(CONSOLE, state)
         self._owed.pop(rank, None)
 
     def idle(self, ranks: Iterable[int]) -> list[int]:

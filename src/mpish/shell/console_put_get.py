@@ -8,17 +8,14 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
 from . import console_transfer as transfer
 from .console import Console
-from .conversation import Local
 from .grouping import Style
-from .names import RANK_LOST, fold_by_reason
-from .options import CopyRequest
-from .session import INTERRUPTED_CONNECTING
+from .names import fold_by_reason
 
 PUT_USAGE = "usage: :put [-r] LOCAL [REMOTE]"
 GET_USAGE = "usage: :get [-r] REMOTE [LOCAL]"
@@ -27,7 +24,7 @@ Keys = Callable[[], contextlib.AbstractContextManager[object]]  # Ctrl-C as a ke
 
 @dataclass
 class Tally:
-    """One --copy/--rcopy source's results over its -f batches, reported once for all."""
+    """One --copy/--rcopy source's results over its targets and turns (-f), reported once for all."""
 
     verdicts: dict[int, str] = field(default_factory=dict)
     size: int = 0
@@ -114,7 +111,7 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
                 into: bool = False, tally: Tally | None = None) -> int:
     """``:put [-r] LOCAL [REMOTE]``; 0 if every target has its verified copy, else 1. ``into``:
     a tree goes to REMOTE/NAME, REMOTE being an existing directory (clush's --copy --dest).
-    With a ``tally`` the results are added to it, for one report later (copy_files)."""
+    With a ``tally`` the results are added to it, for one report later (copying.copy_files)."""
     recursive, words = parse(rest, PUT_USAGE)
     local = words[0]
     is_dir = os.path.isdir(local)
@@ -152,7 +149,7 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
                 suffixed: bool = False, tally: Tally | None = None) -> int:
     """``:get [-r] REMOTE [LOCAL]``; the paths written are printed; 0 if all arrived.
     ``suffixed``: NAME.<target> even from one target (clush's --rcopy). With a ``tally`` the
-    results are added to it, for one report later (copy_files)."""
+    results are added to it, for one report later (copying.copy_files)."""
     recursive, words = parse(rest, GET_USAGE)
     remote = words[0]
     local = words[1] if len(words) == 2 else ("." if recursive else os.path.basename(remote))
@@ -188,112 +185,6 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
         print(line)
     sys.stdout.flush()
     return status
-
-
-def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, keys: Keys,
-               err: IO[str], fanout: int = 0) -> int:
-    """``--copy``/``--rcopy`` (clush's): each source as ``:put -r``/``:get -r`` into the
-    request's directory, which must exist (default: the source's own, made absolute here, as
-    clush does), a file or a tree alike; 0 if every source reached (or came from) every
-    target, else 1; a Ctrl-C ends the copy there (130, as cp: what was not sent is named).
-    ``fanout`` (clush's ``-f``; 0: all): at most that many targets at once, batch after batch
-    in rank order, every source to (or from) a batch before the next. Over ssh with more hosts
-    than that, a batch's hosts not connected yet (the session's ``later``) are connected for
-    it and every host is hung up after it: at most ``fanout`` connections open, as clush's.
-    One report per source, naming it, once every batch is done."""
-    status, interrupted = 0, False
-    session = console.session
-    rolling = bool(session.later)
-    ordered = sorted(targets)
-    step = fanout if fanout > 0 else max(1, len(ordered))
-    batches = [frozenset(ordered[at : at + step]) for at in range(0, len(ordered), step)] or [targets]
-
-    @contextlib.contextmanager
-    def watched() -> Iterator[None]:
-        nonlocal interrupted
-        pressed = None
-        try:
-            with keys() as pressed:
-                yield
-        finally:  # after the keys' end: a Ctrl-C typed after the transfer's last look counts
-            interrupted = interrupted or bool(getattr(pressed, "interrupted", False))
-
-    style = Style.for_stream(err)
-
-    def say(text: str) -> None:
-        print(style.error(f"mpish: {text}"), file=err)
-        err.flush()
-
-    def no_directory(dest: str) -> str:
-        return (f"--rcopy: {dest} is not a directory of this machine (--dest names an existing one; "
-                "the copies are NAME.<target> in it)")
-
-    if request.reverse and request.dest and not os.path.isdir(request.dest):  # said once, not per file
-        say(no_directory(request.dest))
-        return 1
-    copies: list[tuple[str, str, Tally]] = []  # each source checked here, before any transfer
-    for source in request.sources:
-        dest = request.dest or os.path.dirname(os.path.abspath(source))
-        if request.reverse and not os.path.isdir(dest):  # the source's own directory
-            say(no_directory(dest))
-            status = 1
-        elif not request.reverse and not os.path.lexists(source):
-            say(f"--copy: no file or directory {source!r} on this machine"
-                f"{'' if os.path.isabs(source) else f' (in {os.getcwd()})'}")
-            status = 1
-        else:
-            copies.append((source, dest, Tally()))
-    for batch in batches if copies else []:
-        while rolling and session.closing():  # the last batch's ssh processes hold their places
-            time.sleep(0.005)  # (those still there after ssh_session.CLOSE_WAIT are killed)
-        if rolling and (joining := sorted(rank for rank in batch if rank in session.later)):
-            for rank, why in console.reconnect(joining).items():  # could not connect: its verdict
-                interrupted = interrupted or why == INTERRUPTED_CONNECTING
-                for _, _, tally in copies:
-                    tally.verdicts[rank] = why
-        for source, dest, tally in copies if not interrupted else []:
-            reach = batch - set(tally.verdicts)
-            try:  # a trailing / and into: the directory must exist on the targets (clush's --dest)
-                if request.reverse:
-                    line = shlex.join(["-r", "--", source, dest])
-                    get_builtin(console, reach, line, watched, err, suffixed=True, tally=tally)
-                else:
-                    line = shlex.join(["-r", "--", source, dest.rstrip("/") + "/"])
-                    put_builtin(console, reach, line, watched, err, into=True, tally=tally)
-            except KeyboardInterrupt:  # Ctrl-C while the batch's last answers were awaited
-                interrupted = True
-                for rank in reach - set(tally.verdicts):
-                    tally.verdicts[rank] = transfer.NO_ANSWER
-            except ValueError as exc:
-                say(str(exc))
-                status = 1
-            if interrupted:
-                break
-            for rank in reach - set(tally.verdicts):  # lost before or during its batch
-                tally.verdicts[rank] = RANK_LOST
-        if rolling:
-            hang_up(console, batch)
-        if interrupted:
-            break
-    for source, _, tally in copies:
-        what = f"get {source} from" if request.reverse else f"put {source} to"
-        status = max(status, tally.report(console, what, err))
-        missed = sorted(set(targets) - set(tally.verdicts))
-        if interrupted and missed:
-            say(f"interrupted: {source} was not {'got from' if request.reverse else 'sent to'} "
-                f"{console.describe(missed)}")
-    return 130 if interrupted else status
-
-
-def hang_up(console: Console, ranks: Iterable[int]) -> None:
-    """The end of a copy's batch over ssh: each host's close record, then its connection ended."""
-    for rank in ranks:
-        peer = console.peers.get(rank)
-        if peer is None:
-            continue
-        if peer.alive:
-            console.send_event(rank, Local.CLOSE)
-        console.session.release(rank)
 
 
 def check(console: Console, tree: bool) -> str:

@@ -108,6 +108,12 @@ class ConsoleState(enum.Enum):
     CLOSED = "closed"
 
 
+def first_state(ready: bool, sent_run: bool) -> ConsoleState:
+    """A server's state when the console starts: IDLE once greeted, else GREETING, or JOINING
+    if its Run went with its code (a host connected in its turn of -f)."""
+    return ConsoleState.IDLE if ready else ConsoleState.JOINING if sent_run else ConsoleState.GREETING
+
+
 StateT = TypeVar("StateT", bound=enum.Enum)
 
 

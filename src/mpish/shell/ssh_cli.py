@@ -266,7 +266,7 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         err.write(f"mpish: cannot read commands from {path}: {exc.strerror}\n".encode())
         return 2
     hosts = select_hosts(options.selection)
-    # --copy/--rcopy to more hosts than -f: at most -f connected at once (console_put_get.copy_files)
+    # --copy/--rcopy to more hosts than -f: at most -f connected at once (copying.copy_files)
     session = _start(options, hosts, rolling=options.copy is not None and len(hosts) > options.fanout)
     session.advise = lambda why, host: advice(why, host, options)
     report_failed(session, hosts, err, options)
@@ -279,10 +279,10 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     console.timeout = options.timeout or 0.0
     try:
         if options.copy is not None:  # --copy/--rcopy: :put -r/:get -r of each source (console_put_get)
-            from mpish.shell.console_put_get import copy_files
+            from mpish.shell.copying import copy_files
 
             repl = SshRepl(console, output=options.mode, fanout=options.fanout)
-            every = frozenset(repl.targets | set(session.later))  # later: connected in their batch
+            every = frozenset(repl.targets | set(session.later))  # later: connected in their turn
             status = copy_files(console, every, options.copy, repl.keys, repl.err, options.fanout)
             return max(status, 1 if session.failed else 0)  # a host never reached has no copy
         if stream is None:

@@ -24,7 +24,7 @@ class SshRepl(Repl):
         self.console.describe = self.describe  # hosts in the messages, NAME.<host> for :get's copies
         self.console.file_suffix = lambda rank: self.console.peers[rank].host
         self.pruned = set(self.console.lost)  # hosts not reached at the start: targets once reconnected
-        # every host's name, those a copy's -f batch connects later too (and ones that then fail)
+        # every host's name, those a copy connects in their turn of -f too (and ones that then fail)
         self.known = {**{r: p.host for r, p in self.console.peers.items()}, **self.console.session.later}
 
     def prompt(self) -> str:

@@ -111,8 +111,8 @@ class SshSession(Session):
         self.deadlines: dict[int, float] = {}  # joining rank -> when it is given up without a Hello
         self.ending: list[tuple[SshProcess, float]] = []  # released, hung up (when), not reaped yet
 
-    def join(self, rank: int, first: bytes) -> str:
-        """Connect the host of ``later[rank]`` now (the code, then ``first``, in one write)."""
+    def join(self, rank: int, first: bytes | None) -> str:
+        """Connect the host of ``later[rank]`` now (the code, then ``first`` if any, in one write)."""
         self._reap()
         host = self.later.pop(rank)
         python, ssh_options, connect_timeout = self.connect_args
@@ -121,7 +121,8 @@ class SshSession(Session):
         self.deadlines[rank] = time.monotonic() + connect_timeout + HELLO_TIMEOUT_SLACK
         with contextlib.suppress(MpishError):  # a pipe that ended is reported as lost
             self.link.links[rank].send_raw(ship.payload(REMOTE_ENTRY, also=REMOTE_ALSO))
-            self.link.send_all(rank, self.peers[rank].channel.send(first))
+            if first is not None:
+                self.link.send_all(rank, self.peers[rank].channel.send(first))
         return ""
 
     def overdue(self, now: float) -> dict[int, str]:
@@ -320,9 +321,9 @@ def start_ssh_session(
     what they send after their Hello while others are still greeting is in ``early``.
     ``report_losses``: say at once that a joined host was lost (else the caller does).
     ``again``: the advice after a host's connection ended (:reconnect only at the console).
-    ``rolling`` (``-c``): the first ``fanout`` hosts are started with ``first`` and not
-    awaited (the console's JOINING: their Hellos come to it); the others are in ``later``, for
-    the console to connect in their turn (module doc).
+    ``rolling`` (``-c``, ``--copy``): the first ``fanout`` hosts are started (with ``first``,
+    if any) and not awaited (their Hellos come to the console: JOINING, or GREETING without
+    ``first``); the others are in ``later``, for the console to connect in their turn (module doc).
     """
     if fanout < 1:
         raise ValueError("fanout must be at least 1")
@@ -370,8 +371,8 @@ def start_ssh_session(
 
     try:
         start_next()
-        if rolling and first is not None:  # -c: no barrier on the first wave's slowest Hello: they
-            session.deadlines.update(deadlines)  # greet the console (JOINING), results kept at a Ctrl-C
+        if rolling:  # -c, --copy: no barrier on the first wave's slowest Hello: they greet the console
+            session.deadlines.update(deadlines)  # (JOINING, or GREETING without a first message)
             return session
         _await_hellos(session, deadlines, start_next, lambda: bool(pending), first is not None)
     except BaseException:  # Ctrl-C while connecting: end every ssh started so far

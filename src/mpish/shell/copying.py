@@ -1,0 +1,219 @@
+"""clush's ``--copy``/``--rcopy``: each source as ``:put -r``/``:get -r`` of the console
+(:mod:`.console_put_get`), to every target, one report per source.
+
+Theory of operation
+-------------------
+Over MPI, and over ssh with no more hosts than ``-f``, every target is connected already:
+each source goes to (or comes from) all of them at once (or ``fanout`` at a time, if given).
+
+Over ssh with more hosts than ``-f`` (the session's ``later``), ``-f`` is a *sliding
+window* of connections, as clush's: at most ``fanout`` hosts are connected (or still
+connecting, or hanging up: :meth:`SshSession.closing <mpish.shell.ssh_session.SshSession.closing>`)
+at once. A host's turn connects it (:meth:`Session.join
+<mpish.shell.session.Session.join>` without a first message: GREETING until its Hello);
+whenever hosts have greeted, every source goes to them as one group, they are hung up
+(:meth:`Session.release <mpish.shell.session.Session.release>`), and their places go to
+the next hosts at once. So a host whose login hangs holds one place until its deadline
+(ssh's ConnectTimeout, ``-t``, and the Hello slack), never the others: they were copied in
+fixed batches of ``-f`` before, each batch waiting for its slowest login (40 hosts, 9 of
+them silent, ``-f 8``: 2.3 times clush's time). Hosts that greet while a group's transfer
+runs wait for its end; the transfers of a group read each source once for all of them.
+
+A Ctrl-C ends the copy there (130, as cp): hosts still connecting are given up, and what
+was not sent is named. One report per source, naming it, once every host had its turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO
+
+from . import console_transfer as transfer
+from .console import Console
+from .console_put_get import Keys, Tally, get_builtin, put_builtin
+from .conversation import ConsoleState, Local
+from .grouping import Style
+from .names import RANK_LOST
+from .options import CopyRequest
+from .session import INTERRUPTED_CONNECTING
+
+TICK = 0.1  # s: the longest wait for a Hello before the window is looked at again (deadlines)
+
+Copy = tuple[str, str, Tally]  # a source, its destination, its results
+
+
+def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, keys: Keys,
+               err: IO[str], fanout: int = 0) -> int:
+    """``--copy``/``--rcopy`` (module doc): each source into the request's directory, which
+    must exist (default: the source's own, made absolute here, as clush does), a file or a
+    tree alike; 0 if every source reached (or came from) every target, else 1; 130 after a
+    Ctrl-C. ``fanout`` (clush's ``-f``): the connections open at once over ssh."""
+    style = Style.for_stream(err)
+
+    def say(text: str) -> None:
+        print(style.error(f"mpish: {text}"), file=err)
+        err.flush()
+
+    status, copies = _sources(request, say)
+    state = _Copying(console, copies, request.reverse, keys, err, say)
+    ordered = sorted(targets)
+    if copies and console.session.later:
+        _slide(state, ordered, fanout)
+    step = fanout if fanout > 0 else max(1, len(ordered))  # all connected: batches of -f, if any
+    for at in range(0, len(ordered), step) if copies and not console.session.later else ():
+        state.copy_to(frozenset(ordered[at : at + step]))
+        if state.interrupted:
+            break
+    for source, _, tally in copies:
+        what = f"get {source} from" if request.reverse else f"put {source} to"
+        status = max(status, tally.report(console, what, err))
+        missed = sorted(set(targets) - set(tally.verdicts))
+        if state.interrupted and missed:
+            say(f"interrupted: {source} was not {'got from' if request.reverse else 'sent to'} "
+                f"{console.describe(missed)}")
+    return 130 if state.interrupted else max(status, state.status)
+
+
+def _sources(request: CopyRequest, say: Callable[[str], None]) -> tuple[int, list[Copy]]:
+    """Each source checked here, before any transfer: (1 if one is refused, the others)."""
+    def no_directory(dest: str) -> str:
+        return (f"--rcopy: {dest} is not a directory of this machine (--dest names an existing one; "
+                "the copies are NAME.<target> in it)")
+
+    if request.reverse and request.dest and not os.path.isdir(request.dest):  # said once, not per file
+        say(no_directory(request.dest))
+        return 1, []
+    status, copies = 0, []
+    for source in request.sources:
+        dest = request.dest or os.path.dirname(os.path.abspath(source))
+        if request.reverse and not os.path.isdir(dest):  # the source's own directory
+            say(no_directory(dest))
+            status = 1
+        elif not request.reverse and not os.path.lexists(source):
+            say(f"--copy: no file or directory {source!r} on this machine"
+                f"{'' if os.path.isabs(source) else f' (in {os.getcwd()})'}")
+            status = 1
+        else:
+            copies.append((source, dest, Tally()))
+    return status, copies
+
+
+class _Copying:
+    """The sources, their results so far, and whether a Ctrl-C ended the copy."""
+
+    def __init__(self, console: Console, copies: list[Copy], reverse: bool, keys: Keys, err: IO[str],
+                 say: Callable[[str], None]) -> None:
+        self.console, self.copies, self.reverse = console, copies, reverse
+        self.keys, self.err, self.say = keys, err, say
+        self.interrupted = False
+        self.status = 0
+
+    @contextlib.contextmanager
+    def watched(self) -> Iterator[None]:
+        """Ctrl-C as a key while it runs (a terminal), noted once the keys are given back."""
+        pressed = None
+        try:
+            with self.keys() as pressed:
+                yield
+        finally:  # after the keys' end: a Ctrl-C typed after the transfer's last look counts
+            self.interrupted = self.interrupted or bool(getattr(pressed, "interrupted", False))
+
+    def fail(self, rank: int, why: str) -> None:
+        """A target that none of the sources reaches (it could not be connected, or was lost)."""
+        for _, _, tally in self.copies:
+            tally.verdicts.setdefault(rank, why)
+
+    def copy_to(self, group: frozenset[int]) -> None:
+        """Every source to (or from) ``group``, the targets of one turn."""
+        for source, dest, tally in self.copies:
+            reach = group - set(tally.verdicts)
+            try:  # a trailing / and into: the directory must exist on the targets (clush's --dest)
+                if self.reverse:
+                    line = shlex.join(["-r", "--", source, dest])
+                    get_builtin(self.console, reach, line, self.watched, self.err, suffixed=True, tally=tally)
+                else:
+                    line = shlex.join(["-r", "--", source, dest.rstrip("/") + "/"])
+                    put_builtin(self.console, reach, line, self.watched, self.err, into=True, tally=tally)
+            except KeyboardInterrupt:  # Ctrl-C while the group's last answers were awaited
+                self.interrupted = True
+                for rank in reach - set(tally.verdicts):
+                    tally.verdicts[rank] = transfer.NO_ANSWER
+            except ValueError as exc:
+                self.say(str(exc))
+                self.status = 1
+            if self.interrupted:
+                return
+            for rank in reach - set(tally.verdicts):  # lost before or during its turn
+                tally.verdicts[rank] = RANK_LOST
+
+
+def _slide(state: _Copying, ordered: list[int], fanout: int) -> None:
+    """-f as a sliding window over ssh (module doc)."""
+    console, session = state.console, state.console.session
+    opened = {rank for rank in ordered if rank in console.peers and console.peers[rank].alive}  # 1st wave
+    waiting = [rank for rank in ordered if rank not in opened]
+    while (waiting or opened) and not state.interrupted:
+        for rank, why in session.overdue(time.monotonic()).items():  # no Hello in time
+            peer = console.peers[rank]
+            peer.alive, peer.lost = False, why
+        for rank in sorted(opened):
+            peer = console.peers[rank]
+            if not peer.alive:  # could not connect, or lost
+                state.fail(rank, peer.lost or "connection lost")
+                opened.discard(rank)
+                session.release(rank)
+        while waiting and len(opened) + session.closing() < max(fanout, 1):
+            rank = waiting.pop(0)
+            if rank not in session.later:  # connected before and lost since
+                state.fail(rank, console.peers[rank].lost if rank in console.peers else RANK_LOST)
+            elif why := session.join(rank, None):  # it could not even start (no descriptors left)
+                state.fail(rank, why)
+            else:
+                console.joining(rank, ConsoleState.GREETING)
+                opened.add(rank)
+        ready = frozenset(console.idle(opened))
+        if ready:
+            state.copy_to(ready)
+            hang_up(console, ready)
+            opened -= ready
+        elif opened or waiting:
+            _await_change(state, opened, bool(waiting))
+    for rank in sorted(opened):  # a Ctrl-C: those still connecting are given up
+        peer = console.peers[rank]
+        peer.alive, peer.lost = False, INTERRUPTED_CONNECTING
+        state.fail(rank, INTERRUPTED_CONNECTING)
+        session.give_up(rank)
+
+
+def _await_change(state: _Copying, opened: set[int], waiting: bool) -> None:
+    """Until a connecting host greets or is lost, a hung-up one has ended (its place is
+    free for a ``waiting`` host), or :data:`TICK` (a deadline)."""
+    console, session = state.console, state.console.session
+    until = time.monotonic() + TICK
+    closing = session.closing()
+
+    def changed() -> bool:
+        return time.monotonic() >= until or (waiting and session.closing() < closing) or any(
+            not console.peers[rank].alive or console.machines[rank].state is ConsoleState.IDLE
+            for rank in opened)
+
+    try:
+        with state.watched():
+            console.wait(changed)
+    except KeyboardInterrupt:
+        state.interrupted = True
+
+
+def hang_up(console: Console, ranks: Iterable[int]) -> None:
+    """The end of a host's turn over ssh: its close record, then its connection ended."""
+    for rank in ranks:
+        peer = console.peers.get(rank)
+        if peer is None:
+            continue
+        if peer.alive:
+            console.send_event(rank, Local.CLOSE)
+        console.session.release(rank)
