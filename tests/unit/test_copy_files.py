@@ -1,6 +1,6 @@
 """--copy/--rcopy's loop over the files and -f batches of connected targets
-(copying.copy_files), with the transfers replaced: a Ctrl-C ends the copy there, as cp and scp stop; each file gets one
-report for all its batches, naming it."""
+(copying.copy_files), with the transfers replaced: a Ctrl-C ends the copy there, as cp and
+scp stop; each file gets one report for all its batches, naming it."""
 
 from __future__ import annotations
 

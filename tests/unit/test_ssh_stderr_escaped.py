@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 
 from mpish.transport.ssh import SshProcess
 
@@ -34,3 +36,26 @@ def test_a_refused_key_is_an_authentication_error_and_a_transport_one() -> None:
         raise error
     except AuthenticationError as caught:  # what a caller of mpish.ssh writes for "not allowed in"
         assert isinstance(caught, TransportError) and caught.host == "node1"  # type: ignore[attr-defined]
+
+
+def test_a_child_of_ssh_holding_its_stderr_never_holds_back_its_end() -> None:
+    """A ProxyCommand's child inherits ssh's stderr and can outlive ssh: the stderr reader
+    waited for its end, so close() waited 2 s and ``ended()`` stayed False (a host given up at
+    a Ctrl-C ended the command 2 s after clush; its place in -f was held as long as the child
+    lived). Now what ssh wrote is kept and the pipe is let go once ssh has exited."""
+    script = ("import subprocess, sys; subprocess.Popen(['sleep', '61.37']); "  # inherits stderr
+              "sys.stderr.write('ssh: connect to host node1: Connection refused\\n'); sys.exit(255)")
+    process = SshProcess("node1", [sys.executable, "-c", script])
+    try:
+        message = str(process.failure(wait=10.0))
+        deadline = time.monotonic() + 30
+        while not process.ended() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sleeper = subprocess.run(["pgrep", "-f", "^sleep 61.37$"], capture_output=True, text=True,
+                                 check=False).stdout.split()
+        assert process.ended(), "ssh has exited, yet its stderr reader still waits for the child"
+        assert "Connection refused" in message
+    finally:
+        process.close(wait=1.0)
+        subprocess.run(["pkill", "-f", "^sleep 61.37$"], check=False)
+    assert sleeper, "the child must still hold the pipe when ended() is checked"

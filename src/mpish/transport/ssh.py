@@ -51,6 +51,9 @@ __all__ = [
 ]
 
 STDERR_KEEP = 64 * 1024
+# s: once ssh has exited, its stderr is read until it has been quiet this long, not until its
+# end: a ProxyCommand's child can hold the pipe open long after ssh (a Ctrl-C waited 2 s for it)
+STDERR_LINGER = 0.25
 BOOTSTRAP_MARK = "mpish-bootstrap:"  # starts the shipped code's own error lines on stderr
 
 
@@ -176,13 +179,28 @@ class SshProcess:
         self.closed = False
 
     def _collect_stderr(self) -> None:
-        fd = self._stderr.fileno()
+        """Keep the end of ssh's stderr, until its end or :data:`STDERR_LINGER` of quiet after
+        ssh's exit; this thread closes the pipe (nobody else closes an fd it may be reading)."""
+        try:
+            self._read_stderr(self._stderr.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                self._stderr.close()
+
+    def _read_stderr(self, fd: int) -> None:
         partial = b""
+        poller = select.poll()  # not select(): descriptors past 1,024 with thousands of hosts
+        poller.register(fd, select.POLLIN)
         while True:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:
-                data = b""
+            if poller.poll(STDERR_LINGER * 1000):
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+            elif self.process.poll() is None:
+                continue  # quiet while ssh runs
+            else:
+                data = b""  # ssh has ended and its pipe is quiet: what may come is a child's
             if self.echo_stderr and (data or partial):
                 lines = (partial + data).split(b"\n")
                 partial = lines.pop() if data else b""
@@ -245,10 +263,9 @@ class SshProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._stderr_thread.join(2.0)
-        for pipe in (self._stdout, self._stderr):
-            with contextlib.suppress(OSError):
-                pipe.close()
+        self._stderr_thread.join(2.0)  # it ends within STDERR_LINGER of ssh's exit, and closes stderr
+        with contextlib.suppress(OSError):
+            self._stdout.close()
 
 
 @functools.cache
