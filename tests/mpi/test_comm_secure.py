@@ -72,7 +72,7 @@ def reported_checks(script: str) -> list[str]:
 @pytest.mark.parametrize(
     "script",
     ["comm_api.py", "comm_regressions.py", "comm_requests.py", "comm_hot_path.py", "comm_topology.py",
-     "comm_intercomm.py"],
+     "comm_intercomm.py", "comm_forged_order.py"],
 )
 def test_every_check_a_script_defines_is_run_and_reported(script: str) -> None:
     tree = ast.parse((HERE / script).read_text())
@@ -202,6 +202,16 @@ def test_forged_records_are_dropped_and_the_genuine_message_delivered(home: Path
         assert proc.stdout.count(f"REJECTED {attack} ") == count, (attack, explain(proc))
     assert "rejected 35" in proc.stdout and "ALL OK" in proc.stdout, explain(proc)
     assert not marker.exists(), "a malicious pickle was unpickled"
+
+
+@pytest.mark.parametrize("ranks", [2, 3])  # 3: a third rank forges, the receives take any source
+def test_a_forged_record_taken_by_a_posted_receive_shifts_no_genuine_message_and_fails_no_cancel(
+    home: Path, ranks: int
+) -> None:
+    """A security review: Irecv A, Irecv B, a forged record, "first", "second" gave A "second"
+    and B "first" (the robbed receive was posted again last), and a Cancel after a forged record
+    never completed, its receive taking the next message (comm/posted.py, _repost)."""
+    every_check_passes("comm_forged_order.py", ranks, home)
 
 
 def test_strict_mode_raises_forged_and_replayed_records_in_the_receiving_call(home: Path) -> None:

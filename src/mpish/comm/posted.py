@@ -13,9 +13,16 @@ list is not empty, and completes any posted receive whose first record arrived,
 draining its continuation records: so a sender waiting for them never waits on a
 receiver that is blocked elsewhere. Without posted receives the calls block in MPI.
 
-A forged first record consumed by a posted ``Irecv`` makes mpish post that receive
-again: if several receives with overlapping envelopes are pending, the genuine messages
-may then complete them in another order than MPI would have matched them.
+A forged first record consumed by a posted ``Irecv`` costs no genuine message and shifts
+none (:meth:`PostedReceives._repost`): that receive is posted again *in its place*. MPI
+has no "insert", so every receive of the lane posted after it is cancelled; a genuine
+message one of them had matched meanwhile goes to the earliest receive (in the order the
+program posted them, the robbed one first) whose envelope matches it, as MPI would have
+matched it without the forged record, and the receives left without a message are posted
+again in their order. (Before, the robbed receive was posted again last: ``Irecv`` A,
+``Irecv`` B, a forged record, then "first" and "second" gave A "second" and B "first".)
+A blocking ``Recv`` that takes a message while an earlier posted receive is being robbed
+is not reordered this way: it keeps the message MPI matched to it.
 """
 
 from __future__ import annotations
@@ -201,8 +208,11 @@ class PostedReceives:
 
     if TYPE_CHECKING:
 
+        early: list[Early]
+
         def process(
-            self, record: memoryview | bytearray, source: int, tag: int, sink: memoryview | None
+            self, record: memoryview | bytearray, source: int, tag: int, sink: memoryview | None,
+            probing: bool = False,
         ) -> Result: ...
 
         def _oversized(self, exc: Any) -> None: ...
@@ -285,7 +295,8 @@ class PostedReceives:
                 except BaseException as error:  # strict mode, or another MPI error
                     self._finish(posted, error)
                     return True
-                posted.request = self.comm.Irecv([posted.buf, MPI.BYTE], posted.source, posted.tag)
+                posted.request = None
+                self._repost(posted)
                 if once:
                     return False
                 continue
@@ -306,16 +317,78 @@ class PostedReceives:
             except BaseException as error:
                 self._finish(posted, error)
                 return
-            # Dropped: wait for the genuine message (posted again, now last in MPI's queue).
-            self.posted.remove(posted)
-            self.posted.append(posted)
-            posted.request = self.comm.Irecv([posted.buf, MPI.BYTE], posted.source, posted.tag)
+            self._repost(posted)  # dropped: wait for the genuine message, in its place
             return
         except Exception as exc:
             self._finish(posted, exc)
             return
         posted.result, posted.obj = (s, t, n), data
         self._finish(posted, None)
+
+    def _repost(self, robbed: PostedRecv) -> None:
+        """A forged record took ``robbed``'s MPI receive: post it again in its place (module
+        doc), the later receives cancelled and posted again behind it, a message one of them
+        had matched given to the earliest receive that matches it."""
+        line = [robbed, *(q for q in self.posted[self.posted.index(robbed) + 1 :] if q.request is not None)]
+        waiting = list(line)  # the receives without a message, in the order they were posted
+        spare: list[Any] = []  # landings holding no message
+        arrived: list[tuple[Any, Any, PostedRecv]] = []  # (landing, status, whose MPI receive took it)
+        for posted in line:
+            buf, posted.buf = posted.buf, bytearray(0)
+            request, posted.request = posted.request, None
+            status = MPI.Status()
+            if request is not None:
+                request.Cancel()
+                try:
+                    request.Wait(status)
+                except MPI.Exception as exc:  # a forged record longer than any genuine first one
+                    spare.append(buf)
+                    self._refuse(posted, waiting, functools.partial(self._oversized, exc))
+                    continue
+            if request is None or status.Is_cancelled():
+                spare.append(buf)
+            else:
+                arrived.append((buf, status, posted))
+        for buf, status, owner in arrived:
+            s, t, count = status.Get_source(), status.Get_tag(), status.Get_count(MPI.BYTE)
+            taker = next((q for q in waiting if matches(q.source, q.tag, s, t)), None)
+            record = memoryview(buf)[:count]
+            spare.append(buf)  # what process() returns is out of the landing (as _first_arrived's)
+            try:
+                _, _, n, data = self.process(record, s, t, None if taker is None else taker.sink,
+                                             probing=taker is None)
+            except RECORD_ERRORS as exc:
+                self._refuse(owner, waiting, functools.partial(self.stats.reject, exc))
+                continue
+            except Exception as exc:  # e.g. longer than the taker's buffer: its error, as MPI's
+                if taker is not None:
+                    waiting.remove(taker)
+                    self._finish(taker, exc)
+                continue
+            if taker is None:  # no receive posted now matches it: kept for a later one, as a probe's
+                from .synchronous import owed  # (synchronous.py needs the lane's modules)
+
+                self.early.append(Early(s, t, data, owed(self, record, s, t)))  # type: ignore[arg-type]
+                continue
+            waiting.remove(taker)
+            taker.result, taker.obj = (s, t, n), data
+            self._finish(taker, None)
+        for posted in waiting:  # posted again, in their order
+            posted.buf = spare.pop() if spare else LANDINGS.take()
+            posted.request = self.comm.Irecv([posted.buf, MPI.BYTE], posted.source, posted.tag)
+        for buf in spare:
+            if isinstance(buf, memoryview):
+                LANDINGS.give(buf)
+
+    def _refuse(self, owner: PostedRecv, waiting: list[PostedRecv], reject: Callable[[], None]) -> None:
+        """A forged record taken by ``owner``'s MPI receive while reposting: counted; in strict
+        mode (``reject`` raises) ``owner`` fails with it, as it does outside a repost."""
+        try:
+            reject()
+        except BaseException as error:
+            if owner in waiting:
+                waiting.remove(owner)
+                self._finish(owner, error)
 
     def _finish(self, posted: PostedRecv, error: BaseException | None) -> None:
         posted.error, posted.done = error, True

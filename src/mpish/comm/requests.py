@@ -246,19 +246,18 @@ class SecureRequest(MPI.Grequest):
         # Sends are never cancelled (MPI lets a cancel fail; MPICH's cancel of a pending
         # synchronous send crashed the process here): they complete as usual.
         posted = self._posted
-        if posted is None or posted.done or posted.request is None:
-            return
-        posted.request.Cancel()
-        status = MPI.Status()
-        posted.request.Wait(status)
-        if status.Is_cancelled():
-            posted.request = None
-            self._lane._finish(posted, None)  # off the lane, its landing given back
-            posted.result = (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
-            self._cancelled = True
-        else:  # it had matched a message: process it as usual
-            posted.request = None
-            self._lane._first_arrived(posted, status)
+        while posted is not None and not posted.done and posted.request is not None:
+            posted.request.Cancel()
+            status = MPI.Status()
+            posted.request.Wait(status)
+            if status.Is_cancelled():
+                posted.request = None
+                self._lane._finish(posted, None)  # off the lane, its landing given back
+                posted.result = (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+                self._cancelled = True
+            else:  # it had matched a message: processed as usual; a forged one is dropped and
+                posted.request = None  # the receive posted again (posted.py), to be cancelled in turn
+                self._lane._first_arrived(posted, status)
 
     cancel = Cancel
 

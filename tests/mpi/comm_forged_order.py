@@ -1,0 +1,152 @@
+"""Run under ``mpiexec -n 2`` or more: a forged record taken by a posted receive costs no
+genuine message and shifts none (comm/posted.py, ``_repost``), and never makes a Cancel fail.
+
+Rank 0 posts receives; rank 1 (the genuine sender, which also writes the forged records on the
+raw duplicate: any rank of the job can) sends. With 3 ranks or more, rank 2 forges instead and
+the receives take any source. Before the fix, the robbed receive was posted again last in MPI's
+queue: Irecv A, Irecv B, a forged record, "first", "second" gave A "second" and B "first"
+(every way of waiting, both MPIs); a Cancel after a forged record never completed and the
+receive took the next message. Prints ``OK <check>`` per check and ``ALL OK``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from mpi4py import MPI
+from mpi_main import run
+
+import mpish
+from mpish.comm import SecureComm
+from mpish.comm.limits import FIRST_MAX
+
+WORLD = MPI.COMM_WORLD
+REJECTED: list[BaseException] = []
+SETTLE = 0.3  # s: every message has arrived and MPI has matched it before the receiver looks
+
+
+def ok(name: str) -> None:
+    WORLD.Barrier()
+    if WORLD.Get_rank() == 0:
+        print(f"OK {name}", flush=True)
+
+
+def _completes(request: object, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not request.Test():  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, f"{what} never completed"
+
+
+def _forger() -> int:
+    return 2 if WORLD.Get_size() > 2 else 1
+
+
+def _exchange(c: SecureComm, forged: bytes, wait: str, tag: int, synchronous: bool = False) -> None:
+    """Rank 0: Irecv A, Irecv B; the forged record, then "first", "second"; A, B as sent."""
+    rank = c.rank
+    source = MPI.ANY_SOURCE if WORLD.Get_size() > 2 else 1
+    if rank == 0:
+        a, b = bytearray(16), bytearray(16)
+        requests = [c.Irecv([a, MPI.BYTE], source, tag), c.Irecv([b, MPI.BYTE], source, tag)]
+        WORLD.Barrier()
+        WORLD.Barrier()
+        time.sleep(SETTLE)
+        if wait == "in order":
+            requests[0].Wait()
+            requests[1].Wait()
+        elif wait == "second first":
+            requests[1].Wait()
+            requests[0].Wait()
+        elif wait == "MPI.Request.Waitall":
+            MPI.Request.Waitall(requests)
+        else:
+            MPI.Request.Waitany(requests)
+            MPI.Request.Waitany(requests)
+        assert (bytes(a[:5]), bytes(b[:6])) == (b"first", b"second"), (wait, bytes(a), bytes(b))
+        return
+    WORLD.Barrier()
+    if rank == _forger():
+        c.raw.Send([forged, MPI.BYTE], 0, tag)
+    WORLD.Barrier()
+    if rank == 1:
+        first = (c.Issend if synchronous else c.Isend)([b"first", MPI.BYTE], 0, tag)
+        c.Send([b"second", MPI.BYTE], 0, tag)
+        _completes(first, "the send of the message the robbed receive got")
+
+
+def check_a_forged_record_never_swaps_the_genuine_messages_of_two_posted_receives(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    for tag, wait in enumerate(("in order", "second first", "MPI.Request.Waitall", "MPI.Request.Waitany"), 5):
+        _exchange(c, os.urandom(64), wait, tag)
+    ok("a_forged_record_never_swaps_the_genuine_messages_of_two_posted_receives")
+
+
+def check_a_forged_record_longer_than_any_first_record_never_swaps_them_either(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """MPI's truncation of the robbed receive (a record no genuine first record can be)."""
+    _exchange(c, os.urandom(FIRST_MAX + 3 * 4096), "in order", 9)
+    ok("a_forged_record_longer_than_any_first_record_never_swaps_them_either")
+
+
+def check_a_synchronous_message_given_to_the_robbed_receive_is_acknowledged(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """"first" (an Issend) came through B's MPI receive and went to A: its sender completes."""
+    _exchange(c, os.urandom(64), "second first", 10, synchronous=True)
+    ok("a_synchronous_message_given_to_the_robbed_receive_is_acknowledged")
+
+
+def check_a_cancel_after_a_forged_record_still_cancels_the_receive(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """MPI's cancel failed (the forged record had matched), the record was dropped and the
+    receive posted again, uncancelled: it never completed and took the next message, and the
+    receive meant for that message waited for ever."""
+    for how in ("own", "MPI.Request.Cancel"):
+        if c.rank == 0:
+            got = bytearray(16)
+            request = c.Irecv([got, MPI.BYTE], MPI.ANY_SOURCE if WORLD.Get_size() > 2 else 1, 11)
+            WORLD.Barrier()
+            WORLD.Barrier()
+            time.sleep(SETTLE)
+            request.Cancel() if how == "own" else MPI.Request.Cancel(request)
+            status = MPI.Status()
+            deadline = time.monotonic() + 20
+            while not request.Test(status):
+                assert time.monotonic() < deadline, f"{how}: the cancelled receive never completed"
+            assert status.Is_cancelled() and got == bytearray(16), (how, bytes(got))
+            WORLD.Barrier()
+            later = np.zeros(9, "u1")
+            c.Recv(later, 1, 11)
+            assert later.tobytes() == b"later-msg", later
+        else:
+            WORLD.Barrier()
+            if c.rank == _forger():
+                c.raw.Send([os.urandom(64), MPI.BYTE], 0, 11)
+            WORLD.Barrier()
+            WORLD.Barrier()
+            if c.rank == 1:
+                c.Send([b"later-msg", MPI.BYTE], 0, 11)
+    ok("a_cancel_after_a_forged_record_still_cancels_the_receive")
+
+
+def main() -> None:
+    assert WORLD.Get_size() >= 2, "run with mpiexec -n 2 or more"
+    raw = WORLD.Dup()
+    c = mpish.secure(WORLD, on_reject=REJECTED.append)
+    check_a_forged_record_never_swaps_the_genuine_messages_of_two_posted_receives(c, raw)
+    check_a_forged_record_longer_than_any_first_record_never_swaps_them_either(c, raw)
+    check_a_synchronous_message_given_to_the_robbed_receive_is_acknowledged(c, raw)
+    check_a_cancel_after_a_forged_record_still_cancels_the_receive(c, raw)
+    forged = WORLD.reduce(len(REJECTED), root=0)
+    if c.rank == 0:
+        assert forged == 8, f"{forged} records rejected, 8 forged"  # each counted once, by rank 0
+        print("ALL OK", flush=True)
+    c.Free()
+    raw.Free()
+
+
+if __name__ == "__main__":
+    run(main)
