@@ -257,8 +257,11 @@ class Lane(PostedReceives, LongMessages):
                     return deliver_early(early, sink)
             record: memoryview | bytearray
             if _ACTIVE:
-                record, s, t = self._poll_first(source, tag)
-            elif MATCH_FIRST:
+                got = self._poll_first(source, tag, sink)
+                if got is not None:
+                    return got
+                continue
+            if MATCH_FIRST:
                 message = self._matched(self.comm, source, tag, FIRST_MAX)
                 if message is None:
                     continue

@@ -21,8 +21,13 @@ program posted them, the robbed one first) whose envelope matches it, as MPI wou
 matched it without the forged record, and the receives left without a message are posted
 again in their order. (Before, the robbed receive was posted again last: ``Irecv`` A,
 ``Irecv`` B, a forged record, then "first" and "second" gave A "second" and B "first".)
-A blocking ``Recv`` that takes a message while an earlier posted receive is being robbed
-is not reordered this way: it keeps the message MPI matched to it.
+Under MPICH a blocking ``Recv`` made while receives are posted is a posted receive itself,
+last in line (``_poll_first``), so it is in that line too. Under Open MPI it takes its
+message with a matched probe, then completes the earlier posted receives that match it
+(MPI matched them first); one of those robbed there gets the probed message (it came
+before the robbed one's new receive), and the blocking receive receives again. The
+messages in hand go out in their senders' order (the counters in their headers: a forged
+one is refused by whoever takes it, and that one takes the next).
 """
 
 from __future__ import annotations
@@ -31,16 +36,20 @@ import contextlib
 import ctypes
 import functools
 import mmap
+import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mpi4py import MPI
 
+from ..wire.record import HEADER_SIZE
 from .buffers import matches
 from .limits import FIRST_MAX, MATCH_FIRST, RECORD_ERRORS, Early, Result, Stats, deliver_early
 
 T = TypeVar("T")
+
+_COUNTER, _COUNTER_AT = struct.Struct(">Q"), HEADER_SIZE - 12  # a record header's counter (wire.record)
 
 _ACTIVE: set[PostedReceives] = set()  # lanes with posted receives, progressed by every blocking call
 SLOT = -(-FIRST_MAX // mmap.PAGESIZE) * mmap.PAGESIZE  # a landing's place in its mapping
@@ -50,6 +59,16 @@ KEEP_WARM = 64  # free landings whose pages stay resident (the rest are given ba
 _DETACHED: list[tuple[list[Any], Any]] = []  # the MPI sends of freed requests, and what they send
 # receives whose request was freed (Request.Free): the progress thread completes them too
 FREED: list[tuple[PostedReceives, PostedRecv]] = []
+
+
+def _sender_order(item: tuple[Any, Any, Any]) -> tuple[int, int, int]:
+    """A message in hand's (source, tag, counter): the counter read from its header, not yet
+    authenticated (only the order of handing out depends on it: a record whose counter lies
+    is refused by the receive it goes to, which then takes the next one)."""
+    buf, status = item[0], item[1]
+    count = status.Get_count(MPI.BYTE)
+    counter = _COUNTER.unpack_from(buf, _COUNTER_AT)[0] if count >= HEADER_SIZE else 0
+    return status.Get_source(), status.Get_tag(), counter
 
 
 def progress() -> None:
@@ -223,29 +242,43 @@ class PostedReceives:
 
         def free(self) -> None: ...
 
-    def _poll_first(self, source: int, tag: int) -> tuple[memoryview, int, int]:
-        """Receive a first record while progressing posted receives (they come first)."""
+    def _poll_first(self, source: int, tag: int, sink: memoryview | None) -> Result | None:
+        """A blocking receive while posted receives need progress (they come first): its
+        message, or None if a forged record was dropped (the caller receives again).
+
+        Under MPICH the receive is a posted one itself, last in line, until its message came:
+        so a posted receive robbed by a forged record (``_repost``) is posted again ahead of
+        it, not behind (its MPI receive was ahead of the robbed one's new one, took the
+        message the robbed one was owed, and the robbed one's later message, processed first,
+        made that one a replay: the blocking receive waited for ever, a security review).
+        Under Open MPI a matched probe takes the message (limits.MATCH_FIRST)."""
+        if not MATCH_FIRST:
+            posted = self.post(source, tag, sink)
+            self.complete(posted, block=True)
+            if posted.error is not None:
+                raise posted.error
+            assert posted.result is not None
+            return (*posted.result, posted.obj)
         buf = bytearray(FIRST_MAX)  # the caller keeps a view of it
         status = MPI.Status()
-        while MATCH_FIRST:
+        while True:
             message = self.comm.Improbe(source, tag, status)
             if message is None:
                 progress()
             elif self._within(message, status, FIRST_MAX) is not None:
                 message.Recv([buf, MPI.BYTE], status)
                 break
-        while not MATCH_FIRST:
-            request = self.comm.Irecv([buf, MPI.BYTE], source, tag)
-            try:
-                while not request.Test(status):
-                    progress()
-            except MPI.Exception as exc:
-                self._oversized(exc)
-                continue
-            break
         s, t = status.Get_source(), status.Get_tag()
         self.flush_posted(s, t, len(self.posted))
-        return memoryview(buf)[: status.Get_count(MPI.BYTE)], s, t
+        robbed = self._robbed(s, t, len(self.posted))
+        if robbed is not None:
+            self._repost(robbed, held=[(buf, status)])
+            return None
+        try:
+            return self.process(memoryview(buf)[: status.Get_count(MPI.BYTE)], s, t, sink)
+        except RECORD_ERRORS as exc:
+            self.stats.reject(exc)
+            return None
 
     def post(self, source: int, tag: int, sink: memoryview | None) -> PostedRecv:
         """Irecv of a first record (a real MPI Irecv, so MPI's matching order holds)."""
@@ -308,7 +341,13 @@ class PostedReceives:
 
     def _first_arrived(self, posted: PostedRecv, status: Any) -> None:
         s, t, count = status.Get_source(), status.Get_tag(), status.Get_count(MPI.BYTE)
-        self.flush_posted(s, t, self.posted.index(posted))
+        at = self.posted.index(posted)
+        self.flush_posted(s, t, at)
+        robbed = self._robbed(s, t, at)
+        if robbed is not None:
+            buf, posted.buf = posted.buf, bytearray(0)
+            self._repost(robbed, held=[(buf, status)], holder=posted)
+            return
         try:
             _, _, n, data = self.process(memoryview(posted.buf)[:count], s, t, posted.sink)
         except RECORD_ERRORS as exc:
@@ -325,14 +364,26 @@ class PostedReceives:
         posted.result, posted.obj = (s, t, n), data
         self._finish(posted, None)
 
-    def _repost(self, robbed: PostedRecv) -> None:
+    def _robbed(self, source: int, tag: int, before: int) -> PostedRecv | None:
+        """After flush_posted(source, tag, before): a receive posted earlier that matches and
+        still waits was robbed by a forged record in that flush, after the message from
+        (source, tag) came (else MPI would have given it that message): the message is its."""
+        waiting = (q for q in self.posted[:before] if q.request is not None)
+        return next((q for q in waiting if matches(q.source, q.tag, source, tag)), None)
+
+    def _repost(self, robbed: PostedRecv, held: list[tuple[Any, Any]] | None = None,
+                holder: PostedRecv | None = None) -> None:
         """A forged record took ``robbed``'s MPI receive: post it again in its place (module
         doc), the later receives cancelled and posted again behind it, a message one of them
-        had matched given to the earliest receive that matches it."""
-        line = [robbed, *(q for q in self.posted[self.posted.index(robbed) + 1 :] if q.request is not None)]
+        had matched given to the earliest receive that matches it. ``held``: (buffer, status)
+        of messages already out of MPI that came before them, taken by ``holder``'s receive
+        (then in the line too) or a blocking receive's probe."""
+        line = [robbed, *(q for q in self.posted[self.posted.index(robbed) + 1 :]
+                          if q.request is not None or q is holder)]
         waiting = list(line)  # the receives without a message, in the order they were posted
         spare: list[Any] = []  # landings holding no message
-        arrived: list[tuple[Any, Any, PostedRecv]] = []  # (landing, status, whose MPI receive took it)
+        # (buffer, status, whose MPI receive took it) of each message in hand
+        arrived: list[tuple[Any, Any, PostedRecv]] = [(buf, status, robbed) for buf, status in held or ()]
         for posted in line:
             buf, posted.buf = posted.buf, bytearray(0)
             request, posted.request = posted.request, None
@@ -349,6 +400,7 @@ class PostedReceives:
                 spare.append(buf)
             else:
                 arrived.append((buf, status, posted))
+        arrived.sort(key=_sender_order)  # stable: per sender and tag, in the order it sent them
         for buf, status, owner in arrived:
             s, t, count = status.Get_source(), status.Get_tag(), status.Get_count(MPI.BYTE)
             taker = next((q for q in waiting if matches(q.source, q.tag, s, t)), None)
@@ -373,12 +425,12 @@ class PostedReceives:
             waiting.remove(taker)
             taker.result, taker.obj = (s, t, n), data
             self._finish(taker, None)
+        landings = [buf for buf in spare if isinstance(buf, memoryview)]  # (a held one is a bytearray)
         for posted in waiting:  # posted again, in their order
-            posted.buf = spare.pop() if spare else LANDINGS.take()
+            posted.buf = landings.pop() if landings else LANDINGS.take()
             posted.request = self.comm.Irecv([posted.buf, MPI.BYTE], posted.source, posted.tag)
-        for buf in spare:
-            if isinstance(buf, memoryview):
-                LANDINGS.give(buf)
+        for buf in landings:
+            LANDINGS.give(buf)
 
     def _refuse(self, owner: PostedRecv, waiting: list[PostedRecv], reject: Callable[[], None]) -> None:
         """A forged record taken by ``owner``'s MPI receive while reposting: counted; in strict
