@@ -59,6 +59,7 @@ KEEP_WARM = 64  # free landings whose pages stay resident (the rest are given ba
 _DETACHED: list[tuple[list[Any], Any]] = []  # the MPI sends of freed requests, and what they send
 # receives whose request was freed (Request.Free): the progress thread completes them too
 FREED: list[tuple[PostedReceives, PostedRecv]] = []
+_REPOSTS = [0]  # receives posted again after a forged record (_repost), so far
 
 
 def _sender_order(item: tuple[Any, Any, Any]) -> tuple[int, int, int]:
@@ -269,8 +270,9 @@ class PostedReceives:
                 message.Recv([buf, MPI.BYTE], status)
                 break
         s, t = status.Get_source(), status.Get_tag()
+        reposts = _REPOSTS[0]
         self.flush_posted(s, t, len(self.posted))
-        robbed = self._robbed(s, t, len(self.posted))
+        robbed = self._robbed(s, t, len(self.posted)) if _REPOSTS[0] != reposts else None
         if robbed is not None:
             self._repost(robbed, held=[(buf, status)])
             return None
@@ -342,8 +344,9 @@ class PostedReceives:
     def _first_arrived(self, posted: PostedRecv, status: Any) -> None:
         s, t, count = status.Get_source(), status.Get_tag(), status.Get_count(MPI.BYTE)
         at = self.posted.index(posted)
+        reposts = _REPOSTS[0]
         self.flush_posted(s, t, at)
-        robbed = self._robbed(s, t, at)
+        robbed = self._robbed(s, t, at) if _REPOSTS[0] != reposts else None  # (a look at every one)
         if robbed is not None:
             buf, posted.buf = posted.buf, bytearray(0)
             self._repost(robbed, held=[(buf, status)], holder=posted)
@@ -378,6 +381,7 @@ class PostedReceives:
         had matched given to the earliest receive that matches it. ``held``: (buffer, status)
         of messages already out of MPI that came before them, taken by ``holder``'s receive
         (then in the line too) or a blocking receive's probe."""
+        _REPOSTS[0] += 1
         line = [robbed, *(q for q in self.posted[self.posted.index(robbed) + 1 :]
                           if q.request is not None or q is holder)]
         waiting = list(line)  # the receives without a message, in the order they were posted
