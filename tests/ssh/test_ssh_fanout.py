@@ -298,6 +298,34 @@ def test_copy_f_is_a_sliding_window_a_host_whose_login_hangs_holds_one_place_not
     assert all(c.read_text() == "copied\n" for c in copies)
 
 
+def test_a_sigint_during_a_copy_ends_it_there_with_130_not_only_the_file_being_sent(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """SIGINT (no terminal: kill -INT, a script's timeout) during --copy aborted the file being
+    sent and the copy went on to the next hosts, ending with 1 (the interrupt was taken by the
+    transfer); a Ctrl-C typed at a terminal did end it. Now both end it (130, as cp)."""
+    big, into = tmp_path / "big.bin", tmp_path / "into"
+    with big.open("wb") as f:
+        f.truncate(400 * 2**20)  # long enough to be interrupted in the middle
+    into.mkdir()
+    process = start_mpish_ssh(" ".join(sshd.ssh_options), "host[1-4]", "-f", "1", "--copy", str(big),
+                              "--dest", str(into))
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline and not list(into.glob(".*.mpish-part")):
+            time.sleep(0.01)
+        assert process.poll() is None, process.communicate(timeout=10)
+        process.send_signal(signal.SIGINT)  # host1's copy is under way
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 130, (out, err)
+    assert f"mpish: interrupted: {big} was not sent to host[2-4]" in err, err
+    assert not (into / "big.bin").exists() or f"put {big} to host1: ok" in out  # (unless host1 just made it)
+
+
 def test_nohup_jobs_started_by_a_command_outlive_its_hosts_hang_up(sshd: SshServer) -> None:
     """Each host is hung up as soon as its command is done under -f: a ``nohup`` job the command
     had just started could get the session's SIGHUP before nohup ignored it (7 of 32 died under

@@ -28,8 +28,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
 from typing import IO
 
 from . import console_transfer as transfer
@@ -114,12 +117,27 @@ class _Copying:
 
     @contextlib.contextmanager
     def watched(self) -> Iterator[None]:
-        """Ctrl-C as a key while it runs (a terminal), noted once the keys are given back."""
+        """Ctrl-C as a key while it runs (a terminal), noted once the keys are given back; or
+        as SIGINT (no terminal), noted as it comes: the transfer ends its file there and
+        returns (its verdict: aborted), and the copy must end too, not go on to the next hosts."""
         pressed = None
+        previous = signal.getsignal(signal.SIGINT)
+        chained = previous if callable(previous) else None  # not SIG_IGN: nobody wants it then
+
+        def noted(signum: int, frame: FrameType | None) -> None:
+            self.interrupted = True
+            if chained is not None:
+                chained(signum, frame)  # Python's own: KeyboardInterrupt, which the transfer takes
+
+        noting = chained is not None and threading.current_thread() is threading.main_thread()
+        if noting:
+            signal.signal(signal.SIGINT, noted)
         try:
             with self.keys() as pressed:
                 yield
         finally:  # after the keys' end: a Ctrl-C typed after the transfer's last look counts
+            if noting:
+                signal.signal(signal.SIGINT, previous)
             self.interrupted = self.interrupted or bool(getattr(pressed, "interrupted", False))
 
     def fail(self, rank: int, why: str) -> None:
