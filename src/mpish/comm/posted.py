@@ -13,21 +13,19 @@ list is not empty, and completes any posted receive whose first record arrived,
 draining its continuation records: so a sender waiting for them never waits on a
 receiver that is blocked elsewhere. Without posted receives the calls block in MPI.
 
-A forged first record consumed by a posted ``Irecv`` costs no genuine message and shifts
-none (:meth:`PostedReceives._repost`): that receive is posted again *in its place*. MPI
-has no "insert", so every receive of the lane posted after it is cancelled; a genuine
-message one of them had matched meanwhile goes to the earliest receive (in the order the
-program posted them, the robbed one first) whose envelope matches it, as MPI would have
-matched it without the forged record, and the receives left without a message are posted
-again in their order. (Before, the robbed receive was posted again last: ``Irecv`` A,
-``Irecv`` B, a forged record, then "first" and "second" gave A "second" and B "first".)
-Under MPICH a blocking ``Recv`` made while receives are posted is a posted receive itself,
-last in line (``_poll_first``), so it is in that line too. Under Open MPI it takes its
-message with a matched probe, then completes the earlier posted receives that match it
-(MPI matched them first); one of those robbed there gets the probed message (it came
-before the robbed one's new receive), and the blocking receive receives again. The
-messages in hand go out in their senders' order (the counters in their headers: a forged
-one is refused by whoever takes it, and that one takes the next).
+A forged first record consumed by a posted ``Irecv`` costs no genuine message: that
+receive is posted again, last in MPI's queue and in the lane's list (``_post_again``), so the
+list stays in MPI's matching order, which the flush (``flush_posted``: a message's earlier
+matching receives are processed first, so records are opened in counter order) relies on.
+If several receives with overlapping envelopes are pending, the genuine messages may then
+complete them in another order than MPI would have matched them (README). A blocking
+receive made while receives are posted is, under MPICH, a posted receive itself, last in
+that list (``_poll_first``): its own MPI receive, outside the list, stood ahead of a robbed
+receive's new one and took the message the robbed one was owed; the flush then opened the
+robbed one's later message first and refused the earlier one as a replay, and the blocking
+receive waited for ever (a security review). Under Open MPI it takes its message with a
+matched probe, after the posted ones. A ``Cancel`` that MPI could not do because the
+receive had matched a forged record cancels the receive posted again (requests.py).
 """
 
 from __future__ import annotations
@@ -36,20 +34,17 @@ import contextlib
 import ctypes
 import functools
 import mmap
-import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mpi4py import MPI
 
-from ..wire.record import HEADER_SIZE
 from .buffers import matches
 from .limits import FIRST_MAX, MATCH_FIRST, RECORD_ERRORS, Early, Result, Stats, deliver_early
 
 T = TypeVar("T")
 
-_COUNTER, _COUNTER_AT = struct.Struct(">Q"), HEADER_SIZE - 12  # a record header's counter (wire.record)
 
 _ACTIVE: set[PostedReceives] = set()  # lanes with posted receives, progressed by every blocking call
 SLOT = -(-FIRST_MAX // mmap.PAGESIZE) * mmap.PAGESIZE  # a landing's place in its mapping
@@ -59,17 +54,6 @@ KEEP_WARM = 64  # free landings whose pages stay resident (the rest are given ba
 _DETACHED: list[tuple[list[Any], Any]] = []  # the MPI sends of freed requests, and what they send
 # receives whose request was freed (Request.Free): the progress thread completes them too
 FREED: list[tuple[PostedReceives, PostedRecv]] = []
-_REPOSTS = [0]  # receives posted again after a forged record (_repost), so far
-
-
-def _sender_order(item: tuple[Any, Any, Any]) -> tuple[int, int, int]:
-    """A message in hand's (source, tag, counter): the counter read from its header, not yet
-    authenticated (only the order of handing out depends on it: a record whose counter lies
-    is refused by the receive it goes to, which then takes the next one)."""
-    buf, status = item[0], item[1]
-    count = status.Get_count(MPI.BYTE)
-    counter = _COUNTER.unpack_from(buf, _COUNTER_AT)[0] if count >= HEADER_SIZE else 0
-    return status.Get_source(), status.Get_tag(), counter
 
 
 def progress() -> None:
@@ -247,12 +231,8 @@ class PostedReceives:
         """A blocking receive while posted receives need progress (they come first): its
         message, or None if a forged record was dropped (the caller receives again).
 
-        Under MPICH the receive is a posted one itself, last in line, until its message came:
-        so a posted receive robbed by a forged record (``_repost``) is posted again ahead of
-        it, not behind (its MPI receive was ahead of the robbed one's new one, took the
-        message the robbed one was owed, and the robbed one's later message, processed first,
-        made that one a replay: the blocking receive waited for ever, a security review).
-        Under Open MPI a matched probe takes the message (limits.MATCH_FIRST)."""
+        Under MPICH the receive is a posted one itself, last in the list (module doc); under
+        Open MPI a matched probe takes the message (limits.MATCH_FIRST)."""
         if not MATCH_FIRST:
             posted = self.post(source, tag, sink)
             self.complete(posted, block=True)
@@ -270,12 +250,7 @@ class PostedReceives:
                 message.Recv([buf, MPI.BYTE], status)
                 break
         s, t = status.Get_source(), status.Get_tag()
-        reposts = _REPOSTS[0]
         self.flush_posted(s, t, len(self.posted))
-        robbed = self._robbed(s, t, len(self.posted)) if _REPOSTS[0] != reposts else None
-        if robbed is not None:
-            self._repost(robbed, held=[(buf, status)])
-            return None
         try:
             return self.process(memoryview(buf)[: status.Get_count(MPI.BYTE)], s, t, sink)
         except RECORD_ERRORS as exc:
@@ -330,8 +305,7 @@ class PostedReceives:
                 except BaseException as error:  # strict mode, or another MPI error
                     self._finish(posted, error)
                     return True
-                posted.request = None
-                self._repost(posted)
+                self._post_again(posted)
                 if once:
                     return False
                 continue
@@ -343,14 +317,7 @@ class PostedReceives:
 
     def _first_arrived(self, posted: PostedRecv, status: Any) -> None:
         s, t, count = status.Get_source(), status.Get_tag(), status.Get_count(MPI.BYTE)
-        at = self.posted.index(posted)
-        reposts = _REPOSTS[0]
-        self.flush_posted(s, t, at)
-        robbed = self._robbed(s, t, at) if _REPOSTS[0] != reposts else None  # (a look at every one)
-        if robbed is not None:
-            buf, posted.buf = posted.buf, bytearray(0)
-            self._repost(robbed, held=[(buf, status)], holder=posted)
-            return
+        self.flush_posted(s, t, self.posted.index(posted))
         try:
             _, _, n, data = self.process(memoryview(posted.buf)[:count], s, t, posted.sink)
         except RECORD_ERRORS as exc:
@@ -359,7 +326,7 @@ class PostedReceives:
             except BaseException as error:
                 self._finish(posted, error)
                 return
-            self._repost(posted)  # dropped: wait for the genuine message, in its place
+            self._post_again(posted)  # dropped: wait for the genuine message
             return
         except Exception as exc:
             self._finish(posted, exc)
@@ -367,84 +334,12 @@ class PostedReceives:
         posted.result, posted.obj = (s, t, n), data
         self._finish(posted, None)
 
-    def _robbed(self, source: int, tag: int, before: int) -> PostedRecv | None:
-        """After flush_posted(source, tag, before): a receive posted earlier that matches and
-        still waits was robbed by a forged record in that flush, after the message from
-        (source, tag) came (else MPI would have given it that message): the message is its."""
-        waiting = (q for q in self.posted[:before] if q.request is not None)
-        return next((q for q in waiting if matches(q.source, q.tag, source, tag)), None)
-
-    def _repost(self, robbed: PostedRecv, held: list[tuple[Any, Any]] | None = None,
-                holder: PostedRecv | None = None) -> None:
-        """A forged record took ``robbed``'s MPI receive: post it again in its place (module
-        doc), the later receives cancelled and posted again behind it, a message one of them
-        had matched given to the earliest receive that matches it. ``held``: (buffer, status)
-        of messages already out of MPI that came before them, taken by ``holder``'s receive
-        (then in the line too) or a blocking receive's probe."""
-        _REPOSTS[0] += 1
-        line = [robbed, *(q for q in self.posted[self.posted.index(robbed) + 1 :]
-                          if q.request is not None or q is holder)]
-        waiting = list(line)  # the receives without a message, in the order they were posted
-        spare: list[Any] = []  # landings holding no message
-        # (buffer, status, whose MPI receive took it) of each message in hand
-        arrived: list[tuple[Any, Any, PostedRecv]] = [(buf, status, robbed) for buf, status in held or ()]
-        for posted in line:
-            buf, posted.buf = posted.buf, bytearray(0)
-            request, posted.request = posted.request, None
-            status = MPI.Status()
-            if request is not None:
-                request.Cancel()
-                try:
-                    request.Wait(status)
-                except MPI.Exception as exc:  # a forged record longer than any genuine first one
-                    spare.append(buf)
-                    self._refuse(posted, waiting, functools.partial(self._oversized, exc))
-                    continue
-            if request is None or status.Is_cancelled():
-                spare.append(buf)
-            else:
-                arrived.append((buf, status, posted))
-        arrived.sort(key=_sender_order)  # stable: per sender and tag, in the order it sent them
-        for buf, status, owner in arrived:
-            s, t, count = status.Get_source(), status.Get_tag(), status.Get_count(MPI.BYTE)
-            taker = next((q for q in waiting if matches(q.source, q.tag, s, t)), None)
-            record = memoryview(buf)[:count]
-            spare.append(buf)  # what process() returns is out of the landing (as _first_arrived's)
-            try:
-                _, _, n, data = self.process(record, s, t, None if taker is None else taker.sink,
-                                             probing=taker is None)
-            except RECORD_ERRORS as exc:
-                self._refuse(owner, waiting, functools.partial(self.stats.reject, exc))
-                continue
-            except Exception as exc:  # e.g. longer than the taker's buffer: its error, as MPI's
-                if taker is not None:
-                    waiting.remove(taker)
-                    self._finish(taker, exc)
-                continue
-            if taker is None:  # no receive posted now matches it: kept for a later one, as a probe's
-                from .synchronous import owed  # (synchronous.py needs the lane's modules)
-
-                self.early.append(Early(s, t, data, owed(self, record, s, t)))  # type: ignore[arg-type]
-                continue
-            waiting.remove(taker)
-            taker.result, taker.obj = (s, t, n), data
-            self._finish(taker, None)
-        landings = [buf for buf in spare if isinstance(buf, memoryview)]  # (a held one is a bytearray)
-        for posted in waiting:  # posted again, in their order
-            posted.buf = landings.pop() if landings else LANDINGS.take()
-            posted.request = self.comm.Irecv([posted.buf, MPI.BYTE], posted.source, posted.tag)
-        for buf in landings:
-            LANDINGS.give(buf)
-
-    def _refuse(self, owner: PostedRecv, waiting: list[PostedRecv], reject: Callable[[], None]) -> None:
-        """A forged record taken by ``owner``'s MPI receive while reposting: counted; in strict
-        mode (``reject`` raises) ``owner`` fails with it, as it does outside a repost."""
-        try:
-            reject()
-        except BaseException as error:
-            if owner in waiting:
-                waiting.remove(owner)
-                self._finish(owner, error)
+    def _post_again(self, posted: PostedRecv) -> None:
+        """A forged record took ``posted``'s MPI receive: post it again, last in MPI's queue
+        and so last in the list (module doc)."""
+        self.posted.remove(posted)
+        self.posted.append(posted)
+        posted.request = self.comm.Irecv([posted.buf, MPI.BYTE], posted.source, posted.tag)
 
     def _finish(self, posted: PostedRecv, error: BaseException | None) -> None:
         posted.error, posted.done = error, True
