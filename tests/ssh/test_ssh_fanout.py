@@ -262,14 +262,16 @@ def test_copy_and_rcopy_keep_at_most_f_connections_open(sshd: SshServer, tmp_pat
     assert all((back / f"data.bin.host{i}").read_bytes() == data.read_bytes() for i in range(1, 6))
 
 
+@pytest.mark.parametrize("fanout", ["2", "8"])  # 8: every host within -f (clush's default case)
 def test_copy_f_is_a_sliding_window_a_host_whose_login_hangs_holds_one_place_not_its_batch(
-    sshd: SshServer, silent_port: int, tmp_path: Path
+    sshd: SshServer, silent_port: int, tmp_path: Path, fanout: str
 ) -> None:
     """--copy/--rcopy over ssh went in fixed batches of -f, each waiting for its slowest login:
     with -f 2, host1 shared a batch with a host that never answers, and host2..4 waited for its
     connect timeout (40 hosts, 9 silent, -f 8: 16 s where clush took 7 s). Now the silent host
     holds one place while the others are copied through the other; a Ctrl-C then ends the copy
-    (130), the silent host named as given up."""
+    (130), the silent host named as given up. Within -f, every login was awaited before any
+    copy, and a Ctrl-C waited for the connect timeout, then said only "interrupted"."""
     config = tmp_path / "ssh_config"  # alpha1 comes first in node set order: rank 1
     config.write_text(f"Include {sshd.ssh_options[1]}\n\nHost alpha1\n  HostName 127.0.0.1\n"
                       f"  Port {silent_port}\n  LogLevel ERROR\n  StrictHostKeyChecking no\n"
@@ -278,7 +280,7 @@ def test_copy_f_is_a_sliding_window_a_host_whose_login_hangs_holds_one_place_not
     data.write_text("copied\n")
     into.mkdir()
     copies = [into / f"data.txt.host{i}" for i in range(1, 5)]  # --rcopy: NAME.<host>, once verified
-    process = start_mpish_ssh(f"-F{config}", "alpha1,host[1-4]", "-f", "2", "-t", "120", "--rcopy",
+    process = start_mpish_ssh(f"-F{config}", "alpha1,host[1-4]", "-f", fanout, "-t", "120", "--rcopy",
                               str(data), "--dest", str(into))
     try:  # every host's copy lands while alpha1's login still hangs (-t 120: it cannot have failed)
         deadline = time.monotonic() + 60

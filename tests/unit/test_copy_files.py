@@ -9,7 +9,7 @@ import io
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -27,6 +27,7 @@ class Console:
     host to connect in a later batch: over MPI, or ssh within -f)."""
 
     session = SimpleNamespace(later={})
+    peers: ClassVar[dict[int, Any]] = {}  # none still greeting (ssh's copies: test_ssh_fanout.py)
 
     @staticmethod
     def describe(ranks: Iterable[int]) -> str:

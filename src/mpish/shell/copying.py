@@ -3,10 +3,10 @@
 
 Theory of operation
 -------------------
-Over MPI, and over ssh with no more hosts than ``-f``, every target is connected already:
-each source goes to (or comes from) all of them at once (or ``fanout`` at a time, if given).
+Over MPI every target is connected already: each source goes to (or comes from) all of
+them at once (or ``fanout`` at a time, if given).
 
-Over ssh with more hosts than ``-f`` (the session's ``later``), ``-f`` is a *sliding
+Over ssh the copy starts while the hosts are still connecting, and ``-f`` is a *sliding
 window* of connections, as clush's: at most ``fanout`` hosts are connected (or still
 connecting, or hanging up: :meth:`SshSession.closing <mpish.shell.ssh_session.SshSession.closing>`)
 at once. A host's turn connects it (:meth:`Session.join
@@ -64,10 +64,11 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
     status, copies = _sources(request, say)
     state = _Copying(console, copies, request.reverse, keys, err, say)
     ordered = sorted(targets)
-    if copies and console.session.later:
+    sliding = bool(console.session.later) or any(not peer.ready for peer in console.peers.values())
+    if copies and sliding:  # ssh: hosts connected in their turn, or still greeting
         _slide(state, ordered, fanout)
     step = fanout if fanout > 0 else max(1, len(ordered))  # all connected: batches of -f, if any
-    for at in range(0, len(ordered), step) if copies and not console.session.later else ():
+    for at in range(0, len(ordered), step) if copies and not sliding else ():
         state.copy_to(frozenset(ordered[at : at + step]))
         if state.interrupted:
             break
@@ -200,11 +201,25 @@ def _slide(state: _Copying, ordered: list[int], fanout: int) -> None:
             opened -= ready
         elif opened or waiting:
             _await_change(state, opened, bool(waiting))
-    for rank in sorted(opened):  # a Ctrl-C: those still connecting are given up
-        peer = console.peers[rank]
-        peer.alive, peer.lost = False, INTERRUPTED_CONNECTING
-        state.fail(rank, INTERRUPTED_CONNECTING)
-        session.give_up(rank)
+    with _deaf_to_sigint():  # a second Ctrl-C here left a given-up ssh running (a clush user)
+        for rank in sorted(opened):  # a Ctrl-C: those still connecting are given up
+            peer = console.peers[rank]
+            peer.alive, peer.lost = False, INTERRUPTED_CONNECTING
+            state.fail(rank, INTERRUPTED_CONNECTING)
+            session.give_up(rank)
+
+
+@contextlib.contextmanager
+def _deaf_to_sigint() -> Iterator[None]:
+    """SIGINT ignored meanwhile (main thread only; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _await_change(state: _Copying, opened: set[int], waiting: bool) -> None:

@@ -266,8 +266,9 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         err.write(f"mpish: cannot read commands from {path}: {exc.strerror}\n".encode())
         return 2
     hosts = select_hosts(options.selection)
-    # --copy/--rcopy to more hosts than -f: at most -f connected at once (copying.copy_files)
-    session = _start(options, hosts, rolling=options.copy is not None and len(hosts) > options.fanout)
+    # --copy/--rcopy: at most -f connected at once, none awaited here (copying.copy_files: a
+    # Ctrl-C while a login hangs ends the copy at once, and names what was not sent)
+    session = _start(options, hosts, rolling=options.copy is not None)
     session.advise = lambda why, host: advice(why, host, options)
     report_failed(session, hosts, err, options)
     if not session.peers and not session.later:
