@@ -45,7 +45,6 @@ from .limits import FIRST_MAX, MATCH_FIRST, RECORD_ERRORS, Early, Result, Stats,
 
 T = TypeVar("T")
 
-
 _ACTIVE: set[PostedReceives] = set()  # lanes with posted receives, progressed by every blocking call
 SLOT = -(-FIRST_MAX // mmap.PAGESIZE) * mmap.PAGESIZE  # a landing's place in its mapping
 STRIDE = SLOT + mmap.PAGESIZE  # and the guard page after it (Landings)
@@ -212,11 +211,8 @@ class PostedReceives:
 
     if TYPE_CHECKING:
 
-        early: list[Early]
-
         def process(
-            self, record: memoryview | bytearray, source: int, tag: int, sink: memoryview | None,
-            probing: bool = False,
+            self, record: memoryview | bytearray, source: int, tag: int, sink: memoryview | None
         ) -> Result: ...
 
         def _oversized(self, exc: Any) -> None: ...
