@@ -373,7 +373,7 @@ class Lane(PostedReceives, LongMessages):
                 continue
             buf = bytearray(status.Get_count(MPI.BYTE))
             message.Recv([buf, MPI.BYTE])
-            self.flush_posted(s, t, len(self.posted))
+            self.flush_posted(s, t, None)
             try:
                 _, _, _, data = self.process(buf, s, t, None, probing=True)
             except RECORD_ERRORS as exc:

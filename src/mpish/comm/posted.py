@@ -13,19 +13,26 @@ list is not empty, and completes any posted receive whose first record arrived,
 draining its continuation records: so a sender waiting for them never waits on a
 receiver that is blocked elsewhere. Without posted receives the calls block in MPI.
 
-A forged first record consumed by a posted ``Irecv`` costs no genuine message: that
-receive is posted again, last in MPI's queue and in the lane's list (``_post_again``), so the
-list stays in MPI's matching order, which the flush (``flush_posted``: a message's earlier
-matching receives are processed first, so records are opened in counter order) relies on.
-If several receives with overlapping envelopes are pending, the genuine messages may then
-complete them in another order than MPI would have matched them (README). A blocking
+A forged first record consumed by a posted ``Irecv`` costs no genuine message: a new MPI
+receive is posted, last in MPI's queue and in the lane's list (``_post_again``), so the list
+(of slots: an MPI receive, its landing and ``order``) stays in MPI's matching order, which the
+flush (``flush_posted``: a message's earlier matching receives are processed first, so records
+are opened in counter order) relies on. The receives of the robbed one's envelope each move
+one slot on (the robbed one takes the next one's, the last the new one), so receives of one
+envelope still get the messages in the order they were posted, as without the forged record;
+a flush in progress finds its record's receive by its landing. Receives whose envelopes differ
+but overlap are not moved: after a forged record they may complete in another order than MPI
+would have matched them (README), which can leave a receive waiting for a message another took
+(a pattern where it can match only some of them). A blocking
 receive made while receives are posted is, under MPICH, a posted receive itself, last in
 that list (``_poll_first``): its own MPI receive, outside the list, stood ahead of a robbed
 receive's new one and took the message the robbed one was owed; the flush then opened the
 robbed one's later message first and refused the earlier one as a replay, and the blocking
 receive waited for ever (a security review). Under Open MPI it takes its message with a
-matched probe, after the posted ones. A ``Cancel`` that MPI could not do because the
-receive had matched a forged record cancels the receive posted again (requests.py).
+matched probe, after the posted ones; a posted receive of its envelope robbed meanwhile is
+given that message, and the blocking receive takes over its slot (``_hand_back``). A
+``Cancel`` that MPI could not do because the receive had matched a forged record cancels
+the receive posted again (requests.py).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import itertools
 import mmap
 import time
 from collections.abc import Callable
@@ -45,6 +53,7 @@ from .limits import FIRST_MAX, MATCH_FIRST, RECORD_ERRORS, Early, Result, Stats,
 
 T = TypeVar("T")
 
+_ORDER = itertools.count(1)  # MPI receives of first records, in the order they were posted
 _ACTIVE: set[PostedReceives] = set()  # lanes with posted receives, progressed by every blocking call
 SLOT = -(-FIRST_MAX // mmap.PAGESIZE) * mmap.PAGESIZE  # a landing's place in its mapping
 STRIDE = SLOT + mmap.PAGESIZE  # and the guard page after it (Landings)
@@ -147,6 +156,10 @@ class Landings:
         self._free.append(landing)
 
 
+def _same_envelope(one: PostedRecv, other: PostedRecv) -> bool:
+    return one.source == other.source and one.tag == other.tag
+
+
 def _guard(slab: mmap.mmap) -> None:
     """The last page of every STRIDE of ``slab`` made inaccessible (Landings' doc); where
     mprotect is unavailable the landings work without guards."""
@@ -186,14 +199,15 @@ class PerPeer(dict[int, T]):
 class PostedRecv:
     """An Irecv posted on a lane: the MPI request of its first record and what became of it."""
 
-    __slots__ = ("buf", "done", "error", "obj", "request", "result", "sink", "source", "tag", "then")
+    __slots__ = ("buf", "done", "error", "obj", "order", "request", "result", "sink", "source", "tag", "then")
 
     def __init__(self, source: int, tag: int, sink: memoryview | None) -> None:
         self.source = source
         self.tag = tag
         self.sink = sink  # user buffer, or None for a pickled object
         self.buf: bytearray | memoryview = bytearray(0)
-        self.request: Any = None
+        self.request: Any = None  # with buf and order: its slot (the MPI receive; _post_again)
+        self.order = 0  # when that MPI receive was posted (the list is in this order)
         self.done = False
         self.result: tuple[int, int, int] | None = None  # (source, tag, nbytes)
         self.obj: bytes | bytearray | None = None
@@ -230,12 +244,7 @@ class PostedReceives:
         Under MPICH the receive is a posted one itself, last in the list (module doc); under
         Open MPI a matched probe takes the message (limits.MATCH_FIRST)."""
         if not MATCH_FIRST:
-            posted = self.post(source, tag, sink)
-            self.complete(posted, block=True)
-            if posted.error is not None:
-                raise posted.error
-            assert posted.result is not None
-            return (*posted.result, posted.obj)
+            return self._completed(self.post(source, tag, sink))
         buf = bytearray(FIRST_MAX)  # the caller keeps a view of it
         status = MPI.Status()
         while True:
@@ -246,12 +255,47 @@ class PostedReceives:
                 message.Recv([buf, MPI.BYTE], status)
                 break
         s, t = status.Get_source(), status.Get_tag()
-        self.flush_posted(s, t, len(self.posted))
+        self.flush_posted(s, t, None)
+        # Posted receives of this envelope still waiting lost their slot to a forged record in
+        # the flush, and were posted again after this message was matched: it is the first's.
+        owed = [p for p in self.posted if p.source == source and p.tag == tag and p.request is not None]
+        result: Result | None = None
+        error: Exception | None = None
         try:
-            return self.process(memoryview(buf)[: status.Get_count(MPI.BYTE)], s, t, sink)
+            result = self.process(memoryview(buf)[: status.Get_count(MPI.BYTE)], s, t,
+                                  owed[0].sink if owed else sink)
         except RECORD_ERRORS as exc:
             self.stats.reject(exc)
             return None
+        except Exception as exc:
+            if not owed:
+                raise
+            error = exc
+        if not owed:
+            assert result is not None
+            return result
+        mine = PostedRecv(source, tag, sink)
+        self._hand_back(owed, mine)
+        if result is not None:
+            owed[0].result, owed[0].obj = result[:3], result[3]
+        self._finish(owed[0], error)
+        return self._completed(mine)
+
+    def _completed(self, posted: PostedRecv) -> Result:
+        self.complete(posted, block=True)
+        if posted.error is not None:
+            raise posted.error
+        assert posted.result is not None
+        return (*posted.result, posted.obj)
+
+    def _hand_back(self, owed: list[PostedRecv], mine: PostedRecv) -> None:
+        """The first of ``owed`` takes a message received outside the list: each of the others
+        takes the slot of the one before it, and the blocking receive ``mine`` the last's."""
+        slots = [(p.request, p.buf, p.order, self.posted.index(p)) for p in owed]
+        for receive, (request, buf, order, at) in zip([*owed[1:], mine], slots, strict=True):
+            receive.request, receive.buf, receive.order = request, buf, order
+            self.posted[at] = receive
+        owed[0].request, owed[0].buf = None, bytearray(0)
 
     def post(self, source: int, tag: int, sink: memoryview | None) -> PostedRecv:
         """Irecv of a first record (a real MPI Irecv, so MPI's matching order holds)."""
@@ -273,6 +317,7 @@ class PostedReceives:
         # truncation of this receive is always a forged message.
         posted.buf = LANDINGS.take()
         posted.request = self.comm.Irecv([posted.buf, MPI.BYTE], source, tag)
+        posted.order = next(_ORDER)
         self.posted.append(posted)
         _ACTIVE.add(self)
         return posted
@@ -313,9 +358,12 @@ class PostedReceives:
 
     def _first_arrived(self, posted: PostedRecv, status: Any) -> None:
         s, t, count = status.Get_source(), status.Get_tag(), status.Get_count(MPI.BYTE)
-        self.flush_posted(s, t, self.posted.index(posted))
+        landing = posted.buf
+        self.flush_posted(s, t, posted.order)
+        if posted.buf is not landing:  # a forged record in the flush moved this slot (_post_again)
+            posted = next(p for p in self.posted if p.buf is landing)
         try:
-            _, _, n, data = self.process(memoryview(posted.buf)[:count], s, t, posted.sink)
+            _, _, n, data = self.process(memoryview(landing)[:count], s, t, posted.sink)
         except RECORD_ERRORS as exc:
             try:
                 self.stats.reject(exc)
@@ -331,11 +379,21 @@ class PostedReceives:
         self._finish(posted, None)
 
     def _post_again(self, posted: PostedRecv) -> None:
-        """A forged record took ``posted``'s MPI receive: post it again, last in MPI's queue
-        and so last in the list (module doc)."""
-        self.posted.remove(posted)
-        self.posted.append(posted)
-        posted.request = self.comm.Irecv([posted.buf, MPI.BYTE], posted.source, posted.tag)
+        """A forged record took ``posted``'s MPI receive (its slot): post a new MPI receive,
+        last in MPI's queue and so last in the list; ``posted`` takes the slot of the next
+        receive of its envelope, that one the next's, and the last the new one (module doc), so
+        each message, arrived or not, goes to the receive MPI would have given it."""
+        at = self.posted.index(posted)
+        later = [i for i in range(at + 1, len(self.posted)) if _same_envelope(self.posted[i], posted)]
+        chain = [posted] + [self.posted[i] for i in later]
+        request = self.comm.Irecv([posted.buf, MPI.BYTE], posted.source, posted.tag)
+        slots = [(p.request, p.buf, p.order) for p in chain[1:]] + [(request, posted.buf, next(_ORDER))]
+        for receive, slot in zip(chain, slots, strict=True):
+            receive.request, receive.buf, receive.order = slot
+        for receive, i in zip(chain, later, strict=False):
+            self.posted[i] = receive
+        del self.posted[at]
+        self.posted.append(chain[-1])
 
     def _finish(self, posted: PostedRecv, error: BaseException | None) -> None:
         posted.error, posted.done = error, True
@@ -353,15 +411,25 @@ class PostedReceives:
             LANDINGS.give(posted.buf)
         posted.buf = bytearray(0)
 
-    def flush_posted(self, source: int, tag: int, before: int) -> None:
-        """Complete earlier-posted receives whose envelope matches (source, tag).
+    def flush_posted(self, source: int, tag: int, until: int | None) -> None:
+        """Complete the receives whose MPI receive was posted before the one of order
+        ``until`` (None: before now) and whose envelope matches (source, tag).
 
         MPI matched them before the message from (source, tag) just received, so waiting
-        on them cannot block, and processing them first keeps counters in send order.
+        on them cannot block, and processing them first keeps counters in send order. A
+        forged record among them moves receives between slots (``_post_again``), so the
+        list is searched again after each: the slots, not the receives, are in MPI's order.
         """
-        for posted in list(self.posted[:before]):
-            if not posted.done and matches(posted.source, posted.tag, source, tag):
-                self.complete(posted, block=True, once=True)
+        bound = next(_ORDER) if until is None else until
+        while True:
+            for posted in self.posted:  # in slot order
+                if posted.order >= bound:
+                    return
+                if posted.request is not None and matches(posted.source, posted.tag, source, tag):
+                    break
+            else:
+                return
+            self.complete(posted, block=True, once=True)  # the slot is gone or posted again after
 
     def progress(self) -> None:
         for posted in list(self.posted):
