@@ -247,3 +247,22 @@ def test_ctrl_c_while_the_servers_start_leaves_nothing_behind(tmp_path: Path, de
         assert not left, f"left behind after Ctrl-C at {delay} s:\n{_describe(set(left))}"
     finally:
         _kill_all(left)
+
+
+def test_a_server_killed_with_sigkill_leaves_no_shell_or_command_behind(tmp_path: Path) -> None:
+    """A rank's server killed with SIGKILL (the OOM killer) left its bash and the command
+    running to its end, reparented to init, after the session had ended (a clush user's review).
+    Its bash now gets a SIGHUP when the server dies and passes it on, as at a terminal's hang-up."""
+    proc, processes = _start_session(tmp_path)
+    try:
+        shell = int((tmp_path / "started" / "2").read_text())
+        server = _parent(shell)
+        below = _snapshot(_descendants(server))  # its bash and the bash's sleep 600
+        assert any(command.startswith(b"sleep\0") for command in below.values()), _describe(set(below))
+        time.sleep(1.5)  # the server's watcher looks for its shells at least every second (orphan.py)
+        os.kill(server, signal.SIGKILL)
+        left = _remaining(set(below), 15)
+        assert not left, f"left behind by a server killed with SIGKILL:\n{_describe(left)}"
+    finally:  # the console goes on with rank 1's sleep 600
+        _kill_all(processes)
+        proc.wait(timeout=30)

@@ -372,8 +372,12 @@ def owned_launcher(wrapper: Path | None, server: str, limit: float) -> Iterator[
 # an embedded session is on this host alone: MPI's network listeners on loopback only (UCX,
 # MPICH's default netmod in the wheel; libfabric's tcp provider). What stays on 0.0.0.0 cannot be
 # moved: MPICH's singleton PMI port (the console's) and hydra's control port (mpiexec's) are bound
-# by MPL_listen_anyport with use_loopback=0, compiled in (mpl_sockaddr.c, pmi_v1.c, hydra's sock.c)
-LOOPBACK = {"UCX_NET_DEVICES": "lo", "FI_TCP_IFACE": "lo"}
+# by MPL_listen_anyport with use_loopback=0, compiled in (mpl_sockaddr.c, pmi_v1.c, hydra's sock.c).
+# UCX's tcp transport is off as well (shared memory carries everything on one host): any local
+# user could open a thousand connections to its listeners, and each rank and the console then
+# ran out of descriptors and printed an accept() error in a loop, ~70 MB/s to the user's terminal,
+# until the session ended (a security review); SysV is off as in transport/mpi.py.
+LOOPBACK = {"UCX_NET_DEVICES": "lo", "UCX_TLS": "^sysv,tcp", "FI_TCP_IFACE": "lo"}
 
 
 def loopback_only() -> None:

@@ -41,9 +41,11 @@ from mpish.transport.procfs import (
     descendants,
     environ,
     exited,
+    in_sessions,
     parent,
     pidfd,
     proc_state,
+    session,
     signal_if,
     signal_pidfd,
 )
@@ -258,11 +260,18 @@ def watch(console: int, server: int, grace: float) -> None:
     if server_fd is None:
         return
     console_fd = pidfd(console)
+    shells: set[int] = set()  # the sessions the server's shells lead, seen while it lived
+    every = 0.05
     try:
-        if console_fd is not None:
-            ready = select.select([console_fd, server_fd], [], [])[0]
+        while console_fd is not None:
+            shells |= {pid for pid in children(server) if session(pid) == pid}
+            ready = select.select([console_fd, server_fd], [], [], every)[0]
+            every = min(SHELLS_SEEN_EVERY, every * 1.5)
             if server_fd in ready:
+                hang_up(shells)
                 return
+            if console_fd in ready:
+                break
         log.debug("console %d gone; server %d gets %g s to end by itself", console, server, grace)
         # its shell and the shell's commands, read now: if the server is killed before it has
         # ended them (hydra's proxy SIGKILLs its process group once mpiexec is gone), they are
@@ -284,6 +293,24 @@ def watch(console: int, server: int, grace: float) -> None:
         for fd in (server_fd, console_fd):
             if fd is not None:
                 os.close(fd)
+
+
+SHELLS_SEEN_EVERY = 1.0  # s: how often, at most, the server's shells are looked for (soon after its start)
+
+
+def hang_up(shells: set[int]) -> None:
+    """SIGHUP (then SIGCONT, for a stopped one) to what is left in the sessions of a server's
+    shells once the server is gone, as ssh's hang-up: a server killed with SIGKILL (the OOM
+    killer) left its bash and command running, a background job for good (a clush user's
+    review); what the user detached (nohup, setsid) is left alone. (A SIGHUP to bash alone
+    when the server dies, PR_SET_PDEATHSIG, ended bash but not its command: bash passes a
+    SIGHUP on to its jobs only when it reads commands at a terminal.)"""
+    me = os.getpid()
+    for pid in in_sessions(shells) if shells else []:
+        if pid != me:
+            for signum in (signal.SIGHUP, signal.SIGCONT):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signum)
 
 
 def main(argv: list[str]) -> int:

@@ -101,7 +101,8 @@ def clear_own_names(pid: int | None = None) -> str:
         whose = "of yours" if info.st_uid == os.geteuid() else f"of {owner(info.st_uid)}, not yours"
         return (f"{path}, the name MPICH gives this process's shared memory, is {kind} {whose}, "
                 f"so MPI would fail or hang on it; run mpish again (another process gets another "
-                f"name) and ask root to remove it")
+                f"name) and ask root to remove it (if it happens again, another user holds these "
+                f"names for many processes: root can remove the {SHM_DIR}/mpich_* that are not yours)")
     return ""
 
 

@@ -65,6 +65,19 @@ def parent(pid: int) -> int:
         return 0
 
 
+def session(pid: int) -> int:
+    """The session id of ``pid``, 0 if unknown."""
+    try:
+        return int(_stat(pid).split()[3])
+    except (ValueError, IndexError):
+        return 0
+
+
+def in_sessions(sessions: set[int]) -> list[int]:
+    """Every process of this host whose session is one of ``sessions``."""
+    return [int(name) for name in os.listdir("/proc") if name.isdigit() and session(int(name)) in sessions]
+
+
 def children(pid: int) -> list[int]:
     """The children of ``pid``, whichever of its threads started them (Open MPI's prte forks
     the ranks from a thread of its own, not from its main thread)."""
