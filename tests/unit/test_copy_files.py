@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -164,3 +165,49 @@ def test_a_host_lost_between_batches_is_reported_lost_and_the_copy_fails(
     assert status == 1
     assert capsys.readouterr().out.startswith(f"mpish: put {source} to @1,2,3: ok")
     assert err.getvalue() == f"mpish: put {source} to @4: rank lost\n"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dangling link"])
+def test_a_source_that_is_no_file_nor_directory_is_refused_before_any_transfer_and_no_rank_is_called_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """`--copy fifo` (or a link to nothing) said ':put copies regular files...', then 'put fifo
+    to @1-2: rank lost' though no rank was lost, twice over ssh (a clush user's review)."""
+    source = tmp_path / "src"
+    if kind == "fifo":
+        os.mkfifo(source)
+    else:
+        source.symlink_to(tmp_path / "nothing")
+    (tmp_path / "dest").mkdir()
+    calls: list[tuple[str, list[int]]] = []
+    monkeypatch.setattr(copying, "put_builtin", batch_put(lambda batch: {}, calls))
+    err = io.StringIO()
+    request = CopyRequest((str(source),), str(tmp_path / "dest"), False)
+    status = copying.copy_files(Console(), frozenset({1, 2}), request, keys_of(Pressed()),  # type: ignore[arg-type]
+                                err, fanout=1)
+    assert status == 1 and calls == []
+    said = err.getvalue()
+    assert said.count("\n") == 1 and "--copy:" in said and "lost" not in said and ":put" not in said, said
+    reason = "not a regular file or a directory" if kind == "fifo" else "a symbolic link to nothing"
+    assert reason in said, said
+
+
+def test_a_source_refused_by_the_transfer_itself_is_said_once_and_its_targets_are_not_called_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source changed between the check and the transfer (put_builtin's ValueError): one
+    line for it, whatever the number of batches, and its targets 'not copied', not 'rank lost'."""
+    source = tmp_path / "f"
+    source.write_bytes(b"x")
+
+    def refuse(*args: Any, **kwargs: Any) -> int:
+        raise ValueError("'f' is not a regular file")
+    monkeypatch.setattr(copying, "put_builtin", refuse)
+    err = io.StringIO()
+    request = CopyRequest((str(source),), str(tmp_path), False)
+    status = copying.copy_files(Console(), frozenset(range(1, 5)), request, keys_of(Pressed()),  # type: ignore[arg-type]
+                                err, fanout=2)
+    assert status == 1
+    lines = err.getvalue().splitlines()
+    assert lines.count("mpish: 'f' is not a regular file") == 1, lines
+    assert not any("lost" in line for line in lines) and copying.NOT_SENT in lines[-1], lines

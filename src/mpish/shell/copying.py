@@ -44,6 +44,8 @@ from .names import RANK_LOST
 from .options import CopyRequest
 from .session import INTERRUPTED_CONNECTING
 
+NOT_SENT = "not copied: the source was refused (above)"
+
 TICK = 0.1  # s: the longest wait for a Hello before the window is looked at again (deadlines)
 
 Copy = tuple[str, str, Tally]  # a source, its destination, its results
@@ -97,9 +99,14 @@ def _sources(request: CopyRequest, say: Callable[[str], None]) -> tuple[int, lis
         if request.reverse and not os.path.isdir(dest):  # the source's own directory
             say(no_directory(dest))
             status = 1
-        elif not request.reverse and not os.path.lexists(source):
-            say(f"--copy: no file or directory {source!r} on this machine"
+        elif not request.reverse and not os.path.exists(source):
+            link = " (a symbolic link to nothing)" if os.path.islink(source) else ""
+            say(f"--copy: no file or directory {source!r}{link} on this machine"
                 f"{'' if os.path.isabs(source) else f' (in {os.getcwd()})'}")
+            status = 1
+        elif not request.reverse and not (os.path.isfile(source) or os.path.isdir(source)):
+            say(f"--copy: {source!r} is not a regular file or a directory (a FIFO, device or socket): "
+                "not copied, as scp")
             status = 1
         else:
             copies.append((source, dest, Tally()))
@@ -115,6 +122,7 @@ class _Copying:
         self.keys, self.err, self.say = keys, err, say
         self.interrupted = False
         self.status = 0
+        self.said: set[str] = set()
 
     @contextlib.contextmanager
     def watched(self) -> Iterator[None]:
@@ -161,9 +169,13 @@ class _Copying:
                 self.interrupted = True
                 for rank in reach - set(tally.verdicts):
                     tally.verdicts[rank] = transfer.NO_ANSWER
-            except ValueError as exc:
-                self.say(str(exc))
+            except ValueError as exc:  # the source changed since _sources looked at it
+                if str(exc) not in self.said:  # once, not once per group of hosts
+                    self.said.add(str(exc))
+                    self.say(str(exc))
                 self.status = 1
+                for rank in reach - set(tally.verdicts):
+                    tally.verdicts[rank] = NOT_SENT
             if self.interrupted:
                 return
             for rank in reach - set(tally.verdicts):  # lost before or during its turn
