@@ -7,9 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pexpect
 from ssh_util import SRC
 from sshd_server import SshServer
+
+from terminal import at_terminal
 
 
 def test_sigint_during_c_names_the_hosts_being_interrupted(sshd: SshServer) -> None:
@@ -60,3 +64,23 @@ def test_a_full_or_closed_stdout_gives_one_line_or_nothing_never_a_traceback(ssh
                             capture_output=True, text=True, env=env, timeout=120, check=False)
     assert closed.returncode == 3, closed.stderr
     assert "Traceback" not in closed.stderr and "err" in closed.stderr, closed.stderr
+
+
+def test_ctrl_c_while_the_console_connects_gives_up_the_host_still_connecting_and_opens_with_the_others(
+    sshd: SshServer, silent_config: Path, tmp_path: Path
+) -> None:
+    """At a terminal, `mpish ssh 'silent,node[1-2]'` and Ctrl-C while silent's login hangs: the
+    key did nothing until ssh's connect timeout, then ended the whole session (a clush user's
+    review). Now silent is given up at once (and named), and the console opens on the others."""
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
+    argv = ["-m", "mpish", "ssh", "-o", f"-F {silent_config}", "-t", "120", "--python", sys.executable,
+            "silent1,host[1-2]"]
+    with at_terminal(sys.executable, argv, env, str(tmp_path)) as person:
+        time.sleep(5)  # host1 and host2 have greeted; silent1's login hangs for 120 s
+        person.child.sendcontrol("c")
+        person.child.expect("silent1: interrupted while connecting", timeout=20)
+        person.prompt()
+        shown = person.run("echo hi there")
+        assert "host[1-2] (2)" in shown and "hi there" in shown, shown
+        person.type("exit")
+        person.child.expect(pexpect.EOF, timeout=30)

@@ -199,10 +199,7 @@ class SshSession(Session):
         try:
             _await_hellos(self, deadlines, lambda: None, lambda: False, others=others)
         except KeyboardInterrupt:
-            for rank, host in hosts.items():
-                if rank in self.peers and not self.peers[rank].ready:
-                    self._drop(rank)
-                    self.failed[host] = INTERRUPTED_CONNECTING
+            self.abandon_connecting()
         return {rank: cli_advice(self.failed.get(host, "it did not join"), host, python_flag=True,
                                  ssh_options=ssh_options)
                 for rank, host in hosts.items() if rank not in self.peers}
@@ -214,6 +211,24 @@ class SshSession(Session):
         for rank, host in enumerate(hosts, 1):
             if rank not in self.peers and host in self.failed:
                 self.peers[rank] = Peer(rank, closed_channel(), host, alive=False, lost=NOT_REACHED)
+
+    def abandon_connecting(self, pending: Sequence[tuple[int, str]] = ()) -> None:
+        """A Ctrl-C while hosts connect: those not greeted yet are given up at once, their ssh
+        terminated (waiting for its end held the console until ssh's ConnectTimeout, 8 s
+        after the Ctrl-C, a clush user's review), and noted as interrupted, as are the
+        ``pending`` ones (not started yet, -f); the console goes on with the others."""
+        connecting = {rank: peer.host for rank, peer in self.peers.items() if peer.alive and not peer.ready}
+        for rank in connecting:
+            process = self.processes.get(rank)
+            if process is not None:
+                process.hang_up()
+                with contextlib.suppress(OSError):
+                    process.process.terminate()
+        for rank, host in connecting.items():
+            self._drop(rank)
+            self.failed[host] = INTERRUPTED_CONNECTING
+        for _, host in pending:
+            self.failed[host] = INTERRUPTED_CONNECTING
 
     def _drop(self, rank: int) -> None:
         """Forget a host's connection: unwatched, its ssh ended, no peer."""
@@ -375,7 +390,12 @@ def start_ssh_session(
             session.deadlines.update(deadlines)  # (JOINING, or GREETING without a first message)
             return session
         _await_hellos(session, deadlines, start_next, lambda: bool(pending), first is not None)
-    except BaseException:  # Ctrl-C while connecting: end every ssh started so far
+    except KeyboardInterrupt:  # the console's start: it opens with the hosts greeted so far
+        session.abandon_connecting(pending)
+        if not any(peer.ready for peer in session.peers.values()):
+            session.finish()
+            raise
+    except BaseException:  # end every ssh started so far
         session.finish()
         raise
     return session
