@@ -45,6 +45,27 @@ def test_words_after_the_options_are_the_command_and_x_leaves_ranks_out(home: Pa
     assert result.stdout.decode() == "@1: r1 -n\n@3: r3 -n\n"  # -n after the command is the command's
 
 
+def test_f_runs_the_command_on_at_most_that_many_ranks_at_once_in_every_mode(
+    home: Path, tmp_path: Path
+) -> None:
+    """`mpish -n 2 -f 1 true` was 'unrecognized arguments: -f' though the README said clush's
+    options work in every mode (a clush user's review). Each command counts the commands
+    running beside it (marker files); with -f 2 of 4 ranks, never more than 2."""
+    (tmp_path / "running").mkdir()
+    count = ("touch running/$MPISH_RANK; ls running | wc -l > seen.$MPISH_RANK; sleep 0.3; "
+             "rm running/$MPISH_RANK")
+    (tmp_path / "lines").write_text(count + "\n")
+    for most, how in ((2, ["-f", "2", "-c", count]), (1, ["--fanout", "1", "-C", "lines"])):  # -C: console
+        result = run([MPISH, "-n", "4", *how], home, tmp_path)
+        assert result.returncode == 0, result.stderr
+        seen = {path.name: int(path.read_text()) for path in tmp_path.glob("seen.*")}
+        assert len(seen) == 4 and max(seen.values()) <= most, (how, seen)
+        for path in tmp_path.glob("seen.*"):
+            path.unlink()
+    refused = run([MPISH, "-n", "2", "-f", "0", "true"], home, tmp_path)
+    assert refused.returncode == 2 and b"-f/--fanout: '0': give a number of targets" in refused.stderr
+
+
 def test_version_is_printed(home: Path, tmp_path: Path) -> None:
     result = run([MPISH, "--version"], home, tmp_path)
     assert (result.returncode, result.stdout.decode().split()[0]) == (0, "mpish")

@@ -57,7 +57,21 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         "as ssh -t (vim, top)")
     parser.add_argument("--stats", action="store_true",
                         help="after -c, print each rank's time and peak RSS on stderr")
+    parser.add_argument("-f", "--fanout", type=fanout, default=0, metavar="N",
+                        help="at most N targets running the command, or sending or receiving a "
+                        "--copy/--rcopy, at once, as clush's -f (default: all)")
     add_copy_options(parser)
+
+
+def fanout(text: str) -> int:
+    """-f's N: a positive whole number (argparse says it, as a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of targets, 1 or more")
+    return value
 
 
 def choose_targets(args: argparse.Namespace, hosts: Mapping[int, str]) -> frozenset[int]:
@@ -168,7 +182,7 @@ def run_copy(console: Any, args: argparse.Namespace) -> int:
         report.say(str(exc))
         return 2
     repl = Repl(console)  # for Ctrl-C as a key during the transfers
-    return copy_files(console, targets, args.copy_request, repl.keys, repl.err)
+    return copy_files(console, targets, args.copy_request, repl.keys, repl.err, getattr(args, "fanout", 0))
 
 
 def _guard(MPI: Any, entry: Any) -> int:
@@ -213,7 +227,7 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
         return 2
     path = getattr(args, "commands_from", None)
     if path is None:
-        repl = Repl(console, output=OutputMode.from_args(args))
+        repl = Repl(console, output=OutputMode.from_args(args), fanout=getattr(args, "fanout", 0))
         repl.targets = targets
         return repl.loop()  # exit N: N; exit or the end of input: the last command's, as bash
     try:
@@ -222,7 +236,8 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
         report.say(f"cannot read commands from {path}: {exc.strerror}")
         return 2
     with stream:
-        repl = Repl(console, reader=PlainReader(stream, None), output=OutputMode.from_args(args))
+        repl = Repl(console, reader=PlainReader(stream, None), output=OutputMode.from_args(args),
+                    fanout=getattr(args, "fanout", 0))
         repl.targets = targets  # -w: the default targets, as :targets would set them
         return repl.loop()  # exit N in the file: N, as a bash script would; else the last status
 
@@ -258,7 +273,7 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
         console.interrupt_key = keys.pressed
         if isinstance(made, GroupedSink):  # Ctrl-C also ends a long display of what was gathered
             made.stop = keys.pressed
-        results = console.run(args.command, ranks, sink,
+        results = console.run(args.command, ranks, sink, fanout=getattr(args, "fanout", 0),
                               stdin=stdin_to_send(getattr(args, "nostdin", False)))
     if sink.closed:  # stdout's reader left (| head): the command was interrupted; quiet, as yes | head
         if sink.failure_line():  # or it could not be written to (a full disk)
