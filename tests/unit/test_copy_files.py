@@ -211,3 +211,19 @@ def test_a_source_refused_by_the_transfer_itself_is_said_once_and_its_targets_ar
     lines = err.getvalue().splitlines()
     assert lines.count("mpish: 'f' is not a regular file") == 1, lines
     assert not any("lost" in line for line in lines) and copying.NOT_SENT in lines[-1], lines
+
+
+def test_a_source_named_with_a_newline_is_shown_escaped_on_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--copy 'new<NL>line'` printed 'put src/new' and 'line to ...: ok' on two lines, which a
+    script reading the outcome cannot parse (a clush user's review); shown as `ls -b` would."""
+    source = tmp_path / "new\nline"
+    source.write_bytes(b"x")
+    monkeypatch.setattr(copying, "put_builtin", batch_put(lambda batch: {rank: "" for rank in batch}))
+    request = CopyRequest((str(source),), str(tmp_path), False)
+    status = copying.copy_files(Console(), frozenset({1, 2}), request, keys_of(Pressed()),  # type: ignore[arg-type]
+                                io.StringIO())
+    shown = capsys.readouterr().out
+    assert status == 0 and shown.count("\n") == 1, shown
+    assert shown.startswith(f"mpish: put {tmp_path}/new\\x0aline to @1,2: ok"), shown

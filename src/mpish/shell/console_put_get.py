@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
+from mpish.wire.text import escape
+
 from . import console_transfer as transfer
 from .console import Console
 from .grouping import Style
@@ -173,9 +175,9 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     for rank, error in sorted(verdicts.items()):
         path = written[rank].absolute()  # the console's cwd is not the prompt's remote one
         if not error:
-            lines.append(f"  {path}{'/' if recursive and path.is_dir() else ''}")
+            lines.append(f"  {escape(str(path))}{'/' if recursive and path.is_dir() else ''}")
         elif recursive and path.is_dir() and error != "nothing was received":
-            lines.append(f"  {path}/ (written, but see the error above)")  # a tree copied in part
+            lines.append(f"  {escape(str(path))}/ (written, but see the error above)")  # a tree, in part
     if tally is not None:
         tally.written += lines
         return tally.add(verdicts, 0, time.monotonic() - started, "", check(console, recursive))

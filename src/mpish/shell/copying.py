@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import IO
 
+from mpish.wire.text import escape
+
 from . import console_transfer as transfer
 from .console import Console
 from .console_put_get import Keys, Tally, get_builtin, put_builtin
@@ -75,11 +77,11 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
         if state.interrupted:
             break
     for source, _, tally in copies:
-        what = f"get {source} from" if request.reverse else f"put {source} to"
+        what = f"get {escape(source)} from" if request.reverse else f"put {escape(source)} to"
         status = max(status, tally.report(console, what, err))
         missed = sorted(set(targets) - set(tally.verdicts))
         if state.interrupted and missed:
-            say(f"interrupted: {source} was not {'got from' if request.reverse else 'sent to'} "
+            say(f"interrupted: {escape(source)} was not {'got from' if request.reverse else 'sent to'} "
                 f"{console.describe(missed)}")
     return 130 if state.interrupted else max(status, state.status)
 
