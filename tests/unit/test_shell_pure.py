@@ -97,6 +97,21 @@ def test_grouped_sink_shows_identical_outputs_once() -> None:
     assert err.getvalue() == b"@4: warn\n"  # stderr labelled with its ranks
 
 
+def test_bL_gathers_line_by_line_as_clush_bL_largest_group_first() -> None:
+    """clush -bL (its LiveGatherOutputHandler): the Nth lines of all servers gathered, alike
+    ones under one prefix, the largest group first; grouping whole outputs printed every line
+    of outputs that differ anywhere per server (a clush user's review)."""
+    out, err = io.BytesIO(), io.BytesIO()
+    sink = GroupedSink(out, err, Style(), prefixed=True)
+    for rank in (1, 2, 3):
+        sink.output(rank, p.STDOUT, b"a\n%d\nz" % rank + (b"\nextra\n" if rank == 2 else b"\n"))
+    sink.output(4, p.STDOUT, b"b\n")
+    for rank in (1, 2, 3, 4):
+        sink.done(Result(rank, "h", 0))
+    sink.finish()
+    assert out.getvalue().decode() == "@1-3: a\n@4: b\n@1: 1\n@2: 2\n@3: 3\n@1-3: z\n@2: extra\n"
+
+
 def test_grouped_sink_spools_large_output_to_disk() -> None:
     out = io.BytesIO()
     sink = GroupedSink(out, io.BytesIO(), Style())

@@ -119,8 +119,8 @@ class GroupedSink(_TerminalSink):
     prefixed with the servers that wrote it (``host[1-4]: oops``), as clush labels stderr.
     ``labels=False`` (``-N``): no headers and no prefixes; ``counts=False`` (``-q``): no
     ``(N)`` after a header; ``lines`` (``-L``): no gathering, each server's lines in
-    server order prefixed with its name; ``prefixed`` (``-bL``, as clush): gathered, each
-    line prefixed with its group's servers (``host[1-2]: o``), no header; ``diff`` (``--diff``):
+    server order prefixed with its name; ``prefixed`` (``-bL``, as clush): gathered line by
+    line, each prefixed with the servers whose Nth lines are alike (``host[1-2]: o``), no header; ``diff`` (``--diff``):
     each gathered stdout shown as a unified diff against the first.
     """
 
@@ -274,12 +274,41 @@ class GroupedSink(_TerminalSink):
         return self.style.header(f"{line}\n{self.names.label(ranks)}{count}\n{line}\n").encode()
 
     def _finish_gathered(self) -> None:
+        if self.prefixed and self.labels:
+            self._prefixed_tree()
+            return
         for ranks, spool in self.groups(STDOUT):
-            if self.prefixed and self.labels:
-                self._prefixed(spool, ranks, self.out)
-                continue
             self.out.write(self._header(ranks))
             spool.copy_to(self.out, self.stop)
+        self.out.flush()
+
+    def _prefixed_tree(self) -> None:
+        """``-bL`` as clush shows it: line by line, the servers whose Nth lines are alike
+        gathered under one prefix (``node[1-3]: a``), the largest group first, then by first
+        server; a server whose output ended has no Nth line (clush's LiveGatherOutputHandler).
+        Grouping whole outputs, one line in common and the rest different printed each line
+        of each server apart (a clush user's review)."""
+        outputs = [(ranks, spool.lines()) for ranks, spool in self.groups(STDOUT)]
+        parts: list[bytes] = []
+        shown, escaped = 0, False
+        while outputs:
+            alike: dict[bytes, set[int]] = {}
+            still = []
+            for ranks, lines in outputs:
+                line = next(lines, None)
+                if line is not None:
+                    alike.setdefault(line if line.endswith(b"\n") else line + b"\n", set()).update(ranks)
+                    still.append((ranks, lines))
+            outputs = still
+            for line, sharing in sorted(alike.items(), key=lambda item: (-len(item[1]), min(item[1]))):
+                parts += (self._prefix(sharing, escaped), line)
+                escaped, shown = b"\x1b" in line, shown + len(line)
+            if shown >= SHOW_PIECE:
+                self.out.write(b"".join(parts))
+                parts, shown = [], 0
+                if self.stop():
+                    raise Stopped
+        self.out.write(b"".join(parts))
         self.out.flush()
 
     def _finish_lines(self) -> None:

@@ -75,7 +75,7 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                        help="like -b, with stderr gathered together with stdout")
     group.add_argument("-L", dest="lines", action="store_true",
                        help="no header blocks: lines prefixed by their server, in server order "
-                       "(-bL: gathered, prefixed by their servers)")
+                       "(-bL: gathered line by line, alike lines prefixed by all their servers)")
     group.add_argument("-N", dest="labels", action="store_false",
                        help="no labels: no headers, no line prefixes")
     group.add_argument("-q", "--quiet", action="store_true",
