@@ -120,7 +120,8 @@ class GroupedSink(_TerminalSink):
     ``labels=False`` (``-N``): no headers and no prefixes; ``counts=False`` (``-q``): no
     ``(N)`` after a header; ``lines`` (``-L``): no gathering, each server's lines in
     server order prefixed with its name; ``prefixed`` (``-bL``, as clush): gathered line by
-    line, each prefixed with the servers whose Nth lines are alike (``host[1-2]: o``), no header; ``diff`` (``--diff``):
+    line, each prefixed with the servers whose Nth lines are alike (``host[1-2]: o``), no
+    header; ``diff`` (``--diff``):
     each gathered stdout shown as a unified diff against the first.
     """
 
