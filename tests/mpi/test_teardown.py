@@ -266,3 +266,29 @@ def test_a_server_killed_with_sigkill_leaves_no_shell_or_command_behind(tmp_path
     finally:  # the console goes on with rank 1's sleep 600
         _kill_all(processes)
         proc.wait(timeout=30)
+
+
+def test_sigterm_during_c_interrupts_the_command_shows_what_was_gathered_and_exits_143(
+    tmp_path: Path,
+) -> None:
+    """`timeout 60 mpish -n 3 -c '...'`: the SIGTERM ended the session at once and the output
+    gathered so far was lost (143, empty stdout), where a SIGINT showed it (a clush user's
+    review). Now it interrupts the command as a Ctrl-C does, shows the output, exits 143."""
+    home = make_home(tmp_path / "home")
+    proc = subprocess.Popen([MPISH, "-n", "2", "-c", "echo started; sleep 600.5"], env=shell_env(home),
+                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(command.startswith(b"sleep\x00600.5") for command in session_processes(home).values()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err
+        assert b"started" in out, (out, err)
+        assert not [c for c in session_processes(home).values() if c.startswith(b"sleep\x00600.5")]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -84,3 +84,26 @@ def test_ctrl_c_while_the_console_connects_gives_up_the_host_still_connecting_an
         assert "host[1-2] (2)" in shown and "hi there" in shown, shown
         person.type("exit")
         person.child.expect(pexpect.EOF, timeout=30)
+
+
+def test_sigterm_during_c_interrupts_the_command_shows_what_was_gathered_and_exits_143(
+    sshd: SshServer,
+) -> None:
+    """`timeout 60 mpish ssh HOSTS -c ...`: mpish died of the SIGTERM (status -15, nothing
+    printed, a clush user's review); now it interrupts the command as a Ctrl-C does."""
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python",
+            sys.executable, "host[1-2]", "-c", "echo started; sleep 100.75"]
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          stdin=subprocess.DEVNULL) as child:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = subprocess.run(["pgrep", "-fx", "sleep 100.75"], capture_output=True, text=True,
+                                   check=False).stdout.split()
+            if len(found) == 2:
+                break
+            time.sleep(0.2)
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=60)
+    assert child.returncode == 143, err
+    assert "started" in out, (out, err)

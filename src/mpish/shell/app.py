@@ -267,9 +267,9 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
     names = RankHostNames(console.hosts) if mode.by_host else RankNames()
     made = make_sink(mode, len(ranks), out, err, style, names)
     sink = PipeGuard(made)
-    from .keyboard import InterruptKeys
+    from .keyboard import InterruptKeys, terminate_as_interrupt
 
-    with InterruptKeys() as keys:
+    with InterruptKeys() as keys, terminate_as_interrupt() as terminated:
         console.interrupt_key = keys.pressed
         if isinstance(made, GroupedSink):  # Ctrl-C also ends a long display of what was gathered
             made.stop = keys.pressed
@@ -290,5 +290,7 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
             print(f"mpish: rank {rank}: {result.seconds:.3f} s, peak RSS {result.peak_rss_kib} KiB",
                   file=sys.stderr)
         report.say(f"console: peak RSS {console_rss_kib()} KiB")
+    if terminated:
+        return 128 + terminated[0]
     return exit_status([status_of(r) for r in results.values()], getattr(args, "maxrc", True),
                        any(r.interrupted for r in results.values()))

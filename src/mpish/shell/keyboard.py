@@ -2,14 +2,17 @@
 
 :class:`InterruptKeys` turns the terminal's ISIG off for the duration of a command or a
 transfer (Ctrl-C is then read, not a signal to the process group); :class:`TypedAhead`
-turns what else was typed meanwhile into whole lines, run in order afterwards.
+turns what else was typed meanwhile into whole lines, run in order afterwards;
+:func:`terminate_as_interrupt` makes a SIGTERM during ``-c`` a Ctrl-C that then ends mpish.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from typing import IO, Any
 
 
@@ -121,3 +124,27 @@ class TypedAhead:
     def take_partial(self) -> str:
         partial, self.partial = self.partial, ""
         return partial
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[list[int]]:
+    """While ``-c``'s command runs, a SIGTERM (``timeout 60 mpish ...``, a batch system's end
+    of the job) interrupts it as a Ctrl-C does: the command gets its SIGINT, what the targets
+    sent so far is shown, and mpish exits 143 (the list yielded holds the signal once it
+    came). A second SIGTERM meets the handler there was before. Over MPI the first one ended
+    the session at once and the gathered output was lost; over ssh mpish died of it, output
+    and status alike (a clush user's review)."""
+    came: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        del frame
+        signal.signal(signum, previous)
+        came.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield came
+    finally:
+        if not came:
+            signal.signal(signal.SIGTERM, previous)

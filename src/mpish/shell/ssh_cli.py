@@ -176,7 +176,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         make_sink,
         status_lines,
     )
-    from mpish.shell.keyboard import InterruptKeys
+    from mpish.shell.keyboard import InterruptKeys, terminate_as_interrupt
 
     names = host_names(hosts, session)
     sink = make_sink(options.mode, len(hosts), out, err, Style.for_stream(out), names)
@@ -189,6 +189,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     for rank, host in enumerate(hosts, 1):
         if host in session.failed:  # could not join: its result, in NodeSet order
             sink.done(Result(rank, host, FAILED, error=advice(session.failed[host], host, options)))
+    terminated: list[int] = []
     if not session.peers and not session.later:
         sink.finish()
         session.finish()
@@ -198,7 +199,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         console.describe = names.label  # "interrupting host[1-2]", as the console says it
         console.timeout = options.timeout or 0.0
         try:
-            with InterruptKeys() as keys:
+            with InterruptKeys() as keys, terminate_as_interrupt() as terminated:
                 console.interrupt_key = keys.pressed
                 if isinstance(sink, GroupedSink):  # Ctrl-C also ends a long display of what was gathered
                     sink.stop = keys.pressed
@@ -221,6 +222,8 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         for line in status_lines(results, Style.for_stream(err), sink.names, quiet=options.mode.quiet):
             err.write(line.encode() + b"\n")
         err.flush()
+    if terminated:
+        return 128 + terminated[0]
     return exit_status([status_of(r) for r in results], options.maxrc, any(r.interrupted for r in results))
 
 
