@@ -66,6 +66,15 @@ def test_f_runs_the_command_on_at_most_that_many_ranks_at_once_in_every_mode(
     assert refused.returncode == 2 and b"-f/--fanout: '0': give a number of targets" in refused.stderr
 
 
+def test_n_beyond_what_one_host_should_start_is_refused_at_once(home: Path, tmp_path: Path) -> None:
+    """`mpish -n 99999999 true` waited 20 s, then said the servers did not start (a clush
+    user's review); refused before MPI starts now, with what to do instead."""
+    result = run([MPISH, "-n", "99999999", "true"], home, tmp_path, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.decode().startswith("mpish: -n 99999999: more shell servers than one host should "
+                                             "start"), result.stderr
+
+
 def test_version_is_printed(home: Path, tmp_path: Path) -> None:
     result = run([MPISH, "--version"], home, tmp_path)
     assert (result.returncode, result.stdout.decode().split()[0]) == (0, "mpish")

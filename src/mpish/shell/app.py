@@ -114,6 +114,10 @@ def _ranks_beyond(targets: str, count: int | None) -> str:
     return format_ranks(beyond) if beyond else ""
 
 
+EMBEDDED_PER_CPU = 16  # shell servers per CPU that mpish -n K starts on this host alone
+EMBEDDED_MIN = 1024  # at least (a small VM may still run a test of many)
+
+
 def main_shell(args: argparse.Namespace) -> int:
     """Run the rank's role; the console's exit status is returned."""
     from mpish.transport.mpi import mpi
@@ -139,6 +143,12 @@ def main_shell(args: argparse.Namespace) -> int:
     beyond = _ranks_beyond(getattr(args, "targets", "@all"), args.np)
     if beyond:  # before anything starts (servers took seconds to start, then this was said)
         report.say(f"no shell server on rank(s) {beyond}: -n {args.np} starts @1-{args.np}")
+        return 2
+    limit = max(EMBEDDED_MIN, EMBEDDED_PER_CPU * (os.cpu_count() or 1))
+    if args.np is not None and args.np > limit and not launch.under_launcher():  # waited 20 s, then failed
+        report.say(f"-n {args.np}: more shell servers than one host should start (at most {limit} "
+                   f"here, {EMBEDDED_PER_CPU} per CPU); to place them on many hosts, start mpish "
+                   "under mpiexec or srun")
         return 2
     try:
         session = launch.start_console(args.np)
