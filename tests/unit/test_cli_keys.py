@@ -113,6 +113,7 @@ def test_run_main_receives_parsed_options(home: Path, monkeypatch: pytest.Monkey
         "gather_limit": 64.0,
         "maxrc": True,
         "stats": False,
+        "fanout": 0,  # all at once (-f N: N)
         "nostdin": False,
         "tty": False,
         "commands_from": None,

@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import stat
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from mpish.wire.text import escape
@@ -18,6 +20,7 @@ from . import console_transfer as transfer
 from .console import Console
 from .grouping import Style
 from .names import fold_by_reason
+from .transfer import foreign
 
 PUT_USAGE = "usage: :put [-r] LOCAL [REMOTE]"
 GET_USAGE = "usage: :get [-r] REMOTE [LOCAL]"
@@ -176,7 +179,7 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
         path = written[rank].absolute()  # the console's cwd is not the prompt's remote one
         if not error:
             lines.append(f"  {escape(str(path))}{'/' if recursive and path.is_dir() else ''}")
-        elif recursive and path.is_dir() and error != "nothing was received":
+        elif recursive and _made_here(path) and error != "nothing was received":
             lines.append(f"  {escape(str(path))}/ (written, but see the error above)")  # a tree, in part
     if tally is not None:
         tally.written += lines
@@ -187,6 +190,16 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
         print(line)
     sys.stdout.flush()
     return status
+
+
+def _made_here(path: Path) -> bool:
+    """A tree's root a copy may have written into: a directory, neither a link nor another
+    user's (a refused one was listed as written, a security review)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and not foreign(info)
 
 
 def check(console: Console, tree: bool) -> str:

@@ -202,7 +202,10 @@ def get_destinations(console: Console, remote: str, local: str | os.PathLike[str
                              f"(:get -r {remote} DIR makes DIR.<host> for each target)")
         base = tree_destination(Path(local), name)
     else:
-        base = destination(Path(local), Path(remote).name or "unnamed", str(local).endswith("/"))
+        try:
+            base = destination(Path(local), Path(remote).name or "unnamed", str(local).endswith("/"))
+        except OSError as exc:  # another user's link named as the directory
+            raise ValueError(f"cannot write into {local}: {exc.strerror}") from None
     if len(targets) == 1 and not suffixed:
         return {targets[0]: base}
     return {r: base.with_name(f"{base.name}.{console.file_suffix(r)}") for r in targets}

@@ -156,11 +156,52 @@ def umask() -> int:
     return mask
 
 
+def owner(uid: int) -> str:
+    """``uid 1001 (mallory)``, or ``uid 1001`` if it has no name."""
+    import pwd
+
+    with contextlib.suppress(KeyError):
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    return f"uid {uid}"
+
+
+def foreign(info: os.stat_result) -> bool:
+    """Made by another user: neither yours nor root's."""
+    return info.st_uid not in (os.geteuid(), 0)
+
+
+def into_directory(target: Path) -> bool:
+    """cp's "an existing directory receives it", but never through another user's symbolic
+    link: a link planted at the destination's name sent a :get or :put into the directory of
+    the planter's choice (a security review); such a link is no directory here, so a file
+    replaces it and a tree is refused there (tree.py)."""
+    try:
+        info = os.lstat(target)
+    except OSError:
+        return False
+    if stat.S_ISLNK(info.st_mode):
+        return not foreign(info) and target.is_dir()
+    return stat.S_ISDIR(info.st_mode)
+
+
 def destination(target: Path, name: str, as_directory: bool) -> Path:
-    """Where a file called ``name`` goes for a cp/scp target: into it if it is a directory."""
-    if as_directory or target.is_dir():
+    """Where a file called ``name`` goes for a cp/scp target: into it if it is a directory
+    (``as_directory``: it was named with a trailing /, and must be one, never another user's
+    link: OSError)."""
+    if as_directory:
+        try:
+            info = os.lstat(target)
+        except OSError:
+            return target / name  # no such directory: said when the file is written
+        if stat.S_ISLNK(info.st_mode) and foreign(info):
+            raise ForeignLink(errno.ELOOP, f"{target} is a symbolic link of {owner(info.st_uid)}, "
+                              "not followed")
         return target / name
-    return target
+    return target / name if into_directory(target) else target
+
+
+class ForeignLink(OSError):
+    """A destination named as a directory is another user's symbolic link."""
 
 
 def part_name(name: str) -> str:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import protocol as p
-from .transfer import PartFile, new_digest, part_name
+from .transfer import PartFile, foreign, into_directory, new_digest, owner, part_name
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO swapped in never blocks
@@ -72,7 +72,7 @@ def source_name(path: str) -> str:
 def tree_destination(target: Path, name: str) -> Path:
     """cp -r's rule: an existing directory receives the tree as ``target/name``, else
     ``target`` becomes the copy."""
-    return target / name if name and target.is_dir() else target
+    return target / name if name and into_directory(target) else target
 
 
 def cost(message: object) -> int:
@@ -90,6 +90,18 @@ def open_directory(name: str, parent: int) -> int:
     except NotADirectoryError:
         link = stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
         raise OSError(errno.ELOOP if link else errno.ENOTDIR, "exists and is not a directory") from None
+
+
+def _own_root(fd: int) -> None:
+    """A tree's root that exists already must be yours (or root's): another user who made a
+    directory under the copy's predictable name (``--rcopy``'s ``NAME.host`` in /tmp) owned
+    the copy's root, read files a 0700 directory had kept private, and could change them (a
+    security review). OSError (``fd`` closed) if not."""
+    info = os.fstat(fd)
+    if foreign(info):
+        os.close(fd)
+        raise OSError(errno.EPERM, f"it exists and belongs to {owner(info.st_uid)}: not copied into it "
+                      "(they could read or change the copy); remove it or choose another destination")
 
 
 def _why(exc: OSError) -> str:
@@ -277,7 +289,10 @@ class TreeWriter:
                 mode: int | None = entry.mode & 0o777 & ~self.umask
             except FileExistsError:
                 mode = None  # an existing directory keeps its mode, as with cp
-            self.stack.append((parts, open_directory(name, parent), mode))
+            fd = open_directory(name, parent)
+            if not parts:
+                _own_root(fd)
+            self.stack.append((parts, fd, mode))
         elif entry.kind == "file":
             self.part = PartFile(self.shown(parts), parent, follow=not parts)  # the root: as a named path
             self.mode = entry.mode & 0o777 & ~self.umask

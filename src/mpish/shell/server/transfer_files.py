@@ -38,13 +38,14 @@ class Put:
     def __init__(self, start: p.PutStart, cwd: str, verify: bool = True) -> None:
         name = Path(start.name).name or "unnamed"
         self.xfer_id = start.xfer_id
-        self.final = destination(resolve(start.path, cwd), name, start.path.endswith(("/", "/.")))
+        self.final = resolve(start.path, cwd)
         self.expected = start.size
         self.mode = start.mode
         self.size = 0
         self.error = ""
         self.part: PartFile | None = None
         try:
+            self.final = destination(self.final, name, start.path.endswith(("/", "/.")))
             self.part = PartFile(self.final, verify=verify)
         except OSError as exc:
             self.error = f"cannot write {self.final}: {exc.strerror}"
