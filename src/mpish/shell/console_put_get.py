@@ -130,7 +130,7 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
         where = f" in the console's directory {os.getcwd()} (not the targets')"
         where = "" if os.path.isabs(local) else where
         raise ValueError(f":put copies a file of the console's machine: no file {local!r}{where}")
-    progress = Progress(f"put {os.path.basename(os.path.normpath(local))}", 0 if is_dir else
+    progress = Progress(f"put {escape(os.path.basename(os.path.normpath(local)))}", 0 if is_dir else
                         os.path.getsize(local), err)
     started = time.monotonic()
     with keys():
@@ -158,13 +158,13 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     recursive, words = parse(rest, GET_USAGE)
     remote = words[0]
     local = words[1] if len(words) == 2 else ("." if recursive else os.path.basename(remote))
-    progress = Progress(f"get {os.path.basename(os.path.normpath(remote))}", 0, err)
+    progress = Progress(f"get {escape(os.path.basename(os.path.normpath(remote)))}", 0, err)
     written = transfer.get_destinations(console, remote, local, console.idle(targets), recursive, suffixed)
     missing = sorted({str(path.parent) for path in written.values() if not path.parent.is_dir()})
     if missing:  # one line, before anything is sent (it used to be one per target, in any order)
         print(Style.for_stream(err).error(
-            f"mpish: get: the local directory {missing[0]} does not exist (LOCAL is on the console's side, "
-            f"relative to {os.getcwd()}); make it first, or give an existing one"), file=err)
+            f"mpish: get: the local directory {escape(missing[0])} does not exist (LOCAL is on the console's "
+            f"side, relative to {os.getcwd()}); make it first, or give an existing one"), file=err)
         err.flush()
         return 1
     started = time.monotonic()

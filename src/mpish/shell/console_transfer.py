@@ -205,7 +205,7 @@ def get_destinations(console: Console, remote: str, local: str | os.PathLike[str
         try:
             base = destination(Path(local), Path(remote).name or "unnamed", str(local).endswith("/"))
         except OSError as exc:  # another user's link named as the directory
-            raise ValueError(f"cannot write into {local}: {exc.strerror}") from None
+            raise ValueError(escape(f"cannot write into {local}: {exc.strerror}")) from None
     if len(targets) == 1 and not suffixed:
         return {targets[0]: base}
     return {r: base.with_name(f"{base.name}.{console.file_suffix(r)}") for r in targets}
@@ -230,7 +230,7 @@ class FileCopy:
                 self.part = PartFile(self.final, verify=self.verify)
             self.part.write(data)
         except OSError as exc:
-            self.error = f"cannot write {self.final}: {exc.strerror}"
+            self.error = escape(f"cannot write {self.final}: {exc.strerror}")
             self.close()
 
     def finish(self, end: p.GetEnd) -> str:
@@ -243,9 +243,9 @@ class FileCopy:
         try:
             part, self.part = self.part or PartFile(self.final, verify=self.verify), None
         except OSError as exc:
-            return f"cannot write {self.final}: {exc.strerror}"
+            return escape(f"cannot write {self.final}: {exc.strerror}")
         # the digest of what was written must be the sender's, the descriptor hold its size
-        return part.commit(end.sha256, end.size, end.mode & 0o777 & ~umask())
+        return escape(part.commit(end.sha256, end.size, end.mode & 0o777 & ~umask()))
 
     def close(self) -> None:
         if self.part is not None:
