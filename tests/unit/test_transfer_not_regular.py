@@ -82,6 +82,9 @@ def test_get_into_a_directory_others_can_write_warns_once(console: Console, tmp_
     assert transfer.get(console, str(tmp_path / "real"), str(shared / "got"), [1]) == {1: ""}
     lines = console.err.getvalue().splitlines()
     assert len(lines) == 1 and f"warning: {shared} can be written by other users" in lines[0]
+    # a --rcopy over ssh gets from one group of hosts at a time: said once, not per group
+    assert transfer.get(console, str(tmp_path / "real"), str(shared / "again"), [1]) == {1: ""}
+    assert len(console.err.getvalue().splitlines()) == 1, console.err.getvalue()
 
 
 def _sha256(data: bytes) -> bytes:

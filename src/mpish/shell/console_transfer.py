@@ -269,6 +269,9 @@ class TreeCopy:
         self.writer.close()
 
 
+_WARNED: set[Path] = set()  # directories shared_warning was said of, by this process
+
+
 def get(console: Console, remote: str, local: str | os.PathLike[str], ranks: Iterable[int],
         progress: Progress | None = None, tree: bool = False, suffixed: bool = False) -> dict[int, str]:
     """Copy the file (``tree``: the tree) ``remote`` from ``ranks`` to ``local`` (named as
@@ -279,9 +282,11 @@ def get(console: Console, remote: str, local: str | os.PathLike[str], ranks: Ite
     verify = verifies(console)
     copies: dict[int, FileCopy | TreeCopy] = {
         r: TreeCopy(finals[r]) if tree else FileCopy(finals[r], verify) for r in targets}
-    warning = shared_warning(final.parent for final in finals.values())
+    unsaid = {final.parent for final in finals.values()} - _WARNED  # once, not per group of hosts
+    _WARNED.update(unsaid)
+    warning = shared_warning(unsaid)
     if warning:
-        print(f"mpish: {warning}", file=console.err)
+        print(f"mpish: {escape(warning)}", file=console.err)
     verdicts: dict[int, str] = {}
     received = 0
     interrupted = False
