@@ -100,6 +100,25 @@ def test_g_runs_on_the_ranks_of_a_groups_hosts(home: Path, tmp_path: Path, group
     assert away.stderr.decode().strip() == "mpish: no shell server on the hosts of away"
 
 
+def test_X_a_and_hostfile_select_ranks_by_their_hosts_as_g_does(
+    home: Path, tmp_path: Path, groups: Path
+) -> None:
+    """`mpish -n K` refused clush's -X, -a and --hostfile ('unrecognized arguments') though the
+    README said clush's options work in every mode (a clush user's review)."""
+    env = {"CLUSTERSHELL_CFGDIR": str(groups)}
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text(f"# this host\n{socket.gethostname()}\n")
+    for how in (["--hostfile", str(hostfile)], ["-a"], ["--all", "-X", "away"]):
+        result = run([MPISH, "-n", "2", *how, "-L", "echo", "r$MPISH_RANK"], home, tmp_path, **env)
+        assert result.stdout.decode() == "@1: r1\n@2: r2\n", (how, result.stderr)
+    gone = run([MPISH, "-n", "2", "-a", "-X", "here", "true"], home, tmp_path, **env)
+    assert gone.returncode == 2 and gone.stderr.decode().strip() == "mpish: no target left to run on"
+    nowhere = tmp_path / "elsewhere"
+    nowhere.write_text("elsewhere[1-2]\n")
+    away = run([MPISH, "-n", "1", "--hostfile", str(nowhere), "true"], home, tmp_path, **env)
+    assert away.returncode == 2 and f"no shell server on the hosts of {nowhere}" in away.stderr.decode()
+
+
 def test_u_is_the_command_timeout_and_B_gathers_stderr(home: Path, tmp_path: Path) -> None:
     command = "echo a; echo b >&2; sleep 30.0625"
     result = run([MPISH, "-n", "2", "-B", "-u", "1", "-c", command], home, tmp_path)

@@ -43,6 +43,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="ranks or hosts to leave out (repeatable)")
     parser.add_argument("-g", "--group", dest="groups", action="append", default=[], metavar="GROUP",
                         help="the ranks on the hosts of a ClusterShell group (repeatable)")
+    parser.add_argument("-X", dest="exclude_groups", action="append", default=[], metavar="GROUP",
+                        help="leave out the ranks on the hosts of a group (repeatable)")
+    parser.add_argument("-a", "--all", action="store_true", help="every rank (as @all; clush's -a)")
+    parser.add_argument("--hostfile", "--machinefile", dest="hostfiles", action="append", default=[],
+                        metavar="FILE", help="the ranks on the hosts of a file, one node set per line")
     parser.add_argument("--label", choices=("rank", "host"), default="rank",
                         help="name servers in headers and prefixes by rank (@1-3, the default) or host")
     add_output_options(parser)
@@ -75,22 +80,26 @@ def fanout(text: str) -> int:
 
 
 def choose_targets(args: argparse.Namespace, hosts: Mapping[int, str]) -> frozenset[int]:
-    """-w, minus -x, with -g's ranks: TargetError or HostsError when one names nothing."""
+    """-w, minus -x, with the ranks on the hosts of -g and --hostfile, minus those of -X (-a:
+    every rank): TargetError or HostsError when one names nothing."""
     from .nodes import Selection, expand_target_words, ranks_on, select_hosts
     from .ranks import TargetError, resolve_targets
 
     groups = tuple(getattr(args, "groups", ()))
+    hostfiles = tuple(getattr(args, "hostfiles", ()))
     targets = getattr(args, "targets", "@all")
-    chosen = set()
-    if targets != "@all" or not groups:
-        chosen = set(resolve_targets(expand_target_words(targets), hosts))
-    if groups:
-        on_group = ranks_on(select_hosts(Selection(groups=groups)), dict(hosts))
-        if not on_group:
-            raise TargetError(f"no shell server on the hosts of {', '.join(groups)}")
-        chosen |= on_group
+    chosen = set(hosts) if getattr(args, "all", False) else set()
+    if targets != "@all" or not (groups or hostfiles):
+        chosen |= set(resolve_targets(expand_target_words(targets), hosts))
+    if groups or hostfiles:
+        on_hosts = ranks_on(select_hosts(Selection(groups=groups, hostfiles=hostfiles)), dict(hosts))
+        if not on_hosts:
+            raise TargetError(f"no shell server on the hosts of {', '.join(groups + hostfiles)}")
+        chosen |= on_hosts
     for spec in getattr(args, "exclude", ()):
         chosen -= resolve_targets(expand_target_words(spec), hosts, excluding=True)  # as clush -x
+    if getattr(args, "exclude_groups", ()):
+        chosen -= ranks_on(select_hosts(Selection(groups=tuple(args.exclude_groups))), dict(hosts))
     if not chosen:
         raise TargetError("no target left to run on")
     return frozenset(chosen)
