@@ -16,6 +16,16 @@ from sshd_server import SshServer
 from terminal import at_terminal
 
 
+def _await_running(command: str, count: int) -> None:
+    """Until ``count`` processes run ``command`` (the hosts' commands have started), at most 60 s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = subprocess.run(["pgrep", "-fx", command], capture_output=True, text=True, check=False)
+        if len(found.stdout.split()) == count:
+            return
+        time.sleep(0.2)
+
+
 def test_sigint_during_c_names_the_hosts_being_interrupted(sshd: SshServer) -> None:
     argv = [sys.executable, "-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python",
             sys.executable, "host[1-2]", "-c", "echo started; sleep 100.25"]
@@ -23,13 +33,7 @@ def test_sigint_during_c_names_the_hosts_being_interrupted(sshd: SshServer) -> N
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                           stdin=subprocess.DEVNULL) as child:
         assert child.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # grouped: nothing shows before the end; wait for the sleeps
-            found = subprocess.run(["pgrep", "-fx", "sleep 100.25"], capture_output=True, text=True,
-                                   check=False).stdout.split()
-            if len(found) == 2:
-                break
-            time.sleep(0.2)
+        _await_running("sleep 100.25", 2)  # grouped: nothing shows before the end
         child.send_signal(signal.SIGINT)
         _, err = child.communicate(timeout=60)
     assert "mpish: interrupting host[1-2] " in err, err
@@ -96,13 +100,7 @@ def test_sigterm_during_c_interrupts_the_command_shows_what_was_gathered_and_exi
     env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                           stdin=subprocess.DEVNULL) as child:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            found = subprocess.run(["pgrep", "-fx", "sleep 100.75"], capture_output=True, text=True,
-                                   check=False).stdout.split()
-            if len(found) == 2:
-                break
-            time.sleep(0.2)
+        _await_running("sleep 100.75", 2)
         child.send_signal(signal.SIGTERM)
         out, err = child.communicate(timeout=60)
     assert child.returncode == 143, err

@@ -9,12 +9,13 @@ import os
 from pathlib import Path
 
 import pytest
+from test_shell_tree import copy  # a tree sent through a reader into a writer
 
 from mpish.shell import protocol as p
 from mpish.shell.console_transfer import get_destinations
 from mpish.shell.server.transfer_files import Put
 from mpish.shell.transfer import ForeignLink, destination, into_directory
-from mpish.shell.tree import TreeReader, TreeWriter, tree_destination
+from mpish.shell.tree import tree_destination
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="making another user's files needs root")
 NOBODY = 65534
@@ -75,14 +76,6 @@ def test_a_trees_root_that_another_user_made_in_advance_is_not_copied_into(tmp_p
     squatted = tmp_path / "shared" / "priv.host1"
     squatted.mkdir(parents=True, mode=0o777)
     os.chown(squatted, NOBODY, NOBODY)
-    reader, writer = TreeReader(source, 1), TreeWriter(squatted, 0o022)
-    while (message := reader.next(p.CHUNK)) is not None:
-        if isinstance(message, p.Entry):
-            writer.entry(message)
-        elif isinstance(message, p.Chunk):
-            writer.write(message.data)
-        elif isinstance(message, p.FileEnd):
-            writer.end_file(message)
-    verdict = writer.finish()
+    verdict = copy(source, squatted)
     assert verdict.startswith(f"cannot write {squatted}: it exists and belongs to uid {NOBODY}"), verdict
     assert os.listdir(squatted) == []
