@@ -258,20 +258,25 @@ def test_reconnect_brings_a_lost_host_back_as_the_same_rank_with_a_new_shell(
     assert "back-1 KEEP=1" in out and "back-2 KEEP=gone" in out, out  # rank 2 again, a new shell
 
 
+@pytest.mark.parametrize("how", ["a pipe", "-C -", "-C FILE"])
 def test_a_host_down_when_the_console_starts_is_kept_lost_and_reconnect_brings_it_in(
-    sshd: SshServer, tmp_path: Path
+    sshd: SshServer, tmp_path: Path, how: str
 ) -> None:
     """`mpish ssh 'host1,nosuch'`: the host that could not be reached was dropped for the whole
     session (`:reconnect nosuch` said "@nosuch is no group"), where clush's interactive mode
     keeps a node that is still booting in its set. It is now lost from the start: :targets
-    names it, :reconnect tries it, and once back it is a target as the others."""
+    names it, :reconnect tries it, and once back it is a target as the others; in the lines of
+    `-C` too (a clush user's review found it dropped there)."""
     config = tmp_path / "ssh_config"
     include = f"Include {sshd.ssh_options[1]}\n"
     config.write_text(f"Host host3\n  Port 1\nHost *\n  {include}")  # host3 is down at the start
     script = "\n".join([":targets", "@host3 true", ":reconnect host3",
                         f"printf %s {shlex.quote(include)} > {config}", ":reconnect host3",
                         "echo up-$MPISH_RANK", ":targets", ""])
-    done = console_reading(config, "host1,host3", script)  # the console, its commands from a pipe (no -C)
+    lines = tmp_path / "lines"
+    lines.write_text(script)
+    more = {"a pipe": (), "-C -": ("-C", "-"), "-C FILE": ("-C", str(lines))}[how]
+    done = console_reading(config, "host1,host3", script, *more)  # the console, its commands not typed
     out, err = done.stdout, done.stderr
     assert done.returncode == 0, err
     assert "  lost: host3: not reached at the start (:reconnect brings it back)" in out, out

@@ -277,7 +277,7 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     if not session.peers and not session.later:
         session.finish()
         return FAILED
-    if options.copy is None and stream is None:  # the console: hosts down now may come up
+    if options.copy is None:  # the console, and its lines from a file: hosts down now may come up
         session.keep_unreached(hosts)
     console = Console(session)
     console.timeout = options.timeout or 0.0
