@@ -175,3 +175,12 @@ def open_standard_streams() -> None:
             os.close(null)
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
+
+
+def owner(uid: int) -> str:
+    """A user for mpish's messages: ``uid 1001 (mallory)``, or ``uid 1001`` if it has no name."""
+    import pwd
+
+    with contextlib.suppress(KeyError):
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    return f"uid {uid}"

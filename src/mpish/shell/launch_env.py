@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
 
-from mpish.report import Reporter
+from mpish.report import Reporter, owner
 from mpish.transport.procfs import descendants
 
 from . import protocol
@@ -51,7 +51,6 @@ from .segments import (
     foreign_names_since,
     foreign_segments,
     mapped_segments,
-    owner,
     remove_ours,
 )
 

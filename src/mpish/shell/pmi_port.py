@@ -35,9 +35,8 @@ import struct
 import sys
 import time
 
+from mpish.report import owner
 from mpish.transport.procfs import descendants
-
-from .segments import owner
 
 LISTEN, ESTABLISHED, CLOSE_WAIT = "0A", "01", "08"
 

@@ -50,11 +50,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import pwd
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from mpish.report import owner
 
 from .scratch import MPI_PREFIX, HeldDirectory
 
@@ -74,13 +75,6 @@ class Segment:
 def own_names(pid: int) -> list[Path]:
     """The names MPICH gives the segments of the singleton world of process ``pid`` (node 0)."""
     return [SHM_DIR / f"{prefix}{pid:x}_0" for prefix in PREFIXES]
-
-
-def owner(uid: int) -> str:
-    """``uid 1001 (mallory)``, or ``uid 1001`` if it has no name."""
-    with contextlib.suppress(KeyError):
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    return f"uid {uid}"
 
 
 def clear_own_names(pid: int | None = None) -> str:

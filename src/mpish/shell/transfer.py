@@ -43,6 +43,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from mpish.report import owner
 from mpish.transport.link import Channel, Link
 from mpish.transport.pipe import MultiLink, PipeLink, PlainChannel
 
@@ -154,15 +155,6 @@ def umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def owner(uid: int) -> str:
-    """``uid 1001 (mallory)``, or ``uid 1001`` if it has no name."""
-    import pwd
-
-    with contextlib.suppress(KeyError):
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    return f"uid {uid}"
 
 
 def foreign(info: os.stat_result) -> bool:

@@ -35,8 +35,10 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from mpish.report import owner
+
 from . import protocol as p
-from .transfer import PartFile, foreign, into_directory, new_digest, owner, part_name
+from .transfer import PartFile, foreign, into_directory, new_digest, part_name
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO swapped in never blocks
