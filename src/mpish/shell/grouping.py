@@ -276,14 +276,14 @@ class GroupedSink(_TerminalSink):
 
     def _finish_gathered(self) -> None:
         if self.prefixed and self.labels:
-            self._prefixed_tree()
+            self._gathered_by_line()
             return
         for ranks, spool in self.groups(STDOUT):
             self.out.write(self._header(ranks))
             spool.copy_to(self.out, self.stop)
         self.out.flush()
 
-    def _prefixed_tree(self) -> None:
+    def _gathered_by_line(self) -> None:
         """``-bL`` as clush shows it: line by line, the servers whose Nth lines are alike
         gathered under one prefix (``node[1-3]: a``), the largest group first, then by first
         server; a server whose output ended has no Nth line (clush's LiveGatherOutputHandler).

@@ -164,16 +164,12 @@ def foreign(info: os.stat_result) -> bool:
 
 def into_directory(target: Path) -> bool:
     """cp's "an existing directory receives it", but never through another user's symbolic
-    link: a link planted at the destination's name sent a :get or :put into the directory of
-    the planter's choice (a security review); such a link is no directory here, so a file
-    replaces it and a tree is refused there (tree.py)."""
-    try:
-        info = os.lstat(target)
-    except OSError:
-        return False
-    if stat.S_ISLNK(info.st_mode):
-        return not foreign(info) and target.is_dir()
-    return stat.S_ISDIR(info.st_mode)
+    link (:func:`_owned_end`: a chain of links of yours or root's only): a link planted at the
+    destination's name sent a :get or :put into the directory of the planter's choice (a
+    security review); such a link is no directory here, so a file replaces it and a tree is
+    refused there (tree.py)."""
+    end = _owned_end(target)
+    return end is not None and stat.S_ISDIR(end[1].st_mode)
 
 
 def destination(target: Path, name: str, as_directory: bool) -> Path:
@@ -185,9 +181,10 @@ def destination(target: Path, name: str, as_directory: bool) -> Path:
             info = os.lstat(target)
         except OSError:
             return target / name  # no such directory: said when the file is written
-        if stat.S_ISLNK(info.st_mode) and foreign(info):
-            raise ForeignLink(errno.ELOOP, f"{target} is a symbolic link of {owner(info.st_uid)}, "
-                              "not followed")
+        if stat.S_ISLNK(info.st_mode) and _owned_end(target) is None:
+            what = f"is a symbolic link of {owner(info.st_uid)}" if foreign(info) else \
+                "leads through another user's symbolic link"
+            raise ForeignLink(errno.ELOOP, f"{target} {what}, not followed")
         return target / name
     return target / name if into_directory(target) else target
 
@@ -329,9 +326,8 @@ def _device(final: Path, dir_fd: int | None = None) -> int | None:
         info = os.lstat(name, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
-    ours = (0, os.geteuid())
     if stat.S_ISLNK(info.st_mode):
-        if dir_fd is not None or info.st_uid not in ours:
+        if dir_fd is not None or foreign(info):
             return None  # planted by another, or inside a tree: replaced, never followed
         end = _owned_end(final)
         if end is None or not (stat.S_ISCHR(end[1].st_mode) and end[1].st_rdev in DISCARDING):
@@ -341,7 +337,7 @@ def _device(final: Path, dir_fd: int | None = None) -> int | None:
         name, info = end
     kinds = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFBLK: "a block device"}
     kind = kinds.get(stat.S_IFMT(info.st_mode))
-    if stat.S_ISCHR(info.st_mode) and info.st_uid not in ours:
+    if stat.S_ISCHR(info.st_mode) and foreign(info):
         kind = "another user's device"  # unprivileged users can make some (0:0) in a shared directory
     elif stat.S_ISCHR(info.st_mode) and info.st_rdev not in DISCARDING:
         kind = "a character device other than /dev/null, /dev/zero or /dev/full (a terminal, say)"
@@ -375,7 +371,7 @@ def _owned_end(link: Path) -> tuple[Path, os.stat_result] | None:
             return None
         if not stat.S_ISLNK(info.st_mode):
             return path, info
-        if info.st_uid not in (0, os.geteuid()):
+        if foreign(info):
             return None
         path = Path(os.path.join(os.path.dirname(path), os.readlink(path)))
     return None
