@@ -72,7 +72,7 @@ def reported_checks(script: str) -> list[str]:
 @pytest.mark.parametrize(
     "script",
     ["comm_api.py", "comm_regressions.py", "comm_requests.py", "comm_hot_path.py", "comm_topology.py",
-     "comm_intercomm.py", "comm_forged_order.py"],
+     "comm_intercomm.py", "comm_forged_order.py", "comm_started.py"],
 )
 def test_every_check_a_script_defines_is_run_and_reported(script: str) -> None:
     tree = ast.parse((HERE / script).read_text())
@@ -116,6 +116,12 @@ def test_small_message_hot_paths_deliver_what_raw_mpi_does_with_reused_arrays(ho
 def test_requests_complete_cancel_and_fail_as_mpi4py_requests(home: Path, ranks: int) -> None:
     """Synchronous sends, Cancel/Get_status, dropped requests, class-level calls, Compare."""
     every_check_passes("comm_requests.py", ranks, home)
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+def test_started_collectives_progress_under_point_to_point_as_mpi_ones(home: Path, ranks: int) -> None:
+    """Each I-collective overlapped with receives that complete only if it progresses."""
+    every_check_passes("comm_started.py", ranks, home)
 
 
 @pytest.mark.parametrize("call", ["Waitall", "Wait", "Waitany"])

@@ -16,11 +16,20 @@ finds its own buffers wrong still receives (and drops) what the others send it a
 an abort notice (an empty record on tag :data:`ABORT_TAG`) to every rank that waits for
 it, so the others raise :class:`CollectiveAborted` instead of hanging, and no stale
 record is left for a later call.
+
+Steps. Each algorithm is written once, as a generator of its *steps*: before each receive it
+yields the source whose next record it needs (``yield source``), and it sends with
+:meth:`_c_send`. :func:`run` drives the steps of a blocking collective: each yield returns at
+once and the receive that follows blocks. The started form (nonblocking.py) resumes the
+steps only once ``probe`` found that record, so it never blocks in a receive another rank
+satisfies only later; its sends are nonblocking (``_issuing``: the started collective whose
+steps run now keeps their MPI requests until they complete).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Generator
+from typing import Any, TypeVar
 
 from mpi4py import MPI
 
@@ -59,6 +68,25 @@ _BLOCK_ERRORS = (CollectiveAborted, RemoteProtocolError, MPI.Exception)
 
 _dumps, _loads = dumps, loads  # serial.py: MPI.pickle's (only authenticated bytes are loaded)
 
+T = TypeVar("T")
+Steps = Generator[int, None, T]  # a collective's steps: each yield, the source of the record needed next
+
+
+def run(steps: Steps[T]) -> T:
+    """Take every step at once, each receive blocking (the blocking collectives)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+
+class Issuing:
+    """What a started collective keeps of the sends its steps made (nonblocking.py)."""
+
+    requests: list[Any]
+    records: list[Any]
+
 
 class Collectives:
     """The collective methods of SecureComm (mixin: needs ``rank``, ``size`` and ``_coll``)."""
@@ -66,7 +94,8 @@ class Collectives:
     rank: int
     size: int
     _coll: Lane
-    _started: list[Any]  # started Ibarriers not done yet (nonblocking.py), oldest first
+    _started: list[Any]  # started collectives not done yet (nonblocking.py), oldest first
+    _issuing: Issuing | None = None  # the started collective whose steps run now (module doc)
 
     # -- building blocks
 
@@ -77,13 +106,30 @@ class Collectives:
 
     def _settle_started(self) -> None:
         """Before another collective (each public one calls it first: nonblocking.COLLECTIVES):
-        finish the messages of started Ibarriers."""
+        take every step of the started ones (their records come first from every rank)."""
         while self._started:
-            self._started[0].step(block=True)
+            self._started[0].issue(block=True)
             self._started.pop(0)
 
     def _c_send(self, data: memoryview, dest: int) -> None:
-        self._coll.send(data, dest, COLL_TAG)
+        issuing = self._issuing
+        if issuing is None:
+            self._coll.send(data, dest, COLL_TAG)
+            return
+        requests, records = self._coll.isend(data, dest, COLL_TAG)  # a started collective's
+        issuing.requests.extend(requests)
+        issuing.records.append(records)
+
+    def _c_isend(self, data: memoryview, dest: int) -> tuple[list[Any], list[Any]]:
+        """A send whose (requests, records) the caller keeps until it waited for them; a
+        started collective keeps them itself (the caller gets none)."""
+        issuing = self._issuing
+        requests, records = self._coll.isend(data, dest, COLL_TAG)
+        if issuing is None:
+            return requests, records
+        issuing.requests.extend(requests)
+        issuing.records.append(records)
+        return [], []
 
     def _c_recv(self, source: int, sink: memoryview | None) -> bytes | bytearray | None:
         _, tag, n, data = self._coll.recv(source, MPI.ANY_TAG, sink)
@@ -104,19 +150,24 @@ class Collectives:
         return data
 
     def _abort(self, waiting: list[int], sending: list[int]) -> None:
+        run(self._abort_steps(waiting, sending))
+
+    def _abort_steps(self, waiting: list[int], sending: list[int]) -> Steps[None]:
         """Tell ``waiting`` ranks this collective failed here; drop what ``sending`` ranks send."""
         for dest in waiting:
             if dest != self.rank:
-                self._coll.send(memoryview(b""), dest, ABORT_TAG)
+                self._coll.send(memoryview(b""), dest, ABORT_TAG)  # empty: MPI sends it eagerly
         for source in sending:
             if source != self.rank:
+                yield source
                 self._coll.recv(source, MPI.ANY_TAG, None)  # an abort notice, too, is just dropped
 
-    def _recv_each(self, pairs: list[tuple[int, memoryview]]) -> None:
+    def _recv_each(self, pairs: list[tuple[int, memoryview]]) -> Steps[None]:
         """Receive block after block; after an error (an abort notice, a wrong size) receive
         (and drop) the rest still, then raise the first error: no record is left behind."""
         error: BaseException | None = None
         for source, sink in pairs:
+            yield source
             try:
                 if error is None:
                     self._c_recv(source, sink)
@@ -127,13 +178,13 @@ class Collectives:
         if error is not None:
             raise error
 
-    def _fail_gather_bcast(self) -> None:
+    def _fail_gather_bcast(self) -> Steps[None]:
         """This rank failed before a gather to rank 0 and a broadcast from it: take part
         in both with abort notices, so every rank raises and nothing is left queued."""
         parent, children = self._tree(0)
         if self.rank != 0:
             self._coll.send(memoryview(b""), 0, ABORT_TAG)
-        self._abort(children, self._others() if parent is None else [parent])
+        yield from self._abort_steps(children, self._others() if parent is None else [parent])
 
     def _others(self) -> list[int]:
         return [r for r in range(self.size) if r != self.rank]
@@ -148,12 +199,17 @@ class Collectives:
         self._c_send(data, root)
 
     def _recv_or_drop(self, recvbuf: Any, root: int) -> None:
+        run(self._recv_or_drop_steps(recvbuf, root))
+
+    def _recv_or_drop_steps(self, recvbuf: Any, root: int) -> Steps[None]:
         """Receive this rank's block from ``root``; if the buffer is wrong, receive and drop it."""
         try:
             sink = byte_view(recvbuf, writable=True)
         except Exception:
+            yield root
             self._coll.recv(root, MPI.ANY_TAG, None)
             raise
+        yield root
         self._c_recv_into(sink, root)
 
     def _tree(self, root: int) -> tuple[int | None, list[int]]:
@@ -174,13 +230,15 @@ class Collectives:
             mask >>= 1
         return parent, children
 
-    def _bcast_view(
-        self, view: memoryview | None, root: int, *, nbytes: bool = False
-    ) -> bytes | bytearray | memoryview:
+    def _bcast_view(self, view: memoryview | None, root: int) -> bytes | bytearray | memoryview:
+        return run(self._bcast_steps(view, root))
+
+    def _bcast_steps(self, view: memoryview | None, root: int) -> Steps[bytes | bytearray | memoryview]:
         """Broadcast ``view`` from ``root`` along the tree (into ``view`` elsewhere, or as bytes)."""
         parent, children = self._tree(root)
         data: Any = view
         if parent is not None:
+            yield parent
             try:
                 if view is None:
                     data = self._c_recv_bytes(parent)
@@ -194,20 +252,18 @@ class Collectives:
             self._c_send(out, child)
         return data  # type: ignore[no-any-return]
 
-    # -- barrier and broadcast
+    # -- barrier and broadcast (the blocking forms: nonblocking.py, from these steps)
 
-    def Barrier(self) -> None:
+    def _Barrier_steps(self) -> Steps[None]:
         if self.rank == 0:
             for source in range(1, self.size):
+                yield source
                 self._c_recv_into(memoryview(bytearray()), source)
         else:
             self._c_send(memoryview(b""), 0)
-        self._bcast_view(memoryview(bytearray()), 0)
+        yield from self._bcast_steps(memoryview(bytearray()), 0)
 
-    def barrier(self) -> None:
-        self.Barrier()
-
-    def Bcast(self, buf: Any, root: int = 0) -> None:
+    def _Bcast_steps(self, buf: Any, root: int = 0) -> Steps[None]:
         self._root(root)
         spec = derived(buf)  # a derived datatype with gaps travels packed
         try:
@@ -217,15 +273,15 @@ class Collectives:
                 view = pack(*spec) if self.rank == root else memoryview(bytearray(spec[1]))
         except Exception:
             parent, children = self._tree(root)
-            self._abort(children, [] if parent is None else [parent])
+            yield from self._abort_steps(children, [] if parent is None else [parent])
             raise
-        self._bcast_view(view, root)
+        yield from self._bcast_steps(view, root)
         if spec is not None and self.rank != root:
             unpack(view, spec[0])
 
     # -- gather and scatter
 
-    def Gather(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+    def _Gather_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         self._root(root)
         size, rank = self.size, self.rank
         if rank != root:
@@ -239,17 +295,17 @@ class Collectives:
                     raise ValueError(f"Gather: receive blocks of {block} bytes, send buffer of {len(send)}")
                 recv, block = recv[: len(send) * size], len(send)
         except Exception:
-            self._abort([], self._others())
+            yield from self._abort_steps([], self._others())
             raise
         if send is not None:
             recv[root * block : (root + 1) * block] = send
-        self._recv_each([(k, recv[k * block : (k + 1) * block]) for k in range(size) if k != root])
+        yield from self._recv_each([(k, recv[k * block : (k + 1) * block]) for k in range(size) if k != root])
 
-    def Scatter(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+    def _Scatter_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         self._root(root)
         size, rank = self.size, self.rank
         if rank != root:
-            self._recv_or_drop(recvbuf, root)
+            yield from self._recv_or_drop_steps(recvbuf, root)
             return
         try:
             send, block = block_view(sendbuf, size, writable=False)
@@ -270,7 +326,7 @@ class Collectives:
             elif recv is not None:
                 recv[:block] = chunk
 
-    def Gatherv(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+    def _Gatherv_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         self._root(root)
         if self.rank != root:
             self._send_or_abort(sendbuf, root)
@@ -279,18 +335,18 @@ class Collectives:
             recv, counts, displs = vector_view(recvbuf, self.size, writable=True)
             send = None if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
         except Exception:
-            self._abort([], self._others())
+            yield from self._abort_steps([], self._others())
             raise
         if send is not None:
             recv[displs[root] : displs[root] + counts[root]] = send[: counts[root]]
-        self._recv_each(
+        yield from self._recv_each(
             [(k, recv[displs[k] : displs[k] + counts[k]]) for k in range(self.size) if k != root]
         )
 
-    def Scatterv(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+    def _Scatterv_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         self._root(root)
         if self.rank != root:
-            self._recv_or_drop(recvbuf, root)
+            yield from self._recv_or_drop_steps(recvbuf, root)
             return
         try:
             send, counts, displs = vector_view(sendbuf, self.size, writable=False)
@@ -307,26 +363,26 @@ class Collectives:
 
     # -- all-to-all patterns
 
-    def _gather_to_zero(self, send: memoryview, blocks: list[memoryview]) -> None:
+    def _gather_to_zero(self, send: memoryview, blocks: list[memoryview]) -> Steps[None]:
         """Rank 0 receives block k from rank k (its own from ``send``); the others send theirs."""
         if self.rank != 0:
             self._c_send(send, 0)
             return
         blocks[0][:] = send[: len(blocks[0])]
         try:
-            self._recv_each([(k, blocks[k]) for k in range(1, self.size)])
+            yield from self._recv_each([(k, blocks[k]) for k in range(1, self.size)])
         except _BLOCK_ERRORS:
             self._abort(self._tree(0)[1], [])  # the broadcast that follows: abort notices
             raise
 
-    def Allgather(self, sendbuf: Any, recvbuf: Any) -> None:
+    def _Allgather_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         try:
             send, recv, block = self._allgather_args(sendbuf, recvbuf)
         except Exception:
-            self._fail_gather_bcast()
+            yield from self._fail_gather_bcast()
             raise
-        self._gather_to_zero(send, [recv[k * block : (k + 1) * block] for k in range(self.size)])
-        self._bcast_view(recv, 0)
+        yield from self._gather_to_zero(send, [recv[k * block : (k + 1) * block] for k in range(self.size)])
+        yield from self._bcast_steps(recv, 0)
 
     def _allgather_args(self, sendbuf: Any, recvbuf: Any) -> tuple[memoryview, memoryview, int]:
         size, rank = self.size, self.rank
@@ -344,35 +400,36 @@ class Collectives:
                 raise ValueError(f"Allgather: receive blocks of {block} bytes, send buffer of {len(send)}")
         return send, recv, block
 
-    def Allgatherv(self, sendbuf: Any, recvbuf: Any) -> None:
+    def _Allgatherv_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         try:
             recv, counts, displs = vector_view(recvbuf, self.size, writable=True)
             blocks = [recv[displs[k] : displs[k] + counts[k]] for k in range(self.size)]
             mine = blocks[self.rank]
             send = memoryview(bytes(mine)) if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
         except Exception:
-            self._fail_gather_bcast()
+            yield from self._fail_gather_bcast()
             raise
-        self._gather_to_zero(send, blocks)
+        yield from self._gather_to_zero(send, blocks)
         # Broadcast the blocks packed, so the gaps between them stay untouched, as in MPI.
         packed = bytearray(b"".join(blocks) if self.rank == 0 else sum(counts))
-        self._bcast_view(memoryview(packed), 0)
+        yield from self._bcast_steps(memoryview(packed), 0)
         offset = 0
         for block in blocks:
             block[:] = packed[offset : offset + len(block)]
             offset += len(block)
 
-    def _exchange(self, blocks_out: list[memoryview], blocks_in: list[memoryview]) -> None:
+    def _exchange(self, blocks_out: list[memoryview], blocks_in: list[memoryview]) -> Steps[None]:
         """Pairwise exchange: block k of ``blocks_out`` to rank k, block k of ``blocks_in`` from it."""
         rank, size = self.rank, self.size
         blocks_in[rank][:] = blocks_out[rank]
         for step in range(1, size):
             dest, source = (rank + step) % size, (rank - step) % size
-            requests, _buffers = self._coll.isend(blocks_out[dest], dest, COLL_TAG)
+            requests, _records = self._c_isend(blocks_out[dest], dest)
+            yield source
             self._c_recv_into(blocks_in[source], source)
             wait_all(requests)
 
-    def Alltoall(self, sendbuf: Any, recvbuf: Any) -> None:
+    def _Alltoall_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         size = self.size
         recv, rblock = block_view(recvbuf, size, writable=True)
         if _in_place(sendbuf):
@@ -383,28 +440,28 @@ class Collectives:
                 rblock = sblock
                 if len(recv) < rblock * size:
                     raise ValueError("Alltoall: receive buffer too small")
-        self._exchange(
+        yield from self._exchange(
             [send[k * sblock : (k + 1) * sblock] for k in range(size)],
             [recv[k * rblock : (k + 1) * rblock] for k in range(size)],
         )
 
-    def Alltoallv(self, sendbuf: Any, recvbuf: Any) -> None:
-        self._alltoall_blocks(sendbuf, recvbuf, vector_view)
+    def _Alltoallv_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
+        yield from self._alltoall_blocks(sendbuf, recvbuf, vector_view)
 
-    def Alltoallw(self, sendbuf: Any, recvbuf: Any) -> None:
+    def _Alltoallw_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         """Blocks at absolute addresses (MPI.BOTTOM) travel packed by MPI inside this process."""
         out = None if _in_place(sendbuf) else bottom_blocks(sendbuf, self.size)
         into = bottom_blocks(recvbuf, self.size, writable=True)
         if out is None and into is None:
-            self._alltoall_blocks(sendbuf, recvbuf, typed_vector_view)
+            yield from self._alltoall_blocks(sendbuf, recvbuf, typed_vector_view)
             return
         try:
-            self._alltoall_bottom(sendbuf, recvbuf, out, into)
+            yield from self._alltoall_bottom(sendbuf, recvbuf, out, into)
         finally:
             free_blocks(out)
             free_blocks(into)
 
-    def _alltoall_bottom(self, sendbuf: Any, recvbuf: Any, out: Any, into: Any) -> None:
+    def _alltoall_bottom(self, sendbuf: Any, recvbuf: Any, out: Any, into: Any) -> Steps[None]:
         size = self.size
         if into is None:
             recv, rcounts, rdispls = typed_vector_view(recvbuf, size, writable=True)
@@ -418,11 +475,11 @@ class Collectives:
         else:
             send, scounts, sdispls = typed_vector_view(sendbuf, size, writable=False)
             blocks_out = [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)]
-        self._exchange(blocks_out, blocks_in)
+        yield from self._exchange(blocks_out, blocks_in)
         for (spec, _), data in zip(into or [], blocks_in, strict=False):
             unpack(data, spec)
 
-    def _alltoall_blocks(self, sendbuf: Any, recvbuf: Any, view: Any) -> None:
+    def _alltoall_blocks(self, sendbuf: Any, recvbuf: Any, view: Any) -> Steps[None]:
         """Alltoallv/w: ``view`` reads a buffer spec as (bytes, counts, displacements) in bytes."""
         size = self.size
         recv, rcounts, rdispls = view(recvbuf, size, writable=True)
@@ -430,7 +487,7 @@ class Collectives:
             send, scounts, sdispls = memoryview(bytes(recv)), rcounts, rdispls
         else:
             send, scounts, sdispls = view(sendbuf, size, writable=False)
-        self._exchange(
+        yield from self._exchange(
             [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)],
             [recv[rdispls[k] : rdispls[k] + rcounts[k]] for k in range(size)],
         )

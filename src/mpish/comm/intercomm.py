@@ -51,10 +51,10 @@ from mpi4py import MPI
 from ..wire.errors import RemoteProtocolError
 from ..wire.record import SESSION_SIZE
 from .buffers import Unsupported, byte_view, mpi_error, typed_spec
-from .collectives import COLL_TAG, _dumps, _loads
+from .collectives import Steps, _dumps, _loads
 from .intercomm_collectives import InterCollectives, _folder
 from .lane import Lane, Stats, wait_all
-from .nonblocking import COLLECTIVES, StartedBarrier, _after_started_barriers
+from .nonblocking import COLLECTIVES, STEPPED, _i_name, after_started, run_at_call
 from .requests import SecureRequest
 from .secret import SECRET_SIZE, CommSecret, InterSecret
 from .unsupported import _Unsupported
@@ -149,7 +149,9 @@ class Intercomm(InterCollectives):
     size: int
     _c_recv_into: Any
     _c_recv_bytes: Any
-    _started: list[Any]  # started Ibarriers not done yet (nonblocking.py), oldest first
+    _started: list[Any]  # started collectives not done yet (nonblocking.py), oldest first
+    _start: Any  # nonblocking.py: a collective started from its steps
+    _c_send: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -202,10 +204,16 @@ class Intercomm(InterCollectives):
     def Ibarrier(self) -> SecureRequest:
         """Barrier, started: complete once every rank of the other group has started it, as the
         intracommunicator's (nonblocking.py: the NBX exchange needs it not to wait at the call)."""
-        self._started[:] = [started for started in self._started if not started.done]
-        barrier = StartedInterBarrier(self, self._started[-1] if self._started else None)
-        self._started.append(barrier)
-        return SecureRequest(self._coll, steps=barrier.step)
+        request: SecureRequest = self._start(self._ibarrier_steps())
+        return request
+
+    def _ibarrier_steps(self) -> Steps[None]:
+        """An empty record to every rank of the other group, then one from each."""
+        for peer in self._remotes():
+            self._c_send(memoryview(b""), peer)
+        for peer in self._remotes():
+            yield peer
+            self._c_recv_into(memoryview(bytearray()), peer)
 
     ibarrier = Ibarrier
 
@@ -277,22 +285,12 @@ class Intercomm(InterCollectives):
         self.Free()  # type: ignore[attr-defined]
 
 
-class StartedInterBarrier(StartedBarrier):
-    """One rank's part of a started intercommunicator Ibarrier: an empty record to every rank
-    of the other group at the start, then one from each, received as they can be (``step``)."""
-
-    def __init__(self, comm: Any, before: StartedBarrier | None) -> None:  # not the tree's: no super()
-        self.lane, self.before = comm._coll, before
-        self.waiting, self.parent, self.children = list(range(comm._coll.size)), None, []
-        self.done = self.busy = False
-        for peer in self.waiting:  # empty records: MPI sends them eagerly
-            self.lane.send(memoryview(b""), peer, COLL_TAG)
-
-
 for _name in COLLECTIVES:  # a started Ibarrier's records are taken before another collective's
     if _name in vars(Intercomm) or _name in vars(InterCollectives):
-        setattr(Intercomm, _name, _after_started_barriers(getattr(Intercomm, _name)))
-# The I-forms of the collectives above run them at the call (SecureComm's, nonblocking.py).
+        setattr(Intercomm, _name, after_started(getattr(Intercomm, _name)))
+for _name in STEPPED:  # the I-forms of the collectives above run them at the call (nonblocking.py)
+    if _name != "Barrier" and (_name in vars(Intercomm) or _name in vars(InterCollectives)):
+        setattr(Intercomm, _i_name(_name), run_at_call(_name))
 for _name in ("Alltoallw", "Reduce_scatter", "Scan", "scan", "Exscan", "exscan", "Create",
               "Create_group", "Split", "Split_type", "Create_cart", "Create_graph", "Create_dist_graph",
               "Create_dist_graph_adjacent", "Create_intercomm", "Dup_with_info", "Ialltoallw",

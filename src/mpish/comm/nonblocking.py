@@ -1,35 +1,42 @@
-"""Nonblocking collectives of a secure communicator: Ibarrier is one; the others run at the call.
+"""The blocking and nonblocking forms of the collectives of a secure communicator.
 
 Theory of operation
 -------------------
 MPI lets a nonblocking collective progress at any time between its start and its
-completion, and requires every rank to start the collectives of a communicator in the
-same order.
+completion, requires every rank to start the collectives of a communicator in the same
+order, and (in practice, on both MPIs) progresses a started collective inside every later
+MPI call: a program may start ``Iallreduce`` and then block in a receive that another rank
+satisfies only after it started the same ``Iallreduce``, or after it waited for it.
 
-``Ibarrier`` is truly nonblocking (:class:`StartedBarrier`): it sends and receives the
-blocking Barrier's messages (every rank to 0, then 0's tree broadcast, collectives.py) as
-they can be, in ``Test``/``Wait`` and the progress thread. The NBX sparse exchange
-(``issend``s, then ``Ibarrier`` while probing for messages until the barrier completes;
-PETSc builds its two-sided exchanges on it) hung when Ibarrier waited for every rank at the
-call: a rank that had finished could not receive a late rank's message. The collective lane
-delivers a source's records in order, and a later collective's first record from a rank can
-only come after that rank's barrier messages: so before this rank starts any other
-collective of the communicator, it completes its started barriers' messages (blocking, as
-that collective would block anyway; every public collective does so at its entry,
-:data:`COLLECTIVES`), and the barrier's records are never taken by another. Several started
-Ibarriers go in the order they were started, none waiting for another at its start.
+Each collective is written once, as its steps (collectives.py: a generator that yields the
+source of the record it needs next). The blocking form (``Bcast``) takes them all at once
+(``collectives.run``). The started form (``Ibcast``) is a :class:`Started`: its steps run at
+the call as far as they can without waiting, then resume whenever the record they wait for
+has arrived (``lane.probe``, which authenticates it first), in ``Test``/``Wait``, in the
+progress thread, and in every blocking secure call meanwhile (:class:`_Pending` is in
+posted's ``_ACTIVE`` while a started collective has steps left: those calls poll, and each
+poll resumes it). Its sends are nonblocking (``Collectives._issuing``): it never waits for
+a receiver that waits for this rank. The request completes once every step is taken and
+every send is done. An error in a later step (another rank's abort notice) is raised by the
+request's ``Wait``/``Test``, as MPI's error of a nonblocking call; a local one (a wrong
+buffer, found before any receive) is raised by the call (by ``Wait`` if the call found an
+earlier started collective still waiting, so that its steps had not begun).
 
-The other nonblocking collectives run the blocking algorithm when started and return a
-request that is already complete: ``Wait``/``Test`` return at once, the buffers may be
-reused as soon as the call returns. This is correct for every program in which each rank
-starts the collective before it blocks on something another rank does only after starting
-it (the usual overlap pattern: start, compute or point-to-point, wait). A program that
-starts one and then blocks in a receive that another rank only satisfies before starting
-the same collective would hang here, where it completes on MPI (README: remaining
-differences).
+Order. The collective lane delivers a source's records in order and has one tag, so the
+steps of a collective may run only after every earlier started one took all of its steps:
+a :class:`Started` resumes its predecessor (``before``) first, and a blocking collective
+first takes the remaining steps of every started one (``_settle_started``, at the entry of
+every public collective: :data:`COLLECTIVES`). A started collective whose predecessor is
+still waiting sends nothing yet either (its records would overtake the predecessor's).
+
+Intercommunicators and the neighbourhood collectives of topologies run their ``I``-forms at
+the call (:func:`run_at_call`): their request is complete when returned (README: remaining
+differences); ``Ibarrier`` is started on every kind.
 
 Persistent collectives (``Bcast_init``...: MPI 4) are persistent requests (persistent.py)
-whose every start runs the nonblocking form. They start by their own ``Start`` or
+whose every start runs the whole collective (:func:`run_at_call`): their MPI handle is a
+completed generalized request, so MPI's own ``Waitall`` on them could not wait for steps
+still to come. They start by their own ``Start`` or
 ``mpish.comm.Startall``, in the caller's order; MPI's ``MPI.Prequest.Startall`` refuses
 them with ``ERR_REQUEST``, since the progress thread that notices MPI's starts could run two
 of them in another order than another rank.
@@ -43,81 +50,154 @@ from typing import Any
 
 from mpi4py import MPI
 
-from .collectives import COLL_TAG
+from .collectives import Collectives, Issuing, Steps, run
+from .lane import _ACTIVE, wait_all
 from .persistent import PersistentRequest
 from .reductions import Reductions
 from .requests import SecureRequest
 
 
-class StartedBarrier:
-    """One rank's part of a started Ibarrier: the blocking Barrier's messages, each sent or
-    received when it can be (:meth:`step`)."""
+class Started(Issuing):
+    """One rank's part of a started collective: its steps, resumed whenever the record they
+    wait for has arrived (module doc); called with ``block`` by its request: True once done."""
 
-    def __init__(self, comm: Reductions, before: StartedBarrier | None) -> None:
-        self.lane = comm._coll
-        self.before = before  # the Ibarrier started just before, not done yet: its records come first
-        self.waiting = list(range(1, comm.size)) if comm.rank == 0 else []  # root: whose arrival
-        self.parent, self.children = comm._tree(0)
-        self.done = False
-        self.busy = False  # in step: the progress thread must not step it at the same time
-        if comm.rank != 0:  # after the earlier barriers' arrivals: MPI keeps one sender's order
-            self.lane.send(memoryview(b""), 0, COLL_TAG)  # an empty record: MPI sends it eagerly
+    def __init__(self, comm: Collectives, steps: Steps[Any], before: Started | None) -> None:
+        self.comm, self.lane, self.steps = comm, comm._coll, steps
+        self.before = before  # started just before, steps left: its records come first
+        self.source: int | None = None  # the source whose record the steps wait for
+        self.requests, self.records = [], []  # of its sends (Issuing)
+        self.error: BaseException | None = None  # what a step raised: the request's error
+        self.refused = False  # it failed before its first receive: a local error, raised by the call
+        self.done = False  # every step taken
+        self.busy = False  # taking steps: the progress of a call inside them must not re-enter
 
-    def _arrived(self, source: int, block: bool) -> bool:
-        if not block and self.lane.probe(source, MPI.ANY_TAG, block=False) is None:
-            return False
-        self.lane.recv(source, MPI.ANY_TAG, memoryview(bytearray()))
-        return True
-
-    def step(self, block: bool) -> bool:
-        """Go as far as possible (to the end if ``block``); True once this rank's part is done.
-        An earlier started barrier goes first (its records come first from every rank)."""
+    def issue(self, block: bool) -> bool:
+        """Take the steps that can be taken (every one if ``block``); True once all are."""
         if self.done:
             return True
-        if self.busy:  # another thread is inside (the program's Wait, unlocked while it polls)
+        if self.busy:
             return False
         self.busy = True
         try:
             if self.before is not None:
-                if not self.before.step(block):
+                if not self.before.issue(block):
                     return False
                 self.before = None
-            return self._own_steps(block)
+            return self._resume(block)
         finally:
             self.busy = False
 
-    def _own_steps(self, block: bool) -> bool:
-        while not self.done:
-            if self.waiting:
-                if not self._arrived(self.waiting[0], block):
+    def _resume(self, block: bool) -> bool:
+        comm = self.comm
+        outer, comm._issuing = comm._issuing, self
+        try:
+            while True:
+                waiting = self.source is not None and not block
+                if waiting and self.lane.probe(self.source, MPI.ANY_TAG, block=False) is None:  # type: ignore[arg-type]
                     return False
-                self.waiting.pop(0)
-            elif self.parent is not None:
-                if not self._arrived(self.parent, block):
-                    return False
-                self.parent = None
-            else:
-                for child in self.children:
-                    self.lane.send(memoryview(b""), child, COLL_TAG)
-                self.done = True
+                self.source = next(self.steps)
+        except StopIteration:
+            self.done = True
+        except Exception as exc:  # this collective failed here: the request raises it
+            self.error, self.done, self.refused = exc, True, self.source is None
+        finally:
+            comm._issuing = outer
+        _PENDING.discard(self)
+        return True
+
+    def __call__(self, block: bool) -> bool:
+        """The request's test (``block``: its wait): every step taken, every send done."""
+        if not self.issue(block):
+            return False
+        if self.requests:
+            if block:
+                wait_all(self.requests)
+            elif not MPI.Request.Testall(self.requests):
+                return False
+            self.requests, self.records = [], []
         return True
 
 
+class _Pending:
+    """The started collectives with steps left, in posted's ``_ACTIVE`` while there are any:
+    every blocking secure call then polls, and its polls resume them (module doc). Held
+    strongly: a collective goes on for the other ranks' sake even if its request was dropped."""
+
+    def __init__(self) -> None:
+        self.started: list[Started] = []
+
+    def progress(self) -> None:
+        for started in list(self.started):
+            started.issue(block=False)
+
+    def add(self, started: Started) -> None:
+        self.started.append(started)
+        _ACTIVE.add(self)  # type: ignore[arg-type]  # it has the one method progress() calls
+
+    def discard(self, started: Started) -> None:
+        if started in self.started:
+            self.started.remove(started)
+        if not self.started:
+            _ACTIVE.discard(self)
+
+
+_PENDING = _Pending()
+
+
+STEPPED = ("Barrier", "Bcast", "Gather", "Gatherv", "Scatter", "Scatterv", "Allgather", "Allgatherv",
+           "Alltoall", "Alltoallv", "Alltoallw", "Reduce", "Allreduce", "Reduce_scatter_block",
+           "Reduce_scatter", "Scan", "Exscan")  # each written as steps: _<name>_steps
+
+
+def _i_name(name: str) -> str:
+    return "I" + name[0].lower() + name[1:]
+
+
+def _blocking(name: str) -> Callable[..., None]:
+    steps = getattr(Reductions, f"_{name}_steps")
+
+    def collective(self: Reductions, *args: Any, **kwargs: Any) -> None:
+        if self._started:
+            self._settle_started()
+        run(steps(self, *args, **kwargs))
+
+    collective.__name__, collective.__doc__ = name, steps.__doc__
+    return collective
+
+
 def _started(name: str) -> Callable[..., SecureRequest]:
-    def start(self: Reductions, *args: Any, **kwargs: Any) -> SecureRequest:
-        getattr(self, name)(*args, **kwargs)  # the public form: after any started Ibarrier
+    steps = getattr(Reductions, f"_{name}_steps")
+    signature = inspect.signature(steps)
+
+    def start(self: NonBlocking, *args: Any, **kwargs: Any) -> SecureRequest:
+        root = signature.bind(self, *args, **kwargs).arguments.get("root")  # a wrong call fails here
+        if root is not None:
+            self._root(root)  # ERR_ROOT at the call, as MPI checks it
+        return self._start(steps(self, *args, **kwargs))
+
+    start.__name__ = _i_name(name)
+    start.__doc__ = f"{name}, started: its steps are taken as the records they need arrive (module doc)."
+    return start
+
+
+def run_at_call(name: str) -> Callable[..., SecureRequest]:
+    """The ``I``-form of an intercommunicator's or a topology's collective: the blocking
+    form, run at the call; the returned request is complete (module doc)."""
+
+    def start(self: Any, *args: Any, **kwargs: Any) -> SecureRequest:
+        getattr(self, name)(*args, **kwargs)  # the public form: after any started collective
         return SecureRequest(self._coll)
 
-    start.__name__ = "I" + name[0].lower() + name[1:]
+    start.__name__ = _i_name(name)
     start.__doc__ = f"{name}, run at the call; the returned request is complete (module doc)."
     return start
 
 
 def persistent(name: str) -> Callable[..., PersistentRequest]:
-    """``<name>_init``: each start runs the ``I``-form (module doc). MPI's own Start/Startall
+    """``<name>_init``: each start runs the collective whole (module doc). MPI's own Start/Startall
     refuse it (ERR_REQUEST): noticed by the progress thread, two started at once could run
     in another order on another rank, and collectives must run in one order everywhere."""
-    start_name = "I" + name[0].lower() + name[1:]
+    start = run_at_call(name)
     signature = inspect.signature(getattr(MPI.Cartcomm if name.startswith("Neighbor") else MPI.Intracomm,
                                           name + "_init"))  # mpi4py's: its names are ours too
 
@@ -127,7 +207,7 @@ def persistent(name: str) -> Callable[..., PersistentRequest]:
         arguments.pop("info", None)  # hints only
         if "root" in arguments:
             self._root(arguments["root"])  # ERR_ROOT at the call, as MPI checks it
-        return PersistentRequest(self._coll, lambda: getattr(self, start_name)(**arguments), by_mpi=False)
+        return PersistentRequest(self._coll, lambda: start(self, **arguments), by_mpi=False)
 
     init.__name__ = name + "_init"
     init.__doc__ = f"Persistent {name}: each Start runs it (its own Start or mpish.comm.Startall)."
@@ -140,7 +220,9 @@ COLLECTIVES = ("Barrier", "barrier", "Bcast", "bcast", "Gather", "gather", "Gath
                "Reduce_scatter_block", "Scan", "scan", "Exscan", "exscan")
 
 
-def _after_started_barriers(method: Callable[..., Any]) -> Callable[..., Any]:
+def after_started(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` (a collective), after the remaining steps of the started ones."""
+
     def collective(self: Reductions, *args: Any, **kwargs: Any) -> Any:
         if self._started:
             self._settle_started()
@@ -151,35 +233,33 @@ def _after_started_barriers(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class NonBlocking(Reductions):
-    """The ``I``-collectives of SecureComm (mixin over :class:`Reductions`)."""
+    """The blocking and ``I``-collectives of SecureComm (mixin over :class:`Reductions`)."""
+
+    def _start(self, steps: Steps[Any]) -> SecureRequest:
+        """Start a collective: its steps as far as they go now, the rest as records arrive."""
+        self._started[:] = [started for started in self._started if not started.done]
+        started = Started(self, steps, self._started[-1] if self._started else None)
+        self._started.append(started)
+        _PENDING.add(started)
+        started.issue(block=False)
+        if started.refused:  # its arguments, checked before any receive: raised by the call
+            raise started.error  # type: ignore[misc]
+        return SecureRequest(self._coll, steps=started)
 
     def Ibarrier(self) -> SecureRequest:
         """Barrier, started: complete once every rank has started it (module doc)."""
-        self._started[:] = [started for started in self._started if not started.done]
-        barrier = StartedBarrier(self, self._started[-1] if self._started else None)
-        self._started.append(barrier)
-        return SecureRequest(self._coll, steps=barrier.step)
+        return self._start(self._Barrier_steps())
 
     ibarrier = Ibarrier
-    Ibcast = _started("Bcast")
-    Igather = _started("Gather")
-    Igatherv = _started("Gatherv")
-    Iscatter = _started("Scatter")
-    Iscatterv = _started("Scatterv")
-    Iallgather = _started("Allgather")
-    Iallgatherv = _started("Allgatherv")
-    Ialltoall = _started("Alltoall")
-    Ialltoallv = _started("Alltoallv")
-    Ialltoallw = _started("Alltoallw")
-    Ireduce = _started("Reduce")
-    Iallreduce = _started("Allreduce")
-    Ireduce_scatter_block = _started("Reduce_scatter_block")
-    Ireduce_scatter = _started("Reduce_scatter")
-    Iscan = _started("Scan")
-    Iexscan = _started("Exscan")
 
 
-for _name in COLLECTIVES:  # each public collective first finishes the started Ibarriers' records
-    setattr(NonBlocking, _name, _after_started_barriers(getattr(NonBlocking, _name)))
+for _name in STEPPED:
+    setattr(NonBlocking, _name, _blocking(_name))
+    if _name != "Barrier":
+        setattr(NonBlocking, _i_name(_name), _started(_name))
+NonBlocking.barrier = NonBlocking.Barrier  # type: ignore[attr-defined]
+for _name in COLLECTIVES:  # each public collective first takes the started ones' remaining steps
+    if _name not in STEPPED and _name != "barrier":
+        setattr(NonBlocking, _name, after_started(getattr(NonBlocking, _name)))
     if _name[0].isupper():
         setattr(NonBlocking, _name + "_init", persistent(_name))

@@ -10,12 +10,13 @@ record is left for a later call.
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 from mpi4py import MPI
 
 from .buffers import block_view, byte_view, typed_spec
-from .collectives import ABORT_TAG, _dumps, _in_place, _loads
+from .collectives import ABORT_TAG, Steps, _dumps, _in_place, _loads, run
 from .objects import ObjectCollectives
 
 
@@ -30,7 +31,7 @@ class Reductions(ObjectCollectives):
             return memoryview(bytes(byte_view(recvbuf, writable=True))), recvbuf
         return byte_view(sendbuf, writable=False), sendbuf
 
-    def _fold(self, send: memoryview, typed: Any, op: Any) -> bytearray | None:
+    def _fold(self, send: memoryview, typed: Any, op: Any) -> Steps[bytearray | None]:
         """Rank 0: the contributions of all ranks folded in rank order; others: send theirs."""
         nbytes = len(send)
         if self.rank != 0:
@@ -39,17 +40,18 @@ class Reductions(ObjectCollectives):
         acc = bytearray(send)
         incoming = bytearray(nbytes)
         for source in range(1, self.size):
+            yield source
             try:
                 self._c_recv_into(memoryview(incoming), source)
                 # Reduce_local(in, inout): inout = in op inout, i.e. incoming = acc op incoming.
                 op.Reduce_local(typed_spec(typed, acc, nbytes), typed_spec(typed, incoming, nbytes))
             except Exception:  # an abort notice, a wrong block, an operation MPI refuses
-                self._recv_each([(k, memoryview(incoming)) for k in range(source + 1, self.size)])
+                yield from self._recv_each([(k, memoryview(incoming)) for k in range(source + 1, self.size)])
                 raise
             acc, incoming = incoming, acc
         return acc
 
-    def Reduce(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM, root: int = 0) -> None:
+    def _Reduce_steps(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM, root: int = 0) -> Steps[None]:
         """Folded at rank 0 (_fold), sent on to ``root``; an error on any rank reaches the
         others as abort notices (no rank left behind)."""
         self._root(root)
@@ -64,13 +66,13 @@ class Reductions(ObjectCollectives):
             if rank != 0:
                 self._coll.send(memoryview(b""), 0, ABORT_TAG)  # in place of this rank's contribution
             else:
-                self._abort([], self._others())
-            self._pass_on_to_root(root)
+                yield from self._abort_steps([], self._others())
+            yield from self._pass_on_to_root(root)
             raise
         try:
-            acc = self._fold(send, typed, op)
+            acc = yield from self._fold(send, typed, op)
         except Exception:
-            self._pass_on_to_root(root)
+            yield from self._pass_on_to_root(root)
             raise
         if root == 0:
             if acc is not None and sink is not None:
@@ -80,13 +82,15 @@ class Reductions(ObjectCollectives):
             self._c_send(memoryview(acc), root)
         elif rank == root:
             assert sink is not None
+            yield 0
             self._c_recv_into(sink, 0)
 
-    def _pass_on_to_root(self, root: int) -> None:
+    def _pass_on_to_root(self, root: int) -> Steps[None]:
         """Reduce failed here: rank 0 tells a root elsewhere; that root drops rank 0's notice."""
         if root != 0 and self.rank == 0:
             self._coll.send(memoryview(b""), root, ABORT_TAG)
         elif root != 0 and self.rank == root:
+            yield 0
             self._coll.recv(0, MPI.ANY_TAG, None)
 
     def reduce(self, sendobj: Any, op: Any = MPI.SUM, root: int = 0) -> Any:
@@ -104,7 +108,7 @@ class Reductions(ObjectCollectives):
                     result = op(result, item)
                 data = _dumps(result) if root != 0 else None
         except Exception:
-            self._pass_on_to_root(root)
+            run(self._pass_on_to_root(root))
             raise
         if root != 0:
             if self.rank == 0:
@@ -114,7 +118,7 @@ class Reductions(ObjectCollectives):
                 result = _loads(self._c_recv_bytes(0))
         return result if self.rank == root else None
 
-    def Allreduce(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
+    def _Allreduce_steps(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> Steps[None]:
         try:
             send, typed = self._send_view(sendbuf, recvbuf)
             recv = byte_view(recvbuf, writable=True)[: len(send)]
@@ -122,16 +126,16 @@ class Reductions(ObjectCollectives):
                 raise ValueError(f"Allreduce: receive buffer of {len(recv)} bytes, send buffer {len(send)}")
             _datatype(typed)  # one MPI can reduce, or raise before anything is sent
         except Exception:
-            self._fail_gather_bcast()
+            yield from self._fail_gather_bcast()
             raise
         try:
-            acc = self._fold(send, typed, op)
+            acc = yield from self._fold(send, typed, op)
         except Exception:
             self._abort(self._tree(0)[1], [])
             raise
         if acc is not None:
             recv[:] = acc
-        self._bcast_view(recv, 0)
+        yield from self._bcast_steps(recv, 0)
 
     def allreduce(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
         try:
@@ -141,7 +145,7 @@ class Reductions(ObjectCollectives):
             raise
         return self.bcast(result, 0)
 
-    def Reduce_scatter_block(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
+    def _Reduce_scatter_block_steps(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> Steps[None]:
         try:  # every local check before the Allreduce, whose failure protocol covers this rank
             if _in_place(sendbuf):
                 recv, block = block_view(recvbuf, self.size, writable=True)
@@ -152,13 +156,15 @@ class Reductions(ObjectCollectives):
                 block = len(send) // self.size
             _datatype(source)
         except Exception:
-            self._fail_gather_bcast()
+            yield from self._fail_gather_bcast()
             raise
         total = bytearray(len(send))
-        self.Allreduce(_typed(source, bytes(send)), _typed(source, total), op)
+        yield from self._Allreduce_steps(_typed(source, bytes(send)), _typed(source, total), op)
         recv[:block] = total[self.rank * block : (self.rank + 1) * block]
 
-    def Reduce_scatter(self, sendbuf: Any, recvbuf: Any, recvcounts: Any = None, op: Any = MPI.SUM) -> None:
+    def _Reduce_scatter_steps(
+        self, sendbuf: Any, recvbuf: Any, recvcounts: Any = None, op: Any = MPI.SUM
+    ) -> Steps[None]:
         try:  # every local check before the collectives, whose failure protocols cover this rank
             source = recvbuf if _in_place(sendbuf) else sendbuf
             send = byte_view(source, writable=False)
@@ -168,20 +174,26 @@ class Reductions(ObjectCollectives):
             local_count = whole // itemsize
         except Exception:
             if recvcounts is None:
-                self.allgather(0)  # in step with the others' count exchange
-            self._fail_gather_bcast()
+                yield from self._counts(0)  # in step with the others' count exchange
+            yield from self._fail_gather_bcast()
             raise
         if recvcounts is None:  # as mpi4py: each rank's receive buffer gives its count
-            counts = [int(c) for c in self.allgather(local_count)]
+            counts = yield from self._counts(local_count)
         else:
             counts = [int(c) for c in recvcounts]
         total = bytearray(len(send))
-        self.Allreduce(_typed(source, bytes(send)), _typed(source, total), op)
+        yield from self._Allreduce_steps(_typed(source, bytes(send)), _typed(source, total), op)
         start = sum(counts[: self.rank]) * itemsize
         mine = counts[self.rank] * itemsize
         recv[:mine] = total[start : start + mine]
 
-    def _scan(self, sendbuf: Any, recvbuf: Any, op: Any, *, inclusive: bool) -> None:
+    def _counts(self, count: int) -> Steps[list[int]]:
+        """Every rank's count (an Allgather of 64-bit integers)."""
+        counts = array("q", bytes(8 * self.size))
+        yield from self._Allgather_steps(array("q", [count]), counts)
+        return list(counts)
+
+    def _scan(self, sendbuf: Any, recvbuf: Any, op: Any, *, inclusive: bool) -> Steps[None]:
         """Along the chain of ranks; a failure here goes on down the chain as an abort notice."""
         rank, last = self.rank, self.rank + 1 >= self.size
         try:
@@ -193,6 +205,7 @@ class Reductions(ObjectCollectives):
             _datatype(typed)
         except Exception:
             if rank > 0:
+                yield rank - 1
                 self._coll.recv(rank - 1, MPI.ANY_TAG, None)  # the prefix (or a notice): dropped
             if not last:
                 self._coll.send(memoryview(b""), rank + 1, ABORT_TAG)
@@ -201,6 +214,7 @@ class Reductions(ObjectCollectives):
         try:
             if rank > 0:
                 before = bytearray(nbytes)
+                yield rank - 1
                 self._c_recv_into(memoryview(before), rank - 1)
                 if not inclusive:
                     recv[:] = before
@@ -214,11 +228,11 @@ class Reductions(ObjectCollectives):
         if not last:
             self._c_send(memoryview(partial), rank + 1)
 
-    def Scan(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
-        self._scan(sendbuf, recvbuf, op, inclusive=True)
+    def _Scan_steps(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> Steps[None]:
+        yield from self._scan(sendbuf, recvbuf, op, inclusive=True)
 
-    def Exscan(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
-        self._scan(sendbuf, recvbuf, op, inclusive=False)
+    def _Exscan_steps(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> Steps[None]:
+        yield from self._scan(sendbuf, recvbuf, op, inclusive=False)
 
     def scan(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
         return self._chain(sendobj, op)[1]

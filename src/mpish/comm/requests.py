@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from mpi4py import MPI
 
@@ -41,6 +41,13 @@ from .lane import Lane, PostedRecv, progress, wait_all
 from .persistent import PersistentRequest as PersistentRequest  # re-exported: communicator.py
 from .posted import detach
 from .synchronous import Pending
+
+
+class Operation(Protocol):
+    """A started collective (nonblocking.py): ``(block)`` True once done; ``error``, its failure."""
+
+    error: BaseException | None
+    def __call__(self, block: bool) -> bool: ...
 
 
 class SecureRequest(MPI.Grequest):
@@ -65,14 +72,14 @@ class SecureRequest(MPI.Grequest):
         is_object: bool = False,
         value: Any = None,
         ack: Pending | None = None,
-        steps: Callable[[bool], bool] | None = None,
+        steps: Operation | None = None,
         unpack: Callable[[int], None] | None = None,
         limit: int | None = None,
     ) -> None:
         self._lane = lane
         self._limit = limit  # irecv(buf): the pickle must fit buf's bytes (ERR_TRUNCATE), as mpi4py
         self._unpack = unpack  # a receive into a datatype with gaps: scatter the bytes received
-        self._steps = steps  # an operation of its own (Ibarrier): its next steps, True once done
+        self._steps = steps  # an operation of its own (a started collective): True once done
         self._sends = sends or []
         self._ack = ack  # a synchronous send: complete once its receiver acknowledged it
         self._buffers = buffers  # keep the records alive until the sends complete
@@ -127,7 +134,8 @@ class SecureRequest(MPI.Grequest):
         if self._outcome is not None:
             return
         posted, self._posted = self._posted, None
-        obj, error, result = self._value, None, (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+        obj, result = self._value, (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+        error = None if self._steps is None else self._steps.error  # a started collective's
         self._value = None
         if posted is not None:
             error = posted.error
@@ -197,9 +205,10 @@ class SecureRequest(MPI.Grequest):
     def _ready(self, *, block: bool) -> bool:
         if self._consumed() or self._outcome is not None:
             return True
-        if self._steps is not None and not self._steps(block):
+        while self._steps is not None and not self._steps(block):  # block: another thread steps it
             progress()
-            return False
+            if not block:
+                return False
         if self._posted is not None and not self._lane.complete(self._posted, block=block):
             return False
         if self._sends:
@@ -341,9 +350,7 @@ class SecureRequest(MPI.Grequest):
         Startall(requests)
 
     def __getattr__(self, name: str) -> Any:
-        raise Unsupported(
-            f"SecureRequest.{name} is not supported by mpish.secure"
-        )
+        raise Unsupported(f"SecureRequest.{name} is not supported by mpish.secure")
 
 
 _SECURE = (SecureRequest, PersistentRequest)  # requests whose completion is mpish's

@@ -45,7 +45,7 @@ from .buffers import (
 )
 from .collectives import ABORT_TAG, COLL_TAG, _dumps, _in_place, _loads
 from .lane import wait_all
-from .nonblocking import NonBlocking, _after_started_barriers, _started, persistent
+from .nonblocking import NonBlocking, after_started, persistent, run_at_call
 
 _PROC_NULL = MPI.PROC_NULL
 
@@ -270,16 +270,16 @@ class Topology(NonBlocking):
         self._neighbour_exchange(edges, out, slots)
         return [None if slot is None else _loads(slot) for slot in slots]
 
-    Ineighbor_allgather = _started("Neighbor_allgather")
-    Ineighbor_allgatherv = _started("Neighbor_allgatherv")
-    Ineighbor_alltoall = _started("Neighbor_alltoall")
-    Ineighbor_alltoallv = _started("Neighbor_alltoallv")
-    Ineighbor_alltoallw = _started("Neighbor_alltoallw")
+    Ineighbor_allgather = run_at_call("Neighbor_allgather")
+    Ineighbor_allgatherv = run_at_call("Neighbor_allgatherv")
+    Ineighbor_alltoall = run_at_call("Neighbor_alltoall")
+    Ineighbor_alltoallv = run_at_call("Neighbor_alltoallv")
+    Ineighbor_alltoallw = run_at_call("Neighbor_alltoallw")
 
 
 for _name in ("Neighbor_allgather", "Neighbor_allgatherv", "Neighbor_alltoall", "Neighbor_alltoallv",
               "Neighbor_alltoallw", "neighbor_allgather", "neighbor_alltoall"):
-    setattr(Topology, _name, _after_started_barriers(getattr(Topology, _name)))
+    setattr(Topology, _name, after_started(getattr(Topology, _name)))
     if _name[0].isupper():
         setattr(Topology, _name + "_init", persistent(_name))
 

@@ -1,0 +1,197 @@
+"""Run under mpiexec: started (nonblocking) collectives of mpish.secure(comm) progress as MPI's,
+overlapped with point-to-point traffic that only completes if they do (an HPC porter's review:
+every I-collective ran whole at the call, so a rank that started one and then waited for a
+rank that had not started it yet hung where raw MPI completes).
+
+Each program runs on the raw communicator first (it completes there: the pattern is legal MPI
+and both MPIs progress it), then on the secure one, and both must give the same results. A
+hang fails the check after a deadline (faulthandler ends the process, mpiexec the job) instead
+of waiting for the test's timeout. Prints ``OK <check>`` per check and ``ALL OK`` at the end.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+from mpi_main import run_checks
+
+from mpish.comm import CollectiveAborted, SecureComm
+
+DEADLINE = 120  # seconds a check may take before it counts as hung
+
+
+def ok(name: str) -> None:
+    MPI.COMM_WORLD.Barrier()
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print(f"OK {name}", flush=True)
+
+
+def _each(raw: MPI.Intracomm, c: SecureComm, program: Callable[[Any], Any]) -> None:
+    """``program`` on raw MPI, then on the secure communicator: the same results."""
+    faulthandler.dump_traceback_later(DEADLINE, exit=True)
+    try:
+        expected = program(raw)
+        got = program(c)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    assert _plain(got) == _plain(expected), (got, expected)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _started(comm: Any, name: str) -> tuple[Any, Any]:
+    """(request, result buffer) of collective ``name`` started on ``comm`` (root 0 where one is)."""
+    r, n = comm.Get_rank(), comm.Get_size()
+    mine = np.arange(4, dtype="i8") + 10 * r
+    if name == "Ibcast":
+        buf = mine.copy() if r == 0 else np.zeros(4, dtype="i8")
+        return comm.Ibcast(buf, 0), buf
+    if name in ("Iallreduce", "Iscan", "Iexscan"):
+        out = np.zeros(4, dtype="i8")
+        return getattr(comm, name)(mine, out, MPI.SUM), out
+    if name == "Ireduce":
+        out = np.zeros(4, dtype="i8")
+        return comm.Ireduce(mine, out if r == 0 else None, MPI.SUM, 0), out
+    if name in ("Igather", "Iallgather"):
+        out = np.zeros(4 * n, dtype="i8")
+        args = (mine, out, 0) if name == "Igather" else (mine, out)
+        return getattr(comm, name)(*args), out
+    if name == "Iscatter":
+        out = np.zeros(4, dtype="i8")
+        return comm.Iscatter(np.arange(4 * n, dtype="i8") if r == 0 else None, out, 0), out
+    if name == "Ialltoall":
+        out = np.zeros(n, dtype="i8")
+        return comm.Ialltoall(np.arange(n, dtype="i8") + 10 * r, out), out
+    if name == "Ireduce_scatter_block":
+        out = np.zeros(2, dtype="i8")
+        return comm.Ireduce_scatter_block(np.arange(2 * n, dtype="i8") + r, out, MPI.SUM), out
+    if name == "Ibarrier":
+        return comm.Ibarrier(), None
+    raise AssertionError(name)
+
+
+STARTED = ("Ibcast", "Iallreduce", "Iscan", "Iexscan", "Ireduce", "Igather", "Iallgather", "Iscatter",
+           "Ialltoall", "Ireduce_scatter_block", "Ibarrier")
+
+
+def check_a_rank_waiting_for_a_peer_that_has_not_started_the_collective_yet(
+        c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Rank 0 receives from rank 1 before it starts the collective; rank 1 starts it first and
+    sends only then (helper-100's Iallreduce pattern): each I-collective must return at once."""
+    def program(comm: Any) -> list[Any]:
+        r, n = comm.Get_rank(), comm.Get_size()
+        results = []
+        for name in STARTED:
+            if r == 0 and n > 1:
+                assert comm.recv(None, 1, 61) == name
+            request, out = _started(comm, name)
+            if r == 1:
+                comm.send(name, 0, 61)
+            request.Wait()
+            results.append(out)
+        return results
+
+    _each(raw, c, program)
+    ok("a_rank_waiting_for_a_peer_that_has_not_started_the_collective_yet")
+
+
+def check_a_started_collective_progresses_while_its_rank_blocks_in_a_receive(
+        c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Rank 0 starts the collective and blocks in a receive that rank 1 sends only once its
+    own part completed: rank 0's part must progress inside that receive, as MPI's does."""
+    def program(comm: Any) -> list[Any]:
+        r, n = comm.Get_rank(), comm.Get_size()
+        results = []
+        for name in STARTED:
+            request, out = _started(comm, name)
+            if r == 0 and n > 1:
+                assert comm.recv(None, 1, 62) == name
+            request.Wait()
+            if r == 1:
+                comm.send(name, 0, 62)
+            results.append(out)
+        return results
+
+    _each(raw, c, program)
+    ok("a_started_collective_progresses_while_its_rank_blocks_in_a_receive")
+
+
+def check_several_started_collectives_and_long_messages_complete_in_any_wait_order(
+        c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Two collectives started back to back, one of them 1 MiB (many records), waited in reverse
+    and through MPI.Request.Waitall next to a point-to-point receive; a blocking collective
+    started meanwhile finishes their steps first."""
+    def program(comm: Any) -> list[Any]:
+        r, n = comm.Get_rank(), comm.Get_size()
+        big = np.arange(1 << 17, dtype="i8") if r == 0 else np.zeros(1 << 17, dtype="i8")
+        bcast = comm.Ibcast(big, 0)
+        total = np.zeros(1, dtype="i8")
+        reduce = comm.Iallreduce(np.array([r + 1], dtype="i8"), total, MPI.SUM)
+        if r == 1:  # rank 1 waits for both before it sends: rank 0 is in the Waitall
+            reduce.Wait()
+            bcast.Wait()
+            comm.send("both done", 0, 63)
+        elif r == 0 and n > 1:
+            receive = comm.irecv(None, 1, 63)
+            assert MPI.Request.waitall([reduce, receive, bcast])[1] == "both done"
+        else:
+            MPI.Request.Waitall([reduce, bcast])
+        started = comm.Iallreduce(np.array([r], dtype="i8"), out := np.zeros(1, dtype="i8"), MPI.MAX)
+        gathered = comm.allgather(r)  # blocking: takes the started one's steps first
+        started.Wait()
+        return [int(big.sum()), int(total[0]), int(out[0]), gathered]
+
+    _each(raw, c, program)
+    ok("several_started_collectives_and_long_messages_complete_in_any_wait_order")
+
+
+def check_a_started_collective_that_fails_elsewhere_raises_at_wait_and_leaves_nothing(
+        c: SecureComm, raw: MPI.Intracomm) -> None:
+    """The root's buffer is wrong: the root raises at the call, every other rank at Wait (an
+    abort notice); the next collectives get their own records."""
+    r, n = c.Get_rank(), c.Get_size()
+    faulthandler.dump_traceback_later(DEADLINE, exit=True)
+    try:
+        if r == 0:
+            try:
+                c.Ibcast("not writable, not a buffer" if n > 1 else object(), 0)
+            except Exception as exc:  # the root: raised at the call
+                assert not isinstance(exc, CollectiveAborted), exc
+            else:
+                raise AssertionError("Ibcast of a bad buffer raised nothing at the root")
+        else:
+            request = c.Ibcast(np.zeros(2, dtype="i8"), 0)
+            try:
+                request.Wait()
+            except CollectiveAborted:
+                pass
+            else:
+                raise AssertionError("the other ranks' Wait raised nothing")
+        value = np.array([7 if r == 0 else 0], dtype="i8")
+        c.Ibcast(value, 0).Wait()
+        assert value[0] == 7 and c.allreduce(1) == n
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    ok("a_started_collective_that_fails_elsewhere_raises_at_wait_and_leaves_nothing")
+
+
+CHECKS = [
+    check_a_rank_waiting_for_a_peer_that_has_not_started_the_collective_yet,
+    check_a_started_collective_progresses_while_its_rank_blocks_in_a_receive,
+    check_several_started_collectives_and_long_messages_complete_in_any_wait_order,
+    check_a_started_collective_that_fails_elsewhere_raises_at_wait_and_leaves_nothing,
+]
+
+
+if __name__ == "__main__":
+    run_checks(CHECKS)
