@@ -155,6 +155,36 @@ def check_several_started_collectives_and_long_messages_complete_in_any_wait_ord
     ok("several_started_collectives_and_long_messages_complete_in_any_wait_order")
 
 
+def check_a_started_neighbour_collective_progresses_while_its_rank_blocks_in_a_receive(
+        c: SecureComm, raw: MPI.Intracomm) -> None:
+    """On a periodic ring, both patterns above: rank 0 starts Ineighbor_alltoall and
+    Ineighbor_allgather only once rank 1 started them, then blocks in a receive that rank 1
+    sends once both completed there."""
+    def program(comm: Any) -> list[Any]:
+        ring = comm.Create_cart([comm.Get_size()], periods=[True])
+        r, n = ring.Get_rank(), ring.Get_size()
+        got, every = np.zeros(2, dtype="i8"), np.zeros(2, dtype="i8")
+        if r == 0 and n > 1:
+            assert ring.recv(None, 1, 64) == "started"
+        # one value per sender, not per block: where both neighbours are one rank (-n 1, 2),
+        # Open MPI's Ineighbor_alltoall orders the blocks otherwise than its Neighbor_alltoall
+        requests = [ring.Ineighbor_alltoall(np.array([10 * r, 10 * r], dtype="i8"), got),
+                    ring.Ineighbor_allgather(np.array([r], dtype="i8"), every)]
+        if r == 1:
+            ring.send("started", 0, 64)
+        if r == 0 and n > 1:
+            assert ring.recv(None, 1, 64) == "done"
+        for request in requests:
+            request.Wait()
+        if r == 1:
+            ring.send("done", 0, 64)
+        ring.Free()
+        return [got, every]
+
+    _each(raw, c, program)
+    ok("a_started_neighbour_collective_progresses_while_its_rank_blocks_in_a_receive")
+
+
 def check_a_started_collective_that_fails_elsewhere_raises_at_wait_and_leaves_nothing(
         c: SecureComm, raw: MPI.Intracomm) -> None:
     """The root's buffer is wrong: the root raises at the call, every other rank at Wait (an
@@ -189,6 +219,7 @@ CHECKS = [
     check_a_rank_waiting_for_a_peer_that_has_not_started_the_collective_yet,
     check_a_started_collective_progresses_while_its_rank_blocks_in_a_receive,
     check_several_started_collectives_and_long_messages_complete_in_any_wait_order,
+    check_a_started_neighbour_collective_progresses_while_its_rank_blocks_in_a_receive,
     check_a_started_collective_that_fails_elsewhere_raises_at_wait_and_leaves_nothing,
 ]
 

@@ -120,11 +120,11 @@ class Collectives:
         issuing.requests.extend(requests)
         issuing.records.append(records)
 
-    def _c_isend(self, data: memoryview, dest: int) -> tuple[list[Any], list[Any]]:
+    def _c_isend(self, data: memoryview, dest: int, tag: int = COLL_TAG) -> tuple[list[Any], list[Any]]:
         """A send whose (requests, records) the caller keeps until it waited for them; a
         started collective keeps them itself (the caller gets none)."""
         issuing = self._issuing
-        requests, records = self._coll.isend(data, dest, COLL_TAG)
+        requests, records = self._coll.isend(data, dest, tag)
         if issuing is None:
             return requests, records
         issuing.requests.extend(requests)

@@ -29,9 +29,9 @@ first takes the remaining steps of every started one (``_settle_started``, at th
 every public collective: :data:`COLLECTIVES`). A started collective whose predecessor is
 still waiting sends nothing yet either (its records would overtake the predecessor's).
 
-Intercommunicators and the neighbourhood collectives of topologies run their ``I``-forms at
-the call (:func:`run_at_call`): their request is complete when returned (README: remaining
-differences); ``Ibarrier`` is started on every kind.
+The neighbourhood collectives of topologies are steps too (topology.py). Intercommunicators
+run their ``I``-forms at the call (:func:`run_at_call`): their request is complete when
+returned (README); their ``Ibarrier`` is started, as every other kind's.
 
 Persistent collectives (``Bcast_init``...: MPI 4) are persistent requests (persistent.py)
 whose every start runs the whole collective (:func:`run_at_call`): their MPI handle is a
@@ -153,8 +153,9 @@ def _i_name(name: str) -> str:
     return "I" + name[0].lower() + name[1:]
 
 
-def _blocking(name: str) -> Callable[..., None]:
-    steps = getattr(Reductions, f"_{name}_steps")
+def blocking(name: str, owner: type = Reductions) -> Callable[..., None]:
+    """The blocking form of collective ``name``: every step of ``owner._<name>_steps`` at once."""
+    steps = getattr(owner, f"_{name}_steps")
 
     def collective(self: Reductions, *args: Any, **kwargs: Any) -> None:
         if self._started:
@@ -165,8 +166,9 @@ def _blocking(name: str) -> Callable[..., None]:
     return collective
 
 
-def _started(name: str) -> Callable[..., SecureRequest]:
-    steps = getattr(Reductions, f"_{name}_steps")
+def started(name: str, owner: type = Reductions) -> Callable[..., SecureRequest]:
+    """The started form of collective ``name``, from ``owner._<name>_steps`` (module doc)."""
+    steps = getattr(owner, f"_{name}_steps")
     signature = inspect.signature(steps)
 
     def start(self: NonBlocking, *args: Any, **kwargs: Any) -> SecureRequest:
@@ -254,9 +256,9 @@ class NonBlocking(Reductions):
 
 
 for _name in STEPPED:
-    setattr(NonBlocking, _name, _blocking(_name))
+    setattr(NonBlocking, _name, blocking(_name))
     if _name != "Barrier":
-        setattr(NonBlocking, _i_name(_name), _started(_name))
+        setattr(NonBlocking, _i_name(_name), started(_name))
 NonBlocking.barrier = NonBlocking.Barrier  # type: ignore[attr-defined]
 for _name in COLLECTIVES:  # each public collective first takes the started ones' remaining steps
     if _name not in STEPPED and _name != "barrier":

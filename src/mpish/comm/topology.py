@@ -43,9 +43,9 @@ from .buffers import (
     unpack,
     vector_view,
 )
-from .collectives import ABORT_TAG, COLL_TAG, _dumps, _in_place, _loads
+from .collectives import ABORT_TAG, COLL_TAG, Steps, _dumps, _in_place, _loads, run
 from .lane import wait_all
-from .nonblocking import NonBlocking, after_started, persistent, run_at_call
+from .nonblocking import NonBlocking, after_started, blocking, persistent, started
 
 _PROC_NULL = MPI.PROC_NULL
 
@@ -112,29 +112,33 @@ class Topology(NonBlocking):
         """(slot, in-neighbour) in receiving order."""
         return list(enumerate(sources))
 
-    def _neighbour_exchange(self, edges: Any, blocks_out: list[Any] | None, slots: list[Any]) -> None:
+    def _neighbour_exchange(self, edges: Any, blocks_out: list[Any] | None, slots: list[Any]) -> Steps[None]:
         """Send block k to out-neighbour k and receive slot j from in-neighbour j (``None`` in
         ``blocks_out``: this rank failed, and sends abort notices; ``None`` slots: bytes kept)."""
         sources, dests = edges
-        requests = []
+        requests, records = [], []  # the blocking form's: a started one keeps its own (_c_isend)
         for k, dest in enumerate(dests):
-            if dest != _PROC_NULL:
-                block = memoryview(b"") if blocks_out is None else blocks_out[k]
-                tag = ABORT_TAG if blocks_out is None else COLL_TAG
-                requests.extend(self._coll.isend(block, dest, tag)[0])
+            if dest == _PROC_NULL:
+                continue
+            block, tag = (memoryview(b""), ABORT_TAG) if blocks_out is None else (blocks_out[k], COLL_TAG)
+            sent, kept = self._c_isend(block, dest, tag)  # nonblocking: dest may be this rank
+            requests += sent
+            records.append(kept)
         try:
             pairs = [(source, slot) for slot, source in self._order(sources) if source != _PROC_NULL]
             if blocks_out is None:
                 for source, _ in pairs:
+                    yield source
                     self._coll.recv(source, MPI.ANY_TAG, None)
                 return
-            self._receive_slots(pairs, slots)
+            yield from self._receive_slots(pairs, slots)
         finally:
             wait_all(requests)
 
-    def _receive_slots(self, pairs: list[tuple[int, int]], slots: list[Any]) -> None:
+    def _receive_slots(self, pairs: list[tuple[int, int]], slots: list[Any]) -> Steps[None]:
         error: BaseException | None = None
         for source, slot in pairs:
+            yield source
             try:
                 if error is not None:
                     self._coll.recv(source, MPI.ANY_TAG, None)
@@ -147,19 +151,19 @@ class Topology(NonBlocking):
         if error is not None:
             raise error
 
-    def _checked(self, edges: Any, make_blocks: Any) -> Any:
+    def _checked(self, edges: Any, make_blocks: Any) -> Steps[Any]:
         """``make_blocks()``; if it raises, take part with abort notices, then raise."""
         try:
             return make_blocks()
         except Exception:
-            self._neighbour_exchange(edges, None, [])
+            yield from self._neighbour_exchange(edges, None, [])
             raise
 
     # Blocks as mpi4py lays them out: a receive buffer holds in-degree blocks of equal size
     # (its size over the in-degree), a send buffer out-degree blocks; a receive whose block
     # does not have the size the neighbour sent fails there (collectives._c_recv).
 
-    def Neighbor_allgather(self, sendbuf: Any, recvbuf: Any) -> None:
+    def _Neighbor_allgather_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         edges = self._edges()
         indegree, outdegree = len(edges[0]), len(edges[1])
 
@@ -168,10 +172,10 @@ class Topology(NonBlocking):
             recv, block = block_view(recvbuf, indegree, writable=True)
             return [send] * outdegree, [recv[j * block : (j + 1) * block] for j in range(indegree)]
 
-        out, slots = self._checked(edges, blocks)
-        self._neighbour_exchange(edges, out, slots)
+        out, slots = yield from self._checked(edges, blocks)
+        yield from self._neighbour_exchange(edges, out, slots)
 
-    def Neighbor_allgatherv(self, sendbuf: Any, recvbuf: Any) -> None:
+    def _Neighbor_allgatherv_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         edges = self._edges()
         indegree, outdegree = len(edges[0]), len(edges[1])
 
@@ -180,10 +184,10 @@ class Topology(NonBlocking):
             recv, counts, displs = vector_view(recvbuf, indegree, writable=True)
             return [send] * outdegree, [recv[displs[j] : displs[j] + counts[j]] for j in range(indegree)]
 
-        out, slots = self._checked(edges, blocks)
-        self._neighbour_exchange(edges, out, slots)
+        out, slots = yield from self._checked(edges, blocks)
+        yield from self._neighbour_exchange(edges, out, slots)
 
-    def Neighbor_alltoall(self, sendbuf: Any, recvbuf: Any) -> None:
+    def _Neighbor_alltoall_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         edges = self._edges()
         indegree, outdegree = len(edges[0]), len(edges[1])
 
@@ -197,10 +201,10 @@ class Topology(NonBlocking):
                 [recv[j * rblock : (j + 1) * rblock] for j in range(indegree)],
             )
 
-        out, slots = self._checked(edges, blocks)
-        self._neighbour_exchange(edges, out, slots)
+        out, slots = yield from self._checked(edges, blocks)
+        yield from self._neighbour_exchange(edges, out, slots)
 
-    def Neighbor_alltoallv(self, sendbuf: Any, recvbuf: Any) -> None:
+    def _Neighbor_alltoallv_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         edges = self._edges()
         indegree, outdegree = len(edges[0]), len(edges[1])
 
@@ -212,10 +216,10 @@ class Topology(NonBlocking):
                 [recv[rdispls[j] : rdispls[j] + rcounts[j]] for j in range(indegree)],
             )
 
-        out, slots = self._checked(edges, blocks)
-        self._neighbour_exchange(edges, out, slots)
+        out, slots = yield from self._checked(edges, blocks)
+        yield from self._neighbour_exchange(edges, out, slots)
 
-    def Neighbor_alltoallw(self, sendbuf: Any, recvbuf: Any) -> None:
+    def _Neighbor_alltoallw_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         """Blocks at absolute addresses (MPI.BOTTOM) travel packed by MPI inside this process;
         a block from MPI.PROC_NULL is left as it was (never unpacked)."""
         edges = self._edges()
@@ -237,8 +241,8 @@ class Topology(NonBlocking):
             return [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(len(dests))], slots
 
         try:
-            out, slots = self._checked(edges, blocks)
-            self._neighbour_exchange(edges, out, slots)
+            out, slots = yield from self._checked(edges, blocks)
+            yield from self._neighbour_exchange(edges, out, slots)
             if specs[0] is not None:
                 for (spec, _), data, source in zip(specs[0], slots, sources, strict=True):
                     if source != _PROC_NULL:
@@ -249,9 +253,9 @@ class Topology(NonBlocking):
 
     def neighbor_allgather(self, sendobj: Any) -> list[Any]:
         edges = self._edges()
-        data = self._checked(edges, lambda: _dumps(sendobj))
+        data = run(self._checked(edges, lambda: _dumps(sendobj)))
         slots: list[Any] = [None] * len(edges[0])
-        self._neighbour_exchange(edges, [data] * len(edges[1]), slots)
+        run(self._neighbour_exchange(edges, [data] * len(edges[1]), slots))
         return [None if slot is None else _loads(slot) for slot in slots]
 
     def neighbor_alltoall(self, sendobj: Any) -> list[Any]:
@@ -265,23 +269,20 @@ class Topology(NonBlocking):
                 raise ValueError(f"neighbor_alltoall: {len(objs)} objects for {outdegree} out-neighbours")
             return [_dumps(obj) for obj in objs]
 
-        out = self._checked(edges, blocks)
+        out = run(self._checked(edges, blocks))
         slots: list[Any] = [None] * len(edges[0])
-        self._neighbour_exchange(edges, out, slots)
+        run(self._neighbour_exchange(edges, out, slots))
         return [None if slot is None else _loads(slot) for slot in slots]
 
-    Ineighbor_allgather = run_at_call("Neighbor_allgather")
-    Ineighbor_allgatherv = run_at_call("Neighbor_allgatherv")
-    Ineighbor_alltoall = run_at_call("Neighbor_alltoall")
-    Ineighbor_alltoallv = run_at_call("Neighbor_alltoallv")
-    Ineighbor_alltoallw = run_at_call("Neighbor_alltoallw")
 
 
 for _name in ("Neighbor_allgather", "Neighbor_allgatherv", "Neighbor_alltoall", "Neighbor_alltoallv",
-              "Neighbor_alltoallw", "neighbor_allgather", "neighbor_alltoall"):
+              "Neighbor_alltoallw"):  # blocking, started (nonblocking.py) and persistent
+    setattr(Topology, _name, blocking(_name, Topology))
+    setattr(Topology, "I" + _name[0].lower() + _name[1:], started(_name, Topology))
+    setattr(Topology, _name + "_init", persistent(_name))
+for _name in ("neighbor_allgather", "neighbor_alltoall"):
     setattr(Topology, _name, after_started(getattr(Topology, _name)))
-    if _name[0].isupper():
-        setattr(Topology, _name + "_init", persistent(_name))
 
 
 class Cartesian(Topology):
