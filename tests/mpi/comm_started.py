@@ -215,12 +215,85 @@ def check_a_started_collective_that_fails_elsewhere_raises_at_wait_and_leaves_no
     ok("a_started_collective_that_fails_elsewhere_raises_at_wait_and_leaves_nothing")
 
 
+def _fails(call: Callable[[], Any], *, here: bool, told: bool = True) -> None:
+    """``call()`` starts a collective in which one rank's buffers are wrong: that rank (``here``)
+    raises at the call, the others get a request whose Wait raises CollectiveAborted (``told``;
+    else, where no block comes from the wrong rank, it completes)."""
+    try:
+        request = call()
+    except Exception as exc:
+        assert here and not isinstance(exc, CollectiveAborted), exc
+        return
+    assert not here, "a wrong buffer raised nothing at the call"
+    try:
+        request.Wait()
+    except CollectiveAborted:
+        assert told, "an abort notice where none was due"
+        return
+    if told:
+        raise AssertionError("Wait raised nothing where another rank's buffers were wrong")
+
+
+def check_a_rank_with_wrong_buffers_raises_at_the_call_and_the_others_at_wait(
+        c: SecureComm, raw: MPI.Intracomm) -> None:
+    """helper-102: Alltoall had no abort notices (a bad buffer on one rank left another hung,
+    a third reading a Barrier record as a block); Iscan's error at rank > 0 and Igather's at
+    the root came at Wait (their failure protocol receives first). The next collectives get
+    their own records."""
+    r, n = c.Get_rank(), c.Get_size()
+    bad = n - 1  # the rank with the wrong buffer
+    faulthandler.dump_traceback_later(DEADLINE, exit=True)
+    try:
+        out = np.zeros(n, dtype="i8")
+        if n > 1:
+            _fails(lambda: c.Ialltoall("x" if r == bad else np.arange(n, dtype="i8"), out), here=r == bad)
+            # a scan fails on the ranks after the wrong one: the wrong one is rank 0 here
+            _fails(lambda: c.Iscan(np.ones(1), b"\x00" * 8 if r == 0 else np.zeros(1)), here=r == 0)
+            # the root's receive buffer: the others' blocks are dropped there, they are done
+            _fails(lambda: c.Igather(np.ones(1), "x" if r == bad else np.zeros(n), bad), here=r == bad,
+                   told=False)
+            try:
+                c.Alltoall("x" if r == bad else np.arange(n, dtype="i8"), out)
+            except CollectiveAborted:
+                assert r != bad
+            except Exception as exc:
+                assert r == bad, exc
+            else:
+                raise AssertionError("a blocking Alltoall with a wrong buffer raised nothing")
+        c.Alltoall(np.arange(n, dtype="i8") + 10 * r, out)
+        assert out.tolist() == [10 * k + r for k in range(n)], out
+        c.Barrier()
+        assert c.allreduce(1) == n
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    ok("a_rank_with_wrong_buffers_raises_at_the_call_and_the_others_at_wait")
+
+
+def check_a_communicator_freed_while_a_collective_is_started_completes_it(
+        c: SecureComm, raw: MPI.Intracomm) -> None:
+    """helper-102: Free of the communicator freed its lanes at once and the started Iallreduce's
+    next step probed MPI.COMM_NULL (as MPI's, an operation under way completes after Free)."""
+    faulthandler.dump_traceback_later(DEADLINE, exit=True)
+    try:
+        comm = c.Dup()
+        total = np.zeros(1, dtype="i8")
+        request = comm.Iallreduce(np.array([c.Get_rank() + 1], dtype="i8"), total, MPI.SUM)
+        comm.Free()
+        request.Wait()
+        assert int(total[0]) == sum(range(1, c.Get_size() + 1)), total
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    ok("a_communicator_freed_while_a_collective_is_started_completes_it")
+
+
 CHECKS = [
     check_a_rank_waiting_for_a_peer_that_has_not_started_the_collective_yet,
     check_a_started_collective_progresses_while_its_rank_blocks_in_a_receive,
     check_several_started_collectives_and_long_messages_complete_in_any_wait_order,
     check_a_started_neighbour_collective_progresses_while_its_rank_blocks_in_a_receive,
     check_a_started_collective_that_fails_elsewhere_raises_at_wait_and_leaves_nothing,
+    check_a_rank_with_wrong_buffers_raises_at_the_call_and_the_others_at_wait,
+    check_a_communicator_freed_while_a_collective_is_started_completes_it,
 ]
 
 

@@ -20,7 +20,9 @@ record is left for a later call.
 Steps. Each algorithm is written once, as a generator of its *steps*: before each receive it
 yields the source whose next record it needs (``yield source``), and it sends with
 :meth:`_c_send`. :func:`run` drives the steps of a blocking collective: each yield returns at
-once and the receive that follows blocks. The started form (nonblocking.py) resumes the
+once and the receive that follows blocks. A step that finds this rank's own arguments wrong
+yields the error (``yield exc``) before it takes its part in the failure protocol above: the
+call raises it (a started collective's call too). The started form (nonblocking.py) resumes the
 steps only once ``probe`` found that record, so it never blocks in a receive another rank
 satisfies only later; its sends are nonblocking (``_issuing``: the started collective whose
 steps run now keeps their MPI requests until they complete).
@@ -36,17 +38,14 @@ from mpi4py import MPI
 from ..wire.errors import MpishError, RemoteProtocolError
 from .buffers import (
     block_view,
-    bottom_blocks,
     byte_view,
     derived,
-    free_blocks,
     mpi_error,
     pack,
-    typed_vector_view,
     unpack,
     vector_view,
 )
-from .lane import Lane, wait_all
+from .lane import Lane
 from .serial import dumps, loads
 
 COLL_TAG = 1  # the tag of collective traffic (collectives are called in the same order)
@@ -69,7 +68,8 @@ _BLOCK_ERRORS = (CollectiveAborted, RemoteProtocolError, MPI.Exception)
 _dumps, _loads = dumps, loads  # serial.py: MPI.pickle's (only authenticated bytes are loaded)
 
 T = TypeVar("T")
-Steps = Generator[int, None, T]  # a collective's steps: each yield, the source of the record needed next
+# A collective's steps: each yield, the source of the record needed next (or this rank's error).
+Steps = Generator[int | BaseException, None, T]
 
 
 def run(steps: Steps[T]) -> T:
@@ -205,7 +205,8 @@ class Collectives:
         """Receive this rank's block from ``root``; if the buffer is wrong, receive and drop it."""
         try:
             sink = byte_view(recvbuf, writable=True)
-        except Exception:
+        except Exception as exc:
+            yield exc  # this rank's own arguments: the call raises it (module doc)
             yield root
             self._coll.recv(root, MPI.ANY_TAG, None)
             raise
@@ -271,7 +272,8 @@ class Collectives:
                 view = byte_view(buf, writable=self.rank != root)
             else:
                 view = pack(*spec) if self.rank == root else memoryview(bytearray(spec[1]))
-        except Exception:
+        except Exception as exc:
+            yield exc  # this rank's own arguments: the call raises it (module doc)
             parent, children = self._tree(root)
             yield from self._abort_steps(children, [] if parent is None else [parent])
             raise
@@ -294,7 +296,8 @@ class Collectives:
                 if isinstance(recvbuf, (list, tuple)) or len(recv) < len(send) * size:
                     raise ValueError(f"Gather: receive blocks of {block} bytes, send buffer of {len(send)}")
                 recv, block = recv[: len(send) * size], len(send)
-        except Exception:
+        except Exception as exc:
+            yield exc  # this rank's own arguments: the call raises it (module doc)
             yield from self._abort_steps([], self._others())
             raise
         if send is not None:
@@ -334,7 +337,8 @@ class Collectives:
         try:
             recv, counts, displs = vector_view(recvbuf, self.size, writable=True)
             send = None if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
-        except Exception:
+        except Exception as exc:
+            yield exc  # this rank's own arguments: the call raises it (module doc)
             yield from self._abort_steps([], self._others())
             raise
         if send is not None:
@@ -378,7 +382,8 @@ class Collectives:
     def _Allgather_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         try:
             send, recv, block = self._allgather_args(sendbuf, recvbuf)
-        except Exception:
+        except Exception as exc:
+            yield exc  # this rank's own arguments: the call raises it (module doc)
             yield from self._fail_gather_bcast()
             raise
         yield from self._gather_to_zero(send, [recv[k * block : (k + 1) * block] for k in range(self.size)])
@@ -406,7 +411,8 @@ class Collectives:
             blocks = [recv[displs[k] : displs[k] + counts[k]] for k in range(self.size)]
             mine = blocks[self.rank]
             send = memoryview(bytes(mine)) if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
-        except Exception:
+        except Exception as exc:
+            yield exc  # this rank's own arguments: the call raises it (module doc)
             yield from self._fail_gather_bcast()
             raise
         yield from self._gather_to_zero(send, blocks)
@@ -417,77 +423,3 @@ class Collectives:
         for block in blocks:
             block[:] = packed[offset : offset + len(block)]
             offset += len(block)
-
-    def _exchange(self, blocks_out: list[memoryview], blocks_in: list[memoryview]) -> Steps[None]:
-        """Pairwise exchange: block k of ``blocks_out`` to rank k, block k of ``blocks_in`` from it."""
-        rank, size = self.rank, self.size
-        blocks_in[rank][:] = blocks_out[rank]
-        for step in range(1, size):
-            dest, source = (rank + step) % size, (rank - step) % size
-            requests, _records = self._c_isend(blocks_out[dest], dest)
-            yield source
-            self._c_recv_into(blocks_in[source], source)
-            wait_all(requests)
-
-    def _Alltoall_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
-        size = self.size
-        recv, rblock = block_view(recvbuf, size, writable=True)
-        if _in_place(sendbuf):
-            send, sblock = memoryview(bytes(recv)), rblock
-        else:
-            send, sblock = block_view(sendbuf, size, writable=False)
-            if not isinstance(recvbuf, (list, tuple)):
-                rblock = sblock
-                if len(recv) < rblock * size:
-                    raise ValueError("Alltoall: receive buffer too small")
-        yield from self._exchange(
-            [send[k * sblock : (k + 1) * sblock] for k in range(size)],
-            [recv[k * rblock : (k + 1) * rblock] for k in range(size)],
-        )
-
-    def _Alltoallv_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
-        yield from self._alltoall_blocks(sendbuf, recvbuf, vector_view)
-
-    def _Alltoallw_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
-        """Blocks at absolute addresses (MPI.BOTTOM) travel packed by MPI inside this process."""
-        out = None if _in_place(sendbuf) else bottom_blocks(sendbuf, self.size)
-        into = bottom_blocks(recvbuf, self.size, writable=True)
-        if out is None and into is None:
-            yield from self._alltoall_blocks(sendbuf, recvbuf, typed_vector_view)
-            return
-        try:
-            yield from self._alltoall_bottom(sendbuf, recvbuf, out, into)
-        finally:
-            free_blocks(out)
-            free_blocks(into)
-
-    def _alltoall_bottom(self, sendbuf: Any, recvbuf: Any, out: Any, into: Any) -> Steps[None]:
-        size = self.size
-        if into is None:
-            recv, rcounts, rdispls = typed_vector_view(recvbuf, size, writable=True)
-            blocks_in = [recv[rdispls[k] : rdispls[k] + rcounts[k]] for k in range(size)]
-        else:
-            blocks_in = [memoryview(bytearray(n)) for _, n in into]
-        if out is not None:
-            blocks_out = [pack(spec, n) for spec, n in out]
-        elif _in_place(sendbuf):
-            blocks_out = [pack(spec, n) for spec, n in into]  # in place: the receive blocks
-        else:
-            send, scounts, sdispls = typed_vector_view(sendbuf, size, writable=False)
-            blocks_out = [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)]
-        yield from self._exchange(blocks_out, blocks_in)
-        for (spec, _), data in zip(into or [], blocks_in, strict=False):
-            unpack(data, spec)
-
-    def _alltoall_blocks(self, sendbuf: Any, recvbuf: Any, view: Any) -> Steps[None]:
-        """Alltoallv/w: ``view`` reads a buffer spec as (bytes, counts, displacements) in bytes."""
-        size = self.size
-        recv, rcounts, rdispls = view(recvbuf, size, writable=True)
-        if _in_place(sendbuf):
-            send, scounts, sdispls = memoryview(bytes(recv)), rcounts, rdispls
-        else:
-            send, scounts, sdispls = view(sendbuf, size, writable=False)
-        yield from self._exchange(
-            [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)],
-            [recv[rdispls[k] : rdispls[k] + rcounts[k]] for k in range(size)],
-        )

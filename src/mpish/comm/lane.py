@@ -92,6 +92,8 @@ class _Bodies(dict[int, memoryview]):
 class Lane(PostedReceives, LongMessages):
     """Records over one pair of internal communicators (main + bulk), one Sealer/Opener per peer."""
 
+    held = 0  # started collectives with steps left on this lane (nonblocking.py): Free waits for them
+
     def __init__(self, comm: Any, bulk: Any, keys: CommSecret, label: bytes, stats: Stats) -> None:
         self.comm = comm
         self.bulk = bulk
@@ -137,12 +139,19 @@ class Lane(PostedReceives, LongMessages):
         self.freeing = True
         if self.acks is not None:
             self.acks.free()
-        if self.posted:
+        if self.posted or self.held:
             return
         _ACTIVE.discard(self)
         for comm in (self.comm, self.bulk):
             if comm != MPI.COMM_NULL:
                 comm.Free()
+
+    def hold(self, more: int) -> None:
+        """A started collective takes this lane (+1) or is done with it (-1): as MPI's, an
+        operation under way completes after Comm.Free, which then frees the lane."""
+        self.held += more
+        if self.freeing and not self.held:
+            self.free()
 
     # -- sending
 

@@ -16,12 +16,13 @@ from typing import Any
 
 from mpi4py import MPI
 
-from .collectives import COLL_TAG, Collectives, _dumps, _loads
+from .alltoall import AllToAll
+from .collectives import COLL_TAG, _dumps, _loads
 from .lane import wait_all
 
 
-class ObjectCollectives(Collectives):
-    """The lowercase collectives of SecureComm (mixin over :class:`Collectives`)."""
+class ObjectCollectives(AllToAll):
+    """The lowercase collectives of SecureComm (mixin over :class:`AllToAll`)."""
 
     def _abort_bcast(self, root: int) -> None:
         """Take part in a broadcast from ``root`` that failed here: pass an abort notice on."""

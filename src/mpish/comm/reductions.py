@@ -62,7 +62,8 @@ class Reductions(ObjectCollectives):
             send, typed = self._send_view(sendbuf, recvbuf)
             _datatype(typed)  # one MPI can reduce, or raise before anything is sent
             sink = byte_view(recvbuf, writable=True)[: len(send)] if rank == root else None
-        except Exception:
+        except Exception as exc:
+            yield exc  # this rank's own arguments: the call raises it (module doc)
             if rank != 0:
                 self._coll.send(memoryview(b""), 0, ABORT_TAG)  # in place of this rank's contribution
             else:
@@ -125,7 +126,8 @@ class Reductions(ObjectCollectives):
             if len(recv) != len(send):
                 raise ValueError(f"Allreduce: receive buffer of {len(recv)} bytes, send buffer {len(send)}")
             _datatype(typed)  # one MPI can reduce, or raise before anything is sent
-        except Exception:
+        except Exception as exc:
+            yield exc  # this rank's own arguments: the call raises it (module doc)
             yield from self._fail_gather_bcast()
             raise
         try:
@@ -155,7 +157,8 @@ class Reductions(ObjectCollectives):
                 source, send = sendbuf, byte_view(sendbuf, writable=False)
                 block = len(send) // self.size
             _datatype(source)
-        except Exception:
+        except Exception as exc:
+            yield exc  # this rank's own arguments: the call raises it (module doc)
             yield from self._fail_gather_bcast()
             raise
         total = bytearray(len(send))
@@ -172,7 +175,8 @@ class Reductions(ObjectCollectives):
             recv = byte_view(recvbuf, writable=True)
             whole = len(send) // self.size if _in_place(sendbuf) else len(recv)  # this rank's block
             local_count = whole // itemsize
-        except Exception:
+        except Exception as exc:
+            yield exc  # this rank's own arguments: the call raises it (module doc)
             if recvcounts is None:
                 yield from self._counts(0)  # in step with the others' count exchange
             yield from self._fail_gather_bcast()
@@ -203,7 +207,8 @@ class Reductions(ObjectCollectives):
             if len(recv) != nbytes:
                 raise ValueError(f"Scan: receive buffer of {len(recv)} bytes, send buffer {nbytes}")
             _datatype(typed)
-        except Exception:
+        except Exception as exc:
+            yield exc  # this rank's own arguments: the call raises it (module doc)
             if rank > 0:
                 yield rank - 1
                 self._coll.recv(rank - 1, MPI.ANY_TAG, None)  # the prefix (or a notice): dropped

@@ -155,7 +155,8 @@ class Topology(NonBlocking):
         """``make_blocks()``; if it raises, take part with abort notices, then raise."""
         try:
             return make_blocks()
-        except Exception:
+        except Exception as exc:
+            yield exc  # this rank's own arguments: the call raises it (module doc)
             yield from self._neighbour_exchange(edges, None, [])
             raise
 
