@@ -6,6 +6,7 @@ Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts th
 
 from __future__ import annotations
 
+import faulthandler
 from typing import Any
 
 import numpy as np
@@ -337,6 +338,57 @@ def check_what_an_intercommunicator_cannot_do_raises_unsupported(c: SecureComm, 
     ok("what_an_intercommunicator_cannot_do_raises_unsupported")
 
 
+def _started_across(comm: Any) -> list[Any]:
+    """Each started collective of an intercommunicator overlapped with point-to-point traffic
+    that completes only if it progresses: group 0's rank 0 receives from group 1's rank 0 before
+    it starts the collective, then waits in a receive that the other sends only after its Wait."""
+    color, inter = _halves(comm)
+    rank, remote = inter.Get_rank(), inter.Get_remote_size()
+    leader, partner = rank == 0 and color == 0, rank == 0 and color == 1
+    mine = np.array([10 * color + rank], dtype="i8")
+    results = []
+    # Ibarrier first: raw MPICH's intercommunicator Ibarrier right after an Ibcast from
+    # MPI.ROOT hangs at -n 3 (measured, without any point-to-point traffic)
+    for name in ("Ibarrier", "Iallreduce", "Iallgather", "Ialltoall", "Ibcast"):
+        if leader:
+            assert inter.recv(None, 0, 41) == name
+        out = np.zeros(remote, dtype="i8")
+        if name == "Iallreduce":
+            request = inter.Iallreduce(mine, out[:1], MPI.SUM)
+        elif name == "Iallgather":
+            request = inter.Iallgather(mine, out)
+        elif name == "Ialltoall":
+            request = inter.Ialltoall(np.arange(remote, dtype="i8") + 10 * mine, out)
+        elif name == "Ibcast":
+            root = (MPI.ROOT if rank == 0 else MPI.PROC_NULL) if color == 0 else 0
+            out = np.array([7], dtype="i8") if color == 0 else np.zeros(1, dtype="i8")
+            request = inter.Ibcast(out, root)
+        else:
+            request = inter.Ibarrier()
+        if partner:
+            inter.send(name, 0, 41)
+        if leader:
+            assert inter.recv(None, 0, 42) == name
+        request.Wait()
+        if partner:
+            inter.send(name, 0, 42)
+        results.append(out.tolist())
+    inter.Free()
+    return results
+
+
+def check_started_intercommunicator_collectives_progress_under_point_to_point_as_raw_mpi(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """They ran whole at the call: the leader blocked in its receive hung the other group."""
+    faulthandler.dump_traceback_later(120, exit=True)
+    try:
+        assert _started_across(c) == _started_across(raw)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    ok("started_intercommunicator_collectives_progress_under_point_to_point_as_raw_mpi")
+
+
 def _square(x: int) -> tuple[int, int]:
     return x * x, MPI.COMM_WORLD.Get_rank()
 
@@ -367,6 +419,7 @@ if __name__ == "__main__":
             check_a_wrong_argument_in_a_rooted_or_all_to_all_intercollective_leaves_nothing_behind,
             check_an_nbx_exchange_with_ibarrier_and_persistent_sends_cross_the_groups_as_on_raw_mpi,
             check_what_an_intercommunicator_cannot_do_raises_unsupported,
+            check_started_intercommunicator_collectives_progress_under_point_to_point_as_raw_mpi,
             check_mpi4py_futures_runs_tasks_over_the_secure_communicator,
         ]
     )

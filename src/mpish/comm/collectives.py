@@ -45,7 +45,7 @@ from .buffers import (
     unpack,
     vector_view,
 )
-from .lane import Lane
+from .lane import Lane, progress
 from .serial import dumps, loads
 
 COLL_TAG = 1  # the tag of collective traffic (collectives are called in the same order)
@@ -108,7 +108,8 @@ class Collectives:
         """Before another collective (each public one calls it first: nonblocking.COLLECTIVES):
         take every step of the started ones (their records come first from every rank)."""
         while self._started:
-            self._started[0].issue(block=True)
+            while not self._started[0].issue(block=True):  # another thread takes its steps now
+                progress()  # (its poll let this thread in: handles.py), until it is done
             self._started.pop(0)
 
     def _c_send(self, data: memoryview, dest: int) -> None:

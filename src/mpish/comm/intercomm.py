@@ -54,8 +54,7 @@ from .buffers import Unsupported, byte_view, mpi_error, typed_spec
 from .collectives import Steps, _dumps, _loads
 from .intercomm_collectives import InterCollectives, _folder
 from .lane import Lane, Stats, wait_all
-from .nonblocking import COLLECTIVES, STEPPED, _i_name, after_started, run_at_call
-from .requests import SecureRequest
+from .nonblocking import COLLECTIVES, STEPPED, _i_name, after_started, blocking, started
 from .secret import SECRET_SIZE, CommSecret, InterSecret
 from .unsupported import _Unsupported
 
@@ -187,35 +186,24 @@ class Intercomm(InterCollectives):
 
     # -- collectives (module doc; the others and their building blocks: intercomm_collectives.py)
 
-    def _exchange_all(self, out: memoryview, receive: Callable[[int, Any], None]) -> None:
+    def _exchange_all(self, out: memoryview, receive: Callable[[int, Any], None]) -> Steps[None]:
         """Send ``out`` to every rank of the other group and hand the record of each, in rank
         order, to ``receive``; nothing is left for a later call (``_exchange_each``)."""
-        self._exchange_each([out] * self._coll.size, receive)
+        yield from self._exchange_each([out] * self._coll.size, receive)
 
-    def Barrier(self) -> None:
+    def _Barrier_steps(self) -> Steps[None]:
+        """An empty record to every rank of the other group, then one from each (``Ibarrier``
+        too: the NBX exchange needs it not to wait at the call)."""
         def entered(peer: int, data: Any) -> None:
             if len(data):
                 raise RemoteProtocolError(f"a barrier record of {len(data)} bytes from rank {peer}")
 
-        self._exchange_all(memoryview(b""), entered)
+        yield from self._exchange_all(memoryview(b""), entered)
 
-    barrier = Barrier
-
-    def Ibarrier(self) -> SecureRequest:
-        """Barrier, started: complete once every rank of the other group has started it, as the
-        intracommunicator's (nonblocking.py: the NBX exchange needs it not to wait at the call)."""
-        request: SecureRequest = self._start(self._ibarrier_steps())
-        return request
-
-    def _ibarrier_steps(self) -> Steps[None]:
-        """An empty record to every rank of the other group, then one from each."""
-        for peer in self._remotes():
-            self._c_send(memoryview(b""), peer)
-        for peer in self._remotes():
-            yield peer
-            self._c_recv_into(memoryview(bytearray()), peer)
-
-    ibarrier = Ibarrier
+    def _root(self, root: int) -> int:
+        """A root as MPI's intercommunicator collectives take it (checked by a started one's call)."""
+        self._root_role(root)
+        return root
 
     def _root_role(self, root: int) -> str:
         if root == MPI.ROOT:
@@ -229,12 +217,12 @@ class Intercomm(InterCollectives):
     def _send_all(self, make: Callable[[], memoryview]) -> None:
         self._send_each(lambda: [make()] * self._coll.size)
 
-    def Bcast(self, buf: Any, root: int = 0) -> None:
+    def _Bcast_steps(self, buf: Any, root: int = 0) -> Steps[None]:
         role = self._root_role(root)
         if role == "send":
             self._send_all(lambda: byte_view(buf, writable=False))
         elif role == "receive":
-            self._recv_or_drop(buf, root)  # the root's record is dropped if ``buf`` is wrong
+            yield from self._recv_or_drop_steps(buf, root)  # the root's record is dropped if ``buf`` is wrong
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
         role = self._root_role(root)
@@ -244,17 +232,17 @@ class Intercomm(InterCollectives):
             return _loads(self._c_recv_bytes(root))
         return None
 
-    def Allreduce(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
+    def _Allreduce_steps(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> Steps[None]:
         try:
             send = byte_view(sendbuf, writable=False)
             recv = byte_view(recvbuf, writable=True)[: len(send)]
             typed_spec(sendbuf, bytearray(len(send)), len(send))  # a datatype MPI can reduce, or raise now
-        except Exception:
-            self._failed_exchange()
+        except Exception as exc:
+            yield from self._failed_exchange(exc)
             raise
         size = len(send)
         fold, acc = _folder(sendbuf, size, op, "Allreduce")  # in rank order
-        self._exchange_all(send, fold)
+        yield from self._exchange_all(send, fold)
         if len(recv) != size:
             raise ValueError(f"Allreduce: receive buffer of {len(recv)} bytes, send buffer {size}")
         recv[:] = acc[0]
@@ -288,9 +276,12 @@ class Intercomm(InterCollectives):
 for _name in COLLECTIVES:  # a started Ibarrier's records are taken before another collective's
     if _name in vars(Intercomm) or _name in vars(InterCollectives):
         setattr(Intercomm, _name, after_started(getattr(Intercomm, _name)))
-for _name in STEPPED:  # the I-forms of the collectives above run them at the call (nonblocking.py)
-    if _name != "Barrier" and (_name in vars(Intercomm) or _name in vars(InterCollectives)):
-        setattr(Intercomm, _i_name(_name), run_at_call(_name))
+for _name in STEPPED:  # blocking and started, from the steps above (nonblocking.py)
+    _steps = f"_{_name}_steps"
+    if _steps in vars(Intercomm) or _steps in vars(InterCollectives):
+        setattr(Intercomm, _name, blocking(_name, Intercomm))
+        setattr(Intercomm, _i_name(_name), started(_name, Intercomm))
+Intercomm.barrier, Intercomm.ibarrier = Intercomm.Barrier, Intercomm.Ibarrier  # type: ignore[attr-defined]
 for _name in ("Alltoallw", "Reduce_scatter", "Scan", "scan", "Exscan", "exscan", "Create",
               "Create_group", "Split", "Split_type", "Create_cart", "Create_graph", "Create_dist_graph",
               "Create_dist_graph_adjacent", "Create_intercomm", "Dup_with_info", "Ialltoallw",

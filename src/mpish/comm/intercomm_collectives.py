@@ -32,10 +32,12 @@ with abort notices where its blocks were due, and receives and drops what was se
 a rank that receives a notice, a block of the wrong size, or cannot fold or unpickle one,
 receives and drops the rest of the collective's records, then raises. So the failing rank
 raises, and so does every rank that waited for a block from it; nothing is left queued for
-a later call. A root outside the other group is MPI's ``ERR_ROOT`` on that rank; that rank
-then takes no part (it cannot tell which record is its own), so a root value wrong on one
-rank only, which MPI calls an erroneous program, may leave the root's record queued or the
-root waiting: free the communicator after such an error.
+a later call. As on an intracommunicator, each collective is written as its steps
+(collectives.py), so its ``I``-form is started (nonblocking.py). A root outside the other
+group is MPI's ``ERR_ROOT`` on that rank; that rank then takes no part (it cannot tell which
+record is its own), so a root value wrong on one rank only, which MPI calls an erroneous
+program, may leave the root's record queued or the root waiting: free the communicator after
+such an error.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from mpi4py import MPI
 
 from ..wire.errors import RemoteProtocolError
 from .buffers import block_view, byte_view, typed_spec, vector_view
-from .collectives import ABORT_TAG, COLL_TAG, _dumps, _in_place, _loads
+from .collectives import ABORT_TAG, COLL_TAG, Steps, _dumps, _in_place, _loads, run
 from .lane import Lane, wait_all
 
 
@@ -102,7 +104,9 @@ class InterCollectives:
     _coll: Lane
     _c_recv_into: Any
     _c_recv_bytes: Any
-    _recv_or_drop: Any  # collectives.py: this rank's block from ``root``, dropped if the buffer is wrong
+    _c_send: Any
+    _c_isend: Any
+    _recv_or_drop_steps: Any  # collectives.py: this rank's block from ``root``, dropped if buf is wrong
     _root_role: Any  # intercomm.py: "send" (this rank is the root), "receive" (the root is remote), "none"
 
     # -- building blocks
@@ -110,11 +114,12 @@ class InterCollectives:
     def _remotes(self) -> range:
         return range(self._coll.size)
 
-    def _receive_each(self, receive: Callable[[int, Any], None]) -> None:
+    def _receive_each(self, receive: Callable[[int, Any], None]) -> Steps[None]:
         """Hand the record of each rank of the other group, in rank order, to ``receive``; after
         an error the rest are received and dropped, then the first error raises."""
         error: BaseException | None = None
         for peer in self._remotes():
+            yield peer
             try:
                 if error is None:
                     receive(peer, self._c_recv_bytes(peer))
@@ -125,22 +130,27 @@ class InterCollectives:
         if error is not None:
             raise error
 
-    def _drop_each(self) -> None:
-        """This rank (a root) failed: receive and drop the record of every rank of the other group."""
+    def _drop_each(self, error: BaseException) -> Steps[None]:
+        """This rank (a root) failed (``error``, raised by the call): receive and drop the
+        record of every rank of the other group."""
+        yield error
         for peer in self._remotes():
+            yield peer
             self._coll.recv(peer, MPI.ANY_TAG, None)
 
-    def _exchange_each(self, blocks: list[memoryview] | None, receive: Callable[[int, Any], None]) -> None:
+    def _exchange_each(
+        self, blocks: list[memoryview] | None, receive: Callable[[int, Any], None]
+    ) -> Steps[None]:
         """Send ``blocks[k]`` to rank k of the other group (None: abort notices) and hand the
         record of each to ``receive`` (:meth:`_receive_each`); nothing is left behind."""
-        requests: list[Any] = []
+        requests, records = [], []  # the blocking form's (a started one keeps its own)
         for peer in self._remotes():
-            if blocks is None:
-                requests.extend(self._coll.isend(memoryview(b""), peer, ABORT_TAG)[0])
-            else:
-                requests.extend(self._coll.isend(blocks[peer], peer, COLL_TAG)[0])
+            block, tag = (memoryview(b""), ABORT_TAG) if blocks is None else (blocks[peer], COLL_TAG)
+            sent, kept = self._c_isend(block, peer, tag)
+            requests += sent
+            records.append(kept)
         try:
-            self._receive_each(receive)
+            yield from self._receive_each(receive)
         finally:
             wait_all(requests)
 
@@ -150,11 +160,13 @@ class InterCollectives:
             blocks = make()
         except Exception:
             for peer in self._remotes():
-                self._coll.send(memoryview(b""), peer, ABORT_TAG)
+                self._coll.send(memoryview(b""), peer, ABORT_TAG)  # empty: MPI sends it eagerly
             raise
-        requests: list[Any] = []
+        requests, records = [], []
         for peer in self._remotes():
-            requests.extend(self._coll.isend(blocks[peer], peer, COLL_TAG)[0])
+            sent, kept = self._c_isend(blocks[peer], peer)
+            requests += sent
+            records.append(kept)
         wait_all(requests)
 
     def _send_to_root(self, make: Callable[[], memoryview], root: int) -> None:
@@ -164,16 +176,20 @@ class InterCollectives:
         except Exception:
             self._coll.send(memoryview(b""), root, ABORT_TAG)
             raise
-        self._coll.send(data, root, COLL_TAG)
+        self._c_send(data, root)
 
-    def _failed_exchange(self) -> None:
-        """This rank's arguments were wrong: take part with abort notices (the caller raises)."""
+    def _failed_exchange(self, error: BaseException) -> Steps[None]:
+        """This rank's arguments were wrong (``error``, raised by the call): take part with
+        abort notices; the caller raises."""
+        yield error
         with contextlib.suppress(Exception):
-            self._exchange_each(None, lambda peer, data: None)
+            yield from self._exchange_each(None, lambda peer, data: None)
 
     # -- gathers
 
-    def _gather(self, what: str, sendbuf: Any, root: int, sinks: Callable[[], list[memoryview]]) -> None:
+    def _gather(
+        self, what: str, sendbuf: Any, root: int, sinks: Callable[[], list[memoryview]]
+    ) -> Steps[None]:
         """The root: the record of rank k of the other group into block k of ``sinks()``; the
         other group: this rank's ``sendbuf`` to the root."""
         role = self._root_role(root)
@@ -182,18 +198,20 @@ class InterCollectives:
         elif role == "send":
             try:
                 blocks = sinks()
-            except Exception:
-                self._drop_each()
+            except Exception as exc:
+                yield from self._drop_each(exc)
                 raise
-            self._receive_each(_into(blocks, what))
+            yield from self._receive_each(_into(blocks, what))
 
-    def Gather(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+    def _Gather_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         n = self._coll.size
-        self._gather("Gather", sendbuf, root, lambda: _even(*block_view(recvbuf, n, writable=True), n))
+        yield from self._gather("Gather", sendbuf, root,
+                                lambda: _even(*block_view(recvbuf, n, writable=True), n))
 
-    def Gatherv(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+    def _Gatherv_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         n = self._coll.size
-        self._gather("Gatherv", sendbuf, root, lambda: _blocks(*vector_view(recvbuf, n, writable=True)))
+        yield from self._gather("Gatherv", sendbuf, root,
+                                lambda: _blocks(*vector_view(recvbuf, n, writable=True)))
 
     def gather(self, sendobj: Any, root: int = 0) -> list[Any] | None:
         role = self._root_role(root)
@@ -201,28 +219,28 @@ class InterCollectives:
             self._send_to_root(lambda: _dumps(sendobj), root)
         elif role == "send":
             items: list[Any] = []
-            self._receive_each(lambda peer, data: items.append(_loads(data)))
+            run(self._receive_each(lambda peer, data: items.append(_loads(data))))
             return items
         return None
 
     # -- scatters
 
-    def _scatter(self, recvbuf: Any, root: int, blocks: Callable[[], list[memoryview]]) -> None:
+    def _scatter(self, recvbuf: Any, root: int, blocks: Callable[[], list[memoryview]]) -> Steps[None]:
         """The root: block k of ``blocks()`` to rank k of the other group; the other group: this
         rank's block into ``recvbuf``."""
         role = self._root_role(root)
         if role == "send":
             self._send_each(blocks)
         elif role == "receive":
-            self._recv_or_drop(recvbuf, root)  # collectives.py: dropped if recvbuf is wrong
+            yield from self._recv_or_drop_steps(recvbuf, root)  # collectives.py: dropped if recvbuf is wrong
 
-    def Scatter(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+    def _Scatter_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         n = self._coll.size
-        self._scatter(recvbuf, root, lambda: _even(*block_view(sendbuf, n, writable=False), n))
+        yield from self._scatter(recvbuf, root, lambda: _even(*block_view(sendbuf, n, writable=False), n))
 
-    def Scatterv(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> None:
+    def _Scatterv_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         n = self._coll.size
-        self._scatter(recvbuf, root, lambda: _blocks(*vector_view(sendbuf, n, writable=False)))
+        yield from self._scatter(recvbuf, root, lambda: _blocks(*vector_view(sendbuf, n, writable=False)))
 
     def scatter(self, sendobj: Any, root: int = 0) -> Any:
         role = self._root_role(root)
@@ -241,7 +259,7 @@ class InterCollectives:
 
     # -- reductions to a root
 
-    def Reduce(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM, root: int = 0) -> None:
+    def _Reduce_steps(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM, root: int = 0) -> Steps[None]:
         role = self._root_role(root)
         if role == "receive":
 
@@ -255,11 +273,11 @@ class InterCollectives:
             try:
                 recv = byte_view(recvbuf, writable=True)
                 typed_spec(recvbuf, bytearray(len(recv)), len(recv))
-            except Exception:
-                self._drop_each()
+            except Exception as exc:
+                yield from self._drop_each(exc)
                 raise
             fold, acc = _folder(recvbuf, len(recv), op, "Reduce")
-            self._receive_each(fold)
+            yield from self._receive_each(fold)
             recv[:] = acc[0]
 
     def reduce(self, sendobj: Any, op: Any = MPI.SUM, root: int = 0) -> Any:
@@ -268,34 +286,34 @@ class InterCollectives:
 
     # -- all to all
 
-    def _all(self, what: str, args: Callable[[], tuple[list[memoryview], list[memoryview]]]) -> None:
+    def _all(self, what: str, args: Callable[[], tuple[list[memoryview], list[memoryview]]]) -> Steps[None]:
         """Block k of the first list to rank k of the other group, its record into block k of the second."""
         try:
             out, into = args()
-        except Exception:
-            self._failed_exchange()
+        except Exception as exc:
+            yield from self._failed_exchange(exc)
             raise
-        self._exchange_each(out, _into(into, what))
+        yield from self._exchange_each(out, _into(into, what))
 
-    def Allgather(self, sendbuf: Any, recvbuf: Any) -> None:
+    def _Allgather_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         n = self._coll.size
 
         def args() -> tuple[list[memoryview], list[memoryview]]:
             _not_in_place(sendbuf)
             return [byte_view(sendbuf, writable=False)] * n, _even(*block_view(recvbuf, n, writable=True), n)
 
-        self._all("Allgather", args)
+        yield from self._all("Allgather", args)
 
-    def Allgatherv(self, sendbuf: Any, recvbuf: Any) -> None:
+    def _Allgatherv_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         n = self._coll.size
 
         def args() -> tuple[list[memoryview], list[memoryview]]:
             _not_in_place(sendbuf)
             return [byte_view(sendbuf, writable=False)] * n, _blocks(*vector_view(recvbuf, n, writable=True))
 
-        self._all("Allgatherv", args)
+        yield from self._all("Allgatherv", args)
 
-    def Alltoall(self, sendbuf: Any, recvbuf: Any) -> None:
+    def _Alltoall_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         n = self._coll.size
 
         def args() -> tuple[list[memoryview], list[memoryview]]:
@@ -303,9 +321,9 @@ class InterCollectives:
             out = _even(*block_view(sendbuf, n, writable=False), n)
             return out, _even(*block_view(recvbuf, n, writable=True), n)
 
-        self._all("Alltoall", args)
+        yield from self._all("Alltoall", args)
 
-    def Alltoallv(self, sendbuf: Any, recvbuf: Any) -> None:
+    def _Alltoallv_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         n = self._coll.size
 
         def args() -> tuple[list[memoryview], list[memoryview]]:
@@ -313,29 +331,29 @@ class InterCollectives:
             out = _blocks(*vector_view(sendbuf, n, writable=False))
             return out, _blocks(*vector_view(recvbuf, n, writable=True))
 
-        self._all("Alltoallv", args)
+        yield from self._all("Alltoallv", args)
 
     def allgather(self, sendobj: Any) -> list[Any]:
         try:
             data = _dumps(sendobj)
-        except Exception:
-            self._failed_exchange()
+        except Exception as exc:
+            run(self._failed_exchange(exc))
             raise
         items: list[Any] = []
-        self._exchange_each([data] * self._coll.size, lambda peer, record: items.append(_loads(record)))
+        run(self._exchange_each([data] * self._coll.size, lambda peer, record: items.append(_loads(record))))
         return items
 
     def alltoall(self, sendobj: Any) -> list[Any]:
         try:
             blocks = self._remote_items(sendobj, "alltoall")
-        except Exception:
-            self._failed_exchange()
+        except Exception as exc:
+            run(self._failed_exchange(exc))
             raise
         items: list[Any] = []
-        self._exchange_each(blocks, lambda peer, record: items.append(_loads(record)))
+        run(self._exchange_each(blocks, lambda peer, record: items.append(_loads(record))))
         return items
 
-    def Reduce_scatter_block(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> None:
+    def _Reduce_scatter_block_steps(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM) -> Steps[None]:
         n = self._coll.size
         try:
             _not_in_place(sendbuf)
@@ -344,9 +362,9 @@ class InterCollectives:
             if len(send) % n:
                 raise ValueError(f"Reduce_scatter_block: {len(send)} bytes do not split into {n} blocks")
             typed_spec(recvbuf, bytearray(len(recv)), len(recv))  # a datatype MPI can reduce
-        except Exception:
-            self._failed_exchange()
+        except Exception as exc:
+            yield from self._failed_exchange(exc)
             raise
         fold, acc = _folder(recvbuf, len(recv), op, "Reduce_scatter_block")
-        self._exchange_each(_even(send, len(send) // n, n), fold)
+        yield from self._exchange_each(_even(send, len(send) // n, n), fold)
         recv[:] = acc[0]

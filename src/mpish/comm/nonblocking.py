@@ -29,9 +29,8 @@ first takes the remaining steps of every started one (``_settle_started``, at th
 every public collective: :data:`COLLECTIVES`). A started collective whose predecessor is
 still waiting sends nothing yet either (its records would overtake the predecessor's).
 
-The neighbourhood collectives of topologies are steps too (topology.py). Intercommunicators
-run their ``I``-forms at the call (:func:`run_at_call`): their request is complete when
-returned (README); their ``Ibarrier`` is started, as every other kind's.
+The neighbourhood collectives of topologies (topology.py) and the collectives of
+intercommunicators (intercomm.py, intercomm_collectives.py) are steps too, started the same way.
 
 Persistent collectives (``Bcast_init``...: MPI 4) are persistent requests (persistent.py)
 whose every start runs the whole collective (:func:`run_at_call`): their MPI handle is a
@@ -54,6 +53,7 @@ from mpi4py import MPI
 from .collectives import Collectives, Issuing, Steps, run
 from .lane import _ACTIVE, wait_all
 from .persistent import PersistentRequest
+from .posted import detach
 from .reductions import Reductions
 from .requests import SecureRequest
 
@@ -103,25 +103,33 @@ class Started(Issuing):
         comm = self.comm
         outer, comm._issuing = comm._issuing, self
         try:
-            while True:
+            while not self.done:
                 waiting = self.source is not None and not block
                 if waiting and self.lane.probe(self.source, MPI.ANY_TAG, block=False) is None:  # type: ignore[arg-type]
-                    return False
-                need = next(self.steps)
-                if isinstance(need, BaseException):  # this rank's own arguments (collectives.py)
-                    self.error, self.refused, self.source = need, True, None
-                else:
-                    self.source = need
+                    return False  # (an error of the probe is the caller's: the steps stay as they are)
+                self._step()
+        finally:
+            comm._issuing = outer
+        _PENDING.discard(self)
+        self.lane.hold(-1)
+        if self.refused and self.requests:  # no request will wait for its abort notices
+            detach(self.requests, self.records)
+            self.requests, self.records = [], []
+        return True
+
+    def _step(self) -> None:
+        try:
+            need = next(self.steps)
         except StopIteration:
             self.done = True
         except Exception as exc:  # this collective failed here: the request raises it
             self.error, self.done = exc, True
             self.refused = self.refused or self.source is None  # before any receive: its arguments
-        finally:
-            comm._issuing = outer
-        _PENDING.discard(self)
-        self.lane.hold(-1)
-        return True
+        else:
+            if isinstance(need, BaseException):  # this rank's own arguments (collectives.py)
+                self.error, self.refused, self.source = need, True, None
+            else:
+                self.source = need
 
     def __call__(self, block: bool) -> bool:
         """The request's test (``block``: its wait): every step taken, every send done."""
@@ -143,12 +151,21 @@ class _Pending:
 
     def __init__(self) -> None:
         self.started: list[Started] = []
+        self.polling = False  # in progress(): a nested call returns at once
 
     def progress(self) -> None:
         """Each started collective's next steps; a poll that moved none gives the CPU away (a
-        rank that spins starves its peers when ranks outnumber the cores)."""
-        if not any([started.issue(block=False) for started in list(self.started)]):
-            os.sched_yield()
+        rank that spins starves its peers when ranks outnumber the cores). Not nested: a step's
+        probe polls too, and each level resuming every other communicator's collectives cost
+        N! probes for N communicators (helper-103)."""
+        if self.polling:
+            return
+        self.polling = True
+        try:
+            if not any([started.issue(block=False) for started in list(self.started)]):
+                os.sched_yield()
+        finally:
+            self.polling = False
 
     def hold(self, comm: Any) -> list[Started]:
         """Take ``comm``'s started collectives off the list for a while (:meth:`Started.issue`)."""
@@ -217,8 +234,8 @@ def started(name: str, owner: type = Reductions) -> Callable[..., SecureRequest]
 
 
 def run_at_call(name: str) -> Callable[..., SecureRequest]:
-    """The ``I``-form of an intercommunicator's or a topology's collective: the blocking
-    form, run at the call; the returned request is complete (module doc)."""
+    """A collective started by running its blocking form whole: the returned request is
+    complete (the persistent collectives' starts: module doc)."""
 
     def start(self: Any, *args: Any, **kwargs: Any) -> SecureRequest:
         getattr(self, name)(*args, **kwargs)  # the public form: after any started collective
