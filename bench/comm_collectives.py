@@ -13,12 +13,11 @@ ratio secure/raw, and both overlap figures. Run: ``python bench/comm_collectives
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
-from mpi_job import run_job
+from mpi_job import job, medians
 
 CALLS = 500
 KINDS = ("Allreduce", "Iallreduce", "Bcast", "Ibcast", "Barrier", "Ibarrier")
@@ -84,22 +83,15 @@ def rank_main(rounds: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--ranks", type=int, default=2)
-    parser.add_argument("--rank-main", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.rank_main:
-        rank_main(args.rounds)
+    ran = job(__doc__, __file__, rank_main, rounds=5)
+    if ran is None:
         return
-    samples = run_job(__file__, args.ranks, ["--rounds", str(args.rounds)])
-    print(f"{args.ranks} ranks, {CALLS} calls of 8 bytes per round, {args.rounds} rounds (medians)")
+    rounds, ranks, samples = ran
+    print(f"{ranks} ranks, {CALLS} calls of 8 bytes per round, {rounds} rounds (medians)")
     print(f"{'call':>12} {'raw us':>8} {'secure us':>10} {'ratio':>7}")
     ratios = {}
     for kind in KINDS:
-        pairs = samples[kind]
-        raw, sec = (statistics.median(p[i] for p in pairs) * 1e6 for i in (0, 1))
-        ratios[kind] = statistics.median(s / r for r, s in pairs)
+        raw, sec, ratios[kind] = medians(samples[kind])
         print(f"{kind:>12} {raw:>8.1f} {sec:>10.1f} {ratios[kind]:>7.1f}")
     hidden_raw, hidden_secure = (statistics.median(p[i] for p in samples["overlap"]) for i in (0, 1))
     print(f"an Iallreduce overlapped with 4x as long a computation: raw hides {hidden_raw:.0%} of it, "

@@ -18,12 +18,10 @@ temporary one is made.
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import time
 
-from mpi_job import run_job
+from mpi_job import job, medians
 
 ITERATIONS = 500
 MODES = ("waitall", "startall", "wait_each", "sendrecv")
@@ -80,22 +78,15 @@ def rank_main(rounds: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ranks", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--rank-main", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.rank_main:
-        rank_main(args.rounds)
+    ran = job(__doc__, __file__, rank_main, rounds=5)
+    if ran is None:
         return
-    samples = run_job(__file__, args.ranks, ["--rounds", str(args.rounds)])
-    print(f"{args.ranks} ranks, {ITERATIONS} iterations per round, {args.rounds} rounds")
+    rounds, ranks, samples = ran
+    print(f"{ranks} ranks, {ITERATIONS} iterations per round, {rounds} rounds")
     print(f"{'pattern':<10} {'raw us':>8} {'secure us':>10} {'ratio':>7}")
     ratios = {}
     for mode in MODES:
-        raw = statistics.median(r for r, _ in samples[mode]) * 1e6
-        sec = statistics.median(s for _, s in samples[mode]) * 1e6
-        ratios[mode] = statistics.median(s / r for r, s in samples[mode])
+        raw, sec, ratios[mode] = medians(samples[mode])
         print(f"{mode:<10} {raw:>8.1f} {sec:>10.1f} {ratios[mode]:>7.1f}")
     print("RESULT " + " ".join(f"{mode}_ratio={ratio:.1f}" for mode, ratio in ratios.items()))
 

@@ -13,12 +13,10 @@ RESULT line each ratio secure/raw and how much 1,000 pending receives slow secur
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import time
 
-from mpi_job import run_job
+from mpi_job import job, medians
 
 ROUND_TRIPS = 300
 PENDING = (0, 100, 1000)
@@ -62,22 +60,15 @@ def rank_main(rounds: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rank-main", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.rank_main:
-        rank_main(args.rounds)
+    ran = job(__doc__, __file__, rank_main, rounds=3, ranks=None)
+    if ran is None:
         return
-    samples = run_job(__file__, 2, ["--rounds", str(args.rounds)])
-    print(f"2 ranks, {ROUND_TRIPS} round trips of 1 KiB per round, {args.rounds} rounds")
+    rounds, _, samples = ran
+    print(f"2 ranks, {ROUND_TRIPS} round trips of 1 KiB per round, {rounds} rounds")
     print(f"{'pending':>8} {'raw us':>8} {'secure us':>10} {'ratio':>7}")
     ratios, secure = {}, {}
     for n in PENDING:
-        pairs = samples[str(n)]
-        raw = statistics.median(r for r, _ in pairs) * 1e6
-        secure[n] = statistics.median(s for _, s in pairs) * 1e6
-        ratios[n] = statistics.median(s / r for r, s in pairs)
+        raw, secure[n], ratios[n] = medians(samples[str(n)])
         print(f"{n:>8} {raw:>8.1f} {secure[n]:>10.1f} {ratios[n]:>7.1f}")
     print("RESULT " + " ".join(f"ratio_{n}={ratio:.1f}" for n, ratio in ratios.items())
           + f" pending_cost_1000={secure[1000] / secure[0]:.1f}")

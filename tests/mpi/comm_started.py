@@ -84,24 +84,32 @@ STARTED = ("Ibcast", "Iallreduce", "Iscan", "Iexscan", "Ireduce", "Igather", "Ia
            "Ialltoall", "Ireduce_scatter_block", "Ibarrier")
 
 
+def _overlapped(comm: Any, tag: int, *, started_first: bool) -> list[Any]:
+    """Each collective of STARTED overlapped with a message from rank 1 to rank 0 on ``tag``:
+    ``started_first``, rank 0 starts it, then receives what rank 1 sends after its Wait; else
+    rank 0 receives what rank 1 sends right after starting it, then starts it."""
+    r, n = comm.Get_rank(), comm.Get_size()
+    results = []
+    for name in STARTED:
+        if r == 0 and n > 1 and not started_first:
+            assert comm.recv(None, 1, tag) == name
+        request, out = _started(comm, name)
+        if r == 1 and not started_first:
+            comm.send(name, 0, tag)
+        if r == 0 and n > 1 and started_first:
+            assert comm.recv(None, 1, tag) == name
+        request.Wait()
+        if r == 1 and started_first:
+            comm.send(name, 0, tag)
+        results.append(out)
+    return results
+
+
 def check_a_rank_waiting_for_a_peer_that_has_not_started_the_collective_yet(
         c: SecureComm, raw: MPI.Intracomm) -> None:
     """Rank 0 receives from rank 1 before it starts the collective; rank 1 starts it first and
     sends only then (helper-100's Iallreduce pattern): each I-collective must return at once."""
-    def program(comm: Any) -> list[Any]:
-        r, n = comm.Get_rank(), comm.Get_size()
-        results = []
-        for name in STARTED:
-            if r == 0 and n > 1:
-                assert comm.recv(None, 1, 61) == name
-            request, out = _started(comm, name)
-            if r == 1:
-                comm.send(name, 0, 61)
-            request.Wait()
-            results.append(out)
-        return results
-
-    _each(raw, c, program)
+    _each(raw, c, lambda comm: _overlapped(comm, 61, started_first=False))
     ok("a_rank_waiting_for_a_peer_that_has_not_started_the_collective_yet")
 
 
@@ -109,20 +117,7 @@ def check_a_started_collective_progresses_while_its_rank_blocks_in_a_receive(
         c: SecureComm, raw: MPI.Intracomm) -> None:
     """Rank 0 starts the collective and blocks in a receive that rank 1 sends only once its
     own part completed: rank 0's part must progress inside that receive, as MPI's does."""
-    def program(comm: Any) -> list[Any]:
-        r, n = comm.Get_rank(), comm.Get_size()
-        results = []
-        for name in STARTED:
-            request, out = _started(comm, name)
-            if r == 0 and n > 1:
-                assert comm.recv(None, 1, 62) == name
-            request.Wait()
-            if r == 1:
-                comm.send(name, 0, 62)
-            results.append(out)
-        return results
-
-    _each(raw, c, program)
+    _each(raw, c, lambda comm: _overlapped(comm, 62, started_first=True))
     ok("a_started_collective_progresses_while_its_rank_blocks_in_a_receive")
 
 

@@ -199,9 +199,6 @@ class Collectives:
             raise
         self._c_send(data, root)
 
-    def _recv_or_drop(self, recvbuf: Any, root: int) -> None:
-        run(self._recv_or_drop_steps(recvbuf, root))
-
     def _recv_or_drop_steps(self, recvbuf: Any, root: int) -> Steps[None]:
         """Receive this rank's block from ``root``; if the buffer is wrong, receive and drop it."""
         try:
