@@ -7,6 +7,7 @@ Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts th
 from __future__ import annotations
 
 import faulthandler
+import time
 from typing import Any
 
 import numpy as np
@@ -389,6 +390,43 @@ def check_started_intercommunicator_collectives_progress_under_point_to_point_as
     ok("started_intercommunicator_collectives_progress_under_point_to_point_as_raw_mpi")
 
 
+def _key_halves_during(comm: Any) -> list[Any]:
+    """Ranks 0 and 1 each alone in a group; rank 0 creates their intercommunicator (its leader
+    sends its key half) while its part of a started Iallreduce of the peer communicator still
+    waits for a late rank 2; rank 1 waits for that Iallreduce before it creates its side."""
+    r = comm.Get_rank()
+    local = comm.Split(min(r, 2), r)
+    if r == 2:
+        time.sleep(0.3)
+    total = np.zeros(1, dtype="i8")
+    request = comm.Iallreduce(np.array([r + 1], dtype="i8"), total, MPI.SUM)
+    if r == 1:
+        request.Wait()
+    results: list[Any] = []
+    if r < 2:
+        inter = local.Create_intercomm(0, comm, 1 - r, 9)
+        results.append(inter.allreduce(r + 10))
+        inter.Free()
+    request.Wait()
+    local.Free()
+    return [*results, int(total[0])]
+
+
+def check_a_started_collective_of_the_peer_communicator_leaves_the_leaders_key_halves_alone(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Its receives took any tag of the collective lane, the leaders' key half too: rank 1's
+    Iallreduce read rank 0's half as rank 0's block and both hung (helper-103). Abort notices
+    now travel in band, flagged, so collectives receive the collective tag only."""
+    if c.size >= 3:  # (a late third rank)
+        faulthandler.dump_traceback_later(120, exit=True)
+        try:
+            assert _key_halves_during(c) == _key_halves_during(raw)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+    ok("a_started_collective_of_the_peer_communicator_leaves_the_leaders_key_halves_alone")
+
+
 def _square(x: int) -> tuple[int, int]:
     return x * x, MPI.COMM_WORLD.Get_rank()
 
@@ -420,6 +458,7 @@ if __name__ == "__main__":
             check_an_nbx_exchange_with_ibarrier_and_persistent_sends_cross_the_groups_as_on_raw_mpi,
             check_what_an_intercommunicator_cannot_do_raises_unsupported,
             check_started_intercommunicator_collectives_progress_under_point_to_point_as_raw_mpi,
+            check_a_started_collective_of_the_peer_communicator_leaves_the_leaders_key_halves_alone,
             check_mpi4py_futures_runs_tasks_over_the_secure_communicator,
         ]
     )

@@ -25,9 +25,10 @@ communicators, and user objects are unpickled only after their records authentic
 from __future__ import annotations
 
 from .buffers import Unsupported
-from .collectives import ABORT_TAG, COLL_TAG, CollectiveAborted
+from .collectives import COLL_TAG, CollectiveAborted
 from .communicator import SecureComm
 from .lane import RECORD_MAX, SINGLE_MAX
+from .limits import ABORT_TAG
 from .messages import SecureMessage
 from .requests import (
     PersistentRequest,

@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mpi4py import MPI
-
 from .buffers import (
     block_view,
     bottom_blocks,
@@ -27,7 +25,7 @@ from .buffers import (
     unpack,
     vector_view,
 )
-from .collectives import _BLOCK_ERRORS, ABORT_TAG, Collectives, Steps, _in_place
+from .collectives import _BLOCK_ERRORS, COLL_TAG, Collectives, Steps, _in_place
 from .lane import wait_all
 
 Blocks = tuple[list[memoryview], list[memoryview]]  # (block k to rank k, block k from rank k)
@@ -45,7 +43,7 @@ class AllToAll(Collectives):
         for step in range(1, size):
             dest, source = (rank + step) % size, (rank - step) % size
             if blocks is None:
-                requests, _records = self._c_isend(memoryview(b""), dest, ABORT_TAG)
+                requests, _records = self._c_isend(memoryview(b""), dest, abort=True)
             else:
                 requests, _records = self._c_isend(blocks[0][dest], dest)
             yield source
@@ -53,7 +51,7 @@ class AllToAll(Collectives):
                 if error is None and blocks is not None:
                     self._c_recv_into(blocks[1][source], source)
                 else:
-                    self._coll.recv(source, MPI.ANY_TAG, None)
+                    self._coll.recv(source, COLL_TAG, None)
             except _BLOCK_ERRORS as exc:  # the rest is still exchanged, then this raises
                 error = exc
             wait_all(requests)

@@ -13,7 +13,7 @@ operations), pairwise exchange for Alltoall, a chain for Scan/Exscan.
 No rank left behind: arguments are checked before any message is sent (a bad root is
 MPI's ``ERR_ROOT`` on every rank, since every rank passes the same root). A root that
 finds its own buffers wrong still receives (and drops) what the others send it and sends
-an abort notice (an empty record on tag :data:`ABORT_TAG`) to every rank that waits for
+an abort notice (an empty record flagged ABORT: :meth:`_c_abort`) to every rank that waits for
 it, so the others raise :class:`CollectiveAborted` instead of hanging, and no stale
 record is left for a later call.
 
@@ -45,11 +45,11 @@ from .buffers import (
     unpack,
     vector_view,
 )
-from .lane import Lane, progress
+from .lane import Lane, progress, wait_all
+from .limits import ABORT_TAG
 from .serial import dumps, loads
 
-COLL_TAG = 1  # the tag of collective traffic (collectives are called in the same order)
-ABORT_TAG = 2  # an empty record: the collective failed on the sending rank
+COLL_TAG = 1  # the tag of collective traffic, abort notices too (collectives are called in the same order)
 
 
 def _in_place(buf: Any) -> bool:
@@ -121,19 +121,25 @@ class Collectives:
         issuing.requests.extend(requests)
         issuing.records.append(records)
 
-    def _c_isend(self, data: memoryview, dest: int, tag: int = COLL_TAG) -> tuple[list[Any], list[Any]]:
+    def _c_isend(self, data: memoryview, dest: int, *, abort: bool = False) -> tuple[list[Any], list[Any]]:
         """A send whose (requests, records) the caller keeps until it waited for them; a
-        started collective keeps them itself (the caller gets none)."""
+        started collective keeps them itself (the caller gets none). ``abort``: an abort notice."""
         issuing = self._issuing
-        requests, records = self._coll.isend(data, dest, tag)
+        requests, records = self._coll.isend(data, dest, COLL_TAG, abort=abort)
         if issuing is None:
             return requests, records
         issuing.requests.extend(requests)
         issuing.records.append(records)
         return [], []
 
+    def _c_abort(self, dest: int) -> None:
+        """An abort notice to ``dest``: an empty record flagged ABORT (authenticated, in the
+        header) on the collective tag, so it takes the place of this rank's record in ``dest``'s
+        order; the receive reports it as :data:`ABORT_TAG`. Empty, so MPI sends it eagerly."""
+        wait_all(self._coll.isend(memoryview(b""), dest, COLL_TAG, abort=True)[0])
+
     def _c_recv(self, source: int, sink: memoryview | None) -> bytes | bytearray | None:
-        _, tag, n, data = self._coll.recv(source, MPI.ANY_TAG, sink)
+        _, tag, n, data = self._coll.recv(source, COLL_TAG, sink)
         if tag == ABORT_TAG:
             raise CollectiveAborted(f"the collective failed on rank {source}")
         if sink is not None and n != len(sink):
@@ -157,11 +163,11 @@ class Collectives:
         """Tell ``waiting`` ranks this collective failed here; drop what ``sending`` ranks send."""
         for dest in waiting:
             if dest != self.rank:
-                self._coll.send(memoryview(b""), dest, ABORT_TAG)  # empty: MPI sends it eagerly
+                self._c_abort(dest)
         for source in sending:
             if source != self.rank:
                 yield source
-                self._coll.recv(source, MPI.ANY_TAG, None)  # an abort notice, too, is just dropped
+                self._coll.recv(source, COLL_TAG, None)  # an abort notice, too, is just dropped
 
     def _recv_each(self, pairs: list[tuple[int, memoryview]]) -> Steps[None]:
         """Receive block after block; after an error (an abort notice, a wrong size) receive
@@ -173,7 +179,7 @@ class Collectives:
                 if error is None:
                     self._c_recv(source, sink)
                 else:
-                    self._coll.recv(source, MPI.ANY_TAG, None)
+                    self._coll.recv(source, COLL_TAG, None)
             except _BLOCK_ERRORS as exc:
                 error = exc
         if error is not None:
@@ -184,7 +190,7 @@ class Collectives:
         in both with abort notices, so every rank raises and nothing is left queued."""
         parent, children = self._tree(0)
         if self.rank != 0:
-            self._coll.send(memoryview(b""), 0, ABORT_TAG)
+            self._c_abort(0)
         yield from self._abort_steps(children, self._others() if parent is None else [parent])
 
     def _others(self) -> list[int]:
@@ -195,7 +201,7 @@ class Collectives:
         try:
             data = byte_view(sendbuf, writable=False)
         except Exception:
-            self._coll.send(memoryview(b""), root, ABORT_TAG)
+            self._c_abort(root)
             raise
         self._c_send(data, root)
 
@@ -206,7 +212,7 @@ class Collectives:
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)
             yield root
-            self._coll.recv(root, MPI.ANY_TAG, None)
+            self._coll.recv(root, COLL_TAG, None)
             raise
         yield root
         self._c_recv_into(sink, root)

@@ -40,7 +40,7 @@ from mpi4py import MPI
 
 from .posted import finish_detached
 
-ENDING_TAG = 4  # on the collective lane's bulk communicator (COLL_TAG 1, ABORT_TAG 2, ACK_TAG 3)
+ENDING_TAG = 4  # on the collective lane's bulk communicator (COLL_TAG 1, ACK_TAG 3)
 ENDING_WAIT = 10.0  # seconds a process waits for its senders' notices at most
 MAX_SLEEP = 0.010
 

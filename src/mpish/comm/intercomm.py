@@ -59,7 +59,7 @@ from .secret import SECRET_SIZE, CommSecret, InterSecret
 from .unsupported import _Unsupported
 
 _HALF = 32
-INTERCOMM_TAG = 3  # the leaders' key halves, on the peer's collective lane (COLL_TAG, ABORT_TAG: 1, 2)
+INTERCOMM_TAG = 3  # the leaders' key halves, on the peer's collective lane (COLL_TAG: 1)
 _TAGGED = struct.Struct(">q")  # the user's tag, sent with each half: both leaders must name the same
 
 

@@ -51,7 +51,7 @@ from mpi4py import MPI
 
 from ..wire.errors import RemoteProtocolError
 from .buffers import block_view, byte_view, typed_spec, vector_view
-from .collectives import ABORT_TAG, COLL_TAG, Steps, _dumps, _in_place, _loads, run
+from .collectives import COLL_TAG, Steps, _dumps, _in_place, _loads, run
 from .lane import Lane, wait_all
 
 
@@ -106,6 +106,7 @@ class InterCollectives:
     _c_recv_bytes: Any
     _c_send: Any
     _c_isend: Any
+    _c_abort: Any
     _recv_or_drop_steps: Any  # collectives.py: this rank's block from ``root``, dropped if buf is wrong
     _root_role: Any  # intercomm.py: "send" (this rank is the root), "receive" (the root is remote), "none"
 
@@ -124,7 +125,7 @@ class InterCollectives:
                 if error is None:
                     receive(peer, self._c_recv_bytes(peer))
                 else:
-                    self._coll.recv(peer, MPI.ANY_TAG, None)
+                    self._coll.recv(peer, COLL_TAG, None)
             except Exception as exc:
                 error = error or exc
         if error is not None:
@@ -136,7 +137,7 @@ class InterCollectives:
         yield error
         for peer in self._remotes():
             yield peer
-            self._coll.recv(peer, MPI.ANY_TAG, None)
+            self._coll.recv(peer, COLL_TAG, None)
 
     def _exchange_each(
         self, blocks: list[memoryview] | None, receive: Callable[[int, Any], None]
@@ -145,8 +146,8 @@ class InterCollectives:
         record of each to ``receive`` (:meth:`_receive_each`); nothing is left behind."""
         requests, records = [], []  # the blocking form's (a started one keeps its own)
         for peer in self._remotes():
-            block, tag = (memoryview(b""), ABORT_TAG) if blocks is None else (blocks[peer], COLL_TAG)
-            sent, kept = self._c_isend(block, peer, tag)
+            block = memoryview(b"") if blocks is None else blocks[peer]
+            sent, kept = self._c_isend(block, peer, abort=blocks is None)
             requests += sent
             records.append(kept)
         try:
@@ -160,7 +161,7 @@ class InterCollectives:
             blocks = make()
         except Exception:
             for peer in self._remotes():
-                self._coll.send(memoryview(b""), peer, ABORT_TAG)  # empty: MPI sends it eagerly
+                self._c_abort(peer)
             raise
         requests, records = [], []
         for peer in self._remotes():
@@ -174,7 +175,7 @@ class InterCollectives:
         try:
             data = make()
         except Exception:
-            self._coll.send(memoryview(b""), root, ABORT_TAG)
+            self._c_abort(root)
             raise
         self._c_send(data, root)
 

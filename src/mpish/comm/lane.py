@@ -34,10 +34,20 @@ from mpi4py import MPI
 
 from ..transport.mpi import discard
 from ..wire.errors import RemoteProtocolError, ReplayError
-from ..wire.record import FLAG_CONTINUATION, FLAG_MORE, FLAG_SYNC, HEADER_SIZE, SMALL_RECORD, Opener, Sealer
+from ..wire.record import (
+    FLAG_ABORT,
+    FLAG_CONTINUATION,
+    FLAG_MORE,
+    FLAG_SYNC,
+    HEADER_SIZE,
+    SMALL_RECORD,
+    Opener,
+    Sealer,
+)
 from .buffers import matches, mpi_error, mpi_truncate
 from .bulk import LongMessages
 from .limits import (
+    ABORT_TAG,
     FIRST_MAX,
     MATCH_FIRST,
     RECORD_ERRORS,
@@ -192,16 +202,18 @@ class Lane(PostedReceives, LongMessages):
         self.send_long(sealer, data, dest, tag)
 
     def isend(
-        self, data: memoryview, dest: int, tag: int, *, synchronous: bool = False
+        self, data: memoryview, dest: int, tag: int, *, synchronous: bool = False, abort: bool = False
     ) -> tuple[list[Any], list[Any]]:
         """Nonblocking send: every record sealed now into its own buffer, all posted.
 
-        ``synchronous``: the first record is flagged SYNC (its receive acknowledges it: synchronous.py)."""
+        ``synchronous``: the first record is flagged SYNC (its receive acknowledges it: synchronous.py).
+        ``abort``: an empty record flagged ABORT, a collective's abort notice (:meth:`process`)."""
         sealer = self.sealer_for(dest, tag)
         if sealer is None:
             return [], []
         if len(data) <= SINGLE_MAX:
-            record = sealer.seal(data, channel=tag, flags=FLAG_SYNC if synchronous else 0)
+            flags = (FLAG_SYNC if synchronous else 0) | (FLAG_ABORT if abort else 0)
+            record = sealer.seal(data, channel=tag, flags=flags)
             return [self.comm.Isend([record, MPI.BYTE], dest, tag)], [record]
         return self.post_long(sealer, data, dest, tag, pooled=False, synchronous=synchronous)
 
@@ -352,7 +364,9 @@ class Lane(PostedReceives, LongMessages):
         if counter <= last.get(key, -1):
             raise ReplayError(f"record {counter} from rank {source} on tag {tag} is a replay or out of order")
         last[key] = counter
-        if flags:  # synchronous, or the first record of a message of several records
+        if flags:  # synchronous, an abort notice, or the first record of a message of several records
+            if flags & FLAG_ABORT:  # a collective's abort notice: reported as ABORT_TAG, never as data
+                return _deliver(source, ABORT_TAG, b"", sink)
             if flags & FLAG_SYNC and not probing:
                 acknowledge(self, source, tag, counter)
             if flags & FLAG_MORE:
@@ -384,12 +398,13 @@ class Lane(PostedReceives, LongMessages):
             message.Recv([buf, MPI.BYTE])
             self.flush_posted(s, t, None)
             try:
-                _, _, _, data = self.process(buf, s, t, None, probing=True)
+                _, reported, _, data = self.process(buf, s, t, None, probing=True)
             except RECORD_ERRORS as exc:
                 self.stats.reject(exc)
                 continue
             assert data is not None
-            early = Early(s, t, data, owed(self, buf, s, t))  # its receive acknowledges a synchronous one
+            # (owed: the receive of a synchronous one acknowledges it)
+            early = Early(s, t, data, owed(self, buf, s, t), reported == ABORT_TAG)
             self.early.append(early)
             return early
 

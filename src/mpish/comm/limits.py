@@ -35,6 +35,9 @@ MATCH_FIRST = MPI.Get_library_version().startswith("Open MPI")
 
 Envelope = tuple[int, int]  # (source, tag) of a received message
 Result = tuple[int, int, int, bytes | bytearray | None]  # source, tag, nbytes, data (if no sink)
+# The tag a lane reports for an abort notice of a collective (collectives.py): an empty record
+# flagged ABORT on the collective tag. No MPI message carries this tag.
+ABORT_TAG = 2
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Early:
     tag: int
     data: bytes | bytearray
     ack: Callable[[], None] | None = None  # a synchronous message: its receive acknowledges it
+    aborted: bool = False  # an abort notice: received, it reports ABORT_TAG (not its MPI tag)
 
 
 def deliver_early(early: Early, sink: memoryview | None) -> Result:
@@ -77,10 +81,10 @@ def deliver_early(early: Early, sink: memoryview | None) -> Result:
     if early.ack is not None:  # received now, even if it does not fit (MPI's receive matched it)
         ack, early.ack = early.ack, None
         ack()
-    n = len(early.data)
+    n, tag = len(early.data), ABORT_TAG if early.aborted else early.tag
     if sink is None:
-        return early.source, early.tag, n, early.data
+        return early.source, tag, n, early.data
     if n > len(sink):
         raise mpi_truncate(f"message of {n} bytes, receive buffer of {len(sink)}")
     sink[:n] = early.data
-    return early.source, early.tag, n, None
+    return early.source, tag, n, None

@@ -50,7 +50,7 @@ from typing import Any
 
 from mpi4py import MPI
 
-from .collectives import Collectives, Issuing, Steps, run
+from .collectives import COLL_TAG, Collectives, Issuing, Steps, run
 from .lane import _ACTIVE, wait_all
 from .persistent import PersistentRequest
 from .posted import detach
@@ -105,7 +105,7 @@ class Started(Issuing):
         try:
             while not self.done:
                 waiting = self.source is not None and not block
-                if waiting and self.lane.probe(self.source, MPI.ANY_TAG, block=False) is None:  # type: ignore[arg-type]
+                if waiting and self.lane.probe(self.source, COLL_TAG, block=False) is None:  # type: ignore[arg-type]
                     return False  # (an error of the probe is the caller's: the steps stay as they are)
                 self._step()
         finally:

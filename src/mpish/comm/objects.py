@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mpi4py import MPI
-
 from .alltoall import AllToAll
 from .collectives import COLL_TAG, _dumps, _loads
 from .lane import wait_all
@@ -44,7 +42,7 @@ class ObjectCollectives(AllToAll):
                 if error is None:
                     objects[source] = _loads(self._c_recv_bytes(source))
                 else:
-                    self._coll.recv(source, MPI.ANY_TAG, None)
+                    self._coll.recv(source, COLL_TAG, None)
             except Exception as exc:  # an abort notice, a wrong record, an object that cannot load
                 error = error or exc
         if error is not None:
@@ -120,7 +118,7 @@ class ObjectCollectives(AllToAll):
                 if error is None:
                     out[source] = _loads(self._c_recv_bytes(source))
                 else:
-                    self._coll.recv(source, MPI.ANY_TAG, None)
+                    self._coll.recv(source, COLL_TAG, None)
             except Exception as exc:
                 error = error or exc
             wait_all(requests)

@@ -363,7 +363,7 @@ class PostedReceives:
         if posted.buf is not landing:  # a forged record in the flush moved this slot (_post_again)
             posted = next(p for p in self.posted if p.buf is landing)
         try:
-            _, _, n, data = self.process(memoryview(landing)[:count], s, t, posted.sink)
+            _, t, n, data = self.process(memoryview(landing)[:count], s, t, posted.sink)  # (ABORT_TAG)
         except RECORD_ERRORS as exc:
             try:
                 self.stats.reject(exc)

@@ -16,7 +16,7 @@ from typing import Any
 from mpi4py import MPI
 
 from .buffers import block_view, byte_view, typed_spec
-from .collectives import ABORT_TAG, Steps, _dumps, _in_place, _loads, run
+from .collectives import COLL_TAG, Steps, _dumps, _in_place, _loads, run
 from .objects import ObjectCollectives
 
 
@@ -65,7 +65,7 @@ class Reductions(ObjectCollectives):
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)
             if rank != 0:
-                self._coll.send(memoryview(b""), 0, ABORT_TAG)  # in place of this rank's contribution
+                self._c_abort(0)  # in place of this rank's contribution
             else:
                 yield from self._abort_steps([], self._others())
             yield from self._pass_on_to_root(root)
@@ -89,10 +89,10 @@ class Reductions(ObjectCollectives):
     def _pass_on_to_root(self, root: int) -> Steps[None]:
         """Reduce failed here: rank 0 tells a root elsewhere; that root drops rank 0's notice."""
         if root != 0 and self.rank == 0:
-            self._coll.send(memoryview(b""), root, ABORT_TAG)
+            self._c_abort(root)
         elif root != 0 and self.rank == root:
             yield 0
-            self._coll.recv(0, MPI.ANY_TAG, None)
+            self._coll.recv(0, COLL_TAG, None)
 
     def reduce(self, sendobj: Any, op: Any = MPI.SUM, root: int = 0) -> Any:
         """Gathered at rank 0, folded there in rank order, sent on to ``root``; a failure at
@@ -211,9 +211,9 @@ class Reductions(ObjectCollectives):
             yield exc  # this rank's own arguments: the call raises it (module doc)
             if rank > 0:
                 yield rank - 1
-                self._coll.recv(rank - 1, MPI.ANY_TAG, None)  # the prefix (or a notice): dropped
+                self._coll.recv(rank - 1, COLL_TAG, None)  # the prefix (or a notice): dropped
             if not last:
-                self._coll.send(memoryview(b""), rank + 1, ABORT_TAG)
+                self._c_abort(rank + 1)
             raise
         partial = bytearray(send)  # the prefix up to and including this rank
         try:
@@ -226,7 +226,7 @@ class Reductions(ObjectCollectives):
                 op.Reduce_local(typed_spec(typed, before, nbytes), typed_spec(typed, partial, nbytes))
         except Exception:
             if not last:
-                self._coll.send(memoryview(b""), rank + 1, ABORT_TAG)
+                self._c_abort(rank + 1)
             raise
         if inclusive:
             recv[:] = partial
@@ -257,7 +257,7 @@ class Reductions(ObjectCollectives):
                 data = _dumps(partial)
         except Exception:
             if rank + 1 < self.size:
-                self._coll.send(memoryview(b""), rank + 1, ABORT_TAG)
+                self._c_abort(rank + 1)
             raise
         if data is not None:
             self._c_send(data, rank + 1)

@@ -43,7 +43,7 @@ from .buffers import (
     unpack,
     vector_view,
 )
-from .collectives import ABORT_TAG, COLL_TAG, Steps, _dumps, _in_place, _loads, run
+from .collectives import COLL_TAG, Steps, _dumps, _in_place, _loads, run
 from .lane import wait_all
 from .nonblocking import NonBlocking, after_started, blocking, persistent, started
 
@@ -120,8 +120,8 @@ class Topology(NonBlocking):
         for k, dest in enumerate(dests):
             if dest == _PROC_NULL:
                 continue
-            block, tag = (memoryview(b""), ABORT_TAG) if blocks_out is None else (blocks_out[k], COLL_TAG)
-            sent, kept = self._c_isend(block, dest, tag)  # nonblocking: dest may be this rank
+            block = memoryview(b"") if blocks_out is None else blocks_out[k]
+            sent, kept = self._c_isend(block, dest, abort=blocks_out is None)  # dest may be this rank
             requests += sent
             records.append(kept)
         try:
@@ -129,7 +129,7 @@ class Topology(NonBlocking):
             if blocks_out is None:
                 for source, _ in pairs:
                     yield source
-                    self._coll.recv(source, MPI.ANY_TAG, None)
+                    self._coll.recv(source, COLL_TAG, None)
                 return
             yield from self._receive_slots(pairs, slots)
         finally:
@@ -141,7 +141,7 @@ class Topology(NonBlocking):
             yield source
             try:
                 if error is not None:
-                    self._coll.recv(source, MPI.ANY_TAG, None)
+                    self._coll.recv(source, COLL_TAG, None)
                 elif isinstance(slots[slot], memoryview):
                     self._c_recv_into(slots[slot], source)
                 else:
