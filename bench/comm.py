@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib.util
 import json
 import math
 import os
@@ -567,6 +568,11 @@ def main() -> None:
         pingpong_run(tuple(args.pingpong), args.rounds)
     elif "PMI_RANK" in os.environ or "PMIX_RANK" in os.environ:
         raise SystemExit("run python bench/comm.py without mpiexec: it starts its own jobs")
+    elif importlib.util.find_spec("Crypto") is None:  # the seed's baseline (pycryptodome)
+        raise SystemExit(
+            "bench/comm.py compares against the seed's scheme, which needs pycryptodome: "
+            "install the bench extra first (.venv/bin/pip install -e '.[bench]')"
+        )
     else:
         driver(args.rounds)
 
