@@ -121,6 +121,45 @@ def check_a_started_collective_progresses_while_its_rank_blocks_in_a_receive(
     ok("a_started_collective_progresses_while_its_rank_blocks_in_a_receive")
 
 
+def _persistent(comm: Any, tag: int, *, started_first: bool) -> list[Any]:
+    """_overlapped's patterns with persistent collectives (MPI 4), each started twice, by its
+    Start and by MPI's Startall, waited for by its Wait and by MPI's Waitall (each start ran
+    the whole collective: rank 0 blocked in its receive hung the other)."""
+    r, n = comm.Get_rank(), comm.Get_size()
+    mine, total = np.zeros(4, dtype="i8"), np.zeros(4, dtype="i8")
+    got = np.zeros(4, dtype="i8")
+    requests = {"Allreduce_init": comm.Allreduce_init(mine, total, MPI.SUM),
+                "Bcast_init": comm.Bcast_init(got, 0), "Barrier_init": comm.Barrier_init()}
+    results = []
+    for round_ in range(2):
+        for name, request in requests.items():
+            mine[:] = np.arange(4) + 10 * r + round_
+            got[:] = np.arange(4) + round_ if r == 0 else 0
+            if r == 0 and n > 1 and not started_first:
+                assert comm.recv(None, 1, tag) == name
+            request.Start() if round_ == 0 else MPI.Prequest.Startall([request])
+            if r == 1 and not started_first:
+                comm.send(name, 0, tag)
+            if r == 0 and n > 1 and started_first:
+                assert comm.recv(None, 1, tag) == name
+            request.Wait() if round_ == 0 else MPI.Request.Waitall([request])
+            if r == 1 and started_first:
+                comm.send(name, 0, tag)
+            results.append((name, total.copy(), got.copy()))
+    for request in requests.values():
+        request.Free()
+    return results
+
+
+def check_a_persistent_collective_progresses_as_a_started_one_in_both_patterns(
+        c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Each start of Allreduce_init, Bcast_init and Barrier_init is a started collective:
+    in both of _overlapped's patterns it completes where raw MPI's does (it ran whole and hung)."""
+    _each(raw, c, lambda comm: _persistent(comm, 63, started_first=False))
+    _each(raw, c, lambda comm: _persistent(comm, 64, started_first=True))
+    ok("a_persistent_collective_progresses_as_a_started_one_in_both_patterns")
+
+
 def check_several_started_collectives_and_long_messages_complete_in_any_wait_order(
         c: SecureComm, raw: MPI.Intracomm) -> None:
     """Two collectives started back to back, one of them 1 MiB (many records), waited in reverse
@@ -284,6 +323,7 @@ def check_a_communicator_freed_while_a_collective_is_started_completes_it(
 CHECKS = [
     check_a_rank_waiting_for_a_peer_that_has_not_started_the_collective_yet,
     check_a_started_collective_progresses_while_its_rank_blocks_in_a_receive,
+    check_a_persistent_collective_progresses_as_a_started_one_in_both_patterns,
     check_several_started_collectives_and_long_messages_complete_in_any_wait_order,
     check_a_started_neighbour_collective_progresses_while_its_rank_blocks_in_a_receive,
     check_a_started_collective_that_fails_elsewhere_raises_at_wait_and_leaves_nothing,

@@ -105,6 +105,13 @@ def persistent_requests_are_refused_by_mpi_and_started_by_their_own_start(c: mpi
     persistent.Wait()
     persistent.Free()
     assert np.all(got == 4.0)
+    total = np.zeros(1)  # a persistent collective too: started by its Start, progressed by its Wait
+    allreduce = c.Allreduce_init(np.ones(1), total)
+    for _ in range(2):
+        allreduce.Start()
+        allreduce.Wait()
+        assert total[0] == c.size, total
+    allreduce.Free()
 
 
 def test_loops_progress_the_other_posted_receives(c: mpish.SecureComm) -> None:

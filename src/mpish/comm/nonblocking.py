@@ -33,12 +33,12 @@ The neighbourhood collectives of topologies (topology.py) and the collectives of
 intercommunicators (intercomm.py, intercomm_collectives.py) are steps too, started the same way.
 
 Persistent collectives (``Bcast_init``...: MPI 4) are persistent requests (persistent.py)
-whose every start runs the whole collective (:func:`run_at_call`): their MPI handle is a
-completed generalized request, so MPI's own ``Waitall`` on them could not wait for steps
-still to come. They start by their own ``Start`` or
-``mpish.comm.Startall``, in the caller's order; MPI's ``MPI.Prequest.Startall`` refuses
-them with ``ERR_REQUEST``, since the progress thread that notices MPI's starts could run two
-of them in another order than another rank.
+whose every start starts the collective (:func:`persistent`), as its ``I``-form: started by
+their own ``Start``, ``mpish.comm.Startall`` or MPI's ``MPI.Prequest.Startall``, completed by
+any wait, MPI's included. Starts run in the order they were made, and every collective's
+entry first runs the starts not run yet (``persistent.notice_starts``), so a rank whose start
+MPI made (noticed by the progress thread, maybe later) runs its collectives in the same
+order as a rank that called ``Start``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from mpi4py import MPI
 
 from .collectives import COLL_TAG, Collectives, Issuing, Steps, run
 from .lane import _ACTIVE, wait_all
-from .persistent import PersistentRequest
+from .persistent import PersistentRequest, notice_starts
 from .posted import detach
 from .reductions import Reductions
 from .requests import SecureRequest
@@ -207,6 +207,7 @@ def blocking(name: str, owner: type = Reductions) -> Callable[..., None]:
     steps = getattr(owner, f"_{name}_steps")
 
     def collective(self: Reductions, *args: Any, **kwargs: Any) -> None:
+        notice_starts()  # (persistent collectives started by MPI come first)
         if self._started:
             self._settle_started()
         run(steps(self, *args, **kwargs))
@@ -233,24 +234,9 @@ def started(name: str, owner: type = Reductions) -> Callable[..., SecureRequest]
     return start
 
 
-def run_at_call(name: str) -> Callable[..., SecureRequest]:
-    """A collective started by running its blocking form whole: the returned request is
-    complete (the persistent collectives' starts: module doc)."""
-
-    def start(self: Any, *args: Any, **kwargs: Any) -> SecureRequest:
-        getattr(self, name)(*args, **kwargs)  # the public form: after any started collective
-        return SecureRequest(self._coll)
-
-    start.__name__ = _i_name(name)
-    start.__doc__ = f"{name}, run at the call; the returned request is complete (module doc)."
-    return start
-
-
 def persistent(name: str) -> Callable[..., PersistentRequest]:
-    """``<name>_init``: each start runs the collective whole (module doc). MPI's own Start/Startall
-    refuse it (ERR_REQUEST): noticed by the progress thread, two started at once could run
-    in another order on another rank, and collectives must run in one order everywhere."""
-    start = run_at_call(name)
+    """``<name>_init``: each start starts the collective, as its ``I``-form does (module doc)."""
+    started_form = _i_name(name)
     signature = inspect.signature(getattr(MPI.Cartcomm if name.startswith("Neighbor") else MPI.Intracomm,
                                           name + "_init"))  # mpi4py's: its names are ours too
 
@@ -260,10 +246,10 @@ def persistent(name: str) -> Callable[..., PersistentRequest]:
         arguments.pop("info", None)  # hints only
         if "root" in arguments:
             self._root(arguments["root"])  # ERR_ROOT at the call, as MPI checks it
-        return PersistentRequest(self._coll, lambda: start(self, **arguments), by_mpi=False)
+        return PersistentRequest(self._coll, lambda: getattr(self, started_form)(**arguments))
 
     init.__name__ = name + "_init"
-    init.__doc__ = f"Persistent {name}: each Start runs it (its own Start or mpish.comm.Startall)."
+    init.__doc__ = f"Persistent {name}: each start (Start, Startall, MPI's Startall) starts {started_form}."
     return init
 
 
@@ -277,6 +263,7 @@ def after_started(method: Callable[..., Any]) -> Callable[..., Any]:
     """``method`` (a collective), after the remaining steps of the started ones."""
 
     def collective(self: Reductions, *args: Any, **kwargs: Any) -> Any:
+        notice_starts()  # (persistent collectives started by MPI come first)
         if self._started:
             self._settle_started()
         return method(self, *args, **kwargs)
@@ -290,6 +277,7 @@ class NonBlocking(Reductions):
 
     def _start(self, steps: Steps[Any]) -> SecureRequest:
         """Start a collective: its steps as far as they go now, the rest as records arrive."""
+        notice_starts()  # (persistent collectives started by MPI come first)
         self._started[:] = [started for started in self._started if not started.done]
         started = Started(self, steps, self._started[-1] if self._started else None)
         self._started.append(started)

@@ -8,12 +8,20 @@ of an empty message to this process, on a private duplicate of ``MPI.COMM_SELF``
 *trigger*, one tag per request). Starting it, by the request's ``Start`` or by MPI, only
 puts that empty message in this process's queue; nothing leaves the process. mpish notices
 the start by probing for the message (at once in ``Start``; else in the progress thread of
-handles.py, which watches every persistent request until it is freed; a probe, because
-testing the handle while MPI waits on it in another thread is not safe), and runs the secure
-operation (``Isend``, ``Issend`` or ``Irecv``: records sealed and authenticated as any
-other). Once that operation completed, mpish receives the empty message, which completes
-the synchronous send, so MPI's ``Waitany``/``Waitall``... return the request as done, and
-only then.
+handles.py, which watches every persistent request until it is freed, and at the entry of
+every collective; a probe, because testing the handle while MPI waits on it in another
+thread is not safe), and runs the secure operation (``Isend``, ``Issend``, ``Irecv``, or a
+started collective: records sealed and authenticated as any other). Once that operation
+completed, mpish receives the empty message, which completes the synchronous send, so MPI's
+``Waitany``/``Waitall``... return the request as done, and only then.
+
+Order (:func:`notice_starts`). Starts are run in the order they were made: the trigger
+messages are one process's messages to itself on one communicator, which MPI keeps in order
+across tags, so a probe for any tag finds the oldest start first. That matters for the
+persistent collectives (``Bcast_init``...: MPI 4), whose starts must run in the same order
+on every rank (collectives.py): a rank that started one with ``MPI.Prequest.Startall`` and
+then calls another collective first runs the start it made (every collective's entry notices
+the starts first: nonblocking.py), as a rank that used the request's own ``Start`` did.
 
 The request's own methods (``Wait``, ``Test``, ``Get_status``...) and ``mpish.comm.Waitall``
 & co. report the operation's status (source, tag, count). MPI's class-level calls report the
@@ -23,13 +31,8 @@ the trigger's status there (that of an empty send), not the message's.
 Without ``MPI_THREAD_MULTIPLE`` there is no thread to notice a start made by MPI, so the
 handle is instead a completed generalized request whose query fails: ``MPI.Prequest.Startall``
 and MPI's completion calls raise MPI's ``ERR_REQUEST`` (never a hang); the request's methods
-and ``mpish.comm.Startall``/``Waitall`` work. Persistent collectives (nonblocking.py,
-``by_mpi=False``) run their operation to completion in the caller's ``Start``: their MPI
-handle is null, so MPI's completion calls (``MPI.Request.Waitall``, ``Waitany``...) treat
-them as inactive requests, rightly, since each is complete once its Start returned (not as
-complete requests: ``Waitany`` must not pick an idle one), and ``MPI.Prequest.Startall``
-refuses them (``ERR_REQUEST``): MPI cannot start what only the caller's thread may run. The
-request itself stays true and unequal to ``MPI.REQUEST_NULL`` until ``Free``, as MPI's.
+and ``mpish.comm.Startall``/``Waitall`` work. The request itself stays true and unequal to
+``MPI.REQUEST_NULL`` until ``Free``, as MPI's.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ _EMPTY = [None, 0, MPI.BYTE]
 _COMM: list[Any] = []  # the trigger communicator, made on first use
 _FREE_TAGS: list[int] = []
 _NEXT_TAG = [0]
+_NOTICING = [False]  # in notice_starts (a collective started there notices starts too: nested)
 
 
 def _trigger_comm() -> Any:
@@ -65,13 +69,39 @@ class _Starts:
     send to itself, then ``Recv``)."""
 
     def progress(self) -> None:
-        for request in list(_LIVE):
-            request._sync()
+        notice_starts()
         if not _LIVE:  # the last ones were dropped without Free
             _ACTIVE.discard(self)
 
 
+def notice_starts(until: PersistentRequest | None = None) -> None:
+    """Run the starts made (by MPI or by a request's ``Start``) that mpish has not run yet, in
+    the order they were made (module doc). ``until``: a request just started by its ``Start``,
+    whose message is on its way: wait for it; its operation's error at the start raises here."""
+    if not _BY_TAG or _NOTICING[0]:
+        return
+    comm, status = _COMM[0], MPI.Status()
+    _NOTICING[0] = True
+    try:
+        while until is None or until._trigger.message is None:
+            block = until is not None
+            message = comm.Mprobe(0, MPI.ANY_TAG, status) if block else comm.Improbe(0, MPI.ANY_TAG, status)
+            if message is None:
+                return
+            request = _BY_TAG.get(status.Get_tag())
+            if request is None:  # dropped without Free (nobody waits for it): its send completes
+                message.Recv(_EMPTY)
+                continue
+            request._trigger.message = message
+            request._run(raising=request is until)
+            if request is until:
+                return
+    finally:
+        _NOTICING[0] = False
+
+
 _LIVE: weakref.WeakSet[PersistentRequest] = weakref.WeakSet()
+_BY_TAG: weakref.WeakValueDictionary[int, PersistentRequest] = weakref.WeakValueDictionary()  # by trigger tag
 _STARTS = _Starts()
 
 
@@ -88,13 +118,13 @@ def _live(request: PersistentRequest, alive: bool) -> None:
 
 class Trigger:
     """The MPI handle of a persistent request: a persistent synchronous empty send to this
-    process (or, without threads or with ``by_mpi=False``, a completed generalized request
-    that MPI's calls refuse). Its start puts a message in the trigger communicator, which mpish's probe
-    notices (it never touches the handle MPI may be waiting on in another thread); the send
-    completes when mpish receives that message, once the secure operation completed."""
+    process (or, without threads, a completed generalized request that MPI's calls refuse).
+    Its start puts a message in the trigger communicator, which mpish's probe notices (it never
+    touches the handle MPI may be waiting on in another thread: :func:`notice_starts`); the
+    send completes when mpish receives that message, once the secure operation completed."""
 
-    def __init__(self, by_mpi: bool = True) -> None:
-        self.real = by_mpi and threads_ok()
+    def __init__(self) -> None:
+        self.real = threads_ok()
         self.message: Any = None  # the start's message, matched, received when the operation is done
         self.tag = -1
         if self.real:
@@ -102,16 +132,8 @@ class Trigger:
             if self.tag == _NEXT_TAG[0]:
                 _NEXT_TAG[0] += 1
             self.request = _trigger_comm().Ssend_init(_EMPTY, 0, self.tag)
-        elif by_mpi:  # refused: MPI's calls raise ERR_REQUEST (module doc)
+        else:  # refused: MPI's calls raise ERR_REQUEST (module doc)
             self.request = MPI.Prequest.fromhandle(refused_handle().handle)
-        else:  # the operation completes in Start: MPI's calls see an inactive request (module doc)
-            self.request = MPI.Prequest()
-
-    def started(self, *, block: bool) -> bool:
-        """True if a start's message is there (taken: matched, not received yet)."""
-        comm = _trigger_comm()
-        self.message = comm.Mprobe(0, self.tag) if block else comm.Improbe(0, self.tag)
-        return self.message is not None
 
     def fire(self) -> None:
         """Complete the handle: receive the start's message (the synchronous send completes)."""
@@ -125,7 +147,7 @@ class Trigger:
 
 class PersistentRequest(MPI.Prequest):
     """A persistent request: each start (its ``Start``, ``mpish.comm.Startall``, or MPI's
-    ``MPI.Prequest.Startall`` unless ``by_mpi=False``) runs the secure operation again (module doc).
+    ``MPI.Prequest.Startall``) runs the secure operation again (module doc).
 
     As in MPI it stays valid (true, not equal to MPI.REQUEST_NULL) after completion, until
     ``Free``; not started or completed, lists of requests skip it (inactive).
@@ -135,51 +157,51 @@ class PersistentRequest(MPI.Prequest):
     __hash__ = object.__hash__  # MPI.Request compares handles and has none (handles.py keeps a set)
 
     def __bool__(self) -> bool:
-        """True until Free, as an MPI persistent request (a persistent collective's handle is null)."""
+        """True until Free, as an MPI persistent request."""
         return not self.__dict__.get("_freed", False)
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, MPI.Request):
-            return NotImplemented
-        null = [r for r in (self, other) if isinstance(r, PersistentRequest) and not r._trigger.real]
-        if not null:
-            return bool(MPI.Request.__eq__(self, other))  # handles, as MPI's
-        if isinstance(other, PersistentRequest):
-            return other is self
-        return not self and bool(other == MPI.REQUEST_NULL)  # a null handle by design (module doc)
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    def __new__(cls, *args: Any, by_mpi: bool = True, **kwargs: Any) -> PersistentRequest:
-        trigger = Trigger(by_mpi)
+    def __new__(cls, *args: Any, **kwargs: Any) -> PersistentRequest:
+        trigger = Trigger()
         request = super().__new__(cls, trigger.request)
         request._trigger = trigger
         return request
 
-    def __init__(self, lane: Any, start: Callable[[], Any], by_mpi: bool = True) -> None:
-        """``by_mpi=False``: MPI's own Start/Startall refuse it (ERR_REQUEST), as without threads."""
+    def __init__(self, lane: Any, start: Callable[[], Any]) -> None:
         self._start = start  # starts the secure operation: a SecureRequest
         self._inner: Any = None
         self._phase = IDLE
         self._outcome: tuple[Any, ...] | None = None  # ((source, tag, nbytes), obj, error, cancelled)
         self._freed = False
         if self._trigger.real:
+            _BY_TAG[self._trigger.tag] = self
             watch(self)
             _live(self, True)
 
     # -- the phases
 
     def _sync(self) -> None:
-        """Notice a start made by MPI: its trigger message is there."""
-        if self._phase == RUNNING or self._freed or not self._trigger.real:
-            return
-        if self._trigger.started(block=False):
-            self._run()
+        """Notice the starts made by MPI (this one's among them), in their order."""
+        if self._trigger.real and not self._freed:
+            notice_starts()
 
-    def _run(self) -> None:
+    def _run(self, raising: bool = True) -> None:
+        """Start the secure operation. If that fails at once (its arguments), ``raising``: the
+        caller's Start raises it and the request is idle again; else (a start made by MPI) the
+        request completes with that error, which its Wait raises."""
         self._outcome = None
-        self._inner = self._start()
+        try:
+            self._inner = self._start()
+        except Exception as exc:
+            if raising:
+                if self._trigger.real:
+                    self._trigger.fire()
+                    MPI.Prequest.Wait(self)
+                raise
+            self._outcome = ((MPI.ANY_SOURCE, MPI.ANY_TAG, 0), None, exc, False)
+            self._inner, self._phase = None, DONE
+            if self._trigger.real:
+                self._trigger.fire()
+            return
         self._phase = RUNNING
 
     def _advance(self, *, block: bool) -> bool:
@@ -241,16 +263,15 @@ class PersistentRequest(MPI.Prequest):
         if self._freed:
             raise ValueError("Start of a freed persistent request")
         self._sync()
-        if self._phase == RUNNING and not self._trigger.real and self._advance(block=False):
-            self._phase = IDLE  # done in its Start; a wait by MPI's calls saw it inactive (module doc)
         if self._phase == RUNNING:
             raise ValueError("Start of a persistent request that is still active")
-        if self._trigger.real:
-            if self._phase == DONE:
-                MPI.Prequest.Wait(self)  # the last run's handle completion, if nobody took it
-            MPI.Prequest.Start(self)
-            self._trigger.started(block=True)  # its own message: to this process, there at once
-        self._run()
+        if not self._trigger.real:
+            self._run()
+            return
+        if self._phase == DONE:
+            MPI.Prequest.Wait(self)  # the last run's handle completion, if nobody took it
+        MPI.Prequest.Start(self)
+        notice_starts(until=self)  # its own message (to this process: there at once), after older ones
 
     def Wait(self, status: Any = None) -> Literal[True]:
         self._advance(block=True)
@@ -311,6 +332,8 @@ class PersistentRequest(MPI.Prequest):
         self._freed = True
         unwatch(self)
         _live(self, False)
+        if _BY_TAG.get(self._trigger.tag) is self:
+            del _BY_TAG[self._trigger.tag]
         if MPI.Request.__bool__(self):
             MPI.Request.Free(self)
         self._trigger.release()
