@@ -69,8 +69,9 @@ def _main_parser() -> argparse.ArgumentParser:
         "--commands-from",
         dest="commands_from",
         metavar="FILE",
-        help="run the console lines in FILE ('-' = stdin), read by the console alone, and exit; "
-        "unlike -c, the commands are not in argv, which a launcher sends to other hosts unencrypted",
+        help="run the console lines in FILE ('-' = stdin), read by the console alone, and exit with "
+        "the last line's status (as clush and a bash script); unlike -c, the commands are not in argv, "
+        "which a launcher sends to other hosts unencrypted",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more output (repeatable)")
@@ -161,7 +162,8 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
     once.add_argument("-c", dest="command", metavar="COMMAND",
                       help="run COMMAND on every host and exit (or give it as the last words)")
     once.add_argument("-C", "--commands-from", dest="commands_from", metavar="FILE",
-                      help="run the console lines in FILE ('-' = stdin) and exit, as the MPI shell's -C")
+                      help="run the console lines in FILE ('-' = stdin) and exit with the last line's "
+                      "status, as the MPI shell's -C")
     select = parser.add_argument_group("selecting hosts (clush's options)")
     select.add_argument("-w", dest="nodes", action="append", default=[], metavar="NODES",
                         help="hosts to run on, a node set (repeatable)")

@@ -144,8 +144,10 @@ def test_output_options_apply_to_commands_from_a_file(home: Path, tmp_path: Path
     lines = run([MPISH, "-n", "2", "-L", "-C", str(script)], home, tmp_path)
     assert lines.stdout.decode() == "@1: r1\n@2: r2\n", lines.stderr
     script.write_text("echo same; exit 3\n")
+    bare = run([MPISH, "-n", "2", "-bN", "-q", "-C", str(script)], home, tmp_path)
+    assert bare.stdout.decode() == "same\n"  # -bN: gathered, no header
     bare = run([MPISH, "-n", "2", "-N", "-q", "-C", str(script)], home, tmp_path)
-    assert bare.stdout.decode() == "same\n"  # -N: no header
+    assert bare.stdout.decode() == "same\nsame\n"  # -N alone: each rank's lines, as clush's -N
     assert b"exit code" not in bare.stderr and bare.returncode == 3  # -q: no 'exit code' line
     as_json = run([MPISH, "-n", "2", "--json", "-C", "-"], home, tmp_path, input=b"echo hi\n")
     records = [json.loads(line) for line in as_json.stdout.decode().splitlines()]

@@ -194,7 +194,11 @@ def test_L_orders_lines_by_host_and_N_drops_the_labels(sshd: SshServer) -> None:
     assert done.stderr.startswith("host1: err\nhost2: err\nhost3: err\n")
     done = mpish_ssh(sshd, "host[1-3]", "-L", "-N", "-c", SCRIPT)
     assert done.stdout == "out 1\nextra\nout 2\nout 3\n"
+    # -N alone is clush's -N: every host's lines, unlabelled (it gathered them: a clush user's
+    # `-N ... | wc -l` counted one host); -bN gathers them without a header
     done = mpish_ssh(sshd, "host[1-2]", "-N", "-c", "echo same")
+    assert done.stdout == "same\nsame\n"
+    done = mpish_ssh(sshd, "host[1-2]", "-bN", "-c", "echo same")
     assert done.stdout == "same\n"
 
 

@@ -7,7 +7,8 @@ option's value may start with ``-`` (``-o -F/path``), as optparse lets clush tak
 
 Output modes (:class:`OutputMode`): ``-b`` gathered (the default), ``-B`` the same with
 stderr gathered with stdout, ``-L`` ordered lines prefixed by their server, ``-N`` no
-labels, ``-q`` quiet, ``--diff`` unified diffs against the first group, ``-v`` live;
+labels (alone, without ``-b``/``-B``: each server's lines, as clush's ``-N``), ``-q`` quiet,
+``--diff`` unified diffs against the first group, ``-v`` live;
 ``--gather-limit MIB``: past that much gathered output, grouped output gives way to
 labelled lines as they come (:mod:`mpish.shell.grouping`; clush would gather for ever).
 Exit status: ``-S`` the largest remote status (the default; a ``-u`` timeout counts as
@@ -45,10 +46,12 @@ class OutputMode(Frozen):
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> OutputMode:
-        kind = "json" if args.json else "live" if args.verbose else "lines" if args.lines else "grouped"
+        gathered = args.dshbak or args.merge_stderr
+        lines = args.lines or not (args.labels or gathered or args.diff)  # -N alone: clush's (lines)
+        kind = "json" if args.json else "live" if args.verbose else "lines" if lines else "grouped"
         return cls(kind=kind, merge_stderr=args.merge_stderr, labels=args.labels, quiet=args.quiet,
                    diff=args.diff, by_host=getattr(args, "label", "rank") == "host",
-                   gather_limit=round(args.gather_limit * 2**20), gathered=args.dshbak or args.merge_stderr)
+                   gather_limit=round(args.gather_limit * 2**20), gathered=gathered)
 
 
 def gather_limit(text: str) -> float:
@@ -77,7 +80,8 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                        help="no header blocks: lines prefixed by their server, in server order "
                        "(-bL: gathered line by line, alike lines prefixed by all their servers)")
     group.add_argument("-N", dest="labels", action="store_false",
-                       help="no labels: no headers, no line prefixes")
+                       help="no labels: no headers, no line prefixes; alone, each server's lines in "
+                       "server order (clush's -N); -bN: gathered output without headers")
     group.add_argument("-q", "--quiet", action="store_true",
                        help="essential output only: no '(N)' counts, no 'exit code' lines")
     group.add_argument("--diff", action="store_true",
