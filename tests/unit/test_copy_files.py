@@ -95,7 +95,7 @@ def test_fanout_sends_and_gets_each_file_to_at_most_that_many_targets_at_once_an
             tally: Tally | None = None) -> int:
         calls.append(("get", sorted(targets)))
         assert tally is not None
-        tally.written += [f"  {source}.{rank}" for rank in sorted(targets) if rank != 5]
+        tally.written += [(rank, f"  {source}.{rank}") for rank in sorted(targets) if rank != 5]
         verdicts = {rank: "no such file" if rank == 5 else "" for rank in targets}
         return tally.add(verdicts, 0, 0.1, "", "checked")
 
@@ -227,3 +227,21 @@ def test_a_source_named_with_a_newline_is_shown_escaped_on_one_line(
     shown = capsys.readouterr().out
     assert status == 0 and shown.count("\n") == 1, shown
     assert shown.startswith(f"mpish: put {tmp_path}/new\\x0aline to @1,2: ok"), shown
+
+
+def test_the_local_copies_of_an_rcopy_are_listed_in_host_order_whatever_turn_ended_first(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With -f, the turns of --rcopy end in any order, and their copies were listed in that
+    order (sub.host2 before sub.host1, against the README's node-set order: a clush user)."""
+    class Named:
+        def describe(self, ranks: list[int]) -> str:
+            return ",".join(f"host{rank}" for rank in sorted(ranks))
+
+    tally = Tally()
+    for rank in (3, 1, 2):  # the order the turns ended in
+        tally.add({rank: ""}, 0, 0.1, "", "SHA-256 verified")
+        tally.written += [(rank, f"  /tmp/sub.host{rank}/")]
+    assert tally.report(Named(), "rcopy", io.StringIO()) == 0  # type: ignore[arg-type]
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert listed == ["  /tmp/sub.host1/", "  /tmp/sub.host2/", "  /tmp/sub.host3/"], listed

@@ -36,7 +36,7 @@ class Tally:
     seconds: float = 0.0
     extra: str = ""
     check: str = ""
-    written: list[str] = field(default_factory=list)  # get: the lines naming the local copies
+    written: list[tuple[int, str]] = field(default_factory=list)  # get: (rank, a line naming a local copy)
 
     def add(self, verdicts: dict[int, str], size: int, seconds: float, extra: str, check: str) -> int:
         self.verdicts.update(verdicts)
@@ -47,8 +47,8 @@ class Tally:
         if not self.verdicts:
             return 0
         status = report(console, what, self.verdicts, self.size, self.seconds, err, self.extra, self.check)
-        for line in self.written:
-            print(line)
+        for _, line in sorted(self.written, key=lambda item: item[0]):  # in rank (node set) order, not the
+            print(line)  # order in which the turns (-f) ended
         sys.stdout.flush()
         return status
 
@@ -174,19 +174,19 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
                                     suffixed=suffixed)
         finally:
             progress.end()
-    lines = []
+    lines: list[tuple[int, str]] = []
     for rank, error in sorted(verdicts.items()):
         path = written[rank].absolute()  # the console's cwd is not the prompt's remote one
         if not error:
-            lines.append(f"  {escape(str(path))}{'/' if recursive and path.is_dir() else ''}")
+            lines.append((rank, f"  {escape(str(path))}{'/' if recursive and path.is_dir() else ''}"))
         elif recursive and _made_here(path) and error != "nothing was received":
-            lines.append(f"  {escape(str(path))}/ (written, but see the error above)")  # a tree, in part
+            lines.append((rank, f"  {escape(str(path))}/ (written, but see the error above)"))  # in part
     if tally is not None:
         tally.written += lines
         return tally.add(verdicts, 0, time.monotonic() - started, "", check(console, recursive))
     status = report(console, "get", verdicts, 0, time.monotonic() - started, err,
                     check=check(console, recursive))
-    for line in lines:
+    for _, line in lines:
         print(line)
     sys.stdout.flush()
     return status
