@@ -7,7 +7,9 @@ Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts th
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
+from typing import Any
 
 import numpy as np
 from mpi4py import MPI
@@ -425,6 +427,31 @@ def check_one_rank_bad_argument(c: SecureComm, raw: MPI.Intracomm) -> None:
     ok("one_rank_bad_argument")
 
 
+def check_an_abort_notice_names_the_rank_the_collective_failed_on(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """A wrong receive buffer on the last rank in Allreduce: the ranks that rank 0 told were
+    told "failed on rank 0", which only passed the notice on (helper-105); then a failure of
+    rank 0's own is named as rank 0's (the origin a notice named is not kept for the next)."""
+    r, n = c.rank, c.size
+
+    def told(call: Any) -> str:
+        try:
+            call()
+        except CollectiveAborted as exc:
+            return str(exc)
+        except ValueError:
+            return "here"
+        return "nothing"
+
+    for bad in (n - 1, 0):
+        said = told(lambda bad=bad: c.Allreduce(np.ones(4), np.empty(3 if r == bad else 4), MPI.SUM))
+        if r == bad:
+            assert said == "here", said
+        else:
+            assert re.match(rf"the collective failed on rank {bad}\b", said), said
+        assert c.allreduce(1) == n  # in step, nothing left queued
+    ok("an_abort_notice_names_the_rank_the_collective_failed_on")
+
+
 def check_bcast_of_a_derived_datatype_with_gaps(c: SecureComm, raw: MPI.Intracomm) -> None:
     """Bcast([buf, 1, indexed_block]) fills every other element, as MPI (was Unsupported)."""
     for comm in (raw, c):
@@ -607,6 +634,7 @@ CHECKS = [
     check_buffer_specs,
     check_comm_management,
     check_one_rank_bad_argument,
+    check_an_abort_notice_names_the_rank_the_collective_failed_on,
     check_bcast_of_a_derived_datatype_with_gaps,
     check_a_matrix_column_travels_with_a_vector_datatype,
     check_a_blocking_long_send_reuses_a_ring_of_record_buffers,

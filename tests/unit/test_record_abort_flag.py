@@ -46,8 +46,10 @@ def test_the_abort_flag_is_authenticated_and_never_taken_by_the_fast_paths() -> 
     assert opener.open_fields(notice)[1] == FLAG_ABORT
 
 
-def test_a_probed_abort_notice_is_received_as_abort_tag_and_matches_as_its_mpi_tag() -> None:
-    early = Early(3, 1, b"", None, aborted=True)
-    assert deliver_early(early, None) == (3, ABORT_TAG, 0, b"")
-    assert deliver_early(early, memoryview(bytearray(8))) == (3, ABORT_TAG, 0, None)
+def test_a_probed_abort_notice_is_received_as_abort_tag_and_never_written_into_the_sink() -> None:
+    early = Early(3, 1, b"\0\0\0\2", None, aborted=True)  # its body: the rank it failed on
+    assert deliver_early(early, None) == (3, ABORT_TAG, 4, b"\0\0\0\2")
+    sink = bytearray(b"untouched")
+    assert deliver_early(early, memoryview(sink)) == (3, ABORT_TAG, 4, b"\0\0\0\2")
+    assert sink == b"untouched"
     assert deliver_early(Early(3, 1, b"ab"), None) == (3, 1, 2, b"ab")

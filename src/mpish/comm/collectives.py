@@ -30,6 +30,7 @@ steps run now keeps their MPI requests until they complete).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Generator
 from typing import Any, TypeVar
 
@@ -49,6 +50,7 @@ from .lane import Lane, progress, wait_all
 from .limits import ABORT_TAG
 from .serial import dumps, loads
 
+_ORIGIN = struct.Struct(">I")  # an abort notice's body: the rank the collective failed on
 COLL_TAG = 1  # the tag of collective traffic, abort notices too (collectives are called in the same order)
 
 
@@ -96,6 +98,7 @@ class Collectives:
     _coll: Lane
     _started: list[Any]  # started collectives not done yet (nonblocking.py), oldest first
     _issuing: Issuing | None = None  # the started collective whose steps run now (module doc)
+    _abort_origin: int | None = None  # the rank the running collective failed on, if a notice said so
 
     # -- building blocks
 
@@ -133,15 +136,21 @@ class Collectives:
         return [], []
 
     def _c_abort(self, dest: int) -> None:
-        """An abort notice to ``dest``: an empty record flagged ABORT (authenticated, in the
-        header) on the collective tag, so it takes the place of this rank's record in ``dest``'s
-        order; the receive reports it as :data:`ABORT_TAG`. Empty, so MPI sends it eagerly."""
-        wait_all(self._coll.isend(memoryview(b""), dest, COLL_TAG, abort=True)[0])
+        """An abort notice to ``dest``: a record flagged ABORT (authenticated, in the header) on
+        the collective tag, so it takes the place of this rank's record in ``dest``'s order; the
+        receive reports it as :data:`ABORT_TAG`. It holds the rank the collective failed on: this
+        one, or the one a notice it received named (a rank that passes a failure on is not its
+        cause). Four bytes, so MPI sends it eagerly."""
+        origin = self.rank if self._abort_origin is None else self._abort_origin
+        wait_all(self._coll.isend(memoryview(_ORIGIN.pack(origin)), dest, COLL_TAG, abort=True)[0])
 
     def _c_recv(self, source: int, sink: memoryview | None) -> bytes | bytearray | None:
         _, tag, n, data = self._coll.recv(source, COLL_TAG, sink)
         if tag == ABORT_TAG:
-            raise CollectiveAborted(f"the collective failed on rank {source}")
+            origin = _ORIGIN.unpack(data)[0] if data is not None and len(data) == _ORIGIN.size else source
+            self._abort_origin = origin
+            passed = "" if origin == source else f" (rank {source} passed the notice on)"
+            raise CollectiveAborted(f"the collective failed on rank {origin}{passed}")
         if sink is not None and n != len(sink):
             raise RemoteProtocolError(
                 f"collective block of {n} bytes from rank {source}, expected {len(sink)}"

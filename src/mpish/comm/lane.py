@@ -365,8 +365,8 @@ class Lane(PostedReceives, LongMessages):
             raise ReplayError(f"record {counter} from rank {source} on tag {tag} is a replay or out of order")
         last[key] = counter
         if flags:  # synchronous, an abort notice, or the first record of a message of several records
-            if flags & FLAG_ABORT:  # a collective's abort notice: reported as ABORT_TAG, never as data
-                return _deliver(source, ABORT_TAG, b"", sink)
+            if flags & FLAG_ABORT:  # a collective's abort notice: ABORT_TAG, its body never in the sink
+                return source, ABORT_TAG, len(plain), plain
             if flags & FLAG_SYNC and not probing:
                 acknowledge(self, source, tag, counter)
             if flags & FLAG_MORE:

@@ -82,7 +82,7 @@ def deliver_early(early: Early, sink: memoryview | None) -> Result:
         ack, early.ack = early.ack, None
         ack()
     n, tag = len(early.data), ABORT_TAG if early.aborted else early.tag
-    if sink is None:
+    if sink is None or early.aborted:  # (a notice's body is never written into the sink)
         return early.source, tag, n, early.data
     if n > len(sink):
         raise mpi_truncate(f"message of {n} bytes, receive buffer of {len(sink)}")

@@ -122,8 +122,10 @@ class Started(Issuing):
             need = next(self.steps)
         except StopIteration:
             self.done = True
+            self.comm._abort_origin = None
         except Exception as exc:  # this collective failed here: the request raises it
             self.error, self.done = exc, True
+            self.comm._abort_origin = None
             self.refused = self.refused or self.source is None  # before any receive: its arguments
         else:
             if isinstance(need, BaseException):  # this rank's own arguments (collectives.py)
@@ -210,7 +212,10 @@ def blocking(name: str, owner: type = Reductions) -> Callable[..., None]:
         notice_starts()  # (persistent collectives started by MPI come first)
         if self._started:
             self._settle_started()
-        run(steps(self, *args, **kwargs))
+        try:
+            run(steps(self, *args, **kwargs))
+        finally:
+            self._abort_origin = None  # (_c_abort: the next collective's failure is its own)
 
     collective.__name__, collective.__doc__ = name, steps.__doc__
     return collective
@@ -266,7 +271,10 @@ def after_started(method: Callable[..., Any]) -> Callable[..., Any]:
         notice_starts()  # (persistent collectives started by MPI come first)
         if self._started:
             self._settle_started()
-        return method(self, *args, **kwargs)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._abort_origin = None  # (_c_abort: the next collective's failure is its own)
 
     collective.__name__, collective.__doc__ = method.__name__, method.__doc__
     return collective
