@@ -18,6 +18,8 @@ from mpish.shell import copying
 from mpish.shell.console_put_get import Tally
 from mpish.shell.options import CopyRequest
 
+STOPPED = "the transfer was stopped on the console's side (interrupted); nothing was written"  # the server's
+
 
 class Pressed:
     interrupted = False
@@ -69,7 +71,7 @@ def test_a_ctrl_c_during_one_file_ends_the_copy_with_130_and_says_how_many_were_
             sent.append(line)
             pressed.interrupted = len(sent) == 2  # Ctrl-C typed during the second file
         assert tally is not None
-        verdict = "the transfer was aborted" if pressed.interrupted else ""
+        verdict = STOPPED if pressed.interrupted else ""
         return tally.add({1: verdict}, 1, 0.1, "", "checked")
 
     monkeypatch.setattr(copying, "put_builtin", put)
@@ -78,7 +80,7 @@ def test_a_ctrl_c_during_one_file_ends_the_copy_with_130_and_says_how_many_were_
     assert copying.copy_files(Console(), frozenset({1}), request, keys_of(pressed), err) == 130  # type: ignore[arg-type]
     assert sent == [f"-r -- {files[0]} {tmp_path}/dest/", f"-r -- {files[1]} {tmp_path}/dest/"]
     assert f"mpish: put {files[0]} to @1: ok, checked" in capsys.readouterr().out
-    assert err.getvalue() == (f"mpish: put {files[1]} to @1: the transfer was aborted\n"
+    assert err.getvalue() == (f"mpish: put {files[1]} to @1: {STOPPED}\n"
                               f"mpish: interrupted: {files[2]} was not sent to @1\n")
 
 

@@ -160,7 +160,9 @@ def test_a_bad_file_leaves_no_file_under_its_name_and_no_part_file(tmp_path: Pat
     writer.entry(entry("cut-short"))
     writer.write(b"partial")
     verdict = writer.finish(aborted=True)
-    assert verdict == "the transfer was aborted"
+    assert verdict == (
+        "stopped on the console's side (interrupted); the files that arrived whole before it are kept"
+    )
     assert os.listdir(final) == []
 
 

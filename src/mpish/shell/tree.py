@@ -368,7 +368,8 @@ class TreeWriter:
             self._error("the last file was cut short")
         self.close()
         if aborted:
-            return "the transfer was aborted"
+            return ("stopped on the console's side (interrupted); the files that arrived whole "
+                    "before it are kept")
         if not self.started:
             return "nothing was received"
         if not self.errors:

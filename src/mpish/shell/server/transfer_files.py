@@ -62,7 +62,7 @@ class Put:
         """The verdict: the file committed under its name, or discarded with the reason."""
         error = self.error
         if not error and end.aborted:
-            error = "the transfer was aborted"
+            error = "the transfer was stopped on the console's side (interrupted); nothing was written"
         if not error and self.size != self.expected:
             error = f"checksum mismatch for {self.final}"
         digest = b""
