@@ -112,6 +112,35 @@ def check_collectives_in_threads_each_on_its_duplicate(c: Any) -> None:
     assert rejected == 0, f"{rejected} genuine records were rejected on the duplicates"
 
 
+def check_persistent_collectives_in_threads_each_on_its_duplicate(c: Any) -> None:
+    """Each thread starts and waits its own Allreduce_init, by Start or by MPI's Startall and
+    Waitall (helper-106: a thread's Start found another thread noticing starts and returned
+    with its collective not started: Wait gave the receive buffer untouched, or hung)."""
+    duplicates = [c.Dup() for _ in range(THREADS)]
+    requests = []
+    for t, d in enumerate(duplicates):  # collective: made by the main thread, in one order
+        mine, total = np.full(4, d.rank + t, dtype=np.int64), np.zeros(4, dtype=np.int64)
+        requests.append((d.Allreduce_init(mine, total, MPI.SUM), total))
+
+    def work(t: int) -> None:
+        request, total = requests[t]
+        for i in range(ROUNDS):
+            total[:] = -1
+            if i % 2:
+                MPI.Prequest.Startall([request])
+                MPI.Request.Waitall([request])
+            else:
+                request.Start()
+                request.Wait()
+            want = duplicates[t].size * (duplicates[t].size - 1) // 2 + duplicates[t].size * t
+            assert np.all(total == want), (t, i, total)
+
+    _in_threads(work)
+    for (request, _), d in zip(requests, duplicates, strict=True):
+        request.Free()
+        d.Free()
+
+
 def main() -> None:
     assert MPI.Query_thread() == MPI.THREAD_MULTIPLE
     assert MPI.COMM_WORLD.Get_size() % 2 == 0, "run with an even number of ranks"
@@ -121,6 +150,8 @@ def main() -> None:
         (check_blocking_ping_pongs_in_threads, "blocking_ping_pongs_in_threads"),
         (check_nonblocking_and_object_messages_in_threads, "nonblocking_and_object_messages_in_threads"),
         (check_collectives_in_threads_each_on_its_duplicate, "collectives_in_threads_each_on_its_duplicate"),
+        (check_persistent_collectives_in_threads_each_on_its_duplicate,
+         "persistent_collectives_in_threads_each_on_its_duplicate"),
     ):
         check(c)
         c.Barrier()

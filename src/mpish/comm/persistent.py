@@ -38,6 +38,7 @@ and ``mpish.comm.Startall``/``Waitall`` work. The request itself stays true and 
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, Literal
@@ -46,14 +47,14 @@ from mpi4py import MPI
 
 from .buffers import mpi_error, set_status
 from .handles import lock_public_methods, refused_handle, threads_ok, unwatch, watch
-from .posted import _ACTIVE
+from .posted import _ACTIVE, progress
 
 IDLE, RUNNING, DONE = 0, 1, 2  # the request's phase (DONE: finished, trigger sent, not yet delivered)
 _EMPTY = [None, 0, MPI.BYTE]
 _COMM: list[Any] = []  # the trigger communicator, made on first use
 _FREE_TAGS: list[int] = []
 _NEXT_TAG = [0]
-_NOTICING = [False]  # in notice_starts (a collective started there notices starts too: nested)
+_NOTICING = threading.local()  # .active: this thread is in notice_starts (a start it runs calls it again)
 
 
 def _trigger_comm() -> Any:
@@ -78,10 +79,10 @@ def notice_starts(until: PersistentRequest | None = None) -> None:
     """Run the starts made (by MPI or by a request's ``Start``) that mpish has not run yet, in
     the order they were made (module doc). ``until``: a request just started by its ``Start``,
     whose message is on its way: wait for it; its operation's error at the start raises here."""
-    if not _BY_TAG or _NOTICING[0]:
+    if not _BY_TAG or getattr(_NOTICING, "active", False):
         return
     comm, status = _COMM[0], MPI.Status()
-    _NOTICING[0] = True
+    _NOTICING.active = True
     try:
         while until is None or until._trigger.message is None:
             block = until is not None
@@ -89,7 +90,7 @@ def notice_starts(until: PersistentRequest | None = None) -> None:
             if message is None:
                 return
             request = _BY_TAG.get(status.Get_tag())
-            if request is None:  # dropped without Free (nobody waits for it): its send completes
+            if request is None:  # (freed: MPI refuses to start a freed request)
                 message.Recv(_EMPTY)
                 continue
             request._trigger.message = message
@@ -97,11 +98,13 @@ def notice_starts(until: PersistentRequest | None = None) -> None:
             if request is until:
                 return
     finally:
-        _NOTICING[0] = False
+        _NOTICING.active = False
 
 
 _LIVE: weakref.WeakSet[PersistentRequest] = weakref.WeakSet()
-_BY_TAG: weakref.WeakValueDictionary[int, PersistentRequest] = weakref.WeakValueDictionary()  # by trigger tag
+# By trigger tag, until Free: held, as MPI holds its requests, so a start MPI made runs even if the
+# program dropped the request before mpish noticed it (its collective goes on for the other ranks).
+_BY_TAG: dict[int, PersistentRequest] = {}
 _STARTS = _Starts()
 
 
@@ -168,6 +171,8 @@ class PersistentRequest(MPI.Prequest):
 
     def __init__(self, lane: Any, start: Callable[[], Any]) -> None:
         self._start = start  # starts the secure operation: a SecureRequest
+        self._lane = lane
+        lane.hold(+1)  # as MPI's, its communicator lives on after Comm.Free until the request is freed
         self._inner: Any = None
         self._phase = IDLE
         self._outcome: tuple[Any, ...] | None = None  # ((source, tag, nbytes), obj, error, cancelled)
@@ -189,29 +194,41 @@ class PersistentRequest(MPI.Prequest):
         caller's Start raises it and the request is idle again; else (a start made by MPI) the
         request completes with that error, which its Wait raises."""
         self._outcome = None
+        # RUNNING before the operation exists: starting a collective polls, which lets other
+        # threads in, and one waiting for this request must wait for its start (_advance)
+        self._inner, self._phase = None, RUNNING
         try:
-            self._inner = self._start()
+            inner = self._start()
         except Exception as exc:
             if raising:
+                self._phase = IDLE
                 if self._trigger.real:
                     self._trigger.fire()
                     MPI.Prequest.Wait(self)
                 raise
             self._outcome = ((MPI.ANY_SOURCE, MPI.ANY_TAG, 0), None, exc, False)
-            self._inner, self._phase = None, DONE
+            self._phase = DONE
             if self._trigger.real:
                 self._trigger.fire()
             return
-        self._phase = RUNNING
+        self._inner = inner
 
     def _advance(self, *, block: bool) -> bool:
         """True unless the operation is still running (then it is kept, its handle completed)."""
         self._sync()
         if self._phase != RUNNING:
             return True
+        while self._inner is None:  # its start is under way in another thread (_run)
+            if self._phase != RUNNING:  # it failed there
+                return True
+            if not block:
+                return False
+            progress()  # (lets that thread go on)
         inner = self._inner
         if not inner._ready(block=block):
             return False
+        if self._inner is not inner:  # completed meanwhile by another thread (its wait let it in)
+            return True
         status, obj, error = MPI.Status(), None, None
         try:
             obj = inner._finish(status)
@@ -310,7 +327,7 @@ class PersistentRequest(MPI.Prequest):
 
     def Cancel(self) -> None:
         self._sync()
-        if self._phase == RUNNING:
+        if self._phase == RUNNING and self._inner is not None:
             self._inner.Cancel()
 
     cancel = Cancel
@@ -322,7 +339,7 @@ class PersistentRequest(MPI.Prequest):
             raise mpi_error(MPI.ERR_REQUEST, "Free of a persistent request freed already")
         if self._pending():
             inner = self._inner
-            if self._phase == RUNNING and inner.frees_in_background():
+            if self._phase == RUNNING and inner is not None and inner.frees_in_background():
                 inner.Free()
                 self._inner, self._phase = None, DONE
                 if self._trigger.real:
@@ -334,6 +351,7 @@ class PersistentRequest(MPI.Prequest):
         _live(self, False)
         if _BY_TAG.get(self._trigger.tag) is self:
             del _BY_TAG[self._trigger.tag]
+        self._lane.hold(-1)
         if MPI.Request.__bool__(self):
             MPI.Request.Free(self)
         self._trigger.release()
