@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -71,8 +70,6 @@ class _Starts:
 
     def progress(self) -> None:
         notice_starts()
-        if not _LIVE:  # the last ones were dropped without Free
-            _ACTIVE.discard(self)
 
 
 def notice_starts(until: PersistentRequest | None = None) -> None:
@@ -101,7 +98,6 @@ def notice_starts(until: PersistentRequest | None = None) -> None:
         _NOTICING.active = False
 
 
-_LIVE: weakref.WeakSet[PersistentRequest] = weakref.WeakSet()
 # By trigger tag, until Free: held, as MPI holds its requests, so a start MPI made runs even if the
 # program dropped the request before mpish noticed it (its collective goes on for the other ranks).
 _BY_TAG: dict[int, PersistentRequest] = {}
@@ -109,11 +105,14 @@ _STARTS = _Starts()
 
 
 def _live(request: PersistentRequest, alive: bool) -> None:
+    """Hold a request MPI may start (from its making to its Free: _BY_TAG); _STARTS is polled
+    while any is held."""
+    tag = request._trigger.tag
     if alive:
-        _LIVE.add(request)
-    else:
-        _LIVE.discard(request)
-    if _LIVE:
+        _BY_TAG[tag] = request
+    elif _BY_TAG.get(tag) is request:
+        del _BY_TAG[tag]
+    if _BY_TAG:
         _ACTIVE.add(_STARTS)  # type: ignore[arg-type]  # it has the one method progress() calls
     else:
         _ACTIVE.discard(_STARTS)
@@ -178,7 +177,6 @@ class PersistentRequest(MPI.Prequest):
         self._outcome: tuple[Any, ...] | None = None  # ((source, tag, nbytes), obj, error, cancelled)
         self._freed = False
         if self._trigger.real:
-            _BY_TAG[self._trigger.tag] = self
             watch(self)
             _live(self, True)
 
@@ -349,8 +347,6 @@ class PersistentRequest(MPI.Prequest):
         self._freed = True
         unwatch(self)
         _live(self, False)
-        if _BY_TAG.get(self._trigger.tag) is self:
-            del _BY_TAG[self._trigger.tag]
         self._lane.hold(-1)
         if MPI.Request.__bool__(self):
             MPI.Request.Free(self)
