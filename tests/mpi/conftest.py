@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,42 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> str:
     del config
     return f"tests/mpi under MPISH_TEST_MPI={MPI.name}: {MPI.bin}"
+
+
+# MPICH's and Open MPI's shared-memory segments: a job ended by MPI_Abort or SIGKILL skips MPI's
+# own removal of them (as it would for a user), and the tests end such jobs on purpose
+SEGMENT_PREFIXES = ("mpich_shm_", "sm_segment.", "vader_segment.")
+SHM = Path("/dev/shm")
+
+
+def _our_segments() -> set[Path]:
+    with contextlib.suppress(OSError):
+        return {path for path in SHM.iterdir()
+                if path.name.startswith(SEGMENT_PREFIXES) and path.lstat().st_uid == os.getuid()}
+    return set()
+
+
+def _mapped_by_anyone() -> set[Path]:
+    """The /dev/shm files some process maps now (another test run's live jobs among them)."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        with contextlib.suppress(OSError):
+            for line in maps.read_text().splitlines():
+                fields = line.split(maxsplit=5)  # address, perms, offset, device, inode, path
+                if len(fields) == 6 and fields[5].startswith("/dev/shm/"):
+                    mapped.add(Path(fields[5]))
+    return mapped
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mpi_segments_of_killed_jobs_are_removed() -> Iterator[None]:
+    """After the pass, the segments that appeared during it and that no process maps are
+    removed (a run of the suite left ~40 in /dev/shm)."""
+    before = _our_segments()
+    yield
+    for path in _our_segments() - before - _mapped_by_anyone():
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 @pytest.fixture
