@@ -14,7 +14,7 @@ import pytest
 from shell_util import MPISH, make_home, run, shell_env
 from terminal import Person
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.console]
 
 RAW_KEYS = Path(__file__).with_name("raw_keys.py")
 

@@ -17,7 +17,7 @@ import pytest
 from shell_util import MPISH, make_home, run, shell_env
 from terminal import Person, at_terminal
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.console]
 LINE = "-" * 15
 
 

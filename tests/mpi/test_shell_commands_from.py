@@ -9,7 +9,7 @@ import pytest
 
 from shell_util import MPI, MPISH, make_home, mpiexec, shell_env
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.console]
 
 
 def launch(args: list[str], tmp_path: Path, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:

@@ -340,6 +340,7 @@ def test_history_holds_none_of_the_shells_own_start_up_lines(home: Path, tmp_pat
     assert result.stdout == b"end\n", result.stdout + result.stderr
 
 
+@pytest.mark.console
 def test_oldpwd_is_not_the_servers_state_directory(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -408,6 +409,7 @@ def test_exit_with_a_bad_argument_says_what_bash_says_and_keeps_or_ends_the_shel
     assert "not-run" not in out and "status=1 " in out and "KEPT=yes" in out, out
 
 
+@pytest.mark.console
 def test_exit_typed_at_the_console_ends_it_with_bashs_status_for_signs_words_and_dollar_question(
     home: Path, tmp_path: Path
 ) -> None:

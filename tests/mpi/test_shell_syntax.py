@@ -9,7 +9,7 @@ import pytest
 
 from shell_util import MPISH, make_home, run
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.console]
 
 
 def test_the_same_syntax_error_on_two_ranks_is_one_group_in_bashs_words(tmp_path: Path) -> None:

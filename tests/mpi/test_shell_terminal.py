@@ -12,7 +12,7 @@ import pytest
 
 from terminal import ANSI, Person
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.console]
 
 
 def test_output_without_a_final_newline_is_shown_and_its_line_ended(person: Person) -> None:

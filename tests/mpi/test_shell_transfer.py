@@ -15,7 +15,7 @@ import pytest
 from shell_util import MPISH, make_home, shell_env
 from terminal import Person, at_terminal
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.console]
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shell_util import MPISH, alive, make_home, run, session_processes, shell_env
+from shell_util import MPI, MPISH, alive, make_home, run, session_processes, shell_env
 
 pytestmark = pytest.mark.mpi
 
@@ -73,9 +73,11 @@ def _snapshot(pids: set[int]) -> dict[int, bytes]:
 
 
 def test_successful_sessions_print_nothing_on_stderr(tmp_path: Path) -> None:
-    """The launcher's 'Broken pipe ... process manager error' lines ended 15-40% of clean runs."""
+    """The launcher's 'Broken pipe ... process manager error' lines ended 15-40% of clean runs
+    (MPICH's hydra, whatever its transport: 16 sessions miss a 15% race 7% of the time; the
+    other passes of scripts/test check a few sessions of their MPI)."""
     home = make_home(tmp_path / "home")
-    for size in [2] * 12 + [4] * 4:
+    for size in [2] * 12 + [4] * 4 if MPI.name == "mpich" else [2] * 4 + [4] * 2:
         result = run([MPISH, "-n", str(size), "-c", "true"], home, tmp_path)
         assert result.returncode == 0, result.stderr
         assert result.stderr == b"", f"-n {size}: {result.stderr.decode(errors='replace')}"
