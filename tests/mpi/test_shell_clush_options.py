@@ -89,8 +89,12 @@ def test_g_runs_on_the_ranks_of_a_groups_hosts(home: Path, tmp_path: Path, group
     assert result.returncode == 0, result.stderr  # --no-maxrc: clush's default status
     assert result.stdout.decode() == f"{LINE}\n{host} (2)\n{LINE}\nsame\n"  # named by host
     err = result.stderr.decode()
-    assert err.startswith(f"{host}: two\n"), err  # stderr labelled too
-    assert f"mpish: {host}: exit code" in err
+    assert err.startswith(f"{host}@2: two\n"), err  # stderr labelled too, with the rank: 2 on this host
+    assert f"mpish: {host}@2: exit code" in err
+    # ranks of one host with different outputs: headers that tell them apart (helper-104: "vm (1)" x3)
+    ranks = run([MPISH, "-n", "3", "--label", "host", "-c", "echo r$MPISH_RANK"], home, tmp_path)
+    headers = [line for line in ranks.stdout.decode().splitlines() if line.startswith(host)]
+    assert headers == [f"{host}@{rank} (1)" for rank in (1, 2, 3)], ranks.stdout + ranks.stderr
     # -w and -x take groups and node sets too: the ranks on those hosts
     argv = [MPISH, "-n", "2", "-w", "@here", "-x", "@1", "-L", "echo", "r$MPISH_RANK"]
     named = run(argv, home, tmp_path, **env)

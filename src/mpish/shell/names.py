@@ -95,17 +95,34 @@ class RankNames:
 
 
 class RankHostNames(RankNames):
-    """The MPI shell's names with ``--label host``: servers named by their host (folded as a
-    node set, a host once however many of its ranks are in the group); JSON as RankNames."""
+    """The MPI shell's names with ``--label host``: servers named by their host, folded as a
+    node set (``node[1-2]``); JSON as RankNames. A host running several of the servers is
+    named alone where all of them are meant, else with the ranks meant (``vm@2``,
+    ``vm@[1,3]``), so that its ranks' different outputs are told apart."""
 
     def __init__(self, hosts: Mapping[int, str]) -> None:
         self.hosts = hosts
+        self._ranks_on: dict[str, set[int]] = {}
+        for rank, host in hosts.items():
+            self._ranks_on.setdefault(host, set()).add(rank)
+
+    def _host(self, rank: int) -> str:
+        return self.hosts.get(rank, f"rank{rank}")
 
     def label(self, ranks: Iterable[int]) -> str:
-        return fold_hosts({self.hosts.get(rank, f"rank{rank}") for rank in ranks})
+        meant: dict[str, set[int]] = {}
+        for rank in ranks:
+            meant.setdefault(self._host(rank), set()).add(rank)
+        whole = [host for host, some in meant.items() if some >= self._ranks_on.get(host, some)]
+        parts = [fold_hosts(whole)] if whole else []
+        for host in sorted(set(meant) - set(whole)):
+            some = format_ranks(meant[host])
+            parts.append(f"{host}@{some}" if len(meant[host]) == 1 else f"{host}@[{some}]")
+        return ",".join(parts)
 
     def prefix(self, rank: int) -> str:
-        return self.hosts.get(rank, f"rank{rank}")
+        host = self._host(rank)
+        return host if len(self._ranks_on.get(host, ())) <= 1 else f"{host}@{rank}"
 
 
 class HostNames:
