@@ -72,7 +72,7 @@ def reported_checks(script: str) -> list[str]:
 @pytest.mark.parametrize(
     "script",
     ["comm_api.py", "comm_regressions.py", "comm_requests.py", "comm_hot_path.py", "comm_topology.py",
-     "comm_intercomm.py", "comm_forged_order.py", "comm_started.py"],
+     "comm_intercomm.py", "comm_forged_order.py", "comm_started.py", "comm_datatypes.py"],
 )
 def test_every_check_a_script_defines_is_run_and_reported(script: str) -> None:
     tree = ast.parse((HERE / script).read_text())
@@ -96,6 +96,13 @@ def every_check_passes(script: str, ranks: int, home: Path) -> None:
 @pytest.mark.parametrize("ranks", [1, 2, 4])
 def test_api_matches_raw_mpi(home: Path, ranks: int) -> None:
     every_check_passes("comm_api.py", ranks, home)
+
+
+@pytest.mark.parametrize("ranks", [1, 3])
+def test_derived_datatypes_and_matched_receives_write_what_raw_mpi_writes(home: Path, ranks: int) -> None:
+    """A lower bound past the buffer's start, gaps in persistent requests, exchanges in place
+    and matched receives, a matched receive's status, Reduce_scatter's counts (helper-107)."""
+    every_check_passes("comm_datatypes.py", ranks, home)
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3, 4])  # 1 and 2: a periodic grid's two sides are one rank
@@ -227,6 +234,18 @@ def test_strict_mode_raises_forged_and_replayed_records_in_the_receiving_call(ho
     assert proc.returncode == 0, explain(proc)
     for case, error in (("forged", "AuthenticationError"), ("replay", "ReplayError"), ("posted", "Error")):
         assert f"STRICT {case} " in proc.stdout and error in proc.stdout, explain(proc)
+    assert "ALL OK" in proc.stdout, explain(proc)
+
+
+@pytest.mark.parametrize("ranks", [3, 4])  # 4: the forged record reaches an inner rank of a Bcast tree
+def test_strict_mode_raises_a_forged_collective_record_once_the_collective_is_whole_and_later_ones_keep_step(
+    home: Path, ranks: int
+) -> None:
+    proc = run(["-n", str(ranks), PYTHON, str(HERE / "comm_strict_collectives.py")], home)
+    assert proc.returncode == 0, explain(proc)
+    reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
+    assert reported == ["bcast", "bcast_through_an_inner_rank_of_the_tree", "allreduce",
+                        "a_persistent_bcast_started_by_mpi_writes_its_buffer"], explain(proc)
     assert "ALL OK" in proc.stdout, explain(proc)
 
 

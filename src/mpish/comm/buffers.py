@@ -145,8 +145,14 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
         count = int(count)
         if count < 0:
             raise ValueError(f"message: negative count {count}")
-    if displ is not None and int(displ):
-        offset = int(displ) * size
+    offset = int(displ) * size if displ is not None else 0
+    if datatype is not None:  # a gap-free type may start past its buffer's start (Create_indexed([2], [1]))
+        lower, _ = datatype.Get_true_extent()
+        if lower < 0:
+            raise Unsupported(f"mpish.secure cannot take {datatype.Get_name() or 'a derived datatype'} with "
+                              f"a negative lower bound ({lower}): its data lie before the buffer")
+        offset += lower
+    if offset:
         if offset > len(flat):
             raise ValueError(f"message: displacement {displ} out of bounds")
         flat = flat[offset:]
@@ -161,7 +167,7 @@ def derived(buf: Any) -> tuple[Any, int] | None:
     if not isinstance(buf, (list, tuple)) or len(buf) not in (2, 3) or not isinstance(buf[-1], MPI.Datatype):
         return None
     datatype = buf[-1]
-    if _contiguous(datatype):
+    if _contiguous(datatype) and buf[0] is not MPI.BOTTOM:  # at absolute addresses: MPI packs it too
         return None
     if len(buf) == 2:
         try:
@@ -326,6 +332,26 @@ def byte_view(buf: Any, *, writable: bool) -> memoryview:
             raise ValueError("buffer count exceeds the buffer size")
         flat = flat[: count * size]
     return flat
+
+
+def each_start(buf: Any, *, writable: bool) -> Any:
+    """What a persistent request's every start sends from or receives into: the buffer's bytes
+    (a bad buffer raises at the *_init, as MPI), or, for a datatype with gaps, the buffer spec
+    itself, packed or scattered at each start (a matrix column changes between starts)."""
+    if derived(buf) is not None:
+        return buf
+    return byte_view(buf, writable=writable)
+
+
+def receive_into(buf: Any) -> tuple[memoryview, Any]:
+    """(the bytes a receive lands in, what scatters them into ``buf`` once they arrived, or
+    None): a datatype with gaps (a halo's subarray) is received packed, scattered by MPI at
+    completion, through mpish's own copy of the datatype (MPI lets the user free it first)."""
+    spec = derived(buf)
+    if spec is None:
+        return byte_view(buf, writable=True), None
+    sink, into = memoryview(bytearray(spec[1])), [*spec[0][:-1], spec[0][-1].Dup()]
+    return sink, lambda n: unpack(sink[:n], into, free=True)
 
 
 def block_view(buf: Any, blocks: int, *, writable: bool) -> tuple[memoryview, int]:

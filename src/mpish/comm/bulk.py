@@ -92,7 +92,7 @@ from ..wire.record import (
     Sealer,
 )
 from .buffers import mpi_truncate
-from .limits import MATCH_FIRST, RECORD_ERRORS, Envelope, Result, Stats
+from .limits import MATCH_FIRST, RECORD_ERRORS, Deferring, Envelope, Result, Stats
 from .posted import _ACTIVE, PerPeer, wait_all
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class LongMessages:
 
     comm: Any
     bulk: Any
-    stats: Stats
+    stats: Stats | Deferring
     openers: PerPeer[Opener]
     _pool: list[bytearray]
     _bulk_rx: list[bytearray] | None

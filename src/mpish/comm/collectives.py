@@ -47,7 +47,7 @@ from .buffers import (
     vector_view,
 )
 from .lane import Lane, progress, wait_all
-from .limits import ABORT_TAG
+from .limits import ABORT_TAG, RECORD_ERRORS, Deferring
 from .serial import dumps, loads
 
 _ORIGIN = struct.Struct(">I")  # an abort notice's body: the rank the collective failed on
@@ -63,8 +63,9 @@ class CollectiveAborted(MpishError):
     """A collective failed on another rank (that rank raised the cause)."""
 
 
-# What receiving one block of a collective may raise after the record was taken out of MPI.
-_BLOCK_ERRORS = (CollectiveAborted, RemoteProtocolError, MPI.Exception)
+# What receiving one block of a collective may raise after the record was taken out of MPI
+# (a rejected record's error only if something raised it past the lane's Deferring: limits.py).
+_BLOCK_ERRORS = (CollectiveAborted, *RECORD_ERRORS, MPI.Exception)
 
 
 _dumps, _loads = dumps, loads  # serial.py: MPI.pickle's (only authenticated bytes are loaded)
@@ -99,6 +100,7 @@ class Collectives:
     _started: list[Any]  # started collectives not done yet (nonblocking.py), oldest first
     _issuing: Issuing | None = None  # the started collective whose steps run now (module doc)
     _abort_origin: int | None = None  # the rank the running collective failed on, if a notice said so
+    _deferred: Deferring  # the collective lane's stats (limits.py): strict errors kept for the end
 
     # -- building blocks
 

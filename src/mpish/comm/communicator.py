@@ -19,10 +19,10 @@ from mpi4py import MPI
 from ..wire.record import SMALL_RECORD
 from . import ending, serial
 from .buffers import _PLAIN_BUFFERS as PLAIN_BUFFERS
-from .buffers import byte_view, check_fits, derived, set_status, unpack, warn_buf
+from .buffers import byte_view, check_fits, derived, each_start, receive_into, set_status, unpack, warn_buf
 from .handles import _OWNED, _PY_THREADS, lock_public_methods
 from .intercomm import Bridges, Intercomm
-from .lane import _ACTIVE, Early, Lane, Stats
+from .lane import _ACTIVE, Deferring, Early, Lane, Stats
 from .messages import SecureMessage
 from .nonblocking import NonBlocking
 from .requests import PersistentRequest, SecureRequest
@@ -57,7 +57,8 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         self._freed = False
         self._bsend_buffer: Any = None
         self._p2p = Lane(p2p, p2p_bulk, keys, LANES[0], self._stats)
-        self._coll = Lane(coll, coll_bulk, keys, LANES[1], self._stats)
+        self._deferred = Deferring(self._stats)  # strict errors raised at a collective's end
+        self._coll = Lane(coll, coll_bulk, keys, LANES[1], self._deferred)
         self._started: list[Any] = []  # started Ibarriers (nonblocking.py)
         self._p2p.acks = Acks(coll_bulk, keys, self._stats)  # on coll_bulk: synchronous.py says why
         ending.register(self)  # at exit: a receiver of long messages waits for their senders (ending.py)
@@ -223,31 +224,27 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
     Irsend = Isend
 
     def Irecv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> SecureRequest:
-        spec = derived(buf)  # gaps (a halo's subarray): received packed, scattered by MPI at completion
-        if spec is None:
-            return SecureRequest(self._p2p, posted=self._p2p.post(source, tag, byte_view(buf, writable=True)))
-        sink, into = memoryview(bytearray(spec[1])), [*spec[0][:-1], spec[0][-1].Dup()]  # MPI lets
-        posted = self._p2p.post(source, tag, sink)  # the user free the datatype before the wait
-        return SecureRequest(self._p2p, posted=posted, unpack=lambda n: unpack(sink[:n], into, free=True))
+        sink, scatter = receive_into(buf)
+        return SecureRequest(self._p2p, posted=self._p2p.post(source, tag, sink), unpack=scatter)
 
     # -- persistent requests: the buffer is read (sealed) at each Start
 
     def Send_init(self, buf: Any, dest: int, tag: int = 0) -> PersistentRequest:
-        view = byte_view(buf, writable=False)
+        data = each_start(buf, writable=False)
         self._p2p.sealer_for(dest, tag)  # a bad rank or tag raises here, as MPI does
-        return PersistentRequest(self._p2p, lambda: self.Isend(view, dest, tag))
+        return PersistentRequest(self._p2p, lambda: self.Isend(data, dest, tag))
 
     def Ssend_init(self, buf: Any, dest: int, tag: int = 0) -> PersistentRequest:
-        view = byte_view(buf, writable=False)
+        data = each_start(buf, writable=False)
         self._p2p.sealer_for(dest, tag)
-        return PersistentRequest(self._p2p, lambda: self.Issend(view, dest, tag))
+        return PersistentRequest(self._p2p, lambda: self.Issend(data, dest, tag))
 
     Bsend_init = Send_init
     Rsend_init = Send_init
 
     def Recv_init(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> PersistentRequest:
-        view = byte_view(buf, writable=True)
-        return PersistentRequest(self._p2p, lambda: self.Irecv(view, source, tag))
+        data = each_start(buf, writable=True)
+        return PersistentRequest(self._p2p, lambda: self.Irecv(data, source, tag))
 
     def Isendrecv(
         self,
@@ -258,9 +255,10 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         source: int = MPI.ANY_SOURCE,
         recvtag: int = MPI.ANY_TAG,
     ) -> SecureRequest:
-        posted = self._p2p.post(source, recvtag, byte_view(recvbuf, writable=True))
+        sink, scatter = receive_into(recvbuf)
+        posted = self._p2p.post(source, recvtag, sink)
         requests, buffers = self._p2p.isend(byte_view(sendbuf, writable=False), dest, sendtag)
-        return SecureRequest(self._p2p, sends=requests, buffers=buffers, posted=posted)
+        return SecureRequest(self._p2p, sends=requests, buffers=buffers, posted=posted, unpack=scatter)
 
     def Isendrecv_replace(
         self,
@@ -270,10 +268,11 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         source: int = MPI.ANY_SOURCE,
         recvtag: int = MPI.ANY_TAG,
     ) -> SecureRequest:
-        view = byte_view(buf, writable=True)
-        requests, buffers = self._p2p.isend(memoryview(bytes(view)), dest, sendtag)  # sealed: buf is free
-        posted = self._p2p.post(source, recvtag, view)
-        return SecureRequest(self._p2p, sends=requests, buffers=buffers, posted=posted)
+        sink, scatter = receive_into(buf)  # a read-only buffer raises before anything is sent
+        data = memoryview(bytes(byte_view(buf, writable=False)))  # sealed at once: buf is free
+        requests, buffers = self._p2p.isend(data, dest, sendtag)
+        posted = self._p2p.post(source, recvtag, sink)
+        return SecureRequest(self._p2p, sends=requests, buffers=buffers, posted=posted, unpack=scatter)
 
     def Sendrecv(
         self,
@@ -298,8 +297,9 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         recvtag: int = MPI.ANY_TAG,
         status: Any = None,
     ) -> None:
-        view = byte_view(buf, writable=True)
-        request = self.Isend(bytes(view), dest, sendtag)  # the records are sealed now: buf is free
+        if derived(buf) is None:
+            byte_view(buf, writable=True)  # a read-only buffer raises before anything is sent
+        request = self.Isend(bytes(byte_view(buf, writable=False)), dest, sendtag)  # sealed now: buf is free
         self.Recv(buf, source, recvtag, status)
         request.Wait()
 

@@ -53,6 +53,7 @@ from .limits import (
     RECORD_ERRORS,
     RECORD_MAX,
     SINGLE_MAX,
+    Deferring,
     Early,
     Envelope,
     Result,
@@ -68,6 +69,7 @@ __all__ = [
     "RECORD_MAX",
     "SINGLE_MAX",
     "_ACTIVE",
+    "Deferring",
     "Early",
     "Lane",
     "PostedRecv",
@@ -104,7 +106,9 @@ class Lane(PostedReceives, LongMessages):
 
     held = 0  # started collectives with steps left on this lane (nonblocking.py): Free waits for them
 
-    def __init__(self, comm: Any, bulk: Any, keys: CommSecret, label: bytes, stats: Stats) -> None:
+    def __init__(
+        self, comm: Any, bulk: Any, keys: CommSecret, label: bytes, stats: Stats | Deferring
+    ) -> None:
         self.comm = comm
         self.bulk = bulk
         self.rank = comm.Get_rank()

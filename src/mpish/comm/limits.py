@@ -65,6 +65,29 @@ class Stats:
             raise exc
 
 
+class Deferring:
+    """The collective lane's view of a communicator's :class:`Stats` (counted and reported as
+    one): in strict mode the error of a rejected record is kept, and the collective raises it
+    once it is complete (nonblocking.py). Raised where the record was found, it left the
+    genuine record queued, and the next collective took it: every later one a collective
+    behind, with no error (helper-108)."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.kept: BaseException | None = None
+
+    def reject(self, exc: BaseException) -> None:
+        try:
+            self.stats.reject(exc)
+        except BaseException as error:  # strict: for the end of the collective
+            if self.kept is None:
+                self.kept = error
+
+    def take(self) -> BaseException | None:
+        kept, self.kept = self.kept, None
+        return kept
+
+
 @dataclass
 class Early:
     """A message already taken out of MPI and authenticated (by a probe)."""

@@ -11,9 +11,10 @@ from typing import Any
 from mpi4py import MPI
 
 from . import serial
-from .buffers import byte_view, set_status
+from .buffers import byte_view, derived, set_status, unpack
 from .handles import lock_public_methods
 from .lane import Early, Lane, deliver_early
+from .posted import PostedRecv
 from .requests import SecureRequest
 
 
@@ -58,8 +59,18 @@ class SecureMessage(MPI.Message):
         return early
 
     def Recv(self, buf: Any, status: Any = None) -> None:
-        s, t, n, _ = deliver_early(self._take(), byte_view(buf, writable=True))
+        s, t, n = self._deliver(buf)
         set_status(status, s, t, n)
+
+    def _deliver(self, buf: Any) -> tuple[int, int, int]:
+        """The message into ``buf``: (source, tag, bytes). A datatype with gaps (a matrix
+        column) takes it packed, scattered by MPI, as a receive does (communicator.py)."""
+        spec = derived(buf)
+        sink = byte_view(buf, writable=True) if spec is None else memoryview(bytearray(spec[1]))
+        s, t, n, _ = deliver_early(self._take(), sink)
+        if spec is not None:
+            unpack(sink[:n], spec[0])
+        return s, t, n
 
     def recv(self, status: Any = None) -> Any:
         s, t, n, data = deliver_early(self._take(), None)
@@ -68,11 +79,21 @@ class SecureMessage(MPI.Message):
         return loads(data)
 
     def Irecv(self, buf: Any) -> SecureRequest:
-        self.Recv(buf)
-        return SecureRequest(self._lane)  # complete already
+        """Received now (the message is here); the request completes with its status, or
+        raises the receive's error (a truncation) at its wait, as MPI's Imrecv."""
+        posted = PostedRecv(MPI.ANY_SOURCE, MPI.ANY_TAG, None)
+        try:
+            posted.result = self._deliver(buf)
+        except MPI.Exception as exc:
+            posted.error = exc
+        posted.done = True
+        return SecureRequest(self._lane, posted=posted)
 
     def irecv(self) -> SecureRequest:
-        return SecureRequest(self._lane, value=self.recv())  # complete already
+        posted = PostedRecv(MPI.ANY_SOURCE, MPI.ANY_TAG, None)
+        s, t, n, posted.obj = deliver_early(self._take(), None)
+        posted.result, posted.done = (s, t, n), True
+        return SecureRequest(self._lane, posted=posted, is_object=True)
 
 
 lock_public_methods(SecureMessage)

@@ -123,9 +123,11 @@ class Started(Issuing):
         except StopIteration:
             self.done = True
             self.comm._abort_origin = None
+            self.error = self.comm._deferred.take()  # strict mode's error, once the collective is whole
         except Exception as exc:  # this collective failed here: the request raises it
             self.error, self.done = exc, True
             self.comm._abort_origin = None
+            self.comm._deferred.take()
             self.refused = self.refused or self.source is None  # before any receive: its arguments
         else:
             if isinstance(need, BaseException):  # this rank's own arguments (collectives.py)
@@ -216,6 +218,9 @@ def blocking(name: str, owner: type = Reductions) -> Callable[..., None]:
             run(steps(self, *args, **kwargs))
         finally:
             self._abort_origin = None  # (_c_abort: the next collective's failure is its own)
+            kept = self._deferred.take()  # strict mode's error, once the collective is whole
+        if kept is not None:
+            raise kept
 
     collective.__name__, collective.__doc__ = name, steps.__doc__
     return collective
@@ -272,9 +277,13 @@ def after_started(method: Callable[..., Any]) -> Callable[..., Any]:
         if self._started:
             self._settle_started()
         try:
-            return method(self, *args, **kwargs)
+            result = method(self, *args, **kwargs)
         finally:
             self._abort_origin = None  # (_c_abort: the next collective's failure is its own)
+            kept = self._deferred.take()  # strict mode's error, once the collective is whole
+        if kept is not None:
+            raise kept
+        return result
 
     collective.__name__, collective.__doc__ = method.__name__, method.__doc__
     return collective

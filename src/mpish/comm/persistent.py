@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -147,6 +148,15 @@ class Trigger:
             _FREE_TAGS.append(self.tag)
 
 
+def _unseen(outcome: tuple[Any, ...] | None) -> None:
+    """A run's error that nobody was given (MPI's wait completed the handle, which cannot carry
+    it: the trigger is an empty send that did complete) is a warning, not lost (helper-108)."""
+    if outcome is not None and outcome[2] is not None:
+        warnings.warn(f"mpish.secure: a run of a persistent request failed, and MPI's wait that completed "
+                      f"it cannot say so (the request's own Wait, or mpish.comm.Waitall, raises it): "
+                      f"{type(outcome[2]).__name__}: {outcome[2]}", RuntimeWarning, stacklevel=3)
+
+
 class PersistentRequest(MPI.Prequest):
     """A persistent request: each start (its ``Start``, ``mpish.comm.Startall``, or MPI's
     ``MPI.Prequest.Startall``) runs the secure operation again (module doc).
@@ -191,6 +201,7 @@ class PersistentRequest(MPI.Prequest):
         """Start the secure operation. If that fails at once (its arguments), ``raising``: the
         caller's Start raises it and the request is idle again; else (a start made by MPI) the
         request completes with that error, which its Wait raises."""
+        _unseen(self._outcome)
         self._outcome = None
         # RUNNING before the operation exists: starting a collective polls, which lets other
         # threads in, and one waiting for this request must wait for its start (_advance)
@@ -333,6 +344,7 @@ class PersistentRequest(MPI.Prequest):
     def Free(self) -> None:
         """Release the handle; a started send or receive completes in the background
         (SecureRequest.Free), other started operations are waited for."""
+        _unseen(self._outcome)
         if self._freed:  # MPI's null now: MPI_Request_free refuses it, as raw
             raise mpi_error(MPI.ERR_REQUEST, "Free of a persistent request freed already")
         if self._pending():

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mpi4py import MPI
 
 from .buffers import matches
-from .limits import FIRST_MAX, MATCH_FIRST, RECORD_ERRORS, Early, Result, Stats, deliver_early
+from .limits import FIRST_MAX, MATCH_FIRST, RECORD_ERRORS, Deferring, Early, Result, Stats, deliver_early
 
 T = TypeVar("T")
 
@@ -219,7 +219,7 @@ class PostedReceives:
     """The Lane's methods for posted receives (a mixin: the state is the Lane's)."""
 
     comm: Any
-    stats: Stats
+    stats: Stats | Deferring
     posted: list[PostedRecv]
     freeing = False  # freed by the program: the communicators go once no receive is posted
 

@@ -185,6 +185,18 @@ class Reductions(ObjectCollectives):
             counts = yield from self._counts(local_count)
         else:
             counts = [int(c) for c in recvcounts]
+        try:  # mpi4py's own check, before the Allreduce (a wrong count wrote garbage: helper-107)
+            if len(counts) != self.size:
+                raise ValueError(f"incorrect number of counts {len(counts)}, expecting {self.size}")
+            items, own = len(send) // itemsize, counts[self.rank]
+            if sum(counts) != items and not _in_place(sendbuf):
+                raise ValueError(f"mismatch in send count {items} and sum(counts) {sum(counts)}")
+            if own * itemsize > len(recv):
+                raise ValueError(f"receive buffer of {len(recv) // itemsize} items, count {own}")
+        except Exception as exc:
+            yield exc
+            yield from self._fail_gather_bcast()
+            raise
         total = bytearray(len(send))
         yield from self._Allreduce_steps(_typed(source, bytes(send)), _typed(source, total), op)
         start = sum(counts[: self.rank]) * itemsize

@@ -1,0 +1,218 @@
+"""Run under mpiexec: derived datatypes and matched receives where secure(comm) differed from raw
+MPI (helper-107, an HPC porter's review). Each check runs the same calls on the raw duplicate
+and on the secure communicator and compares what they wrote.
+
+Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+from mpi_main import run_checks
+
+from mpish.comm import CollectiveAborted, SecureComm
+
+D = MPI.DOUBLE
+
+
+def ok(name: str) -> None:
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print(f"OK {name}", flush=True)
+
+
+def same(raw: MPI.Intracomm, c: SecureComm, calls: Callable[[Any], object]) -> None:
+    """``calls(comm)`` gives the same result on both communicators."""
+    want, got = calls(raw), calls(c)
+    assert repr(got) == repr(want), (got, want)
+
+
+def check_a_datatype_that_starts_past_its_buffers_start_is_read_and_written_there(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Create_indexed([2], [1]) has no gaps but starts 8 bytes in: secure read and wrote it from
+    byte 0 in every call (point to point, Gather, Allgather, Bcast)."""
+    inner = D.Create_indexed([2], [1]).Commit()
+    past = D.Create_struct([1], [8], [D]).Commit()
+
+    def calls(comm: Any) -> object:
+        r, n = comm.rank, comm.size
+        nxt, prv = (r + 1) % n, (r - 1) % n
+        a, out = np.arange(4.0) + 10 * r, {}
+        b = np.full(4, -1.0)
+        request = comm.Irecv(b, prv, 1)
+        comm.Send([a, 1, inner], nxt, 1)
+        request.Wait()
+        out["send"] = b.tolist()
+        b = np.full(4, -1.0)
+        comm.Sendrecv(a[:2].copy(), nxt, 2, [b, 1, inner], prv, 2)
+        out["sendrecv"] = b.tolist()
+        b = np.full(4, -1.0)
+        request = comm.Irecv([b, 1, inner], prv, 3)
+        comm.Send(a[:2].copy(), nxt, 3)
+        request.Wait()
+        out["irecv"] = b.tolist()
+        g = np.full(2 * n, -1.0)
+        comm.Gather([a, 1, inner], [g, 2, D] if r == 0 else None, 0)
+        out["gather"] = g.tolist()
+        comm.Allgather([a, 1, inner], [g, 2, D])
+        out["allgather"] = g.tolist()
+        b = a.copy() if r == 0 else np.full(4, -1.0)
+        comm.Bcast([b, 1, inner], 0)
+        out["bcast"] = b.tolist()
+        s, d = np.arange(3.0) + 20 * r, np.full(3, -1.0)
+        request = comm.Irecv([d, 1, past], prv, 4)
+        comm.Isend([s, 1, past], nxt, 4).Wait()
+        request.Wait()
+        out["struct"] = d.tolist()
+        return out
+
+    same(raw, c, calls)
+    inner.Free()
+    past.Free()
+    ok("a_datatype_that_starts_past_its_buffers_start_is_read_and_written_there")
+
+
+def check_a_single_block_at_an_absolute_address_travels_as_in_mpi(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """[MPI.BOTTOM, 1, hindexed of one block] was refused (Unsupported) where two blocks worked."""
+
+    def calls(comm: Any) -> object:
+        r, n = comm.rank, comm.size
+        nxt, prv = (r + 1) % n, (r - 1) % n
+        a, b, d = np.array([2.5 + r]), np.zeros(1), np.zeros(1)
+        types = [D.Create_hindexed([1], [MPI.Get_address(x)]).Commit() for x in (a, b, d)]
+        sent = comm.Isend([MPI.BOTTOM, 1, types[0]], nxt, 6)
+        comm.Recv([MPI.BOTTOM, 1, types[1]], prv, 6)
+        sent.Wait()
+        if r == 0:
+            d[:] = a
+        comm.Bcast([MPI.BOTTOM, 1, types[2]], 0)
+        for datatype in types:
+            datatype.Free()
+        return b.tolist(), d.tolist()
+
+    same(raw, c, calls)
+    ok("a_single_block_at_an_absolute_address_travels_as_in_mpi")
+
+
+def check_persistent_requests_with_gaps_read_and_write_the_buffer_at_each_start(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Send_init([a, 1, column]) packed the column once, at the init: every start sent the
+    values of then (zeros), where MPI reads the buffer at each start. Recv_init with gaps
+    was refused."""
+    column = D.Create_vector(4, 1, 4).Create_resized(0, 8).Commit()
+
+    def calls(comm: Any) -> object:
+        r, n = comm.rank, comm.size
+        a, b, got = np.zeros((4, 4)), np.zeros((4, 4)), []
+        send = comm.Send_init([a, 1, column], (r + 1) % n, 10)
+        recv = comm.Recv_init([b.reshape(-1)[2:], 1, column], (r - 1) % n, 10)  # b's third column
+        for start in range(3):
+            a[:] = start + 10 * r
+            recv.Start()
+            send.Start()
+            recv.Wait()
+            send.Wait()
+            got.append(b.tolist())
+        send.Free()
+        recv.Free()
+        return got
+
+    same(raw, c, calls)
+    column.Free()
+    ok("persistent_requests_with_gaps_read_and_write_the_buffer_at_each_start")
+
+
+def check_a_matched_messages_started_receive_gives_its_status(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Mprobe then Message.Irecv/irecv: the wait's status was ANY_SOURCE, ANY_TAG, 0 bytes."""
+
+    def calls(comm: Any) -> object:
+        r, n = comm.rank, comm.size
+        out = []
+        sent = comm.Isend(np.arange(3, dtype="i4") + r, (r + 1) % n, 6)  # (to itself at -n 1)
+        message, status = comm.Mprobe((r - 1) % n, 6), MPI.Status()
+        into = np.zeros(3, "i4")
+        message.Irecv(into).Wait(status)
+        sent.Wait()
+        out.append((into.tolist(), status.Get_source(), status.Get_tag(), status.Get_count(MPI.INT)))
+        sent = comm.isend("hello", (r + 1) % n, 7)
+        message, status = comm.mprobe((r - 1) % n, 7), MPI.Status()
+        out.append((message.irecv().wait(status), status.Get_source(), status.Get_tag()))
+        sent.wait()
+        return out
+
+    same(raw, c, calls)
+    ok("a_matched_messages_started_receive_gives_its_status")
+
+
+def check_exchanges_in_place_and_matched_receives_take_datatypes_with_gaps(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Sendrecv_replace, Isendrecv, Isendrecv_replace and Message.Recv into a subarray or a
+    column were refused (Unsupported) though their message named point to point as supported.
+    Isendrecv_replace is held to what MPI defines: raw MPICH 5 wrote garbage there."""
+    block = D.Create_subarray([4, 4], [2, 2], [1, 1]).Commit()
+    column = D.Create_vector(4, 1, 4).Commit()
+
+    def calls(comm: Any) -> object:
+        r, n = comm.rank, comm.size
+        nxt, prv = (r + 1) % n, (r - 1) % n
+        a = np.arange(16.0).reshape(4, 4) + 100 * r
+        comm.Sendrecv_replace([a, 1, block], nxt, 11, prv, 11)
+        b = np.zeros((4, 4))
+        comm.Isendrecv([a, 1, column], nxt, 12, [b, 1, column], prv, 12).Wait()
+        f = np.zeros((4, 4))
+        sent = comm.Isend(np.arange(4.0) + r, nxt, 14)
+        comm.Mprobe(prv, 14).Recv([f, 1, column])
+        sent.Wait()
+        return [a.tolist(), b.tolist(), f.tolist()]
+
+    same(raw, c, calls)
+    e = np.arange(16.0).reshape(4, 4) - c.rank
+    c.Isendrecv_replace([e, 1, column], (c.rank + 1) % c.size, 13, (c.rank - 1) % c.size, 13).Wait()
+    want = np.arange(16.0).reshape(4, 4) - c.rank
+    want[:, 0] = np.arange(0.0, 16.0, 4) - (c.rank - 1) % c.size  # the previous rank's first column
+    assert np.array_equal(e, want), (e, want)
+    block.Free()
+    column.Free()
+    ok("exchanges_in_place_and_matched_receives_take_datatypes_with_gaps")
+
+
+def check_reduce_scatter_refuses_counts_that_do_not_add_up_on_every_rank(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Counts that do not add up to the send buffer's: mpi4py raises ValueError; secure wrote
+    whatever the sums gave. Now the rank with the wrong count raises it, the others
+    CollectiveAborted, and the next collective is in step."""
+    n = c.size
+    send = np.ones(2 * n, "i8")
+    with np.errstate(all="ignore"):
+        try:
+            raw.Reduce_scatter(send, np.zeros(2, "i8"), [1] * n, MPI.SUM)
+        except ValueError as exc:
+            assert "mismatch" in str(exc), exc
+        else:
+            raise AssertionError("mpi4py took counts that do not add up")
+    try:
+        c.Reduce_scatter(send, np.zeros(2, "i8"), [1] * n, MPI.SUM)
+    except (ValueError, CollectiveAborted) as exc:
+        assert isinstance(exc, ValueError) and "mismatch in send count" in str(exc), exc
+    else:
+        raise AssertionError("secure took counts that do not add up")
+    assert c.allreduce(1) == n  # in step
+    ok("reduce_scatter_refuses_counts_that_do_not_add_up_on_every_rank")
+
+
+if __name__ == "__main__":
+    run_checks([
+        check_a_datatype_that_starts_past_its_buffers_start_is_read_and_written_there,
+        check_a_single_block_at_an_absolute_address_travels_as_in_mpi,
+        check_persistent_requests_with_gaps_read_and_write_the_buffer_at_each_start,
+        check_a_matched_messages_started_receive_gives_its_status,
+        check_exchanges_in_place_and_matched_receives_take_datatypes_with_gaps,
+        check_reduce_scatter_refuses_counts_that_do_not_add_up_on_every_rank,
+    ])
