@@ -182,6 +182,27 @@ def check_exchanges_in_place_and_matched_receives_take_datatypes_with_gaps(
     ok("exchanges_in_place_and_matched_receives_take_datatypes_with_gaps")
 
 
+def check_a_datatype_reaching_outside_its_buffer_is_refused_before_mpi_touches_memory(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """[b, column] of a column resized to one element: the count inferred (16) makes MPI reach
+    96 bytes past the buffer; raw MPICH corrupted its heap (a crash at exit). Secure raises
+    ValueError on the calling rank, before anything is sent or posted (raw is not run)."""
+    del raw
+    column = D.Create_vector(4, 1, 4).Create_resized(0, 8).Commit()
+    b = np.zeros((4, 4))
+    for call in (lambda: c.Irecv([b, column], 0, 3), lambda: c.Send([b, column], 0, 3),
+                 lambda: c.Send([b[1:], 1, column], 0, 3)):
+        try:
+            call()
+        except ValueError as exc:
+            assert "MPI would reach outside it" in str(exc), exc
+        else:
+            raise AssertionError("a datatype reaching outside its buffer was taken")
+    column.Free()
+    ok("a_datatype_reaching_outside_its_buffer_is_refused_before_mpi_touches_memory")
+
+
 def check_reduce_scatter_refuses_counts_that_do_not_add_up_on_every_rank(
     c: SecureComm, raw: MPI.Intracomm
 ) -> None:
@@ -214,5 +235,6 @@ if __name__ == "__main__":
         check_persistent_requests_with_gaps_read_and_write_the_buffer_at_each_start,
         check_a_matched_messages_started_receive_gives_its_status,
         check_exchanges_in_place_and_matched_receives_take_datatypes_with_gaps,
+        check_a_datatype_reaching_outside_its_buffer_is_refused_before_mpi_touches_memory,
         check_reduce_scatter_refuses_counts_that_do_not_add_up_on_every_rank,
     ])

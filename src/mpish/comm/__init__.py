@@ -16,6 +16,7 @@ One job per module:
 - ``handles.py``: secure requests as MPI generalized requests (``MPI.Request.Waitall`` works);
 - ``extended.py``: MPICH's extended generalized requests (its waits call mpish back);
 - ``buffers.py``: mpi4py buffer arguments as byte views; :class:`Unsupported`.
+- ``packing.py``: datatypes with gaps: what travels packed, packed and scattered by MPI.
 
 Records (wire/record.py): one MPI message carries exactly one record, sent with the
 buffer API; the lowercase pickle-based mpi4py calls are never used on the internal

@@ -20,13 +20,12 @@ from .buffers import (
     block_view,
     bottom_blocks,
     free_blocks,
-    pack,
     typed_vector_view,
-    unpack,
     vector_view,
 )
 from .collectives import _BLOCK_ERRORS, COLL_TAG, Collectives, Steps, _in_place
 from .lane import wait_all
+from .packing import pack, unpack
 
 Blocks = tuple[list[memoryview], list[memoryview]]  # (block k to rank k, block k from rank k)
 

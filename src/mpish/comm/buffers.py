@@ -2,7 +2,8 @@
 
 Only host memory that Python's buffer protocol exposes C-contiguously is supported
 (bytes, bytearray, array.array, numpy arrays, memoryview); anything else (GPU or DLPack
-buffers, derived datatypes) raises :class:`Unsupported` with a one-line reason.
+buffers) raises :class:`Unsupported` with a one-line reason. Derived datatypes with gaps
+travel packed (packing.py); gap-free ones are read where their data lie.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import warnings
 from typing import Any
 
 from mpi4py import MPI
+
+from .packing import _contiguous, derived, pack, unpack
 
 _FORMAT_PREFIX = "@=<>!"
 
@@ -159,58 +162,6 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
     return flat, count, size
 
 
-def derived(buf: Any) -> tuple[Any, int] | None:
-    """``(buf, bytes)`` if ``buf`` is ``[buf, count, datatype]`` or ``[buf, datatype]`` with a
-    datatype that is not a gap-free run of bytes (e.g. ``Create_indexed_block``, a padded
-    struct), else None: such data travel packed. Without a count, the buffer holds as many as
-    fit, as mpi4py counts them (its size over the datatype's extent)."""
-    if not isinstance(buf, (list, tuple)) or len(buf) not in (2, 3) or not isinstance(buf[-1], MPI.Datatype):
-        return None
-    datatype = buf[-1]
-    if _contiguous(datatype) and buf[0] is not MPI.BOTTOM:  # at absolute addresses: MPI packs it too
-        return None
-    if len(buf) == 2:
-        try:
-            nbytes = memoryview(buf[0]).nbytes
-        except TypeError:
-            return None
-        _, extent = datatype.Get_extent()
-        if extent <= 0 or nbytes % extent:
-            raise ValueError(f"message: cannot infer count, buffer length {nbytes} is not a multiple "
-                             f"of datatype extent {extent}")
-        buf = [buf[0], nbytes // extent, datatype]
-    count = buf[1]
-    if not isinstance(count, int):
-        return None
-    return buf, count * datatype.Get_size()
-
-
-_SELF: list[Any] = []  # a private duplicate of COMM_SELF: never matched with the user's own messages
-
-
-def _self() -> Any:
-    if not _SELF:
-        _SELF.append(MPI.COMM_SELF.Dup())
-    return _SELF[0]
-
-
-def pack(spec: Any, nbytes: int) -> memoryview:
-    """The data of a derived-datatype message, packed by MPI (a copy inside this process)."""
-    out = bytearray(nbytes)
-    _self().Sendrecv(spec, 0, 0, [out, MPI.PACKED], 0, 0)
-    return memoryview(out)
-
-
-def unpack(data: Any, spec: Any, *, free: bool = False) -> None:
-    """Scatter packed bytes into a derived-datatype message (a copy inside this process);
-    ``free``: the spec's datatype is mpish's own copy, freed once used."""
-    try:
-        _self().Sendrecv([data, MPI.PACKED], 0, 0, spec, 0, 0)
-    finally:
-        if free:
-            spec[-1].Free()
-
-
 def bottom_blocks(msg: Any, size: int, *, writable: bool = False) -> list[tuple[Any, int]] | None:
     """Per peer ``([MPI.BOTTOM, 1, datatype], bytes)`` of an ``Alltoallw`` message at absolute
     addresses (``[MPI.BOTTOM, (counts, displs), datatypes]``), or of a buffer whose datatypes
@@ -253,13 +204,6 @@ def bottom_blocks(msg: Any, size: int, *, writable: bool = False) -> list[tuple[
 def free_blocks(blocks: list[tuple[Any, int]] | None) -> None:
     for spec, _ in blocks or []:
         spec[2].Free()
-
-
-def _contiguous(datatype: Any) -> bool:
-    """True if a derived datatype is a gap-free run of bytes (its data are its extent)."""
-    _, extent = datatype.Get_extent()
-    _, true_extent = datatype.Get_true_extent()
-    return bool(datatype.Get_size() == extent == true_extent)
 
 
 def _host_view(buf: Any) -> tuple[memoryview, str | None]:

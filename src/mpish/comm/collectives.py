@@ -40,14 +40,12 @@ from ..wire.errors import MpishError, RemoteProtocolError
 from .buffers import (
     block_view,
     byte_view,
-    derived,
     mpi_error,
-    pack,
-    unpack,
     vector_view,
 )
 from .lane import Lane, progress, wait_all
 from .limits import ABORT_TAG, RECORD_ERRORS, Deferring
+from .packing import derived, pack, unpack
 from .serial import dumps, loads
 
 _ORIGIN = struct.Struct(">I")  # an abort notice's body: the rank the collective failed on

@@ -19,12 +19,13 @@ from mpi4py import MPI
 from ..wire.record import SMALL_RECORD
 from . import ending, serial
 from .buffers import _PLAIN_BUFFERS as PLAIN_BUFFERS
-from .buffers import byte_view, check_fits, derived, each_start, receive_into, set_status, unpack, warn_buf
+from .buffers import byte_view, check_fits, each_start, receive_into, set_status, warn_buf
 from .handles import _OWNED, _PY_THREADS, lock_public_methods
 from .intercomm import Bridges, Intercomm
 from .lane import _ACTIVE, Deferring, Early, Lane, Stats
 from .messages import SecureMessage
 from .nonblocking import NonBlocking
+from .packing import derived, unpack
 from .requests import PersistentRequest, SecureRequest
 from .secret import LANES, CommSecret
 from .settings import LocalSettings

@@ -11,9 +11,10 @@ from typing import Any
 from mpi4py import MPI
 
 from . import serial
-from .buffers import byte_view, derived, set_status, unpack
+from .buffers import byte_view, set_status
 from .handles import lock_public_methods
 from .lane import Early, Lane, deliver_early
+from .packing import derived, unpack
 from .posted import PostedRecv
 from .requests import SecureRequest
 

@@ -1,0 +1,89 @@
+"""Derived datatypes with gaps (a matrix column, a subarray, a padded struct): what travels
+packed, and the packing itself, done by MPI inside the process (a private duplicate of
+COMM_SELF, never matched with the program's own messages). A datatype reaching outside its
+buffer is refused here, before MPI touches any memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mpi4py import MPI
+
+
+def _contiguous(datatype: Any) -> bool:
+    """True if a derived datatype is a gap-free run of bytes (its data are its extent)."""
+    _, extent = datatype.Get_extent()
+    _, true_extent = datatype.Get_true_extent()
+    return bool(datatype.Get_size() == extent == true_extent)
+
+
+def derived(buf: Any) -> tuple[Any, int] | None:
+    """``(buf, bytes)`` if ``buf`` is ``[buf, count, datatype]`` or ``[buf, datatype]`` with a
+    datatype that is not a gap-free run of bytes (e.g. ``Create_indexed_block``, a padded
+    struct), else None: such data travel packed. Without a count, the buffer holds as many as
+    fit, as mpi4py counts them (its size over the datatype's extent)."""
+    if not isinstance(buf, (list, tuple)) or len(buf) not in (2, 3) or not isinstance(buf[-1], MPI.Datatype):
+        return None
+    datatype = buf[-1]
+    if _contiguous(datatype) and buf[0] is not MPI.BOTTOM:  # at absolute addresses: MPI packs it too
+        return None
+    if len(buf) == 2:
+        try:
+            nbytes = memoryview(buf[0]).nbytes
+        except TypeError:
+            return None
+        _, extent = datatype.Get_extent()
+        if extent <= 0 or nbytes % extent:
+            raise ValueError(f"message: cannot infer count, buffer length {nbytes} is not a multiple "
+                             f"of datatype extent {extent}")
+        buf = [buf[0], nbytes // extent, datatype]
+    count = buf[1]
+    if not isinstance(count, int):
+        return None
+    _reaches_past(buf[0], count, datatype)
+    return buf, count * datatype.Get_size()
+
+
+def _reaches_past(buf: Any, count: int, datatype: Any) -> None:
+    """Raise ValueError if ``count`` items of ``datatype`` reach outside ``buf``: MPI would read
+    or write the memory around it (mpi4py does not check: raw MPICH corrupted its heap with
+    ``[b, column]`` of a resized column, whose inferred count is the rows' times the columns')."""
+    if buf is MPI.BOTTOM or count <= 0:
+        return
+    try:
+        nbytes = memoryview(buf).nbytes
+    except TypeError:
+        return
+    _, extent = datatype.Get_extent()
+    lower, true_extent = datatype.Get_true_extent()
+    end = (count - 1) * extent + lower + true_extent
+    if lower < 0 or end > nbytes:
+        raise ValueError(f"message: {count} of datatype {datatype.Get_name() or 'derived'} span bytes "
+                         f"{lower} to {end} of a buffer of {nbytes}: MPI would reach outside it")
+
+
+_SELF: list[Any] = []  # a private duplicate of COMM_SELF: never matched with the user's own messages
+
+
+def _self() -> Any:
+    if not _SELF:
+        _SELF.append(MPI.COMM_SELF.Dup())
+    return _SELF[0]
+
+
+def pack(spec: Any, nbytes: int) -> memoryview:
+    """The data of a derived-datatype message, packed by MPI (a copy inside this process)."""
+    out = bytearray(nbytes)
+    _self().Sendrecv(spec, 0, 0, [out, MPI.PACKED], 0, 0)
+    return memoryview(out)
+
+
+def unpack(data: Any, spec: Any, *, free: bool = False) -> None:
+    """Scatter packed bytes into a derived-datatype message (a copy inside this process);
+    ``free``: the spec's datatype is mpish's own copy, freed once used."""
+    try:
+        _self().Sendrecv([data, MPI.PACKED], 0, 0, spec, 0, 0)
+    finally:
+        if free:
+            spec[-1].Free()
