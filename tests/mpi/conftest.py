@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,13 +54,40 @@ def _mapped_by_anyone() -> set[Path]:
     return mapped
 
 
+def _hydra_files() -> set[Path]:
+    """MPICH's mpiexec (hydra) writes a hwloc topology file per job into TMPDIR and leaves it
+    behind when the job is aborted (test_comm_secure.py alone left five per run)."""
+    tmp = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        return {path for path in tmp.glob("hydra_hwloc_xmlfile_*") if path.lstat().st_uid == os.getuid()}
+    return set()
+
+
+def _hydra_running(seconds: float = 5.0) -> bool:
+    """True if an MPICH launcher or proxy still runs after ``seconds`` (an aborted job's take a
+    moment to end: the last test's were still there at the end of the pass)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        running = False
+        for comm in Path("/proc").glob("[0-9]*/comm"):
+            with contextlib.suppress(OSError):
+                running = running or comm.read_text().startswith(("mpiexec", "mpirun", "hydra"))
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def mpi_segments_of_killed_jobs_are_removed() -> Iterator[None]:
+def mpi_leftovers_of_killed_jobs_are_removed() -> Iterator[None]:
     """After the pass, the segments that appeared during it and that no process maps are
-    removed (a run of the suite left ~40 in /dev/shm)."""
-    before = _our_segments()
+    removed (a run of the suite left ~40 in /dev/shm), and hydra's files of the pass unless
+    some MPICH job still runs (another pass's)."""
+    before, files = _our_segments(), _hydra_files()
     yield
-    for path in _our_segments() - before - _mapped_by_anyone():
+    left = _our_segments() - before - _mapped_by_anyone()
+    if not _hydra_running():
+        left |= _hydra_files() - files
+    for path in left:
         with contextlib.suppress(OSError):
             path.unlink()
 
