@@ -11,10 +11,9 @@ from typing import Any
 from mpi4py import MPI
 
 from . import serial
-from .buffers import byte_view, set_status
+from .buffers import receive_into, set_status
 from .handles import lock_public_methods
 from .lane import Early, Lane, deliver_early
-from .packing import derived, unpack
 from .posted import PostedRecv
 from .requests import SecureRequest
 
@@ -66,11 +65,10 @@ class SecureMessage(MPI.Message):
     def _deliver(self, buf: Any) -> tuple[int, int, int]:
         """The message into ``buf``: (source, tag, bytes). A datatype with gaps (a matrix
         column) takes it packed, scattered by MPI, as a receive does (communicator.py)."""
-        spec = derived(buf)
-        sink = byte_view(buf, writable=True) if spec is None else memoryview(bytearray(spec[1]))
+        sink, scatter = receive_into(buf)
         s, t, n, _ = deliver_early(self._take(), sink)
-        if spec is not None:
-            unpack(sink[:n], spec[0])
+        if scatter is not None:
+            scatter(n)
         return s, t, n
 
     def recv(self, status: Any = None) -> Any:
