@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mpish.shell import scratch
 from shell_util import FLAVOURS, MPI, MPISH, make_home, shell_env
 from terminal import Person, at_terminal
 
@@ -33,6 +34,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 # own removal of them (as it would for a user), and the tests end such jobs on purpose
 SEGMENT_PREFIXES = ("mpich_shm_", "sm_segment.", "vader_segment.")
 SHM = Path("/dev/shm")
+SCRATCH_PREFIXES = tuple(kind + scratch.host_tag() + "-" for kind in (
+    scratch.SHELL_PREFIX, scratch.LAUNCH_PREFIX, scratch.MPI_PREFIX, scratch.PRTE_PREFIX))
 
 
 def _our_segments() -> set[Path]:
@@ -77,12 +80,33 @@ def _hydra_running(seconds: float = 5.0) -> bool:
         time.sleep(0.1)
 
 
+def _scratch_directories() -> set[Path]:
+    """mpish's own temporary directories (shell/scratch.py): a console or server the tests kill
+    leaves its own, which the next mpish start sweeps once a minute old (a CI run left ~30)."""
+    tmp = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        return {path for path in tmp.iterdir() if path.name.startswith(SCRATCH_PREFIXES)}
+    return set()
+
+
+def _remove_unheld(directories: set[Path]) -> None:
+    """Remove those of ``directories`` whose owner is gone (no live process holds its lock)."""
+    for path in directories:
+        fd = scratch.lock(str(path)) if path.is_dir() and not path.is_symlink() else None
+        if fd is not None:
+            try:
+                scratch.remove_tree(str(path), fd)
+            finally:
+                os.close(fd)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def mpi_leftovers_of_killed_jobs_are_removed() -> Iterator[None]:
     """After the pass, the segments that appeared during it and that no process maps are
-    removed (a run of the suite left ~40 in /dev/shm), and hydra's files of the pass unless
-    some MPICH job still runs (another pass's)."""
-    before, files = _our_segments(), _hydra_files()
+    removed (a run of the suite left ~40 in /dev/shm), hydra's files of the pass unless
+    some MPICH job still runs (another pass's), and mpish's scratch directories of the pass
+    that no live process holds."""
+    before, files, directories = _our_segments(), _hydra_files(), _scratch_directories()
     yield
     left = _our_segments() - before - _mapped_by_anyone()
     if not _hydra_running():
@@ -90,6 +114,7 @@ def mpi_leftovers_of_killed_jobs_are_removed() -> Iterator[None]:
     for path in left:
         with contextlib.suppress(OSError):
             path.unlink()
+    _remove_unheld(_scratch_directories() - directories)
 
 
 @pytest.fixture
