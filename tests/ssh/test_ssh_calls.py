@@ -307,3 +307,95 @@ def test_data_only_client_never_unpickles_a_hostile_result(sshd: SshServer, tmp_
     ):
         remote.call(abs, -1)
     assert not marker.exists()
+
+
+def test_code_by_value_to_another_python_is_refused_before_anything_is_sent(
+    connect_options: dict[str, object],
+) -> None:
+    """A lambda's bytecode crashed a Python 3.13 agent (segmentation fault) and broke a 3.10 one:
+    for another X.Y the client refuses it, names what to do, and the connection stays usable."""
+    import dataclasses
+
+    from mpish.calls.serialize import CodeAcrossVersions
+
+    with connect("host1", **connect_options) as remote:  # type: ignore[arg-type]
+        here = remote.info.python
+        major, minor = sys.version_info[:2]
+        remote.info = dataclasses.replace(remote.info, python=f"{major}.{minor + 1}.0")
+        with pytest.raises(CodeAcrossVersions, match="bytecode"):
+            remote.call(lambda: 2)
+        assert remote.call(abs, -5) == 5  # a function by name travels to any Python
+        remote.info = dataclasses.replace(remote.info, python=here)
+        assert remote.call(lambda: 2) == 2
+
+
+def test_a_mistyped_data_call_with_a_large_argument_fails_alone_and_the_connection_stays_usable(
+    connect_options: dict[str, object],
+) -> None:
+    """The agent read the arguments after the function's name: a wrong name left their chunks
+    unread, the next call met them ('expected a call, got Chunk') and the agent died."""
+    with connect("host1", **connect_options) as remote:  # type: ignore[arg-type]
+        with pytest.raises(AttributeError, match="getsizee"):
+            remote.call_data("os.path.getsizee", "x" * 5_000_000)
+        assert remote.call_data("os.getpid") == remote.info.pid
+
+
+def test_a_call_timeout_ends_the_processes_the_call_started(
+    connect_options: dict[str, object], tmp_path: Path
+) -> None:
+    """As subprocess.run's timeout kills its child: the command and its background children
+    do not run on, re-parented to init, after the client gave up (sshd runs on this host)."""
+    from mpish.ssh import CallTimeout
+
+    pids = tmp_path / "pids"
+    remote = connect("host1", **connect_options)  # type: ignore[arg-type]
+    with pytest.raises(CallTimeout, match="ends it, and the processes it started"):
+        remote.shell(f"sleep 300 & echo $$ $! > {pids}; wait", timeout=2)
+    started = [int(pid) for pid in pids.read_text().split()]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in started):
+        time.sleep(0.05)
+    assert not [pid for pid in started if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie waiting for its parent is gone too
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_an_output_callback_that_raises_is_raised_after_the_reply_and_the_connection_stays_usable(
+    connect_options: dict[str, object],
+) -> None:
+    """(A BrokenPipeError writing to `head`, a bug in the callback.) The reply was left half
+    read and the next call failed with 'reply to call 1, expected 2'."""
+
+    def broken(stream: str, data: bytes) -> None:
+        raise ValueError("callback bug")
+
+    with connect("host1", **connect_options) as remote:  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="callback bug"):
+            remote.invoke(lambda: (print("hello"), "first")[1], on_output=broken)
+        assert not remote.closed
+        assert remote.call(abs, -2) == 2
+
+
+def test_a_timeout_waiting_for_another_threads_call_sends_nothing_and_keeps_the_connection(
+    connect_options: dict[str, object],
+) -> None:
+    from mpish.ssh import CallTimeout
+
+    with connect("host1", **connect_options) as remote:  # type: ignore[arg-type]
+        first = threading.Thread(target=remote.call, args=(time.sleep, 3))
+        first.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        with pytest.raises(CallTimeout, match="another thread's call"):
+            remote.call(abs, -1, timeout=0.5)
+        assert time.monotonic() - started < 2.5  # not after the first call's 3 s
+        first.join()
+        assert not remote.closed
+        assert remote.call(abs, -1) == 1

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
+import time
 
 import pytest
 from sshd_server import ALIASES, SshServer
@@ -63,3 +65,52 @@ def test_each_once_connects_runs_and_closes_per_host(sshd: SshServer) -> None:
     assert results["host1"].ok and results["host2"].ok and results["host1"].seconds > 0
     assert isinstance(results["badkey"].error, AuthenticationRefused)
     assert group.remotes == {}  # nothing stays open
+
+
+def test_group_default_output_is_whole_lines_prefixed_by_host(
+    sshd: SshServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """As pdsh and clush -L show it: 8 hosts printing 2,000 long lines each at once were spliced
+    mid-line with no host named (86 corrupt lines in 400,000)."""
+    line = "x" * 90
+    command = f"i=0; while [ $i -lt 2000 ]; do echo \"$i-{line}\"; i=$((i+1)); done; printf tail; echo e >&2"
+    with Group(ALIASES[:4], python=sys.executable, ssh_options=sshd.ssh_options) as group:
+        results = group.shell(command)
+    assert all(r.value == 0 for r in results.values()), results
+    out, err = capfd.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 4 * 2001
+    for host in ALIASES[:4]:
+        mine = [text[len(host) + 2:] for text in lines if text.startswith(f"{host}: ")]
+        assert mine == [f"{i}-{line}" for i in range(2000)] + ["tail"]
+    assert sorted(err.splitlines()) == sorted(f"{host}: e" for host in ALIASES[:4])
+
+
+def test_group_connect_connects_again_a_host_whose_agent_died(sshd: SshServer) -> None:
+    with Group(["host1", "host2"], python=sys.executable, ssh_options=sshd.ssh_options) as group:
+        died = group.each(lambda r: r.call(os._exit, 3) if r.host == "host1" else r.call(abs, -1))
+        assert not died["host1"].ok and died["host2"].value == 1
+        again = group.connect()
+        assert list(again) == ["host1"] and again["host1"].ok
+        assert {h: r.value for h, r in group.call(abs, -2).items()} == {"host1": 2, "host2": 2}
+
+
+def test_ctrl_c_during_a_group_call_closes_its_connections_and_returns_at_once(sshd: SshServer) -> None:
+    """Without `with`, the script waited for the remote sleeps to end (the pool's threads are
+    joined at exit); now the interrupt closes the connections and their agents end the calls."""
+    group = Group(["host1", "host2"], python=sys.executable, ssh_options=sshd.ssh_options)
+    group.connect()
+    main = threading.main_thread().ident
+    assert main is not None
+    timer = threading.Timer(1.0, signal.pthread_kill, (main, signal.SIGINT))  # Ctrl-C's signal
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        group.call(time.sleep, 60)
+    assert all(remote.closed for remote in group.remotes.values())
+    workers = [t for t in threading.enumerate() if t.name.startswith("mpish-group")]
+    for worker in workers:
+        worker.join(10)
+    assert not [t for t in workers if t.is_alive()]  # nothing left for the interpreter's exit to wait on
+    assert time.monotonic() - started < 30  # the remote calls sleep 60 s
+    group.close()

@@ -13,8 +13,11 @@ call arrives before its result.
 
 The main thread reads frames and runs calls one at a time (in the main thread, so signals
 and libraries that want it behave). A watcher thread polls the protocol pipe for a
-hang-up: when the client goes away in the middle of a call the agent exits at once, so no
-orphan keeps running after ssh ends.
+hang-up: when the client goes away in the middle of a call (its timeout, a Ctrl-C, a lost
+connection), the agent kills its process group, itself and the processes the call started
+(it leads that group: sshd makes it a session leader, else it makes one), so no orphan of
+the call keeps running after ssh ends. An idle agent just exits at the end of its input:
+what an earlier call left running in the background lives on, as after ssh.
 
 With ``--data-only`` the agent refuses pickled calls without reading them as pickle: only
 msgpack calls of importable functions (``pkg.mod:func``) run, and cloudpickle is never
@@ -29,6 +32,7 @@ import importlib
 import io
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -150,10 +154,12 @@ class OutputPump:
 class Agent:
     """One agent process: a protocol stream, an output pump and the call loop."""
 
-    def __init__(self, stream: FrameStream, *, data_only: bool) -> None:
+    def __init__(self, stream: FrameStream, *, data_only: bool, client_python: str = "") -> None:
         self.stream = stream
         self.data_only = data_only
+        self.client_python = client_python  # results by value are refused for another X.Y
         self.busy = False
+        self.own_group = False  # the agent leads its process group (main): a call's processes are in it
         self.pump: OutputPump | None = None
 
     def send(self, message: Message) -> None:
@@ -180,7 +186,7 @@ class Agent:
             events = poller.poll()
             if any(event & (select.POLLHUP | select.POLLERR | POLLRDHUP) for _, event in events):
                 if self.busy:
-                    os._exit(0)
+                    end_call_processes(self.own_group)
                 time.sleep(0.1)  # idle: the main thread reads the EOF and exits
 
     # -- serving
@@ -230,7 +236,11 @@ class Agent:
                         name=exc.name,
                     ) from exc
             elif call.encoding == ENCODING_MSGPACK:
-                fn = resolve(call.target)
+                try:
+                    fn = resolve(call.target)
+                except BaseException:
+                    self._skip_body(call)  # the arguments still come: read them past
+                    raise
                 args, kwargs = _check_data_arguments(read_msgpack(call.body, self.next_message))
             else:
                 self._skip_body(call)
@@ -261,7 +271,7 @@ class Agent:
         writer = BodyWriter(lambda body: self.send(Result(call.call_id, call.encoding, body)), self.send)
         try:
             if call.encoding == ENCODING_PICKLE:
-                write_pickle(value, writer)
+                write_pickle(value, writer, peer_python=self.client_python)
             else:
                 write_msgpack(value, writer)
         except BaseException as exc:  # unpicklable result; a broken pipe fails again below
@@ -273,6 +283,29 @@ class Agent:
     def fail(self, call_id: int, exc: BaseException) -> None:
         name, message, text = describe_exception(exc)
         self.send(Failure(call_id, name, message, text))
+
+
+def lead_process_group() -> bool:
+    """Make the agent the leader of a process group of its own (under sshd it already is: the
+    session's leader); True if it is. The processes a call starts inherit the group."""
+    if os.getpgrp() == os.getpid():
+        return True
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        return False
+    return True
+
+
+def end_call_processes(own_group: bool) -> None:
+    """The client went away during a call (its timeout, a Ctrl-C, a lost connection): end the
+    call and every process it started, as subprocess.run's timeout ends its child (SIGKILL),
+    the agent included; what the call put in a session or group of its own lives on, as it
+    would after ssh ends."""
+    if own_group:
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+    os._exit(0)
 
 
 def _check_data_arguments(data: object) -> tuple[list[Any], dict[str, Any]]:
@@ -319,11 +352,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="refuse pickled calls; run only msgpack calls of importable functions",
     )
-    options = parser.parse_args(argv)
+    parser.add_argument("--client-python", default="", help="the client's Python version")
+    options, _ = parser.parse_known_args(argv)  # a newer client's options are not fatal
     diagnostics = os.dup(2)  # ssh's stderr: for the agent's own fatal errors
     proto_in, proto_out, pipes = _redirect()
     stream = FrameStream(proto_in, proto_out, max_frame=MAX_FRAME)
-    agent = Agent(stream, data_only=options.data_only)
+    agent = Agent(stream, data_only=options.data_only, client_python=options.client_python)
+    agent.own_group = lead_process_group()
     agent.pump = OutputPump(pipes, agent.send)
     agent.pump.start()
     status = 0

@@ -15,6 +15,7 @@ unknown state, so the connection is closed and later calls raise
 from __future__ import annotations
 
 import itertools
+import platform
 import shlex
 import sys
 import threading
@@ -36,7 +37,7 @@ from mpish.wire.text import escape
 
 from . import bootstrap as _bootstrap
 from .connection import AgentConnection
-from .errors import ConnectTimeout
+from .errors import CallTimeout, ConnectTimeout
 from .messages import (
     ENCODING_MSGPACK,
     ENCODING_PICKLE,
@@ -99,6 +100,29 @@ def write_output(stream: str, data: bytes) -> None:
     else:
         target.write(data.decode("utf-8", "replace"))
         target.flush()
+
+
+class _Guarded:
+    """An output callback whose exceptions are kept, not raised in the middle of a reply: the
+    reply is read to its end (the connection stays usable), then the first one is raised."""
+
+    __slots__ = ("callback", "error")
+
+    def __init__(self, callback: OutputCallback) -> None:
+        self.callback = callback
+        self.error: Exception | None = None
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        if self.error is None:
+            try:
+                self.callback(stream, data)
+            except Exception as exc:  # a KeyboardInterrupt goes through: the call is abandoned
+                self.error = exc
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
 
 
 def run_object(obj: Any) -> Any:
@@ -180,7 +204,9 @@ class Remote:
                 "unpickled here; use call_data with an importable function name"
             )
         payload = (fn, tuple(args), dict(kwargs or {}))
-        return self._call(ENCODING_PICKLE, "", lambda w: write_pickle(payload, w), timeout, on_output)
+        python = self.info.python  # code by value is refused for another Python X.Y (serialize.py)
+        return self._call(ENCODING_PICKLE, "", lambda w: write_pickle(payload, w, peer_python=python),
+                          timeout, on_output)
 
     def run(self, obj: Any, *, timeout: float | None = None) -> Any:
         """Send ``obj`` and call its ``run()`` there; return what ``run()`` returned."""
@@ -235,8 +261,13 @@ class Remote:
         on_output: OutputCallback | None,
     ) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
-        output = on_output or self.on_output
-        with self._lock:
+        output = _Guarded(on_output or self.on_output)
+        if not self._lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+            raise CallTimeout(
+                f"{self.host}: timed out after {timeout:g} s waiting for another thread's call on "
+                "this connection (calls on one Remote run one at a time; nothing was sent and "
+                "the connection is unchanged)", host=self.host)
+        try:
             self._check_usable()
             call_id = next(self._ids)
             clean = False
@@ -264,14 +295,18 @@ class Remote:
                     raise
                 except Exception:  # a remote exception, or a result that cannot load here:
                     clean = True  # the exchange ended where the protocol says it ends
+                    output.raise_error()
                     raise
                 clean = True
+                output.raise_error()
                 return value
             except BaseException as exc:
                 if not clean:
                     self._broken = exc
                     self._process.close(wait=0.5)
                 raise
+        finally:
+            self._lock.release()
 
     def _check_usable(self) -> None:
         if self._process.closed:
@@ -343,9 +378,10 @@ def agent_command(python: str | Sequence[str], *, data_only: bool, shipped: bool
         raise ValueError(f"python={python!r}: {exc} ({hint})") from None
     if not words:
         raise ValueError("python is empty: give the remote interpreter, e.g. python='python3'")
+    here = ["--client-python", platform.python_version()]  # the agent refuses code by value to another X.Y
     if shipped:
-        return ["exec", *words, "-c", _bootstrap.stub()]
-    command = [*words, "-m", "mpish.calls.agent"]
+        return ["exec", *words, "-c", _bootstrap.stub(), *here]
+    command = [*words, "-m", "mpish.calls.agent", *here]
     if data_only:
         command.append("--data-only")
     return ["exec", *command]

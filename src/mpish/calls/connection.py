@@ -75,7 +75,8 @@ class AgentConnection:
 
     def _timeout(self, kind: type[SshTimeout]) -> SshTimeout:
         self.close(wait=0.5)
-        what = "the agent's hello" if kind is ConnectTimeout else "the call to finish"
+        what = ("the agent's hello" if kind is ConnectTimeout
+                else "the call to finish (the agent ends it, and the processes it started)")
         return kind(
             f"{self.host}: timed out waiting for {what}; the connection was closed "
             "(its state is unknown). Connect again to go on.",

@@ -3,7 +3,12 @@
 Connections are opened in parallel and calls run in parallel, at most ``fanout`` hosts at
 a time. Every operation returns ``{host: HostResult}`` in the order the hosts were given;
 a host that failed (to connect, or in the call) has its exception in ``error`` and does
-not stop the others.
+not stop the others. Without an ``on_output`` callback, what the hosts print is shown as
+pdsh and ``clush -L`` show it: whole lines, each prefixed ``host: `` (a last line without a
+newline is ended at the end of the host's part). A Ctrl-C (any exception in the calling
+thread) during an operation closes the group's connections, so that the agents end the
+calls they run, and raises at once; :meth:`Group.connect` connects again the hosts whose connection was
+closed (a timeout, a lost agent, a Ctrl-C).
 """
 
 from __future__ import annotations
@@ -17,6 +22,45 @@ from types import TracebackType
 from typing import Any
 
 from .client import OutputCallback, Remote, connect, write_output
+
+LINE_LIMIT = 65536  # a longer line without a newline is shown in parts, each prefixed
+
+
+class LabelledLines:
+    """A host's output as whole lines prefixed ``host: `` on the local stdout/stderr."""
+
+    _lock = threading.Lock()  # one host's line is never cut by another's
+
+    def __init__(self, host: str) -> None:
+        self.prefix = f"{host}: ".encode(errors="replace")
+        self.held = {"stdout": bytearray(), "stderr": bytearray()}
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        held = self.held.get(stream)
+        if held is None:
+            return
+        held += data
+        end = held.rfind(b"\n") + 1
+        if not end and len(held) >= LINE_LIMIT:
+            end = len(held)
+        if end:
+            lines = bytes(held[:end])
+            del held[:end]
+            self._write(stream, lines)
+
+    def flush(self) -> None:
+        """End the lines still open (the host's part of an operation is over)."""
+        for stream, held in self.held.items():
+            if held:
+                lines = bytes(held)
+                held.clear()
+                self._write(stream, lines)
+
+    def _write(self, stream: str, lines: bytes) -> None:
+        parts = lines[:-1].split(b"\n") if lines.endswith(b"\n") else lines.split(b"\n")
+        text = b"".join(self.prefix + part + b"\n" for part in parts)
+        with self._lock:
+            write_output(stream, text)
 
 HostOutputCallback = Callable[[str, str, bytes], None]
 """``on_output(host, stream, data)``."""
@@ -61,6 +105,8 @@ class Group:
         self.connect_options = connect_options
         self.remotes: dict[str, Remote] = {}
         self.connect_errors: dict[str, BaseException] = {}
+        self._labelled: dict[str, LabelledLines] = {}  # the default output, per host
+        self._at_work: set[Remote] = set()  # each_once's connections (closed on a Ctrl-C)
         self._lock = threading.Lock()
         self._connected = False
 
@@ -76,8 +122,21 @@ class Group:
     def _output_for(self, host: str) -> OutputCallback:
         callback = self.on_output
         if callback is None:
-            return write_output
+            with self._lock:
+                return self._labelled.setdefault(host, LabelledLines(host))
         return lambda stream, data: callback(host, stream, data)
+
+    def _end_lines(self, host: str) -> None:
+        labelled = self._labelled.get(host)
+        if labelled is not None:
+            labelled.flush()
+
+    def _interrupted(self) -> None:
+        """Close every connection of the group (the agents end the calls), without waiting."""
+        with self._lock:
+            busy = [*self.remotes.values(), *self._at_work]
+        for remote in busy:
+            remote.close(wait=0)
 
     def _map(
         self,
@@ -91,6 +150,7 @@ class Group:
                 result = HostResult(host, value=work(host), seconds=time.monotonic() - start)
             except Exception as exc:
                 result = HostResult(host, error=exc, seconds=time.monotonic() - start)
+            self._end_lines(host)
             if on_done is not None:
                 on_done(result)
             return result
@@ -102,13 +162,15 @@ class Group:
             results = list(pool.map(one, hosts))
         except BaseException:  # Ctrl-C: do not wait here for hosts still running
             pool.shutdown(wait=False, cancel_futures=True)
+            self._interrupted()  # nor at the interpreter's exit, which joins the pool's threads
             raise
         pool.shutdown()
         return {r.host: r for r in results}
 
     def connect(self) -> dict[str, HostResult]:
-        """Connect to every host not yet connected; ``value`` is the AgentInfo."""
-        todo = [h for h in self.hosts if h not in self.remotes]
+        """Connect to every host not connected (never, or its connection was closed: a
+        timeout, a lost agent, a Ctrl-C); ``value`` is the AgentInfo."""
+        todo = [h for h in self.hosts if h not in self.remotes or self.remotes[h].closed]
 
         def start(host: str) -> Any:
             remote = connect(host, on_output=self._output_for(host), **self.connect_options)
@@ -172,7 +234,13 @@ class Group:
 
         def one(host: str) -> Any:
             with connect(host, on_output=self._output_for(host), **self.connect_options) as remote:
-                return work(remote)
+                with self._lock:
+                    self._at_work.add(remote)
+                try:
+                    return work(remote)
+                finally:
+                    with self._lock:
+                        self._at_work.discard(remote)
 
         return self._map(self.hosts, one, on_done)
 

@@ -228,18 +228,57 @@ def _plain(obj: object, depth: int = 0) -> bool:
     return _by_reference(obj)
 
 
-def write_pickle(obj: object, writer: BodyWriter) -> None:
+class CodeAcrossVersions(pickle.PicklingError):
+    """Python code sent by value to a Python of another X.Y version (its bytecode would not run)."""
+
+
+def same_minor(version: str) -> bool:
+    """True if ``version`` ('3.12.1', another side's Python) is this Python's X.Y; True too
+    when it cannot be read (an agent that did not say)."""
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return True
+    return (major, minor) == sys.version_info[:2]
+
+
+def _by_value_refused(peer_python: str) -> type:
+    """A CloudPickler that refuses code objects (what functions and classes sent by value
+    carry): their bytecode is only valid on the same Python X.Y (3.10 raised a TypeError
+    building it, 3.13 crashed with a segmentation fault), and names of functions do travel."""
+    import cloudpickle
+
+    here = "{}.{}".format(*sys.version_info[:2])
+
+    class Refusing(cloudpickle.CloudPickler):  # type: ignore[misc]
+        def reducer_override(self, obj: object) -> Any:
+            if isinstance(obj, types.CodeType):
+                raise CodeAcrossVersions(
+                    f"{obj.co_name!r} would travel as Python bytecode (a lambda, closure, nested "
+                    f"function, or a function or class of __main__ goes by value), and the two "
+                    f"sides run different Pythons ({here} here, {peer_python} there): bytecode only "
+                    f"runs on the same X.Y. Send a function importable on both sides (it goes by "
+                    f"name: put it in a module installed there), use call_data, or connect with "
+                    f"python= a Python {here} on that host")
+            return super().reducer_override(obj)
+
+    return Refusing
+
+
+def write_pickle(obj: object, writer: BodyWriter, *, peer_python: str = "") -> None:
     """cloudpickle ``obj`` (protocol 5) into ``writer``; raise what pickling raised.
 
     Small plain objects (see :func:`_plain`) take the C pickler directly: the hot path of
-    a trivial call and its result.
+    a trivial call and its result. Where ``peer_python``, the receiving side's version, is
+    another X.Y than this one, code by value raises :class:`CodeAcrossVersions` instead.
     """
     if _plain(obj):
         writer.write(pickle.dumps(obj, protocol=5))
         return
     import cloudpickle  # not imported by a data-only agent
 
-    cloudpickle.CloudPickler(writer, protocol=5).dump(obj)
+    pickler = cloudpickle.CloudPickler if same_minor(peer_python) else _by_value_refused(peer_python)
+    pickler(writer, protocol=5).dump(obj)
 
 
 def read_pickle(body: bytes | None, next_message: Callable[[], Message]) -> Any:
