@@ -399,3 +399,28 @@ def test_a_timeout_waiting_for_another_threads_call_sends_nothing_and_keeps_the_
         first.join()
         assert not remote.closed
         assert remote.call(abs, -1) == 1
+
+
+def test_a_result_of_a_module_only_the_host_has_names_the_host_and_the_module(
+    connect_options: dict[str, object], tmp_path: Path
+) -> None:
+    module = tmp_path / "only_there_xq.py"
+    module.write_text("class Thing:\n    pass\n")
+    with connect("host1", **connect_options) as remote:  # type: ignore[arg-type]
+        remote.call(exec, f"import sys; sys.path.insert(0, {str(tmp_path)!r})")
+        with pytest.raises(ModuleNotFoundError, match="host1: the call's result refers to module 'only_"):
+            remote.call(eval, "__import__('only_there_xq').Thing()")
+        assert remote.call(abs, -4) == 4
+
+
+def test_a_rebuilt_remote_exception_pickles_again_as_itself(connect_options: dict[str, object]) -> None:
+    """(A process pool or a logging queue pickles it.) The classes were made on the fly and
+    could not be found by name."""
+    import pickle
+
+    with connect("host1", **connect_options) as remote, pytest.raises(KeyError) as raised:  # type: ignore[arg-type]
+        remote.call(failing_function, "missing")
+    again = pickle.loads(pickle.dumps(raised.value))
+    assert isinstance(again, KeyError) and isinstance(again, RemoteError)
+    assert type(again) is type(raised.value)
+    assert again.remote_type == "KeyError" and "failing_function" in again.remote_traceback

@@ -352,6 +352,12 @@ class Remote:
             if encoding == ENCODING_PICKLE:
                 return read_pickle(message.body, more)
             return read_msgpack(message.body, more)
+        except ModuleNotFoundError as exc:  # read to its end: the connection is still usable
+            raise ModuleNotFoundError(
+                f"{self.host}: the call's result refers to module {exc.name!r}, which cannot be "
+                "imported here; return plain data (or objects of modules installed on both "
+                "sides), or ship the module with cloudpickle.register_pickle_by_value(module) "
+                "on the host", name=exc.name) from None
         except DataLimitExceeded as exc:
             raise ResultTooLarge(
                 f"{self.host}: refused the result of a data-only call: {exc}; "

@@ -471,7 +471,13 @@ REBUILT_TYPES: dict[str, type[Exception]] = {
         UnicodeError,
     )
 }
-_REBUILT: dict[type[Exception], type[RemoteError]] = {}
+# One class per type, made here and named in this module, so that a rebuilt exception can be
+# pickled again (a process pool, a logging queue) and loaded wherever mpish is importable.
+_REBUILT: dict[type[Exception], type[RemoteError]] = {
+    base: type(f"Remote{base.__name__}", (RemoteError, base), {"__module__": __name__})
+    for base in REBUILT_TYPES.values()
+}
+globals().update((cls.__name__, cls) for cls in _REBUILT.values())
 
 
 def remote_error(type_name: str, message: str, remote_traceback: str) -> RemoteError:
@@ -486,9 +492,5 @@ def remote_error(type_name: str, message: str, remote_traceback: str) -> RemoteE
     """
     base = REBUILT_TYPES.get(type_name)
     if base is not None:
-        cls = _REBUILT.get(base)
-        if cls is None:
-            cls = type(f"Remote{base.__name__}", (RemoteError, base), {"__module__": __name__})
-            _REBUILT[base] = cls
-        return cls(message, remote_type=type_name, remote_traceback=remote_traceback)
+        return _REBUILT[base](message, remote_type=type_name, remote_traceback=remote_traceback)
     return RemoteError(f"{type_name}: {message}", remote_type=type_name, remote_traceback=remote_traceback)
