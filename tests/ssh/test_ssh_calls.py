@@ -424,3 +424,16 @@ def test_a_rebuilt_remote_exception_pickles_again_as_itself(connect_options: dic
     assert isinstance(again, KeyError) and isinstance(again, RemoteError)
     assert type(again) is type(raised.value)
     assert again.remote_type == "KeyError" and "failing_function" in again.remote_traceback
+
+
+def test_a_call_that_crashes_the_agent_says_where_in_the_error(connect_options: dict[str, object]) -> None:
+    """A segmentation fault ended the agent with nothing but 'exit status 255'."""
+    import ctypes
+
+    from mpish.ssh import AgentDied
+
+    remote = connect("host1", **connect_options)  # type: ignore[arg-type]
+    with pytest.raises(AgentDied) as raised:
+        remote.call(ctypes.string_at, 0)
+    assert "Segmentation fault" in raised.value.stderr
+    assert "Segmentation fault" in str(raised.value)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import importlib
 import io
 import os
@@ -355,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-python", default="", help="the client's Python version")
     options, _ = parser.parse_known_args(argv)  # a newer client's options are not fatal
     diagnostics = os.dup(2)  # ssh's stderr: for the agent's own fatal errors
+    with contextlib.suppress(Exception):  # a call that crashes the agent: where, in AgentDied's stderr
+        faulthandler.enable(file=diagnostics)
     proto_in, proto_out, pipes = _redirect()
     stream = FrameStream(proto_in, proto_out, max_frame=MAX_FRAME)
     agent = Agent(stream, data_only=options.data_only, client_python=options.client_python)
