@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shell_util import MPI, MPISH, alive, make_home, run, session_processes, shell_env
+from shell_util import MPI, MPISH, alive, make_home, mpiexec, run, session_processes, shell_env
 
 pytestmark = pytest.mark.mpi
 
@@ -110,8 +110,10 @@ def _parent(pid: int) -> int:
         return 0
 
 
-def _start_session(tmp_path: Path, **extra: str) -> tuple[subprocess.Popen[bytes], dict[int, bytes]]:
-    """``mpish -n 2 -c 'sleep'`` with both servers' commands running: it and every process of its job.
+def _start_session(tmp_path: Path, *, launcher: bool = False,
+                   **extra: str) -> tuple[subprocess.Popen[bytes], dict[int, bytes]]:
+    """``mpish -n 2 -c 'sleep'`` (with ``launcher``, ``mpiexec -n 3 mpish -c 'sleep'``) with both
+    servers' commands running: it and every process of its job.
 
     The job: the console's descendants (MPICH's singleton mpiexec and everything under it),
     and each server's shell with its ancestors up to init (Open MPI's prte is no child of the console).
@@ -120,9 +122,10 @@ def _start_session(tmp_path: Path, **extra: str) -> tuple[subprocess.Popen[bytes
     started = tmp_path / "started"
     started.mkdir()
     with (tmp_path / "console.err").open("wb") as console_err:
+        command = (f"echo $$ > {started}/$MPISH_RANK.tmp; mv {started}/$MPISH_RANK.tmp "
+                   f"{started}/$MPISH_RANK; sleep 600")
         proc = subprocess.Popen(
-            [MPISH, "-n", "2", "-c", f"echo $$ > {started}/$MPISH_RANK.tmp; mv {started}/$MPISH_RANK.tmp "
-             f"{started}/$MPISH_RANK; sleep 600"],
+            [*mpiexec("-n", "3"), MPISH, "-c", command] if launcher else [MPISH, "-n", "2", "-c", command],
             env=shell_env(home, **extra),
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,  # a file, not a pipe: what is left of the job would hold a pipe open
@@ -266,6 +269,26 @@ def test_a_server_killed_with_sigkill_leaves_no_shell_or_command_behind(tmp_path
         left = _remaining(set(below), 15)
         assert not left, f"left behind by a server killed with SIGKILL:\n{_describe(left)}"
     finally:  # the console goes on with rank 1's sleep 600
+        _kill_all(processes)
+        proc.wait(timeout=30)
+
+
+def test_servers_under_mpiexec_killed_with_sigkill_leave_no_shell_or_command_behind(tmp_path: Path) -> None:
+    """Under the user's mpiexec, hydra's second Ctrl-C SIGKILLs every rank: each server's bash
+    and its command (sessions of their own, out of the launcher's reach) ran on to their end,
+    reparented to init (a new user's review). The servers' watchers now hang them up there too."""
+    proc, processes = _start_session(tmp_path, launcher=True)
+    try:
+        shells = [int((tmp_path / "started" / rank).read_text()) for rank in ("1", "2")]
+        servers = [_parent(shell) for shell in shells]
+        below = _snapshot(set().union(*(_descendants(server) for server in servers)))
+        assert len([c for c in below.values() if c.startswith(b"sleep\0")]) == 2, _describe(set(below))
+        time.sleep(1.5)  # the servers' watchers look for their shells at least every second (orphan.py)
+        for server in servers:
+            os.kill(server, signal.SIGKILL)
+        left = _remaining(set(below), 15)  # their watchers included
+        assert not left, f"left behind by servers killed with SIGKILL under mpiexec:\n{_describe(left)}"
+    finally:
         _kill_all(processes)
         proc.wait(timeout=30)
 

@@ -162,7 +162,8 @@ def _end_orphaned_job(rank: int) -> NoReturn:
 
 
 def _watch_console(console_pid: int) -> None:
-    """Start :mod:`mpish.shell.orphan`, which ends this server ORPHAN_GRACE s after the console died.
+    """Start :mod:`mpish.shell.orphan`, which ends this server ORPHAN_GRACE s after the console
+    died (console 0: none to watch), and hangs up its shells if it is killed.
 
     The serve loop notices too and ends the command and the shell first; the watcher is
     a separate process because this one may be stuck in an MPI call that never returns
@@ -214,6 +215,7 @@ def server_main() -> int:
 def world_server_main() -> int:
     """A rank >= 1 under mpiexec."""
     _ignore_sigint()
+    _watch_console(0)  # no console to watch here: its shells are hung up if it is killed
     MPI = mpi()
     return run_server(MPI.COMM_WORLD.Dup())
 

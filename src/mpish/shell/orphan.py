@@ -251,6 +251,9 @@ def watch_launcher(console: int, wrapper: Path, grace: float) -> None:
 
 def watch(console: int, server: int, grace: float) -> None:
     """Wait while the server lives; once the console is gone, end the server after ``grace``.
+    Console 0: a server under the user's launcher (no console of this host to watch): only
+    hang up its shells once it is gone (hydra's second Ctrl-C SIGKILLs the ranks, and their
+    shells, sessions of their own, ran on with their commands).
 
     Both are held as pidfds, opened at once: the wait is on them (no polling), and the
     server is signalled through its own, so a process that took its pid after it ended
@@ -259,13 +262,13 @@ def watch(console: int, server: int, grace: float) -> None:
     server_fd = pidfd(server)
     if server_fd is None:
         return
-    console_fd = pidfd(console)
+    console_fd = pidfd(console) if console else None
     shells: set[int] = set()  # the sessions the server's shells lead, seen while it lived
     every = 0.05
     try:
-        while console_fd is not None:
+        while console_fd is not None or not console:
             shells |= {pid for pid in children(server) if session(pid) == pid}
-            ready = select.select([console_fd, server_fd], [], [], every)[0]
+            ready = select.select([fd for fd in (console_fd, server_fd) if fd is not None], [], [], every)[0]
             every = min(SHELLS_SEEN_EVERY, every * 1.5)
             if server_fd in ready:
                 hang_up(shells)
