@@ -208,6 +208,13 @@ def test_an_at_name_that_is_no_group_and_no_host_is_an_error_in_one_line_as_in_m
                                       "and no host of a shell server\n")
 
 
+def test_a_bad_node_set_is_a_usage_error_with_status_2_as_in_mpish_ssh(home: Path, tmp_path: Path) -> None:
+    """(It exited 1 over MPI, 2 over ssh, where the README says 2 for both.)"""
+    result = run([MPISH, "-n", "2", "-w", "node[1-", "-c", "true"], home, tmp_path)
+    assert (result.returncode, result.stdout) == (2, b""), result.stderr
+    assert result.stderr.decode().startswith("mpish: bad host set 'node[1-'")
+
+
 def test_ctrl_c_on_a_command_that_traps_sigint_says_it_handled_it_not_silence(person: Person) -> None:
     """A command that traps SIGINT ends with status 0: Ctrl-C must not look like a success."""
     person.prompt()

@@ -85,6 +85,15 @@ def test_sticky_world_writable_home_is_refused_even_if_mine(home: Path) -> None:
     assert len(keys.AuthorizedKeys.load()) == 0
 
 
+def test_a_shared_temporary_directory_as_home_is_refused_with_no_advice_to_chmod_it() -> None:
+    """MPISH_HOME=/tmp advised `chmod 700 '/tmp'`, which would break the system (a new user's review)."""
+    with pytest.raises(keys.KeyPermissionError) as info:
+        keys.AuthorizedKeys.load("/tmp")
+    message = str(info.value)
+    assert "chmod 700" not in message
+    assert "do not chmod it" in message and "mkdir -m 700 DIR and set MPISH_HOME=DIR" in message
+
+
 def test_group_writable_home_is_refused_and_no_key_is_made_in_it(home: Path) -> None:
     home.mkdir()
     home.chmod(0o770)

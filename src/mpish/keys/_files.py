@@ -98,6 +98,9 @@ def _own_directory_advice(user: str, path: Path) -> str:
     )
 
 
+SHARED_TEMPORARY = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 - named, never written to
+
+
 def check_home(home: str | os.PathLike[str] | None = None) -> Path:
     """The mpish directory, once it and the directories above it pass sshd's StrictModes.
 
@@ -120,10 +123,13 @@ def check_home(home: str | os.PathLike[str] | None = None) -> Path:
     if not _owned_by_user(st):
         raise _foreign_owner("the mpish directory", real, st, _own_directory_advice(user, real))
     if st.st_mode & 0o022:
+        shared = st.st_mode & stat.S_ISVTX and (st.st_uid != os.geteuid() or str(real) in SHARED_TEMPORARY)
+        fix = (f"To fix it, run: chmod 700 '{real}'" if not shared else
+               "It is a directory shared by every user (as /tmp): do not chmod it; "
+               "give mpish one of its own: mkdir -m 700 DIR and set MPISH_HOME=DIR")
         raise KeyPermissionError(
             f"Permissions 0{st.st_mode & 0o7777:03o} for the mpish directory '{real}' are too open: "
-            "group or others can write to it and so replace your keys; mpish will not use it. "
-            f"To fix it, run: chmod 700 '{real}'"
+            f"group or others can write to it and so replace your keys; mpish will not use it. {fix}"
         )
     stop = _user_home()
     for parent in real.parents:

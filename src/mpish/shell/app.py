@@ -149,7 +149,11 @@ def main_shell(args: argparse.Namespace) -> int:
             from .mpi_server import world_server_main
 
             return _guard(MPI, world_server_main)
-    beyond = _ranks_beyond(getattr(args, "targets", "@all"), args.np)
+    try:
+        beyond = _ranks_beyond(getattr(args, "targets", "@all"), args.np)
+    except MpishError as exc:  # a bad node set (-w 'node[1-'): a usage error, status 2 as over ssh
+        report.say(str(exc))
+        return 2
     if beyond:  # before anything starts (servers took seconds to start, then this was said)
         report.say(f"no shell server on rank(s) {beyond}: -n {args.np} starts @1-{args.np}")
         return 2
