@@ -17,8 +17,11 @@ adapter therefore never blocks in MPI: :meth:`MpiLink.poll` runs ``Improbe`` and
 pending sends, and :class:`Backoff` says how long to sleep between empty polls: zero for
 a short hot period after the last activity, sleeps are 20 us (a round trip stays well
 below a millisecond, and on a small machine the poller does not steal the CPU from the
-command it waits for); then the sleep doubles up to :data:`MAX_SLEEP` (10 ms), so an
-idle rank uses ~0% CPU. :meth:`MpiLink.wait` (the :class:`~mpish.transport.link.Link`
+command it waits for); then the sleep doubles up to :data:`MAX_SLEEP` (10 ms), and after
+:data:`IDLE_SECONDS` without a record up to :data:`IDLE_SLEEP` (50 ms): each wake-up
+costs ~0.15 ms of CPU (Python's loop, Improbe), so 10 ms sleeps kept an idle server at
+1.6% of a core (64 ranks on a node: a core), 50 ms at ~0.3%; the first record after a
+quiet spell waits up to 50 ms. :meth:`MpiLink.wait` (the :class:`~mpish.transport.link.Link`
 protocol) sleeps for the link's own backoff, which every record sent or received makes
 hot again; callers that also wait on descriptors (the shell server's pipe readers) pass
 them in, so local events wake them at once and only MPI arrivals see the backoff delay.
@@ -76,6 +79,8 @@ HOT_SECONDS = 0.02  # keep polling with the shortest sleep this long after the l
 HOT_SLEEP = 20e-6  # a real sleep even when hot: spinning would steal the CPU from the work
 FIRST_SLEEP = 50e-6
 MAX_SLEEP = 0.010
+IDLE_SECONDS = 10.0  # after this long without a record, an empty poll ...
+IDLE_SLEEP = 0.050  # ... may be followed by this long a sleep (each wake-up costs ~0.15 ms of CPU)
 POOL_BYTES = 16 << 20  # idle record buffers kept for reuse, in bytes
 BUFFER_STEP = 64 << 10  # record buffers are allocated in multiples of this
 
@@ -122,9 +127,11 @@ class Backoff:
 
     def next_sleep(self) -> float:
         """How long to wait now; call after a poll that found nothing."""
-        if time.monotonic() - self.last_activity < HOT_SECONDS:
+        quiet = time.monotonic() - self.last_activity
+        if quiet < HOT_SECONDS:
             return HOT_SLEEP
-        self.sleep = FIRST_SLEEP if self.sleep == 0.0 else min(self.sleep * 2, MAX_SLEEP)
+        most = MAX_SLEEP if quiet < IDLE_SECONDS else IDLE_SLEEP
+        self.sleep = FIRST_SLEEP if self.sleep == 0.0 else min(self.sleep * 2, most)
         return self.sleep
 
     def wait(self) -> None:
