@@ -285,6 +285,27 @@ def test_a_ranks_unreset_conceal_code_cannot_hide_the_next_header_on_a_terminal(
     assert Style.for_stream(io.BytesIO()).paint("x", "1") == "x"  # a pipe or a file: unchanged
 
 
+def test_headers_after_plain_output_carry_no_reset_even_on_a_terminal() -> None:
+    """Open MPI's mpirun gives rank 0's stdout a pseudo-terminal of its own whatever mpirun
+    writes to: `mpirun -n 3 mpish -c 'echo hi' | cat` held `ESC[0m` before each header (a new
+    user's review). The reset is written only after output that held an escape sequence."""
+    from mpish.shell.grouping import set_color
+
+    set_color("never")  # as there: no colours, the terminal's reset alone
+    try:
+        out, err = _Terminal(), _Terminal()
+        sink = GroupedSink(out, err, Style.for_stream(out))
+        sink.output(1, p.STDOUT, b"hi 1\n")
+        sink.output(2, p.STDOUT, b"hi 2\n")
+        sink.done(Result(1, "h", 0))
+        sink.done(Result(2, "h", 0))
+        sink.finish()
+    finally:
+        set_color("auto")
+    assert b"\x1b" not in out.getvalue(), out.getvalue()
+    assert out.getvalue().count(b"-" * 15) == 4
+
+
 def test_an_unclosed_quote_in_put_or_get_says_where_and_how_names_are_read() -> None:
     """``:put '/tmp/new`` said only shlex's "No closing quotation"."""
     from mpish.shell.console_put_get import GET_USAGE, PUT_USAGE, parse

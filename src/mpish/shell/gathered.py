@@ -73,6 +73,7 @@ class Gathered:
         self.digest = hashlib.sha256()
         self.size = 0
         self.last = b""  # the last byte written
+        self.escaped = False  # it held an escape sequence: what follows it on a terminal resets first
         self.start = 0  # where the display starts (keep_tail)
 
     def write(self, data: bytes) -> int:
@@ -91,6 +92,7 @@ class Gathered:
             stored += len(data) - held
         self.size += len(data)
         self.last = data[-1:]
+        self.escaped = self.escaped or b"\x1b" in data
         return stored
 
     def _own(self, prefix: int) -> int:

@@ -267,20 +267,22 @@ class GroupedSink(_TerminalSink):
             else:
                 self._finish_gathered()
 
-    def _header(self, ranks: frozenset[int]) -> bytes:
+    def _header(self, ranks: frozenset[int], after_escape: bool = False) -> bytes:
         if not self.labels:
             return b""
         line = "-" * 15
         count = f" ({len(ranks)})" if self.counts else ""
-        return self.style.header(f"{line}\n{self.names.label(ranks)}{count}\n{line}\n").encode()
+        return self.style.header(f"{line}\n{self.names.label(ranks)}{count}\n{line}\n", after_escape).encode()
 
     def _finish_gathered(self) -> None:
         if self.prefixed and self.labels:
             self._gathered_by_line()
             return
+        escaped = False  # the output shown before held an escape sequence (a rank's unreset colour)
         for ranks, spool in self.groups(STDOUT):
-            self.out.write(self._header(ranks))
+            self.out.write(self._header(ranks, escaped))
             spool.copy_to(self.out, self.stop)
+            escaped = spool.escaped
         self.out.flush()
 
     def _gathered_by_line(self) -> None:

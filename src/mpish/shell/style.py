@@ -41,12 +41,14 @@ class Style(Frozen):
             return cls(color=choice == "always", reset=tty)
         return cls(color=tty and not os.environ.get("NO_COLOR"), reset=tty)
 
-    def paint(self, text: str, code: str) -> str:
-        lead = "\x1b[0m" if self.reset or self.color else ""
+    def paint(self, text: str, code: str, after_escape: bool = True) -> str:
+        lead = "\x1b[0m" if after_escape and (self.reset or self.color) else ""
         return f"{lead}\x1b[{code}m{text}\x1b[0m" if self.color else lead + text
 
-    def header(self, text: str) -> str:
-        return self.paint(text, "1;36")
+    def header(self, text: str, after_escape: bool = False) -> str:
+        """A group's header; reset first only after output that held an escape sequence (Open
+        MPI's mpirun gives rank 0's stdout a terminal of its own: `ESC[0m` landed in pipes)."""
+        return self.paint(text, "1;36", after_escape)
 
     def error(self, text: str) -> str:
         return self.paint(text, "1;31")
