@@ -345,3 +345,26 @@ def test_nohup_jobs_started_by_a_command_outlive_its_hosts_hang_up(sshd: SshServ
         assert len(alive) == 4, alive
     finally:
         subprocess.run(["pkill", "-f", f"^sleep {word}[1-4]$"], check=False)
+
+
+def test_a_job_whose_output_went_elsewhere_outlives_the_command_as_over_ssh_and_clush(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """`-c 'server > log 2>&1 < /dev/null &'` starts a service with ssh and clush (no terminal:
+    nothing hangs it up); mpish's hang-up killed it (a clush user's review). A job that still
+    writes to the session's output (`sleep &`) is hung up at the end, as before."""
+    word = f"7{os.getpid() % 1000}.25"
+    command = (f"sleep {word}1 >/dev/null 2>&1 </dev/null & echo $! > {tmp_path}/detached; "
+               f"sleep {word}2 & echo $! > {tmp_path}/attached; echo launched")
+    process = start_mpish_ssh(" ".join(sshd.ssh_options), "host1", "-c", command)
+    try:
+        out, err = process.communicate(timeout=60)
+        assert (process.returncode, out) == (0, "launched\n"), err
+        detached, attached = (int((tmp_path / name).read_text()) for name in ("detached", "attached"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{attached}"):
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{attached}")  # hung up with the session
+        assert Path(f"/proc/{detached}/cmdline").read_bytes().startswith(b"sleep\0")  # lives on
+    finally:
+        subprocess.run(["pkill", "-f", f"^sleep {word}[12]$"], check=False)

@@ -121,11 +121,13 @@ class Shell:
         self.last_status = 0  # the previous command's exit status: its ``$?``
         self.ended_at = 0.0  # when the last command ended (monotonic): its jobs settle (hang_up)
         self.sessions: set[int] = set()  # every bash started leads its own session
+        self.output_pipes: set[int] = set()  # the inodes of their output pipes (hang_up)
 
     def start_bash(self) -> Bash | None:
         try:
             self.bash = Bash(self.executable, self.state_dir, self.state)
             self.sessions.add(self.bash.pid)
+            self.output_pipes |= {os.fstat(fd).st_ino for fd in (self.bash.out.fd, self.bash.err.fd)}
         except OSError:
             self.bash = None
         return self.bash
@@ -352,7 +354,7 @@ class Shell:
         if self.bash is not None:  # idle at the end: the user's EXIT trap runs, as at ssh's end
             self.bash.close(grace=EXIT_TRAP_GRACE if command is None else 0.0)
             self.bash = None
-        hang_up(self.sessions, self.ended_at + JOB_SETTLE)
+        hang_up(self.sessions, self.ended_at + JOB_SETTLE, self.output_pipes)
 
     def remove(self) -> None:
         """The state directory goes, and its lock with it (``shell/scratch.py``)."""
@@ -372,9 +374,12 @@ def which(program: str) -> str | None:
     return None
 
 
-def hang_up(sessions: set[int], settle_until: float = 0.0) -> None:
-    """SIGHUP (and SIGCONT) to every process left in the shells' sessions, as ssh's hangup
-    ends a login's jobs: ``sleep 100 &`` ends with the session, ``nohup`` jobs live on.
+def hang_up(sessions: set[int], settle_until: float = 0.0, pipes: set[int] | None = None) -> None:
+    """SIGHUP (and SIGCONT) to every process left in the shells' sessions that still holds one
+    of their output ``pipes`` (inodes; None: every process), as ssh's hangup ends a login's
+    jobs: ``sleep 100 &`` ends with the session, ``nohup`` jobs live on, and so does a job
+    whose output went elsewhere (``server > log 2>&1 &``), which ssh and clush leave running
+    (without a terminal nothing hangs it up; it holds no channel ssh would wait for).
 
     A job started by a command that has just ended may not have reached nohup's
     ``signal(SIGHUP, SIG_IGN)`` yet (``mpish ssh -f`` hangs each host up right after its
@@ -394,10 +399,26 @@ def hang_up(sessions: set[int], settle_until: float = 0.0) -> None:
             continue
     if left and (wait := settle_until - time.monotonic()) > 0:
         time.sleep(wait)
-    for pid in left:
+    for pid in left if pipes is None else [pid for pid in left if _holds_pipe(pid, pipes)]:
         for sig in (signal.SIGHUP, signal.SIGCONT):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
+
+
+def _holds_pipe(pid: int, pipes: set[int]) -> bool:
+    """True if ``pid`` has one of ``pipes`` (inodes) open, or if that cannot be read."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return True
+    for name in names:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if link.startswith("pipe:[") and int(link[6:-1]) in pipes:
+            return True
+    return False
 
 
 def _wait_stopped(pid: int) -> None:
