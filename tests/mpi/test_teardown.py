@@ -312,6 +312,7 @@ def test_sigterm_during_c_interrupts_the_command_shows_what_was_gathered_and_exi
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 143, err
         assert b"started" in out, (out, err)
+        assert b"mpish got SIGTERM" in err and b"Ctrl-C again" not in err, err  # no Ctrl-C was typed
         assert not [c for c in session_processes(home).values() if c.startswith(b"sleep\x00600.5")]
     finally:
         if proc.poll() is None:

@@ -105,3 +105,4 @@ def test_sigterm_during_c_interrupts_the_command_shows_what_was_gathered_and_exi
         out, err = child.communicate(timeout=60)
     assert child.returncode == 143, err
     assert "started" in out, (out, err)
+    assert "mpish got SIGTERM" in err and "Ctrl-C again" not in err, err  # no Ctrl-C was typed (helper-111)

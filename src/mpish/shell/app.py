@@ -294,6 +294,7 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
 
     with InterruptKeys() as keys, terminate_as_interrupt() as terminated:
         console.interrupt_key = keys.pressed
+        console.terminated = terminated
         if isinstance(made, GroupedSink):  # Ctrl-C also ends a long display of what was gathered
             made.stop = keys.pressed
         results = console.run(args.command, ranks, sink, fanout=getattr(args, "fanout", 0),

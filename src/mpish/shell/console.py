@@ -112,6 +112,7 @@ class Console:
         # set by the terminal front end: True when the user typed Ctrl-C (the terminal is
         # in raw mode during operations, so Ctrl-C is a key here, not a signal to the group)
         self.interrupt_key: Callable[[], bool] | None = None
+        self.terminated: list[int] = []  # -c got SIGTERM (keyboard.terminate_as_interrupt): said so
         tune_malloc()  # 1 MiB records: reused heap buffers, no page faults per record
 
     # -- peers
@@ -397,6 +398,8 @@ class Console:
             if interrupts >= len(ESCALATION_HINTS):
                 watch.killed(time.monotonic())
             hint = ESCALATION_HINTS[min(interrupts, len(ESCALATION_HINTS)) - 1]
+            if self.terminated:  # no Ctrl-C was typed: "Ctrl-C again" would mislead
+                hint = "(mpish got SIGTERM: SIGINT to the commands, then what they sent, then exit 143)"
             if not quiet and running:
                 print(f"\nmpish: interrupting {self.describe(running)} {hint}", file=self.err)
                 run.interrupted.update(running)  # a command that handles it is said to (outcome.py)

@@ -201,6 +201,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         try:
             with InterruptKeys() as keys, terminate_as_interrupt() as terminated:
                 console.interrupt_key = keys.pressed
+                console.terminated = terminated
                 if isinstance(sink, GroupedSink):  # Ctrl-C also ends a long display of what was gathered
                     sink.stop = keys.pressed
                 console.run(command, [*session.peers, *session.later], guard, stdin=stdin[0] if stdin else
