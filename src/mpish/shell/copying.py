@@ -47,6 +47,7 @@ from .options import CopyRequest
 from .session import INTERRUPTED_CONNECTING
 
 NOT_SENT = "not copied: the source was refused (above)"
+INTERRUPTED_WAITING = "interrupted before its turn (connected, it waited for the copy to the hosts ahead)"
 
 TICK = 0.1  # s: the longest wait for a Hello before the window is looked at again (deadlines)
 
@@ -216,10 +217,12 @@ def _slide(state: _Copying, ordered: list[int], fanout: int) -> None:
         elif opened or waiting:
             _await_change(state, opened, bool(waiting))
     with _deaf_to_sigint():  # a second Ctrl-C here left a given-up ssh running (a clush user)
+        greeted = set(console.idle(opened))  # connected, waiting for the copy ahead of them to end
         for rank in sorted(opened):  # a Ctrl-C: those still connecting are given up
+            why = INTERRUPTED_WAITING if rank in greeted else INTERRUPTED_CONNECTING
             peer = console.peers[rank]
-            peer.alive, peer.lost = False, INTERRUPTED_CONNECTING
-            state.fail(rank, INTERRUPTED_CONNECTING)
+            peer.alive, peer.lost = False, why
+            state.fail(rank, why)
             session.give_up(rank)
 
 
