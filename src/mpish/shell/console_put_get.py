@@ -217,7 +217,8 @@ def report(console: Console, what: str, verdicts: dict[int, str], size: int, sec
     if good:
         per_second = size / max(seconds, 1e-6)
         rate = "" if not size else (f", {per_second / 2**20:.1f} MiB/s" if per_second >= 2**20
-                                    else f", {per_second / 2**10:.1f} KiB/s")  # not "0.0 MiB/s"
+                                    else f", {per_second / 2**10:.1f} KiB/s" if per_second >= 2**10
+                                    else f", {per_second:.0f} B/s")  # not "0.0 MiB/s", "0.0 KiB/s"
         print(f"mpish: {what} {console.describe(good)}: ok, {check} ({extra}{seconds:.2f} s{rate})")
     # identical errors folded, also those naming their host (ssh's words): as "%h" (names.py)
     failures = fold_by_reason((rank, console.describe([rank]), why) for rank, why in verdicts.items() if why)
