@@ -219,7 +219,8 @@ class SshProcess:
 
     def stderr_text(self) -> str:
         """The end of ssh's stderr (the remote's too), escaped: it goes into our messages."""
-        return escape(b"".join(self._stderr_tail).replace(b"\r\n", b"\n").strip(), keep_newlines=True)
+        text = b"".join(self._stderr_tail).replace(b"\r\n", b"\n")
+        return escape(text.lstrip(b"\n").rstrip(), keep_newlines=True)  # the first line's indent kept
 
     def failure(self, wait: float = 5.0) -> SshError:
         """The error that explains why the pipes ended (waits a bounded time for ssh)."""
