@@ -437,3 +437,22 @@ def test_a_call_that_crashes_the_agent_says_where_in_the_error(connect_options: 
         remote.call(ctypes.string_at, 0)
     assert "Segmentation fault" in raised.value.stderr
     assert "Segmentation fault" in str(raised.value)
+
+
+def test_a_remote_oserror_keeps_its_errno_and_file_names(connect_options: dict[str, object]) -> None:
+    """`except OSError as e: if e.errno == errno.ENOENT` took the wrong branch: errno and
+    filename were None (helper-109, an execnet user)."""
+    import errno
+
+    with connect("host1", **connect_options) as remote:  # type: ignore[arg-type]
+        with pytest.raises(FileNotFoundError) as raised:
+            remote.call(open, "/nonexistent/mpish-test")
+        assert raised.value.errno == errno.ENOENT
+        assert raised.value.filename == "/nonexistent/mpish-test"
+        assert raised.value.strerror and "No such file" in raised.value.strerror
+        with pytest.raises(FileExistsError) as again:
+            remote.call_data("os.mkdir", "/")  # data-only calls carry them too
+        assert again.value.errno == errno.EEXIST and again.value.filename == "/"
+        with pytest.raises(KeyError) as other:
+            remote.call(failing_function, "k")
+        assert not isinstance(other.value, OSError)

@@ -104,7 +104,9 @@ def test_protocol_version_mismatch(
     connect_options: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(mpish.calls.client, "PROTOCOL_VERSION", 999)
-    with pytest.raises(ProtocolVersionMismatch, match="protocol 2, this one speaks 999"):
+    from mpish.calls.messages import PROTOCOL_VERSION
+
+    with pytest.raises(ProtocolVersionMismatch, match=f"protocol {PROTOCOL_VERSION}, this one speaks 999"):
         connect("host1", **connect_options)  # type: ignore[arg-type]
 
 

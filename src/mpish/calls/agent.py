@@ -61,6 +61,7 @@ from mpish.calls.serialize import (
     BodyReader,
     BodyWriter,
     describe_exception,
+    os_error_fields,
     read_msgpack,
     read_pickle,
     write_msgpack,
@@ -283,7 +284,7 @@ class Agent:
 
     def fail(self, call_id: int, exc: BaseException) -> None:
         name, message, text = describe_exception(exc)
-        self.send(Failure(call_id, name, message, text))
+        self.send(Failure(call_id, name, message, text, *os_error_fields(exc)))
 
 
 def lead_process_group() -> bool:

@@ -56,6 +56,7 @@ from .serialize import (
     BodyAborted,
     BodyWriter,
     DataLimitExceeded,
+    OsErrorFields,
     read_msgpack,
     read_pickle,
     remote_error,
@@ -123,6 +124,10 @@ class _Guarded:
         if self.error is not None:
             error, self.error = self.error, None
             raise error
+
+
+def _os_error(failure: Failure) -> OsErrorFields:
+    return failure.errno, failure.strerror, failure.filename, failure.filename2
 
 
 def run_object(obj: Any) -> Any:
@@ -335,7 +340,7 @@ class Remote:
         message = self._next_message(deadline, output)
         if isinstance(message, Failure):
             self._expect_id(message.call_id, call_id)
-            error = remote_error(message.type_name, message.message, message.traceback)
+            error = remote_error(message.type_name, message.message, message.traceback, _os_error(message))
             if discard:
                 return None
             raise error
@@ -367,7 +372,8 @@ class Remote:
             failure = self._next_message(deadline, output)
             if not isinstance(failure, Failure):
                 raise RemoteProtocolError(f"{self.host}: no failure after an aborted result") from exc
-            raise remote_error(failure.type_name, failure.message, failure.traceback) from None
+            raise remote_error(failure.type_name, failure.message, failure.traceback,
+                               _os_error(failure)) from None
 
     def _expect_id(self, got: int, want: int) -> None:
         if got != want:

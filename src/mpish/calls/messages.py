@@ -27,7 +27,7 @@ from typing import Annotated
 from mpish.wire.codec import Codec, MaxLen
 from mpish.wire.errors import RemoteProtocolError
 
-PROTOCOL_VERSION = 2  # 2: binary inline pickle Call/Result frames
+PROTOCOL_VERSION = 3  # 2: binary inline pickle Call/Result frames; 3: an OSError's fields in Failure
 CHUNK_SIZE = 4 * 1024 * 1024  # largest body piece per frame
 MAX_FRAME = CHUNK_SIZE + 64 * 1024  # a chunk plus its message envelope
 MAX_TEXT = 1024 * 1024  # tracebacks and messages are cut to this many characters
@@ -103,12 +103,17 @@ class Result:
 @CODEC.message(7)
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """The exception a call raised: its qualified type name, message and traceback."""
+    """The exception a call raised: its qualified type name, message and traceback; for an
+    OSError, its errno, strerror and file names (``except OSError as e: e.errno == ENOENT``)."""
 
     call_id: int
     type_name: Name
     message: Text
     traceback: Text
+    errno: int | None = None
+    strerror: Text | None = None
+    filename: Text | None = None
+    filename2: Text | None = None
 
 
 Message = Hello | Call | Chunk | End | Output | Result | Failure

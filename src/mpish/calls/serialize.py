@@ -480,7 +480,22 @@ _REBUILT: dict[type[Exception], type[RemoteError]] = {
 globals().update((cls.__name__, cls) for cls in _REBUILT.values())
 
 
-def remote_error(type_name: str, message: str, remote_traceback: str) -> RemoteError:
+OsErrorFields = tuple[int | None, str | None, str | None, str | None]  # errno, strerror, filename, filename2
+
+
+def os_error_fields(exc: BaseException) -> OsErrorFields:
+    """An OSError's errno, strerror and file names (those that are text), else Nones."""
+    if not isinstance(exc, OSError) or not isinstance(exc.errno, int):
+        return None, None, None, None
+
+    def text(value: object) -> str | None:
+        return value[:MAX_TEXT] if isinstance(value, str) else None
+
+    return exc.errno, text(exc.strerror), text(exc.filename), text(exc.filename2)
+
+
+def remote_error(type_name: str, message: str, remote_traceback: str,
+                 os_error: OsErrorFields = (None, None, None, None)) -> RemoteError:
     """Rebuild a remote exception as a RemoteError.
 
     When the remote type is one of :data:`REBUILT_TYPES` (builtin exceptions), the result
@@ -492,5 +507,8 @@ def remote_error(type_name: str, message: str, remote_traceback: str) -> RemoteE
     """
     base = REBUILT_TYPES.get(type_name)
     if base is not None:
-        return _REBUILT[base](message, remote_type=type_name, remote_traceback=remote_traceback)
+        error = _REBUILT[base](message, remote_type=type_name, remote_traceback=remote_traceback)
+        if isinstance(error, OSError) and os_error[0] is not None:  # the remote's errno and names
+            error.errno, error.strerror, error.filename, error.filename2 = os_error
+        return error
     return RemoteError(f"{type_name}: {message}", remote_type=type_name, remote_traceback=remote_traceback)
