@@ -61,7 +61,7 @@ from .operations import Running
 from .ranks import format_ranks
 from .receive import Output, Waiter, receive
 from .session import Peer, Session
-from .silence import ESCALATION_HINTS, SilenceWatch
+from .silence import ESCALATION_HINTS, SilenceWatch, escalation_hint
 from .spool import StdinSpool
 from .transfer import send_chunk
 from .turns import Turns
@@ -95,8 +95,7 @@ class Console:
         self.link = session.link
         self.peers: dict[int, Peer] = dict(session.peers)
         self.err = err or sys.stderr
-        # how messages name a set of servers: "@1-3" over MPI, host names over ssh
-        self.describe: Callable[[Iterable[int]], str] = lambda ranks: f"@{format_ranks(ranks)}"
+        self.describe: Callable[[Iterable[int]], str] = lambda ranks: f"@{format_ranks(ranks)}"  # ssh: hosts
         self.timeout = 0.0  # per-command timeout in seconds; 0 = none
         self.file_suffix: Callable[[int], str] = str  # a get's copies: NAME.<rank>; ssh: NAME.<host>
         sent = set(getattr(session, "sent_first", ()))  # ssh -c: their Run went with their code
@@ -109,10 +108,10 @@ class Console:
         self._route: Route | None = None  # while attached or completing (routed())
         self.peak_rss_kib: dict[int, int] = {}
         self._failures = FailureWatch(session, self.peers, self.machines)
-        # set by the terminal front end: True when the user typed Ctrl-C (the terminal is
-        # in raw mode during operations, so Ctrl-C is a key here, not a signal to the group)
-        self.interrupt_key: Callable[[], bool] | None = None
-        self.terminated: list[int] = []  # -c got SIGTERM (keyboard.terminate_as_interrupt): said so
+        # set by the terminal front end: True when the user typed Ctrl-C (the terminal is in raw
+        # mode during operations, so Ctrl-C is a key here, not a signal to the group); and -c's
+        self.interrupt_key: Callable[[], bool] | None = None  # SIGTERM, once it came (keyboard.py)
+        self.terminated: list[int] = []
         tune_malloc()  # 1 MiB records: reused heap buffers, no page faults per record
 
     # -- peers
@@ -397,9 +396,7 @@ class Console:
             interrupts += 1
             if interrupts >= len(ESCALATION_HINTS):
                 watch.killed(time.monotonic())
-            hint = ESCALATION_HINTS[min(interrupts, len(ESCALATION_HINTS)) - 1]
-            if self.terminated:  # no Ctrl-C was typed: "Ctrl-C again" would mislead
-                hint = "(mpish got SIGTERM: SIGINT to the commands, then what they sent, then exit 143)"
+            hint = escalation_hint(interrupts, bool(self.terminated))
             if not quiet and running:
                 print(f"\nmpish: interrupting {self.describe(running)} {hint}", file=self.err)
                 run.interrupted.update(running)  # a command that handles it is said to (outcome.py)

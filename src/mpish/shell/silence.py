@@ -29,6 +29,13 @@ ANSWER_GRACE = 10.0  # seconds of silence, once due, before a server is given up
 # what the console says at the 1st, 2nd, later Ctrl-C (the server's escalation: server/jobs.py)
 ESCALATION_HINTS = ("(SIGINT; Ctrl-C again: SIGTERM, then SIGKILL)", "(SIGTERM; Ctrl-C again: SIGKILL)",
                     f"(SIGKILL; a server that does not answer in {ANSWER_GRACE:g} s is given up)")
+TERMINATED_HINT = "(mpish got SIGTERM: SIGINT to the commands, then what they sent, then exit 143)"
+
+
+def escalation_hint(interrupts: int, terminated: bool) -> str:
+    """What the console says at its ``interrupts``-th interrupt; after -c's SIGTERM, where no
+    Ctrl-C was typed, not "Ctrl-C again" (a clush user's review)."""
+    return TERMINATED_HINT if terminated else ESCALATION_HINTS[min(interrupts, len(ESCALATION_HINTS)) - 1]
 
 
 class SilenceWatch:
