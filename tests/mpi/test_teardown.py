@@ -293,6 +293,29 @@ def test_servers_under_mpiexec_killed_with_sigkill_leave_no_shell_or_command_beh
         proc.wait(timeout=30)
 
 
+@pytest.mark.parametrize("launcher", [False, True], ids=["embedded", "mpiexec"])
+def test_a_job_whose_output_went_elsewhere_outlives_the_command_as_over_ssh(
+    tmp_path: Path, launcher: bool
+) -> None:
+    """`-c 'server > log 2>&1 < /dev/null &'` starts a service with ssh and clush; the session's
+    hang-up (and, under mpiexec, the servers' watchers once they ended) killed it (a clush
+    user's review). A job still writing to the session's output ends with it, as before."""
+    home = make_home(tmp_path / "home")
+    word = f"8{os.getpid() % 1000}.5{int(launcher)}"
+    command = (f"sleep {word}1 >/dev/null 2>&1 </dev/null & echo $! > {tmp_path}/detached$MPISH_RANK; "
+               f"sleep {word}2 & echo $! > {tmp_path}/attached$MPISH_RANK; echo launched")
+    argv = [*mpiexec("-n", "2"), MPISH, "-c", command] if launcher else [MPISH, "-n", "1", "-c", command]
+    try:
+        result = run(argv, home, tmp_path)
+        assert result.returncode == 0 and result.stdout == b"launched\n", result.stderr
+        detached, attached = (int((tmp_path / f"{name}1").read_text()) for name in ("detached", "attached"))
+        time.sleep(3)  # the servers' watchers act once the servers are gone (orphan.py)
+        assert not alive(attached)
+        assert Path(f"/proc/{detached}/cmdline").read_bytes().startswith(b"sleep\0")
+    finally:
+        subprocess.run(["pkill", "-f", f"^sleep {word}[12]$"], check=False)
+
+
 def test_sigterm_during_c_interrupts_the_command_shows_what_was_gathered_and_exits_143(
     tmp_path: Path,
 ) -> None:

@@ -41,9 +41,11 @@ from mpish.transport.procfs import (
     descendants,
     environ,
     exited,
+    holds_pipe,
     in_sessions,
     parent,
     pidfd,
+    pipes,
     proc_state,
     session,
     signal_if,
@@ -264,14 +266,18 @@ def watch(console: int, server: int, grace: float) -> None:
         return
     console_fd = pidfd(console) if console else None
     shells: set[int] = set()  # the sessions the server's shells lead, seen while it lived
+    shell_pipes: set[int] = set()  # the pipes between those shells and the server (inodes)
     every = 0.05
     try:
         while console_fd is not None or not console:
-            shells |= {pid for pid in children(server) if session(pid) == pid}
+            for pid in set(children(server)) - shells:
+                if session(pid) == pid:
+                    shells.add(pid)
+                    shell_pipes |= pipes(pid) or set()
             ready = select.select([fd for fd in (console_fd, server_fd) if fd is not None], [], [], every)[0]
             every = min(SHELLS_SEEN_EVERY, every * 1.5)
             if server_fd in ready:
-                hang_up(shells)
+                hang_up(shells, shell_pipes)
                 return
             if console_fd in ready:
                 break
@@ -301,16 +307,17 @@ def watch(console: int, server: int, grace: float) -> None:
 SHELLS_SEEN_EVERY = 1.0  # s: how often, at most, the server's shells are looked for (soon after its start)
 
 
-def hang_up(shells: set[int]) -> None:
+def hang_up(shells: set[int], shell_pipes: set[int]) -> None:
     """SIGHUP (then SIGCONT, for a stopped one) to what is left in the sessions of a server's
-    shells once the server is gone, as ssh's hang-up: a server killed with SIGKILL (the OOM
-    killer) left its bash and command running, a background job for good (a clush user's
-    review); what the user detached (nohup, setsid) is left alone. (A SIGHUP to bash alone
-    when the server dies, PR_SET_PDEATHSIG, ended bash but not its command: bash passes a
-    SIGHUP on to its jobs only when it reads commands at a terminal.)"""
+    shells once the server is gone and still holds one of the pipes between them, as ssh's
+    hang-up: a server killed with SIGKILL (the OOM killer) left its bash and command running,
+    a background job for good (a clush user's review); what the user detached (nohup, setsid,
+    or output sent elsewhere: ``server > log 2>&1 &``, as server/jobs.py) is left alone.
+    (A SIGHUP to bash alone when the server dies, PR_SET_PDEATHSIG, ended bash but not its
+    command: bash passes a SIGHUP on to its jobs only when it reads commands at a terminal.)"""
     me = os.getpid()
     for pid in in_sessions(shells) if shells else []:
-        if pid != me:
+        if pid != me and holds_pipe(pid, shell_pipes):
             for signum in (signal.SIGHUP, signal.SIGCONT):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signum)

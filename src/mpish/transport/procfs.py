@@ -105,6 +105,29 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def pipes(pid: int) -> set[int] | None:
+    """The inodes of the pipes ``pid`` has open (None if its descriptors cannot be read)."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    found = set()
+    for name in names:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if link.startswith("pipe:[") and link.endswith("]"):
+            found.add(int(link[6:-1]))
+    return found
+
+
+def holds_pipe(pid: int, inodes: set[int]) -> bool:
+    """True if ``pid`` has one of the pipes ``inodes`` open, or if that cannot be read."""
+    held = pipes(pid)
+    return held is None or not held.isdisjoint(inodes)
+
+
 def cmdline(pid: int) -> list[bytes]:
     return _nul_separated(pid, "cmdline")
 

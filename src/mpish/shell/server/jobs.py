@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from mpish.report import Diagnostics
-from mpish.transport.procfs import alive, children, proc_state
+from mpish.transport.procfs import alive, children, holds_pipe, proc_state
 from mpish.wire.message import Frozen, frozen
 
 from .. import protocol as p
@@ -399,26 +399,10 @@ def hang_up(sessions: set[int], settle_until: float = 0.0, pipes: set[int] | Non
             continue
     if left and (wait := settle_until - time.monotonic()) > 0:
         time.sleep(wait)
-    for pid in left if pipes is None else [pid for pid in left if _holds_pipe(pid, pipes)]:
+    for pid in left if pipes is None else [pid for pid in left if holds_pipe(pid, pipes)]:
         for sig in (signal.SIGHUP, signal.SIGCONT):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
-
-
-def _holds_pipe(pid: int, pipes: set[int]) -> bool:
-    """True if ``pid`` has one of ``pipes`` (inodes) open, or if that cannot be read."""
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return True
-    for name in names:
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{name}")
-        except OSError:
-            continue
-        if link.startswith("pipe:[") and int(link[6:-1]) in pipes:
-            return True
-    return False
 
 
 def _wait_stopped(pid: int) -> None:
