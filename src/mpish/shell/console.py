@@ -109,9 +109,9 @@ class Console:
         self.peak_rss_kib: dict[int, int] = {}
         self._failures = FailureWatch(session, self.peers, self.machines)
         # set by the terminal front end: True when the user typed Ctrl-C (the terminal is in raw
-        # mode during operations, so Ctrl-C is a key here, not a signal to the group); and -c's
-        self.interrupt_key: Callable[[], bool] | None = None  # SIGTERM, once it came (keyboard.py)
-        self.terminated: list[int] = []
+        # mode during operations, so Ctrl-C is a key here, not a signal to the group)
+        self.interrupt_key: Callable[[], bool] | None = None
+        self.terminated: list[int] = []  # -c's SIGTERM once it came (keyboard.terminate_as_interrupt)
         tune_malloc()  # 1 MiB records: reused heap buffers, no page faults per record
 
     # -- peers
