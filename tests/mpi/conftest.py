@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -89,6 +90,15 @@ def _scratch_directories() -> set[Path]:
     return set()
 
 
+def _prte_sessions() -> set[Path]:
+    """Open MPI's prterun session directories (TMPDIR/ompi.PID): a job the tests abort leaves its own."""
+    tmp = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        return {path for path in tmp.glob("ompi.[0-9]*") if path.name[5:].isdigit()
+                and path.lstat().st_uid == os.getuid()}
+    return set()
+
+
 def _remove_unheld(directories: set[Path]) -> None:
     """Remove those of ``directories`` whose owner is gone (no live process holds its lock)."""
     for path in directories:
@@ -104,9 +114,10 @@ def _remove_unheld(directories: set[Path]) -> None:
 def mpi_leftovers_of_killed_jobs_are_removed() -> Iterator[None]:
     """After the pass, the segments that appeared during it and that no process maps are
     removed (a run of the suite left ~40 in /dev/shm), hydra's files of the pass unless
-    some MPICH job still runs (another pass's), and mpish's scratch directories of the pass
-    that no live process holds."""
+    some MPICH job still runs (another pass's), mpish's scratch directories of the pass that no
+    live process holds, and Open MPI's session directories of the pass whose prterun is gone."""
     before, files, directories = _our_segments(), _hydra_files(), _scratch_directories()
+    sessions = _prte_sessions()
     yield
     left = _our_segments() - before - _mapped_by_anyone()
     if not _hydra_running():
@@ -115,6 +126,9 @@ def mpi_leftovers_of_killed_jobs_are_removed() -> Iterator[None]:
         with contextlib.suppress(OSError):
             path.unlink()
     _remove_unheld(_scratch_directories() - directories)
+    for path in _prte_sessions() - sessions:
+        if not Path(f"/proc/{path.name[5:]}").exists():  # its prterun is gone
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
