@@ -254,6 +254,18 @@ def test_ctrl_c_while_the_servers_start_leaves_nothing_behind(tmp_path: Path, de
         _kill_all(left)
 
 
+def _once_sleeping(servers: list[int], count: int) -> dict[int, bytes]:
+    """The servers' processes once ``count`` sleeps run among them (the marker that the tests
+    wait for is written just before bash forks the sleep: under load the snapshot came first)."""
+    deadline = time.monotonic() + 15
+    while True:
+        below = _snapshot(set().union(*(_descendants(server) for server in servers)))
+        if len([c for c in below.values() if c.startswith(b"sleep\0")]) >= count:
+            return below
+        assert time.monotonic() < deadline, _describe(set(below))
+        time.sleep(0.05)
+
+
 def test_a_server_killed_with_sigkill_leaves_no_shell_or_command_behind(tmp_path: Path) -> None:
     """A rank's server killed with SIGKILL (the OOM killer) left its bash and the command
     running to its end, reparented to init, after the session had ended (a clush user's review).
@@ -262,8 +274,7 @@ def test_a_server_killed_with_sigkill_leaves_no_shell_or_command_behind(tmp_path
     try:
         shell = int((tmp_path / "started" / "2").read_text())
         server = _parent(shell)
-        below = _snapshot(_descendants(server))  # its bash and the bash's sleep 600
-        assert any(command.startswith(b"sleep\0") for command in below.values()), _describe(set(below))
+        below = _once_sleeping([server], 1)  # its bash and the bash's sleep 600
         time.sleep(1.5)  # the server's watcher looks for its shells at least every second (orphan.py)
         os.kill(server, signal.SIGKILL)
         left = _remaining(set(below), 15)
@@ -281,8 +292,7 @@ def test_servers_under_mpiexec_killed_with_sigkill_leave_no_shell_or_command_beh
     try:
         shells = [int((tmp_path / "started" / rank).read_text()) for rank in ("1", "2")]
         servers = [_parent(shell) for shell in shells]
-        below = _snapshot(set().union(*(_descendants(server) for server in servers)))
-        assert len([c for c in below.values() if c.startswith(b"sleep\0")]) == 2, _describe(set(below))
+        below = _once_sleeping(servers, 2)
         time.sleep(1.5)  # the servers' watchers look for their shells at least every second (orphan.py)
         for server in servers:
             os.kill(server, signal.SIGKILL)
