@@ -261,24 +261,29 @@ class _Terminal(io.BytesIO):
         return True
 
 
-@pytest.mark.parametrize("color", ["never", "always"])
-def test_a_ranks_unreset_conceal_code_cannot_hide_the_next_header_on_a_terminal(color: str) -> None:
-    """Remote output keeps its colour codes on a terminal: rank 1's trailing ESC[8m (conceal)
-    hid the @2 header that followed, so rank 2's output read as rank 1's (security review)."""
+def _two_ranks_at_a_terminal(color: str, first: bytes, second: bytes) -> bytes:
+    """What a grouped sink writes to a terminal for ranks 1 and 2's outputs (``--color color``)."""
     from mpish.shell.grouping import set_color
 
     set_color(color)
     try:
         out, err = _Terminal(), _Terminal()
         sink = GroupedSink(out, err, Style.for_stream(out))
-        sink.output(1, p.STDOUT, b"rank1 output\x1b[8m\n")
-        sink.output(2, p.STDOUT, b"rank2 output\n")
+        sink.output(1, p.STDOUT, first)
+        sink.output(2, p.STDOUT, second)
         sink.done(Result(1, "h", 3))
         sink.done(Result(2, "h", 4))
         sink.finish()
     finally:
         set_color("auto")
-    shown = out.getvalue()
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("color", ["never", "always"])
+def test_a_ranks_unreset_conceal_code_cannot_hide_the_next_header_on_a_terminal(color: str) -> None:
+    """Remote output keeps its colour codes on a terminal: rank 1's trailing ESC[8m (conceal)
+    hid the @2 header that followed, so rank 2's output read as rank 1's (security review)."""
+    shown = _two_ranks_at_a_terminal(color, b"rank1 output\x1b[8m\n", b"rank2 output\n")
     second = shown.index(b"@2 (1)")
     header_start = shown.rindex(b"\n", 0, shown.rindex(b"-" * 15, 0, second)) + 1
     assert shown[header_start:].startswith(b"\x1b[0m"), shown
@@ -289,21 +294,9 @@ def test_headers_after_plain_output_carry_no_reset_even_on_a_terminal() -> None:
     """Open MPI's mpirun gives rank 0's stdout a pseudo-terminal of its own whatever mpirun
     writes to: `mpirun -n 3 mpish -c 'echo hi' | cat` held `ESC[0m` before each header (a new
     user's review). The reset is written only after output that held an escape sequence."""
-    from mpish.shell.grouping import set_color
-
-    set_color("never")  # as there: no colours, the terminal's reset alone
-    try:
-        out, err = _Terminal(), _Terminal()
-        sink = GroupedSink(out, err, Style.for_stream(out))
-        sink.output(1, p.STDOUT, b"hi 1\n")
-        sink.output(2, p.STDOUT, b"hi 2\n")
-        sink.done(Result(1, "h", 0))
-        sink.done(Result(2, "h", 0))
-        sink.finish()
-    finally:
-        set_color("auto")
-    assert b"\x1b" not in out.getvalue(), out.getvalue()
-    assert out.getvalue().count(b"-" * 15) == 4
+    shown = _two_ranks_at_a_terminal("never", b"hi 1\n", b"hi 2\n")  # as there: the terminal's reset alone
+    assert b"\x1b" not in shown, shown
+    assert shown.count(b"-" * 15) == 4
 
 
 def test_an_unclosed_quote_in_put_or_get_says_where_and_how_names_are_read() -> None:

@@ -20,6 +20,7 @@ giant frame.
 from __future__ import annotations
 
 import contextlib
+import functools
 import pickle
 import sys
 import traceback
@@ -242,6 +243,7 @@ def same_minor(version: str) -> bool:
     return (major, minor) == sys.version_info[:2]
 
 
+@functools.cache  # one class per version met, not one per call
 def _by_value_refused(peer_python: str) -> type:
     """A CloudPickler that refuses code objects (what functions and classes sent by value
     carry): their bytecode is only valid on the same Python X.Y (3.10 raised a TypeError
