@@ -456,3 +456,42 @@ def test_a_remote_oserror_keeps_its_errno_and_file_names(connect_options: dict[s
         with pytest.raises(KeyError) as other:
             remote.call(failing_function, "k")
         assert not isinstance(other.value, OSError)
+
+
+def last_words_then_exit(n: int) -> None:
+    print(f"last words {n}")
+    os.write(2, b"on stderr too\n")
+    os._exit(3)
+
+
+def test_output_written_just_before_the_call_ends_the_agent_arrives_every_time(
+    connect_options: dict[str, object],
+) -> None:
+    """`print(...); os._exit(3)` lost the printed line 3 times in 10: the thread that sent the
+    output died with the process (helper-109). The agent's front process reads the pipes
+    empty after the call's process ended, and says how it ended."""
+    from mpish.ssh import AgentDied
+
+    for n in range(10):
+        seen: list[tuple[str, bytes]] = []
+        remote = connect("host1", **connect_options)  # type: ignore[arg-type]
+        with pytest.raises(AgentDied) as raised:
+            remote.invoke(last_words_then_exit, (n,), on_output=lambda s, d, seen=seen: seen.append((s, d)))
+        assert b"".join(d for s, d in seen if s == "stdout") == f"last words {n}\n".encode()
+        assert b"".join(d for s, d in seen if s == "stderr") == b"on stderr too\n"
+        assert raised.value.exit_status == 3
+
+
+def test_a_call_killed_by_a_signal_is_named_by_the_signal_not_ssh_status_255(
+    connect_options: dict[str, object],
+) -> None:
+    """A process killed by a signal made ssh exit 255, as if ssh itself had failed."""
+    import signal
+
+    from mpish.ssh import AgentDied
+
+    remote = connect("host1", **connect_options)  # type: ignore[arg-type]
+    with pytest.raises(AgentDied) as raised:
+        remote.call(lambda: os.kill(os.getpid(), signal.SIGTERM))
+    assert raised.value.exit_status == 128 + signal.SIGTERM
+    assert "SIGTERM" in str(raised.value)

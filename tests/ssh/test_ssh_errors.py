@@ -115,7 +115,9 @@ def announce_and_sleep() -> None:
     time.sleep(60)
 
 
-def test_agent_killed_mid_call(connect_options: dict[str, object]) -> None:
+def test_agent_killed_mid_call_is_reported_with_the_signal_and_closes_the_connection(
+    connect_options: dict[str, object],
+) -> None:
     remote = connect("host4", **connect_options)  # type: ignore[arg-type]
     killed: list[int] = []
 
@@ -128,7 +130,8 @@ def test_agent_killed_mid_call(connect_options: dict[str, object]) -> None:
         with pytest.raises(AgentDied) as caught:
             remote.invoke(announce_and_sleep, on_output=kill_on_start)
         assert killed == [remote.info.pid]
-        assert "ended unexpectedly" in str(caught.value)
+        assert "host4: the mpish agent ended: killed by SIGKILL (signal 9)" in str(caught.value)
+        assert caught.value.exit_status == 128 + signal.SIGKILL  # as a shell says it; ssh said 255
         assert remote.closed
         with pytest.raises(TransportClosed):
             remote.call(abs, 1)

@@ -6,10 +6,12 @@ The agent's stdin and stdout are the ssh pipes. It first duplicates them to priv
 descriptors for the protocol, then points descriptor 0 at ``/dev/null`` and descriptors
 1 and 2 at two pipes of its own, and makes ``sys.stdout``/``sys.stderr`` write through to
 them. So whatever user code prints (``print``, ``os.write(1, ...)``, a subprocess that
-inherits the descriptors) lands in those pipes, never in the protocol stream; an
-:class:`OutputPump` thread reads them and sends :class:`~mpish.calls.messages.Output`
-frames as the bytes come. Before a result is sent the pump is drained, so all output of a
-call arrives before its result.
+inherits the descriptors) lands in those pipes, never in the protocol stream. Then it forks:
+the parent, the front (:mod:`mpish.calls.front`), sends what the pipes hold as
+:class:`~mpish.calls.messages.Output` frames as the bytes come, taking turns with the child
+on the stream; before a result the child reads the pipes empty itself, so all output of a
+call arrives before its result. When a call ends the child's process (``os._exit``, a crash,
+a signal) the front still sends what was left in the pipes, and says how it ended.
 
 The main thread reads frames and runs calls one at a time (in the main thread, so signals
 and libraries that want it behave). A watcher thread polls the protocol pipe for a
@@ -42,6 +44,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mpish.calls.front import Turn, run_front, send_pipes, shared_flag
 from mpish.calls.messages import (
     ENCODING_MSGPACK,
     ENCODING_PICKLE,
@@ -51,7 +54,6 @@ from mpish.calls.messages import (
     Failure,
     Hello,
     Message,
-    Output,
     Result,
     decode,
     encode,
@@ -70,7 +72,7 @@ from mpish.calls.serialize import (
 from mpish.transport.frames import EndOfStream, FrameStream, grow_pipe
 from mpish.wire.errors import RemoteProtocolError
 
-OUTPUT_READ = 65536
+FATAL = 2  # the agent's exit status after a fatal error it reported itself
 POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)  # Linux: the peer closed its end
 
 
@@ -102,59 +104,8 @@ def resolve(name: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-class OutputPump:
-    """Reads the pipes behind descriptors 1 and 2 and sends Output frames."""
-
-    def __init__(self, pipes: dict[int, str], send: Callable[[Message], None]) -> None:
-        self._pipes = pipes
-        self._send = send
-        self._lock = threading.Lock()
-        self._poller = select.poll()
-        for fd in pipes:
-            os.set_blocking(fd, False)
-            self._poller.register(fd, select.POLLIN)
-        self._thread = threading.Thread(target=self._loop, name="mpish-output", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            ready, _, _ = select.select(list(self._pipes), [], [])
-            with self._lock:
-                for fd in ready:
-                    self._pump(fd)
-
-    def _pump(self, fd: int) -> None:
-        while True:
-            try:
-                data = os.read(fd, OUTPUT_READ)
-            except BlockingIOError:
-                return
-            if not data:
-                return
-            self._send(Output(self._pipes[fd], data))
-
-    def drain(self) -> None:
-        """Send everything written so far (called before a result).
-
-        One poll() tells whether anything is waiting in the pipes; when nothing is and the
-        pump thread is not sending, there is nothing to wait for (the usual case: a call
-        that printed nothing costs one syscall here). The pump reads only while holding the
-        lock, so "pipes empty and lock free" means every byte read was already sent.
-        """
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        if not self._poller.poll(0) and not self._lock.locked():
-            return
-        with self._lock:
-            for fd in self._pipes:
-                self._pump(fd)
-
-
 class Agent:
-    """One agent process: a protocol stream, an output pump and the call loop."""
+    """One agent process: a protocol stream shared with the front, and the call loop."""
 
     def __init__(self, stream: FrameStream, *, data_only: bool, client_python: str = "") -> None:
         self.stream = stream
@@ -162,10 +113,23 @@ class Agent:
         self.client_python = client_python  # results by value are refused for another X.Y
         self.busy = False
         self.own_group = False  # the agent leads its process group (main): a call's processes are in it
-        self.pump: OutputPump | None = None
+        self.pipes: dict[int, str] = {}  # the calls' output pipes (read ends), shared with the front
+        self.turn: Turn | None = None  # taken to write on the stream the front writes too
+        self._output_waits = select.poll()
+
+    def share(self, pipes: dict[int, str], turn: Turn) -> None:
+        """Write on the stream in turns with the front, which sends what ``pipes`` hold."""
+        self.pipes = pipes
+        self.turn = turn
+        for fd in pipes:
+            self._output_waits.register(fd, select.POLLIN)
 
     def send(self, message: Message) -> None:
-        self.stream.send(encode(message))
+        if self.turn is None:
+            self.stream.send(encode(message))
+            return
+        with self.turn.held():
+            self.stream.send(encode(message))
 
     # -- reading
 
@@ -266,8 +230,13 @@ class Agent:
         self.reply(call, value)
 
     def _drain(self) -> None:
-        if self.pump is not None:
-            self.pump.drain()
+        """Before a result: send what the call wrote (the front sends only what it reads)."""
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        if self.turn is not None and self._output_waits.poll(0):  # usually nothing: one syscall
+            with self.turn.held():
+                send_pipes(self.pipes, self.stream)
 
     def reply(self, call: Call, value: object) -> None:
         writer = BodyWriter(lambda body: self.send(Result(call.call_id, call.encoding, body)), self.send)
@@ -359,21 +328,34 @@ def main(argv: list[str] | None = None) -> int:
     diagnostics = os.dup(2)  # ssh's stderr: for the agent's own fatal errors
     with contextlib.suppress(Exception):  # a call that crashes the agent: where, in AgentDied's stderr
         faulthandler.enable(file=diagnostics)
+    own_group = lead_process_group()  # before the fork: the child and the front in one group
     proto_in, proto_out, pipes = _redirect()
-    stream = FrameStream(proto_in, proto_out, max_frame=MAX_FRAME)
+    mid_frame = shared_flag()
+    turn = Turn()
+    for fd in pipes:
+        os.set_blocking(fd, False)
+    child = os.fork()
+    if child:
+        os.close(proto_in)
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):  # the front prints nothing: the pipes are the calls'
+            os.dup2(null, fd)
+        os.close(null)
+        run_front(child, proto_out, pipes, turn, mid_frame, diagnostics,
+                  expected=lambda code: code in (0, FATAL))
+    stream = FrameStream(proto_in, proto_out, max_frame=MAX_FRAME, mid_frame=mid_frame)
     agent = Agent(stream, data_only=options.data_only, client_python=options.client_python)
-    agent.own_group = lead_process_group()
-    agent.pump = OutputPump(pipes, agent.send)
-    agent.pump.start()
+    agent.own_group = own_group
+    agent.share(pipes, turn)
     status = 0
     try:
         agent.serve()
     except BaseException as exc:
         text = describe_exception(exc)[2]
         os.write(diagnostics, f"mpish.calls.agent: fatal: {text}".encode(errors="replace"))
-        status = 2
+        status = FATAL
     with contextlib.suppress(Exception):
-        agent.pump.drain()
+        agent._drain()
     # os._exit: threads that user code left running must not keep the agent alive.
     os._exit(status)
 

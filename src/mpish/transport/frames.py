@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import math
+import mmap
 import os
 import select
 import threading
@@ -52,8 +53,13 @@ class FrameStream:
     ``send`` may be called from several threads; ``receive`` from one at a time.
     """
 
-    def __init__(self, read_fd: int, write_fd: int, *, max_frame: int) -> None:
+    def __init__(
+        self, read_fd: int, write_fd: int, *, max_frame: int, mid_frame: mmap.mmap | None = None
+    ) -> None:
         self.read_fd = read_fd
+        # A byte that is 1 while a frame is being written: shared with a process that outlives
+        # this one (calls/front.py), it tells whether the stream was cut in the middle of a frame.
+        self._mid_frame = mid_frame
         self.write_fd = write_fd
         self.max_frame = max_frame
         self._frames = FrameDecoder(max_frame=max_frame)
@@ -82,6 +88,8 @@ class FrameStream:
 
     def _write_all(self, pending: list[memoryview], deadline: float | None) -> None:
         with self._send_lock:
+            if self._mid_frame is not None:
+                self._mid_frame[0] = 1
             while pending:
                 try:
                     written = os.writev(self.write_fd, pending)
@@ -97,6 +105,8 @@ class FrameStream:
                     else:
                         pending[0] = pending[0][written:]
                         written = 0
+            if self._mid_frame is not None:
+                self._mid_frame[0] = 0
 
     # -- receiving
 

@@ -55,6 +55,7 @@ STDERR_KEEP = 64 * 1024
 # end: a ProxyCommand's child can hold the pipe open long after ssh (a Ctrl-C waited 2 s for it)
 STDERR_LINGER = 0.25
 BOOTSTRAP_MARK = "mpish-bootstrap:"  # starts the shipped code's own error lines on stderr
+ENDED_MARK = "mpish: the remote process ended: "  # a remote side's last word on how its worker ended
 
 
 # --- errors a user meets --------------------------------------------------------------
@@ -336,6 +337,9 @@ def classify(
 
     lowered = stderr.lower()
     if greeted:
+        said = [line.split(ENDED_MARK, 1)[1].strip() for line in stderr.splitlines() if ENDED_MARK in line]
+        if said:  # the remote side saw its worker end (calls/front.py)
+            return make(ended, f"{host}: {what} ended: {said[-1]}. {again}")
         how = "still running" if status is None else f"exit status {status}"
         return make(
             ended,
