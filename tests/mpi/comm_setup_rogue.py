@@ -76,7 +76,9 @@ def send(comm: MPI.Comm, data: bytes, dest: int) -> None:
 
 
 def agree(comm: MPI.Comm, counts: list[int]) -> None:
-    comm.Allreduce([array("q", counts), MPI.INT64_T], [array("q", [0] * 4), MPI.INT64_T], op=MPI.SUM)
+    """The rogue's part in secure()'s agreement (five flags; those not given are 0)."""
+    counts = counts + [0] * (5 - len(counts))
+    comm.Allreduce([array("q", counts), MPI.INT64_T], [array("q", [0] * 5), MPI.INT64_T], op=MPI.SUM)
 
 
 def garbage() -> bytes:

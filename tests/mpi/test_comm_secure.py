@@ -423,3 +423,24 @@ def test_programs_end_as_they_do_raw(home: Path, mode: str) -> None:
         return
     assert proc.returncode == 0, explain(proc)
     assert proc.stdout.count("ended") == 2, explain(proc)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user needs root")
+@pytest.mark.parametrize("how", ["named", "removed"])
+def test_secure_refuses_on_every_rank_when_one_runs_mpi_on_another_users_shared_memory(
+    home: Path, how: str
+) -> None:
+    """Security review (MEDIUM): another user can create the /dev/shm file MPICH computes for a
+    job first; MPICH then runs on memory she can write (crashes in libmpi were shown), and
+    nothing said so. A planted file removed once mapped (to hide its owner) counts too."""
+    proc = run(["-n", "3", PYTHON, str(HERE / "comm_planted_memory.py"), how], home)
+    assert proc.returncode == 0, explain(proc)
+    planted = re.search(r"PLANTED (\S+)", proc.stdout)
+    assert planted, explain(proc)
+    assert f"REFUSED 1 secure(): rank 1 runs MPI on shared memory another user controls: {planted[1]}" in (
+        proc.stdout), explain(proc)
+    for rank in (0, 2):
+        assert f"REFUSED {rank} secure(): another rank runs MPI on shared memory" in proc.stdout, (
+            explain(proc))
+    assert "ACCEPTED" not in proc.stdout, explain(proc)
+    assert not Path(planted[1]).exists()

@@ -16,9 +16,11 @@ import pytest
 from shell_util import (
     MPI,
     MPISH,
+    PYTHON,
     kill_session,
     make_home,
     mapped_shm,
+    mpiexec,
     session_processes,
     shell_env,
     still_there,
@@ -161,3 +163,56 @@ def test_a_session_makes_no_shared_memory_the_users_group_can_open(tmp_path: Pat
     assert proc.returncode == 0, err
     assert {shmid: oct(mode) for shmid, mode in made.items() if mode & 0o077} == {}
     assert b"UCX_TLS=unset" in out, out
+
+
+# Plants, as another user would, the segment hydra's mpiexec will name for its job: FNV-1a of
+# "kvs_<mpiexec pid>_0_<first rand() after srand(time)>_<host>", for the seconds around now,
+# marked ready (MPICH then uses it), owned by nobody; then execs mpiexec in this very process.
+PLANT_FOR_MPIEXEC = """
+import ctypes, os, struct, sys, time
+libc = ctypes.CDLL(None)
+def fnv1a(text):
+    h = 0x811C9DC5
+    for b in text.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+for seed in range(int(time.time()) - 1, int(time.time()) + 4):
+    libc.srand(seed)
+    name = f"/dev/shm/mpich_shm_{fnv1a(f'kvs_{os.getpid()}_0_{libc.rand()}_{os.uname().nodename}'):x}_0"
+    fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
+    os.ftruncate(fd, 16 << 20)
+    os.pwrite(fd, struct.pack("<I", 0x12345678), 8)
+    os.fchown(fd, 65534, 65534)
+    os.close(fd)
+    print(name, file=sys.stderr, flush=True)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting a file of another user needs root")
+def test_mpish_under_mpiexec_on_a_segment_another_user_planted_ends_the_job_and_says_why(
+        tmp_path: Path) -> None:
+    """Security review (MEDIUM): another user computed the name of the job's shared memory from
+    mpiexec's pid and the time, created it first and marked it ready; the session ran on memory
+    she could read and write (and crashed when she wrote to it) without a word."""
+    home = make_home(tmp_path / "home")
+    args = [PYTHON, "-c", PLANT_FOR_MPIEXEC, *mpiexec("-n", "2", MPISH, "-c", "echo ran")]
+    proc = subprocess.Popen(args, env=shell_env(home), cwd=tmp_path, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"hung: {err.decode(errors='replace')}") from None
+    finally:
+        kill_session(proc.pid, home)
+        text = err.decode(errors="replace")
+        for line in text.splitlines():
+            if line.startswith("/dev/shm/mpich_shm_"):
+                with contextlib.suppress(OSError):
+                    os.unlink(line)
+    assert proc.returncode != 0, text
+    assert "runs MPI on shared memory another user controls: /dev/shm/mpich_shm_" in text, text
+    assert "belongs to uid 65534 (nobody), not you" in text, text
+    assert b"ran" not in out

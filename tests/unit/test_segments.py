@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mpish.shell.segments import Segment, foreign_segments, mapped_segments, remove_ours
+from mpish.transport.shm import describe, foreign_memory, mappings
 
 MAPS = ("import mmap, sys, time\n"
         "with open(sys.argv[1], 'r+b') as f:\n"
@@ -56,7 +57,9 @@ def test_a_segment_of_another_user_that_a_process_mapped_is_named_with_its_owner
     """What a server stuck in MPI_Init on a planted segment looks like from the console."""
     os.chown(segment, 65534, 65534)
     with _mapping(segment) as pid:
-        assert foreign_segments([pid]) == [(Segment(str(segment), segment.stat().st_ino), 65534)]
+        [(found, uid)] = foreign_segments([pid])
+        assert (found.path, found.inode, found.deleted) == (str(segment), segment.stat().st_ino, False)
+        assert uid == 65534
         assert remove_ours(mapped_segments([pid])) == []  # never another user's
         assert segment.exists()
 
@@ -74,3 +77,57 @@ def test_only_the_very_file_that_was_mapped_is_removed(segment: Path) -> None:
     assert remove_ours(seen) == [] and segment.exists()
     fresh = Segment(str(segment), segment.stat().st_ino)
     assert remove_ours([fresh]) == [str(segment)] and not segment.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user needs root")
+def test_a_planted_segment_removed_once_mapped_is_still_named_with_its_owner(segment: Path) -> None:
+    """Security review: another user planted the segment, waited until the servers had mapped it,
+    then removed it; maps showed '(deleted)', which was skipped, so the start watcher saw nothing."""
+    os.chown(segment, 65534, 65534)
+    with _mapping(segment) as pid:
+        segment.unlink()
+        [(found, uid)] = foreign_segments([pid])
+        assert (found.path, found.deleted, uid) == (str(segment), True, 65534)  # read through map_files
+
+
+def test_a_removed_mpich_segment_whose_owner_is_hidden_is_reported_as_such(
+    segment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the kernel refuses /proc/PID/map_files (a user without CAP_CHECKPOINT_RESTORE), an
+    MPICH segment removed while in use is reported with an unknown owner: MPICH removes its own
+    only at finalize."""
+    real_stat = os.stat
+
+    def no_map_files(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if "/map_files/" in str(path):
+            raise PermissionError(1, "Operation not permitted", str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", no_map_files)
+    with _mapping(segment) as pid:
+        assert foreign_segments([pid]) == []  # ours, named: its owner is read from the name
+        segment.unlink()
+        [(found, uid)] = foreign_segments([pid])
+        assert (found.path, found.deleted, uid) == (str(segment), True, None)
+        message = describe((found, uid), who="a shell server")
+        assert "was removed while in use, which hides its owner" in message and str(segment) in message
+
+
+def test_a_removed_segment_of_another_kind_with_a_hidden_owner_is_not_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """UCX removes its segments right after attaching them, and Open MPI's console drops its own:
+    only MPICH's names count when the owner cannot be read."""
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: (_ for _ in ()).throw(PermissionError(1, "no"))
+                        if "/map_files/" in str(path) else real_stat(path, *a, **k))
+    path = Path(f"/dev/shm/sm_segment.mpishtest.{os.getpid()}.0")
+    path.write_bytes(bytes(mmap.PAGESIZE))
+    try:
+        with _mapping(path) as pid:
+            path.unlink()
+            assert [m.deleted for m in mappings(pid)] == [True]
+            assert foreign_memory(pid) == []
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()

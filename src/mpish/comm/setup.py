@@ -47,8 +47,9 @@ Theory of operation
 4. Nobody waits forever: every rank sends every slot it owes (with a status saying
    why not, when it cannot: no key, refused key, failed handshake, or an upstream
    failure), and one ``Allreduce`` (op ``MAX``, so that no rank can lower another's
-   flag) of four flags (a rank without a key, a refused key, a failed handshake, a rank
-   left without the secret) makes every rank raise, or none. A setup message is
+   flag) of five flags (a rank without a key, a refused key, a failed handshake, a rank
+   left without the secret, a rank whose MPI runs on another user's shared memory:
+   ``transport/shm.py``) makes every rank raise, or none. A setup message is
    matched before it is received (``Mprobe``): one of the wrong size (a rogue rank's) is
    received whole, dropped, and fails its slot, as does an MPI error, so the rank still
    sends what it owes and joins the agreement. A rank that sends nothing at all blocks
@@ -102,6 +103,7 @@ from mpi4py import MPI
 
 from ..keys import Identity, fingerprint, load_identity, trusted_keys
 from ..transport.mpi import discard
+from ..transport.shm import memory_problem
 from ..wire.channel import Binding
 from ..wire.errors import AuthenticationError, LocalProtocolError, MpishError
 from ..wire.noise import DHLEN, HandshakeState, ProtocolName
@@ -221,6 +223,7 @@ class _Outcome:
     """What one rank saw during the tree setup."""
 
     no_key: int = 0
+    foreign_memory: int = 0  # 1 if MPI runs here on shared memory another user controls
     no_secret: int = 0  # 1 if this rank ended without the secret (whatever the reason)
     refused: list[tuple[int, int, bytes, bytes]] = field(default_factory=list)  # refuser, refused, keys
     failures: list[str] = field(default_factory=list)
@@ -416,22 +419,24 @@ def _refusal_report(comm: Any, outcome: _Outcome, size: int) -> str:
 
 
 def _agree(comm: Any, outcome: _Outcome, local_error: BaseException | None) -> None:
-    """Raise on every rank if the setup failed anywhere (one ``Allreduce`` of four flags).
+    """Raise on every rank if the setup failed anywhere (one ``Allreduce`` of five flags).
 
     The op is ``MAX``: a rank can raise a flag but not lower another rank's (a keyless
     rank sending -1 cancelled a failure under ``SUM``). The flags say only *that* and
     *how* the setup failed somewhere; this rank's own failures raise whatever they say.
     """
-    mine = array(
-        "q", [outcome.no_key, int(bool(outcome.refused)), int(bool(outcome.failures)), outcome.no_secret]
-    )
-    flags = array("q", [0, 0, 0, 0])
+    mine = array("q", [outcome.no_key, int(bool(outcome.refused)), int(bool(outcome.failures)),
+                       outcome.no_secret, outcome.foreign_memory])
+    flags = array("q", [0] * len(mine))
     comm.Allreduce([mine, MPI.INT64_T], [flags, MPI.INT64_T], op=MPI.MAX)
-    no_key, refused, failed, no_secret = (max(a, b) > 0 for a, b in zip(flags, mine, strict=True))
-    if not (no_key or refused or failed or no_secret):
+    no_key, refused, failed, no_secret, foreign = (max(a, b) > 0 for a, b in zip(flags, mine, strict=True))
+    if not (no_key or refused or failed or no_secret or foreign):
         return
     if local_error is not None:
         raise local_error
+    if foreign:
+        raise AuthenticationError("secure(): another rank runs MPI on shared memory another user "
+                                  "controls (a planted /dev/shm file: its error names it); not going on")
     if no_key:
         raise AuthenticationError("secure(): a rank could not load its mpish identity")
     if refused:
@@ -492,6 +497,8 @@ def secure(
             trusted = trusted_keys(identity, home)
     except MpishError as exc:
         local_error, identity, outcome.no_key = exc, None, 1
+    if problem := memory_problem(f"rank {comm.Get_rank()}"):  # MPI_Init mapped its segments: whose?
+        outcome.foreign_memory, local_error = 1, local_error or AuthenticationError(f"secure(): {problem}")
     try:
         job, secret = _tree(p2p, identity, trusted or frozenset(), name, outcome)
         public = identity.public if identity is not None else bytes(DHLEN)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -145,6 +146,13 @@ def main_shell(args: argparse.Namespace) -> int:
         if under_hydra() and os.environ.get("PMI_RANK", "0") != "0":  # a server rank, before MPI starts
             relay_exit()
         MPI = mpi()
+        from mpish.transport.shm import memory_problem
+
+        problem = memory_problem(f"rank {MPI.COMM_WORLD.Get_rank()} on {socket.gethostname()}")
+        if problem:  # MPI's state is another user's to write: end the job, every rank
+            report.say(problem)
+            sys.stderr.flush()
+            MPI.COMM_WORLD.Abort(1)
         if MPI.COMM_WORLD.Get_rank() != 0:
             from .mpi_server import world_server_main
 

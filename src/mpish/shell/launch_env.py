@@ -33,6 +33,7 @@ from typing import NoReturn
 
 from mpish.report import Reporter, owner
 from mpish.transport.procfs import descendants
+from mpish.transport.shm import describe as describe_memory
 
 from . import protocol
 from .open_mpi import FAULT_TOLERANCE, PRTE_TMPDIR, SET_FOR_LAUNCH, remove_prte_tmpdir
@@ -262,11 +263,7 @@ class SpawnWatch:
             starters = rank_starters(launcher) if launcher else []  # gforker, or hydra's proxies
             foreign = foreign_segments([pid for starter in starters for pid in descendants(starter)])
             if foreign:
-                segment, uid = foreign[0]
-                self.failed(launcher, f"a shell server is stuck on {segment.path}, MPICH's shared memory "
-                                      f"for this session, which belongs to {owner(uid)}, not you (planted "
-                                      f"there first), so there is no session; ask root to remove it, "
-                                      f"then run mpish again", 1)
+                self.failed(launcher, describe_memory(foreign[0], who="a shell server"), 1)
                 return
             if any(started_process_ended(starter) for starter in starters):
                 if not self.done.wait(SETTLE):  # the spawn did not return meanwhile after all

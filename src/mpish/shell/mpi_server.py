@@ -19,6 +19,7 @@ from mpish import keys
 from mpish.report import Diagnostics, Reporter, setup_logging
 from mpish.transport.mpi import MpiLink, mpi
 from mpish.transport.procfs import alive as local_process_alive
+from mpish.transport.shm import memory_problem
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import MpishError, RemoteProtocolError
 from mpish.wire.events import CloseReceived, HandshakeComplete, Message
@@ -199,6 +200,10 @@ def server_main() -> int:
         # Merge, admission) leaves it waiting in MPI for good, and its launcher with it
         _watch_console(console_pid)
     MPI = mpi()
+    problem = memory_problem(f"the shell server on {socket.gethostname()}")
+    if problem:  # MPI's state is another user's to write: serve nothing (the console reports it)
+        Reporter(prog="mpish").say(problem)
+        return 1
     forget_launch_variables()
     parent = MPI.Comm.Get_parent()
     if parent == MPI.COMM_NULL:

@@ -21,7 +21,9 @@ So, without a way to avoid the names:
   after its pid that it owns was left by a dead process that had this pid (removed); one
   owned by another user, or anything but a regular file, is refused in one line;
 * while the servers start, a server that has mapped a segment another user owns is named,
-  with its owner (:func:`foreign_segments`, read from ``/proc/PID/maps``);
+  with its owner (:func:`foreign_segments`, read from ``/proc/PID/maps``; a planted file
+  removed once mapped, which hides its owner, counts too: ``transport/shm.py``), and each
+  server checks its own memory once MPI runs;
 * a session ended without MPI's finalize (a console or server killed) leaves its segments
   behind (measured: 1.6 GB of them on one host): whoever ends it removes those its processes
   had mapped, and only if the name is still the very file they mapped (same inode) and it
@@ -56,12 +58,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpish.report import owner
+from mpish.transport.shm import MPICH_PREFIXES, OPEN_MPI_PREFIXES, Mapping, foreign_memory
+from mpish.transport.shm import SHM_DIR as SHM_NAMES
 
 from .scratch import MPI_PREFIX, HeldDirectory
 
-SHM_DIR = Path("/dev/shm")  # noqa: S108 -- where MPICH puts them; nothing is made here
-PREFIXES = ("mpich_shm_", "mpich_vci_")
-OPEN_MPI_PREFIXES = ("sm_segment.", "vader_segment.")
+SHM_DIR = Path(SHM_NAMES)  # where MPICH puts them; nothing is made here
+PREFIXES = MPICH_PREFIXES
 
 
 @dataclass(frozen=True)
@@ -124,15 +127,10 @@ def mapped_segments(pids: list[int], prefixes: tuple[str, ...] = PREFIXES + OPEN
     return sorted(found, key=lambda segment: segment.path)
 
 
-def foreign_segments(pids: list[int]) -> list[tuple[Segment, int]]:
-    """The segments mapped by ``pids`` that belong to another user, with that user's uid."""
-    foreign = []
-    for segment in mapped_segments(pids):
-        with contextlib.suppress(OSError):
-            info = os.stat(segment.path)
-            if info.st_ino == segment.inode and info.st_uid != os.geteuid():
-                foreign.append((segment, info.st_uid))
-    return foreign
+def foreign_segments(pids: list[int]) -> list[tuple[Mapping, int | None]]:
+    """The segments mapped by ``pids`` that are not the user's, with the owner's uid (None: an
+    MPICH segment removed while in use, whose owner the kernel hides; see transport/shm.py)."""
+    return [found for pid in pids for found in foreign_memory(pid)]
 
 
 def foreign_names_since(when: float) -> list[tuple[str, int]]:

@@ -1,0 +1,123 @@
+"""Whose memory MPI runs on: the shared-memory segments a process has mapped, and their owners.
+
+Theory of operation
+-------------------
+MPICH gives each MPI world's shared memory on a node a name in /dev/shm that another user
+of the node can compute (``mpich_shm_<hash of hydra's kvs name, made of mpiexec's pid and a
+rand() seeded with the time>_<node>``), and it opens what is already there read-write, with no
+look at its owner. A user who creates the file first, and marks it ready, has the job run its
+intra-node transport on memory she can read and write (measured by a reviewer as a second
+uid: a ``secure(comm)`` program and an ``mpiexec -n 3 mpish`` session ran on her segment with
+no word; writing random bytes into it crashed root's processes inside libmpi). mpish's records
+stay encrypted and authenticated there, but MPI's own state in that memory is the attacker's
+to write, so a process that finds itself on such memory must not go on.
+
+:func:`foreign_memory` reads ``/proc/PID/maps``: every MPI segment (MPICH's and Open MPI's names)
+mapped by the process whose file another user owns. A planted file can be removed once the
+victims have mapped it, which hides its owner (``maps`` then shows ``(deleted)`` and the name
+leads nowhere): the owner is then read through ``/proc/PID/map_files`` where the kernel lets us
+(root, or CAP_CHECKPOINT_RESTORE), and otherwise an MPICH segment removed while in use is
+reported with an unknown owner, since MPICH removes its own only at finalize (UCX's segments,
+``ucx_shm_posix_*``, are removed by UCX right after they are attached, and their names are
+random: not looked at).
+
+The check runs after MPI_Init, where the segments are mapped: in ``secure()``, whose setup then
+fails on every rank (``comm/setup.py``), and in the shell's processes (``shell/app.py``,
+``shell/mpi_server.py``). It cannot help when the planted file is never marked ready: MPI_Init
+then waits for good, before any code of ours runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+from mpish.report import owner
+
+SHM_DIR = "/dev/shm"  # noqa: S108 -- where MPICH and Open MPI put them (glibc's shm_open)
+MPICH_PREFIXES = ("mpich_shm_", "mpich_vci_")
+OPEN_MPI_PREFIXES = ("sm_segment.", "vader_segment.")
+DELETED = " (deleted)"
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One MPI segment a process has mapped: its name, inode, address range, and whether the
+    name was removed since."""
+
+    path: str
+    inode: int
+    span: str  # "start-end" as in maps: the name of its /proc/PID/map_files entry
+    deleted: bool
+
+
+def mappings(pid: int | str, prefixes: tuple[str, ...] = MPICH_PREFIXES + OPEN_MPI_PREFIXES) -> list[Mapping]:
+    """The segments under /dev/shm whose names start with one of ``prefixes`` that ``pid``
+    has mapped (one entry per file and range)."""
+    wanted = tuple(f"{SHM_DIR}/{prefix}".encode() for prefix in prefixes)
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    found: dict[tuple[str, int], Mapping] = {}
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[5].startswith(wanted):
+            continue
+        name = fields[5].decode(errors="replace")
+        deleted = name.endswith(DELETED)
+        if deleted:
+            name = name[: -len(DELETED)]
+        with contextlib.suppress(ValueError):
+            mapping = Mapping(name, int(fields[4]), fields[0].decode(), deleted)
+            found.setdefault((mapping.path, mapping.inode), mapping)
+    return list(found.values())
+
+
+def owner_uid(pid: int | str, mapping: Mapping) -> int | None:
+    """The uid owning the file behind ``mapping``, or None where it cannot be read."""
+    if not mapping.deleted:
+        with contextlib.suppress(OSError):
+            info = os.stat(mapping.path)
+            if info.st_ino == mapping.inode:
+                return info.st_uid
+    with contextlib.suppress(OSError):  # follows the mapping itself: privileged on most kernels
+        info = os.stat(f"/proc/{pid}/map_files/{mapping.span}")
+        if info.st_ino == mapping.inode:
+            return info.st_uid
+    return None
+
+
+def foreign_memory(pid: int | str = "self") -> list[tuple[Mapping, int | None]]:
+    """The MPI segments ``pid`` has mapped that are not the user's: (segment, owner's uid), the
+    uid None for an MPICH segment removed while in use whose owner the kernel hides from us."""
+    mine = os.geteuid()
+    foreign: list[tuple[Mapping, int | None]] = []
+    for mapping in mappings(pid):
+        uid = owner_uid(pid, mapping)
+        if uid is None:
+            if mapping.deleted and os.path.basename(mapping.path).startswith(MPICH_PREFIXES):
+                foreign.append((mapping, None))
+        elif uid != mine:
+            foreign.append((mapping, uid))
+    return sorted(foreign, key=lambda found: found[0].path)
+
+
+def describe(found: tuple[Mapping, int | None], who: str = "this process") -> str:
+    """What is wrong, and what to do, for one entry of :func:`foreign_memory`."""
+    mapping, uid = found
+    whose = (f"belongs to {owner(uid)}, not you" if uid is not None
+             else "was removed while in use, which hides its owner (MPI removes its own only at the end)")
+    return (f"{who} runs MPI on shared memory another user controls: {mapping.path} {whose}; it was "
+            f"planted under the name MPI computes for this job, so that user can read and write MPI's "
+            f"state. Not going on. Ask root to remove the {SHM_DIR}/mpich_* files that are not yours, "
+            f"then start again (another start gets another name)")
+
+
+def memory_problem(who: str) -> str:
+    """After MPI_Init: what is wrong if this process's MPI runs on another user's shared memory,
+    else "" (``who`` names the process in the message)."""
+    found = foreign_memory()
+    return describe(found[0], who=who) if found else ""
