@@ -396,3 +396,28 @@ def test_known_hosts_rejects_bad_policy_and_key(home: Path) -> None:
     with pytest.raises(keys.KeyFormatError):
         keys.KnownHosts().check("node1", LOW_ORDER)
     assert not (home / "known_hosts").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a link of another user needs root")
+def test_mpish_home_through_another_users_symbolic_link_is_refused(tmp_path: Path) -> None:
+    """Security review (LOW): mallory's /tmp link to one of root's directories made
+    `MPISH_HOME=/tmp/link mpish keygen` write root's key there, and she could later point it
+    at any directory of root's (keys then read from there)."""
+    target = tmp_path / "mine"
+    target.mkdir(mode=0o700)
+    theirs = tmp_path / "theirs"
+    theirs.symlink_to(target)
+    os.lchown(theirs, 65534, 65534)
+    chained = tmp_path / "chained"  # our link to their link: still theirs on the way
+    chained.symlink_to(theirs)
+    for path in (theirs, chained, theirs / "sub"):
+        with pytest.raises(keys.KeyPermissionError) as refused:
+            keys.generate_identity(path)
+        assert f"the symbolic link on the way to the mpish directory '{path}', '{theirs}' is owned by" in (
+            str(refused.value))
+        assert "point MPISH_HOME at the directory itself" in str(refused.value)
+    assert list(target.iterdir()) == []
+    ours = tmp_path / "ours"
+    ours.symlink_to(target)
+    keys.generate_identity(ours)  # a link of the user's own is followed, as before
+    assert (target / "id_x25519").exists()

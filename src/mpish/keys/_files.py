@@ -47,6 +47,7 @@ def mpish_home(home: str | os.PathLike[str] | None = None) -> Path:
 def ensure_home(home: str | os.PathLike[str] | None) -> Path:
     """The mpish directory, created with mode 0700 if it does not exist."""
     path = mpish_home(home)
+    _refuse_foreign_links(path)  # before anything is made through them
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -101,6 +102,42 @@ def _own_directory_advice(user: str, path: Path) -> str:
 SHARED_TEMPORARY = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 - named, never written to
 
 
+def _refuse_foreign_links(path: Path) -> None:
+    for link, st in _links_on_the_way(path):
+        if not _owned_by_user(st):  # its owner chooses where mpish takes keys from
+            raise _foreign_owner(
+                f"the symbolic link on the way to the mpish directory '{path}',", link, st,
+                f"point MPISH_HOME at the directory itself (now {os.path.realpath(path)}), not through "
+                "another user's link",
+            )
+
+
+def _links_on_the_way(path: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """Each symbolic link followed in resolving ``path``, with its own status (as realpath walks:
+    component by component, a link's target walked in its place; up to 40 links)."""
+    todo = list(Path(os.path.abspath(path)).parts[1:])
+    current, followed = Path("/"), 0
+    while todo and followed <= 40:
+        part = todo.pop(0)
+        if part == "..":
+            current = current.parent
+            continue
+        candidate = current / part
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            return  # not there (yet): nothing further to follow
+        if not stat.S_ISLNK(st.st_mode):
+            current = candidate
+            continue
+        yield candidate, st
+        followed += 1
+        target = Path(os.readlink(candidate))
+        if target.is_absolute():
+            current = Path("/")
+        todo[:0] = [p for p in target.parts if p not in ("/", ".")]
+
+
 def check_home(home: str | os.PathLike[str] | None = None) -> Path:
     """The mpish directory, once it and the directories above it pass sshd's StrictModes.
 
@@ -108,8 +145,11 @@ def check_home(home: str | os.PathLike[str] | None = None) -> Path:
     root and writable by nobody else; so must each directory above it up to the user's
     home directory (or ``/``), except that a sticky directory (``/tmp``) may be
     writable there. A directory that does not exist yet passes (nothing to trust in it).
+    A symbolic link on the way must be the user's or root's too: another user's link in /tmp
+    chose which directory, of the user's, mpish took keys from.
     """
     path = mpish_home(home)
+    _refuse_foreign_links(path)
     real = Path(os.path.realpath(path))
     user = _user_name(os.geteuid())
     try:
