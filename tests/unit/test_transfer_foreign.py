@@ -79,3 +79,26 @@ def test_a_trees_root_that_another_user_made_in_advance_is_not_copied_into(tmp_p
     verdict = copy(source, squatted)
     assert verdict.startswith(f"cannot write {squatted}: it exists and belongs to uid {NOBODY}"), verdict
     assert os.listdir(squatted) == []
+
+
+def test_a_file_named_as_a_file_is_not_put_into_a_directory_another_user_made_at_its_name(
+    tmp_path: Path,
+) -> None:
+    """`:get /root/priv/notes.txt /tmp/out`, `/tmp/out` a directory mallory made in advance (0777):
+    the copy went into it as notes.txt, readable by her (helper-113). Named without a trailing /
+    her directory is refused; with one, the user asked for "into it" (a shared project
+    directory), as cp does."""
+    squatted = tmp_path / "out"
+    squatted.mkdir(mode=0o777)
+    os.chown(squatted, NOBODY, NOBODY)
+    with pytest.raises(OSError, match=f"directory of uid {NOBODY}.*name it with a trailing /"):
+        destination(squatted, "notes.txt", False)
+    with pytest.raises(ValueError, match=f"directory of uid {NOBODY}"):
+        get_destinations(None, "/root/priv/notes.txt", str(squatted), [1])  # type: ignore[arg-type]
+    put = Put(p.PutStart(1, str(squatted), 4, 0o644, "notes.txt"), str(tmp_path))
+    assert put.part is None and "not yours" in put.error, put.error
+    assert os.listdir(squatted) == []
+    assert destination(squatted, "notes.txt", True) == squatted / "notes.txt"  # said: into it
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    assert destination(mine, "notes.txt", False) == mine / "notes.txt"  # the user's own: as before

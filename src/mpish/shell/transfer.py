@@ -175,7 +175,9 @@ def into_directory(target: Path) -> bool:
 def destination(target: Path, name: str, as_directory: bool) -> Path:
     """Where a file called ``name`` goes for a cp/scp target: into it if it is a directory
     (``as_directory``: it was named with a trailing /, and must be one, never another user's
-    link: OSError)."""
+    link: OSError). Named without the /, another user's directory is refused (OSError): a
+    user who meant a new file there had the copy put into a directory made at its name in
+    advance, where its maker read it (a security review; cp and scp do that)."""
     if as_directory:
         try:
             info = os.lstat(target)
@@ -186,11 +188,22 @@ def destination(target: Path, name: str, as_directory: bool) -> Path:
                 "leads through another user's symbolic link"
             raise ForeignLink(errno.ELOOP, f"{target} {what}, not followed")
         return target / name
-    return target / name if into_directory(target) else target
+    if not into_directory(target):
+        return target
+    info = os.stat(target)
+    if foreign(info):  # named as a file: perhaps planted where the user meant a new file
+        raise ForeignDirectory(
+            errno.EPERM, f"{target} is a directory of {owner(info.st_uid)}, not yours: the copy would be "
+            f"theirs to read; to copy into it all the same, name it with a trailing / ({target}/)")
+    return target / name
 
 
 class ForeignLink(OSError):
     """A destination named as a directory is another user's symbolic link."""
+
+
+class ForeignDirectory(OSError):
+    """A destination named as a file is another user's directory (a trailing / says "into it")."""
 
 
 def part_name(name: str) -> str:
