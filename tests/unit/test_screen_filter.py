@@ -97,3 +97,14 @@ def test_a_control_dropped_between_0xc2_and_0x9b_does_not_join_them_into_a_c1_co
         assert b"\xc2" not in out, payload
     screen = ScreenFilter()  # across chunks: 0xC2 at one chunk's end, a dropped control next
     assert b"\xc2" not in screen.feed(b"a\xc2") + screen.feed(b"\x07\x9b2J") + screen.end()
+
+
+def test_an_8_bit_c1_control_outside_a_character_is_dropped_and_cut_characters_survive() -> None:
+    """Security review (LOW): raw 0x9B (CSI) and 0x9D (OSC) went through: a terminal that takes
+    8-bit controls cleared the screen and moved the cursor for a remote `printf '\\x9b2J'`."""
+    assert filtered(b"a\x9b2J\x9b1;1Hb\x9d0;t\x9c") == b"a2J1;1Hb0;t"
+    text = "€ 😀 ۛ ü".encode()  # continuation bytes 0x80..0x9F inside characters: kept
+    assert filtered(text) == text
+    for cut in range(1, len(text)):
+        assert filtered(text[:cut], text[cut:]) == text, cut
+    assert filtered(b"x\xe2\x82") == b"x"  # a character never completed: dropped at the end

@@ -136,6 +136,25 @@ def test_live_sink_prefixes_whole_lines() -> None:
     assert err.getvalue() == b"@1: tail\n"
 
 
+def test_a_carriage_return_in_a_labelled_line_cannot_overwrite_its_label() -> None:
+    """Security review (LOW): rank 1's `printf '\r@2: I am rank 2'` under -L overwrote its own
+    label with another's on the terminal; after a \r the label is written again."""
+    out, err = io.BytesIO(), io.BytesIO()
+    sink = LiveSink(out, err, Style())
+    sink.output(1, p.STDOUT, b"10%\r20%\r@2: I am rank 2\nwindows\r\n")
+    assert out.getvalue() == b"@1: 10%\r@1: 20%\r@1: @2: I am rank 2\n@1: windows\r\n"
+
+
+def test_a_carriage_return_in_a_groups_labelled_lines_cannot_overwrite_the_host_name(
+    capfdbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    from mpish.calls.group import LabelledLines
+
+    lines = LabelledLines("host1")
+    lines("stdout", b"\rhost2: all good\n")
+    assert capfdbinary.readouterr().out == b"host1: \rhost1: host2: all good\n"
+
+
 class _CountingWriter(io.BytesIO):
     def __init__(self) -> None:
         super().__init__()

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from mpish.wire.text import relabel_returns
+
 from .client import OutputCallback, Remote, connect, write_output
 
 LINE_LIMIT = 65536  # a longer line without a newline is shown in parts, each prefixed
@@ -58,7 +60,8 @@ class LabelledLines:
 
     def _write(self, stream: str, lines: bytes) -> None:
         parts = lines[:-1].split(b"\n") if lines.endswith(b"\n") else lines.split(b"\n")
-        text = b"".join(self.prefix + part + b"\n" for part in parts)
+        text = b"".join(self.prefix + (relabel_returns(part, self.prefix) if b"\r" in part else part) + b"\n"
+                        for part in parts)
         with self._lock:
             write_output(stream, text)
 

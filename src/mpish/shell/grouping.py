@@ -27,6 +27,8 @@ import os
 from collections.abc import Callable, Iterable
 from typing import IO, Protocol
 
+from mpish.wire.text import relabel_returns
+
 from .gathered import SHOW_PIECE, Gathered, Stopped, Store
 from .names import RankNames, Result, ServerNames, fold_reasons
 from .options import GATHER_LIMIT, OutputMode
@@ -399,6 +401,8 @@ class LiveSink(_TerminalSink):
             clean, reset = self.style.prefix(name).encode(), self.style.prefix(name, True).encode()
             parts: list[bytes] = []
             for line in lines:
+                if b"\r" in line:  # a carriage return would let the rest overwrite the label
+                    line = relabel_returns(line, reset if b"\x1b" in line else clean)
                 parts += (reset if after_escape else clean, line)
                 after_escape = b"\x1b" in line
         else:

@@ -12,7 +12,10 @@ when output goes to a terminal, :class:`ScreenFilter` keeps only what prints tex
   ``ESC x``), the C1 controls encoded in UTF-8 (U+0080..U+009F), and the other C0
   controls (BEL, backspace, form feed, ...); a 0xC2 byte is kept only with the byte of
   U+00A0..U+00BF after it, so that dropping what followed it cannot join it to a later
-  0x80..0x9F into a C1 control (nor can the next chunk or the next command's output).
+  0x80..0x9F into a C1 control (nor can the next chunk or the next command's output);
+  a byte 0x80..0x9F that is not part of a UTF-8 character (an 8-bit C1 control: 0x9B is
+  CSI on a terminal that takes 8-bit controls) is dropped too, and a character cut at a
+  chunk's end is held until the next chunk completes it.
 
 A sequence split across chunks is completed by the next one (at most :data:`HOLD`
 bytes are held). Unlike a terminal, a string sequence (OSC, DCS) that has not ended by
@@ -47,6 +50,12 @@ _SEQUENCE = re.compile(  # what is dropped: one pattern, replaced by b"" without
     rb"|\x1b" + _SGR_AHEAD +  # an ESC that starts nothing known
     rb"|[\x00-\x08\x0b-\x0c\x0e-\x1a\x1c-\x1f\x7f]",  # C0 but \t \n \r
 )
+# a byte 0x80..0x9F outside a UTF-8 character: C1 control on a terminal that takes 8-bit controls
+# (0x9B is CSI there); dropped by one substitution that keeps every valid multi-byte character
+_HIGH = re.compile(rb"[\x80-\x9f]")
+_UTF8_CHARACTER = rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+_STRAY = re.compile(rb"(" + _UTF8_CHARACTER + rb")|[\x80-\x9f]")
+_CUT_CHARACTER = re.compile(rb"(?:[\xc2-\xdf]|[\xe0-\xef][\x80-\xbf]?|[\xf0-\xf4][\x80-\xbf]{0,2})$")
 _UNFINISHED = re.compile(
     rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b\n]*|[PX^_][^\x1b\n]*|[ -/]*)?(?:\x1b)?$|\xc2$"
 )
@@ -62,13 +71,20 @@ class ScreenFilter:
     def feed(self, data: bytes) -> bytes:
         if self.held:
             data, self.held = self.held + data, b""
-        if _CONTROL.search(data) is None and (b"\xc2" not in data or _C1.search(data) is None):
+        if data[-1:] >= b"\x80":  # a character cut at the chunk's end: joined to the next chunk
+            cut = _CUT_CHARACTER.search(data, max(0, len(data) - 3))
+            if cut is not None:
+                self.held, data = data[cut.start() :], data[: cut.start()]
+        if (_CONTROL.search(data) is None and (b"\xc2" not in data or _C1.search(data) is None)
+                and _HIGH.search(data) is None):
             return data
         unfinished = _UNFINISHED.search(data, max(0, len(data) - HOLD))
         if unfinished is not None and unfinished.start() < len(data):
-            self.held = data[unfinished.start() :]
+            self.held = data[unfinished.start() :] + self.held
             data = data[: unfinished.start()]
         cleaned = _SEQUENCE.sub(b"", data)
+        if _HIGH.search(cleaned) is not None:
+            cleaned = _STRAY.sub(rb"\1", cleaned)
         self.coloured = self.coloured or b"\x1b[" in cleaned
         return cleaned
 

@@ -55,3 +55,12 @@ def _escape_line(line: str, from_bytes: bool) -> str:
     if line.isprintable() and "\\" not in line:  # the common case: nothing to do
         return line
     return "".join(_escape_char(ch, from_bytes) for ch in line)
+
+
+def relabel_returns(line: bytes, label: bytes) -> bytes:
+    r"""``line`` with ``label`` written again after each carriage return within it (one that ends
+    it, ``\r\n``, stays as it is): what follows a ``\r`` overwrites the line from its start, so
+    without it one server's output could overwrite its own label with another's (a security
+    review: ``printf '\r@2: all good'`` on rank 1), and a progress bar's updates lost theirs."""
+    body, end = (line[:-2], line[-2:]) if line.endswith(b"\r\n") else (line, b"")
+    return body.replace(b"\r", b"\r" + label) + end
