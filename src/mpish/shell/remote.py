@@ -19,9 +19,10 @@ SecureChannel (:mod:`mpish.shell.mpi_server`); a plain channel cannot exist ther
 stdout must carry records only: the pipe ends are duplicated for the link, then fd 1
 is pointed at stderr and fd 0 at /dev/null, so a stray print cannot corrupt the stream.
 The server ends when the console closes its channel, or when the pipe ends (the
-console or ssh died). With ``--debug`` after RANK SIZE (the console's ``--debug`` or
-``MPISH_DEBUG``, which ssh does not pass on) its diagnostics go to stderr, which the
-console shows line by line, each prefixed with the host's name.
+console or ssh died). A forked watcher (:func:`~mpish.shell.orphan.watch`) hangs up what its
+shells left running if the server itself is killed. With ``--debug`` after RANK SIZE (the
+console's ``--debug`` or ``MPISH_DEBUG``, which ssh does not pass on) its diagnostics go to
+stderr, which the console shows line by line, each prefixed with the host's name.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from mpish import report
 from mpish.transport.pipe import PIPE_SIZE, PipeLink
 from mpish.wire.errors import MpishError, TransportBroken
 
+from .orphan import watch
 from .server import ShellServer
 
 USAGE = "mpish: not started by an mpish ssh console (expected: RANK SIZE [--debug], then records on stdin)"
@@ -77,12 +79,34 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(devnull, 0)
     os.close(devnull)
     os.dup2(2, 1)  # stray prints go to stderr, never into the record stream
+    _watch_for_orphans(read_fd, write_fd)
     try:
         status = serve(read_fd, write_fd, *given)
     except MpishError as exc:
         report.say(str(exc))
         status = 1
     _exit_now(status)
+
+
+def _watch_for_orphans(*pipes: int) -> None:
+    """Fork the watcher that hangs up what this server's shells left running if the server is
+    killed (``orphan.watch`` with no console: a SIGKILLed server, the OOM killer, left its bash
+    and command running after ssh ended). Forked, not exec'd: the shipped code is not on the
+    host's disk. The watcher holds none of ssh's pipes (ssh must end with the server) and has a
+    session of its own; it ends when the server does."""
+    server = os.getpid()
+    if os.fork():
+        return
+    try:
+        os.setsid()
+        for fd in pipes:
+            os.close(fd)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        watch(0, server, 0.0)
+    finally:
+        os._exit(0)
 
 
 def _exit_now(status: int) -> NoReturn:
