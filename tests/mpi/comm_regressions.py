@@ -618,6 +618,59 @@ def check_an_object_larger_than_the_buffer_given_to_recv_is_a_truncation_as_raw(
     ok("an_object_larger_than_the_buffer_given_to_recv_is_a_truncation_as_raw")
 
 
+def check_a_probed_message_of_any_tag_lands_in_the_receive_buffer(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """A message of user tag 2 taken by Probe/Iprobe/Mprobe/Improbe was taken for a collective's
+    abort notice (its internal tag was 2) and never written into the buffer: the master/worker
+    pattern (WORK, RESULT, DIE = 1, 2, 3) got uninitialised memory, silently (helper-112)."""
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    for comm in (raw, c):
+        for tag in (0, 1, 2, 3, 7):
+            for way in ("Probe", "Iprobe", "Mprobe", "Improbe"):
+                request = comm.Isend(np.full(4, tag + 1, "i4"), dest, tag)
+                got, status = np.zeros(4, "i4"), MPI.Status()
+                if way == "Probe":
+                    comm.Probe(src, MPI.ANY_TAG, status)
+                    comm.Recv(got, status.Get_source(), status.Get_tag())
+                elif way == "Iprobe":
+                    while not comm.Iprobe(MPI.ANY_SOURCE, tag, status):
+                        pass
+                    comm.Recv(got, status.Get_source(), tag)
+                elif way == "Mprobe":
+                    comm.Mprobe(src, tag, status).Recv(got)
+                else:
+                    while (message := comm.Improbe(src, tag, status)) is None:
+                        pass
+                    message.Recv(got)
+                request.Wait()
+                assert status.Get_tag() == tag and status.Get_count(MPI.INT) == 4, (way, tag)
+                assert got.tolist() == [tag + 1] * 4, (type(comm).__name__, way, tag, got.tolist())
+    ok("a_probed_message_of_any_tag_lands_in_the_receive_buffer")
+
+
+def check_a_buffer_of_the_other_byte_order_is_refused_as_raw(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Big-endian numpy arrays (FITS, HDF5 data) were reduced as native ones: silent garbage
+    (2.7e+303 for 1.5 + 1.5), where mpi4py refuses them; with an explicit datatype both send
+    the bytes as they are."""
+    r, n = c.rank, c.size
+    foreign = np.array([1.5, 2.0, 10.0], dtype=">f8")
+    for comm in (raw, c):
+        for name, args in (("Allreduce", (foreign, np.zeros(3, ">f8"), MPI.SUM)),
+                           ("Allreduce", (foreign, np.zeros(3), MPI.SUM)),
+                           ("Allgather", (np.arange(2, dtype=">i4"), np.zeros(2 * n, "<i4"))),
+                           ("Bcast", (np.zeros(3, ">f8"), 0))):
+            try:
+                getattr(comm, name)(*args)
+            except BufferError as exc:
+                assert "non-native byte order" in str(exc), exc
+            else:
+                raise AssertionError(f"{type(comm).__name__} accepted a buffer of the other byte order")
+        got = np.zeros(3, ">f8")
+        comm.Sendrecv([foreign, MPI.BYTE], (r + 1) % n, 9, [got, MPI.BYTE], (r - 1) % n, 9)
+        assert got.tolist() == foreign.tolist()
+    ok("a_buffer_of_the_other_byte_order_is_refused_as_raw")
+
+
 CHECKS = [
     check_irecv_send_wait,
     check_count_specs,
@@ -642,6 +695,8 @@ CHECKS = [
     check_fortran_ordered_arrays_travel_and_buffer_errors_are_mpi4pys,
     check_objects_travel_with_the_serializer_set_in_mpi_pickle,
     check_an_object_larger_than_the_buffer_given_to_recv_is_a_truncation_as_raw,
+    check_a_probed_message_of_any_tag_lands_in_the_receive_buffer,
+    check_a_buffer_of_the_other_byte_order_is_refused_as_raw,
 ]
 
 

@@ -8,6 +8,7 @@ travel packed (packing.py); gap-free ones are read where their data lie.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any
 
@@ -16,6 +17,16 @@ from mpi4py import MPI
 from .packing import _contiguous, derived, pack, unpack
 
 _FORMAT_PREFIX = "@=<>!"
+# a buffer whose format names the other byte order: mpi4py refuses it where it takes the datatype
+# from the format (summing big-endian doubles as native ones gave silent garbage)
+_FOREIGN_ORDER = (">", "!") if sys.byteorder == "little" else ("<",)
+
+
+def native_order(view: memoryview) -> memoryview:
+    """``view``, if its format is in this machine's byte order (mpi4py's BufferError if not)."""
+    if view.format.startswith(_FOREIGN_ORDER):
+        raise BufferError(f"format string {view.format!r} with non-native byte order")
+    return view
 
 
 class Unsupported(NotImplementedError, AttributeError):
@@ -106,6 +117,8 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
         return (memoryview(bytearray()) if writable else _EMPTY), 0, 1
     try:
         view = memoryview(buf)
+        if datatype is None:  # taken from the format, as mpi4py does: in this byte order only
+            native_order(view)
     except TypeError:
         view, fmt = _host_view(buf)
         if datatype is None and fmt is not None:
@@ -263,7 +276,7 @@ def byte_view(buf: Any, *, writable: bool) -> memoryview:
     send buffer ``[buf, count, datatype]`` with gaps is packed into a copy (:func:`derived`)."""
     kind: type = buf.__class__
     if kind in _PLAIN_BUFFERS:  # the hot path: bytes, bytearray, memoryview, numpy array
-        view = memoryview(buf)
+        view = native_order(memoryview(buf))
         if view.c_contiguous and not (writable and view.readonly):
             return view if view.ndim == 1 and view.format == "B" else view.cast("B")
     if not writable:
@@ -322,7 +335,7 @@ def typed_spec(buf: Any, storage: Any, nbytes: int) -> list[Any]:
         if isinstance(buf, (list, tuple)):
             buf = buf[0]
         try:
-            fmt = memoryview(buf).format.lstrip(_FORMAT_PREFIX)
+            fmt = native_order(memoryview(buf)).format.lstrip(_FORMAT_PREFIX)
         except TypeError:
             fmt = _host_view(buf)[1] or "B"
         datatype = MPI._typedict.get(fmt)

@@ -35,9 +35,10 @@ MATCH_FIRST = MPI.Get_library_version().startswith("Open MPI")
 
 Envelope = tuple[int, int]  # (source, tag) of a received message
 Result = tuple[int, int, int, bytes | bytearray | None]  # source, tag, nbytes, data (if no sink)
-# The tag a lane reports for an abort notice of a collective (collectives.py): an empty record
-# flagged ABORT on the collective tag. No MPI message carries this tag.
-ABORT_TAG = 2
+# The tag a lane reports for an abort notice of a collective (collectives.py): a record flagged
+# ABORT on the collective tag. Negative, as no message's tag can be: it was 2, and a user's
+# message of tag 2 taken by a probe was taken for a notice and never written into the buffer.
+ABORT_TAG = -32000
 
 
 @dataclass

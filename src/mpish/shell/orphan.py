@@ -53,7 +53,6 @@ from mpish.transport.procfs import (
 )
 
 from .exit_relay import is_forker
-from .segments import mapped_segments, remove_ours
 
 log = Diagnostics("mpish.shell.orphan")  # not __name__: run as __main__
 
@@ -223,6 +222,8 @@ def watch_launcher(console: int, wrapper: Path, grace: float) -> None:
     The launcher's pid is read only then, from the file its wrapper wrote, and the process
     checked: a singleton mpiexec whose environment names this very wrapper's config file.
     """
+    from .segments import mapped_segments, remove_ours  # here: the ssh server's watcher needs none
+
     console_fd = pidfd(console)
     segments = []
     try:

@@ -37,7 +37,6 @@ from mpish import report
 from mpish.transport.pipe import PIPE_SIZE, PipeLink
 from mpish.wire.errors import MpishError, TransportBroken
 
-from .orphan import watch
 from .server import ShellServer
 
 USAGE = "mpish: not started by an mpish ssh console (expected: RANK SIZE [--debug], then records on stdin)"
@@ -104,6 +103,8 @@ def _watch_for_orphans(*pipes: int) -> None:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
+        from .orphan import watch  # here, not in the server: its start loads only what it needs
+
         watch(0, server, 0.0)
     finally:
         os._exit(0)

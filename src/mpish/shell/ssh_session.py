@@ -64,7 +64,7 @@ HELLO_TIMEOUT_SLACK = 30.0  # beyond ssh's ConnectTimeout: Python's start and th
 REMOTE_ENTRY = "mpish.shell.remote"  # the module shipped and run on each host
 # shipped too, imported by the server only at a session's first transfer (ship.closure
 # follows only the imports a module makes when it loads)
-REMOTE_ALSO = ("mpish.shell.server.transfer_files",)
+REMOTE_ALSO = ("mpish.shell.server.transfer_files", "mpish.shell.orphan")  # imported late
 CLOSE_WAIT = 5.0
 NO_HELLO = "no Hello in time; the connection was closed"
 FLUSH_WAIT = 1.0  # for the close records still queued to all hosts (a host that reads nothing: EOF anyway)
