@@ -495,3 +495,38 @@ def test_a_call_killed_by_a_signal_is_named_by_the_signal_not_ssh_status_255(
         remote.call(lambda: os.kill(os.getpid(), signal.SIGTERM))
     assert raised.value.exit_status == 128 + signal.SIGTERM
     assert "SIGTERM" in str(raised.value)
+
+
+def survive_a_sigterm_to_my_group() -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a graceful-shutdown handler
+    os.killpg(os.getpgrp(), signal.SIGTERM)  # `kill 0` in a job script, a batch system's cleanup
+    sys.stdout.write("x" * 200_000)
+    return 7
+
+
+def test_a_signal_a_call_sends_to_its_process_group_does_not_end_the_agent(
+    connect_options: dict[str, object],
+) -> None:
+    """The front led the calls' process group: a SIGTERM to the group, which the call itself
+    survived, killed the front and with it the connection (a review of the front)."""
+    with connect("host1", **connect_options) as remote:  # type: ignore[arg-type]
+        seen: list[bytes] = []
+        assert remote.invoke(survive_a_sigterm_to_my_group, on_output=lambda s, d: seen.append(d)) == 7
+        assert b"".join(seen) == b"x" * 200_000
+        assert remote.call(abs, -2) == 2
+
+
+def exit_zero() -> None:
+    os._exit(0)
+
+
+def test_a_call_that_exits_with_status_0_is_said_to_have_done_so(connect_options: dict[str, object]) -> None:
+    """The front took status 0 (and 2) for the agent's own ways of ending and said nothing."""
+    from mpish.ssh import AgentDied
+
+    remote = connect("host1", **connect_options)  # type: ignore[arg-type]
+    with pytest.raises(AgentDied) as raised:
+        remote.call(exit_zero)
+    assert "the mpish agent ended: exit status 0" in str(raised.value)

@@ -63,3 +63,37 @@ def test_srun_input_0_feeds_the_console_commands_on_stdin(slurm: SlurmCluster, t
     )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert b"@1-2 (2)" in proc.stdout and b"/usr\n" in proc.stdout, proc.stdout
+
+
+def test_srun_without_pmi_says_so_instead_of_running_a_session_per_task(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """`srun -n 3 mpish -c ...` with no PMI (--mpi=none, a site's default) ran a whole embedded
+    session in every task, each command three times over, with status 0 (a Slurm user's review)."""
+    home = make_home(tmp_path / "home")
+    env = shell_env(home, PWD=str(tmp_path), **slurm.env)
+    proc = subprocess.run(
+        [shutil.which("srun") or "srun", "--mpi=none", "-n", "3", MPISH, "-c", f"echo ran >> {tmp_path}/ran"],
+        env=env, cwd=tmp_path, capture_output=True, timeout=90, check=False, stdin=subprocess.DEVNULL,
+    )
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 2, err
+    assert err.count("started by srun as 3 tasks, but MPI cannot see them as one job") == 1, err
+    assert "srun --mpi=pmi2" in err
+    assert not (tmp_path / "ran").exists()
+
+
+def test_srun_without_input_0_takes_megabytes_on_stdin_and_only_the_console_reads_them(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """srun copies stdin to every task unless --input=0: the servers never read theirs, srun
+    stopped feeding all tasks once their pipes were full, and 2 MB on stdin hung the session."""
+    home = make_home(tmp_path / "home")
+    env = shell_env(home, PWD=str(tmp_path), **slurm.env)
+    data = bytes(range(256)) * (3 * 4096)  # 3 MiB
+    proc = subprocess.run(
+        [shutil.which("srun") or "srun", "--mpi=pmi2", "-n", "3", MPISH, "-c", "wc -c"],
+        input=data, env=env, cwd=tmp_path, capture_output=True, timeout=90, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert b"@1-2 (2)" in proc.stdout and f"{len(data)}\n".encode() in proc.stdout, proc.stdout

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mpish.calls.front import Turn, run_front, send_pipes, shared_flag
+from mpish.calls.front import CLEAN_END, TURN_READS, Turn, run_front, send_pipes, shared_flag
 from mpish.calls.messages import (
     ENCODING_MSGPACK,
     ENCODING_PICKLE,
@@ -236,7 +236,7 @@ class Agent:
                 stream.flush()
         if self.turn is not None and self._output_waits.poll(0):  # usually nothing: one syscall
             with self.turn.held():
-                send_pipes(self.pipes, self.stream)
+                send_pipes(self.pipes, self.stream, TURN_READS)  # what the call wrote, not a flood's rest
 
     def reply(self, call: Call, value: object) -> None:
         writer = BodyWriter(lambda body: self.send(Result(call.call_id, call.encoding, body)), self.send)
@@ -328,7 +328,6 @@ def main(argv: list[str] | None = None) -> int:
     diagnostics = os.dup(2)  # ssh's stderr: for the agent's own fatal errors
     with contextlib.suppress(Exception):  # a call that crashes the agent: where, in AgentDied's stderr
         faulthandler.enable(file=diagnostics)
-    own_group = lead_process_group()  # before the fork: the child and the front in one group
     proto_in, proto_out, pipes = _redirect()
     mid_frame = shared_flag()
     turn = Turn()
@@ -341,11 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         for fd in (1, 2):  # the front prints nothing: the pipes are the calls'
             os.dup2(null, fd)
         os.close(null)
-        run_front(child, proto_out, pipes, turn, mid_frame, diagnostics,
-                  expected=lambda code: code in (0, FATAL))
+        run_front(child, proto_out, pipes, turn, mid_frame, diagnostics)
     stream = FrameStream(proto_in, proto_out, max_frame=MAX_FRAME, mid_frame=mid_frame)
     agent = Agent(stream, data_only=options.data_only, client_python=options.client_python)
-    agent.own_group = own_group
+    # The calls get a process group of their own, the front stays out of it: a signal a call
+    # sends to its group (kill 0, a batch system's cleanup) must not end the front.
+    agent.own_group = lead_process_group()
     agent.share(pipes, turn)
     status = 0
     try:
@@ -356,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         status = FATAL
     with contextlib.suppress(Exception):
         agent._drain()
+    mid_frame[CLEAN_END] = 1  # the front need not say how this process ended: it said so, or all went well
     # os._exit: threads that user code left running must not keep the agent alive.
     os._exit(status)
 

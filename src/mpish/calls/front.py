@@ -30,8 +30,12 @@ the cut one: the child's :class:`~mpish.transport.frames.FrameStream` keeps a by
 memory shared with the front (``mid_frame``) that is 1 while a frame is being written, and
 the front then sends nothing more.
 
+The calls run in a process group of the child's own: a signal a call sends to its group
+(``kill 0``, a batch system's cleanup) reaches the child and what it started, not the front.
+
 The front runs no call and reads nothing from the client. When the client goes away during
-a call, the child kills the process group, the front included (``agent.end_call_processes``).
+a call, the child kills its process group, itself included (``agent.end_call_processes``),
+and the front, having reaped it, exits.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ import os
 import select
 import signal
 import tempfile
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Iterator
 from typing import NoReturn
 
 from mpish.calls.messages import MAX_FRAME, Output, encode
@@ -62,23 +67,29 @@ class Turn:
     def __init__(self) -> None:
         try:
             self._fd = os.memfd_create("mpish-turn")  # close-on-exec: not the calls' business
-        except (AttributeError, OSError):  # not Linux
-            with tempfile.TemporaryFile() as anonymous:
+        except (AttributeError, OSError):  # not Linux, or glibc before 2.27: a local file system
+            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 (NFS may refuse locks)
+            with tempfile.TemporaryFile(dir=shm) as anonymous:
                 self._fd = os.dup(anonymous.fileno())
         os.set_inheritable(self._fd, False)
+        self._threads = threading.Lock()  # a POSIX lock is the process's: threads take this first
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
-        fcntl.lockf(self._fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        with self._threads:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+
+MID_FRAME, CLEAN_END = 0, 1  # the shared bytes: a frame is being written; the child ends as planned
 
 
 def shared_flag() -> mmap.mmap:
-    """One byte of memory that a parent and the child it forks both see (``mid_frame``)."""
-    return mmap.mmap(-1, 1)  # anonymous and MAP_SHARED: one page for both after the fork
+    """Bytes of memory that a parent and the child it forks both see (MID_FRAME, CLEAN_END)."""
+    return mmap.mmap(-1, 2)  # anonymous and MAP_SHARED: one page for both after the fork
 
 
 def send_pipes(pipes: dict[int, str], stream: FrameStream, reads: int | None = None) -> list[int]:
@@ -166,7 +177,7 @@ class Front:
                         os.read(self._wake, 512)
                 if any(fd in self.pipes for fd in ready):
                     self.pump()
-            if not self.mid_frame[0]:  # the stream ended between two frames: append to it
+            if not self.mid_frame[MID_FRAME]:  # the stream ended between two frames: append to it
                 self.pump()  # what they hold (a full pipe takes TURN_READS reads), not a flood's rest
         self.wait()  # if the loop above ended on an error
         assert self.code is not None
@@ -174,16 +185,13 @@ class Front:
 
 
 def run_front(child: int, out: int, pipes: dict[int, str], turn: Turn, mid_frame: mmap.mmap,
-              diagnostics: int, expected: Callable[[int], bool]) -> NoReturn:
-    """The parent's life after the fork: pump, then exit as the child did.
-
-    ``expected(code)`` is true for the child's own ways of ending (0 at the client's EOF, its
-    status after a fatal error it reported itself): those are not reported again.
-    """
-    for sig in (signal.SIGINT, signal.SIGQUIT):  # sent to the whole group: the child decides
+              diagnostics: int) -> NoReturn:
+    """The parent's life after the fork: pump, then exit as the child did (saying how, unless
+    the child ended as planned: at the client's EOF, or after a fatal error it reported)."""
+    for sig in (signal.SIGINT, signal.SIGQUIT):  # a terminal's, or the session's: the child decides
         signal.signal(sig, signal.SIG_IGN)
     code = Front(child, out, pipes, turn, mid_frame).run()
-    if not expected(code):
+    if not mid_frame[CLEAN_END]:
         with contextlib.suppress(OSError):
             os.write(diagnostics, f"{ENDED_MARK}{describe_end(code)}\n".encode())
     os._exit(128 - code if code < 0 else code)

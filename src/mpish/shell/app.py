@@ -140,6 +140,14 @@ def main_shell(args: argparse.Namespace) -> int:
     set_color("never" if color == "auto" and launch.under_launcher() else color)
     if getattr(args, "connect_timeout", None) is not None:  # -t: read by admission.handshake_timeout
         os.environ["MPISH_HANDSHAKE_TIMEOUT"] = str(args.connect_timeout)
+    if args.np is None and not launch.under_launcher() and _srun_tasks() > 1:
+        # srun without PMI (--mpi=none, or a site default): each task would run a session of
+        # its own, and every command as many times
+        if os.environ.get("SLURM_PROCID", "0") == "0":
+            report.say(f"started by srun as {_srun_tasks()} tasks, but MPI cannot see them as one job "
+                       "(no PMI): every task would run a session of its own. Run srun --mpi=pmi2 (or "
+                       "--mpi=pmix), as for any MPI program")
+        return 2
     if launch.under_launcher():
         from .exit_relay import relay_exit, under_hydra
 
@@ -200,6 +208,20 @@ def main_shell(args: argparse.Namespace) -> int:
         status = 128 + exc.signum
     console.close()
     return status
+
+
+def _srun_tasks() -> int:
+    """The number of tasks of the Slurm job step this process is one of, started by srun itself
+    (0: not a task; a shell of ``srun -n 4 --pty bash`` runs mpish as a command of its own)."""
+    from mpish.transport.procfs import cmdline
+
+    if "SLURM_STEP_ID" not in os.environ:
+        return 0
+    starter = cmdline(os.getppid())
+    if not starter or not os.path.basename(starter[0]).startswith(b"slurmstepd"):
+        return 0
+    tasks = os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or "0"
+    return int(tasks) if tasks.isdigit() else 0
 
 
 def run_copy(console: Any, args: argparse.Namespace) -> int:

@@ -326,6 +326,9 @@ def hang_up(shells: set[int], shell_pipes: set[int]) -> None:
 
 def main(argv: list[str]) -> int:
     setup_logging()  # MPISH_DEBUG, inherited from the server
+    # A SIGINT to the whole step or group (srun's "sending Ctrl-C", scancel -s INT) is for the
+    # commands: the watcher died of it with a traceback in the job's log, and watched no more.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if argv[:1] == ["--launcher"]:
         try:
             watch_launcher(int(argv[1]), Path(argv[2]), float(argv[3]))
