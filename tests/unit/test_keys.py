@@ -399,25 +399,35 @@ def test_known_hosts_rejects_bad_policy_and_key(home: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a link of another user needs root")
-def test_mpish_home_through_another_users_symbolic_link_is_refused(tmp_path: Path) -> None:
+def test_mpish_home_through_a_link_another_user_can_replace_is_refused(tmp_path: Path) -> None:
     """Security review (LOW): mallory's /tmp link to one of root's directories made
     `MPISH_HOME=/tmp/link mpish keygen` write root's key there, and she could later point it
-    at any directory of root's (keys then read from there)."""
+    at any directory of root's (keys then read from there); `link/..` walked past the check."""
     target = tmp_path / "mine"
-    target.mkdir(mode=0o700)
-    theirs = tmp_path / "theirs"
-    theirs.symlink_to(target)
+    (target / "sub").mkdir(mode=0o700, parents=True)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp
+    theirs = shared / "theirs"
+    theirs.symlink_to(target / "sub")
     os.lchown(theirs, 65534, 65534)
     chained = tmp_path / "chained"  # our link to their link: still theirs on the way
     chained.symlink_to(theirs)
-    for path in (theirs, chained, theirs / "sub"):
+    for path in (theirs, chained, theirs / "sub2", theirs / ".." / "made"):
         with pytest.raises(keys.KeyPermissionError) as refused:
             keys.generate_identity(path)
-        assert f"the symbolic link on the way to the mpish directory '{path}', '{theirs}' is owned by" in (
-            str(refused.value))
+        said = str(refused.value)
+        assert f"the symbolic link '{theirs}', on the way to the mpish directory '{path}', can be" in said
         assert "point MPISH_HOME at the directory itself" in str(refused.value)
-    assert list(target.iterdir()) == []
-    ours = tmp_path / "ours"
+    assert sorted(p.name for p in target.rglob("*")) == ["sub"]
+    ours = shared / "ours"
     ours.symlink_to(target)
-    keys.generate_identity(ours)  # a link of the user's own is followed, as before
+    keys.generate_identity(ours)  # the user's own link in a sticky directory: followed, as before
     assert (target / "id_x25519").exists()
+    trusted_dir = tmp_path / "root_only"  # a link of another user where only root writes (/home -> /nfs)
+    trusted_dir.mkdir(mode=0o755)
+    nfs = trusted_dir / "home"
+    nfs.symlink_to(target / "sub")
+    os.lchown(nfs, 65534, 65534)
+    keys.generate_identity(nfs)
+    assert (target / "sub" / "id_x25519").exists()

@@ -103,19 +103,33 @@ SHARED_TEMPORARY = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 - named, never
 
 
 def _refuse_foreign_links(path: Path) -> None:
+    """A symbolic link on the way that another user can replace (it is in a directory of theirs,
+    or in one others can write: a sticky one, /tmp, if the link is not the user's or root's)
+    chooses where mpish takes keys from: refused. Whose the link is matters only there (a link
+    is never changed, only replaced: /home -> /nfs/home of uid nobody in / is fine)."""
     for link, st in _links_on_the_way(path):
-        if not _owned_by_user(st):  # its owner chooses where mpish takes keys from
-            raise _foreign_owner(
-                f"the symbolic link on the way to the mpish directory '{path}',", link, st,
-                f"point MPISH_HOME at the directory itself (now {os.path.realpath(path)}), not through "
-                "another user's link",
-            )
+        try:
+            above = os.stat(link.parent)
+        except OSError:
+            continue
+        if not _owned_by_user(above):
+            holder, who = above, f"its directory '{link.parent}' belongs to another user"
+        elif above.st_mode & 0o022 and not (above.st_mode & stat.S_ISVTX and _owned_by_user(st)):
+            holder, who = st, "it is in a directory others can write to"
+        else:
+            continue
+        raise KeyPermissionError(
+            f"the symbolic link '{link}', on the way to the mpish directory '{path}', can be replaced "
+            f"by another user ({who}; the link is {_user_name(holder.st_uid)}'s), who would choose "
+            f"where mpish takes your keys from; mpish will not follow it. To fix it, point MPISH_HOME "
+            f"at the directory itself (now {os.path.realpath(path)})"
+        )
 
 
 def _links_on_the_way(path: Path) -> Iterator[tuple[Path, os.stat_result]]:
     """Each symbolic link followed in resolving ``path``, with its own status (as realpath walks:
     component by component, a link's target walked in its place; up to 40 links)."""
-    todo = list(Path(os.path.abspath(path)).parts[1:])
+    todo = list((Path.cwd() / path).parts[1:])  # not abspath: "link/.." is the target's parent
     current, followed = Path("/"), 0
     while todo and followed <= 40:
         part = todo.pop(0)
