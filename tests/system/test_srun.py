@@ -82,18 +82,3 @@ def test_srun_without_pmi_says_so_instead_of_running_a_session_per_task(
     assert "srun --mpi=pmi2" in err
     assert not (tmp_path / "ran").exists()
 
-
-def test_srun_without_input_0_takes_megabytes_on_stdin_and_only_the_console_reads_them(
-    slurm: SlurmCluster, tmp_path: Path
-) -> None:
-    """srun copies stdin to every task unless --input=0: the servers never read theirs, srun
-    stopped feeding all tasks once their pipes were full, and 2 MB on stdin hung the session."""
-    home = make_home(tmp_path / "home")
-    env = shell_env(home, PWD=str(tmp_path), **slurm.env)
-    data = bytes(range(256)) * (3 * 4096)  # 3 MiB
-    proc = subprocess.run(
-        [shutil.which("srun") or "srun", "--mpi=pmi2", "-n", "3", MPISH, "-c", "wc -c"],
-        input=data, env=env, cwd=tmp_path, capture_output=True, timeout=90, check=False,
-    )
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    assert b"@1-2 (2)" in proc.stdout and f"{len(data)}\n".encode() in proc.stdout, proc.stdout

@@ -220,12 +220,6 @@ def server_main() -> int:
 def world_server_main() -> int:
     """A rank >= 1 under mpiexec."""
     _ignore_sigint()
-    # Its stdin is never read (the console reads the user's and sends what a command needs):
-    # srun without --input=0 copies stdin to every task, and stopped feeding any once the
-    # servers' pipes were full (2 MB on stdin hung); closed, it takes none of it.
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
     _watch_console(0)  # no console to watch here: its shells are hung up if it is killed
     MPI = mpi()
     return run_server(MPI.COMM_WORLD.Dup())
