@@ -107,4 +107,15 @@ def test_an_8_bit_c1_control_outside_a_character_is_dropped_and_cut_characters_s
     assert filtered(text) == text
     for cut in range(1, len(text)):
         assert filtered(text[:cut], text[cut:]) == text, cut
-    assert filtered(b"x\xe2\x82") == b"x"  # a character never completed: dropped at the end
+    assert filtered(b"x\xe2\x82") == b"x\xe2"  # never completed: its 0x82 dropped at the end
+    assert filtered(b"caf\xe9") == b"caf\xe9"  # Latin-1 text keeps its last byte
+    assert filtered(b"\xdf\x07\x9b2J") == b"\xdf\x9b2J"  # U+07DB once the BEL is gone: a character
+
+
+def test_on_an_8_bit_terminal_every_byte_0x80_to_0x9f_is_dropped_even_inside_a_character() -> None:
+    """Where the console's locale is not UTF-8 the terminal may take 8-bit controls: there
+    U+201B's last byte, 0x9B, is a CSI (review of the filter, helper-115)."""
+    screen = ScreenFilter(eight_bit=True)
+    out = screen.feed(b"a\xe2\x80\x9b2J \xdf\x07\x9b1;1H caf\xe9 ")
+    out += screen.feed(b"end\xe2\x80") + screen.end()
+    assert out == b"a\xe22J \xdf1;1H caf\xe9 end"

@@ -64,8 +64,9 @@ _UNFINISHED = re.compile(
 class ScreenFilter:
     """One output stream's filter (keeps the unfinished sequence at a chunk's end)."""
 
-    def __init__(self) -> None:
+    def __init__(self, eight_bit: bool = False) -> None:
         self.held = b""
+        self.eight_bit = eight_bit  # the terminal is not UTF-8: every byte 0x80..0x9F is a C1 control
         self.coloured = False  # an SGR sequence went through: reset the attributes at the end
 
     def feed(self, data: bytes) -> bytes:
@@ -84,15 +85,18 @@ class ScreenFilter:
             data = data[: unfinished.start()]
         cleaned = _SEQUENCE.sub(b"", data)
         if _HIGH.search(cleaned) is not None:
-            cleaned = _STRAY.sub(rb"\1", cleaned)
+            cleaned = _HIGH.sub(b"", cleaned) if self.eight_bit else _STRAY.sub(rb"\1", cleaned)
         self.coloured = self.coloured or b"\x1b[" in cleaned
         return cleaned
 
     def end(self) -> bytes:
         """The stream ended: an unfinished escape sequence is dropped, and so is a lone 0xC2
-        (it would join a C1 control out of the next output)."""
-        self.held = b""
-        return b""
+        (it would join a C1 control out of the next output); the last byte of text in another
+        encoding (``caf\xe9``) is kept."""
+        held, self.held = self.held, b""
+        if held[:1] == b"\x1b" or held[:1] == b"\xc2" or (self.eight_bit and _HIGH.search(held)):
+            return b""
+        return _STRAY.sub(rb"\1", held)
 
 
 class ScreenSink:
@@ -110,7 +114,7 @@ class ScreenSink:
     def output(self, rank: int, stream: int, data: bytes) -> None:
         screen = self.filters.get((rank, stream))
         if screen is None:
-            screen = self.filters[(rank, stream)] = ScreenFilter()
+            screen = self.filters[(rank, stream)] = ScreenFilter(eight_bit=not _utf8_terminal())
         cleaned = screen.feed(data)
         if cleaned:
             self.inner.output(rank, stream, cleaned)
@@ -128,6 +132,15 @@ class ScreenSink:
             self.out.write(RESET)
             self.out.flush()
         self.filters.clear()
+
+
+def _utf8_terminal() -> bool:
+    """The console's locale says its terminal speaks UTF-8 (where a byte 0x80..0x9F inside a
+    character is text; elsewhere, on an 8-bit terminal, each is a C1 control: 0x9B is CSI)."""
+    import locale
+
+    encoding = locale.getlocale(locale.LC_CTYPE)[1] or locale.getpreferredencoding(False)
+    return encoding.replace("-", "").lower() == "utf8"
 
 
 def for_terminal(sink: OutputSink, out: IO[bytes], raw: bool) -> OutputSink:
