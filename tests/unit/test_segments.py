@@ -93,24 +93,27 @@ def test_a_planted_segment_removed_once_mapped_is_still_named_with_its_owner(seg
 def test_a_removed_mpich_segment_whose_owner_is_hidden_is_reported_as_such(
     segment: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Where the kernel refuses /proc/PID/map_files (a user without CAP_CHECKPOINT_RESTORE), an
-    MPICH segment removed while in use is reported with an unknown owner: MPICH removes its own
-    only at finalize."""
+    """Where the kernel refuses /proc/PID/map_files (a user without CAP_CHECKPOINT_RESTORE) and
+    no descriptor is left open on it, a segment removed while in use is reported with an unknown
+    owner (MPICH removes its own only at finalize); one renamed once mapped is found all the same."""
     real_stat = os.stat
 
     def no_map_files(path: object, *args: object, **kwargs: object) -> os.stat_result:
-        if "/map_files/" in str(path):
+        if "/map_files/" in str(path) or "/fd/" in str(path):  # and no descriptor left open on it
             raise PermissionError(1, "Operation not permitted", str(path))
         return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "stat", no_map_files)
     with _mapping(segment) as pid:
         assert foreign_segments([pid]) == []  # ours, named: its owner is read from the name
-        segment.unlink()
+        renamed = segment.with_name("innocent")
+        segment.rename(renamed)
+        assert foreign_segments([pid]) == []  # renamed, still ours
+        renamed.unlink()
         [(found, uid)] = foreign_segments([pid])
-        assert (found.path, found.deleted, uid) == (str(segment), True, None)
+        assert (found.path, found.deleted, uid) == (str(renamed), True, None)
         message = describe((found, uid), who="a shell server")
-        assert "was removed while in use, which hides its owner" in message and str(segment) in message
+        assert "was removed while in use, which hides its owner" in message and str(renamed) in message
 
 
 def test_a_removed_segment_of_another_kind_with_a_hidden_owner_is_not_reported(
@@ -131,3 +134,19 @@ def test_a_removed_segment_of_another_kind_with_a_hidden_owner_is_not_reported(
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user needs root")
+def test_a_planted_segment_renamed_once_mapped_is_still_named_with_its_owner(segment: Path) -> None:
+    """Review of the check (helper-115): maps shows a file's current name, and the planter may
+    rename her file once the victims have mapped it ('innocent'): every file of /dev/shm's file
+    system counts, whatever its name."""
+    os.chown(segment, 65534, 65534)
+    with _mapping(segment) as pid:
+        renamed = segment.with_name(f"innocent{os.getpid()}")
+        segment.rename(renamed)
+        try:
+            [(found, uid)] = foreign_segments([pid])
+            assert (found.path, uid) == (str(renamed), 65534)
+        finally:
+            renamed.unlink()

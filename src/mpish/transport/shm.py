@@ -12,14 +12,15 @@ no word; writing random bytes into it crashed root's processes inside libmpi). m
 stay encrypted and authenticated there, but MPI's own state in that memory is the attacker's
 to write, so a process that finds itself on such memory must not go on.
 
-:func:`foreign_memory` reads ``/proc/PID/maps``: every MPI segment (MPICH's and Open MPI's names)
-mapped by the process whose file another user owns. A planted file can be removed once the
-victims have mapped it, which hides its owner (``maps`` then shows ``(deleted)`` and the name
-leads nowhere): the owner is then read through ``/proc/PID/map_files`` where the kernel lets us
-(root, or CAP_CHECKPOINT_RESTORE), and otherwise an MPICH segment removed while in use is
-reported with an unknown owner, since MPICH removes its own only at finalize (UCX's segments,
-``ucx_shm_posix_*``, are removed by UCX right after they are attached, and their names are
-random: not looked at).
+:func:`foreign_memory` reads ``/proc/PID/maps``: every file of /dev/shm's file system mapped by
+the process (by device, whatever its name: a planted file can be renamed once mapped) whose
+owner is another user. It can also be removed once the victims have mapped it, which hides its
+owner (``maps`` then shows ``(deleted)`` and the name leads nowhere): the owner is then read
+through ``/proc/PID/map_files`` where the kernel lets us (root, or CAP_CHECKPOINT_RESTORE), or
+through a descriptor the process still holds on it (MPICH keeps its segments' open); failing
+both, a removed file is reported with an unknown owner, unless its name is one removed by
+design (UCX removes its ``ucx_shm_posix_*`` right after attaching them; the Open MPI console
+its own singleton segment).
 
 The check runs after MPI_Init, where the segments are mapped: in ``secure()``, whose setup then
 fails on every rank (``comm/setup.py``), and in the shell's processes (``shell/app.py``,
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from dataclasses import dataclass
 
 from mpish.report import owner
@@ -39,6 +41,8 @@ SHM_DIR = "/dev/shm"  # noqa: S108 -- where MPICH and Open MPI put them (glibc's
 MPICH_PREFIXES = ("mpich_shm_", "mpich_vci_")
 OPEN_MPI_PREFIXES = ("sm_segment.", "vader_segment.")
 DELETED = " (deleted)"
+# removed once mapped by design: UCX's (right after attaching), the Open MPI singleton's (the console)
+REMOVED_BY_DESIGN = ("ucx_shm_posix_", *OPEN_MPI_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,22 @@ class Mapping:
     deleted: bool
 
 
-def mappings(pid: int | str, prefixes: tuple[str, ...] = MPICH_PREFIXES + OPEN_MPI_PREFIXES) -> list[Mapping]:
-    """The segments under /dev/shm whose names start with one of ``prefixes`` that ``pid``
-    has mapped (one entry per file and range)."""
-    wanted = tuple(f"{SHM_DIR}/{prefix}".encode() for prefix in prefixes)
+def _shm_device() -> bytes:
+    """The device of the shared-memory directory as maps writes it (``00:1a``), or b""."""
+    try:
+        device = os.stat(SHM_DIR).st_dev
+    except OSError:
+        return b""
+    return f"{os.major(device):02x}:{os.minor(device):02x}".encode()
+
+
+def mappings(pid: int | str, prefixes: tuple[str, ...] | None = MPICH_PREFIXES + OPEN_MPI_PREFIXES,
+             ) -> list[Mapping]:
+    """The files of /dev/shm that ``pid`` has mapped whose names start with one of ``prefixes``
+    (None: every file of /dev/shm's file system, whatever its name now: a planted segment may
+    have been renamed once mapped); one entry per file."""
+    wanted = tuple(f"{SHM_DIR}/{prefix}".encode() for prefix in prefixes or ("",))
+    device = _shm_device() if prefixes is None else b""
     try:
         with open(f"/proc/{pid}/maps", "rb") as handle:
             lines = handle.read().splitlines()
@@ -64,8 +80,10 @@ def mappings(pid: int | str, prefixes: tuple[str, ...] = MPICH_PREFIXES + OPEN_M
     found: dict[tuple[str, int], Mapping] = {}
     for line in lines:
         fields = line.split(maxsplit=5)
-        if len(fields) < 6 or not fields[5].startswith(wanted):
+        if len(fields) < 6 or not (fields[3] == device if device else fields[5].startswith(wanted)):
             continue
+        if device and not (fields[1][1:2] == b"w" and fields[1][3:4] == b"s"):
+            continue  # read-only or private: not memory MPI shares (a colleague's data set, say)
         name = fields[5].decode(errors="replace")
         deleted = name.endswith(DELETED)
         if deleted:
@@ -87,6 +105,12 @@ def owner_uid(pid: int | str, mapping: Mapping) -> int | None:
         info = os.stat(f"/proc/{pid}/map_files/{mapping.span}")
         if info.st_ino == mapping.inode:
             return info.st_uid
+    with contextlib.suppress(OSError):  # a descriptor still open on it (MPICH keeps its segments')
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                info = os.stat(f"/proc/{pid}/fd/{fd}")
+                if info.st_ino == mapping.inode and stat.S_ISREG(info.st_mode):
+                    return info.st_uid
     return None
 
 
@@ -95,10 +119,10 @@ def foreign_memory(pid: int | str = "self") -> list[tuple[Mapping, int | None]]:
     uid None for an MPICH segment removed while in use whose owner the kernel hides from us."""
     mine = os.geteuid()
     foreign: list[tuple[Mapping, int | None]] = []
-    for mapping in mappings(pid):
+    for mapping in mappings(pid, None):  # every file of /dev/shm: a planted one may be renamed
         uid = owner_uid(pid, mapping)
         if uid is None:
-            if mapping.deleted and os.path.basename(mapping.path).startswith(MPICH_PREFIXES):
+            if mapping.deleted and not os.path.basename(mapping.path).startswith(REMOVED_BY_DESIGN):
                 foreign.append((mapping, None))
         elif uid != mine:
             foreign.append((mapping, uid))
