@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pexpect
@@ -82,3 +85,52 @@ def test_srun_without_pmi_says_so_instead_of_running_a_session_per_task(
     assert "srun --mpi=pmi2" in err
     assert not (tmp_path / "ran").exists()
 
+
+
+def _task_0(home: Path) -> int:
+    """The pid of the console srun started (task 0) for the session of ``home``."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                env = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"MPISH_HOME={home}".encode() in env and b"SLURM_PROCID=0" in env:
+                return int(entry.name)
+    return 0
+
+
+def test_a_console_killed_with_sigkill_under_srun_takes_its_servers_and_commands_with_it(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """kill -9 of the console (task 0) left both servers and their `sleep 100` running until the
+    step's time limit; an idle console under --pty left a terminal only scancel could free (a
+    Slurm user's review). A server on the console's host watches it."""
+    home = make_home(tmp_path / "home")
+    env = shell_env(home, PWD=str(tmp_path), **slurm.env)
+    proc = subprocess.Popen(
+        [shutil.which("srun") or "srun", "--mpi=pmi2", "-n", "3", MPISH, "-c",
+         f"echo $$ >> {tmp_path}/shells; sleep 100"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )
+    shells: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = (tmp_path / "shells").read_text() if (tmp_path / "shells").exists() else ""
+            shells = [int(word) for word in text.split()]
+            if len(shells) == 2 and _task_0(home):
+                break
+            time.sleep(0.1)
+        console = _task_0(home)
+        assert len(shells) == 2 and console, proc.communicate(timeout=30)
+        os.kill(console, signal.SIGKILL)
+        proc.communicate(timeout=40)  # the step ends
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in shells) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in shells if Path(f"/proc/{pid}").exists()], "a command outlived the console"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -19,6 +19,7 @@ from mpish import keys
 from mpish.report import Diagnostics, Reporter, setup_logging
 from mpish.transport.mpi import MpiLink, mpi
 from mpish.transport.procfs import alive as local_process_alive
+from mpish.transport.procfs import children, cmdline, environ, parent
 from mpish.transport.shm import memory_problem
 from mpish.wire.channel import Binding, Role, SecureChannel
 from mpish.wire.errors import MpishError, RemoteProtocolError
@@ -217,10 +218,29 @@ def server_main() -> int:
     return run_server(comm, parent, console_pid)
 
 
+def _local_console() -> int:
+    """The console's pid if it runs on this host, else 0: rank 0 among the processes the same
+    launcher process started (srun's slurmstepd, hydra's proxy; under hydra this server is the
+    fork of its exit relay, shell/exit_relay.py)."""
+    starter = parent(os.getpid())
+    if cmdline(starter) == cmdline(os.getpid()):  # the exit relay
+        starter = parent(starter)
+    if starter <= 1:
+        return 0
+    rank_0 = (b"SLURM_PROCID=0", b"PMI_RANK=0", b"OMPI_COMM_WORLD_RANK=0")
+    for pid in children(starter):
+        if pid != os.getpid() and any(word in rank_0 for word in environ(pid)):
+            return pid
+    return 0
+
+
 def world_server_main() -> int:
-    """A rank >= 1 under mpiexec."""
+    """A rank >= 1 under mpiexec or srun."""
     _ignore_sigint()
-    _watch_console(0)  # no console to watch here: its shells are hung up if it is killed
+    # The console, when it runs on this host, is watched: killed (kill -9, the OOM killer), it
+    # left the servers and their commands running until the step's time limit under srun.
+    # Elsewhere there is none to watch: the shells are still hung up if this server is killed.
+    _watch_console(_local_console())
     MPI = mpi()
     return run_server(MPI.COMM_WORLD.Dup())
 
