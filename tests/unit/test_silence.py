@@ -9,9 +9,27 @@ from mpish.shell.silence import ANSWER_GRACE, SilenceWatch
 
 
 def silent_at(watch: SilenceWatch, running: list[int], now: float) -> dict[int, str]:
-    """What is given up at ``now`` by a console that has just read everything."""
+    """What is given up at ``now`` by a console that kept looking (every 4 s, here; many times
+    a second in life) and has just read everything."""
+    looked = watch.drained
+    while looked + 4 < now:
+        looked += 4
+        watch.listened(looked)
     watch.listened(now)
     return watch.silent(running)
+
+
+def test_a_job_suspended_past_the_deadline_is_not_given_up_at_its_resume() -> None:
+    """`scontrol suspend` of the job during a command with `:timeout 5`: at the resume the
+    console gave up every server (no answer 10 s after its timeout) and aborted the session
+    (a Slurm user's review). The console was stopped too: that time is nobody's silence."""
+    watch = SilenceWatch(timeout=5, now=100.0)
+    watch.started([1, 2], 100.0)
+    watch.listened(103.0)
+    watch.listened(103.0 + 20)  # stopped 20 s with the whole job, looking again at the resume
+    assert watch.silent([1, 2]) == {}
+    assert silent_at(watch, [1, 2], 125.0 + ANSWER_GRACE - 0.1) == {}  # the 2 s left, then the grace
+    assert sorted(silent_at(watch, [1, 2], 125.0 + ANSWER_GRACE + 0.1)) == [1, 2]
 
 
 def test_a_server_silent_past_its_timeout_and_the_grace_is_given_up_with_why() -> None:
@@ -42,7 +60,7 @@ def test_the_deadline_counts_from_when_each_run_was_sent() -> None:
 def test_without_a_timeout_only_the_third_ctrl_c_makes_a_server_due() -> None:
     watch = SilenceWatch(timeout=0, now=100.0)
     watch.started([1], 100.0)
-    assert silent_at(watch, [1], 1e9) == {}  # a command may run for days
+    assert silent_at(watch, [1], 1e6) == {}  # a command may run for days
     watch.killed(200.0)
     assert silent_at(watch, [1], 200.0 + ANSWER_GRACE - 0.1) == {}
     assert "after the SIGKILL of the third Ctrl-C" in silent_at(watch, [1], 200.0 + ANSWER_GRACE)[1]

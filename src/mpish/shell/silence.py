@@ -15,7 +15,8 @@ why, and its result is exit 255, as ssh's for a connection that died. A server t
 but alive is heard (its Signalled, its output, its credit) and never given up.
 
 Silence is counted up to the last time the console found nothing more to read
-(:meth:`SilenceWatch.listened`), not up to now: a console that could not read for a while
+(:meth:`SilenceWatch.listened`), not up to now, and not across a time the console itself was
+stopped (a suspended job): a console that could not read for a while
 (its terminal paused with Ctrl-S, a slow pipe) has records waiting from servers that did
 answer, and must read them before it may call anyone silent.
 """
@@ -26,6 +27,7 @@ import math
 from collections.abc import Iterable
 
 ANSWER_GRACE = 10.0  # seconds of silence, once due, before a server is given up
+STOPPED_GAP = 5.0  # seconds between two looks of the console's (it looks many times a second): it was stopped
 # what the console says at the 1st, 2nd, later Ctrl-C (the server's escalation: server/jobs.py)
 ESCALATION_HINTS = ("(SIGINT; Ctrl-C again: SIGTERM, then SIGKILL)", "(SIGTERM; Ctrl-C again: SIGKILL)",
                     f"(SIGKILL; a server that does not answer in {ANSWER_GRACE:g} s is given up)")
@@ -58,7 +60,19 @@ class SilenceWatch:
         self.heard[rank] = now
 
     def listened(self, now: float) -> None:
-        """The console looked and nothing had arrived: every server's last word was heard."""
+        """The console looked and nothing had arrived: every server's last word was heard.
+
+        A console that did not look for :data:`STOPPED_GAP` seconds or more was itself stopped,
+        most likely with its whole job (``scontrol suspend``, a preemption's suspend, Ctrl-Z of
+        the launcher): that time is nobody's silence, so every clock here moves on by it (the
+        session was given up at the resume, a Slurm user's review)."""
+        gap = now - self.drained
+        if gap >= STOPPED_GAP:
+            self.since += gap
+            self.killed_at = self.killed_at and self.killed_at + gap
+            for clock in (self.due, self.heard):
+                for rank in clock:
+                    clock[rank] += gap
         self.drained = now
 
     def killed(self, now: float) -> None:
