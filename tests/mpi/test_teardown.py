@@ -351,3 +351,30 @@ def test_sigterm_during_c_interrupts_the_command_shows_what_was_gathered_and_exi
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_sigterm_during_a_command_of_a_commands_file_shows_its_output_and_exits_143(tmp_path: Path) -> None:
+    """`mpish -C cmds` ended by scancel or a job's time limit (SIGTERM): the running command's
+    output was thrown away, and the batch log held nothing of it (a Slurm user's review). Now
+    the command is interrupted as by a Ctrl-C, its output shown, the next lines not run."""
+    home = make_home(tmp_path / "home")
+    (tmp_path / "cmds").write_text("echo first-line\necho started-$MPISH_RANK; sleep 600.5\necho next-line\n")
+    proc = subprocess.Popen([MPISH, "-n", "2", "-C", "cmds"], env=shell_env(home),
+                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(command.startswith(b"sleep\x00600.5") for command in session_processes(home).values()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err
+        assert b"first-line" in out and b"started-1" in out and b"started-2" in out, (out, err)
+        assert b"next-line" not in out, out
+        assert b"mpish got SIGTERM" in err, err
+        assert not [c for c in session_processes(home).values() if c.startswith(b"sleep\x00600.5")]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -24,7 +24,7 @@ from . import console_put_get as put_get
 from .console import Console
 from .continuation import Block
 from .grouping import GroupedSink, Style, make_sink, status_lines
-from .keyboard import InterruptKeys, TypedAhead
+from .keyboard import InterruptKeys, TypedAhead, terminate_as_interrupt
 from .names import RankHostNames, RankNames, ServerNames, fold_hosts, status_of
 from .options import OutputMode, seconds
 from .ranks import TargetError, describe, format_ranks, resolve_targets
@@ -267,11 +267,15 @@ class Repl:
                 line = self._whole(reader, line)
             except KeyboardInterrupt:  # the block is dropped, as bash drops it
                 continue
-            try:
-                self.handle(line)
-            except (MpishError, OSError, ValueError) as exc:
-                self.report.say(str(exc))
-                self.last_status = 1
+            with terminate_as_interrupt() as terminated:  # while it runs, a SIGTERM is a Ctrl-C
+                self.console.terminated = terminated
+                try:
+                    self.handle(line)
+                except (MpishError, OSError, ValueError) as exc:
+                    self.report.say(str(exc))
+                    self.last_status = 1
+            if terminated:  # scancel, a job's time limit: what the command sent is shown; then 143
+                return 128 + terminated[0]
         return self.last_status  # exit, or the end of input: the last command's, as bash's
 
     def _exit_status(self, line: str) -> int | None:
