@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pexpect
+import pytest
 from slurm_cluster import SlurmCluster
 
 from shell_util import MPISH, make_home, shell_env
@@ -134,3 +135,30 @@ def test_a_console_killed_with_sigkill_under_srun_takes_its_servers_and_commands
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+@pytest.mark.parametrize("delay", [0.5, 0.9])
+def test_ctrl_c_while_srun_pty_starts_the_session_ends_it_without_a_hang(
+    slurm: SlurmCluster, tmp_path: Path, delay: float
+) -> None:
+    """A Ctrl-C 0.6-1.2 s after `srun --pty mpish` hung the console for good (3 times in 4): it
+    exited 130 and MPI's finalize waited for servers that waited for it (a Slurm user's
+    review). Whether it comes during the start or at the first prompt, the session ends."""
+    home = make_home(tmp_path / "home")
+    env = shell_env(home, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", PWD=str(tmp_path), **slurm.env)
+    child = pexpect.spawn(
+        shutil.which("srun") or "srun", ["--mpi=pmi2", "-n", "3", "--pty", MPISH],
+        env=env, cwd=str(tmp_path), timeout=40, encoding="utf-8", codec_errors="replace",
+    )
+    try:
+        time.sleep(delay)
+        child.sendintr()
+        if child.expect([pexpect.EOF, r"#>"]) == 1:  # the start was over: the prompt took it
+            child.sendline("exit")
+            child.expect(pexpect.EOF)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+        child.close()
+    assert not child.isalive()
+    assert not _task_0(home), "the console is still there"

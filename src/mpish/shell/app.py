@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 from collections.abc import Mapping
@@ -148,11 +149,21 @@ def main_shell(args: argparse.Namespace) -> int:
                        "(no PMI): every task would run a session of its own. Run srun --mpi=pmi2 (or "
                        "--mpi=pmix), as for any MPI program")
         return 2
+    if launch.under_launcher() and "SLURM_STEP_ID" in os.environ:
+        # srun --pty: a Ctrl-C before the session is up is the console's alone; raised as
+        # KeyboardInterrupt it ended in MPI's finalize, which waited for good for servers that
+        # waited for the console. Until then it kills the console outright (srun says so; the
+        # servers of its node watch it and end with it).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     if launch.under_launcher():
         from .exit_relay import relay_exit, under_hydra
 
         if under_hydra() and os.environ.get("PMI_RANK", "0") != "0":  # a server rank, before MPI starts
             relay_exit()
+        if _launcher_rank() not in ("", "0"):  # a server: its console watched from before MPI starts
+            from .mpi_server import watch_local_console
+
+            watch_local_console()
         MPI = mpi()
         from mpish.transport.shm import memory_problem
 
@@ -184,6 +195,8 @@ def main_shell(args: argparse.Namespace) -> int:
     except MpishError as exc:
         report.say(str(exc))
         return 1
+    if signal.getsignal(signal.SIGINT) == signal.SIG_DFL:  # the session is up: a Ctrl-C is the console's
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     from .console import Console
 
     console = Console(session)
@@ -208,6 +221,14 @@ def main_shell(args: argparse.Namespace) -> int:
         status = 128 + exc.signum
     console.close()
     return status
+
+
+def _launcher_rank() -> str:
+    """This process's rank as its launcher says it, before MPI starts ("" if none says)."""
+    for name in ("PMI_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if name in os.environ:
+            return os.environ[name]
+    return ""
 
 
 def _srun_tasks() -> int:

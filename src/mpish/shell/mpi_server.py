@@ -234,13 +234,29 @@ def _local_console() -> int:
     return 0
 
 
+def watch_local_console() -> None:
+    """Before MPI starts in a server rank under a launcher: watch the console if it runs on this
+    host. Killed (kill -9, the OOM killer, a Ctrl-C while ``srun --pty`` starts), it left the
+    servers and their commands running until the step's time limit under srun; elsewhere there
+    is none to watch (the shells are still hung up if this server is killed). Where srun says
+    task 0 runs on this node (SLURM_GTIDS) and it is not there (looked for up to 5 s: it may not
+    have started yet), it died first: this server ends at once (MPI's start would wait for it
+    for good)."""
+    local = "0" in os.environ.get("SLURM_GTIDS", "").split(",")
+    console = _local_console()
+    for _ in range(50 if local and not console else 0):
+        time.sleep(0.1)
+        console = _local_console()
+        if console:
+            break
+    if local and not console:
+        os._exit(1)
+    _watch_console(console)
+
+
 def world_server_main() -> int:
-    """A rank >= 1 under mpiexec or srun."""
+    """A rank >= 1 under mpiexec or srun (its console watched already: :func:`watch_local_console`)."""
     _ignore_sigint()
-    # The console, when it runs on this host, is watched: killed (kill -9, the OOM killer), it
-    # left the servers and their commands running until the step's time limit under srun.
-    # Elsewhere there is none to watch: the shells are still hung up if this server is killed.
-    _watch_console(_local_console())
     MPI = mpi()
     return run_server(MPI.COMM_WORLD.Dup())
 

@@ -6,8 +6,7 @@ Theory of operation
 -------------------
 Two ways to start, one session protocol:
 
-* ``mpiexec -n N mpish`` (or ``srun mpish``): rank 0 of COMM_WORLD is the console, ranks
-  1..N-1 are shell servers.
+* ``mpiexec -n N mpish`` (or ``srun mpish``): rank 0 of COMM_WORLD is the console, the rest servers.
 * ``mpish -n K`` (embedded, the default): the user's own process is the console and
   spawns K shell servers with ``MPI.COMM_SELF.Spawn``, then merges the intercommunicator
   (parent = rank 0). Spawn rather than re-running under mpiexec because the console must
@@ -200,14 +199,13 @@ def is_server(pid: int) -> bool:
 def end_embedded_job(launcher: int, servers: list[int], known: list[Segment]) -> NoReturn:
     """End a session MPI cannot finalize (a rank died): its launcher, then its servers, then us.
 
-    MPI_Abort is no good here: with ``-disable-auto-cleanup`` the singleton's mpiexec and
-    its proxy outlive it, and the survivors, left in the final barrier, were ended only by
-    their orphan watchers, each saying so (measured: "rank 3: the console is gone" after
-    our line). Both launcher processes were started for this session alone (checked as
-    :func:`mpish.shell.orphan.end_session_launcher` does); every channel is closed, so the
-    servers' commands and shells have already ended. The shared memory removed is what the
-    session had mapped at its start (``known``: a segment only the lost rank mapped, as over
-    TCP, is no longer in any living process's maps) and what the living ones map now.
+    MPI_Abort is no good here: with ``-disable-auto-cleanup`` the singleton's mpiexec and its
+    proxy outlive it, and the survivors, left in the final barrier, were ended only by their
+    orphan watchers, each saying so. Both launcher processes were started for this session
+    alone (checked as :func:`mpish.shell.orphan.end_session_launcher` does); every channel is
+    closed, so the servers' commands and shells have ended. The shared memory removed is what
+    the session mapped at its start (``known``: a segment only the lost rank mapped is in no
+    living process's maps) and what the living ones map now.
     """
     segments = [*known, *mapped_segments([os.getpid(), *servers])]  # no finalize will remove them
     if is_singleton_launcher(launcher):
@@ -225,10 +223,9 @@ def end_embedded_job(launcher: int, servers: list[int], known: list[Segment]) ->
 def leave_failed_job() -> NoReturn:
     """End this process of a job MPI knows has a failed rank (ULFM, Open MPI): exit 1, unfinalized.
 
-    MPI_Abort is not needed there: the launcher keeps the job going through failures, so
-    each process may leave by itself (the servers do once their channel is closed,
-    :class:`RankFailed`). Under ``mpirun`` the abort also had ``mpirun`` print its banner
-    about MPI_ABORT, before or after our own line (its output is forwarded asynchronously).
+    MPI_Abort is not needed there: the launcher keeps the job going through failures, so each
+    process may leave by itself (the servers do once their channel is closed, :class:`RankFailed`);
+    under ``mpirun`` the abort printed its MPI_ABORT banner around our own line.
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -360,7 +357,7 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
     try:
         session = _console_handshakes(comm, parent_intercomm, report, identity, timeout)
     except KeyboardInterrupt:
-        if parent_intercomm is None:  # under a launcher: it forwards the Ctrl-C to every rank
+        if parent_intercomm is None:  # under mpiexec: it forwards the Ctrl-C to every rank
             raise
         abandon_start(None, launcher_pid)
     session.launcher_pid = launcher_pid
