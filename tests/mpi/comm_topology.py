@@ -280,6 +280,29 @@ def check_a_wrong_buffer_on_one_rank_fails_its_neighbours_and_leaves_nothing_beh
     ok("a_wrong_buffer_on_one_rank_fails_its_neighbours_and_leaves_nothing_behind")
 
 
+def check_secure_of_a_communicator_with_a_topology_keeps_it(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """Real codes build their grid raw at set-up and pass it around: `mpish.secure(cart)` answered
+    Get_topology() with UNDEFINED and refused Shift/Get_coords/Sub as unsupported (an HPC
+    programmer's port, helper-112). It is now a secure Cartesian (graph...) communicator."""
+    import mpish
+
+    n = raw.Get_size()
+    for w in (raw.Create_cart([n], periods=[True]), raw.Create_graph(list(range(1, n + 1)), list(range(n)))):
+        s = mpish.secure(w)
+        assert s.Get_topology() == w.Get_topology() != MPI.UNDEFINED
+        if w.Get_topology() == MPI.CART:
+            assert (s.Shift(0, 1), s.Get_coords(s.rank)) == (w.Shift(0, 1), w.Get_coords(w.rank))
+            assert s.Get_dim() == 1
+            assert s.Sub([True]).allgather(s.rank) == list(range(n))
+            src, dest = s.Shift(0, 1)
+            assert s.sendrecv(s.rank, dest, source=src) == src  # its keys work
+        else:
+            assert s.Get_neighbors(s.rank) == w.Get_neighbors(w.rank)
+        s.Free()
+        w.Free()
+    ok("secure_of_a_communicator_with_a_topology_keeps_it")
+
+
 if __name__ == "__main__":
     run_checks(
         [
@@ -290,5 +313,6 @@ if __name__ == "__main__":
             check_a_halo_of_subarray_datatypes_travels_by_irecv_and_by_neighbor_alltoallw,
             check_new_communicators_keys_differ_from_their_parents_and_siblings,
             check_a_wrong_buffer_on_one_rank_fails_its_neighbours_and_leaves_nothing_behind,
+            check_secure_of_a_communicator_with_a_topology_keeps_it,
         ]
     )

@@ -511,6 +511,8 @@ SecureComm._kinds.update(Create_intercomm=SecureIntercomm, Merge=SecureComm)
 for _call in ("Create_dist_graph", "Create_dist_graph_adjacent"):
     SecureComm._kinds[_call] = SecureDistgraphcomm
 refuse_unoffered(SecureComm)  # the topologies inherit the refusals of what they do not offer
+# secure(comm) of a communicator with a topology: its Dups keep it, and so does the secure one
+BY_TOPOLOGY = {MPI.CART: SecureCartcomm, MPI.GRAPH: SecureGraphcomm, MPI.DIST_GRAPH: SecureDistgraphcomm}
 
 # One thread at a time in secure code (handles.py); the hot methods lock only with a second thread.
 _LOCKED = lock_public_methods(SecureComm, hot=("Send", "Recv", "send", "recv"))

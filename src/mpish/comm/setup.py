@@ -108,7 +108,7 @@ from ..wire.channel import Binding
 from ..wire.errors import AuthenticationError, LocalProtocolError, MpishError
 from ..wire.noise import DHLEN, HandshakeState, ProtocolName
 from ..wire.record import HEADER_SIZE, SESSION_SIZE, Header, RecordType, parse_header
-from .communicator import SecureComm
+from .communicator import BY_TOPOLOGY, SecureComm
 from .handles import guard_threads
 from .lane import Stats
 from .secret import SECRET_SIZE, CommSecret, key_report_size, open_keys, seal_keys
@@ -516,4 +516,5 @@ def secure(
     for internal in comms[1:]:
         internal.Set_errhandler(MPI.ERRORS_RETURN)
     guard_threads()  # before the first secure communicator exists (handles.py: threads)
-    return SecureComm(comms, keys, Stats(strict=strict, on_reject=on_reject))
+    kind = BY_TOPOLOGY.get(comm.Get_topology(), SecureComm)  # secure(cart) is a Cartesian one
+    return kind(comms, keys, Stats(strict=strict, on_reject=on_reject))
