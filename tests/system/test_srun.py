@@ -162,3 +162,20 @@ def test_ctrl_c_while_srun_pty_starts_the_session_ends_it_without_a_hang(
         child.close()
     assert not child.isalive()
     assert not _task_0(home), "the console is still there"
+
+
+def test_a_stopped_server_under_srun_is_given_up_and_the_step_ends(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """A server stopped (SIGSTOP) during `-u 2`: the console gave it up and aborted, but only an
+    embedded server was killed, and srun waited for the stopped task until its own time limit
+    (a Slurm user's review). A server on the console's host is now killed when given up."""
+    home = make_home(tmp_path / "home")
+    command = "if [ $MPISH_RANK = 2 ]; then kill -STOP $PPID; fi; sleep 1; echo done-$MPISH_RANK"
+    started = time.monotonic()
+    proc = srun(slurm, home, tmp_path, "-n", "3", MPISH, "-u", "2", "-c", command)
+    out, err = proc.stdout.decode(), proc.stderr.decode(errors="replace")
+    assert time.monotonic() - started < 60, (out, err)
+    assert "done-1" in out and "done-2" not in out, (out, err)
+    assert "given up" in out + err, (out, err)
+    assert "rank 2 was lost" in err, err

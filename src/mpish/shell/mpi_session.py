@@ -179,7 +179,8 @@ class MpiSession(Session):
             end_embedded_job(0, local, self.segments)
         if lost:
             ranks = ", ".join(map(str, lost))
-            Reporter().say(f"rank {ranks} was lost, so MPI cannot end the job normally; aborting it")
+            were = ("rank {} was" if len(lost) == 1 else "ranks {} were").format(ranks)
+            Reporter().say(f"{were} lost, so MPI cannot end the job normally; aborting it")
             if self.launcher_pid:  # never a lost server: its pid may have been reused by now
                 end_embedded_job(self.launcher_pid, local, self.segments)
             if failed_ranks(self.comm):
@@ -193,7 +194,9 @@ class MpiSession(Session):
 
 
 def is_server(pid: int) -> bool:
-    return b"mpish.shell.mpi_server" in b" ".join(cmdline(pid))
+    """A spawned server, or under mpiexec/srun a rank started as this console was (same argv)."""
+    command, mine = cmdline(pid), cmdline(os.getpid())
+    return b"mpish.shell.mpi_server" in b" ".join(command) or (under_launcher() and command == mine)
 
 
 def end_embedded_job(launcher: int, servers: list[int], known: list[Segment]) -> NoReturn:
