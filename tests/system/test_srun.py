@@ -179,3 +179,33 @@ def test_a_stopped_server_under_srun_is_given_up_and_the_step_ends(
     assert "done-1" in out and "done-2" not in out, (out, err)
     assert "given up" in out + err, (out, err)
     assert "rank 2 was lost" in err, err
+
+
+def test_scancel_leaves_no_state_directory_of_the_servers(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """scancel (SIGTERM to every task) killed the server ranks outright: their state directories
+    (a copy of the exported environment) and a :put's part files stayed (a Slurm user's review).
+    They end as a session's end ends them."""
+    home = make_home(tmp_path / "home")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = shell_env(home, PWD=str(tmp_path), TMPDIR=str(scratch), **slurm.env)
+    proc = subprocess.Popen(
+        [shutil.which("srun") or "srun", "--mpi=pmi2", "-J", "mpish-scancel", "-n", "3", MPISH, "-c",
+         f"echo $$ >> {tmp_path}/shells; sleep 100"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (tmp_path / "shells").exists() and len((tmp_path / "shells").read_text().split()) == 2:
+                break
+            time.sleep(0.1)
+        states = [p.name for p in scratch.iterdir() if p.name.startswith("mpish-shell-")]
+        assert len(states) == 2, (states, proc.poll())
+        subprocess.run([shutil.which("scancel") or "scancel", "-n", "mpish-scancel"], env=env, check=True)
+        proc.communicate(timeout=60)
+        assert [p.name for p in scratch.iterdir() if p.name.startswith("mpish-shell-")] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -257,6 +257,9 @@ def watch_local_console() -> None:
 def world_server_main() -> int:
     """A rank >= 1 under mpiexec or srun (its console watched already: :func:`watch_local_console`)."""
     _ignore_sigint()
+    # scancel, a job's time limit, mpiexec's own SIGTERM: the shell, its command, a transfer's
+    # part files and the state directory are ended and removed first (they were left behind)
+    signal.signal(signal.SIGTERM, raise_terminated)
     MPI = mpi()
     return run_server(MPI.COMM_WORLD.Dup())
 
