@@ -326,55 +326,47 @@ def test_a_job_whose_output_went_elsewhere_outlives_the_command_as_over_ssh(
         subprocess.run(["pkill", "-f", f"^sleep {word}[12]$"], check=False)
 
 
+def _sigterm_once_sleeping(tmp_path: Path, *args: str) -> tuple[int, bytes, bytes]:
+    """``mpish -n 2 ARGS``, sent SIGTERM once both servers run ``sleep 600.5``: its status and
+    output; no sleep may be left."""
+    home = make_home(tmp_path / "home")
+    proc = subprocess.Popen([MPISH, "-n", "2", *args], env=shell_env(home), cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(command.startswith(b"sleep\x00600.5") for command in session_processes(home).values()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert not [c for c in session_processes(home).values() if c.startswith(b"sleep\x00600.5")]
+        return proc.returncode, out, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def test_sigterm_during_c_interrupts_the_command_shows_what_was_gathered_and_exits_143(
     tmp_path: Path,
 ) -> None:
     """`timeout 60 mpish -n 3 -c '...'`: the SIGTERM ended the session at once and the output
     gathered so far was lost (143, empty stdout), where a SIGINT showed it (a clush user's
     review). Now it interrupts the command as a Ctrl-C does, shows the output, exits 143."""
-    home = make_home(tmp_path / "home")
-    proc = subprocess.Popen([MPISH, "-n", "2", "-c", "echo started; sleep 600.5"], env=shell_env(home),
-                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while sum(command.startswith(b"sleep\x00600.5") for command in session_processes(home).values()) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 143, err
-        assert b"started" in out, (out, err)
-        assert b"mpish got SIGTERM" in err and b"Ctrl-C again" not in err, err  # no Ctrl-C was typed
-        assert not [c for c in session_processes(home).values() if c.startswith(b"sleep\x00600.5")]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    status, out, err = _sigterm_once_sleeping(tmp_path, "-c", "echo started; sleep 600.5")
+    assert status == 143, err
+    assert b"started" in out, (out, err)
+    assert b"mpish got SIGTERM" in err and b"Ctrl-C again" not in err, err  # no Ctrl-C was typed
 
 
 def test_sigterm_during_a_command_of_a_commands_file_shows_its_output_and_exits_143(tmp_path: Path) -> None:
     """`mpish -C cmds` ended by scancel or a job's time limit (SIGTERM): the running command's
     output was thrown away, and the batch log held nothing of it (a Slurm user's review). Now
     the command is interrupted as by a Ctrl-C, its output shown, the next lines not run."""
-    home = make_home(tmp_path / "home")
     (tmp_path / "cmds").write_text("echo first-line\necho started-$MPISH_RANK; sleep 600.5\necho next-line\n")
-    proc = subprocess.Popen([MPISH, "-n", "2", "-C", "cmds"], env=shell_env(home),
-                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while sum(command.startswith(b"sleep\x00600.5") for command in session_processes(home).values()) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 143, err
-        assert b"first-line" in out and b"started-1" in out and b"started-2" in out, (out, err)
-        assert b"next-line" not in out, out
-        assert b"mpish got SIGTERM" in err, err
-        assert not [c for c in session_processes(home).values() if c.startswith(b"sleep\x00600.5")]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    status, out, err = _sigterm_once_sleeping(tmp_path, "-C", "cmds")
+    assert status == 143, err
+    assert b"first-line" in out and b"started-1" in out and b"started-2" in out, (out, err)
+    assert b"next-line" not in out, out
+    assert b"mpish got SIGTERM" in err, err

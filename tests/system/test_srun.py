@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
@@ -36,14 +38,24 @@ def test_srun_c_groups_the_servers_output_and_exits_with_the_largest_status(
     assert "mpish: @1-2: exit code 3" in err, (out, err)
 
 
-def test_srun_pty_runs_the_console_on_a_real_terminal(slurm: SlurmCluster, tmp_path: Path) -> None:
-    home = make_home(tmp_path / "home")
-    env = shell_env(home, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", PWD=str(tmp_path), **slurm.env)
+@contextlib.contextmanager
+def srun_pty(slurm: SlurmCluster, home: Path, cwd: Path) -> Iterator[pexpect.spawn]:
+    """`srun --mpi=pmi2 -n 3 --pty mpish` on a pseudo-terminal of its own, closed at the end."""
+    env = shell_env(home, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", PWD=str(cwd), **slurm.env)
     child = pexpect.spawn(
         shutil.which("srun") or "srun", ["--mpi=pmi2", "-n", "3", "--pty", MPISH],
-        env=env, cwd=str(tmp_path), timeout=60, encoding="utf-8", codec_errors="replace",
+        env=env, cwd=str(cwd), timeout=60, encoding="utf-8", codec_errors="replace",
     )
     try:
+        yield child
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+        child.close()
+
+
+def test_srun_pty_runs_the_console_on_a_real_terminal(slurm: SlurmCluster, tmp_path: Path) -> None:
+    with srun_pty(slurm, make_home(tmp_path / "home"), tmp_path) as child:
         child.expect(r"#>")
         child.sendline("echo answer-$((6 * 7))")
         child.expect(r"@1-2 \(2\)")  # both servers' output, grouped once
@@ -51,10 +63,6 @@ def test_srun_pty_runs_the_console_on_a_real_terminal(slurm: SlurmCluster, tmp_p
         child.expect(r"#>")
         child.sendline("exit")
         child.expect(pexpect.EOF)
-    finally:
-        if child.isalive():
-            child.terminate(force=True)
-        child.close()
     assert child.exitstatus == 0, child.before
 
 
@@ -145,21 +153,12 @@ def test_ctrl_c_while_srun_pty_starts_the_session_ends_it_without_a_hang(
     exited 130 and MPI's finalize waited for servers that waited for it (a Slurm user's
     review). Whether it comes during the start or at the first prompt, the session ends."""
     home = make_home(tmp_path / "home")
-    env = shell_env(home, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", PWD=str(tmp_path), **slurm.env)
-    child = pexpect.spawn(
-        shutil.which("srun") or "srun", ["--mpi=pmi2", "-n", "3", "--pty", MPISH],
-        env=env, cwd=str(tmp_path), timeout=40, encoding="utf-8", codec_errors="replace",
-    )
-    try:
+    with srun_pty(slurm, home, tmp_path) as child:
         time.sleep(delay)
         child.sendintr()
         if child.expect([pexpect.EOF, r"#>"]) == 1:  # the start was over: the prompt took it
             child.sendline("exit")
-            child.expect(pexpect.EOF)
-    finally:
-        if child.isalive():
-            child.terminate(force=True)
-        child.close()
+        child.expect(pexpect.EOF, timeout=40)  # no hang
     assert not child.isalive()
     assert not _task_0(home), "the console is still there"
 
