@@ -208,3 +208,18 @@ def test_scancel_leaves_no_state_directory_of_the_servers(slurm: SlurmCluster, t
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_mpish_n_in_the_shell_of_a_one_task_step_runs_an_embedded_session(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """`srun -n 1 --pty bash`, then `mpish -n 2`: the step's PMI variables, inherited, made
+    mpish a rank of that one-task job, whose spawn asked srun for more processors than the step
+    had; it said so after 20 s (a Slurm user's review). They are the task's, not mpish's."""
+    home = make_home(tmp_path / "home")
+    started = time.monotonic()
+    proc = srun(slurm, home, tmp_path, "-n", "1", "bash", "-c", f"{MPISH} -n 2 -c 'echo embedded'; exit $?")
+    out, err = proc.stdout.decode(), proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0, (out, err)
+    assert "@1-2 (2)" in out and "embedded" in out, (out, err)
+    assert time.monotonic() - started < 60

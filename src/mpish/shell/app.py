@@ -141,6 +141,11 @@ def main_shell(args: argparse.Namespace) -> int:
     set_color("never" if color == "auto" and launch.under_launcher() else color)
     if getattr(args, "connect_timeout", None) is not None:  # -t: read by admission.handshake_timeout
         os.environ["MPISH_HANDSHAKE_TIMEOUT"] = str(args.connect_timeout)
+    if launch.under_launcher() and _in_a_tasks_shell():
+        # `srun -n 1 --pty bash`, then mpish: the PMI variables are the task's, not ours (used,
+        # they made MPI's spawn ask srun for more processors than the step has): embedded
+        for name in (*launch.LAUNCHER_VARIABLES, "PMI_JOBID", "PMI_PORT"):
+            os.environ.pop(name, None)
     if args.np is None and not launch.under_launcher() and _srun_tasks() > 1:
         # srun without PMI (--mpi=none, or a site default): each task would run a session of
         # its own, and every command as many times
@@ -231,18 +236,27 @@ def _launcher_rank() -> str:
     return ""
 
 
-def _srun_tasks() -> int:
-    """The number of tasks of the Slurm job step this process is one of, started by srun itself
-    (0: not a task; a shell of ``srun -n 4 --pty bash`` runs mpish as a command of its own)."""
+def _srun_task() -> bool:
+    """This process is a task srun started itself (its parent is slurmstepd), not a command of
+    a task's shell (``srun -n 4 --pty bash``)."""
     from mpish.transport.procfs import cmdline
 
-    if "SLURM_STEP_ID" not in os.environ:
-        return 0
     starter = cmdline(os.getppid())
-    if not starter or not os.path.basename(starter[0]).startswith(b"slurmstepd"):
-        return 0
+    return "SLURM_STEP_ID" in os.environ and bool(starter) and os.path.basename(starter[0]).startswith(
+        b"slurmstepd")
+
+
+def _srun_tasks() -> int:
+    """The number of tasks of the Slurm job step this process is one of, started by srun itself
+    (0: not such a task)."""
     tasks = os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or "0"
-    return int(tasks) if tasks.isdigit() else 0
+    return int(tasks) if _srun_task() and tasks.isdigit() else 0
+
+
+def _in_a_tasks_shell() -> bool:
+    """A command of the shell of a one-task step (``srun -n 1 --pty bash``): not MPI's rank."""
+    return ("SLURM_STEP_ID" in os.environ and not _srun_task()
+            and os.environ.get("SLURM_STEP_NUM_TASKS", os.environ.get("PMI_SIZE")) == "1")
 
 
 def run_copy(console: Any, args: argparse.Namespace) -> int:
