@@ -106,6 +106,7 @@ class ScreenSink:
     def __init__(self, inner: OutputSink, out: IO[bytes]) -> None:
         self.inner, self.out = inner, out
         self.filters: dict[tuple[int, int], ScreenFilter] = {}
+        self.eight_bit = not _utf8_terminal()  # once, not per server and stream
 
     @property
     def streams(self) -> bool:  # console.py: a streaming sink drops what was in flight at a Ctrl-C
@@ -114,7 +115,7 @@ class ScreenSink:
     def output(self, rank: int, stream: int, data: bytes) -> None:
         screen = self.filters.get((rank, stream))
         if screen is None:
-            screen = self.filters[(rank, stream)] = ScreenFilter(eight_bit=not _utf8_terminal())
+            screen = self.filters[(rank, stream)] = ScreenFilter(eight_bit=self.eight_bit)
         cleaned = screen.feed(data)
         if cleaned:
             self.inner.output(rank, stream, cleaned)

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpish.report import owner
-from mpish.transport.shm import MPICH_PREFIXES, OPEN_MPI_PREFIXES, Mapping, foreign_memory
+from mpish.transport.shm import MPICH_PREFIXES, OPEN_MPI_PREFIXES, Mapping, foreign_memory, mappings
 from mpish.transport.shm import SHM_DIR as SHM_NAMES
 
 from .scratch import MPI_PREFIX, HeldDirectory
@@ -107,23 +107,7 @@ def mapped_segments(pids: list[int], prefixes: tuple[str, ...] = PREFIXES + OPEN
                     ) -> list[Segment]:
     """The MPI segments (by name and inode) that the processes ``pids`` have mapped: MPICH's
     and Open MPI's, or those whose file names start with one of ``prefixes``."""
-    wanted = tuple(f"{SHM_DIR}/{prefix}".encode() for prefix in prefixes)
-    found: set[Segment] = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/maps", "rb") as handle:
-                lines = handle.read().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split(maxsplit=5)
-            if len(fields) < 6 or not fields[5].startswith(wanted):
-                continue
-            name = fields[5].decode(errors="replace")
-            if name.endswith(" (deleted)"):
-                continue
-            with contextlib.suppress(ValueError):
-                found.add(Segment(name, int(fields[4])))
+    found = {Segment(m.path, m.inode) for pid in pids for m in mappings(pid, prefixes) if not m.deleted}
     return sorted(found, key=lambda segment: segment.path)
 
 

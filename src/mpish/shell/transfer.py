@@ -188,9 +188,10 @@ def destination(target: Path, name: str, as_directory: bool) -> Path:
                 "leads through another user's symbolic link"
             raise ForeignLink(errno.ELOOP, f"{target} {what}, not followed")
         return target / name
-    if not into_directory(target):
+    end = _owned_end(target)  # into_directory's look, whose status is needed here too
+    if end is None or not stat.S_ISDIR(end[1].st_mode):
         return target
-    info = os.stat(target)
+    info = end[1]
     if foreign(info):  # named as a file: perhaps planted where the user meant a new file
         raise ForeignDirectory(
             errno.EPERM, f"{target} is a directory of {owner(info.st_uid)}, not yours: the copy would be "
