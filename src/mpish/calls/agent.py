@@ -107,27 +107,20 @@ def resolve(name: str) -> Callable[..., Any]:
 class Agent:
     """One agent process: a protocol stream shared with the front, and the call loop."""
 
-    def __init__(self, stream: FrameStream, *, data_only: bool, client_python: str = "") -> None:
+    def __init__(self, stream: FrameStream, turn: Turn, pipes: dict[int, str], *, data_only: bool,
+                 client_python: str = "") -> None:
         self.stream = stream
         self.data_only = data_only
         self.client_python = client_python  # results by value are refused for another X.Y
         self.busy = False
         self.own_group = False  # the agent leads its process group (main): a call's processes are in it
-        self.pipes: dict[int, str] = {}  # the calls' output pipes (read ends), shared with the front
-        self.turn: Turn | None = None  # taken to write on the stream the front writes too
+        self.pipes = pipes  # the calls' output pipes (read ends), shared with the front
+        self.turn = turn  # taken to write on the stream the front writes too
         self._output_waits = select.poll()
-
-    def share(self, pipes: dict[int, str], turn: Turn) -> None:
-        """Write on the stream in turns with the front, which sends what ``pipes`` hold."""
-        self.pipes = pipes
-        self.turn = turn
         for fd in pipes:
             self._output_waits.register(fd, select.POLLIN)
 
     def send(self, message: Message) -> None:
-        if self.turn is None:
-            self.stream.send(encode(message))
-            return
         with self.turn.held():
             self.stream.send(encode(message))
 
@@ -234,7 +227,7 @@ class Agent:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        if self.turn is not None and self._output_waits.poll(0):  # usually nothing: one syscall
+        if self._output_waits.poll(0):  # usually nothing: one syscall
             with self.turn.held():
                 send_pipes(self.pipes, self.stream, TURN_READS)  # what the call wrote, not a flood's rest
 
@@ -342,11 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         os.close(null)
         run_front(child, proto_out, pipes, turn, mid_frame, diagnostics)
     stream = FrameStream(proto_in, proto_out, max_frame=MAX_FRAME, mid_frame=mid_frame)
-    agent = Agent(stream, data_only=options.data_only, client_python=options.client_python)
+    agent = Agent(stream, turn, pipes, data_only=options.data_only, client_python=options.client_python)
     # The calls get a process group of their own, the front stays out of it: a signal a call
     # sends to its group (kill 0, a batch system's cleanup) must not end the front.
     agent.own_group = lead_process_group()
-    agent.share(pipes, turn)
     status = 0
     try:
         agent.serve()
