@@ -52,7 +52,8 @@ def batch_put(verdicts: Callable[[frozenset[int]], dict[int, str]],
         if calls is not None:
             calls.append(("put", sorted(targets)))
         assert tally is not None
-        return tally.add(verdicts(targets), 1, 0.1, "", "checked")
+        tally.verdicts.update(verdicts(targets))  # as the transfer's answers come
+        return tally.add(targets, 1, 0.1, "", "checked")
     return put
 
 
@@ -72,7 +73,8 @@ def test_a_ctrl_c_during_one_file_ends_the_copy_with_130_and_says_how_many_were_
             pressed.interrupted = len(sent) == 2  # Ctrl-C typed during the second file
         assert tally is not None
         verdict = STOPPED if pressed.interrupted else ""
-        return tally.add({1: verdict}, 1, 0.1, "", "checked")
+        tally.verdicts[1] = verdict
+        return tally.add([1], 1, 0.1, "", "checked")
 
     monkeypatch.setattr(copying, "put_builtin", put)
     err = io.StringIO()
@@ -97,9 +99,9 @@ def test_fanout_sends_and_gets_each_file_to_at_most_that_many_targets_at_once_an
             tally: Tally | None = None) -> int:
         calls.append(("get", sorted(targets)))
         assert tally is not None
-        tally.written += [(rank, f"  {source}.{rank}") for rank in sorted(targets) if rank != 5]
-        verdicts = {rank: "no such file" if rank == 5 else "" for rank in targets}
-        return tally.add(verdicts, 0, 0.1, "", "checked")
+        tally.paths.update({rank: Path(f"{source}.{rank}") for rank in targets})
+        tally.verdicts.update({rank: "no such file" if rank == 5 else "" for rank in targets})
+        return tally.add(targets, 0, 0.1, "", "checked")
 
     all_ok = batch_put(lambda batch: dict.fromkeys(batch, ""), calls)
     monkeypatch.setattr(copying, "put_builtin", all_ok)
@@ -232,7 +234,7 @@ def test_a_source_named_with_a_newline_is_shown_escaped_on_one_line(
 
 
 def test_the_local_copies_of_an_rcopy_are_listed_in_host_order_whatever_turn_ended_first(
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """With -f, the turns of --rcopy end in any order, and their copies were listed in that
     order (sub.host2 before sub.host1, against the README's node-set order: a clush user)."""
@@ -240,10 +242,65 @@ def test_the_local_copies_of_an_rcopy_are_listed_in_host_order_whatever_turn_end
         def describe(self, ranks: list[int]) -> str:
             return ",".join(f"host{rank}" for rank in sorted(ranks))
 
-    tally = Tally()
+    tally = Tally(tree=True)
     for rank in (3, 1, 2):  # the order the turns ended in
-        tally.add({rank: ""}, 0, 0.1, "", "SHA-256 verified")
-        tally.written += [(rank, f"  /tmp/sub.host{rank}/")]
+        (tmp_path / f"sub.host{rank}").mkdir()
+        tally.paths[rank] = tmp_path / f"sub.host{rank}"
+        tally.verdicts[rank] = ""
+        tally.add([rank], 0, 0.1, "", "SHA-256 verified")
     assert tally.report(Named(), "rcopy", io.StringIO()) == 0  # type: ignore[arg-type]
     listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
-    assert listed == ["  /tmp/sub.host1/", "  /tmp/sub.host2/", "  /tmp/sub.host3/"], listed
+    assert listed == [f"  {tmp_path}/sub.host{rank}/" for rank in (1, 2, 3)], listed
+
+
+class Connected(Console):
+    """Enough of a console for the real put_builtin and get_builtin (their transfers replaced)."""
+
+    @staticmethod
+    def idle(ranks: Iterable[int]) -> list[int]:
+        return sorted(ranks)
+
+    @staticmethod
+    def file_suffix(rank: int) -> str:
+        return f"host{rank}"
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["copy", "rcopy"])
+def test_a_ctrl_c_just_after_every_answer_came_keeps_them_ok(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], reverse: bool
+) -> None:
+    """A SIGINT that lands after the transfer's last answer (here: as its progress bar ends)
+    made every copy of the turn "interrupted before its answer came", the answers being still
+    the transfer's own: CI saw it for an --rcopy interrupted once its copies were in place. The
+    answers go to the tally as they come."""
+    source, into = tmp_path / "data", tmp_path / "into"
+    source.write_bytes(b"x")
+    into.mkdir()
+
+    def answered(targets: Iterable[int], verdicts: dict[int, str] | None) -> dict[int, str]:
+        verdicts = {} if verdicts is None else verdicts
+        verdicts.update(dict.fromkeys(targets, ""))
+        return verdicts
+
+    def get(console: Any, remote: str, local: str, targets: Iterable[int], progress: Any,
+            verdicts: dict[int, str] | None = None, **_: Any) -> dict[int, str]:
+        return answered(targets, verdicts)
+
+    def put(console: Any, local: str, remote: str, targets: Iterable[int], progress: Any,
+            verdicts: dict[int, str] | None = None) -> Any:
+        return SimpleNamespace(bytes=1, files=1, verdicts=answered(targets, verdicts))
+
+    def ended(progress: Any) -> None:
+        raise KeyboardInterrupt  # the SIGINT's handler runs here
+
+    from mpish.shell import console_put_get
+    monkeypatch.setattr(console_put_get.transfer, "get", get)
+    monkeypatch.setattr(console_put_get.transfer, "put", put)
+    monkeypatch.setattr(console_put_get.Progress, "end", ended)
+    err = io.StringIO()
+    request = CopyRequest((str(source),), str(into), reverse)
+    status = copying.copy_files(Connected(), frozenset({1, 2}), request, keys_of(Pressed()),  # type: ignore[arg-type]
+                                err)
+    what = f"get {source} from" if reverse else f"put {source} to"
+    assert status == 130 and f"mpish: {what} @1,2: ok" in capsys.readouterr().out, err.getvalue()
+    assert "interrupted before its answer came" not in err.getvalue()

@@ -9,7 +9,7 @@ import shlex
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -31,24 +31,25 @@ Keys = Callable[[], contextlib.AbstractContextManager[object]]  # Ctrl-C as a ke
 class Tally:
     """One --copy/--rcopy source's results over its targets and turns (-f), reported once for all."""
 
-    verdicts: dict[int, str] = field(default_factory=dict)
+    verdicts: dict[int, str] = field(default_factory=dict)  # filled by the transfers as answers come
     size: int = 0
     seconds: float = 0.0
     extra: str = ""
     check: str = ""
-    written: list[tuple[int, str]] = field(default_factory=list)  # get: (rank, a line naming a local copy)
+    paths: dict[int, Path] = field(default_factory=dict)  # get: each target's local copy
+    tree: bool = False
 
-    def add(self, verdicts: dict[int, str], size: int, seconds: float, extra: str, check: str) -> int:
-        self.verdicts.update(verdicts)
+    def add(self, ranks: Iterable[int], size: int, seconds: float, extra: str, check: str) -> int:
+        """A turn's transfer to ``ranks`` ended (its verdicts are in already); 1 if one failed."""
         self.size, self.seconds, self.extra, self.check = size, self.seconds + seconds, extra, check
-        return 1 if any(verdicts.values()) else 0
+        return 1 if any(self.verdicts.get(rank) for rank in ranks) else 0
 
     def report(self, console: Console, what: str, err: IO[str]) -> int:
         if not self.verdicts:
             return 0
         status = report(console, what, self.verdicts, self.size, self.seconds, err, self.extra, self.check)
-        for _, line in sorted(self.written, key=lambda item: item[0]):  # in rank (node set) order, not the
-            print(line)  # order in which the turns (-f) ended
+        for line in written_lines(self.verdicts, self.paths, self.tree):  # in rank (node set) order, not
+            print(line)  # the order in which the turns (-f) ended
         sys.stdout.flush()
         return status
 
@@ -133,19 +134,20 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     progress = Progress(f"put {escape(os.path.basename(os.path.normpath(local)))}", 0 if is_dir else
                         os.path.getsize(local), err)
     started = time.monotonic()
+    own = None if tally is None else tally.verdicts  # a Ctrl-C after an answer keeps it (transfer.get)
     with keys():
         try:
             if is_dir:
                 remote = words[1] if len(words) == 2 else "."
-                sent = transfer.put_tree(console, local, remote, targets, progress, into)
+                sent = transfer.put_tree(console, local, remote, targets, progress, into, verdicts=own)
             else:
                 remote = words[1] if len(words) == 2 else os.path.basename(local)
-                sent = transfer.put(console, local, remote, targets, progress)
+                sent = transfer.put(console, local, remote, targets, progress, verdicts=own)
         finally:
             progress.end()
     files = f"{sent.files} file{'' if sent.files == 1 else 's'}, " if is_dir else ""
     if tally is not None:
-        return tally.add(sent.verdicts, sent.bytes, time.monotonic() - started, files, check(console, is_dir))
+        return tally.add(targets, sent.bytes, time.monotonic() - started, files, check(console, is_dir))
     return report(console, "put", sent.verdicts, sent.bytes, time.monotonic() - started, err, files,
                   check(console, is_dir))
 
@@ -168,28 +170,36 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
         err.flush()
         return 1
     started = time.monotonic()
+    verdicts: dict[int, str] = {}
+    if tally is not None:  # a Ctrl-C after a copy was renamed into place keeps its verdict (transfer.get)
+        tally.paths.update(written)
+        tally.tree, verdicts = recursive, tally.verdicts
     with keys():
         try:
-            verdicts = transfer.get(console, remote, local, targets, progress, tree=recursive,
-                                    suffixed=suffixed)
+            transfer.get(console, remote, local, targets, progress, tree=recursive, suffixed=suffixed,
+                         verdicts=verdicts)
         finally:
             progress.end()
-    lines: list[tuple[int, str]] = []
-    for rank, error in sorted(verdicts.items()):
-        path = written[rank].absolute()  # the console's cwd is not the prompt's remote one
-        if not error:
-            lines.append((rank, f"  {escape(str(path))}{'/' if recursive and path.is_dir() else ''}"))
-        elif recursive and _made_here(path) and error != "nothing was received":
-            lines.append((rank, f"  {escape(str(path))}/ (written, but see the error above)"))  # in part
     if tally is not None:
-        tally.written += lines
-        return tally.add(verdicts, 0, time.monotonic() - started, "", check(console, recursive))
+        return tally.add(written, 0, time.monotonic() - started, "", check(console, recursive))
     status = report(console, "get", verdicts, 0, time.monotonic() - started, err,
                     check=check(console, recursive))
-    for _, line in lines:
+    for line in written_lines(verdicts, written, recursive):
         print(line)
     sys.stdout.flush()
     return status
+
+
+def written_lines(verdicts: dict[int, str], paths: dict[int, Path], tree: bool) -> list[str]:
+    """The local copies a get wrote, a line each, in rank order."""
+    lines = []
+    for rank, local in sorted(paths.items()):
+        error, path = verdicts.get(rank), local.absolute()  # the console's cwd is not the prompt's remote one
+        if error == "":
+            lines.append(f"  {escape(str(path))}{'/' if tree and path.is_dir() else ''}")
+        elif error and tree and _made_here(path) and error != "nothing was received":
+            lines.append(f"  {escape(str(path))}/ (written, but see the error above)")  # in part
+    return lines
 
 
 def _made_here(path: Path) -> bool:

@@ -55,9 +55,10 @@ class Sent:
 
 
 def put(console: Console, local: str | os.PathLike[str], remote: str, ranks: Iterable[int],
-        progress: Progress | None = None) -> Sent:
+        progress: Progress | None = None, verdicts: dict[int, str] | None = None) -> Sent:
     """Copy the local file ``local`` to ``remote`` on ``ranks`` (a directory receives it
-    under its own name); each rank's verdict ('' = written and SHA-256 verified)."""
+    under its own name); each rank's verdict ('' = written and SHA-256 verified), put in
+    ``verdicts`` as it comes (:func:`get`)."""
     path = Path(local)
     try:
         handle = open_regular(path)
@@ -85,7 +86,7 @@ def put(console: Console, local: str | os.PathLike[str], remote: str, ranks: Ite
 
     start = p.PutStart(xfer_id, remote, info.st_size, info.st_mode & 0o777, path.name)
     sent = _send(console, ranks, start, chunks(), end, verdict,
-                 lambda done: progress(done, info.st_size) if progress else None)
+                 lambda done: progress(done, info.st_size) if progress else None, verdicts=verdicts)
     sent.files = 1
     return sent
 
@@ -97,7 +98,8 @@ def verifies(console: Console) -> bool:
 
 
 def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks: Iterable[int],
-             progress: Progress | None = None, into: bool = False) -> Sent:
+             progress: Progress | None = None, into: bool = False,
+             verdicts: dict[int, str] | None = None) -> Sent:
     """Copy the local tree ``local`` to ``remote`` on ``ranks`` as ``cp -r`` does (an existing
     directory receives it under its own name, else ``remote`` becomes the copy); ``into``:
     always as ``remote/NAME``, ``remote`` being an existing directory (clush --copy --dest)."""
@@ -118,7 +120,7 @@ def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks
     try:
         sent = _send(console, ranks, start, entries(), lambda aborted: p.TreeEnd(xfer_id, aborted),
                      lambda done: escape(done.error), lambda done: progress(done, 0) if progress else None,
-                     decided=True)
+                     decided=True, verdicts=verdicts)
     finally:
         reader.close()
     sent.files = files
@@ -130,7 +132,8 @@ NO_ANSWER = "interrupted before its answer came (the copy may be complete)"
 
 def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut, body: Iterator[object],
           end: Callable[[bool], object], verdict: Callable[[p.PutDone], str],
-          progress: Callable[[int], None], decided: bool = False) -> Sent:
+          progress: Callable[[int], None], decided: bool = False,
+          verdicts: dict[int, str] | None = None) -> Sent:
     """Send ``start``, every message of ``body`` within each target's credit, then ``end``;
     Ctrl-C aborts (the targets discard what they received of the file being sent).
 
@@ -142,7 +145,7 @@ def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut,
     targets = console.idle(ranks)
     credit = {rank: p.WINDOW + extra_window(console.peers[rank].channel) for rank in targets}
     answered: set[int] = set()
-    sent = Sent()
+    sent = Sent(verdicts={} if verdicts is None else verdicts)
 
     def putting() -> list[int]:
         return console.in_state(ConsoleState.PUTTING, targets)
@@ -273,9 +276,13 @@ _WARNED: set[Path] = set()  # directories shared_warning was said of, by this pr
 
 
 def get(console: Console, remote: str, local: str | os.PathLike[str], ranks: Iterable[int],
-        progress: Progress | None = None, tree: bool = False, suffixed: bool = False) -> dict[int, str]:
+        progress: Progress | None = None, tree: bool = False, suffixed: bool = False,
+        verdicts: dict[int, str] | None = None) -> dict[int, str]:
     """Copy the file (``tree``: the tree) ``remote`` from ``ranks`` to ``local`` (named as
-    :func:`get_destinations` says); each rank's verdict ('' = written and verified)."""
+    :func:`get_destinations` says); each rank's verdict ('' = written and verified), put in
+    ``verdicts`` (the caller's) the moment its copy is renamed into place: a Ctrl-C after it,
+    anywhere before this returns, cannot turn a finished copy into "interrupted before its
+    answer came" (it did, in CI, for a --rcopy interrupted once its copies were there)."""
     xfer_id = console.new_id()
     targets = console.idle(ranks)
     finals = get_destinations(console, remote, local, targets, tree, suffixed)
@@ -287,7 +294,7 @@ def get(console: Console, remote: str, local: str | os.PathLike[str], ranks: Ite
     warning = shared_warning(unsaid)
     if warning:
         print(f"mpish: {escape(warning)}", file=console.err)
-    verdicts: dict[int, str] = {}
+    verdicts = {} if verdicts is None else verdicts
     received = 0
     interrupted = False
 
