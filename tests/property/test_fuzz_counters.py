@@ -88,8 +88,8 @@ def _open_pair(limits: Limits) -> tuple[SecureChannel, SecureChannel]:
     return init, resp
 
 
-def _set_bits(ring: bytearray) -> list[int]:
-    return [i for i in range(len(ring) * 8) if ring[i >> 3] & (1 << (i & 7))]
+def _set_bits(ring: bytearray | None) -> list[int] | None:
+    return None if ring is None else [i for i in range(len(ring) * 8) if ring[i >> 3] & (1 << (i & 7))]
 
 
 def _receive_state(channel: SecureChannel) -> object:
@@ -98,7 +98,7 @@ def _receive_state(channel: SecureChannel) -> object:
     assert opener is not None
     return (
         {
-            number: (state.epoch, sorted(state.keys._aeads), state.window.top, _set_bits(state.window.ring))
+            number: (state.epoch, state.keys.epochs(), state.window.top, _set_bits(state.window.ring))
             for number, state in opener._channels.items()
         },
         {number: bytes(data) for number, data in channel._pending.items()},

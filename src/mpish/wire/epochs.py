@@ -36,12 +36,21 @@ class EpochKeys:
         self._functions = functions
         self.epoch = 0  # the highest committed epoch
         self.current = functions.make(first_key)  # its AEAD
-        self._aeads: dict[int, AEAD] = {0: self.current}  # committed epochs still in use
+        # Committed epochs still in use; None: only the current one (a channel that never
+        # rekeyed, nearly all of them: no dict, for each tag secure(comm) ever saw)
+        self._aeads: dict[int, AEAD] | None = None
         self._floor = 0  # every kept epoch is >= this
+
+    def epochs(self) -> list[int]:
+        """The epochs whose keys are kept, in order."""
+        return [self.epoch] if self._aeads is None else sorted(self._aeads)
 
     def kept(self, epoch: int) -> AEAD:
         """The AEAD of an earlier committed epoch; ReplayError once it was retired."""
-        found = self._aeads.get(epoch)
+        if self._aeads is None:
+            found = self.current if epoch == self.epoch else None
+        else:
+            found = self._aeads.get(epoch)
         if found is None:
             raise ReplayError("record belongs to a key epoch that was already retired")
         return found
@@ -61,6 +70,8 @@ class EpochKeys:
 
     def commit(self, chain: list[AEAD], keep_from: int) -> None:
         """Adopt a chain from :meth:`derive` once a record of its last epoch verified."""
+        if self._aeads is None:
+            self._aeads = {self.epoch: self.current}
         for aead in chain:
             self.epoch += 1
             if self.epoch >= keep_from:
@@ -71,6 +82,9 @@ class EpochKeys:
     def retire_below(self, epoch: int) -> None:
         """Forget keys of epochs below ``epoch`` (forward secrecy for old records)."""
         if epoch <= self._floor:
+            return
+        if self._aeads is None:  # the current epoch is never retired: keep_from <= it
+            self._floor = epoch
             return
         for old in [e for e in self._aeads if e < epoch]:
             del self._aeads[old]

@@ -358,8 +358,8 @@ class Opener(_Direction):
                 except InvalidTag:
                     raise AuthenticationError("record failed authentication") from None
                 window = state.window
-                slot = n & SLOT_MASK
-                window.ring[slot >> 3] |= 1 << (slot & 7)  # the slot held counter n - WINDOW
+                if (ring := window.ring) is not None:  # n is the top's next: its slot held n - WINDOW
+                    ring[(n & SLOT_MASK) >> 3] |= 1 << (n & 7)
                 window.top = n
                 return RecordType.DATA, 0, channel, n, plaintext
         state, aead, chain, rtype, flags, channel, n = self._prepare(record)
@@ -397,8 +397,8 @@ class Opener(_Direction):
             plaintext = state.aead.decrypt(self._nonce(0, n), body, header)
         except InvalidTag:
             raise AuthenticationError("record failed authentication") from None
-        slot = n & SLOT_MASK
-        window.ring[slot >> 3] |= 1 << (slot & 7)  # the slot held counter n - WINDOW
+        if (ring := window.ring) is not None:  # n is the top's next: its slot held n - WINDOW
+            ring[(n & SLOT_MASK) >> 3] |= 1 << (n & 7)
         window.top = n
         return n, plaintext
 

@@ -5,6 +5,13 @@ WireGuard does (8,192), in RFC 6479's ring of bits. A counter seen before, or ol
 the window, raises :class:`~mpish.wire.errors.ReplayError`; the window moves only after
 the record's tag verified (the caller's rule, :mod:`mpish.wire.record`), so a forged
 record cannot move it.
+
+A channel whose records all came in order (every counter up to the top accepted, the
+case of every MPI channel: MPI does not overtake) needs no ring to tell a replay: any
+counter at or below the top is one. Its ring is made at its first gap, all set (each
+counter the window covers was accepted). A ring is 1 KiB, and ``mpish.secure(comm)``
+keeps a channel per tag a program uses, in each direction: a code whose tags count its
+steps paid it per step (issue 11).
 """
 
 from __future__ import annotations
@@ -19,15 +26,16 @@ class ReplayWindow:
     """Sliding window of the last REPLAY_WINDOW counters (RFC 6479's ring of bits).
 
     Bit ``n % REPLAY_WINDOW`` of the ring tells whether counter ``n`` was accepted, for
-    the counters ``top - REPLAY_WINDOW < n <= top``. Accepting the next counter in order
-    costs one bit operation; a jump ahead clears the slots it passes over.
+    the counters ``top - REPLAY_WINDOW < n <= top``; no ring (None): all of them were
+    (module doc). Accepting the next counter in order costs one bit operation, or none
+    without a ring; a jump ahead clears the slots it passes over.
     """
 
     __slots__ = ("ring", "top")
 
     def __init__(self) -> None:
         self.top = -1  # highest accepted counter
-        self.ring = bytearray(REPLAY_WINDOW // 8)
+        self.ring: bytearray | None = None  # made at the first gap
 
     def check(self, n: int) -> None:
         """Raise ReplayError if ``n`` was accepted before or is too old to tell."""
@@ -36,12 +44,17 @@ class ReplayWindow:
         if self.top - n >= REPLAY_WINDOW:
             raise ReplayError(f"record counter {n} is older than the replay window")
         slot = n & SLOT_MASK
-        if self.ring[slot >> 3] & (1 << (slot & 7)):
+        if self.ring is None or self.ring[slot >> 3] & (1 << (slot & 7)):
             raise ReplayError(f"record counter {n} was already received")
 
     def accept(self, n: int) -> None:
         """Mark ``n`` as received (call only after its tag verified and check() passed)."""
         ring = self.ring
+        if ring is None:
+            if n == self.top + 1:  # in order still: the top says it all
+                self.top = n
+                return
+            ring = self.ring = bytearray(b"\xff" * (REPLAY_WINDOW // 8))  # all up to the top came
         if n > self.top:
             gap = n - self.top
             if gap >= REPLAY_WINDOW:
