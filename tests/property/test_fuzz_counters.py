@@ -98,7 +98,8 @@ def _receive_state(channel: SecureChannel) -> object:
     assert opener is not None
     return (
         {
-            number: (state.epoch, state.keys.epochs(), state.window.top, _set_bits(state.window.ring))
+            number: (state.epoch, state.keys.epochs(), state.keys._aeads is None, state.keys._floor,
+                     state.window.top, _set_bits(state.window.ring))
             for number, state in opener._channels.items()
         },
         {number: bytes(data) for number, data in channel._pending.items()},
