@@ -14,6 +14,7 @@ import numpy as np
 from mpi4py import MPI
 from mpi_main import run_checks
 
+import mpish.comm
 from mpish.comm import CollectiveAborted, SecureComm
 
 D = MPI.DOUBLE
@@ -203,6 +204,31 @@ def check_a_datatype_reaching_outside_its_buffer_is_refused_before_mpi_touches_m
     ok("a_datatype_reaching_outside_its_buffer_is_refused_before_mpi_touches_memory")
 
 
+def check_a_refused_datatype_is_named_by_its_kind_not_by_mpis_name_for_it(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Open MPI names a resized MPI_DOUBLE "Dup MPI_DOUBLE", and the refusal read "a datatype
+    with gaps (Dup MPI_DOUBLE: a vector, ...)" (helper-112). A derived type is named by its
+    kind; raw is not run (it takes both)."""
+    del raw
+    resized = D.Create_resized(0, 16).Commit()
+    before = D.Create_struct([1], [-8], [D]).Commit()  # gap-free, its data 8 bytes before the buffer
+    b = np.zeros(8)
+    gathered = (lambda: c.Allgather([b, 1, resized], [np.zeros(8), 1, resized]), "(here a resized datatype;")
+    sent = (lambda: c.Send([b[1:], 1, before], 0, 3), "cannot take a struct datatype with a negative")
+    for call, words in (gathered, sent):
+        try:
+            call()
+        except mpish.comm.Unsupported as exc:
+            assert words in str(exc) and "Dup" not in str(exc), exc
+        else:
+            raise AssertionError("a datatype secure cannot take was taken")
+    resized.Free()
+    before.Free()
+    assert c.allreduce(1) == c.size  # in step
+    ok("a_refused_datatype_is_named_by_its_kind_not_by_mpis_name_for_it")
+
+
 def check_reduce_scatter_refuses_counts_that_do_not_add_up_on_every_rank(
     c: SecureComm, raw: MPI.Intracomm
 ) -> None:
@@ -236,5 +262,6 @@ if __name__ == "__main__":
         check_a_matched_messages_started_receive_gives_its_status,
         check_exchanges_in_place_and_matched_receives_take_datatypes_with_gaps,
         check_a_datatype_reaching_outside_its_buffer_is_refused_before_mpi_touches_memory,
+        check_a_refused_datatype_is_named_by_its_kind_not_by_mpis_name_for_it,
         check_reduce_scatter_refuses_counts_that_do_not_add_up_on_every_rank,
     ])

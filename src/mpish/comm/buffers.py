@@ -14,7 +14,7 @@ from typing import Any
 
 from mpi4py import MPI
 
-from .packing import _contiguous, derived, pack, unpack
+from .packing import _contiguous, derived, pack, type_name, unpack
 
 _FORMAT_PREFIX = "@=<>!"
 # a buffer whose format names the other byte order: mpi4py refuses it where it takes the datatype
@@ -148,11 +148,11 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
         if extent != size or not _contiguous(datatype):
             if datatype in _PADDED_PAIRS:
                 raise Unsupported(
-                    f"mpish.secure cannot take {datatype.Get_name()}, a pair type with padding: use MPI.2INT "
+                    f"mpish.secure cannot take {type_name(datatype)}, a pair type with padding: use MPI.2INT "
                     "or MPI.FLOAT_INT, or the object form, comm.allreduce((value, rank), op=MPI.MAXLOC)"
                 )
             raise Unsupported(
-                f"mpish.secure takes a datatype with gaps ({datatype.Get_name() or 'derived'}: a vector, "
+                f"mpish.secure takes a datatype with gaps (here {type_name(datatype)}; a vector, "
                 "subarray, resized or padded type) in point-to-point calls (Send, Recv, Sendrecv...), "
                 "Bcast, Alltoallw and Neighbor_alltoallw, not in this call: pack the data into a "
                 "contiguous buffer (numpy, or datatype.Pack(..., comm.raw)) or send the blocks point to point"
@@ -165,7 +165,7 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
     if datatype is not None:  # a gap-free type may start past its buffer's start (Create_indexed([2], [1]))
         lower, _ = datatype.Get_true_extent()
         if lower < 0:
-            raise Unsupported(f"mpish.secure cannot take {datatype.Get_name() or 'a derived datatype'} with "
+            raise Unsupported(f"mpish.secure cannot take {type_name(datatype)} with "
                               f"a negative lower bound ({lower}): its data lie before the buffer")
         offset += lower
     if offset:

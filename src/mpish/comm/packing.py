@@ -10,6 +10,20 @@ from typing import Any
 
 from mpi4py import MPI
 
+_KINDS = {MPI.COMBINER_CONTIGUOUS: "contiguous", MPI.COMBINER_VECTOR: "vector",
+          MPI.COMBINER_HVECTOR: "vector", MPI.COMBINER_INDEXED: "indexed", MPI.COMBINER_HINDEXED: "indexed",
+          MPI.COMBINER_INDEXED_BLOCK: "indexed", MPI.COMBINER_HINDEXED_BLOCK: "indexed",
+          MPI.COMBINER_STRUCT: "struct", MPI.COMBINER_SUBARRAY: "subarray", MPI.COMBINER_DARRAY: "darray",
+          MPI.COMBINER_RESIZED: "resized", MPI.COMBINER_DUP: "duplicated"}
+
+
+def type_name(datatype: Any) -> str:
+    """A datatype as an error names it: MPI's name of a predefined one, the kind of a derived
+    one (its MPI name is no help: Open MPI calls a resized MPI_DOUBLE "Dup MPI_DOUBLE")."""
+    if datatype.is_named:
+        return str(datatype.Get_name())
+    return f"a {_KINDS.get(datatype.combiner, 'derived')} datatype"
+
 
 def _contiguous(datatype: Any) -> bool:
     """True if a derived datatype is a gap-free run of bytes (its data are its extent)."""
@@ -59,7 +73,7 @@ def _reaches_past(buf: Any, count: int, datatype: Any) -> None:
     lower, true_extent = datatype.Get_true_extent()
     end = (count - 1) * extent + lower + true_extent
     if lower < 0 or end > nbytes:
-        raise ValueError(f"message: {count} of datatype {datatype.Get_name() or 'derived'} span bytes "
+        raise ValueError(f"message: {count} of {type_name(datatype)} span bytes "
                          f"{lower} to {end} of a buffer of {nbytes}: MPI would reach outside it")
 
 
