@@ -58,7 +58,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpish.report import owner
-from mpish.transport.shm import MPICH_PREFIXES, OPEN_MPI_PREFIXES, Mapping, foreign_memory, mappings
+from mpish.transport.shm import (
+    MPICH_PREFIXES,
+    OPEN_MPI_PREFIXES,
+    Mapping,
+    foreign_memory,
+    mappings,
+    removed_here,
+)
 from mpish.transport.shm import SHM_DIR as SHM_NAMES
 
 from .scratch import MPI_PREFIX, HeldDirectory
@@ -142,6 +149,7 @@ def remove_ours(segments: list[Segment]) -> list[str]:
             if (stat.S_ISREG(info.st_mode) and info.st_ino == segment.inode
                     and info.st_uid == os.geteuid()):
                 os.unlink(segment.path)
+                removed_here(segment.path, segment.inode)
                 removed.append(segment.path)
         except OSError:
             continue
