@@ -254,6 +254,62 @@ def check_reduce_scatter_refuses_counts_that_do_not_add_up_on_every_rank(
     ok("reduce_scatter_refuses_counts_that_do_not_add_up_on_every_rank")
 
 
+def check_an_operation_mpi_cannot_apply_to_the_datatype_fails_on_every_rank_as_raw(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """MPI.BAND of doubles: raw MPI raises ERR_OP on every rank. Secure raised it only where
+    blocks were combined (rank 0, or down Scan's chain); the others went on or got
+    CollectiveAborted, so a program falling back to MPI.SUM on the error hung (helper-118)."""
+    def calls(comm: Any) -> dict[str, Callable[[], object]]:
+        n = comm.size
+        return {
+            "Allreduce": lambda: comm.Allreduce(np.ones(2), np.empty(2), op=MPI.BAND),
+            "Reduce": lambda: comm.Reduce(np.ones(2), np.empty(2), op=MPI.BAND, root=n - 1),
+            "Scan": lambda: comm.Scan(np.ones(2), np.empty(2), op=MPI.BAND),
+            "Exscan": lambda: comm.Exscan(np.ones(2), np.empty(2), op=MPI.BOR),
+            "Reduce_scatter_block": lambda: comm.Reduce_scatter_block(np.ones(2 * n), np.empty(2), MPI.LOR),
+            "Iallreduce": lambda: comm.Iallreduce(np.ones(2), np.empty(2), op=MPI.BAND).Wait(),
+        }
+    for comm in (raw, c):
+        for name, call in calls(comm).items():
+            try:
+                call()
+            except MPI.Exception as exc:
+                assert exc.Get_error_class() == MPI.ERR_OP, (name, comm is c, exc)
+                assert not isinstance(exc, CollectiveAborted), (name, exc)
+            else:
+                raise AssertionError(f"{name} took MPI.BAND of doubles ({'secure' if comm is c else 'raw'})")
+            out = np.empty(2)
+            comm.Allreduce(np.ones(2), out, op=MPI.SUM)  # the program's fallback: every rank in step
+            assert out.tolist() == [comm.size] * 2, (name, out)
+    ok("an_operation_mpi_cannot_apply_to_the_datatype_fails_on_every_rank_as_raw")
+
+
+def check_the_other_ranks_of_a_failed_collective_get_an_mpi_exception(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """A collective failed on one rank (its receive buffer too small): the others raised
+    CollectiveAborted, which code catching MPI.Exception did not catch (helper-118). It is one
+    now, of class ERR_OTHER, naming the rank it failed on; raw is not run (it may hang)."""
+    del raw
+    short = c.size > 1 and c.rank == c.size - 1
+    try:
+        c.Allreduce(np.ones(2), np.empty(1 if short else 2))
+    except MPI.Exception as exc:
+        assert c.size > 1, exc
+        if short:
+            assert not isinstance(exc, CollectiveAborted), exc
+        else:
+            assert isinstance(exc, CollectiveAborted) and exc.Get_error_class() == MPI.ERR_OTHER, repr(exc)
+            assert f"failed on rank {c.size - 1}" in str(exc), exc
+    except ValueError as exc:
+        assert short, exc
+    else:
+        assert c.size == 1, "a collective with a short receive buffer was taken"
+    assert c.allreduce(1) == c.size  # in step
+    ok("the_other_ranks_of_a_failed_collective_get_an_mpi_exception")
+
+
 if __name__ == "__main__":
     run_checks([
         check_a_datatype_that_starts_past_its_buffers_start_is_read_and_written_there,
@@ -264,4 +320,6 @@ if __name__ == "__main__":
         check_a_datatype_reaching_outside_its_buffer_is_refused_before_mpi_touches_memory,
         check_a_refused_datatype_is_named_by_its_kind_not_by_mpis_name_for_it,
         check_reduce_scatter_refuses_counts_that_do_not_add_up_on_every_rank,
+        check_an_operation_mpi_cannot_apply_to_the_datatype_fails_on_every_rank_as_raw,
+        check_the_other_ranks_of_a_failed_collective_get_an_mpi_exception,
     ])

@@ -57,8 +57,22 @@ def _in_place(buf: Any) -> bool:
     return buf is None or buf is MPI.IN_PLACE
 
 
-class CollectiveAborted(MpishError):
-    """A collective failed on another rank (that rank raised the cause)."""
+class CollectiveAborted(MpishError, MPI.Exception):
+    """A collective failed on another rank (that rank raised the cause). An MPI.Exception
+    too, of class ERR_OTHER, so that code catching MPI's errors catches it (helper-118)."""
+
+    def __init__(self, message: str) -> None:
+        MPI.Exception.__init__(self, MPI.ERR_OTHER)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"CollectiveAborted({self.message!r})"
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return CollectiveAborted, (self.message,)
 
 
 # What receiving one block of a collective may raise after the record was taken out of MPI
