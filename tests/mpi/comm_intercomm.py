@@ -292,6 +292,36 @@ def check_a_wrong_argument_in_a_rooted_or_all_to_all_intercollective_leaves_noth
     ok("a_wrong_argument_in_a_rooted_or_all_to_all_intercollective_leaves_nothing_behind")
 
 
+def check_an_operation_mpi_cannot_apply_raises_err_op_where_raw_mpi_raises_it(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """MPI.BAND of doubles in an intercommunicator's Reduce and Allreduce: only the ranks that
+    fold blocks met it (helper-118, on intracommunicators): the ranks raising ERR_OP are raw
+    MPI's, and the next collective matches."""
+    def raised(inter: Any, root: int) -> list[int | None]:
+        found: list[int | None] = []
+        for call in (lambda: inter.Reduce(None if root == MPI.ROOT else np.ones(2), np.zeros(2),
+                                          MPI.BAND, root),
+                     lambda: inter.Allreduce(np.ones(2), np.zeros(2), MPI.BAND)):
+            try:
+                call()
+                found.append(None)
+            except MPI.Exception as exc:
+                assert exc.Get_error_class() == MPI.ERR_OP, repr(exc)
+                found.append(MPI.ERR_OP)
+        out = np.zeros(2)
+        inter.Allreduce(np.ones(2), out, MPI.SUM)  # in step: the other group's sum
+        assert out.tolist() == [inter.Get_remote_size()] * 2, out
+        return found
+
+    results = []
+    for comm in (raw, c):
+        color, inter = _halves(comm.Dup())
+        results.append(raised(inter, _root_for(inter, color, 0, 0)))
+    assert results[0] == results[1], results
+    ok("an_operation_mpi_cannot_apply_raises_err_op_where_raw_mpi_raises_it")
+
+
 def _nbx(comm: Any) -> list[Any]:
     """The NBX sparse exchange (issend to rank 0 of the other group, then Ibarrier while
     probing), a persistent send back, and an I-collective, on the halves' intercommunicator."""
@@ -458,6 +488,7 @@ if __name__ == "__main__":
             check_a_pending_user_message_on_the_peer_is_not_taken_for_a_key_half,
             check_a_wrong_buffer_in_an_intercommunicator_collective_leaves_nothing_behind,
             check_a_wrong_argument_in_a_rooted_or_all_to_all_intercollective_leaves_nothing_behind,
+            check_an_operation_mpi_cannot_apply_raises_err_op_where_raw_mpi_raises_it,
             check_an_nbx_exchange_with_ibarrier_and_persistent_sends_cross_the_groups_as_on_raw_mpi,
             check_what_an_intercommunicator_cannot_do_raises_unsupported,
             check_started_intercommunicator_collectives_progress_under_point_to_point_as_raw_mpi,

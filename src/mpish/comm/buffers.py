@@ -457,3 +457,25 @@ def check_fits(nbytes: int, limit: int | None) -> None:
     if limit is not None and nbytes > limit:
         raise mpi_truncate(f"a message of {nbytes} bytes (the pickled object) does not fit the "
                            f"{limit}-byte buffer given to recv: give a larger one, or none")
+
+
+_FITS: set[tuple[int, int]] = set()  # (op, datatype) handles of predefined pairs MPI reduced
+
+
+def check_op(op: Any, buf: Any) -> None:
+    """Raise MPI's error on this rank if the predefined ``op`` cannot reduce the datatype of
+    buffer argument ``buf`` (MPI.BAND of doubles: ERR_OP), as raw MPI raises it on every rank.
+    Only the ranks that combine blocks met it, so the others went on: a program that falls
+    back to another call on the error hung (helper-118). One element of zeros is reduced
+    here; a user's operation is not called (it may count its calls, or fail on zeros)."""
+    datatype = typed_spec(buf, b"", 0)[2]
+    if not isinstance(op, MPI.Op) or not op.is_predefined:
+        return
+    key = (op.handle, datatype.handle)
+    if key in _FITS:
+        return
+    lower, span = datatype.Get_true_extent()
+    size = max(datatype.Get_extent()[1], lower + span, 1)
+    op.Reduce_local([bytearray(size), 1, datatype], [bytearray(size), 1, datatype])
+    if datatype.is_predefined:  # a derived type's handle may be reused by another once freed
+        _FITS.add(key)

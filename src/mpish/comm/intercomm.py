@@ -50,7 +50,7 @@ from mpi4py import MPI
 
 from ..wire.errors import RemoteProtocolError
 from ..wire.record import SESSION_SIZE
-from .buffers import Unsupported, byte_view, mpi_error, typed_spec
+from .buffers import Unsupported, byte_view, check_op, mpi_error, typed_spec
 from .collectives import Steps, _dumps, _loads
 from .intercomm_collectives import InterCollectives, _folder
 from .lane import Lane, Stats, wait_all
@@ -237,6 +237,7 @@ class Intercomm(InterCollectives):
             send = byte_view(sendbuf, writable=False)
             recv = byte_view(recvbuf, writable=True)[: len(send)]
             typed_spec(sendbuf, bytearray(len(send)), len(send))  # a datatype MPI can reduce, or raise now
+            check_op(op, sendbuf)  # with this operation (buffers.check_op)
         except Exception as exc:
             yield from self._failed_exchange(exc)
             raise

@@ -50,7 +50,7 @@ from typing import Any
 from mpi4py import MPI
 
 from ..wire.errors import RemoteProtocolError
-from .buffers import block_view, byte_view, typed_spec, vector_view
+from .buffers import block_view, byte_view, check_op, typed_spec, vector_view
 from .collectives import COLL_TAG, Steps, _dumps, _in_place, _loads, run
 from .lane import Lane, wait_all
 
@@ -267,6 +267,7 @@ class InterCollectives:
             def contribution() -> memoryview:
                 send = byte_view(sendbuf, writable=False)
                 typed_spec(sendbuf, bytearray(len(send)), len(send))  # a datatype MPI can reduce
+                check_op(op, sendbuf)  # with this operation (buffers.check_op)
                 return send
 
             self._send_to_root(contribution, root)
@@ -274,6 +275,7 @@ class InterCollectives:
             try:
                 recv = byte_view(recvbuf, writable=True)
                 typed_spec(recvbuf, bytearray(len(recv)), len(recv))
+                check_op(op, recvbuf)
             except Exception as exc:
                 yield from self._drop_each(exc)
                 raise
@@ -363,6 +365,7 @@ class InterCollectives:
             if len(send) % n:
                 raise ValueError(f"Reduce_scatter_block: {len(send)} bytes do not split into {n} blocks")
             typed_spec(recvbuf, bytearray(len(recv)), len(recv))  # a datatype MPI can reduce
+            check_op(op, recvbuf)
         except Exception as exc:
             yield from self._failed_exchange(exc)
             raise

@@ -15,7 +15,7 @@ from typing import Any
 
 from mpi4py import MPI
 
-from .buffers import block_view, byte_view, typed_spec
+from .buffers import block_view, byte_view, check_op, typed_spec
 from .collectives import COLL_TAG, Steps, _dumps, _in_place, _loads, run
 from .objects import ObjectCollectives
 
@@ -60,7 +60,7 @@ class Reductions(ObjectCollectives):
             if sendbuf is MPI.IN_PLACE and rank != root:
                 raise ValueError("Reduce: MPI.IN_PLACE is valid at the root only")
             send, typed = self._send_view(sendbuf, recvbuf)
-            _check_op(op, typed)  # one MPI can reduce, or raise before anything is sent
+            check_op(op, typed)  # one MPI can reduce, or raise before anything is sent
             sink = byte_view(recvbuf, writable=True)[: len(send)] if rank == root else None
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)
@@ -125,7 +125,7 @@ class Reductions(ObjectCollectives):
             recv = byte_view(recvbuf, writable=True)[: len(send)]
             if len(recv) != len(send):
                 raise ValueError(f"Allreduce: receive buffer of {len(recv)} bytes, send buffer {len(send)}")
-            _check_op(op, typed)  # one MPI can reduce, or raise before anything is sent
+            check_op(op, typed)  # one MPI can reduce, or raise before anything is sent
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)
             yield from self._fail_gather_bcast()
@@ -218,7 +218,7 @@ class Reductions(ObjectCollectives):
             recv = byte_view(recvbuf, writable=True)[:nbytes]
             if len(recv) != nbytes:
                 raise ValueError(f"Scan: receive buffer of {len(recv)} bytes, send buffer {nbytes}")
-            _check_op(op, typed)
+            check_op(op, typed)
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)
             if rank > 0:
@@ -278,28 +278,6 @@ class Reductions(ObjectCollectives):
 
 def _datatype(buf: Any) -> Any:
     return typed_spec(buf, b"", 0)[2]
-
-
-_FITS: set[tuple[int, int]] = set()  # (op, datatype) handles of predefined pairs MPI reduced
-
-
-def _check_op(op: Any, buf: Any) -> None:
-    """Raise MPI's error on this rank if the predefined ``op`` cannot reduce the datatype of
-    buffer argument ``buf`` (MPI.BAND of doubles: ERR_OP), as raw MPI raises it on every rank.
-    Only the ranks that combine blocks met it, so the others went on: a program that falls
-    back to another call on the error hung (helper-118). One element of zeros is reduced
-    here; a user's operation is not called (it may count its calls, or fail on zeros)."""
-    datatype = _datatype(buf)
-    if not isinstance(op, MPI.Op) or not op.is_predefined:
-        return
-    key = (op.handle, datatype.handle)
-    if key in _FITS:
-        return
-    lower, span = datatype.Get_true_extent()
-    size = max(datatype.Get_extent()[1], lower + span, 1)
-    op.Reduce_local([bytearray(size), 1, datatype], [bytearray(size), 1, datatype])
-    if datatype.is_predefined:  # a derived type's handle may be reused by another once freed
-        _FITS.add(key)
 
 
 def _typed(buf: Any, storage: Any) -> list[Any]:
