@@ -310,6 +310,34 @@ def check_the_other_ranks_of_a_failed_collective_get_an_mpi_exception(
     ok("the_other_ranks_of_a_failed_collective_get_an_mpi_exception")
 
 
+def check_sendrecv_of_long_messages_and_a_truncated_receive_behave_as_raw(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Sendrecv seals and posts its message as plain MPI sends, receives, then waits for them
+    (a secure Isend before the receive made it poll: 3x a whole ping-pong, helper-118). A
+    ring of 6 MiB messages (every rank sends first) completes; a receive buffer too small is
+    ERR_TRUNCATE on every rank, as raw, and the ring goes on in step."""
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    for comm in (raw, c):
+        got = np.zeros(6 << 20, "u1")
+        comm.Sendrecv(np.full(6 << 20, r % 251, "u1"), dest, 31, got, src, 31)
+        assert np.all(got == src % 251)
+        replaced = np.full(3 << 20, float(r))
+        comm.Sendrecv_replace(replaced, dest, 32, src, 32)
+        assert np.all(replaced == src)
+        try:  # (alone, raw Open MPI truncates a message to itself without a word)
+            comm.Sendrecv(np.full(8, float(r)), dest, 33, np.zeros(4), src, 33)
+        except MPI.Exception as exc:
+            assert exc.Get_error_class() == MPI.ERR_TRUNCATE, repr(exc)
+        else:
+            assert n == 1, f"a receive buffer too small was taken ({'secure' if comm is c else 'raw'})"
+        small = np.zeros(2)
+        comm.Sendrecv(np.full(2, float(r)), dest, 34, small, src, 34)
+        assert small.tolist() == [float(src)] * 2, small
+    ok("sendrecv_of_long_messages_and_a_truncated_receive_behave_as_raw")
+
+
 if __name__ == "__main__":
     run_checks([
         check_a_datatype_that_starts_past_its_buffers_start_is_read_and_written_there,
@@ -322,4 +350,5 @@ if __name__ == "__main__":
         check_reduce_scatter_refuses_counts_that_do_not_add_up_on_every_rank,
         check_an_operation_mpi_cannot_apply_to_the_datatype_fails_on_every_rank_as_raw,
         check_the_other_ranks_of_a_failed_collective_get_an_mpi_exception,
+        check_sendrecv_of_long_messages_and_a_truncated_receive_behave_as_raw,
     ])

@@ -285,9 +285,8 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         recvtag: int = MPI.ANY_TAG,
         status: Any = None,
     ) -> None:
-        request = self.Isend(sendbuf, dest, sendtag)
-        self.Recv(recvbuf, source, recvtag, status)
-        request.Wait()
+        self._p2p.exchange(byte_view(sendbuf, writable=False), dest, sendtag,
+                           lambda: self.Recv(recvbuf, source, recvtag, status))
 
     def Sendrecv_replace(
         self,
@@ -300,9 +299,8 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
     ) -> None:
         if derived(buf) is None:
             byte_view(buf, writable=True)  # a read-only buffer raises before anything is sent
-        request = self.Isend(bytes(byte_view(buf, writable=False)), dest, sendtag)  # sealed now: buf is free
-        self.Recv(buf, source, recvtag, status)
-        request.Wait()
+        self._p2p.exchange(byte_view(buf, writable=False), dest, sendtag,  # sealed at once: buf is free
+                           lambda: self.Recv(buf, source, recvtag, status))
 
     def Probe(self, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None) -> bool:
         self._probe(source, tag, status, block=True)
