@@ -200,13 +200,15 @@ def main_shell(args: argparse.Namespace) -> int:
     except MpishError as exc:
         report.say(str(exc))
         return 1
-    if signal.getsignal(signal.SIGINT) == signal.SIG_DFL:  # the session is up: a Ctrl-C is the console's
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     from .console import Console
+    from .keyboard import deaf_to_sigint
 
-    console = Console(session)
-    console.timeout = float(getattr(args, "timeout", 0.0) or 0.0)
+    with deaf_to_sigint():  # (milliseconds) only a console that exists can end the session
+        console = Console(session)
     try:
+        if signal.getsignal(signal.SIGINT) == signal.SIG_DFL:  # the session is up: Ctrl-C is the console's
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        console.timeout = float(getattr(args, "timeout", 0.0) or 0.0)
         if not console.peers:
             report.say("no shell server accepted the session")
             status = 1
@@ -224,7 +226,14 @@ def main_shell(args: argparse.Namespace) -> int:
         return 1
     except Terminated as exc:  # SIGTERM/SIGHUP: the servers end their commands on close
         status = 128 + exc.signum
-    console.close()
+    except KeyboardInterrupt:
+        # A Ctrl-C before the prompt reads it as a key (its reader still loading: the session
+        # comes up in 0.6 s under srun --pty). Raised through, it ended in MPI's finalize,
+        # which waited for good for servers that waited for the console: it ends the session.
+        print(file=sys.stderr)
+        status = 130
+    with deaf_to_sigint():  # bounded (CLOSE_TIMEOUT); a Ctrl-C here would leave the servers waiting
+        console.close()
     return status
 
 

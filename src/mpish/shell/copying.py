@@ -42,6 +42,7 @@ from .console import Console
 from .console_put_get import Keys, Tally, get_builtin, put_builtin
 from .conversation import ConsoleState, Local
 from .grouping import Style
+from .keyboard import deaf_to_sigint
 from .names import RANK_LOST
 from .options import CopyRequest
 from .session import INTERRUPTED_CONNECTING
@@ -216,7 +217,7 @@ def _slide(state: _Copying, ordered: list[int], fanout: int) -> None:
             opened -= ready
         elif opened or waiting:
             _await_change(state, opened, bool(waiting))
-    with _deaf_to_sigint():  # a second Ctrl-C here left a given-up ssh running (a clush user)
+    with deaf_to_sigint():  # a second Ctrl-C here left a given-up ssh running (a clush user)
         greeted = set(console.idle(opened))  # connected, waiting for the copy ahead of them to end
         for rank in sorted(opened):  # a Ctrl-C: those still connecting are given up
             why = INTERRUPTED_WAITING if rank in greeted else INTERRUPTED_CONNECTING
@@ -224,19 +225,6 @@ def _slide(state: _Copying, ordered: list[int], fanout: int) -> None:
             peer.alive, peer.lost = False, why
             state.fail(rank, why)
             session.give_up(rank)
-
-
-@contextlib.contextmanager
-def _deaf_to_sigint() -> Iterator[None]:
-    """SIGINT ignored meanwhile (main thread only; elsewhere nothing changes)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _await_change(state: _Copying, opened: set[int], waiting: bool) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -148,3 +149,16 @@ def terminate_as_interrupt() -> Iterator[list[int]]:
     finally:
         if not came:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def deaf_to_sigint() -> Iterator[None]:
+    """SIGINT ignored meanwhile (main thread only; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
