@@ -58,37 +58,35 @@ def relay_exit() -> None:
 
     Call before MPI is initialised, and only where :func:`under_hydra` is true.
     """
-    # A signal that arrived between the fork and the parent's handlers would kill the relay by
-    # its default action and orphan the server: both hold these signals blocked until then.
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED + SWALLOWED)
+    # The relay takes its signals synchronously (sigtimedwait): blocked from before the fork, a
+    # signal that comes before it waits stays pending for it. Python handlers could not do this:
+    # one runs between bytecodes, and a SIGTERM that landed after the last check but before
+    # waitpid began was never passed on (the relay hung; CI, 1 in 300 runs under load).
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, (*FORWARDED, *SWALLOWED, signal.SIGCHLD))
     swallowed = SWALLOWED + ((signal.SIGQUIT,) if is_forker(os.getppid()) else ())
     child = os.fork()
     if child == 0:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
         return
-    _relay(child, before, swallowed)
+    _relay(child, swallowed)
 
 
-def _relay(child: int, mask: set[int | signal.Signals], swallowed: tuple[signal.Signals, ...] = SWALLOWED,
-           ) -> NoReturn:
-    def forward(signum: int, frame: object) -> None:
-        del frame
-        with contextlib.suppress(OSError):
-            os.kill(child, signum)
-
-    for sig in FORWARDED:
-        signal.signal(sig, forward)
-    for sig in swallowed:
-        signal.signal(sig, lambda signum, frame: None)
-    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # what came meanwhile is handled now
+def _relay(child: int, swallowed: tuple[signal.Signals, ...] = SWALLOWED) -> NoReturn:
+    """Pass FORWARDED signals on to ``child`` (all but ``swallowed``) until it ends, then exit
+    with its status (128+N for signal N). The signals are blocked: taken by sigtimedwait."""
     with contextlib.suppress(KeyError, ValueError, OSError):  # the server's PMI connection, not ours
         os.close(int(os.environ["PMI_FD"]))
+    taken = {*FORWARDED, *swallowed, signal.SIGCHLD}
     while True:
         try:
-            _, status = os.waitpid(child, 0)
+            pid, status = os.waitpid(child, os.WNOHANG)
         except ChildProcessError:
             os._exit(1)
-        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+        if pid == child and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
             break
+        info = signal.sigtimedwait(taken, 1.0)  # SIGCHLD, or a second without: waitpid again
+        if info is not None and info.si_signo in FORWARDED and info.si_signo not in swallowed:
+            with contextlib.suppress(OSError):
+                os.kill(child, info.si_signo)
     code = os.waitstatus_to_exitcode(status)
     os._exit(128 - code if code < 0 else code)
