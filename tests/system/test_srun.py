@@ -96,6 +96,19 @@ def test_srun_without_pmi_says_so_instead_of_running_a_session_per_task(
 
 
 
+def _shm_names() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if name.startswith("mpich_shm_")}
+
+
+def _shm_left(before: set[str], within: float = 10.0) -> set[str]:
+    """MPICH's shared memory names made since ``before`` and still there after ``within`` s:
+    only MPI's finalize removes them, so a step that ended otherwise left them for good."""
+    deadline = time.monotonic() + within
+    while (_shm_names() - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _shm_names() - before
+
+
 def _task_0(home: Path) -> int:
     """The pid of the console srun started (task 0) for the session of ``home``."""
     for entry in Path("/proc").iterdir():
@@ -114,7 +127,9 @@ def test_a_console_killed_with_sigkill_under_srun_takes_its_servers_and_commands
 ) -> None:
     """kill -9 of the console (task 0) left both servers and their `sleep 100` running until the
     step's time limit; an idle console under --pty left a terminal only scancel could free (a
-    Slurm user's review). A server on the console's host watches it."""
+    Slurm user's review). A server on the console's host watches it. MPICH's shared memory,
+    which no finalize removed, stayed in /dev/shm: the servers' watchers remove it."""
+    before = _shm_names()
     home = make_home(tmp_path / "home")
     env = shell_env(home, PWD=str(tmp_path), **slurm.env)
     proc = subprocess.Popen(
@@ -139,6 +154,7 @@ def test_a_console_killed_with_sigkill_under_srun_takes_its_servers_and_commands
         while any(Path(f"/proc/{pid}").exists() for pid in shells) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not [pid for pid in shells if Path(f"/proc/{pid}").exists()], "a command outlived the console"
+        assert _shm_left(before) == set()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -153,7 +169,8 @@ def test_ctrl_c_while_srun_pty_starts_the_session_ends_it_without_a_hang(
     exited 130 and MPI's finalize waited for servers that waited for it (a Slurm user's
     review). Then, once the session was up but before the prompt read keys (prompt_toolkit
     still loading), the same again (CI; 2 in 2 at 0.6 s). Whether it comes during the start,
-    before the prompt or at it, the session ends."""
+    before the prompt or at it, the session ends, and leaves no shared memory in /dev/shm."""
+    before = _shm_names()
     home = make_home(tmp_path / "home")
     with srun_pty(slurm, home, tmp_path) as child:
         time.sleep(delay)
@@ -163,6 +180,7 @@ def test_ctrl_c_while_srun_pty_starts_the_session_ends_it_without_a_hang(
         child.expect(pexpect.EOF, timeout=40)  # no hang
     assert not child.isalive()
     assert not _task_0(home), "the console is still there"
+    assert _shm_left(before) == set()
 
 
 def test_a_stopped_server_under_srun_is_given_up_and_the_step_ends(
@@ -170,7 +188,9 @@ def test_a_stopped_server_under_srun_is_given_up_and_the_step_ends(
 ) -> None:
     """A server stopped (SIGSTOP) during `-u 2`: the console gave it up and aborted, but only an
     embedded server was killed, and srun waited for the stopped task until its own time limit
-    (a Slurm user's review). A server on the console's host is now killed when given up."""
+    (a Slurm user's review). A server on the console's host is now killed when given up; the
+    console's MPI_Abort removes MPICH's shared memory first (no finalize does)."""
+    before = _shm_names()
     home = make_home(tmp_path / "home")
     command = "if [ $MPISH_RANK = 2 ]; then kill -STOP $PPID; fi; sleep 1; echo done-$MPISH_RANK"
     started = time.monotonic()
@@ -180,12 +200,17 @@ def test_a_stopped_server_under_srun_is_given_up_and_the_step_ends(
     assert "done-1" in out and "done-2" not in out, (out, err)
     assert "given up" in out + err, (out, err)
     assert "rank 2 was lost" in err, err
+    assert _shm_left(before) == set()
 
 
-def test_scancel_leaves_no_state_directory_of_the_servers(slurm: SlurmCluster, tmp_path: Path) -> None:
+def test_scancel_leaves_no_state_directory_or_shared_memory_of_the_servers(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
     """scancel (SIGTERM to every task) killed the server ranks outright: their state directories
     (a copy of the exported environment) and a :put's part files stayed (a Slurm user's review).
-    They end as a session's end ends them."""
+    They end as a session's end ends them. MPICH's shared memory, which only MPI's finalize
+    removes, stayed in /dev/shm (37 names after the reviewer's hour): the servers remove it."""
+    before = _shm_names()
     home = make_home(tmp_path / "home")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -203,9 +228,11 @@ def test_scancel_leaves_no_state_directory_of_the_servers(slurm: SlurmCluster, t
             time.sleep(0.1)
         states = [p.name for p in scratch.iterdir() if p.name.startswith("mpish-shell-")]
         assert len(states) == 2, (states, proc.poll())
+        assert _shm_names() - before, "MPICH made no shared memory: nothing to check"
         subprocess.run([shutil.which("scancel") or "scancel", "-n", "mpish-scancel"], env=env, check=True)
         proc.communicate(timeout=60)
         assert [p.name for p in scratch.iterdir() if p.name.startswith("mpish-shell-")] == []
+        assert _shm_left(before) == set()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -40,6 +40,7 @@ from .mpi_session import (
     records_until,
 )
 from .orphan import end_session_launcher
+from .segments import mapped_segments, remove_ours
 from .session import Terminated, raise_terminated
 
 if TYPE_CHECKING:  # mpi4py is imported at run time by mpi() alone: it initialises MPI
@@ -87,7 +88,9 @@ def run_server(
                 server.hello()
             try:
                 server.serve()  # its end kills the running command and the shell
-            except Terminated as exc:  # the launcher ends the job (Open MPI: console gone)
+            except Terminated as exc:  # the launcher ends the job (Open MPI: console gone; scancel)
+                # no rank will finalize: MPICH's shared memory names stayed in /dev/shm for good
+                remove_ours(mapped_segments([os.getpid()]))
                 os._exit(128 + exc.signum)
         else:
             status = 1

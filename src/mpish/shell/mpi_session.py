@@ -1,6 +1,4 @@
-"""Starting an MPI shell session, the console's side: roles, spawn, key check, KK handshakes, finalize.
-
-The servers' side is ``shell/mpi_server.py``.
+"""Starting an MPI shell session, the console's side (the servers': ``shell/mpi_server.py``).
 
 Theory of operation
 -------------------
@@ -241,9 +239,11 @@ def abort(comm: MPI.Comm, quiet: bool = False) -> None:
     Over TCP, MPICH's abort can hang once a peer is gone (holding the GIL): SIGALRM, left
     to its default action, ends the process after ABORT_GRACE seconds whatever MPI does
     (the servers' watchdogs then end theirs). ``quiet``: our own line said why, so the
-    library's ("Abort(1) on node 0 ... application called MPI_Abort") goes to /dev/null.
+    library's ("Abort(1) on node 0 ... application called MPI_Abort") goes to /dev/null. The
+    job's shared memory is removed first: no finalize will (srun left MPICH's in /dev/shm).
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    remove_ours(mapped_segments([os.getpid()]))
     sys.stderr.flush()
     if quiet:
         with contextlib.suppress(OSError):

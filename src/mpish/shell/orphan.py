@@ -53,6 +53,7 @@ from mpish.transport.procfs import (
 )
 
 from .exit_relay import is_forker
+from .segments import PREFIXES, Segment, mapped_segments, remove_ours
 
 log = Diagnostics("mpish.shell.orphan")  # not __name__: run as __main__
 
@@ -268,6 +269,7 @@ def watch(console: int, server: int, grace: float) -> None:
     console_fd = pidfd(console) if console else None
     shells: set[int] = set()  # the sessions the server's shells lead, seen while it lived
     shell_pipes: set[int] = set()  # the pipes between those shells and the server (inodes)
+    segments: list[Segment] = []  # MPICH's shared memory the server mapped, seen while it lived
     every = 0.05
     try:
         while console_fd is not None or not console:
@@ -275,10 +277,12 @@ def watch(console: int, server: int, grace: float) -> None:
                 if session(pid) == pid:
                     shells.add(pid)
                     shell_pipes |= pipes(pid) or set()
+            segments = mapped_segments([server], PREFIXES) or segments
             ready = select.select([fd for fd in (console_fd, server_fd) if fd is not None], [], [], every)[0]
             every = min(SHELLS_SEEN_EVERY, every * 1.5)
             if server_fd in ready:
                 hang_up(shells, shell_pipes)
+                remove_ours(segments)  # gone unfinalized, it left them (gone after MPI's finalize: none left)
                 return
             if console_fd in ready:
                 break
@@ -293,6 +297,7 @@ def watch(console: int, server: int, grace: float) -> None:
                 log.debug("server %d still there: ending it, its shell and its launcher", server)
                 end_session_launcher(server)
                 signal_pidfd(server_fd, signal.SIGKILL)
+                remove_ours(segments)
             for fd in below:  # what the server did not end, whether it ended by itself or not
                 if not exited(fd):
                     signal_pidfd(fd, signal.SIGKILL)
