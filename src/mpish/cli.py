@@ -9,10 +9,11 @@ subcommand, write ``_add_<name>(parser)`` and ``_run_<name>(args)`` and list the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from mpish import report
@@ -330,6 +331,19 @@ def subcommand_first(argv: list[str]) -> list[str]:
     return argv
 
 
+@contextlib.contextmanager
+def _said_by_rank_0() -> Iterator[None]:
+    """Under a launcher every rank parses the same argv: only rank 0 prints a usage error, the
+    help or the version (``srun -n 3 mpish -u abc`` said its error three times); all exit alike."""
+    from mpish.shell.options import launcher_rank
+
+    if launcher_rank() in ("", "0"):
+        yield
+        return
+    with open(os.devnull, "w") as void, contextlib.redirect_stdout(void), contextlib.redirect_stderr(void):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mpish`` console script; returns the exit status."""
     report.open_standard_streams()
@@ -345,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             args = parse(parser, argv[1:])
             _start_logging(getattr(args, "debug", False), argv)
             return run(args, sys.stdout)
-        args = _parse_main(_main_parser(), argv)
+        with _said_by_rank_0():
+            args = _parse_main(_main_parser(), argv)
         _start_logging(args.debug, argv)
         return run_main(args)
     except MpishError as exc:

@@ -96,6 +96,34 @@ def test_srun_without_pmi_says_so_instead_of_running_a_session_per_task(
 
 
 
+def test_a_corrupt_key_or_a_bad_option_is_said_once_not_by_every_task(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """Under srun -n 3 each task said the same corrupt key (and the console added 'rank N has no
+    usable mpish key' per server), and each task printed the same usage error (a Slurm user's
+    review): five and three lines for one mistake. A server whose mpish directory is not the
+    console's still says its own problem."""
+    home = make_home(tmp_path / "home")
+    key = home / "id_x25519"
+    key.write_text("garbage\n")
+    key.chmod(0o600)
+    proc = srun(slurm, home, tmp_path, "-n", "3", MPISH, "-c", "true")
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 1, err
+    assert err.count("is corrupt") == 1 and "no usable mpish key" not in err, err
+    proc = srun(slurm, make_home(tmp_path / "home2"), tmp_path, "-n", "3", MPISH, "-u", "abc", "-c", "true")
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 2, err
+    assert err.count("is not a timeout") == 1 and err.count("usage:") == 1, err
+    good = make_home(tmp_path / "good")  # the console's; the servers' own is broken
+    script = tmp_path / "own-home"
+    script.write_text(f'#!/bin/sh\n[ "$SLURM_PROCID" = 0 ] || export MPISH_HOME={home}\nexec {MPISH} "$@"\n')
+    script.chmod(0o755)
+    proc = srun(slurm, good, tmp_path, "-n", "3", str(script), "-c", "true")
+    err = proc.stderr.decode(errors="replace")
+    assert err.count("is corrupt") == 2 and err.count("has no usable mpish key") == 2, err
+
+
 def _shm_names() -> set[str]:
     return {name for name in os.listdir("/dev/shm") if name.startswith("mpich_shm_")}
 

@@ -22,7 +22,7 @@ from .grouping import (
     set_color,
     status_lines,
 )
-from .options import stdin_to_send
+from .options import launcher_rank, stdin_to_send
 from .session import Terminated
 from .style import COLOR_CHOICES
 
@@ -165,7 +165,7 @@ def main_shell(args: argparse.Namespace) -> int:
 
         if under_hydra() and os.environ.get("PMI_RANK", "0") != "0":  # a server rank, before MPI starts
             relay_exit()
-        if _launcher_rank() not in ("", "0"):  # a server: its console watched from before MPI starts
+        if launcher_rank() not in ("", "0"):  # a server: its console watched from before MPI starts
             from .mpi_server import watch_local_console
 
             watch_local_console()
@@ -235,14 +235,6 @@ def main_shell(args: argparse.Namespace) -> int:
     with deaf_to_sigint():  # bounded (CLOSE_TIMEOUT); a Ctrl-C here would leave the servers waiting
         console.close()
     return status
-
-
-def _launcher_rank() -> str:
-    """This process's rank as its launcher says it, before MPI starts ("" if none says)."""
-    for name in ("PMI_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
-        if name in os.environ:
-            return os.environ[name]
-    return ""
 
 
 def _srun_task() -> bool:

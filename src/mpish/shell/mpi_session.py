@@ -385,11 +385,11 @@ def _console_handshakes(
     identity, problem = loaded
     admission = admit_servers(comm, identity, timeout)
     link = MpiLink(comm)
-    for reason in admission.refused.values():
-        report.say(reason)
-    if identity is None:
+    if identity is None:  # the servers were told no: the problem is ours alone, said once
         finish_session_comm(comm, link, parent_intercomm)
         raise LaunchError(problem)
+    for reason in admission.refused.values():
+        report.say(reason)
     peers: dict[int, Peer] = {}
     for rank, pub in admission.server_keys.items():
         channel = SecureChannel(

@@ -271,3 +271,12 @@ def stdin_to_send(nostdin: bool, fd: int = 0) -> int | None:
     except OSError:
         return None
     return fd
+
+
+def launcher_rank() -> str:
+    """This process's rank as its launcher says it, before MPI starts ("" if none says):
+    under ``mpiexec``/``srun`` every rank parses the same options."""
+    for name in ("PMI_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if name in os.environ:
+            return os.environ[name]
+    return ""
