@@ -280,3 +280,26 @@ def test_mpish_n_in_the_shell_of_a_one_task_step_runs_an_embedded_session(
     assert proc.returncode == 0, (out, err)
     assert "@1-2 (2)" in out and "embedded" in out, (out, err)
     assert time.monotonic() - started < 60
+
+
+def test_mpish_n_in_a_salloc_shell_warns_only_off_the_jobs_nodes(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """`mpish -n K` in salloc's shell on a login node started its servers there, silently (a
+    Slurm user's review): it now says so and how to start them on the job's nodes. On one of
+    the job's nodes (this one-node cluster's) nothing is said; the login node is played by
+    the job's node list without this host."""
+    home = make_home(tmp_path / "home")
+    env = shell_env(home, PWD=str(tmp_path), **slurm.env)
+    salloc = shutil.which("salloc") or "salloc"
+    proc = subprocess.run([salloc, "-n", "1", MPISH, "-n", "1", "-c", "echo in-allocation"], env=env,
+                          cwd=tmp_path, capture_output=True, timeout=90, check=False,
+                          stdin=subprocess.DEVNULL)
+    out, err = proc.stdout.decode(), proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0 and "in-allocation" in out, (out, err)
+    assert "warning" not in err, err
+    elsewhere = "SLURM_JOB_NODELIST=login[1-2] SLURM_NODELIST=login[1-2]"
+    proc = subprocess.run([salloc, "-n", "1", "bash", "-c", f"{elsewhere} {MPISH} -n 1 -c 'echo ran'"],
+                          env=env, cwd=tmp_path, capture_output=True, timeout=90, check=False,
+                          stdin=subprocess.DEVNULL)
+    out, err = proc.stdout.decode(), proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0 and "ran" in out, (out, err)
+    assert "not on one of its nodes (login[1-2])" in err and "srun --mpi=pmi2 -n N --pty mpish" in err, err

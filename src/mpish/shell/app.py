@@ -195,6 +195,9 @@ def main_shell(args: argparse.Namespace) -> int:
                    f"here, {EMBEDDED_PER_CPU} per CPU); to place them on many hosts, start mpish "
                    "under mpiexec or srun")
         return 2
+    if not launch.under_launcher() and (elsewhere := off_allocation()):
+        report.say(f"warning: {elsewhere}: the shell servers start on this host. To start them on "
+                   "the job's nodes: srun --mpi=pmi2 -n N --pty mpish (N-1 servers)")
     try:
         session = launch.start_console(args.np)
     except MpishError as exc:
@@ -235,6 +238,26 @@ def main_shell(args: argparse.Namespace) -> int:
     with deaf_to_sigint():  # bounded (CLOSE_TIMEOUT); a Ctrl-C here would leave the servers waiting
         console.close()
     return status
+
+
+def off_allocation() -> str:
+    """Where this process is a Slurm job's shell (salloc's, on a login node) but not on one of
+    the job's nodes, which ("" otherwise): ``mpish -n K`` there started its servers on the
+    login node, as mpiexec would (a Slurm user's review)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
+    if not job or not nodes:
+        return ""
+    from ClusterShell.NodeSet import RESOLVER_NOGROUP, NodeSet, NodeSetException
+
+    try:
+        names = NodeSet(nodes, resolver=RESOLVER_NOGROUP)  # a host list: no groups
+    except (NodeSetException, ValueError):  # a list ClusterShell cannot read: nothing to say
+        return ""
+    host = socket.gethostname()
+    if host in names or host.split(".")[0] in names:
+        return ""
+    return f"this is a shell of Slurm job {job} on {host}, not on one of its nodes ({nodes})"
 
 
 def _srun_task() -> bool:
