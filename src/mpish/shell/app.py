@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -198,46 +199,62 @@ def main_shell(args: argparse.Namespace) -> int:
     if not launch.under_launcher() and (elsewhere := off_allocation()):
         report.say(f"warning: {elsewhere}: the shell servers start on this host. To start them on "
                    "the job's nodes: srun --mpi=pmi2 -n N --pty mpish (N-1 servers)")
-    try:
-        session = launch.start_console(args.np)
-    except MpishError as exc:
-        report.say(str(exc))
-        return 1
     from .console import Console
     from .keyboard import deaf_to_sigint
 
-    with deaf_to_sigint():  # (milliseconds) only a console that exists can end the session
-        console = Console(session)
+    session: Any = None
+    console: Any = None
     try:
+        session = launch.start_console(args.np)
         if signal.getsignal(signal.SIGINT) == signal.SIG_DFL:  # the session is up: Ctrl-C is the console's
             signal.signal(signal.SIGINT, signal.default_int_handler)
+        console = Console(session)
         console.timeout = float(getattr(args, "timeout", 0.0) or 0.0)
-        if not console.peers:
-            report.say("no shell server accepted the session")
-            status = 1
-        elif getattr(args, "copy_request", None) is not None:
-            status = run_copy(console, args)
-        elif args.command is not None:
-            _warn_if_argv_crossed_hosts(console)
-            status = run_once(console, args)
-        else:
-            status = run_lines(console, args)
+        status = _run_console(console, args)
     except TransportBroken as exc:
+        if session is None:
+            report.say(str(exc))
+            return 1
         report.say(f"MPI cannot go on: {exc}")
         sys.stderr.flush()
         session.abort()
         return 1
+    except MpishError as exc:
+        if session is not None:
+            raise
+        report.say(str(exc))
+        return 1
     except Terminated as exc:  # SIGTERM/SIGHUP: the servers end their commands on close
+        if session is None:
+            raise
         status = 128 + exc.signum
     except KeyboardInterrupt:
-        # A Ctrl-C before the prompt reads it as a key (its reader still loading: the session
-        # comes up in 0.6 s under srun --pty). Raised through, it ended in MPI's finalize,
-        # which waited for good for servers that waited for the console: it ends the session.
+        # A Ctrl-C once the session is up but before the prompt reads it as a key (its reader
+        # still loading: the session is up in 0.6 s under srun --pty). Raised through, it ended
+        # in MPI's finalize, which waited for good for servers that waited for the console.
+        if session is None:
+            raise
         print(file=sys.stderr)
         status = 130
-    with deaf_to_sigint():  # bounded (CLOSE_TIMEOUT); a Ctrl-C here would leave the servers waiting
-        console.close()
+    closed = False
+    while not closed:  # a Ctrl-C pending from before raises as SIGINT is ignored: the close still runs
+        with contextlib.suppress(KeyboardInterrupt), deaf_to_sigint():  # bounded: CLOSE_TIMEOUT
+            (console if console is not None else Console(session)).close()
+            closed = True
     return status
+
+
+def _run_console(console: Any, args: argparse.Namespace) -> int:
+    """The session's work: --copy/--rcopy, -c, or the console's lines (-C, the terminal)."""
+    if not console.peers:
+        report.say("no shell server accepted the session")
+        return 1
+    if getattr(args, "copy_request", None) is not None:
+        return run_copy(console, args)
+    if args.command is not None:
+        _warn_if_argv_crossed_hosts(console)
+        return run_once(console, args)
+    return run_lines(console, args)
 
 
 def off_allocation() -> str:
@@ -255,7 +272,9 @@ def off_allocation() -> str:
     except (NodeSetException, ValueError):  # a list ClusterShell cannot read: nothing to say
         return ""
     host = socket.gethostname()
-    if host in names or host.split(".")[0] in names:
+    # SLURMD_NODENAME: slurmd started this shell, on one of the job's nodes (whose NodeName
+    # may not be the host's name); salloc's shell on a login node has none
+    if "SLURMD_NODENAME" in os.environ or host in names or host.split(".")[0] in names:
         return ""
     return f"this is a shell of Slurm job {job} on {host}, not on one of its nodes ({nodes})"
 
