@@ -289,20 +289,33 @@ class Collectives:
         every other, directly or through others that had. One one-way latency per round, alike
         on every rank: the gather to rank 0 and broadcast took two at -n 2 (a secure round
         trip, 82x raw Open MPI's Barrier) and size - 1 receives at rank 0. Sends in a ring
-        can all wait for each other: they are nonblocking, waited for after the receive."""
+        can all wait for each other: they are nonblocking, waited for after the receive.
+
+        A round's receive that fails (an abort notice, a record that is not the barrier's)
+        does not stop the rounds: the later ones send abort notices instead, and take what
+        comes, so no rank waits for a record that never comes and none is left queued; the
+        ranks the notices reach raise, then this one raises its error."""
         size, rank = self.size, self.rank
+        failure: BaseException | None = None
         distance = 1
         while distance < size:
-            requests, records = self._c_isend(memoryview(b""), (rank + distance) % size)
-            source = (rank - distance) % size
-            yield source
+            origin = rank if self._abort_origin is None else self._abort_origin
+            note = b"" if failure is None else _ORIGIN.pack(origin)  # an abort notice names its origin
+            requests, records = self._c_isend(memoryview(note), (rank + distance) % size,
+                                              abort=failure is not None)
             try:
-                self._c_recv_into(memoryview(bytearray()), source)
+                yield (rank - distance) % size
+                try:
+                    self._c_recv_into(memoryview(bytearray()), (rank - distance) % size)
+                except _BLOCK_ERRORS as exc:
+                    failure = failure or exc
+                wait_all(requests)
             except BaseException:
                 detach(requests, records)  # the records live on until MPI is done with them
                 raise
-            wait_all(requests)
             distance *= 2
+        if failure is not None:
+            raise failure
 
     def _Bcast_steps(self, buf: Any, root: int = 0) -> Steps[None]:
         self._root(root)
