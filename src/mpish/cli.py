@@ -337,7 +337,8 @@ def _said_by_rank_0() -> Iterator[None]:
     help or the version (``srun -n 3 mpish -u abc`` said its error three times); all exit alike."""
     from mpish.shell.options import launcher_rank
 
-    if launcher_rank() in ("", "0"):
+    # PMI's rank too: the shells of an mpish session keep SLURM_PROCID, not PMI's variables
+    if launcher_rank() in ("", "0") or not {"PMI_RANK", "PMIX_RANK"} & set(os.environ):
         yield
         return
     with open(os.devnull, "w") as void, contextlib.redirect_stdout(void), contextlib.redirect_stderr(void):

@@ -12,7 +12,7 @@ from mpish.shell.app import off_allocation
 
 @pytest.fixture(autouse=True)
 def _no_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NODELIST"):
+    for name in ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NODELIST", "SLURMD_NODENAME"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -37,4 +37,12 @@ def test_on_one_of_the_jobs_nodes_nothing_is_said(monkeypatch: pytest.MonkeyPatc
 def test_a_node_list_that_cannot_be_read_says_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "cn[1-")
+    assert off_allocation() == ""
+
+
+def test_a_shell_slurmd_started_is_on_one_of_the_jobs_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node whose Slurm NodeName is not its host name (NodeHostname) is still the job's."""
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "cn[1-4]")
+    monkeypatch.setenv("SLURMD_NODENAME", "cn2")
     assert off_allocation() == ""

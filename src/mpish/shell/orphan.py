@@ -277,7 +277,10 @@ def watch(console: int, server: int, grace: float) -> None:
                 if session(pid) == pid:
                     shells.add(pid)
                     shell_pipes |= pipes(pid) or set()
-            segments = mapped_segments([server], PREFIXES) or segments
+            # the console's too: it makes its node's segment (local rank 0), and may die first
+            seen = mapped_segments([server, console] if console_fd is not None else [server], PREFIXES)
+            if seen and not any(exited(fd) for fd in (server_fd, console_fd) if fd is not None):
+                segments = seen  # read while both lived, not from processes given their pids
             ready = select.select([fd for fd in (console_fd, server_fd) if fd is not None], [], [], every)[0]
             every = min(SHELLS_SEEN_EVERY, every * 1.5)
             if server_fd in ready:
