@@ -299,14 +299,16 @@ class Collectives:
         failure: BaseException | None = None
         distance = 1
         while distance < size:
-            origin = rank if self._abort_origin is None else self._abort_origin
-            note = b"" if failure is None else _ORIGIN.pack(origin)  # an abort notice names its origin
-            requests, records = self._c_isend(memoryview(note), (rank + distance) % size,
-                                              abort=failure is not None)
+            dest, source = (rank + distance) % size, (rank - distance) % size
+            if failure is None:
+                requests, records = self._c_isend(memoryview(b""), dest)
+            else:  # an abort notice names the rank the barrier failed on
+                origin = rank if self._abort_origin is None else self._abort_origin
+                requests, records = self._c_isend(memoryview(_ORIGIN.pack(origin)), dest, abort=True)
             try:
-                yield (rank - distance) % size
+                yield source
                 try:
-                    self._c_recv_into(memoryview(bytearray()), (rank - distance) % size)
+                    self._c_recv_into(memoryview(bytearray()), source)
                 except _BLOCK_ERRORS as exc:
                     failure = failure or exc
                 wait_all(requests)
