@@ -62,12 +62,19 @@ def sealed(c: SecureComm, payload: bytes, tag: int, dest: int = 1) -> bytearray:
     return bytearray(c._p2p.sealers[dest].seal(payload, channel=tag))
 
 
+def next_counter(c: SecureComm) -> int:
+    """The counter of rank 0's next record to rank 1 (in the clear in every header: an
+    attacker reading the traffic knows it), so a forged record reaches the tag check."""
+    return c._p2p.sealers[1].next_counter(0)
+
+
 def attacker(c: SecureComm) -> None:
     raw, bulk = c.raw, c._comms[1]
     sync = WORLD.Barrier
     # 1. random bytes; a well-formed header with a random tag; a plaintext pickle.
     raw.Send(bytearray(os.urandom(300)), 1, 5)
-    header = HEADER.pack(1, RecordType.DATA, 0, 0, c._p2p.sealers[1].session, 0, 1, 5, 0, len(EVIL) + 16)
+    session, n = c._p2p.sealers[1].session, next_counter(c)
+    header = HEADER.pack(1, RecordType.DATA, 0, 0, session, 0, 1, 5, n, len(EVIL) + 16)
     raw.Send(bytearray(header + EVIL + os.urandom(16)), 1, 5)
     raw.Send(bytearray(EVIL), 1, 5)
     c.send("genuine 1", 1, 5)
@@ -268,16 +275,21 @@ def attacker_section3(c: SecureComm) -> None:
     c.Send(np.full(300_000, 7, "u1"), 1, 14)
     sync()
     raw.Send(
-        bytearray(HEADER.pack(1, RecordType.DATA, 0, 0, session, 0, 1, 15, 0, 64_000) + os.urandom(64_000)),
+        bytearray(
+            HEADER.pack(1, RecordType.DATA, 0, 0, session, 0, 1, 15, next_counter(c), 64_000)
+            + os.urandom(64_000)
+        ),
         1,
         15,
     )
-    raw.Send(bytearray(HEADER.pack(1, RecordType.DATA, 0, 0, session, 0, 1, 15, 0, 2**31) + bytes(16)), 1, 15)
+    forged = HEADER.pack(1, RecordType.DATA, 0, 0, session, 0, 1, 15, next_counter(c), 2**31) + bytes(16)
+    raw.Send(bytearray(forged), 1, 15)
     c.Send(np.full(100, 3, "u1"), 1, 15)
     sync()
     raw.Send(
         bytearray(
-            HEADER.pack(1, RecordType.DATA, 0, 0, session, 0, 1, 16, 0, 20_480 + 16) + os.urandom(20_480 + 16)
+            HEADER.pack(1, RecordType.DATA, 0, 0, session, 0, 1, 16, next_counter(c), 20_480 + 16)
+            + os.urandom(20_480 + 16)
         ),
         1,
         16,

@@ -671,6 +671,38 @@ def check_a_buffer_of_the_other_byte_order_is_refused_as_raw(c: SecureComm, raw:
     ok("a_buffer_of_the_other_byte_order_is_refused_as_raw")
 
 
+def check_a_tag_per_step_keeps_nothing_per_tag_and_tags_may_be_received_in_any_order(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """A program whose tags count its steps: nothing is kept per tag (each tag kept ~2 KB on
+    each side before), and a message sent before 9,000 others on another tag (more than a
+    sliding replay window holds) is taken after them."""
+    r, n = c.rank, c.size
+    dest, src = (r + 1) % n, (r - 1) % n
+    got = np.zeros(1)
+    for step in range(5_000):
+        request = c.Isend(np.full(1, float(step)), dest, 1_000 + step)
+        c.Recv(got, src, 1_000 + step)
+        request.Wait()
+        assert got[0] == step
+    first = c.Isend(np.full(1, -1.0), dest, 7)
+    later = [c.Isend(np.full(1, float(i)), dest, 8) for i in range(9_000)]
+    for i in range(9_000):
+        c.Recv(got, src, 8)
+        assert got[0] == i
+    c.Recv(got, src, 7)
+    assert got[0] == -1
+    for request in [first, *later]:
+        request.Wait()
+    c.Barrier()
+    p2p = c._p2p
+    opener, sealer = p2p.openers[src], p2p.sealers[dest]
+    assert opener._channels == {} and sealer._channels == {}  # no key, counter or window per tag
+    assert opener._accepted.starts == [], opener._accepted.starts  # every record came: no run kept
+    assert len(p2p._last) <= 1_025, len(p2p._last)  # the order of tags with records in flight only
+    ok("a_tag_per_step_keeps_nothing_per_tag_and_tags_may_be_received_in_any_order")
+
+
 CHECKS = [
     check_irecv_send_wait,
     check_count_specs,
@@ -697,6 +729,7 @@ CHECKS = [
     check_an_object_larger_than_the_buffer_given_to_recv_is_a_truncation_as_raw,
     check_a_probed_message_of_any_tag_lands_in_the_receive_buffer,
     check_a_buffer_of_the_other_byte_order_is_refused_as_raw,
+    check_a_tag_per_step_keeps_nothing_per_tag_and_tags_may_be_received_in_any_order,
 ]
 
 

@@ -96,7 +96,7 @@ from .limits import MATCH_FIRST, RECORD_ERRORS, Deferring, Envelope, Result, Sta
 from .posted import _ACTIVE, PerPeer, wait_all
 
 if TYPE_CHECKING:
-    from ..wire.record import Opener
+    from ..wire.shared import SharedOpener
 
 BULK_CHUNK = 256 * 1024  # continuation record payload: a record and its plaintext stay in L2
 _POOL = 64  # record buffers kept per lane for blocking sends that post every record (16 MiB)
@@ -122,7 +122,7 @@ class LongMessages:
     comm: Any
     bulk: Any
     stats: Stats | Deferring
-    openers: PerPeer[Opener]
+    openers: PerPeer[SharedOpener]
     _pool: list[bytearray]
     _bulk_rx: list[bytearray] | None
     _scratch: bytearray
@@ -302,7 +302,7 @@ class LongMessages:
         if rtype != RecordType.DATA or channel != tag or flags != (_CONTINUED if more else FLAG_CONTINUATION):
             what = "a first record" if not flags & FLAG_CONTINUATION else "an unexpected record"
             raise RemoteProtocolError(f"{what} from rank {source} tag {tag} where a continuation is due")
-        if counter != self._last[key] + 1:
+        if counter != self._last.get(key, -2) + 1:  # (-2: its first record is not known)
             raise ReplayError(f"continuation record {counter} from rank {source} is a replay or out of order")
         # Decrypted into the lane's scratch (in cache) and copied to the user's memory only
         # after the tag verified: a forged record's bytes never reach ``out``.

@@ -41,9 +41,8 @@ from ..wire.record import (
     FLAG_SYNC,
     HEADER_SIZE,
     SMALL_RECORD,
-    Opener,
-    Sealer,
 )
+from ..wire.shared import SharedOpener, SharedSealer
 from .buffers import matches, mpi_error, mpi_truncate
 from .bulk import LongMessages
 from .limits import (
@@ -83,6 +82,7 @@ _CHANNEL = struct.Struct(">I")  # the channel field of a record header (record.p
 _CHANNEL_OFFSET = HEADER_SIZE - 16  # channel (4 bytes), counter (8) and length (4) end the header
 _FLAGS_OFFSET = 2  # version, type, then the flags byte
 _PROC_NULL = MPI.PROC_NULL
+_FORGET_AT = 1024  # Lane._last's size at which it first drops what it no longer needs
 _BODIES = 256  # views of the record buffer's body kept per lane, one per record size
 
 
@@ -114,8 +114,8 @@ class Lane(PostedReceives, LongMessages):
         self.rank = comm.Get_rank()
         self.size: int = comm.Get_remote_size() if comm.Is_inter() else comm.Get_size()  # the peers
         # Per peer, made on first use (secret.py): setup costs nothing per peer.
-        self.sealers: PerPeer[Sealer] = PerPeer(lambda peer: keys.sealer(label, peer))
-        self.openers: PerPeer[Opener] = PerPeer(lambda peer: keys.opener(label, peer))
+        self.sealers: PerPeer[SharedSealer] = PerPeer(lambda peer: keys.sealer(label, peer))
+        self.openers: PerPeer[SharedOpener] = PerPeer(lambda peer: keys.opener(label, peer))
         self.stats = stats
         # Buffers: only the first-record one now; the others on first use (setup stays cheap).
         self._tx: bytearray | None = None  # one-record messages of SMALL_RECORD..SINGLE_MAX bytes
@@ -125,6 +125,7 @@ class Lane(PostedReceives, LongMessages):
         self._scratch = bytearray(0)  # their plaintext before it is copied to the user (bulk.py)
         self._status = MPI.Status()
         self._last: dict[Envelope, int] = {}  # (source, tag) -> last counter processed
+        self._forget_at = _FORGET_AT  # its size at which the counters no longer needed go
         # Prebound methods for the small-message hot path (one lookup per peer, not per call).
         self.seal_small: PerPeer[Callable[..., bytes | bytearray]] = PerPeer(
             lambda p: self.sealers[p].seal_data
@@ -169,7 +170,7 @@ class Lane(PostedReceives, LongMessages):
 
     # -- sending
 
-    def sealer_for(self, dest: int, tag: int) -> Sealer | None:
+    def sealer_for(self, dest: int, tag: int) -> SharedSealer | None:
         """The sealer of ``dest``; None for MPI.PROC_NULL (nothing is sent).
 
         Checked explicitly: a negative rank must never select another peer's key through
@@ -271,10 +272,13 @@ class Lane(PostedReceives, LongMessages):
         except RECORD_ERRORS as exc:
             self.stats.reject(exc)
             return self._recv_loop(source, tag, sink)
-        # No order check against _last: open_next took only the counter after the window's
-        # top, and _last never exceeds it (it is set only to counters the window accepted).
+        # No order check against _last: open_next took only the floor with nothing accepted
+        # above it, and _last holds only counters the opener accepted (wire/shared.py).
         n, plain = opened
-        self._last[(s, t)] = n
+        last = self._last
+        last[(s, t)] = n
+        if len(last) > self._forget_at:
+            self._forget_old()
         size = len(plain)
         if sink is None:
             return s, t, size, plain
@@ -380,6 +384,8 @@ class Lane(PostedReceives, LongMessages):
         if counter <= last.get(key, -1):
             raise ReplayError(f"record {counter} from rank {source} on tag {tag} is a replay or out of order")
         last[key] = counter
+        if len(last) > self._forget_at:
+            self._forget_old()
         if flags:  # synchronous, an abort notice, or the first record of a message of several records
             if flags & FLAG_ABORT:  # a collective's abort notice: ABORT_TAG, its body never in the sink
                 return source, ABORT_TAG, len(plain), plain
@@ -388,6 +394,16 @@ class Lane(PostedReceives, LongMessages):
             if flags & FLAG_MORE:
                 return self._long(plain, source, tag, sink)
         return _deliver(source, tag, plain, sink)
+
+    def _forget_old(self) -> None:
+        """Drop the last counters of tags that no genuine record can overtake any more: below
+        their peer's floor (wire/shared.py), less one (a long message's next record may be
+        due at the floor). So ``_last`` holds only tags with records in flight, not a tag per
+        step of a program whose tags count its steps."""
+        last, openers = self._last, self.openers
+        for key in [key for key, n in last.items() if n + 1 < openers[key[0]].floor()]:
+            del last[key]
+        self._forget_at = max(_FORGET_AT, 2 * len(last))
 
     def probe(self, source: int, tag: int, *, block: bool) -> Early | None:
         """The next matching authenticated message, taken out of MPI and kept for the receive.

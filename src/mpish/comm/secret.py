@@ -11,14 +11,15 @@ seals the records from rank ``s`` to rank ``r`` on lane ``l`` (``p2p`` or ``coll
     key(s, r, l) = HKDF(secret, "mpish.comm pair" || id || len(l) || l || s || r)
 
 with the suite's HKDF (noise.py: the secret as chaining key, so HMAC keyed by a uniform
-secret, a PRF) and ``s``, ``r`` as 4-byte integers. The record layer derives one key
-per channel (MPI tag) from it (record.py). So:
+secret, a PRF) and ``s``, ``r`` as 4-byte integers. The record layer derives one key from
+it for every channel (MPI tag) of the lane, with one counter (wire/shared.py: no state per
+tag). So:
 
 - Distinct per pair, direction, lane and communicator: the input differs in ``s``,
   ``r``, ``l`` or ``id`` (fixed-size or length-prefixed fields: unambiguous), and a
   PRF maps distinct inputs to independent keys. Exactly one rank seals with a given
   key (rank ``s``, on lane ``l`` of that communicator), and its counters never repeat
-  per channel, so no (key, nonce) pair is used twice.
+  (one counter for every tag of the lane), so no (key, nonce) pair is used twice.
 - Bound to the header: every record also names its session (``H(id || lane)``),
   sender and receiver in its authenticated header (record.py), so a record moved to
   another pair, direction, lane or communicator fails both the header check and the tag.
@@ -51,7 +52,8 @@ from dataclasses import dataclass, field
 
 from ..wire.errors import AuthenticationError, LocalProtocolError
 from ..wire.noise import ProtocolName
-from ..wire.record import SESSION_SIZE, Opener, Sealer
+from ..wire.record import SESSION_SIZE
+from ..wire.shared import SharedOpener, SharedSealer
 
 SECRET_SIZE = 32
 LANES = (b"p2p", b"coll")
@@ -85,15 +87,19 @@ class CommSecret:
         """The session id of a lane: in every record header, the same in both directions."""
         return hashlib.sha256(b"mpish.comm session " + self.ident + b"|" + lane).digest()[:SESSION_SIZE]
 
-    def sealer(self, lane: bytes, peer: int) -> Sealer:
+    def sealer(self, lane: bytes, peer: int) -> SharedSealer:
         """Seals this rank's records to ``peer`` on ``lane``."""
         key = self.key(lane, self.rank, peer)
-        return Sealer(self.protocol.cipher, self.protocol.hash, key, self.session(lane), self.rank, peer)
+        return SharedSealer(
+            self.protocol.cipher, self.protocol.hash, key, self.session(lane), self.rank, peer
+        )
 
-    def opener(self, lane: bytes, peer: int) -> Opener:
+    def opener(self, lane: bytes, peer: int) -> SharedOpener:
         """Opens the records of ``peer`` to this rank on ``lane``."""
         key = self.key(lane, peer, self.rank)
-        return Opener(self.protocol.cipher, self.protocol.hash, key, self.session(lane), peer, self.rank)
+        return SharedOpener(
+            self.protocol.cipher, self.protocol.hash, key, self.session(lane), peer, self.rank
+        )
 
     def child(self, context: bytes, rank: int, size: int) -> CommSecret:
         """The secret of a communicator derived from this one (see the module doc)."""
@@ -110,15 +116,15 @@ class InterSecret(CommSecret):
 
     remote_offset: int = 0
 
-    def sealer(self, lane: bytes, peer: int) -> Sealer:
+    def sealer(self, lane: bytes, peer: int) -> SharedSealer:
         me, them = self.rank, self.remote_offset + peer
         key = self.key(lane, me, them)
-        return Sealer(self.protocol.cipher, self.protocol.hash, key, self.session(lane), me, them)
+        return SharedSealer(self.protocol.cipher, self.protocol.hash, key, self.session(lane), me, them)
 
-    def opener(self, lane: bytes, peer: int) -> Opener:
+    def opener(self, lane: bytes, peer: int) -> SharedOpener:
         me, them = self.rank, self.remote_offset + peer
         key = self.key(lane, them, me)
-        return Opener(self.protocol.cipher, self.protocol.hash, key, self.session(lane), them, me)
+        return SharedOpener(self.protocol.cipher, self.protocol.hash, key, self.session(lane), them, me)
 
     def child(self, context: bytes, rank: int = 0, size: int = 0) -> InterSecret:
         """The keys of a Dup of the intercommunicator: same numbering (``rank``, ``size`` unused)."""

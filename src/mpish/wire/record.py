@@ -113,18 +113,7 @@ class Header(NamedTuple):
     length: int
 
     def pack(self) -> bytes:
-        return HEADER.pack(
-            VERSION,
-            self.type,
-            self.flags,
-            0,
-            self.session,
-            self.sender,
-            self.receiver,
-            self.channel,
-            self.counter,
-            self.length,
-        )
+        return HEADER.pack(VERSION, self.type, self.flags, 0, *self[2:])
 
 
 def parse_header(data: bytes | bytearray | memoryview) -> Header:
@@ -195,6 +184,13 @@ class Sealer(_Direction):
         super().__init__(*args, **kwargs)
         self._rekeying = threading.Lock()
 
+    def _sealing(self, channel: int) -> ChannelState:
+        """The state that seals ``channel`` (made on first use)."""
+        state = self._channels.get(channel)
+        if state is None:  # setdefault: two threads naming a new channel at once share one state
+            state = self._channels.setdefault(channel, self._new_channel(channel))
+        return state
+
     def next_counter(self, channel: int) -> int:
         """The counter the next record of ``channel`` gets (if no other thread seals first)."""
         state = self._channels.get(channel)
@@ -202,9 +198,7 @@ class Sealer(_Direction):
 
     def _next(self, channel: int, n: int | None = None) -> tuple[ChannelState, int, AEAD]:
         """The channel's state, a counter drawn now (or ``n``, drawn by the caller) and its AEAD."""
-        state = self._channels.get(channel)
-        if state is None:  # setdefault: two threads naming a new channel at once share one state
-            state = self._channels.setdefault(channel, self._new_channel(channel))
+        state = self._sealing(channel)
         if n is None:
             n = state.draw()
         if n > self._max_counter:
@@ -484,10 +478,8 @@ class Opener(_Direction):
         cache. A channel no authenticated record named is built here and stored only by
         :meth:`_accept`.
         """
-        state = self._channels.get(channel)
-        if state is None:
-            state = self._new_channel(channel)
-        elif n <= state.window.top:
+        state = self._opening(channel)
+        if n <= state.window.top:
             state.window.check(n)  # raises ReplayError for a duplicate or a too-old counter
         epoch = n >> self._shift
         if epoch == state.epoch:
@@ -496,6 +488,10 @@ class Opener(_Direction):
             return state, state.keys.kept(epoch), []
         chain = state.keys.derive(epoch, max_skip=(REPLAY_WINDOW >> self._shift) + 2)
         return state, chain[-1], chain
+
+    def _opening(self, channel: int) -> ChannelState:
+        """The state that opens ``channel``: stored only by :meth:`_accept`."""
+        return self._channels.get(channel) or self._new_channel(channel)
 
     def _explain(self, record: bytes | bytearray | memoryview) -> None:
         header = parse_header(record)

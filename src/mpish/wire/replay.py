@@ -16,6 +16,8 @@ steps paid it per step (issue 11).
 
 from __future__ import annotations
 
+import bisect
+
 from .errors import ReplayError
 
 REPLAY_WINDOW = 8192
@@ -72,3 +74,61 @@ class ReplayWindow:
             self.top = n
         slot = n & SLOT_MASK
         ring[slot >> 3] |= 1 << (slot & 7)
+
+
+class AcceptedCounters:
+    """Every counter ever accepted, exactly: those below ``floor`` (all of them), and the
+    runs accepted above it (``starts[i] <= n < ends[i]``, sorted, apart, above the floor).
+
+    For a counter space shared by channels whose records may be received in any order
+    (:mod:`mpish.wire.shared`): a record may come after any number of later ones, so no
+    window of fixed width would do. Each run above the floor stands after a counter not yet
+    accepted, a record sent and not yet received: the memory follows the records in flight
+    (which the transport holds anyway), and is none once all came. Accepting the floor, the
+    case of records received in the order they were sealed, costs one addition.
+    """
+
+    __slots__ = ("ends", "floor", "starts", "top")
+
+    def __init__(self) -> None:
+        self.floor = 0  # every counter below it was accepted; the floor itself was not
+        self.top = -1  # the highest accepted counter
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def check(self, n: int) -> None:
+        """Raise ReplayError if ``n`` was accepted before."""
+        if n < self.floor:
+            raise ReplayError(f"record counter {n} was already received")
+        i = bisect.bisect_right(self.starts, n) - 1
+        if i >= 0 and n < self.ends[i]:
+            raise ReplayError(f"record counter {n} was already received")
+
+    def accept(self, n: int) -> None:
+        """Mark ``n`` as received (call only after its tag verified and check() passed)."""
+        starts, ends = self.starts, self.ends
+        if n > self.top:
+            self.top = n
+        if n == self.floor:
+            self.floor = n + 1
+            if starts and starts[0] == n + 1:  # the hole is filled: the run joins the floor
+                self.floor = ends[0]
+                del starts[0], ends[0]
+            return
+        i = bisect.bisect_right(starts, n) - 1  # the run starting at or below n, if any
+        joins_next = i + 1 < len(starts) and starts[i + 1] == n + 1
+        if i >= 0 and ends[i] == n:  # n extends run i
+            if joins_next:  # ... up to run i + 1: one run
+                ends[i] = ends[i + 1]
+                del starts[i + 1], ends[i + 1]
+            else:
+                ends[i] = n + 1
+        elif joins_next:
+            starts[i + 1] = n
+        else:
+            starts.insert(i + 1, n)
+            ends.insert(i + 1, n + 1)
+
+    def oldest(self) -> int:
+        """The lowest counter a genuine record still to come can have."""
+        return self.floor

@@ -1,0 +1,191 @@
+"""Records whose channels share one key and one counter space: ``mpish.secure(comm)``'s lanes.
+
+Theory of operation
+-------------------
+:mod:`mpish.wire.record` gives each channel of a direction its own key, counter and replay
+window: right for a shell's few fixed channels. ``secure(comm)`` names a channel per MPI
+tag, and a program whose tags count its steps made a channel per step, about 2 KB on each
+side of each pair, kept until ``Free()`` (issue 11: 200,000 tags, 0.4 GB a rank).
+
+Here the channels of a direction share one key (HKDF of the direction key with the label
+``mpish lane``, apart from every per-channel key), one counter, one set of key epochs and
+one record of the counters accepted. The record format is unchanged: the header still
+names the channel, and it is authenticated as ever (the associated data), so a record
+moved to another channel fails its tag. A (key, nonce) pair is still never used twice: a
+counter is drawn once per direction, whatever the channel.
+
+Replay: MPI keeps the order of messages only per (source, tag); records of different tags
+are received in any order, and a record may come after any number of records sealed later
+(a program sends 100,000 messages on one tag and one on another, and receives the last
+first). A sliding window of fixed width would refuse the early ones as too old, so the
+receiver keeps the counters it accepted exactly (:class:`~mpish.wire.replay.AcceptedCounters`):
+all below the lowest one not yet received, plus the runs accepted above it. That costs
+memory only for records sent and not yet received (which MPI holds anyway), none per
+channel, and nothing at all once everything sent was received. Nothing unauthenticated
+moves it (the record layer's rule: accepted after the tag verified).
+
+The order of one channel's records (MPI's non-overtaking rule, enforced by the caller,
+``comm/lane.py``) needs a per-channel last counter only while it lies at or above
+:meth:`SharedOpener.floor`: every genuine record still to come has a counter at or above
+the floor, so a last counter below it can be forgotten (``comm/lane.py`` does). A record
+sealed and never received (a cancelled send, a message no receive takes) keeps the floor
+below it for good: the set then holds one run above it, and the caller keeps a last counter
+per tag used after it.
+
+Key epochs: a rekey every ``2**rekey_shift`` records of the direction (all channels), as
+in record.py; the receiver keeps the epochs from the floor's up (a record not yet received
+may still need them), and derives at most ``(REPLAY_WINDOW >> rekey_shift) + 2`` epochs
+ahead of the highest one it has for one record (2 at the default shift: 2**31 records
+ahead), so a forged far-future counter costs little and leaves nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+
+from .epochs import ChannelState, EpochKeys
+from .errors import AuthenticationError, LocalProtocolError
+from .noise import AEAD, TAGLEN, HashFunctions
+from .record import (
+    _HEAD,
+    _PREFIX_SIZE,
+    _TAIL,
+    HEADER_SIZE,
+    MAX_CHANNEL,
+    MAX_RECORD_PAYLOAD,
+    SMALL_RECORD,
+    Opener,
+    RecordType,
+    Sealer,
+)
+from .replay import AcceptedCounters
+
+
+def lane_key(hashes: HashFunctions, direction_key: bytes) -> bytes:
+    """The first key of a shared counter space: HKDF(direction key, "mpish lane")."""
+    return hashes.hkdf(direction_key, b"mpish lane", 1)[0][:32]
+
+
+class _Shared:
+    """What both shared sides hold: one state for every channel."""
+
+    _state: ChannelState
+
+    def _shared_state(self) -> ChannelState:
+        keys = EpochKeys(self.functions, lane_key(self.hashes, self._key))  # type: ignore[attr-defined]
+        state = ChannelState(keys, self._shift, self._max_counter, b"")  # type: ignore[attr-defined]
+        state.window = AcceptedCounters()  # type: ignore[assignment]
+        return state
+
+    def _head(self, channel: int) -> bytes:
+        """A plain DATA record's header up to its counter, for ``channel``."""
+        if not 0 <= channel <= MAX_CHANNEL:
+            raise LocalProtocolError(f"channel id {channel} out of range")
+        prefix: bytes = self._data_prefix  # type: ignore[attr-defined]
+        return prefix + channel.to_bytes(4, "big")
+
+
+class SharedSealer(_Shared, Sealer):
+    """Seals records of every channel of a direction with one key and one counter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._state = self._shared_state()
+
+    def _sealing(self, channel: int) -> ChannelState:
+        self._head(channel)  # the range check
+        return self._state
+
+    def next_counter(self, channel: int) -> int:
+        """The counter the next record gets, on any channel (if no other thread seals first)."""
+        return int(repr(self._state.counts)[6:-1])  # "count(N)": peeks, draws nothing
+
+    def seal_data(self, payload: bytes | bytearray | memoryview, channel: int) -> bytes | bytearray:
+        """Sealer.seal_data with the shared counter (its hot path: record.py)."""
+        size = len(payload)
+        if size >= SMALL_RECORD:
+            return self.seal(payload, channel=channel)
+        head = self._head(channel)
+        state = self._state
+        limit = state.limit  # the limit, then the AEAD, then the counter: record.py
+        aead = state.aead
+        n = state.draw()
+        if n >= limit:  # a rekey, or the end of the counters: the general path, with this n
+            return self._seal_small(payload, channel, RecordType.DATA, 0, n)
+        header = _HEAD.pack(head, n, size + TAGLEN)
+        return header + aead.encrypt(self._nonce(0, n), payload, header)
+
+
+class SharedOpener(_Shared, Opener):
+    """Opens records of every channel of a direction: one key, one set of accepted counters."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._state = self._shared_state()
+        self._accepted: AcceptedCounters = self._state.window  # type: ignore[assignment]
+
+    def floor(self) -> int:
+        """Every record still to come has a counter at least this (module doc)."""
+        return self._accepted.floor
+
+    def _opening(self, channel: int) -> ChannelState:
+        self._head(channel)
+        return self._state
+
+    def open_fields(self, record: bytes | bytearray | memoryview) -> tuple[int, int, int, int, bytes]:
+        """Opener.open_fields; inline for a plain DATA record at the floor with nothing above it."""
+        accepted, state = self._accepted, self._state
+        if (
+            record[:_PREFIX_SIZE] == self._data_prefix
+            and len(record) >= HEADER_SIZE + TAGLEN
+            and not accepted.starts
+        ):
+            channel, n, length = _TAIL.unpack_from(record, _PREFIX_SIZE)
+            if (
+                n == accepted.floor
+                and n < state.limit
+                and length == len(record) - HEADER_SIZE
+                and length <= MAX_RECORD_PAYLOAD + TAGLEN
+            ):
+                body = record[HEADER_SIZE:] if length <= SMALL_RECORD else memoryview(record)[HEADER_SIZE:]
+                try:
+                    plaintext = state.aead.decrypt(self._nonce(0, n), body, record[:HEADER_SIZE])
+                except InvalidTag:
+                    raise AuthenticationError("record failed authentication") from None
+                accepted.floor = n + 1
+                accepted.top = n
+                return RecordType.DATA, 0, channel, n, plaintext
+        return super().open_fields(record)
+
+    def open_next(
+        self, buf: bytearray, count: int, channel: int, body: memoryview | None = None
+    ) -> tuple[int, bytes] | None:
+        """Opener.open_next: the record at the floor with nothing accepted above it, else None."""
+        accepted, state = self._accepted, self._state
+        if accepted.starts or not HEADER_SIZE + TAGLEN <= count < SMALL_RECORD or channel > MAX_CHANNEL:
+            return None
+        n = accepted.floor
+        header = _HEAD.pack(self._data_prefix + channel.to_bytes(4, "big"), n, count - HEADER_SIZE)
+        if n >= state.limit or not buf.startswith(header):
+            return None
+        try:
+            if body is None:
+                body = memoryview(buf)[HEADER_SIZE:count]
+            plaintext = state.aead.decrypt(self._nonce(0, n), body, header)
+        except InvalidTag:
+            raise AuthenticationError("record failed authentication") from None
+        accepted.floor = n + 1
+        accepted.top = n
+        return n, plaintext
+
+    def _accept(self, state: ChannelState, channel: int, n: int, chain: list[AEAD]) -> None:
+        """Record ``n`` authenticated: mark it, move the epoch, retire keys below the floor's."""
+        accepted = self._accepted
+        accepted.accept(n)
+        keep_from = accepted.floor >> self._shift  # a record still to come needs no older key
+        if chain:
+            state.commit(chain, keep_from)
+        else:
+            state.keys.retire_below(keep_from)
