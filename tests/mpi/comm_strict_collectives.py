@@ -21,11 +21,11 @@ from mpi_main import run
 
 import mpish
 from mpish.comm import COLL_TAG, SecureComm
-from mpish.wire.errors import AuthenticationError, ReplayError
+from mpish.wire.errors import AuthenticationError
 from mpish.wire.record import HEADER, RecordType
 
 WORLD = MPI.COMM_WORLD
-FORGED = (AuthenticationError, ReplayError)  # counter 0 of a later forgery: a replay
+FORGED = (AuthenticationError,)  # a forged record with the counter its sender's next record will have
 
 
 def forge(c: SecureComm, source: int, dest: int) -> None:
@@ -33,7 +33,8 @@ def forge(c: SecureComm, source: int, dest: int) -> None:
     ``dest`` on the collective lane's MPI communicator, ahead of the next collective's."""
     if c.rank == source:
         session = c._coll.sealers[dest].session
-        header = HEADER.pack(1, RecordType.DATA, 0, 0, session, source, dest, COLL_TAG, 0, 24)
+        counter = c._coll.sealers[dest].next_counter(COLL_TAG)  # in the clear in every header
+        header = HEADER.pack(1, RecordType.DATA, 0, 0, session, source, dest, COLL_TAG, counter, 24)
         record = header + os.urandom(24)
         c._comms[2].Send([bytearray(record), MPI.BYTE], dest, COLL_TAG)
     WORLD.Barrier()
@@ -93,6 +94,17 @@ def check_allreduce(c: SecureComm) -> None:
     assert float(sums[0][0]) == whole, sums  # type: ignore[index]
 
 
+def check_barrier_meeting_it_in_its_second_round(c: SecureComm) -> None:
+    """Rank 2 takes rank 0's record in the dissemination barrier's second round (distance 2,
+    at 3 and 4 ranks): the forged record ahead of it raises there, the others pass, and the
+    barriers after it stay in step (a record left queued would be taken by the next one)."""
+    forge(c, 0, 2)
+    results = in_step(c, 2, lambda k: c.Barrier())
+    assert results[1:] == [None, None], results
+    value = c.bcast(c.size if c.rank == 0 else None, 0)  # the lane still in step for another kind
+    assert value == c.size, value
+
+
 def check_a_persistent_bcast_started_by_mpi_writes_its_buffer(c: SecureComm) -> None:
     forge(c, 0, 1)
     buf = np.full(2, 9.0) if c.rank == 0 else np.zeros(2)
@@ -108,6 +120,7 @@ def check_a_persistent_bcast_started_by_mpi_writes_its_buffer(c: SecureComm) -> 
 
 
 CASES = (check_bcast, check_bcast_through_an_inner_rank_of_the_tree, check_allreduce,
+         check_barrier_meeting_it_in_its_second_round,
          check_a_persistent_bcast_started_by_mpi_writes_its_buffer)
 
 

@@ -245,6 +245,7 @@ def test_strict_mode_raises_a_forged_collective_record_once_the_collective_is_wh
     assert proc.returncode == 0, explain(proc)
     reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
     assert reported == ["bcast", "bcast_through_an_inner_rank_of_the_tree", "allreduce",
+                        "barrier_meeting_it_in_its_second_round",
                         "a_persistent_bcast_started_by_mpi_writes_its_buffer"], explain(proc)
     assert "ALL OK" in proc.stdout, explain(proc)
 

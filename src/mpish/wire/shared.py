@@ -79,12 +79,19 @@ class _Shared:
         state.window = AcceptedCounters()  # type: ignore[assignment]
         return state
 
+    _cached: tuple[int, bytes] = (-1, b"")  # the last channel's head: one tuple, read atomically
+
     def _head(self, channel: int) -> bytes:
         """A plain DATA record's header up to its counter, for ``channel``."""
+        cached = self._cached
+        if cached[0] == channel:
+            return cached[1]
         if not 0 <= channel <= MAX_CHANNEL:
             raise LocalProtocolError(f"channel id {channel} out of range")
         prefix: bytes = self._data_prefix  # type: ignore[attr-defined]
-        return prefix + channel.to_bytes(4, "big")
+        head = prefix + channel.to_bytes(4, "big")
+        self._cached = (channel, head)
+        return head
 
 
 class SharedSealer(_Shared, Sealer):
@@ -107,7 +114,8 @@ class SharedSealer(_Shared, Sealer):
         size = len(payload)
         if size >= SMALL_RECORD:
             return self.seal(payload, channel=channel)
-        head = self._head(channel)
+        cached = self._cached  # (the hot path: _head inline)
+        head = cached[1] if cached[0] == channel else self._head(channel)
         state = self._state
         limit = state.limit  # the limit, then the AEAD, then the counter: record.py
         aead = state.aead
@@ -167,7 +175,9 @@ class SharedOpener(_Shared, Opener):
         if accepted.starts or not HEADER_SIZE + TAGLEN <= count < SMALL_RECORD or channel > MAX_CHANNEL:
             return None
         n = accepted.floor
-        header = _HEAD.pack(self._data_prefix + channel.to_bytes(4, "big"), n, count - HEADER_SIZE)
+        cached = self._cached
+        head = cached[1] if cached[0] == channel else self._head(channel)
+        header = _HEAD.pack(head, n, count - HEADER_SIZE)
         if n >= state.limit or not buf.startswith(header):
             return None
         try:
