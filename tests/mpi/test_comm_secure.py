@@ -250,6 +250,21 @@ def test_strict_mode_raises_a_forged_collective_record_once_the_collective_is_wh
     assert "ALL OK" in proc.stdout, explain(proc)
 
 
+@pytest.mark.parametrize("ranks", [3, 4, 5])
+def test_a_barrier_round_failing_on_one_rank_raises_where_its_notices_reach_and_leaves_nothing_queued(
+    home: Path, ranks: int
+) -> None:
+    proc = run(["-n", str(ranks), PYTHON, str(HERE / "comm_barrier_failure.py")], home)
+    assert proc.returncode == 0, explain(proc)
+    rounds = (ranks - 1).bit_length()
+    reported = re.findall(r"^OK round (\d+): (.*)$", proc.stdout, re.MULTILINE)
+    assert [int(k) for k, _ in reported] == list(range(rounds)), explain(proc)
+    for _, outcomes in reported:  # the failing rank raised its error, and at least the rank
+        assert outcomes.split()[1] == "error", explain(proc)  # its first notice went to: aborted
+    assert "aborted" in reported[0][1].split(), explain(proc)
+    assert "ALL OK" in proc.stdout, explain(proc)
+
+
 @pytest.fixture(scope="module", params=[1, 3])
 def regressions(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """One run of comm_regressions.py per world size; each test below reads its check's line."""
