@@ -28,8 +28,8 @@ The order of one channel's records (MPI's non-overtaking rule, enforced by the c
 ``comm/lane.py``) needs a per-channel last counter only while it lies at or above
 :meth:`SharedOpener.floor`: every genuine record still to come has a counter at or above
 the floor, so a last counter below it can be forgotten (``comm/lane.py`` does). A record
-sealed and never received (a cancelled send, a message no receive takes) keeps the floor
-below it for good: the set then holds one run above it, and the caller keeps a last counter
+sealed and never received (a message no receive takes; comm never cancels a send) keeps the
+floor below it for good: the set then holds one run above it, and the caller keeps a last counter
 per tag used after it.
 
 Key epochs: a rekey every ``2**rekey_shift`` records of the direction (all channels), as
