@@ -33,10 +33,10 @@ Why a forged, replayed or moved acknowledgement never completes a send:
   another communicator or pair, or a data record moved to :data:`ACK_TAG` (another
   lane's session and key), fails the checks; an acknowledgement moved onto a data lane
   fails there for the same reason.
-- Replayed: the ``ack`` lane's replay window refuses a counter already accepted; and an
-  acknowledgement naming a send already acknowledged, or one not sent yet (a guessed
-  later counter), names no pending send and is refused. Record counters never repeat
-  per (direction, tag), so the ``(tag, counter)`` named identifies exactly one message:
+- Replayed: the ``ack`` lane's record of accepted counters refuses one already accepted;
+  and an acknowledgement naming a send already acknowledged, or one not sent yet (a guessed
+  later counter), names no pending send and is refused. Record counters never repeat per
+  direction (one counter for every tag of a lane: wire/shared.py), so the ``(tag, counter)`` named identifies exactly one message:
   one genuine acknowledgement completes exactly the send whose first record its
   receiver received.
 - Every refused acknowledgement goes to the lane's ``Stats.reject`` (``rejected``, the
