@@ -36,9 +36,9 @@ Why a forged, replayed or moved acknowledgement never completes a send:
 - Replayed: the ``ack`` lane's record of accepted counters refuses one already accepted;
   and an acknowledgement naming a send already acknowledged, or one not sent yet (a guessed
   later counter), names no pending send and is refused. Record counters never repeat per
-  direction (one counter for every tag of a lane: wire/shared.py), so the ``(tag, counter)`` named identifies exactly one message:
-  one genuine acknowledgement completes exactly the send whose first record its
-  receiver received.
+  direction (one counter for every tag of a lane: wire/shared.py), so the ``(tag,
+  counter)`` named identifies exactly one message: one genuine acknowledgement completes
+  exactly the send whose first record its receiver received.
 - Every refused acknowledgement goes to the lane's ``Stats.reject`` (``rejected``, the
   ``on_reject`` callback, strict mode raises), as a refused data record does.
 
