@@ -676,15 +676,24 @@ def check_a_tag_per_step_keeps_nothing_per_tag_and_tags_may_be_received_in_any_o
 ) -> None:
     """A program whose tags count its steps: nothing is kept per tag (each tag kept ~2 KB on
     each side before), and a message sent before 9,000 others on another tag (more than a
-    sliding replay window holds) is taken after them."""
+    sliding replay window holds) is taken after them. A message sent and received only after
+    3,000 steps keeps each step's tag's last counter until it is received (the order of each
+    tag is checked: wire/shared.py), then they go; a long message whose first record is the
+    one that makes the lane drop them is whole."""
     r, n = c.rank, c.size
     dest, src = (r + 1) % n, (r - 1) % n
     got = np.zeros(1)
-    for step in range(5_000):
-        request = c.Isend(np.full(1, float(step)), dest, 1_000 + step)
-        c.Recv(got, src, 1_000 + step)
-        request.Wait()
-        assert got[0] == step
+
+    def steps(first: int, count: int) -> None:
+        for step in range(first, first + count):
+            request = c.Isend(np.full(1, float(step)), dest, step)
+            c.Recv(got, src, step)
+            request.Wait()
+            assert got[0] == step
+
+    p2p = c._p2p
+    steps(1_000, 5_000)
+    assert len(p2p._last) <= 1_025, len(p2p._last)  # the order of tags with records in flight only
     first = c.Isend(np.full(1, -1.0), dest, 7)
     later = [c.Isend(np.full(1, float(i)), dest, 8) for i in range(9_000)]
     for i in range(9_000):
@@ -694,12 +703,31 @@ def check_a_tag_per_step_keeps_nothing_per_tag_and_tags_may_be_received_in_any_o
     assert got[0] == -1
     for request in [first, *later]:
         request.Wait()
+    assert p2p.openers[src]._accepted.starts == [], p2p.openers[src]._accepted.starts  # all came
+    stranded = c.Isend(np.full(1, 99.0), dest, 99)
+    steps(10_000, 3_000)
+    assert len(p2p._last) >= 3_000, len(p2p._last)  # a hole below them: each tag's order is kept
+    c.Recv(got, src, 99)
+    stranded.Wait()
+    assert got[0] == 99 and p2p.openers[src]._accepted.starts == []
+    p2p._forget_old()
+    # The hole filled: of each peer only the last record's tag is kept (it may begin a long message).
+    assert [key for key in p2p._last if key[0] == src] == [(src, 12_999)], p2p._last
+    assert len(p2p._last) <= n, p2p._last
+    # A long message whose first record is the 1,025th entry: _forget_old runs between its
+    # first record and its continuation records, and keeps what they are checked against.
+    d = c.Dup()
+    for tag in range(1_024):
+        request = d.Isend(np.ones(1), dest, tag)
+        d.Recv(got, src, tag)
+        request.Wait()
+    big = np.zeros(600_000, "u1")
+    request = d.Isend(np.full(600_000, 5, "u1"), dest, 5_000)
+    d.Recv(big, src, 5_000)
+    request.Wait()
+    assert np.all(big == 5) and d.rejected == 0
+    d.Free()
     c.Barrier()
-    p2p = c._p2p
-    opener, sealer = p2p.openers[src], p2p.sealers[dest]
-    assert opener._channels == {} and sealer._channels == {}  # no key, counter or window per tag
-    assert opener._accepted.starts == [], opener._accepted.starts  # every record came: no run kept
-    assert len(p2p._last) <= 1_025, len(p2p._last)  # the order of tags with records in flight only
     ok("a_tag_per_step_keeps_nothing_per_tag_and_tags_may_be_received_in_any_order")
 
 

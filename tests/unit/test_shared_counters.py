@@ -88,7 +88,6 @@ def test_a_channel_per_record_keeps_no_state_per_channel() -> None:
         tracemalloc.stop()
     grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     assert grown < 20_000 * 8, f"{grown} bytes kept over 20,000 channels"  # per-channel state: ~2 KB each
-    assert sealer._channels == {} and opener._channels == {}
     assert opener.floor() == 20_100
 
 
@@ -157,13 +156,32 @@ def test_shared_and_per_channel_keys_differ() -> None:
         Opener(*suite).open_fields(SharedSealer(*suite).seal(b"same bytes", channel=0))
 
 
-def test_open_next_refuses_a_record_not_at_the_floor_and_changes_nothing() -> None:
+def test_open_next_takes_only_the_record_after_the_highest_and_changes_nothing_else() -> None:
     sealer, opener = _pair()
-    first, second = sealer.seal_data(b"a", 1), sealer.seal_data(b"b", 2)
+    first, second, third = sealer.seal_data(b"a", 1), sealer.seal_data(b"b", 2), sealer.seal_data(b"c", 3)
     buf = bytearray(second)
-    assert opener.open_next(buf, len(buf), 2) is None  # counter 1, the floor is 0
+    assert opener.open_next(buf, len(buf), 2) is None  # counter 1, the highest accepted is none
     assert opener.floor() == 0 and opener._accepted.top == -1
     assert opener.open_fields(second)[3] == 1
     buf = bytearray(first)
-    assert opener.open_next(buf, len(buf), 1) is None  # a hole below a run: the general path
-    assert opener.open_fields(first)[3] == 0 and opener.floor() == 2
+    assert opener.open_next(buf, len(buf), 1) is None  # counter 0: a hole below the highest
+    buf = bytearray(third)
+    assert opener.open_next(buf, len(buf), 3) == (2, b"c")  # after the highest, a hole below
+    assert opener._accepted.starts == [1] and opener._accepted.ends == [3]
+    assert opener.open_fields(first)[3] == 0 and opener.floor() == 3 and opener._accepted.starts == []
+
+
+def test_a_message_not_received_yet_leaves_the_hot_paths_on() -> None:
+    sealer, opener = _pair()
+    stranded = sealer.seal_data(b"received last", 99)
+    assert opener.open_fields(sealer.seal_data(b"step", 1_000))[3] == 1  # a hole below: the general path
+    for step in range(1, 1_000):  # each record right after the highest: the inline paths
+        record = sealer.seal_data(b"step", 1_000 + step)
+        if step % 2:
+            assert opener.open_fields(record)[3] == step + 1
+        else:
+            buf = bytearray(record)
+            assert opener.open_next(buf, len(buf), 1_000 + step) == (step + 1, b"step")
+    assert opener.floor() == 0 and (opener._accepted.starts, opener._accepted.ends) == ([1], [1_001])
+    assert opener.open_fields(stranded)[2:] == (99, 0, b"received last")
+    assert opener.floor() == 1_001 and opener._accepted.starts == []

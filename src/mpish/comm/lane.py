@@ -272,8 +272,8 @@ class Lane(PostedReceives, LongMessages):
         except RECORD_ERRORS as exc:
             self.stats.reject(exc)
             return self._recv_loop(source, tag, sink)
-        # No order check against _last: open_next took only the floor with nothing accepted
-        # above it, and _last holds only counters the opener accepted (wire/shared.py).
+        # No order check against _last: open_next took only the counter after the highest
+        # accepted, and _last holds only counters the opener accepted (wire/shared.py).
         n, plain = opened
         last = self._last
         last[(s, t)] = n

@@ -85,7 +85,8 @@ class AcceptedCounters:
     window of fixed width would do. Each run above the floor stands after a counter not yet
     accepted, a record sent and not yet received: the memory follows the records in flight
     (which the transport holds anyway), and is none once all came. Accepting the floor, the
-    case of records received in the order they were sealed, costs one addition.
+    case of records received in the order they were sealed, costs one addition, and so does
+accepting the counter after the highest (:meth:`take_next`).
     """
 
     __slots__ = ("ends", "floor", "starts", "top")
@@ -129,6 +130,11 @@ class AcceptedCounters:
             starts.insert(i + 1, n)
             ends.insert(i + 1, n + 1)
 
-    def oldest(self) -> int:
-        """The lowest counter a genuine record still to come can have."""
-        return self.floor
+    def take_next(self, n: int) -> None:
+        """:meth:`accept` of ``top + 1`` (the hot paths: records in the order they were sealed,
+        a message not received yet below them or not)."""
+        if self.ends:
+            self.ends[-1] = n + 1
+        else:
+            self.floor = n + 1
+        self.top = n
