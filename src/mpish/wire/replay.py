@@ -9,9 +9,10 @@ record cannot move it.
 A channel whose records all came in order (every counter up to the top accepted, the
 case of every MPI channel: MPI does not overtake) needs no ring to tell a replay: any
 counter at or below the top is one. Its ring is made at its first gap, all set (each
-counter the window covers was accepted). A ring is 1 KiB, and ``mpish.secure(comm)``
-keeps a channel per tag a program uses, in each direction: a code whose tags count its
-steps paid it per step (issue 11).
+counter the window covers was accepted). A ring is 1 KiB.
+
+:class:`AcceptedCounters` is the exact record that replaces the window where channels share
+one counter space and are received in any order (``mpish.secure(comm)``: wire/shared.py).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class AcceptedCounters:
     accepted, a record sent and not yet received: the memory follows the records in flight
     (which the transport holds anyway), and is none once all came. Accepting the floor, the
     case of records received in the order they were sealed, costs one addition, and so does
-accepting the counter after the highest (:meth:`take_next`).
+    accepting the counter after the highest (:meth:`take_next`).
     """
 
     __slots__ = ("ends", "floor", "starts", "top")
