@@ -53,11 +53,30 @@ def test_accepted_counters_match_a_set_of_every_counter_taken(seed: int) -> None
         floor = accepted.floor
         assert set(range(floor)) <= taken and floor not in taken
         runs_held = set()
-        for start, end in zip(accepted.starts, accepted.ends, strict=True):
+        for start, end in accepted.runs():
             assert floor < start < end
             runs_held.update(range(start, end))
         assert runs_held == {t for t in taken if t > floor}
-    assert accepted.floor == total and accepted.starts == [] and accepted.ends == []
+    assert accepted.floor == total and accepted.runs() == [] and accepted.starts == accepted.ends == []
+
+
+def test_every_other_counter_first_then_the_rest_leaves_no_run_and_refuses_every_replay() -> None:
+    accepted = AcceptedCounters()  # two channels sealed alternately, one received wholly first
+    total = 100_000
+    for n in range(1, total, 2):
+        accepted.check(n)
+        accepted.accept(n)
+    assert len(accepted.runs()) == total // 2 and accepted.floor == 0
+    for n in range(0, total, 2):  # each fills the hole at the floor: the first run joins it
+        accepted.check(n)
+        accepted.accept(n)
+        assert accepted.floor == n + 2
+        assert len(accepted.starts) - accepted.head == total // 2 - n // 2 - 1  # runs left
+        assert accepted.head <= max(64, len(accepted.starts) // 2)  # taken runs dropped in bulk
+    assert accepted.floor == total and accepted.runs() == [] and accepted.starts == []
+    for n in (0, 1, total // 2, total - 1):
+        with pytest.raises(ReplayError):
+            accepted.check(n)
 
 
 def test_records_of_one_channel_taken_after_ten_thousand_of_another_are_accepted() -> None:
@@ -67,7 +86,7 @@ def test_records_of_one_channel_taken_after_ten_thousand_of_another_are_accepted
     for record in later:
         assert opener.open_fields(record)[2] == 8
     assert opener.open_fields(early)[2:] == (7, 0, b"sealed first")
-    assert opener.floor() == 10_001 and opener._accepted.starts == []
+    assert opener.floor() == 10_001 and opener._accepted.runs() == []
     for record in (early, later[0], later[-1]):
         with pytest.raises(ReplayError):
             opener.open_fields(record)
@@ -99,7 +118,7 @@ def test_a_record_moved_to_another_channel_fails_its_tag() -> None:
         opener.open_fields(record)
     assert opener.floor() == 0  # nothing moved: the genuine record is still taken
     assert opener.open_fields(sealer.seal(b"next", channel=4))[3] == 1  # counter 1: 0 is a hole
-    assert opener.floor() == 0 and opener._accepted.starts == [1]
+    assert opener.floor() == 0 and opener._accepted.runs() == [(1, 2)]
 
 
 def test_forged_records_do_not_move_the_floor_or_the_keys() -> None:
@@ -167,8 +186,8 @@ def test_open_next_takes_only_the_record_after_the_highest_and_changes_nothing_e
     assert opener.open_next(buf, len(buf), 1) is None  # counter 0: a hole below the highest
     buf = bytearray(third)
     assert opener.open_next(buf, len(buf), 3) == (2, b"c")  # after the highest, a hole below
-    assert opener._accepted.starts == [1] and opener._accepted.ends == [3]
-    assert opener.open_fields(first)[3] == 0 and opener.floor() == 3 and opener._accepted.starts == []
+    assert opener._accepted.runs() == [(1, 3)]
+    assert opener.open_fields(first)[3] == 0 and opener.floor() == 3 and opener._accepted.runs() == []
 
 
 def test_a_message_not_received_yet_leaves_the_hot_paths_on() -> None:
@@ -182,6 +201,6 @@ def test_a_message_not_received_yet_leaves_the_hot_paths_on() -> None:
         else:
             buf = bytearray(record)
             assert opener.open_next(buf, len(buf), 1_000 + step) == (step + 1, b"step")
-    assert opener.floor() == 0 and (opener._accepted.starts, opener._accepted.ends) == ([1], [1_001])
+    assert opener.floor() == 0 and opener._accepted.runs() == [(1, 1_001)]
     assert opener.open_fields(stranded)[2:] == (99, 0, b"received last")
-    assert opener.floor() == 1_001 and opener._accepted.starts == []
+    assert opener.floor() == 1_001 and opener._accepted.runs() == []

@@ -79,7 +79,8 @@ class ReplayWindow:
 
 class AcceptedCounters:
     """Every counter ever accepted, exactly: those below ``floor`` (all of them), and the
-    runs accepted above it (``starts[i] <= n < ends[i]``, sorted, apart, above the floor).
+    runs accepted above it (``starts[i] <= n < ends[i]`` for ``i >= head``: sorted, apart,
+    above the floor; the entries before ``head`` are runs the floor took, dropped in bulk).
 
     For a counter space shared by channels whose records may be received in any order
     (:mod:`mpish.wire.shared`): a record may come after any number of later ones, so no
@@ -87,39 +88,53 @@ class AcceptedCounters:
     accepted, a record sent and not yet received: the memory follows the records in flight
     (which the transport holds anyway), and is none once all came. Accepting the floor, the
     case of records received in the order they were sealed, costs one addition, and so does
-    accepting the counter after the highest (:meth:`take_next`).
+    accepting the counter after the highest (:meth:`take_next`); the floor taking the first
+    run costs O(1) (``head``), a run made or joined below the highest costs a list insert or
+    delete (a C memmove of the runs above it).
     """
 
-    __slots__ = ("ends", "floor", "starts", "top")
+    __slots__ = ("ends", "floor", "head", "starts", "top")
 
     def __init__(self) -> None:
         self.floor = 0  # every counter below it was accepted; the floor itself was not
         self.top = -1  # the highest accepted counter
         self.starts: list[int] = []
         self.ends: list[int] = []
+        self.head = 0  # the first live run (module doc); the lists are empty when none is
+
+    def runs(self) -> list[tuple[int, int]]:
+        """The runs accepted above the floor, as (first, last + 1)."""
+        return list(zip(self.starts[self.head :], self.ends[self.head :], strict=True))
 
     def check(self, n: int) -> None:
         """Raise ReplayError if ``n`` was accepted before."""
         if n < self.floor:
             raise ReplayError(f"record counter {n} was already received")
-        i = bisect.bisect_right(self.starts, n) - 1
-        if i >= 0 and n < self.ends[i]:
+        i = bisect.bisect_right(self.starts, n, self.head) - 1
+        if i >= self.head and n < self.ends[i]:
             raise ReplayError(f"record counter {n} was already received")
 
     def accept(self, n: int) -> None:
         """Mark ``n`` as received (call only after its tag verified and check() passed)."""
-        starts, ends = self.starts, self.ends
+        starts, ends, head = self.starts, self.ends, self.head
         if n > self.top:
             self.top = n
         if n == self.floor:
             self.floor = n + 1
-            if starts and starts[0] == n + 1:  # the hole is filled: the run joins the floor
-                self.floor = ends[0]
-                del starts[0], ends[0]
+            if head < len(starts) and starts[head] == n + 1:  # the hole is filled: the run joins
+                self.floor = ends[head]
+                self.head = head = head + 1
+                if head == len(starts):  # no run left
+                    starts.clear()
+                    ends.clear()
+                    self.head = 0
+                elif head > 64 and 2 * head > len(starts):  # mostly taken runs: drop them
+                    del starts[:head], ends[:head]
+                    self.head = 0
             return
-        i = bisect.bisect_right(starts, n) - 1  # the run starting at or below n, if any
+        i = bisect.bisect_right(starts, n, head) - 1  # the run starting at or below n, if any
         joins_next = i + 1 < len(starts) and starts[i + 1] == n + 1
-        if i >= 0 and ends[i] == n:  # n extends run i
+        if i >= head and ends[i] == n:  # n extends run i
             if joins_next:  # ... up to run i + 1: one run
                 ends[i] = ends[i + 1]
                 del starts[i + 1], ends[i + 1]
