@@ -92,6 +92,12 @@ def attacker(c: SecureComm) -> None:
     raw.Send(record, 1, 7)
     c.send("genuine 3", 1, 7)
     sync()
+    # 3b. two captured records of one tag delivered in the wrong order (MPI does not overtake).
+    first, second = sealed(c, pickle.dumps("first"), 19), sealed(c, pickle.dumps("second"), 19)
+    raw.Send(second, 1, 19)
+    raw.Send(first, 1, 19)
+    c.send("genuine 3b", 1, 19)
+    sync()
     # 4. a genuine record moved to another tag; to the collective lane.
     moved = sealed(c, pickle.dumps("moved"), 8)
     raw.Send(moved, 1, 9)  # a copy moved to tag 9, before the original reaches tag 8
@@ -149,6 +155,10 @@ def victim(c: SecureComm) -> None:
     assert c.recv(None, 0, 7) == "once"
     assert c.recv(None, 0, 7) == "genuine 3"
     expect("replay", 1, (ReplayError,))
+    sync()
+    assert c.recv(None, 0, 19) == "second"
+    assert c.recv(None, 0, 19) == "genuine 3b"  # the earlier record, come after it, was refused
+    expect("reordered", 1, (ReplayError,))
     sync()
     assert c.recv(None, 0, 9) == "genuine 4"
     expect("moved-tag", 1, (RemoteProtocolError,))

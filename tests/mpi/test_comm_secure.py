@@ -188,6 +188,7 @@ ATTACKS = {
     "random-bytes-forged-header-plaintext-pickle": 3,
     "bitflip": 4,
     "replay": 1,
+    "reordered": 1,
     "moved-tag": 1,
     "moved-to-collective": 1,
     "moved-rank": 1,
