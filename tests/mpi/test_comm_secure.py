@@ -216,7 +216,7 @@ def test_forged_records_are_dropped_and_the_genuine_message_delivered(home: Path
     assert proc.returncode == 0, explain(proc)
     for attack, count in ATTACKS.items():
         assert proc.stdout.count(f"REJECTED {attack} ") == count, (attack, explain(proc))
-    assert "rejected 35" in proc.stdout and "ALL OK" in proc.stdout, explain(proc)
+    assert "rejected 36" in proc.stdout and "ALL OK" in proc.stdout, explain(proc)
     assert not marker.exists(), "a malicious pickle was unpickled"
 
 
