@@ -112,13 +112,16 @@ def test_a_channel_per_record_keeps_no_state_per_channel() -> None:
 
 def test_a_record_moved_to_another_channel_fails_its_tag() -> None:
     sealer, opener = _pair()
-    record = bytearray(sealer.seal(b"for channel 4", channel=4))
+    original = sealer.seal(b"for channel 4", channel=4)
+    record = bytearray(original)
     record[28:32] = (5).to_bytes(4, "big")
     with pytest.raises(AuthenticationError):
         opener.open_fields(record)
-    assert opener.floor() == 0  # nothing moved: the genuine record is still taken
+    assert opener.floor() == 0  # nothing moved
     assert opener.open_fields(sealer.seal(b"next", channel=4))[3] == 1  # counter 1: 0 is a hole
     assert opener.floor() == 0 and opener._accepted.runs() == [(1, 2)]
+    assert opener.open_fields(original)[2:] == (4, 0, b"for channel 4")  # the genuine one is taken
+    assert opener.floor() == 2 and opener._accepted.runs() == []
 
 
 def test_forged_records_do_not_move_the_floor_or_the_keys() -> None:
