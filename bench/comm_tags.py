@@ -1,7 +1,8 @@
 """What each new tag costs secure(comm): memory kept and time, against raw MPI.
 
-secure(comm) keeps a record channel (key, counter, replay state) per peer, tag and direction
-for the communicator's life; MPI keeps nothing per tag. Rank 0 sends rank 1 one 8-byte
+secure(comm) kept a record channel (key, counter, replay state) per peer, tag and direction
+for the communicator's life until 2026-12-07 (~2 KB each); since then every tag of a lane
+shares one key and counter (wire/shared.py). MPI keeps nothing per tag. Rank 0 sends rank 1 one 8-byte
 message on each of TAGS new tags, then as many on one tag, raw and then secure; each rank
 measures its resident memory (RSS, /proc/self/statm) before and after the new tags. The
 table gives bytes per tag on the sender and the receiver and the time per message; the
