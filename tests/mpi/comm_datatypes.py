@@ -77,6 +77,50 @@ def check_a_datatype_that_starts_past_its_buffers_start_is_read_and_written_ther
     ok("a_datatype_that_starts_past_its_buffers_start_is_read_and_written_there")
 
 
+def check_a_gap_free_datatype_listing_its_parts_out_of_memory_order_travels_in_its_order(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """Types whose size, extent and true extent are equal but whose type map is not memory
+    order (two ints swapped by Create_indexed, a struct declared backwards, mpi4py's demo
+    ex-3.09 transposing a matrix with a vector of columns) travelled as their bytes lay:
+    raw [20, 10], secure [10, 20], in point-to-point calls, Bcast and Allgather
+    (helper-121). Now packed by MPI, as raw sends them."""
+    swap = MPI.INT.Create_indexed([1, 1], [1, 0]).Commit()
+    backwards = MPI.Datatype.Create_struct([1, 1], [4, 0], [MPI.INT, MPI.INT]).Commit()
+    column = D.Create_vector(3, 1, 3).Commit()
+    transpose = column.Create_hvector(3, 1, 8).Commit()
+
+    def calls(comm: Any) -> object:
+        r, n = comm.rank, comm.size
+        nxt, prv = (r + 1) % n, (r - 1) % n
+        a, out = np.array([10, 20], "i") + r, {}
+        for name, send, recv in (("send swapped", [a, 1, swap], [np.zeros(2, "i"), 2, MPI.INT]),
+                                 ("receive swapped", [a, 2, MPI.INT], [np.zeros(2, "i"), 1, swap]),
+                                 ("struct backwards", [a, 1, backwards], [np.zeros(2, "i"), 2, MPI.INT])):
+            comm.Sendrecv(send, nxt, 11, recv, prv, 11)
+            out[name] = recv[0].tolist()
+        b = np.zeros(2, "i")
+        request = comm.Irecv([b, 1, swap], prv, 12)
+        comm.Send(a, nxt, 12)
+        request.Wait()
+        out["irecv swapped"] = b.tolist()
+        b = a.copy() if r == 0 else np.zeros(2, "i")
+        comm.Bcast([b, 2, MPI.INT] if r == 0 else [b, 1, swap], 0)
+        out["bcast swapped"] = b.tolist()
+        m, t = np.arange(9.0).reshape(3, 3) + 10 * r, np.zeros((3, 3))
+        comm.Sendrecv([m, 1, transpose], nxt, 13, [t, 9, D], prv, 13)
+        out["transpose"] = t.tolist()
+        g = np.zeros(2 * n, "i")
+        comm.Allgather([a, 1, swap], [g, 2, MPI.INT])
+        out["allgather swapped"] = g.tolist()
+        return out
+
+    same(raw, c, calls)
+    for datatype in (swap, backwards, transpose, column):
+        datatype.Free()
+    ok("a_gap_free_datatype_listing_its_parts_out_of_memory_order_travels_in_its_order")
+
+
 def check_a_single_block_at_an_absolute_address_travels_as_in_mpi(c: SecureComm, raw: MPI.Intracomm) -> None:
     """[MPI.BOTTOM, 1, hindexed of one block] was refused (Unsupported) where two blocks worked."""
 
@@ -341,6 +385,7 @@ def check_sendrecv_of_long_messages_and_a_truncated_receive_behave_as_raw(
 if __name__ == "__main__":
     run_checks([
         check_a_datatype_that_starts_past_its_buffers_start_is_read_and_written_there,
+        check_a_gap_free_datatype_listing_its_parts_out_of_memory_order_travels_in_its_order,
         check_a_single_block_at_an_absolute_address_travels_as_in_mpi,
         check_persistent_requests_with_gaps_read_and_write_the_buffer_at_each_start,
         check_a_matched_messages_started_receive_gives_its_status,

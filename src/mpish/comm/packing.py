@@ -26,10 +26,74 @@ def type_name(datatype: Any) -> str:
 
 
 def _contiguous(datatype: Any) -> bool:
-    """True if a derived datatype is a gap-free run of bytes (its data are its extent)."""
+    """True if a datatype's items are a gap-free run of bytes listed in memory order: then
+    its bytes travel as they lie. Size, extent and true extent equal is not enough: a type
+    may list its parts in another order (``Create_indexed([1, 1], [1, 0])`` swaps two
+    values, a struct may declare its fields backwards, a vector may have a negative
+    stride), and MPI sends them in the order listed (helper-121: a transpose demo got the
+    untransposed matrix)."""
+    return _gap_free(datatype) and (datatype.is_named or _in_order(datatype, 0))
+
+
+def _gap_free(datatype: Any) -> bool:
     _, extent = datatype.Get_extent()
     _, true_extent = datatype.Get_true_extent()
     return bool(datatype.Get_size() == extent == true_extent)
+
+
+_MAX_NESTING = 16  # deeper types are packed by MPI (always right, one copy more)
+
+
+def _in_order(datatype: Any, depth: int) -> bool:
+    """True if the type map lists a gap-free datatype's bytes in memory order, proved from how
+    it was built (MPI_Type_get_contents); False for what is not proved (packed: correct)."""
+    if depth > _MAX_NESTING:
+        return False
+    old, combiner, args = datatype.decode()
+    if combiner == "STRUCT":
+        parts = [(n, d, t) for n, d, t in zip(args["blocklengths"], args["displacements"], args["datatypes"],
+                                              strict=True) if n]
+        return all(_leaf(t, depth) for _, _, t in parts) and _abut(
+            (d, n * t.Get_extent()[1]) for n, d, t in parts)
+    if not _leaf(old, depth):
+        return False
+    item = old.Get_extent()[1]
+    if combiner in ("DUP", "CONTIGUOUS"):
+        return True
+    if combiner == "VECTOR":
+        return bool(args["count"] <= 1 or args["stride"] == args["blocklength"])
+    if combiner == "HVECTOR":
+        return bool(args["count"] <= 1 or args["stride"] == args["blocklength"] * item)
+    if combiner in ("INDEXED", "HINDEXED"):
+        scale = item if combiner == "INDEXED" else 1
+        blocks = zip(args["blocklengths"], args["displacements"], strict=True)
+        return _abut((d * scale, n * item) for n, d in blocks)
+    if combiner in ("INDEXED_BLOCK", "HINDEXED_BLOCK"):
+        scale = item if combiner == "INDEXED_BLOCK" else 1
+        return _abut((d * scale, args["blocklength"] * item) for d in args["displacements"])
+    if combiner == "RESIZED":
+        return bool(args["lb"] == 0 and args["extent"] == old.Get_size())
+    if combiner == "SUBARRAY":  # the whole array: its own order is memory's
+        return bool(args["sizes"] == args["subsizes"] and not any(args["starts"]))
+    return False
+
+
+def _leaf(datatype: Any, depth: int) -> bool:
+    """A part of a type: gap-free, from its own byte 0, in order."""
+    if not _gap_free(datatype) or datatype.Get_true_extent()[0] != 0 or datatype.Get_extent()[0] != 0:
+        return False
+    return bool(datatype.is_named or _in_order(datatype, depth + 1))
+
+
+def _abut(blocks: Any) -> bool:
+    """True if each non-empty (start, length) block starts where the one before it ended."""
+    end = None
+    for start, length in blocks:
+        if length:
+            if end is not None and start != end:
+                return False
+            end = start + length
+    return True
 
 
 def derived(buf: Any) -> tuple[Any, int] | None:
