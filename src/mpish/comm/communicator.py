@@ -152,10 +152,11 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         if len(_PY_THREADS) > 1 and not _OWNED():  # the lock, unless this is the only thread
             return _LOCKED["Send"](self, buf, dest, tag)
         lane = self._p2p
-        if 0 <= dest < self.size and tag >= 0 and not _ACTIVE:  # the hot path: small messages
+        if 0 <= dest < lane.size and tag >= 0 and not _ACTIVE:  # the hot path: small messages
             data = self._sent_view if buf is self._sent else self._small_view(buf, writable=False)
             if data is not None:
-                lane.mpi_send(lane.seal_small[dest](data, tag), dest, tag)
+                mpi_send = lane.mpi_send  # (bound: wire/shared.py's _pack_head)
+                mpi_send(lane.seal_small[dest](data, tag), dest, tag)
                 return
         lane.send(byte_view(buf, writable=False), dest, tag)
 
@@ -199,17 +200,16 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
     ) -> None:
         if len(_PY_THREADS) > 1 and not _OWNED():
             return _LOCKED["Recv"](self, buf, source, tag, status)
-        sink: memoryview | None
         if buf is self._into and buf.flags.writeable:  # numpy's own flag, as memoryview reads it
-            sink = self._into_view
+            s, t, n, _ = self._p2p.recv(source, tag, self._into_view)
         else:
             sink = self._small_view(buf, writable=True)
-        spec = None if sink is not None else derived(buf)  # gaps: received packed, scattered by MPI
-        if sink is None:
-            sink = byte_view(buf, writable=True) if spec is None else memoryview(bytearray(spec[1]))
-        s, t, n, _ = self._p2p.recv(source, tag, sink)
-        if spec is not None:
-            unpack(sink[:n], spec[0])
+            spec = None if sink is not None else derived(buf)  # gaps: received packed, scattered by MPI
+            if sink is None:
+                sink = byte_view(buf, writable=True) if spec is None else memoryview(bytearray(spec[1]))
+            s, t, n, _ = self._p2p.recv(source, tag, sink)
+            if spec is not None:
+                unpack(sink[:n], spec[0])
         if status is not None:
             set_status(status, s, t, n)
 
@@ -342,8 +342,9 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
             return _LOCKED["send"](self, obj, dest, tag)
         data = MPI.pickle.dumps(obj)  # as serial.dumps, bytes for the hot path
         lane = self._p2p
-        if len(data) < SMALL_RECORD and 0 <= dest < self.size and tag >= 0 and not _ACTIVE:
-            lane.mpi_send(lane.seal_small[dest](data, tag), dest, tag)  # the hot path, as Send's
+        if len(data) < SMALL_RECORD and 0 <= dest < lane.size and tag >= 0 and not _ACTIVE:
+            mpi_send = lane.mpi_send  # the hot path, as Send's
+            mpi_send(lane.seal_small[dest](data, tag), dest, tag)
         else:
             lane.send(memoryview(data), dest, tag)
 

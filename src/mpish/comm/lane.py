@@ -254,13 +254,13 @@ class Lane(PostedReceives, LongMessages):
         """
         if self.early or _ACTIVE or MATCH_FIRST or source == _PROC_NULL:
             return self._recv_loop(source, tag, sink)
-        rx = self._rx
+        rx, mpi_recv, count_of = self._rx, self._mpi_recv, self._count  # (shared.py's _pack_head)
         try:
-            self._mpi_recv(rx, source, tag, self._status)
+            mpi_recv(rx, source, tag, self._status)
         except MPI.Exception as exc:
             self._oversized(exc)
             return self._recv_loop(source, tag, sink)
-        count = self._count()
+        count = count_of()
         s = source if source >= 0 else self._source()  # MPI matched the source and tag asked for
         t = tag if tag >= 0 else self._tag()
         try:
@@ -279,12 +279,16 @@ class Lane(PostedReceives, LongMessages):
         last[(s, t)] = n
         if len(last) > self._forget_at:
             self._forget_old()
-        size = len(plain)
         if sink is None:
-            return s, t, size, plain
-        if size > len(sink):
-            raise mpi_truncate(f"message of {size} bytes from rank {s}, receive buffer of {len(sink)}")
-        sink[:size] = plain
+            return s, t, len(plain), plain
+        size = len(plain)
+        try:
+            sink[:size] = plain  # a shorter sink: its slice is shorter, refused before any copy
+        except ValueError:
+            if size <= len(sink):
+                raise
+            message = f"message of {size} bytes from rank {s}, receive buffer of {len(sink)}"
+            raise mpi_truncate(message) from None
         return s, t, size, None
 
     def _recv_loop(self, source: int, tag: int, sink: memoryview | None) -> Result:
