@@ -23,8 +23,8 @@ from typing import Any, Literal, Protocol
 
 from mpi4py import MPI
 
-from . import serial
-from .buffers import Unsupported, check_fits, mpi_error, set_status
+from . import extended, serial
+from .buffers import check_fits, mpi_error, set_status
 from .handles import (
     LOCK,
     HandleState,
@@ -92,7 +92,7 @@ class SecureRequest(MPI.Grequest):
         if not self._sends and posted is None and ack is None and (steps is None or steps(False)):
             self._settle()  # complete already (a collective run at the call, a probed message)
         else:
-            watch(self)
+            watch(self, polled_by_mpi=extended.available())
 
     def __del__(self) -> None:
         """Cancel a receive nobody can wait on any more (module doc); release the handle."""
@@ -348,9 +348,6 @@ class SecureRequest(MPI.Grequest):
     @staticmethod
     def Startall(requests: Sequence[Any]) -> None:
         Startall(requests)
-
-    def __getattr__(self, name: str) -> Any:
-        raise Unsupported(f"SecureRequest.{name} is not supported by mpish.secure")
 
 
 _SECURE = (SecureRequest, PersistentRequest)  # requests whose completion is mpish's
