@@ -141,6 +141,51 @@ def check_persistent_collectives_in_threads_each_on_its_duplicate(c: Any) -> Non
         d.Free()
 
 
+def check_a_start_run_and_completed_by_another_thread_ends_its_own_start(c: Any) -> None:
+    """Start waits until its own start was run. When it runs an older start first (MPI's
+    Startall queued it), that run's progress lets other threads in; one of them may notice
+    this start, run it and complete it (its message received): Start then waited in MPI for
+    that message for good, holding the lock (helper-122: a CI hang under Open MPI). Made
+    deterministic on a one-rank communicator: the older run starts a thread that does exactly
+    that, and is joined before the older run goes on."""
+    from mpish.comm import handles, persistent
+
+    alone = c.Split(c.rank)
+    ones, older_out, mine_out = np.ones(2), np.zeros(2), np.zeros(2)
+    older = alone.Allreduce_init(ones, older_out, MPI.SUM)
+    mine = alone.Allreduce_init(ones * 3, mine_out, MPI.SUM)
+    run_older = older._run
+
+    def other_thread() -> None:
+        persistent.notice_starts()  # takes mine's start and runs it
+        assert mine._advance(block=True)  # and completes it: its message received
+
+    def older_run(raising: bool = True) -> None:
+        del older._run  # once
+        helper = threading.Thread(target=other_thread)
+        depth, handles._DEPTH[0] = handles._DEPTH[0], 0  # the lock let go, as progress() does
+        state = handles.LOCK._release_save()
+        try:
+            helper.start()
+            helper.join()
+        finally:
+            handles.LOCK._acquire_restore(state)
+            handles._DEPTH[0] = depth
+        run_older(raising)
+
+    older._run = older_run
+    MPI.Prequest.Startall([older])  # queued first
+    mine._sync = lambda: None  # (Start's own notice of older starts: left to notice_starts(until))
+    mine.Start()
+    del mine._sync
+    mine.Wait()
+    older.Wait()
+    assert list(mine_out) == [3.0, 3.0] and list(older_out) == [1.0, 1.0], (mine_out, older_out)
+    for request in (older, mine):
+        request.Free()
+    alone.Free()
+
+
 def main() -> None:
     assert MPI.Query_thread() == MPI.THREAD_MULTIPLE
     assert MPI.COMM_WORLD.Get_size() % 2 == 0, "run with an even number of ranks"
@@ -148,6 +193,8 @@ def main() -> None:
     c = mpish.secure(MPI.COMM_WORLD)
     for check, name in (
         (check_blocking_ping_pongs_in_threads, "blocking_ping_pongs_in_threads"),
+        (check_a_start_run_and_completed_by_another_thread_ends_its_own_start,
+         "a_start_run_and_completed_by_another_thread_ends_its_own_start"),
         (check_nonblocking_and_object_messages_in_threads, "nonblocking_and_object_messages_in_threads"),
         (check_collectives_in_threads_each_on_its_duplicate, "collectives_in_threads_each_on_its_duplicate"),
         (check_persistent_collectives_in_threads_each_on_its_duplicate,

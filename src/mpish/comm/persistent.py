@@ -81,8 +81,13 @@ def notice_starts(until: PersistentRequest | None = None) -> None:
         return
     comm, status = _COMM[0], MPI.Status()
     _NOTICING.active = True
+    # until's start is run once its run count moves: by this loop, or by another thread's
+    # notice_starts while this one's run of an older start let it in (its progress releases
+    # the lock), which may also complete it and clear its message: waiting for the message
+    # then blocked in Mprobe for good, holding the lock (helper-122; a CI hang, 1 in ~30).
+    mark = until._runs if until is not None else 0
     try:
-        while until is None or until._trigger.message is None:
+        while until is None or until._runs == mark:
             block = until is not None
             message = comm.Mprobe(0, MPI.ANY_TAG, status) if block else comm.Improbe(0, MPI.ANY_TAG, status)
             if message is None:
@@ -186,6 +191,7 @@ class PersistentRequest(MPI.Prequest):
         self._phase = IDLE
         self._outcome: tuple[Any, ...] | None = None  # ((source, tag, nbytes), obj, error, cancelled)
         self._freed = False
+        self._runs = 0  # starts run so far
         if self._trigger.real:
             watch(self)
             _live(self, True)
@@ -203,6 +209,7 @@ class PersistentRequest(MPI.Prequest):
         request completes with that error, which its Wait raises."""
         _unseen(self._outcome)
         self._outcome = None
+        self._runs += 1  # (notice_starts: a start of until's was run)
         # RUNNING before the operation exists: starting a collective polls, which lets other
         # threads in, and one waiting for this request must wait for its start (_advance)
         self._inner, self._phase = None, RUNNING
