@@ -172,11 +172,13 @@ def test_threads_of_one_rank_send_receive_and_run_collectives_at_once_and_every_
 ) -> None:
     """Four threads per rank under MPI_THREAD_MULTIPLE, each waiting on the peer's same thread:
     no record is sealed twice or into a buffer in flight, none is rejected, nothing hangs; each
-    thread's persistent collective starts and completes (by its own calls and by MPI's)."""
+    thread's persistent collective starts and completes (by its own calls and by MPI's), also
+    when another thread ran and completed a start before its Start saw it run."""
     proc = run(["-n", "2", PYTHON, str(HERE / "comm_threads.py")], home)
     assert proc.returncode == 0, explain(proc)
     assert [line for line in proc.stdout.splitlines() if line.startswith("OK ")] == [
         "OK blocking_ping_pongs_in_threads",
+        "OK a_start_run_and_completed_by_another_thread_ends_its_own_start",
         "OK nonblocking_and_object_messages_in_threads",
         "OK collectives_in_threads_each_on_its_duplicate",
         "OK persistent_collectives_in_threads_each_on_its_duplicate",
