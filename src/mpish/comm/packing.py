@@ -80,7 +80,9 @@ def _in_order(datatype: Any, depth: int) -> bool:
 
 def _leaf(datatype: Any, depth: int) -> bool:
     """A part of a type: gap-free, from its own byte 0, in order."""
-    if not _gap_free(datatype) or datatype.Get_true_extent()[0] != 0 or datatype.Get_extent()[0] != 0:
+    lower, extent = datatype.Get_extent()
+    true_lower, true_extent = datatype.Get_true_extent()
+    if not (lower == true_lower == 0 and datatype.Get_size() == extent == true_extent):
         return False
     return bool(datatype.is_named or _in_order(datatype, depth + 1))
 
