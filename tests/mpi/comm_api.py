@@ -5,6 +5,8 @@ Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts th
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from mpi4py import MPI
 from mpi_main import run
@@ -355,6 +357,66 @@ def check_proc_null(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
     ok(c, "proc_null")
 
 
+def _start_once(request: Any) -> None:
+    request.Start()
+    request.Wait()
+    request.Free()
+
+
+def _outcome(call: Any, comm: Any) -> str:
+    """"ok", or the MPI error class's name ``call(comm)`` raised (another exception: its type's name)."""
+    try:
+        call(comm)
+    except MPI.Exception as exc:
+        return {MPI.ERR_TAG: "ERR_TAG", MPI.ERR_RANK: "ERR_RANK"}.get(exc.Get_error_class(), str(exc))
+    except Exception as exc:
+        return type(exc).__name__
+    return "ok"
+
+
+def check_proc_null_takes_any_buffer_yet_refuses_bad_tags(
+    c: mpish.comm.SecureComm, raw: MPI.Intracomm
+) -> None:
+    """To or from PROC_NULL, mpi4py reads no buffer and pickles nothing (a strided view, a
+    read-only buffer, a count past the end, an object that cannot be pickled all pass), yet MPI
+    still refuses a bad tag (negative, past TAG_UB): secure does both as raw does."""
+    null, upper = MPI.PROC_NULL, raw.Get_attr(MPI.TAG_UB)
+    a, b = np.arange(10, dtype="i"), np.zeros(10, "i")
+    cases: dict[str, Any] = {
+        "Send strided": lambda m: m.Send(a[::2], null),
+        "Send past end": lambda m: m.Send([a, 50, MPI.INT], null),
+        "Send str": lambda m: m.Send("no buffer", null),
+        "Recv strided": lambda m: m.Recv(b[::2], null),
+        "Recv read-only": lambda m: m.Recv(b"abc", null),
+        "Isend strided": lambda m: m.Isend(a[::2], null).Wait(),
+        "Irecv strided": lambda m: m.Irecv(b[::2], null).Wait(),
+        "Ssend strided": lambda m: m.Ssend(a[::2], null),
+        "Sendrecv strided": lambda m: m.Sendrecv(a[::2], null, recvbuf=b[::2], source=null),
+        "Sendrecv_replace strided": lambda m: m.Sendrecv_replace(b[::2], null, source=null),
+        "Send_init strided": lambda m: _start_once(m.Send_init(a[::2], null)),
+        "Recv_init strided": lambda m: _start_once(m.Recv_init(b[::2], null)),
+        "send lambda": lambda m: m.send(lambda: 0, null),
+        "isend lambda": lambda m: m.isend(lambda: 0, null).wait(),
+        "Send tag -5": lambda m: m.Send(a, null, -5),
+        "Send tag past TAG_UB": lambda m: m.Send(a, null, upper + 1),
+        "Recv tag -5": lambda m: m.Recv(b, null, -5),
+        "Recv tag past TAG_UB": lambda m: m.Recv(b, null, upper + 1),
+        "Irecv tag -5": lambda m: m.Irecv(b, null, -5),
+        "Probe tag -5": lambda m: m.Probe(null, -5),
+        "Iprobe tag -5": lambda m: m.Iprobe(null, -5),
+        "recv tag -5": lambda m: m.recv(None, null, -5),
+        "Recv ANY_TAG": lambda m: m.Recv(b, null, MPI.ANY_TAG),
+        "Recv TAG_UB": lambda m: m.Recv(b, null, upper),
+    }
+    if upper >= 2**31 - 1:  # Open MPI: TAG_UB is C's INT_MAX, and mpi4py cannot pass a larger tag
+        cases = {name: call for name, call in cases.items() if "past TAG_UB" not in name}
+    differ = {name: (_outcome(call, raw), _outcome(call, c)) for name, call in cases.items()}
+    differ = {name: both for name, both in differ.items() if both[0] != both[1]}
+    assert differ == {}, f"raw, secure: {differ}"
+    assert np.array_equal(b, np.zeros(10, "i"))
+    ok(c, "proc_null_as_raw")
+
+
 def _at_addresses(buf: np.ndarray, n: int) -> list[MPI.Datatype]:
     """One datatype per peer: n entries of row k of ``buf``, at its absolute address."""
     base, dt = MPI.Get_address(buf), MPI.INT64_T
@@ -416,6 +478,7 @@ def main() -> None:
     check_truncation(c, raw)
     check_request_helpers(c, raw)
     check_proc_null(c, raw)
+    check_proc_null_takes_any_buffer_yet_refuses_bad_tags(c, raw)
     check_alltoallw_bottom(c, raw)
     check_unsupported(c)
     assert c.rejected == 0

@@ -11,7 +11,6 @@ Everything of the mpi4py API not offered here raises :class:`Unsupported` (both
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 from mpi4py import MPI
@@ -19,7 +18,18 @@ from mpi4py import MPI
 from ..wire.record import SMALL_RECORD
 from . import ending, serial
 from .buffers import _PLAIN_BUFFERS as PLAIN_BUFFERS
-from .buffers import byte_view, check_fits, each_start, receive_into, set_status, warn_buf
+from .buffers import (
+    byte_view,
+    check_fits,
+    each_start,
+    peer_buffer,
+    receive_into,
+    send_bytes,
+    set_status,
+    valid_tag,
+    warn_buf,
+)
+from .derive import Deriving
 from .handles import _OWNED, _PY_THREADS, lock_public_methods
 from .intercomm import Bridges, Intercomm
 from .lane import _ACTIVE, Deferring, Early, Lane, Stats
@@ -35,10 +45,11 @@ from .unsupported import refuse_unoffered
 
 _EMPTY = memoryview(b"")
 _NO_BUFFER = object()
+_PROC_NULL = MPI.PROC_NULL
 _KEPT = PLAIN_BUFFERS - {bytes, bytearray, memoryview}  # numpy's ndarray, if numpy is installed
 
 
-class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
+class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
     """An authenticated, encrypted intracommunicator with mpi4py's methods (see the package doc).
 
     Build one with :func:`mpish.secure`.
@@ -158,7 +169,7 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
                 mpi_send = lane.mpi_send  # (bound: wire/shared.py's _pack_head)
                 mpi_send(lane.seal_small[dest](data, tag), dest, tag)
                 return
-        lane.send(byte_view(buf, writable=False), dest, tag)
+        lane.send(send_bytes(buf, dest), dest, tag)
 
     def _small_view(self, buf: Any, *, writable: bool) -> memoryview | None:
         """byte_view's hot path for a message of fewer than SMALL_RECORD bytes: its flat bytes,
@@ -190,10 +201,9 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
 
     def Ssend(self, buf: Any, dest: int, tag: int = 0) -> None:
         """Synchronous: returns once the receiver's receive took the message (synchronous.py)."""
-        ssend(self._p2p, byte_view(buf, writable=False), dest, tag)
+        ssend(self._p2p, send_bytes(buf, dest), dest, tag)
 
-    Bsend = Send
-    Rsend = Send
+    Bsend = Rsend = Send
 
     def Recv(
         self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None
@@ -203,6 +213,7 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         if buf is self._into and buf.flags.writeable:  # numpy's own flag, as memoryview reads it
             s, t, n, _ = self._p2p.recv(source, tag, self._into_view)
         else:
+            buf = peer_buffer(buf, source)
             sink = self._small_view(buf, writable=True)
             spec = None if sink is not None else derived(buf)  # gaps: received packed, scattered by MPI
             if sink is None:
@@ -214,29 +225,28 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
             set_status(status, s, t, n)
 
     def Isend(self, buf: Any, dest: int, tag: int = 0) -> SecureRequest:
-        requests, buffers = self._p2p.isend(byte_view(buf, writable=False), dest, tag)
+        requests, buffers = self._p2p.isend(send_bytes(buf, dest), dest, tag)
         return SecureRequest(self._p2p, sends=requests, buffers=buffers)
 
     def Issend(self, buf: Any, dest: int, tag: int = 0) -> SecureRequest:
-        requests, buffers, ack = issend(self._p2p, byte_view(buf, writable=False), dest, tag)
+        requests, buffers, ack = issend(self._p2p, send_bytes(buf, dest), dest, tag)
         return SecureRequest(self._p2p, sends=requests, buffers=buffers, ack=ack)
 
-    Ibsend = Isend
-    Irsend = Isend
+    Ibsend = Irsend = Isend
 
     def Irecv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> SecureRequest:
-        sink, scatter = receive_into(buf)
+        sink, scatter = receive_into(peer_buffer(buf, source))
         return SecureRequest(self._p2p, posted=self._p2p.post(source, tag, sink), unpack=scatter)
 
     # -- persistent requests: the buffer is read (sealed) at each Start
 
     def Send_init(self, buf: Any, dest: int, tag: int = 0) -> PersistentRequest:
-        data = each_start(buf, writable=False)
+        data = each_start(peer_buffer(buf, dest), writable=False)
         self._p2p.sealer_for(dest, tag)  # a bad rank or tag raises here, as MPI does
         return PersistentRequest(self._p2p, lambda: self.Isend(data, dest, tag))
 
     def Ssend_init(self, buf: Any, dest: int, tag: int = 0) -> PersistentRequest:
-        data = each_start(buf, writable=False)
+        data = each_start(peer_buffer(buf, dest), writable=False)
         self._p2p.sealer_for(dest, tag)
         return PersistentRequest(self._p2p, lambda: self.Issend(data, dest, tag))
 
@@ -244,7 +254,7 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
     Rsend_init = Send_init
 
     def Recv_init(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> PersistentRequest:
-        data = each_start(buf, writable=True)
+        data = each_start(peer_buffer(buf, source), writable=True)
         return PersistentRequest(self._p2p, lambda: self.Irecv(data, source, tag))
 
     def Isendrecv(
@@ -256,9 +266,9 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         source: int = MPI.ANY_SOURCE,
         recvtag: int = MPI.ANY_TAG,
     ) -> SecureRequest:
-        sink, scatter = receive_into(recvbuf)
+        sink, scatter = receive_into(peer_buffer(recvbuf, source))
         posted = self._p2p.post(source, recvtag, sink)
-        requests, buffers = self._p2p.isend(byte_view(sendbuf, writable=False), dest, sendtag)
+        requests, buffers = self._p2p.isend(send_bytes(sendbuf, dest), dest, sendtag)
         return SecureRequest(self._p2p, sends=requests, buffers=buffers, posted=posted, unpack=scatter)
 
     def Isendrecv_replace(
@@ -269,8 +279,8 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         source: int = MPI.ANY_SOURCE,
         recvtag: int = MPI.ANY_TAG,
     ) -> SecureRequest:
-        sink, scatter = receive_into(buf)  # a read-only buffer raises before anything is sent
-        data = memoryview(bytes(byte_view(buf, writable=False)))  # sealed at once: buf is free
+        sink, scatter = receive_into(peer_buffer(buf, source))  # a read-only one raises before any send
+        data = memoryview(bytes(send_bytes(buf, dest)))  # sealed at once: buf is free
         requests, buffers = self._p2p.isend(data, dest, sendtag)
         posted = self._p2p.post(source, recvtag, sink)
         return SecureRequest(self._p2p, sends=requests, buffers=buffers, posted=posted, unpack=scatter)
@@ -285,7 +295,7 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         recvtag: int = MPI.ANY_TAG,
         status: Any = None,
     ) -> None:
-        self._p2p.exchange(byte_view(sendbuf, writable=False), dest, sendtag,
+        self._p2p.exchange(send_bytes(sendbuf, dest), dest, sendtag,
                            lambda: self.Recv(recvbuf, source, recvtag, status))
 
     def Sendrecv_replace(
@@ -298,8 +308,8 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         status: Any = None,
     ) -> None:
         if derived(buf) is None:
-            byte_view(buf, writable=True)  # a read-only buffer raises before anything is sent
-        self._p2p.exchange(byte_view(buf, writable=False), dest, sendtag,  # sealed at once: buf is free
+            byte_view(peer_buffer(buf, source), writable=True)  # a read-only one raises before any send
+        self._p2p.exchange(send_bytes(buf, dest), dest, sendtag,  # sealed at once: buf is free
                            lambda: self.Recv(buf, source, recvtag, status))
 
     def Probe(self, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None) -> bool:
@@ -311,6 +321,7 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
 
     def _probe(self, source: int, tag: int, status: Any, *, block: bool) -> Early | None:
         if source == MPI.PROC_NULL:
+            valid_tag(tag, receive=True)  # MPI's ERR_TAG for a bad one, as raw MPI checks it for PROC_NULL
             set_status(status, MPI.PROC_NULL, MPI.ANY_TAG, 0)
             return Early(MPI.PROC_NULL, MPI.ANY_TAG, b"")
         early = self._p2p.probe(source, tag, block=block)
@@ -340,7 +351,7 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
     def send(self, obj: Any, dest: int, tag: int = 0) -> None:
         if len(_PY_THREADS) > 1 and not _OWNED():
             return _LOCKED["send"](self, obj, dest, tag)
-        data = MPI.pickle.dumps(obj)  # as serial.dumps, bytes for the hot path
+        data = MPI.pickle.dumps(obj) if dest != _PROC_NULL else b""  # serial.dumps's, as bytes
         lane = self._p2p
         if len(data) < SMALL_RECORD and 0 <= dest < lane.size and tag >= 0 and not _ACTIVE:
             mpi_send = lane.mpi_send  # the hot path, as Send's
@@ -349,7 +360,7 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
             lane.send(memoryview(data), dest, tag)
 
     def ssend(self, obj: Any, dest: int, tag: int = 0) -> None:
-        self.Ssend(serial.dumps(obj), dest, tag)
+        self.Ssend(serial.dumps(obj, dest), dest, tag)
 
     bsend = send
 
@@ -367,11 +378,11 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
         return serial.loads(data) if data else None
 
     def isend(self, obj: Any, dest: int, tag: int = 0) -> SecureRequest:
-        requests, buffers = self._p2p.isend(serial.dumps(obj), dest, tag)
+        requests, buffers = self._p2p.isend(serial.dumps(obj, dest), dest, tag)
         return SecureRequest(self._p2p, sends=requests, buffers=buffers)
 
     def issend(self, obj: Any, dest: int, tag: int = 0) -> SecureRequest:
-        return self.Issend(serial.dumps(obj), dest, tag)
+        return self.Issend(serial.dumps(obj, dest), dest, tag)
 
     ibsend = isend
 
@@ -414,74 +425,6 @@ class SecureComm(LocalSettings, Constructors, Bridges, NonBlocking):
     ) -> SecureMessage | None:
         return self.Improbe(source, tag, status)
 
-    # -- new communicators (collective): keys derived from this one's, no new handshake
-
-    def _derive_comm(
-        self, comms: tuple[Any, ...], label: bytes, counted: bool = True, kind: type | None = None
-    ) -> Any:
-        """A derived communicator: its secret from this one's and a context every member agrees on.
-
-        The context names this communicator's derivation count, the call and the parent
-        rank of the new rank 0, so disjoint groups of one Split never share keys (secret.py).
-        A call collective over some members only (``counted=False``: Create_group) leaves
-        the count alone, or those members would derive other keys than the rest in every
-        later Dup or Split; its ``label`` is unique by itself (its group and its own count).
-        """
-        if counted:
-            self._derived += 1
-        group, parent = comms[0].Get_group(), self._comms[0].Get_group()
-        leader = MPI.Group.Translate_ranks(group, [0], parent)[0]
-        group.Free()
-        parent.Free()
-        count = self._derived if counted else 0  # counted contexts start at 1: never 0
-        context = struct.pack(">QQ", count, leader) + label
-        keys = self._keys.child(context, comms[0].Get_rank(), comms[0].Get_size())
-        return (kind or SecureComm)(comms, keys, self._stats)
-
-    def Dup(self, info: Any = None) -> Any:
-        comms = tuple(c.Dup() for c in self._comms)
-        return self._derive_comm(comms, b"dup", kind=type(self))  # a topology's Dup keeps it (MPI)
-
-    Clone = Dup
-
-    def Dup_with_info(self, info: Any) -> Any:
-        return self.Dup(info)
-
-    def Create(self, group: Any) -> Any:
-        """The communicator of ``group`` (collective over this one; COMM_NULL outside the group)."""
-        return self._child(tuple(c.Create(group) for c in self._comms), b"create")
-
-    def Create_group(self, group: Any, tag: int = 0) -> Any:
-        """As ``Create``, collective over the members of ``group`` only.
-
-        Its keys' context is the group (its members' ranks here), the tag and how many
-        Create_group of that group and tag this rank made: every member made the same ones,
-        and two calls never share keys."""
-        comms = tuple(c.Create_group(group, tag) for c in self._comms)
-        if comms[0] == MPI.COMM_NULL:
-            return comms[0]  # MPI's null of mpi4py's class (Intracomm), as raw mpi4py returns
-        parent = self._comms[0].Get_group()
-        members = tuple(MPI.Group.Translate_ranks(group, list(range(group.Get_size())), parent))
-        parent.Free()
-        made = self._groups_made.get((members, tag), 0) + 1
-        self._groups_made[(members, tag)] = made
-        label = b"create_group" + struct.pack(f">qQ{len(members)}i", tag, made, *members)
-        return self._derive_comm(comms, label, counted=False)
-
-    def Split(self, color: int = 0, key: int = 0) -> Any:
-        comms = tuple(c.Split(color, key) for c in self._comms)
-        return self._child(comms, b"split" + struct.pack(">q", color))
-
-    def Split_type(self, split_type: int, key: int = 0, info: Any = MPI.INFO_NULL) -> Any:
-        comms = tuple(c.Split_type(split_type, key, info) for c in self._comms)
-        return self._child(comms, b"split_type" + struct.pack(">q", split_type))
-
-    def _child(self, comms: tuple[Any, ...], label: bytes, kind: type | None = None) -> Any:
-        if comms[0] == MPI.COMM_NULL:
-            self._derived += 1  # stay in step with the ranks that got a communicator
-            return comms[0]  # MPI's null, of the class raw mpi4py returns (Intracomm, Cartcomm...)
-        return self._derive_comm(comms, label, kind=kind)
-
     def Free(self) -> None:
         ending.unregister(self)
         for lane in (self._p2p, self._coll):
@@ -506,7 +449,7 @@ class SecureIntercomm(Intercomm, SecureComm):
 
 
 SecureComm._kinds = {"Create_cart": SecureCartcomm, "Create_graph": SecureGraphcomm}
-SecureComm._kinds.update(Create_intercomm=SecureIntercomm, Merge=SecureComm)
+SecureComm._kinds.update(Create_intercomm=SecureIntercomm, Merge=SecureComm, Split=SecureComm)
 for _call in ("Create_dist_graph", "Create_dist_graph_adjacent"):
     SecureComm._kinds[_call] = SecureDistgraphcomm
 refuse_unoffered(SecureComm)  # the topologies inherit the refusals of what they do not offer

@@ -43,7 +43,7 @@ from ..wire.record import (
     SMALL_RECORD,
 )
 from ..wire.shared import SharedOpener, SharedSealer
-from .buffers import matches, mpi_error, mpi_truncate
+from .buffers import matches, mpi_error, mpi_truncate, valid_tag
 from .bulk import LongMessages
 from .limits import (
     ABORT_TAG,
@@ -181,6 +181,7 @@ class Lane(PostedReceives, LongMessages):
         if 0 <= dest < self.size:
             return self.sealers[dest]
         if dest == MPI.PROC_NULL:
+            valid_tag(tag, receive=False)
             return None
         raise mpi_error(MPI.ERR_RANK, f"invalid rank {dest}")
 
@@ -294,6 +295,7 @@ class Lane(PostedReceives, LongMessages):
     def _recv_loop(self, source: int, tag: int, sink: memoryview | None) -> Result:
         """:meth:`recv`'s general path: until a message authenticated (or PROC_NULL)."""
         if source == MPI.PROC_NULL:
+            valid_tag(tag, receive=True)
             return MPI.PROC_NULL, MPI.ANY_TAG, 0, None
         while True:
             if self.early:

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mpi4py import MPI
 
-from .buffers import matches
+from .buffers import matches, valid_tag
 from .limits import FIRST_MAX, MATCH_FIRST, RECORD_ERRORS, Deferring, Early, Result, Stats, deliver_early
 
 T = TypeVar("T")
@@ -300,7 +300,8 @@ class PostedReceives:
     def post(self, source: int, tag: int, sink: memoryview | None) -> PostedRecv:
         """Irecv of a first record (a real MPI Irecv, so MPI's matching order holds)."""
         posted = PostedRecv(source, tag, sink)
-        if source == MPI.PROC_NULL:  # completes at once, empty, as in MPI
+        if source == MPI.PROC_NULL:  # completes at once, empty, as in MPI (a bad tag: ERR_TAG)
+            valid_tag(tag, receive=True)
             posted.result, posted.done = (MPI.PROC_NULL, MPI.ANY_TAG, 0), True
             return posted
         early = self.take_early(source, tag)

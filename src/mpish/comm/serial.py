@@ -14,10 +14,13 @@ from typing import Any
 
 from mpi4py import MPI
 
+_NOTHING = memoryview(b"")
 
-def dumps(obj: Any) -> memoryview:
-    """``obj`` as MPI.pickle makes it, as a view for the byte methods."""
-    return memoryview(MPI.pickle.dumps(obj))
+
+def dumps(obj: Any, dest: int | None = None) -> memoryview:
+    """``obj`` as MPI.pickle makes it, as a view for the byte methods (nothing for a send to
+    MPI.PROC_NULL: mpi4py pickles nothing there, so an object that cannot be pickled passes)."""
+    return _NOTHING if dest == MPI.PROC_NULL else memoryview(MPI.pickle.dumps(obj))
 
 
 def loads(data: bytes | bytearray | memoryview) -> Any:
