@@ -10,6 +10,9 @@ a change in the machine's load hits both alike:
            its stdin) against ``scp`` of the same file to the same place: MB/s of the
            file's size over the whole command (both include connecting)
   get      the same the other way: ``:get`` from host1 against ``scp host1:FILE``
+  scp-gcm  scp given the cipher mpish's ssh prefers where no configuration chose one
+           (``-c aes256-gcm@openssh.com``, transport/ssh_ciphers.py): ``*_same_cipher`` ratios
+           show what is left once the cipher is the same
 
 clush is ClusterShell's, installed with mpish (the ``clush`` of this venv), given the same
 ssh options with ``-o``. Both run with bytecode caching on (``PYTHONDONTWRITEBYTECODE``
@@ -102,8 +105,13 @@ def main() -> None:
             # -O: the scp protocol (the test sshd has no sftp subsystem)
             scp = ["scp", "-O", "-q", *server.ssh_options, str(payload), f"host1:{target}"]
             scp_get = ["scp", "-O", "-q", *server.ssh_options, f"host1:{payload}", str(target)]
+            # the cipher mpish prefers where nobody chose one (transport/ssh_ciphers.py), given to
+            # scp too: what is left of the difference is not the cipher
+            gcm = ["-c", "aes256-gcm@openssh.com"]
+            scp_gcm, scp_gcm_get = [*scp[:3], *gcm, *scp[3:]], [*scp_get[:3], *gcm, *scp_get[3:]]
 
-            names = ("mpish true", "clush true", "mpish put", "scp put", "mpish get", "scp get")
+            names = ("mpish true", "clush true", "mpish put", "scp put", "scp-gcm put",
+                     "mpish get", "scp get", "scp-gcm get")
             rows: dict[str, list[float]] = {name: [] for name in names}
             cpu: dict[str, list[float]] = {name: [] for name in names}
             assert server.process is not None
@@ -120,6 +128,8 @@ def main() -> None:
                 target.unlink()
                 rows["scp put"].append(timed(scp, env=env, cpu=cpu["scp put"], sshd=sshd))
                 target.unlink()
+                rows["scp-gcm put"].append(timed(scp_gcm, env=env, cpu=cpu["scp-gcm put"], sshd=sshd))
+                target.unlink()
                 rows["mpish get"].append(timed([*mpish, "host1"], stdin=get_script, env=env,
                                                cpu=cpu["mpish get"], sshd=sshd))
                 (got,) = fetched.iterdir()
@@ -127,6 +137,8 @@ def main() -> None:
                     raise SystemExit("bench: :get wrote a file of the wrong size")
                 got.unlink()
                 rows["scp get"].append(timed(scp_get, env=env, cpu=cpu["scp get"], sshd=sshd))
+                target.unlink()
+                rows["scp-gcm get"].append(timed(scp_gcm_get, env=env, cpu=cpu["scp-gcm get"], sshd=sshd))
                 target.unlink()
         finally:
             server.stop()
@@ -153,21 +165,25 @@ def main() -> None:
     if args.true_only:
         print(f"RESULT{true}")
         return
-    rate = {name: args.mib / median[name] for name in ("mpish put", "scp put", "mpish get", "scp get")}
+    rate = {name: args.mib / median[name] for name in names if not name.endswith("true")}
     gib = args.mib / 1024
     per_gib = {name: (client / gib, hosts / gib) for name, (client, hosts) in used.items()
                if not name.endswith("true")}
     for name, (client, hosts) in per_gib.items():
         print(f"{name:<12} CPU per GiB: client {client:.0f} ms, host {hosts:.0f} ms (whole command)")
-    print(f"put {rate['mpish put']:.0f} MiB/s, scp {rate['scp put']:.0f} MiB/s; get {rate['mpish get']:.0f}"
-          f" MiB/s, scp {rate['scp get']:.0f} MiB/s ({args.mib} MiB file, whole command)")
+    print(f"put {rate['mpish put']:.0f} MiB/s, scp {rate['scp put']:.0f} (with AES-GCM"
+          f" {rate['scp-gcm put']:.0f}) MiB/s; get {rate['mpish get']:.0f} MiB/s,"
+          f" scp {rate['scp get']:.0f} (with AES-GCM"
+          f" {rate['scp-gcm get']:.0f}) MiB/s ({args.mib} MiB file, whole command)")
     print(
         f"RESULT{true}"
         f" put_mib_s={rate['mpish put']:.0f} scp_put_mib_s={rate['scp put']:.0f}"
         f" put_ratio={rate['mpish put'] / rate['scp put']:.2f}"
         f" get_mib_s={rate['mpish get']:.0f} scp_get_mib_s={rate['scp get']:.0f}"
         f" get_ratio={rate['mpish get'] / rate['scp get']:.2f}"
-        + "".join(f" {name.replace(' ', '_')}_cpu_ms_per_gib={client + hosts:.0f}"
+        f" put_ratio_same_cipher={rate['mpish put'] / rate['scp-gcm put']:.2f}"
+        f" get_ratio_same_cipher={rate['mpish get'] / rate['scp-gcm get']:.2f}"
+        + "".join(f" {name.replace(' ', '_').replace('-', '_')}_cpu_ms_per_gib={client + hosts:.0f}"
                   for name, (client, hosts) in per_gib.items())
     )
 

@@ -1,8 +1,9 @@
 """``mpish ssh`` goes through the user's ControlMaster when their ssh config sets one up.
 
-The user's ssh is run as configured (transport/ssh.py adds only -T, BatchMode and
-ConnectTimeout, none of which turns multiplexing off), so a second ``mpish ssh`` to the
-same host is a new session on the master's connection: sshd sees no second login.
+The user's ssh is run as configured (transport/ssh.py adds only -T, BatchMode, ConnectTimeout
+and, where nobody chose them, a Ciphers order: none of them turns multiplexing off), so a
+second ``mpish ssh`` to the same host is a new session on the master's connection: sshd sees
+no second login.
 """
 
 from __future__ import annotations

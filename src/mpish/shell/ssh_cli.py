@@ -54,6 +54,7 @@ from mpish.shell.nodes import HostsError as HostsError
 from mpish.shell.nodes import Selection, select_hosts
 from mpish.shell.nodes import expand_hosts as expand_hosts
 from mpish.shell.options import CopyRequest, OutputMode, exit_status, stdin_to_send
+from mpish.transport.ssh_ciphers import prefetch
 from mpish.wire.message import Frozen, frozen
 
 DEFAULT_FANOUT = 64  # clush's default
@@ -310,6 +311,7 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
 def main(options: SshShellOptions) -> int:
     """``mpish ssh``: ``-c`` runs once; without it, the console."""
     out, err = sys.stdout.buffer, sys.stderr.buffer
+    prefetch("ssh", options.ssh_options)  # ssh's cipher order, checked while the rest loads
     try:
         if options.command is not None and options.tty:
             return run_tty(options, err)

@@ -36,6 +36,7 @@ from mpish.wire.errors import AuthenticationError, TransportBroken
 from mpish.wire.text import escape
 
 from .frames import grow_pipe
+from .ssh_ciphers import cipher_options
 
 __all__ = [
     "AuthenticationRefused",
@@ -110,8 +111,10 @@ def ssh_argv(
     batch_mode: bool = True,
     connect_timeout: float | None = None,
 ) -> list[str]:
-    """The ssh command line: user options first (ssh keeps the first value it sees)."""
-    argv = [ssh, *options, "-T"]
+    """The ssh command line: user options first (ssh keeps the first value it sees), then
+    ours: after ``-T`` (:meth:`SshProcess.probe` suggests the user's only), AES-GCM preferred
+    where it is faster and nobody chose a cipher (ssh_ciphers.py)."""
+    argv = [ssh, *options, "-T", *cipher_options(ssh, options)]
     if batch_mode:
         argv += ["-o", "BatchMode=yes"]
     if connect_timeout is not None:
