@@ -186,12 +186,20 @@ def test_b_with_one_target_prints_its_header_as_clush_does_and_the_default_stays
     assert (result.returncode, result.stdout.decode()) == (0, "r2\n"), result.stderr  # as ssh shows it
 
 
-def test_x_naming_ranks_or_hosts_that_are_not_there_leaves_out_nothing_as_clush_x(
+def test_x_naming_no_rank_or_host_there_runs_nothing_and_x_naming_some_leaves_them_out(
     home: Path, tmp_path: Path
 ) -> None:
-    excluded = ["-x", "@5", "-x", "@2-7", "-x", "nosuchhost"]
-    result = run([MPISH, "-n", "2", *excluded, "-L", "echo", "r$MPISH_RANK"], home, tmp_path)
+    """clush ignores ``-x`` of nodes that are not in the set and runs everywhere; a new user's
+    misspelt ``-x vn`` (the host is vm) ran on every rank: a misspelt exclusion must not run
+    where it was meant not to (status 2, nothing run), while ``-x @2-7`` of 2 ranks leaves out 2."""
+    result = run([MPISH, "-n", "2", "-x", "@2-7", "-L", "echo", "r$MPISH_RANK"], home, tmp_path)
     assert (result.returncode, result.stdout.decode(), result.stderr.decode()) == (0, "@1: r1\n", "")
+    mark = tmp_path / "ran"
+    for excluded, said in ((["-x", "@5"], "-x @5: no shell server on rank(s) 5 (the servers are @1-2)"),
+                           (["-x", "nosuchhost"], "-x nosuchhost: no shell server on host 'nosuchhost'")):
+        result = run([MPISH, "-n", "2", *excluded, "-c", f"touch {mark}"], home, tmp_path)
+        assert result.returncode == 2 and not mark.exists(), result.stderr
+        assert said in result.stderr.decode() and "nothing was run" in result.stderr.decode()
     result = run([MPISH, "-n", "2", "-x", "@3-1", "-c", "true"], home, tmp_path)  # a bad rank set still is
     assert result.returncode != 0 and "3-1" in result.stderr.decode() and b"Traceback" not in result.stderr
 

@@ -111,6 +111,27 @@ def test_exclude_and_hostfile_choose_the_hosts(sshd: SshServer, tmp_path: Path) 
     assert headers(done.stdout) == ["host[1,4] (2)"], done.stderr
 
 
+def test_a_host_left_out_keeps_the_others_numbers_as_over_mpi(sshd: SshServer) -> None:
+    """A new user: ``-x @2`` made host3 ``@2`` ($MPISH_RANK, JSON rank, the console's ``@2``)."""
+    done = mpish_ssh(sshd, "host[1-3]", "-x", "@2", "-L", "-c", "echo $MPISH_RANK $MPISH_SIZE")
+    assert (done.returncode, done.stdout) == (0, "host1: 1 4\nhost3: 3 4\n"), done.stderr
+    done = mpish_ssh(sshd, "host[1-3]", "-x", "host1", "--json", "-c", "true")
+    assert sorted((r["rank"], r["host"]) for r in map(json.loads, done.stdout.splitlines())) == [
+        (2, "host2"), (3, "host3")], done.stderr
+    done = mpish_ssh(sshd, "host[1-3]", "-x", "@2", input="@3 echo three $MPISH_RANK\n@2 echo two\n")
+    assert "three 3" in done.stdout, done.stdout + done.stderr
+    assert "two" not in done.stdout.replace("@2 echo two", ""), done.stdout
+
+
+def test_a_misspelt_exclusion_runs_nothing_anywhere(sshd: SshServer, tmp_path: Path) -> None:
+    """clush ignores ``-x hots2`` and runs on every host; here nothing runs, status 2."""
+    mark = tmp_path / "ran"
+    done = mpish_ssh(sshd, "host[1-3]", "-x", "hots2", "-c", f"touch {mark}")
+    assert done.returncode == 2 and not mark.exists(), done.stdout + done.stderr
+    assert done.stderr == ("mpish: -x hots2: none of the hosts given is there (they are host[1-3]): "
+                           "nothing was run\n")
+
+
 def test_the_venvs_example_groups_are_not_active(sshd: SshServer, no_groups: dict[str, str]) -> None:
     # pip installs ClusterShell's examples (@compute = example[32-159]) into the venv's etc/
     done = mpish_ssh(sshd, "@compute", "-c", "true", env=no_groups)

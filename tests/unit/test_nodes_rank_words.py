@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mpish.shell.nodes import HostsError, Selection, select_hosts
+from mpish.shell.nodes import HostsError, Selection, number_hosts, select_hosts
 
 
 @pytest.mark.parametrize(("selection", "hosts"), [
@@ -30,3 +30,26 @@ def test_a_rank_word_that_names_no_host_says_why(selection: Selection, said: str
     with pytest.raises(HostsError) as info:
         select_hosts(selection)
     assert said in str(info.value)
+
+
+@pytest.mark.parametrize(("selection", "numbered", "named"), [
+    (Selection(nodes=("node[1-3]",), exclude=("@2",)), {1: "node1", 3: "node3"}, 3),
+    (Selection(nodes=("node[1-3]",), exclude=("node1",)), {2: "node2", 3: "node3"}, 3),
+    (Selection(nodes=("node[1-4]", "@3-4"), exclude=("node4",)), {3: "node3"}, 4),
+])
+def test_left_out_hosts_leave_their_numbers_vacant_so_at_n_keeps_meaning_the_host_given_as_n(
+        selection: Selection, numbered: dict[int, str], named: int) -> None:
+    """A new user: ``node[1-3] -x @2`` made node3 ``@2`` (its $MPISH_RANK, JSON rank and the
+    console's ``@2``), right after ``@2`` was left out; over MPI the ranks keep their numbers."""
+    assert number_hosts(selection) == (numbered, named)
+
+
+@pytest.mark.parametrize("exclude", [("nod2",), ("node[7-9]",), ("other",)])
+def test_an_exclusion_that_names_none_of_the_hosts_given_runs_nothing(exclude: tuple[str, ...]) -> None:
+    """A misspelt ``-x`` (clush ignores it and runs everywhere) is refused before any host is reached."""
+    with pytest.raises(HostsError) as info:
+        number_hosts(Selection(nodes=("node[1-3]",), exclude=exclude))
+    assert f"-x {exclude[0]}: none of the hosts given is there (they are node[1-3]): nothing was run" in str(
+        info.value)
+    partly = Selection(nodes=("node[1-3]",), exclude=("node[3-9]",))  # leaves out node3: fine
+    assert number_hosts(partly)[0] == {1: "node1", 2: "node2"}

@@ -65,7 +65,21 @@ def test_a_target_naming_a_lost_server_says_it_was_lost_by_rank_or_host() -> Non
         with pytest.raises(TargetError, match=re.escape(said)):
             resolve_targets(spec, hosts, lost)
     assert resolve_targets("@1+n3", hosts, lost) == {1, 3}
-    assert resolve_targets("n2", hosts, lost, excluding=True) == set()  # -x n2: nothing left out
+    with pytest.raises(TargetError, match=re.escape("-x n2: no shell server on host 'n2'")):
+        resolve_targets("n2", hosts, lost, excluding=True)  # -x of no server: refused, not ignored
+
+
+def test_an_exclusion_that_names_no_server_runs_nothing_and_one_that_names_some_leaves_them_out() -> None:
+    """A new user: ``mpish -n 2 -x vn`` (the host is vm), ``-x @9`` and ``-x 9`` ran on every rank,
+    as clush ignores them; a misspelt exclusion must not run where it was meant not to."""
+    hosts = {1: "vm", 2: "vm", 3: "vm"}
+    for spec, said in (("vn", "-x vn: no shell server on host 'vn' (the servers' hosts: vm)"),
+                       ("@9", "-x @9: no shell server on rank(s) 9 (the servers are @1-3)"),
+                       ("9", "-x @9: no shell server on rank(s) 9"), ("@typo", "@typo is no group")):
+        with pytest.raises(TargetError, match=re.escape(said)):
+            resolve_targets(spec, hosts, excluding=True)
+    assert resolve_targets("@2-9", hosts, excluding=True) == {2, 3}  # some of them are servers
+    assert resolve_targets("vm", hosts, excluding=True) == {1, 2, 3}
 
 
 def test_a_target_naming_a_host_never_reached_says_so_not_that_its_server_is_gone() -> None:

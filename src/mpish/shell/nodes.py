@@ -170,29 +170,50 @@ _RANK_WORD = re.compile(r"@[0-9][0-9,/@-]*")  # -w @2, -x @1,@3, -x @2-4: hosts 
 
 
 def select_hosts(selection: Selection) -> list[str]:
-    """The hosts of ``selection`` in NodeSet order (sorted, as clush orders them; host ``i``
-    is rank ``@i``); HostsError if there are none or a node set or group names nothing.
+    """The hosts of ``selection`` in NodeSet order (the values of :func:`number_hosts`)."""
+    return list(number_hosts(selection)[0].values())
+
+
+def number_hosts(selection: Selection) -> tuple[dict[int, str], int]:
+    """(host number -> host, how many hosts were named), in NodeSet order (sorted, as clush
+    orders them): the hosts named (HOSTS, -w names, -g, -a, --hostfile) are ``@1``..``@N``,
+    and ``-x``/``-X`` leave their numbers vacant, as ``-x`` leaves MPI's ranks
+    (``node[1-3] -x @2``: node3 stays ``@3``).
+    HostsError if there are none, a node set or group names nothing, or an exclusion leaves
+    out none of the hosts named (clush ignores it and runs everywhere: a misspelt exclusion
+    must not run where it was meant not to).
 
     A -w or -x word that is a rank list (``@2``, ``@1,@3``, ``@2-4``) picks or leaves out hosts
-    by their number among the hosts named without it (HOSTS, -w names, -g, -a, --hostfile; -x
-    names and -X groups leave theirs out too), as the console's ``@2`` does."""
+    by their number, as the console's ``@2`` does."""
     pick = [word for word in selection.nodes if _RANK_WORD.fullmatch(word)]
     drop = [word for word in selection.exclude if _RANK_WORD.fullmatch(word)]
-    if not pick and not drop:
-        return _select(selection)
     named = replace(selection, nodes=tuple(w for w in selection.nodes if w not in pick),
-                    exclude=tuple(w for w in selection.exclude if w not in drop))
-    if not named:
+                    exclude=(), exclude_groups=())
+    if not named and (pick or drop):
         raise HostsError(f"{(pick + drop)[0]}: a host's number among the hosts given; give the hosts too "
                          "(HOSTS, -w NODES, -g GROUP, -a or --hostfile FILE), or name them")
-    numbered = _select(replace(named, exclude=(), exclude_groups=()))
-    kept = set(_select(named))
+    numbered = _select(named)
+    excluded: set[str] = set()
+    leaving = [(f"-x {text}", _named_nodes(text)) for text in selection.exclude if text not in drop]
+    leaving += [(f"-X {name}", _group(name)) for name in selection.exclude_groups]
+    for flag, nodes in leaving:
+        hit = {str(host) for host in nodes}.intersection(numbered)
+        if not hit:
+            raise HostsError(f"{flag}: none of the hosts given is there (they are {_fold(numbered)}): "
+                             "nothing was run")
+        excluded |= hit
     picked, dropped = _numbers(pick, len(numbered)), _numbers(drop, len(numbered))
-    chosen = [host for number, host in enumerate(numbered, 1)
-              if host in kept and (not pick or number in picked) and number not in dropped]
+    chosen = {number: host for number, host in enumerate(numbered, 1)
+              if host not in excluded and (not pick or number in picked) and number not in dropped}
     if not chosen:
         raise HostsError("no host left to run on")
-    return chosen
+    return chosen, len(numbered)
+
+
+def _fold(hosts: Sequence[str]) -> str:
+    from ClusterShell.NodeSet import NodeSet
+
+    return str(NodeSet.fromlist(hosts))
 
 
 def _numbers(words: Sequence[str], count: int) -> set[int]:

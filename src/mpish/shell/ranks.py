@@ -67,10 +67,10 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Mapping[int, str]
 
     ``spec`` is a comma-free list of words separated by whitespace or ``+``; each word is
     ``@all``, ``@<rank set>``, or a host name (with or without ``@``), which names every
-    rank on that host. A rank that is not a live server is an error, unless ``excluding``
-    (``-x``): as clush -x ignores nodes that are not in the set, ranks and hosts that
-    are not there are left out of nothing (a bad rank set is still an error, and so is an
-    ``@name`` that names no host, as an unknown group is in ``mpish ssh``). ``lost``: the
+    rank on that host. A rank that is not a live server is an error; with ``excluding``
+    (``-x``), a word none of whose ranks or hosts is a server is one too (clush ignores it,
+    and runs everywhere: a misspelt exclusion must not run where it was meant not to), while
+    ``-x @2-9`` of 3 servers leaves out 2 and 3. ``lost``: the
     servers lost during the session (ranks, or rank -> host): a target that names only such
     is said to be lost, not to have no server; ``unreached``: those of them never reached
     (ssh hosts down when the console started), said so.
@@ -88,6 +88,9 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Mapping[int, str]
         if name and name[0].isdigit():
             ranks = parse_ranks(name)
             missing = ranks - set(hosts)
+            if excluding and missing == ranks:  # -x @9 of 2 servers: a typo runs everywhere
+                raise TargetError(f"-x @{name}: no shell server on rank(s) {format_ranks(missing)} "
+                                  f"(the servers are @{format_ranks(hosts)}); nothing was run")
             if excluding:
                 chosen.update(ranks - missing)
                 continue
@@ -106,6 +109,10 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Mapping[int, str]
                               "host of a shell server")
         if not on_host and not excluding:
             raise TargetError(f"no shell server on host {name!r}")
+        if not on_host:  # -x vn for vm: a misspelt exclusion must not run where it was meant not to
+            names = ",".join(sorted(set(hosts.values())))
+            raise TargetError(f"-x {word}: no shell server on host {name!r} (the servers' hosts: {names}); "
+                              "nothing was run")
         chosen.update(on_host)
     return frozenset(chosen)
 

@@ -51,7 +51,7 @@ from typing import IO, Any
 from mpish.shell.names import FAILED, HostNames, Result, fold_reasons, status_of
 from mpish.shell.names import fold_hosts as fold_hosts
 from mpish.shell.nodes import HostsError as HostsError
-from mpish.shell.nodes import Selection, select_hosts
+from mpish.shell.nodes import Selection, number_hosts
 from mpish.shell.nodes import expand_hosts as expand_hosts
 from mpish.shell.options import CopyRequest, OutputMode, exit_status, stdin_to_send
 from mpish.transport.ssh_ciphers import prefetch
@@ -89,16 +89,19 @@ def split_ssh_options(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(word for value in values for word in shlex.split(value))
 
 
-def _start(options: SshShellOptions, hosts: list[str], first: Callable[[], bytes] | None = None,
-           report_losses: bool = True, rolling: bool = False) -> Any:
+def _start(options: SshShellOptions, hosts: dict[int, str], named: int,
+           first: Callable[[], bytes] | None = None, report_losses: bool = True,
+           rolling: bool = False) -> Any:
     """Connect to the hosts; the output machinery is loaded after the ssh processes have
     started (it costs the console ~20 ms of imports, while each ssh's handshake takes longer).
-    ``first``: the message each host gets right behind its code (``-c``'s Run); ``rolling``:
-    the first ``-f`` hosts now, each other one in its turn (ssh_session.py)."""
+    ``hosts``: number -> host (:func:`number_hosts`: -x leaves numbers vacant), of ``named`` hosts
+    (every server is told it, as MPISH_SIZE - 1); ``first``: the message each host gets right behind its code
+    (``-c``'s Run); ``rolling``: the first ``-f`` hosts now, each other one in its turn (ssh_session.py)."""
     from mpish.shell.ssh_session import RECONNECT_HINT, start_ssh_session
 
     session = start_ssh_session(
         hosts,
+        size=named + 1,
         python=options.python,
         ssh_options=options.ssh_options,
         connect_timeout=options.connect_timeout,
@@ -140,9 +143,9 @@ def report_failed(session: Any, hosts: Sequence[str], err: IO[bytes], options: S
     err.flush()
 
 
-def host_names(hosts: Sequence[str], session: Any) -> HostNames:
-    """The sinks' names for ``mpish ssh``: host ``i`` of the node set is rank ``i + 1``."""
-    return HostNames(dict(enumerate(hosts, 1)), session.peers)
+def host_names(hosts: dict[int, str], session: Any) -> HostNames:
+    """The sinks' names for ``mpish ssh``: host number -> host (:func:`number_hosts`)."""
+    return HostNames(dict(hosts), session.peers)
 
 
 def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int:
@@ -150,7 +153,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     or 0 with ``--no-maxrc``."""
     assert options.command is not None
     command = options.command
-    hosts = select_hosts(options.selection)
+    hosts, named = number_hosts(options.selection)
     stdin: list[int | None] = []
 
     def first_run() -> bytes:
@@ -165,7 +168,8 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     # barrier on the slowest login); with more hosts than -f, at most -f connections are open at
     # once (clush's fan-out), each host connected in its turn, given stdin from its first byte
     # (spool.py), and hung up when done. ssh first: the output machinery loads meanwhile.
-    session = _start(options, hosts, first_run, report_losses=options.mode.kind == "json", rolling=True)
+    session = _start(options, hosts, named, first_run, report_losses=options.mode.kind == "json",
+                     rolling=True)
     session.advise = lambda why, host: advice(why, host, options)
     from mpish.shell.console import Console
     from mpish.shell.grouping import (
@@ -182,12 +186,12 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     names = host_names(hosts, session)
     sink = make_sink(options.mode, len(hosts), out, err, Style.for_stream(out), names)
     if session.failed and options.mode.kind != "json":
-        report_failed(session, hosts, err, options)
+        report_failed(session, list(hosts.values()), err, options)
     if not isinstance(sink, JsonSink):
         sink.reported.update(session.failed)  # printed above, folded
         sink.fold_errors = options.mode.kind != "live"  # lost hosts folded at the end; -v: as they come
         session.report_losses = False
-    for rank, host in enumerate(hosts, 1):
+    for rank, host in hosts.items():
         if host in session.failed:  # could not join: its result, in NodeSet order
             sink.done(Result(rank, host, FAILED, error=advice(session.failed[host], host, options)))
     terminated: list[int] = []
@@ -235,17 +239,17 @@ def run_tty(options: SshShellOptions, err: IO[bytes]) -> int:
     from mpish.shell.console import Console
 
     assert options.command is not None
-    hosts = select_hosts(options.selection)
+    hosts, named = number_hosts(options.selection)
     if len(hosts) != 1:
         err.write(f"mpish ssh: --tty runs the command on ONE host, not {len(hosts)}\n".encode())
         return 2
-    session = _start(options, hosts)
+    session = _start(options, hosts, named)
     if not session.peers:
-        report_failed(session, hosts, err, options)
+        report_failed(session, list(hosts.values()), err, options)
         session.finish()
         return FAILED
     console = Console(session)
-    console.describe = lambda ranks: hosts[0]
+    console.describe = lambda ranks: next(iter(hosts.values()))
     try:
         return one_shot(console, list(session.peers), options.command, sys.stderr)
     except AttachError as exc:
@@ -270,12 +274,12 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     except OSError as exc:
         err.write(f"mpish: cannot read commands from {path}: {exc.strerror}\n".encode())
         return 2
-    hosts = select_hosts(options.selection)
+    hosts, named = number_hosts(options.selection)
     # --copy/--rcopy: at most -f connected at once, none awaited here (copying.copy_files: a
     # Ctrl-C while a login hangs ends the copy at once, and names what was not sent)
-    session = _start(options, hosts, rolling=options.copy is not None)
+    session = _start(options, hosts, named, rolling=options.copy is not None)
     session.advise = lambda why, host: advice(why, host, options)
-    report_failed(session, hosts, err, options)
+    report_failed(session, list(hosts.values()), err, options)
     if not session.peers and not session.later:
         session.finish()
         return FAILED

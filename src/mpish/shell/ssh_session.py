@@ -204,11 +204,11 @@ class SshSession(Session):
                                  ssh_options=ssh_options)
                 for rank, host in hosts.items() if rank not in self.peers}
 
-    def keep_unreached(self, hosts: Sequence[str]) -> None:
-        """Hosts that could not be reached at the start, kept as lost peers of their ranks (the
-        order of ``hosts``): the console's :targets names them and :reconnect tries them again,
-        as clush's interactive mode keeps a node that was down in its set."""
-        for rank, host in enumerate(hosts, 1):
+    def keep_unreached(self, hosts: Mapping[int, str]) -> None:
+        """Hosts that could not be reached at the start, kept as lost peers of their ranks
+        (``hosts``: rank -> host): the console's :targets names them and :reconnect tries them
+        again, as clush's interactive mode keeps a node that was down in its set."""
+        for rank, host in hosts.items():
             if rank not in self.peers and host in self.failed:
                 self.peers[rank] = Peer(rank, closed_channel(), host, alive=False, lost=NOT_REACHED)
 
@@ -315,8 +315,9 @@ def fold_failures(
 
 
 def start_ssh_session(
-    hosts: Sequence[str],
+    hosts: Sequence[str] | Mapping[int, str],
     *,
+    size: int = 0,
     python: Sequence[str] = ("python3",),
     ssh_options: Sequence[str] = (),
     connect_timeout: float = 30.0,
@@ -328,6 +329,9 @@ def start_ssh_session(
     rolling: bool = False,
 ) -> SshSession:
     """Connect to every host, handshake, read every Hello; hosts that fail are in ``failed``.
+
+    ``hosts``: rank -> host (a list: host ``i`` is rank ``i + 1``); ranks left out (``-x``)
+    stay vacant, and ``size`` (default: the highest rank + 1) is what every server is told.
 
     At most ``fanout`` hosts are being connected at once (clush's ``-f``): the next host's
     ssh starts when one of them has joined or failed. Joined hosts stay connected.
@@ -347,10 +351,11 @@ def start_ssh_session(
     err = err or sys.stderr
     session = SshSession(MultiLink({}), {}, processes={}, failed={}, err=err, report_losses=report_losses)
     session.link.on_lost = session.lost
-    session.link.size = len(hosts) + 1
+    numbered = dict(hosts) if isinstance(hosts, Mapping) else dict(enumerate(hosts, 1))
+    session.link.size = max(size, max(numbered, default=0) + 1)
     session.connect_args = (python, ssh_options, connect_timeout)
     session.again = again
-    pending = list(enumerate(hosts, 1))
+    pending = sorted(numbered.items())
     if rolling:  # the others join in their turn (turns.py)
         session.later = dict(pending[fanout:])
         del pending[fanout:]
