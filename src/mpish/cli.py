@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shlex
 import sys
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from mpish import report
 from mpish.wire.errors import MpishError
@@ -47,13 +48,25 @@ def terminal_columns() -> int:
     return columns or 80
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's, with a hint after the errors a clush user meets first: clush's ``-n`` (no
+    stdin) is ``--nostdin`` here (``mpish ssh -n`` said only "unrecognized arguments: -n";
+    ``mpish -n 2 -n -c hostname`` "invalid int value: '-c'")."""
+
+    def error(self, message: str) -> NoReturn:
+        if re.search(r"unrecognized arguments:(.* )?-n( |$)|argument -n/--np: invalid int value", message):
+            message += " (clush's -n, no stdin, is --nostdin here" + (
+                "; mpish's -n is the number of ranks)" if "--np" in message else ")")
+        super().error(message)
+
+
 # --- the main shell ------------------------------------------------------------------
 
 
 def _main_parser() -> argparse.ArgumentParser:
     from mpish.shell import options
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         formatter_class=HelpFormatter,
         prog=PROG,
         usage="%(prog)s [options] [COMMAND ...]",
@@ -353,8 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in SUBCOMMANDS:
             name = argv[0]
             help_text, add, run = SUBCOMMANDS[name]
-            parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=help_text,
-                                             formatter_class=HelpFormatter)
+            parser = Parser(prog=f"{PROG} {name}", description=help_text, formatter_class=HelpFormatter)
             add(parser)
             parse = _parse_ssh if name == "ssh" else lambda p, a: p.parse_args(a)
             args = parse(parser, argv[1:])

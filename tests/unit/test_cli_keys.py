@@ -274,3 +274,18 @@ def test_a_rank_beyond_n_is_refused_before_any_server_starts(
     monkeypatch.setattr(mpi_session, "start_console", no_launch)
     assert main(["-n", "3", "-w", "@2,5-6", "-c", "true"]) == 2
     assert "no shell server on rank(s) 5-6: -n 3 starts @1-3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["ssh", "node1", "-n", "-c", "cat"],
+     "unrecognized arguments: -n (clush's -n, no stdin, is --nostdin here)"),
+    (["-n", "2", "-n", "-c", "hostname"],
+     "invalid int value: '-c' (clush's -n, no stdin, is --nostdin here; mpish's -n is the number of ranks)"),
+])
+def test_clushs_n_gets_a_hint_to_nostdin(home: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                         said: str) -> None:
+    """A new user typed clush's -n (no stdin) and read only argparse's words."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert said in capsys.readouterr().err

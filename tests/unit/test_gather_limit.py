@@ -115,8 +115,9 @@ def test_after_a_ctrl_c_at_a_terminal_only_the_tail_of_each_gathered_output_is_s
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """New user: Ctrl-C during a flood stopped the commands, then 37-49 s of what they had
-    printed scrolled by. After an interrupt, at a terminal: the last 64 KiB of each output,
-    from a line's start, and one line saying how much was left out."""
+    printed scrolled by. After an interrupt, at a terminal: the last 40 lines (at most 64 KiB)
+    of each output, from a line's start, and one line saying how much was left out (a later new
+    user: the last 64 KiB of `yes` were still 32,768 lines of y)."""
     from mpish.shell import grouping
 
     monkeypatch.setattr(grouping, "_at_terminal", lambda: True)
@@ -128,9 +129,22 @@ def test_after_a_ctrl_c_at_a_terminal_only_the_tail_of_each_gathered_output_is_s
         sink.done(Result(rank, "h", 130, interrupted=True))
     sink.finish()
     shown = out.getvalue()
-    assert len(shown) < 2 * (1 << 16) and b"line 0199999\n" in shown and b"line 0000000" not in shown
-    assert shown.split(b"\n")[3].startswith(b"line ")  # after the header: a whole line
-    assert b"MiB of the gathered output left out; the last 64 KiB of each output follow" in err.getvalue()
+    assert b"line 0199999\n" in shown and b"line 0199960\n" in shown and b"line 0199959" not in shown
+    assert shown.split(b"\n")[3] == b"line 0199960"  # after the header: a whole line
+    assert b"MiB of the gathered output left out; the last 40 lines (at most 64 KiB) of each output" in (
+        err.getvalue())
+
+
+def test_the_tail_after_a_ctrl_c_keeps_the_last_lines_of_a_short_output_of_many_lines() -> None:
+    from mpish.shell.gathered import Gathered
+
+    for data, lines, shown in ((b"y\n" * 1000, 3, b"y\ny\ny\n"), (b"a\nb\nc", 2, b"b\nc"),
+                               (b"a\nb\n", 5, b"a\nb\n"), (b"no newline", 1, b"no newline")):
+        spool = Gathered()
+        spool.write(data)
+        assert spool.keep_tail(1 << 16, lines) == len(data) - len(shown), data
+        assert b"".join(spool.chunks()) == shown
+        spool.close()
 
 
 def test_without_an_interrupt_all_gathered_output_is_shown_at_a_terminal(

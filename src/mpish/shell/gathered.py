@@ -138,14 +138,24 @@ class Gathered:
         if self.size and self.last != b"\n":
             out.write(b"\n")
 
-    def keep_tail(self, limit: int) -> int:
-        """Show only about the last ``limit`` bytes, from a line's start; the bytes left out."""
-        if self.size <= limit:
-            return 0
-        head = self.store.read(self.size - limit - 1, limit + 1)  # one byte before: a line may start there
-        newline = head.find(b"\n")
-        self.start = self.size - limit + (newline if 0 <= newline < limit else 0)
-        return self.start
+    def keep_tail(self, limit: int, lines: int | None = None) -> int:
+        """Show only about the last ``limit`` bytes, from a line's start, and of them at most the
+        last ``lines`` lines; the bytes left out."""
+        start = 0
+        if self.size > limit:
+            head = self.store.read(self.size - limit - 1, limit + 1)  # a byte before: a line may start there
+            newline = head.find(b"\n")
+            start = self.size - limit + (newline if 0 <= newline < limit else 0)
+        if lines is not None:
+            tail = self.store.read(start, self.size - start)
+            at = len(tail) - 1 if tail.endswith(b"\n") else len(tail)  # a final newline ends the last line
+            for _ in range(lines):
+                at = tail.rfind(b"\n", 0, at)
+                if at < 0:
+                    break
+            start += at + 1 if at >= 0 else 0
+        self.start = start
+        return start
 
     def close(self) -> None:
         self.store.release()

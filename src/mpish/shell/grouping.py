@@ -53,6 +53,14 @@ class OutputSink(Protocol):
 
 
 INTERRUPTED_TAIL = 1 << 16  # after a Ctrl-C, at a terminal, only this much of each output is shown
+INTERRUPTED_LINES = 40  # and of it only these last lines (`yes`: 32,768 lines of y scrolled by)
+
+
+def _size(nbytes: int) -> str:
+    """``73.9 MiB``, ``12.0 KiB``, ``80 bytes``: never "0.0 MiB" for a few lines left out."""
+    if nbytes >= 2**20:
+        return f"{nbytes / 2**20:.1f} MiB"
+    return f"{nbytes / 2**10:.1f} KiB" if nbytes >= 2**10 else f"{nbytes} bytes"
 SHOW_NOTICE = 1 << 20  # gathered output at least this big is announced at a terminal (Ctrl-C stops it)
 
 
@@ -247,12 +255,13 @@ class GroupedSink(_TerminalSink):
             # Ctrl-C: the user wants it to stop, not tens of seconds of what it printed before
             shown = self._spools.values() if self.lines else [
                 spool for stream in (STDOUT, STDERR) for _, spool in self.groups(stream)]
-            left_out = sum(spool.keep_tail(INTERRUPTED_TAIL) for spool in shown)
+            left_out = sum(spool.keep_tail(INTERRUPTED_TAIL, INTERRUPTED_LINES) for spool in shown)
             if left_out:
                 self.gathered -= left_out
                 self.err.write(self.style.error(
-                    f"mpish: interrupted: {left_out / 2**20:.1f} MiB of the gathered output left out; "
-                    f"the last {INTERRUPTED_TAIL >> 10} KiB of each output follow").encode() + b"\n")
+                    f"mpish: interrupted: {_size(left_out)} of the gathered output left out; the last "
+                    f"{INTERRUPTED_LINES} lines (at most {INTERRUPTED_TAIL >> 10} KiB) of each output follow")
+                    .encode() + b"\n")
         if self.stop is not _never and self.gathered >= SHOW_NOTICE and _at_terminal():
             size = self.gathered / 2**20
             notice = f"mpish: {size:.1f} MiB of output gathered; showing it (Ctrl-C stops it)"

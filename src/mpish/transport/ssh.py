@@ -146,7 +146,8 @@ class SshProcess:
             )
         except FileNotFoundError as exc:
             raise SshFailed(
-                f"cannot run {self.argv[0]!r}: {exc.strerror}; install the OpenSSH client or pass ssh=",
+                f"cannot run {self.argv[0]!r}: {exc.strerror}; install the OpenSSH client (its ssh on PATH)"
+                + ("" if self.argv[0] == "ssh" else ", or give the path of an ssh that exists"),
                 host=host,
             ) from exc
         except OSError as exc:  # out of descriptors or processes: this many hosts at once
