@@ -99,3 +99,17 @@ def test_a_block_in_a_commands_file_runs_as_one_command_as_bash_reads_a_script(t
     assert b"timeout: 7 s" in proc.stdout  # the line after a comment ending in \\ is its own
     for expected in (b"i=1\ni=2\n", b"in-f\n", b"  kept as typed\n", b"a b\n"):
         assert expected in proc.stdout, proc.stdout
+
+
+def test_a_full_screen_program_that_fails_for_want_of_a_terminal_is_followed_by_the_attach_hint(
+    tmp_path: Path,
+) -> None:
+    """A new user's top said "failed tty get" and nothing more (vi hung): the console names :attach."""
+    from shell_util import run
+
+    home = make_home(tmp_path / "home")
+    proc = run([MPISH, "-n", "2"], home, tmp_path, input=b"top\ntrue\n")
+    said = proc.stderr.decode(errors="replace")
+    assert "mpish: top needs a terminal, which commands here do not get: run it on one target with " \
+           ":attach @1 top" in said, said
+    assert said.count("needs a terminal") == 1  # not after true

@@ -359,3 +359,15 @@ def test_a_label_resets_attributes_only_after_a_line_that_held_an_escape_sequenc
     finally:
         set_color("auto")
     assert out.getvalue() == b"@1: plain\n@1: hidden\x1b[8m\n\x1b[0m@2: seen\n@2: again\n"
+
+
+def test_a_full_screen_program_that_failed_or_was_interrupted_gets_a_hint_to_attach() -> None:
+    """A new user ran vi (it hung until Ctrl-C) and top ("failed tty get"), with no hint."""
+    from mpish.shell.attach import terminal_hint
+
+    assert terminal_hint("top", {2, 1}, True) == ("mpish: top needs a terminal, which commands here do not "
+                                                  "get: run it on one target with :attach @1 top")
+    assert terminal_hint("TERM=xterm /usr/bin/vim notes.txt", {3}, True).endswith(
+        ":attach @3 TERM=xterm /usr/bin/vim notes.txt")
+    assert terminal_hint("top -b -n 1", {1}, False) == ""  # it worked: nothing to say
+    assert terminal_hint("make", {1}, True) == "" and terminal_hint("", {1}, True) == ""

@@ -45,6 +45,9 @@ ESCAPE_HELP = (
     "  ~~  send ~\r\n"
 )
 KEYS_CHUNK = 4096
+# Programs that need a terminal (a new user ran vi, which hung, and top: "failed tty get")
+FULL_SCREEN = frozenset({"vi", "vim", "nvim", "view", "nano", "emacs", "top", "htop", "btop", "less",
+                         "more", "man", "tmux", "screen", "watch", "mc", "ncdu", "nvtop", "iotop"})
 IDLE_WAIT = 0.01  # longest sleep between looks at the keys and the link (MPI: its backoff)
 HANGUP_WAIT = 5.0  # seconds the console waits for the program's end after ~.
 SANE_SCREEN = b"\x1b7\x1b[r\x1b8\x1b[?25h\x1b[0m\r\n"  # whole-screen scrolling, cursor shown, plain
@@ -52,6 +55,19 @@ SANE_SCREEN = b"\x1b7\x1b[r\x1b8\x1b[?25h\x1b[0m\r\n"  # whole-screen scrolling,
 
 class AttachError(ValueError):
     """:attach cannot start: the message says why and what to do."""
+
+
+def terminal_hint(command: str, targets: Iterable[int], failed: bool) -> str:
+    """After ``command`` failed or was interrupted: how to run it where it gets a terminal, if
+    it is one of :data:`FULL_SCREEN` (else "")."""
+    words = command.split()
+    while words and "=" in words[0] and not words[0].startswith("="):  # TERM=xterm vi
+        words.pop(0)
+    name = os.path.basename(words[0]) if words else ""
+    if not failed or name not in FULL_SCREEN:
+        return ""
+    return (f"mpish: {name} needs a terminal, which commands here do not get: run it on one target "
+            f"with :attach @{min(targets)} {command.strip()}")
 
 
 @dataclass

@@ -385,8 +385,11 @@ class Repl:
         for text in [] if json else status_lines(results, Style.for_stream(sys.stderr), names, notes=True,
                                                  quiet=self.output.quiet):
             print(text, file=self.err)
-        self.err.flush()
         self.last_status = max((status_of(r) for r in results), default=0)
+        failed = self.last_status != 0 or any(r.interrupted for r in results)
+        if (hint := attach.terminal_hint(command, targets, failed)) and not json:
+            print(hint, file=self.err)  # vi hung, top said "failed tty get": :attach gives a terminal
+        self.err.flush()
 
     @contextlib.contextmanager
     def keys(self) -> Iterator[InterruptKeys]:
