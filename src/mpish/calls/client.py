@@ -218,8 +218,8 @@ class Remote:
         if not callable(getattr(obj, "run", None)):  # checked here: a remote AttributeError says less
             raise TypeError(
                 f"Remote.run sends an object and calls its run() method there; "
-                f"{type(obj).__name__} has none. To run a shell command, use remote.call("
-                "subprocess.run, [...], capture_output=True); for a function, remote.call(fn, ...)"
+                f"{type(obj).__name__} has none. To run a shell command, use remote.shell('echo hi') "
+                "(its output streams back, its exit status is returned); for a function, remote.call(fn, ...)"
             )
         return self.invoke(run_object, (obj,), timeout=timeout)
 
