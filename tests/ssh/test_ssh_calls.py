@@ -89,7 +89,7 @@ def test_run_object_and_state_stays_remote(remote: Remote) -> None:
 
 
 def test_run_of_an_object_without_run_says_what_run_is_for_before_sending(remote: Remote) -> None:
-    with pytest.raises(TypeError, match=r"calls its run\(\) method there; str has none.*subprocess.run"):
+    with pytest.raises(TypeError, match=r"calls its run\(\) method there; str has none.*remote.shell"):
         remote.run("hostname")
     assert remote.call(sum, [1, 2]) == 3  # nothing was sent: the connection is as it was
 
