@@ -371,3 +371,29 @@ def test_a_full_screen_program_that_failed_or_was_interrupted_gets_a_hint_to_att
         ":attach @3 TERM=xterm /usr/bin/vim notes.txt")
     assert terminal_hint("top -b -n 1", {1}, False) == ""  # it worked: nothing to say
     assert terminal_hint("make", {1}, True) == "" and terminal_hint("", {1}, True) == ""
+
+
+def test_live_lines_are_labelled_whole_across_chunks_as_one_at_a_time_would() -> None:
+    """-L and output past the gather limit: plain lines are labelled by one replace per chunk
+    (a new user's `yes | head -c 200M` past the limit took 3 min: 2 MB/s, a line at a time)."""
+    import random
+
+    rng = random.Random(7)
+    text = b"".join(b"line %d of rank %d\n" % (k, r) for k in range(300) for r in (1, 2))
+    out = io.BytesIO()
+    sink = LiveSink(out, io.BytesIO(), Style())
+    sent: dict[int, bytes] = {1: b"", 2: b""}
+    at = 0
+    while at < len(text):
+        size = rng.randint(0, 40)
+        for rank in (1, 2):
+            sink.output(rank, p.STDOUT, text[at:at + size])
+            sent[rank] += text[at:at + size]
+        at += size
+    sink.end_lines(1)
+    sink.end_lines(2)
+    lines = out.getvalue().splitlines(keepends=True)
+    for rank in (1, 2):
+        mine = b"".join(line[len(b"@%d: " % rank):] for line in lines if line.startswith(b"@%d: " % rank))
+        assert mine == sent[rank]
+    assert all(line.startswith((b"@1: ", b"@2: ")) for line in lines)

@@ -421,9 +421,14 @@ class LiveSink(_TerminalSink):
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
         buffered = self._partial.pop((rank, stream), b"") + data
-        *lines, rest = buffered.split(b"\n")
-        if lines:
-            self._emit(rank, stream, *(line + b"\n" for line in lines))
+        cut = buffered.rfind(b"\n") + 1
+        whole, rest = buffered[:cut], buffered[cut:]
+        if whole and (b"\r" in whole or b"\x1b" in whole or self._escaped.get(stream, False)):
+            self._emit(rank, stream, *(line + b"\n" for line in whole[:-1].split(b"\n")))
+        elif whole:  # plain lines, labelled by one replace (a line at a time: 2 MB/s of `yes`)
+            label = self.style.prefix(f"{self.name_of(rank)}: ").encode() if self.labels else b""
+            shown = label + whole[:-1].replace(b"\n", b"\n" + label) + b"\n" if label else whole
+            (self.out if stream == STDOUT else self.err).write(shown)
         if len(rest) > LIVE_LINE_LIMIT:
             self._emit(rank, stream, rest + b"\n")
             rest = b""
