@@ -397,3 +397,9 @@ def test_live_lines_are_labelled_whole_across_chunks_as_one_at_a_time_would() ->
         mine = b"".join(line[len(b"@%d: " % rank):] for line in lines if line.startswith(b"@%d: " % rank))
         assert mine == sent[rank]
     assert all(line.startswith((b"@1: ", b"@2: ")) for line in lines)
+
+
+def test_rank_0_as_a_target_is_said_to_be_the_console() -> None:
+    said = "rank(s) 0 (rank 0 is the console; the servers are 1 and up)"
+    with pytest.raises(TargetError, match=re.escape(said)):
+        resolve_targets("@0", {1: "h", 2: "h"})

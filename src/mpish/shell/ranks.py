@@ -97,7 +97,8 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Mapping[int, str]
             if missing and missing <= set(lost):  # ``lost``: ranks whose server is gone
                 raise TargetError(f"rank {format_ranks(missing)} {_lost(missing, unreached)}")
             if missing:
-                raise TargetError(f"no shell server on rank(s) {format_ranks(missing)}")
+                console = " (rank 0 is the console; the servers are 1 and up)" if 0 in missing else ""
+                raise TargetError(f"no shell server on rank(s) {format_ranks(missing)}{console}")
             chosen.update(ranks)
             continue
         on_host = {rank for rank, host in hosts.items() if _named(host, name)}
