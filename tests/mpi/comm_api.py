@@ -417,6 +417,37 @@ def check_proc_null_takes_any_buffer_yet_refuses_bad_tags(
     ok(c, "proc_null_as_raw")
 
 
+def check_numpy_integers_and_floats_as_ranks_tags_and_roots_as_mpi4py_reads_them(
+    c: mpish.comm.SecureComm, raw: MPI.Intracomm
+) -> None:
+    """An HPC porter: ``tag=np.int64(3)`` (``for dest in np.arange(...)``) raised AttributeError
+    ('to_bytes') on the sender and hung the receiver; a float rank (``myid + nprocs/2``, mpi4py's
+    osu_multi_lat demo) raised struct.error; a float root TypeError. mpi4py takes numpy integers
+    and truncates floats: so does secure, with the results of raw."""
+    size, rank = c.size, c.rank
+    to, fro = np.int64((rank + 1) % size), float((rank - 1) % size)
+    results = []
+    for comm in (raw, c):
+        got = np.zeros(3, "i8")
+        request = comm.Irecv(got, fro, np.int32(5))
+        comm.Send(np.full(3, rank, "i8"), to, np.int64(5))
+        request.Wait()
+        back = np.zeros(3, "i8")
+        comm.Sendrecv(np.full(3, rank, "i8"), to, 6.0, back, fro, np.int16(6))
+        request = comm.irecv(source=np.int64(fro), tag=np.int64(7))
+        comm.send({"from": rank}, dest=float(to), tag=np.uint8(7))
+        obj = request.wait()
+        request = comm.Issend(np.full(3, rank, "i8"), to, np.int64(8))
+        third = np.zeros(3, "i8")
+        comm.Recv(third, np.int64(fro), 8.0)
+        request.Wait()
+        root = np.int64(size - 1)
+        results.append((got.tolist(), back.tolist(), obj, third.tolist(), comm.bcast(rank, root=root),
+                        comm.gather(rank, root=float(size - 1)), comm.reduce(rank, root=root)))
+    assert results[0] == results[1], results
+    ok(c, "numpy_and_float_ranks")
+
+
 def _at_addresses(buf: np.ndarray, n: int) -> list[MPI.Datatype]:
     """One datatype per peer: n entries of row k of ``buf``, at its absolute address."""
     base, dt = MPI.Get_address(buf), MPI.INT64_T
@@ -479,6 +510,7 @@ def main() -> None:
     check_request_helpers(c, raw)
     check_proc_null(c, raw)
     check_proc_null_takes_any_buffer_yet_refuses_bad_tags(c, raw)
+    check_numpy_integers_and_floats_as_ranks_tags_and_roots_as_mpi4py_reads_them(c, raw)
     check_alltoallw_bottom(c, raw)
     check_unsupported(c)
     assert c.rejected == 0

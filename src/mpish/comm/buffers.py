@@ -9,6 +9,7 @@ travel packed (packing.py); gap-free ones are read where their data lie.
 from __future__ import annotations
 
 import functools
+import operator
 import sys
 import warnings
 from typing import Any
@@ -68,6 +69,20 @@ def mpi_error(error_class: int, message: str) -> Exception:
     exc: Exception = MPI.Exception(error_class)
     exc.args = (*exc.args, message)
     return exc
+
+
+def as_int(value: Any) -> int:
+    """A rank, tag or root as mpi4py reads it: a numpy integer as its value (``tag=np.int64(3)``,
+    ``dest`` from ``np.arange``), a float truncated (``myid + nprocs/2``); anything else a
+    TypeError, as mpi4py's."""
+    if value.__class__ is int:
+        return value
+    if isinstance(value, float):
+        return int(value)
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"an integer is required for a rank or tag, not {type(value).__name__}") from None
 
 
 def valid_tag(tag: int, *, receive: bool) -> None:

@@ -38,6 +38,7 @@ from mpi4py import MPI
 
 from ..wire.errors import MpishError, RemoteProtocolError
 from .buffers import (
+    as_int,
     block_view,
     byte_view,
     mpi_error,
@@ -118,6 +119,8 @@ class Collectives:
     # -- building blocks
 
     def _root(self, root: int) -> int:
+        """``root`` as an int (numpy's, a float: as mpi4py reads it), or MPI's ERR_ROOT."""
+        root = as_int(root)
         if not 0 <= root < self.size:
             raise mpi_error(MPI.ERR_ROOT, f"invalid root {root} for a communicator of size {self.size}")
         return root
@@ -320,7 +323,7 @@ class Collectives:
             raise failure
 
     def _Bcast_steps(self, buf: Any, root: int = 0) -> Steps[None]:
-        self._root(root)
+        root = self._root(root)
         spec = derived(buf)  # a derived datatype with gaps travels packed
         try:
             if spec is None:
@@ -339,7 +342,7 @@ class Collectives:
     # -- gather and scatter
 
     def _Gather_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
-        self._root(root)
+        root = self._root(root)
         size, rank = self.size, self.rank
         if rank != root:
             self._send_or_abort(sendbuf, root)
@@ -360,7 +363,7 @@ class Collectives:
         yield from self._recv_each([(k, recv[k * block : (k + 1) * block]) for k in range(size) if k != root])
 
     def _Scatter_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
-        self._root(root)
+        root = self._root(root)
         size, rank = self.size, self.rank
         if rank != root:
             yield from self._recv_or_drop_steps(recvbuf, root)
@@ -385,7 +388,7 @@ class Collectives:
                 recv[:block] = chunk
 
     def _Gatherv_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
-        self._root(root)
+        root = self._root(root)
         if self.rank != root:
             self._send_or_abort(sendbuf, root)
             return
@@ -403,7 +406,7 @@ class Collectives:
         )
 
     def _Scatterv_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
-        self._root(root)
+        root = self._root(root)
         if self.rank != root:
             yield from self._recv_or_drop_steps(recvbuf, root)
             return

@@ -50,7 +50,7 @@ from mpi4py import MPI
 
 from ..wire.errors import RemoteProtocolError
 from ..wire.record import SESSION_SIZE
-from .buffers import Unsupported, byte_view, check_op, mpi_error, typed_spec
+from .buffers import Unsupported, as_int, byte_view, check_op, mpi_error, typed_spec
 from .collectives import Steps, _dumps, _loads
 from .intercomm_collectives import InterCollectives, _folder
 from .lane import Lane, Stats, wait_all
@@ -202,6 +202,7 @@ class Intercomm(InterCollectives):
 
     def _root(self, root: int) -> int:
         """A root as MPI's intercommunicator collectives take it (checked by a started one's call)."""
+        root = as_int(root)
         self._root_role(root)
         return root
 

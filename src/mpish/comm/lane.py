@@ -43,7 +43,7 @@ from ..wire.record import (
     SMALL_RECORD,
 )
 from ..wire.shared import SharedOpener, SharedSealer
-from .buffers import matches, mpi_error, mpi_truncate, valid_tag
+from .buffers import as_int, matches, mpi_error, mpi_truncate, valid_tag
 from .bulk import LongMessages
 from .limits import (
     ABORT_TAG,
@@ -187,6 +187,7 @@ class Lane(PostedReceives, LongMessages):
 
     def send(self, data: memoryview, dest: int, tag: int) -> None:
         """Blocking send of one message (one or more records)."""
+        dest, tag = as_int(dest), as_int(tag)  # np.int64 tags, float ranks: as mpi4py reads them
         sealer = self.sealer_for(dest, tag)
         if sealer is None:
             return
@@ -214,6 +215,7 @@ class Lane(PostedReceives, LongMessages):
 
         ``synchronous``: the first record is flagged SYNC (its receive acknowledges it: synchronous.py).
         ``abort``: an empty record flagged ABORT, a collective's abort notice (:meth:`process`)."""
+        dest, tag = as_int(dest), as_int(tag)
         sealer = self.sealer_for(dest, tag)
         if sealer is None:
             return [], []
@@ -227,6 +229,7 @@ class Lane(PostedReceives, LongMessages):
         """Sendrecv: ``data`` sealed and posted to ``dest`` as plain MPI sends, ``receive()`` run,
         then the sends waited for. A secure Isend (a request of ours pending) made the receive
         poll: a Sendrecv of 1 KiB took 3x a whole ping-pong (helper-118: 29x raw)."""
+        dest, tag = as_int(dest), as_int(tag)
         requests, records = self.isend(data, dest, tag)
         try:
             receive()
@@ -253,6 +256,8 @@ class Lane(PostedReceives, LongMessages):
         record buffer, opened there if it is the next small record in order
         (Opener.open_next), else processed as the general loop does.
         """
+        if source.__class__ is not int or tag.__class__ is not int:  # np.int64, a float: as mpi4py
+            source, tag = as_int(source), as_int(tag)
         if self.early or _ACTIVE or MATCH_FIRST or source == _PROC_NULL:
             return self._recv_loop(source, tag, sink)
         rx, mpi_recv, count_of = self._rx, self._mpi_recv, self._count  # (shared.py's _pack_head)
@@ -417,6 +422,7 @@ class Lane(PostedReceives, LongMessages):
         Probing authenticates (so a forged message is never reported, whatever size it
         claims): the message is received and kept in ``early``, where receives look first.
         """
+        source, tag = as_int(source), as_int(tag)
         for early in self.early:
             if matches(source, tag, early.source, early.tag):
                 return early

@@ -50,7 +50,7 @@ class ObjectCollectives(AllToAll):
         return objects
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
-        self._root(root)
+        root = self._root(root)
         data = None
         if self.rank == root:
             try:
@@ -64,7 +64,7 @@ class ObjectCollectives(AllToAll):
         return _loads(self._bcast_view(data, root))
 
     def gather(self, sendobj: Any, root: int = 0) -> list[Any] | None:
-        self._root(root)
+        root = self._root(root)
         others = self._others()
         try:
             data = _dumps(sendobj)
@@ -79,7 +79,7 @@ class ObjectCollectives(AllToAll):
         return [objects[source] for source in range(self.size)]
 
     def scatter(self, sendobj: Any, root: int = 0) -> Any:
-        self._root(root)
+        root = self._root(root)
         if self.rank != root:
             return self._recv_objects([root])[root]
         try:

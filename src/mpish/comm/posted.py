@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mpi4py import MPI
 
-from .buffers import matches, valid_tag
+from .buffers import as_int, matches, valid_tag
 from .limits import FIRST_MAX, MATCH_FIRST, RECORD_ERRORS, Deferring, Early, Result, Stats, deliver_early
 
 T = TypeVar("T")
@@ -192,7 +192,8 @@ class PerPeer(dict[int, T]):
         self._make = make
 
     def __missing__(self, peer: int) -> T:
-        value = self[peer] = self._make(peer)
+        rank = as_int(peer)  # np.int64(2) finds 2 (equal hash); 1.0 or 0.5 as mpi4py reads them
+        value = self[peer] = self._make(rank) if rank is peer else self[rank]
         return value
 
 
@@ -299,6 +300,7 @@ class PostedReceives:
 
     def post(self, source: int, tag: int, sink: memoryview | None) -> PostedRecv:
         """Irecv of a first record (a real MPI Irecv, so MPI's matching order holds)."""
+        source, tag = as_int(source), as_int(tag)  # np.int64, a float: as mpi4py reads them
         posted = PostedRecv(source, tag, sink)
         if source == MPI.PROC_NULL:  # completes at once, empty, as in MPI (a bad tag: ERR_TAG)
             valid_tag(tag, receive=True)

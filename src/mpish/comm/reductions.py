@@ -54,7 +54,7 @@ class Reductions(ObjectCollectives):
     def _Reduce_steps(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM, root: int = 0) -> Steps[None]:
         """Folded at rank 0 (_fold), sent on to ``root``; an error on any rank reaches the
         others as abort notices (no rank left behind)."""
-        self._root(root)
+        root = self._root(root)
         rank = self.rank
         try:
             if sendbuf is MPI.IN_PLACE and rank != root:
@@ -97,7 +97,7 @@ class Reductions(ObjectCollectives):
     def reduce(self, sendobj: Any, op: Any = MPI.SUM, root: int = 0) -> Any:
         """Gathered at rank 0, folded there in rank order, sent on to ``root``; a failure at
         rank 0 (an operation that raised, an abort notice) reaches ``root`` as a notice."""
-        self._root(root)
+        root = self._root(root)
         result: Any = None
         data = None
         try:

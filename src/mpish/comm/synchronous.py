@@ -80,6 +80,7 @@ from ..transport.mpi import discard
 from ..wire.errors import RemoteProtocolError
 from ..wire.noise import TAGLEN
 from ..wire.record import FLAG_SYNC, HEADER_SIZE, RecordType
+from .buffers import as_int
 from .limits import RECORD_ERRORS, Stats
 from .posted import _ACTIVE, PerPeer, progress, wait_all
 from .secret import CommSecret
@@ -206,6 +207,7 @@ class Pending:
 def issend(lane: Lane, data: memoryview, dest: int, tag: int) -> tuple[list[Any], list[Any], Pending | None]:
     """Post a synchronous send: (MPI requests, record buffers, the acknowledgement awaited;
     None for MPI.PROC_NULL, which completes at once)."""
+    dest, tag = as_int(dest), as_int(tag)
     sealer = lane.sealer_for(dest, tag)
     if sealer is None:
         return [], [], None

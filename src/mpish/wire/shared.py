@@ -101,7 +101,7 @@ class _Shared:
         if not 0 <= channel <= MAX_CHANNEL:
             raise LocalProtocolError(f"channel id {channel} out of range")
         prefix: bytes = self._data_prefix  # type: ignore[attr-defined]
-        head = prefix + channel.to_bytes(4, "big")
+        head = prefix + int(channel).to_bytes(4, "big")  # a numpy integer or a float tag, as MPI read it
         self._cached = (channel, head)
         return head
 
