@@ -671,6 +671,40 @@ def check_a_buffer_of_the_other_byte_order_is_refused_as_raw(c: SecureComm, raw:
     ok("a_buffer_of_the_other_byte_order_is_refused_as_raw")
 
 
+def check_a_v_collective_with_blocks_shorter_than_their_counts_leaves_no_rank_behind(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """An HPC porter: Gatherv whose root sends less than recvcounts[root] raised at the root
+    and left the others' blocks queued, so every later collective returned the one before's
+    result (allreduce [?, 4, 7] for [3, 6, 9]), silently; Scatterv whose root receives into
+    a buffer shorter than its block hung the ranks after it. The counts of a v-collective are
+    upper bounds, as MPI copies them; a short own receive buffer is ERR_TRUNCATE at the root
+    alone, with every other rank's block delivered."""
+    size, rank = c.size, c.rank
+    for root in {0, size - 1}:
+        results = []
+        for comm in (raw, c):
+            recv = np.full(2 * size, -1, "i") if rank == root else None
+            mine = np.full(1 if rank in (root, 0) else 2, rank + 1, "i")  # the root's and rank 0's short
+            spec = [recv, [2] * size, [2 * k for k in range(size)], MPI.INT] if rank == root else None
+            comm.Gatherv(mine, spec, root=root)
+            results.append((None if recv is None else recv.tolist(),
+                            [comm.allreduce(rank + step) for step in range(3)]))
+        assert results[0] == results[1], (root, results)
+        send = np.arange(2 * size, dtype="i") if rank == root else None
+        spec = [send, [2] * size, [2 * k for k in range(size)], MPI.INT] if rank == root else None
+        got = np.zeros(1 if rank == root else 2, "i")
+        try:
+            c.Scatterv(spec, got, root=root)
+        except MPI.Exception as exc:
+            assert rank == root and exc.Get_error_class() == MPI.ERR_TRUNCATE, exc
+        else:
+            assert rank != root and got.tolist() == [2 * rank, 2 * rank + 1], got
+        expected = [sum(range(size)) + size * step for step in range(3)]
+        assert [c.allreduce(rank + step) for step in range(3)] == expected  # nothing left queued
+    ok("v_collectives_short_blocks")
+
+
 def check_a_tag_per_step_keeps_nothing_per_tag_and_tags_may_be_received_in_any_order(
     c: SecureComm, raw: MPI.Intracomm
 ) -> None:
@@ -758,6 +792,7 @@ CHECKS = [
     check_a_probed_message_of_any_tag_lands_in_the_receive_buffer,
     check_a_buffer_of_the_other_byte_order_is_refused_as_raw,
     check_a_tag_per_step_keeps_nothing_per_tag_and_tags_may_be_received_in_any_order,
+    check_a_v_collective_with_blocks_shorter_than_their_counts_leaves_no_rank_behind,
 ]
 
 

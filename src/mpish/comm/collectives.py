@@ -42,6 +42,7 @@ from .buffers import (
     block_view,
     byte_view,
     mpi_error,
+    mpi_truncate,
     vector_view,
 )
 from .lane import Lane, progress, wait_all
@@ -162,14 +163,18 @@ class Collectives:
         origin = self.rank if self._abort_origin is None else self._abort_origin
         wait_all(self._coll.isend(memoryview(_ORIGIN.pack(origin)), dest, COLL_TAG, abort=True)[0])
 
-    def _c_recv(self, source: int, sink: memoryview | None) -> bytes | bytearray | None:
+    def _c_recv(
+        self, source: int, sink: memoryview | None, shorter: bool = False
+    ) -> bytes | bytearray | None:
+        """A block from ``source``: of ``sink``'s size (``shorter``: at most, as a v-collective's
+        receive count is an upper bound to MPI), or CollectiveAborted for an abort notice."""
         _, tag, n, data = self._coll.recv(source, COLL_TAG, sink)
         if tag == ABORT_TAG:
             origin = _ORIGIN.unpack(data)[0] if data is not None and len(data) == _ORIGIN.size else source
             self._abort_origin = origin
             passed = "" if origin == source else f" (rank {source} passed the notice on)"
             raise CollectiveAborted(f"the collective failed on rank {origin}{passed}")
-        if sink is not None and n != len(sink):
+        if sink is not None and n != len(sink) and not (shorter and n < len(sink)):
             raise RemoteProtocolError(
                 f"collective block of {n} bytes from rank {source}, expected {len(sink)}"
             )
@@ -196,7 +201,7 @@ class Collectives:
                 yield source
                 self._coll.recv(source, COLL_TAG, None)  # an abort notice, too, is just dropped
 
-    def _recv_each(self, pairs: list[tuple[int, memoryview]]) -> Steps[None]:
+    def _recv_each(self, pairs: list[tuple[int, memoryview]], shorter: bool = False) -> Steps[None]:
         """Receive block after block; after an error (an abort notice, a wrong size) receive
         (and drop) the rest still, then raise the first error: no record is left behind."""
         error: BaseException | None = None
@@ -204,7 +209,7 @@ class Collectives:
             yield source
             try:
                 if error is None:
-                    self._c_recv(source, sink)
+                    self._c_recv(source, sink, shorter)
                 else:
                     self._coll.recv(source, COLL_TAG, None)
             except _BLOCK_ERRORS as exc:
@@ -395,15 +400,15 @@ class Collectives:
         try:
             recv, counts, displs = vector_view(recvbuf, self.size, writable=True)
             send = None if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
-        except Exception as exc:
+            if send is not None:  # a shorter own block (MPI's count is an upper bound): as MPI copies it
+                own = min(len(send), counts[root])
+                recv[displs[root] : displs[root] + own] = send[:own]
+        except Exception as exc:  # before the others' blocks are taken: dropped, no rank left behind
             yield exc  # this rank's own arguments: the call raises it (module doc)
             yield from self._abort_steps([], self._others())
             raise
-        if send is not None:
-            recv[displs[root] : displs[root] + counts[root]] = send[: counts[root]]
-        yield from self._recv_each(
-            [(k, recv[displs[k] : displs[k] + counts[k]]) for k in range(self.size) if k != root]
-        )
+        blocks = [(k, recv[displs[k] : displs[k] + counts[k]]) for k in range(self.size) if k != root]
+        yield from self._recv_each(blocks, shorter=True)
 
     def _Scatterv_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         root = self._root(root)
@@ -417,11 +422,14 @@ class Collectives:
             self._abort(self._others(), [])
             raise
         for dest in range(self.size):
-            chunk = send[displs[dest] : displs[dest] + counts[dest]]
             if dest != root:
-                self._c_send(chunk, dest)
-            elif recv is not None:
-                recv[: len(chunk)] = chunk
+                self._c_send(send[displs[dest] : displs[dest] + counts[dest]], dest)
+        if recv is not None:  # its own block last: a receive buffer too short fails here alone,
+            chunk = send[displs[root] : displs[root] + counts[root]]  # with every other rank's sent
+            if len(recv) < len(chunk):
+                raise mpi_truncate(f"Scatterv: the root's own block is {len(chunk)} bytes, its receive "
+                                   f"buffer {len(recv)}")
+            recv[: len(chunk)] = chunk
 
     # -- all-to-all patterns
 
