@@ -705,6 +705,25 @@ def check_a_v_collective_with_blocks_shorter_than_their_counts_leaves_no_rank_be
     ok("v_collectives_short_blocks")
 
 
+def check_a_freed_communicator_is_false_and_its_queries_raise_err_comm_as_raw(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """An HPC porter: after Free, bool(c) stayed True, Get_rank/Get_size/Get_topology/Is_inter
+    answered and a second Free passed, where raw mpi4py's raise ERR_COMM (``if comm:`` guards)."""
+    outcomes = []
+    for comm in (raw.Dup(), c.Dup()):
+        comm.Free()
+        seen: list[object] = [bool(comm), comm == MPI.COMM_NULL]
+        for query in (comm.Get_rank, comm.Get_size, comm.Get_topology, comm.Is_inter, comm.Free):
+            try:
+                seen.append(query())
+            except MPI.Exception as exc:
+                seen.append(exc.Get_error_class())
+        outcomes.append(seen)
+    assert outcomes[0] == outcomes[1] == [False, True] + [MPI.ERR_COMM] * 5, outcomes
+    ok("freed_communicator")
+
+
 def check_a_tag_per_step_keeps_nothing_per_tag_and_tags_may_be_received_in_any_order(
     c: SecureComm, raw: MPI.Intracomm
 ) -> None:
@@ -793,6 +812,7 @@ CHECKS = [
     check_a_buffer_of_the_other_byte_order_is_refused_as_raw,
     check_a_tag_per_step_keeps_nothing_per_tag_and_tags_may_be_received_in_any_order,
     check_a_v_collective_with_blocks_shorter_than_their_counts_leaves_no_rank_behind,
+    check_a_freed_communicator_is_false_and_its_queries_raise_err_comm_as_raw,
 ]
 
 

@@ -94,10 +94,15 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
         return self._stats.rejected
 
     def Get_rank(self) -> int:
+        self._alive()
         return self.rank
 
     def Get_size(self) -> int:
+        self._alive()
         return self.size
+
+    def __bool__(self) -> bool:
+        return not self._freed  # as mpi4py's: False once freed (equal to MPI.COMM_NULL)
 
     def Get_group(self) -> Any:
         return self._comms[0].Get_group()
@@ -122,9 +127,11 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
         (MPI.COMM_WORLD if whole else self._comms[0]).Abort(errorcode)
 
     def Is_inter(self) -> bool:
+        self._alive()
         return False
 
     def Is_intra(self) -> bool:
+        self._alive()
         return True
 
     # mpi4py's properties and local settings (no traffic: nothing to protect)
@@ -426,6 +433,7 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
         return self.Improbe(source, tag, status)
 
     def Free(self) -> None:
+        self._alive()  # a second Free: ERR_COMM, as raw MPI's
         ending.unregister(self)
         for lane in (self._p2p, self._coll):
             lane.free()

@@ -15,15 +15,22 @@ from typing import Any
 
 from mpi4py import MPI
 
-from .buffers import Unsupported
+from .buffers import Unsupported, mpi_error
 
 
 class LocalSettings:
     """Topology, info, name, attributes and error handler of a SecureComm (a mixin)."""
 
     _comms: tuple[Any, Any, Any, Any]
+    _freed = False
+
+    def _alive(self) -> None:
+        """MPI's ERR_COMM once freed, as a freed mpi4py communicator (MPI.COMM_NULL) raises it."""
+        if self._freed:
+            raise mpi_error(MPI.ERR_COMM, "invalid communicator: this secure communicator was freed")
 
     def Get_topology(self) -> int:
+        self._alive()
         return int(MPI.UNDEFINED)
 
     topology = property(Get_topology)
