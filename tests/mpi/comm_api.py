@@ -407,6 +407,8 @@ def check_proc_null_takes_any_buffer_yet_refuses_bad_tags(
         "recv tag -5": lambda m: m.recv(None, null, -5),
         "Recv ANY_TAG": lambda m: m.Recv(b, null, MPI.ANY_TAG),
         "Recv TAG_UB": lambda m: m.Recv(b, null, upper),
+        "Recv_init source past size": lambda m: m.Recv_init(b, m.Get_size() + 5),  # ERR_RANK at once
+        "Recv_init tag -5": lambda m: m.Recv_init(b, null, -5),
     }
     if upper >= 2**31 - 1:  # Open MPI: TAG_UB is C's INT_MAX, and mpi4py cannot pass a larger tag
         cases = {name: call for name, call in cases.items() if "past TAG_UB" not in name}

@@ -22,6 +22,7 @@ from .buffers import (
     byte_view,
     check_fits,
     each_start,
+    mpi_error,
     peer_buffer,
     receive_into,
     send_bytes,
@@ -262,6 +263,9 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
 
     def Recv_init(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> PersistentRequest:
         data = each_start(peer_buffer(buf, source), writable=True)
+        valid_tag(tag, receive=True)  # a bad source or tag raises here, as MPI's Recv_init
+        if source not in (MPI.ANY_SOURCE, MPI.PROC_NULL) and not 0 <= source < self.size:
+            raise mpi_error(MPI.ERR_RANK, f"invalid rank {source}")
         return PersistentRequest(self._p2p, lambda: self.Irecv(data, source, tag))
 
     def Isendrecv(
