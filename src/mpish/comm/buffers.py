@@ -8,8 +8,6 @@ travel packed (packing.py); gap-free ones are read where their data lie.
 
 from __future__ import annotations
 
-import functools
-import operator
 import sys
 import warnings
 from typing import Any
@@ -60,7 +58,6 @@ def _plain_buffer_types() -> frozenset[type]:
 
 
 _PLAIN_BUFFERS = _plain_buffer_types()
-_PROC_NULL = MPI.PROC_NULL
 _EMPTY = memoryview(b"")
 
 
@@ -69,33 +66,6 @@ def mpi_error(error_class: int, message: str) -> Exception:
     exc: Exception = MPI.Exception(error_class)
     exc.args = (*exc.args, message)
     return exc
-
-
-def as_int(value: Any) -> int:
-    """A rank, tag or root as mpi4py reads it: a numpy integer as its value (``tag=np.int64(3)``,
-    ``dest`` from ``np.arange``), a float truncated (``myid + nprocs/2``); anything else a
-    TypeError, as mpi4py's."""
-    if value.__class__ is int:
-        return value
-    if isinstance(value, float):
-        return int(value)
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"an integer is required for a rank or tag, not {type(value).__name__}") from None
-
-
-def valid_tag(tag: int, *, receive: bool) -> None:
-    """MPI's ERR_TAG unless ``tag`` is 0 to MPI.TAG_UB (or ANY_TAG for a ``receive``): checked
-    where MPI is not asked, a call with MPI.PROC_NULL (MPI checks the tag there too)."""
-    if (tag < 0 and not (receive and tag == MPI.ANY_TAG)) or tag > _tag_upper_bound():
-        raise mpi_error(MPI.ERR_TAG, f"invalid tag {tag} (MPI's are 0 to {_tag_upper_bound()})")
-
-
-@functools.cache
-def _tag_upper_bound() -> int:
-    upper = MPI.COMM_WORLD.Get_attr(MPI.TAG_UB)
-    return int(upper) if upper is not None else 32767  # the least MPI allows
 
 
 def mpi_truncate(message: str) -> Exception:
@@ -319,17 +289,6 @@ def byte_view(buf: Any, *, writable: bool) -> memoryview:
             raise ValueError("buffer count exceeds the buffer size")
         flat = flat[: count * size]
     return flat
-
-
-def peer_buffer(buf: Any, peer: int) -> Any:
-    """``buf``, or None when ``peer`` is MPI.PROC_NULL: mpi4py reads no buffer for it (a strided
-    view, a read-only or any other object is accepted, and nothing is sent or written)."""
-    return None if peer == _PROC_NULL else buf
-
-
-def send_bytes(buf: Any, dest: int) -> memoryview:
-    """The flat bytes a send to ``dest`` seals (:func:`byte_view`; none for MPI.PROC_NULL)."""
-    return byte_view(None if dest == _PROC_NULL else buf, writable=False)
 
 
 def each_start(buf: Any, *, writable: bool) -> Any:

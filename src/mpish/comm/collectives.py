@@ -36,9 +36,8 @@ from typing import Any, TypeVar
 
 from mpi4py import MPI
 
-from ..wire.errors import MpishError, RemoteProtocolError
+from ..wire.errors import MpishError
 from .buffers import (
-    as_int,
     block_view,
     byte_view,
     mpi_error,
@@ -48,6 +47,7 @@ from .buffers import (
 from .lane import Lane, progress, wait_all
 from .limits import ABORT_TAG, RECORD_ERRORS, Deferring
 from .packing import derived, pack, unpack
+from .peers import as_int
 from .posted import detach
 from .serial import dumps, loads
 
@@ -175,9 +175,9 @@ class Collectives:
             passed = "" if origin == source else f" (rank {source} passed the notice on)"
             raise CollectiveAborted(f"the collective failed on rank {origin}{passed}")
         if sink is not None and n != len(sink) and not (shorter and n < len(sink)):
-            raise RemoteProtocolError(
-                f"collective block of {n} bytes from rank {source}, expected {len(sink)}"
-            )
+            # authenticated: the program's own mismatch, an MPI error as raw MPI's (not a forgery)
+            raise mpi_error(MPI.ERR_TRUNCATE if n > len(sink) else MPI.ERR_OTHER,
+                            f"collective block of {n} bytes from rank {source}, expected {len(sink)}")
         return data
 
     def _c_recv_into(self, sink: memoryview, source: int) -> None:

@@ -18,18 +18,7 @@ from mpi4py import MPI
 from ..wire.record import SMALL_RECORD
 from . import ending, serial
 from .buffers import _PLAIN_BUFFERS as PLAIN_BUFFERS
-from .buffers import (
-    byte_view,
-    check_fits,
-    each_start,
-    mpi_error,
-    peer_buffer,
-    receive_into,
-    send_bytes,
-    set_status,
-    valid_tag,
-    warn_buf,
-)
+from .buffers import byte_view, check_fits, each_start, mpi_error, receive_into, set_status, warn_buf
 from .derive import Deriving
 from .handles import _OWNED, _PY_THREADS, lock_public_methods
 from .intercomm import Bridges, Intercomm
@@ -37,6 +26,7 @@ from .lane import _ACTIVE, Deferring, Early, Lane, Stats
 from .messages import SecureMessage
 from .nonblocking import NonBlocking
 from .packing import derived, unpack
+from .peers import peer_buffer, send_bytes, valid_tag
 from .requests import PersistentRequest, SecureRequest
 from .secret import LANES, CommSecret
 from .settings import LocalSettings

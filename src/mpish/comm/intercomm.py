@@ -50,11 +50,12 @@ from mpi4py import MPI
 
 from ..wire.errors import RemoteProtocolError
 from ..wire.record import SESSION_SIZE
-from .buffers import Unsupported, as_int, byte_view, check_op, mpi_error, typed_spec
+from .buffers import Unsupported, byte_view, check_op, mpi_error, typed_spec
 from .collectives import Steps, _dumps, _loads
 from .intercomm_collectives import InterCollectives, _folder
 from .lane import Lane, Stats, wait_all
 from .nonblocking import COLLECTIVES, STEPPED, _i_name, after_started, blocking, started
+from .peers import as_int
 from .secret import SECRET_SIZE, CommSecret, InterSecret
 from .unsupported import _Unsupported
 

@@ -43,7 +43,7 @@ from ..wire.record import (
     SMALL_RECORD,
 )
 from ..wire.shared import SharedOpener, SharedSealer
-from .buffers import as_int, matches, mpi_error, mpi_truncate, valid_tag
+from .buffers import matches, mpi_error, mpi_truncate
 from .bulk import LongMessages
 from .limits import (
     ABORT_TAG,
@@ -59,6 +59,7 @@ from .limits import (
     Stats,
     deliver_early,
 )
+from .peers import as_int, valid_tag
 from .posted import _ACTIVE, PerPeer, PostedReceives, PostedRecv, detach, progress, wait_all
 from .secret import CommSecret
 from .synchronous import Acks, acknowledge, owed

@@ -48,8 +48,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mpi4py import MPI
 
-from .buffers import as_int, matches, valid_tag
+from .buffers import matches
 from .limits import FIRST_MAX, MATCH_FIRST, RECORD_ERRORS, Deferring, Early, Result, Stats, deliver_early
+from .peers import as_int, valid_tag
 
 T = TypeVar("T")
 

@@ -80,8 +80,8 @@ from ..transport.mpi import discard
 from ..wire.errors import RemoteProtocolError
 from ..wire.noise import TAGLEN
 from ..wire.record import FLAG_SYNC, HEADER_SIZE, RecordType
-from .buffers import as_int
 from .limits import RECORD_ERRORS, Stats
+from .peers import as_int
 from .posted import _ACTIVE, PerPeer, progress, wait_all
 from .secret import CommSecret
 
