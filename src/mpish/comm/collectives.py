@@ -42,6 +42,7 @@ from .buffers import (
     byte_view,
     mpi_error,
     mpi_truncate,
+    parse,
     vector_view,
 )
 from .lane import Lane, progress, wait_all
@@ -237,8 +238,10 @@ class Collectives:
             raise
         self._c_send(data, root)
 
-    def _recv_or_drop_steps(self, recvbuf: Any, root: int) -> Steps[None]:
-        """Receive this rank's block from ``root``; if the buffer is wrong, receive and drop it."""
+    def _recv_or_drop_steps(self, recvbuf: Any, root: int, shorter: bool = False) -> Steps[None]:
+        """Receive this rank's block from ``root``; if the buffer is wrong, receive and drop it.
+        ``shorter``: a block shorter than the buffer is taken (a scatter's receive count is an
+        upper bound to MPI: a larger receive buffer takes the block at its start)."""
         try:
             sink = byte_view(recvbuf, writable=True)
         except Exception as exc:
@@ -247,7 +250,7 @@ class Collectives:
             self._coll.recv(root, COLL_TAG, None)
             raise
         yield root
-        self._c_recv_into(sink, root)
+        self._c_recv(root, sink, shorter)
 
     def _tree(self, root: int) -> tuple[int | None, list[int]]:
         """(parent, children) of this rank in the binomial tree rooted at ``root`` (MPICH's)."""
@@ -371,16 +374,17 @@ class Collectives:
         root = self._root(root)
         size, rank = self.size, self.rank
         if rank != root:
-            yield from self._recv_or_drop_steps(recvbuf, root)
+            yield from self._recv_or_drop_steps(recvbuf, root, shorter=True)
             return
         try:
             send, block = block_view(sendbuf, size, writable=False)
             recv = None if _in_place(recvbuf) else byte_view(recvbuf, writable=True)
-            if recv is not None and not isinstance(sendbuf, (list, tuple)):
-                block = len(recv)
-                if len(send) < block * size:
-                    raise ValueError("Scatter: send buffer too small")
-            if recv is not None and len(recv) < block:
+            if not isinstance(sendbuf, (list, tuple)):  # the blocks are the send buffer's, as mpi4py's
+                flat, _, item = parse(sendbuf, writable=False)
+                if (len(flat) // item) % size:
+                    raise ValueError(f"Scatter: cannot infer count: {len(flat) // item} entries in the "
+                                     f"send buffer are not a multiple of {size} blocks")
+            if recv is not None and len(recv) < block:  # a larger one takes the block at its start
                 raise ValueError("Scatter: receive buffer too small")
         except Exception:
             self._abort(self._others(), [])
@@ -413,7 +417,7 @@ class Collectives:
     def _Scatterv_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         root = self._root(root)
         if self.rank != root:
-            yield from self._recv_or_drop_steps(recvbuf, root)
+            yield from self._recv_or_drop_steps(recvbuf, root, shorter=True)
             return
         try:
             send, counts, displs = vector_view(sendbuf, self.size, writable=False)
