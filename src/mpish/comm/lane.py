@@ -230,8 +230,7 @@ class Lane(PostedReceives, LongMessages):
         """Sendrecv: ``data`` sealed and posted to ``dest`` as plain MPI sends, ``receive()`` run,
         then the sends waited for. A secure Isend (a request of ours pending) made the receive
         poll: a Sendrecv of 1 KiB took 3x a whole ping-pong (helper-118: 29x raw)."""
-        dest, tag = as_int(dest), as_int(tag)
-        requests, records = self.isend(data, dest, tag)
+        requests, records = self.isend(data, dest, tag)  # (isend reads dest and tag as mpi4py does)
         try:
             receive()
         except BaseException:

@@ -63,9 +63,10 @@ def _cipher_options(ssh: str, options: tuple[str, ...]) -> tuple[str, ...]:
     config = config_file(options)
     if config is False:
         return ()
-    user_dir = os.path.dirname(_user_config())
+    user = _user_config()
+    user_dir = os.path.dirname(user)
     files = [(config, user_dir)] if config is not None else [
-        (_user_config(), user_dir), (SYSTEM_CONFIG, os.path.dirname(SYSTEM_CONFIG))]
+        (user, user_dir), (SYSTEM_CONFIG, os.path.dirname(SYSTEM_CONFIG))]
     if any(configures_ciphers(path, base) for path, base in files):
         return ()
     order = preferred_order(default_ciphers(ssh))
