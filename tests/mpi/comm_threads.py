@@ -146,22 +146,27 @@ def check_a_start_run_and_completed_by_another_thread_ends_its_own_start(c: Any)
     Startall queued it), that run's progress lets other threads in; one of them may notice
     this start, run it and complete it (its message received): Start then waited in MPI for
     that message for good, holding the lock (helper-122: a CI hang under Open MPI). Made
-    deterministic on a one-rank communicator: the older run starts a thread that does exactly
-    that, and is joined before the older run goes on."""
+    deterministic on a one-rank communicator: the older run's start (where its progress
+    would let the lock go) starts a thread that does exactly that, holding the lock as any
+    secure call does, and joins it before the older run goes on. The progress thread may be
+    the one that runs the older start; then the newer one is run by Start or by that thread,
+    and both results must still be right (the CI of 956bdd5 caught an earlier form of this
+    check, whose stand-in run left the older request idle while it let the lock go)."""
     from mpish.comm import handles, persistent
 
     alone = c.Split(c.rank)
     ones, older_out, mine_out = np.ones(2), np.zeros(2), np.zeros(2)
     older = alone.Allreduce_init(ones, older_out, MPI.SUM)
     mine = alone.Allreduce_init(ones * 3, mine_out, MPI.SUM)
-    run_older = older._run
+    start_older = older._start
 
     def other_thread() -> None:
-        persistent.notice_starts()  # takes mine's start and runs it
-        assert mine._advance(block=True)  # and completes it: its message received
+        with handles.LOCK:
+            persistent.notice_starts()  # takes mine's start (if made) and runs it
+            assert mine._advance(block=True)  # and completes it: its message received
 
-    def older_run(raising: bool = True) -> None:
-        del older._run  # once
+    def older_start() -> Any:
+        older._start = start_older  # once
         helper = threading.Thread(target=other_thread)
         depth, handles._DEPTH[0] = handles._DEPTH[0], 0  # the lock let go, as progress() does
         state = handles.LOCK._release_save()
@@ -171,9 +176,9 @@ def check_a_start_run_and_completed_by_another_thread_ends_its_own_start(c: Any)
         finally:
             handles.LOCK._acquire_restore(state)
             handles._DEPTH[0] = depth
-        run_older(raising)
+        return start_older()
 
-    older._run = older_run
+    older._start = older_start
     MPI.Prequest.Startall([older])  # queued first
     mine._sync = lambda: None  # (Start's own notice of older starts: left to notice_starts(until))
     mine.Start()
