@@ -167,7 +167,7 @@ def test_vim_edits_a_file_on_a_target_and_the_console_is_usable_after(person: Pe
     _leave(person)
 
 
-def test_c_with_tty_is_a_one_shot_attach_like_ssh_t(tmp_path: Path) -> None:
+def test_c_with_tty_is_a_one_shot_attach_like_ssh_t_and_its_errors_read_as_there(tmp_path: Path) -> None:
     home = make_home(tmp_path / "home")
     env = shell_env(home, TERM="xterm")
     child = pexpect.spawn(MPISH, ["-n", "2", "-w", "@2", "--tty", "-c", f"{sys.executable} {RAW_KEYS}"],
@@ -182,6 +182,18 @@ def test_c_with_tty_is_a_one_shot_attach_like_ssh_t(tmp_path: Path) -> None:
         child.expect(pexpect.EOF)
         child.close()
         assert child.exitstatus == 3
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+    # bash's message about the command as under `ssh -t host CMD`: line 1 of the command, not a
+    # line of mpish's launch script (it said `bash: line 6:`)
+    child = pexpect.spawn(MPISH, ["-n", "2", "-w", "@2", "--tty", "-c", "true; nosuchprog-x"],
+                          env=env, cwd=str(tmp_path), timeout=30, encoding="utf-8")
+    try:
+        child.expect(pexpect.EOF)
+        child.close()
+        assert "bash: line 1: nosuchprog-x: command not found" in child.before, child.before
+        assert child.exitstatus == 127, child.before
     finally:
         if child.isalive():
             child.terminate(force=True)

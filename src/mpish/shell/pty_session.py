@@ -42,14 +42,12 @@ HANGUP_GRACE = 1.0  # seconds between PtyClose's SIGHUP and SIGKILL
 DRAIN_GRACE = 0.2  # after the program's exit: output still coming through the pty
 INPUT_LIMIT = p.WINDOW  # keys held for a program that does not read them (the console's window)
 
-# $1 state file, $2 cwd, $3 TERM, $4 command line ("" = the user's shell)
-_LAUNCH = r"""builtin . "$1" >/dev/null 2>&1
-builtin cd -- "$2" 2>/dev/null
-builtin export TERM="$3"
-builtin unset __MPISH_JOB
-builtin set +o history
-if [[ -n $4 ]]; then builtin eval "$4"; else builtin exec "${SHELL:-bash}" -i; fi
-"""
+# $1 state file, $2 cwd, $3 TERM, $4 command line ("" = the user's shell). One line, so that
+# bash's messages about the command read as under `ssh -t host CMD` (`bash: line 1: nosuchprog:
+# command not found`), not with a line number of this script (line 6 when it had six).
+_LAUNCH = (r'builtin . "$1" >/dev/null 2>&1; builtin cd -- "$2" 2>/dev/null; builtin export TERM="$3"; '
+           r'builtin unset __MPISH_JOB; builtin set +o history; '
+           r'if [[ -n $4 ]]; then builtin eval "$4"; else builtin exec "${SHELL:-bash}" -i; fi')
 
 
 def set_window(fd: int, rows: int, cols: int) -> None:
