@@ -42,16 +42,18 @@ def test_format_round_trips(ranks: set[int]) -> None:
     assert (parse_ranks(text) if text else set()) == ranks
 
 
-def test_resolve_targets() -> None:
+def test_resolve_targets_reads_ranks_and_hosts_and_an_unknown_one_names_the_servers() -> None:
     hosts = {1: "n1", 2: "n1", 3: "n2.cluster"}
     assert resolve_targets("@all", hosts) == {1, 2, 3}
     assert resolve_targets("@1,3", hosts) == {1, 3}
     assert resolve_targets("n1", hosts) == {1, 2}
     assert resolve_targets("@n2", hosts) == {3}  # short host name
     assert resolve_targets("@1+n2", hosts) == {1, 3}
-    with pytest.raises(TargetError, match="rank"):
+    with pytest.raises(TargetError, match=re.escape("no shell server on rank(s) 4 (the servers are @1-3; "
+                                                     ":targets lists them)")):
         resolve_targets("@4", hosts)
-    with pytest.raises(TargetError, match="host"):
+    with pytest.raises(TargetError, match=re.escape("no shell server on host 'n9' (the servers' hosts: "
+                                                     "n1,n2.cluster)")):
         resolve_targets("n9", hosts)
     assert describe({1, 2, 3}, hosts) == "@all" and describe({1, 2}, hosts) == "@1-2"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping
 
+from ClusterShell.NodeSet import NodeSet, NodeSetException
 from ClusterShell.RangeSet import RangeSet, RangeSetException
 
 from mpish.wire.errors import MpishError
@@ -55,6 +56,15 @@ def _lost(ranks: Collection[int], unreached: Collection[int]) -> str:
     return "was lost (its server is gone); the others still serve (@all)"
 
 
+def _host_names(hosts: Mapping[int, str]) -> str:
+    """The servers' hosts, folded as clush folds them (``host[1,3]``)."""
+    names = sorted(set(hosts.values()))
+    try:
+        return str(NodeSet.fromlist(names))
+    except NodeSetException:  # a name NodeSet cannot read is listed as it is
+        return ",".join(names)
+
+
 def format_ranks(ranks: Iterable[int]) -> str:
     """{1, 2, 3, 7} -> ``"1-3,7"``: the inverse of :func:`parse_ranks` (ClusterShell's folding)."""
     items = sorted(set(ranks))
@@ -98,7 +108,9 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Mapping[int, str]
                 raise TargetError(f"rank {format_ranks(missing)} {_lost(missing, unreached)}")
             if missing:
                 console = " (rank 0 is the console; the servers are 1 and up)" if 0 in missing else ""
-                raise TargetError(f"no shell server on rank(s) {format_ranks(missing)}{console}")
+                left = f"the servers are @{format_ranks(hosts)}" if hosts else "no server is left"
+                raise TargetError(f"no shell server on rank(s) {format_ranks(missing)}{console} ({left}; "
+                                  ":targets lists them)")
             chosen.update(ranks)
             continue
         on_host = {rank for rank, host in hosts.items() if _named(host, name)}
@@ -109,10 +121,10 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Mapping[int, str]
             raise TargetError(f"{word} is no group (ClusterShell's groups.conf, as for clush) and no "
                               "host of a shell server")
         if not on_host and not excluding:
-            raise TargetError(f"no shell server on host {name!r}")
+            raise TargetError(f"no shell server on host {name!r} (the servers' hosts: {_host_names(hosts)})")
         if not on_host:  # -x vn for vm: a misspelt exclusion must not run where it was meant not to
-            names = ",".join(sorted(set(hosts.values())))
-            raise TargetError(f"-x {word}: no shell server on host {name!r} (the servers' hosts: {names}); "
+            raise TargetError(f"-x {word}: no shell server on host {name!r} (the servers' hosts: "
+                              f"{_host_names(hosts)}); "
                               "nothing was run")
         chosen.update(on_host)
     return frozenset(chosen)
