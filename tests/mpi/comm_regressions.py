@@ -150,11 +150,14 @@ def check_no_rank_left_behind(c: SecureComm, raw: MPI.Intracomm) -> None:
         comm.Reduce(MPI.IN_PLACE if r == 0 else mine, total if r == 0 else None, MPI.SUM, 0)
         if r == 0:
             assert np.all(total == sum(range(n)))
-    # The root's receive buffer is too small: the root raises; nothing is left queued.
+    # The root's receive buffer is too small: the root raises (as raw: its entry does not split
+    # into n blocks from 2 ranks on, ERR_TRUNCATE at one rank); nothing is left queued.
     try:
         c.Gather(np.ones(4), np.zeros(1) if r == 0 else None, 0)
-    except ValueError:
+    except (ValueError, MPI.Exception):
         assert r == 0
+    else:
+        assert r != 0, "a root receive buffer too small was taken"
     assert c.allgather(r) == list(range(n))
     # The root's send buffer is not n blocks (mpi4py: cannot infer count): every rank raises
     # (raw: the root raises, the others wait in MPI for good); one rank: one block, it completes.
@@ -793,6 +796,59 @@ def check_a_tag_per_step_keeps_nothing_per_tag_and_tags_may_be_received_in_any_o
     ok("a_tag_per_step_keeps_nothing_per_tag_and_tags_may_be_received_in_any_order")
 
 
+def check_gather_allgather_and_alltoall_put_block_k_at_k_receive_counts_as_raw(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """A receive buffer larger than the blocks (room for up to 4 entries from each rank, 3 sent):
+    MPI puts rank k's block at k times the receive count (its entries over the size), as raw
+    MPICH and Open MPI do at -n 2 and 3; secure packed the blocks at its start (rank 1's at
+    entry 3, not 4), silent wrong data. (MPI calls the mismatch erroneous: raw MPICH's Gather
+    shifts the last block at -n 4, its Allgather writes zeros past the blocks at -n 3, Open MPI's
+    Alltoall raises ERR_TRUNCATE; secure keeps MPI's layout at every size.) A buffer whose
+    entries do not split into equal blocks is mpi4py's ValueError ('cannot infer count'), where
+    secure took it; an own block longer than a receive block is ERR_TRUNCATE."""
+    size, rank = c.size, c.rank
+    results = []
+    for comm in (raw, c) if size <= 3 else (c,):
+        mine = np.arange(3, dtype="i") + 10 * (rank + 1)
+        gathered = np.full(4 * size, -1, "i") if rank == 0 else None
+        comm.Gather(mine, gathered, root=0)
+        every = np.full(4 * size, -1, "i")
+        comm.Allgather(mine, every)
+        started = np.full(4 * size, -1, "i")
+        comm.Iallgather(mine, started).Wait()
+        results.append([None if got is None else [v for i, v in enumerate(got.tolist()) if i % 4 != 3]
+                        for got in (gathered, every, started)])
+    assert results[0] == results[-1], results
+    blocks = [v for k in range(size) for v in (10 * (k + 1), 10 * (k + 1) + 1, 10 * (k + 1) + 2)]
+    assert results[-1][1] == results[-1][2] == blocks, results
+    assert every[3::4].tolist() == [-1] * size, every
+    assert rank != 0 or (results[-1][0] == blocks and gathered[3::4].tolist() == [-1] * size), gathered
+    # Alltoall: raw MPICH as above; raw Open MPI raises ERR_TRUNCATE. Secure completes as MPICH.
+    into = np.full(3 * size, -1, "i")
+    c.Alltoall(np.arange(2 * size, dtype="i") + 100 * rank, into)
+    assert into.tolist() == [v for k in range(size) for v in (100 * k + 2 * rank, 100 * k + 2 * rank + 1, -1)]
+    for call in (lambda comm: comm.Allgather(np.zeros(1, "i"), np.zeros(2 * size + 1, "i")),
+                 lambda comm: comm.Alltoall(np.zeros(size + 1, "i"), np.zeros(2 * size, "i"))):
+        if size == 1:  # (any number of entries splits into one block)
+            break
+        said = []
+        for comm in (raw, c):
+            try:
+                call(comm)
+            except ValueError as exc:
+                said.append(str(exc))
+        assert len(said) == 2 and said[0] == said[1] and "cannot infer count" in said[0], said
+    try:
+        c.Allgather(np.zeros(3, "i"), np.zeros(2 * size, "i"))
+    except MPI.Exception as exc:
+        assert exc.Get_error_class() == MPI.ERR_TRUNCATE, exc
+    else:
+        raise AssertionError("an own block longer than a receive block was taken")
+    assert c.allreduce(rank) == sum(range(size))  # nothing left queued
+    ok("gather_allgather_alltoall_slots")
+
+
 CHECKS = [
     check_irecv_send_wait,
     check_count_specs,
@@ -822,6 +878,7 @@ CHECKS = [
     check_a_tag_per_step_keeps_nothing_per_tag_and_tags_may_be_received_in_any_order,
     check_a_v_collective_with_blocks_shorter_than_their_counts_leaves_no_rank_behind,
     check_a_freed_communicator_is_false_and_its_queries_raise_err_comm_as_raw,
+    check_gather_allgather_and_alltoall_put_block_k_at_k_receive_counts_as_raw,
 ]
 
 

@@ -23,7 +23,7 @@ from .buffers import (
     typed_vector_view,
     vector_view,
 )
-from .collectives import _BLOCK_ERRORS, COLL_TAG, Collectives, Steps, _in_place
+from .collectives import _BLOCK_ERRORS, COLL_TAG, Collectives, Steps, _in_place, _own_fits
 from .lane import wait_all
 from .packing import pack, unpack
 
@@ -33,11 +33,14 @@ Blocks = tuple[list[memoryview], list[memoryview]]  # (block k to rank k, block 
 class AllToAll(Collectives):
     """The all-to-all collectives of SecureComm (mixin over :class:`Collectives`)."""
 
-    def _exchange(self, blocks: Blocks | None) -> Steps[None]:
-        """Pairwise exchange of ``blocks``; None: this rank failed (abort notices, all dropped)."""
+    def _exchange(self, blocks: Blocks | None, shorter: bool = True) -> Steps[None]:
+        """Pairwise exchange of ``blocks``; None: this rank failed (abort notices, all dropped).
+        ``shorter``: a block shorter than its receive block is taken (a receive count is an
+        upper bound to MPI; this rank's own block fits: _blocks_or_fail checked it)."""
         rank, size = self.rank, self.size
         if blocks is not None:
-            blocks[1][rank][:] = blocks[0][rank]
+            own = blocks[0][rank]
+            blocks[1][rank][: len(own)] = own
         error: BaseException | None = None
         for step in range(1, size):
             dest, source = (rank + step) % size, (rank - step) % size
@@ -48,7 +51,7 @@ class AllToAll(Collectives):
             yield source
             try:
                 if error is None and blocks is not None:
-                    self._c_recv_into(blocks[1][source], source)
+                    self._c_recv(source, blocks[1][source], shorter)
                 else:
                     self._coll.recv(source, COLL_TAG, None)
             except _BLOCK_ERRORS as exc:  # the rest is still exchanged, then this raises
@@ -60,7 +63,10 @@ class AllToAll(Collectives):
     def _blocks_or_fail(self, make_blocks: Callable[[], Any]) -> Steps[Any]:
         """``make_blocks()``; if it raises (this rank's buffers), take part failing, then raise."""
         try:
-            return make_blocks()
+            pair = make_blocks()
+            if pair is not None:
+                _own_fits(len(pair[0][self.rank]), len(pair[1][self.rank]), "all-to-all")
+            return pair
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (collectives.py)
             yield from self._exchange(None)
@@ -75,10 +81,6 @@ class AllToAll(Collectives):
                 send, sblock = memoryview(bytes(recv)), rblock
             else:
                 send, sblock = block_view(sendbuf, size, writable=False)
-                if not isinstance(recvbuf, (list, tuple)):
-                    rblock = sblock
-                    if len(recv) < rblock * size:
-                        raise ValueError("Alltoall: receive buffer too small")
             return ([send[k * sblock : (k + 1) * sblock] for k in range(size)],
                     [recv[k * rblock : (k + 1) * rblock] for k in range(size)])
 
@@ -103,7 +105,8 @@ class AllToAll(Collectives):
 
         try:
             pair = yield from self._blocks_or_fail(blocks)
-            yield from self._exchange(pair)
+            # (received packed and unpacked whole: a shorter block would scatter stale bytes)
+            yield from self._exchange(pair, shorter=made[1] is None)
             if made[1] is not None:  # received packed: unpacked to their addresses
                 for (spec, _), data in zip(made[1], pair[1], strict=True):
                     unpack(data, spec)

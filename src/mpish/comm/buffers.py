@@ -314,11 +314,16 @@ def receive_into(buf: Any) -> tuple[memoryview, Any]:
 def block_view(buf: Any, blocks: int, *, writable: bool) -> tuple[memoryview, int]:
     """(view, bytes per block) of a buffer of ``blocks`` equal blocks (Gather, Scatter, Alltoall...).
 
-    In ``[buf, count, dtype]`` the count is per process, as in mpi4py.
+    In ``[buf, count, dtype]`` the count is per process, as in mpi4py; without a count the
+    buffer's entries must split into ``blocks`` equal blocks (mpi4py's "cannot infer count").
     """
     flat, count, size = parse(buf, writable=writable)
     if count is None:
-        block = len(flat) // blocks if blocks else 0
+        entries = len(flat) // size
+        if blocks and entries % blocks:
+            raise ValueError(f"message: cannot infer count, number of entries {entries} is not a multiple "
+                             f"of required number of blocks {blocks}")
+        block = entries // blocks * size if blocks else 0
     else:
         block = count * size
         if block * blocks > len(flat):

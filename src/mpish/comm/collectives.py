@@ -91,6 +91,13 @@ T = TypeVar("T")
 Steps = Generator[int | BaseException, None, T]
 
 
+def _own_fits(sent: int, block: int, call: str) -> None:
+    """This rank's own block fits its receive block (a shorter one is MPI's upper bound)."""
+    if sent > block:
+        raise mpi_truncate(f"{call}: this rank's block of {sent} bytes is longer than a receive block "
+                           f"({block} bytes: the receive buffer's entries over the size, or its count)")
+
+
 def run(steps: Steps[T]) -> T:
     """Take every step at once, each receive blocking (the blocking collectives)."""
     while True:
@@ -355,20 +362,19 @@ class Collectives:
         if rank != root:
             self._send_or_abort(sendbuf, root)
             return
-        try:
+        try:  # block k lands at k times the receive count, which bounds each block (as MPI's)
             recv, block = block_view(recvbuf, size, writable=True)
             send = None if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
-            if send is not None and block != len(send):
-                if isinstance(recvbuf, (list, tuple)) or len(recv) < len(send) * size:
-                    raise ValueError(f"Gather: receive blocks of {block} bytes, send buffer of {len(send)}")
-                recv, block = recv[: len(send) * size], len(send)
+            if send is not None:
+                _own_fits(len(send), block, "Gather")
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)
             yield from self._abort_steps([], self._others())
             raise
         if send is not None:
-            recv[root * block : (root + 1) * block] = send
-        yield from self._recv_each([(k, recv[k * block : (k + 1) * block]) for k in range(size) if k != root])
+            recv[root * block : root * block + len(send)] = send
+        yield from self._recv_each([(k, recv[k * block : (k + 1) * block]) for k in range(size) if k != root],
+                                   shorter=True)
 
     def _Scatter_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         root = self._root(root)
@@ -442,9 +448,9 @@ class Collectives:
         if self.rank != 0:
             self._c_send(send, 0)
             return
-        blocks[0][:] = send[: len(blocks[0])]
-        try:
-            yield from self._recv_each([(k, blocks[k]) for k in range(1, self.size)])
+        blocks[0][: len(send)] = send[: len(blocks[0])]
+        try:  # a receive count bounds each block, as MPI's
+            yield from self._recv_each([(k, blocks[k]) for k in range(1, self.size)], shorter=True)
         except _BLOCK_ERRORS:
             self._abort(self._tree(0)[1], [])  # the broadcast that follows: abort notices
             raise
@@ -464,15 +470,9 @@ class Collectives:
         recv, block = block_view(recvbuf, size, writable=True)
         if _in_place(sendbuf):
             send = memoryview(bytes(recv[rank * block : (rank + 1) * block]))
-        else:
+        else:  # block k lands at k times the receive count, which bounds each block (as MPI's)
             send = byte_view(sendbuf, writable=False)
-            if not isinstance(recvbuf, (list, tuple)):
-                block = len(send)
-                if len(recv) < block * size:
-                    raise ValueError("Allgather: receive buffer too small")
-                recv = recv[: block * size]
-            elif block != len(send):
-                raise ValueError(f"Allgather: receive blocks of {block} bytes, send buffer of {len(send)}")
+            _own_fits(len(send), block, "Allgather")
         return send, recv, block
 
     def _Allgatherv_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
