@@ -456,6 +456,33 @@ def _at_addresses(buf: np.ndarray, n: int) -> list[MPI.Datatype]:
     return [MPI.Datatype.Create_struct([n], [base + k * n * 8], [dt]).Commit() for k in range(len(buf))]
 
 
+def check_a_bare_none_or_a_float_count_to_a_rank_is_mpi4pys_type_error(
+    c: mpish.comm.SecureComm, raw: MPI.Intracomm
+) -> None:
+    """To or from a real rank, mpi4py takes no bare None as a buffer (``[None, 0, MPI.BYTE]`` is
+    the empty one) and no float count or displacement (``[buf, 2.0, MPI.INT]``): TypeError at
+    the call. Secure sent an empty message for None and truncated the float (two entries sent)."""
+    me, a, b = c.Get_rank(), np.arange(4, dtype="i"), np.zeros(4, "i")
+    cases: dict[str, Any] = {
+        "Send None": lambda m: m.Send(None, me, 3),
+        "Isend None": lambda m: m.Isend(None, me, 3).Wait(),
+        "Ssend None": lambda m: m.Ssend(None, me, 3),
+        "Recv None": lambda m: m.Recv(None, me, 3),
+        "Irecv None": lambda m: m.Irecv(None, me, 3).Wait(),
+        "Send float count": lambda m: m.Send([a, 2.0, MPI.INT], me, 3),
+        "Recv float count": lambda m: m.Recv([b, 2.0, MPI.INT], me, 3),
+        "Send float displacement": lambda m: m.Send([a, (2, 1.0), MPI.INT], me, 3),
+    }
+    outcomes = {name: (_outcome(call, raw), _outcome(call, c)) for name, call in cases.items()}
+    assert all(both == ("TypeError", "TypeError") for both in outcomes.values()), f"raw, secure: {outcomes}"
+    request = c.Isend([None, 0, MPI.BYTE], me, 4)  # the empty buffer, and nothing of the above queued
+    status = MPI.Status()
+    c.Recv([None, 0, MPI.BYTE], MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+    request.Wait()
+    assert (status.Get_tag(), status.Get_count()) == (4, 0), (status.Get_tag(), status.Get_count())
+    ok(c, "bare_none_and_float_count")
+
+
 def check_alltoallw_bottom(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
     """Alltoallw with MPI.BOTTOM (datatypes at absolute addresses), as raw MPI (was Unsupported)."""
     size, n = c.size, 3
@@ -513,6 +540,7 @@ def main() -> None:
     check_proc_null(c, raw)
     check_proc_null_takes_any_buffer_yet_refuses_bad_tags(c, raw)
     check_numpy_integers_and_floats_as_ranks_tags_and_roots_as_mpi4py_reads_them(c, raw)
+    check_a_bare_none_or_a_float_count_to_a_rank_is_mpi4pys_type_error(c, raw)
     check_alltoallw_bottom(c, raw)
     check_unsupported(c)
     assert c.rejected == 0

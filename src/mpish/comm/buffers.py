@@ -8,6 +8,7 @@ travel packed (packing.py); gap-free ones are read where their data lie.
 
 from __future__ import annotations
 
+import operator
 import sys
 import warnings
 from typing import Any
@@ -158,10 +159,10 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
                 "contiguous buffer (numpy, or datatype.Pack(..., comm.raw)) or send the blocks point to point"
             )
     if count is not None:
-        count = int(count)
+        count = operator.index(count)  # a float count is mpi4py's TypeError
         if count < 0:
             raise ValueError(f"message: negative count {count}")
-    offset = int(displ) * size if displ is not None else 0
+    offset = operator.index(displ) * size if displ is not None else 0
     if datatype is not None:  # a gap-free type may start past its buffer's start (Create_indexed([2], [1]))
         lower, _ = datatype.Get_true_extent()
         if lower < 0:

@@ -48,10 +48,15 @@ def _tag_upper_bound() -> int:
 
 def peer_buffer(buf: Any, peer: int) -> Any:
     """``buf``, or None when ``peer`` is MPI.PROC_NULL: mpi4py reads no buffer for it (a strided
-    view, a read-only or any other object is accepted, and nothing is sent or written)."""
-    return None if peer == _PROC_NULL else buf
+    view, a read-only or any other object is accepted, and nothing is sent or written). For
+    another peer a bare None is mpi4py's TypeError (``[None, 0, MPI.BYTE]`` is an empty buffer)."""
+    if peer == _PROC_NULL:
+        return None
+    if buf is None:
+        raise TypeError("message: expecting buffer or list/tuple")
+    return buf
 
 
 def send_bytes(buf: Any, dest: int) -> memoryview:
     """The flat bytes a send to ``dest`` seals (:func:`byte_view`; none for MPI.PROC_NULL)."""
-    return byte_view(None if dest == _PROC_NULL else buf, writable=False)
+    return byte_view(peer_buffer(buf, dest), writable=False)
