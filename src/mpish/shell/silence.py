@@ -24,7 +24,8 @@ answer, and must read them before it may call anyone silent.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 
 ANSWER_GRACE = 10.0  # seconds of silence, once due, before a server is given up
 STOPPED_GAP = 5.0  # seconds between two looks of the console's (it looks many times a second): it was stopped
@@ -32,12 +33,20 @@ STOPPED_GAP = 5.0  # seconds between two looks of the console's (it looks many t
 ESCALATION_HINTS = ("(SIGINT; Ctrl-C again: SIGTERM, then SIGKILL)", "(SIGTERM; Ctrl-C again: SIGKILL)",
                     f"(SIGKILL; a server that does not answer in {ANSWER_GRACE:g} s is given up)")
 TERMINATED_HINT = "(mpish got SIGTERM: SIGINT to the commands, then what they sent, then exit 143)"
+# Under MPICH's mpiexec (hydra), the terminal's Ctrl-C reaches mpiexec, which sends SIGINT to
+# every rank and says "Press Ctrl-C again to force abort": the second one is mpiexec's.
+HYDRA_HINT = "(SIGINT; a second Ctrl-C goes to mpiexec, which ends the job)"
 
 
-def escalation_hint(interrupts: int, terminated: bool) -> str:
+def escalation_hint(interrupts: int, terminated: bool, environ: Mapping[str, str] = os.environ) -> str:
     """What the console says at its ``interrupts``-th interrupt; after -c's SIGTERM, where no
-    Ctrl-C was typed, not "Ctrl-C again" (a clush user's review)."""
-    return TERMINATED_HINT if terminated else ESCALATION_HINTS[min(interrupts, len(ESCALATION_HINTS)) - 1]
+    Ctrl-C was typed, not "Ctrl-C again" (a clush user's review); under hydra's mpiexec, whose
+    own second Ctrl-C ends the job, not mpish's escalation (a new user saw both instructions)."""
+    if terminated:
+        return TERMINATED_HINT
+    if interrupts == 1 and "HYDI_CONTROL_FD" in environ:  # hydra's, in each rank's environment
+        return HYDRA_HINT
+    return ESCALATION_HINTS[min(interrupts, len(ESCALATION_HINTS)) - 1]
 
 
 class SilenceWatch:
