@@ -72,7 +72,7 @@ def reported_checks(script: str) -> list[str]:
 @pytest.mark.parametrize(
     "script",
     ["comm_api.py", "comm_regressions.py", "comm_requests.py", "comm_hot_path.py", "comm_topology.py",
-     "comm_intercomm.py", "comm_forged_order.py", "comm_started.py", "comm_datatypes.py"],
+     "comm_intercomm.py", "comm_forged_order.py", "comm_started.py", "comm_datatypes.py", "comm_oversized.py"],
 )
 def test_every_check_a_script_defines_is_run_and_reported(script: str) -> None:
     tree = ast.parse((HERE / script).read_text())
@@ -220,6 +220,14 @@ def test_forged_records_are_dropped_and_the_genuine_message_delivered(home: Path
         assert proc.stdout.count(f"REJECTED {attack} ") == count, (attack, explain(proc))
     assert "rejected 36" in proc.stdout and "ALL OK" in proc.stdout, explain(proc)
     assert not marker.exists(), "a malicious pickle was unpickled"
+
+
+def test_messages_longer_than_any_record_from_a_rogue_rank_are_dropped_whole_and_the_job_ends_cleanly(
+    home: Path,
+) -> None:
+    """A security review, Open MPI: such a message received into an empty buffer overwrote
+    libpython's globals (exit status 139 at exit, corruption in Ssend, SIGSEGV in recv)."""
+    every_check_passes("comm_oversized.py", 3, home)
 
 
 @pytest.mark.parametrize("ranks", [2, 3])  # 3: a third rank forges, the receives take any source

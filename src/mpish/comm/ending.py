@@ -27,7 +27,9 @@ process that raised (``python -m mpi4py`` then aborts the job), finalized MPI it
 spawned and left before its manager costs its peers at most that wait, never a hang (an
 earlier version waited in a barrier over every member: any member that did not take part
 hung the others). A notice carries nothing and is not authenticated: a forged one can only
-make a receiver leave early, which is where the program stood without this module.
+make a receiver leave early, which is where the program stood without this module; a
+message there that is not empty is received whole (never truncated: ``transport.mpi.discard``)
+and dropped.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any
 
 from mpi4py import MPI
 
+from ..transport.mpi import discard
 from .posted import finish_detached
 
 ENDING_TAG = 4  # on the collective lane's bulk communicator (COLL_TAG 1, ACK_TAG 3)
@@ -66,29 +69,35 @@ def settle() -> None:
     try:
         finish_detached(deadline)
         sends: list[Any] = []
-        receives: list[Any] = []
+        waiting: list[tuple[Any, int]] = []  # (communicator, peer) whose notice is due
         for comm in comms:
             lanes = (comm._p2p, comm._coll)
             notices = comm._comms[3]  # the collective lane's bulk communicator
             for peer in set().union(*(lane.long_to for lane in lanes)):
                 sends.append(notices.Isend([b"", MPI.BYTE], peer, ENDING_TAG))
-            for peer in set().union(*(lane.long_from for lane in lanes)):
-                receives.append(notices.Irecv([bytearray(0), MPI.BYTE], peer, ENDING_TAG))
+            waiting += [(notices, peer) for peer in set().union(*(lane.long_from for lane in lanes))]
         delay = 1e-5
-        while not _done(receives) and time.monotonic() < deadline:
-            time.sleep(delay)
-            delay = min(2 * delay, MAX_SLEEP)
-        for request in receives:  # a sender that did not end in time: not waited for
-            if request:
-                request.Cancel()
-                request.Wait()
+        while waiting and time.monotonic() < deadline:
+            waiting = [pair for pair in waiting if not _notice(*pair)]
+            if waiting:
+                time.sleep(delay)
+                delay = min(2 * delay, MAX_SLEEP)
         MPI.Request.Testall(sends)  # empty: sent at once; what is left, MPI's finalize takes
     except MPI.Exception:
         return
 
 
-def _done(receives: list[Any]) -> bool:
-    try:
-        return bool(MPI.Request.Testall(receives))
-    except MPI.Exception:  # a forged, longer "notice" (truncated): the wait ends as if it came
-        return True
+def _notice(notices: Any, peer: int) -> bool:
+    """True once ``peer``'s empty notice came. Matched first, never received into a buffer
+    shorter than the message (Open MPI 5 writes such a one past the buffer: a forged long
+    "notice" into ``bytearray(0)`` overwrote libpython's globals); anything longer is
+    dropped whole and the wait goes on."""
+    status = MPI.Status()
+    while True:
+        message = notices.Improbe(peer, ENDING_TAG, status)
+        if message is None:
+            return False
+        size = status.Get_count(MPI.BYTE)
+        discard(message, size)
+        if size == 0:
+            return True

@@ -16,12 +16,12 @@ unpickled or delivered before authentication. Single records are opened into a f
 plaintext and copied; continuation records: bulk.py.
 
 A forged message longer than any record is dropped whole. MPICH truncates it safely
-into the record buffer (ERR_TRUNCATE); Open MPI 5 may crash doing so, so there
+into the record buffer (ERR_TRUNCATE); Open MPI 5 writes it past the buffer, so there
 (:data:`MATCH_FIRST`) blocking receives, probes and continuation records match a message
-(Mprobe) before receiving it, and one too long is received whole and dropped
-(``transport.mpi.discard``). A user's posted ``Irecv`` is a real MPI receive into a
-first-record buffer still: under Open MPI a forged message longer than that, matched
-by it, is truncated by Open MPI (open).
+(Mprobe) before receiving it, and one too long is received without truncation, into one
+reused scratch chunk, and dropped (``transport.mpi.discard``). A user's posted ``Irecv``
+is a real MPI receive into a first-record buffer still: under Open MPI a forged message
+longer than that, matched by it, is truncated by Open MPI (open).
 """
 
 from __future__ import annotations

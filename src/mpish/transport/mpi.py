@@ -7,7 +7,7 @@ Records move with the buffer API (``Isend`` of a bytes-like object as ``MPI.BYTE
 mpi4py call (lowercase ``send``/``recv``/``bcast``) is used: whatever arrives is only
 bytes, handed to a :class:`~mpish.wire.channel.SecureChannel` that authenticates it.
 A probed size above :data:`MAX_RECORD` is refused before any allocation (the message
-is received into an empty buffer, which MPI truncates, and dropped). Records are
+is received chunk over chunk into one scratch chunk, and dropped: :func:`discard`). Records are
 received into one buffer of MAX_RECORD bytes allocated once per link: :meth:`MpiLink.poll`
 returns a view of it, valid until the next poll (every caller authenticates and decodes
 a record before polling again), so a 1 MiB record costs no allocation and no zero-fill.
@@ -139,23 +139,40 @@ class Backoff:
         time.sleep(delay)
 
 
-DISCARD_LIMIT = 64 << 20  # an unwanted message up to this size is received whole, then dropped
+DISCARD_WHOLE = 1 << 20  # an unwanted message up to this size is received whole into a scratch buffer
+_SINK_CHUNK = 64 << 10  # larger: received chunk over chunk into one reused chunk (discard)
+_SINK: list[bytearray] = []
 
 
 def discard(message: MPI.Message, size: int) -> None:
     """Receive a matched message nobody wants (oversize, forged, left over) and drop it.
 
-    Up to :data:`DISCARD_LIMIT` bytes it is received whole into a scratch buffer freed at
-    once: Open MPI 5 corrupts its heap when a large message is truncated (seen: a rogue
-    rank's 8 MiB message received into an empty buffer over shared memory, then
-    ``free(): invalid pointer`` and the console aborted). A larger one is received into an
-    empty buffer (truncated: MPI reports ERR_TRUNCATE, nothing is allocated); MPICH handles
-    that, Open MPI may not.
+    Never truncated: Open MPI 5 copies a long message whole into a smaller receive buffer
+    (a rogue rank's 8 MiB message into an empty one: ``free(): invalid pointer``; into
+    ``bytearray(0)``, whose buffer is a static of libpython's: the interpreter's globals
+    overwritten with the attacker's bytes). Up to :data:`DISCARD_WHOLE` bytes it is received
+    into a scratch buffer of its size; a larger one with a datatype whose 64 KiB chunks all
+    have extent 0, so every chunk lands on one scratch chunk of this module's: nothing is
+    allocated for it and nothing is written past that chunk (64 MiB in ~6 ms on MPICH and
+    Open MPI; a 1-byte type of extent 0 took MPICH 3-4 s).
     """
     MPI = mpi()
-    buffer = bytearray(size) if 0 <= size <= DISCARD_LIMIT else bytearray(0)
     with contextlib.suppress(MPI.Exception):
-        message.Recv([buffer, MPI.BYTE])
+        if size <= DISCARD_WHOLE:  # (never bytearray(0), libpython's static: see above)
+            message.Recv([bytearray(max(size, 1)), MPI.BYTE])
+            return
+        if not _SINK:
+            _SINK.append(bytearray(_SINK_CHUNK))
+        chunks, rest = divmod(size, _SINK_CHUNK)
+        chunk = MPI.BYTE.Create_contiguous(_SINK_CHUNK)
+        parts = [chunk.Create_resized(0, 0), MPI.BYTE.Create_resized(0, 0)]
+        sink = MPI.Datatype.Create_struct([chunks, rest], [0, 0], parts).Commit()
+        for datatype in (chunk, *parts):
+            datatype.Free()
+        try:
+            message.Recv([_SINK[0], 1, sink])
+        finally:
+            sink.Free()
 
 
 def proc_failed_classes(MPI: Any) -> tuple[int, ...]:
