@@ -72,7 +72,8 @@ def reported_checks(script: str) -> list[str]:
 @pytest.mark.parametrize(
     "script",
     ["comm_api.py", "comm_regressions.py", "comm_requests.py", "comm_hot_path.py", "comm_topology.py",
-     "comm_intercomm.py", "comm_forged_order.py", "comm_started.py", "comm_datatypes.py", "comm_oversized.py"],
+     "comm_intercomm.py", "comm_forged_order.py", "comm_started.py", "comm_datatypes.py", "comm_oversized.py",
+     "comm_probe_robbed.py"],
 )
 def test_every_check_a_script_defines_is_run_and_reported(script: str) -> None:
     tree = ast.parse((HERE / script).read_text())
@@ -228,6 +229,15 @@ def test_messages_longer_than_any_record_from_a_rogue_rank_are_dropped_whole_and
     """A security review, Open MPI: such a message received into an empty buffer overwrote
     libpython's globals (exit status 139 at exit, corruption in Ssend, SIGSEGV in recv)."""
     every_check_passes("comm_oversized.py", 3, home)
+
+
+@pytest.mark.parametrize("ranks", [2, 3])  # 3: a third rank forges, the receive and probe take any source
+def test_a_probe_after_a_forged_record_took_a_posted_receive_reports_the_next_message_not_its(
+    home: Path, ranks: int
+) -> None:
+    """A security review: the probe reported the message the robbed receive was owed, which
+    then got the next one (truncated, or silently swapped)."""
+    every_check_passes("comm_probe_robbed.py", ranks, home)
 
 
 @pytest.mark.parametrize("ranks", [2, 3])  # 3: a third rank forges, the receives take any source

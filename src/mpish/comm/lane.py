@@ -427,21 +427,29 @@ class Lane(PostedReceives, LongMessages):
             if matches(source, tag, early.source, early.tag):
                 return early
         status = MPI.Status()
+        taken: tuple[bytearray, int, int] | None = None  # a message a robbed receive's slot had taken
         while True:
-            if block and not _ACTIVE:
-                message = self.comm.Mprobe(source, tag, status)
+            if taken is not None:
+                (buf, s, t), taken = taken, None
             else:
-                while (message := self.comm.Improbe(source, tag, status)) is None:
-                    progress()  # an Iprobe too, as MPI's: a sender may wait on a posted receive
-                    if not block:
-                        return None
-            s, t = status.Get_source(), status.Get_tag()
-            if self._within(message, status, FIRST_MAX) is None:
-                continue
-            buf = bytearray(status.Get_count(MPI.BYTE))
-            message.Recv([buf, MPI.BYTE])
+                if block and not _ACTIVE:
+                    message = self.comm.Mprobe(source, tag, status)
+                else:
+                    while (message := self.comm.Improbe(source, tag, status)) is None:
+                        progress()  # an Iprobe too, as MPI's: a sender may wait on a posted receive
+                        if not block:
+                            return None
+                s, t = status.Get_source(), status.Get_tag()
+                if self._within(message, status, FIRST_MAX) is None:
+                    continue
+                buf = bytearray(status.Get_count(MPI.BYTE))
+                message.Recv([buf, MPI.BYTE])
             self.flush_posted(s, t, None)
             try:
+                robbed = self.owed_probed(s, t)
+                if robbed:  # a posted receive robbed by a forged record is owed it (posted.py)
+                    taken = self.give_probed(robbed, memoryview(buf), s, t)
+                    continue
                 _, reported, _, data = self.process(buf, s, t, None, probing=True)
             except RECORD_ERRORS as exc:
                 self.stats.reject(exc)

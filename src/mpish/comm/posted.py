@@ -30,7 +30,9 @@ receive's new one and took the message the robbed one was owed; the flush then o
 robbed one's later message first and refused the earlier one as a replay, and the blocking
 receive waited for ever (a security review). Under Open MPI it takes its message with a
 matched probe, after the posted ones; a posted receive of its envelope robbed meanwhile is
-given that message, and the blocking receive takes over its slot (``_hand_back``). A
+given that message, and the blocking receive takes over its slot (``_hand_back``). A probe
+(Probe, Iprobe, Mprobe...) that matched a message a robbed posted receive is owed gives it to
+that receive and probes again (``give_probed``), under either MPI. A
 ``Cancel`` that MPI could not do because the receive had matched a forged record cancels
 the receive posted again (requests.py).
 """
@@ -298,6 +300,44 @@ class PostedReceives:
             receive.request, receive.buf, receive.order = request, buf, order
             self.posted[at] = receive
         owed[0].request, owed[0].buf = None, bytearray(0)
+
+    def owed_probed(self, source: int, tag: int) -> list[PostedRecv]:
+        """Posted receives owed a message from (source, tag) that a probe matched, flushed:
+        those still waiting on an MPI receive. MPI gives an arriving message to a waiting
+        receive before any probe sees it, so each of these lost its slot to a forged record
+        (the flush posted it again, after the message was matched): the first is owed it."""
+        return [p for p in self.posted if p.request is not None and matches(p.source, p.tag, source, tag)]
+
+    def give_probed(self, owed: list[PostedRecv], record: memoryview, source: int,
+                    tag: int) -> tuple[bytearray, int, int] | None:
+        """Give the authenticated message whose first record a probe took to ``owed[0]``
+        (:meth:`owed_probed`, as :meth:`_poll_first` gives a blocking receive's), so the
+        probe reports the next one, as MPI's would (a security review: a Probe took the
+        message a posted Irecv was owed, which then got the next one). Each other owed
+        receive takes the slot of the one before it; the last slot is cancelled, and a
+        message it had taken already is returned (record, source, tag) for the probe."""
+        first = owed[0]
+        result = self.process(record, source, tag, first.sink)  # a forged record: raises, nothing moved
+        slots = [(p.request, p.buf, p.order, self.posted.index(p)) for p in owed]
+        for receive, (request, buf, order, at) in zip(owed[1:], slots, strict=False):
+            receive.request, receive.buf, receive.order = request, buf, order
+            self.posted[at] = receive
+        spare, landing, _, at = slots[-1]
+        del self.posted[at]
+        first.request, first.buf = None, bytearray(0)
+        first.result, first.obj = result[:3], result[3]
+        self._finish(first, None)
+        status = MPI.Status()
+        spare.Cancel()
+        spare.Wait(status)
+        taken = None
+        if not status.Is_cancelled():  # it matched a message meanwhile: the probe's now
+            taken = bytearray(landing[: status.Get_count(MPI.BYTE)]), status.Get_source(), status.Get_tag()
+        if isinstance(landing, memoryview):
+            LANDINGS.give(landing)
+        if not self.posted:
+            _ACTIVE.discard(self)
+        return taken
 
     def post(self, source: int, tag: int, sink: memoryview | None) -> PostedRecv:
         """Irecv of a first record (a real MPI Irecv, so MPI's matching order holds)."""

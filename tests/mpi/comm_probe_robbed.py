@@ -1,0 +1,95 @@
+"""Run under ``mpiexec -n 2`` or ``-n 3``: a probe never takes the message a posted receive is owed.
+
+Rank 0 posts ``Irecv`` A; a forged record takes A's MPI receive (rank 1, the genuine sender,
+writes it on the raw duplicate; with 3 ranks rank 2 does, and A and the probe take any source);
+the genuine M1 (A's) and M2 follow; rank 0 then probes. Found by a security review: the probe's
+matched probe found M1 (A's MPI receive was spent on the forged record), the flush posted A
+again, after M1, so the probe reported M1 and A got M2: a truncation error when M2 was longer,
+a silent swap when it was not. As in raw MPI, A gets M1 and the probe reports M2 (Probe,
+Iprobe, Mprobe, Improbe). At MPI_THREAD_FUNNELED (no progress thread, as in a hybrid code):
+the forged record waits in A's receive until rank 0 calls mpish, every run.
+Prints ``OK <check>`` per check and ``ALL OK``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import mpi4py
+
+mpi4py.rc.thread_level = "funneled"  # (before MPI starts)
+
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+from mpi_main import run  # noqa: E402
+
+import mpish  # noqa: E402
+from mpish.comm import SecureComm  # noqa: E402
+
+WORLD = MPI.COMM_WORLD
+
+
+def ok(name: str) -> None:
+    WORLD.Barrier()
+    if WORLD.Get_rank() == 0:
+        print(f"OK {name}", flush=True)
+
+
+def _probe(c: SecureComm, kind: str, source: int, tag: int) -> np.ndarray:
+    """The message ``kind`` reports, received at the size it reports."""
+    status = MPI.Status()
+    if kind in ("Mprobe", "Improbe"):
+        message = c.Mprobe(source, tag, status) if kind == "Mprobe" else None
+        while message is None:
+            message = c.Improbe(source, tag, status)
+        got = np.zeros(status.Get_count(MPI.DOUBLE))
+        message.Recv(got)
+        return got
+    if kind == "Probe":
+        c.Probe(source, tag, status)
+    else:
+        while not c.Iprobe(source, tag, status):
+            pass
+    got = np.zeros(status.Get_count(MPI.DOUBLE))
+    c.Recv(got, status.Get_source(), tag)
+    return got
+
+
+def check_a_probe_reports_the_message_after_the_one_a_robbed_posted_receive_is_owed(c: SecureComm) -> None:
+    forger = 2 if c.size > 2 else 1
+    source = MPI.ANY_SOURCE if c.size > 2 else 1
+    for tag, (kind, later) in enumerate(
+        [(kind, later) for kind in ("Probe", "Iprobe", "Mprobe", "Improbe") for later in (125, 1)], 20
+    ):
+        if c.rank == 0:
+            owed = np.zeros(1)
+            request = c.Irecv(owed, source, tag)
+            for _ in range(3):  # raw calls: MPI matches the forged record to A, then M1, M2 wait unexpected
+                WORLD.Barrier()
+            probed = _probe(c, kind, source, tag)
+            request.Wait()
+            assert owed[0] == 1.0 and len(probed) == later and probed[0] == 2.0, (kind, later, owed, probed)
+        else:
+            WORLD.Barrier()
+            if c.rank == forger:
+                c.raw.Send([os.urandom(64), MPI.BYTE], 0, tag)
+            WORLD.Barrier()
+            if c.rank == 1:
+                c.Send(np.full(1, 1.0), 0, tag)
+                c.Send(np.full(later, 2.0), 0, tag)
+            WORLD.Barrier()
+    assert c.rank != 0 or c.rejected == 8, c.rejected  # each forged record dropped and counted
+    ok("probe_after_robbed_receive")
+
+
+def main() -> None:
+    assert WORLD.Get_size() in (2, 3), "run with mpiexec -n 2 or 3"
+    c = mpish.secure(WORLD)
+    check_a_probe_reports_the_message_after_the_one_a_robbed_posted_receive_is_owed(c)
+    if c.rank == 0:
+        print("ALL OK", flush=True)
+    c.Free()
+
+
+if __name__ == "__main__":
+    run(main)
