@@ -313,13 +313,14 @@ class PostedReceives:
         """Give the authenticated message whose first record a probe took to ``owed[0]``
         (:meth:`owed_probed`, as :meth:`_poll_first` gives a blocking receive's), so the
         probe reports the next one, as MPI's would (a security review: a Probe took the
-        message a posted Irecv was owed, which then got the next one). Each other owed
-        receive takes the slot of the one before it; the last slot is cancelled, and a
+        message a posted Irecv was owed, which then got the next one). Each later receive of
+        its envelope takes the slot of the one before it; the last slot is cancelled, and a
         message it had taken already is returned (record, source, tag) for the probe."""
         first = owed[0]
         result = self.process(record, source, tag, first.sink)  # a forged record: raises, nothing moved
-        slots = [(p.request, p.buf, p.order, self.posted.index(p)) for p in owed]
-        for receive, (request, buf, order, at) in zip(owed[1:], slots, strict=False):
+        chain = [p for p in owed if _same_envelope(p, first)]  # (a slot's MPI receive has its envelope)
+        slots = [(p.request, p.buf, p.order, self.posted.index(p)) for p in chain]
+        for receive, (request, buf, order, at) in zip(chain[1:], slots, strict=False):
             receive.request, receive.buf, receive.order = request, buf, order
             self.posted[at] = receive
         spare, landing, _, at = slots[-1]
