@@ -150,7 +150,14 @@ def test_groups_come_from_the_users_clustershell_configuration(
     assert headers(done.stdout) == ["host[1-2,4] (3)"], done.stderr
     done = mpish_ssh(sshd, "-a", "-X", "web", "echo", "x", env=groups)
     assert headers(done.stdout) == ["host[3-4] (2)"], done.stderr
-    for unknown in (["-g", "nosuch"], ["-w", "@nosuch"], ["-w", "host1", "-x", "@web,@nosuch"]):
+    # a comma-separated list of groups, as clush reads it (a clush user: `-X web,db` left out
+    # web only, db read as a host name; `-g web,db` tried to reach a host named db)
+    done = mpish_ssh(sshd, "-a", "-X", "web,db", "echo", "x", "$MPISH_RANK", env=groups)
+    assert done.stdout == "x 3\n", done.stdout + done.stderr  # one host: its output as ssh prints it
+    done = mpish_ssh(sshd, "-g", "web,db", "echo", "x", env=groups)
+    assert headers(done.stdout) == ["host[1-2,4] (3)"], done.stderr
+    for unknown in (["-g", "nosuch"], ["-w", "@nosuch"], ["-w", "host1", "-x", "@web,@nosuch"],
+                    ["-a", "-X", "web,nosuch"]):
         # one line and status 2 wherever the unknown group is, as clush's "No node to run on"
         done = mpish_ssh(sshd, *unknown, "true", env=groups)
         assert done.returncode == 2, (unknown, done.stderr)

@@ -53,3 +53,16 @@ def test_an_exclusion_that_names_none_of_the_hosts_given_runs_nothing(exclude: t
         info.value)
     partly = Selection(nodes=("node[1-3]",), exclude=("node[3-9]",))  # leaves out node3: fine
     assert number_hosts(partly)[0] == {1: "node1", 2: "node2"}
+
+
+def test_each_name_of_an_exclusion_list_must_name_a_host_given() -> None:
+    """A clush user: ``-x host2,hots3`` left out host2 and ran on host3 (the guard looked at the
+    list, one of whose names hit); ``-x @1,@3`` by number and an operator expression stay whole."""
+    with pytest.raises(HostsError, match=r"-x nod3: none of the hosts given is there"):
+        number_hosts(Selection(nodes=("node[1-4]",), exclude=("node2,nod3",)))
+    both = Selection(nodes=("node[1-4]",), exclude=("node2,node3",))
+    assert number_hosts(both)[0] == {1: "node1", 4: "node4"}
+    assert number_hosts(Selection(nodes=("node[1-4]",), exclude=("node[1-3],node9!node1",)))[0] == {
+        1: "node1", 4: "node4"}  # (NodeSet reads it left to right: node[2-3,9])
+    with pytest.raises(HostsError, match="empty item"):
+        number_hosts(Selection(nodes=("node[1-4]",), exclude=("node2,",)))

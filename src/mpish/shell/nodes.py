@@ -86,11 +86,28 @@ def _group_error(text: str, exc: Exception) -> str:
 
 
 def _group(name: str) -> Any:
-    name = name if name.startswith("@") else f"@{name}"
-    found = _nodeset(name)
-    if not found:
-        raise HostsError(f"group {name} is unknown or empty ({GROUP_CONFIG_HELP})")
+    """The hosts of -g or -X's GROUP, or of a comma-separated list of them (``-X login,gpu``,
+    as clush reads it; ``@login,gpu`` named the host gpu), each of which must name hosts."""
+    found = None
+    for item in _list(name):
+        group = item if item.startswith("@") else f"@{item}"
+        nodes = _nodeset(group)
+        if not nodes:
+            raise HostsError(f"group {group} is unknown or empty ({GROUP_CONFIG_HELP})")
+        found = nodes if found is None else found | nodes
     return found
+
+
+def _list(text: str) -> list[str]:
+    """A node set or group list as the items a user checks one by one (``host2,hots3``: a typo
+    in the second must not pass for the first), or whole when an operator (``!&^``) joins
+    items (``a,b!a`` is read left to right by NodeSet: not the union of its items)."""
+    items = [item.strip() for item in _items(text)]
+    if len(items) > 1 and any(op in text for op in "!&^"):
+        return [text]
+    if "" in items:
+        raise HostsError(f"empty item in {text!r}")
+    return items
 
 
 def _all_nodes() -> Any:
@@ -194,8 +211,9 @@ def number_hosts(selection: Selection) -> tuple[dict[int, str], int]:
                          "(HOSTS, -w NODES, -g GROUP, -a or --hostfile FILE), or name them")
     numbered = _select(named)
     excluded: set[str] = set()
-    leaving = [(f"-x {text}", _named_nodes(text)) for text in selection.exclude if text not in drop]
-    leaving += [(f"-X {name}", _group(name)) for name in selection.exclude_groups]
+    leaving = [(f"-x {item}", _named_nodes(item)) for text in selection.exclude if text not in drop
+               for item in _list(text)]
+    leaving += [(f"-X {item}", _group(item)) for name in selection.exclude_groups for item in _list(name)]
     for flag, nodes in leaving:
         hit = {str(host) for host in nodes}.intersection(numbered)
         if not hit:
