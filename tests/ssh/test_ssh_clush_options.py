@@ -244,10 +244,19 @@ def test_q_leaves_out_counts_and_exit_code_lines(sshd: SshServer) -> None:
     assert "exit code" not in done.stderr
 
 
-def test_diff_shows_each_output_against_the_first(sshd: SshServer) -> None:
+def test_diff_shows_each_output_against_the_first_silent_hosts_and_a_missing_newline_too(
+    sshd: SshServer,
+) -> None:
     done = mpish_ssh(sshd, "host[1-3]", "--diff", "-c", "echo same; [ $MPISH_RANK = 3 ] && echo more; true")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "--- host[1-2] (2)\n+++ host3\n@@ -1 +1,2 @@\n same\n+more\n"
+    # a clush user: hosts that printed nothing, and an output without its final newline, were no
+    # difference at all (no output, status 0)
+    done = mpish_ssh(sshd, "host[1-3]", "--diff", "-c", '[ $MPISH_RANK = 2 ] || echo same')
+    assert done.stdout == "--- host[1,3] (2)\n+++ host2\n@@ -1 +0,0 @@\n-same\n", done.stdout
+    done = mpish_ssh(sshd, "host[1-2]", "--diff", "-c", 'printf abc; [ $MPISH_RANK = 1 ] || echo')
+    assert done.stdout == ("--- host1\n+++ host2\n@@ -1,2 +1 @@\n abc\n-\\ No newline at end of file\n"), \
+        done.stdout
 
 
 def test_exit_status_is_the_largest_unless_no_maxrc(sshd: SshServer) -> None:

@@ -334,21 +334,31 @@ class GroupedSink(_TerminalSink):
     def _finish_diff(self) -> None:
         import difflib
 
-        found = self.groups(STDOUT)
+        found = [(ranks, _lines(spool)) for ranks, spool in self.groups(STDOUT)]
+        spoke = frozenset().union(*(ranks for ranks, _ in found))
+        # the servers whose command ran and printed nothing are an output too, as clush diffs them
+        silent = frozenset(rank for rank, result in self.results.items() if not result.error) - spoke
+        if silent:
+            found = sorted([*found, (silent, [])], key=lambda group: min(group[0]))
         if not found:
             return
-        first_ranks, first = found[0]
-        reference = _lines(first)
-        for ranks, spool in found[1:]:
+        first_ranks, reference = found[0]
+        for ranks, lines in found[1:]:
             names = [self.names.label(r) + (f" ({len(r)})" if self.counts and len(r) > 1 else "")
                      for r in (first_ranks, ranks)]
-            for line in difflib.unified_diff(reference, _lines(spool), names[0], names[1], lineterm=""):
+            for line in difflib.unified_diff(reference, lines, names[0], names[1], lineterm=""):
                 self.out.write(line.encode("utf-8", "surrogateescape") + b"\n")
         self.out.flush()
 
 
 def _lines(spool: Gathered) -> list[str]:
-    return [line.rstrip(b"\n").decode("utf-8", "surrogateescape") for line in spool.lines()]
+    """The lines of an output for --diff; one without a final newline says so, as diff does
+    (``abc`` and ``abc``+newline are two outputs, which a diff of the same lines hid)."""
+    lines = list(spool.lines())
+    shown = [line.rstrip(b"\n").decode("utf-8", "surrogateescape") for line in lines]
+    if lines and not lines[-1].endswith(b"\n"):
+        shown.append("\\ No newline at end of file")
+    return shown
 
 
 class RawSink(_TerminalSink):
