@@ -319,9 +319,9 @@ def test_t_is_ssh_connect_timeout_and_identical_failures_fold(
     assert done.returncode == 255
     assert headers(done.stdout) == ["host1 (1)"]
     failures = [line for line in done.stderr.splitlines() if line.startswith("silent")]
-    # one failure on three hosts: said once, under their node set, ssh's words with %h for the host
-    assert failures == ["silent[1-3] (3): host unreachable: ssh could not connect. Check the name, that "
-                        f"sshd runs there and the network/ProxyJump path (`ssh -F{silent_config} %h true`)."]
+    # one failure on three hosts: said once, under their node set, with <host> for each one's name
+    assert failures == ["silent[1-3] (3): host unreachable: ssh could not connect. Check the name, that sshd "
+                        f"runs there and the network/ProxyJump path (`ssh -F{silent_config} <host> true`)."]
     assert "banner exchange" in done.stderr
     # ssh's own words, below, are as ssh wrote them for the first host (%h was put into them)
     assert "--- ssh stderr of silent1 (the others' the same, of their own name) ---\n" in done.stderr

@@ -165,7 +165,8 @@ def fold_reasons(failed: Mapping[str, str]) -> list[str]:
 
     A reason that names its host (ssh's ``connect to host node3``) is compared with the
     host's name replaced by ``%h`` (clush's placeholder for it); a group of several hosts
-    is printed that way, one host with its own name.
+    is printed with ``<host>`` there (``ssh <host> true``: a clush user read ``%h`` as a
+    literal), one host with its own name.
     """
     return [f"{fold_hosts(hosts)}{f' ({len(hosts)})' if len(hosts) > 1 else ''}: {why}"
             for hosts, why in fold_by_reason([(host, host, why) for host, why in failed.items()])]
@@ -181,7 +182,7 @@ def fold_by_reason(failed: Iterable[tuple[K, str, str]]) -> list[tuple[list[K], 
     folded = []
     for shape, members in by_reason.items():
         first = members[0][1]
-        why = shape.replace("%h", first) if len(members) == 1 else shape
+        why = shape.replace("%h", first if len(members) == 1 else "<host>")  # (each host's name)
         ours, marker, theirs = why.partition(_SSH_STDERR)
         if marker and len(members) > 1:  # ssh's own words stay as ssh wrote them, for the first host
             why = f"{ours}\n--- ssh stderr of {first} (the others' the same, of their own name) ---\n"
