@@ -105,11 +105,24 @@ def _parse_main(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Na
     args.copy_request = copy
     if args.np is not None and args.np < 1:
         parser.error(f"-n {args.np}: give at least one shell server")
+    _note_a_file_command(args.command)
     if command and args.copy_request is None:
         if args.command is not None or args.commands_from is not None:
             parser.error("give the command either with -c/-C or as the last words, not both")
         args.command = " ".join(command)
     return args
+
+
+def _note_a_file_command(command: str | None) -> None:
+    """``-c FILE`` with a local FILE: clush's ``-c`` copies it, here it is run by its path on
+    every target (a clush user's ``-c install.sh`` ran it everywhere): said, then done."""
+    try:
+        words = shlex.split(command or "")
+    except ValueError:
+        return
+    if len(words) == 1 and os.path.isfile(words[0]):
+        print(f"{PROG}: note: -c runs a command: {words[0]} is run by its path on each target (clush's -c "
+              f"copies a file: --copy {words[0]} here)", file=sys.stderr)
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -257,6 +270,7 @@ def _parse_ssh(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     words, command = split_command(parser, argv, 0 if chosen else 1)
     args, copy = parse_copy(parser, argv, words, command)
     args.copy_request = copy
+    _note_a_file_command(args.command)
     if command and args.copy_request is None:
         if args.command is not None or args.commands_from is not None:
             parser.error("give the command either with -c/-C or as the last words, not both")

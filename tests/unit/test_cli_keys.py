@@ -289,3 +289,26 @@ def test_clushs_n_gets_a_hint_to_nostdin(home: Path, capsys: pytest.CaptureFixtu
         main(argv)
     assert info.value.code == 2
     assert said in capsys.readouterr().err
+
+
+def test_c_with_a_local_file_says_it_runs_it_where_clushs_c_copies_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clush user: ``mpish ssh -w host[1-2] -c install.sh`` ran the script on every host
+    (clush's -c is --copy); the run goes on, after a note naming --copy."""
+    import argparse
+
+    from mpish.cli import _add_ssh, _parse_ssh
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "install.sh").write_text("echo hi\n")
+    parser = argparse.ArgumentParser(prog="mpish ssh")
+    _add_ssh(parser)
+    args = _parse_ssh(parser, ["-w", "host[1-2]", "-c", "install.sh"])
+    assert args.command == "install.sh"
+    said = capsys.readouterr().err
+    assert said == ("mpish: note: -c runs a command: install.sh is run by its path on each target "
+                    "(clush's -c copies a file: --copy install.sh here)\n"), said
+    for command in ("bash install.sh", "no-such-file"):  # a command line, or no local file: nothing said
+        _parse_ssh(parser, ["-w", "host[1-2]", "-c", command])
+        assert capsys.readouterr().err == "", command
