@@ -250,6 +250,7 @@ def test_reconnect_brings_a_lost_host_back_as_the_same_rank_with_a_new_shell(
     assert done.returncode == 0, err
     assert "mpish: host2 was lost (its server is gone)" in err, err  # before :reconnect
     assert "host2: not reconnected: host unreachable" in err and "port 1: Connection refused" in err, err
+    assert "mpish:\n" not in err, err  # its first line after "mpish:", not a bare "mpish:" line
     assert "  lost: host2: its server is gone (:reconnect brings it back)" in out, out
     assert "host1: connected, not lost" in err, err
     assert out.count("host2: reconnected, with a new shell") == 1, out

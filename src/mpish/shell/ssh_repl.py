@@ -70,6 +70,9 @@ class SshRepl(Repl):
             print(f"{self.console.peers[rank].host}: reconnected, with a new shell (the lost one's cwd, "
                   "variables and functions are gone)")
         sys.stdout.flush()
-        for rank, why in sorted(failed.items()):
-            self.report.say(f"{lost[rank]}: not reconnected: {why}")
+        for rank, why in sorted(failed.items()):  # its first line after "mpish:" (ssh's words below it)
+            first, _, more = why.partition("\n")
+            self.report.say(f"{lost[rank]}: not reconnected: {first}")
+            if more:
+                print(more, file=sys.stderr, flush=True)
         self.last_status = 1 if failed else 0
