@@ -3,6 +3,8 @@ host, as the console's ``@2`` names it (it was read as a group: "no group config
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mpish.shell.nodes import HostsError, Selection, number_hosts, select_hosts
@@ -66,3 +68,12 @@ def test_each_name_of_an_exclusion_list_must_name_a_host_given() -> None:
         1: "node1", 4: "node4"}  # (NodeSet reads it left to right: node[2-3,9])
     with pytest.raises(HostsError, match="empty item"):
         number_hosts(Selection(nodes=("node[1-4]",), exclude=("node2,",)))
+
+
+def test_a_host_file_that_names_no_host_says_so(tmp_path: Path) -> None:
+    """A clush user: ``--hostfile /dev/null`` said "no host left to run on", as if -x had left
+    every host out."""
+    empty = tmp_path / "hosts"
+    empty.write_text("# none yet\n\n")
+    with pytest.raises(HostsError, match=rf"the host file {empty} names no host"):
+        number_hosts(Selection(hostfiles=(str(empty),)))

@@ -263,7 +263,10 @@ def _select(selection: Selection) -> list[str]:
     for name in selection.groups:
         chosen.update(_group(name))
     for path in selection.hostfiles:
-        for line in _hostfile(path):
+        lines = _hostfile(path)
+        if not lines:  # (else "no host left to run on", as if -x had left them all out)
+            raise HostsError(f"the host file {path} names no host (one node set per line, # comments)")
+        for line in lines:
             chosen.update(_nodeset(line))
     if selection.all:
         chosen.update(_all_nodes())
