@@ -77,3 +77,9 @@ def test_a_host_file_that_names_no_host_says_so(tmp_path: Path) -> None:
     empty.write_text("# none yet\n\n")
     with pytest.raises(HostsError, match=rf"the host file {empty} names no host"):
         number_hosts(Selection(hostfiles=(str(empty),)))
+
+
+def test_a_host_number_inside_a_list_of_hosts_says_to_give_it_alone() -> None:
+    """A clush user: ``-w host[1-3],@2`` said "group @2 is unknown"."""
+    with pytest.raises(HostsError, match=r"host\[1-3\],@2: @2 is a host's number: give it as a word"):
+        number_hosts(Selection(nodes=("host[1-3],@2",)))

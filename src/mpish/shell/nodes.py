@@ -150,6 +150,9 @@ def _named_nodes(text: str) -> Any:
     """A node set given with -w or -x: each ``@group`` in it must name hosts, as -g's must
     (ClusterShell reads an unknown group as no host, which left -x @typo without effect)."""
     for item in _items(text):
+        if _RANK_WORD.fullmatch(item):  # (read as a group, "@2 is unknown" said nothing useful)
+            raise HostsError(f"{text}: {item} is a host's number: give it as a word of its own (-w @2, "
+                             "-x @2), not inside a list of hosts")
         if item.startswith("@") and not any(op in item for op in "!&^"):
             _group(item)
     return _nodeset(text)
