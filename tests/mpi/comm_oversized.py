@@ -26,6 +26,7 @@ from mpish.comm.synchronous import ACK_TAG
 WORLD = MPI.COMM_WORLD
 BIG = (64 << 20) + 1
 REJECTED: list[BaseException] = []
+PENDING: list[tuple[MPI.Request, np.ndarray]] = []  # rank 0's forged notice, taken at rank 1's exit
 
 
 def ok(name: str) -> None:
@@ -79,7 +80,8 @@ def check_a_long_ending_notice_is_dropped_and_the_process_ends_cleanly(c: mpish.
     (Open MPI: SIGSEGV in the exit handler, exit status 139). Checked by the exit status."""
     if c.rank == 0:
         c.Send(np.full(100_000, 1.0), 1, 6)  # long: rank 1 waits for its notice at exit
-        c._comms[3].Send([np.full(300_000, 0x41, "u1"), MPI.BYTE], 1, ENDING_TAG)
+        notice = np.full(300_000, 0x41, "u1")  # received (and dropped) at rank 1's exit only
+        PENDING.append((c._comms[3].Isend([notice, MPI.BYTE], 1, ENDING_TAG), notice))
     elif c.rank == 1:
         got = np.zeros(100_000)
         c.Recv(got, 0, 6)
@@ -95,6 +97,8 @@ def main() -> None:
     check_a_long_ending_notice_is_dropped_and_the_process_ends_cleanly(c)
     if WORLD.Get_rank() == 0:
         print("ALL OK", flush=True)
+    for request, _ in PENDING:  # rank 1 drops it in its exit handler, then ends
+        request.Wait()
     # not freed: the exit handler (comm/ending.py) waits for the notices
 
 
