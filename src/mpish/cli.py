@@ -197,9 +197,9 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
     select.add_argument("-x", dest="exclude", action="append", default=[], metavar="NODES",
                         help="hosts to leave out (repeatable)")
     select.add_argument("-g", "--group", dest="groups", action="append", default=[], metavar="GROUP",
-                        help="the hosts of a ClusterShell group (repeatable)")
+                        help="the hosts of a ClusterShell group, or of a comma-separated list (repeatable)")
     select.add_argument("-X", dest="exclude_groups", action="append", default=[], metavar="GROUP",
-                        help="leave out the hosts of a group")
+                        help="leave out the hosts of a group, or of a comma-separated list of them")
     select.add_argument("-a", "--all", action="store_true", help="every host of the group configuration")
     select.add_argument("--hostfile", "--machinefile", dest="hostfiles", action="append", default=[],
                         metavar="FILE", help="a file of hosts, one node set per line")
