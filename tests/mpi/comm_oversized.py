@@ -74,6 +74,32 @@ def check_an_oversized_message_to_a_receive_of_any_source_is_dropped(c: mpish.co
     ok("oversized_any_source")
 
 
+def check_a_message_past_two_gib_sent_from_64_kib_is_dropped(c: mpish.comm.SecureComm) -> None:
+    """A review (helper-127): Open MPI 5 has no MPI_Get_count_c, so a probed size past 2**31
+    bytes was UNDEFINED (-32766), which passed every size check and was received into a record
+    buffer. The rogue sends 2 GiB + 1 from 64 KiB (a send datatype of extent 0 is legal)."""
+    if c.rank == 2:
+        chunk = MPI.BYTE.Create_contiguous(64 << 10)
+        parts = [chunk.Create_resized(0, 0), MPI.BYTE.Create_resized(0, 0)]
+        huge = MPI.Datatype.Create_struct([(1 << 31) // (64 << 10), 1], [0, 0], parts).Commit()
+        source = np.zeros(64 << 10, "u1")
+        request = c._comms[0].Isend([source, 1, huge], 1, 8)
+        deadline = time.monotonic() + 120
+        while not request.Test():
+            assert time.monotonic() < deadline, "the victim never took the rogue's message"
+            time.sleep(0.01)
+        for datatype in (huge, chunk, *parts):
+            datatype.Free()
+    elif c.rank == 1:
+        before = len(REJECTED)
+        assert c.recv(None, MPI.ANY_SOURCE, 8) == "genuine"
+        assert len(REJECTED) == before + 1, REJECTED  # (Open MPI: "a message of 2147483649 bytes")
+    else:
+        time.sleep(1.0)
+        c.send("genuine", 1, 8)
+    ok("past_two_gib")
+
+
 def check_a_long_ending_notice_is_dropped_and_the_process_ends_cleanly(c: mpish.comm.SecureComm) -> None:
     """At exit rank 1 waits for rank 0's empty notice (it received a long message from it,
     comm/ending.py); a long message there is dropped whole, not received into an empty buffer
@@ -94,6 +120,7 @@ def main() -> None:
     c = mpish.secure(WORLD, on_reject=REJECTED.append)
     check_an_oversized_acknowledgement_is_dropped_and_ssend_completes(c)
     check_an_oversized_message_to_a_receive_of_any_source_is_dropped(c)
+    check_a_message_past_two_gib_sent_from_64_kib_is_dropped(c)
     check_a_long_ending_notice_is_dropped_and_the_process_ends_cleanly(c)
     if WORLD.Get_rank() == 0:
         print("ALL OK", flush=True)

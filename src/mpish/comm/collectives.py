@@ -481,6 +481,7 @@ class Collectives:
             blocks = [recv[displs[k] : displs[k] + counts[k]] for k in range(self.size)]
             mine = blocks[self.rank]
             send = memoryview(bytes(mine)) if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
+            _own_fits(len(send), len(mine), "Allgatherv")  # (rank 0 cut its own block to its count)
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)
             yield from self._fail_gather_bcast()

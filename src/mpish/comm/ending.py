@@ -40,7 +40,7 @@ from typing import Any
 
 from mpi4py import MPI
 
-from ..transport.mpi import discard
+from ..transport.mpi import discard, probed_size
 from .posted import finish_detached
 
 ENDING_TAG = 4  # on the collective lane's bulk communicator (COLL_TAG 1, ACK_TAG 3)
@@ -78,7 +78,7 @@ def settle() -> None:
             waiting += [(notices, peer) for peer in set().union(*(lane.long_from for lane in lanes))]
         delay = 1e-5
         while waiting and time.monotonic() < deadline:
-            waiting = [pair for pair in waiting if not _notice(*pair)]
+            waiting = [pair for pair in waiting if not _notice(*pair, deadline)]
             if waiting:
                 time.sleep(delay)
                 delay = min(2 * delay, MAX_SLEEP)
@@ -87,17 +87,19 @@ def settle() -> None:
         return
 
 
-def _notice(notices: Any, peer: int) -> bool:
+def _notice(notices: Any, peer: int, deadline: float) -> bool:
     """True once ``peer``'s empty notice came. Matched first, never received into a buffer
     shorter than the message (Open MPI 5 writes such a one past the buffer: a forged long
     "notice" into ``bytearray(0)`` overwrote libpython's globals); anything longer is
-    dropped whole and the wait goes on."""
+    dropped whole and the wait goes on, within the deadline (a peer that keeps sending them
+    holds no one past it)."""
     status = MPI.Status()
-    while True:
+    while time.monotonic() < deadline:
         message = notices.Improbe(peer, ENDING_TAG, status)
         if message is None:
             return False
-        size = status.Get_count(MPI.BYTE)
+        size = probed_size(status)
         discard(message, size)
         if size == 0:
             return True
+    return False

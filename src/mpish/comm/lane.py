@@ -32,7 +32,7 @@ from typing import Any
 
 from mpi4py import MPI
 
-from ..transport.mpi import discard
+from ..transport.mpi import discard, probed_size
 from ..wire.errors import RemoteProtocolError, ReplayError
 from ..wire.record import (
     FLAG_ABORT,
@@ -349,8 +349,8 @@ class Lane(PostedReceives, LongMessages):
         return self._within(message, self._status, limit)
 
     def _within(self, message: Any, status: Any, limit: int) -> Any:
-        count = status.Get_count(MPI.BYTE)
-        if count <= limit:
+        count = probed_size(status)
+        if 0 <= count <= limit:
             return message
         discard(message, count)
         error = RemoteProtocolError(f"a message of {count} bytes, larger than any record, was dropped")
@@ -427,8 +427,11 @@ class Lane(PostedReceives, LongMessages):
             if matches(source, tag, early.source, early.tag):
                 return early
         status = MPI.Status()
-        taken: tuple[bytearray, int, int] | None = None  # a message a robbed receive's slot had taken
+        if _ACTIVE:  # starts MPI made of persistent receives noticed (posted) before this looks
+            progress()
+        taken: tuple[bytearray, int, int] | None = None  # a message a spare slot had taken (posted.py)
         while True:
+            fresh = taken is None
             if taken is not None:
                 (buf, s, t), taken = taken, None
             else:
@@ -444,7 +447,7 @@ class Lane(PostedReceives, LongMessages):
                     continue
                 buf = bytearray(status.Get_count(MPI.BYTE))
                 message.Recv([buf, MPI.BYTE])
-            self.flush_posted(s, t, None)
+                self.flush_posted(s, t, None)  # (not for a spare's: receives posted after it may wait)
             try:
                 robbed = self.owed_probed(s, t)
                 if robbed:  # a posted receive robbed by a forged record is owed it (posted.py)
@@ -458,7 +461,9 @@ class Lane(PostedReceives, LongMessages):
             # (owed: the receive of a synchronous one acknowledges it)
             early = Early(s, t, data, owed(self, buf, s, t), reported == ABORT_TAG)
             self.early.append(early)
-            return early
+            if fresh or matches(source, tag, s, t):
+                return early
+            # (a spare's message of another envelope: kept for the receive that takes it)
 
 
 def _deliver(source: int, tag: int, plain: Any, sink: memoryview | None) -> Result:

@@ -315,9 +315,17 @@ class PostedReceives:
         probe reports the next one, as MPI's would (a security review: a Probe took the
         message a posted Irecv was owed, which then got the next one). Each later receive of
         its envelope takes the slot of the one before it; the last slot is cancelled, and a
-        message it had taken already is returned (record, source, tag) for the probe."""
+        message it had taken already is returned (record, source, tag): the probe gives it to
+        the receive it is owed to, or keeps it (and reports it if it is of its envelope)."""
         first = owed[0]
-        result = self.process(record, source, tag, first.sink)  # a forged record: raises, nothing moved
+        result: Result | None = None
+        error: Exception | None = None
+        try:
+            result = self.process(record, source, tag, first.sink)
+        except RECORD_ERRORS:  # a forged record: raised, nothing moved
+            raise
+        except Exception as exc:  # the message is first's still (a truncation: its Wait raises it)
+            error = exc
         chain = [p for p in owed if _same_envelope(p, first)]  # (a slot's MPI receive has its envelope)
         slots = [(p.request, p.buf, p.order, self.posted.index(p)) for p in chain]
         for receive, (request, buf, order, at) in zip(chain[1:], slots, strict=False):
@@ -326,14 +334,19 @@ class PostedReceives:
         spare, landing, _, at = slots[-1]
         del self.posted[at]
         first.request, first.buf = None, bytearray(0)
-        first.result, first.obj = result[:3], result[3]
-        self._finish(first, None)
+        if result is not None:
+            first.result, first.obj = result[:3], result[3]
+        self._finish(first, error)
         status = MPI.Status()
-        spare.Cancel()
-        spare.Wait(status)
         taken = None
-        if not status.Is_cancelled():  # it matched a message meanwhile: the probe's now
-            taken = bytearray(landing[: status.Get_count(MPI.BYTE)]), status.Get_source(), status.Get_tag()
+        try:
+            spare.Cancel()
+            spare.Wait(status)
+            if not status.Is_cancelled():  # it matched a message meanwhile: given on by the probe
+                copied = bytearray(landing[: status.Get_count(MPI.BYTE)])
+                taken = copied, status.Get_source(), status.Get_tag()
+        except MPI.Exception as exc:  # a forged message longer than any record: dropped, counted
+            self._oversized(exc)
         if isinstance(landing, memoryview):
             LANDINGS.give(landing)
         if not self.posted:

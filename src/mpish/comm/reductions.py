@@ -152,10 +152,10 @@ class Reductions(ObjectCollectives):
             if _in_place(sendbuf):
                 recv, block = block_view(recvbuf, self.size, writable=True)
                 source, send = recvbuf, memoryview(bytes(recv))
-            else:
+            else:  # the send buffer's entries in equal blocks (mpi4py's "cannot infer count"), not bytes
                 recv = byte_view(recvbuf, writable=True)
-                source, send = sendbuf, byte_view(sendbuf, writable=False)
-                block = len(send) // self.size
+                send, block = block_view(sendbuf, self.size, writable=False)
+                source = sendbuf
             _datatype(source)
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)

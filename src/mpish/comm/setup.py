@@ -102,7 +102,7 @@ from typing import Any
 from mpi4py import MPI
 
 from ..keys import Identity, fingerprint, load_identity, trusted_keys
-from ..transport.mpi import discard
+from ..transport.mpi import discard, probed_size
 from ..transport.shm import memory_problem
 from ..wire.channel import Binding
 from ..wire.errors import AuthenticationError, LocalProtocolError, MpishError
@@ -253,7 +253,7 @@ def _match(comm: Any, source: int, least: int, most: int) -> memoryview | None:
     (matched first, so that one of another size is received whole and dropped, not truncated)."""
     try:
         status = MPI.Status()
-        message, count = _await(comm, source, status), status.Get_count(MPI.BYTE)
+        message, count = _await(comm, source, status), probed_size(status)
         if not least <= count <= most:
             discard(message, count)
             return None

@@ -76,7 +76,7 @@ from typing import TYPE_CHECKING, Any
 
 from mpi4py import MPI
 
-from ..transport.mpi import discard
+from ..transport.mpi import discard, probed_size
 from ..wire.errors import RemoteProtocolError
 from ..wire.noise import TAGLEN
 from ..wire.record import FLAG_SYNC, HEADER_SIZE, RecordType
@@ -162,7 +162,7 @@ class Acks:
     def _take(self, message: Any, status: Any) -> None:
         """Receive one matched acknowledgement; accept it only if it authenticates and names a
         pending send (module doc), else drop and count it."""
-        source, count = status.Get_source(), status.Get_count(MPI.BYTE)
+        source, count = status.Get_source(), probed_size(status)
         if count != ACK_RECORD:
             discard(message, count)
             error = f"an acknowledgement of {count} bytes from rank {source}, not {ACK_RECORD}"

@@ -38,7 +38,7 @@ from typing import IO, TYPE_CHECKING
 
 from mpish import keys
 from mpish.report import Diagnostics, Reporter
-from mpish.transport.mpi import Backoff, discard, mpi
+from mpish.transport.mpi import Backoff, discard, mpi, probed_size
 from mpish.wire.text import escape
 
 if TYPE_CHECKING:  # mpi4py is imported at run time by mpi() alone: it initialises MPI
@@ -102,7 +102,7 @@ def _receive_each(
             backoff.wait()
             continue
         backoff.activity()
-        source, count = status.Get_source(), status.Get_count(MPI.BYTE)
+        source, count = status.Get_source(), probed_size(status)
         if source in waiting and count == size:
             buffer = bytearray(size)
             message.Recv([buffer, MPI.BYTE])

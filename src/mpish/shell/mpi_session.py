@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from mpish import keys
 from mpish.report import Diagnostics, Reporter
-from mpish.transport.mpi import Backoff, MpiLink, discard, mpi, proc_failed_classes
+from mpish.transport.mpi import Backoff, MpiLink, discard, mpi, probed_size, proc_failed_classes
 from mpish.transport.procfs import alive as local_process_alive
 from mpish.transport.procfs import children, cmdline, parent, signal_if
 from mpish.wire.channel import Binding, Role, SecureChannel
@@ -513,7 +513,7 @@ def _free_session_comm(comm: MPI.Intracomm) -> None:
         message = comm.Improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
         if message is None:
             break
-        discard(message, status.Get_count(MPI.BYTE))
+        discard(message, probed_size(status))
     try:
         comm.Free()
     except MPI.Exception as exc:

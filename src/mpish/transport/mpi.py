@@ -50,7 +50,6 @@ Only one thread calls MPI (``MPI_THREAD_FUNNELED`` is enough).
 from __future__ import annotations
 
 import bisect
-import contextlib
 import os
 import select
 import sys
@@ -144,6 +143,15 @@ _SINK_CHUNK = 64 << 10  # larger: received chunk over chunk into one reused chun
 _SINK: list[bytearray] = []
 
 
+def probed_size(status: MPI.Status) -> int:
+    """A probed message's size in bytes, or -1 if MPI cannot say. MPI_Get_elements_x's, which
+    is 64-bit: Open MPI 5 has no MPI_Get_count_c, so mpi4py's Get_count says UNDEFINED
+    (-32766) past 2**31 bytes, and that passed every ``size <= limit`` check (helper-127: a
+    rogue rank's 2 GiB message, sent from 64 KiB with a datatype of extent 0)."""
+    size: int = status.Get_elements(mpi().BYTE)
+    return size if size >= 0 else -1
+
+
 def discard(message: MPI.Message, size: int) -> None:
     """Receive a matched message nobody wants (oversize, forged, left over) and drop it.
 
@@ -151,28 +159,31 @@ def discard(message: MPI.Message, size: int) -> None:
     (a rogue rank's 8 MiB message into an empty one: ``free(): invalid pointer``; into
     ``bytearray(0)``, whose buffer is a static of libpython's: the interpreter's globals
     overwritten with the attacker's bytes). Up to :data:`DISCARD_WHOLE` bytes it is received
-    into a scratch buffer of its size; a larger one with a datatype whose 64 KiB chunks all
-    have extent 0, so every chunk lands on one scratch chunk of this module's: nothing is
-    allocated for it and nothing is written past that chunk (64 MiB in ~6 ms on MPICH and
-    Open MPI; a 1-byte type of extent 0 took MPICH 3-4 s).
+    into a scratch buffer of its size (``size``: :func:`probed_size`); a larger one with a
+    datatype whose 64 KiB chunks all have extent 0, so every chunk lands on one scratch chunk
+    of this module's: nothing is allocated for it and nothing is written past that chunk (64
+    MiB in ~6 ms on MPICH and Open MPI; a 1-byte type of extent 0 took MPICH 3-4 s). A size
+    MPI could not say (-1) is received into 2**31 chunks of room (128 TiB: never truncated).
     """
     MPI = mpi()
-    with contextlib.suppress(MPI.Exception):
-        if size <= DISCARD_WHOLE:  # (never bytearray(0), libpython's static: see above)
+    made: list[Any] = []  # every datatype made here, freed whatever happens
+    try:
+        if 0 <= size <= DISCARD_WHOLE:  # (never bytearray(0), libpython's static: see above)
             message.Recv([bytearray(max(size, 1)), MPI.BYTE])
             return
         if not _SINK:
             _SINK.append(bytearray(_SINK_CHUNK))
-        chunks, rest = divmod(size, _SINK_CHUNK)
-        chunk = MPI.BYTE.Create_contiguous(_SINK_CHUNK)
-        parts = [chunk.Create_resized(0, 0), MPI.BYTE.Create_resized(0, 0)]
-        sink = MPI.Datatype.Create_struct([chunks, rest], [0, 0], parts).Commit()
-        for datatype in (chunk, *parts):
+        chunks, rest = divmod(size, _SINK_CHUNK) if size >= 0 else ((1 << 31) - 1, 0)
+        made.append(MPI.BYTE.Create_contiguous(_SINK_CHUNK))
+        parts = [made[0].Create_resized(0, 0), MPI.BYTE.Create_resized(0, 0)]
+        made += parts
+        made.append(MPI.Datatype.Create_struct([chunks, rest], [0, 0], parts).Commit())
+        message.Recv([_SINK[0], 1, made[-1]])
+    except MPI.Exception:
+        pass  # (an MPI failure here: the message is MPI's to drop)
+    finally:
+        for datatype in made:
             datatype.Free()
-        try:
-            message.Recv([_SINK[0], 1, sink])
-        finally:
-            sink.Free()
 
 
 def proc_failed_classes(MPI: Any) -> tuple[int, ...]:
@@ -301,7 +312,7 @@ class MpiLink:
             if message is None:
                 self.progress()
                 return None
-            size = status.Get_count(MPI.BYTE)
+            size = probed_size(status)
             source: int = status.Get_source()
             if not 0 <= size <= MAX_RECORD:
                 self.dropped += 1
