@@ -829,7 +829,9 @@ def check_gather_allgather_and_alltoall_put_block_k_at_k_receive_counts_as_raw(
     c.Alltoall(np.arange(2 * size, dtype="i") + 100 * rank, into)
     assert into.tolist() == [v for k in range(size) for v in (100 * k + 2 * rank, 100 * k + 2 * rank + 1, -1)]
     for call in (lambda comm: comm.Allgather(np.zeros(1, "i"), np.zeros(2 * size + 1, "i")),
-                 lambda comm: comm.Alltoall(np.zeros(size + 1, "i"), np.zeros(2 * size, "i"))):
+                 lambda comm: comm.Alltoall(np.zeros(size + 1, "i"), np.zeros(2 * size, "i")),
+                 # (split in bytes, 3 doubles over 2 ranks cut a double in two: helper-127)
+                 lambda comm: comm.Reduce_scatter_block(np.ones(2 * size + 1), np.zeros(2))):
         if size == 1:  # (any number of entries splits into one block)
             break
         said = []
