@@ -192,31 +192,10 @@ def _slide(state: _Copying, ordered: list[int], fanout: int) -> None:
     opened = {rank for rank in ordered if rank in console.peers and console.peers[rank].alive}  # 1st wave
     waiting = [rank for rank in ordered if rank not in opened]
     while (waiting or opened) and not state.interrupted:
-        for rank, why in session.overdue(time.monotonic()).items():  # no Hello in time
-            peer = console.peers[rank]
-            peer.alive, peer.lost = False, why
-        for rank in sorted(opened):
-            peer = console.peers[rank]
-            if not peer.alive:  # could not connect, or lost
-                state.fail(rank, peer.lost or "connection lost")
-                opened.discard(rank)
-                session.release(rank)
-        while waiting and len(opened) + session.closing() < max(fanout, 1):
-            rank = waiting.pop(0)
-            if rank not in session.later:  # connected before and lost since
-                state.fail(rank, console.peers[rank].lost if rank in console.peers else RANK_LOST)
-            elif why := session.join(rank, None):  # it could not even start (no descriptors left)
-                state.fail(rank, why)
-            else:
-                console.joining(rank, ConsoleState.GREETING)
-                opened.add(rank)
-        ready = frozenset(console.idle(opened))
-        if ready:
-            state.copy_to(ready)
-            hang_up(console, ready)
-            opened -= ready
-        elif opened or waiting:
-            _await_change(state, opened, bool(waiting))
+        try:
+            _turn(state, opened, waiting, fanout)
+        except KeyboardInterrupt:  # SIGINT between the transfers' own watch (CI: the report was lost)
+            state.interrupted = True
     with deaf_to_sigint():  # a second Ctrl-C here left a given-up ssh running (a clush user)
         greeted = set(console.idle(opened))  # connected, waiting for the copy ahead of them to end
         for rank in sorted(opened):  # a Ctrl-C: those still connecting are given up
@@ -225,6 +204,36 @@ def _slide(state: _Copying, ordered: list[int], fanout: int) -> None:
             peer.alive, peer.lost = False, why
             state.fail(rank, why)
             session.give_up(rank)
+
+
+def _turn(state: _Copying, opened: set[int], waiting: list[int], fanout: int) -> None:
+    """One turn of the window: hosts lost or done leave it, waiting ones join, ready ones copy."""
+    console, session = state.console, state.console.session
+    for rank, why in session.overdue(time.monotonic()).items():  # no Hello in time
+        peer = console.peers[rank]
+        peer.alive, peer.lost = False, why
+    for rank in sorted(opened):
+        peer = console.peers[rank]
+        if not peer.alive:  # could not connect, or lost
+            state.fail(rank, peer.lost or "connection lost")
+            opened.discard(rank)
+            session.release(rank)
+    while waiting and len(opened) + session.closing() < max(fanout, 1):
+        rank = waiting.pop(0)
+        if rank not in session.later:  # connected before and lost since
+            state.fail(rank, console.peers[rank].lost if rank in console.peers else RANK_LOST)
+        elif why := session.join(rank, None):  # it could not even start (no descriptors left)
+            state.fail(rank, why)
+        else:
+            console.joining(rank, ConsoleState.GREETING)
+            opened.add(rank)
+    ready = frozenset(console.idle(opened))
+    if ready:
+        state.copy_to(ready)
+        hang_up(console, ready)
+        opened -= ready
+    elif opened or waiting:
+        _await_change(state, opened, bool(waiting))
 
 
 def _await_change(state: _Copying, opened: set[int], waiting: bool) -> None:
