@@ -112,43 +112,41 @@ def check_a_message_a_spare_slot_took_goes_to_its_receive_and_a_probe_hangs_on_n
     reported M3, of rank 2, whose new MPI receive had taken it; (2) Irecv A and W (any tag),
     both robbed, M1 and M3 from rank 1: Iprobe(1) waited for ever in the flush of W's new
     receive. As raw: every message reaches one receive (or the probe) of its envelope, in order."""
-    if c.size != 3:
-        ok("spare_slot_message")
-        return
-    for round_ in range(2):
-        tag = 60 + round_
-        if c.rank == 0:
-            a, w = np.zeros(1), np.zeros(1)
-            first = c.Irecv(a, MPI.ANY_SOURCE, tag)
-            other = c.Irecv(w, MPI.ANY_SOURCE, MPI.ANY_TAG) if round_ else None
-            for _ in range(3):
-                WORLD.Barrier()
-            if round_ == 0:
-                probed = _probe(c, "Probe", 1, tag)  # M2 (sent after the barriers) or M1
-                first.Wait()
-                rest = np.zeros(1)
-                c.Recv(rest, MPI.ANY_SOURCE, tag)
-                got = sorted([a[0], probed[0], rest[0]])
-                assert got == [1.0, 2.0, 3.0] and probed[0] in (1.0, 2.0), (a, probed, rest)
+    if c.size == 3:  # (rank 2 forges)
+        for round_ in range(2):
+            tag = 60 + round_
+            if c.rank == 0:
+                a, w = np.zeros(1), np.zeros(1)
+                first = c.Irecv(a, MPI.ANY_SOURCE, tag)
+                other = c.Irecv(w, MPI.ANY_SOURCE, MPI.ANY_TAG) if round_ else None
+                for _ in range(3):
+                    WORLD.Barrier()
+                if round_ == 0:
+                    probed = _probe(c, "Probe", 1, tag)  # M2 (sent after the barriers) or M1
+                    first.Wait()
+                    rest = np.zeros(1)
+                    c.Recv(rest, MPI.ANY_SOURCE, tag)
+                    got = sorted([a[0], probed[0], rest[0]])
+                    assert got == [1.0, 2.0, 3.0] and probed[0] in (1.0, 2.0), (a, probed, rest)
+                else:
+                    assert not c.Iprobe(1, tag)  # (returns: nothing else came)
+                    first.Wait()
+                    other.Wait()
+                    assert (a[0], w[0]) == (1.0, 3.0), (a, w)
             else:
-                assert not c.Iprobe(1, tag)  # (returns: nothing else came)
-                first.Wait()
-                other.Wait()
-                assert (a[0], w[0]) == (1.0, 3.0), (a, w)
-        else:
+                WORLD.Barrier()
+                if c.rank == 2:
+                    for _ in range(1 + round_):
+                        c.raw.Send([os.urandom(64), MPI.BYTE], 0, tag)
+                WORLD.Barrier()
+                if c.rank == 1:
+                    c.Send(np.full(1, 1.0), 0, tag)
+                if c.rank == 1 + (round_ == 0):  # M3: rank 2's (genuine), or rank 1's second
+                    c.Send(np.full(1, 3.0), 0, tag)
+                WORLD.Barrier()
+                if c.rank == 1 and round_ == 0:
+                    c.Send(np.full(1, 2.0), 0, tag)
             WORLD.Barrier()
-            if c.rank == 2:
-                for _ in range(1 + round_):
-                    c.raw.Send([os.urandom(64), MPI.BYTE], 0, tag)
-            WORLD.Barrier()
-            if c.rank == 1:
-                c.Send(np.full(1, 1.0), 0, tag)
-            if c.rank == 1 + (round_ == 0):  # M3: rank 2's (genuine), or rank 1's second
-                c.Send(np.full(1, 3.0), 0, tag)
-            WORLD.Barrier()
-            if c.rank == 1 and round_ == 0:
-                c.Send(np.full(1, 2.0), 0, tag)
-        WORLD.Barrier()
     ok("spare_slot_message")
 
 
