@@ -55,6 +55,27 @@ def _probe(c: SecureComm, kind: str, source: int, tag: int) -> np.ndarray:
     return got
 
 
+def _robbed_receive(c: SecureComm, owed: np.ndarray, source: int, tag: int) -> MPI.Request:
+    """Rank 0's Irecv A, then the raw calls in which MPI matches the forged record to A and
+    the genuine messages wait unexpected (the other ranks: :func:`_forge_then_send`)."""
+    request = c.Irecv(owed, source, tag)
+    for _ in range(3):
+        WORLD.Barrier()
+    return request
+
+
+def _forge_then_send(c: SecureComm, forger: int, tag: int, *messages: np.ndarray) -> None:
+    """The other ranks' part: the forger's record, then rank 1's genuine ``messages``."""
+    WORLD.Barrier()
+    if c.rank == forger:
+        c.raw.Send([os.urandom(64), MPI.BYTE], 0, tag)
+    WORLD.Barrier()
+    if c.rank == 1:
+        for message in messages:
+            c.Send(message, 0, tag)
+    WORLD.Barrier()
+
+
 def check_a_probe_reports_the_message_after_the_one_a_robbed_posted_receive_is_owed(c: SecureComm) -> None:
     forger = 2 if c.size > 2 else 1
     source = MPI.ANY_SOURCE if c.size > 2 else 1
@@ -63,28 +84,17 @@ def check_a_probe_reports_the_message_after_the_one_a_robbed_posted_receive_is_o
     ):
         if c.rank == 0:
             owed = np.zeros(1)
-            request = c.Irecv(owed, source, tag)
-            for _ in range(3):  # raw calls: MPI matches the forged record to A, then M1, M2 wait unexpected
-                WORLD.Barrier()
+            request = _robbed_receive(c, owed, source, tag)
             probed = _probe(c, kind, source, tag)
             request.Wait()
             assert owed[0] == 1.0 and len(probed) == later and probed[0] == 2.0, (kind, later, owed, probed)
         else:
-            WORLD.Barrier()
-            if c.rank == forger:
-                c.raw.Send([os.urandom(64), MPI.BYTE], 0, tag)
-            WORLD.Barrier()
-            if c.rank == 1:
-                c.Send(np.full(1, 1.0), 0, tag)
-                c.Send(np.full(later, 2.0), 0, tag)
-            WORLD.Barrier()
+            _forge_then_send(c, forger, tag, np.full(1, 1.0), np.full(later, 2.0))
     # M1 longer than A's buffer: A's Wait raises MPI's truncation, as raw; the probe still reports M2
     tag = 40
     if c.rank == 0:
         owed = np.zeros(1)
-        request = c.Irecv(owed, source, tag)
-        for _ in range(3):
-            WORLD.Barrier()
+        request = _robbed_receive(c, owed, source, tag)
         probed = _probe(c, "Probe", source, tag)
         try:
             request.Wait()
@@ -94,14 +104,7 @@ def check_a_probe_reports_the_message_after_the_one_a_robbed_posted_receive_is_o
             raise AssertionError("a message longer than the robbed receive's buffer was taken")
         assert len(probed) == 125 and probed[0] == 2.0, probed
     else:
-        WORLD.Barrier()
-        if c.rank == forger:
-            c.raw.Send([os.urandom(64), MPI.BYTE], 0, tag)
-        WORLD.Barrier()
-        if c.rank == 1:
-            c.Send(np.full(2, 1.0), 0, tag)
-            c.Send(np.full(125, 2.0), 0, tag)
-        WORLD.Barrier()
+        _forge_then_send(c, forger, tag, np.full(2, 1.0), np.full(125, 2.0))
     assert c.rank != 0 or c.rejected == 9, c.rejected  # each forged record dropped and counted
     ok("probe_after_robbed_receive")
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mpish.wire.message import Frozen, frozen
 
-from .ranks import format_ranks
+from .ranks import fold_hosts, format_ranks
 
 if TYPE_CHECKING:
     from .session import Peer
@@ -45,13 +45,6 @@ def status_of(result: Result) -> int:
     """The exit status a result counts as: the remote one, or TIMED_OUT (Ctrl-C's 130 and a
     timeout's SIGINT are told apart, as clush exits 255 after a "command timeout")."""
     return TIMED_OUT if result.timed_out else result.exit
-
-
-def fold_hosts(hosts: Iterable[str]) -> str:
-    """Host names as a ClusterShell node set: ``host1,host2,host3`` -> ``host[1-3]``."""
-    from ClusterShell.NodeSet import NodeSet
-
-    return str(NodeSet.fromlist(list(hosts)))
 
 
 class ServerNames(Protocol):

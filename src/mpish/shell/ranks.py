@@ -55,15 +55,24 @@ def _lost(ranks: Collection[int], unreached: Collection[int]) -> str:
     return "was lost (its server is gone); the others still serve (@all)"
 
 
+def fold_hosts(hosts: Iterable[str]) -> str:
+    """Host names as a ClusterShell node set: ``host1,host2,host3`` -> ``host[1-3]``. (NodeSet
+    imported here: it loads logging and configparser, ~8 ms, which a client that prints
+    nothing never needs.)"""
+    from ClusterShell.NodeSet import NodeSet
+
+    return str(NodeSet.fromlist(list(hosts)))
+
+
 def _host_names(hosts: Mapping[int, str]) -> str:
-    """The servers' hosts, folded as clush folds them (``host[1,3]``). (NodeSet imported here:
-    it loads logging and configparser, ~8 ms, which a client that prints nothing never needs.)"""
-    from ClusterShell.NodeSet import NodeSet, NodeSetException
+    """The servers' hosts, folded as clush folds them (``host[1,3]``); listed as they are if
+    NodeSet cannot read one."""
+    from ClusterShell.NodeSet import NodeSetException
 
     names = sorted(set(hosts.values()))
     try:
-        return str(NodeSet.fromlist(names))
-    except NodeSetException:  # a name NodeSet cannot read is listed as it is
+        return fold_hosts(names)
+    except NodeSetException:
         return ",".join(names)
 
 
