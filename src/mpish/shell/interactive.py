@@ -25,9 +25,9 @@ from .console import Console
 from .continuation import Block
 from .grouping import GroupedSink, Style, make_sink, status_lines
 from .keyboard import InterruptKeys, TypedAhead, terminate_as_interrupt
-from .names import RankHostNames, RankNames, ServerNames, fold_hosts, status_of
+from .names import RankHostNames, RankNames, ServerNames, status_of
 from .options import OutputMode, seconds
-from .ranks import TargetError, describe, format_ranks, resolve_targets
+from .ranks import TargetError, describe, fold_hosts, format_ranks, resolve_targets
 from .session import NOT_REACHED
 
 HELP = """\

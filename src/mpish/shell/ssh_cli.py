@@ -49,11 +49,11 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from mpish.shell.names import FAILED, HostNames, Result, fold_reasons, status_of
-from mpish.shell.names import fold_hosts as fold_hosts
 from mpish.shell.nodes import HostsError as HostsError
 from mpish.shell.nodes import Selection, number_hosts
 from mpish.shell.nodes import expand_hosts as expand_hosts
 from mpish.shell.options import CopyRequest, OutputMode, exit_status, stdin_to_send
+from mpish.shell.ranks import fold_hosts as fold_hosts
 from mpish.transport.ssh_ciphers import prefetch
 from mpish.wire.message import Frozen, frozen
 

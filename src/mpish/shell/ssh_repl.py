@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from .interactive import Repl, target_words
-from .names import HostNames, fold_hosts
-from .ranks import resolve_targets
+from .names import HostNames
+from .ranks import fold_hosts, resolve_targets
 
 
 class SshRepl(Repl):
