@@ -21,6 +21,7 @@ from mpi_main import run
 
 import mpish
 from mpish.comm.ending import ENDING_TAG
+from mpish.comm.handles import LOCK
 from mpish.comm.limits import MATCH_FIRST
 from mpish.comm.synchronous import ACK_TAG
 
@@ -104,6 +105,35 @@ def check_a_message_past_two_gib_sent_from_64_kib_is_dropped(c: mpish.comm.Secur
     ok("past_two_gib")
 
 
+def check_a_cancel_of_a_receive_an_oversized_message_matched_is_a_cancel(c: mpish.comm.SecureComm) -> None:
+    """A review (helper-129): the rogue's message, longer than any record, matched rank 1's posted
+    Irecv before mpish looked at it; Cancel then raised MPI's truncation error, the next Wait an
+    internal LocalProtocolError, and a Wait after that completed as a receive of 0 bytes from
+    source -2, with the message never counted. Rank 1 holds mpish's lock while the message
+    arrives, so the progress thread cannot take it first. Now the message is dropped and
+    counted, the receive is cancelled, and the genuine message goes to the next receive."""
+    if c.rank == 2:
+        WORLD.Barrier()  # rank 1's receive is posted
+        c._comms[0].Send([np.zeros(200_000, "u1"), MPI.BYTE], 1, 9)  # returns once it matched
+        WORLD.Barrier()
+    elif c.rank == 1:
+        before, got, status = len(REJECTED), np.zeros(4), MPI.Status()
+        with LOCK:
+            request = c.Irecv(got, MPI.ANY_SOURCE, 9)
+            WORLD.Barrier()
+            WORLD.Barrier()  # the rogue's message matched the receive (raw MPI progress)
+            request.Cancel()
+        request.Wait(status)
+        assert status.Is_cancelled(), (status.Get_source(), status.Get_count(MPI.BYTE))
+        assert len(REJECTED) == before + 1, REJECTED
+        assert c.recv(None, MPI.ANY_SOURCE, 9) == "genuine"
+    else:
+        WORLD.Barrier()
+        WORLD.Barrier()
+        c.send("genuine", 1, 9)
+    ok("cancel_after_oversized")
+
+
 def check_a_long_ending_notice_is_dropped_and_the_process_ends_cleanly(c: mpish.comm.SecureComm) -> None:
     """At exit rank 1 waits for rank 0's empty notice (it received a long message from it,
     comm/ending.py); a long message there is dropped whole, not received into an empty buffer
@@ -125,6 +155,7 @@ def main() -> None:
     check_an_oversized_acknowledgement_is_dropped_and_ssend_completes(c)
     check_an_oversized_message_to_a_receive_of_any_source_is_dropped(c)
     check_a_message_past_two_gib_sent_from_64_kib_is_dropped(c)
+    check_a_cancel_of_a_receive_an_oversized_message_matched_is_a_cancel(c)
     check_a_long_ending_notice_is_dropped_and_the_process_ends_cleanly(c)
     if WORLD.Get_rank() == 0:
         print("ALL OK", flush=True)

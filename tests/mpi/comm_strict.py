@@ -1,4 +1,5 @@
-"""Run under ``mpiexec -n 2``: with ``strict=True`` a forged record raises in the receiving call.
+"""Run under ``mpiexec -n 2``: with ``strict=True`` a forged record raises in the receiving call
+(a forged acknowledgement: in the synchronous send, once its message was received).
 
 Rank 0 writes forged and replayed records on the raw duplicate, then the genuine message;
 rank 1's receive raises the record's error (instead of dropping it), counts it in
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 
 import numpy as np
 from mpi4py import MPI
@@ -17,6 +19,7 @@ from mpi_main import run
 
 import mpish
 from mpish.comm import SecureComm
+from mpish.comm.synchronous import ACK_RECORD, ACK_TAG
 from mpish.wire.errors import AuthenticationError, RemoteProtocolError, ReplayError
 from mpish.wire.record import HEADER, RecordType
 
@@ -36,6 +39,10 @@ def attacker(c: SecureComm) -> None:
     WORLD.Barrier()
     raw.Send(bytearray(os.urandom(200)), 1, 7)  # on a posted receive
     c.Send(np.full(8, 7, "i4"), 1, 7)
+    WORLD.Barrier()
+    c._comms[3].Send(bytearray(os.urandom(ACK_RECORD)), 1, ACK_TAG)  # an acknowledgement of nothing
+    time.sleep(0.5)  # rank 1's Ssend meets it before its own acknowledgement
+    assert c.recv(None, 1, 8) == "synchronous"
     WORLD.Barrier()
 
 
@@ -63,7 +70,13 @@ def victim(c: SecureComm) -> None:
     c.Recv(got, 0, 7)
     assert np.all(got == 7)
     WORLD.Barrier()
-    assert c.rejected == 3, c.rejected
+    # raised once the send completed (helper-129): raised at once, it left the message's own
+    # acknowledgement unread, so a program that sent again delivered the message twice
+    raised("acknowledgement", lambda: c.ssend("synchronous", 0, 8),
+           (AuthenticationError, RemoteProtocolError))
+    assert not c._p2p.acks.pending, "the Ssend raised before its message was received"
+    WORLD.Barrier()
+    assert c.rejected == 4, c.rejected
 
 
 def main() -> None:

@@ -253,7 +253,8 @@ def test_a_forged_record_taken_by_a_posted_receive_costs_no_message_hangs_nothin
 def test_strict_mode_raises_forged_and_replayed_records_in_the_receiving_call(home: Path) -> None:
     proc = run(["-n", "2", PYTHON, str(HERE / "comm_strict.py")], home)
     assert proc.returncode == 0, explain(proc)
-    for case, error in (("forged", "AuthenticationError"), ("replay", "ReplayError"), ("posted", "Error")):
+    for case, error in (("forged", "AuthenticationError"), ("replay", "ReplayError"), ("posted", "Error"),
+                        ("acknowledgement", "Error")):
         assert f"STRICT {case} " in proc.stdout and error in proc.stdout, explain(proc)
     assert "ALL OK" in proc.stdout, explain(proc)
 

@@ -469,6 +469,31 @@ class PostedReceives:
             LANDINGS.give(posted.buf)
         posted.buf = bytearray(0)
 
+    def cancel(self, posted: PostedRecv) -> bool:
+        """Cancel ``posted``'s MPI receive; True if cancelled. A message it had matched is processed as
+        usual: a forged or oversized one is dropped, counted, and the receive posted again is cancelled."""
+        while not posted.done and posted.request is not None:
+            status = MPI.Status()
+            try:
+                posted.request.Cancel()
+                posted.request.Wait(status)
+            except MPI.Exception as exc:  # longer than any record: MPI's truncation, as complete()
+                try:
+                    self._oversized(exc)
+                except BaseException as error:  # strict mode, or another MPI error: Wait raises it
+                    posted.request = None
+                    self._finish(posted, error)
+                    return False
+                self._post_again(posted)
+                continue
+            posted.request = None
+            if status.Is_cancelled():
+                self._finish(posted, None)  # off the lane, its landing given back
+                posted.result = (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
+                return True
+            self._first_arrived(posted, status)
+        return False
+
     def flush_posted(self, source: int, tag: int, until: int | None) -> None:
         """Complete the receives whose MPI receive was posted before the one of order
         ``until`` (None: before now) and whose envelope matches (source, tag).

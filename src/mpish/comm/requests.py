@@ -254,19 +254,8 @@ class SecureRequest(MPI.Grequest):
             return
         # Sends are never cancelled (MPI lets a cancel fail; MPICH's cancel of a pending
         # synchronous send crashed the process here): they complete as usual.
-        posted = self._posted
-        while posted is not None and not posted.done and posted.request is not None:
-            posted.request.Cancel()
-            status = MPI.Status()
-            posted.request.Wait(status)
-            if status.Is_cancelled():
-                posted.request = None
-                self._lane._finish(posted, None)  # off the lane, its landing given back
-                posted.result = (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
-                self._cancelled = True
-            else:  # it had matched a message: processed as usual; a forged one is dropped and
-                posted.request = None  # the receive posted again (posted.py), to be cancelled in turn
-                self._lane._first_arrived(posted, status)
+        if self._posted is not None and self._lane.cancel(self._posted):
+            self._cancelled = True
 
     cancel = Cancel
 

@@ -40,7 +40,9 @@ Why a forged, replayed or moved acknowledgement never completes a send:
   counter)`` named identifies exactly one message: one genuine acknowledgement completes
   exactly the send whose first record its receiver received.
 - Every refused acknowledgement goes to the lane's ``Stats.reject`` (``rejected``, the
-  ``on_reject`` callback, strict mode raises), as a refused data record does.
+  ``on_reject`` callback), as a refused data record does; in strict mode its error is raised
+  by the synchronous send that completes next, once its own acknowledgement came (its
+  message was received: a program that retried the failed send must not deliver it twice).
 
 :data:`ACK_TAG` on the collective bulk communicator is never matched by anything else:
 that communicator is only received from with :data:`collectives.COLL_TAG` and explicit
@@ -114,6 +116,7 @@ class Acks:
         self._sending: list[tuple[Any, bytes | bytearray]] = []  # (Isend, record) until MPI is done
         self._prune = _PRUNE
         self._status = MPI.Status()
+        self.kept: BaseException | None = None  # strict mode: a refused one's error (_reject)
 
     # -- the receiver's side
 
@@ -166,7 +169,7 @@ class Acks:
         if count != ACK_RECORD:
             discard(message, count)
             error = f"an acknowledgement of {count} bytes from rank {source}, not {ACK_RECORD}"
-            self.stats.reject(RemoteProtocolError(error))
+            self._reject(RemoteProtocolError(error))
             return
         record = bytearray(count)
         message.Recv([record, MPI.BYTE])
@@ -180,9 +183,20 @@ class Acks:
                     f"(tag {tag}, record {counter})"
                 )
         except RECORD_ERRORS as exc:
-            self.stats.reject(exc)
+            self._reject(exc)
             return
         self.pending.discard(key)
+
+    def _reject(self, exc: BaseException) -> None:
+        """Count a refused acknowledgement. In strict mode its error is kept, and raised by the
+        synchronous send that completes next (Pending.arrived): raised at once, it left the
+        send's own acknowledgement unread, and a program that sent again, not knowing whether
+        its message had been received, delivered it twice (helper-129)."""
+        try:
+            self.stats.reject(exc)
+        except BaseException as error:
+            if self.kept is None:
+                self.kept = error
 
 
 class Pending:
@@ -195,13 +209,20 @@ class Pending:
         self.key = key
 
     def arrived(self, *, block: bool) -> bool:
-        """True once the acknowledgement arrived (``block``: wait for it)."""
-        if self.key in self.acks.pending:
+        """True once the acknowledgement arrived (``block``: wait for it); in strict mode,
+        then raises a refused acknowledgement's error (its message was received all the same)."""
+        acks = self.acks
+        if self.key in acks.pending:
             if block:
-                self.acks.wait(self.key)
+                acks.wait(self.key)
             else:
-                self.acks.poll()
-        return self.key not in self.acks.pending
+                acks.poll()
+        if self.key in acks.pending:
+            return False
+        if acks.kept is not None:
+            kept, acks.kept = acks.kept, None
+            raise kept
+        return True
 
 
 def issend(lane: Lane, data: memoryview, dest: int, tag: int) -> tuple[list[Any], list[Any], Pending | None]:
