@@ -721,18 +721,23 @@ def check_a_freed_communicator_is_false_and_its_queries_raise_err_comm_as_raw(
     c: SecureComm, raw: MPI.Intracomm
 ) -> None:
     """An HPC porter: after Free, bool(c) stayed True, Get_rank/Get_size/Get_topology/Is_inter
-    answered and a second Free passed, where raw mpi4py's raise ERR_COMM (``if comm:`` guards)."""
+    answered and a second Free passed, where raw mpi4py's raise ERR_COMM (``if comm:`` guards).
+    Another (helper-128): a send, receive or collective on the freed communicator reached MPI
+    with MPI.COMM_NULL underneath, whose errors are fatal under Open MPI: the job was killed."""
     outcomes = []
     for comm in (raw.Dup(), c.Dup()):
         comm.Free()
         seen: list[object] = [bool(comm), comm == MPI.COMM_NULL]
-        for query in (comm.Get_rank, comm.Get_size, comm.Get_topology, comm.Is_inter, comm.Free):
+        for query in (comm.Get_rank, comm.Get_size, comm.Get_topology, comm.Is_inter, comm.Free,
+                      lambda: comm.send(1, 0, 1), lambda: comm.Send(np.zeros(2), 0, 1),  # noqa: B023
+                      lambda: comm.Irecv(np.zeros(2), 0, 1), lambda: comm.allreduce(1),  # noqa: B023
+                      comm.Barrier, comm.Dup):
             try:
                 seen.append(query())
             except MPI.Exception as exc:
                 seen.append(exc.Get_error_class())
         outcomes.append(seen)
-    assert outcomes[0] == outcomes[1] == [False, True] + [MPI.ERR_COMM] * 5, outcomes
+    assert outcomes[0] == outcomes[1] == [False, True] + [MPI.ERR_COMM] * 11, outcomes
     ok("freed_communicator")
 
 

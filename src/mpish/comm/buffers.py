@@ -166,8 +166,10 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
     if datatype is not None:  # a gap-free type may start past its buffer's start (Create_indexed([2], [1]))
         lower, _ = datatype.Get_true_extent()
         if lower < 0:
-            raise Unsupported(f"mpish.secure cannot take {type_name(datatype)} with "
-                              f"a negative lower bound ({lower}): its data lie before the buffer")
+            raise Unsupported(f"mpish.secure cannot take {type_name(datatype)} with a negative lower bound "
+                              f"({lower}): its data lie before the buffer, which mpish does not read or "
+                              "write outside. Give the buffer from the first byte the datatype reaches (e.g. "
+                              "the whole array) with a datatype whose displacements start at 0")
         offset += lower
     if offset:
         if offset > len(flat):

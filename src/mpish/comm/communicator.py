@@ -29,7 +29,7 @@ from .packing import derived, unpack
 from .peers import peer_buffer, send_bytes, valid_tag
 from .requests import PersistentRequest, SecureRequest
 from .secret import LANES, CommSecret
-from .settings import LocalSettings
+from .settings import LocalSettings, freed_kind
 from .synchronous import Acks, issend, ssend
 from .topology import Cartesian, Constructors, DistGraph, Graph
 from .unsupported import refuse_unoffered
@@ -432,6 +432,7 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
         for lane in (self._p2p, self._coll):
             lane.free()
         self._freed = True
+        self.__class__ = freed_kind(type(self))
 
 
 class SecureCartcomm(Cartesian, SecureComm):

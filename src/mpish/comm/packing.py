@@ -22,7 +22,8 @@ def type_name(datatype: Any) -> str:
     one (its MPI name is no help: Open MPI calls a resized MPI_DOUBLE "Dup MPI_DOUBLE")."""
     if datatype.is_named:
         return str(datatype.Get_name())
-    return f"a {_KINDS.get(datatype.combiner, 'derived')} datatype"
+    kind = _KINDS.get(datatype.combiner, "derived")
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} datatype"
 
 
 def _contiguous(datatype: Any) -> bool:

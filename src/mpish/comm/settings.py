@@ -81,3 +81,34 @@ class LocalSettings:
         self._comms[0].Set_name(name)
 
     name = property(Get_name, Set_name)
+
+
+_AFTER_FREE = frozenset({"Free", "free", "Disconnect"})  # each raises ERR_COMM itself (_alive)
+
+
+def _freed_call(*args: Any, **kwargs: Any) -> Any:
+    raise mpi_error(MPI.ERR_COMM, "invalid communicator: this secure communicator was freed (Free)")
+
+
+_FREED: dict[str, type] = {}  # qualified class name -> its freed class
+
+
+def freed_kind(kind: type) -> type:
+    """The class a secure communicator of class ``kind`` takes at ``Free``: each of its public
+    methods raises MPI's ERR_COMM, as those of mpi4py's freed communicator (MPI.COMM_NULL) do.
+    Without it a call reached MPI with the freed duplicates underneath, MPI.COMM_NULL, whose
+    error handler is fatal under Open MPI: the whole job was killed (helper-128). A class of
+    its own costs the calls of a live communicator nothing."""
+
+    def __getattribute__(self: Any, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if name[:1] == "_" or name in _AFTER_FREE or not callable(value):
+            return value
+        return _freed_call
+
+    key = f"{kind.__module__}.{kind.__qualname__}"
+    if key not in _FREED:
+        namespace = {"__getattribute__": __getattribute__, "__module__": kind.__module__,
+                     "__qualname__": kind.__qualname__}
+        _FREED[key] = type(kind.__name__, (kind,), namespace)
+    return _FREED[key]
