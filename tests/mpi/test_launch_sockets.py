@@ -139,14 +139,21 @@ def test_the_embedded_sessions_launcher_listens_on_no_port_of_its_own(tmp_path: 
         proc.wait(timeout=30)
 
 
-def test_a_spawned_servers_commands_see_the_users_environment_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("venv_on_path", [True, False])
+def test_a_spawned_servers_commands_see_the_users_environment_exactly(
+    tmp_path: Path, venv_on_path: bool
+) -> None:
     """The servers' launcher is given the launch environment only; the rest comes from the
     console after the handshake (protocol.Environ): every variable of the user's, with its value
-    byte for byte (spaces, newlines, quotes, unicode), PATH in its order, none added but mpish's."""
+    byte for byte (spaces, newlines, quotes, unicode), PATH in its order, none added but mpish's.
+    Without mpish's bin directory on the user's PATH (mpish run by its path, as a user's
+    alias does), the console put it first for MPICH's start, and the servers' commands ran
+    mpish's python3, pip and mpiexec instead of the user's (helper-130)."""
     home = make_home(tmp_path / "home")
     odd = "two  spaces\n\ttab and newline 'single' \"double\" $HOME `true` \\ ünïcödé ✓ =x"
-    path = os.pathsep.join([str(Path(MPISH).parent), "/nonexistent/first", "/usr/local/bin", "/usr/bin",
-                            "/bin", "/nonexistent/last"])
+    first = [str(Path(MPISH).parent)] if venv_on_path else []
+    path = os.pathsep.join([*first, "/nonexistent/first", "/usr/local/bin", "/usr/bin", "/bin",
+                            "/nonexistent/last"])
     env = shell_env(home, MY_ODD_VALUE=odd, MY_API_TOKEN="s3cret", MY_EMPTY="", PATH=path)
     env = {k: v for k, v in env.items() if k not in ("UCX_NET_DEVICES", "FI_TCP_IFACE")}
     result = subprocess.run([MPISH, "-n", "2", "-c", "env -0 > env.$MPISH_RANK"], env=env, cwd=tmp_path,

@@ -65,6 +65,9 @@ SPAWN_STEPS = 4  # the spawn's time limit, in start-up steps (-t): the servers' 
 INTERRUPTED = "interrupted while the shell servers started, so there is no session"
 
 
+_USER_PATH: dict[bytes, bytes] = {}  # PATH before prepare_singleton changed it
+
+
 def prepare_singleton() -> Path | None:
     """Make MPICH's singleton init (which runs ``mpiexec`` from PATH) run the wheel's launcher.
 
@@ -92,6 +95,8 @@ def prepare_singleton() -> Path | None:
     """
     bindir = Path(sys.executable).parent
     real = bindir / "mpiexec"
+    if b"PATH" in os.environb:  # the servers' commands get it back (environ_messages)
+        _USER_PATH[b"PATH"] = os.environb[b"PATH"]
     path = os.environ.get("PATH", "")
     if real.exists() and path.split(os.pathsep)[0] != str(bindir):
         path = str(bindir) + os.pathsep + path
@@ -390,7 +395,11 @@ def loopback_only() -> None:
 
 def environ_messages(environ: Mapping[bytes, bytes]) -> list[protocol.Environ]:
     """The console's environment as :class:`~mpish.shell.protocol.Environ` messages, for the
-    servers it spawned (their launcher was given the launch environment only)."""
+    servers it spawned (their launcher was given the launch environment only), with the PATH
+    the user had: :func:`prepare_singleton` put the launcher's wrapper and mpish's own bin
+    directory first, and the servers' commands found mpish's python3, pip and mpiexec before
+    the user's (helper-130: ``pip install`` went into mpish's venv)."""
+    environ = {**environ, **_USER_PATH}
     data = b"".join(name + b"=" + value + b"\0" for name, value in environ.items())
     step = protocol.ENVIRON_PIECE
     starts = range(0, len(data), step) if data else range(1)
