@@ -137,6 +137,19 @@ def test_tab_completes_built_ins_and_the_first_targets_paths(person: Person, tmp
     _leave(person)
 
 
+def test_tab_then_enter_in_one_burst_runs_the_line_as_completed(person: Person, tmp_path: Path) -> None:
+    """A user trial (helper-130): Tab and Enter arriving together (a paste, a slow link) showed
+    the completed line and ran the line as typed before the Tab: ``ls: cannot access .../uniq``."""
+    person.prompt()
+    (tmp_path / "burst-dir" / "unique-subdir").mkdir(parents=True)
+    person.child.send(f"@1 ls -d {tmp_path}/burst-dir/uniq\t\r")  # one write: Tab, then Enter
+    person.child.expect("\r\n")  # the accepted line, redrawn
+    screen = person.prompt()
+    assert "cannot access" not in screen, screen
+    assert f"{tmp_path}/burst-dir/unique-subdir/\r\n" in screen, screen
+    _leave(person)
+
+
 def test_ctrl_c_says_what_the_next_one_does_for_a_program_that_ignores_it(person: Person) -> None:
     person.prompt()
     person.type("@1 sh -c \"trap '' INT; sleep 30\"")  # as vim without a terminal: SIGINT ignored

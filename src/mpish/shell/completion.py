@@ -158,3 +158,50 @@ def for_repl(repl: Repl) -> Any:
 
     builtins = [":" + name[4:] for name in dir(repl) if name.startswith("cmd_")]
     return make_completer(builtins, remote)
+
+
+def complete_at_once() -> Any:
+    """Tab's key binding: complete inside the key's own handler, before the next key is read.
+
+    prompt_toolkit's Tab starts the completion as a task of its event loop, and a key typed
+    right behind it was handled first: ``ls -d /tmp/sr`` Tab Enter in one burst (a paste, a
+    slow link to the login node) showed ``ls -d /tmp/src/`` and ran ``ls -d /tmp/sr``
+    (helper-130). As bash's readline, Tab now inserts what it completes (the one completion,
+    or the part common to all) before Enter is read, waiting for a remote answer
+    (:func:`remote_completions`, bounded); when nothing is common the menu opens, and a line
+    accepted meanwhile runs as shown. A Tab while the menu is open selects the next entry.
+    """
+    from prompt_toolkit.completion import CompleteEvent, get_common_complete_suffix
+    from prompt_toolkit.key_binding import KeyBindings
+
+    bindings = KeyBindings()
+
+    @bindings.add("tab")
+    def _(event: Any) -> None:
+        buffer = event.current_buffer
+        if buffer.complete_state is not None:
+            buffer.complete_next()
+            return
+        if buffer.completer is None:
+            return
+        document = buffer.document
+        found = list(buffer.completer.get_completions(document, CompleteEvent(completion_requested=True)))
+        if len(found) == 1:
+            buffer.apply_completion(found[0])
+        elif found:
+            common = get_common_complete_suffix(document, found)
+            if common:
+                buffer.insert_text(common)
+            else:
+                buffer.start_completion(select_first=False)
+
+    return bindings
+
+
+def install(session: Any, repl: Repl) -> None:
+    """Tab completion in a PromptSession, on Tab only (a remote path costs a round trip)."""
+    from prompt_toolkit.key_binding import merge_key_bindings
+
+    session.completer = for_repl(repl)
+    session.complete_while_typing = False
+    session.key_bindings = merge_key_bindings([session.key_bindings, complete_at_once()])

@@ -148,8 +148,7 @@ class ToolkitReader:
 
     def complete_with(self, repl: Repl) -> None:
         """Tab completion (on Tab only: a remote path costs a round trip)."""
-        self.session.completer = completion.for_repl(repl)
-        self.session.complete_while_typing = False
+        completion.install(self.session, repl)
 
 
 NO_JOB_CONTROL = "job control is not available at the console; use Ctrl-C"
