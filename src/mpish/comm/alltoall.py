@@ -17,13 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .buffers import (
-    block_view,
     bottom_blocks,
     free_blocks,
     typed_vector_view,
     vector_view,
 )
 from .collectives import _BLOCK_ERRORS, COLL_TAG, Collectives, Steps, _in_place, _own_fits
+from .gapped import landing
 from .lane import wait_all
 from .packing import pack, unpack
 
@@ -74,18 +74,22 @@ class AllToAll(Collectives):
 
     def _Alltoall_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         size = self.size
+        scatters = []  # a receive datatype with gaps: the received bytes to their places (gapped.py)
 
         def blocks() -> Blocks:
-            recv, rblock = block_view(recvbuf, size, writable=True)
+            recv, rblock, scatter = landing(recvbuf, size, writable=True)
+            scatters.append(scatter)
             if _in_place(sendbuf):
                 send, sblock = memoryview(bytes(recv)), rblock
             else:
-                send, sblock = block_view(sendbuf, size, writable=False)
+                send, sblock, _ = landing(sendbuf, size, writable=False)
             return ([send[k * sblock : (k + 1) * sblock] for k in range(size)],
                     [recv[k * rblock : (k + 1) * rblock] for k in range(size)])
 
         pair = yield from self._blocks_or_fail(blocks)
         yield from self._exchange(pair)
+        if scatters[0] is not None:
+            scatters[0]()
 
     def _Alltoallv_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         pair = yield from self._blocks_or_fail(lambda: self._vector_blocks(sendbuf, recvbuf, vector_view))

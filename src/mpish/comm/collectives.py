@@ -38,13 +38,13 @@ from mpi4py import MPI
 
 from ..wire.errors import MpishError
 from .buffers import (
-    block_view,
     byte_view,
     mpi_error,
     mpi_truncate,
     parse,
     vector_view,
 )
+from .gapped import Scatter, landing, one_block
 from .lane import Lane, progress, wait_all
 from .limits import ABORT_TAG, RECORD_ERRORS, Deferring
 from .packing import derived, pack, unpack
@@ -250,7 +250,7 @@ class Collectives:
         ``shorter``: a block shorter than the buffer is taken (a scatter's receive count is an
         upper bound to MPI: a larger receive buffer takes the block at its start)."""
         try:
-            sink = byte_view(recvbuf, writable=True)
+            sink, scatter = one_block(recvbuf, writable=True)  # (a datatype with gaps: gapped.py)
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)
             yield root
@@ -258,6 +258,8 @@ class Collectives:
             raise
         yield root
         self._c_recv(root, sink, shorter)
+        if scatter is not None:
+            scatter()
 
     def _tree(self, root: int) -> tuple[int | None, list[int]]:
         """(parent, children) of this rank in the binomial tree rooted at ``root`` (MPICH's)."""
@@ -363,7 +365,7 @@ class Collectives:
             self._send_or_abort(sendbuf, root)
             return
         try:  # block k lands at k times the receive count, which bounds each block (as MPI's)
-            recv, block = block_view(recvbuf, size, writable=True)
+            recv, block, scatter = landing(recvbuf, size, writable=True)
             send = None if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
             if send is not None:
                 _own_fits(len(send), block, "Gather")
@@ -375,6 +377,8 @@ class Collectives:
             recv[root * block : root * block + len(send)] = send
         yield from self._recv_each([(k, recv[k * block : (k + 1) * block]) for k in range(size) if k != root],
                                    shorter=True)
+        if scatter is not None:
+            scatter()
 
     def _Scatter_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         root = self._root(root)
@@ -383,8 +387,8 @@ class Collectives:
             yield from self._recv_or_drop_steps(recvbuf, root, shorter=True)
             return
         try:
-            send, block = block_view(sendbuf, size, writable=False)
-            recv = None if _in_place(recvbuf) else byte_view(recvbuf, writable=True)
+            send, block, _ = landing(sendbuf, size, writable=False)
+            recv, scatter = (None, None) if _in_place(recvbuf) else one_block(recvbuf, writable=True)
             if not isinstance(sendbuf, (list, tuple)):  # the blocks are the send buffer's, as mpi4py's
                 flat, _, item = parse(sendbuf, writable=False)
                 if (len(flat) // item) % size:
@@ -401,6 +405,8 @@ class Collectives:
                 self._c_send(chunk, dest)
             elif recv is not None:
                 recv[:block] = chunk
+        if scatter is not None:
+            scatter()
 
     def _Gatherv_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         root = self._root(root)
@@ -457,23 +463,27 @@ class Collectives:
 
     def _Allgather_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         try:
-            send, recv, block = self._allgather_args(sendbuf, recvbuf)
+            send, recv, block, scatter = self._allgather_args(sendbuf, recvbuf)
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)
             yield from self._fail_gather_bcast()
             raise
         yield from self._gather_to_zero(send, [recv[k * block : (k + 1) * block] for k in range(self.size)])
         yield from self._bcast_steps(recv, 0)
+        if scatter is not None:
+            scatter()
 
-    def _allgather_args(self, sendbuf: Any, recvbuf: Any) -> tuple[memoryview, memoryview, int]:
+    def _allgather_args(
+        self, sendbuf: Any, recvbuf: Any
+    ) -> tuple[memoryview, memoryview, int, Scatter | None]:
         size, rank = self.size, self.rank
-        recv, block = block_view(recvbuf, size, writable=True)
+        recv, block, scatter = landing(recvbuf, size, writable=True)
         if _in_place(sendbuf):
             send = memoryview(bytes(recv[rank * block : (rank + 1) * block]))
         else:  # block k lands at k times the receive count, which bounds each block (as MPI's)
             send = byte_view(sendbuf, writable=False)
             _own_fits(len(send), block, "Allgather")
-        return send, recv, block
+        return send, recv, block, scatter
 
     def _Allgatherv_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         try:

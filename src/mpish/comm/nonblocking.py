@@ -256,7 +256,8 @@ def persistent(name: str) -> Callable[..., PersistentRequest]:
         arguments.pop("info", None)  # hints only
         if "root" in arguments:
             self._root(arguments["root"])  # ERR_ROOT at the call, as MPI checks it
-        return PersistentRequest(self._coll, lambda: getattr(self, started_form)(**arguments))
+        start = getattr(self, started_form)  # bound now: a request outlives its communicator's Free
+        return PersistentRequest(self._coll, lambda: start(**arguments))
 
     init.__name__ = name + "_init"
     init.__doc__ = f"Persistent {name}: each start (Start, Startall, MPI's Startall) starts {started_form}."
