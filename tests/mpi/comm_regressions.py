@@ -738,6 +738,19 @@ def check_a_freed_communicator_is_false_and_its_queries_raise_err_comm_as_raw(
                 seen.append(exc.Get_error_class())
         outcomes.append(seen)
     assert outcomes[0] == outcomes[1] == [False, True] + [MPI.ERR_COMM] * 11, outcomes
+    results = []  # persistent requests made before Free still start, as MPI's (they hold the communicator)
+    for comm in (raw.Dup(), c.Dup()):
+        peer = (comm.rank + 1) % comm.size
+        sent, got, both = np.full(2, float(comm.rank)), np.zeros(2), np.zeros(1)
+        requests = [comm.Send_init(sent, peer, 3), comm.Recv_init(got, MPI.ANY_SOURCE, 3),
+                    comm.Allreduce_init(np.ones(1), both)]
+        comm.Free()
+        MPI.Prequest.Startall(requests)
+        MPI.Request.Waitall(requests)
+        results.append((got.tolist(), both.tolist()))
+        for request in requests:
+            request.Free()
+    assert results[0] == results[1], results
     ok("freed_communicator")
 
 

@@ -241,12 +241,14 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
     def Send_init(self, buf: Any, dest: int, tag: int = 0) -> PersistentRequest:
         data = each_start(peer_buffer(buf, dest), writable=False)
         self._p2p.sealer_for(dest, tag)  # a bad rank or tag raises here, as MPI does
-        return PersistentRequest(self._p2p, lambda: self.Isend(data, dest, tag))
+        isend = self.Isend  # bound now: a request outlives its communicator's Free (MPI's)
+        return PersistentRequest(self._p2p, lambda: isend(data, dest, tag))
 
     def Ssend_init(self, buf: Any, dest: int, tag: int = 0) -> PersistentRequest:
         data = each_start(peer_buffer(buf, dest), writable=False)
         self._p2p.sealer_for(dest, tag)
-        return PersistentRequest(self._p2p, lambda: self.Issend(data, dest, tag))
+        issend = self.Issend
+        return PersistentRequest(self._p2p, lambda: issend(data, dest, tag))
 
     Bsend_init = Send_init
     Rsend_init = Send_init
@@ -256,7 +258,8 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
         valid_tag(tag, receive=True)  # a bad source or tag raises here, as MPI's Recv_init
         if source not in (MPI.ANY_SOURCE, MPI.PROC_NULL) and not 0 <= source < self.size:
             raise mpi_error(MPI.ERR_RANK, f"invalid rank {source}")
-        return PersistentRequest(self._p2p, lambda: self.Irecv(data, source, tag))
+        irecv = self.Irecv
+        return PersistentRequest(self._p2p, lambda: irecv(data, source, tag))
 
     def Isendrecv(
         self,
