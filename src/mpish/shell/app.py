@@ -236,6 +236,8 @@ def main_shell(args: argparse.Namespace) -> int:
             raise
         print(file=sys.stderr)
         status = 130
+    if session is not None:
+        session.exit_status = status  # a job aborted for a lost rank exits with it (mpi_session.py)
     closed = False
     while not closed:  # a Ctrl-C pending from before raises as SIGINT is ignored: the close still runs
         with contextlib.suppress(KeyboardInterrupt), deaf_to_sigint():  # bounded: CLOSE_TIMEOUT

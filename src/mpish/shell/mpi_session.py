@@ -180,10 +180,10 @@ class MpiSession(Session):
             were = ("rank {} was" if len(lost) == 1 else "ranks {} were").format(ranks)
             Reporter().say(f"{were} lost, so MPI cannot end the job normally; aborting it")
             if self.launcher_pid:  # never a lost server: its pid may have been reused by now
-                end_embedded_job(self.launcher_pid, local, self.segments)
-            if failed_ranks(self.comm):
-                leave_failed_job()
-            abort(self.comm, quiet=True)
+                end_embedded_job(self.launcher_pid, local, self.segments, max(1, self.exit_status))
+            if failed_ranks(self.comm):  # -c's status (a lost rank's 255 with -S), at least 1
+                leave_failed_job(max(1, self.exit_status))
+            abort(self.comm, quiet=True, code=max(1, self.exit_status))
         relays = [parent(pid) for pid in local if cmdline(parent(pid)) == cmdline(pid)]  # shell/exit_relay.py
         local += relays
         finish_session_comm(self.comm, self.link, self.parent_intercomm)
@@ -197,7 +197,7 @@ def is_server(pid: int) -> bool:
     return b"mpish.shell.mpi_server" in b" ".join(command) or (under_launcher() and command == mine)
 
 
-def end_embedded_job(launcher: int, servers: list[int], known: list[Segment]) -> NoReturn:
+def end_embedded_job(launcher: int, servers: list[int], known: list[Segment], code: int = 1) -> NoReturn:
     """End a session MPI cannot finalize (a rank died): its launcher, then its servers, then us.
 
     MPI_Abort is no good here: with ``-disable-auto-cleanup`` the singleton's mpiexec and its
@@ -218,11 +218,11 @@ def end_embedded_job(launcher: int, servers: list[int], known: list[Segment]) ->
     remove_ours(segments)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(1)
+    os._exit(code)
 
 
-def leave_failed_job() -> NoReturn:
-    """End this process of a job MPI knows has a failed rank (ULFM, Open MPI): exit 1, unfinalized.
+def leave_failed_job(code: int = 1) -> NoReturn:
+    """End this process of a job MPI knows has a failed rank (ULFM, Open MPI), unfinalized.
 
     MPI_Abort is not needed there: the launcher keeps the job going through failures, so each
     process may leave by itself (the servers do once their channel is closed, :class:`RankFailed`);
@@ -230,11 +230,11 @@ def leave_failed_job() -> NoReturn:
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(1)
+    os._exit(code)
 
 
-def abort(comm: MPI.Comm, quiet: bool = False) -> None:
-    """MPI_Abort with exit status 1, failure notices (SIGUSR1) blocked so they cannot kill us first.
+def abort(comm: MPI.Comm, quiet: bool = False, code: int = 1) -> None:
+    """MPI_Abort with exit status ``code``, failure notices (SIGUSR1) blocked so they cannot kill us first.
 
     Over TCP, MPICH's abort can hang once a peer is gone (holding the GIL): SIGALRM, left
     to its default action, ends the process after ABORT_GRACE seconds whatever MPI does
@@ -250,7 +250,7 @@ def abort(comm: MPI.Comm, quiet: bool = False) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     signal.alarm(ABORT_GRACE)
-    comm.Abort(1)
+    comm.Abort(code)
 
 
 def failure_notice() -> bool:

@@ -102,6 +102,7 @@ class Session(Fields):
     awaits_close: ClassVar[bool] = True
     # servers connected only when their turn of -f comes (ssh -c: rank -> host; join())
     later: Mapping[int, str] = MappingProxyType({})
+    exit_status = 1  # what mpish exits with, for a session whose finish() must end the process
 
     def failure_notice(self) -> bool:
         """True (once per notice) if the launcher reported a failed server; none by default."""
