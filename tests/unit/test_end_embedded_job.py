@@ -19,8 +19,8 @@ def test_a_lost_servers_pid_is_never_signalled_at_the_end(monkeypatch: pytest.Mo
     """Its pid may have been reused by an unrelated process since it died (security review)."""
     ended: list[Any] = []
 
-    def end(launcher: int, servers: list[int], known: list[Any]) -> None:
-        ended.append((launcher, servers, known))
+    def end(launcher: int, servers: list[int], known: list[Any], code: int = 1) -> None:
+        ended.append((launcher, servers, known, code))
         raise Ended
 
     monkeypatch.setattr(mpi_session, "end_embedded_job", end)
@@ -33,6 +33,7 @@ def test_a_lost_servers_pid_is_never_signalled_at_the_end(monkeypatch: pytest.Mo
         3: Peer(3, None, "elsewhere", pid=4103),  # type: ignore[arg-type]
     }
     session = mpi_session.MpiSession(link=None, peers=peers, comm=object(), launcher_pid=99)  # type: ignore[arg-type]
+    session.exit_status = 255  # -c's status: the lost rank's
     with pytest.raises(Ended):
         session.finish()
-    assert ended == [(99, [4101], [])]  # no segments recorded at this session's start
+    assert ended == [(99, [4101], [], 255)]  # no segments recorded at this session's start
