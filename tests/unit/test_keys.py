@@ -46,6 +46,18 @@ def test_home_from_env_and_default(home: Path, monkeypatch: pytest.MonkeyPatch) 
     assert keys.mpish_home() == Path.home() / ".mpish"
 
 
+def test_an_mpish_home_that_is_a_file_is_named_as_not_a_directory(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user trial (helper-130): MPISH_HOME naming a file said "[Errno 17] File exists"."""
+    home.write_text("")
+    with pytest.raises(MpishError, match=r"^MPISH_HOME '.*mpish-home' is not a directory: give a directory"):
+        keys.generate_identity()
+    monkeypatch.setenv("MPISH_HOME", str(home / "below"))
+    with pytest.raises(MpishError, match=r"^cannot create MPISH_HOME '.*mpish-home/below': Not a directory$"):
+        keys.generate_identity()
+
+
 def test_generate_then_load_round_trip(home: Path) -> None:
     made = keys.generate_identity(comment="alice@node1")
     loaded = keys.load_identity()

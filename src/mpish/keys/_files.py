@@ -48,12 +48,16 @@ def ensure_home(home: str | os.PathLike[str] | None) -> Path:
     """The mpish directory, created with mode 0700 if it does not exist."""
     path = mpish_home(home)
     _refuse_foreign_links(path)  # before anything is made through them
+    where = "MPISH_HOME" if home is None and os.environ.get("MPISH_HOME") else "the mpish directory"
+    if path.exists() and not path.is_dir():  # (mkdir's "File exists" said nothing of what is wrong)
+        raise KeyFileError(f"{where} '{path}' is not a directory: give a directory (it is created if "
+                           "missing, mode 0700)")
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise KeyFileError(f"cannot create the mpish directory '{path}': {exc}") from exc
+        raise KeyFileError(f"cannot create {where} '{path}': {exc.strerror or exc}") from exc
     if not path.is_dir():
-        raise KeyFileError(f"'{path}' exists and is not a directory")
+        raise KeyFileError(f"{where} '{path}' is not a directory")
     return path
 
 
