@@ -255,8 +255,8 @@ def test_diff_shows_each_output_against_the_first_silent_hosts_and_a_missing_new
     done = mpish_ssh(sshd, "host[1-3]", "--diff", "-c", '[ $MPISH_RANK = 2 ] || echo same')
     assert done.stdout == "--- host[1,3] (2)\n+++ host2\n@@ -1 +0,0 @@\n-same\n", done.stdout
     done = mpish_ssh(sshd, "host[1-2]", "--diff", "-c", 'printf abc; [ $MPISH_RANK = 1 ] || echo')
-    assert done.stdout == ("--- host1\n+++ host2\n@@ -1,2 +1 @@\n abc\n-\\ No newline at end of file\n"), \
-        done.stdout
+    assert done.stdout == ("--- host1\n+++ host2\n@@ -1 +1 @@\n-abc\n\\ No newline at end of file\n+abc\n"), \
+        done.stdout  # as GNU diff -u prints it (the marker counted as a line, patch refused the hunk)
 
 
 def test_exit_status_is_the_largest_unless_no_maxrc(sshd: SshServer) -> None:

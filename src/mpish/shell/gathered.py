@@ -159,3 +159,17 @@ class Gathered:
 
     def close(self) -> None:
         self.store.release()
+
+
+NO_NEWLINE = b"\\ No newline at end of file\n"
+
+
+def unified_diff(old: list[bytes], new: list[bytes], old_name: str, new_name: str) -> Iterator[bytes]:
+    """``--diff``: the lines of ``new`` against ``old`` (each with its newline, the last one maybe
+    without) as GNU ``diff -u`` prints them, so ``patch`` applies it: a last line without its
+    newline differs from the same line with one, and is followed by diff's marker, which no
+    hunk count includes (counted as a removed line, the hunk was malformed)."""
+    import difflib  # --diff only
+
+    for line in difflib.diff_bytes(difflib.unified_diff, old, new, old_name.encode(), new_name.encode()):
+        yield line if line.endswith(b"\n") else line + b"\n" + NO_NEWLINE

@@ -29,7 +29,7 @@ from typing import IO, Protocol
 
 from mpish.wire.text import relabel_returns
 
-from .gathered import SHOW_PIECE, Gathered, Stopped, Store
+from .gathered import SHOW_PIECE, Gathered, Stopped, Store, unified_diff
 from .names import RankNames, Result, ServerNames, fold_reasons
 from .options import GATHER_LIMIT, OutputMode
 from .outcome import STDOUT_CLOSED, PipeGuard, signal_name, status_lines
@@ -132,7 +132,7 @@ class GroupedSink(_TerminalSink):
     server order prefixed with its name; ``prefixed`` (``-bL``, as clush): gathered line by
     line, each prefixed with the servers whose Nth lines are alike (``host[1-2]: o``), no
     header; ``diff`` (``--diff``):
-    each gathered stdout shown as a unified diff against the first.
+    each gathered stdout shown as a unified diff against the first, as GNU ``diff -u`` prints it.
     """
 
     def __init__(
@@ -332,9 +332,7 @@ class GroupedSink(_TerminalSink):
             target.flush()
 
     def _finish_diff(self) -> None:
-        import difflib
-
-        found = [(ranks, _lines(spool)) for ranks, spool in self.groups(STDOUT)]
+        found = [(ranks, list(spool.lines())) for ranks, spool in self.groups(STDOUT)]
         spoke = frozenset().union(*(ranks for ranks, _ in found))
         # the servers whose command ran and printed nothing are an output too, as clush diffs them
         silent = frozenset(rank for rank, result in self.results.items() if not result.error) - spoke
@@ -346,19 +344,8 @@ class GroupedSink(_TerminalSink):
         for ranks, lines in found[1:]:
             names = [self.names.label(r) + (f" ({len(r)})" if self.counts and len(r) > 1 else "")
                      for r in (first_ranks, ranks)]
-            for line in difflib.unified_diff(reference, lines, names[0], names[1], lineterm=""):
-                self.out.write(line.encode("utf-8", "surrogateescape") + b"\n")
+            self.out.write(b"".join(unified_diff(reference, lines, names[0], names[1])))
         self.out.flush()
-
-
-def _lines(spool: Gathered) -> list[str]:
-    """The lines of an output for --diff; one without a final newline says so, as diff does
-    (``abc`` and ``abc``+newline are two outputs, which a diff of the same lines hid)."""
-    lines = list(spool.lines())
-    shown = [line.rstrip(b"\n").decode("utf-8", "surrogateescape") for line in lines]
-    if lines and not lines[-1].endswith(b"\n"):
-        shown.append("\\ No newline at end of file")
-    return shown
 
 
 class RawSink(_TerminalSink):

@@ -1,0 +1,46 @@
+"""``--diff`` and gathering of outputs that differ only by a missing final newline (grouping.py)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mpish.shell import protocol as p
+from mpish.shell.grouping import GroupedSink, Style
+from mpish.shell.names import Result
+
+
+def _diff(outputs: dict[int, bytes]) -> bytes:
+    out = io.BytesIO()
+    sink = GroupedSink(out, io.BytesIO(), Style(), diff=True)
+    for rank, data in outputs.items():
+        sink.output(rank, p.STDOUT, data)
+    for rank in outputs:
+        sink.done(Result(rank, "h", 0))
+    sink.finish()
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    (b"x\ny\nz", b"x\nY\nz\n"),  # the user trial's: the first lacks its final newline
+    (b"abc", b"abc\n"),
+    (b"abc\n", b"q\nabc"),
+    (b"q\nabc", b"abc"),  # alike last lines without a newline: context, marked
+    (b"a\n", b""),  # a rank that printed nothing
+])
+def test_diff_is_what_gnu_diff_u_prints_and_patch_applies_it(
+    tmp_path: Path, first: bytes, second: bytes,
+) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.write_bytes(first)
+    new.write_bytes(second)
+    gnu = subprocess.run(["diff", "-u", "old", "new"], cwd=tmp_path, capture_output=True, check=False).stdout
+    shown = _diff({1: first, 2: second})
+    assert shown.split(b"\n", 2)[:2] == [b"--- @1", b"+++ @2"]
+    assert shown.split(b"\n", 2)[2] == gnu.split(b"\n", 2)[2]  # the hunks, byte for byte
+    (tmp_path / "fix.patch").write_bytes(shown)
+    subprocess.run(["patch", "-s", "old", "fix.patch"], cwd=tmp_path, check=True)
+    assert old.read_bytes() == second
