@@ -11,6 +11,13 @@ output once: :meth:`Gathered.write` returns the bytes newly stored.
 
 A SHA-256 of each server's bytes groups identical outputs at the end (two servers on one
 store at different offsets have different outputs: one is a prefix of the other).
+
+Outputs that differ only by a missing final newline are one output where the display ends
+the last line anyway (a header's block, ``-bL``'s lines, stderr's labelled lines): shown
+apart, ``printf x`` and ``echo x`` were two blocks showing the same ``x``, which clush -b
+gathers (:meth:`Gathered.shown_digest`). Where the bytes are shown as they are, they stay
+apart: ``--diff`` shows the missing newline, ``-L`` and ``-N`` show each server's lines,
+one target (raw) and ``--json`` give each server's exact bytes, and none of these gather.
 """
 
 from __future__ import annotations
@@ -103,6 +110,15 @@ class Gathered:
             self.store.append(old.read(offset, min(SPOOL_IN_MEMORY, prefix - offset)))
         old.release()
         return prefix
+
+    def shown_digest(self) -> bytes:
+        """The digest of the output as a gathered display shows it: ended by a newline (copy_to),
+        so ``x`` and ``x`` + newline are one output there, as clush -b gathers them."""
+        if self.last == b"\n" or not self.size:
+            return self.digest.digest()
+        shown = self.digest.copy()
+        shown.update(b"\n")
+        return shown.digest()
 
     def chunks(self, piece: int = SHOW_PIECE) -> Iterator[bytes]:
         """Its bytes from ``start``, a piece at a time."""

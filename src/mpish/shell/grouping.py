@@ -3,7 +3,8 @@
 Grouping keeps memory bounded: each rank's stdout and stderr are gathered (gathered.py:
 in memory up to 1 MiB, then on disk; identical outputs stored once) while a SHA-256 of
 each is computed; at the end ranks with identical (stdout, stderr) digests are printed
-once under their rank set.
+once under their rank set; outputs that differ only by a missing final newline are one there,
+as the display ends the last line (gathered.py says where bytes stay exact).
 
 Gathering waits for the end, so an endless command (``mpish -n 2 -c yes | head -2``)
 showed nothing and filled the disk. Once more than ``gather_limit`` bytes (64 MiB by
@@ -206,12 +207,14 @@ class GroupedSink(_TerminalSink):
             self.live.end_lines(result.rank)
         super()._ended(result)
 
-    def groups(self, stream: int = STDOUT) -> list[tuple[frozenset[int], Gathered]]:
-        """(ranks, the spool of the first of them) per distinct output of ``stream``, in rank order."""
+    def groups(self, stream: int = STDOUT, exact: bool = False) -> list[tuple[frozenset[int], Gathered]]:
+        """(ranks, the spool of the first of them) per distinct output of ``stream``, in rank order;
+        unless ``exact`` (--diff), outputs differing only by a missing final newline are one (gathered.py)."""
         by_digest: dict[bytes, list[int]] = {}
         for rank, kind in sorted(self._spools):
-            if kind == stream and self._spools[(rank, kind)].size:
-                by_digest.setdefault(self._spools[(rank, kind)].digest.digest(), []).append(rank)
+            if kind == stream and (spool := self._spools[(rank, kind)]).size:
+                digest = spool.digest.digest() if exact else spool.shown_digest()
+                by_digest.setdefault(digest, []).append(rank)
         return [(frozenset(ranks), self._spools[(ranks[0], stream)]) for ranks in by_digest.values()]
 
     def _prefix(self, ranks: Iterable[int], after_escape: bool = False) -> bytes:
@@ -332,7 +335,7 @@ class GroupedSink(_TerminalSink):
             target.flush()
 
     def _finish_diff(self) -> None:
-        found = [(ranks, list(spool.lines())) for ranks, spool in self.groups(STDOUT)]
+        found = [(ranks, list(spool.lines())) for ranks, spool in self.groups(STDOUT, exact=True)]
         spoke = frozenset().union(*(ranks for ranks, _ in found))
         # the servers whose command ran and printed nothing are an output too, as clush diffs them
         silent = frozenset(rank for rank, result in self.results.items() if not result.error) - spoke
