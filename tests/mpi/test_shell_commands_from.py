@@ -113,3 +113,36 @@ def test_a_full_screen_program_that_fails_for_want_of_a_terminal_is_followed_by_
     assert "mpish: top needs a terminal, which commands here do not get: run it on one target with " \
            ":attach @1 top" in said, said
     assert said.count("needs a terminal") == 1  # not after true
+
+
+@pytest.mark.parametrize("line", [":targets @5", ":lcd /nonexistent", ":taregts @1"])
+def test_a_failed_targets_or_lcd_line_ends_a_commands_file_with_status_2_and_runs_no_later_line(
+    tmp_path: Path, line: str,
+) -> None:
+    """A user trial: after a failed ``:targets @5`` the script ran its next lines on the old targets
+    (a typo before a destructive line ran it everywhere) and ended 0. An unknown built-in may be a
+    misspelt :targets: it ends the script too."""
+    from shell_util import run
+
+    script = tmp_path / "commands"
+    script.write_text(f"echo first\n{line}\ntouch {tmp_path}/ran\n")
+    proc = run([MPISH, "-n", "2", "-C", str(script)], make_home(tmp_path / "home"), tmp_path)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 2, err
+    assert b"first" in proc.stdout and not (tmp_path / "ran").exists()
+    name = line.split()[0]
+    assert f"mpish: {script}: line 2 ({name}) failed: the rest of the script was not run\n" in err, err
+
+
+def test_a_builtin_that_succeeds_leaves_status_0_as_bash_cd_and_a_piped_console_goes_on_after_one_that_fails(
+    tmp_path: Path,
+) -> None:
+    """``false`` then ``:targets @1`` ended 1, ``false`` then ``:lcd /tmp`` 0."""
+    from shell_util import run
+
+    home = make_home(tmp_path / "home")
+    for builtin in (":targets @1", ":lcd /tmp", ":timeout 5", ":mode grouped", ":targets"):
+        proc = run([MPISH, "-n", "2", "-C", "-"], home, tmp_path, input=f"false\n{builtin}\n".encode())
+        assert proc.returncode == 0, (builtin, proc.stderr.decode(errors="replace"))
+    piped = run([MPISH, "-n", "2"], home, tmp_path, input=f":targets @5\ntouch {tmp_path}/ran\n".encode())
+    assert piped.returncode == 0 and (tmp_path / "ran").exists(), piped.stderr.decode(errors="replace")

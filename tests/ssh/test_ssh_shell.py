@@ -222,6 +222,19 @@ def test_C_runs_the_lines_of_a_file_or_of_stdin_as_the_mpi_shells_C(sshd: SshSer
     assert done.stderr == f"mpish: cannot read commands from {missing}: No such file or directory\n"
 
 
+def test_C_ends_at_a_failed_targets_line_with_status_2_and_a_builtin_that_succeeds_leaves_0(
+    sshd: SshServer, tmp_path: Path,
+) -> None:
+    """As the MPI shell's -C (shell/repl.py): the lines after a failed :targets ran on the old hosts."""
+    script = tmp_path / "lines"
+    script.write_text(f":targets host9\ntouch {tmp_path}/ran\n")
+    done = mpish_ssh(sshd, "host[1-2]", "-C", str(script))
+    assert done.returncode == 2 and not (tmp_path / "ran").exists(), done.stderr
+    assert f"mpish: {script}: line 1 (:targets) failed: the rest of the script was not run\n" in done.stderr
+    done = mpish_ssh(sshd, "host[1-2]", "-C", "-", input="false\n:targets host1\n")
+    assert done.returncode == 0, done.stderr
+
+
 def console_reading(config: Path, hosts: str, script: str, *more: str) -> subprocess.CompletedProcess[str]:
     """`mpish ssh HOSTS` through the ssh config ``config``, its console reading ``script``."""
     argv = [sys.executable, "-m", "mpish", "ssh", "-o", f"-F {config}", "--python", sys.executable,

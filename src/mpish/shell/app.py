@@ -348,10 +348,12 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
     options say (-b -B -L -N -q --json --label), as ``-c`` shows it.
 
     Only this process opens FILE, so the commands never pass through argv or the
-    environment. The exit status is the last command's (a line that fails with an error: 1).
+    environment. The exit status is the last command's (a line that fails with an error: 1); a
+    failed :targets or :lcd ends FILE's lines with status 2 (repl.py).
     """
-    from .interactive import PlainReader, Repl
+    from .interactive import PlainReader
     from .options import OutputMode
+    from .repl import ShellRepl
 
     try:
         targets = choose_targets(args, console.hosts)
@@ -360,7 +362,7 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
         return 2
     path = getattr(args, "commands_from", None)
     if path is None:
-        repl = Repl(console, output=OutputMode.from_args(args), fanout=getattr(args, "fanout", 0))
+        repl = ShellRepl(console, output=OutputMode.from_args(args), fanout=getattr(args, "fanout", 0))
         repl.targets = targets
         return repl.loop()  # exit N: N; exit or the end of input: the last command's, as bash
     try:
@@ -369,8 +371,8 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
         report.say(f"cannot read commands from {path}: {exc.strerror}")
         return 2
     with stream:
-        repl = Repl(console, reader=PlainReader(stream, None), output=OutputMode.from_args(args),
-                    fanout=getattr(args, "fanout", 0))
+        repl = ShellRepl(console, reader=PlainReader(stream, None), output=OutputMode.from_args(args),
+                         fanout=getattr(args, "fanout", 0), script=path)  # a failed :targets ends it
         repl.targets = targets  # -w: the default targets, as :targets would set them
         return repl.loop()  # exit N in the file: N, as a bash script would; else the last status
 

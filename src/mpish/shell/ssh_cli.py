@@ -300,7 +300,7 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         else:
             with stream:
                 repl = SshRepl(console, reader=PlainReader(stream, None), output=options.mode,
-                               fanout=options.fanout)
+                               fanout=options.fanout, script=path)  # a failed :targets ends it
                 status = repl.loop()  # exit N in the file: N, as a bash script would; else the last status
     finally:
         console.close()

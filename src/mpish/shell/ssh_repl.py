@@ -11,12 +11,13 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from .interactive import Repl, target_words
+from .interactive import target_words
 from .names import HostNames
 from .ranks import fold_hosts, resolve_targets
+from .repl import ShellRepl
 
 
-class SshRepl(Repl):
+class SshRepl(ShellRepl):
     """The MPI shell's Repl, with hosts instead of ranks in the prompt, targets and output."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
