@@ -53,7 +53,9 @@ def test_attach_gives_a_program_the_terminal_keys_window_size_and_exit_status(
     _leave(person)
 
 
-def test_attach_escape_hangs_up_a_program_that_does_not_end(person: Person) -> None:
+def test_attach_escape_hangs_up_a_program_that_does_not_end_and_kills_one_that_ignores_sighup(
+    person: Person, tmp_path: Path,
+) -> None:
     person.prompt()
     person.type(":attach 2 sleep 300")  # a bare rank, as the help's [[@]TARGET] (it said "ONE target")
     time.sleep(1)
@@ -61,9 +63,21 @@ def test_attach_escape_hangs_up_a_program_that_does_not_end(person: Person) -> N
     person.child.expect("~. +hang up")
     person.child.send("~.")
     screen = person.prompt()
-    assert "mpish: @2: killed by SIGHUP" in screen, screen
+    assert "mpish: @2: hung up: SIGHUP sent; killed by SIGHUP" in screen, screen
     shown = person.run("@2 echo still-here")
     assert "still-here" in shown
+    # the user trial's program ignores SIGHUP: it was said "killed by SIGHUP" and ran on
+    pid = tmp_path / "pid"
+    program = f"trap '' INT TERM HUP; echo \\$\\$ > {pid}; while :; do sleep 1; done"
+    person.type(f':attach @1 bash -c "{program}"')
+    time.sleep(1)
+    person.child.send("\r~.")
+    screen = person.prompt()
+    said = "mpish: @1: hung up: SIGHUP sent; still running a second later: killed by SIGKILL"
+    assert said in screen, screen
+    state = f"$(cut -d' ' -f3 /proc/$(cat {pid})/stat 2>/dev/null)"  # a zombie no one reaps is gone too
+    shown = person.run(f'@1 case "{state}" in ""|Z) echo gone;; *) echo alive;; esac')
+    assert "gone" in shown, shown
     _leave(person)
 
 

@@ -38,7 +38,7 @@ def test_attach_over_ssh_gives_keys_window_size_and_exit_status(person: Person, 
     time.sleep(1)
     person.child.send("\r~.")
     screen = person.prompt()
-    assert "mpish: host1: killed by SIGHUP" in screen, screen
+    assert "mpish: host1: hung up: SIGHUP sent; killed by SIGHUP" in screen, screen
 
 
 def test_escape_sequences_filtered_and_paths_completed_over_ssh(person: Person, tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ with the program's exit status. The keys travel within the bulk window (the serv
 credits them once written to the pty), so a paste never grows a buffer past WINDOW.
 
 Escape from a program that does not end (as ssh's, after Enter or at the start): ``~.``
-hangs up (SIGHUP to the program, SIGKILL a second later) and returns to the prompt (after
+hangs up (SIGHUP to the program, SIGKILL a second later to what is left of it; the console
+says which ended it: :func:`outcome`) and returns to the prompt (after
 :data:`HANGUP_WAIT` at most, should the server not answer), ``~?``
 shows the escapes, ``~~`` sends one ``~``. SIGTERM or SIGHUP of the console hang up the
 program too, on the way out.
@@ -31,7 +32,7 @@ import termios
 import time
 import tty
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 from . import protocol as p
@@ -107,6 +108,24 @@ class Ended:
     exit: int
     signal: int
     error: str
+    hung_up: bool = False  # ~., or the terminal's end: SIGHUP was sent
+
+
+def outcome(ended: Ended) -> str:
+    """What the console says of the program's end ("" for exit 0). After a hang-up, that it hung
+    up: a program that ignored SIGHUP was said to be "killed by SIGHUP" (the launching shell was;
+    the program ran on); killed only as the status says (pty_session.py kills what is left)."""
+    if ended.error:
+        why = ended.error
+    elif ended.signal:
+        why = f"killed by {signal_name(ended.signal)}"
+    else:
+        why = f"exit code {ended.exit}" if ended.exit or ended.hung_up else ""
+    if not ended.hung_up:
+        return why
+    if ended.signal == signal.SIGKILL:
+        return f"hung up: SIGHUP sent; still running a second later: {why}"
+    return f"hung up: SIGHUP sent; {why if ended.signal or ended.error else f'it ended ({why})'}"
 
 
 def window_size(fd: int) -> tuple[int, int]:
@@ -212,8 +231,8 @@ def attach(console: Console, rank: int, command: str, keys_fd: int, screen_fd: i
     if hung_up:  # the program may have left a scroll region and a hidden cursor behind
         _write_all(screen_fd, SANE_SCREEN)
     if ended:
-        return ended[0]
-    return Ended(255, 0, "no answer after the hang-up" if peer.alive else "rank lost")
+        return replace(ended[0], hung_up=bool(hung_up))
+    return Ended(255, 0, "no answer after the hang-up" if peer.alive else "rank lost", bool(hung_up))
 
 
 def parse(rest: str, default: frozenset[int], hosts: dict[int, str],
@@ -268,12 +287,7 @@ def _run(console: Console, rank: int, command: str, tty_stream: IO[str] | None, 
     sys.stdout.flush()
     err.flush()
     ended = attach(console, rank, command, keys_fd, screen_fd)
-    if ended.error:
-        why = ended.error
-    elif ended.signal:
-        why = f"killed by {signal_name(ended.signal)}"
-    else:
-        why = f"exit code {ended.exit}" if ended.exit else ""
+    why = outcome(ended)
     if why:
         print(Style.for_stream(err).error(f"mpish: {console.describe([rank])}: {why}"), file=err)
         err.flush()

@@ -19,7 +19,11 @@ blocking and credited back once written; :class:`PtyResize` is ``TIOCSWINSZ`` (t
 sends SIGWINCH to the program). Signals are keys: Ctrl-C, Ctrl-Z, Ctrl-\\ reach the
 pty's line discipline, which signals the foreground process group as at a terminal.
 :class:`PtyClose` hangs up: SIGHUP (and SIGCONT) to the program's process group, SIGKILL
-after :data:`HANGUP_GRACE`. The program's end is reported once its output is drained
+after :data:`HANGUP_GRACE` to what of the group is left. The program runs under the launching
+bash, which SIGHUP kills: its end is not the program's (one that ignores SIGHUP ran on, and
+the console said "killed by SIGHUP"), so after a hang-up the end waits for the whole group,
+and a program that had to be killed is reported as killed by SIGKILL (a user trial).
+The program's end is reported once its output is drained
 (EIO on the master: no process holds the slave any more) or, when a background process
 keeps the slave open, :data:`DRAIN_GRACE` after its exit; the session is then hung up.
 """
@@ -40,6 +44,7 @@ from . import protocol as p
 
 HANGUP_GRACE = 1.0  # seconds between PtyClose's SIGHUP and SIGKILL
 DRAIN_GRACE = 0.2  # after the program's exit: output still coming through the pty
+GROUP_LOOK = 0.05  # after a hang-up: seconds between looks for what is left of the program's group
 INPUT_LIMIT = p.WINDOW  # keys held for a program that does not read them (the console's window)
 
 # $1 state file, $2 cwd, $3 TERM, $4 command line ("" = the user's shell). One line, so that
@@ -93,6 +98,8 @@ class PtySession:
         self.exited_at = 0.0
         self.last_output = 0.0
         self.hangup_at = 0.0
+        self.killed_at = 0.0  # when the group got SIGKILL after a hang-up
+        self.looked_at, self.left = 0.0, True  # when _group_left looked, and what it saw
 
     def write_keys(self) -> int:
         """Write what the master takes now; bytes written."""
@@ -123,12 +130,21 @@ class PtySession:
         return data
 
     def ended(self) -> bool:
-        """The program exited and its output is drained (or nothing more came for a moment)."""
+        """The program exited and its output is drained (or nothing more came for a moment);
+        after a hang-up, its whole process group is gone (or was given SIGKILL a while ago)."""
         now = time.monotonic()
-        if self.proc.poll() is None:
-            if self.hangup_at and now - self.hangup_at > HANGUP_GRACE:
-                self._signal(signal.SIGKILL)
-                self.hangup_at = now
+        running = self.proc.poll() is None
+        if self.hangup_at:
+            left = running or self._group_left()
+            if left and now - max(self.hangup_at, self.killed_at) > HANGUP_GRACE:
+                if self.killed_at:  # a zombie no one reaps holds the group: end all the same
+                    left = running
+                else:
+                    self._signal(signal.SIGKILL)
+                    self.killed_at = now
+            if left:
+                return False
+        if running:
             return False
         if not self.exited_at:
             self.exited_at = now
@@ -138,6 +154,16 @@ class PtySession:
         self._signal(signal.SIGHUP)
         self._signal(signal.SIGCONT)
         self.hangup_at = time.monotonic()
+
+    def _group_left(self) -> bool:
+        """A process of the program's group is still there (one that ignored SIGHUP); looked at
+        every :data:`GROUP_LOOK` seconds at most (it reads /proc)."""
+        from mpish.transport.procfs import group_alive
+
+        now = time.monotonic()
+        if now - self.looked_at >= GROUP_LOOK:
+            self.looked_at, self.left = now, group_alive(self.proc.pid)
+        return self.left
 
     def _signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -228,7 +254,7 @@ class PtyHost:
             self.send_output(data)
         if session.ended():
             status = session.proc.returncode
-            sig = -status if status < 0 else 0
+            sig = signal.SIGKILL if session.killed_at else -status if status < 0 else 0  # module doc
             self.send(p.PtyExit(session.pty_id, 128 + sig if sig else status, sig, ""))
             session.close()
             self.session = None

@@ -78,6 +78,17 @@ def in_sessions(sessions: set[int]) -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit() and session(int(name)) in sessions]
 
 
+def group_alive(pgid: int) -> bool:
+    """A process of process group ``pgid`` is still there, not a zombie (a zombie no one reaps
+    keeps ``killpg(pgid, 0)`` succeeding)."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat(int(name)).split()
+            if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
+                return True
+    return False
+
+
 def children(pid: int) -> list[int]:
     """The children of ``pid``, whichever of its threads started them (Open MPI's prte forks
     the ranks from a thread of its own, not from its main thread)."""
