@@ -101,6 +101,7 @@ def _parse_main(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Na
     from mpish.shell.options import parse_copy, split_command
 
     words, command = split_command(parser, argv)
+    _refuse_ssh_options(parser, argv, words, command)
     args, copy = parse_copy(parser, argv, words, command)
     args.copy_request = copy
     if args.np is not None and args.np < 1:
@@ -113,16 +114,49 @@ def _parse_main(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Na
     return args
 
 
+SSH_ONLY = ("-o", "--options", "-l", "--user", "--python")  # mpish ssh's, unknown to the MPI shell
+
+
+def _refuse_ssh_options(parser: argparse.ArgumentParser, argv: list[str], words: list[str],
+                        command: list[str]) -> None:
+    """An option of ``mpish ssh`` given to the MPI shell (``mpish -n 2 -o '-F x' uptime``): said
+    to be one, with the ``mpish ssh`` line meant (argparse said "unrecognized arguments: -o -F
+    xuptime", the option's value glued to the command)."""
+    given = [word for word in words if word.split("=", 1)[0] in SSH_ONLY or word[:2] in ("-o", "-l")]
+    if not given:
+        return
+    options, rest, at = argv[: len(argv) - len(command)], [], 0
+    while at < len(options):  # the same line for mpish ssh: without -n (ranks), HOSTS if none chosen
+        if options[at] in ("-n", "--np"):
+            at += 2
+            continue
+        if not options[at].startswith(("-n", "--np=")):
+            rest.append(options[at])
+        at += 1
+    rest += command
+    chosen = {"-w", "--targets", "-g", "--group", "-a", "--all", "--hostfile", "--machinefile"}
+    named = any(word.split("=", 1)[0] in chosen or word[:2] in ("-w", "-g") for word in words)
+    hosts = [] if named else ["HOSTS"]
+    option = given[0].split("=", 1)[0] if given[0].startswith("--") else given[0][:2]
+    parser.error(f"{option} is an option of {PROG} ssh (the MPI shell's servers are MPI ranks, not ssh "
+                 f"logins): did you mean `{shlex.join([PROG, 'ssh', *hosts, *rest])}`?")
+
+
 def _note_a_file_command(command: str | None) -> None:
-    """``-c FILE`` with a local FILE: clush's ``-c`` copies it, here it is run by its path on
-    every target (a clush user's ``-c install.sh`` ran it everywhere): said, then done."""
+    """``-c FILE`` with a local FILE: clush's ``-c`` copies it, here it is run on every target (a
+    clush user's ``-c install.sh`` ran it everywhere): said, then done. A word without a slash
+    is looked up in PATH, as bash does: "run by its path" was followed by "bash: script.sh:
+    command not found" (a user trial), so the note says so and names ``./script.sh``."""
     try:
         words = shlex.split(command or "")
     except ValueError:
         return
     if len(words) == 1 and os.path.isfile(words[0]):
-        print(f"{PROG}: note: -c runs a command: {words[0]} is run by its path on each target (clush's -c "
-              f"copies a file: --copy {words[0]} here)", file=sys.stderr)
+        how = (f"{words[0]} is run by its path on each target" if "/" in words[0] else
+               f"{words[0]}, without a slash, is looked up in PATH on each target (./{words[0]} runs "
+               "it by its path)")
+        print(f"{PROG}: note: -c runs a command: {how} (clush's -c copies a file: --copy {words[0]} here)",
+              file=sys.stderr)
 
 
 def run_main(args: argparse.Namespace) -> int:

@@ -123,6 +123,26 @@ def test_X_a_and_hostfile_select_ranks_by_their_hosts_as_g_does(
     assert away.returncode == 2 and f"no shell server on the hosts of {nowhere}" in away.stderr.decode()
 
 
+def test_w_or_hostfile_naming_other_hosts_suggests_mpish_ssh_before_any_rank_starts(
+    home: Path, tmp_path: Path,
+) -> None:
+    """A user trial's ``mpish -w 'node[1-4]' uptime`` (``ssh`` forgotten) started the ranks, then said
+    "no shell server on host 'node1'": every server of mpish -n runs on this host."""
+    here = socket.gethostname()
+    started = time.monotonic()
+    result = run([MPISH, "-w", "node[1-4]", "uptime"], home, tmp_path)
+    assert (result.returncode, result.stdout) == (2, b""), result.stderr
+    assert result.stderr.decode() == (f"mpish: no shell server on host 'node1': those of mpish -n all run on "
+                                      f"this host ({here}). To run on other hosts over ssh, did you mean "
+                                      "`mpish ssh -w 'node[1-4]' uptime`?\n")
+    assert time.monotonic() - started < 5  # nothing started (the ranks took seconds)
+    nowhere = tmp_path / "elsewhere"
+    nowhere.write_text("elsewhere[1-2]\n")
+    result = run([MPISH, "-n", "2", "--hostfile", str(nowhere), "-c", "echo hi"], home, tmp_path)
+    assert result.returncode == 2 and f"did you mean `mpish ssh --hostfile {nowhere} -c 'echo hi'`?" in \
+        result.stderr.decode(), result.stderr
+
+
 def test_u_is_the_command_timeout_and_B_gathers_stderr(home: Path, tmp_path: Path) -> None:
     command = "echo a; echo b >&2; sleep 30.0625"
     result = run([MPISH, "-n", "2", "-B", "-u", "1", "-c", command], home, tmp_path)

@@ -291,7 +291,7 @@ def test_clushs_n_gets_a_hint_to_nostdin(home: Path, capsys: pytest.CaptureFixtu
     assert said in capsys.readouterr().err
 
 
-def test_c_with_a_local_file_says_it_runs_it_where_clushs_c_copies_it(
+def test_c_with_a_local_file_says_it_runs_it_where_clushs_c_copies_it_and_how_bash_finds_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A clush user: ``mpish ssh -w host[1-2] -c install.sh`` ran the script on every host
@@ -307,8 +307,14 @@ def test_c_with_a_local_file_says_it_runs_it_where_clushs_c_copies_it(
     args = _parse_ssh(parser, ["-w", "host[1-2]", "-c", "install.sh"])
     assert args.command == "install.sh"
     said = capsys.readouterr().err
-    assert said == ("mpish: note: -c runs a command: install.sh is run by its path on each target "
-                    "(clush's -c copies a file: --copy install.sh here)\n"), said
+    # without a slash bash looks it up in PATH: "run by its path" was followed by "command not found"
+    assert said == ("mpish: note: -c runs a command: install.sh, without a slash, is looked up in PATH on "
+                    "each target (./install.sh runs it by its path) (clush's -c copies a file: --copy "
+                    "install.sh here)\n"), said
+    _parse_ssh(parser, ["-w", "host[1-2]", "-c", "./install.sh"])
+    said = capsys.readouterr().err
+    assert said == ("mpish: note: -c runs a command: ./install.sh is run by its path on each target "
+                    "(clush's -c copies a file: --copy ./install.sh here)\n"), said
     for command in ("bash install.sh", "no-such-file"):  # a command line, or no local file: nothing said
         _parse_ssh(parser, ["-w", "host[1-2]", "-c", command])
         assert capsys.readouterr().err == "", command

@@ -126,6 +126,40 @@ def _ranks_beyond(targets: str, count: int | None) -> str:
     return format_ranks(beyond) if beyond else ""
 
 
+def _hosts_elsewhere(args: argparse.Namespace) -> str:
+    """``host 'node1'`` of ``-w`` that is not this host, or ``the hosts of FILE`` of ``--hostfile``
+    when none is, where every server of ``mpish -n K`` runs ("" if none): ``mpish -w 'node[1-4]' uptime``,
+    ``ssh`` forgotten, started the ranks, then said "no shell server on host 'node1'".
+    Ranks, @all and @words (groups, said later) are not hosts here."""
+    from .nodes import Selection, expand_target_words, select_hosts
+
+    here = socket.gethostname()
+    ours = (here, here.split(".")[0])
+    for name in expand_target_words(getattr(args, "targets", "@all")).replace("+", " ").split():
+        if name[:1] not in ("@", "") and not name[0].isdigit() and name != "all" and name not in ours:
+            return f"host {name!r}"
+    hostfiles = tuple(getattr(args, "hostfiles", ()))
+    listed = select_hosts(Selection(hostfiles=hostfiles)) if hostfiles else []
+    if any(host in ours or host.split(".")[0] in ours for host in listed):
+        return ""
+    return f"the hosts of {', '.join(hostfiles)}" if listed else ""
+
+
+def _ssh_line(args: argparse.Namespace) -> str:
+    """The ``mpish ssh`` line meant by an MPI shell's with other hosts in ``-w`` or ``--hostfile``."""
+    import shlex
+
+    words = [report.PROG, "ssh"]
+    if args.targets != "@all":
+        words += ["-w", args.targets]
+    for hostfile in getattr(args, "hostfiles", ()):
+        words += ["--hostfile", hostfile]
+    said, command = shlex.join(words), getattr(args, "command", None)
+    if command:
+        said += f" {command}" if shlex.quote(command) == command else f" -c {shlex.quote(command)}"
+    return said
+
+
 EMBEDDED_PER_CPU = 16  # shell servers per CPU that mpish -n K starts on this host alone
 EMBEDDED_MIN = 1024  # at least (a small VM may still run a test of many)
 
@@ -189,6 +223,16 @@ def main_shell(args: argparse.Namespace) -> int:
         return 2
     if beyond:  # before anything starts (servers took seconds to start, then this was said)
         report.say(f"no shell server on rank(s) {beyond}: -n {args.np} starts @1-{args.np}")
+        return 2
+    try:
+        away = "" if launch.under_launcher() else _hosts_elsewhere(args)
+    except MpishError as exc:  # an unreadable --hostfile: a usage error
+        report.say(str(exc))
+        return 2
+    if away:  # before anything starts, as above
+        report.say(f"no shell server on {away}: those of mpish -n all run on this host "
+                   f"({socket.gethostname()}). To run on other hosts over ssh, did you mean "
+                   f"`{_ssh_line(args)}`?")
         return 2
     limit = max(EMBEDDED_MIN, EMBEDDED_PER_CPU * (os.cpu_count() or 1))
     if args.np is not None and args.np > limit and not launch.under_launcher():  # waited 20 s, then failed

@@ -101,6 +101,8 @@ def parse(rest: str, usage: str) -> tuple[bool, list[str]]:
         recursive = True
     if not 1 <= len(words) <= 2:
         raise ValueError(usage)
+    if "" in words:  # :get '' read the cwd ("/tmp/h5 is a directory (use :get -r)")
+        raise ValueError(f"an empty path ('') names no file: {usage}")
     return recursive, words
 
 

@@ -103,6 +103,9 @@ def resolve_targets(spec: str, hosts: Mapping[int, str], lost: Mapping[int, str]
     chosen: set[int] = set()
     for word in words:
         name = word[1:] if word.startswith("@") else word
+        if not name.strip("'\""):  # :targets "" was looked up as a group or host named @""
+            raise TargetError(f"{word}: an empty target names no server (quotes are not read here): "
+                              "give ranks (@1-3), hosts or @all")
         if name == "all":
             chosen.update(hosts)
             continue
