@@ -304,7 +304,7 @@ def check_the_block_collectives_take_datatypes_with_gaps_as_raw(c: SecureComm, r
 
     def allgather_alltoall(comm: Any) -> object:
         b, mine = matrix(-1.0), np.arange(4.0) + 10 * rank
-        comm.Allgather(mine, [b, 1, column])
+        comm.Allgather(mine, [b, np.int64(1), column])  # a numpy count, as mpi4py takes it (helper-132)
         a, t = np.arange(4.0 * size).reshape(4, size) + 100 * rank, matrix(-1.0)
         comm.Alltoall([a, 1, column], [t, 1, column])
         return b.tolist(), t.tolist()

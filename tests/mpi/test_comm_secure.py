@@ -254,7 +254,7 @@ def test_strict_mode_raises_forged_and_replayed_records_in_the_receiving_call(ho
     proc = run(["-n", "2", PYTHON, str(HERE / "comm_strict.py")], home)
     assert proc.returncode == 0, explain(proc)
     for case, error in (("forged", "AuthenticationError"), ("replay", "ReplayError"), ("posted", "Error"),
-                        ("acknowledgement", "Error")):
+                        ("acknowledgement", "Error"), ("acknowledgement_polled", "Error")):
         assert f"STRICT {case} " in proc.stdout and error in proc.stdout, explain(proc)
     assert "ALL OK" in proc.stdout, explain(proc)
 

@@ -24,6 +24,7 @@ and ``Alltoallw`` took it.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -69,8 +70,11 @@ def _gapped_items(buf: Any, blocks: int) -> int | None:
     if buf[0] is MPI.BOTTOM or buf[0] is None or _contiguous(datatype):
         return None  # (absolute addresses: buffers.parse says what is wrong)
     if len(buf) == 3:
-        count = buf[1]
-        return count * blocks if isinstance(count, int) and count >= 0 else None
+        try:
+            count = operator.index(buf[1])  # numpy's integers too, as mpi4py takes them
+        except TypeError:
+            return None  # (buffers.parse says what is wrong)
+        return count * blocks if count >= 0 else None
     try:
         nbytes = memoryview(buf[0]).nbytes
     except TypeError:

@@ -136,6 +136,8 @@ class SecureRequest(MPI.Grequest):
         posted, self._posted = self._posted, None
         obj, result = self._value, (MPI.ANY_SOURCE, MPI.ANY_TAG, 0)
         error = None if self._steps is None else self._steps.error  # a started collective's
+        if self._ack is not None and self._ack.error is not None:  # strict mode (synchronous.py)
+            error = self._ack.error
         self._value = None
         if posted is not None:
             error = posted.error

@@ -202,15 +202,18 @@ class Acks:
 class Pending:
     """A synchronous send's acknowledgement, awaited (SecureRequest asks it)."""
 
-    __slots__ = ("acks", "key")
+    __slots__ = ("acks", "error", "key")
 
     def __init__(self, acks: Acks, key: tuple[int, int, int]) -> None:
         self.acks = acks
         self.key = key
+        self.error: BaseException | None = None  # strict mode: what the completed send raises
 
     def arrived(self, *, block: bool) -> bool:
-        """True once the acknowledgement arrived (``block``: wait for it); in strict mode,
-        then raises a refused acknowledgement's error (its message was received all the same)."""
+        """True once the acknowledgement arrived (``block``: wait for it). In strict mode a
+        refused acknowledgement's error goes to the send that completes first (``error``), which
+        raises it where its outcome reaches the program (ssend; SecureRequest's Wait/Test): raised
+        here, a poll of the progress thread, which raises nothing, dropped it (helper-132)."""
         acks = self.acks
         if self.key in acks.pending:
             if block:
@@ -219,9 +222,8 @@ class Pending:
                 acks.poll()
         if self.key in acks.pending:
             return False
-        if acks.kept is not None:
-            kept, acks.kept = acks.kept, None
-            raise kept
+        if acks.kept is not None and self.error is None:
+            self.error, acks.kept = acks.kept, None
         return True
 
 
@@ -249,6 +251,8 @@ def ssend(lane: Lane, data: memoryview, dest: int, tag: int) -> None:
     wait_all(requests)
     if pending is not None:
         pending.arrived(block=True)
+        if pending.error is not None:
+            raise pending.error
 
 
 def acknowledge(lane: Lane, source: int, tag: int, counter: int) -> None:
