@@ -31,7 +31,7 @@ from typing import Any
 from mpi4py import MPI
 
 from .buffers import block_view, byte_view
-from .packing import _contiguous, _reaches_past, pack, unpack
+from .packing import _contiguous, _reaches_past, inferred_count, pack, unpack
 
 Scatter = Callable[[], None]  # a receive buffer's last step: the packed bytes to their places
 
@@ -75,15 +75,9 @@ def _gapped_items(buf: Any, blocks: int) -> int | None:
         except TypeError:
             return None  # (buffers.parse says what is wrong)
         return count * blocks if count >= 0 else None
-    try:
-        nbytes = memoryview(buf[0]).nbytes
-    except TypeError:
+    items = inferred_count(buf[0], datatype)
+    if items is None:
         return None
-    _, extent = datatype.Get_extent()
-    if extent <= 0 or nbytes % extent:
-        raise ValueError(f"message: cannot infer count, buffer length {nbytes} is not a multiple "
-                         f"of datatype extent {extent}")
-    items = nbytes // extent
     if blocks and items % blocks:
         raise ValueError(f"message: cannot infer count, number of entries {items} is not a multiple "
                          f"of required number of blocks {blocks}")

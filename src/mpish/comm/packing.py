@@ -110,20 +110,29 @@ def derived(buf: Any) -> tuple[Any, int] | None:
     if _contiguous(datatype) and buf[0] is not MPI.BOTTOM:  # at absolute addresses: MPI packs it too
         return None
     if len(buf) == 2:
-        try:
-            nbytes = memoryview(buf[0]).nbytes
-        except TypeError:
+        inferred = inferred_count(buf[0], datatype)
+        if inferred is None:
             return None
-        _, extent = datatype.Get_extent()
-        if extent <= 0 or nbytes % extent:
-            raise ValueError(f"message: cannot infer count, buffer length {nbytes} is not a multiple "
-                             f"of datatype extent {extent}")
-        buf = [buf[0], nbytes // extent, datatype]
+        buf = [buf[0], inferred, datatype]
     count = buf[1]
     if not isinstance(count, int):
         return None
     _reaches_past(buf[0], count, datatype)
     return buf, count * datatype.Get_size()
+
+
+def inferred_count(data: Any, datatype: Any) -> int | None:
+    """The count of ``[data, datatype]``, as mpi4py infers it (the buffer's size over the
+    datatype's extent); None if ``data`` is no buffer (buffers.parse says what is wrong)."""
+    try:
+        nbytes = memoryview(data).nbytes
+    except TypeError:
+        return None
+    _, extent = datatype.Get_extent()
+    if extent <= 0 or nbytes % extent:
+        raise ValueError(f"message: cannot infer count, buffer length {nbytes} is not a multiple "
+                         f"of datatype extent {extent}")
+    return int(nbytes // extent)
 
 
 def _reaches_past(buf: Any, count: int, datatype: Any) -> None:
