@@ -179,22 +179,52 @@ def test_a_broken_groups_conf_is_named_in_one_line(sshd: SshServer, tmp_path: Pa
         assert done.stderr.count("\n") == 1, done.stderr
 
 
-def test_a_login_that_prints_to_stdout_is_named_with_what_it_printed(tmp_path: Path) -> None:
-    """A chatty .bashrc or forced command before the remote side: "host1: the remote side ended
-    before it started (did not exit)", which said neither why nor what to check."""
+def noisy_server(tmp_path: Path, command: str) -> SshServer:
+    """An sshd whose key runs ``command`` (authorized_keys' forced command) instead of the one given."""
     server = SshServer(tmp_path / "noisy")
     key = server.authorized_keys.read_text()
-    server.authorized_keys.write_text('command="echo login-banner; eval \\"$SSH_ORIGINAL_COMMAND\\"" ' + key)
+    server.authorized_keys.write_text(f'command="{command}" ' + key)
     server.start()
+    return server
+
+
+def test_a_login_that_prints_to_stdout_is_shown_and_the_command_runs_behind_it(tmp_path: Path) -> None:
+    """A chatty .bashrc or forced command before the remote side: mpish ssh refused the host
+    ("its output did not start with mpish's hello"), where ssh and clush show it and run.
+    Now it is shown once per host on stderr, escaped, and the command's output is as usual."""
+    banner = "echo login-banner; printf 'tab\\there\\033[2J\\n'; eval \\\"$SSH_ORIGINAL_COMMAND\\\""
+    server = noisy_server(tmp_path, banner)
     try:
-        done = mpish_ssh(server, "host[1-2]", "-c", "uptime")
+        done = mpish_ssh(server, "host[1-2]", "-c", "echo ran on $MPISH_RANK")
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stderr.splitlines()) == ["host1: login-banner", "host1: tab\\x09here\\x1b[2J",
+                                                "host2: login-banner", "host2: tab\\x09here\\x1b[2J"]
+    shown = ["", "\nhost1 (1)\n", "\nran on 1\n", "\nhost2 (1)\n", "\nran on 2\n"]
+    assert done.stdout.split(LINE) == shown, done.stdout
+
+
+def test_a_forced_command_that_never_runs_mpish_is_named_with_what_it_printed(tmp_path: Path) -> None:
+    server = noisy_server(tmp_path, "echo no shell access for you")
+    try:
+        done = mpish_ssh(server, "host1", "-c", "uptime")
     finally:
         server.stop()
     assert done.returncode == 255 and done.stdout == "", done.stderr
-    assert done.stderr.startswith("host[1-2] (2): its output did not start with mpish's hello but with "
-                                  "b'login-banner\\n': does a shell startup file (.bashrc) or a forced "
-                                  "command print to stdout?"), done.stderr
-    assert done.stderr.count("\n") == 1, done.stderr
+    assert "before mpish started, its login printed b'no shell access for you\\n' (a forced command " \
+           "that does not run the one given?)" in done.stderr, done.stderr
+
+
+def test_calls_run_behind_a_login_that_prints_to_stdout(tmp_path: Path) -> None:
+    from mpish.ssh import connect
+
+    server = noisy_server(tmp_path, "echo login-banner; eval \\\"$SSH_ORIGINAL_COMMAND\\\"")
+    try:
+        with connect("host1", ssh_options=server.ssh_options, python=sys.executable) as remote:
+            assert remote.call(os.getpid) != os.getpid()
+    finally:
+        server.stop()
 
 
 # --- output modes and exit status ------------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_mpish_missing_when_even_the_bootstrap_fails(
 
 
 def test_not_an_agent_is_a_protocol_error(connect_options: dict[str, object]) -> None:
-    # /bin/echo prints its arguments instead of speaking mpish: a huge bogus frame length
+    # /bin/echo prints its arguments (no start mark) and ends instead of speaking mpish
     options = dict(connect_options, python=["/bin/echo", "hello"])
     with pytest.raises(RemoteProtocolError, match="did not start with an mpish hello"):
         connect("host1", **options)  # type: ignore[arg-type]

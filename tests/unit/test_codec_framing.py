@@ -10,7 +10,7 @@ import pytest
 
 from mpish.wire.codec import Codec, MaxLen
 from mpish.wire.errors import LocalProtocolError, RemoteProtocolError
-from mpish.wire.framing import FrameDecoder, encode_frame
+from mpish.wire.framing import PREAMBLE_LIMIT, FrameDecoder, encode_frame
 
 codec = Codec("test", max_bytes=100, max_items=4)
 
@@ -121,3 +121,39 @@ def test_framing_limits() -> None:
     decoder.feed(b"efg")
     assert list(decoder) == [b"defg"]
     assert decoder.at_boundary() and decoder.buffered == 0
+
+
+MARK = b"\0start\0"
+
+
+def test_a_login_banner_before_the_start_mark_is_set_aside_and_frames_follow_it() -> None:
+    """A ``.bashrc`` that echoes writes before the remote side: those bytes are handed over
+    once, whole, even when they and the mark arrive a byte at a time, and are never a frame."""
+    seen: list[bytes] = []
+    decoder = FrameDecoder(max_frame=1 << 20, after=MARK, on_preamble=seen.append)
+    stream = b"Welcome\n\x00\xff\x1b[2J" + MARK + encode_frame(b"hello") + encode_frame(bytes(70_000))
+    frames = []
+    for i in range(len(stream)):
+        decoder.feed(stream[i : i + 1])
+        frames += list(decoder)
+    assert seen == [b"Welcome\n\x00\xff\x1b[2J"] and frames == [b"hello", bytes(70_000)]
+    assert decoder.started and decoder.skipped == len(seen[0]) + len(MARK)
+
+
+def test_a_stream_that_begins_with_its_start_mark_reports_no_preamble() -> None:
+    seen: list[bytes] = []
+    decoder = FrameDecoder(max_frame=100, after=MARK, on_preamble=seen.append)
+    decoder.feed(MARK[:3])
+    assert decoder.next_frame() is None and not decoder.started
+    decoder.feed(MARK[3:] + encode_frame(b"x"))
+    assert list(decoder) == [b"x"] and seen == [] and decoder.skipped == len(MARK)
+
+
+def test_no_start_mark_within_the_preamble_limit_is_a_corrupt_stream() -> None:
+    decoder = FrameDecoder(max_frame=100, after=MARK)
+    decoder.feed(b"y" * PREAMBLE_LIMIT)
+    assert decoder.next_frame() is None  # still within what a login may print
+    decoder.feed(b"y" * (len(MARK) + 1))
+    with pytest.raises(RemoteProtocolError, match=f"no start of mpish in the first {PREAMBLE_LIMIT} bytes"):
+        decoder.next_frame()
+    assert decoder.peek(3) == b"yyy"  # what it began with, for the message

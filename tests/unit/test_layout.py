@@ -20,7 +20,7 @@ ALLOWED = {
     "keys": {"wire"},
     "transport": {"wire", "report"},  # report: only its Diagnostics (logging loaded when needed)
     "report": set(),
-    "calls": {"wire", "transport", "__version__"},
+    "calls": {"wire", "transport", "report", "__version__"},  # report: Diagnostics, as transport
     "comm": {"wire", "transport", "keys", "report"},
     "shell": {"wire", "transport", "keys", "report"},
     "ssh": {"calls", "wire", "transport"},

@@ -20,8 +20,9 @@ import pytest
 from mpish.shell import protocol as p
 from mpish.shell.ssh_session import REMOTE_ALSO
 from mpish.transport import ship
-from mpish.transport.pipe import PipeLink
+from mpish.transport.pipe import MAX_FRAME, PipeLink
 from mpish.wire.events import Message
+from mpish.wire.framing import FrameDecoder
 from mpish.wire.message import Frozen, frozen
 
 ENTRY = "mpish.shell.remote"
@@ -70,7 +71,9 @@ def modules_loaded_by_a_session_running_true() -> tuple[set[str], list[object]]:
     argv = ship.command([sys.executable, "-I", "-X", "importtime"], ("1", "2"))[1:]
     server = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert server.stdin is not None and server.stdout is not None
-    link = PipeLink(os.dup(server.stdout.fileno()), os.dup(server.stdin.fileno()), rank=0, size=2, peer=1)
+    frames = FrameDecoder(max_frame=MAX_FRAME, after=ship.START_MARK)
+    link = PipeLink(os.dup(server.stdout.fileno()), os.dup(server.stdin.fileno()), rank=0, size=2, peer=1,
+                    frames=frames)
     channel = link.plain_channel()
     messages: list[object] = []
     try:

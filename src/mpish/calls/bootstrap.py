@@ -15,6 +15,7 @@ from mpish.transport import ship
 ENTRY = "mpish.calls.agent"
 ALSO = ("mpish.calls.client",)  # mpish modules a call may name beyond the agent's imports
 FIRST_PACKAGES = ("cloudpickle",)  # shipped copies win over installed ones
+START_MARK = ship.START_MARK  # the stub's first bytes on stdout; what the login printed comes before
 
 
 def payload(data_only: bool) -> bytes:

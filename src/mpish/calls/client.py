@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from mpish.transport.ssh import ssh_argv
+from mpish.transport.ssh import SshError, ssh_argv
 from mpish.wire.errors import (
     ProtocolError,
     RemoteProtocolError,
@@ -428,7 +428,8 @@ def connect(
     """
     command = agent_command(python, data_only=data_only, shipped=bootstrap)
     argv = ssh_argv(host, command, ssh=ssh, options=ssh_options, batch_mode=batch_mode)
-    process = AgentConnection(host, argv, max_frame=MAX_FRAME)
+    mark = _bootstrap.START_MARK if bootstrap else b""  # the shipped stub's first bytes
+    process = AgentConnection(host, argv, max_frame=MAX_FRAME, after=mark)
     deadline = time.monotonic() + timeout
     try:
         if bootstrap:  # built (once per process) while ssh connects
@@ -451,6 +452,15 @@ def _handshake(host: str, process: AgentConnection, deadline: float) -> AgentInf
             f"{host}: the remote did not start with an mpish hello ({exc}); first bytes: "
             f"{seen!r}. Does a shell startup file (.bashrc) print to stdout?"
         ) from None
+    except SshError as exc:  # it ended: after printing what is not mpish's?
+        seen = process.frames.raw_prefix(80)
+        if process.frames.started or not seen:
+            raise
+        why = str(exc).removeprefix(f"{host}: ").rstrip(".")
+        raise RemoteProtocolError(
+            f"{host}: the remote did not start with an mpish hello: it printed {seen!r} and ended "
+            f"({why}). Is python= a Python interpreter, and does the host run the command it is given "
+            "(not a forced command)?") from None
     if not isinstance(hello, Hello):
         raise RemoteProtocolError(f"{host}: expected a hello, got {type(hello).__name__}")
     if hello.protocol != PROTOCOL_VERSION:

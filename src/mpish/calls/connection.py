@@ -12,20 +12,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mpish.report import Diagnostics
 from mpish.transport.frames import EndOfStream, Expired, FrameStream
 from mpish.transport.ssh import SshError, SshProcess
+from mpish.wire.text import escape
 
 from .errors import AgentDied, CallTimeout, ConnectTimeout, MpishMissing, SshTimeout
+
+log = Diagnostics(__name__)
 
 
 class AgentConnection:
     """A running ``ssh HOST <agent>`` with framed stdin/stdout."""
 
-    def __init__(self, host: str, argv: Sequence[str], *, max_frame: int) -> None:
+    def __init__(self, host: str, argv: Sequence[str], *, max_frame: int, after: bytes = b"") -> None:
+        """``after``: the shipped stub's start mark; what the host's login printed before it
+        (a ``.bashrc`` that echoes) is logged, not read as a frame."""
         self.host = host
         self.process = SshProcess(host, argv, what="the mpish agent", ended=AgentDied,
                                   start_failed=MpishMissing)
-        self.frames = FrameStream(self.process.read_fd, self.process.write_fd, max_frame=max_frame)
+        self.frames = FrameStream(self.process.read_fd, self.process.write_fd, max_frame=max_frame,
+                                  after=after, on_preamble=self._login_output)
+
+    def _login_output(self, data: bytes) -> None:
+        log.info("%s: its login printed %d bytes to stdout before the agent started: %s",
+                 self.host, len(data), escape(data[:200]))
 
     @property
     def closed(self) -> bool:

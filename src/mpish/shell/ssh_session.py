@@ -48,9 +48,11 @@ from typing import IO, TYPE_CHECKING, ClassVar
 
 from mpish import report
 from mpish.transport import ship
-from mpish.transport.pipe import MALFORMED, MultiLink, PipeLink, closed_channel
+from mpish.transport.pipe import MALFORMED, MAX_FRAME, MultiLink, PipeLink, closed_channel
 from mpish.transport.ssh import SshError, SshProcess, ssh_argv, wait_for_exits
 from mpish.wire.errors import MpishError
+from mpish.wire.framing import PREAMBLE_LIMIT, FrameDecoder
+from mpish.wire.text import escape
 
 from .names import fold_reasons
 from .session import INTERRUPTED_CONNECTING, NOT_REACHED, Peer, Session
@@ -124,6 +126,15 @@ class SshSession(Session):
             if first is not None:
                 self.link.send_all(rank, self.peers[rank].channel.send(first))
         return ""
+
+    def login_output(self, host: str, data: bytes) -> None:
+        """What a host's login wrote to stdout before the shipped code started (a ``.bashrc``
+        that echoes, a forced command's banner): shown once, as ``host: line`` on stderr,
+        escaped (it must not drive the terminal), as clush and ``ssh host cmd`` show it."""
+        with contextlib.suppress(OSError, ValueError):
+            lines = escape(data, keep_newlines=True).splitlines()
+            self.err.write("".join(f"{host}: {line}\n" for line in lines))
+            self.err.flush()
 
     def overdue(self, now: float) -> dict[int, str]:
         """Joining hosts without a Hello by their deadline (ssh's ConnectTimeout and
@@ -251,15 +262,22 @@ class SshSession(Session):
         process = self.processes.get(rank)
         reason = why
         link = self.link.links.get(rank)
-        if process is not None and link is not None and link.received_bytes and not why.startswith(MALFORMED):
+        started = link is not None and link.frames.started
+        if (process is not None and link is not None and started and link.received_bytes > link.frames.skipped
+                and not why.startswith(MALFORMED)):
             process.greeted = True  # its Hello was read (a joining host's: the console has not seen it yet)
         if process is not None and why.startswith(MALFORMED) and not process.greeted:
             began = why.rpartition("; it began ")[2]  # PipeLink's words: the bytes, escaped
-            reason = (f"its output did not start with mpish's hello but with {began}: does a shell "
-                      "startup file (.bashrc) or a forced command print to stdout? "
-                      f"(`ssh {process.host} true` must print nothing)")
+            reason = (f"its login wrote more than {PREAMBLE_LIMIT} bytes to stdout before mpish started, "
+                      f"beginning with {began}: does a shell startup file (.bashrc) or a forced command "
+                      "print that much?" if "no start of mpish" in why else
+                      f"its output was not mpish's, from {began}: the stream is corrupt")
         elif process is not None:
             reason = _why(process.failure(wait=2.0))
+            if link is not None and not started and link.frames.buffered:  # a forced command's words
+                printed = link.frames.peek(80)
+                reason = reason.rstrip(".") + (f"; before mpish started, its login printed {printed!r} "
+                                               "(a forced command that does not run the one given?)")
         peer = self.peers.get(rank)
         if peer is None:
             return
@@ -430,7 +448,9 @@ def _connect(
     except SshError as exc:
         session.failed[host] = _why(exc)
         return False
-    link = PipeLink(process.read_fd, process.write_fd, rank=0, size=size, peer=rank)
+    frames = FrameDecoder(max_frame=MAX_FRAME, after=ship.START_MARK,
+                          on_preamble=lambda data: session.login_output(host, data))
+    link = PipeLink(process.read_fd, process.write_fd, rank=0, size=size, peer=rank, frames=frames)
     session.processes[rank] = process
     session.peers[rank] = Peer(rank, link.plain_channel(), host)
     session.link.add(rank, link)

@@ -22,7 +22,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mpish.wire.framing import FrameDecoder, frame_header
 
@@ -54,15 +54,18 @@ class FrameStream:
     """
 
     def __init__(
-        self, read_fd: int, write_fd: int, *, max_frame: int, mid_frame: mmap.mmap | None = None
+        self, read_fd: int, write_fd: int, *, max_frame: int, mid_frame: mmap.mmap | None = None,
+        after: bytes = b"", on_preamble: Callable[[bytes], None] | None = None,
     ) -> None:
+        """``after``, ``on_preamble``: frames start after that mark; what precedes it goes to
+        ``on_preamble`` (:class:`~mpish.wire.framing.FrameDecoder`: a host's login output)."""
         self.read_fd = read_fd
         # A byte that is 1 while a frame is being written: shared with a process that outlives
         # this one (calls/front.py), it tells whether the stream was cut in the middle of a frame.
         self._mid_frame = mid_frame
         self.write_fd = write_fd
         self.max_frame = max_frame
-        self._frames = FrameDecoder(max_frame=max_frame)
+        self._frames = FrameDecoder(max_frame=max_frame, after=after, on_preamble=on_preamble)
         self._scratch = memoryview(bytearray(READ_SIZE))  # reused by every small read
         self._send_lock = threading.Lock()
         self.received_any = False
@@ -124,6 +127,11 @@ class FrameStream:
                 self._wait(deadline, writable=False)
             count = self._readinto(self._scratch, deadline)
             self._frames.feed(self._scratch[:count])
+
+    @property
+    def started(self) -> bool:
+        """The start mark was read (or none was awaited): what follows are frames."""
+        return self._frames.started
 
     def raw_prefix(self, limit: int = 200) -> bytes:
         """The first bytes not yet cut (to show what a peer that is not mpish sent)."""

@@ -72,19 +72,18 @@ class PipeLink:
     """Whole records to and from one peer over a pair of non-blocking file descriptors."""
 
     def __init__(self, read_fd: int, write_fd: int, *, rank: int, size: int, peer: int,
-                 max_frame: int = MAX_FRAME, pipe_size: int = 0) -> None:
-        self.read_fd = read_fd
-        self.write_fd = write_fd
-        self.rank = rank
-        self.size = size
-        self.peer = peer
+                 max_frame: int = MAX_FRAME, pipe_size: int = 0, frames: FrameDecoder | None = None) -> None:
+        """``frames``: the decoder of what is read (one that awaits a start mark, for a host's
+        shipped code); by default, one that cuts frames from the first byte."""
+        self.read_fd, self.write_fd = read_fd, write_fd
+        self.rank, self.size, self.peer = rank, size, peer
         self.max_frame = max_frame
         for fd in (read_fd, write_fd):
             os.set_blocking(fd, False)
         if pipe_size:
             for fd in {read_fd, write_fd}:
                 enlarge_pipe(fd, pipe_size)
-        self._frames = FrameDecoder(max_frame=max_frame)
+        self.frames = frames or FrameDecoder(max_frame=max_frame)
         self._scratch = bytearray(READ_SIZE)
         self._out: deque[memoryview] = deque()
         self._queued = 0
@@ -187,9 +186,9 @@ class PipeLink:
 
     def fill(self) -> None:
         """Read what the pipe has now (bounded: one frame plus one read at most)."""
-        if self.broken or self._frames.buffered >= self.max_frame:
+        if self.broken or self.frames.buffered >= self.max_frame:
             return
-        direct = self._frames.direct_view()
+        direct = self.frames.direct_view()
         try:
             count = os.readv(self.read_fd, [direct if direct is not None else self._scratch])
         except BlockingIOError:
@@ -201,19 +200,19 @@ class PipeLink:
             self._break("the pipe was closed")
             return
         if direct is not None:
-            self._frames.direct_filled(count)
+            self.frames.direct_filled(count)
         else:
-            self._frames.feed(memoryview(self._scratch)[:count])
+            self.frames.feed(memoryview(self._scratch)[:count])
         self.received_bytes += count
 
     def next_record(self) -> bytes | bytearray | None:
         """The next whole record already read, or None; a malformed stream breaks the link."""
         try:
-            return self._frames.next_frame()
+            return self.frames.next_frame()
         except RemoteProtocolError as exc:
-            seen = self._frames.peek(60)
+            seen = self.frames.peek(60)
             self._break(f"{MALFORMED} ({exc}); it began {seen!r}")
-            self._frames = FrameDecoder(max_frame=self.max_frame)
+            self.frames = FrameDecoder(max_frame=self.max_frame)
             return None
 
     def poll(self) -> tuple[int, bytes | bytearray] | None:

@@ -17,6 +17,12 @@ payload, so the client starts ssh first and writes the payload as soon as it has
 and may queue its first frames right behind it (no round trip is spent on the start):
 the stub's read ends on the payload's last byte.
 
+The stub's first write is :data:`START_MARK` on stdout: what a host's login writes there
+before Python runs (a ``.bashrc`` that echoes, a forced command's banner) comes before it,
+and the client's frame decoder sets those bytes aside (``after=START_MARK``,
+:mod:`mpish.wire.framing`) instead of reading them as a frame: ``ssh host cmd`` shows
+such output too, and clush runs its commands behind it.
+
 The payload holds the source of the modules the entry needs: the closure of its mpish
 imports at load time (:func:`closure`, read from the source with :mod:`ast`; imports
 inside functions and ``if TYPE_CHECKING:`` blocks are left out, so a late import must be
@@ -84,6 +90,7 @@ if TYPE_CHECKING:
 log = Diagnostics(__name__)
 
 MIN_PYTHON = (3, 10)
+START_MARK = b"\0mpish:start\0"  # the stub's first bytes on stdout (module doc); written in stub()
 ROOT = "mpish"
 EMPTY_PACKAGES = {"mpish.wire": '"""mpish.wire, as shipped: only the modules the remote side needs."""\n'}
 LAST_PACKAGES = ("msgpack",)  # installed copies win (C speed); the shipped one is the fallback
@@ -452,6 +459,7 @@ def stub() -> str:
     )
     return (
         f"import os,sys,zlib;sys.version_info<{MIN_PYTHON!r} and sys.exit({too_old});"
+        'os.write(1,b"\\0mpish:start\\0");'
         'n=4;b=b"";w="while len(b)<n:b+=os.read(0,n-len(b)) or os._exit(3)";exec(w);'
         'n=int.from_bytes(b,"big");b=b"";exec(w);b=zlib.decompress(b);exec(b[:b.index(0)])'
     )

@@ -10,6 +10,14 @@ Every byte stream of mpish is cut here: the shell's pipe links
 (:mod:`mpish.transport.frames`). Both run only inside ssh, which already authenticates
 and encrypts; the secure channel's records over MPI never use this module.
 
+A stream may begin with bytes that are not mpish's: a host's login (a ``.bashrc`` that
+echoes, a forced command's banner) writes to the same stdout before the remote side
+starts. A decoder made with ``after=MARK`` sets aside everything before the first ``MARK``
+(which the remote side writes first; :mod:`mpish.transport.ship`), at most
+:data:`PREAMBLE_LIMIT` bytes, and hands it to ``on_preamble`` once the mark is found;
+frames start right after it. No mark in the first :data:`PREAMBLE_LIMIT` bytes is a
+corrupt stream, as an oversize length is. Those bytes travel inside ssh, as the frames do.
+
 Large frames are not copied through the small-frame buffer: once the length of a frame
 larger than :data:`DIRECT` is known, the decoder allocates its exact size and
 :meth:`FrameDecoder.direct_view` tells the reader where to read the rest straight in
@@ -19,13 +27,14 @@ larger than :data:`DIRECT` is known, the decoder allocates its exact size and
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .errors import LocalProtocolError, RemoteProtocolError
 
 LENGTH = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 DIRECT = 64 * 1024  # a frame larger than this is filled in place (see the module doc)
+PREAMBLE_LIMIT = 64 * 1024  # bytes a stream may carry before its start mark (module doc)
 
 
 def encode_frame(payload: bytes | bytearray | memoryview, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
@@ -43,8 +52,12 @@ def frame_header(size: int, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
 class FrameDecoder:
     """Cut a byte stream, in chunks of any size, into frames."""
 
-    def __init__(self, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, *, max_frame: int = DEFAULT_MAX_FRAME, after: bytes = b"",
+                 on_preamble: Callable[[bytes], None] | None = None) -> None:
         self.max_frame = max_frame
+        self._mark = after  # frames begin after this (b"": at once); cleared once found
+        self._on_preamble = on_preamble
+        self.skipped = 0  # bytes read before the frames: the preamble and the mark
         self._buffer = bytearray()
         self._pos = 0  # first byte of _buffer not yet cut
         self._large: bytearray | None = None  # a large frame being filled in place
@@ -83,6 +96,8 @@ class FrameDecoder:
 
     def next_frame(self) -> bytes | bytearray | None:
         """Return the next complete frame, or None until more bytes arrive."""
+        if self._mark and not self._found_mark():
+            return None
         large = self._large
         if large is not None:
             if self._filled < len(large):
@@ -112,6 +127,27 @@ class FrameDecoder:
             self._buffer.clear()
             self._pos = 0
         return None
+
+    def _found_mark(self) -> bool:
+        """Set aside what precedes the start mark; False while it has not arrived."""
+        at = self._buffer.find(self._mark)
+        if at < 0:
+            if len(self._buffer) > PREAMBLE_LIMIT + len(self._mark):
+                raise RemoteProtocolError(f"no start of mpish in the first {PREAMBLE_LIMIT} bytes; "
+                                          "the stream is corrupt or the peer is not mpish")
+            return False
+        preamble = bytes(self._buffer[:at])
+        self.skipped = at + len(self._mark)
+        del self._buffer[: self.skipped]
+        self._mark = b""
+        if preamble and self._on_preamble is not None:
+            self._on_preamble(preamble)
+        return True
+
+    @property
+    def started(self) -> bool:
+        """The start mark was found (or none was awaited)."""
+        return not self._mark
 
     def _compact(self) -> None:
         if self._pos == len(self._buffer):
