@@ -172,6 +172,48 @@ def check_persistent_requests_with_gaps_read_and_write_the_buffer_at_each_start(
     ok("persistent_requests_with_gaps_read_and_write_the_buffer_at_each_start")
 
 
+def check_persistent_requests_keep_working_after_the_program_frees_their_datatype(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """MPI lets a program free a datatype once the request that uses it was made: Send_init,
+    Recv_init and a persistent Gather with a column type freed right after the _init started
+    with "Invalid datatype" (the buffer spec, its datatype included, was used at each start;
+    helper-132). Point-to-point is compared with raw; the collective with the expected matrix
+    (raw Open MPI 5 crashes on it)."""
+
+    def p2p(comm: Any) -> object:
+        r, n = comm.rank, comm.size
+        column = D.Create_vector(4, 1, 4).Create_resized(0, 8).Commit()
+        a, b, got = np.zeros((4, 4)), np.zeros((4, 4)), []
+        send = comm.Send_init([a, 1, column], (r + 1) % n, 11)
+        recv = comm.Recv_init([b.reshape(-1)[1:], 1, column], (r - 1) % n, 11)
+        column.Free()
+        for start in range(2):
+            a[:] = start + 10 * r
+            MPI.Prequest.Startall([recv, send])
+            MPI.Request.Waitall([recv, send])
+            got.append(b[:, 1].tolist())
+        send.Free()
+        recv.Free()
+        return got
+
+    same(raw, c, p2p)
+    size, rank = c.size, c.rank
+    column = D.Create_vector(4, 1, size).Create_resized(0, D.extent).Commit()
+    matrix, mine = np.full((4, size), -1.0), np.zeros(4)
+    gather = c.Gather_init(mine, [matrix, 1, column], root=0)
+    column.Free()
+    for start in range(2):
+        mine[:] = np.arange(4.0) + 10 * rank + 100 * start
+        gather.Start()
+        gather.Wait()
+        if rank == 0:
+            want = np.arange(4.0)[:, None] + 10 * np.arange(size)[None, :] + 100 * start
+            assert matrix.tolist() == want.tolist(), (start, matrix)
+    gather.Free()
+    ok("persistent_requests_keep_working_after_the_program_frees_their_datatype")
+
+
 def check_a_matched_messages_started_receive_gives_its_status(c: SecureComm, raw: MPI.Intracomm) -> None:
     """Mprobe then Message.Irecv/irecv: the wait's status was ANY_SOURCE, ANY_TAG, 0 bytes."""
 
@@ -431,6 +473,7 @@ if __name__ == "__main__":
         check_a_gap_free_datatype_listing_its_parts_out_of_memory_order_travels_in_its_order,
         check_a_single_block_at_an_absolute_address_travels_as_in_mpi,
         check_persistent_requests_with_gaps_read_and_write_the_buffer_at_each_start,
+        check_persistent_requests_keep_working_after_the_program_frees_their_datatype,
         check_a_matched_messages_started_receive_gives_its_status,
         check_exchanges_in_place_and_matched_receives_take_datatypes_with_gaps,
         check_a_datatype_reaching_outside_its_buffer_is_refused_before_mpi_touches_memory,

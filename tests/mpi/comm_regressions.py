@@ -721,7 +721,8 @@ def check_a_freed_communicator_is_false_and_its_queries_raise_err_comm_as_raw(
     c: SecureComm, raw: MPI.Intracomm
 ) -> None:
     """An HPC porter: after Free, bool(c) stayed True, Get_rank/Get_size/Get_topology/Is_inter
-    answered and a second Free passed, where raw mpi4py's raise ERR_COMM (``if comm:`` guards).
+    answered and a second Free passed, where raw mpi4py's raise ERR_COMM (``if comm:`` guards);
+    its ``rank``, ``size`` and ``is_topo`` still answered (helper-132).
     Another (helper-128): a send, receive or collective on the freed communicator reached MPI
     with MPI.COMM_NULL underneath, whose errors are fatal under Open MPI: the job was killed."""
     outcomes = []
@@ -731,13 +732,14 @@ def check_a_freed_communicator_is_false_and_its_queries_raise_err_comm_as_raw(
         for query in (comm.Get_rank, comm.Get_size, comm.Get_topology, comm.Is_inter, comm.Free,
                       lambda: comm.send(1, 0, 1), lambda: comm.Send(np.zeros(2), 0, 1),  # noqa: B023
                       lambda: comm.Irecv(np.zeros(2), 0, 1), lambda: comm.allreduce(1),  # noqa: B023
-                      comm.Barrier, comm.Dup):
+                      comm.Barrier, comm.Dup, lambda: comm.rank, lambda: comm.size,  # noqa: B023
+                      lambda: comm.is_topo):  # noqa: B023
             try:
                 seen.append(query())
             except MPI.Exception as exc:
                 seen.append(exc.Get_error_class())
         outcomes.append(seen)
-    assert outcomes[0] == outcomes[1] == [False, True] + [MPI.ERR_COMM] * 11, outcomes
+    assert outcomes[0] == outcomes[1] == [False, True] + [MPI.ERR_COMM] * 14, outcomes
     results = []  # persistent requests made before Free still start, as MPI's (they hold the communicator)
     for comm in (raw.Dup(), c.Dup()):
         peer = (comm.rank + 1) % comm.size

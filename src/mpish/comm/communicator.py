@@ -25,7 +25,7 @@ from .intercomm import Bridges, Intercomm
 from .lane import _ACTIVE, Deferring, Early, Lane, Stats
 from .messages import SecureMessage
 from .nonblocking import NonBlocking
-from .packing import derived, unpack
+from .packing import derived, own_datatypes, unpack
 from .peers import peer_buffer, send_bytes, valid_tag
 from .requests import PersistentRequest, SecureRequest
 from .secret import LANES, CommSecret
@@ -242,13 +242,15 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
         data = each_start(peer_buffer(buf, dest), writable=False)
         self._p2p.sealer_for(dest, tag)  # a bad rank or tag raises here, as MPI does
         isend = self.Isend  # bound now: a request outlives its communicator's Free (MPI's)
-        return PersistentRequest(self._p2p, lambda: isend(data, dest, tag))
+        data, held = own_datatypes(data)  # the program may free its datatype now
+        return PersistentRequest(self._p2p, lambda: isend(data, dest, tag), held)
 
     def Ssend_init(self, buf: Any, dest: int, tag: int = 0) -> PersistentRequest:
         data = each_start(peer_buffer(buf, dest), writable=False)
         self._p2p.sealer_for(dest, tag)
         issend = self.Issend
-        return PersistentRequest(self._p2p, lambda: issend(data, dest, tag))
+        data, held = own_datatypes(data)
+        return PersistentRequest(self._p2p, lambda: issend(data, dest, tag), held)
 
     Bsend_init = Send_init
     Rsend_init = Send_init
@@ -259,7 +261,8 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
         if source not in (MPI.ANY_SOURCE, MPI.PROC_NULL) and not 0 <= source < self.size:
             raise mpi_error(MPI.ERR_RANK, f"invalid rank {source}")
         irecv = self.Irecv
-        return PersistentRequest(self._p2p, lambda: irecv(data, source, tag))
+        data, held = own_datatypes(data)
+        return PersistentRequest(self._p2p, lambda: irecv(data, source, tag), held)
 
     def Isendrecv(
         self,

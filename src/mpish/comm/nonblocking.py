@@ -52,6 +52,7 @@ from mpi4py import MPI
 
 from .collectives import COLL_TAG, Collectives, Issuing, Steps, run
 from .lane import _ACTIVE, wait_all
+from .packing import own_datatypes
 from .persistent import PersistentRequest, notice_starts
 from .posted import detach
 from .reductions import Reductions
@@ -257,7 +258,9 @@ def persistent(name: str) -> Callable[..., PersistentRequest]:
         if "root" in arguments:
             self._root(arguments["root"])  # ERR_ROOT at the call, as MPI checks it
         start = getattr(self, started_form)  # bound now: a request outlives its communicator's Free
-        return PersistentRequest(self._coll, lambda: start(**arguments))
+        copies: dict[int, Any] = {}  # the program may free its datatypes now (packing.own_datatypes)
+        arguments = {key: own_datatypes(value, copies)[0] for key, value in arguments.items()}
+        return PersistentRequest(self._coll, lambda: start(**arguments), list(copies.values()))
 
     init.__name__ = name + "_init"
     init.__doc__ = f"Persistent {name}: each start (Start, Startall, MPI's Startall) starts {started_form}."

@@ -183,8 +183,9 @@ class PersistentRequest(MPI.Prequest):
         request._trigger = trigger
         return request
 
-    def __init__(self, lane: Any, start: Callable[[], Any]) -> None:
+    def __init__(self, lane: Any, start: Callable[[], Any], held: list[Any] | None = None) -> None:
         self._start = start  # starts the secure operation: a SecureRequest
+        self._held = held or []  # mpish's copies of the program's datatypes (packing.own_datatypes)
         self._lane = lane
         lane.hold(+1)  # as MPI's, its communicator lives on after Comm.Free until the request is freed
         self._inner: Any = None
@@ -367,6 +368,8 @@ class PersistentRequest(MPI.Prequest):
         unwatch(self)
         _live(self, False)
         self._lane.hold(-1)
+        for datatype in self._held:
+            datatype.Free()
         if MPI.Request.__bool__(self):
             MPI.Request.Free(self)
         self._trigger.release()

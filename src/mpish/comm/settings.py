@@ -11,6 +11,7 @@ message into the end of the job.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from mpi4py import MPI
@@ -84,6 +85,9 @@ class LocalSettings:
 
 
 _AFTER_FREE = frozenset({"Free", "free", "Disconnect"})  # each raises ERR_COMM itself (_alive)
+# known without MPI: a freed one raises for them as MPI.COMM_NULL's, but to the program only (a
+# persistent request made before Free still starts, and mpish's code of it reads them)
+_KEPT_VALUES = frozenset({"rank", "size", "is_topo"})
 
 
 def _freed_call(*args: Any, **kwargs: Any) -> Any:
@@ -101,6 +105,8 @@ def freed_kind(kind: type) -> type:
     its own costs the calls of a live communicator nothing."""
 
     def __getattribute__(self: Any, name: str) -> Any:
+        if name in _KEPT_VALUES and not sys._getframe(1).f_globals.get("__name__", "").startswith("mpish."):
+            _freed_call()
         value = object.__getattribute__(self, name)
         if name[:1] == "_" or name in _AFTER_FREE or not callable(value):
             return value
