@@ -237,6 +237,8 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
     select.add_argument("-a", "--all", action="store_true", help="every host of the group configuration")
     select.add_argument("--hostfile", "--machinefile", dest="hostfiles", action="append", default=[],
                         metavar="FILE", help="a file of hosts, one node set per line")
+    select.add_argument("--pick", type=int, metavar="N",
+                        help="run on N of the hosts selected, picked at random (as clush)")
     parser.add_argument(
         "-f",
         "--fanout",
@@ -324,10 +326,13 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
     if args.connect_timeout is not None and args.connect_timeout <= 0:
         print(f"{PROG} ssh: -t must be more than 0 seconds", file=sys.stderr)
         return 2
+    if args.pick is not None and args.pick < 1:
+        print(f"{PROG} ssh: --pick must be at least 1", file=sys.stderr)
+        return 2
     selection = Selection(
         nodes=(*([args.hosts] if args.hosts else []), *args.nodes), exclude=tuple(args.exclude),
         groups=tuple(args.groups), exclude_groups=tuple(args.exclude_groups), all=args.all,
-        hostfiles=tuple(args.hostfiles),
+        hostfiles=tuple(args.hostfiles), pick=args.pick or 0,
     )
     try:
         ssh_options = shell_cli.split_ssh_options(args.ssh_options)

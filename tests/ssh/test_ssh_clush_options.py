@@ -607,3 +607,12 @@ def test_copy_and_rcopy_copy_files_and_trees_and_name_copies_by_host_as_clush(
     done = mpish_ssh(sshd, "host1", "--copy", str(data), "--dest", str(tmp_path / "nowhere"))
     assert done.returncode == 1
     assert f"mpish: put {data} to host1: cannot write {tmp_path}/nowhere/data.bin" in done.stderr, done.stderr
+
+
+def test_pick_runs_the_command_on_that_many_hosts(sshd: SshServer) -> None:
+    done = mpish_ssh(sshd, "host[1-4]", "--pick", "2", "-L", "-c", "echo $MPISH_RANK")
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) == 2 and len(set(lines)) == 2, (done.stdout, done.stderr)
+    assert all(re.fullmatch(r"host([1-4]): \1", line) for line in lines), lines
+    refused = mpish_ssh(sshd, "host[1-4]", "--pick", "0", "-c", "true")
+    assert (refused.returncode, refused.stderr) == (2, "mpish ssh: --pick must be at least 1\n")

@@ -83,3 +83,15 @@ def test_a_host_number_inside_a_list_of_hosts_says_to_give_it_alone() -> None:
     """A clush user: ``-w host[1-3],@2`` said "group @2 is unknown"."""
     with pytest.raises(HostsError, match=r"host\[1-3\],@2: @2 is a host's number: give it as a word"):
         number_hosts(Selection(nodes=("host[1-3],@2",)))
+
+
+def test_pick_runs_on_that_many_hosts_left_after_exclusion_each_keeping_its_number() -> None:
+    """clush's ``--pick N``: N of the hosts selected, at random; -x applies first."""
+    seen: set[str] = set()
+    for _ in range(200):
+        chosen, named = number_hosts(Selection(nodes=("host[1-6]",), exclude=("host2",), pick=2))
+        assert named == 6 and len(chosen) == 2 and "host2" not in chosen.values()
+        assert all(host == f"host{number}" for number, host in chosen.items()), chosen
+        seen |= set(chosen.values())
+    assert seen == {"host1", "host3", "host4", "host5", "host6"}  # every host left can be picked
+    assert select_hosts(Selection(nodes=("host[1-3]",), pick=9)) == ["host1", "host2", "host3"]

@@ -26,7 +26,7 @@ class HostsError(MpishError):
 
 @frozen
 class Selection(Frozen):
-    """What the user chose: clush's ``-w``, ``-x``, ``-g``, ``-X``, ``-a``, ``--hostfile``."""
+    """What the user chose: clush's ``-w``, ``-x``, ``-g``, ``-X``, ``-a``, ``--hostfile``, ``--pick``."""
 
     nodes: tuple[str, ...] = ()  # -w (and mpish ssh's positional HOSTS)
     exclude: tuple[str, ...] = ()  # -x
@@ -34,6 +34,7 @@ class Selection(Frozen):
     exclude_groups: tuple[str, ...] = ()  # -X
     all: bool = False  # -a
     hostfiles: tuple[str, ...] = ()  # --hostfile
+    pick: int = 0  # --pick N: N of the hosts left, at random (0: all)
 
     def __bool__(self) -> bool:
         return bool(self.nodes or self.groups or self.all or self.hostfiles)
@@ -208,7 +209,7 @@ def number_hosts(selection: Selection) -> tuple[dict[int, str], int]:
     pick = [word for word in selection.nodes if _RANK_WORD.fullmatch(word)]
     drop = [word for word in selection.exclude if _RANK_WORD.fullmatch(word)]
     named = replace(selection, nodes=tuple(w for w in selection.nodes if w not in pick),
-                    exclude=(), exclude_groups=())
+                    exclude=(), exclude_groups=(), pick=0)
     if not named and (pick or drop):
         raise HostsError(f"{(pick + drop)[0]}: a host's number among the hosts given; give the hosts too "
                          "(HOSTS, -w NODES, -g GROUP, -a or --hostfile FILE), or name them")
@@ -228,6 +229,10 @@ def number_hosts(selection: Selection) -> tuple[dict[int, str], int]:
               if host not in excluded and (not pick or number in picked) and number not in dropped}
     if not chosen:
         raise HostsError("no host left to run on")
+    if 0 < selection.pick < len(chosen):  # clush's --pick: after -x, each keeps its number
+        import random
+
+        chosen = dict(sorted(random.sample(sorted(chosen.items()), selection.pick)))
     return chosen, len(numbered)
 
 
