@@ -363,10 +363,10 @@ class Console:
             running = self._in(ConsoleState.RUNNING, targets)
             if spool is None or not running:
                 return False
-            moved = any(spool.caught_up(r) and run.credit[r] >= p.CHUNK for r in running) and spool.pump()
-            if spool.error:
-                print(f"mpish: {spool.error}", file=self.err)
-                spool.error = ""
+            readers = [r for r in targets if r not in run.results]  # running, or yet to start
+            caught_up = any(spool.caught_up(r) and run.credit[r] >= p.CHUNK for r in running)
+            moved = caught_up and spool.pump(readers)
+            spool.tell(self.err)  # why reading stopped early, if it did
             for rank in running:
                 chunk = spool.next_chunk(rank, run.credit[rank])
                 if chunk is not None:
