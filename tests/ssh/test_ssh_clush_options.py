@@ -340,6 +340,55 @@ def test_u_gives_up_a_host_whose_server_stopped_answering_and_shows_the_others(
                      r".*; given up$", out + err, re.MULTILINE), (out, err)
 
 
+def frozen_host_run(sshd: SshServer, tmp_path: Path, *args: str, lines: str) -> tuple[int, str, float]:
+    """``mpish ssh host[1-2] ARGS -C -`` with ``lines`` on stdin after host2's server stopped
+    itself (SIGSTOP, a frozen host) behind a first line; (status, stdout and stderr, seconds)."""
+    pid = tmp_path / "server2"
+    freeze = f"@2 echo $PPID > {pid}; (sleep 0.5; kill -STOP $PPID) &\n@1 sleep 2\n"
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options),
+            "--python", sys.executable, "host[1-2]", *args, "-C", "-"]
+    began = time.monotonic()
+    try:
+        done = subprocess.run(argv, env=dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1"), text=True,
+                              input=freeze + lines, capture_output=True, timeout=120, check=False)
+    finally:
+        with contextlib.suppress(ValueError, OSError):
+            os.kill(int(pid.read_text()), signal.SIGKILL)  # over ssh it is left as it is (unreachable)
+    return done.returncode, done.stdout + done.stderr, time.monotonic() - began
+
+
+def test_a_put_to_a_frozen_host_ends_at_its_timeout_and_gives_the_host_up(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """A clush user's review: a :put to a host whose server had stopped never ended; Ctrl-C
+    did nothing (the console blocked writing to that host's full pipe), `-u`/:timeout did not
+    apply, and a second :put hung even after Ctrl-Cs. Now the timeout stops the copy on every
+    target (host1 waited for host2's credit), and host2, silent 10 s after the stop, is given up."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(40 << 20))  # more than the credit window: host1 waits for host2
+    (tmp_path / "dst").mkdir()
+    status, said, took = frozen_host_run(sshd, tmp_path, lines=f":timeout 3\n:put {big} {tmp_path}/dst/\n")
+    assert took < 60 and status != 0, said
+    assert re.search(r"put host1: timed out after 3 s: .*stopped", said), said
+    assert re.search(r"put host2: no answer 10 s after the copy was stopped: its server or host stopped "
+                     r"answering .*; given up", said), said
+    assert not (tmp_path / "dst" / "big.bin").exists()
+
+
+def test_a_get_from_a_frozen_host_ends_at_its_timeout_and_gives_the_host_up(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(40 << 20))
+    (tmp_path / "here").mkdir()
+    status, said, took = frozen_host_run(sshd, tmp_path, "-u", "3",
+                                         lines=f":lcd {tmp_path}/here\n:get {big}\n")
+    assert took < 60 and status != 0, said
+    assert "the get timed out after 3 s: stopping it" in said, said
+    assert re.search(r"get host2: no answer 10 s after the copy was stopped: .*; given up", said), said
+    assert sorted(os.listdir(tmp_path / "here")) in ([], ["big.bin.host1"]), os.listdir(tmp_path / "here")
+
+
 def test_t_is_ssh_connect_timeout_and_identical_failures_fold(
     sshd: SshServer, silent_config: Path
 ) -> None:

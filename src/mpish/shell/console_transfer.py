@@ -14,11 +14,20 @@ for what it wrote), so at most ``WINDOW`` bytes per target are in flight and one
 is in memory, however large the file or tree. Receiving (get) writes each chunk as it
 comes and credits it once written. Files land in part files renamed once verified;
 trees are rebuilt without following links (:mod:`mpish.shell.tree`).
+
+A transfer is bounded as a command is (:class:`Clock`): the session's command timeout (``-u``,
+``:timeout``) stops it, as clush's ``-u`` bounds a copy, and a target that has not answered
+:data:`~mpish.shell.silence.ANSWER_GRACE` seconds after its transfer was stopped (a Ctrl-C or
+the timeout) is given up as a silent server is during a command: its process stopped, its host
+frozen or cut off. Before, a frozen host held the console for ever, whatever Ctrl-C said
+(a clush user's review).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +38,7 @@ from mpish.wire.text import escape
 from . import protocol as p
 from .console import Console
 from .conversation import ConsoleState, Refused
+from .silence import ANSWER_GRACE
 from .transfer import (
     PartFile,
     changed,
@@ -130,6 +140,52 @@ def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks
 NO_ANSWER = "interrupted before its answer came (the copy may be complete)"
 
 
+class Expired(Exception):
+    """The session's command timeout passed during a transfer (:class:`Clock`)."""
+
+
+class Clock:
+    """A transfer's deadline (the session's command timeout) and its stop (module doc)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.limit = console.timeout
+        self.expires = time.monotonic() + self.limit if self.limit > 0 else math.inf
+        self.stopped = math.inf  # when the transfer was stopped (a Ctrl-C, the timeout)
+        self.timed_out = False
+
+    def check(self) -> bool:
+        """Raise :class:`Expired` once the deadline has passed; False (a wait's test goes on)."""
+        if not self.timed_out and time.monotonic() >= self.expires:
+            self.timed_out = True
+            raise Expired
+        return False
+
+    def stop(self) -> None:
+        self.stopped = min(self.stopped, time.monotonic())
+
+    def silent(self, pending: list[int]) -> bool:
+        """True once the targets still ``pending`` after the stop have had their grace."""
+        return bool(pending) and time.monotonic() - self.stopped >= ANSWER_GRACE
+
+    def give_up(self, pending: list[int], verdicts: dict[int, str]) -> None:
+        """The targets that did not answer within the grace: lost, as silent servers are."""
+        why = (f"no answer {ANSWER_GRACE:g} s after the copy was stopped: its server or host stopped "
+               "answering (a stopped process, a frozen host, a network partition?); given up")
+        for rank in pending:
+            verdicts.setdefault(rank, why)
+            peer = self.console.peers[rank]
+            peer.alive, peer.lost = False, why
+            self.console.session.give_up(rank)
+
+    def said(self, verdicts: dict[int, str]) -> None:
+        """A timed-out transfer's verdicts say so (a copy done before it stands)."""
+        if self.timed_out:
+            for rank, verdict in verdicts.items():
+                if verdict and not verdict.startswith("no answer"):
+                    verdicts[rank] = f"timed out after {self.limit:g} s: {verdict}"
+
+
 def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut, body: Iterator[object],
           end: Callable[[bool], object], verdict: Callable[[p.PutDone], str],
           progress: Callable[[int], None], decided: bool = False,
@@ -146,6 +202,7 @@ def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut,
     credit = {rank: p.WINDOW + extra_window(console.peers[rank].channel) for rank in targets}
     answered: set[int] = set()
     sent = Sent(verdicts={} if verdicts is None else verdicts)
+    clock = Clock(console)
 
     def putting() -> list[int]:
         return console.in_state(ConsoleState.PUTTING, targets)
@@ -165,30 +222,39 @@ def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut,
             for rank in targets:
                 console.send(rank, start)
             if decided:
-                console.wait(lambda: all(rank in answered for rank in putting()))
+                console.wait(lambda: clock.check() or all(rank in answered for rank in putting()))
             for message in body:
                 needed = cost(message)
-                console.wait(lambda n=needed: all(credit[r] >= n for r in putting()))  # type: ignore[misc]
+                console.wait(lambda n=needed: clock.check() or all(credit[r] >= n  # type: ignore[misc]
+                                                                   for r in putting()))
                 for rank in putting():
                     console.send(rank, message)
                     credit[rank] -= needed
                 if isinstance(message, p.Chunk):
                     sent.bytes += len(message.data)
                     progress(sent.bytes)
-        except BaseException as exc:  # Ctrl-C, or the local file failed: the targets discard it
+        except BaseException as exc:  # Ctrl-C, the timeout, or the local file failed: the targets discard it
             aborted = True
-            if not isinstance(exc, KeyboardInterrupt):
+            clock.stop()
+            if not isinstance(exc, (KeyboardInterrupt, Expired)):
                 raise
         finally:
             for rank in putting():
                 console.send(rank, end(aborted))
             try:
-                console.wait(lambda: not putting())
+                try:
+                    console.wait(lambda: not putting() or clock.check() or clock.silent(putting()))
+                except Expired:  # the last answers are late: they get their grace from now
+                    clock.stop()
+                    console.wait(lambda: not putting() or clock.silent(putting()))
             except KeyboardInterrupt:  # a Ctrl-C while the last answers come: those that came stand
                 for rank in putting():
                     sent.verdicts.setdefault(rank, NO_ANSWER)
+            if clock.silent(putting()):
+                clock.give_up(putting(), sent.verdicts)
     for rank in targets:
         sent.verdicts.setdefault(rank, "rank lost")
+    clock.said(sent.verdicts)
     return sent
 
 
@@ -321,23 +387,45 @@ def get(console: Console, remote: str, local: str | os.PathLike[str], ranks: Ite
             raise Refused(f"{type(message).__name__} refused: not part of this get")
         console.consumed(rank, cost(message))
 
-    def interrupt() -> None:
+    clock = Clock(console)
+
+    def getting() -> list[int]:
+        return console.in_state(ConsoleState.GETTING, targets)
+
+    def interrupt(why: str = "interrupting the get") -> None:
         nonlocal interrupted
-        if not interrupted:
-            print("\nmpish: interrupting the get", file=console.err)
-            interrupted = True
-            for rank in console.in_state(ConsoleState.GETTING, targets):
-                console.send(rank, p.Interrupt(xfer_id))
+        if interrupted:  # a second Ctrl-C: the answers still awaited are not waited for
+            raise KeyboardInterrupt
+        print(f"\nmpish: {why}", file=console.err)
+        interrupted = True
+        clock.stop()
+        for rank in getting():
+            console.send(rank, p.Interrupt(xfer_id))
+
+    def done() -> bool:
+        try:
+            clock.check()
+        except Expired:
+            if not interrupted:
+                interrupt(f"the get timed out after {clock.limit:g} s: stopping it")
+        return not getting() or clock.silent(getting())
 
     start = p.TreeGet if tree else p.GetStart
     try:
         with console.routed(answer):
             for rank in targets:
                 console.send(rank, start(xfer_id, remote))
-            console.wait(lambda: not console.in_state(ConsoleState.GETTING, targets), interrupt)
+            try:
+                console.wait(done, interrupt)
+            except KeyboardInterrupt:  # the second: those that answered stand
+                for rank in getting():
+                    verdicts.setdefault(rank, NO_ANSWER)
+            if clock.silent(getting()):
+                clock.give_up(getting(), verdicts)
     finally:
         for copy in copies.values():
             copy.close()
     for rank in targets:
         verdicts.setdefault(rank, "rank lost")
+    clock.said(verdicts)
     return verdicts

@@ -7,10 +7,9 @@ descriptor, both non-blocking. Each record travels as one frame of
 :mod:`mpish.wire.framing` (4-byte length, bounded by ``max_frame`` before anything is
 reserved), cut by its :class:`~mpish.wire.framing.FrameDecoder`: a corrupt or hostile
 stream costs at most one frame's worth of buffer, and is then reported as a broken
-peer. Sending queues the length and the record (``writev``, no copy) and writes what the
-pipe takes; the rest goes out on later calls (:meth:`PipeLink.progress`). The queue is
-bounded: beyond :data:`MAX_QUEUED` bytes a send waits (``poll``, no spinning) until the
-pipe takes some. The shell protocol's credit window keeps it far below that in practice.
+peer. Sending queues the record (``writev``, no copy), writes what the pipe takes, the rest
+on later calls (:meth:`PipeLink.progress`); past :data:`MAX_QUEUED` bytes (above the shell's
+credit windows) a send waits in ``poll`` for the pipe; a peer that takes nothing then is lost.
 
 A :class:`MultiLink` is the console's side: ranks 1..N are N PipeLinks (one ssh
 process per host). One ``select.poll`` object watches every peer's read end, so an
@@ -19,12 +18,11 @@ EPIPE) or sends garbage is *lost*: it is reported once through ``on_lost`` (like
 rank under MPI), never raised out of ``poll``/``drain``, so the other hosts go on;
 sending to it raises :class:`~mpish.wire.errors.TransportBroken`.
 
-Neither class blocks in ``poll``/``drain``; :meth:`~PipeLink.wait` sleeps in ``poll`` on
-the read ends (and the caller's descriptors), so a record wakes the waiter at once.
-Pipes carry no cryptography: they only ever run inside ssh (THREAT-MODEL "Over SSH").
-The records of a shell session over ssh are those of :class:`PlainChannel`, which only
-:meth:`PipeLink.plain_channel` makes: an MPI link has no such method, so no plaintext
-can reach MPI.
+Neither class blocks in ``poll``/``drain``; :meth:`~PipeLink.wait` sleeps in ``poll`` on the
+read ends (and the caller's descriptors), so a record wakes the waiter at once. Pipes carry no
+cryptography: they only ever run inside ssh (THREAT-MODEL "Over SSH"). A session's records over
+ssh are :class:`PlainChannel`'s, which only :meth:`PipeLink.plain_channel` makes: an MPI link
+has no such method, so no plaintext can reach MPI.
 """
 
 from __future__ import annotations
@@ -49,7 +47,8 @@ from .link import Ready, Record
 MALFORMED = "malformed stream"  # how `broken` starts when the peer sent what is not mpish
 MAX_FRAME = 4 << 20  # a shell record: at most 1 MiB of output or a 1 MiB message, with room
 PIPE_SIZE = 1 << 20  # a remote server's pipes to ssh (enlarge_pipe)
-MAX_QUEUED = 16 << 20  # bytes queued for one peer before a send waits for the pipe
+MAX_QUEUED = 32 << 20  # queued for one peer before a send waits (above any credit window, ssh's 16 MiB)
+STALLED = 30.0  # seconds a peer may take nothing while a send waits (_drain_to_limit)
 DRAIN_LIMIT = 64  # records per drain(), so other work is not starved
 CLOSE_FLUSH = 1.0  # seconds close() spends writing what is still queued
 
@@ -100,10 +99,7 @@ class PipeLink:
     # -- sending
 
     def send_all(self, dest: int, records: list[bytes | bytearray] | list[bytearray]) -> None:
-        if dest != self.peer:
-            raise TransportBroken(f"no pipe to rank {dest}")
-        if self.broken:
-            raise TransportBroken(self.broken)
+        self._sendable(dest)
         for record in records:
             self._out.append(memoryview(frame_header(len(record), self.max_frame)))
             self._out.append(memoryview(record))
@@ -115,10 +111,7 @@ class PipeLink:
         """One frame whose payload is ``parts`` one after the other, queued as they are
         (``writev``: no copy into one buffer); they are immutable, so they can wait in the
         queue. A file's chunk goes this way (:meth:`PlainChannel.send_parts`)."""
-        if dest != self.peer:
-            raise TransportBroken(f"no pipe to rank {dest}")
-        if self.broken:
-            raise TransportBroken(self.broken)
+        self._sendable(dest)
         size = sum(len(part) for part in parts)
         self._out.append(memoryview(frame_header(size, self.max_frame)))
         self._out.extend(memoryview(part) for part in parts)
@@ -126,12 +119,21 @@ class PipeLink:
         self.sent_bytes += size + 4
         self._drain_to_limit()
 
+    def _sendable(self, dest: int) -> None:
+        if dest != self.peer or self.broken:
+            raise TransportBroken(f"no pipe to rank {dest}" if dest != self.peer else self.broken)
+
     def _drain_to_limit(self) -> None:
-        """Write what the pipe takes; block while more than MAX_QUEUED bytes wait."""
+        """Write what the pipe takes; block while more than MAX_QUEUED bytes wait. A peer that
+        takes nothing for :data:`STALLED` s meanwhile (a frozen host) is broken: lost."""
         self.progress()
+        stalled = time.monotonic() + STALLED
         while self._queued > MAX_QUEUED and not self.broken:
             self._wait_fd(self.write_fd, select.POLLOUT, 1.0)
-            self.progress()
+            if self.progress():
+                stalled = time.monotonic() + STALLED
+            elif time.monotonic() >= stalled:
+                self._break(f"it took nothing of {self._queued} bytes queued for {STALLED:g} s")
         if self.broken:
             raise TransportBroken(self.broken)
 
@@ -256,10 +258,7 @@ class PipeLink:
 
     @staticmethod
     def _wait_fd(fd: int, events: int, timeout: float) -> None:
-        poller = select.poll()
-        poller.register(fd, events)
-        with contextlib.suppress(InterruptedError):
-            poller.poll(max(0, int(timeout * 1000)))
+        _wait([(fd, events)], (), (), timeout)
 
     def close(self) -> None:
         """Write what is queued (for at most :data:`CLOSE_FLUSH` s), then close both ends:
