@@ -389,6 +389,18 @@ def test_a_get_from_a_frozen_host_ends_at_its_timeout_and_gives_the_host_up(
     assert sorted(os.listdir(tmp_path / "here")) in ([], ["big.bin.host1"]), os.listdir(tmp_path / "here")
 
 
+def test_u_bounds_the_connection_too_as_clushs(sshd: SshServer, silent_config: Path) -> None:
+    """A clush user's review: `-u 3` to a host whose ssh hangs in the banner exchange took ssh's
+    10 s ConnectTimeout (clush's -u returned at 3 s)."""
+    began = time.monotonic()
+    done = mpish_ssh(sshd, "silent1,host1", "-u", "2", "-c", "echo ok", ssh_options=f"-F{silent_config}",
+                     timeout=25)
+    took = time.monotonic() - began
+    assert done.returncode == 255 and headers(done.stdout) == ["host1 (1)"], done.stderr
+    assert done.stderr.startswith("silent1: host unreachable"), done.stderr
+    assert took < 8, took  # not the 10 s of -t's default
+
+
 def test_t_is_ssh_connect_timeout_and_identical_failures_fold(
     sshd: SshServer, silent_config: Path
 ) -> None:

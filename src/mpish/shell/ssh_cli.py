@@ -43,6 +43,7 @@ Ctrl-C interrupts the running command on every host and the session goes on;
 from __future__ import annotations
 
 import contextlib
+import math
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -104,7 +105,8 @@ def _start(options: SshShellOptions, hosts: dict[int, str], named: int,
         size=named + 1,
         python=options.python,
         ssh_options=options.ssh_options,
-        connect_timeout=options.connect_timeout,
+        # -u bounds a host's whole turn, its connection too, as clush's (a clush user's review)
+        connect_timeout=min(options.connect_timeout, options.timeout or math.inf),
         fanout=options.fanout,
         first=first,
         report_losses=report_losses,
