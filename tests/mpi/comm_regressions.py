@@ -870,6 +870,33 @@ def check_gather_allgather_and_alltoall_put_block_k_at_k_receive_counts_as_raw(
     assert c.allreduce(rank) == sum(range(size))  # nothing left queued
     ok("gather_allgather_alltoall_slots")
 
+def check_buffered_sends_return_before_their_receive_is_posted_as_raw(
+    c: SecureComm, raw: MPI.Intracomm
+) -> None:
+    """helper-134: Bsend was a Send: a ring where every rank Bsends 8 MB, then receives
+    (the deadlock buffered sends exist to avoid), and a Bsend to itself before its Recv, hung
+    where raw MPI completes. Now Bsend and bsend return at once, as MPI's."""
+    results = []
+    attached = bytearray((3 << 23) + 4 * MPI.BSEND_OVERHEAD)  # raw's buffered messages wait here
+    MPI.Attach_buffer(attached)
+    try:
+        for comm in (raw, c):
+            n, r = comm.size, comm.rank
+            sent, got, mine = np.full(1 << 20, float(r)), np.zeros(1 << 20), np.zeros(1 << 20)
+            comm.Bsend(sent, (r + 1) % n, 41)
+            comm.Bsend(sent, r, 42)  # to itself, before its receive
+            comm.Recv(got, (r - 1) % n, 41)
+            comm.Recv(mine, r, 42)
+            comm.bsend({"from": r, "data": b"x" * (1 << 20)}, (r + 1) % n, 43)
+            obj = comm.recv(None, (r - 1) % n, 43)
+            results.append((got[::4096].tolist(), mine[::4096].tolist(), obj["from"], len(obj["data"])))
+            comm.Barrier()
+    finally:
+        MPI.Detach_buffer()
+    assert results[0] == results[1], results
+    ok("buffered_sends")
+
+
 
 CHECKS = [
     check_irecv_send_wait,
@@ -901,6 +928,7 @@ CHECKS = [
     check_a_v_collective_with_blocks_shorter_than_their_counts_leaves_no_rank_behind,
     check_a_freed_communicator_is_false_and_its_queries_raise_err_comm_as_raw,
     check_gather_allgather_and_alltoall_put_block_k_at_k_receive_counts_as_raw,
+    check_buffered_sends_return_before_their_receive_is_posted_as_raw,
 ]
 
 

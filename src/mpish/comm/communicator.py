@@ -27,6 +27,7 @@ from .messages import SecureMessage
 from .nonblocking import NonBlocking
 from .packing import derived, own_datatypes, unpack
 from .peers import peer_buffer, send_bytes, valid_tag
+from .posted import detach
 from .requests import PersistentRequest, SecureRequest
 from .secret import LANES, CommSecret
 from .settings import LocalSettings, freed_kind
@@ -131,7 +132,7 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
     group = property(Get_group)
 
     def Attach_buffer(self, buf: Any) -> None:
-        """Accepted and kept for Detach_buffer: Bsend is a standard send here (it never needs it)."""
+        """Accepted and kept for Detach_buffer: Bsend never needs it (its sealed copy is the buffer)."""
         self._bsend_buffer = buf
 
     def Detach_buffer(self) -> Any:
@@ -201,7 +202,15 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
         """Synchronous: returns once the receiver's receive took the message (synchronous.py)."""
         ssend(self._p2p, send_bytes(buf, dest), dest, tag)
 
-    Bsend = Rsend = Send
+    def Bsend(self, buf: Any, dest: int, tag: int = 0) -> None:
+        """Buffered: returns at once, as MPI's does once the message is in the attached buffer
+        (both ranks Bsend, then both Recv: no deadlock). Its sealed records are mpish's own copy
+        and go on in the background, so no attached buffer is used or needed; a Bsend larger than
+        it, which MPI refuses (ERR_BUFFER), is sent. It was a Send: a ring of Bsends of 8 MB
+        deadlocked where raw MPI completes (helper-134)."""
+        detach(*self._p2p.isend(send_bytes(buf, dest), dest, tag))
+
+    Rsend = Send
 
     def Recv(
         self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None
@@ -369,7 +378,6 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
     def ssend(self, obj: Any, dest: int, tag: int = 0) -> None:
         self.Ssend(serial.dumps(obj, dest), dest, tag)
 
-    bsend = send
 
     def recv(
         self, buf: Any = None, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG, status: Any = None
@@ -392,6 +400,10 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
         return self.Issend(serial.dumps(obj, dest), dest, tag)
 
     ibsend = isend
+
+    def bsend(self, obj: Any, dest: int, tag: int = 0) -> None:
+        """Buffered, as :meth:`Bsend`: returns once the object is pickled and sealed."""
+        detach(*self._p2p.isend(serial.dumps(obj, dest), dest, tag))
 
     def irecv(self, buf: Any = None, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> SecureRequest:
         limit = None if buf is None else warn_buf(buf)
