@@ -214,6 +214,34 @@ def check_persistent_requests_keep_working_after_the_program_frees_their_datatyp
     ok("persistent_requests_keep_working_after_the_program_frees_their_datatype")
 
 
+def check_a_packed_numpy_struct_reduces_with_a_user_op_as_raw(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """helper-134: mpi4py's dtlib makes a packed numpy struct (no gaps) a resized MPI struct,
+    whose own extent MPI had aligned: a reduction refused it as a datatype with gaps."""
+    from mpi4py.util import dtlib
+
+    record = np.dtype([("re", "f8"), ("im", "f8"), ("id", "i4")], align=False)
+    datatype = dtlib.from_numpy_dtype(record).Commit()
+
+    def larger(into: Any, inout: Any, _: Any) -> None:
+        a, b = np.frombuffer(into, record), np.frombuffer(inout, record)
+        keep = a["re"] ** 2 + a["im"] ** 2 > b["re"] ** 2 + b["im"] ** 2
+        b[keep] = a[keep]
+
+    op = MPI.Op.Create(larger, commute=True)
+
+    def calls(comm: Any) -> object:
+        r = comm.rank
+        mine, got = np.zeros(3, record), np.zeros(3, record)
+        mine["re"], mine["im"], mine["id"] = [r, -r, 1], [0, r, 2 + r], r  # no ties: one result in any order
+        comm.Allreduce([mine, datatype], [got, datatype], op=op)
+        return got.tolist()
+
+    same(raw, c, calls)
+    op.Free()
+    datatype.Free()
+    ok("a_packed_numpy_struct_reduces_with_a_user_op_as_raw")
+
+
 def check_a_matched_messages_started_receive_gives_its_status(c: SecureComm, raw: MPI.Intracomm) -> None:
     """Mprobe then Message.Irecv/irecv: the wait's status was ANY_SOURCE, ANY_TAG, 0 bytes."""
 
@@ -474,6 +502,7 @@ if __name__ == "__main__":
         check_a_single_block_at_an_absolute_address_travels_as_in_mpi,
         check_persistent_requests_with_gaps_read_and_write_the_buffer_at_each_start,
         check_persistent_requests_keep_working_after_the_program_frees_their_datatype,
+        check_a_packed_numpy_struct_reduces_with_a_user_op_as_raw,
         check_a_matched_messages_started_receive_gives_its_status,
         check_exchanges_in_place_and_matched_receives_take_datatypes_with_gaps,
         check_a_datatype_reaching_outside_its_buffer_is_refused_before_mpi_touches_memory,

@@ -56,6 +56,10 @@ def _in_order(datatype: Any, depth: int) -> bool:
                                               strict=True) if n]
         return all(_leaf(t, depth) for _, _, t in parts) and _abut(
             (d, n * t.Get_extent()[1]) for n, d, t in parts)
+    if combiner == "RESIZED":  # its bytes are the old type's, whatever extent that one had:
+        true_lower, true_extent = old.Get_true_extent()  # mpi4py's dtlib resizes a packed struct
+        return bool(args["lb"] == true_lower == 0 and args["extent"] == old.Get_size() == true_extent
+                    and (old.is_named or _in_order(old, depth + 1)))  # (MPI gave it an aligned extent)
     if not _leaf(old, depth):
         return False
     item = old.Get_extent()[1]
@@ -72,8 +76,6 @@ def _in_order(datatype: Any, depth: int) -> bool:
     if combiner in ("INDEXED_BLOCK", "HINDEXED_BLOCK"):
         scale = item if combiner == "INDEXED_BLOCK" else 1
         return _abut((d * scale, args["blocklength"] * item) for d in args["displacements"])
-    if combiner == "RESIZED":
-        return bool(args["lb"] == 0 and args["extent"] == old.Get_size())
     if combiner == "SUBARRAY":  # the whole array: its own order is memory's
         return bool(args["sizes"] == args["subsizes"] and not any(args["starts"]))
     return False
