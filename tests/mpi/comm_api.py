@@ -333,7 +333,8 @@ def check_request_helpers(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
 
 
 def check_proc_null(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
-    """PROC_NULL is a no-op peer, as in MPI; a negative rank never picks another peer's key."""
+    """PROC_NULL is a no-op peer, as in MPI (its matched probe is MPI.MESSAGE_NO_PROC); a
+    negative rank never picks another peer's key."""
     st, rst = MPI.Status(), MPI.Status()
     for comm, status in ((c, st), (raw, rst)):
         comm.Send(np.ones(4), MPI.PROC_NULL, 9)
@@ -344,6 +345,13 @@ def check_proc_null(c: mpish.comm.SecureComm, raw: MPI.Intracomm) -> None:
         assert comm.recv(None, MPI.PROC_NULL, 9) is None
         assert comm.irecv(source=MPI.PROC_NULL, tag=9).wait() is None
         comm.isend("x", MPI.PROC_NULL, 9).wait()
+    seen = []  # a matched probe of PROC_NULL is MPI.MESSAGE_NO_PROC until received (helper-134)
+    for comm in (c, raw):
+        message = comm.Mprobe(MPI.PROC_NULL)
+        no_proc = [message == MPI.MESSAGE_NO_PROC, comm.Improbe(MPI.PROC_NULL) == MPI.MESSAGE_NO_PROC]
+        message.Recv(np.zeros(1))
+        seen.append([*no_proc, message == MPI.MESSAGE_NO_PROC, message == MPI.MESSAGE_NULL])
+    assert seen[0] == seen[1] == [True, True, False, True], seen
     assert (st.Get_source(), st.Get_count(MPI.BYTE)) == (rst.Get_source(), rst.Get_count(MPI.BYTE))
     before = [c._p2p.sealers[p].next_counter(9) for p in range(c.size)]
     for bad in (-5, c.size):

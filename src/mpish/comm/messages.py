@@ -29,7 +29,9 @@ class SecureMessage(MPI.Message):
     """A message matched by ``Mprobe``/``Improbe`` (already authenticated and taken out of MPI).
 
     An ``MPI.Message`` for ``isinstance`` (its MPI handle stays MPI.MESSAGE_NULL: nothing is
-    left in MPI); equal to MPI.MESSAGE_NULL once received, as mpi4py's messages are.
+    left in MPI); equal to MPI.MESSAGE_NULL once received, as mpi4py's messages are. One
+    from MPI.PROC_NULL is equal to MPI.MESSAGE_NO_PROC until then, as mpi4py's (a program's
+    "no process" test took the wrong branch, helper-134).
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> SecureMessage:
@@ -38,12 +40,15 @@ class SecureMessage(MPI.Message):
     def __init__(self, lane: Lane, early: Early) -> None:
         self._lane = lane
         self._early: Early | None = early
+        self._no_proc = early.source == MPI.PROC_NULL
 
     def __bool__(self) -> bool:
         return self._early is not None
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, MPI.Message) and not isinstance(other, SecureMessage):
+            if other == MPI.MESSAGE_NO_PROC:
+                return self._no_proc and self._early is not None
             return bool(other == MPI.MESSAGE_NULL) and self._early is None
         return self is other
 
