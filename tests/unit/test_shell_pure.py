@@ -9,7 +9,8 @@ import re
 import pytest
 
 from mpish.shell import protocol as p
-from mpish.shell.grouping import GroupedSink, JsonSink, LiveSink, Style, status_lines
+from mpish.shell.grouping import GroupedSink, LiveSink, Style, status_lines
+from mpish.shell.jsonsink import JsonSink
 from mpish.shell.names import Result
 from mpish.shell.ranks import TargetError, describe, format_ranks, parse_ranks, resolve_targets
 from mpish.shell.server.bash import initial_state
@@ -405,3 +406,25 @@ def test_rank_0_as_a_target_is_said_to_be_the_console() -> None:
     said = "rank(s) 0 (rank 0 is the console; the servers are 1 and up)"
     with pytest.raises(TargetError, match=re.escape(said)):
         resolve_targets("@0", {1: "h", 2: "h"})
+
+
+def test_json_output_is_kept_on_disk_and_written_a_piece_at_a_time_as_the_same_text(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--json held each server's output in memory, then copied, decoded and encoded it whole
+    (441 MB of RSS for 200 MB of output). Now it is spooled and written in pieces: a character
+    cut between two pieces, or between two outputs, is still one character."""
+    import mpish.shell.jsonsink as jsonsink
+
+    monkeypatch.setattr(jsonsink, "IN_MEMORY", 64)
+    monkeypatch.setattr(jsonsink, "PIECE", 7)
+    out = io.BytesIO()
+    sink = JsonSink(out)
+    text = ("é€😀 \"quoted\" \\ tab\t\n" * 40).encode()
+    for at in range(0, len(text), 5):  # outputs cut inside characters
+        sink.output(1, p.STDOUT, text[at : at + 5])
+    sink.output(1, p.STDERR, b"bad \xff byte")
+    sink.done(Result(1, "node", 0, 0, 0.25))
+    sink.finish()
+    assert json.loads(out.getvalue()) == {"rank": 1, "host": "node", "exit": 0, "signal": None,
+                                          "stdout": text.decode(), "stderr": "bad \ufffd byte",
+                                          "seconds": 0.25, "timed_out": False}

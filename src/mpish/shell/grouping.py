@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from mpish.wire.text import relabel_returns
 
@@ -37,7 +37,10 @@ from .outcome import STDOUT_CLOSED, PipeGuard, signal_name, status_lines
 from .protocol import STDERR, STDOUT
 from .style import Style, report_error, set_color
 
-__all__ = ["STDOUT_CLOSED", "GroupedSink", "JsonSink", "LiveSink", "OutputSink", "PipeGuard", "RawSink",
+if TYPE_CHECKING:
+    from .jsonsink import JsonSink
+
+__all__ = ["STDOUT_CLOSED", "GroupedSink", "LiveSink", "OutputSink", "PipeGuard", "RawSink",
            "Style", "make_sink", "set_color", "signal_name", "status_lines"]
 
 LIVE_LINE_LIMIT = 1 << 16  # a live line longer than this is printed in pieces
@@ -449,44 +452,6 @@ class LiveSink(_TerminalSink):
         super()._ended(result)
 
 
-class JsonSink(_Sink):
-    """One JSON object per server per line, in rank order, the same fields over MPI and
-    ssh: rank, host, exit, signal, stdout, stderr, seconds, timed_out; ``error`` only
-    when the server could not run the command (a note, such as a restarted shell, is not
-    an error and is left out).
-
-    Output is decoded as UTF-8 with U+FFFD for invalid bytes (JSON carries text only);
-    it is held in memory, so --json suits commands with modest output.
-    """
-
-    def __init__(self, out: IO[bytes], names: ServerNames | None = None) -> None:
-        super().__init__(names)
-        self.out = out
-        self._data: dict[tuple[int, int], bytearray] = {}
-
-    def output(self, rank: int, stream: int, data: bytes) -> None:
-        self._data.setdefault((rank, stream), bytearray()).extend(data)
-
-    def finish(self) -> None:
-        for rank in sorted(self.results):
-            result = self.results[rank]
-            record = self.names.record(result)
-            record.update(
-                exit=result.exit,
-                signal=result.signal or None,
-                stdout=bytes(self._data.pop((rank, STDOUT), b"")).decode("utf-8", "replace"),
-                stderr=bytes(self._data.pop((rank, STDERR), b"")).decode("utf-8", "replace"),
-                seconds=round(result.seconds, 6),
-            )
-            record["timed_out"] = result.timed_out
-            if result.error:
-                record["error"] = result.error
-            import json  # --json only
-
-            self.out.write(json.dumps(record).encode() + b"\n")
-        self.out.flush()
-
-
 def make_sink(
     kind: str | OutputMode, targets: int, out: IO[bytes], err: IO[bytes], style: Style,
     names: ServerNames | None = None, end_lines: bool = False,
@@ -497,6 +462,8 @@ def make_sink(
     prompt), unless ``-b`` or ``-B`` asked for a header, as clush prints one for one node."""
     mode = kind if isinstance(kind, OutputMode) else OutputMode(kind=kind)
     if mode.kind == "json":
+        from .jsonsink import JsonSink  # (it builds on this module's sinks)
+
         return JsonSink(out, names)
     if mode.kind == "live":
         return LiveSink(out, err, style, names, labels=mode.labels)

@@ -174,15 +174,8 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
                      rolling=True)
     session.advise = lambda why, host: advice(why, host, options)
     from mpish.shell.console import Console
-    from mpish.shell.grouping import (
-        STDOUT_CLOSED,
-        GroupedSink,
-        JsonSink,
-        PipeGuard,
-        Style,
-        make_sink,
-        status_lines,
-    )
+    from mpish.shell.grouping import STDOUT_CLOSED, GroupedSink, PipeGuard, Style, make_sink, status_lines
+    from mpish.shell.jsonsink import JsonSink
     from mpish.shell.keyboard import InterruptKeys, terminate_as_interrupt
 
     names = host_names(hosts, session)
