@@ -114,7 +114,7 @@ def _parse_main(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Na
     return args
 
 
-SSH_ONLY = ("-o", "--options", "-l", "--user", "--python")  # mpish ssh's, unknown to the MPI shell
+SSH_ONLY = ("-o", "--options", "-l", "--user", "--python", "--pick")  # mpish ssh's, unknown to the MPI shell
 
 
 def _refuse_ssh_options(parser: argparse.ArgumentParser, argv: list[str], words: list[str],

@@ -29,7 +29,7 @@ def test_the_frozen_options_compare_hash_repr_and_refuse_assignment_as_frozen_da
     assert mode == OutputMode("json", False, True, True)
     assert hash(mode) == hash(OutputMode("json", quiet=True))
     assert repr(Selection(("h[1-2]",))) == ("Selection(nodes=('h[1-2]',), exclude=(), groups=(), "
-                                           "exclude_groups=(), all=False, hostfiles=())")
+                                           "exclude_groups=(), all=False, hostfiles=(), pick=0)")
     assert not Selection() and Selection(all=True)
     options = SshShellOptions(Selection(("h1",)), command="true")
     assert options.mode == OutputMode() and options.python == ("python3",)

@@ -174,15 +174,23 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
                      rolling=True)
     session.advise = lambda why, host: advice(why, host, options)
     from mpish.shell.console import Console
-    from mpish.shell.grouping import STDOUT_CLOSED, GroupedSink, PipeGuard, Style, make_sink, status_lines
-    from mpish.shell.jsonsink import JsonSink
+    from mpish.shell.grouping import (
+        STDOUT_CLOSED,
+        GroupedSink,
+        LiveSink,
+        PipeGuard,
+        RawSink,
+        Style,
+        make_sink,
+        status_lines,
+    )
     from mpish.shell.keyboard import InterruptKeys, terminate_as_interrupt
 
     names = host_names(hosts, session)
     sink = make_sink(options.mode, len(hosts), out, err, Style.for_stream(out), names)
     if session.failed and options.mode.kind != "json":
         report_failed(session, list(hosts.values()), err, options)
-    if not isinstance(sink, JsonSink):
+    if isinstance(sink, (GroupedSink, RawSink, LiveSink)):  # not --json's (which loads json, tempfile)
         sink.reported.update(session.failed)  # printed above, folded
         sink.fold_errors = options.mode.kind != "live"  # lost hosts folded at the end; -v: as they come
         session.report_losses = False
@@ -217,7 +225,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
                 return 1
             return STDOUT_CLOSED
     results = [sink.results[rank] for rank in sorted(sink.results)]
-    if not isinstance(sink, JsonSink):
+    if isinstance(sink, (GroupedSink, RawSink, LiveSink)):
         sink.report_folded()
     if options.mode.kind != "json":
         for line in status_lines(results, Style.for_stream(err), sink.names, quiet=options.mode.quiet):
