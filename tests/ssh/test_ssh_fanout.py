@@ -328,6 +328,36 @@ def test_a_sigint_during_a_copy_ends_it_there_with_130_not_only_the_file_being_s
     assert not (into / "big.bin").exists() or f"put {big} to host1: ok" in out  # (unless host1 just made it)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_sigterm_or_sighup_during_an_rcopy_ends_it_as_a_ctrl_c_does_and_leaves_no_part_file(
+    sshd: SshServer, tmp_path: Path, signum: int
+) -> None:
+    """`kill -TERM` during --rcopy: mpish died of the signal and left the copy being received
+    as its hidden part file (.big.bin.node1.<hex>.mpish-part, 82 MB in a clush user's trial),
+    where a Ctrl-C removes it. Now SIGTERM and SIGHUP end the copy as a Ctrl-C does: what was
+    not got is named, no part file stays, and the status is 128+N."""
+    big, into = tmp_path / "big.bin", tmp_path / "into"
+    with big.open("wb") as f:
+        f.truncate(400 * 2**20)  # long enough to be interrupted in the middle
+    into.mkdir()
+    process = start_mpish_ssh(" ".join(sshd.ssh_options), "host[1-2]", "--rcopy", str(big),
+                              "--dest", str(into))
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline and not list(into.glob(".*.mpish-part")):
+            time.sleep(0.01)
+        assert process.poll() is None, process.communicate(timeout=10)
+        process.send_signal(signum)  # the copies are under way
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 128 + signum, (out, err)
+    assert not list(into.glob(".*.mpish-part")), sorted(into.iterdir())
+    assert f"mpish: get {big} from host" in err, err  # each copy's outcome, as after a Ctrl-C
+
+
 def test_nohup_jobs_started_by_a_command_outlive_its_hosts_hang_up(sshd: SshServer) -> None:
     """Each host is hung up as soon as its command is done under -f: a ``nohup`` job the command
     had just started could get the session's SIGHUP before nohup ignored it (7 of 32 died under

@@ -21,6 +21,9 @@ runs wait for its end; the transfers of a group read each source once for all of
 
 A Ctrl-C ends the copy there (130, as cp): hosts still connecting are given up, and what
 was not sent is named. One report per source, naming it, once every host had its turn.
+``mpish ssh``'s SIGTERM and SIGHUP do the same (:func:`~mpish.shell.keyboard.terminate_as_interrupt`,
+then 128+N): the file being received is a part file, removed as at a Ctrl-C; killed by the
+signal, mpish left it behind (a clush user's trial: 82 MB of a killed --rcopy).
 """
 
 from __future__ import annotations
@@ -152,6 +155,8 @@ class _Copying:
             if noting:
                 signal.signal(signal.SIGINT, previous)
             self.interrupted = self.interrupted or bool(getattr(pressed, "interrupted", False))
+            # a SIGTERM or SIGHUP (keyboard.terminate_as_interrupt) ends the copy as a Ctrl-C does
+            self.interrupted = self.interrupted or bool(getattr(self.console, "terminated", ()))
 
     def fail(self, rank: int, why: str) -> None:
         """A target that none of the sources reaches (it could not be connected, or was lost)."""

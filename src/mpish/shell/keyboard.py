@@ -3,7 +3,8 @@
 :class:`InterruptKeys` turns the terminal's ISIG off for the duration of a command or a
 transfer (Ctrl-C is then read, not a signal to the process group); :class:`TypedAhead`
 turns what else was typed meanwhile into whole lines, run in order afterwards;
-:func:`terminate_as_interrupt` makes a SIGTERM during ``-c`` a Ctrl-C that then ends mpish.
+:func:`terminate_as_interrupt` makes a SIGTERM during ``-c`` (and a copy's SIGHUP) a Ctrl-C that
+then ends mpish.
 """
 
 from __future__ import annotations
@@ -128,27 +129,35 @@ class TypedAhead:
 
 
 @contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[list[int]]:
+def terminate_as_interrupt(signums: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[list[int]]:
     """While ``-c``'s command runs, a SIGTERM (``timeout 60 mpish ...``, a batch system's end
     of the job) interrupts it as a Ctrl-C does: the command gets its SIGINT, what the targets
     sent so far is shown, and mpish exits 143 (the list yielded holds the signal once it
     came). A second SIGTERM meets the handler there was before. Over MPI the first one ended
     the session at once and the gathered output was lost; over ssh mpish died of it, output
-    and status alike (a clush user's review)."""
+    and status alike (a clush user's review). ``signums``: SIGHUP too (``--copy``/``--rcopy``:
+    a killed --rcopy left its part file, 82 MB of it); after a hang-up, output to the terminal
+    that is gone goes to /dev/null (session.quiet_after_hangup)."""
     came: list[int] = []
 
     def interrupt(signum: int, frame: object) -> None:
         del frame
-        signal.signal(signum, previous)
+        for each, handler in previous.items():
+            signal.signal(each, handler)
         came.append(signum)
+        if signum == signal.SIGHUP:
+            from .session import quiet_after_hangup
+
+            quiet_after_hangup()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in signums}
     try:
         yield came
     finally:
         if not came:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

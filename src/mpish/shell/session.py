@@ -54,16 +54,22 @@ def end_on_termination() -> None:
         for sig in TERMINATION_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         if signum == signal.SIGHUP:
-            with contextlib.suppress(OSError):
-                null = os.open(os.devnull, os.O_WRONLY)
-                for fd in (1, 2):
-                    if os.isatty(fd):
-                        os.dup2(null, fd)
-                os.close(null)
+            quiet_after_hangup()
         raise Terminated(signum)
 
     for sig in TERMINATION_SIGNALS:
         signal.signal(sig, handler)
+
+
+def quiet_after_hangup() -> None:
+    """stdout and stderr, where they were the terminal that hung up, now /dev/null: writing
+    the end's report there would fail (EIO) half-way."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            if os.isatty(fd):
+                os.dup2(null, fd)
+        os.close(null)
 
 
 INTERRUPTED_CONNECTING = "interrupted while connecting"  # a reconnect the user gave up (Ctrl-C)

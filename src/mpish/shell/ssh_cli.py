@@ -293,10 +293,21 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
     try:
         if options.copy is not None:  # --copy/--rcopy: :put -r/:get -r of each source (console_put_get)
             from mpish.shell.copying import copy_files
+            from mpish.shell.keyboard import terminate_as_interrupt
+            from mpish.shell.session import TERMINATION_SIGNALS
 
             repl = SshRepl(console, output=options.mode, fanout=options.fanout)
             every = frozenset(repl.targets | set(session.later))  # later: connected in their turn
-            status = copy_files(console, every, options.copy, repl.keys, repl.err, options.fanout)
+            # SIGTERM, SIGHUP: as a Ctrl-C (copying.py), part files removed; then 128+N
+            with terminate_as_interrupt(TERMINATION_SIGNALS) as terminated:
+                console.terminated = terminated
+                try:
+                    status = copy_files(console, every, options.copy, repl.keys, repl.err, options.fanout)
+                except KeyboardInterrupt:  # the signal came between the copy's own looks
+                    if not terminated:
+                        raise
+            if terminated:
+                return 128 + terminated[0]
             return max(status, 1 if session.failed else 0)  # a host never reached has no copy
         if stream is None:
             status = SshRepl(console, output=options.mode, fanout=options.fanout).loop()
