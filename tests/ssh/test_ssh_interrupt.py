@@ -106,3 +106,41 @@ def test_sigterm_during_c_interrupts_the_command_shows_what_was_gathered_and_exi
     assert child.returncode == 143, err
     assert "started" in out, (out, err)
     assert "mpish got SIGTERM" in err and "Ctrl-C again" not in err, err  # no Ctrl-C was typed (helper-111)
+
+
+def test_ctrl_c_while_a_host_connects_ends_the_proxy_command_its_ssh_started_too(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """A host behind `ProxyCommand sleep 1000` and a Ctrl-C while it connects: it was given up
+    ("interrupted while connecting") but the sleep ran on, reparented to init (a clush user's
+    finding): ssh, terminated while it connects, dies without ending its ProxyCommand. Now the
+    signal goes to ssh's process group (its own session): ssh and what it started end, under
+    -c and at the console's start alike."""
+    proxy = f"sleep 1000.{os.getpid()}"
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Include {sshd.ssh_options[1]}\n\nHost hang1\n  ProxyCommand {proxy}\n")
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", f"-F {config}", "-t", "120", "--python",
+            sys.executable, "host1,hang1"]  # -t 120: ssh does not give up (and end its proxy) by itself
+    env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1")
+    try:
+        for args, running in ((["-c", f"sleep 30.{os.getpid()}"], f"sleep 30.{os.getpid()}"), ([], proxy)):
+            with subprocess.Popen([*argv, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env) as child:
+                _await_running(proxy, 1)
+                _await_running(running, 1)  # -c: host1's command runs
+                time.sleep(2)  # the console's start: host1 has greeted
+                child.send_signal(signal.SIGINT)
+                out, err = child.communicate(input="echo console-$MPISH_RANK\n", timeout=60)
+            assert "hang1: interrupted while connecting" in err, (args, out, err)
+            assert args or "console-2" in out, (out, err)  # the console opened with host1 (rank 2)
+            deadline = time.monotonic() + 5
+            while _running(proxy) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _running(proxy), f"{args}: the ProxyCommand outlived mpish ({err})"
+    finally:
+        subprocess.run(["pkill", "-fx", proxy], check=False)
+
+
+def _running(command: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-fx", command], capture_output=True, text=True, check=False)
+    return found.stdout.split()

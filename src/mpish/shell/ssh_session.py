@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import re
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -166,8 +167,7 @@ class SshSession(Session):
         if process is not None:
             process.hang_up()
             if peer is None or not peer.alive:  # lost or given up: nothing more will be read from it
-                with contextlib.suppress(OSError):
-                    process.process.terminate()
+                process.signal_group(signal.SIGTERM)
             self.ending.append((process, time.monotonic()))
         self._reap()
 
@@ -186,8 +186,7 @@ class SshSession(Session):
                 process.close(wait=0.0)
                 continue
             if now - since > CLOSE_WAIT:
-                with contextlib.suppress(OSError):
-                    process.process.kill()
+                process.signal_group(signal.SIGKILL)
             still.append((process, since))
         self.ending = still
 
@@ -226,15 +225,16 @@ class SshSession(Session):
     def abandon_connecting(self, pending: Sequence[tuple[int, str]] = ()) -> None:
         """A Ctrl-C while hosts connect: those not greeted yet are given up at once, their ssh
         terminated (waiting for its end held the console until ssh's ConnectTimeout, 8 s
-        after the Ctrl-C, a clush user's review), and noted as interrupted, as are the
-        ``pending`` ones (not started yet, -f); the console goes on with the others."""
+        after the Ctrl-C, a clush user's review) with what it started (its ProxyCommand ran on:
+        :meth:`SshProcess.signal_group <mpish.transport.ssh.SshProcess.signal_group>`), and noted as
+        interrupted, as are the ``pending`` ones (not started yet, -f); the console goes on
+        with the others."""
         connecting = {rank: peer.host for rank, peer in self.peers.items() if peer.alive and not peer.ready}
         for rank in connecting:
             process = self.processes.get(rank)
             if process is not None:
                 process.hang_up()
-                with contextlib.suppress(OSError):
-                    process.process.terminate()
+                process.signal_group(signal.SIGTERM)
         for rank, host in connecting.items():
             self._drop(rank)
             self.failed[host] = INTERRUPTED_CONNECTING

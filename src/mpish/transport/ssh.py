@@ -12,6 +12,14 @@ or host-key question. ``stdin``/``stdout`` (:attr:`SshProcess.write_fd`,
 (:mod:`mpish.transport.frames`); ``stderr`` is collected by a thread (the last 64 KiB)
 for error messages.
 
+ssh runs in a session of its own (``start_new_session``): the terminal's Ctrl-C never
+reaches it (the console reads the key and forwards it as a message), and its process group
+is ssh and what it started, a ``ProxyCommand`` or ProxyJump's ``ssh -W``. So ssh is ended
+through its group (:meth:`SshProcess.signal_group`): ssh ends its ProxyCommand only on its own way
+out, and killed while it connects it left one running for ever, reparented to init (a clush
+user's finding: ``ProxyCommand sleep 1000`` outlived a Ctrl-C). A ControlMaster that ssh sent
+to the background (``ControlPersist``) is in a session of its own (daemon(3)) and stays.
+
 When the pipes end, :meth:`SshProcess.failure` reads ssh's exit status and stderr and
 :func:`classify` turns them into one of the error classes below, each saying what
 happened and what to do. The remote side's own kinds of failure (it could not start,
@@ -27,6 +35,7 @@ import functools
 import os
 import select
 import shlex
+import signal
 import subprocess
 import threading
 import time
@@ -169,7 +178,7 @@ class SshProcess:
         try:
             self._stderr_thread.start()
         except RuntimeError as exc:  # "can't start new thread"
-            self.process.kill()
+            self.signal_group(signal.SIGKILL)
             self.process.wait()
             for pipe in (self._stdin, self._stdout, self._stderr):
                 with contextlib.suppress(OSError):
@@ -254,8 +263,20 @@ class SshProcess:
         with contextlib.suppress(OSError):
             self._stdin.close()
 
+    def signal_group(self, signum: int) -> None:
+        """``signum`` to ssh's process group: ssh and what it started (module doc). Not once
+        ssh is reaped: its pid, and so the group's id, may then be another process's."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signum)
+        except OSError:  # not its group's leader after all: ssh alone, as before
+            with contextlib.suppress(OSError):
+                self.process.send_signal(signum)
+
     def close(self, wait: float = 5.0) -> None:
-        """End ssh: close its stdin (the remote side exits on EOF), then terminate, then kill."""
+        """End ssh: close its stdin (the remote side exits on EOF), then terminate, then kill
+        (ssh's process group: its ProxyCommand too)."""
         if self.closed:
             return
         self.closed = True
@@ -263,11 +284,11 @@ class SshProcess:
         try:
             self.process.wait(wait)
         except subprocess.TimeoutExpired:
-            self.process.terminate()
+            self.signal_group(signal.SIGTERM)
             try:
                 self.process.wait(2.0)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self.signal_group(signal.SIGKILL)
                 self.process.wait()
         self._stderr_thread.join(2.0)  # it ends within STDERR_LINGER of ssh's exit, and closes stderr
         with contextlib.suppress(OSError):
