@@ -670,6 +670,26 @@ def test_copy_and_rcopy_copy_files_and_trees_and_name_copies_by_host_as_clush(
     assert f"mpish: put {data} to host1: cannot write {tmp_path}/nowhere/data.bin" in done.stderr, done.stderr
 
 
+def test_copy_checks_every_source_before_reaching_any_host_and_a_missing_one_copies_nothing(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """`--copy tree run.sh --dest DIR` without run.sh said so, copied tree and exited 1 (a clush
+    user's trial); now one line, status 2 (a usage error), nothing copied and no host reached
+    (nohost.invalid would have added its own line)."""
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "f").write_text("x\n")
+    into = tmp_path / "into"
+    into.mkdir()
+    argv = [sys.executable, "-m", "mpish", "ssh", "-o", " ".join(sshd.ssh_options), "--python",
+            sys.executable, "host1,nohost.invalid", "--copy", "tree", "run.sh", "--dest", str(into)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1"))
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == (f"mpish: --copy: no file or directory 'run.sh' on this machine (in {tmp_path}); "
+                           "nothing was copied\n")
+    assert list(into.iterdir()) == []
+
+
 def test_pick_runs_the_command_on_that_many_hosts(sshd: SshServer) -> None:
     done = mpish_ssh(sshd, "host[1-4]", "--pick", "2", "-L", "-c", "echo $MPISH_RANK")
     lines = done.stdout.splitlines()

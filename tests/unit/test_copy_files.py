@@ -189,11 +189,31 @@ def test_a_source_that_is_no_file_nor_directory_is_refused_before_any_transfer_a
     request = CopyRequest((str(source),), str(tmp_path / "dest"), False)
     status = copying.copy_files(Console(), frozenset({1, 2}), request, keys_of(Pressed()),  # type: ignore[arg-type]
                                 err, fanout=1)
-    assert status == 1 and calls == []
+    assert status == 2 and calls == []  # a usage error, as a missing source
     said = err.getvalue()
     assert said.count("\n") == 1 and "--copy:" in said and "lost" not in said and ":put" not in said, said
     reason = "not a regular file or a directory" if kind == "fifo" else "a symbolic link to nothing"
     assert reason in said, said
+
+
+def test_a_missing_source_among_others_is_a_usage_error_and_nothing_is_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--copy tree run.sh` without run.sh said so in a line, copied tree all the same and
+    exited 1 (a clush user's trial: clush checks every source first). Now nothing is copied:
+    one line naming the missing source, status 2."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"x")
+    calls: list[tuple[str, list[int]]] = []
+    monkeypatch.setattr(copying, "put_builtin", batch_put(lambda batch: dict.fromkeys(batch, ""), calls))
+    monkeypatch.chdir(tmp_path)
+    err = io.StringIO()
+    request = CopyRequest(("tree", "run.sh"), str(tmp_path / "dest"), False)
+    status = copying.copy_files(Console(), frozenset({1, 2}), request, keys_of(Pressed()), err)  # type: ignore[arg-type]
+    assert (status, calls, capsys.readouterr().out) == (2, [], "")
+    assert err.getvalue() == ("mpish: --copy: no file or directory 'run.sh' on this machine "
+                              f"(in {tmp_path}); nothing was copied\n")
 
 
 def test_a_source_refused_by_the_transfer_itself_is_said_once_and_its_targets_are_not_called_lost(

@@ -47,7 +47,7 @@ from .conversation import ConsoleState, Local
 from .grouping import Style
 from .keyboard import deaf_to_sigint
 from .names import RANK_LOST
-from .options import CopyRequest
+from .options import CopyRequest, refused_sources
 from .session import INTERRUPTED_CONNECTING
 
 NOT_SENT = "not copied: the source was refused (above)"
@@ -62,8 +62,9 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
                err: IO[str], fanout: int = 0) -> int:
     """``--copy``/``--rcopy`` (module doc): each source into the request's directory, which
     must exist (default: the source's own, made absolute here, as clush does), a file or a
-    tree alike; 0 if every source reached (or came from) every target, else 1; 130 after a
-    Ctrl-C. ``fanout`` (clush's ``-f``): the connections open at once over ssh."""
+    tree alike; 0 if every source reached (or came from) every target, else 1; 2 (nothing
+    copied) if a --copy source cannot be sent; 130 after a Ctrl-C. ``fanout`` (clush's
+    ``-f``): the connections open at once over ssh."""
     style = Style.for_stream(err)
 
     def say(text: str) -> None:
@@ -92,7 +93,8 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
 
 
 def _sources(request: CopyRequest, say: Callable[[str], None]) -> tuple[int, list[Copy]]:
-    """Each source checked here, before any transfer: (1 if one is refused, the others)."""
+    """Each source checked here, before any transfer: (2 and none if a --copy source is refused,
+    :func:`~mpish.shell.options.refused_sources`; 1 and the others if an --rcopy one is)."""
     def no_directory(dest: str) -> str:
         return (f"--rcopy: {dest} is not a directory of this machine (--dest names an existing one; "
                 "the copies are NAME.<target> in it)")
@@ -100,20 +102,16 @@ def _sources(request: CopyRequest, say: Callable[[str], None]) -> tuple[int, lis
     if request.reverse and request.dest and not os.path.isdir(request.dest):  # said once, not per file
         say(no_directory(request.dest))
         return 1, []
+    refused = refused_sources(request)  # --copy: a usage error, nothing sent (mpish ssh: no host reached)
+    for line in refused:
+        say(line)
+    if refused:
+        return 2, []
     status, copies = 0, []
     for source in request.sources:
         dest = request.dest or os.path.dirname(os.path.abspath(source))
         if request.reverse and not os.path.isdir(dest):  # the source's own directory
             say(no_directory(dest))
-            status = 1
-        elif not request.reverse and not os.path.exists(source):
-            link = " (a symbolic link to nothing)" if os.path.islink(source) else ""
-            say(f"--copy: no file or directory {source!r}{link} on this machine"
-                f"{'' if os.path.isabs(source) else f' (in {os.getcwd()})'}")
-            status = 1
-        elif not request.reverse and not (os.path.isfile(source) or os.path.isdir(source)):
-            say(f"--copy: {source!r} is not a regular file or a directory (a FIFO, device or socket): "
-                "not copied, as scp")
             status = 1
         else:
             copies.append((source, dest, Tally()))

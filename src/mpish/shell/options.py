@@ -191,6 +191,25 @@ def parse_copy(parser: argparse.ArgumentParser, argv: Sequence[str], options: li
     return args, CopyRequest(tuple(sources), args.dest or "", bool(args.rcopy))
 
 
+def refused_sources(request: CopyRequest) -> list[str]:
+    """Why each ``--copy`` source cannot be sent, a line each: every source is checked before
+    anything is copied or any host reached, as clush does (a missing one was a line among the
+    others' reports, which were copied all the same: a clush user's trial). ``--rcopy``'s are
+    on the targets: each is asked of them in its turn."""
+    if request.reverse:
+        return []
+    refused = []
+    for source in request.sources:
+        where = "" if os.path.isabs(source) else f" (in {os.getcwd()})"
+        if not os.path.exists(source):
+            link = " (a symbolic link to nothing)" if os.path.islink(source) else ""
+            refused.append(f"--copy: no file or directory {source!r}{link} on this machine{where}")
+        elif not (os.path.isfile(source) or os.path.isdir(source)):
+            refused.append(f"--copy: {source!r} is not a regular file or a directory (a FIFO, device or "
+                           "socket): scp refuses it too")
+    return [f"{line}; nothing was copied" for line in refused]
+
+
 def exit_status(statuses: Sequence[int], maxrc: bool, interrupted: bool = False) -> int:
     """-S: the largest remote status; --no-maxrc: 0 (mpish ran; failures were reported); 130
     after a Ctrl-C, whatever the commands did with it, as clush (a host not reached because

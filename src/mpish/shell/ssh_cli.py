@@ -53,7 +53,7 @@ from mpish.shell.names import FAILED, HostNames, Result, fold_reasons, status_of
 from mpish.shell.nodes import HostsError as HostsError
 from mpish.shell.nodes import Selection, number_hosts
 from mpish.shell.nodes import expand_hosts as expand_hosts
-from mpish.shell.options import CopyRequest, OutputMode, exit_status, stdin_to_send
+from mpish.shell.options import CopyRequest, OutputMode, exit_status, refused_sources, stdin_to_send
 from mpish.shell.ranks import fold_hosts as fold_hosts
 from mpish.transport.ssh_ciphers import prefetch
 from mpish.wire.message import Frozen, frozen
@@ -276,6 +276,10 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         stream = None if path is None else sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         err.write(f"mpish: cannot read commands from {path}: {exc.strerror}\n".encode())
+        return 2
+    refused = refused_sources(options.copy) if options.copy is not None else []
+    if refused:  # a --copy source missing here: a usage error, before any host is reached
+        err.write("".join(f"mpish: {line}\n" for line in refused).encode())
         return 2
     hosts, named = number_hosts(options.selection)
     # --copy/--rcopy: at most -f connected at once, none awaited here (copying.copy_files: a
