@@ -228,3 +228,23 @@ def test_our_link_through_another_users_link_is_not_followed(tmp_path: Path) -> 
     with pytest.raises(OSError, match="symbolic link, neither followed"):
         PartFile(ours)
     assert ours.is_symlink() and hers.is_symlink()
+
+
+@pytest.mark.parametrize("recursive", [False, True], ids=[":put", ":put -r"])
+def test_put_of_a_dangling_link_says_it_is_a_link_to_nothing_not_that_no_file_is_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recursive: bool
+) -> None:
+    """`:put tree/dangling` (and with -r) said "no file 'tree/dangling' in the console's
+    directory" of a link that is there, to a target that is not (a clush user's trial)."""
+    from mpish.shell.console_put_get import put_builtin
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "dangling").symlink_to("gone")
+    with pytest.raises(ValueError) as refused:  # before the console is asked anything
+        put_builtin(None, frozenset({1}), f"{'-r ' if recursive else ''}tree/dangling", None,  # type: ignore[arg-type]
+                    io.StringIO())
+    said = str(refused.value)
+    assert "no file" not in said, said
+    assert said.startswith(f"'tree/dangling' in the console's directory {tmp_path} (not the targets') is a "
+                           "symbolic link to 'gone', which does not exist: "), said

@@ -129,9 +129,12 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     if not is_dir and os.path.exists(local) and not os.path.isfile(local):  # as scp says it
         raise ValueError(f"{local!r} is not a regular file (a FIFO, device or socket): :put copies "
                          "regular files, and directories with -r")
+    where = "" if os.path.isabs(local) else f" in the console's directory {os.getcwd()} (not the targets')"
+    if not is_dir and os.path.islink(local) and not os.path.exists(local):  # it is there: not "no file"
+        raise ValueError(f"{local!r}{where} is a symbolic link to {os.readlink(local)!r}, which does not "
+                         "exist: :put copies what the link it is given leads to, as cp does (with -r too: "
+                         "only the links inside a tree are copied as links)")
     if not is_dir and not os.path.isfile(local):
-        where = f" in the console's directory {os.getcwd()} (not the targets')"
-        where = "" if os.path.isabs(local) else where
         raise ValueError(f":put copies a file of the console's machine: no file {local!r}{where}")
     progress = Progress(f"put {escape(os.path.basename(os.path.normpath(local)))}", 0 if is_dir else
                         os.path.getsize(local), err)
