@@ -272,6 +272,16 @@ def test_reconnect_brings_a_lost_host_back_as_the_same_rank_with_a_new_shell(
     assert "back-1 KEEP=1" in out and "back-2 KEEP=gone" in out, out  # rank 2 again, a new shell
 
 
+def test_targets_counts_a_lost_host_among_the_servers(sshd: SshServer, tmp_path: Path) -> None:
+    """After host2 of host[1-3] was lost, :targets said "@all (2 of 2 servers)" and listed host2
+    under lost: (a clush user's trial): the lost host was counted nowhere."""
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Include {sshd.ssh_options[1]}\n")
+    done = console_reading(config, "host[1-3]", "@host2 kill -9 $PPID\n:targets\n")
+    assert "targets: @all (2 of 3 servers, 1 lost)\n" in done.stdout, (done.stdout, done.stderr)
+    assert "  lost: host2: its server is gone (:reconnect brings it back)" in done.stdout, done.stdout
+
+
 @pytest.mark.parametrize("how", ["a pipe", "-C -", "-C FILE"])
 def test_a_host_down_when_the_console_starts_is_kept_lost_and_reconnect_brings_it_in(
     sshd: SshServer, tmp_path: Path, how: str

@@ -418,8 +418,9 @@ class Repl:
                                            unreached=self.unreached())
             every = self.targets == set(self.console.hosts)  # @all: the lost ones too, if they come back
             self.pruned = set(self.console.lost) if every else set()
-        hosts = self.console.hosts
-        print(f"targets: {describe(self.targets, hosts)} ({len(self.targets)} of {len(hosts)} servers)")
+        hosts, lost = self.console.hosts, len(self.console.lost)  # the lost count: "2 of 2" hid one
+        print(f"targets: {describe(self.targets, hosts)} ({len(self.targets)} of {len(hosts) + lost} servers"
+              f"{f', {lost} lost' if lost else ''})")
         by_host: dict[str, list[int]] = {}
         for rank, host in hosts.items():
             by_host.setdefault(host, []).append(rank)
