@@ -41,6 +41,7 @@ from .conversation import ConsoleState, Refused
 from .silence import ANSWER_GRACE
 from .transfer import (
     PartFile,
+    cannot_write,
     changed,
     destination,
     digests_needed,
@@ -299,7 +300,7 @@ class FileCopy:
                 self.part = PartFile(self.final, verify=self.verify)
             self.part.write(data)
         except OSError as exc:
-            self.error = escape(f"cannot write {self.final}: {exc.strerror}")
+            self.error = escape(cannot_write(self.final, exc))
             self.close()
 
     def finish(self, end: p.GetEnd) -> str:
@@ -312,7 +313,7 @@ class FileCopy:
         try:
             part, self.part = self.part or PartFile(self.final, verify=self.verify), None
         except OSError as exc:
-            return escape(f"cannot write {self.final}: {exc.strerror}")
+            return escape(cannot_write(self.final, exc))
         # the digest of what was written must be the sender's, the descriptor hold its size
         return escape(part.commit(end.sha256, end.size, end.mode & 0o777 & ~umask()))
 

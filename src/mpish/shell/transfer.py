@@ -199,6 +199,21 @@ def destination(target: Path, name: str, as_directory: bool) -> Path:
     return target / name
 
 
+# errors of the directory a copy is written in, or of its file system, not of the copy itself
+IN_DIRECTORY = frozenset({errno.EACCES, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def cannot_write(final: Path, exc: OSError) -> str:
+    """Why the copy ``final`` could not be written: ``cannot write FINAL: why``, or, for a cause
+    in its directory (read-only, full, not writable: :data:`IN_DIRECTORY`), ``cannot write into
+    DIR: why``, the same words for every copy there. The ``NAME.<host>`` copies of a :get from
+    many hosts into a read-only directory were a line each, told apart only by their names
+    (a clush user's trial); now identical, they fold into one (names.fold_by_reason)."""
+    if exc.errno in IN_DIRECTORY:
+        return f"cannot write into {os.path.abspath(final.parent)}: {exc.strerror}"
+    return f"cannot write {final}: {exc.strerror}"
+
+
 class ForeignLink(OSError):
     """A destination named as a directory is another user's symbolic link."""
 

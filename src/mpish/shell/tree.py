@@ -38,7 +38,7 @@ from typing import Any
 from mpish.report import owner
 
 from . import protocol as p
-from .transfer import PartFile, foreign, into_directory, new_digest, part_name
+from .transfer import IN_DIRECTORY, PartFile, cannot_write, foreign, into_directory, new_digest, part_name
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO swapped in never blocks
@@ -280,8 +280,9 @@ class TreeWriter:
         try:
             self._make(entry, parts, parent, name)
         except OSError as exc:
-            self._drop_part()
-            self._error(f"cannot write {self.shown(parts)}: {_why(exc)}")
+            self._drop_part()  # the root in a read-only directory: the same words for every NAME.<host>
+            self._error(cannot_write(self.final, exc) if first and exc.errno in IN_DIRECTORY else
+                        f"cannot write {self.shown(parts)}: {_why(exc)}")
             self.broken = first
 
     def _make(self, entry: p.Entry, parts: tuple[str, ...], parent: int, name: str) -> None:
