@@ -300,6 +300,21 @@ def test_copy_f_is_a_sliding_window_a_host_whose_login_hangs_holds_one_place_not
     assert all(c.read_text() == "copied\n" for c in copies)
 
 
+def signal_mid_copy(process: subprocess.Popen[str], into: Path, signum: int) -> tuple[str, str]:
+    """Send ``signum`` to a copy once its first part file is in ``into``; its (stdout, stderr)."""
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline and not list(into.glob(".*.mpish-part")):
+            time.sleep(0.01)
+        assert process.poll() is None, process.communicate(timeout=10)
+        process.send_signal(signum)
+        return process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+
+
 def test_a_sigint_during_a_copy_ends_it_there_with_130_not_only_the_file_being_sent(
     sshd: SshServer, tmp_path: Path
 ) -> None:
@@ -312,17 +327,7 @@ def test_a_sigint_during_a_copy_ends_it_there_with_130_not_only_the_file_being_s
     into.mkdir()
     process = start_mpish_ssh(" ".join(sshd.ssh_options), "host[1-4]", "-f", "1", "--copy", str(big),
                               "--dest", str(into))
-    try:
-        deadline = time.monotonic() + 60
-        while process.poll() is None and time.monotonic() < deadline and not list(into.glob(".*.mpish-part")):
-            time.sleep(0.01)
-        assert process.poll() is None, process.communicate(timeout=10)
-        process.send_signal(signal.SIGINT)  # host1's copy is under way
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=10)
+    out, err = signal_mid_copy(process, into, signal.SIGINT)  # host1's copy is under way
     assert process.returncode == 130, (out, err)
     assert f"mpish: interrupted: {big} was not sent to host[2-4]" in err, err
     assert not (into / "big.bin").exists() or f"put {big} to host1: ok" in out  # (unless host1 just made it)
@@ -342,17 +347,7 @@ def test_a_sigterm_or_sighup_during_an_rcopy_ends_it_as_a_ctrl_c_does_and_leaves
     into.mkdir()
     process = start_mpish_ssh(" ".join(sshd.ssh_options), "host[1-2]", "--rcopy", str(big),
                               "--dest", str(into))
-    try:
-        deadline = time.monotonic() + 60
-        while process.poll() is None and time.monotonic() < deadline and not list(into.glob(".*.mpish-part")):
-            time.sleep(0.01)
-        assert process.poll() is None, process.communicate(timeout=10)
-        process.send_signal(signum)  # the copies are under way
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=10)
+    out, err = signal_mid_copy(process, into, signum)  # the copies are under way
     assert process.returncode == 128 + signum, (out, err)
     assert not list(into.glob(".*.mpish-part")), sorted(into.iterdir())
     assert f"mpish: get {big} from host" in err, err  # each copy's outcome, as after a Ctrl-C
