@@ -885,6 +885,7 @@ def check_buffered_sends_return_before_their_receive_is_posted_as_raw(
             sent, got, mine = np.full(1 << 20, float(r)), np.zeros(1 << 20), np.zeros(1 << 20)
             comm.Bsend(sent, (r + 1) % n, 41)
             comm.Bsend(sent, r, 42)  # to itself, before its receive
+            sent[:] = -1.0  # a buffered send's buffer is the program's again at once
             comm.Recv(got, (r - 1) % n, 41)
             comm.Recv(mine, r, 42)
             comm.bsend({"from": r, "data": b"x" * (1 << 20)}, (r + 1) % n, 43)

@@ -157,3 +157,7 @@ def test_no_start_mark_within_the_preamble_limit_is_a_corrupt_stream() -> None:
     with pytest.raises(RemoteProtocolError, match=f"no start of mpish in the first {PREAMBLE_LIMIT} bytes"):
         decoder.next_frame()
     assert decoder.peek(3) == b"yyy"  # what it began with, for the message
+    whole = FrameDecoder(max_frame=100, after=MARK)  # the same bytes in one read: refused the same
+    whole.feed(b"y" * (PREAMBLE_LIMIT + 1) + MARK + encode_frame(b"x"))
+    with pytest.raises(RemoteProtocolError, match="no start of mpish"):
+        whole.next_frame()

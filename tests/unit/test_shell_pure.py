@@ -428,3 +428,26 @@ def test_json_output_is_kept_on_disk_and_written_a_piece_at_a_time_as_the_same_t
     assert json.loads(out.getvalue()) == {"rank": 1, "host": "node", "exit": 0, "signal": None,
                                           "stdout": text.decode(), "stderr": "bad \ufffd byte",
                                           "seconds": 0.25, "timed_out": False}
+
+
+def test_json_of_a_server_whose_output_could_not_be_kept_is_still_one_whole_record(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-136: with TMPDIR full, the spool's buffered bytes failed again at the read back:
+    a record cut after `"stdout": "`, the next servers' records never written."""
+    import tempfile
+
+    import mpish.shell.jsonsink as jsonsink
+
+    full = open("/dev/full", "w+b")  # noqa: SIM115 (every write: ENOSPC)
+    monkeypatch.setattr(jsonsink, "IN_MEMORY", 4)
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *args, **kwargs: full)
+    out = io.BytesIO()
+    sink = JsonSink(out)
+    sink.output(1, p.STDOUT, b"more than four bytes")
+    sink.output(2, p.STDERR, b"ok")
+    for rank in (1, 2):
+        sink.done(Result(rank, "node", 0, 0, 0.5))
+    sink.finish()
+    first, second = map(json.loads, out.getvalue().splitlines())
+    assert first["error"].startswith("its output was cut here: cannot keep it (No space left on device")
+    assert second["stderr"] == "ok" and "error" not in second

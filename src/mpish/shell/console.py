@@ -324,7 +324,6 @@ class Console:
     def _closed(self, payload: Payload) -> None:
         del payload
 
-
     def run(
         self, command: str, ranks: Iterable[int], sink: OutputSink, timeout: float | None = None,
         stdin: int | None = None, fanout: int = 0, sent: Iterable[int] = (),
@@ -363,9 +362,10 @@ class Console:
             running = self._in(ConsoleState.RUNNING, targets)
             if spool is None or not running:
                 return False
-            readers = [r for r in targets if r not in run.results]  # running, or yet to start
-            caught_up = any(spool.caught_up(r) and run.credit[r] >= p.CHUNK for r in running)
-            moved = caught_up and spool.pump(readers)
+            readers = [r for r in targets if r not in run.results  # running (not lost), or yet to start
+                       and getattr(self.peers.get(r), "alive", True)]
+            moved = (any(spool.caught_up(r) and run.credit[r] >= p.CHUNK for r in running)
+                     and spool.pump(readers))
             spool.tell(self.err)  # why reading stopped early, if it did
             for rank in running:
                 chunk = spool.next_chunk(rank, run.credit[rank])

@@ -154,6 +154,7 @@ class Clock:
         self.expires = time.monotonic() + self.limit if self.limit > 0 else math.inf
         self.stopped = math.inf  # when the transfer was stopped (a Ctrl-C, the timeout)
         self.timed_out = False
+        self.cut: set[int] = set()  # the targets still at it when the timeout stopped it
 
     def check(self) -> bool:
         """Raise :class:`Expired` once the deadline has passed; False (a wait's test goes on)."""
@@ -180,11 +181,12 @@ class Clock:
             self.console.session.give_up(rank)
 
     def said(self, verdicts: dict[int, str]) -> None:
-        """A timed-out transfer's verdicts say so (a copy done before it stands)."""
-        if self.timed_out:
-            for rank, verdict in verdicts.items():
-                if verdict and not verdict.startswith("no answer"):
-                    verdicts[rank] = f"timed out after {self.limit:g} s: {verdict}"
+        """The verdicts of the targets the timeout cut (``cut``) say so; any other stands (a copy
+        done before it, a target lost before; the verdicts of a --copy's other hosts)."""
+        for rank in self.cut:
+            verdict = verdicts.get(rank, "")
+            if verdict and not verdict.startswith("no answer"):
+                verdicts[rank] = f"timed out after {self.limit:g} s: {verdict}"
 
 
 def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut, body: Iterator[object],
@@ -237,6 +239,7 @@ def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut,
         except BaseException as exc:  # Ctrl-C, the timeout, or the local file failed: the targets discard it
             aborted = True
             clock.stop()
+            clock.cut = set(putting()) if isinstance(exc, Expired) else set()
             if not isinstance(exc, (KeyboardInterrupt, Expired)):
                 raise
         finally:
@@ -247,6 +250,7 @@ def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut,
                     console.wait(lambda: not putting() or clock.check() or clock.silent(putting()))
                 except Expired:  # the last answers are late: they get their grace from now
                     clock.stop()
+                    clock.cut = set(putting())
                     console.wait(lambda: not putting() or clock.silent(putting()))
             except KeyboardInterrupt:  # a Ctrl-C while the last answers come: those that came stand
                 for rank in putting():
@@ -408,6 +412,7 @@ def get(console: Console, remote: str, local: str | os.PathLike[str], ranks: Ite
             clock.check()
         except Expired:
             if not interrupted:
+                clock.cut = set(getting())
                 interrupt(f"the get timed out after {clock.limit:g} s: stopping it")
         return not getting() or clock.silent(getting())
 

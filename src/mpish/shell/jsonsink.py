@@ -14,13 +14,14 @@ twice over (a clush user's review: 441 MB of RSS for 200 MB of output on two hos
 in memory, then copied, decoded and encoded whole).
 
 Output is decoded as UTF-8 with U+FFFD for invalid bytes (JSON carries text only). A spool
-that cannot be written (a full TMPDIR) keeps what it had; the record's ``error`` says the
-output was cut there.
+that cannot be written (a full TMPDIR) takes no more; what can be read back of it is
+written, the record stays whole JSON and its ``error`` says the output was cut.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import tempfile
 from typing import IO
@@ -66,7 +67,9 @@ class JsonSink(_Sink):
             self.out.write(head.encode())
             for name, stream in (("stdout", STDOUT), ("stderr", STDERR)):
                 self.out.write(f', "{name}": "'.encode())
-                self._write_text(self._data.pop((rank, stream), None))
+                why = self._write_text(self._data.pop((rank, stream), None))
+                if why:
+                    self._cut.setdefault(rank, f"its {name} could not be read back ({why}, in TMPDIR)")
                 self.out.write(b'"')
             tail: dict[str, object] = {"seconds": round(result.seconds, 6), "timed_out": result.timed_out}
             error = "; ".join(why for why in (result.error, self._cut.pop(rank, "")) if why)
@@ -75,17 +78,26 @@ class JsonSink(_Sink):
             self.out.write(b", " + json.dumps(tail)[1:].encode() + b"\n")
         self.out.flush()
 
-    def _write_text(self, spool: IO[bytes] | None) -> None:
-        """A stream's bytes as the inside of a JSON string, a piece at a time (module doc)."""
+    def _write_text(self, spool: IO[bytes] | None) -> str:
+        """A stream's bytes as the inside of a JSON string, a piece at a time (module doc); why
+        the rest could not be read back, if it could not (a full TMPDIR), else ""."""
         if spool is None:
-            return
-        with spool:
+            return ""
+        decoder, why = codecs.getincrementaldecoder("utf-8")("replace"), ""
+        try:
             spool.seek(0)
-            decoder = codecs.getincrementaldecoder("utf-8")("replace")
-            while True:
+        except OSError as exc:
+            why = f"{exc.strerror or exc}"
+        while not why:  # (the output's own errors are PipeGuard's: not caught here)
+            try:
                 piece = spool.read(PIECE)
-                text = decoder.decode(piece, final=not piece)
-                if text:
-                    self.out.write(json.dumps(text)[1:-1].encode())
-                if not piece:
-                    return
+            except OSError as exc:
+                piece, why = b"", f"{exc.strerror or exc}"
+            text = decoder.decode(piece, final=not piece)
+            if text:
+                self.out.write(json.dumps(text)[1:-1].encode())
+            if not piece:
+                break
+        with contextlib.suppress(OSError):  # (a full TMPDIR: the buffer fails once more)
+            spool.close()
+        return why

@@ -7,13 +7,14 @@ first byte. So what is read from stdin is kept in a *spool*, an unlinked tempora
 own offset into it: a target that starts late replays the spool, then follows the stream.
 
 Memory stays bounded (the spool is on disk; a chunk at a time is in memory), and so does the
-disk: what every target that still reads (running, or yet to start) was sent is dropped once
-it is :data:`TRIM` bytes or more (the unread rest, a few windows' worth, moves to a new
-file), so ``tar c data | mpish ... -c 'tar x'`` with every host running keeps only the
-hosts' lag, not the tar stream (a clush user's review: 463 MB of /tmp for a 1.5 GB stream,
-and a traceback when it filled). Under ``-f`` with hosts yet to start it keeps everything:
-they need it from the first byte. A spool that cannot be written (a full disk) ends
-every command's stdin there, said in one line. stdin is
+disk: what every target that still reads (running, or yet to start) was sent is given back
+to the file system once it is :data:`TRIM` bytes or more (a hole punched in the file,
+``fallocate``: nothing is copied, offsets stay), so ``tar c data | mpish ... -c 'tar x'``
+with every host running keeps only the slowest host's lag, not the tar stream (a clush
+user's review: 463 MB of /tmp for a 1.5 GB stream, and a traceback when it filled). Under
+``-f`` with hosts yet to start it keeps everything: they need it from the first byte; so
+does a file system that cannot punch holes. A spool that cannot be written (a full disk)
+ends every command's stdin there, said in one line. stdin is
 read only when some running target has caught up with the spool and has credit for more:
 the stream is read as fast as the fastest reader takes it, never ahead of every reader (an
 endless ``yes |`` fills nothing while no command reads). A pipe that never closes (ssh
@@ -29,7 +30,8 @@ import stat
 from collections.abc import Collection
 from typing import IO
 
-TRIM = 32 << 20  # bytes every reader has been sent before they are dropped from the spool
+TRIM = 32 << 20  # bytes every reader has been sent before they are given back (module doc)
+_PUNCH_HOLE = 0x01 | 0x02  # fallocate(2): FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
 
 
 class StdinSpool:
@@ -48,15 +50,16 @@ class StdinSpool:
             self.size, self.eof, self._own = max(0, info.st_size - self._base), True, False
         else:
             self._base, self._spool, self.size, self.eof, self._own = 0, None, 0, False, True
-        self._start = 0  # the stream's offset of the spool's first byte (what was dropped before it)
+        self._given_back = 0  # the spool's bytes before this are a hole (sent to every reader)
 
     def caught_up(self, target: int) -> bool:
         """True if ``target`` was sent everything read so far and more may come."""
         return not self.eof and self.offsets.get(target, 0) >= self.size
 
-    def pump(self, readers: Collection[int] = ()) -> bool:
+    def pump(self, readers: Collection[int] | None = None) -> bool:
         """Read one chunk that stdin has ready into the spool; True if stdin moved (data or its
-        end). ``readers``: the targets that still read it (the others' offsets hold nothing)."""
+        end). ``readers``: the targets that still read it (the others' offsets hold nothing
+        back); None: keep everything."""
         if self.eof or not select.select([self.fd], [], [], 0)[0]:
             return False
         try:
@@ -71,7 +74,7 @@ class StdinSpool:
             self._trim(readers)
             if self._spool is None:
                 self._spool = _new_spool()
-            os.pwrite(self._spool, data, self.size - self._start)
+            os.pwrite(self._spool, data, self.size)
         except OSError as exc:
             self.error = (f"cannot keep stdin for the commands ({exc.strerror or exc}, in the temporary "
                           "directory: TMPDIR); their stdin ends here")
@@ -86,23 +89,14 @@ class StdinSpool:
             print(f"mpish: {self.error}", file=err)
             self.error = ""
 
-    def _trim(self, readers: Collection[int]) -> None:
-        """Drop what every reader was sent, once it is :data:`TRIM` bytes or more (module doc)."""
-        if not self._own or self._spool is None:
+    def _trim(self, readers: Collection[int] | None) -> None:
+        """Give back what every reader was sent, once it is :data:`TRIM` bytes or more (module doc)."""
+        if readers is None or not self._own or self._spool is None or self._given_back < 0:
             return
         low = min((self.offsets.get(reader, 0) for reader in readers), default=self.size)
-        if low - self._start < TRIM:
-            return
-        fresh = _new_spool()
-        try:
-            for at in range(low, self.size, self.chunk):
-                data = os.pread(self._spool, min(self.chunk, self.size - at), at - self._start)
-                os.pwrite(fresh, data, at - low)
-        except OSError:
-            os.close(fresh)
-            raise
-        os.close(self._spool)
-        self._spool, self._start = fresh, low
+        if low - self._given_back >= TRIM:
+            punched = _punch_hole(self._spool, self._given_back, low - self._given_back)
+            self._given_back = low if punched else -1  # -1: this file system keeps it all
 
     def next_chunk(self, target: int, room: int) -> tuple[bytes, bool] | None:
         """What ``target`` gets next, at most ``room`` bytes: (data, False), or (b"", True)
@@ -118,7 +112,7 @@ class StdinSpool:
         size = min(self.chunk, room, self.size - offset)
         if size <= 0 or self._spool is None:
             return None
-        data = os.pread(self._spool, size, self._base + offset - self._start)
+        data = os.pread(self._spool, size, self._base + offset)
         if not data:  # a regular file that shrank meanwhile: its end
             self.size = offset
             return self.next_chunk(target, room)
@@ -137,3 +131,17 @@ def _new_spool() -> int:
 
     with tempfile.TemporaryFile(prefix="mpish-stdin-") as spool:
         return os.dup(spool.fileno())
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Give ``length`` bytes at ``offset`` of the file back to the file system (Linux's
+    fallocate(2), through libc: os has no call for it); False where it cannot."""
+    try:
+        import ctypes
+
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return False
+    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    return bool(fallocate(fd, _PUNCH_HOLE, offset, length) == 0)
+

@@ -131,10 +131,10 @@ class FrameDecoder:
     def _found_mark(self) -> bool:
         """Set aside what precedes the start mark; False while it has not arrived."""
         at = self._buffer.find(self._mark)
+        if at > PREAMBLE_LIMIT or (at < 0 and len(self._buffer) > PREAMBLE_LIMIT + len(self._mark)):
+            raise RemoteProtocolError(f"no start of mpish in the first {PREAMBLE_LIMIT} bytes; "
+                                      "the stream is corrupt or the peer is not mpish")  # however it was read
         if at < 0:
-            if len(self._buffer) > PREAMBLE_LIMIT + len(self._mark):
-                raise RemoteProtocolError(f"no start of mpish in the first {PREAMBLE_LIMIT} bytes; "
-                                          "the stream is corrupt or the peer is not mpish")
             return False
         preamble = bytes(self._buffer[:at])
         self.skipped = at + len(self._mark)
