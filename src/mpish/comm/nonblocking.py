@@ -258,9 +258,9 @@ def persistent(name: str) -> Callable[..., PersistentRequest]:
         if "root" in arguments:
             self._root(arguments["root"])  # ERR_ROOT at the call, as MPI checks it
         start = getattr(self, started_form)  # bound now: a request outlives its communicator's Free
-        copies: dict[int, Any] = {}  # the program may free its datatypes now (packing.own_datatypes)
-        arguments = {key: own_datatypes(value, copies)[0] for key, value in arguments.items()}
-        return PersistentRequest(self._coll, lambda: start(**arguments), list(copies.values()))
+        owned, held = own_datatypes(list(arguments.values()))  # the program may free its datatypes now
+        arguments = dict(zip(arguments, owned, strict=True))
+        return PersistentRequest(self._coll, lambda: start(**arguments), held)
 
     init.__name__ = name + "_init"
     init.__doc__ = f"Persistent {name}: each start (Start, Startall, MPI's Startall) starts {started_form}."

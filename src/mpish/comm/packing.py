@@ -181,21 +181,25 @@ def unpack(data: Any, spec: Any, *, free: bool = False) -> None:
             spec[-1].Free()
 
 
-def own_datatypes(value: Any, copies: dict[int, Any] | None = None) -> tuple[Any, list[Any]]:
+def own_datatypes(value: Any) -> tuple[Any, list[Any]]:
     """``value`` (an argument of an ``_init``: a buffer spec, Alltoallw's list of datatypes)
     with each derived datatype in it replaced by mpish's own copy (``Dup``), and the copies,
     for the persistent request to free with itself. MPI lets the program free its datatype
     once the request was made, and each start uses the spec again: with the program's freed
     one, a start made by MPI failed where MPI's wait could not say it, and the buffer was
     never sent nor written (helper-132's case, a persistent Gather of columns)."""
-    copies = {} if copies is None else copies
+    copies: dict[int, Any] = {}  # id of the program's datatype -> mpish's copy (one per datatype)
+    return _owned(value, copies), list(copies.values())
+
+
+def _owned(value: Any, copies: dict[int, Any]) -> Any:
     if isinstance(value, MPI.Datatype) and not value.is_predefined:
         if id(value) not in copies:
             copies[id(value)] = value.Dup()
-        return copies[id(value)], list(copies.values())
+        return copies[id(value)]
     if isinstance(value, (list, tuple)):
-        parts = [own_datatypes(part, copies)[0] for part in value]
+        parts = [_owned(part, copies) for part in value]
         if any(new is not old for new, old in zip(parts, value, strict=True)):
-            return parts if isinstance(value, list) else tuple(parts), list(copies.values())
-    return value, list(copies.values())
+            return parts if isinstance(value, list) else tuple(parts)
+    return value
 

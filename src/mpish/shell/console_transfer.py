@@ -38,7 +38,7 @@ from mpish.wire.text import escape
 from . import protocol as p
 from .console import Console
 from .conversation import ConsoleState, Refused
-from .silence import ANSWER_GRACE
+from .silence import ANSWER_GRACE, GIVEN_UP
 from .transfer import (
     PartFile,
     cannot_write,
@@ -172,8 +172,7 @@ class Clock:
 
     def give_up(self, pending: list[int], verdicts: dict[int, str]) -> None:
         """The targets that did not answer within the grace: lost, as silent servers are."""
-        why = (f"no answer {ANSWER_GRACE:g} s after the copy was stopped: its server or host stopped "
-               "answering (a stopped process, a frozen host, a network partition?); given up")
+        why = f"no answer {ANSWER_GRACE:g} s after the copy was stopped: {GIVEN_UP}"
         for rank in pending:
             verdicts.setdefault(rank, why)
             peer = self.console.peers[rank]

@@ -28,6 +28,8 @@ import os
 from collections.abc import Iterable, Mapping
 
 ANSWER_GRACE = 10.0  # seconds of silence, once due, before a server is given up
+GIVEN_UP = ("its server or host stopped answering (a stopped process, a frozen host, a network "
+            "partition?); given up")  # why a silent server was (after "no answer N s after ...: ")
 STOPPED_GAP = 5.0  # seconds between two looks of the console's (it looks many times a second): it was stopped
 # what the console says at the 1st, 2nd, later Ctrl-C (the server's escalation: server/jobs.py)
 ESCALATION_HINTS = ("(SIGINT; Ctrl-C again: SIGTERM, then SIGKILL)", "(SIGTERM; Ctrl-C again: SIGKILL)",
@@ -100,6 +102,5 @@ class SilenceWatch:
                 continue
             after = (f"its {self.timeout:g} s timeout" if due != self.killed_at
                      else "the SIGKILL of the third Ctrl-C")
-            gone[rank] = (f"no answer {ANSWER_GRACE:g} s after {after}: its server or host stopped "
-                          "answering (a stopped process, a frozen host, a network partition?); given up")
+            gone[rank] = f"no answer {ANSWER_GRACE:g} s after {after}: {GIVEN_UP}"
         return gone

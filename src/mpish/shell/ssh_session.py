@@ -52,7 +52,7 @@ from mpish.transport import ship
 from mpish.transport.pipe import MALFORMED, MAX_FRAME, MultiLink, PipeLink, closed_channel
 from mpish.transport.ssh import SshError, SshProcess, ssh_argv, wait_for_exits
 from mpish.wire.errors import MpishError
-from mpish.wire.framing import PREAMBLE_LIMIT, FrameDecoder
+from mpish.wire.framing import NO_START, PREAMBLE_LIMIT, FrameDecoder
 from mpish.wire.text import escape
 
 from .names import fold_reasons
@@ -270,7 +270,7 @@ class SshSession(Session):
             began = why.rpartition("; it began ")[2]  # PipeLink's words: the bytes, escaped
             reason = (f"its login wrote more than {PREAMBLE_LIMIT} bytes to stdout before mpish started, "
                       f"beginning with {began}: does a shell startup file (.bashrc) or a forced command "
-                      "print that much?" if "no start of mpish" in why else
+                      "print that much?" if NO_START in why else
                       f"its output was not mpish's, from {began}: the stream is corrupt")
         elif process is not None:
             reason = _why(process.failure(wait=2.0))

@@ -35,6 +35,7 @@ LENGTH = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 DIRECT = 64 * 1024  # a frame larger than this is filled in place (see the module doc)
 PREAMBLE_LIMIT = 64 * 1024  # bytes a stream may carry before its start mark (module doc)
+NO_START = f"no start of mpish in the first {PREAMBLE_LIMIT} bytes"  # how that refusal begins
 
 
 def encode_frame(payload: bytes | bytearray | memoryview, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
@@ -132,8 +133,7 @@ class FrameDecoder:
         """Set aside what precedes the start mark; False while it has not arrived."""
         at = self._buffer.find(self._mark)
         if at > PREAMBLE_LIMIT or (at < 0 and len(self._buffer) > PREAMBLE_LIMIT + len(self._mark)):
-            raise RemoteProtocolError(f"no start of mpish in the first {PREAMBLE_LIMIT} bytes; "
-                                      "the stream is corrupt or the peer is not mpish")  # however it was read
+            raise RemoteProtocolError(f"{NO_START}; the stream is corrupt or the peer is not mpish")
         if at < 0:
             return False
         preamble = bytes(self._buffer[:at])
