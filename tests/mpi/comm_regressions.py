@@ -7,6 +7,7 @@ Prints ``OK <check>`` per check and ``ALL OK`` at the end; any failure aborts th
 from __future__ import annotations
 
 import contextlib
+import pickle
 import re
 import warnings
 from typing import Any
@@ -128,9 +129,21 @@ def check_error_classes(c: SecureComm, raw: MPI.Intracomm) -> None:
             warnings.simplefilter("always")
             assert comm.recv(bytearray(64), MPI.PROC_NULL) is None
         assert [str(w.message) for w in caught] == ["the 'buf' argument is deprecated"], caught
+        assert caught[0].filename == __file__, caught[0].filename  # the program's line, as mpi4py's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert c.irecv(bytearray(64), MPI.PROC_NULL).wait() is None
+    assert [(str(w.message), w.filename) for w in caught] == [("the 'buf' argument is deprecated", __file__)]
     dup = c.Dup(MPI.INFO_NULL)
     assert dup.allreduce(1) == n
     dup.Free()
+    for attempt in (lambda: pickle.dumps(c), lambda: c.sendrecv(c, c.rank, source=c.rank)):
+        try:
+            attempt()
+        except TypeError as exc:
+            assert "cannot pickle a secure communicator" in str(exc), exc
+        else:
+            raise AssertionError("a secure communicator was pickled")
     ok("error_classes")
 
 

@@ -449,12 +449,22 @@ def typed_vector_view(msg: Any, size: int, *, writable: bool) -> tuple[memoryvie
     return flat, byte_counts, byte_displs
 
 
+def _program_level() -> int:
+    """The ``stacklevel`` of the program's frame that called into mpish (the first outside
+    the package: the public method may be reached through a lock wrapper or another method)."""
+    frame: Any = sys._getframe(2)
+    level = 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("mpish."):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def warn_buf(buf: Any) -> int | None:
     """mpi4py's warning for the deprecated ``buf`` argument of ``recv`` and friends; the
     buffer's size in bytes, which bounds the pickled message as in mpi4py (None: no buffer)."""
     if buf is None:
         return None
-    warnings.warn("the 'buf' argument is deprecated", UserWarning, stacklevel=3)
+    warnings.warn("the 'buf' argument is deprecated", UserWarning, stacklevel=_program_level())
     if isinstance(buf, int):  # mpi4py takes a byte count for a buffer it allocates
         return buf
     return byte_view(buf, writable=True).nbytes

@@ -96,6 +96,12 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
     def __bool__(self) -> bool:
         return not self._freed  # as mpi4py's: False once freed (equal to MPI.COMM_NULL)
 
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"cannot pickle a secure communicator ({type(self).__name__}): it holds this process's keys"
+            " and MPI communicators; send the data, and build secure(...) on each process"
+        )
+
     def Get_group(self) -> Any:
         return self._comms[0].Get_group()
 

@@ -49,8 +49,25 @@ def landing(buf: Any, blocks: int, *, writable: bool) -> tuple[memoryview, int, 
     block = len(data) // blocks if blocks else 0
     if not writable:
         return data, block, None
-    into = [buf[0], items, datatype.Dup()]
-    return data, block, lambda: unpack(data, into, free=True)
+    return data, block, _Unpacking(data, [buf[0], items, datatype.Dup()])
+
+
+class _Unpacking:
+    """A receive buffer's last step, holding mpish's copy of its datatype: freed once the
+    bytes are scattered, or when the step is dropped unused (the collective failed)."""
+
+    def __init__(self, data: memoryview, into: list[Any]) -> None:
+        self._data = data
+        self._into: list[Any] | None = into
+
+    def __call__(self) -> None:
+        into, self._into = self._into, None
+        if into is not None:
+            unpack(self._data, into, free=True)
+
+    def __del__(self) -> None:
+        if self._into is not None and not MPI.Is_finalized():
+            self._into[-1].Free()
 
 
 def one_block(buf: Any, *, writable: bool) -> tuple[memoryview, Scatter | None]:
