@@ -911,6 +911,25 @@ def check_buffered_sends_return_before_their_receive_is_posted_as_raw(
     ok("buffered_sends")
 
 
+def check_securing_a_secure_communicator_gives_its_dup(c: SecureComm, raw: MPI.Intracomm) -> None:
+    """A library that calls mpish.secure on whatever it is given (it raised TypeError): its own
+    secure Dup, whose messages never match the original's; with options, a clear refusal."""
+    r, n = c.rank, c.size
+    inner = mpish.secure(c)
+    assert isinstance(inner, SecureComm) and inner is not c
+    assert c.Compare(inner) == MPI.CONGRUENT and inner.allreduce(r) == n * (n - 1) // 2
+    sends = [inner.isend("inner", (r + 1) % n, 7), c.isend("outer", (r + 1) % n, 7)]
+    assert (c.recv(None, (r - 1) % n, 7), inner.recv(None, (r - 1) % n, 7)) == ("outer", "inner")
+    mpish.comm.waitall(sends)
+    inner.Free()
+    try:
+        mpish.secure(c, strict=True)
+    except TypeError as exc:
+        assert "already secure" in str(exc), exc
+    else:
+        raise AssertionError("secure(secure, strict=True) accepted")
+    ok("secure_of_secure")
+
 
 CHECKS = [
     check_irecv_send_wait,
@@ -943,6 +962,7 @@ CHECKS = [
     check_a_freed_communicator_is_false_and_its_queries_raise_err_comm_as_raw,
     check_gather_allgather_and_alltoall_put_block_k_at_k_receive_counts_as_raw,
     check_buffered_sends_return_before_their_receive_is_posted_as_raw,
+    check_securing_a_secure_communicator_gives_its_dup,
 ]
 
 

@@ -78,16 +78,14 @@ Why this is sound (the argument; secret.py has the key derivation's):
   handshake (``ee``), so a replayed message 2 fails to decrypt. A failed check fails
   the setup on every rank (step 4); it never yields a key. Tested in
   ``tests/unit/test_comm_secret.py`` (sans-I/O edges) and ``tests/mpi/comm_setup_replay.py``.
-- Deadlock freedom of the setup: messages flow down the tree and back up one edge at
-  a time, then the key reports up and down; a rank blocks only on its parent (DOWN1,
-  DOWN2, the union) and its children (UP, their reports), which never wait on it in
-  turn. No lazy handshake exists later, so the legal MPI pattern
-  "both ranks Send, then both Recv" cannot deadlock on keys.
+- Deadlock freedom of the setup: messages flow down the tree and back up one edge at a
+  time, then the key reports up and down; a rank blocks only on its parent (DOWN1, DOWN2,
+  the union) and its children (UP, their reports), which never wait on it in turn. No
+  lazy handshake exists later: "both ranks Send, then both Recv" cannot deadlock on keys.
 
-Setup cost per rank: one handshake at a leaf, three at an inner rank (so from 7 ranks on
-the busiest rank does 3 where a 2-rank job does 1), six key reports at most, constant-size
-collectives, no per-peer work (a pair's keys come on its first record). Latency: three
-times ``log2(size)`` tree levels. ``bench/comm.py`` prints the CPU beside the work (opcodes).
+Setup cost per rank: one handshake at a leaf, three at an inner rank, six key reports at
+most, constant-size collectives, no per-peer work (a pair's keys come on its first record).
+Latency: three times ``log2(size)`` tree levels. ``bench/comm.py`` prints CPU and work.
 """
 
 from __future__ import annotations
@@ -114,6 +112,7 @@ from .lane import Stats
 from .secret import SECRET_SIZE, CommSecret, key_report_size, open_keys, seal_keys
 
 PROTOCOL = "Noise_KK_25519_AESGCM_SHA256"
+_DEFAULTS = (None, None, None, PROTOCOL, False, None)  # secure()'s keywords' defaults
 # the record format secure() speaks is part of the name: ranks of an mpish whose records differ
 # (v2: continuation records carry FLAG_CONTINUATION; v3: synchronous sends await the receiver's
 # acknowledgement) fail the setup instead of losing long messages or hanging in Ssend
@@ -241,16 +240,16 @@ def _receive(comm: Any, source: int) -> memoryview | None:
 
 
 def _await(comm: Any, source: int, status: Any) -> Any:
-    """Match the next setup message from ``source``: waiting, polled with a yield (a blocking
-    ``Mprobe`` spins in MPICH: 32 ranks on 2 cores took 575-660 ms of wall time, not 90)."""
+    """The next setup message from ``source``, polled with a yield (MPICH's blocking Mprobe
+    spins: 32 ranks on 2 cores took 575-660 ms of wall time, not 90)."""
     while (message := comm.Improbe(source, SETUP_TAG, status)) is None:
         os.sched_yield()
     return message
 
 
 def _match(comm: Any, source: int, least: int, most: int) -> memoryview | None:
-    """The next setup message from ``source``; None if it is not ``least`` to ``most`` bytes
-    (matched first, so that one of another size is received whole and dropped, not truncated)."""
+    """The next setup message from ``source``; None if not ``least`` to ``most`` bytes (one of
+    another size is matched first, received whole and dropped, not truncated)."""
     try:
         status = MPI.Status()
         message, count = _await(comm, source, status), probed_size(status)
@@ -412,19 +411,16 @@ def _refusal_report(comm: Any, outcome: _Outcome, size: int) -> str:
             if (a, b) == (refuser, refused):
                 keys[:] = refused_key + own
     comm.Bcast([keys, MPI.BYTE], refuser)
-    return (
-        f"rank {refused} ({fingerprint(bytes(keys[:DHLEN]))}) is not trusted by rank {refuser} "
-        f"({fingerprint(bytes(keys[DHLEN:]))})"
-    )
+    return (f"rank {refused} ({fingerprint(bytes(keys[:DHLEN]))}) is not trusted by rank {refuser} "
+            f"({fingerprint(bytes(keys[DHLEN:]))})")
 
 
 def _agree(comm: Any, outcome: _Outcome, local_error: BaseException | None) -> None:
     """Raise on every rank if the setup failed anywhere (one ``Allreduce`` of five flags).
 
-    The op is ``MAX``: a rank can raise a flag but not lower another rank's (a keyless
-    rank sending -1 cancelled a failure under ``SUM``). The flags say only *that* and
-    *how* the setup failed somewhere; this rank's own failures raise whatever they say.
-    """
+    The op is ``MAX``: a rank can raise a flag but not lower another rank's (a keyless rank
+    sending -1 cancelled a failure under ``SUM``). The flags say only *that* and *how* the
+    setup failed somewhere; this rank's own failures raise whatever they say."""
     mine = array("q", [outcome.no_key, int(bool(outcome.refused)), int(bool(outcome.failures)),
                        outcome.no_secret, outcome.foreign_memory])
     flags = array("q", [0] * len(mine))
@@ -471,9 +467,13 @@ def secure(
     ``~/.mpish``); the trusted peers are the own key plus ``authorized_keys``.
     A forged, replayed or moved record is dropped and counted (``comm.rejected``), then
     passed to ``on_reject`` (and logged); with ``strict=True`` the receiving call raises it.
+    A secure communicator given without options gives its ``Dup`` (collective as well).
     """
+    if isinstance(comm, SecureComm) and (home, identity, trusted, protocol, strict, on_reject) == _DEFAULTS:
+        return comm.Dup()  # type: ignore[no-any-return]  # a library securing whatever it is given
     if isinstance(comm, SecureComm):
-        raise TypeError("mpish.secure(comm): comm is already a secure communicator; use it as it is")
+        raise TypeError("mpish.secure(comm, ...): comm is already secure, with its keys and settings; pass "
+                        "these options when securing the mpi4py communicator it was made from")
     if not isinstance(comm, MPI.Comm):
         raise TypeError(
             "mpish.secure(comm) takes an mpi4py communicator such as MPI.COMM_WORLD, "
