@@ -72,10 +72,30 @@ def temporary_bases() -> list[str]:
     return [os.path.abspath(base) for base in (*named, *shared)] + [os.getcwd()]
 
 
+def held_by_us(path: str) -> bool:
+    """No other user can rename or replace ``path`` or any directory above it: each belongs to
+    this user or root and no one else may write to it, or it is root's and sticky (``/tmp``)."""
+    here = "/"
+    for part in ["", *os.path.realpath(path).split("/")[1:]]:
+        here = os.path.join(here, part)
+        try:
+            st = os.stat(here)
+        except OSError:
+            return False
+        others_write = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        sticky_root = st.st_uid == 0 and st.st_mode & stat.S_ISVTX
+        if st.st_uid not in (0, os.geteuid()) or (others_write and not sticky_root):
+            return False
+    return True
+
+
 def private_directory(prefix: str) -> str:
-    """A new directory that only this user can enter, with an unpredictable name (mkdtemp's)."""
+    """A new directory that only this user can enter, with an unpredictable name (mkdtemp's),
+    in the first temporary base no other user can change (a TMPDIR that a group may write to,
+    its project directory, is passed over: renaming our directory there and putting one of its
+    own in its place, another user had our shell source a command file of theirs)."""
     failure: OSError | None = None
-    for base in temporary_bases():
+    for base in filter(held_by_us, temporary_bases()):
         for _ in range(100):
             path = os.path.join(base, prefix + os.urandom(6).hex())
             try:
@@ -86,7 +106,8 @@ def private_directory(prefix: str) -> str:
                 failure = exc
                 break
             return path
-    raise FileNotFoundError(f"no usable temporary directory in {temporary_bases()} ({failure})")
+    why = failure or "each may be changed by another user"
+    raise FileNotFoundError(f"no usable temporary directory in {temporary_bases()} ({why})")
 
 
 class HeldDirectory:
