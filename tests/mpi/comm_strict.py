@@ -24,6 +24,8 @@ from mpish.wire.errors import AuthenticationError, RemoteProtocolError, ReplayEr
 from mpish.wire.record import HEADER, RecordType
 
 WORLD = MPI.COMM_WORLD
+LONG_INTS = 1 << 20  # 4 MiB: a first record and continuation records
+LONG_OBJECT = {"data": b"x" * (3 << 20)}
 
 
 def attacker(c: SecureComm) -> None:
@@ -44,6 +46,13 @@ def attacker(c: SecureComm) -> None:
         c._comms[3].Send(bytearray(os.urandom(ACK_RECORD)), 1, ACK_TAG)  # an acknowledgement of nothing
         time.sleep(0.5)  # rank 1's send meets it before its own acknowledgement
         assert c.recv(None, 1, tag) == "synchronous"
+        WORLD.Barrier()
+    for tag in (10, 11, 12):  # a forged continuation record ahead of a genuine long message's
+        c._comms[1].Send(bytearray(os.urandom(1000)), 1, tag)  # on the bulk duplicate
+        if tag == 12:
+            c.send(LONG_OBJECT, 1, tag)
+        else:
+            c.Send(np.arange(LONG_INTS, dtype="i4"), 1, tag)  # returns: its records were all received
         WORLD.Barrier()
 
 
@@ -83,7 +92,23 @@ def victim(c: SecureComm) -> None:
         time.sleep(0.01)
     raised("acknowledgement_polled", request.wait, (AuthenticationError, RemoteProtocolError))
     WORLD.Barrier()
-    assert c.rejected == 5, c.rejected
+    # a forged record met inside a genuine long message (helper-137): raised where it was met,
+    # it left the message's other records in MPI, the sender's Send and the next receive hung
+    expected = np.arange(LONG_INTS, dtype="i4")
+    got, again = np.zeros(LONG_INTS, "i4"), np.zeros(LONG_INTS, "i4")
+    raised("continuation", lambda: c.Recv(got, 0, 10), (AuthenticationError, RemoteProtocolError))
+    c.Recv(again, 0, 10)
+    assert np.array_equal(again, expected), "the next receive did not get the genuine long message"
+    WORLD.Barrier()
+    again[:] = 0
+    raised("continuation_posted", c.Irecv(got, 0, 11).Wait, (AuthenticationError, RemoteProtocolError))
+    c.Recv(again, 0, 11)
+    assert np.array_equal(again, expected)
+    WORLD.Barrier()
+    raised("continuation_object", lambda: c.recv(None, 0, 12), (AuthenticationError, RemoteProtocolError))
+    assert c.recv(None, 0, 12) == LONG_OBJECT
+    WORLD.Barrier()
+    assert c.rejected == 8, c.rejected
 
 
 def main() -> None:

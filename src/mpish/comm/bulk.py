@@ -116,6 +116,15 @@ def _chunk(size: int) -> int:
     return BULK_CHUNK
 
 
+class WholeMessage(Exception):
+    """Strict mode: ``error``, a rejected record met while a genuine long message was being
+    received, which arrived whole: ``data`` (lane.py keeps it for the next receive)."""
+
+    def __init__(self, error: BaseException, data: bytes | bytearray) -> None:
+        super().__init__(str(error))
+        self.error, self.data = error, data
+
+
 class LongMessages:
     """The Lane's methods for messages of several records (a mixin: the state is the Lane's)."""
 
@@ -222,7 +231,11 @@ class LongMessages:
             target: memoryview | None = memoryview(data)
         else:
             target = sink if total <= len(sink) else None  # too long: drained, then ERR_TRUNCATE
-        self._drain(source, tag, target, total)
+        kept = self._drain(source, tag, target, total)
+        if kept is not None:  # strict mode: the error now, the genuine message to the next receive
+            if target is None:
+                raise kept
+            raise WholeMessage(kept, data if data is not None else bytes(target[:total]))
         if target is None:
             raise mpi_truncate(
                 f"message of {total} bytes from rank {source} tag {tag} exceeds the receive buffer of "
@@ -230,13 +243,17 @@ class LongMessages:
             )
         return source, tag, total, data
 
-    def _drain(self, source: int, tag: int, target: memoryview | None, total: int) -> None:
-        """Receive, check and open the continuation records of a message of ``total`` bytes.
+    def _drain(self, source: int, tag: int, target: memoryview | None, total: int) -> BaseException | None:
+        """Receive, check and open the continuation records of a message of ``total`` bytes;
+        the first rejected record's error in strict mode (raised by the caller once the whole
+        message is here: raised where it was found, it left the message's other records in
+        MPI for ever, its sender's Send and the next receive waiting: helper-137).
 
         Up to :data:`_DEPTH` receives are posted at once (MPI moves record k+1 while k is
         decrypted), never more than the records still due, so none is left to take a
         later message's records. A rejected record frees its receive for the genuine one.
         """
+        kept: BaseException | None = None
         chunk = _chunk(total)
         records = -(-total // chunk)
         if self._bulk_rx is None:
@@ -277,7 +294,10 @@ class LongMessages:
                         None if target is None else target[offset : offset + size],
                     )
                 except RECORD_ERRORS as exc:
-                    self.stats.reject(exc)
+                    try:
+                        self.stats.reject(exc)
+                    except RECORD_ERRORS as error:  # strict
+                        kept = kept or error
                     continue
                 finally:
                     if not MATCH_FIRST:
@@ -285,9 +305,10 @@ class LongMessages:
                 index += 1
                 offset += size
         finally:
-            for request, _ in inflight:  # only when leaving by an error (strict mode, MPI)
+            for request, _ in inflight:  # only when leaving by an error (MPI's, a signal handler's)
                 request.Cancel()
                 request.Wait()
+        return kept
 
     def _open_continuation(
         self, record: memoryview, source: int, tag: int, size: int, more: bool, out: memoryview | None

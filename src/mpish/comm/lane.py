@@ -44,7 +44,7 @@ from ..wire.record import (
 )
 from ..wire.shared import SharedOpener, SharedSealer
 from .buffers import matches, mpi_error, mpi_truncate
-from .bulk import LongMessages
+from .bulk import LongMessages, WholeMessage
 from .limits import (
     ABORT_TAG,
     FIRST_MAX,
@@ -403,7 +403,12 @@ class Lane(PostedReceives, LongMessages):
             if flags & FLAG_SYNC and not probing:
                 acknowledge(self, source, tag, counter)
             if flags & FLAG_MORE:
-                return self._long(plain, source, tag, sink)
+                try:
+                    return self._long(plain, source, tag, sink)
+                except WholeMessage as whole:  # the receive raises, the next one gets the message
+                    self.early.insert(0, Early(source, tag, whole.data, owed(self, record, source, tag)
+                                               if probing else None))
+                    raise whole.error from None
         return _deliver(source, tag, plain, sink)
 
     def _forget_old(self) -> None:
