@@ -417,3 +417,17 @@ def test_a_timeout_of_a_program_bash_execd_into_is_reported_as_a_timeout(client:
     client.until(lambda: client.done(1) is not None)
     done = client.done(1)
     assert done is not None and done.timed_out
+
+
+def test_what_a_background_job_writes_between_commands_comes_with_the_next_command(client: Client) -> None:
+    # written while the shell was idle, it was read and dropped (helper-138: ticks 2-6 of 6 lost)
+    client.send(p.Run(1, "(for i in 1 2 3; do echo tick $i; sleep 0.3; done; echo err >&2) &", 0, False))
+    client.until(lambda: client.done(1) is not None)
+    time.sleep(1.5)  # the job ends while no command runs
+    client.send(p.Run(2, "echo next", 0, False))
+    client.until(lambda: client.done(2) is not None)
+    def stream(number: int) -> bytes:
+        return b"".join(m.data for e, m in client.seen if isinstance(m, Output) and m.stream == number)
+
+    assert stream(p.STDOUT) == b"tick 1\ntick 2\ntick 3\nnext\n", client.seen
+    assert stream(p.STDERR) == b"err\n", client.seen

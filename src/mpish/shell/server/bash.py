@@ -334,9 +334,9 @@ class OutputStream:
             self.held = 0
             return total
         at = buffer.find(marker, first, total)
-        if at >= 0:
+        if at >= 0:  # what follows the marker is a background job's: kept for the next command
             self.ended = True
-            self.held = 0
+            self.held = total - at - len(marker)
             return at
         keep = 0
         if not self.eof:

@@ -146,8 +146,8 @@ class Shell:
         if bash is None:
             command.ended = Ended(run.cmd_id, 127, 0, 0.0, False, "cannot start bash")
             return command
-        bash.out.ended = bash.err.ended = False
-        bash.out.held = bash.err.held = 0
+        for stream in (bash.out, bash.err):  # what a background job wrote after the last marker stays
+            stream.held, stream.ended = (stream.held if stream.ended else 0), False
         command_file = os.path.join(self.state_dir, "command")
         fifo = os.path.join(self.state_dir, f"stdin.{command.marker}") if run.stdin else None
         try:

@@ -201,8 +201,10 @@ class ShellServer(ServerTransfers):
             self.link.wait(delay)
             return False
         watched = [] if bash.status_eof else [bash.status_fd]
-        if self.credit > 0:
-            watched += [s.fd for s in (bash.out, bash.err) if not s.eof] + self.ptys.read_fds()
+        if self.credit > 0:  # between commands a background job's output waits in the pipe for the next
+            running = self.command is not None
+            watched += [s.fd for s in (bash.out, bash.err) if running and not (s.eof or s.ended)]
+            watched += self.ptys.read_fds()
         feed = self.command.stdin if self.command is not None else None
         writing = [feed.fd] if feed is not None and feed.wants_write else []
         writing += self.ptys.write_fds()
@@ -360,8 +362,8 @@ class ShellServer(ServerTransfers):
     def _forward_output(self, read: tuple[OutputStream, int]) -> None:
         stream, total = read
         command = self.command
-        if command is None or stream.ended:
-            stream.held = 0  # a background job's late output: nobody is listening
+        if command is None or stream.ended:  # not watched then (_wait_pipes): a read elsewhere
+            stream.held = 0
             return
         count = stream.split(total, command.end)
         if count:
