@@ -58,7 +58,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mpish.wire.errors import TransportBroken
+from mpish.wire.errors import TransportBroken, TransportError
 from mpish.wire.noise import TAGLEN
 from mpish.wire.record import HEADER_SIZE, MAX_RECORD
 
@@ -90,8 +90,10 @@ def mpi() -> Any:
     Typed ``Any``: a module has no static type. Annotate what it returns (``MPI.Intracomm``,
     ``MPI.Request``, ...) with the stubs mpi4py ships, imported under ``TYPE_CHECKING``.
     """
-    import mpi4py
-
+    try:
+        import mpi4py
+    except ImportError as exc:
+        raise TransportError(_NO_MPI.format(exc)) from None
     mpi4py.rc.thread_level = "funneled"
     if "mpi4py.MPI" in sys.modules:
         from mpi4py import MPI
@@ -107,10 +109,19 @@ def mpi() -> Any:
         os.environ["UCX_TLS"] = "^sysv"
     try:
         from mpi4py import MPI
+    except (ImportError, RuntimeError) as exc:  # mpi4py's "cannot load MPI library" (+ a line per path)
+        raise TransportError(_NO_MPI.format((str(exc).splitlines() or [""])[0])) from None
     finally:
         if unset:
             os.environ.pop("UCX_TLS", None)
     return MPI
+
+
+_NO_MPI = (
+    "MPI mode (-n, mpiexec, srun) needs mpi4py and an MPI library: {}; install them with "
+    "pip install 'mpish[mpi]' (mpi4py and the mpich wheel), or build mpi4py against your site's MPI "
+    "(pip install --no-binary mpi4py mpi4py, with its mpicc on PATH); `mpish ssh` needs neither"
+)
 
 
 @dataclass
