@@ -343,7 +343,9 @@ class Repl:
             line = line.strip()
             if not line:
                 raise TargetError("no command after the targets")
-            if builtin_name(line):  # a built-in for these targets only: @1 :get FILE
+            if (name := builtin_name(line)) and name not in ("put", "get", "attach"):  # (it was ignored)
+                raise TargetError(f"@TARGETS goes before a command, :put, :get or :attach, not :{name}")
+            if name:  # a built-in for these targets only: @1 :get FILE
                 saved, self.targets = self.targets, targets
                 try:
                     self.handle(line)

@@ -1,0 +1,23 @@
+"""`@TARGETS` before a console built-in: only :put, :get and :attach act on targets; before
+any other it is refused with what it applies to (helper-138: `@1 :timeout 3` set the timeout
+of every rank, `@2 :targets @1` printed the new targets and left them unchanged)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from mpish.shell.interactive import Repl
+from mpish.shell.ranks import TargetError
+
+
+@pytest.mark.parametrize("line", ["@1 :timeout 3", "@2 :targets @1", "@1 :lcd /tmp", "@1,2 :help",
+                                  "@2 :mode -L"])
+def test_a_target_prefix_before_a_builtin_that_takes_none_is_refused_and_changes_nothing(line: str) -> None:
+    console = SimpleNamespace(hosts={1: "node1", 2: "node2"}, lost={}, peers={})
+    repl = Repl(console)  # type: ignore[arg-type]
+    before = (repl.targets, repl.output)
+    with pytest.raises(TargetError, match=r"@TARGETS goes before a command, :put, :get or :attach, not :\w+"):
+        repl.handle(line)
+    assert (repl.targets, repl.output) == before
