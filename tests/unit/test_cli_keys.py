@@ -164,7 +164,9 @@ def test_copy_takes_the_words_as_files_and_dest_after_them_as_clush_does(
                        (["-t", "-5", "true"], "'-5' is not a timeout"),
                        (["-t", "0", "true"], "'0' is not a timeout: seconds, a number above 0"),
                        (["--diff", "-L", "true"], "--diff compares gathered outputs: not with -L"),
-                       (["--diff", "--json", "true"], "--diff compares gathered outputs")):
+                       (["--diff", "--json", "true"], "--diff compares gathered outputs"),
+                       (["--json", "-L", "true"], "--json prints one JSON object per target: not with -L"),
+                       (["--json", "-v", "true"], "--json prints one JSON object per target")):
         with pytest.raises(SystemExit) as info:
             main(["-n", "2", *argv])
         assert info.value.code == 2, argv

@@ -162,6 +162,8 @@ def parse_copy(parser: argparse.ArgumentParser, argv: Sequence[str], options: li
     args = parser.parse_args(options)
     if args.diff and (args.lines or args.json or args.verbose):  # it was dropped, silently
         parser.error("--diff compares gathered outputs: not with -L, -v or --json (clush: option mismatch)")
+    if getattr(args, "json", False) and (args.lines or args.verbose):  # they were ignored, silently
+        parser.error("--json prints one JSON object per target: not with -L or -v (other displays)")
     if not (args.copy or args.rcopy):
         if args.dest is not None:
             parser.error("--dest goes with --copy or --rcopy")
