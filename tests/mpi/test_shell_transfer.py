@@ -227,10 +227,10 @@ def test_copy_and_rcopy_options_copy_files_and_trees_once_and_name_copies_as_clu
     assert (tmp_path / "remote" / "data.bin.1").read_bytes() == data.read_bytes()
     done = mpish("-n", "1", "--copy", "data.bin", "--dest", str(tmp_path / "nowhere"))
     assert done.returncode == 1
-    assert f"cannot write {tmp_path}/nowhere/data.bin: No such file or directory" in done.stderr, done.stderr
+    assert f"cannot write into {tmp_path}/nowhere: no such directory (make it" in done.stderr, done.stderr
     done = mpish("-n", "1", "--copy", "d", "--dest", str(tmp_path / "nowhere"))  # a tree too (not cp -r's)
     assert done.returncode == 1 and not (tmp_path / "nowhere").exists(), done.stdout
-    assert f"cannot write {tmp_path}/nowhere: No such file or directory" in done.stderr, done.stderr
+    assert f"cannot write into {tmp_path}/nowhere: no such directory (make it" in done.stderr, done.stderr
     (tmp_path / "-lead").write_bytes(b"dash\n")  # a file named like an option, after --
     done = mpish("-n", "2", "--copy", "--dest", str(tmp_path / "remote"), "-x", "@2", "--", "-lead")
     assert done.returncode == 0, done.stderr

@@ -667,7 +667,8 @@ def test_copy_and_rcopy_copy_files_and_trees_and_name_copies_by_host_as_clush(
     assert (remote / "data.bin.host2").read_bytes() == data.read_bytes()
     done = mpish_ssh(sshd, "host1", "--copy", str(data), "--dest", str(tmp_path / "nowhere"))
     assert done.returncode == 1
-    assert f"mpish: put {data} to host1: cannot write {tmp_path}/nowhere/data.bin" in done.stderr, done.stderr
+    missing = f"mpish: put {data} to host1: cannot write into {tmp_path}/nowhere: no such directory"
+    assert missing in done.stderr, done.stderr
 
 
 def test_copy_checks_every_source_before_reaching_any_host_and_a_missing_one_copies_nothing(

@@ -172,7 +172,8 @@ def test_an_existing_file_where_the_tree_goes_is_one_clear_error(tmp_path: Path)
     (source / "f").write_bytes(b"x")
     (tmp_path / "dest").write_bytes(b"a file")
     assert copy(source, tmp_path / "dest") == f"cannot write {tmp_path}/dest: exists and is not a directory"
-    assert copy(source, tmp_path / "no" / "such") == f"cannot write {tmp_path}/no: No such file or directory"
+    missing = f"cannot write into {tmp_path}/no: no such directory (make it first)"
+    assert copy(source, tmp_path / "no" / "such") == missing
 
 
 def test_the_reader_sends_a_swapped_in_link_as_a_link_not_its_target(tmp_path: Path) -> None:

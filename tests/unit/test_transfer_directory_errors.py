@@ -59,3 +59,15 @@ def test_gets_from_many_hosts_into_a_read_only_directory_fail_in_one_line_naming
     assert report(Named(), "get", verdicts, 0, 0.1, err) == 1  # type: ignore[arg-type]
     assert err.getvalue() == f"mpish: get host[1-3]: cannot write into {tmp_path}: Read-only file system\n"
     assert capsys.readouterr().out == ""
+
+
+def test_a_copy_into_a_directory_that_does_not_exist_says_so_of_the_directory(tmp_path: Path) -> None:
+    """`--copy data.bin --dest /no/such/dir` said "cannot write /no/such/dir/data.bin: No such
+    file or directory" (helper-138); the directory is what is missing."""
+    from mpish.shell.transfer import cannot_write
+
+    missing = tmp_path / "nodir"
+    why = cannot_write(missing / "data.bin", FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT)))
+    assert why == f"cannot write into {missing}: no such directory (make it first)"
+    here = cannot_write(tmp_path / "gone", FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT)))
+    assert here == f"cannot write {tmp_path / 'gone'}: No such file or directory"  # its directory is there

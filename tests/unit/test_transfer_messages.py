@@ -11,4 +11,5 @@ from mpish.shell.console_transfer import FileCopy
 def test_a_copy_into_a_missing_directory_names_its_path_escaped(tmp_path: Path) -> None:
     copy = FileCopy(tmp_path / "no\x1b[2Jsuch" / "f")
     copy.write(b"data")
-    assert copy.error.startswith(f"cannot write {tmp_path}/no\\x1b[2Jsuch/f: "), copy.error
+    missing = f"cannot write into {tmp_path}/no\\x1b[2Jsuch: no such directory (make it first)"
+    assert copy.error == missing, copy.error

@@ -211,6 +211,8 @@ def cannot_write(final: Path, exc: OSError) -> str:
     (a clush user's trial); now identical, they fold into one (names.fold_by_reason)."""
     if exc.errno in IN_DIRECTORY:
         return f"cannot write into {os.path.abspath(final.parent)}: {exc.strerror}"
+    if exc.errno == errno.ENOENT and not os.path.isdir(final.parent):  # --copy F --dest /no/such/dir
+        return f"cannot write into {os.path.abspath(final.parent)}: no such directory (make it first)"
     return f"cannot write {final}: {exc.strerror}"
 
 

@@ -271,8 +271,9 @@ class TreeWriter:
                 parent, name = self.root_parent, root.name
             else:
                 parent, name = self._parent(parts[:-1]), parts[-1]
-        except OSError as exc:
-            self._error(f"cannot write {self.shown(parts[:-1]) if parts else self.final.parent}: {_why(exc)}")
+        except OSError as exc:  # (the root's directory missing: cannot_write says so of it)
+            self._error(cannot_write(self.final, exc) if not parts and exc.errno == errno.ENOENT else
+                        f"cannot write {self.shown(parts[:-1]) if parts else self.final.parent}: {_why(exc)}")
             self.in_file = entry.kind == "file"
             self.broken = first
             return

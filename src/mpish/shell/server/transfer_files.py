@@ -17,6 +17,7 @@ from typing import IO, Any
 from .. import protocol as p
 from ..transfer import (
     PartFile,
+    cannot_write,
     changed,
     destination,
     new_digest,
@@ -48,7 +49,7 @@ class Put:
             self.final = destination(self.final, name, start.path.endswith(("/", "/.")))
             self.part = PartFile(self.final, verify=verify)
         except OSError as exc:
-            self.error = f"cannot write {self.final}: {exc.strerror}"
+            self.error = cannot_write(self.final, exc)  # of its directory when that is the cause
 
     def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
@@ -56,7 +57,7 @@ class Put:
             try:
                 self.part.write(data)  # and its digest
             except OSError as exc:
-                self.error = f"cannot write {self.final}: {exc.strerror}"
+                self.error = cannot_write(self.final, exc)
 
     def finish(self, end: p.PutEnd) -> p.PutDone:
         """The verdict: the file committed under its name, or discarded with the reason."""
