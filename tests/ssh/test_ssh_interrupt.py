@@ -75,12 +75,14 @@ def test_ctrl_c_while_the_console_connects_gives_up_the_host_still_connecting_an
 ) -> None:
     """At a terminal, `mpish ssh 'silent,node[1-2]'` and Ctrl-C while silent's login hangs: the
     key did nothing until ssh's connect timeout, then ended the whole session (a clush user's
-    review). Now silent is given up at once (and named), and the console opens on the others."""
+    review). Now silent is given up at once (and named), and the console opens on the others.
+    Before that the screen said which host it waited for (it was blank: helper-138)."""
     env = dict(os.environ, PYTHONPATH=str(SRC), NO_COLOR="1", TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
     argv = ["-m", "mpish", "ssh", "-o", f"-F {silent_config}", "-t", "120", "--python", sys.executable,
             "silent1,host[1-2]"]
     with at_terminal(sys.executable, argv, env, str(tmp_path)) as person:
         time.sleep(5)  # host1 and host2 have greeted; silent1's login hangs for 120 s
+        person.child.expect(r"still connecting to silent1 \(Ctrl-C goes on without them\)", timeout=20)
         person.child.sendcontrol("c")
         person.child.expect("silent1: interrupted while connecting", timeout=20)
         person.prompt()

@@ -412,7 +412,8 @@ def start_ssh_session(
         if rolling:  # -c, --copy: no barrier on the first wave's slowest Hello: they greet the console
             session.deadlines.update(deadlines)  # (JOINING, or GREETING without a first message)
             return session
-        _await_hellos(session, deadlines, start_next, lambda: bool(pending), first is not None)
+        _await_hellos(session, deadlines, start_next, lambda: bool(pending), first is not None,
+                      slow_note=True)
     except KeyboardInterrupt:  # the console's start: it opens with the hosts greeted so far
         session.abandon_connecting(pending)
         if not any(peer.ready for peer in session.peers.values()):
@@ -457,6 +458,9 @@ def _connect(
     return True
 
 
+SLOW_NOTE = 3.0  # seconds of connecting before the console says which hosts it waits for
+
+
 def _await_hellos(
     session: SshSession,
     deadlines: dict[int, float],
@@ -464,10 +468,16 @@ def _await_hellos(
     more_to_start: Callable[[], bool],
     keep_early: bool = False,
     others: Deliver | None = None,
+    slow_note: bool = False,
 ) -> None:
     """Read every Hello, or give up on that host (``keep_early``: a greeted host's next
-    records go to ``session.early``; ``others``: what hosts greeted before send meanwhile)."""
+    records go to ``session.early``; ``others``: what hosts greeted before send meanwhile;
+    ``slow_note``: after :data:`SLOW_NOTE` s, name once the hosts still connecting, and how to
+    go on without them: the console's screen stayed blank until the connect timeout)."""
     from .greeting import await_hellos  # the console's machinery loads while ssh connects
+    from .ranks import fold_hosts
+
+    noted_at = time.monotonic() + SLOW_NOTE if slow_note else float("inf")
 
     def greeted(rank: int, hello: p.Hello) -> None:
         peer = session.peers[rank]
@@ -480,7 +490,13 @@ def _await_hellos(
         peer.alive = False
 
     def tick() -> bool:
+        nonlocal noted_at
         start_next()
+        if time.monotonic() >= noted_at:
+            noted_at = float("inf")
+            slow = [peer.host for peer in session.peers.values() if peer.alive and not peer.ready]
+            if slow:
+                report.say(f"still connecting to {fold_hosts(slow)} (Ctrl-C goes on without them)")
         return more_to_start()
 
     def early(rank: int, event: Event, payload: object) -> None:
