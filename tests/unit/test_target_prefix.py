@@ -21,3 +21,12 @@ def test_a_target_prefix_before_a_builtin_that_takes_none_is_refused_and_changes
     with pytest.raises(TargetError, match=r"@TARGETS goes before a command, :put, :get or :attach, not :\w+"):
         repl.handle(line)
     assert (repl.targets, repl.output) == before
+
+
+def test_attach_to_several_targets_names_them_and_their_number() -> None:
+    from mpish.shell.attach import AttachError, parse
+
+    hosts = {1: "node1", 2: "node2"}
+    with pytest.raises(AttachError, match=r"ONE target, not 2 \(@1-2\): say which, e.g. :attach @1 top"):
+        parse("@1,2 top", frozenset(hosts), hosts)  # it said "(@all is 2)" of the @1,2 typed
+    assert parse("@2 top", frozenset(hosts), hosts) == (2, "top")

@@ -239,7 +239,7 @@ def parse(rest: str, default: frozenset[int], hosts: dict[int, str],
           lost: Mapping[int, str] | None = None) -> tuple[int, str]:
     """``[@TARGET] [COMMAND]`` -> (rank, command); the target must be one live server (``lost``:
     the servers lost, rank -> host, named as such)."""
-    from .ranks import describe, resolve_targets
+    from .ranks import format_ranks, resolve_targets
 
     words = rest.split(None, 1)
     targets = default
@@ -248,7 +248,7 @@ def parse(rest: str, default: frozenset[int], hosts: dict[int, str],
         rest = words[1] if len(words) > 1 else ""
     if len(targets) != 1:
         raise AttachError(
-            f":attach runs a program on ONE target ({describe(targets, hosts)} is {len(targets)}): "
+            f":attach runs a program on ONE target, not {len(targets)} (@{format_ranks(targets)}): "
             "say which, e.g. :attach @1 top"
         )
     return next(iter(targets)), rest.strip()
