@@ -148,3 +148,38 @@ class SshServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def main() -> int:
+    """Try ``mpish ssh`` on this machine without touching your own ssh setup: a throwaway sshd
+    on 127.0.0.1 with the aliases host1..host8, until Ctrl-C (then it and its keys are gone)."""
+    import signal
+    import sys
+    import tempfile
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: sshd and its keys go
+
+    sshd = find_sshd()
+    if sshd is None:
+        print("no sshd here: install OpenSSH first (scripts/setup --test does)", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="mpish-try-ssh-") as directory:
+        server = SshServer(Path(directory), sshd=sshd)
+        server.start()
+        print(f"sshd on 127.0.0.1:{server.port}, hosts host1..host8 in {server.ssh_config}; "
+              "in another shell:\n"
+              f"  mpish ssh -o '-F {server.ssh_config}' 'host[1-8]' uptime\n"
+              f"  mpish ssh -o '-F {server.ssh_config}' 'host[1-3]'     # the console\n"
+              "Ctrl-C here stops it.", flush=True)
+        try:
+            while server.process is not None and server.process.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
