@@ -33,6 +33,23 @@ def test_open_mpi_as_root_without_consent_says_what_to_set(
     )
 
 
+@pytest.mark.skipif(MPI.name != "openmpi" or os.geteuid() != 0, reason="Open MPI's refusal of root")
+def test_open_mpi_as_root_without_either_consent_names_both_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prte refusal came first, and once MPISH_ALLOW_PRTE was set, the root one (helper-138:
+    two round trips); both now in one line."""
+    for name in [*MPI.env, "PRTE_ALLOW_RUN_AS_ROOT", "PRTE_ALLOW_RUN_AS_ROOT_CONFIRM", "MPISH_ALLOW_PRTE"]:
+        monkeypatch.delitem(MPI.env, name, raising=False)
+        monkeypatch.delenv(name, raising=False)
+    result = run([MPISH, "-n", "1", "-c", "true"], make_home(tmp_path / "home"), tmp_path)
+    err = result.stderr.decode()
+    assert result.returncode == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith("mpish: not starting Open MPI's launcher (prte)"), err
+    assert "MPISH_ALLOW_PRTE=1" in err, err
+    assert "; also, Open MPI refuses to run as root: set OMPI_ALLOW_RUN_AS_ROOT=1" in err, err
+
+
 def _own_processes_named(word: bytes) -> set[int]:
     found = set()
     for entry in Path("/proc").iterdir():

@@ -95,9 +95,8 @@ from .launch_env import (
     remove_wrapper,
 )
 from .open_mpi import (
-    allow_open_mpi_as_root,
     open_mpi_fault_tolerance,
-    open_mpi_spawn_refused,
+    open_mpi_refused,
     private_prte_tmpdir,
     remove_prte_tmpdir,
 )
@@ -326,7 +325,7 @@ def start_console(np: int | None, err: TextIO | None = None) -> MpiSession:
                        "mpiexec -n N+1 makes ranks 1..N the servers)")
         # the servers must not die of the terminal's Ctrl-C; they ignore SIGINT themselves
         console = [str(os.getpid()), socket.gethostname()]
-        refused = open_mpi_spawn_refused(_library()) or allow_open_mpi_as_root(_library())
+        refused = open_mpi_refused(_library())
         if refused:
             note_own_segments()  # Open MPI's singleton leaves its own: removed, nothing spawned
             drop_singleton_segments()

@@ -55,6 +55,12 @@ def allow_open_mpi_as_root(library: str) -> str:
             "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 to allow it, or run mpish as another user")
 
 
+def open_mpi_refused(library: str) -> str:
+    """Every reason the embedded Open MPI may not start, in one line ("" if none): both consents
+    named at once (one, then the other, took two tries: helper-138)."""
+    return "; also, ".join(filter(None, (open_mpi_spawn_refused(library), allow_open_mpi_as_root(library))))
+
+
 PRTE_TMPDIR = "PRTE_MCA_prte_tmpdir_base"  # where the prte of Open MPI's spawn makes its session directory
 _PRTE_LOCK = threading.Lock()  # remove_prte_tmpdir: from the main thread and the spawn's watch
 _prte_tmpdir: HeldDirectory | None = None  # ours, made for this console's spawn (private_prte_tmpdir)
