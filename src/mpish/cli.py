@@ -75,7 +75,9 @@ def _main_parser() -> argparse.ArgumentParser:
         epilog="subcommands: " + ", ".join(SUBCOMMANDS) + f" (see '{PROG} <subcommand> -h')",
     )
     options.add_version(parser)
-    parser.add_argument("-n", "--np", type=int, metavar="INT", help="number of ranks")
+    parser.add_argument("-n", "--np", type=int, metavar="INT",
+                        help="number of shell servers to start (default: the cores, at most 4; under "
+                        "mpiexec or srun, every rank but 0)")
     once = parser.add_mutually_exclusive_group()
     once.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND and exit")
     once.add_argument(
