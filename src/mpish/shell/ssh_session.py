@@ -494,9 +494,11 @@ def _await_hellos(
         start_next()
         if time.monotonic() >= noted_at:
             noted_at = float("inf")
-            slow = [peer.host for peer in session.peers.values() if peer.alive and not peer.ready]
-            if slow:
-                report.say(f"still connecting to {fold_hosts(slow)} (Ctrl-C goes on without them)")
+            peers = session.peers.values()
+            slow = [peer.host for peer in peers if peer.alive and not peer.ready]
+            if slow:  # (with no host ready, Ctrl-C ends the start)
+                then = "goes on without them" if any(peer.ready for peer in peers) else "gives up"
+                report.say(f"still connecting to {fold_hosts(slow)} (Ctrl-C {then})")
         return more_to_start()
 
     def early(rank: int, event: Event, payload: object) -> None:
