@@ -431,3 +431,22 @@ def test_what_a_background_job_writes_between_commands_comes_with_the_next_comma
 
     assert stream(p.STDOUT) == b"tick 1\ntick 2\ntick 3\nnext\n", client.seen
     assert stream(p.STDERR) == b"err\n", client.seen
+
+
+def test_output_after_an_interrupted_flood_never_reaches_the_next_command(client: Client) -> None:
+    # the next command's output is its own alone: nothing the flood left in the pipe (with
+    # background output kept between commands, bytes left after a command's end came with it)
+    client.send(p.Run(1, "yes | head -c 500000000", 0, False))
+    client.until(lambda: len(client.output()) > 0)
+    client.send(p.Interrupt(1))
+
+    def done_with_credit() -> bool:  # the console's credit, as it consumes the output
+        client.send(p.Credit(p.WINDOW))
+        return client.done(1) is not None
+
+    client.until(done_with_credit, timeout=60)
+    before = len(client.seen)
+    client.send(p.Run(2, "echo after", 0, False))
+    client.until(lambda: client.done(2) is not None, timeout=60)
+    later = b"".join(m.data for _, m in client.seen[before:] if isinstance(m, Output))
+    assert later == b"after\n", later[:200]

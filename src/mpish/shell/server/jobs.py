@@ -146,8 +146,6 @@ class Shell:
         if bash is None:
             command.ended = Ended(run.cmd_id, 127, 0, 0.0, False, "cannot start bash")
             return command
-        for stream in (bash.out, bash.err):  # what a background job wrote after the last marker stays
-            stream.held, stream.ended = (stream.held if stream.ended else 0), False
         command_file = os.path.join(self.state_dir, "command")
         fifo = os.path.join(self.state_dir, f"stdin.{command.marker}") if run.stdin else None
         try:
@@ -162,6 +160,8 @@ class Shell:
         except OSError:
             command.status = -1  # check() reports it
             return command
+        for stream in (bash.out, bash.err):  # what a background job wrote after the last marker stays
+            stream.held, stream.ended = (stream.held if stream.ended else 0), False
         command.earlier = frozenset(children(bash.pid))  # one small read: /proc/PID/task/PID/children
         if not bash.write(command_line(command_file, command.marker, self.last_status, fifo)):
             command.status = -1  # bash is gone: check() reports it
