@@ -360,6 +360,18 @@ def test_sigterm_during_c_interrupts_the_command_shows_what_was_gathered_and_exi
     assert b"mpish got SIGTERM" in err and b"Ctrl-C again" not in err, err  # no Ctrl-C was typed
 
 
+def test_one_sigterm_ends_a_command_that_ignores_sigint_and_exits_143(tmp_path: Path) -> None:
+    """`timeout 30 mpish -n 1 -c 'vi x'`: vim ignores SIGINT, and the SIGTERM's interrupt was
+    all mpish sent: it ran on for good (timeout sends one SIGTERM). Now, as for a timeout, the
+    command gets SIGTERM, then SIGKILL, a second apart, while it goes on."""
+    started = time.monotonic()
+    deaf = "sh -c 'trap \"\" INT; echo started; exec sleep 600.5'"  # as vim: SIGINT ignored
+    status, out, err = _sigterm_once_sleeping(tmp_path, "-c", deaf)
+    assert status == 143, err
+    assert b"started" in out and b"mpish got SIGTERM" in err, (out, err)
+    assert time.monotonic() - started < 55, "not ended by the escalation"
+
+
 def test_sigterm_during_a_command_of_a_commands_file_shows_its_output_and_exits_143(tmp_path: Path) -> None:
     """`mpish -C cmds` ended by scancel or a job's time limit (SIGTERM): the running command's
     output was thrown away, and the batch log held nothing of it (a Slurm user's review). Now

@@ -376,9 +376,9 @@ class Console:
             return moved
 
         def feed_and_top_up() -> bool:
-            # stdout's reader left: as SIGPIPE would; again a second later (an Interrupt that
-            # came before the command started, as after `| true`, found nothing to stop)
-            if getattr(sink, "closed", False) and time.monotonic() >= quiet_again and interrupts < 3:
+            # stdout's reader gone (SIGPIPE's way; `| true`), or mpish's SIGTERM: escalated a second on
+            if (getattr(sink, "closed", False) or self.terminated) and time.monotonic() >= quiet_again \
+                    and interrupts < 3:  # (a command deaf to SIGINT held `timeout 30 mpish -c vi` for ever)
                 interrupt(quiet=True)
             for rank, why in watch.silent(turns.active()).items():  # connecting ones too (turns.py)
                 self.peers[rank].alive, self.peers[rank].lost = False, why  # said in its result

@@ -34,7 +34,8 @@ STOPPED_GAP = 5.0  # seconds between two looks of the console's (it looks many t
 # what the console says at the 1st, 2nd, later Ctrl-C (the server's escalation: server/jobs.py)
 ESCALATION_HINTS = ("(SIGINT; Ctrl-C again: SIGTERM, then SIGKILL)", "(SIGTERM; Ctrl-C again: SIGKILL)",
                     f"(SIGKILL; a server that does not answer in {ANSWER_GRACE:g} s is given up)")
-TERMINATED_HINT = "(mpish got SIGTERM: SIGINT to the commands, then what they sent, then exit 143)"
+TERMINATED_HINT = ("(mpish got SIGTERM: SIGINT to the commands, SIGTERM and SIGKILL a second apart if they "
+                   "go on; then what they sent, and exit 143)")
 # Under MPICH's mpiexec (hydra), the terminal's Ctrl-C reaches mpiexec, which sends SIGINT to
 # every rank and says "Press Ctrl-C again to force abort": the second one is mpiexec's.
 HYDRA_HINT = "(SIGINT; a second Ctrl-C goes to mpiexec, which ends the job)"
