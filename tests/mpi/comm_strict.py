@@ -19,11 +19,14 @@ from mpi_main import run
 
 import mpish
 from mpish.comm import SecureComm
+from mpish.comm.bulk import BULK_CHUNK
 from mpish.comm.synchronous import ACK_RECORD, ACK_TAG
 from mpish.wire.errors import AuthenticationError, RemoteProtocolError, ReplayError
-from mpish.wire.record import HEADER, RecordType
+from mpish.wire.noise import TAGLEN
+from mpish.wire.record import HEADER, HEADER_SIZE, RecordType
 
 WORLD = MPI.COMM_WORLD
+RECORD = HEADER_SIZE + BULK_CHUNK + TAGLEN  # the largest continuation record
 LONG_INTS = 1 << 20  # 4 MiB: a first record and continuation records
 LONG_OBJECT = {"data": b"x" * (3 << 20)}
 
@@ -47,13 +50,20 @@ def attacker(c: SecureComm) -> None:
         time.sleep(0.5)  # rank 1's send meets it before its own acknowledgement
         assert c.recv(None, 1, tag) == "synchronous"
         WORLD.Barrier()
-    for tag in (10, 11, 12):  # a forged continuation record ahead of a genuine long message's
-        c._comms[1].Send(bytearray(os.urandom(1000)), 1, tag)  # on the bulk duplicate
+    for tag in (10, 11, 12, 13):  # a forged continuation record ahead of a genuine long message's
+        junk = bytearray(os.urandom(RECORD + 1 if tag == 13 else 1000))  # 13: past any record (helper-139)
+        forged = c._comms[1].Isend(junk, 1, tag)  # on the bulk duplicate (a long one waits for its receive)
         if tag == 12:
             c.send(LONG_OBJECT, 1, tag)
         else:
             c.Send(np.arange(LONG_INTS, dtype="i4"), 1, tag)  # returns: its records were all received
+        forged.Wait()
         WORLD.Barrier()
+    c.send("A", 1, 14)  # then B, with a forged record inside (helper-139: B was given before A)
+    forged = c._comms[1].Isend(bytearray(os.urandom(1000)), 1, 15)
+    c.send(LONG_OBJECT, 1, 15)
+    forged.Wait()
+    WORLD.Barrier()
 
 
 def raised(case: str, call: object, errors: tuple[type[BaseException], ...]) -> None:
@@ -108,7 +118,18 @@ def victim(c: SecureComm) -> None:
     raised("continuation_object", lambda: c.recv(None, 0, 12), (AuthenticationError, RemoteProtocolError))
     assert c.recv(None, 0, 12) == LONG_OBJECT
     WORLD.Barrier()
-    assert c.rejected == 8, c.rejected
+    again[:] = 0
+    raised("continuation_oversized", lambda: c.Recv(got, 0, 13), (RemoteProtocolError,))
+    c.Recv(again, 0, 13)
+    assert np.array_equal(again, expected)
+    WORLD.Barrier()
+    c.probe(0, 14)  # A is taken out of MPI (a probe authenticates it), then B raises
+    raised("continuation_after_a_probe", lambda: c.recv(None, 0, 15),
+           (AuthenticationError, RemoteProtocolError))
+    first, second = (c.recv(None, MPI.ANY_SOURCE, MPI.ANY_TAG) for _ in range(2))
+    assert first == "A" and second == LONG_OBJECT, "the kept message overtook one received before it"
+    WORLD.Barrier()
+    assert c.rejected == 10, c.rejected
 
 
 def main() -> None:

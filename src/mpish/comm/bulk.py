@@ -266,7 +266,10 @@ class LongMessages:
         try:
             while index < records:
                 if MATCH_FIRST:  # one record at a time, each matched before it is received
-                    message = self._matched(self.bulk, source, tag, _RECORD)
+                    try:
+                        message = self._matched(self.bulk, source, tag, _RECORD)
+                    except RECORD_ERRORS as error:  # strict: an oversized message, dropped whole
+                        kept, message = kept or error, None
                     if message is None:
                         continue
                     buf = free[0]
@@ -280,7 +283,10 @@ class LongMessages:
                         request.Wait(status)
                     except MPI.Exception as exc:
                         free.append(buf)
-                        self._oversized(exc)
+                        try:
+                            self._oversized(exc)
+                        except RECORD_ERRORS as error:  # strict: an oversized message, dropped whole
+                            kept = kept or error
                         continue
                 record = memoryview(buf)[: status.Get_count(MPI.BYTE)]
                 size = min(chunk, total - offset)

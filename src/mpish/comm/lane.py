@@ -406,8 +406,8 @@ class Lane(PostedReceives, LongMessages):
                 try:
                     return self._long(plain, source, tag, sink)
                 except WholeMessage as whole:  # the receive raises, the next one gets the message
-                    self.early.insert(0, Early(source, tag, whole.data, owed(self, record, source, tag)
-                                               if probing else None))
+                    self.early.append(Early(source, tag, whole.data, owed(self, record, source, tag)
+                                            if probing else None))  # (after any taken out of MPI before it)
                     raise whole.error from None
         return _deliver(source, tag, plain, sink)
 
