@@ -51,3 +51,20 @@ def test_held_by_us_follows_links_to_the_directory_they_name(tmp_path: Path) -> 
     assert not scratch.held_by_us(str(tmp_path / "link"))
     assert scratch.held_by_us(str(tmp_path))
     assert not scratch.held_by_us(str(tmp_path / "missing"))
+
+
+def test_a_tmpdir_that_is_a_link_kept_where_others_can_swap_it_is_used_through_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TMPDIR=/shared/link, /shared writable by others, the link naming a private directory:
+    the check passed on the target, but the directory's path went through the link, which
+    another user can replace (helper-139)."""
+    shared, mine = _base(tmp_path, 0o777), tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    (shared / "link").symlink_to(mine)
+    monkeypatch.setenv("TMPDIR", str(shared / "link"))
+    made = Path(scratch.private_directory("mpish-test-"))
+    try:
+        assert made.parent == mine, made
+    finally:
+        made.rmdir()

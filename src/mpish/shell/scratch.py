@@ -95,7 +95,8 @@ def private_directory(prefix: str) -> str:
     its project directory, is passed over: renaming our directory there and putting one of its
     own in its place, another user had our shell source a command file of theirs)."""
     failure: OSError | None = None
-    for base in filter(held_by_us, temporary_bases()):
+    # the resolved path: a link to a safe directory may itself lie where others can swap it
+    for base in filter(held_by_us, map(os.path.realpath, temporary_bases())):
         for _ in range(100):
             path = os.path.join(base, prefix + os.urandom(6).hex())
             try:
