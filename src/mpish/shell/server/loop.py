@@ -87,7 +87,6 @@ class ShellServer(ServerTransfers):
         self.machine = Machine(SERVER, ServerState.IDLE)
         self.shell = Shell(link.rank, link.size)
         self.command: Command | None = None
-        self._last_end = b""  # the last command's end marker: its pipes are read up to it once it is done
         self.put: Put | PutTree | None = None
         self.get: Get | GetTree | None = None
         self.ptys = PtyHost(self._send, self._send_pty_output, self.shell.executable, self.shell.state)
@@ -202,7 +201,7 @@ class ShellServer(ServerTransfers):
             self.link.wait(delay)
             return False
         watched = [] if bash.status_eof else [bash.status_fd]
-        if self.credit > 0:  # a pipe past its command's end marker waits for the next command (_drop_output)
+        if self.credit > 0:  # a pipe past its command's end marker waits for the next command
             watched += [s.fd for s in (bash.out, bash.err) if not (s.eof or s.ended)] + self.ptys.read_fds()
         feed = self.command.stdin if self.command is not None else None
         writing = [feed.fd] if feed is not None and feed.wants_write else []
@@ -370,19 +369,13 @@ class ShellServer(ServerTransfers):
         stream.keep_tail(total)
 
     def _drop_output(self, read: tuple[OutputStream, int]) -> None:
-        """Between commands: what the last one (given up on at a Ctrl-C or timeout) wrote before
-        its end marker is dropped; what follows it is a background job's, left in the pipe for
-        the next command (the pipe is not read once its marker was seen: _wait_pipes)."""
-        stream, total = read
-        if not self._last_end:
-            stream.held = 0
-            return
-        stream.split(total, self._last_end)
-        stream.keep_tail(total)
+        """Between commands only a pipe whose marker was not seen is read (_wait_pipes): the
+        fresh pipes of a bash started again (every command that ends without its markers
+        restarts it), which hold nothing of any command."""
+        read[0].held = 0
 
     def _report_done(self, ended: Ended) -> None:
         self._send_signalled(every=True)  # the console wants each before the Done
-        self._last_end = self.command.end if self.command is not None else b""
         self.command = None
         self._send(p.Done(ended.cmd_id, ended.exit, ended.signal, ended.seconds, self.cwd, ended.timed_out,
                           peak_rss_kib(), ended.error, ended.note))
