@@ -112,7 +112,6 @@ from .lane import Stats
 from .secret import SECRET_SIZE, CommSecret, key_report_size, open_keys, seal_keys
 
 PROTOCOL = "Noise_KK_25519_AESGCM_SHA256"
-_DEFAULTS = (None, None, None, PROTOCOL, False, None)  # secure()'s keywords' defaults
 # the record format secure() speaks is part of the name: ranks of an mpish whose records differ
 # (v2: continuation records carry FLAG_CONTINUATION; v3: synchronous sends await the receiver's
 # acknowledgement) fail the setup instead of losing long messages or hanging in Ssend
@@ -457,8 +456,8 @@ def secure(
     home: str | None = None,
     identity: Identity | None = None,
     trusted: frozenset[bytes] | set[bytes] | None = None,
-    protocol: str = PROTOCOL,
-    strict: bool = False,
+    protocol: str | None = None,  # None: PROTOCOL; None as well tells "not given" from the default
+    strict: bool | None = None,  # None: False
     on_reject: Callable[[BaseException], None] | None = None,
 ) -> SecureComm:
     """Wrap an mpi4py intracommunicator in an authenticated, encrypted one (collective).
@@ -469,7 +468,7 @@ def secure(
     passed to ``on_reject`` (and logged); with ``strict=True`` the receiving call raises it.
     A secure communicator given without options gives its ``Dup`` (collective as well).
     """
-    if isinstance(comm, SecureComm) and (home, identity, trusted, protocol, strict, on_reject) == _DEFAULTS:
+    if isinstance(comm, SecureComm) and (home, identity, trusted, protocol, strict, on_reject) == (None,) * 6:
         return comm.Dup()  # type: ignore[no-any-return]  # a library securing whatever it is given
     if isinstance(comm, SecureComm):
         raise TypeError("mpish.secure(comm, ...): comm is already secure, with its keys and settings; pass "
@@ -481,7 +480,7 @@ def secure(
         )
     if comm.Is_inter():
         raise NotImplementedError("mpish.secure wraps intracommunicators only")
-    name = ProtocolName.parse(protocol)
+    name = ProtocolName.parse(PROTOCOL if protocol is None else protocol)
     if name.pattern.name != "KK":
         raise LocalProtocolError(f"secure(comm) runs Noise KK handshakes, not {name.pattern.name}")
     p2p = comm.Dup()
@@ -517,4 +516,4 @@ def secure(
         internal.Set_errhandler(MPI.ERRORS_RETURN)
     guard_threads()  # before the first secure communicator exists (handles.py: threads)
     kind = BY_TOPOLOGY.get(comm.Get_topology(), SecureComm)  # secure(cart) is a Cartesian one
-    return kind(comms, keys, Stats(strict=strict, on_reject=on_reject))
+    return kind(comms, keys, Stats(strict=bool(strict), on_reject=on_reject))
