@@ -64,6 +64,16 @@ def attacker(c: SecureComm) -> None:
     c.send(LONG_OBJECT, 1, 15)
     forged.Wait()
     WORLD.Barrier()
+    WORLD.Barrier()  # rank 1 posted three receives of tag 16
+    forged = c._comms[1].Isend(bytearray(os.urandom(1000)), 1, 16)
+    c.Send(np.arange(LONG_INTS, dtype="i4"), 1, 16)
+    c.Send(np.full(4, 2, "i4"), 1, 16)
+    forged.Wait()
+    WORLD.Barrier()
+    forged = c._comms[1].Isend(bytearray(os.urandom(1000)), 1, 17)  # for a receive buffer too small
+    c.Send(np.arange(LONG_INTS, dtype="i4"), 1, 17)
+    forged.Wait()
+    WORLD.Barrier()
 
 
 def raised(case: str, call: object, errors: tuple[type[BaseException], ...]) -> None:
@@ -129,7 +139,26 @@ def victim(c: SecureComm) -> None:
     first, second = (c.recv(None, MPI.ANY_SOURCE, MPI.ANY_TAG) for _ in range(2))
     assert first == "A" and second == LONG_OBJECT, "the kept message overtook one received before it"
     WORLD.Barrier()
-    assert c.rejected == 10, c.rejected
+    # the kept message goes to the next posted receive (helper-139: it went to early, where only a
+    # receive posted later looks, so the next posted one got the message after it, and the last hung)
+    bufs = [np.zeros(LONG_INTS, "i4") for _ in range(3)]
+    requests = [c.Irecv(buf, 0, 16) for buf in bufs]
+    WORLD.Barrier()
+    raised("continuation_posted_twice", requests[0].Wait, (AuthenticationError, RemoteProtocolError))
+    status = MPI.Status()
+    requests[1].Wait(status)
+    assert status.Get_count(MPI.INT) == LONG_INTS and np.array_equal(bufs[1], expected), "not the kept one"
+    requests[2].Wait(status)
+    assert status.Get_count(MPI.INT) == 4 and np.all(bufs[2][:4] == 2), "not the message after it"
+    WORLD.Barrier()
+    # a receive buffer too small for it: the error raised, the genuine message was lost
+    raised("continuation_truncated", lambda: c.Recv(np.zeros(16, "i4"), 0, 17),
+           (AuthenticationError, RemoteProtocolError))
+    again[:] = 0
+    c.Recv(again, 0, 17)
+    assert np.array_equal(again, expected), "the next receive did not get the genuine long message"
+    WORLD.Barrier()
+    assert c.rejected == 12, c.rejected
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Where posted receives land their first record (comm/posted.py's Landings): a landing holds
+"""Where posted receives land their first record (comm/landings.py): a landing holds
 any first record, and only the pages a record was written to are resident, so thousands of
 posted receives of small messages do not cost 64 KiB each (a porter: 8,000 Irecvs, 616 MiB)."""
 
@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("mpi4py")
 
+from mpish.comm.landings import _GUARDLESS, SLAB_SLOTS, SLOT, STRIDE, Landings
 from mpish.comm.limits import FIRST_MAX
-from mpish.comm.posted import _GUARDLESS, SLAB_SLOTS, SLOT, STRIDE, Landings
 
 
 def resident_kib(view: memoryview, length: int) -> int:

@@ -226,17 +226,17 @@ class LongMessages:
         total = _TOTAL.unpack(first)[0]
         self.long_from.add(source)
         data: bytearray | None = None
-        if sink is None:
+        fits = sink is not None and total <= len(sink)
+        target: memoryview | None = sink if fits else None  # too long: drained, then ERR_TRUNCATE
+        if sink is None or (not fits and getattr(self.stats, "strict", False)):
+            # (strict: kept whole, should a forged record inside it raise instead: it lost the message)
             data = bytearray(total)  # the length comes from an authenticated, authorized peer
-            target: memoryview | None = memoryview(data)
-        else:
-            target = sink if total <= len(sink) else None  # too long: drained, then ERR_TRUNCATE
+            target = memoryview(data)
         kept = self._drain(source, tag, target, total)
         if kept is not None:  # strict mode: the error now, the genuine message to the next receive
-            if target is None:
-                raise kept
+            assert target is not None
             raise WholeMessage(kept, data if data is not None else bytes(target[:total]))
-        if target is None:
+        if not fits and sink is not None:
             raise mpi_truncate(
                 f"message of {total} bytes from rank {source} tag {tag} exceeds the receive buffer of "
                 f"{len(sink or b'')}"

@@ -434,11 +434,12 @@ class Lane(PostedReceives, LongMessages):
         status = MPI.Status()
         if _ACTIVE:  # starts MPI made of persistent receives noticed (posted) before this looks
             progress()
-        taken: tuple[bytearray, int, int] | None = None  # a message a spare slot had taken (posted.py)
+        taken: tuple[bytearray, int, int, int] | None = None  # a message a spare slot had taken (posted.py)
         while True:
             fresh = taken is None
             if taken is not None:
-                (buf, s, t), taken = taken, None
+                (buf, s, t, order), taken = taken, None
+                self.flush_posted(s, t, order)  # the slots before the spare's matched messages before its
             else:
                 if block and not _ACTIVE:
                     message = self.comm.Mprobe(source, tag, status)
@@ -453,22 +454,31 @@ class Lane(PostedReceives, LongMessages):
                 buf = bytearray(status.Get_count(MPI.BYTE))
                 message.Recv([buf, MPI.BYTE])
                 self.flush_posted(s, t, None)  # (not for a spare's: receives posted after it may wait)
-            try:
-                robbed = self.owed_probed(s, t)
-                if robbed:  # a posted receive robbed by a forged record is owed it (posted.py)
+            robbed = self.owed_probed(s, t)
+            if robbed:  # a posted receive robbed by a forged record is owed it (posted.py)
+                try:
                     taken = self.give_probed(robbed, memoryview(buf), s, t)
-                    continue
-                _, reported, _, data = self.process(buf, s, t, None, probing=True)
-            except RECORD_ERRORS as exc:
-                self.stats.reject(exc)
+                except RECORD_ERRORS as exc:
+                    self.stats.reject(exc)
                 continue
-            assert data is not None
-            # (owed: the receive of a synchronous one acknowledges it)
-            early = Early(s, t, data, owed(self, buf, s, t), reported == ABORT_TAG)
-            self.early.append(early)
-            if fresh or matches(source, tag, s, t):
-                return early
+            kept = self.keep(buf, s, t)
+            if kept is not None and (fresh or matches(source, tag, s, t)):
+                return kept
             # (a spare's message of another envelope: kept for the receive that takes it)
+
+    def keep(self, record: memoryview | bytearray, source: int, tag: int) -> Early | None:
+        """A first record taken out of MPI: its message authenticated, received and kept in
+        ``early``; None if it was forged (dropped and counted; strict mode raises)."""
+        try:
+            _, reported, _, data = self.process(record, source, tag, None, probing=True)
+        except RECORD_ERRORS as exc:
+            self.stats.reject(exc)
+            return None
+        assert data is not None
+        # (owed: the receive of a synchronous one acknowledges it)
+        early = Early(source, tag, data, owed(self, record, source, tag), reported == ABORT_TAG)
+        self.early.append(early)
+        return early
 
 
 def _deliver(source: int, tag: int, plain: Any, sink: memoryview | None) -> Result:

@@ -40,10 +40,7 @@ the receive posted again (requests.py).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import itertools
-import mmap
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -51,6 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mpi4py import MPI
 
 from .buffers import matches
+from .landings import LANDINGS
 from .limits import FIRST_MAX, MATCH_FIRST, RECORD_ERRORS, Deferring, Early, Result, Stats, deliver_early
 from .peers import as_int, valid_tag
 
@@ -58,10 +56,6 @@ T = TypeVar("T")
 
 _ORDER = itertools.count(1)  # MPI receives of first records, in the order they were posted
 _ACTIVE: set[PostedReceives] = set()  # lanes with posted receives, progressed by every blocking call
-SLOT = -(-FIRST_MAX // mmap.PAGESIZE) * mmap.PAGESIZE  # a landing's place in its mapping
-STRIDE = SLOT + mmap.PAGESIZE  # and the guard page after it (Landings)
-SLAB_SLOTS = 64  # landings per anonymous mapping
-KEEP_WARM = 64  # free landings whose pages stay resident (the rest are given back to the kernel)
 _DETACHED: list[tuple[list[Any], Any]] = []  # the MPI sends of freed requests, and what they send
 # receives whose request was freed (Request.Free): the progress thread completes them too
 FREED: list[tuple[PostedReceives, PostedRecv]] = []
@@ -122,69 +116,8 @@ def wait_all(requests: list[Any]) -> None:
         progress()
 
 
-class Landings:
-    """Buffers of FIRST_MAX bytes where posted receives land their first record, carved from
-    anonymous mappings: a page becomes resident only once a record is written into it (a
-    record of 8 bytes of data touches one page of the 17), where a ``bytearray`` zero-filled
-    all 64 KiB: a porter's 8,000 posted Irecvs of 8 bytes took 616 MiB (raw MPI: 55 MiB).
-    A landing given back past :data:`KEEP_WARM` free ones has its pages dropped (MADV_DONTNEED).
-
-    Each landing is followed by a guard page no process may touch (PROT_NONE): Open MPI 5,
-    truncating a forged oversized message into a posted receive, wrote up to ~210 KB past the
-    receive's buffer (a reviewer's overflow3.py), into the next landings (the genuine records
-    there were then rejected and their receives hung) or, past a mapping's end, into whatever
-    memory followed. Such a write now stops at the guard: a SIGSEGV of that process (the job
-    ends loudly) instead of memory written by another rank's choice."""
-
-    def __init__(self) -> None:
-        self._free: list[tuple[mmap.mmap, int, memoryview]] = []
-        self._by_view: dict[int, tuple[mmap.mmap, int, memoryview]] = {}
-
-    def take(self) -> memoryview:
-        if not self._free:
-            slab = mmap.mmap(-1, STRIDE * SLAB_SLOTS, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            _guard(slab)
-            whole = memoryview(slab)
-            self._free += [(slab, at, whole[at : at + FIRST_MAX]) for at in range(0, len(slab), STRIDE)][::-1]
-        landing = self._free.pop()
-        self._by_view[id(landing[2])] = landing
-        return landing[2]
-
-    def give(self, view: memoryview) -> None:
-        landing = self._by_view.pop(id(view), None)
-        if landing is None:
-            return
-        if len(self._free) >= KEEP_WARM:
-            landing[0].madvise(mmap.MADV_DONTNEED, landing[1], SLOT)
-        self._free.append(landing)
-
-
 def _same_envelope(one: PostedRecv, other: PostedRecv) -> bool:
     return one.source == other.source and one.tag == other.tag
-
-
-def _guard(slab: mmap.mmap) -> None:
-    """The last page of every STRIDE of ``slab`` made inaccessible (Landings' doc); where
-    mprotect is unavailable the landings work without guards."""
-    try:
-        libc = _libc()
-        base = ctypes.addressof(ctypes.c_char.from_buffer(slab))  # the export ends with the statement
-        for at in range(SLOT, len(slab), STRIDE):
-            if libc.mprotect(ctypes.c_void_p(base + at), ctypes.c_size_t(mmap.PAGESIZE), 0) != 0:
-                raise OSError(ctypes.get_errno(), "mprotect failed")
-    except (OSError, AttributeError) as exc:
-        _GUARDLESS.append(exc)
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return libc
-
-
-_GUARDLESS: list[BaseException] = []  # why guard pages could not be set (none on Linux)
-LANDINGS = Landings()
 
 
 class PerPeer(dict[int, T]):
@@ -225,6 +158,7 @@ class PostedReceives:
     comm: Any
     stats: Stats | Deferring
     posted: list[PostedRecv]
+    early: list[Early]
     freeing = False  # freed by the program: the communicators go once no receive is posted
 
     if TYPE_CHECKING:
@@ -238,6 +172,8 @@ class PostedReceives:
         def _within(self, message: Any, status: Any, limit: int) -> Any: ...
 
         def take_early(self, source: int, tag: int) -> Early | None: ...
+
+        def keep(self, record: memoryview | bytearray, source: int, tag: int) -> Early | None: ...
 
         def free(self) -> None: ...
 
@@ -309,29 +245,58 @@ class PostedReceives:
         return [p for p in self.posted if p.request is not None and matches(p.source, p.tag, source, tag)]
 
     def give_probed(self, owed: list[PostedRecv], record: memoryview, source: int,
-                    tag: int) -> tuple[bytearray, int, int] | None:
+                    tag: int) -> tuple[bytearray, int, int, int] | None:
         """Give the authenticated message whose first record a probe took to ``owed[0]``
         (:meth:`owed_probed`, as :meth:`_poll_first` gives a blocking receive's), so the
         probe reports the next one, as MPI's would (a security review: a Probe took the
-        message a posted Irecv was owed, which then got the next one). Each later receive of
-        its envelope takes the slot of the one before it; the last slot is cancelled, and a
-        message it had taken already is returned (record, source, tag): the probe gives it to
-        the receive it is owed to, or keeps it (and reports it if it is of its envelope)."""
-        first = owed[0]
+        message a posted Irecv was owed, which then got the next one); :meth:`_shift` moves
+        the others on."""
         result: Result | None = None
         error: Exception | None = None
         try:
-            result = self.process(record, source, tag, first.sink)
+            result = self.process(record, source, tag, owed[0].sink)
         except RECORD_ERRORS:  # a forged record: raised, nothing moved
             raise
         except Exception as exc:  # the message is first's still (a truncation: its Wait raises it)
             error = exc
+        return self._shift(owed, result, error)
+
+    def _give_kept(self, before: int) -> None:
+        """Strict mode: a receive raised a forged record met inside a genuine long message,
+        which was kept whole in ``early`` (past ``before`` entries): the first posted receive
+        waiting for its envelope takes it (else only a receive posted later could, and the
+        posted ones got the messages after it first: helper-139), the others move on
+        (:meth:`_shift`); a message the spare slot had taken is kept in ``early`` in its turn."""
+        early = self.early[before:]
+        owed = self.owed_probed(early[0].source, early[0].tag) if early else []
+        if not owed:
+            return
+        self.early.remove(early[0])
+        result: Result | None = None
+        error: Exception | None = None
+        try:
+            result = deliver_early(early[0], owed[0].sink)
+        except Exception as exc:  # a truncation: the receive's Wait raises it
+            error = exc
+        taken = self._shift(owed, result, error)
+        if taken is not None:
+            record, s, t, order = taken
+            self.flush_posted(s, t, order)  # the slots before the spare's matched messages before its
+            self.keep(record, s, t)
+
+    def _shift(self, owed: list[PostedRecv], result: Result | None,
+               error: Exception | None) -> tuple[bytearray, int, int, int] | None:
+        """``owed[0]`` completes with ``result`` (or ``error``), out of its slot: each later
+        receive of its envelope takes the slot of the one before it; the last slot is cancelled,
+        and a message it had taken already is returned (record, source, tag, the slot's order):
+        given to the receive it is owed to, or kept."""
+        first = owed[0]
         chain = [p for p in owed if _same_envelope(p, first)]  # (a slot's MPI receive has its envelope)
         slots = [(p.request, p.buf, p.order, self.posted.index(p)) for p in chain]
         for receive, (request, buf, order, at) in zip(chain[1:], slots, strict=False):
             receive.request, receive.buf, receive.order = request, buf, order
             self.posted[at] = receive
-        spare, landing, _, at = slots[-1]
+        spare, landing, spare_order, at = slots[-1]
         del self.posted[at]
         first.request, first.buf = None, bytearray(0)
         if result is not None:
@@ -342,9 +307,9 @@ class PostedReceives:
         try:
             spare.Cancel()
             spare.Wait(status)
-            if not status.Is_cancelled():  # it matched a message meanwhile: given on by the probe
+            if not status.Is_cancelled():  # it matched a message meanwhile: given on by the caller
                 copied = bytearray(landing[: status.Get_count(MPI.BYTE)])
-                taken = copied, status.Get_source(), status.Get_tag()
+                taken = copied, status.Get_source(), status.Get_tag(), spare_order
         except MPI.Exception as exc:  # a forged message longer than any record: dropped, counted
             self._oversized(exc)
         if isinstance(landing, memoryview):
@@ -420,6 +385,7 @@ class PostedReceives:
         self.flush_posted(s, t, posted.order)
         if posted.buf is not landing:  # a forged record in the flush moved this slot (_post_again)
             posted = next(p for p in self.posted if p.buf is landing)
+        before = len(self.early)
         try:
             _, t, n, data = self.process(memoryview(landing)[:count], s, t, posted.sink)  # (ABORT_TAG)
         except RECORD_ERRORS as exc:
@@ -427,6 +393,7 @@ class PostedReceives:
                 self.stats.reject(exc)
             except BaseException as error:
                 self._finish(posted, error)
+                self._give_kept(before)
                 return
             self._post_again(posted)  # dropped: wait for the genuine message
             return
