@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mpish.shell.interactive import ToolkitReader
+from mpish.shell.readers import ToolkitReader
 
 HISTORY_NAME = "history"  # the file name in the mpish directory
 

@@ -395,8 +395,8 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
     environment. The exit status is the last command's (a line that fails with an error: 1); a
     failed :targets or :lcd ends FILE's lines with status 2 (repl.py).
     """
-    from .interactive import PlainReader
     from .options import OutputMode
+    from .readers import PlainReader
     from .repl import ShellRepl
 
     try:

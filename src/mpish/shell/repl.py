@@ -29,7 +29,8 @@ from typing import Any
 
 from mpish.wire.errors import MpishError
 
-from .interactive import LineReader, Repl, builtin_name
+from .interactive import Repl, builtin_name
+from .readers import LineReader
 
 # the built-ins that say where later lines run: on which targets, from and to which local directory
 WHERE = ("targets", "lcd")

@@ -268,7 +268,7 @@ def run_tty(options: SshShellOptions, err: IO[bytes]) -> int:
 def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int:
     """The interactive console (the MPI shell's Repl on ssh pipes); 255 if no host joined."""
     from mpish.shell.console import Console
-    from mpish.shell.interactive import PlainReader
+    from mpish.shell.readers import PlainReader
     from mpish.shell.ssh_repl import SshRepl
 
     path = options.commands_from if options.copy is None else None
