@@ -278,8 +278,18 @@ def test_targets_counts_a_lost_host_among_the_servers(sshd: SshServer, tmp_path:
     config = tmp_path / "ssh_config"
     config.write_text(f"Include {sshd.ssh_options[1]}\n")
     done = console_reading(config, "host[1-3]", "@host2 kill -9 $PPID\n:targets\n")
-    assert "targets: @all (2 of 3 servers, 1 lost)\n" in done.stdout, (done.stdout, done.stderr)
+    assert "targets: host[1,3] (2 of 3 hosts, 1 lost)\n" in done.stdout, (done.stdout, done.stderr)
     assert "  lost: host2: its server is gone (:reconnect brings it back)" in done.stdout, done.stdout
+
+
+def test_targets_names_hosts_not_rank_numbers(sshd: SshServer, tmp_path: Path) -> None:
+    """`:targets host2` then `:targets` said "targets: @2 (1 of 3 servers)" and listed
+    "host1: @1" per host: rank numbers, which mean nothing over ssh (a clush user's trial)."""
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Include {sshd.ssh_options[1]}\n")
+    done = console_reading(config, "host[1-3]", ":targets host2\n:targets\n")
+    assert done.stdout.count("targets: host2 (1 of 3 hosts)\n  connected: host[1-3]\n") == 2, done.stdout
+    assert "@" not in done.stdout, done.stdout
 
 
 @pytest.mark.parametrize("how", ["a pipe", "-C -", "-C FILE"])

@@ -312,13 +312,10 @@ class Repl:
             every = self.targets == set(self.console.hosts)  # @all: the lost ones too, if they come back
             self.pruned = set(self.console.lost) if every else set()
         hosts, lost = self.console.hosts, len(self.console.lost)  # the lost count: "2 of 2" hid one
-        print(f"targets: {describe(self.targets, hosts)} ({len(self.targets)} of {len(hosts) + lost} servers"
+        print(f"targets: {self.target_names()} ({len(self.targets)} of {len(hosts) + lost} {self.servers}"
               f"{f', {lost} lost' if lost else ''})")
-        by_host: dict[str, list[int]] = {}
-        for rank, host in hosts.items():
-            by_host.setdefault(host, []).append(rank)
-        for host, ranks in sorted(by_host.items()):
-            print(f"  {host}: @{format_ranks(ranks)}")
+        for line in self.server_lines():
+            print(line)
         unreached = sorted(self.unreached())
         gone = [rank for rank in self.console.lost if rank not in unreached]
         if gone:
@@ -392,6 +389,17 @@ class Repl:
         self.last_status = 0
 
     lost_hint = ""  # after a lost server in :targets (mpish ssh: how to bring it back)
+    servers = "servers"  # what :targets counts (mpish ssh: hosts)
+
+    def target_names(self) -> str:
+        return describe(self.targets, self.console.hosts)
+
+    def server_lines(self) -> list[str]:
+        """:targets' list of the live servers: their ranks per host."""
+        by_host: dict[str, list[int]] = {}
+        for rank, host in self.console.hosts.items():
+            by_host.setdefault(host, []).append(rank)
+        return [f"  {host}: @{format_ranks(ranks)}" for host, ranks in sorted(by_host.items())]
 
     def cmd_reconnect(self, rest: str) -> None:  # mpish ssh's: ssh_repl.py
         del rest

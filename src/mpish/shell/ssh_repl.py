@@ -29,10 +29,19 @@ class SshRepl(ShellRepl):
         self.known = {**{r: p.host for r, p in self.console.peers.items()}, **self.console.session.later}
 
     def prompt(self) -> str:
-        hosts = self.console.hosts
         self.live_targets()
-        names = [hosts[r] for r in sorted(self.targets)]
-        return f"[{fold_hosts(names) if names else 'no host'}] {self.console.cwd(self.targets)}#> "
+        return f"[{self.target_names()}] {self.console.cwd(self.targets)}#> "
+
+    def target_names(self) -> str:
+        """Host names: a rank number means nothing over ssh (:targets said "@2" for host2)."""
+        hosts = self.console.hosts
+        return fold_hosts([hosts[r] for r in sorted(self.targets)]) or "no host"
+
+    servers = "hosts"
+
+    def server_lines(self) -> list[str]:
+        hosts = sorted(self.console.hosts.values())
+        return [f"  connected: {fold_hosts(hosts)}"] if hosts else []
 
     def describe(self, ranks: Iterable[int]) -> str:
         """Host names (folded as a node set) for the console's messages, lost ones too (a
