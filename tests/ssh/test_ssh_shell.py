@@ -107,7 +107,9 @@ def test_put_and_get_through_the_console_read_from_stdin(sshd: SshServer, tmp_pa
     done = mpish_ssh(sshd, "host[1-2]", input=script)
     assert done.returncode == 0, done.stderr
     assert "put host[1-2]: ok, size verified, bytes authenticated by ssh" in done.stdout
-    assert "get host[1-2]: ok, size verified, bytes authenticated by ssh" in done.stdout
+    # with the rate of the bytes received, as a put's (it had none)
+    assert re.search(r"get host\[1-2\]: ok, size verified, bytes authenticated by ssh \(\d+\.\d\d s, "
+                     r"[\d.]+ [KM]iB/s\)\n", done.stdout), done.stdout
     for rank in (1, 2):
         assert (tmp_path / f"back.bin.host{rank}").read_bytes() == source.read_bytes()
         assert f"  {tmp_path}/back.bin.host{rank}\n" in done.stdout

@@ -61,8 +61,10 @@ class Progress:
         self.label, self.total, self.stream = label, total, stream
         self.enabled = stream.isatty()
         self.started = self.shown = time.monotonic()
+        self.done = 0  # bytes so far (a get's, from all its targets: for the report's rate)
 
     def __call__(self, done: int, total: int) -> None:
+        self.done = done
         now = time.monotonic()
         if not self.enabled or now - self.shown < 0.1:
             return
@@ -186,8 +188,9 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
         finally:
             progress.end()
     if tally is not None:
-        return tally.add(written, 0, time.monotonic() - started, "", check(console, recursive))
-    status = report(console, "get", verdicts, 0, time.monotonic() - started, err,
+        received = tally.size + progress.done  # (the turns' bytes add up, a put's file is the same in each)
+        return tally.add(written, received, time.monotonic() - started, "", check(console, recursive))
+    status = report(console, "get", verdicts, progress.done, time.monotonic() - started, err,
                     check=check(console, recursive))
     for line in written_lines(verdicts, written, recursive):
         print(line)
