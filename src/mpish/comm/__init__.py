@@ -25,7 +25,7 @@ communicators, and user objects are unpickled only after their records authentic
 
 from __future__ import annotations
 
-from .buffers import Unsupported
+from .buffers import MPIError, Unsupported
 from .collectives import COLL_TAG, CollectiveAborted
 from .communicator import SecureComm
 from .lane import RECORD_MAX, SINGLE_MAX
@@ -55,6 +55,7 @@ __all__ = [
     "RECORD_MAX",
     "SINGLE_MAX",
     "CollectiveAborted",
+    "MPIError",
     "SecureComm",
     "SecureMessage",
     "PersistentRequest",

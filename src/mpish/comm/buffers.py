@@ -62,9 +62,23 @@ _PLAIN_BUFFERS = _plain_buffer_types()
 _EMPTY = memoryview(b"")
 
 
+class MPIError(MPI.Exception):
+    """An MPI.Exception of an MPI error class (``Get_error_class``), whose text is MPI's string of
+    the class and then mpish's words on what happened (str() showed MPI's string only)."""
+
+    __module__ = "mpish.comm"  # where a program finds it (a traceback names it so)
+
+    def __str__(self) -> str:
+        return f"{MPI.Exception.__str__(self)}: {self.args[-1]}"
+
+    def __reduce__(self) -> tuple[Any, tuple[int, str]]:
+        return mpi_error, (self.Get_error_class(), self.args[-1])
+
+
 def mpi_error(error_class: int, message: str) -> Exception:
-    """MPI's own exception of ``error_class`` (as mpi4py raises it), with a readable message."""
-    exc: Exception = MPI.Exception(error_class)
+    """MPI's own exception of ``error_class`` (an MPI.Exception, as mpi4py raises it), whose
+    text is MPI's string of the class and ``message``."""
+    exc: Exception = MPIError(error_class)
     exc.args = (*exc.args, message)
     return exc
 

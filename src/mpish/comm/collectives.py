@@ -131,7 +131,7 @@ class Collectives:
         """``root`` as an int (numpy's, a float: as mpi4py reads it), or MPI's ERR_ROOT."""
         root = as_int(root)
         if not 0 <= root < self.size:
-            raise mpi_error(MPI.ERR_ROOT, f"invalid root {root} for a communicator of size {self.size}")
+            raise mpi_error(MPI.ERR_ROOT, f"root {root}, in a communicator of {self.size}")
         return root
 
     def _settle_started(self) -> None:

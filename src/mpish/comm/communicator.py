@@ -274,7 +274,7 @@ class SecureComm(LocalSettings, Deriving, Constructors, Bridges, NonBlocking):
         data = each_start(peer_buffer(buf, source), writable=True)
         valid_tag(tag, receive=True)  # a bad source or tag raises here, as MPI's Recv_init
         if source not in (MPI.ANY_SOURCE, MPI.PROC_NULL) and not 0 <= source < self.size:
-            raise mpi_error(MPI.ERR_RANK, f"invalid rank {source}")
+            raise mpi_error(MPI.ERR_RANK, f"rank {source}, in a communicator of {self.size}")
         irecv = self.Irecv
         data, held = own_datatypes(data)
         return PersistentRequest(self._p2p, lambda: irecv(data, source, tag), held)

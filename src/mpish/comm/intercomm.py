@@ -52,6 +52,7 @@ from ..wire.errors import RemoteProtocolError
 from ..wire.record import SESSION_SIZE
 from .buffers import Unsupported, byte_view, check_op, mpi_error, typed_spec
 from .collectives import Steps, _dumps, _loads
+from .derive import made_each
 from .intercomm_collectives import InterCollectives, _folder
 from .lane import Lane, Stats, wait_all
 from .nonblocking import COLLECTIVES, STEPPED, _i_name, after_started, blocking, started
@@ -213,7 +214,7 @@ class Intercomm(InterCollectives):
         if root == MPI.PROC_NULL:
             return "none"
         if not 0 <= root < self._coll.size:
-            raise mpi_error(MPI.ERR_ROOT, f"invalid root {root} for a remote group of {self._coll.size}")
+            raise mpi_error(MPI.ERR_ROOT, f"root {root}, for a remote group of {self._coll.size}")
         return "receive"
 
     def _send_all(self, make: Callable[[], memoryview]) -> None:
@@ -258,7 +259,7 @@ class Intercomm(InterCollectives):
 
     def Dup(self, info: Any = None) -> Any:
         self._derived += 1
-        comms = tuple(c.Dup() for c in self._comms)
+        comms = made_each(self._comms, lambda c: c.Dup())
         keys = self._keys.child(struct.pack(">Q", self._derived) + b"inter_dup")
         return type(self)(comms, keys, self._stats)
 
@@ -267,7 +268,7 @@ class Intercomm(InterCollectives):
     def Merge(self, high: bool = False) -> Any:
         """The intracommunicator of both groups (collective over both)."""
         self._derived += 1
-        comms = tuple(c.Merge(high) for c in self._comms)
+        comms = made_each(self._comms, lambda c: c.Merge(high))
         base = self._keys.child(struct.pack(">Q", self._derived) + b"merge")
         keys = CommSecret(base.protocol, base.secret, base.ident, comms[0].Get_rank(), comms[0].Get_size())
         return self._kinds["Merge"](comms, keys, self._stats)

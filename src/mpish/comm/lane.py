@@ -178,13 +178,13 @@ class Lane(PostedReceives, LongMessages):
         Python's negative indexing, and a bad tag is MPI's ERR_TAG, not a sealing error.
         """
         if tag < 0:
-            raise mpi_error(MPI.ERR_TAG, f"invalid tag {tag}")
+            raise mpi_error(MPI.ERR_TAG, f"tag {tag} (MPI's are 0 to MPI.TAG_UB)")
         if 0 <= dest < self.size:
             return self.sealers[dest]
         if dest == MPI.PROC_NULL:
             valid_tag(tag, receive=False)
             return None
-        raise mpi_error(MPI.ERR_RANK, f"invalid rank {dest}")
+        raise mpi_error(MPI.ERR_RANK, f"rank {dest}, in a communicator of {self.size}")
 
     def send(self, data: memoryview, dest: int, tag: int) -> None:
         """Blocking send of one message (one or more records)."""

@@ -37,7 +37,7 @@ def valid_tag(tag: int, *, receive: bool) -> None:
     """MPI's ERR_TAG unless ``tag`` is 0 to MPI.TAG_UB (or ANY_TAG for a ``receive``): checked
     where MPI is not asked, a call with MPI.PROC_NULL (MPI checks the tag there too)."""
     if (tag < 0 and not (receive and tag == MPI.ANY_TAG)) or tag > _tag_upper_bound():
-        raise mpi_error(MPI.ERR_TAG, f"invalid tag {tag} (MPI's are 0 to {_tag_upper_bound()})")
+        raise mpi_error(MPI.ERR_TAG, f"tag {tag} (MPI's are 0 to {_tag_upper_bound()})")
 
 
 @functools.cache

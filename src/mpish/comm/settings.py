@@ -28,7 +28,7 @@ class LocalSettings:
     def _alive(self) -> None:
         """MPI's ERR_COMM once freed, as a freed mpi4py communicator (MPI.COMM_NULL) raises it."""
         if self._freed:
-            raise mpi_error(MPI.ERR_COMM, "invalid communicator: this secure communicator was freed")
+            raise mpi_error(MPI.ERR_COMM, "this secure communicator was freed")
 
     def Get_topology(self) -> int:
         self._alive()
@@ -91,7 +91,7 @@ _KEPT_VALUES = frozenset({"rank", "size", "is_topo"})
 
 
 def _freed_call(*args: Any, **kwargs: Any) -> Any:
-    raise mpi_error(MPI.ERR_COMM, "invalid communicator: this secure communicator was freed (Free)")
+    raise mpi_error(MPI.ERR_COMM, "this secure communicator was freed (Free)")
 
 
 _FREED: dict[str, type] = {}  # qualified class name -> its freed class

@@ -107,6 +107,7 @@ from ..wire.errors import AuthenticationError, LocalProtocolError, MpishError
 from ..wire.noise import DHLEN, HandshakeState, ProtocolName
 from ..wire.record import HEADER_SIZE, SESSION_SIZE, Header, RecordType, parse_header
 from .communicator import BY_TOPOLOGY, SecureComm
+from .derive import made_each
 from .handles import guard_threads
 from .lane import Stats
 from .secret import SECRET_SIZE, CommSecret, key_report_size, open_keys, seal_keys
@@ -510,7 +511,7 @@ def secure(
         p2p.Free()
         raise AuthenticationError("secure(): this rank got no job secret")
     keys = CommSecret(name, secret, job, p2p.Get_rank(), p2p.Get_size())
-    comms = (p2p, comm.Dup(), comm.Dup(), comm.Dup())
+    comms = made_each((p2p, comm, comm, comm), lambda c: c if c is p2p else c.Dup())  # (an error frees p2p)
     p2p.Set_name(comm.Get_name())  # secure(COMM_WORLD).Get_name() is "MPI_COMM_WORLD", as a drop-in
     for internal in comms[1:]:
         internal.Set_errhandler(MPI.ERRORS_RETURN)

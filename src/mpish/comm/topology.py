@@ -42,6 +42,7 @@ from .buffers import (
     vector_view,
 )
 from .collectives import COLL_TAG, Steps, _dumps, _in_place, _loads, run
+from .derive import made_each
 from .lane import wait_all
 from .nonblocking import NonBlocking, after_started, blocking, persistent, started
 from .packing import pack, unpack
@@ -88,7 +89,7 @@ class Constructors:
         return self._topology("Create_dist_graph", sources, degrees, destinations, *args[:2], **kwargs)
 
     def _topology(self, call: str, *args: Any, **kwargs: Any) -> Any:
-        comms = tuple(getattr(c, call)(*args, **kwargs) for c in self._comms)
+        comms = made_each(self._comms, lambda c: getattr(c, call)(*args, **kwargs))
         return self._child(comms, call.encode(), self._kinds[call])
 
 
@@ -299,7 +300,7 @@ class Cartesian(Topology):
     def Sub(self, remain_dims: Any) -> Any:
         """The sub-grids keeping the dimensions ``remain_dims`` marks (collective)."""
         keep = [bool(x) for x in remain_dims]
-        comms = tuple(c.Sub(keep) for c in self._comms)
+        comms = made_each(self._comms, lambda c: c.Sub(keep))
         return self._child(comms, b"cart_sub" + bytes(keep), type(self))
 
 
