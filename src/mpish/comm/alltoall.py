@@ -19,13 +19,12 @@ from typing import Any
 from .buffers import (
     bottom_blocks,
     free_blocks,
-    typed_vector_view,
-    vector_view,
 )
 from .collectives import _BLOCK_ERRORS, COLL_TAG, Collectives, Steps, _in_place, _own_fits
-from .gapped import landing
+from .gapped import Scatter, landing
 from .lane import wait_all
 from .packing import pack, unpack
+from .vectors import typed_vector_view, vector_landing
 
 Blocks = tuple[list[memoryview], list[memoryview]]  # (block k to rank k, block k from rank k)
 
@@ -92,8 +91,12 @@ class AllToAll(Collectives):
             scatters[0]()
 
     def _Alltoallv_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
-        pair = yield from self._blocks_or_fail(lambda: self._vector_blocks(sendbuf, recvbuf, vector_view))
+        scatters: list[Scatter | None] = []  # a receive datatype with gaps (vectors.py)
+        pair = yield from self._blocks_or_fail(
+            lambda: self._vector_blocks(sendbuf, recvbuf, vector_landing, scatters))
         yield from self._exchange(pair)
+        if scatters[0] is not None:
+            scatters[0]()
 
     def _Alltoallw_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         """Blocks at absolute addresses (MPI.BOTTOM) travel packed by MPI inside this process."""
@@ -135,13 +138,17 @@ class AllToAll(Collectives):
             blocks_out = [send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)]
         return blocks_out, blocks_in
 
-    def _vector_blocks(self, sendbuf: Any, recvbuf: Any, view: Any) -> Blocks:
-        """Alltoallv/w: ``view`` reads a buffer spec as (bytes, counts, displacements) in bytes."""
+    def _vector_blocks(self, sendbuf: Any, recvbuf: Any, view: Any,
+                       scatters: list[Any] | None = None) -> Blocks:
+        """Alltoallv/w: ``view`` reads a buffer spec as (bytes, counts, displacements) in bytes,
+        and (vector_landing) what scatters the received bytes, put in ``scatters``."""
         size = self.size
-        recv, rcounts, rdispls = view(recvbuf, size, writable=True)
+        recv, rcounts, rdispls, *scatter = view(recvbuf, size, writable=True)
+        if scatters is not None:
+            scatters.extend(scatter)
         if _in_place(sendbuf):
             send, scounts, sdispls = memoryview(bytes(recv)), rcounts, rdispls
         else:
-            send, scounts, sdispls = view(sendbuf, size, writable=False)
+            send, scounts, sdispls, *_ = view(sendbuf, size, writable=False)
         return ([send[sdispls[k] : sdispls[k] + scounts[k]] for k in range(size)],
                 [recv[rdispls[k] : rdispls[k] + rcounts[k]] for k in range(size)])

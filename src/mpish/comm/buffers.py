@@ -169,8 +169,8 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
             raise Unsupported(
                 f"mpish.secure takes a datatype with gaps (here {type_name(datatype)}; a vector, "
                 "subarray, resized or padded type) in point-to-point calls (Send, Recv, Sendrecv...), "
-                "Bcast, Gather, Scatter, Allgather, Alltoall (and their I and _init forms), Alltoallw and "
-                "Neighbor_alltoallw, not in this call: pack the data into a contiguous buffer (numpy, or "
+                "Bcast, Gather, Scatter, Allgather, Alltoall, their v-forms (and their I and _init forms), "
+                "Alltoallw and Neighbor_alltoallw, not in this call: pack the data into a contiguous buffer (numpy, or "
                 "datatype.Pack(..., comm.raw)) or send the blocks point to point"
             )
     if count is not None:
@@ -380,87 +380,6 @@ def matches(want_source: int, want_tag: int, source: int, tag: int) -> bool:
     return (want_source == MPI.ANY_SOURCE or want_source == source) and (
         want_tag == MPI.ANY_TAG or want_tag == tag
     )
-
-
-def vector_view(buf: Any, size: int, *, writable: bool) -> tuple[memoryview, list[int], list[int]]:
-    """(flat bytes, counts in bytes, displacements in bytes) of a v-collective buffer argument.
-
-    mpi4py's forms and defaults: ``buf``, ``[buf, dtype]``, ``[buf, counts]``,
-    ``[buf, (counts, displs)]``, ``[buf, counts, dtype]``, ``[buf, (counts, displs), dtype]``,
-    ``[buf, counts, displs, dtype]``; counts may be one int for all; displacements default
-    to the packed layout, and one int is a stride; no counts: the entries split evenly.
-    """
-    counts: Any = None
-    displs: Any = None
-    datatype: Any = None
-    if isinstance(buf, (list, tuple)):
-        if len(buf) == 2:
-            buf, counts = buf
-            if _is_datatype(counts):
-                counts, datatype = None, counts
-            elif isinstance(counts, tuple):
-                counts, displs = counts
-        elif len(buf) == 3:
-            buf, counts, datatype = buf
-            if isinstance(counts, tuple):
-                counts, displs = counts
-        elif len(buf) == 4:
-            buf, counts, displs, datatype = buf
-        else:
-            raise ValueError("message: expecting 2 to 4 items")
-    if buf is MPI.IN_PLACE or buf is MPI.BOTTOM:
-        raise Unsupported("mpish.secure does not support MPI.IN_PLACE / MPI.BOTTOM here")
-    flat, _, itemsize = parse(buf if datatype is None else [buf, datatype], writable=writable, entries=True)
-    if counts is None:
-        entries = len(flat) // itemsize
-        counts = [entries // size + (entries % size > k) for k in range(size)]
-    elif isinstance(counts, int):
-        counts = [counts] * size
-    counts = [int(c) for c in counts]
-    if displs is None:
-        displs, offset = [], 0
-        for c in counts:
-            displs.append(offset)
-            offset += c
-    elif isinstance(displs, int):
-        displs = [displs * k for k in range(size)]
-    displs = [int(d) for d in displs]
-    if len(counts) != size or len(displs) != size:
-        raise ValueError(f"v-collective: expected {size} counts and displacements")
-    byte_counts = [c * itemsize for c in counts]
-    byte_displs = [d * itemsize for d in displs]
-    for c, d in zip(byte_counts, byte_displs, strict=True):
-        if c < 0 or d < 0 or c + d > len(flat):
-            raise ValueError("v-collective: counts and displacements exceed the buffer")
-    return flat, byte_counts, byte_displs
-
-
-def typed_vector_view(msg: Any, size: int, *, writable: bool) -> tuple[memoryview, list[int], list[int]]:
-    """(flat bytes, counts in bytes, displacements in bytes) of an ``Alltoallw`` message:
-    ``[buf, (counts, displs), datatypes]`` or ``[buf, counts, displs, datatypes]``, with
-    displacements in bytes and one contiguous datatype per peer."""
-    if not isinstance(msg, (list, tuple)) or len(msg) not in (3, 4):
-        raise ValueError("Alltoallw: expecting [buf, (counts, displs), datatypes]")
-    if len(msg) == 3:
-        buf, (counts, displs), datatypes = msg
-    else:
-        buf, counts, displs, datatypes = msg
-    if buf is MPI.BOTTOM or buf is MPI.IN_PLACE:
-        raise Unsupported("mpish.secure does not support MPI.BOTTOM (absolute addresses) here")
-    flat = parse(buf, writable=writable)[0]
-    byte_counts, byte_displs = [], []
-    for count, displ, datatype in zip(counts, displs, datatypes, strict=True):
-        datatype = datatype_of(datatype)
-        if not _contiguous(datatype):
-            raise Unsupported("mpish.secure supports contiguous datatypes only (pack the data first)")
-        byte_counts.append(int(count) * datatype.Get_size())
-        byte_displs.append(int(displ))
-    if len(byte_counts) != size:
-        raise ValueError(f"Alltoallw: expected {size} counts, displacements and datatypes")
-    for c, d in zip(byte_counts, byte_displs, strict=True):
-        if c < 0 or d < 0 or c + d > len(flat):
-            raise ValueError("Alltoallw: counts and displacements exceed the buffer")
-    return flat, byte_counts, byte_displs
 
 
 def _program_level() -> int:

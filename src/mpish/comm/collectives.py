@@ -42,7 +42,6 @@ from .buffers import (
     mpi_error,
     mpi_truncate,
     parse,
-    vector_view,
 )
 from .gapped import Scatter, landing, one_block
 from .lane import Lane, progress, wait_all
@@ -51,6 +50,7 @@ from .packing import derived, pack, unpack
 from .peers import as_int
 from .posted import detach
 from .serial import dumps, loads
+from .vectors import vector_landing
 
 _ORIGIN = struct.Struct(">I")  # an abort notice's body: the rank the collective failed on
 COLL_TAG = 1  # the tag of collective traffic, abort notices too (collectives are called in the same order)
@@ -239,7 +239,7 @@ class Collectives:
     def _send_or_abort(self, sendbuf: Any, root: int) -> None:
         """Send this rank's block to ``root``; an abort notice instead if the buffer is wrong."""
         try:
-            data = byte_view(sendbuf, writable=False)
+            data = one_block(sendbuf, writable=False)[0]
         except Exception:
             self._c_abort(root)
             raise
@@ -366,7 +366,7 @@ class Collectives:
             return
         try:  # block k lands at k times the receive count, which bounds each block (as MPI's)
             recv, block, scatter = landing(recvbuf, size, writable=True)
-            send = None if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
+            send = None if _in_place(sendbuf) else one_block(sendbuf, writable=False)[0]
             if send is not None:
                 _own_fits(len(send), block, "Gather")
         except Exception as exc:
@@ -413,9 +413,9 @@ class Collectives:
         if self.rank != root:
             self._send_or_abort(sendbuf, root)
             return
-        try:
-            recv, counts, displs = vector_view(recvbuf, self.size, writable=True)
-            send = None if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
+        try:  # (a datatype with gaps: vectors.py)
+            recv, counts, displs, scatter = vector_landing(recvbuf, self.size, writable=True)
+            send = None if _in_place(sendbuf) else one_block(sendbuf, writable=False)[0]
             if send is not None:  # a shorter own block (MPI's count is an upper bound): as MPI copies it
                 own = min(len(send), counts[root])
                 recv[displs[root] : displs[root] + own] = send[:own]
@@ -425,6 +425,8 @@ class Collectives:
             raise
         blocks = [(k, recv[displs[k] : displs[k] + counts[k]]) for k in range(self.size) if k != root]
         yield from self._recv_each(blocks, shorter=True)
+        if scatter is not None:
+            scatter()
 
     def _Scatterv_steps(self, sendbuf: Any, recvbuf: Any, root: int = 0) -> Steps[None]:
         root = self._root(root)
@@ -432,8 +434,8 @@ class Collectives:
             yield from self._recv_or_drop_steps(recvbuf, root, shorter=True)
             return
         try:
-            send, counts, displs = vector_view(sendbuf, self.size, writable=False)
-            recv = None if _in_place(recvbuf) else byte_view(recvbuf, writable=True)
+            send, counts, displs, _ = vector_landing(sendbuf, self.size, writable=False)
+            recv, scatter = (None, None) if _in_place(recvbuf) else one_block(recvbuf, writable=True)
         except Exception:
             self._abort(self._others(), [])
             raise
@@ -446,6 +448,8 @@ class Collectives:
                 raise mpi_truncate(f"Scatterv: the root's own block is {len(chunk)} bytes, its receive "
                                    f"buffer {len(recv)}")
             recv[: len(chunk)] = chunk
+            if scatter is not None:
+                scatter()
 
     # -- all-to-all patterns
 
@@ -481,16 +485,16 @@ class Collectives:
         if _in_place(sendbuf):
             send = memoryview(bytes(recv[rank * block : (rank + 1) * block]))
         else:  # block k lands at k times the receive count, which bounds each block (as MPI's)
-            send = byte_view(sendbuf, writable=False)
+            send = one_block(sendbuf, writable=False)[0]
             _own_fits(len(send), block, "Allgather")
         return send, recv, block, scatter
 
     def _Allgatherv_steps(self, sendbuf: Any, recvbuf: Any) -> Steps[None]:
         try:
-            recv, counts, displs = vector_view(recvbuf, self.size, writable=True)
+            recv, counts, displs, scatter = vector_landing(recvbuf, self.size, writable=True)
             blocks = [recv[displs[k] : displs[k] + counts[k]] for k in range(self.size)]
             mine = blocks[self.rank]
-            send = memoryview(bytes(mine)) if _in_place(sendbuf) else byte_view(sendbuf, writable=False)
+            send = memoryview(bytes(mine)) if _in_place(sendbuf) else one_block(sendbuf, writable=False)[0]
             _own_fits(len(send), len(mine), "Allgatherv")  # (rank 0 cut its own block to its count)
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)
@@ -504,3 +508,5 @@ class Collectives:
         for block in blocks:
             block[:] = packed[offset : offset + len(block)]
             offset += len(block)
+        if scatter is not None:
+            scatter()

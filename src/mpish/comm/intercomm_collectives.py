@@ -50,9 +50,10 @@ from typing import Any
 from mpi4py import MPI
 
 from ..wire.errors import RemoteProtocolError
-from .buffers import block_view, byte_view, check_op, typed_spec, vector_view
+from .buffers import block_view, byte_view, check_op, typed_spec
 from .collectives import COLL_TAG, Steps, _dumps, _in_place, _loads, run
 from .lane import Lane, wait_all
+from .vectors import vector_view
 
 
 def _into(blocks: list[memoryview], what: str) -> Callable[[int, Any], None]:

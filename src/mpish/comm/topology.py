@@ -38,14 +38,13 @@ from .buffers import (
     bottom_blocks,
     byte_view,
     free_blocks,
-    typed_vector_view,
-    vector_view,
 )
 from .collectives import COLL_TAG, Steps, _dumps, _in_place, _loads, run
 from .derive import made_each
 from .lane import wait_all
 from .nonblocking import NonBlocking, after_started, blocking, persistent, started
 from .packing import pack, unpack
+from .vectors import typed_vector_view, vector_view
 
 _PROC_NULL = MPI.PROC_NULL
 
