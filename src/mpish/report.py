@@ -26,6 +26,7 @@ the shipped ``mpish ssh`` server on every host at every start, where a ``true`` 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -175,6 +176,13 @@ def open_standard_streams() -> None:
             os.close(null)
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
+    # Lines read (the console's, -C -) and text written may hold bytes that are not UTF-8, as
+    # Python's OS interface spells them ("\udcff" for a file name's byte 0xFF): they go through
+    # as those bytes, as with ssh and clush (a command of such a byte ended in a traceback).
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            with contextlib.suppress(ValueError, io.UnsupportedOperation):
+                stream.reconfigure(errors="surrogateescape")
 
 
 def owner(uid: int) -> str:

@@ -141,7 +141,8 @@ def check_error_classes(c: SecureComm, raw: MPI.Intracomm) -> None:
     try:  # what happened, after MPI's words (str() said only "Invalid root", a porter)
         c.Bcast(np.zeros(1), root=n)
     except MPI.Exception as exc:
-        assert str(exc) == f"{MPI.Get_error_string(MPI.ERR_ROOT)}: root {n}, in a communicator of {n}", str(exc)
+        said = f"{MPI.Get_error_string(MPI.ERR_ROOT)}: root {n}, in a communicator of {n}"
+        assert str(exc) == said, str(exc)
         assert pickle.loads(pickle.dumps(exc)).Get_error_class() == MPI.ERR_ROOT
     for attempt in (lambda: pickle.dumps(c), lambda: c.sendrecv(c, c.rank, source=c.rank)):
         try:

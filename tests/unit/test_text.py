@@ -31,6 +31,7 @@ def test_forged_status_line_is_shown_not_obeyed() -> None:
         ("evil\u202egnp.exe", r"evil\u202egnp.exe"),  # bidi override
         ("a\u200bb\u2028c", r"a\u200bb\u2028c"),  # zero-width space, line separator
         ("C:\\x1b", r"C:\\x1b"),  # a backslash is doubled: the escapes cannot be faked
+        ("name\udcff", r"name\xff"),  # a file name's byte 0xFF as Python's OS interface spells it
     ],
 )
 def test_escapes(raw: str | bytes, shown: str) -> None:

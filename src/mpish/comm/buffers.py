@@ -170,8 +170,8 @@ def parse(buf: Any, *, writable: bool, entries: bool = False) -> tuple[memoryvie
                 f"mpish.secure takes a datatype with gaps (here {type_name(datatype)}; a vector, "
                 "subarray, resized or padded type) in point-to-point calls (Send, Recv, Sendrecv...), "
                 "Bcast, Gather, Scatter, Allgather, Alltoall, their v-forms (and their I and _init forms), "
-                "Alltoallw and Neighbor_alltoallw, not in this call: pack the data into a contiguous buffer (numpy, or "
-                "datatype.Pack(..., comm.raw)) or send the blocks point to point"
+                "Alltoallw and Neighbor_alltoallw, not in this call: pack the data into a contiguous buffer "
+                "(numpy, or datatype.Pack(..., comm.raw)) or send the blocks point to point"
             )
     if count is not None:
         count = operator.index(count)  # a float count is mpi4py's TypeError

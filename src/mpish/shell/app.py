@@ -410,7 +410,8 @@ def run_lines(console: Any, args: argparse.Namespace) -> int:
         repl.targets = targets
         return repl.loop()  # exit N: N; exit or the end of input: the last command's, as bash
     try:
-        stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+        stream = sys.stdin if path == "-" else open(path, encoding="utf-8",  # noqa: SIM115
+                                                    errors="surrogateescape")
     except OSError as exc:
         report.say(f"cannot read commands from {path}: {exc.strerror}")
         return 2

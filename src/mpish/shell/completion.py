@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from mpish.wire.errors import MpishError
+from mpish.wire.text import escape
 
 from . import protocol as p
 
@@ -35,8 +36,21 @@ _SPECIAL = re.compile(r"([^\w@%+=:,./-])")  # what bash's completion escapes wit
 
 
 def shell_escaped(name: str) -> str:
-    """``name`` as bash's completion inserts it: blanks, quotes, ``$``, ``*``... escaped."""
-    return _SPECIAL.sub(r"\\\1", name)
+    """``name`` as bash's completion inserts it: blanks, quotes, ``$``, ``*``... escaped; a name
+    with bytes that are not UTF-8 or control characters (a file named by the byte 0xFF, which
+    a target sends as "\\udcff": wire/codec.py) as bash's ``$'\\xff'``, printable as typed."""
+    if name.isprintable():
+        return _SPECIAL.sub(r"\\\1", name)
+    return "$'" + "".join(_ansi_c(ch) for ch in name) + "'"
+
+
+def _ansi_c(ch: str) -> str:
+    if ch in "\\'":
+        return "\\" + ch
+    if ch.isprintable():
+        return ch
+    raw = ch.encode("utf-8", "surrogateescape")  # a byte that is not UTF-8 is that byte again
+    return "".join(f"\\x{byte:02x}" for byte in raw)
 
 
 def complete_path(prefix: str, cwd: str) -> list[str]:
@@ -134,7 +148,7 @@ def make_completer(builtins: Iterable[str], remote: Remote) -> Any:
                 return
             tail = path.rpartition("/")[2]
             for name in remote(target, path):
-                yield Completion(shell_escaped(name), -len(tail), display=name)
+                yield Completion(shell_escaped(name), -len(tail), display=escape(name))
 
     return ShellCompleter()
 

@@ -273,7 +273,8 @@ def run_console(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
 
     path = options.commands_from if options.copy is None else None
     try:  # -C: before any host is reached, as a bad -c would be
-        stream = None if path is None else sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+        stream = None if path is None else sys.stdin if path == "-" else open(  # noqa: SIM115
+            path, encoding="utf-8", errors="surrogateescape")
     except OSError as exc:
         err.write(f"mpish: cannot read commands from {path}: {exc.strerror}\n".encode())
         return 2

@@ -180,7 +180,9 @@ class Codec:
             raise LocalProtocolError(f"{type(message).__name__} is not a {self.name} message")
         type_id, names = known
         values = [getattr(message, name) for name in names]
-        packed: bytes = msgpack.packb([type_id, *values], use_bin_type=True)
+        # (a str may hold any bytes as Python's OS interface gives them, a file name of byte
+        # 0xFF as "\udcff": they travel as those bytes, decode() gives the same str back)
+        packed: bytes = msgpack.packb([type_id, *values], use_bin_type=True, unicode_errors="surrogateescape")
         return packed
 
     def decode(self, data: bytes | bytearray | memoryview) -> Any:
@@ -191,6 +193,7 @@ class Codec:
             raw = msgpack.unpackb(
                 data,
                 raw=False,
+                unicode_errors="surrogateescape",
                 use_list=True,
                 strict_map_key=True,
                 max_str_len=self.max_bytes,

@@ -21,14 +21,14 @@ __all__ = ["escape"]
 _SURROGATE_ESCAPES = range(0xDC80, 0xDD00)  # how "surrogateescape" spells bytes 0x80-0xff
 
 
-def _escape_char(ch: str, from_bytes: bool) -> str:
+def _escape_char(ch: str) -> str:
     if ch == "\\":
         return "\\\\"
     if ch.isprintable():  # letters, digits, punctuation, space, printable non-ASCII
         return ch
     code = ord(ch)
-    if from_bytes and code in _SURROGATE_ESCAPES:  # a byte that is not part of valid UTF-8
-        return f"\\x{code - 0xDC00:02x}"
+    if code in _SURROGATE_ESCAPES:  # a byte that is not part of valid UTF-8 (a str of os's, or a
+        return f"\\x{code - 0xDC00:02x}"  # peer's message: wire/codec.py), never a character
     if code < 0x80:  # C0 controls and DEL
         return f"\\x{code:02x}"
     if code < 0x10000:
@@ -43,18 +43,15 @@ def escape(text: str | bytes | bytearray, *, keep_newlines: bool = False) -> str
     ``\\xNN``. ``keep_newlines`` keeps ``\\n`` as a line break (for multi-line text such
     as ssh's stderr); every other control character, ``\\r`` included, is escaped.
     """
-    if isinstance(text, str):
-        decoded, from_bytes = text, False
-    else:
-        decoded, from_bytes = bytes(text).decode("utf-8", "surrogateescape"), True
+    decoded = text if isinstance(text, str) else bytes(text).decode("utf-8", "surrogateescape")
     lines = decoded.split("\n") if keep_newlines else [decoded]
-    return "\n".join(_escape_line(line, from_bytes) for line in lines)
+    return "\n".join(_escape_line(line) for line in lines)
 
 
-def _escape_line(line: str, from_bytes: bool) -> str:
+def _escape_line(line: str) -> str:
     if line.isprintable() and "\\" not in line:  # the common case: nothing to do
         return line
-    return "".join(_escape_char(ch, from_bytes) for ch in line)
+    return "".join(_escape_char(ch) for ch in line)
 
 
 def relabel_returns(line: bytes, label: bytes) -> bytes:
