@@ -117,13 +117,26 @@ def parse_words(rest: str, usage: str) -> list[str]:
                          f"a shell reads them, on one line: {usage})") from None
 
 
+def console_directory() -> str:
+    """The console's own directory (where :put reads and :get writes); a ValueError saying what
+    to do if another program removed it (each :put, :get and :lcd said only "[Errno 2] No such
+    file or directory", and the session could not go on: helper-141)."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        raise ValueError("the console's local directory was removed (by another program): :lcd DIR "
+                         "goes to another") from None
+
+
 def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys, err: IO[str],
                 into: bool = False, tally: Tally | None = None) -> int:
     """``:put [-r] LOCAL [REMOTE]``; 0 if every target has its verified copy, else 1. ``into``:
     a tree goes to REMOTE/NAME, REMOTE being an existing directory (clush's --copy --dest).
     With a ``tally`` the results are added to it, for one report later (copying.copy_files)."""
     recursive, words = parse(rest, PUT_USAGE)
-    local = words[0]
+    local = os.path.expanduser(words[0])  # a path of the console's machine: ~ is the user's home there
+    where = ("" if os.path.isabs(local)
+             else f" in the console's directory {console_directory()} (not the targets')")
     is_dir = os.path.isdir(local)
     if is_dir and not recursive:
         raise ValueError(f"{local!r} is a directory on the console's machine: "
@@ -131,7 +144,6 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     if not is_dir and os.path.exists(local) and not os.path.isfile(local):  # as scp says it
         raise ValueError(f"{local!r} is not a regular file (a FIFO, device or socket): :put copies "
                          "regular files, and directories with -r")
-    where = "" if os.path.isabs(local) else f" in the console's directory {os.getcwd()} (not the targets')"
     if not is_dir and os.path.islink(local) and not os.path.exists(local):  # it is there: not "no file"
         raise ValueError(f"{local!r}{where} is a symbolic link to {os.readlink(local)!r}, which does not "
                          "exist: :put copies what the link it is given leads to, as cp does (with -r too: "
@@ -166,7 +178,10 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     results are added to it, for one report later (copying.copy_files)."""
     recursive, words = parse(rest, GET_USAGE)
     remote = words[0]
-    local = words[1] if len(words) == 2 else ("." if recursive else os.path.basename(remote))
+    local = (os.path.expanduser(words[1]) if len(words) == 2  # the console's: ~ is the user's home there
+             else "." if recursive else os.path.basename(remote))
+    if not os.path.isabs(local):
+        console_directory()
     progress = Progress(f"get {escape(os.path.basename(os.path.normpath(remote)))}", 0, err)
     written = transfer.get_destinations(console, remote, local, console.idle(targets), recursive, suffixed)
     missing = sorted({str(path.parent) for path in written.values() if not path.parent.is_dir()})

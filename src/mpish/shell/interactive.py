@@ -378,12 +378,15 @@ class Repl:
             if self.old_lcd is None:
                 raise ValueError(":lcd: no previous local directory (:lcd - goes back after an :lcd)")
             where = self.old_lcd
-        before = os.getcwd()
+        try:
+            before: str | None = os.getcwd()
+        except FileNotFoundError:  # removed by another program: :lcd is the way out (helper-141)
+            before = None
         try:
             os.chdir(where)
         except OSError as exc:
             raise ValueError(f":lcd: {where}: {exc.strerror} (on the console's machine)") from None
-        self.old_lcd = before
+        self.old_lcd = before or self.old_lcd
         print(f"local directory: {os.getcwd()}")
         sys.stdout.flush()
         self.last_status = 0
