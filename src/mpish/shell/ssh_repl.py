@@ -37,11 +37,7 @@ class SshRepl(ShellRepl):
         hosts = self.console.hosts
         return fold_hosts([hosts[r] for r in sorted(self.targets)]) or "no host"
 
-    servers = "hosts"
-
-    def server_lines(self) -> list[str]:
-        hosts = sorted(self.console.hosts.values())
-        return [f"  connected: {fold_hosts(hosts)}"] if hosts else []
+    servers = "hosts"  # (each listed with its number, for @2 and :attach @2, as in MPI mode: helper-141)
 
     def describe(self, ranks: Iterable[int]) -> str:
         """Host names (folded as a node set) for the console's messages, lost ones too (a
