@@ -273,3 +273,27 @@ def test_a_tree_copy_writes_into_a_device_at_its_root_or_inside_and_refuses_a_fi
     assert (tmp_path / "link").is_symlink() and stat.S_ISFIFO(os.lstat(fifo).st_mode)
     assert sorted(os.listdir(tmp_path)) == ["dest", "fifo", "link", "null", "results", "run"]  # no part file
     assert os.listdir(dest) == ["results"]
+
+
+@pytest.mark.parametrize("root", ["tree", "tree/grow.log"])
+def test_a_file_written_to_while_a_tree_is_read_is_refused_not_verified(tmp_path: Path, root: str) -> None:
+    """A file appended to while it was copied (a live log in the tree) was copied with old and new
+    bytes mixed and said "ok, SHA-256 verified" (helper-141): it is refused as a single file is."""
+    source = tmp_path / "tree"
+    source.mkdir()
+    (source / "grow.log").write_bytes(b"x" * (3 * p.CHUNK))
+    reader = TreeReader(tmp_path / root, 1)
+    writer = TreeWriter(tmp_path / "copy", UMASK)
+    ends, chunks = [], 0
+    while (message := reader.next(p.CHUNK)) is not None:
+        if isinstance(message, p.Chunk) and not chunks:  # the writer of the log goes on meanwhile
+            with open(source / "grow.log", "ab") as log:
+                log.write(b"more\n")
+        chunks += isinstance(message, p.Chunk)
+        if isinstance(message, p.FileEnd):
+            ends.append(message)
+        feed(writer, message)
+    assert [end.error.partition(" changed while it was read")[:2] for end in ends] == [
+        (f"{source}/grow.log", " changed while it was read")], ends
+    assert "changed while it was read" in writer.finish()
+    assert not (tmp_path / "copy" / "grow.log").exists() and not (tmp_path / "copy").is_file()

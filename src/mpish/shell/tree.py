@@ -38,7 +38,16 @@ from typing import Any
 from mpish.report import owner
 
 from . import protocol as p
-from .transfer import IN_DIRECTORY, PartFile, cannot_write, foreign, into_directory, new_digest, part_name
+from .transfer import (
+    IN_DIRECTORY,
+    PartFile,
+    cannot_write,
+    changed,
+    foreign,
+    into_directory,
+    new_digest,
+    part_name,
+)
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO swapped in never blocks
@@ -123,6 +132,7 @@ class TreeReader:
         self.xfer_id = xfer_id
         self.stack: list[tuple[int, str, list[str]]] = []  # (dir fd, relative path, names left)
         self.file: tuple[int, Any, int, str] | None = None  # (fd, digest, size, shown path)
+        self.opened: os.stat_result | None = None  # the file's fstat when opened (transfer.changed)
         self.interrupted = False
         self.bytes = 0
         info = os.stat(self.root)  # the root is followed: the user named it
@@ -137,7 +147,7 @@ class TreeReader:
             self.pending: p.Entry | None = p.Entry(xfer_id, "", "dir", info.st_mode & 0o777, 0, "")
         elif stat.S_ISREG(info.st_mode):
             fd = os.open(self.root, FILE_FLAGS & ~os.O_NOFOLLOW)
-            self.file = (fd, new_digest(True), 0, self.root)
+            self.file, self.opened = (fd, new_digest(True), 0, self.root), os.fstat(fd)
             self.pending = p.Entry(xfer_id, "", "file", info.st_mode & 0o777, info.st_size, "")
         else:
             raise OSError(errno.EINVAL, "not a directory or a regular file")
@@ -177,6 +187,8 @@ class TreeReader:
                 self.file = (fd, digest, size + len(data), shown)
                 self.bytes += len(data)
                 return p.Chunk(data)
+            if not error and self.opened is not None:  # written to meanwhile: old and new bytes mixed
+                error = changed(fd, self.opened, shown)  # (helper-141: "ok, SHA-256 verified")
         os.close(fd)
         self.file = None
         return p.FileEnd(self.xfer_id, size, digest.digest(), error)
@@ -208,7 +220,7 @@ class TreeReader:
                 return special
         except OSError as exc:
             return p.Entry(self.xfer_id, relative, "skip", 0, 0, f"cannot read {shown}: {_why(exc)}")
-        self.file = (fd, new_digest(True), 0, shown)
+        self.file, self.opened = (fd, new_digest(True), 0, shown), info
         return p.Entry(self.xfer_id, relative, "file", info.st_mode & 0o777, info.st_size, "")
 
     def close(self) -> None:
