@@ -96,6 +96,7 @@ class Console:
         self.peers: dict[int, Peer] = dict(session.peers)
         self.err = err or sys.stderr
         self.describe: Callable[[Iterable[int]], str] = lambda ranks: f"@{format_ranks(ranks)}"  # ssh: hosts
+        self.lost_name: Callable[[int, str], str] = lambda rank, host: f"rank {rank} ({host})"  # ssh: host
         self.timeout = 0.0  # per-command timeout in seconds; 0 = none
         self.file_suffix: Callable[[int], str] = str  # a get's copies: NAME.<rank>; ssh: NAME.<host>
         sent = set(getattr(session, "sent_first", ()))  # ssh -c: their Run went with their code
@@ -108,8 +109,7 @@ class Console:
         self._route: Route | None = None  # while attached or completing (routed())
         self.peak_rss_kib: dict[int, int] = {}
         self._failures = FailureWatch(session, self.peers, self.machines)
-        # set by the terminal front end: True when the user typed Ctrl-C (the terminal is in raw
-        # mode during operations, so Ctrl-C is a key here, not a signal to the group)
+        # set by the terminal front end: True when the user typed Ctrl-C (a key in raw mode)
         self.interrupt_key: Callable[[], bool] | None = None
         self.terminated: list[int] = []  # -c's SIGTERM once it came (keyboard.terminate_as_interrupt)
         tune_malloc()  # 1 MiB records: reused heap buffers, no page faults per record
@@ -170,7 +170,7 @@ class Console:
             peer.alive = False
             if died:
                 peer.lost = why
-            report.say(f"rank {rank} ({peer.host}) lost: {why}", self.err)
+            report.say(f"{self.lost_name(rank, peer.host)} lost: {why}", self.err)
             self.err.flush()
 
     def check_failures(self) -> None:

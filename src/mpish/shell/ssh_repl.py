@@ -24,6 +24,7 @@ class SshRepl(ShellRepl):
         super().__init__(*args, **kwargs)
         self.console.describe = self.describe  # hosts in the messages, NAME.<host> for :get's copies
         self.console.file_suffix = lambda rank: self.console.peers[rank].host
+        self.console.lost_name = lambda rank, host: host  # "host1 lost", not "rank 1 (host1)": helper-141
         self.pruned = set(self.console.lost)  # hosts not reached at the start: targets once reconnected
         # every host's name, those a copy connects in their turn of -f too (and ones that then fail)
         self.known = {**{r: p.host for r, p in self.console.peers.items()}, **self.console.session.later}
