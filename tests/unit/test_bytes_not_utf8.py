@@ -26,3 +26,4 @@ def test_completion_offers_such_a_name_as_bashs_dollar_quote(tmp_path: os.PathLi
     assert shell_escaped(NAME) == r"$'caf\xe9-\xff'"
     assert shell_escaped("it's a\x1b") == r"$'it\'s a\x1b'"
     assert shell_escaped("a b*") == r"a\ b\*"
+    assert complete_path("a\0b/", os.fspath(tmp_path)) == []  # (a NUL raised ValueError in the server)

@@ -76,7 +76,7 @@ def complete_path(prefix: str, cwd: str) -> list[str]:
                 names.append(name + "/" if is_dir else name)
                 if len(names) >= LIMIT:
                     break
-    except OSError:
+    except (OSError, ValueError):  # (ValueError: a NUL in the prefix)
         return []
     return sorted(names)
 
