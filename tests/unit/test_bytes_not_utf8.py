@@ -9,6 +9,7 @@ import os
 
 from mpish.shell import protocol as p
 from mpish.shell.completion import complete_path, shell_escaped
+from mpish.shell.console_put_get import parse_words
 
 NAME = os.fsdecode(b"caf\xe9-\xff")  # Latin-1 and a lone byte, as os.listdir gives them
 
@@ -27,3 +28,10 @@ def test_completion_offers_such_a_name_as_bashs_dollar_quote(tmp_path: os.PathLi
     assert shell_escaped("it's a\x1b") == r"$'it\'s a\x1b'"
     assert shell_escaped("a b*") == r"a\ b\*"
     assert complete_path("a\0b/", os.fspath(tmp_path)) == []  # (a NUL raised ValueError in the server)
+
+
+def test_completion_of_a_builtins_argument_is_read_back_by_its_parser() -> None:
+    """:put and :get read their words with shlex, which has no $'...' (helper-142): their names
+    are escaped with backslashes, which it reads back to the name."""
+    for name in (NAME, "a\tb", "it's here"):
+        assert parse_words(f"{shell_escaped(name, bash=False)} dest", "usage") == [name, "dest"]

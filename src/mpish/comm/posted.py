@@ -201,11 +201,16 @@ class PostedReceives:
         owed = [p for p in self.posted if p.source == source and p.tag == tag and p.request is not None]
         result: Result | None = None
         error: Exception | None = None
+        before = len(self.early)
         try:
             result = self.process(memoryview(buf)[: status.Get_count(MPI.BYTE)], s, t,
                                   owed[0].sink if owed else sink)
         except RECORD_ERRORS as exc:
-            self.stats.reject(exc)
+            try:
+                self.stats.reject(exc)
+            except BaseException:  # strict mode: a message kept whole goes to a receive still waiting
+                self._give_kept(before)
+                raise
             return None
         except Exception as exc:
             if not owed:
@@ -269,8 +274,9 @@ class PostedReceives:
         (:meth:`_shift`); a message the spare slot had taken is kept in ``early`` in its turn."""
         early = self.early[before:]
         owed = self.owed_probed(early[0].source, early[0].tag) if early else []
-        if not owed:
-            return
+        if not owed or any(not q.done and q.request is None and _same_envelope(q, owed[0])
+                           for q in self.posted):  # one is being completed further up the stack
+            return  # (its own record taken already: the kept message stays in early, as before)
         self.early.remove(early[0])
         result: Result | None = None
         error: Exception | None = None

@@ -35,11 +35,12 @@ NO_PATHS = (":targets", ":timeout", ":mode", ":raw", ":help", ":quit", ":q")
 _SPECIAL = re.compile(r"([^\w@%+=:,./-])")  # what bash's completion escapes with a backslash
 
 
-def shell_escaped(name: str) -> str:
+def shell_escaped(name: str, bash: bool = True) -> str:
     """``name`` as bash's completion inserts it: blanks, quotes, ``$``, ``*``... escaped; a name
     with bytes that are not UTF-8 or control characters (a file named by the byte 0xFF, which
-    a target sends as "\\udcff": wire/codec.py) as bash's ``$'\\xff'``, printable as typed."""
-    if name.isprintable():
+    a target sends as "\\udcff": wire/codec.py) as bash's ``$'\\xff'``, printable as typed.
+    Not ``bash``: a built-in's argument (read by shlex, which has no ``$'...'``): escaped only."""
+    if name.isprintable() or not bash:
         return _SPECIAL.sub(r"\\\1", name)
     return "$'" + "".join(_ansi_c(ch) for ch in name) + "'"
 
@@ -143,12 +144,13 @@ def make_completer(builtins: Iterable[str], remote: Remote) -> Any:
             arguments = [w for w in before[1:] if not w.startswith("-")]  # :put -r LOCAL
             if LOCAL_ARGUMENT.get(command) == len(arguments):
                 for found in local.get_completions(Document(path), complete_event):  # :put reads it
-                    yield Completion(shell_escaped(found.text), found.start_position,  # as shlex does
+                    yield Completion(shell_escaped(found.text, bash=False), found.start_position,  # shlex
                                      display=found.display)
                 return
             tail = path.rpartition("/")[2]
             for name in remote(target, path):
-                yield Completion(shell_escaped(name), -len(tail), display=escape(name))
+                yield Completion(shell_escaped(name, bash=not command.startswith(":")), -len(tail),
+                                 display=escape(name))
 
     return ShellCompleter()
 

@@ -188,7 +188,7 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     if missing:  # one line, before anything is sent (it used to be one per target, in any order)
         print(Style.for_stream(err).error(
             f"mpish: get: the local directory {escape(missing[0])} does not exist (LOCAL is on the console's "
-            f"side, relative to {os.getcwd()}); make it first, or give an existing one"), file=err)
+            f"side, relative to {console_directory()}); make it first, or give an existing one"), file=err)
         err.flush()
         return 1
     started = time.monotonic()

@@ -195,7 +195,7 @@ def state_is_complete(path: str) -> bool:
 
 def write_text(path: str, text: str) -> None:
     """``text`` as the whole of file ``path`` (Path.write_text's, without importing pathlib)."""
-    with open(path, "w", encoding="utf-8") as handle:
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as handle:  # (a cwd's byte 0xFF)
         handle.write(text)
 
 
