@@ -74,6 +74,19 @@ def test_binary_output_is_exact(home: Path, tmp_path: Path) -> None:
     assert result.stdout == data  # one target: streamed as is, binary-safe
 
 
+def test_a_session_started_in_a_directory_named_by_bytes_not_utf8_runs_its_commands(
+    home: Path, tmp_path: Path
+) -> None:
+    """A server whose cwd (or an exported variable) holds a byte that is not UTF-8 died writing
+    its state file (strict UTF-8: helper-142), and a command holding such a byte ended in a
+    traceback (helper-141): both run as those bytes, as with ssh and clush."""
+    odd = os.path.join(os.fsencode(tmp_path), b"caf\xe9-\xff")
+    os.mkdir(odd)
+    result = run([MPISH, "-n", "2", "-c", b"pwd; printf '%s|' \xff"], home, Path(os.fsdecode(odd)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(odd + b"\n\xff|\n"), result.stdout  # (the group's line ended)
+
+
 def test_refused_rank_never_runs_a_command(tmp_path: Path) -> None:
     """MPMD with another key on ranks 1-2: refused by fingerprint; the marker is never made."""
     from mpish import keys
