@@ -34,10 +34,10 @@ def _env(home: Path | None) -> dict[str, str]:
     return env
 
 
-def run(args: list[str], home: Path | None) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], home: Path | None, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
     try:
         proc = subprocess.run(
-            mpiexec(*args), env=_env(home), capture_output=True, text=True, timeout=TIMEOUT, check=False
+            mpiexec(*args), env=_env(home), capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"mpiexec timed out\nstdout:\n{exc.stdout!r}\nstderr:\n{exc.stderr!r}")
@@ -84,10 +84,10 @@ def test_every_check_a_script_defines_is_run_and_reported(script: str) -> None:
     assert len(names) == len(defined) == len(set(names)), (names, defined)  # one OK line per check
 
 
-def every_check_passes(script: str, ranks: int, home: Path) -> None:
+def every_check_passes(script: str, ranks: int, home: Path, timeout: float = TIMEOUT) -> None:
     """Run a check script at ``ranks``: it must end well, report every check it defines, in
     order, and ALL OK."""
-    proc = run(["-n", str(ranks), PYTHON, str(HERE / script)], home)
+    proc = run(["-n", str(ranks), PYTHON, str(HERE / script)], home, timeout)
     assert proc.returncode == 0, explain(proc)
     reported = re.findall(r"^OK (\w+)$", proc.stdout, re.MULTILINE)
     assert reported == reported_checks(script), explain(proc)  # every check, in order
@@ -229,12 +229,15 @@ def test_forged_records_are_dropped_and_the_genuine_message_delivered(home: Path
     assert not marker.exists(), "a malicious pickle was unpickled"
 
 
+@pytest.mark.timeout(330)
 def test_messages_longer_than_any_record_from_a_rogue_rank_are_dropped_whole_and_the_job_ends_cleanly(
     home: Path,
 ) -> None:
     """A security review, Open MPI: such a message received into an empty buffer overwrote
-    libpython's globals (exit status 139 at exit, corruption in Ssend, SIGSEGV in recv)."""
-    every_check_passes("comm_oversized.py", 3, home)
+    libpython's globals (exit status 139 at exit, corruption in Ssend, SIGSEGV in recv). Under Open
+    MPI a rogue's 2 GiB message is received and dropped: 60-100 s on this 2-core VM (110 s was
+    exceeded once in CI, 2026-12-08), so its own timeout."""
+    every_check_passes("comm_oversized.py", 3, home, timeout=300)
 
 
 @pytest.mark.parametrize("ranks", [2, 3])  # 3: a third rank forges, the receive and probe take any source
