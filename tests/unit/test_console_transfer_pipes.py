@@ -128,7 +128,7 @@ def test_over_the_plain_channel_of_ssh_a_file_is_not_hashed_and_arrives_whole(tm
             xfer = console.new_id()
             console.send(1, p.PutStart(xfer, str(tmp_path / "remote"), len(data), 0o644, "raw.bin"))
             console.send(1, p.Chunk(data[:100]))
-            console.send(1, p.PutEnd(xfer, b"", False))
+            console.send(1, p.PutEnd(xfer, len(data), b"", False))
             console.wait(lambda: bool(done))
         assert done[0].sha256 == b""  # not hashed
         assert transfer.put(console, source, str(tmp_path / "remote"), [1]).verdicts == {1: ""}
@@ -152,6 +152,19 @@ def test_a_file_changed_while_put_reads_it_is_not_written(console: Console, tmp_
     sent = transfer.put(console, source, str(tmp_path / "remote"), [1], rewrite)
     assert sent.verdicts == {1: changed_text(source)}
     assert list((tmp_path / "remote").iterdir()) == []  # no copy, no part file left
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["hashed", "plain_as_over_ssh"])
+def test_a_proc_file_whose_stat_says_0_bytes_is_copied_whole_both_ways(tmp_path: Path, plain: bool) -> None:
+    source = Path("/proc/version")  # stat size 0, content stable (helper-141: "checksum mismatch")
+    assert os.stat(source).st_size == 0
+    text = source.read_bytes()
+    (tmp_path / "remote").mkdir()
+    with served_console(plain) as console:
+        assert transfer.put(console, source, str(tmp_path / "remote"), [1]).verdicts == {1: ""}
+        assert transfer.get(console, str(source), str(tmp_path / "got"), [1]) == {1: ""}
+    assert text and (tmp_path / "remote" / "version").read_bytes() == text
+    assert (tmp_path / "got").read_bytes() == text
 
 
 def test_a_file_changed_while_get_reads_it_is_not_kept(console: Console, tmp_path: Path) -> None:

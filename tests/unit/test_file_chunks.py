@@ -115,7 +115,7 @@ def test_a_put_whose_chunks_fall_short_of_its_size_is_discarded_with_an_error(
             xfer = console.new_id()
             console.send(1, p.PutStart(xfer, str(tmp_path / "remote"), 1000, 0o644, "short.bin"))
             console.send(1, p.Chunk(EVERY_BYTE[:999]))
-            console.send(1, p.PutEnd(xfer, b"", False))
+            console.send(1, p.PutEnd(xfer, 1000, b"", False))
             console.wait(lambda: bool(done))
     assert done[0].error == f"checksum mismatch for {tmp_path}/remote/short.bin"
     assert list((tmp_path / "remote").iterdir()) == []  # no copy, no part file

@@ -94,7 +94,7 @@ def test_a_run_while_a_command_runs_is_refused_with_an_error_and_both_commands_a
 
 def test_transfer_messages_out_of_place_are_dropped_and_the_session_goes_on(client: Client) -> None:
     client.send(p.Chunk(b"stray"))  # no put started
-    client.send(p.PutEnd(7, b"", False))
+    client.send(p.PutEnd(7, 0, b"", False))
     client.send(p.Interrupt(99))  # nothing to interrupt
     client.send(p.Run(3, "echo still here; (exit 3)", 0, False))
     client.until(lambda: client.done(3) is not None)
@@ -112,7 +112,7 @@ def test_a_get_while_receiving_a_put_is_refused_and_the_put_completes(client: Cl
     end = next(m for _, m in client.seen if isinstance(m, p.GetEnd))
     assert end.xfer_id == 6 and "receiving a file" in end.error
     client.send(p.Chunk(b"abc"))
-    client.send(p.PutEnd(5, hashlib.sha256(b"abc").digest(), False))
+    client.send(p.PutEnd(5, 3, hashlib.sha256(b"abc").digest(), False))
     client.until(lambda: any(isinstance(m, p.PutDone) for _, m in client.seen))
     put = next(m for _, m in client.seen if isinstance(m, p.PutDone))
     assert put.error == "" and Path(target).read_bytes() == b"abc"

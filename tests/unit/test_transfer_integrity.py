@@ -22,7 +22,7 @@ def sha(data: bytes) -> bytes:
 def test_a_put_whose_bytes_are_not_the_senders_is_refused_and_leaves_no_file(tmp_path: Path) -> None:
     put = Put(p.PutStart(1, str(tmp_path / "f"), 3, 0o644, "f"), str(tmp_path))
     put.write(b"abd")  # one byte changed on the way
-    done = put.finish(p.PutEnd(1, sha(b"abc"), False))
+    done = put.finish(p.PutEnd(1, 3, sha(b"abc"), False))
     assert done.error == f"checksum mismatch for {tmp_path / 'f'}"
     assert done.sha256 == sha(b"abd")  # what arrived, for the console's own comparison
     assert os.listdir(tmp_path) == []
@@ -32,7 +32,7 @@ def test_a_put_that_arrived_intact_is_committed_with_the_digest_of_its_bytes(tmp
     put = Put(p.PutStart(1, str(tmp_path), 6, 0o640, "f"), str(tmp_path))
     put.write(b"abc")
     put.write(b"def")
-    done = put.finish(p.PutEnd(1, sha(b"abcdef"), False))
+    done = put.finish(p.PutEnd(1, 6, sha(b"abcdef"), False))
     assert (done.error, done.size, done.sha256) == ("", 6, sha(b"abcdef"))
     assert (tmp_path / "f").read_bytes() == b"abcdef" and os.listdir(tmp_path) == ["f"]
 

@@ -79,12 +79,14 @@ def put(console: Console, local: str | os.PathLike[str], remote: str, ranks: Ite
     xfer_id = console.new_id()
     digest: Any = new_digest(verifies(console))
     problem = ""  # the file changed while it was read: the targets discard what they got
+    size = 0  # bytes read: a file of /proc says 0 in its stat and holds more
 
     def chunks() -> Iterator[object]:
-        nonlocal problem
+        nonlocal problem, size
         with handle:
             while chunk := handle.read(p.CHUNK):
                 digest.update(chunk)
+                size += len(chunk)
                 yield p.Chunk(chunk)
             problem = changed(handle.fileno(), info, local)
 
@@ -93,7 +95,7 @@ def put(console: Console, local: str | os.PathLike[str], remote: str, ranks: Ite
         return problem or escape(done.error) or mismatch
 
     def end(aborted: bool) -> p.PutEnd:
-        return p.PutEnd(xfer_id, digest.digest(), aborted or bool(problem))
+        return p.PutEnd(xfer_id, size, digest.digest(), aborted or bool(problem))
 
     start = p.PutStart(xfer_id, remote, info.st_size, info.st_mode & 0o777, path.name)
     sent = _send(console, ranks, start, chunks(), end, verdict,

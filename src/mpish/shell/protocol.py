@@ -50,12 +50,13 @@ from typing import Annotated, NamedTuple
 from mpish.wire.codec import Codec, MaxLen
 from mpish.wire.message import Frozen, frozen
 
-PROTOCOL_VERSION = 8  # 2: output as raw bytes on channels 1 and 2; 3: Done.note; 4: stdin;
+PROTOCOL_VERSION = 9  # 2: output as raw bytes on channels 1 and 2; 3: Done.note; 4: stdin;
 # 5: pty mode (PtyOpen ... PtyExit), path completion (Complete, Completions); 6: trees (:put -r, :get -r);
 # 7: a file's bytes raw on channel 3 (Chunk), no longer the msgpack messages PutChunk and GetChunk;
 # Signalled (output sent before it was in flight at the Ctrl-C: the console discards it);
 # 8: GetEnd.mode (a file got with :get keeps its permission bits, as cp and scp); Environ, the
-#    embedded console's environment for its spawned servers (never through the launcher)
+#    embedded console's environment for its spawned servers (never through the launcher);
+# 9: PutEnd.size (a put's file may hold more than its stat size said: /proc, /sys)
 CHUNK = (1 << 20) - 256  # bulk bytes per message: one message is one record (record.py)
 WINDOW = 4 * 1024 * 1024  # unacknowledged bulk bytes per server and direction
 CONTROL = 0  # secure-channel channel of the msgpack messages below
@@ -163,9 +164,12 @@ class Chunk(NamedTuple):
 @CODEC.message(9)
 @frozen
 class PutEnd(Frozen):
-    """The last chunk was sent; ``sha256`` is the digest of the whole file."""
+    """The last chunk was sent: ``size`` bytes in all (PutStart.size is the file's size when
+    it was opened, a promise only a regular file keeps: /proc's and /sys's say 0),
+    ``sha256`` is the digest of the whole file."""
 
     xfer_id: int
+    size: int
     sha256: bytes
     aborted: bool
 

@@ -40,7 +40,6 @@ class Put:
         name = Path(start.name).name or "unnamed"
         self.xfer_id = start.xfer_id
         self.final = resolve(start.path, cwd)
-        self.expected = start.size
         self.mode = start.mode
         self.size = 0
         self.error = ""
@@ -64,7 +63,7 @@ class Put:
         error = self.error
         if not error and end.aborted:
             error = "the transfer was stopped on the console's side (interrupted); nothing was written"
-        if not error and self.size != self.expected:
+        if not error and self.size != end.size:  # the count sent, not PutStart's stat size (/proc)
             error = f"checksum mismatch for {self.final}"
         digest = b""
         if self.part is not None:
@@ -72,7 +71,7 @@ class Put:
             if error:
                 self.part.discard()
             else:  # the digest of what was written, and the size the descriptor holds (transfer.py)
-                error = self.part.commit(end.sha256, self.expected, self.mode & ~umask())
+                error = self.part.commit(end.sha256, end.size, self.mode & ~umask())
             self.part = None
         return p.PutDone(end.xfer_id, self.size, digest, error)
 
