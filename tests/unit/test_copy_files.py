@@ -171,6 +171,24 @@ def test_a_host_lost_between_batches_is_reported_lost_and_the_copy_fails(
     assert err.getvalue() == f"mpish: put {source} to @4: rank lost\n"
 
 
+def test_a_copy_the_timeout_cut_exits_255_as_a_command_that_timed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # helper-141: -u on a copy exited 1, on a command 255 (clush -S: 255 after a "command timeout")
+    source = tmp_path / "f"
+    source.write_bytes(b"x")
+    cut = f"timed out after 1 s: {STOPPED}"
+    monkeypatch.setattr(copying, "put_builtin", batch_put(lambda batch: {rank: cut if rank == 2 else ""
+                                                                         for rank in batch}))
+    err = io.StringIO()
+    request = CopyRequest((str(source),), str(tmp_path), False)
+    status = copying.copy_files(Console(), frozenset(range(1, 4)), request, keys_of(Pressed()),  # type: ignore[arg-type]
+                                err, fanout=2)
+    assert status == 255
+    assert err.getvalue() == f"mpish: put {source} to @2: {cut}\n"
+    assert capsys.readouterr().out.startswith(f"mpish: put {source} to @1,3: ok")
+
+
 @pytest.mark.parametrize("kind", ["fifo", "dangling link"])
 def test_a_source_that_is_no_file_nor_directory_is_refused_before_any_transfer_and_no_rank_is_called_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str

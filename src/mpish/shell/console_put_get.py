@@ -40,9 +40,10 @@ class Tally:
     tree: bool = False
 
     def add(self, ranks: Iterable[int], size: int, seconds: float, extra: str, check: str) -> int:
-        """A turn's transfer to ``ranks`` ended (its verdicts are in already); 1 if one failed."""
+        """A turn's transfer to ``ranks`` ended (its verdicts are in already); its status
+        (:func:`~mpish.shell.console_transfer.copy_status`)."""
         self.size, self.seconds, self.extra, self.check = size, self.seconds + seconds, extra, check
-        return 1 if any(self.verdicts.get(rank) for rank in ranks) else 0
+        return transfer.copy_status({rank: self.verdicts.get(rank, "") for rank in ranks})
 
     def report(self, console: Console, what: str, err: IO[str]) -> int:
         if not self.verdicts:
@@ -245,7 +246,8 @@ def check(console: Console, tree: bool) -> str:
 
 def report(console: Console, what: str, verdicts: dict[int, str], size: int, seconds: float, err: IO[str],
            extra: str = "", check: str = "SHA-256 verified") -> int:
-    """One line for the targets that succeeded, one per distinct error; 0 if none failed."""
+    """One line for the targets that succeeded, one per distinct error; the status
+    (:func:`~mpish.shell.console_transfer.copy_status`: 0 if none failed)."""
     good = [r for r, e in verdicts.items() if not e]
     if good:
         per_second = size / max(seconds, 1e-6)
@@ -260,4 +262,4 @@ def report(console: Console, what: str, verdicts: dict[int, str], size: int, sec
     for ranks, error in sorted(failures, key=lambda item: min(item[0])):  # in rank order
         print(style.error(f"mpish: {what} {console.describe(ranks)}: {error}"), file=err)
     err.flush()
-    return 1 if failures else 0
+    return transfer.copy_status(verdicts)

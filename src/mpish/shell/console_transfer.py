@@ -38,6 +38,7 @@ from mpish.wire.text import escape
 from . import protocol as p
 from .console import Console
 from .conversation import ConsoleState, Refused
+from .names import TIMED_OUT
 from .silence import ANSWER_GRACE, GIVEN_UP
 from .transfer import (
     PartFile,
@@ -141,6 +142,18 @@ def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks
 
 
 NO_ANSWER = "interrupted before its answer came (the copy may be complete)"
+TIMED_OUT_WORDS = "timed out after "  # a verdict the timeout cut (Clock.said)
+GIVEN_UP_WORDS = "no answer "  # a target silent after the stop, given up (Clock.give_up)
+
+
+def copy_status(verdicts: dict[int, str]) -> int:
+    """A copy's exit status, as a command's: 0 if every target has its copy; 255 if the
+    timeout cut one (clush -S exits 255 after a "command timeout"; -u gave 1 for a copy and
+    255 for a command) or one was given up (a host lost, as one that could not run); else 1."""
+    failed = [why for why in verdicts.values() if why]
+    if any(why.startswith((TIMED_OUT_WORDS, GIVEN_UP_WORDS)) for why in failed):
+        return TIMED_OUT
+    return 1 if failed else 0
 
 
 class Expired(Exception):
@@ -174,7 +187,7 @@ class Clock:
 
     def give_up(self, pending: list[int], verdicts: dict[int, str]) -> None:
         """The targets that did not answer within the grace: lost, as silent servers are."""
-        why = f"no answer {ANSWER_GRACE:g} s after the copy was stopped: {GIVEN_UP}"
+        why = f"{GIVEN_UP_WORDS}{ANSWER_GRACE:g} s after the copy was stopped: {GIVEN_UP}"
         for rank in pending:
             verdicts.setdefault(rank, why)
             peer = self.console.peers[rank]
@@ -186,8 +199,8 @@ class Clock:
         done before it, a target lost before; the verdicts of a --copy's other hosts)."""
         for rank in self.cut:
             verdict = verdicts.get(rank, "")
-            if verdict and not verdict.startswith("no answer"):
-                verdicts[rank] = f"timed out after {self.limit:g} s: {verdict}"
+            if verdict and not verdict.startswith(GIVEN_UP_WORDS):
+                verdicts[rank] = f"{TIMED_OUT_WORDS}{self.limit:g} s: {verdict}"
 
 
 def _send(console: Console, ranks: Iterable[int], start: p.PutStart | p.TreePut, body: Iterator[object],
