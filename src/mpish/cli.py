@@ -345,6 +345,10 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
         print(f"{PROG} ssh: -o or --python: {exc} (they are split like a shell's words: "
               "check the quotes)", file=sys.stderr)
         return 2
+    if not python:  # (it ran `exec  -c CODE` on each host: "--python  did not run the start-up code")
+        print(f"{PROG} ssh: --python {args.python!r} names no interpreter: give the hosts' Python 3.10+ "
+              "(default python3)", file=sys.stderr)
+        return 2
     return shell_cli.main(
         shell_cli.SshShellOptions(
             selection=selection,

@@ -191,3 +191,14 @@ def test_an_unbalanced_quote_in_o_or_python_is_one_line_not_a_traceback() -> Non
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr
         assert done.stderr.startswith("mpish ssh: -o or --python: No closing quotation"), done.stderr
+
+
+def test_an_empty_python_is_a_usage_error_naming_the_option() -> None:
+    # helper-141: each host ran `exec  -c CODE`; said "--python  did not run the start-up code"
+    for python in ("", " "):
+        done = subprocess.run([sys.executable, "-m", "mpish", "ssh", "--python", python, "host1", "true"],
+                              env=dict(os.environ, PYTHONPATH=str(SRC)), capture_output=True, text=True,
+                              timeout=60)
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr == (f"mpish ssh: --python {python!r} names no interpreter: give the hosts' "
+                               "Python 3.10+ (default python3)\n")

@@ -27,6 +27,8 @@ def test_rank_words_pick_or_leave_out_hosts_by_their_number_among_the_hosts_name
     (Selection(nodes=("host[1-2]",), exclude=("@5",)), "@5: there is no host @5: the hosts given are @1-2"),
     (Selection(nodes=("host[1-2]",), exclude=("@1,@2",)), "no host left to run on"),
     (Selection(nodes=("host[1-2]",), exclude=("@2-1",)), "@2-1: bad rank range"),
+    (Selection(nodes=("",)), "the hosts given name no host (an empty node set): nothing was run"),  # -w ''
+    (Selection(nodes=("host[1-2]",), exclude=("host[1-2]",)), "no host left to run on"),
 ])
 def test_a_rank_word_that_names_no_host_says_why(selection: Selection, said: str) -> None:
     with pytest.raises(HostsError) as info:

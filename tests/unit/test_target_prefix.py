@@ -30,3 +30,18 @@ def test_attach_to_several_targets_names_them_and_their_number() -> None:
     with pytest.raises(AttachError, match=r"ONE target, not 2 \(@1-2\): say which, e.g. :attach @1 top"):
         parse("@1,2 top", frozenset(hosts), hosts)  # it said "(@all is 2)" of the @1,2 typed
     assert parse("@2 top", frozenset(hosts), hosts) == (2, "top")
+
+
+@pytest.mark.parametrize(("line", "kind"), [(":mode -L", "lines"), (":mode -v", "live"),
+                                            (":mode --json", "json"), (":mode -b", "grouped"),
+                                            (":mode lines", "lines")])
+def test_mode_takes_the_command_line_option_as_well_as_the_name(
+        line: str, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # helper-141: `:mode -L` was refused ("usage: :mode grouped|lines|live|json")
+    repl = Repl(SimpleNamespace(hosts={1: "node1"}, lost={}, peers={}))  # type: ignore[arg-type]
+    repl.handle(":mode live" if kind != "live" else ":mode grouped")
+    repl.handle(line)
+    assert repl.output.kind == kind
+    assert capsys.readouterr().out.endswith(f"mode: {kind}\n")
+    with pytest.raises(ValueError, match=r"usage: :mode grouped\|lines\|live\|json \(or the option: -b, -L"):
+        repl.handle(":mode -x")

@@ -56,7 +56,8 @@ third SIGKILL, and the shell is then restarted from the state before the command
                           writes; default: your home; -: the one before), and show it
   :timeout [SECONDS]      show or set the per-command timeout (0 = none)
   :mode [MODE]            grouped: identical outputs once (clush -b), lines: each line
-                          prefixed (-L), live: as it comes (-v), json: one object per target
+                          prefixed (-L), live: as it comes (-v), json: one object per target;
+                          the option works too (:mode -L)
   :raw [on|off]           show remote output unfiltered, escape sequences included
   :attach [[@]TARGET] [COMMAND]
                           run COMMAND (default: your shell) on one target in a terminal of
@@ -72,6 +73,7 @@ third SIGKILL, and the shell is then restarted from the state before the command
 
 
 MODES = ("grouped", "lines", "live", "json")  # :mode's choices (OutputMode.kind)
+MODE_FLAGS = {"-b": "grouped", "-L": "lines", "-v": "live", "--json": "json"}  # as on the command line
 CONTINUATION_PROMPT = "> "  # bash's PS2: the command goes on (shell/continuation.py)
 
 
@@ -338,9 +340,10 @@ class Repl:
         sys.stdout.flush()
 
     def cmd_mode(self, rest: str) -> None:
+        rest = MODE_FLAGS.get(rest.strip(), rest.strip())  # :mode -L (helper-141: not accepted)
         if rest:
             if rest not in MODES:
-                raise ValueError(f"usage: :mode {'|'.join(MODES)}")
+                raise ValueError(f"usage: :mode {'|'.join(MODES)} (or the option: -b, -L, -v, --json)")
             gathered = self.output.gathered and rest != "lines"  # :mode lines is -L's, not -bL's
             self.output = replace(self.output, kind=rest, gathered=gathered)
         print(f"mode: {self.output.kind}")

@@ -282,9 +282,12 @@ def _select(selection: Selection) -> list[str]:
         chosen.difference_update(_named_nodes(text))
     for name in selection.exclude_groups:
         chosen.difference_update(_group(name))
-    if not chosen:
-        raise HostsError("no host left to run on" if selection else
-                         "no host given (HOSTS, -w NODES, -g GROUP, -a or --hostfile FILE)")
+    if not chosen and not selection:
+        raise HostsError("no host given (HOSTS, -w NODES, -g GROUP, -a or --hostfile FILE)")
+    if not chosen and (selection.exclude or selection.exclude_groups):
+        raise HostsError("no host left to run on: -x/-X left out every host given")
+    if not chosen:  # -w '' (helper-141: "no host left", as if -x had left them out)
+        raise HostsError("the hosts given name no host (an empty node set): nothing was run")
     return [str(host) for host in chosen]
 
 
