@@ -205,6 +205,28 @@ def test_a_login_that_prints_to_stdout_is_shown_and_the_command_runs_behind_it(t
     assert done.stdout.split(LINE) == shown, done.stdout
 
 
+def test_what_a_login_writes_to_stderr_is_shown_as_host_lines_and_only_in_the_error_of_a_host_that_fails(
+        tmp_path: Path) -> None:
+    """helper-141: ssh's own stderr and the login's were dropped when the connection worked
+    (`-o -v` gave nothing, nor ssh's warnings or a .bashrc's errors); clush and ssh show them.
+    Now once the host has greeted they are shown as host lines, escaped; a host that never
+    greets has them in its error only (not twice)."""
+    login = "echo login-warning >&2; printf 'bell\\a\\033[2J\\n' >&2; eval \\\"$SSH_ORIGINAL_COMMAND\\\""
+    server = noisy_server(tmp_path, login)
+    try:
+        done = mpish_ssh(server, "host[1-2]", "-c", "echo ran on $MPISH_RANK")
+        failed = mpish_ssh(server, "host1", "--python", "/nonexistent/python3", "-c", "true")
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stderr.splitlines()) == ["host1: bell\\x07\\x1b[2J", "host1: login-warning",
+                                                "host2: bell\\x07\\x1b[2J", "host2: login-warning"]
+    assert done.stdout.split(LINE) == ["", "\nhost1 (1)\n", "\nran on 1\n", "\nhost2 (1)\n", "\nran on 2\n"]
+    assert failed.returncode == 255 and failed.stdout == "", failed.stderr
+    assert failed.stderr.count("login-warning") == 1 and not failed.stderr.startswith("host1: login"), \
+        failed.stderr
+
+
 def test_a_forced_command_that_never_runs_mpish_is_named_with_what_it_printed(tmp_path: Path) -> None:
     server = noisy_server(tmp_path, "echo no shell access for you")
     try:

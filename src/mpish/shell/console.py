@@ -2,17 +2,16 @@
 
 Theory of operation
 -------------------
-The console is single-threaded: it calls MPI only while an operation (a command, a
-put, a get) is in progress, polling the link and sleeping in its ``wait`` (over MPI
-the backoff of :mod:`mpish.transport.mpi`, so it never busy-waits in MPI; over ssh in
-``poll`` on the pipes). Ctrl-C during a command
-raises KeyboardInterrupt in that loop; the console then sends :class:`Interrupt` to
-every rank still running and keeps waiting for their ``Done`` (the session goes on).
-Output that was in flight at the Ctrl-C (up to a window per server: millions of lines
-of ``yes``) is discarded, as a terminal discards its output queue: from the Interrupt
+The console is single-threaded: it calls MPI only while an operation (a command, a put, a get)
+is in progress, polling the link and sleeping in its ``wait`` (over MPI the backoff of
+:mod:`mpish.transport.mpi`, so it never busy-waits in MPI; over ssh in ``poll`` on the pipes).
+Ctrl-C during a command raises KeyboardInterrupt in that loop; the console then sends
+:class:`Interrupt` to every rank still running and keeps waiting for their ``Done`` (the
+session goes on). Output that was in flight at the Ctrl-C (up to a window per server: millions
+of lines of ``yes``) is discarded, as a terminal discards its output queue: from the Interrupt
 until the server's :class:`Signalled` (sent once it has signalled the command, after
-everything it had sent before) a rank's output is counted, not shown, and the amount is
-said once the command ends. What the command writes after the signal is shown.
+everything it had sent before) a rank's output is counted, not shown, and the amount is said
+once the command ends. What the command writes after the signal is shown.
 
 Bulk bytes are flow-controlled in both directions (protocol.WINDOW per server): the
 console returns :class:`Credit` for output it has written to its sink, and sends a put
@@ -256,6 +255,7 @@ class Console:
     def _greet(self, payload: Payload) -> None:
         rank, hello = payload
         self.peers[rank].cwd, self.peers[rank].ready = hello.cwd, True
+        self.session.greeted(rank)
 
     def _lose(self, payload: Payload) -> None:
         self._lost(*payload)

@@ -122,6 +122,9 @@ class Session(Fields):
         """A server that stopped answering was declared lost (silence.py): end what can be
         ended of it, so that it cannot come back half-way; nothing by default."""
 
+    def greeted(self, rank: int) -> None:
+        """A joining server's Hello reached the console (its GREETING ended); nothing by default."""
+
     def join(self, rank: int, first: bytes | None) -> str:
         """Connect a server of ``later`` now, ``first`` (its command, if any) sent with its code:
         "" if it is connecting (its Peer, not ready yet, is in ``peers``), else why it cannot."""

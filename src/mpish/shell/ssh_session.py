@@ -137,6 +137,12 @@ class SshSession(Session):
             self.err.write("".join(f"{host}: {line}\n" for line in lines))
             self.err.flush()
 
+    def greeted(self, rank: int) -> None:
+        """Its losses are now told as a joined host's, and ssh's stderr so far is shown (SshProcess)."""
+        process = self.processes.get(rank)
+        if process is not None:
+            process.greeted = True
+
     def overdue(self, now: float) -> dict[int, str]:
         """Joining hosts without a Hello by their deadline (ssh's ConnectTimeout and
         :data:`HELLO_TIMEOUT_SLACK`), as :func:`start_ssh_session` gives them up."""
@@ -444,7 +450,7 @@ def _connect(
     remote = ship.command(python, (str(rank), str(size), *([report.DEBUG_FLAG] if debug else [])))
     argv = ssh_argv(host, remote, options=ssh_options, connect_timeout=connect_timeout)
     try:
-        process = SshProcess(host, argv, echo_stderr=debug,
+        process = SshProcess(host, argv, echo_stderr=debug, show_stderr=True,  # as clush and ssh show it
                              again=session.again)
     except SshError as exc:
         session.failed[host] = _why(exc)

@@ -10,7 +10,10 @@ or host-key question. ``stdin``/``stdout`` (:attr:`SshProcess.write_fd`,
 :attr:`SshProcess.read_fd`) are left to the caller's framing: the shell's pipe links
 (:mod:`mpish.transport.pipe`) or the calls agent's frame stream
 (:mod:`mpish.transport.frames`); ``stderr`` is collected by a thread (the last 64 KiB)
-for error messages.
+for error messages. The shell also shows it (``show_stderr``), as clush and ``ssh host cmd``
+do, each line ``host: line``, escaped: ssh's warnings, ``-v``'s debug lines, a login's errors.
+What comes before the remote side's hello is held until it greets: a host that never greets
+has those lines in its error, not twice.
 
 ssh runs in a session of its own (``start_new_session``): the terminal's Ctrl-C never
 reaches it (the console reads the key and forwards it as a message), and its process group
@@ -138,10 +141,17 @@ class SshProcess:
     def __init__(self, host: str, argv: Sequence[str], *, what: str = "the remote side",
                  ended: type[RemoteEnded] = RemoteEnded,
                  start_failed: type[RemoteStartFailed] = RemoteStartFailed,
-                 echo_stderr: bool = False, again: str = "Connect again.") -> None:
+                 echo_stderr: bool = False, show_stderr: bool = False, again: str = "Connect again.") -> None:
         self.host = host
         self.again = again  # the advice after a loss in use (the shell's console has :reconnect)
-        self.echo_stderr = echo_stderr  # also copy ssh's stderr to ours, each line prefixed "host: "
+        self.echo_stderr = echo_stderr  # copy ssh's stderr to ours as it comes, each line "host: ..."
+        # the same once the remote side has greeted: what came before is shown then (ssh's warnings,
+        # a .bashrc's errors, as clush and ssh show them), or only in the error if it never greets
+        self.show_stderr = show_stderr
+        self._held: list[bytes] = []  # complete lines before the greeting (show_stderr)
+        self._held_size = 0
+        self._greeted = False
+        self._echo_lock = threading.Lock()
         self.argv = list(argv)
         raise_descriptor_limit()  # once per process
         try:
@@ -189,8 +199,43 @@ class SshProcess:
         self.write_fd = self._stdin.fileno()
         self.what = what  # how messages name the remote side
         self._kinds = (ended, start_failed)
-        self.greeted = False  # set by the caller once the remote side's hello arrived
         self.closed = False
+
+    @property
+    def greeted(self) -> bool:
+        """Set by the caller once the remote side's hello arrived: its losses are then told
+        as a joined host's, and with ``show_stderr`` the lines held so far are shown."""
+        return self._greeted
+
+    @greeted.setter
+    def greeted(self, value: bool) -> None:
+        with self._echo_lock:
+            held, self._held = (self._held, []) if value and not self._greeted else ([], self._held)
+            self._greeted = value
+            self._echo(held)
+
+    def _echo(self, lines: list[bytes]) -> None:
+        """``lines`` of ssh's stderr on ours, each ``host: line``, escaped, as everything of the
+        peer's inside mpish's own lines (a host's escape sequences must not pose as mpish's
+        words: security review)."""
+        if lines:
+            label = f"{self.host}: ".encode(errors="replace")
+            with contextlib.suppress(OSError):
+                os.write(2, b"".join(label + escape(line).encode() + b"\n" for line in lines))
+
+    def _shown(self, lines: list[bytes]) -> None:
+        """Complete lines of ssh's stderr, shown now or held until the greeting (see __init__)."""
+        if self.echo_stderr:
+            self._echo(lines)
+            return
+        with self._echo_lock:
+            if self._greeted:
+                self._echo(lines)
+                return
+            for line in lines:
+                if self._held_size < STDERR_KEEP:
+                    self._held.append(line)
+                    self._held_size += len(line)
 
     def _collect_stderr(self) -> None:
         """Keep the end of ssh's stderr, until its end or :data:`STDERR_LINGER` of quiet after
@@ -215,15 +260,10 @@ class SshProcess:
                 continue  # quiet while ssh runs
             else:
                 data = b""  # ssh has ended and its pipe is quiet: what may come is a child's
-            if self.echo_stderr and (data or partial):
+            if (self.echo_stderr or self.show_stderr) and (data or partial):
                 lines = (partial + data).split(b"\n")
                 partial = lines.pop() if data else b""
-                label = f"{self.host}: ".encode(errors="replace")
-                with contextlib.suppress(OSError):
-                    # escaped, as everything of the peer's inside mpish's own lines (a host's
-                    # escape sequences must not pose as mpish's words: security review)
-                    shown = (label + escape(line).encode() + b"\n" for line in lines if line or data)
-                    os.write(2, b"".join(shown))
+                self._shown([line.rstrip(b"\r") for line in lines if line or data])
             if not data:
                 return
             self._stderr_tail.append(data)
