@@ -61,6 +61,11 @@ def test_escape_sequences_filtered_and_paths_completed_over_ssh(person: Person, 
     time.sleep(1)
     screen = person.run("")
     assert screen.count("the-file") == 1, screen  # grouped: both hosts listed the directory
+    (tmp_path / "with space.txt").write_text("spaced-content\n")  # inside quotes (helper-141: nothing)
+    person.child.send('cat "with sp\t')
+    time.sleep(1)
+    screen = person.run("")
+    assert screen.count("spaced-content") == 1 and "No such file" not in screen, screen
 
 
 def test_ssh_c_with_tty_runs_the_command_in_a_terminal_like_ssh_t(sshd: SshServer, tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ for :class:`~mpish.shell.protocol.Completions` at most :data:`REMOTE_TIMEOUT` (a
 busy target then completes nothing; its late answer is dropped). The server lists the
 directory itself (:func:`complete_path`, relative to its shell's cwd, ``~`` expanded),
 without going through the rank's shell, so ``$?`` and the shell's state stay as they
-were. Words are split at blanks (and a path after ``=``); quoting is not interpreted, but
-a remote name is inserted with the shell's special characters escaped (``a\\ file.txt``), as
+were. Words are split as bash splits them (:func:`shell_words`: quotes and backslashes read,
+and a path after ``=``); the word is replaced by the name completed, quoted as it was begun
+(inside ``"`` or ``'``), else with the shell's special characters escaped (``a\\ file.txt``), as
 bash completes it, so that the line runs on the file completed and not on its pieces.
 """
 
@@ -17,7 +18,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mpish.wire.errors import MpishError
 from mpish.wire.text import escape
@@ -111,12 +112,70 @@ def remote_completions(
 Remote = Callable[[str, str], Iterable[str]]  # (the line's target word or "", prefix) -> names
 
 
+class Word(NamedTuple):
+    """A word of a line as bash reads it: where it starts, its text with the quoting and
+    backslashes taken away, and the quote still open at the line's end ("" if none)."""
+
+    start: int
+    text: str
+    quote: str
+
+
+def shell_words(text: str) -> list[Word]:
+    """The words of ``text`` split as bash splits them (blanks outside quotes; ``\\``, ``'...'``
+    and ``"..."`` read); the last one is the cursor's ("" starting at the end after a blank)."""
+    words: list[Word] = []
+    start, chars, quote, escaped, in_word = len(text), [], "", False, False
+    for at, ch in enumerate(text):
+        if escaped:  # inside "...", a backslash escapes only $ ` " \ (else it stays)
+            chars.append(ch if quote != '"' or ch in '$`"\\' else "\\" + ch)
+            escaped = False
+        elif quote == "'":
+            quote = "" if ch == "'" else quote
+            chars += [] if ch == "'" else [ch]
+        elif quote == '"':
+            quote, escaped = ("" if ch == '"' else quote), ch == "\\"
+            chars += [] if ch in '"\\' else [ch]
+        elif ch.isspace():
+            if in_word:
+                words.append(Word(start, "".join(chars), ""))
+            start, chars, in_word = at + 1, [], False
+        else:
+            if not in_word:
+                start, chars, in_word = at, [], True
+            if ch == "\\":
+                escaped = True
+            elif ch in "'\"":
+                quote = ch
+            else:
+                chars.append(ch)
+    words.append(Word(start if in_word else len(text), "".join(chars) if in_word else "", quote))
+    return words
+
+
 def split_line(text: str) -> tuple[str, list[str], str]:
-    """(target word or "", the words before the cursor's word, the cursor's word)."""
-    word = "" if not text or text[-1].isspace() else text.split()[-1]
-    before = text[: len(text) - len(word)].split()
+    """(target word or "", the words before the cursor's word, the cursor's word), unquoted."""
+    words = shell_words(text)
+    before = [word.text for word in words[:-1]]
     target = before.pop(0) if before and before[0].startswith("@") else ""
-    return target, before, word
+    return target, before, words[-1].text
+
+
+def quoted(path: str, quote: str, bash: bool) -> str:
+    """``path`` (a completed name after its directory) for the line, in the quoting the word
+    was begun with: inside an open ``"`` or ``'`` (closed after a file, as bash does, left
+    open after a directory), else escaped (:func:`shell_escaped`); a leading ``~`` or
+    ``~user`` is left bare, so that bash still expands it."""
+    home, rest = "", path
+    if path.startswith("~") and not quote:
+        home, slash, rest = path.partition("/")
+        home, rest = (home + slash, rest) if slash else ("", path)
+    closing = "" if path.endswith("/") else quote
+    if quote == '"' and path.isprintable() and (bash or not {"$", "`"} & set(path)):  # (shlex keeps \$)
+        return '"' + re.sub(r'([$`"\\])', r"\\\1", path) + closing
+    if quote == "'" and path.isprintable() and "'" not in path:
+        return "'" + path + closing
+    return home + shell_escaped(rest, bash)
 
 
 def make_completer(builtins: Iterable[str], remote: Remote) -> Any:
@@ -140,16 +199,21 @@ def make_completer(builtins: Iterable[str], remote: Remote) -> Any:
             command = before[0] if before else ""
             if command in NO_PATHS:
                 return
-            path = word.rpartition("=")[2] if not command.startswith(":") else word
+            cursor = shell_words(document.text_before_cursor)[-1]
+            raw = document.text_before_cursor[cursor.start:]  # as typed: replaced by the completion
+            path, quote = word, cursor.quote
+            if not command.startswith(":") and not quote and "=" in raw and "=" in word:  # VAR=PATH
+                path = word.rpartition("=")[2]
+                raw = raw.rpartition("=")[2]
+            directory = path[: len(path) - len(path.rpartition("/")[2])]
             arguments = [w for w in before[1:] if not w.startswith("-")]  # :put -r LOCAL
             if LOCAL_ARGUMENT.get(command) == len(arguments):
                 for found in local.get_completions(Document(path), complete_event):  # :put reads it
-                    yield Completion(shell_escaped(found.text, bash=False), found.start_position,  # shlex
-                                     display=found.display)
+                    whole = path[: len(path) + found.start_position] + found.text  # shlex: no $'...'
+                    yield Completion(quoted(whole, quote, bash=False), -len(raw), display=found.display)
                 return
-            tail = path.rpartition("/")[2]
             for name in remote(target, path):
-                yield Completion(shell_escaped(name, bash=not command.startswith(":")), -len(tail),
+                yield Completion(quoted(directory + name, quote, bash=not command.startswith(":")), -len(raw),
                                  display=escape(name))
 
     return ShellCompleter()
