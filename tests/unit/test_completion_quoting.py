@@ -76,3 +76,18 @@ def test_words_are_split_as_bash_splits_them() -> None:
     assert [w.text for w in shell_words("a 'b c' d\\ e \"f\\\"g\\h\" ")] == ["a", "b c", "d e", 'f"g\\h', ""]
     assert shell_words('ls "x y')[-1] == (3, "x y", '"')
     assert split_line("@2 ls -l 'my sr") == ("@2", ["ls", "-l"], "my sr")
+
+
+def test_a_target_word_completes_to_all_and_the_hosts() -> None:
+    # helper-141: `@no` Tab completed nothing; host names are target words (ranks.resolve_targets)
+    completer = make_completer([":targets", ":attach"], lambda target, prefix: ["not-a-target"],
+                               lambda: ["@all", "@node1", "@node2", "@other"])
+
+    def offered(line: str) -> list[str]:
+        found = completer.get_completions(Document(line), CompleteEvent(completion_requested=True))
+        return [line[: len(line) + item.start_position] + item.text for item in found]
+
+    assert offered("@no") == ["@node1", "@node2"]
+    assert offered(":targets @a") == [":targets @all"]
+    assert offered("@1 :attach @ot") == ["@1 :attach @other"]
+    assert offered("ls @no") == ["ls not-a-target"]  # an argument of a command is a path

@@ -178,8 +178,10 @@ def quoted(path: str, quote: str, bash: bool) -> str:
     return home + shell_escaped(rest, bash)
 
 
-def make_completer(builtins: Iterable[str], remote: Remote) -> Any:
-    """A prompt_toolkit completer for the console's lines."""
+def make_completer(builtins: Iterable[str], remote: Remote,
+                   targets: Callable[[], Iterable[str]] = tuple) -> Any:
+    """A prompt_toolkit completer for the console's lines; ``targets``: the target words
+    (``@all``, ``@host``) that a word beginning with ``@`` completes to."""
     from prompt_toolkit.completion import Completer, Completion, PathCompleter
     from prompt_toolkit.document import Document
 
@@ -194,9 +196,12 @@ def make_completer(builtins: Iterable[str], remote: Remote) -> Any:
                     if name.startswith(word):
                         yield Completion(name, -len(word))
                 return
-            if not before and word.startswith("@") and not target:
-                return  # a target set: nothing to complete from here
             command = before[0] if before else ""
+            if word.startswith("@") and ((not before and not target) or command in (":targets", ":attach")):
+                for name in targets():  # a target set, :targets' and :attach's words
+                    if name.startswith(word):
+                        yield Completion(name, -len(word))
+                return
             if command in NO_PATHS:
                 return
             cursor = shell_words(document.text_before_cursor)[-1]
@@ -236,8 +241,12 @@ def for_repl(repl: Repl) -> Any:
         except MpishError:  # the transport broke: the next command says so, not the line editor
             return []
 
+    def targets() -> list[str]:  # (a host name that is not a plain word is not offered)
+        hosts = {host for host in console.hosts.values() if re.fullmatch(r"[\w.-]+", host)}
+        return ["@all", *(f"@{host}" for host in sorted(hosts))]
+
     builtins = [":" + name[4:] for name in dir(repl) if name.startswith("cmd_")]
-    return make_completer(builtins, remote)
+    return make_completer(builtins, remote, targets)
 
 
 def complete_at_once() -> Any:
