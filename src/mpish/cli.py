@@ -331,6 +331,11 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
     if args.pick is not None and args.pick < 1:
         print(f"{PROG} ssh: --pick must be at least 1", file=sys.stderr)
         return 2
+    from mpish.shell.outfiles import make_directories
+
+    if failed := make_directories(args.outdir or "", args.errdir or ""):
+        print(f"{PROG} ssh: --outdir/--errdir: {failed}", file=sys.stderr)
+        return 2
     selection = Selection(
         nodes=(*([args.hosts] if args.hosts else []), *args.nodes), exclude=tuple(args.exclude),
         groups=tuple(args.groups), exclude_groups=tuple(args.exclude_groups), all=args.all,

@@ -319,6 +319,22 @@ def test_exit_status_is_the_largest_unless_no_maxrc(sshd: SshServer) -> None:
     assert "mpish: host1: exit code 2" in done.stderr and "badkey: authentication refused" in done.stderr
 
 
+def test_outdir_and_errdir_keep_each_hosts_streams_in_a_file_of_its_own(
+        sshd: SshServer, tmp_path: Path) -> None:
+    out, err = tmp_path / "made" / "out", tmp_path / "err"  # made if not there, as clush does
+    done = mpish_ssh(sshd, "host[1-2],badkey", "--outdir", str(out), "--errdir", str(err), "-L",
+                     "echo out $MPISH_RANK; echo err $MPISH_RANK >&2; printf 'last'")
+    assert done.returncode == 255, done.stderr  # badkey: authentication refused
+    assert {path.name: path.read_text() for path in out.iterdir()} == {
+        "host1": "out 2\nlast", "host2": "out 3\nlast", "badkey": ""}  # (badkey is @1: node-set order)
+    assert {path.name: path.read_text() for path in err.iterdir()} == {
+        "host1": "err 2\n", "host2": "err 3\n", "badkey": ""}
+    assert "host1: out 2\n" in done.stdout and "host2: last\n" in done.stdout  # shown as without them
+    refused = mpish_ssh(sshd, "host1", "--outdir", "/proc/none", "true")
+    assert refused.returncode == 2 and refused.stderr == (
+        "mpish ssh: --outdir/--errdir: cannot make the directory /proc/none: No such file or directory\n")
+
+
 # --- timeouts, ssh options --------------------------------------------------------------------------
 
 

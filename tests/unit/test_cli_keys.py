@@ -114,6 +114,8 @@ def test_run_main_receives_parsed_options(home: Path, monkeypatch: pytest.Monkey
         "quiet": False,
         "diff": False,
         "gather_limit": 64.0,
+        "outdir": None,
+        "errdir": None,
         "maxrc": True,
         "stats": False,
         "fanout": 0,  # all at once (-f N: N)

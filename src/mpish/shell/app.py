@@ -24,6 +24,7 @@ from .grouping import (
     status_lines,
 )
 from .options import launcher_rank, stdin_to_send
+from .outfiles import make_directories, tee
 from .session import Terminated
 from .style import COLOR_CHOICES
 
@@ -220,6 +221,9 @@ def main_shell(args: argparse.Namespace) -> int:
         beyond = _ranks_beyond(getattr(args, "targets", "@all"), args.np)
     except MpishError as exc:  # a bad node set (-w 'node[1-'): a usage error, status 2 as over ssh
         report.say(str(exc))
+        return 2
+    if failed := make_directories(getattr(args, "outdir", None) or "", getattr(args, "errdir", None) or ""):
+        report.say(f"--outdir/--errdir: {failed}")
         return 2
     if beyond:  # before anything starts (servers took seconds to start, then this was said)
         report.say(f"no shell server on rank(s) {beyond}: -n {args.np} starts @1-{args.np}")
@@ -446,7 +450,7 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
     mode = OutputMode.from_args(args)
     names = RankHostNames(console.hosts) if mode.by_host else RankNames()
     made = make_sink(mode, len(ranks), out, err, style, names)
-    sink = PipeGuard(made)
+    sink = PipeGuard(tee(made, mode, names, err))  # --outdir, --errdir: a file per rank too
     from .keyboard import InterruptKeys, terminate_as_interrupt
 
     with InterruptKeys() as keys, terminate_as_interrupt() as terminated:

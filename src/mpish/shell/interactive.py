@@ -26,6 +26,7 @@ from .grouping import GroupedSink, Style, make_sink, status_lines
 from .keyboard import InterruptKeys, TypedAhead, terminate_as_interrupt
 from .names import RankHostNames, RankNames, ServerNames, status_of
 from .options import OutputMode, seconds
+from .outfiles import tee
 from .ranks import TargetError, describe, fold_hosts, format_ranks, resolve_targets
 from .readers import LineReader, ToolkitReader, make_reader
 from .session import NOT_REACHED
@@ -263,7 +264,8 @@ class Repl:
                          end_lines=True)
         if isinstance(made, GroupedSink):  # Ctrl-C also ends a long display of what was gathered
             made.stop = self._ctrl_c
-        sink = made if json else screen.for_terminal(made, self.out, self.raw)
+        sink = tee(made if json else screen.for_terminal(made, self.out, self.raw), self.output, names,
+                   sys.stderr.buffer)  # --outdir, --errdir: a file per server too, each command anew
         session: Any = self.console.session  # over ssh, a host lost now is named by its result alone
         announce = getattr(session, "report_losses", None)
         try:

@@ -43,6 +43,8 @@ class OutputMode(Frozen):
     by_host: bool = False  # --label host (the MPI shell; mpish ssh always names hosts)
     gather_limit: int = GATHER_LIMIT  # --gather-limit, in bytes; 0: gather whatever the size
     gathered: bool = False  # -b or -B given: one target's output under a header too, as clush's
+    outdir: str = ""  # --outdir: each server's stdout also to a file there (outfiles.py)
+    errdir: str = ""  # --errdir: its stderr
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> OutputMode:
@@ -51,7 +53,8 @@ class OutputMode(Frozen):
         kind = "json" if args.json else "live" if args.verbose else "lines" if lines else "grouped"
         return cls(kind=kind, merge_stderr=args.merge_stderr, labels=args.labels, quiet=args.quiet,
                    diff=args.diff, by_host=getattr(args, "label", "rank") == "host",
-                   gather_limit=round(args.gather_limit * 2**20), gathered=gathered)
+                   gather_limit=round(args.gather_limit * 2**20), gathered=gathered,
+                   outdir=getattr(args, "outdir", None) or "", errdir=getattr(args, "errdir", None) or "")
 
 
 def gather_limit(text: str) -> float:
@@ -89,6 +92,9 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gather-limit", type=gather_limit, default=GATHER_LIMIT / 2**20, metavar="MIB",
                        help="past this much gathered output (in all), show the rest as labelled lines "
                        f"as it comes, as -L (default {GATHER_LIMIT >> 20}; 0: no limit)")
+    group.add_argument("--outdir", metavar="DIR",
+                       help="also write each server's stdout to DIR/NAME (its host, or its rank), as clush")
+    group.add_argument("--errdir", metavar="DIR", help="the same for stderr")
     status = parser.add_mutually_exclusive_group()
     status.add_argument("-S", "--maxrc", dest="maxrc", action="store_true", default=True,
                         help="exit with the largest remote status (the default; a server that "

@@ -185,9 +185,11 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         status_lines,
     )
     from mpish.shell.keyboard import InterruptKeys, terminate_as_interrupt
+    from mpish.shell.outfiles import tee
 
     names = host_names(hosts, session)
     sink = make_sink(options.mode, len(hosts), out, err, Style.for_stream(out), names)
+    fed = tee(sink, options.mode, names, err)  # --outdir, --errdir: a file per host too
     if session.failed and options.mode.kind != "json":
         report_failed(session, list(hosts.values()), err, options)
     if isinstance(sink, (GroupedSink, RawSink, LiveSink)):  # not --json's (which loads json, tempfile)
@@ -196,14 +198,14 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         session.report_losses = False
     for rank, host in hosts.items():
         if host in session.failed:  # could not join: its result, in NodeSet order
-            sink.done(Result(rank, host, FAILED, error=advice(session.failed[host], host, options)))
+            fed.done(Result(rank, host, FAILED, error=advice(session.failed[host], host, options)))
     terminated: list[int] = []
     if not session.peers and not session.later:
-        sink.finish()
+        fed.finish()
         session.finish()
     else:
         console = Console(session)
-        guard = PipeGuard(sink)
+        guard = PipeGuard(fed)
         console.describe = names.label  # "interrupting host[1-2]", as the console says it
         console.timeout = options.timeout or 0.0
         try:
