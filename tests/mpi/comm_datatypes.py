@@ -315,6 +315,35 @@ def check_a_datatype_reaching_outside_its_buffer_is_refused_before_mpi_touches_m
         else:
             raise AssertionError("a datatype reaching outside its buffer was taken")
     column.Free()
+    # a negative extent lays the items backwards, before the buffer (helper-143: Send read,
+    # Recv, Gatherv and Alltoallw wrote there; only item 0 and the last item's end were checked)
+    backwards = D.Create_resized(0, -8).Commit()
+    arena = np.arange(64.0)
+    view = arena[32:36]
+    n = c.size
+    for call in (lambda: c.Send([view, 4, backwards], 0, 3), lambda: c.Irecv([view, 4, backwards], 0, 3),
+                 lambda: c.Recv([view, 4, backwards], 0, 3)):
+        try:
+            call()
+        except ValueError as exc:
+            assert "MPI would reach outside it" in str(exc), exc
+        else:
+            raise AssertionError("a datatype laid before its buffer was taken")
+    try:  # the root's receive buffer is refused there; the others' sends complete, as raw MPI's
+        c.Gatherv(np.zeros(2), [view, [2] * n, [0] * n, backwards], root=0)
+    except ValueError as exc:
+        assert c.rank == 0 and "span bytes -8 to 8 of a buffer of 32: MPI would" in str(exc), exc
+    else:
+        assert c.rank != 0, "a datatype laid before its buffer was taken"
+    blocks = ([2] * n, [16 * k for k in range(n)])
+    try:  # every rank's receive buffer is refused, before anything is sent
+        c.Alltoallw([np.zeros(2 * n), blocks, [D] * n], [arena[32:32 + 2 * n], blocks, [backwards] * n])
+    except ValueError as exc:
+        assert "Alltoallw: a block of 2 at byte 0 goes past the buffer" in str(exc), exc
+    else:
+        raise AssertionError("a datatype laid before its buffer was taken")
+    assert np.array_equal(arena, np.arange(64.0)), arena  # nothing written anywhere
+    backwards.Free()
     ok("a_datatype_reaching_outside_its_buffer_is_refused_before_mpi_touches_memory")
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from mpi4py import MPI
 
-from .packing import _contiguous, derived, pack, type_name, unpack
+from .packing import _contiguous, derived, item_span, pack, type_name, unpack
 
 _FORMAT_PREFIX = "@=<>!"
 # a buffer whose format names the other byte order: mpi4py refuses it where it takes the datatype
@@ -214,10 +214,8 @@ def bottom_blocks(msg: Any, size: int, *, writable: bool = False) -> list[tuple[
         if not len(counts) == len(displs) == len(datatypes) == size:
             raise ValueError(f"Alltoallw: expected {size} counts, displacements and datatypes")
         for count, displ, datatype in zip(counts, displs, datatypes, strict=True):
-            _, extent = datatype_of(datatype).Get_extent()
-            true_lb, true_extent = datatype_of(datatype).Get_true_extent()
-            end = int(displ) + true_lb + (int(count) - 1) * extent + true_extent
-            if int(count) and (int(displ) + true_lb < 0 or end > len(flat)):
+            first, end = item_span(int(count), datatype_of(datatype)) if int(count) > 0 else (0, 0)
+            if int(displ) + first < 0 or int(displ) + end > len(flat):
                 raise ValueError(f"Alltoallw: a block of {count} at byte {displ} goes past the buffer "
                                  f"of {len(flat)} bytes")
         address = MPI.Get_address(flat)  # a halo's subarray or vector types: packed, as at BOTTOM

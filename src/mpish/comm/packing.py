@@ -147,12 +147,21 @@ def _reaches_past(buf: Any, count: int, datatype: Any) -> None:
         nbytes = memoryview(buf).nbytes
     except TypeError:
         return
+    first, end = item_span(count, datatype)
+    if first < 0 or end > nbytes:
+        raise ValueError(f"message: {count} of {type_name(datatype)} span bytes "
+                         f"{first} to {end} of a buffer of {nbytes}: MPI would reach outside it")
+
+
+def item_span(count: int, datatype: Any) -> tuple[int, int]:
+    """The bytes ``count`` (> 0) items of ``datatype`` reach from where the buffer starts:
+    (first, end). Item i lies at i times the extent, which may be negative (a type resized to
+    a negative extent lays its items backwards: helper-143 read and wrote before the buffer,
+    where only item 0's start and the last item's end were checked)."""
     _, extent = datatype.Get_extent()
     lower, true_extent = datatype.Get_true_extent()
-    end = (count - 1) * extent + lower + true_extent
-    if lower < 0 or end > nbytes:
-        raise ValueError(f"message: {count} of {type_name(datatype)} span bytes "
-                         f"{lower} to {end} of a buffer of {nbytes}: MPI would reach outside it")
+    last = (count - 1) * extent
+    return min(0, last) + lower, max(0, last) + lower + true_extent
 
 
 _SELF: list[Any] = []  # a private duplicate of COMM_SELF: never matched with the user's own messages
