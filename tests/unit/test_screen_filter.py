@@ -112,6 +112,20 @@ def test_an_8_bit_c1_control_outside_a_character_is_dropped_and_cut_characters_s
     assert filtered(b"\xdf\x07\x9b2J") == b"\xdf\x9b2J"  # U+07DB once the BEL is gone: a character
 
 
+def test_a_c1_byte_inside_a_sequence_that_is_not_utf8_is_dropped_and_every_character_kept() -> None:
+    """helper-143: overlong forms and surrogates counted as characters, so their 0x9B reached
+    the terminal (an overlong CSI, E0 80 9B, on a terminal that decodes it)."""
+    for data in (b"A\xe0\x80\x9b[2J", b"B\xe0\x82\x9b2J", b"C\xf0\x80\x80\x9b[2J", b"D\xed\xa0\x9b2J",
+                 b"E\xc0\x9b[2J", b"F\xf4\x90\x80\x9b", b"G\xf5\x80\x80\x9b"):
+        for cut in range(1, len(data)):  # whole, and split between two chunks at every byte
+            for out in (filtered(data), filtered(data[:cut], data[cut:])):
+                stray = [ch for ch in out.decode("utf-8", "surrogateescape") if "\udc80" <= ch <= "\udc9f"]
+                assert not stray and b"\x9b" not in out, (data, cut, out)  # (Python's decoder is strict)
+    text = "".join(chr(c) for c in (0xA0, 0x7FF, 0x800, 0xD7FF, 0xE000, 0xFFFD, 0x10000, 0x10FFFF)).encode()
+    for cut in range(len(text) + 1):  # the boundaries of each length: kept whole, however split
+        assert filtered(text[:cut], text[cut:]) == text, cut
+
+
 def test_on_an_8_bit_terminal_every_byte_0x80_to_0x9f_is_dropped_even_inside_a_character() -> None:
     """Where the console's locale is not UTF-8 the terminal may take 8-bit controls: there
     U+201B's last byte, 0x9B, is a CSI (review of the filter, helper-115)."""

@@ -53,9 +53,15 @@ _SEQUENCE = re.compile(  # what is dropped: one pattern, replaced by b"" without
 # a byte 0x80..0x9F outside a UTF-8 character: C1 control on a terminal that takes 8-bit controls
 # (0x9B is CSI there); dropped by one substitution that keeps every valid multi-byte character
 _HIGH = re.compile(rb"[\x80-\x9f]")
-_UTF8_CHARACTER = rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+# well-formed UTF-8 only (RFC 3629): an overlong form or a surrogate (E0 80 9B, an overlong
+# CSI; ED A0 9B) is no character, so its 0x80..0x9F bytes are dropped (helper-143)
+_UTF8_CHARACTER = (rb"[\xc2-\xdf][\x80-\xbf]"
+                   rb"|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]"
+                   rb"|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2}")
 _STRAY = re.compile(rb"(" + _UTF8_CHARACTER + rb")|[\x80-\x9f]")
-_CUT_CHARACTER = re.compile(rb"(?:[\xc2-\xdf]|[\xe0-\xef][\x80-\xbf]?|[\xf0-\xf4][\x80-\xbf]{0,2})$")
+_CUT_CHARACTER = re.compile(  # the start of a well-formed character at a chunk's end
+    rb"(?:[\xc2-\xdf]|\xe0[\xa0-\xbf]?|[\xe1-\xec\xee\xef][\x80-\xbf]?|\xed[\x80-\x9f]?"
+    rb"|\xf0(?:[\x90-\xbf][\x80-\xbf]?)?|[\xf1-\xf3][\x80-\xbf]{0,2}|\xf4(?:[\x80-\x8f][\x80-\xbf]?)?)$")
 _UNFINISHED = re.compile(
     rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b\n]*|[PX^_][^\x1b\n]*|[ -/]*)?(?:\x1b)?$|\xc2$"
 )
