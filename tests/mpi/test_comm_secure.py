@@ -73,7 +73,7 @@ def reported_checks(script: str) -> list[str]:
     "script",
     ["comm_api.py", "comm_regressions.py", "comm_requests.py", "comm_hot_path.py", "comm_topology.py",
      "comm_intercomm.py", "comm_forged_order.py", "comm_started.py", "comm_datatypes.py", "comm_oversized.py",
-     "comm_probe_robbed.py", "comm_gapped_vectors.py"],
+     "comm_probe_robbed.py", "comm_gapped_vectors.py", "comm_reduction_tree.py"],
 )
 def test_every_check_a_script_defines_is_run_and_reported(script: str) -> None:
     tree = ast.parse((HERE / script).read_text())
@@ -110,6 +110,14 @@ def test_derived_datatypes_and_matched_receives_write_what_raw_mpi_writes(home: 
 def test_v_collectives_with_datatypes_with_gaps_write_what_raw_mpi_writes(home: Path, ranks: int) -> None:
     """Alltoallv of a padded struct (a particle migration), Gatherv, Scatterv, Allgatherv (helper-140)."""
     every_check_passes("comm_gapped_vectors.py", ranks, home)
+
+
+@pytest.mark.parametrize("ranks", [2, 7])  # 7: a tree of depth 3 not full, 3 pairs before the doubling
+def test_reductions_fold_in_rank_order_in_log_steps_and_fail_on_every_rank_together(
+        home: Path, ranks: int) -> None:
+    """Non-commutative operations in rank order (Reduce up a tree, Allreduce by recursive
+    doubling), as raw MPI; a wrong argument anywhere fails every rank, nothing left queued."""
+    every_check_passes("comm_reduction_tree.py", ranks, home)
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3, 4])  # 1 and 2: a periodic grid's two sides are one rank

@@ -7,8 +7,9 @@ traffic never touches), with one tag, :data:`COLL_TAG`, and explicit sources: MP
 requires every rank to call the collectives of a communicator in the same order, so
 messages of one collective cannot be taken by another. Algorithms are simple and
 deterministic: binomial trees (MPICH's) for Bcast, linear gathers and scatters at the
-root, a linear fold in rank order at rank 0 for reductions (right for non-commutative
-operations), pairwise exchange for Alltoall, a chain for Scan/Exscan.
+root, folds in rank order for reductions (right for non-commutative operations: up a
+binomial tree for Reduce, recursive doubling for Allreduce; reductions.py), pairwise
+exchange for Alltoall, a chain for Scan/Exscan.
 
 No rank left behind: arguments are checked before any message is sent (a bad root is
 MPI's ``ERR_ROOT`` on every rank, since every rank passes the same root). A root that

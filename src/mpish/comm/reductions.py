@@ -2,10 +2,19 @@
 
 Same rules as collectives.py (its theory of operation): one lane, explicit sources, every
 rank calls the collectives in the same order. Reductions fold the contributions in rank
-order at rank 0 (right for non-commutative operations) with ``Op.Reduce_local``; an error
-at rank 0 (a wrong contribution from a rank) still receives every contribution and tells
-the others through the broadcast (an abort notice), so no rank waits forever and no
-record is left for a later call.
+order (right for non-commutative operations) with ``Op.Reduce_local``, in log2 of the size
+steps, where a linear fold at rank 0 received the size's count of records one after the
+other. Reduce folds up the binomial tree rooted at rank 0 (:meth:`Reductions._fold`: each
+rank's subtree holds the ranks right after it, so its children's partial results are folded
+after its own, nearest first), then rank 0 sends the result on to the root. Allreduce (and
+Reduce_scatter, on it) swaps partial results by recursive doubling
+(:meth:`Reductions._recursive_doubling`): one one-way latency per round, where a fold and a
+broadcast took two per level, and every rank ends with the same bytes.
+
+An error on a rank (its own argument, a wrong block, an abort notice) still takes every
+record sent to it and sends abort notices where its result would have gone (Reduce: up the
+tree, rank 0 then tells the root; Allreduce: in every round left, so that every rank hears
+of it), so no rank waits forever and no record is left for a later call.
 """
 
 from __future__ import annotations
@@ -17,7 +26,9 @@ from mpi4py import MPI
 
 from .buffers import block_view, byte_view, check_op, typed_spec
 from .collectives import COLL_TAG, Steps, _dumps, _in_place, _loads, run
+from .lane import wait_all
 from .objects import ObjectCollectives
+from .posted import detach
 
 
 class Reductions(ObjectCollectives):
@@ -32,24 +43,42 @@ class Reductions(ObjectCollectives):
         return byte_view(sendbuf, writable=False), sendbuf
 
     def _fold(self, send: memoryview, typed: Any, op: Any) -> Steps[bytearray | None]:
-        """Rank 0: the contributions of all ranks folded in rank order; others: send theirs."""
+        """Rank 0: the contributions of all ranks folded in rank order, up the binomial tree
+        rooted at rank 0 (log2 of the size in depth: each rank folds its children's partial
+        results, which cover the ranks right after its own, in rank order); the others: None.
+        A rank that meets an error (an abort notice, a wrong block, an operation MPI refuses)
+        still takes its other children's records (dropped) and sends its parent an abort
+        notice in place of its result, then raises."""
         nbytes = len(send)
-        if self.rank != 0:
-            self._c_send(send, 0)
-            return None
-        acc = bytearray(send)
-        incoming = bytearray(nbytes)
-        for source in range(1, self.size):
-            yield source
+        parent, children = self._tree(0)
+        acc, incoming = bytearray(send), bytearray(nbytes)
+        error: BaseException | None = None
+        for child in reversed(children):  # the nearest first: child + 1 follows this rank
+            yield child
             try:
-                self._c_recv_into(memoryview(incoming), source)
+                if error is not None:
+                    self._coll.recv(child, COLL_TAG, None)
+                    continue
+                self._c_recv_into(memoryview(incoming), child)
                 # Reduce_local(in, inout): inout = in op inout, i.e. incoming = acc op incoming.
                 op.Reduce_local(typed_spec(typed, acc, nbytes), typed_spec(typed, incoming, nbytes))
-            except Exception:  # an abort notice, a wrong block, an operation MPI refuses
-                yield from self._recv_each([(k, memoryview(incoming)) for k in range(source + 1, self.size)])
-                raise
-            acc, incoming = incoming, acc
-        return acc
+                acc, incoming = incoming, acc
+            except Exception as exc:
+                error = error or exc
+        if parent is not None:
+            if error is None:
+                self._c_send(memoryview(acc), parent)
+            else:
+                self._c_abort(parent)
+        if error is not None:
+            raise error
+        return acc if parent is None else None
+
+    def _fail_fold(self) -> Steps[None]:
+        """This rank failed before a fold (_fold): its children's records taken (dropped), an
+        abort notice to its parent in place of its result."""
+        parent, children = self._tree(0)
+        yield from self._abort_steps([] if parent is None else [parent], list(reversed(children)))
 
     def _Reduce_steps(self, sendbuf: Any, recvbuf: Any, op: Any = MPI.SUM, root: int = 0) -> Steps[None]:
         """Folded at rank 0 (_fold), sent on to ``root``; an error on any rank reaches the
@@ -64,10 +93,7 @@ class Reductions(ObjectCollectives):
             sink = byte_view(recvbuf, writable=True)[: len(send)] if rank == root else None
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)
-            if rank != 0:
-                self._c_abort(0)  # in place of this rank's contribution
-            else:
-                yield from self._abort_steps([], self._others())
+            yield from self._fail_fold()  # an abort notice in place of this rank's result
             yield from self._pass_on_to_root(root)
             raise
         try:
@@ -128,16 +154,87 @@ class Reductions(ObjectCollectives):
             check_op(op, typed)  # one MPI can reduce, or raise before anything is sent
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)
-            yield from self._fail_gather_bcast()
+            yield from self._fail_allreduce(exc)
             raise
-        try:
-            acc = yield from self._fold(send, typed, op)
-        except Exception:
-            self._abort(self._tree(0)[1], [])
-            raise
-        if acc is not None:
-            recv[:] = acc
-        yield from self._bcast_steps(recv, 0)
+        recv[:] = yield from self._recursive_doubling(send, typed, op)
+
+    def _fail_allreduce(self, error: BaseException) -> Steps[None]:
+        """This rank failed before an Allreduce: its part in it taken with abort notices."""
+        yield from self._recursive_doubling(memoryview(b""), None, None, error)
+
+    def _recursive_doubling(self, send: memoryview, typed: Any, op: Any,
+                            error: BaseException | None = None) -> Steps[bytearray]:
+        """Every rank's contributions folded in rank order, on every rank (MPICH's recursive
+        doubling): in round k each rank swaps its partial result with the rank whose number
+        differs in bit k, and both fold the lower ranks' first, so both hold the same bytes.
+        One one-way latency per round, log2 of the size rounds, where a fold up a tree and a
+        broadcast down it took two per level (a secure Allreduce at -n 2: 10 times raw's).
+        Beyond the largest power of two, 2 x rem ranks pair up first (the even one's part goes to
+        the odd one, which takes its place, then hands it the result).
+
+        A rank that failed (``error``, its own arguments; an abort notice; a wrong block; an
+        operation MPI refuses) sends abort notices in place of its partial result in every
+        round left and drops what comes: the failure reaches every rank (each hears from every
+        other through the rounds), and no record is left queued. It raises, but ``error``."""
+        n, r, nbytes = self.size, self.rank, len(send)
+        pof2 = 1 << (n.bit_length() - 1)
+        rem = n - pof2
+        acc, spare = bytearray(send), bytearray(nbytes)
+        failed = error
+        datatype = typed_spec(typed, b"", 0)[2] if typed is not None else None  # resolved once
+        count = nbytes // datatype.Get_size() if datatype is not None else 0
+
+        def fold(partner: int, result: bool = False) -> Steps[None]:
+            """``partner``'s record: folded in (its ranks first if lower), or (``result``) taken."""
+            nonlocal acc, spare, failed
+            yield partner
+            if failed is not None:
+                self._coll.recv(partner, COLL_TAG, None)  # dropped, an abort notice too
+                return
+            try:
+                self._c_recv_into(memoryview(acc if result else spare), partner)
+                if result:
+                    return
+                if partner < r:  # Reduce_local(in, inout): inout = in op inout
+                    op.Reduce_local([spare, count, datatype], [acc, count, datatype])
+                else:
+                    op.Reduce_local([acc, count, datatype], [spare, count, datatype])
+                    acc, spare = spare, acc
+            except Exception as exc:
+                failed = exc
+
+        def give(partner: int) -> tuple[list[Any], list[Any]]:
+            """This rank's partial result sealed and posted to ``partner`` (an abort notice if failed)."""
+            if failed is None:
+                return self._c_isend(memoryview(acc), partner)
+            self._c_abort(partner)
+            return [], []
+
+        def swap(partner: int, result: bool = False, gives: bool = True) -> Steps[None]:
+            requests, records = give(partner) if gives else ([], [])
+            try:
+                yield from fold(partner, result)
+            except BaseException:
+                detach(requests, records)  # (the records live on until MPI is done with them)
+                raise
+            wait_all(requests)
+
+        newrank = r - rem if r >= 2 * rem else r // 2 if r % 2 else -1
+        if newrank < 0:
+            yield from swap(r + 1, result=True)  # given to r + 1, which hands back the result
+        else:
+            if r < 2 * rem:
+                yield from swap(r - 1, gives=False)
+            mask = 1
+            while mask < pof2:
+                other = newrank ^ mask
+                yield from swap(other * 2 + 1 if other < rem else other + rem)
+                mask <<= 1
+            if r < 2 * rem:
+                wait_all(give(r - 1)[0])
+        if failed is not None and failed is not error:
+            raise failed
+        return acc
 
     def allreduce(self, sendobj: Any, op: Any = MPI.SUM) -> Any:
         try:
@@ -159,7 +256,7 @@ class Reductions(ObjectCollectives):
             _datatype(source)
         except Exception as exc:
             yield exc  # this rank's own arguments: the call raises it (module doc)
-            yield from self._fail_gather_bcast()
+            yield from self._fail_allreduce(exc)
             raise
         total = bytearray(len(send))
         yield from self._Allreduce_steps(_typed(source, bytes(send)), _typed(source, total), op)
@@ -179,7 +276,7 @@ class Reductions(ObjectCollectives):
             yield exc  # this rank's own arguments: the call raises it (module doc)
             if recvcounts is None:
                 yield from self._counts(0)  # in step with the others' count exchange
-            yield from self._fail_gather_bcast()
+            yield from self._fail_allreduce(exc)
             raise
         if recvcounts is None:  # as mpi4py: each rank's receive buffer gives its count
             counts = yield from self._counts(local_count)
@@ -195,7 +292,7 @@ class Reductions(ObjectCollectives):
                 raise ValueError(f"receive buffer of {len(recv) // itemsize} items, count {own}")
         except Exception as exc:
             yield exc
-            yield from self._fail_gather_bcast()
+            yield from self._fail_allreduce(exc)
             raise
         total = bytearray(len(send))
         yield from self._Allreduce_steps(_typed(source, bytes(send)), _typed(source, total), op)
