@@ -331,7 +331,7 @@ def _run_ssh(args: argparse.Namespace, out: TextIO) -> int:
     if args.pick is not None and args.pick < 1:
         print(f"{PROG} ssh: --pick must be at least 1", file=sys.stderr)
         return 2
-    from mpish.shell.outfiles import make_directories
+    from mpish.shell.options import make_directories
 
     if failed := make_directories(args.outdir or "", args.errdir or ""):
         print(f"{PROG} ssh: --outdir/--errdir: {failed}", file=sys.stderr)

@@ -709,6 +709,29 @@ def test_copy_and_rcopy_copy_files_and_trees_and_name_copies_by_host_as_clush(
     assert missing in done.stderr, done.stderr
 
 
+def test_p_keeps_the_times_and_modes_of_copies_both_ways_as_clush_p(sshd: SshServer, tmp_path: Path) -> None:
+    old = 1_600_000_000_000_000_000  # ns
+    tree = tmp_path / "d"
+    tree.mkdir()
+    (tree / "conf").write_bytes(b"x=1\n")
+    (tree / "conf").chmod(0o640)
+    for path in (tree / "conf", tree):
+        os.utime(path, ns=(old, old))
+    remote, back = tmp_path / "remote", tmp_path / "back"
+    remote.mkdir()
+    back.mkdir()
+    done = mpish_ssh(sshd, "host1", "--copy", "-p", str(tree), "--dest", str(remote))
+    assert done.returncode == 0, done.stderr
+    done = mpish_ssh(sshd, "host[1-2]", "--rcopy", str(remote / "d" / "conf"), "--dest", str(back), "-p")
+    assert done.returncode == 0, done.stderr
+    for copy in (remote / "d", remote / "d" / "conf", back / "conf.host1", back / "conf.host2"):
+        assert os.stat(copy).st_mtime_ns == old, copy
+    assert os.stat(back / "conf.host2").st_mode & 0o777 == 0o640
+    refused = mpish_ssh(sshd, "host1", "-p", "true")
+    assert refused.returncode == 2 and "-p keeps a copy's times and modes: it goes with --copy or --rcopy" \
+        in refused.stderr, refused.stderr
+
+
 def test_copy_checks_every_source_before_reaching_any_host_and_a_missing_one_copies_nothing(
     sshd: SshServer, tmp_path: Path
 ) -> None:

@@ -125,6 +125,7 @@ def test_run_main_receives_parsed_options(home: Path, monkeypatch: pytest.Monkey
         "color": "auto",
         "copy": False,
         "rcopy": False,
+        "preserve": False,
         "dest": None,
         "copy_request": None,
     }

@@ -167,6 +167,46 @@ def test_a_proc_file_whose_stat_says_0_bytes_is_copied_whole_both_ways(tmp_path:
     assert (tmp_path / "got").read_bytes() == text
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["hashed", "plain_as_over_ssh"])
+def test_p_keeps_times_and_exact_modes_of_files_and_trees_both_ways(tmp_path: Path, plain: bool) -> None:
+    # clush -p (scp -p): a clush user's --copy -p was refused ("unrecognized arguments: -p")
+    old = (1_500_000_000_123_456_789, 1_600_000_000_987_654_321)  # (atime, mtime) in ns
+    tree = tmp_path / "d"
+    (tree / "sub").mkdir(parents=True)
+    for path, mode in ((tree / "f", 0o604), (tree / "sub" / "g", 0o751)):
+        path.write_bytes(b"x")
+        path.chmod(mode)
+        os.utime(path, ns=old)
+    (tree / "sub").chmod(0o705)
+    for directory in (tree / "sub", tree):  # (the inner one first: writing into a directory sets its mtime)
+        os.utime(directory, ns=old)
+    (tmp_path / "there").mkdir()
+    previous = os.umask(0o077)  # the copies' modes are the sources', not masked
+    try:
+        with served_console(plain) as console:
+            there = str(tmp_path / "there")
+            assert transfer.put(console, tree / "f", there, [1], preserve=True).verdicts == {1: ""}
+            assert transfer.put_tree(console, tree, there, [1], preserve=True).verdicts == {1: ""}
+            got = transfer.get(console, str(tree / "sub" / "g"), str(tmp_path / "g"), [1], preserve=True)
+            assert got == {1: ""}
+            got = transfer.get(console, str(tree), str(tmp_path / "back"), [1], tree=True, preserve=True)
+            assert got == {1: ""}
+            assert transfer.put(console, tree / "f", str(tmp_path / "plain"), [1]).verdicts == {1: ""}
+    finally:
+        os.umask(previous)
+    there, back = tmp_path / "there", tmp_path / "back"
+    sub, g = tree / "sub", tree / "sub" / "g"
+    pairs = {there / "f": tree / "f", tmp_path / "g": g,  # single files, put and get
+             there / "d": tree, there / "d" / "sub": sub, there / "d" / "sub" / "g": g,  # trees
+             back: tree, back / "sub": sub, back / "sub" / "g": g}
+    for copy, source in pairs.items():
+        got, want = os.stat(copy), os.stat(source)
+        assert (got.st_mtime_ns, got.st_mode) == (want.st_mtime_ns, want.st_mode), (copy, oct(got.st_mode))
+        assert got.st_mtime_ns == old[1], copy
+    plain_copy = os.stat(tmp_path / "plain")
+    assert plain_copy.st_mode & 0o777 == 0o600 and plain_copy.st_mtime_ns != old[1]  # without -p: as cp
+
+
 def test_a_file_changed_while_get_reads_it_is_not_kept(console: Console, tmp_path: Path) -> None:
     # larger than the credit window: the server cannot have read to its end at the first chunk
     source = _aged(tmp_path / "src.bin", os.urandom(2 * p.WINDOW))

@@ -325,7 +325,7 @@ def test_a_ctrl_c_just_after_every_answer_came_keeps_them_ok(
         return answered(targets, verdicts)
 
     def put(console: Any, local: str, remote: str, targets: Iterable[int], progress: Any,
-            verdicts: dict[int, str] | None = None) -> Any:
+            verdicts: dict[int, str] | None = None, **_: Any) -> Any:
         return SimpleNamespace(bytes=1, files=1, verdicts=answered(targets, verdicts))
 
     def ended(progress: Any) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from mpish.shell.grouping import GroupedSink, Style
 from mpish.shell.names import HostNames, RankNames, Result
-from mpish.shell.outfiles import FileTee, file_name, make_directories
+from mpish.shell.options import make_directories
+from mpish.shell.outfiles import FileTee, file_name
 from mpish.shell.protocol import STDERR, STDOUT
 
 

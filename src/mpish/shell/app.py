@@ -23,8 +23,8 @@ from .grouping import (
     set_color,
     status_lines,
 )
-from .options import launcher_rank, stdin_to_send
-from .outfiles import make_directories, tee
+from .options import launcher_rank, make_directories, stdin_to_send
+from .outfiles import tee
 from .session import Terminated
 from .style import COLOR_CHOICES
 

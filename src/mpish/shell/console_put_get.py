@@ -22,8 +22,8 @@ from .grouping import Style
 from .names import fold_by_reason
 from .transfer import foreign
 
-PUT_USAGE = "usage: :put [-r] LOCAL [REMOTE]"
-GET_USAGE = "usage: :get [-r] REMOTE [LOCAL]"
+PUT_USAGE = "usage: :put [-r] [-p] LOCAL [REMOTE]"
+GET_USAGE = "usage: :get [-r] [-p] REMOTE [LOCAL]"
 Keys = Callable[[], contextlib.AbstractContextManager[object]]  # Ctrl-C as a key while it runs
 
 
@@ -88,25 +88,27 @@ class Progress:
             self.stream.flush()
 
 
-def parse(rest: str, usage: str) -> tuple[bool, list[str]]:
-    """(-r given, the one or two paths) of a :put or :get line; ValueError with the usage.
+def parse(rest: str, usage: str) -> tuple[bool, bool, list[str]]:
+    """(-r given, -p given, the one or two paths) of a :put or :get line; ValueError with the
+    usage. -p keeps the times and exact modes, as ``scp -p`` (``-rp`` is both).
 
     The words are read as a POSIX shell reads quotes ('...', "...", backslashes), without
     expansions: no $VAR, $'...' or glob (a name is given as it is)."""
     words = parse_words(rest, usage)
-    recursive = False
+    given: set[str] = set()
     while words and words[0].startswith("-") and words[0] != "-":
         option = words.pop(0)
         if option == "--":
             break
-        if option not in ("-r", "-R"):
+        letters = set(option[1:].replace("R", "r"))
+        if option.startswith("--") or not letters <= {"r", "p"}:
             raise ValueError(f"unknown option {option}: {usage}")
-        recursive = True
+        given |= letters
     if not 1 <= len(words) <= 2:
         raise ValueError(usage)
     if "" in words:  # :get '' read the cwd ("/tmp/h5 is a directory (use :get -r)")
         raise ValueError(f"an empty path ('') names no file: {usage}")
-    return recursive, words
+    return "r" in given, "p" in given, words
 
 
 def parse_words(rest: str, usage: str) -> list[str]:
@@ -131,10 +133,10 @@ def console_directory() -> str:
 
 def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys, err: IO[str],
                 into: bool = False, tally: Tally | None = None) -> int:
-    """``:put [-r] LOCAL [REMOTE]``; 0 if every target has its verified copy, else 1. ``into``:
+    """``:put [-r] [-p] LOCAL [REMOTE]``; 0 if every target has its verified copy, else 1. ``into``:
     a tree goes to REMOTE/NAME, REMOTE being an existing directory (clush's --copy --dest).
     With a ``tally`` the results are added to it, for one report later (copying.copy_files)."""
-    recursive, words = parse(rest, PUT_USAGE)
+    recursive, preserve, words = parse(rest, PUT_USAGE)
     local = os.path.expanduser(words[0])  # a path of the console's machine: ~ is the user's home there
     where = ("" if os.path.isabs(local)
              else f" in the console's directory {console_directory()} (not the targets')")
@@ -159,10 +161,12 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
         try:
             if is_dir:
                 remote = words[1] if len(words) == 2 else "."
-                sent = transfer.put_tree(console, local, remote, targets, progress, into, verdicts=own)
+                sent = transfer.put_tree(console, local, remote, targets, progress, into, verdicts=own,
+                                         preserve=preserve)
             else:
                 remote = words[1] if len(words) == 2 else os.path.basename(local)
-                sent = transfer.put(console, local, remote, targets, progress, verdicts=own)
+                sent = transfer.put(console, local, remote, targets, progress, verdicts=own,
+                                    preserve=preserve)
         finally:
             progress.end()
     files = f"{sent.files} file{'' if sent.files == 1 else 's'}, " if is_dir else ""
@@ -174,10 +178,10 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
 
 def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys, err: IO[str],
                 suffixed: bool = False, tally: Tally | None = None) -> int:
-    """``:get [-r] REMOTE [LOCAL]``; the paths written are printed; 0 if all arrived.
+    """``:get [-r] [-p] REMOTE [LOCAL]``; the paths written are printed; 0 if all arrived.
     ``suffixed``: NAME.<target> even from one target (clush's --rcopy). With a ``tally`` the
     results are added to it, for one report later (copying.copy_files)."""
-    recursive, words = parse(rest, GET_USAGE)
+    recursive, preserve, words = parse(rest, GET_USAGE)
     remote = words[0]
     local = (os.path.expanduser(words[1]) if len(words) == 2  # the console's: ~ is the user's home there
              else "." if recursive else os.path.basename(remote))
@@ -200,7 +204,7 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     with keys():
         try:
             transfer.get(console, remote, local, targets, progress, tree=recursive, suffixed=suffixed,
-                         verdicts=verdicts)
+                         verdicts=verdicts, preserve=preserve)
         finally:
             progress.end()
     if tally is not None:

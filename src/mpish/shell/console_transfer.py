@@ -67,10 +67,11 @@ class Sent:
 
 
 def put(console: Console, local: str | os.PathLike[str], remote: str, ranks: Iterable[int],
-        progress: Progress | None = None, verdicts: dict[int, str] | None = None) -> Sent:
+        progress: Progress | None = None, verdicts: dict[int, str] | None = None,
+        preserve: bool = False) -> Sent:
     """Copy the local file ``local`` to ``remote`` on ``ranks`` (a directory receives it
     under its own name); each rank's verdict ('' = written and SHA-256 verified), put in
-    ``verdicts`` as it comes (:func:`get`)."""
+    ``verdicts`` as it comes (:func:`get`). ``preserve`` (-p): its times and exact mode."""
     path = Path(local)
     try:
         handle = open_regular(path)
@@ -98,7 +99,8 @@ def put(console: Console, local: str | os.PathLike[str], remote: str, ranks: Ite
     def end(aborted: bool) -> p.PutEnd:
         return p.PutEnd(xfer_id, size, digest.digest(), aborted or bool(problem))
 
-    start = p.PutStart(xfer_id, remote, info.st_size, info.st_mode & 0o777, path.name)
+    start = p.PutStart(xfer_id, remote, info.st_size, info.st_mode & 0o777, path.name, preserve,
+                       info.st_atime_ns, info.st_mtime_ns)
     sent = _send(console, ranks, start, chunks(), end, verdict,
                  lambda done: progress(done, info.st_size) if progress else None, verdicts=verdicts)
     sent.files = 1
@@ -113,7 +115,7 @@ def verifies(console: Console) -> bool:
 
 def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks: Iterable[int],
              progress: Progress | None = None, into: bool = False,
-             verdicts: dict[int, str] | None = None) -> Sent:
+             verdicts: dict[int, str] | None = None, preserve: bool = False) -> Sent:
     """Copy the local tree ``local`` to ``remote`` on ``ranks`` as ``cp -r`` does (an existing
     directory receives it under its own name, else ``remote`` becomes the copy); ``into``:
     always as ``remote/NAME``, ``remote`` being an existing directory (clush --copy --dest)."""
@@ -130,7 +132,7 @@ def put_tree(console: Console, local: str | os.PathLike[str], remote: str, ranks
             files += isinstance(message, p.Entry) and message.kind == "file"
             yield message
 
-    start = p.TreePut(xfer_id, remote, source_name(os.fspath(local)), into)
+    start = p.TreePut(xfer_id, remote, source_name(os.fspath(local)), into, preserve)
     try:
         sent = _send(console, ranks, start, entries(), lambda aborted: p.TreeEnd(xfer_id, aborted),
                      lambda done: escape(done.error), lambda done: progress(done, 0) if progress else None,
@@ -302,9 +304,10 @@ def get_destinations(console: Console, remote: str, local: str | os.PathLike[str
 class FileCopy:
     """One target's copy of a file being received: a part file, committed once verified."""
 
-    def __init__(self, final: Path, verify: bool = True) -> None:
+    def __init__(self, final: Path, verify: bool = True, preserve: bool = False) -> None:
         self.final = final
         self.verify = verify
+        self.preserve = preserve  # -p: the sender's times and exact mode
         self.part: PartFile | None = None  # made at the first chunk; it computes the digest
         self.size = 0
         self.error = ""  # writing here failed (a full disk): the rest is only counted
@@ -333,6 +336,8 @@ class FileCopy:
         except OSError as exc:
             return escape(cannot_write(self.final, exc))
         # the digest of what was written must be the sender's, the descriptor hold its size
+        if self.preserve:
+            return escape(part.commit(end.sha256, end.size, end.mode & 0o777, (end.atime_ns, end.mtime_ns)))
         return escape(part.commit(end.sha256, end.size, end.mode & 0o777 & ~umask()))
 
     def close(self) -> None:
@@ -344,8 +349,8 @@ class FileCopy:
 class TreeCopy:
     """One target's copy of a tree being received (:class:`~mpish.shell.tree.TreeWriter`)."""
 
-    def __init__(self, final: Path) -> None:
-        self.writer = TreeWriter(final, umask())
+    def __init__(self, final: Path, preserve: bool = False) -> None:
+        self.writer = TreeWriter(final, 0 if preserve else umask(), preserve)  # -p: exact modes
 
     def finish(self, end: p.GetEnd) -> str:
         if end.error:
@@ -362,7 +367,7 @@ _WARNED: set[Path] = set()  # directories shared_warning was said of, by this pr
 
 def get(console: Console, remote: str, local: str | os.PathLike[str], ranks: Iterable[int],
         progress: Progress | None = None, tree: bool = False, suffixed: bool = False,
-        verdicts: dict[int, str] | None = None) -> dict[int, str]:
+        verdicts: dict[int, str] | None = None, preserve: bool = False) -> dict[int, str]:
     """Copy the file (``tree``: the tree) ``remote`` from ``ranks`` to ``local`` (named as
     :func:`get_destinations` says); each rank's verdict ('' = written and verified), put in
     ``verdicts`` (the caller's) the moment its copy is renamed into place: a Ctrl-C after it,
@@ -373,7 +378,7 @@ def get(console: Console, remote: str, local: str | os.PathLike[str], ranks: Ite
     finals = get_destinations(console, remote, local, targets, tree, suffixed)
     verify = verifies(console)
     copies: dict[int, FileCopy | TreeCopy] = {
-        r: TreeCopy(finals[r]) if tree else FileCopy(finals[r], verify) for r in targets}
+        r: TreeCopy(finals[r], preserve) if tree else FileCopy(finals[r], verify, preserve) for r in targets}
     unsaid = {final.parent for final in finals.values()} - _WARNED  # once, not per group of hosts
     _WARNED.update(unsaid)
     warning = shared_warning(unsaid)

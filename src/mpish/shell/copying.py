@@ -73,6 +73,7 @@ def copy_files(console: Console, targets: frozenset[int], request: CopyRequest, 
 
     status, copies = _sources(request, say)
     state = _Copying(console, copies, request.reverse, keys, err, say)
+    state.preserve = request.preserve
     ordered = sorted(targets)
     sliding = bool(console.session.later) or any(not peer.ready for peer in console.peers.values())
     if copies and sliding:  # ssh: hosts connected in their turn, or still greeting
@@ -125,6 +126,7 @@ class _Copying:
                  say: Callable[[str], None]) -> None:
         self.console, self.copies, self.reverse = console, copies, reverse
         self.keys, self.err, self.say = keys, err, say
+        self.preserve = False  # -p: times and exact modes (the request's)
         self.interrupted = False
         self.status = 0
         self.said: set[str] = set()
@@ -163,14 +165,15 @@ class _Copying:
 
     def copy_to(self, group: frozenset[int]) -> None:
         """Every source to (or from) ``group``, the targets of one turn."""
+        flags = "-rp" if self.preserve else "-r"
         for source, dest, tally in self.copies:
             reach = group - set(tally.verdicts)
             try:  # a trailing / and into: the directory must exist on the targets (clush's --dest)
                 if self.reverse:
-                    line = shlex.join(["-r", "--", source, dest])
+                    line = shlex.join([flags, "--", source, dest])
                     get_builtin(self.console, reach, line, self.watched, self.err, suffixed=True, tally=tally)
                 else:
-                    line = shlex.join(["-r", "--", source, dest.rstrip("/") + "/"])
+                    line = shlex.join([flags, "--", source, dest.rstrip("/") + "/"])
                     put_builtin(self.console, reach, line, self.watched, self.err, into=True, tally=tally)
             except KeyboardInterrupt:  # Ctrl-C while the group's last answers were awaited
                 self.interrupted = True

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 
 import mpish
 from mpish.wire.message import Frozen, frozen
+from mpish.wire.text import escape
 
 GATHER_LIMIT = 64 << 20  # bytes of gathered output before grouped output gives way to lines
 
@@ -103,6 +104,18 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                         help="clush's default: exit 0 unless mpish itself failed")
 
 
+def make_directories(*directories: str) -> str:
+    """Each directory given made if it is not there (as clush's ``os.makedirs``); an error
+    text for the first that cannot be, else ""."""
+    for directory in directories:
+        if directory:
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as exc:
+                return f"cannot make the directory {escape(directory)}: {exc.strerror or exc}"
+    return ""
+
+
 def seconds(text: str, none: bool = True) -> float:
     """A timeout as given: a number of seconds, finite, 0 or more (``none``: 0 is no timeout)
     or more than 0 (``-u -1``, ``nan`` and ``inf`` were taken as no timeout, silently);
@@ -142,6 +155,7 @@ class CopyRequest(Frozen):
     sources: tuple[str, ...]
     dest: str  # a directory: on the targets (--copy), on this machine (--rcopy)
     reverse: bool  # --rcopy: from the targets, each copy named NAME.<rank> (NAME.<host> over ssh)
+    preserve: bool = False  # -p: times and exact modes, as clush -p (scp -p)
 
 
 def add_copy_options(parser: argparse.ArgumentParser) -> None:
@@ -153,6 +167,8 @@ def add_copy_options(parser: argparse.ArgumentParser) -> None:
                      "the targets, verified, and exit (as :put -r)")
     way.add_argument("--rcopy", action="store_true",
                      help="copy them from the targets here, each copy named NAME.<target> (as clush)")
+    group.add_argument("-p", dest="preserve", action="store_true",
+                       help="with --copy/--rcopy: keep the files' modification times and modes (as clush)")
     group.add_argument("--dest", metavar="DIR",
                        help="the existing directory they go to (default: each source's own directory, "
                        "as clush: --copy /etc/motd writes /etc/motd on the targets)")
@@ -173,6 +189,8 @@ def parse_copy(parser: argparse.ArgumentParser, argv: Sequence[str], options: li
     if not (args.copy or args.rcopy):
         if args.dest is not None:
             parser.error("--dest goes with --copy or --rcopy")
+        if args.preserve:  # (clush's -p; at the console, :put -p and :get -p)
+            parser.error("-p keeps a copy's times and modes: it goes with --copy or --rcopy")
         return args, None
     rest, literal = list(words), []  # literal: the words after a --, all files
     if rest and len(argv) > len(rest) and argv[-len(rest) - 1] == "--":  # split_command took a --
@@ -196,7 +214,7 @@ def parse_copy(parser: argparse.ArgumentParser, argv: Sequence[str], options: li
     if getattr(args, "json", False):
         parser.error("--json reports commands; --copy/--rcopy say how each copy went in a line on "
                      "stderr, and exit 1 if any failed")
-    return args, CopyRequest(tuple(sources), args.dest or "", bool(args.rcopy))
+    return args, CopyRequest(tuple(sources), args.dest or "", bool(args.rcopy), bool(args.preserve))
 
 
 def refused_sources(request: CopyRequest) -> list[str]:

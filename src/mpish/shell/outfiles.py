@@ -7,7 +7,8 @@ in the MPI shell (``DIR/2``; ``host@2`` with ``--label host`` where a host runs 
 A name that is not a plain file name (``/``, ``..``) is the rank's number. Each command
 writes its files anew (``O_TRUNC``), as clush does; every target of the command gets
 one, empty if it wrote nothing or never ran. clush creates the directory if it is not
-there, and so does mpish, before anything runs (:func:`make_directories`). The file is
+there, and so does mpish, before anything runs
+(:func:`~mpish.shell.options.make_directories`). The file is
 opened with ``O_NOFOLLOW``: in a directory others can write, a link planted under a
 host's name is refused, not followed. clush writes these files only without ``-b``/``-L``
 (its direct mode, and decoded as text, a newline added to a last line without one);
@@ -30,18 +31,6 @@ from .options import OutputMode
 from .protocol import STDERR, STDOUT
 
 FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def make_directories(*directories: str) -> str:
-    """Each directory given made if it is not there (as clush's ``os.makedirs``); an error
-    text for the first that cannot be, else ""."""
-    for directory in directories:
-        if directory:
-            try:
-                os.makedirs(directory, exist_ok=True)
-            except OSError as exc:
-                return f"cannot make the directory {escape(directory)}: {exc.strerror or exc}"
-    return ""
 
 
 def file_name(names: ServerNames, rank: int) -> str:

@@ -56,7 +56,8 @@ PROTOCOL_VERSION = 9  # 2: output as raw bytes on channels 1 and 2; 3: Done.note
 # Signalled (output sent before it was in flight at the Ctrl-C: the console discards it);
 # 8: GetEnd.mode (a file got with :get keeps its permission bits, as cp and scp); Environ, the
 #    embedded console's environment for its spawned servers (never through the launcher);
-# 9: PutEnd.size (a put's file may hold more than its stat size said: /proc, /sys)
+# 9: PutEnd.size (a put's file may hold more than its stat size said: /proc, /sys); times and
+#    ``preserve`` (-p, as scp -p and clush -p: times and exact modes) in PutStart, GetEnd, Entry, TreePut
 CHUNK = (1 << 20) - 256  # bulk bytes per message: one message is one record (record.py)
 WINDOW = 4 * 1024 * 1024  # unacknowledged bulk bytes per server and direction
 CONTROL = 0  # secure-channel channel of the msgpack messages below
@@ -148,6 +149,9 @@ class PutStart(Frozen):
     size: int
     mode: int
     name: Path
+    preserve: bool = False  # -p: the copy gets these times and exactly this mode (no umask)
+    atime_ns: int = 0
+    mtime_ns: int = 0
 
 
 class Chunk(NamedTuple):
@@ -206,6 +210,8 @@ class GetEnd(Frozen):
     sha256: bytes
     error: Text
     mode: int
+    atime_ns: int = 0  # the file's times, for :get -p
+    mtime_ns: int = 0
 
 
 # message 14 (Quit) was never sent: the session ends with the secure channel's close record
@@ -304,6 +310,7 @@ class TreePut(Frozen):
     path: Path
     name: Path
     into: bool = False
+    preserve: bool = False  # -p: the entries' times and exact modes (no umask)
 
 
 @CODEC.message(24)
@@ -319,6 +326,8 @@ class Entry(Frozen):
     mode: int
     size: int
     target: Text
+    atime_ns: int = 0  # a file's or directory's times (for -p)
+    mtime_ns: int = 0
 
 
 @CODEC.message(25)

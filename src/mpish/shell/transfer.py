@@ -273,9 +273,9 @@ class PartFile:
         while view:
             view = view[os.write(self.fd, view) :]
 
-    def commit(self, sha256: bytes, size: int, mode: int) -> str:
+    def commit(self, sha256: bytes, size: int, mode: int, times: tuple[int, int] | None = None) -> str:
         """Check the digest of what was written and the size the descriptor holds, set
-        ``mode``, rename; an error text or ""."""
+        ``mode`` (and ``times``, (atime, mtime) in ns: -p), rename; an error text or ""."""
         if self.device:
             ok = self.size == size and self.digest.digest() == sha256
             self.discard()
@@ -285,6 +285,8 @@ class PartFile:
                 self.discard()
                 return f"checksum mismatch for {self.final}"
             os.fchmod(self.fd, mode & 0o7777)
+            if times is not None:
+                os.utime(self.fd, ns=times)
             written = os.fstat(self.fd)
             os.close(self.fd)
             self.fd = -1

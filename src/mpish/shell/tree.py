@@ -121,6 +121,11 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def times(info: os.stat_result) -> tuple[int, int]:
+    """(atime, mtime) in ns, as an Entry carries them (for -p)."""
+    return info.st_atime_ns, info.st_mtime_ns
+
+
 class TreeReader:
     """The messages that send the tree at ``root``, one at a time (:meth:`next`).
 
@@ -144,11 +149,12 @@ class TreeReader:
                 os.close(fd)
                 raise
             self.stack.append((fd, "", names))
-            self.pending: p.Entry | None = p.Entry(xfer_id, "", "dir", info.st_mode & 0o777, 0, "")
+            self.pending: p.Entry | None = p.Entry(xfer_id, "", "dir", info.st_mode & 0o777, 0, "",
+                                                   *times(info))
         elif stat.S_ISREG(info.st_mode):
             fd = os.open(self.root, FILE_FLAGS & ~os.O_NOFOLLOW)
             self.file, self.opened = (fd, new_digest(True), 0, self.root), os.fstat(fd)
-            self.pending = p.Entry(xfer_id, "", "file", info.st_mode & 0o777, info.st_size, "")
+            self.pending = p.Entry(xfer_id, "", "file", info.st_mode & 0o777, info.st_size, "", *times(info))
         else:
             raise OSError(errno.EINVAL, "not a directory or a regular file")
 
@@ -208,7 +214,7 @@ class TreeReader:
                     os.close(fd)
                     raise
                 self.stack.append((fd, relative, names))
-                return p.Entry(self.xfer_id, relative, "dir", mode & 0o777, 0, "")
+                return p.Entry(self.xfer_id, relative, "dir", mode & 0o777, 0, "", *times(info))
             why = f"{shown}: not a regular file (not copied)"
             special = p.Entry(self.xfer_id, relative, "skip", 0, 0, why)
             if not stat.S_ISREG(mode):
@@ -221,7 +227,7 @@ class TreeReader:
         except OSError as exc:
             return p.Entry(self.xfer_id, relative, "skip", 0, 0, f"cannot read {shown}: {_why(exc)}")
         self.file, self.opened = (fd, new_digest(True), 0, shown), info
-        return p.Entry(self.xfer_id, relative, "file", info.st_mode & 0o777, info.st_size, "")
+        return p.Entry(self.xfer_id, relative, "file", info.st_mode & 0o777, info.st_size, "", *times(info))
 
     def close(self) -> None:
         if self.file is not None:
@@ -237,10 +243,13 @@ class TreeWriter:
     """Rebuilds a tree at ``final`` from its messages without following any link inside it
     (see the module doc); :meth:`finish` gives the verdict ("" when all arrived verified)."""
 
-    def __init__(self, final: Path, umask: int) -> None:
+    def __init__(self, final: Path, umask: int, preserve: bool = False) -> None:
         self.final = final
         self.umask = umask
-        self.stack: list[tuple[tuple[str, ...], int, int | None]] = []  # (parts, dir fd, mode to set)
+        self.preserve = preserve  # -p: each entry's times too (and the caller gives umask 0)
+        self.times: tuple[int, int] | None = None  # the file being written's (-p)
+        # (parts, dir fd, mode to set, times to set once its entries are written)
+        self.stack: list[tuple[tuple[str, ...], int, int | None, tuple[int, int] | None]] = []
         self.root_parent = -1  # the final path's parent directory (followed: the user named it)
         self.started = False
         self.broken = False  # the root could not be made: the rest is not even tried
@@ -308,10 +317,11 @@ class TreeWriter:
             fd = open_directory(name, parent)
             if not parts:
                 _own_root(fd)
-            self.stack.append((parts, fd, mode))
+            self.stack.append((parts, fd, mode, self._times(entry)))
         elif entry.kind == "file":
             self.part = PartFile(self.shown(parts), parent, follow=not parts)  # the root: as a named path
             self.mode = entry.mode & 0o777 & ~self.umask
+            self.times = self._times(entry)
         elif entry.kind == "link" and parts:
             temporary = part_name(name)
             os.symlink(entry.target, temporary, dir_fd=parent)
@@ -334,16 +344,21 @@ class TreeWriter:
             self._leave()
         while len(self.stack[-1][0]) < len(parts):
             here = parts[: len(self.stack[-1][0]) + 1]
-            self.stack.append((here, open_directory(here[-1], self.stack[-1][1]), None))
+            self.stack.append((here, open_directory(here[-1], self.stack[-1][1]), None, None))
         return self.stack[-1][1]
 
+    def _times(self, entry: p.Entry) -> tuple[int, int] | None:
+        return (entry.atime_ns, entry.mtime_ns) if self.preserve and entry.mtime_ns else None
+
     def _leave(self) -> None:
-        parts, fd, mode = self.stack.pop()
+        parts, fd, mode, times = self.stack.pop()
         try:
             if mode is not None:
                 os.fchmod(fd, mode)
+            if times is not None:  # last: writing its entries changed its mtime
+                os.utime(fd, ns=times)
         except OSError as exc:
-            self._error(f"cannot set the mode of {self.shown(parts)}: {_why(exc)}")
+            self._error(f"cannot set the mode or times of {self.shown(parts)}: {_why(exc)}")
         finally:
             os.close(fd)
 
@@ -365,7 +380,7 @@ class TreeWriter:
             part.discard()
             self._error(end.error)
             return
-        error = part.commit(end.sha256, end.size, self.mode)
+        error = part.commit(end.sha256, end.size, self.mode, self.times)
         if error:
             self._error(error)
         else:

@@ -41,6 +41,7 @@ class Put:
         self.xfer_id = start.xfer_id
         self.final = resolve(start.path, cwd)
         self.mode = start.mode
+        self.times = (start.atime_ns, start.mtime_ns) if start.preserve else None  # -p
         self.size = 0
         self.error = ""
         self.part: PartFile | None = None
@@ -71,7 +72,8 @@ class Put:
             if error:
                 self.part.discard()
             else:  # the digest of what was written, and the size the descriptor holds (transfer.py)
-                error = self.part.commit(end.sha256, end.size, self.mode & ~umask())
+                mode = self.mode if self.times is not None else self.mode & ~umask()  # -p: exactly
+                error = self.part.commit(end.sha256, end.size, mode, self.times)
             self.part = None
         return p.PutDone(end.xfer_id, self.size, digest, error)
 
@@ -88,7 +90,7 @@ class PutTree:
         self.xfer_id = start.xfer_id
         target = resolve(start.path, cwd)  # into: its parent must exist, or the root entry fails
         final = target / start.name if start.into else tree_destination(target, start.name)
-        self.writer = TreeWriter(final, umask())
+        self.writer = TreeWriter(final, 0 if start.preserve else umask(), start.preserve)  # -p: exact modes
         self.owed = 0  # credit not yet returned
 
     def finish(self, end: p.TreeEnd) -> p.PutDone:
@@ -110,10 +112,12 @@ class Get:
         self.digest: Any = new_digest(verify)
         self.handle: IO[bytes] | None = None
         self.mode = 0  # the file's permission bits, for the copy (GetEnd.mode)
+        self.times = (0, 0)  # and its times (for :get -p)
         try:
             self.handle = open_regular(self.path)
             self.opened = os.fstat(self.handle.fileno())
             self.mode = self.opened.st_mode & 0o777
+            self.times = (self.opened.st_atime_ns, self.opened.st_mtime_ns)
         except IsADirectoryError:
             self.error = f"{self.path} is a directory (use :get -r)"
         except OSError as exc:
@@ -147,7 +151,7 @@ class Get:
     def end(self) -> p.GetEnd:
         self.close()
         error = self.error or ("interrupted" if self.interrupted else "")
-        return p.GetEnd(self.xfer_id, self.size, self.digest.digest(), error, self.mode)
+        return p.GetEnd(self.xfer_id, self.size, self.digest.digest(), error, self.mode, *self.times)
 
     def close(self) -> None:
         if self.handle is not None:
