@@ -252,3 +252,31 @@ def test_over_ssh_a_get_sends_16_mib_before_any_credit_and_no_more(tmp_path: Pat
     finally:
         signal.alarm(0)
     assert sum(received) == source.stat().st_size and ended[0].error == ""
+
+
+def test_several_sources_go_into_the_directory_named_last_as_cp_and_a_missing_one_is_said(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a review: `:put a b dir` was "usage: :put [-r] LOCAL [REMOTE]" (cp and scp take several)
+    import contextlib
+    import io
+
+    from mpish.shell.console_put_get import get_builtin, put_builtin
+
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(name.encode())
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "t").write_bytes(b"t")
+    (tmp_path / "there").mkdir()
+    (tmp_path / "back").mkdir()
+    err = io.StringIO()
+    with served_console() as console:
+        put = f"-r {tmp_path}/a {tmp_path}/none {tmp_path}/b {tmp_path}/tree {tmp_path}/there"
+        assert put_builtin(console, frozenset({1}), put, contextlib.nullcontext, err) == 1
+        get = f"{tmp_path}/there/a {tmp_path}/there/b {tmp_path}/back"
+        assert get_builtin(console, frozenset({1}), get, contextlib.nullcontext, err) == 0
+    assert sorted(os.listdir(tmp_path / "there")) == ["a", "b", "tree"]
+    assert (tmp_path / "there" / "tree" / "t").read_bytes() == b"t"
+    assert (tmp_path / "back" / "a").read_bytes() == b"a" and (tmp_path / "back" / "b").read_bytes() == b"b"
+    missing = f"mpish: :put copies a file of the console's machine: no file '{tmp_path}/none'\n"
+    assert err.getvalue() == missing
+    assert capsys.readouterr().out.count(": ok, ") == 5

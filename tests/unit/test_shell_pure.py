@@ -342,7 +342,8 @@ def test_an_unclosed_quote_in_put_or_get_says_where_and_how_names_are_read() -> 
     with pytest.raises(ValueError) as raised:
         parse("'/tmp/new line.txt nl.txt", PUT_USAGE)
     assert str(raised.value) == ("No closing quotation in \"'/tmp/new line.txt nl.txt\" (quotes are read as "
-                                 "a shell reads them, on one line: usage: :put [-r] [-p] LOCAL [REMOTE])")
+                                 "a shell reads them, on one line: usage: :put [-r] [-p] LOCAL [REMOTE], "
+                                 "or LOCAL... DIRECTORY)")
     assert parse("-r 'a b' \"c d\"", GET_USAGE) == (True, False, ["a b", "c d"])
     assert parse("-rp a", GET_USAGE) == parse("-p -R a", GET_USAGE) == (True, True, ["a"])  # as scp -rp
     with pytest.raises(ValueError, match=r"unknown option -rx: usage: :get \[-r\] \[-p\]"):

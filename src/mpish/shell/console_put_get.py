@@ -22,8 +22,8 @@ from .grouping import Style
 from .names import fold_by_reason
 from .transfer import foreign
 
-PUT_USAGE = "usage: :put [-r] [-p] LOCAL [REMOTE]"
-GET_USAGE = "usage: :get [-r] [-p] REMOTE [LOCAL]"
+PUT_USAGE = "usage: :put [-r] [-p] LOCAL [REMOTE], or LOCAL... DIRECTORY"
+GET_USAGE = "usage: :get [-r] [-p] REMOTE [LOCAL], or REMOTE... DIRECTORY"
 Keys = Callable[[], contextlib.AbstractContextManager[object]]  # Ctrl-C as a key while it runs
 
 
@@ -89,7 +89,8 @@ class Progress:
 
 
 def parse(rest: str, usage: str) -> tuple[bool, bool, list[str]]:
-    """(-r given, -p given, the one or two paths) of a :put or :get line; ValueError with the
+    """(-r given, -p given, the paths: one or two, or several and a directory) of a :put or
+    :get line; ValueError with the
     usage. -p keeps the times and exact modes, as ``scp -p`` (``-rp`` is both).
 
     The words are read as a POSIX shell reads quotes ('...', "...", backslashes), without
@@ -104,11 +105,32 @@ def parse(rest: str, usage: str) -> tuple[bool, bool, list[str]]:
         if option.startswith("--") or not letters <= {"r", "p"}:
             raise ValueError(f"unknown option {option}: {usage}")
         given |= letters
-    if not 1 <= len(words) <= 2:
+    if not words:
         raise ValueError(usage)
     if "" in words:  # :get '' read the cwd ("/tmp/h5 is a directory (use :get -r)")
         raise ValueError(f"an empty path ('') names no file: {usage}")
     return "r" in given, "p" in given, words
+
+
+def _several(builtin: Callable[[str], int], lines: list[str], err: IO[str]) -> int:
+    """Each source's line run in turn, as cp goes on past a source it cannot copy (said, and
+    the status at least 1); the largest status. A Ctrl-C ends it there."""
+    status = 0
+    for line in lines:
+        try:
+            status = max(status, builtin(line))
+        except ValueError as exc:
+            print(Style.for_stream(err).error(f"mpish: {exc}"), file=err)
+            err.flush()
+            status = max(status, 1)
+    return status
+
+
+def _each(recursive: bool, preserve: bool, words: list[str]) -> list[str]:
+    """The lines of a :put or :get of several sources: one per source, into ``words[-1]/``."""
+    flags = "".join(flag for flag, given in (("r", recursive), ("p", preserve)) if given)
+    into = words[-1].rstrip("/") + "/"  # a directory, which must exist (as cp's last word)
+    return [shlex.join([*([f"-{flags}"] if flags else []), "--", source, into]) for source in words[:-1]]
 
 
 def parse_words(rest: str, usage: str) -> list[str]:
@@ -137,6 +159,9 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     a tree goes to REMOTE/NAME, REMOTE being an existing directory (clush's --copy --dest).
     With a ``tally`` the results are added to it, for one report later (copying.copy_files)."""
     recursive, preserve, words = parse(rest, PUT_USAGE)
+    if len(words) > 2:  # several sources, as cp and scp: each into the directory the last word names
+        return _several(lambda line: put_builtin(console, targets, line, keys, err, into=True),
+                        _each(recursive, preserve, words), err)
     local = os.path.expanduser(words[0])  # a path of the console's machine: ~ is the user's home there
     where = ("" if os.path.isabs(local)
              else f" in the console's directory {console_directory()} (not the targets')")
@@ -182,6 +207,9 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     ``suffixed``: NAME.<target> even from one target (clush's --rcopy). With a ``tally`` the
     results are added to it, for one report later (copying.copy_files)."""
     recursive, preserve, words = parse(rest, GET_USAGE)
+    if len(words) > 2:  # several sources: each into the local directory the last word names
+        return _several(lambda line: get_builtin(console, targets, line, keys, err, suffixed),
+                        _each(recursive, preserve, words), err)
     remote = words[0]
     local = (os.path.expanduser(words[1]) if len(words) == 2  # the console's: ~ is the user's home there
              else "." if recursive else os.path.basename(remote))

@@ -43,13 +43,13 @@ third SIGKILL, and the shell is then restarted from the state before the command
 
   @TARGETS COMMAND        run one command on other targets (@all, @1-3,7, a host)
   :targets [TARGETS]      show the servers, or set the default targets
-  :put [-r] [-p] LOCAL [REMOTE]
+  :put [-r] [-p] LOCAL [REMOTE]   (or LOCAL... DIRECTORY, as cp)
                           copy a file (-r: a directory) of the console's cwd to the targets,
                           verified (SHA-256; a file over ssh: its size, ssh's MAC the bytes);
                           as cp: a directory REMOTE receives it under its own name; -r keeps
                           modes and empty directories, copies links as links and never
                           writes through one; -p keeps times and exact modes (scp -p)
-  :get [-r] [-p] REMOTE [LOCAL]
+  :get [-r] [-p] REMOTE [LOCAL]   (or REMOTE... DIRECTORY)
                           the same from the targets (NAME.<rank> if several, NAME.<host>
                           over ssh, as clush --rcopy); the paths written are printed
   @TARGETS :put|:get ...  a transfer for other targets
