@@ -300,6 +300,34 @@ def test_copy_f_is_a_sliding_window_a_host_whose_login_hangs_holds_one_place_not
     assert all(c.read_text() == "copied\n" for c in copies)
 
 
+def test_a_copy_to_hosts_logging_in_together_goes_to_all_of_them_at_once(
+        sshd: SshServer, tmp_path: Path) -> None:
+    """A clush user's trial: of 4 alike hosts, the first to greet got the whole 1 GiB alone and
+    the 3 others only after it (a group started with the first greeting; the ones greeting
+    during its transfer wait for its end). Now greeted hosts wait (up to 1 s) for those that
+    began to log in before them: here the 4 part files are written at the same time."""
+    data, into = tmp_path / "data.bin", tmp_path / "into"
+    with data.open("wb") as out:
+        out.truncate(64 << 20)  # sparse: cheap to make, 64 MiB to send to each host
+    into.mkdir()
+    process = start_mpish_ssh(" ".join(sshd.ssh_options), "host[1-4]", "--copy", str(data),
+                              "--dest", str(into))
+    most = 0
+    try:
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            most = max(most, len(list(into.glob(".data.bin.*.mpish-part"))))
+            time.sleep(0.005)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert f"mpish: put {data} to host[1-4]: ok" in out, out
+    assert most == 4, f"at most {most} of the 4 hosts' copies were being written at once"
+
+
 def signal_mid_copy(process: subprocess.Popen[str], into: Path, signum: int) -> tuple[str, str]:
     """Send ``signum`` to a copy once its first part file is in ``into``; its (stdout, stderr)."""
     try:

@@ -17,7 +17,11 @@ the next hosts at once. So a host whose login hangs holds one place until its de
 (ssh's ConnectTimeout, ``-t``, and the Hello slack), never the others: they were copied in
 fixed batches of ``-f`` before, each batch waiting for its slowest login (40 hosts, 9 of
 them silent, ``-f 8``: 2.3 times clush's time). Hosts that greet while a group's transfer
-runs wait for its end; the transfers of a group read each source once for all of them.
+runs wait for its end; the transfers of a group read each source once for all of them. So a
+group does not start with the first host to greet while those that began to log in before
+it did are still at it (a clush user's trial: of 4 alike hosts one got 1 GiB alone, the 3
+others after it): it waits for them, up to :data:`GATHER` seconds after the first greeted;
+a host that joins the window later does not hold it.
 
 A Ctrl-C ends the copy there (130, as cp): hosts still connecting are given up, and what
 was not sent is named. One report per source, naming it, once every host had its turn.
@@ -54,6 +58,7 @@ NOT_SENT = "not copied: the source was refused (above)"
 INTERRUPTED_WAITING = "interrupted before its turn (connected, it waited for the copy to the hosts ahead)"
 
 TICK = 0.1  # s: the longest wait for a Hello before the window is looked at again (deadlines)
+GATHER = 1.0  # s: how long greeted hosts wait for those logging in since before (module doc)
 
 Copy = tuple[str, str, Tally]  # a source, its destination, its results
 
@@ -127,6 +132,8 @@ class _Copying:
         self.console, self.copies, self.reverse = console, copies, reverse
         self.keys, self.err, self.say = keys, err, say
         self.preserve = False  # -p: times and exact modes (the request's)
+        self.joined: dict[int, float] = {}  # when each host's turn began (its login)
+        self.first_ready = 0.0  # when the first host of the next group greeted (0: none yet)
         self.interrupted = False
         self.status = 0
         self.said: set[str] = set()
@@ -196,6 +203,7 @@ def _slide(state: _Copying, ordered: list[int], fanout: int) -> None:
     """-f as a sliding window over ssh (module doc)."""
     console, session = state.console, state.console.session
     opened = {rank for rank in ordered if rank in console.peers and console.peers[rank].alive}  # 1st wave
+    state.joined = dict.fromkeys(opened, time.monotonic())
     waiting = [rank for rank in ordered if rank not in opened]
     while (waiting or opened) and not state.interrupted:
         try:
@@ -233,13 +241,19 @@ def _turn(state: _Copying, opened: set[int], waiting: list[int], fanout: int) ->
         else:
             console.joining(rank, ConsoleState.GREETING)
             opened.add(rank)
+            state.joined[rank] = time.monotonic()
     ready = frozenset(console.idle(opened))
-    if ready:
+    now = time.monotonic()
+    state.first_ready = (state.first_ready or now) if ready else 0.0
+    alongside = [rank for rank in opened - ready  # logging in since before the first greeted
+                 if console.peers[rank].alive and state.joined.get(rank, now) <= state.first_ready]
+    if ready and not (alongside and now < state.first_ready + GATHER):
         state.copy_to(ready)
         hang_up(console, ready)
         opened -= ready
-    elif opened or waiting:
-        _await_change(state, opened, bool(waiting))
+        state.first_ready = 0.0
+    elif opened or waiting:  # (greeted hosts wait for those alongside them: GATHER)
+        _await_change(state, opened - ready, bool(waiting))
 
 
 def _await_change(state: _Copying, opened: set[int], waiting: bool) -> None:
