@@ -211,6 +211,26 @@ def test_a_host_without_a_hello_by_its_deadline_in_its_turn_is_given_up_and_free
     assert f"hang1: {ssh_session.NO_HELLO}" in err.getvalue().decode()
 
 
+def test_u_gives_up_a_host_whose_login_has_not_ended_at_the_timeout_not_10_s_later(
+        stuck_config: Path) -> None:
+    """helper-144: `-u 3` with a host whose login hangs took 13.4 s ("no answer 10 s after its
+    3 s timeout ... a frozen host?"; clush: 3.1 s, "command timeout"): no server ran there to
+    answer, so the grace a silent server gets does not apply."""
+    from mpish.shell import ssh_cli
+    from mpish.shell.nodes import Selection
+
+    options = ssh_cli.SshShellOptions(selection=Selection(nodes=("hang1,host1",)), command="echo ok",
+                                      ssh_options=("-F", str(stuck_config)), python=(sys.executable,),
+                                      nostdin=True, timeout=2.0)
+    out, err = io.BytesIO(), io.BytesIO()
+    assert ssh_cli.run_command(options, out, err) == 255
+    assert out.getvalue().decode().splitlines()[1:] == ["host1 (1)", "-" * 15, "ok"], err.getvalue()
+    said = err.getvalue().decode()
+    assert "hang1: timed out after 2 s while logging in (its login had not ended: no mpish had started " \
+           "there); given up" in said, said
+    assert "no answer" not in said, said
+
+
 @pytest.mark.parametrize("fanout", [["-f", "3"], []], ids=["more_hosts_than_f", "hosts_within_f"])
 def test_a_ctrl_c_while_a_host_of_the_first_wave_never_greets_keeps_the_others_results(
     stuck_config: Path, tmp_path: Path, fanout: list[str]

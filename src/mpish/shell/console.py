@@ -380,7 +380,7 @@ class Console:
             if (getattr(sink, "closed", False) or self.terminated) and time.monotonic() >= quiet_again \
                     and interrupts < 3:  # (a command deaf to SIGINT held `timeout 30 mpish -c vi` for ever)
                 interrupt(quiet=True)
-            for rank, why in watch.silent(turns.active()).items():  # connecting ones too (turns.py)
+            for rank, why in watch.silent(on := turns.active(), self._in(ConsoleState.JOINING, on)).items():
                 self.peers[rank].alive, self.peers[rank].lost = False, why  # said in its result
                 self.session.give_up(rank)  # silent past its deadline (silence.py)
             return feed() | (turns.top_up() if turns.waiting or turns.open else False)
