@@ -35,15 +35,15 @@ def complete(line: str) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.parametrize(("line", "asked", "applied", "name"), [
-    ("cat my\\ f", "my f", "cat my\\ file.txt", "my file.txt"),
-    ('cat "my f', "my f", 'cat "my file.txt"', "my file.txt"),
-    ("cat 'my f", "my f", "cat 'my file.txt'", "my file.txt"),
+    ("cat my\\ f", "my f", "cat my\\ file.txt ", "my file.txt"),
+    ('cat "my f', "my f", 'cat "my file.txt" ', "my file.txt"),
+    ("cat 'my f", "my f", "cat 'my file.txt' ", "my file.txt"),
     ('cat "my d', "my d", 'cat "my dir/', ""),  # a directory: the quote stays open, as bash leaves it
-    ("cat my\\ dir/in", "my dir/in", "cat my\\ dir/inner\\ \\$x.txt", "my dir/inner $x.txt"),
-    ('cat "my dir/in', "my dir/in", 'cat "my dir/inner \\$x.txt"', "my dir/inner $x.txt"),
-    ("cat pl", "pl", "cat plain", "plain"),
-    ("X=pl", "pl", "X=plain", "X=plain"),
-    ("@2 cat my\\ f", "my f", "@2 cat my\\ file.txt", "my file.txt"),
+    ("cat my\\ dir/in", "my dir/in", "cat my\\ dir/inner\\ \\$x.txt ", "my dir/inner $x.txt"),
+    ('cat "my dir/in', "my dir/in", 'cat "my dir/inner \\$x.txt" ', "my dir/inner $x.txt"),
+    ("cat pl", "pl", "cat plain ", "plain"),
+    ("X=pl", "pl", "X=plain ", "X=plain"),
+    ("@2 cat my\\ f", "my f", "@2 cat my\\ file.txt ", "my file.txt"),
 ])
 def test_a_name_is_completed_inside_quotes_and_after_backslashes_and_bash_reads_it_as_that_name(
         line: str, asked: str, applied: str, name: str) -> None:
@@ -57,19 +57,23 @@ def test_a_name_is_completed_inside_quotes_and_after_backslashes_and_bash_reads_
 
 def test_a_builtins_argument_completed_inside_double_quotes_is_read_back_by_its_parser() -> None:
     _, got = complete(':get "my dir/in')
-    assert got == [":get my\\ dir/inner\\ \\$x.txt"]  # shlex keeps \$ inside "...": escaped instead
+    assert got == [":get my\\ dir/inner\\ \\$x.txt "]  # shlex keeps \$ inside "...": escaped instead
     assert parse_words(got[0].removeprefix(":get "), "usage") == ["my dir/inner $x.txt"]
     _, got = complete(':get "my f')
-    assert got == [':get "my file.txt"'] and parse_words(got[0][5:], "usage") == ["my file.txt"]
+    assert got == [':get "my file.txt" '] and parse_words(got[0][5:], "usage") == ["my file.txt"]
 
 
 def test_a_local_path_of_put_is_completed_the_same_way(tmp_path: Path) -> None:
     (tmp_path / "a file.bin").write_bytes(b"")
-    for typed, expected in ((f"{tmp_path}/a\\ f", f"{tmp_path}/a\\ file.bin"),
-                            (f'"{tmp_path}/a f', f'"{tmp_path}/a file.bin"')):
+    for typed, expected in ((f"{tmp_path}/a\\ f", f"{tmp_path}/a\\ file.bin "),
+                            (f'"{tmp_path}/a f', f'"{tmp_path}/a file.bin" ')):
         _, got = complete(f":put {typed}")
         assert got == [f":put {expected}"]
         assert parse_words(got[0][5:], "usage") == [f"{tmp_path}/a file.bin"]
+    (tmp_path / "dir one").mkdir()  # helper-144: no / after a local directory, its quote closed
+    for typed, expected in ((f'"{tmp_path}/dir o', f'"{tmp_path}/dir one/'), (f"{tmp_path}/dir\\ o",
+                                                                            f"{tmp_path}/dir\\ one/")):
+        assert complete(f":put {typed}")[1] == [f":put {expected}"]  # Tab may go on into it
 
 
 def test_words_are_split_as_bash_splits_them() -> None:
@@ -90,4 +94,4 @@ def test_a_target_word_completes_to_all_and_the_hosts() -> None:
     assert offered("@no") == ["@node1", "@node2"]
     assert offered(":targets @a") == [":targets @all"]
     assert offered("@1 :attach @ot") == ["@1 :attach @other"]
-    assert offered("ls @no") == ["ls not-a-target"]  # an argument of a command is a path
+    assert offered("ls @no") == ["ls not-a-target "]  # an argument of a command is a path

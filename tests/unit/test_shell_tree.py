@@ -204,10 +204,10 @@ def test_tab_after_put_r_completes_the_local_path_and_after_get_r_the_remote_one
     def names(line: str) -> list[str]:  # the word completed (it replaces the word typed)
         return [c.text for c in completer.get_completions(Document(line), CompleteEvent())]
 
-    assert names(":put -r src") == ["srcdir"]  # the console's srcdir/, not the target's
+    assert names(":put -r src") == ["srcdir/"]  # the console's srcdir/, not the target's
     assert names(":put -r srcdir rem") == ["REMOTE/"]
     assert names(":get -r rem") == ["REMOTE/"]
-    assert names(":get -r remote src") == ["srcdir"]
+    assert names(":get -r remote src") == ["srcdir/"]
 
 
 def test_tab_inserts_a_remote_name_with_a_blank_escaped_so_the_line_names_that_one_file(
@@ -225,8 +225,8 @@ def test_tab_inserts_a_remote_name_with_a_blank_escaped_so_the_line_names_that_o
     def texts(line: str) -> list[str]:
         return [c.text for c in completer.get_completions(Document(line), CompleteEvent())]
 
-    assert texts("rm my") == ["my\\ file"]
-    assert texts("cat it") == ["it\\'s\\ \\$HOME"]
+    assert texts("rm my") == ["my\\ file "]
+    assert texts("cat it") == ["it\\'s\\ \\$HOME "]
 
 
 def test_tab_inserts_a_local_name_for_put_with_its_blanks_escaped_as_put_splits_its_words(
@@ -242,7 +242,7 @@ def test_tab_inserts_a_local_name_for_put_with_its_blanks_escaped_as_put_splits_
     completer = make_completer([":put"], lambda target, prefix: [])
     line = ":put my"
     completions = list(completer.get_completions(Document(line), CompleteEvent()))
-    assert [(c.text, c.start_position) for c in completions] == [("my\\ file.txt", -2)]  # the word replaced
+    assert [(c.text, c.start_position) for c in completions] == [("my\\ file.txt ", -2)]  # the word replaced
     completed = line[:-2] + completions[0].text
     assert shlex.split(completed) == [":put", "my file.txt"]
 

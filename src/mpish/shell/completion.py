@@ -161,6 +161,12 @@ def split_line(text: str) -> tuple[str, list[str], str]:
     return target, before, words[-1].text
 
 
+def ended(text: str) -> str:
+    """A completed word as bash inserts it: a file's name followed by a space (the next word
+    may be typed at once), a directory's by its ``/`` only (Tab may go on into it)."""
+    return text if text.endswith("/") else text + " "
+
+
 def quoted(path: str, quote: str, bash: bool) -> str:
     """``path`` (a completed name after its directory) for the line, in the quoting the word
     was begun with: inside an open ``"`` or ``'`` (closed after a file, as bash does, left
@@ -215,11 +221,14 @@ def make_completer(builtins: Iterable[str], remote: Remote,
             if LOCAL_ARGUMENT.get(command) == len(arguments):
                 for found in local.get_completions(Document(path), complete_event):  # :put reads it
                     whole = path[: len(path) + found.start_position] + found.text  # shlex: no $'...'
-                    yield Completion(quoted(whole, quote, bash=False), -len(raw), display=found.display)
+                    if os.path.isdir(os.path.expanduser(whole)):  # (PathCompleter shows its / only)
+                        whole += "/"
+                    yield Completion(ended(quoted(whole, quote, bash=False)), -len(raw),
+                                     display=found.display)
                 return
             for name in remote(target, path):
-                yield Completion(quoted(directory + name, quote, bash=not command.startswith(":")), -len(raw),
-                                 display=escape(name))
+                yield Completion(ended(quoted(directory + name, quote, bash=not command.startswith(":"))),
+                                 -len(raw), display=escape(name))
 
     return ShellCompleter()
 
