@@ -342,3 +342,19 @@ def test_a_ctrl_c_just_after_every_answer_came_keeps_them_ok(
     what = f"get {source} from" if reverse else f"put {source} to"
     assert status == 130 and f"mpish: {what} @1,2: ok" in capsys.readouterr().out, err.getvalue()
     assert "interrupted before its answer came" not in err.getvalue()
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["copy", "rcopy"])
+def test_two_sources_of_one_name_are_refused_before_any_copy(tmp_path: Path, reverse: bool) -> None:
+    # helper-144: --rcopy /a/same /b/same wrote same.host1 twice and exited 0
+    from mpish.shell.options import refused_sources
+
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+        (tmp_path / where / "same").write_bytes(where.encode())
+    request = CopyRequest((f"{tmp_path}/a/same", f"{tmp_path}/b/./same"), str(tmp_path), reverse)
+    kind, written = ("rcopy", "same.<host or rank>") if reverse else ("copy", "same")
+    assert refused_sources(request) == [
+        f"--{kind}: '{tmp_path}/a/same' and '{tmp_path}/b/./same' have the same name: both would be written "
+        f"as {written} (copy them in two runs, with another --dest); nothing was copied"]
+    assert refused_sources(CopyRequest((f"{tmp_path}/a/same", f"{tmp_path}/b"), str(tmp_path), reverse)) == []

@@ -24,7 +24,7 @@ from .grouping import (
     status_lines,
 )
 from .options import launcher_rank, make_directories, stdin_to_send
-from .outfiles import tee
+from .outfiles import failed, tee
 from .session import Terminated
 from .style import COLOR_CHOICES
 
@@ -222,8 +222,8 @@ def main_shell(args: argparse.Namespace) -> int:
     except MpishError as exc:  # a bad node set (-w 'node[1-'): a usage error, status 2 as over ssh
         report.say(str(exc))
         return 2
-    if failed := make_directories(getattr(args, "outdir", None) or "", getattr(args, "errdir", None) or ""):
-        report.say(f"--outdir/--errdir: {failed}")
+    if unmade := make_directories(getattr(args, "outdir", None) or "", getattr(args, "errdir", None) or ""):
+        report.say(f"--outdir/--errdir: {unmade}")
         return 2
     if beyond:  # before anything starts (servers took seconds to start, then this was said)
         report.say(f"no shell server on rank(s) {beyond}: -n {args.np} starts @1-{args.np}")
@@ -450,7 +450,8 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
     mode = OutputMode.from_args(args)
     names = RankHostNames(console.hosts) if mode.by_host else RankNames()
     made = make_sink(mode, len(ranks), out, err, style, names)
-    sink = PipeGuard(tee(made, mode, names, err))  # --outdir, --errdir: a file per rank too
+    fed = tee(made, mode, names, err)  # --outdir, --errdir: a file per rank too
+    sink = PipeGuard(fed)
     from .keyboard import InterruptKeys, terminate_as_interrupt
 
     with InterruptKeys() as keys, terminate_as_interrupt() as terminated:
@@ -477,5 +478,6 @@ def run_once(console: Any, args: argparse.Namespace) -> int:
         report.say(f"console: peak RSS {console_rss_kib()} KiB")
     if terminated:
         return 128 + terminated[0]
-    return exit_status([status_of(r) for r in results.values()], getattr(args, "maxrc", True),
-                       any(r.interrupted for r in results.values()))
+    status = exit_status([status_of(r) for r in results.values()], getattr(args, "maxrc", True),
+                         any(r.interrupted for r in results.values()))
+    return max(status, 1) if failed(fed) else status  # a file of --outdir is missing

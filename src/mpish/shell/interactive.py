@@ -18,7 +18,7 @@ from mpish import report
 from mpish.wire.errors import MpishError
 from mpish.wire.message import replace
 
-from . import attach, screen
+from . import attach, outfiles, screen
 from . import console_put_get as put_get
 from .console import Console
 from .continuation import Block
@@ -26,7 +26,6 @@ from .grouping import GroupedSink, Style, make_sink, status_lines
 from .keyboard import InterruptKeys, TypedAhead, terminate_as_interrupt
 from .names import RankHostNames, RankNames, ServerNames, status_of
 from .options import OutputMode, seconds
-from .outfiles import tee
 from .ranks import TargetError, describe, fold_hosts, format_ranks, resolve_targets
 from .readers import LineReader, ToolkitReader, make_reader
 from .session import NOT_REACHED
@@ -264,8 +263,8 @@ class Repl:
                          end_lines=True)
         if isinstance(made, GroupedSink):  # Ctrl-C also ends a long display of what was gathered
             made.stop = self._ctrl_c
-        sink = tee(made if json else screen.for_terminal(made, self.out, self.raw), self.output, names,
-                   sys.stderr.buffer)  # --outdir, --errdir: a file per server too, each command anew
+        shown = made if json else screen.for_terminal(made, self.out, self.raw)
+        sink = outfiles.tee(shown, self.output, names, sys.stderr.buffer)  # --outdir: a file per server too
         session: Any = self.console.session  # over ssh, a host lost now is named by its result alone
         announce = getattr(session, "report_losses", None)
         try:
@@ -281,7 +280,7 @@ class Repl:
         for text in [] if json else status_lines(results, Style.for_stream(sys.stderr), names, notes=True,
                                                  quiet=self.output.quiet):
             print(text, file=self.err)
-        self.last_status = max((status_of(r) for r in results), default=0)
+        self.last_status = max((status_of(r) for r in results), default=int(outfiles.failed(sink)))
         failed = self.last_status != 0 or any(r.interrupted for r in results)
         if (hint := attach.terminal_hint(command, targets, failed)) and not json:
             print(hint, file=self.err)  # vi hung, top said "failed tty get": :attach gives a terminal

@@ -221,11 +221,19 @@ def refused_sources(request: CopyRequest) -> list[str]:
     """Why each ``--copy`` source cannot be sent, a line each: every source is checked before
     anything is copied or any host reached, as clush does (a missing one was a line among the
     others' reports, which were copied all the same: a clush user's trial). ``--rcopy``'s are
-    on the targets: each is asked of them in its turn."""
-    if request.reverse:
-        return []
-    refused = []
+    on the targets: each is asked of them in its turn. Two sources of one name are refused
+    alike, either way: the second copy would replace the first (helper-144: --rcopy /a/same
+    /b/same wrote same.host1 twice, status 0)."""
+    refused: list[str] = []
+    named: dict[str, str] = {}
     for source in request.sources:
+        name = os.path.basename(os.path.normpath(source))
+        if named.setdefault(name, source) != source:
+            copy = f"{name}.<host or rank>" if request.reverse else name
+            refused.append(f"--{'rcopy' if request.reverse else 'copy'}: {named[name]!r} and {source!r} have "
+                           f"the same name: both would be written as {copy} (copy them in two runs, with "
+                           "another --dest)")
+    for source in () if request.reverse else request.sources:
         where = "" if os.path.isabs(source) else f" (in {os.getcwd()})"
         if not os.path.exists(source):
             link = " (a symbolic link to nothing)" if os.path.islink(source) else ""

@@ -14,8 +14,11 @@ host's name is refused, not followed. clush writes these files only without ``-b
 (its direct mode, and decoded as text, a newline added to a last line without one);
 mpish writes them in every output mode, as the bytes came.
 
-A file that cannot be written (a full disk) is said once, on stderr, and the command's
-output goes on being shown: nothing is lost from the screen.
+A file that cannot be written (a full disk, a link planted under its name) is said once, on
+stderr, and the command's output goes on being shown: nothing is lost from the screen; mpish
+then exits 1 at least (:func:`failed`), as ``cat`` after a write error, so that a script
+knows a file is missing. A server that could not run the command has its error written to
+its stderr file (clush's holds what ssh printed: ``ssh: Could not resolve hostname ...``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ def file_name(names: ServerNames, rank: int) -> str:
     if not name or name in (".", "..") or "/" in name or "\0" in name:
         return str(rank)
     return name
+
+
+def failed(sink: object) -> bool:
+    """Whether ``sink`` is a :class:`FileTee` that could not write a file (module doc)."""
+    return isinstance(sink, FileTee) and sink.said
 
 
 def tee(sink: OutputSink, mode: OutputMode, names: ServerNames, err: IO[bytes]) -> OutputSink:
@@ -78,17 +86,20 @@ class FileTee:
 
     def output(self, rank: int, stream: int, data: bytes) -> None:
         if self.directories.get(stream):
-            fd = self._file(rank, stream)
-            view = memoryview(data)
-            try:
-                while fd >= 0 and view:
-                    view = view[os.write(fd, view):]
-            except OSError as exc:
-                self._say(f"cannot write the output of {self.names.prefix(rank)} to "
-                          f"{escape(self.directories[stream])}: {exc.strerror or exc}")
-                self._close(rank, stream)
-                self.files[rank, stream] = -1
+            self._write(rank, stream, data)
         self.sink.output(rank, stream, data)
+
+    def _write(self, rank: int, stream: int, data: bytes) -> None:
+        fd = self._file(rank, stream)
+        view = memoryview(data)
+        try:
+            while fd >= 0 and view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:
+            self._say(f"cannot write the output of {self.names.prefix(rank)} to "
+                      f"{escape(self.directories[stream])}: {exc.strerror or exc}")
+            self._close(rank, stream)
+            self.files[rank, stream] = -1
 
     def _close(self, rank: int, stream: int) -> None:
         fd = self.files.get((rank, stream), -1)
@@ -96,6 +107,8 @@ class FileTee:
             os.close(fd)
 
     def done(self, result: Result) -> None:
+        if result.error and self.directories[STDERR]:  # it could not run the command: why (as clush's)
+            self._write(result.rank, STDERR, f"{result.error}\n".encode(errors="surrogateescape"))
         for stream, directory in self.directories.items():
             if directory:
                 self._file(result.rank, stream)  # an empty file for a server that wrote nothing

@@ -185,7 +185,7 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         status_lines,
     )
     from mpish.shell.keyboard import InterruptKeys, terminate_as_interrupt
-    from mpish.shell.outfiles import tee
+    from mpish.shell.outfiles import failed, tee
 
     names = host_names(hosts, session)
     sink = make_sink(options.mode, len(hosts), out, err, Style.for_stream(out), names)
@@ -235,7 +235,8 @@ def run_command(options: SshShellOptions, out: IO[bytes], err: IO[bytes]) -> int
         err.flush()
     if terminated:
         return 128 + terminated[0]
-    return exit_status([status_of(r) for r in results], options.maxrc, any(r.interrupted for r in results))
+    status = exit_status([status_of(r) for r in results], options.maxrc, any(r.interrupted for r in results))
+    return max(status, 1) if failed(fed) else status  # a file of --outdir is missing
 
 
 def run_tty(options: SshShellOptions, err: IO[bytes]) -> int:
