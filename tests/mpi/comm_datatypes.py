@@ -344,6 +344,10 @@ def check_a_datatype_reaching_outside_its_buffer_is_refused_before_mpi_touches_m
         raise AssertionError("a datatype laid before its buffer was taken")
     assert np.array_equal(arena, np.arange(64.0)), arena  # nothing written anywhere
     backwards.Free()
+    gap = D.Create_resized(0, 16).Commit()  # a type with a gap: Alltoallw's packed path
+    nothing = ([0] * n, [10_000] * n)  # no item: a displacement past the buffer is not reached (helper-145)
+    c.Alltoallw([np.zeros(2), nothing, [gap] * n], [np.zeros(2), nothing, [gap] * n])
+    gap.Free()
     ok("a_datatype_reaching_outside_its_buffer_is_refused_before_mpi_touches_memory")
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -280,3 +282,49 @@ def test_several_sources_go_into_the_directory_named_last_as_cp_and_a_missing_on
     missing = f"mpish: :put copies a file of the console's machine: no file '{tmp_path}/none'\n"
     assert err.getvalue() == missing
     assert capsys.readouterr().out.count(": ok, ") == 5
+
+
+def test_a_ctrl_c_during_one_of_several_sources_ends_the_copy_there_with_130() -> None:
+    # helper-145: the Ctrl-C ended the file being sent; the next sources were copied, status 1
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from mpish.shell.console_put_get import _several
+
+    ran: list[str] = []
+
+    @contextlib.contextmanager
+    def keys() -> Iterator[object]:  # as Repl.keys: its object says whether Ctrl-C was typed
+        yield SimpleNamespace(interrupted=False)
+
+    def builtin(line: str, watched: Any) -> int:
+        with watched() as pressed:
+            ran.append(line)
+            pressed.interrupted = len(ran) == 2  # Ctrl-C typed during the second source
+        return 1 if len(ran) == 2 else 0
+
+    assert _several(builtin, ["a", "b", "c"], keys, io.StringIO()) == 130
+    assert ran == ["a", "b"]
+
+
+def test_several_sources_of_one_name_or_into_no_local_directory_are_refused_before_any_copy(
+        tmp_path: Path) -> None:
+    import contextlib
+    import io
+
+    from mpish.shell.console_put_get import get_builtin, put_builtin
+
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+        (tmp_path / where / "same").write_bytes(b"x")
+    with served_console() as console:
+        with pytest.raises(ValueError, match=r"'.*/a/same' and '.*/b/same' have the same name: both would "
+                                             r"be written as .*/into/same; nothing was copied"):
+            put_builtin(console, frozenset({1}), f"{tmp_path}/a/same {tmp_path}/b/same {tmp_path}/into",
+                        contextlib.nullcontext, io.StringIO())
+        with pytest.raises(ValueError, match=r"'.*/new' is not a directory of the console's machine: several "
+                                             r"sources go into an existing one"):
+            get_builtin(console, frozenset({1}), f"-r {tmp_path}/a {tmp_path}/b {tmp_path}/new",
+                        contextlib.nullcontext, io.StringIO())
+    assert not (tmp_path / "new").exists() and not (tmp_path / "into").exists()

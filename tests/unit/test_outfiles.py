@@ -62,3 +62,16 @@ def test_a_directory_that_cannot_be_made_is_an_error_before_anything_runs(tmp_pa
     assert make_directories(str(tmp_path / "file" / "sub")) == (
         f"cannot make the directory {tmp_path}/file/sub: Not a directory")
     assert not os.path.exists(tmp_path / "file" / "sub")
+
+
+def test_the_tee_keeps_the_streaming_flag_of_the_sink_it_wraps() -> None:
+    """helper-145: the console drops what was in flight at a Ctrl-C from a streaming sink (-v, or
+    grouped output past its limit); behind the tee it read False and showed it."""
+    from mpish.shell.grouping import LiveSink
+
+    names = RankNames()
+    live = LiveSink(io.BytesIO(), io.BytesIO(), Style(False), names)
+    assert live.streams
+    assert FileTee(live, names, "out", "", io.BytesIO()).streams
+    grouped = GroupedSink(io.BytesIO(), io.BytesIO(), Style(False), names)
+    assert FileTee(grouped, names, "out", "", io.BytesIO()).streams == grouped.streams

@@ -59,3 +59,22 @@ def test_a_child_of_ssh_holding_its_stderr_never_holds_back_its_end() -> None:
         process.close(wait=1.0)
         subprocess.run(["pkill", "-f", "^sleep 61.37$"], check=False)
     assert sleeper, "the child must still hold the pipe when ended() is checked"
+
+
+def test_a_stderr_without_newlines_is_shown_in_lines_of_bounded_size(capfd: object) -> None:
+    """helper-145: the unfinished line of ssh's stderr grew without bound, copied again at
+    every read (a \\r spinner, a flood), now that it is shown for every host."""
+    from mpish.transport.ssh import LINE_LIMIT
+
+    script = ("import sys, time\nfor _ in range(50):\n"
+              "    sys.stderr.write('y' * 2000 + '\\r'); sys.stderr.flush(); time.sleep(0.001)\n")
+    process = SshProcess("node1", [sys.executable, "-c", script], show_stderr=True)
+    process.greeted = True  # shown as it comes
+    try:
+        process.failure(wait=10.0)
+    finally:
+        process.close(wait=1.0)
+    shown = capfd.readouterr().err.splitlines()  # type: ignore[attr-defined]
+    assert shown and all(line.startswith("node1: ") for line in shown), shown[:3]
+    assert max(len(line) for line in shown) <= len("node1: ") + 4 * LINE_LIMIT  # escaped \r: 4 chars
+    assert sum(line.count("y") for line in shown) == 50 * 2000  # nothing lost

@@ -215,7 +215,7 @@ def bottom_blocks(msg: Any, size: int, *, writable: bool = False) -> list[tuple[
             raise ValueError(f"Alltoallw: expected {size} counts, displacements and datatypes")
         for count, displ, datatype in zip(counts, displs, datatypes, strict=True):
             first, end = item_span(int(count), datatype_of(datatype)) if int(count) > 0 else (0, 0)
-            if int(displ) + first < 0 or int(displ) + end > len(flat):
+            if int(count) > 0 and (int(displ) + first < 0 or int(displ) + end > len(flat)):
                 raise ValueError(f"Alltoallw: a block of {count} at byte {displ} goes past the buffer "
                                  f"of {len(flat)} bytes")
         address = MPI.Get_address(flat)  # a halo's subarray or vector types: packed, as at BOTTOM

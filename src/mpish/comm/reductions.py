@@ -175,7 +175,11 @@ class Reductions(ObjectCollectives):
         A rank that failed (``error``, its own arguments; an abort notice; a wrong block; an
         operation MPI refuses) sends abort notices in place of its partial result in every
         round left and drops what comes: the failure reaches every rank (each hears from every
-        other through the rounds), and no record is left queued. It raises, but ``error``."""
+        other through the rounds), and no record is left queued. It raises, but ``error``. One
+        limit: a failure met in the last round reaches only that round's pair, so a user's
+        operation (MPI.Op.Create) that raises on some ranks only, there, fails on those only
+        (a wrong block is met in the first exchange, a predefined operation checked before
+        anything is sent; the fold at rank 0 of old told every rank, one latency per level more)."""
         n, r, nbytes = self.size, self.rank, len(send)
         pof2 = 1 << (n.bit_length() - 1)
         rem = n - pof2

@@ -9,7 +9,7 @@ import shlex
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -112,22 +112,42 @@ def parse(rest: str, usage: str) -> tuple[bool, bool, list[str]]:
     return "r" in given, "p" in given, words
 
 
-def _several(builtin: Callable[[str], int], lines: list[str], err: IO[str]) -> int:
+def _several(builtin: Callable[[str, Keys], int], lines: list[str], keys: Keys, err: IO[str]) -> int:
     """Each source's line run in turn, as cp goes on past a source it cannot copy (said, and
-    the status at least 1); the largest status. A Ctrl-C ends it there."""
-    status = 0
+    the status at least 1); the largest status. A Ctrl-C ends it there, with 130."""
+    status, stopped = 0, False
+
+    @contextlib.contextmanager
+    def watched() -> Iterator[object]:  # whether Ctrl-C was typed during a source's transfer
+        nonlocal stopped
+        with keys() as pressed:
+            try:
+                yield pressed
+            finally:
+                stopped = stopped or bool(getattr(pressed, "interrupted", False))
+
     for line in lines:
         try:
-            status = max(status, builtin(line))
+            status = max(status, builtin(line, watched))
         except ValueError as exc:
             print(Style.for_stream(err).error(f"mpish: {exc}"), file=err)
             err.flush()
             status = max(status, 1)
+        if stopped:
+            return 130
     return status
 
 
-def _each(recursive: bool, preserve: bool, words: list[str]) -> list[str]:
-    """The lines of a :put or :get of several sources: one per source, into ``words[-1]/``."""
+def _each(recursive: bool, preserve: bool, words: list[str], usage: str) -> list[str]:
+    """The lines of a :put or :get of several sources: one per source, into ``words[-1]/``;
+    ValueError if two sources have one name (the second copy would replace the first)."""
+    names: dict[str, str] = {}
+    for source in words[:-1]:
+        first = names.setdefault(os.path.basename(os.path.normpath(source)), source)
+        if first != source:
+            raise ValueError(f"{first!r} and {source!r} have the same name: both would be written as "
+                             f"{words[-1].rstrip('/')}/{os.path.basename(os.path.normpath(source))}; "
+                             f"nothing was copied ({usage})")
     flags = "".join(flag for flag, given in (("r", recursive), ("p", preserve)) if given)
     into = words[-1].rstrip("/") + "/"  # a directory, which must exist (as cp's last word)
     return [shlex.join([*([f"-{flags}"] if flags else []), "--", source, into]) for source in words[:-1]]
@@ -160,8 +180,8 @@ def put_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     With a ``tally`` the results are added to it, for one report later (copying.copy_files)."""
     recursive, preserve, words = parse(rest, PUT_USAGE)
     if len(words) > 2:  # several sources, as cp and scp: each into the directory the last word names
-        return _several(lambda line: put_builtin(console, targets, line, keys, err, into=True),
-                        _each(recursive, preserve, words), err)
+        return _several(lambda line, watched: put_builtin(console, targets, line, watched, err, into=True),
+                        _each(recursive, preserve, words, PUT_USAGE), keys, err)
     local = os.path.expanduser(words[0])  # a path of the console's machine: ~ is the user's home there
     where = ("" if os.path.isabs(local)
              else f" in the console's directory {console_directory()} (not the targets')")
@@ -208,8 +228,12 @@ def get_builtin(console: Console, targets: frozenset[int], rest: str, keys: Keys
     results are added to it, for one report later (copying.copy_files)."""
     recursive, preserve, words = parse(rest, GET_USAGE)
     if len(words) > 2:  # several sources: each into the local directory the last word names
-        return _several(lambda line: get_builtin(console, targets, line, keys, err, suffixed),
-                        _each(recursive, preserve, words), err)
+        into = os.path.expanduser(words[-1])
+        if not os.path.isdir(into):  # (-r: the first tree became it, the others went inside)
+            raise ValueError(f"{words[-1]!r} is not a directory of the console's machine: several sources "
+                             f"go into an existing one, as with cp; make it first ({GET_USAGE})")
+        return _several(lambda line, watched: get_builtin(console, targets, line, watched, err, suffixed),
+                        _each(recursive, preserve, words, GET_USAGE), keys, err)
     remote = words[0]
     local = (os.path.expanduser(words[1]) if len(words) == 2  # the console's: ~ is the user's home there
              else "." if recursive else os.path.basename(remote))

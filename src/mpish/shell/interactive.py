@@ -280,7 +280,7 @@ class Repl:
         for text in [] if json else status_lines(results, Style.for_stream(sys.stderr), names, notes=True,
                                                  quiet=self.output.quiet):
             print(text, file=self.err)
-        self.last_status = max((status_of(r) for r in results), default=int(outfiles.failed(sink)))
+        self.last_status = max([status_of(r) for r in results] + [int(outfiles.failed(sink))])
         failed = self.last_status != 0 or any(r.interrupted for r in results)
         if (hint := attach.terminal_hint(command, targets, failed)) and not json:
             print(hint, file=self.err)  # vi hung, top said "failed tty get": :attach gives a terminal

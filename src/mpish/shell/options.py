@@ -221,18 +221,18 @@ def refused_sources(request: CopyRequest) -> list[str]:
     """Why each ``--copy`` source cannot be sent, a line each: every source is checked before
     anything is copied or any host reached, as clush does (a missing one was a line among the
     others' reports, which were copied all the same: a clush user's trial). ``--rcopy``'s are
-    on the targets: each is asked of them in its turn. Two sources of one name are refused
-    alike, either way: the second copy would replace the first (helper-144: --rcopy /a/same
-    /b/same wrote same.host1 twice, status 0)."""
+    on the targets: each is asked of them in its turn. Two sources written to one place (one
+    name, one --dest) are refused alike, either way: the second copy would replace the first
+    (helper-144: --rcopy /a/same /b/same --dest d wrote d/same.host1 twice, status 0)."""
     refused: list[str] = []
-    named: dict[str, str] = {}
+    placed: dict[str, str] = {}
     for source in request.sources:
         name = os.path.basename(os.path.normpath(source))
-        if named.setdefault(name, source) != source:
-            copy = f"{name}.<host or rank>" if request.reverse else name
-            refused.append(f"--{'rcopy' if request.reverse else 'copy'}: {named[name]!r} and {source!r} have "
-                           f"the same name: both would be written as {copy} (copy them in two runs, with "
-                           "another --dest)")
+        copy = os.path.join(request.dest or os.path.dirname(os.path.abspath(source)), name)
+        if placed.setdefault(copy, source) != source:
+            refused.append(f"--{'rcopy' if request.reverse else 'copy'}: {placed[copy]!r} and {source!r} "
+                           f"would both be written as {copy}{'.<host or rank>' if request.reverse else ''} "
+                           "(copy them in two runs, with another --dest)")
     for source in () if request.reverse else request.sources:
         where = "" if os.path.isabs(source) else f" (in {os.getcwd()})"
         if not os.path.exists(source):

@@ -66,6 +66,10 @@ class FileTee:
         self.files: dict[tuple[int, int], int] = {}  # (rank, stream) -> descriptor (-1: closed)
         self.said = False
 
+    @property
+    def streams(self) -> bool:  # console.py: a streaming sink drops what was in flight at a Ctrl-C
+        return bool(getattr(self.sink, "streams", False))
+
     def _file(self, rank: int, stream: int) -> int:
         fd = self.files.get((rank, stream))
         if fd is None:

@@ -98,6 +98,7 @@ class SilenceWatch:
         ``unstarted``: those whose Hello never came (their login goes on), given up when due."""
         now = self.drained
         gone: dict[int, str] = {}
+        unstarted = set(unstarted)
         for rank in running:
             due = self.due.get(rank, math.inf)
             if rank in unstarted and now >= due:  # (a helper-144 trial: 13.4 s for -u 3, clush 3.1 s)

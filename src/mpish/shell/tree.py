@@ -348,7 +348,7 @@ class TreeWriter:
         return self.stack[-1][1]
 
     def _times(self, entry: p.Entry) -> tuple[int, int] | None:
-        return (entry.atime_ns, entry.mtime_ns) if self.preserve and entry.mtime_ns else None
+        return (entry.atime_ns, entry.mtime_ns) if self.preserve else None
 
     def _leave(self) -> None:
         parts, fd, mode, times = self.stack.pop()

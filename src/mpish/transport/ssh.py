@@ -67,6 +67,7 @@ STDERR_KEEP = 64 * 1024
 # s: once ssh has exited, its stderr is read until it has been quiet this long, not until its
 # end: a ProxyCommand's child can hold the pipe open long after ssh (a Ctrl-C waited 2 s for it)
 STDERR_LINGER = 0.25
+LINE_LIMIT = 4096  # bytes of ssh's stderr shown as one line at most (the rest follows in pieces)
 BOOTSTRAP_MARK = "mpish-bootstrap:"  # starts the shipped code's own error lines on stderr
 ENDED_MARK = "mpish: the remote process ended: "  # a remote side's last word on how its worker ended
 
@@ -263,6 +264,9 @@ class SshProcess:
             if (self.echo_stderr or self.show_stderr) and (data or partial):
                 lines = (partial + data).split(b"\n")
                 partial = lines.pop() if data else b""
+                if len(partial) > LINE_LIMIT:  # no newline for long (a \r spinner): shown in pieces
+                    lines += [partial[at : at + LINE_LIMIT] for at in range(0, len(partial), LINE_LIMIT)]
+                    partial = b""
                 self._shown([line.rstrip(b"\r") for line in lines if line or data])
             if not data:
                 return
