@@ -112,7 +112,7 @@ def test_v_collectives_with_datatypes_with_gaps_write_what_raw_mpi_writes(home: 
     every_check_passes("comm_gapped_vectors.py", ranks, home)
 
 
-@pytest.mark.parametrize("ranks", [2, 7])  # 7: a tree of depth 3 not full, 3 pairs before the doubling
+@pytest.mark.parametrize("ranks", [2, 4, 7])  # 4: two rounds; 7: a tree of depth 3 not full, 3 pairs first
 def test_reductions_fold_in_rank_order_in_log_steps_and_fail_on_every_rank_together(
         home: Path, ranks: int) -> None:
     """Non-commutative operations in rank order (Reduce up a tree, Allreduce by recursive

@@ -176,10 +176,12 @@ class Reductions(ObjectCollectives):
         operation MPI refuses) sends abort notices in place of its partial result in every
         round left and drops what comes: the failure reaches every rank (each hears from every
         other through the rounds), and no record is left queued. It raises, but ``error``. One
-        limit: a failure met in the last round reaches only that round's pair, so a user's
-        operation (MPI.Op.Create) that raises on some ranks only, there, fails on those only
-        (a wrong block is met in the first exchange, a predefined operation checked before
-        anything is sent; the fold at rank 0 of old told every rank, one latency per level more)."""
+        limit: a failure met by one rank of a pair in round k reaches the ranks it swaps with
+        after k only, so a user's operation (MPI.Op.Create) that raises on some ranks only fails
+        on some ranks (a wrong block is met by both ranks of its first exchange, which together
+        reach every rank; a predefined operation is checked before anything is sent; the fold
+        at rank 0 of old told every rank, at one latency per level more). Raw MPI has no clean
+        failure there either (mpi4py cannot return an error from an operation's callback)."""
         n, r, nbytes = self.size, self.rank, len(send)
         pof2 = 1 << (n.bit_length() - 1)
         rem = n - pof2
