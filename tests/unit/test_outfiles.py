@@ -62,6 +62,8 @@ def test_a_directory_that_cannot_be_made_is_an_error_before_anything_runs(tmp_pa
     assert make_directories(str(tmp_path / "file" / "sub")) == (
         f"cannot make the directory {tmp_path}/file/sub: Not a directory")
     assert not os.path.exists(tmp_path / "file" / "sub")
+    assert make_directories(str(tmp_path / "file")) == (  # helper-144: it said "File exists"
+        f"{tmp_path}/file is not a directory: give a directory, or a path to make one")
 
 
 def test_the_tee_keeps_the_streaming_flag_of_the_sink_it_wraps() -> None:

@@ -111,6 +111,8 @@ def make_directories(*directories: str) -> str:
         if directory:
             try:
                 os.makedirs(directory, exist_ok=True)
+            except FileExistsError:  # (a file of that name: "File exists" said nothing useful)
+                return f"{escape(directory)} is not a directory: give a directory, or a path to make one"
             except OSError as exc:
                 return f"cannot make the directory {escape(directory)}: {exc.strerror or exc}"
     return ""
