@@ -78,3 +78,12 @@ def test_a_stderr_without_newlines_is_shown_in_lines_of_bounded_size(capfd: obje
     assert shown and all(line.startswith("node1: ") for line in shown), shown[:3]
     assert max(len(line) for line in shown) <= len("node1: ") + 4 * LINE_LIMIT  # escaped \r: 4 chars
     assert sum(line.count("y") for line in shown) == 50 * 2000  # nothing lost
+
+
+def test_an_ssh_killed_by_a_signal_is_said_so_not_as_a_negative_exit_status() -> None:
+    # helper-144: "exit status -9"
+    from mpish.transport.ssh import classify
+
+    assert "(ssh was killed by SIGKILL)" in str(classify("node1", -9, "", greeted=True))
+    assert "(ssh was killed by SIGTERM)" in str(classify("node1", -15, "", greeted=False))
+    assert "(exit status 3)" in str(classify("node1", 3, "", greeted=False))

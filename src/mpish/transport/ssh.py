@@ -409,7 +409,7 @@ def classify(
         said = [line.split(ENDED_MARK, 1)[1].strip() for line in stderr.splitlines() if ENDED_MARK in line]
         if said:  # the remote side saw its worker end (calls/front.py)
             return make(ended, f"{host}: {what} ended: {said[-1]}. {again}")
-        how = "still running" if status is None else f"exit status {status}"
+        how = "still running" if status is None else _status_words(status)
         return make(
             ended,
             f"{host}: {what} ended unexpectedly ({how}); it was killed, "
@@ -472,4 +472,16 @@ def classify(
         return make(SshFailed, f"{host}: ssh failed (exit status 255).")
     if status is None:  # the pipe ended, ssh still runs
         return make(SshFailed, f"{host}: {what} stopped answering before it started (ssh still running).")
-    return make(SshFailed, f"{host}: {what} ended before it started (exit status {status}).")
+    return make(SshFailed, f"{host}: {what} ended before it started ({_status_words(status)}).")
+
+
+def _status_words(status: int) -> str:
+    """ssh's end as Popen's returncode gives it: ``exit status N``, or the signal that killed
+    it (``-9`` read "exit status -9": helper-144)."""
+    if status >= 0:
+        return f"exit status {status}"
+    try:
+        name = signal.Signals(-status).name
+    except ValueError:
+        name = f"signal {-status}"
+    return f"ssh was killed by {name}"
